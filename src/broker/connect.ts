@@ -1,0 +1,62 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { ConfigError } from '../core/errors.ts';
+import type { Broker, BrokerOptions } from './types.ts';
+
+export const DEFAULT_SQLITE_PATH = './data/errand.db';
+
+/** The broker URL to use when none is given: `ERRAND_BROKER_URL`, else `REDIS_URL`, else the embedded SQLite file. */
+export function defaultBrokerUrl(env: NodeJS.ProcessEnv = process.env): string {
+  return env.ERRAND_BROKER_URL || env.REDIS_URL || `sqlite:${DEFAULT_SQLITE_PATH}`;
+}
+
+export interface ConnectOptions extends BrokerOptions {
+  logger?: Logger;
+  /** Key prefix (Redis). Default `errand`. */
+  prefix?: string;
+}
+
+/**
+ * Opens a broker from a URL:
+ * - `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS): Redis;
+ * - `redis+cluster://host:port[,host:port...]`: Redis Cluster (seed nodes);
+ * - `sqlite:path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`: the embedded SQLite file.
+ */
+export async function connectBroker(url: string, options: ConnectOptions = {}): Promise<Broker> {
+  if (typeof url !== 'string' || url.trim() === '') throw new ConfigError('Broker URL is empty: give redis://host:port or sqlite:path/to/file.db');
+  const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
+  if (scheme === 'redis:' || scheme === 'rediss:' || scheme === 'redis+cluster:') {
+    try {
+      const u = new URL(url);
+      if (!u.hostname) throw new Error('no host');
+    } catch {
+      throw new ConfigError(`Broker URL "${redact(url)}" is not a valid Redis URL: expected ${scheme}//host:port[/db]`);
+    }
+    const { RedisBroker } = await import('./redis/redis-broker.ts');
+    return new RedisBroker({ url, ...options });
+  }
+  if (scheme === 'sqlite:') {
+    let path = url.slice('sqlite:'.length);
+    if (path.startsWith('//')) path = path.slice(2);
+    if (path === '') throw new ConfigError(`Broker URL "${url}" has no file path: use sqlite:path/to/file.db`);
+    if (path !== ':memory:') {
+      path = resolve(path);
+      try {
+        mkdirSync(dirname(path), { recursive: true });
+      } catch (err) {
+        throw new ConfigError(`Cannot create the folder for the SQLite file ${path}: ${(err as Error).message}`);
+      }
+    }
+    const { SqliteBroker } = await import('./sqlite/sqlite-broker.ts');
+    return new SqliteBroker({ path, ...options });
+  }
+  throw new ConfigError(
+    `Broker URL "${redact(url)}" is not supported: use redis://host:port[/db], rediss://host:port (TLS), redis+cluster://host:port,... or sqlite:path/to/file.db`,
+  );
+}
+
+/** A URL with its password hidden, for messages and logs. */
+export function redact(url: string): string {
+  return url.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
+}

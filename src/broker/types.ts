@@ -1,0 +1,230 @@
+/**
+ * The Broker contract: the one seam between Errand and storage.
+ *
+ * Everything above this file (tasks, handles, the worker, the HTTP layer, the dashboard) reads and
+ * writes runs only through these methods. Every broker (Redis, embedded SQLite) implements all of
+ * them with the same semantics, and `test/conformance` checks that they do.
+ *
+ * Conventions:
+ * - Times are epoch milliseconds taken from the caller (`now` arguments), never from the storage
+ *   server, so that tests can drive time and every broker agrees on what "due" means.
+ * - Inputs, results, errors and progress cross this seam as JSON text. The broker stores them as
+ *   given and never parses them: decoding (and the handling of a corrupt value) is the caller's.
+ * - Every state transition is atomic: a reader never sees a run half way between two states.
+ * - Batch methods exist so that callers never need one round trip per run.
+ */
+
+/** The states of a run. `failed` is the dead-letter state: retries exhausted, kept for inspection and replay. */
+export type RunState = 'queued' | 'scheduled' | 'active' | 'succeeded' | 'failed' | 'cancelled';
+
+export const RUN_STATES: readonly RunState[] = [
+  'queued',
+  'scheduled',
+  'active',
+  'succeeded',
+  'failed',
+  'cancelled',
+];
+
+export const FINISHED_STATES: ReadonlySet<RunState> = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** A run to create. Built and validated by the task layer; the broker stores it as is. */
+export interface NewRun {
+  /** Globally unique, `<queue>.<26-char time-ordered id>` (see `src/core/ids.ts`). */
+  id: string;
+  task: string;
+  queue: string;
+  /** JSON text of the task input (already validated). */
+  input: string;
+  /** Higher runs first; an integer in [-1000, 1000]. Runs of equal priority run in enqueue order. */
+  priority: number;
+  /** When the run may start. At or before `now` the run is `queued`, after it `scheduled`. */
+  runAt: number;
+  /** Idempotency key, scoped to the task: a second enqueue with the same task and key within `idempotencyTtl` returns the first run. */
+  idempotencyKey?: string;
+  /** How long the idempotency key holds, in ms. */
+  idempotencyTtl?: number;
+  /** W3C trace context of the enqueuer (OpenTelemetry `traceparent`), carried to the worker. */
+  traceparent?: string;
+}
+
+export interface EnqueueResult {
+  id: string;
+  /** False when an idempotency key matched an existing run: `id` is then that run's id. */
+  created: boolean;
+  /** The state of the run (the existing run's state when `created` is false; `queued` if that run has since expired). */
+  state: RunState;
+}
+
+/** A run handed to a worker under a lease. */
+export interface Reservation {
+  id: string;
+  task: string;
+  queue: string;
+  input: string;
+  /** 1 for the first start; incremented each time the run is reserved. The lease is identified by (id, attempt). */
+  attempt: number;
+  priority: number;
+  enqueuedAt: number;
+  startedAt: number;
+  traceparent?: string;
+}
+
+export interface ReserveRequest {
+  workerId: string;
+  queues: readonly string[];
+  /** At most this many runs (the worker's free slots). */
+  max: number;
+  /** Lease length in ms: the run returns to `queued` if not renewed or settled by `now + leaseMs`. */
+  leaseMs: number;
+  now: number;
+}
+
+export interface ReserveResult {
+  /** In priority order, FIFO within a priority, queues in the order requested. */
+  runs: Reservation[];
+  /**
+   * The earliest time something in these queues becomes due without an enqueue (a scheduled run's
+   * `runAt`, or an active run's lease expiry), or null when nothing is pending. An idle worker sleeps
+   * until then unless woken earlier.
+   */
+  nextAt: number | null;
+}
+
+/** An error as stored on a run. */
+export interface RunError {
+  name: string;
+  message: string;
+  stack?: string;
+  /** Set when Errand (not the handler) failed the run: e.g. `lease_lost`, `invalid_input`, `unknown_task`, `timeout`, `corrupt`. */
+  reason?: string;
+}
+
+export type Settlement =
+  | { id: string; attempt: number; outcome: 'succeeded'; result: string | null; retentionMs: number }
+  | { id: string; attempt: number; outcome: 'failed'; error: string; retentionMs: number }
+  | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number };
+
+/** `lost`: the lease was no longer this worker's (expired and recovered, cancelled, or the run is gone); nothing was written. */
+export type SettleStatus = 'ok' | 'lost';
+
+export interface Lease {
+  id: string;
+  attempt: number;
+}
+
+/** One start of a run, as kept in its history. */
+export interface AttemptRecord {
+  attempt: number;
+  worker: string;
+  startedAt: number;
+  finishedAt?: number;
+  /** `succeeded`, `failed`, `retry`, `lost` (lease expired), `released` (handed back at shutdown), `cancelled`. */
+  outcome?: string;
+  error?: string;
+}
+
+/** A run as stored. JSON fields are raw text (see `decodeRun` in `src/core/run-info.ts`). */
+export interface RunRecord {
+  id: string;
+  task: string;
+  queue: string;
+  state: RunState;
+  priority: number;
+  input: string;
+  result?: string;
+  error?: string;
+  progress?: string;
+  attempts: number;
+  /** How many times the run's lease expired (its worker died or stalled). */
+  leaseLosses: number;
+  enqueuedAt: number;
+  runAt?: number;
+  startedAt?: number;
+  finishedAt?: number;
+  expiresAt?: number;
+  worker?: string;
+  idempotencyKey?: string;
+  traceparent?: string;
+  history: AttemptRecord[];
+}
+
+export type CancelOutcome =
+  | { outcome: 'cancelled'; previous: RunState }
+  | { outcome: 'finished'; state: RunState }
+  | { outcome: 'not_found' };
+
+export type RetryOutcome =
+  | { outcome: 'queued' }
+  | { outcome: 'not_failed'; state: RunState }
+  | { outcome: 'not_found' };
+
+export type QueueCounts = Record<RunState, number>;
+
+export interface BrokerOptions {
+  /** Runs whose lease expired this many times are failed with reason `lease_lost` instead of requeued. Default 3. */
+  maxLeaseLosses?: number;
+  /** Retention of runs that the broker itself fails (lease losses, corrupt records), in ms. Default 7 days. */
+  failedRetentionMs?: number;
+}
+
+export interface Broker {
+  readonly kind: 'redis' | 'sqlite';
+
+  /** Creates runs, in order. Runs sharing an idempotency key (same task) collapse into the first. */
+  enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]>;
+
+  /**
+   * Atomically, per queue: moves due scheduled runs to queued, recovers runs whose lease expired
+   * (back to queued, or failed after `maxLeaseLosses`), then leases up to `max` queued runs to the
+   * worker, marking them active with `attempt` incremented.
+   */
+  reserve(req: ReserveRequest): Promise<ReserveResult>;
+
+  /** Records the outcome of leased runs. Each item is applied only if (id, attempt) is still this worker's lease. */
+  settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]>;
+
+  /** Extends leases to `now + leaseMs`. Returns the ids whose lease is no longer held (cancelled, recovered, gone). */
+  renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]>;
+
+  /** Hands leased runs back (worker shutting down): they return to queued at once, the attempt not counted. */
+  release(workerId: string, leases: readonly Lease[], now: number): Promise<void>;
+
+  /** Stores a progress value (JSON text) on an active run held by this worker. */
+  progress(workerId: string, lease: Lease, progress: string): Promise<SettleStatus>;
+
+  getRun(id: string): Promise<RunRecord | null>;
+
+  /** Cancels a queued, scheduled or active run. An active run's worker learns of it on its next renew (or sooner, see `onCancel`). */
+  cancel(id: string, now: number): Promise<CancelOutcome>;
+
+  /** Replays a failed run: back to queued with its attempt count reset. */
+  retry(id: string, now: number): Promise<RetryOutcome>;
+
+  /** Counts by state for each queue (all queues known to the broker when `queues` is omitted). */
+  counts(queues?: readonly string[]): Promise<Record<string, QueueCounts>>;
+
+  /** Deletes finished runs whose retention has passed. Returns how many were removed. */
+  prune(now: number): Promise<number>;
+
+  /**
+   * Resolves when work may be available in one of `queues` (an enqueue, a retry, a cancel freeing
+   * nothing is fine too: spurious wake-ups are allowed), when `until` (epoch ms) is reached, or when
+   * `signal` aborts. Never busy-polls.
+   */
+  waitForWork(queues: readonly string[], until: number | null, signal: AbortSignal): Promise<void>;
+
+  /**
+   * Calls `listener` whenever the run may have changed state (spurious calls allowed). The caller
+   * re-reads the run. Resolves once watching is in place; the returned function stops it.
+   */
+  watch(id: string, listener: () => void): Promise<() => void>;
+
+  /** Calls `listener` with ids of active runs cancelled anywhere, as soon as the broker can tell. Optional fast path; renew is the guarantee. */
+  onCancel(listener: (ids: string[]) => void): () => void;
+
+  /** Throws when storage is unreachable. */
+  ping(): Promise<void>;
+
+  close(): Promise<void>;
+}

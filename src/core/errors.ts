@@ -1,0 +1,92 @@
+/** Base class of every error Errand throws on purpose. */
+export class ErrandError extends Error {
+  override name = 'ErrandError';
+}
+
+/** One problem in a value given to Errand: where (a path into the value) and what. */
+export interface InputIssue {
+  path: (string | number)[];
+  message: string;
+  /** A short machine-readable kind: zod's issue codes, or `not_serializable`, `too_large`. */
+  code: string;
+}
+
+export function formatPath(path: readonly (string | number)[], root = 'input'): string {
+  let out = root;
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : /^[A-Za-z_$][\w$]*$/.test(p) ? `.${p}` : `[${JSON.stringify(p)}]`;
+  return out;
+}
+
+/** A task input (or option) that Errand refuses: each issue names its path. Nothing was enqueued. */
+export class InputError extends ErrandError {
+  override name = 'InputError';
+  readonly issues: InputIssue[];
+  readonly task: string | undefined;
+  constructor(issues: InputIssue[], task?: string, root = 'input') {
+    const lines = issues.map((i) => `  - ${formatPath(i.path, root)}: ${i.message}`);
+    super(`${task ? `Task "${task}": ` : ''}${root} refused (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`);
+    this.issues = issues;
+    this.task = task;
+  }
+}
+
+/** Invalid options or configuration given to an Errand API (not the task input). */
+export class ConfigError extends ErrandError {
+  override name = 'ConfigError';
+}
+
+export class RunNotFoundError extends ErrandError {
+  override name = 'RunNotFoundError';
+  readonly runId: string;
+  constructor(runId: string) {
+    super(`Run "${runId}" not found (it never existed, or it finished and its retention passed)`);
+    this.runId = runId;
+  }
+}
+
+/** Thrown by `handle.result()` when the run failed: `runError` is the error kept on the run. */
+export class RunFailedError extends ErrandError {
+  override name = 'RunFailedError';
+  readonly runId: string;
+  readonly runError: { name: string; message: string; stack?: string; reason?: string };
+  constructor(runId: string, runError: { name: string; message: string; stack?: string; reason?: string }) {
+    super(`Run "${runId}" failed: ${runError.name}: ${runError.message}`);
+    this.runId = runId;
+    this.runError = runError;
+  }
+}
+
+export class RunCancelledError extends ErrandError {
+  override name = 'RunCancelledError';
+  readonly runId: string;
+  constructor(runId: string) {
+    super(`Run "${runId}" was cancelled`);
+    this.runId = runId;
+  }
+}
+
+/** `handle.result({ timeout })` gave up waiting; the run goes on. */
+export class ResultTimeoutError extends ErrandError {
+  override name = 'ResultTimeoutError';
+  readonly runId: string;
+  constructor(runId: string, timeout: number) {
+    super(`Run "${runId}" did not finish within ${timeout} ms (it is still running or waiting)`);
+    this.runId = runId;
+  }
+}
+
+/** The attempt ran past its task's timeout. */
+export class TaskTimeoutError extends ErrandError {
+  override name = 'TaskTimeoutError';
+}
+
+/**
+ * Throw this (or wrap an error with it) from a handler to fail the run at once, without retries:
+ * for errors that another attempt cannot fix (a rejected address, a 5xx from an SMTP server).
+ */
+export class PermanentError extends ErrandError {
+  override name = 'PermanentError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}

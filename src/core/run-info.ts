@@ -1,0 +1,84 @@
+import type { AttemptRecord, RunError, RunRecord, RunState } from '../broker/types.ts';
+import { safeParse } from './json.ts';
+
+/** A run as the public API shows it: JSON fields decoded, times as Dates. */
+export interface RunInfo<R = unknown> {
+  id: string;
+  task: string;
+  queue: string;
+  state: RunState;
+  priority: number;
+  input: unknown;
+  result?: R;
+  error?: RunError;
+  progress?: unknown;
+  /** How many times the run was started. */
+  attempts: number;
+  leaseLosses: number;
+  enqueuedAt: Date;
+  /** When a scheduled run becomes due. */
+  runAt?: Date;
+  startedAt?: Date;
+  finishedAt?: Date;
+  /** When a finished run will be deleted. */
+  expiresAt?: Date;
+  /** The worker that ran (or runs) the latest attempt. */
+  worker?: string;
+  idempotencyKey?: string;
+  traceparent?: string;
+  history: AttemptRecord[];
+  /** Fields whose stored JSON could not be read (the raw text is given instead). */
+  corrupt?: string[];
+}
+
+const date = (ms: number | undefined) => (ms === undefined || ms === null ? undefined : new Date(ms));
+
+export function decodeRun<R = unknown>(rec: RunRecord): RunInfo<R> {
+  const corrupt: string[] = [];
+  const field = (name: string, text: string | undefined): unknown => {
+    if (text === undefined) return undefined;
+    const parsed = safeParse(text);
+    if (parsed.ok) return parsed.value;
+    corrupt.push(name);
+    return text;
+  };
+  const info: RunInfo<R> = {
+    id: rec.id,
+    task: rec.task,
+    queue: rec.queue,
+    state: rec.state,
+    priority: rec.priority,
+    input: field('input', rec.input),
+    attempts: rec.attempts,
+    leaseLosses: rec.leaseLosses,
+    enqueuedAt: new Date(rec.enqueuedAt),
+    history: rec.history,
+  };
+  if (rec.result !== undefined) info.result = field('result', rec.result) as R;
+  if (rec.error !== undefined) {
+    const e = field('error', rec.error);
+    info.error = e && typeof e === 'object' ? (e as RunError) : { name: 'Error', message: String(e) };
+  }
+  if (rec.progress !== undefined) info.progress = field('progress', rec.progress);
+  const runAt = date(rec.runAt);
+  if (runAt && rec.state === 'scheduled') info.runAt = runAt;
+  if (rec.startedAt !== undefined) info.startedAt = new Date(rec.startedAt);
+  if (rec.finishedAt !== undefined) info.finishedAt = new Date(rec.finishedAt);
+  if (rec.expiresAt !== undefined) info.expiresAt = new Date(rec.expiresAt);
+  if (rec.worker !== undefined) info.worker = rec.worker;
+  if (rec.idempotencyKey !== undefined) info.idempotencyKey = rec.idempotencyKey;
+  if (rec.traceparent !== undefined) info.traceparent = rec.traceparent;
+  if (corrupt.length) info.corrupt = corrupt;
+  return info;
+}
+
+/** The JSON text stored for an error thrown by a handler (or made by Errand). */
+export function encodeError(err: unknown, reason?: string): string {
+  const e: RunError =
+    err instanceof Error
+      ? { name: err.name || 'Error', message: String(err.message ?? '') }
+      : { name: 'NonError', message: (() => { try { return typeof err === 'string' ? err : JSON.stringify(err) ?? String(err); } catch { return String(err); } })() };
+  if (err instanceof Error && err.stack) e.stack = err.stack;
+  if (reason) e.reason = reason;
+  return JSON.stringify(e);
+}

@@ -1,0 +1,142 @@
+import pino, { type Logger } from 'pino';
+import type { z } from 'zod';
+import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
+import type { Broker, BrokerOptions, NewRun } from './broker/types.ts';
+import { ConfigError, RunNotFoundError } from './core/errors.ts';
+import { decodeRun, type RunInfo } from './core/run-info.ts';
+import { RunHandle } from './task/handle.ts';
+import { type EnqueueOptions, type Handler, TaskDefinition, type TaskOptions } from './task/task.ts';
+import { Worker, type WorkerOptions } from './worker/worker.ts';
+
+export interface ErrandOptions extends BrokerOptions {
+  /**
+   * A broker URL (`redis://...`, `rediss://...`, `sqlite:path.db`) or a Broker instance. Default:
+   * `ERRAND_BROKER_URL`, else `REDIS_URL`, else the embedded file `sqlite:./data/errand.db`.
+   * Connected on first use.
+   */
+  broker?: string | Broker;
+  logger?: Logger;
+  /** Largest task input accepted at enqueue, in bytes of JSON. Default 1048576 (1 MiB). */
+  maxInputBytes?: number;
+  /** Key prefix in Redis. Default `errand`. */
+  prefix?: string;
+}
+
+/** A task bound to an Errand app: what `errand.task(...)` returns. */
+export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefinition<S, R> {
+  readonly #app: Errand;
+  constructor(app: Errand, name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
+    super(name, options, handler);
+    this.#app = app;
+  }
+
+  /** Validates `input` (types at compile time, the schema at run time) and enqueues one run. */
+  async enqueue(input: z.input<S>, options?: EnqueueOptions): Promise<RunHandle<R>> {
+    const [handle] = await this.#app.enqueueRuns([this.prepare(input, options, Date.now(), this.#app.maxInputBytes)]);
+    return handle as RunHandle<R>;
+  }
+
+  /** Enqueues many runs in one broker call. Every input is validated first: one bad input refuses the whole batch. */
+  async enqueueMany(items: readonly { input: z.input<S>; options?: EnqueueOptions }[]): Promise<RunHandle<R>[]> {
+    const now = Date.now();
+    const runs = items.map((item, i) => {
+      try {
+        return this.prepare(item.input, item.options, now, this.#app.maxInputBytes);
+      } catch (err) {
+        if (err instanceof Error) err.message = `Batch item ${i}: ${err.message}`;
+        throw err;
+      }
+    });
+    return (await this.#app.enqueueRuns(runs)) as RunHandle<R>[];
+  }
+}
+
+/** The Errand app: its tasks, its broker, its workers. */
+export class Errand {
+  readonly tasks = new Map<string, Task>();
+  readonly logger: Logger;
+  readonly maxInputBytes: number;
+  #brokerSpec: string | Broker;
+  #broker: Promise<Broker> | undefined;
+  readonly #options: ErrandOptions;
+
+  constructor(options: ErrandOptions = {}) {
+    this.#options = options;
+    this.#brokerSpec = options.broker ?? defaultBrokerUrl();
+    this.logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info', base: { pid: process.pid } });
+    this.maxInputBytes = options.maxInputBytes ?? 1024 * 1024;
+    if (!Number.isInteger(this.maxInputBytes) || this.maxInputBytes < 1) {
+      throw new ConfigError(`maxInputBytes must be a positive integer, got ${String(options.maxInputBytes)}`);
+    }
+  }
+
+  /** Defines a task: a name, options (an input schema at least) and a handler. */
+  task<S extends z.ZodType, R>(name: string, options: TaskOptions<S>, handler: Handler<S, R>): Task<S, R> {
+    if (this.tasks.has(name)) throw new ConfigError(`Task "${name}" is defined twice`);
+    const task = new Task<S, R>(this, name, options, handler);
+    this.tasks.set(name, task as unknown as Task);
+    return task;
+  }
+
+  /** Replaces the broker before first use (the CLI's `--broker` flag). */
+  setBroker(broker: string | Broker): void {
+    if (this.#broker) throw new ConfigError('The broker is already connected; set it before the first enqueue or worker');
+    this.#brokerSpec = broker;
+  }
+
+  /** The broker, connected on first call. */
+  broker(): Promise<Broker> {
+    if (!this.#broker) {
+      const spec = this.#brokerSpec;
+      const { maxLeaseLosses, failedRetentionMs, prefix } = this.#options;
+      this.#broker =
+        typeof spec === 'string'
+          ? connectBroker(spec, { logger: this.logger, maxLeaseLosses, failedRetentionMs, prefix })
+          : Promise.resolve(spec);
+      this.#broker.catch(() => {
+        this.#broker = undefined;
+      });
+    }
+    return this.#broker;
+  }
+
+  get brokerUrl(): string | undefined {
+    return typeof this.#brokerSpec === 'string' ? this.#brokerSpec : undefined;
+  }
+
+  /** Enqueues prepared runs (of any tasks) in one broker call. */
+  async enqueueRuns(runs: NewRun[]): Promise<RunHandle[]> {
+    if (runs.length === 0) return [];
+    const broker = await this.broker();
+    const results = await broker.enqueue(runs, Date.now());
+    const get = () => this.broker();
+    return results.map((r) => new RunHandle(r.id, get, r.created));
+  }
+
+  /** A handle to an existing run, by id. */
+  run<R = unknown>(id: string): RunHandle<R> {
+    return new RunHandle<R>(id, () => this.broker());
+  }
+
+  /** The run with this id, decoded; throws `RunNotFoundError`. */
+  async getRun(id: string): Promise<RunInfo> {
+    const rec = await (await this.broker()).getRun(id);
+    if (!rec) throw new RunNotFoundError(id);
+    return decodeRun(rec);
+  }
+
+  /** A worker for this app's tasks. Call `start()` on it. */
+  worker(options: WorkerOptions = {}): Worker {
+    return new Worker(this, options);
+  }
+
+  async close(): Promise<void> {
+    const b = this.#broker;
+    this.#broker = undefined;
+    if (b) await (await b).close();
+  }
+}
+
+export function createErrand(options?: ErrandOptions): Errand {
+  return new Errand(options);
+}

@@ -1,0 +1,103 @@
+import type { Broker, RunState } from '../broker/types.ts';
+import { FINISHED_STATES } from '../broker/types.ts';
+import { ResultTimeoutError, RunCancelledError, RunFailedError, RunNotFoundError } from '../core/errors.ts';
+import { decodeRun, type RunInfo } from '../core/run-info.ts';
+
+/** A reference to one run: ask its state, wait for its result, cancel it. */
+export class RunHandle<R = unknown> {
+  readonly id: string;
+  /** False when an idempotency key matched: this handle then points at the earlier run. */
+  readonly created: boolean;
+  readonly #broker: () => Promise<Broker>;
+
+  constructor(id: string, broker: () => Promise<Broker>, created = true) {
+    this.id = id;
+    this.created = created;
+    this.#broker = broker;
+  }
+
+  /** The run as stored now. Throws `RunNotFoundError` when it does not exist (or expired). */
+  async info(): Promise<RunInfo<R>> {
+    const rec = await (await this.#broker()).getRun(this.id);
+    if (!rec) throw new RunNotFoundError(this.id);
+    return decodeRun<R>(rec);
+  }
+
+  /** The run's state now. */
+  async status(): Promise<RunState> {
+    return (await this.info()).state;
+  }
+
+  /**
+   * Waits until the run finishes, woken by the broker (no busy polling), and returns its result.
+   * Throws `RunFailedError` (with the run's error) when it failed, `RunCancelledError` when it was
+   * cancelled, `ResultTimeoutError` when `timeout` ms pass first (the run goes on).
+   */
+  async result(options: { timeout?: number } = {}): Promise<R> {
+    const broker = await this.#broker();
+    const timeout = options.timeout;
+    return new Promise<R>((resolve, reject) => {
+      let done = false;
+      let stop: (() => void) | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      let checking = false;
+      let again = false;
+      const finish = (fn: () => void) => {
+        if (done) return;
+        done = true;
+        if (timer) clearTimeout(timer);
+        stop?.();
+        fn();
+      };
+      const check = async () => {
+        if (done) return;
+        if (checking) {
+          again = true;
+          return;
+        }
+        checking = true;
+        try {
+          do {
+            again = false;
+            const rec = await broker.getRun(this.id);
+            if (!rec) return finish(() => reject(new RunNotFoundError(this.id)));
+            if (FINISHED_STATES.has(rec.state)) {
+              const info = decodeRun<R>(rec);
+              if (info.state === 'succeeded') return finish(() => resolve(info.result as R));
+              if (info.state === 'cancelled') return finish(() => reject(new RunCancelledError(this.id)));
+              return finish(() => reject(new RunFailedError(this.id, info.error ?? { name: 'Error', message: 'unknown error' })));
+            }
+          } while (again && !done);
+        } catch (err) {
+          finish(() => reject(err));
+        } finally {
+          checking = false;
+        }
+      };
+      if (timeout !== undefined && Number.isFinite(timeout)) {
+        timer = setTimeout(() => finish(() => reject(new ResultTimeoutError(this.id, timeout))), Math.max(0, timeout));
+      }
+      broker.watch(this.id, () => void check()).then(
+        (unwatch) => {
+          if (done) unwatch();
+          else {
+            stop = unwatch;
+            void check();
+          }
+        },
+        (err) => finish(() => reject(err)),
+      );
+    });
+  }
+
+  /**
+   * Cancels the run if it has not finished. A queued or scheduled run never starts; an active run's
+   * handler sees its signal abort. Returns the run's state afterwards (`cancelled`, or the state it
+   * had already finished in).
+   */
+  async cancel(): Promise<RunState> {
+    const out = await (await this.#broker()).cancel(this.id, Date.now());
+    if (out.outcome === 'not_found') throw new RunNotFoundError(this.id);
+    return out.outcome === 'cancelled' ? 'cancelled' : out.state;
+  }
+}

@@ -1,0 +1,200 @@
+import type { Logger } from 'pino';
+import type { z } from 'zod';
+import type { NewRun } from '../broker/types.ts';
+import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
+import { newRunId } from '../core/ids.ts';
+import { jsonIssues } from '../core/json.ts';
+import {
+  checkDuration,
+  checkPriority,
+  checkQueueName,
+  DEFAULTS,
+  type Retention,
+  type RetryPolicy,
+  resolveRetention,
+  resolveRetries,
+} from './options.ts';
+
+/** What a handler gets besides its input. */
+export interface TaskContext {
+  runId: string;
+  task: string;
+  queue: string;
+  /** 1 on the first start, 2 on the first retry or redelivery, and so on. */
+  attempt: number;
+  /** Aborts on the attempt's timeout, on cancel of the run, and when the worker shuts down past its grace period. */
+  signal: AbortSignal;
+  /** A logger bound to this run (run id, task, attempt). */
+  logger: Logger;
+  /** Records progress (any JSON value, e.g. a percentage) on the run; sent to the broker at most a few times a second. */
+  progress(value: unknown): void;
+  /** W3C trace context of the request that enqueued the run, if any. */
+  traceparent?: string;
+}
+
+export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
+
+export interface TaskOptions<S extends z.ZodType> {
+  /** The input schema (zod). `enqueue` is typed by it and validates against it; the worker validates again before running. */
+  input: S;
+  /** Default `default`. */
+  queue?: string;
+  /** Higher runs first; integer in [-1000, 1000]. Default 0. */
+  priority?: number;
+  /** Retry policy, or a number of retries (`2` = 3 attempts). Default: 3 attempts, exponential backoff from 1 s, capped at 5 min, jitter 0.2. */
+  retries?: RetryPolicy | number;
+  /** Longest an attempt may run, in ms. Default 300000 (5 minutes). */
+  timeout?: number;
+  /** How long finished runs are kept, in ms (one number for all, or per state). Defaults: succeeded 1 day, failed 7 days, cancelled 1 day. */
+  retention?: Retention | number;
+  /** Derives an idempotency key from the input: a second enqueue with the same key (within `idempotencyTtl`) returns the first run. */
+  idempotencyKey?: (input: z.output<S>) => string | undefined;
+  /** How long an idempotency key holds, in ms. Default 86400000 (1 day). */
+  idempotencyTtl?: number;
+  /** A line for the OpenAPI document and the dashboard. */
+  description?: string;
+}
+
+export interface EnqueueOptions {
+  /** Start no sooner than this many ms from now. */
+  delay?: number;
+  /** Start no sooner than this time (a Date or epoch ms). Not together with `delay`. */
+  runAt?: Date | number;
+  /** Overrides the task's priority. */
+  priority?: number;
+  /** Same key (for this task) within the task's idempotency window returns the same run, never a second one. */
+  idempotencyKey?: string;
+  /** Overrides the task's queue. */
+  queue?: string;
+  /** W3C trace context to carry to the worker (set by the HTTP layer from the request). */
+  traceparent?: string;
+}
+
+const ENQUEUE_OPTION_KEYS = new Set(['delay', 'runAt', 'priority', 'idempotencyKey', 'queue', 'traceparent']);
+const TASK_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
+const TRACEPARENT = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/;
+
+/** Everything about a task except how to reach a broker (that is the Errand app's). */
+export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
+  readonly name: string;
+  readonly schema: S;
+  readonly handler: Handler<S, R>;
+  readonly queue: string;
+  readonly priority: number;
+  readonly retries: Required<RetryPolicy>;
+  readonly timeout: number;
+  readonly retention: Required<Retention>;
+  readonly idempotencyTtl: number;
+  readonly description: string | undefined;
+  readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
+
+  constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
+    if (typeof name !== 'string' || !TASK_NAME.test(name)) {
+      throw new ConfigError(`Task name ${JSON.stringify(name)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
+    }
+    const where = `Task "${name}"`;
+    if (!options || typeof options !== 'object') throw new ConfigError(`${where}: options are required (at least { input: zodSchema })`);
+    if (!options.input || typeof (options.input as { safeParse?: unknown }).safeParse !== 'function') {
+      throw new ConfigError(`${where}: options.input must be a zod schema`);
+    }
+    if (typeof handler !== 'function') throw new ConfigError(`${where}: the handler must be a function`);
+    this.name = name;
+    this.schema = options.input;
+    this.handler = handler;
+    this.queue = checkQueueName(options.queue ?? DEFAULTS.queue, where);
+    this.priority = checkPriority(options.priority ?? DEFAULTS.priority, where);
+    this.retries = resolveRetries(options.retries, where);
+    this.timeout = checkDuration(options.timeout ?? DEFAULTS.timeout, `${where}: timeout`, { allowZero: false });
+    this.retention = resolveRetention(options.retention, where);
+    this.idempotencyTtl = checkDuration(options.idempotencyTtl ?? DEFAULTS.idempotencyTtl, `${where}: idempotencyTtl`, { allowZero: false });
+    this.description = options.description;
+    this.#idempotencyKey = options.idempotencyKey;
+  }
+
+  /**
+   * Validates an input and options and builds the run to store. Throws `InputError` listing every
+   * problem (schema, JSON, size, options) with its path; nothing is stored then.
+   */
+  prepare(input: unknown, options: EnqueueOptions = {}, now = Date.now(), maxInputBytes = 1024 * 1024): NewRun {
+    const optionIssues = checkEnqueueOptions(options);
+    if (optionIssues.length) throw new InputError(optionIssues, this.name, 'options');
+    const parsed = this.schema.safeParse(input);
+    if (!parsed.success) {
+      throw new InputError(
+        parsed.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message, code: i.code })),
+        this.name,
+      );
+    }
+    const notJson = jsonIssues(input);
+    if (notJson.length) throw new InputError(notJson, this.name);
+    const json = JSON.stringify(input === undefined ? null : input);
+    const bytes = Buffer.byteLength(json);
+    if (bytes > maxInputBytes) {
+      throw new InputError([{ path: [], message: `is ${bytes} bytes of JSON, over the limit of ${maxInputBytes} bytes`, code: 'too_large' }], this.name);
+    }
+    const queue = options.queue ?? this.queue;
+    let runAt = now;
+    if (options.delay !== undefined) runAt = now + Math.floor(options.delay);
+    if (options.runAt !== undefined) runAt = options.runAt instanceof Date ? options.runAt.getTime() : Math.floor(options.runAt);
+    const run: NewRun = {
+      id: newRunId(queue, now),
+      task: this.name,
+      queue,
+      input: json,
+      priority: options.priority ?? this.priority,
+      runAt,
+    };
+    let key = options.idempotencyKey;
+    if (key === undefined && this.#idempotencyKey) {
+      key = this.#idempotencyKey(parsed.data);
+      if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 512)) {
+        throw new ConfigError(`Task "${this.name}": idempotencyKey() must return a string of 1 to 512 characters or undefined, got ${JSON.stringify(key)}`);
+      }
+    }
+    if (key !== undefined) {
+      run.idempotencyKey = key;
+      run.idempotencyTtl = this.idempotencyTtl;
+    }
+    if (options.traceparent) run.traceparent = options.traceparent;
+    return run;
+  }
+}
+
+function checkEnqueueOptions(options: unknown): InputIssue[] {
+  if (options === undefined || options === null) return [];
+  if (typeof options !== 'object' || Array.isArray(options)) return [{ path: [], message: 'must be an object', code: 'invalid_type' }];
+  const o = options as Record<string, unknown>;
+  const issues: InputIssue[] = [];
+  const bad = (key: string, message: string) => issues.push({ path: [key], message, code: 'invalid_option' });
+  for (const key of Object.keys(o)) {
+    if (!ENQUEUE_OPTION_KEYS.has(key)) bad(key, `is not an enqueue option (known: ${[...ENQUEUE_OPTION_KEYS].join(', ')})`);
+  }
+  if (o.delay !== undefined && (typeof o.delay !== 'number' || !Number.isFinite(o.delay) || o.delay < 0)) {
+    bad('delay', `must be a non-negative number of milliseconds, got ${describe(o.delay)}`);
+  }
+  if (o.runAt !== undefined) {
+    const t = o.runAt instanceof Date ? o.runAt.getTime() : o.runAt;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 8.64e15) bad('runAt', `must be a valid Date or epoch milliseconds, got ${describe(o.runAt)}`);
+    if (o.delay !== undefined) bad('runAt', 'give either delay or runAt, not both');
+  }
+  if (o.priority !== undefined && (typeof o.priority !== 'number' || !Number.isInteger(o.priority) || o.priority < -1000 || o.priority > 1000)) {
+    bad('priority', `must be an integer from -1000 to 1000, got ${describe(o.priority)}`);
+  }
+  if (o.idempotencyKey !== undefined && (typeof o.idempotencyKey !== 'string' || o.idempotencyKey.length === 0 || o.idempotencyKey.length > 512)) {
+    bad('idempotencyKey', `must be a string of 1 to 512 characters, got ${describe(o.idempotencyKey)}`);
+  }
+  if (o.queue !== undefined && (typeof o.queue !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(o.queue))) {
+    bad('queue', `must be 1 to 64 letters, digits, "_" or "-", got ${describe(o.queue)}`);
+  }
+  if (o.traceparent !== undefined && (typeof o.traceparent !== 'string' || !TRACEPARENT.test(o.traceparent))) {
+    bad('traceparent', `must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>), got ${describe(o.traceparent)}`);
+  }
+  return issues;
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}...` : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  if (v instanceof Date) return `Invalid Date`;
+  return typeof v;
+}
