@@ -24,7 +24,8 @@ export interface ConnectOptions extends BrokerOptions {
  * - `sqlite:path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`: the embedded SQLite file.
  */
 export async function connectBroker(url: string, options: ConnectOptions = {}): Promise<Broker> {
-  if (typeof url !== 'string' || url.trim() === '') throw new ConfigError('Broker URL is empty: give redis://host:port or sqlite:path/to/file.db');
+  if (typeof url !== 'string' || url.trim() === '')
+    throw new ConfigError('Broker URL is empty: give redis://host:port or sqlite:path/to/file.db');
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
   if (scheme === 'redis:' || scheme === 'rediss:' || scheme === 'redis+cluster:') {
     try {

@@ -17,14 +17,7 @@
 /** The states of a run. `failed` is the dead-letter state: retries exhausted, kept for inspection and replay. */
 export type RunState = 'queued' | 'scheduled' | 'active' | 'succeeded' | 'failed' | 'cancelled';
 
-export const RUN_STATES: readonly RunState[] = [
-  'queued',
-  'scheduled',
-  'active',
-  'succeeded',
-  'failed',
-  'cancelled',
-];
+export const RUN_STATES: readonly RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
 
 export const FINISHED_STATES: ReadonlySet<RunState> = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -154,10 +147,7 @@ export type CancelOutcome =
   | { outcome: 'finished'; state: RunState }
   | { outcome: 'not_found' };
 
-export type RetryOutcome =
-  | { outcome: 'queued' }
-  | { outcome: 'not_failed'; state: RunState }
-  | { outcome: 'not_found' };
+export type RetryOutcome = { outcome: 'queued' } | { outcome: 'not_failed'; state: RunState } | { outcome: 'not_found' };
 
 export type QueueCounts = Record<RunState, number>;
 

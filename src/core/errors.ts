@@ -24,7 +24,9 @@ export class InputError extends ErrandError {
   readonly task: string | undefined;
   constructor(issues: InputIssue[], task?: string, root = 'input') {
     const lines = issues.map((i) => `  - ${formatPath(i.path, root)}: ${i.message}`);
-    super(`${task ? `Task "${task}": ` : ''}${root} refused (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`);
+    super(
+      `${task ? `Task "${task}": ` : ''}${root} refused (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`,
+    );
     this.issues = issues;
     this.task = task;
   }
@@ -86,6 +88,14 @@ export class TaskTimeoutError extends ErrandError {
  */
 export class PermanentError extends ErrandError {
   override name = 'PermanentError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The broker (Redis, the SQLite file) could not be reached or answered with an error; nothing was done. Safe to try again later. */
+export class BrokerUnavailableError extends ErrandError {
+  override name = 'BrokerUnavailableError';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }

@@ -25,11 +25,13 @@ export function jsonIssues(value: unknown, limit = 20): InputIssue[] {
     if (issues.length >= limit) return;
     if (v === null || typeof v === 'string' || typeof v === 'boolean') return;
     if (typeof v === 'number') {
-      if (!Number.isFinite(v)) issues.push({ path, message: `${describe(v)} is not valid JSON (it would become null)`, code: 'not_serializable' });
+      if (!Number.isFinite(v))
+        issues.push({ path, message: `${describe(v)} is not valid JSON (it would become null)`, code: 'not_serializable' });
       return;
     }
     if (v === undefined) {
-      if (inArray) issues.push({ path, message: 'undefined inside an array does not survive JSON (it would become null)', code: 'not_serializable' });
+      if (inArray)
+        issues.push({ path, message: 'undefined inside an array does not survive JSON (it would become null)', code: 'not_serializable' });
       return;
     }
     if (typeof v !== 'object') {
@@ -48,7 +50,11 @@ export function jsonIssues(value: unknown, limit = 20): InputIssue[] {
     }
     const proto = Object.getPrototypeOf(v);
     if (proto !== Object.prototype && proto !== null) {
-      issues.push({ path, message: `${describe(v)} cannot be sent as JSON: use plain objects, arrays, strings, numbers, booleans and null`, code: 'not_serializable' });
+      issues.push({
+        path,
+        message: `${describe(v)} cannot be sent as JSON: use plain objects, arrays, strings, numbers, booleans and null`,
+        code: 'not_serializable',
+      });
       return;
     }
     stack.add(v);

@@ -77,7 +77,16 @@ export function encodeError(err: unknown, reason?: string): string {
   const e: RunError =
     err instanceof Error
       ? { name: err.name || 'Error', message: String(err.message ?? '') }
-      : { name: 'NonError', message: (() => { try { return typeof err === 'string' ? err : JSON.stringify(err) ?? String(err); } catch { return String(err); } })() };
+      : {
+          name: 'NonError',
+          message: (() => {
+            try {
+              return typeof err === 'string' ? err : (JSON.stringify(err) ?? String(err));
+            } catch {
+              return String(err);
+            }
+          })(),
+        };
   if (err instanceof Error && err.stack) e.stack = err.stack;
   if (reason) e.reason = reason;
   return JSON.stringify(e);

@@ -77,16 +77,18 @@ export class RunHandle<R = unknown> {
       if (timeout !== undefined && Number.isFinite(timeout)) {
         timer = setTimeout(() => finish(() => reject(new ResultTimeoutError(this.id, timeout))), Math.max(0, timeout));
       }
-      broker.watch(this.id, () => void check()).then(
-        (unwatch) => {
-          if (done) unwatch();
-          else {
-            stop = unwatch;
-            void check();
-          }
-        },
-        (err) => finish(() => reject(err)),
-      );
+      broker
+        .watch(this.id, () => void check())
+        .then(
+          (unwatch) => {
+            if (done) unwatch();
+            else {
+              stop = unwatch;
+              void check();
+            }
+          },
+          (err) => finish(() => reject(err)),
+        );
     });
   }
 

@@ -94,7 +94,8 @@ export function resolveRetries(policy: RetryPolicy | number | undefined, where: 
 }
 
 export function resolveRetention(retention: Retention | number | undefined, where: string): Required<Retention> {
-  const r: Retention = typeof retention === 'number' ? { succeeded: retention, failed: retention, cancelled: retention } : (retention ?? {});
+  const r: Retention =
+    typeof retention === 'number' ? { succeeded: retention, failed: retention, cancelled: retention } : (retention ?? {});
   const out = { ...DEFAULTS.retention };
   for (const key of ['succeeded', 'failed', 'cancelled'] as const) {
     if (r[key] !== undefined) out[key] = checkDuration(r[key], `${where}: retention.${key}`);

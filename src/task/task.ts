@@ -106,7 +106,9 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     this.retries = resolveRetries(options.retries, where);
     this.timeout = checkDuration(options.timeout ?? DEFAULTS.timeout, `${where}: timeout`, { allowZero: false });
     this.retention = resolveRetention(options.retention, where);
-    this.idempotencyTtl = checkDuration(options.idempotencyTtl ?? DEFAULTS.idempotencyTtl, `${where}: idempotencyTtl`, { allowZero: false });
+    this.idempotencyTtl = checkDuration(options.idempotencyTtl ?? DEFAULTS.idempotencyTtl, `${where}: idempotencyTtl`, {
+      allowZero: false,
+    });
     this.description = options.description;
     this.#idempotencyKey = options.idempotencyKey;
   }
@@ -121,7 +123,11 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     const parsed = this.schema.safeParse(input);
     if (!parsed.success) {
       throw new InputError(
-        parsed.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)), message: i.message, code: i.code })),
+        parsed.error.issues.map((i) => ({
+          path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)),
+          message: i.message,
+          code: i.code,
+        })),
         this.name,
       );
     }
@@ -130,7 +136,10 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     const json = JSON.stringify(input === undefined ? null : input);
     const bytes = Buffer.byteLength(json);
     if (bytes > maxInputBytes) {
-      throw new InputError([{ path: [], message: `is ${bytes} bytes of JSON, over the limit of ${maxInputBytes} bytes`, code: 'too_large' }], this.name);
+      throw new InputError(
+        [{ path: [], message: `is ${bytes} bytes of JSON, over the limit of ${maxInputBytes} bytes`, code: 'too_large' }],
+        this.name,
+      );
     }
     const queue = options.queue ?? this.queue;
     let runAt = now;
@@ -148,7 +157,9 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     if (key === undefined && this.#idempotencyKey) {
       key = this.#idempotencyKey(parsed.data);
       if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 512)) {
-        throw new ConfigError(`Task "${this.name}": idempotencyKey() must return a string of 1 to 512 characters or undefined, got ${JSON.stringify(key)}`);
+        throw new ConfigError(
+          `Task "${this.name}": idempotencyKey() must return a string of 1 to 512 characters or undefined, got ${JSON.stringify(key)}`,
+        );
       }
     }
     if (key !== undefined) {
@@ -174,13 +185,20 @@ function checkEnqueueOptions(options: unknown): InputIssue[] {
   }
   if (o.runAt !== undefined) {
     const t = o.runAt instanceof Date ? o.runAt.getTime() : o.runAt;
-    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 8.64e15) bad('runAt', `must be a valid Date or epoch milliseconds, got ${describe(o.runAt)}`);
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 8.64e15)
+      bad('runAt', `must be a valid Date or epoch milliseconds, got ${describe(o.runAt)}`);
     if (o.delay !== undefined) bad('runAt', 'give either delay or runAt, not both');
   }
-  if (o.priority !== undefined && (typeof o.priority !== 'number' || !Number.isInteger(o.priority) || o.priority < -1000 || o.priority > 1000)) {
+  if (
+    o.priority !== undefined &&
+    (typeof o.priority !== 'number' || !Number.isInteger(o.priority) || o.priority < -1000 || o.priority > 1000)
+  ) {
     bad('priority', `must be an integer from -1000 to 1000, got ${describe(o.priority)}`);
   }
-  if (o.idempotencyKey !== undefined && (typeof o.idempotencyKey !== 'string' || o.idempotencyKey.length === 0 || o.idempotencyKey.length > 512)) {
+  if (
+    o.idempotencyKey !== undefined &&
+    (typeof o.idempotencyKey !== 'string' || o.idempotencyKey.length === 0 || o.idempotencyKey.length > 512)
+  ) {
     bad('idempotencyKey', `must be a string of 1 to 512 characters, got ${describe(o.idempotencyKey)}`);
   }
   if (o.queue !== undefined && (typeof o.queue !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(o.queue))) {

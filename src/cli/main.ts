@@ -1,0 +1,98 @@
+import { parseArgs } from 'node:util';
+import { redact } from '../broker/connect.ts';
+import { ConfigError, ErrandError } from '../core/errors.ts';
+import { loadApp } from './load.ts';
+
+const USAGE = `Usage: errand <command> [options]
+
+Commands:
+  worker <module>    Run a worker for the tasks defined in <module> (a .ts or .js file exporting an Errand app)
+    --concurrency N    runs at once (default 10)
+    --queues a,b       queues to take runs from (default: every queue of the module's tasks)
+    --broker URL       redis://host:port[/db], rediss://..., or sqlite:path.db (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
+    --lease-ms N       lease length in ms (default 30000)
+    --grace-ms N       on SIGTERM/SIGINT, how long active runs may finish (default 10000)
+
+  help               Show this text
+`;
+
+function fail(message: string): never {
+  process.stderr.write(`errand: ${message}\n`);
+  process.exit(2);
+}
+
+function intFlag(value: string | undefined, name: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < min) fail(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  return Number(value);
+}
+
+async function worker(args: string[]): Promise<void> {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        concurrency: { type: 'string' },
+        queues: { type: 'string' },
+        broker: { type: 'string' },
+        'lease-ms': { type: 'string' },
+        'grace-ms': { type: 'string' },
+      },
+    });
+  } catch (err) {
+    fail(`${(err as Error).message}\n\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) fail(`worker takes exactly one task module, got ${positionals.length}\n\n${USAGE}`);
+  const concurrency = intFlag(values.concurrency as string | undefined, 'concurrency', 1);
+  const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', 100);
+  const graceMs = intFlag(values['grace-ms'] as string | undefined, 'grace-ms', 0);
+  const app = await loadApp(positionals[0]!);
+  if (typeof values.broker === 'string') app.setBroker(values.broker);
+  const known = [...new Set([...app.tasks.values()].map((t) => t.queue))];
+  let queues: string[] | undefined;
+  if (typeof values.queues === 'string') {
+    queues = values.queues
+      .split(',')
+      .map((q) => q.trim())
+      .filter(Boolean);
+    if (queues.length === 0) fail('--queues is empty: give queue names separated by commas');
+    const unknown = queues.filter((q) => !known.includes(q));
+    if (unknown.length)
+      fail(
+        `unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'}`,
+      );
+  }
+  const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });
+  app.logger.info({ broker: app.brokerUrl ? redact(app.brokerUrl) : 'custom', tasks: [...app.tasks.keys()] }, 'starting worker');
+  w.handleSignals(async () => {
+    await app.close();
+    process.exit(0);
+  });
+  await w.start();
+}
+
+async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  switch (command) {
+    case 'worker':
+      return worker(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return;
+    default:
+      fail(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+  }
+}
+
+main().catch((err) => {
+  if (err instanceof ConfigError || err instanceof ErrandError) fail(err.message);
+  process.stderr.write(`errand: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

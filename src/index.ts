@@ -1,0 +1,22 @@
+export { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
+export type * from './broker/types.ts';
+export {
+  BrokerUnavailableError,
+  ConfigError,
+  ErrandError,
+  InputError,
+  type InputIssue,
+  PermanentError,
+  ResultTimeoutError,
+  RunCancelledError,
+  RunFailedError,
+  RunNotFoundError,
+  TaskTimeoutError,
+} from './core/errors.ts';
+export { isRunId, queueOfRunId } from './core/ids.ts';
+export type { RunInfo } from './core/run-info.ts';
+export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
+export { RunHandle } from './task/handle.ts';
+export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
+export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
+export { type RunEvent, Worker, type WorkerOptions } from './worker/worker.ts';

@@ -1,0 +1,531 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { Broker, Lease, Reservation, Settlement } from '../broker/types.ts';
+import { ConfigError, ErrandError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { jsonIssues, safeParse } from '../core/json.ts';
+import { encodeError } from '../core/run-info.ts';
+import type { Errand, Task } from '../errand.ts';
+import { backoffDelay, checkQueueName } from '../task/options.ts';
+import type { TaskContext } from '../task/task.ts';
+
+export interface WorkerOptions {
+  /** Queues to take runs from, in order of preference. Default: every queue of the app's tasks. */
+  queues?: string[];
+  /** Runs executed at once. Default 10. */
+  concurrency?: number;
+  /** Lease length in ms: a run whose worker stops renewing returns to the queue after this long. Default 30000. */
+  leaseMs?: number;
+  /** How often leases are renewed, in ms. Default leaseMs / 3. */
+  renewEvery?: number;
+  /** On stop, how long active runs may finish before they are aborted and handed back, in ms. Default 10000. */
+  shutdownGraceMs?: number;
+  /** How often finished runs past their retention are deleted, in ms. Default 60000. */
+  pruneEvery?: number;
+  /** Default `<host>:<pid>:<random>`. */
+  id?: string;
+  logger?: Logger;
+}
+
+/** What a worker reports about each run (for metrics and tests). */
+export interface RunEvent {
+  type: 'start' | 'success' | 'retry' | 'failure' | 'lost' | 'released';
+  run: Reservation;
+  /** Handler time in ms (not for `start`). */
+  durationMs?: number;
+  error?: unknown;
+  /** For `retry`: when the next attempt is due. */
+  retryAt?: number;
+}
+
+interface ActiveRun {
+  run: Reservation;
+  abort: AbortController;
+  /** Set when the outcome must not be settled: the lease is gone (cancel, recovery) or the run was handed back. */
+  detached?: 'lost' | 'released';
+  progress?: string;
+  progressTimer?: NodeJS.Timeout;
+}
+
+class WorkerStoppedError extends ErrandError {
+  override name = 'WorkerStoppedError';
+}
+
+class LeaseLostError extends ErrandError {
+  override name = 'LeaseLostError';
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+
+/**
+ * Runs handlers: reserves runs in batches sized to its free slots, holds each under a lease that it
+ * renews while the handler works, settles outcomes in batches, and sleeps on the broker's wake-up
+ * signal when there is nothing to do.
+ */
+export class Worker extends EventEmitter {
+  readonly id: string;
+  readonly queues: string[];
+  readonly concurrency: number;
+  readonly leaseMs: number;
+  readonly renewEvery: number;
+  readonly shutdownGraceMs: number;
+  readonly pruneEvery: number;
+  readonly logger: Logger;
+  readonly #app: Errand;
+  #broker: Broker | undefined;
+  readonly #active = new Map<string, ActiveRun>();
+  /** Finished runs whose outcome is not yet stored: their leases are still renewed. */
+  readonly #settling = new Map<string, Settlement>();
+  #pending: Settlement[] = [];
+  #flushing: Promise<void> | undefined;
+  #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  #loopDone: Promise<void> | undefined;
+  readonly #stop = new AbortController();
+  #slotWaiter: (() => void) | undefined;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #pruneTimer: NodeJS.Timeout | undefined;
+  #stopPromise: Promise<void> | undefined;
+  #unsubscribeCancel: (() => void) | undefined;
+  #lastErrorLog = 0;
+
+  constructor(app: Errand, options: WorkerOptions = {}) {
+    super();
+    this.#app = app;
+    const queues = options.queues ?? [...new Set([...app.tasks.values()].map((t) => t.queue))];
+    if (queues.length === 0) throw new ConfigError('The worker has no queue: define tasks first or pass queues');
+    this.queues = [...new Set(queues.map((q) => checkQueueName(q, 'Worker')))];
+    this.concurrency = positiveInt(options.concurrency ?? 10, 'concurrency');
+    this.leaseMs = positiveInt(options.leaseMs ?? 30_000, 'leaseMs');
+    this.renewEvery = positiveInt(options.renewEvery ?? Math.max(1, Math.floor(this.leaseMs / 3)), 'renewEvery');
+    if (this.renewEvery >= this.leaseMs)
+      throw new ConfigError(`renewEvery (${this.renewEvery}) must be shorter than leaseMs (${this.leaseMs})`);
+    this.shutdownGraceMs = nonNegative(options.shutdownGraceMs ?? 10_000, 'shutdownGraceMs');
+    this.pruneEvery = positiveInt(options.pruneEvery ?? 60_000, 'pruneEvery');
+    this.id = options.id ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+    this.logger = (options.logger ?? app.logger).child({ worker: this.id });
+  }
+
+  /** Runs currently executing. */
+  get activeCount(): number {
+    return this.#active.size;
+  }
+
+  get state(): 'new' | 'running' | 'stopping' | 'stopped' {
+    return this.#state;
+  }
+
+  /** Connects to the broker and starts taking runs. Resolves once connected. */
+  async start(): Promise<this> {
+    if (this.#state !== 'new') throw new ConfigError(`Worker ${this.id} was already started`);
+    this.#state = 'running';
+    this.#broker = await this.#app.broker();
+    this.#unsubscribeCancel = this.#broker.onCancel((ids) => {
+      for (const id of ids) this.#detach(id, 'lost', new LeaseLostError(`Run ${id} was cancelled`));
+    });
+    this.#renewTimer = setInterval(() => void this.#renew(), this.renewEvery);
+    this.#pruneTimer = setInterval(() => void this.#prune(), this.pruneEvery);
+    this.#renewTimer.unref();
+    this.#pruneTimer.unref();
+    this.logger.info({ queues: this.queues, concurrency: this.concurrency }, 'worker started');
+    this.#loopDone = this.#loop();
+    return this;
+  }
+
+  /**
+   * Stops gracefully: no new reservations; active runs get `graceMs` to finish; the rest see their
+   * signal abort and are handed back to the queue. Resolves when everything is settled or released.
+   */
+  stop(options: { graceMs?: number } = {}): Promise<void> {
+    this.#stopPromise ??= this.#shutdown(options.graceMs ?? this.shutdownGraceMs);
+    return this.#stopPromise;
+  }
+
+  /** Stops on SIGTERM or SIGINT (a second signal stops at once, without grace). Returns a function removing the handlers. */
+  handleSignals(onStopped?: () => void): () => void {
+    let count = 0;
+    const handler = (signal: NodeJS.Signals) => {
+      count++;
+      if (count === 1) {
+        this.logger.info({ signal, active: this.#active.size, graceMs: this.shutdownGraceMs }, 'stopping: finishing active runs');
+        void this.stop().then(() => onStopped?.());
+      } else {
+        this.logger.warn({ signal }, 'stopping now: handing active runs back');
+        void this.stop({ graceMs: 0 });
+        void this.#shutdownNow();
+      }
+    };
+    process.on('SIGTERM', handler);
+    process.on('SIGINT', handler);
+    return () => {
+      process.off('SIGTERM', handler);
+      process.off('SIGINT', handler);
+    };
+  }
+
+  async #loop(): Promise<void> {
+    const broker = this.#broker!;
+    let failures = 0;
+    while (this.#state === 'running') {
+      let free = this.concurrency - this.#active.size;
+      if (free <= 0) {
+        await new Promise<void>((resolve) => {
+          this.#slotWaiter = resolve;
+        });
+        // Let every run finishing in this turn free its slot, so that one reserve fills them all.
+        await new Promise((resolve) => setImmediate(resolve));
+        continue;
+      }
+      let result: Awaited<ReturnType<Broker['reserve']>>;
+      try {
+        result = await broker.reserve({ workerId: this.id, queues: this.queues, max: free, leaseMs: this.leaseMs, now: Date.now() });
+        failures = 0;
+      } catch (err) {
+        failures++;
+        this.#logBrokerError(err, 'reserve failed; retrying');
+        await sleep(Math.min(5000, 100 * 2 ** Math.min(failures, 6)), this.#stop.signal);
+        continue;
+      }
+      if (this.#state !== 'running') {
+        // Stopped while reserving: hand these back at once.
+        if (result.runs.length) await this.#releaseLeases(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
+        break;
+      }
+      for (const run of result.runs) this.#execute(run);
+      free -= result.runs.length;
+      if (result.runs.length === 0) {
+        try {
+          await broker.waitForWork(this.queues, result.nextAt, this.#stop.signal);
+        } catch (err) {
+          failures++;
+          this.#logBrokerError(err, 'waiting for work failed; retrying');
+          await sleep(Math.min(5000, 100 * 2 ** Math.min(failures, 6)), this.#stop.signal);
+        }
+      }
+    }
+  }
+
+  #execute(run: Reservation): void {
+    const entry: ActiveRun = { run, abort: new AbortController() };
+    this.#active.set(run.id, entry);
+    void this.#run(entry).finally(() => {
+      if (entry.progressTimer) clearTimeout(entry.progressTimer);
+      this.#active.delete(run.id);
+      const waiter = this.#slotWaiter;
+      this.#slotWaiter = undefined;
+      waiter?.();
+    });
+  }
+
+  async #run(entry: ActiveRun): Promise<void> {
+    const { run } = entry;
+    const task = this.#app.tasks.get(run.task);
+    const log = this.logger.child({ runId: run.id, task: run.task, queue: run.queue, attempt: run.attempt });
+    const started = performance.now();
+    this.emit('run', { type: 'start', run } satisfies RunEvent);
+    log.info('run started');
+
+    if (!task) {
+      const known = [...this.#app.tasks.keys()].join(', ') || 'none';
+      return this.#fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`No task named "${run.task}" is registered in this worker (registered: ${known})`),
+        'unknown_task',
+        7 * 86_400_000,
+      );
+    }
+    const parsedJson = safeParse(run.input);
+    if (!parsedJson.ok) {
+      return this.#fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`The stored input is not valid JSON: ${parsedJson.error}`),
+        'corrupt',
+        task.retention.failed,
+      );
+    }
+    const parsed = task.schema.safeParse(parsedJson.value);
+    if (!parsed.success) {
+      const lines = parsed.error.issues.map(
+        (i) => `${formatPath(i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)))}: ${i.message}`,
+      );
+      return this.#fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`The stored input does not match the task's schema: ${lines.join('; ')}`),
+        'invalid_input',
+        task.retention.failed,
+      );
+    }
+
+    const ctx: TaskContext = {
+      runId: run.id,
+      task: run.task,
+      queue: run.queue,
+      attempt: run.attempt,
+      signal: entry.abort.signal,
+      logger: log,
+      progress: (value: unknown) => this.#progress(entry, value),
+    };
+    if (run.traceparent) ctx.traceparent = run.traceparent;
+
+    const timer = setTimeout(() => {
+      entry.abort.abort(new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
+    }, task.timeout);
+    let value: unknown;
+    try {
+      value = await Promise.race([
+        Promise.resolve().then(() => task.handler(parsed.data, ctx)),
+        new Promise<never>((_, reject) => {
+          const onAbort = () => reject(entry.abort.signal.reason);
+          if (entry.abort.signal.aborted) onAbort();
+          else entry.abort.signal.addEventListener('abort', onAbort, { once: true });
+        }),
+      ]);
+    } catch (err) {
+      clearTimeout(timer);
+      return this.#handlerFailed(entry, task, log, started, err);
+    }
+    clearTimeout(timer);
+    if (entry.detached) return this.#detachedOutcome(entry, log, started);
+
+    const resultIssues = jsonIssues(value);
+    if (resultIssues.length) {
+      const where = resultIssues.map((i) => `${formatPath(i.path, 'result')}: ${i.message}`).join('; ');
+      return this.#fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`The handler's result cannot be stored as JSON: ${where}`),
+        'invalid_result',
+        task.retention.failed,
+      );
+    }
+    const durationMs = performance.now() - started;
+    this.#settle({
+      id: run.id,
+      attempt: run.attempt,
+      outcome: 'succeeded',
+      result: value === undefined ? null : JSON.stringify(value),
+      retentionMs: task.retention.succeeded,
+    });
+    log.info({ durationMs: round(durationMs) }, 'run succeeded');
+    this.emit('run', { type: 'success', run, durationMs } satisfies RunEvent);
+  }
+
+  #handlerFailed(entry: ActiveRun, task: Task, log: Logger, started: number, err: unknown): void {
+    if (entry.detached) {
+      this.#detachedOutcome(entry, log, started);
+      return;
+    }
+    const { run } = entry;
+    const permanent = err instanceof PermanentError;
+    if (!permanent && run.attempt < task.retries.maxAttempts) {
+      const retryAt = Date.now() + backoffDelay(task.retries, run.attempt);
+      const reason = err instanceof TaskTimeoutError ? 'timeout' : undefined;
+      this.#settle({ id: run.id, attempt: run.attempt, outcome: 'retry', error: encodeError(err, reason), runAt: retryAt });
+      const durationMs = performance.now() - started;
+      log.warn(
+        { durationMs: round(durationMs), err, retryAt: new Date(retryAt).toISOString(), maxAttempts: task.retries.maxAttempts },
+        'run failed; retry scheduled',
+      );
+      this.emit('run', { type: 'retry', run, durationMs, error: err, retryAt } satisfies RunEvent);
+      return;
+    }
+    this.#fail(entry, log, started, err, err instanceof TaskTimeoutError ? 'timeout' : undefined, task.retention.failed);
+  }
+
+  #fail(entry: ActiveRun, log: Logger, started: number, err: unknown, reason: string | undefined, retentionMs: number): void {
+    const { run } = entry;
+    this.#settle({ id: run.id, attempt: run.attempt, outcome: 'failed', error: encodeError(err, reason), retentionMs });
+    const durationMs = performance.now() - started;
+    log.error({ durationMs: round(durationMs), err, reason }, 'run failed');
+    this.emit('run', { type: 'failure', run, durationMs, error: err } satisfies RunEvent);
+  }
+
+  #detachedOutcome(entry: ActiveRun, log: Logger, started: number): void {
+    const durationMs = performance.now() - started;
+    if (entry.detached === 'released') {
+      log.info({ durationMs: round(durationMs) }, 'run handed back (worker stopping)');
+      this.emit('run', { type: 'released', run: entry.run, durationMs } satisfies RunEvent);
+    } else {
+      log.warn({ durationMs: round(durationMs) }, 'run ended after its lease was lost (cancelled or recovered); outcome discarded');
+      this.emit('run', { type: 'lost', run: entry.run, durationMs } satisfies RunEvent);
+    }
+  }
+
+  /** Stops a run's handler without settling it: its lease is gone, or it is being handed back. */
+  #detach(id: string, why: 'lost' | 'released', reason: Error): void {
+    const entry = this.#active.get(id);
+    if (!entry || entry.detached) return;
+    entry.detached = why;
+    entry.abort.abort(reason);
+  }
+
+  #progress(entry: ActiveRun, value: unknown): void {
+    const issues = jsonIssues(value);
+    if (issues.length) throw new TypeError(`progress(): ${issues[0]!.message} at ${formatPath(issues[0]!.path, 'value')}`);
+    entry.progress = JSON.stringify(value ?? null);
+    if (entry.progressTimer) return;
+    entry.progressTimer = setTimeout(() => {
+      entry.progressTimer = undefined;
+      const text = entry.progress;
+      if (text === undefined || entry.detached) return;
+      entry.progress = undefined;
+      this.#broker!.progress(this.id, { id: entry.run.id, attempt: entry.run.attempt }, text).catch((err) =>
+        this.#logBrokerError(err, 'progress update failed'),
+      );
+    }, 200);
+  }
+
+  #settle(s: Settlement): void {
+    this.#settling.set(s.id, s);
+    this.#pending.push(s);
+    this.#flushing ??= this.#flush();
+  }
+
+  /** Stores pending outcomes in batches; on broker errors keeps them and tries again (their leases are still renewed). */
+  async #flush(): Promise<void> {
+    // Coalesce every outcome produced in this turn of the event loop into one call.
+    await new Promise((resolve) => setImmediate(resolve));
+    let failures = 0;
+    while (this.#pending.length) {
+      const batch = this.#pending;
+      this.#pending = [];
+      try {
+        const statuses = await this.#broker!.settle(this.id, batch, Date.now());
+        failures = 0;
+        batch.forEach((s, i) => {
+          this.#settling.delete(s.id);
+          if (statuses[i] === 'lost')
+            this.logger.warn(
+              { runId: s.id, outcome: s.outcome },
+              'outcome not stored: the run was cancelled or its lease expired meanwhile',
+            );
+        });
+      } catch (err) {
+        failures++;
+        this.#pending = batch.concat(this.#pending);
+        this.#logBrokerError(err, `storing ${batch.length} outcome(s) failed; retrying`);
+        await sleep(Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+      }
+    }
+    this.#flushing = undefined;
+  }
+
+  #leases(): Lease[] {
+    const leases: Lease[] = [];
+    for (const e of this.#active.values()) if (!e.detached) leases.push({ id: e.run.id, attempt: e.run.attempt });
+    for (const s of this.#settling.values()) if (!this.#active.has(s.id)) leases.push({ id: s.id, attempt: s.attempt });
+    return leases;
+  }
+
+  async #renew(): Promise<void> {
+    const leases = this.#leases();
+    if (leases.length === 0) return;
+    try {
+      const lost = await this.#broker!.renew(this.id, leases, this.leaseMs, Date.now());
+      for (const id of lost) {
+        this.#detach(id, 'lost', new LeaseLostError(`Run ${id} is no longer held by this worker (cancelled, or its lease expired)`));
+        if (this.#settling.delete(id)) this.#pending = this.#pending.filter((s) => s.id !== id);
+      }
+    } catch (err) {
+      this.#logBrokerError(err, 'lease renewal failed; retrying');
+    }
+  }
+
+  async #prune(): Promise<void> {
+    try {
+      const removed = await this.#broker!.prune(Date.now());
+      if (removed) this.logger.debug({ removed }, 'pruned finished runs past their retention');
+    } catch (err) {
+      this.#logBrokerError(err, 'pruning failed');
+    }
+  }
+
+  async #releaseLeases(leases: Lease[]): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        await this.#broker!.release(this.id, leases, Date.now());
+        return;
+      } catch (err) {
+        this.#logBrokerError(err, 'handing runs back failed');
+        // Their leases will expire and the runs come back anyway; do not hold the shutdown forever.
+        if (i >= 3) return;
+        await sleep(200 * 2 ** i);
+      }
+    }
+  }
+
+  async #shutdown(graceMs: number): Promise<void> {
+    if (this.#state === 'new') {
+      this.#state = 'stopped';
+      return;
+    }
+    this.#state = 'stopping';
+    this.#stop.abort();
+    this.#slotWaiter?.();
+    await this.#loopDone;
+    const deadline = Date.now() + graceMs;
+    while (this.#active.size > 0 && Date.now() < deadline && !this.#now) {
+      await new Promise<void>((resolve) => {
+        this.#slotWaiter = resolve;
+        setTimeout(resolve, Math.min(250, Math.max(1, deadline - Date.now())));
+      });
+    }
+    await this.#shutdownNow();
+  }
+
+  #now = false;
+  async #shutdownNow(): Promise<void> {
+    this.#now = true;
+    const leases: Lease[] = [];
+    for (const e of this.#active.values()) {
+      if (e.detached) continue;
+      leases.push({ id: e.run.id, attempt: e.run.attempt });
+      this.#detach(e.run.id, 'released', new WorkerStoppedError(`Worker ${this.id} is stopping; the run is handed back to the queue`));
+    }
+    while (this.#flushing) await this.#flushing;
+    if (leases.length) await this.#releaseLeases(leases);
+    if (this.#state === 'stopped') return;
+    clearInterval(this.#renewTimer);
+    clearInterval(this.#pruneTimer);
+    this.#unsubscribeCancel?.();
+    this.#state = 'stopped';
+    this.logger.info({ handedBack: leases.length }, 'worker stopped');
+  }
+
+  #logBrokerError(err: unknown, message: string): void {
+    const now = Date.now();
+    if (now - this.#lastErrorLog < 1000) return;
+    this.#lastErrorLog = now;
+    this.logger.error({ err }, message);
+  }
+}
+
+function positiveInt(v: unknown, name: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+    throw new ConfigError(`Worker option ${name} must be a positive integer, got ${String(v)}`);
+  return v;
+}
+
+function nonNegative(v: unknown, name: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    throw new ConfigError(`Worker option ${name} must be a non-negative number, got ${String(v)}`);
+  return v;
+}
+
+const round = (ms: number) => Math.round(ms * 100) / 100;
