@@ -18,7 +18,7 @@ export interface ErrandOptions extends BrokerOptions {
   logger?: Logger;
   /** Largest task input accepted at enqueue, in bytes of JSON. Default 1048576 (1 MiB). */
   maxInputBytes?: number;
-  /** Key prefix in Redis. Default `errand`. */
+  /** Key prefix in Redis. Default: `ERRAND_PREFIX`, else `errand`. */
   prefix?: string;
 }
 
@@ -88,7 +88,8 @@ export class Errand {
   broker(): Promise<Broker> {
     if (!this.#broker) {
       const spec = this.#brokerSpec;
-      const { maxLeaseLosses, failedRetentionMs, prefix } = this.#options;
+      const { maxLeaseLosses, failedRetentionMs } = this.#options;
+      const prefix = this.#options.prefix ?? (process.env.ERRAND_PREFIX || undefined);
       this.#broker =
         typeof spec === 'string'
           ? connectBroker(spec, { logger: this.logger, maxLeaseLosses, failedRetentionMs, prefix })
