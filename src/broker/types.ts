@@ -218,3 +218,88 @@ export interface Broker {
 
   close(): Promise<void>;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Inspection and administration: what the dashboard, /metrics and `errand inspect` need.
+// ---------------------------------------------------------------------------------------------
+
+export interface RunFilter {
+  queue?: string;
+  task?: string;
+  state?: RunState;
+  /** Page size, 1 to 500. */
+  limit: number;
+  /** Opaque cursor from a previous page's `next`. */
+  cursor?: string;
+}
+
+export interface RunPage {
+  /** Newest first (by run id, i.e. enqueue time). */
+  runs: RunRecord[];
+  /** Cursor of the next (older) page, or null at the end. */
+  next: string | null;
+}
+
+export interface WorkerInfo {
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  /** Runs executing at the last heartbeat. */
+  active: number;
+  startedAt: number;
+}
+
+export interface WorkerStatus extends WorkerInfo {
+  /** Time of the last heartbeat. A worker silent for longer than its heartbeat TTL is lost. */
+  lastSeen: number;
+  /** Heartbeat TTL the worker announced. */
+  ttlMs: number;
+}
+
+/** Outcome counters and latency histograms for one queue and one minute. */
+export interface MinuteStats {
+  /** Start of the minute, epoch ms. */
+  minute: number;
+  enqueued: number;
+  succeeded: number;
+  failed: number;
+  retried: number;
+  /**
+   * Histograms over the bucket bounds of `LATENCY_BUCKETS_MS`: counts[i] is the number of runs whose
+   * time was <= LATENCY_BUCKETS_MS[i] (and above the previous bound); the last entry counts the rest.
+   * `wait`: enqueue (or due time) to start; `run`: start to finish.
+   */
+  wait: number[];
+  run: number[];
+}
+
+/** Upper bounds (ms) of the latency histogram buckets; one more bucket holds everything above. */
+export const LATENCY_BUCKETS_MS: readonly number[] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000];
+
+export interface BrokerInspector {
+  /** Runs matching the filter, newest first, paginated. Cheap for 100,000 runs and more. */
+  listRuns(filter: RunFilter): Promise<RunPage>;
+  /** Every queue the broker has seen. */
+  listQueues(): Promise<string[]>;
+
+  /** A worker announces itself; called every few seconds with `ttlMs` a few times that period. */
+  heartbeat(worker: WorkerInfo, ttlMs: number, now: number): Promise<void>;
+  /** A worker stopping cleanly removes itself. */
+  removeWorker(id: string): Promise<void>;
+  /** Workers seen within the last hour, lost ones included (lastSeen + ttlMs < now). */
+  listWorkers(now: number): Promise<WorkerStatus[]>;
+
+  /** Paused queues keep accepting runs but no worker reserves from them until resumed. */
+  pause(queue: string): Promise<void>;
+  resume(queue: string): Promise<void>;
+  pausedQueues(): Promise<string[]>;
+  /** Deletes the queued and scheduled runs of a queue (active ones finish). Returns how many. */
+  purge(queue: string, now: number): Promise<number>;
+  /** Replays every failed run of a queue (optionally of one task). Returns how many. */
+  retryFailed(queue: string, task: string | undefined, now: number): Promise<number>;
+
+  /** Per-minute counters of each queue from `since` (epoch ms) on; kept for at least 24 hours. */
+  stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>>;
+}
