@@ -250,25 +250,24 @@ for (const make of setups()) {
     it('fails runs it cannot read, and keeps going', async () => {
       const broker = await app.broker();
       const now = Date.now();
-      const [{ id: corrupt }] = (await broker.enqueue(
-        [{ id: `default.${'0'.repeat(10)}${'Z'.repeat(16)}`, task: 'add', queue: 'default', input: '{not json', priority: 0, runAt: now }],
-        now,
-      )) as [{ id: string }];
-      const [{ id: unknown }] = (await broker.enqueue(
-        [{ id: `default.${'0'.repeat(10)}${'Y'.repeat(16)}`, task: 'nope', queue: 'default', input: '{}', priority: 0, runAt: now }],
-        now,
-      )) as [{ id: string }];
-      const [{ id: invalid }] = (await broker.enqueue(
-        [{ id: `default.${'0'.repeat(10)}${'X'.repeat(16)}`, task: 'add', queue: 'default', input: '{"a":"x"}', priority: 0, runAt: now }],
-        now,
-      )) as [{ id: string }];
+      const raw = (tail: string, task: string, input: string) => ({
+        id: `default.${'0'.repeat(10)}${tail.repeat(16)}`,
+        task,
+        queue: 'default',
+        input,
+        priority: 0,
+        runAt: now,
+      });
+      const [corrupt, unknown, invalid] = (
+        await broker.enqueue([raw('Z', 'add', '{not json'), raw('Y', 'nope', '{}'), raw('X', 'add', '{"a":"x"}')], now)
+      ).map((r) => r.id);
       for (const [id, reason] of [
         [corrupt, 'corrupt'],
         [unknown, 'unknown_task'],
         [invalid, 'invalid_input'],
       ] as const) {
         await assert.rejects(
-          () => app.run(id).result({ timeout: 20_000 }),
+          () => app.run(id!).result({ timeout: 20_000 }),
           (err: unknown) => err instanceof RunFailedError && err.runError.reason === reason,
           `run ${id} should fail with reason ${reason}`,
         );
