@@ -1,0 +1,43 @@
+/**
+ * The broker conformance suite against Redis (`ERRAND_TEST_REDIS_URL`, default redis://127.0.0.1:6379).
+ * Each fresh broker gets its own key prefix; the keys are deleted (by prefix, never FLUSHDB) at the end.
+ */
+import { after } from 'node:test';
+import { Redis } from 'ioredis';
+import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
+import type { Broker } from '../../src/broker/types.ts';
+import { uniquePrefix } from '../helpers.ts';
+import { brokerConformance } from './suite.ts';
+
+const url = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefixOf = new WeakMap<Broker, string>();
+const prefixes = new Set<string>();
+
+brokerConformance('redis', async (opts = {}) => {
+  const { sameStorageAs, ...options } = opts;
+  const prefix = sameStorageAs ? prefixOf.get(sameStorageAs) : uniquePrefix('errand-test');
+  if (!prefix) throw new Error('sameStorageAs must be a broker made by this factory');
+  prefixes.add(prefix);
+  const broker = new RedisBroker({ url, prefix, ...options });
+  prefixOf.set(broker, prefix);
+  return broker;
+});
+
+after(async () => {
+  // Delete every key of the prefixes this file used. The prefix may sit inside a hash tag
+  // (`{prefix...}`), hence the leading `*`.
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    for (const prefix of prefixes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `*${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length) await redis.unlink(...keys);
+      } while (cursor !== '0');
+    }
+  } finally {
+    redis.disconnect();
+  }
+});

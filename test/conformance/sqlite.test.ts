@@ -1,0 +1,21 @@
+/**
+ * The broker conformance suite against the embedded SQLite broker. Each fresh broker gets its own
+ * file in its own temp dir (removed at exit); `sameStorageAs` opens the same file again, as a second
+ * process would.
+ */
+import { join } from 'node:path';
+import { SqliteBroker } from '../../src/broker/sqlite/sqlite-broker.ts';
+import type { Broker } from '../../src/broker/types.ts';
+import { tempDir } from '../helpers.ts';
+import { brokerConformance } from './suite.ts';
+
+const pathOf = new WeakMap<Broker, string>();
+
+brokerConformance('sqlite', async (opts = {}) => {
+  const { sameStorageAs, ...options } = opts;
+  const path = sameStorageAs ? pathOf.get(sameStorageAs) : join(tempDir('errand-sqlite'), 'errand.db');
+  if (!path) throw new Error('sameStorageAs must be a broker made by this factory');
+  const broker = new SqliteBroker({ path, ...options });
+  pathOf.set(broker, path);
+  return broker;
+});
