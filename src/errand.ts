@@ -5,6 +5,7 @@ import type { Broker, BrokerOptions, NewRun } from './broker/types.ts';
 import { ConfigError, RunNotFoundError } from './core/errors.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
 import { RunHandle } from './task/handle.ts';
+import { enqueueSpan } from './telemetry/tracing.ts';
 import { type EnqueueOptions, type Handler, TaskDefinition, type TaskOptions } from './task/task.ts';
 import { Worker, type WorkerOptions } from './worker/worker.ts';
 
@@ -32,8 +33,17 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
 
   /** Validates `input` (types at compile time, the schema at run time) and enqueues one run. */
   async enqueue(input: z.input<S>, options?: EnqueueOptions): Promise<RunHandle<R>> {
-    const [handle] = await this.#app.enqueueRuns([this.prepare(input, options, Date.now(), this.#app.maxInputBytes)]);
-    return handle as RunHandle<R>;
+    const run = this.prepare(input, options, Date.now(), this.#app.maxInputBytes);
+    return enqueueSpan(
+      `errand.enqueue ${this.name}`,
+      { 'errand.task': this.name, 'errand.queue': run.queue, 'errand.run_id': run.id },
+      run.traceparent,
+      async (tp) => {
+        if (tp) run.traceparent = tp;
+        const [handle] = await this.#app.enqueueRuns([run]);
+        return handle as RunHandle<R>;
+      },
+    );
   }
 
   /** Enqueues many runs in one broker call. Every input is validated first: one bad input refuses the whole batch. */
@@ -47,7 +57,15 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
         throw err;
       }
     });
-    return (await this.#app.enqueueRuns(runs)) as RunHandle<R>[];
+    return enqueueSpan(
+      `errand.enqueue ${this.name}`,
+      { 'errand.task': this.name, 'errand.batch_size': runs.length },
+      undefined,
+      async (tp) => {
+        if (tp) for (const run of runs) run.traceparent ??= tp;
+        return (await this.#app.enqueueRuns(runs)) as RunHandle<R>[];
+      },
+    );
   }
 }
 

@@ -276,7 +276,9 @@ export interface MinuteStats {
 }
 
 /** Upper bounds (ms) of the latency histogram buckets; one more bucket holds everything above. */
-export const LATENCY_BUCKETS_MS: readonly number[] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000];
+export const LATENCY_BUCKETS_MS: readonly number[] = [
+  1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000,
+];
 
 export interface BrokerInspector {
   /** Runs matching the filter, newest first, paginated. Cheap for 100,000 runs and more. */

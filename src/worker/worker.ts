@@ -8,6 +8,7 @@ import { encodeError } from '../core/run-info.ts';
 import type { Errand, Task } from '../errand.ts';
 import { backoffDelay, checkQueueName } from '../task/options.ts';
 import type { TaskContext } from '../task/task.ts';
+import { context, endRunSpan, startRunSpan } from '../telemetry/tracing.ts';
 
 export interface WorkerOptions {
   /** Queues to take runs from, in order of preference. Default: every queue of the app's tasks. */
@@ -285,10 +286,15 @@ export class Worker extends EventEmitter {
     const timer = setTimeout(() => {
       entry.abort.abort(new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
     }, task.timeout);
+    const { span, ctx: spanCtx } = startRunSpan(
+      run.task,
+      { 'errand.run_id': run.id, 'errand.queue': run.queue, 'errand.attempt': run.attempt },
+      run.traceparent,
+    );
     let value: unknown;
     try {
       value = await Promise.race([
-        Promise.resolve().then(() => task.handler(parsed.data, ctx)),
+        context.with(spanCtx, () => Promise.resolve().then(() => task.handler(parsed.data, ctx))),
         new Promise<never>((_, reject) => {
           const onAbort = () => reject(entry.abort.signal.reason);
           if (entry.abort.signal.aborted) onAbort();
@@ -297,9 +303,11 @@ export class Worker extends EventEmitter {
       ]);
     } catch (err) {
       clearTimeout(timer);
+      endRunSpan(span, err);
       return this.#handlerFailed(entry, task, log, started, err);
     }
     clearTimeout(timer);
+    endRunSpan(span);
     if (entry.detached) return this.#detachedOutcome(entry, log, started);
 
     const resultIssues = jsonIssues(value);
