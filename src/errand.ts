@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
@@ -69,9 +70,14 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
   }
 }
 
-/** The Errand app: its tasks, its broker, its workers. */
-export class Errand {
+/**
+ * The Errand app: its tasks, its broker, its workers. Emits `enqueued` (runs, results) after each
+ * successful enqueue call and `worker` (worker) when a worker is made, for metrics.
+ */
+export class Errand extends EventEmitter {
   readonly tasks = new Map<string, Task>();
+  /** Workers made by this app in this process. */
+  readonly workers = new Set<Worker>();
   readonly logger: Logger;
   readonly maxInputBytes: number;
   #brokerSpec: string | Broker;
@@ -79,6 +85,7 @@ export class Errand {
   readonly #options: ErrandOptions;
 
   constructor(options: ErrandOptions = {}) {
+    super();
     this.#options = options;
     this.#brokerSpec = options.broker ?? defaultBrokerUrl();
     this.logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info', base: { pid: process.pid } });
@@ -128,6 +135,7 @@ export class Errand {
     if (runs.length === 0) return [];
     const broker = await this.broker();
     const results = await broker.enqueue(runs, Date.now());
+    if (this.listenerCount('enqueued')) this.emit('enqueued', runs, results);
     const get = () => this.broker();
     return results.map((r) => new RunHandle(r.id, get, r.created));
   }
@@ -146,7 +154,10 @@ export class Errand {
 
   /** A worker for this app's tasks. Call `start()` on it. */
   worker(options: WorkerOptions = {}): Worker {
-    return new Worker(this, options);
+    const worker = new Worker(this, options);
+    this.workers.add(worker);
+    this.emit('worker', worker);
+    return worker;
   }
 
   async close(): Promise<void> {
