@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { Broker, Lease, Reservation, Settlement } from '../broker/types.ts';
+import type { Broker, BrokerInspector, Lease, Reservation, Settlement } from '../broker/types.ts';
 import { ConfigError, ErrandError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
 import { encodeError } from '../core/run-info.ts';
@@ -95,6 +95,8 @@ export class Worker extends EventEmitter {
   #slotWaiter: (() => void) | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
   #pruneTimer: NodeJS.Timeout | undefined;
+  #heartbeatTimer: NodeJS.Timeout | undefined;
+  readonly #startedAt = Date.now();
   #stopPromise: Promise<void> | undefined;
   #unsubscribeCancel: (() => void) | undefined;
   #lastErrorLog = 0;
@@ -137,6 +139,11 @@ export class Worker extends EventEmitter {
     this.#pruneTimer = setInterval(() => void this.#prune(), this.pruneEvery);
     this.#renewTimer.unref();
     this.#pruneTimer.unref();
+    if (isInspector(this.#broker)) {
+      void this.#heartbeat();
+      this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), HEARTBEAT_EVERY_MS);
+      this.#heartbeatTimer.unref();
+    }
     this.logger.info({ queues: this.queues, concurrency: this.concurrency }, 'worker started');
     this.#loopDone = this.#loop();
     return this;
@@ -455,6 +462,28 @@ export class Worker extends EventEmitter {
     }
   }
 
+  async #heartbeat(): Promise<void> {
+    const broker = this.#broker as unknown as BrokerInspector;
+    const [host, pid] = [hostname(), process.pid];
+    try {
+      await broker.heartbeat(
+        {
+          id: this.id,
+          host,
+          pid,
+          queues: this.queues,
+          concurrency: this.concurrency,
+          active: this.#active.size,
+          startedAt: this.#startedAt,
+        },
+        HEARTBEAT_EVERY_MS * 3,
+        Date.now(),
+      );
+    } catch (err) {
+      this.#logBrokerError(err, 'heartbeat failed');
+    }
+  }
+
   async #prune(): Promise<void> {
     try {
       const removed = await this.#broker!.prune(Date.now());
@@ -511,6 +540,8 @@ export class Worker extends EventEmitter {
     if (this.#state === 'stopped') return;
     clearInterval(this.#renewTimer);
     clearInterval(this.#pruneTimer);
+    clearInterval(this.#heartbeatTimer);
+    if (this.#heartbeatTimer) await (this.#broker as unknown as BrokerInspector).removeWorker(this.id).catch(() => {});
     this.#unsubscribeCancel?.();
     this.#state = 'stopped';
     this.logger.info({ handedBack: leases.length }, 'worker stopped');
@@ -534,6 +565,12 @@ function nonNegative(v: unknown, name: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
     throw new ConfigError(`Worker option ${name} must be a non-negative number, got ${String(v)}`);
   return v;
+}
+
+const HEARTBEAT_EVERY_MS = 5000;
+
+function isInspector(b: unknown): b is BrokerInspector {
+  return typeof (b as BrokerInspector)?.heartbeat === 'function';
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
