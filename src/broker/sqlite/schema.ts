@@ -1,0 +1,128 @@
+/**
+ * The SQLite schema and its migrations, in code.
+ *
+ * `errand_schema` holds one row per applied migration. On open, the broker applies the missing ones
+ * inside one `BEGIN IMMEDIATE` transaction, so two processes opening a new file at once do not both
+ * migrate it. A file written by a newer Errand (a version this code does not know) is refused.
+ *
+ * Tables:
+ * - `runs`: one row per run. `rid` (the rowid) is the insertion order: "newest first" is `rid DESC`,
+ *   which every index below carries for free. `seq` is the FIFO position among queued runs of equal
+ *   priority; it is taken from the `seq` counter in `errand_meta` when a run becomes queued (enqueue,
+ *   promotion of a due scheduled run, retry) and kept when a lease is lost or released (the run goes
+ *   back to the head of its priority). `rev` increases on every write to the row: watchers in other
+ *   processes compare it to learn which runs changed. Columns other than `rid`, `id`, `queue`, `state`
+ *   and `rev` are nullable on purpose: rows are validated as they are read, so a row edited by hand
+ *   (NULLs, text in a number column) fails one run with reason `corrupt` instead of a whole batch.
+ * - `idempotency`: (task, key) -> run id, with its own expiry.
+ * - `queue_signals`: a counter per queue, bumped whenever work may have appeared in the queue or its
+ *   next due time moved earlier (enqueue, retry, release, promotion, lease recovery, new leases).
+ *   Idle workers in other processes read it when the file changes, instead of taking the write lock.
+ * - `errand_meta`: key/value (the `seq` counter).
+ */
+import type { DatabaseSync } from 'node:sqlite';
+import { ConfigError } from '../../core/errors.ts';
+
+interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'runs, idempotency keys, queue signals, meta',
+    sql: `
+      CREATE TABLE runs (
+        rid INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        queue TEXT NOT NULL,
+        state TEXT NOT NULL,
+        task TEXT,
+        priority INTEGER,
+        seq INTEGER,
+        input TEXT,
+        result TEXT,
+        error TEXT,
+        progress TEXT,
+        attempts INTEGER DEFAULT 0,
+        lease_losses INTEGER DEFAULT 0,
+        enqueued_at INTEGER,
+        run_at INTEGER,
+        started_at INTEGER,
+        finished_at INTEGER,
+        expires_at INTEGER,
+        lease_until INTEGER,
+        worker TEXT,
+        idempotency_key TEXT,
+        traceparent TEXT,
+        history TEXT DEFAULT '[]',
+        rev INTEGER NOT NULL DEFAULT 0
+      );
+      -- Hot path: small partial indexes, one per state that the broker scans by time or order.
+      CREATE INDEX runs_queued ON runs (queue, priority DESC, seq) WHERE state = 'queued';
+      CREATE INDEX runs_scheduled ON runs (queue, run_at) WHERE state = 'scheduled';
+      CREATE INDEX runs_active ON runs (queue, lease_until) WHERE state = 'active';
+      CREATE INDEX runs_expiry ON runs (expires_at) WHERE expires_at IS NOT NULL;
+      -- Counts and listings (newest first = rid DESC, carried by every index).
+      CREATE INDEX runs_by_queue_state ON runs (queue, state);
+      CREATE INDEX runs_by_task_state ON runs (task, state);
+      CREATE INDEX runs_by_state ON runs (state);
+      CREATE INDEX runs_by_queue ON runs (queue);
+      CREATE INDEX runs_by_task ON runs (task);
+
+      CREATE TABLE idempotency (
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (task, key)
+      ) WITHOUT ROWID;
+      CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+
+      CREATE TABLE queue_signals (
+        queue TEXT PRIMARY KEY,
+        rev INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE errand_meta (
+        key TEXT PRIMARY KEY,
+        value
+      ) WITHOUT ROWID;
+      INSERT INTO errand_meta (key, value) VALUES ('seq', 0);
+    `,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
+
+/** Brings the file to `SCHEMA_VERSION`. Returns the versions applied (empty when already current). */
+export function migrate(db: DatabaseSync, location: string, now = Date.now()): number[] {
+  const applied: number[] = [];
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    db.exec(
+      'CREATE TABLE IF NOT EXISTS errand_schema (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+    );
+    const row = db.prepare('SELECT max(version) AS v FROM errand_schema').get() as { v: number | null } | undefined;
+    const current = row?.v ?? 0;
+    if (current > SCHEMA_VERSION) {
+      throw new ConfigError(
+        `The SQLite file ${location} has schema version ${current}, newer than this Errand knows (${SCHEMA_VERSION}): upgrade Errand, or use another file`,
+      );
+    }
+    const record = db.prepare('INSERT INTO errand_schema (version, description, applied_at) VALUES (?, ?, ?)');
+    for (const m of MIGRATIONS) {
+      if (m.version <= current) continue;
+      db.exec(m.sql);
+      record.run(m.version, m.description, now);
+      applied.push(m.version);
+    }
+    db.exec('COMMIT');
+  } catch (err) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
+  return applied;
+}

@@ -1,0 +1,127 @@
+/**
+ * Wake-ups for the SQLite broker, without polling.
+ *
+ * One hub per database file per process, shared by every SqliteBroker opened on that file:
+ * - in-process, brokers emit `work` (queues where work may have appeared), `runs` (ids of runs that
+ *   changed) and `cancel` (ids of active runs cancelled) on it, after their transaction commits;
+ * - across processes, it watches the file's folder (inotify on Linux) and emits `change` when the
+ *   database or its `-wal` file is written by anyone. Readers in WAL mode only touch the `-shm`
+ *   file (through mmap), and a transaction that changes nothing writes nothing, so an idle system
+ *   produces no events.
+ *
+ * `change` is throttled: the first write after a quiet period is reported at once (latency), writes
+ * within the next `THROTTLE_MS` are coalesced, and one more `change` always follows the window. That
+ * trailing report covers a writer whose last WAL write was seen before it published the commit in
+ * the WAL index (a reader woken in between would still see the old snapshot).
+ *
+ * The folder watcher never keeps the process alive (`persistent: false`): waiters hold their own timers.
+ */
+import { EventEmitter } from 'node:events';
+import { type FSWatcher, watch } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import type { Logger } from 'pino';
+
+export const THROTTLE_MS = 10;
+
+export interface WakeHubEvents {
+  work: [queues: string[]];
+  runs: [ids: string[]];
+  cancel: [ids: string[]];
+  change: [];
+}
+
+export class WakeHub extends EventEmitter<WakeHubEvents> {
+  readonly key: string;
+  refs = 0;
+  #watcher: FSWatcher | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #pending = false;
+  #closed = false;
+
+  constructor(key: string, file: string | null, logger?: Logger) {
+    super();
+    this.setMaxListeners(0);
+    this.key = key;
+    if (file === null) return;
+    const names = new Set([basename(file), `${basename(file)}-wal`]);
+    try {
+      this.#watcher = watch(dirname(file), { persistent: false }, (_event, name) => {
+        if (name === null || names.has(String(name))) this.#fileChanged();
+      });
+      this.#watcher.on('error', (err) => {
+        logger?.warn(
+          { err, file },
+          'SQLite broker: watching the database folder failed; other processes wake this one only every few seconds',
+        );
+        this.#stopWatching();
+      });
+    } catch (err) {
+      logger?.warn({ err, file }, 'SQLite broker: cannot watch the database folder; other processes wake this one only every few seconds');
+    }
+  }
+
+  #fileChanged(): void {
+    if (this.#closed) return;
+    if (this.#timer) {
+      this.#pending = true;
+      return;
+    }
+    this.emit('change');
+    this.#timer = setTimeout(this.#flush, THROTTLE_MS);
+    this.#timer.unref();
+  }
+
+  readonly #flush = (): void => {
+    this.#timer = undefined;
+    if (this.#closed) return;
+    const more = this.#pending;
+    this.#pending = false;
+    this.emit('change');
+    if (more) {
+      this.#timer = setTimeout(this.#flush, THROTTLE_MS);
+      this.#timer.unref();
+    }
+  };
+
+  #stopWatching(): void {
+    try {
+      this.#watcher?.close();
+    } catch {
+      // already closed
+    }
+    this.#watcher = undefined;
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#stopWatching();
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.removeAllListeners();
+  }
+}
+
+const hubs = new Map<string, WakeHub>();
+
+/** The hub of a database file (shared within the process), or a private one for `:memory:` (file null). */
+export function acquireHub(file: string | null, logger?: Logger): WakeHub {
+  if (file === null) {
+    const hub = new WakeHub(':memory:', null, logger);
+    hub.refs = 1;
+    return hub;
+  }
+  let hub = hubs.get(file);
+  if (!hub) {
+    hub = new WakeHub(file, file, logger);
+    hubs.set(file, hub);
+  }
+  hub.refs++;
+  return hub;
+}
+
+export function releaseHub(hub: WakeHub): void {
+  hub.refs--;
+  if (hub.refs > 0) return;
+  if (hubs.get(hub.key) === hub) hubs.delete(hub.key);
+  hub.close();
+}
