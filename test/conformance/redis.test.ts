@@ -13,15 +13,19 @@ const url = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefixOf = new WeakMap<Broker, string>();
 const prefixes = new Set<string>();
 
-brokerConformance('redis', async (opts = {}) => {
-  const { sameStorageAs, ...options } = opts;
-  const prefix = sameStorageAs ? prefixOf.get(sameStorageAs) : uniquePrefix('errand-test');
-  if (!prefix) throw new Error('sameStorageAs must be a broker made by this factory');
-  prefixes.add(prefix);
-  const broker = new RedisBroker({ url, prefix, ...options });
-  prefixOf.set(broker, prefix);
-  return broker;
-});
+brokerConformance(
+  'redis',
+  async (opts = {}) => {
+    const { sameStorageAs, ...options } = opts;
+    const prefix = sameStorageAs ? prefixOf.get(sameStorageAs) : uniquePrefix('errand-test');
+    if (!prefix) throw new Error('sameStorageAs must be a broker made by this factory');
+    prefixes.add(prefix);
+    const broker = new RedisBroker({ url, prefix, ...options });
+    prefixOf.set(broker, prefix);
+    return broker;
+  },
+  { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) },
+);
 
 after(async () => {
   // Delete every key of the prefixes this file used. The prefix may sit inside a hash tag

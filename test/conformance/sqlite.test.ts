@@ -11,11 +11,15 @@ import { brokerConformance } from './suite.ts';
 
 const pathOf = new WeakMap<Broker, string>();
 
-brokerConformance('sqlite', async (opts = {}) => {
-  const { sameStorageAs, ...options } = opts;
-  const path = sameStorageAs ? pathOf.get(sameStorageAs) : join(tempDir('errand-sqlite'), 'errand.db');
-  if (!path) throw new Error('sameStorageAs must be a broker made by this factory');
-  const broker = new SqliteBroker({ path, ...options });
-  pathOf.set(broker, path);
-  return broker;
-});
+brokerConformance(
+  'sqlite',
+  async (opts = {}) => {
+    const { sameStorageAs, ...options } = opts;
+    const path = sameStorageAs ? pathOf.get(sameStorageAs) : join(tempDir('errand-sqlite'), 'errand.db');
+    if (!path) throw new Error('sameStorageAs must be a broker made by this factory');
+    const broker = new SqliteBroker({ path, ...options });
+    pathOf.set(broker, path);
+    return broker;
+  },
+  { connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }) },
+);

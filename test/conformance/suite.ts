@@ -16,6 +16,7 @@
  * happens, never on how long it took.
  */
 import assert from 'node:assert/strict';
+import { type ChildProcess, fork } from 'node:child_process';
 import { afterEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Broker, BrokerOptions, NewRun, QueueCounts, Reservation, RunError, RunRecord, RunState } from '../../src/broker/types.ts';
@@ -28,6 +29,96 @@ export interface MakeBrokerOptions extends BrokerOptions {
 }
 
 export type MakeBroker = (opts?: MakeBrokerOptions) => Promise<Broker>;
+
+export interface ConformanceOptions {
+  /**
+   * How another process reaches the storage of `broker`: a URL and options for `connectBroker`
+   * (`src/broker/connect.ts`). With it, the suite also runs its cross-instance tests against a broker
+   * in a child process (wake-ups, watch and onCancel must cross processes, not just instances that
+   * happen to share an in-process event hub). Without it those tests are skipped.
+   */
+  connection?: (broker: Broker) => { url: string; options?: Record<string, unknown> };
+}
+
+/** The methods a peer process answers (everything but the callback-based ones). */
+type PeerBroker = Pick<
+  Broker,
+  'enqueue' | 'reserve' | 'settle' | 'renew' | 'release' | 'progress' | 'getRun' | 'cancel' | 'retry' | 'counts' | 'prune'
+>;
+
+const PEER_SCRIPT = new URL('./peer.ts', import.meta.url);
+
+/** A broker opened in a child process (`peer.ts`), driven over IPC. */
+class PeerProcess {
+  readonly broker: PeerBroker;
+  #child: ChildProcess;
+  #seq = 0;
+  #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; method: string }>();
+  #exited: Promise<void>;
+
+  private constructor(child: ChildProcess) {
+    this.#child = child;
+    this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    child.on('message', (msg: { seq?: number; ok?: boolean; value?: unknown; error?: string }) => {
+      if (msg.seq === undefined) return;
+      const p = this.#pending.get(msg.seq);
+      if (!p) return;
+      this.#pending.delete(msg.seq);
+      if (msg.ok) p.resolve(msg.value);
+      else p.reject(new Error(`peer process ${p.method}() failed: ${msg.error}`));
+    });
+    child.once('exit', (code, signal) => {
+      for (const p of this.#pending.values())
+        p.reject(new Error(`peer process exited (code ${code}, signal ${signal}) during ${p.method}()`));
+      this.#pending.clear();
+    });
+    const call =
+      (method: string) =>
+      (...args: unknown[]): Promise<unknown> =>
+        new Promise((resolve, reject) => {
+          const seq = ++this.#seq;
+          this.#pending.set(seq, { resolve, reject, method });
+          child.send({ seq, method, args });
+        });
+    const methods = ['enqueue', 'reserve', 'settle', 'renew', 'release', 'progress', 'getRun', 'cancel', 'retry', 'counts', 'prune'];
+    this.broker = Object.fromEntries(methods.map((m) => [m, call(m)])) as unknown as PeerBroker;
+  }
+
+  static async start(connection: { url: string; options?: Record<string, unknown> }): Promise<PeerProcess> {
+    const child = fork(PEER_SCRIPT, [JSON.stringify(connection)], {
+      execPath: process.execPath,
+      execArgv: [],
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const ready = new Promise<void>((resolve, reject) => {
+      child.once('message', (msg: { ready?: boolean; error?: string }) => {
+        if (msg.ready) resolve();
+        else reject(new Error(`peer process could not open the broker: ${msg.error}`));
+      });
+      child.once('exit', (code) => reject(new Error(`peer process exited with code ${code} before it was ready`)));
+      child.once('error', reject);
+    });
+    try {
+      await within(ready, 15_000, 'peer process start');
+    } catch (err) {
+      child.kill();
+      throw err;
+    }
+    return new PeerProcess(child);
+  }
+
+  async close(): Promise<void> {
+    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
+    this.#child.send({ close: true });
+    try {
+      await within(this.#exited, 5_000, 'peer process exit');
+    } catch (err) {
+      this.#child.kill('SIGKILL');
+      throw err;
+    }
+  }
+}
 
 /** How long a test may take before node:test fails it (a hang is a failure, not a stuck run). */
 const TEST_TIMEOUT_MS = 20_000;
@@ -73,9 +164,10 @@ function errorText(message: string, reason?: string): string {
   return JSON.stringify(e);
 }
 
-export function brokerConformance(name: string, makeBroker: MakeBroker): void {
+export function brokerConformance(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): void {
   describe(`broker conformance: ${name}`, () => {
     let opened: Broker[] = [];
+    let peers: PeerProcess[] = [];
     let controllers: AbortController[] = [];
 
     /** A broker on fresh storage. */
@@ -90,6 +182,13 @@ export function brokerConformance(name: string, makeBroker: MakeBroker): void {
       opened.push(other);
       return other;
     };
+    /** A broker on the storage of `b`, in a child process. */
+    const peerOf = async (b: Broker): Promise<PeerBroker> => {
+      assert.ok(options.connection, 'no connection hook');
+      const peer = await PeerProcess.start(options.connection(b));
+      peers.push(peer);
+      return peer.broker;
+    };
     const controller = (): AbortController => {
       const c = new AbortController();
       controllers.push(c);
@@ -101,33 +200,43 @@ export function brokerConformance(name: string, makeBroker: MakeBroker): void {
       controllers = [];
       const brokers = opened;
       opened = [];
-      const results = await Promise.allSettled(brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)));
+      const children = peers;
+      peers = [];
+      const results = await Promise.allSettled([
+        ...brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)),
+        ...children.map((p) => p.close()),
+      ]);
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed.length) throw new Error(`close() failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
     });
 
-    const test = (title: string, fn: () => Promise<void>): void => {
-      it(title, { timeout: TEST_TIMEOUT_MS }, fn);
+    const test = (title: string, fn: () => Promise<void>, skip?: string): void => {
+      it(title, { timeout: TEST_TIMEOUT_MS, ...(skip ? { skip } : {}) }, fn);
     };
 
-    async function getRun(b: Broker, id: string): Promise<RunRecord> {
+    async function getRun(b: PeerBroker, id: string): Promise<RunRecord> {
       const rec = await b.getRun(id);
       assert.ok(rec, `getRun(${id}) should find the run`);
       return rec;
     }
 
-    async function reserveAll(b: Broker, workerId: string, now: number, opts: { queues?: string[]; max?: number; leaseMs?: number } = {}) {
+    async function reserveAll(
+      b: PeerBroker,
+      workerId: string,
+      now: number,
+      opts: { queues?: string[]; max?: number; leaseMs?: number } = {},
+    ) {
       return b.reserve({ workerId, queues: opts.queues ?? [Q], max: opts.max ?? 100, leaseMs: opts.leaseMs ?? LEASE, now });
     }
 
-    async function reserveOne(b: Broker, workerId: string, now: number, leaseMs = LEASE, queues = [Q]): Promise<Reservation> {
+    async function reserveOne(b: PeerBroker, workerId: string, now: number, leaseMs = LEASE, queues = [Q]): Promise<Reservation> {
       const { runs } = await b.reserve({ workerId, queues, max: 1, leaseMs, now });
       assert.equal(runs.length, 1, `reserve by ${workerId} at now=${now} should return one run, got ${runs.length}`);
       return runs[0]!;
     }
 
     /** Enqueues one run and returns its id. */
-    async function enqueueOne(b: Broker, now: number, over: Partial<NewRun> = {}, queue = Q): Promise<string> {
+    async function enqueueOne(b: PeerBroker, now: number, over: Partial<NewRun> = {}, queue = Q): Promise<string> {
       const run = newRun(queue, now, over);
       const [res] = await b.enqueue([run], now);
       assert.ok(res?.created, 'enqueue should create the run');
@@ -733,26 +842,6 @@ export function brokerConformance(name: string, makeBroker: MakeBroker): void {
         }
       });
 
-      test('an active run cancelled through another instance: onCancel fires on the worker instance', async () => {
-        const worker = await open();
-        const api = await share(worker);
-        const t0 = Date.now();
-        const seen: string[] = [];
-        const stop = worker.onCancel((cancelled) => seen.push(...cancelled));
-        try {
-          const id = await enqueueOne(api, t0);
-          await reserveOne(worker, 'w1', t0);
-          assert.deepStrictEqual(await api.cancel(id, t0 + 5), { outcome: 'cancelled', previous: 'active' });
-          await waitFor(() => seen.includes(id), {
-            timeoutMs: NOTIFY_TIMEOUT_MS,
-            message: `onCancel on the worker's instance called with ${id}`,
-          });
-          assert.deepStrictEqual(await worker.renew('w1', [{ id, attempt: 1 }], LEASE, t0 + 10), [id]);
-        } finally {
-          stop();
-        }
-      });
-
       test('a finished run: outcome finished with its state', async () => {
         const b = await open();
         const t0 = Date.now();
@@ -986,56 +1075,163 @@ export function brokerConformance(name: string, makeBroker: MakeBroker): void {
     });
 
     // ---------------------------------------------------------------------------------------------
-    describe('several instances on the same storage', () => {
-      test('concurrent reserves from two instances never hand out a run twice and together hand out every run', async () => {
-        const a = await open();
-        const b = await share(a);
-        const t0 = Date.now();
-        const runs = Array.from({ length: 60 }, (_, i) => newRun(Q, t0, { priority: i % 3 }));
-        for (let i = 0; i < runs.length; i += 20) await a.enqueue(runs.slice(i, i + 20), t0);
-        const calls = Array.from({ length: 24 }, (_, i) =>
-          (i % 2 ? a : b).reserve({ workerId: `w${i % 4}`, queues: [Q], max: 5, leaseMs: LEASE, now: t0 + 1 }),
-        );
-        const results = await Promise.all(calls);
-        const got = results.flatMap((r) => ids(r.runs));
-        assert.equal(new Set(got).size, got.length, 'no run handed out twice');
-        assert.deepStrictEqual(new Set(got), new Set(ids(runs)), 'every run handed out');
-        assert.ok(
-          results.every((r) => r.runs.every((x) => x.attempt === 1)),
-          'every reservation is a first attempt',
-        );
-        assert.deepStrictEqual((await b.counts([Q]))[Q], { ...ZERO_COUNTS, active: 60 });
-      });
+    // Several brokers on one storage: another instance in this process (which may share in-process
+    // machinery with the first), and a broker in another process (which shares nothing but storage).
+    const modes: { label: string; other: (b: Broker) => Promise<PeerBroker>; skip?: string }[] = [
+      { label: 'another instance in this process', other: (b) => share(b) },
+      {
+        label: 'another process',
+        other: (b) => peerOf(b),
+        ...(options.connection ? {} : { skip: 'no connection hook given to brokerConformance' }),
+      },
+    ];
+    for (const mode of modes) {
+      describe(`several brokers on the same storage: ${mode.label}`, () => {
+        const t = (title: string, fn: () => Promise<void>) => test(title, fn, mode.skip);
 
-      test('waitForWork resolves on an enqueue made through another instance', async () => {
-        const waiter = await open();
-        const producer = await share(waiter);
-        await waiter.ping();
-        await producer.ping();
-        const c = controller();
-        let woke = false;
-        const waiting = waiter.waitForWork([Q], null, c.signal).then(() => {
-          woke = true;
+        t('both read the same run', async () => {
+          const a = await open();
+          const other = await mode.other(a);
+          const t0 = Date.now();
+          const id = await enqueueOne(other, t0, { input: '{"from":"other"}', priority: 4 });
+          assert.deepStrictEqual(await a.getRun(id), await other.getRun(id));
+          assertFields(await getRun(a, id), { state: 'queued', input: '{"from":"other"}', priority: 4 }, 'run seen by the first broker');
         });
-        await enqueueOne(producer, Date.now());
-        await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by an enqueue from another instance');
-        assert.ok(woke);
-      });
 
-      test('waitForWork resolves on a replay (retry) made through another instance', async () => {
-        const waiter = await open();
-        const api = await share(waiter);
-        const t0 = Date.now();
-        const id = await enqueueOne(api, t0);
-        await reserveOne(api, 'w1', t0);
-        await api.settle('w1', [{ id, attempt: 1, outcome: 'failed', error: errorText('x'), retentionMs: RETAIN }], t0);
-        await waiter.ping();
-        const c = controller();
-        const waiting = waiter.waitForWork([Q], null, c.signal);
-        assert.deepStrictEqual(await api.retry(id, Date.now()), { outcome: 'queued' });
-        await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by a retry from another instance');
-      });
+        t('concurrent reserves never hand out a run twice and together hand out every run', async () => {
+          const a = await open();
+          const other = await mode.other(a);
+          const t0 = Date.now();
+          const runs = Array.from({ length: 60 }, (_, i) => newRun(Q, t0, { priority: i % 3 }));
+          for (let i = 0; i < runs.length; i += 20) await a.enqueue(runs.slice(i, i + 20), t0);
+          const calls = Array.from({ length: 24 }, (_, i) =>
+            (i % 2 ? a : other).reserve({ workerId: `w${i % 4}`, queues: [Q], max: 5, leaseMs: LEASE, now: t0 + 1 }),
+          );
+          const results = await Promise.all(calls);
+          const got = results.flatMap((r) => ids(r.runs));
+          assert.equal(new Set(got).size, got.length, 'no run handed out twice');
+          assert.deepStrictEqual(new Set(got), new Set(ids(runs)), 'every run handed out');
+          assert.ok(
+            results.every((r) => r.runs.every((x) => x.attempt === 1)),
+            'every reservation is a first attempt',
+          );
+          assert.deepStrictEqual((await a.counts([Q]))[Q], { ...ZERO_COUNTS, active: 60 });
+        });
 
+        t('concurrent settles and cancels: each run ends in exactly one state', async () => {
+          const a = await open();
+          const other = await mode.other(a);
+          const t0 = Date.now();
+          const runs = Array.from({ length: 30 }, () => newRun(Q, t0));
+          await a.enqueue(runs, t0);
+          assert.equal((await reserveAll(a, 'w1', t0)).runs.length, 30);
+          const [settles, cancels] = await Promise.all([
+            Promise.all(
+              runs.map((r) => a.settle('w1', [{ id: r.id, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: RETAIN }], t0 + 1)),
+            ),
+            Promise.all(runs.map((r) => other.cancel(r.id, t0 + 1))),
+          ]);
+          for (const [i, r] of runs.entries()) {
+            const settled = settles[i]![0] === 'ok';
+            const cancel = cancels[i]!;
+            const rec = await getRun(a, r.id);
+            if (settled) {
+              assert.deepStrictEqual(
+                cancel,
+                { outcome: 'finished', state: 'succeeded' },
+                `${r.id}: settled, so the cancel found it finished`,
+              );
+              assert.equal(rec.state, 'succeeded');
+            } else {
+              assert.deepStrictEqual(cancel, { outcome: 'cancelled', previous: 'active' }, `${r.id}: settle lost, so the cancel won`);
+              assert.equal(rec.state, 'cancelled');
+            }
+          }
+        });
+
+        t('waitForWork resolves on an enqueue made by the other broker', async () => {
+          const waiter = await open();
+          const producer = await mode.other(waiter);
+          await waiter.ping();
+          const c = controller();
+          let woke = false;
+          const waiting = waiter.waitForWork([Q], null, c.signal).then(() => {
+            woke = true;
+          });
+          await enqueueOne(producer, Date.now());
+          await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by an enqueue from the other broker');
+          assert.ok(woke);
+        });
+
+        t('waitForWork resolves on a replay (retry) made by the other broker', async () => {
+          const waiter = await open();
+          const api = await mode.other(waiter);
+          const t0 = Date.now();
+          const id = await enqueueOne(api, t0);
+          await reserveOne(api, 'w1', t0);
+          await api.settle('w1', [{ id, attempt: 1, outcome: 'failed', error: errorText('x'), retentionMs: RETAIN }], t0);
+          await waiter.ping();
+          const c = controller();
+          const waiting = waiter.waitForWork([Q], null, c.signal);
+          assert.deepStrictEqual(await api.retry(id, Date.now()), { outcome: 'queued' });
+          await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by a retry from the other broker');
+        });
+
+        t('watch: the listener is called after the run is settled or cancelled by the other broker', async () => {
+          const watcher = await open();
+          const other = await mode.other(watcher);
+          const t0 = Date.now();
+          const settled = await enqueueOne(other, t0);
+          const cancelled = await enqueueOne(other, t0);
+          let settledCalls = 0;
+          let cancelledCalls = 0;
+          const stop1 = await watcher.watch(settled, () => settledCalls++);
+          const stop2 = await watcher.watch(cancelled, () => cancelledCalls++);
+          try {
+            await reserveAll(other, 'w1', t0, { max: 1 });
+            const base = settledCalls;
+            assert.deepStrictEqual(
+              await other.settle('w1', [{ id: settled, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: RETAIN }], t0 + 1),
+              ['ok'],
+            );
+            await waitFor(() => settledCalls > base, { timeoutMs: NOTIFY_TIMEOUT_MS, message: 'watch listener called after settle' });
+            assert.equal((await getRun(watcher, settled)).state, 'succeeded', 'the watcher reads the new state');
+
+            const base2 = cancelledCalls;
+            await other.cancel(cancelled, t0 + 2);
+            await waitFor(() => cancelledCalls > base2, { timeoutMs: NOTIFY_TIMEOUT_MS, message: 'watch listener called after cancel' });
+            assert.equal((await getRun(watcher, cancelled)).state, 'cancelled');
+          } finally {
+            stop1();
+            stop2();
+          }
+        });
+
+        t("onCancel fires on the worker's broker when the other broker cancels its active run", async () => {
+          const worker = await open();
+          const api = await mode.other(worker);
+          const t0 = Date.now();
+          const seen: string[] = [];
+          const stop = worker.onCancel((cancelled) => seen.push(...cancelled));
+          try {
+            const id = await enqueueOne(api, t0);
+            const keep = await enqueueOne(api, t0);
+            await reserveAll(worker, 'w1', t0);
+            assert.deepStrictEqual(await api.cancel(id, t0 + 5), { outcome: 'cancelled', previous: 'active' });
+            await waitFor(() => seen.includes(id), {
+              timeoutMs: NOTIFY_TIMEOUT_MS,
+              message: `onCancel on the worker's broker called with ${id}`,
+            });
+            assert.ok(!seen.includes(keep), 'only the cancelled run is reported');
+            assert.deepStrictEqual(await worker.renew('w1', [{ id, attempt: 1 }], LEASE, t0 + 10), [id]);
+          } finally {
+            stop();
+          }
+        });
+      });
+    }
+
+    describe('waitForWork and watch (one broker)', () => {
       test('waitForWork resolves when `until` is reached (or already past)', async () => {
         const b = await open();
         const c = controller();
@@ -1056,34 +1252,12 @@ export function brokerConformance(name: string, makeBroker: MakeBroker): void {
         await within(far, NOTIFY_TIMEOUT_MS, 'waitForWork with a far until, aborted');
       });
 
-      test('watch: the listener is called after the run is settled or cancelled through another instance', async () => {
-        const watcher = await open();
-        const other = await share(watcher);
-        const t0 = Date.now();
-        const settled = await enqueueOne(other, t0);
-        const cancelled = await enqueueOne(other, t0);
-        let settledCalls = 0;
-        let cancelledCalls = 0;
-        const stop1 = await watcher.watch(settled, () => settledCalls++);
-        const stop2 = await watcher.watch(cancelled, () => cancelledCalls++);
-        try {
-          await reserveAll(other, 'w1', t0, { max: 1 });
-          const base = settledCalls;
-          assert.deepStrictEqual(
-            await other.settle('w1', [{ id: settled, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: RETAIN }], t0 + 1),
-            ['ok'],
-          );
-          await waitFor(() => settledCalls > base, { timeoutMs: NOTIFY_TIMEOUT_MS, message: 'watch listener called after settle' });
-          assert.equal((await getRun(watcher, settled)).state, 'succeeded', 'the watcher reads the new state');
-
-          const base2 = cancelledCalls;
-          await other.cancel(cancelled, t0 + 2);
-          await waitFor(() => cancelledCalls > base2, { timeoutMs: NOTIFY_TIMEOUT_MS, message: 'watch listener called after cancel' });
-          assert.equal((await getRun(watcher, cancelled)).state, 'cancelled');
-        } finally {
-          stop1();
-          stop2();
-        }
+      test('waitForWork resolves on an enqueue through the same broker', async () => {
+        const b = await open();
+        const c = controller();
+        const waiting = b.waitForWork([Q], null, c.signal);
+        await enqueueOne(b, Date.now());
+        await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by an enqueue through the same broker');
       });
 
       test('watch: stopping is safe and idempotent', async () => {
