@@ -19,6 +19,9 @@
  *   next due time moved earlier (enqueue, retry, release, promotion, lease recovery, new leases).
  *   Idle workers in other processes read it when the file changes, instead of taking the write lock.
  * - `errand_meta`: key/value (the `seq` counter).
+ * - `cancel_log` (v2): active runs cancelled, so that `onCancel` reaches workers in other processes.
+ * - `workers`, `paused_queues`, `queue_stats` (v2): the BrokerInspector's worker registry, paused
+ *   queues and per-minute counters.
  */
 import type { DatabaseSync } from 'node:sqlite';
 import { ConfigError } from '../../core/errors.ts';
@@ -91,6 +94,45 @@ export const MIGRATIONS: readonly Migration[] = [
         value
       ) WITHOUT ROWID;
       INSERT INTO errand_meta (key, value) VALUES ('seq', 0);
+    `,
+  },
+  {
+    version: 2,
+    description: 'cancel log, worker registry, paused queues, per-minute queue stats',
+    sql: `
+      -- Active runs cancelled, for onCancel listeners in other processes (read from their last seq on).
+      CREATE TABLE cancel_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        at INTEGER NOT NULL
+      );
+      CREATE INDEX cancel_log_at ON cancel_log (at);
+
+      CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        info TEXT NOT NULL,
+        last_seen INTEGER NOT NULL,
+        ttl_ms INTEGER NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE paused_queues (
+        queue TEXT PRIMARY KEY,
+        paused_at INTEGER
+      ) WITHOUT ROWID;
+
+      -- One row per queue and minute; wait and run are JSON arrays of histogram counts (LATENCY_BUCKETS_MS).
+      CREATE TABLE queue_stats (
+        queue TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        enqueued INTEGER NOT NULL DEFAULT 0,
+        succeeded INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        retried INTEGER NOT NULL DEFAULT 0,
+        wait TEXT,
+        run TEXT,
+        PRIMARY KEY (queue, minute)
+      ) WITHOUT ROWID;
+      CREATE INDEX queue_stats_minute ON queue_stats (minute);
     `,
   },
 ];

@@ -8,43 +8,79 @@
  * - Reserve leases with one `UPDATE ... WHERE rid IN (SELECT ... ORDER BY priority DESC, seq LIMIT ?)
  *   RETURNING ...` per queue, over a partial index of queued runs.
  * - Wake-ups (see `wake-hub.ts`): in-process events, and a watch on the database folder for writes
- *   from other processes; a few-second safety timer only guards against lost events.
+ *   from other processes; a few-second safety timer only guards against lost events. `watch` and
+ *   `onCancel` cross processes the same way (run revisions, the cancel log).
  * - Rows are validated as they are read: a run stored corrupt (edited by hand, say) is failed with
  *   reason `corrupt` by reserve, and never makes a whole batch throw.
  *
- * Schema and migrations: `schema.ts`.
+ * node:sqlite is synchronous: a transaction that waits for another process's write lock blocks this
+ * process's event loop for that time (at most `busyTimeoutMs`). Transactions are kept short for that
+ * reason (prune, purge and bulk replays work in slices of 1000 runs).
+ *
+ * Schema and migrations: `schema.ts`. SQL: `statements.ts`.
  */
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { DatabaseSync, SQLOutputValue, StatementSync } from 'node:sqlite';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { Logger } from 'pino';
 import { ConfigError } from '../../core/errors.ts';
 import type {
-  AttemptRecord,
   Broker,
+  BrokerInspector,
   BrokerOptions,
   CancelOutcome,
   EnqueueResult,
   Lease,
+  MinuteStats,
   NewRun,
   QueueCounts,
   Reservation,
   ReserveRequest,
   ReserveResult,
   RetryOutcome,
+  RunFilter,
+  RunPage,
   RunRecord,
   RunState,
   Settlement,
   SettleStatus,
+  WorkerInfo,
+  WorkerStatus,
 } from '../types.ts';
-import { RUN_STATES } from '../types.ts';
 import { loadSqlite } from './load-sqlite.ts';
 import { migrate } from './schema.ts';
+import {
+  bucketOf,
+  byPriorityThenSeq,
+  corruptError,
+  emptyCounts,
+  histogram,
+  LEASE_LOST_ERROR,
+  listSql,
+  num,
+  READ_BIGINTS,
+  type Row,
+  SQL,
+  STATES,
+  type StatementName,
+  toRecord,
+  toReservation,
+} from './statements.ts';
 import { acquireHub, releaseHub, type WakeHub } from './wake-hub.ts';
 
 const sqlite = loadSqlite();
 
-const DAY = 86_400_000;
+const MINUTE = 60_000;
+const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
+/** Rows per transaction for bulk deletes and replays. */
+const SLICE = 1000;
+/** Per-minute stats are kept this long (the contract asks for at least 24 hours). */
+const STATS_RETENTION_MS = 2 * DAY;
+/** Cancel log entries are kept this long: listeners more than this far behind rely on renew. */
+const CANCEL_LOG_RETENTION_MS = HOUR;
+/** Workers silent for longer than this are forgotten. */
+const WORKER_MEMORY_MS = HOUR;
 
 export interface SqliteBrokerOptions extends BrokerOptions {
   /** The database file (created if missing; its folder must exist), or `:memory:` (one process, nothing kept). */
@@ -56,11 +92,9 @@ export interface SqliteBrokerOptions extends BrokerOptions {
   busyTimeoutMs?: number;
   /** Retention of cancelled runs (the contract's `cancel` carries none), in ms. Default 1 day. */
   cancelledRetentionMs?: number;
-  /** How long a waiter sleeps at most without any event, guarding against a lost file event, in ms. Default 2000. */
+  /** Longest sleep without any event, guarding against a lost file event, in ms. Default 2000. */
   safetyWakeMs?: number;
 }
-
-type Row = Record<string, SQLOutputValue>;
 
 interface Waiter {
   queues: readonly string[];
@@ -72,134 +106,24 @@ interface Watched {
   rev: number | null;
 }
 
-/** Query fragment: sets fields of the last history entry, if the history is a JSON array ending with an object. */
-function historySet(finishedAt: string, outcome: string, error?: string): string {
-  const err = error ? `, '$[#-1].error', ${error}` : '';
-  return `CASE WHEN json_valid(history) THEN CASE WHEN json_type(history, '$[#-1]') = 'object'
-    THEN json_set(history, '$[#-1].finishedAt', ${finishedAt}, '$[#-1].outcome', ${outcome}${err})
-    ELSE history END ELSE history END`;
+interface StatDelta {
+  queue: string;
+  minute: number;
+  enqueued: number;
+  succeeded: number;
+  failed: number;
+  retried: number;
+  wait: number[] | null;
+  run: number[] | null;
 }
 
-const HELD = `id = :id AND state = 'active' AND attempts = :attempt AND worker = :worker`;
-
-const SQL = {
-  begin: 'BEGIN IMMEDIATE',
-  commit: 'COMMIT',
-  seqGet: `SELECT value FROM errand_meta WHERE key = 'seq'`,
-  seqSet: `UPDATE errand_meta SET value = ? WHERE key = 'seq'`,
-  signalBump: 'INSERT INTO queue_signals (queue, rev) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET rev = rev + 1 RETURNING rev',
-  signalGet: 'SELECT rev FROM queue_signals WHERE queue = ?',
-  signalAll: 'SELECT queue, rev FROM queue_signals',
-
-  idemGet: 'SELECT run_id, expires_at FROM idempotency WHERE task = ? AND key = ?',
-  idemPut: `INSERT INTO idempotency (task, key, run_id, expires_at) VALUES (?, ?, ?, ?)
-    ON CONFLICT (task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
-  stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
-  insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
-
-  promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
-    FROM (SELECT rid AS prid, row_number() OVER (ORDER BY run_at, seq, rid) AS n
-          FROM runs WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now) AS p
-    WHERE runs.rid = p.prid`,
-  recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
-      finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'lost'")}
-    WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max`,
-  recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
-      history = ${historySet(':now', "'lost'")}
-    WHERE queue = :queue AND state = 'active' AND lease_until <= :now`,
-  lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until, rev = rev + 1,
-      history = CASE WHEN json_valid(history) THEN CASE WHEN json_type(history) = 'array'
-        THEN json_insert(history, '$[#]', json_object('attempt', attempts + 1, 'worker', :worker, 'startedAt', :now))
-        ELSE json_array(json_object('attempt', attempts + 1, 'worker', :worker, 'startedAt', :now)) END
-        ELSE json_array(json_object('attempt', attempts + 1, 'worker', :worker, 'startedAt', :now)) END
-    WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' ORDER BY priority DESC, seq LIMIT :max)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, traceparent`,
-  failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1,
-      history = ${historySet(':now', "'failed'", ':error')}
-    WHERE rid = :rid`,
-  nextScheduled: `SELECT run_at FROM runs WHERE queue = ? AND state = 'scheduled' AND run_at IS NOT NULL ORDER BY run_at LIMIT 1`,
-  nextLease: `SELECT lease_until FROM runs WHERE queue = ? AND state = 'active' AND lease_until IS NOT NULL ORDER BY lease_until LIMIT 1`,
-
-  succeed: `UPDATE runs SET state = 'succeeded', result = :result, error = NULL, finished_at = :now, expires_at = :expires, lease_until = NULL,
-      rev = rev + 1, history = ${historySet(':now', "'succeeded'")}
-    WHERE ${HELD}`,
-  fail: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
-      rev = rev + 1, history = ${historySet(':now', "'failed'", ':error')}
-    WHERE ${HELD}`,
-  deleteHeld: `DELETE FROM runs WHERE ${HELD}`,
-  retryLater: `UPDATE runs SET state = CASE WHEN :runAt <= :now THEN 'queued' ELSE 'scheduled' END, run_at = :runAt, seq = :seq,
-      error = :error, lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'retry'", ':error')}
-    WHERE ${HELD} RETURNING queue`,
-  renew: `UPDATE runs SET lease_until = :until WHERE ${HELD}`,
-  release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
-      history = ${historySet(':now', "'released'")}
-    WHERE ${HELD} RETURNING queue`,
-  progress: `UPDATE runs SET progress = :progress, rev = rev + 1 WHERE ${HELD}`,
-
-  get: 'SELECT * FROM runs WHERE id = ?',
-  cancel: `UPDATE runs SET state = 'cancelled', finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1,
-      history = CASE WHEN state = 'active' THEN ${historySet(':now', "'cancelled'")} ELSE history END
-    WHERE id = :id`,
-  retry: `UPDATE runs SET state = 'queued', attempts = 0, lease_losses = 0, seq = :seq, run_at = :now, result = NULL, error = NULL,
-      progress = NULL, finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1
-    WHERE id = :id AND state = 'failed' RETURNING queue`,
-  countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
-  countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
-  pruneRuns: 'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?)',
-  pruneKeys: 'DELETE FROM idempotency WHERE (task, key) IN (SELECT task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)',
-  revs: 'SELECT id, rev FROM runs WHERE id IN (SELECT value FROM json_each(?))',
-  ping: 'SELECT 1 AS ok',
-} as const;
-
-type StatementName = keyof typeof SQL;
-
-/** Statements whose integers are read as BigInt, so that a huge number written by hand cannot throw. */
-const READ_BIGINTS: ReadonlySet<StatementName> = new Set(['lease', 'get', 'nextScheduled', 'nextLease', 'seqGet', 'revs', 'signalAll']);
-
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
-const MIN_SAFE = -MAX_SAFE;
-
-/** A finite number from a column, or undefined (NULL, text, blob, out of range). */
-function num(v: SQLOutputValue | undefined): number | undefined {
-  if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
-  if (typeof v === 'bigint') return v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : undefined;
-  return undefined;
-}
-
-function text(v: SQLOutputValue | undefined): string | undefined {
-  return typeof v === 'string' ? v : undefined;
-}
-
-function describeValue(v: SQLOutputValue | undefined): string {
-  if (v === null || v === undefined) return 'NULL';
-  if (typeof v === 'string') return `text ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)}`;
-  if (typeof v === 'bigint' || typeof v === 'number') return `the number ${String(v)}`;
-  return `a blob of ${v.byteLength} bytes`;
-}
-
-const STATES: ReadonlySet<string> = new Set(RUN_STATES);
-
-function emptyCounts(): QueueCounts {
-  return { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
-}
-
-function parseHistory(v: SQLOutputValue | undefined): AttemptRecord[] {
-  if (typeof v !== 'string') return [];
-  try {
-    const parsed: unknown = JSON.parse(v);
-    return Array.isArray(parsed) ? parsed.filter((e): e is AttemptRecord => !!e && typeof e === 'object' && !Array.isArray(e)) : [];
-  } catch {
-    return [];
-  }
-}
-
-export class SqliteBroker implements Broker {
+export class SqliteBroker implements Broker, BrokerInspector {
   readonly kind = 'sqlite' as const;
   /** The file (absolute) or `:memory:`. */
   readonly path: string;
   readonly #db: DatabaseSync;
   readonly #s: Record<StatementName, StatementSync>;
+  readonly #lists = new Map<string, StatementSync>();
   readonly #logger: Logger | undefined;
   readonly #maxLeaseLosses: number;
   readonly #failedRetentionMs: number;
@@ -208,16 +132,20 @@ export class SqliteBroker implements Broker {
   readonly #hub: WakeHub;
   #closed = false;
 
-  /** The `seq` counter within the current transaction (undefined outside one). */
+  /** Within a transaction: the `seq` counter (undefined until first used) and the stats to add. */
   #seqNext: number | undefined;
   #seqDirty = false;
+  readonly #stats = new Map<string, StatDelta>();
 
   readonly #waiters = new Set<Waiter>();
   /** Queue signal revisions as of this broker's last reserve (see `queue_signals` in schema.ts). */
   readonly #seen = new Map<string, number>();
   readonly #watched = new Map<string, Watched>();
-  #watchTimer: NodeJS.Timeout | undefined;
   readonly #cancelListeners = new Set<(ids: string[]) => void>();
+  /** Last cancel_log entry given to the onCancel listeners. */
+  #cancelCursor = 0;
+  /** Re-checks watched runs and the cancel log every `safetyWakeMs` while anyone listens. */
+  #safetyTimer: NodeJS.Timeout | undefined;
 
   constructor(options: SqliteBrokerOptions) {
     if (!options || typeof options.path !== 'string' || options.path === '') {
@@ -283,7 +211,7 @@ export class SqliteBroker implements Broker {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Transactions and counters
+  // Transactions, counters, stats
 
   #open(): void {
     if (this.#closed) throw new Error(`SqliteBroker (${this.path}) is closed`);
@@ -296,6 +224,7 @@ export class SqliteBroker implements Broker {
     try {
       const out = fn();
       if (this.#seqDirty) this.#s.seqSet.run(this.#seqNext ?? 0);
+      if (this.#stats.size) this.#flushStats();
       this.#s.commit.run();
       return out;
     } catch (err) {
@@ -304,6 +233,7 @@ export class SqliteBroker implements Broker {
     } finally {
       this.#seqNext = undefined;
       this.#seqDirty = false;
+      this.#stats.clear();
     }
   }
 
@@ -318,6 +248,44 @@ export class SqliteBroker implements Broker {
 
   #bump(queue: string): number {
     return num((this.#s.signalBump.get(queue) as Row | undefined)?.rev) ?? 0;
+  }
+
+  /** The stats of `queue` for the minute of `now`, to be added at commit. */
+  #stat(queue: string, now: number): StatDelta {
+    const minute = Math.floor(now / MINUTE) * MINUTE;
+    const key = `${minute}\u0000${queue}`;
+    let d = this.#stats.get(key);
+    if (!d) {
+      d = { queue, minute, enqueued: 0, succeeded: 0, failed: 0, retried: 0, wait: null, run: null };
+      this.#stats.set(key, d);
+    }
+    return d;
+  }
+
+  #flushStats(): void {
+    for (const d of this.#stats.values()) {
+      const row = this.#s.statGet.get(d.queue, d.minute) as Row | undefined;
+      const wait = histogram(row?.wait);
+      const run = histogram(row?.run);
+      if (d.wait) for (let i = 0; i < wait.length; i++) wait[i] = (wait[i] ?? 0) + (d.wait[i] ?? 0);
+      if (d.run) for (let i = 0; i < run.length; i++) run[i] = (run[i] ?? 0) + (d.run[i] ?? 0);
+      this.#s.statPut.run(
+        d.queue,
+        d.minute,
+        (num(row?.enqueued) ?? 0) + d.enqueued,
+        (num(row?.succeeded) ?? 0) + d.succeeded,
+        (num(row?.failed) ?? 0) + d.failed,
+        (num(row?.retried) ?? 0) + d.retried,
+        JSON.stringify(wait),
+        JSON.stringify(run),
+      );
+    }
+  }
+
+  #observe(d: StatDelta, which: 'wait' | 'run', ms: number): void {
+    const h = (d[which] ??= histogram(undefined));
+    const i = bucketOf(Math.max(0, ms));
+    h[i] = (h[i] ?? 0) + 1;
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -357,13 +325,14 @@ export class SqliteBroker implements Broker {
           run.traceparent ?? null,
         );
         if (inserted.changes === 0) {
-          // Same id enqueued again: the first one stands.
+          // The same id enqueued again: the first one stands.
           const existing = this.#s.stateOf.get(run.id) as Row | undefined;
           out.push({ id: run.id, created: false, state: (existing?.state as RunState) ?? 'queued' });
           continue;
         }
         if (key !== undefined) this.#s.idemPut.run(run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
         queues.add(run.queue);
+        this.#stat(run.queue, now).enqueued++;
         out.push({ id: run.id, created: true, state });
       }
       for (const q of queues) this.#bump(q);
@@ -379,7 +348,7 @@ export class SqliteBroker implements Broker {
   async reserve(req: ReserveRequest): Promise<ReserveResult> {
     this.#open();
     const { workerId, now, leaseMs } = req;
-    const queues = [...new Set(req.queues)];
+    const requested = [...new Set(req.queues)];
     let remaining = Math.max(0, Math.floor(req.max));
     const reserved: Reservation[] = [];
     const changed: string[] = [];
@@ -389,11 +358,16 @@ export class SqliteBroker implements Broker {
     const seen: [string, number][] = [];
 
     this.#tx(() => {
-      for (const queue of queues) {
+      const paused = new Set((this.#s.paused.all() as Row[]).map((r) => String(r.queue)));
+      for (const queue of requested) {
+        if (paused.has(queue)) {
+          // Untouched until resumed (resume wakes the waiters); its due times do not count either.
+          seen.push([queue, num((this.#s.signalGet.get(queue) as Row | undefined)?.rev) ?? 0]);
+          continue;
+        }
         let signal = false;
         // 1. Due scheduled runs become queued, in the order they became due.
-        const base = this.#takeSeq(0);
-        const promoted = Number(this.#s.promote.run({ base, queue, now }).changes);
+        const promoted = Number(this.#s.promote.run({ base: this.#takeSeq(0), queue, now }).changes);
         if (promoted > 0) {
           this.#takeSeq(promoted);
           signal = true;
@@ -408,14 +382,16 @@ export class SqliteBroker implements Broker {
             error: LEASE_LOST_ERROR,
           }).changes,
         );
+        if (lost > 0) this.#stat(queue, now).failed += lost;
         const requeued = Number(this.#s.recoverRequeue.run({ queue, now }).changes);
         if (lost + requeued > 0) signal = true;
-        // 3. Lease up to `remaining` queued runs. Corrupt rows are failed and do not take a slot.
+        // 3. Lease up to `remaining` queued runs. Corrupt rows are failed and take no slot.
         while (remaining > 0) {
           const rows = this.#s.lease.all({ queue, now, worker: workerId, until: now + leaseMs, max: remaining }) as Row[];
           if (rows.length === 0) break;
           signal = true;
           rows.sort(byPriorityThenSeq);
+          const stat = this.#stat(queue, now);
           let valid = 0;
           for (const row of rows) {
             const r = toReservation(row, now);
@@ -424,11 +400,13 @@ export class SqliteBroker implements Broker {
               const error = corruptError(id, r);
               this.#s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + this.#failedRetentionMs, error });
               corrupt.push({ id, problems: r });
+              stat.failed++;
               if (typeof row.id === 'string') changed.push(row.id);
               continue;
             }
             reserved.push(r);
             changed.push(r.id);
+            this.#observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
             valid++;
           }
           remaining -= valid;
@@ -441,6 +419,7 @@ export class SqliteBroker implements Broker {
         ]) {
           if (t !== undefined && (nextAt === null || t < nextAt)) nextAt = t;
         }
+        // New work or new leases change what other idle workers should wait for: tell them.
         if (signal) {
           seen.push([queue, this.#bump(queue)]);
           if (promoted + requeued > 0) woken.push(queue);
@@ -471,23 +450,29 @@ export class SqliteBroker implements Broker {
     const statuses = this.#tx(() => {
       const out = settlements.map((s): SettleStatus => {
         const held = { id: s.id, attempt: s.attempt, worker: workerId };
-        let ok: boolean;
+        let row: Row | undefined;
         if (s.outcome === 'retry') {
           const seq = this.#takeSeq(1) + 1;
-          const row = this.#s.retryLater.get({ ...held, now, runAt: s.runAt, seq, error: s.error }) as Row | undefined;
-          ok = row !== undefined;
-          if (ok) queues.add(String(row?.queue));
+          row = this.#s.retryLater.get({ ...held, now, runAt: s.runAt, seq, error: s.error }) as Row | undefined;
+          if (row) queues.add(String(row.queue));
         } else if (s.retentionMs <= 0) {
-          ok = this.#s.deleteHeld.run(held).changes > 0;
+          row = this.#s.deleteHeld.get(held) as Row | undefined;
         } else if (s.outcome === 'succeeded') {
-          ok = this.#s.succeed.run({ ...held, now, expires: now + s.retentionMs, result: s.result ?? null }).changes > 0;
+          row = this.#s.succeed.get({ ...held, now, expires: now + s.retentionMs, result: s.result ?? null }) as Row | undefined;
         } else {
-          ok = this.#s.fail.run({ ...held, now, expires: now + s.retentionMs, error: s.error }).changes > 0;
+          row = this.#s.fail.get({ ...held, now, expires: now + s.retentionMs, error: s.error }) as Row | undefined;
         }
-        if (ok) changed.push(s.id);
-        return ok ? 'ok' : 'lost';
+        if (!row) return 'lost';
+        changed.push(s.id);
+        const stat = this.#stat(String(row.queue), now);
+        if (s.outcome === 'succeeded') stat.succeeded++;
+        else if (s.outcome === 'failed') stat.failed++;
+        else stat.retried++;
+        const startedAt = num(row.started_at);
+        if (startedAt !== undefined) this.#observe(stat, 'run', now - startedAt);
+        return 'ok';
       });
-      // A retried run is work again now or later (its runAt moves the queue's next due time).
+      // A retried run is work again, now or at its runAt (which may move the queue's next due time).
       for (const q of queues) this.#bump(q);
       return out;
     });
@@ -551,6 +536,7 @@ export class SqliteBroker implements Broker {
       const state = row.state as RunState;
       if (state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
       this.#s.cancel.run({ id, now, expires: now + this.#cancelledRetentionMs });
+      if (state === 'active') this.#s.cancelLog.run(id, now);
       return { outcome: 'cancelled', previous: state };
     });
     if (out.outcome === 'cancelled') {
@@ -588,14 +574,13 @@ export class SqliteBroker implements Broker {
       for (const q of queues) out[q] = emptyCounts();
       rows = this.#s.countsSome.all(JSON.stringify(queues)) as Row[];
     } else {
-      for (const r of this.#s.signalAll.all() as Row[]) if (typeof r.queue === 'string') out[r.queue] = emptyCounts();
+      for (const r of this.#s.queues.all() as Row[]) out[String(r.queue)] = emptyCounts();
       rows = this.#s.countsAll.all() as Row[];
     }
     for (const r of rows) {
-      const q = String(r.queue);
       const state = String(r.state);
       if (!STATES.has(state)) continue;
-      const c = (out[q] ??= emptyCounts());
+      const c = (out[String(r.queue)] ??= emptyCounts());
       c[state as RunState] += Number(r.n);
     }
     return out;
@@ -603,18 +588,22 @@ export class SqliteBroker implements Broker {
 
   async prune(now: number): Promise<number> {
     this.#open();
-    const BATCH = 1000;
     let removed = 0;
     // Small transactions: the write lock is never held for long, whatever the backlog.
     for (;;) {
-      const n = Number(this.#tx(() => this.#s.pruneRuns.run(now, BATCH).changes));
+      const n = Number(this.#tx(() => this.#s.pruneRuns.run(now, SLICE).changes));
       removed += n;
-      if (n < BATCH) break;
+      if (n < SLICE) break;
     }
     for (;;) {
-      const n = Number(this.#tx(() => this.#s.pruneKeys.run(now, BATCH).changes));
-      if (n < BATCH) break;
+      const n = Number(this.#tx(() => this.#s.pruneKeys.run(now, SLICE).changes));
+      if (n < SLICE) break;
     }
+    this.#tx(() => {
+      this.#s.pruneCancels.run(now - CANCEL_LOG_RETENTION_MS);
+      this.#s.pruneStats.run(now - STATS_RETENTION_MS);
+      this.#s.pruneWorkers.run(now - WORKER_MEMORY_MS);
+    });
     return removed;
   }
 
@@ -625,8 +614,8 @@ export class SqliteBroker implements Broker {
     if (this.#closed || signal.aborted) return Promise.resolve();
     const delay = until === null ? this.#safetyWakeMs : Math.min(until - Date.now(), this.#safetyWakeMs);
     if (delay <= 0) return Promise.resolve();
-    // Work that appeared since this broker's last reserve (another process's enqueue between that
-    // reserve and this call, whose file event found no waiter).
+    // Work that appeared since this broker's last reserve: e.g. another process's enqueue between
+    // that reserve and this call, whose file event found no waiter.
     if (this.#signalsMoved(queues, this.#readSignals())) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const waiter: Waiter = {
@@ -654,25 +643,44 @@ export class SqliteBroker implements Broker {
     }
     const entry = w;
     entry.listeners.add(listener);
-    if (!this.#watchTimer) {
-      // Guards against a lost file event; also keeps the process alive while someone waits on a run.
-      this.#watchTimer = setInterval(() => this.#checkRevs(null), this.#safetyWakeMs);
-    }
+    this.#updateSafetyTimer();
     return () => {
       entry.listeners.delete(listener);
       if (entry.listeners.size === 0 && this.#watched.get(id) === entry) this.#watched.delete(id);
-      if (this.#watched.size === 0 && this.#watchTimer) {
-        clearInterval(this.#watchTimer);
-        this.#watchTimer = undefined;
-      }
+      this.#updateSafetyTimer();
     };
   }
 
   onCancel(listener: (ids: string[]) => void): () => void {
+    if (this.#cancelListeners.size === 0 && !this.#closed) {
+      // Report cancellations from now on.
+      this.#cancelCursor = num((this.#s.cancelsLast.get() as Row | undefined)?.seq) ?? 0;
+    }
     this.#cancelListeners.add(listener);
+    this.#updateSafetyTimer();
     return () => {
       this.#cancelListeners.delete(listener);
+      this.#updateSafetyTimer();
     };
+  }
+
+  /**
+   * The safety timer runs while anyone watches a run or listens for cancels. It keeps the process
+   * alive only for watchers (someone awaits a result); a worker's onCancel does not need to.
+   */
+  #updateSafetyTimer(): void {
+    const needed = !this.#closed && (this.#watched.size > 0 || this.#cancelListeners.size > 0);
+    if (!needed) {
+      if (this.#safetyTimer) clearInterval(this.#safetyTimer);
+      this.#safetyTimer = undefined;
+      return;
+    }
+    this.#safetyTimer ??= setInterval(() => {
+      this.#checkRevs(null);
+      this.#checkCancels();
+    }, this.#safetyWakeMs);
+    if (this.#watched.size > 0) this.#safetyTimer.ref();
+    else this.#safetyTimer.unref();
   }
 
   #readSignals(): Map<string, number> {
@@ -706,17 +714,11 @@ export class SqliteBroker implements Broker {
     if (mine.length) this.#checkRevs(mine);
   };
 
-  readonly #onCancelled = (ids: string[]): void => {
-    for (const l of [...this.#cancelListeners]) {
-      try {
-        l(ids);
-      } catch (err) {
-        this.#logger?.error({ err }, 'SQLite broker: an onCancel listener threw');
-      }
-    }
+  readonly #onCancelled = (): void => {
+    this.#checkCancels();
   };
 
-  /** Another process (or this one) wrote the file: wake the waiters whose queues moved, tell the watchers whose runs changed. */
+  /** Someone (another process, or this one) wrote the file: wake the waiters whose queues moved, tell watchers and cancel listeners. */
   readonly #onChange = (): void => {
     if (this.#closed) return;
     try {
@@ -724,12 +726,13 @@ export class SqliteBroker implements Broker {
         const current = this.#readSignals();
         for (const w of [...this.#waiters]) if (this.#signalsMoved(w.queues, current)) w.wake();
       }
-      if (this.#watched.size) this.#checkRevs(null);
     } catch (err) {
       // The file is busy or gone: wake everyone, they will see for themselves.
-      this.#logger?.warn({ err }, 'SQLite broker: reading wake-up state failed');
+      this.#logger?.warn({ err }, 'SQLite broker: reading queue signals failed');
       this.#wakeAll();
     }
+    this.#checkRevs(null);
+    this.#checkCancels();
   };
 
   /** Calls the listeners of watched runs (all, or `ids`) whose revision changed since last seen. */
@@ -761,6 +764,186 @@ export class SqliteBroker implements Broker {
     }
   }
 
+  /** Gives the onCancel listeners the active runs cancelled (anywhere) since last time. */
+  #checkCancels(): void {
+    if (this.#closed || this.#cancelListeners.size === 0) return;
+    let rows: Row[];
+    try {
+      rows = this.#s.cancelsSince.all(this.#cancelCursor) as Row[];
+    } catch (err) {
+      this.#logger?.warn({ err }, 'SQLite broker: reading the cancel log failed');
+      return;
+    }
+    if (rows.length === 0) return;
+    this.#cancelCursor = num(rows[rows.length - 1]?.seq) ?? this.#cancelCursor;
+    const ids = rows.map((r) => String(r.run_id));
+    for (const l of [...this.#cancelListeners]) {
+      try {
+        l(ids);
+      } catch (err) {
+        this.#logger?.error({ err }, 'SQLite broker: an onCancel listener threw');
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Inspection and administration (BrokerInspector)
+
+  async listRuns(filter: RunFilter): Promise<RunPage> {
+    this.#open();
+    const limit = Math.min(500, Math.max(1, Math.floor(Number(filter.limit)) || 1));
+    if (filter.state !== undefined && !STATES.has(filter.state)) return { runs: [], next: null };
+    let before: number | undefined;
+    if (filter.cursor !== undefined && filter.cursor !== null) {
+      before = decodeCursor(filter.cursor);
+      if (before === undefined)
+        throw new ConfigError(`Invalid cursor ${JSON.stringify(filter.cursor)}: pass the "next" of a previous page`);
+    }
+    const shape = {
+      queue: filter.queue !== undefined,
+      task: filter.task !== undefined,
+      state: filter.state !== undefined,
+      cursor: before !== undefined,
+    };
+    const key = `${+shape.queue}${+shape.task}${+shape.state}${+shape.cursor}`;
+    let st = this.#lists.get(key);
+    if (!st) {
+      st = this.#db.prepare(listSql(shape));
+      st.setReadBigInts(true);
+      this.#lists.set(key, st);
+    }
+    const params: Record<string, string | number> = { limit: limit + 1 };
+    if (filter.queue !== undefined) params.queue = filter.queue;
+    if (filter.task !== undefined) params.task = filter.task;
+    if (filter.state !== undefined) params.state = filter.state;
+    if (before !== undefined) params.before = before;
+    const rows = st.all(params) as Row[];
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return { runs: page.map(toRecord), next: rows.length > limit && last ? encodeCursor(num(last.rid) ?? 0) : null };
+  }
+
+  async listQueues(): Promise<string[]> {
+    this.#open();
+    return (this.#s.queues.all() as Row[]).map((r) => String(r.queue));
+  }
+
+  async heartbeat(worker: WorkerInfo, ttlMs: number, now: number): Promise<void> {
+    this.#open();
+    const info: WorkerInfo = {
+      id: worker.id,
+      host: worker.host,
+      pid: worker.pid,
+      queues: [...worker.queues],
+      concurrency: worker.concurrency,
+      active: worker.active,
+      startedAt: worker.startedAt,
+    };
+    this.#tx(() => {
+      this.#s.heartbeat.run(worker.id, JSON.stringify(info), now, ttlMs);
+    });
+  }
+
+  async removeWorker(id: string): Promise<void> {
+    this.#open();
+    this.#tx(() => {
+      this.#s.removeWorker.run(id);
+    });
+  }
+
+  async listWorkers(now: number): Promise<WorkerStatus[]> {
+    this.#open();
+    const out: WorkerStatus[] = [];
+    for (const r of this.#s.workers.all(now - WORKER_MEMORY_MS) as Row[]) {
+      try {
+        const info = JSON.parse(String(r.info)) as WorkerInfo;
+        out.push({ ...info, lastSeen: num(r.last_seen) ?? 0, ttlMs: num(r.ttl_ms) ?? 0 });
+      } catch {
+        // a corrupt registry entry is skipped; the worker rewrites it on its next heartbeat
+      }
+    }
+    return out;
+  }
+
+  async pause(queue: string): Promise<void> {
+    this.#open();
+    this.#tx(() => {
+      this.#s.pause.run(queue, Date.now());
+    });
+  }
+
+  async resume(queue: string): Promise<void> {
+    this.#open();
+    const resumed = this.#tx(() => {
+      const n = this.#s.resume.run(queue).changes;
+      if (n) this.#bump(queue);
+      return n > 0;
+    });
+    if (resumed) this.#hub.emit('work', [queue]);
+  }
+
+  async pausedQueues(): Promise<string[]> {
+    this.#open();
+    return (this.#s.paused.all() as Row[]).map((r) => String(r.queue)).sort();
+  }
+
+  async purge(queue: string, _now: number): Promise<number> {
+    this.#open();
+    let removed = 0;
+    for (;;) {
+      const ids = this.#tx(() => (this.#s.purge.all(queue, SLICE) as Row[]).map((r) => String(r.id)));
+      removed += ids.length;
+      if (ids.length) this.#hub.emit('runs', ids);
+      if (ids.length < SLICE) break;
+    }
+    return removed;
+  }
+
+  async retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {
+    this.#open();
+    let replayed = 0;
+    for (;;) {
+      const ids = this.#tx(() => {
+        const base = this.#takeSeq(0);
+        const rows = (
+          task === undefined
+            ? this.#s.retryFailedAll.all({ queue, now, base, limit: SLICE })
+            : this.#s.retryFailedTask.all({ queue, task, now, base, limit: SLICE })
+        ) as Row[];
+        if (rows.length) {
+          this.#takeSeq(rows.length);
+          this.#bump(queue);
+        }
+        return rows.map((r) => String(r.id));
+      });
+      replayed += ids.length;
+      if (ids.length) {
+        this.#hub.emit('runs', ids);
+        this.#hub.emit('work', [queue]);
+      }
+      if (ids.length < SLICE) break;
+    }
+    return replayed;
+  }
+
+  async stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
+    this.#open();
+    const from = Math.floor(since / MINUTE) * MINUTE;
+    const out: Record<string, MinuteStats[]> = {};
+    for (const q of queues) {
+      out[q] = (this.#s.stats.all(q, from) as Row[]).map((r) => ({
+        minute: num(r.minute) ?? 0,
+        enqueued: num(r.enqueued) ?? 0,
+        succeeded: num(r.succeeded) ?? 0,
+        failed: num(r.failed) ?? 0,
+        retried: num(r.retried) ?? 0,
+        wait: histogram(r.wait),
+        run: histogram(r.run),
+      }));
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------------------------------------
 
   async ping(): Promise<void> {
@@ -773,9 +956,8 @@ export class SqliteBroker implements Broker {
     this.#closed = true;
     this.#wakeAll();
     this.#watched.clear();
-    if (this.#watchTimer) clearInterval(this.#watchTimer);
-    this.#watchTimer = undefined;
     this.#cancelListeners.clear();
+    this.#updateSafetyTimer();
     this.#hub.off('work', this.#onWork);
     this.#hub.off('runs', this.#onRuns);
     this.#hub.off('cancel', this.#onCancelled);
@@ -785,92 +967,14 @@ export class SqliteBroker implements Broker {
   }
 }
 
-const LEASE_LOST_ERROR = JSON.stringify({
-  name: 'LeaseLostError',
-  message: 'The run lost its lease too many times (its worker died or stalled each time); failed instead of requeued',
-  reason: 'lease_lost',
-});
-
-function corruptError(id: string, problems: string[]): string {
-  return JSON.stringify({ name: 'CorruptRunError', message: `Run ${id} is stored corrupt: ${problems.join('; ')}`, reason: 'corrupt' });
+function encodeCursor(rid: number): string {
+  return Buffer.from(`r${rid}`).toString('base64url');
 }
 
-function byPriorityThenSeq(a: Row, b: Row): number {
-  const pa = num(a.priority) ?? Number.POSITIVE_INFINITY;
-  const pb = num(b.priority) ?? Number.POSITIVE_INFINITY;
-  if (pa !== pb) return pb - pa;
-  return (num(a.seq) ?? Number.POSITIVE_INFINITY) - (num(b.seq) ?? Number.POSITIVE_INFINITY) || 0;
-}
-
-/** A leased row as a Reservation, or the list of its problems. */
-function toReservation(row: Row, now: number): Reservation | string[] {
-  const problems: string[] = [];
-  const id = row.id;
-  if (typeof id !== 'string' || id === '') problems.push(`id is ${describeValue(id)}`);
-  const task = row.task;
-  if (typeof task !== 'string' || task === '') problems.push(`task is ${describeValue(task)}`);
-  const input = row.input;
-  if (typeof input !== 'string') problems.push(`input is ${describeValue(input)}`);
-  const attempt = num(row.attempts);
-  if (attempt === undefined || !Number.isInteger(attempt) || attempt < 1) problems.push(`attempts is ${describeValue(row.attempts)}`);
-  const priority = num(row.priority);
-  if (priority === undefined) problems.push(`priority is ${describeValue(row.priority)}`);
-  const enqueuedAt = num(row.enqueued_at);
-  if (enqueuedAt === undefined) problems.push(`enqueued_at is ${describeValue(row.enqueued_at)}`);
-  const traceparent = row.traceparent;
-  if (traceparent !== null && traceparent !== undefined && typeof traceparent !== 'string') {
-    problems.push(`traceparent is ${describeValue(traceparent)}`);
-  }
-  if (problems.length) return problems;
-  const r: Reservation = {
-    id: id as string,
-    task: task as string,
-    queue: String(row.queue),
-    input: input as string,
-    attempt: attempt as number,
-    priority: priority as number,
-    enqueuedAt: enqueuedAt as number,
-    startedAt: now,
-  };
-  if (typeof traceparent === 'string') r.traceparent = traceparent;
-  return r;
-}
-
-/** A row as a RunRecord; never throws (a corrupt field reads as absent, or as text the caller will flag). */
-function toRecord(row: Row): RunRecord {
-  const rec: RunRecord = {
-    id: String(row.id),
-    task: text(row.task) ?? '',
-    queue: String(row.queue),
-    state: String(row.state) as RunState,
-    priority: num(row.priority) ?? 0,
-    input: text(row.input) ?? '',
-    attempts: num(row.attempts) ?? 0,
-    leaseLosses: num(row.lease_losses) ?? 0,
-    enqueuedAt: num(row.enqueued_at) ?? 0,
-    history: parseHistory(row.history),
-  };
-  const result = text(row.result);
-  if (result !== undefined) rec.result = result;
-  const error = text(row.error);
-  if (error !== undefined) rec.error = error;
-  const progress = text(row.progress);
-  if (progress !== undefined) rec.progress = progress;
-  const runAt = num(row.run_at);
-  if (runAt !== undefined) rec.runAt = runAt;
-  const startedAt = num(row.started_at);
-  if (startedAt !== undefined) rec.startedAt = startedAt;
-  const finishedAt = num(row.finished_at);
-  if (finishedAt !== undefined) rec.finishedAt = finishedAt;
-  const expiresAt = num(row.expires_at);
-  if (expiresAt !== undefined) rec.expiresAt = expiresAt;
-  const worker = text(row.worker);
-  if (worker !== undefined) rec.worker = worker;
-  const key = text(row.idempotency_key);
-  if (key !== undefined) rec.idempotencyKey = key;
-  const traceparent = text(row.traceparent);
-  if (traceparent !== undefined) rec.traceparent = traceparent;
-  return rec;
+function decodeCursor(cursor: string): number | undefined {
+  if (typeof cursor !== 'string') return undefined;
+  const m = /^r(\d{1,16})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  return m ? Number(m[1]) : undefined;
 }
 
 function positiveInt(v: number | undefined, fallback: number, name: string): number {
@@ -882,7 +986,8 @@ function positiveInt(v: number | undefined, fallback: number, name: string): num
 
 function nonNegative(v: number | undefined, fallback: number, name: string): number {
   if (v === undefined) return fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
     throw new ConfigError(`SqliteBroker: ${name} must be a non-negative number of ms, got ${String(v)}`);
+  }
   return Math.floor(v);
 }

@@ -1,0 +1,305 @@
+/**
+ * Every SQL statement of the SQLite broker, prepared once per connection, and the helpers that turn
+ * rows into contract types without ever throwing on a corrupt row.
+ *
+ * States appear as literals (never bound) so that SQLite picks the partial indexes of `schema.ts`.
+ * A statement that checks a lease uses `HELD`: the run is active, on that attempt, for that worker.
+ */
+import type { SQLOutputValue } from 'node:sqlite';
+import type { AttemptRecord, QueueCounts, Reservation, RunRecord, RunState } from '../types.ts';
+import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
+
+export type Row = Record<string, SQLOutputValue>;
+
+/** Query fragment: sets fields of the last history entry, if the history is a JSON array ending with an object. */
+function historySet(finishedAt: string, outcome: string, error?: string): string {
+  const err = error ? `, '$[#-1].error', ${error}` : '';
+  return `CASE WHEN json_valid(history) THEN CASE WHEN json_type(history, '$[#-1]') = 'object'
+    THEN json_set(history, '$[#-1].finishedAt', ${finishedAt}, '$[#-1].outcome', ${outcome}${err})
+    ELSE history END ELSE history END`;
+}
+
+const NEW_ATTEMPT = `json_object('attempt', attempts + 1, 'worker', :worker, 'startedAt', :now)`;
+
+const HELD = `id = :id AND state = 'active' AND attempts = :attempt AND worker = :worker`;
+
+const REPLAY = `state = 'queued', attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
+  finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1`;
+
+export const SQL = {
+  begin: 'BEGIN IMMEDIATE',
+  commit: 'COMMIT',
+  seqGet: `SELECT value FROM errand_meta WHERE key = 'seq'`,
+  seqSet: `UPDATE errand_meta SET value = ? WHERE key = 'seq'`,
+  signalBump: 'INSERT INTO queue_signals (queue, rev) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET rev = rev + 1 RETURNING rev',
+  signalGet: 'SELECT rev FROM queue_signals WHERE queue = ?',
+  signalAll: 'SELECT queue, rev FROM queue_signals',
+  paused: 'SELECT queue FROM paused_queues',
+  statGet: 'SELECT enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute = ?',
+  statPut: `INSERT INTO queue_stats (queue, minute, enqueued, succeeded, failed, retried, wait, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (queue, minute) DO UPDATE SET enqueued = excluded.enqueued, succeeded = excluded.succeeded, failed = excluded.failed,
+      retried = excluded.retried, wait = excluded.wait, run = excluded.run`,
+
+  // enqueue
+  idemGet: 'SELECT run_id, expires_at FROM idempotency WHERE task = ? AND key = ?',
+  idemPut: `INSERT INTO idempotency (task, key, run_id, expires_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
+  stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
+  insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
+      attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+
+  // reserve
+  promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
+    FROM (SELECT rid AS prid, row_number() OVER (ORDER BY run_at, seq, rid) AS n
+          FROM runs WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now) AS p
+    WHERE runs.rid = p.prid`,
+  recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
+      finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'lost'")}
+    WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max`,
+  recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
+      history = ${historySet(':now', "'lost'")}
+    WHERE queue = :queue AND state = 'active' AND lease_until <= :now`,
+  lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
+      rev = rev + 1,
+      history = CASE WHEN json_valid(history) THEN CASE WHEN json_type(history) = 'array'
+        THEN json_insert(history, '$[#]', ${NEW_ATTEMPT}) ELSE json_array(${NEW_ATTEMPT}) END ELSE json_array(${NEW_ATTEMPT}) END
+    WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' ORDER BY priority DESC, seq LIMIT :max)
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
+  failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
+      rev = rev + 1, history = ${historySet(':now', "'failed'", ':error')}
+    WHERE rid = :rid`,
+  nextScheduled: `SELECT run_at FROM runs WHERE queue = ? AND state = 'scheduled' AND run_at IS NOT NULL ORDER BY run_at LIMIT 1`,
+  nextLease: `SELECT lease_until FROM runs WHERE queue = ? AND state = 'active' AND lease_until IS NOT NULL ORDER BY lease_until LIMIT 1`,
+
+  // settle, renew, release, progress
+  succeed: `UPDATE runs SET state = 'succeeded', result = :result, error = NULL, finished_at = :now, expires_at = :expires,
+      lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'succeeded'")}
+    WHERE ${HELD} RETURNING queue, started_at`,
+  fail: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
+      rev = rev + 1, history = ${historySet(':now', "'failed'", ':error')}
+    WHERE ${HELD} RETURNING queue, started_at`,
+  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at`,
+  retryLater: `UPDATE runs SET state = CASE WHEN :runAt <= :now THEN 'queued' ELSE 'scheduled' END, run_at = :runAt, seq = :seq,
+      error = :error, lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'retry'", ':error')}
+    WHERE ${HELD} RETURNING queue, started_at`,
+  renew: `UPDATE runs SET lease_until = :until WHERE ${HELD}`,
+  release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
+      history = ${historySet(':now', "'released'")}
+    WHERE ${HELD} RETURNING queue`,
+  progress: `UPDATE runs SET progress = :progress, rev = rev + 1 WHERE ${HELD}`,
+
+  // reading and managing runs
+  get: 'SELECT * FROM runs WHERE id = ?',
+  cancel: `UPDATE runs SET state = 'cancelled', finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1,
+      history = CASE WHEN state = 'active' THEN ${historySet(':now', "'cancelled'")} ELSE history END
+    WHERE id = :id`,
+  cancelLog: 'INSERT INTO cancel_log (run_id, at) VALUES (?, ?)',
+  cancelsSince: 'SELECT seq, run_id FROM cancel_log WHERE seq > ? ORDER BY seq',
+  cancelsLast: 'SELECT coalesce(max(seq), 0) AS seq FROM cancel_log',
+  retry: `UPDATE runs SET ${REPLAY}, seq = :seq WHERE id = :id AND state = 'failed' RETURNING queue`,
+  countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
+  countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
+  pruneRuns: 'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?)',
+  pruneKeys: 'DELETE FROM idempotency WHERE (task, key) IN (SELECT task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)',
+  pruneCancels: 'DELETE FROM cancel_log WHERE at < ?',
+  pruneStats: 'DELETE FROM queue_stats WHERE minute < ?',
+  pruneWorkers: 'DELETE FROM workers WHERE last_seen < ?',
+  revs: 'SELECT id, rev FROM runs WHERE id IN (SELECT value FROM json_each(?))',
+  ping: 'SELECT 1 AS ok',
+
+  // inspection and administration
+  queues: 'SELECT queue FROM queue_signals UNION SELECT queue FROM paused_queues ORDER BY queue',
+  heartbeat: `INSERT INTO workers (id, info, last_seen, ttl_ms) VALUES (?, ?, ?, ?)
+    ON CONFLICT (id) DO UPDATE SET info = excluded.info, last_seen = excluded.last_seen, ttl_ms = excluded.ttl_ms`,
+  removeWorker: 'DELETE FROM workers WHERE id = ?',
+  workers: 'SELECT info, last_seen, ttl_ms FROM workers WHERE last_seen >= ? ORDER BY id',
+  pause: 'INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING',
+  resume: 'DELETE FROM paused_queues WHERE queue = ?',
+  purge: `DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE queue = ? AND state IN ('queued', 'scheduled') LIMIT ?) RETURNING id`,
+  retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
+    FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
+          WHERE queue = :queue AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
+    WHERE runs.rid = p.prid RETURNING id`,
+  retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
+    FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
+          WHERE queue = :queue AND task = :task AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
+    WHERE runs.rid = p.prid RETURNING id`,
+  stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
+} as const;
+
+export type StatementName = keyof typeof SQL;
+
+/** Statements whose integers are read as BigInt, so that a huge number written by hand cannot throw. */
+export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
+  'lease',
+  'get',
+  'nextScheduled',
+  'nextLease',
+  'seqGet',
+  'revs',
+  'signalAll',
+  'succeed',
+  'fail',
+  'deleteHeld',
+  'retryLater',
+]);
+
+/**
+ * The listing query for a filter: newest first (`rid DESC`, insertion order), keyset-paginated on
+ * rid. Each combination of filters is served by an index ending (implicitly) in rid, so a page costs
+ * `limit` index steps whatever the number of runs: (queue, state), (task, state), (state), (queue),
+ * (task); queue with task uses the task's index and checks the queue.
+ */
+export function listSql(filter: { queue?: boolean; task?: boolean; state?: boolean; cursor?: boolean }): string {
+  const where: string[] = [];
+  if (filter.queue) where.push(filter.task ? '+queue = :queue' : 'queue = :queue');
+  if (filter.task) where.push('task = :task');
+  if (filter.state) where.push('state = :state');
+  if (filter.cursor) where.push('rid < :before');
+  return `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY rid DESC LIMIT :limit`;
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const MIN_SAFE = -MAX_SAFE;
+
+/** A finite number from a column, or undefined (NULL, text, blob, out of range). */
+export function num(v: SQLOutputValue | undefined): number | undefined {
+  if (typeof v === 'number') return Number.isFinite(v) ? v : undefined;
+  if (typeof v === 'bigint') return v >= MIN_SAFE && v <= MAX_SAFE ? Number(v) : undefined;
+  return undefined;
+}
+
+function text(v: SQLOutputValue | undefined): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function describeValue(v: SQLOutputValue | undefined): string {
+  if (v === null || v === undefined) return 'NULL';
+  if (typeof v === 'string') return `text ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}...` : v)}`;
+  if (typeof v === 'bigint' || typeof v === 'number') return `the number ${String(v)}`;
+  return `a blob of ${v.byteLength} bytes`;
+}
+
+export const STATES: ReadonlySet<string> = new Set(RUN_STATES);
+
+export function emptyCounts(): QueueCounts {
+  return { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+}
+
+function parseHistory(v: SQLOutputValue | undefined): AttemptRecord[] {
+  if (typeof v !== 'string') return [];
+  try {
+    const parsed: unknown = JSON.parse(v);
+    return Array.isArray(parsed) ? parsed.filter((e): e is AttemptRecord => !!e && typeof e === 'object' && !Array.isArray(e)) : [];
+  } catch {
+    return [];
+  }
+}
+
+export const LEASE_LOST_ERROR = JSON.stringify({
+  name: 'LeaseLostError',
+  message: 'The run lost its lease too many times (its worker died or stalled each time); failed instead of requeued',
+  reason: 'lease_lost',
+});
+
+export function corruptError(id: string, problems: string[]): string {
+  return JSON.stringify({ name: 'CorruptRunError', message: `Run ${id} is stored corrupt: ${problems.join('; ')}`, reason: 'corrupt' });
+}
+
+export function byPriorityThenSeq(a: Row, b: Row): number {
+  const pa = num(a.priority) ?? Number.POSITIVE_INFINITY;
+  const pb = num(b.priority) ?? Number.POSITIVE_INFINITY;
+  if (pa !== pb) return pb - pa;
+  return (num(a.seq) ?? Number.POSITIVE_INFINITY) - (num(b.seq) ?? Number.POSITIVE_INFINITY) || 0;
+}
+
+/** A leased row as a Reservation, or the list of what is wrong with it. */
+export function toReservation(row: Row, now: number): Reservation | string[] {
+  const problems: string[] = [];
+  const id = row.id;
+  if (typeof id !== 'string' || id === '') problems.push(`id is ${describeValue(id)}`);
+  const task = row.task;
+  if (typeof task !== 'string' || task === '') problems.push(`task is ${describeValue(task)}`);
+  const input = row.input;
+  if (typeof input !== 'string') problems.push(`input is ${describeValue(input)}`);
+  const attempt = num(row.attempts);
+  if (attempt === undefined || !Number.isInteger(attempt) || attempt < 1) problems.push(`attempts is ${describeValue(row.attempts)}`);
+  const priority = num(row.priority);
+  if (priority === undefined) problems.push(`priority is ${describeValue(row.priority)}`);
+  const enqueuedAt = num(row.enqueued_at);
+  if (enqueuedAt === undefined) problems.push(`enqueued_at is ${describeValue(row.enqueued_at)}`);
+  const traceparent = row.traceparent;
+  if (traceparent !== null && traceparent !== undefined && typeof traceparent !== 'string') {
+    problems.push(`traceparent is ${describeValue(traceparent)}`);
+  }
+  if (problems.length) return problems;
+  const r: Reservation = {
+    id: id as string,
+    task: task as string,
+    queue: String(row.queue),
+    input: input as string,
+    attempt: attempt as number,
+    priority: priority as number,
+    enqueuedAt: enqueuedAt as number,
+    startedAt: now,
+  };
+  if (typeof traceparent === 'string') r.traceparent = traceparent;
+  return r;
+}
+
+/** A row as a RunRecord; never throws (a corrupt field reads as absent, or as text the caller will flag). */
+export function toRecord(row: Row): RunRecord {
+  const rec: RunRecord = {
+    id: String(row.id),
+    task: text(row.task) ?? '',
+    queue: String(row.queue),
+    state: String(row.state) as RunState,
+    priority: num(row.priority) ?? 0,
+    input: text(row.input) ?? '',
+    attempts: num(row.attempts) ?? 0,
+    leaseLosses: num(row.lease_losses) ?? 0,
+    enqueuedAt: num(row.enqueued_at) ?? 0,
+    history: parseHistory(row.history),
+  };
+  const result = text(row.result);
+  if (result !== undefined) rec.result = result;
+  const error = text(row.error);
+  if (error !== undefined) rec.error = error;
+  const progress = text(row.progress);
+  if (progress !== undefined) rec.progress = progress;
+  const runAt = num(row.run_at);
+  if (runAt !== undefined) rec.runAt = runAt;
+  const startedAt = num(row.started_at);
+  if (startedAt !== undefined) rec.startedAt = startedAt;
+  const finishedAt = num(row.finished_at);
+  if (finishedAt !== undefined) rec.finishedAt = finishedAt;
+  const expiresAt = num(row.expires_at);
+  if (expiresAt !== undefined) rec.expiresAt = expiresAt;
+  const worker = text(row.worker);
+  if (worker !== undefined) rec.worker = worker;
+  const key = text(row.idempotency_key);
+  if (key !== undefined) rec.idempotencyKey = key;
+  const traceparent = text(row.traceparent);
+  if (traceparent !== undefined) rec.traceparent = traceparent;
+  return rec;
+}
+
+/** Index of the latency bucket of `ms` (the last one holds everything above the last bound). */
+export function bucketOf(ms: number): number {
+  for (let i = 0; i < LATENCY_BUCKETS_MS.length; i++) if (ms <= (LATENCY_BUCKETS_MS[i] as number)) return i;
+  return LATENCY_BUCKETS_MS.length;
+}
+
+/** A histogram read from its JSON column, always of the right length. */
+export function histogram(v: SQLOutputValue | undefined): number[] {
+  const out = new Array<number>(LATENCY_BUCKETS_MS.length + 1).fill(0);
+  if (typeof v !== 'string') return out;
+  try {
+    const parsed: unknown = JSON.parse(v);
+    if (Array.isArray(parsed)) for (let i = 0; i < out.length; i++) out[i] = Number(parsed[i]) || 0;
+  } catch {
+    // a corrupt histogram restarts from zero
+  }
+  return out;
+}
