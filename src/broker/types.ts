@@ -33,7 +33,11 @@ export interface NewRun {
   priority: number;
   /** When the run may start. At or before `now` the run is `queued`, after it `scheduled`. */
   runAt: number;
-  /** Idempotency key, scoped to the task: a second enqueue with the same task and key within `idempotencyTtl` returns the first run. */
+  /**
+   * Idempotency key, scoped to the task within its queue: a second enqueue with the same queue, task
+   * and key within `idempotencyTtl` returns the first run. (Keys live with their queue, so Redis
+   * Cluster never needs a cross-slot operation.)
+   */
   idempotencyKey?: string;
   /** How long the idempotency key holds, in ms. */
   idempotencyTtl?: number;
@@ -74,7 +78,10 @@ export interface ReserveRequest {
 }
 
 export interface ReserveResult {
-  /** In priority order, FIFO within a priority, queues in the order requested. */
+  /**
+   * Queues in the order requested (a run of an earlier queue comes before any run of a later one,
+   * whatever their priorities), and within a queue by priority, FIFO within a priority.
+   */
   runs: Reservation[];
   /**
    * The earliest time something in these queues becomes due without an enqueue (a scheduled run's
@@ -200,7 +207,8 @@ export interface Broker {
   /**
    * Resolves when work may be available in one of `queues` (an enqueue, a retry, a cancel freeing
    * nothing is fine too: spurious wake-ups are allowed), when `until` (epoch ms) is reached, or when
-   * `signal` aborts. Never busy-polls.
+   * `signal` aborts. Never busy-polls. A wake-up that happens after this broker instance's previous
+   * `reserve` call is not lost, even if it happens before `waitForWork` is called.
    */
   waitForWork(queues: readonly string[], until: number | null, signal: AbortSignal): Promise<void>;
 

@@ -62,7 +62,7 @@ export interface EnqueueOptions {
   runAt?: Date | number;
   /** Overrides the task's priority. */
   priority?: number;
-  /** Same key (for this task) within the task's idempotency window returns the same run, never a second one. */
+  /** Same key (for this task and queue) within the task's idempotency window returns the same run, never a second one. */
   idempotencyKey?: string;
   /** Overrides the task's queue. */
   queue?: string;

@@ -751,15 +751,16 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
         );
       });
 
-      test('the key is scoped to the task, not the queue: the same task and key on another queue returns the first run', async () => {
-        // `enqueue(..., { queue })` overrides a task's queue per call; the contract scopes keys to the task.
+      test('the key is scoped to the task within its queue: the same task and key on another queue creates another run', async () => {
+        // Keys live with their queue, so that Redis Cluster never needs a cross-slot operation.
         const b = await open();
         const t0 = Date.now();
-        const first = newRun('qa', t0, { idempotencyKey: 'per-task', idempotencyTtl: 60_000 });
-        const other = newRun('qb', t0, { idempotencyKey: 'per-task', idempotencyTtl: 60_000 });
+        const first = newRun('qa', t0, { idempotencyKey: 'per-queue', idempotencyTtl: 60_000 });
+        const again = newRun('qa', t0, { idempotencyKey: 'per-queue', idempotencyTtl: 60_000 });
+        const other = newRun('qb', t0, { idempotencyKey: 'per-queue', idempotencyTtl: 60_000 });
         assert.deepStrictEqual(await b.enqueue([first], t0), [{ id: first.id, created: true, state: 'queued' }]);
-        assert.deepStrictEqual(await b.enqueue([other], t0 + 1), [{ id: first.id, created: false, state: 'queued' }]);
-        assert.equal(await b.getRun(other.id), null, 'no run created on the other queue');
+        assert.deepStrictEqual(await b.enqueue([again], t0 + 1), [{ id: first.id, created: false, state: 'queued' }]);
+        assert.deepStrictEqual(await b.enqueue([other], t0 + 2), [{ id: other.id, created: true, state: 'queued' }]);
       });
 
       test('after the TTL, the same key creates a new run', async () => {
