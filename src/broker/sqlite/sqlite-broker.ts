@@ -47,6 +47,7 @@ import type {
   WorkerInfo,
   WorkerStatus,
 } from '../types.ts';
+import { RUN_STATES } from '../types.ts';
 import { loadSqlite } from './load-sqlite.ts';
 import { migrate } from './schema.ts';
 import {
@@ -56,7 +57,6 @@ import {
   emptyCounts,
   histogram,
   LEASE_LOST_ERROR,
-  listSql,
   num,
   READ_BIGINTS,
   type Row,
@@ -123,7 +123,6 @@ export class SqliteBroker implements Broker, BrokerInspector {
   readonly path: string;
   readonly #db: DatabaseSync;
   readonly #s: Record<StatementName, StatementSync>;
-  readonly #lists = new Map<string, StatementSync>();
   readonly #logger: Logger | undefined;
   readonly #maxLeaseLosses: number;
   readonly #failedRetentionMs: number;
@@ -302,7 +301,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
         const run = runs[i] as NewRun;
         const key = run.idempotencyKey;
         if (key !== undefined) {
-          const hit = this.#s.idemGet.get(run.task, key) as Row | undefined;
+          const hit = this.#s.idemGet.get(run.queue, run.task, key) as Row | undefined;
           if (hit && (num(hit.expires_at) ?? 0) > now) {
             const id = String(hit.run_id);
             const existing = this.#s.stateOf.get(id) as Row | undefined;
@@ -330,7 +329,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
           out.push({ id: run.id, created: false, state: (existing?.state as RunState) ?? 'queued' });
           continue;
         }
-        if (key !== undefined) this.#s.idemPut.run(run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
+        if (key !== undefined) this.#s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
         queues.add(run.queue);
         this.#stat(run.queue, now).enqueued++;
         out.push({ id: run.id, created: true, state });
@@ -449,18 +448,17 @@ export class SqliteBroker implements Broker, BrokerInspector {
     const queues = new Set<string>();
     const statuses = this.#tx(() => {
       const out = settlements.map((s): SettleStatus => {
-        const held = { id: s.id, attempt: s.attempt, worker: workerId };
         let row: Row | undefined;
         if (s.outcome === 'retry') {
           const seq = this.#takeSeq(1) + 1;
-          row = this.#s.retryLater.get({ ...held, now, runAt: s.runAt, seq, error: s.error }) as Row | undefined;
+          row = this.#s.retryLater.get(s.id, s.attempt, workerId, now, s.runAt, seq, s.error) as Row | undefined;
           if (row) queues.add(String(row.queue));
         } else if (s.retentionMs <= 0) {
-          row = this.#s.deleteHeld.get(held) as Row | undefined;
+          row = this.#s.deleteHeld.get(s.id, s.attempt, workerId) as Row | undefined;
         } else if (s.outcome === 'succeeded') {
-          row = this.#s.succeed.get({ ...held, now, expires: now + s.retentionMs, result: s.result ?? null }) as Row | undefined;
+          row = this.#s.succeed.get(s.id, s.attempt, workerId, now, now + s.retentionMs, s.result ?? null) as Row | undefined;
         } else {
-          row = this.#s.fail.get({ ...held, now, expires: now + s.retentionMs, error: s.error }) as Row | undefined;
+          row = this.#s.fail.get(s.id, s.attempt, workerId, now, now + s.retentionMs, s.error) as Row | undefined;
         }
         if (!row) return 'lost';
         changed.push(s.id);
@@ -487,7 +485,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
     return this.#tx(() => {
       const lost: string[] = [];
       for (const l of leases) {
-        if (this.#s.renew.run({ id: l.id, attempt: l.attempt, worker: workerId, until: now + leaseMs }).changes === 0) lost.push(l.id);
+        if (this.#s.renew.run(l.id, l.attempt, workerId, now + leaseMs).changes === 0) lost.push(l.id);
       }
       return lost;
     });
@@ -500,7 +498,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
     const queues = new Set<string>();
     this.#tx(() => {
       for (const l of leases) {
-        const row = this.#s.release.get({ id: l.id, attempt: l.attempt, worker: workerId, now }) as Row | undefined;
+        const row = this.#s.release.get(l.id, l.attempt, workerId, now) as Row | undefined;
         if (row) {
           changed.push(l.id);
           queues.add(String(row.queue));
@@ -514,7 +512,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async progress(workerId: string, lease: Lease, progress: string): Promise<SettleStatus> {
     this.#open();
-    const ok = this.#s.progress.run({ id: lease.id, attempt: lease.attempt, worker: workerId, progress }).changes > 0;
+    const ok = this.#s.progress.run(lease.id, lease.attempt, workerId, progress).changes > 0;
     if (ok) this.#hub.emit('runs', [lease.id]);
     return ok ? 'ok' : 'lost';
   }
@@ -789,38 +787,50 @@ export class SqliteBroker implements Broker, BrokerInspector {
   // ---------------------------------------------------------------------------------------------
   // Inspection and administration (BrokerInspector)
 
+  /**
+   * Newest first (rid DESC), keyset-paginated on rid: each page reads at most `limit + 1` entries
+   * from each index range it needs, whatever the number of runs. One range when the filter names a
+   * state and a queue or task ((queue, state) or (task, state)); otherwise the ranges of every state
+   * of the queue or task, or of every queue for a state alone, merged here. No filter: the table
+   * itself, backwards.
+   */
   async listRuns(filter: RunFilter): Promise<RunPage> {
     this.#open();
     const limit = Math.min(500, Math.max(1, Math.floor(Number(filter.limit)) || 1));
-    if (filter.state !== undefined && !STATES.has(filter.state)) return { runs: [], next: null };
-    let before: number | undefined;
+    const { queue, task, state } = filter;
+    if (state !== undefined && !STATES.has(state)) return { runs: [], next: null };
+    let before = Number.MAX_SAFE_INTEGER;
     if (filter.cursor !== undefined && filter.cursor !== null) {
-      before = decodeCursor(filter.cursor);
-      if (before === undefined)
-        throw new ConfigError(`Invalid cursor ${JSON.stringify(filter.cursor)}: pass the "next" of a previous page`);
+      const c = decodeCursor(filter.cursor);
+      if (c === undefined) throw new ConfigError(`Invalid cursor ${JSON.stringify(filter.cursor)}: pass the "next" of a previous page`);
+      before = c;
     }
-    const shape = {
-      queue: filter.queue !== undefined,
-      task: filter.task !== undefined,
-      state: filter.state !== undefined,
-      cursor: before !== undefined,
-    };
-    const key = `${+shape.queue}${+shape.task}${+shape.state}${+shape.cursor}`;
-    let st = this.#lists.get(key);
-    if (!st) {
-      st = this.#db.prepare(listSql(shape));
-      st.setReadBigInts(true);
-      this.#lists.set(key, st);
+    const n = limit + 1;
+    const ranges: (() => Row[])[] = [];
+    const states = state !== undefined ? [state] : RUN_STATES;
+    if (task !== undefined) {
+      for (const st of states) {
+        ranges.push(
+          () =>
+            (queue !== undefined
+              ? this.#s.ridsTaskStateQueue.all(task, st, queue, before, n)
+              : this.#s.ridsTaskState.all(task, st, before, n)) as Row[],
+        );
+      }
+    } else if (queue !== undefined) {
+      for (const st of states) ranges.push(() => this.#s.ridsQueueState.all(queue, st, before, n) as Row[]);
+    } else if (state !== undefined) {
+      for (const q of await this.listQueues()) ranges.push(() => this.#s.ridsQueueState.all(q, state, before, n) as Row[]);
+    } else {
+      ranges.push(() => this.#s.ridsAll.all(before, n) as Row[]);
     }
-    const params: Record<string, string | number> = { limit: limit + 1 };
-    if (filter.queue !== undefined) params.queue = filter.queue;
-    if (filter.task !== undefined) params.task = filter.task;
-    if (filter.state !== undefined) params.state = filter.state;
-    if (before !== undefined) params.before = before;
-    const rows = st.all(params) as Row[];
-    const page = rows.slice(0, limit);
+    const rids: number[] = [];
+    for (const range of ranges) for (const r of range()) rids.push(num(r.rid) ?? 0);
+    rids.sort((a, b) => b - a);
+    const page = rids.slice(0, limit);
+    const rows = page.length ? (this.#s.rowsByRid.all(JSON.stringify(page)) as Row[]) : [];
     const last = page[page.length - 1];
-    return { runs: page.map(toRecord), next: rows.length > limit && last ? encodeCursor(num(last.rid) ?? 0) : null };
+    return { runs: rows.map(toRecord), next: rids.length > limit && last !== undefined ? encodeCursor(last) : null };
   }
 
   async listQueues(): Promise<string[]> {

@@ -21,7 +21,8 @@ function historySet(finishedAt: string, outcome: string, error?: string): string
 
 const NEW_ATTEMPT = `json_object('attempt', attempts + 1, 'worker', :worker, 'startedAt', :now)`;
 
-const HELD = `id = :id AND state = 'active' AND attempts = :attempt AND worker = :worker`;
+/** The lease is held: run `?1` is active, on attempt `?2`, for worker `?3` (hot statements bind by position). */
+const HELD = `id = ?1 AND state = 'active' AND attempts = ?2 AND worker = ?3`;
 
 const REPLAY = `state = 'queued', attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
   finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1`;
@@ -41,9 +42,9 @@ export const SQL = {
       retried = excluded.retried, wait = excluded.wait, run = excluded.run`,
 
   // enqueue
-  idemGet: 'SELECT run_id, expires_at FROM idempotency WHERE task = ? AND key = ?',
-  idemPut: `INSERT INTO idempotency (task, key, run_id, expires_at) VALUES (?, ?, ?, ?)
-    ON CONFLICT (task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
+  idemGet: 'SELECT run_id, expires_at FROM idempotency WHERE queue = ? AND task = ? AND key = ?',
+  idemPut: `INSERT INTO idempotency (queue, task, key, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
   stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
       attempts, lease_losses, history, rev)
@@ -73,21 +74,27 @@ export const SQL = {
   nextLease: `SELECT lease_until FROM runs WHERE queue = ? AND state = 'active' AND lease_until IS NOT NULL ORDER BY lease_until LIMIT 1`,
 
   // settle, renew, release, progress
-  succeed: `UPDATE runs SET state = 'succeeded', result = :result, error = NULL, finished_at = :now, expires_at = :expires,
-      lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'succeeded'")}
+  /** ?4 now, ?5 expires, ?6 result */
+  succeed: `UPDATE runs SET state = 'succeeded', result = ?6, error = NULL, finished_at = ?4, expires_at = ?5,
+      lease_until = NULL, rev = rev + 1, history = ${historySet('?4', "'succeeded'")}
     WHERE ${HELD} RETURNING queue, started_at`,
-  fail: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
-      rev = rev + 1, history = ${historySet(':now', "'failed'", ':error')}
+  /** ?4 now, ?5 expires, ?6 error */
+  fail: `UPDATE runs SET state = 'failed', error = ?6, finished_at = ?4, expires_at = ?5, lease_until = NULL,
+      rev = rev + 1, history = ${historySet('?4', "'failed'", '?6')}
     WHERE ${HELD} RETURNING queue, started_at`,
   deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at`,
-  retryLater: `UPDATE runs SET state = CASE WHEN :runAt <= :now THEN 'queued' ELSE 'scheduled' END, run_at = :runAt, seq = :seq,
-      error = :error, lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'retry'", ':error')}
+  /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
+  retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
+      error = ?7, lease_until = NULL, rev = rev + 1, history = ${historySet('?4', "'retry'", '?7')}
     WHERE ${HELD} RETURNING queue, started_at`,
-  renew: `UPDATE runs SET lease_until = :until WHERE ${HELD}`,
+  /** ?4 lease expiry */
+  renew: `UPDATE runs SET lease_until = ?4 WHERE ${HELD}`,
+  /** ?4 now */
   release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
-      history = ${historySet(':now', "'released'")}
+      history = ${historySet('?4', "'released'")}
     WHERE ${HELD} RETURNING queue`,
-  progress: `UPDATE runs SET progress = :progress, rev = rev + 1 WHERE ${HELD}`,
+  /** ?4 progress */
+  progress: `UPDATE runs SET progress = ?4, rev = rev + 1 WHERE ${HELD}`,
 
   // reading and managing runs
   get: 'SELECT * FROM runs WHERE id = ?',
@@ -101,7 +108,8 @@ export const SQL = {
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns: 'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?)',
-  pruneKeys: 'DELETE FROM idempotency WHERE (task, key) IN (SELECT task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)',
+  pruneKeys: `DELETE FROM idempotency
+    WHERE (queue, task, key) IN (SELECT queue, task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
   pruneCancels: 'DELETE FROM cancel_log WHERE at < ?',
   pruneStats: 'DELETE FROM queue_stats WHERE minute < ?',
   pruneWorkers: 'DELETE FROM workers WHERE last_seen < ?',
@@ -126,6 +134,13 @@ export const SQL = {
           WHERE queue = :queue AND task = :task AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
     WHERE runs.rid = p.prid RETURNING id`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
+  // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
+  // one index range read backwards from the cursor, `limit` entries at most.
+  ridsAll: 'SELECT rid FROM runs WHERE rid < ? ORDER BY rid DESC LIMIT ?',
+  ridsQueueState: 'SELECT rid FROM runs WHERE queue = ? AND state = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
+  ridsTaskState: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
+  ridsTaskStateQueue: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND +queue = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
+  rowsByRid: 'SELECT * FROM runs WHERE rid IN (SELECT value FROM json_each(?)) ORDER BY rid DESC',
 } as const;
 
 export type StatementName = keyof typeof SQL;
@@ -143,22 +158,12 @@ export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'fail',
   'deleteHeld',
   'retryLater',
+  'rowsByRid',
+  'ridsAll',
+  'ridsQueueState',
+  'ridsTaskState',
+  'ridsTaskStateQueue',
 ]);
-
-/**
- * The listing query for a filter: newest first (`rid DESC`, insertion order), keyset-paginated on
- * rid. Each combination of filters is served by an index ending (implicitly) in rid, so a page costs
- * `limit` index steps whatever the number of runs: (queue, state), (task, state), (state), (queue),
- * (task); queue with task uses the task's index and checks the queue.
- */
-export function listSql(filter: { queue?: boolean; task?: boolean; state?: boolean; cursor?: boolean }): string {
-  const where: string[] = [];
-  if (filter.queue) where.push(filter.task ? '+queue = :queue' : 'queue = :queue');
-  if (filter.task) where.push('task = :task');
-  if (filter.state) where.push('state = :state');
-  if (filter.cursor) where.push('rid < :before');
-  return `SELECT * FROM runs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY rid DESC LIMIT :limit`;
-}
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 const MIN_SAFE = -MAX_SAFE;
