@@ -28,11 +28,14 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
     throw new ConfigError('Broker URL is empty: give redis://host:port or sqlite:path/to/file.db');
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
   if (scheme === 'redis:' || scheme === 'rediss:' || scheme === 'redis+cluster:') {
-    try {
-      const u = new URL(url);
-      if (!u.hostname) throw new Error('no host');
-    } catch {
-      throw new ConfigError(`Broker URL "${redact(url)}" is not a valid Redis URL: expected ${scheme}//host:port[/db]`);
+    // A cluster URL lists several host:port pairs, which URL cannot parse: the broker checks it.
+    if (scheme !== 'redis+cluster:') {
+      try {
+        const u = new URL(url);
+        if (!u.hostname) throw new Error('no host');
+      } catch {
+        throw new ConfigError(`Broker URL "${redact(url)}" is not a valid Redis URL: expected ${scheme}//host:port[/db]`);
+      }
     }
     const { RedisBroker } = await import('./redis/redis-broker.ts');
     return new RedisBroker({ url, ...options });

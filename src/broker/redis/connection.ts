@@ -1,0 +1,221 @@
+/**
+ * Redis connections of the broker: URL parsing, client options, logging of disconnects and
+ * reconnects, and the gate that makes commands fail fast while Redis is unreachable.
+ *
+ * Policy: a client reconnects forever (backoff up to 2 s); commands are never queued while
+ * disconnected (`enableOfflineQueue: false`) and never resent after a reconnect
+ * (`autoResendUnfulfilledCommands: false`: the scripts are not all idempotent, and the caller
+ * decides whether to try again). A command issued while the connection is down fails at once with
+ * `BrokerUnavailableError` (the HTTP layer answers 503); one issued while a (re)connection is in
+ * progress waits for it up to `connectWaitMs`. The blocking (wake-up) and subscriber connections
+ * are internal and do queue their commands while disconnected.
+ */
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import { redact } from '../connect.ts';
+import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
+
+export type RedisClient = Redis | Cluster;
+
+export type RedisTarget =
+  | { kind: 'single'; url: string; tls: boolean }
+  | { kind: 'cluster'; nodes: { host: string; port: number }[]; username?: string; password?: string; tls: boolean };
+
+/**
+ * `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS), or
+ * `redis+cluster://[user:pass@]host:port[,host:port...]` (seed nodes of a Redis Cluster;
+ * `rediss+cluster://` for TLS).
+ */
+export function parseRedisUrl(url: string): RedisTarget {
+  const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
+  if (scheme === 'redis:' || scheme === 'rediss:') {
+    try {
+      if (!new URL(url).hostname) throw new Error('no host');
+    } catch {
+      throw new ConfigError(`Redis URL "${redact(url)}" is not valid: expected ${scheme}//[user:password@]host:port[/db]`);
+    }
+    return { kind: 'single', url, tls: scheme === 'rediss:' };
+  }
+  if (scheme === 'redis+cluster:' || scheme === 'rediss+cluster:') {
+    const bad = () =>
+      new ConfigError(`Redis Cluster URL "${redact(url)}" is not valid: expected ${scheme}//[user:password@]host:port[,host:port...]`);
+    let rest = url.slice(scheme.length);
+    if (!rest.startsWith('//')) throw bad();
+    rest = rest.slice(2).replace(/[/?].*$/, '');
+    let username: string | undefined;
+    let password: string | undefined;
+    const at = rest.lastIndexOf('@');
+    if (at >= 0) {
+      const auth = rest.slice(0, at);
+      rest = rest.slice(at + 1);
+      const colon = auth.indexOf(':');
+      username = decodeURIComponent(colon >= 0 ? auth.slice(0, colon) : auth) || undefined;
+      password = colon >= 0 ? decodeURIComponent(auth.slice(colon + 1)) : undefined;
+    }
+    const nodes = rest.split(',').map((hp) => {
+      const m = /^(\[[^\]]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(hp.trim());
+      if (!m?.[1]) throw bad();
+      return { host: m[1].replace(/^\[|\]$/g, ''), port: m[2] ? Number(m[2]) : 6379 };
+    });
+    if (nodes.length === 0) throw bad();
+    const target: RedisTarget = { kind: 'cluster', nodes, tls: scheme === 'rediss+cluster:' };
+    if (username !== undefined) target.username = username;
+    if (password !== undefined) target.password = password;
+    return target;
+  }
+  throw new ConfigError(`"${redact(url)}" is not a Redis URL: use redis://, rediss:// or redis+cluster://`);
+}
+
+/** Reconnect delay: 50 ms doubling up to 2 s, with jitter; never gives up. */
+function retryDelay(times: number): number {
+  const base = Math.min(2000, 50 * 2 ** Math.min(times, 6));
+  return Math.round(base * (0.8 + Math.random() * 0.4));
+}
+
+export type ClientRole = 'main' | 'blocking' | 'subscriber';
+
+/** A new client for `role` (not yet connected: it connects on first use or on `connect()`). */
+export function createClient(target: RedisTarget, role: ClientRole): RedisClient {
+  const internal = role !== 'main';
+  const common: RedisOptions = {
+    lazyConnect: true,
+    connectionName: `errand:${role}`,
+    enableOfflineQueue: internal,
+    autoResendUnfulfilledCommands: false,
+    // In-flight commands fail when the connection drops (never silently dropped, never resent).
+    maxRetriesPerRequest: 0,
+    retryStrategy: retryDelay,
+    connectTimeout: 10_000,
+    keepAlive: 30_000,
+  };
+  if (target.kind === 'single') {
+    const options: RedisOptions = { ...common };
+    if (target.tls) options.tls = {};
+    return new Redis(target.url, options);
+  }
+  const redisOptions: RedisOptions = {
+    connectionName: common.connectionName,
+    connectTimeout: 10_000,
+    keepAlive: 30_000,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+  };
+  if (target.username !== undefined) redisOptions.username = target.username;
+  if (target.password !== undefined) redisOptions.password = target.password;
+  if (target.tls) redisOptions.tls = {};
+  const options: ClusterOptions = {
+    lazyConnect: true,
+    enableOfflineQueue: internal,
+    maxRedirections: 16,
+    clusterRetryStrategy: retryDelay,
+    redisOptions,
+  };
+  return new Cluster(target.nodes, options);
+}
+
+/**
+ * Watches a client's connection: logs each loss and recovery (warn), never lets an `error` event
+ * crash the process, and gates commands (see `ready`).
+ */
+export class ConnectionGate {
+  readonly client: RedisClient;
+  readonly #where: string;
+  readonly #logger: Logger | undefined;
+  readonly #waitMs: number;
+  #everReady = false;
+  /** True once a connection attempt failed and until the next `ready`: fail fast then. */
+  #down = false;
+  #lostAt: number | undefined;
+  #lastError: Error | undefined;
+  #closed = false;
+  #errorsLogged = 0;
+  #pending: Promise<void> | undefined;
+
+  constructor(client: RedisClient, where: string, logger: Logger | undefined, waitMs: number, quiet = false) {
+    this.client = client;
+    this.#where = where;
+    this.#logger = quiet ? undefined : logger;
+    this.#waitMs = waitMs;
+    client.on('error', (err: Error) => {
+      this.#lastError = err;
+      if (this.client.status !== 'ready') this.#down = true;
+      // One line per outage at warn (the first error), then quiet: the reconnects go on.
+      if (this.#errorsLogged++ === 0) this.#logger?.warn({ err: err.message, redis: this.#where }, 'Redis connection error');
+    });
+    client.on('close', () => {
+      if (this.#closed || this.#lostAt !== undefined || !this.#everReady) return;
+      this.#lostAt = Date.now();
+      this.#logger?.warn({ redis: this.#where }, 'Redis connection lost; reconnecting');
+    });
+    client.on('ready', () => {
+      this.#down = false;
+      this.#errorsLogged = 0;
+      if (this.#lostAt !== undefined) {
+        this.#logger?.warn({ redis: this.#where, downMs: Date.now() - this.#lostAt }, 'Redis connection restored');
+      }
+      this.#lostAt = undefined;
+      this.#everReady = true;
+    });
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Resolves when the client can take commands. Throws `BrokerUnavailableError` at once when the
+   * connection is down (a connection attempt failed), or after `waitMs` when a (re)connection in
+   * progress does not complete.
+   */
+  ready(): Promise<void> {
+    const c = this.client;
+    if (c.status === 'ready') return Promise.resolve();
+    if (this.#closed) return Promise.reject(new BrokerUnavailableError(`The Redis broker (${this.#where}) is closed`));
+    if (this.#down) return Promise.reject(this.#unavailable());
+    if (c.status === 'wait') c.connect().catch(() => {});
+    // One wait shared by every caller arriving meanwhile.
+    this.#pending ??= new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const done = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        c.off('ready', onReady);
+        c.off('error', onError);
+        c.off('end', onEnd);
+        this.#pending = undefined;
+        if (err) reject(err);
+        else resolve();
+      };
+      const onReady = () => done();
+      // The first failed attempt: fail now rather than at the end of the wait.
+      const onError = () => setImmediate(() => c.status !== 'ready' && done(this.#unavailable()));
+      const onEnd = () => done(this.#unavailable());
+      const timer = setTimeout(() => done(this.#unavailable()), this.#waitMs);
+      c.on('ready', onReady);
+      c.on('error', onError);
+      c.on('end', onEnd);
+    });
+    return this.#pending;
+  }
+
+  #unavailable(): BrokerUnavailableError {
+    const why = this.#lastError ? `: ${this.#lastError.message}` : '';
+    return new BrokerUnavailableError(`Redis at ${this.#where} is unreachable${why}`, { cause: this.#lastError });
+  }
+
+  /** Closes the client: QUIT when connected (pending replies arrive first), else disconnect. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const c = this.client;
+    if (c.status === 'ready') {
+      try {
+        await Promise.race([c.quit(), new Promise((r) => setTimeout(r, 2000).unref())]);
+      } catch {
+        // Closing anyway.
+      }
+    }
+    c.disconnect();
+  }
+}

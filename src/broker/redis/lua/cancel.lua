@@ -1,0 +1,59 @@
+--[[
+  cancel: cancels a queued, scheduled or active run. A queued run leaves its list, a scheduled
+  one the schedule, an active one its lease (its attempt is recorded as `cancelled`, and its id
+  is published on the cancels channel so that its worker can stop at once). The run is then
+  finished as cancelled (see `finish` in common.lua). Finished runs are left as they are.
+
+  KEYS[1] the run HASH
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] rid
+  ARGV[3] now
+  ARGV[4] retention of cancelled runs, ms
+  ARGV[5] events channel (watched runs)
+  ARGV[6] cancels channel
+  ARGV[7] run id
+
+  Returns { 'C', previous state code } when cancelled, { 'F', state code } when already finished,
+  { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
+]]
+--!include common.lua
+
+local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local now, ret = tonumber(nowS), tonumber(ARGV[4])
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W')
+if v['err'] then
+  return { 'X' }
+end
+local s = v[1]
+if not s then
+  if rcall('EXISTS', k) == 1 then
+    return { 'X' }
+  end
+  return { 'N' }
+end
+if s == 'd' or s == 'f' or s == 'c' then
+  return { 'F', s }
+end
+if s == 'q' then
+  local p = v[2] or '0'
+  local wk = base .. 'w:' .. p
+  rcall('LREM', wk, -1, rid)
+  if rcall('LLEN', wk) == 0 then
+    rcall('ZREM', base .. 'prios', p)
+  end
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+elseif s == 's' then
+  rcall('ZREM', base .. 'sched', rid)
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+elseif s == 'a' then
+  rcall('ZREM', base .. 'active', rid)
+  local h = appendHistory(v[6], v[3], v[4], v[5], nowS, 'cancelled')
+  rcall('HDEL', k, 'o')
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
+  rcall('PUBLISH', ARGV[6], ARGV[7])
+else
+  return { 'X' }
+end
+notify(ARGV[5], ARGV[7], v[7])
+return { 'C', s }

@@ -1,0 +1,128 @@
+--[[
+  Helpers shared by the transition scripts. A script includes this file with the line
+  `--!include common.lua` (replaced by this text when the scripts are loaded, see scripts.ts).
+
+  Keys of one queue share the hash tag `{<queue>}`; `base` is `<prefix>:{<queue>}:`.
+    base..'r:'..rid    HASH  one run (rid: the 26-character ULID part of the run id `<queue>.<rid>`)
+    base..'w:'..p      LIST  queued rids of priority p, FIFO
+    base..'prios'      ZSET  priority levels with queued runs, score -p (highest first)
+    base..'sched'      ZSET  scheduled rids by runAt
+    base..'active'     ZSET  active rids by lease expiry
+    base..'succeeded', base..'failed', base..'cancelled'
+                       ZSET  finished rids by expiresAt (prune and counts)
+    base..'ik:'..task..':'..key  STRING  idempotency key -> rid, with PX ttl
+    base..'wake'       LIST  wake-up token for idle workers (BLPOP)
+
+  Run hash fields (short names to save memory; absent means the default):
+    s state: q queued, s scheduled, a active, d succeeded, f failed, c cancelled
+    t task, i input (JSON text), p priority (0), e enqueuedAt (the time in the run id),
+    r runAt, a attempts (0), l leaseLosses (0), w worker, b startedAt of the latest attempt,
+    f finishedAt, x expiresAt, k idempotency key, c traceparent, R result, E error, P progress,
+    h history: one JSON array per recorded attempt, '\n'-separated:
+      [attempt,"worker",startedAt,endedAt,"outcome"(,"error")]
+    o open attempt: set when a run is leased. While set, the latest attempt is not in `h` but
+      described by the run itself: a, w, b, and for a succeeded or failed run f and E. Settling
+      as succeeded or failed thus writes no history (the hot path, and a small run keeps the
+      compact listpack encoding). Every other end of an attempt (retry, lost, released,
+      cancelled) appends it to `h` and clears `o`.
+    W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
+]]
+local rcall = redis.call
+
+-- The history text with one more ended attempt. `a`, `b` are the stored strings (or false),
+-- `nowS` the caller's time as given (a string: no number formatting).
+local function appendHistory(h, a, w, b, nowS, outcome, err)
+  local line = '[' .. (a or '0') .. ',' .. cjson.encode(w or '') .. ',' .. (b or '0') .. ',' .. nowS .. ',"' .. outcome .. '"'
+  if err then
+    line = line .. ',' .. cjson.encode(err)
+  end
+  line = line .. ']'
+  if h then
+    return h .. '\n' .. line
+  end
+  return line
+end
+
+-- Appends (or, at the head, prepends) a run to the list of its priority level.
+local function pushQueued(base, rid, p, front)
+  local wk = base .. 'w:' .. p
+  local n
+  if front then
+    n = rcall('LPUSH', wk, rid)
+  else
+    n = rcall('RPUSH', wk, rid)
+  end
+  if n == 1 then
+    rcall('ZADD', base .. 'prios', -tonumber(p), p)
+  end
+end
+
+-- Leaves a wake-up token for one idle worker, unless one is already waiting.
+local function wake(base)
+  local k = base .. 'wake'
+  if rcall('LLEN', k) == 0 then
+    rcall('RPUSH', k, '1')
+  end
+end
+
+-- Runs `cmd key args...` for a long list of args, in chunks (Lua's unpack has a stack limit);
+-- `step` keeps pairs (score member) together.
+local function bulk(cmd, key, args, step)
+  local n = #args
+  for i = 1, n, step do
+    local j = i + step - 1
+    if j > n then
+      j = n
+    end
+    rcall(cmd, key, unpack(args, i, j))
+  end
+end
+
+-- Moves a run to a finished state (code d, f or c; zset succeeded, failed or cancelled), with
+-- the extra fields given. It is indexed by expiresAt for prune and counts, and its hash expires
+-- by itself after the retention. Retention 0: the run is deleted at once and nothing is recorded.
+-- With `batch` (a table), the index entry is added to batch[zset] (score, rid) for a later bulk
+-- ZADD (see flushFinished) instead of at once.
+local function finish(base, k, rid, code, zset, now, nowS, ret, batch, ...)
+  if ret <= 0 then
+    rcall('DEL', k)
+    return
+  end
+  local x = now + ret
+  rcall('HSET', k, 's', code, 'f', nowS, 'x', x, ...)
+  rcall('PEXPIRE', k, ret)
+  if batch then
+    local list = batch[zset]
+    if not list then
+      list = {}
+      batch[zset] = list
+    end
+    list[#list + 1] = x
+    list[#list + 1] = rid
+  else
+    rcall('ZADD', base .. zset, x, rid)
+  end
+end
+
+local function flushFinished(base, batch)
+  for zset, list in pairs(batch) do
+    bulk('ZADD', base .. zset, list, 2000)
+  end
+end
+
+-- Fails an unreadable run (not a hash, or lacking task or input) with reason `corrupt`.
+local function failCorrupt(base, k, rid, id, now, nowS, ret, why)
+  local err = cjson.encode({ name = 'CorruptRunError', message = 'Run ' .. id .. ' is unreadable: ' .. why, reason = 'corrupt' })
+  if rcall('TYPE', k)['ok'] ~= 'hash' then
+    rcall('DEL', k)
+  else
+    rcall('HDEL', k, 'o')
+  end
+  finish(base, k, rid, 'f', 'failed', now, nowS, ret, nil, 'E', err)
+end
+
+local function notify(chan, id, watched)
+  if watched then
+    rcall('PUBLISH', chan, id)
+  end
+end

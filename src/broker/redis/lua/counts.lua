@@ -1,0 +1,22 @@
+--[[
+  counts: how many runs of one queue are in each state (one consistent snapshot). Finished runs
+  are counted from their index until prune removes them.
+
+  KEYS[1] prios, KEYS[2] sched, KEYS[3] active, KEYS[4] succeeded, KEYS[5] failed, KEYS[6] cancelled
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+
+  Returns { queued, scheduled, active, succeeded, failed, cancelled }.
+]]
+local queued = 0
+for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  queued = queued + redis.call('LLEN', ARGV[1] .. 'w:' .. p)
+end
+return {
+  queued,
+  redis.call('ZCARD', KEYS[2]),
+  redis.call('ZCARD', KEYS[3]),
+  redis.call('ZCARD', KEYS[4]),
+  redis.call('ZCARD', KEYS[5]),
+  redis.call('ZCARD', KEYS[6]),
+}

@@ -1,0 +1,121 @@
+--[[
+  enqueue: creates a batch of runs of one queue, in order.
+
+  A run due at or before `now` is queued (appended to the list of its priority level), a later
+  one is scheduled. A run with an idempotency key whose key is held (same task, same queue) is not
+  created: the result names the run holding the key. A run whose id already exists (a resent
+  call) is not created again either.
+  Leaves a wake-up token when a run was queued, or when a scheduled run is due before every
+  other scheduled run (so that idle workers recompute when to wake).
+
+  KEYS[1] sched ZSET
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] now (epoch ms)
+  then 9 per run:
+    rid, task, input, priority, runAt,
+    enqueuedAt ('' when it is the time in the run id),
+    idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none)
+
+  Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
+  of that run (q s a d f c; q when the existing run has since expired).
+]]
+--!include common.lua
+
+local base = ARGV[1]
+local now = tonumber(ARGV[2])
+local out = {}
+local queued = {} -- priority level -> rids to append, in order
+local levels = {} -- the levels of `queued`, in first-seen order
+local earliest -- earliest runAt among scheduled runs created here
+local before = false -- earliest scheduled runAt before this call (nil: none), read once
+
+for j = 3, #ARGV, 9 do
+  local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
+  local e, ik, ittl, tp = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8]
+  local k = base .. 'r:' .. rid
+  local existing
+  if rcall('EXISTS', k) == 1 then
+    existing = rid
+  elseif ik ~= '' then
+    local ikk = base .. 'ik:' .. task .. ':' .. ik
+    existing = rcall('GET', ikk)
+    if not existing then
+      rcall('SET', ikk, rid, 'PX', ittl)
+    end
+  end
+  if existing then
+    local s = redis.pcall('HGET', base .. 'r:' .. existing, 's')
+    if type(s) ~= 'string' then
+      s = 'q'
+    end
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+    out[#out + 1] = s
+  else
+    local runAt = tonumber(runAtS)
+    local state
+    if runAt > now then
+      state = 's'
+      if before == false then
+        local first = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+        before = tonumber(first[2])
+      end
+      rcall('ZADD', KEYS[1], runAt, rid)
+      if earliest == nil or runAt < earliest then
+        earliest = runAt
+      end
+    else
+      state = 'q'
+    end
+    local f = { 's', state, 't', task, 'i', input }
+    if p ~= '0' then
+      f[#f + 1] = 'p'
+      f[#f + 1] = p
+    end
+    if e ~= '' then
+      f[#f + 1] = 'e'
+      f[#f + 1] = e
+    end
+    if state == 's' then
+      f[#f + 1] = 'r'
+      f[#f + 1] = runAtS
+    end
+    if ik ~= '' then
+      f[#f + 1] = 'k'
+      f[#f + 1] = ik
+    end
+    if tp ~= '' then
+      f[#f + 1] = 'c'
+      f[#f + 1] = tp
+    end
+    rcall('HSET', k, unpack(f))
+    if state == 'q' then
+      local list = queued[p]
+      if not list then
+        list = {}
+        queued[p] = list
+        levels[#levels + 1] = p
+      end
+      list[#list + 1] = rid
+    end
+    out[#out + 1] = rid
+    out[#out + 1] = 1
+    out[#out + 1] = state
+  end
+end
+
+for _, p in ipairs(levels) do
+  local list = queued[p]
+  local wk = base .. 'w:' .. p
+  local len = rcall('LLEN', wk)
+  bulk('RPUSH', wk, list, 1000)
+  if len == 0 then
+    rcall('ZADD', base .. 'prios', -tonumber(p), p)
+  end
+end
+
+if #levels > 0 or (earliest ~= nil and (before == nil or earliest < before)) then
+  wake(base)
+end
+return out

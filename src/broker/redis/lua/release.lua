@@ -1,0 +1,39 @@
+--[[
+  release: hands leased runs of one queue back (worker shutting down). Each run held by the
+  worker (same attempt) returns to the head of its priority level at once, its attempt not
+  counted (attempts - 1); the attempt is recorded in history as `released`. Others are ignored.
+
+  KEYS[1] active ZSET
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] worker id
+  ARGV[3] now
+  ARGV[4] events channel (watched runs)
+  ARGV[5] run id prefix `<queue>.`
+  then 2 per lease: rid, attempt
+
+  Returns the number of runs released.
+]]
+--!include common.lua
+
+local base, worker, nowS, chan, qp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local released = 0
+-- Backwards, so that pushing each at the head keeps the runs in the order given.
+for j = #ARGV - 1, 6, -2 do
+  local rid, att = ARGV[j], ARGV[j + 1]
+  local k = base .. 'r:' .. rid
+  local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'b', 'h', 'W', 'p')
+  if not v['err'] and v[1] == 'a' and v[2] == worker and v[3] == att then
+    local h = appendHistory(v[5], att, worker, v[4], nowS, 'released')
+    rcall('HSET', k, 's', 'q', 'a', tonumber(att) - 1, 'h', h)
+    rcall('HDEL', k, 'o')
+    rcall('ZREM', KEYS[1], rid)
+    pushQueued(base, rid, v[7] or '0', true)
+    notify(chan, qp .. rid, v[6])
+    released = released + 1
+  end
+end
+if released > 0 then
+  wake(base)
+end
+return released

@@ -1,0 +1,177 @@
+--[[
+  reserve: for one queue, in one atomic step:
+    1. promotes scheduled runs that are due (runAt <= now) to queued, each at the tail of its
+       priority level;
+    2. recovers runs whose lease expired (expiry <= now): the attempt is recorded as `lost` and
+       leaseLosses incremented; the run goes back to the head of its priority level, or is failed
+       with reason `lease_lost` once leaseLosses reaches maxLeaseLosses;
+    3. leases up to `max` queued runs to the worker, highest priority first and FIFO within a
+       level: state active, attempts + 1, worker, startedAt = now, open attempt, lease expiry
+       in `active`.
+  A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
+  `corrupt` and the script goes on. Steps 1 and 2 handle at most `limit` runs each per call; when
+  more are pending, nextAt is `now` so that the caller comes back at once.
+  When queued runs remain after step 3, leaves a wake-up token (another idle worker takes them).
+
+  KEYS[1] sched   ZSET runAt
+  KEYS[2] active  ZSET lease expiry
+  KEYS[3] prios   ZSET priority levels with queued runs
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] worker id
+  ARGV[3] max runs to lease (0: housekeeping only)
+  ARGV[4] lease expiry (now + leaseMs)
+  ARGV[5] now
+  ARGV[6] maxLeaseLosses
+  ARGV[7] retention of runs failed here (lease_lost, corrupt), ms
+  ARGV[8] limit of runs promoted, and of leases recovered, per call
+  ARGV[9] events channel (watched runs)
+  ARGV[10] run id prefix `<queue>.`
+
+  Returns { nextAt (-1: nothing pending), queued (runs still queued),
+            then 7 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
+            time in the run id), traceparent ('' for none) }
+]]
+--!include common.lua
+
+local base, worker = ARGV[1], ARGV[2]
+local max = tonumber(ARGV[3])
+local leaseUntil = tonumber(ARGV[4])
+local nowS = ARGV[5]
+local now = tonumber(nowS)
+local maxLosses = tonumber(ARGV[6])
+local failedRet = tonumber(ARGV[7])
+local limit = tonumber(ARGV[8])
+local chan, qp = ARGV[9], ARGV[10]
+local more = false
+
+-- 1. Due scheduled runs become queued.
+local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+if #due > 0 then
+  if #due == limit then
+    more = true
+  end
+  for _, rid in ipairs(due) do
+    local k = base .. 'r:' .. rid
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W')
+    if v['err'] then
+      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash')
+    elseif v[1] == 's' then
+      rcall('HSET', k, 's', 'q')
+      pushQueued(base, rid, v[2] or '0', false)
+      notify(chan, qp .. rid, v[3])
+    end
+  end
+  rcall('ZREMRANGEBYRANK', KEYS[1], 0, #due - 1)
+end
+
+-- 2. Expired leases: back to the head of their level (in lease order), or failed.
+local expired = rcall('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+if #expired > 0 then
+  if #expired == limit then
+    more = true
+  end
+  for j = #expired, 1, -1 do
+    local rid = expired[j]
+    local k = base .. 'r:' .. rid
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h')
+    if v['err'] then
+      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash')
+    elseif v[1] == 'a' then
+      local losses = (tonumber(v[7]) or 0) + 1
+      local h = appendHistory(v[8], v[4], v[5], v[6], nowS, 'lost')
+      rcall('HDEL', k, 'o')
+      if losses >= maxLosses then
+        local err = '{"name":"LeaseLostError","message":"The lease on this run expired ' .. losses ..
+          ' times: its worker died or stalled each time","reason":"lease_lost"}'
+        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', err)
+      else
+        rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
+        pushQueued(base, rid, v[2] or '0', true)
+      end
+      notify(chan, qp .. rid, v[3])
+    end
+  end
+  rcall('ZREMRANGEBYRANK', KEYS[2], 0, #expired - 1)
+end
+
+-- 3. Lease up to max queued runs.
+local out = { 0, 0 }
+local n = 0
+local leases = {} -- score, rid pairs for `active`
+local levels = rcall('ZRANGE', KEYS[3], 0, -1)
+if max > 0 then
+  for _, p in ipairs(levels) do
+    if n >= max then
+      break
+    end
+    local wk = base .. 'w:' .. p
+    while n < max do
+      local want = max - n
+      local rids = rcall('LPOP', wk, want)
+      if not rids then
+        break
+      end
+      for _, rid in ipairs(rids) do
+        local k = base .. 'r:' .. rid
+        local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W')
+        if v['err'] then
+          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash')
+        elseif v[1] == 'q' and v[2] and v[3] then
+          local a = (tonumber(v[4]) or 0) + 1
+          rcall('HSET', k, 's', 'a', 'a', a, 'w', worker, 'b', nowS, 'o', '1')
+          leases[#leases + 1] = leaseUntil
+          leases[#leases + 1] = rid
+          n = n + 1
+          out[#out + 1] = rid
+          out[#out + 1] = v[2]
+          out[#out + 1] = v[3]
+          out[#out + 1] = a
+          out[#out + 1] = p
+          out[#out + 1] = v[5] or ''
+          out[#out + 1] = v[6] or ''
+          notify(chan, qp .. rid, v[7])
+        elseif v[1] == 'q' or (not v[1] and (v[2] or v[3])) then
+          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing')
+        end
+        -- Otherwise the run is gone or no longer queued (a stale entry): skipped.
+      end
+      if #rids < want then
+        break
+      end
+    end
+    if rcall('LLEN', wk) == 0 then
+      rcall('ZREM', KEYS[3], p)
+    end
+  end
+  bulk('ZADD', KEYS[2], leases, 2000)
+  levels = rcall('ZRANGE', KEYS[3], 0, -1)
+end
+
+local queued = 0
+for _, p in ipairs(levels) do
+  queued = queued + rcall('LLEN', base .. 'w:' .. p)
+end
+if queued > 0 and n > 0 then
+  wake(base)
+end
+
+local nextAt = -1
+if more then
+  nextAt = now
+else
+  local s1 = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local a1 = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if s1[2] then
+    nextAt = tonumber(s1[2])
+  end
+  if a1[2] then
+    local t = tonumber(a1[2])
+    if nextAt < 0 or t < nextAt then
+      nextAt = t
+    end
+  end
+end
+out[1] = nextAt
+out[2] = queued
+return out

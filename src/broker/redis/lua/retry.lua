@@ -1,0 +1,45 @@
+--[[
+  retry: replays a failed run: back to queued (tail of its priority level) with attempts and
+  leaseLosses reset; it no longer expires (its finish time, expiry, error and progress are
+  cleared). Its history is kept: the failed attempt, when still the open attempt (see `o` in
+  common.lua), is appended to it first.
+
+  KEYS[1] the run HASH
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] rid
+  ARGV[3] events channel (watched runs)
+  ARGV[4] run id
+
+  Returns { 'Q' } when queued, { 'S', state code } when the run is not failed, { 'N' } when there
+  is no such run, { 'X' } when the stored run is unreadable.
+]]
+--!include common.lua
+
+local k, base, rid = KEYS[1], ARGV[1], ARGV[2]
+local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E')
+if v['err'] then
+  return { 'X' }
+end
+local s = v[1]
+if not s then
+  if rcall('EXISTS', k) == 1 then
+    return { 'X' }
+  end
+  return { 'N' }
+end
+if s ~= 'f' then
+  return { 'S', s }
+end
+if v[4] then
+  local h = appendHistory(v[5], v[6], v[7], v[8], v[9] or '0', 'failed', v[10] or nil)
+  rcall('HSET', k, 'h', h)
+end
+rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0)
+rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
+rcall('PERSIST', k)
+rcall('ZREM', base .. 'failed', rid)
+pushQueued(base, rid, v[2] or '0', false)
+wake(base)
+notify(ARGV[3], ARGV[4], v[3])
+return { 'Q' }

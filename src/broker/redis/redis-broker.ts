@@ -1,0 +1,711 @@
+/**
+ * The Redis broker: the Broker contract (`../types.ts`) over Redis 6.2+ or Redis Cluster, with one
+ * Lua script per state transition (`./lua/*.lua`, loaded by `./scripts.ts`).
+ *
+ * Layout (details in `lua/common.lua`): every key of a queue shares the hash tag `{<queue>}`, so a
+ * queue lives in one Cluster slot and no script touches two queues. A run is a small hash named by
+ * the ULID part of its id; queued runs sit in one FIFO list per priority level, scheduled and
+ * active runs in sorted sets by due time and lease expiry, finished runs in one sorted set per
+ * state by expiry time (for prune and counts) while their hash expires by itself.
+ *
+ * Batches: a batch of runs of one queue is one script call (chunked only when very large); calls
+ * for several queues are issued together (ioredis writes them without waiting for replies).
+ *
+ * Connections per broker instance: one for commands, one subscriber (created on the first
+ * `watch`/`onCancel`), and one blocking connection per queue that `waitForWork` waits on.
+ */
+import type { Logger } from 'pino';
+import { ConfigError } from '../../core/errors.ts';
+import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
+import type {
+  Broker,
+  BrokerOptions,
+  CancelOutcome,
+  EnqueueResult,
+  Lease,
+  NewRun,
+  QueueCounts,
+  Reservation,
+  ReserveRequest,
+  ReserveResult,
+  RetryOutcome,
+  RunRecord,
+  RunState,
+  Settlement,
+  SettleStatus,
+} from '../types.ts';
+import { redact } from '../connect.ts';
+import { CorruptRunError, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
+import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget } from './connection.ts';
+import { defineScripts, runScript } from './scripts.ts';
+import { WakeListener } from './wake.ts';
+
+export { CorruptRunError } from './codec.ts';
+
+const DAY = 86_400_000;
+
+export interface RedisBrokerOptions extends BrokerOptions {
+  /** `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS), `redis+cluster://host:port[,host:port...]`. */
+  url: string;
+  /** Prefix of every key. Default `errand`. */
+  prefix?: string;
+  /** Disconnects and reconnects are logged at warn. */
+  logger?: Logger;
+  /**
+   * Retention of cancelled runs, in ms (`cancel` carries none). Default 86400000 (1 day), the
+   * task default for cancelled runs.
+   */
+  cancelledRetentionMs?: number;
+  /**
+   * How long a command waits for a connection in progress before failing with
+   * `BrokerUnavailableError`, in ms. While Redis is known to be down, commands fail at once.
+   * Default 2000.
+   */
+  connectWaitMs?: number;
+}
+
+/** Runs per script call (larger batches are split, in order). */
+const CHUNK_RUNS = 500;
+/** Payload bytes per script call, roughly (a call of several MB would hold Redis for too long). */
+const CHUNK_BYTES = 4 * 1024 * 1024;
+/** Scheduled runs promoted, and expired leases recovered, per reserve call. */
+const HOUSEKEEPING_LIMIT = 1000;
+/** Finished runs deleted per state per prune call. */
+const PRUNE_LIMIT = 1000;
+
+interface ResolvedOptions {
+  maxLeaseLosses: number;
+  failedRetentionMs: number;
+  cancelledRetentionMs: number;
+}
+
+function nonNegative(value: unknown, name: string, fallback: number, { integer = false, min = 0 } = {}): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || (integer && !Number.isInteger(value))) {
+    throw new ConfigError(`RedisBroker: ${name} must be ${integer ? 'an integer' : 'a number'} >= ${min}, got ${String(value)}`);
+  }
+  return Math.floor(value);
+}
+
+/** Splits `items` into chunks of at most CHUNK_RUNS items and about CHUNK_BYTES. */
+function chunk<T>(items: readonly T[], size: (item: T) => number): T[][] {
+  const out: T[][] = [];
+  let cur: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const b = size(item);
+    if (cur.length && (cur.length >= CHUNK_RUNS || bytes + b > CHUNK_BYTES)) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(item);
+    bytes += b;
+  }
+  if (cur.length) out.push(cur);
+  return out;
+}
+
+/** Groups items by the queue of their run id, keeping their indexes; items with an invalid id go to `invalid`. */
+function byQueue<T extends { id: string }>(
+  items: readonly T[],
+): { groups: Map<string, { item: T; rid: string; index: number }[]>; invalid: number[] } {
+  const groups = new Map<string, { item: T; rid: string; index: number }[]>();
+  const invalid: number[] = [];
+  items.forEach((item, index) => {
+    const parts = splitRunId(item.id);
+    if (!parts) {
+      invalid.push(index);
+      return;
+    }
+    let g = groups.get(parts.queue);
+    if (!g) groups.set(parts.queue, (g = []));
+    g.push({ item, rid: parts.rid, index });
+  });
+  return { groups, invalid };
+}
+
+function time(value: number, name: string): number {
+  if (typeof value !== 'number' || !Number.isFinite(value))
+    throw new ConfigError(`RedisBroker: ${name} must be a finite number of ms, got ${String(value)}`);
+  return Math.floor(value);
+}
+
+export class RedisBroker implements Broker {
+  readonly kind = 'redis' as const;
+  readonly prefix: string;
+  readonly #target: RedisTarget;
+  readonly #where: string;
+  readonly #logger: Logger | undefined;
+  readonly #options: ResolvedOptions;
+  readonly #connectWaitMs: number;
+  readonly #main: ConnectionGate;
+  readonly #queuesKey: string;
+  readonly #eventsChannel: string;
+  readonly #cancelsChannel: string;
+  readonly #keys = new Map<string, QueueKeys>();
+  /** Queues already added to the `<prefix>:queues` set by this instance. */
+  readonly #knownQueues = new Set<string>();
+
+  #sub: ConnectionGate | undefined;
+  readonly #subscriptions = new Map<string, Promise<void>>();
+  readonly #watchers = new Map<string, Set<() => void>>();
+  readonly #cancelListeners = new Set<(ids: string[]) => void>();
+
+  readonly #wakeGates = new Map<string, ConnectionGate>();
+  readonly #wakeListeners = new Map<string, WakeListener>();
+  readonly #waits = new Set<() => void>();
+  #closed = false;
+
+  constructor(options: RedisBrokerOptions) {
+    if (!options || typeof options.url !== 'string') throw new ConfigError('RedisBroker: options.url is required (redis://host:port)');
+    this.#target = parseRedisUrl(options.url);
+    this.#where = this.#target.kind === 'single' ? redact(options.url) : this.#target.nodes.map((n) => `${n.host}:${n.port}`).join(',');
+    const prefix = options.prefix ?? 'errand';
+    if (typeof prefix !== 'string' || prefix === '' || /[{}\s]/.test(prefix)) {
+      throw new ConfigError(`RedisBroker: prefix must be a non-empty string without braces or spaces, got ${JSON.stringify(prefix)}`);
+    }
+    this.prefix = prefix;
+    this.#logger = options.logger;
+    this.#options = {
+      maxLeaseLosses: nonNegative(options.maxLeaseLosses, 'maxLeaseLosses', 3, { integer: true, min: 1 }),
+      failedRetentionMs: nonNegative(options.failedRetentionMs, 'failedRetentionMs', 7 * DAY),
+      cancelledRetentionMs: nonNegative(options.cancelledRetentionMs, 'cancelledRetentionMs', DAY),
+    };
+    this.#connectWaitMs = nonNegative(options.connectWaitMs, 'connectWaitMs', 2000);
+    this.#queuesKey = `${prefix}:queues`;
+    this.#eventsChannel = `${prefix}:events`;
+    this.#cancelsChannel = `${prefix}:cancels`;
+    const main = createClient(this.#target, 'main');
+    defineScripts(main);
+    this.#main = new ConnectionGate(main, this.#where, this.#logger, this.#connectWaitMs);
+  }
+
+  #k(queue: string): QueueKeys {
+    let k = this.#keys.get(queue);
+    if (!k) {
+      k = new QueueKeys(this.prefix, queue);
+      this.#keys.set(queue, k);
+    }
+    return k;
+  }
+
+  get #redis(): RedisClient {
+    return this.#main.client;
+  }
+
+  async #ready(): Promise<RedisClient> {
+    await this.#main.ready();
+    return this.#main.client;
+  }
+
+  /** Adds queues to the set of known queues (once per instance), alongside the caller's command. */
+  #remember(queues: Iterable<string>): Promise<unknown> {
+    const fresh = [...queues].filter((q) => !this.#knownQueues.has(q));
+    if (!fresh.length) return Promise.resolve();
+    for (const q of fresh) this.#knownQueues.add(q);
+    return this.#redis.sadd(this.#queuesKey, ...fresh).catch((err: unknown) => {
+      for (const q of fresh) this.#knownQueues.delete(q);
+      throw err;
+    });
+  }
+
+  // -----------------------------------------------------------------------------------------------
+  // Enqueue, reserve, settle
+
+  async enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
+    if (runs.length === 0) return [];
+    now = time(now, 'now');
+    const { groups, invalid } = byQueue(runs);
+    for (const index of invalid) {
+      const run = runs[index]!;
+      throw new ConfigError(`enqueue: run id ${JSON.stringify(run.id)} is not a run id (expected <queue>.<ulid>, see newRunId)`);
+    }
+    for (const g of groups.values()) {
+      for (const { item } of g) {
+        if (item.queue !== splitRunId(item.id)?.queue) {
+          throw new ConfigError(
+            `enqueue: run ${item.id} names queue "${item.queue}", but its id belongs to queue "${splitRunId(item.id)?.queue}"`,
+          );
+        }
+      }
+    }
+    const redis = await this.#ready();
+    const results: EnqueueResult[] = new Array(runs.length);
+    const calls: Promise<unknown>[] = [this.#remember(groups.keys())];
+    for (const [queue, group] of groups) {
+      const k = this.#k(queue);
+      for (const part of chunk(group, ({ item }) => item.input.length + 200)) {
+        const args: (string | number)[] = [k.base, now];
+        for (const { item, rid } of part) {
+          const runAt = Math.floor(item.runAt);
+          args.push(
+            rid,
+            item.task,
+            item.input,
+            Math.trunc(item.priority || 0),
+            Number.isFinite(runAt) ? runAt : now,
+            timeOfRunId(item.id) === now ? '' : now,
+            item.idempotencyKey ?? '',
+            item.idempotencyKey ? Math.max(1, Math.floor(item.idempotencyTtl ?? DAY)) : 0,
+            item.traceparent ?? '',
+          );
+        }
+        calls.push(
+          runScript(redis, 'enqueue', [k.sched], args).then((reply) => {
+            const r = reply as (string | number)[];
+            part.forEach(({ index }, j) => {
+              results[index] = {
+                id: k.id(String(r[j * 3])),
+                created: r[j * 3 + 1] === 1,
+                state: STATE_OF_CODE[String(r[j * 3 + 2])] ?? 'queued',
+              };
+            });
+          }),
+        );
+      }
+    }
+    await Promise.all(calls);
+    return results;
+  }
+
+  #reserveCall(
+    redis: RedisClient,
+    queue: string,
+    req: ReserveRequest,
+    max: number,
+    now: number,
+  ): Promise<{ queue: string; runs: Reservation[]; nextAt: number | null; queued: number }> {
+    const k = this.#k(queue);
+    return runScript(
+      redis,
+      'reserve',
+      [k.sched, k.active, k.prios],
+      [
+        k.base,
+        req.workerId,
+        max,
+        now + Math.max(1, Math.floor(req.leaseMs)),
+        now,
+        this.#options.maxLeaseLosses,
+        this.#options.failedRetentionMs,
+        HOUSEKEEPING_LIMIT,
+        this.#eventsChannel,
+        k.idPrefix,
+      ],
+    ).then((reply) => {
+      const r = reply as (string | number)[];
+      const runs: Reservation[] = [];
+      for (let j = 2; j + 6 < r.length; j += 7) {
+        const id = k.id(String(r[j]));
+        const e = String(r[j + 5]);
+        const run: Reservation = {
+          id,
+          task: String(r[j + 1]),
+          queue,
+          input: String(r[j + 2]),
+          attempt: Number(r[j + 3]),
+          priority: Number(r[j + 4]),
+          enqueuedAt: e === '' ? timeOfRunId(id) : Number(e),
+          startedAt: now,
+        };
+        const tp = String(r[j + 6]);
+        if (tp !== '') run.traceparent = tp;
+        runs.push(run);
+      }
+      const nextAt = Number(r[0]);
+      return { queue, runs, nextAt: nextAt < 0 ? null : nextAt, queued: Number(r[1]) };
+    });
+  }
+
+  /**
+   * One queue: one script call. Several queues: the first is asked for `max` runs while the
+   * others only do their housekeeping and report how many runs they have queued, all in one
+   * round; then, if slots remain, the other queues are asked, in order, for what they reported
+   * (at most what remains), in a second round. Queues are served in the order requested and the
+   * worker is never handed more than `max` runs.
+   */
+  async reserve(req: ReserveRequest): Promise<ReserveResult> {
+    const now = time(req.now, 'now');
+    const queues = [...new Set(req.queues)].filter((q) => QUEUE_NAME.test(q));
+    const max = Math.max(0, Math.floor(req.max));
+    if (queues.length === 0) return { runs: [], nextAt: null };
+    const redis = await this.#ready();
+    const first = await Promise.all(queues.map((q, i) => this.#reserveCall(redis, q, req, i === 0 ? max : 0, now)));
+    const byQueueRuns = new Map<string, Reservation[]>(first.map((r) => [r.queue, r.runs]));
+    let nextAt: number | null = null;
+    const earliest = (t: number | null) => {
+      if (t !== null && (nextAt === null || t < nextAt)) nextAt = t;
+    };
+    for (const r of first) earliest(r.nextAt);
+    let left = max - (first[0]?.runs.length ?? 0);
+    if (left > 0 && queues.length > 1) {
+      const second: Promise<{ queue: string; runs: Reservation[]; nextAt: number | null }>[] = [];
+      for (const r of first.slice(1)) {
+        if (left <= 0) break;
+        if (r.queued <= 0) continue;
+        const take = Math.min(r.queued, left);
+        left -= take;
+        second.push(this.#reserveCall(redis, r.queue, req, take, now));
+      }
+      for (const r of await Promise.all(second)) {
+        byQueueRuns.set(r.queue, [...(byQueueRuns.get(r.queue) ?? []), ...r.runs]);
+        earliest(r.nextAt);
+      }
+    }
+    const runs = queues.flatMap((q) => byQueueRuns.get(q) ?? []);
+    return { runs, nextAt };
+  }
+
+  async settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
+    if (settlements.length === 0) return [];
+    now = time(now, 'now');
+    const statuses: SettleStatus[] = settlements.map(() => 'lost');
+    const { groups } = byQueue(settlements);
+    if (groups.size === 0) return statuses;
+    const redis = await this.#ready();
+    const calls: Promise<void>[] = [];
+    for (const [queue, group] of groups) {
+      const k = this.#k(queue);
+      const size = ({ item }: { item: Settlement }) =>
+        (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
+      for (const part of chunk(group, size)) {
+        const args: (string | number)[] = [k.base, workerId, now, this.#eventsChannel, k.idPrefix];
+        for (const { item, rid } of part) {
+          if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
+          else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
+          else args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
+        }
+        calls.push(
+          runScript(redis, 'settle', [k.active, k.sched], args).then((reply) => {
+            const r = reply as number[];
+            part.forEach(({ index }, j) => {
+              statuses[index] = r[j] === 1 ? 'ok' : 'lost';
+            });
+          }),
+        );
+      }
+    }
+    await Promise.all(calls);
+    return statuses;
+  }
+
+  async renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {
+    if (leases.length === 0) return [];
+    now = time(now, 'now');
+    const { groups, invalid } = byQueue(leases);
+    const lost = invalid.map((i) => leases[i]!.id);
+    if (groups.size === 0) return lost;
+    const redis = await this.#ready();
+    const expiry = now + Math.max(1, Math.floor(leaseMs));
+    const calls: Promise<void>[] = [];
+    for (const [queue, group] of groups) {
+      const k = this.#k(queue);
+      for (const part of chunk(group, () => 40)) {
+        const args: (string | number)[] = [k.base, workerId, expiry];
+        for (const { item, rid } of part) args.push(rid, item.attempt);
+        calls.push(
+          runScript(redis, 'renew', [k.active], args).then((reply) => {
+            for (const rid of reply as string[]) lost.push(k.id(rid));
+          }),
+        );
+      }
+    }
+    await Promise.all(calls);
+    return lost;
+  }
+
+  async release(workerId: string, leases: readonly Lease[], now: number): Promise<void> {
+    if (leases.length === 0) return;
+    now = time(now, 'now');
+    const { groups } = byQueue(leases);
+    if (groups.size === 0) return;
+    const redis = await this.#ready();
+    const calls: Promise<unknown>[] = [];
+    for (const [queue, group] of groups) {
+      const k = this.#k(queue);
+      for (const part of chunk(group, () => 40)) {
+        const args: (string | number)[] = [k.base, workerId, now, this.#eventsChannel, k.idPrefix];
+        for (const { item, rid } of part) args.push(rid, item.attempt);
+        calls.push(runScript(redis, 'release', [k.active], args));
+      }
+    }
+    await Promise.all(calls);
+  }
+
+  async progress(workerId: string, lease: Lease, progress: string): Promise<SettleStatus> {
+    const parts = splitRunId(lease.id);
+    if (!parts) return 'lost';
+    const k = this.#k(parts.queue);
+    const redis = await this.#ready();
+    const r = await runScript(redis, 'progress', [k.run(parts.rid)], [workerId, lease.attempt, progress, this.#eventsChannel, lease.id]);
+    return r === 1 ? 'ok' : 'lost';
+  }
+
+  // -----------------------------------------------------------------------------------------------
+  // Reading and administration
+
+  async getRun(id: string): Promise<RunRecord | null> {
+    const parts = splitRunId(id);
+    if (!parts) return null;
+    const key = this.#k(parts.queue).run(parts.rid);
+    const redis = await this.#ready();
+    let h: Record<string, string>;
+    try {
+      h = await redis.hgetall(key);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('WRONGTYPE')) throw new CorruptRunError(id, key, 'the key is not a hash');
+      throw err;
+    }
+    if (Object.keys(h).length === 0) return null;
+    return decodeRun(id, parts.queue, key, h);
+  }
+
+  async cancel(id: string, now: number): Promise<CancelOutcome> {
+    now = time(now, 'now');
+    const parts = splitRunId(id);
+    if (!parts) return { outcome: 'not_found' };
+    const k = this.#k(parts.queue);
+    const redis = await this.#ready();
+    const r = (await runScript(
+      redis,
+      'cancel',
+      [k.run(parts.rid)],
+      [k.base, parts.rid, now, this.#options.cancelledRetentionMs, this.#eventsChannel, this.#cancelsChannel, id],
+    )) as string[];
+    switch (r[0]) {
+      case 'C':
+        return { outcome: 'cancelled', previous: this.#state(r[1], id) };
+      case 'F':
+        return { outcome: 'finished', state: this.#state(r[1], id) };
+      case 'N':
+        return { outcome: 'not_found' };
+      default:
+        throw new CorruptRunError(id, k.run(parts.rid), 'it is not a hash with a known state');
+    }
+  }
+
+  async retry(id: string, _now: number): Promise<RetryOutcome> {
+    const parts = splitRunId(id);
+    if (!parts) return { outcome: 'not_found' };
+    const k = this.#k(parts.queue);
+    const redis = await this.#ready();
+    const r = (await runScript(redis, 'retry', [k.run(parts.rid)], [k.base, parts.rid, this.#eventsChannel, id])) as string[];
+    switch (r[0]) {
+      case 'Q':
+        return { outcome: 'queued' };
+      case 'S':
+        return { outcome: 'not_failed', state: this.#state(r[1], id) };
+      case 'N':
+        return { outcome: 'not_found' };
+      default:
+        throw new CorruptRunError(id, k.run(parts.rid), 'it is not a hash with a known state');
+    }
+  }
+
+  #state(code: string | undefined, id: string): RunState {
+    const state = code === undefined ? undefined : STATE_OF_CODE[code];
+    if (!state) throw new CorruptRunError(id, '', `unknown state code ${JSON.stringify(code)}`);
+    return state;
+  }
+
+  async #allQueues(redis: RedisClient): Promise<string[]> {
+    return (await redis.smembers(this.#queuesKey)).filter((q) => QUEUE_NAME.test(q)).sort();
+  }
+
+  async counts(queues?: readonly string[]): Promise<Record<string, QueueCounts>> {
+    const redis = await this.#ready();
+    const list = queues ? [...new Set(queues)] : await this.#allQueues(redis);
+    const out: Record<string, QueueCounts> = {};
+    await Promise.all(
+      list.map(async (queue) => {
+        if (!QUEUE_NAME.test(queue)) {
+          out[queue] = { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+          return;
+        }
+        const k = this.#k(queue);
+        const r = (await runScript(
+          redis,
+          'counts',
+          [k.prios, k.sched, k.active, k.succeeded, k.failed, k.cancelled],
+          [k.base],
+        )) as number[];
+        out[queue] = { queued: r[0]!, scheduled: r[1]!, active: r[2]!, succeeded: r[3]!, failed: r[4]!, cancelled: r[5]! };
+      }),
+    );
+    // Keys in the order asked (Promise.all filled them in reply order).
+    return Object.fromEntries(list.map((q) => [q, out[q]!]));
+  }
+
+  async prune(now: number): Promise<number> {
+    now = time(now, 'now');
+    const redis = await this.#ready();
+    const queues = await this.#allQueues(redis);
+    const removed = await Promise.all(
+      queues.map(async (queue) => {
+        const k = this.#k(queue);
+        let total = 0;
+        for (;;) {
+          const [n, more] = (await runScript(
+            redis,
+            'prune',
+            [k.succeeded, k.failed, k.cancelled],
+            [k.base, now, PRUNE_LIMIT, this.#eventsChannel, k.idPrefix],
+          )) as [number, number];
+          total += n;
+          if (!more) return total;
+        }
+      }),
+    );
+    return removed.reduce((a, b) => a + b, 0);
+  }
+
+  // -----------------------------------------------------------------------------------------------
+  // Wake-ups, watching, cancel notices
+
+  async waitForWork(queues: readonly string[], until: number | null, signal: AbortSignal): Promise<void> {
+    if (signal.aborted || this.#closed) return;
+    const delay = until === null ? null : until - Date.now();
+    if (delay !== null && delay <= 0) return;
+    const listeners = [...new Set(queues)].filter((q) => QUEUE_NAME.test(q)).map((q) => this.#wakeListener(q));
+    await new Promise<void>((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      let finished = false;
+      const done = () => {
+        if (finished) return;
+        finished = true;
+        if (timer) clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        for (const l of listeners) l.delete(done);
+        this.#waits.delete(done);
+        resolve();
+      };
+      signal.addEventListener('abort', done, { once: true });
+      // setTimeout takes at most 2^31-1 ms: a later `until` wakes early, which is allowed.
+      if (delay !== null) timer = setTimeout(done, Math.min(delay, 2 ** 31 - 1));
+      this.#waits.add(done);
+      for (const l of listeners) l.add(done);
+    });
+  }
+
+  #wakeListener(queue: string): WakeListener {
+    let l = this.#wakeListeners.get(queue);
+    if (!l) {
+      const gate = new ConnectionGate(createClient(this.#target, 'blocking'), this.#where, this.#logger, this.#connectWaitMs, true);
+      this.#wakeGates.set(queue, gate);
+      const k = this.#k(queue);
+      l = new WakeListener(
+        gate.client,
+        k.wake,
+        () => this.#main.ready().then(() => runScript(this.#redis, 'wake', [k.wake], [])),
+        () => this.#closed,
+      );
+      this.#wakeListeners.set(queue, l);
+    }
+    return l;
+  }
+
+  #subscriber(): ConnectionGate {
+    if (!this.#sub) {
+      const gate = new ConnectionGate(createClient(this.#target, 'subscriber'), this.#where, this.#logger, this.#connectWaitMs, true);
+      let readyOnce = false;
+      gate.client.on('ready', () => {
+        // After a reconnect, events may have been missed: tell every watcher to look again.
+        if (readyOnce) for (const set of this.#watchers.values()) for (const fn of [...set]) safeCall(fn);
+        readyOnce = true;
+      });
+      gate.client.on('message', (channel: string, message: string) => {
+        if (channel === this.#eventsChannel) {
+          const set = this.#watchers.get(message);
+          if (set) for (const fn of [...set]) safeCall(fn);
+        } else if (channel === this.#cancelsChannel) {
+          for (const fn of [...this.#cancelListeners]) safeCall(() => fn([message]));
+        }
+      });
+      this.#sub = gate;
+    }
+    return this.#sub;
+  }
+
+  #subscribe(channel: string): Promise<void> {
+    let p = this.#subscriptions.get(channel);
+    if (!p) {
+      p = this.#subscriber()
+        .client.subscribe(channel)
+        .then(() => undefined);
+      p.catch(() => this.#subscriptions.delete(channel));
+      this.#subscriptions.set(channel, p);
+    }
+    return p;
+  }
+
+  async watch(id: string, listener: () => void): Promise<() => void> {
+    let set = this.#watchers.get(id);
+    if (!set) this.#watchers.set(id, (set = new Set()));
+    // A wrapper per call: the same function watched twice is stopped twice independently.
+    const entry = () => listener();
+    set.add(entry);
+    let stopped = false;
+    const stop = () => {
+      if (stopped) return;
+      stopped = true;
+      const s = this.#watchers.get(id);
+      s?.delete(entry);
+      if (s && s.size === 0) this.#watchers.delete(id);
+    };
+    const parts = splitRunId(id);
+    if (!parts) return stop;
+    try {
+      await this.#main.ready();
+      await this.#subscribe(this.#eventsChannel);
+      await runScript(this.#redis, 'watch', [this.#k(parts.queue).run(parts.rid)], []);
+    } catch (err) {
+      stop();
+      throw err;
+    }
+    return stop;
+  }
+
+  onCancel(listener: (ids: string[]) => void): () => void {
+    const entry = (ids: string[]) => listener(ids);
+    this.#cancelListeners.add(entry);
+    if (!this.#closed) {
+      this.#subscribe(this.#cancelsChannel).catch((err: unknown) => {
+        this.#logger?.warn(
+          { err: (err as Error).message },
+          'Redis: subscribing to cancel notices failed (renew still reports cancelled runs)',
+        );
+      });
+    }
+    return () => {
+      this.#cancelListeners.delete(entry);
+    };
+  }
+
+  // -----------------------------------------------------------------------------------------------
+
+  async ping(): Promise<void> {
+    const redis = await this.#ready();
+    await redis.ping();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const done of [...this.#waits]) done();
+    for (const gate of this.#wakeGates.values()) gate.client.disconnect();
+    await Promise.all([...this.#wakeGates.values()].map((g) => g.close()));
+    if (this.#sub) await this.#sub.close();
+    await this.#main.close();
+    this.#watchers.clear();
+    this.#cancelListeners.clear();
+  }
+}
+
+function safeCall(fn: () => void): void {
+  try {
+    fn();
+  } catch {
+    // A listener's error is its own; the dispatch goes on.
+  }
+}

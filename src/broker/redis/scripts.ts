@@ -1,0 +1,64 @@
+/**
+ * The Lua scripts of the Redis broker: one per state transition, in `./lua/*.lua`, each starting
+ * with a comment documenting its KEYS, ARGV and return value. A line `--!include common.lua` is
+ * replaced by the shared helpers when the scripts are loaded.
+ *
+ * They are registered with ioredis `defineCommand`: the first call on a connection sends the
+ * script (EVAL), later ones only its SHA1 (EVALSHA); after a `SCRIPT FLUSH` (or a failover to a
+ * server that never saw it) ioredis gets NOSCRIPT and sends the script again by itself.
+ */
+import { readFileSync } from 'node:fs';
+import type { Cluster, Redis } from 'ioredis';
+
+/** Each script and the number of KEYS it declares (the other keys it touches share their hash tag). */
+export const SCRIPT_KEYS = {
+  enqueue: 1,
+  reserve: 3,
+  settle: 2,
+  renew: 1,
+  release: 1,
+  progress: 1,
+  cancel: 1,
+  retry: 1,
+  prune: 3,
+  counts: 6,
+  watch: 1,
+  wake: 1,
+} as const;
+
+export type ScriptName = keyof typeof SCRIPT_KEYS;
+
+const LUA_DIR = new URL('./lua/', import.meta.url);
+
+function read(file: string): string {
+  return readFileSync(new URL(file, LUA_DIR), 'utf8');
+}
+
+/** The text of a script with its includes expanded. */
+export function scriptSource(name: ScriptName): string {
+  return read(`${name}.lua`).replace(/^--!include ([\w.-]+\.lua)\s*$/gm, (_, file: string) => read(file));
+}
+
+let sources: Map<ScriptName, string> | undefined;
+
+/** Registers every script on a client (as `errand_<name>`). */
+export function defineScripts(client: Redis | Cluster): void {
+  sources ??= new Map((Object.keys(SCRIPT_KEYS) as ScriptName[]).map((name) => [name, scriptSource(name)]));
+  for (const [name, lua] of sources) {
+    client.defineCommand(`errand_${name}`, { numberOfKeys: SCRIPT_KEYS[name], lua });
+  }
+}
+
+type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
+
+/** Runs a script: `keys` must have exactly the number of KEYS the script declares. */
+export function runScript(
+  client: Redis | Cluster,
+  name: ScriptName,
+  keys: readonly string[],
+  args: readonly (string | number)[],
+): Promise<unknown> {
+  const fn = (client as unknown as Record<string, ScriptFn>)[`errand_${name}`];
+  if (!fn) throw new Error(`Redis script ${name} is not defined on this client`);
+  return fn.call(client, ...keys, ...args);
+}

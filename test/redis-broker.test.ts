@@ -1,0 +1,473 @@
+/**
+ * Redis-specific behaviour of the Redis broker (the contract itself is checked by
+ * test/conformance): key layout under hash tags, memory per queued run, script reload after
+ * SCRIPT FLUSH, corrupt records, connection loss, wake-up tokens, URL parsing.
+ *
+ * Every broker here uses a key prefix of its own; the keys are deleted by prefix at the end
+ * (never FLUSHDB).
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
+import { Writable } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { parseRedisUrl } from '../src/broker/redis/connection.ts';
+import { CorruptRunError, RedisBroker } from '../src/broker/redis/redis-broker.ts';
+import type { NewRun } from '../src/broker/types.ts';
+import { BrokerUnavailableError, ConfigError } from '../src/core/errors.ts';
+import { newRunId } from '../src/core/ids.ts';
+import { uniquePrefix, waitFor, within } from './helpers.ts';
+
+const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const redis = new Redis(URL_, { lazyConnect: true, maxRetriesPerRequest: 1 });
+const prefixes = new Set<string>();
+const brokers: RedisBroker[] = [];
+
+function open(options: Partial<ConstructorParameters<typeof RedisBroker>[0]> = {}): RedisBroker {
+  const prefix = options.prefix ?? uniquePrefix('errand-rt');
+  prefixes.add(prefix);
+  const b = new RedisBroker({ url: URL_, ...options, prefix });
+  brokers.push(b);
+  return b;
+}
+
+function run(queue: string, now: number, over: Partial<NewRun> = {}): NewRun {
+  return {
+    id: newRunId(queue, now),
+    task: 'send_welcome_email',
+    queue,
+    input: '{"to":"user@example.com"}',
+    priority: 0,
+    runAt: now,
+    ...over,
+  };
+}
+
+async function keysOf(pattern: string): Promise<string[]> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    cursor = next;
+    out.push(...keys);
+  } while (cursor !== '0');
+  return out.sort();
+}
+
+/** The hash tag Redis Cluster uses for a key: the text between the first `{` and the next `}`. */
+function hashTag(key: string): string | null {
+  const open = key.indexOf('{');
+  if (open < 0) return null;
+  const close = key.indexOf('}', open + 1);
+  if (close <= open + 1) return null;
+  return key.slice(open + 1, close);
+}
+
+const rid = (id: string) => id.slice(-26);
+
+after(async () => {
+  await Promise.allSettled(brokers.map((b) => b.close()));
+  for (const prefix of prefixes) {
+    const keys = await keysOf(`${prefix}*`);
+    for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
+  }
+  redis.disconnect();
+});
+
+describe('redis broker: layout', () => {
+  it('keeps every key of a queue under its hash tag, runs named by their ULID only', async () => {
+    const b = open();
+    const now = Date.now();
+    const e1 = run('emails', now, { priority: 5, idempotencyKey: 'k1', idempotencyTtl: 60_000 });
+    const e2 = run('emails', now, { runAt: now + 60_000 });
+    const s1 = run('sms', now);
+    const s2 = run('sms', now);
+    await b.enqueue([e1, e2, s1, s2], now);
+    const { runs } = await b.reserve({ workerId: 'w1', queues: ['emails', 'sms'], max: 2, leaseMs: 30_000, now });
+    assert.equal(runs.length, 2);
+    await b.settle('w1', [{ id: runs[0]!.id, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 60_000 }], now + 1);
+    await b.cancel(s2.id, now + 2);
+
+    const keys = await keysOf(`${b.prefix}*`);
+    assert.ok(keys.includes(`${b.prefix}:queues`), 'the global set of queues');
+    for (const key of keys) {
+      if (key === `${b.prefix}:queues`) continue;
+      const tag = hashTag(key);
+      assert.ok(tag === 'emails' || tag === 'sms', `key ${key} is under a queue's hash tag`);
+      assert.ok(key.startsWith(`${b.prefix}:{${tag}}:`), `key ${key} starts with <prefix>:{<queue>}:`);
+    }
+    for (const r of [e1, e2, s1, s2]) {
+      const tag = r.queue;
+      assert.ok(keys.includes(`${b.prefix}:{${tag}}:r:${rid(r.id)}`), `run key of ${r.id} (ULID only)`);
+    }
+    assert.ok(keys.includes(`${b.prefix}:{emails}:ik:send_welcome_email:k1`), 'idempotency key in the queue slot');
+    assert.ok(keys.includes(`${b.prefix}:{emails}:sched`), 'schedule');
+    assert.ok(keys.includes(`${b.prefix}:{sms}:cancelled`), 'cancelled index');
+    // Members of lists and sets are ULIDs too.
+    assert.deepStrictEqual(await redis.zrange(`${b.prefix}:{emails}:sched`, 0, -1), [rid(e2.id)]);
+  });
+
+  it('stores a queued run as a small hash: state, task, input (priority only when not 0)', async () => {
+    const b = open();
+    const now = Date.now();
+    const plain = run('emails', now);
+    const urgent = run('emails', now, { priority: 9 });
+    await b.enqueue([plain, urgent], now);
+    const h = await redis.hgetall(`${b.prefix}:{emails}:r:${rid(plain.id)}`);
+    assert.deepStrictEqual(h, { s: 'q', t: plain.task, i: plain.input });
+    const hu = await redis.hgetall(`${b.prefix}:{emails}:r:${rid(urgent.id)}`);
+    assert.equal(hu.p, '9');
+    assert.equal(await redis.object('ENCODING', `${b.prefix}:{emails}:r:${rid(plain.id)}`), 'listpack');
+  });
+
+  it('a run settled as succeeded writes no history and keeps the compact encoding; getRun still shows the attempt', async () => {
+    const b = open();
+    const now = Date.now();
+    const r = run('emails', now);
+    await b.enqueue([r], now);
+    await b.reserve({ workerId: 'worker-host-1234:5678:abcdef', queues: ['emails'], max: 1, leaseMs: 30_000, now });
+    await b.settle(
+      'worker-host-1234:5678:abcdef',
+      [{ id: r.id, attempt: 1, outcome: 'succeeded', result: '{"ok":true}', retentionMs: 60_000 }],
+      now + 5,
+    );
+    const key = `${b.prefix}:{emails}:r:${rid(r.id)}`;
+    const h = await redis.hgetall(key);
+    assert.equal(h.h, undefined, 'no history field');
+    assert.equal(await redis.object('ENCODING', key), 'listpack');
+    const rec = await b.getRun(r.id);
+    assert.deepStrictEqual(rec?.history, [
+      { attempt: 1, worker: 'worker-host-1234:5678:abcdef', startedAt: now, outcome: 'succeeded', finishedAt: now + 5 },
+    ]);
+  });
+
+  it('memory per queued run is at or below what BullMQ stores for the same small job', async () => {
+    const b = open({ prefix: uniquePrefix('errand') });
+    const n = 5000;
+    const now = Date.now();
+    const runs = Array.from({ length: n }, () => run('emails', now));
+    await b.enqueue(runs, now);
+    const hashBytes = (await redis.call('MEMORY', 'USAGE', `${b.prefix}:{emails}:r:${rid(runs[n >> 1]!.id)}`)) as number;
+    const listBytes = (await redis.call('MEMORY', 'USAGE', `${b.prefix}:{emails}:w:0`, 'SAMPLES', '0')) as number;
+    const ours = hashBytes + listBytes / n;
+
+    // BullMQ's Queue.add('send_welcome_email', { to }) with default options stores this hash and
+    // pushes the numeric id on the wait list (plus an entry in its events stream, capped at 10,000
+    // entries and left out here). Same prefix length, so the key names weigh the same.
+    const bull = `${'b'.repeat(b.prefix.length - 'errand'.length)}bull`;
+    prefixes.add(bull);
+    const pipe = redis.pipeline();
+    for (let i = 1; i <= n; i++) {
+      pipe.hset(`${bull}:emails:${i}`, 'name', 'send_welcome_email', 'data', '{"to":"user@example.com"}', 'opts', '{"attempts":0}');
+      pipe.hset(`${bull}:emails:${i}`, 'timestamp', String(now), 'delay', '0', 'priority', '0');
+      pipe.lpush(`${bull}:emails:wait`, String(i));
+    }
+    await pipe.exec();
+    const bullHash = (await redis.call('MEMORY', 'USAGE', `${bull}:emails:${n >> 1}`)) as number;
+    const bullList = (await redis.call('MEMORY', 'USAGE', `${bull}:emails:wait`, 'SAMPLES', '0')) as number;
+    const theirs = bullHash + bullList / n;
+    console.log(
+      `# memory per queued run (prefix of ${b.prefix.length} chars): errand ${ours.toFixed(1)} bytes (hash ${hashBytes} + list ${(listBytes / n).toFixed(1)}); ` +
+        `BullMQ-shaped job ${theirs.toFixed(1)} bytes (hash ${bullHash} + list ${(bullList / n).toFixed(1)}), not counting its events stream`,
+    );
+    assert.ok(ours <= theirs, `errand ${ours} bytes per queued run should be <= BullMQ's ${theirs}`);
+  });
+});
+
+describe('redis broker: retention', () => {
+  it('a finished run expires by itself (PEXPIRE retention); retention 0 deletes it; a replay persists it', async () => {
+    const b = open();
+    const now = Date.now();
+    const [kept, gone, failed] = [run('emails', now), run('emails', now), run('emails', now)];
+    await b.enqueue([kept, gone, failed], now);
+    await b.reserve({ workerId: 'w', queues: ['emails'], max: 3, leaseMs: 30_000, now });
+    await b.settle(
+      'w',
+      [
+        { id: kept.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 60_000 },
+        { id: gone.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 0 },
+        { id: failed.id, attempt: 1, outcome: 'failed', error: '{"name":"Error","message":"x"}', retentionMs: 120_000 },
+      ],
+      now + 1,
+    );
+    const ttl = await redis.pttl(`${b.prefix}:{emails}:r:${rid(kept.id)}`);
+    assert.ok(ttl > 50_000 && ttl <= 60_000, `TTL ${ttl}`);
+    assert.equal(await redis.exists(`${b.prefix}:{emails}:r:${rid(gone.id)}`), 0);
+    assert.equal(await redis.zscore(`${b.prefix}:{emails}:succeeded`, rid(gone.id)), null, 'retention 0 is not indexed');
+    assert.equal(Number(await redis.zscore(`${b.prefix}:{emails}:succeeded`, rid(kept.id))), now + 1 + 60_000, 'indexed by expiresAt');
+    assert.deepStrictEqual(await b.retry(failed.id, now + 2), { outcome: 'queued' });
+    assert.equal(await redis.pttl(`${b.prefix}:{emails}:r:${rid(failed.id)}`), -1, 'a replayed run no longer expires');
+    const rec = await b.getRun(failed.id);
+    assert.equal(rec?.history.length, 1, 'the failed attempt was moved into the stored history');
+    assert.deepStrictEqual(rec?.history[0], {
+      attempt: 1,
+      worker: 'w',
+      startedAt: now,
+      finishedAt: now + 1,
+      outcome: 'failed',
+      error: '{"name":"Error","message":"x"}',
+    });
+  });
+});
+
+describe('redis broker: scripts', () => {
+  it('every script starts with a header documenting KEYS, ARGV and the return value', () => {
+    const dir = new URL('../src/broker/redis/lua/', import.meta.url);
+    const files = readdirSync(dir).filter((f) => f.endsWith('.lua'));
+    assert.ok(files.length >= 12);
+    for (const f of files) {
+      const text = readFileSync(new URL(f, dir), 'utf8');
+      assert.ok(text.startsWith('--[['), `${f} starts with a header comment`);
+      const header = text.slice(0, text.indexOf(']]'));
+      if (f === 'common.lua') continue;
+      for (const word of ['KEYS[1]', 'Returns']) assert.ok(header.includes(word), `${f}: header mentions ${word}`);
+    }
+  });
+
+  it('keeps working after SCRIPT FLUSH (EVALSHA falls back to sending the script)', async () => {
+    const b = open();
+    const now = Date.now();
+    await b.enqueue([run('emails', now)], now);
+    assert.equal((await b.reserve({ workerId: 'w', queues: ['emails'], max: 5, leaseMs: 30_000, now })).runs.length, 1);
+    await redis.script('FLUSH');
+    // Several calls in flight at once, over several queues, right after the flush.
+    const batch = [run('emails', now), run('sms', now), run('push', now)];
+    const [enq] = await Promise.all([b.enqueue(batch, now), b.counts(['emails', 'sms', 'push'])]);
+    assert.ok(enq.every((r) => r.created));
+    await redis.script('FLUSH');
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['emails', 'sms', 'push'], max: 10, leaseMs: 30_000, now });
+    assert.equal(runs.length, 3);
+    await redis.script('FLUSH');
+    assert.deepStrictEqual(
+      await b.settle(
+        'w',
+        runs.map((r) => ({ id: r.id, attempt: r.attempt, outcome: 'succeeded' as const, result: null, retentionMs: 1000 })),
+        now + 1,
+      ),
+      ['ok', 'ok', 'ok'],
+    );
+  });
+});
+
+describe('redis broker: reserve over several queues', () => {
+  it('serves queues in the order requested and never hands out more than max', async () => {
+    const b = open();
+    const now = Date.now();
+    const q = (name: string) => Array.from({ length: 5 }, () => run(name, now));
+    const [a, bb, c] = [q('qa'), q('qb'), q('qc')];
+    await b.enqueue([...a, ...bb, ...c], now);
+    const first = await b.reserve({ workerId: 'w', queues: ['qa', 'qb', 'qc'], max: 7, leaseMs: 30_000, now });
+    assert.deepStrictEqual(
+      first.runs.map((r) => r.id),
+      [...a, ...bb.slice(0, 2)].map((r) => r.id),
+    );
+    const second = await b.reserve({ workerId: 'w', queues: ['qc', 'qb'], max: 100, leaseMs: 30_000, now });
+    assert.deepStrictEqual(
+      second.runs.map((r) => r.id),
+      [...c, ...bb.slice(2)].map((r) => r.id),
+    );
+    assert.deepStrictEqual((await b.counts(['qa', 'qb', 'qc'])).qb, {
+      queued: 0,
+      scheduled: 0,
+      active: 5,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+    });
+  });
+});
+
+describe('redis broker: corrupt records', () => {
+  it('reserve fails unreadable runs with reason corrupt and keeps going', async () => {
+    const b = open();
+    const now = Date.now();
+    const good = [run('emails', now), run('emails', now)];
+    await b.enqueue(good, now);
+    const base = `${b.prefix}:{emails}:`;
+    const notHash = newRunId('emails', now);
+    const noInput = newRunId('emails', now);
+    const noState = newRunId('emails', now);
+    const schedString = newRunId('emails', now);
+    const activeString = newRunId('emails', now);
+    await redis.set(`${base}r:${rid(notHash)}`, 'garbage');
+    await redis.hset(`${base}r:${rid(noInput)}`, 's', 'q', 't', 'send_welcome_email');
+    await redis.hset(`${base}r:${rid(noState)}`, 't', 'send_welcome_email', 'i', '{}');
+    await redis.rpush(`${base}w:0`, rid(notHash), rid(noInput), rid(noState), rid(newRunId('emails', now)));
+    await redis.set(`${base}r:${rid(schedString)}`, 'garbage');
+    await redis.zadd(`${base}sched`, now - 1, rid(schedString));
+    await redis.sadd(`${base}r:${rid(activeString)}`, 'a', 'set');
+    await redis.zadd(`${base}active`, now - 1, rid(activeString));
+
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['emails'], max: 10, leaseMs: 30_000, now });
+    assert.deepStrictEqual(
+      runs.map((r) => r.id),
+      good.map((r) => r.id),
+      'the readable runs are reserved',
+    );
+    for (const id of [notHash, noInput, noState, schedString, activeString]) {
+      const rec = await b.getRun(id);
+      assert.equal(rec?.state, 'failed', `${id} failed`);
+      const err = JSON.parse(rec.error!) as { reason: string; message: string };
+      assert.equal(err.reason, 'corrupt');
+      assert.match(err.message, new RegExp(id.replace('.', '\\.')));
+    }
+    assert.equal((await b.counts(['emails'])).emails?.failed, 5);
+    assert.deepStrictEqual((await b.reserve({ workerId: 'w', queues: ['emails'], max: 10, leaseMs: 30_000, now })).runs, []);
+  });
+
+  it('getRun of a key that is not a hash throws an error naming the run and the key', async () => {
+    const b = open();
+    const id = newRunId('emails');
+    await redis.set(`${b.prefix}:{emails}:r:${rid(id)}`, 'garbage');
+    await assert.rejects(
+      b.getRun(id),
+      (err: unknown) => err instanceof CorruptRunError && err.message.includes(id) && err.message.includes(':r:'),
+    );
+  });
+});
+
+describe('redis broker: wake-ups', () => {
+  it('a token taken by a waiter that gave up is put back for the next one', async () => {
+    const a = open();
+    const other = open({ prefix: a.prefix });
+    const c = new AbortController();
+    const waiting = a.waitForWork(['emails'], null, c.signal);
+    await new Promise((r) => setTimeout(r, 50)); // let the BLPOP start
+    c.abort();
+    await waiting;
+    await other.enqueue([run('emails', Date.now())], Date.now()); // the lingering BLPOP of `a` takes the token
+    await waitFor(async () => (await redis.llen(`${a.prefix}:{emails}:wake`)) === 1, { message: 'token put back' });
+    const third = open({ prefix: a.prefix });
+    await within(third.waitForWork(['emails'], null, new AbortController().signal), 5000, 'waitForWork with a token waiting');
+  });
+
+  it('close() resolves pending waits and returns promptly', async () => {
+    const b = open();
+    const w = b.waitForWork(['emails', 'sms'], null, new AbortController().signal);
+    await new Promise((r) => setTimeout(r, 50));
+    await within(b.close(), 3000, 'close with a pending waitForWork');
+    await within(w, 1000, 'the pending wait resolves on close');
+  });
+});
+
+/** A TCP proxy in front of Redis that can drop every connection and refuse new ones. */
+class TcpProxy {
+  server: Server | undefined;
+  sockets = new Set<Socket>();
+  port = 0;
+  async start(port = 0): Promise<void> {
+    const target = new URL(URL_);
+    this.server = createServer((client) => {
+      const upstream = tcpConnect(Number(target.port || 6379), target.hostname);
+      this.sockets.add(client);
+      this.sockets.add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.sockets.delete(client);
+        this.sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', resolve));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()));
+  }
+}
+
+describe('redis broker: connection', () => {
+  it('ping and commands fail fast with BrokerUnavailableError when Redis is unreachable', async () => {
+    const b = new RedisBroker({ url: 'redis://127.0.0.1:1', prefix: uniquePrefix('errand-rt'), connectWaitMs: 3000 });
+    try {
+      const t = Date.now();
+      await assert.rejects(b.ping(), BrokerUnavailableError);
+      await assert.rejects(b.enqueue([run('emails', Date.now())], Date.now()), BrokerUnavailableError);
+      await assert.rejects(b.getRun(newRunId('emails')), BrokerUnavailableError);
+      assert.ok(Date.now() - t < 2500, `failed fast (${Date.now() - t} ms)`);
+      const w = Date.now();
+      await b.waitForWork(['emails'], Date.now() + 100, new AbortController().signal);
+      assert.ok(Date.now() - w < 1000, 'waitForWork still honours until');
+    } finally {
+      await within(b.close(), 3000, 'close of an unconnected broker');
+    }
+  });
+
+  it('logs a lost connection, fails commands while it is down, and recovers by itself', async () => {
+    const proxy = new TcpProxy();
+    await proxy.start();
+    const lines: { msg: string; level: number }[] = [];
+    const logger = pino(
+      { level: 'warn' },
+      new Writable({
+        write(chunk, _enc, cb) {
+          lines.push(JSON.parse(String(chunk)));
+          cb();
+        },
+      }),
+    );
+    const prefix = uniquePrefix('errand-rt');
+    prefixes.add(prefix);
+    const b = new RedisBroker({ url: `redis://127.0.0.1:${proxy.port}`, prefix, logger, connectWaitMs: 1000 });
+    brokers.push(b);
+    await b.ping();
+    await b.enqueue([run('emails', Date.now())], Date.now());
+
+    const port = proxy.port;
+    await proxy.stop();
+    await waitFor(() => lines.some((l) => /lost/.test(l.msg)), { message: 'a warn line about the lost connection' });
+    const t = Date.now();
+    await assert.rejects(b.ping(), BrokerUnavailableError);
+    await assert.rejects(b.counts(['emails']), BrokerUnavailableError);
+    assert.ok(Date.now() - t < 2500, `commands fail within the wait bound (${Date.now() - t} ms)`);
+
+    await proxy.start(port);
+    await waitFor(
+      async () => {
+        await b.ping();
+        return true;
+      },
+      { timeoutMs: 10_000, message: 'the broker reconnects by itself' },
+    );
+    assert.equal((await b.counts(['emails'])).emails?.queued, 1);
+    assert.ok(
+      lines.some((l) => /restored/.test(l.msg)),
+      `a warn line about the recovery: ${JSON.stringify(lines)}`,
+    );
+    await b.close();
+    await proxy.stop();
+  });
+});
+
+describe('redis broker: URLs and options', () => {
+  it('parses single, TLS and cluster URLs', () => {
+    assert.deepStrictEqual(parseRedisUrl('redis://127.0.0.1:6379/2'), { kind: 'single', url: 'redis://127.0.0.1:6379/2', tls: false });
+    assert.equal((parseRedisUrl('rediss://user:pw@cache.example.com:6380') as { tls: boolean }).tls, true);
+    assert.deepStrictEqual(parseRedisUrl('redis+cluster://user:p%40ss@10.0.0.1:7000,10.0.0.2:7001,node-3'), {
+      kind: 'cluster',
+      nodes: [
+        { host: '10.0.0.1', port: 7000 },
+        { host: '10.0.0.2', port: 7001 },
+        { host: 'node-3', port: 6379 },
+      ],
+      username: 'user',
+      password: 'p@ss',
+      tls: false,
+    });
+    assert.throws(() => parseRedisUrl('redis+cluster://'), ConfigError);
+    assert.throws(() => parseRedisUrl('redis+cluster://a:1,,b:2'), ConfigError);
+    assert.throws(() => parseRedisUrl('redis://'), ConfigError);
+  });
+
+  it('refuses a prefix with braces (it would break the hash tags)', () => {
+    assert.throws(() => new RedisBroker({ url: URL_, prefix: 'a{b}' }), ConfigError);
+    assert.throws(() => new RedisBroker({ url: URL_, maxLeaseLosses: 0 }), ConfigError);
+  });
+});
