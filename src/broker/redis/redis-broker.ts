@@ -148,6 +148,8 @@ export class RedisBroker implements Broker {
   readonly #knownQueues = new Set<string>();
 
   #sub: ConnectionGate | undefined;
+  /** Set by onCancel(): resolves once the cancels channel is subscribed. */
+  #cancelsSubscribed: Promise<void> | undefined;
   readonly #subscriptions = new Map<string, Promise<void>>();
   readonly #watchers = new Map<string, Set<() => void>>();
   readonly #cancelListeners = new Set<(ids: string[]) => void>();
@@ -331,6 +333,8 @@ export class RedisBroker implements Broker {
     const max = Math.max(0, Math.floor(req.max));
     if (queues.length === 0) return { runs: [], nextAt: null };
     const redis = await this.#ready();
+    // Runs leased after onCancel() get their cancel notices: wait (boundedly) for the subscription.
+    if (this.#cancelsSubscribed) await this.#bounded(this.#cancelsSubscribed);
     const first = await Promise.all(queues.map((q, i) => this.#reserveCall(redis, q, req, i === 0 ? max : 0, now)));
     const byQueueRuns = new Map<string, Reservation[]>(first.map((r) => [r.queue, r.runs]));
     let nextAt: number | null = null;
@@ -509,6 +513,13 @@ export class RedisBroker implements Broker {
     return state;
   }
 
+  /** Waits for `p`, at most connectWaitMs; never throws. */
+  async #bounded(p: Promise<unknown>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([p.catch(() => {}), new Promise((r) => (timer = setTimeout(r, this.#connectWaitMs)))]);
+    clearTimeout(timer);
+  }
+
   async #allQueues(redis: RedisClient): Promise<string[]> {
     return (await redis.smembers(this.#queuesKey)).filter((q) => QUEUE_NAME.test(q)).sort();
   }
@@ -669,13 +680,20 @@ export class RedisBroker implements Broker {
   onCancel(listener: (ids: string[]) => void): () => void {
     const entry = (ids: string[]) => listener(ids);
     this.#cancelListeners.add(entry);
-    if (!this.#closed) {
-      this.#subscribe(this.#cancelsChannel).catch((err: unknown) => {
-        this.#logger?.warn(
-          { err: (err as Error).message },
-          'Redis: subscribing to cancel notices failed (renew still reports cancelled runs)',
-        );
-      });
+    if (!this.#closed && !this.#cancelsSubscribed) {
+      const subscribed = this.#subscribe(this.#cancelsChannel).then(
+        () => {
+          if (this.#cancelsSubscribed === subscribed) this.#cancelsSubscribed = Promise.resolve();
+        },
+        (err: unknown) => {
+          if (this.#cancelsSubscribed === subscribed) this.#cancelsSubscribed = undefined;
+          this.#logger?.warn(
+            { err: (err as Error).message },
+            'Redis: subscribing to cancel notices failed (renew still reports cancelled runs)',
+          );
+        },
+      );
+      this.#cancelsSubscribed = subscribed;
     }
     return () => {
       this.#cancelListeners.delete(entry);
