@@ -21,7 +21,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { DatabaseSync, SQLOutputValue, StatementSync } from 'node:sqlite';
 import type { Logger } from 'pino';
 import { ConfigError } from '../../core/errors.ts';
 import type {
@@ -955,6 +955,23 @@ export class SqliteBroker implements Broker, BrokerInspector {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** How the file is set up on this connection (for `errand inspect`, diagnostics and tests). */
+  storageInfo(): { path: string; journalMode: string; synchronous: string; busyTimeoutMs: number; schemaVersion: number } {
+    this.#open();
+    const get = (sql: string): SQLOutputValue | undefined => {
+      const row = this.#db.prepare(sql).get() as Row | undefined;
+      return row ? Object.values(row)[0] : undefined;
+    };
+    const sync = ['off', 'normal', 'full', 'extra'][num(get('PRAGMA synchronous')) ?? -1] ?? 'unknown';
+    return {
+      path: this.path,
+      journalMode: String(get('PRAGMA journal_mode')),
+      synchronous: sync,
+      busyTimeoutMs: num(get('PRAGMA busy_timeout')) ?? 0,
+      schemaVersion: num(get('SELECT max(version) FROM errand_schema')) ?? 0,
+    };
+  }
 
   async ping(): Promise<void> {
     this.#open();
