@@ -19,6 +19,9 @@
  *   next due time moved earlier (enqueue, retry, release, promotion, lease recovery, new leases).
  *   Idle workers in other processes read it when the file changes, instead of taking the write lock.
  * - `errand_meta`: key/value (the `seq` counter).
+ *   The latest attempt of a run lives in columns (`a_no`, `worker`, `started_at`, `a_ended`,
+ *   `a_outcome`, and `error` when it failed or asked for a retry); `history` (JSON) holds the earlier
+ *   ones, so that a first attempt starts and ends without JSON work (v5).
  * - `cancel_log` (v2): active runs cancelled, so that `onCancel` reaches workers in other processes.
  * - `workers`, `paused_queues`, `queue_stats` (v2): the BrokerInspector's worker registry, paused
  *   queues and per-minute counters.
@@ -166,6 +169,24 @@ export const MIGRATIONS: readonly Migration[] = [
       DROP TABLE idempotency;
       ALTER TABLE idempotency_v4 RENAME TO idempotency;
       CREATE INDEX idempotency_expiry ON idempotency (expires_at);
+    `,
+  },
+  {
+    version: 5,
+    description: 'the latest attempt in columns (a_no, a_ended, a_outcome), earlier ones in history',
+    // Starting and settling a first attempt (the hot path) then touches no JSON at all: the latest
+    // attempt is (a_no, worker, started_at, a_ended, a_outcome, and error when failed or retry), and
+    // moves into the history JSON only when the next attempt starts or the run is replayed.
+    sql: `
+      ALTER TABLE runs ADD COLUMN a_no INTEGER;
+      ALTER TABLE runs ADD COLUMN a_ended INTEGER;
+      ALTER TABLE runs ADD COLUMN a_outcome TEXT;
+      UPDATE runs SET
+          a_no = json_extract(history, '$[#-1].attempt'),
+          a_ended = json_extract(history, '$[#-1].finishedAt'),
+          a_outcome = json_extract(history, '$[#-1].outcome'),
+          history = json_remove(history, '$[#-1]')
+        WHERE CASE WHEN json_valid(history) THEN json_type(history, '$[#-1]') = 'object' ELSE 0 END;
     `,
   },
 ];

@@ -11,21 +11,32 @@ import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
 
 export type Row = Record<string, SQLOutputValue>;
 
-/** Query fragment: sets fields of the last history entry, if the history is a JSON array ending with an object. */
-function historySet(finishedAt: string, outcome: string, error?: string): string {
-  const err = error ? `, '$[#-1].error', ${error}` : '';
-  return `CASE WHEN json_valid(history) THEN CASE WHEN json_type(history, '$[#-1]') = 'object'
-    THEN json_set(history, '$[#-1].finishedAt', ${finishedAt}, '$[#-1].outcome', ${outcome}${err})
-    ELSE history END ELSE history END`;
-}
+/**
+ * The latest attempt as a history entry (JSON text). Its error is the run's error when it failed or
+ * asked for a retry (the run's error is always that attempt's then).
+ */
+const LAST_ATTEMPT = `json(CASE WHEN a_outcome IN ('failed', 'retry') AND error IS NOT NULL
+  THEN json_object('attempt', a_no, 'worker', worker, 'startedAt', started_at, 'finishedAt', a_ended, 'outcome', a_outcome, 'error', error)
+  ELSE json_object('attempt', a_no, 'worker', worker, 'startedAt', started_at, 'finishedAt', a_ended, 'outcome', a_outcome) END)`;
 
-const NEW_ATTEMPT = `json_object('attempt', attempts + 1, 'worker', :worker, 'startedAt', :now)`;
+/** Query fragment: the history with the latest attempt appended, if it ended (a garbled history restarts from it). */
+const HISTORY_WITH_LAST = `CASE WHEN a_outcome IS NULL OR a_no IS NULL THEN history
+  WHEN json_valid(history) THEN CASE WHEN json_type(history) = 'array'
+    THEN json_insert(history, '$[#]', ${LAST_ATTEMPT}) ELSE json_array(${LAST_ATTEMPT}) END
+  ELSE json_array(${LAST_ATTEMPT}) END`;
+
+/** Query fragment: ends the latest attempt at `at` with `outcome`. */
+function endAttempt(at: string, outcome: string): string {
+  return `a_ended = ${at}, a_outcome = ${outcome}`;
+}
 
 /** The lease is held: run `?1` is active, on attempt `?2`, for worker `?3` (hot statements bind by position). */
 const HELD = `id = ?1 AND state = 'active' AND attempts = ?2 AND worker = ?3`;
 
+/** A failed run back to queued, its attempts reset; its last attempt moves into the history. */
 const REPLAY = `state = 'queued', attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
-  finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1`;
+  finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1,
+  history = ${HISTORY_WITH_LAST}, a_no = NULL, a_ended = NULL, a_outcome = NULL`;
 
 export const SQL = {
   begin: 'BEGIN IMMEDIATE',
@@ -56,19 +67,17 @@ export const SQL = {
           FROM runs WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now) AS p
     WHERE runs.rid = p.prid`,
   recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
-      finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, history = ${historySet(':now', "'lost'")}
+      finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max`,
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
-      history = ${historySet(':now', "'lost'")}
+      ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
-      rev = rev + 1,
-      history = CASE WHEN json_valid(history) THEN CASE WHEN json_type(history) = 'array'
-        THEN json_insert(history, '$[#]', ${NEW_ATTEMPT}) ELSE json_array(${NEW_ATTEMPT}) END ELSE json_array(${NEW_ATTEMPT}) END
+      rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' ORDER BY priority DESC, seq LIMIT :max)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
   failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
-      rev = rev + 1, history = ${historySet(':now', "'failed'", ':error')}
+      rev = rev + 1, ${endAttempt(':now', "'failed'")}
     WHERE rid = :rid`,
   nextScheduled: `SELECT run_at FROM runs WHERE queue = ? AND state = 'scheduled' AND run_at IS NOT NULL ORDER BY run_at LIMIT 1`,
   nextLease: `SELECT lease_until FROM runs WHERE queue = ? AND state = 'active' AND lease_until IS NOT NULL ORDER BY lease_until LIMIT 1`,
@@ -76,22 +85,22 @@ export const SQL = {
   // settle, renew, release, progress
   /** ?4 now, ?5 expires, ?6 result */
   succeed: `UPDATE runs SET state = 'succeeded', result = ?6, error = NULL, finished_at = ?4, expires_at = ?5,
-      lease_until = NULL, rev = rev + 1, history = ${historySet('?4', "'succeeded'")}
+      lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'succeeded'")}
     WHERE ${HELD} RETURNING queue, started_at`,
   /** ?4 now, ?5 expires, ?6 error */
   fail: `UPDATE runs SET state = 'failed', error = ?6, finished_at = ?4, expires_at = ?5, lease_until = NULL,
-      rev = rev + 1, history = ${historySet('?4', "'failed'", '?6')}
+      rev = rev + 1, ${endAttempt('?4', "'failed'")}
     WHERE ${HELD} RETURNING queue, started_at`,
   deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at`,
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
-      error = ?7, lease_until = NULL, rev = rev + 1, history = ${historySet('?4', "'retry'", '?7')}
+      error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
     WHERE ${HELD} RETURNING queue, started_at`,
   /** ?4 lease expiry */
   renew: `UPDATE runs SET lease_until = ?4 WHERE ${HELD}`,
   /** ?4 now */
   release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
-      history = ${historySet('?4', "'released'")}
+      ${endAttempt('?4', "'released'")}
     WHERE ${HELD} RETURNING queue`,
   /** ?4 progress */
   progress: `UPDATE runs SET progress = ?4, rev = rev + 1 WHERE ${HELD}`,
@@ -99,7 +108,8 @@ export const SQL = {
   // reading and managing runs
   get: 'SELECT * FROM runs WHERE id = ?',
   cancel: `UPDATE runs SET state = 'cancelled', finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1,
-      history = CASE WHEN state = 'active' THEN ${historySet(':now', "'cancelled'")} ELSE history END
+      a_ended = CASE WHEN state = 'active' THEN :now ELSE a_ended END,
+      a_outcome = CASE WHEN state = 'active' THEN 'cancelled' ELSE a_outcome END
     WHERE id = :id`,
   cancelLog: 'INSERT INTO cancel_log (run_id, at) VALUES (?, ?)',
   cancelsSince: 'SELECT seq, run_id FROM cancel_log WHERE seq > ? ORDER BY seq',
@@ -267,6 +277,18 @@ export function toRecord(row: Row): RunRecord {
     enqueuedAt: num(row.enqueued_at) ?? 0,
     history: parseHistory(row.history),
   };
+  const attempt = num(row.a_no);
+  if (attempt !== undefined) {
+    // The latest attempt (see LAST_ATTEMPT): absent fields stay absent.
+    const last: AttemptRecord = { attempt, worker: text(row.worker) ?? '', startedAt: num(row.started_at) ?? 0 };
+    const ended = num(row.a_ended);
+    if (ended !== undefined) last.finishedAt = ended;
+    const outcome = text(row.a_outcome);
+    if (outcome !== undefined) last.outcome = outcome;
+    const error = text(row.error);
+    if (error !== undefined && (outcome === 'failed' || outcome === 'retry')) last.error = error;
+    rec.history.push(last);
+  }
   const result = text(row.result);
   if (result !== undefined) rec.result = result;
   const error = text(row.error);
