@@ -18,7 +18,7 @@ import { MIGRATIONS, SCHEMA_VERSION } from '../src/broker/sqlite/schema.ts';
 import { SqliteBroker, type SqliteBrokerOptions } from '../src/broker/sqlite/sqlite-broker.ts';
 import { SQL } from '../src/broker/sqlite/statements.ts';
 import type { NewRun, RunError } from '../src/broker/types.ts';
-import { ConfigError } from '../src/core/errors.ts';
+import { BrokerUnavailableError, ConfigError } from '../src/core/errors.ts';
 import { newRunId } from '../src/core/ids.ts';
 
 const NODE = new URL('../node_modules/.bin/node', import.meta.url).pathname;
@@ -184,6 +184,29 @@ describe('SQLite broker: the file', () => {
     assert.deepStrictEqual(same, { id, created: false, state: 'queued' }, 'the old key still holds, in its queue');
     const [other] = await b.enqueue([run('other', t0, { idempotencyKey: 'k1', idempotencyTtl: 60_000 })], t0 + 1);
     assert.equal(other?.created, true, 'and only there');
+  });
+
+  it('a write lock held too long by another connection: BrokerUnavailableError naming the file; reads go on', async () => {
+    const path = dbPath();
+    const b = open(path, { busyTimeoutMs: 100 });
+    const t0 = Date.now();
+    const first = run('lock', t0);
+    await b.enqueue([first], t0);
+    const other = new DatabaseSync(path);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      await assert.rejects(
+        b.enqueue([run('lock', t0)], t0),
+        (err: Error) => err instanceof BrokerUnavailableError && err.message.includes(path) && /locked/.test(err.message),
+      );
+      assert.equal((await b.getRun(first.id))?.state, 'queued', 'readers are never blocked by the writer (WAL)');
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    assert.equal((await b.enqueue([run('lock', t0)], t0))[0]?.created, true, 'and it works again once the lock is gone');
+    await b.close();
+    await assert.rejects(b.getRun(first.id), BrokerUnavailableError);
   });
 
   it('connects from a sqlite: URL, creating the folder', async () => {

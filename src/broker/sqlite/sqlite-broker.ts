@@ -23,7 +23,7 @@ import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { DatabaseSync, SQLOutputValue, StatementSync } from 'node:sqlite';
 import type { Logger } from 'pino';
-import { ConfigError } from '../../core/errors.ts';
+import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import type {
   Broker,
   BrokerInspector,
@@ -128,6 +128,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
   readonly #failedRetentionMs: number;
   readonly #cancelledRetentionMs: number;
   readonly #safetyWakeMs: number;
+  readonly #busyTimeoutMs: number;
   readonly #hub: WakeHub;
   #closed = false;
 
@@ -158,6 +159,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
     this.#cancelledRetentionMs = nonNegative(options.cancelledRetentionMs, DAY, 'cancelledRetentionMs');
     this.#safetyWakeMs = positiveInt(options.safetyWakeMs, 2000, 'safetyWakeMs');
     const busyTimeoutMs = nonNegative(options.busyTimeoutMs, 5000, 'busyTimeoutMs');
+    this.#busyTimeoutMs = busyTimeoutMs;
     const synchronous = (options.synchronous ?? 'normal').toLowerCase();
     if (synchronous !== 'normal' && synchronous !== 'full') {
       throw new ConfigError(`SqliteBroker: synchronous must be "normal" or "full", got ${JSON.stringify(options.synchronous)}`);
@@ -213,13 +215,43 @@ export class SqliteBroker implements Broker, BrokerInspector {
   // Transactions, counters, stats
 
   #open(): void {
-    if (this.#closed) throw new Error(`SqliteBroker (${this.path}) is closed`);
+    if (this.#closed) throw new BrokerUnavailableError(`The SQLite broker (${this.path}) is closed`);
+  }
+
+  /** A storage error as BrokerUnavailableError, saying what happened to which file (other errors as they are). */
+  #unavailable(err: unknown): unknown {
+    const e = err as { code?: string; errcode?: number; errstr?: string; message?: string } | undefined;
+    if (e?.code !== 'ERR_SQLITE_ERROR') return err;
+    const primary = (e.errcode ?? 0) & 0xff;
+    const what =
+      primary === 5 || primary === 6
+        ? `stayed locked by another process for over ${this.#busyTimeoutMs} ms`
+        : primary === 13
+          ? 'cannot grow: the disk is full'
+          : primary === 8
+            ? 'is read-only'
+            : `failed: ${e.errstr ?? e.message}`;
+    return new BrokerUnavailableError(`The SQLite file ${this.path} ${what}`, { cause: err });
+  }
+
+  /** Reads outside a transaction (WAL: a consistent snapshot, never blocked by writers). */
+  #read<T>(fn: () => T): T {
+    this.#open();
+    try {
+      return fn();
+    } catch (err) {
+      throw this.#unavailable(err);
+    }
   }
 
   /** Runs `fn` in one BEGIN IMMEDIATE transaction (this process holds SQLite's write lock throughout). */
   #tx<T>(fn: () => T): T {
     this.#open();
-    this.#s.begin.run();
+    try {
+      this.#s.begin.run();
+    } catch (err) {
+      throw this.#unavailable(err);
+    }
     try {
       const out = fn();
       if (this.#seqDirty) this.#s.seqSet.run(this.#seqNext ?? 0);
@@ -227,8 +259,14 @@ export class SqliteBroker implements Broker, BrokerInspector {
       this.#s.commit.run();
       return out;
     } catch (err) {
-      if (this.#db.isTransaction) this.#db.exec('ROLLBACK');
-      throw err;
+      if (this.#db.isTransaction) {
+        try {
+          this.#db.exec('ROLLBACK');
+        } catch {
+          // the connection rolled back by itself
+        }
+      }
+      throw this.#unavailable(err);
     } finally {
       this.#seqNext = undefined;
       this.#seqDirty = false;
@@ -512,7 +550,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async progress(workerId: string, lease: Lease, progress: string): Promise<SettleStatus> {
     this.#open();
-    const ok = this.#s.progress.run(lease.id, lease.attempt, workerId, progress).changes > 0;
+    const ok = this.#tx(() => this.#s.progress.run(lease.id, lease.attempt, workerId, progress).changes > 0);
     if (ok) this.#hub.emit('runs', [lease.id]);
     return ok ? 'ok' : 'lost';
   }
@@ -522,7 +560,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async getRun(id: string): Promise<RunRecord | null> {
     this.#open();
-    const row = this.#s.get.get(id) as Row | undefined;
+    const row = this.#read(() => this.#s.get.get(id) as Row | undefined);
     return row ? toRecord(row) : null;
   }
 
@@ -567,14 +605,14 @@ export class SqliteBroker implements Broker, BrokerInspector {
   async counts(queues?: readonly string[]): Promise<Record<string, QueueCounts>> {
     this.#open();
     const out: Record<string, QueueCounts> = {};
-    let rows: Row[];
-    if (queues) {
-      for (const q of queues) out[q] = emptyCounts();
-      rows = this.#s.countsSome.all(JSON.stringify(queues)) as Row[];
-    } else {
+    const rows = this.#read((): Row[] => {
+      if (queues) {
+        for (const q of queues) out[q] = emptyCounts();
+        return this.#s.countsSome.all(JSON.stringify(queues)) as Row[];
+      }
       for (const r of this.#s.queues.all() as Row[]) out[String(r.queue)] = emptyCounts();
-      rows = this.#s.countsAll.all() as Row[];
-    }
+      return this.#s.countsAll.all() as Row[];
+    });
     for (const r of rows) {
       const state = String(r.state);
       if (!STATES.has(state)) continue;
@@ -614,7 +652,11 @@ export class SqliteBroker implements Broker, BrokerInspector {
     if (delay <= 0) return Promise.resolve();
     // Work that appeared since this broker's last reserve: e.g. another process's enqueue between
     // that reserve and this call, whose file event found no waiter.
-    if (this.#signalsMoved(queues, this.#readSignals())) return Promise.resolve();
+    try {
+      if (this.#signalsMoved(queues, this.#readSignals())) return Promise.resolve();
+    } catch {
+      return Promise.resolve(); // storage trouble: let the caller's reserve meet it
+    }
     return new Promise<void>((resolve) => {
       const waiter: Waiter = {
         queues,
@@ -635,7 +677,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
     this.#open();
     let w = this.#watched.get(id);
     if (!w) {
-      const rows = this.#s.revs.all(JSON.stringify([id])) as Row[];
+      const rows = this.#read(() => this.#s.revs.all(JSON.stringify([id])) as Row[]);
       w = { listeners: new Set(), rev: rows[0] ? (num(rows[0].rev) ?? -1) : null };
       this.#watched.set(id, w);
     }
@@ -652,7 +694,11 @@ export class SqliteBroker implements Broker, BrokerInspector {
   onCancel(listener: (ids: string[]) => void): () => void {
     if (this.#cancelListeners.size === 0 && !this.#closed) {
       // Report cancellations from now on.
-      this.#cancelCursor = num((this.#s.cancelsLast.get() as Row | undefined)?.seq) ?? 0;
+      try {
+        this.#cancelCursor = num((this.#s.cancelsLast.get() as Row | undefined)?.seq) ?? 0;
+      } catch (err) {
+        this.#logger?.warn({ err }, 'SQLite broker: reading the cancel log failed');
+      }
     }
     this.#cancelListeners.add(listener);
     this.#updateSafetyTimer();
@@ -825,17 +871,20 @@ export class SqliteBroker implements Broker, BrokerInspector {
       ranges.push(() => this.#s.ridsAll.all(before, n) as Row[]);
     }
     const rids: number[] = [];
-    for (const range of ranges) for (const r of range()) rids.push(num(r.rid) ?? 0);
-    rids.sort((a, b) => b - a);
+    const rows = this.#read(() => {
+      for (const range of ranges) for (const r of range()) rids.push(num(r.rid) ?? 0);
+      rids.sort((a, b) => b - a);
+      const page = rids.slice(0, limit);
+      return page.length ? (this.#s.rowsByRid.all(JSON.stringify(page)) as Row[]) : [];
+    });
     const page = rids.slice(0, limit);
-    const rows = page.length ? (this.#s.rowsByRid.all(JSON.stringify(page)) as Row[]) : [];
     const last = page[page.length - 1];
     return { runs: rows.map(toRecord), next: rids.length > limit && last !== undefined ? encodeCursor(last) : null };
   }
 
   async listQueues(): Promise<string[]> {
     this.#open();
-    return (this.#s.queues.all() as Row[]).map((r) => String(r.queue));
+    return this.#read(() => this.#s.queues.all() as Row[]).map((r) => String(r.queue));
   }
 
   async heartbeat(worker: WorkerInfo, ttlMs: number, now: number): Promise<void> {
@@ -864,7 +913,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
   async listWorkers(now: number): Promise<WorkerStatus[]> {
     this.#open();
     const out: WorkerStatus[] = [];
-    for (const r of this.#s.workers.all(now - WORKER_MEMORY_MS) as Row[]) {
+    for (const r of this.#read(() => this.#s.workers.all(now - WORKER_MEMORY_MS) as Row[])) {
       try {
         const info = JSON.parse(String(r.info)) as WorkerInfo;
         out.push({ ...info, lastSeen: num(r.last_seen) ?? 0, ttlMs: num(r.ttl_ms) ?? 0 });
@@ -894,7 +943,9 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async pausedQueues(): Promise<string[]> {
     this.#open();
-    return (this.#s.paused.all() as Row[]).map((r) => String(r.queue)).sort();
+    return this.#read(() => this.#s.paused.all() as Row[])
+      .map((r) => String(r.queue))
+      .sort();
   }
 
   async purge(queue: string, _now: number): Promise<number> {
@@ -941,7 +992,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
     const from = Math.floor(since / MINUTE) * MINUTE;
     const out: Record<string, MinuteStats[]> = {};
     for (const q of queues) {
-      out[q] = (this.#s.stats.all(q, from) as Row[]).map((r) => ({
+      out[q] = this.#read(() => this.#s.stats.all(q, from) as Row[]).map((r) => ({
         minute: num(r.minute) ?? 0,
         enqueued: num(r.enqueued) ?? 0,
         succeeded: num(r.succeeded) ?? 0,
@@ -974,8 +1025,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
   }
 
   async ping(): Promise<void> {
-    this.#open();
-    this.#s.ping.get();
+    this.#read(() => this.#s.ping.get());
   }
 
   async close(): Promise<void> {
