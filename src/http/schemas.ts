@@ -1,0 +1,161 @@
+/**
+ * The JSON the HTTP layer answers with, as zod schemas (the OpenAPI document is generated from
+ * them), and the conversion of a stored run into that JSON. Field names are snake_case, times are
+ * ISO 8601 strings, absent values are null: every run has the same keys.
+ */
+import { z } from 'zod';
+import { RUN_STATES, type RunRecord } from '../broker/types.ts';
+import { decodeRun } from '../core/run-info.ts';
+import { safeParse } from '../core/json.ts';
+
+export const RunStateSchema = z
+  .enum(RUN_STATES as [string, ...string[]])
+  .describe('queued, scheduled, active, succeeded, failed or cancelled');
+
+const IsoTime = z.string().describe('ISO 8601 time (UTC)');
+
+export const RunErrorSchema = z
+  .object({
+    name: z.string(),
+    message: z.string(),
+    reason: z.string().optional().describe('Set when Errand (not the handler) failed the run: lease_lost, invalid_input, timeout, ...'),
+    stack: z.string().optional().describe('Only when the server was created with errorStacks: true'),
+  })
+  .describe('The error kept on the run');
+
+export const AttemptSchema = z.object({
+  attempt: z.number().int(),
+  worker: z.string(),
+  started_at: IsoTime.nullable(),
+  finished_at: IsoTime.nullable(),
+  outcome: z.string().nullable().describe('succeeded, failed, retry, lost, released or cancelled'),
+  error: RunErrorSchema.nullable(),
+});
+
+export const RunSchema = z
+  .object({
+    id: z.string(),
+    task: z.string(),
+    queue: z.string(),
+    state: RunStateSchema,
+    priority: z.number().int(),
+    input: z.unknown().describe('The task input, as enqueued'),
+    result: z.unknown().describe('What the handler returned (null until the run succeeded)'),
+    error: RunErrorSchema.nullable(),
+    progress: z.unknown().describe('The latest progress the handler reported, or null'),
+    attempts: z.number().int().describe('How many times the run was started'),
+    lease_losses: z.number().int().describe('How many times a worker running it died or stalled'),
+    enqueued_at: IsoTime,
+    run_at: IsoTime.nullable().describe('When a scheduled run becomes due'),
+    started_at: IsoTime.nullable(),
+    finished_at: IsoTime.nullable(),
+    expires_at: IsoTime.nullable().describe('When a finished run will be deleted'),
+    worker: z.string().nullable().describe('The worker of the latest attempt'),
+    idempotency_key: z.string().nullable(),
+    traceparent: z.string().nullable(),
+    history: z.array(AttemptSchema),
+    corrupt: z.array(z.string()).optional().describe('Fields whose stored JSON could not be read (their raw text is given)'),
+  })
+  .describe('A run');
+
+export type RunJson = z.infer<typeof RunSchema>;
+
+export const EnqueuedSchema = z
+  .object({
+    id: z.string().describe('The run id'),
+    status: RunStateSchema.describe('The run state: queued, or scheduled when delayed (the existing run state when created is false)'),
+    created: z.boolean().describe('False when the Idempotency-Key matched an existing run: id is then that run'),
+    status_url: z.string().describe('GET it for the run'),
+    events_url: z.string().describe('GET it for server-sent events on the run'),
+  })
+  .describe('The run that was enqueued (or found by its idempotency key)');
+
+export const RunActionSchema = z.object({
+  id: z.string(),
+  state: RunStateSchema,
+  previous_state: RunStateSchema.optional().describe('For cancel: the state the run was cancelled from'),
+});
+
+export const TaskInfoSchema = z.object({
+  name: z.string(),
+  description: z.string().nullable(),
+  queue: z.string(),
+  priority: z.number().int(),
+  max_attempts: z.number().int(),
+  timeout_ms: z.number(),
+  enqueue_url: z.string(),
+});
+
+export const ValidationDetailSchema = z.object({
+  loc: z.array(z.union([z.string(), z.number()])).describe('Where: "body", "query", "path" or "header", then the path to the field'),
+  msg: z.string(),
+  type: z.string(),
+});
+
+export const ErrorSchema = z.object({ detail: z.string() }).describe('An error');
+export const ValidationErrorSchema = z.object({ detail: z.array(ValidationDetailSchema) }).describe('Invalid request fields');
+
+/** The error answers a route may give, for its OpenAPI document. */
+export function errorResponses(...codes: number[]): Record<number, z.ZodType> {
+  const out: Record<number, z.ZodType> = {};
+  for (const code of codes) out[code] = code === 422 ? ValidationErrorSchema : ErrorSchema;
+  return out;
+}
+
+function iso(ms: number | undefined | null): string | null {
+  if (ms === undefined || ms === null || !Number.isFinite(ms)) return null;
+  const d = new Date(ms);
+  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+}
+
+function errorJson(text: string | undefined, stacks: boolean): z.infer<typeof RunErrorSchema> | null {
+  if (text === undefined || text === null) return null;
+  const parsed = safeParse(text);
+  const e = parsed.ok ? parsed.value : undefined;
+  if (!e || typeof e !== 'object' || Array.isArray(e)) return { name: 'Error', message: String(parsed.ok ? parsed.value : text) };
+  const o = e as Record<string, unknown>;
+  const out: z.infer<typeof RunErrorSchema> = {
+    name: typeof o.name === 'string' ? o.name : 'Error',
+    message: typeof o.message === 'string' ? o.message : String(o.message ?? ''),
+  };
+  if (typeof o.reason === 'string') out.reason = o.reason;
+  if (stacks && typeof o.stack === 'string') out.stack = o.stack;
+  return out;
+}
+
+/** A stored run as the HTTP layer shows it. */
+export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {}): RunJson {
+  const stacks = options.errorStacks === true;
+  const info = decodeRun(rec);
+  const json: RunJson = {
+    id: info.id,
+    task: info.task,
+    queue: info.queue,
+    state: info.state,
+    priority: info.priority,
+    input: info.input ?? null,
+    result: info.result ?? null,
+    error: errorJson(rec.error, stacks),
+    progress: info.progress ?? null,
+    attempts: info.attempts,
+    lease_losses: info.leaseLosses ?? 0,
+    enqueued_at: iso(rec.enqueuedAt) ?? new Date(0).toISOString(),
+    run_at: rec.state === 'scheduled' ? iso(rec.runAt) : null,
+    started_at: iso(rec.startedAt),
+    finished_at: iso(rec.finishedAt),
+    expires_at: iso(rec.expiresAt),
+    worker: rec.worker ?? null,
+    idempotency_key: rec.idempotencyKey ?? null,
+    traceparent: rec.traceparent ?? null,
+    history: (rec.history ?? []).map((h) => ({
+      attempt: h.attempt,
+      worker: h.worker,
+      started_at: iso(h.startedAt),
+      finished_at: iso(h.finishedAt),
+      outcome: h.outcome ?? null,
+      error: errorJson(h.error, stacks),
+    })),
+  };
+  if (info.corrupt?.length) json.corrupt = info.corrupt;
+  return json;
+}

@@ -1,0 +1,206 @@
+/**
+ * `createServer`: a Fastify 5 app with Errand's HTTP conventions, ready for the app's own routes.
+ *
+ * - zod schemas for validation, serialization and the OpenAPI 3.1 document (`GET /openapi.json`,
+ *   interactive docs at `/docs`);
+ * - FastAPI's error shapes (`{"detail": ...}`; 422 naming each bad field), for every route;
+ * - a JSON body parser that refuses prototype-pollution keys; non-JSON bodies get 415;
+ * - 404 `{"detail":"Not Found"}` for unknown routes, 405 with `Allow` for a known path with the wrong method;
+ * - request ids: a valid `X-Request-Id` header is kept, else one is made; echoed in the answer;
+ * - `errandRoutes` registered (task, run and health routes).
+ *
+ * Add routes afterwards with `app.withTypeProvider<ZodTypeProvider>().post(...)`: they get the same
+ * validation, errors and documentation.
+ */
+import { randomUUID } from 'node:crypto';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import { createJsonSchemaTransform, createJsonSchemaTransformObject, serializerCompiler } from 'fastify-type-provider-zod';
+import type { Logger } from 'pino';
+import { ConfigError } from '../core/errors.ts';
+import type { Errand } from '../errand.ts';
+import { type HttpAuthOptions, TokenAuth } from './auth.ts';
+import { useJsonBodies } from './body.ts';
+import { HttpError, httpErrorHandler } from './errors.ts';
+import { errandRoutes } from './routes.ts';
+import { zodValidatorCompiler } from './validation.ts';
+
+export interface CreateServerOptions {
+  /** The Errand app whose tasks get routes and whose broker serves the run routes. */
+  errand: Errand;
+  /** Bearer tokens for the task and run routes; auth is off when none is configured. See `authFromEnv`. */
+  auth?: HttpAuthOptions;
+  /** Largest request body, in bytes (413 above it). Default 1048576 (1 MiB). */
+  bodyLimit?: number;
+  /**
+   * Fastify's `logger` option (true, false, or pino options), or a pino logger to use as is.
+   * Default: the Errand app's logger.
+   */
+  logger?: FastifyServerOptions['logger'] | Logger;
+  /** OpenAPI `info.title`. Default "Errand API". */
+  title?: string;
+  /** OpenAPI `info.version`. Default "1.0.0". */
+  version?: string;
+  /** OpenAPI `info.description`. */
+  description?: string;
+  /** Serve `/docs` and `/openapi.json`. Default true. */
+  docs?: boolean;
+  /** Include error stacks in run JSON. Default false: stacks reveal file paths. */
+  errorStacks?: boolean;
+  /** SSE heartbeat interval in ms. Default 15000. */
+  heartbeatMs?: number;
+}
+
+const DEFAULT_BODY_LIMIT = 1024 * 1024;
+const REQUEST_ID = /^[\w.:@-]{1,128}$/;
+
+/** Fastify route URL to a matcher for request paths (for 405 detection). */
+function routeMatcher(url: string): RegExp {
+  let re = '';
+  for (let i = 0; i < url.length; i++) {
+    const ch = url[i]!;
+    if (ch === ':' && url[i + 1] === ':') {
+      re += ':';
+      i++;
+    } else if (ch === ':') {
+      // A parameter: its name, then an optional (regex); it matches one segment (or part of it).
+      i++;
+      while (i < url.length && /[\w$]/.test(url[i]!)) i++;
+      if (url[i] === '(') {
+        let depth = 0;
+        for (; i < url.length; i++) {
+          if (url[i] === '\\') i++;
+          else if (url[i] === '(') depth++;
+          else if (url[i] === ')' && --depth === 0) break;
+        }
+      } else i--;
+      re += '[^/]+';
+    } else if (ch === '*') re += '.*';
+    else re += ch.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}/?$`);
+}
+
+function logOptions(logger: CreateServerOptions['logger'], errand: Errand): Pick<FastifyServerOptions, 'logger' | 'loggerInstance'> {
+  if (logger === undefined) return { loggerInstance: errand.logger as unknown as FastifyServerOptions['loggerInstance'] };
+  if (
+    logger &&
+    typeof logger === 'object' &&
+    typeof (logger as Logger).child === 'function' &&
+    typeof (logger as Logger).info === 'function'
+  ) {
+    return { loggerInstance: logger as unknown as FastifyServerOptions['loggerInstance'] };
+  }
+  return { logger: logger as FastifyServerOptions['logger'] };
+}
+
+/** Builds the Fastify app (not listening yet). See `CreateServerOptions`. */
+export async function createServer(options: CreateServerOptions): Promise<FastifyInstance> {
+  if (!options || typeof options !== 'object') throw new ConfigError('createServer: options are required ({ errand })');
+  const { errand } = options;
+  if (!errand || typeof errand.broker !== 'function' || !(errand.tasks instanceof Map)) {
+    throw new ConfigError('createServer: options.errand must be an Errand app (createErrand())');
+  }
+  const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
+  if (!Number.isInteger(bodyLimit) || bodyLimit < 1) {
+    throw new ConfigError(`createServer: bodyLimit must be a positive integer of bytes, got ${String(options.bodyLimit)}`);
+  }
+  const auth = new TokenAuth(options.auth); // validates the tokens now, not at the first request
+
+  const app = Fastify({
+    ...logOptions(options.logger, errand),
+    bodyLimit,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    // Bad URL encodings (400) and over-long path parameters (414) answer in the same shape.
+    frameworkErrors: (error, request, reply) => httpErrorHandler(error, request, reply),
+    genReqId: (req) => {
+      const h = req.headers['x-request-id'];
+      return typeof h === 'string' && REQUEST_ID.test(h) ? h : randomUUID();
+    },
+  }) as unknown as FastifyInstance;
+
+  app.setValidatorCompiler(zodValidatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler(httpErrorHandler);
+  useJsonBodies(app);
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  // Remember every route so that a known path with another method gets 405 rather than 404.
+  const routes: { methods: string[]; matcher: RegExp }[] = [];
+  app.addHook('onRoute', (route) => {
+    const methods = (Array.isArray(route.method) ? route.method : [route.method]).map((m) => String(m).toUpperCase());
+    routes.push({ methods, matcher: routeMatcher(route.url) });
+  });
+  app.setNotFoundHandler((request: FastifyRequest, reply: FastifyReply) => {
+    let path = request.url.split('?')[0] ?? '/';
+    try {
+      path = decodeURIComponent(path);
+    } catch {
+      // Keep the raw path: it matches no route either way.
+    }
+    const allowed = new Set<string>();
+    for (const r of routes) if (r.matcher.test(path)) for (const m of r.methods) allowed.add(m);
+    // A route with this method matches (a wildcard, or a route that called callNotFound): a plain 404.
+    if (allowed.size > 0 && !allowed.has(request.method.toUpperCase())) {
+      throw new HttpError(405, 'Method Not Allowed', { allow: [...allowed].sort().join(', ') });
+    }
+    reply.code(404).type('application/json; charset=utf-8').send({ detail: 'Not Found' });
+  });
+
+  if (options.docs !== false) {
+    const zodToJsonConfig = { unrepresentable: 'any' as const };
+    await app.register(fastifySwagger, {
+      openapi: {
+        openapi: '3.1.0',
+        info: {
+          title: options.title ?? 'Errand API',
+          version: options.version ?? '1.0.0',
+          ...(options.description ? { description: options.description } : {}),
+        },
+        ...(auth.enabled
+          ? {
+              components: {
+                securitySchemes: {
+                  bearerAuth: {
+                    type: 'http',
+                    scheme: 'bearer',
+                    description: 'A read token (GET routes) or an admin token (every route)',
+                  },
+                },
+              },
+            }
+          : {}),
+      },
+      transform: createJsonSchemaTransform({
+        skipList: [
+          '/docs',
+          '/docs/',
+          '/docs/*',
+          '/docs/json',
+          '/docs/yaml',
+          '/docs/static/*',
+          '/docs/uiConfig',
+          '/docs/initOAuth',
+          '/openapi.json',
+        ],
+        zodToJsonConfig,
+      }),
+      transformObject: createJsonSchemaTransformObject({ zodToJsonConfig }),
+    });
+    await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+    app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  }
+
+  await app.register(errandRoutes, {
+    errand,
+    auth: options.auth,
+    bodyLimit,
+    errorStacks: options.errorStacks,
+    heartbeatMs: options.heartbeatMs,
+  });
+  return app;
+}

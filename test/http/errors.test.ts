@@ -1,0 +1,395 @@
+// Every error answer of the HTTP layer, with its exact shape: FastAPI's {"detail": ...}.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import pino from 'pino';
+import { z } from 'zod';
+import { createErrand, type Errand } from '../../src/errand.ts';
+import { createServer } from '../../src/http/index.ts';
+import { tempDir } from '../helpers.ts';
+import { defineTasks, downBroker, quiet, sqliteSetup } from './setup.ts';
+
+const json = { 'content-type': 'application/json' };
+
+describe('HTTP errors', () => {
+  let errand: Errand;
+  let app: FastifyInstance;
+  const logLines: string[] = [];
+
+  before(async () => {
+    errand = sqliteSetup().app();
+    defineTasks(errand);
+    const logger = pino({ level: 'info' }, { write: (line: string) => logLines.push(line) });
+    app = await createServer({ errand, logger });
+    const z$ = app.withTypeProvider<ZodTypeProvider>();
+    z$.post(
+      '/users/:team',
+      {
+        schema: {
+          params: z.object({ team: z.string().regex(/^[a-z]+$/) }),
+          querystring: z.object({ notify: z.enum(['yes', 'no']).optional() }),
+          headers: z.looseObject({ 'x-tenant': z.string().min(3) }),
+          body: z.object({ email: z.email(), age: z.number().int().min(0) }),
+        },
+      },
+      async (request) => ({ ok: true, email: request.body.email }),
+    );
+    z$.get('/boom', async () => {
+      throw new Error('secret internal detail');
+    });
+    z$.get('/teapot', async () => {
+      throw Object.assign(new Error('I am a teapot'), { statusCode: 418 });
+    });
+  });
+
+  after(async () => {
+    await app.close();
+    await errand.close();
+  });
+
+  describe('422 validation', () => {
+    it('names each bad body field with loc, msg and type', async () => {
+      const res = await app.inject({ method: 'POST', url: '/tasks/send_email', payload: { email: 'not-an-email', name: '' } });
+      assert.equal(res.statusCode, 422);
+      assert.match(res.headers['content-type'] as string, /^application\/json/);
+      const body = res.json();
+      assert.deepEqual(Object.keys(body), ['detail']);
+      assert.deepEqual(
+        body.detail.map((d: { loc: unknown; type: unknown }) => [d.loc, d.type]),
+        [
+          [['body', 'email'], 'invalid_format'],
+          [['body', 'name'], 'too_small'],
+        ],
+      );
+      for (const d of body.detail) {
+        assert.deepEqual(Object.keys(d).sort(), ['loc', 'msg', 'type']);
+        assert.equal(typeof d.msg, 'string');
+        assert.ok(d.msg.length > 0);
+      }
+    });
+
+    it('reports missing fields and a missing body', async () => {
+      const missing = await app.inject({ method: 'POST', url: '/tasks/send_email', payload: { email: 'a@example.com' } });
+      assert.equal(missing.statusCode, 422);
+      assert.deepEqual(missing.json().detail[0].loc, ['body', 'name']);
+      assert.equal(missing.json().detail[0].type, 'invalid_type');
+
+      const none = await app.inject({ method: 'POST', url: '/tasks/send_email' });
+      assert.equal(none.statusCode, 422);
+      assert.deepEqual(none.json().detail[0].loc, ['body']);
+    });
+
+    it('reports query and header problems under "query" and "header", together with the body ones', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email?delay=-5&priority=high&run_at=tomorrow',
+        headers: { ...json, 'idempotency-key': 'k'.repeat(513) },
+        payload: JSON.stringify({ email: 'nope' }),
+      });
+      assert.equal(res.statusCode, 422);
+      const locs = res.json().detail.map((d: { loc: unknown }) => d.loc);
+      assert.deepEqual(locs, [
+        ['query', 'delay'],
+        ['query', 'run_at'],
+        ['query', 'priority'],
+        ['header', 'idempotency-key'],
+        ['body', 'email'],
+        ['body', 'name'],
+      ]);
+    });
+
+    it('refuses delay together with run_at', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email?delay=10&run_at=2030-01-01T00:00:00Z',
+        payload: { email: 'a@example.com', name: 'A' },
+      });
+      assert.equal(res.statusCode, 422);
+      assert.deepEqual(res.json().detail, [{ loc: ['query', 'run_at'], msg: 'give either delay or run_at, not both', type: 'custom' }]);
+    });
+
+    it('refuses an empty Idempotency-Key', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email',
+        headers: { 'idempotency-key': '' },
+        payload: { email: 'a@example.com', name: 'A' },
+      });
+      assert.equal(res.statusCode, 422);
+      assert.deepEqual(res.json().detail[0].loc, ['header', 'idempotency-key']);
+    });
+
+    it("maps an input over the app's maxInputBytes (InputError from enqueue) to the same shape", async () => {
+      const small = createErrand({ broker: downBroker(), logger: quiet, maxInputBytes: 64 });
+      defineTasks(small);
+      const s = await createServer({ errand: small, logger: false, docs: false });
+      try {
+        const res = await s.inject({ method: 'POST', url: '/tasks/echo', payload: { text: 'x'.repeat(200) } });
+        assert.equal(res.statusCode, 422);
+        assert.deepEqual(res.json().detail[0].loc, ['body']);
+        assert.equal(res.json().detail[0].type, 'too_large');
+        assert.match(res.json().detail[0].msg, /over the limit of 64 bytes/);
+      } finally {
+        await s.close();
+      }
+    });
+
+    it("gives the app's own zod routes the same shape, with path, query and header locations", async () => {
+      const body = await app.inject({
+        method: 'POST',
+        url: '/users/abc',
+        headers: { 'x-tenant': 'acme' },
+        payload: { email: 'x', age: -1 },
+      });
+      assert.equal(body.statusCode, 422);
+      assert.deepEqual(
+        body.json().detail.map((d: { loc: unknown }) => d.loc),
+        [
+          ['body', 'email'],
+          ['body', 'age'],
+        ],
+      );
+      const path = await app.inject({
+        method: 'POST',
+        url: '/users/ABC',
+        headers: { 'x-tenant': 'acme' },
+        payload: { email: 'a@b.co', age: 1 },
+      });
+      assert.equal(path.statusCode, 422);
+      assert.deepEqual(path.json().detail[0].loc, ['path', 'team']);
+      const query = await app.inject({
+        method: 'POST',
+        url: '/users/abc?notify=maybe',
+        headers: { 'x-tenant': 'acme' },
+        payload: { email: 'a@b.co', age: 1 },
+      });
+      assert.equal(query.statusCode, 422);
+      assert.deepEqual(query.json().detail[0].loc, ['query', 'notify']);
+      const header = await app.inject({
+        method: 'POST',
+        url: '/users/abc',
+        headers: { 'x-tenant': 'a' },
+        payload: { email: 'a@b.co', age: 1 },
+      });
+      assert.equal(header.statusCode, 422);
+      assert.deepEqual(header.json().detail[0].loc, ['header', 'x-tenant']);
+      const ok = await app.inject({
+        method: 'POST',
+        url: '/users/abc',
+        headers: { 'x-tenant': 'acme' },
+        payload: { email: 'a@b.co', age: 1 },
+      });
+      assert.equal(ok.statusCode, 200);
+      assert.deepEqual(ok.json(), { ok: true, email: 'a@b.co' });
+    });
+  });
+
+  describe('400, 413, 415', () => {
+    it('answers 400 with a detail string for malformed JSON', async () => {
+      const res = await app.inject({ method: 'POST', url: '/tasks/send_email', headers: json, payload: '{"email": "a@b.co",' });
+      assert.equal(res.statusCode, 400);
+      assert.equal(typeof res.json().detail, 'string');
+      assert.match(res.json().detail, /^The body is not valid JSON/);
+    });
+
+    it('answers 400 for an empty JSON body', async () => {
+      const res = await app.inject({ method: 'POST', url: '/tasks/send_email', headers: json, payload: '' });
+      assert.equal(res.statusCode, 400);
+      assert.match(res.json().detail, /empty/);
+    });
+
+    for (const [label, payload] of [
+      ['__proto__ at the top', '{"__proto__": {"admin": true}, "email": "a@b.co", "name": "A"}'],
+      ['__proto__ nested', '{"email": "a@b.co", "name": "A", "extra": [{"deep": {"__proto__": {"x": 1}}}]}'],
+      ['constructor.prototype', '{"constructor": {"prototype": {"admin": true}}, "email": "a@b.co", "name": "A"}'],
+    ] as const) {
+      it(`refuses prototype pollution (${label}) with 400`, async () => {
+        const res = await app.inject({ method: 'POST', url: '/tasks/send_email', headers: json, payload });
+        assert.equal(res.statusCode, 400);
+        assert.match(res.json().detail, /is not allowed/);
+        assert.equal(({} as Record<string, unknown>).admin, undefined);
+      });
+    }
+
+    it('answers 413 naming the limit for a body over it', async () => {
+      const s = await createServer({ errand, logger: false, docs: false, bodyLimit: 1024 });
+      try {
+        const res = await s.inject({
+          method: 'POST',
+          url: '/tasks/echo',
+          headers: json,
+          payload: JSON.stringify({ text: 'x'.repeat(2000) }),
+        });
+        assert.equal(res.statusCode, 413);
+        assert.deepEqual(res.json(), { detail: 'Request body is too large: the limit is 1024 bytes' });
+      } finally {
+        await s.close();
+      }
+    });
+
+    for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'application/xml']) {
+      it(`answers 415 for ${type}`, async () => {
+        const res = await app.inject({ method: 'POST', url: '/tasks/echo', headers: { 'content-type': type }, payload: 'text=hi' });
+        assert.equal(res.statusCode, 415);
+        assert.match(res.json().detail, /^Unsupported media type ".+": send the body as application\/json$/);
+      });
+    }
+
+    it('accepts application/json with a charset and +json types', async () => {
+      for (const type of ['application/json; charset=utf-8', 'application/merge-patch+json']) {
+        const res = await app.inject({ method: 'POST', url: '/tasks/echo', headers: { 'content-type': type }, payload: '{"text":"hi"}' });
+        assert.equal(res.statusCode, 202, type);
+      }
+    });
+  });
+
+  describe('404, 405, 409', () => {
+    it('answers 404 {"detail":"Not Found"} for unknown routes', async () => {
+      for (const url of ['/nope', '/runs', '/tasks/echo/extra', '/%E2%9C%93']) {
+        const res = await app.inject({ method: 'GET', url });
+        assert.equal(res.statusCode, 404, url);
+        assert.deepEqual(res.json(), { detail: 'Not Found' });
+      }
+    });
+
+    it('answers 404 for an unknown task, listing the known ones', async () => {
+      const res = await app.inject({ method: 'POST', url: '/tasks/send_mail', payload: {} });
+      assert.equal(res.statusCode, 404);
+      assert.deepEqual(res.json(), { detail: 'Task "send_mail" not found; known tasks: echo, fail, send_email' });
+    });
+
+    it('answers 404 for unknown and malformed run ids, on every run route', async () => {
+      const ids = ['default.01ARZ3NDEKTSV4RRFFQ69G5FAV', 'nope', "1' OR '1'='1", '..%2F..%2Fetc', 'x'.repeat(99)];
+      for (const id of ids) {
+        for (const [method, suffix] of [
+          ['GET', ''],
+          ['GET', '/events'],
+          ['POST', '/cancel'],
+          ['POST', '/retry'],
+        ] as const) {
+          const res = await app.inject({ method, url: `/runs/${encodeURIComponent(id)}${suffix}` });
+          assert.equal(res.statusCode, 404, `${method} ${id.slice(0, 20)}${suffix}`);
+          assert.match(res.json().detail, /^Run ".*" not found/);
+        }
+      }
+    });
+
+    it('answers 414 for a path parameter over 100 characters (no run id is that long)', async () => {
+      const res = await app.inject({ method: 'GET', url: `/runs/${'x'.repeat(5000)}` });
+      assert.equal(res.statusCode, 414);
+      assert.equal(typeof res.json().detail, 'string');
+    });
+
+    it('answers 405 with Allow for a known path and another method', async () => {
+      const res = await app.inject({ method: 'DELETE', url: '/healthz' });
+      assert.equal(res.statusCode, 405);
+      assert.equal(res.headers.allow, 'GET, HEAD');
+      assert.deepEqual(res.json(), { detail: 'Method Not Allowed' });
+      const task = await app.inject({ method: 'GET', url: '/tasks/echo' });
+      assert.equal(task.statusCode, 405);
+      assert.equal(task.headers.allow, 'POST');
+      const run = await app.inject({ method: 'DELETE', url: '/runs/default.01ARZ3NDEKTSV4RRFFQ69G5FAV' });
+      assert.equal(run.statusCode, 405);
+    });
+
+    it('answers 409 naming the state when cancelling a finished run or retrying a run that did not fail', async () => {
+      const enq = await app.inject({ method: 'POST', url: '/tasks/echo?delay=600000', payload: { text: 'later' } });
+      assert.equal(enq.statusCode, 202);
+      const { id } = enq.json();
+      const retry = await app.inject({ method: 'POST', url: `/runs/${id}/retry` });
+      assert.equal(retry.statusCode, 409);
+      assert.deepEqual(retry.json(), { detail: `Run "${id}" is scheduled, not failed: only failed runs can be retried` });
+      const cancel = await app.inject({ method: 'POST', url: `/runs/${id}/cancel` });
+      assert.equal(cancel.statusCode, 200);
+      assert.deepEqual(cancel.json(), { id, state: 'cancelled', previous_state: 'scheduled' });
+      const again = await app.inject({ method: 'POST', url: `/runs/${id}/cancel` });
+      assert.equal(again.statusCode, 409);
+      assert.deepEqual(again.json(), { detail: `Run "${id}" has already finished: it is cancelled` });
+    });
+  });
+
+  describe('500', () => {
+    it('answers 500 {"detail":"Internal Server Error"} for an unexpected error and logs it with the request id', async () => {
+      const res = await app.inject({ method: 'GET', url: '/boom', headers: { 'x-request-id': 'req-boom-1' } });
+      assert.equal(res.statusCode, 500);
+      assert.deepEqual(res.json(), { detail: 'Internal Server Error' });
+      assert.equal(res.headers['x-request-id'], 'req-boom-1');
+      const line = logLines.map((l) => JSON.parse(l)).find((l) => l.reqId === 'req-boom-1' && l.level === 50);
+      assert.ok(line, 'an error line with the request id');
+      assert.match(line.err.message, /secret internal detail/);
+      assert.ok(!res.body.includes('secret'));
+    });
+
+    it('passes through 4xx errors thrown by app routes', async () => {
+      const res = await app.inject({ method: 'GET', url: '/teapot' });
+      assert.equal(res.statusCode, 418);
+      assert.deepEqual(res.json(), { detail: 'I am a teapot' });
+    });
+
+    it('makes up a request id when the given one is unfit, and echoes it', async () => {
+      const res = await app.inject({ method: 'GET', url: '/healthz', headers: { 'x-request-id': 'bad id\twith spaces' } });
+      assert.match(res.headers['x-request-id'] as string, /^[0-9a-f-]{36}$/);
+    });
+  });
+});
+
+describe('HTTP errors with the broker down', () => {
+  let errand: Errand;
+  let app: FastifyInstance;
+
+  before(async () => {
+    errand = createErrand({ broker: downBroker(), logger: quiet });
+    defineTasks(errand);
+    app = await createServer({ errand, logger: false });
+  });
+
+  after(async () => {
+    await app.close();
+  });
+
+  const id = 'default.01ARZ3NDEKTSV4RRFFQ69G5FAV';
+  for (const [method, url, payload] of [
+    ['POST', '/tasks/echo', { text: 'hi' }],
+    ['GET', `/runs/${id}`, undefined],
+    ['GET', `/runs/${id}/events`, undefined],
+    ['POST', `/runs/${id}/cancel`, undefined],
+    ['POST', `/runs/${id}/retry`, undefined],
+    ['GET', '/readyz', undefined],
+  ] as const) {
+    it(`${method} ${url.replace(id, '{id}')} answers 503 with Retry-After`, async () => {
+      const res = await app.inject({ method, url, ...(payload ? { payload } : {}) });
+      assert.equal(res.statusCode, 503);
+      assert.equal(res.headers['retry-after'], '5');
+      assert.deepEqual(res.json(), { detail: 'The task broker is unavailable; try again later' });
+    });
+  }
+
+  it('still validates input first (422, not 503) and keeps /healthz at 200', async () => {
+    const bad = await app.inject({ method: 'POST', url: '/tasks/echo', payload: { text: 1 } });
+    assert.equal(bad.statusCode, 422);
+    const health = await app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(health.statusCode, 200);
+    assert.deepEqual(health.json(), { status: 'ok' });
+  });
+
+  it('answers 503 when the broker URL cannot even connect', async () => {
+    // A regular file where a folder should be: the SQLite file cannot be created.
+    const file = join(tempDir('errand-http'), 'not-a-dir');
+    writeFileSync(file, '');
+    const unreachable = createErrand({ broker: `sqlite:${file}/sub/errand.db`, logger: quiet });
+    defineTasks(unreachable);
+    const s = await createServer({ errand: unreachable, logger: false, docs: false });
+    try {
+      const res = await s.inject({ method: 'POST', url: '/tasks/echo', payload: { text: 'hi' } });
+      assert.equal(res.statusCode, 503);
+      assert.equal(res.headers['retry-after'], '5');
+      const ready = await s.inject({ method: 'GET', url: '/readyz' });
+      assert.equal(ready.statusCode, 503);
+    } finally {
+      await s.close();
+    }
+  });
+});

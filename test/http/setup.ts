@@ -1,0 +1,189 @@
+// Shared set-up for the HTTP tests: Errand apps on a fresh SQLite file (and Redis when its broker
+// exists and answers), a broker that is always down, a watch-counting broker wrapper, and a small
+// server-sent-events reader over fetch.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { z } from 'zod';
+import { connectBroker } from '../../src/broker/connect.ts';
+import type { Broker } from '../../src/broker/types.ts';
+import { PermanentError } from '../../src/core/errors.ts';
+import { createErrand, type Errand, type ErrandOptions } from '../../src/errand.ts';
+import { REDIS_URL } from '../fixtures/brokers.ts';
+import { tempDir, uniquePrefix } from '../helpers.ts';
+
+export const quiet = pino({ level: 'silent' });
+
+export interface Setup {
+  name: 'sqlite' | 'redis';
+  app(options?: ErrandOptions): Errand;
+}
+
+export function sqliteSetup(): Setup {
+  const url = `sqlite:${join(tempDir('errand-http'), 'errand.db')}`;
+  return { name: 'sqlite', app: (o = {}) => createErrand({ broker: url, logger: quiet, ...o }) };
+}
+
+const REDIS_BROKER_FILE = new URL('../../src/broker/redis/redis-broker.ts', import.meta.url);
+
+/** The Redis set-up, or the reason it is skipped (broker not written yet, or Redis not reachable). */
+export async function redisSetup(): Promise<Setup | string> {
+  if (!existsSync(REDIS_BROKER_FILE)) return 'src/broker/redis/redis-broker.ts does not exist yet';
+  const prefix = uniquePrefix('errand-http');
+  try {
+    const b = await connectBroker(REDIS_URL, { logger: quiet, prefix });
+    try {
+      await b.ping();
+    } finally {
+      await b.close();
+    }
+  } catch (err) {
+    return `Redis at ${REDIS_URL} is not usable: ${(err as Error).message}`;
+  }
+  return { name: 'redis', app: (o = {}) => createErrand({ broker: REDIS_URL, prefix, logger: quiet, ...o }) };
+}
+
+/** Every set-up to run the key tests on: SQLite always, Redis when available (else a skip reason). */
+export async function setups(): Promise<{ setups: Setup[]; skipped: string[] }> {
+  const redis = await redisSetup();
+  return typeof redis === 'string' ? { setups: [sqliteSetup()], skipped: [redis] } : { setups: [sqliteSetup(), redis], skipped: [] };
+}
+
+/** The tasks most tests use. */
+export function defineTasks(app: Errand) {
+  return {
+    sendEmail: app.task(
+      'send_email',
+      {
+        input: z.object({ email: z.email(), name: z.string().min(1).max(100) }),
+        description: 'Sends the welcome email',
+      },
+      async ({ email }) => ({ sent: email }),
+    ),
+    echo: app.task(
+      'echo',
+      {
+        input: z.object({
+          text: z.string(),
+          n: z.number().int().optional(),
+          tags: z.array(z.string()).optional(),
+          extra: z.unknown().optional(),
+        }),
+      },
+      async (input) => input,
+    ),
+    fail: app.task('fail', { input: z.object({}), retries: 0 }, async () => {
+      throw new PermanentError('no luck');
+    }),
+  };
+}
+
+/** A broker that is down: every call rejects as a dropped connection would. */
+export function downBroker(): Broker {
+  const fail = async () => {
+    throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' });
+  };
+  return {
+    kind: 'redis',
+    enqueue: fail,
+    reserve: fail,
+    settle: fail,
+    renew: fail,
+    release: fail,
+    progress: fail,
+    getRun: fail,
+    cancel: fail,
+    retry: fail,
+    counts: fail,
+    prune: fail,
+    waitForWork: fail,
+    watch: fail,
+    onCancel: () => () => {},
+    ping: fail,
+    close: async () => {},
+  };
+}
+
+/** Wraps a broker to count watches in place (started and not yet stopped). */
+export async function countingBroker(url: string): Promise<{ broker: Broker; activeWatches: () => number }> {
+  const inner = await connectBroker(url, { logger: quiet });
+  let active = 0;
+  const broker = new Proxy(inner, {
+    get(target, prop, receiver) {
+      if (prop === 'watch') {
+        return async (id: string, listener: () => void) => {
+          const stop = await target.watch(id, listener);
+          active++;
+          let stopped = false;
+          return () => {
+            if (!stopped) {
+              stopped = true;
+              active--;
+            }
+            stop();
+          };
+        };
+      }
+      const v = Reflect.get(target, prop, receiver);
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return { broker, activeWatches: () => active };
+}
+
+export interface SseEvent {
+  event: string;
+  data: string;
+}
+
+/** Reads a text/event-stream: events (and comments) as they arrive, until the server closes. */
+export async function openEvents(url: string, init: RequestInit = {}) {
+  const controller = new AbortController();
+  const res = await fetch(url, { ...init, signal: controller.signal, headers: { accept: 'text/event-stream', ...init.headers } });
+  const events: SseEvent[] = [];
+  const comments: string[] = [];
+  let ended = false;
+  const done = (async () => {
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        buffer += decoder.decode(chunk, { stream: true });
+        let cut = buffer.indexOf('\n\n');
+        while (cut >= 0) {
+          const block = buffer.slice(0, cut);
+          buffer = buffer.slice(cut + 2);
+          let event = 'message';
+          const data: string[] = [];
+          let isEvent = false;
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) comments.push(line);
+            else if (line.startsWith('event: ')) {
+              event = line.slice(7);
+              isEvent = true;
+            } else if (line.startsWith('data: ')) {
+              data.push(line.slice(6));
+              isEvent = true;
+            }
+          }
+          if (isEvent) events.push({ event, data: data.join('\n') });
+          cut = buffer.indexOf('\n\n');
+        }
+      }
+    } catch {
+      // Aborted by the test.
+    }
+    ended = true;
+  })();
+  return {
+    res,
+    events,
+    comments,
+    done,
+    get ended() {
+      return ended;
+    },
+    close: () => controller.abort(),
+  };
+}
