@@ -16,8 +16,9 @@
  *   (NULLs, text in a number column) fails one run with reason `corrupt` instead of a whole batch.
  * - `idempotency`: (queue, task, key) -> run id, with its own expiry (keyed by queue since v4).
  * - `queue_signals`: a counter per queue, bumped whenever work may have appeared in the queue or its
- *   next due time moved earlier (enqueue, retry, release, promotion, lease recovery, new leases).
- *   Idle workers in other processes read it when the file changes, instead of taking the write lock.
+ *   next due time moved earlier (enqueue, retry, replay, release, resume, promotion or lease recovery
+ *   by another worker). Idle workers read it when the file changes (a cheap read that never waits)
+ *   instead of all taking the write lock to reserve on every change.
  * - `errand_meta`: key/value (the `seq` counter).
  *   The latest attempt of a run lives in columns (`a_no`, `worker`, `started_at`, `a_ended`,
  *   `a_outcome`, and `error` when it failed or asked for a retry); `history` (JSON) holds the earlier

@@ -402,13 +402,9 @@ export class SqliteBroker implements Broker, BrokerInspector {
           seen.push([queue, num((this.#s.signalGet.get(queue) as Row | undefined)?.rev) ?? 0]);
           continue;
         }
-        let signal = false;
         // 1. Due scheduled runs become queued, in the order they became due.
         const promoted = Number(this.#s.promote.run({ base: this.#takeSeq(0), queue, now }).changes);
-        if (promoted > 0) {
-          this.#takeSeq(promoted);
-          signal = true;
-        }
+        if (promoted > 0) this.#takeSeq(promoted);
         // 2. Expired leases: failed after maxLeaseLosses, requeued (at the head of their priority) before.
         const lost = Number(
           this.#s.recoverFail.run({
@@ -421,12 +417,10 @@ export class SqliteBroker implements Broker, BrokerInspector {
         );
         if (lost > 0) this.#stat(queue, now).failed += lost;
         const requeued = Number(this.#s.recoverRequeue.run({ queue, now }).changes);
-        if (lost + requeued > 0) signal = true;
         // 3. Lease up to `remaining` queued runs. Corrupt rows are failed and take no slot.
         while (remaining > 0) {
           const rows = this.#s.lease.all({ queue, now, worker: workerId, until: now + leaseMs, max: remaining }) as Row[];
           if (rows.length === 0) break;
-          signal = true;
           rows.sort(byPriorityThenSeq);
           const stat = this.#stat(queue, now);
           let valid = 0;
@@ -456,10 +450,12 @@ export class SqliteBroker implements Broker, BrokerInspector {
         ]) {
           if (t !== undefined && (nextAt === null || t < nextAt)) nextAt = t;
         }
-        // New work or new leases change what other idle workers should wait for: tell them.
-        if (signal) {
+        // Runs made queued here may be more than this worker takes: other idle workers should look.
+        // (New leases need no signal: an idle worker learns of their expiry at its next reserve, within
+        // the safety period, which is far shorter than any lease.)
+        if (promoted + requeued > 0) {
           seen.push([queue, this.#bump(queue)]);
-          if (promoted + requeued > 0) woken.push(queue);
+          woken.push(queue);
         } else {
           seen.push([queue, num((this.#s.signalGet.get(queue) as Row | undefined)?.rev) ?? 0]);
         }
