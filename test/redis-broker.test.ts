@@ -17,7 +17,7 @@ import { parseRedisUrl } from '../src/broker/redis/connection.ts';
 import { CorruptRunError, RedisBroker } from '../src/broker/redis/redis-broker.ts';
 import type { NewRun } from '../src/broker/types.ts';
 import { BrokerUnavailableError, ConfigError } from '../src/core/errors.ts';
-import { newRunId } from '../src/core/ids.ts';
+import { newRunId, timeOfRunId } from '../src/core/ids.ts';
 import { uniquePrefix, waitFor, within } from './helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -196,7 +196,11 @@ describe('redis broker: retention', () => {
     assert.ok(ttl > 50_000 && ttl <= 60_000, `TTL ${ttl}`);
     assert.equal(await redis.exists(`${b.prefix}:{emails}:r:${rid(gone.id)}`), 0);
     assert.equal(await redis.zscore(`${b.prefix}:{emails}:succeeded`, rid(gone.id)), null, 'retention 0 is not indexed');
-    assert.equal(Number(await redis.zscore(`${b.prefix}:{emails}:succeeded`, rid(kept.id))), now + 1 + 60_000, 'indexed by expiresAt');
+    assert.equal(
+      Number(await redis.zscore(`${b.prefix}:{emails}:succeeded`, rid(kept.id))),
+      timeOfRunId(kept.id),
+      'indexed by the time in its id (listing newest first)',
+    );
     assert.deepStrictEqual(await b.retry(failed.id, now + 2), { outcome: 'queued' });
     assert.equal(await redis.pttl(`${b.prefix}:{emails}:r:${rid(failed.id)}`), -1, 'a replayed run no longer expires');
     const rec = await b.getRun(failed.id);
@@ -469,5 +473,164 @@ describe('redis broker: URLs and options', () => {
   it('refuses a prefix with braces (it would break the hash tags)', () => {
     assert.throws(() => new RedisBroker({ url: URL_, prefix: 'a{b}' }), ConfigError);
     assert.throws(() => new RedisBroker({ url: URL_, maxLeaseLosses: 0 }), ConfigError);
+  });
+});
+
+describe('redis broker: inspection', () => {
+  it('lists newest first with every filter, in every state, pages without gaps or repeats', async () => {
+    const b = open();
+    const t0 = Date.now();
+    const all: NewRun[] = [];
+    for (let i = 0; i < 150; i++) {
+      all.push(
+        run(i % 3 ? 'qa' : 'qb', t0, {
+          task: i % 2 ? 't.one' : 't.two',
+          priority: i % 5 === 0 ? 3 : 0,
+          runAt: i % 7 === 0 ? t0 + 60_000 : t0,
+        }),
+      );
+    }
+    for (let i = 0; i < all.length; i += 40) await b.enqueue(all.slice(i, i + 40), t0);
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['qa', 'qb'], max: 70, leaseMs: 60_000, now: t0 });
+    await b.settle(
+      'w',
+      runs.slice(0, 60).map((r, i) =>
+        i % 4 === 0
+          ? { id: r.id, attempt: 1, outcome: 'failed' as const, error: '{}', retentionMs: 60_000 }
+          : i % 4 === 1
+            ? { id: r.id, attempt: 1, outcome: 'retry' as const, error: '{}', runAt: t0 } // back in the queue, out of order
+            : { id: r.id, attempt: 1, outcome: 'succeeded' as const, result: '1', retentionMs: 60_000 },
+      ),
+      t0,
+    );
+    for (const r of all.slice(140)) await b.cancel(r.id, t0);
+    const records = (await Promise.all(all.map((r) => b.getRun(r.id)))).map((r) => r!);
+    const states = new Set(records.map((r) => r.state));
+    assert.equal(states.size, 6, `every state is present: ${[...states].join(', ')}`);
+    const filters = [
+      {},
+      { queue: 'qa' },
+      { task: 't.one' },
+      { state: 'failed' as const },
+      { state: 'queued' as const },
+      { state: 'scheduled' as const },
+      { state: 'active' as const },
+      { queue: 'qb', state: 'succeeded' as const },
+      { task: 't.two', state: 'queued' as const },
+      { queue: 'qa', task: 't.one' },
+      { queue: 'qa', task: 't.two', state: 'cancelled' as const },
+    ];
+    for (const f of filters) {
+      const expected = records
+        .filter(
+          (r) =>
+            (!('queue' in f) || r.queue === f.queue) && (!('task' in f) || r.task === f.task) && (!('state' in f) || r.state === f.state),
+        )
+        .map((r) => r.id)
+        .reverse();
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      for (let page = 0; page < 100; page++) {
+        const res = await b.listRuns({ ...f, limit: 7, ...(cursor ? { cursor } : {}) });
+        assert.ok(res.runs.length <= 7);
+        seen.push(...res.runs.map((r) => r.id));
+        if (!res.next) break;
+        cursor = res.next;
+      }
+      assert.deepStrictEqual(seen, expected, `listRuns(${JSON.stringify(f)})`);
+    }
+    await assert.rejects(b.listRuns({ limit: 5, cursor: 'garbage' }), ConfigError);
+    assert.deepStrictEqual(await b.listQueues(), ['qa', 'qb']);
+  });
+
+  it('pause keeps a queue out of reserve until resumed (which wakes the waiters); purge and retryFailed work in bulk', async () => {
+    const b = open();
+    const t0 = Date.now();
+    await b.enqueue([run('p', t0), run('p', t0), run('p', t0, { runAt: t0 + 10 })], t0);
+    await b.pause('p');
+    assert.deepStrictEqual(await b.pausedQueues(), ['p']);
+    assert.deepStrictEqual(await b.reserve({ workerId: 'w', queues: ['p'], max: 10, leaseMs: 1000, now: t0 + 100 }), {
+      runs: [],
+      nextAt: null,
+    });
+    await redis.del(`${b.prefix}:{p}:wake`); // the enqueue's token: the waiter below must be woken by resume
+    const ac = new AbortController();
+    const waiting = b.waitForWork(['p'], null, ac.signal).then(() => 'woken');
+    await new Promise((r) => setTimeout(r, 50));
+    await b.resume('p');
+    assert.equal(await within(waiting, 5000, 'resume wakes the waiters'), 'woken');
+    assert.deepStrictEqual(await b.pausedQueues(), []);
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['p'], max: 10, leaseMs: 1000, now: t0 + 100 });
+    assert.equal(runs.length, 3);
+    await b.settle(
+      'w',
+      runs.map((r) => ({ id: r.id, attempt: 1, outcome: 'failed' as const, error: '{}', retentionMs: 60_000 })),
+      t0 + 200,
+    );
+    assert.equal(await b.retryFailed('p', 'no.such.task', t0 + 300), 0);
+    assert.equal(await b.retryFailed('p', undefined, t0 + 300), 3);
+    assert.deepStrictEqual((await b.counts(['p'])).p, { queued: 3, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 });
+    await b.enqueue([run('p', t0, { runAt: t0 + 60_000 })], t0 + 300);
+    assert.equal(await b.purge('p', t0 + 400), 4);
+    assert.deepStrictEqual((await b.counts(['p'])).p, { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 });
+  });
+
+  it('retryFailed of one task skips the others, over several slices', async () => {
+    const b = open();
+    const t0 = Date.now();
+    const runs = Array.from({ length: 2500 }, (_, i) => run('rf', t0, { task: i % 2 ? 'odd' : 'even' }));
+    await b.enqueue(runs, t0);
+    const { runs: got } = await b.reserve({ workerId: 'w', queues: ['rf'], max: 2500, leaseMs: 60_000, now: t0 });
+    await b.settle(
+      'w',
+      got.map((r) => ({ id: r.id, attempt: 1, outcome: 'failed' as const, error: '{}', retentionMs: 60_000 })),
+      t0,
+    );
+    assert.equal(await b.retryFailed('rf', 'odd', t0 + 1), 1250);
+    assert.deepStrictEqual((await b.counts(['rf'])).rf, {
+      queued: 1250,
+      scheduled: 0,
+      active: 0,
+      succeeded: 0,
+      failed: 1250,
+      cancelled: 0,
+    });
+    assert.equal(await b.purge('rf', t0 + 2), 1250);
+  });
+
+  it('keeps per-minute stats and a worker registry', async () => {
+    const b = open();
+    const minute = Math.floor(Date.now() / 60_000) * 60_000;
+    const t0 = minute + 1000;
+    await b.enqueue([run('s', t0), run('s', t0), run('s', t0)], t0);
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['s'], max: 3, leaseMs: 60_000, now: t0 + 3 });
+    const [a, c, d] = runs as unknown as [{ id: string }, { id: string }, { id: string }];
+    await b.settle(
+      'w',
+      [
+        { id: a.id, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 60_000 },
+        { id: c.id, attempt: 1, outcome: 'failed', error: '{}', retentionMs: 60_000 },
+        { id: d.id, attempt: 1, outcome: 'retry', error: '{}', runAt: t0 + 5000 },
+      ],
+      t0 + 40,
+    );
+    const stats = await b.stats(['s', 'none'], minute);
+    assert.deepStrictEqual(stats.none, []);
+    assert.equal(stats.s?.length, 1);
+    const m = stats.s![0]!;
+    assert.deepStrictEqual([m.minute, m.enqueued, m.succeeded, m.failed, m.retried], [minute, 3, 1, 1, 1]);
+    assert.deepStrictEqual(m.wait, [0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 'three runs waited 3 ms (bucket <= 5 ms)');
+    assert.deepStrictEqual(m.run, [0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 'three attempts ran 37 ms (bucket <= 50 ms)');
+    const later = await b.reserve({ workerId: 'w', queues: ['s'], max: 3, leaseMs: 60_000, now: t0 + 5010 });
+    assert.equal(later.runs.length, 1);
+    const m2 = (await b.stats(['s'], minute)).s![0]!;
+    assert.equal(m2.wait[3], 1, 'a retried run waits from its due time (10 ms, bucket <= 10 ms)');
+
+    const info = { id: 'w1', host: 'h', pid: 1, queues: ['s'], concurrency: 4, active: 2, startedAt: t0 };
+    await b.heartbeat(info, 15_000, t0);
+    await b.heartbeat({ ...info, id: 'w2' }, 15_000, t0);
+    await b.removeWorker('w2');
+    assert.deepStrictEqual(await b.listWorkers(t0 + 20_000), [{ ...info, lastSeen: t0, ttlMs: 15_000 }]);
+    assert.deepStrictEqual(await b.listWorkers(t0 + 2 * 3_600_000), [], 'forgotten after an hour');
   });
 });

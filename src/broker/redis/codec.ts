@@ -35,6 +35,9 @@ export class QueueKeys {
   readonly succeeded: string;
   readonly failed: string;
   readonly cancelled: string;
+  readonly paused: string;
+  /** The minutes that have stats. */
+  readonly statMinutes: string;
 
   constructor(prefix: string, queue: string) {
     this.queue = queue;
@@ -47,6 +50,13 @@ export class QueueKeys {
     this.succeeded = `${this.base}succeeded`;
     this.failed = `${this.base}failed`;
     this.cancelled = `${this.base}cancelled`;
+    this.paused = `${this.base}paused`;
+    this.statMinutes = `${this.base}stm`;
+  }
+
+  /** Counters of one minute (start of the minute, epoch ms). */
+  stats(minute: number): string {
+    return `${this.base}st:${minute}`;
   }
 
   run(rid: string): string {

@@ -17,22 +17,30 @@
 import type { Logger } from 'pino';
 import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
-import type {
-  Broker,
-  BrokerOptions,
-  CancelOutcome,
-  EnqueueResult,
-  Lease,
-  NewRun,
-  QueueCounts,
-  Reservation,
-  ReserveRequest,
-  ReserveResult,
-  RetryOutcome,
-  RunRecord,
-  RunState,
-  Settlement,
-  SettleStatus,
+import {
+  type Broker,
+  type BrokerInspector,
+  type BrokerOptions,
+  type CancelOutcome,
+  type EnqueueResult,
+  LATENCY_BUCKETS_MS,
+  type Lease,
+  type MinuteStats,
+  type NewRun,
+  type QueueCounts,
+  RUN_STATES,
+  type Reservation,
+  type ReserveRequest,
+  type ReserveResult,
+  type RetryOutcome,
+  type RunFilter,
+  type RunPage,
+  type RunRecord,
+  type RunState,
+  type Settlement,
+  type SettleStatus,
+  type WorkerInfo,
+  type WorkerStatus,
 } from '../types.ts';
 import { redact } from '../connect.ts';
 import { CorruptRunError, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
@@ -72,6 +80,22 @@ const CHUNK_BYTES = 4 * 1024 * 1024;
 const HOUSEKEEPING_LIMIT = 1000;
 /** Finished runs deleted per state per prune call. */
 const PRUNE_LIMIT = 1000;
+/** Runs deleted or replayed per purge / retryFailed call. */
+const SLICE = 1000;
+/** Entries a listing examines per structure of a queue. */
+const LIST_CAP = 20_000;
+/** Workers are listed this long after their last heartbeat, in ms. */
+const WORKER_MEMORY_MS = 3_600_000;
+const MINUTE = 60_000;
+const CURSOR = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+const CODE_OF_STATE: Readonly<Record<RunState, string>> = {
+  queued: 'q',
+  scheduled: 's',
+  active: 'a',
+  succeeded: 'd',
+  failed: 'f',
+  cancelled: 'c',
+};
 
 interface ResolvedOptions {
   maxLeaseLosses: number;
@@ -131,7 +155,7 @@ function time(value: number, name: string): number {
   return Math.floor(value);
 }
 
-export class RedisBroker implements Broker {
+export class RedisBroker implements Broker, BrokerInspector {
   readonly kind = 'redis' as const;
   readonly prefix: string;
   readonly #target: RedisTarget;
@@ -141,6 +165,8 @@ export class RedisBroker implements Broker {
   readonly #connectWaitMs: number;
   readonly #main: ConnectionGate;
   readonly #queuesKey: string;
+  readonly #pausedKey: string;
+  readonly #workersKey: string;
   readonly #eventsChannel: string;
   readonly #cancelsChannel: string;
   readonly #keys = new Map<string, QueueKeys>();
@@ -176,6 +202,8 @@ export class RedisBroker implements Broker {
     };
     this.#connectWaitMs = nonNegative(options.connectWaitMs, 'connectWaitMs', 2000);
     this.#queuesKey = `${prefix}:queues`;
+    this.#pausedKey = `${prefix}:paused`;
+    this.#workersKey = `${prefix}:workers`;
     this.#eventsChannel = `${prefix}:events`;
     this.#cancelsChannel = `${prefix}:cancels`;
     const main = createClient(this.#target, 'main');
@@ -282,7 +310,7 @@ export class RedisBroker implements Broker {
     return runScript(
       redis,
       'reserve',
-      [k.sched, k.active, k.prios],
+      [k.sched, k.active, k.prios, k.paused],
       [
         k.base,
         req.workerId,
@@ -561,7 +589,7 @@ export class RedisBroker implements Broker {
             redis,
             'prune',
             [k.succeeded, k.failed, k.cancelled],
-            [k.base, now, PRUNE_LIMIT, this.#eventsChannel, k.idPrefix],
+            [k.base, now, PRUNE_LIMIT, PRUNE_LIMIT, this.#eventsChannel, k.idPrefix],
           )) as [number, number];
           total += n;
           if (!more) return total;
@@ -701,6 +729,184 @@ export class RedisBroker implements Broker {
   }
 
   // -----------------------------------------------------------------------------------------------
+  // Inspection and administration (BrokerInspector)
+
+  /**
+   * Newest first by run id, keyset-paginated on the id (the cursor is the ULID of the last run
+   * of the page). Each queue's structures are read by `lua/list.lua` (at most `limit + 1` runs
+   * per queue), and the queues' pages are merged here.
+   */
+  async listRuns(filter: RunFilter): Promise<RunPage> {
+    const limit = Math.min(500, Math.max(1, Math.floor(Number(filter.limit)) || 1));
+    const { queue, task, state } = filter;
+    if (state !== undefined && !(RUN_STATES as readonly string[]).includes(state)) return { runs: [], next: null };
+    const cursor = filter.cursor ?? '';
+    if (cursor !== '' && !CURSOR.test(cursor)) {
+      throw new ConfigError(`Invalid cursor ${JSON.stringify(filter.cursor)}: pass the "next" of a previous page`);
+    }
+    const redis = await this.#ready();
+    const queues = queue !== undefined ? (QUEUE_NAME.test(queue) ? [queue] : []) : await this.#allQueues(redis);
+    const codes = state !== undefined ? CODE_OF_STATE[state] : 'qsadfc';
+    const pages = await Promise.all(
+      queues.map(async (q) => {
+        const k = this.#k(q);
+        const rids = (await runScript(
+          redis,
+          'list',
+          [k.prios, k.sched, k.active, k.succeeded, k.failed, k.cancelled],
+          [k.base, codes, cursor, limit + 1, task ?? '', LIST_CAP],
+        )) as string[];
+        return rids.map((rid) => ({ rid, queue: q }));
+      }),
+    );
+    const merged = pages.flat().sort((a, b) => (a.rid < b.rid ? 1 : a.rid > b.rid ? -1 : a.queue < b.queue ? 1 : -1));
+    const page = merged.slice(0, limit);
+    const records = await Promise.all(
+      page.map(async ({ rid, queue: q }) => {
+        const k = this.#k(q);
+        try {
+          const h = await redis.hgetall(k.run(rid));
+          return Object.keys(h).length ? decodeRun(k.id(rid), q, k.run(rid), h) : null;
+        } catch {
+          return null; // gone meanwhile, or unreadable: left out of the page
+        }
+      }),
+    );
+    const last = page[page.length - 1];
+    return {
+      runs: records.filter((r): r is RunRecord => r !== null),
+      next: merged.length > limit && last ? last.rid : null,
+    };
+  }
+
+  async listQueues(): Promise<string[]> {
+    return this.#allQueues(await this.#ready());
+  }
+
+  async heartbeat(worker: WorkerInfo, ttlMs: number, now: number): Promise<void> {
+    const status: WorkerStatus = {
+      id: worker.id,
+      host: worker.host,
+      pid: worker.pid,
+      queues: [...worker.queues],
+      concurrency: worker.concurrency,
+      active: worker.active,
+      startedAt: worker.startedAt,
+      lastSeen: now,
+      ttlMs,
+    };
+    await (await this.#ready()).hset(this.#workersKey, worker.id, JSON.stringify(status));
+  }
+
+  async removeWorker(id: string): Promise<void> {
+    await (await this.#ready()).hdel(this.#workersKey, id);
+  }
+
+  async listWorkers(now: number): Promise<WorkerStatus[]> {
+    const redis = await this.#ready();
+    const all = await redis.hgetall(this.#workersKey);
+    const out: WorkerStatus[] = [];
+    const forgotten: string[] = [];
+    for (const [id, text] of Object.entries(all)) {
+      try {
+        const w = JSON.parse(text) as WorkerStatus;
+        if (w.lastSeen < now - WORKER_MEMORY_MS) forgotten.push(id);
+        else out.push(w);
+      } catch {
+        // A corrupt registry entry is skipped: the worker rewrites it on its next heartbeat.
+      }
+    }
+    if (forgotten.length) await redis.hdel(this.#workersKey, ...forgotten);
+    return out.sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  async pause(queue: string): Promise<void> {
+    const k = this.#k(checkQueue(queue));
+    const redis = await this.#ready();
+    await Promise.all([redis.set(k.paused, '1'), redis.sadd(this.#pausedKey, queue), this.#remember([queue])]);
+  }
+
+  async resume(queue: string): Promise<void> {
+    const k = this.#k(checkQueue(queue));
+    const redis = await this.#ready();
+    await Promise.all([redis.del(k.paused), redis.srem(this.#pausedKey, queue)]);
+    await runScript(redis, 'wake', [k.wake], []);
+  }
+
+  async pausedQueues(): Promise<string[]> {
+    return (await (await this.#ready()).smembers(this.#pausedKey)).sort();
+  }
+
+  async purge(queue: string, _now: number): Promise<number> {
+    if (!QUEUE_NAME.test(queue)) return 0;
+    const k = this.#k(queue);
+    const redis = await this.#ready();
+    let total = 0;
+    for (;;) {
+      const [n, more] = (await runScript(redis, 'purge', [k.prios, k.sched], [k.base, SLICE, this.#eventsChannel, k.idPrefix])) as [
+        number,
+        number,
+      ];
+      total += n;
+      if (!more) return total;
+    }
+  }
+
+  async retryFailed(queue: string, task: string | undefined, _now: number): Promise<number> {
+    if (!QUEUE_NAME.test(queue)) return 0;
+    const k = this.#k(queue);
+    const redis = await this.#ready();
+    let total = 0;
+    let offset = 0;
+    for (;;) {
+      const [replayed, skipped, scanned] = (await runScript(
+        redis,
+        'retryfailed',
+        [k.failed],
+        [k.base, task ?? '', offset, SLICE, this.#eventsChannel, k.idPrefix],
+      )) as [number, number, number];
+      total += replayed;
+      offset += skipped;
+      if (scanned < SLICE) return total;
+    }
+  }
+
+  async stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
+    const redis = await this.#ready();
+    const from = Math.floor(since / MINUTE) * MINUTE;
+    const out: Record<string, MinuteStats[]> = {};
+    const buckets = LATENCY_BUCKETS_MS.length + 1;
+    await Promise.all(
+      [...new Set(queues)].map(async (queue) => {
+        if (!QUEUE_NAME.test(queue)) {
+          out[queue] = [];
+          return;
+        }
+        const k = this.#k(queue);
+        const minutes = (await redis.zrangebyscore(k.statMinutes, from, '+inf')).map(Number).sort((a, b) => a - b);
+        const rows = await Promise.all(minutes.map((m) => redis.hgetall(k.stats(m))));
+        out[queue] = minutes.flatMap((minute, i) => {
+          const h = rows[i] ?? {};
+          if (Object.keys(h).length === 0) return []; // expired
+          const n = (f: string) => Number(h[f] ?? 0) || 0;
+          return [
+            {
+              minute,
+              enqueued: n('e'),
+              succeeded: n('d'),
+              failed: n('f'),
+              retried: n('r'),
+              wait: Array.from({ length: buckets }, (_, j) => n(`w${j}`)),
+              run: Array.from({ length: buckets }, (_, j) => n(`u${j}`)),
+            },
+          ];
+        });
+      }),
+    );
+    return Object.fromEntries(queues.map((q) => [q, out[q] ?? []]));
+  }
+
+  // -----------------------------------------------------------------------------------------------
 
   async ping(): Promise<void> {
     const redis = await this.#ready();
@@ -718,6 +924,13 @@ export class RedisBroker implements Broker {
     this.#watchers.clear();
     this.#cancelListeners.clear();
   }
+}
+
+function checkQueue(queue: string): string {
+  if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
+    throw new ConfigError(`Queue name ${JSON.stringify(queue)} is invalid: use 1 to 64 letters, digits, "_" or "-"`);
+  }
+  return queue;
 }
 
 function safeCall(fn: () => void): void {

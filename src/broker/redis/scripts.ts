@@ -9,11 +9,12 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
+import { LATENCY_BUCKETS_MS } from '../types.ts';
 
 /** Each script and the number of KEYS it declares (the other keys it touches share their hash tag). */
 export const SCRIPT_KEYS = {
   enqueue: 1,
-  reserve: 3,
+  reserve: 4,
   settle: 2,
   renew: 1,
   release: 1,
@@ -24,6 +25,9 @@ export const SCRIPT_KEYS = {
   counts: 6,
   watch: 1,
   wake: 1,
+  list: 6,
+  purge: 2,
+  retryfailed: 1,
 } as const;
 
 export type ScriptName = keyof typeof SCRIPT_KEYS;
@@ -36,7 +40,9 @@ function read(file: string): string {
 
 /** The text of a script with its includes expanded. */
 export function scriptSource(name: ScriptName): string {
-  return read(`${name}.lua`).replace(/^--!include ([\w.-]+\.lua)\s*$/gm, (_, file: string) => read(file));
+  return read(`${name}.lua`)
+    .replace(/^--!include ([\w.-]+\.lua)\s*$/gm, (_, file: string) => read(file))
+    .replace('{ 0 } --!buckets', `{ ${LATENCY_BUCKETS_MS.join(', ')} }`);
 }
 
 let sources: Map<ScriptName, string> | undefined;

@@ -9,9 +9,14 @@
     base..'sched'      ZSET  scheduled rids by runAt
     base..'active'     ZSET  active rids by lease expiry
     base..'succeeded', base..'failed', base..'cancelled'
-                       ZSET  finished rids by expiresAt (prune and counts)
+                       ZSET  finished rids by the time in their id (listing newest first, prune,
+                             counts); ties are ordered by rid, so the order is the run id order
     base..'ik:'..task..':'..key  STRING  idempotency key -> rid, with PX ttl
     base..'wake'       LIST  wake-up token for idle workers (BLPOP)
+    base..'paused'     STRING  present while the queue is paused
+    base..'st:'..minute  HASH  counters of one minute: e enqueued, d succeeded, f failed,
+                             r retried, w<i>/u<i> wait/run latency histogram buckets
+    base..'stm'        ZSET  the minutes that have counters
 
   Run hash fields (short names to save memory; absent means the default):
     s state: q queued, s scheduled, a active, d succeeded, f failed, c cancelled
@@ -28,6 +33,59 @@
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
 ]]
 local rcall = redis.call
+
+-- Upper bounds (ms) of the latency histogram buckets (LATENCY_BUCKETS_MS, set at load).
+local BUCKETS = { 0 } --!buckets
+-- Per-minute counters are kept this long (real time), in ms.
+local STATS_TTL = 172800000
+
+local CROCKFORD = {}
+for i = 1, 32 do
+  CROCKFORD[string.byte('0123456789ABCDEFGHJKMNPQRSTVWXYZ', i)] = i - 1
+end
+
+-- The time (epoch ms) in a rid: its first 10 characters, Crockford base32.
+local function ridTime(rid)
+  local t = 0
+  for i = 1, 10 do
+    t = t * 32 + (CROCKFORD[string.byte(rid, i)] or 0)
+  end
+  return t
+end
+
+-- Adds n to a counter of the minute being accumulated in `acc` (flushed by statFlush).
+local function statAdd(acc, field, n)
+  acc[field] = (acc[field] or 0) + n
+end
+
+-- The histogram bucket of a latency: the first bound it does not exceed, else the last bucket.
+local function statLatency(acc, prefix, ms)
+  local i = #BUCKETS
+  for j = 1, #BUCKETS do
+    if ms <= BUCKETS[j] then
+      i = j - 1
+      break
+    end
+  end
+  statAdd(acc, prefix .. i, 1)
+end
+
+local function statFlush(base, now, acc)
+  if next(acc) == nil then
+    return
+  end
+  local minute = now - (now % 60000)
+  local k = base .. 'st:' .. minute
+  local fresh = rcall('EXISTS', k) == 0
+  for f, n in pairs(acc) do
+    rcall('HINCRBY', k, f, n)
+  end
+  if fresh then
+    rcall('PEXPIRE', k, STATS_TTL)
+    rcall('ZADD', base .. 'stm', minute, minute)
+    rcall('ZREMRANGEBYSCORE', base .. 'stm', '-inf', '(' .. (minute - STATS_TTL))
+  end
+end
 
 -- The history text with one more ended attempt. `a`, `b` are the stored strings (or false),
 -- `nowS` the caller's time as given (a string: no number formatting).
@@ -79,8 +137,8 @@ local function bulk(cmd, key, args, step)
 end
 
 -- Moves a run to a finished state (code d, f or c; zset succeeded, failed or cancelled), with
--- the extra fields given. It is indexed by expiresAt for prune and counts, and its hash expires
--- by itself after the retention. Retention 0: the run is deleted at once and nothing is recorded.
+-- the extra fields given. It is indexed by the time in its id (listing, prune, counts), and its
+-- hash expires by itself after the retention. Retention 0: the run is deleted at once and nothing is recorded.
 -- With `batch` (a table), the index entry is added to batch[zset] (score, rid) for a later bulk
 -- ZADD (see flushFinished) instead of at once.
 local function finish(base, k, rid, code, zset, now, nowS, ret, batch, ...)
@@ -97,10 +155,10 @@ local function finish(base, k, rid, code, zset, now, nowS, ret, batch, ...)
       list = {}
       batch[zset] = list
     end
-    list[#list + 1] = x
+    list[#list + 1] = ridTime(rid)
     list[#list + 1] = rid
   else
-    rcall('ZADD', base .. zset, x, rid)
+    rcall('ZADD', base .. zset, ridTime(rid), rid)
   end
 end
 
@@ -111,7 +169,7 @@ local function flushFinished(base, batch)
 end
 
 -- Fails an unreadable run (not a hash, or lacking task or input) with reason `corrupt`.
-local function failCorrupt(base, k, rid, id, now, nowS, ret, why)
+local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc)
   local err = cjson.encode({ name = 'CorruptRunError', message = 'Run ' .. id .. ' is unreadable: ' .. why, reason = 'corrupt' })
   if rcall('TYPE', k)['ok'] ~= 'hash' then
     rcall('DEL', k)
@@ -119,10 +177,28 @@ local function failCorrupt(base, k, rid, id, now, nowS, ret, why)
     rcall('HDEL', k, 'o')
   end
   finish(base, k, rid, 'f', 'failed', now, nowS, ret, nil, 'E', err)
+  if acc then
+    statAdd(acc, 'f', 1)
+  end
 end
 
 local function notify(chan, id, watched)
   if watched then
     rcall('PUBLISH', chan, id)
   end
+end
+
+-- Replays a failed run (its fields read as HMGET s p W o h a w b f E = v): back to queued at the
+-- tail of its level with attempts and leaseLosses reset, no longer expiring; the failed attempt,
+-- when still open, is appended to the history first. The caller leaves the wake-up token.
+local function replay(base, k, rid, id, chan, v)
+  if v[4] then
+    rcall('HSET', k, 'h', appendHistory(v[5], v[6], v[7], v[8], v[9] or '0', 'failed', v[10] or nil))
+  end
+  rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0)
+  rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
+  rcall('PERSIST', k)
+  rcall('ZREM', base .. 'failed', rid)
+  pushQueued(base, rid, v[2] or '0', false)
+  notify(chan, id, v[3])
 end

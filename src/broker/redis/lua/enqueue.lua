@@ -5,6 +5,7 @@
   one is scheduled. A run with an idempotency key whose key is held (same task, same queue) is not
   created: the result names the run holding the key. A run whose id already exists (a resent
   call) is not created again either.
+  Counts the runs created in this minute's stats.
   Leaves a wake-up token when a run was queued, or when a scheduled run is due before every
   other scheduled run (so that idle workers recompute when to wake).
 
@@ -27,6 +28,7 @@ local now = tonumber(ARGV[2])
 local out = {}
 local queued = {} -- priority level -> rids to append, in order
 local levels = {} -- the levels of `queued`, in first-seen order
+local created = 0
 local earliest -- earliest runAt among scheduled runs created here
 local before = false -- earliest scheduled runAt before this call (nil: none), read once
 
@@ -102,6 +104,7 @@ for j = 3, #ARGV, 9 do
     out[#out + 1] = rid
     out[#out + 1] = 1
     out[#out + 1] = state
+    created = created + 1
   end
 end
 
@@ -113,6 +116,10 @@ for _, p in ipairs(levels) do
   if len == 0 then
     rcall('ZADD', base .. 'prios', -tonumber(p), p)
   end
+end
+
+if created > 0 then
+  statFlush(base, now, { e = created })
 end
 
 if #levels > 0 or (earliest ~= nil and (before == nil or earliest < before)) then

@@ -8,6 +8,7 @@
     3. leases up to `max` queued runs to the worker, highest priority first and FIFO within a
        level: state active, attempts + 1, worker, startedAt = now, open attempt, lease expiry
        in `active`.
+  Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
   `corrupt` and the script goes on. Steps 1 and 2 handle at most `limit` runs each per call; when
   more are pending, nextAt is `now` so that the caller comes back at once.
@@ -16,6 +17,7 @@
   KEYS[1] sched   ZSET runAt
   KEYS[2] active  ZSET lease expiry
   KEYS[3] prios   ZSET priority levels with queued runs
+  KEYS[4] paused  STRING present while the queue is paused: then nothing is done
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] worker id
@@ -44,6 +46,12 @@ local failedRet = tonumber(ARGV[7])
 local limit = tonumber(ARGV[8])
 local chan, qp = ARGV[9], ARGV[10]
 local more = false
+local acc = {} -- this minute's counters
+
+-- A paused queue is left untouched until resumed (its due times do not count either).
+if rcall('EXISTS', KEYS[4]) == 1 then
+  return { -1, 0 }
+end
 
 -- 1. Due scheduled runs become queued.
 local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
@@ -55,7 +63,7 @@ if #due > 0 then
     local k = base .. 'r:' .. rid
     local v = redis.pcall('HMGET', k, 's', 'p', 'W')
     if v['err'] then
-      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash')
+      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
     elseif v[1] == 's' then
       rcall('HSET', k, 's', 'q')
       pushQueued(base, rid, v[2] or '0', false)
@@ -76,7 +84,7 @@ if #expired > 0 then
     local k = base .. 'r:' .. rid
     local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h')
     if v['err'] then
-      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash')
+      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
     elseif v[1] == 'a' then
       local losses = (tonumber(v[7]) or 0) + 1
       local h = appendHistory(v[8], v[4], v[5], v[6], nowS, 'lost')
@@ -85,6 +93,7 @@ if #expired > 0 then
         local err = '{"name":"LeaseLostError","message":"The lease on this run expired ' .. losses ..
           ' times: its worker died or stalled each time","reason":"lease_lost"}'
         finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', err)
+        statAdd(acc, 'f', 1)
       else
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
         pushQueued(base, rid, v[2] or '0', true)
@@ -114,9 +123,9 @@ if max > 0 then
       end
       for _, rid in ipairs(rids) do
         local k = base .. 'r:' .. rid
-        local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W')
+        local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r')
         if v['err'] then
-          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash')
+          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
         elseif v[1] == 'q' and v[2] and v[3] then
           local a = (tonumber(v[4]) or 0) + 1
           rcall('HSET', k, 's', 'a', 'a', a, 'w', worker, 'b', nowS, 'o', '1')
@@ -131,8 +140,15 @@ if max > 0 then
           out[#out + 1] = v[5] or ''
           out[#out + 1] = v[6] or ''
           notify(chan, qp .. rid, v[7])
+          -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
+          local since = tonumber(v[5]) or ridTime(rid)
+          local due = tonumber(v[8])
+          if due and due > since then
+            since = due
+          end
+          statLatency(acc, 'w', now - since)
         elseif v[1] == 'q' or (not v[1] and (v[2] or v[3])) then
-          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing')
+          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc)
         end
         -- Otherwise the run is gone or no longer queued (a stale entry): skipped.
       end
@@ -172,6 +188,7 @@ else
     end
   end
 end
+statFlush(base, now, acc)
 out[1] = nextAt
 out[2] = queued
 return out

@@ -31,15 +31,6 @@ end
 if s ~= 'f' then
   return { 'S', s }
 end
-if v[4] then
-  local h = appendHistory(v[5], v[6], v[7], v[8], v[9] or '0', 'failed', v[10] or nil)
-  rcall('HSET', k, 'h', h)
-end
-rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0)
-rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
-rcall('PERSIST', k)
-rcall('ZREM', base .. 'failed', rid)
-pushQueued(base, rid, v[2] or '0', false)
+replay(base, k, rid, ARGV[4], ARGV[3], v)
 wake(base)
-notify(ARGV[3], ARGV[4], v[3])
 return { 'Q' }

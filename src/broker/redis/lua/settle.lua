@@ -8,6 +8,7 @@
                once when runAt <= now).
   A succeeded or failed attempt stays the run's open attempt (see `o` in common.lua): no history
   is written on this, the hot path.
+  Counts, for this minute's stats, each outcome and the run time of each attempt.
   Leaves a wake-up token when a run was queued, or scheduled before every other scheduled run.
 
   KEYS[1] active ZSET
@@ -32,17 +33,20 @@ local out = {}
 local wakeUp = false
 local done = {} -- rids leaving `active`
 local batch = {} -- finished index entries
+local acc = {} -- this minute's counters
 
 for j = 6, #ARGV, 5 do
   local rid, att, kind, payload, numS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p')
+  local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b')
   if v['err'] or v[1] ~= 'a' or v[2] ~= worker or v[3] ~= att then
     out[#out + 1] = 0
   else
     local num = tonumber(numS)
     done[#done + 1] = rid
+    statLatency(acc, 'u', now - (tonumber(v[6]) or now))
     if kind == 's' then
+      statAdd(acc, 'd', 1)
       if att ~= '1' then
         rcall('HDEL', k, 'E') -- the error of an earlier attempt
       end
@@ -52,10 +56,11 @@ for j = 6, #ARGV, 5 do
         finish(base, k, rid, 'd', 'succeeded', now, nowS, num, batch)
       end
     elseif kind == 'f' then
+      statAdd(acc, 'f', 1)
       finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', payload)
     else
-      local hb = rcall('HMGET', k, 'h', 'b')
-      local h = appendHistory(hb[1], att, worker, hb[2], nowS, 'retry', payload)
+      statAdd(acc, 'r', 1)
+      local h = appendHistory(rcall('HGET', k, 'h'), att, worker, v[6], nowS, 'retry', payload)
       rcall('HDEL', k, 'o')
       if num > now then
         rcall('HSET', k, 's', 's', 'r', numS, 'h', h, 'E', payload)
@@ -78,6 +83,7 @@ end
 
 bulk('ZREM', KEYS[1], done, 1000)
 flushFinished(base, batch)
+statFlush(base, now, acc)
 if wakeUp then
   wake(base)
 end

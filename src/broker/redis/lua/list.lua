@@ -1,0 +1,149 @@
+--[[
+  list: the ids of a page of one queue's runs, newest first (by run id), in the states and of the
+  task asked, all below a cursor. Read from the structures each state lives in: the finished
+  indexes are in run id order; active and scheduled runs are sorted here (at most `cap` of each);
+  each priority level of queued runs is in enqueue order (a run put back or retried sits out of
+  order, which this reads around by starting a little past the cursor's place).
+
+  KEYS[1] prios, KEYS[2] sched, KEYS[3] active, KEYS[4] succeeded, KEYS[5] failed,
+  KEYS[6] cancelled
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] states: the codes of the states to list (some of q s a d f c)
+  ARGV[3] cursor: only rids below this one ('' for no bound)
+  ARGV[4] want: at most this many rids
+  ARGV[5] task ('' for any)
+  ARGV[6] cap: entries examined per structure
+
+  Returns the rids, newest first.
+]]
+--!include common.lua
+
+local base, states, cursor, task = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local want, cap = tonumber(ARGV[4]), tonumber(ARGV[6])
+local found = {}
+
+local function below(rid)
+  return cursor == '' or rid < cursor
+end
+
+-- Whether a run is (still) in the state `code` and of the task asked.
+local function keep(rid, code)
+  local v = redis.pcall('HMGET', base .. 'r:' .. rid, 's', 't')
+  if v['err'] or v[1] ~= code then
+    return false
+  end
+  return task == '' or v[2] == task
+end
+
+local function wanted(code)
+  return string.find(states, code, 1, true) ~= nil
+end
+
+-- Finished states: indexes ordered by the time in the rid, then by rid.
+local finished = { { 'd', KEYS[4] }, { 'f', KEYS[5] }, { 'c', KEYS[6] } }
+for _, pair in ipairs(finished) do
+  local code, key = pair[1], pair[2]
+  if wanted(code) then
+    local max = '+inf'
+    if cursor ~= '' then
+      max = ridTime(cursor)
+    end
+    local offset, n = 0, 0
+    while n < want and offset < cap do
+      local chunk = rcall('ZREVRANGEBYSCORE', key, max, '-inf', 'LIMIT', offset, 200)
+      for _, rid in ipairs(chunk) do
+        if below(rid) and keep(rid, code) then
+          found[#found + 1] = rid
+          n = n + 1
+          if n >= want then
+            break
+          end
+        end
+      end
+      offset = offset + #chunk
+      if #chunk < 200 then
+        break
+      end
+    end
+  end
+end
+
+-- Active and scheduled runs: sorted here.
+local unsorted = { { 'a', KEYS[3] }, { 's', KEYS[2] } }
+for _, pair in ipairs(unsorted) do
+  local code, key = pair[1], pair[2]
+  if wanted(code) then
+    local all = rcall('ZRANGE', key, 0, cap - 1)
+    local c = {}
+    for _, rid in ipairs(all) do
+      if below(rid) then
+        c[#c + 1] = rid
+      end
+    end
+    table.sort(c, function(x, y)
+      return x > y
+    end)
+    local n = 0
+    for _, rid in ipairs(c) do
+      if keep(rid, code) then
+        found[#found + 1] = rid
+        n = n + 1
+        if n >= want then
+          break
+        end
+      end
+    end
+  end
+end
+
+-- Queued runs: each level from the cursor's place (found by bisection) towards the head.
+if wanted('q') then
+  for _, p in ipairs(rcall('ZRANGE', KEYS[1], 0, -1)) do
+    local wk = base .. 'w:' .. p
+    local len = rcall('LLEN', wk)
+    local pos = len - 1
+    if cursor ~= '' then
+      local lo, hi = 0, len - 1
+      pos = -1
+      while lo <= hi do
+        local mid = math.floor((lo + hi) / 2)
+        local x = rcall('LINDEX', wk, mid)
+        if x and x < cursor then
+          pos = mid
+          lo = mid + 1
+        else
+          hi = mid - 1
+        end
+      end
+      pos = math.min(len - 1, pos + 64)
+    end
+    local n, scanned = 0, 0
+    local c = {}
+    while pos >= 0 and n < want + 64 and scanned < cap do
+      local from = math.max(0, pos - 199)
+      local chunk = rcall('LRANGE', wk, from, pos)
+      for i = #chunk, 1, -1 do
+        local rid = chunk[i]
+        scanned = scanned + 1
+        if below(rid) and keep(rid, 'q') then
+          c[#c + 1] = rid
+          n = n + 1
+        end
+      end
+      pos = from - 1
+    end
+    for _, rid in ipairs(c) do
+      found[#found + 1] = rid
+    end
+  end
+end
+
+table.sort(found, function(x, y)
+  return x > y
+end)
+local out = {}
+for i = 1, math.min(want, #found) do
+  out[i] = found[i]
+end
+return out

@@ -1,0 +1,61 @@
+--[[
+  purge: deletes queued and scheduled runs of one queue (at most `limit` of each per call).
+  Active runs are left to finish.
+
+  KEYS[1] prios ZSET
+  KEYS[2] sched ZSET
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] limit per call
+  ARGV[3] events channel (watched runs)
+  ARGV[4] run id prefix `<queue>.`
+
+  Returns { deleted, more (1 when a limit was reached: call again) }.
+]]
+local base, limit, chan, qp = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local deleted, more = 0, 0
+
+local function drop(rid, code)
+  local k = base .. 'r:' .. rid
+  local v = redis.pcall('HMGET', k, 's', 'W')
+  if v['err'] or v[1] == code then
+    redis.call('DEL', k)
+    deleted = deleted + 1
+    if not v['err'] and v[2] then
+      redis.call('PUBLISH', chan, qp .. rid)
+    end
+  end
+end
+
+local left = limit
+for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  if left <= 0 then
+    more = 1
+    break
+  end
+  local wk = base .. 'w:' .. p
+  local rids = redis.call('LPOP', wk, left)
+  if rids then
+    for _, rid in ipairs(rids) do
+      drop(rid, 'q')
+    end
+    left = left - #rids
+  end
+  if redis.call('LLEN', wk) == 0 then
+    redis.call('ZREM', KEYS[1], p)
+  else
+    more = 1
+  end
+end
+
+local due = redis.call('ZRANGE', KEYS[2], 0, limit - 1)
+for _, rid in ipairs(due) do
+  drop(rid, 's')
+end
+if #due > 0 then
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, #due - 1)
+end
+if #due == limit then
+  more = 1
+end
+return { deleted, more }

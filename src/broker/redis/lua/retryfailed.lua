@@ -1,0 +1,40 @@
+--[[
+  retryfailed: replays failed runs of one queue (of one task, or all), like `retry`, scanning at
+  most `limit` entries of the failed index from `offset` (entries of other tasks are skipped and
+  stay in place: the next call starts past them).
+
+  KEYS[1] failed ZSET
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] task ('' for every task)
+  ARGV[3] offset in the failed index
+  ARGV[4] limit of entries scanned
+  ARGV[5] events channel (watched runs)
+  ARGV[6] run id prefix `<queue>.`
+
+  Returns { replayed, skipped, scanned }.
+]]
+--!include common.lua
+
+local base, task = ARGV[1], ARGV[2]
+local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+local chan, qp = ARGV[5], ARGV[6]
+local rids = rcall('ZRANGE', KEYS[1], offset, offset + limit - 1)
+local replayed, skipped = 0, 0
+for _, rid in ipairs(rids) do
+  local k = base .. 'r:' .. rid
+  local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't')
+  if v['err'] or v[1] ~= 'f' then
+    -- A stale entry (the run expired or is unreadable): left for prune.
+    skipped = skipped + 1
+  elseif task ~= '' and v[11] ~= task then
+    skipped = skipped + 1
+  else
+    replay(base, k, rid, qp .. rid, chan, v)
+    replayed = replayed + 1
+  end
+end
+if replayed > 0 then
+  wake(base)
+end
+return { replayed, skipped, #rids }
