@@ -34,14 +34,15 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
 
   /** Validates `input` (types at compile time, the schema at run time) and enqueues one run. */
   async enqueue(input: z.input<S>, options?: EnqueueOptions): Promise<RunHandle<R>> {
-    const run = this.prepare(input, options, Date.now(), this.#app.maxInputBytes);
+    const now = Date.now();
+    const run = this.prepare(input, options, now, this.#app.maxInputBytes);
     return enqueueSpan(
       `errand.enqueue ${this.name}`,
       { 'errand.task': this.name, 'errand.queue': run.queue, 'errand.run_id': run.id },
       run.traceparent,
       async (tp) => {
         if (tp) run.traceparent = tp;
-        const [handle] = await this.#app.enqueueRuns([run]);
+        const [handle] = await this.#app.enqueueRuns([run], now);
         return handle as RunHandle<R>;
       },
     );
@@ -64,7 +65,7 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
       undefined,
       async (tp) => {
         if (tp) for (const run of runs) run.traceparent ??= tp;
-        return (await this.#app.enqueueRuns(runs)) as RunHandle<R>[];
+        return (await this.#app.enqueueRuns(runs, now)) as RunHandle<R>[];
       },
     );
   }
@@ -131,13 +132,13 @@ export class Errand extends EventEmitter {
   }
 
   /** Enqueues prepared runs (of any tasks) in one broker call. */
-  async enqueueRuns(runs: NewRun[]): Promise<RunHandle[]> {
+  async enqueueRuns(runs: NewRun[], now = Date.now()): Promise<RunHandle[]> {
     if (runs.length === 0) return [];
     const broker = await this.broker();
-    const results = await broker.enqueue(runs, Date.now());
+    const results = await broker.enqueue(runs, now);
     if (this.listenerCount('enqueued')) this.emit('enqueued', runs, results);
     const get = () => this.broker();
-    return results.map((r) => new RunHandle(r.id, get, r.created));
+    return results.map((r) => new RunHandle(r.id, get, r.created, r.state));
   }
 
   /** A handle to an existing run, by id. */

@@ -22,13 +22,16 @@ export class InputError extends ErrandError {
   override name = 'InputError';
   readonly issues: InputIssue[];
   readonly task: string | undefined;
-  constructor(issues: InputIssue[], task?: string, root = 'input') {
+  /** What was refused: the task `input`, or the enqueue `options`. */
+  readonly root: string;
+  constructor(issues: InputIssue[], task?: string, root: 'input' | 'options' = 'input') {
     const lines = issues.map((i) => `  - ${formatPath(i.path, root)}: ${i.message}`);
     super(
       `${task ? `Task "${task}": ` : ''}${root} refused (${issues.length} problem${issues.length === 1 ? '' : 's'}):\n${lines.join('\n')}`,
     );
     this.issues = issues;
     this.task = task;
+    this.root = root;
   }
 }
 

@@ -12,17 +12,24 @@ function describe(value: unknown): string {
   return ctor ? `an instance of ${ctor}` : 'a non-plain object';
 }
 
+/** Deepest nesting accepted in inputs, results and progress values. */
+export const MAX_DEPTH = 256;
+
 /**
  * Checks that `value` survives a JSON round trip unchanged, and returns every place where it would
  * not: functions, symbols, BigInt, NaN and infinities, class instances (Date, Map, Buffer...),
  * cycles, and undefined inside arrays. Object properties that are undefined are fine (JSON omits
  * them, which reads back as absent).
  */
-export function jsonIssues(value: unknown, limit = 20): InputIssue[] {
+export function jsonIssues(value: unknown, limit = 20, maxDepth = MAX_DEPTH): InputIssue[] {
   const issues: InputIssue[] = [];
   const stack = new Set<object>();
   const walk = (v: unknown, path: (string | number)[], inArray: boolean): void => {
     if (issues.length >= limit) return;
+    if (path.length > maxDepth) {
+      issues.push({ path: path.slice(0, 8), message: `is nested deeper than ${maxDepth} levels`, code: 'too_deep' });
+      return;
+    }
     if (v === null || typeof v === 'string' || typeof v === 'boolean') return;
     if (typeof v === 'number') {
       if (!Number.isFinite(v))

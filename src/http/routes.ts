@@ -111,7 +111,7 @@ function toBrokerUnavailable(err: unknown): BrokerUnavailableError {
 
 /** An InputError from enqueue as 422 details: option problems point at the query or header they came from. */
 function inputErrorToDetail(err: InputError): ValidationDetail[] {
-  if (!/(^|: )options refused/.test(err.message)) return issuesToDetail('body', err.issues);
+  if (err.root !== 'options') return issuesToDetail('body', err.issues);
   return err.issues.map((i) => {
     const key = String(i.path[0] ?? '');
     return { loc: OPTION_LOC[key] ?? ['query', key], msg: i.message, type: i.code };
@@ -215,7 +215,6 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
     }
 
     // task.enqueue validates the body (InputError: 422), records its trace span and metrics, and enqueues.
-    const now = Date.now();
     let handle: RunHandle;
     try {
       handle = await task.enqueue(body as never, opts);
@@ -229,14 +228,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       }
       throw toBrokerUnavailable(err);
     }
-    let status: RunState;
-    if (handle.created) {
-      const due = opts.delay !== undefined ? now + opts.delay : opts.runAt instanceof Date ? opts.runAt.getTime() : now;
-      status = due > now ? 'scheduled' : 'queued';
-    } else {
-      const rec = await brokerCall((b) => b.getRun(handle.id));
-      status = rec?.state ?? 'queued';
-    }
+    const status: RunState = handle.enqueuedState ?? 'queued';
     const statusUrl = `${prefix}/runs/${handle.id}`;
     reply.code(202).header('location', statusUrl);
     request.log.info({ runId: handle.id, task: task.name, created: handle.created }, 'run enqueued');

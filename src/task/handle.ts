@@ -8,11 +8,14 @@ export class RunHandle<R = unknown> {
   readonly id: string;
   /** False when an idempotency key matched: this handle then points at the earlier run. */
   readonly created: boolean;
+  /** The run's state when the handle was made by an enqueue (the broker's answer); undefined for `errand.run(id)`. */
+  readonly enqueuedState: RunState | undefined;
   readonly #broker: () => Promise<Broker>;
 
-  constructor(id: string, broker: () => Promise<Broker>, created = true) {
+  constructor(id: string, broker: () => Promise<Broker>, created = true, enqueuedState?: RunState) {
     this.id = id;
     this.created = created;
+    this.enqueuedState = enqueuedState;
     this.#broker = broker;
   }
 

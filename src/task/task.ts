@@ -120,6 +120,10 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   prepare(input: unknown, options: EnqueueOptions = {}, now = Date.now(), maxInputBytes = 1024 * 1024): NewRun {
     const optionIssues = checkEnqueueOptions(options);
     if (optionIssues.length) throw new InputError(optionIssues, this.name, 'options');
+    // Refuse pathological nesting before anything recurses over it (zod, JSON.stringify).
+    const notJson = jsonIssues(input);
+    const tooDeep = notJson.filter((i) => i.code === 'too_deep');
+    if (tooDeep.length) throw new InputError(tooDeep, this.name);
     const parsed = this.schema.safeParse(input);
     if (!parsed.success) {
       throw new InputError(
@@ -131,7 +135,6 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
         this.name,
       );
     }
-    const notJson = jsonIssues(input);
     if (notJson.length) throw new InputError(notJson, this.name);
     const json = JSON.stringify(input === undefined ? null : input);
     const bytes = Buffer.byteLength(json);
