@@ -266,18 +266,44 @@ export interface WorkerStatus extends WorkerInfo {
   ttlMs: number;
 }
 
-/** Outcome counters and latency histograms for one queue and one minute. */
+/**
+ * Outcome counters and latency histograms for one queue and one minute.
+ *
+ * Every count lands in the minute of the `now` of the call that caused it: an enqueue in the minute
+ * of the enqueue, a start in the minute of the reserve, a settlement in the minute of the settle, a
+ * run the broker fails itself in the minute of the reserve that found it. Cancellations, releases,
+ * requeues after a lost lease and replays (`retry`, `retryFailed`) count in none of the counters.
+ *
+ * `stats(queues, since)` answers every requested queue (one it has never seen: `[]`) with its minutes
+ * oldest first, from the minute that contains `since` on; a minute with nothing counted may be left out.
+ */
 export interface MinuteStats {
-  /** Start of the minute, epoch ms. */
+  /** Start of the minute, epoch ms (a multiple of 60,000). */
   minute: number;
+  /** Runs created. An enqueue that an idempotency key collapses into an existing run is not counted. */
   enqueued: number;
+  /** Settlements `succeeded` (with any retentionMs, 0 included). */
   succeeded: number;
+  /** Runs that became `failed`: settlements `failed`, and runs the broker failed (lease lost `maxLeaseLosses` times, corrupt). */
   failed: number;
+  /** Settlements `retry`. */
   retried: number;
   /**
-   * Histograms over the bucket bounds of `LATENCY_BUCKETS_MS`: counts[i] is the number of runs whose
-   * time was <= LATENCY_BUCKETS_MS[i] (and above the previous bound); the last entry counts the rest.
-   * `wait`: enqueue (or due time) to start; `run`: start to finish.
+   * Histograms over the bucket bounds of `LATENCY_BUCKETS_MS`, always `LATENCY_BUCKETS_MS.length + 1`
+   * entries: entry i counts the times t with LATENCY_BUCKETS_MS[i - 1] < t <= LATENCY_BUCKETS_MS[i]
+   * (the first bucket from 0; a negative time, from the clocks of different machines, counts there
+   * too); the last entry counts the times above the last bound.
+   *
+   * `wait`: one entry per start (every run a reserve hands out), in the minute of that reserve: the
+   * time from when the run last became due to its start, i.e. `startedAt - max(enqueuedAt, runAt)`
+   * where `runAt` is the due time it waited for: the NewRun's `runAt`, a retry settlement's `runAt`,
+   * or the time of a replay (`retry`, `retryFailed`). Not enqueue-to-start: a run scheduled for
+   * tomorrow has not waited a day when it starts tomorrow. (After a lost lease or a release, whether
+   * the wait counts from the earlier due time or from the requeue is not specified.)
+   *
+   * `run`: one entry per attempt that `settle` ends (succeeded, failed or retry), in the minute of the
+   * settlement: the settle's `now` minus the attempt's `startedAt`. Attempts that end otherwise (lease
+   * lost, released, cancelled) are not counted.
    */
   wait: number[];
   run: number[];

@@ -7,25 +7,26 @@ import { Redis } from 'ioredis';
 import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
 import type { Broker } from '../../src/broker/types.ts';
 import { uniquePrefix } from '../helpers.ts';
-import { brokerConformance } from './suite.ts';
+import { inspectorConformance } from './inspector.ts';
+import { brokerConformance, type MakeBroker } from './suite.ts';
 
 const url = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefixOf = new WeakMap<Broker, string>();
 const prefixes = new Set<string>();
 
-brokerConformance(
-  'redis',
-  async (opts = {}) => {
-    const { sameStorageAs, ...options } = opts;
-    const prefix = sameStorageAs ? prefixOf.get(sameStorageAs) : uniquePrefix('errand-test');
-    if (!prefix) throw new Error('sameStorageAs must be a broker made by this factory');
-    prefixes.add(prefix);
-    const broker = new RedisBroker({ url, prefix, ...options });
-    prefixOf.set(broker, prefix);
-    return broker;
-  },
-  { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) },
-);
+const makeBroker: MakeBroker = async (opts = {}) => {
+  const { sameStorageAs, ...options } = opts;
+  const prefix = sameStorageAs ? prefixOf.get(sameStorageAs) : uniquePrefix('errand-test');
+  if (!prefix) throw new Error('sameStorageAs must be a broker made by this factory');
+  prefixes.add(prefix);
+  const broker = new RedisBroker({ url, prefix, ...options });
+  prefixOf.set(broker, prefix);
+  return broker;
+};
+
+brokerConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });
+// Skipped (with this message) only while RedisBroker has no listRuns; once it does, every inspector test must pass.
+inspectorConformance('redis', makeBroker, { pending: 'RedisBroker does not implement BrokerInspector yet' });
 
 after(async () => {
   // Delete every key of the prefixes this file used. The prefix may sit inside a hash tag

@@ -7,19 +7,19 @@ import { join } from 'node:path';
 import { SqliteBroker } from '../../src/broker/sqlite/sqlite-broker.ts';
 import type { Broker } from '../../src/broker/types.ts';
 import { tempDir } from '../helpers.ts';
-import { brokerConformance } from './suite.ts';
+import { inspectorConformance } from './inspector.ts';
+import { brokerConformance, type MakeBroker } from './suite.ts';
 
 const pathOf = new WeakMap<Broker, string>();
 
-brokerConformance(
-  'sqlite',
-  async (opts = {}) => {
-    const { sameStorageAs, ...options } = opts;
-    const path = sameStorageAs ? pathOf.get(sameStorageAs) : join(tempDir('errand-sqlite'), 'errand.db');
-    if (!path) throw new Error('sameStorageAs must be a broker made by this factory');
-    const broker = new SqliteBroker({ path, ...options });
-    pathOf.set(broker, path);
-    return broker;
-  },
-  { connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }) },
-);
+const makeBroker: MakeBroker = async (opts = {}) => {
+  const { sameStorageAs, ...options } = opts;
+  const path = sameStorageAs ? pathOf.get(sameStorageAs) : join(tempDir('errand-sqlite'), 'errand.db');
+  if (!path) throw new Error('sameStorageAs must be a broker made by this factory');
+  const broker = new SqliteBroker({ path, ...options });
+  pathOf.set(broker, path);
+  return broker;
+};
+
+brokerConformance('sqlite', makeBroker, { connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }) });
+inspectorConformance('sqlite', makeBroker);
