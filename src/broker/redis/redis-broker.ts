@@ -230,8 +230,8 @@ export class RedisBroker implements Broker, BrokerInspector {
   }
 
   /** Adds queues to the set of known queues (once per instance), alongside the caller's command. */
-  #remember(queues: Iterable<string>): Promise<unknown> {
-    const fresh = [...queues].filter((q) => !this.#knownQueues.has(q));
+  #remember(queues: readonly string[]): Promise<unknown> {
+    const fresh = queues.filter((q) => !this.#knownQueues.has(q));
     if (!fresh.length) return Promise.resolve();
     for (const q of fresh) this.#knownQueues.add(q);
     return this.#redis.sadd(this.#queuesKey, ...fresh).catch((err: unknown) => {
@@ -246,56 +246,66 @@ export class RedisBroker implements Broker, BrokerInspector {
   async enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     if (runs.length === 0) return [];
     now = time(now, 'now');
-    const { groups, invalid } = byQueue(runs);
-    for (const index of invalid) {
-      const run = runs[index]!;
-      throw new ConfigError(`enqueue: run id ${JSON.stringify(run.id)} is not a run id (expected <queue>.<ulid>, see newRunId)`);
-    }
-    for (const g of groups.values()) {
-      for (const { item } of g) {
-        if (item.queue !== splitRunId(item.id)?.queue) {
-          throw new ConfigError(
-            `enqueue: run ${item.id} names queue "${item.queue}", but its id belongs to queue "${splitRunId(item.id)?.queue}"`,
-          );
-        }
+    // Runs by queue (indexes into `runs`), every id checked before anything is written.
+    const groups = new Map<string, number[]>();
+    const rids: string[] = new Array(runs.length);
+    for (let i = 0; i < runs.length; i++) {
+      const run = runs[i]!;
+      const parts = splitRunId(run.id);
+      if (!parts)
+        throw new ConfigError(`enqueue: run id ${JSON.stringify(run.id)} is not a run id (expected <queue>.<ulid>, see newRunId)`);
+      if (parts.queue !== run.queue) {
+        throw new ConfigError(`enqueue: run ${run.id} names queue "${run.queue}", but its id belongs to queue "${parts.queue}"`);
       }
+      rids[i] = parts.rid;
+      const g = groups.get(parts.queue);
+      if (g) g.push(i);
+      else groups.set(parts.queue, [i]);
     }
     const redis = await this.#ready();
     const results: EnqueueResult[] = new Array(runs.length);
-    const calls: Promise<unknown>[] = [this.#remember(groups.keys())];
-    for (const [queue, group] of groups) {
+    const calls: Promise<unknown>[] = [];
+    for (const [queue, indexes] of groups) {
+      if (!this.#knownQueues.has(queue)) calls.push(this.#remember([queue]));
       const k = this.#k(queue);
-      for (const part of chunk(group, ({ item }) => item.input.length + 200)) {
+      for (let from = 0; from < indexes.length; ) {
+        // One call per CHUNK_RUNS runs or about CHUNK_BYTES of input.
+        const part: number[] = [];
         const args: (string | number)[] = [k.base, now];
-        for (const { item, rid } of part) {
-          const runAt = Math.floor(item.runAt);
+        let bytes = 0;
+        while (from < indexes.length && part.length < CHUNK_RUNS && (part.length === 0 || bytes < CHUNK_BYTES)) {
+          const i = indexes[from++]!;
+          const run = runs[i]!;
+          const runAt = Math.floor(run.runAt);
+          part.push(i);
+          bytes += run.input.length + 200;
           args.push(
-            rid,
-            item.task,
-            item.input,
-            Math.trunc(item.priority || 0),
+            rids[i]!,
+            run.task,
+            run.input,
+            Math.trunc(run.priority || 0),
             Number.isFinite(runAt) ? runAt : now,
-            timeOfRunId(item.id) === now ? '' : now,
-            item.idempotencyKey ?? '',
-            item.idempotencyKey ? Math.max(1, Math.floor(item.idempotencyTtl ?? DAY)) : 0,
-            item.traceparent ?? '',
+            timeOfRunId(run.id) === now ? '' : now,
+            run.idempotencyKey ?? '',
+            run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
+            run.traceparent ?? '',
           );
         }
         calls.push(
           runScript(redis, 'enqueue', [k.sched], args).then((reply) => {
             const r = reply as (string | number)[];
-            part.forEach(({ index }, j) => {
-              results[index] = {
-                id: k.id(String(r[j * 3])),
+            for (let j = 0; j < part.length; j++) {
+              results[part[j]!] = {
+                id: k.idPrefix + String(r[j * 3]),
                 created: r[j * 3 + 1] === 1,
                 state: STATE_OF_CODE[String(r[j * 3 + 2])] ?? 'queued',
               };
-            });
+            }
           }),
         );
       }
     }
-    await Promise.all(calls);
+    await (calls.length === 1 ? calls[0] : Promise.all(calls));
     return results;
   }
 
@@ -517,12 +527,13 @@ export class RedisBroker implements Broker, BrokerInspector {
     }
   }
 
-  async retry(id: string, _now: number): Promise<RetryOutcome> {
+  async retry(id: string, now: number): Promise<RetryOutcome> {
+    now = time(now, 'now');
     const parts = splitRunId(id);
     if (!parts) return { outcome: 'not_found' };
     const k = this.#k(parts.queue);
     const redis = await this.#ready();
-    const r = (await runScript(redis, 'retry', [k.run(parts.rid)], [k.base, parts.rid, this.#eventsChannel, id])) as string[];
+    const r = (await runScript(redis, 'retry', [k.run(parts.rid)], [k.base, parts.rid, this.#eventsChannel, id, now])) as string[];
     switch (r[0]) {
       case 'Q':
         return { outcome: 'queued' };
@@ -852,8 +863,9 @@ export class RedisBroker implements Broker, BrokerInspector {
     }
   }
 
-  async retryFailed(queue: string, task: string | undefined, _now: number): Promise<number> {
+  async retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {
     if (!QUEUE_NAME.test(queue)) return 0;
+    now = time(now, 'now');
     const k = this.#k(queue);
     const redis = await this.#ready();
     let total = 0;
@@ -863,7 +875,7 @@ export class RedisBroker implements Broker, BrokerInspector {
         redis,
         'retryfailed',
         [k.failed],
-        [k.base, task ?? '', offset, SLICE, this.#eventsChannel, k.idPrefix],
+        [k.base, task ?? '', offset, SLICE, this.#eventsChannel, k.idPrefix, now],
       )) as [number, number, number];
       total += replayed;
       offset += skipped;

@@ -189,13 +189,14 @@ local function notify(chan, id, watched)
 end
 
 -- Replays a failed run (its fields read as HMGET s p W o h a w b f E = v): back to queued at the
--- tail of its level with attempts and leaseLosses reset, no longer expiring; the failed attempt,
--- when still open, is appended to the history first. The caller leaves the wake-up token.
-local function replay(base, k, rid, id, chan, v)
+-- tail of its level with attempts and leaseLosses reset, no longer expiring, due from `nowS` (its
+-- wait is counted from the replay); the failed attempt, when still open, is appended to the
+-- history first. The caller leaves the wake-up token.
+local function replay(base, k, rid, id, chan, v, nowS)
   if v[4] then
     rcall('HSET', k, 'h', appendHistory(v[5], v[6], v[7], v[8], v[9] or '0', 'failed', v[10] or nil))
   end
-  rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0)
+  rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0, 'r', nowS)
   rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
   rcall('PERSIST', k)
   rcall('ZREM', base .. 'failed', rid)

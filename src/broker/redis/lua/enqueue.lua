@@ -111,9 +111,11 @@ end
 for _, p in ipairs(levels) do
   local list = queued[p]
   local wk = base .. 'w:' .. p
-  local len = rcall('LLEN', wk)
-  bulk('RPUSH', wk, list, 1000)
-  if len == 0 then
+  local len = 0
+  for i = 1, #list, 1000 do
+    len = rcall('RPUSH', wk, unpack(list, i, math.min(i + 999, #list)))
+  end
+  if len == #list then -- the level was empty
     rcall('ZADD', base .. 'prios', -tonumber(p), p)
   end
 end

@@ -10,6 +10,7 @@
   ARGV[2] rid
   ARGV[3] events channel (watched runs)
   ARGV[4] run id
+  ARGV[5] now (the run is due from then)
 
   Returns { 'Q' } when queued, { 'S', state code } when the run is not failed, { 'N' } when there
   is no such run, { 'X' } when the stored run is unreadable.
@@ -31,6 +32,6 @@ end
 if s ~= 'f' then
   return { 'S', s }
 end
-replay(base, k, rid, ARGV[4], ARGV[3], v)
+replay(base, k, rid, ARGV[4], ARGV[3], v, ARGV[5])
 wake(base)
 return { 'Q' }

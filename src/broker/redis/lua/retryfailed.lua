@@ -11,6 +11,7 @@
   ARGV[4] limit of entries scanned
   ARGV[5] events channel (watched runs)
   ARGV[6] run id prefix `<queue>.`
+  ARGV[7] now (the runs are due from then)
 
   Returns { replayed, skipped, scanned }.
 ]]
@@ -30,7 +31,7 @@ for _, rid in ipairs(rids) do
   elseif task ~= '' and v[11] ~= task then
     skipped = skipped + 1
   else
-    replay(base, k, rid, qp .. rid, chan, v)
+    replay(base, k, rid, qp .. rid, chan, v, ARGV[7])
     replayed = replayed + 1
   end
 end

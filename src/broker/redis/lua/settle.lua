@@ -71,7 +71,7 @@ for j = 6, #ARGV, 5 do
         end
         rcall('ZADD', KEYS[2], num, rid)
       else
-        rcall('HSET', k, 's', 'q', 'h', h, 'E', payload)
+        rcall('HSET', k, 's', 'q', 'r', numS, 'h', h, 'E', payload)
         pushQueued(base, rid, v[5] or '0', false)
         wakeUp = true
       end
