@@ -235,16 +235,20 @@ export interface RunFilter {
   queue?: string;
   task?: string;
   state?: RunState;
-  /** Page size, 1 to 500. */
+  /** Page size; integers are rounded down and clamped into 1..500. */
   limit: number;
-  /** Opaque cursor from a previous page's `next`. */
+  /** Opaque cursor from a previous page's `next`; a cursor the broker did not make throws `ConfigError`. */
   cursor?: string;
 }
 
 export interface RunPage {
-  /** Newest first (by run id, i.e. enqueue time). */
+  /**
+   * Newest first by enqueue time (the time in the run id; runs of one millisecond in an order that
+   * is stable across pages). Every page but the last holds exactly `limit` runs. Runs enqueued
+   * after the first page do not shift later pages.
+   */
   runs: RunRecord[];
-  /** Cursor of the next (older) page, or null at the end. */
+  /** Cursor of the next (older) page, or null when there is none (never a cursor to an empty page). */
   next: string | null;
 }
 
@@ -327,7 +331,11 @@ export interface BrokerInspector {
   /** Workers seen within the last hour, lost ones included (lastSeen + ttlMs < now). */
   listWorkers(now: number): Promise<WorkerStatus[]>;
 
-  /** Paused queues keep accepting runs but no worker reserves from them until resumed. */
+  /**
+   * Paused queues keep accepting runs but no worker reserves from them (and `reserve` reports no
+   * `nextAt` for them) until resumed; `resume` wakes waiting workers. A paused queue is listed by
+   * `listQueues` even if it never had a run.
+   */
   pause(queue: string): Promise<void>;
   resume(queue: string): Promise<void>;
   pausedQueues(): Promise<string[]>;
