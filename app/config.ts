@@ -1,0 +1,146 @@
+/**
+ * The service's configuration, read from the environment once at start-up.
+ *
+ * Every variable has a default that runs the whole service on one machine with nothing installed
+ * (the embedded SQLite file and a development mail transport writing `.eml` files). A bad value
+ * stops start-up with one line naming the variable and what is wrong with it (`main.ts` prints it
+ * and exits with code 2).
+ */
+import { isAbsolute, join, resolve } from 'node:path';
+import { ConfigError } from '../src/index.ts';
+
+export interface AppConfig {
+  /** `PORT`, default 8000. */
+  port: number;
+  /** `HOST`, default 127.0.0.1. */
+  host: string;
+  /** `DATA_DIR`, default `./data`, made absolute. Holds `errand.db` and `outbox/`. */
+  dataDir: string;
+  /** `DATA_DIR/errand.db`: the embedded broker's tables and (without `DATABASE_URL`) the users table. */
+  sqlitePath: string;
+  /** `DATA_DIR/outbox`: where the development mail transport writes `.eml` files. */
+  outboxDir: string;
+  /** `REDIS_URL`: the Redis broker; absent, the embedded SQLite broker in `sqlitePath`. */
+  redisUrl: string | undefined;
+  /** `ERRAND_PREFIX`: key prefix in Redis (default `errand`); lets several services or tests share one Redis. */
+  prefix: string | undefined;
+  /** `DATABASE_URL`: PostgreSQL for the users table; absent, the SQLite file. */
+  databaseUrl: string | undefined;
+  /** `SMTP_URL`: where welcome emails go; absent, the development transport (`outboxDir`). */
+  smtpUrl: string | undefined;
+  /** `MAIL_FROM`, default `welcome@example.com` (a bare address or `Name <address>`). */
+  mailFrom: string;
+  /** `WORKER_CONCURRENCY`, default 10: welcome emails sent at once by one worker. */
+  workerConcurrency: number;
+  /** `LOG_LEVEL`, default `info`. */
+  logLevel: string;
+  /** The environment the configuration was read from (for `authFromEnv`: `ERRAND_ADMIN_TOKENS`, `ERRAND_READ_TOKENS`). */
+  env: NodeJS.ProcessEnv;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+// A bare address, or `Display Name <address>`; the address part without spaces or angle brackets.
+const ADDRESS = /^[^\s<>@"]+@[^\s<>@]+\.[^\s<>@]+$/;
+const NAMED_ADDRESS = /^[^<>\r\n]*<([^<>]+)>$/;
+
+/** Reads and checks the configuration. Throws `ConfigError` whose message names the variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    // An empty value (`PORT=`) counts as unset, as in most process managers' env files.
+    return v === undefined || v.trim() === '' ? undefined : v;
+  };
+
+  const port = integer('PORT', get('PORT'), 8000, 1, 65535);
+  const host = get('HOST') ?? '127.0.0.1';
+  if (!/^[A-Za-z0-9.:_%[\]-]+$/.test(host)) throw bad('HOST', 'must be a host name or an IP address to listen on', host);
+
+  const dataDirRaw = get('DATA_DIR') ?? './data';
+  if (dataDirRaw.includes('\0')) throw bad('DATA_DIR', 'must be a folder path', dataDirRaw);
+  const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(dataDirRaw);
+
+  const redisUrl = get('REDIS_URL');
+  if (redisUrl !== undefined) checkUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:', 'redis+cluster:'], 'redis://host:6379[/db]');
+  const prefix = get('ERRAND_PREFIX');
+  if (prefix !== undefined && !/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) {
+    throw bad('ERRAND_PREFIX', 'must be 1 to 64 letters, digits, "_", ".", ":" or "-"', prefix);
+  }
+
+  const databaseUrl = get('DATABASE_URL');
+  if (databaseUrl !== undefined) {
+    checkUrl('DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:'], 'postgres://user:password@host:5432/database', {
+      hostOptional: true,
+    });
+  }
+
+  const smtpUrl = get('SMTP_URL');
+  if (smtpUrl !== undefined) checkUrl('SMTP_URL', smtpUrl, ['smtp:', 'smtps:'], 'smtp://[user:password@]host:port');
+
+  const mailFrom = (get('MAIL_FROM') ?? 'welcome@example.com').trim();
+  const address = NAMED_ADDRESS.exec(mailFrom)?.[1]?.trim() ?? mailFrom;
+  if (!ADDRESS.test(address)) throw bad('MAIL_FROM', 'must be an email address or "Name <address>"', mailFrom);
+
+  const workerConcurrency = integer('WORKER_CONCURRENCY', get('WORKER_CONCURRENCY'), 10, 1, 1000);
+
+  const logLevel = get('LOG_LEVEL') ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel)) throw bad('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`, logLevel);
+
+  return {
+    port,
+    host,
+    dataDir,
+    sqlitePath: join(dataDir, 'errand.db'),
+    outboxDir: join(dataDir, 'outbox'),
+    redisUrl,
+    prefix,
+    databaseUrl,
+    smtpUrl,
+    mailFrom,
+    workerConcurrency,
+    logLevel,
+    env,
+  };
+}
+
+/** The address part of `MAIL_FROM` (`welcome@example.com` from `Welcome <welcome@example.com>`). */
+export function mailFromAddress(mailFrom: string): string {
+  return NAMED_ADDRESS.exec(mailFrom)?.[1]?.trim() ?? mailFrom;
+}
+
+/** The broker URL the service uses: `REDIS_URL`, else the embedded SQLite file in `DATA_DIR`. */
+export function brokerUrl(config: AppConfig): string {
+  return config.redisUrl ?? `sqlite:${config.sqlitePath}`;
+}
+
+/** A URL with its password hidden, for logs and messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
+}
+
+function bad(name: string, why: string, value: string): ConfigError {
+  const shown = value.length > 80 ? `${value.slice(0, 80)}...` : value;
+  return new ConfigError(`${name} ${why}, got ${JSON.stringify(shown)}`);
+}
+
+function integer(name: string, raw: string | undefined, fallback: number, min: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw.trim());
+  if (!/^\d+$/.test(raw.trim()) || n < min || n > max) throw bad(name, `must be an integer from ${min} to ${max}`, raw);
+  return n;
+}
+
+function checkUrl(name: string, raw: string, schemes: string[], example: string, { hostOptional = false } = {}): void {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw bad(name, `must be a URL like ${example}`, redactUrl(raw));
+  }
+  if (!schemes.includes(url.protocol)) {
+    throw bad(name, `must start with ${schemes.map((s) => `${s}//`).join(' or ')} (like ${example})`, redactUrl(raw));
+  }
+  if (!hostOptional && !url.hostname) throw bad(name, `has no host (expected ${example})`, redactUrl(raw));
+  if (url.port !== '' && (Number(url.port) < 1 || Number(url.port) > 65535)) {
+    throw bad(name, 'has a port outside 1 to 65535', redactUrl(raw));
+  }
+}

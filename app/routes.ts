@@ -1,0 +1,247 @@
+/**
+ * The seed's HTTP routes: users. Declared with zod schemas, so they are validated, serialized and
+ * documented (`/openapi.json`, `/docs`) like Errand's own routes, and answer errors in FastAPI's shape.
+ *
+ *   POST /users/        create a user and schedule the welcome email (201; 409 for a taken email)
+ *   GET  /users/        list users in creation order (limit, offset or cursor)
+ *   GET  /users/{id}    one user, with the state of the welcome email
+ *
+ * When bearer tokens are configured (`ERRAND_ADMIN_TOKENS`, `ERRAND_READ_TOKENS`), reading users
+ * (which shows their emails) needs a read or admin token; signing up stays open, as in the seed.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { errorResponses, type HttpAuthOptions, HttpError, RETRY_AFTER_SECONDS, requireScope, traceparentOf } from '../src/http/index.ts';
+import type { EnqueueOptions } from '../src/index.ts';
+import type { WelcomeTask } from './tasks.ts';
+import { EmailTakenError, isCursor, USER_ID, type User, type UserStore } from './users/store.ts';
+
+const CONTROL = /[\p{Cc}\u2028\u2029]/u;
+
+export const UsernameSchema = z
+  .string()
+  .superRefine((s, ctx) => {
+    const length = [...s].length;
+    if (length < 1) {
+      ctx.addIssue({ code: 'too_small', minimum: 1, origin: 'string', inclusive: true, input: s, message: 'must not be empty' });
+    } else if (length > 64) {
+      ctx.addIssue({ code: 'too_big', maximum: 64, origin: 'string', inclusive: true, input: s, message: 'must be at most 64 characters' });
+    } else if (!s.isWellFormed()) {
+      ctx.addIssue({ code: 'custom', input: s, message: 'must be valid Unicode text (it contains a lone surrogate)' });
+    } else if (CONTROL.test(s)) {
+      ctx.addIssue({ code: 'custom', input: s, message: 'must not contain control characters (line breaks, tabs, NUL, ...)' });
+    } else if (s.trim() === '') {
+      ctx.addIssue({ code: 'custom', input: s, message: 'must not be only spaces' });
+    }
+  })
+  .meta({
+    minLength: 1,
+    maxLength: 64,
+    description: '1 to 64 characters, without control characters; stored exactly as given',
+    examples: ['john.doe'],
+  });
+
+export const EmailSchema = z
+  .email({ message: 'must be a valid email address' })
+  .max(254, { message: 'must be at most 254 characters' })
+  .meta({ description: 'Unique among users, without regard to case', examples: ['john.doe@example.com'] });
+
+export const CreateUserSchema = z.object({ username: UsernameSchema, email: EmailSchema }).describe('A new user');
+
+const IsoTime = z.string().describe('ISO 8601 time (UTC)');
+
+export const UserSchema = z
+  .object({
+    id: z.string().describe('A ULID: 26 characters, sortable by creation time'),
+    username: z.string(),
+    email: z.string(),
+    created_at: IsoTime,
+  })
+  .describe('A user');
+
+export const WelcomeEmailSchema = z
+  .object({
+    status: z
+      .enum(['pending', 'scheduled', 'sent', 'failed'])
+      .describe('pending: not yet handed to a worker queue; scheduled: queued; sent: accepted by the SMTP server; failed: given up'),
+    run_id: z.string().nullable().describe('The send_welcome_email run (GET /runs/{run_id})'),
+    message_id: z.string().nullable().describe('Message-ID of the accepted email'),
+    sent_at: IsoTime.nullable(),
+    error: z.string().nullable().describe('Why the email could not be sent'),
+  })
+  .describe('The welcome email of a user');
+
+export const UserDetailSchema = UserSchema.extend({ welcome_email: WelcomeEmailSchema }).describe('A user and its welcome email');
+
+export const CreatedSchema = z.object({
+  message: z.string(),
+  user: UserSchema,
+  task: z
+    .object({ id: z.string().describe('The run id'), status_url: z.string().describe('GET it for the run') })
+    .nullable()
+    .describe('The welcome email run; null when the task queue was unreachable (a worker schedules it as soon as it is back)'),
+});
+
+export const ListQuerySchema = z
+  .object({
+    limit: z.coerce.number().int().min(1).max(100).default(20).describe('Users per page, 1 to 100'),
+    offset: z.coerce.number().int().min(0).max(1_000_000_000).optional().describe('Users to skip (not with cursor)'),
+    cursor: z
+      .string()
+      .optional()
+      .refine((c) => c === undefined || isCursor(c), 'is not a cursor returned by this API')
+      .describe('The next value of the previous page (not with offset)'),
+  })
+  .superRefine((q, ctx) => {
+    if (q.offset !== undefined && q.cursor !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['cursor'], message: 'give either offset or cursor, not both' });
+    }
+  });
+
+export const UserPageSchema = z.object({
+  items: z.array(UserSchema),
+  next: z.string().nullable().describe('Cursor of the next page (pass it as ?cursor=), or null on the last page'),
+});
+
+export const CREATED_MESSAGE = 'User created and welcome email scheduled!';
+export const PENDING_MESSAGE = 'User created; the welcome email will be scheduled as soon as the task queue is reachable';
+
+export interface UserRoutesOptions {
+  users: UserStore;
+  task: WelcomeTask;
+  auth?: HttpAuthOptions;
+  /** How long `POST /users/` waits for the enqueue before answering with `task: null`, in ms. Default 5000. */
+  enqueueTimeoutMs?: number;
+}
+
+function userJson(u: User) {
+  return { id: u.id, username: u.username, email: u.email, created_at: u.createdAt.toISOString() };
+}
+
+export function registerUserRoutes(server: FastifyInstance, options: UserRoutesOptions): void {
+  const { users, task } = options;
+  const enqueueTimeoutMs = options.enqueueTimeoutMs ?? 5000;
+  const app = server.withTypeProvider<ZodTypeProvider>();
+  const read = requireScope(options.auth, 'read');
+
+  const create = async (request: FastifyRequest, body: z.infer<typeof CreateUserSchema>) => {
+    let user: User;
+    try {
+      user = await users.create(body);
+    } catch (err) {
+      if (err instanceof EmailTakenError) throw new HttpError(409, err.message);
+      throw storeDown(request, err);
+    }
+    request.log.info({ userId: user.id }, 'user created');
+    const enqueueOptions: EnqueueOptions = {};
+    const traceparent = traceparentOf(request);
+    if (traceparent) enqueueOptions.traceparent = traceparent;
+    let run: { id: string } | undefined;
+    try {
+      // The idempotency key (welcome:<id>, set by the task) makes a second enqueue of this user's
+      // email, by the sweep, return this run rather than a second one.
+      run = await withTimeout(
+        task.enqueue({ userId: user.id, email: user.email, username: user.username }, enqueueOptions),
+        enqueueTimeoutMs,
+        `the task queue did not answer within ${enqueueTimeoutMs} ms`,
+      );
+    } catch (err) {
+      // The user is kept, `pending`: a worker's sweep enqueues the email when the broker is back.
+      request.log.error({ err, userId: user.id }, 'could not enqueue the welcome email; it stays pending for the sweep');
+    }
+    if (run) {
+      await users
+        .markWelcomeScheduled(user.id, run.id)
+        .catch((err) => request.log.warn({ err, userId: user.id }, 'could not record the welcome run; the sweep will find it'));
+    }
+    return {
+      message: run ? CREATED_MESSAGE : PENDING_MESSAGE,
+      user: userJson(user),
+      task: run ? { id: run.id, status_url: `/runs/${run.id}` } : null,
+    };
+  };
+
+  const createSchema = {
+    summary: 'Create a user',
+    description:
+      'Stores the user and schedules the `send_welcome_email` task (one email per user, retried on transient SMTP failures). ' +
+      'Emails are unique without regard to case: a second user with the same email gets 409.',
+    tags: ['users'],
+    body: CreateUserSchema,
+    response: { 201: CreatedSchema, ...errorResponses(400, 409, 413, 415, 422, 503) },
+  };
+  for (const url of ['/users/', '/users']) {
+    app.post(url, { schema: { ...createSchema, hide: url === '/users' } }, async (request, reply) => {
+      const out = await create(request, request.body);
+      reply.code(201).header('location', `/users/${out.user.id}`);
+      return out;
+    });
+  }
+
+  const listSchema = {
+    summary: 'List users',
+    description:
+      'Users in creation order. Page with `limit` and either `offset` or `cursor` (the `next` value of the previous page; stable while users are added).',
+    tags: ['users'],
+    querystring: ListQuerySchema,
+    response: { 200: UserPageSchema, ...errorResponses(401, 403, 422, 503) },
+  };
+  for (const url of ['/users/', '/users']) {
+    app.get(url, { schema: { ...listSchema, hide: url === '/users' }, onRequest: read }, async (request) => {
+      const { limit, offset, cursor } = request.query;
+      const page = await users.list(cursor !== undefined ? { limit, cursor } : { limit, offset: offset ?? 0 }).catch((err) => {
+        throw storeDown(request, err);
+      });
+      return { items: page.items.map(userJson), next: page.next };
+    });
+  }
+
+  app.get(
+    '/users/:id',
+    {
+      schema: {
+        summary: 'Get a user',
+        description: 'The user and the state of its welcome email.',
+        tags: ['users'],
+        params: z.object({ id: z.string().describe('The user id') }),
+        response: { 200: UserDetailSchema, ...errorResponses(401, 403, 404, 503) },
+      },
+      onRequest: read,
+    },
+    async (request) => {
+      const { id } = request.params;
+      const [user, status] = USER_ID.test(id)
+        ? await Promise.all([users.get(id), users.welcomeStatus(id)]).catch((err) => {
+            throw storeDown(request, err);
+          })
+        : [null, null];
+      if (!user) throw new HttpError(404, 'User not found');
+      return {
+        ...userJson(user),
+        welcome_email: {
+          status: status?.state ?? 'pending',
+          run_id: status?.runId ?? null,
+          message_id: status?.messageId ?? null,
+          sent_at: status?.sentAt?.toISOString() ?? null,
+          error: status?.error ?? null,
+        },
+      };
+    },
+  );
+}
+
+/** A failure of the user database (unreachable, locked past its busy timeout): 503 with Retry-After, never a bare 500. */
+function storeDown(request: FastifyRequest, err: unknown): HttpError {
+  request.log.error({ err }, 'the user database failed');
+  return new HttpError(503, 'The user database is unavailable; try again later', { 'retry-after': String(RETRY_AFTER_SECONDS) });
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  promise.catch(() => {}); // a late failure after the timeout must not go unhandled
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,211 @@
+/**
+ * The service, assembled from its configuration: the Errand app and its `send_welcome_email` task,
+ * the user store, the mailer, and on demand the HTTP server (`startApi`) and a worker (`startWorker`).
+ * `main.ts` runs it from the command line; tests build it in-process with overrides.
+ */
+import { mkdirSync } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { authFromEnv, createServer, type HttpAuthOptions } from '../src/http/index.ts';
+import { type Broker, ConfigError, createErrand, type Errand, type RetryPolicy, type Worker, type WorkerOptions } from '../src/index.ts';
+import { type AppConfig, brokerUrl, redactUrl } from './config.ts';
+import { createMailer, type Mailer } from './email.ts';
+import { registerUserRoutes } from './routes.ts';
+import { defineWelcomeTask, sweepPendingWelcomes, type WelcomeTask } from './tasks.ts';
+import { PgUserStore } from './users/pg-store.ts';
+import { SqliteUserStore } from './users/sqlite-store.ts';
+import type { UserStore } from './users/store.ts';
+
+export interface ServiceOptions {
+  config: AppConfig;
+  logger?: Logger;
+  /** Overrides the broker chosen by the configuration (a URL or a Broker instance). */
+  broker?: string | Broker;
+  /** Overrides the user store chosen by the configuration (not closed by `stop`). */
+  users?: UserStore;
+  /** Overrides the welcome email's retry policy (see `WELCOME_RETRIES`). */
+  retries?: RetryPolicy;
+  /** How often a worker enqueues the emails of users left `pending`, in ms. Default 60000. */
+  sweepEveryMs?: number;
+  /** The sweep leaves users younger than this alone (the API is enqueueing theirs), in ms. Default 10000. */
+  sweepGraceMs?: number;
+  /** Extra worker options (lease, grace, ...); `concurrency` comes from the configuration. */
+  worker?: Omit<WorkerOptions, 'concurrency'>;
+  /** `POST /users/`'s wait for the enqueue, in ms. Default 5000. */
+  enqueueTimeoutMs?: number;
+}
+
+export class Service {
+  readonly config: AppConfig;
+  readonly logger: Logger;
+  readonly errand: Errand;
+  readonly users: UserStore;
+  readonly mailer: Mailer;
+  readonly task: WelcomeTask;
+  readonly auth: HttpAuthOptions;
+  server: FastifyInstance | undefined;
+  worker: Worker | undefined;
+  readonly #options: ServiceOptions;
+  readonly #ownsUsers: boolean;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweeping: Promise<unknown> | undefined;
+  #stopping: Promise<void> | undefined;
+
+  private constructor(options: ServiceOptions, users: UserStore, logger: Logger, auth: HttpAuthOptions) {
+    const { config } = options;
+    this.#options = options;
+    this.config = config;
+    this.logger = logger;
+    this.auth = auth;
+    this.users = users;
+    this.#ownsUsers = !options.users;
+    const broker = options.broker ?? brokerUrl(config);
+    this.errand = createErrand({ broker, logger, ...(config.prefix ? { prefix: config.prefix } : {}) });
+    this.mailer = createMailer({
+      smtpUrl: config.smtpUrl,
+      outboxDir: config.outboxDir,
+      logger,
+      maxConnections: Math.min(5, config.workerConcurrency),
+    });
+    this.task = defineWelcomeTask(this.errand, {
+      users,
+      mailer: this.mailer,
+      mailFrom: config.mailFrom,
+      ...(options.retries ? { retries: options.retries } : {}),
+    });
+  }
+
+  /**
+   * Opens the user store (creating its table) and defines the task. Throws `ConfigError` for a
+   * problem with the configuration (`DATA_DIR` not writable, bad tokens), other errors otherwise
+   * (the database unreachable).
+   */
+  static async create(options: ServiceOptions): Promise<Service> {
+    const { config } = options;
+    const logger = options.logger ?? pino({ level: config.logLevel, base: { pid: process.pid } });
+    const auth = authFromEnv(config.env);
+    try {
+      mkdirSync(config.dataDir, { recursive: true });
+    } catch (err) {
+      throw new ConfigError(`DATA_DIR ${JSON.stringify(config.dataDir)} cannot be created: ${(err as Error).message}`);
+    }
+    const users = options.users ?? (await openUserStore(config, logger));
+    return new Service(options, users, logger, auth);
+  }
+
+  /** The HTTP app (routes registered, not listening). */
+  async buildServer(): Promise<FastifyInstance> {
+    if (this.server) return this.server;
+    const server = await createServer({
+      errand: this.errand,
+      auth: this.auth,
+      logger: this.logger,
+      title: 'Errand users service',
+      description: "The seed's service: create users; each gets a welcome email sent in the background.",
+    });
+    registerUserRoutes(server, {
+      users: this.users,
+      task: this.task,
+      auth: this.auth,
+      ...(this.#options.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: this.#options.enqueueTimeoutMs } : {}),
+    });
+    this.server = server;
+    return server;
+  }
+
+  /** Builds the HTTP app and listens on HOST:PORT (or `port`). Returns the base URL. */
+  async startApi(port = this.config.port): Promise<string> {
+    const server = await this.buildServer();
+    await server.listen({ port, host: this.config.host });
+    const address = server.server.address();
+    const actual = typeof address === 'object' && address ? address.port : port;
+    const host = this.config.host.includes(':') ? `[${this.config.host}]` : this.config.host;
+    const url = `http://${host}:${actual}`;
+    this.logger.info({ url, docs: `${url}/docs`, users: this.users.kind }, 'API listening');
+    return url;
+  }
+
+  /** Starts a worker for the welcome emails, and the sweep of users left `pending` (at once, then every minute). */
+  async startWorker(): Promise<Worker> {
+    if (this.worker) return this.worker;
+    const worker = this.errand.worker({ ...this.#options.worker, concurrency: this.config.workerConcurrency });
+    this.worker = worker;
+    await worker.start();
+    const url = this.errand.brokerUrl;
+    this.logger.info({ broker: url ? redactUrl(url) : 'custom', users: this.users.kind, mail: this.mailer.kind }, 'worker ready');
+    await this.sweep();
+    this.#sweepTimer = setInterval(() => void this.sweep(), this.#options.sweepEveryMs ?? 60_000);
+    this.#sweepTimer.unref();
+    return worker;
+  }
+
+  /** Enqueues the welcome email of every user left `pending` (the broker was down when they signed up). Never throws. */
+  async sweep(): Promise<number> {
+    if (this.#sweeping) return 0;
+    const run = sweepPendingWelcomes({
+      users: this.users,
+      task: this.task,
+      ...(this.#options.sweepGraceMs !== undefined ? { graceMs: this.#options.sweepGraceMs } : {}),
+    }).then(
+      (n) => {
+        if (n > 0) this.logger.info({ scheduled: n }, 'sweep: scheduled welcome emails of users left pending');
+        return n;
+      },
+      (err) => {
+        this.logger.warn({ err }, 'sweep: could not schedule pending welcome emails; trying again later');
+        return 0;
+      },
+    );
+    this.#sweeping = run;
+    try {
+      return await run;
+    } finally {
+      this.#sweeping = undefined;
+    }
+  }
+
+  /** Graceful stop: the server stops taking requests and finishes its own, the worker finishes or hands back its runs; then everything closes. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    clearInterval(this.#sweepTimer);
+    const results = await Promise.allSettled([this.server?.close(), this.worker?.stop()]);
+    await this.#sweeping;
+    await Promise.allSettled([this.errand.close(), this.mailer.close(), this.#ownsUsers ? this.users.close() : undefined]);
+    for (const r of results) if (r.status === 'rejected') this.logger.error({ err: r.reason }, 'error while stopping');
+  }
+}
+
+/** The user store of the configuration: PostgreSQL with `DATABASE_URL`, else the SQLite file in `DATA_DIR`. */
+export async function openUserStore(config: AppConfig, logger: Logger): Promise<UserStore> {
+  if (config.databaseUrl) {
+    const store = new PgUserStore({ url: config.databaseUrl, logger });
+    try {
+      await store.init();
+    } catch (err) {
+      await store.close().catch(() => {});
+      throw new Error(`Cannot use DATABASE_URL ${redactUrl(config.databaseUrl)}: ${describeError(err)}`, { cause: err });
+    }
+    return store;
+  }
+  const store = new SqliteUserStore({ path: config.sqlitePath });
+  try {
+    await store.init();
+  } catch (err) {
+    throw new Error(`Cannot open the users table in ${config.sqlitePath}: ${describeError(err)}`, { cause: err });
+  }
+  return store;
+}
+
+/** An error's message, or its code when it has none (a refused connection is an AggregateError without a message). */
+export function describeError(err: unknown): string {
+  const e = err as { message?: string; code?: string; errors?: unknown[] } | undefined;
+  if (e?.message) return e.message;
+  if (e?.code) return e.code;
+  const inner = e?.errors?.[0] as { message?: string; code?: string } | undefined;
+  if (inner?.message || inner?.code) return inner.message || inner.code || '';
+  return String(err);
+}

@@ -1,0 +1,192 @@
+/**
+ * Users in PostgreSQL (`DATABASE_URL`), through a `pg` pool. `init()` creates the table if it is
+ * missing, under an advisory lock so that API and worker processes starting together do not race.
+ */
+import pg from 'pg';
+import type { Logger } from 'pino';
+import {
+  decodeCursor,
+  EmailTakenError,
+  emailKey,
+  encodeCursor,
+  type ListQuery,
+  newUserId,
+  type User,
+  type UserPage,
+  type UserStore,
+  type WelcomeState,
+  type WelcomeStatus,
+} from './store.ts';
+
+// `COLLATE "C"` on ids: byte order, which is creation order for ULIDs whatever the database's locale.
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS users (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  username TEXT NOT NULL,
+  email TEXT NOT NULL,
+  email_key TEXT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL,
+  welcome_status TEXT NOT NULL DEFAULT 'pending' CHECK (welcome_status IN ('pending', 'scheduled', 'sent', 'failed')),
+  welcome_run_id TEXT,
+  welcome_message_id TEXT,
+  welcome_sent_at TIMESTAMPTZ,
+  welcome_error TEXT,
+  CONSTRAINT users_email_key_unique UNIQUE (email_key)
+)`;
+const INDEX = `CREATE INDEX IF NOT EXISTS users_welcome_pending ON users (created_at) WHERE welcome_status = 'pending'`;
+const COLUMNS = ['id', 'username', 'email', 'email_key', 'created_at', 'welcome_status', 'welcome_run_id', 'welcome_message_id'];
+// Any constant: serialises schema creation among processes sharing the database.
+const SCHEMA_LOCK = 0x6572726e; // "errn"
+
+interface Row {
+  id: string;
+  username: string;
+  email: string;
+  created_at: Date;
+}
+
+export interface PgUserStoreOptions {
+  /** `postgres://user:password@host:5432/database`. */
+  url: string;
+  /** Connections in the pool. Default 10. */
+  max?: number;
+  logger?: Logger;
+}
+
+export class PgUserStore implements UserStore {
+  readonly kind = 'postgres' as const;
+  readonly #pool: pg.Pool;
+
+  constructor(options: PgUserStoreOptions) {
+    this.#pool = new pg.Pool({ connectionString: options.url, max: options.max ?? 10, connectionTimeoutMillis: 10_000 });
+    // An idle connection dropped by the server must not crash the process; the pool replaces it.
+    this.#pool.on('error', (err) => options.logger?.warn({ err }, 'PostgreSQL connection lost; the pool will reconnect'));
+  }
+
+  async init(): Promise<void> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
+      await client.query(SCHEMA);
+      const { rows } = await client.query<{ column_name: string }>(
+        'SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1',
+        ['users'],
+      );
+      const have = new Set(rows.map((r) => r.column_name));
+      const missing = COLUMNS.filter((c) => !have.has(c));
+      if (missing.length) {
+        throw new Error(
+          `The database already has a "users" table without the columns ${missing.join(', ')}: it belongs to another application; point DATABASE_URL at another database or schema`,
+        );
+      }
+      await client.query(INDEX);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  async create(input: { username: string; email: string }): Promise<User> {
+    const now = new Date();
+    const user: User = { id: newUserId(now.getTime()), username: input.username, email: input.email, createdAt: now };
+    try {
+      await this.#pool.query('INSERT INTO users (id, username, email, email_key, created_at) VALUES ($1, $2, $3, $4, $5)', [
+        user.id,
+        user.username,
+        user.email,
+        emailKey(user.email),
+        now,
+      ]);
+    } catch (err) {
+      const e = err as { code?: string; constraint?: string };
+      if (e.code === '23505' && e.constraint === 'users_email_key_unique') throw new EmailTakenError();
+      throw err;
+    }
+    return user;
+  }
+
+  async get(id: string): Promise<User | null> {
+    const { rows } = await this.#pool.query<Row>('SELECT id, username, email, created_at FROM users WHERE id = $1', [id]);
+    return rows[0] ? toUser(rows[0]) : null;
+  }
+
+  async list(query: ListQuery): Promise<UserPage> {
+    const fetch = query.limit + 1;
+    const { rows } =
+      query.cursor !== undefined
+        ? await this.#pool.query<Row>('SELECT id, username, email, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2', [
+            decodeCursor(query.cursor),
+            fetch,
+          ])
+        : await this.#pool.query<Row>('SELECT id, username, email, created_at FROM users ORDER BY id LIMIT $1 OFFSET $2', [
+            fetch,
+            query.offset ?? 0,
+          ]);
+    const items = rows.slice(0, query.limit).map(toUser);
+    const last = items.at(-1);
+    return { items, next: rows.length > query.limit && last ? encodeCursor(last.id) : null };
+  }
+
+  async welcomeStatus(id: string): Promise<WelcomeStatus | null> {
+    const { rows } = await this.#pool.query<{
+      welcome_status: WelcomeState;
+      welcome_run_id: string | null;
+      welcome_message_id: string | null;
+      welcome_sent_at: Date | null;
+      welcome_error: string | null;
+    }>('SELECT welcome_status, welcome_run_id, welcome_message_id, welcome_sent_at, welcome_error FROM users WHERE id = $1', [id]);
+    const row = rows[0];
+    if (!row) return null;
+    const status: WelcomeStatus = { state: row.welcome_status };
+    if (row.welcome_run_id !== null) status.runId = row.welcome_run_id;
+    if (row.welcome_message_id !== null) status.messageId = row.welcome_message_id;
+    if (row.welcome_sent_at !== null) status.sentAt = row.welcome_sent_at;
+    if (row.welcome_error !== null) status.error = row.welcome_error;
+    return status;
+  }
+
+  async markWelcomeScheduled(id: string, runId: string): Promise<void> {
+    await this.#pool.query(
+      "UPDATE users SET welcome_status = 'scheduled', welcome_run_id = $1 WHERE id = $2 AND welcome_status = 'pending'",
+      [runId, id],
+    );
+  }
+
+  async markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
+    await this.#pool.query(
+      "UPDATE users SET welcome_status = 'sent', welcome_message_id = $1, welcome_sent_at = now(), welcome_error = NULL, welcome_run_id = COALESCE($3, welcome_run_id) WHERE id = $2",
+      [messageId, id, runId ?? null],
+    );
+  }
+
+  async markWelcomeFailed(id: string, error: string): Promise<void> {
+    await this.#pool.query("UPDATE users SET welcome_status = 'failed', welcome_error = $1 WHERE id = $2 AND welcome_status <> 'sent'", [
+      error.slice(0, 2000),
+      id,
+    ]);
+  }
+
+  async pendingWelcomes(createdBefore: Date, limit: number): Promise<User[]> {
+    const { rows } = await this.#pool.query<Row>(
+      "SELECT id, username, email, created_at FROM users WHERE welcome_status = 'pending' AND created_at < $1 ORDER BY created_at LIMIT $2",
+      [createdBefore, limit],
+    );
+    return rows.map(toUser);
+  }
+
+  async ping(): Promise<void> {
+    await this.#pool.query('SELECT 1');
+  }
+
+  async close(): Promise<void> {
+    await this.#pool.end();
+  }
+}
+
+function toUser(row: Row): User {
+  return { id: row.id, username: row.username, email: row.email, createdAt: new Date(row.created_at) };
+}

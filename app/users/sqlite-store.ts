@@ -1,0 +1,195 @@
+/**
+ * Users in the embedded SQLite file: the same file as the embedded broker (`DATA_DIR/errand.db`),
+ * in a table of its own, through a connection of its own. WAL lets the API and worker processes
+ * read while one writes; `busy_timeout` makes a writer wait for the other's lock instead of failing.
+ */
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import {
+  decodeCursor,
+  EmailTakenError,
+  emailKey,
+  encodeCursor,
+  type ListQuery,
+  newUserId,
+  type User,
+  type UserPage,
+  type UserStore,
+  type WelcomeState,
+  type WelcomeStatus,
+} from './store.ts';
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS users (
+  id TEXT PRIMARY KEY,
+  username TEXT NOT NULL,
+  email TEXT NOT NULL,
+  email_key TEXT NOT NULL UNIQUE,
+  created_at INTEGER NOT NULL,
+  welcome_status TEXT NOT NULL DEFAULT 'pending' CHECK (welcome_status IN ('pending', 'scheduled', 'sent', 'failed')),
+  welcome_run_id TEXT,
+  welcome_message_id TEXT,
+  welcome_sent_at INTEGER,
+  welcome_error TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS users_welcome_pending ON users (created_at) WHERE welcome_status = 'pending';
+`;
+
+interface Row {
+  id: string;
+  username: string;
+  email: string;
+  created_at: number;
+}
+
+interface WelcomeRow {
+  welcome_status: WelcomeState;
+  welcome_run_id: string | null;
+  welcome_message_id: string | null;
+  welcome_sent_at: number | null;
+  welcome_error: string | null;
+}
+
+const SQLITE_CONSTRAINT_UNIQUE = 2067;
+const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
+
+export interface SqliteUserStoreOptions {
+  /** Path of the SQLite file (created if missing; its folder must exist). */
+  path: string;
+  /** How long a write waits for another connection's lock, in ms. Default 5000. */
+  busyTimeoutMs?: number;
+}
+
+export class SqliteUserStore implements UserStore {
+  readonly kind = 'sqlite' as const;
+  readonly path: string;
+  readonly #busyTimeoutMs: number;
+  #db: DatabaseSync | undefined;
+  #stmts: Record<string, StatementSync> = {};
+
+  constructor(options: SqliteUserStoreOptions) {
+    this.path = options.path;
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+  }
+
+  async init(): Promise<void> {
+    if (this.#db) return;
+    const db = new DatabaseSync(this.path);
+    try {
+      db.exec(`PRAGMA busy_timeout = ${Math.floor(this.#busyTimeoutMs)}`);
+      db.exec('PRAGMA journal_mode = WAL');
+      db.exec(SCHEMA);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    this.#db = db;
+  }
+
+  #stmt(sql: string): StatementSync {
+    const db = this.#db;
+    if (!db) throw new Error('SqliteUserStore is not open: call init() first');
+    let s = this.#stmts[sql];
+    if (!s) s = this.#stmts[sql] = db.prepare(sql);
+    return s;
+  }
+
+  async create(input: { username: string; email: string }): Promise<User> {
+    const now = Date.now();
+    const user: User = { id: newUserId(now), username: input.username, email: input.email, createdAt: new Date(now) };
+    try {
+      this.#stmt('INSERT INTO users (id, username, email, email_key, created_at) VALUES (?, ?, ?, ?, ?)').run(
+        user.id,
+        user.username,
+        user.email,
+        emailKey(user.email),
+        now,
+      );
+    } catch (err) {
+      const code = (err as { errcode?: number }).errcode;
+      if (code === SQLITE_CONSTRAINT_UNIQUE && /email_key/.test((err as Error).message)) throw new EmailTakenError();
+      if (code === SQLITE_CONSTRAINT_PRIMARYKEY) throw new Error(`User id collision on ${user.id}; try again`, { cause: err });
+      throw err;
+    }
+    return user;
+  }
+
+  async get(id: string): Promise<User | null> {
+    const row = this.#stmt('SELECT id, username, email, created_at FROM users WHERE id = ?').get(id) as Row | undefined;
+    return row ? toUser(row) : null;
+  }
+
+  async list(query: ListQuery): Promise<UserPage> {
+    const fetch = query.limit + 1;
+    let rows: Row[];
+    if (query.cursor !== undefined) {
+      const after = decodeCursor(query.cursor);
+      rows = this.#stmt('SELECT id, username, email, created_at FROM users WHERE id > ? ORDER BY id LIMIT ?').all(
+        after,
+        fetch,
+      ) as unknown as Row[];
+    } else {
+      rows = this.#stmt('SELECT id, username, email, created_at FROM users ORDER BY id LIMIT ? OFFSET ?').all(
+        fetch,
+        query.offset ?? 0,
+      ) as unknown as Row[];
+    }
+    const items = rows.slice(0, query.limit).map(toUser);
+    const last = items.at(-1);
+    return { items, next: rows.length > query.limit && last ? encodeCursor(last.id) : null };
+  }
+
+  async welcomeStatus(id: string): Promise<WelcomeStatus | null> {
+    const row = this.#stmt(
+      'SELECT welcome_status, welcome_run_id, welcome_message_id, welcome_sent_at, welcome_error FROM users WHERE id = ?',
+    ).get(id) as WelcomeRow | undefined;
+    if (!row) return null;
+    const status: WelcomeStatus = { state: row.welcome_status };
+    if (row.welcome_run_id !== null) status.runId = row.welcome_run_id;
+    if (row.welcome_message_id !== null) status.messageId = row.welcome_message_id;
+    if (row.welcome_sent_at !== null) status.sentAt = new Date(row.welcome_sent_at);
+    if (row.welcome_error !== null) status.error = row.welcome_error;
+    return status;
+  }
+
+  async markWelcomeScheduled(id: string, runId: string): Promise<void> {
+    this.#stmt("UPDATE users SET welcome_status = 'scheduled', welcome_run_id = ? WHERE id = ? AND welcome_status = 'pending'").run(
+      runId,
+      id,
+    );
+  }
+
+  async markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
+    this.#stmt(
+      "UPDATE users SET welcome_status = 'sent', welcome_message_id = ?, welcome_sent_at = ?, welcome_error = NULL, welcome_run_id = COALESCE(?, welcome_run_id) WHERE id = ?",
+    ).run(messageId, Date.now(), runId ?? null, id);
+  }
+
+  async markWelcomeFailed(id: string, error: string): Promise<void> {
+    this.#stmt("UPDATE users SET welcome_status = 'failed', welcome_error = ? WHERE id = ? AND welcome_status <> 'sent'").run(
+      error.slice(0, 2000),
+      id,
+    );
+  }
+
+  async pendingWelcomes(createdBefore: Date, limit: number): Promise<User[]> {
+    const rows = this.#stmt(
+      "SELECT id, username, email, created_at FROM users WHERE welcome_status = 'pending' AND created_at < ? ORDER BY created_at LIMIT ?",
+    ).all(createdBefore.getTime(), limit) as unknown as Row[];
+    return rows.map(toUser);
+  }
+
+  async ping(): Promise<void> {
+    this.#stmt('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    const db = this.#db;
+    this.#db = undefined;
+    this.#stmts = {};
+    db?.close();
+  }
+}
+
+function toUser(row: Row): User {
+  return { id: row.id, username: row.username, email: row.email, createdAt: new Date(row.created_at) };
+}
