@@ -543,6 +543,35 @@ describe('redis broker: inspection', () => {
     assert.deepStrictEqual(await b.listQueues(), ['qa', 'qb']);
   });
 
+  it('a listing that examines at most listCap entries per structure goes on from where it stopped, without gaps', async () => {
+    const b = open({ listCap: 40 });
+    const t0 = Date.now();
+    const all = Array.from({ length: 300 }, (_, i) => run('lc', t0, { task: i % 60 === 7 ? 'rare' : 'common' }));
+    await b.enqueue(all, t0);
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['lc'], max: 200, leaseMs: 60_000, now: t0 });
+    await b.settle(
+      'w',
+      runs.map((r) => ({ id: r.id, attempt: 1, outcome: 'succeeded' as const, result: null, retentionMs: 60_000 })),
+      t0,
+    );
+    for (const f of [{ task: 'rare' }, { task: 'rare', state: 'succeeded' as const }, { task: 'rare', state: 'queued' as const }, {}]) {
+      const expected = all
+        .filter((r, i) => (f.task === undefined || r.task === f.task) && (!('state' in f) || (f.state === 'succeeded') === i < 200))
+        .map((r) => r.id)
+        .reverse();
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      let pages = 0;
+      for (; pages < 200; pages++) {
+        const res = await b.listRuns({ ...f, limit: 3, ...(cursor ? { cursor } : {}) });
+        seen.push(...res.runs.map((r) => r.id));
+        if (!res.next) break;
+        cursor = res.next;
+      }
+      assert.deepStrictEqual(seen, expected, `listRuns(${JSON.stringify(f)}) in ${pages + 1} pages`);
+    }
+  });
+
   it('pause keeps a queue out of reserve until resumed (which wakes the waiters); purge and retryFailed work in bulk', async () => {
     const b = open();
     const t0 = Date.now();

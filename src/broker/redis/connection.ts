@@ -9,11 +9,20 @@
  * `BrokerUnavailableError` (the HTTP layer answers 503); one issued while a (re)connection is in
  * progress waits for it up to `connectWaitMs`. The blocking (wake-up) and subscriber connections
  * are internal and do queue their commands while disconnected.
+ *
+ * A connection that Redis refuses for its configuration (a wrong user name or password, a TLS
+ * certificate the client does not trust, TLS against a plain port) is not "unreachable": commands
+ * then fail with `BrokerConfigError` saying what to fix, which a worker's start reports as a
+ * configuration error instead of retrying forever.
  */
+import { readFileSync } from 'node:fs';
+import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
 import { redact } from '../connect.ts';
-import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
+import { BrokerConfigError, BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
+
+export type { TlsOptions };
 
 export type RedisClient = Redis | Cluster;
 
@@ -74,8 +83,76 @@ function retryDelay(times: number): number {
 
 export type ClientRole = 'main' | 'blocking' | 'subscriber';
 
-/** A new client for `role` (not yet connected: it connects on first use or on `connect()`). */
-export function createClient(target: RedisTarget, role: ClientRole): RedisClient {
+/**
+ * TLS options from the environment, for `rediss://` URLs: `ERRAND_REDIS_CA`, the path of a PEM file
+ * with the CA certificate(s) to trust (instead of the system's). Undefined when it is not set.
+ */
+export function tlsFromEnv(env: NodeJS.ProcessEnv = process.env): TlsOptions | undefined {
+  const path = env.ERRAND_REDIS_CA?.trim();
+  if (!path) return undefined;
+  try {
+    return { ca: readFileSync(path, 'utf8') };
+  } catch (err) {
+    throw new ConfigError(`ERRAND_REDIS_CA: cannot read the CA file ${JSON.stringify(path)}: ${(err as Error).message}`);
+  }
+}
+
+/** Node's codes for a server certificate the client does not accept, and for TLS spoken to a server that does not. */
+const TLS_TRUST_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/**
+ * The connection error as a `BrokerConfigError` when Redis refused the client's configuration
+ * (credentials, TLS), else undefined (a network problem: worth retrying).
+ */
+export function refusedConfiguration(err: unknown, where: string): BrokerConfigError | undefined {
+  // A cluster reports the last node's error inside its own.
+  const e = ((err as { lastNodeError?: unknown })?.lastNodeError ?? err) as { message?: unknown; code?: unknown } | undefined;
+  const message = typeof e?.message === 'string' ? e.message : '';
+  const code = typeof e?.code === 'string' ? e.code : '';
+  if (/^(WRONGPASS|NOAUTH)\b/.test(message) || /invalid (username-)?password/i.test(message)) {
+    return new BrokerConfigError(
+      `Redis at ${where} refused the credentials (${message.trim()}): check the user name and password in the broker URL (redis://user:password@host:port)`,
+      { cause: err },
+    );
+  }
+  if (/^NOPERM\b/.test(message)) {
+    return new BrokerConfigError(
+      `Redis at ${where} refused a command for lack of permission (${message.trim()}): the ACL user needs ~* &* +@all (or at least the commands Errand uses)`,
+      { cause: err },
+    );
+  }
+  if (TLS_TRUST_CODES.has(code)) {
+    return new BrokerConfigError(
+      `The TLS certificate of Redis at ${where} is not trusted (${code}: ${message}): set ERRAND_REDIS_CA to the PEM file of the CA that signed it (or pass tls: { ca })`,
+      { cause: err },
+    );
+  }
+  if (code.startsWith('ERR_SSL_')) {
+    return new BrokerConfigError(
+      `TLS with Redis at ${where} failed (${code}: ${message}): does the server speak TLS on this port? Use rediss:// for a TLS port, redis:// for a plain one`,
+      { cause: err },
+    );
+  }
+  return undefined;
+}
+
+/**
+ * A new client for `role` (not yet connected: it connects on first use or on `connect()`). `tls`:
+ * options for Node's `tls.connect` (e.g. `{ ca }`); given, the client speaks TLS whatever the scheme.
+ */
+export function createClient(target: RedisTarget, role: ClientRole, tls?: TlsOptions): RedisClient {
   const internal = role !== 'main';
   const common: RedisOptions = {
     lazyConnect: true,
@@ -90,7 +167,7 @@ export function createClient(target: RedisTarget, role: ClientRole): RedisClient
   };
   if (target.kind === 'single') {
     const options: RedisOptions = { ...common };
-    if (target.tls) options.tls = {};
+    if (target.tls || tls) options.tls = { ...tls };
     return new Redis(target.url, options);
   }
   const redisOptions: RedisOptions = {
@@ -102,7 +179,7 @@ export function createClient(target: RedisTarget, role: ClientRole): RedisClient
   };
   if (target.username !== undefined) redisOptions.username = target.username;
   if (target.password !== undefined) redisOptions.password = target.password;
-  if (target.tls) redisOptions.tls = {};
+  if (target.tls || tls) redisOptions.tls = { ...tls };
   const options: ClusterOptions = {
     lazyConnect: true,
     enableOfflineQueue: internal,
@@ -127,6 +204,8 @@ export class ConnectionGate {
   #down = false;
   #lostAt: number | undefined;
   #lastError: Error | undefined;
+  /** Set when the last connection attempt was refused for its configuration; cleared on `ready`. */
+  #refused: BrokerConfigError | undefined;
   #closed = false;
   #errorsLogged = 0;
   #pending: Promise<void> | undefined;
@@ -139,8 +218,12 @@ export class ConnectionGate {
     client.on('error', (err: Error) => {
       this.#lastError = err;
       if (this.client.status !== 'ready') this.#down = true;
-      // One line per outage at warn (the first error), then quiet: the reconnects go on.
-      if (this.#errorsLogged++ === 0) this.#logger?.warn({ err: err.message, redis: this.#where }, 'Redis connection error');
+      this.#refused = refusedConfiguration(err, where);
+      // One line per outage (the first error), then quiet: the reconnects go on.
+      if (this.#errorsLogged++ === 0) {
+        if (this.#refused) this.#logger?.error({ redis: this.#where }, this.#refused.message);
+        else this.#logger?.warn({ err: err.message, redis: this.#where }, 'Redis connection error');
+      }
     });
     client.on('close', () => {
       if (this.#closed || this.#lostAt !== undefined || !this.#everReady) return;
@@ -149,6 +232,7 @@ export class ConnectionGate {
     });
     client.on('ready', () => {
       this.#down = false;
+      this.#refused = undefined;
       this.#errorsLogged = 0;
       if (this.#lostAt !== undefined) {
         this.#logger?.warn({ redis: this.#where, downMs: Date.now() - this.#lostAt }, 'Redis connection restored');
@@ -165,7 +249,8 @@ export class ConnectionGate {
   /**
    * Resolves when the client can take commands. Throws `BrokerUnavailableError` at once when the
    * connection is down (a connection attempt failed), or after `waitMs` when a (re)connection in
-   * progress does not complete.
+   * progress does not complete; `BrokerConfigError` when the last attempt was refused for its
+   * credentials or TLS set-up.
    */
   ready(): Promise<void> {
     const c = this.client;
@@ -199,7 +284,8 @@ export class ConnectionGate {
     return this.#pending;
   }
 
-  #unavailable(): BrokerUnavailableError {
+  #unavailable(): BrokerUnavailableError | BrokerConfigError {
+    if (this.#refused) return this.#refused;
     const why = this.#lastError ? `: ${this.#lastError.message}` : '';
     return new BrokerUnavailableError(`Redis at ${this.#where} is unreachable${why}`, { cause: this.#lastError });
   }

@@ -44,7 +44,7 @@ import {
 } from '../types.ts';
 import { redact } from '../connect.ts';
 import { CorruptRunError, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
-import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget } from './connection.ts';
+import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
 import { defineScripts, runScript } from './scripts.ts';
 import { WakeListener } from './wake.ts';
 
@@ -53,8 +53,14 @@ export { CorruptRunError } from './codec.ts';
 const DAY = 86_400_000;
 
 export interface RedisBrokerOptions extends BrokerOptions {
-  /** `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS), `redis+cluster://host:port[,host:port...]`. */
+  /** `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS), `redis+cluster://host:port[,host:port...]`, `rediss+cluster://...`. */
   url: string;
+  /**
+   * Node `tls.connect` options (e.g. `{ ca }` for a private CA, `{ cert, key }` for client
+   * certificates). Given, every connection speaks TLS, whatever the scheme. Default: TLS with the
+   * system's CAs for `rediss://` URLs, none otherwise. (`connectBroker` reads `ERRAND_REDIS_CA`.)
+   */
+  tls?: TlsOptions;
   /** Prefix of every key. Default `errand`. */
   prefix?: string;
   /** Disconnects and reconnects are logged at warn. */
@@ -70,6 +76,11 @@ export interface RedisBrokerOptions extends BrokerOptions {
    * Default 2000.
    */
   connectWaitMs?: number;
+  /**
+   * Entries `listRuns` examines per structure of a queue in one call (a page stops there and the
+   * next one goes on). Default 20000.
+   */
+  listCap?: number;
 }
 
 /** Runs per script call (larger batches are split, in order). */
@@ -82,7 +93,7 @@ const HOUSEKEEPING_LIMIT = 1000;
 const PRUNE_LIMIT = 1000;
 /** Runs deleted or replayed per purge / retryFailed call. */
 const SLICE = 1000;
-/** Entries a listing examines per structure of a queue. */
+/** Entries a listing examines per structure of a queue (the listing then goes on from there). */
 const LIST_CAP = 20_000;
 /** Workers are listed this long after their last heartbeat, in ms. */
 const WORKER_MEMORY_MS = 3_600_000;
@@ -159,10 +170,12 @@ export class RedisBroker implements Broker, BrokerInspector {
   readonly kind = 'redis' as const;
   readonly prefix: string;
   readonly #target: RedisTarget;
+  readonly #tls: TlsOptions | undefined;
   readonly #where: string;
   readonly #logger: Logger | undefined;
   readonly #options: ResolvedOptions;
   readonly #connectWaitMs: number;
+  readonly #listCap: number;
   readonly #main: ConnectionGate;
   readonly #queuesKey: string;
   readonly #pausedKey: string;
@@ -188,6 +201,10 @@ export class RedisBroker implements Broker, BrokerInspector {
   constructor(options: RedisBrokerOptions) {
     if (!options || typeof options.url !== 'string') throw new ConfigError('RedisBroker: options.url is required (redis://host:port)');
     this.#target = parseRedisUrl(options.url);
+    if (options.tls !== undefined && (options.tls === null || typeof options.tls !== 'object')) {
+      throw new ConfigError('RedisBroker: tls must be an object of TLS options, e.g. { ca }');
+    }
+    this.#tls = options.tls;
     this.#where = this.#target.kind === 'single' ? redact(options.url) : this.#target.nodes.map((n) => `${n.host}:${n.port}`).join(',');
     const prefix = options.prefix ?? 'errand';
     if (typeof prefix !== 'string' || prefix === '' || /[{}\s]/.test(prefix)) {
@@ -201,12 +218,13 @@ export class RedisBroker implements Broker, BrokerInspector {
       cancelledRetentionMs: nonNegative(options.cancelledRetentionMs, 'cancelledRetentionMs', DAY),
     };
     this.#connectWaitMs = nonNegative(options.connectWaitMs, 'connectWaitMs', 2000);
+    this.#listCap = nonNegative(options.listCap, 'listCap', LIST_CAP, { integer: true, min: 1 });
     this.#queuesKey = `${prefix}:queues`;
     this.#pausedKey = `${prefix}:paused`;
     this.#workersKey = `${prefix}:workers`;
     this.#eventsChannel = `${prefix}:events`;
     this.#cancelsChannel = `${prefix}:cancels`;
-    const main = createClient(this.#target, 'main');
+    const main = createClient(this.#target, 'main', this.#tls);
     defineScripts(main);
     this.#main = new ConnectionGate(main, this.#where, this.#logger, this.#connectWaitMs);
   }
@@ -641,7 +659,7 @@ export class RedisBroker implements Broker, BrokerInspector {
   #wakeListener(queue: string): WakeListener {
     let l = this.#wakeListeners.get(queue);
     if (!l) {
-      const gate = new ConnectionGate(createClient(this.#target, 'blocking'), this.#where, this.#logger, this.#connectWaitMs, true);
+      const gate = new ConnectionGate(createClient(this.#target, 'blocking', this.#tls), this.#where, this.#logger, this.#connectWaitMs, true);
       this.#wakeGates.set(queue, gate);
       const k = this.#k(queue);
       l = new WakeListener(
@@ -657,7 +675,7 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   #subscriber(): ConnectionGate {
     if (!this.#sub) {
-      const gate = new ConnectionGate(createClient(this.#target, 'subscriber'), this.#where, this.#logger, this.#connectWaitMs, true);
+      const gate = new ConnectionGate(createClient(this.#target, 'subscriber', this.#tls), this.#where, this.#logger, this.#connectWaitMs, true);
       let readyOnce = false;
       gate.client.on('ready', () => {
         // After a reconnect, events may have been missed: tell every watcher to look again.
@@ -761,16 +779,23 @@ export class RedisBroker implements Broker, BrokerInspector {
     const pages = await Promise.all(
       queues.map(async (q) => {
         const k = this.#k(q);
-        const rids = (await runScript(
+        const [boundary, ...rids] = (await runScript(
           redis,
           'list',
           [k.prios, k.sched, k.active, k.succeeded, k.failed, k.cancelled],
-          [k.base, codes, cursor, limit + 1, task ?? '', LIST_CAP],
+          [k.base, codes, cursor, limit + 1, task ?? '', this.#listCap],
         )) as string[];
-        return rids.map((rid) => ({ rid, queue: q }));
+        return { boundary: boundary ?? '', runs: rids.map((rid) => ({ rid, queue: q })) };
       }),
     );
-    const merged = pages.flat().sort((a, b) => (a.rid < b.rid ? 1 : a.rid > b.rid ? -1 : a.queue < b.queue ? 1 : -1));
+    // A queue whose structures were not read to their end is exact only down to its boundary:
+    // the page stops there, and the next page starts there.
+    let boundary = '';
+    for (const p of pages) if (p.boundary > boundary) boundary = p.boundary;
+    const merged = pages
+      .flatMap((p) => p.runs)
+      .filter((r) => r.rid >= boundary)
+      .sort((a, b) => (a.rid < b.rid ? 1 : a.rid > b.rid ? -1 : a.queue < b.queue ? 1 : -1));
     const page = merged.slice(0, limit);
     const records = await Promise.all(
       page.map(async ({ rid, queue: q }) => {
@@ -786,7 +811,7 @@ export class RedisBroker implements Broker, BrokerInspector {
     const last = page[page.length - 1];
     return {
       runs: records.filter((r): r is RunRecord => r !== null),
-      next: merged.length > limit && last ? last.rid : null,
+      next: merged.length > limit && last ? last.rid : boundary !== '' ? boundary : null,
     };
   }
 

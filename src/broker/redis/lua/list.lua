@@ -15,13 +15,25 @@
   ARGV[5] task ('' for any)
   ARGV[6] cap: entries examined per structure
 
-  Returns the rids, newest first.
+  Returns { boundary, rids... }: the rids newest first. When a structure was not read to its end
+  (more than `cap` entries examined), `boundary` is the lowest rid it examined and only rids at or
+  above it are returned (below it, the page would not be exact): the caller continues from there.
+  Otherwise `boundary` is ''. (Active and scheduled runs beyond the first `cap` by time are not
+  seen: their structures are ordered by time, not by id.)
 ]]
 --!include common.lua
 
 local base, states, cursor, task = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local want, cap = tonumber(ARGV[4]), tonumber(ARGV[6])
 local found = {}
+local boundary = ''
+
+-- A structure examined down to `low` (not to its end): only rids >= low are certain.
+local function truncated(low)
+  if low and low > boundary then
+    boundary = low
+  end
+end
 
 local function below(rid)
   return cursor == '' or rid < cursor
@@ -49,10 +61,15 @@ for _, pair in ipairs(finished) do
     if cursor ~= '' then
       max = ridTime(cursor)
     end
-    local offset, n = 0, 0
-    while n < want and offset < cap do
+    local offset, n, last = 0, 0, nil
+    while n < want do
+      if offset >= cap then
+        truncated(last)
+        break
+      end
       local chunk = rcall('ZREVRANGEBYSCORE', key, max, '-inf', 'LIMIT', offset, 200)
       for _, rid in ipairs(chunk) do
+        last = rid
         if below(rid) and keep(rid, code) then
           found[#found + 1] = rid
           n = n + 1
@@ -118,17 +135,26 @@ if wanted('q') then
       end
       pos = math.min(len - 1, pos + 64)
     end
-    local n, scanned = 0, 0
+    local n, scanned, low = 0, 0, nil
     local c = {}
-    while pos >= 0 and n < want + 64 and scanned < cap do
+    while pos >= 0 and n < want + 64 do
+      if scanned >= cap then
+        truncated(low)
+        break
+      end
       local from = math.max(0, pos - 199)
       local chunk = rcall('LRANGE', wk, from, pos)
       for i = #chunk, 1, -1 do
         local rid = chunk[i]
         scanned = scanned + 1
-        if below(rid) and keep(rid, 'q') then
-          c[#c + 1] = rid
-          n = n + 1
+        if below(rid) then
+          if low == nil or rid < low then
+            low = rid
+          end
+          if keep(rid, 'q') then
+            c[#c + 1] = rid
+            n = n + 1
+          end
         end
       end
       pos = from - 1
@@ -142,8 +168,11 @@ end
 table.sort(found, function(x, y)
   return x > y
 end)
-local out = {}
+local out = { boundary }
 for i = 1, math.min(want, #found) do
-  out[i] = found[i]
+  if found[i] < boundary then
+    break
+  end
+  out[#out + 1] = found[i]
 end
 return out
