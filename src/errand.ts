@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 import type { Broker, BrokerOptions, NewRun } from './broker/types.ts';
 import { ConfigError, RunNotFoundError } from './core/errors.ts';
+import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
 import { RunHandle } from './task/handle.ts';
 import { enqueueSpan } from './telemetry/tracing.ts';
@@ -22,6 +23,13 @@ export interface ErrandOptions extends BrokerOptions {
   maxInputBytes?: number;
   /** Key prefix in Redis. Default: `ERRAND_PREFIX`, else `errand`. */
   prefix?: string;
+  /**
+   * Paths into task inputs whose values are secrets (`password`, `card.number`, `*.token`,
+   * `**.apiKey`): storage keeps them (the handler needs them), but the HTTP run JSON, the dashboard,
+   * `errand inspect` and the worker's error logs show `"[redacted]"` instead (see `src/core/redact.ts`).
+   * Added to the paths in `ERRAND_REDACT` (comma-separated) and to each task's own `redact`.
+   */
+  redact?: string[];
 }
 
 /** A task bound to an Errand app: what `errand.task(...)` returns. */
@@ -81,6 +89,8 @@ export class Errand extends EventEmitter {
   readonly workers = new Set<Worker>();
   readonly logger: Logger;
   readonly maxInputBytes: number;
+  /** The app's redaction paths: the `redact` option and `ERRAND_REDACT` together (each task may add its own). */
+  readonly redact: readonly string[];
   #brokerSpec: string | Broker;
   #broker: Promise<Broker> | undefined;
   readonly #options: ErrandOptions;
@@ -94,6 +104,13 @@ export class Errand extends EventEmitter {
     if (!Number.isInteger(this.maxInputBytes) || this.maxInputBytes < 1) {
       throw new ConfigError(`maxInputBytes must be a positive integer, got ${String(options.maxInputBytes)}`);
     }
+    this.redact = mergeRedactPaths(checkRedactPaths(options.redact, 'Errand options'), redactPathsFromEnv());
+  }
+
+  /** The redaction paths for runs of a task: the app's and the task's own (the app's alone for a task this app does not define). */
+  redactPaths(task?: string): readonly string[] {
+    const own = task === undefined ? undefined : this.tasks.get(task)?.redact;
+    return own?.length ? mergeRedactPaths(this.redact, own) : this.redact;
   }
 
   /** Defines a task: a name, options (an input schema at least) and a handler. */

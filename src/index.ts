@@ -15,6 +15,7 @@ export {
 } from './core/errors.ts';
 export { isRunId, queueOfRunId } from './core/ids.ts';
 export type { RunInfo } from './core/run-info.ts';
+export { REDACTED, redactRecord, redactRun, redactValue } from './core/redact.ts';
 export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';

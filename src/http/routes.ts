@@ -20,6 +20,7 @@ import { z } from 'zod';
 import type { Broker, RunState } from '../broker/types.ts';
 import { BrokerUnavailableError, ConfigError, InputError, RunNotFoundError } from '../core/errors.ts';
 import { isRunId } from '../core/ids.ts';
+import { redactRecord } from '../core/redact.ts';
 import type { Errand, Task } from '../errand.ts';
 import type { RunHandle } from '../task/handle.ts';
 import type { EnqueueOptions } from '../task/task.ts';
@@ -158,7 +159,8 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
   const guard = (scope: Scope) => auth.hook(scope);
   // The OpenAPI security requirement of a route (the scope is said in its description of 401/403).
   const security = (_scope: Scope) => (auth.enabled ? [{ bearerAuth: [] as string[] }] : undefined);
-  const toJson = (rec: Parameters<typeof runToJson>[0]) => runToJson(rec, { errorStacks });
+  // Secrets in inputs (the app's and the task's `redact` paths) are shown as "[redacted]".
+  const toJson = (rec: Parameters<typeof runToJson>[0]) => runToJson(redactRecord(rec, errand.redactPaths(rec.task)), { errorStacks });
 
   /** Any broker failure (including failing to connect) as BrokerUnavailableError. */
   async function brokerCall<T>(fn: (broker: Broker) => Promise<T>): Promise<T> {

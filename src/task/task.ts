@@ -4,6 +4,7 @@ import type { NewRun } from '../broker/types.ts';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
+import { checkRedactPaths } from '../core/redact.ts';
 import {
   checkDuration,
   checkPriority,
@@ -53,6 +54,8 @@ export interface TaskOptions<S extends z.ZodType> {
   idempotencyTtl?: number;
   /** A line for the OpenAPI document and the dashboard. */
   description?: string;
+  /** Paths into this task's input whose values are secrets, added to the app's `redact` (see `ErrandOptions.redact`). */
+  redact?: string[];
 }
 
 export interface EnqueueOptions {
@@ -86,6 +89,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly retention: Required<Retention>;
   readonly idempotencyTtl: number;
   readonly description: string | undefined;
+  /** This task's own redaction paths (the app adds its own: `errand.redactPaths(name)`). */
+  readonly redact: readonly string[];
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
 
   constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
@@ -110,6 +115,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       allowZero: false,
     });
     this.description = options.description;
+    this.redact = checkRedactPaths(options.redact, where);
     this.#idempotencyKey = options.idempotencyKey;
   }
 

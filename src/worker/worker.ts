@@ -2,8 +2,9 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Broker, BrokerInspector, Lease, Reservation, Settlement } from '../broker/types.ts';
-import { ConfigError, ErrandError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { BrokerConfigError, ConfigError, ErrandError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
+import { scrubThrown, secretsAt } from '../core/redact.ts';
 import { encodeError } from '../core/run-info.ts';
 import type { Errand, Task } from '../errand.ts';
 import { backoffDelay, checkQueueName } from '../task/options.ts';
@@ -46,6 +47,8 @@ interface ActiveRun {
   detached?: 'lost' | 'released';
   progress?: string;
   progressTimer?: NodeJS.Timeout;
+  /** Values at the task's redaction paths in this input: scrubbed from the errors this worker logs and stores. */
+  secrets?: string[];
 }
 
 class WorkerStoppedError extends ErrandError {
@@ -127,11 +130,25 @@ export class Worker extends EventEmitter {
     return this.#state;
   }
 
-  /** Connects to the broker and starts taking runs. Resolves once connected. */
+  /**
+   * Connects to the broker and starts taking runs. Resolves once connected. Rejects when the broker
+   * cannot be used as configured (a bad URL; `BrokerConfigError`: Redis refused the credentials or
+   * the TLS set-up); a broker that is merely unreachable is waited for (logged, then retried).
+   */
   async start(): Promise<this> {
     if (this.#state !== 'new') throw new ConfigError(`Worker ${this.id} was already started`);
     this.#state = 'running';
-    this.#broker = await this.#app.broker();
+    try {
+      this.#broker = await this.#app.broker();
+      await this.#broker.ping();
+    } catch (err) {
+      if (err instanceof ConfigError || err instanceof BrokerConfigError) {
+        this.#state = 'new';
+        throw err;
+      }
+      this.logger.warn({ err }, 'broker unreachable at start; the worker waits for it');
+      this.#broker ??= await this.#app.broker();
+    }
     this.#unsubscribeCancel = this.#broker.onCancel((ids) => {
       for (const id of ids) this.#detach(id, 'lost', new LeaseLostError(`Run ${id} was cancelled`));
     });
@@ -264,6 +281,8 @@ export class Worker extends EventEmitter {
         task.retention.failed,
       );
     }
+    const redact = this.#app.redactPaths(run.task);
+    if (redact.length) entry.secrets = secretsAt(parsedJson.value, redact);
     const parsed = task.schema.safeParse(parsedJson.value);
     if (!parsed.success) {
       const lines = parsed.error.issues.map(
@@ -351,10 +370,11 @@ export class Worker extends EventEmitter {
     if (!permanent && run.attempt < task.retries.maxAttempts) {
       const retryAt = Date.now() + backoffDelay(task.retries, run.attempt);
       const reason = err instanceof TaskTimeoutError ? 'timeout' : undefined;
-      this.#settle({ id: run.id, attempt: run.attempt, outcome: 'retry', error: encodeError(err, reason), runAt: retryAt });
+      const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;
+      this.#settle({ id: run.id, attempt: run.attempt, outcome: 'retry', error: encodeError(shown, reason), runAt: retryAt });
       const durationMs = performance.now() - started;
       log.warn(
-        { durationMs: round(durationMs), err, retryAt: new Date(retryAt).toISOString(), maxAttempts: task.retries.maxAttempts },
+        { durationMs: round(durationMs), err: shown, retryAt: new Date(retryAt).toISOString(), maxAttempts: task.retries.maxAttempts },
         'run failed; retry scheduled',
       );
       this.emit('run', { type: 'retry', run, durationMs, error: err, retryAt } satisfies RunEvent);
@@ -365,9 +385,11 @@ export class Worker extends EventEmitter {
 
   #fail(entry: ActiveRun, log: Logger, started: number, err: unknown, reason: string | undefined, retentionMs: number): void {
     const { run } = entry;
-    this.#settle({ id: run.id, attempt: run.attempt, outcome: 'failed', error: encodeError(err, reason), retentionMs });
+    // Secret input values repeated verbatim in the error are neither stored nor logged (see src/core/redact.ts).
+    const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;
+    this.#settle({ id: run.id, attempt: run.attempt, outcome: 'failed', error: encodeError(shown, reason), retentionMs });
     const durationMs = performance.now() - started;
-    log.error({ durationMs: round(durationMs), err, reason }, 'run failed');
+    log.error({ durationMs: round(durationMs), err: shown, reason }, 'run failed');
     this.emit('run', { type: 'failure', run, durationMs, error: err } satisfies RunEvent);
   }
 
