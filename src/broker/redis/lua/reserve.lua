@@ -30,7 +30,8 @@
   ARGV[9] events channel (watched runs)
   ARGV[10] run id prefix `<queue>.`
 
-  Returns { nextAt (-1: nothing pending), queued (runs still queued),
+  Returns { nextAt (-1: nothing pending), queued (with max 0: the runs queued; otherwise 0 when
+            none remain, more than 0 when some do),
             then 7 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
             time in the run id), traceparent ('' for none) }
 ]]
@@ -161,15 +162,20 @@ if max > 0 then
     end
   end
   bulk('ZADD', KEYS[2], leases, 2000)
-  levels = rcall('ZRANGE', KEYS[3], 0, -1)
 end
 
+-- Runs still queued: counted for a housekeeping call (the caller shares out its slots by them);
+-- after leasing, only whether any remain matters (then another idle worker is woken).
 local queued = 0
-for _, p in ipairs(levels) do
-  queued = queued + rcall('LLEN', base .. 'w:' .. p)
-end
-if queued > 0 and n > 0 then
-  wake(base)
+if max == 0 then
+  for _, p in ipairs(levels) do
+    queued = queued + rcall('LLEN', base .. 'w:' .. p)
+  end
+elseif n >= max then
+  queued = rcall('ZCARD', KEYS[3])
+  if queued > 0 then
+    wake(base)
+  end
 end
 
 local nextAt = -1
