@@ -321,14 +321,24 @@ describe('redis broker: corrupt records', () => {
     assert.deepStrictEqual((await b.reserve({ workerId: 'w', queues: ['emails'], max: 10, leaseMs: 30_000, now })).runs, []);
   });
 
-  it('getRun of a key that is not a hash throws an error naming the run and the key', async () => {
+  it('getRun never throws on an unreadable run: it reads as failed, reason corrupt, naming the key; cancel and retry say what is wrong', async () => {
     const b = open();
     const id = newRunId('emails');
-    await redis.set(`${b.prefix}:{emails}:r:${rid(id)}`, 'garbage');
-    await assert.rejects(
-      b.getRun(id),
-      (err: unknown) => err instanceof CorruptRunError && err.message.includes(id) && err.message.includes(':r:'),
-    );
+    const key = `${b.prefix}:{emails}:r:${rid(id)}`;
+    await redis.set(key, 'garbage');
+    const rec = await b.getRun(id);
+    assert.equal(rec?.state, 'failed');
+    const err = JSON.parse(rec.error!) as { reason: string; message: string };
+    assert.equal(err.reason, 'corrupt');
+    assert.ok(err.message.includes(id) && err.message.includes(key), err.message);
+    await assert.rejects(b.cancel(id, Date.now()), (e: unknown) => e instanceof CorruptRunError && e.message.includes(key));
+    await assert.rejects(b.retry(id, Date.now()), (e: unknown) => e instanceof CorruptRunError && e.message.includes(key));
+    const noState = newRunId('emails');
+    await redis.hset(`${b.prefix}:{emails}:r:${rid(noState)}`, 't', 'x', 'i', '{}', 's', '?');
+    const rec2 = await b.getRun(noState);
+    assert.equal(rec2?.state, 'failed');
+    assert.match(rec2.error!, /unknown state code/);
+    assert.equal(rec2.task, 'x', 'the readable fields are kept');
   });
 });
 

@@ -113,10 +113,27 @@ export function decodeHistory(text: string | undefined): AttemptRecord[] {
   return out;
 }
 
-/** A run as stored (HGETALL of its hash) to a RunRecord. Throws CorruptRunError when unusable. */
+/** The error text stored on (or shown for) an unreadable run. */
+export function corruptErrorText(id: string, key: string, why: string): string {
+  return JSON.stringify({
+    name: 'CorruptRunError',
+    message: `Run ${id} is unreadable (Redis key ${key}): ${why}`,
+    reason: 'corrupt',
+  });
+}
+
+/**
+ * A run as stored (HGETALL of its hash) to a RunRecord. A hash without a known state reads as a
+ * failed run whose error (reason `corrupt`) says what is wrong; the next reserve that meets it
+ * fails it for good. Nothing here throws.
+ */
 export function decodeRun(id: string, queue: string, key: string, h: Record<string, string>): RunRecord {
-  const state = h.s === undefined ? undefined : STATE_OF_CODE[h.s];
-  if (!state) throw new CorruptRunError(id, key, h.s === undefined ? 'it has no state field' : `unknown state code "${h.s}"`);
+  let state = h.s === undefined ? undefined : STATE_OF_CODE[h.s];
+  if (!state) {
+    state = 'failed';
+    h = { ...h, E: corruptErrorText(id, key, h.s === undefined ? 'it has no state field' : `unknown state code "${h.s}"`) };
+    delete h.o;
+  }
   const attempts = int(h.a) ?? 0;
   const rec: RunRecord = {
     id,

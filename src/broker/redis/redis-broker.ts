@@ -43,7 +43,7 @@ import {
   type WorkerStatus,
 } from '../types.ts';
 import { redact } from '../connect.ts';
-import { CorruptRunError, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
+import { CorruptRunError, corruptErrorText, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
 import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
 import { defineScripts, runScript } from './scripts.ts';
 import { WakeListener } from './wake.ts';
@@ -514,8 +514,21 @@ export class RedisBroker implements Broker, BrokerInspector {
     try {
       h = await redis.hgetall(key);
     } catch (err) {
-      if (err instanceof Error && err.message.startsWith('WRONGTYPE')) throw new CorruptRunError(id, key, 'the key is not a hash');
-      throw err;
+      if (!(err instanceof Error && err.message.startsWith('WRONGTYPE'))) throw err;
+      // Not a hash: shown as a failed run saying so (the next reserve that meets it fails it for good).
+      return {
+        id,
+        task: '',
+        queue: parts.queue,
+        state: 'failed',
+        priority: 0,
+        input: '',
+        error: corruptErrorText(id, key, 'the key is not a hash'),
+        attempts: 0,
+        leaseLosses: 0,
+        enqueuedAt: timeOfRunId(id),
+        history: [],
+      };
     }
     if (Object.keys(h).length === 0) return null;
     return decodeRun(id, parts.queue, key, h);
@@ -535,9 +548,9 @@ export class RedisBroker implements Broker, BrokerInspector {
     )) as string[];
     switch (r[0]) {
       case 'C':
-        return { outcome: 'cancelled', previous: this.#state(r[1], id) };
+        return { outcome: 'cancelled', previous: this.#state(r[1], id, k.run(parts.rid)) };
       case 'F':
-        return { outcome: 'finished', state: this.#state(r[1], id) };
+        return { outcome: 'finished', state: this.#state(r[1], id, k.run(parts.rid)) };
       case 'N':
         return { outcome: 'not_found' };
       default:
@@ -556,7 +569,7 @@ export class RedisBroker implements Broker, BrokerInspector {
       case 'Q':
         return { outcome: 'queued' };
       case 'S':
-        return { outcome: 'not_failed', state: this.#state(r[1], id) };
+        return { outcome: 'not_failed', state: this.#state(r[1], id, k.run(parts.rid)) };
       case 'N':
         return { outcome: 'not_found' };
       default:
@@ -564,9 +577,9 @@ export class RedisBroker implements Broker, BrokerInspector {
     }
   }
 
-  #state(code: string | undefined, id: string): RunState {
+  #state(code: string | undefined, id: string, key: string): RunState {
     const state = code === undefined ? undefined : STATE_OF_CODE[code];
-    if (!state) throw new CorruptRunError(id, '', `unknown state code ${JSON.stringify(code)}`);
+    if (!state) throw new CorruptRunError(id, key, `unknown state code ${JSON.stringify(code)}`);
     return state;
   }
 
@@ -659,7 +672,13 @@ export class RedisBroker implements Broker, BrokerInspector {
   #wakeListener(queue: string): WakeListener {
     let l = this.#wakeListeners.get(queue);
     if (!l) {
-      const gate = new ConnectionGate(createClient(this.#target, 'blocking', this.#tls), this.#where, this.#logger, this.#connectWaitMs, true);
+      const gate = new ConnectionGate(
+        createClient(this.#target, 'blocking', this.#tls),
+        this.#where,
+        this.#logger,
+        this.#connectWaitMs,
+        true,
+      );
       this.#wakeGates.set(queue, gate);
       const k = this.#k(queue);
       l = new WakeListener(
@@ -675,7 +694,13 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   #subscriber(): ConnectionGate {
     if (!this.#sub) {
-      const gate = new ConnectionGate(createClient(this.#target, 'subscriber', this.#tls), this.#where, this.#logger, this.#connectWaitMs, true);
+      const gate = new ConnectionGate(
+        createClient(this.#target, 'subscriber', this.#tls),
+        this.#where,
+        this.#logger,
+        this.#connectWaitMs,
+        true,
+      );
       let readyOnce = false;
       gate.client.on('ready', () => {
         // After a reconnect, events may have been missed: tell every watcher to look again.
@@ -804,7 +829,7 @@ export class RedisBroker implements Broker, BrokerInspector {
           const h = await redis.hgetall(k.run(rid));
           return Object.keys(h).length ? decodeRun(k.id(rid), q, k.run(rid), h) : null;
         } catch {
-          return null; // gone meanwhile, or unreadable: left out of the page
+          return null; // not a hash: left out of the page
         }
       }),
     );
