@@ -1,0 +1,231 @@
+/** What every scenario gets: the settings of this run, the benchmark's Redis, the peers, and where results go. */
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Child, forkNode, waitReady } from './proc.ts';
+import type { BenchRedis } from './redis-server.ts';
+import { type Figure, failed, figure } from './stats.ts';
+
+export type PeerId = 'errand-redis' | 'errand-sqlite' | 'bullmq';
+
+export interface Sizes {
+  rounds: number;
+  enqueueSerial: number;
+  enqueueConcurrent: number;
+  enqueueBatch: number;
+  batchSize: number;
+  processC1: number;
+  processMany: number;
+  latencyDurationMs: number;
+  latencyWarmupMs: number;
+  latencyRates: number[];
+  httpDurationS: number;
+  httpConnections: number;
+  emailsNode: number;
+  emailsCelery: number;
+  emailTimeoutMs: number;
+  memoryRuns: number;
+  rssRuns: number;
+  rssBacklog: number;
+  scaleRuns: number;
+  scaleProcesses: number[];
+  scaleConcurrency: number;
+}
+
+export const FULL: Sizes = {
+  rounds: 5,
+  enqueueSerial: 5_000,
+  enqueueConcurrent: 10_000,
+  enqueueBatch: 50_000,
+  batchSize: 1_000,
+  processC1: 5_000,
+  processMany: 50_000,
+  latencyDurationMs: 6_000,
+  latencyWarmupMs: 1_000,
+  latencyRates: [1_000, 5_000],
+  httpDurationS: 8,
+  httpConnections: 50,
+  emailsNode: 10_000,
+  emailsCelery: 1_000,
+  emailTimeoutMs: 90_000,
+  memoryRuns: 100_000,
+  rssRuns: 1_000_000,
+  rssBacklog: 20_000,
+  scaleRuns: 100_000,
+  scaleProcesses: [1, 2, 4],
+  scaleConcurrency: 50,
+};
+
+export const QUICK: Sizes = {
+  rounds: 3,
+  enqueueSerial: 300,
+  enqueueConcurrent: 10_000,
+  enqueueBatch: 5_000,
+  batchSize: 1_000,
+  processC1: 300,
+  processMany: 2_000,
+  latencyDurationMs: 800,
+  latencyWarmupMs: 200,
+  latencyRates: [1_000, 5_000],
+  httpDurationS: 1,
+  httpConnections: 50,
+  emailsNode: 300,
+  emailsCelery: 40,
+  emailTimeoutMs: 15_000,
+  memoryRuns: 5_000,
+  rssRuns: 20_000,
+  rssBacklog: 5_000,
+  scaleRuns: 2_000,
+  scaleProcesses: [1, 2, 4],
+  scaleConcurrency: 50,
+};
+
+export interface PeerDef {
+  id: PeerId;
+  label: string;
+  /** Which child driver runs it. */
+  driver: 'errand' | 'bullmq';
+  /** A broker URL for a fresh session on empty storage. */
+  freshUrl(): Promise<string>;
+}
+
+export interface ScenarioResult {
+  title: string;
+  /** metric -> peer -> figure */
+  metrics: Record<string, Record<string, Figure>>;
+  /**
+   * CPU time per run, in µs, of the peer's process(es) and of redis-server, for the same metrics:
+   * "<metric>" -> "<peer> client" / "<peer> redis" -> figure. Far less sensitive to a busy
+   * machine than throughput: it says what each run costs, not how fast the machine delivered it.
+   */
+  cpu?: Record<string, Record<string, Figure>>;
+  notes: string[];
+  /** Anything else worth keeping in the raw JSON (samples, counters). */
+  raw?: Record<string, unknown>;
+  seconds?: number;
+}
+
+export interface Ctx {
+  root: string;
+  tmp: string;
+  quick: boolean;
+  sizes: Sizes;
+  redis: BenchRedis;
+  peers: PeerDef[];
+  /** Services of the service scenario to run (null: all). */
+  services: string[] | null;
+  log(msg: string): void;
+  /** Forks a benchmark child for a peer driver and waits until it is ready. */
+  child(name: string, driver: 'errand' | 'bullmq', execArgv?: string[]): Promise<Child>;
+}
+
+export function makePeers(redis: BenchRedis, tmp: string, wanted: readonly string[] | null): PeerDef[] {
+  let seq = 0;
+  let lastSqlite: string | undefined;
+  const all: PeerDef[] = [
+    {
+      id: 'errand-redis',
+      label: 'Errand (Redis)',
+      driver: 'errand',
+      async freshUrl() {
+        await redis.flush();
+        return redis.url;
+      },
+    },
+    {
+      id: 'errand-sqlite',
+      label: 'Errand (SQLite)',
+      driver: 'errand',
+      async freshUrl() {
+        if (lastSqlite) for (const suffix of ['', '-wal', '-shm']) rmSync(lastSqlite + suffix, { force: true });
+        lastSqlite = join(tmp, `sqlite-${++seq}.db`);
+        return `sqlite:${lastSqlite}`;
+      },
+    },
+    {
+      id: 'bullmq',
+      label: 'BullMQ',
+      driver: 'bullmq',
+      async freshUrl() {
+        await redis.flush();
+        return redis.url;
+      },
+    },
+  ];
+  return wanted ? all.filter((p) => wanted.includes(p.id)) : all;
+}
+
+export async function forkPeerChild(
+  root: string,
+  name: string,
+  driver: 'errand' | 'bullmq',
+  logLevel: string,
+  execArgv: string[] = [],
+): Promise<Child> {
+  const c = forkNode(
+    name,
+    join(root, 'bench/peers/child.ts'),
+    [],
+    { BENCH_PEER: driver, LOG_LEVEL: logLevel, ERRAND_PREFIX: 'errand' },
+    undefined,
+    execArgv,
+  );
+  await waitReady(c, 30_000);
+  return c;
+}
+
+/** Collects per-round values for metric x peer, then turns them into figures. */
+export class Collector {
+  readonly #values = new Map<string, Map<string, number[]>>();
+  readonly #errors = new Map<string, string>();
+  readonly #extra = new Map<string, Record<string, unknown>>();
+  readonly units = new Map<string, string>();
+
+  add(metric: string, peer: string, value: number, unit: string): void {
+    this.units.set(metric, unit);
+    let m = this.#values.get(metric);
+    if (!m) this.#values.set(metric, (m = new Map()));
+    let v = m.get(peer);
+    if (!v) m.set(peer, (v = []));
+    v.push(value);
+  }
+
+  fail(metric: string, peer: string, error: string, unit: string): void {
+    this.units.set(metric, unit);
+    if (!this.#values.get(metric)?.get(peer)?.length) {
+      let m = this.#values.get(metric);
+      if (!m) this.#values.set(metric, (m = new Map()));
+      if (!m.has(peer)) m.set(peer, []);
+    }
+    this.#errors.set(`${metric}\0${peer}`, error);
+  }
+
+  extra(metric: string, peer: string, data: Record<string, unknown>): void {
+    const key = `${metric}\0${peer}`;
+    this.#extra.set(key, { ...this.#extra.get(key), ...data });
+  }
+
+  figures(): Record<string, Record<string, Figure>> {
+    const out: Record<string, Record<string, Figure>> = {};
+    for (const [metric, peers] of this.#values) {
+      out[metric] = {};
+      for (const [peer, values] of peers) {
+        const key = `${metric}\0${peer}`;
+        const unit = this.units.get(metric) ?? '';
+        const err = this.#errors.get(key);
+        let f: Figure;
+        if (values.length === 0) f = failed(unit, err ?? 'not measured');
+        else {
+          f = figure(values, unit, this.#extra.get(key));
+          if (err) f.extra = { ...f.extra, partialError: err };
+        }
+        out[metric]![peer] = f;
+      }
+    }
+    return out;
+  }
+}
+
+export function errMessage(err: unknown): string {
+  const m = err instanceof Error ? err.message : String(err);
+  return m.split('\n')[0]!.slice(0, 300);
+}

@@ -1,0 +1,64 @@
+/**
+ * Errand as a benchmark peer: one app per session (a Redis URL or a SQLite file), one no-op task with
+ * the seed's input schema, default retries (3 attempts, exponential backoff), default worker options
+ * apart from concurrency. Logging: the app's default logger at `LOG_LEVEL` (the harness sets `warn`,
+ * like the anchors: Celery runs at `--loglevel=warning`, BullMQ logs nothing).
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { createErrand, type Errand, type Worker } from '../../src/index.ts';
+import type { Payload, Peer, Session, SessionOptions } from './types.ts';
+
+const QUEUE = 'bench';
+
+const input = z.object({
+  username: z.string(),
+  email: z.string(),
+  t: z.number().optional(),
+  m: z.number().optional(),
+});
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    return pkg.version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+export const errandPeer: Peer = {
+  name: 'errand',
+  version: version(),
+  async open({ url, keep }: SessionOptions): Promise<Session> {
+    const app: Errand = createErrand({ broker: url });
+    let onRun: (data: Payload) => void = () => {};
+    const task = app.task('bench_noop', { input, queue: QUEUE, retention: keep ? undefined : { succeeded: 0 } }, (data) => {
+      onRun(data as Payload);
+      return true;
+    });
+    const broker = await app.broker();
+    let worker: Worker | undefined;
+    return {
+      enqueueOne: (data) => task.enqueue(data),
+      enqueueMany: (data) => task.enqueueMany(data.map((d) => ({ input: d }))),
+      async startWorker(concurrency, cb) {
+        onRun = cb;
+        worker = app.worker({ concurrency, queues: [QUEUE] });
+        await worker.start();
+      },
+      async stopWorker() {
+        await worker?.stop({ graceMs: 5000 });
+        worker = undefined;
+      },
+      async pending() {
+        const c = (await broker.counts([QUEUE]))[QUEUE];
+        return c ? c.queued + c.scheduled + c.active : 0;
+      },
+      async close() {
+        await worker?.stop({ graceMs: 0 });
+        await app.close();
+      },
+    };
+  },
+};

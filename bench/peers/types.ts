@@ -1,0 +1,39 @@
+/** What every peer (Errand on a broker, BullMQ) offers the benchmark child. */
+
+/** The payload of every benchmark run: the seed's welcome-email input, plus timing fields for the latency scenario. */
+export interface Payload {
+  username: string;
+  email: string;
+  /** Enqueue time, microseconds of CLOCK_MONOTONIC (shared by every process on the machine). */
+  t?: number;
+  /** 1 when this run counts in the latency figures (past the warm-up). */
+  m?: number;
+}
+
+export interface SessionOptions {
+  url: string;
+  /** Keep finished runs and their results (1 day), or delete them as soon as they finish. */
+  keep: boolean;
+}
+
+export interface Session {
+  enqueueOne(data: Payload): Promise<unknown>;
+  enqueueMany(data: Payload[]): Promise<unknown>;
+  /** Starts consuming; `onRun` is called at the start of each handler with its input. */
+  startWorker(concurrency: number, onRun: (data: Payload) => void): Promise<void>;
+  stopWorker(): Promise<void>;
+  /** Runs not yet finished (waiting, delayed, active). */
+  pending(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface Peer {
+  name: string;
+  version: string;
+  open(options: SessionOptions): Promise<Session>;
+}
+
+/** Microseconds of CLOCK_MONOTONIC: comparable between processes of one machine. */
+export function nowUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
