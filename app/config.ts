@@ -20,7 +20,10 @@ export interface AppConfig {
   sqlitePath: string;
   /** `DATA_DIR/outbox`: where the development mail transport writes `.eml` files. */
   outboxDir: string;
-  /** `REDIS_URL`: the Redis broker; absent, the embedded SQLite broker in `sqlitePath`. */
+  /**
+   * `REDIS_URL`: the Redis broker (`redis://`, `rediss://` for TLS with the CA in `ERRAND_REDIS_CA`,
+   * `redis+cluster://host1:port,host2:port` for a Redis Cluster); absent, the embedded SQLite broker in `sqlitePath`.
+   */
   redisUrl: string | undefined;
   /** `ERRAND_PREFIX`: key prefix in Redis (default `errand`); lets several services or tests share one Redis. */
   prefix: string | undefined;
@@ -60,7 +63,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(dataDirRaw);
 
   const redisUrl = get('REDIS_URL');
-  if (redisUrl !== undefined) checkUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:', 'redis+cluster:'], 'redis://host:6379[/db]');
+  if (redisUrl !== undefined) {
+    // A cluster URL lists several host:port pairs, which URL cannot parse.
+    if (/^rediss?\+cluster:/i.test(redisUrl)) checkClusterUrl('REDIS_URL', redisUrl);
+    else checkUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:', 'redis+cluster:', 'rediss+cluster:'], 'redis://host:6379[/db]');
+  }
   const prefix = get('ERRAND_PREFIX');
   if (prefix !== undefined && !/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) {
     throw bad('ERRAND_PREFIX', 'must be 1 to 64 letters, digits, "_", ".", ":" or "-"', prefix);
@@ -127,6 +134,20 @@ function integer(name: string, raw: string | undefined, fallback: number, min: n
   const n = Number(raw.trim());
   if (!/^\d+$/.test(raw.trim()) || n < min || n > max) throw bad(name, `must be an integer from ${min} to ${max}`, raw);
   return n;
+}
+
+/** `redis+cluster://[user:password@]host:port[,host:port...]` (or `rediss+cluster://`). */
+function checkClusterUrl(name: string, raw: string): void {
+  const example = 'redis+cluster://host1:6379,host2:6379';
+  const m = /^rediss?\+cluster:\/\/(?:[^@/]*@)?([^/?#@]+)\/?$/i.exec(raw);
+  if (!m) throw bad(name, `must list the cluster's nodes like ${example}`, redactUrl(raw));
+  for (const node of m[1]!.split(',')) {
+    const hp = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(node.trim());
+    if (!hp) throw bad(name, `has a node that is not host:port (${JSON.stringify(node)}; expected ${example})`, redactUrl(raw));
+    if (hp[2] !== undefined && (Number(hp[2]) < 1 || Number(hp[2]) > 65535)) {
+      throw bad(name, `has a port outside 1 to 65535 (${JSON.stringify(node)})`, redactUrl(raw));
+    }
+  }
 }
 
 function checkUrl(name: string, raw: string, schemes: string[], example: string, { hostOptional = false } = {}): void {

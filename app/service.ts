@@ -7,7 +7,16 @@ import { mkdirSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { authFromEnv, createServer, type HttpAuthOptions } from '../src/http/index.ts';
-import { type Broker, ConfigError, createErrand, type Errand, type RetryPolicy, type Worker, type WorkerOptions } from '../src/index.ts';
+import {
+  type Broker,
+  BrokerConfigError,
+  ConfigError,
+  createErrand,
+  type Errand,
+  type RetryPolicy,
+  type Worker,
+  type WorkerOptions,
+} from '../src/index.ts';
 import { type AppConfig, brokerUrl, redactUrl } from './config.ts';
 import { createMailer, type Mailer } from './email.ts';
 import { registerUserRoutes } from './routes.ts';
@@ -115,6 +124,7 @@ export class Service {
 
   /** Builds the HTTP app and listens on HOST:PORT (or `port`). Returns the base URL. */
   async startApi(port = this.config.port): Promise<string> {
+    await this.#checkBroker();
     const server = await this.buildServer();
     await server.listen({ port, host: this.config.host });
     const address = server.server.address();
@@ -123,6 +133,20 @@ export class Service {
     const url = `http://${host}:${actual}`;
     this.logger.info({ url, docs: `${url}/docs`, users: this.users.kind }, 'API listening');
     return url;
+  }
+
+  /**
+   * Stops the start when the broker refuses the configuration (wrong Redis password, untrusted TLS
+   * certificate). A broker that is merely unreachable does not: users are still created, and the
+   * sweep enqueues their emails once it is back.
+   */
+  async #checkBroker(): Promise<void> {
+    try {
+      await (await this.errand.broker()).ping();
+    } catch (err) {
+      if (err instanceof BrokerConfigError || err instanceof ConfigError) throw err;
+      this.logger.warn({ err }, 'the task broker is unreachable at start; welcome emails wait for it');
+    }
   }
 
   /** Starts a worker for the welcome emails, and the sweep of users left `pending` (at once, then every minute). */

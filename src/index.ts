@@ -1,6 +1,7 @@
 export { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 export type * from './broker/types.ts';
 export {
+  BrokerConfigError,
   BrokerUnavailableError,
   ConfigError,
   ErrandError,

@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
 import type { Broker, BrokerOptions } from './types.ts';
@@ -15,21 +16,28 @@ export interface ConnectOptions extends BrokerOptions {
   logger?: Logger;
   /** Key prefix (Redis). Default `errand`. */
   prefix?: string;
+  /**
+   * TLS options for `rediss://` and `rediss+cluster://` URLs (Node's `tls.connect` options, e.g.
+   * `{ ca }` to trust a private CA). Default: the CA file named by `ERRAND_REDIS_CA`, else the
+   * system's CAs.
+   */
+  tls?: TlsOptions;
 }
 
 /**
  * Opens a broker from a URL:
  * - `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS): Redis;
- * - `redis+cluster://host:port[,host:port...]`: Redis Cluster (seed nodes);
+ * - `redis+cluster://[user:pass@]host:port[,host:port...]`, `rediss+cluster://...` (TLS): Redis
+ *   Cluster (seed nodes; see docs/cluster.md);
  * - `sqlite:path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`: the embedded SQLite file.
  */
 export async function connectBroker(url: string, options: ConnectOptions = {}): Promise<Broker> {
   if (typeof url !== 'string' || url.trim() === '')
     throw new ConfigError('Broker URL is empty: give redis://host:port or sqlite:path/to/file.db');
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
-  if (scheme === 'redis:' || scheme === 'rediss:' || scheme === 'redis+cluster:') {
+  if (scheme === 'redis:' || scheme === 'rediss:' || scheme === 'redis+cluster:' || scheme === 'rediss+cluster:') {
     // A cluster URL lists several host:port pairs, which URL cannot parse: the broker checks it.
-    if (scheme !== 'redis+cluster:') {
+    if (!scheme.endsWith('+cluster:')) {
       try {
         const u = new URL(url);
         if (!u.hostname) throw new Error('no host');
@@ -38,6 +46,11 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
       }
     }
     const { RedisBroker } = await import('./redis/redis-broker.ts');
+    if (options.tls === undefined && scheme.startsWith('rediss')) {
+      const { tlsFromEnv } = await import('./redis/connection.ts');
+      const tls = tlsFromEnv();
+      if (tls) return new RedisBroker({ url, ...options, tls });
+    }
     return new RedisBroker({ url, ...options });
   }
   if (scheme === 'sqlite:') {
@@ -56,7 +69,7 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
     return new SqliteBroker({ path, ...options });
   }
   throw new ConfigError(
-    `Broker URL "${redact(url)}" is not supported: use redis://host:port[/db], rediss://host:port (TLS), redis+cluster://host:port,... or sqlite:path/to/file.db`,
+    `Broker URL "${redact(url)}" is not supported: use redis://host:port[/db], rediss://host:port (TLS), redis+cluster://host:port,..., rediss+cluster://... or sqlite:path/to/file.db`,
   );
 }
 

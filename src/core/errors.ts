@@ -103,3 +103,13 @@ export class BrokerUnavailableError extends ErrandError {
     super(message, options);
   }
 }
+
+/**
+ * The broker refused the connection for its configuration: a wrong user name or password, a TLS
+ * certificate that is not trusted, TLS spoken to a plain port. Trying again will not help until the
+ * configuration changes: a worker's `start()` fails with it instead of retrying. (Still a
+ * `BrokerUnavailableError` for everything else, e.g. a 503 from the HTTP layer.)
+ */
+export class BrokerConfigError extends BrokerUnavailableError {
+  override name = 'BrokerConfigError';
+}

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Broker, BrokerInspector, Lease, Reservation, Settlement } from '../broker/types.ts';
-import { ConfigError, ErrandError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { BrokerConfigError, ConfigError, ErrandError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
 import { scrubThrown, secretsAt } from '../core/redact.ts';
 import { encodeError } from '../core/run-info.ts';
@@ -130,11 +130,25 @@ export class Worker extends EventEmitter {
     return this.#state;
   }
 
-  /** Connects to the broker and starts taking runs. Resolves once connected. */
+  /**
+   * Connects to the broker and starts taking runs. Resolves once connected. Rejects when the broker
+   * cannot be used as configured (a bad URL; `BrokerConfigError`: Redis refused the credentials or
+   * the TLS set-up); a broker that is merely unreachable is waited for (logged, then retried).
+   */
   async start(): Promise<this> {
     if (this.#state !== 'new') throw new ConfigError(`Worker ${this.id} was already started`);
     this.#state = 'running';
-    this.#broker = await this.#app.broker();
+    try {
+      this.#broker = await this.#app.broker();
+      await this.#broker.ping();
+    } catch (err) {
+      if (err instanceof ConfigError || err instanceof BrokerConfigError) {
+        this.#state = 'new';
+        throw err;
+      }
+      this.logger.warn({ err }, 'broker unreachable at start; the worker waits for it');
+      this.#broker ??= await this.#app.broker();
+    }
     this.#unsubscribeCancel = this.#broker.onCancel((ids) => {
       for (const id of ids) this.#detach(id, 'lost', new LeaseLostError(`Run ${id} was cancelled`));
     });

@@ -165,6 +165,11 @@ export function createClient(target: RedisTarget, role: ClientRole, tls?: TlsOpt
     connectTimeout: 10_000,
     keepAlive: 30_000,
   };
+  // ioredis writes SUBSCRIBE as soon as the socket connects (SUBSCRIBE may run while Redis loads),
+  // before its ready check; the check's INFO then meets a connection in subscriber mode, fails,
+  // and the reconnect rejects the SUBSCRIBE (seen with AUTH, which widens that window). A
+  // subscriber needs no ready check.
+  if (role === 'subscriber') common.enableReadyCheck = false;
   if (target.kind === 'single') {
     const options: RedisOptions = { ...common };
     if (target.tls || tls) options.tls = { ...tls };
