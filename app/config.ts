@@ -37,6 +37,11 @@ export interface AppConfig {
   workerConcurrency: number;
   /** `LOG_LEVEL`, default `info`. */
   logLevel: string;
+  /**
+   * `RATE_LIMIT_MAX` requests per client per `RATE_LIMIT_WINDOW_MS` (default 60000) on the API;
+   * undefined (no limit) unless `RATE_LIMIT_MAX` is set.
+   */
+  rateLimit: { max: number; windowMs: number } | undefined;
   /** The environment the configuration was read from (for `authFromEnv`: `ERRAND_ADMIN_TOKENS`, `ERRAND_READ_TOKENS`). */
   env: NodeJS.ProcessEnv;
 }
@@ -92,6 +97,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const logLevel = get('LOG_LEVEL') ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw bad('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`, logLevel);
 
+  const rateLimitMax = get('RATE_LIMIT_MAX');
+  const rateLimitWindow = get('RATE_LIMIT_WINDOW_MS');
+  if (rateLimitWindow !== undefined && rateLimitMax === undefined) {
+    throw bad('RATE_LIMIT_WINDOW_MS', 'is set but RATE_LIMIT_MAX is not: set RATE_LIMIT_MAX to switch rate limiting on', rateLimitWindow);
+  }
+  const rateLimit =
+    rateLimitMax === undefined
+      ? undefined
+      : {
+          max: integer('RATE_LIMIT_MAX', rateLimitMax, 0, 1, 1_000_000_000),
+          windowMs: integer('RATE_LIMIT_WINDOW_MS', rateLimitWindow, 60_000, 1, 86_400_000),
+        };
+
   return {
     port,
     host,
@@ -105,6 +123,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     mailFrom,
     workerConcurrency,
     logLevel,
+    rateLimit,
     env,
   };
 }

@@ -109,6 +109,7 @@ export class Service {
       errand: this.errand,
       auth: this.auth,
       logger: this.logger,
+      ...(this.config.rateLimit ? { rateLimit: { max: this.config.rateLimit.max, timeWindow: this.config.rateLimit.windowMs } } : {}),
       title: 'Errand users service',
       description: "The seed's service: create users; each gets a welcome email sent in the background.",
     });

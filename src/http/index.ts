@@ -24,6 +24,7 @@ export {
   requireScope,
   traceparentOf,
 } from './routes.ts';
+export { checkRateLimit, type HttpRateLimitOptions } from './rate-limit.ts';
 export {
   EnqueuedSchema,
   ErrorSchema,

@@ -7,6 +7,7 @@
  * - a JSON body parser that refuses prototype-pollution keys; non-JSON bodies get 415;
  * - 404 `{"detail":"Not Found"}` for unknown routes, 405 with `Allow` for a known path with the wrong method;
  * - request ids: a valid `X-Request-Id` header is kept, else one is made; echoed in the answer;
+ * - optional rate limiting per client (`rateLimit`: 429 with Retry-After);
  * - `errandRoutes` registered (task, run and health routes).
  *
  * Add routes afterwards with `app.withTypeProvider<ZodTypeProvider>().post(...)`: they get the same
@@ -23,6 +24,7 @@ import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, TokenAuth } from './auth.ts';
 import { useJsonBodies } from './body.ts';
 import { HttpError, httpErrorHandler } from './errors.ts';
+import { checkRateLimit, type HttpRateLimitOptions, registerRateLimit } from './rate-limit.ts';
 import { errandRoutes } from './routes.ts';
 import { zodValidatorCompiler } from './validation.ts';
 
@@ -50,6 +52,11 @@ export interface CreateServerOptions {
   errorStacks?: boolean;
   /** SSE heartbeat interval in ms. Default 15000. */
   heartbeatMs?: number;
+  /**
+   * Rate limiting per client: `{ max, timeWindow }` (429 with Retry-After above `max` requests per
+   * `timeWindow` ms). Default off. See `./rate-limit.ts` and docs/http.md.
+   */
+  rateLimit?: HttpRateLimitOptions | false;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -107,6 +114,7 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
     throw new ConfigError(`createServer: bodyLimit must be a positive integer of bytes, got ${String(options.bodyLimit)}`);
   }
   const auth = new TokenAuth(options.auth); // validates the tokens now, not at the first request
+  const rateLimit = options.rateLimit === undefined || options.rateLimit === false ? undefined : checkRateLimit(options.rateLimit);
 
   const app = Fastify({
     ...logOptions(options.logger, errand),
@@ -150,6 +158,9 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
     }
     reply.code(404).type('application/json; charset=utf-8').send({ detail: 'Not Found' });
   });
+
+  // Before every route, so that each one gets the limiter's hook.
+  if (rateLimit) await registerRateLimit(app, rateLimit);
 
   if (options.docs !== false) {
     const zodToJsonConfig = { unrepresentable: 'any' as const };

@@ -1,0 +1,86 @@
+/**
+ * Optional HTTP rate limiting for `createServer` (`rateLimit: { max, timeWindow }`), on
+ * `@fastify/rate-limit`. Off unless configured.
+ *
+ * Each client (its IP address, or the key `keyGenerator` returns) may make `max` requests per
+ * `timeWindow`; the next ones get 429 in FastAPI's error shape, `{"detail": "Too many requests: ..."}`,
+ * with `Retry-After` (seconds) and the `x-ratelimit-*` headers. The health probes (`/healthz`,
+ * `/readyz`) are never limited: a load balancer polling them must not take its own instance out.
+ *
+ * Counts live in the memory of each server process: with several API processes behind a load
+ * balancer, each allows `max` per window. Behind a reverse proxy, set Fastify's `trustProxy` (or
+ * give a `keyGenerator`), else every client shares the proxy's address.
+ */
+import fastifyRateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ConfigError } from '../core/errors.ts';
+import { HttpError } from './errors.ts';
+
+export interface HttpRateLimitOptions {
+  /** Requests each client may make per `timeWindow`. A positive integer. */
+  max: number;
+  /** The window, in ms (or a string such as `"1 minute"`). Default 60000. */
+  timeWindow?: number | string;
+  /** The client's key. Default: the request's IP address (`request.ip`; mind `trustProxy` behind a proxy). */
+  keyGenerator?: (request: FastifyRequest) => string | number | Promise<string | number>;
+  /** Keys (IP addresses by default) that are never limited. */
+  allowList?: string[];
+}
+
+/** Paths never limited. */
+const EXEMPT = new Set(['/healthz', '/readyz']);
+
+/** Checks the options (a `ConfigError` names the bad one). */
+export function checkRateLimit(options: unknown): HttpRateLimitOptions {
+  if (options === null || typeof options !== 'object') {
+    throw new ConfigError('createServer: rateLimit must be an object { max, timeWindow } (or false for none)');
+  }
+  const o = options as Record<string, unknown>;
+  if (typeof o.max !== 'number' || !Number.isInteger(o.max) || o.max < 1) {
+    throw new ConfigError(`createServer: rateLimit.max must be a positive integer of requests, got ${String(o.max)}`);
+  }
+  const w = o.timeWindow;
+  if (w !== undefined && !(typeof w === 'number' && Number.isFinite(w) && w >= 1) && !(typeof w === 'string' && w.trim() !== '')) {
+    throw new ConfigError(`createServer: rateLimit.timeWindow must be a number of ms >= 1 (or a string like "1 minute"), got ${String(w)}`);
+  }
+  if (o.keyGenerator !== undefined && typeof o.keyGenerator !== 'function') {
+    throw new ConfigError('createServer: rateLimit.keyGenerator must be a function of the request');
+  }
+  if (o.allowList !== undefined && (!Array.isArray(o.allowList) || o.allowList.some((k) => typeof k !== 'string'))) {
+    throw new ConfigError('createServer: rateLimit.allowList must be an array of strings');
+  }
+  return o as unknown as HttpRateLimitOptions;
+}
+
+function pathOf(request: FastifyRequest): string {
+  const url = request.url;
+  const q = url.indexOf('?');
+  return q < 0 ? url : url.slice(0, q);
+}
+
+/** Registers the limiter on `app` (before the routes it should cover). */
+export async function registerRateLimit(app: FastifyInstance, options: HttpRateLimitOptions): Promise<void> {
+  const allow = new Set(options.allowList ?? []);
+  await app.register(fastifyRateLimit, {
+    global: true,
+    max: options.max,
+    timeWindow: options.timeWindow ?? 60_000,
+    ...(options.keyGenerator ? { keyGenerator: options.keyGenerator } : {}),
+    allowList: (request, key) => EXEMPT.has(pathOf(request)) || allow.has(String(key)),
+    errorResponseBuilder: (_request, context) => {
+      const seconds = Math.max(1, Math.ceil(context.ttl / 1000));
+      return new HttpError(
+        context.statusCode,
+        `Too many requests: at most ${context.max} per ${describeWindow(options.timeWindow ?? 60_000)}; try again in ${seconds} s`,
+        { 'retry-after': String(seconds) },
+      );
+    },
+  });
+}
+
+function describeWindow(w: number | string): string {
+  if (typeof w === 'string') return w;
+  if (w % 60_000 === 0) return w === 60_000 ? 'minute' : `${w / 60_000} minutes`;
+  if (w % 1000 === 0) return w === 1000 ? 'second' : `${w / 1000} seconds`;
+  return `${w} ms`;
+}
