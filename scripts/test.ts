@@ -18,6 +18,7 @@ function step(title: string, cmd: string, cmdArgs: string[]): void {
 
 if (args.length === 0) {
   step('type check (tsc)', bin('tsc'), ['-p', '.']);
+  step('type check, dashboard browser code (tsc)', bin('tsc'), ['-p', 'src/dashboard']);
   step('lint and format (biome)', bin('biome'), ['check', '.']);
 }
 const files = args.length ? args : globSync('test/**/*.test.ts').sort();

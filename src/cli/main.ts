@@ -13,6 +13,12 @@ Commands:
     --lease-ms N       lease length in ms (default 30000)
     --grace-ms N       on SIGTERM/SIGINT, how long active runs may finish (default 10000)
 
+  dashboard          Serve the web dashboard, its JSON API and /metrics for a broker
+    --broker URL       as for worker (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
+    --port N           port to listen on (default 8080; 0 picks a free one)
+    --host ADDR        address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+    tokens from ERRAND_READ_TOKENS (may look) and ERRAND_ADMIN_TOKENS (may act), comma-separated
+
   help               Show this text
 `;
 
@@ -80,6 +86,8 @@ async function main(): Promise<void> {
   switch (command) {
     case 'worker':
       return worker(rest);
+    case 'dashboard':
+      return (await import('../dashboard/cli.ts')).dashboardCommand(rest);
     case undefined:
     case 'help':
     case '--help':

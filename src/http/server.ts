@@ -8,7 +8,8 @@
  * - 404 `{"detail":"Not Found"}` for unknown routes, 405 with `Allow` for a known path with the wrong method;
  * - request ids: a valid `X-Request-Id` header is kept, else one is made; echoed in the answer;
  * - optional rate limiting per client (`rateLimit`: 429 with Retry-After);
- * - `errandRoutes` registered (task, run and health routes).
+ * - `errandRoutes` registered (task, run and health routes);
+ * - the dashboard at `/dashboard` and Prometheus metrics at `/metrics` (`dashboard: false` to leave them out).
  *
  * Add routes afterwards with `app.withTypeProvider<ZodTypeProvider>().post(...)`: they get the same
  * validation, errors and documentation.
@@ -20,6 +21,8 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import { createJsonSchemaTransform, createJsonSchemaTransformObject, serializerCompiler } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
+import { metricsPlugin } from '../dashboard/metrics-route.ts';
+import { dashboardPlugin } from '../dashboard/plugin.ts';
 import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, TokenAuth } from './auth.ts';
 import { useJsonBodies } from './body.ts';
@@ -50,6 +53,8 @@ export interface CreateServerOptions {
   docs?: boolean;
   /** Include error stacks in run JSON. Default false: stacks reveal file paths. */
   errorStacks?: boolean;
+  /** Serve the dashboard at `/dashboard` and Prometheus metrics at `/metrics` (same tokens). Default true. See docs/dashboard.md. */
+  dashboard?: boolean;
   /** SSE heartbeat interval in ms. Default 15000. */
   heartbeatMs?: number;
   /**
@@ -213,5 +218,9 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
     errorStacks: options.errorStacks,
     heartbeatMs: options.heartbeatMs,
   });
+  if (options.dashboard !== false) {
+    await app.register(dashboardPlugin, { errand, auth: options.auth });
+    await app.register(metricsPlugin, { errand, auth: options.auth });
+  }
   return app;
 }

@@ -1,0 +1,152 @@
+/**
+ * The JSON shapes of the dashboard's API (`/dashboard/api/...`), shared by the server
+ * (`src/dashboard/plugin.ts`) and the browser code (`src/dashboard/ui`). Types only: no runtime code,
+ * so the browser bundle never pulls in server modules. Times are epoch milliseconds.
+ */
+import type { QueueCounts, RunError, RunState } from '../broker/types.ts';
+
+export type { QueueCounts, RunError, RunState };
+
+/** p50, p95, p99 in ms, estimated from a latency histogram; null when nothing was measured. */
+export interface Percentiles {
+  count: number;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+}
+
+export interface QueueOverview {
+  name: string;
+  paused: boolean;
+  counts: QueueCounts;
+  /** Runs finished (succeeded or failed) per minute, averaged over the last 5 minutes. */
+  throughputPerMin: number;
+  /** Over the whole window: finished runs, failed ones, and failed / finished (null when none finished). */
+  finished: number;
+  failed: number;
+  failureRate: number | null;
+  /** Enqueue (or due time) to start, and start to finish, over the window. */
+  wait: Percentiles;
+  run: Percentiles;
+}
+
+/** Per-minute series over all queues, oldest first; one entry per minute of the window, gaps filled with zeros. */
+export interface OverviewSeries {
+  minutes: number[];
+  enqueued: number[];
+  succeeded: number[];
+  failed: number[];
+  retried: number[];
+  /** Latency percentiles per minute, null for minutes without a measurement. */
+  waitP50: (number | null)[];
+  waitP95: (number | null)[];
+  runP50: (number | null)[];
+  runP95: (number | null)[];
+}
+
+export interface Overview {
+  now: number;
+  broker: 'redis' | 'sqlite';
+  windowMinutes: number;
+  queues: QueueOverview[];
+  totals: QueueCounts;
+  workers: { alive: number; lost: number };
+  throughputPerMin: number;
+  failureRate: number | null;
+  wait: Percentiles;
+  run: Percentiles;
+  series: OverviewSeries;
+}
+
+/** One row of the runs list: no input, result or stack (those are on the run page). */
+export interface RunSummary {
+  id: string;
+  task: string;
+  queue: string;
+  state: RunState;
+  priority: number;
+  attempts: number;
+  enqueuedAt: number;
+  runAt?: number;
+  startedAt?: number;
+  finishedAt?: number;
+  worker?: string;
+  /** `Name: message` of the stored error, cut to 300 characters. */
+  error?: string;
+}
+
+export interface RunList {
+  runs: RunSummary[];
+  /** Cursor of the next (older) page, or null at the end. */
+  next: string | null;
+  /** How many runs match the filter, when the broker's counts can tell (not with a task filter or an id search). */
+  total: number | null;
+}
+
+export interface AttemptJson {
+  attempt: number;
+  worker: string;
+  startedAt: number;
+  finishedAt?: number;
+  durationMs?: number;
+  /** `succeeded`, `failed`, `retry`, `lost`, `released`, `cancelled`; absent while running. */
+  outcome?: string;
+  error?: RunError;
+}
+
+export interface TimelineEvent {
+  at: number;
+  kind: 'enqueued' | 'scheduled' | 'started' | 'attempt' | 'succeeded' | 'failed' | 'cancelled' | 'expires';
+  label: string;
+  detail?: string;
+}
+
+export interface RunDetail extends RunSummary {
+  input: unknown;
+  result?: unknown;
+  /** The error with its stack. */
+  runError?: RunError;
+  progress?: unknown;
+  leaseLosses: number;
+  expiresAt?: number;
+  idempotencyKey?: string;
+  traceparent?: string;
+  /** Fields whose stored JSON could not be read (their raw text is shown instead). */
+  corrupt?: string[];
+  history: AttemptJson[];
+  timeline: TimelineEvent[];
+}
+
+export interface WorkerJson {
+  id: string;
+  host: string;
+  pid: number;
+  queues: string[];
+  concurrency: number;
+  active: number;
+  startedAt: number;
+  lastSeen: number;
+  ttlMs: number;
+  heartbeatAgeMs: number;
+  /** No heartbeat for longer than its TTL: the process died or cannot reach the broker. */
+  lost: boolean;
+}
+
+export interface WorkerList {
+  now: number;
+  workers: WorkerJson[];
+}
+
+/** What the presented token may do. */
+export interface Session {
+  /** Whether the server requires tokens at all. */
+  auth: boolean;
+  scope: 'read' | 'admin';
+  /** Task names this app defines (the standalone dashboard knows none). */
+  tasks: string[];
+  broker: 'redis' | 'sqlite';
+}
+
+export interface ApiError {
+  detail: string;
+}

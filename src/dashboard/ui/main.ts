@@ -1,0 +1,211 @@
+// The dashboard's shell: sign-in, top bar, router, and the live overview stream that drives every page.
+import type { Overview, Session } from '../api-types.ts';
+import { ApiError, get, getToken, openStream, type StreamStatus, setToken, setUnauthorizedHandler } from './api.ts';
+import { act, type Ctx, confirmDialog, errorBox, notify, type Page } from './app.ts';
+import { h, link, replace } from './dom.ts';
+import { time } from './format.ts';
+import { overviewPage } from './pages/overview.ts';
+import { runPage } from './pages/run.ts';
+import { runsPage } from './pages/runs.ts';
+import { workersPage } from './pages/workers.ts';
+
+const root = document.getElementById('app')!;
+const main = h('main', { class: 'main', id: 'main' });
+const nav = h('nav', { class: 'nav', 'aria-label': 'Sections' });
+const status = h('span', { class: 'live live-connecting', 'data-testid': 'live' }, 'connecting');
+const right = h('div', { class: 'topbar-right' }, status);
+const topbar = h(
+  'header',
+  { class: 'topbar' },
+  h('a', { class: 'brand', href: '/dashboard/', 'data-link': true }, h('span', { class: 'logo' }, 'E'), 'Errand'),
+  nav,
+  right,
+);
+
+let page: Page | null = null;
+let stopStream: (() => void) | null = null;
+let ctx: Ctx | null = null;
+
+const SECTIONS: [string, string][] = [
+  ['/dashboard/', 'Overview'],
+  ['/dashboard/runs', 'Runs'],
+  ['/dashboard/workers', 'Workers'],
+];
+
+function section(path: string): string {
+  if (path.startsWith('/dashboard/runs')) return '/dashboard/runs';
+  if (path.startsWith('/dashboard/workers')) return '/dashboard/workers';
+  return '/dashboard/';
+}
+
+function renderNav(): void {
+  const current = section(location.pathname);
+  replace(
+    nav,
+    ...SECTIONS.map(([href, label]) => {
+      const a = link(href, label);
+      if (href === current) a.setAttribute('aria-current', 'page');
+      return a;
+    }),
+  );
+}
+
+function route(): void {
+  if (!ctx) return;
+  page?.destroy?.();
+  page = null;
+  renderNav();
+  const path = location.pathname.replace(/\/+$/, '') || '/dashboard';
+  const m = /^\/dashboard\/runs\/([^/]+)$/.exec(path);
+  if (path === '/dashboard') {
+    page = overviewPage(ctx);
+    document.title = 'Overview · Errand';
+  } else if (path === '/dashboard/runs') {
+    page = runsPage(ctx);
+    document.title = 'Runs · Errand';
+  } else if (m) {
+    const id = decodeURIComponent(m[1]!);
+    page = runPage(ctx, id);
+    document.title = `${id} · Errand`;
+  } else if (path === '/dashboard/workers') {
+    page = workersPage(ctx);
+    document.title = 'Workers · Errand';
+  } else {
+    page = {
+      el: h(
+        'div',
+        { class: 'page' },
+        h('h1', null, 'Not found'),
+        h('p', null, 'No such page. ', link('/dashboard/', 'Go to the overview'), '.'),
+      ),
+    };
+    document.title = 'Not found · Errand';
+  }
+  replace(main, page.el);
+  main.focus({ preventScroll: true });
+}
+
+function navigate(href: string, replaceState = false): void {
+  if (replaceState) history.replaceState(null, '', href);
+  else history.pushState(null, '', href);
+  window.scrollTo(0, 0);
+  route();
+}
+
+document.addEventListener('click', (e) => {
+  const a = (e.target as Element | null)?.closest?.('a[data-link]') as HTMLAnchorElement | null;
+  if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+  const url = new URL(a.href, location.href);
+  if (url.origin !== location.origin) return;
+  e.preventDefault();
+  navigate(url.pathname + url.search);
+});
+window.addEventListener('popstate', route);
+
+function setStatus(s: StreamStatus, detail?: string): void {
+  status.className = `live live-${s}`;
+  status.title = detail ?? '';
+  if (s === 'live') status.textContent = `live · ${time(Date.now())}`;
+  else if (s === 'connecting') status.textContent = 'connecting';
+  else if (s === 'reconnecting') status.textContent = 'reconnecting…';
+  else status.textContent = detail ? `error: ${detail}` : 'error';
+}
+
+function onOverview(o: Overview): void {
+  if (!ctx) return;
+  ctx.overview = o;
+  page?.tick?.(o);
+}
+
+function signOut(): void {
+  setToken(null);
+  location.assign('/dashboard/');
+}
+
+function showLogin(message?: string): void {
+  stopStream?.();
+  stopStream = null;
+  page?.destroy?.();
+  page = null;
+  ctx = null;
+  replace(nav);
+  replace(right);
+  const input = h('input', {
+    class: 'input',
+    type: 'password',
+    name: 'token',
+    autocomplete: 'current-password',
+    required: true,
+    'aria-label': 'Token',
+    placeholder: 'token',
+  });
+  const error = h('p', { class: 'form-error', role: 'alert' }, message && getToken() ? message : '');
+  const form = h(
+    'form',
+    {
+      class: 'card login',
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        setToken(input.value.trim());
+        error.textContent = '';
+        await start();
+      },
+    },
+    h('h1', null, 'Sign in'),
+    h(
+      'p',
+      { class: 'muted' },
+      'This dashboard needs a token: a read token to look, an admin token to act (retry, cancel, pause, purge). It is kept in this tab only.',
+    ),
+    h('label', { class: 'field' }, h('span', null, 'Token'), input),
+    error,
+    h('button', { class: 'btn btn-primary', type: 'submit' }, 'Sign in'),
+  );
+  replace(main, h('div', { class: 'page page-narrow' }, form));
+  input.focus();
+}
+
+setUnauthorizedHandler((message) => {
+  if (ctx) {
+    notify(message, 'error');
+    showLogin(message);
+  }
+});
+
+async function start(): Promise<void> {
+  let session: Session;
+  try {
+    session = await get<Session>('/session');
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      showLogin(getToken() ? 'That token was not accepted.' : undefined);
+      if (getToken()) setToken(null);
+      return;
+    }
+    replace(
+      main,
+      h('div', { class: 'page' }, errorBox(err), h('button', { class: 'btn', type: 'button', onclick: () => void start() }, 'Try again')),
+    );
+    return;
+  }
+  ctx = {
+    session,
+    overview: null,
+    canAct: session.scope === 'admin',
+    navigate,
+    notify,
+    confirm: confirmDialog,
+    act,
+  };
+  replace(right, status);
+  if (session.scope !== 'admin')
+    right.append(h('span', { class: 'badge readonly', title: 'This token may look but not act' }, 'read-only'));
+  if (session.auth) right.append(h('button', { class: 'btn btn-quiet btn-small', type: 'button', onclick: signOut }, 'Sign out'));
+  route();
+  stopStream?.();
+  stopStream = openStream(onOverview, setStatus);
+}
+
+root.append(topbar, main);
+main.tabIndex = -1;
+void start();

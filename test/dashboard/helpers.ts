@@ -1,0 +1,58 @@
+// Shared set-up of the dashboard tests: a built front end, a server on a free port, Debian's chromium.
+import { spawnSync } from 'node:child_process';
+import { existsSync, globSync, mkdirSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Browser } from 'playwright-core';
+import { metricsPlugin } from '../../src/dashboard/metrics-route.ts';
+import { type DashboardOptions, dashboardPlugin } from '../../src/dashboard/plugin.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+export const CHROMIUM = '/usr/bin/chromium';
+export const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'];
+export const SCREENSHOTS = `${root}test-results/dashboard`;
+
+/** Why the browser tests cannot run here, or null when they can. */
+export function browserUnavailable(): string | null {
+  return existsSync(CHROMIUM)
+    ? null
+    : `${CHROMIUM} is missing: install Debian's chromium (apt-get update && apt-get install -y chromium; .ci/run does it) to run the dashboard browser tests`;
+}
+
+/** Builds the front end when `src/dashboard/dist` is missing or older than its sources (a developer edited the UI). */
+export function ensureDashboardBuilt(): void {
+  const index = `${root}src/dashboard/dist/index.html`;
+  const built = existsSync(index) ? statSync(index).mtimeMs : 0;
+  const sources = globSync(`${root}src/dashboard/{ui/**/*,api-types.ts,vite.config.ts}`).filter((f) => statSync(f).isFile());
+  if (built && sources.every((f) => statSync(f).mtimeMs <= built)) return;
+  const r = spawnSync(
+    process.execPath,
+    [`${root}node_modules/vite/bin/vite.js`, 'build', '--config', `${root}src/dashboard/vite.config.ts`],
+    {
+      cwd: root,
+      encoding: 'utf8',
+    },
+  );
+  if (r.status !== 0) throw new Error(`building the dashboard failed:\n${r.stdout}\n${r.stderr}`);
+}
+
+export interface Served {
+  app: FastifyInstance;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** A Fastify server with the dashboard and /metrics, listening on a free port. */
+export async function serveDashboard(options: DashboardOptions): Promise<Served> {
+  const app = Fastify();
+  await app.register(dashboardPlugin, options);
+  await app.register(metricsPlugin, { errand: options.errand, ...(options.auth && { auth: options.auth }) });
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  return { app, url: address, close: () => app.close() };
+}
+
+export async function launchChromium(): Promise<Browser> {
+  const { chromium } = await import('playwright-core');
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, headless: true });
+}
