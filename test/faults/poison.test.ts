@@ -1,0 +1,123 @@
+// Fault 6: poison runs.
+// - a handler that hangs forever (and ignores its abort signal) is stopped by its timeout, the run
+//   fails with reason `timeout`, and its slot is free again: the same worker goes on with other runs;
+// - a handler that kills its process every time is failed after the bound on lease losses
+//   (maxLeaseLosses, 3) with reason `lease_lost`, and the queue moves on past it.
+// Workers are real `errand worker` processes, restarted by the test (as a supervisor would) when they die.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import { createErrand } from '../../src/index.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
+import { tempDir, waitFor } from '../helpers.ts';
+import { ensureDir, figure, type Proc, Procs, startRedis } from './harness.ts';
+
+const OK_RUNS = 40;
+const LEASE_MS = 500;
+
+describe('fault: poison runs', () => {
+  it('stops a hung handler by its timeout and fails a process-killing run after maxLeaseLosses; the queue moves on', async () => {
+    const procs = new Procs();
+    const dir = tempDir('errand-fault-poison');
+    const logDir = ensureDir(join(dir, 'log'));
+    const redis = await startRedis(procs, join(dir, 'redis'), { persistent: false });
+    const prefix = 'fault-poison';
+    const env = { ERRAND_BROKER_URL: redis.url, ERRAND_PREFIX: prefix, FAULT_LOG_DIR: logDir, FAULT_MAX_LEASE_LOSSES: '3' };
+    // Concurrency 1: a slot that the hung handler kept would stop the worker altogether.
+    const flags = ['--concurrency', '1', '--lease-ms', String(LEASE_MS), '--queues', 'poison'];
+    const app = createErrand({ broker: redis.url, prefix, logger: quietLogger });
+    const input = z.object({ n: z.number().int() });
+    const hang = app.task('hang', { input, queue: 'poison', timeout: 300, retries: { maxAttempts: 1 } }, () => null);
+    const suicide = app.task('suicide', { input, queue: 'poison', retries: { maxAttempts: 1 } }, () => null);
+    const ok = app.task('ok', { input, queue: 'poison' }, () => null);
+    const broker = await app.broker();
+
+    const workers: Proc[] = [];
+    let restarts = 0;
+    let supervising = true;
+    const supervisor = (async () => {
+      while (supervising) {
+        for (let i = 0; i < workers.length; i++) {
+          if (!workers[i]!.alive && supervising) {
+            restarts++;
+            workers[i] = procs.worker(`worker-${i}-restart-${restarts}`, env, flags);
+          }
+        }
+        await sleep(50);
+      }
+    })();
+    try {
+      const finished = async (id: string) => {
+        const r = await broker.getRun(id);
+        return r && ['succeeded', 'failed', 'cancelled'].includes(r.state);
+      };
+      const succeeded = async () => (await broker.counts(['poison'])).poison?.succeeded ?? 0;
+
+      // 1. The hung handler, then healthy runs, on one worker with a single slot.
+      const hung = await hang.enqueue({ n: 0 });
+      const firstOks = await ok.enqueueMany(Array.from({ length: 10 }, (_, n) => ({ input: { n } })));
+      const single = procs.worker('worker-single-slot', env, flags);
+      await waitFor(async () => (await finished(hung.id)) && (await succeeded()) === 10, {
+        timeoutMs: 60_000,
+        intervalMs: 50,
+        message: 'the hung run to be stopped and the 10 healthy runs after it to succeed',
+      });
+      const hangInfo = await app.getRun(hung.id);
+      assert.equal(hangInfo.state, 'failed');
+      assert.equal(hangInfo.error?.reason, 'timeout');
+      assert.equal(hangInfo.attempts, 1);
+      // Its slot was freed: the same worker (its only slot) ran the healthy runs afterwards.
+      for (const h of firstOks) {
+        const r = await app.getRun(h.id);
+        assert.equal(r.worker, hangInfo.worker, 'the worker of the hung run ran the healthy runs');
+        assert.ok(r.startedAt! >= hangInfo.finishedAt!, 'after the timeout');
+      }
+      assert.ok(single.alive);
+      await procs.kill(single, 'SIGTERM');
+
+      // 2. The run that kills its process, then healthy runs, on two workers restarted when they die.
+      const killer = await suicide.enqueue({ n: 0 });
+      await ok.enqueueMany(Array.from({ length: OK_RUNS - 10 }, (_, n) => ({ input: { n: 10 + n } })));
+      workers.push(procs.worker('worker-0', env, flags), procs.worker('worker-1', env, flags));
+      await waitFor(async () => finished(killer.id), {
+        timeoutMs: 90_000,
+        intervalMs: 100,
+        message: 'the process-killing run to be failed',
+      });
+      await waitFor(async () => (await succeeded()) === OK_RUNS, {
+        timeoutMs: 60_000,
+        intervalMs: 50,
+        message: `the ${OK_RUNS} healthy runs to succeed`,
+      });
+
+      const killerInfo = await app.getRun(killer.id);
+      assert.equal(killerInfo.state, 'failed');
+      assert.equal(killerInfo.error?.reason, 'lease_lost');
+      assert.equal(killerInfo.leaseLosses, 3);
+      const executions = readdirSync(logDir)
+        .flatMap((f) => readFileSync(join(logDir, f), 'utf8').split('\n'))
+        .filter((l) => l.startsWith(`${killer.id} `));
+      assert.equal(executions.length, 3, 'the process-killing run was started exactly maxLeaseLosses times');
+
+      const c = (await broker.counts(['poison'])).poison!;
+      assert.deepEqual(c, { queued: 0, scheduled: 0, active: 0, succeeded: OK_RUNS, failed: 2, cancelled: 0 });
+      figure('poison', {
+        hangTimeoutMs: 300,
+        hangFailedAfterMs: hangInfo.finishedAt!.getTime() - hangInfo.startedAt!.getTime(),
+        killerExecutions: executions.length,
+        killerFailedAfterMs: killerInfo.finishedAt!.getTime() - killerInfo.enqueuedAt.getTime(),
+        workerRestarts: restarts,
+        leaseMs: LEASE_MS,
+      });
+    } finally {
+      supervising = false;
+      await supervisor;
+      await app.close();
+      await procs.killAll();
+      await redis.stop();
+    }
+  });
+});
