@@ -37,9 +37,10 @@ import { extname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { type Broker, type BrokerInspector, RUN_STATES, type RunState } from '../broker/types.ts';
+import { type Broker, type BrokerInspector, RUN_STATES, type RunRecord, type RunState } from '../broker/types.ts';
 import { BrokerUnavailableError } from '../core/errors.ts';
 import { isRunId, QUEUE_NAME } from '../core/ids.ts';
+import { redactRecord } from '../core/redact.ts';
 import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, type Scope, TokenAuth } from '../http/auth.ts';
 import { HttpError, httpErrorHandler } from '../http/errors.ts';
@@ -280,6 +281,9 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
 
   // ---- reads ------------------------------------------------------------------------------------
 
+  /** A run as the dashboard may show it: secrets in its input (the app's and its task's `redact` paths) as "[redacted]", and scrubbed from its errors, result and progress. */
+  const shown = (rec: RunRecord): RunRecord => redactRecord(rec, errand.redactPaths(rec.task));
+
   async function overview(): Promise<Overview> {
     return call(async (b) => {
       const now = Date.now();
@@ -330,7 +334,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
       const id = q.id.trim();
       if (!isRunId(id)) throw new HttpError(400, `"${id.slice(0, 200)}" is not a run id: ids look like <queue>.<26 characters>`);
       const rec = await call((b) => b.getRun(id));
-      return { runs: rec ? [runSummary(rec)] : [], next: null, total: rec ? 1 : 0 };
+      return { runs: rec ? [runSummary(shown(rec))] : [], next: null, total: rec ? 1 : 0 };
     }
     return call(async (b) => {
       const filter = {
@@ -351,7 +355,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
           for (const s of q.state ? [q.state] : RUN_STATES) total += c[s] ?? 0;
         }
       }
-      return { runs: page.runs.map(runSummary), next: page.next, total };
+      return { runs: page.runs.map((r) => runSummary(shown(r))), next: page.next, total };
     });
   });
 
@@ -360,7 +364,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     const id = runIdParam(request);
     const rec = await call((b) => b.getRun(id));
     if (!rec) throw new HttpError(404, `Run "${id}" not found (it never existed, or it finished and its retention passed)`);
-    const detail = runDetail(rec);
+    const detail = runDetail(shown(rec));
     if (!errorStacks) {
       if (detail.runError) delete detail.runError.stack;
       for (const a of detail.history) if (a.error) delete a.error.stack;

@@ -100,6 +100,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
     const control = { failing: true };
     let failed: RunHandle;
     let succeeded: RunHandle;
+    let secret: RunHandle;
 
     before(async () => {
       ensureDashboardBuilt();
@@ -113,12 +114,21 @@ for (const kind of ['sqlite', 'redis'] as const) {
         return 'fine';
       });
       errand.task('idle', { input: z.object({ i: z.number() }), queue: 'idle' }, async () => null);
-      worker = errand.worker({ queues: ['work'], concurrency: 2 });
+      const login = errand.task(
+        'login',
+        { input: z.object({ user: z.string(), password: z.string() }), queue: 'secure', retries: { maxAttempts: 1 }, redact: ['password'] },
+        async ({ user, password }) => {
+          throw new Error(`bad password ${password} for ${user}`);
+        },
+      );
+      worker = errand.worker({ queues: ['work', 'secure'], concurrency: 2 });
       await worker.start();
       succeeded = await ok.enqueue({ n: 21 });
       await succeeded.result({ timeout: 20_000 });
       failed = await flaky.enqueue({});
       await assert.rejects(failed.result({ timeout: 20_000 }));
+      secret = await login.enqueue({ user: 'ada', password: 'hunter2-very-secret' });
+      await assert.rejects(secret.result({ timeout: 20_000 }));
       await errand.tasks.get('idle')!.enqueueMany(Array.from({ length: 30 }, (_, i) => ({ input: { i } })));
       app = Fastify();
       await app.register(dashboardPlugin, { errand });
@@ -141,7 +151,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
     test('session: the scope and the task names', async () => {
       const r = await app.inject('/dashboard/api/session');
       assert.equal(r.statusCode, 200);
-      assert.deepEqual(r.json<Session>(), { auth: false, scope: 'admin', tasks: ['flaky', 'idle', 'ok'], broker: kind });
+      assert.deepEqual(r.json<Session>(), { auth: false, scope: 'admin', tasks: ['flaky', 'idle', 'login', 'ok'], broker: kind });
     });
 
     test('overview: each queue with counts by state, paused flag, throughput, failure rate, percentiles', async () => {
@@ -180,7 +190,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.equal(new Set(seen).size, 30);
       assert.deepEqual(seen, [...seen].sort().reverse(), 'newest first');
 
-      const f = (await app.inject('/dashboard/api/runs?state=failed')).json<RunList>();
+      const f = (await app.inject('/dashboard/api/runs?state=failed&queue=work')).json<RunList>();
       assert.deepEqual(
         f.runs.map((x) => x.id),
         [failed.id],
@@ -232,6 +242,14 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.equal((await app.inject('/dashboard/api/runs/not-a-run')).statusCode, 404);
     });
 
+    test('secrets in inputs (redact paths) are shown redacted and scrubbed from errors, in the list and on the run', async () => {
+      const d = (await app.inject(`/dashboard/api/runs/${secret.id}`)).json<RunDetail>();
+      assert.deepEqual(d.input, { user: 'ada', password: '[redacted]' });
+      const list = await app.inject('/dashboard/api/runs?task=login');
+      for (const body of [JSON.stringify(d), list.body]) assert.doesNotMatch(body, /hunter2/);
+      assert.match(d.runError?.message ?? '', /bad password \[redacted\] for ada/);
+    });
+
     test('workers: id, host, pid, queues, concurrency, active, heartbeat age; silent ones lost', async () => {
       const broker = (await errand.broker()) as unknown as BrokerInspector;
       await broker.heartbeat(
@@ -242,7 +260,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
       const w = (await app.inject('/dashboard/api/workers')).json<WorkerList>();
       const me = w.workers.find((x) => x.id === worker.id)!;
       assert.equal(me.pid, process.pid);
-      assert.deepEqual(me.queues, ['work']);
+      assert.deepEqual(me.queues, ['work', 'secure']);
       assert.equal(me.concurrency, 2);
       assert.equal(me.lost, false);
       assert.ok(me.heartbeatAgeMs >= 0);

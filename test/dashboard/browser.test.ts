@@ -163,6 +163,11 @@ for (const kind of ['sqlite', 'redis'] as const) {
       // Latency percentiles come from the broker's histograms once runs have finished.
       assert.match(await text('tr[data-queue="emails"] td:nth-child(11)'), /ms|s/);
       assert.equal((await page.locator('.chart canvas').count()) >= 2, true, 'two uPlot charts drawn');
+      const clippedCards = await page
+        .locator('.stat-value')
+        .evaluateAll((els) => els.filter((e) => e.scrollWidth > e.clientWidth).map((e) => e.textContent));
+      assert.deepEqual(clippedCards, [], 'every figure fits its card');
+      assert.equal(await page.locator('.stat.state-queued').getAttribute('title'), '100,122 queued runs');
       await shot('overview');
       assert.deepEqual(problems, []);
     });

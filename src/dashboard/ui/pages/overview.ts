@@ -183,10 +183,18 @@ export function overviewPage(ctx: Ctx): Page {
     const t = o.totals;
     replace(
       stats,
-      stat('queued', num(t.queued), { cls: 'state-queued', href: runsHref({ state: 'queued' }) }),
-      stat('scheduled', num(t.scheduled), { cls: 'state-scheduled', href: runsHref({ state: 'scheduled' }) }),
-      stat('active', num(t.active), { cls: 'state-active', href: runsHref({ state: 'active' }) }),
-      stat('failed (dead)', num(t.failed), { cls: 'state-failed', href: runsHref({ state: 'failed' }) }),
+      stat('queued', big(t.queued), { cls: 'state-queued', href: runsHref({ state: 'queued' }), title: `${num(t.queued)} queued runs` }),
+      stat('scheduled', big(t.scheduled), {
+        cls: 'state-scheduled',
+        href: runsHref({ state: 'scheduled' }),
+        title: `${num(t.scheduled)} scheduled runs`,
+      }),
+      stat('active', big(t.active), { cls: 'state-active', href: runsHref({ state: 'active' }), title: `${num(t.active)} active runs` }),
+      stat('failed (dead)', big(t.failed), {
+        cls: 'state-failed',
+        href: runsHref({ state: 'failed' }),
+        title: `${num(t.failed)} failed runs`,
+      }),
       stat('finished / min', rate(o.throughputPerMin), { title: 'Succeeded and failed runs per minute, last 5 minutes' }),
       stat('failure rate', percent(o.failureRate), { title: `Failed / finished, last ${o.windowMinutes} minutes` }),
       stat('wait p95', duration(o.wait.p95), { title: `p50 ${duration(o.wait.p50)} · p99 ${duration(o.wait.p99)}` }),
@@ -230,6 +238,13 @@ export function overviewPage(ctx: Ctx): Page {
       latency?.destroy();
     },
   };
+}
+
+const compact = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 1 });
+
+/** A count for a card: exact up to 99,999, then `100.1K`, `2.3M` (the exact figure is in the tooltip). */
+function big(n: number): string {
+  return n < 100_000 ? num(n) : compact.format(n);
 }
 
 function triple(p: { p50: number | null; p95: number | null; p99: number | null }): string {
