@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { redact } from '../broker/connect.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
+import { ADMIN_USAGE, adminCommand } from './inspect.ts';
 import { loadApp } from './load.ts';
 
 const USAGE = `Usage: errand <command> [options]
@@ -19,6 +20,7 @@ Commands:
     --host ADDR        address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
     tokens from ERRAND_READ_TOKENS (may look) and ERRAND_ADMIN_TOKENS (may act), comma-separated
 
+${ADMIN_USAGE}
   help               Show this text
 `;
 
@@ -88,6 +90,15 @@ async function main(): Promise<void> {
       return worker(rest);
     case 'dashboard':
       return (await import('../dashboard/cli.ts')).dashboardCommand(rest);
+    case 'inspect':
+    case 'retry':
+    case 'cancel':
+    case 'purge':
+    case 'pause':
+    case 'resume':
+      // Errors are reported (and process.exitCode set) by adminCommand itself: see docs/cli.md.
+      await adminCommand(command, rest);
+      return;
     case undefined:
     case 'help':
     case '--help':
