@@ -26,7 +26,7 @@ import { dashboardPlugin } from '../dashboard/plugin.ts';
 import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, TokenAuth } from './auth.ts';
 import { useJsonBodies } from './body.ts';
-import { HttpError, httpErrorHandler } from './errors.ts';
+import { HttpError, httpErrorHandler, RETRY_AFTER_SECONDS } from './errors.ts';
 import { checkRateLimit, type HttpRateLimitOptions, registerRateLimit } from './rate-limit.ts';
 import { errandRoutes } from './routes.ts';
 import { zodValidatorCompiler } from './validation.ts';
@@ -124,6 +124,9 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
   const app = Fastify({
     ...logOptions(options.logger, errand),
     bodyLimit,
+    // While closing, requests on open keep-alive connections get our own 503 (below), in the
+    // documented shape with Retry-After, rather than Fastify's raw one.
+    return503OnClosing: false,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     // Bad URL encodings (400) and over-long path parameters (414) answer in the same shape.
@@ -138,8 +141,16 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(httpErrorHandler);
   useJsonBodies(app);
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    if (closing) {
+      reply.header('connection', 'close');
+      throw new HttpError(503, 'The server is shutting down; try again', { 'retry-after': String(RETRY_AFTER_SECONDS) });
+    }
   });
 
   // Remember every route so that a known path with another method gets 405 rather than 404.

@@ -1,8 +1,6 @@
-// A bug found by the SIGTERM test (sigterm-service.test.ts): while the HTTP server closes, a request
-// arriving on an open keep-alive connection gets Fastify's built-in 503 (`return503OnClosing`),
-// written raw: `{"error":"Service Unavailable",...}` without `Retry-After`, not the documented error
-// shape (`{"detail": ...}`, 503 with Retry-After: src/http/errors.ts). Marked `todo` until
-// src/http/server.ts is fixed (see docs/reliability.md, "Known issues").
+// Found by the SIGTERM test (sigterm-service.test.ts): while the HTTP server closes, a request
+// arriving on an open keep-alive connection must get the documented 503 (`{"detail": ...}` with
+// Retry-After: src/http/errors.ts), not Fastify's raw built-in one.
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';
@@ -12,9 +10,7 @@ import { quietLogger } from '../fixtures/brokers.ts';
 import { within } from '../helpers.ts';
 
 describe('HTTP server while closing', () => {
-  it('answers a request that arrives during close with 503, Retry-After and {"detail": ...}', {
-    todo: 'src/http/server.ts: return503OnClosing writes a raw 503 without Retry-After in another shape',
-  }, async () => {
+  it('answers a request that arrives during close with 503, Retry-After and {"detail": ...}', async () => {
     const errand = createErrand({ broker: 'sqlite::memory:', logger: quietLogger });
     const app = await createServer({ errand, logger: quietLogger, docs: false });
     app.get('/slow', async () => {
