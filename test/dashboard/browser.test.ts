@@ -10,7 +10,15 @@ import type { BrokerInspector } from '../../src/broker/types.ts';
 import { connectBroker, createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
 import { quietLogger, REDIS_URL } from '../fixtures/brokers.ts';
 import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
-import { browserUnavailable, ensureDashboardBuilt, launchChromium, SCREENSHOTS, type Served, serveDashboard } from './helpers.ts';
+import {
+  browserUnavailable,
+  dropRedisPrefix,
+  ensureDashboardBuilt,
+  launchChromium,
+  SCREENSHOTS,
+  type Served,
+  serveDashboard,
+} from './helpers.ts';
 
 const unavailable = browserUnavailable();
 if (unavailable) process.stdout.write(`# dashboard browser tests skipped: ${unavailable}\n`);
@@ -102,6 +110,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
     // Set as soon as they exist, so that a failed set-up still closes them (else the process hangs).
     let errand: Errand | undefined;
     let worker: Worker | undefined;
+    const redisPrefix = uniquePrefix('errand-dash');
     let served: Served;
     let securedServer: Served;
     let browser: Browser;
@@ -124,7 +133,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
       errand =
         kind === 'sqlite'
           ? createErrand({ broker: `sqlite:${join(tempDir('errand-dashboard'), 'errand.db')}`, logger: quietLogger })
-          : createErrand({ broker: REDIS_URL, prefix: uniquePrefix('errand-dash'), logger: quietLogger });
+          : createErrand({ broker: REDIS_URL, prefix: redisPrefix, logger: quietLogger });
       s = await seed(errand, (w) => {
         worker = w;
       });
@@ -147,6 +156,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
       await served?.close();
       await securedServer?.close();
       await errand?.close();
+      if (kind === 'redis') await dropRedisPrefix(REDIS_URL, redisPrefix);
     });
 
     test('overview: every queue with its counts, paused flag, charts; no console error or CSP violation', async () => {
