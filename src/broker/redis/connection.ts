@@ -83,6 +83,9 @@ function retryDelay(times: number): number {
 
 export type ClientRole = 'main' | 'blocking' | 'subscriber';
 
+/** Longest wait for an answer on the command connection, in ms. */
+export const COMMAND_TIMEOUT_MS = 10_000;
+
 /**
  * TLS options from the environment, for `rediss://` URLs: `ERRAND_REDIS_CA`, the path of a PEM file
  * with the CA certificate(s) to trust (instead of the system's). Undefined when it is not set.
@@ -165,6 +168,11 @@ export function createClient(target: RedisTarget, role: ClientRole, tls?: TlsOpt
     connectTimeout: 10_000,
     keepAlive: 30_000,
   };
+  // A command connection whose peer stops answering (a network black hole) must not hold callers
+  // until TCP gives up: commands fail after COMMAND_TIMEOUT_MS, and the caller sees the broker as
+  // unavailable (the HTTP layer answers 503; a worker tries again). Blocking and subscriber
+  // connections wait on purpose and have their own bounds.
+  if (role === 'main') common.commandTimeout = COMMAND_TIMEOUT_MS;
   // ioredis writes SUBSCRIBE as soon as the socket connects (SUBSCRIBE may run while Redis loads),
   // before its ready check; the check's INFO then meets a connection in subscriber mode, fails,
   // and the reconnect rejects the SUBSCRIBE (seen with AUTH, which widens that window). A
@@ -176,6 +184,7 @@ export function createClient(target: RedisTarget, role: ClientRole, tls?: TlsOpt
     return new Redis(target.url, options);
   }
   const redisOptions: RedisOptions = {
+    ...(role === 'main' ? { commandTimeout: COMMAND_TIMEOUT_MS } : {}),
     connectionName: common.connectionName,
     connectTimeout: 10_000,
     keepAlive: 30_000,
