@@ -9,8 +9,10 @@
  *   --set k=v,k=v        override sizes (see Sizes in bench/lib/context.ts), e.g. --set rssRuns=300000,rounds=1 (lists: latencyRates=1000:5000)
  *   --docs / --no-docs   write docs/benchmarks.md and the chart (default: yes unless --only/--peers/--services/--set)
  *   --log-level L        Errand's LOG_LEVEL in the benchmark processes (default warn)
+ *   --report FILE        measure nothing: rewrite docs/benchmarks.md and the chart from a results JSON
+ *                        (after editing bench/FINDINGS.md, say)
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -57,11 +59,18 @@ async function main(): Promise<void> {
         docs: { type: 'boolean' },
         'no-docs': { type: 'boolean' },
         'log-level': { type: 'string', default: 'warn' },
+        report: { type: 'string' },
       },
       strict: true,
     }));
   } catch (err) {
     usage(errMessage(err));
+  }
+  if (typeof args.report === 'string') {
+    const results = JSON.parse(readFileSync(args.report, 'utf8')) as RunResults;
+    results.targets = evaluateTargets(results.scenarios, results.mode);
+    writeDocs(results);
+    return;
   }
   const quick = Boolean(args.quick);
   const sizes: Sizes = { ...(quick ? QUICK : FULL) };
@@ -88,7 +97,7 @@ async function main(): Promise<void> {
   const services = typeof args.services === 'string' ? args.services.split(',').map((s) => s.trim()) : null;
   for (const p of services ?? [])
     if (!['errand-seed', 'errand-seed-sqlite', 'fastify-bullmq', 'celery'].includes(p)) usage(`unknown service "${p}"`);
-  const writeDocs = args['no-docs'] ? false : (args.docs ?? (!only && !wantedPeers && !services && !args.set));
+  const docs = args['no-docs'] ? false : (args.docs ?? (!only && !wantedPeers && !services && !args.set));
   const logLevel = String(args['log-level']);
 
   // Never let a child inherit a broker URL from the caller's shell: every URL is given explicitly.
@@ -179,10 +188,8 @@ async function main(): Promise<void> {
   const jsonPath = join(resultsDir, `${stamp}-${results.mode}.json`);
   writeFileSync(jsonPath, `${JSON.stringify(results, null, 1)}\n`);
   log(`raw results: ${jsonPath}`);
-  if (writeDocs) {
-    mkdirSync(join(root, 'docs'), { recursive: true });
-    writeFileSync(join(resultsDir, 'benchmarks.svg'), svgChart(results));
-    writeFileSync(join(root, 'docs/benchmarks.md'), markdown(results, '../bench/results/benchmarks.svg', join(root, 'bench/FINDINGS.md')));
+  if (docs) {
+    writeDocs(results);
     log('wrote docs/benchmarks.md and bench/results/benchmarks.svg');
   }
   for (const t of results.targets) log(`  ${t.met === null ? '  ?  ' : t.met ? ' met ' : ' MISS'} ${t.text} [${t.metric}]: ${t.detail}`);
@@ -190,6 +197,13 @@ async function main(): Promise<void> {
   const anyError = skipped.length > 0 || JSON.stringify(scenarios).includes('"error"');
   if (anyError) log(`some figures failed: child logs kept in ${getLogDir()}`);
   else rmSync(tmp, { recursive: true, force: true, maxRetries: 2 });
+}
+
+function writeDocs(results: RunResults): void {
+  mkdirSync(join(root, 'docs'), { recursive: true });
+  mkdirSync(join(root, 'bench/results'), { recursive: true });
+  writeFileSync(join(root, 'bench/results/benchmarks.svg'), svgChart(results));
+  writeFileSync(join(root, 'docs/benchmarks.md'), markdown(results, '../bench/results/benchmarks.svg', join(root, 'bench/FINDINGS.md')));
 }
 
 main().catch(async (err) => {

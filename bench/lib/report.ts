@@ -274,6 +274,7 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string)
   if (r.mode === 'quick')
     lines.push(
       '> **This is a `--quick` run**: small sizes, short rounds. Its figures show that the harness works and give an order of magnitude, not a verdict. Run `npm run bench` on a quiet machine for the real figures.',
+      '',
     );
   if (m.loadavgAtStart[0]! > m.cores * 0.5 || r.loadavgAtEnd[0]! > m.cores * 0.5)
     lines.push(
@@ -308,8 +309,10 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string)
   lines.push('');
   lines.push('| target | figure | measured | met |');
   lines.push('|---|---|---|---|');
-  for (const t of r.targets)
-    lines.push(`| ${t.text} | ${t.metric} | ${t.detail} | ${t.met === null ? 'not measured' : t.met ? 'yes' : '**no**'} |`);
+  for (const t of r.targets) {
+    const verdict = t.met === null ? (t.detail.startsWith('not measured') ? 'not measured' : 'not judged') : t.met ? 'yes' : '**no**';
+    lines.push(`| ${t.text} | ${t.metric} | ${t.detail} | ${verdict} |`);
+  }
   lines.push('');
   lines.push(`![Chart of the figures](${chartPath})`);
   lines.push('');
@@ -362,7 +365,7 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string)
   lines.push('## How to run');
   lines.push('');
   lines.push('```sh');
-  lines.push('npm run bench                    # the full run (about 25 minutes on 2 cores); writes this page');
+  lines.push('npm run bench                    # the full run (20 to 30 minutes on 2 cores); writes this page');
   lines.push('npm run bench -- --quick         # small sizes, under two minutes: checks the harness');
   lines.push('npm run bench -- --only enqueue,process --peers errand-redis,bullmq --rounds 3');
   lines.push('```');

@@ -28,6 +28,7 @@ const { values, positionals } = parseArgs({
   options: { top: { type: 'string', default: '30' }, filter: { type: 'string' } },
 });
 const top = Number(values.top);
+process.stdout.on('error', () => process.exit(0)); // piped into head
 const self = new Map<string, number>();
 const total = new Map<string, number>();
 let all = 0;
