@@ -177,7 +177,7 @@ describe('Redis ACL user (redis://user:password@...)', () => {
       const results = (await Promise.all(handles.map((h) => h.result({ timeout: 30_000 })))) as Echo[];
       assert.deepEqual(
         results.map((r) => r.queue),
-        ['alpha', 'bravo', 'charlie', 'delta'],
+        ['alpha', 'bravo', 'golf', 'delta'],
       );
       const clients = await redisCli(port, ['CLIENT', 'LIST'], ['--user', 'errand', '--pass', 'secret', '--no-auth-warning']);
       const ours = clients.split('\n').filter((l) => / name=errand:/.test(l));
