@@ -203,7 +203,8 @@ function writeDocs(results: RunResults): void {
   mkdirSync(join(root, 'docs'), { recursive: true });
   mkdirSync(join(root, 'bench/results'), { recursive: true });
   writeFileSync(join(root, 'bench/results/benchmarks.svg'), svgChart(results));
-  writeFileSync(join(root, 'docs/benchmarks.md'), markdown(results, '../bench/results/benchmarks.svg', join(root, 'bench/FINDINGS.md')));
+  const page = join(root, 'docs/benchmarks.md');
+  writeFileSync(page, markdown(results, '../bench/results/benchmarks.svg', join(root, 'bench/FINDINGS.md')));
 }
 
 main().catch(async (err) => {
