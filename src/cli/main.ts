@@ -8,9 +8,9 @@ const USAGE = `Usage: errand <command> [options]
 
 Commands:
   worker <module>    Run a worker for the tasks defined in <module> (a .ts or .js file exporting an Errand app)
-    --concurrency N    runs at once (default 10)
+    --concurrency N    runs at once, 1 to 10000 (default 10)
     --queues a,b       queues to take runs from (default: every queue of the module's tasks)
-    --broker URL       redis://host:port[/db], rediss://..., or sqlite:path.db (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
+    --broker URL       redis://host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2, or sqlite:path.db (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
     --lease-ms N       lease length in ms (default 30000)
     --grace-ms N       on SIGTERM/SIGINT, how long active runs may finish (default 10000)
 
@@ -29,9 +29,14 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-function intFlag(value: string | undefined, name: string, min: number): number | undefined {
+/** Node's longest timer, in ms: a longer lease or grace would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function intFlag(value: string | undefined, name: string, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < min) fail(`--${name} must be an integer >= ${min}, got ${JSON.stringify(value)}`);
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    fail(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
   return Number(value);
 }
 
@@ -55,11 +60,20 @@ async function worker(args: string[]): Promise<void> {
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) fail(`worker takes exactly one task module, got ${positionals.length}\n\n${USAGE}`);
-  const concurrency = intFlag(values.concurrency as string | undefined, 'concurrency', 1);
-  const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', 100);
-  const graceMs = intFlag(values['grace-ms'] as string | undefined, 'grace-ms', 0);
+  const concurrency = intFlag(values.concurrency as string | undefined, 'concurrency', 1, 10_000);
+  const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', 100, MAX_TIMER_MS);
+  const graceMs = intFlag(values['grace-ms'] as string | undefined, 'grace-ms', 0, MAX_TIMER_MS);
   const app = await loadApp(positionals[0]!);
-  if (typeof values.broker === 'string') app.setBroker(values.broker);
+  if (typeof values.broker === 'string') {
+    app.setBroker(values.broker);
+    try {
+      await app.broker(); // checks the URL now (connecting comes at start), so that the message can name the flag
+    } catch (err) {
+      // A message that starts with an environment variable (ERRAND_REDIS_CA) is about that, not the flag.
+      if (err instanceof ConfigError) fail(/^[A-Z][A-Z0-9_]+: /.test(err.message) ? err.message : `--broker: ${err.message}`);
+      throw err;
+    }
+  }
   const known = [...new Set([...app.tasks.values()].map((t) => t.queue))];
   let queues: string[] | undefined;
   if (typeof values.queues === 'string') {
@@ -71,7 +85,7 @@ async function worker(args: string[]): Promise<void> {
     const unknown = queues.filter((q) => !known.includes(q));
     if (unknown.length)
       fail(
-        `unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'}`,
+        `--queues: unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'}`,
       );
   }
   const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });

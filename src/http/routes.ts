@@ -23,7 +23,7 @@ import { isRunId } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
 import type { Errand, Task } from '../errand.ts';
 import type { RunHandle } from '../task/handle.ts';
-import type { EnqueueOptions } from '../task/task.ts';
+import { type EnqueueOptions, MAX_DELAY_MS } from '../task/task.ts';
 import { type HttpAuthOptions, type Scope, TokenAuth } from './auth.ts';
 import { findBodyProblem, useJsonBodies } from './body.ts';
 import { HttpError, httpErrorHandler, issuesToDetail, RequestValidationError, type ValidationDetail, zodErrorToDetail } from './errors.ts';
@@ -45,8 +45,8 @@ export interface ErrandRoutesOptions {
   readyTimeoutMs?: number;
 }
 
-/** The longest `delay` accepted: 100 years, in ms. */
-export const MAX_DELAY_MS = 100 * 365 * 24 * 3600 * 1000;
+/** The longest `delay` accepted: 100 years, in ms (the same bound as `task.enqueue`'s). */
+export { MAX_DELAY_MS };
 
 const TRACEPARENT = /^([\da-f]{2})-([\da-f]{32})-([\da-f]{16})-([\da-f]{2})$/;
 

@@ -58,14 +58,20 @@ export interface TaskOptions<S extends z.ZodType> {
   redact?: string[];
 }
 
+/** The longest `delay` accepted: 100 years, in ms (a longer one would leave the range of a Date). */
+export const MAX_DELAY_MS = 100 * 365 * 24 * 3600 * 1000;
+
 export interface EnqueueOptions {
-  /** Start no sooner than this many ms from now. */
+  /** Start no sooner than this many ms from now (at most `MAX_DELAY_MS`, 100 years). */
   delay?: number;
   /** Start no sooner than this time (a Date or epoch ms). Not together with `delay`. */
   runAt?: Date | number;
   /** Overrides the task's priority. */
   priority?: number;
-  /** Same key (for this task and queue) within the task's idempotency window returns the same run, never a second one. */
+  /**
+   * Same key (for this task and queue) within the task's idempotency window returns the same run,
+   * never a second one. 1 to 512 characters of well-formed Unicode.
+   */
   idempotencyKey?: string;
   /** Overrides the task's queue. */
   queue?: string;
@@ -126,6 +132,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   prepare(input: unknown, options: EnqueueOptions = {}, now = Date.now(), maxInputBytes = 1024 * 1024): NewRun {
     const optionIssues = checkEnqueueOptions(options);
     if (optionIssues.length) throw new InputError(optionIssues, this.name, 'options');
+    // null passes the check as "no options" (as undefined does).
+    options ??= {};
     // Refuse pathological nesting before anything recurses over it (zod, JSON.stringify).
     const notJson = jsonIssues(input);
     const tooDeep = notJson.filter((i) => i.code === 'too_deep');
@@ -189,8 +197,8 @@ function checkEnqueueOptions(options: unknown): InputIssue[] {
   for (const key of Object.keys(o)) {
     if (!ENQUEUE_OPTION_KEYS.has(key)) bad(key, `is not an enqueue option (known: ${[...ENQUEUE_OPTION_KEYS].join(', ')})`);
   }
-  if (o.delay !== undefined && (typeof o.delay !== 'number' || !Number.isFinite(o.delay) || o.delay < 0)) {
-    bad('delay', `must be a non-negative number of milliseconds, got ${describe(o.delay)}`);
+  if (o.delay !== undefined && (typeof o.delay !== 'number' || !Number.isFinite(o.delay) || o.delay < 0 || o.delay > MAX_DELAY_MS)) {
+    bad('delay', `must be a non-negative number of milliseconds, at most ${MAX_DELAY_MS} (100 years), got ${describe(o.delay)}`);
   }
   if (o.runAt !== undefined) {
     const t = o.runAt instanceof Date ? o.runAt.getTime() : o.runAt;
@@ -209,6 +217,9 @@ function checkEnqueueOptions(options: unknown): InputIssue[] {
     (typeof o.idempotencyKey !== 'string' || o.idempotencyKey.length === 0 || o.idempotencyKey.length > 512)
   ) {
     bad('idempotencyKey', `must be a string of 1 to 512 characters, got ${describe(o.idempotencyKey)}`);
+  } else if (typeof o.idempotencyKey === 'string' && !o.idempotencyKey.isWellFormed()) {
+    // Stored as UTF-8, a lone surrogate becomes U+FFFD: two different keys would share one run.
+    bad('idempotencyKey', 'must be well-formed Unicode (it has a lone surrogate)');
   }
   if (o.queue !== undefined && (typeof o.queue !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(o.queue))) {
     bad('queue', `must be 1 to 64 letters, digits, "_" or "-", got ${describe(o.queue)}`);

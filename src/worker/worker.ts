@@ -111,12 +111,13 @@ export class Worker extends EventEmitter {
     if (queues.length === 0) throw new ConfigError('The worker has no queue: define tasks first or pass queues');
     this.queues = [...new Set(queues.map((q) => checkQueueName(q, 'Worker')))];
     this.concurrency = positiveInt(options.concurrency ?? 10, 'concurrency');
-    this.leaseMs = positiveInt(options.leaseMs ?? 30_000, 'leaseMs');
-    this.renewEvery = positiveInt(options.renewEvery ?? Math.max(1, Math.floor(this.leaseMs / 3)), 'renewEvery');
+    // Timers longer than Node's longest (2^31-1 ms) fire after 1 ms: renewals and prunes would spin.
+    this.leaseMs = positiveInt(options.leaseMs ?? 30_000, 'leaseMs', MAX_TIMER_MS);
+    this.renewEvery = positiveInt(options.renewEvery ?? Math.max(1, Math.floor(this.leaseMs / 3)), 'renewEvery', MAX_TIMER_MS);
     if (this.renewEvery >= this.leaseMs)
       throw new ConfigError(`renewEvery (${this.renewEvery}) must be shorter than leaseMs (${this.leaseMs})`);
     this.shutdownGraceMs = nonNegative(options.shutdownGraceMs ?? 10_000, 'shutdownGraceMs');
-    this.pruneEvery = positiveInt(options.pruneEvery ?? 60_000, 'pruneEvery');
+    this.pruneEvery = positiveInt(options.pruneEvery ?? 60_000, 'pruneEvery', MAX_TIMER_MS);
     this.id = options.id ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
     this.logger = (options.logger ?? app.logger).child({ worker: this.id });
   }
@@ -577,9 +578,12 @@ export class Worker extends EventEmitter {
   }
 }
 
-function positiveInt(v: unknown, name: string): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
-    throw new ConfigError(`Worker option ${name} must be a positive integer, got ${String(v)}`);
+/** Node's longest timer, in ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function positiveInt(v: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
+    throw new ConfigError(`Worker option ${name} must be a positive integer up to ${max}, got ${String(v)}`);
   return v;
 }
 
