@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
-import type { Broker, BrokerOptions, NewRun } from './broker/types.ts';
+import type { Broker, BrokerOptions, EnqueueResult, NewRun } from './broker/types.ts';
 import { ConfigError, RunNotFoundError } from './core/errors.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
@@ -79,6 +79,9 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
   }
 }
 
+/** Most runs merged into one broker call by concurrent enqueues. */
+const MERGE_LIMIT = 1000;
+
 /**
  * The Errand app: its tasks, its broker, its workers. Emits `enqueued` (runs, results) after each
  * successful enqueue call and `worker` (worker) when a worker is made, for metrics.
@@ -148,14 +151,53 @@ export class Errand extends EventEmitter {
     return typeof this.#brokerSpec === 'string' ? this.#brokerSpec : undefined;
   }
 
-  /** Enqueues prepared runs (of any tasks) in one broker call. */
+  /**
+   * Enqueues prepared runs (of any tasks). Calls made while an earlier one is on its way to the
+   * broker are merged into the next broker call, so that many concurrent enqueues (an API under
+   * load) cost a few round trips, not one each; a lone enqueue goes out at once.
+   */
   async enqueueRuns(runs: NewRun[], now = Date.now()): Promise<RunHandle[]> {
     if (runs.length === 0) return [];
     const broker = await this.broker();
-    const results = await broker.enqueue(runs, now);
+    const results = await new Promise<EnqueueResult[]>((resolve, reject) => {
+      this.#outbox.push({ runs, now, resolve, reject });
+      if (!this.#sending) void this.#send(broker);
+    });
     if (this.listenerCount('enqueued')) this.emit('enqueued', runs, results);
     const get = () => this.broker();
     return results.map((r) => new RunHandle(r.id, get, r.created, r.state));
+  }
+
+  readonly #outbox: { runs: NewRun[]; now: number; resolve: (r: EnqueueResult[]) => void; reject: (e: unknown) => void }[] = [];
+  #sending = false;
+
+  async #send(broker: Broker): Promise<void> {
+    this.#sending = true;
+    while (this.#outbox.length) {
+      // Whole calls, up to about MERGE_LIMIT runs per broker call.
+      let count = 0;
+      let take = 0;
+      while (take < this.#outbox.length && (take === 0 || count + this.#outbox[take]!.runs.length <= MERGE_LIMIT)) {
+        count += this.#outbox[take]!.runs.length;
+        take++;
+      }
+      const batch = this.#outbox.splice(0, take);
+      const runs = batch.length === 1 ? batch[0]!.runs : batch.flatMap((b) => b.runs);
+      // The earliest call's time: every run's runAt was computed at or after it.
+      let now = batch[0]!.now;
+      for (const b of batch) if (b.now < now) now = b.now;
+      try {
+        const results = await broker.enqueue(runs, now);
+        let offset = 0;
+        for (const b of batch) {
+          b.resolve(results.slice(offset, offset + b.runs.length));
+          offset += b.runs.length;
+        }
+      } catch (err) {
+        for (const b of batch) b.reject(err);
+      }
+    }
+    this.#sending = false;
   }
 
   /** A handle to an existing run, by id. */

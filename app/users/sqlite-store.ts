@@ -77,6 +77,8 @@ export class SqliteUserStore implements UserStore {
     try {
       db.exec(`PRAGMA busy_timeout = ${Math.floor(this.#busyTimeoutMs)}`);
       db.exec('PRAGMA journal_mode = WAL');
+      // As the embedded broker: a commit survives a crash of the process; power loss may take the last moments.
+      db.exec('PRAGMA synchronous = NORMAL');
       db.exec(SCHEMA);
     } catch (err) {
       db.close();

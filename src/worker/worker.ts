@@ -255,7 +255,8 @@ export class Worker extends EventEmitter {
   async #run(entry: ActiveRun): Promise<void> {
     const { run } = entry;
     const task = this.#app.tasks.get(run.task);
-    const log = this.logger.child({ runId: run.id, task: run.task, queue: run.queue, attempt: run.attempt });
+    const bindings = { runId: run.id, task: run.task, queue: run.queue, attempt: run.attempt };
+    const log = runLog(this.logger, bindings);
     const started = performance.now();
     this.emit('run', { type: 'start', run } satisfies RunEvent);
     log.info('run started');
@@ -305,10 +306,13 @@ export class Worker extends EventEmitter {
       queue: run.queue,
       attempt: run.attempt,
       signal: entry.abort.signal,
-      logger: log,
+      logger: undefined as unknown as Logger,
       progress: (value: unknown) => this.#progress(entry, value),
     };
     if (run.traceparent) ctx.traceparent = run.traceparent;
+    // The handler's logger is made only if the handler uses it (a child logger per run is not free).
+    let handlerLog: Logger | undefined;
+    Object.defineProperty(ctx, 'logger', { get: () => (handlerLog ??= this.logger.child(bindings)), enumerable: true });
 
     const timer = setTimeout(() => {
       entry.abort.abort(new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
@@ -361,7 +365,7 @@ export class Worker extends EventEmitter {
     this.emit('run', { type: 'success', run, durationMs } satisfies RunEvent);
   }
 
-  #handlerFailed(entry: ActiveRun, task: Task, log: Logger, started: number, err: unknown): void {
+  #handlerFailed(entry: ActiveRun, task: Task, log: RunLog, started: number, err: unknown): void {
     if (entry.detached) {
       this.#detachedOutcome(entry, log, started);
       return;
@@ -384,7 +388,7 @@ export class Worker extends EventEmitter {
     this.#fail(entry, log, started, err, err instanceof TaskTimeoutError ? 'timeout' : undefined, task.retention.failed);
   }
 
-  #fail(entry: ActiveRun, log: Logger, started: number, err: unknown, reason: string | undefined, retentionMs: number): void {
+  #fail(entry: ActiveRun, log: RunLog, started: number, err: unknown, reason: string | undefined, retentionMs: number): void {
     const { run } = entry;
     // Secret input values repeated verbatim in the error are neither stored nor logged (see src/core/redact.ts).
     const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;
@@ -394,7 +398,7 @@ export class Worker extends EventEmitter {
     this.emit('run', { type: 'failure', run, durationMs, error: err } satisfies RunEvent);
   }
 
-  #detachedOutcome(entry: ActiveRun, log: Logger, started: number): void {
+  #detachedOutcome(entry: ActiveRun, log: RunLog, started: number): void {
     const durationMs = performance.now() - started;
     if (entry.detached === 'released') {
       log.info({ durationMs: round(durationMs) }, 'run handed back (worker stopping)');
@@ -597,6 +601,24 @@ const HEARTBEAT_EVERY_MS = 5000;
 
 function isInspector(b: unknown): b is BrokerInspector {
   return typeof (b as BrokerInspector)?.heartbeat === 'function';
+}
+
+/** The worker's own per-run log lines: the run's fields added to each line, without a child logger per run. */
+interface RunLog {
+  info(objOrMsg: object | string, msg?: string): void;
+  warn(objOrMsg: object | string, msg?: string): void;
+  error(objOrMsg: object | string, msg?: string): void;
+}
+
+function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
+  const at =
+    (level: 'info' | 'warn' | 'error') =>
+    (objOrMsg: object | string, msg?: string): void => {
+      if (!logger.isLevelEnabled(level)) return;
+      if (typeof objOrMsg === 'string') logger[level](bindings, objOrMsg);
+      else logger[level]({ ...bindings, ...objOrMsg }, msg);
+    };
+  return { info: at('info'), warn: at('warn'), error: at('error') };
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
