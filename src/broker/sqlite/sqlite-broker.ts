@@ -565,7 +565,8 @@ export class SqliteBroker implements Broker, BrokerInspector {
     const out = this.#tx((): CancelOutcome => {
       const row = this.#s.stateOf.get(id) as Row | undefined;
       if (!row) return { outcome: 'not_found' };
-      const state = row.state as RunState;
+      // A state that is none of the six (edited by hand) reads as failed (see toRecord).
+      const state = STATES.has(String(row.state)) ? (row.state as RunState) : 'failed';
       if (state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
       this.#s.cancel.run({ id, now, expires: now + this.#cancelledRetentionMs });
       if (state === 'active') this.#s.cancelLog.run(id, now);

@@ -114,7 +114,9 @@ export const SQL = {
   cancelLog: 'INSERT INTO cancel_log (run_id, at) VALUES (?, ?)',
   cancelsSince: 'SELECT seq, run_id FROM cancel_log WHERE seq > ? ORDER BY seq',
   cancelsLast: 'SELECT coalesce(max(seq), 0) AS seq FROM cancel_log',
-  retry: `UPDATE runs SET ${REPLAY}, seq = :seq WHERE id = :id AND state = 'failed' RETURNING queue`,
+  // A row whose state is none of the six (edited by hand) reads as failed (toRecord): it is replayed as one.
+  retry: `UPDATE runs SET ${REPLAY}, seq = :seq
+    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded', 'cancelled') RETURNING queue`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns: 'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?)',
@@ -265,11 +267,13 @@ export function toReservation(row: Row, now: number): Reservation | string[] {
 
 /** A row as a RunRecord; never throws (a corrupt field reads as absent, or as text the caller will flag). */
 export function toRecord(row: Row): RunRecord {
+  // A state that is none of the six (edited by hand) reads as failed, its error saying why.
+  const known = STATES.has(String(row.state));
   const rec: RunRecord = {
     id: String(row.id),
     task: text(row.task) ?? '',
     queue: String(row.queue),
-    state: String(row.state) as RunState,
+    state: known ? (String(row.state) as RunState) : 'failed',
     priority: num(row.priority) ?? 0,
     input: text(row.input) ?? '',
     attempts: num(row.attempts) ?? 0,
@@ -291,7 +295,7 @@ export function toRecord(row: Row): RunRecord {
   }
   const result = text(row.result);
   if (result !== undefined) rec.result = result;
-  const error = text(row.error);
+  const error = known ? text(row.error) : corruptError(String(row.id), [`state is ${describeValue(row.state)}`]);
   if (error !== undefined) rec.error = error;
   const progress = text(row.progress);
   if (progress !== undefined) rec.progress = progress;
