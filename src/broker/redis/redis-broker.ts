@@ -286,6 +286,9 @@ export class RedisBroker implements Broker, BrokerInspector {
     for (const [queue, indexes] of groups) {
       if (!this.#knownQueues.has(queue)) calls.push(this.#remember([queue]));
       const k = this.#k(queue);
+      // Chunks of one queue go one after another, so that a retried call (a NOSCRIPT reload, a
+      // cluster redirect) can never put a later chunk's runs ahead of an earlier one's (FIFO).
+      let chain: Promise<unknown> = Promise.resolve();
       for (let from = 0; from < indexes.length; ) {
         // One call per CHUNK_RUNS runs or about CHUNK_BYTES of input.
         const part: number[] = [];
@@ -309,7 +312,7 @@ export class RedisBroker implements Broker, BrokerInspector {
             run.traceparent ?? '',
           );
         }
-        calls.push(
+        chain = chain.then(() =>
           runScript(redis, 'enqueue', [k.sched], args).then((reply) => {
             const r = reply as (string | number)[];
             for (let j = 0; j < part.length; j++) {
@@ -322,6 +325,7 @@ export class RedisBroker implements Broker, BrokerInspector {
           }),
         );
       }
+      calls.push(chain);
     }
     await (calls.length === 1 ? calls[0] : Promise.all(calls));
     return results;
