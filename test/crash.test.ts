@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { setups, until } from './fixtures/brokers.ts';
+import { setups } from './fixtures/brokers.ts';
+import { waitFor } from './helpers.ts';
 
 const NODE = process.execPath;
 const RUNS = 400;
@@ -26,14 +27,17 @@ for (const make of setups()) {
       const handles = await work.enqueueMany(Array.from({ length: RUNS }, (_, n) => ({ input: { n } })));
       const workers = [startWorker(setup.url, setup.prefix), startWorker(setup.url, setup.prefix)];
       try {
-        await until(
-          async () => ((await broker.counts(['default'])).default?.succeeded ?? 0) >= RUNS / 4,
-          'a quarter of the runs to finish',
-        );
+        await waitFor(async () => ((await broker.counts(['default'])).default?.succeeded ?? 0) >= RUNS / 4, {
+          message: 'a quarter of the runs to finish',
+          timeoutMs: 30_000,
+        });
         const victim = workers[0]!;
         victim.kill('SIGKILL');
         await new Promise((r) => victim.once('exit', r));
-        await until(async () => ((await broker.counts(['default'])).default?.succeeded ?? 0) === RUNS, 'every run to succeed', 120_000);
+        await waitFor(async () => ((await broker.counts(['default'])).default?.succeeded ?? 0) === RUNS, {
+          message: 'every run to succeed',
+          timeoutMs: 120_000,
+        });
         const infos = await Promise.all(handles.map((h) => h.info()));
         assert.equal(infos.filter((i) => i.state === 'succeeded').length, RUNS);
         for (const info of infos) assert.equal(info.result, (info.input as { n: number }).n * 2);

@@ -5,7 +5,8 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { type Errand, InputError, PermanentError, RunCancelledError, RunFailedError, type TaskContext, type Worker } from '../src/index.ts';
-import { type BrokerSetup, setups, until } from './fixtures/brokers.ts';
+import { type BrokerSetup, setups } from './fixtures/brokers.ts';
+import { waitFor } from './helpers.ts';
 
 const NODE = process.execPath;
 
@@ -190,7 +191,7 @@ for (const make of setups()) {
 
       seen.signalReason = undefined;
       const h = await app.tasks.get('wait_for_cancel')!.enqueue({});
-      await until(async () => (await h.status()) === 'active', 'the run to start');
+      await waitFor(async () => (await h.status()) === 'active', { message: 'the run to start', timeoutMs: 30_000 });
       const child = spawn(NODE, ['test/fixtures/cancel-run.ts', setup.url, setup.prefix, h.id], { stdio: ['ignore', 'pipe', 'inherit'] });
       let out = '';
       child.stdout.on('data', (d) => (out += d));
@@ -198,13 +199,13 @@ for (const make of setups()) {
       assert.equal(code, 0);
       assert.equal(out.trim(), 'cancelled');
       await assert.rejects(() => h.result({ timeout: 20_000 }), RunCancelledError);
-      await until(() => seen.signalReason !== undefined, "the handler's signal to abort");
+      await waitFor(() => seen.signalReason !== undefined, { message: "the handler's signal to abort", timeoutMs: 30_000 });
       assert.equal(await h.status(), 'cancelled');
     });
 
     it('records progress while a run is active', async () => {
       const h = await app.tasks.get('progress')!.enqueue({});
-      await until(async () => (await h.info()).progress !== undefined, 'progress to be stored');
+      await waitFor(async () => (await h.info()).progress !== undefined, { message: 'progress to be stored', timeoutMs: 30_000 });
       assert.deepEqual((await h.info()).progress, { percent: 50 });
       assert.equal(await h.result({ timeout: 20_000 }), 'done');
     });
@@ -295,7 +296,7 @@ for (const make of setups()) {
       const q = await quick.enqueue({});
       const sl = await slow.enqueue({});
       await w.start();
-      await until(() => started === 2, 'both runs to start');
+      await waitFor(() => started === 2, { message: 'both runs to start', timeoutMs: 30_000 });
       await w.stop({ graceMs: 500 });
       assert.equal(await q.status(), 'succeeded');
       assert.equal(await sl.status(), 'queued');
