@@ -183,9 +183,10 @@ export class Errand extends EventEmitter {
       }
       const batch = this.#outbox.splice(0, take);
       const runs = batch.length === 1 ? batch[0]!.runs : batch.flatMap((b) => b.runs);
-      // The earliest call's time: every run's runAt was computed at or after it.
+      // The latest call's time: a run that was due when its own call was made is due now too
+      // (queued, not scheduled); its enqueuedAt is at most this wait later than its call.
       let now = batch[0]!.now;
-      for (const b of batch) if (b.now < now) now = b.now;
+      for (const b of batch) if (b.now > now) now = b.now;
       try {
         const results = await broker.enqueue(runs, now);
         let offset = 0;
