@@ -63,6 +63,13 @@ async function worker(args: string[]): Promise<void> {
   const concurrency = intFlag(values.concurrency as string | undefined, 'concurrency', 1, 10_000);
   const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', 100, MAX_TIMER_MS);
   const graceMs = intFlag(values['grace-ms'] as string | undefined, 'grace-ms', 0, MAX_TIMER_MS);
+  // A stop signal while the worker is still loading: nothing is reserved yet, so exit at once, cleanly.
+  const early = (signal: NodeJS.Signals) => {
+    process.stderr.write(`errand: ${signal} while starting; nothing was taken, exiting\n`);
+    process.exit(0);
+  };
+  process.once('SIGTERM', early);
+  process.once('SIGINT', early);
   const app = await loadApp(positionals[0]!);
   if (typeof values.broker === 'string') {
     app.setBroker(values.broker);
@@ -90,6 +97,8 @@ async function worker(args: string[]): Promise<void> {
   }
   const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });
   app.logger.info({ broker: app.brokerUrl ? redact(app.brokerUrl) : 'custom', tasks: [...app.tasks.keys()] }, 'starting worker');
+  process.off('SIGTERM', early);
+  process.off('SIGINT', early);
   w.handleSignals(async () => {
     await app.close();
     process.exit(0);
