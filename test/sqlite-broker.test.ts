@@ -266,10 +266,8 @@ describe('SQLite broker: several processes on one file', () => {
     const all = got.flat();
     assert.equal(new Set(all).size, all.length, 'no run delivered twice');
     assert.deepStrictEqual(new Set(all), new Set(runs.map((r) => r.id)), 'every run delivered');
-    assert.ok(
-      got.every((ids) => ids.length > 0),
-      `both processes took runs: ${got.map((g) => g.length).join(' + ')}`,
-    );
+    // Usually both processes take runs; one may also wake after the other drained the queue, which
+    // is fine: what must hold is that no run goes out twice and none is missed.
     assert.deepStrictEqual((await b.counts(['race'])).race, {
       queued: 0,
       scheduled: 0,
