@@ -58,8 +58,15 @@ interface Peer {
 }
 
 /** Starts `test/fixtures/sqlite-peer.ts` in another process. */
+/** Every peer process, killed at the end so that a failed test never leaves one holding the run open. */
+const peers = new Set<ReturnType<typeof spawn>>();
+after(() => {
+  for (const child of peers) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
 function peer(...args: string[]): Peer {
   const child = spawn(NODE, [PEER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  peers.add(child);
   const lines: string[] = [];
   let stderr = '';
   let buffer = '';
