@@ -6,9 +6,9 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { freePort } from '../fixtures/redis-servers.ts';
 import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
 import { createPgDatabase, dropRedisPrefix, parseMail, REDIS_URL, startSmtp } from './support.ts';
 
@@ -58,14 +58,6 @@ async function stop(p: Proc): Promise<number | null> {
   p.child.kill('SIGTERM');
   const [code] = (await exited) as [number | null];
   return code;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 async function waitHealthy(base: string, p: Proc): Promise<void> {

@@ -21,6 +21,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
+import { freePort } from '../fixtures/redis-servers.ts';
 import { waitFor } from '../helpers.ts';
 
 export const NODE = process.execPath;
@@ -41,16 +42,7 @@ export async function atMost(promise: Promise<unknown>, ms: number): Promise<voi
   clearTimeout(timer);
 }
 
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
+export { freePort };
 
 // -------------------------------------------------------------------------------------------------
 // Child processes
