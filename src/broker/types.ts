@@ -75,6 +75,14 @@ export interface ReserveRequest {
   /** Lease length in ms: the run returns to `queued` if not renewed or settled by `now + leaseMs`. */
   leaseMs: number;
   now: number;
+  /**
+   * Outcomes of this worker's runs to record first, exactly as `settle(workerId, settle, now)`
+   * would (each applied only if its lease is still held), in the same call: a worker sends the
+   * runs it finished along with its next reservation, which saves a round trip per batch. The
+   * statuses are in `ReserveResult.settled`. If the call fails, some may have been recorded:
+   * settling them again is harmless (they report `lost`).
+   */
+  settle?: readonly Settlement[];
 }
 
 export interface ReserveResult {
@@ -89,6 +97,8 @@ export interface ReserveResult {
    * until then unless woken earlier.
    */
   nextAt: number | null;
+  /** With `settle`: one status per outcome, in order. */
+  settled?: SettleStatus[];
 }
 
 /** An error as stored on a run. */
@@ -167,6 +177,12 @@ export interface BrokerOptions {
 
 export interface Broker {
   readonly kind: 'redis' | 'sqlite';
+  /**
+   * True when calls are served by another process (a server over the network). A worker then keeps
+   * two reservations in flight, so that its own work and the broker's overlap; with a broker that
+   * works in the worker's process (SQLite) that would only add calls.
+   */
+  readonly remote?: boolean;
 
   /** Creates runs, in order. Runs sharing an idempotency key (same task) collapse into the first. */
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]>;

@@ -576,11 +576,17 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
         assert.deepStrictEqual((await reserve(other, ['pq'], t0 + 300)).runs, [], 'another instance skips the paused queue too');
         for (const id of [busy, a2]) assert.equal((await getRun(b, id)).state, 'queued', `run ${id} stays queued`);
         assert.ok(['queued', 'scheduled'].includes((await getRun(b, due)).state), 'the due scheduled run is not started');
-        assert.deepStrictEqual(
-          await b.settle('w1', [{ id: a1, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: RETAIN }], t0 + 300),
-          ['ok'],
-          'a run active before the pause still settles',
-        );
+        const along = await b.reserve({
+          workerId: 'w1',
+          queues: ['pq'],
+          max: 5,
+          leaseMs: 30_000,
+          now: t0 + 300,
+          settle: [{ id: a1, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: RETAIN }],
+        });
+        assert.deepStrictEqual(along.settled, ['ok'], 'a run active before the pause still settles, also along with a reserve');
+        assert.deepStrictEqual(along.runs, [], 'and that reserve leases nothing');
+        assert.equal((await getRun(b, a1)).state, 'succeeded');
 
         await b.resume('pq');
         assert.deepStrictEqual(await b.pausedQueues(), []);

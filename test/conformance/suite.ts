@@ -637,6 +637,99 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     });
 
     // ---------------------------------------------------------------------------------------------
+    describe('reserve with outcomes sent along (settle)', () => {
+      test('records the outcomes first, as settle does, then leases; statuses in order', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const a = await enqueueOne(b, t0);
+        const c = await enqueueOne(b, t0 + 1);
+        const d = await enqueueOne(b, t0 + 2);
+        assert.deepStrictEqual(ids((await reserveAll(b, 'w1', t0 + 10, { max: 2 })).runs), [a, c]);
+        const error = errorText('refused');
+        const res = await b.reserve({
+          workerId: 'w1',
+          queues: [Q],
+          max: 5,
+          leaseMs: LEASE,
+          now: t0 + 20,
+          settle: [
+            { id: a, attempt: 1, outcome: 'succeeded', result: '{"ok":1}', retentionMs: RETAIN },
+            { id: c, attempt: 1, outcome: 'failed', error, retentionMs: RETAIN },
+          ],
+        });
+        assert.deepStrictEqual(res.settled, ['ok', 'ok']);
+        assert.deepStrictEqual(ids(res.runs), [d], 'then leases what is queued');
+        assertFields(await getRun(b, a), { state: 'succeeded', result: '{"ok":1}', finishedAt: t0 + 20, expiresAt: t0 + 20 + RETAIN }, 'a');
+        assertFields(await getRun(b, c), { state: 'failed', error, finishedAt: t0 + 20 }, 'c');
+        assertFields(await getRun(b, d), { state: 'active', worker: 'w1', attempts: 1, startedAt: t0 + 20 }, 'd');
+        const counts = (await b.counts([Q]))[Q];
+        assertFields(counts, { queued: 0, active: 1, succeeded: 1, failed: 1 }, 'counts');
+      });
+
+      test('a retry due at once can be leased again by the same call, attempt 2', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const a = await enqueueOne(b, t0);
+        await reserveOne(b, 'w1', t0 + 10);
+        const res = await b.reserve({
+          workerId: 'w1',
+          queues: [Q],
+          max: 1,
+          leaseMs: LEASE,
+          now: t0 + 20,
+          settle: [{ id: a, attempt: 1, outcome: 'retry', error: errorText('again'), runAt: t0 + 20 }],
+        });
+        assert.deepStrictEqual(res.settled, ['ok']);
+        assert.equal(res.runs.length, 1);
+        assertFields(res.runs[0], { id: a, attempt: 2 }, 'the retried run');
+        const rec = await getRun(b, a);
+        assertFields(rec, { state: 'active', attempts: 2 }, 'run');
+        assert.equal(rec.history[0]?.outcome, 'retry', 'the first attempt is in the history');
+      });
+
+      test('outcomes of leases not held are lost; outcomes of queues not reserved from are recorded', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const x = await enqueueOne(b, t0);
+        const y = await enqueueOne(b, t0, {}, 'conf_other');
+        await reserveOne(b, 'w1', t0 + 10);
+        await reserveOne(b, 'w1', t0 + 10, LEASE, ['conf_other']);
+        const res = await b.reserve({
+          workerId: 'w1',
+          queues: [Q],
+          max: 1,
+          leaseMs: LEASE,
+          now: t0 + 20,
+          settle: [
+            { id: y, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN },
+            { id: x, attempt: 2, outcome: 'succeeded', result: null, retentionMs: RETAIN },
+            { id: 'not a run id', attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN },
+          ],
+        });
+        assert.deepStrictEqual(res.settled, ['ok', 'lost', 'lost']);
+        assert.deepStrictEqual(res.runs, [], 'nothing queued');
+        assert.equal((await getRun(b, y)).state, 'succeeded', "the other queue's run is settled");
+        assertFields(await getRun(b, x), { state: 'active', attempts: 1, worker: 'w1' }, 'a wrong attempt changes nothing');
+        const other = await b.reserve({
+          workerId: 'w2',
+          queues: [Q],
+          max: 1,
+          leaseMs: LEASE,
+          now: t0 + 30,
+          settle: [{ id: x, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN }],
+        });
+        assert.deepStrictEqual(other.settled, ['lost'], "another worker cannot settle w1's lease");
+        assert.equal((await getRun(b, x)).state, 'active');
+      });
+
+      test('without outcomes, no statuses', async () => {
+        const b = await open();
+        const res = await reserveAll(b, 'w1', Date.now());
+        assert.equal(res.settled, undefined);
+      });
+    });
+
+    // ---------------------------------------------------------------------------------------------
     describe('retention', () => {
       test('retentionMs 0: the run is gone right after settle', async () => {
         const b = await open();

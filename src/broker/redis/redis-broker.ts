@@ -160,6 +160,18 @@ function byQueue<T extends { id: string }>(
   return { groups, invalid };
 }
 
+const settlementSize = ({ item }: { item: Settlement }) =>
+  (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
+
+/** The ARGV of settlements, 5 per item (see settleItems in lua/common.lua). */
+function pushSettlements(args: (string | number)[], part: readonly { item: Settlement; rid: string }[]): void {
+  for (const { item, rid } of part) {
+    if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
+    else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
+    else args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
+  }
+}
+
 function time(value: number, name: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value))
     throw new ConfigError(`RedisBroker: ${name} must be a finite number of ms, got ${String(value)}`);
@@ -168,6 +180,7 @@ function time(value: number, name: string): number {
 
 export class RedisBroker implements Broker, BrokerInspector {
   readonly kind = 'redis' as const;
+  readonly remote = true;
   readonly prefix: string;
   readonly #target: RedisTarget;
   readonly #tls: TlsOptions | undefined;
@@ -331,34 +344,39 @@ export class RedisBroker implements Broker, BrokerInspector {
     return results;
   }
 
+  /** One queue's reserve script; `settle`: this queue's outcomes to record first, in the same call. */
   #reserveCall(
     redis: RedisClient,
     queue: string,
     req: ReserveRequest,
     max: number,
     now: number,
+    settle?: readonly { item: Settlement; rid: string; index: number }[],
+    statuses?: SettleStatus[],
   ): Promise<{ queue: string; runs: Reservation[]; nextAt: number | null; queued: number }> {
     const k = this.#k(queue);
-    return runScript(
-      redis,
-      'reserve',
-      [k.sched, k.active, k.prios, k.paused],
-      [
-        k.base,
-        req.workerId,
-        max,
-        now + Math.max(1, Math.floor(req.leaseMs)),
-        now,
-        this.#options.maxLeaseLosses,
-        this.#options.failedRetentionMs,
-        HOUSEKEEPING_LIMIT,
-        this.#eventsChannel,
-        k.idPrefix,
-      ],
-    ).then((reply) => {
+    const args: (string | number)[] = [
+      k.base,
+      req.workerId,
+      max,
+      now + Math.max(1, Math.floor(req.leaseMs)),
+      now,
+      this.#options.maxLeaseLosses,
+      this.#options.failedRetentionMs,
+      HOUSEKEEPING_LIMIT,
+      this.#eventsChannel,
+      k.idPrefix,
+    ];
+    if (settle) pushSettlements(args, settle);
+    return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then((reply) => {
       const r = reply as (string | number)[];
+      const m = Number(r[2]);
+      if (settle && statuses)
+        settle.forEach(({ index }, j) => {
+          statuses[index] = r[3 + j] === 1 ? 'ok' : 'lost';
+        });
       const runs: Reservation[] = [];
-      for (let j = 2; j + 6 < r.length; j += 7) {
+      for (let j = 3 + m; j + 6 < r.length; j += 7) {
         const id = k.id(String(r[j]));
         const e = String(r[j + 5]);
         const run: Reservation = {
@@ -391,11 +409,42 @@ export class RedisBroker implements Broker, BrokerInspector {
     const now = time(req.now, 'now');
     const queues = [...new Set(req.queues)].filter((q) => QUEUE_NAME.test(q));
     const max = Math.max(0, Math.floor(req.max));
-    if (queues.length === 0) return { runs: [], nextAt: null };
+    const settlements = req.settle ?? [];
+    if (queues.length === 0 && settlements.length === 0) return { runs: [], nextAt: null };
     const redis = await this.#ready();
+    // Outcomes ride along with the first call to their queue when they fit in one call; the others
+    // (other queues, or too many) are settled by a settle call made at the same time.
+    const settled: SettleStatus[] = settlements.map(() => 'lost');
+    const along = new Map<string, { item: Settlement; rid: string; index: number }[]>();
+    let apart: Promise<void> | undefined;
+    if (settlements.length) {
+      const { groups } = byQueue(settlements);
+      const rest: number[] = [];
+      for (const [queue, group] of groups) {
+        if (queues.includes(queue) && chunk(group, settlementSize).length === 1) along.set(queue, group);
+        else for (const { index } of group) rest.push(index);
+      }
+      if (rest.length)
+        apart = this.settle(
+          req.workerId,
+          rest.map((i) => settlements[i]!),
+          now,
+        ).then((r) =>
+          rest.forEach((i, j) => {
+            settled[i] = r[j]!;
+          }),
+        );
+    }
+    if (queues.length === 0) {
+      await apart;
+      return { runs: [], nextAt: null, settled };
+    }
     // Runs leased after onCancel() get their cancel notices: wait (boundedly) for the subscription.
     if (this.#cancelsSubscribed) await this.#bounded(this.#cancelsSubscribed);
-    const first = await Promise.all(queues.map((q, i) => this.#reserveCall(redis, q, req, i === 0 ? max : 0, now)));
+    const [first] = await Promise.all([
+      Promise.all(queues.map((q, i) => this.#reserveCall(redis, q, req, i === 0 ? max : 0, now, along.get(q), settled))),
+      apart,
+    ]);
     const byQueueRuns = new Map<string, Reservation[]>(first.map((r) => [r.queue, r.runs]));
     let nextAt: number | null = null;
     const earliest = (t: number | null) => {
@@ -418,7 +467,7 @@ export class RedisBroker implements Broker, BrokerInspector {
       }
     }
     const runs = queues.flatMap((q) => byQueueRuns.get(q) ?? []);
-    return { runs, nextAt };
+    return settlements.length ? { runs, nextAt, settled } : { runs, nextAt };
   }
 
   async settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
@@ -431,15 +480,9 @@ export class RedisBroker implements Broker, BrokerInspector {
     const calls: Promise<void>[] = [];
     for (const [queue, group] of groups) {
       const k = this.#k(queue);
-      const size = ({ item }: { item: Settlement }) =>
-        (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
-      for (const part of chunk(group, size)) {
+      for (const part of chunk(group, settlementSize)) {
         const args: (string | number)[] = [k.base, workerId, now, this.#eventsChannel, k.idPrefix];
-        for (const { item, rid } of part) {
-          if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
-          else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
-          else args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
-        }
+        pushSettlements(args, part);
         calls.push(
           runScript(redis, 'settle', [k.active, k.sched], args).then((reply) => {
             const r = reply as number[];

@@ -393,8 +393,12 @@ export class SqliteBroker implements Broker, BrokerInspector {
     const corrupt: { id: string; problems: string[] }[] = [];
     let nextAt: number | null = null;
     const seen: [string, number][] = [];
+    const retried = new Set<string>();
+    let settled: SettleStatus[] | undefined;
 
     this.#tx(() => {
+      // Outcomes sent along: recorded first, in the same transaction.
+      if (req.settle?.length) settled = this.#settleIn(workerId, req.settle, now, changed, retried);
       const paused = new Set((this.#s.paused.all() as Row[]).map((r) => String(r.queue)));
       for (const queue of requested) {
         if (paused.has(queue)) {
@@ -468,8 +472,9 @@ export class SqliteBroker implements Broker, BrokerInspector {
     }
     if (changed.length) this.#hub.emit('runs', changed);
     // Runs put back in a queue may be more than this worker took: let other waiters look.
+    for (const q of retried) if (!woken.includes(q)) woken.push(q);
     if (woken.length) this.#hub.emit('work', woken);
-    return { runs: reserved, nextAt };
+    return settled ? { runs: reserved, nextAt, settled } : { runs: reserved, nextAt };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -480,37 +485,40 @@ export class SqliteBroker implements Broker, BrokerInspector {
     if (settlements.length === 0) return [];
     const changed: string[] = [];
     const queues = new Set<string>();
-    const statuses = this.#tx(() => {
-      const out = settlements.map((s): SettleStatus => {
-        let row: Row | undefined;
-        if (s.outcome === 'retry') {
-          const seq = this.#takeSeq(1) + 1;
-          row = this.#s.retryLater.get(s.id, s.attempt, workerId, now, s.runAt, seq, s.error) as Row | undefined;
-          if (row) queues.add(String(row.queue));
-        } else if (s.retentionMs <= 0) {
-          row = this.#s.deleteHeld.get(s.id, s.attempt, workerId) as Row | undefined;
-        } else if (s.outcome === 'succeeded') {
-          row = this.#s.succeed.get(s.id, s.attempt, workerId, now, now + s.retentionMs, s.result ?? null) as Row | undefined;
-        } else {
-          row = this.#s.fail.get(s.id, s.attempt, workerId, now, now + s.retentionMs, s.error) as Row | undefined;
-        }
-        if (!row) return 'lost';
-        changed.push(s.id);
-        const stat = this.#stat(String(row.queue), now);
-        if (s.outcome === 'succeeded') stat.succeeded++;
-        else if (s.outcome === 'failed') stat.failed++;
-        else stat.retried++;
-        const startedAt = num(row.started_at);
-        if (startedAt !== undefined) this.#observe(stat, 'run', now - startedAt);
-        return 'ok';
-      });
-      // A retried run is work again, now or at its runAt (which may move the queue's next due time).
-      for (const q of queues) this.#bump(q);
-      return out;
-    });
+    const statuses = this.#tx(() => this.#settleIn(workerId, settlements, now, changed, queues));
     if (changed.length) this.#hub.emit('runs', changed);
     if (queues.size) this.#hub.emit('work', [...queues]);
     return statuses;
+  }
+
+  /** Within a transaction: records outcomes; adds the runs changed to `changed` and the queues given work to `queues`. */
+  #settleIn(workerId: string, settlements: readonly Settlement[], now: number, changed: string[], queues: Set<string>): SettleStatus[] {
+    const out = settlements.map((s): SettleStatus => {
+      let row: Row | undefined;
+      if (s.outcome === 'retry') {
+        const seq = this.#takeSeq(1) + 1;
+        row = this.#s.retryLater.get(s.id, s.attempt, workerId, now, s.runAt, seq, s.error) as Row | undefined;
+        if (row) queues.add(String(row.queue));
+      } else if (s.retentionMs <= 0) {
+        row = this.#s.deleteHeld.get(s.id, s.attempt, workerId) as Row | undefined;
+      } else if (s.outcome === 'succeeded') {
+        row = this.#s.succeed.get(s.id, s.attempt, workerId, now, now + s.retentionMs, s.result ?? null) as Row | undefined;
+      } else {
+        row = this.#s.fail.get(s.id, s.attempt, workerId, now, now + s.retentionMs, s.error) as Row | undefined;
+      }
+      if (!row) return 'lost';
+      changed.push(s.id);
+      const stat = this.#stat(String(row.queue), now);
+      if (s.outcome === 'succeeded') stat.succeeded++;
+      else if (s.outcome === 'failed') stat.failed++;
+      else stat.retried++;
+      const startedAt = num(row.started_at);
+      if (startedAt !== undefined) this.#observe(stat, 'run', now - startedAt);
+      return 'ok';
+    });
+    // A retried run is work again, now or at its runAt (which may move the queue's next due time).
+    for (const q of queues) this.#bump(q);
+    return out;
   }
 
   async renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {

@@ -39,16 +39,27 @@ local BUCKETS = { 0 } --!buckets
 -- Per-minute counters are kept this long (real time), in ms.
 local STATS_TTL = 172800000
 
-local CROCKFORD = {}
-for i = 1, 32 do
-  CROCKFORD[string.byte('0123456789ABCDEFGHJKMNPQRSTVWXYZ', i)] = i - 1
-end
-
--- The time (epoch ms) in a rid: its first 10 characters, Crockford base32.
+-- The time (epoch ms) in a rid: its first 10 characters, Crockford base32
+-- (0-9 A-H J K M N P-T V-Z). Computed from the bytes: no lookup table to build on every call.
+local byte = string.byte
 local function ridTime(rid)
   local t = 0
   for i = 1, 10 do
-    t = t * 32 + (CROCKFORD[string.byte(rid, i)] or 0)
+    local b, d = byte(rid, i) or 48, 0
+    if b < 58 then
+      d = b - 48
+    elseif b < 73 then
+      d = b - 55
+    elseif b < 76 then
+      d = b - 56
+    elseif b < 79 then
+      d = b - 57
+    elseif b < 86 then
+      d = b - 58
+    else
+      d = b - 59
+    end
+    t = t * 32 + d
   end
   return t
 end
@@ -202,4 +213,68 @@ local function replay(base, k, rid, id, chan, v, nowS)
   rcall('ZREM', base .. 'failed', rid)
   pushQueued(base, rid, v[2] or '0', false)
   notify(chan, id, v[3])
+end
+
+--[[
+  Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve
+  before it leases). Items are ARGV[from], ARGV[from + 1], ... up to `to`, 5 per item: rid,
+  attempt, outcome (s succeeded, f failed, r retry), payload (result JSON, '' for null; or error
+  JSON), retentionMs (s, f) or runAt (r). Each item is applied only if the run is active with
+  this worker and attempt; otherwise it is lost and nothing is written. Appends one status per
+  item to `out` (1 applied, 0 lost), counts outcomes and run times in `acc`, and returns whether
+  a run became queued, or scheduled before every other scheduled run (then idle workers must be
+  woken). See settle.lua for what each outcome writes.
+]]
+local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKey, from, to, out, acc)
+  local wakeUp = false
+  local done = {} -- rids leaving `active`
+  local batch = {} -- finished index entries
+  for j = from, to, 5 do
+    local rid, att, kind, payload, numS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
+    local k = base .. 'r:' .. rid
+    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b')
+    if v['err'] or v[1] ~= 'a' or v[2] ~= worker or v[3] ~= att then
+      out[#out + 1] = 0
+    else
+      local num = tonumber(numS)
+      done[#done + 1] = rid
+      statLatency(acc, 'u', now - (tonumber(v[6]) or now))
+      if kind == 's' then
+        statAdd(acc, 'd', 1)
+        if att ~= '1' then
+          rcall('HDEL', k, 'E') -- the error of an earlier attempt
+        end
+        if payload ~= '' then
+          finish(base, k, rid, 'd', 'succeeded', now, nowS, num, batch, 'R', payload)
+        else
+          finish(base, k, rid, 'd', 'succeeded', now, nowS, num, batch)
+        end
+      elseif kind == 'f' then
+        statAdd(acc, 'f', 1)
+        finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', payload)
+      else
+        statAdd(acc, 'r', 1)
+        local h = appendHistory(rcall('HGET', k, 'h'), att, worker, v[6], nowS, 'retry', payload)
+        rcall('HDEL', k, 'o')
+        if num > now then
+          rcall('HSET', k, 's', 's', 'r', numS, 'h', h, 'E', payload)
+          -- Due before every other scheduled run: idle workers must recompute when to wake.
+          local first = rcall('ZRANGE', schedKey, 0, 0, 'WITHSCORES')
+          if not first[2] or num < tonumber(first[2]) then
+            wakeUp = true
+          end
+          rcall('ZADD', schedKey, num, rid)
+        else
+          rcall('HSET', k, 's', 'q', 'r', numS, 'h', h, 'E', payload)
+          pushQueued(base, rid, v[5] or '0', false)
+          wakeUp = true
+        end
+      end
+      notify(chan, qp .. rid, v[4])
+      out[#out + 1] = 1
+    end
+  end
+  bulk('ZREM', activeKey, done, 1000)
+  flushFinished(base, batch)
+  return wakeUp
 end

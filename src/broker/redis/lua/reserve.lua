@@ -29,9 +29,13 @@
   ARGV[8] limit of runs promoted, and of leases recovered, per call
   ARGV[9] events channel (watched runs)
   ARGV[10] run id prefix `<queue>.`
+  ARGV[11...] outcomes of this worker's runs to record first (even while the queue is paused),
+    5 per item as in settle.lua: a worker sends them along with its next reservation, which
+    saves a round trip per batch
 
   Returns { nextAt (-1: nothing pending), queued (with max 0: the runs queued; otherwise 0 when
             none remain, more than 0 when some do),
+            m (the outcomes given), then m statuses (1 applied, 0 lost, as settle.lua returns),
             then 7 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
             time in the run id), traceparent ('' for none) }
 ]]
@@ -48,10 +52,22 @@ local limit = tonumber(ARGV[8])
 local chan, qp = ARGV[9], ARGV[10]
 local more = false
 local acc = {} -- this minute's counters
+local out = { 0, 0, (#ARGV - 10) / 5 }
+
+-- 0. Outcomes sent along.
+local wakeUp = false
+if #ARGV > 10 then
+  wakeUp = settleItems(base, worker, now, nowS, chan, qp, KEYS[2], KEYS[1], 11, #ARGV, out, acc)
+end
 
 -- A paused queue is left untouched until resumed (its due times do not count either).
 if rcall('EXISTS', KEYS[4]) == 1 then
-  return { -1, 0 }
+  statFlush(base, now, acc)
+  if wakeUp then
+    wake(base)
+  end
+  out[1] = -1
+  return out
 end
 
 -- 1. Due scheduled runs become queued.
@@ -106,7 +122,6 @@ if #expired > 0 then
 end
 
 -- 3. Lease up to max queued runs.
-local out = { 0, 0 }
 local n = 0
 local leases = {} -- score, rid pairs for `active`
 local levels = rcall('ZRANGE', KEYS[3], 0, -1)
@@ -174,8 +189,11 @@ if max == 0 then
 elseif n >= max then
   queued = rcall('ZCARD', KEYS[3])
   if queued > 0 then
-    wake(base)
+    wakeUp = true
   end
+end
+if wakeUp then
+  wake(base)
 end
 
 local nextAt = -1
