@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { Broker, BrokerInspector, Lease, Reservation, Settlement } from '../broker/types.ts';
+import type { Broker, BrokerInspector, Lease, Reservation, Settlement, SettleStatus } from '../broker/types.ts';
 import { BrokerConfigError, ConfigError, ErrandError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
 import { scrubThrown, secretsAt } from '../core/redact.ts';
@@ -93,7 +93,18 @@ export class Worker extends EventEmitter {
   #pending: Settlement[] = [];
   #flushing: Promise<void> | undefined;
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
-  #loopDone: Promise<void> | undefined;
+  /** Broker calls of the engine (#pump) in progress: reservations, the wait for work, a back-off. */
+  readonly #calls = new Set<Promise<void>>();
+  #pumpScheduled = false;
+  /** Reservation calls in flight, and the slots they may fill. */
+  #inflight = 0;
+  #reserving = 0;
+  /** The last reply brought no run: wait for work once no call is in flight. */
+  #drained = false;
+  #nextAt: number | null = null;
+  #waiting = false;
+  #backingOff = false;
+  #failures = 0;
   readonly #stop = new AbortController();
   #slotWaiter: (() => void) | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
@@ -163,7 +174,7 @@ export class Worker extends EventEmitter {
       this.#heartbeatTimer.unref();
     }
     this.logger.info({ queues: this.queues, concurrency: this.concurrency }, 'worker started');
-    this.#loopDone = this.#loop();
+    this.#pump();
     return this;
   }
 
@@ -198,46 +209,114 @@ export class Worker extends EventEmitter {
     };
   }
 
-  async #loop(): Promise<void> {
-    const broker = this.#broker!;
-    let failures = 0;
-    while (this.#state === 'running') {
-      let free = this.concurrency - this.#active.size;
-      if (free <= 0) {
-        await new Promise<void>((resolve) => {
-          this.#slotWaiter = resolve;
-        });
-        // Let every run finishing in this turn free its slot, so that one reserve fills them all.
-        await new Promise((resolve) => setImmediate(resolve));
-        continue;
+  /**
+   * The worker's engine, run (at most once per turn of the event loop, see #schedule) whenever
+   * something changes: a run finished, a reservation came back, a wait or a back-off ended.
+   *
+   * Reservations: with a remote broker, up to two calls in flight, each for at most half the
+   * slots, so that the runs of one reply execute while the broker serves the other call (the
+   * worker's and the broker's work overlap instead of taking turns); otherwise one call at a time. Outcomes of finished runs ride along with the next
+   * reservation (one round trip for both); when no reservation goes out, they are sent on their
+   * own (#flush). When a reply brings no run, the worker waits for the broker's wake-up signal
+   * (or the next due time) once its other call is back.
+   */
+  #pump(): void {
+    this.#pumpScheduled = false;
+    if (this.#state === 'running' && !this.#waiting && !this.#backingOff) {
+      const calls = this.#broker!.remote ? 2 : 1;
+      const chunk = Math.ceil(this.concurrency / calls);
+      const free = this.concurrency - this.#active.size - this.#reserving;
+      if (!this.#drained && free > 0 && this.#inflight < calls && (this.#inflight === 0 || free >= chunk)) {
+        this.#reserve(Math.min(free, chunk));
+        // The second call goes out a turn later, so that the broker's replies come apart.
+        if (free > chunk) this.#schedule();
       }
-      let result: Awaited<ReturnType<Broker['reserve']>>;
-      try {
-        result = await broker.reserve({ workerId: this.id, queues: this.queues, max: free, leaseMs: this.leaseMs, now: Date.now() });
-        failures = 0;
-      } catch (err) {
-        failures++;
-        this.#logBrokerError(err, 'reserve failed; retrying');
-        await sleep(Math.min(5000, 100 * 2 ** Math.min(failures, 6)), this.#stop.signal);
-        continue;
-      }
-      if (this.#state !== 'running') {
-        // Stopped while reserving: hand these back at once.
-        if (result.runs.length) await this.#releaseLeases(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
-        break;
-      }
-      for (const run of result.runs) this.#execute(run);
-      free -= result.runs.length;
-      if (result.runs.length === 0) {
-        try {
-          await broker.waitForWork(this.queues, result.nextAt, this.#stop.signal);
-        } catch (err) {
-          failures++;
-          this.#logBrokerError(err, 'waiting for work failed; retrying');
-          await sleep(Math.min(5000, 100 * 2 ** Math.min(failures, 6)), this.#stop.signal);
-        }
-      }
+      if (this.#drained && this.#inflight === 0) this.#wait();
     }
+    if (this.#pending.length && !this.#flushing) this.#flushing = this.#flush();
+  }
+
+  #schedule(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(() => this.#pump());
+  }
+
+  #reserve(max: number): void {
+    const broker = this.#broker!;
+    const settle = this.#pending;
+    this.#pending = [];
+    this.#inflight++;
+    this.#reserving += max;
+    const call = broker
+      .reserve({
+        workerId: this.id,
+        queues: this.queues,
+        max,
+        leaseMs: this.leaseMs,
+        now: Date.now(),
+        ...(settle.length ? { settle } : {}),
+      })
+      .then(
+        async (result) => {
+          this.#inflight--;
+          this.#reserving -= max;
+          this.#failures = 0;
+          if (settle.length) this.#settled(settle, result.settled);
+          if (this.#state !== 'running') {
+            // Stopped while reserving: hand these back at once.
+            if (result.runs.length) await this.#releaseLeases(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
+            return;
+          }
+          for (const run of result.runs) this.#execute(run);
+          this.#drained = result.runs.length === 0;
+          this.#nextAt = result.nextAt;
+          this.#schedule();
+        },
+        (err: unknown) => {
+          this.#inflight--;
+          this.#reserving -= max;
+          this.#pending = settle.concat(this.#pending);
+          this.#logBrokerError(err, 'reserve failed; retrying');
+          this.#backOff();
+        },
+      )
+      .finally(() => this.#calls.delete(call));
+    this.#calls.add(call);
+  }
+
+  /** Nothing to reserve: sleeps until the broker signals work, the next due time, or stop. */
+  #wait(): void {
+    this.#waiting = true;
+    const call = this.#broker!.waitForWork(this.queues, this.#nextAt, this.#stop.signal)
+      .then(
+        () => {
+          this.#waiting = false;
+          this.#drained = false;
+          this.#schedule();
+        },
+        (err: unknown) => {
+          this.#waiting = false;
+          this.#drained = false;
+          this.#logBrokerError(err, 'waiting for work failed; retrying');
+          this.#backOff();
+        },
+      )
+      .finally(() => this.#calls.delete(call));
+    this.#calls.add(call);
+  }
+
+  /** After a broker error: no reservation for a while (longer after each consecutive failure). */
+  #backOff(): void {
+    this.#failures++;
+    this.#backingOff = true;
+    const call = sleep(Math.min(5000, 100 * 2 ** Math.min(this.#failures, 6)), this.#stop.signal)
+      .then(() => {
+        this.#backingOff = false;
+        this.#schedule();
+      })
+      .finally(() => this.#calls.delete(call));
+    this.#calls.add(call);
   }
 
   #execute(run: Reservation): void {
@@ -249,6 +328,7 @@ export class Worker extends EventEmitter {
       const waiter = this.#slotWaiter;
       this.#slotWaiter = undefined;
       waiter?.();
+      this.#schedule();
     });
   }
 
@@ -433,16 +513,24 @@ export class Worker extends EventEmitter {
     }, 200);
   }
 
+  /** Queues an outcome: it goes with the next reservation, or on its own (see #pump). */
   #settle(s: Settlement): void {
     this.#settling.set(s.id, s);
     this.#pending.push(s);
-    this.#flushing ??= this.#flush();
+    this.#schedule();
   }
 
-  /** Stores pending outcomes in batches; on broker errors keeps them and tries again (their leases are still renewed). */
+  /** Outcomes the broker has stored (or found lost): their leases need no more renewing. */
+  #settled(batch: readonly Settlement[], statuses: readonly SettleStatus[] | undefined): void {
+    batch.forEach((s, i) => {
+      this.#settling.delete(s.id);
+      if (statuses?.[i] === 'lost')
+        this.logger.warn({ runId: s.id, outcome: s.outcome }, 'outcome not stored: the run was cancelled or its lease expired meanwhile');
+    });
+  }
+
+  /** Stores pending outcomes in batches, one call at a time; on broker errors keeps them and tries again (their leases are still renewed). */
   async #flush(): Promise<void> {
-    // Coalesce every outcome produced in this turn of the event loop into one call.
-    await new Promise((resolve) => setImmediate(resolve));
     let failures = 0;
     while (this.#pending.length) {
       const batch = this.#pending;
@@ -450,14 +538,7 @@ export class Worker extends EventEmitter {
       try {
         const statuses = await this.#broker!.settle(this.id, batch, Date.now());
         failures = 0;
-        batch.forEach((s, i) => {
-          this.#settling.delete(s.id);
-          if (statuses[i] === 'lost')
-            this.logger.warn(
-              { runId: s.id, outcome: s.outcome },
-              'outcome not stored: the run was cancelled or its lease expired meanwhile',
-            );
-        });
+        this.#settled(batch, statuses);
       } catch (err) {
         failures++;
         this.#pending = batch.concat(this.#pending);
@@ -542,7 +623,8 @@ export class Worker extends EventEmitter {
     this.#state = 'stopping';
     this.#stop.abort();
     this.#slotWaiter?.();
-    await this.#loopDone;
+    // Reservations in flight come back (their runs are handed back), the wait for work ends.
+    while (this.#calls.size) await Promise.allSettled(this.#calls);
     const deadline = Date.now() + graceMs;
     while (this.#active.size > 0 && Date.now() < deadline && !this.#now) {
       await new Promise<void>((resolve) => {
@@ -562,7 +644,13 @@ export class Worker extends EventEmitter {
       leases.push({ id: e.run.id, attempt: e.run.attempt });
       this.#detach(e.run.id, 'released', new WorkerStoppedError(`Worker ${this.id} is stopping; the run is handed back to the queue`));
     }
-    while (this.#flushing) await this.#flushing;
+    // Every outcome stored (or given up on) before the leases still held are handed back.
+    for (;;) {
+      if (this.#calls.size) await Promise.allSettled(this.#calls);
+      else if (this.#pending.length && !this.#flushing) this.#flushing = this.#flush();
+      else if (this.#flushing) await this.#flushing;
+      else break;
+    }
     if (leases.length) await this.#releaseLeases(leases);
     if (this.#state === 'stopped') return;
     clearInterval(this.#renewTimer);
