@@ -1,6 +1,11 @@
 /**
  * Users in PostgreSQL (`DATABASE_URL`), through a `pg` pool. `init()` creates the table if it is
  * missing, under an advisory lock so that API and worker processes starting together do not race.
+ *
+ * Group commit: the creates asked for in one turn of the event loop go to the server as one
+ * statement (one round trip, one commit), and so do the `scheduled` marks. A taken email fails its
+ * own create only: `ON CONFLICT (email_key) DO NOTHING` leaves that row out and the others in (the
+ * first of two creates with one email in a batch wins); an error of the statement fails the batch.
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -56,6 +61,8 @@ export interface PgUserStoreOptions {
 export class PgUserStore implements UserStore {
   readonly kind = 'postgres' as const;
   readonly #pool: pg.Pool;
+  readonly #creates = new TurnBatch<{ user: User; key: string }, User>((batch) => this.#insert(batch));
+  readonly #schedules = new TurnBatch<{ id: string; runId: string }, void>((batch) => this.#schedule(batch));
 
   constructor(options: PgUserStoreOptions) {
     this.#pool = new pg.Pool({ connectionString: options.url, max: options.max ?? 10, connectionTimeoutMillis: 10_000 });
@@ -90,23 +97,32 @@ export class PgUserStore implements UserStore {
     }
   }
 
-  async create(input: { username: string; email: string }): Promise<User> {
+  create(input: { username: string; email: string }): Promise<User> {
     const now = new Date();
     const user: User = { id: newUserId(now.getTime()), username: input.username, email: input.email, createdAt: now };
-    try {
-      await this.#pool.query('INSERT INTO users (id, username, email, email_key, created_at) VALUES ($1, $2, $3, $4, $5)', [
-        user.id,
-        user.username,
-        user.email,
-        emailKey(user.email),
-        now,
-      ]);
-    } catch (err) {
-      const e = err as { code?: string; constraint?: string };
-      if (e.code === '23505' && e.constraint === 'users_email_key_unique') throw new EmailTakenError();
-      throw err;
-    }
-    return user;
+    return this.#creates.add({ user, key: emailKey(user.email) });
+  }
+
+  /** One INSERT for the batch; a row left out by the email's uniqueness is that create's `EmailTakenError`. */
+  async #insert(batch: { user: User; key: string }[]): Promise<(User | Error)[]> {
+    const { rows } = await this.#pool.query<{ id: string }>(
+      `INSERT INTO users (id, username, email, email_key, created_at)
+       SELECT id, username, email, email_key, created_at
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) WITH ORDINALITY
+         AS v(id, username, email, email_key, created_at, n)
+       ORDER BY n
+       ON CONFLICT (email_key) DO NOTHING
+       RETURNING id`,
+      [
+        batch.map((b) => b.user.id),
+        batch.map((b) => b.user.username),
+        batch.map((b) => b.user.email),
+        batch.map((b) => b.key),
+        batch.map((b) => b.user.createdAt),
+      ],
+    );
+    const stored = new Set(rows.map((r) => r.id));
+    return batch.map((b) => (stored.has(b.user.id) ? b.user : new EmailTakenError()));
   }
 
   async get(id: string): Promise<User | null> {
@@ -149,11 +165,18 @@ export class PgUserStore implements UserStore {
     return status;
   }
 
-  async markWelcomeScheduled(id: string, runId: string): Promise<void> {
+  markWelcomeScheduled(id: string, runId: string): Promise<void> {
+    return this.#schedules.add({ id, runId });
+  }
+
+  async #schedule(batch: { id: string; runId: string }[]): Promise<undefined[]> {
     await this.#pool.query(
-      "UPDATE users SET welcome_status = 'scheduled', welcome_run_id = $1 WHERE id = $2 AND welcome_status = 'pending'",
-      [runId, id],
+      `UPDATE users u SET welcome_status = 'scheduled', welcome_run_id = v.run_id
+       FROM unnest($1::text[], $2::text[]) AS v(id, run_id)
+       WHERE u.id = v.id AND u.welcome_status = 'pending'`,
+      [batch.map((b) => b.id), batch.map((b) => b.runId)],
     );
+    return batch.map(() => undefined);
   }
 
   async markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
@@ -185,6 +208,43 @@ export class PgUserStore implements UserStore {
   async close(): Promise<void> {
     await this.#pool.end();
   }
+}
+
+/**
+ * Collects the items added in one turn of the event loop and hands them to `run` together; each
+ * `add` settles with its own item's outcome (an Error in the outcomes rejects that item alone), or
+ * with `run`'s error for the whole batch.
+ */
+class TurnBatch<I, O> {
+  readonly #run: (batch: I[]) => Promise<(O | Error)[]>;
+  #items: { item: I; resolve: (value: O) => void; reject: (err: unknown) => void }[] = [];
+
+  constructor(run: (batch: I[]) => Promise<(O | Error)[]>) {
+    this.#run = run;
+  }
+
+  add(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      if (this.#items.push({ item, resolve, reject }) === 1) setImmediate(this.#flush);
+    });
+  }
+
+  readonly #flush = (): void => {
+    const batch = this.#items;
+    this.#items = [];
+    this.#run(batch.map((b) => b.item)).then(
+      (outcomes) => {
+        for (let i = 0; i < batch.length; i++) {
+          const o = outcomes[i];
+          if (o instanceof Error) batch[i]!.reject(o);
+          else batch[i]!.resolve(o as O);
+        }
+      },
+      (err) => {
+        for (const b of batch) b.reject(err);
+      },
+    );
+  };
 }
 
 function toUser(row: Row): User {

@@ -2,6 +2,13 @@
  * Users in the embedded SQLite file: the same file as the embedded broker (`DATA_DIR/errand.db`),
  * in a table of its own, through a connection of its own. WAL lets the API and worker processes
  * read while one writes; `busy_timeout` makes a writer wait for the other's lock instead of failing.
+ *
+ * Group commit: the writes asked for in one turn of the event loop (an API under load: the inserts
+ * of every request read in that turn, the welcome marks of every enqueue answered in it) go into one
+ * transaction, committed once; each promise settles after that commit, with its own result or error.
+ * A statement refused by a constraint (a taken email) is undone alone by SQLite, the transaction
+ * going on, so one bad row fails only its own caller; an error that ends the transaction (disk full,
+ * I/O) fails every write of the batch, none of which was stored.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import {
@@ -49,6 +56,12 @@ interface WelcomeRow {
   welcome_error: string | null;
 }
 
+interface PendingWrite {
+  op: () => unknown;
+  resolve: (value: unknown) => void;
+  reject: (err: unknown) => void;
+}
+
 const SQLITE_CONSTRAINT_UNIQUE = 2067;
 const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
 
@@ -65,6 +78,9 @@ export class SqliteUserStore implements UserStore {
   readonly #busyTimeoutMs: number;
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
+  /** Writes waiting for the next group commit (see `#write`). */
+  #writes: PendingWrite[] = [];
+  #flushScheduled = false;
 
   constructor(options: SqliteUserStoreOptions) {
     this.path = options.path;
@@ -95,24 +111,99 @@ export class SqliteUserStore implements UserStore {
     return s;
   }
 
-  async create(input: { username: string; email: string }): Promise<User> {
+  /**
+   * Runs `op` (synchronous statements) in the next group commit, at the end of this turn of the
+   * event loop; settles once the transaction is committed (or has failed).
+   */
+  #write<T>(op: () => T): Promise<T> {
+    if (!this.#db) return Promise.reject(new Error('SqliteUserStore is not open: call init() first'));
+    return new Promise<T>((resolve, reject) => {
+      this.#writes.push({ op, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(this.#flush);
+      }
+    });
+  }
+
+  /** Commits the waiting writes in one transaction (a lone write in its own, implicit one). */
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const batch = this.#writes;
+    if (batch.length === 0) return;
+    this.#writes = [];
+    const db = this.#db;
+    if (!db) {
+      const err = new Error('SqliteUserStore was closed before this write');
+      for (const w of batch) w.reject(err);
+      return;
+    }
+    if (batch.length === 1) {
+      const w = batch[0]!;
+      let value: unknown;
+      try {
+        value = w.op();
+      } catch (err) {
+        w.reject(err);
+        return;
+      }
+      w.resolve(value);
+      return;
+    }
+    const values: unknown[] = new Array(batch.length);
+    const failed: boolean[] = new Array(batch.length).fill(false);
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      for (let i = 0; i < batch.length; i++) {
+        try {
+          values[i] = batch[i]!.op();
+        } catch (err) {
+          // SQLite undid this statement alone and the transaction goes on: the error is this write's.
+          // A transaction that ended with it (I/O error, disk full) took the earlier writes along.
+          if (!db.isTransaction) throw err;
+          values[i] = err;
+          failed[i] = true;
+        }
+      }
+      db.exec('COMMIT');
+    } catch (err) {
+      if (db.isTransaction) {
+        try {
+          db.exec('ROLLBACK');
+        } catch {
+          // The connection is unusable; every caller gets the error below.
+        }
+      }
+      for (const w of batch) w.reject(err);
+      return;
+    }
+    for (let i = 0; i < batch.length; i++) {
+      if (failed[i]) batch[i]!.reject(values[i]);
+      else batch[i]!.resolve(values[i]);
+    }
+  };
+
+  create(input: { username: string; email: string }): Promise<User> {
     const now = Date.now();
     const user: User = { id: newUserId(now), username: input.username, email: input.email, createdAt: new Date(now) };
-    try {
-      this.#stmt('INSERT INTO users (id, username, email, email_key, created_at) VALUES (?, ?, ?, ?, ?)').run(
-        user.id,
-        user.username,
-        user.email,
-        emailKey(user.email),
-        now,
-      );
-    } catch (err) {
-      const code = (err as { errcode?: number }).errcode;
-      if (code === SQLITE_CONSTRAINT_UNIQUE && /email_key/.test((err as Error).message)) throw new EmailTakenError();
-      if (code === SQLITE_CONSTRAINT_PRIMARYKEY) throw new Error(`User id collision on ${user.id}; try again`, { cause: err });
-      throw err;
-    }
-    return user;
+    const key = emailKey(user.email);
+    return this.#write(() => {
+      try {
+        this.#stmt('INSERT INTO users (id, username, email, email_key, created_at) VALUES (?, ?, ?, ?, ?)').run(
+          user.id,
+          user.username,
+          user.email,
+          key,
+          now,
+        );
+      } catch (err) {
+        const code = (err as { errcode?: number }).errcode;
+        if (code === SQLITE_CONSTRAINT_UNIQUE && /email_key/.test((err as Error).message)) throw new EmailTakenError();
+        if (code === SQLITE_CONSTRAINT_PRIMARYKEY) throw new Error(`User id collision on ${user.id}; try again`, { cause: err });
+        throw err;
+      }
+      return user;
+    });
   }
 
   async get(id: string): Promise<User | null> {
@@ -154,23 +245,30 @@ export class SqliteUserStore implements UserStore {
   }
 
   async markWelcomeScheduled(id: string, runId: string): Promise<void> {
-    this.#stmt("UPDATE users SET welcome_status = 'scheduled', welcome_run_id = ? WHERE id = ? AND welcome_status = 'pending'").run(
-      runId,
-      id,
-    );
+    await this.#write(() => {
+      this.#stmt("UPDATE users SET welcome_status = 'scheduled', welcome_run_id = ? WHERE id = ? AND welcome_status = 'pending'").run(
+        runId,
+        id,
+      );
+    });
   }
 
   async markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
-    this.#stmt(
-      "UPDATE users SET welcome_status = 'sent', welcome_message_id = ?, welcome_sent_at = ?, welcome_error = NULL, welcome_run_id = COALESCE(?, welcome_run_id) WHERE id = ?",
-    ).run(messageId, Date.now(), runId ?? null, id);
+    const now = Date.now();
+    await this.#write(() => {
+      this.#stmt(
+        "UPDATE users SET welcome_status = 'sent', welcome_message_id = ?, welcome_sent_at = ?, welcome_error = NULL, welcome_run_id = COALESCE(?, welcome_run_id) WHERE id = ?",
+      ).run(messageId, now, runId ?? null, id);
+    });
   }
 
   async markWelcomeFailed(id: string, error: string): Promise<void> {
-    this.#stmt("UPDATE users SET welcome_status = 'failed', welcome_error = ? WHERE id = ? AND welcome_status <> 'sent'").run(
-      error.slice(0, 2000),
-      id,
-    );
+    await this.#write(() => {
+      this.#stmt("UPDATE users SET welcome_status = 'failed', welcome_error = ? WHERE id = ? AND welcome_status <> 'sent'").run(
+        error.slice(0, 2000),
+        id,
+      );
+    });
   }
 
   async pendingWelcomes(createdBefore: Date, limit: number): Promise<User[]> {
@@ -185,6 +283,7 @@ export class SqliteUserStore implements UserStore {
   }
 
   async close(): Promise<void> {
+    this.#flush(); // writes already asked for are committed, not dropped
     const db = this.#db;
     this.#db = undefined;
     this.#stmts = {};

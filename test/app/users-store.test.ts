@@ -1,11 +1,12 @@
 // The two user stores (SQLite file, PostgreSQL) pass one suite: the service code relies on exactly this behaviour.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { PgUserStore } from '../../app/users/pg-store.ts';
 import { SqliteUserStore } from '../../app/users/sqlite-store.ts';
-import { EmailTakenError, encodeCursor, InvalidCursorError, type UserStore } from '../../app/users/store.ts';
+import { EmailTakenError, encodeCursor, InvalidCursorError, type User, type UserStore } from '../../app/users/store.ts';
 import { tempDir } from '../helpers.ts';
 import { createPgDatabase, HOSTILE_USERNAMES } from './support.ts';
 
@@ -150,8 +151,98 @@ for (const setup of setups) {
       // A well-formed cursor past the end is simply an empty last page.
       assert.deepEqual(await store.list({ limit: 5, cursor: encodeCursor('7ZZZZZZZZZZZZZZZZZZZZZZZZZ') }), { items: [], next: null });
     });
+
+    it('stores concurrent creates together: a taken email fails its own create only, the others are stored', async () => {
+      await store.create({ username: 'early', email: 'group.taken@example.com' });
+      const emails = [
+        'group.a@example.com',
+        'GROUP.TAKEN@example.com', // taken before
+        'group.b@example.com',
+        'group.c@example.com',
+        'Group.B@Example.com', // taken by a create of the same batch, earlier in it
+        'group.d@example.com',
+      ];
+      const outcomes = await Promise.allSettled(emails.map((email, i) => store.create({ username: `group ${i}`, email })));
+      assert.deepEqual(
+        outcomes.map((o) => o.status),
+        ['fulfilled', 'rejected', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled'],
+      );
+      for (const i of [1, 4]) assert.ok((outcomes[i] as PromiseRejectedResult).reason instanceof EmailTakenError);
+      for (const o of outcomes) {
+        if (o.status !== 'fulfilled') continue;
+        assert.deepEqual(await store.get(o.value.id), o.value);
+        assert.deepEqual(await store.welcomeStatus(o.value.id), { state: 'pending' });
+      }
+      const ids = new Set(outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value.id] : [])));
+      assert.equal(ids.size, 4);
+    });
+
+    it('stores concurrent marks and creates together, each with its own effect', async () => {
+      const [a, b] = await Promise.all([
+        store.create({ username: 'mark a', email: 'mark.a@example.com' }),
+        store.create({ username: 'mark b', email: 'mark.b@example.com' }),
+      ]);
+      const [, , c, taken] = await Promise.allSettled([
+        store.markWelcomeScheduled(a.id, 'emails.A'),
+        store.markWelcomeScheduled(b.id, 'emails.B'),
+        store.create({ username: 'mark c', email: 'mark.c@example.com' }),
+        store.create({ username: 'mark a again', email: 'MARK.A@example.com' }),
+      ]);
+      assert.equal(c.status, 'fulfilled');
+      assert.equal(taken.status, 'rejected');
+      assert.deepEqual(await store.welcomeStatus(a.id), { state: 'scheduled', runId: 'emails.A' });
+      assert.deepEqual(await store.welcomeStatus(b.id), { state: 'scheduled', runId: 'emails.B' });
+      assert.deepEqual(await store.welcomeStatus((c as PromiseFulfilledResult<User>).value.id), { state: 'pending' });
+    });
   });
 }
+
+describe('sqlite user store group commit', () => {
+  it('fails every write of a batch whose transaction cannot start, stores none of them, and works again afterwards', async () => {
+    const path = join(tempDir('errand-app'), 'errand.db');
+    const store = new SqliteUserStore({ path, busyTimeoutMs: 20 });
+    await store.init();
+    const other = new DatabaseSync(path);
+    try {
+      const before = await store.create({ username: 'before', email: 'lock.before@example.com' });
+      other.exec('BEGIN IMMEDIATE'); // another process holds the write lock past the busy timeout
+      const outcomes = await Promise.allSettled([
+        store.create({ username: 'locked 1', email: 'lock.1@example.com' }),
+        store.markWelcomeScheduled(before.id, 'emails.LOCKED'),
+        store.create({ username: 'locked 2', email: 'lock.2@example.com' }),
+      ]);
+      for (const o of outcomes) {
+        assert.equal(o.status, 'rejected');
+        assert.match(String((o as PromiseRejectedResult).reason), /locked|busy/i);
+        assert.ok(!((o as PromiseRejectedResult).reason instanceof EmailTakenError));
+      }
+      other.exec('ROLLBACK');
+      assert.deepEqual(await store.welcomeStatus(before.id), { state: 'pending' });
+      assert.equal((await store.list({ limit: 100 })).items.length, 1);
+      const after = await store.create({ username: 'locked 1', email: 'lock.1@example.com' });
+      assert.deepEqual(await store.get(after.id), after);
+    } finally {
+      other.close();
+      await store.close();
+    }
+  });
+
+  it('commits the writes asked for before close', async () => {
+    const path = join(tempDir('errand-app'), 'errand.db');
+    const store = new SqliteUserStore({ path });
+    await store.init();
+    const created = store.create({ username: 'last', email: 'last@example.com' });
+    await store.close();
+    const user = await created;
+    const reopened = new SqliteUserStore({ path });
+    await reopened.init();
+    try {
+      assert.deepEqual(await reopened.get(user.id), user);
+    } finally {
+      await reopened.close();
+    }
+  });
+});
 
 describe('postgres user store start-up', () => {
   it('creates its table once when several processes start together', async () => {
