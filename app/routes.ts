@@ -9,11 +9,10 @@
  * When bearer tokens are configured (`ERRAND_ADMIN_TOKENS`, `ERRAND_READ_TOKENS`), reading users
  * (which shows their emails) needs a read or admin token; signing up stays open, as in the seed.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { errorResponses, type HttpAuthOptions, HttpError, RETRY_AFTER_SECONDS, requireScope, traceparentOf } from '../src/http/index.ts';
-import type { EnqueueOptions } from '../src/index.ts';
 import type { WelcomeTask } from './tasks.ts';
 import { EmailTakenError, isCursor, USER_ID, type User, type UserStore } from './users/store.ts';
 
@@ -22,7 +21,7 @@ const CONTROL = /[\p{Cc}\u2028\u2029]/u;
 export const UsernameSchema = z
   .string()
   .superRefine((s, ctx) => {
-    const length = [...s].length;
+    const length = codePoints(s, 65);
     if (length < 1) {
       ctx.addIssue({ code: 'too_small', minimum: 1, origin: 'string', inclusive: true, input: s, message: 'must not be empty' });
     } else if (length > 64) {
@@ -41,6 +40,29 @@ export const UsernameSchema = z
     description: '1 to 64 characters, without control characters; stored exactly as given',
     examples: ['john.doe'],
   });
+
+/** The number of code points of `s` (a surrogate pair counts once), counted up to `max` at most. */
+function codePoints(s: string, max: number): number {
+  // Each code point is one or two UTF-16 units: the length bounds the count from both sides.
+  if (s.length <= max) {
+    let pairs = 0;
+    for (let i = 0; i < s.length - 1; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0xd800 && c <= 0xdbff) {
+        const d = s.charCodeAt(i + 1);
+        if (d >= 0xdc00 && d <= 0xdfff) {
+          pairs++;
+          i++;
+        }
+      }
+    }
+    return s.length - pairs;
+  }
+  if (s.length >= 2 * max) return max;
+  let n = 0;
+  for (const _ of s) if (++n >= max) return max;
+  return n;
+}
 
 export const EmailSchema = z
   .email({ message: 'must be a valid email address' })
@@ -125,36 +147,38 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
   const app = server.withTypeProvider<ZodTypeProvider>();
   const read = requireScope(options.auth, 'read');
 
-  const create = async (request: FastifyRequest, body: z.infer<typeof CreateUserSchema>) => {
+  const deadlines = new Deadlines(enqueueTimeoutMs, `the task queue did not answer within ${enqueueTimeoutMs} ms`);
+
+  const create = async (request: FastifyRequest<{ Body: z.infer<typeof CreateUserSchema> }>, reply: FastifyReply) => {
     let user: User;
     try {
-      user = await users.create(body);
+      user = await users.create(request.body);
     } catch (err) {
       if (err instanceof EmailTakenError) throw new HttpError(409, err.message);
       throw storeDown(request, err);
     }
-    request.log.info({ userId: user.id }, 'user created');
-    const enqueueOptions: EnqueueOptions = {};
+    const log = request.log;
+    log.info({ userId: user.id }, 'user created');
     const traceparent = traceparentOf(request);
-    if (traceparent) enqueueOptions.traceparent = traceparent;
     let run: { id: string } | undefined;
     try {
       // The idempotency key (welcome:<id>, set by the task) makes a second enqueue of this user's
       // email, by the sweep, return this run rather than a second one.
-      run = await withTimeout(
-        task.enqueue({ userId: user.id, email: user.email, username: user.username }, enqueueOptions),
-        enqueueTimeoutMs,
-        `the task queue did not answer within ${enqueueTimeoutMs} ms`,
+      run = await deadlines.within(
+        task.enqueue({ userId: user.id, email: user.email, username: user.username }, traceparent ? { traceparent } : undefined),
       );
     } catch (err) {
       // The user is kept, `pending`: a worker's sweep enqueues the email when the broker is back.
-      request.log.error({ err, userId: user.id }, 'could not enqueue the welcome email; it stays pending for the sweep');
+      log.error({ err, userId: user.id }, 'could not enqueue the welcome email; it stays pending for the sweep');
     }
     if (run) {
-      await users
-        .markWelcomeScheduled(user.id, run.id)
-        .catch((err) => request.log.warn({ err, userId: user.id }, 'could not record the welcome run; the sweep will find it'));
+      try {
+        await users.markWelcomeScheduled(user.id, run.id);
+      } catch (err) {
+        log.warn({ err, userId: user.id }, 'could not record the welcome run; the sweep will find it');
+      }
     }
+    reply.code(201).header('location', `/users/${user.id}`);
     return {
       message: run ? CREATED_MESSAGE : PENDING_MESSAGE,
       user: userJson(user),
@@ -172,11 +196,7 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
     response: { 201: CreatedSchema, ...errorResponses(400, 409, 413, 415, 422, 503) },
   };
   for (const url of ['/users/', '/users']) {
-    app.post(url, { schema: { ...createSchema, hide: url === '/users' } }, async (request, reply) => {
-      const out = await create(request, request.body);
-      reply.code(201).header('location', `/users/${out.user.id}`);
-      return out;
-    });
+    app.post(url, { schema: { ...createSchema, hide: url === '/users' }, serializerCompiler: jsonSerializerCompiler }, create);
   }
 
   const listSchema = {
@@ -237,11 +257,80 @@ function storeDown(request: FastifyRequest, err: unknown): HttpError {
   return new HttpError(503, 'The user database is unavailable; try again later', { 'retry-after': String(RETRY_AFTER_SECONDS) });
 }
 
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  promise.catch(() => {}); // a late failure after the timeout must not go unhandled
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+/**
+ * Our own objects, built to the route's response schemas (the OpenAPI document still shows them):
+ * written with JSON.stringify, without a second pass through zod.
+ */
+const jsonSerializerCompiler = () => (data: unknown) => JSON.stringify(data);
+
+interface Deadline {
+  at: number;
+  reject: (err: Error) => void;
+  prev: Deadline | undefined;
+  next: Deadline | undefined;
+}
+
+/**
+ * Time limits of one length on many promises at once (each request's enqueue): one timer for all
+ * of them rather than a timer and a `Promise.race` per request. They share one length, so they end
+ * in the order they began: a list in that order, from which a settled promise unlinks itself, and
+ * one timer set for its head.
+ */
+export class Deadlines {
+  readonly #ms: number;
+  readonly #message: string;
+  #head: Deadline | undefined;
+  #tail: Deadline | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(ms: number, message: string) {
+    this.#ms = ms;
+    this.#message = message;
+  }
+
+  /** `promise`, or a rejection with the message once the time is up (a later failure of `promise` is then ignored). */
+  within<T>(promise: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const d: Deadline = { at: Date.now() + this.#ms, reject, prev: this.#tail, next: undefined };
+      if (this.#tail) this.#tail.next = d;
+      else this.#head = d;
+      this.#tail = d;
+      if (!this.#timer) this.#arm(this.#ms);
+      promise.then(
+        (value) => {
+          this.#unlink(d);
+          resolve(value);
+        },
+        (err) => {
+          this.#unlink(d);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  #unlink(d: Deadline): void {
+    if (d.prev) d.prev.next = d.next;
+    else if (this.#head === d) this.#head = d.next;
+    else return; // already taken off by the timer
+    if (d.next) d.next.prev = d.prev;
+    else this.#tail = d.prev;
+    d.prev = d.next = undefined;
+  }
+
+  #arm(delay: number): void {
+    this.#timer = setTimeout(this.#expire, delay);
+    this.#timer.unref();
+  }
+
+  readonly #expire = (): void => {
+    this.#timer = undefined;
+    const now = Date.now();
+    while (this.#head && this.#head.at <= now) {
+      const d = this.#head;
+      this.#unlink(d);
+      d.reject(new Error(this.#message));
+    }
+    if (this.#head) this.#arm(Math.max(1, this.#head.at - now));
+  };
 }

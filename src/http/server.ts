@@ -145,12 +145,15 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
   app.addHook('preClose', async () => {
     closing = true;
   });
-  app.addHook('onRequest', async (request, reply) => {
+  // A callback hook, not an async one: no promise per request.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
     if (closing) {
       reply.header('connection', 'close');
-      throw new HttpError(503, 'The server is shutting down; try again', { 'retry-after': String(RETRY_AFTER_SECONDS) });
+      done(new HttpError(503, 'The server is shutting down; try again', { 'retry-after': String(RETRY_AFTER_SECONDS) }));
+      return;
     }
+    done();
   });
 
   // Remember every route so that a known path with another method gets 405 rather than 404.

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { SqliteUserStore } from '../../app/users/sqlite-store.ts';
 import type { UserStore } from '../../app/users/store.ts';
+import { type Broker, connectBroker } from '../../src/index.ts';
 import { tempDir } from '../helpers.ts';
 import { startService, type TestService } from './support.ts';
 
@@ -44,6 +45,25 @@ describe('users API', () => {
       assert.equal(res.status, 409);
       assert.deepEqual(res.json, { detail: 'A user with this email already exists' });
     }
+  });
+
+  it('answers concurrent creates each on its own: one 409 for a taken email, 201 for the others, all stored and scheduled', async () => {
+    const emails = ['burst.a@example.com', 'burst.b@example.com', 'BURST.A@example.com', 'burst.c@example.com', 'burst.d@example.com'];
+    const answers = await Promise.all(emails.map((email, i) => t.request('POST', '/users/', { username: `burst ${i}`, email })));
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [201, 201, 409, 201, 201],
+    );
+    assert.deepEqual(answers[2]!.json, { detail: 'A user with this email already exists' });
+    for (const a of answers.filter((x) => x.status === 201)) {
+      assert.equal(a.json.message, 'User created and welcome email scheduled!');
+      const got = await t.request('GET', `/users/${a.json.user.id}`);
+      assert.equal(got.status, 200);
+      assert.equal(got.json.email, a.json.user.email);
+      assert.equal(got.json.welcome_email.status, 'scheduled');
+      assert.equal(got.json.welcome_email.run_id, a.json.task.id);
+    }
+    assert.equal(new Set(answers.filter((x) => x.status === 201).map((a) => a.json.task.id)).size, 4);
   });
 
   it('accepts /users without the trailing slash too', async () => {
@@ -215,6 +235,41 @@ describe('users API with its database down', () => {
     } finally {
       await t.stop();
       await store.close();
+    }
+  });
+});
+
+describe('users API with a task queue that does not answer', () => {
+  it('answers 201 with task null once each request has waited enqueueTimeoutMs, and leaves the users pending for the sweep', async () => {
+    const dataDir = tempDir('errand-app');
+    const real = await connectBroker(`sqlite:${join(dataDir, 'errand.db')}`);
+    const hanging = new Proxy(real, {
+      get(target, prop) {
+        if (prop === 'enqueue') return () => new Promise(() => {});
+        const v = Reflect.get(target, prop, target);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    }) as Broker;
+    const t = await startService({ DATA_DIR: dataDir }, { broker: hanging, worker: false, enqueueTimeoutMs: 150 });
+    try {
+      const post = async (i: number) => {
+        const start = Date.now();
+        const res = await t.request('POST', '/users/', { username: `slow ${i}`, email: `slow.${i}@example.com` });
+        return { res, waited: Date.now() - start };
+      };
+      const first = post(1);
+      await new Promise((r) => setTimeout(r, 100));
+      // Started later, it gets its own time, not what is left of the first request's.
+      const answers = await Promise.all([first, post(2), post(3)]);
+      for (const { res, waited } of answers) {
+        assert.equal(res.status, 201);
+        assert.equal(res.json.task, null);
+        assert.match(res.json.message, /will be scheduled/);
+        assert.ok(waited >= 140, `answered after ${waited} ms`);
+        assert.equal((await t.service.users.welcomeStatus(res.json.user.id))?.state, 'pending');
+      }
+    } finally {
+      await t.stop();
     }
   });
 });

@@ -109,6 +109,9 @@ describe('hostile input', () => {
       '{"text":"x","extra":{"a":[{"__proto__":{"polluted":1}}]}}',
       '{"text":"x","extra":{"constructor":{"prototype":{"polluted":1}}}}',
       '[{"__proto__":{"polluted":1}}]',
+      // Keys spelled with escapes are the same keys once parsed.
+      '{"text":"x","\\u005f_proto__":{"polluted":1}}',
+      '{"text":"x","extra":{"\\u0063onstructor":{"prototype":{"polluted":1}}}}',
     ]) {
       const res = await app.inject({ method: 'POST', url: '/tasks/echo', headers: json, payload });
       assert.equal(res.statusCode, 400, payload);
