@@ -559,3 +559,22 @@ describe('errand admin commands on Redis', async () => {
     refused(await errand(['inspect', 'runs', '--cursor', 'bad cursor', ...B], env), /is not a cursor of this broker/);
   });
 });
+
+describe('errand worker start-up', () => {
+  it('exits 0 at once on SIGTERM while its task module is still loading (nothing was taken)', async () => {
+    const child = spawn(NODE, [MAIN, 'worker', new URL('./fixtures/slow-tasks.ts', import.meta.url).pathname], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+    try {
+      child.stderr.on('data', (d) => (stderr += d));
+      await waitFor(() => stderr.includes('slow-tasks: loading'), { timeoutMs: 20_000, message: 'the task module to start loading' });
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+      assert.match(stderr, /SIGTERM while starting; nothing was taken/);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});

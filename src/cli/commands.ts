@@ -1,0 +1,136 @@
+import { parseArgs } from 'node:util';
+import { redact } from '../broker/connect.ts';
+import { ConfigError, ErrandError } from '../core/errors.ts';
+import { endEarlySignalExit } from './early-exit.ts';
+import { ADMIN_USAGE, adminCommand } from './inspect.ts';
+import { loadApp } from './load.ts';
+
+const USAGE = `Usage: errand <command> [options]
+
+Commands:
+  worker <module>    Run a worker for the tasks defined in <module> (a .ts or .js file exporting an Errand app)
+    --concurrency N    runs at once, 1 to 10000 (default 10)
+    --queues a,b       queues to take runs from (default: every queue of the module's tasks)
+    --broker URL       redis://host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2, or sqlite:path.db (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
+    --lease-ms N       lease length in ms (default 30000)
+    --grace-ms N       on SIGTERM/SIGINT, how long active runs may finish (default 10000)
+
+  dashboard          Serve the web dashboard, its JSON API and /metrics for a broker
+    --broker URL       as for worker (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
+    --port N           port to listen on (default 8080; 0 picks a free one)
+    --host ADDR        address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+    tokens from ERRAND_READ_TOKENS (may look) and ERRAND_ADMIN_TOKENS (may act), comma-separated
+
+${ADMIN_USAGE}
+  help               Show this text
+`;
+
+function fail(message: string): never {
+  process.stderr.write(`errand: ${message}\n`);
+  process.exit(2);
+}
+
+/** Node's longest timer, in ms: a longer lease or grace would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function intFlag(value: string | undefined, name: string, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    fail(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+async function worker(args: string[]): Promise<void> {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        concurrency: { type: 'string' },
+        queues: { type: 'string' },
+        broker: { type: 'string' },
+        'lease-ms': { type: 'string' },
+        'grace-ms': { type: 'string' },
+      },
+    });
+  } catch (err) {
+    fail(`${(err as Error).message}\n\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
+  if (positionals.length !== 1) fail(`worker takes exactly one task module, got ${positionals.length}\n\n${USAGE}`);
+  const concurrency = intFlag(values.concurrency as string | undefined, 'concurrency', 1, 10_000);
+  const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', 100, MAX_TIMER_MS);
+  const graceMs = intFlag(values['grace-ms'] as string | undefined, 'grace-ms', 0, MAX_TIMER_MS);
+  const app = await loadApp(positionals[0]!);
+  if (typeof values.broker === 'string') {
+    app.setBroker(values.broker);
+    try {
+      await app.broker(); // checks the URL now (connecting comes at start), so that the message can name the flag
+    } catch (err) {
+      // A message that starts with an environment variable (ERRAND_REDIS_CA) is about that, not the flag.
+      if (err instanceof ConfigError) fail(/^[A-Z][A-Z0-9_]+: /.test(err.message) ? err.message : `--broker: ${err.message}`);
+      throw err;
+    }
+  }
+  const known = [...new Set([...app.tasks.values()].map((t) => t.queue))];
+  let queues: string[] | undefined;
+  if (typeof values.queues === 'string') {
+    queues = values.queues
+      .split(',')
+      .map((q) => q.trim())
+      .filter(Boolean);
+    if (queues.length === 0) fail('--queues is empty: give queue names separated by commas');
+    const unknown = queues.filter((q) => !known.includes(q));
+    if (unknown.length)
+      fail(
+        `--queues: unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'}`,
+      );
+  }
+  const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });
+  app.logger.info({ broker: app.brokerUrl ? redact(app.brokerUrl) : 'custom', tasks: [...app.tasks.keys()] }, 'starting worker');
+  // From here on a stop signal stops the worker gracefully (until now it exited at once: see
+  // early-exit.ts). The graceful handler goes in first: were the process left without a listener
+  // for a moment, Node would drop a signal that arrived meanwhile.
+  w.handleSignals(async () => {
+    await app.close();
+    process.exit(0);
+  });
+  endEarlySignalExit();
+  await w.start();
+}
+
+async function main(): Promise<void> {
+  const [command, ...rest] = process.argv.slice(2);
+  switch (command) {
+    case 'worker':
+      return worker(rest);
+    case 'dashboard':
+      return (await import('../dashboard/cli.ts')).dashboardCommand(rest);
+    case 'inspect':
+    case 'retry':
+    case 'cancel':
+    case 'purge':
+    case 'pause':
+    case 'resume':
+      // Errors are reported (and process.exitCode set) by adminCommand itself: see docs/cli.md.
+      await adminCommand(command, rest);
+      return;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return;
+    default:
+      fail(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+  }
+}
+
+main().catch((err) => {
+  if (err instanceof ConfigError || err instanceof ErrandError) fail(err.message);
+  process.stderr.write(`errand: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});
