@@ -4,8 +4,16 @@ import { randomBytes } from 'node:crypto';
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const ULID_LENGTH = 26;
 
+/** Value of each Crockford character by char code, -1 for any other character. */
+const VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < ALPHABET.length; i++) VALUE[ALPHABET.charCodeAt(i)] = i;
+
 let lastTime = -1;
-let lastRandom: number[] = [];
+/** The 16 random digits (0-31) of the last id, incremented for ids of the same millisecond. */
+const lastRandom = new Uint8Array(16);
+/** Random bytes drawn 4 KiB at a time (one call to the CSPRNG per 256 milliseconds with ids). */
+let pool = randomBytes(4096);
+let poolAt = 0;
 
 function encodeTime(time: number): string {
   let out = '';
@@ -23,18 +31,24 @@ function encodeTime(time: number): string {
 export function ulid(now = Date.now()): string {
   if (now <= lastTime) {
     // Same (or earlier: clock went back) millisecond: increment the random part.
-    let i = lastRandom.length - 1;
+    let i = 15;
     while (i >= 0 && lastRandom[i] === 31) {
       lastRandom[i] = 0;
       i--;
     }
-    if (i >= 0) lastRandom[i] = (lastRandom[i] ?? 0) + 1;
+    if (i >= 0) lastRandom[i]!++;
   } else {
     lastTime = now;
-    const bytes = randomBytes(16);
-    lastRandom = Array.from({ length: 16 }, (_, k) => (bytes[k] ?? 0) & 31);
+    if (poolAt + 16 > pool.length) {
+      pool = randomBytes(4096);
+      poolAt = 0;
+    }
+    for (let k = 0; k < 16; k++) lastRandom[k] = pool[poolAt + k]! & 31;
+    poolAt += 16;
   }
-  return encodeTime(lastTime) + lastRandom.map((d) => ALPHABET[d]).join('');
+  let out = encodeTime(lastTime);
+  for (let k = 0; k < 16; k++) out += ALPHABET[lastRandom[k]!];
+  return out;
 }
 
 /** Queue names: letters, digits, `_` and `-`, 1 to 64 characters. */
@@ -50,11 +64,12 @@ export function queueOfRunId(id: string): string | null {
   if (typeof id !== 'string' || id.length < ULID_LENGTH + 2) return null;
   const dot = id.length - ULID_LENGTH - 1;
   if (id[dot] !== '.') return null;
+  for (let i = dot + 1; i < id.length; i++) {
+    const c = id.charCodeAt(i);
+    if (c >= 128 || VALUE[c] === -1) return null;
+  }
   const queue = id.slice(0, dot);
-  if (!QUEUE_NAME.test(queue)) return null;
-  const tail = id.slice(dot + 1);
-  for (const ch of tail) if (!ALPHABET.includes(ch)) return null;
-  return queue;
+  return QUEUE_NAME.test(queue) ? queue : null;
 }
 
 export function isRunId(id: string): boolean {
@@ -63,8 +78,10 @@ export function isRunId(id: string): boolean {
 
 /** Time (epoch ms) encoded in a run id. */
 export function timeOfRunId(id: string): number {
-  const tail = id.slice(id.length - ULID_LENGTH, id.length - 16);
   let t = 0;
-  for (const ch of tail) t = t * 32 + ALPHABET.indexOf(ch);
+  for (let i = id.length - ULID_LENGTH; i < id.length - 16; i++) {
+    const c = id.charCodeAt(i);
+    t = t * 32 + (c < 128 ? VALUE[c]! : -1);
+  }
   return t;
 }

@@ -1,8 +1,18 @@
 // OpenTelemetry: the trace context of whoever enqueues (an HTTP request, a script) travels with the
 // run as a W3C traceparent, and the worker's span for each attempt is its child. Only the
-// @opentelemetry/api package is used: with no SDK registered every call here is a cheap no-op, and
-// the traceparent still travels.
-import { context, type Context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace, TraceFlags } from '@opentelemetry/api';
+// @opentelemetry/api package is used: with no SDK registered every call here is a cheap no-op (the
+// worker makes no span at all), and the traceparent still travels.
+import {
+  context,
+  type Context,
+  ProxyTracerProvider,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  TraceFlags,
+} from '@opentelemetry/api';
 
 const TRACER = 'errand';
 const TRACEPARENT = /^00-([\da-f]{32})-([\da-f]{16})-([\da-f]{2})$/;
@@ -48,20 +58,35 @@ export async function enqueueSpan<T>(
   }
 }
 
-/** Starts the consumer span of one attempt, child of the run's stored traceparent. */
+/** What the global tracer provider delegates to while no SDK has registered one. */
+const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/** Whether an SDK has registered a tracer provider (checked on each use: it may be registered late). */
+export function tracing(): boolean {
+  const p = trace.getTracerProvider();
+  return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NO_PROVIDER;
+}
+
+/**
+ * Starts the consumer span of one attempt, child of the run's stored traceparent. Undefined when no
+ * tracer provider is registered: nothing would record the span, and making it costs a few objects
+ * per run.
+ */
 export function startRunSpan(
   task: string,
-  attributes: Record<string, string | number>,
+  attributes: () => Record<string, string | number>,
   traceparent: string | undefined,
-): { span: Span; ctx: Context } {
+): { span: Span; ctx: Context } | undefined {
+  if (!tracing()) return undefined;
   const parent = contextFromTraceparent(traceparent);
   const span = trace
     .getTracer(TRACER)
-    .startSpan(`errand.run ${task}`, { kind: SpanKind.CONSUMER, attributes: { 'messaging.system': 'errand', ...attributes } }, parent);
+    .startSpan(`errand.run ${task}`, { kind: SpanKind.CONSUMER, attributes: { 'messaging.system': 'errand', ...attributes() } }, parent);
   return { span, ctx: trace.setSpan(parent, span) };
 }
 
-export function endRunSpan(span: Span, error?: unknown): void {
+export function endRunSpan(span: Span | undefined, error?: unknown): void {
+  if (!span) return;
   if (error !== undefined) {
     if (error instanceof Error) span.recordException(error);
     span.setStatus({ code: SpanStatusCode.ERROR, message: (error as Error)?.message ?? String(error) });

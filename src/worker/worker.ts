@@ -42,7 +42,12 @@ export interface RunEvent {
 
 interface ActiveRun {
   run: Reservation;
-  abort: AbortController;
+  /** Why the attempt was stopped (timeout, cancel, shutdown): set once, by #abort. */
+  aborted?: { reason: unknown };
+  /** The handler's AbortSignal, made when the handler first reads `ctx.signal`. */
+  controller?: AbortController;
+  /** Ends the wait for the handler (with the abort reason). */
+  reject?: (reason: unknown) => void;
   /** Set when the outcome must not be settled: the lease is gone (cancel, recovery) or the run was handed back. */
   detached?: 'lost' | 'released';
   progress?: string;
@@ -320,7 +325,7 @@ export class Worker extends EventEmitter {
   }
 
   #execute(run: Reservation): void {
-    const entry: ActiveRun = { run, abort: new AbortController() };
+    const entry: ActiveRun = { run };
     this.#active.set(run.id, entry);
     void this.#run(entry).finally(() => {
       if (entry.progressTimer) clearTimeout(entry.progressTimer);
@@ -335,10 +340,9 @@ export class Worker extends EventEmitter {
   async #run(entry: ActiveRun): Promise<void> {
     const { run } = entry;
     const task = this.#app.tasks.get(run.task);
-    const bindings = { runId: run.id, task: run.task, queue: run.queue, attempt: run.attempt };
-    const log = runLog(this.logger, bindings);
+    const log = new RunLog(this.logger, run);
     const started = performance.now();
-    this.emit('run', { type: 'start', run } satisfies RunEvent);
+    if (this.listenerCount('run')) this.emit('run', { type: 'start', run } satisfies RunEvent);
     log.info('run started');
 
     if (!task) {
@@ -380,38 +384,24 @@ export class Worker extends EventEmitter {
       );
     }
 
-    const ctx: TaskContext = {
-      runId: run.id,
-      task: run.task,
-      queue: run.queue,
-      attempt: run.attempt,
-      signal: entry.abort.signal,
-      logger: undefined as unknown as Logger,
-      progress: (value: unknown) => this.#progress(entry, value),
-    };
-    if (run.traceparent) ctx.traceparent = run.traceparent;
-    // The handler's logger is made only if the handler uses it (a child logger per run is not free).
-    let handlerLog: Logger | undefined;
-    Object.defineProperty(ctx, 'logger', { get: () => (handlerLog ??= this.logger.child(bindings)), enumerable: true });
-
+    const ctx = new RunContext(entry, this.logger, this.#progressOf);
     const timer = setTimeout(() => {
-      entry.abort.abort(new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
+      abort(entry, new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
     }, task.timeout);
-    const { span, ctx: spanCtx } = startRunSpan(
+    const traced = startRunSpan(
       run.task,
-      { 'errand.run_id': run.id, 'errand.queue': run.queue, 'errand.attempt': run.attempt },
+      () => ({ 'errand.run_id': run.id, 'errand.queue': run.queue, 'errand.attempt': run.attempt }),
       run.traceparent,
     );
+    const span = traced?.span;
     let value: unknown;
     try {
-      value = await Promise.race([
-        context.with(spanCtx, () => Promise.resolve().then(() => task.handler(parsed.data, ctx))),
-        new Promise<never>((_, reject) => {
-          const onAbort = () => reject(entry.abort.signal.reason);
-          if (entry.abort.signal.aborted) onAbort();
-          else entry.abort.signal.addEventListener('abort', onAbort, { once: true });
-        }),
-      ]);
+      value = await new Promise((resolve, reject) => {
+        if (entry.aborted) return reject(entry.aborted.reason);
+        entry.reject = reject;
+        const call = () => Promise.resolve().then(() => task.handler(parsed.data, ctx));
+        (traced ? context.with(traced.ctx, call) : call()).then(resolve, reject);
+      });
     } catch (err) {
       clearTimeout(timer);
       endRunSpan(span, err);
@@ -442,7 +432,7 @@ export class Worker extends EventEmitter {
       retentionMs: task.retention.succeeded,
     });
     log.info({ durationMs: round(durationMs) }, 'run succeeded');
-    this.emit('run', { type: 'success', run, durationMs } satisfies RunEvent);
+    if (this.listenerCount('run')) this.emit('run', { type: 'success', run, durationMs } satisfies RunEvent);
   }
 
   #handlerFailed(entry: ActiveRun, task: Task, log: RunLog, started: number, err: unknown): void {
@@ -494,8 +484,10 @@ export class Worker extends EventEmitter {
     const entry = this.#active.get(id);
     if (!entry || entry.detached) return;
     entry.detached = why;
-    entry.abort.abort(reason);
+    abort(entry, reason);
   }
+
+  readonly #progressOf = (entry: ActiveRun, value: unknown): void => this.#progress(entry, value);
 
   #progress(entry: ActiveRun, value: unknown): void {
     const issues = jsonIssues(value);
@@ -692,21 +684,80 @@ function isInspector(b: unknown): b is BrokerInspector {
 }
 
 /** The worker's own per-run log lines: the run's fields added to each line, without a child logger per run. */
-interface RunLog {
-  info(objOrMsg: object | string, msg?: string): void;
-  warn(objOrMsg: object | string, msg?: string): void;
-  error(objOrMsg: object | string, msg?: string): void;
+class RunLog {
+  readonly #logger: Logger;
+  readonly #run: Reservation;
+  constructor(logger: Logger, run: Reservation) {
+    this.#logger = logger;
+    this.#run = run;
+  }
+  info(objOrMsg: object | string, msg?: string): void {
+    this.#at('info', objOrMsg, msg);
+  }
+  warn(objOrMsg: object | string, msg?: string): void {
+    this.#at('warn', objOrMsg, msg);
+  }
+  error(objOrMsg: object | string, msg?: string): void {
+    this.#at('error', objOrMsg, msg);
+  }
+  #at(level: 'info' | 'warn' | 'error', objOrMsg: object | string, msg?: string): void {
+    if (!this.#logger.isLevelEnabled(level)) return;
+    const bindings = runBindings(this.#run);
+    if (typeof objOrMsg === 'string') this.#logger[level](bindings, objOrMsg);
+    else this.#logger[level]({ ...bindings, ...objOrMsg }, msg);
+  }
 }
 
-function runLog(logger: Logger, bindings: Record<string, unknown>): RunLog {
-  const at =
-    (level: 'info' | 'warn' | 'error') =>
-    (objOrMsg: object | string, msg?: string): void => {
-      if (!logger.isLevelEnabled(level)) return;
-      if (typeof objOrMsg === 'string') logger[level](bindings, objOrMsg);
-      else logger[level]({ ...bindings, ...objOrMsg }, msg);
-    };
-  return { info: at('info'), warn: at('warn'), error: at('error') };
+const runBindings = (run: Reservation) => ({ runId: run.id, task: run.task, queue: run.queue, attempt: run.attempt });
+
+/** Stops an attempt (once): its handler's signal aborts and the worker stops waiting for it. */
+function abort(entry: ActiveRun, reason: unknown): void {
+  if (entry.aborted) return;
+  entry.aborted = { reason };
+  entry.controller?.abort(reason);
+  entry.reject?.(reason);
+}
+
+/**
+ * A handler's context. The AbortSignal and the logger are made when the handler first reads them:
+ * most handlers use neither, and both cost a few objects per run.
+ */
+class RunContext implements TaskContext {
+  readonly runId: string;
+  readonly task: string;
+  readonly queue: string;
+  readonly attempt: number;
+  readonly traceparent?: string;
+  readonly #entry: ActiveRun;
+  readonly #workerLogger: Logger;
+  readonly #progress: (entry: ActiveRun, value: unknown) => void;
+  #logger: Logger | undefined;
+  constructor(entry: ActiveRun, workerLogger: Logger, progress: (entry: ActiveRun, value: unknown) => void) {
+    const { run } = entry;
+    this.runId = run.id;
+    this.task = run.task;
+    this.queue = run.queue;
+    this.attempt = run.attempt;
+    if (run.traceparent) this.traceparent = run.traceparent;
+    this.#entry = entry;
+    this.#workerLogger = workerLogger;
+    this.#progress = progress;
+  }
+  get signal(): AbortSignal {
+    const entry = this.#entry;
+    if (!entry.controller) {
+      entry.controller = new AbortController();
+      if (entry.aborted) entry.controller.abort(entry.aborted.reason);
+    }
+    return entry.controller.signal;
+  }
+  get logger(): Logger {
+    this.#logger ??= this.#workerLogger.child(runBindings(this.#entry.run));
+    return this.#logger;
+  }
+  progress(value: unknown): void {
+    this.#progress(this.#entry, value);
+  }
 }
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
