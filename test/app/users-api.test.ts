@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import fc from 'fast-check';
+import { CreateUserSchema, quickCreateUser } from '../../app/routes.ts';
 import { SqliteUserStore } from '../../app/users/sqlite-store.ts';
 import type { UserStore } from '../../app/users/store.ts';
 import { type Broker, connectBroker } from '../../src/index.ts';
@@ -296,5 +298,43 @@ describe('users API with tokens', () => {
     } finally {
       await t.stop();
     }
+  });
+});
+
+describe('the quick check of POST /users/ bodies', () => {
+  it('accepts only what CreateUserSchema accepts, with the same output', () => {
+    const text = fc.oneof(
+      fc.string({ maxLength: 70 }),
+      fc.string({ unit: 'grapheme', maxLength: 70 }),
+      fc.string({ unit: 'binary', maxLength: 70 }),
+      fc.constantFrom('', ' ', '\t', 'a\nb', '\u2028', 'x'.repeat(64), 'x'.repeat(65), '😀'.repeat(64), '\uD800'),
+    );
+    const email = fc.oneof(
+      fc.emailAddress(),
+      text,
+      fc.tuple(text, text).map(([a, b]) => `${a}@${b}.com`),
+      fc.constant(`${'a'.repeat(250)}@x.co`),
+    );
+    const body = fc.oneof(
+      fc.record({ username: text, email }),
+      fc.record({ username: text, email, extra: fc.anything() }),
+      fc.record({ username: fc.anything(), email: fc.anything() }, { requiredKeys: [] }),
+      fc.anything(),
+    );
+    fc.assert(
+      fc.property(body, (data) => {
+        const quick = quickCreateUser(data);
+        if (quick === undefined) return; // the schema decides
+        const full = CreateUserSchema.safeParse(data);
+        assert.ok(full.success, `quick check accepted ${JSON.stringify(data)}`);
+        assert.deepEqual(quick, full.data);
+      }),
+      { numRuns: 5000 },
+    );
+    // And it does take the common case.
+    assert.deepEqual(quickCreateUser({ username: 'john.doe', email: 'john.doe@example.com' }), {
+      username: 'john.doe',
+      email: 'john.doe@example.com',
+    });
   });
 });
