@@ -17,7 +17,13 @@
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+} from 'fastify';
 import { createJsonSchemaTransform, createJsonSchemaTransformObject, serializerCompiler } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
@@ -107,6 +113,86 @@ function logOptions(logger: CreateServerOptions['logger'], errand: Errand): Pick
   return { logger: logger as FastifyServerOptions['logger'] };
 }
 
+type LogFn = (...args: unknown[]) => void;
+type LevelLogger = FastifyBaseLogger & { isLevelEnabled(level: string): boolean };
+
+/**
+ * A request's logger, made on its first line actually logged. Fastify gives each request a child
+ * logger bound to its request id; with pino that is a child built per request even when the level
+ * set logs nothing from it. This one builds the pino child only when a line passes the level.
+ */
+class LazyRequestLogger {
+  readonly #parent: LevelLogger;
+  readonly #bindings: Record<string, unknown>;
+  #child: FastifyBaseLogger | undefined;
+
+  constructor(parent: LevelLogger, bindings: Record<string, unknown>) {
+    this.#parent = parent;
+    this.#bindings = bindings;
+  }
+
+  #real(): FastifyBaseLogger {
+    this.#child ??= this.#parent.child(this.#bindings);
+    return this.#child;
+  }
+
+  #log(level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace', args: unknown[]): void {
+    if (!this.#child && !this.#parent.isLevelEnabled(level)) return;
+    const real = this.#real();
+    (real[level] as LogFn).apply(real, args);
+  }
+
+  get level(): string {
+    return (this.#child ?? this.#parent).level;
+  }
+  set level(level: string) {
+    this.#real().level = level;
+  }
+  isLevelEnabled(level: string): boolean {
+    return ((this.#child ?? this.#parent) as LevelLogger).isLevelEnabled(level);
+  }
+  fatal(...args: unknown[]): void {
+    this.#log('fatal', args);
+  }
+  error(...args: unknown[]): void {
+    this.#log('error', args);
+  }
+  warn(...args: unknown[]): void {
+    this.#log('warn', args);
+  }
+  info(...args: unknown[]): void {
+    this.#log('info', args);
+  }
+  debug(...args: unknown[]): void {
+    this.#log('debug', args);
+  }
+  trace(...args: unknown[]): void {
+    this.#log('trace', args);
+  }
+  silent(): void {}
+  child(bindings: Record<string, unknown>, options?: object): FastifyBaseLogger {
+    return this.#real().child(bindings, options);
+  }
+  bindings(): Record<string, unknown> {
+    const real = this.#real() as FastifyBaseLogger & { bindings?: () => Record<string, unknown> };
+    return real.bindings ? real.bindings() : { ...this.#bindings };
+  }
+  flush(cb?: (err?: Error) => void): void {
+    const real = (this.#child ?? this.#parent) as FastifyBaseLogger & { flush?: (cb?: (err?: Error) => void) => void };
+    if (real.flush) real.flush(cb);
+    else cb?.();
+  }
+}
+
+/** Fastify's `childLoggerFactory`: a lazy child for a pino-like logger, else the logger's own child. */
+function requestLoggerFactory(logger: FastifyBaseLogger, bindings: Record<string, unknown>, options: object): FastifyBaseLogger {
+  const o = options as { level?: unknown; serializers?: unknown };
+  if (o.level === undefined && o.serializers === undefined && typeof (logger as Partial<LevelLogger>).isLevelEnabled === 'function') {
+    return new LazyRequestLogger(logger as LevelLogger, bindings) as unknown as FastifyBaseLogger;
+  }
+  return logger.child(bindings, options);
+}
+
 /** Builds the Fastify app (not listening yet). See `CreateServerOptions`. */
 export async function createServer(options: CreateServerOptions): Promise<FastifyInstance> {
   if (!options || typeof options !== 'object') throw new ConfigError('createServer: options are required ({ errand })');
@@ -123,6 +209,7 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
 
   const app = Fastify({
     ...logOptions(options.logger, errand),
+    childLoggerFactory: requestLoggerFactory as FastifyServerOptions['childLoggerFactory'],
     bodyLimit,
     // While closing, requests on open keep-alive connections get our own 503 (below), in the
     // documented shape with Retry-After, rather than Fastify's raw one.

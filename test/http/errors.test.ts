@@ -393,3 +393,41 @@ describe('HTTP errors with the broker down', () => {
     }
   });
 });
+
+describe('request loggers', () => {
+  it('bind the request id to every line logged, at the level set, and to nothing below it', async () => {
+    const errand = sqliteSetup().app();
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const app = await createServer({ errand, logger, docs: false, dashboard: false });
+    app.get('/logs', async (request) => {
+      request.log.info('not logged at warn');
+      request.log.warn({ step: 1 }, 'logged at warn');
+      request.log.child({ part: 'inner' }).error('from a child');
+      return { level: request.log.level };
+    });
+    try {
+      const res = await app.inject({ method: 'GET', url: '/logs', headers: { 'x-request-id': 'req-log-1' } });
+      assert.equal(res.statusCode, 200);
+      assert.deepEqual(res.json(), { level: 'warn' });
+      assert.deepEqual(
+        lines.map((l) => [l.reqId, l.msg]),
+        [
+          ['req-log-1', 'logged at warn'],
+          ['req-log-1', 'from a child'],
+        ],
+      );
+      assert.equal(lines[0]!.step, 1);
+      assert.equal(lines[1]!.part, 'inner');
+      // At info, Fastify's own lines carry the request id too.
+      logger.level = 'info';
+      lines.length = 0;
+      await app.inject({ method: 'GET', url: '/logs', headers: { 'x-request-id': 'req-log-2' } });
+      assert.ok(lines.some((l) => l.reqId === 'req-log-2' && l.msg === 'incoming request'));
+      assert.ok(lines.some((l) => l.reqId === 'req-log-2' && l.msg === 'not logged at warn'));
+    } finally {
+      await app.close();
+      await errand.close();
+    }
+  });
+});
