@@ -43,6 +43,9 @@ export async function enqueueSpan<T>(
   traceparent: string | undefined,
   fn: (traceparent: string | undefined) => Promise<T>,
 ): Promise<T> {
+  // No tracer provider: no span to make, but the caller's trace context (a given traceparent, or
+  // the active span's, which a propagator may have set) still travels with the runs.
+  if (!tracing()) return fn(traceparent ?? toTraceparent(trace.getSpan(context.active())));
   const parent = traceparent ? contextFromTraceparent(traceparent) : context.active();
   const span = trace
     .getTracer(TRACER)
