@@ -1,21 +1,16 @@
 /**
  * Users in the embedded SQLite file: the same file as the embedded broker (`DATA_DIR/errand.db`),
- * in a table of its own, through connections of its own. WAL lets the API and worker processes
+ * in a table of its own, through a connection of its own. WAL lets the API and worker processes
  * read while one writes; `busy_timeout` makes a writer wait for the other's lock instead of failing.
  *
- * Reads run on the calling thread. Writes run in a worker thread (`sqlite-writer.ts`), so that the
- * statements, commits and lock waits of node:sqlite (synchronous) do not hold up the event loop.
- *
  * Group commit: the writes asked for in one turn of the event loop (an API under load: the inserts
- * of every request read in that turn, the welcome marks of every enqueue answered in it) go to the
- * writer as one batch and into one transaction, committed once; each promise settles after that
- * commit, with its own result or error. A statement refused by a constraint (a taken email) fails
- * its own write only; an error that ends the transaction (disk full, I/O) fails every write of the
- * batch, none of which was stored.
+ * of every request read in that turn, the welcome marks of every enqueue answered in it) go into one
+ * transaction, committed once; each promise settles after that commit, with its own result or error.
+ * A statement refused by a constraint (a taken email) is undone alone by SQLite, the transaction
+ * going on, so one bad row fails only its own caller; an error that ends the transaction (disk full,
+ * I/O) fails every write of the batch, none of which was stored.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { Worker } from 'node:worker_threads';
-import type { WriteFailure, WriteOp, WriterData, WriterReply, WriterRequest } from './sqlite-writer.ts';
 import {
   decodeCursor,
   EmailTakenError,
@@ -62,12 +57,13 @@ interface WelcomeRow {
 }
 
 interface PendingWrite {
-  op: WriteOp;
-  /** What the promise resolves to once the write is committed. */
-  value: unknown;
+  op: () => unknown;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
+
+const SQLITE_CONSTRAINT_UNIQUE = 2067;
+const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
 
 export interface SqliteUserStoreOptions {
   /** Path of the SQLite file (created if missing; its folder must exist). */
@@ -84,13 +80,7 @@ export class SqliteUserStore implements UserStore {
   #stmts: Record<string, StatementSync> = {};
   /** Writes waiting for the next group commit (see `#write`). */
   #writes: PendingWrite[] = [];
-  /** The writer thread, started by `init()`: while starting, and once ready. */
-  #writer: Promise<Worker> | undefined;
-  #worker: Worker | undefined;
-  /** Batches sent to the writer, by number, until it answers. */
-  readonly #inFlight = new Map<number, PendingWrite[]>();
-  #seq = 0;
-  #closing = false;
+  #flushScheduled = false;
 
   constructor(options: SqliteUserStoreOptions) {
     this.path = options.path;
@@ -110,14 +100,6 @@ export class SqliteUserStore implements UserStore {
       db.close();
       throw err;
     }
-    const writer = this.#startWriter();
-    try {
-      await writer;
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    this.#writer = writer;
     this.#db = db;
   }
 
@@ -129,110 +111,99 @@ export class SqliteUserStore implements UserStore {
     return s;
   }
 
-  /** Starts the writer thread; resolves once it has opened the file. */
-  #startWriter(): Promise<Worker> {
-    const data: WriterData = { path: this.path, busyTimeoutMs: this.#busyTimeoutMs };
-    const writer = new Worker(new URL('./sqlite-writer.ts', import.meta.url), { workerData: data });
-    writer.unref(); // referenced only while writes are on their way (#send)
-    return new Promise<Worker>((resolve, reject) => {
-      const onExit = (code: number) => reject(new Error(`The users database writer stopped at start (exit code ${code})`));
-      writer.once('error', reject);
-      writer.once('exit', onExit);
-      writer.once('message', (reply: WriterReply) => {
-        writer.off('error', reject);
-        writer.off('exit', onExit);
-        if ('ready' in reply && reply.ready) {
-          writer.on('message', (r: WriterReply) => this.#settle(r));
-          writer.on('error', (err) => this.#lost(writer, err));
-          writer.on('exit', (code) => this.#lost(writer, new Error(`The users database writer stopped (exit code ${code})`)));
-          this.#worker = writer;
-          resolve(writer);
-        } else {
-          void writer.terminate();
-          reject(toError('error' in reply ? reply.error : { message: 'the users database writer did not start' }));
-        }
-      });
-    });
-  }
-
   /**
-   * Queues a write for the next group commit, sent to the writer at the end of this turn of the
-   * event loop; settles with `value` once it is committed, or with its error.
+   * Runs `op` (synchronous statements) in the next group commit, at the end of this turn of the
+   * event loop; settles once the transaction is committed (or has failed).
    */
-  #write<T>(op: WriteOp, value: T): Promise<T> {
-    if (!this.#db || this.#closing) return Promise.reject(new Error('SqliteUserStore is not open: call init() first'));
+  #write<T>(op: () => T): Promise<T> {
+    if (!this.#db) return Promise.reject(new Error('SqliteUserStore is not open: call init() first'));
     return new Promise<T>((resolve, reject) => {
-      if (this.#writes.push({ op, value, resolve: resolve as (value: unknown) => void, reject }) === 1) setImmediate(this.#flush);
+      this.#writes.push({ op, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(this.#flush);
+      }
     });
   }
 
-  /**
-   * Sends the waiting writes to the writer as one batch, unless a batch is still on its way: then
-   * they wait for its answer and go together (the busier the store, the larger the batches).
-   */
+  /** Commits the waiting writes in one transaction (a lone write in its own, implicit one). */
   readonly #flush = (): void => {
-    if (this.#inFlight.size > 0 && !this.#closing) return;
+    this.#flushScheduled = false;
     const batch = this.#writes;
     if (batch.length === 0) return;
     this.#writes = [];
-    this.#send(batch);
-  };
-
-  #send(batch: PendingWrite[]): void {
-    const writer = this.#worker;
-    if (!writer) {
-      // The writer died (see #lost): start another one, then send.
-      this.#writer ??= this.#startWriter();
-      this.#writer.then(
-        () => this.#send(batch),
-        (err) => {
-          this.#writer = undefined; // the next batch tries again
-          for (const w of batch) w.reject(err);
-        },
-      );
+    const db = this.#db;
+    if (!db) {
+      const err = new Error('SqliteUserStore was closed before this write');
+      for (const w of batch) w.reject(err);
       return;
     }
-    const n = ++this.#seq;
-    if (this.#inFlight.size === 0) writer.ref();
-    this.#inFlight.set(n, batch);
-    writer.postMessage({ n, ops: batch.map((w) => w.op) } satisfies WriterRequest);
-  }
-
-  #settle(reply: WriterReply): void {
-    if (!('n' in reply)) return;
-    const batch = this.#inFlight.get(reply.n);
-    if (!batch) return;
-    this.#inFlight.delete(reply.n);
-    if (this.#writes.length > 0) this.#flush();
-    else if (this.#inFlight.size === 0) this.#worker?.unref();
-    if ('error' in reply) {
-      const err = toError(reply.error);
+    if (batch.length === 1) {
+      const w = batch[0]!;
+      let value: unknown;
+      try {
+        value = w.op();
+      } catch (err) {
+        w.reject(err);
+        return;
+      }
+      w.resolve(value);
+      return;
+    }
+    const values: unknown[] = new Array(batch.length);
+    const failed: boolean[] = new Array(batch.length).fill(false);
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      for (let i = 0; i < batch.length; i++) {
+        try {
+          values[i] = batch[i]!.op();
+        } catch (err) {
+          // SQLite undid this statement alone and the transaction goes on: the error is this write's.
+          // A transaction that ended with it (I/O error, disk full) took the earlier writes along.
+          if (!db.isTransaction) throw err;
+          values[i] = err;
+          failed[i] = true;
+        }
+      }
+      db.exec('COMMIT');
+    } catch (err) {
+      if (db.isTransaction) {
+        try {
+          db.exec('ROLLBACK');
+        } catch {
+          // The connection is unusable; every caller gets the error below.
+        }
+      }
       for (const w of batch) w.reject(err);
       return;
     }
     for (let i = 0; i < batch.length; i++) {
-      const w = batch[i]!;
-      const failure = reply.results[i];
-      if (failure) w.reject(failureError(failure));
-      else w.resolve(w.value);
+      if (failed[i]) batch[i]!.reject(values[i]);
+      else batch[i]!.resolve(values[i]);
     }
-  }
-
-  /** The writer died (it should not): its batches fail, and the next write starts a new one. */
-  #lost(writer: Worker, err: unknown): void {
-    if (this.#closing || this.#worker !== writer) return;
-    this.#worker = undefined;
-    this.#writer = undefined;
-    const lost = [...this.#inFlight.values()];
-    this.#inFlight.clear();
-    for (const batch of lost) for (const w of batch) w.reject(err);
-    if (this.#writes.length > 0) this.#flush(); // the writes that waited for those batches: to a new writer
-  }
+  };
 
   create(input: { username: string; email: string }): Promise<User> {
     const now = Date.now();
     const user: User = { id: newUserId(now), username: input.username, email: input.email, createdAt: new Date(now) };
-    return this.#write(['create', user.id, user.username, user.email, emailKey(user.email), now], user);
+    const key = emailKey(user.email);
+    return this.#write(() => {
+      try {
+        this.#stmt('INSERT INTO users (id, username, email, email_key, created_at) VALUES (?, ?, ?, ?, ?)').run(
+          user.id,
+          user.username,
+          user.email,
+          key,
+          now,
+        );
+      } catch (err) {
+        const code = (err as { errcode?: number }).errcode;
+        if (code === SQLITE_CONSTRAINT_UNIQUE && /email_key/.test((err as Error).message)) throw new EmailTakenError();
+        if (code === SQLITE_CONSTRAINT_PRIMARYKEY) throw new Error(`User id collision on ${user.id}; try again`, { cause: err });
+        throw err;
+      }
+      return user;
+    });
   }
 
   async get(id: string): Promise<User | null> {
@@ -273,16 +244,31 @@ export class SqliteUserStore implements UserStore {
     return status;
   }
 
-  markWelcomeScheduled(id: string, runId: string): Promise<void> {
-    return this.#write(['scheduled', id, runId], undefined);
+  async markWelcomeScheduled(id: string, runId: string): Promise<void> {
+    await this.#write(() => {
+      this.#stmt("UPDATE users SET welcome_status = 'scheduled', welcome_run_id = ? WHERE id = ? AND welcome_status = 'pending'").run(
+        runId,
+        id,
+      );
+    });
   }
 
-  markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
-    return this.#write(['sent', id, messageId, Date.now(), runId ?? null], undefined);
+  async markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
+    const now = Date.now();
+    await this.#write(() => {
+      this.#stmt(
+        "UPDATE users SET welcome_status = 'sent', welcome_message_id = ?, welcome_sent_at = ?, welcome_error = NULL, welcome_run_id = COALESCE(?, welcome_run_id) WHERE id = ?",
+      ).run(messageId, now, runId ?? null, id);
+    });
   }
 
-  markWelcomeFailed(id: string, error: string): Promise<void> {
-    return this.#write(['failed', id, error.slice(0, 2000)], undefined);
+  async markWelcomeFailed(id: string, error: string): Promise<void> {
+    await this.#write(() => {
+      this.#stmt("UPDATE users SET welcome_status = 'failed', welcome_error = ? WHERE id = ? AND welcome_status <> 'sent'").run(
+        error.slice(0, 2000),
+        id,
+      );
+    });
   }
 
   async pendingWelcomes(createdBefore: Date, limit: number): Promise<User[]> {
@@ -296,41 +282,13 @@ export class SqliteUserStore implements UserStore {
     this.#stmt('SELECT 1').get();
   }
 
-  /** Commits the writes already asked for, then stops the writer and closes the file. */
   async close(): Promise<void> {
-    if (!this.#db) return;
-    this.#closing = true;
-    this.#flush();
-    // A writer still starting (after one died) is waited for, with the batches it will send.
-    const w = this.#worker ?? (await this.#writer?.catch(() => undefined));
-    if (w) {
-      // After the batches sent before it: the writer takes its messages in order.
-      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-      w.ref();
-      w.postMessage({ close: true } satisfies WriterRequest);
-      await exited;
-    }
-    this.#writer = undefined;
-    this.#worker = undefined;
-    this.#closing = false;
+    this.#flush(); // writes already asked for are committed, not dropped
     const db = this.#db;
     this.#db = undefined;
     this.#stmts = {};
     db?.close();
   }
-}
-
-function toError(e: { message: string; errcode?: number; code?: string }): Error {
-  const err = new Error(e.message) as Error & { errcode?: number; code?: string };
-  if (e.errcode !== undefined) err.errcode = e.errcode;
-  if (e.code !== undefined) err.code = e.code;
-  return err;
-}
-
-function failureError(f: WriteFailure): Error {
-  if (f.kind === 'taken') return new EmailTakenError();
-  if (f.kind === 'collision') return new Error(f.message);
-  return toError(f);
 }
 
 function toUser(row: Row): User {
