@@ -244,8 +244,8 @@ export class SqliteUserStore implements UserStore {
     return status;
   }
 
-  async markWelcomeScheduled(id: string, runId: string): Promise<void> {
-    await this.#write(() => {
+  markWelcomeScheduled(id: string, runId: string): Promise<void> {
+    return this.#write(() => {
       this.#stmt("UPDATE users SET welcome_status = 'scheduled', welcome_run_id = ? WHERE id = ? AND welcome_status = 'pending'").run(
         runId,
         id,
@@ -253,17 +253,17 @@ export class SqliteUserStore implements UserStore {
     });
   }
 
-  async markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
+  markWelcomeSent(id: string, messageId: string, runId?: string): Promise<void> {
     const now = Date.now();
-    await this.#write(() => {
+    return this.#write(() => {
       this.#stmt(
         "UPDATE users SET welcome_status = 'sent', welcome_message_id = ?, welcome_sent_at = ?, welcome_error = NULL, welcome_run_id = COALESCE(?, welcome_run_id) WHERE id = ?",
       ).run(messageId, now, runId ?? null, id);
     });
   }
 
-  async markWelcomeFailed(id: string, error: string): Promise<void> {
-    await this.#write(() => {
+  markWelcomeFailed(id: string, error: string): Promise<void> {
+    return this.#write(() => {
       this.#stmt("UPDATE users SET welcome_status = 'failed', welcome_error = ? WHERE id = ? AND welcome_status <> 'sent'").run(
         error.slice(0, 2000),
         id,
