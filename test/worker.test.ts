@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
 import { type Errand, InputError, PermanentError, RunCancelledError, RunFailedError, type TaskContext, type Worker } from '../src/index.ts';
+import type { RunEvent } from '../src/worker/worker.ts';
 import { type BrokerSetup, setups } from './fixtures/brokers.ts';
 import { waitFor } from './helpers.ts';
 
@@ -314,6 +315,99 @@ for (const make of setups()) {
       const info = await sl.info();
       assert.equal(info.history.at(-1)?.outcome, 'released');
       await app.close();
+    });
+  });
+
+  describe(`prefetch on ${setup.name}`, () => {
+    /** A worker at concurrency 1 over a backlog, whose run number `gateAt` waits until released. */
+    async function backlog(runMs: number, gateAt: number) {
+      const s = make();
+      const app = s.app();
+      const order: number[] = [];
+      let open: () => void = () => {};
+      const gate = new Promise<void>((r) => (open = r));
+      const task = app.task('step', { input: z.object({ n: z.number() }), retries: 1 }, async ({ n }) => {
+        order.push(n);
+        if (runMs) await new Promise((r) => setTimeout(r, runMs));
+        if (n === gateAt) await gate;
+        return n;
+      });
+      const runs = await task.enqueueMany(Array.from({ length: gateAt + 20 }, (_, n) => ({ input: { n } })));
+      const worker = app.worker({ concurrency: 1, leaseMs: 10_000 });
+      const broker = await app.broker();
+      const active = async () => (await broker.counts(['default'])).default!.active;
+      return { app, worker, runs, order, open, active };
+    }
+
+    it('short runs: holds one run beyond its concurrency, never more, and hands it back on stop', async () => {
+      const b = await backlog(0, 30);
+      after(() => {
+        b.open();
+        return b.app.close();
+      });
+      await b.worker.start();
+      await waitFor(() => b.order.includes(30), { message: 'the gated run to start', timeoutMs: 30_000 });
+      // The gated run is active, and one more is held (prefetched), not started.
+      await waitFor(async () => (await b.active()) === 2, { message: 'one run held beyond concurrency 1', timeoutMs: 10_000 });
+      assert.equal(b.order.at(-1), 30, 'the held run has not started');
+      await b.worker.stop({ graceMs: 0 });
+      const held = b.runs[31]!;
+      assert.equal(await held.status(), 'queued', 'the held run is handed back');
+      assert.equal((await held.info()).history.at(-1)?.outcome, 'released');
+      // Another worker runs everything left, each run once.
+      const next = b.app.worker({ concurrency: 4 });
+      await next.start();
+      b.open();
+      for (const r of b.runs) await r.result({ timeout: 30_000 });
+      await next.stop();
+      const counts = new Map<number, number>();
+      for (const n of b.order) counts.set(n, (counts.get(n) ?? 0) + 1);
+      assert.deepEqual(
+        [...counts].filter(([n, c]) => c > 1 && n !== 30),
+        [],
+        'no run but the gated one (aborted by the stop) started twice',
+      );
+      await b.app.close();
+    });
+
+    it('a prefetched run that is cancelled is dropped, not started', async () => {
+      const b = await backlog(0, 30);
+      await b.worker.start();
+      await waitFor(async () => b.order.includes(30) && (await b.active()) === 2, { message: 'a held run', timeoutMs: 30_000 });
+      try {
+        const held = b.runs[31]!;
+        const dropped = new Promise<void>((resolve) =>
+          b.worker.on('run', (e: RunEvent) => {
+            if (e.type === 'lost' && e.run.id === held.id) resolve();
+          }),
+        );
+        assert.equal(await held.cancel(), 'cancelled');
+        await dropped; // the worker learnt of the cancel (pub/sub on Redis) and dropped the held run
+        b.open();
+        await b.runs.at(-1)!.result({ timeout: 30_000 });
+        assert.equal(b.order.includes(31), false, 'the cancelled run never started');
+        assert.equal(await held.status(), 'cancelled');
+      } finally {
+        b.open();
+        await b.worker.stop();
+        await b.app.close();
+      }
+    });
+
+    it('long runs: no prefetch, a run waits in the queue for the next free slot', async () => {
+      const b = await backlog(25, 5);
+      await b.worker.start();
+      await waitFor(() => b.order.includes(5), { message: 'the gated run to start', timeoutMs: 30_000 });
+      try {
+        for (let i = 0; i < 5; i++) {
+          assert.equal(await b.active(), 1, 'only the running run is leased');
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      } finally {
+        b.open();
+        await b.worker.stop();
+        await b.app.close();
+      }
     });
   });
 }

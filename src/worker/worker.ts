@@ -110,6 +110,11 @@ export class Worker extends EventEmitter {
   #waiting = false;
   #backingOff = false;
   #failures = 0;
+  /** Prefetched runs, not started yet (see #prefetchOk). */
+  #buffer: Reservation[] = [];
+  #lastFull = false;
+  /** Average handler time of recent runs, in ms (exponentially weighted). */
+  #runMs = Number.POSITIVE_INFINITY;
   readonly #stop = new AbortController();
   #slotWaiter: (() => void) | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
@@ -230,7 +235,8 @@ export class Worker extends EventEmitter {
     if (this.#state === 'running' && !this.#waiting && !this.#backingOff) {
       const calls = this.#broker!.remote ? 2 : 1;
       const chunk = Math.ceil(this.concurrency / calls);
-      const free = this.concurrency - this.#active.size - this.#reserving;
+      const capacity = this.concurrency + (this.#prefetchOk() ? 1 : 0);
+      const free = capacity - this.#active.size - this.#buffer.length - this.#reserving;
       if (!this.#drained && free > 0 && this.#inflight < calls && (this.#inflight === 0 || free >= chunk)) {
         this.#reserve(Math.min(free, chunk));
         // The second call goes out a turn later, so that the broker's replies come apart.
@@ -239,6 +245,18 @@ export class Worker extends EventEmitter {
       if (this.#drained && this.#inflight === 0) this.#wait();
     }
     if (this.#pending.length && !this.#flushing) this.#flushing = this.#flush();
+  }
+
+  /**
+   * Prefetch: while runs are short (their average time under PREFETCH_RUN_MS) and the last
+   * reservation filled every slot it asked for (more runs are likely queued), the worker holds one
+   * run more than its concurrency, so that the next run starts as soon as a slot frees instead of
+   * a round trip later (at concurrency 1 the worker's and the broker's work then overlap). The
+   * held run waits at most about one short run; it is renewed, handed back on stop, and recovered
+   * like an active run if the worker dies.
+   */
+  #prefetchOk(): boolean {
+    return this.#lastFull && this.#runMs < PREFETCH_RUN_MS;
   }
 
   #schedule(): void {
@@ -273,8 +291,12 @@ export class Worker extends EventEmitter {
             if (result.runs.length) await this.#releaseLeases(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
             return;
           }
-          for (const run of result.runs) this.#execute(run);
+          for (const run of result.runs) {
+            if (this.#active.size < this.concurrency) this.#execute(run);
+            else this.#buffer.push(run);
+          }
           this.#drained = result.runs.length === 0;
+          this.#lastFull = result.runs.length === max;
           this.#nextAt = result.nextAt;
           this.#schedule();
         },
@@ -330,6 +352,8 @@ export class Worker extends EventEmitter {
     void this.#run(entry).finally(() => {
       if (entry.progressTimer) clearTimeout(entry.progressTimer);
       this.#active.delete(run.id);
+      const next = this.#state === 'running' ? this.#buffer.shift() : undefined;
+      if (next) this.#execute(next);
       const waiter = this.#slotWaiter;
       this.#slotWaiter = undefined;
       waiter?.();
@@ -424,6 +448,7 @@ export class Worker extends EventEmitter {
       );
     }
     const durationMs = performance.now() - started;
+    this.#observeRunTime(durationMs);
     this.#settle({
       id: run.id,
       attempt: run.attempt,
@@ -448,6 +473,7 @@ export class Worker extends EventEmitter {
       const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;
       this.#settle({ id: run.id, attempt: run.attempt, outcome: 'retry', error: encodeError(shown, reason), runAt: retryAt });
       const durationMs = performance.now() - started;
+      this.#observeRunTime(durationMs);
       log.warn(
         { durationMs: round(durationMs), err: shown, retryAt: new Date(retryAt).toISOString(), maxAttempts: task.retries.maxAttempts },
         'run failed; retry scheduled',
@@ -464,6 +490,7 @@ export class Worker extends EventEmitter {
     const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;
     this.#settle({ id: run.id, attempt: run.attempt, outcome: 'failed', error: encodeError(shown, reason), retentionMs });
     const durationMs = performance.now() - started;
+    this.#observeRunTime(durationMs);
     log.error({ durationMs: round(durationMs), err: shown, reason }, 'run failed');
     this.emit('run', { type: 'failure', run, durationMs, error: err } satisfies RunEvent);
   }
@@ -481,10 +508,20 @@ export class Worker extends EventEmitter {
 
   /** Stops a run's handler without settling it: its lease is gone, or it is being handed back. */
   #detach(id: string, why: 'lost' | 'released', reason: Error): void {
+    // A prefetched run not started yet: dropped (its lease is gone, or it is being handed back).
+    const held = this.#buffer.findIndex((r) => r.id === id);
+    if (held >= 0) {
+      const [run] = this.#buffer.splice(held, 1);
+      this.emit('run', { type: why, run: run!, durationMs: 0 } satisfies RunEvent);
+    }
     const entry = this.#active.get(id);
     if (!entry || entry.detached) return;
     entry.detached = why;
     abort(entry, reason);
+  }
+
+  #observeRunTime(ms: number): void {
+    this.#runMs = this.#runMs === Number.POSITIVE_INFINITY ? ms : this.#runMs * 0.9 + ms * 0.1;
   }
 
   readonly #progressOf = (entry: ActiveRun, value: unknown): void => this.#progress(entry, value);
@@ -545,6 +582,7 @@ export class Worker extends EventEmitter {
     const leases: Lease[] = [];
     for (const e of this.#active.values()) if (!e.detached) leases.push({ id: e.run.id, attempt: e.run.attempt });
     for (const s of this.#settling.values()) if (!this.#active.has(s.id)) leases.push({ id: s.id, attempt: s.attempt });
+    for (const r of this.#buffer) leases.push({ id: r.id, attempt: r.attempt });
     return leases;
   }
 
@@ -630,7 +668,8 @@ export class Worker extends EventEmitter {
   #now = false;
   async #shutdownNow(): Promise<void> {
     this.#now = true;
-    const leases: Lease[] = [];
+    const leases: Lease[] = this.#buffer.map((r) => ({ id: r.id, attempt: r.attempt }));
+    this.#buffer = [];
     for (const e of this.#active.values()) {
       if (e.detached) continue;
       leases.push({ id: e.run.id, attempt: e.run.attempt });
@@ -678,6 +717,9 @@ function nonNegative(v: unknown, name: string): number {
 }
 
 const HEARTBEAT_EVERY_MS = 5000;
+
+/** Runs shorter than this on average (ms) let the worker prefetch one run (see Worker#prefetchOk). */
+const PREFETCH_RUN_MS = 10;
 
 function isInspector(b: unknown): b is BrokerInspector {
   return typeof (b as BrokerInspector)?.heartbeat === 'function';
