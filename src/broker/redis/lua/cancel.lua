@@ -55,5 +55,5 @@ elseif s == 'a' then
 else
   return { 'X' }
 end
-notify(ARGV[5], ARGV[7], v[7])
+notify(ARGV[5], ARGV[7], '', v[7])
 return { 'C', s }

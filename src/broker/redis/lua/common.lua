@@ -193,9 +193,10 @@ local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc)
   end
 end
 
-local function notify(chan, id, watched)
+-- Publishes the id (`prefix .. rid`, joined only then) of a watched run on the events channel.
+local function notify(chan, prefix, rid, watched)
   if watched then
-    rcall('PUBLISH', chan, id)
+    rcall('PUBLISH', chan, prefix .. rid)
   end
 end
 
@@ -212,7 +213,7 @@ local function replay(base, k, rid, id, chan, v, nowS)
   rcall('PERSIST', k)
   rcall('ZREM', base .. 'failed', rid)
   pushQueued(base, rid, v[2] or '0', false)
-  notify(chan, id, v[3])
+  notify(chan, id, '', v[3])
 end
 
 --[[
@@ -270,7 +271,7 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
           wakeUp = true
         end
       end
-      notify(chan, qp .. rid, v[4])
+      notify(chan, qp, rid, v[4])
       out[#out + 1] = 1
     end
   end

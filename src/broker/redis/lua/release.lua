@@ -29,7 +29,7 @@ for j = #ARGV - 1, 6, -2 do
     rcall('HDEL', k, 'o')
     rcall('ZREM', KEYS[1], rid)
     pushQueued(base, rid, v[7] or '0', true)
-    notify(chan, qp .. rid, v[6])
+    notify(chan, qp, rid, v[6])
     released = released + 1
   end
 end

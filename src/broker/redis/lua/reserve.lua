@@ -71,7 +71,14 @@ if rcall('EXISTS', KEYS[4]) == 1 then
 end
 
 -- 1. Due scheduled runs become queued.
-local due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+-- The earliest scheduled run and lease expiry, read first: usually neither is due, and they also
+-- give nextAt below without reading again.
+local s1 = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local a1 = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local due = {}
+if s1[2] and tonumber(s1[2]) <= now then
+  due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
+end
 if #due > 0 then
   if #due == limit then
     more = true
@@ -84,14 +91,17 @@ if #due > 0 then
     elseif v[1] == 's' then
       rcall('HSET', k, 's', 'q')
       pushQueued(base, rid, v[2] or '0', false)
-      notify(chan, qp .. rid, v[3])
+      notify(chan, qp, rid, v[3])
     end
   end
   rcall('ZREMRANGEBYRANK', KEYS[1], 0, #due - 1)
 end
 
 -- 2. Expired leases: back to the head of their level (in lease order), or failed.
-local expired = rcall('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+local expired = {}
+if a1[2] and tonumber(a1[2]) <= now then
+  expired = rcall('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+end
 if #expired > 0 then
   if #expired == limit then
     more = true
@@ -115,7 +125,7 @@ if #expired > 0 then
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
         pushQueued(base, rid, v[2] or '0', true)
       end
-      notify(chan, qp .. rid, v[3])
+      notify(chan, qp, rid, v[3])
     end
   end
   rcall('ZREMRANGEBYRANK', KEYS[2], 0, #expired - 1)
@@ -155,7 +165,7 @@ if max > 0 then
           out[#out + 1] = p
           out[#out + 1] = v[5] or ''
           out[#out + 1] = v[6] or ''
-          notify(chan, qp .. rid, v[7])
+          notify(chan, qp, rid, v[7])
           -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
           local since = tonumber(v[5]) or ridTime(rid)
           local due = tonumber(v[8])
@@ -200,8 +210,13 @@ local nextAt = -1
 if more then
   nextAt = now
 else
-  local s1 = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local a1 = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  -- Read again only if steps 1 and 2 changed them; leases made in step 3 expire at leaseUntil.
+  if #due > 0 then
+    s1 = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  end
+  if #expired > 0 or (not a1[2] and n > 0) then
+    a1 = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  end
   if s1[2] then
     nextAt = tonumber(s1[2])
   end
