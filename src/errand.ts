@@ -45,8 +45,8 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
     const now = Date.now();
     const run = this.prepare(input, options, now, this.#app.maxInputBytes);
     return enqueueSpan(
-      `errand.enqueue ${this.name}`,
-      { 'errand.task': this.name, 'errand.queue': run.queue, 'errand.run_id': run.id },
+      this.name,
+      () => ({ 'errand.task': this.name, 'errand.queue': run.queue, 'errand.run_id': run.id }),
       run.traceparent,
       async (tp) => {
         if (tp) run.traceparent = tp;
@@ -68,8 +68,8 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
       }
     });
     return enqueueSpan(
-      `errand.enqueue ${this.name}`,
-      { 'errand.task': this.name, 'errand.batch_size': runs.length },
+      this.name,
+      () => ({ 'errand.task': this.name, 'errand.batch_size': runs.length }),
       undefined,
       async (tp) => {
         if (tp) for (const run of runs) run.traceparent ??= tp;
@@ -164,9 +164,11 @@ export class Errand extends EventEmitter {
       if (!this.#sending) void this.#send(broker);
     });
     if (this.listenerCount('enqueued')) this.emit('enqueued', runs, results);
-    const get = () => this.broker();
+    const get = this.#getBroker;
     return results.map((r) => new RunHandle(r.id, get, r.created, r.state));
   }
+
+  readonly #getBroker = (): Promise<Broker> => this.broker();
 
   readonly #outbox: { runs: NewRun[]; now: number; resolve: (r: EnqueueResult[]) => void; reject: (e: unknown) => void }[] = [];
   #sending = false;
@@ -189,10 +191,13 @@ export class Errand extends EventEmitter {
       for (const b of batch) if (b.now > now) now = b.now;
       try {
         const results = await broker.enqueue(runs, now);
-        let offset = 0;
-        for (const b of batch) {
-          b.resolve(results.slice(offset, offset + b.runs.length));
-          offset += b.runs.length;
+        if (batch.length === 1) batch[0]!.resolve(results);
+        else {
+          let offset = 0;
+          for (const b of batch) {
+            b.resolve(results.slice(offset, offset + b.runs.length));
+            offset += b.runs.length;
+          }
         }
       } catch (err) {
         for (const b of batch) b.reject(err);

@@ -22,6 +22,8 @@ export const MAX_DEPTH = 256;
  * them, which reads back as absent).
  */
 export function jsonIssues(value: unknown, limit = 20, maxDepth = MAX_DEPTH): InputIssue[] {
+  // Most values are plain JSON: checked without building paths; the walk below says what is wrong.
+  if (value === undefined || plainJson(value, 0, maxDepth)) return [];
   const issues: InputIssue[] = [];
   const stack = new Set<object>();
   const walk = (v: unknown, path: (string | number)[], inArray: boolean): void => {
@@ -83,4 +85,40 @@ export function safeParse(text: string | undefined | null): { ok: true; value: u
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   }
+}
+
+/**
+ * Whether a value survives JSON as it is, checked without allocating: false for anything the walk
+ * in jsonIssues would report (and, conservatively, for any nesting past maxDepth, cycles included).
+ */
+function plainJson(v: unknown, depth: number, maxDepth: number): boolean {
+  if (v === null) return true;
+  switch (typeof v) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(v);
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (depth >= maxDepth) return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i];
+      if (x === undefined || !plainJson(x, depth + 1, maxDepth)) return false;
+    }
+    return true;
+  }
+  const proto = Object.getPrototypeOf(v);
+  if (proto !== Object.prototype && proto !== null) return false;
+  const o = v as Record<string, unknown>;
+  for (const key in o) {
+    if (!Object.hasOwn(o, key)) return false;
+    const x = o[key];
+    if (x !== undefined && !plainJson(x, depth + 1, maxDepth)) return false;
+  }
+  return Object.getOwnPropertySymbols(o).length === 0;
 }

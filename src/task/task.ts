@@ -136,8 +136,10 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     options ??= {};
     // Refuse pathological nesting before anything recurses over it (zod, JSON.stringify).
     const notJson = jsonIssues(input);
-    const tooDeep = notJson.filter((i) => i.code === 'too_deep');
-    if (tooDeep.length) throw new InputError(tooDeep, this.name);
+    if (notJson.length) {
+      const tooDeep = notJson.filter((i) => i.code === 'too_deep');
+      if (tooDeep.length) throw new InputError(tooDeep, this.name);
+    }
     const parsed = this.schema.safeParse(input);
     if (!parsed.success) {
       throw new InputError(

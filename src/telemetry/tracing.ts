@@ -34,12 +34,13 @@ export function contextFromTraceparent(traceparent: string | undefined): Context
 }
 
 /**
- * Runs `fn` inside a producer span for an enqueue. The parent is `traceparent` when given (the HTTP
- * layer passes the request's), else the active context. `fn` gets the traceparent to store on the runs.
+ * Runs `fn` inside a producer span for an enqueue of `task` (attributes made only when the span
+ * is). The parent is `traceparent` when given (the HTTP layer passes the request's), else the
+ * active context. `fn` gets the traceparent to store on the runs.
  */
 export async function enqueueSpan<T>(
-  name: string,
-  attributes: Record<string, string | number>,
+  task: string,
+  attributes: () => Record<string, string | number>,
   traceparent: string | undefined,
   fn: (traceparent: string | undefined) => Promise<T>,
 ): Promise<T> {
@@ -49,7 +50,11 @@ export async function enqueueSpan<T>(
   const parent = traceparent ? contextFromTraceparent(traceparent) : context.active();
   const span = trace
     .getTracer(TRACER)
-    .startSpan(name, { kind: SpanKind.PRODUCER, attributes: { 'messaging.system': 'errand', ...attributes } }, parent);
+    .startSpan(
+      `errand.enqueue ${task}`,
+      { kind: SpanKind.PRODUCER, attributes: { 'messaging.system': 'errand', ...attributes() } },
+      parent,
+    );
   try {
     return await context.with(trace.setSpan(parent, span), () => fn(toTraceparent(span) ?? traceparent));
   } catch (err) {
