@@ -469,6 +469,9 @@ export async function startSmtpSink(): Promise<SmtpSink> {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => resolve());
   });
+  // Clients killed mid-session (the point of these tests) reset their connections: the server
+  // reports each as an 'error' event, which would otherwise be thrown as uncaught.
+  server.on('error', () => {});
   const { port } = server.server.address() as { port: number };
   return {
     url: `smtp://127.0.0.1:${port}`,
