@@ -276,7 +276,9 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string)
       '> **This is a `--quick` run**: small sizes, short rounds. Its figures show that the harness works and give an order of magnitude, not a verdict. Run `npm run bench` on a quiet machine for the real figures.',
       '',
     );
-  if (m.loadavgAtStart[0]! > m.cores * 0.5 || r.loadavgAtEnd[0]! > m.cores * 0.5)
+  // The load at the end includes the benchmark's own processes (their last minutes): only the load
+  // at the start says whether other work shared the machine.
+  if (m.loadavgAtStart[0]! > m.cores * 0.5)
     lines.push(
       `> **Noise**: the machine was busy with other work during this run (load average ${m.loadavgAtStart.join(', ')} at the start, ${r.loadavgAtEnd.join(', ')} at the end, on ${m.cores} cores). Treat the figures as indicative.`,
     );
