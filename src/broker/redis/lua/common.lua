@@ -42,26 +42,27 @@ local STATS_TTL = 172800000
 -- The time (epoch ms) in a rid: its first 10 characters, Crockford base32
 -- (0-9 A-H J K M N P-T V-Z). Computed from the bytes: no lookup table to build on every call.
 local byte = string.byte
-local function ridTime(rid)
-  local t = 0
-  for i = 1, 10 do
-    local b, d = byte(rid, i) or 48, 0
-    if b < 58 then
-      d = b - 48
-    elseif b < 73 then
-      d = b - 55
-    elseif b < 76 then
-      d = b - 56
-    elseif b < 79 then
-      d = b - 57
-    elseif b < 86 then
-      d = b - 58
-    else
-      d = b - 59
-    end
-    t = t * 32 + d
+local function digit(b)
+  if b < 58 then
+    return b - 48
+  elseif b < 73 then
+    return b - 55
+  elseif b < 76 then
+    return b - 56
+  elseif b < 79 then
+    return b - 57
+  elseif b < 86 then
+    return b - 58
   end
-  return t
+  return b - 59
+end
+local function ridTime(rid)
+  local b1, b2, b3, b4, b5, b6, b7, b8, b9, b10 = byte(rid, 1, 10)
+  if not b10 then
+    return 0
+  end
+  return ((((((((digit(b1) * 32 + digit(b2)) * 32 + digit(b3)) * 32 + digit(b4)) * 32 + digit(b5)) * 32 + digit(b6)) * 32
+    + digit(b7)) * 32 + digit(b8)) * 32 + digit(b9)) * 32 + digit(b10)
 end
 
 -- Adds n to a counter of the minute being accumulated in `acc` (flushed by statFlush).
@@ -70,6 +71,8 @@ local function statAdd(acc, field, n)
 end
 
 -- The histogram bucket of a latency: the first bound it does not exceed, else the last bucket.
+-- Counter names by prefix and bucket ('w3', 'u0', ...), made once per call rather than per run.
+local BUCKET_FIELDS = { w = {}, u = {} }
 local function statLatency(acc, prefix, ms)
   local i = #BUCKETS
   for j = 1, #BUCKETS do
@@ -78,7 +81,13 @@ local function statLatency(acc, prefix, ms)
       break
     end
   end
-  statAdd(acc, prefix .. i, 1)
+  local names = BUCKET_FIELDS[prefix]
+  local field = names[i]
+  if not field then
+    field = prefix .. i
+    names[i] = field
+  end
+  acc[field] = (acc[field] or 0) + 1
 end
 
 local function statFlush(base, now, acc)
