@@ -225,9 +225,9 @@ export class Worker extends EventEmitter {
    *
    * Reservations: with a remote broker, up to two calls in flight, each for at most half the
    * slots, so that the runs of one reply execute while the broker serves the other call (the
-   * worker's and the broker's work overlap instead of taking turns); otherwise one call at a time. Outcomes of finished runs ride along with the next
-   * reservation (one round trip for both); when no reservation goes out, they are sent on their
-   * own (#flush). When a reply brings no run, the worker waits for the broker's wake-up signal
+   * worker's and the broker's work overlap instead of taking turns); otherwise one call at a time.
+   * Outcomes of finished runs ride along with the next reservation (one round trip for both);
+   * when no reservation goes out, they are sent on their own (#flush). When a reply brings no run, the worker waits for the broker's wake-up signal
    * (or the next due time) once its other call is back.
    */
   #pump(): void {
@@ -271,52 +271,58 @@ export class Worker extends EventEmitter {
     this.#pending = [];
     this.#inflight++;
     this.#reserving += max;
-    const call = broker
-      .reserve({
-        workerId: this.id,
-        queues: this.queues,
-        max,
-        leaseMs: this.leaseMs,
-        now: Date.now(),
-        ...(settle.length ? { settle } : {}),
-      })
-      .then(
-        async (result) => {
-          this.#inflight--;
-          this.#reserving -= max;
-          this.#failures = 0;
-          if (settle.length) this.#settled(settle, result.settled);
-          if (this.#state !== 'running') {
-            // Stopped while reserving: hand these back at once.
-            if (result.runs.length) await this.#releaseLeases(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
-            return;
-          }
-          for (const run of result.runs) {
-            if (this.#active.size < this.concurrency) this.#execute(run);
-            else this.#buffer.push(run);
-          }
-          this.#drained = result.runs.length === 0;
-          this.#lastFull = result.runs.length === max;
-          this.#nextAt = result.nextAt;
-          this.#schedule();
-        },
-        (err: unknown) => {
-          this.#inflight--;
-          this.#reserving -= max;
-          this.#pending = settle.concat(this.#pending);
-          this.#logBrokerError(err, 'reserve failed; retrying');
-          this.#backOff();
-        },
-      )
-      .finally(() => this.#calls.delete(call));
+    this.#track(
+      broker
+        .reserve({
+          workerId: this.id,
+          queues: this.queues,
+          max,
+          leaseMs: this.leaseMs,
+          now: Date.now(),
+          ...(settle.length ? { settle } : {}),
+        })
+        .then(
+          async (result) => {
+            this.#inflight--;
+            this.#reserving -= max;
+            this.#failures = 0;
+            if (settle.length) this.#settled(settle, result.settled);
+            if (this.#state !== 'running') {
+              // Stopped while reserving: hand these back at once.
+              if (result.runs.length) await this.#releaseLeases(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
+              return;
+            }
+            for (const run of result.runs) {
+              if (this.#active.size < this.concurrency) this.#execute(run);
+              else this.#buffer.push(run);
+            }
+            this.#drained = result.runs.length === 0;
+            this.#lastFull = result.runs.length === max;
+            this.#nextAt = result.nextAt;
+            this.#schedule();
+          },
+          (err: unknown) => {
+            this.#inflight--;
+            this.#reserving -= max;
+            this.#pending = settle.concat(this.#pending);
+            this.#logBrokerError(err, 'reserve failed; retrying');
+            this.#backOff();
+          },
+        ),
+    );
+  }
+
+  /** Keeps a call of the engine in #calls until it has settled (stop waits for them). */
+  #track(call: Promise<void>): void {
     this.#calls.add(call);
+    void call.catch((err: unknown) => this.logger.error({ err }, 'worker: unexpected error')).finally(() => this.#calls.delete(call));
   }
 
   /** Nothing to reserve: sleeps until the broker signals work, the next due time, or stop. */
   #wait(): void {
     this.#waiting = true;
-    const call = this.#broker!.waitForWork(this.queues, this.#nextAt, this.#stop.signal)
-      .then(
+    this.#track(
+      this.#broker!.waitForWork(this.queues, this.#nextAt, this.#stop.signal).then(
         () => {
           this.#waiting = false;
           this.#drained = false;
@@ -328,22 +334,20 @@ export class Worker extends EventEmitter {
           this.#logBrokerError(err, 'waiting for work failed; retrying');
           this.#backOff();
         },
-      )
-      .finally(() => this.#calls.delete(call));
-    this.#calls.add(call);
+      ),
+    );
   }
 
   /** After a broker error: no reservation for a while (longer after each consecutive failure). */
   #backOff(): void {
     this.#failures++;
     this.#backingOff = true;
-    const call = sleep(Math.min(5000, 100 * 2 ** Math.min(this.#failures, 6)), this.#stop.signal)
-      .then(() => {
+    this.#track(
+      sleep(Math.min(5000, 100 * 2 ** Math.min(this.#failures, 6)), this.#stop.signal).then(() => {
         this.#backingOff = false;
         this.#schedule();
-      })
-      .finally(() => this.#calls.delete(call));
-    this.#calls.add(call);
+      }),
+    );
   }
 
   #execute(run: Reservation): void {
