@@ -184,7 +184,7 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
   const app = server.withTypeProvider<ZodTypeProvider>();
   const read = requireScope(options.auth, 'read');
 
-  const deadlines = new Deadlines(enqueueTimeoutMs, `the task queue did not answer within ${enqueueTimeoutMs} ms`);
+  const timeoutMessage = `the task queue did not answer within ${enqueueTimeoutMs} ms`;
 
   const create = async (request: FastifyRequest<{ Body: z.infer<typeof CreateUserSchema> }>, reply: FastifyReply) => {
     let user: User;
@@ -201,8 +201,10 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
     try {
       // The idempotency key (welcome:<id>, set by the task) makes a second enqueue of this user's
       // email, by the sweep, return this run rather than a second one.
-      run = await deadlines.within(
+      run = await within(
         task.enqueue({ userId: user.id, email: user.email, username: user.username }, traceparent ? { traceparent } : undefined),
+        enqueueTimeoutMs,
+        timeoutMessage,
       );
     } catch (err) {
       // The user is kept, `pending`: a worker's sweep enqueues the email when the broker is back.
@@ -308,74 +310,24 @@ function storeDown(request: FastifyRequest, err: unknown): HttpError {
  */
 const jsonSerializerCompiler = () => (data: unknown) => JSON.stringify(data);
 
-interface Deadline {
-  at: number;
-  reject: (err: Error) => void;
-  prev: Deadline | undefined;
-  next: Deadline | undefined;
-}
-
 /**
- * Time limits of one length on many promises at once (each request's enqueue): one timer for all
- * of them rather than a timer and a `Promise.race` per request. They share one length, so they end
- * in the order they began: a list in that order, from which a settled promise unlinks itself, and
- * one timer set for its head.
+ * `promise`, or a rejection with `message` after `ms` (a later failure of `promise` is then
+ * ignored). One promise and one timer per call, no `Promise.race`: Node keeps timers of one
+ * length in one list, so this costs little per request.
  */
-export class Deadlines {
-  readonly #ms: number;
-  readonly #message: string;
-  #head: Deadline | undefined;
-  #tail: Deadline | undefined;
-  #timer: NodeJS.Timeout | undefined;
-
-  constructor(ms: number, message: string) {
-    this.#ms = ms;
-    this.#message = message;
-  }
-
-  /** `promise`, or a rejection with the message once the time is up (a later failure of `promise` is then ignored). */
-  within<T>(promise: Promise<T>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const d: Deadline = { at: Date.now() + this.#ms, reject, prev: this.#tail, next: undefined };
-      if (this.#tail) this.#tail.next = d;
-      else this.#head = d;
-      this.#tail = d;
-      if (!this.#timer) this.#arm(this.#ms);
-      promise.then(
-        (value) => {
-          this.#unlink(d);
-          resolve(value);
-        },
-        (err) => {
-          this.#unlink(d);
-          reject(err);
-        },
-      );
-    });
-  }
-
-  #unlink(d: Deadline): void {
-    if (d.prev) d.prev.next = d.next;
-    else if (this.#head === d) this.#head = d.next;
-    else return; // already taken off by the timer
-    if (d.next) d.next.prev = d.prev;
-    else this.#tail = d.prev;
-    d.prev = d.next = undefined;
-  }
-
-  #arm(delay: number): void {
-    this.#timer = setTimeout(this.#expire, delay);
-    this.#timer.unref();
-  }
-
-  readonly #expire = (): void => {
-    this.#timer = undefined;
-    const now = Date.now();
-    while (this.#head && this.#head.at <= now) {
-      const d = this.#head;
-      this.#unlink(d);
-      d.reject(new Error(this.#message));
-    }
-    if (this.#head) this.#arm(Math.max(1, this.#head.at - now));
-  };
+function within<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(message)), ms);
+    timer.unref();
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
 }
