@@ -77,3 +77,21 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
 export function redact(url: string): string {
   return url.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
 }
+
+/** How long the command-line tools wait for a broker's first answer, in ms. */
+export const PING_TIMEOUT_MS = 5000;
+
+/** `broker.ping()`, failing with "no answer within N ms" when the broker does not answer in time. */
+export async function pingWithin(broker: Broker, ms = PING_TIMEOUT_MS): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      broker.ping(),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -18,7 +18,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { connectBroker, defaultBrokerUrl, redact as redactUrl } from '../broker/connect.ts';
+import { connectBroker, defaultBrokerUrl, pingWithin, redact as redactUrl } from '../broker/connect.ts';
 import {
   type Broker,
   type BrokerInspector,
@@ -58,7 +58,6 @@ export const ADMIN_USAGE = `  inspect queues     Each queue: counts by state, pa
 `;
 
 const DEFAULT_LIMIT = 20;
-const PING_TIMEOUT_MS = 5000;
 const EXAMPLE_ID = 'default.01JD3M5S7T8X9Y0Z1A2B3C4D5E';
 
 /** An error the user can act on: printed without a stack, with its code in `--json` mode. */
@@ -208,22 +207,14 @@ async function withBroker<T>(values: Common, fn: (broker: Inspector) => Promise<
   }
   const broker = await connectBroker(url, { logger: pino({ level: 'silent' }), prefix: process.env.ERRAND_PREFIX || undefined });
   try {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        broker.ping(),
-        new Promise((_, reject) => {
-          timer = setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
-        }),
-      ]);
+      await pingWithin(broker);
     } catch (err) {
       const why = (err as Error)?.message ?? String(err);
       // Refused credentials or TLS set-up (BrokerConfigError): waiting will not help, the URL must change.
       if ((err as Error)?.name === 'BrokerConfigError')
         throw new CliError('config', `the broker at ${shown} refused the connection: ${why}`);
       throw new CliError('broker_unavailable', `cannot reach the broker at ${shown}: ${why}`, { exitCode: 1 });
-    } finally {
-      clearTimeout(timer);
     }
     if (typeof (broker as Partial<BrokerInspector>).listRuns !== 'function')
       throw new CliError(

@@ -1,12 +1,10 @@
 /** `errand dashboard`: serve the dashboard for a broker, without defining any task. */
 import { parseArgs } from 'node:util';
-import { defaultBrokerUrl, redact } from '../broker/connect.ts';
+import { defaultBrokerUrl, pingWithin, redact } from '../broker/connect.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { createErrand } from '../errand.ts';
 import { authFromEnv } from '../http/auth.ts';
 import { createDashboardServer } from './server.ts';
-
-const PING_TIMEOUT_MS = 5000;
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
@@ -40,19 +38,11 @@ export async function dashboardCommand(args: string[]): Promise<void> {
 
   const errand = createErrand({ broker: url });
   const broker = await errand.broker(); // a malformed URL throws a ConfigError here
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      broker.ping(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${PING_TIMEOUT_MS} ms`)), PING_TIMEOUT_MS);
-      }),
-    ]);
+    await pingWithin(broker);
   } catch (err) {
     await errand.close().catch(() => {});
     throw new ErrandError(`cannot reach the broker at ${redact(url)}: ${(err as Error)?.message ?? String(err)}`);
-  } finally {
-    clearTimeout(timer);
   }
 
   const app = await createDashboardServer({ errand, auth });
