@@ -163,6 +163,14 @@ function byQueue<T extends { id: string }>(
 const settlementSize = ({ item }: { item: Settlement }) =>
   (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
 
+/** Whether settlements go in one call (what `chunk` would leave in one part), without splitting them. */
+function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
+  if (group.length > CHUNK_RUNS) return false;
+  let bytes = 0;
+  for (const g of group) bytes += settlementSize(g);
+  return group.length === 1 || bytes <= CHUNK_BYTES;
+}
+
 /** The ARGV of settlements, 5 per item (see settleItems in lua/common.lua). */
 function pushSettlements(args: (string | number)[], part: readonly { item: Settlement; rid: string }[]): void {
   for (const { item, rid } of part) {
@@ -421,7 +429,7 @@ export class RedisBroker implements Broker, BrokerInspector {
       const { groups } = byQueue(settlements);
       const rest: number[] = [];
       for (const [queue, group] of groups) {
-        if (queues.includes(queue) && chunk(group, settlementSize).length === 1) along.set(queue, group);
+        if (queues.includes(queue) && fitsOneCall(group)) along.set(queue, group);
         else for (const { index } of group) rest.push(index);
       }
       if (rest.length)
