@@ -21,6 +21,7 @@ import {
   type UserStore,
   type WelcomeState,
   type WelcomeStatus,
+  TurnBatch,
 } from './store.ts';
 
 // `COLLATE "C"` on ids: byte order, which is creation order for ULIDs whatever the database's locale.
@@ -208,43 +209,6 @@ export class PgUserStore implements UserStore {
   async close(): Promise<void> {
     await this.#pool.end();
   }
-}
-
-/**
- * Collects the items added in one turn of the event loop and hands them to `run` together; each
- * `add` settles with its own item's outcome (an Error in the outcomes rejects that item alone), or
- * with `run`'s error for the whole batch.
- */
-class TurnBatch<I, O> {
-  readonly #run: (batch: I[]) => Promise<(O | Error)[]>;
-  #items: { item: I; resolve: (value: O) => void; reject: (err: unknown) => void }[] = [];
-
-  constructor(run: (batch: I[]) => Promise<(O | Error)[]>) {
-    this.#run = run;
-  }
-
-  add(item: I): Promise<O> {
-    return new Promise<O>((resolve, reject) => {
-      if (this.#items.push({ item, resolve, reject }) === 1) setImmediate(this.#flush);
-    });
-  }
-
-  readonly #flush = (): void => {
-    const batch = this.#items;
-    this.#items = [];
-    this.#run(batch.map((b) => b.item)).then(
-      (outcomes) => {
-        for (let i = 0; i < batch.length; i++) {
-          const o = outcomes[i];
-          if (o instanceof Error) batch[i]!.reject(o);
-          else batch[i]!.resolve(o as O);
-        }
-      },
-      (err) => {
-        for (const b of batch) b.reject(err);
-      },
-    );
-  };
 }
 
 function toUser(row: Row): User {

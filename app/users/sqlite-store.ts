@@ -23,6 +23,7 @@ import {
   type UserStore,
   type WelcomeState,
   type WelcomeStatus,
+  TurnBatch,
 } from './store.ts';
 
 const SCHEMA = `
@@ -56,12 +57,6 @@ interface WelcomeRow {
   welcome_error: string | null;
 }
 
-interface PendingWrite {
-  op: () => unknown;
-  resolve: (value: unknown) => void;
-  reject: (err: unknown) => void;
-}
-
 const SQLITE_CONSTRAINT_UNIQUE = 2067;
 const SQLITE_CONSTRAINT_PRIMARYKEY = 1555;
 
@@ -79,8 +74,7 @@ export class SqliteUserStore implements UserStore {
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
   /** Writes waiting for the next group commit (see `#write`). */
-  #writes: PendingWrite[] = [];
-  #flushScheduled = false;
+  readonly #writes = new TurnBatch<() => unknown, unknown>((ops) => Promise.resolve(this.#commit(ops)));
 
   constructor(options: SqliteUserStoreOptions) {
     this.path = options.path;
@@ -117,52 +111,34 @@ export class SqliteUserStore implements UserStore {
    */
   #write<T>(op: () => T): Promise<T> {
     if (!this.#db) return Promise.reject(new Error('SqliteUserStore is not open: call init() first'));
-    return new Promise<T>((resolve, reject) => {
-      this.#writes.push({ op, resolve: resolve as (value: unknown) => void, reject });
-      if (!this.#flushScheduled) {
-        this.#flushScheduled = true;
-        setImmediate(this.#flush);
-      }
-    });
+    return this.#writes.add(op) as Promise<T>;
   }
 
-  /** Commits the waiting writes in one transaction (a lone write in its own, implicit one). */
-  readonly #flush = (): void => {
-    this.#flushScheduled = false;
-    const batch = this.#writes;
-    if (batch.length === 0) return;
-    this.#writes = [];
+  /**
+   * Commits waiting writes in one transaction (a lone write in its own, implicit one): the value
+   * or error of each, or a throw when the transaction failed as a whole (none of them is stored).
+   */
+  #commit(ops: (() => unknown)[]): unknown[] {
     const db = this.#db;
-    if (!db) {
-      const err = new Error('SqliteUserStore was closed before this write');
-      for (const w of batch) w.reject(err);
-      return;
-    }
-    if (batch.length === 1) {
-      const w = batch[0]!;
-      let value: unknown;
+    if (!db) throw new Error('SqliteUserStore was closed before this write');
+    if (ops.length === 1) {
       try {
-        value = w.op();
+        return [ops[0]!()];
       } catch (err) {
-        w.reject(err);
-        return;
+        return [asError(err)];
       }
-      w.resolve(value);
-      return;
     }
-    const values: unknown[] = new Array(batch.length);
-    const failed: boolean[] = new Array(batch.length).fill(false);
+    const out: unknown[] = new Array(ops.length);
     try {
       db.exec('BEGIN IMMEDIATE');
-      for (let i = 0; i < batch.length; i++) {
+      for (let i = 0; i < ops.length; i++) {
         try {
-          values[i] = batch[i]!.op();
+          out[i] = ops[i]!();
         } catch (err) {
           // SQLite undid this statement alone and the transaction goes on: the error is this write's.
           // A transaction that ended with it (I/O error, disk full) took the earlier writes along.
           if (!db.isTransaction) throw err;
-          values[i] = err;
-          failed[i] = true;
+          out[i] = asError(err);
         }
       }
       db.exec('COMMIT');
@@ -171,17 +147,13 @@ export class SqliteUserStore implements UserStore {
         try {
           db.exec('ROLLBACK');
         } catch {
-          // The connection is unusable; every caller gets the error below.
+          // The connection is unusable; every caller gets the error.
         }
       }
-      for (const w of batch) w.reject(err);
-      return;
+      throw err;
     }
-    for (let i = 0; i < batch.length; i++) {
-      if (failed[i]) batch[i]!.reject(values[i]);
-      else batch[i]!.resolve(values[i]);
-    }
-  };
+    return out;
+  }
 
   create(input: { username: string; email: string }): Promise<User> {
     const now = Date.now();
@@ -283,7 +255,7 @@ export class SqliteUserStore implements UserStore {
   }
 
   async close(): Promise<void> {
-    this.#flush(); // writes already asked for are committed, not dropped
+    this.#writes.flush(); // writes already asked for are committed, not dropped
     const db = this.#db;
     this.#db = undefined;
     this.#stmts = {};
@@ -293,4 +265,9 @@ export class SqliteUserStore implements UserStore {
 
 function toUser(row: Row): User {
   return { id: row.id, username: row.username, email: row.email, createdAt: new Date(row.created_at) };
+}
+
+/** A thrown value as an Error (a write's outcome that is an Error rejects that write alone). */
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }

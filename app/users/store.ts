@@ -131,3 +131,48 @@ export function newUserId(now = Date.now()): string {
 }
 
 export const USER_ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+
+/**
+ * Collects the items added in one turn of the event loop and hands them to `run` together; each
+ * `add` settles with its own item's outcome (an Error in the outcomes rejects that item alone), or
+ * with `run`'s error for the whole batch.
+ */
+export class TurnBatch<I, O> {
+  readonly #run: (batch: I[]) => Promise<(O | Error)[]>;
+  #items: { item: I; resolve: (value: O) => void; reject: (err: unknown) => void }[] = [];
+
+  constructor(run: (batch: I[]) => Promise<(O | Error)[]>) {
+    this.#run = run;
+  }
+
+  add(item: I): Promise<O> {
+    return new Promise<O>((resolve, reject) => {
+      if (this.#items.push({ item, resolve, reject }) === 1) setImmediate(this.flush);
+    });
+  }
+
+  /** Hands the items added so far to `run` now (also run at the end of the turn they were added in). */
+  readonly flush = (): void => {
+    const batch = this.#items;
+    if (batch.length === 0) return;
+    this.#items = [];
+    let outcomes: Promise<(O | Error)[]>;
+    try {
+      outcomes = this.#run(batch.map((b) => b.item));
+    } catch (err) {
+      outcomes = Promise.reject(err); // a `run` that throws at once fails its batch like one that rejects
+    }
+    outcomes.then(
+      (outcomes) => {
+        for (let i = 0; i < batch.length; i++) {
+          const o = outcomes[i];
+          if (o instanceof Error) batch[i]!.reject(o);
+          else batch[i]!.resolve(o as O);
+        }
+      },
+      (err) => {
+        for (const b of batch) b.reject(err);
+      },
+    );
+  };
+}
