@@ -109,6 +109,35 @@ describe('redis broker: layout', () => {
     assert.deepStrictEqual(await redis.zrange(`${b.prefix}:{emails}:sched`, 0, -1), [rid(e2.id)]);
   });
 
+  it('keeps the lease set in skiplist encoding with a pin that is never due, counted or listed', async () => {
+    const b = open();
+    const now = Date.now();
+    const runs = [run('emails', now), run('emails', now)];
+    await b.enqueue(runs, now);
+    const active = `${b.prefix}:{emails}:active`;
+    const first = await b.reserve({ workerId: 'w1', queues: ['emails'], max: 2, leaseMs: 30_000, now });
+    assert.equal(first.runs.length, 2);
+    assert.equal(await redis.object('ENCODING', active), 'skiplist', 'two leases, yet not the listpack encoding');
+    assert.equal(await redis.zcard(active), 3, 'two leases and the pin');
+    assert.equal((await b.counts(['emails'])).emails!.active, 2, 'the pin is not counted');
+    assert.deepStrictEqual(
+      (await b.listRuns({ queue: 'emails', state: 'active', limit: 10 })).runs.map((r) => r.id).sort(),
+      runs.map((r) => r.id).sort(),
+    );
+    assert.equal(first.nextAt, now + 30_000, 'the earliest lease expiry, not the pin');
+
+    await b.settle(
+      'w1',
+      runs.map((r) => ({ id: r.id, attempt: 1, outcome: 'succeeded' as const, result: null, retentionMs: 60_000 })),
+      now + 1,
+    );
+    assert.equal((await b.counts(['emails'])).emails!.active, 0);
+    const idle = await b.reserve({ workerId: 'w1', queues: ['emails'], max: 2, leaseMs: 30_000, now: now + 2 });
+    assert.deepStrictEqual([idle.runs.length, idle.nextAt], [0, null], 'a set holding only the pin holds no leases: nothing is due');
+    const later = await b.reserve({ workerId: 'w1', queues: ['emails'], max: 2, leaseMs: 30_000, now: now + 10 ** 12 });
+    assert.deepStrictEqual([later.runs.length, later.nextAt], [0, null], 'the pin never expires like a lease');
+  });
+
   it('stores a queued run as a small hash: state, task, input (priority only when not 0)', async () => {
     const b = open();
     const now = Date.now();

@@ -15,7 +15,7 @@ end
 return {
   queued,
   redis.call('ZCARD', KEYS[2]),
-  redis.call('ZCARD', KEYS[3]),
+  redis.call('ZCOUNT', KEYS[3], '-inf', '(+inf'), -- not the pin at +inf (common.lua)
   redis.call('ZCARD', KEYS[4]),
   redis.call('ZCARD', KEYS[5]),
   redis.call('ZCARD', KEYS[6]),

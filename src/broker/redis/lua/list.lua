@@ -94,7 +94,7 @@ for _, pair in ipairs(unsorted) do
     local all = rcall('ZRANGE', key, 0, cap - 1)
     local c = {}
     for _, rid in ipairs(all) do
-      if below(rid) then
+      if rid ~= ACTIVE_PIN and below(rid) then
         c[#c + 1] = rid
       end
     end

@@ -43,7 +43,7 @@
 
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
-local leaseUntil = tonumber(ARGV[4])
+local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
 local nowS = ARGV[5]
 local now = tonumber(nowS)
 local maxLosses = tonumber(ARGV[6])
@@ -74,7 +74,7 @@ end
 -- The earliest scheduled run and lease expiry, read first: usually neither is due, and they also
 -- give nextAt below without reading again.
 local s1 = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local a1 = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local a1 = earliestLease(KEYS[2])
 local due = {}
 if s1[2] and tonumber(s1[2]) <= now then
   due = rcall('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
@@ -133,7 +133,7 @@ end
 
 -- 3. Lease up to max queued runs.
 local n = 0
-local leases = {} -- score, rid pairs for `active`
+local leases = { '+inf', ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
 local levels = rcall('ZRANGE', KEYS[3], 0, -1)
 if max > 0 then
   for _, p in ipairs(levels) do
@@ -154,7 +154,7 @@ if max > 0 then
           failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
         elseif v[1] == 'q' and v[2] and v[3] then
           local a = (tonumber(v[4]) or 0) + 1
-          rcall('HSET', k, 's', 'a', 'a', a, 'w', worker, 'b', nowS, 'o', '1')
+          rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
           leases[#leases + 1] = leaseUntil
           leases[#leases + 1] = rid
           n = n + 1
@@ -186,7 +186,9 @@ if max > 0 then
       rcall('ZREM', KEYS[3], p)
     end
   end
-  bulk('ZADD', KEYS[2], leases, 2000)
+  if n > 0 then
+    bulk('ZADD', KEYS[2], leases, 2000)
+  end
 end
 
 -- Runs still queued: counted for a housekeeping call (the caller shares out its slots by them);
@@ -215,7 +217,7 @@ else
     s1 = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   end
   if #expired > 0 or (not a1[2] and n > 0) then
-    a1 = rcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    a1 = earliestLease(KEYS[2])
   end
   if s1[2] then
     nextAt = tonumber(s1[2])
