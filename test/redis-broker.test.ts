@@ -206,7 +206,7 @@ describe('redis broker: layout', () => {
 });
 
 describe('redis broker: retention', () => {
-  it('a finished run expires by itself (PEXPIRE retention); retention 0 deletes it; a replay persists it', async () => {
+  it('a finished run is listed for deletion in the minute its retention ends (no TTL); retention 0 deletes it; a replay leaves the list', async () => {
     const b = open();
     const now = Date.now();
     const [kept, gone, failed] = [run('emails', now), run('emails', now), run('emails', now)];
@@ -221,8 +221,15 @@ describe('redis broker: retention', () => {
       ],
       now + 1,
     );
-    const ttl = await redis.pttl(`${b.prefix}:{emails}:r:${rid(kept.id)}`);
-    assert.ok(ttl > 50_000 && ttl <= 60_000, `TTL ${ttl}`);
+    const minute = (t: number) => t - (t % 60_000);
+    assert.equal(await redis.pttl(`${b.prefix}:{emails}:r:${rid(kept.id)}`), -1, 'no TTL: prune deletes it');
+    assert.deepStrictEqual(await redis.lrange(`${b.prefix}:{emails}:exp:${minute(now + 1 + 60_000)}`, 0, -1), [rid(kept.id)]);
+    assert.deepStrictEqual(await redis.lrange(`${b.prefix}:{emails}:exp:${minute(now + 1 + 120_000)}`, 0, -1), [rid(failed.id)]);
+    assert.deepStrictEqual(
+      (await redis.zrange(`${b.prefix}:{emails}:exps`, 0, -1)).map(Number),
+      [minute(now + 1 + 60_000), minute(now + 1 + 120_000)].filter((m, i, a) => a.indexOf(m) === i),
+      'the minutes that have a list',
+    );
     assert.equal(await redis.exists(`${b.prefix}:{emails}:r:${rid(gone.id)}`), 0);
     assert.equal(await redis.zscore(`${b.prefix}:{emails}:succeeded`, rid(gone.id)), null, 'retention 0 is not indexed');
     assert.equal(
@@ -231,7 +238,6 @@ describe('redis broker: retention', () => {
       'indexed by the time in its id (listing newest first)',
     );
     assert.deepStrictEqual(await b.retry(failed.id, now + 2), { outcome: 'queued' });
-    assert.equal(await redis.pttl(`${b.prefix}:{emails}:r:${rid(failed.id)}`), -1, 'a replayed run no longer expires');
     const rec = await b.getRun(failed.id);
     assert.equal(rec?.history.length, 1, 'the failed attempt was moved into the stored history');
     assert.deepStrictEqual(rec?.history[0], {
@@ -242,6 +248,55 @@ describe('redis broker: retention', () => {
       outcome: 'failed',
       error: '{"name":"Error","message":"x"}',
     });
+    assert.equal(await b.prune(now + 10 ** 7), 1, 'the kept run; the replayed one is skipped');
+    assert.ok(await b.getRun(failed.id), 'the replayed run is not pruned at its old expiry');
+    assert.deepStrictEqual(await redis.zrange(`${b.prefix}:{emails}:exps`, 0, -1), [], 'the lists are consumed');
+  });
+
+  it('prunes runs of a short retention on time behind thousands of runs kept longer', async () => {
+    const b = open();
+    const now = Date.now();
+    const long = Array.from({ length: 2500 }, () => run('emails', now));
+    const short = run('emails', now);
+    await b.enqueue([...long, short], now);
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['emails'], max: 3000, leaseMs: 30_000, now });
+    assert.equal(runs.length, 2501);
+    await b.settle(
+      'w',
+      [
+        ...long.map((r) => ({ id: r.id, attempt: 1, outcome: 'succeeded' as const, result: null, retentionMs: 86_400_000 })),
+        { id: short.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 60_000 },
+      ],
+      now + 1,
+    );
+    assert.equal(await b.prune(now + 30_000), 0, 'nothing has expired yet');
+    assert.equal(await b.prune(now + 120_000), 1, 'the short run, though 2,500 unexpired runs come first in the index');
+    assert.equal(await b.getRun(short.id), null);
+    assert.equal((await b.counts(['emails'])).emails!.succeeded, 2500);
+    assert.equal(await b.prune(now + 86_400_000 + 60_000), 2500, 'and the rest at the end of theirs');
+    assert.equal((await b.counts(['emails'])).emails!.succeeded, 0);
+    assert.deepStrictEqual(await keysOf(`${b.prefix}:{emails}:exp*`), [], 'no expiry list left');
+  });
+
+  it('prunes runs finished by earlier versions, which expire by a TTL, and their index entries', async () => {
+    const b = open();
+    const now = Date.now();
+    const [ttl, gone] = [run('emails', now), run('emails', now)];
+    await b.enqueue([ttl, gone], now);
+    await b.reserve({ workerId: 'w', queues: ['emails'], max: 2, leaseMs: 30_000, now });
+    await b.settle(
+      'w',
+      [ttl, gone].map((r) => ({ id: r.id, attempt: 1, outcome: 'succeeded' as const, result: null, retentionMs: 60_000 })),
+      now + 1,
+    );
+    // As an earlier version left them: no expiry list, a TTL on the hash; one has expired already.
+    await redis.del(...(await keysOf(`${b.prefix}:{emails}:exp*`)));
+    await redis.pexpire(`${b.prefix}:{emails}:r:${rid(ttl.id)}`, 60_000);
+    await redis.del(`${b.prefix}:{emails}:r:${rid(gone.id)}`);
+    assert.equal(await b.prune(now + 2), 1, 'the entry of the run whose TTL ran out');
+    assert.equal((await b.counts(['emails'])).emails!.succeeded, 1);
+    assert.equal(await b.prune(now + 60_002), 1, 'the other at its expiresAt');
+    assert.equal((await b.counts(['emails'])).emails!.succeeded, 0);
   });
 });
 

@@ -65,9 +65,13 @@ try {
     const evalsha = stats.evalsha?.usec ?? 0;
     cpu.push(cpuUs / done);
     script.push(evalsha / done);
-    console.log(`round ${r + 1}: ${done} runs, Redis CPU ${(cpuUs / done).toFixed(2)} us/run, EVALSHA ${(evalsha / done).toFixed(2)} us/run`);
+    console.log(
+      `round ${r + 1}: ${done} runs, Redis CPU ${(cpuUs / done).toFixed(2)} us/run, EVALSHA ${(evalsha / done).toFixed(2)} us/run`,
+    );
   }
-  console.log(`median: Redis CPU ${median(cpu).toFixed(2)} us/run, EVALSHA ${median(script).toFixed(2)} us/run (batch ${batch}, depth ${depth}, keep ${retentionMs > 0})`);
+  console.log(
+    `median: Redis CPU ${median(cpu).toFixed(2)} us/run, EVALSHA ${median(script).toFixed(2)} us/run (batch ${batch}, depth ${depth}, keep ${retentionMs > 0})`,
+  );
 } finally {
   await broker.close();
   await redis.stop();

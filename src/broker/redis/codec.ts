@@ -36,6 +36,8 @@ export class QueueKeys {
   readonly failed: string;
   readonly cancelled: string;
   readonly paused: string;
+  /** The minutes that have an expiry list of finished runs. */
+  readonly expiryMinutes: string;
   /** The minutes that have stats. */
   readonly statMinutes: string;
 
@@ -51,6 +53,7 @@ export class QueueKeys {
     this.failed = `${this.base}failed`;
     this.cancelled = `${this.base}cancelled`;
     this.paused = `${this.base}paused`;
+    this.expiryMinutes = `${this.base}exps`;
     this.statMinutes = `${this.base}stm`;
   }
 

@@ -6,7 +6,8 @@
  * queue lives in one Cluster slot and no script touches two queues. A run is a small hash named by
  * the ULID part of its id; queued runs sit in one FIFO list per priority level, scheduled and
  * active runs in sorted sets by due time and lease expiry, finished runs in one sorted set per
- * state by expiry time (for prune and counts) while their hash expires by itself.
+ * state by the time in their id (listing, counts) and in one list per minute their retention ends,
+ * from which `prune` deletes them.
  *
  * Batches: a batch of runs of one queue is one script call (chunked only when very large); calls
  * for several queues are issued together (ioredis writes them without waiting for replies).
@@ -685,7 +686,7 @@ export class RedisBroker implements Broker, BrokerInspector {
           const [n, more] = (await runScript(
             redis,
             'prune',
-            [k.succeeded, k.failed, k.cancelled],
+            [k.succeeded, k.failed, k.cancelled, k.expiryMinutes],
             [k.base, now, PRUNE_LIMIT, PRUNE_LIMIT, this.#eventsChannel, k.idPrefix],
           )) as [number, number];
           total += n;

@@ -21,7 +21,7 @@ export const SCRIPT_KEYS = {
   progress: 1,
   cancel: 1,
   retry: 1,
-  prune: 3,
+  prune: 4,
   counts: 6,
   watch: 1,
   wake: 1,
