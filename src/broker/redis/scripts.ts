@@ -40,9 +40,42 @@ function read(file: string): string {
 
 /** The text of a script with its includes expanded. */
 export function scriptSource(name: ScriptName): string {
-  return read(`${name}.lua`)
-    .replace(/^--!include ([\w.-]+\.lua)\s*$/gm, (_, file: string) => read(file))
+  const body = read(`${name}.lua`);
+  return body
+    .replace(/^--!include ([\w.-]+\.lua)\s*$/gm, (_, file: string) => usedPart(read(file), body))
     .replace('{ 0 } --!buckets', `{ ${LATENCY_BUCKETS_MS.join(', ')} }`);
+}
+
+/**
+ * The part of an included file that `body` uses: the file's opening comment, then each top-level
+ * definition (`local name = ...` or `local function name(...)`, up to the next one) that the body
+ * names, or that a definition it uses names, in file order. Redis runs a script's whole text on
+ * every call, so every helper defined costs a closure or a table per call: all of common.lua cost
+ * 2.3 µs per call, more than the whole of a small script's own work.
+ */
+function usedPart(file: string, body: string): string {
+  const lines = file.split('\n');
+  const units: { name: string; text: string }[] = [];
+  let head = '';
+  for (const line of lines) {
+    const m = /^local (?:function )?([A-Za-z_]\w*)/.exec(line);
+    if (m) units.push({ name: m[1]!, text: '' });
+    const last = units[units.length - 1];
+    if (last) last.text += `${line}\n`;
+    else head += `${line}\n`;
+  }
+  const code = (text: string) => text.replace(/--\[\[[\s\S]*?\]\]/g, '').replace(/--.*$/gm, '');
+  const names = (text: string) => new Set(code(text).match(/[A-Za-z_]\w*/g) ?? []);
+  const used = new Set<string>();
+  const pending = [...names(body)];
+  while (pending.length) {
+    const name = pending.pop()!;
+    const unit = units.find((u) => u.name === name);
+    if (!unit || used.has(name)) continue;
+    used.add(name);
+    for (const n of names(unit.text)) if (n !== name) pending.push(n);
+  }
+  return head + units.filter((u) => used.has(u.name)).map((u) => u.text).join('');
 }
 
 let sources: Map<ScriptName, string> | undefined;
