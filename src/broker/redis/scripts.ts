@@ -75,7 +75,8 @@ function usedPart(file: string, body: string): string {
     used.add(name);
     for (const n of names(unit.text)) if (n !== name) pending.push(n);
   }
-  return head + units.filter((u) => used.has(u.name)).map((u) => u.text).join('');
+  const kept = units.filter((u) => used.has(u.name)).map((u) => u.text);
+  return head + kept.join('');
 }
 
 let sources: Map<ScriptName, string> | undefined;
