@@ -58,6 +58,8 @@ function usedPart(file: string, body: string): string {
   const units: { name: string; text: string }[] = [];
   let head = '';
   for (const line of lines) {
+    // Each definition names one thing, so that a script naming it gets all of it.
+    if (/^local [A-Za-z_]\w*\s*,/.test(line)) throw new Error(`An included Lua file defines two names on one line: ${line}`);
     const m = /^local (?:function )?([A-Za-z_]\w*)/.exec(line);
     if (m) units.push({ name: m[1]!, text: '' });
     const last = units[units.length - 1];
