@@ -6,10 +6,11 @@
      that is not (only the current minute can hold one: the rest of it waits for a later call).
      An entry whose run is gone, no longer finished, or now expires in another minute (replayed,
      then finished again) is dropped.
-  2. The finished indexes, oldest first: each is ordered by the time in the run ids, which is
-     nearly the order of expiry for runs of one retention. This removes index entries whose run is
-     gone, and runs finished by versions that gave finished runs a TTL instead of an expiry list.
-     The scan stops after `slack` entries in a row that have not expired yet, or after `limit`.
+  2. Once step 1 is done, the finished indexes, oldest first: each is ordered by the time in the
+     run ids, which is nearly the order of expiry for runs of one retention. This removes index
+     entries whose run is gone, and runs finished by versions that gave finished runs a TTL instead
+     of an expiry list. The scan stops after `slack` entries in a row that have not expired yet, or
+     after `limit`.
 
   KEYS[1] succeeded ZSET
   KEYS[2] failed    ZSET
@@ -78,9 +79,10 @@ for code, rids in pairs(stale) do
   bulk('ZREM', zsets[code], rids, 1000)
 end
 
--- 2. Finished indexes.
+-- 2. Finished indexes, once the expiry lists are done (a call that stopped at its limit in step 1
+-- is followed by another, which would scan the same unexpired head of each index again).
 local codes = { 'd', 'f', 'c' }
-for z = 1, 3 do
+for z = 1, more == 0 and 3 or 0 do
   local rids = rcall('ZRANGE', KEYS[z], 0, limit - 1)
   local gone = {} -- index entries to remove
   local kept = 0
