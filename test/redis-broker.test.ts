@@ -135,7 +135,7 @@ describe('redis broker: layout', () => {
     const idle = await b.reserve({ workerId: 'w1', queues: ['emails'], max: 2, leaseMs: 30_000, now: now + 2 });
     assert.deepStrictEqual([idle.runs.length, idle.nextAt], [0, null], 'a set holding only the pin holds no leases: nothing is due');
     const later = await b.reserve({ workerId: 'w1', queues: ['emails'], max: 2, leaseMs: 30_000, now: now + 10 ** 12 });
-    assert.deepStrictEqual([later.runs.length, later.nextAt], [0, null], 'the pin never expires like a lease');
+    assert.deepStrictEqual([later.runs.length, later.nextAt], [0, null], 'the pin is never taken for a lease');
   });
 
   it('stores a queued run as a small hash: state, task, input (priority only when not 0)', async () => {

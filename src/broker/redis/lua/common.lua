@@ -7,7 +7,7 @@
     base..'w:'..p      LIST  queued rids of priority p, FIFO
     base..'prios'      ZSET  priority levels with queued runs, score -p (highest first)
     base..'sched'      ZSET  scheduled rids by runAt
-    base..'active'     ZSET  active rids by lease expiry, plus ACTIVE_PIN (below) at +inf
+    base..'active'     ZSET  active rids by lease expiry, plus ACTIVE_PIN (below)
     base..'succeeded', base..'failed', base..'cancelled'
                        ZSET  finished rids by the time in their id (listing newest first, prune,
                              counts); ties are ordered by rid, so the order is the run id order
@@ -40,12 +40,15 @@ local rcall = redis.call
 -- integers the hot path writes are formatted here with '%d' instead.
 local fmt = string.format
 
--- Every `active` set holds this member, scored +inf, besides its leases. It is longer than 64
--- bytes, so Redis keeps the set in its skiplist encoding: adding or removing a lease costs
--- O(log n), where the compact listpack encoding (used up to 128 entries) is scanned and
--- reallocated on every change (5% of Redis's time per run at concurrency 50). The member is never
--- due (+inf), never counted, never listed; a set holding only it holds no leases.
+-- Every `active` set holds this member besides its leases. It is longer than 64 bytes, so Redis
+-- keeps the set in its skiplist encoding: adding or removing a lease costs O(log n), where the
+-- compact listpack encoding (used up to 128 entries) is scanned and reallocated on every change
+-- (5% of Redis's time per run at concurrency 50). The member is never counted or listed, and a set
+-- holding only it holds no leases. Its score is far in the future (the year 287,000) rather than
+-- +inf, which a reserve script of an earlier version, running beside this one during an upgrade,
+-- would have returned as its next due time: as a number it sleeps until, and not as a garbled one.
 local ACTIVE_PIN = '~errand: not a run; keeps this sorted set in skiplist encoding (faster leases)'
+local ACTIVE_PIN_SCORE = '9000000000000000'
 
 -- The earliest lease of an `active` set: { rid, expiry }, or {} when it holds none.
 local function earliestLease(key)

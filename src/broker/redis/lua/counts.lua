@@ -8,6 +8,8 @@
 
   Returns { queued, scheduled, active, succeeded, failed, cancelled }.
 ]]
+--!include common.lua
+
 local queued = 0
 for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   queued = queued + redis.call('LLEN', ARGV[1] .. 'w:' .. p)
@@ -15,7 +17,7 @@ end
 return {
   queued,
   redis.call('ZCARD', KEYS[2]),
-  redis.call('ZCOUNT', KEYS[3], '-inf', '(+inf'), -- not the pin at +inf (common.lua)
+  redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. ACTIVE_PIN_SCORE), -- not the pin (common.lua)
   redis.call('ZCARD', KEYS[4]),
   redis.call('ZCARD', KEYS[5]),
   redis.call('ZCARD', KEYS[6]),

@@ -133,7 +133,7 @@ end
 
 -- 3. Lease up to max queued runs.
 local n = 0
-local leases = { '+inf', ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
+local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
 local levels = rcall('ZRANGE', KEYS[3], 0, -1)
 if max > 0 then
   for _, p in ipairs(levels) do
