@@ -38,11 +38,15 @@ const valid = fc.record(
 const badNumber = fc.constantFrom('0', '-1', '1.5', 'abc', '', '1e3', ' 5', '0x10', '99999999999999999999', 'Infinity', 'NaN', '٣');
 
 const bad: fc.Arbitrary<{ flags: string[]; mention: string; keep?: 'concurrency' | 'lease' | 'grace' | 'queues' }> = fc.oneof(
-  fc.tuple(fc.constantFrom('concurrency', 'lease-ms', 'grace-ms'), badNumber, fc.boolean()).map(([flag, v, eq]) => ({
-    flags: eq ? [`--${flag}=${v}`] : [`--${flag}`, v],
-    mention: `--${flag}`,
-    keep: flag === 'concurrency' ? ('concurrency' as const) : flag === 'lease-ms' ? ('lease' as const) : ('grace' as const),
-  })),
+  fc
+    .tuple(fc.constantFrom('concurrency', 'lease-ms', 'grace-ms'), badNumber, fc.boolean())
+    // A grace of 0 is allowed (stop at once): bad for the other two only.
+    .filter(([flag, v]) => !(flag === 'grace-ms' && v === '0'))
+    .map(([flag, v, eq]) => ({
+      flags: eq ? [`--${flag}=${v}`] : [`--${flag}`, v],
+      mention: `--${flag}`,
+      keep: flag === 'concurrency' ? ('concurrency' as const) : flag === 'lease-ms' ? ('lease' as const) : ('grace' as const),
+    })),
   fc.constantFrom('--concurrency', '--lease-ms', '--grace-ms', '--queues', '--broker').map((flag) => ({ flags: [flag], mention: flag })),
   fc
     .constantFrom('--concurency', '--queue', '--lease', '-c', '--verbose', '--Broker', '--grace_ms')
