@@ -84,7 +84,10 @@ async function main(): Promise<void> {
       const [k, v] = pair.split('=');
       if (!k || v === undefined || !(k in sizes)) usage(`--set: unknown size "${k}" (known: ${Object.keys(sizes).join(', ')})`);
       const key = k as keyof Sizes;
-      const value = v.includes(':') ? v.split(':').map(Number) : Number(v);
+      // A list size stays a list with one value (latencyRates=1000); a single size takes one number.
+      const list = Array.isArray(sizes[key]);
+      if (!list && v.includes(':')) usage(`--set ${k}: expected one number, got the list ${v}`);
+      const value = list ? v.split(':').map(Number) : Number(v);
       if ((Array.isArray(value) ? value : [value]).some((x) => !Number.isFinite(x) || x <= 0))
         usage(`--set ${k}: expected positive number(s), got ${v}`);
       (sizes as unknown as Record<string, number | number[]>)[key] = value;
