@@ -11,6 +11,9 @@
  *   --log-level L        Errand's LOG_LEVEL in the benchmark processes (default warn)
  *   --report FILE        measure nothing: rewrite docs/benchmarks.md and the chart from a results JSON
  *                        (after editing bench/FINDINGS.md, say)
+ *
+ * Environment: BENCH_CHILD_EXEC_ARGV adds Node flags to every benchmark process (e.g. "--trace-gc",
+ * or "--cpu-prof --cpu-prof-dir=/tmp/prof"); BENCH_KEEP_LOGS=1 keeps their logs after a good run.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -199,6 +202,7 @@ async function main(): Promise<void> {
   log(`done in ${results.seconds.toFixed(0)} s`);
   const anyError = skipped.length > 0 || JSON.stringify(scenarios).includes('"error"');
   if (anyError) log(`some figures failed: child logs kept in ${getLogDir()}`);
+  else if (process.env.BENCH_KEEP_LOGS) log(`child logs kept in ${getLogDir()} (BENCH_KEEP_LOGS)`);
   else rmSync(tmp, { recursive: true, force: true, maxRetries: 2 });
 }
 
