@@ -209,8 +209,10 @@ export class RedisBroker implements Broker, BrokerInspector {
   readonly #knownQueues = new Set<string>();
 
   #sub: ConnectionGate | undefined;
-  /** Set by onCancel(): resolves once the cancels channel is subscribed. */
+  /** Set by onCancel(): subscribing or subscribed to cancel notices (unset when subscribing failed). */
   #cancelsSubscribed: Promise<void> | undefined;
+  /** The subscription to cancel notices while it is being made (reserve waits for it, boundedly). */
+  #cancelsPending: Promise<void> | undefined;
   readonly #subscriptions = new Map<string, Promise<void>>();
   readonly #watchers = new Map<string, Set<() => void>>();
   readonly #cancelListeners = new Set<(ids: string[]) => void>();
@@ -449,7 +451,7 @@ export class RedisBroker implements Broker, BrokerInspector {
       return { runs: [], nextAt: null, settled };
     }
     // Runs leased after onCancel() get their cancel notices: wait (boundedly) for the subscription.
-    if (this.#cancelsSubscribed) await this.#bounded(this.#cancelsSubscribed);
+    if (this.#cancelsPending) await this.#bounded(this.#cancelsPending);
     const [first] = await Promise.all([
       Promise.all(queues.map((q, i) => this.#reserveCall(redis, q, req, i === 0 ? max : 0, now, along.get(q), settled))),
       apart,
@@ -822,9 +824,11 @@ export class RedisBroker implements Broker, BrokerInspector {
       const subscribed = this.#subscribe(this.#cancelsChannel).then(
         () => {
           if (this.#cancelsSubscribed === subscribed) this.#cancelsSubscribed = Promise.resolve();
+          if (this.#cancelsPending === subscribed) this.#cancelsPending = undefined;
         },
         (err: unknown) => {
           if (this.#cancelsSubscribed === subscribed) this.#cancelsSubscribed = undefined;
+          if (this.#cancelsPending === subscribed) this.#cancelsPending = undefined;
           this.#logger?.warn(
             { err: (err as Error).message },
             'Redis: subscribing to cancel notices failed (renew still reports cancelled runs)',
@@ -832,6 +836,7 @@ export class RedisBroker implements Broker, BrokerInspector {
         },
       );
       this.#cancelsSubscribed = subscribed;
+      this.#cancelsPending = subscribed;
     }
     return () => {
       this.#cancelListeners.delete(entry);
