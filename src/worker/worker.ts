@@ -223,9 +223,11 @@ export class Worker extends EventEmitter {
    * The worker's engine, run (at most once per turn of the event loop, see #schedule) whenever
    * something changes: a run finished, a reservation came back, a wait or a back-off ended.
    *
-   * Reservations: with a remote broker, up to two calls in flight, each for at most half the
-   * slots, so that the runs of one reply execute while the broker serves the other call (the
-   * worker's and the broker's work overlap instead of taking turns); otherwise one call at a time.
+   * Reservations: with a remote broker, while the last reply filled every slot it asked for (runs
+   * are waiting), up to two calls in flight, each for at most half the slots, so that the runs of
+   * one reply execute while the broker serves the other call (the worker's and the broker's work
+   * overlap instead of taking turns); otherwise one call at a time (at a low rate a second call
+   * would come back empty: one more broker call per run, for nothing).
    * Outcomes of finished runs ride along with the next reservation (one round trip for both);
    * when no reservation goes out, they are sent on their own (#flush). When a reply brings no run, the worker waits for the broker's wake-up signal
    * (or the next due time) once its other call is back.
@@ -233,7 +235,7 @@ export class Worker extends EventEmitter {
   #pump(): void {
     this.#pumpScheduled = false;
     if (this.#state === 'running' && !this.#waiting && !this.#backingOff) {
-      const calls = this.#broker!.remote ? 2 : 1;
+      const calls = this.#broker!.remote && this.#lastFull ? 2 : 1;
       const chunk = Math.ceil(this.concurrency / calls);
       const capacity = this.concurrency + (this.#prefetchOk() ? 1 : 0);
       const free = capacity - this.#active.size - this.#buffer.length - this.#reserving;
