@@ -152,16 +152,21 @@ export class Errand extends EventEmitter {
   }
 
   /**
-   * Enqueues prepared runs (of any tasks). Calls made while an earlier one is on its way to the
+   * Enqueues prepared runs (of any tasks). Calls made while earlier ones are on their way to the
    * broker are merged into the next broker call, so that many concurrent enqueues (an API under
-   * load) cost a few round trips, not one each; a lone enqueue goes out at once.
+   * load) cost a few round trips, not one each; a lone enqueue goes out at once. With a remote
+   * broker two merged calls may be in flight, so that the next one is built while Redis runs the
+   * last (10,000 concurrent enqueues: about 95,000 -> 120,000 per second). They go out in order on
+   * one connection and Redis runs them in that order; so does a retry after NOSCRIPT (ioredis
+   * resends every failed call in order), unless another client reloads the script between the two
+   * calls' runs, when the later runs could be queued ahead of the earlier ones (none is lost).
    */
   async enqueueRuns(runs: NewRun[], now = Date.now()): Promise<RunHandle[]> {
     if (runs.length === 0) return [];
     const broker = await this.broker();
     const results = await new Promise<EnqueueResult[]>((resolve, reject) => {
       this.#outbox.push({ runs, now, resolve, reject });
-      if (!this.#sending) void this.#send(broker);
+      if (this.#senders < (broker.remote ? 2 : 1)) void this.#send(broker);
     });
     if (this.listenerCount('enqueued')) this.emit('enqueued', runs, results);
     const get = this.#getBroker;
@@ -171,10 +176,11 @@ export class Errand extends EventEmitter {
   readonly #getBroker = (): Promise<Broker> => this.broker();
 
   readonly #outbox: { runs: NewRun[]; now: number; resolve: (r: EnqueueResult[]) => void; reject: (e: unknown) => void }[] = [];
-  #sending = false;
+  /** Broker calls of merged enqueues in flight (see enqueueRuns). */
+  #senders = 0;
 
   async #send(broker: Broker): Promise<void> {
-    this.#sending = true;
+    this.#senders++;
     while (this.#outbox.length) {
       // Whole calls, up to about MERGE_LIMIT runs per broker call.
       let count = 0;
@@ -203,7 +209,7 @@ export class Errand extends EventEmitter {
         for (const b of batch) b.reject(err);
       }
     }
-    this.#sending = false;
+    this.#senders--;
   }
 
   /** A handle to an existing run, by id. */
