@@ -7,7 +7,7 @@
  *   --peers a,b          errand-redis, errand-sqlite, bullmq (the service scenario has its own peers)
  *   --services a,b       errand-seed, errand-seed-sqlite, fastify-bullmq, celery (default: all; errand-seed-sqlite not in --quick)
  *   --set k=v,k=v        override sizes (see Sizes in bench/lib/context.ts), e.g. --set rssRuns=300000,rounds=1 (lists: latencyRates=1000:5000)
- *   --docs / --no-docs   write docs/benchmarks.md and the chart (default: yes unless --only/--peers/--services/--set)
+ *   --docs / --no-docs   write docs/benchmarks.md and the chart (default: yes unless --quick/--only/--peers/--services/--set)
  *   --log-level L        Errand's LOG_LEVEL in the benchmark processes (default warn)
  *   --report FILE        measure nothing: rewrite docs/benchmarks.md and the chart from a results JSON
  *                        (after editing bench/FINDINGS.md, say)
@@ -103,7 +103,8 @@ async function main(): Promise<void> {
   const services = typeof args.services === 'string' ? args.services.split(',').map((s) => s.trim()) : null;
   for (const p of services ?? [])
     if (!['errand-seed', 'errand-seed-sqlite', 'fastify-bullmq', 'celery'].includes(p)) usage(`unknown service "${p}"`);
-  const docs = args['no-docs'] ? false : (args.docs ?? (!only && !wantedPeers && !services && !args.set));
+  // The page holds the figures of a full run: a --quick or narrowed run writes it only when asked.
+  const docs = args['no-docs'] ? false : (args.docs ?? (!quick && !only && !wantedPeers && !services && !args.set));
   const logLevel = String(args['log-level']);
 
   // Never let a child inherit a broker URL from the caller's shell: every URL is given explicitly.
