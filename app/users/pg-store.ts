@@ -207,6 +207,8 @@ export class PgUserStore implements UserStore {
   }
 
   async close(): Promise<void> {
+    // Creates and marks already asked for are written, not failed by a pool that has ended.
+    await Promise.all([this.#creates.flush(), this.#schedules.flush()]);
     await this.#pool.end();
   }
 }

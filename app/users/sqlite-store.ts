@@ -255,7 +255,7 @@ export class SqliteUserStore implements UserStore {
   }
 
   async close(): Promise<void> {
-    this.#writes.flush(); // writes already asked for are committed, not dropped
+    void this.#writes.flush(); // writes already asked for are committed (at once: SQLite is synchronous), not dropped
     const db = this.#db;
     this.#db = undefined;
     this.#stmts = {};

@@ -151,10 +151,13 @@ export class TurnBatch<I, O> {
     });
   }
 
-  /** Hands the items added so far to `run` now (also run at the end of the turn they were added in). */
-  readonly flush = (): void => {
+  /**
+   * Hands the items added so far to `run` now (also run at the end of the turn they were added in).
+   * Resolves once their outcomes are settled (it never rejects: each item's promise carries its own).
+   */
+  readonly flush = (): Promise<void> => {
     const batch = this.#items;
-    if (batch.length === 0) return;
+    if (batch.length === 0) return Promise.resolve();
     this.#items = [];
     let outcomes: Promise<(O | Error)[]>;
     try {
@@ -162,7 +165,7 @@ export class TurnBatch<I, O> {
     } catch (err) {
       outcomes = Promise.reject(err); // a `run` that throws at once fails its batch like one that rejects
     }
-    outcomes.then(
+    return outcomes.then(
       (outcomes) => {
         for (let i = 0; i < batch.length; i++) {
           const o = outcomes[i];

@@ -258,6 +258,27 @@ describe('postgres user store start-up', () => {
     }
   });
 
+  it('writes the creates and marks asked for before close', async () => {
+    const db = await createPgDatabase();
+    const store = new PgUserStore({ url: db.url });
+    const reopened = new PgUserStore({ url: db.url });
+    try {
+      await store.init();
+      const first = await store.create({ username: 'first', email: 'first@example.com' });
+      const created = store.create({ username: 'last', email: 'last@example.com' });
+      const marked = store.markWelcomeScheduled(first.id, 'emails.01ARZ3NDEKTSV4RRFFQ69G5FAV');
+      await store.close();
+      const user = await created;
+      await marked;
+      await reopened.init();
+      assert.deepEqual(await reopened.get(user.id), user);
+      assert.equal((await reopened.welcomeStatus(first.id)).state, 'scheduled');
+    } finally {
+      await reopened.close();
+      await db.drop();
+    }
+  });
+
   it('refuses a "users" table that belongs to another application', async () => {
     const db = await createPgDatabase();
     const c = new pg.Client({ connectionString: db.url });
