@@ -272,7 +272,7 @@ describe('postgres user store start-up', () => {
       await marked;
       await reopened.init();
       assert.deepEqual(await reopened.get(user.id), user);
-      assert.equal((await reopened.welcomeStatus(first.id)).state, 'scheduled');
+      assert.equal((await reopened.welcomeStatus(first.id))?.state, 'scheduled');
     } finally {
       await reopened.close();
       await db.drop();
