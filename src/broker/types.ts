@@ -178,9 +178,10 @@ export interface BrokerOptions {
 export interface Broker {
   readonly kind: 'redis' | 'sqlite';
   /**
-   * True when calls are served by another process (a server over the network). A worker then keeps
-   * two reservations in flight, so that its own work and the broker's overlap; with a broker that
-   * works in the worker's process (SQLite) that would only add calls.
+   * True when calls are served by another process (a server over the network). A worker under load
+   * then keeps two reservations in flight, and merged enqueues two calls, so that the caller's work
+   * and the broker's overlap; with a broker that works in the caller's process (SQLite) that would
+   * only add calls.
    */
   readonly remote?: boolean;
 

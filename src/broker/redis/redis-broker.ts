@@ -210,7 +210,7 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   #sub: ConnectionGate | undefined;
   /** Set by onCancel(): subscribing or subscribed to cancel notices (unset when subscribing failed). */
-  #cancelsSubscribed: Promise<void> | undefined;
+  #cancelsSubscribed = false;
   /** The subscription to cancel notices while it is being made (reserve waits for it, boundedly). */
   #cancelsPending: Promise<void> | undefined;
   readonly #subscriptions = new Map<string, Promise<void>>();
@@ -823,19 +823,20 @@ export class RedisBroker implements Broker, BrokerInspector {
     if (!this.#closed && !this.#cancelsSubscribed) {
       const subscribed = this.#subscribe(this.#cancelsChannel).then(
         () => {
-          if (this.#cancelsSubscribed === subscribed) this.#cancelsSubscribed = Promise.resolve();
           if (this.#cancelsPending === subscribed) this.#cancelsPending = undefined;
         },
         (err: unknown) => {
-          if (this.#cancelsSubscribed === subscribed) this.#cancelsSubscribed = undefined;
-          if (this.#cancelsPending === subscribed) this.#cancelsPending = undefined;
+          if (this.#cancelsPending === subscribed) {
+            this.#cancelsPending = undefined;
+            this.#cancelsSubscribed = false;
+          }
           this.#logger?.warn(
             { err: (err as Error).message },
             'Redis: subscribing to cancel notices failed (renew still reports cancelled runs)',
           );
         },
       );
-      this.#cancelsSubscribed = subscribed;
+      this.#cancelsSubscribed = true;
       this.#cancelsPending = subscribed;
     }
     return () => {

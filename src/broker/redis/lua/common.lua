@@ -333,7 +333,7 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
           if not first[2] or num < tonumber(first[2]) then
             wakeUp = true
           end
-          rcall('ZADD', schedKey, num, rid)
+          rcall('ZADD', schedKey, numS, rid) -- the string as sent (see fmt)
         else
           rcall('HSET', k, 's', 'q', 'r', numS, 'h', h, 'E', payload)
           pushQueued(base, rid, v[5] or '0', false)
