@@ -229,8 +229,9 @@ export class Worker extends EventEmitter {
    * overlap instead of taking turns); otherwise one call at a time (at a low rate a second call
    * would come back empty: one more broker call per run, for nothing).
    * Outcomes of finished runs ride along with the next reservation (one round trip for both);
-   * when no reservation goes out, they are sent on their own (#flush). When a reply brings no run, the worker waits for the broker's wake-up signal
-   * (or the next due time) once its other call is back.
+   * when no reservation goes out, they are sent on their own (#flush). When a reply brings no run,
+   * the worker waits for the broker's wake-up signal (or the next due time) once its other call is
+   * back.
    */
   #pump(): void {
     this.#pumpScheduled = false;
