@@ -858,18 +858,24 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
 
       test('after the TTL, the same key creates a new run', async () => {
         const b = await open();
-        // The TTL is short and we wait for it in real time as well as moving `now` past it: a broker may
-        // keep the key with a storage-side expiry (Redis PX) or compare against `now` (SQLite); either
-        // way the key no longer holds once both the caller's clock and the real clock are past it.
-        const ttl = 100;
+        // A broker may keep the key with a storage-side expiry (Redis PX, counted from when its script
+        // ran) or compare against the caller's `now` (SQLite). Both clocks are moved past the TTL, and
+        // the real-time wait is measured from when the first enqueue *returned*: its storage-side
+        // expiry started before that instant, so once the real clock is past it plus the TTL the key is
+        // gone, however late the call reached the broker on a loaded machine. The TTL is long enough
+        // that the duplicate enqueue just after it lands well inside the window, stalls included.
+        const ttl = 1_000;
         const t0 = Date.now();
         const first = newRun(Q, t0, { idempotencyKey: 'ttl-key', idempotencyTtl: ttl });
         await b.enqueue([first], t0);
-        assert.deepStrictEqual(await b.enqueue([newRun(Q, t0, { idempotencyKey: 'ttl-key', idempotencyTtl: ttl })], t0 + ttl / 2), [
-          { id: first.id, created: false, state: 'queued' },
-        ]);
-        while (Date.now() <= t0 + ttl + 50) await sleep(ttl);
-        const t1 = Math.max(Date.now(), t0 + ttl + 50);
+        const firstReturned = Date.now();
+        const dup = await b.enqueue([newRun(Q, t0, { idempotencyKey: 'ttl-key', idempotencyTtl: ttl })], t0 + 1);
+        // Both scripts ran between t0 and now; only if that span is under the TTL must the key have held
+        // (a stall longer than the TTL would rightly let it lapse; the 60 s keys above cover holding).
+        if (Date.now() - t0 < ttl) assert.deepStrictEqual(dup, [{ id: first.id, created: false, state: 'queued' }]);
+        const expiredBy = firstReturned + ttl + 5; // 5 ms for the storage clock's millisecond rounding
+        while (Date.now() <= expiredBy) await sleep(Math.max(1, expiredBy + 1 - Date.now()));
+        const t1 = Math.max(Date.now(), t0 + ttl + 1);
         const again = newRun(Q, t1, { idempotencyKey: 'ttl-key', idempotencyTtl: ttl });
         assert.deepStrictEqual(await b.enqueue([again], t1), [{ id: again.id, created: true, state: 'queued' }], 'a new run after the TTL');
         const third = newRun(Q, t1 + 1, { idempotencyKey: 'ttl-key', idempotencyTtl: 60_000 });
