@@ -11,6 +11,7 @@
  * I/O) fails every write of the batch, none of which was stored.
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { retryWhileBusy } from '../../src/broker/sqlite/busy.ts';
 import {
   decodeCursor,
   EmailTakenError,
@@ -86,10 +87,13 @@ export class SqliteUserStore implements UserStore {
     const db = new DatabaseSync(this.path);
     try {
       db.exec(`PRAGMA busy_timeout = ${Math.floor(this.#busyTimeoutMs)}`);
-      db.exec('PRAGMA journal_mode = WAL');
+      // Processes opening a new file together (the API and its workers): the switch to WAL can answer
+      // SQLITE_BUSY without waiting on the busy handler, so these steps are retried (see busy.ts).
+      const retry = { path: this.path, budgetMs: this.#busyTimeoutMs };
+      retryWhileBusy(() => db.exec('PRAGMA journal_mode = WAL'), { ...retry, step: 'switch to WAL mode' });
       // As the embedded broker: a commit survives a crash of the process; power loss may take the last moments.
       db.exec('PRAGMA synchronous = NORMAL');
-      db.exec(SCHEMA);
+      retryWhileBusy(() => db.exec(SCHEMA), { ...retry, step: 'create the users table' });
     } catch (err) {
       db.close();
       throw err;

@@ -49,6 +49,7 @@ import type {
 } from '../types.ts';
 import { RUN_STATES } from '../types.ts';
 import { loadSqlite } from './load-sqlite.ts';
+import { retryWhileBusy } from './busy.ts';
 import { migrate } from './schema.ts';
 import {
   bucketOf,
@@ -172,18 +173,23 @@ export class SqliteBroker implements Broker, BrokerInspector {
       throw new ConfigError(`Cannot open the SQLite file ${this.path}: ${(err as Error).message}`);
     }
     try {
+      // Processes opening a new file together: the switch to WAL can answer SQLITE_BUSY without
+      // waiting on the busy handler (see busy.ts), so it is retried; so is the migration, to be safe.
+      const retry = { path: this.path, budgetMs: busyTimeoutMs };
+      db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
       if (!memory) {
-        const mode = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode?: string } | undefined;
+        const mode = retryWhileBusy(() => db.prepare('PRAGMA journal_mode = WAL').get(), { ...retry, step: 'switch to WAL mode' }) as
+          | { journal_mode?: string }
+          | undefined;
         if (mode?.journal_mode !== 'wal') {
           this.#logger?.warn({ path: this.path, mode: mode?.journal_mode }, 'SQLite broker: WAL mode is not available for this file');
         }
       }
-      db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
       db.exec(`PRAGMA synchronous = ${synchronous.toUpperCase()}`);
       db.exec('PRAGMA temp_store = MEMORY');
       db.exec('PRAGMA cache_size = -16000');
       db.exec('PRAGMA journal_size_limit = 67108864');
-      migrate(db, this.path);
+      retryWhileBusy(() => migrate(db, this.path), { ...retry, step: 'create or migrate the schema' });
       const statements = {} as Record<StatementName, StatementSync>;
       for (const name of Object.keys(SQL) as StatementName[]) {
         const st = db.prepare(SQL[name]);
