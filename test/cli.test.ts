@@ -281,7 +281,9 @@ describe('errand admin commands on SQLite', () => {
         active: 3,
         startedAt: now - 60_000,
       },
-      15_000,
+      // Alive for the whole test however slowly its commands run on a loaded machine (the lost one
+      // below is judged against its own 15 s, two minutes ago).
+      3_600_000,
       now,
     );
     await broker.heartbeat(
