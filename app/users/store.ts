@@ -11,7 +11,12 @@
  *   pending    the user row is written; no run is known to be enqueued yet (the sweep enqueues it)
  *   scheduled  a `send_welcome_email` run was enqueued (its id is kept)
  *   sent       the SMTP server accepted the message (its Message-ID is kept); never sent again
- *   failed     the run failed for good (a 5xx, or retries exhausted); a replay may still send it
+ *   failed     the run failed for good (a 5xx, or retries exhausted), or was cancelled, as the
+ *              handler or the sweep found; a replay (`POST /runs/{id}/retry`) may still send it
+ *
+ * The run is the truth while it exists: `GET /users/{id}` shows its state (`cancelled` included) for
+ * an email not yet sent, and the sweep records on the user what a run that ended unseen did
+ * (`reconcileScheduledWelcomes` in `../tasks.ts`).
  */
 import { ulid } from '../../src/core/ids.ts';
 import { ErrandError } from '../../src/index.ts';
