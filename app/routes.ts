@@ -21,8 +21,9 @@ import {
   traceparentOf,
   zodValidatorCompiler,
 } from '../src/http/index.ts';
-import type { WelcomeTask } from './tasks.ts';
-import { EmailTakenError, isCursor, USER_ID, type User, type UserStore } from './users/store.ts';
+import type { RunRecord } from '../src/index.ts';
+import { errorMessage, type WelcomeResult, type WelcomeTask } from './tasks.ts';
+import { EmailTakenError, isCursor, USER_ID, type User, type UserStore, type WelcomeStatus } from './users/store.ts';
 
 const CONTROL = /[\p{Cc}\u2028\u2029]/u;
 
@@ -122,8 +123,12 @@ export const UserSchema = z
 export const WelcomeEmailSchema = z
   .object({
     status: z
-      .enum(['pending', 'scheduled', 'sent', 'failed'])
-      .describe('pending: not yet handed to a worker queue; scheduled: queued; sent: accepted by the SMTP server; failed: given up'),
+      .enum(['pending', 'scheduled', 'sent', 'failed', 'cancelled'])
+      .describe(
+        'pending: not yet handed to a worker queue (or its run no longer exists: the sweep schedules it again); scheduled: queued, waiting to retry or being sent; ' +
+          'sent: accepted by the SMTP server; failed: given up (POST /runs/{run_id}/retry tries again); cancelled: its run was cancelled (POST /runs/{run_id}/retry sends it). ' +
+          'Read from the run itself while it exists.',
+      ),
     run_id: z.string().nullable().describe('The send_welcome_email run (GET /runs/{run_id})'),
     message_id: z.string().nullable().describe('Message-ID of the accepted email'),
     sent_at: IsoTime.nullable(),
@@ -172,6 +177,59 @@ export interface UserRoutesOptions {
   auth?: HttpAuthOptions;
   /** How long `POST /users/` waits for the enqueue before answering with `task: null`, in ms. Default 5000. */
   enqueueTimeoutMs?: number;
+  /** Reads a run (the welcome run of a user), so that GET /users/{id} tells the run's truth; without it, the stored state alone. */
+  getRun?: (id: string) => Promise<RunRecord | null>;
+}
+
+type WelcomeJson = z.infer<typeof WelcomeEmailSchema>;
+
+/**
+ * The welcome email as GET /users/{id} shows it. The stored state is the user's record; while the
+ * run exists, its state is the truth for an email not yet sent (a run cancelled or purged, failed by
+ * a timeout, or replayed, does not tell the users store). The broker unreachable: the stored state.
+ */
+async function welcomeJson(status: WelcomeStatus | null, getRun: UserRoutesOptions['getRun']): Promise<WelcomeJson> {
+  const view: WelcomeJson = {
+    status: status?.state ?? 'pending',
+    run_id: status?.runId ?? null,
+    message_id: status?.messageId ?? null,
+    sent_at: status?.sentAt?.toISOString() ?? null,
+    error: status?.error ?? null,
+  };
+  if (!getRun || !status?.runId || status.state === 'sent' || status.state === 'pending') return view;
+  let run: RunRecord | null;
+  try {
+    run = await getRun(status.runId);
+  } catch {
+    return view;
+  }
+  if (!run) return status.state === 'scheduled' ? { ...view, status: 'pending', run_id: null } : view;
+  switch (run.state) {
+    case 'queued':
+    case 'scheduled':
+    case 'active':
+      return { ...view, status: 'scheduled', error: null };
+    case 'cancelled':
+      return { ...view, status: 'cancelled', error: `The welcome run was cancelled; POST /runs/${run.id}/retry sends it` };
+    case 'failed':
+      return { ...view, status: 'failed', error: view.error ?? errorMessage(run.error) };
+    case 'succeeded': {
+      let result: WelcomeResult | undefined;
+      try {
+        result = run.result === undefined ? undefined : (JSON.parse(run.result) as WelcomeResult);
+      } catch {
+        result = undefined;
+      }
+      if (result?.status !== 'sent') return view;
+      return {
+        ...view,
+        status: 'sent',
+        message_id: result.messageId,
+        sent_at: run.finishedAt === undefined ? null : new Date(run.finishedAt).toISOString(),
+        error: null,
+      };
+    }
+  }
 }
 
 function userJson(u: User) {
@@ -202,7 +260,10 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
       // The idempotency key (welcome:<id>, set by the task) makes a second enqueue of this user's
       // email, by the sweep, return this run rather than a second one.
       run = await within(
-        task.enqueue({ userId: user.id, email: user.email, username: user.username }, traceparent ? { traceparent } : undefined),
+        task.enqueue(
+          { userId: user.id, email: user.email, username: user.username, store: users.identity },
+          traceparent ? { traceparent } : undefined,
+        ),
         enqueueTimeoutMs,
         timeoutMessage,
       );
@@ -284,16 +345,7 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
           })
         : [null, null];
       if (!user) throw new HttpError(404, 'User not found');
-      return {
-        ...userJson(user),
-        welcome_email: {
-          status: status?.state ?? 'pending',
-          run_id: status?.runId ?? null,
-          message_id: status?.messageId ?? null,
-          sent_at: status?.sentAt?.toISOString() ?? null,
-          error: status?.error ?? null,
-        },
-      };
+      return { ...userJson(user), welcome_email: await welcomeJson(status, options.getRun) };
     },
   );
 }

@@ -10,6 +10,7 @@ import { authFromEnv, createServer, type HttpAuthOptions } from '../src/http/ind
 import {
   type Broker,
   BrokerConfigError,
+  type BrokerInspector,
   ConfigError,
   createErrand,
   type Errand,
@@ -20,7 +21,14 @@ import {
 import { type AppConfig, brokerUrl, redactUrl } from './config.ts';
 import { createMailer, type Mailer } from './email.ts';
 import { registerUserRoutes } from './routes.ts';
-import { defineWelcomeTask, sweepPendingWelcomes, type WelcomeTask } from './tasks.ts';
+import {
+  defineWelcomeTask,
+  reconcileScheduledWelcomes,
+  sweepPendingWelcomes,
+  WELCOME_QUEUE,
+  WELCOME_TASK,
+  type WelcomeTask,
+} from './tasks.ts';
 import { PgUserStore } from './users/pg-store.ts';
 import { SqliteUserStore } from './users/sqlite-store.ts';
 import type { UserStore } from './users/store.ts';
@@ -38,6 +46,8 @@ export interface ServiceOptions {
   sweepEveryMs?: number;
   /** The sweep leaves users younger than this alone (the API is enqueueing theirs), in ms. Default 10000. */
   sweepGraceMs?: number;
+  /** The sweep checks the run of users `scheduled` for longer than this (see `reconcileScheduledWelcomes`), in ms. Default 60000. */
+  sweepScheduledAfterMs?: number;
   /** Extra worker options (lease, grace, ...); `concurrency` comes from the configuration. */
   worker?: Omit<WorkerOptions, 'concurrency'>;
   /** `POST /users/`'s wait for the enqueue, in ms. Default 5000. */
@@ -117,6 +127,7 @@ export class Service {
       users: this.users,
       task: this.task,
       auth: this.auth,
+      getRun: async (id) => (await this.errand.broker()).getRun(id),
       ...(this.#options.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: this.#options.enqueueTimeoutMs } : {}),
     });
     this.server = server;
@@ -157,21 +168,69 @@ export class Service {
     this.worker = worker;
     await worker.start();
     const url = this.errand.brokerUrl;
-    this.logger.info({ broker: url ? redactUrl(url) : 'custom', users: this.users.kind, mail: this.mailer.kind }, 'worker ready');
+    this.logger.info(
+      { broker: url ? redactUrl(url) : 'custom', users: this.users.kind, usersStore: this.users.identity, mail: this.mailer.kind },
+      'worker ready',
+    );
+    await this.checkUsersStore();
     await this.sweep();
     this.#sweepTimer = setInterval(() => void this.sweep(), this.#options.sweepEveryMs ?? 60_000);
     this.#sweepTimer.unref();
     return worker;
   }
 
-  /** Enqueues the welcome email of every user left `pending` (the broker was down when they signed up). Never throws. */
+  /**
+   * Compares this worker's users store with the one named by the latest welcome runs (the API's, see
+   * `app/tasks.ts`), and logs at error when they differ. Returns the other stores seen. Never throws.
+   */
+  async checkUsersStore(): Promise<string[]> {
+    try {
+      const broker = (await this.errand.broker()) as Partial<BrokerInspector> & Broker;
+      if (typeof broker.listRuns !== 'function') return [];
+      const { runs } = await broker.listRuns({ queue: WELCOME_QUEUE, task: WELCOME_TASK, limit: 20 });
+      const others = new Set<string>();
+      for (const run of runs) {
+        try {
+          const store = (JSON.parse(run.input) as { store?: unknown }).store;
+          if (typeof store === 'string' && store !== this.users.identity) others.add(store);
+        } catch {
+          // an unreadable input is the run's problem, not this check's
+        }
+      }
+      if (others.size) {
+        this.logger.error(
+          { workerStore: this.users.identity, usersLocation: this.users.location, apiStores: [...others] },
+          "this worker's users store is not the one of the API that enqueued the latest welcome emails: " +
+            'start it with the same DATABASE_URL (or DATA_DIR) as the API; until then its welcome runs fail instead of sending',
+        );
+      }
+      return [...others];
+    } catch (err) {
+      this.logger.warn({ err }, 'could not compare the users store with the latest welcome runs');
+      return [];
+    }
+  }
+
+  /**
+   * Brings users left `scheduled` in line with their runs (a run purged or lost is sent again, a
+   * cancelled or failed one recorded), then enqueues the welcome email of every user left
+   * `pending` (the broker was down when they signed up, or their run is gone). Never throws.
+   */
   async sweep(): Promise<number> {
     if (this.#sweeping) return 0;
-    const run = sweepPendingWelcomes({
-      users: this.users,
-      task: this.task,
-      ...(this.#options.sweepGraceMs !== undefined ? { graceMs: this.#options.sweepGraceMs } : {}),
-    }).then(
+    const run = (async () => {
+      const changed = await reconcileScheduledWelcomes({
+        users: this.users,
+        broker: await this.errand.broker(),
+        ...(this.#options.sweepScheduledAfterMs !== undefined ? { olderThanMs: this.#options.sweepScheduledAfterMs } : {}),
+      });
+      if (changed.lost + changed.failed + changed.sent > 0) this.logger.info(changed, 'sweep: users whose welcome run ended unseen');
+      return sweepPendingWelcomes({
+        users: this.users,
+        task: this.task,
+        ...(this.#options.sweepGraceMs !== undefined ? { graceMs: this.#options.sweepGraceMs } : {}),
+      });
+    })().then(
       (n) => {
         if (n > 0) this.logger.info({ scheduled: n }, 'sweep: scheduled welcome emails of users left pending');
         return n;

@@ -24,6 +24,32 @@
  * window entirely is not possible without the receiving side deduplicating on Message-ID; it is a
  * window of milliseconds per message, against the certain loss that "at most once" would risk.
  *
+ * ## A worker that cannot see the API's users
+ *
+ * The API and the workers must read the same users store (`DATABASE_URL`, or the same `DATA_DIR`).
+ * A worker started without the API's `DATABASE_URL` reads a users table of its own, where the users
+ * the API created do not exist. So the API writes the identity of its store (`UserStore.identity`: a
+ * random id kept in the database itself, the same whatever URL or path reaches it) into each run's
+ * input (`store`), and:
+ *
+ * - a user not found by a worker whose store is not the run's is a fault of that worker: logged at
+ *   error, naming both stores, and thrown as a plain error, so the run is retried (perhaps by a
+ *   correctly configured worker) and then fails visibly, with that message; it is never a success;
+ * - a user not found in the very store that created it (or by a run enqueued by hand, without
+ *   `store`) fails the run at once (`PermanentError`): there is no user to welcome;
+ * - at start, a worker compares its store with the `store` of the latest welcome runs, and logs at
+ *   error when they differ (`checkUsersStore`).
+ *
+ * ## Runs that end without the user's state knowing (cancelled, purged, failed by the broker)
+ *
+ * The sweep (below) also checks users left `scheduled` against their run: a run that no longer
+ * exists (purged, or lost by a Redis restart without persistence) puts the user back to `pending`,
+ * and the same sweep enqueues a new run (the broker released the idempotency key with the run); a
+ * run cancelled or failed (by a timeout, lost leases) marks the user `failed`, so that nothing sends
+ * it behind the operator's back; a run that succeeded but whose `sent` mark was not stored records
+ * it. An operator sends a cancelled or failed email with `POST /runs/{id}/retry` while the run
+ * exists, or with `POST /tasks/send_welcome_email` once it is gone.
+ *
  * ## A user created while the broker was down
  *
  * `POST /users/` writes the user (`pending`) and then enqueues the run; if the enqueue fails, the
@@ -33,7 +59,7 @@
  * rather than doubled.
  */
 import { z } from 'zod';
-import { type Errand, PermanentError, type RetryPolicy, type Task } from '../src/index.ts';
+import { type Broker, type Errand, PermanentError, type RetryPolicy, type Task } from '../src/index.ts';
 import { classifySendError, type Mailer, welcomeMessage } from './email.ts';
 import type { UserStore } from './users/store.ts';
 
@@ -41,11 +67,13 @@ export const WelcomeInputSchema = z.object({
   userId: z.string().min(1),
   email: z.string().min(3),
   username: z.string().min(1),
+  /** The identity of the users store that holds the user (`UserStore.identity`), set by the API and the sweep. */
+  store: z.string().min(1).max(200).optional(),
 });
 
 export type WelcomeResult =
   | { status: 'sent'; messageId: string; response: string; path?: string; recorded: boolean }
-  | { status: 'skipped'; reason: 'already_sent' | 'user_not_found'; messageId?: string };
+  | { status: 'skipped'; reason: 'already_sent'; messageId?: string };
 
 export type WelcomeTask = Task<typeof WelcomeInputSchema, WelcomeResult>;
 
@@ -85,10 +113,26 @@ export function defineWelcomeTask(errand: Errand, deps: WelcomeTaskDeps): Welcom
       // readable in the run): a run enqueued by hand (POST /tasks/send_welcome_email) can only
       // welcome an existing user, at that user's address, and only once.
       const [user, status] = await Promise.all([users.get(input.userId), users.welcomeStatus(input.userId)]);
+      const otherStore = input.store !== undefined && input.store !== users.identity;
       if (!user || !status) {
-        // Nothing to welcome: the user is gone. Not an error worth retrying.
-        ctx.logger.warn({ userId: input.userId }, 'user not found; no welcome email sent');
-        return { status: 'skipped', reason: 'user_not_found' };
+        if (otherStore) {
+          // Not this worker's users: a configuration fault, never a success. Retried (another
+          // worker may see the right store), then failed with this message.
+          const message =
+            `User ${input.userId} is not in this worker's users store (${users.identity} at ${users.location}), ` +
+            `and the run was enqueued by an API whose users store is ${input.store}: start the worker with the API's DATABASE_URL (or DATA_DIR)`;
+          ctx.logger.error({ userId: input.userId, workerStore: users.identity, apiStore: input.store }, message);
+          throw new UsersStoreMismatchError(message);
+        }
+        throw new PermanentError(
+          `User ${input.userId} does not exist in the users store (${users.identity} at ${users.location}); no welcome email sent`,
+        );
+      }
+      if (otherStore) {
+        ctx.logger.warn(
+          { userId: input.userId, workerStore: users.identity, apiStore: input.store },
+          "the run names another users store than this worker's, but the user is here; sending",
+        );
       }
       if (status.state === 'sent') {
         ctx.logger.info({ userId: input.userId, messageId: status.messageId }, 'welcome email already sent; not sending again');
@@ -154,6 +198,69 @@ export interface SweepOptions {
   batch?: number;
 }
 
+/** A welcome run that did not find its user in the worker's users store, which is not the API's. */
+export class UsersStoreMismatchError extends Error {
+  override name = 'UsersStoreMismatchError';
+}
+
+export interface ReconcileOptions {
+  users: UserStore;
+  broker: Broker;
+  /** Only users scheduled and created at least this long ago (ms). Default 60000. */
+  olderThanMs?: number;
+  /** Users checked per call, oldest first. Default 500. */
+  limit?: number;
+}
+
+/**
+ * Brings users left `scheduled` in line with their run (see "Runs that end without the user's
+ * state knowing" above). Returns what it changed. The pending sweep then enqueues the users put
+ * back to `pending`.
+ */
+export async function reconcileScheduledWelcomes(options: ReconcileOptions): Promise<{ lost: number; failed: number; sent: number }> {
+  const { users, broker } = options;
+  const out = { lost: 0, failed: 0, sent: 0 };
+  const scheduled = await users.scheduledWelcomes(new Date(Date.now() - (options.olderThanMs ?? 60_000)), options.limit ?? 500);
+  await Promise.all(
+    scheduled.map(async ({ id, runId }) => {
+      const run = await broker.getRun(runId);
+      if (!run) {
+        await users.markWelcomeLost(id, runId);
+        out.lost++;
+      } else if (run.state === 'cancelled' || run.state === 'failed') {
+        const why =
+          run.state === 'cancelled'
+            ? `the welcome run ${runId} was cancelled`
+            : `the welcome run ${runId} failed: ${errorMessage(run.error)}`;
+        await users.markWelcomeFailed(id, why);
+        out.failed++;
+      } else if (run.state === 'succeeded') {
+        const result = parseJson(run.result) as WelcomeResult | undefined;
+        if (result?.status === 'sent') {
+          await users.markWelcomeSent(id, result.messageId, runId);
+          out.sent++;
+        }
+      }
+    }),
+  );
+  return out;
+}
+
+function parseJson(text: string | undefined): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The message of a stored run error (JSON text). */
+export function errorMessage(text: string | undefined): string {
+  const e = parseJson(text) as { message?: unknown } | undefined;
+  return typeof e?.message === 'string' ? e.message : 'unknown error';
+}
+
 /** Enqueues the welcome email of every user still `pending`. Returns how many users it scheduled. */
 export async function sweepPendingWelcomes(options: SweepOptions): Promise<number> {
   const { users, task } = options;
@@ -163,7 +270,9 @@ export async function sweepPendingWelcomes(options: SweepOptions): Promise<numbe
   for (;;) {
     const pending = await users.pendingWelcomes(before, batch);
     if (pending.length === 0) return total;
-    const handles = await task.enqueueMany(pending.map((u) => ({ input: { userId: u.id, email: u.email, username: u.username } })));
+    const handles = await task.enqueueMany(
+      pending.map((u) => ({ input: { userId: u.id, email: u.email, username: u.username, store: users.identity } })),
+    );
     await Promise.all(pending.map((u, i) => users.markWelcomeScheduled(u.id, handles[i]!.id)));
     total += pending.length;
     if (pending.length < batch) return total;

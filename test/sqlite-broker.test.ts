@@ -183,6 +183,10 @@ describe('SQLite broker: the file', () => {
     const t0 = Date.now();
     const id = newRunId('mails', t0);
     db.prepare('INSERT INTO idempotency (task, key, run_id, expires_at) VALUES (?, ?, ?, ?)').run('test.task', 'k1', id, t0 + 60_000);
+    // The run the key names (a key naming a missing run would be taken by the next enqueue).
+    db.prepare(
+      "INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at) VALUES (?, 'mails', 'queued', 'test.task', 0, 1, '{}', ?, ?)",
+    ).run(id, t0, t0);
     db.close();
 
     const b = open(path);

@@ -4,7 +4,16 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
-import { type Errand, InputError, PermanentError, RunCancelledError, RunFailedError, type TaskContext, type Worker } from '../src/index.ts';
+import {
+  type Errand,
+  InputError,
+  PermanentError,
+  RunCancelledError,
+  RunFailedError,
+  RunNotFoundError,
+  type TaskContext,
+  type Worker,
+} from '../src/index.ts';
 import type { RunEvent } from '../src/worker/worker.ts';
 import { type BrokerSetup, setups } from './fixtures/brokers.ts';
 import { waitFor } from './helpers.ts';
@@ -62,6 +71,7 @@ for (const make of setups()) {
       app.task('defaults', { input: z.object({ n: z.number().default(7) }) }, ({ n }) => n);
       app.task('bad_result', { input: z.object({}) }, () => ({ when: new Date() }));
       app.task('unique', { input: z.object({ user: z.string() }), idempotencyKey: (i) => `u:${i.user}` }, ({ user }) => user);
+      app.task('forgetful', { input: z.object({}), retention: 0 }, () => 'gone');
       worker = app.worker({ concurrency: 4, leaseMs: 1500, renewEvery: 150 });
       await worker.start();
     });
@@ -81,6 +91,15 @@ for (const make of setups()) {
       assert.equal(info.worker, worker.id);
       assert.ok(info.startedAt && info.finishedAt && info.enqueuedAt);
       assert.deepEqual(info.input, { a: 2, b: 3 });
+    });
+
+    it('retention 0: result() cannot read a run deleted as it finishes, and its RunNotFoundError says why', async () => {
+      const handle = await app.tasks.get('forgetful')!.enqueue({});
+      await assert.rejects(handle.result({ timeout: 20_000 }), (err: Error) => {
+        assert.ok(err instanceof RunNotFoundError, String(err));
+        assert.match(err.message, /retention 0 deletes each run as it finishes, result included/);
+        return true;
+      });
     });
 
     it('refuses input that fails the schema, listing each bad path', async () => {

@@ -8,6 +8,7 @@
  * first of two creates with one email in a batch wins); an error of the statement fails the batch.
  */
 import pg from 'pg';
+import { ulid } from '../../src/core/ids.ts';
 import type { Logger } from 'pino';
 import {
   decodeCursor,
@@ -16,6 +17,7 @@ import {
   encodeCursor,
   type ListQuery,
   newUserId,
+  type ScheduledWelcome,
   type User,
   type UserPage,
   type UserStore,
@@ -40,6 +42,9 @@ CREATE TABLE IF NOT EXISTS users (
   CONSTRAINT users_email_key_unique UNIQUE (email_key)
 )`;
 const INDEX = `CREATE INDEX IF NOT EXISTS users_welcome_pending ON users (created_at) WHERE welcome_status = 'pending'`;
+const INDEX_SCHEDULED = `CREATE INDEX IF NOT EXISTS users_welcome_scheduled ON users (created_at) WHERE welcome_status = 'scheduled'`;
+/** The store's identity (see UserStore.identity): written once, by whoever creates the table first. */
+const IDENTITY = 'CREATE TABLE IF NOT EXISTS users_store (key TEXT PRIMARY KEY, value TEXT NOT NULL)';
 const COLUMNS = ['id', 'username', 'email', 'email_key', 'created_at', 'welcome_status', 'welcome_run_id', 'welcome_message_id'];
 // Any constant: serialises schema creation among processes sharing the database.
 const SCHEMA_LOCK = 0x6572726e; // "errn"
@@ -61,11 +66,14 @@ export interface PgUserStoreOptions {
 
 export class PgUserStore implements UserStore {
   readonly kind = 'postgres' as const;
+  readonly location: string;
   readonly #pool: pg.Pool;
+  #identity: string | undefined;
   readonly #creates = new TurnBatch<{ user: User; key: string }, User>((batch) => this.#insert(batch));
   readonly #schedules = new TurnBatch<{ id: string; runId: string }, void>((batch) => this.#schedule(batch));
 
   constructor(options: PgUserStoreOptions) {
+    this.location = describePg(options.url);
     this.#pool = new pg.Pool({ connectionString: options.url, max: options.max ?? 10, connectionTimeoutMillis: 10_000 });
     // An idle connection dropped by the server must not crash the process; the pool replaces it.
     this.#pool.on('error', (err) => options.logger?.warn({ err }, 'PostgreSQL connection lost; the pool will reconnect'));
@@ -89,13 +97,23 @@ export class PgUserStore implements UserStore {
         );
       }
       await client.query(INDEX);
+      await client.query(INDEX_SCHEDULED);
+      await client.query(IDENTITY);
+      await client.query("INSERT INTO users_store (key, value) VALUES ('id', $1) ON CONFLICT (key) DO NOTHING", [ulid()]);
+      const id = await client.query<{ value: string }>("SELECT value FROM users_store WHERE key = 'id'");
       await client.query('COMMIT');
+      this.#identity = `postgres:${id.rows[0]?.value ?? ''}`;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
       throw err;
     } finally {
       client.release();
     }
+  }
+
+  get identity(): string {
+    if (!this.#identity) throw new Error('PgUserStore is not open: call init() first');
+    return this.#identity;
   }
 
   create(input: { username: string; email: string }): Promise<User> {
@@ -202,6 +220,21 @@ export class PgUserStore implements UserStore {
     return rows.map(toUser);
   }
 
+  async scheduledWelcomes(createdBefore: Date, limit: number): Promise<ScheduledWelcome[]> {
+    const { rows } = await this.#pool.query<{ id: string; welcome_run_id: string }>(
+      "SELECT id, welcome_run_id FROM users WHERE welcome_status = 'scheduled' AND welcome_run_id IS NOT NULL AND created_at < $1 ORDER BY created_at LIMIT $2",
+      [createdBefore, limit],
+    );
+    return rows.map((r) => ({ id: r.id, runId: r.welcome_run_id }));
+  }
+
+  async markWelcomeLost(id: string, runId: string): Promise<void> {
+    await this.#pool.query(
+      "UPDATE users SET welcome_status = 'pending', welcome_run_id = NULL WHERE id = $1 AND welcome_status = 'scheduled' AND welcome_run_id = $2",
+      [id, runId],
+    );
+  }
+
   async ping(): Promise<void> {
     await this.#pool.query('SELECT 1');
   }
@@ -210,6 +243,16 @@ export class PgUserStore implements UserStore {
     // Creates and marks already asked for are written, not failed by a pool that has ended.
     await Promise.all([this.#creates.flush(), this.#schedules.flush()]);
     await this.#pool.end();
+  }
+}
+
+/** `postgres://host:port/database`, without user or password. */
+function describePg(url: string): string {
+  try {
+    const u = new URL(url);
+    return `postgres://${u.host}${u.pathname}`;
+  } catch {
+    return 'postgres (unparsable DATABASE_URL)';
   }
 }
 

@@ -12,6 +12,7 @@
  */
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { retryWhileBusy } from '../../src/broker/sqlite/busy.ts';
+import { ulid } from '../../src/core/ids.ts';
 import {
   decodeCursor,
   EmailTakenError,
@@ -19,6 +20,7 @@ import {
   encodeCursor,
   type ListQuery,
   newUserId,
+  type ScheduledWelcome,
   type User,
   type UserPage,
   type UserStore,
@@ -41,6 +43,9 @@ CREATE TABLE IF NOT EXISTS users (
   welcome_error TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS users_welcome_pending ON users (created_at) WHERE welcome_status = 'pending';
+CREATE INDEX IF NOT EXISTS users_welcome_scheduled ON users (created_at) WHERE welcome_status = 'scheduled';
+-- The store's identity (see UserStore.identity): written once, by whoever creates the table first.
+CREATE TABLE IF NOT EXISTS users_store (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 `;
 
 interface Row {
@@ -71,6 +76,7 @@ export interface SqliteUserStoreOptions {
 export class SqliteUserStore implements UserStore {
   readonly kind = 'sqlite' as const;
   readonly path: string;
+  #identity: string | undefined;
   readonly #busyTimeoutMs: number;
   #db: DatabaseSync | undefined;
   #stmts: Record<string, StatementSync> = {};
@@ -93,12 +99,29 @@ export class SqliteUserStore implements UserStore {
       retryWhileBusy(() => db.exec('PRAGMA journal_mode = WAL'), { ...retry, step: 'switch to WAL mode' });
       // As the embedded broker: a commit survives a crash of the process; power loss may take the last moments.
       db.exec('PRAGMA synchronous = NORMAL');
-      retryWhileBusy(() => db.exec(SCHEMA), { ...retry, step: 'create the users table' });
+      retryWhileBusy(
+        () => {
+          db.exec(SCHEMA);
+          db.prepare("INSERT INTO users_store (key, value) VALUES ('id', ?) ON CONFLICT (key) DO NOTHING").run(ulid());
+        },
+        { ...retry, step: 'create the users table' },
+      );
+      const row = db.prepare("SELECT value FROM users_store WHERE key = 'id'").get() as { value: string } | undefined;
+      this.#identity = `sqlite:${row?.value ?? ''}`;
     } catch (err) {
       db.close();
       throw err;
     }
     this.#db = db;
+  }
+
+  get identity(): string {
+    if (!this.#identity) throw new Error('SqliteUserStore is not open: call init() first');
+    return this.#identity;
+  }
+
+  get location(): string {
+    return this.path;
   }
 
   #stmt(sql: string): StatementSync {
@@ -252,6 +275,21 @@ export class SqliteUserStore implements UserStore {
       "SELECT id, username, email, created_at FROM users WHERE welcome_status = 'pending' AND created_at < ? ORDER BY created_at LIMIT ?",
     ).all(createdBefore.getTime(), limit) as unknown as Row[];
     return rows.map(toUser);
+  }
+
+  async scheduledWelcomes(createdBefore: Date, limit: number): Promise<ScheduledWelcome[]> {
+    const rows = this.#stmt(
+      "SELECT id, welcome_run_id FROM users WHERE welcome_status = 'scheduled' AND welcome_run_id IS NOT NULL AND created_at < ? ORDER BY created_at LIMIT ?",
+    ).all(createdBefore.getTime(), limit) as unknown as { id: string; welcome_run_id: string }[];
+    return rows.map((r) => ({ id: r.id, runId: r.welcome_run_id }));
+  }
+
+  markWelcomeLost(id: string, runId: string): Promise<void> {
+    return this.#write(() => {
+      this.#stmt(
+        "UPDATE users SET welcome_status = 'pending', welcome_run_id = NULL WHERE id = ? AND welcome_status = 'scheduled' AND welcome_run_id = ?",
+      ).run(id, runId);
+    });
   }
 
   async ping(): Promise<void> {

@@ -11,7 +11,12 @@
  *   pending    the user row is written; no run is known to be enqueued yet (the sweep enqueues it)
  *   scheduled  a `send_welcome_email` run was enqueued (its id is kept)
  *   sent       the SMTP server accepted the message (its Message-ID is kept); never sent again
- *   failed     the run failed for good (a 5xx, or retries exhausted); a replay may still send it
+ *   failed     the run failed for good (a 5xx, or retries exhausted), or was cancelled, as the
+ *              handler or the sweep found; a replay (`POST /runs/{id}/retry`) may still send it
+ *
+ * The run is the truth while it exists: `GET /users/{id}` shows its state (`cancelled` included) for
+ * an email not yet sent, and the sweep records on the user what a run that ended unseen did
+ * (`reconcileScheduledWelcomes` in `../tasks.ts`).
  */
 import { ulid } from '../../src/core/ids.ts';
 import { ErrandError } from '../../src/index.ts';
@@ -54,8 +59,23 @@ export interface UserPage {
   next: string | null;
 }
 
+/** A user left `scheduled`, with the run that was recorded for it. */
+export interface ScheduledWelcome {
+  id: string;
+  runId: string;
+}
+
 export interface UserStore {
   readonly kind: 'sqlite' | 'postgres';
+  /**
+   * Who this store is, the same for every process that opens the same database whatever URL or path
+   * it used: `<kind>:<ulid>`, the random id written once into the database's `users_store` table
+   * when the users table is created there. Valid after `init()`. The API puts it in every welcome
+   * run it enqueues; a worker whose own store has another identity is not looking at the API's users.
+   */
+  readonly identity: string;
+  /** Where the store is, for messages: the SQLite file, or PostgreSQL's host and database (no password). */
+  readonly location: string;
   /** Creates the table and indexes if missing. Idempotent; safe with several processes starting at once. */
   init(): Promise<void>;
   /** Stores a new user (welcome state `pending`). Throws `EmailTakenError` when the email exists in any case. */
@@ -73,6 +93,10 @@ export interface UserStore {
   markWelcomeFailed(id: string, error: string): Promise<void>;
   /** Users still `pending` (no run known) created before `createdBefore`, oldest first: what the sweep enqueues. */
   pendingWelcomes(createdBefore: Date, limit: number): Promise<User[]>;
+  /** Users `scheduled` with a run id, created before `createdBefore`, oldest first: what the sweep checks against the broker. */
+  scheduledWelcomes(createdBefore: Date, limit: number): Promise<ScheduledWelcome[]>;
+  /** `scheduled` with this run back to `pending` (the run no longer exists): the sweep then enqueues a new one. */
+  markWelcomeLost(id: string, runId: string): Promise<void>;
   /** Throws when the database cannot be reached. */
   ping(): Promise<void>;
   close(): Promise<void>;

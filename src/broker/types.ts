@@ -36,7 +36,9 @@ export interface NewRun {
   /**
    * Idempotency key, scoped to the task within its queue: a second enqueue with the same queue, task
    * and key within `idempotencyTtl` returns the first run. (Keys live with their queue, so Redis
-   * Cluster never needs a cross-slot operation.)
+   * Cluster never needs a cross-slot operation.) A key never names a run that no longer exists: it
+   * is released when its run is deleted (purge, prune, retention 0), and a key found naming a
+   * missing run is taken by the new run. It holds while both its TTL and its run last.
    */
   idempotencyKey?: string;
   /** How long the idempotency key holds, in ms. */
@@ -49,7 +51,7 @@ export interface EnqueueResult {
   id: string;
   /** False when an idempotency key matched an existing run: `id` is then that run's id. */
   created: boolean;
-  /** The state of the run (the existing run's state when `created` is false; `queued` if that run has since expired). */
+  /** The state of the run (the existing run's state when `created` is false). */
   state: RunState;
 }
 
@@ -212,13 +214,17 @@ export interface Broker {
   /** Cancels a queued, scheduled or active run. An active run's worker learns of it on its next renew (or sooner, see `onCancel`). */
   cancel(id: string, now: number): Promise<CancelOutcome>;
 
-  /** Replays a failed run: back to queued with its attempt count reset. */
+  /**
+   * Replays a failed or cancelled run: back to queued with its attempt count reset (so a run
+   * cancelled by mistake can still be done, under its id and idempotency key). A run in another
+   * state: `not_failed` with that state, unchanged.
+   */
   retry(id: string, now: number): Promise<RetryOutcome>;
 
   /** Counts by state for each queue (all queues known to the broker when `queues` is omitted). */
   counts(queues?: readonly string[]): Promise<Record<string, QueueCounts>>;
 
-  /** Deletes finished runs whose retention has passed. Returns how many were removed. */
+  /** Deletes finished runs whose retention has passed, and their idempotency keys. Returns how many were removed. */
   prune(now: number): Promise<number>;
 
   /**
@@ -356,7 +362,7 @@ export interface BrokerInspector {
   pause(queue: string): Promise<void>;
   resume(queue: string): Promise<void>;
   pausedQueues(): Promise<string[]>;
-  /** Deletes the queued and scheduled runs of a queue (active ones finish). Returns how many. */
+  /** Deletes the queued and scheduled runs of a queue (active ones finish), and their idempotency keys. Returns how many. */
   purge(queue: string, now: number): Promise<number>;
   /** Replays every failed run of a queue (optionally of one task). Returns how many. */
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number>;

@@ -546,7 +546,7 @@ async function retry(args: string[], out: Output): Promise<void> {
     const res = await broker.retry(id, Date.now());
     if (res.outcome === 'not_found') throw notFound(id);
     if (res.outcome === 'not_failed')
-      throw new CliError('not_failed', `run ${id} is not failed (it is ${res.state}): only failed runs can be retried`, {
+      throw new CliError('not_failed', `run ${id} is ${res.state}: only failed or cancelled runs can be retried`, {
         details: { state: res.state },
       });
     if (out.json) return out.data({ id, state: 'queued' });
@@ -561,6 +561,12 @@ async function cancel(args: string[], out: Output): Promise<void> {
   await withBroker(values, async (broker) => {
     const res = await broker.cancel(id, Date.now());
     if (res.outcome === 'not_found') throw notFound(id);
+    if (res.outcome === 'finished' && res.state === 'cancelled') {
+      // As run.cancel() and the HTTP API: cancelling a cancelled run succeeds and changes nothing.
+      if (out.json) return out.data({ id, state: 'cancelled', previous_state: 'cancelled' });
+      out.text(`Run ${id} was already cancelled.\n`);
+      return;
+    }
     if (res.outcome === 'finished')
       throw new CliError('already_finished', `run ${id} has already finished: it is ${res.state}`, { details: { state: res.state } });
     if (out.json) return out.data({ id, state: 'cancelled', previous_state: res.previous });

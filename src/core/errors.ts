@@ -43,8 +43,9 @@ export class ConfigError extends ErrandError {
 export class RunNotFoundError extends ErrandError {
   override name = 'RunNotFoundError';
   readonly runId: string;
-  constructor(runId: string) {
-    super(`Run "${runId}" not found (it never existed, or it finished and its retention passed)`);
+  /** `hint`: a sentence added to the message (what the caller may have run into). */
+  constructor(runId: string, hint?: string) {
+    super(`Run "${runId}" not found (it never existed, or it finished and its retention passed)${hint ? `. ${hint}` : ''}`);
     this.runId = runId;
   }
 }

@@ -390,7 +390,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     const id = runIdParam(request);
     const r = await call((b) => b.retry(id, Date.now()));
     if (r.outcome === 'not_found') throw new HttpError(404, `Run "${id}" not found`);
-    if (r.outcome === 'not_failed') throw new HttpError(409, `Only failed runs can be retried; this run is ${r.state}`);
+    if (r.outcome === 'not_failed') throw new HttpError(409, `Only failed or cancelled runs can be retried; this run is ${r.state}`);
     request.log.info({ run: id }, 'dashboard: run retried');
     return { id, outcome: r.outcome };
   });
@@ -401,6 +401,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     const id = runIdParam(request);
     const r = await call((b) => b.cancel(id, Date.now()));
     if (r.outcome === 'not_found') throw new HttpError(404, `Run "${id}" not found`);
+    if (r.outcome === 'finished' && r.state === 'cancelled') return { id, outcome: 'cancelled' as const, previous: 'cancelled' as const };
     if (r.outcome === 'finished')
       throw new HttpError(409, `The run already finished (${r.state}); only queued, scheduled or active runs can be cancelled`);
     request.log.info({ run: id, previous: r.previous }, 'dashboard: run cancelled');

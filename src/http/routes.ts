@@ -5,8 +5,8 @@
  *   GET  /tasks                the tasks this app defines
  *   GET  /runs/{id}            a run: state, input, result or error, progress, attempts, history
  *   GET  /runs/{id}/events     server-sent events on a run until it finishes
- *   POST /runs/{id}/cancel     cancel a queued, scheduled or active run
- *   POST /runs/{id}/retry      replay a failed run
+ *   POST /runs/{id}/cancel     cancel a queued, scheduled or active run (an already cancelled one: 200, nothing changes)
+ *   POST /runs/{id}/retry      replay a failed or cancelled run
  *   GET  /healthz, /readyz     liveness, and readiness (the broker answers)
  *
  * The plugin is encapsulated: it sets its own zod validator, serializer, JSON body parser and error
@@ -405,7 +405,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       schema: {
         summary: 'Cancel a run',
         description:
-          'A queued or scheduled run never starts; an active run has its signal aborted. 409 when the run has already finished (the detail names its state).',
+          'A queued or scheduled run never starts; an active run has its signal aborted. Cancelling a run that is already cancelled answers 200 (`previous_state: "cancelled"`) and changes nothing, as `run.cancel()` does; 409 when the run has succeeded or failed (the detail names its state).',
         tags: ['runs'],
         params: RunParams,
         response: { 200: RunActionSchema, ...errorResponses(401, 403, 404, 409, 503) },
@@ -417,7 +417,10 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       checkRunId(id);
       const out = await brokerCall((b) => b.cancel(id, Date.now()));
       if (out.outcome === 'not_found') throw new RunNotFoundError(id);
-      if (out.outcome === 'finished') throw new HttpError(409, `Run "${id}" has already finished: it is ${out.state}`);
+      if (out.outcome === 'finished') {
+        if (out.state === 'cancelled') return { id, state: 'cancelled' as const, previous_state: 'cancelled' as const };
+        throw new HttpError(409, `Run "${id}" has already finished: it is ${out.state}`);
+      }
       request.log.info({ runId: id, previous: out.previous }, 'run cancelled');
       return { id, state: 'cancelled' as const, previous_state: out.previous };
     },
@@ -428,8 +431,9 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
     {
       onRequest: guard('admin'),
       schema: {
-        summary: 'Retry a failed run',
-        description: 'Moves a failed run (the dead-letter state) back to queued with its attempts reset. 409 when the run is not failed.',
+        summary: 'Retry a failed or cancelled run',
+        description:
+          'Moves a failed run (the dead-letter state) or a cancelled run back to queued with its attempts reset, under the same id. 409 when the run is queued, scheduled, active or succeeded.',
         tags: ['runs'],
         params: RunParams,
         response: { 200: RunActionSchema, ...errorResponses(401, 403, 404, 409, 503) },
@@ -442,7 +446,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       const out = await brokerCall((b) => b.retry(id, Date.now()));
       if (out.outcome === 'not_found') throw new RunNotFoundError(id);
       if (out.outcome === 'not_failed')
-        throw new HttpError(409, `Run "${id}" is ${out.state}, not failed: only failed runs can be retried`);
+        throw new HttpError(409, `Run "${id}" is ${out.state}: only failed or cancelled runs can be retried`);
       request.log.info({ runId: id }, 'run retried');
       return { id, state: 'queued' as const };
     },

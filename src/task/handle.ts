@@ -3,6 +3,9 @@ import { FINISHED_STATES } from '../broker/types.ts';
 import { ResultTimeoutError, RunCancelledError, RunFailedError, RunNotFoundError } from '../core/errors.ts';
 import { decodeRun, type RunInfo } from '../core/run-info.ts';
 
+const RETENTION_HINT =
+  'A task with retention 0 deletes each run as it finishes, result included: to await results, keep finished runs a while (e.g. retention: 60_000)';
+
 /** A reference to one run: ask its state, wait for its result, cancel it. */
 export class RunHandle<R = unknown> {
   readonly id: string;
@@ -34,7 +37,10 @@ export class RunHandle<R = unknown> {
   /**
    * Waits until the run finishes, woken by the broker (no busy polling), and returns its result.
    * Throws `RunFailedError` (with the run's error) when it failed, `RunCancelledError` when it was
-   * cancelled, `ResultTimeoutError` when `timeout` ms pass first (the run goes on).
+   * cancelled, `ResultTimeoutError` when `timeout` ms pass first (the run goes on), and
+   * `RunNotFoundError` when the run does not exist, or no longer does: a task with `retention: 0`
+   * (or `retention: { succeeded: 0 }`) deletes each run as it finishes, result included, so its
+   * result cannot be awaited; keep finished runs a little while (e.g. `retention: 60_000`) to read it.
    */
   async result(options: { timeout?: number } = {}): Promise<R> {
     const broker = await this.#broker();
@@ -63,7 +69,7 @@ export class RunHandle<R = unknown> {
           do {
             again = false;
             const rec = await broker.getRun(this.id);
-            if (!rec) return finish(() => reject(new RunNotFoundError(this.id)));
+            if (!rec) return finish(() => reject(new RunNotFoundError(this.id, RETENTION_HINT)));
             if (FINISHED_STATES.has(rec.state)) {
               const info = decodeRun<R>(rec);
               if (info.state === 'succeeded') return finish(() => resolve(info.result as R));

@@ -92,6 +92,35 @@ for (const setup of setups) {
       assert.equal(still?.error, undefined);
     });
 
+    it('lists users scheduled before a time with their run; a lost run puts its user back to pending, only while that run is recorded', async () => {
+      const u = await store.create({ username: 'erin', email: 'erin@example.com' });
+      await store.markWelcomeScheduled(u.id, 'emails.LOST');
+      const listed = await store.scheduledWelcomes(new Date(Date.now() + 1000), 1000);
+      assert.deepEqual(
+        listed.find((s) => s.id === u.id),
+        { id: u.id, runId: 'emails.LOST' },
+      );
+      assert.equal((await store.scheduledWelcomes(new Date(0), 1000)).length, 0, 'none created before the epoch');
+      await store.markWelcomeLost(u.id, 'emails.OTHER');
+      assert.equal((await store.welcomeStatus(u.id))?.state, 'scheduled', 'another run id: unchanged');
+      await store.markWelcomeLost(u.id, 'emails.LOST');
+      assert.deepEqual(await store.welcomeStatus(u.id), { state: 'pending' });
+      assert.ok(
+        (await store.pendingWelcomes(new Date(Date.now() + 1000), 1000)).some((p) => p.id === u.id),
+        'the sweep finds it',
+      );
+    });
+
+    it('has an identity of its own, written in the database (see UserStore.identity)', async () => {
+      assert.match(store.identity, new RegExp(`^${setup.name}:[0-9A-Z]{26}$`));
+      const other = await setup.open();
+      try {
+        assert.notEqual(other.store.identity, store.identity, 'another database: another identity');
+      } finally {
+        await other.done();
+      }
+    });
+
     it('records a failure, which a later success overrides', async () => {
       const u = await store.create({ username: 'dan', email: 'dan@example.com' });
       await store.markWelcomeFailed(u.id, '550 mailbox unavailable');
@@ -227,6 +256,20 @@ describe('sqlite user store group commit', () => {
     }
   });
 
+  it('the same file opened again, by another path spelling, has the same identity', async () => {
+    const dir = tempDir('errand-app');
+    const a = new SqliteUserStore({ path: join(dir, 'errand.db') });
+    const b = new SqliteUserStore({ path: join(dir, '.', 'sub', '..', 'errand.db').replace('/sub/..', '/./') });
+    await a.init();
+    await b.init();
+    try {
+      assert.equal(b.identity, a.identity);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
   it('commits the writes asked for before close', async () => {
     const path = join(tempDir('errand-app'), 'errand.db');
     const store = new SqliteUserStore({ path });
@@ -252,6 +295,19 @@ describe('postgres user store start-up', () => {
       await Promise.all(stores.map((s) => s.init()));
       const u = await stores[0]!.create({ username: 'x', email: 'x@example.com' });
       assert.equal((await stores[3]!.get(u.id))?.email, 'x@example.com');
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+      await db.drop();
+    }
+  });
+
+  it('every process on the same database sees the same identity', async () => {
+    const db = await createPgDatabase();
+    const stores = [0, 1, 2].map(() => new PgUserStore({ url: db.url }));
+    try {
+      await Promise.all(stores.map((s) => s.init()));
+      assert.equal(new Set(stores.map((s) => s.identity)).size, 1);
+      assert.equal(stores[0]!.location, new URL(db.url).host ? `postgres://${new URL(db.url).host}${new URL(db.url).pathname}` : '');
     } finally {
       await Promise.all(stores.map((s) => s.close()));
       await db.drop();

@@ -143,11 +143,35 @@ describe('welcome email over SMTP', () => {
     assert.equal(smtp.received.length, 1);
   });
 
-  it('sends only to existing users, at their stored address', async () => {
+  it('sends only to existing users: a run for a user that is not in the store fails visibly, sending nothing', async () => {
     const { smtp, t } = await setup();
-    const handle = await t.service.task.enqueue({ userId: '01ARZ3NDEKTSV4RRFFQ69G5FAV', email: 'victim@example.com', username: 'x' });
-    assert.deepEqual(await handle.result({ timeout: 60_000 }), { status: 'skipped', reason: 'user_not_found' });
+    // Enqueued by hand (no store named) or by this very store: no such user, failed at once.
+    for (const store of [undefined, t.service.users.identity]) {
+      const input = { userId: '01ARZ3NDEKTSV4RRFFQ69G5FAV', email: 'victim@example.com', username: 'x', ...(store ? { store } : {}) };
+      const handle = await t.service.task.enqueue(input, { idempotencyKey: `by-hand-${store ?? 'none'}` });
+      await assert.rejects(handle.result({ timeout: 60_000 }), /does not exist in the users store/);
+      const run = await t.service.errand.getRun(handle.id);
+      assert.equal(run.state, 'failed');
+      assert.equal(run.attempts, 1, 'not retried: there is no user to welcome');
+    }
     assert.equal(smtp.received.length, 0);
+  });
+
+  it("a run naming another users store than the worker's, whose user the worker cannot find: retried, then failed with both stores named", async () => {
+    const { smtp, t } = await setup();
+    const handle = await t.service.task.enqueue({
+      userId: '01ARZ3NDEKTSV4RRFFQ69G5FAV',
+      email: 'someone@example.com',
+      username: 'x',
+      store: 'postgres:01ARZ3NDEKTSV4RRFFQ69G5FAV',
+    });
+    await assert.rejects(handle.result({ timeout: 60_000 }), /is not in this worker's users store/);
+    const run = await t.service.errand.getRun(handle.id);
+    assert.equal(run.state, 'failed');
+    assert.equal(run.attempts, 3, 'retried by the policy (FAST_RETRIES: 3 attempts)');
+    assert.match(run.error?.message ?? '', new RegExp(`${t.service.users.identity}.*postgres:01ARZ3NDEKTSV4RRFFQ69G5FAV`));
+    assert.equal(smtp.received.length, 0);
+    assert.deepEqual(await t.service.checkUsersStore(), ['postgres:01ARZ3NDEKTSV4RRFFQ69G5FAV'], 'the start-up check sees it too');
   });
 
   it('carries hostile usernames into the email intact, and escapes them in HTML', async () => {

@@ -13,7 +13,8 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
+import { QueueKeys, splitRunId } from '../../src/broker/redis/codec.ts';
 import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
 import type { Broker } from '../../src/broker/types.ts';
 import { createErrand } from '../../src/index.ts';
@@ -63,7 +64,23 @@ if (!skip) {
     return broker;
   };
   // The cluster is thrown away at the end: no keys to clean up.
-  brokerConformance('redis cluster', makeBroker, { connection: (broker) => ({ url: url(), options: { prefix: prefixOf.get(broker) } }) });
+  brokerConformance('redis cluster', makeBroker, {
+    connection: (broker) => ({ url: url(), options: { prefix: prefixOf.get(broker) } }),
+    deleteRunBehindBroker: async (broker, id) => {
+      const parts = splitRunId(id);
+      if (!parts || !cluster) throw new Error(`not a run id, or no cluster: ${id}`);
+      const redis = new Cluster(
+        cluster.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })),
+        { lazyConnect: true },
+      );
+      try {
+        await redis.connect();
+        await redis.del(new QueueKeys(prefixOf.get(broker) ?? '', parts.queue).run(parts.rid));
+      } finally {
+        redis.disconnect();
+      }
+    },
+  });
   inspectorConformance('redis cluster', makeBroker);
 }
 

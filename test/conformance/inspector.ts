@@ -671,6 +671,44 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
         assert.equal(await b.purge('pu', t0 + 5), 0, 'purging again removes nothing');
         assert.equal(await b.purge('no-such-queue', t0 + 5), 0, 'an unknown queue: 0');
       });
+
+      test('releases the idempotency keys of the runs it deletes: the same key then creates a new run', async () => {
+        // Issue 20: pause, enqueue with a key, purge, resume; the same enqueue returned the purged id.
+        const b = await open();
+        const t0 = Date.now();
+        const withKey = (k: string, runAt: number): NewRun => ({
+          id: newRunId('pk'),
+          task: 'inspector.echo',
+          queue: 'pk',
+          input: '{}',
+          priority: 0,
+          runAt,
+          idempotencyKey: k,
+          idempotencyTtl: 10 * HOUR,
+        });
+        await b.pause('pk');
+        const created = await b.enqueue([withKey('purgeme', t0), withKey('purgeme-later', t0 + HOUR)], t0);
+        assert.ok(created.every((r) => r.created));
+        assert.equal(await b.purge('pk', t0 + 1), 2, 'the queued and the scheduled run of the paused queue');
+        await b.resume('pk');
+        const kept = withKey('kept', t0 + 1);
+        await b.enqueue([kept], t0 + 1);
+        assert.deepStrictEqual(ids((await reserve(b, ['pk'], t0 + 1, 1)).runs), [kept.id]);
+        assert.equal(await b.purge('pk', t0 + 2), 0, 'the active run stays');
+        for (const [k, runAt, state] of [
+          ['purgeme', t0 + 3, 'queued'],
+          ['purgeme-later', t0 + HOUR, 'scheduled'],
+        ] as const) {
+          const again = withKey(k, runAt);
+          assert.deepStrictEqual(await b.enqueue([again], t0 + 3), [{ id: again.id, created: true, state }], `key ${k}: a new run`);
+          assert.ok(await b.getRun(again.id), `the new run for ${k} exists`);
+        }
+        assert.deepStrictEqual(
+          await b.enqueue([withKey('kept', t0 + 3)], t0 + 3),
+          [{ id: kept.id, created: false, state: 'active' }],
+          'the key of the active run still holds',
+        );
+      });
     });
 
     // ---------------------------------------------------------------------------------------------

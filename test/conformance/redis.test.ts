@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
 import type { Broker } from '../../src/broker/types.ts';
 import { uniquePrefix } from '../helpers.ts';
+import { QueueKeys, splitRunId } from '../../src/broker/redis/codec.ts';
 import { inspectorConformance } from './inspector.ts';
 import { brokerConformance, type MakeBroker } from './suite.ts';
 
@@ -24,7 +25,20 @@ const makeBroker: MakeBroker = async (opts = {}) => {
   return broker;
 };
 
-brokerConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });
+brokerConformance('redis', makeBroker, {
+  connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }),
+  deleteRunBehindBroker: async (broker, id) => {
+    const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await redis.connect();
+      const parts = splitRunId(id);
+      if (!parts) throw new Error(`not a run id: ${id}`);
+      await redis.del(new QueueKeys(prefixOf.get(broker) ?? '', parts.queue).run(parts.rid));
+    } finally {
+      redis.disconnect();
+    }
+  },
+});
 // Skipped (with this message) only while RedisBroker has no listRuns; once it does, every inspector test must pass.
 inspectorConformance('redis', makeBroker, { pending: 'RedisBroker does not implement BrokerInspector yet' });
 

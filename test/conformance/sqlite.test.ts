@@ -4,6 +4,7 @@
  * process would.
  */
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { SqliteBroker } from '../../src/broker/sqlite/sqlite-broker.ts';
 import type { Broker } from '../../src/broker/types.ts';
 import { tempDir } from '../helpers.ts';
@@ -21,5 +22,15 @@ const makeBroker: MakeBroker = async (opts = {}) => {
   return broker;
 };
 
-brokerConformance('sqlite', makeBroker, { connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }) });
+brokerConformance('sqlite', makeBroker, {
+  connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }),
+  deleteRunBehindBroker: async (broker, id) => {
+    const db = new DatabaseSync(pathOf.get(broker) ?? '', { timeout: 5000 });
+    try {
+      db.prepare('DELETE FROM runs WHERE id = ?').run(id);
+    } finally {
+      db.close();
+    }
+  },
+});
 inspectorConformance('sqlite', makeBroker);

@@ -38,6 +38,12 @@ export interface ConformanceOptions {
    * happen to share an in-process event hub). Without it those tests are skipped.
    */
   connection?: (broker: Broker) => { url: string; options?: Record<string, unknown> };
+  /**
+   * Deletes run `id` from the storage of `broker` directly, behind the broker's back (as a hand
+   * edit, or an earlier Errand that deleted runs and left their idempotency keys, would), leaving
+   * everything else as it is. Without it the test of a key that names a missing run is skipped.
+   */
+  deleteRunBehindBroker?: (broker: Broker, id: string) => Promise<void>;
 }
 
 /** The methods a peer process answers (everything but the callback-based ones). */
@@ -887,16 +893,104 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
         assert.ok(await b.getRun(first.id), 'the first run is still there');
       });
 
-      test("a duplicate of a run that has since expired reports state 'queued' (contract wording)", async () => {
+      // A key never names a run that no longer exists: the same key then creates a new run, which
+      // the key names from then on (issue 20: a purged run's key used to outlive it).
+      async function assertKeyCreatesNewRun(b: Broker, gone: string, key: Partial<NewRun>, now: number, why: string) {
+        assert.equal(await b.getRun(gone), null, `${why}: the first run is gone`);
+        const again = newRun(Q, now, key);
+        assert.deepStrictEqual(await b.enqueue([again], now), [{ id: again.id, created: true, state: 'queued' }], `${why}: a new run`);
+        assertFields(await getRun(b, again.id), { state: 'queued', idempotencyKey: key.idempotencyKey }, `${why}: the new run`);
+        assert.deepStrictEqual(
+          await b.enqueue([newRun(Q, now + 1, key)], now + 1),
+          [{ id: again.id, created: false, state: 'queued' }],
+          `${why}: the key now names the new run`,
+        );
+      }
+
+      test('a run deleted at once by retention 0 releases its key: the same key creates a new run', async () => {
         const b = await open();
         const t0 = Date.now();
         const key = { idempotencyKey: 'gone', idempotencyTtl: 600_000 };
+        const ok = await enqueueOne(b, t0, key);
+        const koKey = { idempotencyKey: 'gone-failed', idempotencyTtl: 600_000 };
+        const ko = await enqueueOne(b, t0, koKey);
+        await reserveAll(b, 'w1', t0);
+        await b.settle(
+          'w1',
+          [
+            { id: ok, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 0 },
+            { id: ko, attempt: 1, outcome: 'failed', error: errorText('x'), retentionMs: 0 },
+          ],
+          t0 + 1,
+        );
+        await assertKeyCreatesNewRun(b, ok, key, t0 + 2, 'succeeded with retention 0');
+        await assertKeyCreatesNewRun(b, ko, koKey, t0 + 4, 'failed with retention 0');
+      });
+
+      test('a run deleted at once by retention 0 in a reserve that settles it releases its key', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const key = { idempotencyKey: 'gone-along', idempotencyTtl: 600_000 };
         const id = await enqueueOne(b, t0, key);
         await reserveOne(b, 'w1', t0);
-        await b.settle('w1', [{ id, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 0 }], t0 + 1);
-        assert.equal(await b.getRun(id), null, 'the run expired (retention 0)');
-        assert.deepStrictEqual(await b.enqueue([newRun(Q, t0, key)], t0 + 2), [{ id, created: false, state: 'queued' }]);
+        const { settled } = await b.reserve({
+          workerId: 'w1',
+          queues: [Q],
+          max: 0,
+          leaseMs: LEASE,
+          now: t0 + 1,
+          settle: [{ id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 0 }],
+        });
+        assert.deepStrictEqual(settled, ['ok']);
+        await assertKeyCreatesNewRun(b, id, key, t0 + 2, 'settled along with a reserve');
       });
+
+      test('prune releases the keys of the runs it deletes; a key whose run is kept still holds', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const key = { idempotencyKey: 'pruned', idempotencyTtl: 10 * RETAIN };
+        const keptKey = { idempotencyKey: 'kept', idempotencyTtl: 10 * RETAIN };
+        const cancelledKey = { idempotencyKey: 'pruned-cancelled', idempotencyTtl: 10 * RETAIN };
+        const id = await enqueueOne(b, t0, key);
+        const kept = await enqueueOne(b, t0, keptKey);
+        const cancelled = await enqueueOne(b, t0, cancelledKey);
+        await reserveAll(b, 'w1', t0, { max: 2 });
+        await b.settle(
+          'w1',
+          [
+            { id, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 1000 },
+            { id: kept, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 5 * RETAIN },
+          ],
+          t0 + 1,
+        );
+        await b.cancel(cancelled, t0 + 1);
+        // Past the short retention and the default retention of cancelled runs (1 day), within every key's TTL.
+        const later = t0 + 2 * 86_400_000;
+        assert.ok((await b.prune(t0 + 5000)) >= 1);
+        await assertKeyCreatesNewRun(b, id, key, t0 + 5001, 'pruned');
+        assert.deepStrictEqual(
+          await b.enqueue([newRun(Q, t0 + 5002, keptKey)], t0 + 5002),
+          [{ id: kept, created: false, state: 'succeeded' }],
+          'the key of a kept run holds',
+        );
+        assert.ok((await b.prune(later)) >= 1);
+        assert.equal(await b.getRun(cancelled), null, 'the cancelled run is pruned after its retention');
+        const again = newRun(Q, later, cancelledKey);
+        assert.deepStrictEqual(await b.enqueue([again], later), [{ id: again.id, created: true, state: 'queued' }], 'its key too');
+      });
+
+      test(
+        'a key that names a run deleted behind the broker is taken by a new run (never a dangling id)',
+        async () => {
+          const b = await open();
+          const t0 = Date.now();
+          const key = { idempotencyKey: 'dangling', idempotencyTtl: 600_000 };
+          const id = await enqueueOne(b, t0, key);
+          await options.deleteRunBehindBroker?.(b, id);
+          await assertKeyCreatesNewRun(b, id, key, t0 + 1, 'deleted by hand');
+        },
+        options.deleteRunBehindBroker ? undefined : 'no deleteRunBehindBroker hook for this broker',
+      );
     });
 
     // ---------------------------------------------------------------------------------------------
@@ -986,7 +1080,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     });
 
     // ---------------------------------------------------------------------------------------------
-    describe('retry (replay of a failed run)', () => {
+    describe('retry (replay of a failed or cancelled run)', () => {
       test('a failed run goes back to queued with attempts reset, and is reserved again from attempt 1', async () => {
         const b = await open();
         const t0 = Date.now();
@@ -1003,7 +1097,45 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
         assertFields(await getRun(b, id), { state: 'active', attempts: 1, worker: 'w2' }, 'run');
       });
 
-      test('a run that is not failed: not_failed with its state, unchanged', async () => {
+      test('a cancelled run (queued, scheduled or active when cancelled) goes back to queued, keeps its key, and runs from attempt 1', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const key = { idempotencyKey: 'cancelled-then-retried', idempotencyTtl: 10 * 86_400_000 };
+        const fromQueued = await enqueueOne(b, t0, key);
+        const fromActive = await enqueueOne(b, t0);
+        await reserveAll(b, 'w1', t0, { max: 1 });
+        const fromScheduled = await enqueueOne(b, t0, { runAt: t0 + 1000 });
+        await reserveAll(b, 'w1', t0, { max: 1 });
+        for (const id of [fromQueued, fromActive, fromScheduled]) assert.equal((await b.cancel(id, t0 + 1)).outcome, 'cancelled');
+        for (const id of [fromQueued, fromActive, fromScheduled]) {
+          assert.deepStrictEqual(await b.retry(id, t0 + 2), { outcome: 'queued' }, `retry of ${id}`);
+          const rec = await getRun(b, id);
+          assertFields(rec, { state: 'queued', attempts: 0, leaseLosses: 0 }, 'replayed cancelled run');
+          assert.equal(rec.expiresAt, undefined, 'a replayed run no longer expires');
+          assert.equal(rec.finishedAt, undefined, 'nor has it finished');
+        }
+        assert.equal(await b.prune(t0 + 3 * 86_400_000), 0, 'none is pruned at its old expiry');
+        assert.deepStrictEqual(
+          await b.enqueue([newRun(Q, t0 + 3, key)], t0 + 3),
+          [{ id: fromQueued, created: false, state: 'queued' }],
+          'its key still names it',
+        );
+        const { runs } = await reserveAll(b, 'w2', t0 + 4);
+        assert.deepStrictEqual(ids(runs).sort(), [fromQueued, fromActive, fromScheduled].sort());
+        for (const r of runs) assert.equal(r.attempt, 1, `${r.id} starts again from attempt 1`);
+        assert.deepStrictEqual(
+          await b.settle('w1', [{ id: fromActive, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: RETAIN }], t0 + 5),
+          ['lost'],
+          'the worker that held it before the cancel cannot settle the new attempt',
+        );
+        assertFields(
+          (await getRun(b, fromActive)).history[0],
+          { attempt: 1, worker: 'w1', outcome: 'cancelled' },
+          'the cancelled attempt is kept',
+        );
+      });
+
+      test('a run that is neither failed nor cancelled: not_failed with its state, unchanged', async () => {
         const b = await open();
         const t0 = Date.now();
         const active = await enqueueOne(b, t0);
@@ -1012,14 +1144,11 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
         await b.settle('w1', [{ id: succeeded, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: RETAIN }], t0);
         const queued = await enqueueOne(b, t0);
         const scheduled = await enqueueOne(b, t0, { runAt: t0 + 1000 });
-        const cancelled = await enqueueOne(b, t0);
-        await b.cancel(cancelled, t0);
         const cases: [string, RunState][] = [
           [queued, 'queued'],
           [scheduled, 'scheduled'],
           [active, 'active'],
           [succeeded, 'succeeded'],
-          [cancelled, 'cancelled'],
         ];
         for (const [id, state] of cases) {
           const before = await getRun(b, id);

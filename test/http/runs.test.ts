@@ -187,20 +187,29 @@ for (const setup of all) {
       assert.equal((await getRun(id)).state, 'queued');
       const again = await app.inject({ method: 'POST', url: `/runs/${id}/retry` });
       assert.equal(again.statusCode, 409);
-      assert.match(again.json().detail, /is queued, not failed/);
+      assert.match(again.json().detail, /is queued: only failed or cancelled runs can be retried/);
       worker = await errand.worker({ concurrency: 2 }).start();
       await waitFor(async () => (await getRun(id)).state === 'succeeded', { timeoutMs: 15_000 });
     });
 
-    it('cancels an active run (200), then answers 409 naming the state', async () => {
+    it('cancels an active run (200); cancelling it again answers 200 as run.cancel() does; retry queues it again', async () => {
       const { id } = await enqueue('stepped', { key: 'to-cancel' });
       await waitFor(async () => (await getRun(id)).state === 'active', { timeoutMs: 15_000 });
       const res = await app.inject({ method: 'POST', url: `/runs/${id}/cancel` });
       assert.equal(res.statusCode, 200);
       assert.deepEqual(res.json(), { id, state: 'cancelled', previous_state: 'active' });
+      // Issue 20: the library answered "cancelled" here, the HTTP API 409.
       const again = await app.inject({ method: 'POST', url: `/runs/${id}/cancel` });
-      assert.equal(again.statusCode, 409);
-      assert.equal(again.json().detail, `Run "${id}" has already finished: it is cancelled`);
+      assert.equal(again.statusCode, 200);
+      assert.deepEqual(again.json(), { id, state: 'cancelled', previous_state: 'cancelled' });
+      assert.equal(await errand.run(id).cancel(), 'cancelled', 'the library agrees');
+      // A cancelled run can be replayed under its id.
+      const retry = await app.inject({ method: 'POST', url: `/runs/${id}/retry` });
+      assert.equal(retry.statusCode, 200);
+      assert.deepEqual(retry.json(), { id, state: 'queued' });
+      const { state } = await getRun(id);
+      assert.ok(state === 'queued' || state === 'active', `replayed run is ${state}`);
+      assert.equal((await app.inject({ method: 'POST', url: `/runs/${id}/cancel` })).statusCode, 200, 'and cancelled again');
     });
 
     it('sends heartbeat comments while a run waits', async () => {

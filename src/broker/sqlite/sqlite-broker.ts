@@ -331,6 +331,16 @@ export class SqliteBroker implements Broker, BrokerInspector {
     h[i] = (h[i] ?? 0) + 1;
   }
 
+  /**
+   * Within a transaction: the run `id` (a deleted row with its queue, task and idempotency_key) is
+   * gone, so its idempotency key goes too, if it still names that run.
+   */
+  #releaseKey(id: string, row: Row): void {
+    const key = row.idempotency_key;
+    if (typeof key !== 'string') return;
+    this.#s.idemDel.run(String(row.queue), typeof row.task === 'string' ? row.task : '', key, id);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Enqueue
 
@@ -347,10 +357,14 @@ export class SqliteBroker implements Broker, BrokerInspector {
         if (key !== undefined) {
           const hit = this.#s.idemGet.get(run.queue, run.task, key) as Row | undefined;
           if (hit && (num(hit.expires_at) ?? 0) > now) {
+            // A key never stands for a run that no longer exists: a key left naming a deleted run
+            // (by a version that kept keys past their runs, or by hand) is taken by this new run.
             const id = String(hit.run_id);
             const existing = this.#s.stateOf.get(id) as Row | undefined;
-            out.push({ id, created: false, state: existing ? (existing.state as RunState) : 'queued' });
-            continue;
+            if (existing) {
+              out.push({ id, created: false, state: STATES.has(String(existing.state)) ? (existing.state as RunState) : 'failed' });
+              continue;
+            }
           }
         }
         const state: RunState = run.runAt <= now ? 'queued' : 'scheduled';
@@ -507,6 +521,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
         if (row) queues.add(String(row.queue));
       } else if (s.retentionMs <= 0) {
         row = this.#s.deleteHeld.get(s.id, s.attempt, workerId) as Row | undefined;
+        if (row) this.#releaseKey(s.id, row);
       } else if (s.outcome === 'succeeded') {
         row = this.#s.succeed.get(s.id, s.attempt, workerId, now, now + s.retentionMs, s.result ?? null) as Row | undefined;
       } else {
@@ -638,9 +653,14 @@ export class SqliteBroker implements Broker, BrokerInspector {
     let removed = 0;
     // Small transactions: the write lock is never held for long, whatever the backlog.
     for (;;) {
-      const n = Number(this.#tx(() => this.#s.pruneRuns.run(now, SLICE).changes));
-      removed += n;
-      if (n < SLICE) break;
+      const ids = this.#tx(() => {
+        const rows = this.#s.pruneRuns.all(now, SLICE) as Row[];
+        for (const r of rows) this.#releaseKey(String(r.id), r);
+        return rows.map((r) => String(r.id));
+      });
+      removed += ids.length;
+      if (ids.length) this.#hub.emit('runs', ids);
+      if (ids.length < SLICE) break;
     }
     for (;;) {
       const n = Number(this.#tx(() => this.#s.pruneKeys.run(now, SLICE).changes));
@@ -963,7 +983,11 @@ export class SqliteBroker implements Broker, BrokerInspector {
     this.#open();
     let removed = 0;
     for (;;) {
-      const ids = this.#tx(() => (this.#s.purge.all(queue, SLICE) as Row[]).map((r) => String(r.id)));
+      const ids = this.#tx(() => {
+        const rows = this.#s.purge.all(queue, SLICE) as Row[];
+        for (const r of rows) this.#releaseKey(String(r.id), r);
+        return rows.map((r) => String(r.id));
+      });
       removed += ids.length;
       if (ids.length) this.#hub.emit('runs', ids);
       if (ids.length < SLICE) break;

@@ -33,7 +33,7 @@ function endAttempt(at: string, outcome: string): string {
 /** The lease is held: run `?1` is active, on attempt `?2`, for worker `?3` (hot statements bind by position). */
 const HELD = `id = ?1 AND state = 'active' AND attempts = ?2 AND worker = ?3`;
 
-/** A failed run back to queued, its attempts reset; its last attempt moves into the history. */
+/** A failed (or cancelled) run back to queued, its attempts reset; its last attempt moves into the history. */
 const REPLAY = `state = 'queued', attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
   finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1,
   history = ${HISTORY_WITH_LAST}, a_no = NULL, a_ended = NULL, a_outcome = NULL`;
@@ -56,6 +56,8 @@ export const SQL = {
   idemGet: 'SELECT run_id, expires_at FROM idempotency WHERE queue = ? AND task = ? AND key = ?',
   idemPut: `INSERT INTO idempotency (queue, task, key, run_id, expires_at) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
+  /** Releases a key, only while it still names that run (a key is never left naming a deleted run). */
+  idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
   stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
       attempts, lease_losses, history, rev)
@@ -91,7 +93,7 @@ export const SQL = {
   fail: `UPDATE runs SET state = 'failed', error = ?6, finished_at = ?4, expires_at = ?5, lease_until = NULL,
       rev = rev + 1, ${endAttempt('?4', "'failed'")}
     WHERE ${HELD} RETURNING queue, started_at`,
-  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at`,
+  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key`,
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
@@ -114,12 +116,14 @@ export const SQL = {
   cancelLog: 'INSERT INTO cancel_log (run_id, at) VALUES (?, ?)',
   cancelsSince: 'SELECT seq, run_id FROM cancel_log WHERE seq > ? ORDER BY seq',
   cancelsLast: 'SELECT coalesce(max(seq), 0) AS seq FROM cancel_log',
-  // A row whose state is none of the six (edited by hand) reads as failed (toRecord): it is replayed as one.
+  // Failed and cancelled runs are replayed. A row whose state is none of the six (edited by hand)
+  // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
-    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded', 'cancelled') RETURNING queue`,
+    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') RETURNING queue`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
-  pruneRuns: 'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?)',
+  pruneRuns:
+    'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?) RETURNING id, queue, task, idempotency_key',
   pruneKeys: `DELETE FROM idempotency
     WHERE (queue, task, key) IN (SELECT queue, task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
   pruneCancels: 'DELETE FROM cancel_log WHERE at < ?',
@@ -136,7 +140,8 @@ export const SQL = {
   workers: 'SELECT info, last_seen, ttl_ms FROM workers WHERE last_seen >= ? ORDER BY id',
   pause: 'INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING',
   resume: 'DELETE FROM paused_queues WHERE queue = ?',
-  purge: `DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE queue = ? AND state IN ('queued', 'scheduled') LIMIT ?) RETURNING id`,
+  purge: `DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE queue = ? AND state IN ('queued', 'scheduled') LIMIT ?)
+    RETURNING id, queue, task, idempotency_key`,
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' ORDER BY rid LIMIT :limit) AS p

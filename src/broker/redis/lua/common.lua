@@ -181,6 +181,19 @@ local function bulk(cmd, key, args, step)
   end
 end
 
+-- Deletes a run's hash `k` and, while it still names the run, its idempotency key (fields t and
+-- k): a key never stands for a run that no longer exists (purge, prune, retention 0 alike).
+local function dropRun(base, k, rid)
+  local v = redis.pcall('HMGET', k, 't', 'k')
+  if not v['err'] and v[1] and v[2] then
+    local ikk = base .. 'ik:' .. v[1] .. ':' .. v[2]
+    if redis.pcall('GET', ikk) == rid then
+      rcall('DEL', ikk)
+    end
+  end
+  rcall('DEL', k)
+end
+
 -- Expiry lists group finished runs by the minute their retention ends (see the layout above).
 local EXPIRY_MINUTE = 60000
 
@@ -203,12 +216,12 @@ end
 -- the extra fields given. It is indexed by the time in its id (listing, prune, counts), and listed
 -- for deletion by prune in the minute its retention ends (a list push, where a PEXPIRE per run
 -- cost Redis about 10% of its time per run and grew the expiry table every key lookup consults).
--- Retention 0: the run is deleted at once and nothing is recorded.
+-- Retention 0: the run is deleted at once (with its idempotency key) and nothing is recorded.
 -- With `batch` (from newBatch), the index and expiry entries are collected for flushFinished, which
 -- writes each with one command per call instead of one per run.
 local function finish(base, k, rid, code, zset, now, nowS, ret, batch, ...)
   if ret <= 0 then
-    rcall('DEL', k)
+    dropRun(base, k, rid)
     return
   end
   local x = now + ret
@@ -268,19 +281,19 @@ local function notify(chan, prefix, rid, watched)
   end
 end
 
--- Replays a failed run (its fields read as HMGET s p W o h a w b f E = v): back to queued at the
--- tail of its level with attempts and leaseLosses reset, no longer expiring (prune skips its entry
--- in an expiry list: it has no expiresAt), due from `nowS` (its wait is counted from the replay);
--- the failed attempt, when still open, is appended to the history first. The caller leaves the
--- wake-up token.
-local function replay(base, k, rid, id, chan, v, nowS)
+-- Replays a failed or cancelled run (its fields read as HMGET s p W o h a w b f E = v; `zset` the
+-- finished index it leaves, 'failed' or 'cancelled'): back to queued at the tail of its level with
+-- attempts and leaseLosses reset, no longer expiring (prune skips its entry in an expiry list: it
+-- has no expiresAt), due from `nowS` (its wait is counted from the replay); the failed attempt,
+-- when still open, is appended to the history first. The caller leaves the wake-up token.
+local function replay(base, k, rid, id, chan, v, nowS, zset)
   if v[4] then
     rcall('HSET', k, 'h', appendHistory(v[5], v[6], v[7], v[8], v[9] or '0', 'failed', v[10] or nil))
   end
   rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0, 'r', nowS)
   rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
   rcall('PERSIST', k) -- a run finished by a version that gave finished runs a TTL
-  rcall('ZREM', base .. 'failed', rid)
+  rcall('ZREM', base .. zset, rid)
   pushQueued(base, rid, v[2] or '0', false)
   notify(chan, id, '', v[3])
 end

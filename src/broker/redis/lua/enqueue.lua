@@ -19,7 +19,7 @@
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
-  of that run (q s a d f c; q when the existing run has since expired).
+  of that run (q s a d f c).
 ]]
 --!include common.lua
 
@@ -42,6 +42,11 @@ for j = 3, #ARGV, 9 do
   elseif ik ~= '' then
     local ikk = base .. 'ik:' .. task .. ':' .. ik
     existing = rcall('GET', ikk)
+    -- A key never stands for a run that no longer exists: one left naming a deleted run (by a
+    -- version that kept keys past their runs, or by hand) is taken by this new run.
+    if existing and rcall('EXISTS', base .. 'r:' .. existing) == 0 then
+      existing = nil
+    end
     if not existing then
       rcall('SET', ikk, rid, 'PX', ittl)
     end

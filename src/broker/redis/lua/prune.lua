@@ -1,5 +1,6 @@
 --[[
-  prune: deletes the finished runs of one queue whose expiresAt <= now (the caller's clock).
+  prune: deletes the finished runs of one queue whose expiresAt <= now (the caller's clock), and
+  their idempotency keys (see dropRun in common.lua).
 
   1. The expiry lists (see common.lua): the minutes that have begun are read oldest first; in
      each, runs are taken in the order they finished and deleted while expired, up to the first one
@@ -57,7 +58,7 @@ for _, mS in ipairs(minutes) do
       if x > now then
         break -- not yet: neither is the rest of this minute's list, mostly
       end
-      rcall('DEL', k)
+      dropRun(base, k, rid)
       local list = stale[v[1]]
       list[#list + 1] = rid
       removed = removed + 1
@@ -96,7 +97,7 @@ for z = 1, more == 0 and 3 or 0 do
         removed = removed + 1
       end
     elseif (tonumber(v[2]) or 0) <= now then
-      rcall('DEL', k)
+      dropRun(base, k, rid)
       gone[#gone + 1] = rid
       removed = removed + 1
       notify(chan, qp, rid, v[3])

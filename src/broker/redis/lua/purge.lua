@@ -1,6 +1,6 @@
 --[[
-  purge: deletes queued and scheduled runs of one queue (at most `limit` of each per call).
-  Active runs are left to finish.
+  purge: deletes queued and scheduled runs of one queue (at most `limit` of each per call), and
+  their idempotency keys (see dropRun in common.lua). Active runs are left to finish.
 
   KEYS[1] prios ZSET
   KEYS[2] sched ZSET
@@ -12,6 +12,8 @@
 
   Returns { deleted, more (1 when a limit was reached: call again) }.
 ]]
+--!include common.lua
+
 local base, limit, chan, qp = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local deleted, more = 0, 0
 
@@ -19,7 +21,7 @@ local function drop(rid, code)
   local k = base .. 'r:' .. rid
   local v = redis.pcall('HMGET', k, 's', 'W')
   if v['err'] or v[1] == code then
-    redis.call('DEL', k)
+    dropRun(base, k, rid)
     deleted = deleted + 1
     if not v['err'] and v[2] then
       redis.call('PUBLISH', chan, qp .. rid)

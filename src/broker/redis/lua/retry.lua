@@ -1,8 +1,8 @@
 --[[
-  retry: replays a failed run: back to queued (tail of its priority level) with attempts and
-  leaseLosses reset; it no longer expires (its finish time, expiry, error and progress are
-  cleared). Its history is kept: the failed attempt, when still the open attempt (see `o` in
-  common.lua), is appended to it first.
+  retry: replays a failed or cancelled run: back to queued (tail of its priority level) with
+  attempts and leaseLosses reset; it no longer expires (its finish time, expiry, error and
+  progress are cleared). Its history is kept: the failed attempt, when still the open attempt (see
+  `o` in common.lua), is appended to it first.
 
   KEYS[1] the run HASH
 
@@ -12,7 +12,8 @@
   ARGV[4] run id
   ARGV[5] now (the run is due from then)
 
-  Returns { 'Q' } when queued, { 'S', state code } when the run is not failed, { 'N' } when there
+  Returns { 'Q' } when queued, { 'S', state code } when the run is neither failed nor cancelled,
+  { 'N' } when there
   is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!include common.lua
@@ -29,9 +30,9 @@ if not s then
   end
   return { 'N' }
 end
-if s ~= 'f' then
+if s ~= 'f' and s ~= 'c' then
   return { 'S', s }
 end
-replay(base, k, rid, ARGV[4], ARGV[3], v, ARGV[5])
+replay(base, k, rid, ARGV[4], ARGV[3], v, ARGV[5], s == 'f' and 'failed' or 'cancelled')
 wake(base)
 return { 'Q' }

@@ -31,7 +31,7 @@ for _, rid in ipairs(rids) do
   elseif task ~= '' and v[11] ~= task then
     skipped = skipped + 1
   else
-    replay(base, k, rid, qp .. rid, chan, v, ARGV[7])
+    replay(base, k, rid, qp .. rid, chan, v, ARGV[7], 'failed')
     replayed = replayed + 1
   end
 end

@@ -55,7 +55,7 @@ export function runPage(ctx: Ctx, id: string): Page {
   const actions = (r: RunDetail): HTMLElement | null => {
     if (!ctx.canAct) return null;
     const buttons: HTMLElement[] = [];
-    if (r.state === 'failed')
+    if (r.state === 'failed' || r.state === 'cancelled')
       buttons.push(
         h(
           'button',

@@ -169,7 +169,7 @@ export function runsPage(ctx: Ctx): Page {
 
   const rowActions = (r: RunSummary): HTMLElement | null => {
     if (!ctx.canAct) return null;
-    if (r.state === 'failed')
+    if (r.state === 'failed' || r.state === 'cancelled')
       return h(
         'button',
         {
