@@ -2,7 +2,7 @@
 // with a real worker (retries, scheduled runs, chained runs, paused queues, a runaway loop), and
 // runTask() with a test context.
 import assert from 'node:assert/strict';
-import { after, afterEach, describe, it } from 'node:test';
+import { after, afterEach, describe, it, mock } from 'node:test';
 import { z } from 'zod';
 import { ConfigError, createErrand, InputError, PermanentError, TaskTimeoutError } from '../src/index.ts';
 import { createTesting, runTask } from '../src/testing/index.ts';
@@ -270,5 +270,53 @@ describe('errand/testing: runTask()', () => {
       runTask(badResult, {}),
       (err: Error) => err instanceof PermanentError && /cannot be stored as JSON/.test(err.message),
     );
+  });
+});
+
+// The README's example ("Testing your tasks"), on the README's resize_image task.
+describe('errand/testing: the README example', () => {
+  const readme = createErrand({ logger: quietLogger });
+  const resizeImage = readme.task(
+    'resize_image',
+    {
+      input: z.object({ url: z.url(), width: z.number().int().positive() }),
+      queue: 'images',
+      retries: { maxAttempts: 5, backoff: 'exponential', base: 1000, cap: 60_000 },
+      timeout: 30_000,
+    },
+    async ({ url, width }, ctx) => {
+      const res = await fetch(url, { signal: ctx.signal });
+      if (res.status === 404) throw new PermanentError(`no image at ${url}`);
+      ctx.progress({ step: 'downloaded' });
+      return { width, bytes: (await res.arrayBuffer()).byteLength };
+    },
+  );
+  const rt = createTesting(readme);
+  afterEach(() => rt.reset());
+  after(() => rt.close());
+
+  it('the upload handler asks for a thumbnail', async () => {
+    await resizeImage.enqueue({ url: 'https://example.com/a.png', width: 640 }, { delay: 5000 });
+    rt.assertEnqueued(resizeImage, { input: { width: 640 }, queue: 'images', delay: 5000 });
+    rt.refuteEnqueued(resizeImage, { input: { width: 1280 } });
+  });
+
+  it('a missing image fails at once, without retries', async () => {
+    mock.method(globalThis, 'fetch', async () => new Response('', { status: 404 }));
+    await resizeImage.enqueue({ url: 'https://example.com/gone.png', width: 640 });
+    const out = await rt.drain();
+    assert.equal(out.failed, 1);
+    assert.equal(out.runs[0]?.error?.name, 'PermanentError');
+    assert.equal(out.attempts.length, 1);
+    mock.restoreAll();
+  });
+
+  it('the handler, on its own', async () => {
+    mock.method(globalThis, 'fetch', async () => new Response('12345'));
+    assert.deepEqual(await runTask(resizeImage, { url: 'https://example.com/a.png', width: 640 }, { attempt: 2 }), {
+      width: 640,
+      bytes: 5,
+    });
+    mock.restoreAll();
   });
 });
