@@ -19,7 +19,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
-import Fastify, { type FastifyBaseLogger } from 'fastify';
+import Fastify, { type FastifyBaseLogger, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Broker } from '../broker/types.ts';
 import { createErrand, type Errand } from '../errand.ts';
@@ -63,7 +63,10 @@ export function createDashboardHandler(options: DashboardHandlerOptions = {}): D
   const basePath = checkBasePath(rawBase ?? DASHBOARD_PATH, 'createDashboardHandler');
   const errand = given ?? createErrand({ ...(broker !== undefined && { broker }), ...(logger && { logger }) });
 
-  const app = Fastify({ loggerInstance: (logger ?? errand.logger) as FastifyBaseLogger, disableRequestLogging: true });
+  const app = Fastify({
+    loggerInstance: (logger ?? errand.logger) as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+  });
   // A body some middleware already consumed: parse what it parsed instead of waiting for a stream that has ended.
   app.addHook('preParsing', async (request, _reply, payload) => {
     const raw = request.raw as MountedRequest;
