@@ -7,7 +7,7 @@
  * and exits with code 2).
  */
 import { isAbsolute, join, resolve } from 'node:path';
-import { ConfigError } from '../src/index.ts';
+import { ConfigError, type LogFormat, logFormat as resolveLogFormat } from '../src/index.ts';
 
 export interface AppConfig {
   /** `PORT`, default 8000. */
@@ -37,6 +37,8 @@ export interface AppConfig {
   workerConcurrency: number;
   /** `LOG_LEVEL`, default `info`. */
   logLevel: string;
+  /** `LOG_FORMAT`: `json`, `pretty`, or (unset) pretty when stdout is a terminal, else json. */
+  logFormat: LogFormat;
   /**
    * `RATE_LIMIT_MAX` requests per client per `RATE_LIMIT_WINDOW_MS` (default 60000) on the API;
    * undefined (no limit) unless `RATE_LIMIT_MAX` is set.
@@ -96,6 +98,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
 
   const logLevel = get('LOG_LEVEL') ?? 'info';
   if (!LOG_LEVELS.includes(logLevel)) throw bad('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}`, logLevel);
+  const rawFormat = get('LOG_FORMAT');
+  if (rawFormat !== undefined && !['json', 'pretty'].includes(rawFormat.trim().toLowerCase()))
+    throw bad('LOG_FORMAT', 'must be json or pretty (unset: pretty on a terminal, else json)', rawFormat);
+  const logFormat = resolveLogFormat({ LOG_FORMAT: rawFormat });
 
   const rateLimitMax = get('RATE_LIMIT_MAX');
   const rateLimitWindow = get('RATE_LIMIT_WINDOW_MS');
@@ -123,6 +129,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     mailFrom,
     workerConcurrency,
     logLevel,
+    logFormat,
     rateLimit,
     env,
   };

@@ -5,7 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import { authFromEnv, createServer, type HttpAuthOptions } from '../src/http/index.ts';
 import {
   type Broker,
@@ -13,6 +13,7 @@ import {
   type BrokerInspector,
   ConfigError,
   createErrand,
+  createLogger,
   type Errand,
   type RetryPolicy,
   type Worker,
@@ -101,7 +102,7 @@ export class Service {
    */
   static async create(options: ServiceOptions): Promise<Service> {
     const { config } = options;
-    const logger = options.logger ?? pino({ level: config.logLevel, base: { pid: process.pid } });
+    const logger = options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
     const auth = authFromEnv(config.env);
     try {
       mkdirSync(config.dataDir, { recursive: true });

@@ -1,9 +1,10 @@
 import { EventEmitter } from 'node:events';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 import type { Broker, BrokerOptions, EnqueueResult, NewRun } from './broker/types.ts';
 import { ConfigError, RunNotFoundError } from './core/errors.ts';
+import { createLogger } from './core/logger.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
 import { RunHandle } from './task/handle.ts';
@@ -18,6 +19,10 @@ export interface ErrandOptions extends BrokerOptions {
    * Connected on first use.
    */
   broker?: string | Broker;
+  /**
+   * Default: pino at `LOG_LEVEL` (`info`), as readable coloured lines on a terminal and JSON lines
+   * otherwise; `LOG_FORMAT=json` or `pretty` forces one (pretty needs pino-pretty: see `createLogger`).
+   */
   logger?: Logger;
   /** Largest task input accepted at enqueue, in bytes of JSON. Default 1048576 (1 MiB). */
   maxInputBytes?: number;
@@ -102,7 +107,7 @@ export class Errand extends EventEmitter {
     super();
     this.#options = options;
     this.#brokerSpec = options.broker ?? defaultBrokerUrl();
-    this.logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info', base: { pid: process.pid } });
+    this.logger = options.logger ?? createLogger();
     this.maxInputBytes = options.maxInputBytes ?? 1024 * 1024;
     if (!Number.isInteger(this.maxInputBytes) || this.maxInputBytes < 1) {
       throw new ConfigError(`maxInputBytes must be a positive integer, got ${String(options.maxInputBytes)}`);

@@ -15,6 +15,7 @@ export {
   TaskTimeoutError,
 } from './core/errors.ts';
 export { isRunId, queueOfRunId } from './core/ids.ts';
+export { type CreateLoggerOptions, createLogger, type LogFormat, logFormat } from './core/logger.ts';
 export type { RunInfo } from './core/run-info.ts';
 export { REDACTED, redactRecord, redactRun, redactValue } from './core/redact.ts';
 export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';

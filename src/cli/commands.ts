@@ -14,6 +14,7 @@ Commands:
     --broker URL       redis://host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2, or sqlite:path.db (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
     --lease-ms N       lease length in ms (default 30000)
     --grace-ms N       on SIGTERM/SIGINT, how long active runs may finish (default 10000)
+    logs: LOG_LEVEL (default info); LOG_FORMAT json or pretty (default: pretty on a terminal, else json)
 
   dashboard          Serve the web dashboard, its JSON API and /metrics for a broker
     --broker URL       as for worker (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)

@@ -1,5 +1,5 @@
 /**
- * `dashboardPlugin`: the web dashboard at `/dashboard` and its JSON API at `/dashboard/api`.
+ * `dashboardPlugin`: the web dashboard at `/dashboard` (or `basePath`) and its JSON API at `/dashboard/api`.
  *
  *   GET  /dashboard, /dashboard/*              the single-page front end (built by Vite into `src/dashboard/dist`)
  *   GET  /dashboard/api/session                what the presented token may do, the app's task names
@@ -28,7 +28,8 @@
  * is off.
  *
  * The plugin is encapsulated: register it without a prefix (`app.register(dashboardPlugin, { errand })`);
- * its paths are absolute because the built front end refers to `/dashboard/assets/...`.
+ * its paths are absolute (the `basePath` option, `/dashboard` by default), and it tells the front end
+ * its root in the page it serves. Outside Fastify (Express, Koa, `node:http`), see `handler.ts`.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -60,10 +61,26 @@ export interface DashboardOptions {
   errorStacks?: boolean;
   /** Folder of the built front end. Default `src/dashboard/dist` (built by `npm run build:dashboard`, which `npm ci` runs). */
   distDir?: string;
+  /**
+   * Where the dashboard lives: its pages under `basePath/`, its API under `basePath/api/`. Default
+   * `/dashboard`. One or more `/segment`s (letters, digits, `.`, `_`, `~`, `-`), no trailing slash.
+   */
+  basePath?: string;
 }
 
 export const DASHBOARD_PATH = '/dashboard';
-const API = `${DASHBOARD_PATH}/api`;
+
+const BASE_PATH = /^(\/[A-Za-z0-9._~-]+)+$/;
+
+/** Checks a `basePath` option: `/admin/queues`, not `admin`, `/admin/` or `/`. */
+export function checkBasePath(basePath: unknown, where = 'dashboard'): string {
+  if (typeof basePath !== 'string' || !BASE_PATH.test(basePath) || /(^|\/)\.\.?(\/|$)/.test(basePath)) {
+    throw new TypeError(
+      `${where}: basePath must be a path such as "/dashboard" or "/admin/queues" (segments of letters, digits, ".", "_", "~", "-"; no trailing slash), got ${JSON.stringify(basePath)}`,
+    );
+  }
+  return basePath;
+}
 
 export const DEFAULT_DIST_DIR = fileURLToPath(new URL('./dist', import.meta.url));
 
@@ -114,8 +131,12 @@ interface StaticFile {
   immutable: boolean;
 }
 
-/** Every file of the built front end, read once: a fixed set of paths, so no request can reach outside it. */
-function loadDist(dir: string): Map<string, StaticFile> {
+/**
+ * Every file of the built front end, read once: a fixed set of paths, so no request can reach
+ * outside it. The build refers to `/dashboard/...`; index.html is rewritten for another `basePath`
+ * (its asset URLs, and the `errand-base` meta tag the front end reads its root from).
+ */
+function loadDist(dir: string, basePath: string): Map<string, StaticFile> {
   const files = new Map<string, StaticFile>();
   if (!existsSync(join(dir, 'index.html'))) return files;
   const walk = (d: string) => {
@@ -124,7 +145,14 @@ function loadDist(dir: string): Map<string, StaticFile> {
       if (statSync(full).isDirectory()) walk(full);
       else {
         const rel = relative(dir, full).split(sep).join('/');
-        const body = readFileSync(full);
+        let body = readFileSync(full);
+        if (rel === 'index.html' && basePath !== DASHBOARD_PATH) {
+          const html = body
+            .toString('utf8')
+            .replace(/(\s(?:href|src)=")\/dashboard\//g, `$1${basePath}/`)
+            .replace(/(<meta name="errand-base" content=")\/dashboard(")/, `$1${basePath}$2`);
+          body = Buffer.from(html);
+        }
         files.set(rel, {
           body,
           type: CONTENT_TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream',
@@ -201,7 +229,9 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
   if (!(streamIntervalMs >= 100)) throw new TypeError('dashboardPlugin: streamIntervalMs must be at least 100');
   const errorStacks = options.errorStacks !== false;
   const distDir = options.distDir ?? DEFAULT_DIST_DIR;
-  const files = loadDist(distDir);
+  const base = checkBasePath(options.basePath ?? DASHBOARD_PATH, 'dashboardPlugin');
+  const API = `${base}/api`;
+  const files = loadDist(distDir, base);
   if (!files.size) fastify.log.warn({ distDir }, 'dashboard front end not built: run `npm run build:dashboard`; the JSON API still works');
 
   fastify.setErrorHandler(httpErrorHandler);
@@ -536,6 +566,6 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     if (!index) return reply.code(503).type('text/html; charset=utf-8').send(NOT_BUILT_PAGE);
     return sendFile(request, reply, index);
   };
-  fastify.get(DASHBOARD_PATH, page);
-  fastify.get(`${DASHBOARD_PATH}/*`, page);
+  fastify.get(base, page);
+  fastify.get(`${base}/*`, page);
 };

@@ -31,7 +31,7 @@ import {
 } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
-import type { MakeBroker } from './suite.ts';
+import { type MakeBroker, SharedStorageUnsupported } from './suite.ts';
 
 export interface InspectorConformanceOptions {
   /**
@@ -188,7 +188,12 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
             return;
           }
         }
-        await fn();
+        try {
+          await fn();
+        } catch (err) {
+          if (!(err instanceof SharedStorageUnsupported)) throw err;
+          t.skip(err.message);
+        }
       });
     };
 

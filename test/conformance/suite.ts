@@ -30,6 +30,14 @@ export interface MakeBrokerOptions extends BrokerOptions {
 
 export type MakeBroker = (opts?: MakeBrokerOptions) => Promise<Broker>;
 
+/**
+ * Thrown by a `MakeBroker` asked for `sameStorageAs` when its broker's storage cannot be opened twice
+ * (an in-memory broker): the tests that need a second instance are then skipped, saying so.
+ */
+export class SharedStorageUnsupported extends Error {
+  override name = 'SharedStorageUnsupported';
+}
+
 export interface ConformanceOptions {
   /**
    * How another process reaches the storage of `broker`: a URL and options for `connectBroker`
@@ -217,7 +225,14 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     });
 
     const test = (title: string, fn: () => Promise<void>, skip?: string): void => {
-      it(title, { timeout: TEST_TIMEOUT_MS, ...(skip ? { skip } : {}) }, fn);
+      it(title, { timeout: TEST_TIMEOUT_MS, ...(skip ? { skip } : {}) }, async (t) => {
+        try {
+          await fn();
+        } catch (err) {
+          if (!(err instanceof SharedStorageUnsupported)) throw err;
+          t.skip(err.message);
+        }
+      });
     };
 
     async function getRun(b: PeerBroker, id: string): Promise<RunRecord> {

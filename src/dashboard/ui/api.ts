@@ -1,8 +1,9 @@
 // Talking to the dashboard API: the token (kept in sessionStorage, sent as a bearer header), JSON
 // requests, and the overview event stream read with fetch (EventSource cannot send the header).
 import type { Overview } from '../api-types.ts';
+import { ROOT } from './base.ts';
 
-export const BASE = '/dashboard/api';
+export const BASE = `${ROOT}/api`;
 const TOKEN_KEY = 'errand.dashboard.token';
 
 export class ApiError extends Error {

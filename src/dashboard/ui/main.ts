@@ -8,6 +8,7 @@ import { overviewPage } from './pages/overview.ts';
 import { runPage } from './pages/run.ts';
 import { runsPage } from './pages/runs.ts';
 import { workersPage } from './pages/workers.ts';
+import { ROOT } from './base.ts';
 
 const root = document.getElementById('app')!;
 const main = h('main', { class: 'main', id: 'main' });
@@ -17,7 +18,7 @@ const right = h('div', { class: 'topbar-right' }, status);
 const topbar = h(
   'header',
   { class: 'topbar' },
-  h('a', { class: 'brand', href: '/dashboard/', 'data-link': true }, h('span', { class: 'logo' }, 'E'), 'Errand'),
+  h('a', { class: 'brand', href: `${ROOT}/`, 'data-link': true }, h('span', { class: 'logo' }, 'E'), 'Errand'),
   nav,
   right,
 );
@@ -27,15 +28,15 @@ let stopStream: (() => void) | null = null;
 let ctx: Ctx | null = null;
 
 const SECTIONS: [string, string][] = [
-  ['/dashboard/', 'Overview'],
-  ['/dashboard/runs', 'Runs'],
-  ['/dashboard/workers', 'Workers'],
+  [`${ROOT}/`, 'Overview'],
+  [`${ROOT}/runs`, 'Runs'],
+  [`${ROOT}/workers`, 'Workers'],
 ];
 
 function section(path: string): string {
-  if (path.startsWith('/dashboard/runs')) return '/dashboard/runs';
-  if (path.startsWith('/dashboard/workers')) return '/dashboard/workers';
-  return '/dashboard/';
+  if (path.startsWith(`${ROOT}/runs`)) return `${ROOT}/runs`;
+  if (path.startsWith(`${ROOT}/workers`)) return `${ROOT}/workers`;
+  return `${ROOT}/`;
 }
 
 function renderNav(): void {
@@ -55,19 +56,19 @@ function route(): void {
   page?.destroy?.();
   page = null;
   renderNav();
-  const path = location.pathname.replace(/\/+$/, '') || '/dashboard';
-  const m = /^\/dashboard\/runs\/([^/]+)$/.exec(path);
-  if (path === '/dashboard') {
+  const path = location.pathname.replace(/\/+$/, '') || ROOT;
+  const m = path.startsWith(`${ROOT}/runs/`) ? /^([^/]+)$/.exec(path.slice(ROOT.length + '/runs/'.length)) : null;
+  if (path === `${ROOT}`) {
     page = overviewPage(ctx);
     document.title = 'Overview · Errand';
-  } else if (path === '/dashboard/runs') {
+  } else if (path === `${ROOT}/runs`) {
     page = runsPage(ctx);
     document.title = 'Runs · Errand';
   } else if (m) {
     const id = decodeURIComponent(m[1]!);
     page = runPage(ctx, id);
     document.title = `${id} · Errand`;
-  } else if (path === '/dashboard/workers') {
+  } else if (path === `${ROOT}/workers`) {
     page = workersPage(ctx);
     document.title = 'Workers · Errand';
   } else {
@@ -76,7 +77,7 @@ function route(): void {
         'div',
         { class: 'page' },
         h('h1', null, 'Not found'),
-        h('p', null, 'No such page. ', link('/dashboard/', 'Go to the overview'), '.'),
+        h('p', null, 'No such page. ', link(`${ROOT}/`, 'Go to the overview'), '.'),
       ),
     };
     document.title = 'Not found · Errand';
@@ -119,7 +120,7 @@ function onOverview(o: Overview): void {
 
 function signOut(): void {
   setToken(null);
-  location.assign('/dashboard/');
+  location.assign(`${ROOT}/`);
 }
 
 function showLogin(message?: string): void {

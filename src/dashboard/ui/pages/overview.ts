@@ -5,11 +5,12 @@ import { type Ctx, errorBox, type Page } from '../app.ts';
 import { type Chart, latencyChart, throughputChart } from '../charts.ts';
 import { h, link, replace, trunc } from '../dom.ts';
 import { duration, num, percent, rate } from '../format.ts';
+import { ROOT } from '../base.ts';
 
 const STATES: RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
 
 function runsHref(params: Record<string, string>): string {
-  return `/dashboard/runs?${new URLSearchParams(params).toString()}`;
+  return `${ROOT}/runs?${new URLSearchParams(params).toString()}`;
 }
 
 function stat(label: string, value: string, opts: { cls?: string; title?: string; href?: string } = {}): HTMLElement {
@@ -201,7 +202,7 @@ export function overviewPage(ctx: Ctx): Page {
       stat('run p95', duration(o.run.p95), { title: `p50 ${duration(o.run.p50)} · p99 ${duration(o.run.p99)}` }),
       stat('workers', `${num(o.workers.alive)}${o.workers.lost ? ` +${o.workers.lost} lost` : ''}`, {
         cls: o.workers.lost ? 'warn' : '',
-        href: '/dashboard/workers',
+        href: `${ROOT}/workers`,
       }),
     );
     if (!throughput || !latency) {

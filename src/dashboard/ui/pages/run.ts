@@ -4,6 +4,7 @@ import { ApiError, get, post } from '../api.ts';
 import { type Ctx, errorBox, type Page, stateBadge } from '../app.ts';
 import { type Child, h, link, replace, trunc } from '../dom.ts';
 import { ago, duration, fullTime, json, time } from '../format.ts';
+import { ROOT } from '../base.ts';
 
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -48,7 +49,7 @@ function progressBlock(progress: unknown): HTMLElement {
 
 export function runPage(ctx: Ctx, id: string): Page {
   const body = h('div', { class: 'run-body' }, h('div', { class: 'empty' }, 'Loading…'));
-  const el = h('div', { class: 'page' }, h('nav', { class: 'crumbs' }, link('/dashboard/runs', '← Runs')), body);
+  const el = h('div', { class: 'page' }, h('nav', { class: 'crumbs' }, link(`${ROOT}/runs`, '← Runs')), body);
   let lastKey = '';
   let loading = false;
 
@@ -120,7 +121,7 @@ export function runPage(ctx: Ctx, id: string): Page {
       'dl',
       { class: 'facts card' },
       ...fact('Task', trunc(r.task)),
-      ...fact('Queue', link(`/dashboard/runs?queue=${encodeURIComponent(r.queue)}`, r.queue)),
+      ...fact('Queue', link(`${ROOT}/runs?queue=${encodeURIComponent(r.queue)}`, r.queue)),
       ...fact('Enqueued', `${time(r.enqueuedAt, now)} (${ago(r.enqueuedAt, now)})`, fullTime(r.enqueuedAt)),
       ...(r.runAt !== undefined ? fact('Due', `${time(r.runAt, now)} (${ago(r.runAt, now)})`, fullTime(r.runAt)) : []),
       ...fact('Started', r.startedAt !== undefined ? time(r.startedAt, now) : '–', fullTime(r.startedAt)),

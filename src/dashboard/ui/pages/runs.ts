@@ -4,6 +4,7 @@ import { get, post } from '../api.ts';
 import { type Ctx, errorBox, type Page, stateBadge } from '../app.ts';
 import { h, link, replace, trunc } from '../dom.ts';
 import { ago, duration, fullTime, num, time } from '../format.ts';
+import { ROOT } from '../base.ts';
 
 const STATES: RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
 const PAGE_SIZES = [25, 50, 100];
@@ -161,7 +162,7 @@ export function runsPage(ctx: Ctx): Page {
       id: idInput.value.trim(),
       limit: Number(sizeSelect.value) || 50,
     };
-    history.replaceState(null, '', `/dashboard/runs${filtersQuery(filters)}`);
+    history.replaceState(null, '', `${ROOT}/runs${filtersQuery(filters)}`);
     stack = [];
     cursor = '';
     void load();
@@ -269,7 +270,7 @@ export function runsPage(ctx: Ctx): Page {
             h(
               'tr',
               { 'data-run': r.id, 'data-state': r.state },
-              h('td', { class: 'col-id' }, link(`/dashboard/runs/${encodeURIComponent(r.id)}`, trunc(r.id, 'mono'))),
+              h('td', { class: 'col-id' }, link(`${ROOT}/runs/${encodeURIComponent(r.id)}`, trunc(r.id, 'mono'))),
               h('td', { class: 'col-task' }, trunc(r.task)),
               h('td', { class: 'col-queue' }, trunc(r.queue)),
               h('td', { class: 'col-state' }, stateBadge(r.state)),
