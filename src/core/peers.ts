@@ -18,12 +18,22 @@ export function missingPackage(err: unknown): string | undefined {
 
 /**
  * `err`, or a ConfigError naming the missing optional peer and the command that installs it, when
- * `err` says one of `peers` is not installed. `what` is what needs it ("errand dashboard").
+ * `err` says one of `peers` is not installed. `what` is what needs it ("errand dashboard"); `hint`
+ * ends the message (another way out).
  */
-export function explainMissingPeer(err: unknown, what: string, peers: readonly string[] = HTTP_PEERS): unknown {
+export function explainMissingPeer(err: unknown, what: string, peers: readonly string[] = HTTP_PEERS, hint = ''): unknown {
   const name = missingPackage(err);
   if (!name || !peers.includes(name)) return err;
   return new ConfigError(
-    `${what} needs the package "${name}", an optional peer dependency of errand that is not installed: npm install ${peers.join(' ')}`,
+    `${what} needs the package "${name}", an optional peer dependency of errand that is not installed: npm install ${peers.join(' ')}${hint}`,
   );
+}
+
+/** `load()` (an `import()` of an optional peer), with explainMissingPeer's message when it is missing. */
+export async function importPeer<T>(load: () => Promise<T>, what: string, peers: readonly string[], hint = ''): Promise<T> {
+  try {
+    return await load();
+  } catch (err) {
+    throw explainMissingPeer(err, what, peers, hint);
+  }
 }
