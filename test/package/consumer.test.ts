@@ -353,3 +353,39 @@ await errand.close();
     }
   });
 });
+
+describe('errand/http with fastify and its zod type provider only', () => {
+  before(() => {
+    npm(['install', '--prefer-offline', installed('fastify'), installed('fastify-type-provider-zod')], project);
+  });
+
+  test('createServer with docs names the missing plugin and how to do without; with docs: false it serves', () => {
+    const script = `import { z } from 'zod';
+import { createErrand } from 'errand';
+import { createServer } from 'errand/http';
+const errand = createErrand({ broker: 'sqlite:' + process.argv[2] });
+errand.task('add', { input: z.object({ a: z.number() }) }, async ({ a }) => a);
+try {
+  await createServer({ errand, logger: false });
+  console.log('created');
+} catch (err) {
+  console.log(err.name + ': ' + err.message);
+}
+const app = await createServer({ errand, logger: false, docs: false });
+console.log((await app.inject({ method: 'POST', url: '/tasks/add', payload: { a: 1 } })).statusCode);
+await app.close();
+await errand.close();
+`;
+    writeFileSync(join(project, 'http-bare.mjs'), script);
+    const out = ok(
+      run(process.execPath, ['http-bare.mjs', join(work, 'http-bare.db')], { env: envWith(process.execPath) }),
+      'http-bare.mjs',
+    );
+    const [first, last] = out.trim().split('\n');
+    assert.match(
+      first ?? '',
+      /^ConfigError: createServer .* needs the package "@fastify\/swagger(-ui)?".*npm install @fastify\/swagger @fastify\/swagger-ui, or pass docs: false$/,
+    );
+    assert.equal(last, '202');
+  });
+});
