@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { redact } from '../broker/connect.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
+import { explainMissingPeer } from '../core/peers.ts';
 import { endEarlySignalExit } from './early-exit.ts';
 import { ADMIN_USAGE, adminCommand } from './inspect.ts';
 import { loadApp } from './load.ts';
@@ -24,7 +26,13 @@ Commands:
 
 ${ADMIN_USAGE}
   help               Show this text
+  --version          Show the version of errand
 `;
+
+/** The package's version: package.json sits two levels up from src/cli/ and from dist/cli/ alike. */
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
 
 function fail(message: string): never {
   process.stderr.write(`errand: ${message}\n`);
@@ -103,13 +111,22 @@ async function worker(args: string[]): Promise<void> {
   await w.start();
 }
 
+/** The dashboard's command; it needs Fastify, an optional peer dependency: say so when it is missing. */
+async function loadDashboard(): Promise<typeof import('../dashboard/cli.ts')> {
+  try {
+    return await import('../dashboard/cli.ts');
+  } catch (err) {
+    throw explainMissingPeer(err, 'errand dashboard', ['fastify']);
+  }
+}
+
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
   switch (command) {
     case 'worker':
       return worker(rest);
     case 'dashboard':
-      return (await import('../dashboard/cli.ts')).dashboardCommand(rest);
+      return (await loadDashboard()).dashboardCommand(rest);
     case 'inspect':
     case 'retry':
     case 'cancel':
@@ -118,6 +135,11 @@ async function main(): Promise<void> {
     case 'resume':
       // Errors are reported (and process.exitCode set) by adminCommand itself: see docs/cli.md.
       await adminCommand(command, rest);
+      return;
+    case 'version':
+    case '--version':
+    case '-v':
+      process.stdout.write(`${version()}\n`);
       return;
     case undefined:
     case 'help':

@@ -12,6 +12,12 @@ export async function loadApp(modulePath: string): Promise<Errand> {
   if (!modulePath) throw new ConfigError('Give the module that defines your tasks, e.g. errand worker ./tasks.ts');
   const abs = resolve(modulePath);
   if (!existsSync(abs)) throw new ConfigError(`Task module not found: ${modulePath} (looked at ${abs})`);
+  if (/\.[cm]?ts$/.test(abs) && !(process.features as { typescript?: unknown }).typescript) {
+    // Node 22.6 to 22.17 strip types only with a flag (22.18+ and 24 do it by default).
+    throw new ConfigError(
+      `${modulePath} is TypeScript, and this Node.js (${process.version}) does not strip types: use Node.js 22.18+ or 24, or run with NODE_OPTIONS=--experimental-strip-types (Node 22.6+), or give the compiled .js module`,
+    );
+  }
   let mod: Record<string, unknown>;
   try {
     mod = await import(pathToFileURL(abs).href);

@@ -11,9 +11,9 @@
  * balancer, each allows `max` per window. Behind a reverse proxy, set Fastify's `trustProxy` (or
  * give a `keyGenerator`), else every client shares the proxy's address.
  */
-import fastifyRateLimit from '@fastify/rate-limit';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError } from '../core/errors.ts';
+import { importPeer } from '../core/peers.ts';
 import { HttpError } from './errors.ts';
 
 export interface HttpRateLimitOptions {
@@ -61,6 +61,10 @@ function pathOf(request: FastifyRequest): string {
 /** Registers the limiter on `app` (before the routes it should cover). */
 export async function registerRateLimit(app: FastifyInstance, options: HttpRateLimitOptions): Promise<void> {
   const allow = new Set(options.allowList ?? []);
+  // An optional peer, loaded only when a limit is asked for.
+  const { default: fastifyRateLimit } = await importPeer(() => import('@fastify/rate-limit'), 'The rate limit (rateLimit)', [
+    '@fastify/rate-limit',
+  ]);
   await app.register(fastifyRateLimit, {
     global: true,
     max: options.max,

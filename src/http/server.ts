@@ -15,8 +15,7 @@
  * validation, errors and documentation.
  */
 import { randomUUID } from 'node:crypto';
-import fastifySwagger from '@fastify/swagger';
-import fastifySwaggerUi from '@fastify/swagger-ui';
+import type {} from '@fastify/swagger'; // its types (app.swagger()); the plugin is imported when docs are on
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
@@ -27,6 +26,7 @@ import Fastify, {
 import { createJsonSchemaTransform, createJsonSchemaTransformObject, serializerCompiler } from 'fastify-type-provider-zod';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
+import { importPeer } from '../core/peers.ts';
 import { metricsPlugin } from '../dashboard/metrics-route.ts';
 import { dashboardPlugin } from '../dashboard/plugin.ts';
 import type { Errand } from '../errand.ts';
@@ -269,6 +269,11 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
   if (rateLimit) await registerRateLimit(app, rateLimit);
 
   if (options.docs !== false) {
+    // Optional peers: loaded only when the docs are served, with a message saying what to install.
+    const peers = ['@fastify/swagger', '@fastify/swagger-ui'];
+    const what = 'createServer (its docs at /docs and /openapi.json)';
+    const { default: fastifySwagger } = await importPeer(() => import('@fastify/swagger'), what, peers, ', or pass docs: false');
+    const { default: fastifySwaggerUi } = await importPeer(() => import('@fastify/swagger-ui'), what, peers, ', or pass docs: false');
     const zodToJsonConfig = { unrepresentable: 'any' as const };
     await app.register(fastifySwagger, {
       openapi: {
