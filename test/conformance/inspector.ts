@@ -6,10 +6,9 @@
  * Usage, from an entry file `test/conformance/<broker>.test.ts`, with the same factory as
  * `brokerConformance` (see `suite.ts`: fresh storage, or `sameStorageAs` another broker):
  *
- *   inspectorConformance('redis', makeBroker, { pending: 'RedisBroker does not implement BrokerInspector yet' });
+ *   inspectorConformance('redis', makeBroker);
  *
- * With `pending`, a broker without `listRuns` skips every test with that message (so the suite starts
- * running the moment the methods land); without it, a missing method is a failure.
+ * A missing method is a failure, never a skip.
  *
  * Time is driven through the `now` arguments (stats minutes included); the only real waits are for
  * wake-ups, and the tests assert on what happens, never on how long it took.
@@ -32,14 +31,6 @@ import {
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
 import type { MakeBroker } from './suite.ts';
-
-export interface InspectorConformanceOptions {
-  /**
-   * The broker does not implement BrokerInspector yet: while it has no `listRuns`, every test is
-   * skipped with this message. (Once `listRuns` exists, every other method must exist too.)
-   */
-  pending?: string;
-}
 
 type Inspectable = Broker & BrokerInspector;
 
@@ -137,7 +128,7 @@ function filterLabel(f: Omit<RunFilter, 'limit' | 'cursor'>): string {
   return JSON.stringify(f);
 }
 
-export function inspectorConformance(name: string, makeBroker: MakeBroker, options: InspectorConformanceOptions = {}): void {
+export function inspectorConformance(name: string, makeBroker: MakeBroker): void {
   describe(`broker inspector conformance: ${name}`, () => {
     let opened: Broker[] = [];
     let controllers: AbortController[] = [];
@@ -177,19 +168,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
       return asInspector(other);
     };
 
-    /** A test; skipped with `options.pending` while the broker has no `listRuns` at all. */
     const test = (title: string, fn: () => Promise<void>): void => {
-      it(title, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-        if (options.pending !== undefined) {
-          const probe = await makeBroker();
-          opened.push(probe);
-          if (typeof (probe as Partial<Inspectable>).listRuns !== 'function') {
-            t.skip(options.pending);
-            return;
-          }
-        }
-        await fn();
-      });
+      it(title, { timeout: TEST_TIMEOUT_MS }, fn);
     };
 
     async function getRun(b: Broker, id: string): Promise<RunRecord> {

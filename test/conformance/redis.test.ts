@@ -25,8 +25,7 @@ const makeBroker: MakeBroker = async (opts = {}) => {
 };
 
 brokerConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });
-// Skipped (with this message) only while RedisBroker has no listRuns; once it does, every inspector test must pass.
-inspectorConformance('redis', makeBroker, { pending: 'RedisBroker does not implement BrokerInspector yet' });
+inspectorConformance('redis', makeBroker);
 
 after(async () => {
   // Delete every key of the prefixes this file used. The prefix may sit inside a hash tag

@@ -11,9 +11,10 @@ import { createServer } from '../../src/http/index.ts';
 import type { Worker } from '../../src/worker/worker.ts';
 import { tempDir, waitFor } from '../helpers.ts';
 import { countingBroker, defineTasks, openEvents, quiet, type SseEvent, setups } from './setup.ts';
+import { requires } from '../fixtures/prereq.ts';
 
 const { setups: all, skipped } = await setups();
-for (const reason of skipped) describe(`runs over HTTP on redis (skipped: ${reason})`, { skip: reason }, () => {});
+for (const reason of skipped) describe('runs over HTTP on redis', { skip: requires('Redis', reason) }, () => {});
 
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
