@@ -64,7 +64,10 @@ if (!skip) {
     return broker;
   };
   // The cluster is thrown away at the end: no keys to clean up.
-  brokerConformance('redis cluster', makeBroker, { connection: (broker) => ({ url: url(), options: { prefix: prefixOf.get(broker) } }) });
+  brokerConformance('redis cluster', makeBroker, {
+    connection: (broker) => ({ url: url(), options: { prefix: prefixOf.get(broker) } }),
+    unreachable: () => new RedisBroker({ url: 'redis+cluster://127.0.0.1:1', prefix: uniquePrefix('errand-test') }),
+  });
   inspectorConformance('redis cluster', makeBroker);
 } else {
   // Not registered without a cluster: one skipped entry says so (and in CI the run fails, above).

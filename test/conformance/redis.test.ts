@@ -24,7 +24,10 @@ const makeBroker: MakeBroker = async (opts = {}) => {
   return broker;
 };
 
-brokerConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });
+brokerConformance('redis', makeBroker, {
+  connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }),
+  unreachable: () => new RedisBroker({ url: 'redis://127.0.0.1:1', prefix: uniquePrefix('errand-test') }),
+});
 inspectorConformance('redis', makeBroker);
 
 after(async () => {

@@ -21,5 +21,8 @@ const makeBroker: MakeBroker = async (opts = {}) => {
   return broker;
 };
 
-brokerConformance('sqlite', makeBroker, { connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }) });
+brokerConformance('sqlite', makeBroker, {
+  connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }),
+  unreachable: () => new SqliteBroker({ path: join(tempDir('errand-sqlite'), 'no-such-folder', 'errand.db') }),
+});
 inspectorConformance('sqlite', makeBroker);
