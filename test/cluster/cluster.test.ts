@@ -68,7 +68,9 @@ if (!skip) {
     connection: (broker) => ({ url: url(), options: { prefix: prefixOf.get(broker) } }),
     unreachable: () => new RedisBroker({ url: 'redis+cluster://127.0.0.1:1', prefix: uniquePrefix('errand-test') }),
   });
-  inspectorConformance('redis cluster', makeBroker);
+  inspectorConformance('redis cluster', makeBroker, {
+    connection: (broker) => ({ url: url(), options: { prefix: prefixOf.get(broker) } }),
+  });
 } else {
   // Not registered without a cluster: one skipped entry says so (and in CI the run fails, above).
   describe('broker and inspector conformance on a Redis Cluster', { skip }, () => {});

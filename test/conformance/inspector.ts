@@ -30,7 +30,7 @@ import {
 } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
-import type { MakeBroker } from './suite.ts';
+import { type ConformanceOptions, type MakeBroker, PeerProcess } from './suite.ts';
 
 type Inspectable = Broker & BrokerInspector;
 
@@ -128,9 +128,14 @@ function filterLabel(f: Omit<RunFilter, 'limit' | 'cursor'>): string {
   return JSON.stringify(f);
 }
 
-export function inspectorConformance(name: string, makeBroker: MakeBroker): void {
+/**
+ * `options.connection` (as for `brokerConformance`): with it, what one broker writes is also read
+ * back by a broker in another process (`peer.ts`), which shares nothing with it but storage.
+ */
+export function inspectorConformance(name: string, makeBroker: MakeBroker, options: Pick<ConformanceOptions, 'connection'> = {}): void {
   describe(`broker inspector conformance: ${name}`, () => {
     let opened: Broker[] = [];
+    let peers: PeerProcess[] = [];
     let controllers: AbortController[] = [];
 
     afterEach(async () => {
@@ -138,7 +143,12 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
       controllers = [];
       const brokers = opened;
       opened = [];
-      const results = await Promise.allSettled(brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)));
+      const children = peers;
+      peers = [];
+      const results = await Promise.allSettled([
+        ...brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)),
+        ...children.map((p) => p.close()),
+      ]);
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed.length) throw new Error(`close() failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
     });
@@ -166,6 +176,20 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
       const other = await makeBroker({ ...opts, sameStorageAs: b });
       opened.push(other);
       return asInspector(other);
+    };
+
+    /**
+     * The others that read the storage of `b`: another instance in this process and, with
+     * `options.connection`, a broker in another process (answering the same methods over IPC).
+     */
+    const shares = async (b: Broker): Promise<{ label: string; other: Inspectable }[]> => {
+      const out = [{ label: 'another instance', other: await share(b) }];
+      if (options.connection) {
+        const peer = await PeerProcess.start(options.connection(b), INSPECTOR_METHODS);
+        peers.push(peer);
+        out.push({ label: 'another process', other: peer.broker as unknown as Inspectable });
+      }
+      return out;
     };
 
     const test = (title: string, fn: () => Promise<void>): void => {
@@ -480,8 +504,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
         await enqueueOne(b, t0, 'qc');
         assert.deepStrictEqual([...(await b.listQueues())].sort(), ['qa', 'qb', 'qc']);
         assert.equal(await b.purge('qc', t0 + 1), 1);
-        const other = await share(b);
-        assert.deepStrictEqual([...(await other.listQueues())].sort(), ['qa', 'qb', 'qc'], 'seen from another instance, qc included');
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual([...(await other.listQueues())].sort(), ['qa', 'qb', 'qc'], `seen from ${label}, qc included`);
       });
     });
 
@@ -507,8 +531,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
           { ...w2, lastSeen: t0 + 100, ttlMs: 30_000 },
         ];
         assert.deepStrictEqual(byId(await b.listWorkers(t0 + 5001)), expected, 'one entry per worker id, updated');
-        const other = await share(b);
-        assert.deepStrictEqual(byId(await other.listWorkers(t0 + 5001)), expected, 'seen from another instance');
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual(byId(await other.listWorkers(t0 + 5001)), expected, `seen from ${label}`);
       });
 
       test('a lost worker (lastSeen + ttl < now) is still listed; removeWorker removes it; after an hour it is forgotten', async () => {
@@ -552,8 +576,9 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
 
         const got = await reserve(b, ['pq', 'free'], t0 + 200);
         assert.deepStrictEqual(ids(got.runs), [free], 'only the run of the queue that is not paused');
-        const other = await share(b);
-        assert.deepStrictEqual((await reserve(other, ['pq'], t0 + 300)).runs, [], 'another instance skips the paused queue too');
+        const others = await shares(b);
+        for (const { label, other } of others)
+          assert.deepStrictEqual((await reserve(other, ['pq'], t0 + 300)).runs, [], `${label} skips the paused queue too`);
         for (const id of [busy, a2]) assert.equal((await getRun(b, id)).state, 'queued', `run ${id} stays queued`);
         assert.ok(['queued', 'scheduled'].includes((await getRun(b, due)).state), 'the due scheduled run is not started');
         const along = await b.reserve({
@@ -570,7 +595,7 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
 
         await b.resume('pq');
         assert.deepStrictEqual(await b.pausedQueues(), []);
-        const after = await reserve(other, ['pq'], t0 + 400);
+        const after = await reserve(others.at(-1)!.other, ['pq'], t0 + 400);
         assert.deepStrictEqual(ids(after.runs), [busy, a2, due], 'resumed: every waiting run, in order');
         await b.resume('pq');
         await b.resume('never-paused');
@@ -584,8 +609,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
         await b.pause('q2');
         await b.pause('q3');
         await b.resume('q2');
-        const other = await share(b);
-        assert.deepStrictEqual([...(await other.pausedQueues())].sort(), ['q1', 'q3']);
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual([...(await other.pausedQueues())].sort(), ['q1', 'q3'], `seen from ${label}`);
         assert.deepStrictEqual([...(await b.pausedQueues())].sort(), ['q1', 'q3']);
       });
 
@@ -602,6 +627,24 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
         await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by resume');
         assert.equal((await reserve(b, ['pw'], t0 + 1)).runs.length, 1);
       });
+
+      if (options.connection) {
+        const connection = options.connection;
+        test('resume by a broker in another process wakes a worker waiting on the queue', async () => {
+          const b = await open();
+          const t0 = Date.now();
+          await enqueueOne(b, t0, 'pw');
+          await b.pause('pw');
+          assert.deepStrictEqual((await reserve(b, ['pw'], t0)).runs, [], 'paused: nothing reserved');
+          const peer = await PeerProcess.start(connection(b), INSPECTOR_METHODS);
+          peers.push(peer);
+          const c = controller();
+          const waiting = b.waitForWork(['pw'], null, c.signal);
+          await (peer.broker as unknown as Inspectable).resume('pw');
+          await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by a resume in another process');
+          assert.equal((await reserve(b, ['pw'], t0 + 1)).runs.length, 1);
+        });
+      }
     });
 
     // ---------------------------------------------------------------------------------------------
@@ -748,8 +791,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker): void
         assert.deepStrictEqual(counted((await b.stats(['sa'], m2 + 59_999)).sa), expectedSa.slice(2), 'since the last ms of m2: m2');
         assert.deepStrictEqual(counted((await b.stats(['sa'], m2 + MINUTE)).sa), [], 'since after the last minute: nothing');
         assert.deepStrictEqual(await b.stats([], m0), {}, 'no queue asked, none answered');
-        const other = await share(b);
-        assert.deepStrictEqual(counted((await other.stats(['sa'], m0)).sa), expectedSa, 'the same from another instance');
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual(counted((await other.stats(['sa'], m0)).sa), expectedSa, `the same from ${label}`);
       });
 
       test('run histogram: one entry per settled attempt, bucket bounds inclusive, overflow in the last bucket, negative in the first', async () => {

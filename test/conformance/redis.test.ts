@@ -28,7 +28,7 @@ brokerConformance('redis', makeBroker, {
   connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }),
   unreachable: () => new RedisBroker({ url: 'redis://127.0.0.1:1', prefix: uniquePrefix('errand-test') }),
 });
-inspectorConformance('redis', makeBroker);
+inspectorConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });
 
 after(async () => {
   // Delete every key of the prefixes this file used. The prefix may sit inside a hash tag

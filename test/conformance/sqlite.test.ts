@@ -25,4 +25,4 @@ brokerConformance('sqlite', makeBroker, {
   connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }),
   unreachable: () => new SqliteBroker({ path: join(tempDir('errand-sqlite'), 'no-such-folder', 'errand.db') }),
 });
-inspectorConformance('sqlite', makeBroker);
+inspectorConformance('sqlite', makeBroker, { connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }) });

@@ -54,14 +54,14 @@ type PeerBroker = Pick<
 const PEER_SCRIPT = new URL('./peer.ts', import.meta.url);
 
 /** A broker opened in a child process (`peer.ts`), driven over IPC. */
-class PeerProcess {
+export class PeerProcess {
   readonly broker: PeerBroker;
   #child: ChildProcess;
   #seq = 0;
   #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; method: string }>();
   #exited: Promise<void>;
 
-  private constructor(child: ChildProcess) {
+  private constructor(child: ChildProcess, extraMethods: readonly string[]) {
     this.#child = child;
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
     child.on('message', (msg: { seq?: number; ok?: boolean; value?: unknown; error?: string }) => {
@@ -86,10 +86,15 @@ class PeerProcess {
           child.send({ seq, method, args });
         });
     const methods = ['enqueue', 'reserve', 'settle', 'renew', 'release', 'progress', 'getRun', 'cancel', 'retry', 'counts', 'prune'];
+    methods.push(...extraMethods);
     this.broker = Object.fromEntries(methods.map((m) => [m, call(m)])) as unknown as PeerBroker;
   }
 
-  static async start(connection: { url: string; options?: Record<string, unknown> }): Promise<PeerProcess> {
+  /** `extraMethods`: more methods the peer answers (the BrokerInspector ones, say), on `broker` too. */
+  static async start(
+    connection: { url: string; options?: Record<string, unknown> },
+    extraMethods: readonly string[] = [],
+  ): Promise<PeerProcess> {
     const child = fork(PEER_SCRIPT, [JSON.stringify(connection)], {
       execPath: process.execPath,
       execArgv: [],
@@ -110,7 +115,7 @@ class PeerProcess {
       child.kill();
       throw err;
     }
-    return new PeerProcess(child);
+    return new PeerProcess(child, extraMethods);
   }
 
   async close(): Promise<void> {
