@@ -5,7 +5,7 @@
  *   --rounds N           rounds per figure (default 5, quick 3)
  *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale
  *   --peers a,b          errand-redis, errand-sqlite, bullmq (the service scenario has its own peers)
- *   --services a,b       errand-seed, errand-seed-sqlite, fastify-bullmq, celery (default: all; errand-seed-sqlite not in --quick)
+ *   --services a,b       errand-seed, errand-seed-sqlite, fastify-bullmq, fastify-bullmq-sqlite, celery (default: all; errand-seed-sqlite not in --quick)
  *   --set k=v,k=v        override sizes (see Sizes in bench/lib/context.ts), e.g. --set rssRuns=300000,rounds=1 (lists: latencyRates=1000:5000)
  *   --docs / --no-docs   write docs/benchmarks.md and the chart (default: yes unless --quick/--only/--peers/--services/--set)
  *   --log-level L        Errand's LOG_LEVEL in the benchmark processes (default warn)
@@ -43,7 +43,7 @@ const SCENARIOS: Record<string, (ctx: Ctx) => Promise<ScenarioResult>> = {
 
 function usage(msg: string): never {
   process.stderr.write(
-    `bench: ${msg}\n\nUsage: npm run bench -- [--quick] [--rounds N] [--only ${Object.keys(SCENARIOS).join(',')}] [--peers errand-redis,errand-sqlite,bullmq] [--services errand-seed,errand-seed-sqlite,fastify-bullmq,celery] [--docs|--no-docs] [--log-level warn]\n`,
+    `bench: ${msg}\n\nUsage: npm run bench -- [--quick] [--rounds N] [--only ${Object.keys(SCENARIOS).join(',')}] [--peers errand-redis,errand-sqlite,bullmq,bullmq-autopipe] [--services errand-seed,errand-seed-sqlite,fastify-bullmq,fastify-bullmq-sqlite,celery] [--docs|--no-docs] [--log-level warn]\n`,
   );
   process.exit(2);
 }
@@ -99,10 +99,12 @@ async function main(): Promise<void> {
   const only = typeof args.only === 'string' ? args.only.split(',').map((s) => s.trim()) : null;
   for (const s of only ?? []) if (!SCENARIOS[s]) usage(`unknown scenario "${s}"`);
   const wantedPeers = typeof args.peers === 'string' ? args.peers.split(',').map((s) => s.trim()) : null;
-  for (const p of wantedPeers ?? []) if (!['errand-redis', 'errand-sqlite', 'bullmq'].includes(p)) usage(`unknown peer "${p}"`);
+  for (const p of wantedPeers ?? [])
+    if (!['errand-redis', 'errand-sqlite', 'bullmq', 'bullmq-autopipe'].includes(p)) usage(`unknown peer "${p}"`);
   const services = typeof args.services === 'string' ? args.services.split(',').map((s) => s.trim()) : null;
   for (const p of services ?? [])
-    if (!['errand-seed', 'errand-seed-sqlite', 'fastify-bullmq', 'celery'].includes(p)) usage(`unknown service "${p}"`);
+    if (!['errand-seed', 'errand-seed-sqlite', 'fastify-bullmq', 'fastify-bullmq-sqlite', 'celery'].includes(p))
+      usage(`unknown service "${p}"`);
   // The page holds the figures of a full run: a --quick or narrowed run writes it only when asked.
   const docs = args['no-docs'] ? false : (args.docs ?? (!quick && !only && !wantedPeers && !services && !args.set));
   const logLevel = String(args['log-level']);
@@ -158,7 +160,8 @@ async function main(): Promise<void> {
       log(`scenario ${name}`);
       const ts = performance.now();
       try {
-        scenarios[name] = await run(ctx);
+        // A peer measured only where it matters (BullMQ with auto-pipelining: enqueue, latency).
+        scenarios[name] = await run({ ...ctx, peers: ctx.peers.filter((p) => !p.scenarios || p.scenarios.includes(name)) });
         scenarios[name].seconds = (performance.now() - ts) / 1000;
       } catch (err) {
         log(`scenario ${name} failed: ${errMessage(err)}`);

@@ -13,9 +13,13 @@
  *   enqueued = succeeded + failed + cancelled, nothing queued, scheduled or active,
  *   failed = the planned failures, cancelled = the planned cancels,
  *
- * and each worker's resident memory (VmRSS, sampled every second from /proc) over the last 40% of
+ * and every run but the cancelled ones executed exactly once: the handler records each execution
+ * (the run's number, in the worker process; written to a file when the worker exits), so a run
+ * executed twice is seen even though the broker's counters count it once. Each worker's resident memory (VmRSS, sampled every second from /proc) over the last 40% of
  * the runs is compared with the middle (20% to 60%; the first 20% are warm-up). The process exits 1 if
- * the counts do not reconcile or a worker's memory grew by more than `--rss-growth-mb` (default 64).
+ * the counts do not reconcile (executions included) or a worker's memory grew by more than
+ * `--rss-growth-mb` (default 64). The soak gives up when no run finished for `stallMs` (default 60 s),
+ * however long it takes while runs go on finishing.
  *
  * This file is also the workers' task module: `errand worker bench/soak.ts` imports it and finds
  * the `errand` export; the soak itself only runs when the file is the entry point. The scaled-down
@@ -23,7 +27,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,7 +47,17 @@ const FAIL_EVERY = 1000;
 const isPlannedFailure = (n: number) => n % FAIL_EVERY === FAIL_EVERY - 1;
 const isPlannedCancel = (n: number) => n % FAIL_EVERY === FAIL_EVERY / 2;
 
+/** Set by the soak for its workers: where each worker writes the runs it executed, when it exits. */
+const EXECUTIONS_DIR = process.env.ERRAND_SOAK_EXECUTIONS_DIR;
+const executed: number[] = [];
+if (EXECUTIONS_DIR) {
+  process.once('exit', () => {
+    writeFileSync(join(EXECUTIONS_DIR, `${process.pid}.u32`), new Uint32Array(executed));
+  });
+}
+
 errand.task('soak', { input: SoakInput, queue: 'soak', retries: { maxAttempts: 1 } }, async ({ n }) => {
+  if (EXECUTIONS_DIR) executed.push(n);
   if (isPlannedFailure(n)) throw new Error(`planned failure of run ${n}`);
   return null;
 });
@@ -62,8 +76,8 @@ export interface SoakOptions {
   redisUrl?: string;
   /** Most runs queued at once; the producer waits below it. Default 50000. */
   maxBacklog?: number;
-  /** Safety limit of the whole soak, in ms. Default: 60 s plus 2 ms per run. */
-  limitMs?: number;
+  /** The soak gives up when no run finished (and none was enqueued) for this long, in ms. Default 60000. */
+  stallMs?: number;
   /** How often each worker's RSS is sampled, in ms. Default 1000. */
   sampleEveryMs?: number;
   /** Progress lines (default: none). */
@@ -87,6 +101,12 @@ export interface SoakResult {
   leftover: { queued: number; scheduled: number; active: number };
   plannedFailures: number;
   plannedCancels: number;
+  /**
+   * Executions counted in the handler (every worker's record, read after the workers exited):
+   * `total` of them, `duplicates` (executions beyond the first of a run), `missing` (runs neither
+   * cancelled nor executed), `workers` (how many workers left a record).
+   */
+  executions: { total: number; duplicates: number; missing: number; workers: number };
   reconciled: boolean;
   durationMs: number;
   runsPerSecond: number;
@@ -183,10 +203,19 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const { runs, workers: workerCount } = options;
   const concurrency = options.concurrency ?? 50;
   const maxBacklog = options.maxBacklog ?? 50_000;
-  const limitMs = options.limitMs ?? 60_000 + runs * 2;
+  const stallMs = options.stallMs ?? 60_000;
   const log = options.log ?? (() => {});
-  const deadline = Date.now() + limitMs;
-  const left = () => Math.max(1000, deadline - Date.now());
+  // Progress, not a deadline: the soak gives up only when nothing moved for stallMs.
+  let progress = -1;
+  let progressAt = Date.now();
+  const checkProgress = (moved: number, what: string) => {
+    if (moved !== progress) {
+      progress = moved;
+      progressAt = Date.now();
+    } else if (Date.now() - progressAt > stallMs) {
+      throw new Error(`soak: no progress for ${stallMs} ms ${what}`);
+    }
+  };
 
   const procs: Proc[] = [];
   let dir: string | undefined;
@@ -194,6 +223,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   let redisProc: Proc | undefined;
   const prefix = `soak-${process.pid}-${Date.now().toString(36)}`;
   let producer: ReturnType<typeof createErrand> | undefined;
+  const executionsDir = mkdtempSync(join(tmpdir(), 'errand-soak-executions-'));
   try {
     if (!redisUrl) {
       dir = mkdtempSync(join(tmpdir(), 'errand-soak-'));
@@ -232,7 +262,13 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     );
     const counts = async () => (await broker.counts(['soak'])).soak!;
 
-    const env: NodeJS.ProcessEnv = { ...process.env, ERRAND_BROKER_URL: redisUrl, ERRAND_PREFIX: prefix, LOG_LEVEL: 'warn' };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      ERRAND_BROKER_URL: redisUrl,
+      ERRAND_PREFIX: prefix,
+      LOG_LEVEL: 'warn',
+      ERRAND_SOAK_EXECUTIONS_DIR: executionsDir,
+    };
     delete env.REDIS_URL;
     for (let i = 0; i < workerCount; i++) {
       procs.push(
@@ -261,7 +297,6 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     let lastLog = 0;
     try {
       for (let n = 0; n < runs; ) {
-        if (Date.now() > deadline) throw new Error(`soak: safety limit of ${limitMs} ms reached while enqueueing (${n} of ${runs})`);
         const size = Math.min(1000, runs - n);
         const items: { input: { n: number }; options?: { delay: number } }[] = [];
         const cancelAt: number[] = [];
@@ -292,26 +327,23 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
             );
           }
           if (c.queued < maxBacklog) break;
-          if (Date.now() > deadline) throw new Error('soak: safety limit reached while the backlog drained');
+          checkProgress(finished, `while the backlog drained (${finished} finished, ${c.queued} queued)`);
           for (const p of procs) if (p.child.exitCode !== null) throw new Error(`soak: a worker exited:\n${p.tail()}`);
           await sleep(50);
         }
       }
-      await until(
-        async () => {
-          for (const p of procs) if (p.child.exitCode !== null) throw new Error(`soak: a worker exited:\n${p.tail()}`);
-          const c = await counts();
-          finished = c.succeeded + c.failed + c.cancelled;
-          if (Date.now() - lastLog > 5000) {
-            lastLog = Date.now();
-            log(`draining: finished ${finished} of ${enqueued}, queued ${c.queued}, active ${c.active}`);
-          }
-          return finished >= enqueued && c.active === 0 && c.queued === 0;
-        },
-        left(),
-        `all ${enqueued} runs finished`,
-        100,
-      );
+      for (;;) {
+        for (const p of procs) if (p.child.exitCode !== null) throw new Error(`soak: a worker exited:\n${p.tail()}`);
+        const c = await counts();
+        finished = c.succeeded + c.failed + c.cancelled;
+        if (Date.now() - lastLog > 5000) {
+          lastLog = Date.now();
+          log(`draining: finished ${finished} of ${enqueued}, queued ${c.queued}, active ${c.active}`);
+        }
+        if (finished >= enqueued && c.active === 0 && c.queued === 0) break;
+        checkProgress(finished, `while waiting for all ${enqueued} runs to finish (${finished} finished)`);
+        await sleep(100);
+      }
     } finally {
       clearInterval(sampler);
     }
@@ -338,7 +370,30 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         samples: s.samples.length,
       };
     });
+    // The workers write their record of executions as they exit.
+    await Promise.all(procs.map((p) => stop(p, 'SIGTERM')));
+    const timesRun = new Uint8Array(runs);
+    let total = 0;
+    const records = readdirSync(executionsDir).filter((f) => f.endsWith('.u32'));
+    for (const f of records) {
+      const buf = readFileSync(join(executionsDir, f));
+      for (const n of new Uint32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4)) {
+        total++;
+        if (n < runs && timesRun[n]! < 255) timesRun[n]!++;
+      }
+    }
+    let duplicates = 0;
+    let missing = 0;
+    for (let n = 0; n < runs; n++) {
+      if (timesRun[n]! > 1) duplicates += timesRun[n]! - 1;
+      if (timesRun[n] === 0 && !isPlannedCancel(n)) missing++;
+    }
+    const executions = { total, duplicates, missing, workers: records.length };
     const reconciled =
+      records.length === workerCount &&
+      total === enqueued - plannedCancels &&
+      duplicates === 0 &&
+      missing === 0 &&
       c.succeeded + c.failed + c.cancelled === enqueued &&
       c.queued === 0 &&
       c.scheduled === 0 &&
@@ -357,6 +412,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       leftover: { queued: c.queued, scheduled: c.scheduled, active: c.active },
       plannedFailures,
       plannedCancels,
+      executions,
       reconciled,
       durationMs,
       runsPerSecond: Math.round(runs / (durationMs / 1000)),
@@ -369,6 +425,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     await producer?.close();
     if (redisProc) await stop(redisProc, 'SIGTERM');
     if (dir) rmSync(dir, { recursive: true, force: true });
+    rmSync(executionsDir, { recursive: true, force: true });
   }
 }
 
@@ -404,7 +461,9 @@ async function main(): Promise<void> {
   if (!r.reconciled) log('FAILED: the counts do not reconcile');
   if (grew.length) log(`FAILED: worker memory grew by more than ${maxGrowth} MB: ${JSON.stringify(grew)}`);
   if (r.reconciled && !grew.length)
-    log(`OK: ${r.enqueued} = ${r.succeeded} succeeded + ${r.failed} failed + ${r.cancelled} cancelled; memory flat`);
+    log(
+      `OK: ${r.enqueued} = ${r.succeeded} succeeded + ${r.failed} failed + ${r.cancelled} cancelled; ${r.executions.total} executions, none twice; memory flat`,
+    );
   process.exit(r.reconciled && !grew.length ? 0 : 1);
 }
 

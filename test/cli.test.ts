@@ -13,6 +13,7 @@ import type { Broker, BrokerInspector } from '../src/broker/types.ts';
 import { PermanentError } from '../src/core/errors.ts';
 import { createErrand, type Errand } from '../src/errand.ts';
 import { REDIS_URL } from './fixtures/brokers.ts';
+import { requires } from './fixtures/prereq.ts';
 import { tempDir, uniquePrefix, waitFor } from './helpers.ts';
 
 const NODE = process.execPath;
@@ -510,7 +511,7 @@ describe('errand admin commands on Redis', async () => {
       await probe.close();
     }
   } catch (err) {
-    skip = `Redis at ${REDIS_URL} is not usable: ${(err as Error).message}`;
+    skip = requires('Redis', `${REDIS_URL} is not usable: ${(err as Error).message}`);
   }
   const prefix = uniquePrefix('errand-cli');
   const env = { ERRAND_PREFIX: prefix };

@@ -7,7 +7,6 @@
 // enqueue; this file puts them together against a real worker, per broker.
 // Redis: a redis-server of the test's own (its keys are overwritten by hand). SQLite: a temp file.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { DatabaseSync } from 'node:sqlite';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -17,6 +16,7 @@ import type { Broker, RunError } from '../src/broker/types.ts';
 import { createServer } from '../src/http/index.ts';
 import { createErrand, type Errand, type RunEvent, type Worker } from '../src/index.ts';
 import { quietLogger } from './fixtures/brokers.ts';
+import { redisServerMissing, requires } from './fixtures/prereq.ts';
 import { type OwnRedis, startRedisServer } from './fixtures/redis-servers.ts';
 import { tempDir, waitFor } from './helpers.ts';
 
@@ -89,12 +89,7 @@ async function runAndCheck(errand: Errand, broker: Broker, expects: Expect[], en
   }
 }
 
-function redisServerMissing(): string | undefined {
-  const r = spawnSync('redis-server', ['--version'], { encoding: 'utf8', timeout: 10_000 });
-  return r.status === 0 ? undefined : `redis-server cannot be run: ${r.error?.message ?? r.stderr}`;
-}
-
-describe('garbage in Redis storage, under a running worker', { skip: redisServerMissing() }, () => {
+describe('garbage in Redis storage, under a running worker', { skip: requires('redis-server binary', redisServerMissing()) }, () => {
   let server: OwnRedis | undefined;
   let errand: Errand | undefined;
   after(async () => {

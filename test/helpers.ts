@@ -90,3 +90,29 @@ export function tempDir(label = 'errand-test'): string {
 export function uniquePrefix(label = 'errand-test'): string {
   return `${label}-${randomBytes(6).toString('hex')}`;
 }
+
+/**
+ * Whether `promise` has settled, readable at any moment: for assertions on order ("still waiting
+ * before X happened, done after"), never on how long something took.
+ */
+export function settledFlag(promise: Promise<unknown>): { readonly settled: boolean } {
+  const flag = { settled: false };
+  promise.then(
+    () => {
+      flag.settled = true;
+    },
+    () => {
+      flag.settled = true;
+    },
+  );
+  return flag;
+}
+
+/**
+ * Lets pending I/O and timers that are already due run: a few turns of the event loop and a short
+ * pause. Used before asserting that something has *not* happened yet (an order, not a duration).
+ */
+export async function settleTurns(pauseMs = 50): Promise<void> {
+  for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  await sleep(pauseMs);
+}

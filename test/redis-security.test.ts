@@ -18,6 +18,7 @@ import { RedisBroker } from '../src/broker/redis/redis-broker.ts';
 import { BrokerConfigError, BrokerUnavailableError, ConfigError, createErrand } from '../src/index.ts';
 import { defineEchoTasks, type Echo } from './fixtures/echo-tasks.ts';
 import { quietLogger } from './fixtures/brokers.ts';
+import { requires } from './fixtures/prereq.ts';
 import { APP_MAIN, CLI, exitOf, type Proc, spawnNode, stopProc } from './fixtures/procs.ts';
 import { freePort, makeTlsFiles, type OwnRedis, redisCli, startRedisServer, type TlsFiles } from './fixtures/redis-servers.ts';
 import { tempDir, uniquePrefix, waitFor, within } from './helpers.ts';
@@ -44,7 +45,7 @@ function assertCleanError(stderr: string, secret?: string): void {
   if (secret) assert.ok(!stderr.includes(secret), `the password is not printed:\n${stderr}`);
 }
 
-const skipTls = tlsUnsupported();
+const skipTls = requires('Redis with TLS', tlsUnsupported());
 
 describe('Redis over TLS (rediss://)', { skip: skipTls }, () => {
   let files: TlsFiles;

@@ -298,19 +298,18 @@ describe('SQLite broker: several processes on one file', () => {
     const b = open(path, { safetyWakeMs: LONG_SAFETY });
     await b.reserve({ workerId: 'w', queues: ['wake'], max: 1, leaseMs: 1000, now: Date.now() });
     const ac = new AbortController();
-    let woke = 0;
-    const started = Date.now();
+    let woke = false;
     const waiting = b.waitForWork(['wake'], null, ac.signal).then(() => {
-      woke = Date.now();
+      woke = true;
     });
     await sleep(100);
-    assert.equal(woke, 0, 'nothing to wake for yet');
+    assert.equal(woke, false, 'nothing to wake for yet');
     const p = peer('enqueue', path, 'wake', newRunId('wake'));
     assert.equal((await exitOf(p, 'enqueue peer')).code, 0);
+    // The safety timer (LONG_SAFETY) is longer than this wait: woken at all, it was by the file watch.
     await orAfter(waiting, 15_000, null);
     ac.abort();
-    assert.ok(woke > 0, 'woken by the other process');
-    assert.ok(woke - started < LONG_SAFETY, 'before the safety timer');
+    assert.ok(woke, 'woken by the other process');
     const { runs } = await b.reserve({ workerId: 'w', queues: ['wake'], max: 1, leaseMs: 1000, now: Date.now() });
     assert.equal(runs.length, 1);
   });

@@ -5,7 +5,7 @@ import { type Child, forkNode, waitReady } from './proc.ts';
 import type { BenchRedis } from './redis-server.ts';
 import { type Figure, failed, figure } from './stats.ts';
 
-export type PeerId = 'errand-redis' | 'errand-sqlite' | 'bullmq';
+export type PeerId = 'errand-redis' | 'errand-sqlite' | 'bullmq' | 'bullmq-autopipe';
 
 export interface Sizes {
   rounds: number;
@@ -20,8 +20,10 @@ export interface Sizes {
   latencyRates: number[];
   httpDurationS: number;
   httpConnections: number;
-  emailsNode: number;
-  emailsCelery: number;
+  /** Users posted per round of the emails/s figure, the same for every service. */
+  emails: number;
+  /** Worker concurrency of every service in the emails/s figure (Celery: prefork processes). */
+  serviceConcurrency: number;
   emailTimeoutMs: number;
   memoryRuns: number;
   rssRuns: number;
@@ -44,9 +46,9 @@ export const FULL: Sizes = {
   latencyRates: [1_000, 5_000],
   httpDurationS: 5,
   httpConnections: 50,
-  emailsNode: 2_000,
-  emailsCelery: 200,
-  emailTimeoutMs: 60_000,
+  emails: 2_000,
+  serviceConcurrency: 10,
+  emailTimeoutMs: 600_000,
   memoryRuns: 50_000,
   rssRuns: 1_000_000,
   rssBacklog: 20_000,
@@ -68,9 +70,9 @@ export const QUICK: Sizes = {
   latencyRates: [1_000, 5_000],
   httpDurationS: 1,
   httpConnections: 50,
-  emailsNode: 300,
-  emailsCelery: 40,
-  emailTimeoutMs: 15_000,
+  emails: 300,
+  serviceConcurrency: 10,
+  emailTimeoutMs: 120_000,
   memoryRuns: 5_000,
   rssRuns: 20_000,
   rssBacklog: 5_000,
@@ -83,10 +85,15 @@ export interface PeerDef {
   id: PeerId;
   label: string;
   /** Which child driver runs it. */
-  driver: 'errand' | 'bullmq';
+  driver: Driver;
   /** A broker URL for a fresh session on empty storage. */
   freshUrl(): Promise<string>;
+  /** Only in these scenarios (absent: in all). */
+  scenarios?: readonly string[];
 }
+
+/** `bullmq-autopipe`: BullMQ whose Queue connection has ioredis `enableAutoPipelining` on. */
+export type Driver = 'errand' | 'bullmq' | 'bullmq-autopipe';
 
 export interface ScenarioResult {
   title: string;
@@ -115,7 +122,7 @@ export interface Ctx {
   services: string[] | null;
   log(msg: string): void;
   /** Forks a benchmark child for a peer driver and waits until it is ready. */
-  child(name: string, driver: 'errand' | 'bullmq', execArgv?: string[]): Promise<Child>;
+  child(name: string, driver: Driver, execArgv?: string[]): Promise<Child>;
 }
 
 export function makePeers(redis: BenchRedis, tmp: string, wanted: readonly string[] | null): PeerDef[] {
@@ -150,17 +157,23 @@ export function makePeers(redis: BenchRedis, tmp: string, wanted: readonly strin
         return redis.url;
       },
     },
+    {
+      // Where a producer's concurrent calls matter (Errand merges them), BullMQ at its best too:
+      // ioredis auto-pipelining on its Queue connection.
+      id: 'bullmq-autopipe',
+      label: 'BullMQ (auto-pipelining)',
+      driver: 'bullmq-autopipe',
+      scenarios: ['enqueue', 'latency'],
+      async freshUrl() {
+        await redis.flush();
+        return redis.url;
+      },
+    },
   ];
   return wanted ? all.filter((p) => wanted.includes(p.id)) : all;
 }
 
-export async function forkPeerChild(
-  root: string,
-  name: string,
-  driver: 'errand' | 'bullmq',
-  logLevel: string,
-  execArgv: string[] = [],
-): Promise<Child> {
+export async function forkPeerChild(root: string, name: string, driver: Driver, logLevel: string, execArgv: string[] = []): Promise<Child> {
   const c = forkNode(
     name,
     join(root, 'bench/peers/child.ts'),

@@ -23,9 +23,11 @@ export const PEER_LABELS: Record<string, string> = {
   'errand-redis': 'Errand (Redis)',
   'errand-sqlite': 'Errand (SQLite)',
   bullmq: 'BullMQ',
+  'bullmq-autopipe': 'BullMQ (auto-pipelining)',
   'errand-seed': 'Errand seed service (Redis)',
   'errand-seed-sqlite': 'Errand seed service (SQLite)',
   'fastify-bullmq': 'Fastify + BullMQ',
+  'fastify-bullmq-sqlite': 'Fastify + BullMQ, STORE=sqlite',
   celery: 'FastAPI + Celery',
 };
 
@@ -33,9 +35,11 @@ const COLORS: Record<string, string> = {
   'errand-redis': '#2b6cb0',
   'errand-sqlite': '#38a169',
   bullmq: '#dd6b20',
+  'bullmq-autopipe': '#c05621',
   'errand-seed': '#2b6cb0',
   'errand-seed-sqlite': '#38a169',
   'fastify-bullmq': '#dd6b20',
+  'fastify-bullmq-sqlite': '#c05621',
   celery: '#805ad5',
 };
 
@@ -169,7 +173,16 @@ export function evaluateTargets(scenarios: Record<string, ScenarioResult>, mode:
     for (const [metric, peers] of Object.entries(sc.metrics)) {
       if (typeof t.metric === 'string' ? metric !== t.metric : !t.metric.test(metric)) continue;
       const e = peers[t.errand];
-      const p = t.peer ? peers[t.peer] : undefined;
+      // Against BullMQ at its best: with or without auto-pipelining, whichever did better here.
+      const candidates = t.peer === 'bullmq' ? ['bullmq', 'bullmq-autopipe'] : t.peer ? [t.peer] : [];
+      const measured = candidates.filter((c) => ok(peers[c]));
+      const better = (a: string, b: string) => {
+        const fa = peers[a]!;
+        const fb = peers[b]!;
+        return (lowerIsBetter(metric, fa.unit) ? fa.median <= fb.median : fa.median >= fb.median) ? a : b;
+      };
+      const best = measured.length ? measured.reduce(better) : t.peer;
+      const p = best ? peers[best] : undefined;
       if (t.peer) {
         if (!ok(e) || !ok(p)) {
           out.push({
@@ -190,7 +203,7 @@ export function evaluateTargets(scenarios: Record<string, ScenarioResult>, mode:
           value: r,
           kind: 'ratio',
           met,
-          detail: `${fmt(e.median)} / ${fmt(p.median)} ${e.unit} = ${fmtRatio(r)}`,
+          detail: `${fmt(e.median)} / ${fmt(p.median)} ${e.unit} = ${fmtRatio(r)}${best !== t.peer ? ` (against ${PEER_LABELS[best!]})` : ''}`,
         });
       } else {
         if (!ok(e)) {
@@ -243,11 +256,13 @@ function ratioColumns(scenario: string, peers: string[]): [string, string][] {
   if (scenario === 'service') {
     const out: [string, string][] = [];
     if (has('errand-seed') && has('fastify-bullmq')) out.push(['errand-seed', 'fastify-bullmq']);
+    if (has('errand-seed') && has('fastify-bullmq-sqlite')) out.push(['errand-seed', 'fastify-bullmq-sqlite']);
     if (has('errand-seed') && has('celery')) out.push(['errand-seed', 'celery']);
     return out;
   }
   const out: [string, string][] = [];
   if (has('errand-redis') && has('bullmq')) out.push(['errand-redis', 'bullmq']);
+  if (has('errand-redis') && has('bullmq-autopipe')) out.push(['errand-redis', 'bullmq-autopipe']);
   if (has('errand-sqlite') && has('bullmq') && scenario !== 'memory') out.push(['errand-sqlite', 'bullmq']);
   return out;
 }
@@ -395,9 +410,11 @@ function short(peer: string): string {
       'errand-redis': 'Errand Redis',
       'errand-sqlite': 'Errand SQLite',
       bullmq: 'BullMQ',
+      'bullmq-autopipe': 'BullMQ autopipe',
       'errand-seed': 'seed',
       'errand-seed-sqlite': 'seed SQLite',
       'fastify-bullmq': 'Fastify+BullMQ',
+      'fastify-bullmq-sqlite': 'Fastify+BullMQ SQLite',
       celery: 'Celery',
     } as Record<string, string>
   )[peer]!;

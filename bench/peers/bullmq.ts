@@ -6,6 +6,8 @@
  * - finished jobs removed by age: completed kept 1 day when results are kept (Errand's default retention),
  *   removed at once (`removeOnComplete: true`) otherwise; failed kept 7 days;
  * - `queue.addBulk` as the batch API; `worker.concurrency` for concurrency.
+ * `bullmqAutopipePeer` is the same with ioredis `enableAutoPipelining` on the Queue's connection:
+ * concurrent `queue.add` calls then share round trips, as Errand's merged enqueues do.
  */
 import { readFileSync } from 'node:fs';
 import { type JobsOptions, Queue, Worker } from 'bullmq';
@@ -22,55 +24,60 @@ function version(): string {
   }
 }
 
-function connection(url: string, forWorker: boolean) {
+function connection(url: string, forWorker: boolean, autopipe = false) {
   const u = new URL(url);
   const base = { host: u.hostname, port: Number(u.port) || 6379, db: Number(u.pathname.slice(1) || 0) };
-  return forWorker ? { ...base, maxRetriesPerRequest: null } : { ...base, enableOfflineQueue: false };
+  return forWorker ? { ...base, maxRetriesPerRequest: null } : { ...base, enableOfflineQueue: false, enableAutoPipelining: autopipe };
 }
 
-export const bullmqPeer: Peer = {
-  name: 'bullmq',
-  version: version(),
-  async open({ url, keep }: SessionOptions): Promise<Session> {
-    const jobOpts: JobsOptions = {
-      attempts: 3,
-      backoff: { type: 'exponential', delay: 1000 },
-      removeOnComplete: keep ? { age: 86_400 } : true,
-      removeOnFail: { age: 7 * 86_400 },
-    };
-    const queue = new Queue<Payload>(QUEUE, { connection: connection(url, false), defaultJobOptions: jobOpts });
-    await queue.waitUntilReady();
-    let worker: Worker<Payload> | undefined;
-    let running: Promise<void> | undefined;
-    return {
-      enqueueOne: (data) => queue.add('bench_noop', data),
-      enqueueMany: (data) => queue.addBulk(data.map((d) => ({ name: 'bench_noop', data: d }))),
-      async startWorker(concurrency, onRun) {
-        worker = new Worker<Payload>(
-          QUEUE,
-          async (job) => {
-            onRun(job.data);
-            return true;
-          },
-          { connection: connection(url, true), concurrency, autorun: false },
-        );
-        worker.on('error', (err) => process.stderr.write(`bullmq worker error: ${err.message}\n`));
-        await worker.waitUntilReady();
-        running = worker.run();
-      },
-      async stopWorker() {
-        await worker?.close();
-        await running;
-        worker = undefined;
-      },
-      async pending() {
-        const c = await queue.getJobCounts('wait', 'active', 'delayed', 'prioritized', 'waiting-children');
-        return Object.values(c).reduce((a, b) => a + b, 0);
-      },
-      async close() {
-        await worker?.close(true);
-        await queue.close();
-      },
-    };
-  },
-};
+export const bullmqPeer: Peer = makePeer(false);
+export const bullmqAutopipePeer: Peer = makePeer(true);
+
+function makePeer(autopipe: boolean): Peer {
+  return {
+    name: autopipe ? 'bullmq-autopipe' : 'bullmq',
+    version: version(),
+    async open({ url, keep }: SessionOptions): Promise<Session> {
+      const jobOpts: JobsOptions = {
+        attempts: 3,
+        backoff: { type: 'exponential', delay: 1000 },
+        removeOnComplete: keep ? { age: 86_400 } : true,
+        removeOnFail: { age: 7 * 86_400 },
+      };
+      const queue = new Queue<Payload>(QUEUE, { connection: connection(url, false, autopipe), defaultJobOptions: jobOpts });
+      await queue.waitUntilReady();
+      let worker: Worker<Payload> | undefined;
+      let running: Promise<void> | undefined;
+      return {
+        enqueueOne: (data) => queue.add('bench_noop', data),
+        enqueueMany: (data) => queue.addBulk(data.map((d) => ({ name: 'bench_noop', data: d }))),
+        async startWorker(concurrency, onRun) {
+          worker = new Worker<Payload>(
+            QUEUE,
+            async (job) => {
+              onRun(job.data);
+              return true;
+            },
+            { connection: connection(url, true), concurrency, autorun: false },
+          );
+          worker.on('error', (err) => process.stderr.write(`bullmq worker error: ${err.message}\n`));
+          await worker.waitUntilReady();
+          running = worker.run();
+        },
+        async stopWorker() {
+          await worker?.close();
+          await running;
+          worker = undefined;
+        },
+        async pending() {
+          const c = await queue.getJobCounts('wait', 'active', 'delayed', 'prioritized', 'waiting-children');
+          return Object.values(c).reduce((a, b) => a + b, 0);
+        },
+        async close() {
+          await worker?.close(true);
+          await queue.close();
+        },
+      };
+    },
+  };
+}

@@ -176,6 +176,7 @@ async function handle(msg: Cmd): Promise<Record<string, unknown>> {
 async function main(): Promise<void> {
   if (peerName === 'errand') peer = (await import('./errand.ts')).errandPeer;
   else if (peerName === 'bullmq') peer = (await import('./bullmq.ts')).bullmqPeer;
+  else if (peerName === 'bullmq-autopipe') peer = (await import('./bullmq.ts')).bullmqAutopipePeer;
   else throw new Error(`unknown BENCH_PEER ${peerName}`);
   process.on('message', (msg: Cmd) => {
     if (msg.cmd === 'exit') {

@@ -6,6 +6,7 @@
 import { Collector, type Ctx, errMessage, type ScenarioResult } from '../lib/context.ts';
 import { drain } from '../lib/drain.ts';
 import type { Child } from '../lib/proc.ts';
+import { WARMUP_RUNS } from './process.ts';
 
 export async function scaleScenario(ctx: Ctx): Promise<ScenarioResult> {
   const s = ctx.sizes;
@@ -29,6 +30,10 @@ export async function scaleScenario(ctx: Ctx): Promise<ScenarioResult> {
           try {
             const url = await p.freshUrl();
             for (const w of workers) await w.request({ cmd: 'open', url, keep: false }, 30_000);
+            // A warm-up (not counted), as in the processing scenario.
+            const warm = Math.min(WARMUP_RUNS * k, s.scaleRuns);
+            await workers[0]!.request({ cmd: 'enqueue', mode: 'batch', n: warm, batch: s.batchSize, offset: 1e9 }, 120_000);
+            await drain(workers, warm, s.scaleConcurrency, 60_000);
             await workers[0]!.request({ cmd: 'enqueue', mode: 'batch', n: s.scaleRuns, batch: s.batchSize }, 300_000);
             const redisCpu0 = await ctx.redis.cpuUs();
             const r = await drain(workers, s.scaleRuns, s.scaleConcurrency, Math.max(60_000, s.scaleRuns * 10));
@@ -50,7 +55,8 @@ export async function scaleScenario(ctx: Ctx): Promise<ScenarioResult> {
     ctx.log(`  scale: ${metric} done`);
   }
   notes.push(
-    `${s.scaleRuns.toLocaleString('en-US')} runs queued beforehand, drained by k worker processes of concurrency ${s.scaleConcurrency} each, results not kept.`,
+    `${s.scaleRuns.toLocaleString('en-US')} runs queued beforehand, drained by k worker processes of concurrency ${s.scaleConcurrency} each, results not kept; ` +
+      `after a warm-up of ${WARMUP_RUNS} runs per process, drained and not counted.`,
   );
   return { title: 'Scale: worker processes on one Redis', metrics: col.figures(), cpu: cpu.figures(), notes };
 }

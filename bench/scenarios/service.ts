@@ -1,6 +1,7 @@
 /**
  * Scenario 4, the seed's service against the two anchor services (`../shared/anchors`), each as one
- * API process and one worker process, with its defaults:
+ * API process and one worker process, every worker at the same concurrency (`serviceConcurrency`;
+ * Celery: that many prefork processes) and every service sent the same number of users:
  * - HTTP requests/s on `POST /users/` (a unique user per request): the API alone (no worker), wrk
  *   (or autocannon when wrk is not installed) for a fixed time;
  * - emails/s end to end: API and worker running, a fixed number of `POST /users/` sent, timed from
@@ -19,7 +20,9 @@ interface ServiceDef {
   label: string;
   /** Null when runnable; else why not. */
   unavailable(): string | null;
-  start(role: Role, env: { PORT: string; REDIS_URL: string; SMTP_URL: string; DATA_DIR: string }, name: string): Child;
+  start(role: Role, env: { PORT: string; REDIS_URL: string; SMTP_URL: string; DATA_DIR: string; CONCURRENCY: string }, name: string): Child;
+  /** What the API does per `POST /users/`, for the notes. */
+  perRequest: string;
   /** The broker: 'redis' (REDIS_URL used) or 'sqlite' (DATA_DIR used). */
   storage: 'redis' | 'sqlite';
   emails: 'node' | 'celery';
@@ -83,6 +86,7 @@ function services(ctx: Ctx): ServiceDef[] {
     label: storage === 'redis' ? 'seed service on Errand (Redis)' : 'seed service on Errand (SQLite)',
     storage,
     emails: 'node',
+    perRequest: 'stores the user (SQLite, a unique email), then enqueues its email',
     unavailable: () => (existsSync(join(ctx.root, 'app/main.ts')) ? null : 'app/main.ts does not exist yet'),
     start: (role, env, name) =>
       spawnCmd(name, node, ['app/main.ts', role], {
@@ -91,6 +95,7 @@ function services(ctx: Ctx): ServiceDef[] {
           PORT: env.PORT,
           SMTP_URL: env.SMTP_URL,
           DATA_DIR: env.DATA_DIR,
+          WORKER_CONCURRENCY: env.CONCURRENCY,
           LOG_LEVEL: 'warn',
           ...(storage === 'redis' ? { REDIS_URL: env.REDIS_URL } : {}),
         },
@@ -100,28 +105,42 @@ function services(ctx: Ctx): ServiceDef[] {
     errand('redis'),
     // The seed service on its embedded default is an extra, not a target: left out of --quick.
     ...(ctx.quick && !ctx.services?.includes('errand-seed-sqlite') ? [] : [errand('sqlite')]),
-    {
-      id: 'fastify-bullmq',
-      label: 'Fastify + BullMQ anchor',
-      storage: 'redis',
-      emails: 'node',
-      unavailable: () => prepareBullmqAnchor(ANCHORS, ctx.log),
-      start: (role, env, name) =>
-        spawnCmd(name, join(bullmqDir(), 'node_modules/.bin/node'), ['app.mjs'], {
-          cwd: bullmqDir(),
-          env: { ROLE: role, PORT: env.PORT, REDIS_URL: env.REDIS_URL, SMTP_URL: env.SMTP_URL },
-        }),
-    },
+    ...(['redis', 'sqlite'] as const).map(
+      (store): ServiceDef => ({
+        id: store === 'redis' ? 'fastify-bullmq' : 'fastify-bullmq-sqlite',
+        label: store === 'redis' ? 'Fastify + BullMQ anchor' : 'Fastify + BullMQ anchor, STORE=sqlite',
+        storage: 'redis',
+        emails: 'node',
+        perRequest:
+          store === 'redis'
+            ? 'enqueues the email only (stores no user)'
+            : 'stores the user (node:sqlite, a unique email, as ours), then enqueues its email',
+        unavailable: () => prepareBullmqAnchor(ANCHORS, ctx.log),
+        start: (role, env, name) =>
+          spawnCmd(name, join(bullmqDir(), 'node_modules/.bin/node'), ['app.mjs'], {
+            cwd: bullmqDir(),
+            env: {
+              ROLE: role,
+              PORT: env.PORT,
+              REDIS_URL: env.REDIS_URL,
+              SMTP_URL: env.SMTP_URL,
+              CONCURRENCY: env.CONCURRENCY,
+              ...(store === 'sqlite' ? { STORE: 'sqlite', DATA_DIR: env.DATA_DIR } : {}),
+            },
+          }),
+      }),
+    ),
     {
       id: 'celery',
       label: 'FastAPI + Celery anchor',
       storage: 'redis',
       emails: 'celery',
+      perRequest: 'enqueues the email only (stores no user)',
       unavailable: () => (existsSync(join(ANCHORS, 'celery-seed/api.sh')) ? celeryMissing() : `${join(ANCHORS, 'celery-seed')} not found`),
       start: (role, env, name) =>
         spawnCmd(name, join(ANCHORS, 'celery-seed', role === 'api' ? 'api.sh' : 'worker.sh'), [], {
           cwd: join(ANCHORS, 'celery-seed'),
-          env: { PORT: env.PORT, REDIS_URL: env.REDIS_URL, SMTP_URL: env.SMTP_URL },
+          env: { PORT: env.PORT, REDIS_URL: env.REDIS_URL, SMTP_URL: env.SMTP_URL, CONCURRENCY: env.CONCURRENCY },
         }),
     },
   ];
@@ -213,7 +232,11 @@ export async function serviceScenario(ctx: Ctx): Promise<ScenarioResult> {
         const port = String(await freePort());
         const dataDir = join(ctx.tmp, `${def.id}-a`);
         mkdirSync(dataDir, { recursive: true });
-        const api = def.start('api', { PORT: port, REDIS_URL: `${ctx.redis.url}/1`, SMTP_URL, DATA_DIR: dataDir }, `svc-${def.id}-api-a`);
+        const api = def.start(
+          'api',
+          { PORT: port, REDIS_URL: `${ctx.redis.url}/1`, SMTP_URL, DATA_DIR: dataDir, CONCURRENCY: String(s.serviceConcurrency) },
+          `svc-${def.id}-api-a`,
+        );
         procs.push(api);
         const base = `http://127.0.0.1:${port}`;
         await waitForHttp(`${base}/healthz`, 60_000, api);
@@ -258,7 +281,7 @@ export async function serviceScenario(ctx: Ctx): Promise<ScenarioResult> {
         const port = String(await freePort());
         const dataDir = join(ctx.tmp, `${def.id}-b`);
         mkdirSync(dataDir, { recursive: true });
-        const env = { PORT: port, REDIS_URL: `${ctx.redis.url}/0`, SMTP_URL, DATA_DIR: dataDir };
+        const env = { PORT: port, REDIS_URL: `${ctx.redis.url}/0`, SMTP_URL, DATA_DIR: dataDir, CONCURRENCY: String(s.serviceConcurrency) };
         const api = def.start('api', env, `svc-${def.id}-api-b`);
         procs.push(api);
         const base = `http://127.0.0.1:${port}`;
@@ -282,7 +305,7 @@ export async function serviceScenario(ctx: Ctx): Promise<ScenarioResult> {
           `${def.label}: the first email`,
           50,
         );
-        const e = def.emails === 'celery' ? s.emailsCelery : s.emailsNode;
+        const e = s.emails;
         for (let round = 0; round < s.rounds; round++) {
           await sink.request({ cmd: 'reset' }, 5_000);
           const load = await runAutocannon(
@@ -322,8 +345,10 @@ export async function serviceScenario(ctx: Ctx): Promise<ScenarioResult> {
   }
   notes.push(
     `Requests/s: ${useWrk ? 'wrk' : 'autocannon'}, ${s.httpConnections} connections, ${s.httpDurationS} s per round after a warm-up, the API process alone (its queue fills; no worker competes for the CPU). ` +
-      `Emails/s: ${s.emailsNode.toLocaleString('en-US')} users per round (${s.emailsCelery.toLocaleString('en-US')} for Celery, which is far slower) posted by autocannon over 20 connections, ` +
-      'timed from the first request to the last email at the SMTP sink. Each service runs with its own defaults (the Celery anchor: 2 prefork processes; the BullMQ anchor: concurrency 50).',
+      `Emails/s: ${s.emails.toLocaleString('en-US')} users per round for every service, posted by autocannon over 20 connections, ` +
+      `timed from the first request to the last email at the SMTP sink. Every worker runs at concurrency ${s.serviceConcurrency} ` +
+      '(Errand WORKER_CONCURRENCY, the BullMQ anchor CONCURRENCY, the Celery anchor that many prefork processes).',
   );
+  for (const def of defs) notes.push(`Per POST /users/, ${def.label}: ${def.perRequest}.`);
   return { title: "The seed's service", metrics: col.figures(), notes };
 }

@@ -187,7 +187,11 @@ export interface Broker {
    */
   readonly remote?: boolean;
 
-  /** Creates runs, in order. Runs sharing an idempotency key (same task) collapse into the first. */
+  /**
+   * Creates runs, in order. Runs sharing an idempotency key (same task) collapse into the first. A
+   * run whose id is taken already (stored, or earlier in the same call) is not created: its result
+   * reports the stored run (`created: false` and that run's state), which is left unchanged.
+   */
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]>;
 
   /**

@@ -6,10 +6,9 @@
  * Usage, from an entry file `test/conformance/<broker>.test.ts`, with the same factory as
  * `brokerConformance` (see `suite.ts`: fresh storage, or `sameStorageAs` another broker):
  *
- *   inspectorConformance('redis', makeBroker, { pending: 'RedisBroker does not implement BrokerInspector yet' });
+ *   inspectorConformance('redis', makeBroker);
  *
- * With `pending`, a broker without `listRuns` skips every test with that message (so the suite starts
- * running the moment the methods land); without it, a missing method is a failure.
+ * A missing method is a failure, never a skip.
  *
  * Time is driven through the `now` arguments (stats minutes included); the only real waits are for
  * wake-ups, and the tests assert on what happens, never on how long it took.
@@ -31,15 +30,7 @@ import {
 } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
-import { type MakeBroker, SharedStorageUnsupported } from './suite.ts';
-
-export interface InspectorConformanceOptions {
-  /**
-   * The broker does not implement BrokerInspector yet: while it has no `listRuns`, every test is
-   * skipped with this message. (Once `listRuns` exists, every other method must exist too.)
-   */
-  pending?: string;
-}
+import { type ConformanceOptions, type MakeBroker, PeerProcess, SharedStorageUnsupported } from './suite.ts';
 
 type Inspectable = Broker & BrokerInspector;
 
@@ -137,9 +128,14 @@ function filterLabel(f: Omit<RunFilter, 'limit' | 'cursor'>): string {
   return JSON.stringify(f);
 }
 
-export function inspectorConformance(name: string, makeBroker: MakeBroker, options: InspectorConformanceOptions = {}): void {
+/**
+ * `options.connection` (as for `brokerConformance`): with it, what one broker writes is also read
+ * back by a broker in another process (`peer.ts`), which shares nothing with it but storage.
+ */
+export function inspectorConformance(name: string, makeBroker: MakeBroker, options: Pick<ConformanceOptions, 'connection'> = {}): void {
   describe(`broker inspector conformance: ${name}`, () => {
     let opened: Broker[] = [];
+    let peers: PeerProcess[] = [];
     let controllers: AbortController[] = [];
 
     afterEach(async () => {
@@ -147,7 +143,12 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
       controllers = [];
       const brokers = opened;
       opened = [];
-      const results = await Promise.allSettled(brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)));
+      const children = peers;
+      peers = [];
+      const results = await Promise.allSettled([
+        ...brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)),
+        ...children.map((p) => p.close()),
+      ]);
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed.length) throw new Error(`close() failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
     });
@@ -177,17 +178,22 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
       return asInspector(other);
     };
 
-    /** A test; skipped with `options.pending` while the broker has no `listRuns` at all. */
+    /**
+     * The others that read the storage of `b`: another instance in this process and, with
+     * `options.connection`, a broker in another process (answering the same methods over IPC).
+     */
+    const shares = async (b: Broker): Promise<{ label: string; other: Inspectable }[]> => {
+      const out = [{ label: 'another instance', other: await share(b) }];
+      if (options.connection) {
+        const peer = await PeerProcess.start(options.connection(b), INSPECTOR_METHODS);
+        peers.push(peer);
+        out.push({ label: 'another process', other: peer.broker as unknown as Inspectable });
+      }
+      return out;
+    };
+
     const test = (title: string, fn: () => Promise<void>): void => {
       it(title, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-        if (options.pending !== undefined) {
-          const probe = await makeBroker();
-          opened.push(probe);
-          if (typeof (probe as Partial<Inspectable>).listRuns !== 'function') {
-            t.skip(options.pending);
-            return;
-          }
-        }
         try {
           await fn();
         } catch (err) {
@@ -505,8 +511,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
         await enqueueOne(b, t0, 'qc');
         assert.deepStrictEqual([...(await b.listQueues())].sort(), ['qa', 'qb', 'qc']);
         assert.equal(await b.purge('qc', t0 + 1), 1);
-        const other = await share(b);
-        assert.deepStrictEqual([...(await other.listQueues())].sort(), ['qa', 'qb', 'qc'], 'seen from another instance, qc included');
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual([...(await other.listQueues())].sort(), ['qa', 'qb', 'qc'], `seen from ${label}, qc included`);
       });
     });
 
@@ -532,8 +538,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
           { ...w2, lastSeen: t0 + 100, ttlMs: 30_000 },
         ];
         assert.deepStrictEqual(byId(await b.listWorkers(t0 + 5001)), expected, 'one entry per worker id, updated');
-        const other = await share(b);
-        assert.deepStrictEqual(byId(await other.listWorkers(t0 + 5001)), expected, 'seen from another instance');
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual(byId(await other.listWorkers(t0 + 5001)), expected, `seen from ${label}`);
       });
 
       test('a lost worker (lastSeen + ttl < now) is still listed; removeWorker removes it; after an hour it is forgotten', async () => {
@@ -577,8 +583,9 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
 
         const got = await reserve(b, ['pq', 'free'], t0 + 200);
         assert.deepStrictEqual(ids(got.runs), [free], 'only the run of the queue that is not paused');
-        const other = await share(b);
-        assert.deepStrictEqual((await reserve(other, ['pq'], t0 + 300)).runs, [], 'another instance skips the paused queue too');
+        const others = await shares(b);
+        for (const { label, other } of others)
+          assert.deepStrictEqual((await reserve(other, ['pq'], t0 + 300)).runs, [], `${label} skips the paused queue too`);
         for (const id of [busy, a2]) assert.equal((await getRun(b, id)).state, 'queued', `run ${id} stays queued`);
         assert.ok(['queued', 'scheduled'].includes((await getRun(b, due)).state), 'the due scheduled run is not started');
         const along = await b.reserve({
@@ -595,7 +602,7 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
 
         await b.resume('pq');
         assert.deepStrictEqual(await b.pausedQueues(), []);
-        const after = await reserve(other, ['pq'], t0 + 400);
+        const after = await reserve(others.at(-1)!.other, ['pq'], t0 + 400);
         assert.deepStrictEqual(ids(after.runs), [busy, a2, due], 'resumed: every waiting run, in order');
         await b.resume('pq');
         await b.resume('never-paused');
@@ -609,8 +616,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
         await b.pause('q2');
         await b.pause('q3');
         await b.resume('q2');
-        const other = await share(b);
-        assert.deepStrictEqual([...(await other.pausedQueues())].sort(), ['q1', 'q3']);
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual([...(await other.pausedQueues())].sort(), ['q1', 'q3'], `seen from ${label}`);
         assert.deepStrictEqual([...(await b.pausedQueues())].sort(), ['q1', 'q3']);
       });
 
@@ -627,6 +634,24 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
         await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by resume');
         assert.equal((await reserve(b, ['pw'], t0 + 1)).runs.length, 1);
       });
+
+      if (options.connection) {
+        const connection = options.connection;
+        test('resume by a broker in another process wakes a worker waiting on the queue', async () => {
+          const b = await open();
+          const t0 = Date.now();
+          await enqueueOne(b, t0, 'pw');
+          await b.pause('pw');
+          assert.deepStrictEqual((await reserve(b, ['pw'], t0)).runs, [], 'paused: nothing reserved');
+          const peer = await PeerProcess.start(connection(b), INSPECTOR_METHODS);
+          peers.push(peer);
+          const c = controller();
+          const waiting = b.waitForWork(['pw'], null, c.signal);
+          await (peer.broker as unknown as Inspectable).resume('pw');
+          await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by a resume in another process');
+          assert.equal((await reserve(b, ['pw'], t0 + 1)).runs.length, 1);
+        });
+      }
     });
 
     // ---------------------------------------------------------------------------------------------
@@ -811,8 +836,8 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
         assert.deepStrictEqual(counted((await b.stats(['sa'], m2 + 59_999)).sa), expectedSa.slice(2), 'since the last ms of m2: m2');
         assert.deepStrictEqual(counted((await b.stats(['sa'], m2 + MINUTE)).sa), [], 'since after the last minute: nothing');
         assert.deepStrictEqual(await b.stats([], m0), {}, 'no queue asked, none answered');
-        const other = await share(b);
-        assert.deepStrictEqual(counted((await other.stats(['sa'], m0)).sa), expectedSa, 'the same from another instance');
+        for (const { label, other } of await shares(b))
+          assert.deepStrictEqual(counted((await other.stats(['sa'], m0)).sa), expectedSa, `the same from ${label}`);
       });
 
       test('run histogram: one entry per settled attempt, bucket bounds inclusive, overflow in the last bucket, negative in the first', async () => {

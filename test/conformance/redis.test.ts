@@ -38,9 +38,9 @@ brokerConformance('redis', makeBroker, {
       redis.disconnect();
     }
   },
+  unreachable: () => new RedisBroker({ url: 'redis://127.0.0.1:1', prefix: uniquePrefix('errand-test') }),
 });
-// Skipped (with this message) only while RedisBroker has no listRuns; once it does, every inspector test must pass.
-inspectorConformance('redis', makeBroker, { pending: 'RedisBroker does not implement BrokerInspector yet' });
+inspectorConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });
 
 after(async () => {
   // Delete every key of the prefixes this file used. The prefix may sit inside a hash tag

@@ -32,5 +32,6 @@ brokerConformance('sqlite', makeBroker, {
       db.close();
     }
   },
+  unreachable: () => new SqliteBroker({ path: join(tempDir('errand-sqlite'), 'no-such-folder', 'errand.db') }),
 });
-inspectorConformance('sqlite', makeBroker);
+inspectorConformance('sqlite', makeBroker, { connection: (broker) => ({ url: `sqlite:${pathOf.get(broker)}` }) });

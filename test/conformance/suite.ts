@@ -21,7 +21,7 @@ import { afterEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Broker, BrokerOptions, NewRun, QueueCounts, Reservation, RunError, RunRecord, RunState } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import { waitFor, within } from '../helpers.ts';
+import { settledFlag, settleTurns, waitFor, within } from '../helpers.ts';
 
 export interface MakeBrokerOptions extends BrokerOptions {
   /** Open the new instance on the same storage as this broker (another process on the same Redis / file). */
@@ -52,6 +52,11 @@ export interface ConformanceOptions {
    * everything else as it is. Without it the test of a key that names a missing run is skipped.
    */
   deleteRunBehindBroker?: (broker: Broker, id: string) => Promise<void>;
+  /**
+   * A broker whose storage cannot be reached (a Redis URL nothing listens on; for SQLite, a file in
+   * a folder that does not exist, which already fails at construction). Its `ping` must throw.
+   */
+  unreachable?: () => Broker | Promise<Broker>;
 }
 
 /** The methods a peer process answers (everything but the callback-based ones). */
@@ -63,14 +68,14 @@ type PeerBroker = Pick<
 const PEER_SCRIPT = new URL('./peer.ts', import.meta.url);
 
 /** A broker opened in a child process (`peer.ts`), driven over IPC. */
-class PeerProcess {
+export class PeerProcess {
   readonly broker: PeerBroker;
   #child: ChildProcess;
   #seq = 0;
   #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; method: string }>();
   #exited: Promise<void>;
 
-  private constructor(child: ChildProcess) {
+  private constructor(child: ChildProcess, extraMethods: readonly string[]) {
     this.#child = child;
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
     child.on('message', (msg: { seq?: number; ok?: boolean; value?: unknown; error?: string }) => {
@@ -95,10 +100,15 @@ class PeerProcess {
           child.send({ seq, method, args });
         });
     const methods = ['enqueue', 'reserve', 'settle', 'renew', 'release', 'progress', 'getRun', 'cancel', 'retry', 'counts', 'prune'];
+    methods.push(...extraMethods);
     this.broker = Object.fromEntries(methods.map((m) => [m, call(m)])) as unknown as PeerBroker;
   }
 
-  static async start(connection: { url: string; options?: Record<string, unknown> }): Promise<PeerProcess> {
+  /** `extraMethods`: more methods the peer answers (the BrokerInspector ones, say), on `broker` too. */
+  static async start(
+    connection: { url: string; options?: Record<string, unknown> },
+    extraMethods: readonly string[] = [],
+  ): Promise<PeerProcess> {
     const child = fork(PEER_SCRIPT, [JSON.stringify(connection)], {
       execPath: process.execPath,
       execArgv: [],
@@ -119,7 +129,7 @@ class PeerProcess {
       child.kill();
       throw err;
     }
-    return new PeerProcess(child);
+    return new PeerProcess(child, extraMethods);
   }
 
   async close(): Promise<void> {
@@ -349,6 +359,29 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
         const t0 = Date.now();
         const id = await enqueueOne(b, t0, { idempotencyKey: 'order-42', idempotencyTtl: 60_000 });
         assertFields(await getRun(b, id), { idempotencyKey: 'order-42' }, 'run');
+      });
+    });
+
+    describe('enqueue: duplicate run ids', () => {
+      test('a run id that exists already creates nothing and reports the stored run, in a later call or the same one', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const first = newRun(Q, t0, { input: '"first"' });
+        await b.enqueue([first], t0);
+        const other = newRun(Q, t0);
+        const res = await b.enqueue([{ ...first, input: '"again"', priority: 9 }, other, { ...other, input: '"twice"' }], t0 + 1);
+        assert.deepStrictEqual(res, [
+          { id: first.id, created: false, state: 'queued' },
+          { id: other.id, created: true, state: 'queued' },
+          { id: other.id, created: false, state: 'queued' },
+        ]);
+        assertFields(await getRun(b, first.id), { input: '"first"', priority: 0, enqueuedAt: t0 }, 'the stored run is unchanged');
+        assertFields(await getRun(b, other.id), { input: other.input }, 'the first of the same call is kept');
+        assert.deepStrictEqual((await b.counts([Q]))[Q], { ...ZERO_COUNTS, queued: 2 }, 'one run per id');
+        await reserveAll(b, 'w1', t0 + 2);
+        assert.deepStrictEqual(await b.enqueue([{ ...first, input: '"late"' }], t0 + 3), [
+          { id: first.id, created: false, state: 'active' },
+        ]);
       });
     });
 
@@ -741,6 +774,37 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
         });
         assert.deepStrictEqual(other.settled, ['lost'], "another worker cannot settle w1's lease");
         assert.equal((await getRun(b, x)).state, 'active');
+      });
+
+      test('a call whose reply was lost, sent again: its outcomes report lost (recorded once), the runs it leased come back after their lease', async () => {
+        const b = await open();
+        const t0 = Date.now();
+        const a = await enqueueOne(b, t0);
+        const c = await enqueueOne(b, t0 + 1);
+        const d = await enqueueOne(b, t0 + 2);
+        await reserveOne(b, 'w1', t0 + 10);
+        const request = {
+          workerId: 'w1',
+          queues: [Q],
+          max: 1,
+          leaseMs: LEASE,
+          settle: [{ id: a, attempt: 1, outcome: 'succeeded' as const, result: '"once"', retentionMs: RETAIN }],
+        };
+        // The first call went through, but its reply never reached the worker, which sends it again.
+        await b.reserve({ ...request, now: t0 + 20 });
+        const again = await b.reserve({ ...request, now: t0 + 1000 });
+        assert.deepStrictEqual(again.settled, ['lost'], 'the outcome was recorded by the first call: settling it again is harmless');
+        assert.deepStrictEqual(ids(again.runs), [d], 'the run the lost reply leased is not leased twice');
+        const rec = await getRun(b, a);
+        assertFields(rec, { state: 'succeeded', result: '"once"', finishedAt: t0 + 20 }, 'recorded once, by the first call');
+        assert.equal(rec.history.length, 1);
+        const after = await reserveAll(b, 'w2', t0 + 20 + LEASE + 1);
+        assert.deepStrictEqual(
+          after.runs.map((r) => [r.id, r.attempt]),
+          [[c, 2]],
+          'the run leased by the lost reply is recovered when its lease expires',
+        );
+        assert.deepStrictEqual((await b.counts([Q]))[Q], { ...ZERO_COUNTS, active: 2, succeeded: 1 });
       });
 
       test('without outcomes, no statuses', async () => {
@@ -1404,18 +1468,82 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
           }
         });
 
-        t('waitForWork resolves on an enqueue made by the other broker', async () => {
+        t('waitForWork blocks until the other broker enqueues, then resolves', async () => {
           const waiter = await open();
           const producer = await mode.other(waiter);
-          await waiter.ping();
+          await reserveAll(waiter, 'w1', Date.now());
           const c = controller();
-          let woke = false;
-          const waiting = waiter.waitForWork([Q], null, c.signal).then(() => {
-            woke = true;
-          });
+          const waiting = waiter.waitForWork([Q], null, c.signal);
+          const woken = settledFlag(waiting);
+          await producer.counts([Q]);
+          await settleTurns(200);
+          assert.equal(woken.settled, false, 'no work yet: still waiting');
           await enqueueOne(producer, Date.now());
           await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by an enqueue from the other broker');
-          assert.ok(woke);
+        });
+
+        t('an enqueue by the other broker between the last reserve and waitForWork is not lost', async () => {
+          const waiter = await open();
+          const producer = await mode.other(waiter);
+          await reserveAll(waiter, 'w1', Date.now());
+          await enqueueOne(producer, Date.now());
+          await settleTurns(200); // the notification comes and goes with nobody waiting
+          const c = controller();
+          await within(waiter.waitForWork([Q], null, c.signal), NOTIFY_TIMEOUT_MS, 'waitForWork after an enqueue it did not see happen');
+          assert.equal((await reserveAll(waiter, 'w1', Date.now())).runs.length, 1, 'and the run is there');
+        });
+
+        t('transitions are atomic as seen by a concurrent reader on the other broker', async () => {
+          const a = await open();
+          const reader = await mode.other(a);
+          const t0 = Date.now();
+          const runs = Array.from({ length: 40 }, () => newRun(Q, t0));
+          await a.enqueue(runs, t0);
+          assert.equal((await reserveAll(a, 'w1', t0)).runs.length, runs.length);
+          const total = runs.length;
+          let writing = true;
+          const seen: string[] = [];
+          const read = async () => {
+            let observations = 0;
+            while (writing || observations < 2) {
+              const [counts, rec] = await Promise.all([reader.counts([Q]), reader.getRun(runs[observations % total]!.id)]);
+              const c = counts[Q]!;
+              const sum = c.queued + c.scheduled + c.active + c.succeeded + c.failed + c.cancelled;
+              if (sum !== total) seen.push(`counts ${JSON.stringify(c)} sum to ${sum}, not ${total}`);
+              if (rec) {
+                const done = rec.state === 'succeeded' || rec.state === 'failed' || rec.state === 'cancelled';
+                if (done !== (rec.finishedAt !== undefined)) seen.push(`${rec.id} ${rec.state} with finishedAt ${rec.finishedAt}`);
+                if (rec.state === 'succeeded' && (rec.result !== '1' || rec.history.at(-1)?.outcome !== 'succeeded'))
+                  seen.push(`${rec.id} succeeded with result ${rec.result} and history ${JSON.stringify(rec.history)}`);
+                if (rec.state === 'active' && rec.history.at(-1)?.outcome !== undefined)
+                  seen.push(`${rec.id} active with a finished attempt ${JSON.stringify(rec.history)}`);
+                if (rec.state === 'cancelled' && rec.history.at(-1)?.outcome !== 'cancelled')
+                  seen.push(`${rec.id} cancelled, its attempt ${JSON.stringify(rec.history.at(-1))}`);
+              } else seen.push(`${runs[observations % total]!.id} not found`);
+              observations++;
+            }
+            return observations;
+          };
+          const write = async () => {
+            try {
+              for (let i = 0; i < total; i += 4) {
+                const batch = runs.slice(i, i + 4);
+                // Half settled, half cancelled, each in one call of its own kind.
+                if ((i / 4) % 2) await Promise.all(batch.map((r) => a.cancel(r.id, t0 + 1 + i)));
+                else
+                  await a.settle(
+                    'w1',
+                    batch.map((r) => ({ id: r.id, attempt: 1, outcome: 'succeeded' as const, result: '1', retentionMs: RETAIN })),
+                    t0 + 1 + i,
+                  );
+              }
+            } finally {
+              writing = false;
+            }
+          };
+          const [observations] = await Promise.all([read(), write()]);
+          assert.deepStrictEqual(seen.slice(0, 5), [], `${seen.length} half-done transitions seen in ${observations} reads`);
+          assert.deepStrictEqual((await a.counts([Q]))[Q], { ...ZERO_COUNTS, succeeded: 20, cancelled: 20 });
         });
 
         t('waitForWork resolves on a replay (retry) made by the other broker', async () => {
@@ -1425,9 +1553,14 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
           const id = await enqueueOne(api, t0);
           await reserveOne(api, 'w1', t0);
           await api.settle('w1', [{ id, attempt: 1, outcome: 'failed', error: errorText('x'), retentionMs: RETAIN }], t0);
-          await waiter.ping();
+          // The enqueue's wake-up (a worker takes it, finds nothing to reserve, and waits again).
+          await within(waiter.waitForWork([Q], Date.now() + 1000, controller().signal), NOTIFY_TIMEOUT_MS, 'the enqueue wake-up');
+          assert.deepStrictEqual((await reserveAll(waiter, 'w2', Date.now())).runs, [], 'nothing queued: the run failed');
           const c = controller();
           const waiting = waiter.waitForWork([Q], null, c.signal);
+          const woken = settledFlag(waiting);
+          await settleTurns(200);
+          assert.equal(woken.settled, false, 'no work before the retry: still waiting');
           assert.deepStrictEqual(await api.retry(id, Date.now()), { outcome: 'queued' });
           await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by a retry from the other broker');
         });
@@ -1507,12 +1640,59 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
         await within(far, NOTIFY_TIMEOUT_MS, 'waitForWork with a far until, aborted');
       });
 
-      test('waitForWork resolves on an enqueue through the same broker', async () => {
+      test('waitForWork blocks until work arrives (no until), then an enqueue through the same broker wakes it', async () => {
         const b = await open();
+        assert.deepStrictEqual((await reserveAll(b, 'w1', Date.now())).runs, [], 'nothing to reserve');
         const c = controller();
         const waiting = b.waitForWork([Q], null, c.signal);
+        const woken = settledFlag(waiting);
+        await b.ping();
+        await settleTurns(200);
+        assert.equal(woken.settled, false, 'no work since the last reserve: waitForWork is still waiting');
         await enqueueOne(b, Date.now());
         await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by an enqueue through the same broker');
+      });
+
+      test('waitForWork with a far `until` blocks too, until the signal aborts', async () => {
+        const b = await open();
+        await reserveAll(b, 'w1', Date.now());
+        const c = controller();
+        const waiting = b.waitForWork([Q], Date.now() + 3_600_000, c.signal);
+        const woken = settledFlag(waiting);
+        await settleTurns(200);
+        assert.equal(woken.settled, false, 'nothing due for an hour: still waiting');
+        c.abort();
+        await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork after abort');
+      });
+
+      test('an enqueue between the last reserve and waitForWork is not lost', async () => {
+        const b = await open();
+        await reserveAll(b, 'w1', Date.now());
+        await enqueueOne(b, Date.now());
+        await settleTurns(); // the notification comes and goes with nobody waiting
+        const c = controller();
+        // No until: only the wake-up of that enqueue can end this wait (the test's limit ends a lost one).
+        await within(b.waitForWork([Q], null, c.signal), NOTIFY_TIMEOUT_MS, 'waitForWork after an enqueue it did not see happen');
+      });
+
+      test('close() resolves a pending waitForWork; a second close() resolves; ping then throws', async () => {
+        const b = await makeBroker();
+        let closed = false;
+        try {
+          await reserveAll(b, 'w1', Date.now());
+          const c = controller();
+          const waiting = b.waitForWork([Q], null, c.signal);
+          const woken = settledFlag(waiting);
+          await settleTurns();
+          assert.equal(woken.settled, false, 'waiting before close()');
+          await within(b.close(), NOTIFY_TIMEOUT_MS, 'close()');
+          closed = true;
+          await within(waiting, NOTIFY_TIMEOUT_MS, 'the pending waitForWork, resolved by close()');
+          await within(b.close(), NOTIFY_TIMEOUT_MS, 'a second close()');
+          await assert.rejects(b.ping(), 'ping on a closed broker throws');
+        } finally {
+          if (!closed) await b.close();
+        }
       });
 
       test('watch: stopping is safe and idempotent', async () => {
@@ -1593,6 +1773,20 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
       test('ping resolves when storage is reachable', async () => {
         const b = await open();
         await b.ping();
+      });
+
+      test('ping throws when storage is unreachable', async () => {
+        assert.ok(options.unreachable, 'brokerConformance needs an `unreachable` hook');
+        const make = options.unreachable;
+        await within(
+          assert.rejects(async () => {
+            const b = await make();
+            opened.push(b);
+            await b.ping();
+          }),
+          TEST_TIMEOUT_MS / 2,
+          'ping against unreachable storage',
+        );
       });
     });
   });

@@ -14,7 +14,7 @@ import type { Overview, RunDetail, RunList, Session, WorkerList } from '../../sr
 import { metricsPlugin } from '../../src/dashboard/metrics-route.ts';
 import { dashboardPlugin } from '../../src/dashboard/plugin.ts';
 import { buildSeries, quantile, summarise } from '../../src/dashboard/stats.ts';
-import { connectBroker, createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
+import { createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
 import { quietLogger, REDIS_URL } from '../fixtures/brokers.ts';
 import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
 import { dropRedisPrefix, ensureDashboardBuilt } from './helpers.ts';
@@ -77,22 +77,8 @@ describe('latency percentiles from histograms', () => {
   });
 });
 
-async function redisInspectorMissing(): Promise<string | null> {
-  let broker: Broker;
-  try {
-    broker = await connectBroker(REDIS_URL, { prefix: uniquePrefix('errand-dash-probe'), logger: quietLogger });
-  } catch (err) {
-    return `the Redis broker cannot be loaded (${(err as Error).message})`;
-  }
-  const ok = typeof (broker as Partial<BrokerInspector>).listRuns === 'function';
-  await broker.close();
-  return ok ? null : 'the Redis broker does not implement BrokerInspector yet';
-}
-const redisMissing = await redisInspectorMissing();
-if (redisMissing) process.stdout.write(`# dashboard API tests on Redis skipped: ${redisMissing}\n`);
-
 for (const kind of ['sqlite', 'redis'] as const) {
-  describe(`dashboard API (${kind} broker)`, { skip: (kind === 'redis' && redisMissing) || false }, () => {
+  describe(`dashboard API (${kind} broker)`, () => {
     let errand: Errand;
     let worker: Worker;
     let app: FastifyInstance;

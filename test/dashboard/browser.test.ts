@@ -7,8 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { z } from 'zod';
 import type { BrokerInspector } from '../../src/broker/types.ts';
-import { connectBroker, createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
+import { createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
 import { quietLogger, REDIS_URL } from '../fixtures/brokers.ts';
+import { requires } from '../fixtures/prereq.ts';
 import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
 import {
   browserUnavailable,
@@ -20,23 +21,7 @@ import {
   serveDashboard,
 } from './helpers.ts';
 
-const unavailable = browserUnavailable();
-if (unavailable) process.stdout.write(`# dashboard browser tests skipped: ${unavailable}\n`);
-
-/** Null when the Redis broker implements the inspection methods the dashboard needs; else why not. */
-async function redisInspectorMissing(): Promise<string | null> {
-  let broker: Awaited<ReturnType<typeof connectBroker>>;
-  try {
-    broker = await connectBroker(REDIS_URL, { prefix: uniquePrefix('errand-dash-probe'), logger: quietLogger });
-  } catch (err) {
-    return `the Redis broker cannot be loaded (${(err as Error).message})`;
-  }
-  const ok = typeof (broker as Partial<BrokerInspector>).listRuns === 'function';
-  await broker.close();
-  return ok ? null : 'the Redis broker does not implement BrokerInspector yet';
-}
-const redisMissing = unavailable ? null : await redisInspectorMissing();
-if (redisMissing) process.stdout.write(`# dashboard browser test on Redis skipped: ${redisMissing}\n`);
+const unavailable = requires('chromium (dashboard browser tests)', browserUnavailable());
 
 /** Runs in the `firehose` queue: the lists must stay fast and the layout intact. */
 const BIG = 100_000;
@@ -104,8 +89,7 @@ async function seed(errand: Errand, started: (worker: Worker) => void): Promise<
 }
 
 for (const kind of ['sqlite', 'redis'] as const) {
-  const skip = unavailable ?? (kind === 'redis' ? redisMissing : null);
-  describe(`dashboard in chromium (${kind} broker)`, { skip: skip ?? false }, () => {
+  describe(`dashboard in chromium (${kind} broker)`, { skip: unavailable }, () => {
     let s: Seeded;
     // Set as soon as they exist, so that a failed set-up still closes them (else the process hangs).
     let errand: Errand | undefined;

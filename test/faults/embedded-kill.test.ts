@@ -3,14 +3,19 @@
 // its email. Runs in flight at the kill come back when their lease expires (30 s by default).
 // A user may get a second copy (same Message-ID) only if the kill fell between the SMTP server's
 // acceptance and the recording of `sent` (app/tasks.ts explains the window): the test checks that
-// every such copy is of an email first sent before the kill.
+// every such copy is of an email first sent before the kill. A request cut by the kill (its
+// connection reset, no answer) either created its user before the kill (then the user gets exactly
+// one email, as an accepted one) or did not (then no user and no email): the test reads the users
+// table to tell which.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
 import { createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
 import { APP_MAIN, figure, freePort, Procs, startSmtpSink, UserLoad, waitHttp } from './harness.ts';
+import { SERVICE } from './service-rig.ts';
 
 describe('fault: the embedded default (app/main.ts all on SQLite) killed with SIGKILL mid-flow', () => {
   it('loses nothing accepted: every accepted user gets its email after the restart', async () => {
@@ -34,7 +39,9 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
       });
       await procs.kill(first, 'SIGKILL');
       const killAt = Date.now();
-      const second = procs.spawn('all-again', [APP_MAIN, 'all'], env);
+      // Started again as app/main.ts with a sweep every second (test/faults/fixtures/service.ts): a
+      // user created by a request the kill cut before its enqueue is left pending for the sweep.
+      const second = procs.spawn('all-again', [SERVICE, 'all'], { ...env, FAULT_SWEEP_EVERY_MS: '1000' });
       await waitHttp(base, second, '/readyz');
       const upAt = Date.now();
       await waitFor(() => load!.answers.filter((a) => a.at > upAt && a.status === 201).length >= 40, {
@@ -45,10 +52,24 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
 
       const answers = load.answers;
       const accepted = answers.filter((a) => a.status === 201);
-      const missing = () => accepted.filter((a) => !smtp.perRecipient.has(a.email));
+      // Requests cut by the kill: the users table says whether each created its user.
+      const resets = answers.filter((a) => a.status === 0 && a.error !== 'ECONNREFUSED');
+      const db = new DatabaseSync(join(dataDir, 'errand.db'), { readOnly: true });
+      let stored: Set<string>;
+      try {
+        stored = new Set((db.prepare('SELECT email FROM users').all() as { email: string }[]).map((r) => r.email));
+      } finally {
+        db.close();
+      }
+      for (const a of answers.filter((x) => x.error === 'ECONNREFUSED'))
+        assert.ok(!stored.has(a.email), `no user for the refused ${a.email}`);
+      const cutCreated = resets.filter((a) => stored.has(a.email));
+      const missing = () => [...accepted, ...cutCreated].filter((a) => !smtp.perRecipient.has(a.email));
       // Runs in flight at the kill wait for their lease (30 s) to expire.
       await waitFor(() => missing().length === 0, { timeoutMs: 120_000, intervalMs: 100 }).catch((err: Error) => {
-        throw new Error(`${missing().length} of ${accepted.length} accepted users never got their email: ${err.message}`);
+        throw new Error(
+          `${missing().length} of ${accepted.length} accepted users (and ${cutCreated.length} created by cut requests) never got their email: ${err.message}`,
+        );
       });
       const allOutAt = Date.now();
       const broker = await reader.broker();
@@ -69,8 +90,11 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
       for (const a of answers.filter((x) => x.error === 'ECONNREFUSED')) {
         assert.equal(smtp.perRecipient.get(a.email) ?? 0, 0, `no email for the refused ${a.email}`);
       }
+      for (const a of resets) {
+        if (!stored.has(a.email)) assert.equal(smtp.perRecipient.get(a.email) ?? 0, 0, `no user, so no email, for the cut ${a.email}`);
+      }
       let duplicates = 0;
-      for (const a of accepted) {
+      for (const a of [...accepted, ...cutCreated]) {
         assert.equal(smtp.messageIds.get(a.email)?.size, 1, `one message (one Message-ID) for ${a.email}`);
         const copies = smtp.deliveries.filter((d) => d.to === a.email);
         if (copies.length > 1) {
@@ -79,12 +103,12 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
           assert.ok(copies[0]!.at < killAt && copies[1]!.at > killAt, `the extra copy for ${a.email} follows a send cut by the kill`);
         }
       }
-      const resets = answers.filter((a) => a.status === 0 && a.error !== 'ECONNREFUSED');
       figure('embedded-kill', {
         requests: answers.length,
         accepted: accepted.length,
         refusedWhileDown: answers.filter((a) => a.error === 'ECONNREFUSED').length,
         cutByTheKill: resets.length,
+        cutByTheKillUserCreated: cutCreated.length,
         emails: smtp.total(),
         duplicates,
         lost: 0,

@@ -587,18 +587,42 @@ export function ensureDir(dir: string): string {
   return dir;
 }
 
-/** The executions recorded by the fixture tasks (`<runId> <attempt> <pid>` lines, one file per process), by run, in attempt order. */
-export function executions(logDir: string): Map<string, { attempt: number; pid: number }[]> {
-  const out = new Map<string, { attempt: number; pid: number }[]>();
+/** One execution of a fixture task's handler, from its log lines. */
+export interface Execution {
+  attempt: number;
+  pid: number;
+  /** When the handler started, and when it finished (absent: it never did; its process was killed). */
+  startedAt: number;
+  endedAt?: number;
+}
+
+/**
+ * The executions recorded by the fixture tasks (`<runId> <attempt> <pid> <startMs>` and
+ * `end <runId> <attempt> <pid> <endMs>` lines, one file per process), by run, in attempt order.
+ */
+export function executions(logDir: string): Map<string, Execution[]> {
+  const out = new Map<string, Execution[]>();
+  const ends = new Map<string, number>();
   for (const f of readdirSync(logDir)) {
     for (const line of readFileSync(join(logDir, f), 'utf8').split('\n')) {
       if (!line) continue;
-      const [id, attempt, pid] = line.split(' ');
+      const fields = line.split(' ');
+      if (fields[0] === 'end') {
+        ends.set(`${fields[1]} ${fields[2]}`, Number(fields[4]));
+        continue;
+      }
+      const [id, attempt, pid, at] = fields;
       let list = out.get(id!);
       if (!list) out.set(id!, (list = []));
-      list.push({ attempt: Number(attempt), pid: Number(pid) });
+      list.push({ attempt: Number(attempt), pid: Number(pid), startedAt: Number(at ?? Number.NaN) });
     }
   }
-  for (const list of out.values()) list.sort((a, b) => a.attempt - b.attempt);
+  for (const [id, list] of out) {
+    list.sort((a, b) => a.attempt - b.attempt);
+    for (const e of list) {
+      const end = ends.get(`${id} ${e.attempt}`);
+      if (end !== undefined) e.endedAt = end;
+    }
+  }
   return out;
 }

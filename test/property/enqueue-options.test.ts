@@ -8,7 +8,6 @@
 // surrogate in an idempotency key was accepted (stored as U+FFFD, two keys shared one run);
 // `enqueue(input, null)` threw a TypeError.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -17,6 +16,7 @@ import { formatPath, InputError } from '../../src/core/errors.ts';
 import { createErrand, type Errand } from '../../src/index.ts';
 import { MAX_DELAY_MS } from '../../src/task/task.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
+import { redisServerMissing, requires } from '../fixtures/prereq.ts';
 import { type OwnRedis, startRedisServer } from '../fixtures/redis-servers.ts';
 import { tempDir } from '../helpers.ts';
 
@@ -147,15 +147,10 @@ function checkOne(options: unknown, outcome: Outcome): void {
   for (const name of named) assert.ok(err.message.includes(formatPath([name], 'options')), `the message names ${name}: ${err.message}`);
 }
 
-function redisServerMissing(): string | undefined {
-  const r = spawnSync('redis-server', ['--version'], { encoding: 'utf8', timeout: 10_000 });
-  return r.status === 0 ? undefined : `redis-server cannot be run: ${r.error?.message ?? r.stderr}`;
-}
-
-const redisSkip = redisServerMissing();
+const redisSkip = requires('redis-server binary', redisServerMissing());
 
 for (const name of ['sqlite', 'redis'] as const) {
-  describe(`property: enqueue options (${name})`, { skip: name === 'redis' ? redisSkip : undefined }, () => {
+  describe(`property: enqueue options (${name})`, { skip: name === 'redis' ? redisSkip : false }, () => {
     let app: Errand;
     let server: OwnRedis | undefined;
     after(async () => {
