@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { redact } from '../broker/connect.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { endEarlySignalExit } from './early-exit.ts';
+import { argsErrorMessage } from './format.ts';
 import { ADMIN_USAGE, adminCommand } from './inspect.ts';
 import { loadApp } from './load.ts';
 
@@ -57,7 +58,7 @@ async function worker(args: string[]): Promise<void> {
       },
     });
   } catch (err) {
-    fail(`${(err as Error).message}\n\n${USAGE}`);
+    fail(`${argsErrorMessage(err)}\n\n${USAGE}`);
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) fail(`worker takes exactly one task module, got ${positionals.length}\n\n${USAGE}`);
