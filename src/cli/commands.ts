@@ -87,7 +87,7 @@ async function worker(args: string[]): Promise<void> {
     const unknown = queues.filter((q) => !known.includes(q));
     if (unknown.length)
       fail(
-        `--queues: unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'}`,
+        `--queues: unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'} (a worker would fail the runs of tasks it does not define, so it takes only their queues)`,
       );
   }
   const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });
