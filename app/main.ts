@@ -8,7 +8,8 @@
  *   worker  a worker only (run several, on several machines with REDIS_URL)
  *
  * Configuration comes from the environment (see `config.ts`). A bad value stops start-up with one
- * line naming the variable and exit code 2; a failure to start (database unreachable, port taken)
+ * line naming the variable and exit code 2 (so does a broker that refuses it: wrong credentials, an
+ * untrusted certificate, a db index it lacks); a failure to start (database unreachable, port taken)
  * with one line and exit code 1. SIGTERM or SIGINT stops gracefully: the server finishes its
  * requests, the worker its runs (within its grace period, then hands them back); a second signal
  * hands runs back at once. A stop signal that arrives while the service is still starting (before
@@ -55,9 +56,12 @@ const { ConfigError, BrokerConfigError } = await import('../src/index.ts');
 const { loadConfig } = await import('./config.ts');
 const { describeError, Service } = await import('./service.ts');
 
-/** A configuration the broker refused (a Redis db index it does not have, a CA file it cannot read), as one line naming the variable. */
+/**
+ * A configuration the broker refused (credentials, TLS, a Redis db index it does not have, a CA
+ * file it cannot read), as one line naming the variable: the message's own when it starts with one.
+ */
 function configMessage(err: Error, brokerVariable: string): string {
-  return /^[A-Z][A-Z0-9_]+[: ]/.test(err.message) ? err.message : `${brokerVariable}: ${err.message}`;
+  return /^[A-Z][A-Z0-9]*_[A-Z0-9_]+[: ]/.test(err.message) ? err.message : `${brokerVariable}: ${err.message}`;
 }
 
 async function main(): Promise<void> {
