@@ -284,6 +284,8 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
           ...(options.description ? { description: options.description } : {}),
         },
         servers: options.servers ?? [{ url: '/', description: 'The server that serves this document' }],
+        // Without tokens nothing needs one: said once for the whole document (each operation says its own otherwise).
+        ...(auth.enabled ? {} : { security: [] }),
         ...(auth.enabled
           ? {
               components: {

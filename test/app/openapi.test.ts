@@ -56,3 +56,17 @@ describe('the service OpenAPI document with tokens configured', () => {
     assert.deepEqual(mismatches, []);
   });
 });
+
+describe('the service OpenAPI document without tokens', () => {
+  it('says that no operation needs a token (security: [] for the document), so linters find security defined', async () => {
+    const t = await startService({}, { worker: false });
+    try {
+      const doc = (await t.request('GET', '/openapi.json')).json;
+      assert.deepEqual(doc.security, []);
+      assert.equal(doc.components?.securitySchemes, undefined);
+      assert.equal(doc.paths['/users/'].get.security, undefined, 'no operation asks for a scheme that is not declared');
+    } finally {
+      await t.stop();
+    }
+  });
+});
