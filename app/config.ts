@@ -6,6 +6,7 @@
  * stops start-up with one line naming the variable and what is wrong with it (`main.ts` prints it
  * and exits with code 2).
  */
+import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { ConfigError, type LogFormat, logFormat as resolveLogFormat } from '../src/index.ts';
 
@@ -25,6 +26,17 @@ export interface AppConfig {
    * `redis+cluster://host1:port,host2:port` for a Redis Cluster); absent, the embedded SQLite broker in `sqlitePath`.
    */
   redisUrl: string | undefined;
+  /**
+   * The broker URL the service uses: `ERRAND_BROKER_URL` (any broker URL the library takes:
+   * `redis://...`, `rediss://...`, `redis+cluster://...`, `sqlite:path`), else `REDIS_URL`, else
+   * undefined (the embedded SQLite file in `sqlitePath`). The same order as the library and the
+   * `errand` CLI, so that the service and `errand inspect` look at the same broker.
+   */
+  brokerUrlFromEnv: string | undefined;
+  /** The variable the broker comes from, for messages: `ERRAND_BROKER_URL`, `REDIS_URL` or `DATA_DIR`. */
+  brokerVariable: 'ERRAND_BROKER_URL' | 'REDIS_URL' | 'DATA_DIR';
+  /** `ERRAND_REDIS_CA`: a readable PEM file (checked at start); the broker reads it for `rediss://`. */
+  redisCa: string | undefined;
   /** `ERRAND_PREFIX`: key prefix in Redis (default `errand`); lets several services or tests share one Redis. */
   prefix: string | undefined;
   /** `DATABASE_URL`: PostgreSQL for the users table; absent, the SQLite file. */
@@ -70,10 +82,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const dataDir = isAbsolute(dataDirRaw) ? dataDirRaw : resolve(dataDirRaw);
 
   const redisUrl = get('REDIS_URL');
-  if (redisUrl !== undefined) {
-    // A cluster URL lists several host:port pairs, which URL cannot parse.
-    if (/^rediss?\+cluster:/i.test(redisUrl)) checkClusterUrl('REDIS_URL', redisUrl);
-    else checkUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:', 'redis+cluster:', 'rediss+cluster:'], 'redis://host:6379[/db]');
+  if (redisUrl !== undefined) checkRedisUrl('REDIS_URL', redisUrl);
+  const errandBrokerUrl = get('ERRAND_BROKER_URL');
+  if (errandBrokerUrl !== undefined) {
+    if (/^sqlite:/i.test(errandBrokerUrl)) {
+      const path = errandBrokerUrl.slice('sqlite:'.length).replace(/^\/\//, '');
+      if (path === '' || path.includes('\0'))
+        throw bad('ERRAND_BROKER_URL', 'must give a file path after sqlite:, like sqlite:./data/errand.db', errandBrokerUrl);
+    } else if (/^rediss?(\+cluster)?:/i.test(errandBrokerUrl)) checkRedisUrl('ERRAND_BROKER_URL', errandBrokerUrl);
+    else
+      throw bad(
+        'ERRAND_BROKER_URL',
+        'must start with redis://, rediss://, redis+cluster://, rediss+cluster:// or sqlite: (like redis://host:6379 or sqlite:./data/errand.db)',
+        redactUrl(errandBrokerUrl),
+      );
+  }
+  const redisCa = get('ERRAND_REDIS_CA')?.trim();
+  if (redisCa !== undefined) {
+    try {
+      readFileSync(redisCa, 'utf8');
+    } catch (err) {
+      throw bad(
+        'ERRAND_REDIS_CA',
+        `must be a readable PEM file of the CA certificate(s) (${(err as NodeJS.ErrnoException).code ?? 'unreadable'})`,
+        redisCa,
+      );
+    }
   }
   const prefix = get('ERRAND_PREFIX');
   if (prefix !== undefined && !/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) {
@@ -123,6 +157,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     sqlitePath: join(dataDir, 'errand.db'),
     outboxDir: join(dataDir, 'outbox'),
     redisUrl,
+    brokerUrlFromEnv: errandBrokerUrl ?? redisUrl,
+    brokerVariable: errandBrokerUrl !== undefined ? 'ERRAND_BROKER_URL' : redisUrl !== undefined ? 'REDIS_URL' : 'DATA_DIR',
+    redisCa,
     prefix,
     databaseUrl,
     smtpUrl,
@@ -140,9 +177,9 @@ export function mailFromAddress(mailFrom: string): string {
   return NAMED_ADDRESS.exec(mailFrom)?.[1]?.trim() ?? mailFrom;
 }
 
-/** The broker URL the service uses: `REDIS_URL`, else the embedded SQLite file in `DATA_DIR`. */
+/** The broker URL the service uses: `ERRAND_BROKER_URL`, else `REDIS_URL`, else the embedded SQLite file in `DATA_DIR`. */
 export function brokerUrl(config: AppConfig): string {
-  return config.redisUrl ?? `sqlite:${config.sqlitePath}`;
+  return config.brokerUrlFromEnv ?? `sqlite:${config.sqlitePath}`;
 }
 
 /** A URL with its password hidden, for logs and messages. */
@@ -160,6 +197,20 @@ function integer(name: string, raw: string | undefined, fallback: number, min: n
   const n = Number(raw.trim());
   if (!/^\d+$/.test(raw.trim()) || n < min || n > max) throw bad(name, `must be an integer from ${min} to ${max}`, raw);
   return n;
+}
+
+/** A Redis or Redis Cluster URL; a single server's path, when present, is a database index (`/0`, `/2`). */
+function checkRedisUrl(name: string, raw: string): void {
+  // A cluster URL lists several host:port pairs, which URL cannot parse.
+  if (/^rediss?\+cluster:/i.test(raw)) {
+    checkClusterUrl(name, raw);
+    return;
+  }
+  checkUrl(name, raw, ['redis:', 'rediss:', 'redis+cluster:', 'rediss+cluster:'], 'redis://host:6379[/db]');
+  const path = new URL(raw).pathname;
+  if (path !== '' && path !== '/' && !/^\/\d{1,5}$/.test(path)) {
+    throw bad(name, `has a path that is not a database index (${JSON.stringify(path)}; expected redis://host:6379/0)`, redactUrl(raw));
+  }
 }
 
 /** `redis+cluster://[user:password@]host:port[,host:port...]` (or `rediss+cluster://`). */

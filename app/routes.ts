@@ -16,6 +16,7 @@ import {
   errorResponses,
   type HttpAuthOptions,
   HttpError,
+  openApiSecurity,
   RETRY_AFTER_SECONDS,
   requireScope,
   traceparentOf,
@@ -288,6 +289,8 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
 
   const createSchema = {
     summary: 'Create a user',
+    operationId: 'create_user',
+    security: openApiSecurity(options.auth, 'open'), // signing up stays open
     description:
       'Stores the user and schedules the `send_welcome_email` task (one email per user, retried on transient SMTP failures). ' +
       'Emails are unique without regard to case: a second user with the same email gets 409.',
@@ -309,6 +312,8 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
 
   const listSchema = {
     summary: 'List users',
+    operationId: 'list_users',
+    security: openApiSecurity(options.auth, 'read'),
     description:
       'Users in creation order. Page with `limit` and either `offset` or `cursor` (the `next` value of the previous page; stable while users are added).',
     tags: ['users'],
@@ -330,6 +335,8 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
     {
       schema: {
         summary: 'Get a user',
+        operationId: 'get_user',
+        security: openApiSecurity(options.auth, 'read'),
         description: 'The user and the state of its welcome email.',
         tags: ['users'],
         params: z.object({ id: z.string().describe('The user id') }),

@@ -3,7 +3,6 @@
  * the user store, the mailer, and on demand the HTTP server (`startApi`) and a worker (`startWorker`).
  * `main.ts` runs it from the command line; tests build it in-process with overrides.
  */
-import { mkdirSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { authFromEnv, createServer, type HttpAuthOptions } from '../src/http/index.ts';
@@ -19,6 +18,7 @@ import {
   type Worker,
   type WorkerOptions,
 } from '../src/index.ts';
+import { makeDirs } from '../src/core/fs.ts';
 import { type AppConfig, brokerUrl, redactUrl } from './config.ts';
 import { createMailer, type Mailer } from './email.ts';
 import { registerUserRoutes } from './routes.ts';
@@ -105,7 +105,7 @@ export class Service {
     const logger = options.logger ?? createLogger({ level: config.logLevel, format: config.logFormat });
     const auth = authFromEnv(config.env);
     try {
-      mkdirSync(config.dataDir, { recursive: true });
+      makeDirs(config.dataDir);
     } catch (err) {
       throw new ConfigError(`DATA_DIR ${JSON.stringify(config.dataDir)} cannot be created: ${(err as Error).message}`);
     }

@@ -1,11 +1,8 @@
 #!/usr/bin/env node
 // Errand's command line: the compiled CLI in dist/ (built by `npm run build`, which `npm ci` runs).
-// Needs Node.js 22.13 or newer (node:sqlite without a flag), as package.json's `engines` says.
-const [major, minor] = process.versions.node.split('.').map(Number);
-if (major < 22 || (major === 22 && minor < 13)) {
-  console.error(`errand needs Node.js 22.13 or newer (22 LTS or 24 LTS); this is ${process.version}.`);
-  process.exit(1);
-}
+import { requireNode } from './node-version.js';
+
+requireNode('errand');
 try {
   await import('../dist/cli/main.js');
 } catch (err) {

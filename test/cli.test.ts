@@ -435,7 +435,11 @@ describe('errand admin commands on SQLite', () => {
       [['inspect'], /inspect needs what to inspect/],
       [['inspect', 'things'], /cannot inspect "things"/],
       [['inspect', '--json', 'queues'], /inspect needs what to inspect first/],
-      [['inspect', 'queues', '--bogus'], /inspect queues: Unknown option '--bogus'/],
+      // One balanced sentence (Node's own message ends with an unclosed quote: as in '-- "--bogus").
+      [
+        ['inspect', 'queues', '--bogus'],
+        /^errand: inspect queues: Unknown option '--bogus'\. To pass an argument that starts with "-", put it after "--", as in: -- "--bogus" \(see errand help\)\n$/,
+      ],
       [['inspect', 'queues', 'extra'], /inspect queues takes no arguments, got "extra"/],
       [
         ['inspect', 'runs', '--state', 'done'],

@@ -249,7 +249,7 @@ describe('Redis ACL user (redis://user:password@...)', () => {
     assertCleanError(p.stderr(), WRONG);
   });
 
-  it('the service (node app/main.ts worker, and api) with a wrong password stops at start with one clear line', async () => {
+  it('the service (node app/main.ts worker, and api) with a wrong password stops at start with one line naming REDIS_URL, exit 2', async () => {
     for (const mode of ['worker', 'api']) {
       const p = spawnNode([APP_MAIN, mode], {
         REDIS_URL: `redis://errand:${WRONG}@127.0.0.1:${port}`,
@@ -257,8 +257,12 @@ describe('Redis ACL user (redis://user:password@...)', () => {
         PORT: String(await freePort()),
       });
       procs.push(p);
-      assert.equal(await exitOf(p, EXIT_LIMIT_MS, `node app/main.ts ${mode} with a wrong password`), 1, p.stderr());
-      assert.match(p.stderr(), /^Cannot start: Redis at redis:\/\/errand:\*\*\*@127\.0\.0\.1:\d+ refused the credentials \(WRONGPASS/m);
+      // A configuration error (exit 2), as for `errand worker` and every other bad variable.
+      assert.equal(await exitOf(p, EXIT_LIMIT_MS, `node app/main.ts ${mode} with a wrong password`), 2, p.stderr());
+      assert.match(
+        p.stderr(),
+        /^Configuration error: REDIS_URL: Redis at redis:\/\/errand:\*\*\*@127\.0\.0\.1:\d+ refused the credentials \(WRONGPASS/m,
+      );
       assertCleanError(p.stderr(), WRONG);
     }
   });

@@ -1,8 +1,8 @@
-import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
+import { makeDirs } from '../core/fs.ts';
 import type { Broker, BrokerOptions } from './types.ts';
 
 export const DEFAULT_SQLITE_PATH = './data/errand.db';
@@ -60,7 +60,7 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
     if (path !== ':memory:') {
       path = resolve(path);
       try {
-        mkdirSync(dirname(path), { recursive: true });
+        makeDirs(dirname(path));
       } catch (err) {
         throw new ConfigError(`Cannot create the folder for the SQLite file ${path}: ${(err as Error).message}`);
       }
@@ -71,6 +71,18 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
   throw new ConfigError(
     `Broker URL "${redact(url)}" is not supported: use redis://host:port[/db], rediss://host:port (TLS), redis+cluster://host:port,..., rediss+cluster://... or sqlite:path/to/file.db`,
   );
+}
+
+/**
+ * The absolute path of the file a `sqlite:` URL names, or undefined for any other URL (and for
+ * `sqlite::memory:`). Tools that only look at a broker (`errand inspect`, `errand dashboard`) check
+ * that it exists: opening a SQLite path creates the file, and a typo would become an empty broker.
+ */
+export function sqliteFileOf(url: string): string | undefined {
+  if (!url.toLowerCase().startsWith('sqlite:')) return undefined;
+  let path = url.slice('sqlite:'.length);
+  if (path.startsWith('//')) path = path.slice(2);
+  return path === '' || path === ':memory:' ? undefined : resolve(path);
 }
 
 /** A URL with its password hidden, for messages and logs. */

@@ -4,6 +4,7 @@ import { redact } from '../broker/connect.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { explainMissingPeer } from '../core/peers.ts';
 import { endEarlySignalExit } from './early-exit.ts';
+import { argsErrorMessage } from './format.ts';
 import { ADMIN_USAGE, adminCommand } from './inspect.ts';
 import { loadApp } from './load.ts';
 
@@ -66,7 +67,7 @@ async function worker(args: string[]): Promise<void> {
       },
     });
   } catch (err) {
-    fail(`${(err as Error).message}\n\n${USAGE}`);
+    fail(`${argsErrorMessage(err)}\n\n${USAGE}`);
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) fail(`worker takes exactly one task module, got ${positionals.length}\n\n${USAGE}`);
@@ -95,7 +96,7 @@ async function worker(args: string[]): Promise<void> {
     const unknown = queues.filter((q) => !known.includes(q));
     if (unknown.length)
       fail(
-        `--queues: unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'}`,
+        `--queues: unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'} (a worker would fail the runs of tasks it does not define, so it takes only their queues)`,
       );
   }
   const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });

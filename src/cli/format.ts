@@ -75,3 +75,18 @@ export function indentLines(text: string, indent: number): string {
     .map((l) => pad + l)
     .join('\n');
 }
+
+/**
+ * The message of an error from `util.parseArgs`, as one balanced sentence. Node's own for an
+ * unknown option ends with an unclosed quote (`... as in '-- "--jsno"`).
+ */
+export function argsErrorMessage(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | undefined;
+  const message = typeof e?.message === 'string' ? e.message : String(err);
+  if (e?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const option = /^Unknown option '(.*?)'\./.exec(message)?.[1];
+    if (option !== undefined)
+      return `Unknown option '${option}'. To pass an argument that starts with "-", put it after "--", as in: -- ${JSON.stringify(option)}`;
+  }
+  return message;
+}

@@ -15,10 +15,9 @@
  * on stderr. Inputs are shown with the paths of ERRAND_REDACT and `--redact` replaced by "[redacted]".
  */
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { connectBroker, defaultBrokerUrl, pingWithin, redact as redactUrl } from '../broker/connect.ts';
+import { connectBroker, defaultBrokerUrl, pingWithin, redact as redactUrl, sqliteFileOf } from '../broker/connect.ts';
 import {
   type Broker,
   type BrokerInspector,
@@ -33,7 +32,7 @@ import { isRunId, QUEUE_NAME } from '../core/ids.ts';
 import { safeParse } from '../core/json.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv, redactRecord } from '../core/redact.ts';
 import { runToJson } from '../http/schemas.ts';
-import { clean, cut, duration, indentLines, prettyJson, relative, table, when } from './format.ts';
+import { argsErrorMessage, clean, cut, duration, indentLines, prettyJson, relative, table, when } from './format.ts';
 
 export const ADMIN_COMMANDS: ReadonlySet<string> = new Set(['inspect', 'retry', 'cancel', 'purge', 'pause', 'resume']);
 
@@ -151,7 +150,7 @@ function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: st
   try {
     parsed = parseArgs({ args, options: { ...COMMON, ...options }, strict: true, allowPositionals: true }) as typeof parsed;
   } catch (err) {
-    throw usage(`${name}: ${(err as Error).message}`);
+    throw usage(`${name}: ${argsErrorMessage(err)}`);
   }
   const { values, positionals: pos } = parsed;
   if (values.help) throw new HelpRequested();
@@ -195,16 +194,10 @@ async function dispatch(command: string, args: string[], out: Output): Promise<v
 async function withBroker<T>(values: Common, fn: (broker: Inspector) => Promise<T>): Promise<T> {
   const url = values.broker ?? defaultBrokerUrl();
   const shown = redactUrl(url);
-  if (url.toLowerCase().startsWith('sqlite:')) {
-    let path = url.slice('sqlite:'.length);
-    if (path.startsWith('//')) path = path.slice(2);
-    // Opening a SQLite path creates the file: an inspection must not make an empty broker out of a typo.
-    if (path !== '' && path !== ':memory:' && !existsSync(resolve(path)))
-      throw new CliError(
-        'broker_not_found',
-        `no SQLite broker file at ${resolve(path)} (from ${shown}): check --broker or ERRAND_BROKER_URL`,
-      );
-  }
+  // Opening a SQLite path creates the file: an inspection must not make an empty broker out of a typo.
+  const file = sqliteFileOf(url);
+  if (file !== undefined && !existsSync(file))
+    throw new CliError('broker_not_found', `no SQLite broker file at ${file} (from ${shown}): check --broker or ERRAND_BROKER_URL`);
   const broker = await connectBroker(url, { logger: pino({ level: 'silent' }), prefix: process.env.ERRAND_PREFIX || undefined });
   try {
     try {

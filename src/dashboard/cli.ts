@@ -1,7 +1,9 @@
 /** `errand dashboard`: serve the dashboard for a broker, without defining any task. */
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { defaultBrokerUrl, pingWithin, redact } from '../broker/connect.ts';
+import { defaultBrokerUrl, pingWithin, redact, sqliteFileOf } from '../broker/connect.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
+import { argsErrorMessage } from '../cli/format.ts';
 import { createErrand } from '../errand.ts';
 import { authFromEnv } from '../http/auth.ts';
 import { createDashboardServer } from './server.ts';
@@ -22,7 +24,7 @@ export async function dashboardCommand(args: string[]): Promise<void> {
     });
     values = parsed.values;
   } catch (err) {
-    throw new ConfigError(`dashboard: ${(err as Error).message} (see errand help)`);
+    throw new ConfigError(`dashboard: ${argsErrorMessage(err)} (see errand help)`);
   }
   const portText = values.port ?? '8080';
   if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535)
@@ -34,6 +36,10 @@ export async function dashboardCommand(args: string[]): Promise<void> {
   const url = values.broker ?? defaultBrokerUrl();
   if (values.broker !== undefined && values.broker.trim() === '')
     throw new ConfigError('--broker is empty: give redis://host:port[/db] or sqlite:path/to/file.db');
+  // As `errand inspect`: opening a SQLite path creates the file, and a typo would show an empty broker.
+  const file = sqliteFileOf(url);
+  if (file !== undefined && !existsSync(file))
+    throw new ConfigError(`no SQLite broker file at ${file} (from ${redact(url)}): check --broker or ERRAND_BROKER_URL`);
   const auth = authFromEnv();
 
   const errand = createErrand({ broker: url });

@@ -15,6 +15,8 @@ export interface DashboardServerOptions extends Omit<DashboardOptions, 'errand' 
 
 export async function createDashboardServer(options: DashboardServerOptions): Promise<FastifyInstance> {
   const { errand, auth, ...rest } = options;
+  // No line per request. Through a LogController: Fastify 5.12 deprecates the top-level
+  // `disableRequestLogging` option (warning FSTDEP023 on every start).
   const app = Fastify({
     loggerInstance: errand.logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),

@@ -20,6 +20,8 @@ export default defineConfig({
     reportCompressedSize: false,
   },
   server: {
-    proxy: { '/dashboard/api': process.env.ERRAND_DASHBOARD_API ?? 'http://127.0.0.1:8080' },
+    // A pattern, not the prefix '/dashboard/api': that would also take the UI's own module
+    // /dashboard/api.ts to the backend (which answers HTML) and leave the page blank.
+    proxy: { '^/dashboard/api(/|$)': process.env.ERRAND_DASHBOARD_API ?? 'http://127.0.0.1:8080' },
   },
 });

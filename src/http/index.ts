@@ -21,6 +21,7 @@ export {
   type ErrandRoutesOptions,
   errandRoutes,
   MAX_DELAY_MS,
+  openApiSecurity,
   requireScope,
   traceparentOf,
 } from './routes.ts';

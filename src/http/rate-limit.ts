@@ -58,7 +58,13 @@ function pathOf(request: FastifyRequest): string {
   return q < 0 ? url : url.slice(0, q);
 }
 
-/** Registers the limiter on `app` (before the routes it should cover). */
+/**
+ * Registers the limiter on `app` (before the routes it should cover). Its check is an `onRequest`
+ * hook of the app itself, so it runs before every route's own hooks: a request that the auth hook
+ * refuses (401, 403) still counts, and token guessing is throttled like any other request. (The
+ * plugin's `global` mode would append its hook after each route's own, so a refused token would
+ * never be counted.) Unknown paths (404) count too.
+ */
 export async function registerRateLimit(app: FastifyInstance, options: HttpRateLimitOptions): Promise<void> {
   const allow = new Set(options.allowList ?? []);
   // An optional peer, loaded only when a limit is asked for.
@@ -66,7 +72,7 @@ export async function registerRateLimit(app: FastifyInstance, options: HttpRateL
     '@fastify/rate-limit',
   ]);
   await app.register(fastifyRateLimit, {
-    global: true,
+    global: false,
     max: options.max,
     timeWindow: options.timeWindow ?? 60_000,
     ...(options.keyGenerator ? { keyGenerator: options.keyGenerator } : {}),
@@ -80,6 +86,7 @@ export async function registerRateLimit(app: FastifyInstance, options: HttpRateL
       );
     },
   });
+  app.addHook('onRequest', app.rateLimit());
 }
 
 function describeWindow(w: number | string): string {

@@ -294,6 +294,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       onRequest: guard('read'),
       schema: {
         summary: 'List the tasks',
+        operationId: 'list_tasks',
         tags: ['tasks'],
         response: { 200: z.object({ tasks: z.array(TaskInfoSchema) }), ...errorResponses(401) },
         security: security('read'),
@@ -320,6 +321,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       onRequest: guard('read'),
       schema: {
         summary: 'Get a run',
+        operationId: 'get_run',
         description: 'The run: state, input, result or error, progress, attempts, times (ISO 8601), worker and attempt history.',
         tags: ['runs'],
         params: RunParams,
@@ -343,6 +345,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       exposeHeadRoute: false,
       schema: {
         summary: 'Follow a run (server-sent events)',
+        operationId: 'follow_run',
         description:
           'A text/event-stream. `event: state` carries the run JSON (as GET /runs/{id}): once at once, then on each change of state, attempt or progress. ' +
           '`event: end` (`{"id", "state"}`) follows the final state, then the server closes the stream: close your EventSource on it, or it reconnects. ' +
@@ -404,6 +407,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       onRequest: guard('admin'),
       schema: {
         summary: 'Cancel a run',
+        operationId: 'cancel_run',
         description:
           'A queued or scheduled run never starts; an active run has its signal aborted. Cancelling a run that is already cancelled answers 200 (`previous_state: "cancelled"`) and changes nothing, as `run.cancel()` does; 409 when the run has succeeded or failed (the detail names its state).',
         tags: ['runs'],
@@ -432,6 +436,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
       onRequest: guard('admin'),
       schema: {
         summary: 'Retry a failed or cancelled run',
+        operationId: 'retry_run',
         description:
           'Moves a failed run (the dead-letter state) or a cancelled run back to queued with its attempts reset, under the same id. 409 when the run is queued, scheduled, active or succeeded.',
         tags: ['runs'],
@@ -459,6 +464,9 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
     {
       schema: {
         summary: 'Liveness',
+        operationId: 'healthz',
+        // Open even when tokens are configured (load balancers probe them): said so, for the docs and linters.
+        security: auth.enabled ? [] : undefined,
         description: 'Answers 200 while the process is up; does not check the broker.',
         tags: ['health'],
         response: { 200: z.object({ status: z.literal('ok') }) },
@@ -472,6 +480,8 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
     {
       schema: {
         summary: 'Readiness',
+        operationId: 'readyz',
+        security: auth.enabled ? [] : undefined,
         description: 'Answers 200 when the broker answers a ping, else 503 with Retry-After.',
         tags: ['health'],
         response: { 200: z.object({ status: z.literal('ok'), broker: z.string() }), 503: ErrorSchema },
@@ -501,6 +511,17 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
 };
 
 /** Builds the `onRequest` hook that requires a scope, for apps protecting their own routes with the same tokens. */
+/**
+ * The OpenAPI `security` of a route for your own routes, matching `requireScope`: with tokens
+ * configured, the bearer scheme `createServer` declares (so that /docs sends the token after
+ * "Authorize") for a route that needs `scope`, or `[]` for a route that stays open; without tokens,
+ * undefined (no security in the document).
+ */
+export function openApiSecurity(auth: HttpAuthOptions | undefined, scope: Scope | 'open'): { bearerAuth: string[] }[] | undefined {
+  if (!new TokenAuth(auth).enabled) return undefined;
+  return scope === 'open' ? [] : [{ bearerAuth: [] }];
+}
+
 export function requireScope(
   auth: HttpAuthOptions | undefined,
   scope: Scope,

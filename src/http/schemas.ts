@@ -46,7 +46,9 @@ export const RunSchema = z
     attempts: z.number().int().describe('How many times the run was started'),
     lease_losses: z.number().int().describe('How many times a worker running it died or stalled'),
     enqueued_at: IsoTime,
-    run_at: IsoTime.nullable().describe('When a scheduled run becomes due'),
+    run_at: IsoTime.nullable().describe(
+      'When the run is (or was) due, when that is not its enqueue time: a delayed start, or the due time of a retry; kept once it has started. Null for a run due at once',
+    ),
     started_at: IsoTime.nullable(),
     finished_at: IsoTime.nullable(),
     expires_at: IsoTime.nullable().describe('When a finished run will be deleted'),
@@ -140,7 +142,8 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
     attempts: info.attempts,
     lease_losses: info.leaseLosses ?? 0,
     enqueued_at: iso(rec.enqueuedAt) ?? new Date(0).toISOString(),
-    run_at: rec.state === 'scheduled' ? iso(rec.runAt) : null,
+    // Kept once the run has started: a delayed run's due time stays part of its story.
+    run_at: rec.runAt !== undefined && (rec.state === 'scheduled' || rec.runAt > rec.enqueuedAt) ? iso(rec.runAt) : null,
     started_at: iso(rec.startedAt),
     finished_at: iso(rec.finishedAt),
     expires_at: iso(rec.expiresAt),

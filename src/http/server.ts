@@ -55,6 +55,11 @@ export interface CreateServerOptions {
   version?: string;
   /** OpenAPI `info.description`. */
   description?: string;
+  /**
+   * OpenAPI `servers`. Default `[{ url: '/' }]`: the server that serves the document, whatever its
+   * address (so /docs calls the server it was loaded from; client generators get a base URL).
+   */
+  servers?: { url: string; description?: string }[];
   /** Serve `/docs` and `/openapi.json`. Default true. */
   docs?: boolean;
   /** Include error stacks in run JSON. Default false: stacks reveal file paths. */
@@ -283,6 +288,9 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
           version: options.version ?? '1.0.0',
           ...(options.description ? { description: options.description } : {}),
         },
+        servers: options.servers ?? [{ url: '/', description: 'The server that serves this document' }],
+        // Without tokens nothing needs one: said once for the whole document (each operation says its own otherwise).
+        ...(auth.enabled ? {} : { security: [] }),
         ...(auth.enabled
           ? {
               components: {

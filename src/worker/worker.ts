@@ -673,8 +673,15 @@ export class Worker extends EventEmitter {
   }
 
   #now = false;
-  async #shutdownNow(): Promise<void> {
+  #nowPromise: Promise<void> | undefined;
+  /** Hands back what is left, once: a second signal and the end of the grace period share one hand-back (and one "worker stopped"). */
+  #shutdownNow(): Promise<void> {
     this.#now = true;
+    this.#nowPromise ??= this.#handBack();
+    return this.#nowPromise;
+  }
+
+  async #handBack(): Promise<void> {
     const leases: Lease[] = this.#buffer.map((r) => ({ id: r.id, attempt: r.attempt }));
     this.#buffer = [];
     for (const e of this.#active.values()) {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { join, resolve } from 'node:path';
 import { describe, it } from 'node:test';
 import { brokerUrl, loadConfig } from '../../app/config.ts';
+import { defaultBrokerUrl } from '../../src/broker/connect.ts';
 import { ConfigError } from '../../src/index.ts';
 
 describe('loadConfig', () => {
@@ -44,6 +45,21 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ PORT: '', REDIS_URL: ' ' }).port, 8000);
   });
 
+  it('takes the broker from ERRAND_BROKER_URL, else REDIS_URL, else DATA_DIR: the same order as the library and the errand CLI', () => {
+    const envs: Record<string, string>[] = [
+      { ERRAND_BROKER_URL: 'redis://a:6379/1', REDIS_URL: 'redis://b:6379' },
+      { ERRAND_BROKER_URL: 'sqlite:/srv/errand/broker.db', REDIS_URL: 'redis://b:6379' },
+      { ERRAND_BROKER_URL: 'rediss+cluster://a:7000,b:7001' },
+      { REDIS_URL: 'redis://b:6379/3' },
+    ];
+    for (const env of envs) {
+      const c = loadConfig(env);
+      assert.equal(brokerUrl(c), defaultBrokerUrl(env), JSON.stringify(env));
+      assert.equal(c.brokerVariable, env.ERRAND_BROKER_URL ? 'ERRAND_BROKER_URL' : 'REDIS_URL');
+    }
+    assert.equal(loadConfig({}).brokerVariable, 'DATA_DIR');
+  });
+
   const bad: [Record<string, string>, RegExp][] = [
     [{ PORT: 'abc' }, /^PORT must be an integer from 1 to 65535, got "abc"$/],
     [{ PORT: '0' }, /^PORT must be an integer from 1 to 65535, got "0"$/],
@@ -53,6 +69,14 @@ describe('loadConfig', () => {
     [{ REDIS_URL: 'http://127.0.0.1:6379' }, /^REDIS_URL must start with redis:\/\/ or rediss:\/\//],
     [{ REDIS_URL: 'redis://:hunter2@' }, /^REDIS_URL .*got "redis:\/\/:\*\*\*@"/],
     [{ ERRAND_PREFIX: 'a b' }, /^ERRAND_PREFIX must be/],
+    [{ REDIS_URL: 'redis://127.0.0.1:6379/app' }, /^REDIS_URL has a path that is not a database index \("\/app"/],
+    [{ ERRAND_BROKER_URL: 'amqp://rabbit' }, /^ERRAND_BROKER_URL must start with redis:\/\/, rediss:\/\/, .* or sqlite:/],
+    [{ ERRAND_BROKER_URL: 'sqlite:' }, /^ERRAND_BROKER_URL must give a file path after sqlite:/],
+    [{ ERRAND_BROKER_URL: 'redis://:pw@' }, /^ERRAND_BROKER_URL .*\*\*\*/],
+    [
+      { ERRAND_REDIS_CA: '/nonexistent/ca.pem' },
+      /^ERRAND_REDIS_CA must be a readable PEM file of the CA certificate\(s\) \(ENOENT\), got "\/nonexistent\/ca.pem"$/,
+    ],
     [{ DATABASE_URL: 'sqlite:x.db' }, /^DATABASE_URL must start with postgres:\/\//],
     [{ SMTP_URL: 'mail.example.com' }, /^SMTP_URL must be a URL like smtp:\/\//],
     [{ SMTP_URL: 'smtp://u:topsecret@mail:99999' }, /^SMTP_URL .*\*\*\*/],

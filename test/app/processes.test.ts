@@ -159,11 +159,28 @@ describe('node app/main.ts', () => {
     ['SMTP_URL', { SMTP_URL: 'http://mail' }, /^Configuration error: SMTP_URL must start with smtp:\/\/ /],
     ['MAIL_FROM', { MAIL_FROM: 'nobody' }, /^Configuration error: MAIL_FROM must be an email address/],
     ['ERRAND_ADMIN_TOKENS', { ERRAND_ADMIN_TOKENS: 'a,,b' }, /^Configuration error: ERRAND_ADMIN_TOKENS has an empty entry/],
+    [
+      'ERRAND_REDIS_CA',
+      { ERRAND_REDIS_CA: '/nonexistent.pem', REDIS_URL: 'rediss://127.0.0.1:6379' },
+      /^Configuration error: ERRAND_REDIS_CA must be a readable PEM file/,
+    ],
+    // Node's recursive mkdir never returns for a path under /proc (it spun at 100% CPU, printing nothing).
+    ['DATA_DIR', { DATA_DIR: '/proc/nope' }, /^Configuration error: DATA_DIR "\/proc\/nope" cannot be created: ENOENT/],
+    // A syntactically fine URL that the server refuses: the worker (and the API) must not start and retry forever.
+    [
+      'REDIS_URL',
+      { REDIS_URL: `${REDIS_URL.replace(/\/\d*$/, '')}/99`, ERRAND_PREFIX: 'errand-app-db99' },
+      /^Configuration error: REDIS_URL: Redis at redis:\/\/.*\/99 has no database 99 \(ERR DB index is out of range\)/,
+    ],
+    ['ERRAND_BROKER_URL', { ERRAND_BROKER_URL: 'amqp://rabbit' }, /^Configuration error: ERRAND_BROKER_URL must start with redis:\/\//],
   ];
   for (const [name, vars, expected] of bad) {
     it(`exits 2 with one line naming ${name} for ${JSON.stringify(Object.values(vars)[0])}`, async () => {
       const p = start('all', { DATA_DIR: tempDir('errand-app'), ...vars });
+      // A bound on the wait, so that a process that never exits fails the test (not a timing assertion).
+      const timer = setTimeout(() => p.child.kill('SIGKILL'), LONG.timeoutMs);
       const [code] = (await once(p.child, 'exit')) as [number | null];
+      clearTimeout(timer);
       assert.equal(code, 2);
       assert.match(p.stderr(), expected);
       assert.equal(p.stderr().trim().split('\n').length, 1, 'one line, no stack trace');

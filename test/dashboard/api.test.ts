@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer as createNetServer } from 'node:net';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -506,7 +507,10 @@ describe('errand dashboard (command line)', () => {
     p.stderr.on('data', (d) => {
       stderr += d;
     });
+    // A bound on the wait, so that a command that never exits (serving when it should refuse) fails the test.
+    const timer = setTimeout(() => p.kill('SIGKILL'), 60_000);
     const [code] = await once(p, 'exit');
+    clearTimeout(timer);
     return { code, stderr };
   };
 
@@ -521,15 +525,30 @@ describe('errand dashboard (command line)', () => {
     assert.match(r.stderr, /Broker URL "mysql:\/\/x" is not supported/);
     r = await outcome(['--colour']);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /Unknown option '--colour'/);
+    assert.match(r.stderr, /^errand: dashboard: Unknown option '--colour' \(see errand help\)\n$/);
   });
 
-  test('serves the dashboard, its API and /metrics for a broker; a port in use is a clear error', async () => {
+  test('refuses a SQLite path that does not exist, as errand inspect does, and creates nothing', async () => {
+    const dir = tempDir('errand-dash-cli');
+    const r = await outcome(['--broker', `sqlite:${join(dir, 'typo.db')}`, '--port', '0']);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /^errand: no SQLite broker file at .*typo\.db \(from sqlite:.*\): check --broker or ERRAND_BROKER_URL\n$/);
+    assert.deepEqual(readdirSync(dir), [], 'no empty database was made out of the typo');
+  });
+
+  test('serves the dashboard, its API and /metrics for a broker, without deprecation warnings; a port in use is a clear error', async () => {
     const url = `sqlite:${join(tempDir('errand-dash-cli'), 'e.db')}`;
+    await createErrand({ broker: url, logger: quietLogger })
+      .broker()
+      .then((b) => b.close()); // the broker file exists
     const p = cli(['--broker', url, '--port', '0']);
     let out = '';
+    let err = '';
     p.stdout.on('data', (d) => {
       out += d;
+    });
+    p.stderr.on('data', (d) => {
+      err += d;
     });
     try {
       const base = await waitFor(() => /dashboard at (http:\/\/127\.0\.0\.1:\d+)\/dashboard\//.exec(out)?.[1], {
@@ -547,6 +566,7 @@ describe('errand dashboard (command line)', () => {
       const busy = await outcome(['--broker', url, '--port', port]);
       assert.equal(busy.code, 2);
       assert.match(busy.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}: the port is already in use`));
+      assert.doesNotMatch(err, /Deprecation|FSTDEP/, 'no warning on stderr (FSTDEP023 was printed at every start)');
     } finally {
       p.kill('SIGTERM');
       await once(p, 'exit');

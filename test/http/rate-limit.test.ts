@@ -98,6 +98,37 @@ describe('HTTP rate limiting', () => {
     assert.equal((await app.inject({ method: 'GET', url: '/tasks', headers: { 'x-client': 'b' } })).statusCode, 200);
   });
 
+  it('counts requests refused for their token (401, 403) and for an unknown path, so guessing tokens is throttled', async () => {
+    const errand = sqliteSetup().app();
+    defineTasks(errand);
+    errands.push(errand);
+    const app = await createServer({
+      errand,
+      logger: false,
+      auth: { admin: ['admin-token'], read: ['read-token'] },
+      rateLimit: { max: 8, timeWindow: 60_000 },
+    });
+    apps.push(app);
+    const bad = { authorization: 'Bearer bad' };
+    for (let i = 0; i < 4; i++) assert.equal((await app.inject({ method: 'GET', url: '/tasks', headers: bad })).statusCode, 401);
+    const forbidden = await app.inject({
+      method: 'POST',
+      url: '/tasks/echo',
+      headers: { authorization: 'Bearer read-token' },
+      payload: { text: 'x' },
+    });
+    assert.equal(forbidden.statusCode, 403);
+    assert.equal((await app.inject({ method: 'GET', url: '/no-such-route' })).statusCode, 404);
+    const ok = await app.inject({ method: 'GET', url: '/tasks', headers: { authorization: 'Bearer admin-token' } });
+    assert.equal(ok.statusCode, 200);
+    assert.equal(ok.headers['x-ratelimit-remaining'], '1', 'the 4 bad tokens, the 403 and the 404 were counted');
+    assert.equal((await app.inject({ method: 'GET', url: '/tasks', headers: bad })).statusCode, 401);
+    const guessed = await app.inject({ method: 'GET', url: '/tasks', headers: bad });
+    assert.equal(guessed.statusCode, 429, 'the ninth request is refused before its token is even looked at');
+    const valid = await app.inject({ method: 'GET', url: '/tasks', headers: { authorization: 'Bearer admin-token' } });
+    assert.equal(valid.statusCode, 429, 'a valid token does not reset the count');
+  });
+
   it('refuses bad options with a ConfigError naming the option', async () => {
     const errand = sqliteSetup().app();
     errands.push(errand);

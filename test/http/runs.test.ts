@@ -158,6 +158,19 @@ for (const setup of all) {
       assert.equal(run.history[0].worker, worker!.id);
     });
 
+    it('keeps run_at of a delayed run once it has started and finished; null for a run due at once', async () => {
+      const delayed = await enqueue('send_email', { email: 'd@example.com', name: 'Di' }, '?delay=300');
+      assert.equal(delayed.status, 'scheduled');
+      const due = (await getRun(delayed.id)).run_at;
+      assert.match(due, /^\d{4}-\d\d-\d\dT/);
+      await waitFor(async () => (await getRun(delayed.id)).state === 'succeeded', { timeoutMs: 15_000 });
+      const run = await getRun(delayed.id);
+      assert.equal(run.run_at, due, 'the due time it waited for is still shown');
+      const now = await enqueue('send_email', { email: 'n@example.com', name: 'No' });
+      await waitFor(async () => (await getRun(now.id)).state === 'succeeded', { timeoutMs: 15_000 });
+      assert.equal((await getRun(now.id)).run_at, null);
+    });
+
     it('sends one state and the end at once for a finished run, then closes', async () => {
       const { id, events_url } = await enqueue('send_email', { email: 'c@example.com', name: 'Cy' });
       await waitFor(async () => (await getRun(id)).state === 'succeeded', { timeoutMs: 15_000 });

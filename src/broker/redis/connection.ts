@@ -117,7 +117,7 @@ const TLS_TRUST_CODES = new Set([
 
 /**
  * The connection error as a `BrokerConfigError` when Redis refused the client's configuration
- * (credentials, TLS), else undefined (a network problem: worth retrying).
+ * (credentials, TLS, a database index it does not have), else undefined (a network problem: worth retrying).
  */
 export function refusedConfiguration(err: unknown, where: string): BrokerConfigError | undefined {
   // A cluster reports the last node's error inside its own.
@@ -133,6 +133,13 @@ export function refusedConfiguration(err: unknown, where: string): BrokerConfigE
   if (/^NOPERM\b/.test(message)) {
     return new BrokerConfigError(
       `Redis at ${where} refused a command for lack of permission (${message.trim()}): the ACL user needs ~* &* +@all (or at least the commands Errand uses)`,
+      { cause: err },
+    );
+  }
+  if (/DB index is out of range/i.test(message)) {
+    const db = /\/(\d+)\/?$/.exec(where)?.[1];
+    return new BrokerConfigError(
+      `Redis at ${where} has no database ${db ?? 'with that index'} (${message.trim()}): give a db index below the server's "databases" setting (16 by default), as in redis://host:6379/0`,
       { cause: err },
     );
   }
