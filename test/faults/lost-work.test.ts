@@ -54,6 +54,20 @@ async function http(base: string, method: 'GET' | 'POST', path: string, body?: u
   return { status: res.status, json: text ? JSON.parse(text) : null };
 }
 
+/** Waits until every user's email is out and recorded as sent, then checks one email per user. */
+async function everyUserSentOnce(base: string, smtp: SmtpSink, users: Created[]): Promise<void> {
+  await waitFor(() => smtp.total() >= users.length, { timeoutMs: LONG, message: 'every email out' });
+  await waitFor(
+    async () =>
+      (await Promise.all(users.map((u) => http(base, 'GET', `/users/${u.user.id}`)))).every((r) => r.json.welcome_email.status === 'sent'),
+    { timeoutMs: LONG, message: 'every user sent' },
+  );
+  assertOneEmailEach(
+    smtp,
+    users.map((u) => u.user.email),
+  );
+}
+
 /** Exactly one email per address, and none elsewhere. */
 function assertOneEmailEach(smtp: SmtpSink, addresses: string[]): void {
   for (const a of addresses) assert.equal(smtp.perRecipient.get(a.toLowerCase()) ?? 0, 1, `emails to ${a}`);
@@ -126,18 +140,7 @@ describe('fault: welcome emails lost without a trace (issue 20)', () => {
       await waitFor(() => right.tail().includes('worker ready'), { timeoutMs: LONG, message: 'the right worker to start' });
       assert.doesNotMatch(right.tail(), /users store is not the one/);
       for (const id of runIds) assert.equal((await http(base, 'POST', `/runs/${id}/retry`)).status, 200);
-      await waitFor(() => smtp!.total() >= users.length, { timeoutMs: LONG, message: 'every email out' });
-      await waitFor(
-        async () =>
-          (await Promise.all(users.map((u) => http(base, 'GET', `/users/${u.user.id}`)))).every(
-            (r) => r.json.welcome_email.status === 'sent',
-          ),
-        { timeoutMs: LONG, message: 'every user sent' },
-      );
-      assertOneEmailEach(
-        smtp,
-        users.map((u) => u.user.email),
-      );
+      await everyUserSentOnce(base, smtp, users);
       figure('lost-work store', { users: users.length, failedFirst: runIds.length, emails: smtp.total() });
     } finally {
       await procs.killAll();
@@ -233,18 +236,7 @@ describe('fault: welcome emails lost without a trace (issue 20)', () => {
         const res = await http(base, 'POST', `/runs/${u.task!.id}/retry`);
         assert.deepEqual(res.json, { id: u.task!.id, state: 'queued' });
       }
-      await waitFor(() => smtp!.total() >= users.length, { timeoutMs: LONG, message: 'every email out' });
-      await waitFor(
-        async () =>
-          (await Promise.all(users.map((u) => http(base, 'GET', `/users/${u.user.id}`)))).every(
-            (r) => r.json.welcome_email.status === 'sent',
-          ),
-        { timeoutMs: LONG, message: 'every user sent' },
-      );
-      assertOneEmailEach(
-        smtp,
-        users.map((u) => u.user.email),
-      );
+      await everyUserSentOnce(base, smtp, users);
       figure('lost-work cancel/purge', { users: users.length, cancelled: cancelled.length, purged: purged.length, emails: smtp.total() });
     } finally {
       await procs.killAll();
