@@ -20,6 +20,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { afterEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Broker, BrokerOptions, NewRun, QueueCounts, Reservation, RunError, RunRecord, RunState } from '../../src/broker/types.ts';
+import { BrokerUnavailableError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { settledFlag, settleTurns, waitFor, within } from '../helpers.ts';
 
@@ -1689,7 +1690,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
           closed = true;
           await within(waiting, NOTIFY_TIMEOUT_MS, 'the pending waitForWork, resolved by close()');
           await within(b.close(), NOTIFY_TIMEOUT_MS, 'a second close()');
-          await assert.rejects(b.ping(), 'ping on a closed broker throws');
+          await assert.rejects(b.ping(), BrokerUnavailableError, 'ping on a closed broker throws BrokerUnavailableError');
         } finally {
           if (!closed) await b.close();
         }

@@ -16,7 +16,7 @@
  * `watch`/`onCancel`), and one blocking connection per queue that `waitForWork` waits on.
  */
 import type { Logger } from 'pino';
-import { ConfigError } from '../../core/errors.ts';
+import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
 import {
   type Broker,
@@ -267,6 +267,8 @@ export class RedisBroker implements Broker, BrokerInspector {
   }
 
   async #ready(): Promise<RedisClient> {
+    // As on SQLite: a call after close() is refused with BrokerUnavailableError, not ioredis's own error.
+    if (this.#closed) throw new BrokerUnavailableError(`The Redis broker (${this.#where}) is closed`);
     await this.#main.ready();
     return this.#main.client;
   }
