@@ -2,6 +2,7 @@ import type { Broker, RunState } from '../broker/types.ts';
 import { FINISHED_STATES } from '../broker/types.ts';
 import { ResultTimeoutError, RunCancelledError, RunFailedError, RunNotFoundError } from '../core/errors.ts';
 import { decodeRun, type RunInfo } from '../core/run-info.ts';
+import { coalesced } from '../core/coalesce.ts';
 
 const RETENTION_HINT =
   'A task with retention 0 deletes each run as it finishes, result included: to await results, keep finished runs a while (e.g. retention: 60_000)';
@@ -49,8 +50,6 @@ export class RunHandle<R = unknown> {
       let done = false;
       let stop: (() => void) | undefined;
       let timer: NodeJS.Timeout | undefined;
-      let checking = false;
-      let again = false;
       const finish = (fn: () => void) => {
         if (done) return;
         done = true;
@@ -58,31 +57,19 @@ export class RunHandle<R = unknown> {
         stop?.();
         fn();
       };
-      const check = async () => {
-        if (done) return;
-        if (checking) {
-          again = true;
-          return;
-        }
-        checking = true;
-        try {
-          do {
-            again = false;
-            const rec = await broker.getRun(this.id);
-            if (!rec) return finish(() => reject(new RunNotFoundError(this.id, RETENTION_HINT)));
-            if (FINISHED_STATES.has(rec.state)) {
-              const info = decodeRun<R>(rec);
-              if (info.state === 'succeeded') return finish(() => resolve(info.result as R));
-              if (info.state === 'cancelled') return finish(() => reject(new RunCancelledError(this.id)));
-              return finish(() => reject(new RunFailedError(this.id, info.error ?? { name: 'Error', message: 'unknown error' })));
-            }
-          } while (again && !done);
-        } catch (err) {
-          finish(() => reject(err));
-        } finally {
-          checking = false;
-        }
-      };
+      const check = coalesced(
+        async () => {
+          const rec = await broker.getRun(this.id);
+          if (!rec) return finish(() => reject(new RunNotFoundError(this.id, RETENTION_HINT)));
+          if (FINISHED_STATES.has(rec.state)) {
+            const info = decodeRun<R>(rec);
+            if (info.state === 'succeeded') return finish(() => resolve(info.result as R));
+            if (info.state === 'cancelled') return finish(() => reject(new RunCancelledError(this.id)));
+            return finish(() => reject(new RunFailedError(this.id, info.error ?? { name: 'Error', message: 'unknown error' })));
+          }
+        },
+        { stopped: () => done, onError: (err) => finish(() => reject(err)) },
+      );
       if (timeout !== undefined && Number.isFinite(timeout)) {
         timer = setTimeout(() => finish(() => reject(new ResultTimeoutError(this.id, timeout))), Math.max(0, timeout));
       }

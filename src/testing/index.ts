@@ -17,6 +17,7 @@ import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
 import type { RunState } from '../broker/types.ts';
 import { ConfigError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { coalesced } from '../core/coalesce.ts';
 import { newRunId, timeOfRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
 import { decodeRun, type RunInfo } from '../core/run-info.ts';
@@ -322,36 +323,23 @@ export class ErrandTesting {
     // every attempt. "Nothing" is read from the broker (no queued or active run, no scheduled run
     // due, in the drained queues that are not paused) while the worker runs no handler: a handler
     // running, or an outcome not yet stored, shows as an active run.
-    let checking = false;
-    let again = false;
-    const check = async (): Promise<void> => {
-      if (checking) {
-        again = true;
-        return;
-      }
-      checking = true;
-      try {
-        do {
-          again = false;
-          if (finished || worker.activeCount > 0) continue;
-          const left = await this.#left(queues);
-          if (left.now) {
-            broker.poke(); // e.g. a retry made due while the worker slept: wake it to take it
-            continue;
-          }
-          if (options.scheduled && left.next !== null) {
-            broker.offset += Math.max(0, left.next - broker.now());
-            broker.poke();
-            continue;
-          }
-          finish();
-        } while (again && !finished);
-      } catch (err) {
-        finish(err);
-      } finally {
-        checking = false;
-      }
-    };
+    const check = coalesced(
+      async () => {
+        if (worker.activeCount > 0) return;
+        const left = await this.#left(queues);
+        if (left.now) {
+          broker.poke(); // e.g. a retry made due while the worker slept: wake it to take it
+          return;
+        }
+        if (options.scheduled && left.next !== null) {
+          broker.offset += Math.max(0, left.next - broker.now());
+          broker.poke();
+          return;
+        }
+        finish();
+      },
+      { stopped: () => finished, onError: (err) => finish(err) },
+    );
 
     broker.retryNow = options.retries ?? true;
     broker.onActivity = () => void check();
