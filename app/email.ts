@@ -3,11 +3,12 @@
  * that writes each message as an `.eml` file under `DATA_DIR/outbox/` (open it with any mail client,
  * or read it as text) and logs its path.
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import nodemailer, { type SendMailOptions } from 'nodemailer';
 import type { Logger } from 'pino';
 import { mailFromAddress, redactUrl } from './config.ts';
+import { makeDirs } from '../src/core/fs.ts';
 
 export interface SentInfo {
   messageId: string;
@@ -77,7 +78,7 @@ function outboxMailer(dir: string, logger: Logger): Mailer {
       signal?.throwIfAborted();
       const info = await transport.sendMail(message);
       if (!made) {
-        await mkdir(dir, { recursive: true });
+        makeDirs(dir); // once; one level at a time (Node's recursive mkdir can loop forever, see core/fs.ts)
         made = true;
       }
       const stamp = new Date().toISOString().replace(/[-:.]/g, '');
