@@ -29,7 +29,12 @@ async function runUntilStarted(args: string[], env: Record<string, string>, tty:
   const command = [NODE, ...args];
   const childEnv = colourEnv(env, tty);
   const child = tty
-    ? spawn('script', ['-qec', command.join(' '), '/dev/null'], { env: childEnv, stdio: ['pipe', 'pipe', 'pipe'] })
+    ? // `exec`: the shell that `script` starts (sh -c when SHELL is unset, as under CI) must not stay
+      // in the terminal's process group, where Ctrl-C would kill it (exit 130) before node stops.
+      spawn('script', ['-qec', `exec ${command.map(shellQuote).join(' ')}`, '/dev/null'], {
+        env: childEnv,
+        stdio: ['pipe', 'pipe', 'pipe'],
+      })
     : spawn(command[0]!, command.slice(1), { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -55,6 +60,11 @@ async function runUntilStarted(args: string[], env: Record<string, string>, tty:
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }
+}
+
+/** `s` as one word for a POSIX shell. */
+function shellQuote(s: string): string {
+  return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
 /** The environment, without what forces colours on or off (pino-pretty colours in a pipe when CI is set), with a terminal that has colours. */
