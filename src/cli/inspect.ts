@@ -17,7 +17,8 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { connectBroker, defaultBrokerUrl, pingWithin, redact as redactUrl, sqliteFileOf } from '../broker/connect.ts';
+import { connectBroker, defaultBrokerUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
+import { redactUrl } from '../core/urls.ts';
 import {
   type Broker,
   type BrokerInspector,

@@ -1,4 +1,4 @@
-import type { AttemptRecord, RunError, RunRecord, RunState } from '../broker/types.ts';
+import type { AttemptRecord, RunError, RunRecord, RunState } from './run.ts';
 import { safeParse } from './json.ts';
 
 /** A run as the public API shows it: JSON fields decoded, times as Dates. */
