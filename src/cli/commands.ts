@@ -5,7 +5,7 @@ import { ConfigError, ErrandError } from '../core/errors.ts';
 import { explainMissingPeer } from '../core/peers.ts';
 import { endEarlySignalExit } from './early-exit.ts';
 import { argsErrorMessage } from './format.ts';
-import { ADMIN_USAGE, adminCommand } from './inspect.ts';
+import { ADMIN_USAGE, adminCommand } from './admin.ts';
 import { loadApp } from './load.ts';
 
 const USAGE = `Usage: errand <command> [options]

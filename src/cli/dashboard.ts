@@ -6,7 +6,7 @@ import { redactUrl } from '../core/urls.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { argsErrorMessage } from './format.ts';
 import { createErrand } from '../errand.ts';
-import { authFromEnv } from '../http/auth.ts';
+import { authFromEnv } from '../web/auth.ts';
 import { createDashboardServer } from '../dashboard/server.ts';
 
 function isLoopback(host: string): boolean {

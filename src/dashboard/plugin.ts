@@ -39,12 +39,12 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { type Broker, type BrokerInspector, RUN_STATES, type RunRecord, type RunState } from '../broker/types.ts';
-import { BrokerUnavailableError } from '../core/errors.ts';
+import { brokerFailure } from '../core/errors.ts';
 import { isRunId, QUEUE_NAME } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
 import type { Errand } from '../errand.ts';
-import { type HttpAuthOptions, type Scope, TokenAuth } from '../http/auth.ts';
-import { HttpError, httpErrorHandler } from '../http/errors.ts';
+import { type HttpAuthOptions, type Scope, TokenAuth } from '../web/auth.ts';
+import { HttpError, httpErrorHandler } from '../web/errors.ts';
 import type { Overview, QueueOverview, RunList, Session, WorkerList } from './api-types.ts';
 import { runDetail, runSummary, workerJson } from './run-json.ts';
 import { buildSeries, emptyCounts, MINUTE, summarise } from './stats.ts';
@@ -292,7 +292,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     try {
       broker = await errand.broker();
     } catch (err) {
-      throw new BrokerUnavailableError(`Cannot connect to the broker: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      throw brokerFailure(err, 'Cannot connect to the broker');
     }
     if (!isInspector(broker))
       throw new HttpError(501, `The ${broker.kind} broker in use does not support inspection (listRuns, stats, workers)`);
@@ -304,8 +304,8 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     try {
       return await fn(b);
     } catch (err) {
-      if (err instanceof HttpError || err instanceof BrokerUnavailableError) throw err;
-      throw new BrokerUnavailableError(`Broker call failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      if (err instanceof HttpError) throw err;
+      throw brokerFailure(err);
     }
   }
 

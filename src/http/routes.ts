@@ -18,15 +18,22 @@ import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { serializerCompiler } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { Broker, RunState } from '../broker/types.ts';
-import { BrokerUnavailableError, ConfigError, InputError, RunNotFoundError } from '../core/errors.ts';
+import { BrokerUnavailableError, brokerFailure, ConfigError, InputError, RunNotFoundError } from '../core/errors.ts';
 import { isRunId } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
 import type { Errand, Task } from '../errand.ts';
 import type { RunHandle } from '../task/handle.ts';
 import { type EnqueueOptions, MAX_DELAY_MS } from '../task/task.ts';
-import { type HttpAuthOptions, type Scope, TokenAuth } from './auth.ts';
+import { type HttpAuthOptions, type Scope, TokenAuth } from '../web/auth.ts';
 import { findBodyProblem, useJsonBodies } from './body.ts';
-import { HttpError, httpErrorHandler, issuesToDetail, RequestValidationError, type ValidationDetail, zodErrorToDetail } from './errors.ts';
+import {
+  HttpError,
+  httpErrorHandler,
+  issuesToDetail,
+  RequestValidationError,
+  type ValidationDetail,
+  zodErrorToDetail,
+} from '../web/errors.ts';
 import { EnqueuedSchema, ErrorSchema, errorResponses, RunActionSchema, RunSchema, runToJson, TaskInfoSchema } from './schemas.ts';
 import { RunStream } from './sse.ts';
 import { zodValidatorCompiler } from './validation.ts';
@@ -105,11 +112,6 @@ function positive(value: number, name: string): number {
   return value;
 }
 
-function toBrokerUnavailable(err: unknown): BrokerUnavailableError {
-  if (err instanceof BrokerUnavailableError) return err;
-  return new BrokerUnavailableError(`Broker call failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-}
-
 /** An InputError from enqueue as 422 details: option problems point at the query or header they came from. */
 function inputErrorToDetail(err: InputError): ValidationDetail[] {
   if (err.root !== 'options') return issuesToDetail('body', err.issues);
@@ -167,7 +169,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
     try {
       return await fn(await errand.broker());
     } catch (err) {
-      throw toBrokerUnavailable(err);
+      throw brokerFailure(err);
     }
   }
 
@@ -228,7 +230,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
         await brokerCall(async () => undefined);
         throw err;
       }
-      throw toBrokerUnavailable(err);
+      throw brokerFailure(err);
     }
     const status: RunState = handle.enqueuedState ?? 'queued';
     const statusUrl = `${prefix}/runs/${handle.id}`;
