@@ -1,3 +1,4 @@
+/** `errand retry | cancel | purge | pause | resume`: the admin commands that change a broker. */
 import { clean } from './format.ts';
 import { CliError, checkQueue, checkRunId, notFound, type Output, parse, usage, withBroker } from './admin-shared.ts';
 

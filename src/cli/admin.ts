@@ -1,3 +1,19 @@
+/**
+ * The admin commands of the `errand` CLI: look at a broker and act on it, without any task module.
+ *
+ *   errand inspect queues | runs | run <id> | workers
+ *   errand retry <id> | retry --failed --queue q [--task t]
+ *   errand cancel <id>
+ *   errand purge <queue> --yes
+ *   errand pause <queue> | resume <queue>
+ *
+ * Every command takes `--broker URL` (default: ERRAND_BROKER_URL, REDIS_URL, sqlite:./data/errand.db;
+ * ERRAND_PREFIX sets the Redis key prefix) and `--json`. Exit codes: 0 done; 2 the command cannot be
+ * done as asked (bad flags or values, a malformed or unknown run id, an unknown queue, a run in the
+ * wrong state, purge without --yes); 1 the broker could not be reached, or an unexpected error.
+ * With `--json` the answer is one JSON document on stdout and an error is `{"error": {code, message}}`
+ * on stderr. Inputs are shown with the paths of ERRAND_REDACT and `--redact` replaced by "[redacted]".
+ */
 import { RUN_STATES } from '../broker/types.ts';
 import { BrokerUnavailableError, ConfigError } from '../core/errors.ts';
 import { clean } from './format.ts';

@@ -1,3 +1,4 @@
+/** `errand inspect queues | runs | run <id> | workers`: what a broker holds, as tables or --json. */
 import { redactUrl } from '../core/urls.ts';
 import { type QueueCounts, RUN_STATES, type RunRecord, type RunState, type WorkerStatus } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';

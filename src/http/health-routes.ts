@@ -1,3 +1,4 @@
+/** The health routes of `errandRoutes`: `GET /healthz` (the process is up) and `GET /readyz` (the broker answers a ping). */
 import { z } from 'zod';
 import { BrokerUnavailableError } from '../core/errors.ts';
 import { ErrorSchema } from './schemas.ts';

@@ -1,3 +1,4 @@
+/** The run routes of `errandRoutes`: `GET /runs/{id}`, `GET /runs/{id}/events` (SSE), `POST /runs/{id}/cancel` and `/retry`. */
 import { z } from 'zod';
 import type { Broker } from '../broker/types.ts';
 import { RunNotFoundError } from '../core/errors.ts';

@@ -1,3 +1,4 @@
+/** What was enqueued, as the testing helpers show it, and how `enqueued()` matches and describes it. */
 import type { z } from 'zod';
 import { timeOfRunId } from '../core/ids.ts';
 import type { JournalEntry } from './test-broker.ts';

@@ -1,3 +1,4 @@
+/** `runTask(task, input, { attempt })`: one handler run directly with a test context, no broker. */
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
 import { formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
