@@ -18,7 +18,7 @@ import ts from 'typescript';
 const ROOT = resolve(new URL('..', import.meta.url).pathname);
 
 /** The layers, lowest first. A path prefix (a folder ending in `/`, or one file) names its layer; the longest prefix wins. */
-export const LAYERS: { name: string; paths: string[] }[] = [
+const LAYERS: { name: string; paths: string[] }[] = [
   { name: 'core', paths: ['src/core/'] },
   { name: 'broker', paths: ['src/broker/'] },
   { name: 'task', paths: ['src/task/', 'src/telemetry/tracing.ts'] },
