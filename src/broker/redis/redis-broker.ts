@@ -43,7 +43,7 @@ import {
   type WorkerInfo,
   type WorkerStatus,
 } from '../types.ts';
-import { redact } from '../connect.ts';
+import { redactUrl as redact } from '../../core/urls.ts';
 import { CorruptRunError, corruptErrorText, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
 import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
 import { defineScripts, runScript } from './scripts.ts';

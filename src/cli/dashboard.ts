@@ -1,12 +1,13 @@
 /** `errand dashboard`: serve the dashboard for a broker, without defining any task. */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { defaultBrokerUrl, pingWithin, redact, sqliteFileOf } from '../broker/connect.ts';
+import { defaultBrokerUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
+import { redactUrl } from '../core/urls.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
-import { argsErrorMessage } from '../cli/format.ts';
+import { argsErrorMessage } from './format.ts';
 import { createErrand } from '../errand.ts';
-import { authFromEnv } from '../http/auth.ts';
-import { createDashboardServer } from './server.ts';
+import { authFromEnv } from '../web/auth.ts';
+import { createDashboardServer } from '../dashboard/server.ts';
 
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host.startsWith('127.');
@@ -39,7 +40,7 @@ export async function dashboardCommand(args: string[]): Promise<void> {
   // As `errand inspect`: opening a SQLite path creates the file, and a typo would show an empty broker.
   const file = sqliteFileOf(url);
   if (file !== undefined && !existsSync(file))
-    throw new ConfigError(`no SQLite broker file at ${file} (from ${redact(url)}): check --broker or ERRAND_BROKER_URL`);
+    throw new ConfigError(`no SQLite broker file at ${file} (from ${redactUrl(url)}): check --broker or ERRAND_BROKER_URL`);
   const auth = authFromEnv();
 
   const errand = createErrand({ broker: url });
@@ -48,7 +49,7 @@ export async function dashboardCommand(args: string[]): Promise<void> {
     await pingWithin(broker);
   } catch (err) {
     await errand.close().catch(() => {});
-    throw new ErrandError(`cannot reach the broker at ${redact(url)}: ${(err as Error)?.message ?? String(err)}`);
+    throw new ErrandError(`cannot reach the broker at ${redactUrl(url)}: ${(err as Error)?.message ?? String(err)}`);
   }
 
   const app = await createDashboardServer({ errand, auth });
@@ -67,7 +68,7 @@ export async function dashboardCommand(args: string[]): Promise<void> {
     throw err;
   }
   const tokens = (auth.admin?.length ?? 0) + (auth.read?.length ?? 0) > 0;
-  errand.logger.info({ broker: redact(url), auth: tokens ? 'tokens' : 'off' }, `dashboard at ${address}/dashboard/`);
+  errand.logger.info({ broker: redactUrl(url), auth: tokens ? 'tokens' : 'off' }, `dashboard at ${address}/dashboard/`);
   if (!tokens && !isLoopback(host))
     errand.logger.warn(
       `the dashboard on ${host} has no auth: anyone who can reach it may purge queues; set ERRAND_ADMIN_TOKENS (and ERRAND_READ_TOKENS)`,
