@@ -39,11 +39,9 @@ const LAYERS: { name: string; paths: string[] }[] = [
 const KNOWN_LONG_FILES = new Map<string, string>([
   ['src/broker/redis/redis-broker.ts', 'being split into setup / transitions / notifications / inspection'],
   ['src/broker/sqlite/sqlite-broker.ts', 'being split into setup / transitions / notifications / inspection'],
-  ['src/worker/worker.ts', 'being split into the reservation loop, the executor, the lease book and the run context'],
 ]);
 /** Imports that go up a layer (`from -> to`), until the worker takes a small host interface instead of the Errand app. */
 const KNOWN_UPWARD_IMPORTS = new Map<string, string>([
-  ['src/worker/worker.ts -> src/errand.ts', 'the worker takes the whole Errand app (type only); a host interface will replace it'],
 ]);
 // ---------------------------------------------------------------------------------------------
 
