@@ -19,6 +19,7 @@ import { CorruptRunError, RedisBroker } from '../src/broker/redis/redis-broker.t
 import type { NewRun } from '../src/broker/types.ts';
 import { BrokerUnavailableError, ConfigError } from '../src/core/errors.ts';
 import { newRunId, timeOfRunId } from '../src/core/ids.ts';
+import { dropRedisPrefix } from './fixtures/brokers.ts';
 import { settledFlag, settleTurns, uniquePrefix, waitFor, within } from './helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -70,10 +71,7 @@ const rid = (id: string) => id.slice(-26);
 
 after(async () => {
   await Promise.allSettled(brokers.map((b) => b.close()));
-  for (const prefix of prefixes) {
-    const keys = await keysOf(`${prefix}*`);
-    for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
-  }
+  for (const prefix of prefixes) await dropRedisPrefix(prefix, URL_);
   redis.disconnect();
 });
 
