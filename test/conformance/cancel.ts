@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: `cancel`: queued, scheduled, active and finished runs; unknown ids. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: `cancel`: queued, scheduled, active and finished runs;
+ * unknown ids. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { newRunId } from '../../src/core/ids.ts';

@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: `getRun` of odd ids and `ping`: reachable and unreachable storage. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: `getRun` of odd ids and `ping`: reachable and unreachable
+ * storage. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { newRunId } from '../../src/core/ids.ts';

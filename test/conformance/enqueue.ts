@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: `enqueue`: creating runs, every field stored as given, batches, duplicate run ids. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: `enqueue`: creating runs, every field stored as given,
+ * batches, duplicate run ids. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { type ConformanceContext, Q, ZERO_COUNTS, TASK, LEASE, newRun, ids, assertFields } from './context.ts';

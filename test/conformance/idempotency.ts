@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: idempotency keys: scoping, the TTL, keys released with their runs. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: idempotency keys: scoping, the TTL, keys released with
+ * their runs. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';

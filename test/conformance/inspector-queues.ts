@@ -1,4 +1,7 @@
-/** The BrokerInspector conformance suite, section: workers (`heartbeat`, `listWorkers`, `removeWorker`), `pause`/`resume`, `purge`, `retryFailed`. See `inspector.ts`. */
+/**
+ * The BrokerInspector conformance suite, section: workers (`heartbeat`, `listWorkers`,
+ * `removeWorker`), `pause`/`resume`, `purge`, `retryFailed`. See `inspector.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import type { NewRun } from '../../src/broker/types.ts';
@@ -8,7 +11,6 @@ import { type InspectorContext, NOTIFY_TIMEOUT_MS, MINUTE, HOUR, RETAIN, T1, T2,
 
 export function queueControlConformance(c: InspectorContext): void {
   const { open, peerOf, share, shares, controller, test, getRun, enqueueOne, reserve, failedRuns, worker } = c;
-  // ---------------------------------------------------------------------------------------------
   describe('workers', () => {
     test(
       'heartbeat -> listWorkers with every field, lastSeen and ttlMs; a second heartbeat updates the entry',

@@ -1,4 +1,7 @@
-/** The BrokerInspector conformance suite, section: `listRuns` (filters, order, pagination, limits) and `listQueues`. See `inspector.ts`. */
+/**
+ * The BrokerInspector conformance suite, section: `listRuns` (filters, order, pagination, limits)
+ * and `listQueues`. See `inspector.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { type NewRun, RUN_STATES, type RunFilter } from '../../src/broker/types.ts';
@@ -7,7 +10,6 @@ import { type InspectorContext, HOUR, RETAIN, T1, T2, newRun, ids, errorText, fi
 
 export function listRunsConformance(c: InspectorContext): void {
   const { open, shares, test, getRun, enqueueOne, reserve, listAll } = c;
-  // ---------------------------------------------------------------------------------------------
   describe('listRuns', () => {
     test('fresh storage: an empty page, next null', async () => {
       const b = await open();

@@ -1,4 +1,7 @@
-/** The BrokerInspector conformance suite, section: `stats`: per-minute counts and the wait and run histograms. See `inspector.ts`. */
+/**
+ * The BrokerInspector conformance suite, section: `stats`: per-minute counts and the wait and run
+ * histograms. See `inspector.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import {
@@ -19,7 +22,6 @@ import {
 
 export function statsConformance(c: InspectorContext): void {
   const { open, shares, test, getRun, enqueueOne, reserve } = c;
-  // ---------------------------------------------------------------------------------------------
   describe('stats', () => {
     test(
       'enqueue, succeed, fail and retry counts land in the minute of `now`; per queue; `since` filters older minutes',

@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: notifications on one broker: `waitForWork`, `watch`, `close()` waking a waiter. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: notifications on one broker: `waitForWork`, `watch`,
+ * `close()` waking a waiter. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { BrokerUnavailableError } from '../../src/core/errors.ts';

@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: `reserve`: leasing due runs by priority and age, per queue; `nextAt`. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: `reserve`: leasing due runs by priority and age, per
+ * queue; `nextAt`. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { type ConformanceContext, Q, TASK, LEASE, RETAIN, newRun, ids, assertFields } from './context.ts';

@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: `settle` (and outcomes sent along with `reserve`): succeeded, failed, retry, lost settlements; retention and `prune`. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: `settle` (and outcomes sent along with `reserve`):
+ * succeeded, failed, retry, lost settlements; retention and `prune`. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { newRunId } from '../../src/core/ids.ts';

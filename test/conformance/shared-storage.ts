@@ -1,4 +1,7 @@
-/** The broker conformance suite, section: several brokers on one storage (another instance, another process): reads, reserves, wake-ups, watch and onCancel across them. See `suite.ts`. */
+/**
+ * The broker conformance suite, section: several brokers on one storage (another instance, another
+ * process): reads, reserves, wake-ups, watch and onCancel across them. See `suite.ts`.
+ */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import type { Broker } from '../../src/broker/types.ts';
