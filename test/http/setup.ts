@@ -1,3 +1,6 @@
+// Shared set-up for the HTTP tests: the tasks they define, a broker that is always down, a
+// watch-counting broker wrapper, and a small server-sent-events reader over fetch. Their Errand apps
+// come from the broker fixture (test/fixtures/brokers.ts).
 import pino from 'pino';
 import { z } from 'zod';
 import { connectBroker } from '../../src/broker/connect.ts';
