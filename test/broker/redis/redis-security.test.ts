@@ -12,18 +12,18 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { connectBroker } from '../src/broker/connect.ts';
-import { createClient, parseRedisUrl, tlsFromEnv } from '../src/broker/redis/connection.ts';
-import { RedisBroker } from '../src/broker/redis/redis-broker.ts';
-import { BrokerConfigError, BrokerUnavailableError, ConfigError, createErrand } from '../src/index.ts';
-import { defineEchoTasks, type Echo } from './fixtures/echo-tasks.ts';
-import { quietLogger } from './fixtures/brokers.ts';
-import { requires } from './fixtures/prereq.ts';
-import { APP_MAIN, CLI, exitOf, type Proc, spawnNode, stopProc } from './fixtures/procs.ts';
-import { freePort, makeTlsFiles, type OwnRedis, redisCli, startRedisServer, type TlsFiles } from './fixtures/redis-servers.ts';
-import { tempDir, uniquePrefix, waitFor, within } from './helpers.ts';
+import { connectBroker } from '../../../src/broker/connect.ts';
+import { createClient, parseRedisUrl, tlsFromEnv } from '../../../src/broker/redis/connection.ts';
+import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
+import { BrokerConfigError, BrokerUnavailableError, ConfigError, createErrand } from '../../../src/index.ts';
+import { defineEchoTasks, type Echo } from '../../fixtures/echo-tasks.ts';
+import { quietLogger } from '../../fixtures/brokers.ts';
+import { requires } from '../../fixtures/prereq.ts';
+import { APP_MAIN, CLI, exitOf, type Proc, spawnNode, stopProc } from '../../fixtures/procs.ts';
+import { freePort, makeTlsFiles, type OwnRedis, redisCli, startRedisServer, type TlsFiles } from '../../fixtures/redis-servers.ts';
+import { tempDir, uniquePrefix, waitFor, within } from '../../helpers.ts';
 
-const FIXTURE = new URL('./fixtures/echo-tasks.ts', import.meta.url).pathname;
+const FIXTURE = new URL('../../fixtures/echo-tasks.ts', import.meta.url).pathname;
 /** A start-up failure must come within this long (a safety net, far above what it takes). */
 const EXIT_LIMIT_MS = 30_000;
 

@@ -5,8 +5,8 @@ import { context, SpanKind, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { z } from 'zod';
-import type { Errand, Worker } from '../src/index.ts';
-import { setups } from './fixtures/brokers.ts';
+import type { Errand, Worker } from '../../src/index.ts';
+import { setups } from '../fixtures/brokers.ts';
 
 describe('tracing', () => {
   const exporter = new InMemorySpanExporter();

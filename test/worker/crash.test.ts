@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
-import { setups } from './fixtures/brokers.ts';
-import { waitFor } from './helpers.ts';
+import { setups } from '../fixtures/brokers.ts';
+import { waitFor } from '../helpers.ts';
 
 const NODE = process.execPath;
 const RUNS = 400;

@@ -8,11 +8,11 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { CLI, exitOf, spawnNode, stopProc } from './fixtures/procs.ts';
-import { tempDir, waitFor } from './helpers.ts';
+import { CLI, exitOf, spawnNode, stopProc } from '../fixtures/procs.ts';
+import { tempDir, waitFor } from '../helpers.ts';
 
-const README = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-const INDEX = new URL('../src/index.ts', import.meta.url).pathname;
+const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+const INDEX = new URL('../../src/index.ts', import.meta.url).pathname;
 const ZOD = import.meta.resolve('zod'); // the module is written outside the project, where 'zod' does not resolve
 
 /** The README's `// tasks.ts` block, importing Errand from the sources (no installed package here). */

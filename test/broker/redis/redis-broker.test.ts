@@ -14,12 +14,13 @@ import { after, describe, it } from 'node:test';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import pino from 'pino';
-import { parseRedisUrl } from '../src/broker/redis/connection.ts';
-import { CorruptRunError, RedisBroker } from '../src/broker/redis/redis-broker.ts';
-import type { NewRun } from '../src/broker/types.ts';
-import { BrokerUnavailableError, ConfigError } from '../src/core/errors.ts';
-import { newRunId, timeOfRunId } from '../src/core/ids.ts';
-import { settledFlag, settleTurns, uniquePrefix, waitFor, within } from './helpers.ts';
+import { parseRedisUrl } from '../../../src/broker/redis/connection.ts';
+import { CorruptRunError, RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
+import type { NewRun } from '../../../src/broker/types.ts';
+import { BrokerUnavailableError, ConfigError } from '../../../src/core/errors.ts';
+import { newRunId, timeOfRunId } from '../../../src/core/ids.ts';
+import { dropRedisPrefix } from '../../fixtures/brokers.ts';
+import { settledFlag, settleTurns, uniquePrefix, waitFor, within } from '../../helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(URL_, { lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -70,10 +71,7 @@ const rid = (id: string) => id.slice(-26);
 
 after(async () => {
   await Promise.allSettled(brokers.map((b) => b.close()));
-  for (const prefix of prefixes) {
-    const keys = await keysOf(`${prefix}*`);
-    for (let i = 0; i < keys.length; i += 500) await redis.unlink(...keys.slice(i, i + 500));
-  }
+  for (const prefix of prefixes) await dropRedisPrefix(prefix, URL_);
   redis.disconnect();
 });
 
@@ -310,7 +308,7 @@ describe('redis broker: retention', () => {
 
 describe('redis broker: scripts', () => {
   it('every script starts with a header documenting KEYS, ARGV and the return value', () => {
-    const dir = new URL('../src/broker/redis/lua/', import.meta.url);
+    const dir = new URL('../../../src/broker/redis/lua/', import.meta.url);
     const files = readdirSync(dir).filter((f) => f.endsWith('.lua'));
     assert.ok(files.length >= 12);
     for (const f of files) {

@@ -13,10 +13,10 @@ import {
   RunNotFoundError,
   type TaskContext,
   type Worker,
-} from '../src/index.ts';
-import type { RunEvent } from '../src/worker/worker.ts';
-import { type BrokerSetup, setups } from './fixtures/brokers.ts';
-import { waitFor } from './helpers.ts';
+} from '../../src/index.ts';
+import type { RunEvent } from '../../src/worker/worker.ts';
+import { type BrokerSetup, setups } from '../fixtures/brokers.ts';
+import { waitFor } from '../helpers.ts';
 
 const NODE = process.execPath;
 

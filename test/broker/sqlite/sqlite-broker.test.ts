@@ -12,17 +12,17 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { connectBroker } from '../src/broker/connect.ts';
-import { loadSqlite } from '../src/broker/sqlite/load-sqlite.ts';
-import { MIGRATIONS, SCHEMA_VERSION } from '../src/broker/sqlite/schema.ts';
-import { SqliteBroker, type SqliteBrokerOptions } from '../src/broker/sqlite/sqlite-broker.ts';
-import { SQL } from '../src/broker/sqlite/statements.ts';
-import type { NewRun, RunError } from '../src/broker/types.ts';
-import { BrokerUnavailableError, ConfigError } from '../src/core/errors.ts';
-import { newRunId } from '../src/core/ids.ts';
+import { connectBroker } from '../../../src/broker/connect.ts';
+import { loadSqlite } from '../../../src/broker/sqlite/load-sqlite.ts';
+import { MIGRATIONS, SCHEMA_VERSION } from '../../../src/broker/sqlite/schema.ts';
+import { SqliteBroker, type SqliteBrokerOptions } from '../../../src/broker/sqlite/sqlite-broker.ts';
+import { SQL } from '../../../src/broker/sqlite/statements.ts';
+import type { NewRun, RunError } from '../../../src/broker/types.ts';
+import { BrokerUnavailableError, ConfigError } from '../../../src/core/errors.ts';
+import { newRunId } from '../../../src/core/ids.ts';
 
-const NODE = new URL('../node_modules/.bin/node', import.meta.url).pathname;
-const PEER = new URL('./fixtures/sqlite-peer.ts', import.meta.url).pathname;
+const NODE = new URL('../../../node_modules/.bin/node', import.meta.url).pathname;
+const PEER = new URL('../../fixtures/sqlite-peer.ts', import.meta.url).pathname;
 const LONG_SAFETY = 60_000;
 
 const dirs: string[] = [];

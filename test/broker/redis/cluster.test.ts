@@ -14,21 +14,21 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
-import { QueueKeys, splitRunId } from '../../src/broker/redis/codec.ts';
-import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
-import type { Broker } from '../../src/broker/types.ts';
-import { createErrand } from '../../src/index.ts';
-import { startSmtp } from '../app/support.ts';
-import { inspectorConformance } from '../conformance/inspector.ts';
-import { brokerConformance, type MakeBroker } from '../conformance/suite.ts';
-import { quietLogger } from '../fixtures/brokers.ts';
-import { requires } from '../fixtures/prereq.ts';
-import { defineEchoTasks, type Echo, QUEUES } from '../fixtures/echo-tasks.ts';
-import { APP_MAIN, CLI, type Proc, spawnNode, stopProc } from '../fixtures/procs.ts';
-import { freePort, type OwnCluster, redisCli, startCluster } from '../fixtures/redis-servers.ts';
-import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
+import { QueueKeys, splitRunId } from '../../../src/broker/redis/codec.ts';
+import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
+import type { Broker } from '../../../src/broker/types.ts';
+import { createErrand } from '../../../src/index.ts';
+import { startSmtp } from '../../app/support.ts';
+import { inspectorConformance } from '../../conformance/inspector.ts';
+import { brokerConformance, type MakeBroker } from '../../conformance/suite.ts';
+import { quietLogger } from '../../fixtures/brokers.ts';
+import { requires } from '../../fixtures/prereq.ts';
+import { defineEchoTasks, type Echo, QUEUES } from '../../fixtures/echo-tasks.ts';
+import { APP_MAIN, CLI, type Proc, spawnNode, stopProc } from '../../fixtures/procs.ts';
+import { freePort, type OwnCluster, redisCli, startCluster } from '../../fixtures/redis-servers.ts';
+import { tempDir, uniquePrefix, waitFor } from '../../helpers.ts';
 
-const FIXTURE = new URL('../fixtures/echo-tasks.ts', import.meta.url).pathname;
+const FIXTURE = new URL('../../fixtures/echo-tasks.ts', import.meta.url).pathname;
 /** A safety net for a loaded machine, not a timing assertion. */
 const LONG = 90_000;
 

@@ -2,9 +2,9 @@
 // affected run ends failed with a reason (corrupt, unknown_task, invalid_input) or, where the
 // garbage is harmless, runs; the good runs around them succeed; the worker keeps going (a run
 // enqueued afterwards succeeds, the worker is still running, nothing crashes). The broker tests
-// cover each kind of corruption at the broker level (test/redis-broker.test.ts,
-// test/sqlite-broker.test.ts) and test/worker.test.ts the worker with bad input sent through
-// enqueue; this file puts them together against a real worker, per broker.
+// cover each kind of corruption at the broker level (test/broker/redis/redis-broker.test.ts,
+// test/broker/sqlite/sqlite-broker.test.ts) and test/worker/worker.test.ts the worker with bad
+// input sent through enqueue; this file puts them together against a real worker, per broker.
 // Redis: a redis-server of the test's own (its keys are overwritten by hand). SQLite: a temp file.
 import assert from 'node:assert/strict';
 import { DatabaseSync } from 'node:sqlite';
@@ -12,13 +12,13 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { Broker, RunError } from '../src/broker/types.ts';
-import { createServer } from '../src/http/index.ts';
-import { createErrand, type Errand, type RunEvent, type Worker } from '../src/index.ts';
-import { quietLogger } from './fixtures/brokers.ts';
-import { redisServerMissing, requires } from './fixtures/prereq.ts';
-import { type OwnRedis, startRedisServer } from './fixtures/redis-servers.ts';
-import { tempDir, waitFor } from './helpers.ts';
+import type { Broker, RunError } from '../../src/broker/types.ts';
+import { createServer } from '../../src/http/index.ts';
+import { createErrand, type Errand, type RunEvent, type Worker } from '../../src/index.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
+import { redisServerMissing, requires } from '../fixtures/prereq.ts';
+import { type OwnRedis, startRedisServer } from '../fixtures/redis-servers.ts';
+import { tempDir, waitFor } from '../helpers.ts';
 
 const QUEUE = 'mail';
 const LIMIT = { timeoutMs: 30_000, intervalMs: 25 };

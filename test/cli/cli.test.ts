@@ -5,19 +5,18 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
 import pino from 'pino';
 import { z } from 'zod';
-import { connectBroker } from '../src/broker/connect.ts';
-import type { Broker, BrokerInspector } from '../src/broker/types.ts';
-import { PermanentError } from '../src/core/errors.ts';
-import { createErrand, type Errand } from '../src/errand.ts';
-import { REDIS_URL } from './fixtures/brokers.ts';
-import { requires } from './fixtures/prereq.ts';
-import { tempDir, uniquePrefix, waitFor } from './helpers.ts';
+import { connectBroker } from '../../src/broker/connect.ts';
+import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
+import { PermanentError } from '../../src/core/errors.ts';
+import { createErrand, type Errand } from '../../src/errand.ts';
+import { dropRedisPrefix, REDIS_URL } from '../fixtures/brokers.ts';
+import { requires } from '../fixtures/prereq.ts';
+import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
 
 const NODE = process.execPath;
-const MAIN = new URL('../src/cli/main.ts', import.meta.url).pathname;
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 const quiet = pino({ level: 'silent' });
 
 interface Result {
@@ -525,18 +524,7 @@ describe('errand admin commands on Redis', async () => {
   after(async () => {
     await app?.close();
     if (skip) return;
-    const redis = new Redis(REDIS_URL, { lazyConnect: true });
-    try {
-      await redis.connect();
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.unlink(...keys);
-      } while (cursor !== '0');
-    } finally {
-      redis.disconnect();
-    }
+    await dropRedisPrefix(prefix);
   });
 
   it('inspects queues and runs, pauses and resumes under ERRAND_PREFIX', { skip }, async () => {
@@ -568,7 +556,7 @@ describe('errand admin commands on Redis', async () => {
 
 describe('errand worker start-up', () => {
   it('exits 0 at once on SIGTERM while its task module is still loading (nothing was taken)', async () => {
-    const child = spawn(NODE, [MAIN, 'worker', new URL('./fixtures/slow-tasks.ts', import.meta.url).pathname], {
+    const child = spawn(NODE, [MAIN, 'worker', new URL('../fixtures/slow-tasks.ts', import.meta.url).pathname], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';

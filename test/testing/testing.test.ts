@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, describe, it, mock } from 'node:test';
 import { z } from 'zod';
-import { ConfigError, createErrand, InputError, PermanentError, TaskTimeoutError } from '../src/index.ts';
-import { createTesting, runTask } from '../src/testing/index.ts';
-import { quietLogger } from './fixtures/brokers.ts';
+import { ConfigError, createErrand, InputError, PermanentError, TaskTimeoutError } from '../../src/index.ts';
+import { createTesting, runTask } from '../../src/testing/index.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
 
 // The app under test, as a user's tasks.ts would define it.
 const errand = createErrand({ broker: 'sqlite:/nonexistent/never-opened.db', logger: quietLogger });

@@ -11,13 +11,13 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
-import { SqliteUserStore } from '../app/users/sqlite-store.ts';
-import { SqliteBusyError } from '../src/broker/sqlite/busy.ts';
-import { SqliteBroker } from '../src/broker/sqlite/sqlite-broker.ts';
-import { tempDir } from './helpers.ts';
+import { SqliteUserStore } from '../../../app/users/sqlite-store.ts';
+import { SqliteBusyError } from '../../../src/broker/sqlite/busy.ts';
+import { SqliteBroker } from '../../../src/broker/sqlite/sqlite-broker.ts';
+import { tempDir } from '../../helpers.ts';
 
-const NODE = new URL('../node_modules/.bin/node', import.meta.url).pathname;
-const OPENER = new URL('./fixtures/open-sqlite.ts', import.meta.url).pathname;
+const NODE = new URL('../../../node_modules/.bin/node', import.meta.url).pathname;
+const OPENER = new URL('../../fixtures/open-sqlite.ts', import.meta.url).pathname;
 
 function tableExists(path: string, name: string): boolean {
   const db = new DatabaseSync(path);

@@ -5,11 +5,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { APP_MAIN, CLI, cleanEnv, NODE } from './fixtures/procs.ts';
-import { tempDir, within } from './helpers.ts';
+import { APP_MAIN, CLI, cleanEnv, NODE } from '../fixtures/procs.ts';
+import { tempDir, within } from '../helpers.ts';
 
-const TASKS = new URL('./fixtures/echo-tasks.ts', import.meta.url).pathname;
-const WITHOUT_PRETTY = new URL('./fixtures/without-pino-pretty.ts', import.meta.url).pathname;
+const TASKS = new URL('../fixtures/echo-tasks.ts', import.meta.url).pathname;
+const WITHOUT_PRETTY = new URL('../fixtures/without-pino-pretty.ts', import.meta.url).pathname;
 const hasScript = spawnSync('script', ['--version'], { encoding: 'utf8' }).status === 0;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: ANSI colour codes are what is looked for
 const ANSI = /\u001b\[\d+m/;

@@ -7,8 +7,8 @@ import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
 import pino from 'pino';
 import { z } from 'zod';
-import type { RunRecord } from '../src/broker/types.ts';
-import { ConfigError } from '../src/core/errors.ts';
+import type { RunRecord } from '../../src/broker/types.ts';
+import { ConfigError } from '../../src/core/errors.ts';
 import {
   checkRedactPaths,
   REDACTED,
@@ -19,10 +19,10 @@ import {
   scrubText,
   scrubThrown,
   secretsAt,
-} from '../src/core/redact.ts';
-import { decodeRun } from '../src/core/run-info.ts';
-import { createErrand, type Errand } from '../src/errand.ts';
-import { tempDir, waitFor } from './helpers.ts';
+} from '../../src/core/redact.ts';
+import { decodeRun } from '../../src/core/run-info.ts';
+import { createErrand, type Errand } from '../../src/errand.ts';
+import { tempDir, waitFor } from '../helpers.ts';
 
 describe('redactValue', () => {
   const input = {

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 
-const ROOT = new URL('../', import.meta.url).pathname;
+const ROOT = new URL('../../', import.meta.url).pathname;
 const SYSTEM_NODE = ['/usr/bin/node', '/usr/local/bin/node'].find((p) => existsSync(p) && p !== process.execPath);
 
 describe('the Node.js version check', () => {
@@ -55,7 +55,7 @@ describe('the Node.js version check', () => {
       ['app/main.ts', 'node app/main.ts'],
     ];
     for (const [file, what] of entries) {
-      const code = readFileSync(new URL(`../${file}`, import.meta.url), 'utf8');
+      const code = readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8');
       const firstImport = /^import .* from '(.*)';$/m.exec(code)?.[1] ?? '';
       assert.match(firstImport, /bin\/node-version\.js$|^\.\/node-version\.js$/, `${file} imports the check first`);
       assert.match(code, new RegExp(`requireNode\\('${what.replace(/\./g, '\\.')}'\\)`), `${file} calls it`);
