@@ -38,6 +38,8 @@ export const SCRIPT_NAMES = [
   'list',
   'purge',
   'retryfailed',
+  'migrate',
+  'layout',
 ] as const;
 
 export type ScriptName = (typeof SCRIPT_NAMES)[number];
