@@ -10,18 +10,20 @@
  * Every test uses a key prefix of its own, deleted at the end (never FLUSHDB).
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { rmSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { after, describe, it } from 'node:test';
-import { Redis } from 'ioredis';
+import { after, before, describe, it } from 'node:test';
+import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../src/broker/redis/layout.ts';
 import { RedisBroker } from '../src/broker/redis/redis-broker.ts';
 import { BrokerConfigError } from '../src/core/errors.ts';
 import { newRunId } from '../src/core/ids.ts';
-import { spawnNode, stopProc, type Proc } from './fixtures/procs.ts';
+import { requires } from './fixtures/prereq.ts';
+import { type Proc, spawnNode, stopProc } from './fixtures/procs.ts';
+import { type OwnCluster, startCluster } from './fixtures/redis-servers.ts';
 import { tempDir, uniquePrefix, waitFor } from './helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -73,7 +75,7 @@ interface LegacyRuns {
  * expired at `now - 1` (its lease set pinned at +inf, as builds ad5dc52 to 27c37c3 did), a run
  * that succeeded with a TTL (builds before 082a009) and a failed one in an expiry list.
  */
-async function writeLegacyQueue(prefix: string, queue: string, now: number): Promise<LegacyRuns> {
+async function writeLegacyQueue(prefix: string, queue: string, now: number, client: Redis | Cluster = redis): Promise<LegacyRuns> {
   const base = `${prefix}:{${queue}}:`;
   const ids = {
     queued: newRunId(queue, now - 6),
@@ -86,9 +88,9 @@ async function writeLegacyQueue(prefix: string, queue: string, now: number): Pro
   const rid = (id: string) => id.slice(-26);
   const input = (n: string) => JSON.stringify({ n });
   const m = now + 86_400_000 - ((now + 86_400_000) % 60_000);
-  await redis
+  await client.sadd(`${prefix}:queues`, queue);
+  await client
     .multi()
-    .sadd(`${prefix}:queues`, queue)
     .hset(`${base}r:${rid(ids.queued)}`, 's', 'q', 't', 'legacy', 'i', input('queued'), 'k', 'key-1')
     .set(`${base}ik:legacy:key-1`, rid(ids.queued), 'PX', 86_400_000)
     .rpush(`${base}w:0`, rid(ids.queued))
@@ -350,8 +352,10 @@ describe('rolling deploy', { skip: old ? false : 'needs git and the history befo
       return { entries, ns: new Set(entries.map((e) => Number(e.split(':')[0]))) };
     };
 
-    // 1. The old worker alone: it enqueues 0..49 and works; it never writes a layout record.
-    const oldProc = spawnNode([worker, old!.root, 'old', '0', '50', '--after-layout', '150', '50'], env);
+    // 1. The old worker alone: it enqueues 0..49 and works (run 7 never ends there: its lease is
+    // held until the process dies); it never writes a layout record.
+    assert.ok(!existsSync(join(old!.root, 'src/broker/redis/layout.ts')), `the old tree (${old!.commit}) predates the layout record`);
+    const oldProc = spawnNode([worker, old!.root, 'old', '0', '50', '--after-layout', '150', '50', '--hang', '7'], env);
     procs.push(oldProc);
     await waitFor(async () => (await redis.llen(done)) >= 10, { timeoutMs: 30_000, message: 'the old worker ran 10 runs' });
     assert.equal(await redis.exists(layoutKey(prefix)), 0, 'the previous layout has no record');
@@ -400,6 +404,65 @@ describe('rolling deploy', { skip: old ? false : 'needs git and the history befo
       entries.some((e) => e.endsWith(':new')),
       'the new worker ran some',
     );
+    assert.ok(entries.includes('7:new') && !entries.includes('7:old'), 'the lease the old worker held was recovered by the new one');
     await stopProc(newProc, 10_000);
+  });
+});
+
+function clusterUnsupported(): string | undefined {
+  const r = spawnSync('redis-cli', ['--cluster', 'help'], { encoding: 'utf8', timeout: 10_000 });
+  if (r.error) return `redis-cli cannot be run: ${r.error.message}`;
+  if (!/create/.test(`${r.stdout}${r.stderr}`)) return 'this redis-cli has no --cluster create';
+  return undefined;
+}
+
+describe('redis layout on a Redis Cluster', { skip: requires('redis-cli --cluster (Redis Cluster tests)', clusterUnsupported()) }, () => {
+  let cluster: OwnCluster | undefined;
+  before(async () => {
+    cluster = await startCluster(tempDir('errand-layout-cluster'));
+  });
+  after(async () => {
+    await cluster?.stop();
+  });
+
+  it('migrates queues spread over every node, each once, with brokers starting together', async () => {
+    const c = cluster!;
+    const client = new Cluster(c.nodes.map((n) => ({ host: '127.0.0.1', port: n.port })));
+    try {
+      const prefix = uniquePrefix('errand-layout-cl');
+      const now = Date.now();
+      // These four hash to slots of all three nodes (see test/fixtures/echo-tasks.ts).
+      const queues = ['alpha', 'bravo', 'golf', 'delta'];
+      for (const q of queues) await writeLegacyQueue(prefix, q, now, client);
+      const logs = [capture(), capture(), capture()];
+      const racers = logs.map(({ logger }) => {
+        const b = new RedisBroker({ url: c.url, prefix, logger });
+        brokers.push(b);
+        return b;
+      });
+      await Promise.all(racers.map((b) => b.ping()));
+
+      const migrated = logs.flatMap(({ lines }) => lines.filter((l) => l.msg === 'Redis keys migrated to a new layout'));
+      assert.equal(
+        migrated.reduce((n, l) => n + (l.queues as number), 0),
+        queues.length,
+        'each queue migrated by one broker',
+      );
+      assert.equal((await client.hgetall(layoutKey(prefix))).version, String(LAYOUT_VERSION));
+      for (const q of queues) {
+        const marker = queueLayoutKey(prefix, q);
+        assert.equal(await client.get(marker), String(LAYOUT_VERSION));
+        assert.equal(
+          await client.cluster('KEYSLOT', marker),
+          await client.cluster('KEYSLOT', `${prefix}:{${q}}:active`),
+          "the marker is in its queue's slot",
+        );
+        assert.equal(await client.zscore(`${prefix}:{${q}}:active`, PIN), '9000000000000000');
+      }
+      const counts = await racers[0]!.counts(queues);
+      for (const q of queues) assert.deepEqual(counts[q], { queued: 2, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 0 }, q);
+    } finally {
+      client.disconnect();
+    }
   });
 });
