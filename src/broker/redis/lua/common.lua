@@ -21,6 +21,7 @@
     base..'st:'..minute  HASH  counters of one minute: e enqueued, d succeeded, f failed,
                              r retried, w<i>/u<i> wait/run latency histogram buckets
     base..'stm'        ZSET  the minutes that have counters
+    base..'layout'     STRING  the layout version these keys were migrated to (layout.ts, migrate.lua)
 
   Run hash fields (short names to save memory; absent means the default):
     s state: q queued, s scheduled, a active, d succeeded, f failed, c cancelled
