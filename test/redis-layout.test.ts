@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +19,7 @@ import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../src/broker/redis/layout.ts';
 import { RedisBroker } from '../src/broker/redis/redis-broker.ts';
+import { expandScript, SCRIPT_NAMES, scriptSource } from '../src/broker/redis/scripts.ts';
 import { BrokerConfigError } from '../src/core/errors.ts';
 import { newRunId } from '../src/core/ids.ts';
 import { requires } from './fixtures/prereq.ts';
@@ -307,6 +308,82 @@ describe('redis layout version', () => {
         assert.ok(err.message.includes(layoutKey(prefix)), err.message);
         return true;
       });
+    }
+  });
+});
+
+describe('Lua script conventions (scripts.ts)', () => {
+  const common = [
+    '--[[ helpers ]]',
+    'local rcall = redis.call',
+    'local function twice(k)',
+    "  return rcall('GET', k) .. rcall('GET', k)",
+    'end',
+    'local function other()',
+    '  return 1',
+    'end',
+    '',
+  ].join('\n');
+  const readFile = (file: string) => {
+    if (file !== 'common.lua') throw new Error(`no ${file}`);
+    return common;
+  };
+  const script = (directives: string, code = 'return twice(KEYS[1])') =>
+    `--[[\n  x: a test script.\n  KEYS[1] a key\n]]\n${directives}\n\n${code}\n`;
+
+  it('takes the key count from the header and expands the helpers named, with what they use', () => {
+    const { keys, lua } = expandScript('x.lua', script('--!keys 1\n--!include common.lua: twice'), readFile);
+    assert.equal(keys, 1);
+    assert.match(lua, /local rcall = redis\.call/, 'a helper the named one uses');
+    assert.match(lua, /local function twice/);
+    assert.doesNotMatch(lua, /other/, 'helpers not named are left out');
+  });
+
+  it('refuses a script whose directives do not match its text, naming the file and the problem', () => {
+    const cases: [string, string, RegExp][] = [
+      ['no key count', script('--!include common.lua: twice'), /x\.lua: needs exactly one `--!keys N` line/],
+      [
+        'a count the header does not document',
+        script('--!keys 2\n--!include common.lua: twice'),
+        /declares 2 KEYS, its header documents 1/,
+      ],
+      [
+        'a key read beyond the count',
+        script('--!keys 1\n--!include common.lua: twice', 'return twice(KEYS[2])'),
+        /reads KEYS\[2\] but declares 1/,
+      ],
+      [
+        'a helper used but not named',
+        script('--!keys 1\n--!include common.lua: rcall', 'return twice(KEYS[1]) .. rcall("GET", KEYS[1])'),
+        /uses twice without listing/,
+      ],
+      ['a helper named but not used', script('--!keys 1\n--!include common.lua: twice, other'), /other listed but not used/],
+      ['a helper the file lacks', script('--!keys 1\n--!include common.lua: twice, thrice'), /does not define thrice/],
+      ['an include without a list', script('--!keys 1\n--!include common.lua'), /an include line must read/],
+    ];
+    for (const [what, text, message] of cases) {
+      assert.throws(() => expandScript('x.lua', text, readFile), message, what);
+    }
+  });
+
+  it('every script of the broker loads, and names the fields of each HMGET in locals on the next line', () => {
+    for (const name of SCRIPT_NAMES) assert.ok(scriptSource(name).length > 0, name);
+    const dir = new URL('../src/broker/redis/lua/', import.meta.url);
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
+      const lines = readFileSync(new URL(file, dir), 'utf8').split('\n');
+      for (const [i, line] of lines.entries()) {
+        if (/HMGET/.test(line) && /^\s*local (\w+) = redis\.p?call\('HMGET'/.test(line)) {
+          const reply = /^\s*local (\w+) =/.exec(line)![1]!;
+          assert.match(
+            lines[i + 1] ?? '',
+            new RegExp(`^\\s*local [\\w, ]+ = ${reply}\\[1\\]`),
+            `${file}:${i + 2}: named locals right after HMGET`,
+          );
+        }
+        if (/\bv\[\d+\]/.test(line)) {
+          assert.match(line, /^\s*local [\w, ]+ = v\[\d+\](, v\[\d+\])*\s*$/, `${file}:${i + 1}: a field read by position`);
+        }
+      }
     }
   });
 });

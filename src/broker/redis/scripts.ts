@@ -72,10 +72,16 @@ function maxKey(text: string): number {
   return max;
 }
 
-/** Loads a script: reads its directives, expands its includes, checks what it declares. */
+/** Loads a script of `./lua/`. */
 export function loadScript(name: ScriptName): LoadedScript {
-  const file = `${name}.lua`;
-  const body = read(file);
+  return { name, ...expandScript(`${name}.lua`, read(`${name}.lua`)) };
+}
+
+/**
+ * Reads a script's directives, expands its includes (`readFile` gives an included file's text) and
+ * checks what it declares. Throws an Error naming the file and what is wrong.
+ */
+export function expandScript(file: string, body: string, readFile: (file: string) => string = read): { keys: number; lua: string } {
   const fail = (why: string) => new Error(`Redis script ${file}: ${why}`);
 
   const keyLines = [...body.matchAll(/^--!keys (\d+)\s*$/gm)];
@@ -87,11 +93,11 @@ export function loadScript(name: ScriptName): LoadedScript {
 
   const lua = body
     .replace(/^--!include ([\w.-]+\.lua):([^\n]*)$/gm, (_, included: string, list: string) =>
-      includedPart(read(included), list.split(/[\s,]+/).filter(Boolean), body, (why) => fail(`${included}: ${why}`)),
+      includedPart(readFile(included), list.split(/[\s,]+/).filter(Boolean), body, (why) => fail(`${included}: ${why}`)),
     )
     .replace('{ 0 } --!buckets', `{ ${LATENCY_BUCKETS_MS.join(', ')} }`);
   if (/^--!include/m.test(lua)) throw fail('an include line must read `--!include <file>.lua: name, name, ...`');
-  return { name, keys, lua };
+  return { keys, lua };
 }
 
 /** The text of a script with its includes expanded. */

@@ -22,10 +22,10 @@
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now, ret = tonumber(nowS), tonumber(ARGV[4])
 local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W')
+local s, prio, att, holder, started, hist, watched = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
 if v['err'] then
   return { 'X' }
 end
-local s, prio, att, holder, started, hist, watched = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
 if not s then
   if rcall('EXISTS', k) == 1 then
     return { 'X' }

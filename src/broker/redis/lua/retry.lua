@@ -20,10 +20,10 @@
 --!include common.lua: rcall, wake, replay
 local k, base, rid = KEYS[1], ARGV[1], ARGV[2]
 local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E')
+local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
 if v['err'] then
   return { 'X' }
 end
-local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
 if not s then
   if rcall('EXISTS', k) == 1 then
     return { 'X' }
