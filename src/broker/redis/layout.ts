@@ -38,7 +38,7 @@ export const LAYOUT_STEPS: readonly LayoutStep[] = [
   {
     version: 1,
     compatible: 1,
-    description: 'the keys of every Errand before the layout record (up to commit 1ad8b8d): no record, no markers',
+    description: 'the keys of every Errand before the layout record: no record, no markers',
   },
   {
     version: 2,
@@ -83,13 +83,13 @@ function parseVersion(value: string | undefined | null): number | undefined {
 export async function ensureLayout(client: RedisClient, prefix: string, where: string, now = Date.now()): Promise<LayoutReport> {
   const target = LAYOUT_VERSION;
   const key = layoutKey(prefix);
-  const where_ = `Redis at ${where}, key ${key}`;
+  const place = `Redis at ${where}, key ${key}`;
   let record: Record<string, string>;
   try {
     record = await client.hgetall(key);
   } catch (err) {
     if (/WRONGTYPE/.test(String(err))) {
-      throw new BrokerConfigError(`${where_} is not a hash: the prefix ${JSON.stringify(prefix)} holds keys Errand did not write`);
+      throw new BrokerConfigError(`${place} is not a hash: the prefix ${JSON.stringify(prefix)} holds keys Errand did not write`);
     }
     throw err;
   }
@@ -101,12 +101,12 @@ export async function ensureLayout(client: RedisClient, prefix: string, where: s
     const compatible = parseVersion(record.compatible) ?? from;
     if (from === null || compatible === null) {
       throw new BrokerConfigError(
-        `${where_}: unreadable layout record ${JSON.stringify(record)}; fix or delete it (see docs/redis-broker.md)`,
+        `${place}: unreadable layout record ${JSON.stringify(record)}; fix or delete it (see docs/redis-broker.md)`,
       );
     }
     if (compatible > target) {
       throw new BrokerConfigError(
-        `${where_}: the keys under prefix ${JSON.stringify(prefix)} have layout version ${from}, written by a newer Errand ` +
+        `${place}: the keys under prefix ${JSON.stringify(prefix)} have layout version ${from}, written by a newer Errand ` +
           `(this one knows up to ${target}, and that layout needs ${compatible} or later): upgrade Errand, or use another prefix`,
       );
     }
