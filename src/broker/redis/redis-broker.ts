@@ -46,6 +46,7 @@ import {
 import { redactUrl as redact } from '../../core/urls.ts';
 import { CorruptRunError, corruptErrorText, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
 import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
+import { LayoutGuard } from './layout.ts';
 import { defineScripts, runScript } from './scripts.ts';
 import { WakeListener } from './wake.ts';
 
@@ -199,6 +200,7 @@ export class RedisBroker implements Broker, BrokerInspector {
   readonly #connectWaitMs: number;
   readonly #listCap: number;
   readonly #main: ConnectionGate;
+  readonly #layout: LayoutGuard;
   readonly #queuesKey: string;
   readonly #pausedKey: string;
   readonly #workersKey: string;
@@ -251,6 +253,7 @@ export class RedisBroker implements Broker, BrokerInspector {
     const main = createClient(this.#target, 'main', this.#tls);
     defineScripts(main);
     this.#main = new ConnectionGate(main, this.#where, this.#logger, this.#connectWaitMs);
+    this.#layout = new LayoutGuard(prefix, this.#where, this.#logger);
   }
 
   #k(queue: string): QueueKeys {
@@ -270,6 +273,7 @@ export class RedisBroker implements Broker, BrokerInspector {
     // As on SQLite: a call after close() is refused with BrokerUnavailableError, not ioredis's own error.
     if (this.#closed) throw new BrokerUnavailableError(`The Redis broker (${this.#where}) is closed`);
     await this.#main.ready();
+    if (!this.#layout.ready) await this.#layout.ensure(this.#main.client); // the layout version (layout.ts), once
     return this.#main.client;
   }
 

@@ -91,8 +91,9 @@ describe('redis broker: layout', () => {
 
     const keys = await keysOf(`${b.prefix}*`);
     assert.ok(keys.includes(`${b.prefix}:queues`), 'the global set of queues');
+    assert.ok(keys.includes(`${b.prefix}:layout`), 'the layout record (layout.ts)');
     for (const key of keys) {
-      if (key === `${b.prefix}:queues`) continue;
+      if (key === `${b.prefix}:queues` || key === `${b.prefix}:layout`) continue;
       const tag = hashTag(key);
       assert.ok(tag === 'emails' || tag === 'sms', `key ${key} is under a queue's hash tag`);
       assert.ok(key.startsWith(`${b.prefix}:{${tag}}:`), `key ${key} starts with <prefix>:{<queue>}:`);
