@@ -28,22 +28,24 @@ function nextReading(s: Schedule, wall: number): number | null {
 
 function nextCron(s: Schedule, after: number): number | null {
   const zone = s.spec.timezone;
+  // Fires must be > cur. `o` is the offset in force from `segFrom` until the first transition after
+  // it (a segment of constant offset). Each turn returns, or moves cur on past a match or a
+  // transition. (A query 1 ms before a gap must still see the gap's fire at the transition.)
   let cur = after;
-  // Each turn either returns or moves `cur` forward past a match or a transition.
+  let segFrom = after;
+  let o = offsetAt(zone, after);
   for (;;) {
     if (cur >= MAX_TIME) return null;
-    const o = offsetAt(zone, cur + 1);
     const reading = nextReading(s, cur + o);
     const candidate = reading === null ? MAX_TIME : reading - o;
-    // The segment of constant offset that holds cur + 1 ends at the first transition after it.
-    const tr = transitionAfter(zone, cur + 1, candidate);
+    const tr = transitionAfter(zone, segFrom, candidate);
     if (!tr) {
       if (reading === null) return null;
       // In this segment. A second pass through a repeated hour is skipped by fixed-hour patterns.
       if (!s.everyHour) {
         const prev = transitionAtOrBefore(zone, candidate, candidate - DAY);
         if (prev && prev.before > prev.after && reading < prev.at + prev.before) {
-          cur = candidate;
+          cur = segFrom = candidate;
           continue;
         }
       }
@@ -54,7 +56,10 @@ function nextCron(s: Schedule, after: number): number | null {
       const inGap = nextReading(s, tr.at + tr.before - 1);
       if (inGap !== null && inGap < tr.at + tr.after) return tr.at;
     }
+    // On into the next segment: instants from tr.at on, read with its offset.
     cur = tr.at - 1;
+    segFrom = tr.at;
+    o = tr.after;
   }
 }
 

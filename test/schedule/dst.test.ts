@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { compileSchedule, firesBetween } from '../../src/schedule/index.ts';
+import { compileSchedule, firesBetween, nextFire, type Schedule } from '../../src/schedule/index.ts';
 import { dailyExpected, gapEnd, instantsOf, localDate, transitions, wall } from './oracle.ts';
 
 const DAY = 24 * 3600_000;
@@ -48,6 +48,28 @@ export const HARD_ZONES = [
 
 function strictlyIncreasing(times: number[]): void {
   for (let i = 1; i < times.length; i++) assert.ok(times[i]! > times[i - 1]!, `not increasing at ${i}: ${times[i - 1]} then ${times[i]}`);
+}
+
+/**
+ * From any instant, not only from a fire time: nextFire(after) is the first of `fires` (all fires of
+ * a window, in order) strictly after `after`. Probes each fire ±1 ms, the midpoints, and the
+ * transition ±1 ms (inside a repeated hour, the second pass must not re-fire a fixed-hour time).
+ */
+function checkFromAnywhere(s: Schedule, fires: number[], transitionAt: number, what: string): void {
+  const probes = [transitionAt - 1, transitionAt, transitionAt + 1];
+  for (let i = 0; i < fires.length; i++) {
+    probes.push(fires[i]! - 1, fires[i]!);
+    if (i > 0) probes.push(Math.floor((fires[i - 1]! + fires[i]!) / 2));
+  }
+  for (const after of probes) {
+    if (after < fires[0]! - 1 || after >= fires[fires.length - 1]!) continue;
+    const want = fires.find((f) => f > after)!;
+    assert.equal(iso(nextFire(s, after)), iso(want), `${what}: nextFire after ${iso(after)}`);
+  }
+}
+
+function iso(t: number | null): string | null {
+  return t === null ? null : new Date(t).toISOString();
 }
 
 function isoList(times: number[]): string[] {
@@ -100,6 +122,7 @@ function checkDaily(zone: string, year: number, hour: number, minute: number): v
     const expected = dailyExpected(zone, hour, minute, first, last);
     const got = firesBetween(s, expected[0]!, expected[expected.length - 1]! + 1).times;
     assert.deepEqual(isoList(got), isoList(expected), `${zone} daily ${hour}:${minute} around ${new Date(tr.at).toISOString()}`);
+    checkFromAnywhere(s, expected, tr.at, `${zone} daily ${hour}:${minute}`);
   }
 }
 
@@ -136,6 +159,7 @@ function checkEveryHour(zone: string, year: number, step: { min?: number; sec?: 
     const got = firesBetween(s, w0, w1).times;
     strictlyIncreasing(got);
     assert.deepEqual(isoList(got), isoList(want), `${zone} ${cron} around ${new Date(tr.at).toISOString()}`);
+    if (want.length > 0) checkFromAnywhere(s, want, tr.at, `${zone} ${cron}`);
     // Even spacing can hold when the shift is whole steps and the clock jumps at a step boundary.
     const jumpReading = wall(zone, tr.at - 1000) + 1000;
     if (Math.abs(tr.shift) % stepMs === 0 && 3600_000 % stepMs === 0 && jumpReading % stepMs === 0) {
