@@ -63,7 +63,7 @@ export interface Schedule {
   /** @internal croner in UTC mode, over wall-clock readings. */
   readonly matcher?: Cron;
   /**
-   * @internal Whether the pattern matches every hour of the day (`*` or `* /1` in the hour field):
+   * @internal Whether the pattern's hour field covers all 24 hours (`*`, `*\/1`, `0-23`):
    * then a repeated (fall-back) hour fires in both passes; otherwise only in the first.
    */
   readonly everyHour: boolean;
