@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import pino from 'pino';
 import { z } from 'zod';
-import { ConfigError, PermanentError, RunFailedError, Worker, type WorkerHost } from '../src/index.ts';
-import { createTesting } from '../src/testing/index.ts';
+import { ConfigError, PermanentError, RunFailedError, Worker, type WorkerHost } from '../../src/index.ts';
+import { createTesting } from '../../src/testing/index.ts';
 
 const logger = pino({ level: 'silent' });
 

@@ -17,21 +17,21 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
-import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../src/broker/redis/layout.ts';
-import { RedisBroker } from '../src/broker/redis/redis-broker.ts';
-import { expandScript, SCRIPT_NAMES, scriptSource } from '../src/broker/redis/scripts.ts';
-import { BrokerConfigError } from '../src/core/errors.ts';
-import { newRunId } from '../src/core/ids.ts';
-import { requires } from './fixtures/prereq.ts';
-import { type Proc, spawnNode, stopProc } from './fixtures/procs.ts';
-import { type OwnCluster, startCluster } from './fixtures/redis-servers.ts';
-import { tempDir, uniquePrefix, waitFor } from './helpers.ts';
+import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../../../src/broker/redis/layout.ts';
+import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
+import { expandScript, SCRIPT_NAMES, scriptSource } from '../../../src/broker/redis/scripts.ts';
+import { BrokerConfigError } from '../../../src/core/errors.ts';
+import { newRunId } from '../../../src/core/ids.ts';
+import { requires } from '../../fixtures/prereq.ts';
+import { type Proc, spawnNode, stopProc } from '../../fixtures/procs.ts';
+import { type OwnCluster, startCluster } from '../../fixtures/redis-servers.ts';
+import { tempDir, uniquePrefix, waitFor } from '../../helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const redis = new Redis(URL_, { lazyConnect: true, maxRetriesPerRequest: 1 });
 const prefixes = new Set<string>();
 const brokers: RedisBroker[] = [];
-const ROOT = new URL('..', import.meta.url).pathname;
+const ROOT = new URL('../../..', import.meta.url).pathname;
 const PIN = '~errand: not a run; keeps this sorted set in skiplist encoding (faster leases)';
 
 function prefixFor(label: string): string {
@@ -368,7 +368,7 @@ describe('Lua script conventions (scripts.ts)', () => {
 
   it('every script of the broker loads, and names the fields of each HMGET in locals on the next line', () => {
     for (const name of SCRIPT_NAMES) assert.ok(scriptSource(name).length > 0, name);
-    const dir = new URL('../src/broker/redis/lua/', import.meta.url);
+    const dir = new URL('../../../src/broker/redis/lua/', import.meta.url);
     for (const file of readdirSync(dir).filter((f) => f.endsWith('.lua'))) {
       const lines = readFileSync(new URL(file, dir), 'utf8').split('\n');
       for (const [i, line] of lines.entries()) {
