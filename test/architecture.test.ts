@@ -41,8 +41,7 @@ const KNOWN_LONG_FILES = new Map<string, string>([
   ['src/broker/sqlite/sqlite-broker.ts', 'being split into setup / transitions / notifications / inspection'],
 ]);
 /** Imports that go up a layer (`from -> to`), until the worker takes a small host interface instead of the Errand app. */
-const KNOWN_UPWARD_IMPORTS = new Map<string, string>([
-]);
+const KNOWN_UPWARD_IMPORTS = new Map<string, string>([]);
 // ---------------------------------------------------------------------------------------------
 
 const MAX_LINES = 500;
