@@ -133,7 +133,7 @@ export class CeleryWorker {
     if (!(Number.isFinite(this.visibilityMs) && this.visibilityMs >= 1000))
       throw new ConfigError('createCeleryWorker: visibilityTimeoutMs must be at least 1000');
     this.owned = !o.redis;
-    this.redis = o.redis ?? new Redis(o.url as string, { maxRetriesPerRequest: null });
+    this.redis = o.redis ?? new Redis(o.url as string, { maxRetriesPerRequest: null, lazyConnect: true });
     this.redis.on('error', (err) => this.o.logger?.warn({ err: err.message }, 'celery worker: Redis connection error'));
     this.blocking = this.redis.duplicate();
     this.blocking.on('error', () => {});
