@@ -24,7 +24,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { ZodType } from 'zod';
+import type { output, ZodType } from 'zod';
 import { ConfigError } from '../core/errors.ts';
 import { ResultBackend } from './backend.ts';
 import { CeleryClient } from './client.ts';
@@ -145,10 +145,13 @@ export class CeleryWorker {
   }
 
   /** Registers `handler` under the Celery task name `name` (e.g. `tasks.send_welcome_email`). */
-  register<A extends unknown[] = unknown[], K extends Record<string, unknown> = Record<string, unknown>>(
+  register<AS extends ZodType<unknown[]> | undefined = undefined, KS extends ZodType<Record<string, unknown>> | undefined = undefined>(
     name: string,
-    options: CeleryTaskOptions,
-    handler: CeleryHandler<A, K>,
+    options: CeleryTaskOptions & { args?: AS; kwargs?: KS },
+    handler: CeleryHandler<
+      AS extends ZodType<unknown[]> ? output<AS> : unknown[],
+      KS extends ZodType<Record<string, unknown>> ? output<KS> : Record<string, unknown>
+    >,
   ): this {
     if (typeof name !== 'string' || name.length === 0) throw new ConfigError('register: the task name must be a non-empty string');
     if (typeof handler !== 'function') throw new ConfigError(`register(${JSON.stringify(name)}): the handler must be a function`);
