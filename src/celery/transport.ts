@@ -23,30 +23,41 @@ export const UNACKED_INDEX = 'unacked_index';
 export const REJECTED = '_errand.celery.rejected';
 export const etaKey = (list: string) => `_errand.celery.eta.${list}`;
 
-// KEYS: unacked, unacked_index, then the lists to take from, in order. ARGV[1]: now (seconds).
-// Returns nil, or {raw, tag, list}. An element that is not a JSON object with properties is
-// returned with tag '' and not recorded (the caller moves it to the rejected list).
+// KEYS: unacked, unacked_index, then the lists to take from, in order. ARGV[1]: now (seconds),
+// ARGV[2]: at most this many messages. Returns a flat array of {raw, tag, list} triples (empty:
+// nothing). An element that is not a JSON object with properties is returned with tag '' and not
+// recorded (the caller moves it to the rejected list).
 const CLAIM = `
-for i = 3, #KEYS do
+local out = {}
+local max = tonumber(ARGV[2])
+local i = 3
+while i <= #KEYS and #out < max * 3 do
   local raw = redis.call('RPOP', KEYS[i])
-  if raw then
+  if not raw then
+    i = i + 1
+  else
     local ok, m = pcall(cjson.decode, raw)
-    if not ok or type(m) ~= 'table' or type(m['properties']) ~= 'table' then return {raw, '', KEYS[i]} end
-    local p = m['properties']
-    local tag = p['delivery_tag']
-    if type(tag) ~= 'string' then
-      tag = (type(m['headers']) == 'table' and type(m['headers']['id']) == 'string') and m['headers']['id'] or ''
-      if tag == '' then return {raw, '', KEYS[i]} end
+    local tag = ''
+    if ok and type(m) == 'table' and type(m['properties']) == 'table' then
+      local p = m['properties']
+      tag = p['delivery_tag']
+      if type(tag) ~= 'string' then
+        tag = (type(m['headers']) == 'table' and type(m['headers']['id']) == 'string') and m['headers']['id'] or ''
+      end
+      if tag ~= '' then
+        local di = type(p['delivery_info']) == 'table' and p['delivery_info'] or {}
+        local ex = type(di['exchange']) == 'string' and di['exchange'] or ''
+        local rk = type(di['routing_key']) == 'string' and di['routing_key'] or KEYS[i]
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+      end
     end
-    local di = type(p['delivery_info']) == 'table' and p['delivery_info'] or {}
-    local ex = type(di['exchange']) == 'string' and di['exchange'] or ''
-    local rk = type(di['routing_key']) == 'string' and di['routing_key'] or KEYS[i]
-    redis.call('ZADD', KEYS[2], ARGV[1], tag)
-    redis.call('HSET', KEYS[1], tag, '[' .. raw .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-    return {raw, tag, KEYS[i]}
+    out[#out + 1] = raw
+    out[#out + 1] = tag
+    out[#out + 1] = KEYS[i]
   end
 end
-return nil
+return out
 `;
 
 // KEYS[1] unacked, KEYS[2] unacked_index, KEYS[3] the ETA set. ARGV: tag, due (ms), raw.
@@ -110,12 +121,13 @@ export class Transport {
     return this.queues.flatMap(queueLists);
   }
 
-  async claim(): Promise<Claimed | null> {
+  /** Takes up to `max` messages, highest priority first, each recorded in `unacked` in the same script. */
+  async claim(max = 1): Promise<Claimed[]> {
     const lists = this.lists;
-    const r = (await this.cmd.celeryClaim!(2 + lists.length, UNACKED, UNACKED_INDEX, ...lists, Date.now() / 1000)) as
-      | [string, string, string]
-      | null;
-    return r ? { raw: r[0], tag: r[1], list: r[2] } : null;
+    const r = (await this.cmd.celeryClaim!(2 + lists.length, UNACKED, UNACKED_INDEX, ...lists, Date.now() / 1000, max)) as string[];
+    const out: Claimed[] = [];
+    for (let i = 0; i + 2 < r.length; i += 3) out.push({ raw: r[i] as string, tag: r[i + 1] as string, list: r[i + 2] as string });
+    return out;
   }
 
   /** A MULTI that acknowledges `tag` when executed; the caller adds its own effects before `exec()`. */

@@ -195,9 +195,9 @@ export class CeleryWorker {
           continue;
         }
         if (this.nextDue !== undefined && this.nextDue <= Date.now()) this.nextDue = await this.transport.promote();
-        const claimed = await this.transport.claim();
-        if (claimed) {
-          this.dispatch(claimed);
+        const claimed = await this.transport.claim(this.concurrency - this.active.size);
+        if (claimed.length) {
+          for (const c of claimed) this.dispatch(c);
           continue;
         }
         // Idle: block until the first queue has a message (BLMOVE back onto itself leaves the list
