@@ -41,7 +41,8 @@ async function drained(ctx: Ctx, worker: Child, results: number, timeoutMs: numb
       if (worker.exited) throw new FatalError(`${worker.name} exited (${worker.exitInfo()}): ${worker.tail()}`);
       const r = ctx.redis.client;
       const [len, unacked, keys] = await Promise.all([r.llen('celery'), r.hlen('unacked'), r.dbsize()]);
-      return len === 0 && unacked === 0 && keys >= results;
+      // DBSIZE first (cheap), then the exact count of result keys once it could be reached.
+      return len === 0 && unacked === 0 && keys >= results && (await r.keys('celery-task-meta-*')).length >= results;
     },
     timeoutMs,
     'the celery queue to drain',
