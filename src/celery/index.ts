@@ -33,6 +33,7 @@ export {
   decodeMessage,
   queueListFor,
 } from './protocol.ts';
+export { Pidbox } from './pidbox.ts';
 export { CeleryRetry } from './run.ts';
 export {
   type CeleryHandler,

@@ -30,6 +30,7 @@ import { ResultBackend } from './backend.ts';
 import { CeleryClient } from './client.ts';
 import { type CeleryMetrics, createCeleryMetrics } from './metrics.ts';
 import { decodeMessage, type CeleryTaskMessage } from './protocol.ts';
+import { Pidbox } from './pidbox.ts';
 import { type Outcome, runMessage, settle } from './run.ts';
 import { type Claimed, Transport } from './transport.ts';
 
@@ -95,6 +96,8 @@ export interface CeleryWorkerOptions {
   metrics?: CeleryMetrics;
   /** The worker's name (Celery's `hostname`). Default `errand@<host>`. */
   hostname?: string;
+  /** Answer `celery inspect ping` and `inspect registered` (see pidbox.ts). Default true. */
+  remoteControl?: boolean;
 }
 
 export class CeleryWorker {
@@ -116,6 +119,7 @@ export class CeleryWorker {
   private wake: (() => void) | undefined;
   private nextDue: number | undefined;
   private readonly owned: boolean;
+  private pidbox: Pidbox | undefined;
 
   private readonly o: CeleryWorkerOptions;
 
@@ -181,6 +185,10 @@ export class CeleryWorker {
         this.transport.restoreVisible(this.visibilityMs).catch(() => {});
       }, every),
     );
+    if (this.o.remoteControl ?? true) {
+      this.pidbox = new Pidbox(this.redis, this.hostname, () => [...this.tasks.keys()]);
+      await this.pidbox.start();
+    }
     this.loop = this.run();
     this.o.logger?.info({ queues: this.transport.queues, tasks: [...this.tasks.keys()] }, 'celery worker started');
   }
@@ -293,6 +301,7 @@ export class CeleryWorker {
     ]);
     if (timer) clearTimeout(timer);
     this.abort.abort();
+    await this.pidbox?.stop();
     await this.backend.close();
     if (this.owned) await this.redis.quit().catch(() => this.redis.disconnect());
   }

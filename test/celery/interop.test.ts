@@ -18,7 +18,7 @@ import {
 } from '../../src/celery/index.ts';
 import type { OwnRedis } from '../fixtures/redis-servers.ts';
 import { waitFor } from '../helpers.ts';
-import { celerySkip, ownRedis, py, pythonWorker } from './support.ts';
+import { celeryCli, celerySkip, ownRedis, py, pythonWorker } from './support.ts';
 
 const skip = celerySkip();
 
@@ -207,5 +207,13 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
       message: 'the errback',
     });
     assert.deepEqual(JSON.parse(rec), [r.id]);
+  });
+
+  test('celery inspect ping and inspect registered see the Errand worker', async () => {
+    const ping = await celeryCli(url, ['inspect', 'ping', '-d', worker.hostname, '--timeout', '10']);
+    assert.ok(ping.includes(`${worker.hostname}: OK`), ping);
+    assert.match(ping, /pong/);
+    const registered = await celeryCli(url, ['inspect', 'registered', '-d', worker.hostname, '--timeout', '10']);
+    assert.match(registered, /ts\.add/);
   });
 });

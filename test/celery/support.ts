@@ -110,3 +110,13 @@ export function pythonWorker(
     },
   };
 }
+
+/** Runs `python3 -m celery -A pyapp <args>` (e.g. `inspect ping`) and returns its output. */
+export async function celeryCli(url: string, args: string[]): Promise<string> {
+  const { stdout, stderr } = await run(PYTHON, ['-m', 'celery', '-A', 'pyapp', ...args], {
+    cwd: FIXTURES,
+    env: pyEnv(url),
+    timeout: 90_000,
+  });
+  return stdout + stderr;
+}
