@@ -15,11 +15,11 @@
  * Transient SMTP failures (connection refused, 4xx) are retried Celery's way (a new message, RETRY
  * in the backend), up to 3 times, 10 s apart; a permanent refusal is FAILURE at once.
  */
-import { createServer } from 'node:http';
 import { requireNode } from '../bin/node-version.js';
 
 requireNode('node app/celery-worker.ts');
 
+const { createServer } = await import('node:http');
 const { z } = await import('zod');
 const { createCeleryWorker } = await import('../src/celery/index.ts');
 const { createLogger } = await import('../src/index.ts');

@@ -120,6 +120,7 @@ export class CeleryWorker {
   private nextDue: number | undefined;
   private readonly owned: boolean;
   private pidbox: Pidbox | undefined;
+  private lastRedisError: Error | undefined;
 
   private readonly o: CeleryWorkerOptions;
 
@@ -138,7 +139,10 @@ export class CeleryWorker {
       throw new ConfigError('createCeleryWorker: visibilityTimeoutMs must be at least 1000');
     this.owned = !o.redis;
     this.redis = o.redis ?? new Redis(o.url as string, { maxRetriesPerRequest: null, lazyConnect: true });
-    this.redis.on('error', (err) => this.o.logger?.warn({ err: err.message }, 'celery worker: Redis connection error'));
+    this.redis.on('error', (err) => {
+      this.lastRedisError = err;
+      this.o.logger?.warn({ err: err.message }, 'celery worker: Redis connection error');
+    });
     this.blocking = this.redis.duplicate();
     this.blocking.on('error', () => {});
     this.transport = new Transport(this.redis, queues);
@@ -173,6 +177,15 @@ export class CeleryWorker {
 
   async start(): Promise<void> {
     if (this.running) return;
+    if (this.redis.status === 'wait') {
+      // The first connection: a Redis that cannot be reached fails start() (later drops are retried).
+      try {
+        await this.redis.connect();
+      } catch (err) {
+        this.redis.disconnect();
+        throw new Error(`cannot connect to Redis: ${(this.lastRedisError ?? (err as Error)).message}`);
+      }
+    }
     await this.redis.ping();
     this.running = true;
     await this.transport.restoreVisible(this.visibilityMs);
