@@ -3,7 +3,7 @@
  *
  *   --quick              small sizes (under two minutes): checks the harness, gives orders of magnitude
  *   --rounds N           rounds per figure (default 5, quick 3)
- *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale
+ *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale, celery
  *   --peers a,b          errand-redis, errand-sqlite, bullmq (the service scenario has its own peers)
  *   --services a,b       errand-seed, errand-seed-sqlite, fastify-bullmq, fastify-bullmq-sqlite, celery (default: all; errand-seed-sqlite not in --quick)
  *   --set k=v,k=v        override sizes (see Sizes in bench/lib/context.ts), e.g. --set rssRuns=300000,rounds=1 (lists: latencyRates=1000:5000)
@@ -24,6 +24,7 @@ import { machine } from './lib/env.ts';
 import { getLogDir, installCleanup, liveChildren, setLogDir, stopAll } from './lib/proc.ts';
 import { redisServerAvailable, startRedis } from './lib/redis-server.ts';
 import { evaluateTargets, markdown, type RunResults, svgChart } from './lib/report.ts';
+import { celeryScenario } from './scenarios/celery.ts';
 import { enqueueScenario } from './scenarios/enqueue.ts';
 import { latencyScenario } from './scenarios/latency.ts';
 import { memoryScenario } from './scenarios/memory.ts';
@@ -39,6 +40,7 @@ const SCENARIOS: Record<string, (ctx: Ctx) => Promise<ScenarioResult>> = {
   service: serviceScenario,
   memory: memoryScenario,
   scale: scaleScenario,
+  celery: celeryScenario,
 };
 
 function usage(msg: string): never {

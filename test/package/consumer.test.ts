@@ -92,6 +92,17 @@ main().catch((err) => { console.error(err); process.exit(1); });
 `;
 
 // Enqueues into the module that `errand worker ./tasks.ts` runs, and waits for the worker's result.
+/** errand/celery from ESM and CommonJS: a Celery message built and read back, without Redis. */
+const CELERY_MJS = `import { buildMessage, decodeMessage, createCeleryClient } from 'errand/celery';
+const m = decodeMessage(JSON.stringify(buildMessage('tasks.add', { args: [2, 3], queue: 'celery' })));
+let refused = '';
+try { createCeleryClient({ url: 'amqp://x' }); } catch (e) { refused = e.name; }
+console.log(JSON.stringify({ task: m.task, args: m.args, refused }));
+`;
+const CELERY_CJS = `const { decodeMessage, buildMessage } = require('errand/celery');
+console.log(JSON.stringify(decodeMessage(JSON.stringify(buildMessage('t', { kwargs: { a: 1 }, queue: 'q' }))).kwargs));
+`;
+
 const ENQUEUE = `import { add, errand } from './tasks.ts';
 const run = await add.enqueue({ a: 20, b: 22 });
 console.log(JSON.stringify(await run.result({ timeout: 60_000 })));
@@ -180,6 +191,8 @@ before(
     writeFileSync(join(project, 'esm.mjs'), ESM);
     writeFileSync(join(project, 'cjs.cjs'), CJS);
     writeFileSync(join(project, 'enqueue.mjs'), ENQUEUE);
+    writeFileSync(join(project, 'celery.mjs'), CELERY_MJS);
+    writeFileSync(join(project, 'celery.cjs'), CELERY_CJS);
 
     writeFileSync(join(full, 'package.json'), '{"name":"consumer-full","private":true,"type":"module"}\n');
     npm(['install', '--prefer-offline', tarball, installed('zod'), installed('@types/node'), ...PEERS.map(installed)], full);
@@ -213,6 +226,13 @@ for (const { name, node } of NODES) {
       const out = ok(r, 'cjs.cjs');
       assert.deepEqual(JSON.parse(out.trim().split('\n').pop() ?? ''), { sum: 9 });
       assert.doesNotMatch(r.stderr, /ExperimentalWarning/, 'require(esm) should not warn');
+    });
+
+    test('errand/celery: imported from ESM and required from CommonJS', () => {
+      const esm = ok(run(node(), ['celery.mjs'], { env: envWith(node()) }), 'celery.mjs');
+      assert.deepEqual(JSON.parse(esm.trim().split('\n').pop() ?? ''), { task: 'tasks.add', args: [2, 3], refused: 'ConfigError' });
+      const cjs = ok(run(node(), ['celery.cjs'], { env: envWith(node()) }), 'celery.cjs');
+      assert.deepEqual(JSON.parse(cjs.trim().split('\n').pop() ?? ''), { a: 1 });
     });
 
     test('npx errand --help and --version', () => {

@@ -53,6 +53,7 @@ describe('the Node.js version check', () => {
       ['bin/errand.js', 'errand'],
       ['src/cli/main.ts', 'errand'],
       ['app/main.ts', 'node app/main.ts'],
+      ['app/celery-worker.ts', 'node app/celery-worker.ts'],
     ];
     for (const [file, what] of entries) {
       const code = readFileSync(new URL(`../../${file}`, import.meta.url), 'utf8');

@@ -1,0 +1,227 @@
+/**
+ * One Celery message through a TypeScript handler: validation, the run, the outcome; then `settle`,
+ * which writes the outcome to the result backend, sends what follows (callbacks, errbacks, the rest
+ * of a chain, the retry) and acknowledges the delivery, all in one MULTI.
+ */
+import { randomUUID } from 'node:crypto';
+import { formatPath } from '../core/errors.ts';
+import { type CeleryExceptionInfo, exceptionInfo, type ResultBackend } from './backend.ts';
+import type { CeleryClient } from './client.ts';
+import { buildMessage, CeleryMessageError, type CelerySignature, type CeleryTaskMessage, queueListFor, bindingOf } from './protocol.ts';
+import type { Claimed, Transport } from './transport.ts';
+import type { CeleryTaskContext, RegisteredTask } from './worker.ts';
+
+/** Thrown by `ctx.retry()`: ends the attempt and sends the task again. */
+export class CeleryRetry extends Error {
+  override name = 'Retry';
+  readonly eta: Date | undefined;
+  readonly cause_: unknown;
+  constructor(eta: Date | undefined, cause: unknown) {
+    super('Retry in the future');
+    this.eta = eta;
+    this.cause_ = cause;
+  }
+}
+
+export type Outcome =
+  | { kind: 'success'; value: unknown }
+  | { kind: 'failure'; error: unknown }
+  | { kind: 'invalid'; error: unknown }
+  | { kind: 'retry'; error: unknown; eta: Date }
+  | { kind: 'revoked' };
+
+function validate(
+  schema: { safeParse(v: unknown): { success: boolean; data?: unknown; error?: unknown } } | undefined,
+  value: unknown,
+  root: string,
+) {
+  if (!schema) return value;
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issues = ((r.error as { issues?: { path: (string | number)[]; message: string }[] })?.issues ?? []).map(
+    (i) => `${formatPath(i.path, root)}: ${i.message}`,
+  );
+  throw Object.assign(new Error(`invalid ${root}: ${issues.join('; ') || 'refused by the schema'}`), { name: 'ValueError' });
+}
+
+function timeLimit(msg: CeleryTaskMessage): number | undefined {
+  const tl = (msg.envelope.headers as { timelimit?: unknown }).timelimit;
+  const hard = Array.isArray(tl) ? tl[0] : undefined;
+  return typeof hard === 'number' && hard > 0 ? hard * 1000 : undefined;
+}
+
+export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, signal: AbortSignal): Promise<Outcome> {
+  let args: unknown;
+  let kwargs: unknown;
+  try {
+    args = validate(task.options.args as never, msg.args, 'args');
+    kwargs = validate(task.options.kwargs as never, msg.kwargs, 'kwargs');
+  } catch (error) {
+    return { kind: 'invalid', error };
+  }
+  const ctx: CeleryTaskContext = {
+    id: msg.id,
+    name: msg.task,
+    retries: msg.retries,
+    rootId: msg.rootId,
+    parentId: msg.parentId,
+    signal,
+    retry(o = {}) {
+      const eta = o.eta ?? (o.countdown !== undefined ? new Date(Date.now() + o.countdown * 1000) : undefined);
+      throw new CeleryRetry(eta, o.error);
+    },
+  };
+  const limitMs = timeLimit(msg);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const run = Promise.resolve().then(() => task.handler(args as unknown[], kwargs as Record<string, unknown>, ctx));
+    const value = limitMs
+      ? await Promise.race([
+          run,
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () => reject(Object.assign(new Error(`TimeLimitExceeded(${limitMs / 1000})`), { name: 'TimeLimitExceeded' })),
+              limitMs,
+            );
+          }),
+        ])
+      : await run;
+    return { kind: 'success', value: value === undefined ? null : value };
+  } catch (err) {
+    const retryAsked = err instanceof CeleryRetry;
+    if (!retryAsked && !task.options.autoretry?.(err)) return { kind: 'failure', error: err };
+    const cause = retryAsked ? (err.cause_ ?? err) : err;
+    if (msg.retries >= (task.options.maxRetries ?? 3)) {
+      const error =
+        retryAsked && err.cause_ === undefined
+          ? Object.assign(
+              new Error(`Can't retry ${msg.task}[${msg.id}] args:${JSON.stringify(msg.args)} kwargs:${JSON.stringify(msg.kwargs)}`),
+              {
+                name: 'MaxRetriesExceededError',
+              },
+            )
+          : cause;
+      return { kind: 'failure', error };
+    }
+    const eta = (retryAsked ? err.eta : undefined) ?? new Date(Date.now() + (task.options.retryDelay ?? 180) * 1000);
+    return { kind: 'retry', error: cause, eta };
+  } finally {
+    if (timer) clearTimeout(timer);
+  }
+}
+
+const CELERY_EXCEPTIONS = new Set(['MaxRetriesExceededError', 'TimeLimitExceeded', 'NotRegistered', 'Retry', 'TaskRevokedError']);
+
+function info(err: unknown): CeleryExceptionInfo {
+  if (err instanceof CeleryMessageError) {
+    const refused = /content type .* is refused/.test(err.message);
+    return refused
+      ? { exc_type: 'ContentDisallowed', exc_message: [err.message], exc_module: 'kombu.exceptions' }
+      : { exc_type: 'ValueError', exc_message: [`not a valid Celery task message: ${err.message}`], exc_module: 'builtins' };
+  }
+  const i = exceptionInfo(err);
+  return CELERY_EXCEPTIONS.has(i.exc_type) ? { ...i, exc_module: 'celery.exceptions' } : i;
+}
+
+export interface SettleContext {
+  transport: Transport;
+  client: CeleryClient;
+  backend: ResultBackend;
+  hostname: string;
+}
+
+/** Sends `sig` with `prepend` before its own args (unless immutable), in `pipe`. */
+function sendSignature(
+  pipe: ReturnType<Transport['ack']>,
+  sig: CelerySignature,
+  prepend: unknown[],
+  parent: CeleryTaskMessage,
+  defaultQueue: string,
+  chain: CelerySignature[] | null = null,
+): void {
+  const o = sig.options ?? {};
+  const queue = typeof o.queue === 'string' ? o.queue : typeof o.routing_key === 'string' ? o.routing_key : defaultQueue;
+  const priority = typeof o.priority === 'number' ? o.priority : 0;
+  const countdown = typeof o.countdown === 'number' ? o.countdown : undefined;
+  const list = (v: unknown) => (Array.isArray(v) ? (v as CelerySignature[]) : v && typeof v === 'object' ? [v as CelerySignature] : null);
+  const env = buildMessage(sig.task, {
+    id: typeof o.task_id === 'string' ? o.task_id : randomUUID(),
+    args: sig.immutable ? (sig.args ?? []) : [...prepend, ...(sig.args ?? [])],
+    kwargs: sig.kwargs ?? {},
+    queue,
+    priority,
+    rootId: parent.rootId,
+    parentId: parent.id,
+    callbacks: list(o.link),
+    errbacks: list(o.link_error),
+    chain,
+    ...(countdown !== undefined ? { eta: new Date(Date.now() + countdown * 1000) } : {}),
+  });
+  const b = bindingOf(queue);
+  pipe.sadd(b.key, b.member).lpush(queueListFor(queue, priority), JSON.stringify(env));
+}
+
+export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessage | undefined, outcome: Outcome): Promise<void> {
+  const pipe = s.transport.ack(c.tag);
+  const defaultQueue = s.client.queue;
+  const extra = msg?.parentId ? { parent_id: msg.parentId } : {};
+  switch (outcome.kind) {
+    case 'success': {
+      if (!msg) break;
+      if (!msg.ignoreResult) s.backend.storeIn(pipe, msg.id, 'SUCCESS', outcome.value, extra);
+      for (const cb of msg.embed.callbacks ?? []) sendSignature(pipe, cb, [outcome.value], msg, defaultQueue);
+      const chain = msg.embed.chain;
+      if (chain?.length)
+        sendSignature(pipe, chain[chain.length - 1] as CelerySignature, [outcome.value], msg, defaultQueue, chain.slice(0, -1));
+      break;
+    }
+    case 'failure':
+    case 'invalid': {
+      const id = msg?.id ?? (outcome.error instanceof CeleryMessageError ? outcome.error.taskId : undefined);
+      if (!id) {
+        pipe.lpush('_errand.celery.rejected', c.raw);
+        break;
+      }
+      const e = outcome.error;
+      s.backend.storeIn(pipe, id, 'FAILURE', info(e), { ...extra, traceback: e instanceof Error && e.stack ? e.stack : null });
+      if (msg) for (const eb of msg.embed.errbacks ?? []) sendSignature(pipe, eb, [msg.id], msg, defaultQueue);
+      break;
+    }
+    case 'retry': {
+      if (!msg) break;
+      const env = buildMessage(msg.task, {
+        id: msg.id,
+        args: msg.args,
+        kwargs: msg.kwargs,
+        queue: msg.routingKey || defaultQueue,
+        priority: msg.priority,
+        eta: outcome.eta,
+        ...(msg.expires ? { expires: msg.expires } : {}),
+        retries: msg.retries + 1,
+        rootId: msg.rootId,
+        parentId: msg.parentId,
+        callbacks: msg.embed.callbacks,
+        errbacks: msg.embed.errbacks,
+        chain: msg.embed.chain,
+        ignoreResult: msg.ignoreResult,
+      });
+      pipe.lpush(queueListFor(msg.routingKey || defaultQueue, msg.priority), JSON.stringify(env));
+      s.backend.storeIn(pipe, msg.id, 'RETRY', info(outcome.error), extra);
+      break;
+    }
+    case 'revoked': {
+      if (!msg) break;
+      s.backend.storeIn(
+        pipe,
+        msg.id,
+        'REVOKED',
+        { exc_type: 'TaskRevokedError', exc_message: ['expired'], exc_module: 'celery.exceptions' },
+        extra,
+      );
+      break;
+    }
+  }
+  const results = await pipe.exec();
+  const failed = results?.find(([err]) => err);
+  if (!results || failed) throw failed?.[0] ?? new Error('the settling transaction was aborted');
+}

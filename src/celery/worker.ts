@@ -1,0 +1,325 @@
+/**
+ * An Errand worker serving Celery tasks: it takes protocol 2 JSON messages from Celery queues on
+ * Redis, runs the TypeScript handler registered under the message's task name, and writes the
+ * outcome to Celery's Redis result backend so that Python's `AsyncResult(id).get()` returns it.
+ *
+ *   const worker = createCeleryWorker({ url: process.env.REDIS_URL });
+ *   worker.register('tasks.add', { args: z.tuple([z.number(), z.number()]) }, ([a, b]) => a + b);
+ *   await worker.start();
+ *
+ * Semantics (Celery's, unless said otherwise):
+ * - late acknowledgement: a message is acknowledged in the same MULTI that stores its outcome and
+ *   sends its callbacks, retry or chain; a worker killed before that leaves it in `unacked`, and it
+ *   is redelivered after the visibility timeout (see `transport.ts`);
+ * - args/kwargs are validated with the task's zod schemas; a message that fails (or that is not a
+ *   JSON protocol 2 message) is FAILURE in the result backend with the reason, then acknowledged;
+ * - retries: `ctx.retry()` or `autoretry` sends the message again with `retries + 1` and an ETA,
+ *   stores RETRY; past `maxRetries` (default 3) the task is FAILURE;
+ * - `expires` passed: REVOKED (`TaskRevokedError('expired')`), as Celery does;
+ * - link/link_error/chain: sent on success (with the result prepended) or failure (with the task id).
+ * - A task this worker has no handler for is handed back to the back of its queue for a Celery
+ *   worker to run (`unknownTasks: 'requeue'`, the default), or failed (`'fail'`).
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { output, ZodType } from 'zod';
+import { ConfigError } from '../core/errors.ts';
+import { ResultBackend } from './backend.ts';
+import { CeleryClient } from './client.ts';
+import { type CeleryMetrics, createCeleryMetrics } from './metrics.ts';
+import { decodeMessage, type CeleryTaskMessage } from './protocol.ts';
+import { Pidbox } from './pidbox.ts';
+import { type Outcome, runMessage, settle } from './run.ts';
+import { type Claimed, Transport } from './transport.ts';
+
+export interface CeleryTaskContext {
+  /** The Celery task id. */
+  id: string;
+  name: string;
+  /** How many times this task was retried before this attempt (Celery's `request.retries`). */
+  retries: number;
+  rootId: string;
+  parentId: string | null;
+  /** Aborted when the worker stops without grace. */
+  signal: AbortSignal;
+  /** Ends this attempt and sends the task again (Celery's `self.retry()`). Never returns. */
+  retry(o?: { countdown?: number; eta?: Date; error?: unknown }): never;
+}
+
+export type CeleryHandler<A extends unknown[] = unknown[], K extends Record<string, unknown> = Record<string, unknown>> = (
+  args: A,
+  kwargs: K,
+  ctx: CeleryTaskContext,
+) => unknown;
+
+export interface CeleryTaskOptions {
+  /** A zod schema for the positional arguments (a `z.tuple([...])` or `z.array(...)`). */
+  args?: ZodType;
+  /** A zod schema for the keyword arguments (`z.object({...})`). */
+  kwargs?: ZodType;
+  /** Retries allowed (Celery's `max_retries`). Default 3. */
+  maxRetries?: number;
+  /** Seconds before a retry when none is given (Celery's `default_retry_delay`). Default 180. */
+  retryDelay?: number;
+  /** Errors that retry the task on their own (Celery's `autoretry_for`). Default none. */
+  autoretry?: (err: unknown) => boolean;
+  /** Store STARTED when the handler starts (Celery's `track_started`). Default false. */
+  trackStarted?: boolean;
+}
+
+export interface RegisteredTask {
+  name: string;
+  options: CeleryTaskOptions;
+  handler: CeleryHandler;
+}
+
+export interface CeleryWorkerOptions {
+  url?: string;
+  redis?: Redis;
+  /** Queues to consume, in order of preference. Default `['celery']`. */
+  queues?: string[];
+  /** Messages run at once. Default 10. */
+  concurrency?: number;
+  /**
+   * After this long without acknowledgement a delivery is restored to its queue (kombu's
+   * `visibility_timeout`, default one hour). Keep it equal to the Python workers' setting.
+   */
+  visibilityTimeoutMs?: number;
+  /** `requeue` (default): a task without a handler goes back to its queue; `fail`: FAILURE NotRegistered. */
+  unknownTasks?: 'requeue' | 'fail';
+  /** Result expiry in seconds (Celery's `result_expires`). Default 86400. */
+  resultExpires?: number;
+  logger?: Logger;
+  /** For the metrics; default a registry of its own (`worker.metrics.registry`). */
+  metrics?: CeleryMetrics;
+  /** The worker's name (Celery's `hostname`). Default `errand@<host>`. */
+  hostname?: string;
+  /** Answer `celery inspect ping` and `inspect registered` (see pidbox.ts). Default true. */
+  remoteControl?: boolean;
+}
+
+export class CeleryWorker {
+  readonly tasks = new Map<string, RegisteredTask>();
+  readonly metrics: CeleryMetrics;
+  readonly hostname: string;
+  readonly client: CeleryClient;
+  private readonly redis: Redis;
+  private readonly blocking: Redis;
+  private readonly transport: Transport;
+  private readonly backend: ResultBackend;
+  private readonly concurrency: number;
+  private readonly visibilityMs: number;
+  private readonly active = new Map<string, Promise<void>>();
+  private readonly abort = new AbortController();
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private wake: (() => void) | undefined;
+  private nextDue: number | undefined;
+  private readonly owned: boolean;
+  private pidbox: Pidbox | undefined;
+  private lastRedisError: Error | undefined;
+
+  private readonly o: CeleryWorkerOptions;
+
+  constructor(o: CeleryWorkerOptions = {}) {
+    this.o = o;
+    if (!o.redis && !o.url) throw new ConfigError('createCeleryWorker: give url (redis://host:port/db) or redis (an ioredis client)');
+    const queues = o.queues ?? ['celery'];
+    if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || q.length === 0)) {
+      throw new ConfigError('createCeleryWorker: queues must be a non-empty array of queue names');
+    }
+    this.concurrency = o.concurrency ?? 10;
+    if (!Number.isInteger(this.concurrency) || this.concurrency < 1)
+      throw new ConfigError('createCeleryWorker: concurrency must be an integer >= 1');
+    this.visibilityMs = o.visibilityTimeoutMs ?? 3_600_000;
+    if (!(Number.isFinite(this.visibilityMs) && this.visibilityMs >= 1000))
+      throw new ConfigError('createCeleryWorker: visibilityTimeoutMs must be at least 1000');
+    this.owned = !o.redis;
+    this.redis = o.redis ?? new Redis(o.url as string, { maxRetriesPerRequest: null, lazyConnect: true });
+    this.redis.on('error', (err) => {
+      this.lastRedisError = err;
+      this.o.logger?.warn({ err: err.message }, 'celery worker: Redis connection error');
+    });
+    this.blocking = this.redis.duplicate();
+    this.blocking.on('error', () => {});
+    this.transport = new Transport(this.redis, queues);
+    this.backend = new ResultBackend(this.redis, o.resultExpires ?? 86_400);
+    this.client = new CeleryClient({ redis: this.redis, queue: queues[0] as string });
+    this.metrics = o.metrics ?? createCeleryMetrics();
+    this.hostname = o.hostname ?? `errand@${hostname()}`;
+  }
+
+  /** Registers `handler` under the Celery task name `name` (e.g. `tasks.send_welcome_email`). */
+  register<AS extends ZodType<unknown[]> | undefined = undefined, KS extends ZodType<Record<string, unknown>> | undefined = undefined>(
+    name: string,
+    options: CeleryTaskOptions & { args?: AS; kwargs?: KS },
+    handler: CeleryHandler<
+      AS extends ZodType<unknown[]> ? output<AS> : unknown[],
+      KS extends ZodType<Record<string, unknown>> ? output<KS> : Record<string, unknown>
+    >,
+  ): this {
+    if (typeof name !== 'string' || name.length === 0) throw new ConfigError('register: the task name must be a non-empty string');
+    if (typeof handler !== 'function') throw new ConfigError(`register(${JSON.stringify(name)}): the handler must be a function`);
+    if (this.tasks.has(name)) throw new ConfigError(`register: ${JSON.stringify(name)} is already registered`);
+    for (const k of ['args', 'kwargs'] as const) {
+      const s = options[k] as { safeParse?: unknown } | undefined;
+      if (s !== undefined && typeof s?.safeParse !== 'function')
+        throw new ConfigError(`register(${JSON.stringify(name)}): ${k} must be a zod schema`);
+    }
+    const mr = options.maxRetries ?? 3;
+    if (!Number.isInteger(mr) || mr < 0) throw new ConfigError(`register(${JSON.stringify(name)}): maxRetries must be an integer >= 0`);
+    this.tasks.set(name, { name, options, handler: handler as unknown as CeleryHandler });
+    return this;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    if (this.redis.status === 'wait') {
+      // The first connection: a Redis that cannot be reached fails start() (later drops are retried).
+      try {
+        await this.redis.connect();
+      } catch (err) {
+        this.redis.disconnect();
+        throw new Error(`cannot connect to Redis: ${(this.lastRedisError ?? (err as Error)).message}`);
+      }
+    }
+    await this.redis.ping();
+    this.running = true;
+    await this.transport.restoreVisible(this.visibilityMs);
+    this.nextDue = await this.transport.promote();
+    // Renew in-flight deliveries well within the visibility timeout; look for lost ones as often.
+    const every = Math.max(500, Math.min(this.visibilityMs / 3, 30_000));
+    this.timers.push(
+      setInterval(() => {
+        this.transport.renew([...this.active.keys()]).catch(() => {});
+        this.transport.restoreVisible(this.visibilityMs).catch(() => {});
+      }, every),
+    );
+    if (this.o.remoteControl ?? true) {
+      this.pidbox = new Pidbox(this.redis, this.hostname, () => [...this.tasks.keys()]);
+      await this.pidbox.start();
+    }
+    this.loop = this.run();
+    this.o.logger?.info({ queues: this.transport.queues, tasks: [...this.tasks.keys()] }, 'celery worker started');
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      try {
+        if (this.active.size >= this.concurrency) {
+          await new Promise<void>((resolve) => {
+            this.wake = resolve;
+          });
+          continue;
+        }
+        if (this.nextDue !== undefined && this.nextDue <= Date.now()) this.nextDue = await this.transport.promote();
+        const claimed = await this.transport.claim(this.concurrency - this.active.size);
+        if (claimed.length) {
+          for (const c of claimed) this.dispatch(c);
+          continue;
+        }
+        // Idle: block until the first queue has a message (BLMOVE back onto itself leaves the list
+        // as it was), at most 1 s (the other lists and the next ETA are looked at after it).
+        const waitS = Math.max(0.01, Math.min(1, this.nextDue === undefined ? 1 : (this.nextDue - Date.now()) / 1000));
+        const first = this.transport.queues[0] as string;
+        await this.blocking.blmove(first, first, 'RIGHT', 'RIGHT', waitS.toFixed(3));
+      } catch (err) {
+        if (!this.running) break;
+        this.o.logger?.warn({ err: (err as Error).message }, 'celery worker: Redis call failed; retrying in 1 s');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  private dispatch(c: Claimed): void {
+    const key = c.tag || randomUUID();
+    const p = this.handle(c)
+      .catch((err) => this.o.logger?.error({ err, tag: c.tag }, 'celery worker: a message could not be settled; it stays unacked'))
+      .finally(() => {
+        this.active.delete(key);
+        const w = this.wake;
+        this.wake = undefined;
+        w?.();
+      });
+    this.active.set(key, p);
+  }
+
+  private async handle(c: Claimed): Promise<void> {
+    if (!c.tag) {
+      await this.transport.reject(c.raw);
+      this.metrics.count('unknown', 'rejected');
+      this.o.logger?.error({ list: c.list, raw: c.raw.slice(0, 200) }, 'celery worker: not a message; kept in the rejected list');
+      return;
+    }
+    let msg: CeleryTaskMessage;
+    try {
+      msg = decodeMessage(c.raw);
+    } catch (err) {
+      return this.finish(c, undefined, { kind: 'invalid', error: err });
+    }
+    const task = this.tasks.get(msg.task);
+    if (!task) {
+      if ((this.o.unknownTasks ?? 'requeue') === 'requeue') {
+        await this.transport.requeue(c.tag, c.list, c.raw).exec();
+        this.metrics.count(msg.task, 'requeued');
+        // Give a Celery worker the chance to take it before this one looks again.
+        await new Promise((r) => setTimeout(r, 250));
+        return;
+      }
+      return this.finish(c, msg, { kind: 'failure', error: Object.assign(new Error(msg.task), { name: 'NotRegistered' }) });
+    }
+    if (msg.expires && msg.expires.getTime() <= Date.now()) return this.finish(c, msg, { kind: 'revoked' });
+    if (msg.eta && msg.eta.getTime() > Date.now()) {
+      if (await this.transport.schedule(c.tag, c.list, msg.eta.getTime(), c.raw)) {
+        this.metrics.count(msg.task, 'scheduled');
+        if (this.nextDue === undefined || msg.eta.getTime() < this.nextDue) this.nextDue = msg.eta.getTime();
+      }
+      return;
+    }
+    this.metrics.count(msg.task, 'received');
+    if (task.options.trackStarted) await this.backend.store(msg.id, 'STARTED', { pid: process.pid, hostname: this.hostname });
+    const outcome = await runMessage(task, msg, this.abort.signal);
+    return this.finish(c, msg, outcome);
+  }
+
+  private async finish(c: Claimed, msg: CeleryTaskMessage | undefined, outcome: Outcome): Promise<void> {
+    await settle({ transport: this.transport, client: this.client, backend: this.backend, hostname: this.hostname }, c, msg, outcome);
+    this.metrics.count(msg?.task ?? 'unknown', outcome.kind);
+    if (outcome.kind !== 'success') {
+      this.o.logger?.warn(
+        { task: msg?.task, id: msg?.id, outcome: outcome.kind, err: (outcome as { error?: Error }).error?.message },
+        'celery task did not succeed',
+      );
+    }
+  }
+
+  /** Stops taking messages and waits for the running ones (at most `graceMs`, default 30 s); the rest stay unacked. */
+  async stop(graceMs = 30_000): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.wake?.();
+    this.blocking.disconnect();
+    await this.loop;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.active.values()]),
+      new Promise((r) => {
+        timer = setTimeout(r, graceMs);
+      }),
+    ]);
+    if (timer) clearTimeout(timer);
+    this.abort.abort();
+    await this.pidbox?.stop();
+    await this.backend.close();
+    if (this.owned) await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}
+
+export function createCeleryWorker(o: CeleryWorkerOptions): CeleryWorker {
+  return new CeleryWorker(o);
+}

@@ -1,0 +1,219 @@
+// Errand and Debian's real Celery (python3-celery 5.2, kombu 5.2) on one Redis, both ways:
+// - Python send_task/delay -> an Errand worker -> AsyncResult.get() in Python returns the TS result,
+//   or raises the TS error's type with its message; a message failing zod validation, or pickled,
+//   is FAILURE with the reason (never dropped);
+// - Errand sendTask -> a Python Celery worker -> the result (or the exception's type and message)
+//   read in TypeScript; chains and link/link_error both ways; ETA and retries.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { z } from 'zod';
+import {
+  type CeleryClient,
+  CeleryTaskError,
+  type CeleryWorker,
+  createCeleryClient,
+  createCeleryWorker,
+  signature,
+} from '../../src/celery/index.ts';
+import type { OwnRedis } from '../fixtures/redis-servers.ts';
+import { waitFor } from '../helpers.ts';
+import { celeryCli, celerySkip, ownRedis, py, pythonWorker } from './support.ts';
+
+const skip = celerySkip();
+
+describe('Celery interop (Debian python3-celery)', { skip }, () => {
+  let server: OwnRedis;
+  let url: string;
+  let redis: Redis;
+  let worker: CeleryWorker;
+  let client: CeleryClient;
+  let pyWorker: ReturnType<typeof pythonWorker>;
+  const attempts = new Map<string, number>();
+  let ranLater = 0;
+
+  before(async () => {
+    ({ server, url } = await ownRedis('errand-celery-interop'));
+    redis = new Redis(url);
+    worker = createCeleryWorker({ url, queues: ['celery'], concurrency: 4 });
+    worker.register('ts.add', { args: z.tuple([z.number(), z.number()]) }, ([a, b]) => (a as number) + (b as number));
+    worker.register('ts.greet', { kwargs: z.object({ name: z.string().min(1) }) }, (_args, { name }) => ({ hello: name }));
+    worker.register('ts.fail', {}, ([message]) => {
+      throw new TypeError(String(message));
+    });
+    worker.register('ts.refused', {}, () => {
+      class EmailRefused extends Error {
+        override name = 'EmailRefused';
+      }
+      throw new EmailRefused('550 mailbox unavailable');
+    });
+    worker.register('ts.flaky', { maxRetries: 3 }, (_args, _kwargs, ctx) => {
+      attempts.set(ctx.id, (attempts.get(ctx.id) ?? 0) + 1);
+      if (ctx.retries < 2) ctx.retry({ countdown: 0.1 });
+      return { retries: ctx.retries };
+    });
+    worker.register('ts.hopeless', { maxRetries: 1 }, (_a, _k, ctx) => ctx.retry({ countdown: 0.05, error: new RangeError('still down') }));
+    worker.register('ts.double', {}, ([x]) => (x as number) * 2);
+    worker.register('ts.later', {}, ([x]) => {
+      ranLater++;
+      return (x as number) * 2;
+    });
+    await worker.start();
+    client = createCeleryClient({ url });
+    pyWorker = pythonWorker(url, 'py');
+  });
+
+  after(async () => {
+    await pyWorker?.stop();
+    await client?.close();
+    await worker?.stop();
+    redis?.disconnect();
+    await server?.stop();
+  });
+
+  test('Python send_task -> Errand worker -> AsyncResult.get() returns the TypeScript result', async () => {
+    const r = await py(url, 'call', { task: 'ts.add', args: [2, 3] });
+    assert.deepEqual(r.ok, 5);
+    const g = await py(url, 'call', { task: 'ts.greet', kwargs: { name: 'john' } });
+    assert.deepEqual(g.ok, { hello: 'john' });
+    const meta = JSON.parse((await redis.get(`celery-task-meta-${r.id}`)) as string);
+    assert.equal(meta.status, 'SUCCESS');
+    assert.equal(await redis.hlen('unacked'), 0, 'acknowledged');
+  });
+
+  test('a TypeScript failure reaches Python with its exception type and message', async () => {
+    const r = await py(url, 'call', { task: 'ts.fail', args: ['bad input'] });
+    assert.equal(r.exc_type, 'TypeError');
+    assert.equal(r.exc_module, 'builtins');
+    assert.equal(r.message, 'bad input');
+    const custom = await py(url, 'call', { task: 'ts.refused' });
+    assert.equal(custom.exc_type, 'EmailRefused');
+    assert.equal(custom.message, '550 mailbox unavailable');
+  });
+
+  test('args that fail validation: FAILURE with the reason (ValueError in Python), not dropped', async () => {
+    const r = await py(url, 'call', { task: 'ts.add', args: ['two', 3] });
+    assert.equal(r.exc_type, 'ValueError');
+    assert.match(r.message ?? '', /args\[0\]/);
+    const k = await py(url, 'call', { task: 'ts.greet', kwargs: { name: '' } });
+    assert.equal(k.exc_type, 'ValueError');
+    assert.match(k.message ?? '', /kwargs\.name/);
+  });
+
+  test('a pickled message is refused with ContentDisallowed in the result backend', async () => {
+    const r = await py(url, 'call', { task: 'ts.add', args: [1, 2], options: { serializer: 'pickle' } });
+    assert.equal(r.exc_type, 'ContentDisallowed');
+    assert.match(r.message ?? '', /pickle/);
+  });
+
+  test('retries follow Celery: RETRY in between, same id, retries counted, then the result', async () => {
+    const r = await py(url, 'call', { task: 'ts.flaky' });
+    assert.deepEqual(r.ok, { retries: 2 });
+    assert.equal(attempts.get(r.id), 3);
+    const h = await py(url, 'call', { task: 'ts.hopeless' });
+    assert.equal(h.exc_type, 'RangeError', 'past max_retries the given error is raised');
+    assert.equal(h.message, 'still down');
+  });
+
+  test('ETA: a countdown is honoured: the message is parked (not run, not unacked) until due, from TypeScript and Python', async () => {
+    const before = ranLater;
+    const t = await client.sendTask('ts.later', { args: [4], countdown: 2 });
+    await waitFor(async () => (await redis.zcard('_errand.celery.eta.celery')) === 1, { timeoutMs: 30_000, message: 'the message parked' });
+    assert.equal(ranLater, before, 'not run before its ETA');
+    assert.equal(await redis.hlen('unacked'), 0, 'no open delivery while it waits');
+    assert.equal(await t.state(), 'PENDING');
+    assert.equal(await t.get({ timeoutMs: 30_000 }), 8);
+    assert.equal(ranLater, before + 1);
+    assert.equal(await redis.zcard('_errand.celery.eta.celery'), 0);
+    const r = await py(url, 'call', { task: 'ts.add', args: [1, 1], options: { countdown: 1 } });
+    assert.equal(r.ok, 2);
+  });
+
+  test('expired: REVOKED, not run', async () => {
+    const r = await client.sendTask('ts.add', { args: [1, 2], expires: new Date(Date.now() - 1000) });
+    await assert.rejects(
+      r.get({ timeoutMs: 30_000 }),
+      (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError',
+    );
+  });
+
+  test('Errand sendTask -> Python worker -> the result, read in TypeScript', async () => {
+    const r = await client.sendTask('pyapp.add', { args: [20, 22], queue: 'py' });
+    assert.equal(await r.get({ timeoutMs: 60_000 }), 42);
+    assert.equal(await r.state(), 'SUCCESS');
+  });
+
+  test('a Python failure reaches TypeScript with its exception type and message', async () => {
+    const r = await client.sendTask('pyapp.boom', { args: ['no such user'], queue: 'py' });
+    const err = await r.get({ timeoutMs: 60_000 }).then(
+      () => assert.fail('should fail'),
+      (e: unknown) => e as CeleryTaskError,
+    );
+    assert.ok(err instanceof CeleryTaskError);
+    assert.equal(err.excType, 'ValueError');
+    assert.equal(err.excModule, 'builtins');
+    assert.equal(err.excMessage, 'no such user');
+    assert.equal(await r.state(), 'FAILURE');
+  });
+
+  test('chains and links across languages: TypeScript -> Python -> TypeScript, and a Python task linked to a TypeScript one', async () => {
+    const c = await client.chain(
+      signature('ts.add', { args: [1, 2] }),
+      signature('pyapp.mul', { args: [10], queue: 'py' }),
+      signature('ts.double'),
+    );
+    assert.equal(await c.get({ timeoutMs: 60_000 }), 60);
+    const r = await client.sendTask('pyapp.add', { args: [2, 3], queue: 'py', link: signature('ts.double') });
+    assert.equal(await r.get({ timeoutMs: 60_000 }), 5);
+  });
+
+  test('link and link_error set in Python are honoured by the Errand worker', async () => {
+    const ok = await py(url, 'call', {
+      task: 'ts.add',
+      args: [4, 5],
+      link: { task: 'pyapp.record', args: ['linked'], options: { queue: 'py' } },
+    });
+    assert.equal(ok.ok, 9);
+    const bad = await py(url, 'call', {
+      task: 'ts.fail',
+      args: ['x'],
+      link_error: { task: 'pyapp.record_id', args: [], options: { queue: 'py' } },
+    });
+    assert.equal(bad.exc_type, 'TypeError');
+    const recorded = await waitFor(
+      async () => {
+        const all = (await redis.lrange('pyapp.record', 0, -1)).map((s) => JSON.parse(s) as unknown[]);
+        return all.length >= 2 ? all : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 100, message: 'the link and the errback to run in Python' },
+    );
+    assert.deepEqual(
+      recorded.find((a) => a[1] === 'linked'),
+      [9, 'linked'],
+    );
+    assert.ok(
+      recorded.some((a) => a.length === 1 && a[0] === bad.id),
+      'the errback got the failed task id',
+    );
+  });
+
+  test('TypeScript link_error runs when a Python task fails', async () => {
+    await redis.del('pyapp.record');
+    const r = await client.sendTask('pyapp.boom', { args: ['x'], queue: 'py', linkError: signature('pyapp.record_id', { queue: 'py' }) });
+    await assert.rejects(r.get({ timeoutMs: 60_000 }), CeleryTaskError);
+    const rec = await waitFor(async () => (await redis.lrange('pyapp.record', 0, -1))[0], {
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      message: 'the errback',
+    });
+    assert.deepEqual(JSON.parse(rec), [r.id]);
+  });
+
+  test('celery inspect ping and inspect registered see the Errand worker', async () => {
+    const ping = await celeryCli(url, ['inspect', 'ping', '-d', worker.hostname, '--timeout', '10']);
+    assert.ok(ping.includes(`${worker.hostname}: OK`), ping);
+    assert.match(ping, /pong/);
+    const registered = await celeryCli(url, ['inspect', 'registered', '-d', worker.hostname, '--timeout', '10']);
+    assert.match(registered, /ts\.add/);
+  });
+});
