@@ -20,14 +20,14 @@ const ROOT = resolve(new URL('..', import.meta.url).pathname);
 /** The layers, lowest first. A path prefix (a folder ending in `/`, or one file) names its layer; the longest prefix wins. */
 const LAYERS: { name: string; paths: string[] }[] = [
   { name: 'core', paths: ['src/core/'] },
-  { name: 'broker', paths: ['src/broker/'] },
+  { name: 'broker, schedule', paths: ['src/broker/', 'src/schedule/'] },
   { name: 'task', paths: ['src/task/', 'src/telemetry/tracing.ts'] },
   { name: 'worker', paths: ['src/worker/'] },
   { name: 'errand', paths: ['src/errand.ts', 'src/index.ts'] },
   { name: 'web, testing, metrics', paths: ['src/web/', 'src/testing/', 'src/telemetry/metrics.ts'] },
   { name: 'dashboard', paths: ['src/dashboard/'] },
   { name: 'http', paths: ['src/http/'] },
-  { name: 'cli', paths: ['src/cli/'] },
+  { name: 'cli, celery', paths: ['src/cli/', 'src/celery/'] },
 ];
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import { type CeleryExceptionInfo, exceptionInfo, type ResultBackend } from './b
 import type { CeleryClient } from './client.ts';
 import { buildMessage, CeleryMessageError, type CelerySignature, type CeleryTaskMessage, queueListFor, bindingOf } from './protocol.ts';
 import type { Claimed, Transport } from './transport.ts';
-import type { CeleryTaskContext, RegisteredTask } from './worker.ts';
+import type { CeleryTaskContext, RegisteredTask } from './task.ts';
 
 /** Thrown by `ctx.retry()`: ends the attempt and sends the task again. */
 export class CeleryRetry extends Error {
