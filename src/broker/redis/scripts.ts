@@ -9,6 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
+import { runErrorsLua } from '../shared/run-errors.ts';
 import { LATENCY_BUCKETS_MS } from '../types.ts';
 
 /** Each script and the number of KEYS it declares (the other keys it touches share their hash tag). */
@@ -35,7 +36,8 @@ export type ScriptName = keyof typeof SCRIPT_KEYS;
 const LUA_DIR = new URL('./lua/', import.meta.url);
 
 function read(file: string): string {
-  return readFileSync(new URL(file, LUA_DIR), 'utf8');
+  // `--!run-errors`: the run errors a broker stores, from their one definition (shared/run-errors.ts).
+  return readFileSync(new URL(file, LUA_DIR), 'utf8').replace(/^--!run-errors$/m, () => runErrorsLua());
 }
 
 /** The text of a script with its includes expanded. */

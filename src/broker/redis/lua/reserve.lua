@@ -117,9 +117,7 @@ if #expired > 0 then
       local h = appendHistory(v[8], v[4], v[5], v[6], nowS, 'lost')
       rcall('HDEL', k, 'o')
       if losses >= maxLosses then
-        local err = '{"name":"LeaseLostError","message":"The lease on this run expired ' .. losses ..
-          ' times: its worker died or stalled each time","reason":"lease_lost"}'
-        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', err)
+        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
         statAdd(acc, 'f', 1)
       else
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
