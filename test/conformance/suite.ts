@@ -23,6 +23,8 @@ import type { Broker, BrokerOptions, NewRun, QueueCounts, Reservation, RunError,
 import { BrokerUnavailableError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { settledFlag, settleTurns, waitFor, within } from '../helpers.ts';
+import { cancelRetentionConformance } from './cancel-retention.ts';
+import { runErrorConformance } from './run-errors.ts';
 
 export interface MakeBrokerOptions extends BrokerOptions {
   /** Open the new instance on the same storage as this broker (another process on the same Redis / file). */
@@ -274,6 +276,9 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
       assert.ok(res?.created, 'enqueue should create the run');
       return res.id;
     }
+
+    runErrorConformance(makeBroker, options);
+    cancelRetentionConformance(makeBroker);
 
     // ---------------------------------------------------------------------------------------------
     describe('enqueue', () => {

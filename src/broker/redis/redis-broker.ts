@@ -44,6 +44,7 @@ import {
   type WorkerStatus,
 } from '../types.ts';
 import { redact } from '../connect.ts';
+import { ownRetention } from '../shared/options.ts';
 import { CorruptRunError, corruptErrorText, decodeRun, QueueKeys, STATE_OF_CODE, splitRunId } from './codec.ts';
 import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
 import { defineScripts, runScript } from './scripts.ts';
@@ -67,8 +68,8 @@ export interface RedisBrokerOptions extends BrokerOptions {
   /** Disconnects and reconnects are logged at warn. */
   logger?: Logger;
   /**
-   * Retention of cancelled runs, in ms (`cancel` carries none). Default 86400000 (1 day), the
-   * task default for cancelled runs.
+   * Retention of cancelled runs stored without one of their own (`NewRun.cancelledRetentionMs`), in
+   * ms. Default 86400000 (1 day), the task default for cancelled runs.
    */
   cancelledRetentionMs?: number;
   /**
@@ -336,6 +337,7 @@ export class RedisBroker implements Broker, BrokerInspector {
             run.idempotencyKey ?? '',
             run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
             run.traceparent ?? '',
+            ownRetention(run.cancelledRetentionMs) ?? '',
           );
         }
         chain = chain.then(() =>

@@ -48,6 +48,7 @@ import type {
   WorkerStatus,
 } from '../types.ts';
 import { RUN_STATES } from '../types.ts';
+import { ownRetention } from '../shared/options.ts';
 import { loadSqlite } from './load-sqlite.ts';
 import { retryWhileBusy } from './busy.ts';
 import { migrate } from './schema.ts';
@@ -91,7 +92,7 @@ export interface SqliteBrokerOptions extends BrokerOptions {
   synchronous?: 'normal' | 'full';
   /** How long a transaction waits for another process's write lock before failing, in ms. Default 5000. */
   busyTimeoutMs?: number;
-  /** Retention of cancelled runs (the contract's `cancel` carries none), in ms. Default 1 day. */
+  /** Retention of cancelled runs stored without one of their own (`NewRun.cancelledRetentionMs`), in ms. Default 1 day. */
   cancelledRetentionMs?: number;
   /** Longest sleep without any event, guarding against a lost file event, in ms. Default 2000. */
   safetyWakeMs?: number;
@@ -380,6 +381,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
           run.runAt,
           key ?? null,
           run.traceparent ?? null,
+          ownRetention(run.cancelledRetentionMs) ?? null,
         );
         if (inserted.changes === 0) {
           // The same id enqueued again: the first one stands.
@@ -597,7 +599,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
       // A state that is none of the six (edited by hand) reads as failed (see toRecord).
       const state = STATES.has(String(row.state)) ? (row.state as RunState) : 'failed';
       if (state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
-      this.#s.cancel.run({ id, now, expires: now + this.#cancelledRetentionMs });
+      this.#s.cancel.run({ id, now, retention: this.#cancelledRetentionMs });
       if (state === 'active') this.#s.cancelLog.run(id, now);
       return { outcome: 'cancelled', previous: state };
     });

@@ -9,7 +9,7 @@
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] rid
   ARGV[3] now
-  ARGV[4] retention of cancelled runs, ms
+  ARGV[4] retention of cancelled runs, ms (a run stored with its own, field C, keeps that)
   ARGV[5] events channel (watched runs)
   ARGV[6] cancels channel
   ARGV[7] run id
@@ -20,8 +20,8 @@
 --!include common.lua
 
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local now, ret = tonumber(nowS), tonumber(ARGV[4])
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W')
+local now = tonumber(nowS)
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C')
 if v['err'] then
   return { 'X' }
 end
@@ -35,6 +35,7 @@ end
 if s == 'd' or s == 'f' or s == 'c' then
   return { 'F', s }
 end
+local ret = tonumber(v[8]) or tonumber(ARGV[4])
 if s == 'q' then
   local p = v[2] or '0'
   local wk = base .. 'w:' .. p
