@@ -19,6 +19,10 @@ export const DEFAULTS = {
 
 /** Workers are listed this long after their last heartbeat, then forgotten. */
 export const WORKER_MEMORY_MS = HOUR;
+/** Per-minute stats are kept this long (the contract asks for at least 24 hours). */
+export const STATS_RETENTION_MS = 2 * DAY;
+/** Cancel notices are kept this long (SQLite's cancel log): listeners further behind rely on renew. */
+export const CANCEL_LOG_RETENTION_MS = HOUR;
 /** Runs deleted or replayed per transaction or script call by the bulk operations (purge, prune, retryFailed). */
 export const SLICE = 1000;
 /** Largest page of `listRuns`. */
