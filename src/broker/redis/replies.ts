@@ -4,6 +4,9 @@
  * offsets. A decoder does not validate beyond what its caller needs: the scripts are ours.
  */
 
+import { timeOfRunId } from '../../core/ids.ts';
+import type { Reservation } from '../types.ts';
+
 type Reply = unknown;
 
 function arr(reply: Reply): unknown[] {
@@ -25,19 +28,6 @@ export function enqueueReply(reply: Reply): EnqueuedRun[] {
   return out;
 }
 
-/** reserve.lua: one leased run. */
-export interface LeasedRun {
-  rid: string;
-  task: string;
-  input: string;
-  attempt: number;
-  priority: number;
-  /** '' when it is the time in the run id. */
-  enqueuedAt: string;
-  /** '' for none. */
-  traceparent: string;
-}
-
 export interface ReserveReply {
   /** Null: nothing pending. */
   nextAt: number | null;
@@ -45,25 +35,37 @@ export interface ReserveReply {
   queued: number;
   /** One per outcome sent along: true applied, false lost. */
   settled: boolean[];
-  runs: LeasedRun[];
+  /** The runs leased, as reservations (built here directly: the hot path makes no object in between). */
+  runs: Reservation[];
 }
 
-export function reserveReply(reply: Reply): ReserveReply {
+/**
+ * reserve.lua: { nextAt, queued, m, m statuses, then 7 per leased run: rid, task, input, attempt,
+ * priority, enqueuedAt ('': the time in the run id), traceparent ('': none) }. `idPrefix` is
+ * `<queue>.`, `now` the reserve's time (the runs' startedAt).
+ */
+export function reserveReply(reply: Reply, queue: string, idPrefix: string, now: number): ReserveReply {
   const r = arr(reply);
   const m = Number(r[2]) || 0;
   const settled: boolean[] = new Array(m);
   for (let j = 0; j < m; j++) settled[j] = r[3 + j] === 1;
-  const runs: LeasedRun[] = [];
+  const runs: Reservation[] = [];
   for (let j = 3 + m; j + 6 < r.length; j += 7) {
-    runs.push({
-      rid: String(r[j]),
+    const id = idPrefix + String(r[j]);
+    const e = String(r[j + 5]);
+    const run: Reservation = {
+      id,
       task: String(r[j + 1]),
+      queue,
       input: String(r[j + 2]),
       attempt: Number(r[j + 3]),
       priority: Number(r[j + 4]),
-      enqueuedAt: String(r[j + 5]),
-      traceparent: String(r[j + 6]),
-    });
+      enqueuedAt: e === '' ? timeOfRunId(id) : Number(e),
+      startedAt: now,
+    };
+    const tp = String(r[j + 6]);
+    if (tp !== '') run.traceparent = tp;
+    runs.push(run);
   }
   const nextAt = Number(r[0]);
   return { nextAt: nextAt < 0 ? null : nextAt, queued: Number(r[1]), settled, runs };

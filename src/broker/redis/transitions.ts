@@ -190,27 +190,12 @@ function reserveCall(
   ];
   if (settle) pushSettlements(args, settle);
   return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then((reply) => {
-    const r = reserveReply(reply);
+    const r = reserveReply(reply, queue, k.idPrefix, now);
     if (settle && statuses)
       settle.forEach(({ index }, j) => {
         statuses[index] = r.settled[j] ? 'ok' : 'lost';
       });
-    const runs: Reservation[] = r.runs.map((l) => {
-      const id = k.id(l.rid);
-      const run: Reservation = {
-        id,
-        task: l.task,
-        queue,
-        input: l.input,
-        attempt: l.attempt,
-        priority: l.priority,
-        enqueuedAt: l.enqueuedAt === '' ? timeOfRunId(id) : Number(l.enqueuedAt),
-        startedAt: now,
-      };
-      if (l.traceparent !== '') run.traceparent = l.traceparent;
-      return run;
-    });
-    return { queue, runs, nextAt: r.nextAt, queued: r.queued };
+    return { queue, runs: r.runs, nextAt: r.nextAt, queued: r.queued };
   });
 }
 
