@@ -8,6 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
+import { redactUrl, redisUrlProblem } from '../src/core/urls.ts';
 import { ConfigError, type LogFormat, logFormat as resolveLogFormat } from '../src/index.ts';
 
 export interface AppConfig {
@@ -182,11 +183,6 @@ export function brokerUrl(config: AppConfig): string {
   return config.brokerUrlFromEnv ?? `sqlite:${config.sqlitePath}`;
 }
 
-/** A URL with its password hidden, for logs and messages. */
-export function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
-}
-
 function bad(name: string, why: string, value: string): ConfigError {
   const shown = value.length > 80 ? `${value.slice(0, 80)}...` : value;
   return new ConfigError(`${name} ${why}, got ${JSON.stringify(shown)}`);
@@ -199,32 +195,10 @@ function integer(name: string, raw: string | undefined, fallback: number, min: n
   return n;
 }
 
-/** A Redis or Redis Cluster URL; a single server's path, when present, is a database index (`/0`, `/2`). */
+/** A Redis or Redis Cluster URL, checked by the library's own parser (the one the broker uses). */
 function checkRedisUrl(name: string, raw: string): void {
-  // A cluster URL lists several host:port pairs, which URL cannot parse.
-  if (/^rediss?\+cluster:/i.test(raw)) {
-    checkClusterUrl(name, raw);
-    return;
-  }
-  checkUrl(name, raw, ['redis:', 'rediss:', 'redis+cluster:', 'rediss+cluster:'], 'redis://host:6379[/db]');
-  const path = new URL(raw).pathname;
-  if (path !== '' && path !== '/' && !/^\/\d{1,5}$/.test(path)) {
-    throw bad(name, `has a path that is not a database index (${JSON.stringify(path)}; expected redis://host:6379/0)`, redactUrl(raw));
-  }
-}
-
-/** `redis+cluster://[user:password@]host:port[,host:port...]` (or `rediss+cluster://`). */
-function checkClusterUrl(name: string, raw: string): void {
-  const example = 'redis+cluster://host1:6379,host2:6379';
-  const m = /^rediss?\+cluster:\/\/(?:[^@/]*@)?([^/?#@]+)\/?$/i.exec(raw);
-  if (!m) throw bad(name, `must list the cluster's nodes like ${example}`, redactUrl(raw));
-  for (const node of m[1]!.split(',')) {
-    const hp = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(node.trim());
-    if (!hp) throw bad(name, `has a node that is not host:port (${JSON.stringify(node)}; expected ${example})`, redactUrl(raw));
-    if (hp[2] !== undefined && (Number(hp[2]) < 1 || Number(hp[2]) > 65535)) {
-      throw bad(name, `has a port outside 1 to 65535 (${JSON.stringify(node)})`, redactUrl(raw));
-    }
-  }
+  const problem = redisUrlProblem(raw);
+  if (problem) throw bad(name, problem, redactUrl(raw));
 }
 
 function checkUrl(name: string, raw: string, schemes: string[], example: string, { hostOptional = false } = {}): void {

@@ -7,7 +7,8 @@ import { rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import nodemailer, { type SendMailOptions } from 'nodemailer';
 import type { Logger } from 'pino';
-import { mailFromAddress, redactUrl } from './config.ts';
+import { redactUrl } from '../src/core/urls.ts';
+import { mailFromAddress } from './config.ts';
 import { makeDirs } from '../src/core/fs.ts';
 
 export interface SentInfo {

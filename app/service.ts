@@ -19,7 +19,8 @@ import {
   type WorkerOptions,
 } from '../src/index.ts';
 import { makeDirs } from '../src/core/fs.ts';
-import { type AppConfig, brokerUrl, redactUrl } from './config.ts';
+import { redactUrl } from '../src/core/urls.ts';
+import { type AppConfig, brokerUrl } from './config.ts';
 import { createMailer, type Mailer } from './email.ts';
 import { registerUserRoutes } from './routes.ts';
 import {

@@ -1,5 +1,5 @@
 // `npm test`: type check, lint, then every test file with Node's test runner.
-// Extra arguments select test files, e.g. `npm test -- test/worker.test.ts`.
+// Extra arguments select test files, e.g. `npm test -- test/worker/worker.test.ts`.
 import { spawnSync } from 'node:child_process';
 import { globSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

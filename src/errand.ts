@@ -11,7 +11,7 @@ import { decodeRun, type RunInfo } from './core/run-info.ts';
 import { RunHandle } from './task/handle.ts';
 import { enqueueSpan } from './telemetry/tracing.ts';
 import { type EnqueueOptions, type Handler, TaskDefinition, type TaskOptions } from './task/task.ts';
-import { Worker, type WorkerOptions } from './worker/worker.ts';
+import { Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';
 
 export interface ErrandOptions extends BrokerOptions {
   /**
@@ -234,10 +234,20 @@ export class Errand extends EventEmitter {
 
   /** A worker for this app's tasks. Call `start()` on it. */
   worker(options: WorkerOptions = {}): Worker {
-    const worker = new Worker(this, options);
+    const worker = new Worker(this.#workerHost(), options);
     this.workers.add(worker);
     this.emit('worker', worker);
     return worker;
+  }
+
+  /** What a worker needs from this app, and nothing more (see src/worker/host.ts). */
+  #workerHost(): WorkerHost {
+    return {
+      broker: this.#getBroker,
+      tasks: this.tasks,
+      logger: this.logger,
+      redactPaths: (task) => this.redactPaths(task),
+    };
   }
 
   async close(): Promise<void> {

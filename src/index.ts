@@ -22,4 +22,4 @@ export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
-export { type RunEvent, Worker, type WorkerOptions } from './worker/worker.ts';
+export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

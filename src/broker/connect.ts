@@ -3,6 +3,7 @@ import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
 import { makeDirs } from '../core/fs.ts';
+import { redactUrl, redisUrlProblem } from '../core/urls.ts';
 import type { Broker, BrokerOptions } from './types.ts';
 
 export const DEFAULT_SQLITE_PATH = './data/errand.db';
@@ -36,15 +37,8 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
     throw new ConfigError('Broker URL is empty: give redis://host:port or sqlite:path/to/file.db');
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
   if (scheme === 'redis:' || scheme === 'rediss:' || scheme === 'redis+cluster:' || scheme === 'rediss+cluster:') {
-    // A cluster URL lists several host:port pairs, which URL cannot parse: the broker checks it.
-    if (!scheme.endsWith('+cluster:')) {
-      try {
-        const u = new URL(url);
-        if (!u.hostname) throw new Error('no host');
-      } catch {
-        throw new ConfigError(`Broker URL "${redact(url)}" is not a valid Redis URL: expected ${scheme}//host:port[/db]`);
-      }
-    }
+    const problem = redisUrlProblem(url);
+    if (problem) throw new ConfigError(`Broker URL "${redactUrl(url)}" ${problem}`);
     const { RedisBroker } = await import('./redis/redis-broker.ts');
     if (options.tls === undefined && scheme.startsWith('rediss')) {
       const { tlsFromEnv } = await import('./redis/connection.ts');
@@ -69,7 +63,7 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
     return new SqliteBroker({ path, ...options });
   }
   throw new ConfigError(
-    `Broker URL "${redact(url)}" is not supported: use redis://host:port[/db], rediss://host:port (TLS), redis+cluster://host:port,..., rediss+cluster://... or sqlite:path/to/file.db`,
+    `Broker URL "${redactUrl(url)}" is not supported: use redis://host:port[/db], rediss://host:port (TLS), redis+cluster://host:port,..., rediss+cluster://... or sqlite:path/to/file.db`,
   );
 }
 
@@ -83,11 +77,6 @@ export function sqliteFileOf(url: string): string | undefined {
   let path = url.slice('sqlite:'.length);
   if (path.startsWith('//')) path = path.slice(2);
   return path === '' || path === ':memory:' ? undefined : resolve(path);
-}
-
-/** A URL with its password hidden, for messages and logs. */
-export function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]*):([^@/]*)@/, '//$1:***@');
 }
 
 /** How long the command-line tools wait for a broker's first answer, in ms. */

@@ -14,12 +14,11 @@
  * - Batch methods exist so that callers never need one round trip per run.
  */
 
-/** The states of a run. `failed` is the dead-letter state: retries exhausted, kept for inspection and replay. */
-export type RunState = 'queued' | 'scheduled' | 'active' | 'succeeded' | 'failed' | 'cancelled';
+import type { RunRecord, RunState } from '../core/run.ts';
 
-export const RUN_STATES: readonly RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
-
-export const FINISHED_STATES: ReadonlySet<RunState> = new Set(['succeeded', 'failed', 'cancelled']);
+// The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
+// where the contract and the public API have always named it.
+export { type AttemptRecord, FINISHED_STATES, RUN_STATES, type RunError, type RunRecord, type RunState } from '../core/run.ts';
 
 /** A run to create. Built and validated by the task layer; the broker stores it as is. */
 export interface NewRun {
@@ -109,15 +108,6 @@ export interface ReserveResult {
   settled?: SettleStatus[];
 }
 
-/** An error as stored on a run. */
-export interface RunError {
-  name: string;
-  message: string;
-  stack?: string;
-  /** Set when Errand (not the handler) failed the run: e.g. `lease_lost`, `invalid_input`, `unknown_task`, `timeout`, `corrupt`. */
-  reason?: string;
-}
-
 export type Settlement =
   | { id: string; attempt: number; outcome: 'succeeded'; result: string | null; retentionMs: number }
   | { id: string; attempt: number; outcome: 'failed'; error: string; retentionMs: number }
@@ -129,42 +119,6 @@ export type SettleStatus = 'ok' | 'lost';
 export interface Lease {
   id: string;
   attempt: number;
-}
-
-/** One start of a run, as kept in its history. */
-export interface AttemptRecord {
-  attempt: number;
-  worker: string;
-  startedAt: number;
-  finishedAt?: number;
-  /** `succeeded`, `failed`, `retry`, `lost` (lease expired), `released` (handed back at shutdown), `cancelled`. */
-  outcome?: string;
-  error?: string;
-}
-
-/** A run as stored. JSON fields are raw text (see `decodeRun` in `src/core/run-info.ts`). */
-export interface RunRecord {
-  id: string;
-  task: string;
-  queue: string;
-  state: RunState;
-  priority: number;
-  input: string;
-  result?: string;
-  error?: string;
-  progress?: string;
-  attempts: number;
-  /** How many times the run's lease expired (its worker died or stalled). */
-  leaseLosses: number;
-  enqueuedAt: number;
-  runAt?: number;
-  startedAt?: number;
-  finishedAt?: number;
-  expiresAt?: number;
-  worker?: string;
-  idempotencyKey?: string;
-  traceparent?: string;
-  history: AttemptRecord[];
 }
 
 export type CancelOutcome =

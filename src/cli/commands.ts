@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { redact } from '../broker/connect.ts';
+import { redactUrl } from '../core/urls.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { explainMissingPeer } from '../core/peers.ts';
 import { endEarlySignalExit } from './early-exit.ts';
 import { argsErrorMessage } from './format.ts';
-import { ADMIN_USAGE, adminCommand } from './inspect.ts';
+import { ADMIN_USAGE, adminCommand } from './admin.ts';
 import { loadApp } from './load.ts';
 
 const USAGE = `Usage: errand <command> [options]
@@ -100,7 +100,7 @@ async function worker(args: string[]): Promise<void> {
       );
   }
   const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });
-  app.logger.info({ broker: app.brokerUrl ? redact(app.brokerUrl) : 'custom', tasks: [...app.tasks.keys()] }, 'starting worker');
+  app.logger.info({ broker: app.brokerUrl ? redactUrl(app.brokerUrl) : 'custom', tasks: [...app.tasks.keys()] }, 'starting worker');
   // From here on a stop signal stops the worker gracefully (until now it exited at once: see
   // early-exit.ts). The graceful handler goes in first: were the process left without a listener
   // for a moment, Node would drop a signal that arrived meanwhile.
@@ -113,9 +113,9 @@ async function worker(args: string[]): Promise<void> {
 }
 
 /** The dashboard's command; it needs Fastify, an optional peer dependency: say so when it is missing. */
-async function loadDashboard(): Promise<typeof import('../dashboard/cli.ts')> {
+async function loadDashboard(): Promise<typeof import('./dashboard.ts')> {
   try {
-    return await import('../dashboard/cli.ts');
+    return await import('./dashboard.ts');
   } catch (err) {
     throw explainMissingPeer(err, 'errand dashboard', ['fastify']);
   }

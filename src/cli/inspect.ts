@@ -1,275 +1,30 @@
-/**
- * The admin commands of the `errand` CLI: look at a broker and act on it, without any task module.
- *
- *   errand inspect queues | runs | run <id> | workers
- *   errand retry <id> | retry --failed --queue q [--task t]
- *   errand cancel <id>
- *   errand purge <queue> --yes
- *   errand pause <queue> | resume <queue>
- *
- * Every command takes `--broker URL` (default: ERRAND_BROKER_URL, REDIS_URL, sqlite:./data/errand.db;
- * ERRAND_PREFIX sets the Redis key prefix) and `--json`. Exit codes: 0 done; 2 the command cannot be
- * done as asked (bad flags or values, a malformed or unknown run id, an unknown queue, a run in the
- * wrong state, purge without --yes); 1 the broker could not be reached, or an unexpected error.
- * With `--json` the answer is one JSON document on stdout and an error is `{"error": {code, message}}`
- * on stderr. Inputs are shown with the paths of ERRAND_REDACT and `--redact` replaced by "[redacted]".
- */
-import { existsSync } from 'node:fs';
-import { parseArgs } from 'node:util';
-import pino from 'pino';
-import { connectBroker, defaultBrokerUrl, pingWithin, redact as redactUrl, sqliteFileOf } from '../broker/connect.ts';
-import {
-  type Broker,
-  type BrokerInspector,
-  type QueueCounts,
-  RUN_STATES,
-  type RunRecord,
-  type RunState,
-  type WorkerStatus,
-} from '../broker/types.ts';
-import { BrokerUnavailableError, ConfigError } from '../core/errors.ts';
-import { isRunId, QUEUE_NAME } from '../core/ids.ts';
-import { safeParse } from '../core/json.ts';
-import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv, redactRecord } from '../core/redact.ts';
+/** `errand inspect queues | runs | run <id> | workers`: what a broker holds, as tables or --json. */
+import { redactUrl } from '../core/urls.ts';
+import { type QueueCounts, RUN_STATES, type RunRecord, type RunState, type WorkerStatus } from '../broker/types.ts';
+import { ConfigError } from '../core/errors.ts';
+import { redactRecord } from '../core/redact.ts';
+import { errorLine, readRunError } from '../core/run-info.ts';
 import { runToJson } from '../http/schemas.ts';
-import { argsErrorMessage, clean, cut, duration, indentLines, prettyJson, relative, table, when } from './format.ts';
-
-export const ADMIN_COMMANDS: ReadonlySet<string> = new Set(['inspect', 'retry', 'cancel', 'purge', 'pause', 'resume']);
-
-export const ADMIN_USAGE = `  inspect queues     Each queue: counts by state, paused or not
-  inspect runs       Runs, newest first
-    --queue Q --task T --state S   filters (state: ${RUN_STATES.join(', ')})
-    --limit N          runs per page, 1 to 500 (default 20)
-    --cursor C         the next page (the cursor printed under the previous page)
-  inspect run <id>   One run: everything, input, result, error with its stack, attempts
-  inspect workers    Workers seen in the last hour: queues, concurrency, active runs, heartbeat age, lost
-  retry <id>         Replay a failed run (queued again, attempts reset)
-  retry --failed --queue Q [--task T]   Replay every failed run of a queue (of one task)
-  cancel <id>        Cancel a queued, scheduled or active run
-  purge <queue> --yes   Delete the queued and scheduled runs of a queue (without --yes: says how many)
-  pause <queue>      Workers stop taking runs from the queue (it still accepts runs)
-  resume <queue>     Workers take runs from the queue again
-    every one of these takes:
-    --broker URL       default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db (ERRAND_PREFIX: Redis key prefix)
-    --json             machine-readable output (errors as {"error": {"code", "message"}} on stderr)
-    inspect runs/run also take --redact a,b: input paths shown as "[redacted]", added to ERRAND_REDACT
-    exit codes: 0 done, 2 refused (bad flags, unknown run or queue, wrong state, purge without --yes), 1 broker unreachable
-`;
-
-const DEFAULT_LIMIT = 20;
-const EXAMPLE_ID = 'default.01JD3M5S7T8X9Y0Z1A2B3C4D5E';
-
-/** An error the user can act on: printed without a stack, with its code in `--json` mode. */
-export class CliError extends Error {
-  override name = 'CliError';
-  readonly code: string;
-  readonly exitCode: number;
-  readonly details: Record<string, unknown> | undefined;
-  constructor(code: string, message: string, options: { exitCode?: number; details?: Record<string, unknown> } = {}) {
-    super(message);
-    this.code = code;
-    this.exitCode = options.exitCode ?? 2;
-    this.details = options.details;
-  }
-}
-
-type Inspector = Broker & BrokerInspector;
-
-interface Common {
-  broker?: string;
-  json?: boolean;
-}
-
-const COMMON = { broker: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } as const;
-
-class Output {
-  readonly json: boolean;
-  #text = '';
-  constructor(json: boolean) {
-    this.json = json;
-  }
-  text(s: string): void {
-    this.#text += s;
-  }
-  data(value: unknown): void {
-    this.#text += `${JSON.stringify(value, null, 2)}\n`;
-  }
-  flush(): void {
-    if (this.#text) process.stdout.write(this.#text);
-    this.#text = '';
-  }
-}
-
-/**
- * Runs one admin command (`command` is one of ADMIN_COMMANDS, `args` what follows it). Writes the
- * answer to stdout and errors to stderr, sets `process.exitCode` and returns it; never throws.
- */
-export async function adminCommand(command: string, args: string[]): Promise<number> {
-  const json = args.includes('--json');
-  const out = new Output(json);
-  // `errand inspect runs | head`: a reader that goes away is not an error.
-  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
-  });
-  let code = 0;
-  try {
-    await dispatch(command, args, out);
-  } catch (err) {
-    code = report(err, json);
-  }
-  out.flush();
-  process.exitCode = code;
-  return code;
-}
-
-function report(err: unknown, json: boolean): number {
-  let e: CliError;
-  if (err instanceof CliError) e = err;
-  else if (err instanceof ConfigError) e = new CliError('config', err.message);
-  else if (err instanceof BrokerUnavailableError) e = new CliError('broker_unavailable', err.message, { exitCode: 1 });
-  else {
-    const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
-    e = new CliError('internal', `unexpected error: ${message}`, { exitCode: 1 });
-  }
-  if (json) process.stderr.write(`${JSON.stringify({ error: { code: e.code, message: e.message, ...e.details } })}\n`);
-  else process.stderr.write(`errand: ${clean(e.message, true)}\n`);
-  return e.exitCode;
-}
-
-function usage(message: string): CliError {
-  return new CliError('usage', `${message} (see errand help)`);
-}
-
-function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string }>>(
-  name: string,
-  args: string[],
-  options: T,
-  positionals: { min: number; max: number; what: string },
-) {
-  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
-  try {
-    parsed = parseArgs({ args, options: { ...COMMON, ...options }, strict: true, allowPositionals: true }) as typeof parsed;
-  } catch (err) {
-    throw usage(`${name}: ${argsErrorMessage(err)}`);
-  }
-  const { values, positionals: pos } = parsed;
-  if (values.help) throw new HelpRequested();
-  if (pos.length < positionals.min || pos.length > positionals.max) {
-    const got = pos.length === 0 ? 'nothing' : pos.map((p) => JSON.stringify(p)).join(' ');
-    throw usage(`${name} takes ${positionals.what}, got ${got}`);
-  }
-  for (const [key, value] of Object.entries(values))
-    if (typeof value === 'string' && value.trim() === '') throw usage(`${name}: --${key} is empty`);
-  return { values: values as Common & Record<string, string | boolean | undefined>, positionals: pos };
-}
-
-class HelpRequested extends Error {}
-
-async function dispatch(command: string, args: string[], out: Output): Promise<void> {
-  try {
-    switch (command) {
-      case 'inspect':
-        return await inspect(args, out);
-      case 'retry':
-        return await retry(args, out);
-      case 'cancel':
-        return await cancel(args, out);
-      case 'purge':
-        return await purge(args, out);
-      case 'pause':
-      case 'resume':
-        return await pauseResume(command, args, out);
-      default:
-        throw usage(`unknown command ${JSON.stringify(command)}`);
-    }
-  } catch (err) {
-    if (!(err instanceof HelpRequested)) throw err;
-    out.text(`Usage:\n${ADMIN_USAGE}`);
-  }
-}
-
-// ---- the broker ----------------------------------------------------------------------------------
-
-/** Opens the broker named by --broker (or the default), checks it answers and can be inspected, runs `fn`, closes it. */
-async function withBroker<T>(values: Common, fn: (broker: Inspector) => Promise<T>): Promise<T> {
-  const url = values.broker ?? defaultBrokerUrl();
-  const shown = redactUrl(url);
-  // Opening a SQLite path creates the file: an inspection must not make an empty broker out of a typo.
-  const file = sqliteFileOf(url);
-  if (file !== undefined && !existsSync(file))
-    throw new CliError('broker_not_found', `no SQLite broker file at ${file} (from ${shown}): check --broker or ERRAND_BROKER_URL`);
-  const broker = await connectBroker(url, { logger: pino({ level: 'silent' }), prefix: process.env.ERRAND_PREFIX || undefined });
-  try {
-    try {
-      await pingWithin(broker);
-    } catch (err) {
-      const why = (err as Error)?.message ?? String(err);
-      // Refused credentials or TLS set-up (BrokerConfigError): waiting will not help, the URL must change.
-      if ((err as Error)?.name === 'BrokerConfigError')
-        throw new CliError('config', `the broker at ${shown} refused the connection: ${why}`);
-      throw new CliError('broker_unavailable', `cannot reach the broker at ${shown}: ${why}`, { exitCode: 1 });
-    }
-    if (typeof (broker as Partial<BrokerInspector>).listRuns !== 'function')
-      throw new CliError(
-        'not_inspectable',
-        `the broker at ${shown} (${broker.kind}) cannot be inspected: it does not implement BrokerInspector`,
-      );
-    return await fn(broker as Inspector);
-  } finally {
-    await broker.close().catch(() => {});
-  }
-}
-
-function checkRunId(id: string): void {
-  if (!isRunId(id)) {
-    const shown = JSON.stringify(cut(id, 120));
-    throw new CliError('invalid_run_id', `${shown} is not a run id: run ids are <queue>.<26 characters>, like ${EXAMPLE_ID}`);
-  }
-}
-
-function notFound(id: string): CliError {
-  return new CliError('run_not_found', `run ${id} not found (it never existed, or it finished and its retention passed)`);
-}
-
-/** Refuses a malformed queue name, then one the broker has never seen (listing those it has). */
-async function checkQueue(broker: Inspector, queue: string, flag = 'queue'): Promise<void> {
-  if (!QUEUE_NAME.test(queue))
-    throw new CliError(
-      'invalid_queue',
-      `${JSON.stringify(cut(queue, 120))} is not a valid ${flag} name: 1 to 64 letters, digits, "_" or "-"`,
-    );
-  const known = (await broker.listQueues()).sort();
-  if (!known.includes(queue)) {
-    const list = known.length ? `known queues: ${known.join(', ')}` : 'the broker has no queue yet';
-    throw new CliError('unknown_queue', `unknown queue ${JSON.stringify(queue)}; ${list}`, { details: { known } });
-  }
-}
-
-function redactPaths(values: Record<string, string | boolean | undefined>): string[] {
-  let fromFlag: string[] = [];
-  if (typeof values.redact === 'string') {
-    const list = values.redact
-      .split(',')
-      .map((p) => p.trim())
-      .filter(Boolean);
-    try {
-      fromFlag = checkRedactPaths(list, '--redact');
-    } catch (err) {
-      throw new CliError('usage', (err as Error).message);
-    }
-  }
-  let fromEnv: string[];
-  try {
-    fromEnv = redactPathsFromEnv();
-  } catch (err) {
-    throw new CliError('config', (err as Error).message);
-  }
-  return mergeRedactPaths(fromEnv, fromFlag);
-}
+import { clean, cut, duration, indentLines, prettyJson, relative, table, when } from './format.ts';
+import {
+  CliError,
+  checkQueue,
+  checkRunId,
+  DEFAULT_LIMIT,
+  HelpRequested,
+  type Inspector,
+  intFlag,
+  notFound,
+  type Output,
+  parse,
+  redactPaths,
+  usage,
+  withBroker,
+} from './admin-shared.ts';
 
 // ---- inspect -------------------------------------------------------------------------------------
 
-async function inspect(args: string[], out: Output): Promise<void> {
+export async function inspect(args: string[], out: Output): Promise<void> {
   const [what, ...rest] = args;
   if (what === '--help' || what === '-h') throw new HelpRequested();
   switch (what) {
@@ -312,21 +67,10 @@ async function inspectQueues(args: string[], out: Output): Promise<void> {
   });
 }
 
-function intFlag(value: string | boolean | undefined, name: string, min: number, max: number): number | undefined {
-  if (value === undefined || typeof value !== 'string') return undefined;
-  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max)
-    throw new CliError('usage', `--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  return Number(value);
-}
-
 /** The one-line error of a run, for lists. */
-function errorLine(text: string | undefined): string {
-  if (text === undefined) return '';
-  const parsed = safeParse(text);
-  const e = parsed.ok && parsed.value && typeof parsed.value === 'object' ? (parsed.value as Record<string, unknown>) : undefined;
-  if (!e) return cut(clean(String(parsed.ok ? parsed.value : text)), 80);
-  const line = `${String(e.name ?? 'Error')}: ${String(e.message ?? '')}${typeof e.reason === 'string' ? ` (${e.reason})` : ''}`;
-  return cut(clean(line), 80);
+function errorLineOf(text: string | undefined): string {
+  const e = readRunError(text);
+  return e ? cut(clean(errorLine(e)), 80) : '';
 }
 
 async function inspectRuns(args: string[], out: Output): Promise<void> {
@@ -380,7 +124,7 @@ async function inspectRuns(args: string[], out: Output): Promise<void> {
         ['ID', 'TASK', 'STATE', 'ATTEMPTS', 'ENQUEUED', 'ERROR'],
         page.runs.map((r) => {
           const shown = redactRecord(r, paths);
-          return [clean(r.id), cut(clean(r.task), 40), r.state, String(r.attempts), relative(r.enqueuedAt, now), errorLine(shown.error)];
+          return [clean(r.id), cut(clean(r.task), 40), r.state, String(r.attempts), relative(r.enqueuedAt, now), errorLineOf(shown.error)];
         }),
         new Set([3]),
       ),
@@ -505,107 +249,5 @@ async function inspectWorkers(args: string[], out: Output): Promise<void> {
         new Set([2, 4, 5]),
       ),
     );
-  });
-}
-
-// ---- actions -------------------------------------------------------------------------------------
-
-async function retry(args: string[], out: Output): Promise<void> {
-  const { values, positionals } = parse(
-    'retry',
-    args,
-    { failed: { type: 'boolean' }, queue: { type: 'string' }, task: { type: 'string' } },
-    { min: 0, max: 1, what: 'one run id (or --failed --queue Q)' },
-  );
-  const queue = values.queue as string | undefined;
-  const task = values.task as string | undefined;
-  if (values.failed) {
-    if (positionals.length) throw usage('retry: give a run id, or --failed --queue Q, not both');
-    if (queue === undefined) throw usage('retry --failed needs --queue Q: the queue whose failed runs to replay');
-    await withBroker(values, async (broker) => {
-      await checkQueue(broker, queue);
-      const n = await broker.retryFailed(queue, task, Date.now());
-      if (out.json) return out.data({ queue, task: task ?? null, retried: n });
-      const of = `queue ${queue}${task !== undefined ? ` (task ${clean(task)})` : ''}`;
-      out.text(n ? `Queued again ${n} failed run${n === 1 ? '' : 's'} of ${of}, attempts reset.\n` : `No failed runs in ${of}.\n`);
-    });
-    return;
-  }
-  if (queue !== undefined || task !== undefined) throw usage('retry: --queue and --task go with --failed');
-  if (positionals.length !== 1) throw usage('retry takes one run id, or --failed --queue Q');
-  const id = positionals[0]!;
-  checkRunId(id);
-  await withBroker(values, async (broker) => {
-    const res = await broker.retry(id, Date.now());
-    if (res.outcome === 'not_found') throw notFound(id);
-    if (res.outcome === 'not_failed')
-      throw new CliError('not_failed', `run ${id} is ${res.state}: only failed or cancelled runs can be retried`, {
-        details: { state: res.state },
-      });
-    if (out.json) return out.data({ id, state: 'queued' });
-    out.text(`Run ${id} queued again, attempts reset.\n`);
-  });
-}
-
-async function cancel(args: string[], out: Output): Promise<void> {
-  const { values, positionals } = parse('cancel', args, {}, { min: 1, max: 1, what: 'one run id' });
-  const id = positionals[0]!;
-  checkRunId(id);
-  await withBroker(values, async (broker) => {
-    const res = await broker.cancel(id, Date.now());
-    if (res.outcome === 'not_found') throw notFound(id);
-    if (res.outcome === 'finished' && res.state === 'cancelled') {
-      // As run.cancel() and the HTTP API: cancelling a cancelled run succeeds and changes nothing.
-      if (out.json) return out.data({ id, state: 'cancelled', previous_state: 'cancelled' });
-      out.text(`Run ${id} was already cancelled.\n`);
-      return;
-    }
-    if (res.outcome === 'finished')
-      throw new CliError('already_finished', `run ${id} has already finished: it is ${res.state}`, { details: { state: res.state } });
-    if (out.json) return out.data({ id, state: 'cancelled', previous_state: res.previous });
-    const note = res.previous === 'active' ? ' (its worker aborts the handler)' : '';
-    out.text(`Run ${id} cancelled; it was ${res.previous}${note}.\n`);
-  });
-}
-
-async function purge(args: string[], out: Output): Promise<void> {
-  const { values, positionals } = parse('purge', args, { yes: { type: 'boolean' } }, { min: 1, max: 1, what: 'one queue name' });
-  const queue = positionals[0]!;
-  await withBroker(values, async (broker) => {
-    await checkQueue(broker, queue);
-    if (!values.yes) {
-      const c = (await broker.counts([queue]))[queue];
-      const queued = c?.queued ?? 0;
-      const scheduled = c?.scheduled ?? 0;
-      const n = queued + scheduled;
-      throw new CliError(
-        'confirmation_required',
-        `purge deletes runs for good: add --yes to delete the ${n} run${n === 1 ? '' : 's'} of queue ${queue} waiting now (${queued} queued, ${scheduled} scheduled); active runs finish either way`,
-        { details: { queue, would_delete: n, queued, scheduled } },
-      );
-    }
-    const n = await broker.purge(queue, Date.now());
-    if (out.json) return out.data({ queue, purged: n });
-    out.text(`Deleted ${n} run${n === 1 ? '' : 's'} (queued and scheduled) of queue ${queue}.\n`);
-  });
-}
-
-async function pauseResume(command: 'pause' | 'resume', args: string[], out: Output): Promise<void> {
-  const { values, positionals } = parse(command, args, {}, { min: 1, max: 1, what: 'one queue name' });
-  const queue = positionals[0]!;
-  await withBroker(values, async (broker) => {
-    await checkQueue(broker, queue);
-    const was = (await broker.pausedQueues()).includes(queue);
-    if (command === 'pause') await broker.pause(queue);
-    else await broker.resume(queue);
-    const paused = command === 'pause';
-    if (out.json) return out.data({ queue, paused, changed: was !== paused });
-    if (was === paused) out.text(`Queue ${queue} was already ${paused ? 'paused' : 'running (not paused)'}.\n`);
-    else
-      out.text(
-        paused
-          ? `Queue ${queue} paused: it still accepts runs, no worker takes them until: errand resume ${queue}\n`
-          : `Queue ${queue} resumed: workers take its runs again.\n`,
-      );
   });
 }

@@ -106,6 +106,19 @@ export class BrokerUnavailableError extends ErrandError {
 }
 
 /**
+ * A failed broker call (or a failure to open the broker) as every caller above the broker reports
+ * it: the HTTP routes and the dashboard (503 with Retry-After), the CLI (`broker_unavailable`, or
+ * `config` for a `BrokerConfigError`). A `BrokerUnavailableError` (and so a `BrokerConfigError`)
+ * is returned as it is; anything else (a driver's error, a corrupt record, a bad broker URL) becomes
+ * a `BrokerUnavailableError` whose message starts with `what` and whose `cause` is the original.
+ * Correct whether a broker throws raw driver errors or only Errand errors.
+ */
+export function brokerFailure(err: unknown, what = 'Broker call failed'): BrokerUnavailableError {
+  if (err instanceof BrokerUnavailableError) return err;
+  return new BrokerUnavailableError(`${what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+/**
  * The broker refused the connection for its configuration: a wrong user name or password, a TLS
  * certificate that is not trusted, TLS spoken to a plain port. Trying again will not help until the
  * configuration changes: a worker's `start()` fails with it instead of retrying. (Still a

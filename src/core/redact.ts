@@ -18,7 +18,7 @@
  * - `items.0.secret`  a number is an array index (and also a key of that name in an object).
  * Keys are compared exactly (case-sensitive); a key containing a dot cannot be named.
  */
-import type { AttemptRecord, RunRecord } from '../broker/types.ts';
+import type { AttemptRecord, RunRecord } from './run.ts';
 import { ConfigError } from './errors.ts';
 import { safeParse } from './json.ts';
 import type { RunInfo } from './run-info.ts';

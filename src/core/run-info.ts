@@ -1,4 +1,4 @@
-import type { AttemptRecord, RunError, RunRecord, RunState } from '../broker/types.ts';
+import type { AttemptRecord, RunError, RunRecord, RunState } from './run.ts';
 import { safeParse } from './json.ts';
 
 /** A run as the public API shows it: JSON fields decoded, times as Dates. */
@@ -56,8 +56,8 @@ export function decodeRun<R = unknown>(rec: RunRecord): RunInfo<R> {
   };
   if (rec.result !== undefined) info.result = field('result', rec.result) as R;
   if (rec.error !== undefined) {
-    const e = field('error', rec.error);
-    info.error = e && typeof e === 'object' ? (e as RunError) : { name: 'Error', message: String(e) };
+    field('error', rec.error); // notes it as corrupt when it is not JSON
+    info.error = readRunError(rec.error);
   }
   if (rec.progress !== undefined) info.progress = field('progress', rec.progress);
   const runAt = date(rec.runAt);
@@ -70,6 +70,30 @@ export function decodeRun<R = unknown>(rec: RunRecord): RunInfo<R> {
   if (rec.traceparent !== undefined) info.traceparent = rec.traceparent;
   if (corrupt.length) info.corrupt = corrupt;
   return info;
+}
+
+/**
+ * A stored error (the JSON text of a `RunError`, or anything else found in storage) read without ever
+ * throwing: the one reader behind `decodeRun`, the HTTP layer's run JSON, the dashboard and the CLI.
+ */
+export function readRunError(text: string | undefined): RunError | undefined {
+  if (text === undefined || text === null) return undefined;
+  const parsed = safeParse(text);
+  const v = parsed.ok ? parsed.value : undefined;
+  if (!v || typeof v !== 'object' || Array.isArray(v)) return { name: 'Error', message: String(parsed.ok ? parsed.value : text) };
+  const o = v as Record<string, unknown>;
+  const out: RunError = {
+    name: typeof o.name === 'string' ? o.name : 'Error',
+    message: typeof o.message === 'string' ? o.message : String(o.message ?? ''),
+  };
+  if (typeof o.reason === 'string') out.reason = o.reason;
+  if (typeof o.stack === 'string') out.stack = o.stack;
+  return out;
+}
+
+/** An error on one line, `Name: message (reason)`, for lists. */
+export function errorLine(e: RunError): string {
+  return `${e.name}: ${e.message}${e.reason ? ` (${e.reason})` : ''}`;
 }
 
 /** The JSON text stored for an error thrown by a handler (or made by Errand). */

@@ -23,7 +23,7 @@ import Fastify, { type FastifyBaseLogger, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Broker } from '../broker/types.ts';
 import { createErrand, type Errand } from '../errand.ts';
-import type { HttpAuthOptions } from '../http/auth.ts';
+import type { HttpAuthOptions } from '../web/auth.ts';
 import { checkBasePath, DASHBOARD_PATH, type DashboardOptions, dashboardPlugin } from './plugin.ts';
 
 export interface DashboardHandlerOptions extends Omit<DashboardOptions, 'errand' | 'auth'> {

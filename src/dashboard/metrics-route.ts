@@ -5,9 +5,9 @@
  */
 import type { FastifyPluginAsync, FastifySchema } from 'fastify';
 import type { Errand } from '../errand.ts';
-import type { HttpAuthOptions } from '../http/auth.ts';
-import { TokenAuth } from '../http/auth.ts';
-import { httpErrorHandler } from '../http/errors.ts';
+import type { HttpAuthOptions } from '../web/auth.ts';
+import { TokenAuth } from '../web/auth.ts';
+import { httpErrorHandler } from '../web/errors.ts';
 import { createMetrics, type ErrandMetrics } from '../telemetry/metrics.ts';
 
 export interface MetricsRouteOptions {

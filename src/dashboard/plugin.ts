@@ -30,24 +30,29 @@
  * The plugin is encapsulated: register it without a prefix (`app.register(dashboardPlugin, { errand })`);
  * its paths are absolute (the `basePath` option, `/dashboard` by default), and it tells the front end
  * its root in the page it serves. Outside Fastify (Express, Koa, `node:http`), see `handler.ts`.
+
+ *
+ * This file holds the options and the API's routes; its pieces are `assets.ts` (the base path and the
+ * built front end), `security.ts` (headers, tokens, cross-site checks), `overview.ts` (the broker as
+ * an inspector, the overview) and `stream.ts` (the event stream).
  */
-import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import type { ServerResponse } from 'node:http';
-import { extname, join, relative, sep } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { type Broker, type BrokerInspector, RUN_STATES, type RunRecord, type RunState } from '../broker/types.ts';
-import { BrokerUnavailableError } from '../core/errors.ts';
+import { RUN_STATES, type RunRecord, type RunState } from '../broker/types.ts';
 import { isRunId, QUEUE_NAME } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
 import type { Errand } from '../errand.ts';
-import { type HttpAuthOptions, type Scope, TokenAuth } from '../http/auth.ts';
-import { HttpError, httpErrorHandler } from '../http/errors.ts';
-import type { Overview, QueueOverview, RunList, Session, WorkerList } from './api-types.ts';
+import { type HttpAuthOptions, TokenAuth } from '../web/auth.ts';
+import { HttpError, httpErrorHandler } from '../web/errors.ts';
+import type { RunList, Session, WorkerList } from './api-types.ts';
+import { checkBasePath, DASHBOARD_PATH, DEFAULT_DIST_DIR, loadDist, registerFrontEnd } from './assets.ts';
+import { brokerAccess, overviewOf } from './overview.ts';
 import { runDetail, runSummary, workerJson } from './run-json.ts';
-import { buildSeries, emptyCounts, MINUTE, summarise } from './stats.ts';
+import { dashboardAccess, useSecurityHeaders } from './security.ts';
+import { registerStream } from './stream.ts';
+
+export { checkBasePath, DASHBOARD_PATH, DEFAULT_DIST_DIR } from './assets.ts';
+export { CONTENT_SECURITY_POLICY, SECURITY_HEADERS } from './security.ts';
 
 export interface DashboardOptions {
   errand: Errand;
@@ -66,114 +71,6 @@ export interface DashboardOptions {
    * `/dashboard`. One or more `/segment`s (letters, digits, `.`, `_`, `~`, `-`), no trailing slash.
    */
   basePath?: string;
-}
-
-export const DASHBOARD_PATH = '/dashboard';
-
-const BASE_PATH = /^(\/[A-Za-z0-9._~-]+)+$/;
-
-/** Checks a `basePath` option: `/admin/queues`, not `admin`, `/admin/` or `/`. */
-export function checkBasePath(basePath: unknown, where = 'dashboard'): string {
-  if (typeof basePath !== 'string' || !BASE_PATH.test(basePath) || /(^|\/)\.\.?(\/|$)/.test(basePath)) {
-    throw new TypeError(
-      `${where}: basePath must be a path such as "/dashboard" or "/admin/queues" (segments of letters, digits, ".", "_", "~", "-"; no trailing slash), got ${JSON.stringify(basePath)}`,
-    );
-  }
-  return basePath;
-}
-
-export const DEFAULT_DIST_DIR = fileURLToPath(new URL('./dist', import.meta.url));
-
-/** The content security policy of every dashboard response: no inline code, nothing from other origins, no framing. */
-export const CONTENT_SECURITY_POLICY = [
-  "default-src 'none'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data:",
-  "font-src 'self'",
-  "connect-src 'self'",
-  "manifest-src 'self'",
-  "base-uri 'none'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-].join('; ');
-
-export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
-  'content-security-policy': CONTENT_SECURITY_POLICY,
-  'x-content-type-options': 'nosniff',
-  'x-frame-options': 'DENY',
-  'referrer-policy': 'no-referrer',
-  'cross-origin-opener-policy': 'same-origin',
-  'cross-origin-resource-policy': 'same-origin',
-  'permissions-policy': 'camera=(), microphone=(), geolocation=(), payment=()',
-};
-
-const CONTENT_TYPES: Record<string, string> = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json; charset=utf-8',
-  '.map': 'application/json; charset=utf-8',
-  '.svg': 'image/svg+xml',
-  '.png': 'image/png',
-  '.ico': 'image/x-icon',
-  '.webp': 'image/webp',
-  '.woff2': 'font/woff2',
-  '.txt': 'text/plain; charset=utf-8',
-  '.webmanifest': 'application/manifest+json',
-};
-
-interface StaticFile {
-  body: Buffer;
-  type: string;
-  etag: string;
-  immutable: boolean;
-}
-
-/**
- * Every file of the built front end, read once: a fixed set of paths, so no request can reach
- * outside it. The build refers to `/dashboard/...`; index.html is rewritten for another `basePath`
- * (its asset URLs, and the `errand-base` meta tag the front end reads its root from).
- */
-function loadDist(dir: string, basePath: string): Map<string, StaticFile> {
-  const files = new Map<string, StaticFile>();
-  if (!existsSync(join(dir, 'index.html'))) return files;
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const full = join(d, name);
-      if (statSync(full).isDirectory()) walk(full);
-      else {
-        const rel = relative(dir, full).split(sep).join('/');
-        let body = readFileSync(full);
-        if (rel === 'index.html' && basePath !== DASHBOARD_PATH) {
-          const html = body
-            .toString('utf8')
-            .replace(/(\s(?:href|src)=")\/dashboard\//g, `$1${basePath}/`)
-            .replace(/(<meta name="errand-base" content=")\/dashboard(")/, `$1${basePath}$2`);
-          body = Buffer.from(html);
-        }
-        files.set(rel, {
-          body,
-          type: CONTENT_TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream',
-          etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`,
-          immutable: rel.startsWith('assets/'),
-        });
-      }
-    }
-  };
-  walk(dir);
-  return files;
-}
-
-const NOT_BUILT_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Errand dashboard not built</title></head>
-<body><h1>The dashboard's front end is not built</h1>
-<p>Run <code>npm run build:dashboard</code> in the Errand package (<code>npm ci</code> and <code>npm install</code> run it),
-then restart the server. The JSON API under <code>/dashboard/api/</code> works without it.</p></body></html>`;
-
-function isInspector(b: Broker): b is Broker & BrokerInspector {
-  const i = b as Partial<BrokerInspector>;
-  return typeof i.listRuns === 'function' && typeof i.stats === 'function' && typeof i.listWorkers === 'function';
 }
 
 const QueueName = z.string().regex(QUEUE_NAME, 'a queue name is 1 to 64 letters, digits, "_" or "-"');
@@ -239,112 +136,20 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
   fastify.addHook('onRoute', (route) => {
     route.schema = { ...route.schema, hide: true } as typeof route.schema;
   });
-  fastify.addHook('onSend', async (request, reply, payload) => {
-    for (const [k, v] of Object.entries(SECURITY_HEADERS)) reply.header(k, v);
-    if (request.url.startsWith(`${API}/`)) reply.header('cache-control', 'no-store');
-    return payload;
-  });
+  useSecurityHeaders(fastify, API);
 
   // ---- auth and request checks ------------------------------------------------------------------
 
-  /** The scope of the request's token; throws 401 (no or unknown token) or 403 (read token on an action). */
-  function authorize(request: FastifyRequest, need: Scope): Scope {
-    if (!auth.enabled) return 'admin';
-    const header = request.headers.authorization;
-    const m = typeof header === 'string' ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;
-    if (!m)
-      throw new HttpError(401, 'Not authenticated: sign in with a read or admin token', { 'www-authenticate': 'Bearer realm="errand"' });
-    const scope = auth.scopeOf(m[1]!);
-    if (scope === null) throw new HttpError(401, 'Invalid token', { 'www-authenticate': 'Bearer realm="errand", error="invalid_token"' });
-    if (need === 'admin' && scope !== 'admin') throw new HttpError(403, 'This token may only read: actions need an admin token');
-    return scope;
-  }
-
-  /**
-   * Actions change state: refuse what a page on another site could send (this matters when auth is
-   * off). Browsers say where a request comes from in `Sec-Fetch-Site`; older ones only in `Origin`.
-   */
-  function checkAction(request: FastifyRequest): void {
-    authorize(request, 'admin');
-    const site = request.headers['sec-fetch-site'];
-    if (typeof site === 'string') {
-      if (site !== 'same-origin' && site !== 'none') throw new HttpError(403, 'Cross-site requests may not act on the dashboard');
-    } else if (typeof request.headers.origin === 'string') {
-      const origin = request.headers.origin;
-      let host: string | null = null;
-      try {
-        host = origin === 'null' ? null : new URL(origin).host;
-      } catch {
-        host = null;
-      }
-      const forwarded = request.headers['x-forwarded-host'];
-      if (host === null || (host !== request.headers.host && host !== forwarded))
-        throw new HttpError(403, `Requests from ${origin.slice(0, 100)} may not act on the dashboard`);
-    }
-    const ct = request.headers['content-type'];
-    if (typeof ct !== 'string' || !/^application\/json\s*(;|$)/i.test(ct))
-      throw new HttpError(415, 'Send actions with a JSON body (content-type: application/json), e.g. {}');
-  }
-
-  /** The broker, as an inspector; broker failures become 503, a broker without inspection 501. */
-  async function inspector(): Promise<Broker & BrokerInspector> {
-    let broker: Broker;
-    try {
-      broker = await errand.broker();
-    } catch (err) {
-      throw new BrokerUnavailableError(`Cannot connect to the broker: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-    }
-    if (!isInspector(broker))
-      throw new HttpError(501, `The ${broker.kind} broker in use does not support inspection (listRuns, stats, workers)`);
-    return broker;
-  }
-
-  async function call<T>(fn: (b: Broker & BrokerInspector) => Promise<T>): Promise<T> {
-    const b = await inspector();
-    try {
-      return await fn(b);
-    } catch (err) {
-      if (err instanceof HttpError || err instanceof BrokerUnavailableError) throw err;
-      throw new BrokerUnavailableError(`Broker call failed: ${(err as Error)?.message ?? String(err)}`, { cause: err });
-    }
-  }
+  const { authorize, checkAction } = dashboardAccess(auth);
+  const access = brokerAccess(errand);
+  const { inspector, call } = access;
 
   // ---- reads ------------------------------------------------------------------------------------
 
   /** A run as the dashboard may show it: secrets in its input (the app's and its task's `redact` paths) as "[redacted]", and scrubbed from its errors, result and progress. */
   const shown = (rec: RunRecord): RunRecord => redactRecord(rec, errand.redactPaths(rec.task));
 
-  async function overview(): Promise<Overview> {
-    return call(async (b) => {
-      const now = Date.now();
-      const [counts, known, paused, workers] = await Promise.all([b.counts(), b.listQueues(), b.pausedQueues(), b.listWorkers(now)]);
-      const pausedSet = new Set(paused);
-      const names = [...new Set([...known, ...Object.keys(counts), ...paused, ...[...errand.tasks.values()].map((t) => t.queue)])].sort();
-      const since = now - windowMinutes * MINUTE;
-      const stats = names.length ? await b.stats(names, since) : {};
-      const totals = emptyCounts();
-      const queues: QueueOverview[] = names.map((name) => {
-        const c = { ...emptyCounts(), ...(counts[name] ?? {}) };
-        for (const s of RUN_STATES) totals[s] += c[s] ?? 0;
-        return { name, paused: pausedSet.has(name), counts: c, ...summarise(stats[name] ?? [], now) };
-      });
-      const all = summarise(Object.values(stats).flat(), now);
-      const lost = workers.filter((w) => w.lastSeen + w.ttlMs < now).length;
-      return {
-        now,
-        broker: b.kind,
-        windowMinutes,
-        queues,
-        totals,
-        workers: { alive: workers.length - lost, lost },
-        throughputPerMin: all.throughputPerMin,
-        failureRate: all.failureRate,
-        wait: all.wait,
-        run: all.run,
-        series: buildSeries(stats, since, now),
-      };
-    });
-  }
+  const overview = () => overviewOf(access, errand, windowMinutes);
 
   fastify.get(`${API}/session`, async (request): Promise<Session> => {
     const scope = authorize(request, 'read');
@@ -482,90 +287,9 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
 
   // ---- live updates -----------------------------------------------------------------------------
 
-  // One timer for every open stream: each snapshot is computed once and sent to all clients.
-  const streams = new Set<ServerResponse>();
-  let timer: NodeJS.Timeout | undefined;
-  let ticking = false;
-  const write = (res: ServerResponse, text: string) => {
-    if (!res.writableEnded && !res.destroyed) res.write(text);
-  };
-  const snapshot = async (): Promise<string> => {
-    try {
-      return `event: overview\ndata: ${JSON.stringify(await overview())}\n\n`;
-    } catch (err) {
-      fastify.log.warn({ err }, 'dashboard stream: overview failed');
-      const detail = err instanceof HttpError && typeof err.detail === 'string' ? err.detail : 'The task broker is unavailable; retrying';
-      return `event: error\ndata: ${JSON.stringify({ detail })}\n\n`;
-    }
-  };
-  const tick = async () => {
-    if (ticking) return;
-    ticking = true;
-    try {
-      const text = await snapshot();
-      for (const res of streams) write(res, text);
-    } finally {
-      ticking = false;
-    }
-  };
-
-  fastify.get(`${API}/stream`, async (request, reply: FastifyReply) => {
-    authorize(request, 'read');
-    await inspector();
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, {
-      ...SECURITY_HEADERS,
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store, no-transform',
-      connection: 'keep-alive',
-      'x-accel-buffering': 'no',
-    });
-    write(res, `retry: 3000\n\n`);
-    streams.add(res);
-    res.on('close', () => {
-      streams.delete(res);
-      if (!streams.size && timer) {
-        clearInterval(timer);
-        timer = undefined;
-      }
-    });
-    write(res, await snapshot());
-    if (!timer) {
-      timer = setInterval(() => void tick(), streamIntervalMs);
-      timer.unref();
-    }
-  });
-
-  fastify.addHook('preClose', async () => {
-    if (timer) clearInterval(timer);
-    timer = undefined;
-    for (const res of streams) res.end();
-    streams.clear();
-  });
+  registerStream(fastify, { api: API, intervalMs: streamIntervalMs, authorize, inspector, overview });
 
   // ---- the front end ----------------------------------------------------------------------------
 
-  const sendFile = (request: FastifyRequest, reply: FastifyReply, file: StaticFile) => {
-    reply.header('etag', file.etag);
-    reply.header('cache-control', file.immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
-    if (request.headers['if-none-match'] === file.etag) return reply.code(304).send();
-    return reply.type(file.type).send(file.body);
-  };
-
-  const page = async (request: FastifyRequest, reply: FastifyReply) => {
-    const path = (request.params as { '*'?: string })['*'] ?? '';
-    if (path === 'api' || path.startsWith('api/'))
-      throw new HttpError(404, `No dashboard API route ${request.method} ${request.url.split('?')[0]}`);
-    const file = files.get(path);
-    if (file && path !== 'index.html') return sendFile(request, reply, file);
-    // A missing built file is a 404; any other path is a page of the single-page app (its router reads
-    // the path; run ids contain dots, so "has an extension" cannot tell files from pages).
-    if (path.startsWith('assets/') || path === 'favicon.ico') throw new HttpError(404, `No dashboard file ${path.slice(0, 200)}`);
-    const index = files.get('index.html');
-    if (!index) return reply.code(503).type('text/html; charset=utf-8').send(NOT_BUILT_PAGE);
-    return sendFile(request, reply, index);
-  };
-  fastify.get(base, page);
-  fastify.get(`${base}/*`, page);
+  registerFrontEnd(fastify, base, files);
 };

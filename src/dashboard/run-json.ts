@@ -1,28 +1,16 @@
 /** Run records as the dashboard's API shows them: a short row for lists, everything for the run page. */
 import type { RunError, RunRecord, WorkerStatus } from '../broker/types.ts';
-import { safeParse } from '../core/json.ts';
-import { decodeRun } from '../core/run-info.ts';
+import { decodeRun, errorLine, readRunError } from '../core/run-info.ts';
 import type { AttemptJson, RunDetail, RunSummary, TimelineEvent, WorkerJson } from './api-types.ts';
 
 const ERROR_SUMMARY_CHARS = 300;
 
 /** Reads a stored error (JSON text of a RunError, or anything else) without ever throwing. */
-export function readError(text: string | undefined): RunError | undefined {
-  if (text === undefined) return undefined;
-  const parsed = safeParse(text);
-  if (parsed.ok && parsed.value && typeof parsed.value === 'object' && !Array.isArray(parsed.value)) {
-    const v = parsed.value as Partial<RunError>;
-    const out: RunError = { name: typeof v.name === 'string' ? v.name : 'Error', message: typeof v.message === 'string' ? v.message : '' };
-    if (typeof v.stack === 'string') out.stack = v.stack;
-    if (typeof v.reason === 'string') out.reason = v.reason;
-    return out;
-  }
-  return { name: 'Error', message: parsed.ok ? String(parsed.value) : text };
-}
+export const readError = readRunError;
 
-function errorLine(e: RunError | undefined): string | undefined {
+function shortErrorLine(e: RunError | undefined): string | undefined {
   if (!e) return undefined;
-  const line = `${e.name}: ${e.message}${e.reason ? ` (${e.reason})` : ''}`;
+  const line = errorLine(e);
   return line.length > ERROR_SUMMARY_CHARS ? `${line.slice(0, ERROR_SUMMARY_CHARS - 1)}…` : line;
 }
 
@@ -40,7 +28,7 @@ export function runSummary(rec: RunRecord): RunSummary {
   if (rec.startedAt !== undefined) s.startedAt = rec.startedAt;
   if (rec.finishedAt !== undefined) s.finishedAt = rec.finishedAt;
   if (rec.worker !== undefined) s.worker = rec.worker;
-  const error = errorLine(readError(rec.error));
+  const error = shortErrorLine(readError(rec.error));
   if (error !== undefined) s.error = error;
   return s;
 }

@@ -4,7 +4,7 @@
  */
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Errand } from '../errand.ts';
-import type { HttpAuthOptions } from '../http/auth.ts';
+import type { HttpAuthOptions } from '../web/auth.ts';
 import { metricsPlugin } from './metrics-route.ts';
 import { DASHBOARD_PATH, type DashboardOptions, dashboardPlugin } from './plugin.ts';
 

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { formatPath } from '../core/errors.ts';
-import { HttpError } from './errors.ts';
+import { HttpError } from '../web/errors.ts';
 
 /** Deepest nesting of arrays and objects accepted in a task input. */
 export const MAX_BODY_DEPTH = 256;

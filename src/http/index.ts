@@ -3,7 +3,7 @@
  * error shapes and an OpenAPI 3.1 document), or `errandRoutes` to mount on your own Fastify instance.
  * See docs/http.md.
  */
-export { authFromEnv, type HttpAuthOptions, type Scope, TokenAuth } from './auth.ts';
+export { authFromEnv, type HttpAuthOptions, type Scope, TokenAuth } from '../web/auth.ts';
 export { findBodyProblem, MAX_BODY_DEPTH, parseJsonBody, useJsonBodies } from './body.ts';
 export {
   errorResponse,
@@ -14,7 +14,7 @@ export {
   RETRY_AFTER_SECONDS,
   type ValidationDetail,
   zodErrorToDetail,
-} from './errors.ts';
+} from '../web/errors.ts';
 export {
   EnqueueHeadersSchema,
   EnqueueQuerySchema,

@@ -14,7 +14,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError } from '../core/errors.ts';
 import { importPeer } from '../core/peers.ts';
-import { HttpError } from './errors.ts';
+import { HttpError } from '../web/errors.ts';
 
 export interface HttpRateLimitOptions {
   /** Requests each client may make per `timeWindow`. A positive integer. */

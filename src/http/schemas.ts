@@ -5,8 +5,7 @@
  */
 import { z } from 'zod';
 import { RUN_STATES, type RunRecord } from '../broker/types.ts';
-import { decodeRun } from '../core/run-info.ts';
-import { safeParse } from '../core/json.ts';
+import { decodeRun, readRunError } from '../core/run-info.ts';
 
 export const RunStateSchema = z
   .enum(RUN_STATES as [string, ...string[]])
@@ -111,18 +110,10 @@ function iso(ms: number | undefined | null): string | null {
 }
 
 function errorJson(text: string | undefined, stacks: boolean): z.infer<typeof RunErrorSchema> | null {
-  if (text === undefined || text === null) return null;
-  const parsed = safeParse(text);
-  const e = parsed.ok ? parsed.value : undefined;
-  if (!e || typeof e !== 'object' || Array.isArray(e)) return { name: 'Error', message: String(parsed.ok ? parsed.value : text) };
-  const o = e as Record<string, unknown>;
-  const out: z.infer<typeof RunErrorSchema> = {
-    name: typeof o.name === 'string' ? o.name : 'Error',
-    message: typeof o.message === 'string' ? o.message : String(o.message ?? ''),
-  };
-  if (typeof o.reason === 'string') out.reason = o.reason;
-  if (stacks && typeof o.stack === 'string') out.stack = o.stack;
-  return out;
+  const e = readRunError(text);
+  if (!e) return null;
+  if (!stacks) delete e.stack;
+  return e;
 }
 
 /** A stored run as the HTTP layer shows it. */

@@ -9,6 +9,11 @@
  * - a journal of every enqueue (the runs as the task layer built them, before the clock moved them);
  * - hooks that tell `drain` when something happened, and a way to wake a waiting worker;
  * - `reset()`: a fresh, empty database under the same object (the app keeps its broker).
+ *
+ * What it does not do, by design: its storage is this process's memory, so no second broker
+ * instance, no other process (a worker elsewhere, `errand inspect`) and no hand edit of the storage
+ * can reach it. The conformance suite (`test/conformance/memory.test.ts`) skips the tests that need
+ * one of these, naming this difference; everything else it passes as the SQLite broker does.
  */
 import type { Logger } from 'pino';
 import { SqliteBroker } from '../broker/sqlite/sqlite-broker.ts';

@@ -6,11 +6,14 @@
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
-import pino from 'pino';
 import { SMTPServer } from 'smtp-server';
 import { loadConfig } from '../../app/config.ts';
 import { Service, type ServiceOptions } from '../../app/service.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir } from '../helpers.ts';
+
+// The broker fixture's Redis URL, clean-up (keys holding a prefix, never FLUSHDB) and quiet logger.
+export { dropRedisPrefix, quietLogger, REDIS_URL } from '../fixtures/brokers.ts';
 
 /** Usernames that must round-trip byte for byte (HTML, SQL, emoji, invisible and right-to-left characters). */
 export const HOSTILE_USERNAMES = [
@@ -29,7 +32,6 @@ export const HOSTILE_USERNAMES = [
 ];
 
 export const PG_ADMIN_URL = process.env.ERRAND_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-export const REDIS_URL = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 export interface ReceivedMail {
   from: string;
@@ -213,25 +215,6 @@ function decodeWords(value: string): string {
     return Buffer.concat(bytes).toString('utf8');
   });
 }
-
-/** Deletes every Redis key holding `prefix` (never FLUSHDB: other tests share the server). */
-export async function dropRedisPrefix(prefix: string, url = REDIS_URL): Promise<void> {
-  const { Redis } = await import('ioredis');
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `*${prefix}*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
-}
-
-export const quietLogger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
 /** Fast retries for tests: the behaviour (retry, then deliver) is what is checked, never the delays. */
 export const FAST_RETRIES = { maxAttempts: 3, backoff: 'fixed', base: 20, cap: 20, jitter: 0 } as const;

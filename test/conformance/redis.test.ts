@@ -6,6 +6,7 @@ import { after } from 'node:test';
 import { Redis } from 'ioredis';
 import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
 import type { Broker } from '../../src/broker/types.ts';
+import { dropRedisPrefix } from '../fixtures/brokers.ts';
 import { uniquePrefix } from '../helpers.ts';
 import { QueueKeys, splitRunId } from '../../src/broker/redis/codec.ts';
 import { inspectorConformance } from './inspector.ts';
@@ -42,21 +43,7 @@ brokerConformance('redis', makeBroker, {
 });
 inspectorConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });
 
+// Delete every key of the prefixes this file used (by prefix, never a flush).
 after(async () => {
-  // Delete every key of the prefixes this file used. The prefix may sit inside a hash tag
-  // (`{prefix...}`), hence the leading `*`.
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    for (const prefix of prefixes) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `*${prefix}*`, 'COUNT', 1000);
-        cursor = next;
-        if (keys.length) await redis.unlink(...keys);
-      } while (cursor !== '0');
-    }
-  } finally {
-    redis.disconnect();
-  }
+  for (const prefix of prefixes) await dropRedisPrefix(prefix, url);
 });

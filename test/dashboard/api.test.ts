@@ -16,9 +16,9 @@ import { metricsPlugin } from '../../src/dashboard/metrics-route.ts';
 import { dashboardPlugin } from '../../src/dashboard/plugin.ts';
 import { buildSeries, quantile, summarise } from '../../src/dashboard/stats.ts';
 import { createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
-import { quietLogger, REDIS_URL } from '../fixtures/brokers.ts';
-import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
-import { dropRedisPrefix, ensureDashboardBuilt } from './helpers.ts';
+import { brokerSetup, quietLogger } from '../fixtures/brokers.ts';
+import { tempDir, waitFor } from '../helpers.ts';
+import { ensureDashboardBuilt } from './helpers.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const READ = 'read-token-123';
@@ -88,14 +88,11 @@ for (const kind of ['sqlite', 'redis'] as const) {
     let failed: RunHandle;
     let succeeded: RunHandle;
     let secret: RunHandle;
-    const redisPrefix = uniquePrefix('errand-dash-api');
+    const setup = brokerSetup(kind, 'errand-dash-api');
 
     before(async () => {
       ensureDashboardBuilt();
-      errand =
-        kind === 'sqlite'
-          ? createErrand({ broker: `sqlite:${join(tempDir('errand-dash-api'), 'errand.db')}`, logger: quietLogger })
-          : createErrand({ broker: REDIS_URL, prefix: redisPrefix, logger: quietLogger });
+      errand = setup.app();
       const ok = errand.task('ok', { input: z.object({ n: z.number() }), queue: 'work' }, async ({ n }) => n * 2);
       const flaky = errand.task('flaky', { input: z.object({}), queue: 'work', retries: { maxAttempts: 1 } }, async () => {
         if (control.failing) throw new RangeError('flaky failed');
@@ -131,7 +128,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
       await app?.close();
       await secured?.close();
       await errand?.close();
-      if (kind === 'redis') await dropRedisPrefix(REDIS_URL, redisPrefix);
+      await setup.cleanup();
     });
 
     const post = (url: string, payload: unknown = {}, headers: Record<string, string> = {}) =>

@@ -7,19 +7,11 @@ import { after, before, describe, test } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { z } from 'zod';
 import type { BrokerInspector } from '../../src/broker/types.ts';
-import { createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
-import { quietLogger, REDIS_URL } from '../fixtures/brokers.ts';
+import type { Errand, RunHandle, Worker } from '../../src/index.ts';
+import { brokerSetup } from '../fixtures/brokers.ts';
 import { requires } from '../fixtures/prereq.ts';
-import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
-import {
-  browserUnavailable,
-  dropRedisPrefix,
-  ensureDashboardBuilt,
-  launchChromium,
-  SCREENSHOTS,
-  type Served,
-  serveDashboard,
-} from './helpers.ts';
+import { waitFor } from '../helpers.ts';
+import { browserUnavailable, ensureDashboardBuilt, launchChromium, SCREENSHOTS, type Served, serveDashboard } from './helpers.ts';
 
 const unavailable = requires('chromium (dashboard browser tests)', browserUnavailable());
 
@@ -94,7 +86,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
     // Set as soon as they exist, so that a failed set-up still closes them (else the process hangs).
     let errand: Errand | undefined;
     let worker: Worker | undefined;
-    const redisPrefix = uniquePrefix('errand-dash');
+    const setup = brokerSetup(kind, 'errand-dashboard');
     let served: Served;
     let securedServer: Served;
     let browser: Browser;
@@ -114,10 +106,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
 
     before(async () => {
       ensureDashboardBuilt();
-      errand =
-        kind === 'sqlite'
-          ? createErrand({ broker: `sqlite:${join(tempDir('errand-dashboard'), 'errand.db')}`, logger: quietLogger })
-          : createErrand({ broker: REDIS_URL, prefix: redisPrefix, logger: quietLogger });
+      errand = setup.app();
       s = await seed(errand, (w) => {
         worker = w;
       });
@@ -140,7 +129,7 @@ for (const kind of ['sqlite', 'redis'] as const) {
       await served?.close();
       await securedServer?.close();
       await errand?.close();
-      if (kind === 'redis') await dropRedisPrefix(REDIS_URL, redisPrefix);
+      await setup.cleanup();
     });
 
     test('overview: every queue with its counts, paused flag, charts; no console error or CSP violation', async () => {

@@ -3,7 +3,6 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, globSync, mkdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
 import type { Browser } from 'playwright-core';
 import { metricsPlugin } from '../../src/dashboard/metrics-route.ts';
 import { type DashboardOptions, dashboardPlugin } from '../../src/dashboard/plugin.ts';
@@ -56,20 +55,4 @@ export async function launchChromium(): Promise<Browser> {
   const { chromium } = await import('playwright-core');
   mkdirSync(SCREENSHOTS, { recursive: true });
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, headless: true });
-}
-
-/** Deletes this test's keys (and only them: keys containing its unique prefix) so that nothing piles up in Redis. Never a flush. */
-export async function dropRedisPrefix(url: string, prefix: string): Promise<void> {
-  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
-  try {
-    await redis.connect();
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `*${prefix}*`, 'COUNT', 5000);
-      cursor = next;
-      if (keys.length) await redis.unlink(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
 }

@@ -1,6 +1,6 @@
 // Found by the SIGTERM test (sigterm-service.test.ts): while the HTTP server closes, a request
 // arriving on an open keep-alive connection must get the documented 503 (`{"detail": ...}` with
-// Retry-After: src/http/errors.ts), not Fastify's raw built-in one.
+// Retry-After: src/web/errors.ts), not Fastify's raw built-in one.
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { describe, it } from 'node:test';

@@ -5,7 +5,8 @@ import type { FastifyInstance } from 'fastify';
 import { ConfigError } from '../../src/core/errors.ts';
 import type { Errand } from '../../src/errand.ts';
 import { authFromEnv, createServer, requireScope, TokenAuth } from '../../src/http/index.ts';
-import { defineTasks, sqliteSetup } from './setup.ts';
+import { defineTasks } from './setup.ts';
+import { sqliteSetup } from '../fixtures/brokers.ts';
 
 const ADMIN = 'admin-token-0123456789abcdef';
 const READ = 'read-token-0123456789abcdef';
@@ -17,7 +18,7 @@ describe('auth', () => {
   let runId: string;
 
   before(async () => {
-    errand = sqliteSetup().app();
+    errand = sqliteSetup('errand-http').app();
     defineTasks(errand);
     app = await createServer({ errand, logger: false, auth: { admin: [ADMIN, 'second-admin'], read: [READ] } });
     app.get('/private', { onRequest: requireScope({ admin: [ADMIN], read: [READ] }, 'read') }, async () => ({ ok: true }));

@@ -10,7 +10,8 @@ import { z } from 'zod';
 import { createErrand, type Errand } from '../../src/errand.ts';
 import { createServer } from '../../src/http/index.ts';
 import { tempDir } from '../helpers.ts';
-import { defineTasks, downBroker, quiet, sqliteSetup } from './setup.ts';
+import { defineTasks, downBroker, quiet } from './setup.ts';
+import { sqliteSetup } from '../fixtures/brokers.ts';
 
 const json = { 'content-type': 'application/json' };
 
@@ -20,7 +21,7 @@ describe('HTTP errors', () => {
   const logLines: string[] = [];
 
   before(async () => {
-    errand = sqliteSetup().app();
+    errand = sqliteSetup('errand-http').app();
     defineTasks(errand);
     const logger = pino({ level: 'info' }, { write: (line: string) => logLines.push(line) });
     app = await createServer({ errand, logger });
@@ -396,7 +397,7 @@ describe('HTTP errors with the broker down', () => {
 
 describe('request loggers', () => {
   it('bind the request id to every line logged, at the level set, and to nothing below it', async () => {
-    const errand = sqliteSetup().app();
+    const errand = sqliteSetup('errand-http').app();
     const lines: Record<string, unknown>[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
     const app = await createServer({ errand, logger, docs: false, dashboard: false });

@@ -6,7 +6,8 @@ import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import type { Errand } from '../../src/errand.ts';
 import { createServer } from '../../src/http/index.ts';
-import { defineTasks, sqliteSetup } from './setup.ts';
+import { defineTasks } from './setup.ts';
+import { sqliteSetup } from '../fixtures/brokers.ts';
 
 const json = { 'content-type': 'application/json' };
 
@@ -15,7 +16,7 @@ describe('hostile input', () => {
   let app: FastifyInstance;
 
   before(async () => {
-    errand = sqliteSetup().app();
+    errand = sqliteSetup('errand-http').app();
     defineTasks(errand);
     app = await createServer({ errand, logger: false, bodyLimit: 1024 * 1024 });
   });

@@ -4,14 +4,15 @@ import { after, before, describe, it } from 'node:test';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Errand } from '../../src/errand.ts';
 import { errandRoutes, httpErrorHandler } from '../../src/http/index.ts';
-import { defineTasks, sqliteSetup } from './setup.ts';
+import { defineTasks } from './setup.ts';
+import { sqliteSetup } from '../fixtures/brokers.ts';
 
 describe('errandRoutes on your own Fastify instance', () => {
   let errand: Errand;
   let app: FastifyInstance;
 
   before(async () => {
-    errand = sqliteSetup().app();
+    errand = sqliteSetup('errand-http').app();
     defineTasks(errand);
     app = Fastify({ logger: false });
     app.setErrorHandler(httpErrorHandler);

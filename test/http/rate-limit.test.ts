@@ -10,13 +10,14 @@ import { ConfigError } from '../../src/core/errors.ts';
 import type { Errand } from '../../src/errand.ts';
 import { createServer } from '../../src/http/index.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { defineTasks, quiet, sqliteSetup } from './setup.ts';
+import { defineTasks, quiet } from './setup.ts';
+import { sqliteSetup } from '../fixtures/brokers.ts';
 
 describe('HTTP rate limiting', () => {
   const apps: FastifyInstance[] = [];
   const errands: Errand[] = [];
   const server = async (rateLimit?: Parameters<typeof createServer>[0]['rateLimit']) => {
-    const errand = sqliteSetup().app();
+    const errand = sqliteSetup('errand-http').app();
     defineTasks(errand);
     errands.push(errand);
     const app = await createServer({ errand, logger: false, docs: true, ...(rateLimit !== undefined ? { rateLimit } : {}) });
@@ -99,7 +100,7 @@ describe('HTTP rate limiting', () => {
   });
 
   it('counts requests refused for their token (401, 403) and for an unknown path, so guessing tokens is throttled', async () => {
-    const errand = sqliteSetup().app();
+    const errand = sqliteSetup('errand-http').app();
     defineTasks(errand);
     errands.push(errand);
     const app = await createServer({
@@ -130,7 +131,7 @@ describe('HTTP rate limiting', () => {
   });
 
   it('refuses bad options with a ConfigError naming the option', async () => {
-    const errand = sqliteSetup().app();
+    const errand = sqliteSetup('errand-http').app();
     errands.push(errand);
     for (const [rateLimit, name] of [
       [{ max: 0 }, /rateLimit\.max/],

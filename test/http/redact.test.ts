@@ -9,7 +9,8 @@ import type { Errand } from '../../src/errand.ts';
 import { createServer } from '../../src/http/index.ts';
 import type { Worker } from '../../src/worker/worker.ts';
 import { waitFor } from '../helpers.ts';
-import { openEvents, sqliteSetup } from './setup.ts';
+import { openEvents } from './setup.ts';
+import { sqliteSetup } from '../fixtures/brokers.ts';
 
 describe('redaction in the HTTP run JSON', () => {
   let errand: Errand;
@@ -19,7 +20,7 @@ describe('redaction in the HTTP run JSON', () => {
   const seen: unknown[] = [];
 
   before(async () => {
-    errand = sqliteSetup().app({ redact: ['password'] });
+    errand = sqliteSetup('errand-http').app({ redact: ['password'] });
     errand.task(
       'signup',
       {

@@ -10,10 +10,11 @@ import { createErrand, type Errand } from '../../src/errand.ts';
 import { createServer } from '../../src/http/index.ts';
 import type { Worker } from '../../src/worker/worker.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { countingBroker, defineTasks, openEvents, quiet, type SseEvent, setups } from './setup.ts';
+import { countingBroker, defineTasks, openEvents, quiet, type SseEvent } from './setup.ts';
+import { availableSetups } from '../fixtures/brokers.ts';
 import { requires } from '../fixtures/prereq.ts';
 
-const { setups: all, skipped } = await setups();
+const { setups: all, skipped } = await availableSetups('errand-http');
 for (const reason of skipped) describe('runs over HTTP on redis', { skip: requires('Redis', reason) }, () => {});
 
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
@@ -47,6 +48,7 @@ for (const setup of all) {
       await worker?.stop({ graceMs: 0 });
       await app.close();
       await errand.close();
+      await setup.cleanup();
     });
 
     const enqueue = async (task: string, payload: unknown, query = '', headers: Record<string, string> = {}) => {

@@ -1,49 +1,14 @@
-// Shared set-up for the HTTP tests: Errand apps on a fresh SQLite file (and Redis when it
-// answers), a broker that is always down, a watch-counting broker wrapper, and a small
-// server-sent-events reader over fetch.
-import { join } from 'node:path';
+// Shared set-up for the HTTP tests: the tasks they define, a broker that is always down, a
+// watch-counting broker wrapper, and a small server-sent-events reader over fetch. Their Errand apps
+// come from the broker fixture (test/fixtures/brokers.ts).
 import pino from 'pino';
 import { z } from 'zod';
 import { connectBroker } from '../../src/broker/connect.ts';
 import type { Broker } from '../../src/broker/types.ts';
 import { PermanentError } from '../../src/core/errors.ts';
-import { createErrand, type Errand, type ErrandOptions } from '../../src/errand.ts';
-import { REDIS_URL } from '../fixtures/brokers.ts';
-import { tempDir, uniquePrefix } from '../helpers.ts';
+import type { Errand } from '../../src/errand.ts';
 
 export const quiet = pino({ level: 'silent' });
-
-export interface Setup {
-  name: 'sqlite' | 'redis';
-  app(options?: ErrandOptions): Errand;
-}
-
-export function sqliteSetup(): Setup {
-  const url = `sqlite:${join(tempDir('errand-http'), 'errand.db')}`;
-  return { name: 'sqlite', app: (o = {}) => createErrand({ broker: url, logger: quiet, ...o }) };
-}
-
-/** The Redis set-up, or why Redis cannot be used (not reachable). */
-export async function redisSetup(): Promise<Setup | string> {
-  const prefix = uniquePrefix('errand-http');
-  try {
-    const b = await connectBroker(REDIS_URL, { logger: quiet, prefix });
-    try {
-      await b.ping();
-    } finally {
-      await b.close();
-    }
-  } catch (err) {
-    return `${REDIS_URL} is not usable: ${(err as Error).message}`;
-  }
-  return { name: 'redis', app: (o = {}) => createErrand({ broker: REDIS_URL, prefix, logger: quiet, ...o }) };
-}
-
-/** Every set-up to run the key tests on: SQLite always, Redis when available (else a skip reason). */
-export async function setups(): Promise<{ setups: Setup[]; skipped: string[] }> {
-  const redis = await redisSetup();
-  return typeof redis === 'string' ? { setups: [sqliteSetup()], skipped: [redis] } : { setups: [sqliteSetup(), redis], skipped: [] };
-}
 
 /** The tasks most tests use. */
 export function defineTasks(app: Errand) {

@@ -19,61 +19,14 @@ import { readFileSync } from 'node:fs';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
-import { redact } from '../connect.ts';
+import type { RedisTarget } from '../../core/urls.ts';
 import { BrokerConfigError, BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 
 export type { TlsOptions };
+// The one Redis URL parser is in core (the configuration checks use it too).
+export { parseRedisUrl, type RedisTarget } from '../../core/urls.ts';
 
 export type RedisClient = Redis | Cluster;
-
-export type RedisTarget =
-  | { kind: 'single'; url: string; tls: boolean }
-  | { kind: 'cluster'; nodes: { host: string; port: number }[]; username?: string; password?: string; tls: boolean };
-
-/**
- * `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS), or
- * `redis+cluster://[user:pass@]host:port[,host:port...]` (seed nodes of a Redis Cluster;
- * `rediss+cluster://` for TLS).
- */
-export function parseRedisUrl(url: string): RedisTarget {
-  const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
-  if (scheme === 'redis:' || scheme === 'rediss:') {
-    try {
-      if (!new URL(url).hostname) throw new Error('no host');
-    } catch {
-      throw new ConfigError(`Redis URL "${redact(url)}" is not valid: expected ${scheme}//[user:password@]host:port[/db]`);
-    }
-    return { kind: 'single', url, tls: scheme === 'rediss:' };
-  }
-  if (scheme === 'redis+cluster:' || scheme === 'rediss+cluster:') {
-    const bad = () =>
-      new ConfigError(`Redis Cluster URL "${redact(url)}" is not valid: expected ${scheme}//[user:password@]host:port[,host:port...]`);
-    let rest = url.slice(scheme.length);
-    if (!rest.startsWith('//')) throw bad();
-    rest = rest.slice(2).replace(/[/?].*$/, '');
-    let username: string | undefined;
-    let password: string | undefined;
-    const at = rest.lastIndexOf('@');
-    if (at >= 0) {
-      const auth = rest.slice(0, at);
-      rest = rest.slice(at + 1);
-      const colon = auth.indexOf(':');
-      username = decodeURIComponent(colon >= 0 ? auth.slice(0, colon) : auth) || undefined;
-      password = colon >= 0 ? decodeURIComponent(auth.slice(colon + 1)) : undefined;
-    }
-    const nodes = rest.split(',').map((hp) => {
-      const m = /^(\[[^\]]+\]|[^:[\]]+)(?::(\d{1,5}))?$/.exec(hp.trim());
-      if (!m?.[1]) throw bad();
-      return { host: m[1].replace(/^\[|\]$/g, ''), port: m[2] ? Number(m[2]) : 6379 };
-    });
-    if (nodes.length === 0) throw bad();
-    const target: RedisTarget = { kind: 'cluster', nodes, tls: scheme === 'rediss+cluster:' };
-    if (username !== undefined) target.username = username;
-    if (password !== undefined) target.password = password;
-    return target;
-  }
-  throw new ConfigError(`"${redact(url)}" is not a Redis URL: use redis://, rediss:// or redis+cluster://`);
-}
 
 /** Reconnect delay: 50 ms doubling up to 2 s, with jitter; never gives up. */
 function retryDelay(times: number): number {

@@ -5,11 +5,12 @@
 import type { Logger } from 'pino';
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
-import { redact } from '../connect.ts';
+import { redactUrl as redact } from '../../core/urls.ts';
 import { DEFAULTS, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions } from '../types.ts';
 import { QueueKeys } from './codec.ts';
 import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
+import { LayoutGuard } from './layout.ts';
 import { defineScripts } from './scripts.ts';
 
 export interface RedisBrokerOptions extends BrokerOptions {
@@ -60,6 +61,8 @@ export class RedisCore {
   readonly connectWaitMs: number;
   readonly listCap: number;
   readonly main: ConnectionGate;
+  /** The layout version of this prefix (layout.ts), checked once before the first command. */
+  readonly layout: LayoutGuard;
   readonly queuesKey: string;
   readonly pausedKey: string;
   readonly workersKey: string;
@@ -97,6 +100,7 @@ export class RedisCore {
     const main = createClient(this.target, 'main', this.tls);
     defineScripts(main);
     this.main = new ConnectionGate(main, this.where, this.logger, this.connectWaitMs);
+    this.layout = new LayoutGuard(prefix, this.where, this.logger);
   }
 
   /** The keys of a queue. */
@@ -117,6 +121,7 @@ export class RedisCore {
   async ready(): Promise<RedisClient> {
     if (this.closed) throw new BrokerUnavailableError(`The Redis broker (${this.where}) is closed`);
     await this.main.ready();
+    if (!this.layout.ready) await this.layout.ensure(this.main.client); // the layout version (layout.ts), once
     return this.main.client;
   }
 

@@ -16,10 +16,9 @@
  * request only when its `now` is not already an integer. The inspection methods exist on the
  * guard only when the broker has them (`BrokerInspector` is optional).
  */
-import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { context, ProxyTracerProvider, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
-import { tracing } from '../../telemetry/tracing.ts';
 import type {
   Broker,
   BrokerInspector,
@@ -40,6 +39,19 @@ import type {
   WorkerInfo,
   WorkerStatus,
 } from '../types.ts';
+
+/** What the global tracer provider delegates to while no SDK has registered one. */
+const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether an SDK has registered a tracer provider (checked on each call: it may be registered
+ * late). The same test as telemetry/tracing.ts makes; here so that the broker layer does not
+ * import a layer above it.
+ */
+function tracing(): boolean {
+  const p = trace.getTracerProvider();
+  return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NO_PROVIDER;
+}
 
 /** The marker of a guarded broker (so that guarding twice is a no-op). */
 const GUARDED = Symbol.for('errand.guardedBroker');

@@ -17,15 +17,15 @@
   Returns { 'C', previous state code } when cancelled, { 'F', state code } when already finished,
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
---!include common.lua
-
+--!keys 1
+--!include common.lua: rcall, appendHistory, finish, notify
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
 local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C')
+local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
 if v['err'] then
   return { 'X' }
 end
-local s = v[1]
 if not s then
   if rcall('EXISTS', k) == 1 then
     return { 'X' }
@@ -35,9 +35,9 @@ end
 if s == 'd' or s == 'f' or s == 'c' then
   return { 'F', s }
 end
-local ret = tonumber(v[8]) or tonumber(ARGV[4])
+local ret = tonumber(ownRet) or tonumber(ARGV[4])
 if s == 'q' then
-  local p = v[2] or '0'
+  local p = prio or '0'
   local wk = base .. 'w:' .. p
   rcall('LREM', wk, -1, rid)
   if rcall('LLEN', wk) == 0 then
@@ -49,12 +49,12 @@ elseif s == 's' then
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
 elseif s == 'a' then
   rcall('ZREM', base .. 'active', rid)
-  local h = appendHistory(v[6], v[3], v[4], v[5], nowS, 'cancelled')
+  local h = appendHistory(hist, att, holder, started, nowS, 'cancelled')
   rcall('HDEL', k, 'o')
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
   rcall('PUBLISH', ARGV[6], ARGV[7])
 else
   return { 'X' }
 end
-notify(ARGV[5], ARGV[7], '', v[7])
+notify(ARGV[5], ARGV[7], '', watched)
 return { 'C', s }

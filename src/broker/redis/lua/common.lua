@@ -1,6 +1,7 @@
 --[[
   Helpers shared by the transition scripts. A script includes this file with the line
-  `--!include common.lua` (replaced by this text when the scripts are loaded, see scripts.ts).
+  `--!include common.lua: name, ...` naming the helpers it uses (replaced by their text, and that
+  of the helpers they use, when the scripts are loaded: see scripts.ts).
 
   Keys of one queue share the hash tag `{<queue>}`; `base` is `<prefix>:{<queue>}:`.
     base..'r:'..rid    HASH  one run (rid: the 26-character ULID part of the run id `<queue>.<rid>`)
@@ -20,6 +21,7 @@
     base..'st:'..minute  HASH  counters of one minute: e enqueued, d succeeded, f failed,
                              r retried, w<i>/u<i> wait/run latency histogram buckets
     base..'stm'        ZSET  the minutes that have counters
+    base..'layout'     STRING  the layout version these keys were migrated to (layout.ts, migrate.lua)
 
   Run hash fields (short names to save memory; absent means the default):
     s state: q queued, s scheduled, a active, d succeeded, f failed, c cancelled
@@ -186,8 +188,9 @@ end
 -- k): a key never stands for a run that no longer exists (purge, prune, retention 0 alike).
 local function dropRun(base, k, rid)
   local v = redis.pcall('HMGET', k, 't', 'k')
-  if not v['err'] and v[1] and v[2] then
-    local ikk = base .. 'ik:' .. v[1] .. ':' .. v[2]
+  local task, key = v[1], v[2]
+  if not v['err'] and task and key then
+    local ikk = base .. 'ik:' .. task .. ':' .. key
     if redis.pcall('GET', ikk) == rid then
       rcall('DEL', ikk)
     end
@@ -284,21 +287,21 @@ local function notify(chan, prefix, rid, watched)
   end
 end
 
--- Replays a failed or cancelled run (its fields read as HMGET s p W o h a w b f E = v; `zset` the
--- finished index it leaves, 'failed' or 'cancelled'): back to queued at the tail of its level with
+-- Replays a failed or cancelled run (`zset` the finished index it leaves, 'failed' or 'cancelled';
+-- the rest its fields p W o h a w b f E, as read by the caller): back to queued at the tail of its level with
 -- attempts and leaseLosses reset, no longer expiring (prune skips its entry in an expiry list: it
 -- has no expiresAt), due from `nowS` (its wait is counted from the replay); the failed attempt,
 -- when still open, is appended to the history first. The caller leaves the wake-up token.
-local function replay(base, k, rid, id, chan, v, nowS, zset)
-  if v[4] then
-    rcall('HSET', k, 'h', appendHistory(v[5], v[6], v[7], v[8], v[9] or '0', 'failed', v[10] or nil))
+local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, hist, att, holder, started, finished, err)
+  if open then
+    rcall('HSET', k, 'h', appendHistory(hist, att, holder, started, finished or '0', 'failed', err or nil))
   end
   rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0, 'r', nowS)
   rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
   rcall('PERSIST', k) -- a run finished by a version that gave finished runs a TTL
   rcall('ZREM', base .. zset, rid)
-  pushQueued(base, rid, v[2] or '0', false)
-  notify(chan, id, '', v[3])
+  pushQueued(base, rid, prio or '0', false)
+  notify(chan, id, '', watched)
 end
 
 --[[
@@ -319,12 +322,13 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
     local rid, att, kind, payload, numS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
     local k = base .. 'r:' .. rid
     local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b')
-    if v['err'] or v[1] ~= 'a' or v[2] ~= worker or v[3] ~= att then
+    local state, holder, runAtt, watched, prio, started = v[1], v[2], v[3], v[4], v[5], v[6]
+    if v['err'] or state ~= 'a' or holder ~= worker or runAtt ~= att then
       out[#out + 1] = 0
     else
       local num = tonumber(numS)
       done[#done + 1] = rid
-      statLatency(acc, 'u', now - (tonumber(v[6]) or now))
+      statLatency(acc, 'u', now - (tonumber(started) or now))
       if kind == 's' then
         statAdd(acc, 'd', 1)
         if att ~= '1' then
@@ -340,7 +344,7 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
         finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', payload)
       else
         statAdd(acc, 'r', 1)
-        local h = appendHistory(rcall('HGET', k, 'h'), att, worker, v[6], nowS, 'retry', payload)
+        local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'retry', payload)
         rcall('HDEL', k, 'o')
         if num > now then
           rcall('HSET', k, 's', 's', 'r', numS, 'h', h, 'E', payload)
@@ -352,11 +356,11 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
           rcall('ZADD', schedKey, numS, rid) -- the string as sent (see fmt)
         else
           rcall('HSET', k, 's', 'q', 'r', numS, 'h', h, 'E', payload)
-          pushQueued(base, rid, v[5] or '0', false)
+          pushQueued(base, rid, prio or '0', false)
           wakeUp = true
         end
       end
-      notify(chan, qp, rid, v[4])
+      notify(chan, qp, rid, watched)
       out[#out + 1] = 1
     end
   end

@@ -8,8 +8,8 @@
 
   Returns { queued, scheduled, active, succeeded, failed, cancelled }.
 ]]
---!include common.lua
-
+--!keys 6
+--!include common.lua: ACTIVE_PIN_SCORE
 local queued = 0
 for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   queued = queued + redis.call('LLEN', ARGV[1] .. 'w:' .. p)

@@ -22,8 +22,8 @@
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
 ]]
---!include common.lua
-
+--!keys 1
+--!include common.lua: rcall, statFlush, wake
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}

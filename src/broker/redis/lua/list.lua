@@ -21,8 +21,8 @@
   Otherwise `boundary` is ''. (Active and scheduled runs beyond the first `cap` by time are not
   seen: their structures are ordered by time, not by id.)
 ]]
---!include common.lua
-
+--!keys 6
+--!include common.lua: rcall, ACTIVE_PIN, ridTime
 local base, states, cursor, task = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local want, cap = tonumber(ARGV[4]), tonumber(ARGV[6])
 local found = {}
@@ -42,10 +42,11 @@ end
 -- Whether a run is (still) in the state `code` and of the task asked.
 local function keep(rid, code)
   local v = redis.pcall('HMGET', base .. 'r:' .. rid, 's', 't')
-  if v['err'] or v[1] ~= code then
+  local state, runTask = v[1], v[2]
+  if v['err'] or state ~= code then
     return false
   end
-  return task == '' or v[2] == task
+  return task == '' or runTask == task
 end
 
 local function wanted(code)

@@ -11,12 +11,14 @@
 
   Returns 1 when stored, 0 when the lease is not held.
 ]]
+--!keys 1
 local v = redis.pcall('HMGET', KEYS[1], 's', 'w', 'a', 'W')
-if v['err'] or v[1] ~= 'a' or v[2] ~= ARGV[1] or v[3] ~= ARGV[2] then
+local state, holder, att, watched = v[1], v[2], v[3], v[4]
+if v['err'] or state ~= 'a' or holder ~= ARGV[1] or att ~= ARGV[2] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'P', ARGV[3])
-if v[4] then
+if watched then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
 return 1

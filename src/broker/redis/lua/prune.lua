@@ -27,8 +27,8 @@
 
   Returns { removed, more (1 when a step reached its limit: call again) }.
 ]]
---!include common.lua
-
+--!keys 4
+--!include common.lua: rcall, bulk, dropRun, EXPIRY_MINUTE, notify
 local base, now, limit, slack = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local chan, qp = ARGV[5], ARGV[6]
 local zsets = { d = KEYS[1], f = KEYS[2], c = KEYS[3] }
@@ -53,16 +53,17 @@ for _, mS in ipairs(minutes) do
   for _, rid in ipairs(rids) do
     local k = base .. 'r:' .. rid
     local v = redis.pcall('HMGET', k, 's', 'x', 'W')
-    local x = not v['err'] and zsets[v[1] or ''] and tonumber(v[2])
+    local state, expires, watched = v[1], v[2], v[3]
+    local x = not v['err'] and zsets[state or ''] and tonumber(expires)
     if x and x - x % EXPIRY_MINUTE == m then
       if x > now then
         break -- not yet: neither is the rest of this minute's list, mostly
       end
       dropRun(base, k, rid)
-      local list = stale[v[1]]
+      local list = stale[state]
       list[#list + 1] = rid
       removed = removed + 1
-      notify(chan, qp, rid, v[3])
+      notify(chan, qp, rid, watched)
     end
     taken = taken + 1
   end
@@ -90,17 +91,18 @@ for z = 1, more == 0 and 3 or 0 do
   for _, rid in ipairs(rids) do
     local k = base .. 'r:' .. rid
     local v = redis.pcall('HMGET', k, 's', 'x', 'W')
-    if v['err'] or v[1] ~= codes[z] then
+    local state, expires, watched = v[1], v[2], v[3]
+    if v['err'] or state ~= codes[z] then
       -- Gone (a TTL ran out: counted), or no longer in this state: a stale index entry.
       gone[#gone + 1] = rid
-      if not v['err'] and not v[1] then
+      if not v['err'] and not state then
         removed = removed + 1
       end
-    elseif (tonumber(v[2]) or 0) <= now then
+    elseif (tonumber(expires) or 0) <= now then
       dropRun(base, k, rid)
       gone[#gone + 1] = rid
       removed = removed + 1
-      notify(chan, qp, rid, v[3])
+      notify(chan, qp, rid, watched)
       kept = 0
     else
       kept = kept + 1

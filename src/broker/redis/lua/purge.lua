@@ -12,18 +12,19 @@
 
   Returns { deleted, more (1 when a limit was reached: call again) }.
 ]]
---!include common.lua
-
+--!keys 2
+--!include common.lua: dropRun
 local base, limit, chan, qp = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local deleted, more = 0, 0
 
 local function drop(rid, code)
   local k = base .. 'r:' .. rid
   local v = redis.pcall('HMGET', k, 's', 'W')
-  if v['err'] or v[1] == code then
+  local state, watched = v[1], v[2]
+  if v['err'] or state == code then
     dropRun(base, k, rid)
     deleted = deleted + 1
-    if not v['err'] and v[2] then
+    if not v['err'] and watched then
       redis.call('PUBLISH', chan, qp .. rid)
     end
   end

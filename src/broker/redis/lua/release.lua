@@ -14,8 +14,8 @@
 
   Returns the number of runs released.
 ]]
---!include common.lua
-
+--!keys 1
+--!include common.lua: rcall, appendHistory, pushQueued, wake, notify
 local base, worker, nowS, chan, qp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local released = 0
 -- Backwards, so that pushing each at the head keeps the runs in the order given.
@@ -23,13 +23,14 @@ for j = #ARGV - 1, 6, -2 do
   local rid, att = ARGV[j], ARGV[j + 1]
   local k = base .. 'r:' .. rid
   local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'b', 'h', 'W', 'p')
-  if not v['err'] and v[1] == 'a' and v[2] == worker and v[3] == att then
-    local h = appendHistory(v[5], att, worker, v[4], nowS, 'released')
+  local state, holder, runAtt, started, hist, watched, prio = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+  if not v['err'] and state == 'a' and holder == worker and runAtt == att then
+    local h = appendHistory(hist, att, worker, started, nowS, 'released')
     rcall('HSET', k, 's', 'q', 'a', tonumber(att) - 1, 'h', h)
     rcall('HDEL', k, 'o')
     rcall('ZREM', KEYS[1], rid)
-    pushQueued(base, rid, v[7] or '0', true)
-    notify(chan, qp, rid, v[6])
+    pushQueued(base, rid, prio or '0', true)
+    notify(chan, qp, rid, watched)
     released = released + 1
   end
 end

@@ -10,12 +10,14 @@
 
   Returns the rids whose lease is not held (cancelled, recovered, settled or gone).
 ]]
+--!keys 1
 local base, worker, expiry = ARGV[1], ARGV[2], ARGV[3]
 local lost = {}
 for j = 4, #ARGV, 2 do
   local rid = ARGV[j]
   local v = redis.pcall('HMGET', base .. 'r:' .. rid, 's', 'w', 'a')
-  if v['err'] or v[1] ~= 'a' or v[2] ~= worker or v[3] ~= ARGV[j + 1] then
+  local state, holder, att = v[1], v[2], v[3]
+  if v['err'] or state ~= 'a' or holder ~= worker or att ~= ARGV[j + 1] then
     lost[#lost + 1] = rid
   else
     redis.call('ZADD', KEYS[1], 'XX', expiry, rid)

@@ -39,8 +39,8 @@
             then 7 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
             time in the run id), traceparent ('' for none) }
 ]]
---!include common.lua
-
+--!keys 4
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -86,12 +86,13 @@ if #due > 0 then
   for _, rid in ipairs(due) do
     local k = base .. 'r:' .. rid
     local v = redis.pcall('HMGET', k, 's', 'p', 'W')
+    local state, prio, watched = v[1], v[2], v[3]
     if v['err'] then
       failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
-    elseif v[1] == 's' then
+    elseif state == 's' then
       rcall('HSET', k, 's', 'q')
-      pushQueued(base, rid, v[2] or '0', false)
-      notify(chan, qp, rid, v[3])
+      pushQueued(base, rid, prio or '0', false)
+      notify(chan, qp, rid, watched)
     end
   end
   rcall('ZREMRANGEBYRANK', KEYS[1], 0, #due - 1)
@@ -110,20 +111,21 @@ if #expired > 0 then
     local rid = expired[j]
     local k = base .. 'r:' .. rid
     local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h')
+    local state, prio, watched, att, holder, started, lost, hist = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
     if v['err'] then
       failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
-    elseif v[1] == 'a' then
-      local losses = (tonumber(v[7]) or 0) + 1
-      local h = appendHistory(v[8], v[4], v[5], v[6], nowS, 'lost')
+    elseif state == 'a' then
+      local losses = (tonumber(lost) or 0) + 1
+      local h = appendHistory(hist, att, holder, started, nowS, 'lost')
       rcall('HDEL', k, 'o')
       if losses >= maxLosses then
         finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
         statAdd(acc, 'f', 1)
       else
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
-        pushQueued(base, rid, v[2] or '0', true)
+        pushQueued(base, rid, prio or '0', true)
       end
-      notify(chan, qp, rid, v[3])
+      notify(chan, qp, rid, watched)
     end
   end
   rcall('ZREMRANGEBYRANK', KEYS[2], 0, #expired - 1)
@@ -148,30 +150,31 @@ if max > 0 then
       for _, rid in ipairs(rids) do
         local k = base .. 'r:' .. rid
         local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r')
+        local state, task, input, attempts, enq, tp, watched, runAt = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
         if v['err'] then
           failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
-        elseif v[1] == 'q' and v[2] and v[3] then
-          local a = (tonumber(v[4]) or 0) + 1
+        elseif state == 'q' and task and input then
+          local a = (tonumber(attempts) or 0) + 1
           rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
           leases[#leases + 1] = leaseUntil
           leases[#leases + 1] = rid
           n = n + 1
           out[#out + 1] = rid
-          out[#out + 1] = v[2]
-          out[#out + 1] = v[3]
+          out[#out + 1] = task
+          out[#out + 1] = input
           out[#out + 1] = a
           out[#out + 1] = p
-          out[#out + 1] = v[5] or ''
-          out[#out + 1] = v[6] or ''
-          notify(chan, qp, rid, v[7])
+          out[#out + 1] = enq or ''
+          out[#out + 1] = tp or ''
+          notify(chan, qp, rid, watched)
           -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
-          local since = tonumber(v[5]) or ridTime(rid)
-          local due = tonumber(v[8])
+          local since = tonumber(enq) or ridTime(rid)
+          local due = tonumber(runAt)
           if due and due > since then
             since = due
           end
           statLatency(acc, 'w', now - since)
-        elseif v[1] == 'q' or (not v[1] and (v[2] or v[3])) then
+        elseif state == 'q' or (not state and (task or input)) then
           failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc)
         end
         -- Otherwise the run is gone or no longer queued (a stale entry): skipped.

@@ -16,14 +16,14 @@
   { 'N' } when there
   is no such run, { 'X' } when the stored run is unreadable.
 ]]
---!include common.lua
-
+--!keys 1
+--!include common.lua: rcall, wake, replay
 local k, base, rid = KEYS[1], ARGV[1], ARGV[2]
 local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E')
+local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
 if v['err'] then
   return { 'X' }
 end
-local s = v[1]
 if not s then
   if rcall('EXISTS', k) == 1 then
     return { 'X' }
@@ -33,6 +33,7 @@ end
 if s ~= 'f' and s ~= 'c' then
   return { 'S', s }
 end
-replay(base, k, rid, ARGV[4], ARGV[3], v, ARGV[5], s == 'f' and 'failed' or 'cancelled')
+local zset = s == 'f' and 'failed' or 'cancelled'
+replay(base, k, rid, ARGV[4], ARGV[3], ARGV[5], zset, prio, watched, open, hist, att, holder, started, finished, err)
 wake(base)
 return { 'Q' }

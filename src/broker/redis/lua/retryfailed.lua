@@ -15,8 +15,8 @@
 
   Returns { replayed, skipped, scanned }.
 ]]
---!include common.lua
-
+--!keys 1
+--!include common.lua: rcall, wake, replay
 local base, task = ARGV[1], ARGV[2]
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local chan, qp = ARGV[5], ARGV[6]
@@ -25,13 +25,15 @@ local replayed, skipped = 0, 0
 for _, rid in ipairs(rids) do
   local k = base .. 'r:' .. rid
   local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't')
-  if v['err'] or v[1] ~= 'f' then
+  local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+  local runTask = v[11]
+  if v['err'] or s ~= 'f' then
     -- A stale entry (the run expired or is unreadable): left for prune.
     skipped = skipped + 1
-  elseif task ~= '' and v[11] ~= task then
+  elseif task ~= '' and runTask ~= task then
     skipped = skipped + 1
   else
-    replay(base, k, rid, qp .. rid, chan, v, ARGV[7], 'failed')
+    replay(base, k, rid, qp .. rid, chan, ARGV[7], 'failed', prio, watched, open, hist, att, holder, started, finished, err)
     replayed = replayed + 1
   end
 end

@@ -25,8 +25,8 @@
 
   Returns one integer per item: 1 applied, 0 lost.
 ]]
---!include common.lua
-
+--!keys 2
+--!include common.lua: statFlush, wake, settleItems
 local nowS = ARGV[3]
 local now = tonumber(nowS)
 local out = {}

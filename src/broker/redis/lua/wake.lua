@@ -6,6 +6,7 @@
 
   Returns the number of tokens now waiting.
 ]]
+--!keys 1
 if redis.call('LLEN', KEYS[1]) == 0 then
   return redis.call('RPUSH', KEYS[1], '1')
 end

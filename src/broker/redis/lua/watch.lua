@@ -6,6 +6,7 @@
 
   Returns 1 when flagged, 0 when there is no such run (or it is unreadable).
 ]]
+--!keys 1
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end

@@ -1,0 +1,43 @@
+--[[
+  migrate: brings the keys of one queue to a layout version (see layout.ts), one step per version,
+  and records the version reached in the queue's layout marker. The whole call is one atomic
+  step: when several processes migrate at once, the first call on a queue applies the steps and
+  the others find its marker and apply nothing.
+
+  Each step must be safe on data that code of the previous layout keeps writing during a rolling
+  deploy (a queue it creates later has no marker, and counts as being at the prefix's version).
+
+  KEYS[1] the queue's layout marker `<prefix>:{<queue>}:layout` STRING (the version its keys are in)
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] the version of a queue without a marker (the prefix's recorded version, or 1)
+  ARGV[3] the version to reach
+
+  Returns the number of steps applied (0: the queue was at that version already).
+]]
+--!keys 1
+--!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE
+
+local base, to = ARGV[1], tonumber(ARGV[3])
+local marker = rcall('GET', KEYS[1])
+local at = tonumber(marker or ARGV[2])
+if not at then
+  return redis.error_reply('ERR the layout marker ' .. KEYS[1] .. ' is not a version: ' .. tostring(marker))
+end
+local applied = 0
+
+-- 2: every lease set holds the pin at its finite score (common.lua). Builds from ad5dc52 to
+-- 27c37c3 scored it +inf, earlier ones had no pin: reserve adds it again on its next lease anyway,
+-- this makes it so before then.
+if at < 2 and to >= 2 then
+  local active = base .. 'active'
+  if rcall('EXISTS', active) == 1 then
+    redis.pcall('ZADD', active, ACTIVE_PIN_SCORE, ACTIVE_PIN) -- a key of another type: left to reserve
+  end
+  applied = applied + 1
+end
+
+if at < to then
+  rcall('SET', KEYS[1], to)
+end
+return applied

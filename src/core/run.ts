@@ -1,0 +1,58 @@
+/**
+ * The run model: a run's states, its stored record, its attempts and its errors.
+ *
+ * The lowest layer's view of a run, shared by every layer above: the Broker contract
+ * (`src/broker/types.ts`, which re-exports these names) stores it, and `run-info.ts` decodes it.
+ */
+
+/** The states of a run. `failed` is the dead-letter state: retries exhausted, kept for inspection and replay. */
+export type RunState = 'queued' | 'scheduled' | 'active' | 'succeeded' | 'failed' | 'cancelled';
+
+export const RUN_STATES: readonly RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
+
+export const FINISHED_STATES: ReadonlySet<RunState> = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** An error as stored on a run. */
+export interface RunError {
+  name: string;
+  message: string;
+  stack?: string;
+  /** Set when Errand (not the handler) failed the run: e.g. `lease_lost`, `invalid_input`, `unknown_task`, `timeout`, `corrupt`. */
+  reason?: string;
+}
+
+/** One start of a run, as kept in its history. */
+export interface AttemptRecord {
+  attempt: number;
+  worker: string;
+  startedAt: number;
+  finishedAt?: number;
+  /** `succeeded`, `failed`, `retry`, `lost` (lease expired), `released` (handed back at shutdown), `cancelled`. */
+  outcome?: string;
+  error?: string;
+}
+
+/** A run as stored. JSON fields are raw text (see `decodeRun` in `src/core/run-info.ts`). */
+export interface RunRecord {
+  id: string;
+  task: string;
+  queue: string;
+  state: RunState;
+  priority: number;
+  input: string;
+  result?: string;
+  error?: string;
+  progress?: string;
+  attempts: number;
+  /** How many times the run's lease expired (its worker died or stalled). */
+  leaseLosses: number;
+  enqueuedAt: number;
+  runAt?: number;
+  startedAt?: number;
+  finishedAt?: number;
+  expiresAt?: number;
+  worker?: string;
+  idempotencyKey?: string;
+  traceparent?: string;
+  history: AttemptRecord[];
+}

@@ -1,0 +1,364 @@
+/** `createTesting(errand)` and `ErrandTesting`: an app on a throwaway in-memory broker, with the helpers to look at it and drain it. */
+import { AssertionError } from 'node:assert';
+import pino, { type Logger } from 'pino';
+import type { RunState } from '../broker/types.ts';
+import { ConfigError } from '../core/errors.ts';
+import { coalesced } from '../core/coalesce.ts';
+import { decodeRun, type RunInfo } from '../core/run-info.ts';
+import { createErrand, type Errand, type ErrandOptions } from '../errand.ts';
+import { type RunEvent, Worker } from '../worker/worker.ts';
+import { TestBroker } from './test-broker.ts';
+import {
+  type AnyTask,
+  describeEnqueued,
+  describeMatch,
+  type EnqueuedMatch,
+  type EnqueuedRun,
+  type InputOf,
+  matches,
+  toEnqueued,
+} from './enqueued.ts';
+
+// ---- drain --------------------------------------------------------------------------------------
+
+export interface DrainOptions {
+  /** Queues to run (default: every queue of the app's tasks and every queue that holds runs). */
+  queues?: string[];
+  /** Runs executed at once (default 1: runs start one after the other, in the order a worker takes them). */
+  concurrency?: number;
+  /**
+   * A failed attempt that will be retried is retried within this drain at once, its backoff skipped
+   * (default true): the drain ends with each run succeeded or failed. With false the run stays
+   * `scheduled` for its retry (run it later with `advance` and another drain).
+   */
+  retries?: boolean;
+  /** Also run runs scheduled for later (`delay`, `runAt`), moving the test clock to each one's time. Default false. */
+  scheduled?: boolean;
+  /** Most attempts in one drain (runs that enqueue runs without end): past it, the drain stops and throws. Default 1000. */
+  limit?: number;
+}
+
+/** One attempt the drain ran. */
+export interface DrainAttempt {
+  runId: string;
+  task: string;
+  queue: string;
+  attempt: number;
+  /** `succeeded`; `retry` (failed, another attempt follows); `failed` (the run failed); `lost` (cancelled while running). */
+  outcome: 'succeeded' | 'retry' | 'failed' | 'lost' | 'released';
+  /** What the handler threw (`retry`, `failed`). */
+  error?: unknown;
+}
+
+export interface DrainResult {
+  /** Every run started by the drain, in the order of its first start, as stored at the end (a run deleted at once by `retention: 0` is missing). */
+  runs: RunInfo[];
+  /** Every attempt, in the order they ended. */
+  attempts: DrainAttempt[];
+  /** Runs that ended succeeded. */
+  succeeded: number;
+  /** Runs that ended failed (retries exhausted, or `PermanentError`). */
+  failed: number;
+  /** Attempts that failed and were retried. */
+  retried: number;
+}
+
+// ---- createTesting ------------------------------------------------------------------------------
+
+export interface TestingOptions {
+  /** Logger of the drain's worker and of `runTask` contexts. Default: silent. */
+  logger?: Logger;
+  /** For `createTesting()` without an app: options of the app it makes (its broker is the test broker). */
+  errand?: Omit<ErrandOptions, 'broker'>;
+}
+
+const silent = (): Logger => pino({ level: 'silent' });
+
+/**
+ * Gives `errand` (or, without one, a new app) a throwaway in-memory broker, and returns the helpers
+ * that look into it. Call it before the app's first enqueue (at the top of a test file): the broker
+ * of an app cannot change once connected.
+ */
+export function createTesting(errand?: Errand, options: TestingOptions = {}): ErrandTesting {
+  return new ErrandTesting(errand, options);
+}
+
+export class ErrandTesting {
+  readonly errand: Errand;
+  readonly broker: TestBroker;
+  readonly #logger: Logger;
+  #drains = 0;
+
+  constructor(errand: Errand | undefined, options: TestingOptions = {}) {
+    this.#logger = options.logger ?? silent();
+    this.broker = new TestBroker({ logger: this.#logger });
+    if (errand) {
+      try {
+        errand.setBroker(this.broker);
+      } catch (err) {
+        throw new ConfigError(
+          `createTesting: ${(err as Error).message} (call createTesting(errand) before the app's first enqueue, e.g. at the top of the test file)`,
+        );
+      }
+      this.errand = errand;
+    } else {
+      this.errand = createErrand({ logger: this.#logger, ...options.errand, broker: this.broker });
+    }
+  }
+
+  // ---- time ---------------------------------------------------------------------------------------
+
+  /** The test clock (epoch ms): real time plus every `advance` and every jump of `drain({ scheduled: true })`. */
+  now(): number {
+    return this.broker.now();
+  }
+
+  /** Moves the test clock forward: runs scheduled within `ms` become due (run them with `drain()`). */
+  advance(ms: number): void {
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0)
+      throw new TypeError(`advance(ms): ms must be a non-negative number, got ${ms}`);
+    this.broker.offset += ms;
+    this.broker.poke();
+  }
+
+  // ---- what was enqueued --------------------------------------------------------------------------
+
+  /** Every enqueue since the start (or the last `reset` / `clearEnqueued`), oldest first; of one task and matching `match` when given. */
+  enqueued<T extends AnyTask | string>(task?: T, match: EnqueuedMatch<InputOf<T>> = {}): EnqueuedRun<InputOf<T>>[] {
+    const name = task === undefined ? undefined : typeof task === 'string' ? task : task.name;
+    return this.broker.journal
+      .filter((e) => name === undefined || e.run.task === name)
+      .map(toEnqueued)
+      .filter((e) => matches(e, match as EnqueuedMatch)) as EnqueuedRun<InputOf<T>>[];
+  }
+
+  /**
+   * Throws an `AssertionError` unless `task` was enqueued with what `match` says (at least once, or
+   * exactly `match.count` times), naming what was enqueued instead. Returns the matching enqueues.
+   */
+  assertEnqueued<T extends AnyTask | string>(task: T, match: EnqueuedMatch<InputOf<T>> = {}): EnqueuedRun<InputOf<T>>[] {
+    const found = this.enqueued(task, match);
+    const { count } = match;
+    if (count === undefined ? found.length > 0 : found.length === count) return found;
+    const name = typeof task === 'string' ? task : task.name;
+    const want = count === undefined ? 'at least one enqueue' : `${count} enqueue${count === 1 ? '' : 's'}`;
+    throw new AssertionError({
+      message: `Expected ${want} of "${name}"${describeMatch(match as EnqueuedMatch)}, found ${found.length}.\n${this.#describeJournal(name)}`,
+      actual: found.length,
+      expected: count ?? '>= 1',
+      operator: 'assertEnqueued',
+      stackStartFn: this.assertEnqueued,
+    });
+  }
+
+  /** Throws an `AssertionError` if `task` (any task when omitted) was enqueued matching `match`. */
+  refuteEnqueued<T extends AnyTask | string>(task?: T, match: EnqueuedMatch<InputOf<T>> = {}): void {
+    const found = this.enqueued(task, match);
+    if (found.length === 0) return;
+    const name = task === undefined ? undefined : typeof task === 'string' ? task : task.name;
+    throw new AssertionError({
+      message: `Expected no enqueue of ${name === undefined ? 'any task' : `"${name}"`}${describeMatch(match as EnqueuedMatch)}, found ${found.length}.\n${this.#describeJournal(name)}`,
+      actual: found.length,
+      expected: 0,
+      operator: 'refuteEnqueued',
+      stackStartFn: this.refuteEnqueued,
+    });
+  }
+
+  /** Forgets what was enqueued so far (the runs stay in the broker). */
+  clearEnqueued(): void {
+    this.broker.journal = [];
+  }
+
+  #describeJournal(task: string | undefined): string {
+    const all = this.enqueued(task);
+    if (all.length === 0) return task === undefined ? 'Nothing was enqueued.' : `No run of "${task}" was enqueued.`;
+    const lines = all.slice(0, 20).map((e) => `  - ${describeEnqueued(e)}`);
+    if (all.length > 20) lines.push(`  ... and ${all.length - 20} more`);
+    return `Enqueued${task === undefined ? '' : ` runs of "${task}"`}:\n${lines.join('\n')}`;
+  }
+
+  // ---- the runs in the broker ---------------------------------------------------------------------
+
+  /** The runs the broker holds now, newest first (decoded: input, result and error as values). */
+  async runs(filter: { task?: string | AnyTask; queue?: string; state?: RunState } = {}): Promise<RunInfo[]> {
+    const task = typeof filter.task === 'string' ? filter.task : filter.task?.name;
+    const out: RunInfo[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await this.broker.listRuns({
+        limit: 500,
+        ...(task !== undefined && { task }),
+        ...(filter.queue !== undefined && { queue: filter.queue }),
+        ...(filter.state !== undefined && { state: filter.state }),
+        ...(cursor !== undefined && { cursor }),
+      });
+      for (const r of page.runs) out.push(decodeRun(r));
+      cursor = page.next ?? undefined;
+    } while (cursor);
+    return out;
+  }
+
+  // ---- drain --------------------------------------------------------------------------------------
+
+  /**
+   * Runs the queued runs inline, with a real worker of this app (the same validation, timeouts,
+   * retries and outcomes as in production), until none is left to run: runs enqueued by the
+   * handlers meanwhile are run too, retries at once (see `DrainOptions`). Paused queues are left
+   * alone. Returns what ran and how it ended.
+   */
+  async drain(options: DrainOptions = {}): Promise<DrainResult> {
+    const broker = this.broker;
+    const limit = options.limit ?? 1000;
+    if (!Number.isInteger(limit) || limit < 1) throw new TypeError(`drain(): limit must be a positive integer, got ${limit}`);
+    const taskQueues = [...this.errand.tasks.values()].map((t) => t.queue);
+    const queues = [...new Set(options.queues ?? [...taskQueues, ...(await broker.listQueues())])];
+    const empty: DrainResult = { runs: [], attempts: [], succeeded: 0, failed: 0, retried: 0 };
+    if (queues.length === 0) return empty;
+
+    const worker = new Worker(this.errand, {
+      queues,
+      concurrency: options.concurrency ?? 1,
+      logger: this.#logger,
+      id: `errand-testing:${++this.#drains}`,
+      shutdownGraceMs: 0,
+    });
+    const started: string[] = [];
+    const seen = new Set<string>();
+    const attempts: DrainAttempt[] = [];
+    let starts = 0;
+    let finished = false;
+    let overLimit = false;
+    let resolveDone!: () => void;
+    let rejectDone!: (err: unknown) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      resolveDone = resolve;
+      rejectDone = reject;
+    });
+    const finish = (err?: unknown) => {
+      if (finished) return;
+      finished = true;
+      if (err === undefined) resolveDone();
+      else rejectDone(err);
+    };
+
+    worker.on('run', (ev: RunEvent) => {
+      const { run } = ev;
+      if (ev.type === 'start') {
+        starts++;
+        if (!seen.has(run.id)) {
+          seen.add(run.id);
+          started.push(run.id);
+        }
+        if (starts > limit) {
+          overLimit = true;
+          finish();
+        }
+        return;
+      }
+      const outcome = ev.type === 'success' ? 'succeeded' : ev.type === 'failure' ? 'failed' : ev.type;
+      attempts.push({
+        runId: run.id,
+        task: run.task,
+        queue: run.queue,
+        attempt: run.attempt,
+        outcome,
+        ...(ev.error !== undefined && { error: ev.error }),
+      });
+      void check();
+    });
+
+    // Is anything left to run? Asked after every broker call that may have changed that, and after
+    // every attempt. "Nothing" is read from the broker (no queued or active run, no scheduled run
+    // due, in the drained queues that are not paused) while the worker runs no handler: a handler
+    // running, or an outcome not yet stored, shows as an active run.
+    const check = coalesced(
+      async () => {
+        if (worker.activeCount > 0) return;
+        const left = await this.#left(queues);
+        if (left.now) {
+          broker.poke(); // e.g. a retry made due while the worker slept: wake it to take it
+          return;
+        }
+        if (options.scheduled && left.next !== null) {
+          broker.offset += Math.max(0, left.next - broker.now());
+          broker.poke();
+          return;
+        }
+        finish();
+      },
+      { stopped: () => finished, onError: (err) => finish(err) },
+    );
+
+    broker.retryNow = options.retries ?? true;
+    broker.onActivity = () => void check();
+    try {
+      await worker.start();
+      void check();
+      await done;
+    } finally {
+      broker.onActivity = undefined;
+      await worker.stop({ graceMs: 0 });
+      broker.retryNow = false;
+    }
+    if (overLimit)
+      throw new Error(
+        `drain() stopped after ${limit} attempts: runs keep being enqueued or retried (a task that enqueues itself?). Pass { limit } to allow more.`,
+      );
+
+    const runs: RunInfo[] = [];
+    for (const id of started) {
+      const rec = await broker.getRun(id);
+      if (rec) runs.push(decodeRun(rec));
+    }
+    return {
+      runs,
+      attempts,
+      succeeded: runs.filter((r) => r.state === 'succeeded').length,
+      failed: runs.filter((r) => r.state === 'failed').length,
+      retried: attempts.filter((a) => a.outcome === 'retry').length,
+    };
+  }
+
+  /** Whether runs of `queues` (not paused) are runnable now, and the earliest time a scheduled one becomes due. */
+  async #left(queues: readonly string[]): Promise<{ now: boolean; next: number | null }> {
+    const b = this.broker;
+    const paused = new Set(await b.pausedQueues());
+    const live = queues.filter((q) => !paused.has(q));
+    if (live.length === 0) return { now: false, next: null };
+    const counts = await b.counts(live);
+    let scheduled = 0;
+    for (const c of Object.values(counts)) {
+      if (c.queued > 0 || c.active > 0) return { now: true, next: null };
+      scheduled += c.scheduled;
+    }
+    if (scheduled === 0) return { now: false, next: null };
+    const clock = b.now();
+    let next: number | null = null;
+    for (const queue of live) {
+      let cursor: string | undefined;
+      do {
+        const page = await b.listRuns({ queue, state: 'scheduled', limit: 500, ...(cursor !== undefined && { cursor }) });
+        for (const r of page.runs) {
+          const at = r.runAt ?? 0;
+          if (at <= clock) return { now: true, next: null };
+          if (next === null || at < next) next = at;
+        }
+        cursor = page.next ?? undefined;
+      } while (cursor);
+    }
+    return { now: false, next };
+  }
+
+  // ---- lifecycle ----------------------------------------------------------------------------------
+
+  /** Empties the broker (runs, pauses, workers, stats), forgets what was enqueued, and sets the clock back to real time. */
+  async reset(): Promise<void> {
+    await this.broker.reset();
+  }
+
+  /** Closes the app (and with it the test broker). */
+  async close(): Promise<void> {
+    await this.errand.close();
+  }
+}

@@ -1,0 +1,220 @@
+// The executor: runs one attempt's handler and says how it ended. It checks the run (a registered
+// task, JSON input that matches the schema), runs the handler under the task's timeout and the
+// attempt's abort (cancel, lost lease, shutdown), checks that the result can be stored as JSON, and
+// turns all of it into an outcome: what to store (a settlement: succeeded, retry or failed, errors
+// scrubbed of secret input values) and what to report (a RunEvent's type and fields).
+//
+// `Executor` is the seam where a handler may later run somewhere else (a worker thread, a child
+// process, with hard timeouts that terminate it): the worker only hands it an attempt and awaits an
+// outcome. `InlineExecutor` runs the handler in this thread.
+import type { Logger } from 'pino';
+import type { Settlement } from '../broker/types.ts';
+import { formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { jsonIssues, safeParse } from '../core/json.ts';
+import { scrubThrown, secretsAt } from '../core/redact.ts';
+import { encodeError } from '../core/run-info.ts';
+import { backoffDelay } from '../task/options.ts';
+import type { TaskDefinition } from '../task/task.ts';
+import { context, endRunSpan, startRunSpan } from '../telemetry/tracing.ts';
+import { type ActiveRun, abort, RunContext, RunLog, round } from './run-context.ts';
+
+/** How an attempt ended. */
+export type Outcome =
+  | {
+      type: 'success' | 'retry' | 'failure';
+      /** What the worker stores (with its next reservation, or on its own). */
+      settlement: Settlement;
+      /** Handler time in ms (validation included). */
+      durationMs: number;
+      /** What the handler threw, as thrown (not scrubbed): for `retry` and `failure`. */
+      error?: unknown;
+      /** For `retry`: when the next attempt is due. */
+      retryAt?: number;
+    }
+  | {
+      /** The attempt was detached (see ActiveRun.detached): nothing is stored. */
+      type: 'lost' | 'released';
+      settlement?: undefined;
+      durationMs: number;
+      error?: undefined;
+      retryAt?: undefined;
+    };
+
+/**
+ * Runs attempts. `execute` runs the attempt held in `entry` (its reservation: task, input, attempt,
+ * traceparent) to its end and resolves with its outcome; it never rejects. While it runs, the worker
+ * may stop it with `abort(entry, reason)` (after setting `entry.detached` when the lease is lost or
+ * handed back): the executor must then end the attempt promptly, with a `lost` or `released`
+ * outcome when detached.
+ */
+export interface Executor {
+  execute(entry: ActiveRun): Promise<Outcome>;
+}
+
+/** What an executor needs from the worker. */
+export interface ExecutorHost {
+  /** Registered tasks, by name. */
+  readonly tasks: ReadonlyMap<string, TaskDefinition>;
+  /** Redaction paths for a task's input. */
+  redactPaths(task: string): readonly string[];
+  /** The worker's logger (the handler's `ctx.logger` is its child). */
+  readonly logger: Logger;
+  /** `ctx.progress(value)` of the attempt in `entry`. */
+  readonly progress: (entry: ActiveRun, value: unknown) => void;
+}
+
+/** How long a failure is kept when the run's task is unknown to this worker (no task retention to go by). */
+const UNKNOWN_TASK_RETENTION_MS = 7 * 86_400_000;
+
+/** Runs handlers in this thread, as promises: a timeout aborts the handler's signal and stops waiting for it. */
+export class InlineExecutor implements Executor {
+  readonly #host: ExecutorHost;
+
+  constructor(host: ExecutorHost) {
+    this.#host = host;
+  }
+
+  async execute(entry: ActiveRun): Promise<Outcome> {
+    const { run } = entry;
+    const host = this.#host;
+    const task = host.tasks.get(run.task);
+    const log = new RunLog(host.logger, run);
+    const started = performance.now();
+    log.info('run started');
+
+    if (!task) {
+      const known = [...host.tasks.keys()].join(', ') || 'none';
+      return fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`No task named "${run.task}" is registered in this worker (registered: ${known})`),
+        'unknown_task',
+        UNKNOWN_TASK_RETENTION_MS,
+      );
+    }
+    const parsedJson = safeParse(run.input);
+    if (!parsedJson.ok) {
+      return fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`The stored input is not valid JSON: ${parsedJson.error}`),
+        'corrupt',
+        task.retention.failed,
+      );
+    }
+    const redact = host.redactPaths(run.task);
+    if (redact.length) entry.secrets = secretsAt(parsedJson.value, redact);
+    const parsed = task.schema.safeParse(parsedJson.value);
+    if (!parsed.success) {
+      const lines = parsed.error.issues.map(
+        (i) => `${formatPath(i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)))}: ${i.message}`,
+      );
+      return fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`The stored input does not match the task's schema: ${lines.join('; ')}`),
+        'invalid_input',
+        task.retention.failed,
+      );
+    }
+
+    const ctx = new RunContext(entry, host.logger, host.progress);
+    const timer = setTimeout(() => {
+      abort(entry, new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
+    }, task.timeout);
+    const traced = startRunSpan(
+      run.task,
+      () => ({ 'errand.run_id': run.id, 'errand.queue': run.queue, 'errand.attempt': run.attempt }),
+      run.traceparent,
+    );
+    const span = traced?.span;
+    let value: unknown;
+    try {
+      value = await new Promise((resolve, reject) => {
+        if (entry.aborted) return reject(entry.aborted.reason);
+        entry.reject = reject;
+        const call = () => Promise.resolve().then(() => task.handler(parsed.data, ctx));
+        (traced ? context.with(traced.ctx, call) : call()).then(resolve, reject);
+      });
+    } catch (err) {
+      clearTimeout(timer);
+      endRunSpan(span, err);
+      return handlerFailed(entry, task, log, started, err);
+    }
+    clearTimeout(timer);
+    endRunSpan(span);
+    if (entry.detached) return detachedOutcome(entry, log, started);
+    return succeeded(entry, task, log, started, value);
+  }
+}
+
+/** The handler returned `value`: stored as JSON, or the attempt fails (for good) when it cannot be. */
+function succeeded(entry: ActiveRun, task: TaskDefinition, log: RunLog, started: number, value: unknown): Outcome {
+  const { run } = entry;
+  const resultIssues = jsonIssues(value);
+  if (resultIssues.length) {
+    const where = resultIssues.map((i) => `${formatPath(i.path, 'result')}: ${i.message}`).join('; ');
+    return fail(
+      entry,
+      log,
+      started,
+      new PermanentError(`The handler's result cannot be stored as JSON: ${where}`),
+      'invalid_result',
+      task.retention.failed,
+    );
+  }
+  const durationMs = performance.now() - started;
+  log.info({ durationMs: round(durationMs) }, 'run succeeded');
+  return {
+    type: 'success',
+    durationMs,
+    settlement: {
+      id: run.id,
+      attempt: run.attempt,
+      outcome: 'succeeded',
+      result: value === undefined ? null : JSON.stringify(value),
+      retentionMs: task.retention.succeeded,
+    },
+  };
+}
+
+/** The handler threw (or timed out): a retry while attempts are left and the error is not permanent, else a failure. */
+function handlerFailed(entry: ActiveRun, task: TaskDefinition, log: RunLog, started: number, err: unknown): Outcome {
+  if (entry.detached) return detachedOutcome(entry, log, started);
+  const { run } = entry;
+  const permanent = err instanceof PermanentError;
+  const reason = err instanceof TaskTimeoutError ? 'timeout' : undefined;
+  if (permanent || run.attempt >= task.retries.maxAttempts) return fail(entry, log, started, err, reason, task.retention.failed);
+  const retryAt = Date.now() + backoffDelay(task.retries, run.attempt);
+  const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;
+  const settlement: Settlement = { id: run.id, attempt: run.attempt, outcome: 'retry', error: encodeError(shown, reason), runAt: retryAt };
+  const durationMs = performance.now() - started;
+  log.warn(
+    { durationMs: round(durationMs), err: shown, retryAt: new Date(retryAt).toISOString(), maxAttempts: task.retries.maxAttempts },
+    'run failed; retry scheduled',
+  );
+  return { type: 'retry', settlement, durationMs, error: err, retryAt };
+}
+
+function fail(entry: ActiveRun, log: RunLog, started: number, err: unknown, reason: string | undefined, retentionMs: number): Outcome {
+  const { run } = entry;
+  // Secret input values repeated verbatim in the error are neither stored nor logged (see src/core/redact.ts).
+  const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;
+  const settlement: Settlement = { id: run.id, attempt: run.attempt, outcome: 'failed', error: encodeError(shown, reason), retentionMs };
+  const durationMs = performance.now() - started;
+  log.error({ durationMs: round(durationMs), err: shown, reason }, 'run failed');
+  return { type: 'failure', settlement, durationMs, error: err };
+}
+
+function detachedOutcome(entry: ActiveRun, log: RunLog, started: number): Outcome {
+  const durationMs = performance.now() - started;
+  if (entry.detached === 'released') {
+    log.info({ durationMs: round(durationMs) }, 'run handed back (worker stopping)');
+    return { type: 'released', durationMs };
+  }
+  log.warn({ durationMs: round(durationMs) }, 'run ended after its lease was lost (cancelled or recovered); outcome discarded');
+  return { type: 'lost', durationMs };
+}

@@ -1,0 +1,18 @@
+// What a worker needs from the app that makes it, and nothing more (as BullMQ's lock manager takes a
+// LockManagerWorkerContext rather than the whole Worker): the worker depends on this interface, not
+// on `Errand`, so the dependency points one way (errand -> worker). `Errand.worker()` builds one; an
+// `Errand` also fits it as it is.
+import type { Logger } from 'pino';
+import type { Broker } from '../broker/types.ts';
+import type { TaskDefinition } from '../task/task.ts';
+
+export interface WorkerHost {
+  /** The broker, connected on first call (every call gives the same one). */
+  broker(): Promise<Broker>;
+  /** The tasks the worker can run, by name (read when a run starts: tasks defined later are seen). */
+  readonly tasks: ReadonlyMap<string, TaskDefinition>;
+  /** The parent of the worker's logger (unless `WorkerOptions.logger` is given). */
+  readonly logger: Logger;
+  /** The redaction paths for the input of a task's runs: their values are scrubbed from the errors the worker logs and stores. */
+  redactPaths(task: string): readonly string[];
+}

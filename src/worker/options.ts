@@ -1,0 +1,86 @@
+// The worker's options, their defaults and checks, and the events it reports.
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import type { Reservation } from '../broker/types.ts';
+import { ConfigError } from '../core/errors.ts';
+import { checkQueueName } from '../task/options.ts';
+import type { WorkerHost } from './host.ts';
+
+export interface WorkerOptions {
+  /** Queues to take runs from, in order of preference. Default: every queue of the app's tasks. */
+  queues?: string[];
+  /** Runs executed at once. Default 10. */
+  concurrency?: number;
+  /** Lease length in ms: a run whose worker stops renewing returns to the queue after this long. Default 30000. */
+  leaseMs?: number;
+  /** How often leases are renewed, in ms. Default leaseMs / 3. */
+  renewEvery?: number;
+  /** On stop, how long active runs may finish before they are aborted and handed back, in ms. Default 10000. */
+  shutdownGraceMs?: number;
+  /** How often finished runs past their retention are deleted, in ms. Default 60000. */
+  pruneEvery?: number;
+  /** Default `<host>:<pid>:<random>`. */
+  id?: string;
+  logger?: Logger;
+}
+
+/** What a worker reports about each run (for metrics and tests). */
+export interface RunEvent {
+  type: 'start' | 'success' | 'retry' | 'failure' | 'lost' | 'released';
+  run: Reservation;
+  /** Handler time in ms (not for `start`). */
+  durationMs?: number;
+  error?: unknown;
+  /** For `retry`: when the next attempt is due. */
+  retryAt?: number;
+}
+
+/** The options checked, with their defaults. */
+export interface WorkerSettings {
+  id: string;
+  queues: string[];
+  concurrency: number;
+  leaseMs: number;
+  renewEvery: number;
+  shutdownGraceMs: number;
+  pruneEvery: number;
+  logger: Logger;
+}
+
+/** Checks the options (a `ConfigError` names the bad one) and fills in the defaults. */
+export function workerSettings(host: WorkerHost, options: WorkerOptions): WorkerSettings {
+  const given = options.queues ?? [...new Set([...host.tasks.values()].map((t) => t.queue))];
+  if (given.length === 0) throw new ConfigError('The worker has no queue: define tasks first or pass queues');
+  const queues = [...new Set(given.map((q) => checkQueueName(q, 'Worker')))];
+  const concurrency = positiveInt(options.concurrency ?? 10, 'concurrency');
+  // Timers longer than Node's longest (2^31-1 ms) fire after 1 ms: renewals and prunes would spin.
+  const leaseMs = positiveInt(options.leaseMs ?? 30_000, 'leaseMs', MAX_TIMER_MS);
+  const renewEvery = positiveInt(options.renewEvery ?? Math.max(1, Math.floor(leaseMs / 3)), 'renewEvery', MAX_TIMER_MS);
+  if (renewEvery >= leaseMs) throw new ConfigError(`renewEvery (${renewEvery}) must be shorter than leaseMs (${leaseMs})`);
+  const id = options.id ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
+  return {
+    id,
+    queues,
+    concurrency,
+    leaseMs,
+    renewEvery,
+    shutdownGraceMs: nonNegative(options.shutdownGraceMs ?? 10_000, 'shutdownGraceMs'),
+    pruneEvery: positiveInt(options.pruneEvery ?? 60_000, 'pruneEvery', MAX_TIMER_MS),
+    logger: (options.logger ?? host.logger).child({ worker: id }),
+  };
+}
+
+/** Node's longest timer, in ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function positiveInt(v: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
+    throw new ConfigError(`Worker option ${name} must be a positive integer up to ${max}, got ${String(v)}`);
+  return v;
+}
+
+function nonNegative(v: unknown, name: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    throw new ConfigError(`Worker option ${name} must be a non-negative number, got ${String(v)}`);
+  return v;
+}

@@ -1,0 +1,234 @@
+/**
+ * What every section of the broker conformance suite shares: the factory and hook types an entry
+ * file passes to `brokerConformance` (`suite.ts`), the documented differences that skip a test,
+ * the run builders and assertions, and `conformanceContext`, which opens brokers for a test and
+ * closes them after it.
+ *
+ * A section is a file exporting `(c: ConformanceContext) => void` that registers its `describe`
+ * blocks; `suite.ts` calls each one, in order.
+ */
+import assert from 'node:assert/strict';
+import { afterEach, it } from 'node:test';
+import type { Broker, BrokerOptions, NewRun, QueueCounts, Reservation, RunError, RunRecord } from '../../src/broker/types.ts';
+import { newRunId } from '../../src/core/ids.ts';
+import { within } from '../helpers.ts';
+import { type PeerBroker, PeerProcess } from './peer-process.ts';
+
+export type { PeerBroker } from './peer-process.ts';
+
+export interface MakeBrokerOptions extends BrokerOptions {
+  /** Open the new instance on the same storage as this broker (another process on the same Redis / file). */
+  sameStorageAs?: Broker;
+}
+
+export type MakeBroker = (opts?: MakeBrokerOptions) => Promise<Broker>;
+
+/**
+ * What a test may need beyond one broker on fresh storage:
+ * - `sameStorage`: a second instance on the same storage, in this process (`makeBroker({ sameStorageAs })`);
+ * - `otherProcess`: a broker on the same storage in a child process (the `connection` hook);
+ * - `editBehindBroker`: a change made to the storage directly, not through the broker (the
+ *   `deleteRunBehindBroker` hook).
+ */
+export type Need = 'sameStorage' | 'otherProcess' | 'editBehindBroker';
+
+export interface ConformanceOptions {
+  /**
+   * How another process reaches the storage of `broker`: a URL and options for `connectBroker`
+   * (`src/broker/connect.ts`). With it, the suite also runs its cross-instance tests against a broker
+   * in a child process (wake-ups, watch and onCancel must cross processes, not just instances that
+   * happen to share an in-process event hub). A broker without it must name the difference in
+   * `differences.otherProcess`; else those tests fail.
+   */
+  connection?: (broker: Broker) => { url: string; options?: Record<string, unknown> };
+  /**
+   * Deletes run `id` from the storage of `broker` directly, behind the broker's back (as a hand
+   * edit, or an earlier Errand that deleted runs and left their idempotency keys, would), leaving
+   * everything else as it is. A broker without it must name the difference in
+   * `differences.editBehindBroker`; else the test of a key that names a missing run fails.
+   */
+  deleteRunBehindBroker?: (broker: Broker, id: string) => Promise<void>;
+  /**
+   * A broker whose storage cannot be reached (a Redis URL nothing listens on; for SQLite, a file in
+   * a folder that does not exist, which already fails at construction). Its `ping` must throw.
+   */
+  unreachable?: () => Broker | Promise<Broker>;
+  /**
+   * The documented differences of this broker that make a test impossible, by what the test needs:
+   * each a sentence saying what the broker does not do and where that is documented (its README or
+   * docs section, its source's header). A test that needs it is skipped with that sentence as the
+   * reason, so the run's summary groups the skips by difference. Nothing else skips a test.
+   */
+  differences?: Partial<Record<Need, string>>;
+}
+
+/** How long a test may take before node:test fails it (a hang is a failure, not a stuck run). */
+export const TEST_TIMEOUT_MS = 20_000;
+/** Safety net for asynchronous notifications (pub/sub, file watching): far above what any broker needs. */
+export const NOTIFY_TIMEOUT_MS = 5_000;
+
+export const Q = 'conf';
+export const TASK = 'conformance.echo';
+export const LEASE = 30_000;
+export const RETAIN = 60_000;
+
+export const ZERO_COUNTS: QueueCounts = { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+
+let inputSeq = 0;
+
+/** A run to enqueue, due at `now` unless `over.runAt` says otherwise. */
+export function newRun(queue: string, now: number, over: Partial<NewRun> = {}): NewRun {
+  inputSeq++;
+  return { id: newRunId(queue), task: TASK, queue, input: JSON.stringify({ seq: inputSeq }), priority: 0, runAt: now, ...over };
+}
+
+export function ids(runs: readonly { id: string }[]): string[] {
+  return runs.map((r) => r.id);
+}
+
+/** Asserts each field of `expected` on `actual` (deep, strict), naming the field on failure. */
+export function assertFields(actual: object | null | undefined, expected: Record<string, unknown>, label: string): void {
+  assert.ok(actual, `${label}: expected a value, got ${String(actual)}`);
+  const a = actual as Record<string, unknown>;
+  for (const [key, value] of Object.entries(expected)) {
+    assert.deepStrictEqual(a[key], value, `${label}.${key}: expected ${JSON.stringify(value)}, got ${JSON.stringify(a[key])}`);
+  }
+}
+
+export function parseError(text: string | undefined): RunError {
+  assert.ok(text !== undefined, 'the run should carry an error');
+  return JSON.parse(text) as RunError;
+}
+
+export function errorText(message: string, reason?: string): string {
+  const e: RunError = { name: 'Error', message, stack: `Error: ${message}\n    at handler (tasks.ts:1:1)` };
+  if (reason) e.reason = reason;
+  return JSON.stringify(e);
+}
+
+/** What a section gets: the broker under test's name and hooks, brokers to open, and the suite's helpers. */
+export interface ConformanceContext {
+  /** The broker's name, as given to `brokerConformance`. */
+  readonly name: string;
+  readonly options: ConformanceOptions;
+  /** The entry file's factory itself: a broker on fresh storage that the test closes itself. */
+  readonly makeBroker: MakeBroker;
+  /** A broker on fresh storage, closed after the test. */
+  open(opts?: BrokerOptions): Promise<Broker>;
+  /** Another instance on the storage of `b` (the test must be declared with `needs: 'sameStorage'`). */
+  share(b: Broker, opts?: BrokerOptions): Promise<Broker>;
+  /** A broker on the storage of `b`, in a child process (the test must be declared with `needs: 'otherProcess'`). */
+  peerOf(b: Broker): Promise<PeerBroker>;
+  /** Deletes run `id` behind the broker's back (the test must be declared with `needs: 'editBehindBroker'`). */
+  deleteRunBehindBroker(b: Broker, id: string): Promise<void>;
+  /** Closes `b` after the test, as if opened here. */
+  track(b: Broker): void;
+  /** An AbortController aborted after the test. */
+  controller(): AbortController;
+  /** A test, with the suite's timeout; skipped, naming the difference, when the broker documents one for `needs`. */
+  test(title: string, fn: () => Promise<void>, needs?: Need): void;
+  getRun(b: PeerBroker, id: string): Promise<RunRecord>;
+  reserveAll(
+    b: PeerBroker,
+    workerId: string,
+    now: number,
+    opts?: { queues?: string[]; max?: number; leaseMs?: number },
+  ): ReturnType<Broker['reserve']>;
+  reserveOne(b: PeerBroker, workerId: string, now: number, leaseMs?: number, queues?: string[]): Promise<Reservation>;
+  /** Enqueues one run and returns its id. */
+  enqueueOne(b: PeerBroker, now: number, over?: Partial<NewRun>, queue?: string): Promise<string>;
+}
+
+/** The hook a need calls for, and what to say when a broker has neither the hook nor a documented difference. */
+const NEED_HOOKS: Record<Need, string> = {
+  sameStorage: 'a factory that honours `sameStorageAs`',
+  otherProcess: 'a `connection` hook',
+  editBehindBroker: 'a `deleteRunBehindBroker` hook',
+};
+
+export function missingHook(name: string, need: Need): string {
+  return `the ${name} broker has no ${NEED_HOOKS[need]}: give one to brokerConformance, or name its documented difference in \`differences.${need}\``;
+}
+
+/**
+ * The context of one broker's run of the suite; call inside its `describe`. Registers an
+ * `afterEach` that aborts the controllers and closes every broker and peer process the test opened.
+ */
+export function conformanceContext(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): ConformanceContext {
+  let opened: Broker[] = [];
+  let peers: PeerProcess[] = [];
+  let controllers: AbortController[] = [];
+
+  afterEach(async () => {
+    for (const c of controllers) c.abort();
+    controllers = [];
+    const brokers = opened;
+    opened = [];
+    const children = peers;
+    peers = [];
+    const results = await Promise.allSettled([
+      ...brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)),
+      ...children.map((p) => p.close()),
+    ]);
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length) throw new Error(`close() failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
+  });
+
+  const getRun = async (b: PeerBroker, id: string): Promise<RunRecord> => {
+    const rec = await b.getRun(id);
+    assert.ok(rec, `getRun(${id}) should find the run`);
+    return rec;
+  };
+
+  return {
+    name,
+    options,
+    makeBroker,
+    open: async (opts) => {
+      const b = await makeBroker(opts);
+      opened.push(b);
+      return b;
+    },
+    share: async (b, opts) => {
+      const other = await makeBroker({ ...opts, sameStorageAs: b });
+      opened.push(other);
+      return other;
+    },
+    peerOf: async (b) => {
+      assert.ok(options.connection, missingHook(name, 'otherProcess'));
+      const peer = await PeerProcess.start(options.connection(b));
+      peers.push(peer);
+      return peer.broker;
+    },
+    deleteRunBehindBroker: async (b, id) => {
+      assert.ok(options.deleteRunBehindBroker, missingHook(name, 'editBehindBroker'));
+      await options.deleteRunBehindBroker(b, id);
+    },
+    track: (b) => {
+      opened.push(b);
+    },
+    controller: () => {
+      const c = new AbortController();
+      controllers.push(c);
+      return c;
+    },
+    test: (title, fn, needs) => {
+      const difference = needs && options.differences?.[needs];
+      it(title, { timeout: TEST_TIMEOUT_MS, ...(difference ? { skip: difference } : {}) }, fn);
+    },
+    getRun,
+    reserveAll: (b, workerId, now, opts = {}) =>
+      b.reserve({ workerId, queues: opts.queues ?? [Q], max: opts.max ?? 100, leaseMs: opts.leaseMs ?? LEASE, now }),
+    reserveOne: async (b, workerId, now, leaseMs = LEASE, queues = [Q]) => {
+      const { runs } = await b.reserve({ workerId, queues, max: 1, leaseMs, now });
+      assert.equal(runs.length, 1, `reserve by ${workerId} at now=${now} should return one run, got ${runs.length}`);
+      return runs[0]!;
+    },
+    enqueueOne: async (b, now, over = {}, queue = Q) => {
+      const run = newRun(queue, now, over);
+      const [res] = await b.enqueue([run], now);
+      assert.ok(res?.created, 'enqueue should create the run');
+      return res.id;
+    },
+  };
+}
