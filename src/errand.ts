@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
+import { guardBroker } from './broker/shared/guard.ts';
 import type { Broker, BrokerOptions, EnqueueResult, NewRun } from './broker/types.ts';
 import { ConfigError, RunNotFoundError } from './core/errors.ts';
 import { createLogger } from './core/logger.ts';
@@ -135,16 +136,18 @@ export class Errand extends EventEmitter {
     this.#brokerSpec = broker;
   }
 
-  /** The broker, connected on first call. */
+  /** The broker, connected on first call, behind the guard (`src/broker/shared/guard.ts`): every failure out of it is an Errand error. */
   broker(): Promise<Broker> {
     if (!this.#broker) {
       const spec = this.#brokerSpec;
       const { maxLeaseLosses, failedRetentionMs } = this.#options;
       const prefix = this.#options.prefix ?? (process.env.ERRAND_PREFIX || undefined);
-      this.#broker =
+      // Every caller gets the broker behind the guard (shared/guard.ts): checked arguments, Errand errors, spans.
+      this.#broker = (
         typeof spec === 'string'
           ? connectBroker(spec, { logger: this.logger, maxLeaseLosses, failedRetentionMs, prefix })
-          : Promise.resolve(spec);
+          : Promise.resolve(spec)
+      ).then(guardBroker);
       this.#broker.catch(() => {
         this.#broker = undefined;
       });

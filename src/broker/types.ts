@@ -44,6 +44,12 @@ export interface NewRun {
   idempotencyTtl?: number;
   /** W3C trace context of the enqueuer (OpenTelemetry `traceparent`), carried to the worker. */
   traceparent?: string;
+  /**
+   * How long the run is kept once cancelled, in ms (its task's `retention.cancelled`): stored with
+   * the run, so that a cancel by run id from anywhere (the app, HTTP, the CLI, the dashboard) keeps
+   * it that long. Absent: the broker's `cancelledRetentionMs`.
+   */
+  cancelledRetentionMs?: number;
 }
 
 export interface EnqueueResult {

@@ -171,6 +171,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       input: json,
       priority: options.priority ?? this.priority,
       runAt,
+      cancelledRetentionMs: this.retention.cancelled,
     };
     let key = options.idempotencyKey;
     if (key === undefined && this.#idempotencyKey) {

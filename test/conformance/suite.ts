@@ -22,6 +22,7 @@
  */
 import { describe } from 'node:test';
 import { cancelConformance } from './cancel.ts';
+import { cancelRetentionConformance } from './cancel-retention.ts';
 import { connectionConformance } from './connection.ts';
 import { type ConformanceOptions, conformanceContext, type MakeBroker } from './context.ts';
 import { countConformance } from './counts.ts';
@@ -31,6 +32,7 @@ import { leaseConformance } from './leases.ts';
 import { notificationConformance } from './notifications.ts';
 import { reserveConformance } from './reserve.ts';
 import { retryConformance } from './retry.ts';
+import { runErrorConformance } from './run-errors.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
 
@@ -52,5 +54,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     notificationConformance(c);
     countConformance(c);
     connectionConformance(c);
+    runErrorConformance(makeBroker, options);
+    cancelRetentionConformance(makeBroker);
   });
 }

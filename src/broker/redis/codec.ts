@@ -9,6 +9,7 @@
  */
 import type { AttemptRecord, RunRecord, RunState } from '../types.ts';
 import { ErrandError } from '../../core/errors.ts';
+import { runErrorText } from '../shared/run-errors.ts';
 import { queueOfRunId, timeOfRunId } from '../../core/ids.ts';
 
 export const RID_LENGTH = 26;
@@ -118,11 +119,7 @@ export function decodeHistory(text: string | undefined): AttemptRecord[] {
 
 /** The error text stored on (or shown for) an unreadable run. */
 export function corruptErrorText(id: string, key: string, why: string): string {
-  return JSON.stringify({
-    name: 'CorruptRunError',
-    message: `Run ${id} is unreadable (Redis key ${key}): ${why}`,
-    reason: 'corrupt',
-  });
+  return runErrorText('corrupt', { id, why: `${why} (Redis key ${key})` });
 }
 
 /**

@@ -19,6 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'ioredis';
+import { runErrorsLua } from '../shared/run-errors.ts';
 import { LATENCY_BUCKETS_MS } from '../types.ts';
 
 /** The scripts (`./lua/<name>.lua`), each registered as `errand_<name>`. */
@@ -54,7 +55,8 @@ export interface LoadedScript {
 const LUA_DIR = new URL('./lua/', import.meta.url);
 
 function read(file: string): string {
-  return readFileSync(new URL(file, LUA_DIR), 'utf8');
+  // `--!run-errors`: the run errors a broker stores, from their one definition (shared/run-errors.ts).
+  return readFileSync(new URL(file, LUA_DIR), 'utf8').replace(/^--!run-errors$/m, () => runErrorsLua());
 }
 
 /** Lua text without its comments (names in comments are not uses). */

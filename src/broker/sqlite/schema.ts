@@ -190,6 +190,13 @@ export const MIGRATIONS: readonly Migration[] = [
         WHERE CASE WHEN json_valid(history) THEN json_type(history, '$[#-1]') = 'object' ELSE 0 END;
     `,
   },
+  {
+    version: 6,
+    description: "the run's own retention once cancelled (cancel_retention, ms; NULL: the broker's cancelledRetentionMs)",
+    sql: `
+      ALTER TABLE runs ADD COLUMN cancel_retention INTEGER;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -8,6 +8,7 @@
 import type { SQLOutputValue } from 'node:sqlite';
 import type { AttemptRecord, QueueCounts, Reservation, RunRecord, RunState } from '../types.ts';
 import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
+import { runErrorText } from '../shared/run-errors.ts';
 
 export type Row = Record<string, SQLOutputValue>;
 
@@ -60,8 +61,8 @@ export const SQL = {
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
   stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   // reserve
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
@@ -109,7 +110,9 @@ export const SQL = {
 
   // reading and managing runs
   get: 'SELECT * FROM runs WHERE id = ?',
-  cancel: `UPDATE runs SET state = 'cancelled', finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1,
+  /** :retention the broker's default, for runs stored without their own (cancel_retention). */
+  cancel: `UPDATE runs SET state = 'cancelled', finished_at = :now, expires_at = :now + coalesce(cancel_retention, :retention),
+      lease_until = NULL, rev = rev + 1,
       a_ended = CASE WHEN state = 'active' THEN :now ELSE a_ended END,
       a_outcome = CASE WHEN state = 'active' THEN 'cancelled' ELSE a_outcome END
     WHERE id = :id`,
@@ -219,14 +222,10 @@ function parseHistory(v: SQLOutputValue | undefined): AttemptRecord[] {
   }
 }
 
-export const LEASE_LOST_ERROR = JSON.stringify({
-  name: 'LeaseLostError',
-  message: 'The run lost its lease too many times (its worker died or stalled each time); failed instead of requeued',
-  reason: 'lease_lost',
-});
+export const LEASE_LOST_ERROR = runErrorText('leaseLost', {});
 
 export function corruptError(id: string, problems: string[]): string {
-  return JSON.stringify({ name: 'CorruptRunError', message: `Run ${id} is stored corrupt: ${problems.join('; ')}`, reason: 'corrupt' });
+  return runErrorText('corrupt', { id, why: problems.join('; ') });
 }
 
 export function byPriorityThenSeq(a: Row, b: Row): number {

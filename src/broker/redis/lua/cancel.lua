@@ -9,7 +9,7 @@
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] rid
   ARGV[3] now
-  ARGV[4] retention of cancelled runs, ms
+  ARGV[4] retention of cancelled runs, ms (a run stored with its own, field C, keeps that)
   ARGV[5] events channel (watched runs)
   ARGV[6] cancels channel
   ARGV[7] run id
@@ -20,9 +20,9 @@
 --!keys 1
 --!include common.lua: rcall, appendHistory, finish, notify
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local now, ret = tonumber(nowS), tonumber(ARGV[4])
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W')
-local s, prio, att, holder, started, hist, watched = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+local now = tonumber(nowS)
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C')
+local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
 if v['err'] then
   return { 'X' }
 end
@@ -35,6 +35,7 @@ end
 if s == 'd' or s == 'f' or s == 'c' then
   return { 'F', s }
 end
+local ret = tonumber(ownRet) or tonumber(ARGV[4])
 if s == 'q' then
   local p = prio or '0'
   local wk = base .. 'w:' .. p

@@ -28,6 +28,7 @@
     t task, i input (JSON text), p priority (0), e enqueuedAt (the time in the run id),
     r runAt, a attempts (0), l leaseLosses (0), w worker, b startedAt of the latest attempt,
     f finishedAt, x expiresAt, k idempotency key, c traceparent, R result, E error, P progress,
+    C retention once cancelled, ms (absent: the broker's default),
     h history: one JSON array per recorded attempt, '\n'-separated:
       [attempt,"worker",startedAt,endedAt,"outcome"(,"error")]
     o open attempt: set when a run is leased. While set, the latest attempt is not in `h` but
@@ -263,9 +264,11 @@ local function flushFinished(base, batch)
   end
 end
 
+--!run-errors
+
 -- Fails an unreadable run (not a hash, or lacking task or input) with reason `corrupt`.
 local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc)
-  local err = cjson.encode({ name = 'CorruptRunError', message = 'Run ' .. id .. ' is unreadable: ' .. why, reason = 'corrupt' })
+  local err = corruptError(id, why)
   if rcall('TYPE', k)['ok'] ~= 'hash' then
     rcall('DEL', k)
   else

@@ -40,7 +40,7 @@
             time in the run id), traceparent ('' for none) }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -119,9 +119,7 @@ if #expired > 0 then
       local h = appendHistory(hist, att, holder, started, nowS, 'lost')
       rcall('HDEL', k, 'o')
       if losses >= maxLosses then
-        local err = '{"name":"LeaseLostError","message":"The lease on this run expired ' .. losses ..
-          ' times: its worker died or stalled each time","reason":"lease_lost"}'
-        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', err)
+        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
         statAdd(acc, 'f', 1)
       else
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
