@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { z } from 'zod';
-import { SqliteBroker } from '../src/broker/sqlite/sqlite-broker.ts';
-import { Errand } from '../src/errand.ts';
-import { quietLogger } from './fixtures/brokers.ts';
-import { tempDir } from './helpers.ts';
+import { SqliteBroker } from '../../src/broker/sqlite/sqlite-broker.ts';
+import { Errand } from '../../src/errand.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
+import { tempDir } from '../helpers.ts';
 
 test("retention.cancelled: a run cancelled by id is kept for its task's retention, not the broker's default", async () => {
   const broker = new SqliteBroker({ path: join(tempDir('errand-cancel-retention'), 'errand.db') });
