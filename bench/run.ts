@@ -15,9 +15,9 @@
  * Environment: BENCH_CHILD_EXEC_ARGV adds Node flags to every benchmark process (e.g. "--trace-gc",
  * or "--cpu-prof --cpu-prof-dir=/tmp/prof"); BENCH_KEEP_LOGS=1 keeps their logs after a good run.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Ctx, errMessage, FULL, forkPeerChild, makePeers, QUICK, type ScenarioResult, type Sizes } from './lib/context.ts';
 import { machine } from './lib/env.ts';
@@ -74,7 +74,7 @@ async function main(): Promise<void> {
   if (typeof args.report === 'string') {
     const results = JSON.parse(readFileSync(args.report, 'utf8')) as RunResults;
     results.targets = evaluateTargets(results.scenarios, results.mode);
-    writeDocs(results);
+    writeDocs(results, args.report);
     return;
   }
   const quick = Boolean(args.quick);
@@ -201,7 +201,7 @@ async function main(): Promise<void> {
   writeFileSync(jsonPath, `${JSON.stringify(results, null, 1)}\n`);
   log(`raw results: ${jsonPath}`);
   if (docs) {
-    writeDocs(results);
+    writeDocs(results, jsonPath);
     log('wrote docs/benchmarks.md and bench/results/benchmarks.svg');
   }
   for (const t of results.targets) log(`  ${t.met === null ? '  ?  ' : t.met ? ' met ' : ' MISS'} ${t.text} [${t.metric}]: ${t.detail}`);
@@ -212,12 +212,23 @@ async function main(): Promise<void> {
   else rmSync(tmp, { recursive: true, force: true, maxRetries: 2 });
 }
 
-function writeDocs(results: RunResults): void {
+/** The newest full run in bench/results/ before `current` (a results file), for the page's "before" columns. */
+function previousFullRun(current: string): RunResults | undefined {
+  const dir = join(root, 'bench/results');
+  const earlier = readdirSync(dir)
+    .filter((f) => f.endsWith('-full.json') && f < basename(current))
+    .sort();
+  const last = earlier.at(-1);
+  return last ? (JSON.parse(readFileSync(join(dir, last), 'utf8')) as RunResults) : undefined;
+}
+
+function writeDocs(results: RunResults, resultsFile: string): void {
   mkdirSync(join(root, 'docs'), { recursive: true });
   mkdirSync(join(root, 'bench/results'), { recursive: true });
   writeFileSync(join(root, 'bench/results/benchmarks.svg'), svgChart(results));
   const page = join(root, 'docs/benchmarks.md');
-  writeFileSync(page, markdown(results, '../bench/results/benchmarks.svg', join(root, 'bench/FINDINGS.md')));
+  const previous = previousFullRun(resultsFile);
+  writeFileSync(page, markdown(results, '../bench/results/benchmarks.svg', join(root, 'bench/FINDINGS.md'), previous));
 }
 
 main().catch(async (err) => {

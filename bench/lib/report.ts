@@ -276,7 +276,11 @@ function peersOf(sc: ScenarioResult): string[] {
   return PEER_ORDER.filter((p) => set.has(p));
 }
 
-export function markdown(r: RunResults, chartPath: string, findingsPath: string): string {
+/**
+ * `previous`: the full run before this one (bench/results/), whose Errand-to-peer ratios are shown
+ * beside this run's ("before" columns), so that a figure that moved is seen to move.
+ */
+export function markdown(r: RunResults, chartPath: string, findingsPath: string, previous?: RunResults): string {
   const m = r.machine;
   const lines: string[] = [];
   lines.push('# Benchmarks');
@@ -317,6 +321,14 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string)
   lines.push(`| Celery | ${v.celery} (Python ${v.python}, FastAPI ${v.fastapi}, uvicorn ${v.uvicorn}) |`);
   lines.push(`| load generators | wrk ${v.wrk}, autocannon ${v.autocannon} |`);
   lines.push('');
+  if (previous) {
+    lines.push(
+      `Each ratio column has a **before** column beside it: the same ratio in the previous full run (${previous.startedAt}, commit ${previous.machine.errandCommit}, ` +
+        `load average ${previous.machine.loadavgAtStart.join(', ')} at its start). Ratios compare peers measured in one run, so they travel between runs better than raw figures; ` +
+        'a ratio that moved much is discussed under Findings. An empty "before" cell: the figure or the peer is new, or the harness measured it differently then.',
+    );
+    lines.push('');
+  }
   if (r.skipped.length || r.notes.length) {
     for (const n of [...r.skipped, ...r.notes]) lines.push(`- ${n}`);
     lines.push('');
@@ -341,16 +353,20 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string)
     const ratios = ratioColumns(key, peers);
     lines.push(`## ${sc.title}`);
     lines.push('');
-    const head = ['figure', ...peers.map((p) => PEER_LABELS[p] ?? p), ...ratios.map(([a, b]) => `${short(a)} / ${short(b)}`)];
+    const before = previous?.scenarios[key];
+    const head = [
+      'figure',
+      ...peers.map((p) => PEER_LABELS[p] ?? p),
+      ...ratios.flatMap(([a, b]) => (before ? [`${short(a)} / ${short(b)}`, 'before'] : [`${short(a)} / ${short(b)}`])),
+    ];
     lines.push(`| ${head.join(' | ')} |`);
     lines.push(`|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
     for (const [metric, byPeer] of Object.entries(sc.metrics)) {
       const unit = Object.values(byPeer)[0]?.unit ?? '';
       const row = [`${metric} (${unit}${lowerIsBetter(metric, unit) ? ', lower is better' : ''})`, ...peers.map((p) => cell(byPeer[p]))];
       for (const [a, b] of ratios) {
-        const fa = byPeer[a];
-        const fb = byPeer[b];
-        row.push(ok(fa) && ok(fb) && fa.median > 0 && fb.median > 0 ? fmtRatio(fa.median / fb.median) : '');
+        row.push(ratioCell(byPeer[a], byPeer[b]));
+        if (before) row.push(ratioCell(before.metrics[metric]?.[a], before.metrics[metric]?.[b]));
       }
       lines.push(`| ${row.join(' | ')} |`);
     }
@@ -402,6 +418,10 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string)
     lines.push('');
   }
   return lines.join('\n');
+}
+
+function ratioCell(fa: Figure | undefined, fb: Figure | undefined): string {
+  return ok(fa) && ok(fb) && fa.median > 0 && fb.median > 0 ? fmtRatio(fa.median / fb.median) : '';
 }
 
 function short(peer: string): string {
