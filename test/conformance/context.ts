@@ -150,15 +150,18 @@ export function missingHook(name: string, need: Need): string {
   return `the ${name} broker has no ${NEED_HOOKS[need]}: give one to brokerConformance, or name its documented difference in \`differences.${need}\``;
 }
 
-/**
- * The context of one broker's run of the suite; call inside its `describe`. Registers an
- * `afterEach` that aborts the controllers and closes every broker and peer process the test opened.
- */
-export function conformanceContext(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): ConformanceContext {
+/** What a test opened: brokers, peer processes and abort controllers, aborted and closed after each test. */
+export interface TestResources {
+  track<B extends Broker>(b: B): B;
+  trackPeer(p: PeerProcess): PeerProcess;
+  controller(): AbortController;
+}
+
+/** Registers the `afterEach` that aborts the controllers and closes every broker and peer process a test opened. */
+export function testResources(name: string): TestResources {
   let opened: Broker[] = [];
   let peers: PeerProcess[] = [];
   let controllers: AbortController[] = [];
-
   afterEach(async () => {
     for (const c of controllers) c.abort();
     controllers = [];
@@ -173,6 +176,37 @@ export function conformanceContext(name: string, makeBroker: MakeBroker, options
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length) throw new Error(`close() failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
   });
+  return {
+    track: (b) => {
+      opened.push(b);
+      return b;
+    },
+    trackPeer: (p) => {
+      peers.push(p);
+      return p;
+    },
+    controller: () => {
+      const c = new AbortController();
+      controllers.push(c);
+      return c;
+    },
+  };
+}
+
+/** `it`, skipped with the broker's own sentence when the test needs what the broker documents it cannot do. */
+export function testNeeding(options: { differences?: Partial<Record<Need, string>> }) {
+  return (title: string, fn: () => Promise<void>, needs?: Need): void => {
+    const difference = needs && options.differences?.[needs];
+    it(title, { timeout: TEST_TIMEOUT_MS, ...(difference ? { skip: difference } : {}) }, fn);
+  };
+}
+
+/**
+ * The context of one broker's run of the suite; call inside its `describe`. Registers an
+ * `afterEach` that aborts the controllers and closes every broker and peer process the test opened.
+ */
+export function conformanceContext(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): ConformanceContext {
+  const res = testResources(name);
 
   const getRun = async (b: PeerBroker, id: string): Promise<RunRecord> => {
     const rec = await b.getRun(id);
@@ -184,38 +218,21 @@ export function conformanceContext(name: string, makeBroker: MakeBroker, options
     name,
     options,
     makeBroker,
-    open: async (opts) => {
-      const b = await makeBroker(opts);
-      opened.push(b);
-      return b;
-    },
-    share: async (b, opts) => {
-      const other = await makeBroker({ ...opts, sameStorageAs: b });
-      opened.push(other);
-      return other;
-    },
+    open: async (opts) => res.track(await makeBroker(opts)),
+    share: async (b, opts) => res.track(await makeBroker({ ...opts, sameStorageAs: b })),
     peerOf: async (b) => {
       assert.ok(options.connection, missingHook(name, 'otherProcess'));
-      const peer = await PeerProcess.start(options.connection(b));
-      peers.push(peer);
-      return peer.broker;
+      return res.trackPeer(await PeerProcess.start(options.connection(b))).broker;
     },
     deleteRunBehindBroker: async (b, id) => {
       assert.ok(options.deleteRunBehindBroker, missingHook(name, 'editBehindBroker'));
       await options.deleteRunBehindBroker(b, id);
     },
     track: (b) => {
-      opened.push(b);
+      res.track(b);
     },
-    controller: () => {
-      const c = new AbortController();
-      controllers.push(c);
-      return c;
-    },
-    test: (title, fn, needs) => {
-      const difference = needs && options.differences?.[needs];
-      it(title, { timeout: TEST_TIMEOUT_MS, ...(difference ? { skip: difference } : {}) }, fn);
-    },
+    controller: res.controller,
+    test: testNeeding(options),
     getRun,
     reserveAll: (b, workerId, now, opts = {}) =>
       b.reserve({ workerId, queues: opts.queues ?? [Q], max: opts.max ?? 100, leaseMs: opts.leaseMs ?? LEASE, now }),

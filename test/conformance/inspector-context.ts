@@ -4,7 +4,6 @@
  * and `inspectorContext`, which opens brokers for a test and closes them after it.
  */
 import assert from 'node:assert/strict';
-import { afterEach, it } from 'node:test';
 import {
   type Broker,
   type BrokerInspector,
@@ -18,8 +17,7 @@ import {
   type WorkerInfo,
 } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import { within } from '../helpers.ts';
-import { type ConformanceOptions, type MakeBroker, missingHook, type Need } from './context.ts';
+import { type ConformanceOptions, type MakeBroker, missingHook, type Need, testNeeding, testResources } from './context.ts';
 import { PeerProcess } from './peer-process.ts';
 
 export type Inspectable = Broker & BrokerInspector;
@@ -160,24 +158,7 @@ export interface InspectorContext {
  * `afterEach` that aborts the controllers and closes every broker and peer process the test opened.
  */
 export function inspectorContext(name: string, makeBroker: MakeBroker, options: InspectorOptions = {}): InspectorContext {
-  let opened: Broker[] = [];
-  let peers: PeerProcess[] = [];
-  let controllers: AbortController[] = [];
-
-  afterEach(async () => {
-    for (const c of controllers) c.abort();
-    controllers = [];
-    const brokers = opened;
-    opened = [];
-    const children = peers;
-    peers = [];
-    const results = await Promise.allSettled([
-      ...brokers.map((b) => within(b.close(), 5_000, `${name} broker close()`)),
-      ...children.map((p) => p.close()),
-    ]);
-    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length) throw new Error(`close() failed: ${failed.map((f) => String(f.reason)).join('; ')}`);
-  });
+  const res = testResources(name);
 
   const asInspector = (b: Broker): Inspectable => {
     const missing = INSPECTOR_METHODS.filter((m) => typeof (b as Partial<Inspectable>)[m] !== 'function');
@@ -186,15 +167,12 @@ export function inspectorContext(name: string, makeBroker: MakeBroker, options: 
   };
 
   const share = async (b: Broker, opts?: BrokerOptions): Promise<Inspectable> => {
-    const other = await makeBroker({ ...opts, sameStorageAs: b });
-    opened.push(other);
-    return asInspector(other);
+    return asInspector(res.track(await makeBroker({ ...opts, sameStorageAs: b })));
   };
 
   const peerOf = async (b: Broker): Promise<Inspectable> => {
     assert.ok(options.connection, missingHook(name, 'otherProcess'));
-    const peer = await PeerProcess.start(options.connection(b), INSPECTOR_METHODS);
-    peers.push(peer);
+    const peer = res.trackPeer(await PeerProcess.start(options.connection(b), INSPECTOR_METHODS));
     return peer.broker as unknown as Inspectable;
   };
 
@@ -210,11 +188,7 @@ export function inspectorContext(name: string, makeBroker: MakeBroker, options: 
   return {
     name,
     options,
-    open: async (opts) => {
-      const b = await makeBroker(opts);
-      opened.push(b);
-      return asInspector(b);
-    },
+    open: async (opts) => asInspector(res.track(await makeBroker(opts))),
     share,
     shares: async (b) => {
       const out = [{ label: 'another instance', other: await share(b) }];
@@ -222,15 +196,8 @@ export function inspectorContext(name: string, makeBroker: MakeBroker, options: 
       return out;
     },
     peerOf,
-    controller: () => {
-      const c = new AbortController();
-      controllers.push(c);
-      return c;
-    },
-    test: (title, fn, needs) => {
-      const difference = needs && options.differences?.[needs];
-      it(title, { timeout: TEST_TIMEOUT_MS, ...(difference ? { skip: difference } : {}) }, fn);
-    },
+    controller: res.controller,
+    test: testNeeding(options),
     getRun,
     enqueueOne: async (b, now, queue, over = {}) => {
       const run = newRun(queue, now, over);

@@ -13,14 +13,17 @@ import { RUN_ERRORS, runError, runErrorText } from '../../src/broker/shared/run-
 import type { Broker, BrokerOptions, RunError } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
+import type { ConformanceOptions } from './context.ts';
 
 const Q = 'runerr';
 const TEST_TIMEOUT_MS = 60_000;
 
-export interface RunErrorConformanceOptions {
-  /** How another process reaches the storage of `broker` (as `ConformanceOptions.connection`). Without it the corrupt-run test is skipped. */
-  connection?: (broker: Broker) => { url: string; options?: Record<string, unknown> };
-}
+/**
+ * `connection`: how the test reaches the storage of a broker to corrupt a run behind its back; a
+ * broker without one must name its documented difference `editBehindBroker` (the test is then
+ * skipped with that sentence), else the test fails.
+ */
+export type RunErrorConformanceOptions = Pick<ConformanceOptions, 'connection' | 'differences'>;
 
 /** Makes the stored run `id` unreadable behind the broker's back: its input removed (Redis) or made a blob (SQLite). */
 async function corruptBehindBroker(broker: Broker, id: string, connection: { url: string; options?: Record<string, unknown> }) {
@@ -89,13 +92,17 @@ export function runErrorConformance(makeBroker: (opts?: BrokerOptions) => Promis
       assert.equal(rec?.error, runErrorText('leaseLost', {}), 'stored as exactly the text of its definition');
     });
 
-    it('a run stored corrupt: CorruptRunError, reason corrupt, the one message naming the run', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+    const cannotEdit = options.differences?.editBehindBroker;
+    it('a run stored corrupt: CorruptRunError, reason corrupt, the one message naming the run', {
+      timeout: TEST_TIMEOUT_MS,
+      ...(cannotEdit ? { skip: cannotEdit } : {}),
+    }, async () => {
       const b = await open();
       const connection = options.connection?.(b);
-      if (!connection) {
-        t.skip('no connection hook: this broker has no storage to corrupt behind its back');
-        return;
-      }
+      assert.ok(
+        connection,
+        'this broker has no `connection` hook to corrupt a run behind its back: give one to brokerConformance, or name its documented difference in `differences.editBehindBroker`',
+      );
       const t0 = Date.now();
       const id = newRunId(Q, t0);
       await b.enqueue([{ id, task: 'conformance.echo', queue: Q, input: '{}', priority: 0, runAt: t0 }], t0);
