@@ -186,7 +186,8 @@ describe('redis broker: layout', () => {
     // stores a hash per job and pushes the job id on the wait list (plus an entry in its events
     // stream, capped at 10,000 entries: printed, left out of the comparison). Same prefix length, so
     // the key names weigh about the same.
-    const bull = `${'b'.repeat(b.prefix.length - 'errand'.length)}bull`;
+    // Unique per test run (the shared Redis may serve another run of this suite at the same time).
+    const bull = `bull${b.prefix.slice('errand'.length)}`;
     prefixes.add(bull);
     const connection = new Redis(URL_, { maxRetriesPerRequest: null });
     const queue = new Queue('emails', { connection, prefix: bull });
