@@ -2,17 +2,11 @@
 // run as a W3C traceparent, and the worker's span for each attempt is its child. Only the
 // @opentelemetry/api package is used: with no SDK registered every call here is a cheap no-op (the
 // worker makes no span at all), and the traceparent still travels.
-import {
-  context,
-  type Context,
-  ProxyTracerProvider,
-  ROOT_CONTEXT,
-  type Span,
-  SpanKind,
-  SpanStatusCode,
-  trace,
-  TraceFlags,
-} from '@opentelemetry/api';
+import { context, type Context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace, TraceFlags } from '@opentelemetry/api';
+
+import { tracing } from '../core/tracing.ts';
+
+export { tracing };
 
 const TRACER = 'errand';
 const TRACEPARENT = /^00-([\da-f]{32})-([\da-f]{16})-([\da-f]{2})$/;
@@ -64,15 +58,6 @@ export async function enqueueSpan<T>(
   } finally {
     span.end();
   }
-}
-
-/** What the global tracer provider delegates to while no SDK has registered one. */
-const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
-
-/** Whether an SDK has registered a tracer provider (checked on each use: it may be registered late). */
-export function tracing(): boolean {
-  const p = trace.getTracerProvider();
-  return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NO_PROVIDER;
 }
 
 /**

@@ -16,8 +16,9 @@
  * request only when its `now` is not already an integer. The inspection methods exist on the
  * guard only when the broker has them (`BrokerInspector` is optional).
  */
-import { context, ProxyTracerProvider, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
+import { tracing } from '../../core/tracing.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
 import type {
   Broker,
@@ -39,19 +40,6 @@ import type {
   WorkerInfo,
   WorkerStatus,
 } from '../types.ts';
-
-/** What the global tracer provider delegates to while no SDK has registered one. */
-const NO_PROVIDER = new ProxyTracerProvider().getDelegate();
-
-/**
- * Whether an SDK has registered a tracer provider (checked on each call: it may be registered
- * late). The same test as telemetry/tracing.ts makes; here so that the broker layer does not
- * import a layer above it.
- */
-function tracing(): boolean {
-  const p = trace.getTracerProvider();
-  return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NO_PROVIDER;
-}
 
 /** The marker of a guarded broker (so that guarding twice is a no-op). */
 const GUARDED = Symbol.for('errand.guardedBroker');
