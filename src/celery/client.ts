@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { jsonIssues } from '../core/json.ts';
+import { redactUrl, redisUrlProblem } from '../core/urls.ts';
 import { type CeleryMeta, type CeleryState, READY_STATES, ResultBackend, resultOfMeta } from './backend.ts';
 import { bindingOf, buildMessage, type CelerySignature, queueListFor } from './protocol.ts';
 
@@ -139,6 +140,20 @@ export interface CeleryClientOptions {
   resultExpires?: number;
 }
 
+/**
+ * Checks a Redis URL given to the Celery client or worker with the project's one Redis URL check
+ * (core/urls.ts), password hidden in the error; a cluster URL is refused (kombu's Redis transport
+ * speaks to one server).
+ */
+export function checkCeleryRedisUrl(url: string, who: string): void {
+  const problem = typeof url === 'string' ? redisUrlProblem(url) : 'must be a string';
+  if (problem) throw new ConfigError(`${who}: url "${typeof url === 'string' ? redactUrl(url) : String(url)}" ${problem}`);
+  if (/^rediss?\+cluster:/.test(url))
+    throw new ConfigError(
+      `${who}: url "${redactUrl(url)}" is a Redis Cluster URL; Celery's Redis transport uses one server (redis:// or rediss://)`,
+    );
+}
+
 export class CeleryClient {
   readonly redis: Redis;
   readonly backend: ResultBackend;
@@ -148,9 +163,7 @@ export class CeleryClient {
 
   constructor(o: CeleryClientOptions = {}) {
     if (!o.redis && !o.url) throw new ConfigError('createCeleryClient: give url (redis://host:port/db) or redis (an ioredis client)');
-    if (o.url !== undefined && !/^rediss?:\/\//.test(o.url)) {
-      throw new ConfigError(`createCeleryClient: url must start with redis:// or rediss:// (got ${JSON.stringify(o.url.slice(0, 40))})`);
-    }
+    if (o.url !== undefined) checkCeleryRedisUrl(o.url, 'createCeleryClient');
     this.owned = !o.redis;
     this.redis = o.redis ?? new Redis(o.url as string, { maxRetriesPerRequest: 3, lazyConnect: false });
     if (this.owned) this.redis.on('error', () => {}); // commands reject with the error; reconnection is ioredis's

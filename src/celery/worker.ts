@@ -28,7 +28,7 @@ import type { output, ZodType } from 'zod';
 import type { CeleryHandler, CeleryTaskOptions, RegisteredTask } from './task.ts';
 import { ConfigError } from '../core/errors.ts';
 import { ResultBackend } from './backend.ts';
-import { CeleryClient } from './client.ts';
+import { CeleryClient, checkCeleryRedisUrl } from './client.ts';
 import { type CeleryMetrics, createCeleryMetrics } from './metrics.ts';
 import { decodeMessage, type CeleryTaskMessage } from './protocol.ts';
 import { Pidbox } from './pidbox.ts';
@@ -89,6 +89,7 @@ export class CeleryWorker {
   constructor(o: CeleryWorkerOptions = {}) {
     this.o = o;
     if (!o.redis && !o.url) throw new ConfigError('createCeleryWorker: give url (redis://host:port/db) or redis (an ioredis client)');
+    if (o.url !== undefined) checkCeleryRedisUrl(o.url, 'createCeleryWorker');
     const queues = o.queues ?? ['celery'];
     if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || q.length === 0)) {
       throw new ConfigError('createCeleryWorker: queues must be a non-empty array of queue names');

@@ -148,6 +148,12 @@ describe('bad input to the Celery API is refused, naming it', () => {
   test('client and worker options, and registrations', () => {
     assert.throws(() => createCeleryClient({}), ConfigError);
     assert.throws(() => createCeleryClient({ url: 'amqp://x' }), /redis:\/\//);
+    // The project's one Redis URL check, the password hidden in what it says; one server, not a cluster.
+    assert.throws(
+      () => createCeleryWorker({ url: 'redis://u:secret@h:6379/app' }),
+      (e: Error) => /\/app/.test(e.message) && !e.message.includes('secret'),
+    );
+    assert.throws(() => createCeleryClient({ url: 'redis+cluster://a:1,b:2' }), /Redis Cluster URL/);
     assert.throws(() => createCeleryWorker({}), ConfigError);
     assert.throws(() => createCeleryWorker({ url: 'redis://127.0.0.1:1', queues: [] }), /queues/);
     assert.throws(() => createCeleryWorker({ url: 'redis://127.0.0.1:1', concurrency: 0 }), /concurrency/);
