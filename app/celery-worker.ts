@@ -49,13 +49,18 @@ if (queues.length === 0) fail('CELERY_QUEUES: at least one queue name');
 
 const logger = createLogger({ level: config.logLevel, format: config.logFormat });
 const mailer = createMailer({ smtpUrl: config.smtpUrl, outboxDir: config.outboxDir, logger });
-const worker = createCeleryWorker({
-  url: env.REDIS_URL,
-  queues,
-  concurrency: config.workerConcurrency,
-  visibilityTimeoutMs: visibility * 1000,
-  logger,
-});
+let worker: ReturnType<typeof createCeleryWorker>;
+try {
+  worker = createCeleryWorker({
+    url: env.REDIS_URL,
+    queues,
+    concurrency: config.workerConcurrency,
+    visibilityTimeoutMs: visibility * 1000,
+    logger,
+  });
+} catch (err) {
+  fail(`REDIS_URL: ${(err as Error).message}`); // a cluster URL, which kombu's Redis transport cannot use
+}
 
 worker.register(
   'tasks.send_welcome_email',
