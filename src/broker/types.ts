@@ -50,6 +50,25 @@ export interface NewRun {
    * it that long. Absent: the broker's `cancelledRetentionMs`.
    */
   cancelledRetentionMs?: number;
+  /** Concurrency limits of the run's task and key (docs/flow-control.md); absent for a task without limits. */
+  flow?: FlowSpec;
+}
+
+/**
+ * Where a run stands for flow control. Its `group` (the task with limits) and `key` (from its input;
+ * '' when only the group's limit applies) decide which limits it counts against: at most
+ * `concurrency` active runs of (group, key) and at most `groupConcurrency` of the group, in its
+ * queue. 0 or absent: unlimited. `reserve` enforces both atomically; runs of a key are served FIFO,
+ * keys and groups round robin, and runs with a `flow` are offered before the queue's other runs.
+ * The limits in force for a key (or group) are those of its latest run to become queued.
+ */
+export interface FlowSpec {
+  /** 1 to 128 letters, digits, "_", ".", ":" or "-" (a task name). */
+  group: string;
+  /** 0 to 256 characters. */
+  key: string;
+  concurrency?: number;
+  groupConcurrency?: number;
 }
 
 export interface EnqueueResult {

@@ -29,6 +29,7 @@ import { countConformance } from './counts.ts';
 import { enqueueConformance } from './enqueue.ts';
 import { idempotencyConformance } from './idempotency.ts';
 import { leaseConformance } from './leases.ts';
+import { limitsConformance } from './limits.ts';
 import { notificationConformance } from './notifications.ts';
 import { reserveConformance } from './reserve.ts';
 import { retryConformance } from './retry.ts';
@@ -50,6 +51,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     cancelConformance(c);
     retryConformance(c);
     leaseConformance(c);
+    limitsConformance(c);
     sharedStorageConformance(c);
     notificationConformance(c);
     countConformance(c);

@@ -67,6 +67,26 @@ export function checkQueueName(queue: unknown, method: string): string {
   return queue;
 }
 
+const FLOW_GROUP = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/** Throws a ConfigError naming what is wrong with a run's flow spec (see `FlowSpec`). */
+export function checkFlow(flow: unknown, where: string): void {
+  if (!flow || typeof flow !== 'object') throw new ConfigError(`${where}: flow must be an object, got ${String(flow)}`);
+  const f = flow as Record<string, unknown>;
+  if (typeof f.group !== 'string' || !FLOW_GROUP.test(f.group)) {
+    throw new ConfigError(`${where}: flow.group ${JSON.stringify(f.group)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
+  }
+  if (typeof f.key !== 'string' || f.key.length > 256 || !f.key.isWellFormed()) {
+    throw new ConfigError(`${where}: flow.key must be a string of at most 256 characters of well-formed Unicode, got ${typeof f.key}`);
+  }
+  for (const name of ['concurrency', 'groupConcurrency'] as const) {
+    const v = f[name];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
+      throw new ConfigError(`${where}: flow.${name} must be a non-negative integer (0: unlimited), got ${String(v)}`);
+    }
+  }
+}
+
 export function isGuarded(broker: Broker): boolean {
   return (broker as unknown as Record<symbol, unknown>)[GUARDED] === true;
 }
@@ -202,6 +222,15 @@ class GuardedBroker implements Broker {
   }
 
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
+    for (const run of runs) {
+      if (run.flow !== undefined) {
+        try {
+          checkFlow(run.flow, `enqueue: run ${String(run.id)}`);
+        } catch (err) {
+          return Promise.reject(err);
+        }
+      }
+    }
     return this.#timed('enqueue', now, (t) => this.run('enqueue', (b) => b.enqueue(runs, t)));
   }
 

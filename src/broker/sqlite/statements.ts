@@ -59,10 +59,14 @@ export const SQL = {
     ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
   /** Releases a key, only while it still names that run (a key is never left naming a deleted run). */
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
-  stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
+  stateOf: 'SELECT state, queue, flow_key FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
       cancel_retention, attempts, lease_losses, history, rev)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+  /** A run with a flow spec (flow_group .. flow_gc follow cancel_retention). */
+  insertFlow: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
+      cancel_retention, flow_group, flow_key, flow_kc, flow_gc, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   // reserve
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
@@ -77,8 +81,21 @@ export const SQL = {
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
-    WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' ORDER BY priority DESC, seq LIMIT :max)
+    WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, seq LIMIT :max)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
+  // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
+  flowGroupNext: 'SELECT grp FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
+  flowKeyNext: 'SELECT key FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
+  /** The first queued run of a key, leased (the triggers count it active). */
+  flowLease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
+      rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
+    WHERE rid = (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = :key AND state = 'queued'
+      AND flow_key IS NOT NULL ORDER BY seq LIMIT 1)
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
+  flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
+  flowKeyTurn: 'UPDATE flow_keys SET turn = ? WHERE queue = ? AND grp = ? AND key = ?',
+  /** Whether freeing slots in a queue may have made a key ready (then idle workers are woken). */
+  flowReady: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? AND ready LIMIT 1',
   failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
       rev = rev + 1, ${endAttempt(':now', "'failed'")}
     WHERE rid = :rid`,
@@ -89,12 +106,12 @@ export const SQL = {
   /** ?4 now, ?5 expires, ?6 result */
   succeed: `UPDATE runs SET state = 'succeeded', result = ?6, error = NULL, finished_at = ?4, expires_at = ?5,
       lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'succeeded'")}
-    WHERE ${HELD} RETURNING queue, started_at`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_key`,
   /** ?4 now, ?5 expires, ?6 error */
   fail: `UPDATE runs SET state = 'failed', error = ?6, finished_at = ?4, expires_at = ?5, lease_until = NULL,
       rev = rev + 1, ${endAttempt('?4', "'failed'")}
-    WHERE ${HELD} RETURNING queue, started_at`,
-  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_key`,
+  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key, flow_key`,
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
@@ -168,6 +185,7 @@ export type StatementName = keyof typeof SQL;
 /** Statements whose integers are read as BigInt, so that a huge number written by hand cannot throw. */
 export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'lease',
+  'flowLease',
   'get',
   'nextScheduled',
   'nextLease',

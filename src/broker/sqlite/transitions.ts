@@ -44,8 +44,7 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
         }
       }
       const state: RunState = run.runAt <= now ? 'queued' : 'scheduled';
-      const inserted = c.change(
-        'insert',
+      const common = [
         run.id,
         run.queue,
         state,
@@ -58,7 +57,11 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
         key ?? null,
         run.traceparent ?? null,
         ownRetention(run.cancelledRetentionMs) ?? null,
-      );
+      ] as const;
+      const f = run.flow;
+      const inserted = f
+        ? c.change('insertFlow', ...common, f.group, f.key, f.concurrency ?? 0, f.groupConcurrency ?? 0)
+        : c.change('insert', ...common);
       if (inserted === 0) {
         // The same id enqueued again: the first one stands.
         const existing = c.row('stateOf', run.id);
@@ -118,7 +121,9 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       });
       if (lost > 0) c.stat(queue, now).failed += lost;
       const requeued = c.change('recoverRequeue', { queue, now });
-      // 3. Lease up to `remaining` queued runs. Corrupt rows are failed and take no slot.
+      // 3. Runs under flow control first (docs/flow-control.md), then up to `remaining` other queued runs.
+      remaining -= leaseFlow(c, queue, workerId, now, leaseMs, remaining, reserved, changed, corrupt);
+      // Corrupt rows are failed and take no slot.
       while (remaining > 0) {
         const rows = c.rows('lease', { queue, now, worker: workerId, until: now + leaseMs, max: remaining });
         if (rows.length === 0) break;
@@ -151,7 +156,8 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       // Runs made queued here may be more than this worker takes: other idle workers should look.
       // (New leases need no signal: an idle worker learns of their expiry at its next reserve, within
       // the safety period, which is far shorter than any lease.)
-      if (promoted + requeued > 0) {
+      // Recovered leases free flow slots too (their keys may be ready again).
+      if (promoted + requeued > 0 || (lost > 0 && c.row('flowReady', queue))) {
         revs.push([queue, c.bump(queue)]);
         woken.push(queue);
       } else {
@@ -169,6 +175,57 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
   for (const q of retried) if (!woken.includes(q)) woken.push(q);
   if (woken.length) c.hub.emit('work', woken);
   return settled ? { runs: reserved, nextAt, settled } : { runs: reserved, nextAt };
+}
+
+/**
+ * Leases up to `max` runs under flow control in `queue`, one per turn: the first ready group, its
+ * first ready key, that key's first run; the key and the group then go to the back of their rings
+ * (they leave them when at their limit: the triggers of schema.ts v7 keep `ready`). Returns how
+ * many runs were leased.
+ */
+function leaseFlow(
+  c: SqliteCore,
+  queue: string,
+  worker: string,
+  now: number,
+  leaseMs: number,
+  max: number,
+  reserved: Reservation[],
+  changed: string[],
+  corrupt: { id: string; problems: string[] }[],
+): number {
+  let n = 0;
+  while (n < max) {
+    const g = c.row('flowGroupNext', queue);
+    if (!g) break;
+    const grp = String(g.grp);
+    const turn = c.takeSeq(1) + 1;
+    const k = c.row('flowKeyNext', queue, grp);
+    if (!k) {
+      c.change('flowGroupTurn', turn, queue, grp); // cannot happen while the counts hold; never loop on it
+      break;
+    }
+    const key = String(k.key);
+    const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
+    c.change('flowKeyTurn', turn, queue, grp, key);
+    c.change('flowGroupTurn', turn, queue, grp);
+    if (!row) break; // the counts say queued but no row is (cannot happen while the triggers hold)
+    const stat = c.stat(queue, now);
+    const r = toReservation(row, now);
+    if (Array.isArray(r)) {
+      const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
+      c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
+      corrupt.push({ id, problems: r });
+      stat.failed++;
+      if (typeof row.id === 'string') changed.push(row.id);
+      continue;
+    }
+    reserved.push(r);
+    changed.push(r.id);
+    c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
+    n++;
+  }
+  return n;
 }
 
 export function settle(c: SqliteCore, workerId: string, settlements: readonly Settlement[], now: number): SettleStatus[] {
@@ -207,6 +264,8 @@ function settleIn(
     }
     if (!row) return 'lost';
     changed.push(s.id);
+    // A flow slot freed: its key may be ready again.
+    if (row.flow_key !== null && row.flow_key !== undefined) queues.add(String(row.queue));
     const stat = c.stat(String(row.queue), now);
     if (s.outcome === 'succeeded') stat.succeeded++;
     else if (s.outcome === 'failed') stat.failed++;
@@ -260,6 +319,7 @@ export function progress(c: SqliteCore, workerId: string, lease: Lease, value: s
 
 export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
   c.open();
+  let freed: string | undefined;
   const out = c.tx((): CancelOutcome => {
     const row = c.row('stateOf', id);
     if (!row) return { outcome: 'not_found' };
@@ -268,11 +328,17 @@ export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
     // The run's own retention (stored at enqueue), else the broker's.
     c.s.cancel.run({ id, now, retention: c.cancelledRetentionMs });
     if (state === 'active') c.s.cancelLog.run(id, now);
+    // A flow slot freed: its key may be ready again (other workers look).
+    if (state === 'active' && row.flow_key !== null && row.flow_key !== undefined) {
+      freed = String(row.queue);
+      c.bump(freed);
+    }
     return { outcome: 'cancelled', previous: state };
   });
   if (out.outcome === 'cancelled') {
     c.hub.emit('runs', [id]);
     if (out.previous === 'active') c.hub.emit('cancel', [id]);
+    if (freed !== undefined) c.hub.emit('work', [freed]);
   }
   return out;
 }
