@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import type { NewRun } from '../broker/types.ts';
+import type { FlowSpec, NewRun } from '../broker/types.ts';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
@@ -56,6 +56,24 @@ export interface TaskOptions<S extends z.ZodType> {
   description?: string;
   /** Paths into this task's input whose values are secrets, added to the app's `redact` (see `ErrandOptions.redact`). */
   redact?: string[];
+  /**
+   * Concurrency limits, enforced by the broker for every worker (docs/flow-control.md): at most
+   * `concurrency` active runs per key (a key from the input, e.g. the tenant), at most `global`
+   * active runs of the task in its queue. Keys are served round robin.
+   */
+  limits?: TaskLimits<z.output<S>>;
+}
+
+/** A task's concurrency limits (see `TaskOptions.limits` and docs/flow-control.md). */
+export interface TaskLimits<I> {
+  /** The key of a run, from its validated input (1 to 256 characters); `undefined`: the run counts against `global` only. */
+  key?: (input: I) => string | undefined;
+  /** At most this many active runs per key (a positive integer). Needs `key`. */
+  concurrency?: number;
+  /** Limits of chosen keys, instead of `concurrency` (positive integers). Needs `key`. */
+  overrides?: Record<string, number>;
+  /** At most this many active runs of the task in its queue, all keys together (a positive integer). */
+  global?: number;
 }
 
 /** The longest `delay` accepted: 100 years, in ms (a longer one would leave the range of a Date). */
@@ -98,6 +116,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   /** This task's own redaction paths (the app adds its own: `errand.redactPaths(name)`). */
   readonly redact: readonly string[];
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
+  /** The task's concurrency limits, checked (undefined: none). */
+  readonly limits: Readonly<TaskLimits<z.output<S>>> | undefined;
 
   constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
     if (typeof name !== 'string' || !TASK_NAME.test(name)) {
@@ -123,6 +143,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     this.description = options.description;
     this.redact = checkRedactPaths(options.redact, where);
     this.#idempotencyKey = options.idempotencyKey;
+    this.limits = checkLimits(options.limits, where);
   }
 
   /**
@@ -187,8 +208,67 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       run.idempotencyTtl = this.idempotencyTtl;
     }
     if (options.traceparent) run.traceparent = options.traceparent;
+    if (this.limits) run.flow = this.#flow(parsed.data);
     return run;
   }
+
+  /** The flow spec of a run (see `FlowSpec`): this task's group, the run's key and their limits. */
+  #flow(input: z.output<S>): FlowSpec {
+    const l = this.limits as TaskLimits<z.output<S>>;
+    let key = '';
+    if (l.key) {
+      const k = l.key(input);
+      if (k !== undefined && (typeof k !== 'string' || k.length === 0 || k.length > 256 || !k.isWellFormed())) {
+        throw new ConfigError(
+          `Task "${this.name}": limits.key() must return a string of 1 to 256 characters of well-formed Unicode or undefined, got ${JSON.stringify(k)}`,
+        );
+      }
+      if (k !== undefined) key = k;
+    }
+    const flow: FlowSpec = { group: this.name, key };
+    if (key !== '') {
+      const c = (l.overrides && Object.hasOwn(l.overrides, key) ? l.overrides[key] : undefined) ?? l.concurrency;
+      if (c !== undefined) flow.concurrency = c;
+    }
+    if (l.global !== undefined) flow.groupConcurrency = l.global;
+    return flow;
+  }
+}
+
+const LIMIT_KEYS = new Set(['key', 'concurrency', 'overrides', 'global']);
+
+/** `limits` checked at definition: ConfigError naming the task and the field. */
+function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskLimits<I> | undefined {
+  if (limits === undefined) return undefined;
+  if (!limits || typeof limits !== 'object' || Array.isArray(limits)) throw new ConfigError(`${where}: limits must be an object`);
+  for (const k of Object.keys(limits)) {
+    if (!LIMIT_KEYS.has(k)) throw new ConfigError(`${where}: limits.${k} is not a limit (known: ${[...LIMIT_KEYS].join(', ')})`);
+  }
+  const positive = (v: unknown, name: string) => {
+    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)) {
+      throw new ConfigError(`${where}: ${name} must be a positive integer, got ${String(v)}`);
+    }
+  };
+  positive(limits.concurrency, 'limits.concurrency');
+  positive(limits.global, 'limits.global');
+  if (limits.overrides !== undefined) {
+    if (!limits.overrides || typeof limits.overrides !== 'object' || Array.isArray(limits.overrides)) {
+      throw new ConfigError(`${where}: limits.overrides must be an object of key -> limit`);
+    }
+    for (const [k, v] of Object.entries(limits.overrides)) positive(v, `limits.overrides[${JSON.stringify(k)}]`);
+  }
+  if (limits.key !== undefined && typeof limits.key !== 'function') {
+    throw new ConfigError(`${where}: limits.key must be a function of the input returning the run's key`);
+  }
+  if ((limits.concurrency !== undefined || limits.overrides !== undefined) && !limits.key) {
+    throw new ConfigError(`${where}: limits.concurrency and limits.overrides are per key: give limits.key too (or use limits.global)`);
+  }
+  if (limits.concurrency === undefined && limits.overrides === undefined && limits.global === undefined) {
+    throw new ConfigError(`${where}: limits needs concurrency (with key), overrides or global`);
+  }
+  const out: TaskLimits<I> = { ...limits };
+  if (limits.overrides) out.overrides = { ...limits.overrides };
+  return out;
 }
 
 function checkEnqueueOptions(options: unknown): InputIssue[] {

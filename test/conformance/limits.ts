@@ -53,7 +53,11 @@ export function limitsConformance(c: ConformanceContext): void {
       const r1 = await reserveAll(b, 'w1', t0, { max: 10 });
       assert.equal(r1.runs.length, 3);
       assert.deepStrictEqual((await reserveAll(b, 'w1', t0, { max: 10 })).runs, []);
-      await b.settle('w1', [{ id: (r1.runs[0] as Reservation).id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 1);
+      await b.settle(
+        'w1',
+        [{ id: (r1.runs[0] as Reservation).id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN }],
+        t0 + 1,
+      );
       assert.equal((await reserveAll(b, 'w1', t0 + 2, { max: 10 })).runs.length, 1, 'one slot freed, one run more');
     });
 
@@ -219,42 +223,52 @@ export function limitsConformance(c: ConformanceContext): void {
       const [fresh] = await enqueueKeyed(b, t0 + 5, 'a', 1, flow('a', 1));
       if (!inspector.purge) {
         await b.settle('w1', [{ id: ids[1] as string, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 6);
-        assert.deepStrictEqual((await reserveAll(b, 'w1', t0 + 7, { max: 5 })).runs.map((r) => r.id), [ids[3]]);
+        assert.deepStrictEqual(
+          (await reserveAll(b, 'w1', t0 + 7, { max: 5 })).runs.map((r) => r.id),
+          [ids[3]],
+        );
         return;
       }
-      assert.deepStrictEqual((await reserveAll(b, 'w1', t0 + 7, { max: 5 })).runs.map((r) => r.id), [fresh]);
+      assert.deepStrictEqual(
+        (await reserveAll(b, 'w1', t0 + 7, { max: 5 })).runs.map((r) => r.id),
+        [fresh],
+      );
       assert.equal((await getRun(b, fresh as string)).state, 'active');
     });
 
-    test('concurrent reservers on two instances never exceed a limit', async () => {
-      const a = await open();
-      const b2 = await share(a);
-      const t0 = Date.now();
-      const keys = Array.from({ length: 10 }, (_, i) => `k${i}`);
-      for (const k of keys) await enqueueKeyed(a, t0, k, 20, flow(k, 2, 15));
-      const active = new Map<string, Reservation>();
-      let now = t0;
-      for (let round = 0; round < 12; round++) {
-        now++;
-        const got = await Promise.all(
-          [a, b2, a, b2].map((x, i) => reserveAll(x, `w${i}`, now, { max: 7 }).then((r) => r.runs.map((run) => ({ run, w: `w${i}` })))),
-        );
-        for (const { run, w } of got.flat()) active.set(run.id, { ...run, queue: w });
-        const per = byKey([...active.values()]);
-        for (const [k, n] of per) assert.ok(n <= 2, `key ${k} has ${n} active runs (limit 2)`);
-        assert.ok(active.size <= 15, `${active.size} active runs in the group (limit 15)`);
-        // Settle about half of them.
-        const done = [...active.values()].filter((_, i) => i % 2 === 0);
-        for (const r of done) {
-          await (r.queue.endsWith('1') || r.queue.endsWith('3') ? b2 : a).settle(
-            r.queue,
-            [{ id: r.id, attempt: r.attempt, outcome: 'succeeded', result: null, retentionMs: RETAIN }],
-            now,
+    test(
+      'concurrent reservers on two instances never exceed a limit',
+      async () => {
+        const a = await open();
+        const b2 = await share(a);
+        const t0 = Date.now();
+        const keys = Array.from({ length: 10 }, (_, i) => `k${i}`);
+        for (const k of keys) await enqueueKeyed(a, t0, k, 20, flow(k, 2, 15));
+        const active = new Map<string, Reservation>();
+        let now = t0;
+        for (let round = 0; round < 12; round++) {
+          now++;
+          const got = await Promise.all(
+            [a, b2, a, b2].map((x, i) => reserveAll(x, `w${i}`, now, { max: 7 }).then((r) => r.runs.map((run) => ({ run, w: `w${i}` })))),
           );
-          active.delete(r.id);
+          for (const { run, w } of got.flat()) active.set(run.id, { ...run, queue: w });
+          const per = byKey([...active.values()]);
+          for (const [k, n] of per) assert.ok(n <= 2, `key ${k} has ${n} active runs (limit 2)`);
+          assert.ok(active.size <= 15, `${active.size} active runs in the group (limit 15)`);
+          // Settle about half of them.
+          const done = [...active.values()].filter((_, i) => i % 2 === 0);
+          for (const r of done) {
+            await (r.queue.endsWith('1') || r.queue.endsWith('3') ? b2 : a).settle(
+              r.queue,
+              [{ id: r.id, attempt: r.attempt, outcome: 'succeeded', result: null, retentionMs: RETAIN }],
+              now,
+            );
+            active.delete(r.id);
+          }
         }
-      }
-    }, 'sameStorage');
+      },
+      'sameStorage',
+    );
 
     test('an idle worker is woken when a slot frees', async () => {
       const b = await open();

@@ -142,6 +142,10 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
           run.traceparent ?? '',
           ownRetention(run.cancelledRetentionMs) ?? '',
+          run.flow?.group ?? '',
+          run.flow?.key ?? '',
+          run.flow?.concurrency ?? 0,
+          run.flow?.groupConcurrency ?? 0,
         );
       }
       chain = chain.then(() =>

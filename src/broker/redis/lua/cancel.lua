@@ -18,11 +18,11 @@
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify
+--!include common.lua: rcall, appendHistory, finish, notify, wake, flowReady, flowFree
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C')
-local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y')
+local s, prio, att, holder, started, hist, watched, ownRet, g, y = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
 if v['err'] then
   return { 'X' }
 end
@@ -36,7 +36,14 @@ if s == 'd' or s == 'f' or s == 'c' then
   return { 'F', s }
 end
 local ret = tonumber(ownRet) or tonumber(ARGV[4])
-if s == 'q' then
+if s == 'q' and g then
+  -- Under flow control: out of its key's list (the key may leave the rings).
+  if rcall('LREM', base .. 'fq|' .. g .. '|' .. (y or ''), -1, rid) > 0 then
+    rcall('HINCRBY', base .. 'fM', 'q', -1)
+  end
+  flowReady(base, g, y or '')
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+elseif s == 'q' then
   local p = prio or '0'
   local wk = base .. 'w:' .. p
   rcall('LREM', wk, -1, rid)
@@ -49,6 +56,9 @@ elseif s == 's' then
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
 elseif s == 'a' then
   rcall('ZREM', base .. 'active', rid)
+  if g and flowFree(base, k, g) then
+    wake(base) -- its slot freed: a key may be ready again
+  end
   local h = appendHistory(hist, att, holder, started, nowS, 'cancelled')
   rcall('HDEL', k, 'o')
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)

@@ -22,6 +22,14 @@
                              r retried, w<i>/u<i> wait/run latency histogram buckets
     base..'stm'        ZSET  the minutes that have counters
     base..'layout'     STRING  the layout version these keys were migrated to (layout.ts, migrate.lua)
+  Flow control (docs/flow-control.md; g a group: a task name, no '|'; y a key: any text):
+    base..'fq|'..g..'|'..y  LIST  queued rids of key y of group g, FIFO (not in any 'w:' list)
+    base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none); gone when nothing is queued or active
+    base..'fG|'..g     HASH  a active runs of the group, c its limit
+    base..'fK|'..g     ZSET  the ring of g's ready keys (queued runs and a free slot), by turn
+    base..'fR'         ZSET  the ring of ready groups (a free slot and a ready key), by turn
+    base..'fM'         HASH  t the turn counter, q how many rids the 'fq|' lists hold
+    base..'fS'         SET   g..'|'..y of every key with a hash (purge and listings find them here)
 
   Run hash fields (short names to save memory; absent means the default):
     s state: q queued, s scheduled, a active, d succeeded, f failed, c cancelled
@@ -37,6 +45,7 @@
       compact listpack encoding). Every other end of an attempt (retry, lost, released,
       cancelled) appends it to `h` and clears `o`.
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
+    g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
 ]]
 local rcall = redis.call
 -- Numbers given to redis.call are formatted with '%.17g' by Redis (a slow floating-point path):
@@ -149,8 +158,92 @@ local function appendHistory(h, a, w, b, nowS, outcome, err)
   return line
 end
 
--- Appends (or, at the head, prepends) a run to the list of its priority level.
-local function pushQueued(base, rid, p, front)
+-- Flow control (see the layout above and docs/flow-control.md). A key is in its group's ring
+-- exactly while it has queued runs and a free slot; a group is in the queue's ring exactly while
+-- it has a free slot and a key in its ring. Reserve reads only the rings.
+local function flowTurn(base)
+  return rcall('HINCRBY', base .. 'fM', 't', 1)
+end
+
+-- Puts group g in the queue's ring, or takes it out, by the rule above. Returns whether it is in.
+local function flowGroupReady(base, g)
+  local v = rcall('HMGET', base .. 'fG|' .. g, 'a', 'c')
+  local aS, cS = v[1], v[2]
+  local a, c = tonumber(aS) or 0, tonumber(cS) or 0
+  local ring = base .. 'fR'
+  if (c <= 0 or a < c) and rcall('ZCARD', base .. 'fK|' .. g) > 0 then
+    if not rcall('ZSCORE', ring, g) then
+      rcall('ZADD', ring, flowTurn(base), g)
+    end
+    return true
+  end
+  rcall('ZREM', ring, g)
+  return false
+end
+
+-- Puts key y of group g in its group's ring, or takes it out (forgetting a key with nothing queued
+-- or active), then does the same for the group. Returns whether the group is ready.
+local function flowReady(base, g, y)
+  local kh = base .. 'fk|' .. g .. '|' .. y
+  local v = rcall('HMGET', kh, 'a', 'c')
+  local aS, cS = v[1], v[2]
+  local a, c = tonumber(aS) or 0, tonumber(cS) or 0
+  local ring = base .. 'fK|' .. g
+  local len = rcall('LLEN', base .. 'fq|' .. g .. '|' .. y)
+  if len > 0 and (c <= 0 or a < c) then
+    if not rcall('ZSCORE', ring, y) then
+      rcall('ZADD', ring, flowTurn(base), y)
+    end
+  else
+    rcall('ZREM', ring, y)
+    if len == 0 and a <= 0 then
+      rcall('DEL', kh)
+      rcall('SREM', base .. 'fS', g .. '|' .. y)
+    end
+  end
+  return flowGroupReady(base, g)
+end
+
+-- Appends (at the head: prepends) queued run rid to its key's list; y, n, m its key and limits.
+local function flowPush(base, rid, g, y, n, m, front)
+  local q = base .. 'fq|' .. g .. '|' .. y
+  if front then
+    rcall('LPUSH', q, rid)
+  else
+    rcall('RPUSH', q, rid)
+  end
+  rcall('HSET', base .. 'fk|' .. g .. '|' .. y, 'c', n or '0')
+  rcall('HSET', base .. 'fG|' .. g, 'c', m or '0')
+  rcall('SADD', base .. 'fS', g .. '|' .. y)
+  rcall('HINCRBY', base .. 'fM', 'q', 1)
+  return flowReady(base, g, y)
+end
+
+-- Run hash k of group g left active: its key's and group's slot is freed. Returns whether a
+-- group is ready then (idle workers should look).
+local function flowFree(base, k, g)
+  local y = rcall('HGET', k, 'y') or ''
+  local kh = base .. 'fk|' .. g .. '|' .. y
+  if rcall('HINCRBY', kh, 'a', -1) < 0 then
+    rcall('HSET', kh, 'a', 0)
+  end
+  local gh = base .. 'fG|' .. g
+  if rcall('HINCRBY', gh, 'a', -1) < 0 then
+    rcall('HSET', gh, 'a', 0)
+  end
+  flowReady(base, g, y)
+  return rcall('ZCARD', base .. 'fR') > 0
+end
+
+-- Appends (or, at the head, prepends) a run to the list of its priority level; a run under flow
+-- control (g, the field of its hash, given) to the list of its key instead.
+local function pushQueued(base, rid, p, front, g)
+  if g then
+    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm')
+    local y, n, m = v[1], v[2], v[3]
+    flowPush(base, rid, g, y or '', n, m, front)
+    return
+  end
   local wk = base .. 'w:' .. p
   local n
   if front then
@@ -300,7 +393,7 @@ local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, h
   rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
   rcall('PERSIST', k) -- a run finished by a version that gave finished runs a TTL
   rcall('ZREM', base .. zset, rid)
-  pushQueued(base, rid, prio or '0', false)
+  pushQueued(base, rid, prio or '0', false, rcall('HGET', k, 'g'))
   notify(chan, id, '', watched)
 end
 
@@ -321,13 +414,16 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
   for j = from, to, 5 do
     local rid, att, kind, payload, numS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b')
-    local state, holder, runAtt, watched, prio, started = v[1], v[2], v[3], v[4], v[5], v[6]
+    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b', 'g')
+    local state, holder, runAtt, watched, prio, started, g = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
     if v['err'] or state ~= 'a' or holder ~= worker or runAtt ~= att then
       out[#out + 1] = 0
     else
       local num = tonumber(numS)
       done[#done + 1] = rid
+      if g and flowFree(base, k, g) then
+        wakeUp = true -- a slot freed: a key may be ready again
+      end
       statLatency(acc, 'u', now - (tonumber(started) or now))
       if kind == 's' then
         statAdd(acc, 'd', 1)
@@ -356,7 +452,7 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
           rcall('ZADD', schedKey, numS, rid) -- the string as sent (see fmt)
         else
           rcall('HSET', k, 's', 'q', 'r', numS, 'h', h, 'E', payload)
-          pushQueued(base, rid, prio or '0', false)
+          pushQueued(base, rid, prio or '0', false, g)
           wakeUp = true
         end
       end

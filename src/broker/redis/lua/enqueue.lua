@@ -13,17 +13,19 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 10 per run:
+  then 14 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
-    retention once cancelled, ms ('' for the broker's default: see cancel.lua)
+    retention once cancelled, ms ('' for the broker's default: see cancel.lua),
+    flow control: group ('' for none), key, the key's limit, the group's limit (0: none);
+    a queued run with a group goes to its key's list (flowPush in common.lua)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
 ]]
 --!keys 1
---!include common.lua: rcall, statFlush, wake
+--!include common.lua: rcall, statFlush, wake, flowPush
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}
@@ -33,9 +35,11 @@ local created = 0
 local earliest -- earliest runAt among scheduled runs created here
 local before = false -- earliest scheduled runAt before this call (nil: none), read once
 
-for j = 3, #ARGV, 10 do
+local flowQueued = false
+for j = 3, #ARGV, 14 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
+  local fg, fy, fn, fm = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
   local k = base .. 'r:' .. rid
   local existing
   if rcall('EXISTS', k) == 1 then
@@ -101,8 +105,21 @@ for j = 3, #ARGV, 10 do
       f[#f + 1] = 'C'
       f[#f + 1] = cret
     end
+    if fg ~= '' then
+      f[#f + 1] = 'g'
+      f[#f + 1] = fg
+      f[#f + 1] = 'y'
+      f[#f + 1] = fy
+      f[#f + 1] = 'n'
+      f[#f + 1] = fn
+      f[#f + 1] = 'm'
+      f[#f + 1] = fm
+    end
     rcall('HSET', k, unpack(f))
-    if state == 'q' then
+    if state == 'q' and fg ~= '' then
+      flowPush(base, rid, fg, fy, fn, fm, false)
+      flowQueued = true
+    elseif state == 'q' then
       local list = queued[p]
       if not list then
         list = {}
@@ -134,7 +151,7 @@ if created > 0 then
   statFlush(base, now, { e = created })
 end
 
-if #levels > 0 or (earliest ~= nil and (before == nil or earliest < before)) then
+if #levels > 0 or flowQueued or (earliest ~= nil and (before == nil or earliest < before)) then
   wake(base)
 end
 return out

@@ -117,8 +117,15 @@ end
 
 -- Queued runs: each level from the cursor's place (found by bisection) towards the head.
 if wanted('q') then
+  -- The lists of the priority levels, and those of the keys of runs under flow control.
+  local lists = {}
   for _, p in ipairs(rcall('ZRANGE', KEYS[1], 0, -1)) do
-    local wk = base .. 'w:' .. p
+    lists[#lists + 1] = base .. 'w:' .. p
+  end
+  for _, gy in ipairs(rcall('SMEMBERS', base .. 'fS')) do
+    lists[#lists + 1] = base .. 'fq|' .. gy
+  end
+  for _, wk in ipairs(lists) do
     local len = rcall('LLEN', wk)
     local pos = len - 1
     if cursor ~= '' then

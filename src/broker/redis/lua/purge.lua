@@ -13,7 +13,7 @@
   Returns { deleted, more (1 when a limit was reached: call again) }.
 ]]
 --!keys 2
---!include common.lua: dropRun
+--!include common.lua: dropRun, flowReady
 local base, limit, chan, qp = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local deleted, more = 0, 0
 
@@ -48,6 +48,31 @@ for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('ZREM', KEYS[1], p)
   else
     more = 1
+  end
+end
+
+-- Runs under flow control: each key's list (see common.lua), then the key's place in the rings.
+if left > 0 then
+  for _, gy in ipairs(redis.call('SMEMBERS', base .. 'fS')) do
+    if left <= 0 then
+      more = 1
+      break
+    end
+    local cut = string.find(gy, '|', 1, true)
+    local g, y = string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1)
+    local q = base .. 'fq|' .. gy
+    local rids = redis.call('LPOP', q, left)
+    if rids then
+      for _, rid in ipairs(rids) do
+        drop(rid, 'q')
+      end
+      left = left - #rids
+      redis.call('HINCRBY', base .. 'fM', 'q', -#rids)
+    end
+    if redis.call('LLEN', q) > 0 then
+      more = 1
+    end
+    flowReady(base, g, y)
   end
 end
 

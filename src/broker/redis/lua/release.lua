@@ -15,21 +15,24 @@
   Returns the number of runs released.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, pushQueued, wake, notify
+--!include common.lua: rcall, appendHistory, pushQueued, wake, notify, flowFree
 local base, worker, nowS, chan, qp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local released = 0
 -- Backwards, so that pushing each at the head keeps the runs in the order given.
 for j = #ARGV - 1, 6, -2 do
   local rid, att = ARGV[j], ARGV[j + 1]
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'b', 'h', 'W', 'p')
-  local state, holder, runAtt, started, hist, watched, prio = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+  local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'b', 'h', 'W', 'p', 'g')
+  local state, holder, runAtt, started, hist, watched, prio, g = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
   if not v['err'] and state == 'a' and holder == worker and runAtt == att then
     local h = appendHistory(hist, att, worker, started, nowS, 'released')
     rcall('HSET', k, 's', 'q', 'a', tonumber(att) - 1, 'h', h)
     rcall('HDEL', k, 'o')
     rcall('ZREM', KEYS[1], rid)
-    pushQueued(base, rid, prio or '0', true)
+    if g then
+      flowFree(base, k, g) -- its slot, freed before the run is queued again
+    end
+    pushQueued(base, rid, prio or '0', true, g)
     notify(chan, qp, rid, watched)
     released = released + 1
   end

@@ -5,9 +5,10 @@
     2. recovers runs whose lease expired (expiry <= now): the attempt is recorded as `lost` and
        leaseLosses incremented; the run goes back to the head of its priority level, or is failed
        with reason `lease_lost` once leaseLosses reaches maxLeaseLosses;
-    3. leases up to `max` queued runs to the worker, highest priority first and FIFO within a
-       level: state active, attempts + 1, worker, startedAt = now, open attempt, lease expiry
-       in `active`.
+    3. leases up to `max` queued runs to the worker: first runs under flow control, one per turn
+       from the first ready key of the first ready group (docs/flow-control.md), then the
+       others, highest priority first and FIFO within a level: state active, attempts + 1,
+       worker, startedAt = now, open attempt, lease expiry in `active`.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
   `corrupt` and the script goes on. Steps 1 and 2 handle at most `limit` runs each per call; when
@@ -18,6 +19,7 @@
   KEYS[2] active  ZSET lease expiry
   KEYS[3] prios   ZSET priority levels with queued runs
   KEYS[4] paused  STRING present while the queue is paused: then nothing is done
+  (and the flow-control keys of the queue, under the same hash tag: see common.lua)
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] worker id
@@ -40,7 +42,7 @@
             time in the run id), traceparent ('' for none) }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowFree
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -85,13 +87,13 @@ if #due > 0 then
   end
   for _, rid in ipairs(due) do
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W')
-    local state, prio, watched = v[1], v[2], v[3]
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g')
+    local state, prio, watched, g = v[1], v[2], v[3], v[4]
     if v['err'] then
       failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
     elseif state == 's' then
       rcall('HSET', k, 's', 'q')
-      pushQueued(base, rid, prio or '0', false)
+      pushQueued(base, rid, prio or '0', false, g)
       notify(chan, qp, rid, watched)
     end
   end
@@ -110,11 +112,14 @@ if #expired > 0 then
   for j = #expired, 1, -1 do
     local rid = expired[j]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h')
-    local state, prio, watched, att, holder, started, lost, hist = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g')
+    local state, prio, watched, att, holder, started, lost, hist, g = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
     if v['err'] then
       failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
     elseif state == 'a' then
+      if g then
+        flowFree(base, k, g)
+      end
       local losses = (tonumber(lost) or 0) + 1
       local h = appendHistory(hist, att, holder, started, nowS, 'lost')
       rcall('HDEL', k, 'o')
@@ -123,7 +128,7 @@ if #expired > 0 then
         statAdd(acc, 'f', 1)
       else
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
-        pushQueued(base, rid, prio or '0', true)
+        pushQueued(base, rid, prio or '0', true, g)
       end
       notify(chan, qp, rid, watched)
     end
@@ -134,6 +139,74 @@ end
 -- 3. Lease up to max queued runs.
 local n = 0
 local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
+
+-- Leases queued run rid (its priority level p, or nil: the one stored) if it is still queued;
+-- returns whether it did. A corrupt run is failed; a stale entry (gone, no longer queued) skipped.
+local function lease(rid, p)
+  local k = base .. 'r:' .. rid
+  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p')
+  local state, task, input, attempts, enq, tp, watched, runAt, prio = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+  if v['err'] then
+    failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+  elseif state == 'q' and task and input then
+    local a = (tonumber(attempts) or 0) + 1
+    rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
+    leases[#leases + 1] = leaseUntil
+    leases[#leases + 1] = rid
+    n = n + 1
+    out[#out + 1] = rid
+    out[#out + 1] = task
+    out[#out + 1] = input
+    out[#out + 1] = a
+    out[#out + 1] = p or prio or '0'
+    out[#out + 1] = enq or ''
+    out[#out + 1] = tp or ''
+    notify(chan, qp, rid, watched)
+    -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
+    local since = tonumber(enq) or ridTime(rid)
+    local due = tonumber(runAt)
+    if due and due > since then
+      since = due
+    end
+    statLatency(acc, 'w', now - since)
+    return true
+  elseif state == 'q' or (not state and (task or input)) then
+    failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc)
+  end
+  -- Otherwise the run is gone or no longer queued (a stale entry): skipped.
+  return false
+end
+
+-- 3a. Runs under flow control: one per turn, from the first ready key of the first ready group;
+-- the key and the group go to the back of their rings if still ready (see flowReady).
+local flowRing = base .. 'fR'
+if max > 0 then
+  while n < max do
+    local g = rcall('ZRANGE', flowRing, 0, 0)[1]
+    if not g then
+      break
+    end
+    local keyRing = base .. 'fK|' .. g
+    local y = rcall('ZRANGE', keyRing, 0, 0)[1]
+    if not y then
+      rcall('ZREM', flowRing, g) -- cannot happen while the rings hold; never loop on it
+    else
+      local rid = rcall('LPOP', base .. 'fq|' .. g .. '|' .. y)
+      if rid then
+        rcall('HINCRBY', base .. 'fM', 'q', -1)
+        if lease(rid, nil) then
+          rcall('HINCRBY', base .. 'fk|' .. g .. '|' .. y, 'a', 1)
+          rcall('HINCRBY', base .. 'fG|' .. g, 'a', 1)
+        end
+      end
+      rcall('ZREM', keyRing, y)
+      rcall('ZREM', flowRing, g)
+      flowReady(base, g, y)
+    end
+  end
+end
+
+-- 3b. The other runs, by priority level.
 local levels = rcall('ZRANGE', KEYS[3], 0, -1)
 if max > 0 then
   for _, p in ipairs(levels) do
@@ -148,36 +221,7 @@ if max > 0 then
         break
       end
       for _, rid in ipairs(rids) do
-        local k = base .. 'r:' .. rid
-        local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r')
-        local state, task, input, attempts, enq, tp, watched, runAt = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
-        if v['err'] then
-          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
-        elseif state == 'q' and task and input then
-          local a = (tonumber(attempts) or 0) + 1
-          rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
-          leases[#leases + 1] = leaseUntil
-          leases[#leases + 1] = rid
-          n = n + 1
-          out[#out + 1] = rid
-          out[#out + 1] = task
-          out[#out + 1] = input
-          out[#out + 1] = a
-          out[#out + 1] = p
-          out[#out + 1] = enq or ''
-          out[#out + 1] = tp or ''
-          notify(chan, qp, rid, watched)
-          -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
-          local since = tonumber(enq) or ridTime(rid)
-          local due = tonumber(runAt)
-          if due and due > since then
-            since = due
-          end
-          statLatency(acc, 'w', now - since)
-        elseif state == 'q' or (not state and (task or input)) then
-          failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc)
-        end
-        -- Otherwise the run is gone or no longer queued (a stale entry): skipped.
+        lease(rid, p)
       end
       if #rids < want then
         break
@@ -199,8 +243,12 @@ if max == 0 then
   for _, p in ipairs(levels) do
     queued = queued + rcall('LLEN', base .. 'w:' .. p)
   end
+  -- Runs under flow control count while some key can take one.
+  if rcall('EXISTS', flowRing) == 1 then
+    queued = queued + (tonumber(rcall('HGET', base .. 'fM', 'q')) or 0)
+  end
 elseif n >= max then
-  queued = rcall('ZCARD', KEYS[3])
+  queued = rcall('ZCARD', KEYS[3]) + rcall('ZCARD', flowRing)
   if queued > 0 then
     wakeUp = true
   end
