@@ -8,6 +8,7 @@ import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
 import type { MinuteStats, QueueCounts, RunFilter, RunPage, RunRecord, RunState, WorkerInfo, WorkerStatus } from '../types.ts';
 import { RUN_STATES } from '../types.ts';
 import type { SqliteCore } from './core.ts';
+import { flowMoveRows } from './flow.ts';
 import { emptyCounts, histogram, num, type Row, STATES, toRecord } from './statements.ts';
 
 export function getRun(c: SqliteCore, id: string): RunRecord | null {
@@ -156,6 +157,12 @@ export function purge(c: SqliteCore, queue: string): number {
     const ids = c.tx(() => {
       const rows = c.rows('purge', queue, SLICE);
       for (const r of rows) c.releaseKey(String(r.id), r);
+      flowMoveRows(
+        c,
+        rows.filter((r) => r.state === 'queued'),
+        -1,
+        0,
+      );
       return rows.map((r) => String(r.id));
     });
     removed += ids.length;
@@ -178,6 +185,7 @@ export function retryFailed(c: SqliteCore, queue: string, task: string | undefin
       if (rows.length) {
         c.takeSeq(rows.length);
         c.bump(queue);
+        flowMoveRows(c, rows, 1, 0, queue);
       }
       return rows.map((r) => String(r.id));
     });

@@ -202,10 +202,10 @@ export const MIGRATIONS: readonly Migration[] = [
     description: 'flow control: concurrency limits per key and per group (docs/flow-control.md)',
     // Runs with a flow spec are queued per key (runs_flow_queued), apart from the priority index of
     // the others (runs_queued, now without them). flow_keys and flow_groups count each key's and
-    // group's queued and active runs; triggers on runs keep the counts exact on every path (bulk
-    // statements included). `ready` (stored, indexed with `turn`) is the round-robin ring: reserve
-    // reads only ready keys and groups, never those at their limit. A key's row goes when it has
-    // nothing queued or active; groups (one per limited task) stay.
+    // group's queued and active runs, kept by the transitions (flow.ts: only runs with a flow spec
+    // pay for it; triggers on runs would cost every run). `ready` (stored, indexed with `turn`) is
+    // the round-robin ring: reserve reads only ready keys and groups, never those at their limit.
+    // A key's row goes when it has nothing queued or active; groups (one per limited task) stay.
     sql: `
       ALTER TABLE runs ADD COLUMN flow_group TEXT;
       ALTER TABLE runs ADD COLUMN flow_key TEXT;
@@ -248,41 +248,6 @@ export const MIGRATIONS: readonly Migration[] = [
         DELETE FROM flow_keys WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
       END;
 
-      -- The counts follow every run with a flow spec into and out of queued and active. The group
-      -- first, so that its active count never reads 0 while a key's change is applied. A run
-      -- becoming queued brings its limits (the latest ones win).
-      CREATE TRIGGER flow_run_insert AFTER INSERT ON runs WHEN NEW.flow_key IS NOT NULL AND NEW.state = 'queued' BEGIN
-        INSERT INTO flow_groups (queue, grp, conc, turn) VALUES (NEW.queue, NEW.flow_group, coalesce(NEW.flow_gc, 0),
-            (SELECT value FROM errand_meta WHERE key = 'seq'))
-          ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc;
-        INSERT INTO flow_keys (queue, grp, key, conc, turn) VALUES (NEW.queue, NEW.flow_group, NEW.flow_key, coalesce(NEW.flow_kc, 0),
-            (SELECT value FROM errand_meta WHERE key = 'seq'))
-          ON CONFLICT DO NOTHING;
-        UPDATE flow_keys SET queued = queued + 1, conc = coalesce(NEW.flow_kc, 0)
-          WHERE queue = NEW.queue AND grp = NEW.flow_group AND key = NEW.flow_key;
-      END;
-      CREATE TRIGGER flow_run_update AFTER UPDATE OF state ON runs
-        WHEN OLD.flow_key IS NOT NULL AND OLD.state IS NOT NEW.state
-          AND (OLD.state IN ('queued', 'active') OR NEW.state IN ('queued', 'active')) BEGIN
-        INSERT INTO flow_groups (queue, grp, conc, turn) VALUES (NEW.queue, NEW.flow_group, coalesce(NEW.flow_gc, 0),
-            (SELECT value FROM errand_meta WHERE key = 'seq'))
-          ON CONFLICT (queue, grp) DO NOTHING;
-        UPDATE flow_groups SET active = max(0, active - (OLD.state = 'active') + (NEW.state = 'active')),
-            conc = CASE WHEN NEW.state = 'queued' THEN coalesce(NEW.flow_gc, 0) ELSE conc END
-          WHERE queue = NEW.queue AND grp = NEW.flow_group;
-        INSERT INTO flow_keys (queue, grp, key, conc, turn) VALUES (NEW.queue, NEW.flow_group, NEW.flow_key, coalesce(NEW.flow_kc, 0),
-            (SELECT value FROM errand_meta WHERE key = 'seq'))
-          ON CONFLICT DO NOTHING;
-        UPDATE flow_keys SET queued = max(0, queued - (OLD.state = 'queued') + (NEW.state = 'queued')),
-            active = max(0, active - (OLD.state = 'active') + (NEW.state = 'active')),
-            conc = CASE WHEN NEW.state = 'queued' THEN coalesce(NEW.flow_kc, 0) ELSE conc END
-          WHERE queue = NEW.queue AND grp = NEW.flow_group AND key = NEW.flow_key;
-      END;
-      CREATE TRIGGER flow_run_delete AFTER DELETE ON runs WHEN OLD.flow_key IS NOT NULL AND OLD.state IN ('queued', 'active') BEGIN
-        UPDATE flow_groups SET active = max(0, active - (OLD.state = 'active')) WHERE queue = OLD.queue AND grp = OLD.flow_group;
-        UPDATE flow_keys SET queued = max(0, queued - (OLD.state = 'queued')), active = max(0, active - (OLD.state = 'active'))
-          WHERE queue = OLD.queue AND grp = OLD.flow_group AND key = OLD.flow_key;
-      END;
     `,
   },
 ];

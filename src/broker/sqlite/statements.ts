@@ -59,7 +59,7 @@ export const SQL = {
     ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
   /** Releases a key, only while it still names that run (a key is never left naming a deleted run). */
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
-  stateOf: 'SELECT state, queue, flow_key FROM runs WHERE id = ?',
+  stateOf: 'SELECT state, queue, flow_group, flow_key FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
       cancel_retention, attempts, lease_losses, history, rev)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
@@ -72,13 +72,14 @@ export const SQL = {
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY run_at, seq, rid) AS n
           FROM runs WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now) AS p
-    WHERE runs.rid = p.prid`,
+    WHERE runs.rid = p.prid RETURNING flow_group, flow_key, flow_kc, flow_gc`,
   recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
       finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, ${endAttempt(':now', "'lost'")}
-    WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max`,
+    WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max
+    RETURNING flow_group, flow_key, flow_kc, flow_gc`,
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt(':now', "'lost'")}
-    WHERE queue = :queue AND state = 'active' AND lease_until <= :now`,
+    WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, seq LIMIT :max)
@@ -93,6 +94,12 @@ export const SQL = {
       AND flow_key IS NOT NULL ORDER BY seq LIMIT 1)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
   flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
+  flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, turn) VALUES (?, ?, ?, ?)
+    ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc`,
+  flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, turn) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+  flowGroupCount: 'UPDATE flow_groups SET active = max(0, active + ?) WHERE queue = ? AND grp = ?',
+  flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc)
+    WHERE queue = :queue AND grp = :grp AND key = :key`,
   flowKeyTurn: 'UPDATE flow_keys SET turn = ? WHERE queue = ? AND grp = ? AND key = ?',
   /** Whether freeing slots in a queue may have made a key ready (then idle workers are woken). */
   flowReady: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? AND ready LIMIT 1',
@@ -106,22 +113,22 @@ export const SQL = {
   /** ?4 now, ?5 expires, ?6 result */
   succeed: `UPDATE runs SET state = 'succeeded', result = ?6, error = NULL, finished_at = ?4, expires_at = ?5,
       lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'succeeded'")}
-    WHERE ${HELD} RETURNING queue, started_at, flow_key`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key`,
   /** ?4 now, ?5 expires, ?6 error */
   fail: `UPDATE runs SET state = 'failed', error = ?6, finished_at = ?4, expires_at = ?5, lease_until = NULL,
       rev = rev + 1, ${endAttempt('?4', "'failed'")}
-    WHERE ${HELD} RETURNING queue, started_at, flow_key`,
-  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key, flow_key`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key`,
+  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key, flow_group, flow_key`,
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
-    WHERE ${HELD} RETURNING queue, started_at`,
+    WHERE ${HELD} RETURNING queue, started_at, state, flow_group, flow_key, flow_kc, flow_gc`,
   /** ?4 lease expiry */
   renew: `UPDATE runs SET lease_until = ?4 WHERE ${HELD}`,
   /** ?4 now */
   release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt('?4', "'released'")}
-    WHERE ${HELD} RETURNING queue`,
+    WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc`,
   /** ?4 progress */
   progress: `UPDATE runs SET progress = ?4, rev = rev + 1 WHERE ${HELD}`,
 
@@ -139,7 +146,7 @@ export const SQL = {
   // Failed and cancelled runs are replayed. A row whose state is none of the six (edited by hand)
   // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
-    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') RETURNING queue`,
+    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') RETURNING queue, flow_group, flow_key, flow_kc, flow_gc`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns:
@@ -161,15 +168,15 @@ export const SQL = {
   pause: 'INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING',
   resume: 'DELETE FROM paused_queues WHERE queue = ?',
   purge: `DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE queue = ? AND state IN ('queued', 'scheduled') LIMIT ?)
-    RETURNING id, queue, task, idempotency_key`,
+    RETURNING id, queue, task, idempotency_key, state, flow_group, flow_key`,
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id`,
+    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc`,
   retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND task = :task AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id`,
+    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
   // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
   // one index range read backwards from the cursor, `limit` entries at most.

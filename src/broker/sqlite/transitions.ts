@@ -18,6 +18,7 @@ import type {
   SettleStatus,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
+import { flowMove, flowMoveRows, flowOf } from './flow.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 
 export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): EnqueueResult[] {
@@ -69,6 +70,9 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
         continue;
       }
       if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
+      if (f && state === 'queued') {
+        flowMove(c, { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 }, 1, 0);
+      }
       queues.add(run.queue);
       c.stat(run.queue, now).enqueued++;
       out.push({ id: run.id, created: true, state });
@@ -109,18 +113,28 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         continue;
       }
       // 1. Due scheduled runs become queued, in the order they became due.
-      const promoted = c.change('promote', { base: c.takeSeq(0), queue, now });
-      if (promoted > 0) c.takeSeq(promoted);
+      const promotedRows = c.rows('promote', { base: c.takeSeq(0), queue, now });
+      const promoted = promotedRows.length;
+      if (promoted > 0) {
+        c.takeSeq(promoted);
+        flowMoveRows(c, promotedRows, 1, 0, queue);
+      }
       // 2. Expired leases: failed after maxLeaseLosses, requeued (at the head of their priority) before.
-      const lost = c.change('recoverFail', {
+      const lostRows = c.rows('recoverFail', {
         queue,
         now,
         max: c.maxLeaseLosses,
         expires: now + c.failedRetentionMs,
         error: LEASE_LOST_ERROR,
       });
-      if (lost > 0) c.stat(queue, now).failed += lost;
-      const requeued = c.change('recoverRequeue', { queue, now });
+      const lost = lostRows.length;
+      if (lost > 0) {
+        c.stat(queue, now).failed += lost;
+        flowMoveRows(c, lostRows, 0, -1, queue);
+      }
+      const requeuedRows = c.rows('recoverRequeue', { queue, now });
+      const requeued = requeuedRows.length;
+      if (requeued > 0) flowMoveRows(c, requeuedRows, 1, -1, queue);
       // 3. Runs under flow control first (docs/flow-control.md), then up to `remaining` other queued runs.
       remaining -= leaseFlow(c, queue, workerId, now, leaseMs, remaining, reserved, changed, corrupt);
       // Corrupt rows are failed and take no slot.
@@ -209,9 +223,15 @@ function leaseFlow(
     const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
     c.change('flowKeyTurn', turn, queue, grp, key);
     c.change('flowGroupTurn', turn, queue, grp);
-    if (!row) break; // the counts say queued but no row is (cannot happen while the triggers hold)
+    const place = { queue, grp, key, kc: 0, gc: 0 };
+    if (!row) {
+      // The count said queued, but no run is: repaired (cannot happen while the counts hold).
+      c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null });
+      continue;
+    }
     const stat = c.stat(queue, now);
     const r = toReservation(row, now);
+    flowMove(c, place, -1, Array.isArray(r) ? 0 : 1);
     if (Array.isArray(r)) {
       const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
       c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
@@ -264,8 +284,12 @@ function settleIn(
     }
     if (!row) return 'lost';
     changed.push(s.id);
-    // A flow slot freed: its key may be ready again.
-    if (row.flow_key !== null && row.flow_key !== undefined) queues.add(String(row.queue));
+    // A flow slot freed (and a retry due now queued again): its key may be ready again.
+    const f = flowOf(row);
+    if (f) {
+      flowMove(c, f, row.state === 'queued' ? 1 : 0, -1);
+      queues.add(f.queue);
+    }
     const stat = c.stat(String(row.queue), now);
     if (s.outcome === 'succeeded') stat.succeeded++;
     else if (s.outcome === 'failed') stat.failed++;
@@ -299,6 +323,8 @@ export function release(c: SqliteCore, workerId: string, leases: readonly Lease[
   c.tx(() => {
     for (const l of leases) {
       const row = c.row('release', l.id, l.attempt, workerId, now);
+      const f = row && flowOf(row);
+      if (f) flowMove(c, f, 1, -1);
       if (row) {
         changed.push(l.id);
         queues.add(String(row.queue));
@@ -329,8 +355,11 @@ export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
     c.s.cancel.run({ id, now, retention: c.cancelledRetentionMs });
     if (state === 'active') c.s.cancelLog.run(id, now);
     // A flow slot freed: its key may be ready again (other workers look).
-    if (state === 'active' && row.flow_key !== null && row.flow_key !== undefined) {
-      freed = String(row.queue);
+    const f = flowOf(row);
+    if (f && state === 'queued') flowMove(c, f, -1, 0);
+    if (f && state === 'active') {
+      flowMove(c, f, 0, -1);
+      freed = f.queue;
       c.bump(freed);
     }
     return { outcome: 'cancelled', previous: state };
@@ -350,6 +379,8 @@ export function retry(c: SqliteCore, id: string, now: number): RetryOutcome {
     const row = c.row('retry', { id, now, seq: c.takeSeq(1) + 1 });
     if (row) {
       queue = String(row.queue);
+      const f = flowOf(row);
+      if (f) flowMove(c, f, 1, 0);
       c.bump(queue);
       return { outcome: 'queued' };
     }

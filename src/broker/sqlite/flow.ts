@@ -1,0 +1,53 @@
+/**
+ * Flow control in the SQLite broker (schema v7, docs/flow-control.md): the counts of queued and
+ * active runs of each key and group, kept by the transitions themselves for the runs that have a
+ * flow spec (a run without one costs nothing here). The tables' `ready` columns follow the counts,
+ * and triggers on `flow_keys` keep each group's number of ready keys; reserve reads the rings as
+ * index ranges (`flowGroupNext`, `flowKeyNext`).
+ */
+import type { SqliteCore } from './core.ts';
+import { num, type Row } from './statements.ts';
+
+/** Where a run stands for flow control: its queue, group, key and the limits it carries. */
+export interface FlowPlace {
+  queue: string;
+  grp: string;
+  key: string;
+  kc: number;
+  gc: number;
+}
+
+/** The flow place of a row read with `flow_group, flow_key, flow_kc, flow_gc` (and `queue`, unless given); undefined without a flow spec. */
+export function flowOf(row: Row, queue?: string): FlowPlace | undefined {
+  if (typeof row.flow_key !== 'string' || typeof row.flow_group !== 'string') return undefined;
+  return {
+    queue: queue ?? String(row.queue),
+    grp: row.flow_group,
+    key: row.flow_key,
+    kc: num(row.flow_kc) ?? 0,
+    gc: num(row.flow_gc) ?? 0,
+  };
+}
+
+/**
+ * Within a transaction: a run of `f` moved, `dq` into (+1) or out of (-1) queued, `da` into or out
+ * of active. A run becoming queued brings its limits (the latest ones win) and makes its key (and
+ * group) known, at the back of the rings.
+ */
+export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number): void {
+  if (dq > 0) {
+    const turn = c.takeSeq(0);
+    c.s.flowGroupPut.run(f.queue, f.grp, f.gc, turn);
+    c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, turn);
+  }
+  if (da !== 0) c.s.flowGroupCount.run(da, f.queue, f.grp);
+  c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null });
+}
+
+/** `flowMove` for each row of a bulk statement that returned the flow columns. */
+export function flowMoveRows(c: SqliteCore, rows: readonly Row[], dq: number, da: number, queue?: string): void {
+  for (const row of rows) {
+    const f = flowOf(row, queue);
+    if (f) flowMove(c, f, dq, da);
+  }
+}
