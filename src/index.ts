@@ -21,5 +21,5 @@ export { REDACTED, redactRecord, redactRun, redactValue } from './core/redact.ts
 export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
-export type { EnqueueOptions, Handler, TaskContext, TaskLimits, TaskOptions } from './task/task.ts';
+export type { EnqueueOptions, Handler, TaskContext, RateLimit, TaskLimits, TaskOptions } from './task/task.ts';
 export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

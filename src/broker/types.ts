@@ -58,7 +58,8 @@ export interface NewRun {
  * Where a run stands for flow control. Its `group` (the task with limits) and `key` (from its input;
  * '' when only the group's limit applies) decide which limits it counts against: at most
  * `concurrency` active runs of (group, key) and at most `groupConcurrency` of the group, in its
- * queue. 0 or absent: unlimited. `reserve` enforces both atomically; runs of a key are served FIFO,
+ * queue (0 or absent: unlimited), and starts admitted by `rate` and `groupRate`. `reserve`
+ * enforces all of them atomically; runs of a key are served FIFO,
  * keys and groups round robin, and runs with a `flow` are offered before the queue's other runs.
  * The limits in force for a key (or group) are those of its latest run to become queued.
  */
@@ -69,6 +70,23 @@ export interface FlowSpec {
   key: string;
   concurrency?: number;
   groupConcurrency?: number;
+  /** Rate limit of (group, key): starts are admitted by GCRA, see `FlowRate`. Absent: none. */
+  rate?: FlowRate;
+  /** Rate limit of the group, all keys together. */
+  groupRate?: FlowRate;
+}
+
+/**
+ * A rate limit by GCRA (one stored time per key): on average one start every `interval` ms, and at
+ * most `burst` starts at once (a key idle long enough may start `burst` runs at the same instant).
+ * `limit` starts per `period` ms is `interval = period / limit`. A key over its rate is not
+ * scanned by reserve until the time it may start again, which `reserve` reports in `nextAt`.
+ */
+export interface FlowRate {
+  /** ms between starts on average; > 0 (fractions allowed). */
+  interval: number;
+  /** A positive integer. */
+  burst: number;
 }
 
 export interface EnqueueResult {

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import type { FlowSpec, NewRun } from '../broker/types.ts';
+import type { FlowRate, FlowSpec, NewRun } from '../broker/types.ts';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
@@ -74,6 +74,17 @@ export interface TaskLimits<I> {
   overrides?: Record<string, number>;
   /** At most this many active runs of the task in its queue, all keys together (a positive integer). */
   global?: number;
+  /** At most `limit` starts per `period` ms per key, up to `burst` (default `limit`) at once. Needs `key`. */
+  rate?: RateLimit;
+  /** At most `limit` starts per `period` ms of the task in its queue, all keys together. */
+  globalRate?: RateLimit;
+}
+
+/** `limit` starts per `period` ms, at most `burst` (default `limit`) of them at once. */
+export interface RateLimit {
+  limit: number;
+  period: number;
+  burst?: number;
 }
 
 /** The longest `delay` accepted: 100 years, in ms (a longer one would leave the range of a Date). */
@@ -229,13 +240,38 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     if (key !== '') {
       const c = (l.overrides && Object.hasOwn(l.overrides, key) ? l.overrides[key] : undefined) ?? l.concurrency;
       if (c !== undefined) flow.concurrency = c;
+      if (l.rate) flow.rate = flowRate(l.rate);
     }
     if (l.global !== undefined) flow.groupConcurrency = l.global;
+    if (l.globalRate) flow.groupRate = flowRate(l.globalRate);
     return flow;
   }
 }
 
-const LIMIT_KEYS = new Set(['key', 'concurrency', 'overrides', 'global']);
+const LIMIT_KEYS = new Set(['key', 'concurrency', 'overrides', 'global', 'rate', 'globalRate']);
+
+function checkRate(r: unknown, name: string, where: string): void {
+  if (r === undefined) return;
+  if (!r || typeof r !== 'object' || Array.isArray(r)) throw new ConfigError(`${where}: ${name} must be { limit, period, burst? }`);
+  const o = r as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (k !== 'limit' && k !== 'period' && k !== 'burst')
+      throw new ConfigError(`${where}: ${name}.${k} is not a rate field (limit, period, burst)`);
+  }
+  for (const k of ['limit', 'period'] as const) {
+    if (typeof o[k] !== 'number' || !Number.isSafeInteger(o[k]) || (o[k] as number) < 1) {
+      throw new ConfigError(`${where}: ${name}.${k} must be a positive integer${k === 'period' ? ' of ms' : ''}, got ${String(o[k])}`);
+    }
+  }
+  if (o.burst !== undefined && (typeof o.burst !== 'number' || !Number.isSafeInteger(o.burst) || o.burst < 1)) {
+    throw new ConfigError(`${where}: ${name}.burst must be a positive integer, got ${String(o.burst)}`);
+  }
+}
+
+/** A rate limit as the broker takes it (see `FlowRate`). */
+function flowRate(r: RateLimit): FlowRate {
+  return { interval: r.period / r.limit, burst: r.burst ?? r.limit };
+}
 
 /** `limits` checked at definition: ConfigError naming the task and the field. */
 function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskLimits<I> | undefined {
@@ -260,11 +296,21 @@ function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskL
   if (limits.key !== undefined && typeof limits.key !== 'function') {
     throw new ConfigError(`${where}: limits.key must be a function of the input returning the run's key`);
   }
-  if ((limits.concurrency !== undefined || limits.overrides !== undefined) && !limits.key) {
-    throw new ConfigError(`${where}: limits.concurrency and limits.overrides are per key: give limits.key too (or use limits.global)`);
+  checkRate(limits.rate, 'limits.rate', where);
+  checkRate(limits.globalRate, 'limits.globalRate', where);
+  if ((limits.concurrency !== undefined || limits.overrides !== undefined || limits.rate !== undefined) && !limits.key) {
+    throw new ConfigError(
+      `${where}: limits.concurrency, limits.overrides and limits.rate are per key: give limits.key too (or use limits.global, limits.globalRate)`,
+    );
   }
-  if (limits.concurrency === undefined && limits.overrides === undefined && limits.global === undefined) {
-    throw new ConfigError(`${where}: limits needs concurrency (with key), overrides or global`);
+  if (
+    limits.concurrency === undefined &&
+    limits.overrides === undefined &&
+    limits.global === undefined &&
+    limits.rate === undefined &&
+    limits.globalRate === undefined
+  ) {
+    throw new ConfigError(`${where}: limits needs concurrency or rate (with key), overrides, global or globalRate`);
   }
   const out: TaskLimits<I> = { ...limits };
   if (limits.overrides) out.overrides = { ...limits.overrides };

@@ -286,4 +286,68 @@ export function limitsConformance(c: ConformanceContext): void {
       assert.equal((await reserveAll(b, 'w2', t0 + 2, { max: 5 })).runs.length, 1);
     });
   });
+
+  describe('flow control: rate limits', () => {
+    const rated = (key: string, interval: number, burst: number, over: Partial<FlowSpec> = {}): FlowSpec => ({
+      group: GROUP,
+      key,
+      rate: { interval, burst },
+      ...over,
+    });
+    const count = async (b: Broker, now: number, max = 50) => (await reserveAll(b, 'w1', now, { max })).runs.length;
+
+    test('a key admits its burst at once, then one start per interval; nextAt is when it may start again', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      // 3 starts per 1000 ms, burst 3: interval 333.33 ms.
+      await enqueueKeyed(b, t0, 'a', 20, rated('a', 1000 / 3, 3));
+      const first = await reserveAll(b, 'w1', t0, { max: 50 });
+      assert.equal(first.runs.length, 3, 'the burst');
+      const held = await reserveAll(b, 'w1', t0 + 333, { max: 50 });
+      assert.deepStrictEqual(held.runs, [], 'not before the interval');
+      assert.equal(held.nextAt, t0 + 334, 'nextAt: when the key may start again (whole ms, rounded up)');
+      assert.equal(await count(b, t0 + 334), 1);
+      assert.equal(await count(b, t0 + 1000), 2, 'two intervals passed since');
+      assert.equal(await count(b, t0 + 1000), 0);
+    });
+
+    test('burst 1: exactly one start per interval, whatever the number of reservers', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, 'a', 30, rated('a', 100, 1));
+      let started = 0;
+      for (let t = t0; t < t0 + 1000; t += 25) started += await count(b, t);
+      assert.equal(started, 10, 'ten starts in 1000 ms at one per 100 ms');
+    });
+
+    test('a group rate holds every key of the group; a rate-limited key holds no other key', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      for (const k of ['a', 'b', 'c', 'd', 'e'])
+        await enqueueKeyed(b, t0, k, 2, { group: GROUP, key: k, groupRate: { interval: 500, burst: 2 } });
+      assert.equal(await count(b, t0), 2);
+      assert.equal(await count(b, t0 + 499), 0);
+      assert.equal(await count(b, t0 + 500), 1);
+
+      const b2 = await open();
+      await enqueueKeyed(b2, t0, 'slow', 3, { group: 'conformance.other', key: 'slow', rate: { interval: 1000, burst: 1 } });
+      await enqueueKeyed(b2, t0, 'free', 3, { group: 'conformance.other', key: 'free' });
+      const r = await reserveAll(b2, 'w1', t0, { max: 50 });
+      assert.deepStrictEqual(Object.fromEntries(byKey(r.runs)), { slow: 1, free: 3 });
+    });
+
+    test('a rate and a concurrency limit together: both hold', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, 'a', 10, rated('a', 100, 5, { concurrency: 2 }));
+      const r1 = await reserveAll(b, 'w1', t0, { max: 50 });
+      assert.equal(r1.runs.length, 2, 'the concurrency limit, within the burst');
+      for (const run of r1.runs) {
+        await b.settle('w1', [{ id: run.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 1);
+      }
+      assert.equal(await count(b, t0 + 2), 2, 'slots free, burst left: 2 more');
+      const r3 = await reserveAll(b, 'w2', t0 + 3, { max: 50 });
+      assert.equal(r3.runs.length, 0, 'at the concurrency limit again');
+    });
+  });
 }

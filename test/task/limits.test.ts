@@ -17,12 +17,17 @@ describe('task limits: definition', () => {
 
   it('refuses bad limits, naming the task and the field', () => {
     const bad: [unknown, RegExp][] = [
-      [{ concurrency: 2 }, /limits\.concurrency and limits\.overrides are per key: give limits\.key/],
-      [{ key: (i: { tenant: string }) => i.tenant }, /limits needs concurrency/],
+      [{ concurrency: 2 }, /limits\.concurrency, limits\.overrides and limits\.rate are per key: give limits\.key/],
+      [{ key: (i: { tenant: string }) => i.tenant }, /limits needs concurrency or rate/],
       [{ key: () => 'x', concurrency: 0 }, /limits\.concurrency must be a positive integer, got 0/],
       [{ global: 1.5 }, /limits\.global must be a positive integer, got 1\.5/],
       [{ key: () => 'x', overrides: { a: -1 } }, /limits\.overrides\["a"\] must be a positive integer/],
-      [{ global: 2, rate: 5 }, /limits\.rate is not a limit/],
+      [{ global: 2, burst: 5 }, /limits\.burst is not a limit/],
+      [{ globalRate: { limit: 0, period: 1000 } }, /limits\.globalRate\.limit must be a positive integer, got 0/],
+      [{ globalRate: { limit: 5, period: 1.5 } }, /limits\.globalRate\.period must be a positive integer of ms/],
+      [{ key: () => 'x', rate: { limit: 5, period: 1000, burst: 0 } }, /limits\.rate\.burst must be a positive integer, got 0/],
+      [{ key: () => 'x', rate: { limit: 5, per: 1000 } }, /limits\.rate\.per is not a rate field/],
+      [{ rate: { limit: 5, period: 1000 } }, /are per key: give limits\.key too/],
       [{ key: 'tenant', concurrency: 2 }, /limits\.key must be a function/],
       ['5', /limits must be an object/],
     ];
@@ -51,6 +56,17 @@ describe('task limits: definition', () => {
     assert.deepStrictEqual(t.prepare({ tenant: 'none', n: 1 }).flow, { group: 'sync_tenant', key: '', groupConcurrency: 10 });
     const g = app.task('global_only', { input, limits: { global: 3 } }, () => 1);
     assert.deepStrictEqual(g.prepare({ tenant: 'a', n: 1 }).flow, { group: 'global_only', key: '', groupConcurrency: 3 });
+    const rated = app.task(
+      'rated',
+      { input, limits: { key: (i) => i.tenant, rate: { limit: 4, period: 1000 }, globalRate: { limit: 10, period: 60_000, burst: 2 } } },
+      () => 1,
+    );
+    assert.deepStrictEqual(rated.prepare({ tenant: 'a', n: 1 }).flow, {
+      group: 'rated',
+      key: 'a',
+      rate: { interval: 250, burst: 4 },
+      groupRate: { interval: 6000, burst: 2 },
+    });
     const plain = app.task('plain', { input }, () => 1);
     assert.equal(plain.prepare({ tenant: 'a', n: 1 }).flow, undefined);
   });
@@ -108,6 +124,29 @@ for (const make of setups('errand-limits')) {
       for (const [tenant, n] of peak) assert.ok(n <= (tenant === 'big' ? 3 : 2), `tenant ${tenant} peaked at ${n} active runs`);
       assert.ok(peakTotal <= 7, `the task peaked at ${peakTotal} active runs (global limit 7)`);
       assert.equal(peakTotal, 7, 'the global limit was reached (the test exercised it)');
+    });
+
+    it('rate-limited runs all run: an idle worker sleeps until the key may start again, without an enqueue to wake it', async () => {
+      const started: string[] = [];
+      const t = app.task(
+        'rated',
+        { input, queue: 'rated', limits: { key: (i) => i.tenant, rate: { limit: 2, period: 100 } } },
+        async ({ tenant }) => {
+          started.push(tenant);
+          return tenant;
+        },
+      );
+      await t.enqueueMany(Array.from({ length: 12 }, (_, n) => ({ input: { tenant: n % 2 ? 'a' : 'b', n } })));
+      const worker = await app.worker({ queues: ['rated'], concurrency: 10 }).start();
+      try {
+        await waitFor(async () => (await app.broker().then((b) => b.counts(['rated']))).rated?.succeeded === 12, {
+          timeoutMs: 60_000,
+          message: 'all 12 runs to succeed',
+        });
+      } finally {
+        await worker.stop();
+      }
+      assert.equal(started.length, 12);
     });
   });
 }

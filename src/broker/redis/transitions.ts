@@ -6,6 +6,7 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
+import { rateText } from '../shared/flow.ts';
 import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   CancelOutcome,
@@ -146,6 +147,8 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           run.flow?.key ?? '',
           run.flow?.concurrency ?? 0,
           run.flow?.groupConcurrency ?? 0,
+          rateText(run.flow?.rate),
+          rateText(run.flow?.groupRate),
         );
       }
       chain = chain.then(() =>

@@ -79,6 +79,17 @@ export function checkFlow(flow: unknown, where: string): void {
   if (typeof f.key !== 'string' || f.key.length > 256 || !f.key.isWellFormed()) {
     throw new ConfigError(`${where}: flow.key must be a string of at most 256 characters of well-formed Unicode, got ${typeof f.key}`);
   }
+  for (const name of ['rate', 'groupRate'] as const) {
+    const r = f[name] as Record<string, unknown> | undefined;
+    if (r === undefined) continue;
+    if (!r || typeof r !== 'object') throw new ConfigError(`${where}: flow.${name} must be { interval, burst }, got ${String(r)}`);
+    if (typeof r.interval !== 'number' || !Number.isFinite(r.interval) || r.interval <= 0) {
+      throw new ConfigError(`${where}: flow.${name}.interval must be a positive number of ms, got ${String(r.interval)}`);
+    }
+    if (typeof r.burst !== 'number' || !Number.isSafeInteger(r.burst) || r.burst < 1) {
+      throw new ConfigError(`${where}: flow.${name}.burst must be a positive integer, got ${String(r.burst)}`);
+    }
+  }
   for (const name of ['concurrency', 'groupConcurrency'] as const) {
     const v = f[name];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {

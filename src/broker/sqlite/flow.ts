@@ -15,6 +15,9 @@ export interface FlowPlace {
   key: string;
   kc: number;
   gc: number;
+  /** Rates as stored (`rateText`): '' for none. */
+  kr: string;
+  gr: string;
 }
 
 /** The flow place of a row read with `flow_group, flow_key, flow_kc, flow_gc` (and `queue`, unless given); undefined without a flow spec. */
@@ -26,6 +29,8 @@ export function flowOf(row: Row, queue?: string): FlowPlace | undefined {
     key: row.flow_key,
     kc: num(row.flow_kc) ?? 0,
     gc: num(row.flow_gc) ?? 0,
+    kr: typeof row.flow_krate === 'string' ? row.flow_krate : '',
+    gr: typeof row.flow_grate === 'string' ? row.flow_grate : '',
   };
 }
 
@@ -37,11 +42,11 @@ export function flowOf(row: Row, queue?: string): FlowPlace | undefined {
 export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number): void {
   if (dq > 0) {
     const turn = c.takeSeq(0);
-    c.s.flowGroupPut.run(f.queue, f.grp, f.gc, turn);
-    c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, turn);
+    c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, turn);
+    c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, f.kr || null, turn);
   }
   if (da !== 0) c.s.flowGroupCount.run(da, f.queue, f.grp);
-  c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null });
+  c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null, rate: f.kr || null });
 }
 
 /** `flowMove` for each row of a bulk statement that returned the flow columns. */

@@ -206,11 +206,15 @@ export const MIGRATIONS: readonly Migration[] = [
     // pay for it; triggers on runs would cost every run). `ready` (stored, indexed with `turn`) is
     // the round-robin ring: reserve reads only ready keys and groups, never those at their limit.
     // A key's row goes when it has nothing queued or active; groups (one per limited task) stay.
+    // Rate limits: `wait` holds a key or group out of its ring until that time (reserve puts it
+    // back); GCRA times are in flow_groups.tat and flow_rates.
     sql: `
       ALTER TABLE runs ADD COLUMN flow_group TEXT;
       ALTER TABLE runs ADD COLUMN flow_key TEXT;
       ALTER TABLE runs ADD COLUMN flow_kc INTEGER;
       ALTER TABLE runs ADD COLUMN flow_gc INTEGER;
+      ALTER TABLE runs ADD COLUMN flow_krate TEXT;
+      ALTER TABLE runs ADD COLUMN flow_grate TEXT;
       DROP INDEX IF EXISTS runs_queued;
       CREATE INDEX runs_queued ON runs (queue, priority DESC, seq) WHERE state = 'queued' AND flow_key IS NULL;
       CREATE INDEX runs_flow_queued ON runs (queue, flow_group, flow_key, seq) WHERE state = 'queued' AND flow_key IS NOT NULL;
@@ -222,10 +226,14 @@ export const MIGRATIONS: readonly Migration[] = [
         conc INTEGER NOT NULL DEFAULT 0,
         ready_keys INTEGER NOT NULL DEFAULT 0,
         turn INTEGER NOT NULL DEFAULT 0,
-        ready INTEGER GENERATED ALWAYS AS (ready_keys > 0 AND (conc <= 0 OR active < conc)) STORED,
+        rate TEXT,
+        tat REAL,
+        wait INTEGER,
+        ready INTEGER GENERATED ALWAYS AS (ready_keys > 0 AND (conc <= 0 OR active < conc) AND wait IS NULL) STORED,
         PRIMARY KEY (queue, grp)
       ) WITHOUT ROWID;
       CREATE INDEX flow_groups_ring ON flow_groups (queue, turn) WHERE ready;
+      CREATE INDEX flow_groups_wait ON flow_groups (queue, wait) WHERE wait IS NOT NULL;
 
       CREATE TABLE flow_keys (
         queue TEXT NOT NULL,
@@ -235,10 +243,22 @@ export const MIGRATIONS: readonly Migration[] = [
         active INTEGER NOT NULL DEFAULT 0,
         conc INTEGER NOT NULL DEFAULT 0,
         turn INTEGER NOT NULL DEFAULT 0,
-        ready INTEGER GENERATED ALWAYS AS (queued > 0 AND (conc <= 0 OR active < conc)) STORED,
+        rate TEXT,
+        wait INTEGER,
+        ready INTEGER GENERATED ALWAYS AS (queued > 0 AND (conc <= 0 OR active < conc) AND wait IS NULL) STORED,
         PRIMARY KEY (queue, grp, key)
       ) WITHOUT ROWID;
       CREATE INDEX flow_keys_ring ON flow_keys (queue, grp, turn) WHERE ready;
+      CREATE INDEX flow_keys_wait ON flow_keys (queue, wait) WHERE wait IS NOT NULL;
+      -- GCRA state of rate-limited keys (outlives a key's row while it matters; pruned after).
+      CREATE TABLE flow_rates (
+        queue TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        key TEXT NOT NULL,
+        tat REAL NOT NULL,
+        PRIMARY KEY (queue, grp, key)
+      ) WITHOUT ROWID;
+      CREATE INDEX flow_rates_tat ON flow_rates (tat);
 
       -- A key becoming ready (or not) moves its group's count of ready keys; an idle key goes.
       CREATE TRIGGER flow_key_ready AFTER UPDATE ON flow_keys WHEN OLD.ready IS NOT NEW.ready BEGIN

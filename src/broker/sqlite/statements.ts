@@ -65,28 +65,41 @@ export const SQL = {
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
   /** A run with a flow spec (flow_group .. flow_gc follow cancel_retention). */
   insertFlow: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, flow_group, flow_key, flow_kc, flow_gc, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   // reserve
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY run_at, seq, rid) AS n
           FROM runs WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now) AS p
-    WHERE runs.rid = p.prid RETURNING flow_group, flow_key, flow_kc, flow_gc`,
+    WHERE runs.rid = p.prid RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
       finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max
-    RETURNING flow_group, flow_key, flow_kc, flow_gc`,
+    RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt(':now', "'lost'")}
-    WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc`,
+    WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, seq LIMIT :max)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
-  flowGroupNext: 'SELECT grp FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
-  flowKeyNext: 'SELECT key FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
+  flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
+  flowGroupNext: 'SELECT grp, rate, tat FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
+  flowKeyNext: 'SELECT key, rate FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
+  // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
+  flowKeysDue: 'UPDATE flow_keys SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
+  flowGroupsDue: 'UPDATE flow_groups SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
+  flowKeyWait: 'UPDATE flow_keys SET wait = ? WHERE queue = ? AND grp = ? AND key = ?',
+  flowGroupWait: 'UPDATE flow_groups SET wait = ? WHERE queue = ? AND grp = ?',
+  flowNextWait: `SELECT min(w) AS wait FROM (SELECT min(wait) AS w FROM flow_keys WHERE queue = ?1 AND wait IS NOT NULL
+    UNION ALL SELECT min(wait) FROM flow_groups WHERE queue = ?1 AND wait IS NOT NULL)`,
+  flowKeyTat: 'SELECT tat FROM flow_rates WHERE queue = ? AND grp = ? AND key = ?',
+  flowKeyTatPut: `INSERT INTO flow_rates (queue, grp, key, tat) VALUES (?, ?, ?, ?)
+    ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
+  flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
+  pruneFlowRates: 'DELETE FROM flow_rates WHERE tat < ?',
   /** The first queued run of a key, leased (the triggers count it active). */
   flowLease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
@@ -94,11 +107,12 @@ export const SQL = {
       AND flow_key IS NOT NULL ORDER BY seq LIMIT 1)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
   flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
-  flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, turn) VALUES (?, ?, ?, ?)
-    ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc`,
-  flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, turn) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+  flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
+  flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, rate, turn) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
   flowGroupCount: 'UPDATE flow_groups SET active = max(0, active + ?) WHERE queue = ? AND grp = ?',
-  flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc)
+  flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc),
+      rate = CASE WHEN :conc IS NULL THEN rate ELSE :rate END
     WHERE queue = :queue AND grp = :grp AND key = :key`,
   flowKeyTurn: 'UPDATE flow_keys SET turn = ? WHERE queue = ? AND grp = ? AND key = ?',
   /** Whether freeing slots in a queue may have made a key ready (then idle workers are woken). */
@@ -122,13 +136,13 @@ export const SQL = {
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
-    WHERE ${HELD} RETURNING queue, started_at, state, flow_group, flow_key, flow_kc, flow_gc`,
+    WHERE ${HELD} RETURNING queue, started_at, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   /** ?4 lease expiry */
   renew: `UPDATE runs SET lease_until = ?4 WHERE ${HELD}`,
   /** ?4 now */
   release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt('?4', "'released'")}
-    WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc`,
+    WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   /** ?4 progress */
   progress: `UPDATE runs SET progress = ?4, rev = rev + 1 WHERE ${HELD}`,
 
@@ -146,7 +160,7 @@ export const SQL = {
   // Failed and cancelled runs are replayed. A row whose state is none of the six (edited by hand)
   // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
-    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') RETURNING queue, flow_group, flow_key, flow_kc, flow_gc`,
+    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns:
@@ -172,11 +186,11 @@ export const SQL = {
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc`,
+    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND task = :task AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc`,
+    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
   // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
   // one index range read backwards from the cursor, `limit` entries at most.

@@ -18,7 +18,11 @@ import type {
   SettleStatus,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
+import { gcra, parseRate, rateText } from '../shared/flow.ts';
 import { flowMove, flowMoveRows, flowOf } from './flow.ts';
+
+/** How long a key's GCRA time is kept once in the past (it no longer matters then: prune's margin). */
+const FLOW_RATE_MEMORY_MS = 60_000;
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 
 export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): EnqueueResult[] {
@@ -61,7 +65,16 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
       ] as const;
       const f = run.flow;
       const inserted = f
-        ? c.change('insertFlow', ...common, f.group, f.key, f.concurrency ?? 0, f.groupConcurrency ?? 0)
+        ? c.change(
+            'insertFlow',
+            ...common,
+            f.group,
+            f.key,
+            f.concurrency ?? 0,
+            f.groupConcurrency ?? 0,
+            rateText(f.rate),
+            rateText(f.groupRate),
+          )
         : c.change('insert', ...common);
       if (inserted === 0) {
         // The same id enqueued again: the first one stands.
@@ -71,7 +84,8 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
       }
       if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
       if (f && state === 'queued') {
-        flowMove(c, { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 }, 1, 0);
+        const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
+        flowMove(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);
       }
       queues.add(run.queue);
       c.stat(run.queue, now).enqueued++;
@@ -136,7 +150,14 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       const requeued = requeuedRows.length;
       if (requeued > 0) flowMoveRows(c, requeuedRows, 1, -1, queue);
       // 3. Runs under flow control first (docs/flow-control.md), then up to `remaining` other queued runs.
-      remaining -= leaseFlow(c, queue, workerId, now, leaseMs, remaining, reserved, changed, corrupt);
+      // Only a queue that has had runs under flow control reads its tables.
+      const flow = c.row('flowAny', queue) !== undefined;
+      if (flow) {
+        // Keys and groups whose rate limit lets them start again are back in their rings.
+        c.change('flowKeysDue', queue, now);
+        c.change('flowGroupsDue', queue, now);
+        remaining -= leaseFlow(c, queue, workerId, now, leaseMs, remaining, reserved, changed, corrupt);
+      }
       // Corrupt rows are failed and take no slot.
       while (remaining > 0) {
         const rows = c.rows('lease', { queue, now, worker: workerId, until: now + leaseMs, max: remaining });
@@ -164,7 +185,10 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         if (valid === rows.length) break;
       }
       // 4. When something here becomes due without an enqueue.
-      for (const t of [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until)]) {
+      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until)];
+      // A key or group held back by its rate limit becomes eligible then (none: no statement run).
+      if (flow) waits.push(num(c.row('flowNextWait', queue)?.wait));
+      for (const t of waits) {
         if (t !== undefined && (nextAt === null || t < nextAt)) nextAt = t;
       }
       // Runs made queued here may be more than this worker takes: other idle workers should look.
@@ -213,6 +237,13 @@ function leaseFlow(
     const g = c.row('flowGroupNext', queue);
     if (!g) break;
     const grp = String(g.grp);
+    // The group's rate: over it, the group waits out of the ring (all its keys with it).
+    const groupRate = parseRate(g.rate);
+    const gStep = groupRate && gcra(num(g.tat), now, groupRate);
+    if (gStep && !gStep.ok) {
+      c.change('flowGroupWait', gStep.until, queue, grp);
+      continue;
+    }
     const turn = c.takeSeq(1) + 1;
     const k = c.row('flowKeyNext', queue, grp);
     if (!k) {
@@ -220,10 +251,16 @@ function leaseFlow(
       break;
     }
     const key = String(k.key);
+    const keyRate = parseRate(k.rate);
+    const kStep = keyRate && gcra(num(c.row('flowKeyTat', queue, grp, key)?.tat), now, keyRate);
+    if (kStep && !kStep.ok) {
+      c.change('flowKeyWait', kStep.until, queue, grp, key);
+      continue;
+    }
     const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
     c.change('flowKeyTurn', turn, queue, grp, key);
     c.change('flowGroupTurn', turn, queue, grp);
-    const place = { queue, grp, key, kc: 0, gc: 0 };
+    const place = { queue, grp, key, kc: 0, gc: 0, kr: '', gr: '' };
     if (!row) {
       // The count said queued, but no run is: repaired (cannot happen while the counts hold).
       c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null });
@@ -232,6 +269,11 @@ function leaseFlow(
     const stat = c.stat(queue, now);
     const r = toReservation(row, now);
     flowMove(c, place, -1, Array.isArray(r) ? 0 : 1);
+    if (!Array.isArray(r)) {
+      // A start: the GCRA times move.
+      if (gStep?.ok) c.change('flowGroupTatPut', gStep.tat, queue, grp);
+      if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
+    }
     if (Array.isArray(r)) {
       const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
       c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
@@ -416,6 +458,7 @@ export function prune(c: SqliteCore, now: number): number {
     c.s.pruneCancels.run(now - CANCEL_LOG_RETENTION_MS);
     c.s.pruneStats.run(now - STATS_RETENTION_MS);
     c.s.pruneWorkers.run(now - WORKER_MEMORY_MS);
+    c.s.pruneFlowRates.run(now - FLOW_RATE_MEMORY_MS);
   });
   return removed;
 }

@@ -24,8 +24,12 @@
     base..'layout'     STRING  the layout version these keys were migrated to (layout.ts, migrate.lua)
   Flow control (docs/flow-control.md; g a group: a task name, no '|'; y a key: any text):
     base..'fq|'..g..'|'..y  LIST  queued rids of key y of group g, FIFO (not in any 'w:' list)
-    base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none); gone when nothing is queued or active
-    base..'fG|'..g     HASH  a active runs of the group, c its limit
+    base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none), r rate ('<interval>,<burst>'),
+                             w set while rate-limited; gone when nothing is queued or active
+    base..'fG|'..g     HASH  a active runs of the group, c its limit, r its rate, w as above
+    base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key, group (PX:
+                             kept a minute past when it stops mattering)
+    base..'fW', base..'fWg'  ZSET  rate-limited keys (g..'|'..y), groups, by when they may start again
     base..'fK|'..g     ZSET  the ring of g's ready keys (queued runs and a free slot), by turn
     base..'fR'         ZSET  the ring of ready groups (a free slot and a ready key), by turn
     base..'fM'         HASH  t the turn counter, q how many rids the 'fq|' lists hold
@@ -46,6 +50,7 @@
       cancelled) appends it to `h` and clears `o`.
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
     g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
+    u, v  flow control: the key's rate and the group's ('<interval>,<burst>'; absent: none)
 ]]
 local rcall = redis.call
 -- Numbers given to redis.call are formatted with '%.17g' by Redis (a slow floating-point path):
@@ -167,11 +172,11 @@ end
 
 -- Puts group g in the queue's ring, or takes it out, by the rule above. Returns whether it is in.
 local function flowGroupReady(base, g)
-  local v = rcall('HMGET', base .. 'fG|' .. g, 'a', 'c')
-  local aS, cS = v[1], v[2]
+  local v = rcall('HMGET', base .. 'fG|' .. g, 'a', 'c', 'w')
+  local aS, cS, waiting = v[1], v[2], v[3]
   local a, c = tonumber(aS) or 0, tonumber(cS) or 0
   local ring = base .. 'fR'
-  if (c <= 0 or a < c) and rcall('ZCARD', base .. 'fK|' .. g) > 0 then
+  if not waiting and (c <= 0 or a < c) and rcall('ZCARD', base .. 'fK|' .. g) > 0 then
     if not rcall('ZSCORE', ring, g) then
       rcall('ZADD', ring, flowTurn(base), g)
     end
@@ -185,12 +190,12 @@ end
 -- or active), then does the same for the group. Returns whether the group is ready.
 local function flowReady(base, g, y)
   local kh = base .. 'fk|' .. g .. '|' .. y
-  local v = rcall('HMGET', kh, 'a', 'c')
-  local aS, cS = v[1], v[2]
+  local v = rcall('HMGET', kh, 'a', 'c', 'w')
+  local aS, cS, waiting = v[1], v[2], v[3]
   local a, c = tonumber(aS) or 0, tonumber(cS) or 0
   local ring = base .. 'fK|' .. g
   local len = rcall('LLEN', base .. 'fq|' .. g .. '|' .. y)
-  if len > 0 and (c <= 0 or a < c) then
+  if len > 0 and not waiting and (c <= 0 or a < c) then
     if not rcall('ZSCORE', ring, y) then
       rcall('ZADD', ring, flowTurn(base), y)
     end
@@ -204,19 +209,53 @@ local function flowReady(base, g, y)
   return flowGroupReady(base, g)
 end
 
--- Appends (at the head: prepends) queued run rid to its key's list; y, n, m its key and limits.
-local function flowPush(base, rid, g, y, n, m, front)
+-- Sets field r (a rate) of hash h, or removes it ('' or nil: no rate).
+local function flowSetRate(h, rate)
+  if rate and rate ~= '' then
+    rcall('HSET', h, 'r', rate)
+  else
+    rcall('HDEL', h, 'r')
+  end
+end
+
+-- Appends (at the head: prepends) queued run rid to its key's list; y its key, n m u v its limits.
+local function flowPush(base, rid, g, y, n, m, u, v, front)
   local q = base .. 'fq|' .. g .. '|' .. y
   if front then
     rcall('LPUSH', q, rid)
   else
     rcall('RPUSH', q, rid)
   end
-  rcall('HSET', base .. 'fk|' .. g .. '|' .. y, 'c', n or '0')
-  rcall('HSET', base .. 'fG|' .. g, 'c', m or '0')
+  local kh, gh = base .. 'fk|' .. g .. '|' .. y, base .. 'fG|' .. g
+  rcall('HSET', kh, 'c', n or '0')
+  rcall('HSET', gh, 'c', m or '0')
+  flowSetRate(kh, u)
+  flowSetRate(gh, v)
   rcall('SADD', base .. 'fS', g .. '|' .. y)
   rcall('HINCRBY', base .. 'fM', 'q', 1)
   return flowReady(base, g, y)
+end
+
+-- GCRA (as gcra() in src/broker/shared/flow.ts, on the same doubles): `rate` '<interval>,<burst>',
+-- `tat` the stored time (nil: none). Returns true and the new time when a start at `now` is
+-- admitted, else false and when the key may start again (whole ms, rounded up).
+local function flowGcra(rate, tat, now)
+  local cut = string.find(rate, ',', 1, true)
+  local interval, burst = tonumber(string.sub(rate, 1, cut - 1)), tonumber(string.sub(rate, cut + 1))
+  local from = tat or 0
+  if now > from then
+    from = now
+  end
+  local tau = interval * (burst - 1)
+  if from - now > tau then
+    return false, math.ceil(from - tau)
+  end
+  return true, from + interval
+end
+
+-- Stores a GCRA time (exactly: '%.17g'), kept a minute past when it stops mattering.
+local function flowSetTat(key, tat, now)
+  rcall('SET', key, fmt('%.17g', tat), 'PX', math.ceil(tat - now) + 60000)
 end
 
 -- Run hash k of group g left active: its key's and group's slot is freed. Returns whether a
@@ -239,9 +278,9 @@ end
 -- control (g, the field of its hash, given) to the list of its key instead.
 local function pushQueued(base, rid, p, front, g)
   if g then
-    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm')
-    local y, n, m = v[1], v[2], v[3]
-    flowPush(base, rid, g, y or '', n, m, front)
+    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm', 'u', 'v')
+    local y, n, m, u, rv = v[1], v[2], v[3], v[4], v[5]
+    flowPush(base, rid, g, y or '', n, m, u, rv, front)
     return
   end
   local wk = base .. 'w:' .. p

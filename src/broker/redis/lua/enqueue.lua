@@ -13,12 +13,13 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 14 per run:
+  then 16 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
     retention once cancelled, ms ('' for the broker's default: see cancel.lua),
-    flow control: group ('' for none), key, the key's limit, the group's limit (0: none);
+    flow control: group ('' for none), key, the key's limit, the group's limit (0: none), the
+    key's rate, the group's rate ('<interval>,<burst>'; '' for none);
     a queued run with a group goes to its key's list (flowPush in common.lua)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
@@ -36,10 +37,10 @@ local earliest -- earliest runAt among scheduled runs created here
 local before = false -- earliest scheduled runAt before this call (nil: none), read once
 
 local flowQueued = false
-for j = 3, #ARGV, 14 do
+for j = 3, #ARGV, 16 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local fg, fy, fn, fm = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
+  local fg, fy, fn, fm, fu, fv = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13], ARGV[j + 14], ARGV[j + 15]
   local k = base .. 'r:' .. rid
   local existing
   if rcall('EXISTS', k) == 1 then
@@ -114,10 +115,18 @@ for j = 3, #ARGV, 14 do
       f[#f + 1] = fn
       f[#f + 1] = 'm'
       f[#f + 1] = fm
+      if fu ~= '' then
+        f[#f + 1] = 'u'
+        f[#f + 1] = fu
+      end
+      if fv ~= '' then
+        f[#f + 1] = 'v'
+        f[#f + 1] = fv
+      end
     end
     rcall('HSET', k, unpack(f))
     if state == 'q' and fg ~= '' then
-      flowPush(base, rid, fg, fy, fn, fm, false)
+      flowPush(base, rid, fg, fy, fn, fm, fu, fv, false)
       flowQueued = true
     elseif state == 'q' then
       local list = queued[p]

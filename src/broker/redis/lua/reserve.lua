@@ -6,7 +6,8 @@
        leaseLosses incremented; the run goes back to the head of its priority level, or is failed
        with reason `lease_lost` once leaseLosses reaches maxLeaseLosses;
     3. leases up to `max` queued runs to the worker: first runs under flow control, one per turn
-       from the first ready key of the first ready group (docs/flow-control.md), then the
+       from the first ready key of the first ready group (docs/flow-control.md; keys and groups
+       over their rate wait, and count in nextAt, until they may start again), then the
        others, highest priority first and FIFO within a level: state active, attempts + 1,
        worker, startedAt = now, open attempt, lease expiry in `active`.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
@@ -42,7 +43,7 @@
             time in the run id), traceparent ('' for none) }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowFree
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowGcra, flowSetTat
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -178,30 +179,86 @@ local function lease(rid, p)
 end
 
 -- 3a. Runs under flow control: one per turn, from the first ready key of the first ready group;
--- the key and the group go to the back of their rings if still ready (see flowReady).
-local flowRing = base .. 'fR'
-if max > 0 then
+-- the key and the group go to the back of their rings if still ready (see flowReady). A group or
+-- key over its rate leaves its ring for the waiting set until it may start again; those due now
+-- come back first.
+local flowRing, flowWaitK, flowWaitG = base .. 'fR', base .. 'fW', base .. 'fWg'
+-- Only a queue that has had runs under flow control has its counters hash: the others skip this.
+local flowOn = rcall('EXISTS', base .. 'fM') == 1
+local dueK, dueG = {}, {}
+if flowOn then
+  dueK = rcall('ZRANGEBYSCORE', flowWaitK, '-inf', now, 'LIMIT', 0, limit)
+end
+for _, gy in ipairs(dueK) do
+  local cut = string.find(gy, '|', 1, true)
+  rcall('ZREM', flowWaitK, gy)
+  rcall('HDEL', base .. 'fk|' .. gy, 'w')
+  flowReady(base, string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1))
+end
+if flowOn then
+  dueG = rcall('ZRANGEBYSCORE', flowWaitG, '-inf', now, 'LIMIT', 0, limit)
+end
+for _, g in ipairs(dueG) do
+  rcall('ZREM', flowWaitG, g)
+  rcall('HDEL', base .. 'fG|' .. g, 'w')
+  flowGroupReady(base, g)
+end
+if #dueK == limit or #dueG == limit then
+  more = true
+end
+if max > 0 and flowOn then
   while n < max do
     local g = rcall('ZRANGE', flowRing, 0, 0)[1]
     if not g then
       break
     end
-    local keyRing = base .. 'fK|' .. g
-    local y = rcall('ZRANGE', keyRing, 0, 0)[1]
-    if not y then
-      rcall('ZREM', flowRing, g) -- cannot happen while the rings hold; never loop on it
+    local gh = base .. 'fG|' .. g
+    local grate = rcall('HGET', gh, 'r')
+    local gok, gval = true, nil
+    if grate then
+      gok, gval = flowGcra(grate, tonumber(rcall('GET', base .. 'fT|' .. g)), now)
+    end
+    if not gok then
+      rcall('HSET', gh, 'w', '1')
+      rcall('ZREM', flowRing, g)
+      rcall('ZADD', flowWaitG, gval, g)
     else
-      local rid = rcall('LPOP', base .. 'fq|' .. g .. '|' .. y)
-      if rid then
-        rcall('HINCRBY', base .. 'fM', 'q', -1)
-        if lease(rid, nil) then
-          rcall('HINCRBY', base .. 'fk|' .. g .. '|' .. y, 'a', 1)
-          rcall('HINCRBY', base .. 'fG|' .. g, 'a', 1)
+      local keyRing = base .. 'fK|' .. g
+      local y = rcall('ZRANGE', keyRing, 0, 0)[1]
+      if not y then
+        rcall('ZREM', flowRing, g) -- cannot happen while the rings hold; never loop on it
+      else
+        local kh = base .. 'fk|' .. g .. '|' .. y
+        local krate = rcall('HGET', kh, 'r')
+        local kok, kval = true, nil
+        if krate then
+          kok, kval = flowGcra(krate, tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y)), now)
+        end
+        if not kok then
+          rcall('HSET', kh, 'w', '1')
+          rcall('ZREM', keyRing, y)
+          rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
+          flowGroupReady(base, g)
+        else
+          local rid = rcall('LPOP', base .. 'fq|' .. g .. '|' .. y)
+          if rid then
+            rcall('HINCRBY', base .. 'fM', 'q', -1)
+            if lease(rid, nil) then
+              rcall('HINCRBY', kh, 'a', 1)
+              rcall('HINCRBY', gh, 'a', 1)
+              if grate then
+                flowSetTat(base .. 'fT|' .. g, gval, now)
+              end
+              if krate then
+                flowSetTat(base .. 'ft|' .. g .. '|' .. y, kval, now)
+              end
+            end
+          end
+          rcall('ZREM', keyRing, y)
+          rcall('ZREM', flowRing, g)
+          flowReady(base, g, y)
         end
       end
-      rcall('ZREM', keyRing, y)
-      rcall('ZREM', flowRing, g)
-      flowReady(base, g, y)
     end
   end
 end
@@ -244,11 +301,14 @@ if max == 0 then
     queued = queued + rcall('LLEN', base .. 'w:' .. p)
   end
   -- Runs under flow control count while some key can take one.
-  if rcall('EXISTS', flowRing) == 1 then
+  if flowOn and rcall('EXISTS', flowRing) == 1 then
     queued = queued + (tonumber(rcall('HGET', base .. 'fM', 'q')) or 0)
   end
 elseif n >= max then
-  queued = rcall('ZCARD', KEYS[3]) + rcall('ZCARD', flowRing)
+  queued = rcall('ZCARD', KEYS[3])
+  if flowOn then
+    queued = queued + rcall('ZCARD', flowRing)
+  end
   if queued > 0 then
     wakeUp = true
   end
@@ -275,6 +335,16 @@ else
     local t = tonumber(a1[2])
     if nextAt < 0 or t < nextAt then
       nextAt = t
+    end
+  end
+  -- When the first rate-limited key or group may start again.
+  for _, wk in ipairs({ flowWaitK, flowWaitG }) do
+    local w = flowOn and rcall('ZRANGE', wk, 0, 0, 'WITHSCORES') or {}
+    if w[2] then
+      local t = tonumber(w[2])
+      if nextAt < 0 or t < nextAt then
+        nextAt = t
+      end
     end
   end
 end

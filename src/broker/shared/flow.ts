@@ -1,0 +1,33 @@
+/**
+ * What both brokers share for flow control (docs/flow-control.md): how a rate limit is stored with
+ * a run, and the GCRA step that the SQLite broker runs in TypeScript and the Redis broker in Lua
+ * (`flowRate` in lua/common.lua: the same arithmetic, on the same doubles).
+ */
+import type { FlowRate } from '../types.ts';
+
+/** A rate as stored with a run and a key: `<interval>,<burst>`; '' for none. */
+export function rateText(r: FlowRate | undefined): string {
+  return r ? `${r.interval},${r.burst}` : '';
+}
+
+/** The rate of `rateText`, or undefined ('' or unreadable). */
+export function parseRate(text: unknown): FlowRate | undefined {
+  if (typeof text !== 'string' || text === '') return undefined;
+  const [i, b] = text.split(',');
+  const interval = Number(i);
+  const burst = Number(b);
+  if (!(interval > 0) || !(burst >= 1) || !Number.isFinite(interval)) return undefined;
+  return { interval, burst: Math.floor(burst) };
+}
+
+/**
+ * GCRA: `tat` is the key's theoretical arrival time (absent: never started). A start at `now` is
+ * admitted while `max(tat, now) - now <= interval * (burst - 1)`, and moves `tat` to
+ * `max(tat, now) + interval`; otherwise the key may start again at `until` (whole ms, rounded up).
+ */
+export function gcra(tat: number | undefined, now: number, r: FlowRate): { ok: true; tat: number } | { ok: false; until: number } {
+  const from = Math.max(tat ?? 0, now);
+  const tau = r.interval * (r.burst - 1);
+  if (from - now > tau) return { ok: false, until: Math.ceil(from - tau) };
+  return { ok: true, tat: from + r.interval };
+}
