@@ -18,7 +18,16 @@ import type { RunRecord, RunState } from '../core/run.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
 // where the contract and the public API have always named it.
-export { type AttemptRecord, FINISHED_STATES, RUN_STATES, type RunError, type RunRecord, type RunState } from '../core/run.ts';
+export {
+  type AttemptRecord,
+  FINISHED_STATES,
+  type FlowWait,
+  RUN_STATES,
+  type RunError,
+  type RunFlow,
+  type RunRecord,
+  type RunState,
+} from '../core/run.ts';
 
 /** A run to create. Built and validated by the task layer; the broker stores it as is. */
 export interface NewRun {

@@ -1,4 +1,4 @@
-import type { AttemptRecord, RunError, RunRecord, RunState } from './run.ts';
+import type { AttemptRecord, RunError, RunFlow, RunRecord, RunState } from './run.ts';
 import { safeParse } from './json.ts';
 
 /** A run as the public API shows it: JSON fields decoded, times as Dates. */
@@ -29,6 +29,8 @@ export interface RunInfo<R = unknown> {
   history: AttemptRecord[];
   /** Fields whose stored JSON could not be read (the raw text is given instead). */
   corrupt?: string[];
+  /** Flow control (docs/flow-control.md): the run's limit group and key; for a queued run, what holds it back. */
+  flow?: RunFlow;
 }
 
 const date = (ms: number | undefined) => (ms === undefined || ms === null ? undefined : new Date(ms));
@@ -68,6 +70,7 @@ export function decodeRun<R = unknown>(rec: RunRecord): RunInfo<R> {
   if (rec.worker !== undefined) info.worker = rec.worker;
   if (rec.idempotencyKey !== undefined) info.idempotencyKey = rec.idempotencyKey;
   if (rec.traceparent !== undefined) info.traceparent = rec.traceparent;
+  if (rec.flow !== undefined) info.flow = rec.flow;
   if (corrupt.length) info.corrupt = corrupt;
   return info;
 }

@@ -32,6 +32,26 @@ export interface AttemptRecord {
   error?: string;
 }
 
+/** A run under flow control (docs/flow-control.md): its limit group (task) and key. */
+export interface RunFlow {
+  group: string;
+  key: string;
+  /**
+   * Read by `getRun` for a queued run: the limit that holds it back, when one does (absent: it
+   * waits for its turn or a free worker). A rate limit is noticed when a reserve meets the key.
+   */
+  waiting?: FlowWait;
+}
+
+export interface FlowWait {
+  /** At its limit of active runs (`*_concurrency`), or over its rate until `until` (`*_rate`). */
+  reason: 'key_concurrency' | 'group_concurrency' | 'key_rate' | 'group_rate';
+  active?: number;
+  limit?: number;
+  /** Epoch ms when the key (or group) may start again. */
+  until?: number;
+}
+
 /** A run as stored. JSON fields are raw text (see `decodeRun` in `src/core/run-info.ts`). */
 export interface RunRecord {
   id: string;
@@ -55,4 +75,6 @@ export interface RunRecord {
   idempotencyKey?: string;
   traceparent?: string;
   history: AttemptRecord[];
+  /** Flow control: set for a run of a task with `limits`. */
+  flow?: RunFlow;
 }

@@ -270,6 +270,26 @@ export function limitsConformance(c: ConformanceContext): void {
       'sameStorage',
     );
 
+    test("a run's record names its key and, while queued, the limit that holds it back", async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const ids = await enqueueKeyed(b, t0, 'a', 2, flow('a', 1));
+      const [other] = await enqueueKeyed(b, t0, 'b', 1, flow('b', 1));
+      assert.deepStrictEqual((await getRun(b, ids[1] as string)).flow, { group: GROUP, key: 'a' }, 'nothing holds it yet');
+      await reserveAll(b, 'w1', t0, { max: 1 });
+      const held = await getRun(b, ids[1] as string);
+      assert.deepStrictEqual(held.flow, { group: GROUP, key: 'a', waiting: { reason: 'key_concurrency', active: 1, limit: 1 } });
+      assert.deepStrictEqual((await getRun(b, other as string)).flow, { group: GROUP, key: 'b' }, 'its turn has not come');
+      const active = await getRun(b, ids[0] as string);
+      assert.deepStrictEqual(active.flow, { group: GROUP, key: 'a' }, 'an active run: no waiting');
+
+      const g = await open();
+      await enqueueKeyed(g, t0, 'x', 2, { group: GROUP, key: 'x', groupConcurrency: 1 });
+      const [gid] = await enqueueKeyed(g, t0, 'y', 1, { group: GROUP, key: 'y', groupConcurrency: 1 });
+      await reserveAll(g, 'w1', t0, { max: 5 });
+      assert.deepStrictEqual((await getRun(g, gid as string)).flow?.waiting, { reason: 'group_concurrency', active: 1, limit: 1 });
+    });
+
     test('an idle worker is woken when a slot frees', async () => {
       const b = await open();
       const t0 = Date.now();
@@ -334,6 +354,18 @@ export function limitsConformance(c: ConformanceContext): void {
       await enqueueKeyed(b2, t0, 'free', 3, { group: 'conformance.other', key: 'free' });
       const r = await reserveAll(b2, 'w1', t0, { max: 50 });
       assert.deepStrictEqual(Object.fromEntries(byKey(r.runs)), { slow: 1, free: 3 });
+    });
+
+    test("a queued run's record says until when its key's or group's rate holds it", async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const ids = await enqueueKeyed(b, t0, 'a', 2, rated('a', 1000, 1));
+      await reserveAll(b, 'w1', t0, { max: 5 });
+      assert.deepStrictEqual((await getRun(b, ids[1] as string)).flow?.waiting, { reason: 'key_rate', until: t0 + 1000 });
+      const g = await open();
+      const gids = await enqueueKeyed(g, t0, 'a', 2, { group: GROUP, key: 'a', groupRate: { interval: 500, burst: 1 } });
+      await reserveAll(g, 'w1', t0, { max: 5 });
+      assert.deepStrictEqual((await getRun(g, gids[1] as string)).flow?.waiting, { reason: 'group_rate', until: t0 + 500 });
     });
 
     test('a rate and a concurrency limit together: both hold', async () => {

@@ -4,6 +4,7 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
+import { type FlowLimitState, flowWaiting } from '../shared/flow.ts';
 import { invalidCursor, MINUTE, pageLimit, SLICE, WORKER_MEMORY_MS } from '../shared/options.ts';
 import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
 import {
@@ -67,7 +68,29 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
     };
   }
   if (Object.keys(h).length === 0) return null;
-  return decodeRun(id, parts.queue, key, h);
+  const rec = decodeRun(id, parts.queue, key, h);
+  // A queued run under flow control: what holds it back, if anything (keys of the same queue: one slot).
+  if (rec.flow && rec.state === 'queued') {
+    const k = c.k(parts.queue);
+    const gy = `${rec.flow.group}|${rec.flow.key}`;
+    const [kh, gh, kw, gw] = (await redis
+      .pipeline()
+      .hmget(`${k.base}fk|${gy}`, 'a', 'c', 'w')
+      .hmget(`${k.base}fG|${rec.flow.group}`, 'a', 'c', 'w')
+      .zscore(`${k.base}fW`, gy)
+      .zscore(`${k.base}fWg`, rec.flow.group)
+      .exec()) as [Error | null, unknown][];
+    const state = (v: unknown, wait: unknown): FlowLimitState | undefined => {
+      const [a, lim, w] = Array.isArray(v) ? (v as (string | null)[]) : [];
+      if (a == null && lim == null) return undefined;
+      const s: FlowLimitState = { active: Number(a ?? 0) || 0, limit: Number(lim ?? 0) || 0 };
+      if (w != null && wait != null) s.waitUntil = Number(wait);
+      return s;
+    };
+    const waiting = flowWaiting(state(kh?.[1], kw?.[1]), state(gh?.[1], gw?.[1]));
+    if (waiting) rec.flow.waiting = waiting;
+  }
+  return rec;
 }
 
 export async function counts(c: RedisCore, queues?: readonly string[]): Promise<Record<string, QueueCounts>> {

@@ -3,7 +3,7 @@
  * a run, and the GCRA step that the SQLite broker runs in TypeScript and the Redis broker in Lua
  * (`flowRate` in lua/common.lua: the same arithmetic, on the same doubles).
  */
-import type { FlowRate } from '../types.ts';
+import type { FlowRate, FlowWait } from '../types.ts';
 
 /** A rate as stored with a run and a key: `<interval>,<burst>`; '' for none. */
 export function rateText(r: FlowRate | undefined): string {
@@ -30,4 +30,20 @@ export function gcra(tat: number | undefined, now: number, r: FlowRate): { ok: t
   const tau = r.interval * (r.burst - 1);
   if (from - now > tau) return { ok: false, until: Math.ceil(from - tau) };
   return { ok: true, tat: from + r.interval };
+}
+
+/** A key's or a group's limits as stored: active runs, concurrency limit (0: none), held by its rate until. */
+export interface FlowLimitState {
+  active: number;
+  limit: number;
+  waitUntil?: number;
+}
+
+/** What holds a queued run back (see `RunFlow.waiting`), from its key's and group's states; in reserve's order. */
+export function flowWaiting(key: FlowLimitState | undefined, group: FlowLimitState | undefined): FlowWait | undefined {
+  if (group?.waitUntil !== undefined) return { reason: 'group_rate', until: group.waitUntil };
+  if (group && group.limit > 0 && group.active >= group.limit) return { reason: 'group_concurrency', active: group.active, limit: group.limit };
+  if (key?.waitUntil !== undefined) return { reason: 'key_rate', until: key.waitUntil };
+  if (key && key.limit > 0 && key.active >= key.limit) return { reason: 'key_concurrency', active: key.active, limit: key.limit };
+  return undefined;
 }

@@ -8,13 +8,33 @@ import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
 import type { MinuteStats, QueueCounts, RunFilter, RunPage, RunRecord, RunState, WorkerInfo, WorkerStatus } from '../types.ts';
 import { RUN_STATES } from '../types.ts';
 import type { SqliteCore } from './core.ts';
+import { type FlowLimitState, flowWaiting } from '../shared/flow.ts';
 import { flowMoveRows } from './flow.ts';
 import { emptyCounts, histogram, num, type Row, STATES, toRecord } from './statements.ts';
 
 export function getRun(c: SqliteCore, id: string): RunRecord | null {
   c.open();
-  const row = c.read(() => c.row('get', id));
-  return row ? toRecord(row) : null;
+  return c.read(() => {
+    const row = c.row('get', id);
+    if (!row) return null;
+    const rec = toRecord(row);
+    // A queued run under flow control: what holds it back, if anything.
+    if (rec.flow && rec.state === 'queued') {
+      const state = (r: Row | undefined): FlowLimitState | undefined => {
+        if (!r) return undefined;
+        const s: FlowLimitState = { active: num(r.active) ?? 0, limit: num(r.conc) ?? 0 };
+        const wait = num(r.wait);
+        if (wait !== undefined) s.waitUntil = wait;
+        return s;
+      };
+      const waiting = flowWaiting(
+        state(c.row('flowKeyGet', rec.queue, rec.flow.group, rec.flow.key)),
+        state(c.row('flowGroupGet', rec.queue, rec.flow.group)),
+      );
+      if (waiting) rec.flow.waiting = waiting;
+    }
+    return rec;
+  });
 }
 
 export function counts(c: SqliteCore, queues?: readonly string[]): Record<string, QueueCounts> {

@@ -86,6 +86,8 @@ export const SQL = {
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
   flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
+  flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
+  flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
   flowGroupNext: 'SELECT grp, rate, tat FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
   flowKeyNext: 'SELECT key, rate FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
@@ -356,6 +358,8 @@ export function toRecord(row: Row): RunRecord {
   if (key !== undefined) rec.idempotencyKey = key;
   const traceparent = text(row.traceparent);
   if (traceparent !== undefined) rec.traceparent = traceparent;
+  const group = text(row.flow_group);
+  if (group !== undefined) rec.flow = { group, key: text(row.flow_key) ?? '' };
   return rec;
 }
 
