@@ -57,6 +57,12 @@ export interface AppConfig {
    * undefined (no limit) unless `RATE_LIMIT_MAX` is set.
    */
   rateLimit: { max: number; windowMs: number } | undefined;
+  /**
+   * `WELCOME_DOMAIN_RATE` welcome emails per `WELCOME_DOMAIN_PERIOD_MS` (default 60000) per
+   * recipient domain, at most `WELCOME_DOMAIN_BURST` (default: the rate) at once: mail providers
+   * throttle senders per destination domain. Undefined (no limit) unless `WELCOME_DOMAIN_RATE` is set.
+   */
+  welcomeDomainRate: { limit: number; period: number; burst: number } | undefined;
   /** The environment the configuration was read from (for `authFromEnv`: `ERRAND_ADMIN_TOKENS`, `ERRAND_READ_TOKENS`). */
   env: NodeJS.ProcessEnv;
 }
@@ -151,6 +157,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
           windowMs: integer('RATE_LIMIT_WINDOW_MS', rateLimitWindow, 60_000, 1, 86_400_000),
         };
 
+  const domainRate = get('WELCOME_DOMAIN_RATE');
+  for (const name of ['WELCOME_DOMAIN_PERIOD_MS', 'WELCOME_DOMAIN_BURST']) {
+    const v = get(name);
+    if (v !== undefined && domainRate === undefined) {
+      throw bad(name, 'is set but WELCOME_DOMAIN_RATE is not: set WELCOME_DOMAIN_RATE to limit welcome emails per domain', v);
+    }
+  }
+  let welcomeDomainRate: AppConfig['welcomeDomainRate'];
+  if (domainRate !== undefined) {
+    const limit = integer('WELCOME_DOMAIN_RATE', domainRate, 0, 1, 1_000_000);
+    welcomeDomainRate = {
+      limit,
+      period: integer('WELCOME_DOMAIN_PERIOD_MS', get('WELCOME_DOMAIN_PERIOD_MS'), 60_000, 1, 86_400_000),
+      burst: integer('WELCOME_DOMAIN_BURST', get('WELCOME_DOMAIN_BURST'), limit, 1, 1_000_000),
+    };
+  }
+
   return {
     port,
     host,
@@ -169,6 +192,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     logLevel,
     logFormat,
     rateLimit,
+    welcomeDomainRate,
     env,
   };
 }

@@ -93,6 +93,7 @@ export class Service {
       mailer: this.mailer,
       mailFrom: config.mailFrom,
       ...(options.retries ? { retries: options.retries } : {}),
+      ...(config.welcomeDomainRate ? { domainRate: config.welcomeDomainRate } : {}),
     });
   }
 

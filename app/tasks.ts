@@ -93,6 +93,21 @@ export interface WelcomeTaskDeps {
   retries?: RetryPolicy;
   /** Longest one attempt may take, in ms. Default 120000. */
   timeout?: number;
+  /** Welcome emails per recipient domain (`WELCOME_DOMAIN_RATE`): enforced by the broker for every worker. */
+  domainRate?: { limit: number; period: number; burst: number };
+}
+
+/** The domain of an address, lower-cased (the key of the per-domain rate limit); undefined when there is none. */
+export function recipientDomain(email: string): string | undefined {
+  const at = email.lastIndexOf('@');
+  const domain =
+    at < 0
+      ? ''
+      : email
+          .slice(at + 1)
+          .trim()
+          .toLowerCase();
+  return domain === '' ? undefined : domain.slice(0, 256);
 }
 
 export function defineWelcomeTask(errand: Errand, deps: WelcomeTaskDeps): WelcomeTask {
@@ -107,6 +122,7 @@ export function defineWelcomeTask(errand: Errand, deps: WelcomeTaskDeps): Welcom
       idempotencyKey: (input) => `welcome:${input.userId}`,
       idempotencyTtl: 7 * 86_400_000,
       description: 'Sends the welcome email to a new user, once per user (retried on transient SMTP failures)',
+      ...(deps.domainRate ? { limits: { key: (input) => recipientDomain(input.email), rate: deps.domainRate } } : {}),
     },
     async (input, ctx): Promise<WelcomeResult> => {
       // The stored user is what counts, not the input's email and username (they are there to be
