@@ -91,6 +91,17 @@ export function limitsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(order, ['big', 'k1', 'k2', 'big', 'k1', 'k2', 'big', 'k1', 'k2'], 'one run per key in turn');
     });
 
+    test("a key's limit is its latest queued run's: lowered, it holds at once", async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, 'a', 3, flow('a', 3));
+      assert.equal((await reserveAll(b, 'w1', t0, { max: 1 })).runs.length, 1);
+      await enqueueKeyed(b, t0 + 1, 'a', 3, flow('a', 1));
+      assert.deepStrictEqual((await reserveAll(b, 'w1', t0 + 2, { max: 10 })).runs, [], 'one active, limit now 1');
+      await enqueueKeyed(b, t0 + 3, 'a', 1, flow('a', 4));
+      assert.equal((await reserveAll(b, 'w1', t0 + 4, { max: 10 })).runs.length, 3, 'raised to 4: three more');
+    });
+
     test('within a key, runs are served in the order they were queued', async () => {
       const b = await open();
       const t0 = Date.now();

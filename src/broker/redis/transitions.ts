@@ -11,6 +11,7 @@ import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
+  FlowSpec,
   Lease,
   NewRun,
   Reservation,
@@ -94,6 +95,11 @@ function pushSettlements(args: (string | number)[], part: readonly { item: Settl
   }
 }
 
+/** A run's flow spec as enqueue.lua takes it: `<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>`. */
+function flowArg(f: FlowSpec): string {
+  return `${f.group}|${f.concurrency ?? 0}|${f.groupConcurrency ?? 0}|${rateText(f.rate)}|${rateText(f.groupRate)}|${f.key}`;
+}
+
 export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
   if (runs.length === 0) return [];
   now = time(now, 'now');
@@ -143,12 +149,7 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
           run.traceparent ?? '',
           ownRetention(run.cancelledRetentionMs) ?? '',
-          run.flow?.group ?? '',
-          run.flow?.key ?? '',
-          run.flow?.concurrency ?? 0,
-          run.flow?.groupConcurrency ?? 0,
-          rateText(run.flow?.rate),
-          rateText(run.flow?.groupRate),
+          run.flow ? flowArg(run.flow) : '',
         );
       }
       chain = chain.then(() =>

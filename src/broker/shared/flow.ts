@@ -42,7 +42,8 @@ export interface FlowLimitState {
 /** What holds a queued run back (see `RunFlow.waiting`), from its key's and group's states; in reserve's order. */
 export function flowWaiting(key: FlowLimitState | undefined, group: FlowLimitState | undefined): FlowWait | undefined {
   if (group?.waitUntil !== undefined) return { reason: 'group_rate', until: group.waitUntil };
-  if (group && group.limit > 0 && group.active >= group.limit) return { reason: 'group_concurrency', active: group.active, limit: group.limit };
+  if (group && group.limit > 0 && group.active >= group.limit)
+    return { reason: 'group_concurrency', active: group.active, limit: group.limit };
   if (key?.waitUntil !== undefined) return { reason: 'key_rate', until: key.waitUntil };
   if (key && key.limit > 0 && key.active >= key.limit) return { reason: 'key_concurrency', active: key.active, limit: key.limit };
   return undefined;

@@ -39,14 +39,49 @@ export function flowOf(row: Row, queue?: string): FlowPlace | undefined {
  * of active. A run becoming queued brings its limits (the latest ones win) and makes its key (and
  * group) known, at the back of the rings.
  */
-export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number): void {
+export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number, groupToo = true): void {
+  if (dq > 0 && da === 0) {
+    // The common case (enqueue, promotion, replay): one statement for the key.
+    if (groupToo) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
+    c.s.flowKeyQueued.run({ queue: f.queue, grp: f.grp, key: f.key, conc: f.kc, rate: f.kr || null, turn: c.takeSeq(0), dq });
+    return;
+  }
   if (dq > 0) {
     const turn = c.takeSeq(0);
     c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, turn);
     c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, f.kr || null, turn);
   }
-  if (da !== 0) c.s.flowGroupCount.run(da, f.queue, f.grp);
+  if (da !== 0 && groupToo) c.s.flowGroupCount.run(da, f.queue, f.grp);
   c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null, rate: f.kr || null });
+}
+
+/**
+ * Group-level changes gathered over a batch (`flowMove` with `groupToo` false for each run): each
+ * group's limits (its latest run's) and active count written once.
+ */
+export class FlowGroups {
+  readonly #puts = new Map<string, FlowPlace>();
+  readonly #active = new Map<string, { f: FlowPlace; da: number }>();
+
+  move(c: SqliteCore, f: FlowPlace, dq: number, da: number): void {
+    const id = `${f.queue}\u0000${f.grp}`;
+    // The group's row first (a key's readiness counts in it); its limits again at flush (the latest).
+    if (dq > 0 && !this.#puts.has(id)) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
+    flowMove(c, f, dq, da, false);
+    if (dq > 0) this.#puts.set(id, f);
+    if (da !== 0) {
+      const e = this.#active.get(id);
+      if (e) e.da += da;
+      else this.#active.set(id, { f, da });
+    }
+  }
+
+  flush(c: SqliteCore): void {
+    for (const f of this.#puts.values()) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
+    for (const { f, da } of this.#active.values()) if (da !== 0) c.s.flowGroupCount.run(da, f.queue, f.grp);
+    this.#puts.clear();
+    this.#active.clear();
+  }
 }
 
 /** `flowMove` for each row of a bulk statement that returned the flow columns. */

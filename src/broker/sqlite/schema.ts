@@ -264,6 +264,9 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TRIGGER flow_key_ready AFTER UPDATE ON flow_keys WHEN OLD.ready IS NOT NEW.ready BEGIN
         UPDATE flow_groups SET ready_keys = max(0, ready_keys + NEW.ready - OLD.ready) WHERE queue = NEW.queue AND grp = NEW.grp;
       END;
+      CREATE TRIGGER flow_key_new AFTER INSERT ON flow_keys WHEN NEW.ready BEGIN
+        UPDATE flow_groups SET ready_keys = ready_keys + 1 WHERE queue = NEW.queue AND grp = NEW.grp;
+      END;
       CREATE TRIGGER flow_key_idle AFTER UPDATE ON flow_keys WHEN NEW.queued <= 0 AND NEW.active <= 0 BEGIN
         DELETE FROM flow_keys WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
       END;

@@ -88,7 +88,16 @@ export const SQL = {
   flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
   flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
   flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
-  flowGroupNext: 'SELECT grp, rate, tat FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
+  flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
+  /** A key served one run (:da 1 when it started; 0 when it was corrupt), to the back of its ring. */
+  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - 1), active = active + :da, turn = :turn
+    WHERE queue = :queue AND grp = :grp AND key = :key`,
+  /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
+  flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
+    WHERE queue = :queue AND grp = :grp`,
+  /** A run of a key became queued: the key known (its limits the run's), its count up. */
+  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :turn, :dq)
+    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate`,
   flowKeyNext: 'SELECT key, rate FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',

@@ -19,7 +19,7 @@ import type {
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { gcra, parseRate, rateText } from '../shared/flow.ts';
-import { flowMove, flowMoveRows, flowOf } from './flow.ts';
+import { FlowGroups, flowMove, flowMoveRows, flowOf } from './flow.ts';
 
 /** How long a key's GCRA time is kept once in the past (it no longer matters then: prune's margin). */
 const FLOW_RATE_MEMORY_MS = 60_000;
@@ -32,6 +32,7 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
   const results = c.tx(() => {
     const out: EnqueueResult[] = [];
     const base = c.takeSeq(runs.length);
+    const groups = new FlowGroups();
     for (let i = 0; i < runs.length; i++) {
       const run = runs[i] as NewRun;
       const key = run.idempotencyKey;
@@ -85,12 +86,13 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
       if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
       if (f && state === 'queued') {
         const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
-        flowMove(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);
+        groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);
       }
       queues.add(run.queue);
       c.stat(run.queue, now).enqueued++;
       out.push({ id: run.id, created: true, state });
     }
+    groups.flush(c);
     for (const q of queues) c.bump(q);
     return out;
   });
@@ -216,10 +218,11 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
 }
 
 /**
- * Leases up to `max` runs under flow control in `queue`, one per turn: the first ready group, its
- * first ready key, that key's first run; the key and the group then go to the back of their rings
- * (they leave them when at their limit: the triggers of schema.ts v7 keep `ready`). Returns how
- * many runs were leased.
+ * Leases up to `max` runs under flow control in `queue`: the first ready group serves its keys in
+ * turn (each key's first run, the key then to the back of the group's ring: `turn`) until the
+ * slots are taken or the group is at its limit, over its rate or out of ready keys; the group then
+ * goes to the back of the queue's ring (its `ready` follows its counts; see schema.ts v7). Group
+ * counters are written once per group and call. Returns how many runs were leased.
  */
 function leaseFlow(
   c: SqliteCore,
@@ -237,55 +240,61 @@ function leaseFlow(
     const g = c.row('flowGroupNext', queue);
     if (!g) break;
     const grp = String(g.grp);
-    // The group's rate: over it, the group waits out of the ring (all its keys with it).
     const groupRate = parseRate(g.rate);
-    const gStep = groupRate && gcra(num(g.tat), now, groupRate);
-    if (gStep && !gStep.ok) {
-      c.change('flowGroupWait', gStep.until, queue, grp);
-      continue;
-    }
-    const turn = c.takeSeq(1) + 1;
-    const k = c.row('flowKeyNext', queue, grp);
-    if (!k) {
-      c.change('flowGroupTurn', turn, queue, grp); // cannot happen while the counts hold; never loop on it
-      break;
-    }
-    const key = String(k.key);
-    const keyRate = parseRate(k.rate);
-    const kStep = keyRate && gcra(num(c.row('flowKeyTat', queue, grp, key)?.tat), now, keyRate);
-    if (kStep && !kStep.ok) {
-      c.change('flowKeyWait', kStep.until, queue, grp, key);
-      continue;
-    }
-    const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
-    c.change('flowKeyTurn', turn, queue, grp, key);
-    c.change('flowGroupTurn', turn, queue, grp);
-    const place = { queue, grp, key, kc: 0, gc: 0, kr: '', gr: '' };
-    if (!row) {
-      // The count said queued, but no run is: repaired (cannot happen while the counts hold).
-      c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null });
-      continue;
-    }
-    const stat = c.stat(queue, now);
-    const r = toReservation(row, now);
-    flowMove(c, place, -1, Array.isArray(r) ? 0 : 1);
-    if (!Array.isArray(r)) {
-      // A start: the GCRA times move.
-      if (gStep?.ok) c.change('flowGroupTatPut', gStep.tat, queue, grp);
+    let gtat = num(g.tat);
+    let ga = num(g.active) ?? 0;
+    const gc = num(g.conc) ?? 0;
+    let started = 0;
+    let held: number | undefined;
+    while (n < max && (gc <= 0 || ga < gc)) {
+      // The group's rate: over it, the group waits out of the ring (all its keys with it).
+      let gNext: number | undefined;
+      if (groupRate) {
+        const step = gcra(gtat, now, groupRate);
+        if (!step.ok) {
+          held = step.until;
+          break;
+        }
+        gNext = step.tat;
+      }
+      const k = c.row('flowKeyNext', queue, grp);
+      if (!k) break;
+      const key = String(k.key);
+      const keyRate = parseRate(k.rate);
+      const kStep = keyRate && gcra(num(c.row('flowKeyTat', queue, grp, key)?.tat), now, keyRate);
+      if (kStep && !kStep.ok) {
+        c.change('flowKeyWait', kStep.until, queue, grp, key);
+        continue;
+      }
+      const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
+      const turn = c.takeSeq(1) + 1;
+      if (!row) {
+        // The count said queued, but no run is: repaired (cannot happen while the counts hold).
+        c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
+        continue;
+      }
+      const stat = c.stat(queue, now);
+      const r = toReservation(row, now);
+      c.s.flowKeyServed.run({ queue, grp, key, turn, da: Array.isArray(r) ? 0 : 1 });
+      if (Array.isArray(r)) {
+        const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
+        c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
+        corrupt.push({ id, problems: r });
+        stat.failed++;
+        if (typeof row.id === 'string') changed.push(row.id);
+        continue;
+      }
+      // A start: the counts and the GCRA times move.
+      ga++;
+      started++;
+      if (gNext !== undefined) gtat = gNext;
       if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
+      reserved.push(r);
+      changed.push(r.id);
+      c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
+      n++;
     }
-    if (Array.isArray(r)) {
-      const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
-      c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
-      corrupt.push({ id, problems: r });
-      stat.failed++;
-      if (typeof row.id === 'string') changed.push(row.id);
-      continue;
-    }
-    reserved.push(r);
-    changed.push(r.id);
-    c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
-    n++;
+    c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
   }
   return n;
 }
@@ -310,6 +319,7 @@ function settleIn(
   changed: string[],
   queues: Set<string>,
 ): SettleStatus[] {
+  const groups = new FlowGroups();
   const out = settlements.map((s): SettleStatus => {
     let row: Row | undefined;
     if (s.outcome === 'retry') {
@@ -329,7 +339,7 @@ function settleIn(
     // A flow slot freed (and a retry due now queued again): its key may be ready again.
     const f = flowOf(row);
     if (f) {
-      flowMove(c, f, row.state === 'queued' ? 1 : 0, -1);
+      groups.move(c, f, row.state === 'queued' ? 1 : 0, -1);
       queues.add(f.queue);
     }
     const stat = c.stat(String(row.queue), now);
@@ -340,6 +350,7 @@ function settleIn(
     if (startedAt !== undefined) c.observe(stat, 'run', now - startedAt);
     return 'ok';
   });
+  groups.flush(c);
   // A retried run is work again, now or at its runAt (which may move the queue's next due time).
   for (const q of queues) c.bump(q);
   return out;

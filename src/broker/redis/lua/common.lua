@@ -187,8 +187,8 @@ local function flowGroupReady(base, g)
 end
 
 -- Puts key y of group g in its group's ring, or takes it out (forgetting a key with nothing queued
--- or active), then does the same for the group. Returns whether the group is ready.
-local function flowReady(base, g, y)
+-- or active).
+local function flowKeyReady(base, g, y)
   local kh = base .. 'fk|' .. g .. '|' .. y
   local v = rcall('HMGET', kh, 'a', 'c', 'w')
   local aS, cS, waiting = v[1], v[2], v[3]
@@ -206,6 +206,11 @@ local function flowReady(base, g, y)
       rcall('SREM', base .. 'fS', g .. '|' .. y)
     end
   end
+end
+
+-- flowKeyReady, then the same for the group. Returns whether the group is ready.
+local function flowReady(base, g, y)
+  flowKeyReady(base, g, y)
   return flowGroupReady(base, g)
 end
 
@@ -256,6 +261,28 @@ end
 -- Stores a GCRA time (exactly: '%.17g'), kept a minute past when it stops mattering.
 local function flowSetTat(key, tat, now)
   rcall('SET', key, fmt('%.17g', tat), 'PX', math.ceil(tat - now) + 60000)
+end
+
+-- Slots freed by many runs at once: `freed[g][y]` runs of key y of group g left active. Each key's
+-- and group's count and rings are updated once. Returns whether a group is ready then.
+local function flowFreeMany(base, freed)
+  for g, keys in pairs(freed) do
+    local total = 0
+    for y, cnt in pairs(keys) do
+      total = total + cnt
+      local kh = base .. 'fk|' .. g .. '|' .. y
+      if rcall('HINCRBY', kh, 'a', -cnt) < 0 then
+        rcall('HSET', kh, 'a', 0)
+      end
+      flowKeyReady(base, g, y)
+    end
+    local gh = base .. 'fG|' .. g
+    if rcall('HINCRBY', gh, 'a', -total) < 0 then
+      rcall('HSET', gh, 'a', 0)
+    end
+    flowGroupReady(base, g)
+  end
+  return rcall('ZCARD', base .. 'fR') > 0
 end
 
 -- Run hash k of group g left active: its key's and group's slot is freed. Returns whether a
@@ -449,19 +476,27 @@ end
 local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKey, from, to, out, acc)
   local wakeUp = false
   local done = {} -- rids leaving `active`
+  local freed, anyFreed = {}, false -- flow slots freed: freed[group][key] = runs
   local batch = newBatch() -- finished index and expiry entries
   for j = from, to, 5 do
     local rid, att, kind, payload, numS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b', 'g')
-    local state, holder, runAtt, watched, prio, started, g = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
+    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b', 'g', 'y')
+    local state, holder, runAtt, watched, prio, started, g, y = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
     if v['err'] or state ~= 'a' or holder ~= worker or runAtt ~= att then
       out[#out + 1] = 0
     else
       local num = tonumber(numS)
       done[#done + 1] = rid
-      if g and flowFree(base, k, g) then
-        wakeUp = true -- a slot freed: a key may be ready again
+      if g then
+        -- A slot freed (counted once per key after the loop); retried runs are queued after that.
+        local keys = freed[g]
+        if not keys then
+          keys = {}
+          freed[g] = keys
+        end
+        keys[y or ''] = (keys[y or ''] or 0) + 1
+        anyFreed = true
       end
       statLatency(acc, 'u', now - (tonumber(started) or now))
       if kind == 's' then
@@ -501,5 +536,8 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
   end
   bulk('ZREM', activeKey, done, 1000)
   flushFinished(base, batch)
+  if anyFreed and flowFreeMany(base, freed) then
+    wakeUp = true -- slots freed: keys may be ready again
+  end
   return wakeUp
 end

@@ -13,20 +13,21 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 16 per run:
+  then 11 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
     retention once cancelled, ms ('' for the broker's default: see cancel.lua),
-    flow control: group ('' for none), key, the key's limit, the group's limit (0: none), the
-    key's rate, the group's rate ('<interval>,<burst>'; '' for none);
-    a queued run with a group goes to its key's list (flowPush in common.lua)
+    flow control: '' for none, else '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>'
+    (limits 0: none; rates '<interval>,<burst>' or ''; the key last, as it may hold '|');
+    a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
+    here each key and group of the call is updated once)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
 ]]
 --!keys 1
---!include common.lua: rcall, statFlush, wake, flowPush
+--!include common.lua: rcall, fmt, statFlush, wake, flowGroupReady
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}
@@ -37,10 +38,23 @@ local earliest -- earliest runAt among scheduled runs created here
 local before = false -- earliest scheduled runAt before this call (nil: none), read once
 
 local flowQueued = false
-for j = 3, #ARGV, 16 do
+local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
+local flowOrder = {}
+for j = 3, #ARGV, 11 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local fg, fy, fn, fm, fu, fv = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13], ARGV[j + 14], ARGV[j + 15]
+  local fg, fy, fn, fm, fu, fv = '', '', '', '', '', ''
+  local spec = ARGV[j + 10]
+  if spec ~= '' then
+    local parts, from = {}, 1
+    for _ = 1, 5 do
+      local cut = string.find(spec, '|', from, true)
+      parts[#parts + 1] = string.sub(spec, from, cut - 1)
+      from = cut + 1
+    end
+    fg, fn, fm, fu, fv = parts[1], parts[2], parts[3], parts[4], parts[5]
+    fy = string.sub(spec, from)
+  end
   local k = base .. 'r:' .. rid
   local existing
   if rcall('EXISTS', k) == 1 then
@@ -126,7 +140,15 @@ for j = 3, #ARGV, 16 do
     end
     rcall('HSET', k, unpack(f))
     if state == 'q' and fg ~= '' then
-      flowPush(base, rid, fg, fy, fn, fm, fu, fv, false)
+      local gy = fg .. '|' .. fy
+      local e = flowKeys[gy]
+      if not e then
+        e = { g = fg, y = fy, rids = {} }
+        flowKeys[gy] = e
+        flowOrder[#flowOrder + 1] = gy
+      end
+      e.n, e.m, e.u, e.v = fn, fm, fu, fv -- the latest run's limits
+      e.rids[#e.rids + 1] = rid
       flowQueued = true
     elseif state == 'q' then
       local list = queued[p]
@@ -153,6 +175,60 @@ for _, p in ipairs(levels) do
   end
   if len == #list then -- the level was empty
     rcall('ZADD', base .. 'prios', -tonumber(p), p)
+  end
+end
+
+-- Runs under flow control: each key's list, limits and place in its group's ring, once per key;
+-- then each group (see flowPush, flowReady in common.lua).
+if flowQueued then
+  local turn = tonumber(rcall('HGET', base .. 'fM', 't')) or 0
+  local total = 0
+  local groups, groupOrder = {}, {}
+  for _, gy in ipairs(flowOrder) do
+    local e = flowKeys[gy]
+    local kh, q = base .. 'fk|' .. gy, base .. 'fq|' .. gy
+    local kv = rcall('HMGET', kh, 'a', 'c', 'r', 'w')
+    local aS, cS, rS, waiting = kv[1], kv[2], kv[3], kv[4]
+    local len = 0
+    for i = 1, #e.rids, 1000 do
+      len = rcall('RPUSH', q, unpack(e.rids, i, math.min(i + 999, #e.rids)))
+    end
+    total = total + #e.rids
+    if not aS and not cS then
+      rcall('SADD', base .. 'fS', gy)
+    end
+    if cS ~= e.n then
+      rcall('HSET', kh, 'c', e.n)
+    end
+    if (rS or '') ~= e.u then
+      if e.u ~= '' then
+        rcall('HSET', kh, 'r', e.u)
+      else
+        rcall('HDEL', kh, 'r')
+      end
+    end
+    local a, c = tonumber(aS) or 0, tonumber(e.n) or 0
+    if len > 0 and not waiting and (c <= 0 or a < c) then
+      turn = turn + 1
+      rcall('ZADD', base .. 'fK|' .. e.g, 'NX', turn, e.y)
+    end
+    if not groups[e.g] then
+      groupOrder[#groupOrder + 1] = e.g
+    end
+    groups[e.g] = e
+  end
+  rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
+  rcall('HINCRBY', base .. 'fM', 'q', total)
+  for _, g in ipairs(groupOrder) do
+    local e = groups[g]
+    local gh = base .. 'fG|' .. g
+    rcall('HSET', gh, 'c', e.m)
+    if e.v ~= '' then
+      rcall('HSET', gh, 'r', e.v)
+    else
+      rcall('HDEL', gh, 'r')
+    end
+    flowGroupReady(base, g)
   end
 end
 

@@ -206,61 +206,102 @@ end
 if #dueK == limit or #dueG == limit then
   more = true
 end
+-- Runs are leased group by group: the first ready group serves its keys in turn (each key to the
+-- back of the group's ring after one run) until the call's slots are taken or the group is at its
+-- limit, over its rate or out of ready keys; then it goes to the back of the queue's ring (or out).
+-- Counters of the group and the queue are kept in locals and written once per group and call.
 if max > 0 and flowOn then
+  local turn = tonumber(rcall('HGET', base .. 'fM', 't')) or 0
+  local popped = 0 -- rids taken from key lists
   while n < max do
     local g = rcall('ZRANGE', flowRing, 0, 0)[1]
     if not g then
       break
     end
-    local gh = base .. 'fG|' .. g
-    local grate = rcall('HGET', gh, 'r')
-    local gok, gval = true, nil
+    local gh, keyRing = base .. 'fG|' .. g, base .. 'fK|' .. g
+    local gv = rcall('HMGET', gh, 'a', 'c', 'r')
+    local gaS, gcS, grate = gv[1], gv[2], gv[3]
+    local ga, gc = tonumber(gaS) or 0, tonumber(gcS) or 0
+    local gtat = nil
     if grate then
-      gok, gval = flowGcra(grate, tonumber(rcall('GET', base .. 'fT|' .. g)), now)
+      gtat = tonumber(rcall('GET', base .. 'fT|' .. g))
     end
-    if not gok then
-      rcall('HSET', gh, 'w', '1')
-      rcall('ZREM', flowRing, g)
-      rcall('ZADD', flowWaitG, gval, g)
-    else
-      local keyRing = base .. 'fK|' .. g
-      local y = rcall('ZRANGE', keyRing, 0, 0)[1]
-      if not y then
-        rcall('ZREM', flowRing, g) -- cannot happen while the rings hold; never loop on it
-      else
-        local kh = base .. 'fk|' .. g .. '|' .. y
-        local krate = rcall('HGET', kh, 'r')
-        local kok, kval = true, nil
-        if krate then
-          kok, kval = flowGcra(krate, tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y)), now)
+    local started, heldUntil = 0, nil
+    while n < max and (gc <= 0 or ga < gc) do
+      local gnext = nil
+      if grate then
+        local ok, v = flowGcra(grate, gtat, now)
+        if not ok then
+          heldUntil = v
+          break
         end
-        if not kok then
-          rcall('HSET', kh, 'w', '1')
-          rcall('ZREM', keyRing, y)
-          rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
-          flowGroupReady(base, g)
-        else
-          local rid = rcall('LPOP', base .. 'fq|' .. g .. '|' .. y)
-          if rid then
-            rcall('HINCRBY', base .. 'fM', 'q', -1)
-            if lease(rid, nil) then
-              rcall('HINCRBY', kh, 'a', 1)
-              rcall('HINCRBY', gh, 'a', 1)
-              if grate then
-                flowSetTat(base .. 'fT|' .. g, gval, now)
-              end
-              if krate then
-                flowSetTat(base .. 'ft|' .. g .. '|' .. y, kval, now)
-              end
+        gnext = v
+      end
+      local y = rcall('ZPOPMIN', keyRing)[1]
+      if not y then
+        break
+      end
+      local kh, q = base .. 'fk|' .. g .. '|' .. y, base .. 'fq|' .. g .. '|' .. y
+      local kv = rcall('HMGET', kh, 'a', 'c', 'r')
+      local kaS, kcS, krate = kv[1], kv[2], kv[3]
+      local ka, kc = tonumber(kaS) or 0, tonumber(kcS) or 0
+      local kok, kval = true, nil
+      if krate then
+        kok, kval = flowGcra(krate, tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y)), now)
+      end
+      if kc > 0 and ka >= kc then
+        -- At its limit (lowered by a newer run while the key was in the ring): out of the ring
+        -- (popped) until one of its runs frees a slot.
+      elseif not kok then
+        -- Over its rate: out of the ring (popped) into the waiting set.
+        rcall('HSET', kh, 'w', '1')
+        rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
+      else
+        local rid = rcall('LPOP', q)
+        if rid then
+          popped = popped + 1
+          if lease(rid, nil) then
+            ka = ka + 1
+            ga = ga + 1
+            started = started + 1
+            rcall('HINCRBY', kh, 'a', 1)
+            if grate then
+              gtat = gnext
+            end
+            if krate then
+              flowSetTat(base .. 'ft|' .. g .. '|' .. y, kval, now)
             end
           end
-          rcall('ZREM', keyRing, y)
-          rcall('ZREM', flowRing, g)
-          flowReady(base, g, y)
+        end
+        local len = rcall('LLEN', q)
+        if len > 0 and (kc <= 0 or ka < kc) then
+          turn = turn + 1
+          rcall('ZADD', keyRing, turn, y)
+        elseif len == 0 and ka <= 0 then
+          rcall('DEL', kh)
+          rcall('SREM', base .. 'fS', g .. '|' .. y)
         end
       end
     end
+    if started > 0 then
+      rcall('HINCRBY', gh, 'a', started)
+      if grate then
+        flowSetTat(base .. 'fT|' .. g, gtat, now)
+      end
+    end
+    rcall('ZREM', flowRing, g)
+    if heldUntil then
+      rcall('HSET', gh, 'w', '1')
+      rcall('ZADD', flowWaitG, heldUntil, g)
+    elseif (gc <= 0 or ga < gc) and rcall('ZCARD', keyRing) > 0 then
+      turn = turn + 1
+      rcall('ZADD', flowRing, turn, g)
+    end
   end
+  if popped > 0 then
+    rcall('HINCRBY', base .. 'fM', 'q', -popped)
+  end
+  rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
 end
 
 -- 3b. The other runs, by priority level.
