@@ -379,4 +379,19 @@ export interface BrokerInspector {
 
   /** Per-minute counters of each queue from `since` (epoch ms) on; kept for at least 24 hours. */
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>>;
+
+  /** Flow control now (docs/flow-control.md), per queue asked (a queue without it: all zeros). */
+  flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>>;
+}
+
+/** A queue's flow control at one moment (`BrokerInspector.flowCounts`). */
+export interface FlowCounts {
+  /** Runs queued under flow control: waiting for their turn, a free slot or their rate. */
+  queued: number;
+  /** Keys that have queued or active runs. */
+  keys: number;
+  /** Keys held back by their rate limit until they may start again. */
+  rateLimitedKeys: number;
+  /** Groups (tasks) held back by their rate limit. */
+  rateLimitedGroups: number;
 }

@@ -2,7 +2,7 @@
 // workers' runs); gauges (queue depth by state, workers alive, active runs) are read from the broker
 // at scrape time, so every process sees the same cluster-wide figures.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { BrokerInspector } from '../broker/types.ts';
+import type { BrokerInspector, FlowCounts } from '../broker/types.ts';
 import { RUN_STATES } from '../broker/types.ts';
 import type { Errand } from '../errand.ts';
 import type { RunEvent, Worker } from '../worker/worker.ts';
@@ -98,6 +98,37 @@ export function createMetrics(app: Errand, registry = new Registry()): ErrandMet
     async collect() {
       const counts = await (await app.broker()).counts();
       this.set(Object.values(counts).reduce((sum, c) => sum + (c.active ?? 0), 0));
+    },
+  });
+
+  // Flow control (docs/flow-control.md): what limits hold back right now, per queue.
+  const flow = async (): Promise<Record<string, FlowCounts>> => {
+    const broker = await app.broker();
+    if (!isInspector(broker) || typeof broker.flowCounts !== 'function') return {};
+    return broker.flowCounts(await broker.listQueues());
+  };
+  new Gauge({
+    name: 'errand_flow_queued_runs',
+    help: 'Runs queued under flow control (waiting for their turn, a free slot of their key or task, or their rate)',
+    labelNames: ['queue'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [queue, f] of Object.entries(await flow())) if (f.keys > 0 || f.queued > 0) this.set({ queue }, f.queued);
+    },
+  });
+  new Gauge({
+    name: 'errand_flow_throttled',
+    help: 'Keys and tasks held back by their rate limit right now (scope: key or task)',
+    labelNames: ['queue', 'scope'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [queue, f] of Object.entries(await flow())) {
+        if (f.keys === 0 && f.rateLimitedGroups === 0) continue;
+        this.set({ queue, scope: 'key' }, f.rateLimitedKeys);
+        this.set({ queue, scope: 'task' }, f.rateLimitedGroups);
+      }
     },
   });
 

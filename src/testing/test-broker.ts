@@ -23,6 +23,7 @@ import type {
   BrokerOptions,
   CancelOutcome,
   EnqueueResult,
+  FlowCounts,
   Lease,
   MinuteStats,
   NewRun,
@@ -223,5 +224,9 @@ export class TestBroker implements Broker, BrokerInspector {
   }
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
     return this.#inner.stats(queues, since + this.offset);
+  }
+
+  flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
+    return this.#inner.flowCounts(queues);
   }
 }

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
-import type { Broker, FlowSpec, Reservation } from '../../src/broker/types.ts';
+import type { Broker, BrokerInspector, FlowSpec, Reservation } from '../../src/broker/types.ts';
 import { type ConformanceContext, errorText, LEASE, NOTIFY_TIMEOUT_MS, newRun, Q, RETAIN } from './context.ts';
 
 const GROUP = 'conformance.limited';
@@ -377,6 +377,19 @@ export function limitsConformance(c: ConformanceContext): void {
       const gids = await enqueueKeyed(g, t0, 'a', 2, { group: GROUP, key: 'a', groupRate: { interval: 500, burst: 1 } });
       await reserveAll(g, 'w1', t0, { max: 5 });
       assert.deepStrictEqual((await getRun(g, gids[1] as string)).flow?.waiting, { reason: 'group_rate', until: t0 + 500 });
+    });
+
+    test('flowCounts: runs waiting under flow control, keys, and keys and groups held by their rate', async () => {
+      const b = (await open()) as Broker & Partial<BrokerInspector>;
+      if (typeof b.flowCounts !== 'function') return;
+      const t0 = Date.now();
+      assert.deepStrictEqual(await b.flowCounts([Q]), { [Q]: { queued: 0, keys: 0, rateLimitedKeys: 0, rateLimitedGroups: 0 } });
+      await enqueueKeyed(b, t0, 'a', 3, rated('a', 1000, 1));
+      await enqueueKeyed(b, t0, 'b', 2, rated('b', 1000, 1));
+      await enqueueKeyed(b, t0, 'c', 2, { group: 'conformance.other', key: 'c', groupRate: { interval: 1000, burst: 1 } });
+      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], { queued: 7, keys: 3, rateLimitedKeys: 0, rateLimitedGroups: 0 });
+      await reserveAll(b, 'w1', t0, { max: 50 });
+      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], { queued: 4, keys: 3, rateLimitedKeys: 2, rateLimitedGroups: 1 });
     });
 
     test('a rate and a concurrency limit together: both hold', async () => {

@@ -8,6 +8,7 @@ import { type FlowLimitState, flowWaiting } from '../shared/flow.ts';
 import { invalidCursor, MINUTE, pageLimit, SLICE, WORKER_MEMORY_MS } from '../shared/options.ts';
 import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
 import {
+  type FlowCounts,
   LATENCY_BUCKETS_MS,
   type MinuteStats,
   type QueueCounts,
@@ -91,6 +92,27 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
     if (waiting) rec.flow.waiting = waiting;
   }
   return rec;
+}
+
+export async function flowCounts(c: RedisCore, queues: readonly string[]): Promise<Record<string, FlowCounts>> {
+  const redis = await c.ready();
+  const out: Record<string, FlowCounts> = {};
+  await Promise.all(
+    [...new Set(queues)].map(async (queue) => {
+      const b = c.k(queue).base;
+      // One queue's keys share its hash tag: one pipeline, one node.
+      const r = (await redis
+        .pipeline()
+        .hget(`${b}fM`, 'q')
+        .scard(`${b}fS`)
+        .zcard(`${b}fW`)
+        .zcard(`${b}fWg`)
+        .exec()) as [Error | null, unknown][];
+      const n = (i: number) => Math.max(0, Number(r[i]?.[1] ?? 0) || 0);
+      out[queue] = { queued: n(0), keys: n(1), rateLimitedKeys: n(2), rateLimitedGroups: n(3) };
+    }),
+  );
+  return out;
 }
 
 export async function counts(c: RedisCore, queues?: readonly string[]): Promise<Record<string, QueueCounts>> {

@@ -25,6 +25,7 @@ import type {
   BrokerInspector,
   CancelOutcome,
   EnqueueResult,
+  FlowCounts,
   Lease,
   MinuteStats,
   NewRun,
@@ -165,6 +166,10 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
     return inspection.stats(this.#c, queues, since);
+  }
+
+  flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
+    return inspection.flowCounts(this.#c, queues);
   }
 
   // Setup

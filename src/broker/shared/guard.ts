@@ -25,6 +25,7 @@ import type {
   BrokerInspector,
   CancelOutcome,
   EnqueueResult,
+  FlowCounts,
   Lease,
   MinuteStats,
   NewRun,
@@ -347,6 +348,12 @@ const INSPECTOR: { [K in keyof BrokerInspector]: (this: Self, ...args: Parameter
     },
     stats(this: Self, queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
       return this.run('stats', (b) => (b as Self['inner']).stats(queues, checkNow(since, 'stats')));
+    },
+    flowCounts(this: Self, queues: readonly string[]): Promise<Record<string, FlowCounts>> {
+      return this.run('flowCounts', (b) => {
+        for (const q of queues) checkQueueName(q, 'flowCounts');
+        return (b as Self['inner']).flowCounts(queues);
+      });
     },
   };
 

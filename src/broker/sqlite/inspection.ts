@@ -5,7 +5,7 @@
 import type { SQLOutputValue } from 'node:sqlite';
 import { invalidCursor, MINUTE, pageLimit, SLICE, WORKER_MEMORY_MS } from '../shared/options.ts';
 import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
-import type { MinuteStats, QueueCounts, RunFilter, RunPage, RunRecord, RunState, WorkerInfo, WorkerStatus } from '../types.ts';
+import type { FlowCounts, MinuteStats, QueueCounts, RunFilter, RunPage, RunRecord, RunState, WorkerInfo, WorkerStatus } from '../types.ts';
 import { RUN_STATES } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { type FlowLimitState, flowWaiting } from '../shared/flow.ts';
@@ -217,6 +217,24 @@ export function retryFailed(c: SqliteCore, queue: string, task: string | undefin
     if (ids.length < SLICE) break;
   }
   return replayed;
+}
+
+export function flowCounts(c: SqliteCore, queues: readonly string[]): Record<string, FlowCounts> {
+  c.open();
+  return c.read(() => {
+    const out: Record<string, FlowCounts> = {};
+    for (const q of queues) {
+      const k = c.row('flowCountKeys', q);
+      const g = c.row('flowCountGroups', q);
+      out[q] = {
+        queued: num(k?.queued) ?? 0,
+        keys: num(k?.keys) ?? 0,
+        rateLimitedKeys: num(k?.waiting) ?? 0,
+        rateLimitedGroups: num(g?.waiting) ?? 0,
+      };
+    }
+    return out;
+  });
 }
 
 export function stats(c: SqliteCore, queues: readonly string[], since: number): Record<string, MinuteStats[]> {

@@ -27,6 +27,7 @@ import type {
   BrokerInspector,
   CancelOutcome,
   EnqueueResult,
+  FlowCounts,
   Lease,
   MinuteStats,
   NewRun,
@@ -167,6 +168,10 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
     return inspection.stats(this.#c, queues, since);
+  }
+
+  async flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
+    return inspection.flowCounts(this.#c, queues);
   }
 
   /** How the file is set up on this connection (for `errand inspect`, diagnostics and tests). */

@@ -86,6 +86,8 @@ export const SQL = {
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
   flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
+  flowCountKeys: 'SELECT coalesce(sum(queued), 0) AS queued, count(*) AS keys, count(wait) AS waiting FROM flow_keys WHERE queue = ?',
+  flowCountGroups: 'SELECT count(wait) AS waiting FROM flow_groups WHERE queue = ?',
   flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
   flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
   flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
