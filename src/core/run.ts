@@ -54,5 +54,7 @@ export interface RunRecord {
   worker?: string;
   idempotencyKey?: string;
   traceparent?: string;
+  /** Set on a run that ran elsewhere and was recorded finished (`recordFinished`): where it ran, e.g. `celery`. */
+  origin?: string;
   history: AttemptRecord[];
 }

@@ -23,6 +23,7 @@ import type {
   BrokerOptions,
   CancelOutcome,
   EnqueueResult,
+  FinishedRun,
   Lease,
   MinuteStats,
   NewRun,
@@ -122,6 +123,12 @@ export class TestBroker implements Broker, BrokerInspector {
   async settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
     const at = now + this.offset;
     return this.#activity(await this.#inner.settle(workerId, this.#shiftSettlements(settlements, at), at));
+  }
+
+  async recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+    const at = now + this.offset;
+    const shifted = runs.map((r) => ({ ...r, startedAt: r.startedAt + this.offset }));
+    return this.#activity(await this.#inner.recordFinished(shifted, at));
   }
 
   #shiftSettlements(settlements: readonly Settlement[], now: number): Settlement[] {

@@ -197,6 +197,13 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE runs ADD COLUMN cancel_retention INTEGER;
     `,
   },
+  {
+    version: 7,
+    description: 'where a run recorded finished from elsewhere ran (origin; NULL: a run of this broker)',
+    sql: `
+      ALTER TABLE runs ADD COLUMN origin TEXT;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
