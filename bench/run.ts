@@ -197,7 +197,10 @@ async function main(): Promise<void> {
   const resultsDir = join(root, 'bench/results');
   mkdirSync(resultsDir, { recursive: true });
   const stamp = startedAt.replace(/[:]/g, '-').replace(/\..+/, '');
-  const jsonPath = join(resultsDir, `${stamp}-${results.mode}.json`);
+  // Only complete full runs are kept in the repository (`-full.json`: the page's "before" columns come
+  // from the newest one); quick and narrowed runs (`-quick.json`, `-partial.json`) are ignored by git.
+  const narrowed = Boolean(only || wantedPeers || services || args.set);
+  const jsonPath = join(resultsDir, `${stamp}-${quick ? 'quick' : narrowed ? 'partial' : 'full'}.json`);
   writeFileSync(jsonPath, `${JSON.stringify(results, null, 1)}\n`);
   log(`raw results: ${jsonPath}`);
   if (docs) {
