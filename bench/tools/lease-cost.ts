@@ -104,8 +104,12 @@ try {
     await sleep(idleS * 1000);
     const idle = await redis.commandStats();
     const perWorkerMinute = (2 * idleS) / 60;
-    console.log(`  idle ${idleS} s: ${(sum(idle) / perWorkerMinute).toFixed(1)} Redis commands per worker-minute (${show(idle, perWorkerMinute)})`);
-    console.log(`  worker calls per worker-minute: ${counted.map((m) => `${m} ${((calls[m] ?? 0) / perWorkerMinute).toFixed(1)}`).join(', ')}`);
+    console.log(
+      `  idle ${idleS} s: ${(sum(idle) / perWorkerMinute).toFixed(1)} Redis commands per worker-minute (${show(idle, perWorkerMinute)})`,
+    );
+    console.log(
+      `  worker calls per worker-minute: ${counted.map((m) => `${m} ${((calls[m] ?? 0) / perWorkerMinute).toFixed(1)}`).join(', ')}`,
+    );
   }
   await Promise.all(ws.map((w) => w.stop({ graceMs: 0 })));
 } finally {
