@@ -43,6 +43,8 @@ export class Worker extends EventEmitter {
   /** The last reply brought no run: wait for work once no call is in flight. */
   #drained = false;
   #nextAt: number | null = null;
+  /** The `now` of the reserve that gave #nextAt. */
+  #reservedAt = 0;
   #waiting = false;
   #backingOff = false;
   #failures = 0;
@@ -218,6 +220,7 @@ export class Worker extends EventEmitter {
     const broker = this.#broker!;
     const book = this.#book;
     const settle = book.takePending();
+    const now = Date.now();
     this.#inflight++;
     this.#reserving += max;
     this.#track(
@@ -227,7 +230,7 @@ export class Worker extends EventEmitter {
           queues: this.queues,
           max,
           leaseMs: this.leaseMs,
-          now: Date.now(),
+          now,
           ...(settle.length ? { settle } : {}),
         })
         .then(
@@ -248,6 +251,7 @@ export class Worker extends EventEmitter {
             this.#drained = result.runs.length === 0;
             this.#lastFull = result.runs.length === max;
             this.#nextAt = result.nextAt;
+            this.#reservedAt = now;
             this.#schedule();
           },
           (err: unknown) => {
@@ -267,11 +271,21 @@ export class Worker extends EventEmitter {
     void call.catch((err: unknown) => this.logger.error({ err }, 'worker: unexpected error')).finally(() => this.#calls.delete(call));
   }
 
-  /** Nothing to reserve: sleeps until the broker signals work, the next due time, or stop. */
+  /**
+   * Nothing to reserve: sleeps until the broker signals work, the next due time, or stop. The due
+   * time the broker gave (`nextAt`: the earliest scheduled run or lease expiry) was true when the
+   * last reserve ran; a lease taken since then by another worker (which may die) expires no earlier
+   * than that reserve's time plus a lease, so the worker wakes by then to look again. Among workers
+   * with the same `leaseMs`, an idle worker thus reserves a dead worker's runs as their leases
+   * expire, without an enqueue to wake it: one reserve per lease period while idle, more only while
+   * other workers hold leases (it wakes at each expiry they had when it looked).
+   */
   #wait(): void {
     this.#waiting = true;
+    const recheck = this.#reservedAt + this.leaseMs;
+    const until = this.#nextAt === null ? recheck : Math.min(this.#nextAt, recheck);
     this.#track(
-      this.#broker!.waitForWork(this.queues, this.#nextAt, this.#stop.signal).then(
+      this.#broker!.waitForWork(this.queues, until, this.#stop.signal).then(
         () => {
           this.#waiting = false;
           this.#drained = false;
