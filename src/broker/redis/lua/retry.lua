@@ -21,6 +21,7 @@
 local k, base, rid = KEYS[1], ARGV[1], ARGV[2]
 local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 'O')
 local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+local origin = v[11]
 if v['err'] then
   return { 'X' }
 end
@@ -30,8 +31,8 @@ if not s then
   end
   return { 'N' }
 end
-if v[11] then
-  return { 'R', v[11] }
+if origin then
+  return { 'R', origin }
 end
 if s ~= 'f' and s ~= 'c' then
   return { 'S', s }

@@ -27,11 +27,11 @@ for _, rid in ipairs(rids) do
   local k = base .. 'r:' .. rid
   local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't', 'O')
   local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
-  local runTask = v[11]
+  local runTask, origin = v[11], v[12]
   if v['err'] or s ~= 'f' then
     -- A stale entry (the run expired or is unreadable): left for prune.
     skipped = skipped + 1
-  elseif v[12] or (task ~= '' and runTask ~= task) then
+  elseif origin or (task ~= '' and runTask ~= task) then
     -- A run recorded from elsewhere (see record.lua), or one of another task.
     skipped = skipped + 1
   else
