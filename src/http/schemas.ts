@@ -17,7 +17,7 @@ export const RunErrorSchema = z
   .object({
     name: z.string(),
     message: z.string(),
-    reason: z.string().optional().describe('Set when Errand (not the handler) failed the run: lease_lost, invalid_input, timeout, crashed (an isolate ended), memory (an isolate's limit), ...'),
+    reason: z.string().optional().describe('Set when Errand (not the handler) failed the run: lease_lost, invalid_input, timeout, ...'),
     stack: z.string().optional().describe('Only when the server was created with errorStacks: true'),
   })
   .describe('The error kept on the run');

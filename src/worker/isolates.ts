@@ -18,6 +18,9 @@ import { type FromIsolate, fromWire, type RunMessage, type ToIsolate, toWire } f
 /** After an abort other than a timeout, how long an isolated handler has to return before its isolate is stopped, in ms. */
 export const ABORT_GRACE_MS = 1000;
 
+/** How long closing the pool waits for its isolates to end, in ms (a SIGKILL or terminate() takes far less). */
+const CLOSE_WAIT_MS = 5000;
+
 const ENTRY = new URL(import.meta.url.endsWith('.ts') ? './isolate-entry.ts' : './isolate-entry.js', import.meta.url);
 
 /** One attempt handed to an isolate. */
@@ -51,6 +54,9 @@ class Isolate {
   #memoryError: string | undefined;
   /** Why the worker stopped it (it then ended as asked, not by a crash). */
   #stoppedFor: unknown;
+  /** Resolves once the thread or process has ended. */
+  readonly ended: Promise<void>;
+  #ended!: () => void;
   readonly #onGone: (iso: Isolate) => void;
 
   constructor(kind: 'thread' | 'process', key: string, memoryLimitMb: number | undefined, onGone: (iso: Isolate) => void) {
@@ -58,6 +64,9 @@ class Isolate {
     this.key = key;
     this.memoryLimitMb = memoryLimitMb;
     this.#onGone = onGone;
+    this.ended = new Promise((resolve) => {
+      this.#ended = resolve;
+    });
     if (kind === 'thread') {
       const thread = new Thread(ENTRY, {
         ...(memoryLimitMb ? { resourceLimits: { maxOldGenerationSizeMb: memoryLimitMb } } : {}),
@@ -173,6 +182,7 @@ class Isolate {
   #exited(how: string): void {
     if (this.dead) return;
     this.dead = true;
+    this.#ended();
     const job = this.job;
     this.job = undefined;
     if (job && !job.done) {
@@ -242,11 +252,20 @@ export class IsolatePool {
     this.#idle.set(iso.key, idle);
   }
 
-  /** Stops every isolate (busy ones too: their runs were handed back or settled by now). */
+  /** Stops every isolate (busy ones too: their runs were handed back or settled by now); resolves once they have ended. */
   async close(): Promise<void> {
     this.#closed = true;
     const all = [...this.#all];
     for (const iso of all) iso.stop(new IsolateCrashedError('The worker stopped'));
     this.#idle.clear();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(all.map((iso) => iso.ended)),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, CLOSE_WAIT_MS);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
   }
 }
