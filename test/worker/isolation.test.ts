@@ -144,6 +144,21 @@ for (const kind of ['thread', 'process'] as const satisfies Isolation[]) {
       // The slot of the stopped isolate serves the next run.
       assert.equal(((await (await tasks.double.enqueue({ n: 5 })).result({ timeout: 60_000 })) as { n: number }).n, 10);
     });
+
+    it('a worker that stops hands an isolated run back and stops its isolate, even one ignoring its signal', async () => {
+      const { tasks, worker } = start();
+      await worker.start();
+      const stubborn = await tasks.spin.enqueue({});
+      await waitFor(async () => (await stubborn.info()).progress !== undefined, { timeoutMs: 60_000 });
+      await worker.stop({ graceMs: 0 });
+      const info = await stubborn.info();
+      assert.equal(info.state, 'queued', 'handed back to the queue');
+      assert.equal(info.history.at(-1)?.outcome, 'released');
+      if (kind === 'process') {
+        const { pid } = info.progress as { pid: number };
+        assert.equal(alive(pid), false, `process ${pid} is gone once stop() resolves`);
+      }
+    });
   });
 }
 
