@@ -116,7 +116,12 @@ class Isolate {
       timer.unref();
     };
     if (signal.aborted) {
-      onAbort();
+      // Stopped before it started: the isolate never saw it, and stays for the next run.
+      this.job = undefined;
+      this.#ref(false);
+      job.done = true;
+      job.reject(signal.reason);
+      this.#onGone(this);
       return;
     }
     signal.addEventListener('abort', onAbort, { once: true });
