@@ -3,9 +3,10 @@
  * (`POST /users/` with `avatar`, an image as base64) is decoded and resized into square WebP
  * thumbnails (64 and 256 pixels) with sharp, written under `DATA_DIR/avatars/<userId>/`.
  *
- * Resizing is CPU work: the task runs with `isolation: 'thread'`, in a worker thread of the worker,
- * so that the worker's event loop keeps renewing leases and sending welcome emails meanwhile, and a
- * resize past the timeout is stopped for real. The isolate imports this module and finds the handler
+ * Resizing is CPU work: the task runs with `isolation: 'thread'`, in a worker thread, so that the
+ * worker process's event loop keeps renewing leases and sending welcome emails meanwhile, and a
+ * resize past the timeout is stopped for real. Its queue, `avatars`, is served by the service's
+ * worker with the emails' queue (at most WORKER_CONCURRENCY threads, started when first needed). The isolate imports this module and finds the handler
  * by its exported name (`makeAvatarThumbnails`): the handler uses nothing but its input and context.
  * Its progress (one step per thumbnail) shows on the run's page in the dashboard.
  *
