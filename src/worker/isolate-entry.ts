@@ -63,7 +63,37 @@ async function findTask(msg: RunMessage): Promise<AnyTask> {
   );
 }
 
-function contextFor(msg: RunMessage, controller: AbortController): TaskContext {
+/** At most one progress message per this many ms (the worker stores progress at most every 200 ms). */
+const PROGRESS_EVERY_MS = 50;
+
+/**
+ * An attempt's progress on its way to the worker: sent when reported if the last was sent long
+ * enough ago (so that a handler that never yields still reports), else the latest value a little
+ * later, and in any case before the attempt's outcome.
+ */
+class ProgressRelay {
+  #last = Number.NEGATIVE_INFINITY;
+  #pending: { value: unknown } | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  report(value: unknown): void {
+    this.#pending = { value };
+    if (performance.now() - this.#last >= PROGRESS_EVERY_MS) this.flush();
+    else this.#timer ??= setTimeout(() => this.flush(), PROGRESS_EVERY_MS);
+  }
+
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const pending = this.#pending;
+    if (!pending) return;
+    this.#pending = undefined;
+    this.#last = performance.now();
+    send({ t: 'progress', value: pending.value });
+  }
+}
+
+function contextFor(msg: RunMessage, controller: AbortController, relay: ProgressRelay): TaskContext {
   let logger: Logger | undefined;
   const ctx: TaskContext = {
     runId: msg.runId,
@@ -78,7 +108,7 @@ function contextFor(msg: RunMessage, controller: AbortController): TaskContext {
     progress(value: unknown) {
       const issues = jsonIssues(value);
       if (issues.length) throw new TypeError(`progress(): ${issues[0]!.message} at ${formatPath(issues[0]!.path, 'value')}`);
-      send({ t: 'progress', value: value ?? null });
+      relay.report(value ?? null);
     },
     isolate: { kind, pid: process.pid, threadId: currentThreadId },
   };
@@ -89,6 +119,7 @@ function contextFor(msg: RunMessage, controller: AbortController): TaskContext {
 async function run(msg: RunMessage): Promise<void> {
   const controller = new AbortController();
   current = controller;
+  const relay = new ProgressRelay();
   try {
     const task = await findTask(msg);
     const json = safeParse(msg.input);
@@ -104,7 +135,8 @@ async function run(msg: RunMessage): Promise<void> {
       }
       input = parsed.data;
     }
-    const value = await task.handler(input, contextFor(msg, controller));
+    const value = await task.handler(input, contextFor(msg, controller, relay));
+    relay.flush();
     try {
       send({ t: 'done', ok: true, value });
     } catch (err) {
@@ -115,6 +147,7 @@ async function run(msg: RunMessage): Promise<void> {
       });
     }
   } catch (err) {
+    relay.flush();
     send({ t: 'done', ok: false, error: toWire(err) });
   } finally {
     if (current === controller) current = undefined;
