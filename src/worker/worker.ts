@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Broker, BrokerInspector, Reservation } from '../broker/types.ts';
 import { BrokerConfigError, ConfigError } from '../core/errors.ts';
+import { inIsolate } from '../task/isolation.ts';
 import { type Executor, InlineExecutor, type Outcome } from './executor.ts';
 import type { WorkerHost } from './host.ts';
 import { backOffMs, LeaseBook, LeaseLostError, sleep } from './leases.ts';
@@ -86,6 +87,7 @@ export class Worker extends EventEmitter {
       redactPaths: (task) => host.redactPaths(task),
       logger: this.logger,
       progress: (entry, value) => reportProgress(entry, value, this.#sendProgress),
+      concurrency: this.concurrency,
     });
   }
 
@@ -104,6 +106,7 @@ export class Worker extends EventEmitter {
    * the TLS set-up); a broker that is merely unreachable is waited for (logged, then retried).
    */
   async start(): Promise<this> {
+    if (inIsolate()) throw new ConfigError(ISOLATE_START);
     if (this.#state !== 'new') throw new ConfigError(`Worker ${this.id} was already started`);
     this.#state = 'running';
     try {
@@ -443,6 +446,8 @@ export class Worker extends EventEmitter {
       else break;
     }
     if (leases.length) await book.release(leases);
+    // Isolated handlers still running (their runs are handed back) are stopped for real.
+    await this.#executor.close?.();
     if (this.#state === 'stopped') return;
     clearInterval(this.#renewTimer);
     clearInterval(this.#pruneTimer);
@@ -462,6 +467,10 @@ export class Worker extends EventEmitter {
 }
 
 const HEARTBEAT_EVERY_MS = 5000;
+
+const ISOLATE_START =
+  'A worker cannot start inside an isolate: the module an isolated task names (its `module` option) is imported by every isolate, ' +
+  'and it starts a worker when imported. Start the worker from another file, or only when the file is run directly';
 
 /** Runs shorter than this on average (ms) let the worker prefetch one run (see Worker#prefetchOk). */
 const PREFETCH_RUN_MS = 10;
