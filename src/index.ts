@@ -13,6 +13,8 @@ export {
   RunFailedError,
   RunNotFoundError,
   TaskTimeoutError,
+  IsolateCrashedError,
+  IsolateMemoryError,
 } from './core/errors.ts';
 export { isRunId, queueOfRunId } from './core/ids.ts';
 export { type CreateLoggerOptions, createLogger, type LogFormat, logFormat } from './core/logger.ts';
@@ -21,5 +23,6 @@ export { REDACTED, redactRecord, redactRun, redactValue } from './core/redact.ts
 export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
+export type { Isolation } from './task/isolation.ts';
 export type { EnqueueOptions, Handler, TaskContext, RateLimit, TaskLimits, TaskOptions } from './task/task.ts';
 export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

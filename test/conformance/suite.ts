@@ -31,6 +31,7 @@ import { idempotencyConformance } from './idempotency.ts';
 import { leaseConformance } from './leases.ts';
 import { limitsConformance } from './limits.ts';
 import { notificationConformance } from './notifications.ts';
+import { recordConformance } from './record.ts';
 import { reserveConformance } from './reserve.ts';
 import { retryConformance } from './retry.ts';
 import { runErrorConformance } from './run-errors.ts';
@@ -47,6 +48,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     enqueueConformance(c);
     reserveConformance(c);
     settleConformance(c);
+    recordConformance(c);
     idempotencyConformance(c);
     cancelConformance(c);
     retryConformance(c);

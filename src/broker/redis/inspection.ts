@@ -101,13 +101,10 @@ export async function flowCounts(c: RedisCore, queues: readonly string[]): Promi
     [...new Set(queues)].map(async (queue) => {
       const b = c.k(queue).base;
       // One queue's keys share its hash tag: one pipeline, one node.
-      const r = (await redis
-        .pipeline()
-        .hget(`${b}fM`, 'q')
-        .scard(`${b}fS`)
-        .zcard(`${b}fW`)
-        .zcard(`${b}fWg`)
-        .exec()) as [Error | null, unknown][];
+      const r = (await redis.pipeline().hget(`${b}fM`, 'q').scard(`${b}fS`).zcard(`${b}fW`).zcard(`${b}fWg`).exec()) as [
+        Error | null,
+        unknown,
+      ][];
       const n = (i: number) => Math.max(0, Number(r[i]?.[1] ?? 0) || 0);
       out[queue] = { queued: n(0), keys: n(1), rateLimitedKeys: n(2), rateLimitedGroups: n(3) };
     }),

@@ -25,6 +25,7 @@ import type {
   BrokerInspector,
   CancelOutcome,
   EnqueueResult,
+  FinishedRun,
   FlowCounts,
   Lease,
   MinuteStats,
@@ -244,6 +245,10 @@ class GuardedBroker implements Broker {
       }
     }
     return this.#timed('enqueue', now, (t) => this.run('enqueue', (b) => b.enqueue(runs, t)));
+  }
+
+  recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+    return this.#timed('recordFinished', now, (t) => this.run('recordFinished', (b) => b.recordFinished(runs, t)));
   }
 
   release(workerId: string, leases: readonly Lease[], now: number): Promise<void> {

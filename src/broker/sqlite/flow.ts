@@ -1,12 +1,14 @@
 /**
- * Flow control in the SQLite broker (schema v7, docs/flow-control.md): the counts of queued and
+ * Flow control in the SQLite broker (schema v8, docs/flow-control.md): the counts of queued and
  * active runs of each key and group, kept by the transitions themselves for the runs that have a
  * flow spec (a run without one costs nothing here). The tables' `ready` columns follow the counts,
  * and triggers on `flow_keys` keep each group's number of ready keys; reserve reads the rings as
  * index ranges (`flowGroupNext`, `flowKeyNext`).
  */
+import { gcra, parseRate } from '../shared/flow.ts';
+import type { Reservation } from '../types.ts';
 import type { SqliteCore } from './core.ts';
-import { num, type Row } from './statements.ts';
+import { corruptError, num, type Row, toReservation } from './statements.ts';
 
 /** Where a run stands for flow control: its queue, group, key and the limits it carries. */
 export interface FlowPlace {
@@ -90,4 +92,86 @@ export function flowMoveRows(c: SqliteCore, rows: readonly Row[], dq: number, da
     const f = flowOf(row, queue);
     if (f) flowMove(c, f, dq, da);
   }
+}
+
+/**
+ * Leases up to `max` runs under flow control in `queue`: the first ready group serves its keys in
+ * turn (each key's first run, the key then to the back of the group's ring: `turn`) until the
+ * slots are taken or the group is at its limit, over its rate or out of ready keys; the group then
+ * goes to the back of the queue's ring (its `ready` follows its counts; see schema.ts v8). Group
+ * counters are written once per group and call. Returns how many runs were leased.
+ */
+export function leaseFlow(
+  c: SqliteCore,
+  queue: string,
+  worker: string,
+  now: number,
+  leaseMs: number,
+  max: number,
+  reserved: Reservation[],
+  changed: string[],
+  corrupt: { id: string; problems: string[] }[],
+): number {
+  let n = 0;
+  while (n < max) {
+    const g = c.row('flowGroupNext', queue);
+    if (!g) break;
+    const grp = String(g.grp);
+    const groupRate = parseRate(g.rate);
+    let gtat = num(g.tat);
+    let ga = num(g.active) ?? 0;
+    const gc = num(g.conc) ?? 0;
+    let started = 0;
+    let held: number | undefined;
+    while (n < max && (gc <= 0 || ga < gc)) {
+      // The group's rate: over it, the group waits out of the ring (all its keys with it).
+      let gNext: number | undefined;
+      if (groupRate) {
+        const step = gcra(gtat, now, groupRate);
+        if (!step.ok) {
+          held = step.until;
+          break;
+        }
+        gNext = step.tat;
+      }
+      const k = c.row('flowKeyNext', queue, grp);
+      if (!k) break;
+      const key = String(k.key);
+      const keyRate = parseRate(k.rate);
+      const kStep = keyRate && gcra(num(c.row('flowKeyTat', queue, grp, key)?.tat), now, keyRate);
+      if (kStep && !kStep.ok) {
+        c.change('flowKeyWait', kStep.until, queue, grp, key);
+        continue;
+      }
+      const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
+      const turn = c.takeSeq(1) + 1;
+      if (!row) {
+        // The count said queued, but no run is: repaired (cannot happen while the counts hold).
+        c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
+        continue;
+      }
+      const stat = c.stat(queue, now);
+      const r = toReservation(row, now);
+      c.s.flowKeyServed.run({ queue, grp, key, turn, da: Array.isArray(r) ? 0 : 1 });
+      if (Array.isArray(r)) {
+        const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
+        c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
+        corrupt.push({ id, problems: r });
+        stat.failed++;
+        if (typeof row.id === 'string') changed.push(row.id);
+        continue;
+      }
+      // A start: the counts and the GCRA times move.
+      ga++;
+      started++;
+      if (gNext !== undefined) gtat = gNext;
+      if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
+      reserved.push(r);
+      changed.push(r.id);
+      c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
+      n++;
+    }
+    c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
+  }
+  return n;
 }

@@ -199,6 +199,13 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 7,
+    description: 'where a run recorded finished from elsewhere ran (origin; NULL: a run of this broker)',
+    sql: `
+      ALTER TABLE runs ADD COLUMN origin TEXT;
+    `,
+  },
+  {
+    version: 8,
     description: 'flow control: concurrency limits per key and per group (docs/flow-control.md)',
     // Runs with a flow spec are queued per key (runs_flow_queued), apart from the priority index of
     // the others (runs_queued, now without them). flow_keys and flow_groups count each key's and

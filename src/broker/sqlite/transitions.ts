@@ -3,10 +3,14 @@
  * cancel, retry and prune. Each is one `BEGIN IMMEDIATE` transaction (prune: small ones), and
  * tells the wake hub what changed once it is committed.
  */
+import { timeOfRunId } from '../../core/ids.ts';
+import { checkFinishedRun } from '../shared/finished.ts';
+import { rateText } from '../shared/flow.ts';
 import { CANCEL_LOG_RETENTION_MS, DAY, ownRetention, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
+  FinishedRun,
   Lease,
   NewRun,
   Reservation,
@@ -18,8 +22,7 @@ import type {
   SettleStatus,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
-import { gcra, parseRate, rateText } from '../shared/flow.ts';
-import { FlowGroups, flowMove, flowMoveRows, flowOf } from './flow.ts';
+import { FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
 
 /** How long a key's GCRA time is kept once in the past (it no longer matters then: prune's margin). */
 const FLOW_RATE_MEMORY_MS = 60_000;
@@ -97,6 +100,57 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
     return out;
   });
   if (queues.size) c.hub.emit('work', [...queues]);
+  return results;
+}
+
+/** Records runs that ran elsewhere as finished (see FinishedRun), in one transaction. */
+export function recordFinished(c: SqliteCore, runs: readonly FinishedRun[], now: number): boolean[] {
+  c.open();
+  for (const run of runs) checkFinishedRun(run);
+  if (runs.length === 0) return [];
+  const changed: string[] = [];
+  const results = c.tx(() => {
+    const base = c.takeSeq(runs.length);
+    return runs.map((run, i) => {
+      const key = run.idempotencyKey;
+      if (key !== undefined) {
+        const hit = c.row('idemGet', run.queue, run.task, key);
+        // A key held by a run that still exists stands (see enqueue).
+        if (hit && (num(hit.expires_at) ?? 0) > now && c.row('stateOf', String(hit.run_id))) return false;
+      }
+      if (c.row('stateOf', run.id)) return false;
+      const enqueued = timeOfRunId(run.id);
+      const stat = c.stat(run.queue, now);
+      stat.enqueued++;
+      if (run.outcome === 'succeeded') stat.succeeded++;
+      else stat.failed++;
+      c.observe(stat, 'wait', run.startedAt - enqueued);
+      c.observe(stat, 'run', now - run.startedAt);
+      if (run.retentionMs <= 0) return true;
+      c.change('insertFinished', {
+        id: run.id,
+        queue: run.queue,
+        state: run.outcome,
+        task: run.task,
+        seq: base + i + 1,
+        input: run.input,
+        result: run.outcome === 'succeeded' ? (run.result ?? null) : null,
+        error: run.outcome === 'failed' ? (run.error ?? null) : null,
+        attempts: Math.max(1, Math.floor(run.attempts)),
+        enqueued,
+        started: Math.floor(run.startedAt),
+        now,
+        expires: now + Math.floor(run.retentionMs),
+        worker: run.worker,
+        key: key ?? null,
+        origin: run.origin,
+      });
+      if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
+      changed.push(run.id);
+      return true;
+    });
+  });
+  if (changed.length) c.hub.emit('runs', changed);
   return results;
 }
 
@@ -215,88 +269,6 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
   for (const q of retried) if (!woken.includes(q)) woken.push(q);
   if (woken.length) c.hub.emit('work', woken);
   return settled ? { runs: reserved, nextAt, settled } : { runs: reserved, nextAt };
-}
-
-/**
- * Leases up to `max` runs under flow control in `queue`: the first ready group serves its keys in
- * turn (each key's first run, the key then to the back of the group's ring: `turn`) until the
- * slots are taken or the group is at its limit, over its rate or out of ready keys; the group then
- * goes to the back of the queue's ring (its `ready` follows its counts; see schema.ts v7). Group
- * counters are written once per group and call. Returns how many runs were leased.
- */
-function leaseFlow(
-  c: SqliteCore,
-  queue: string,
-  worker: string,
-  now: number,
-  leaseMs: number,
-  max: number,
-  reserved: Reservation[],
-  changed: string[],
-  corrupt: { id: string; problems: string[] }[],
-): number {
-  let n = 0;
-  while (n < max) {
-    const g = c.row('flowGroupNext', queue);
-    if (!g) break;
-    const grp = String(g.grp);
-    const groupRate = parseRate(g.rate);
-    let gtat = num(g.tat);
-    let ga = num(g.active) ?? 0;
-    const gc = num(g.conc) ?? 0;
-    let started = 0;
-    let held: number | undefined;
-    while (n < max && (gc <= 0 || ga < gc)) {
-      // The group's rate: over it, the group waits out of the ring (all its keys with it).
-      let gNext: number | undefined;
-      if (groupRate) {
-        const step = gcra(gtat, now, groupRate);
-        if (!step.ok) {
-          held = step.until;
-          break;
-        }
-        gNext = step.tat;
-      }
-      const k = c.row('flowKeyNext', queue, grp);
-      if (!k) break;
-      const key = String(k.key);
-      const keyRate = parseRate(k.rate);
-      const kStep = keyRate && gcra(num(c.row('flowKeyTat', queue, grp, key)?.tat), now, keyRate);
-      if (kStep && !kStep.ok) {
-        c.change('flowKeyWait', kStep.until, queue, grp, key);
-        continue;
-      }
-      const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
-      const turn = c.takeSeq(1) + 1;
-      if (!row) {
-        // The count said queued, but no run is: repaired (cannot happen while the counts hold).
-        c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
-        continue;
-      }
-      const stat = c.stat(queue, now);
-      const r = toReservation(row, now);
-      c.s.flowKeyServed.run({ queue, grp, key, turn, da: Array.isArray(r) ? 0 : 1 });
-      if (Array.isArray(r)) {
-        const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
-        c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
-        corrupt.push({ id, problems: r });
-        stat.failed++;
-        if (typeof row.id === 'string') changed.push(row.id);
-        continue;
-      }
-      // A start: the counts and the GCRA times move.
-      ga++;
-      started++;
-      if (gNext !== undefined) gtat = gNext;
-      if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
-      reserved.push(r);
-      changed.push(r.id);
-      c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
-      n++;
-    }
-    c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
-  }
-  return n;
 }
 
 export function settle(c: SqliteCore, workerId: string, settlements: readonly Settlement[], now: number): SettleStatus[] {
@@ -438,7 +410,9 @@ export function retry(c: SqliteCore, id: string, now: number): RetryOutcome {
       return { outcome: 'queued' };
     }
     const existing = c.row('stateOf', id);
-    return existing ? { outcome: 'not_failed', state: stateOf(existing) } : { outcome: 'not_found' };
+    if (!existing) return { outcome: 'not_found' };
+    if (typeof existing.origin === 'string') return { outcome: 'recorded', origin: existing.origin };
+    return { outcome: 'not_failed', state: stateOf(existing) };
   });
   if (queue !== undefined) {
     c.hub.emit('runs', [id]);
