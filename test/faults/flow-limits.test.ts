@@ -178,3 +178,71 @@ for (const kind of (process.env.FLOW_ONLY ? [process.env.FLOW_ONLY] : ['redis', 
     });
   });
 }
+
+// A global rate limit across processes: 4 workers of 50 slots start 1,500 runs of a task limited
+// to RATE starts per second (burst BURST). The starts the broker recorded (each run's startedAt, the
+// `now` its reserve was given) are never more than BURST + RATE in any window of one second; the
+// rate over the whole drain is printed (not asserted: it depends on the machine's load).
+const RATE = 100;
+const BURST = 10;
+const PACED = 1500;
+
+for (const kind of (process.env.FLOW_ONLY ? [process.env.FLOW_ONLY] : ['redis', 'sqlite']) as ('redis' | 'sqlite')[]) {
+  describe(`a global rate limit with ${WORKERS} worker processes on ${kind}`, () => {
+    it(`never more than ${BURST} + ${RATE} starts in any second (${PACED} runs)`, { timeout: 300_000 }, async () => {
+      const dir = tempDir('errand-flow-rate');
+      const prefix = uniquePrefix('errand-flow-rate');
+      const url = kind === 'redis' ? REDIS_URL : `sqlite:${join(dir, 'errand.db')}`;
+      const env = { ERRAND_BROKER_URL: url, ERRAND_PREFIX: prefix, FLOW_RATE: String(RATE), FLOW_BURST: String(BURST) };
+      const flags = ['--concurrency', String(CONCURRENCY), '--lease-ms', '4000', '--queues', 'paced'];
+      const app = createErrand({ broker: url, prefix, logger: quietLogger });
+      const paced = app.task(
+        'paced',
+        { input: z.object({ n: z.number().int() }), queue: 'paced', limits: { globalRate: { limit: RATE, period: 1000, burst: BURST } } },
+        () => 0,
+      );
+      const procs = new Procs();
+      try {
+        await paced.enqueueMany(Array.from({ length: PACED }, (_, n) => ({ input: { n } })));
+        const broker = await app.broker();
+        for (let i = 0; i < WORKERS; i++) procs.worker(`worker-${i}`, env, flags, MODULE);
+        await waitFor(async () => (await broker.counts(['paced'])).paced?.succeeded === PACED, {
+          timeoutMs: 240_000,
+          message: `all ${PACED} runs to succeed`,
+        });
+        const inspector = broker as typeof broker & {
+          listRuns(f: { queue: string; state: 'succeeded'; limit: number; cursor?: string }): Promise<{
+            runs: { startedAt?: number }[];
+            next: string | null;
+          }>;
+        };
+        const starts: number[] = [];
+        let cursor: string | undefined;
+        do {
+          const page = await inspector.listRuns({ queue: 'paced', state: 'succeeded', limit: 500, ...(cursor ? { cursor } : {}) });
+          for (const r of page.runs) starts.push(r.startedAt as number);
+          cursor = page.next ?? undefined;
+        } while (cursor);
+        assert.equal(starts.length, PACED);
+        starts.sort((a, b) => a - b);
+        let worst = 0;
+        for (let i = 0, j = 0; i < starts.length; i++) {
+          while ((starts[j] as number) < (starts[i] as number) - 999) j++;
+          worst = Math.max(worst, i - j + 1);
+        }
+        assert.ok(worst <= BURST + RATE, `${worst} starts within one second (limit ${RATE}/s, burst ${BURST})`);
+        const span = ((starts.at(-1) as number) - (starts[0] as number)) / 1000;
+        figure(`global rate limit, ${kind}`, {
+          runs: PACED,
+          limit: `${RATE}/s, burst ${BURST}`,
+          'most starts in any 1 s window': worst,
+          'rate over the drain (starts/s)': Math.round(((PACED - BURST) / span) * 10) / 10,
+        });
+      } finally {
+        await procs.killAll();
+        await app.close();
+        if (kind === 'redis') await dropRedisPrefix(prefix);
+      }
+    });
+  });
+}
