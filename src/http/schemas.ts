@@ -62,6 +62,22 @@ export const RunSchema = z
       .describe(
         'Where a run recorded from elsewhere ran (`celery`: a Celery task served by an errand/celery worker); absent for Errand runs',
       ),
+    flow: z
+      .object({
+        group: z.string().describe('The task whose limits the run counts against'),
+        key: z.string().describe("The run's key ('' when only the task's limits apply)"),
+        waiting: z
+          .object({
+            reason: z.enum(['key_concurrency', 'group_concurrency', 'key_rate', 'group_rate']),
+            active: z.number().int().optional(),
+            limit: z.number().int().optional(),
+            until: IsoTime.optional().describe('When the key (or task) may start again'),
+          })
+          .optional()
+          .describe('For a queued run: the limit that holds it back now, if one does'),
+      })
+      .optional()
+      .describe('Flow control (docs/flow-control.md): present for a run of a task with limits'),
   })
   .describe('A run');
 
@@ -158,5 +174,17 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
   };
   if (info.corrupt?.length) json.corrupt = info.corrupt;
   if (rec.origin !== undefined) json.origin = rec.origin;
+  if (rec.flow !== undefined) {
+    const flow: NonNullable<RunJson['flow']> = { group: rec.flow.group, key: rec.flow.key };
+    const w = rec.flow.waiting;
+    if (w) {
+      const waiting: NonNullable<NonNullable<RunJson['flow']>['waiting']> = { reason: w.reason };
+      if (w.active !== undefined) waiting.active = w.active;
+      if (w.limit !== undefined) waiting.limit = w.limit;
+      if (w.until !== undefined) waiting.until = new Date(w.until).toISOString();
+      flow.waiting = waiting;
+    }
+    json.flow = flow;
+  }
   return json;
 }

@@ -37,6 +37,26 @@ function base0Error() {
 }
 
 describe('run JSON', () => {
+  it('shows flow control: the group and key, and for a queued run what holds it back', () => {
+    const queued: RunRecord = {
+      ...base,
+      state: 'queued',
+      error: undefined,
+      history: [],
+      flow: { group: 'sync', key: 'tenant-a', waiting: { reason: 'key_rate', until: Date.UTC(2030, 0, 1, 0, 0, 30) } },
+    };
+    const json = runToJson(queued);
+    assert.deepStrictEqual(json.flow, {
+      group: 'sync',
+      key: 'tenant-a',
+      waiting: { reason: 'key_rate', until: '2030-01-01T00:00:30.000Z' },
+    });
+    assert.ok(RunSchema.safeParse(json).success);
+    const held = runToJson({ ...queued, flow: { group: 'sync', key: '', waiting: { reason: 'group_concurrency', active: 5, limit: 5 } } });
+    assert.deepStrictEqual(held.flow?.waiting, { reason: 'group_concurrency', active: 5, limit: 5 });
+    assert.equal(runToJson(base).flow, undefined, 'absent for a run without limits');
+  });
+
   it('has every key, ISO times, and the error without its stack by default', () => {
     const json = runToJson(base);
     assert.deepEqual(Object.keys(json), [
