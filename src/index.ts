@@ -24,5 +24,5 @@ export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { Isolation } from './task/isolation.ts';
-export type { EnqueueOptions, Handler, TaskContext, RateLimit, TaskLimits, TaskOptions } from './task/task.ts';
+export type { EnqueueOptions, Handler, TaskContext, KeyLimits, RateLimit, TaskLimits, TaskOptions } from './task/task.ts';
 export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

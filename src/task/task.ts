@@ -90,14 +90,23 @@ export interface TaskLimits<I> {
   key?: (input: I) => string | undefined;
   /** At most this many active runs per key (a positive integer). Needs `key`. */
   concurrency?: number;
-  /** Limits of chosen keys, instead of `concurrency` (positive integers). Needs `key`. */
-  overrides?: Record<string, number>;
+  /**
+   * Limits of chosen keys: a number replaces `concurrency` for that key; `{ concurrency?, rate? }`
+   * replaces either or both (what it leaves out stays the task's). Needs `key`.
+   */
+  overrides?: Record<string, number | KeyLimits>;
   /** At most this many active runs of the task in its queue, all keys together (a positive integer). */
   global?: number;
   /** At most `limit` starts per `period` ms per key, up to `burst` (default `limit`) at once. Needs `key`. */
   rate?: RateLimit;
   /** At most `limit` starts per `period` ms of the task in its queue, all keys together. */
   globalRate?: RateLimit;
+}
+
+/** The limits of one key, in `TaskLimits.overrides`. */
+export interface KeyLimits {
+  concurrency?: number;
+  rate?: RateLimit;
 }
 
 /** `limit` starts per `period` ms, at most `burst` (default `limit`) of them at once. */
@@ -268,9 +277,12 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     }
     const flow: FlowSpec = { group: this.name, key };
     if (key !== '') {
-      const c = (l.overrides && Object.hasOwn(l.overrides, key) ? l.overrides[key] : undefined) ?? l.concurrency;
+      const o = l.overrides && Object.hasOwn(l.overrides, key) ? l.overrides[key] : undefined;
+      const own: KeyLimits = typeof o === 'number' ? { concurrency: o } : (o ?? {});
+      const c = own.concurrency ?? l.concurrency;
       if (c !== undefined) flow.concurrency = c;
-      if (l.rate) flow.rate = flowRate(l.rate);
+      const rate = own.rate ?? l.rate;
+      if (rate) flow.rate = flowRate(rate);
     }
     if (l.global !== undefined) flow.groupConcurrency = l.global;
     if (l.globalRate) flow.groupRate = flowRate(l.globalRate);
@@ -321,7 +333,21 @@ function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskL
     if (!limits.overrides || typeof limits.overrides !== 'object' || Array.isArray(limits.overrides)) {
       throw new ConfigError(`${where}: limits.overrides must be an object of key -> limit`);
     }
-    for (const [k, v] of Object.entries(limits.overrides)) positive(v, `limits.overrides[${JSON.stringify(k)}]`);
+    for (const [k, v] of Object.entries(limits.overrides)) {
+      const name = `limits.overrides[${JSON.stringify(k)}]`;
+      if (typeof v === 'number') {
+        positive(v, name);
+        continue;
+      }
+      if (!v || typeof v !== 'object' || Array.isArray(v)) {
+        throw new ConfigError(`${where}: ${name} must be a positive integer or { concurrency?, rate? }, got ${String(v)}`);
+      }
+      for (const f of Object.keys(v)) {
+        if (f !== 'concurrency' && f !== 'rate') throw new ConfigError(`${where}: ${name}.${f} is not a key limit (concurrency, rate)`);
+      }
+      positive(v.concurrency, `${name}.concurrency`);
+      checkRate(v.rate, `${name}.rate`, where);
+    }
   }
   if (limits.key !== undefined && typeof limits.key !== 'function') {
     throw new ConfigError(`${where}: limits.key must be a function of the input returning the run's key`);

@@ -22,6 +22,12 @@ describe('task limits: definition', () => {
       [{ key: () => 'x', concurrency: 0 }, /limits\.concurrency must be a positive integer, got 0/],
       [{ global: 1.5 }, /limits\.global must be a positive integer, got 1\.5/],
       [{ key: () => 'x', overrides: { a: -1 } }, /limits\.overrides\["a"\] must be a positive integer/],
+      [
+        { key: () => 'x', overrides: { a: { rate: { limit: 0, period: 1 } } } },
+        /limits\.overrides\["a"\]\.rate\.limit must be a positive integer/,
+      ],
+      [{ key: () => 'x', overrides: { a: { burst: 2 } } }, /limits\.overrides\["a"\]\.burst is not a key limit/],
+      [{ key: () => 'x', overrides: { a: 'many' } }, /limits\.overrides\["a"\] must be a positive integer or \{ concurrency\?, rate\? \}/],
       [{ global: 2, burst: 5 }, /limits\.burst is not a limit/],
       [{ globalRate: { limit: 0, period: 1000 } }, /limits\.globalRate\.limit must be a positive integer, got 0/],
       [{ globalRate: { limit: 5, period: 1.5 } }, /limits\.globalRate\.period must be a positive integer of ms/],
@@ -66,6 +72,31 @@ describe('task limits: definition', () => {
       key: 'a',
       rate: { interval: 250, burst: 4 },
       groupRate: { interval: 6000, burst: 2 },
+    });
+    const mixed = app.task(
+      'per_domain',
+      {
+        input,
+        limits: {
+          key: (i) => i.tenant,
+          concurrency: 2,
+          rate: { limit: 10, period: 1000 },
+          overrides: { 'gmail.com': { rate: { limit: 100, period: 1000, burst: 20 } }, 'tiny.org': { concurrency: 1 } },
+        },
+      },
+      () => 1,
+    );
+    assert.deepStrictEqual(mixed.prepare({ tenant: 'gmail.com', n: 1 }).flow, {
+      group: 'per_domain',
+      key: 'gmail.com',
+      concurrency: 2,
+      rate: { interval: 10, burst: 20 },
+    });
+    assert.deepStrictEqual(mixed.prepare({ tenant: 'tiny.org', n: 1 }).flow, {
+      group: 'per_domain',
+      key: 'tiny.org',
+      concurrency: 1,
+      rate: { interval: 100, burst: 10 },
     });
     const plain = app.task('plain', { input }, () => 1);
     assert.equal(plain.prepare({ tenant: 'a', n: 1 }).flow, undefined);
