@@ -44,7 +44,7 @@ export async function inspect(args: string[], out: Output): Promise<void> {
   }
 }
 
-const COUNT_STATES: RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
+const COUNT_STATES: RunState[] = ['waiting', 'queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
 
 async function inspectQueues(args: string[], out: Output): Promise<void> {
   const { values } = parse('inspect queues', args, {}, { min: 0, max: 0, what: 'no arguments' });

@@ -209,7 +209,7 @@ function describeValue(v: SQLOutputValue | undefined): string {
 export const STATES: ReadonlySet<string> = new Set(RUN_STATES);
 
 export function emptyCounts(): QueueCounts {
-  return { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+  return { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
 }
 
 function parseHistory(v: SQLOutputValue | undefined): AttemptRecord[] {
