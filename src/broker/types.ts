@@ -52,6 +52,66 @@ export interface NewRun {
   cancelledRetentionMs?: number;
 }
 
+/** What a dependent does when a dependency ends without succeeding (failed after its retries, or cancelled). */
+export type DependencyPolicy = 'cancel' | 'skip' | 'continue';
+
+export const DEPENDENCY_POLICIES: readonly DependencyPolicy[] = ['cancel', 'skip', 'continue'];
+
+/** An edge: the run that declares it waits for run `id`. */
+export interface Dependency {
+  /** A run of the same workflow. */
+  id: string;
+  /**
+   * When `id` ends without succeeding: `cancel` (default) cancels this run, which counts as a failure
+   * for its own dependents; `skip` finishes it as succeeded without running it (result null), a
+   * success for its dependents; `continue` runs it anyway once its other dependencies are resolved,
+   * with `null` in this dependency's place in its input.
+   */
+  onFailure?: DependencyPolicy;
+  /** The key of this dependency's result in the input (`inputFrom: 'object'`). */
+  name?: string;
+}
+
+/** How a dependent's input is built when it becomes ready (the broker joins JSON texts; it never parses them). */
+export type InputFrom = 'given' | 'value' | 'list' | 'object';
+
+export interface NewWorkflowRun extends NewRun {
+  /** The runs this one waits for; none: it is created queued (or scheduled) as any run. */
+  dependsOn?: readonly Dependency[];
+  /**
+   * `given` (default): its own `input`; `value`: the result of its one dependency; `list`: the
+   * results of its dependencies as a JSON array, in `dependsOn` order; `object`: a JSON object of
+   * the results by each dependency's `name`. A dependency without a result contributes `null`.
+   */
+  inputFrom?: InputFrom;
+}
+
+export interface NewWorkflow {
+  /** `<queue>.<ulid>` (see `newRunId`), the queue being that of one of its runs. */
+  id: string;
+  /** Its runs, dependencies before or after their dependents (any order); no idempotency keys. */
+  runs: readonly NewWorkflowRun[];
+}
+
+export interface WorkflowEdge {
+  /** The dependency. */
+  from: string;
+  /** The dependent. */
+  to: string;
+  onFailure: DependencyPolicy;
+  name?: string;
+}
+
+export interface WorkflowRecord {
+  id: string;
+  createdAt: number;
+  /** Its runs that still exist (prune removes finished ones after their retention), in creation order. */
+  runs: RunRecord[];
+  edges: WorkflowEdge[];
+}
+
+export type WorkflowCancelOutcome = { outcome: 'cancelled'; runs: number } | { outcome: 'not_found' };
+
 export interface EnqueueResult {
   id: string;
   /** False when an idempotency key matched an existing run: `id` is then that run's id. */
@@ -184,6 +244,26 @@ export interface Broker {
    * state: `not_failed` with that state, unchanged.
    */
   retry(id: string, now: number): Promise<RetryOutcome>;
+
+  /**
+   * Creates a workflow: all its runs and edges in one atomic step, or nothing. A run with
+   * dependencies is created `waiting`; it becomes `queued` exactly once, in the same atomic step
+   * that settles (succeeded, or failed under a `continue` edge) the last of its dependencies, with
+   * its input built as its `inputFrom` says. A terminal failure of a dependency (settled `failed`,
+   * failed by the broker, or cancelled) applies each edge's `onFailure` in that same step,
+   * transitively. A workflow whose id is stored already: nothing is created, `created: false`.
+   * Throws `ConfigError` for a workflow that is not a DAG of its own runs (see docs/workflows.md).
+   */
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }>;
+
+  /** A workflow: its runs (those not yet pruned) and edges; null when unknown. */
+  getWorkflow(id: string): Promise<WorkflowRecord | null>;
+
+  /**
+   * Cancels every run of the workflow that is not finished (waiting, queued, scheduled, active as
+   * `cancel` does), atomically per queue. Returns how many were cancelled.
+   */
+  cancelWorkflow(id: string, now: number): Promise<WorkflowCancelOutcome>;
 
   /** Counts by state for each queue (all queues known to the broker when `queues` is omitted). */
   counts(queues?: readonly string[]): Promise<Record<string, QueueCounts>>;

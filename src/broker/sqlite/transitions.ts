@@ -18,6 +18,7 @@ import type {
   SettleStatus,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
+import { resolveIn } from './workflows.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 
 export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): EnqueueResult[] {
@@ -109,14 +110,16 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       const promoted = c.change('promote', { base: c.takeSeq(0), queue, now });
       if (promoted > 0) c.takeSeq(promoted);
       // 2. Expired leases: failed after maxLeaseLosses, requeued (at the head of their priority) before.
-      const lost = c.change('recoverFail', {
+      const failed = c.rows('recoverFail', {
         queue,
         now,
         max: c.maxLeaseLosses,
         expires: now + c.failedRetentionMs,
         error: LEASE_LOST_ERROR,
       });
-      if (lost > 0) c.stat(queue, now).failed += lost;
+      if (failed.length > 0) c.stat(queue, now).failed += failed.length;
+      // A terminal failure of a workflow run reaches its dependents (docs/workflows.md).
+      for (const r of failed) if (typeof r.workflow === 'string') resolveIn(c, String(r.id), false, null, now, changed, retried);
       const requeued = c.change('recoverRequeue', { queue, now });
       // 3. Lease up to `remaining` queued runs. Corrupt rows are failed and take no slot.
       while (remaining > 0) {
@@ -207,6 +210,10 @@ function settleIn(
     }
     if (!row) return 'lost';
     changed.push(s.id);
+    // Fan-in and failure propagation, in this transaction (docs/workflows.md).
+    if (typeof row.workflow === 'string' && s.outcome !== 'retry') {
+      resolveIn(c, s.id, s.outcome === 'succeeded', s.outcome === 'succeeded' ? s.result : null, now, changed, queues);
+    }
     const stat = c.stat(String(row.queue), now);
     if (s.outcome === 'succeeded') stat.succeeded++;
     else if (s.outcome === 'failed') stat.failed++;
@@ -260,18 +267,23 @@ export function progress(c: SqliteCore, workerId: string, lease: Lease, value: s
 
 export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
   c.open();
+  const changed: string[] = [];
+  const queues = new Set<string>();
   const out = c.tx((): CancelOutcome => {
     const row = c.row('stateOf', id);
     if (!row) return { outcome: 'not_found' };
     const state = stateOf(row);
-    if (state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
+    if (state !== 'waiting' && state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
     // The run's own retention (stored at enqueue), else the broker's.
     c.s.cancel.run({ id, now, retention: c.cancelledRetentionMs });
     if (state === 'active') c.s.cancelLog.run(id, now);
+    changed.push(id);
+    if (typeof row.workflow === 'string') resolveIn(c, id, false, null, now, changed, queues);
     return { outcome: 'cancelled', previous: state };
   });
+  if (queues.size) c.hub.emit('work', [...queues]);
   if (out.outcome === 'cancelled') {
-    c.hub.emit('runs', [id]);
+    c.hub.emit('runs', changed);
     if (out.previous === 'active') c.hub.emit('cancel', [id]);
   }
   return out;
@@ -304,7 +316,13 @@ export function prune(c: SqliteCore, now: number): number {
   for (;;) {
     const ids = c.tx(() => {
       const rows = c.rows('pruneRuns', now, SLICE);
-      for (const r of rows) c.releaseKey(String(r.id), r);
+      for (const r of rows) {
+        c.releaseKey(String(r.id), r);
+        if (typeof r.workflow === 'string') {
+          c.s.pruneEdges.run(String(r.id));
+          c.s.pruneWorkflow.run(r.workflow, r.workflow);
+        }
+      }
       return rows.map((r) => String(r.id));
     });
     removed += ids.length;
