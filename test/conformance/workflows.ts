@@ -38,7 +38,10 @@ export function workflowConformance(c: ConformanceContext): void {
         runs.map((r) => ({ id: r.id, attempt: r.attempt, outcome: 'succeeded' as const, result: fn(r), retentionMs: RETAIN })),
         now,
       );
-      assert.deepStrictEqual(st, runs.map(() => 'ok'));
+      assert.deepStrictEqual(
+        st,
+        runs.map(() => 'ok'),
+      );
     }
   }
 
@@ -84,7 +87,11 @@ export function workflowConformance(c: ConformanceContext): void {
       for (const r of [...runs].reverse()) {
         assertFields(await getRun(b, body.id), { state: 'waiting' }, 'body before its last dependency');
         const n = Number(r.input);
-        await b.settle('w', [{ id: r.id, attempt: 1, outcome: 'succeeded', result: n === 2 ? null : String(n * n), retentionMs: 0 }], t0 + 2);
+        await b.settle(
+          'w',
+          [{ id: r.id, attempt: 1, outcome: 'succeeded', result: n === 2 ? null : String(n * n), retentionMs: 0 }],
+          t0 + 2,
+        );
       }
       const [ready] = (await reserveAll(b, 'w', t0 + 3)).runs;
       assert.equal(ready?.id, body.id);
@@ -97,7 +104,13 @@ export function workflowConformance(c: ConformanceContext): void {
       const a = step(t0, { input: '"a"' });
       const bb = step(t0, { input: '"b"' });
       const cc = step(t0, { dependsOn: on(a), inputFrom: 'value' });
-      const d = step(t0, { dependsOn: [{ id: a.id, name: 'x' }, { id: cc.id, name: 'y' }], inputFrom: 'object' });
+      const d = step(t0, {
+        dependsOn: [
+          { id: a.id, name: 'x' },
+          { id: cc.id, name: 'y' },
+        ],
+        inputFrom: 'object',
+      });
       const e = step(t0, { dependsOn: [{ id: d.id }, { id: bb.id }], input: '{"given":true}' });
       await b.createWorkflow({ id: newRunId(Q, t0), runs: [e, d, cc, bb, a] }, t0);
       const ran = await drain(b, t0 + 1, (r) => JSON.stringify(`${r.input.length}`));
@@ -148,7 +161,10 @@ export function workflowConformance(c: ConformanceContext): void {
           b.settle(`w${Math.floor(i / 5)}`, [{ id: r.id, attempt: 1, outcome: 'succeeded', result: r.input, retentionMs: RETAIN }], t0 + 1),
         ),
       );
-      assert.deepStrictEqual(statuses.flat(), runs.map(() => 'ok'));
+      assert.deepStrictEqual(
+        statuses.flat(),
+        runs.map(() => 'ok'),
+      );
       const ready = (await reserveAll(b, 'x', t0 + 2)).runs;
       assert.deepStrictEqual(ids(ready), [body.id]);
       assert.equal(ready[0]?.input, `[${header.map((_, i) => i).join(',')}]`);
@@ -185,7 +201,11 @@ export function workflowConformance(c: ConformanceContext): void {
       assertFields(parseError(rec.error), { reason: 'dependency_failed', name: 'DependencyFailedError' }, 'its error');
       assert.match(parseError(rec.error).message, new RegExp(bad.id.replace('.', '\\.')));
       assertFields(await getRun(b, cascaded.id), { state: 'cancelled' }, 'its dependent, cascaded');
-      assertFields(await getRun(b, skipped.id), { state: 'succeeded', attempts: 0, result: undefined }, 'skipped: succeeded without running');
+      assertFields(
+        await getRun(b, skipped.id),
+        { state: 'succeeded', attempts: 0, result: undefined },
+        'skipped: succeeded without running',
+      );
       const ready = (await reserveAll(b, 'w', t0 + 5)).runs;
       assert.deepStrictEqual(ids(ready).sort(), [afterSkip.id, cleanup.id].sort(), 'after a skip, and the cleanup step, run');
       assert.equal(ready.find((r) => r.id === afterSkip.id)?.input, 'null');
@@ -227,11 +247,17 @@ export function workflowConformance(c: ConformanceContext): void {
         await b.settle('w', [{ id: done.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 1);
         assert.deepStrictEqual(await b.cancelWorkflow(wf, t0 + 2), { outcome: 'cancelled', runs: 3 });
         const rec = await b.getWorkflow(wf);
+        assert.deepStrictEqual(Object.fromEntries(rec!.runs.map((r) => [r.id, r.state])), {
+          [done.id]: 'succeeded',
+          [active.id]: 'cancelled',
+          [queued.id]: 'cancelled',
+          [waiting.id]: 'cancelled',
+        });
         assert.deepStrictEqual(
-          Object.fromEntries(rec!.runs.map((r) => [r.id, r.state])),
-          { [done.id]: 'succeeded', [active.id]: 'cancelled', [queued.id]: 'cancelled', [waiting.id]: 'cancelled' },
+          await b.renew('w', [{ id: active.id, attempt: 1 }], LEASE, t0 + 3),
+          [active.id],
+          'the active run learns it at renew',
         );
-        assert.deepStrictEqual(await b.renew('w', [{ id: active.id, attempt: 1 }], LEASE, t0 + 3), [active.id], 'the active run learns it at renew');
         assert.deepStrictEqual((await reserveAll(b, 'w', t0 + 4)).runs, []);
         assert.deepStrictEqual(await b.cancelWorkflow(wf, t0 + 5), { outcome: 'cancelled', runs: 0 });
         assert.deepStrictEqual(await b.cancelWorkflow(newRunId(Q, t0), t0 + 5), { outcome: 'not_found' });
@@ -247,7 +273,10 @@ export function workflowConformance(c: ConformanceContext): void {
       const z = step(t0, { dependsOn: on(a) });
       a.dependsOn = on(z);
       const wf = newRunId(Q, t0);
-      await assert.rejects(b.createWorkflow({ id: wf, runs: [a, z] }, t0), (err: Error) => err instanceof ConfigError && /cycle/.test(err.message));
+      await assert.rejects(
+        b.createWorkflow({ id: wf, runs: [a, z] }, t0),
+        (err: Error) => err instanceof ConfigError && /cycle/.test(err.message),
+      );
       await assert.rejects(
         b.createWorkflow({ id: wf, runs: [step(t0, { dependsOn: [{ id: newRunId(Q, t0) }] })] }, t0),
         (err: Error) => err instanceof ConfigError && /not a run of this workflow/.test(err.message),
@@ -264,7 +293,10 @@ export function workflowConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(await b.createWorkflow({ id: wf, runs: [r1, r2] }, t0), { id: wf, created: false });
       assert.deepStrictEqual(ids((await reserveAll(b, 'w', t0)).runs), [r1.id], 'the root once');
       assertFields((await b.counts([Q]))[Q], { waiting: 1, active: 1, queued: 0 }, 'counts');
-      const listed = await (b as unknown as { listRuns?: (f: object) => Promise<{ runs: { id: string }[] }> }).listRuns?.({ state: 'waiting', limit: 10 });
+      const listed = await (b as unknown as { listRuns?: (f: object) => Promise<{ runs: { id: string }[] }> }).listRuns?.({
+        state: 'waiting',
+        limit: 10,
+      });
       if (listed) assert.deepStrictEqual(ids(listed.runs), [r2.id], 'a waiting run is listed by its state');
     });
   });

@@ -47,6 +47,7 @@ import { RedisCore, type RedisBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
 import { RedisNotifications } from './notifications.ts';
 import * as transitions from './transitions.ts';
+import * as workflows from './workflows.ts';
 
 export { CorruptRunError } from './codec.ts';
 export type { RedisBrokerOptions } from './core.ts';
@@ -92,6 +93,18 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   cancel(id: string, now: number): Promise<CancelOutcome> {
     return transitions.cancel(this.#c, id, now);
+  }
+
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+    return workflows.createWorkflow(this.#c, workflow, now);
+  }
+
+  getWorkflow(id: string): Promise<WorkflowRecord | null> {
+    return workflows.getWorkflow(this.#c, id);
+  }
+
+  cancelWorkflow(id: string, now: number): Promise<WorkflowCancelOutcome> {
+    return workflows.cancelWorkflow(this.#c, id, now);
   }
 
   retry(id: string, now: number): Promise<RetryOutcome> {

@@ -41,6 +41,8 @@ export const SCRIPT_NAMES = [
   'retryfailed',
   'migrate',
   'layout',
+  'wfcreate',
+  'wfcancel',
 ] as const;
 
 export type ScriptName = (typeof SCRIPT_NAMES)[number];

@@ -37,7 +37,8 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
     if (q === null) bad(`run ${i}`, `has id ${JSON.stringify(run?.id)}, not a run id (<queue>.<ulid>)`);
     if (q !== run.queue) bad(`run ${run.id}`, `names queue "${run.queue}", but its id belongs to queue "${q}"`);
     if (ids.has(run.id)) bad(`run ${run.id}`, 'appears twice');
-    if (run.idempotencyKey !== undefined) bad(`run ${run.id}`, 'has an idempotency key: runs of a workflow take none (the workflow id is the key)');
+    if (run.idempotencyKey !== undefined)
+      bad(`run ${run.id}`, 'has an idempotency key: runs of a workflow take none (the workflow id is the key)');
     ids.add(run.id);
     if (!queues.includes(q)) queues.push(q);
   }
@@ -51,7 +52,8 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
     const seen = new Set<string>();
     const names = new Set<string>();
     for (const d of on) {
-      if (!d || typeof d.id !== 'string' || !ids.has(d.id)) bad(`run ${run.id}`, `depends on ${JSON.stringify(d?.id)}, which is not a run of this workflow`);
+      if (!d || typeof d.id !== 'string' || !ids.has(d.id))
+        bad(`run ${run.id}`, `depends on ${JSON.stringify(d?.id)}, which is not a run of this workflow`);
       if (d.id === run.id) bad(`run ${run.id}`, 'depends on itself');
       if (seen.has(d.id)) bad(`run ${run.id}`, `depends on ${d.id} twice`);
       seen.add(d.id);
@@ -59,7 +61,8 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
         bad(`run ${run.id}`, `has onFailure ${JSON.stringify(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
       }
       if (mode === 'object') {
-        if (typeof d.name !== 'string' || d.name === '') bad(`run ${run.id}`, `takes an object input but its dependency ${d.id} has no name`);
+        if (typeof d.name !== 'string' || d.name === '')
+          bad(`run ${run.id}`, `takes an object input but its dependency ${d.id} has no name`);
         if (names.has(d.name)) bad(`run ${run.id}`, `names two dependencies "${d.name}"`);
         names.add(d.name);
       } else if (d.name !== undefined && typeof d.name !== 'string') {
@@ -106,7 +109,12 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
  * The input of a dependent that became ready: `values[i]` is the result text of its i-th
  * dependency (`null`: none, or the dependency failed under a `continue` edge), `names[i]` its name.
  */
-export function workflowInput(mode: string | null | undefined, given: string, values: readonly (string | null)[], names: readonly (string | null)[]): string {
+export function workflowInput(
+  mode: string | null | undefined,
+  given: string,
+  values: readonly (string | null)[],
+  names: readonly (string | null)[],
+): string {
   const v = (x: string | null | undefined) => (x === null || x === undefined || x === '' ? 'null' : x);
   switch (mode) {
     case 'value':

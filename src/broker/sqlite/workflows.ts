@@ -117,7 +117,11 @@ export function getWorkflow(c: SqliteCore, id: string): WorkflowRecord | null {
     if (!wf) return null;
     const runs: RunRecord[] = c.rows('wfRuns', id).map(toRecord);
     const edges: WorkflowEdge[] = c.rows('wfEdges', id).map((e) => {
-      const edge: WorkflowEdge = { from: String(e.dependency), to: String(e.dependent), onFailure: String(e.on_failure) as DependencyPolicy };
+      const edge: WorkflowEdge = {
+        from: String(e.dependency),
+        to: String(e.dependent),
+        onFailure: String(e.on_failure) as DependencyPolicy,
+      };
       if (typeof e.name === 'string') edge.name = e.name;
       return edge;
     });

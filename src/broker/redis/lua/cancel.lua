@@ -1,8 +1,10 @@
 --[[
-  cancel: cancels a queued, scheduled or active run. A queued run leaves its list, a scheduled
+  cancel: cancels a waiting, queued, scheduled or active run. A queued run leaves its list, a scheduled
   one the schedule, an active one its lease (its attempt is recorded as `cancelled`, and its id
-  is published on the cancels channel so that its worker can stop at once). The run is then
-  finished as cancelled (see `finish` in common.lua). Finished runs are left as they are.
+  is published on the cancels channel so that its worker can stop at once), a waiting one its
+  wait keys. The run is then finished as cancelled (see `finish` in common.lua), and, when it is a
+  run of a workflow, that failure reaches the runs waiting for it (wfResolve). Finished runs are
+  left as they are.
 
   KEYS[1] the run HASH
 
@@ -18,11 +20,11 @@
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify
+--!include common.lua: rcall, appendHistory, finish, notify, wake, wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C')
-local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g')
+local s, prio, att, holder, started, hist, watched, ownRet, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
 if v['err'] then
   return { 'X' }
 end
@@ -44,6 +46,10 @@ if s == 'q' then
     rcall('ZREM', base .. 'prios', p)
   end
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+elseif s == 'w' then
+  rcall('ZREM', base .. 'waiting', rid)
+  rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
 elseif s == 's' then
   rcall('ZREM', base .. 'sched', rid)
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
@@ -57,4 +63,7 @@ else
   return { 'X' }
 end
 notify(ARGV[5], ARGV[7], '', watched)
+if wf and wfResolve(base, string.sub(ARGV[7], 1, #ARGV[7] - #rid), ARGV[5], now, nowS, rid, false, '') then
+  wake(base)
+end
 return { 'C', s }

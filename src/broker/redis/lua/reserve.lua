@@ -40,7 +40,7 @@
             time in the run id), traceparent ('' for none) }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, wfResolve
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -110,8 +110,8 @@ if #expired > 0 then
   for j = #expired, 1, -1 do
     local rid = expired[j]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h')
-    local state, prio, watched, att, holder, started, lost, hist = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g')
+    local state, prio, watched, att, holder, started, lost, hist, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
     if v['err'] then
       failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
     elseif state == 'a' then
@@ -121,6 +121,10 @@ if #expired > 0 then
       if losses >= maxLosses then
         finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
         statAdd(acc, 'f', 1)
+        -- A terminal failure of a run of a workflow reaches the runs that wait for it.
+        if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+          wakeUp = true
+        end
       else
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
         pushQueued(base, rid, prio or '0', true)
