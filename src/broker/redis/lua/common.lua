@@ -329,7 +329,7 @@ end
 local function wfReady(base, rid, nowS)
   local k = base .. 'r:' .. rid
   local v = rcall('HMGET', k, 'm', 'D', 'p')
-  local mode = v[1]
+  local mode, deps, prio = v[1], v[2], v[3]
   if mode then
     local flat = rcall('HGETALL', base .. 'wv:' .. rid)
     local values = {}
@@ -337,7 +337,7 @@ local function wfReady(base, rid, nowS)
       values[flat[j]] = flat[j + 1]
     end
     local parts = {}
-    for line in string.gmatch(v[2] or '', '[^\n]+') do
+    for line in string.gmatch(deps or '', '[^\n]+') do
       local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
       local val = values[dep]
       if not val or val == '' then
@@ -362,7 +362,7 @@ local function wfReady(base, rid, nowS)
   rcall('HSET', k, 's', 'q', 'r', nowS)
   rcall('ZREM', base .. 'waiting', rid)
   rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
-  pushQueued(base, rid, v[3] or '0', false)
+  pushQueued(base, rid, prio or '0', false)
 end
 
 --[[
@@ -386,7 +386,8 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
       local d, pol = edges[j], edges[j + 1]
       local dk = base .. 'r:' .. d
       local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
-      if not v['err'] and v[1] == 'w' then
+      local ds, watched, ownRet = v[1], v[2], v[3]
+      if not v['err'] and ds == 'w' then
         if good or pol == 'k' then
           local wd = base .. 'wd:' .. d
           if rcall('SREM', wd, src) == 1 then
@@ -399,12 +400,12 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
               wfReady(base, d, nowS)
               woke = true
             end
-            notify(chan, qp, d, v[2])
+            notify(chan, qp, d, watched)
           end
         else
           rcall('ZREM', base .. 'waiting', d)
           rcall('DEL', base .. 'wd:' .. d, base .. 'wv:' .. d)
-          local ret = tonumber(v[3]) or 86400000
+          local ret = tonumber(ownRet) or 86400000
           if pol == 'c' then
             finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
             todo[#todo + 1] = d
@@ -415,7 +416,7 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
             todo[#todo + 1] = true
           end
           todo[#todo + 1] = ''
-          notify(chan, qp, d, v[2])
+          notify(chan, qp, d, watched)
         end
       end
     end
