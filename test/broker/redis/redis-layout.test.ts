@@ -537,7 +537,8 @@ describe('redis layout on a Redis Cluster', { skip: requires('redis-cli --cluste
         assert.equal(await client.zscore(`${prefix}:{${q}}:active`, PIN), '9000000000000000');
       }
       const counts = await racers[0]!.counts(queues);
-      for (const q of queues) assert.deepEqual(counts[q], { waiting: 0, queued: 2, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 0 }, q);
+      for (const q of queues)
+        assert.deepEqual(counts[q], { waiting: 0, queued: 2, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 0 }, q);
     } finally {
       client.disconnect();
     }
