@@ -13,6 +13,7 @@ export {
   RunFailedError,
   RunNotFoundError,
   TaskTimeoutError,
+  WorkflowNotFoundError,
 } from './core/errors.ts';
 export { isRunId, queueOfRunId } from './core/ids.ts';
 export { type CreateLoggerOptions, createLogger, type LogFormat, logFormat } from './core/logger.ts';
@@ -22,4 +23,19 @@ export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
+export {
+  type AnyFlow,
+  chain,
+  chord,
+  type DagFlow,
+  dag,
+  type Flow,
+  type GroupFlow,
+  group,
+  type Join,
+  type Pending,
+  type ResultOf,
+  type StepOptions,
+} from './task/workflow.ts';
+export { type WorkflowInfo, WorkflowHandle, type WorkflowState, workflowState } from './task/workflow-handle.ts';
 export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

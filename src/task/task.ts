@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { NewRun } from '../broker/types.ts';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
+import { type Join, joinOf, nextOf, type Pending, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import {
@@ -188,6 +189,24 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     }
     if (options.traceparent) run.traceparent = options.traceparent;
     return run;
+  }
+
+  /**
+   * A step of a workflow with its own input (validated now, as `enqueue` does). Placed after other
+   * steps (in a chain), it waits for them but does not take their values.
+   */
+  step(input: z.input<S>, options?: EnqueueOptions): Pending<unknown, R> {
+    return stepOf<R>(this, input, options);
+  }
+
+  /** A step of a chain or chord whose input is the value before it (a group's: the list of its values). */
+  next(options?: StepOptions): Pending<z.input<S>, R> {
+    return nextOf<z.input<S>, R>(this, options);
+  }
+
+  /** A node of a dag whose input is `{ key: value of node }` for each `key: 'node'` of `deps`. */
+  join<const M extends Record<string, string>>(deps: M, options?: StepOptions): Join<M, z.input<S>, R> {
+    return joinOf<M, z.input<S>, R>(this, deps, options);
   }
 }
 
