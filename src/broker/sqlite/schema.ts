@@ -224,6 +224,9 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (dependent, dependency)
       ) WITHOUT ROWID;
       CREATE INDEX workflow_edges_dependency ON workflow_edges (dependency);
+      -- Whether a dependent still waits: one probe of this index (a count would read every edge of
+      -- a large fan-in on each settle).
+      CREATE INDEX workflow_edges_unresolved ON workflow_edges (dependent) WHERE resolved = 0;
       CREATE INDEX workflow_edges_workflow ON workflow_edges (workflow);
     `,
   },

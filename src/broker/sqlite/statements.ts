@@ -148,7 +148,7 @@ export const SQL = {
   wfOut: 'SELECT dependent, on_failure FROM workflow_edges WHERE dependency = ? AND resolved = 0',
   /** ?3 the dependency's result (NULL: none). Changes one row only the first time. */
   wfResolveEdge: 'UPDATE workflow_edges SET resolved = 1, value = ?3 WHERE dependent = ?1 AND dependency = ?2 AND resolved = 0',
-  wfUnresolved: 'SELECT count(*) AS n FROM workflow_edges WHERE dependent = ? AND resolved = 0',
+  wfUnresolved: 'SELECT EXISTS (SELECT 1 FROM workflow_edges WHERE dependent = ? AND resolved = 0) AS n',
   wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ? ORDER BY pos',
   wfInputOf: `SELECT input, input_from FROM runs WHERE id = ? AND state = 'waiting'`,
   wfReady: `UPDATE runs SET state = 'queued', input = :input, seq = :seq, run_at = :now, rev = rev + 1
