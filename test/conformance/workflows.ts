@@ -231,6 +231,57 @@ export function workflowConformance(c: ConformanceContext): void {
       assertFields(await getRun(b, afterZ.id), { state: 'cancelled' }, 'dependent of the run failed by the broker');
     });
 
+    test('retry from a step: a failed step replayed, what its failure cancelled waits again, results that succeeded are kept', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const bad = step(t0, { input: '"bad"' });
+      const good = step(t0, { input: '"good"' });
+      const body = step(t0, { dependsOn: on(bad, good), inputFrom: 'list' });
+      const last = step(t0, { dependsOn: on(body), inputFrom: 'value' });
+      const wf = newRunId(Q, t0);
+      await b.createWorkflow({ id: wf, runs: [bad, good, body, last] }, t0);
+      const roots = (await reserveAll(b, 'w', t0)).runs;
+      const settle = (r: Reservation, ok: boolean, n: number) =>
+        b.settle(
+          'w',
+          [
+            ok
+              ? { id: r.id, attempt: r.attempt, outcome: 'succeeded' as const, result: `"${r.input.slice(1, -1)}!"`, retentionMs: RETAIN }
+              : { id: r.id, attempt: r.attempt, outcome: 'failed' as const, error: errorText('boom'), retentionMs: RETAIN },
+          ],
+          n,
+        );
+      await settle(roots.find((r) => r.id === good.id)!, true, t0 + 1);
+      await settle(roots.find((r) => r.id === bad.id)!, false, t0 + 2);
+      assertFields(await getRun(b, last.id), { state: 'cancelled' }, 'cascaded');
+
+      assert.deepStrictEqual(await b.retry(bad.id, t0 + 3), { outcome: 'queued' });
+      assertFields(await getRun(b, body.id), { state: 'waiting', error: undefined, finishedAt: undefined }, 'body waits again');
+      assertFields(await getRun(b, last.id), { state: 'waiting' }, 'and what waited for it');
+      assertFields(await getRun(b, good.id), { state: 'succeeded', attempts: 1 }, 'the step that succeeded is not re-run');
+      assertFields((await b.counts([Q]))[Q], { waiting: 2, queued: 1, cancelled: 0, failed: 0, succeeded: 1 }, 'counts');
+      const again = (await reserveAll(b, 'w', t0 + 4)).runs;
+      assert.deepStrictEqual(ids(again), [bad.id], 'only the replayed step runs');
+      await settle(again[0]!, true, t0 + 5);
+      const [ready] = (await reserveAll(b, 'w', t0 + 6)).runs;
+      assert.equal(ready?.id, body.id);
+      assert.equal(ready?.input, '["bad!","good!"]', 'the kept result of the step that had succeeded');
+      await settle(ready!, true, t0 + 7);
+      const [tail] = (await reserveAll(b, 'w', t0 + 8)).runs;
+      assert.equal(tail?.id, last.id);
+      // A workflow run cancelled by the user is not brought back by a retry of another step.
+      const x = step(t0);
+      const y = step(t0, { dependsOn: on(x) });
+      const z = step(t0, { dependsOn: on(x) });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [x, y, z] }, t0);
+      await b.cancel(z.id, t0 + 9);
+      const [xr] = (await reserveAll(b, 'w', t0 + 9)).runs;
+      await settle(xr!, false, t0 + 10);
+      await b.retry(x.id, t0 + 11);
+      assertFields(await getRun(b, y.id), { state: 'waiting' }, 'cancelled by the failure: waits again');
+      assertFields(await getRun(b, z.id), { state: 'cancelled' }, 'cancelled by the user: stays cancelled');
+    });
+
     test('cancel of a workflow: waiting, queued and active runs all cancelled; finished ones kept', async () => {
       const b = await open();
       const t0 = Date.now();

@@ -123,7 +123,7 @@ export const SQL = {
   // Failed and cancelled runs are replayed. A row whose state is none of the six (edited by hand)
   // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
-    WHERE id = :id AND state NOT IN ('waiting', 'queued', 'scheduled', 'active', 'succeeded') RETURNING queue`,
+    WHERE id = :id AND state NOT IN ('waiting', 'queued', 'scheduled', 'active', 'succeeded') RETURNING queue, workflow`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns:
@@ -161,6 +161,14 @@ export const SQL = {
       expires_at = :now + coalesce(cancel_retention, :retention), rev = rev + 1
     WHERE id = :id AND state = 'waiting' RETURNING queue`,
   wfRuns: 'SELECT * FROM runs WHERE workflow = ? ORDER BY rid',
+  /** Every edge out of a run, resolved or not. */
+  wfAllOut: 'SELECT dependent FROM workflow_edges WHERE dependency = ?',
+  /** A run cancelled because a dependency failed, waiting again (a retry of that dependency). */
+  wfRewait: `UPDATE runs SET state = 'waiting', error = NULL, finished_at = NULL, expires_at = NULL, rev = rev + 1
+    WHERE id = ? AND state = 'cancelled'
+      AND CASE WHEN json_valid(error) THEN json_extract(error, '$.reason') END = 'dependency_failed' RETURNING id`,
+  wfDepsOf: 'SELECT dependency FROM workflow_edges WHERE dependent = ?',
+  wfUnresolve: 'UPDATE workflow_edges SET resolved = 0, value = NULL WHERE dependent = ? AND dependency = ?',
   wfEdges: 'SELECT dependent, dependency, name, on_failure FROM workflow_edges WHERE workflow = ? ORDER BY dependent, pos',
   wfOpen: `SELECT id, state FROM runs WHERE workflow = ? AND state IN ('waiting', 'queued', 'scheduled', 'active') ORDER BY rid`,
   revs: 'SELECT id, rev FROM runs WHERE id IN (SELECT value FROM json_each(?))',

@@ -18,7 +18,7 @@ import type {
   SettleStatus,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
-import { resolveIn } from './workflows.ts';
+import { resolveIn, rewaitIn } from './workflows.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 
 export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): EnqueueResult[] {
@@ -292,18 +292,21 @@ export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
 export function retry(c: SqliteCore, id: string, now: number): RetryOutcome {
   c.open();
   let queue: string | undefined;
+  const changed = [id];
   const out = c.tx((): RetryOutcome => {
     const row = c.row('retry', { id, now, seq: c.takeSeq(1) + 1 });
     if (row) {
       queue = String(row.queue);
       c.bump(queue);
+      // Retry from a step: what its failure cancelled waits again (docs/workflows.md).
+      if (typeof row.workflow === 'string') rewaitIn(c, id, changed);
       return { outcome: 'queued' };
     }
     const existing = c.row('stateOf', id);
     return existing ? { outcome: 'not_failed', state: stateOf(existing) } : { outcome: 'not_found' };
   });
   if (queue !== undefined) {
-    c.hub.emit('runs', [id]);
+    c.hub.emit('runs', changed);
     c.hub.emit('work', [queue]);
   }
   return out;

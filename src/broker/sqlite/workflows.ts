@@ -110,6 +110,28 @@ export function resolveIn(
   }
 }
 
+/**
+ * Within the transaction that replays run `id` of a workflow (retry from a step): the runs that were
+ * cancelled because it failed (reason `dependency_failed`), transitively, wait again; their edges
+ * from the replayed runs are unresolved, those from runs that succeeded keep their values. Adds the
+ * runs changed to `changed`.
+ */
+export function rewaitIn(c: SqliteCore, id: string, changed: string[]): void {
+  const rerun = [id];
+  const seen = new Set(rerun);
+  for (let i = 0; i < rerun.length; i++) {
+    for (const e of c.rows('wfAllOut', rerun[i] as string)) {
+      const d = String(e.dependent);
+      if (seen.has(d) || !c.row('wfRewait', d)) continue;
+      seen.add(d);
+      rerun.push(d);
+      changed.push(d);
+    }
+  }
+  for (const d of rerun.slice(1))
+    for (const e of c.rows('wfDepsOf', d)) if (seen.has(String(e.dependency))) c.s.wfUnresolve.run(d, String(e.dependency));
+}
+
 export function getWorkflow(c: SqliteCore, id: string): WorkflowRecord | null {
   c.open();
   return c.read(() => {

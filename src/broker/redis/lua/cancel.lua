@@ -37,6 +37,11 @@ end
 if s == 'd' or s == 'f' or s == 'c' then
   return { 'F', s }
 end
+if s ~= 'q' and s ~= 'w' and s ~= 's' and s ~= 'a' then
+  return { 'X' }
+end
+-- The runs waiting for it first: finishing it with a retention of 0 deletes it and its edges.
+local woke = wf and wfResolve(base, string.sub(ARGV[7], 1, #ARGV[7] - #rid), ARGV[5], now, nowS, rid, false, '')
 local ret = tonumber(ownRet) or tonumber(ARGV[4])
 if s == 'q' then
   local p = prio or '0'
@@ -59,11 +64,9 @@ elseif s == 'a' then
   rcall('HDEL', k, 'o')
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
   rcall('PUBLISH', ARGV[6], ARGV[7])
-else
-  return { 'X' }
 end
 notify(ARGV[5], ARGV[7], '', watched)
-if wf and wfResolve(base, string.sub(ARGV[7], 1, #ARGV[7] - #rid), ARGV[5], now, nowS, rid, false, '') then
+if woke then
   wake(base)
 end
 return { 'C', s }

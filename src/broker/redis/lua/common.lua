@@ -45,7 +45,8 @@
     base..'waiting'    ZSET  waiting rids by the time in their id (counts, listings)
     base..'wd:'..rid   SET   the dependencies of a waiting run not yet resolved
     base..'wv:'..rid   HASH  dependency rid -> its result ('' for none) once resolved
-    base..'we:'..rid   HASH  the runs that wait for this one -> edge policy; deleted once applied
+    base..'we:'..rid   HASH  the runs that wait for this one -> edge policy
+                             (wd:, wv:, we: of a run are deleted with it; wd:, wv: also when it is made ready)
     base..'wf:'..id    HASH  a workflow: t created at, r its rids (comma-separated, in order),
                              n how many of its runs still exist (deleted with the last one)
 ]]
@@ -207,6 +208,7 @@ local function dropRun(base, k, rid)
     end
   end
   if not v['err'] and wf then
+    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid)
     -- The workflow's index goes with its last run (wf ids are `<queue>.<ulid>`: the ulid names it).
     local wk = base .. 'wf:' .. string.sub(wf, -26)
     if redis.pcall('HINCRBY', wk, 'n', -1) <= 0 then
@@ -379,9 +381,7 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
   while i <= #todo do
     local src, good, res = todo[i], todo[i + 1], todo[i + 2]
     i = i + 3
-    local ek = base .. 'we:' .. src
-    local edges = rcall('HGETALL', ek)
-    rcall('DEL', ek)
+    local edges = rcall('HGETALL', base .. 'we:' .. src)
     for j = 1, #edges, 2 do
       local d, pol = edges[j], edges[j + 1]
       local dk = base .. 'r:' .. d
@@ -403,8 +403,8 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
             notify(chan, qp, d, watched)
           end
         else
+          -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
           rcall('ZREM', base .. 'waiting', d)
-          rcall('DEL', base .. 'wd:' .. d, base .. 'wv:' .. d)
           local ret = tonumber(ownRet) or 86400000
           if pol == 'c' then
             finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
@@ -422,6 +422,47 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
     end
   end
   return woke
+end
+
+--[[
+  Retry from a step: run `rid` of a workflow was replayed; the runs its failure cancelled (reason
+  dependency_failed), transitively, wait again. Their wait sets still hold the replayed runs, and
+  the results of the dependencies that succeeded are still in wv:.
+]]
+local function wfRewait(base, rid)
+  local rerun = { rid }
+  local seen = { [rid] = true }
+  local i = 1
+  while i <= #rerun do
+    local edges = rcall('HGETALL', base .. 'we:' .. rerun[i])
+    i = i + 1
+    for j = 1, #edges, 2 do
+      local d = edges[j]
+      local k = base .. 'r:' .. d
+      local v = redis.pcall('HMGET', k, 's', 'E')
+      local ds, err = v[1], v[2]
+      if not seen[d] and not v['err'] and ds == 'c' and err and string.find(err, '"reason":"dependency_failed"', 1, true) then
+        seen[d] = true
+        rerun[#rerun + 1] = d
+        rcall('HSET', k, 's', 'w')
+        rcall('HDEL', k, 'f', 'x', 'E')
+        rcall('PERSIST', k)
+        rcall('ZREM', base .. 'cancelled', d)
+        rcall('ZADD', base .. 'waiting', ridTime(d), d)
+      end
+    end
+  end
+  for n = 2, #rerun do
+    local d = rerun[n]
+    local deps = rcall('HGET', base .. 'r:' .. d, 'D') or ''
+    for line in string.gmatch(deps, '[^\n]+') do
+      local dep = string.match(line, '^([^\t]*)\t')
+      if seen[dep] then
+        rcall('SADD', base .. 'wd:' .. d, dep)
+        rcall('HDEL', base .. 'wv:' .. d, dep)
+      end
+    end
+  end
 end
 
 --[[
@@ -449,6 +490,11 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
       local num = tonumber(numS)
       done[#done + 1] = rid
       statLatency(acc, 'u', now - (tonumber(started) or now))
+      -- Fan-in and failure propagation, in this script (docs/workflows.md); before the run is
+      -- finished, which deletes it (and its edges) at once when its retention is 0.
+      if wf and kind ~= 'r' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
+        wakeUp = true
+      end
       if kind == 's' then
         statAdd(acc, 'd', 1)
         if att ~= '1' then
@@ -481,10 +527,6 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
         end
       end
       notify(chan, qp, rid, watched)
-      -- Fan-in and failure propagation, in this script (docs/workflows.md).
-      if wf and kind ~= 'r' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
-        wakeUp = true
-      end
       out[#out + 1] = 1
     end
   end

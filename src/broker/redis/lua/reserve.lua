@@ -119,12 +119,13 @@ if #expired > 0 then
       local h = appendHistory(hist, att, holder, started, nowS, 'lost')
       rcall('HDEL', k, 'o')
       if losses >= maxLosses then
-        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
-        statAdd(acc, 'f', 1)
-        -- A terminal failure of a run of a workflow reaches the runs that wait for it.
+        -- A terminal failure of a run of a workflow reaches the runs that wait for it (before the
+        -- run is finished: with retention 0 that deletes it and its edges).
         if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
           wakeUp = true
         end
+        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
+        statAdd(acc, 'f', 1)
       else
         rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
         pushQueued(base, rid, prio or '0', true)

@@ -2,8 +2,8 @@
   wfcancel: cancels every run of a workflow of one queue that is not finished (docs/workflows.md),
   as cancel.lua cancels one: a waiting run leaves `waiting` and its wait keys, a queued run its
   list, a scheduled one the schedule, an active one its lease (its attempt recorded as `cancelled`,
-  its id published on the cancels channel). Every run of the workflow being finished then, the
-  edges out of them are dropped without cascading (nothing is left waiting).
+  its id published on the cancels channel). Every run of the workflow being finished then, nothing
+  cascades (nothing is left waiting).
 
   KEYS[1] the workflow HASH
 
@@ -56,8 +56,5 @@ for rid in string.gmatch(list, '[^,]+') do
     notify(chan, qp, rid, watched)
     n = n + 1
   end
-end
-for rid in string.gmatch(list, '[^,]+') do
-  rcall('DEL', base .. 'we:' .. rid)
 end
 return { n }
