@@ -124,7 +124,16 @@ export class Errand extends EventEmitter {
     return own?.length ? mergeRedactPaths(this.redact, own) : this.redact;
   }
 
-  /** Defines a task: a name, options (an input schema at least) and a handler. */
+  /**
+   * Defines a task: a name, options (an input schema at least) and a handler. With an `output`
+   * schema, the handler returns its input type and the task's result is its output type.
+   */
+  task<S extends z.ZodType, O extends z.ZodType>(
+    name: string,
+    options: TaskOptions<S> & { output: O },
+    handler: Handler<S, z.input<O>>,
+  ): Task<S, z.output<O>>;
+  task<S extends z.ZodType, R>(name: string, options: TaskOptions<S> & { output?: undefined }, handler: Handler<S, R>): Task<S, R>;
   task<S extends z.ZodType, R>(name: string, options: TaskOptions<S>, handler: Handler<S, R>): Task<S, R> {
     if (this.tasks.has(name)) throw new ConfigError(`Task "${name}" is defined twice`);
     const task = new Task<S, R>(this, name, options, handler);

@@ -53,6 +53,13 @@ export interface TaskOptions<S extends z.ZodType> {
   idempotencyKey?: (input: z.output<S>) => string | undefined;
   /** How long an idempotency key holds, in ms. Default 86400000 (1 day). */
   idempotencyTtl?: number;
+  /**
+   * The result schema (zod): the worker validates what the handler returns against it before the
+   * result is stored (a mismatch fails the run for good, reason `invalid_result`), and stores what
+   * it parses to. The result type (of `result()`, and of the steps of a workflow that take it) is
+   * its output type.
+   */
+  output?: z.ZodType;
   /** A line for the OpenAPI document and the dashboard. */
   description?: string;
   /** Paths into this task's input whose values are secrets, added to the app's `redact` (see `ErrandOptions.redact`). */
@@ -96,6 +103,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly retention: Required<Retention>;
   readonly idempotencyTtl: number;
   readonly description: string | undefined;
+  /** The result schema, when the task declares one. */
+  readonly output: z.ZodType | undefined;
   /** This task's own redaction paths (the app adds its own: `errand.redactPaths(name)`). */
   readonly redact: readonly string[];
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
@@ -122,6 +131,10 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       allowZero: false,
     });
     this.description = options.description;
+    if (options.output !== undefined && typeof (options.output as { safeParse?: unknown }).safeParse !== 'function') {
+      throw new ConfigError(`${where}: options.output must be a zod schema`);
+    }
+    this.output = options.output;
     this.redact = checkRedactPaths(options.redact, where);
     this.#idempotencyKey = options.idempotencyKey;
   }
