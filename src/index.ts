@@ -14,6 +14,8 @@ export {
   RunNotFoundError,
   TaskTimeoutError,
   WorkflowNotFoundError,
+  IsolateCrashedError,
+  IsolateMemoryError,
 } from './core/errors.ts';
 export { isRunId, queueOfRunId } from './core/ids.ts';
 export { type CreateLoggerOptions, createLogger, type LogFormat, logFormat } from './core/logger.ts';
@@ -22,6 +24,7 @@ export { REDACTED, redactRecord, redactRun, redactValue } from './core/redact.ts
 export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
+export type { Isolation } from './task/isolation.ts';
 export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
 export {
   type AnyFlow,

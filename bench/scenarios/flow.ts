@@ -40,7 +40,10 @@ export async function flowScenario(ctx: Ctx): Promise<ScenarioResult> {
             // Warm-up, not counted: two small flows created and drained.
             await c.request({ cmd: 'flows', flows: 2, children: 20 }, 60_000);
             await drain([c], 2 * 21, CONCURRENCY, 60_000);
-            const created = await c.request<{ type: string; ms: number }>({ cmd: 'flows', flows: cfg.flows, children: cfg.children }, 300_000);
+            const created = await c.request<{ type: string; ms: number }>(
+              { cmd: 'flows', flows: cfg.flows, children: cfg.children },
+              300_000,
+            );
             col.add(`create: ${cfg.metric}`, p.id, cfg.flows / (created.ms / 1000), 'flows/s');
             const redisCpu0 = await ctx.redis.cpuUs();
             const r = await drain([c], n, CONCURRENCY, Math.max(60_000, n * 10));

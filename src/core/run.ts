@@ -20,7 +20,7 @@ export interface RunError {
   name: string;
   message: string;
   stack?: string;
-  /** Set when Errand (not the handler) failed the run: e.g. `lease_lost`, `invalid_input`, `unknown_task`, `timeout`, `corrupt`. */
+  /** Set when Errand (not the handler) failed the run: e.g. `lease_lost`, `invalid_input`, `unknown_task`, `timeout`, `corrupt`, `crashed` and `memory` (an isolated handler's thread or process ended, or went past its memory limit). */
   reason?: string;
 }
 
@@ -59,5 +59,7 @@ export interface RunRecord {
   traceparent?: string;
   /** The workflow this run belongs to, if any (see docs/workflows.md). */
   workflow?: string;
+  /** Set on a run that ran elsewhere and was recorded finished (`recordFinished`): where it ran, e.g. `celery`. */
+  origin?: string;
   history: AttemptRecord[];
 }

@@ -75,6 +75,8 @@ export interface RunSummary {
   error?: string;
   /** The workflow the run is a step of. */
   workflow?: string;
+  /** Where a run recorded from elsewhere ran (e.g. `celery`): such a run cannot be retried here. */
+  origin?: string;
 }
 
 /** One step of a workflow: the run, its value, and its dependencies. */

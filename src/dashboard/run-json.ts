@@ -32,6 +32,7 @@ export function runSummary(rec: RunRecord): RunSummary {
   if (rec.workflow !== undefined) s.workflow = rec.workflow;
   const error = shortErrorLine(readError(rec.error));
   if (error !== undefined) s.error = error;
+  if (rec.origin !== undefined) s.origin = rec.origin;
   return s;
 }
 

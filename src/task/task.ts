@@ -6,6 +6,7 @@ import { newRunId } from '../core/ids.ts';
 import { type Join, joinOf, nextOf, type Pending, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
+import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
 import {
   checkDuration,
   checkPriority,
@@ -32,6 +33,8 @@ export interface TaskContext {
   progress(value: unknown): void;
   /** W3C trace context of the request that enqueued the run, if any. */
   traceparent?: string;
+  /** Where the handler runs (see `TaskOptions.isolation`); `pid` is the isolate's process id (the worker's own for `thread` and `none`). */
+  isolate?: { kind: Isolation; pid: number; threadId: number };
 }
 
 export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
@@ -64,6 +67,22 @@ export interface TaskOptions<S extends z.ZodType> {
   description?: string;
   /** Paths into this task's input whose values are secrets, added to the app's `redact` (see `ErrandOptions.redact`). */
   redact?: string[];
+  /**
+   * Where the handler runs. `none` (default): in the worker's thread. `thread`: in a pool of worker
+   * threads; `process`: in a pool of child processes. An isolated handler cannot stall the worker
+   * (leases are renewed, other runs go on), and past its `timeout` it is stopped for real (the thread
+   * terminated, the process killed). Needs `module`. See docs/isolation.md.
+   */
+  isolation?: Isolation;
+  /**
+   * With `isolation`: the module that defines this task, `import.meta.url` (or `__filename`). Each
+   * isolate imports it once and finds the handler: the task defined under this name during the
+   * import, else an export that is a function named as the handler. The module must not start a
+   * worker or a server when imported.
+   */
+  module?: string | URL;
+  /** With `isolation`: the heap limit of each isolate in MB; a run past it fails (and is retried) with reason `memory`. Default: Node's. */
+  memoryLimitMb?: number;
 }
 
 /** The longest `delay` accepted: 100 years, in ms (a longer one would leave the range of a Date). */
@@ -107,6 +126,11 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly output: z.ZodType | undefined;
   /** This task's own redaction paths (the app adds its own: `errand.redactPaths(name)`). */
   readonly redact: readonly string[];
+  /** Where the handler runs (`TaskOptions.isolation`). */
+  readonly isolation: Isolation;
+  /** The file URL an isolate imports to find the handler (with `isolation`). */
+  readonly module: string | undefined;
+  readonly memoryLimitMb: number | undefined;
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
 
   constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
@@ -136,7 +160,12 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     }
     this.output = options.output;
     this.redact = checkRedactPaths(options.redact, where);
+    const isolation = checkIsolation(options, where);
+    this.isolation = isolation.isolation;
+    this.module = isolation.module;
+    this.memoryLimitMb = isolation.memoryLimitMb;
     this.#idempotencyKey = options.idempotencyKey;
+    recordTask(this as unknown as { name: string; handler: (...args: never[]) => unknown });
   }
 
   /**

@@ -25,6 +25,7 @@ import type {
   BrokerInspector,
   CancelOutcome,
   EnqueueResult,
+  FinishedRun,
   Lease,
   MinuteStats,
   NewRun,
@@ -77,6 +78,10 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
     return transitions.settle(this.#c, workerId, settlements, now);
+  }
+
+  recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+    return transitions.recordFinished(this.#c, runs, now);
   }
 
   renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {

@@ -24,7 +24,7 @@
  *   `a_outcome`, and `error` when it failed or asked for a retry); `history` (JSON) holds the earlier
  *   ones, so that a first attempt starts and ends without JSON work (v5).
  * - `cancel_log` (v2): active runs cancelled, so that `onCancel` reaches workers in other processes.
- * - `workflows`, `workflow_edges` (v7) and `runs.workflow`, `runs.input_from`: see docs/workflows.md.
+ * - `workflows`, `workflow_edges` (v8) and `runs.workflow`, `runs.input_from`: see docs/workflows.md.
  * - `workers`, `paused_queues`, `queue_stats` (v2): the BrokerInspector's worker registry, paused
  *   queues and per-minute counters.
  */
@@ -199,8 +199,15 @@ export const MIGRATIONS: readonly Migration[] = [
     `,
   },
   {
-    // Self-contained: adds columns and tables only, so it can be renumbered at merge.
     version: 7,
+    description: 'where a run recorded finished from elsewhere ran (origin; NULL: a run of this broker)',
+    sql: `
+      ALTER TABLE runs ADD COLUMN origin TEXT;
+    `,
+  },
+  {
+    // Self-contained: adds columns and tables only, so it can be renumbered at merge.
+    version: 8,
     description: 'workflows: runs.workflow and runs.input_from, the workflows and workflow_edges tables',
     sql: `
       ALTER TABLE runs ADD COLUMN workflow TEXT;
