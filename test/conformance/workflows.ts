@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import type { Broker, Dependency, InputFrom, NewWorkflowRun, Reservation } from '../../src/broker/types.ts';
+import type { Broker, BrokerInspector, Dependency, InputFrom, NewWorkflowRun, Reservation } from '../../src/broker/types.ts';
 import { type ConformanceContext, LEASE, Q, RETAIN, assertFields, errorText, ids, newRun, parseError } from './context.ts';
 
 /** A run of a workflow in queue `queue`. */
@@ -280,6 +280,25 @@ export function workflowConformance(c: ConformanceContext): void {
       await b.retry(x.id, t0 + 11);
       assertFields(await getRun(b, y.id), { state: 'waiting' }, 'cancelled by the failure: waits again');
       assertFields(await getRun(b, z.id), { state: 'cancelled' }, 'cancelled by the user: stays cancelled');
+    });
+
+    test('retry of every failed run of a queue (retryFailed) retries each failed step from there too', async () => {
+      const b = await open();
+      const inspector = b as unknown as Partial<BrokerInspector>;
+      if (typeof inspector.retryFailed !== 'function') return;
+      const t0 = Date.now();
+      const a = step(t0);
+      const after = step(t0, { dependsOn: on(a) });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [a, after] }, t0);
+      const [r] = (await reserveAll(b, 'w', t0)).runs;
+      await b.settle('w', [{ id: r!.id, attempt: 1, outcome: 'failed', error: errorText('boom'), retentionMs: RETAIN }], t0 + 1);
+      assertFields(await getRun(b, after.id), { state: 'cancelled' }, 'cancelled by the failure');
+      assert.equal(await inspector.retryFailed(Q, undefined, t0 + 2), 1);
+      assertFields(await getRun(b, after.id), { state: 'waiting' }, 'waits again');
+      const [again] = (await reserveAll(b, 'w', t0 + 3)).runs;
+      assert.equal(again?.id, a.id);
+      await b.settle('w', [{ id: a.id, attempt: again!.attempt, outcome: 'succeeded', result: '1', retentionMs: RETAIN }], t0 + 4);
+      assert.deepStrictEqual(ids((await reserveAll(b, 'w', t0 + 5)).runs), [after.id]);
     });
 
     test('cancel of a workflow: waiting, queued and active runs all cancelled; finished ones kept', async () => {

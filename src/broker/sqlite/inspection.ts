@@ -9,6 +9,7 @@ import type { MinuteStats, QueueCounts, RunFilter, RunPage, RunRecord, RunState,
 import { RUN_STATES } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { emptyCounts, histogram, num, type Row, STATES, toRecord } from './statements.ts';
+import { rewaitIn } from './workflows.ts';
 
 export function getRun(c: SqliteCore, id: string): RunRecord | null {
   c.open();
@@ -179,14 +180,17 @@ export function retryFailed(c: SqliteCore, queue: string, task: string | undefin
         c.takeSeq(rows.length);
         c.bump(queue);
       }
-      return rows.map((r) => String(r.id));
+      const changed = rows.map((r) => String(r.id));
+      // Retry from a step, for each replayed step of a workflow (docs/workflows.md).
+      for (const r of rows) if (typeof r.workflow === 'string') rewaitIn(c, String(r.id), changed);
+      return { count: rows.length, changed };
     });
-    replayed += ids.length;
-    if (ids.length) {
-      c.hub.emit('runs', ids);
+    replayed += ids.count;
+    if (ids.changed.length) {
+      c.hub.emit('runs', ids.changed);
       c.hub.emit('work', [queue]);
     }
-    if (ids.length < SLICE) break;
+    if (ids.count < SLICE) break;
   }
   return replayed;
 }

@@ -193,11 +193,11 @@ export const SQL = {
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id`,
+    WHERE runs.rid = p.prid RETURNING id, workflow`,
   retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND task = :task AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id`,
+    WHERE runs.rid = p.prid RETURNING id, workflow`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
   // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
   // one index range read backwards from the cursor, `limit` entries at most.
