@@ -301,6 +301,23 @@ export function workflowConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(ids((await reserveAll(b, 'w', t0 + 5)).runs), [after.id]);
     });
 
+    test('a purged step counts as cancelled: what waits for it is cancelled, or runs anyway, never left waiting', async () => {
+      const b = await open();
+      const inspector = b as unknown as Partial<BrokerInspector>;
+      if (typeof inspector.purge !== 'function') return;
+      const t0 = Date.now();
+      const a = step(t0);
+      const cancelled = step(t0, { dependsOn: on(a) });
+      const cleanup = step(t0, { dependsOn: [{ id: a.id, onFailure: 'continue' }], inputFrom: 'list' });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [a, cancelled, cleanup] }, t0);
+      assert.equal(await inspector.purge(Q, t0 + 1), 1, 'the queued step');
+      assertFields(await getRun(b, cancelled.id), { state: 'cancelled' }, 'its dependent');
+      assert.equal(parseError((await getRun(b, cancelled.id)).error).reason, 'dependency_failed');
+      const ready = (await reserveAll(b, 'w', t0 + 2)).runs;
+      assert.deepStrictEqual(ids(ready), [cleanup.id]);
+      assert.equal(ready[0]?.input, '[null]');
+    });
+
     test('cancel of a workflow: waiting, queued and active runs all cancelled; finished ones kept', async () => {
       const b = await open();
       const t0 = Date.now();

@@ -192,13 +192,14 @@ export async function pausedQueues(c: RedisCore): Promise<string[]> {
   return (await (await c.ready()).smembers(c.pausedKey)).sort();
 }
 
-export async function purge(c: RedisCore, queue: string): Promise<number> {
+export async function purge(c: RedisCore, queue: string, now: number): Promise<number> {
   if (!QUEUE_NAME.test(queue)) return 0;
+  now = time(now, 'now');
   const k = c.k(queue);
   const redis = await c.ready();
   let total = 0;
   for (;;) {
-    const r = sliceReply(await runScript(redis, 'purge', [k.prios, k.sched], [k.base, SLICE, c.eventsChannel, k.idPrefix]));
+    const r = sliceReply(await runScript(redis, 'purge', [k.prios, k.sched], [k.base, SLICE, c.eventsChannel, k.idPrefix, now]));
     total += r.count;
     if (!r.more) return total;
   }

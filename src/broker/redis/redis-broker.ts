@@ -176,8 +176,8 @@ export class RedisBroker implements Broker, BrokerInspector {
     return inspection.pausedQueues(this.#c);
   }
 
-  purge(queue: string, _now: number): Promise<number> {
-    return inspection.purge(this.#c, queue);
+  purge(queue: string, now: number): Promise<number> {
+    return inspection.purge(this.#c, queue, now);
   }
 
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {

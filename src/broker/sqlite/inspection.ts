@@ -9,7 +9,7 @@ import type { MinuteStats, QueueCounts, RunFilter, RunPage, RunRecord, RunState,
 import { RUN_STATES } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { emptyCounts, histogram, num, type Row, STATES, toRecord } from './statements.ts';
-import { rewaitIn } from './workflows.ts';
+import { resolveIn, rewaitIn } from './workflows.ts';
 
 export function getRun(c: SqliteCore, id: string): RunRecord | null {
   c.open();
@@ -150,18 +150,25 @@ export function pausedQueues(c: SqliteCore): string[] {
     .sort();
 }
 
-export function purge(c: SqliteCore, queue: string): number {
+export function purge(c: SqliteCore, queue: string, now: number): number {
   c.open();
   let removed = 0;
   for (;;) {
-    const ids = c.tx(() => {
+    const queues = new Set<string>();
+    const out = c.tx(() => {
       const rows = c.rows('purge', queue, SLICE);
-      for (const r of rows) c.releaseKey(String(r.id), r);
-      return rows.map((r) => String(r.id));
+      const changed = rows.map((r) => String(r.id));
+      for (const r of rows) {
+        c.releaseKey(String(r.id), r);
+        // A purged step of a workflow counts as cancelled for the runs waiting for it.
+        if (typeof r.workflow === 'string') resolveIn(c, String(r.id), false, null, now, changed, queues);
+      }
+      return { count: rows.length, changed };
     });
-    removed += ids.length;
-    if (ids.length) c.hub.emit('runs', ids);
-    if (ids.length < SLICE) break;
+    removed += out.count;
+    if (out.changed.length) c.hub.emit('runs', out.changed);
+    if (queues.size) c.hub.emit('work', [...queues]);
+    if (out.count < SLICE) break;
   }
   return removed;
 }

@@ -178,8 +178,8 @@ export class SqliteBroker implements Broker, BrokerInspector {
     return inspection.pausedQueues(this.#c);
   }
 
-  async purge(queue: string, _now: number): Promise<number> {
-    return inspection.purge(this.#c, queue);
+  async purge(queue: string, now: number): Promise<number> {
+    return inspection.purge(this.#c, queue, now);
   }
 
   async retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {

@@ -189,7 +189,7 @@ export const SQL = {
   pause: 'INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING',
   resume: 'DELETE FROM paused_queues WHERE queue = ?',
   purge: `DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE queue = ? AND state IN ('queued', 'scheduled') LIMIT ?)
-    RETURNING id, queue, task, idempotency_key`,
+    RETURNING id, queue, task, idempotency_key, workflow`,
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
