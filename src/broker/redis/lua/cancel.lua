@@ -23,7 +23,7 @@
 --!include common.lua: rcall, appendHistory, finish, notify, wake, wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g')
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'G')
 local s, prio, att, holder, started, hist, watched, ownRet, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
 if v['err'] then
   return { 'X' }

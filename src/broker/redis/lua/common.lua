@@ -38,7 +38,7 @@
       compact listpack encoding). Every other end of an attempt (retry, lost, released,
       cancelled) appends it to `h` and clears `o`.
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
-    Runs of a workflow (docs/workflows.md): g its workflow id, m how its input is built once ready
+    Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
 
@@ -200,7 +200,7 @@ end
 -- Deletes a run's hash `k` and, while it still names the run, its idempotency key (fields t and
 -- k): a key never stands for a run that no longer exists (purge, prune, retention 0 alike).
 local function dropRun(base, k, rid)
-  local v = redis.pcall('HMGET', k, 't', 'k', 'g')
+  local v = redis.pcall('HMGET', k, 't', 'k', 'G')
   local task, key, wf = v[1], v[2], v[3]
   if not v['err'] and task and key then
     local ikk = base .. 'ik:' .. task .. ':' .. key
@@ -331,7 +331,7 @@ end
 ]]
 local function wfReady(base, rid, nowS)
   local k = base .. 'r:' .. rid
-  local v = rcall('HMGET', k, 'm', 'D', 'p')
+  local v = rcall('HMGET', k, 'M', 'D', 'p')
   local mode, deps, prio = v[1], v[2], v[3]
   if mode then
     local flat = rcall('HGETALL', base .. 'wv:' .. rid)
@@ -483,7 +483,7 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
   for j = from, to, 5 do
     local rid, att, kind, payload, numS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b', 'g')
+    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b', 'G')
     local state, holder, runAtt, watched, prio, started, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
     if v['err'] or state ~= 'a' or holder ~= worker or runAtt ~= att then
       out[#out + 1] = 0

@@ -27,7 +27,7 @@ local steps = {}
 
 local function drop(rid, code)
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'W', 'g')
+  local v = redis.pcall('HMGET', k, 's', 'W', 'G')
   local state, watched, wf = v[1], v[2], v[3]
   if v['err'] or state == code then
     deleted = deleted + 1

@@ -110,7 +110,7 @@ if #expired > 0 then
   for j = #expired, 1, -1 do
     local rid = expired[j]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g')
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'G')
     local state, prio, watched, att, holder, started, lost, hist, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
     if v['err'] then
       failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)

@@ -20,7 +20,7 @@
 --!keys 1
 --!include common.lua: rcall, wake, replay, wfRewait
 local k, base, rid = KEYS[1], ARGV[1], ARGV[2]
-local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 'O', 'g')
+local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 'O', 'G')
 local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
 local origin, wf = v[11], v[12]
 if v['err'] then

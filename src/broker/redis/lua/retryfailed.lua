@@ -26,7 +26,7 @@ local rids = rcall('ZRANGE', KEYS[1], offset, offset + limit - 1)
 local replayed, skipped = 0, 0
 for _, rid in ipairs(rids) do
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't', 'O', 'g')
+  local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't', 'O', 'G')
   local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
   local runTask, origin, wf = v[11], v[12], v[13]
   if v['err'] or s ~= 'f' then

@@ -47,7 +47,7 @@ for j = 4, #ARGV, 10 do
   else
     state = 'q'
   end
-  local f = { 's', state, 't', task, 'i', input, 'g', wfId, 'C', cret }
+  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
   if p ~= '0' then
     f[#f + 1] = 'p'
     f[#f + 1] = p
@@ -65,7 +65,7 @@ for j = 4, #ARGV, 10 do
     f[#f + 1] = tp
   end
   if mode ~= '' then
-    f[#f + 1] = 'm'
+    f[#f + 1] = 'M'
     f[#f + 1] = mode
   end
   if deps ~= '' then
