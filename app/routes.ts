@@ -221,6 +221,7 @@ async function welcomeJson(status: WelcomeStatus | null, getRun: UserRoutesOptio
   }
   if (!run) return status.state === 'scheduled' ? { ...view, status: 'pending', run_id: null } : view;
   switch (run.state) {
+    case 'waiting':
     case 'queued':
     case 'scheduled':
     case 'active':

@@ -3,7 +3,7 @@
  *
  *   --quick              small sizes (under two minutes): checks the harness, gives orders of magnitude
  *   --rounds N           rounds per figure (default 5, quick 3)
- *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale, celery, isolation
+ *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale, celery, isolation, flow
  *   --peers a,b          errand-redis, errand-sqlite, bullmq (the service scenario has its own peers)
  *   --services a,b       errand-seed, errand-seed-sqlite, fastify-bullmq, fastify-bullmq-sqlite, celery (default: all; errand-seed-sqlite not in --quick)
  *   --set k=v,k=v        override sizes (see Sizes in bench/lib/context.ts), e.g. --set rssRuns=300000,rounds=1 (lists: latencyRates=1000:5000)
@@ -26,6 +26,7 @@ import { redisServerAvailable, startRedis } from './lib/redis-server.ts';
 import { evaluateTargets, markdown, type RunResults, svgChart } from './lib/report.ts';
 import { celeryScenario } from './scenarios/celery.ts';
 import { enqueueScenario } from './scenarios/enqueue.ts';
+import { flowScenario } from './scenarios/flow.ts';
 import { isolationScenario } from './scenarios/isolation.ts';
 import { latencyScenario } from './scenarios/latency.ts';
 import { memoryScenario } from './scenarios/memory.ts';
@@ -43,6 +44,7 @@ const SCENARIOS: Record<string, (ctx: Ctx) => Promise<ScenarioResult>> = {
   scale: scaleScenario,
   celery: celeryScenario,
   isolation: isolationScenario,
+  flow: flowScenario,
 };
 
 function usage(msg: string): never {

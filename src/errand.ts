@@ -9,6 +9,8 @@ import { createLogger } from './core/logger.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
 import { RunHandle } from './task/handle.ts';
+import { type AnyFlow, compileWorkflow, type ResultOf } from './task/workflow.ts';
+import { WorkflowHandle } from './task/workflow-handle.ts';
 import { enqueueSpan } from './telemetry/tracing.ts';
 import { type EnqueueOptions, type Handler, TaskDefinition, type TaskOptions } from './task/task.ts';
 import { Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';
@@ -122,7 +124,16 @@ export class Errand extends EventEmitter {
     return own?.length ? mergeRedactPaths(this.redact, own) : this.redact;
   }
 
-  /** Defines a task: a name, options (an input schema at least) and a handler. */
+  /**
+   * Defines a task: a name, options (an input schema at least) and a handler. With an `output`
+   * schema, the handler returns its input type and the task's result is its output type.
+   */
+  task<S extends z.ZodType, O extends z.ZodType>(
+    name: string,
+    options: TaskOptions<S> & { output: O },
+    handler: Handler<S, z.input<O>>,
+  ): Task<S, z.output<O>>;
+  task<S extends z.ZodType, R>(name: string, options: TaskOptions<S> & { output?: undefined }, handler: Handler<S, R>): Task<S, R>;
   task<S extends z.ZodType, R>(name: string, options: TaskOptions<S>, handler: Handler<S, R>): Task<S, R> {
     if (this.tasks.has(name)) throw new ConfigError(`Task "${name}" is defined twice`);
     const task = new Task<S, R>(this, name, options, handler);
@@ -218,6 +229,19 @@ export class Errand extends EventEmitter {
       }
     }
     this.#senders--;
+  }
+
+  /**
+   * Creates a workflow (docs/workflows.md): a `chain`, `group`, `chord` or `dag` of steps, all its
+   * runs and their dependencies in one atomic step. Steps with their own input are validated first
+   * (`InputError`, nothing stored); the others take their input from the steps they wait for.
+   */
+  async workflow<F extends AnyFlow>(flow: F): Promise<WorkflowHandle<ResultOf<F>>> {
+    const now = Date.now();
+    const compiled = compileWorkflow(flow, now, this.maxInputBytes);
+    const broker = await this.broker();
+    const { created } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
+    return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created);
   }
 
   /** A handle to an existing run, by id. */

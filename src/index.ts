@@ -13,6 +13,7 @@ export {
   RunFailedError,
   RunNotFoundError,
   TaskTimeoutError,
+  WorkflowNotFoundError,
   IsolateCrashedError,
   IsolateMemoryError,
 } from './core/errors.ts';
@@ -24,5 +25,20 @@ export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { Isolation } from './task/isolation.ts';
-export type { EnqueueOptions, Handler, TaskContext, KeyLimits, RateLimit, TaskLimits, TaskOptions } from './task/task.ts';
+export type { EnqueueOptions, Handler, KeyLimits, RateLimit, TaskContext, TaskLimits, TaskOptions } from './task/task.ts';
+export {
+  type AnyFlow,
+  chain,
+  chord,
+  type DagFlow,
+  dag,
+  type Flow,
+  type GroupFlow,
+  group,
+  type Join,
+  type Pending,
+  type ResultOf,
+  type StepOptions,
+} from './task/workflow.ts';
+export { type WorkflowInfo, WorkflowHandle, type WorkflowState, workflowState } from './task/workflow-handle.ts';
 export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

@@ -31,6 +31,10 @@ export interface Sizes {
   scaleRuns: number;
   scaleProcesses: number[];
   scaleConcurrency: number;
+  /** Fan-out / fan-in (the flow scenario): flows of `flowChildren` children and one parent each, and one flow of `flowFanIn` children. */
+  flows: number;
+  flowChildren: number;
+  flowFanIn: number;
 }
 
 export const FULL: Sizes = {
@@ -55,6 +59,9 @@ export const FULL: Sizes = {
   scaleRuns: 20_000,
   scaleProcesses: [1, 2, 4],
   scaleConcurrency: 50,
+  flows: 100,
+  flowChildren: 100,
+  flowFanIn: 5_000,
 };
 
 export const QUICK: Sizes = {
@@ -79,6 +86,9 @@ export const QUICK: Sizes = {
   scaleRuns: 2_000,
   scaleProcesses: [1, 2, 4],
   scaleConcurrency: 50,
+  flows: 10,
+  flowChildren: 50,
+  flowFanIn: 1_000,
 };
 
 export interface PeerDef {

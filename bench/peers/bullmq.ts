@@ -10,7 +10,7 @@
  * concurrent `queue.add` calls then share round trips, as Errand's merged enqueues do.
  */
 import { readFileSync } from 'node:fs';
-import { type JobsOptions, Queue, Worker } from 'bullmq';
+import { FlowProducer, type JobsOptions, Queue, Worker } from 'bullmq';
 import type { Payload, Peer, Session, SessionOptions } from './types.ts';
 
 const QUEUE = 'bench';
@@ -48,14 +48,34 @@ function makePeer(autopipe: boolean): Peer {
       await queue.waitUntilReady();
       let worker: Worker<Payload> | undefined;
       let running: Promise<void> | undefined;
+      let flowProducer: FlowProducer | undefined;
       return {
         enqueueOne: (data) => queue.add('bench_noop', data),
         enqueueMany: (data) => queue.addBulk(data.map((d) => ({ name: 'bench_noop', data: d }))),
+        async enqueueFlows(flows, children) {
+          flowProducer ??= new FlowProducer({ connection: connection(url, false, autopipe) });
+          for (let f = 0; f < flows; f++) {
+            await flowProducer.add({
+              name: 'bench_collect',
+              queueName: QUEUE,
+              data: { username: 'flow', email: '' },
+              opts: jobOpts,
+              children: Array.from({ length: children }, (_, i) => ({
+                name: 'bench_noop',
+                queueName: QUEUE,
+                data: { username: `user${i}`, email: `user${i}@example.com` },
+                opts: jobOpts,
+              })),
+            });
+          }
+        },
         async startWorker(concurrency, onRun) {
           worker = new Worker<Payload>(
             QUEUE,
             async (job) => {
               onRun(job.data);
+              // A flow's parent reads its children's results, as a chord's callback gets them.
+              if (job.name === 'bench_collect') return Object.keys(await job.getChildrenValues()).length;
               return true;
             },
             { connection: connection(url, true), concurrency, autorun: false },
@@ -75,6 +95,7 @@ function makePeer(autopipe: boolean): Peer {
         },
         async close() {
           await worker?.close(true);
+          await flowProducer?.close();
           await queue.close();
         },
       };

@@ -156,6 +156,11 @@ async function handle(msg: Cmd): Promise<Record<string, unknown>> {
       await session!.stopWorker();
       return { count };
     }
+    case 'flows': {
+      const t0 = performance.now();
+      await session!.enqueueFlows(Number(msg.flows), Number(msg.children));
+      return { ms: performance.now() - t0 };
+    }
     case 'produce':
       return await produce(Number(msg.rate), Number(msg.durationMs), Number(msg.warmupMs));
     case 'latency':

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { createErrand, type Errand, type Worker } from '../../src/index.ts';
+import { chord, createErrand, type Errand, group, type Worker } from '../../src/index.ts';
 import type { Payload, Peer, Session, SessionOptions } from './types.ts';
 
 const QUEUE = 'bench';
@@ -37,11 +37,26 @@ export const errandPeer: Peer = {
       onRun(data as Payload);
       return true;
     });
+    // The parent of a flow: gets the list of its children's results (a chord's callback).
+    const collect = app.task(
+      'bench_collect',
+      { input: z.array(z.unknown()), queue: QUEUE, retention: keep ? undefined : { succeeded: 0 } },
+      (values) => {
+        onRun({ username: 'flow', email: '' });
+        return values.length;
+      },
+    );
     const broker = await app.broker();
     let worker: Worker | undefined;
     return {
       enqueueOne: (data) => task.enqueue(data),
       enqueueMany: (data) => task.enqueueMany(data.map((d) => ({ input: d }))),
+      async enqueueFlows(flows, children) {
+        for (let f = 0; f < flows; f++) {
+          const steps = Array.from({ length: children }, (_, i) => task.step({ username: `user${i}`, email: `user${i}@example.com` }));
+          await app.workflow(chord(group(...steps), collect.next()));
+        }
+      },
       async startWorker(concurrency, cb) {
         onRun = cb;
         worker = app.worker({ concurrency, queues: [QUEUE] });
@@ -53,7 +68,7 @@ export const errandPeer: Peer = {
       },
       async pending() {
         const c = (await broker.counts([QUEUE]))[QUEUE];
-        return c ? c.queued + c.scheduled + c.active : 0;
+        return c ? c.waiting + c.queued + c.scheduled + c.active : 0;
       },
       async close() {
         await worker?.stop({ graceMs: 0 });

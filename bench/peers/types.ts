@@ -19,6 +19,11 @@ export interface SessionOptions {
 export interface Session {
   enqueueOne(data: Payload): Promise<unknown>;
   enqueueMany(data: Payload[]): Promise<unknown>;
+  /**
+   * Creates `flows` fan-out / fan-in flows: `children` child runs each, and a parent that runs once
+   * they all succeeded and reads their results (Errand: a chord; BullMQ: a FlowProducer flow).
+   */
+  enqueueFlows(flows: number, children: number): Promise<unknown>;
   /** Starts consuming; `onRun` is called at the start of each handler with its input. */
   startWorker(concurrency: number, onRun: (data: Payload) => void): Promise<void>;
   stopWorker(): Promise<void>;

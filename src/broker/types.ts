@@ -15,6 +15,9 @@
  */
 
 import type { RunRecord, RunState } from '../core/run.ts';
+import type { FlowCounts, FlowSpec } from './flow-types.ts';
+
+export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
 // where the contract and the public API have always named it.
@@ -63,40 +66,65 @@ export interface NewRun {
   flow?: FlowSpec;
 }
 
-/**
- * Where a run stands for flow control. Its `group` (the task with limits) and `key` (from its input;
- * '' when only the group's limit applies) decide which limits it counts against: at most
- * `concurrency` active runs of (group, key) and at most `groupConcurrency` of the group, in its
- * queue (0 or absent: unlimited), and starts admitted by `rate` and `groupRate`. `reserve`
- * enforces all of them atomically; runs of a key are served FIFO,
- * keys and groups round robin, and runs with a `flow` are offered before the queue's other runs.
- * The limits in force for a key (or group) are those of its latest run to become queued.
- */
-export interface FlowSpec {
-  /** 1 to 128 letters, digits, "_", ".", ":" or "-" (a task name). */
-  group: string;
-  /** 0 to 256 characters. */
-  key: string;
-  concurrency?: number;
-  groupConcurrency?: number;
-  /** Rate limit of (group, key): starts are admitted by GCRA, see `FlowRate`. Absent: none. */
-  rate?: FlowRate;
-  /** Rate limit of the group, all keys together. */
-  groupRate?: FlowRate;
+/** What a dependent does when a dependency ends without succeeding (failed after its retries, or cancelled). */
+export type DependencyPolicy = 'cancel' | 'skip' | 'continue';
+
+export const DEPENDENCY_POLICIES: readonly DependencyPolicy[] = ['cancel', 'skip', 'continue'];
+
+/** An edge: the run that declares it waits for run `id`. */
+export interface Dependency {
+  /** A run of the same workflow. */
+  id: string;
+  /**
+   * When `id` ends without succeeding: `cancel` (default) cancels this run, which counts as a failure
+   * for its own dependents; `skip` finishes it as succeeded without running it (result null), a
+   * success for its dependents; `continue` runs it anyway once its other dependencies are resolved,
+   * with `null` in this dependency's place in its input.
+   */
+  onFailure?: DependencyPolicy;
+  /** The key of this dependency's result in the input (`inputFrom: 'object'`). */
+  name?: string;
 }
 
-/**
- * A rate limit by GCRA (one stored time per key): on average one start every `interval` ms, and at
- * most `burst` starts at once (a key idle long enough may start `burst` runs at the same instant).
- * `limit` starts per `period` ms is `interval = period / limit`. A key over its rate is not
- * scanned by reserve until the time it may start again, which `reserve` reports in `nextAt`.
- */
-export interface FlowRate {
-  /** ms between starts on average; > 0 (fractions allowed). */
-  interval: number;
-  /** A positive integer. */
-  burst: number;
+/** How a dependent's input is built when it becomes ready (the broker joins JSON texts; it never parses them). */
+export type InputFrom = 'given' | 'value' | 'list' | 'object';
+
+export interface NewWorkflowRun extends NewRun {
+  /** The runs this one waits for; none: it is created queued (or scheduled) as any run. */
+  dependsOn?: readonly Dependency[];
+  /**
+   * `given` (default): its own `input`; `value`: the result of its one dependency; `list`: the
+   * results of its dependencies as a JSON array, in `dependsOn` order; `object`: a JSON object of
+   * the results by each dependency's `name`. A dependency without a result contributes `null`.
+   */
+  inputFrom?: InputFrom;
 }
+
+export interface NewWorkflow {
+  /** `<queue>.<ulid>` (see `newRunId`), the queue being that of one of its runs. */
+  id: string;
+  /** Its runs, dependencies before or after their dependents (any order); no idempotency keys. */
+  runs: readonly NewWorkflowRun[];
+}
+
+export interface WorkflowEdge {
+  /** The dependency. */
+  from: string;
+  /** The dependent. */
+  to: string;
+  onFailure: DependencyPolicy;
+  name?: string;
+}
+
+export interface WorkflowRecord {
+  id: string;
+  createdAt: number;
+  /** Its runs that still exist (prune removes finished ones after their retention), in creation order. */
+  runs: RunRecord[];
+  edges: WorkflowEdge[];
+}
+
+export type WorkflowCancelOutcome = { outcome: 'cancelled'; runs: number } | { outcome: 'not_found' };
 
 export interface EnqueueResult {
   id: string;
@@ -280,6 +308,26 @@ export interface Broker {
    */
   retry(id: string, now: number): Promise<RetryOutcome>;
 
+  /**
+   * Creates a workflow: all its runs and edges in one atomic step, or nothing. A run with
+   * dependencies is created `waiting`; it becomes `queued` exactly once, in the same atomic step
+   * that settles (succeeded, or failed under a `continue` edge) the last of its dependencies, with
+   * its input built as its `inputFrom` says. A terminal failure of a dependency (settled `failed`,
+   * failed by the broker, or cancelled) applies each edge's `onFailure` in that same step,
+   * transitively. A workflow whose id is stored already: nothing is created, `created: false`.
+   * Throws `ConfigError` for a workflow that is not a DAG of its own runs (see docs/workflows.md).
+   */
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }>;
+
+  /** A workflow: its runs (those not yet pruned) and edges; null when unknown. */
+  getWorkflow(id: string): Promise<WorkflowRecord | null>;
+
+  /**
+   * Cancels every run of the workflow that is not finished (waiting, queued, scheduled, active as
+   * `cancel` does), atomically per queue. Returns how many were cancelled.
+   */
+  cancelWorkflow(id: string, now: number): Promise<WorkflowCancelOutcome>;
+
   /** Counts by state for each queue (all queues known to the broker when `queues` is omitted). */
   counts(queues?: readonly string[]): Promise<Record<string, QueueCounts>>;
 
@@ -431,16 +479,4 @@ export interface BrokerInspector {
 
   /** Flow control now (docs/flow-control.md), per queue asked (a queue without it: all zeros). */
   flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>>;
-}
-
-/** A queue's flow control at one moment (`BrokerInspector.flowCounts`). */
-export interface FlowCounts {
-  /** Runs queued under flow control: waiting for their turn, a free slot or their rate. */
-  queued: number;
-  /** Keys that have queued or active runs. */
-  keys: number;
-  /** Keys held back by their rate limit until they may start again. */
-  rateLimitedKeys: number;
-  /** Groups (tasks) held back by their rate limit. */
-  rateLimitedGroups: number;
 }

@@ -31,6 +31,7 @@ export const ADMIN_USAGE = `  inspect queues     Each queue: counts by state, pa
     --limit N          runs per page, 1 to 500 (default 20)
     --cursor C         the next page (the cursor printed under the previous page)
   inspect run <id>   One run: everything, input, result, error with its stack, attempts
+  inspect workflow <id>   One workflow: its state, each step, what it runs after and still waits for
   inspect workers    Workers seen in the last hour: queues, concurrency, active runs, heartbeat age, lost
   retry <id>         Replay a failed run (queued again, attempts reset)
   retry --failed --queue Q [--task T]   Replay every failed run of a queue (of one task)

@@ -1,10 +1,11 @@
-/** `errand inspect queues | runs | run <id> | workers`: what a broker holds, as tables or --json. */
+/** `errand inspect queues | runs | run <id> | workflow <id> | workers`: what a broker holds, as tables or --json. */
 import { redactUrl } from '../core/urls.ts';
 import { type QueueCounts, RUN_STATES, type RunRecord, type RunState, type WorkerStatus } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
 import { redactRecord } from '../core/redact.ts';
 import { errorLine, readRunError } from '../core/run-info.ts';
 import { runToJson } from '../http/schemas.ts';
+import { workflowToJson } from '../http/workflow-routes.ts';
 import { clean, cut, duration, indentLines, prettyJson, relative, table, when } from './format.ts';
 import {
   CliError,
@@ -34,17 +35,20 @@ export async function inspect(args: string[], out: Output): Promise<void> {
       return inspectRuns(rest, out);
     case 'run':
       return inspectRun(rest, out);
+    case 'workflow':
+      return inspectWorkflow(rest, out);
     case 'workers':
       return inspectWorkers(rest, out);
     case undefined:
-      throw usage('inspect needs what to inspect: queues, runs, run <id> or workers');
+      throw usage('inspect needs what to inspect: queues, runs, run <id>, workflow <id> or workers');
     default:
-      if (what.startsWith('-')) throw usage('inspect needs what to inspect first, then its flags: queues, runs, run <id> or workers');
-      throw usage(`cannot inspect ${JSON.stringify(cut(what, 60))}: inspect queues, runs, run <id> or workers`);
+      if (what.startsWith('-'))
+        throw usage('inspect needs what to inspect first, then its flags: queues, runs, run <id>, workflow <id> or workers');
+      throw usage(`cannot inspect ${JSON.stringify(cut(what, 60))}: inspect queues, runs, run <id>, workflow <id> or workers`);
   }
 }
 
-const COUNT_STATES: RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
+const COUNT_STATES: RunState[] = ['waiting', 'queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
 
 async function inspectQueues(args: string[], out: Output): Promise<void> {
   const { values } = parse('inspect queues', args, {}, { min: 0, max: 0, what: 'no arguments' });
@@ -158,6 +162,46 @@ async function inspectRun(args: string[], out: Output): Promise<void> {
     const json = runToJson(redactRecord(rec, paths), { errorStacks: true });
     if (out.json) return out.data(json);
     out.text(describeRun(rec, json, Date.now()));
+  });
+}
+
+/** One workflow: its state, then a table of its steps with what each waiting one waits for (--json: as GET /workflows/{id}). */
+async function inspectWorkflow(args: string[], out: Output): Promise<void> {
+  const { values, positionals } = parse(
+    'inspect workflow',
+    args,
+    { redact: { type: 'string' } },
+    { min: 1, max: 1, what: 'one workflow id' },
+  );
+  const id = positionals[0]!;
+  checkRunId(id);
+  const paths = redactPaths(values);
+  await withBroker(values, async (broker) => {
+    const rec = await broker.getWorkflow(id);
+    if (!rec) throw new CliError('workflow_not_found', `workflow ${id} not found (it never existed, or its runs finished and were pruned)`);
+    const json = workflowToJson(rec, (r) => runToJson(redactRecord(r, paths), { errorStacks: false }));
+    if (out.json) return out.data(json);
+    const now = Date.now();
+    const short = new Map(json.runs.map((r, i) => [r.id, `#${i + 1}`]));
+    const deps = new Map<string, string[]>();
+    for (const e of json.edges) deps.set(e.to, [...(deps.get(e.to) ?? []), short.get(e.from) ?? e.from]);
+    const rows = json.runs.map((r, i) => {
+      const waits = json.waiting_for[r.id];
+      const outcome = r.error ? `${r.error.name}: ${r.error.message}` : r.state === 'succeeded' ? JSON.stringify(r.result) : '';
+      return [
+        `#${i + 1}`,
+        clean(r.id),
+        clean(r.task),
+        r.state,
+        (deps.get(r.id) ?? []).join(',') || '-',
+        waits ? waits.map((w) => short.get(w) ?? w).join(',') : '-',
+        clean(cut(outcome, 60)),
+      ];
+    });
+    out.text(
+      `workflow     ${clean(json.id)}\nstate        ${json.state}\ncreated      ${when(rec.createdAt, now)}\n\n` +
+        table(['#', 'RUN', 'TASK', 'STATE', 'AFTER', 'WAITS FOR', 'RESULT OR ERROR'], rows),
+    );
   });
 }
 

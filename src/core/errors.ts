@@ -40,6 +40,16 @@ export class ConfigError extends ErrandError {
   override name = 'ConfigError';
 }
 
+/** A workflow id that names no stored workflow. */
+export class WorkflowNotFoundError extends ErrandError {
+  override name = 'WorkflowNotFoundError';
+  readonly workflowId: string;
+  constructor(workflowId: string) {
+    super(`Workflow "${workflowId}" not found (it never existed, or all its runs finished and were pruned)`);
+    this.workflowId = workflowId;
+  }
+}
+
 export class RunNotFoundError extends ErrandError {
   override name = 'RunNotFoundError';
   readonly runId: string;

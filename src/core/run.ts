@@ -5,10 +5,13 @@
  * (`src/broker/types.ts`, which re-exports these names) stores it, and `run-info.ts` decodes it.
  */
 
-/** The states of a run. `failed` is the dead-letter state: retries exhausted, kept for inspection and replay. */
-export type RunState = 'queued' | 'scheduled' | 'active' | 'succeeded' | 'failed' | 'cancelled';
+/**
+ * The states of a run. `failed` is the dead-letter state: retries exhausted, kept for inspection and replay.
+ * `waiting`: a run of a workflow waiting for its dependencies (see docs/workflows.md); no worker takes it.
+ */
+export type RunState = 'waiting' | 'queued' | 'scheduled' | 'active' | 'succeeded' | 'failed' | 'cancelled';
 
-export const RUN_STATES: readonly RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
+export const RUN_STATES: readonly RunState[] = ['waiting', 'queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
 
 export const FINISHED_STATES: ReadonlySet<RunState> = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -74,6 +77,8 @@ export interface RunRecord {
   worker?: string;
   idempotencyKey?: string;
   traceparent?: string;
+  /** The workflow this run belongs to, if any (see docs/workflows.md). */
+  workflow?: string;
   /** Set on a run that ran elsewhere and was recorded finished (`recordFinished`): where it ran, e.g. `celery`. */
   origin?: string;
   history: AttemptRecord[];

@@ -73,8 +73,27 @@ export interface RunSummary {
   worker?: string;
   /** `Name: message` of the stored error, cut to 300 characters. */
   error?: string;
+  /** The workflow the run is a step of. */
+  workflow?: string;
   /** Where a run recorded from elsewhere ran (e.g. `celery`): such a run cannot be retried here. */
   origin?: string;
+}
+
+/** One step of a workflow: the run, its value, and its dependencies. */
+export interface WorkflowStep extends RunSummary {
+  input: unknown;
+  result?: unknown;
+  dependsOn: { id: string; onFailure: 'cancel' | 'skip' | 'continue'; name?: string }[];
+  /** For a waiting step: the steps it still waits for (not finished). */
+  waitingFor: string[];
+}
+
+export interface WorkflowDetail {
+  id: string;
+  state: 'running' | 'succeeded' | 'failed' | 'cancelled';
+  createdAt: number;
+  /** Its steps (those not yet pruned), in creation order. */
+  steps: WorkflowStep[];
 }
 
 export interface RunList {

@@ -7,6 +7,7 @@
  *   GET  /dashboard/api/stream                 server-sent events: an `overview` snapshot every ~2 s
  *   GET  /dashboard/api/runs                   runs, newest first: ?queue &task &state &id &limit &cursor
  *   GET  /dashboard/api/runs/:id               one run: input, result or error with stack, attempts, timeline
+ *   GET  /dashboard/api/workflows/:id          one workflow: its steps, their states, values and dependencies
  *   GET  /dashboard/api/workers                workers with heartbeat age; lost ones flagged
  *   POST /dashboard/api/runs/:id/retry         replay a failed run                      (admin)
  *   POST /dashboard/api/runs/:id/cancel        cancel a queued, scheduled or active run (admin)
@@ -47,7 +48,7 @@ import { HttpError, httpErrorHandler } from '../web/errors.ts';
 import type { RunList, Session, WorkerList } from './api-types.ts';
 import { checkBasePath, DASHBOARD_PATH, DEFAULT_DIST_DIR, loadDist, registerFrontEnd } from './assets.ts';
 import { brokerAccess, overviewOf } from './overview.ts';
-import { runDetail, runSummary, workerJson } from './run-json.ts';
+import { runDetail, runSummary, workerJson, workflowDetail } from './run-json.ts';
 import { dashboardAccess, useSecurityHeaders } from './security.ts';
 import { registerStream } from './stream.ts';
 
@@ -205,6 +206,15 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
       for (const a of detail.history) if (a.error) delete a.error.stack;
     }
     return detail;
+  });
+
+  fastify.get(`${API}/workflows/:id`, async (request) => {
+    authorize(request, 'read');
+    const { id } = request.params as { id: string };
+    if (!isRunId(id)) throw new HttpError(404, `"${id.slice(0, 200)}" is not a workflow id (expected <queue>.<26-character id>)`);
+    const rec = await call((b) => b.getWorkflow(id));
+    if (!rec) throw new HttpError(404, `Workflow "${id}" not found (it never existed, or all its runs finished and were pruned)`);
+    return workflowDetail({ ...rec, runs: rec.runs.map(shown) });
   });
 
   fastify.get(`${API}/workers`, async (request): Promise<WorkerList> => {

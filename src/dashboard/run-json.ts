@@ -1,7 +1,8 @@
 /** Run records as the dashboard's API shows them: a short row for lists, everything for the run page. */
-import type { RunError, RunRecord, WorkerStatus } from '../broker/types.ts';
+import { FINISHED_STATES, type RunError, type RunRecord, type WorkerStatus, type WorkflowRecord } from '../broker/types.ts';
+import { workflowState } from '../task/workflow-handle.ts';
 import { decodeRun, errorLine, readRunError } from '../core/run-info.ts';
-import type { AttemptJson, RunDetail, RunSummary, TimelineEvent, WorkerJson } from './api-types.ts';
+import type { AttemptJson, RunDetail, RunSummary, TimelineEvent, WorkerJson, WorkflowDetail, WorkflowStep } from './api-types.ts';
 
 const ERROR_SUMMARY_CHARS = 300;
 
@@ -28,6 +29,7 @@ export function runSummary(rec: RunRecord): RunSummary {
   if (rec.startedAt !== undefined) s.startedAt = rec.startedAt;
   if (rec.finishedAt !== undefined) s.finishedAt = rec.finishedAt;
   if (rec.worker !== undefined) s.worker = rec.worker;
+  if (rec.workflow !== undefined) s.workflow = rec.workflow;
   const error = shortErrorLine(readError(rec.error));
   if (error !== undefined) s.error = error;
   if (rec.origin !== undefined) s.origin = rec.origin;
@@ -71,6 +73,30 @@ export function runDetail(rec: RunRecord): RunDetail {
   if (rec.traceparent !== undefined) detail.traceparent = rec.traceparent;
   if (info.corrupt) detail.corrupt = info.corrupt;
   return detail;
+}
+
+/** A workflow as its dashboard page shows it: each step with its value, dependencies and what it still waits for. */
+export function workflowDetail(rec: WorkflowRecord): WorkflowDetail {
+  const state = new Map(rec.runs.map((r) => [r.id, r.state]));
+  const steps = rec.runs.map((r): WorkflowStep => {
+    const info = decodeRun(r);
+    const dependsOn = rec.edges
+      .filter((e) => e.to === r.id)
+      .map((e) => (e.name === undefined ? { id: e.from, onFailure: e.onFailure } : { id: e.from, onFailure: e.onFailure, name: e.name }));
+    const waitingFor =
+      r.state === 'waiting'
+        ? dependsOn
+            .filter((d) => {
+              const s = state.get(d.id);
+              return s === undefined || !FINISHED_STATES.has(s);
+            })
+            .map((d) => d.id)
+        : [];
+    const step: WorkflowStep = { ...runSummary(r), input: info.input, dependsOn, waitingFor };
+    if (r.result !== undefined) step.result = info.result;
+    return step;
+  });
+  return { id: rec.id, state: workflowState(rec.runs.map((r) => r.state)), createdAt: rec.createdAt, steps };
 }
 
 /** What happened to the run, in time order: enqueue, each attempt's start and end, the outcome. */

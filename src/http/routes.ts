@@ -33,6 +33,7 @@ import { registerHealthRoutes } from './health-routes.ts';
 import type { RouteContext } from './route-context.ts';
 import { registerRunRoutes } from './run-routes.ts';
 import { registerTaskRoutes } from './task-routes.ts';
+import { registerWorkflowRoutes } from './workflow-routes.ts';
 
 export { EnqueueHeadersSchema, EnqueueQuerySchema, traceparentOf } from './task-routes.ts';
 
@@ -121,6 +122,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
   };
   registerTaskRoutes(ctx);
   registerRunRoutes(ctx);
+  registerWorkflowRoutes(ctx);
   registerHealthRoutes(ctx);
 };
 

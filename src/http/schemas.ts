@@ -9,7 +9,7 @@ import { decodeRun, readRunError } from '../core/run-info.ts';
 
 export const RunStateSchema = z
   .enum(RUN_STATES as [string, ...string[]])
-  .describe('queued, scheduled, active, succeeded, failed or cancelled');
+  .describe('waiting (a workflow run waiting for its dependencies), queued, scheduled, active, succeeded, failed or cancelled');
 
 const IsoTime = z.string().describe('ISO 8601 time (UTC)');
 

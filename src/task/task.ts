@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import type { FlowRate, FlowSpec, NewRun } from '../broker/types.ts';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
+import { type Join, joinOf, nextOf, type Pending, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
@@ -55,6 +56,13 @@ export interface TaskOptions<S extends z.ZodType> {
   idempotencyKey?: (input: z.output<S>) => string | undefined;
   /** How long an idempotency key holds, in ms. Default 86400000 (1 day). */
   idempotencyTtl?: number;
+  /**
+   * The result schema (zod): the worker validates what the handler returns against it before the
+   * result is stored (a mismatch fails the run for good, reason `invalid_result`), and stores what
+   * it parses to. The result type (of `result()`, and of the steps of a workflow that take it) is
+   * its output type.
+   */
+  output?: z.ZodType;
   /** A line for the OpenAPI document and the dashboard. */
   description?: string;
   /** Paths into this task's input whose values are secrets, added to the app's `redact` (see `ErrandOptions.redact`). */
@@ -153,6 +161,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly retention: Required<Retention>;
   readonly idempotencyTtl: number;
   readonly description: string | undefined;
+  /** The result schema, when the task declares one. */
+  readonly output: z.ZodType | undefined;
   /** This task's own redaction paths (the app adds its own: `errand.redactPaths(name)`). */
   readonly redact: readonly string[];
   /** Where the handler runs (`TaskOptions.isolation`). */
@@ -186,6 +196,10 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       allowZero: false,
     });
     this.description = options.description;
+    if (options.output !== undefined && typeof (options.output as { safeParse?: unknown }).safeParse !== 'function') {
+      throw new ConfigError(`${where}: options.output must be a zod schema`);
+    }
+    this.output = options.output;
     this.redact = checkRedactPaths(options.redact, where);
     const isolation = checkIsolation(options, where);
     this.isolation = isolation.isolation;
@@ -262,6 +276,23 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     return run;
   }
 
+  /**
+   * A step of a workflow with its own input (validated now, as `enqueue` does). Placed after other
+   * steps (in a chain), it waits for them but does not take their values.
+   */
+  step(input: z.input<S>, options?: EnqueueOptions): Pending<unknown, R> {
+    return stepOf<R>(this, input, options);
+  }
+
+  /** A step of a chain or chord whose input is the value before it (a group's: the list of its values). */
+  next(options?: StepOptions): Pending<z.input<S>, R> {
+    return nextOf<z.input<S>, R>(this, options);
+  }
+
+  /** A node of a dag whose input is `{ key: value of node }` for each `key: 'node'` of `deps`. */
+  join<const M extends Record<string, string>>(deps: M, options?: StepOptions): Join<M, z.input<S>, R> {
+    return joinOf<M, z.input<S>, R>(this, deps, options);
+  }
   /** The flow spec of a run (see `FlowSpec`): this task's group, the run's key and their limits. */
   #flow(input: z.output<S>): FlowSpec {
     const l = this.limits as TaskLimits<z.output<S>>;

@@ -30,6 +30,7 @@ import type {
   Lease,
   MinuteStats,
   NewRun,
+  NewWorkflow,
   QueueCounts,
   ReserveRequest,
   ReserveResult,
@@ -37,6 +38,8 @@ import type {
   RunFilter,
   RunPage,
   RunRecord,
+  WorkflowCancelOutcome,
+  WorkflowRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
@@ -182,6 +185,19 @@ export class TestBroker implements Broker, BrokerInspector {
 
   async cancel(id: string, now: number): Promise<CancelOutcome> {
     return this.#activity(await this.#inner.cancel(id, now + this.offset));
+  }
+
+  async createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+    const runs = workflow.runs.map((r) => ({ ...r, runAt: r.runAt + this.offset }));
+    return this.#activity(await this.#inner.createWorkflow({ ...workflow, runs }, now + this.offset));
+  }
+
+  getWorkflow(id: string): Promise<WorkflowRecord | null> {
+    return this.#inner.getWorkflow(id);
+  }
+
+  async cancelWorkflow(id: string, now: number): Promise<WorkflowCancelOutcome> {
+    return this.#activity(await this.#inner.cancelWorkflow(id, now + this.offset));
   }
 
   async retry(id: string, now: number): Promise<RetryOutcome> {

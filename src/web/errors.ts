@@ -11,7 +11,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
-import { BrokerUnavailableError, InputError, type InputIssue, RunNotFoundError } from '../core/errors.ts';
+import { BrokerUnavailableError, InputError, type InputIssue, RunNotFoundError, WorkflowNotFoundError } from '../core/errors.ts';
 import { discardRestOfBody } from './discard.ts';
 
 /** One bad field, as in FastAPI's 422 answers. */
@@ -133,7 +133,8 @@ export function errorResponse(
 ): { statusCode: number; body: { detail: string | ValidationDetail[] }; headers: Record<string, string>; log?: 'warn' | 'error' } {
   if (error instanceof HttpError) return { statusCode: error.statusCode, body: { detail: error.detail }, headers: error.headers };
   if (error instanceof InputError) return { statusCode: 422, body: { detail: issuesToDetail('body', error.issues) }, headers: {} };
-  if (error instanceof RunNotFoundError) return { statusCode: 404, body: { detail: error.message }, headers: {} };
+  if (error instanceof RunNotFoundError || error instanceof WorkflowNotFoundError)
+    return { statusCode: 404, body: { detail: error.message }, headers: {} };
   if (error instanceof BrokerUnavailableError) {
     return {
       statusCode: 503,

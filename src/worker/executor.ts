@@ -228,6 +228,28 @@ function reasonOf(err: unknown): string | undefined {
 /** The handler returned `value`: stored as JSON, or the attempt fails (for good) when it cannot be. */
 function succeeded(entry: ActiveRun, task: TaskDefinition, log: RunLog, started: number, value: unknown): Outcome {
   const { run } = entry;
+  if (task.output) {
+    // The declared result schema: what is stored is what it parses to.
+    const parsed = task.output.safeParse(value);
+    if (!parsed.success) {
+      const lines = parsed.error.issues.map(
+        (i) =>
+          `${formatPath(
+            i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)),
+            'result',
+          )}: ${i.message}`,
+      );
+      return fail(
+        entry,
+        log,
+        started,
+        new PermanentError(`The handler's result does not match the task's output schema: ${lines.join('; ')}`),
+        'invalid_result',
+        task.retention.failed,
+      );
+    }
+    value = parsed.data;
+  }
   const resultIssues = jsonIssues(value);
   if (resultIssues.length) {
     const where = resultIssues.map((i) => `${formatPath(i.path, 'result')}: ${i.message}`).join('; ');

@@ -143,10 +143,10 @@ describe('errand admin commands on SQLite', () => {
     const r = await errand(['inspect', 'queues', ...B]);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trimEnd().split('\n');
-    assert.match(lines[0]!, /^QUEUE\s+QUEUED\s+SCHEDULED\s+ACTIVE\s+SUCCEEDED\s+FAILED\s+CANCELLED\s+PAUSED$/);
-    assert.match(r.stdout, /^emails\s+0\s+0\s+0\s+1\s+0\s+0\s+-$/m);
-    assert.match(r.stdout, /^payments\s+0\s+0\s+0\s+0\s+3\s+0\s+-$/m);
-    assert.match(r.stdout, /^reports\s+2\s+1\s+0\s+0\s+0\s+0\s+-$/m);
+    assert.match(lines[0]!, /^QUEUE\s+WAITING\s+QUEUED\s+SCHEDULED\s+ACTIVE\s+SUCCEEDED\s+FAILED\s+CANCELLED\s+PAUSED$/);
+    assert.match(r.stdout, /^emails\s+0\s+0\s+0\s+0\s+1\s+0\s+0\s+-$/m);
+    assert.match(r.stdout, /^payments\s+0\s+0\s+0\s+0\s+0\s+3\s+0\s+-$/m);
+    assert.match(r.stdout, /^reports\s+0\s+2\s+1\s+0\s+0\s+0\s+0\s+-$/m);
 
     const j = await errand(['inspect', 'queues', '--json', ...B]);
     assert.equal(j.code, 0);
@@ -157,7 +157,7 @@ describe('errand admin commands on SQLite', () => {
     );
     assert.deepEqual(body.queues[2], {
       queue: 'reports',
-      counts: { queued: 2, scheduled: 1, active: 0, succeeded: 0, failed: 0, cancelled: 0 },
+      counts: { waiting: 0, queued: 2, scheduled: 1, active: 0, succeeded: 0, failed: 0, cancelled: 0 },
       paused: false,
     });
   });
@@ -445,7 +445,7 @@ describe('errand admin commands on SQLite', () => {
       [['inspect', 'queues', 'extra'], /inspect queues takes no arguments, got "extra"/],
       [
         ['inspect', 'runs', '--state', 'done'],
-        /--state must be one of queued, scheduled, active, succeeded, failed, cancelled, got "done"/,
+        /--state must be one of waiting, queued, scheduled, active, succeeded, failed, cancelled, got "done"/,
       ],
       [['inspect', 'runs', '--limit', '0'], /--limit must be an integer from 1 to 500, got "0"/],
       [['inspect', 'runs', '--limit', '501'], /--limit must be an integer from 1 to 500/],
@@ -538,7 +538,7 @@ describe('errand admin commands on Redis', async () => {
     const queues = await errand(['inspect', 'queues', '--json', ...B], env);
     assert.equal(queues.code, 0, queues.stderr);
     assert.deepEqual(JSON.parse(queues.stdout).queues, [
-      { queue: 'cli-q', counts: { queued: 1, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 }, paused: false },
+      { queue: 'cli-q', counts: { waiting: 0, queued: 1, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 }, paused: false },
     ]);
     const other = await errand(['inspect', 'queues', '--json', ...B], { ERRAND_PREFIX: uniquePrefix('errand-cli-empty') });
     assert.deepEqual(JSON.parse(other.stdout).queues, [], 'another prefix sees nothing');

@@ -72,7 +72,7 @@ export const TASK = 'conformance.echo';
 export const LEASE = 30_000;
 export const RETAIN = 60_000;
 
-export const ZERO_COUNTS: QueueCounts = { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+export const ZERO_COUNTS: QueueCounts = { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
 
 let inputSeq = 0;
 

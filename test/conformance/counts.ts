@@ -28,7 +28,7 @@ export function countConformance(c: ConformanceContext): void {
       await b.enqueue([newRun('q2', t0), newRun('q2', t0)], t0);
 
       const expected: Record<string, QueueCounts> = {
-        q1: { queued: 1, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 1 },
+        q1: { waiting: 0, queued: 1, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 1 },
         q2: { ...ZERO_COUNTS, queued: 2 },
       };
       assert.deepStrictEqual(await b.counts(['q1', 'q2']), expected);

@@ -194,7 +194,7 @@ export function queueControlConformance(c: InspectorContext): void {
       for (const id of elsewhere) assert.ok(await b.getRun(id), `run ${id} of another queue stays`);
       assert.deepStrictEqual(
         (await b.counts(['pu'])).pu,
-        { queued: 0, scheduled: 0, active: 1, succeeded: 1, failed: 1, cancelled: 1 },
+        { waiting: 0, queued: 0, scheduled: 0, active: 1, succeeded: 1, failed: 1, cancelled: 1 },
         'counts after the purge',
       );
       assert.deepStrictEqual(

@@ -74,7 +74,11 @@ export function listRunsConformance(c: InspectorContext): void {
             break; // stays active
         }
       }
-      const all = [...runs, ...scheduledLater];
+      // A run of a workflow waiting for its dependency (and that dependency, queued).
+      const root = newRun('qa', t0, { task: T1 });
+      const dependent = { ...newRun('qa', t0, { task: T2 }), dependsOn: [{ id: root.id }] };
+      await b.createWorkflow({ id: newRunId('qa', t0), runs: [root, dependent] }, t0 + 2);
+      const all = [...runs, ...scheduledLater, root, dependent];
       const records = await Promise.all(all.map((r) => getRun(b, r.id)));
       const newestFirst = [...records].reverse();
       const statesSeen = new Set(records.map((r) => r.state));

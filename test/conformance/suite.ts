@@ -37,6 +37,7 @@ import { retryConformance } from './retry.ts';
 import { runErrorConformance } from './run-errors.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
+import { workflowConformance } from './workflows.ts';
 
 export type { ConformanceOptions, MakeBroker, MakeBrokerOptions, Need } from './context.ts';
 export { PeerProcess } from './peer-process.ts';
@@ -58,6 +59,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     notificationConformance(c);
     countConformance(c);
     connectionConformance(c);
+    workflowConformance(c);
     runErrorConformance(makeBroker, options);
     cancelRetentionConformance(makeBroker);
   });

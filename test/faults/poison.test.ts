@@ -103,7 +103,7 @@ describe('fault: poison runs', () => {
       assert.equal(executions.length, 3, 'the process-killing run was started exactly maxLeaseLosses times');
 
       const c = (await broker.counts(['poison'])).poison!;
-      assert.deepEqual(c, { queued: 0, scheduled: 0, active: 0, succeeded: OK_RUNS, failed: 2, cancelled: 0 });
+      assert.deepEqual(c, { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: OK_RUNS, failed: 2, cancelled: 0 });
       figure('poison', {
         hangTimeoutMs: 300,
         hangFailedAfterMs: hangInfo.finishedAt!.getTime() - hangInfo.startedAt!.getTime(),

@@ -62,7 +62,7 @@ describe('fault: SIGTERM to workers under load', () => {
       });
 
       for (const d of drains) assert.equal(d.code, 0, `worker ${d.pid} exited 0 after SIGTERM`);
-      assert.deepEqual(await counts(), { queued: 0, scheduled: 0, active: 0, succeeded: TOTAL, failed: 0, cancelled: 0 });
+      assert.deepEqual(await counts(), { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: TOTAL, failed: 0, cancelled: 0 });
       const runs = executions(logDir);
       const twice = [...runs].filter(([, list]) => list.length > 1);
       assert.deepEqual(twice.slice(0, 3), [], `${twice.length} run(s) executed more than once`);

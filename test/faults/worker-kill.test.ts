@@ -111,7 +111,11 @@ describe('fault: worker processes killed with SIGKILL while runs flow', () => {
       assert.equal(accepted.length, TOTAL);
       assert.equal(new Set(accepted).size, TOTAL);
       const c = await counts();
-      assert.deepEqual(c, { queued: 0, scheduled: 0, active: 0, succeeded: TOTAL, failed: 0, cancelled: 0 }, 'every run succeeded');
+      assert.deepEqual(
+        c,
+        { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: TOTAL, failed: 0, cancelled: 0 },
+        'every run succeeded',
+      );
 
       // Every run was executed; every execution but the last of a run happened in a killed process,
       // which was executing it at the kill (handler not finished) or had finished it (outcome not

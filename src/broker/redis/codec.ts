@@ -15,6 +15,7 @@ import { queueOfRunId, timeOfRunId } from '../../core/ids.ts';
 export const RID_LENGTH = 26;
 
 export const STATE_OF_CODE: Readonly<Record<string, RunState>> = {
+  w: 'waiting',
   q: 'queued',
   s: 'scheduled',
   a: 'active',
@@ -162,6 +163,7 @@ export function decodeRun(id: string, queue: string, key: string, h: Record<stri
   if (h.k !== undefined) rec.idempotencyKey = h.k;
   if (h.c !== undefined) rec.traceparent = h.c;
   if (h.g !== undefined) rec.flow = { group: h.g, key: h.y ?? '' };
+  if (h.G !== undefined) rec.workflow = h.G;
   if (h.O !== undefined) rec.origin = h.O;
   // The open attempt (see `o` in lua/common.lua) is described by the run's own fields.
   if (h.o !== undefined && h.w !== undefined && startedAt !== undefined) {

@@ -28,6 +28,7 @@ import { runScript } from './scripts.ts';
 /** A listing's cursor: the ULID part of the last run id of the previous page. */
 const CURSOR = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const CODE_OF_STATE: Readonly<Record<RunState, string>> = {
+  waiting: 'w',
   queued: 'q',
   scheduled: 's',
   active: 'a',
@@ -119,7 +120,7 @@ export async function counts(c: RedisCore, queues?: readonly string[]): Promise<
   await Promise.all(
     list.map(async (queue) => {
       if (!QUEUE_NAME.test(queue)) {
-        out[queue] = { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+        out[queue] = { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
         return;
       }
       const k = c.k(queue);
@@ -145,7 +146,7 @@ export async function listRuns(c: RedisCore, filter: RunFilter): Promise<RunPage
   if (cursor !== '' && !CURSOR.test(cursor)) throw invalidCursor(filter.cursor);
   const redis = await c.ready();
   const queues = queue !== undefined ? (QUEUE_NAME.test(queue) ? [queue] : []) : await c.allQueues(redis);
-  const codes = state !== undefined ? CODE_OF_STATE[state] : 'qsadfc';
+  const codes = state !== undefined ? CODE_OF_STATE[state] : 'wqsadfc';
   const pages = await Promise.all(
     queues.map(async (q) => {
       const k = c.k(q);
@@ -233,13 +234,14 @@ export async function pausedQueues(c: RedisCore): Promise<string[]> {
   return (await (await c.ready()).smembers(c.pausedKey)).sort();
 }
 
-export async function purge(c: RedisCore, queue: string): Promise<number> {
+export async function purge(c: RedisCore, queue: string, now: number): Promise<number> {
   if (!QUEUE_NAME.test(queue)) return 0;
+  now = time(now, 'now');
   const k = c.k(queue);
   const redis = await c.ready();
   let total = 0;
   for (;;) {
-    const r = sliceReply(await runScript(redis, 'purge', [k.prios, k.sched], [k.base, SLICE, c.eventsChannel, k.idPrefix]));
+    const r = sliceReply(await runScript(redis, 'purge', [k.prios, k.sched], [k.base, SLICE, c.eventsChannel, k.idPrefix, now]));
     total += r.count;
     if (!r.more) return total;
   }

@@ -30,6 +30,7 @@ import type {
   Lease,
   MinuteStats,
   NewRun,
+  NewWorkflow,
   QueueCounts,
   ReserveRequest,
   ReserveResult,
@@ -37,6 +38,8 @@ import type {
   RunFilter,
   RunPage,
   RunRecord,
+  WorkflowCancelOutcome,
+  WorkflowRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
@@ -46,6 +49,7 @@ import { RedisCore, type RedisBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
 import { RedisNotifications } from './notifications.ts';
 import * as transitions from './transitions.ts';
+import * as workflows from './workflows.ts';
 
 export { CorruptRunError } from './codec.ts';
 export type { RedisBrokerOptions } from './core.ts';
@@ -95,6 +99,18 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   cancel(id: string, now: number): Promise<CancelOutcome> {
     return transitions.cancel(this.#c, id, now);
+  }
+
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+    return workflows.createWorkflow(this.#c, workflow, now);
+  }
+
+  getWorkflow(id: string): Promise<WorkflowRecord | null> {
+    return workflows.getWorkflow(this.#c, id);
+  }
+
+  cancelWorkflow(id: string, now: number): Promise<WorkflowCancelOutcome> {
+    return workflows.cancelWorkflow(this.#c, id, now);
   }
 
   retry(id: string, now: number): Promise<RetryOutcome> {
@@ -161,8 +177,8 @@ export class RedisBroker implements Broker, BrokerInspector {
     return inspection.pausedQueues(this.#c);
   }
 
-  purge(queue: string, _now: number): Promise<number> {
-    return inspection.purge(this.#c, queue);
+  purge(queue: string, now: number): Promise<number> {
+    return inspection.purge(this.#c, queue, now);
   }
 
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {

@@ -101,6 +101,7 @@ export function codeReply(reply: Reply): CodeReply {
 
 /** counts.lua. */
 export interface CountsReply {
+  waiting: number;
   queued: number;
   scheduled: number;
   active: number;
@@ -111,7 +112,15 @@ export interface CountsReply {
 
 export function countsReply(reply: Reply): CountsReply {
   const r = arr(reply).map((n) => Number(n) || 0);
-  return { queued: r[0] ?? 0, scheduled: r[1] ?? 0, active: r[2] ?? 0, succeeded: r[3] ?? 0, failed: r[4] ?? 0, cancelled: r[5] ?? 0 };
+  return {
+    waiting: r[6] ?? 0,
+    queued: r[0] ?? 0,
+    scheduled: r[1] ?? 0,
+    active: r[2] ?? 0,
+    succeeded: r[3] ?? 0,
+    failed: r[4] ?? 0,
+    cancelled: r[5] ?? 0,
+  };
 }
 
 /** prune.lua and purge.lua: how many were deleted, and whether to call again. */

@@ -42,6 +42,8 @@ export const SCRIPT_NAMES = [
   'record',
   'migrate',
   'layout',
+  'wfcreate',
+  'wfcancel',
 ] as const;
 
 export type ScriptName = (typeof SCRIPT_NAMES)[number];

@@ -30,6 +30,7 @@ import type {
   Lease,
   MinuteStats,
   NewRun,
+  NewWorkflow,
   QueueCounts,
   ReserveRequest,
   ReserveResult,
@@ -37,11 +38,14 @@ import type {
   RunFilter,
   RunPage,
   RunRecord,
+  WorkflowCancelOutcome,
+  WorkflowRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
   WorkerStatus,
 } from '../types.ts';
+import { checkWorkflow } from './workflow.ts';
 
 /** The marker of a guarded broker (so that guarding twice is a no-op). */
 const GUARDED = Symbol.for('errand.guardedBroker');
@@ -265,6 +269,23 @@ class GuardedBroker implements Broker {
 
   cancel(id: string, now: number): Promise<CancelOutcome> {
     return this.#timed('cancel', now, (t) => this.run('cancel', (b) => b.cancel(id, t)));
+  }
+
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+    return this.#timed('createWorkflow', now, (t) =>
+      this.run('createWorkflow', (b) => {
+        this.#queues(checkWorkflow(workflow), 'createWorkflow');
+        return b.createWorkflow(workflow, t);
+      }),
+    );
+  }
+
+  getWorkflow(id: string): Promise<WorkflowRecord | null> {
+    return this.run('getWorkflow', (b) => b.getWorkflow(id));
+  }
+
+  cancelWorkflow(id: string, now: number): Promise<WorkflowCancelOutcome> {
+    return this.#timed('cancelWorkflow', now, (t) => this.run('cancelWorkflow', (b) => b.cancelWorkflow(id, t)));
   }
 
   retry(id: string, now: number): Promise<RetryOutcome> {

@@ -33,6 +33,13 @@ export const RUN_ERRORS = {
     message: 'Run {id} is stored corrupt: {why}',
     vars: ['id', 'why'],
   },
+  /** A run of a workflow cancelled because a dependency ended without succeeding (edge policy `cancel`). */
+  dependencyFailed: {
+    name: 'DependencyFailedError',
+    reason: 'dependency_failed',
+    message: 'Cancelled: its dependency {id} ended without succeeding',
+    vars: ['id'],
+  },
 } as const satisfies Record<string, RunErrorDefinition>;
 
 export type RunErrorKind = keyof typeof RUN_ERRORS;

@@ -11,6 +11,7 @@ import type { SqliteCore } from './core.ts';
 import { type FlowLimitState, flowWaiting } from '../shared/flow.ts';
 import { flowMoveRows } from './flow.ts';
 import { emptyCounts, histogram, num, type Row, STATES, toRecord } from './statements.ts';
+import { resolveIn, rewaitIn } from './workflows.ts';
 
 export function getRun(c: SqliteCore, id: string): RunRecord | null {
   c.open();
@@ -170,24 +171,31 @@ export function pausedQueues(c: SqliteCore): string[] {
     .sort();
 }
 
-export function purge(c: SqliteCore, queue: string): number {
+export function purge(c: SqliteCore, queue: string, now: number): number {
   c.open();
   let removed = 0;
   for (;;) {
-    const ids = c.tx(() => {
+    const queues = new Set<string>();
+    const out = c.tx(() => {
       const rows = c.rows('purge', queue, SLICE);
-      for (const r of rows) c.releaseKey(String(r.id), r);
+      const changed = rows.map((r) => String(r.id));
+      for (const r of rows) {
+        c.releaseKey(String(r.id), r);
+        // A purged step of a workflow counts as cancelled for the runs waiting for it.
+        if (typeof r.workflow === 'string') resolveIn(c, String(r.id), false, null, now, changed, queues);
+      }
       flowMoveRows(
         c,
         rows.filter((r) => r.state === 'queued'),
         -1,
         0,
       );
-      return rows.map((r) => String(r.id));
+      return { count: rows.length, changed };
     });
-    removed += ids.length;
-    if (ids.length) c.hub.emit('runs', ids);
-    if (ids.length < SLICE) break;
+    removed += out.count;
+    if (out.changed.length) c.hub.emit('runs', out.changed);
+    if (queues.size) c.hub.emit('work', [...queues]);
+    if (out.count < SLICE) break;
   }
   return removed;
 }
@@ -207,14 +215,17 @@ export function retryFailed(c: SqliteCore, queue: string, task: string | undefin
         c.bump(queue);
         flowMoveRows(c, rows, 1, 0, queue);
       }
-      return rows.map((r) => String(r.id));
+      const changed = rows.map((r) => String(r.id));
+      // Retry from a step, for each replayed step of a workflow (docs/workflows.md).
+      for (const r of rows) if (typeof r.workflow === 'string') rewaitIn(c, String(r.id), changed);
+      return { count: rows.length, changed };
     });
-    replayed += ids.length;
-    if (ids.length) {
-      c.hub.emit('runs', ids);
+    replayed += ids.count;
+    if (ids.changed.length) {
+      c.hub.emit('runs', ids.changed);
       c.hub.emit('work', [queue]);
     }
-    if (ids.length < SLICE) break;
+    if (ids.count < SLICE) break;
   }
   return replayed;
 }

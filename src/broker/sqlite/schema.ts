@@ -24,6 +24,7 @@
  *   `a_outcome`, and `error` when it failed or asked for a retry); `history` (JSON) holds the earlier
  *   ones, so that a first attempt starts and ends without JSON work (v5).
  * - `cancel_log` (v2): active runs cancelled, so that `onCancel` reaches workers in other processes.
+ * - `workflows`, `workflow_edges` (v8) and `runs.workflow`, `runs.input_from`: see docs/workflows.md.
  * - `workers`, `paused_queues`, `queue_stats` (v2): the BrokerInspector's worker registry, paused
  *   queues and per-minute counters.
  */
@@ -277,7 +278,38 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TRIGGER flow_key_idle AFTER UPDATE ON flow_keys WHEN NEW.queued <= 0 AND NEW.active <= 0 BEGIN
         DELETE FROM flow_keys WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
       END;
-
+    `,
+  },
+  {
+    // Self-contained: adds columns and tables only, so it can be renumbered at merge.
+    version: 9,
+    description: 'workflows: runs.workflow and runs.input_from, the workflows and workflow_edges tables',
+    sql: `
+      ALTER TABLE runs ADD COLUMN workflow TEXT;
+      ALTER TABLE runs ADD COLUMN input_from TEXT;
+      CREATE INDEX runs_by_workflow ON runs (workflow) WHERE workflow IS NOT NULL;
+      CREATE TABLE workflows (
+        id TEXT PRIMARY KEY,
+        created_at INTEGER NOT NULL
+      ) WITHOUT ROWID;
+      -- One row per edge: dependent waits for dependency. resolved turns 1 once, in the
+      -- transaction that settles the dependency; value is then its result (NULL: none).
+      CREATE TABLE workflow_edges (
+        dependent TEXT NOT NULL,
+        dependency TEXT NOT NULL,
+        workflow TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        name TEXT,
+        on_failure TEXT NOT NULL,
+        resolved INTEGER NOT NULL DEFAULT 0,
+        value TEXT,
+        PRIMARY KEY (dependent, dependency)
+      ) WITHOUT ROWID;
+      CREATE INDEX workflow_edges_dependency ON workflow_edges (dependency);
+      -- Whether a dependent still waits: one probe of this index (a count would read every edge of
+      -- a large fan-in on each settle).
+      CREATE INDEX workflow_edges_unresolved ON workflow_edges (dependent) WHERE resolved = 0;
+      CREATE INDEX workflow_edges_workflow ON workflow_edges (workflow);
     `,
   },
 ];

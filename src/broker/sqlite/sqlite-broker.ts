@@ -32,6 +32,7 @@ import type {
   Lease,
   MinuteStats,
   NewRun,
+  NewWorkflow,
   QueueCounts,
   ReserveRequest,
   ReserveResult,
@@ -39,6 +40,8 @@ import type {
   RunFilter,
   RunPage,
   RunRecord,
+  WorkflowCancelOutcome,
+  WorkflowRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
@@ -49,6 +52,7 @@ import * as inspection from './inspection.ts';
 import { SqliteNotifications } from './notifications.ts';
 import * as transitions from './transitions.ts';
 import { releaseHub } from './wake-hub.ts';
+import * as workflows from './workflows.ts';
 
 export type { SqliteBrokerOptions } from './core.ts';
 
@@ -97,6 +101,18 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async cancel(id: string, now: number): Promise<CancelOutcome> {
     return transitions.cancel(this.#c, id, now);
+  }
+
+  async createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+    return workflows.createWorkflow(this.#c, workflow, now);
+  }
+
+  async getWorkflow(id: string): Promise<WorkflowRecord | null> {
+    return workflows.getWorkflow(this.#c, id);
+  }
+
+  async cancelWorkflow(id: string, now: number): Promise<WorkflowCancelOutcome> {
+    return workflows.cancelWorkflow(this.#c, id, now);
   }
 
   async retry(id: string, now: number): Promise<RetryOutcome> {
@@ -163,8 +179,8 @@ export class SqliteBroker implements Broker, BrokerInspector {
     return inspection.pausedQueues(this.#c);
   }
 
-  async purge(queue: string, _now: number): Promise<number> {
-    return inspection.purge(this.#c, queue);
+  async purge(queue: string, now: number): Promise<number> {
+    return inspection.purge(this.#c, queue, now);
   }
 
   async retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {

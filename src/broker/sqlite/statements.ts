@@ -59,7 +59,7 @@ export const SQL = {
     ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
   /** Releases a key, only while it still names that run (a key is never left naming a deleted run). */
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
-  stateOf: 'SELECT state, queue, origin, flow_group, flow_key FROM runs WHERE id = ?',
+  stateOf: 'SELECT state, queue, origin, flow_group, flow_key, workflow FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
       cancel_retention, attempts, lease_losses, history, rev)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
@@ -82,7 +82,7 @@ export const SQL = {
   recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
       finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max
-    RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
@@ -146,12 +146,12 @@ export const SQL = {
   /** ?4 now, ?5 expires, ?6 result */
   succeed: `UPDATE runs SET state = 'succeeded', result = ?6, error = NULL, finished_at = ?4, expires_at = ?5,
       lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'succeeded'")}
-    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key, workflow`,
   /** ?4 now, ?5 expires, ?6 error */
   fail: `UPDATE runs SET state = 'failed', error = ?6, finished_at = ?4, expires_at = ?5, lease_until = NULL,
       rev = rev + 1, ${endAttempt('?4', "'failed'")}
-    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key`,
-  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key, flow_group, flow_key`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key, workflow`,
+  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key, flow_group, flow_key, workflow`,
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
@@ -179,17 +179,55 @@ export const SQL = {
   // Failed and cancelled runs are replayed. A row whose state is none of the six (edited by hand)
   // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
-    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') AND origin IS NULL
-    RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE id = :id AND state NOT IN ('waiting', 'queued', 'scheduled', 'active', 'succeeded') AND origin IS NULL
+    RETURNING queue, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns:
-    'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?) RETURNING id, queue, task, idempotency_key',
+    'DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE expires_at <= ? LIMIT ?) RETURNING id, queue, task, idempotency_key, workflow',
+  pruneEdges: 'DELETE FROM workflow_edges WHERE dependent = ?',
+  pruneWorkflow: 'DELETE FROM workflows WHERE id = ? AND NOT EXISTS (SELECT 1 FROM runs WHERE workflow = ?)',
   pruneKeys: `DELETE FROM idempotency
     WHERE (queue, task, key) IN (SELECT queue, task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
   pruneCancels: 'DELETE FROM cancel_log WHERE at < ?',
   pruneStats: 'DELETE FROM queue_stats WHERE minute < ?',
   pruneWorkers: 'DELETE FROM workers WHERE last_seen < ?',
+  // workflows (docs/workflows.md)
+  wfInsert: 'INSERT INTO workflows (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING',
+  wfGet: 'SELECT id, created_at FROM workflows WHERE id = ?',
+  /** A run of a workflow: `state` is waiting, queued or scheduled. */
+  wfRun: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, traceparent,
+      cancel_retention, attempts, lease_losses, history, rev, workflow, input_from)
+    VALUES (:id, :queue, :state, :task, :priority, :seq, :input, :now, :runAt, :traceparent, :retention, 0, 0, '[]', 0, :workflow, :inputFrom)`,
+  wfEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure) VALUES (?, ?, ?, ?, ?, ?)`,
+  wfRunExists: 'SELECT 1 AS x FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
+  /** The unresolved edges out of a dependency. */
+  wfOut: 'SELECT dependent, on_failure FROM workflow_edges WHERE dependency = ? AND resolved = 0',
+  /** ?3 the dependency's result (NULL: none). Changes one row only the first time. */
+  wfResolveEdge: 'UPDATE workflow_edges SET resolved = 1, value = ?3 WHERE dependent = ?1 AND dependency = ?2 AND resolved = 0',
+  wfUnresolved: 'SELECT EXISTS (SELECT 1 FROM workflow_edges WHERE dependent = ? AND resolved = 0) AS n',
+  wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ? ORDER BY pos',
+  wfInputOf: `SELECT input, input_from FROM runs WHERE id = ? AND state = 'waiting'`,
+  wfReady: `UPDATE runs SET state = 'queued', input = :input, seq = :seq, run_at = :now, rev = rev + 1
+    WHERE id = :id AND state = 'waiting' RETURNING queue`,
+  /** A waiting run finished by a dependency's failure: cancelled (:error) or skipped (succeeded, no result). */
+  wfCancelWaiting: `UPDATE runs SET state = 'cancelled', error = :error, finished_at = :now,
+      expires_at = :now + coalesce(cancel_retention, :retention), rev = rev + 1
+    WHERE id = :id AND state = 'waiting' RETURNING queue`,
+  wfSkipWaiting: `UPDATE runs SET state = 'succeeded', finished_at = :now,
+      expires_at = :now + coalesce(cancel_retention, :retention), rev = rev + 1
+    WHERE id = :id AND state = 'waiting' RETURNING queue`,
+  wfRuns: 'SELECT * FROM runs WHERE workflow = ? ORDER BY rid',
+  /** Every edge out of a run, resolved or not. */
+  wfAllOut: 'SELECT dependent FROM workflow_edges WHERE dependency = ?',
+  /** A run cancelled because a dependency failed, waiting again (a retry of that dependency). */
+  wfRewait: `UPDATE runs SET state = 'waiting', error = NULL, finished_at = NULL, expires_at = NULL, rev = rev + 1
+    WHERE id = ? AND state = 'cancelled'
+      AND CASE WHEN json_valid(error) THEN json_extract(error, '$.reason') END = 'dependency_failed' RETURNING id`,
+  wfDepsOf: 'SELECT dependency FROM workflow_edges WHERE dependent = ?',
+  wfUnresolve: 'UPDATE workflow_edges SET resolved = 0, value = NULL WHERE dependent = ? AND dependency = ?',
+  wfEdges: 'SELECT dependent, dependency, name, on_failure FROM workflow_edges WHERE workflow = ? ORDER BY dependent, pos',
+  wfOpen: `SELECT id, state FROM runs WHERE workflow = ? AND state IN ('waiting', 'queued', 'scheduled', 'active') ORDER BY rid`,
   revs: 'SELECT id, rev FROM runs WHERE id IN (SELECT value FROM json_each(?))',
   ping: 'SELECT 1 AS ok',
 
@@ -202,15 +240,15 @@ export const SQL = {
   pause: 'INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT (queue) DO NOTHING',
   resume: 'DELETE FROM paused_queues WHERE queue = ?',
   purge: `DELETE FROM runs WHERE rid IN (SELECT rid FROM runs WHERE queue = ? AND state IN ('queued', 'scheduled') LIMIT ?)
-    RETURNING id, queue, task, idempotency_key, state, flow_group, flow_key`,
+    RETURNING id, queue, task, idempotency_key, state, flow_group, flow_key, workflow`,
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND task = :task AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
   // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
   // one index range read backwards from the cursor, `limit` entries at most.
@@ -238,6 +276,7 @@ export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'deleteHeld',
   'retryLater',
   'rowsByRid',
+  'wfRuns',
   'ridsAll',
   'ridsQueueState',
   'ridsTaskState',
@@ -268,7 +307,7 @@ function describeValue(v: SQLOutputValue | undefined): string {
 export const STATES: ReadonlySet<string> = new Set(RUN_STATES);
 
 export function emptyCounts(): QueueCounts {
-  return { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+  return { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
 }
 
 function parseHistory(v: SQLOutputValue | undefined): AttemptRecord[] {
@@ -376,6 +415,8 @@ export function toRecord(row: Row): RunRecord {
   if (key !== undefined) rec.idempotencyKey = key;
   const traceparent = text(row.traceparent);
   if (traceparent !== undefined) rec.traceparent = traceparent;
+  const workflow = text(row.workflow);
+  if (workflow !== undefined) rec.workflow = workflow;
   const origin = text(row.origin);
   if (origin !== undefined) rec.origin = origin;
   const group = text(row.flow_group);

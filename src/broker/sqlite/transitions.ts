@@ -23,10 +23,11 @@ import type {
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
+import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
+import { resolveIn, rewaitIn } from './workflows.ts';
 
 /** How long a key's GCRA time is kept once in the past (it no longer matters then: prune's margin). */
 const FLOW_RATE_MEMORY_MS = 60_000;
-import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 
 export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): EnqueueResult[] {
   c.open();
@@ -202,6 +203,8 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         c.stat(queue, now).failed += lost;
         flowMoveRows(c, lostRows, 0, -1, queue);
       }
+      // A terminal failure of a workflow run reaches its dependents (docs/workflows.md).
+      for (const r of lostRows) if (typeof r.workflow === 'string') resolveIn(c, String(r.id), false, null, now, changed, retried);
       const requeuedRows = c.rows('recoverRequeue', { queue, now });
       const requeued = requeuedRows.length;
       if (requeued > 0) flowMoveRows(c, requeuedRows, 1, -1, queue);
@@ -314,6 +317,10 @@ function settleIn(
       groups.move(c, f, row.state === 'queued' ? 1 : 0, -1);
       queues.add(f.queue);
     }
+    // Fan-in and failure propagation, in this transaction (docs/workflows.md).
+    if (typeof row.workflow === 'string' && s.outcome !== 'retry') {
+      resolveIn(c, s.id, s.outcome === 'succeeded', s.outcome === 'succeeded' ? s.result : null, now, changed, queues);
+    }
     const stat = c.stat(String(row.queue), now);
     if (s.outcome === 'succeeded') stat.succeeded++;
     else if (s.outcome === 'failed') stat.failed++;
@@ -371,11 +378,13 @@ export function progress(c: SqliteCore, workerId: string, lease: Lease, value: s
 export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
   c.open();
   let freed: string | undefined;
+  const changed: string[] = [];
+  const queues = new Set<string>();
   const out = c.tx((): CancelOutcome => {
     const row = c.row('stateOf', id);
     if (!row) return { outcome: 'not_found' };
     const state = stateOf(row);
-    if (state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
+    if (state !== 'waiting' && state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
     // The run's own retention (stored at enqueue), else the broker's.
     c.s.cancel.run({ id, now, retention: c.cancelledRetentionMs });
     if (state === 'active') c.s.cancelLog.run(id, now);
@@ -387,10 +396,13 @@ export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
       freed = f.queue;
       c.bump(freed);
     }
+    changed.push(id);
+    if (typeof row.workflow === 'string') resolveIn(c, id, false, null, now, changed, queues);
     return { outcome: 'cancelled', previous: state };
   });
+  if (queues.size) c.hub.emit('work', [...queues]);
   if (out.outcome === 'cancelled') {
-    c.hub.emit('runs', [id]);
+    c.hub.emit('runs', changed);
     if (out.previous === 'active') c.hub.emit('cancel', [id]);
     if (freed !== undefined) c.hub.emit('work', [freed]);
   }
@@ -400,6 +412,7 @@ export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
 export function retry(c: SqliteCore, id: string, now: number): RetryOutcome {
   c.open();
   let queue: string | undefined;
+  const changed = [id];
   const out = c.tx((): RetryOutcome => {
     const row = c.row('retry', { id, now, seq: c.takeSeq(1) + 1 });
     if (row) {
@@ -407,6 +420,8 @@ export function retry(c: SqliteCore, id: string, now: number): RetryOutcome {
       const f = flowOf(row);
       if (f) flowMove(c, f, 1, 0);
       c.bump(queue);
+      // Retry from a step: what its failure cancelled waits again (docs/workflows.md).
+      if (typeof row.workflow === 'string') rewaitIn(c, id, changed);
       return { outcome: 'queued' };
     }
     const existing = c.row('stateOf', id);
@@ -415,7 +430,7 @@ export function retry(c: SqliteCore, id: string, now: number): RetryOutcome {
     return { outcome: 'not_failed', state: stateOf(existing) };
   });
   if (queue !== undefined) {
-    c.hub.emit('runs', [id]);
+    c.hub.emit('runs', changed);
     c.hub.emit('work', [queue]);
   }
   return out;
@@ -428,7 +443,13 @@ export function prune(c: SqliteCore, now: number): number {
   for (;;) {
     const ids = c.tx(() => {
       const rows = c.rows('pruneRuns', now, SLICE);
-      for (const r of rows) c.releaseKey(String(r.id), r);
+      for (const r of rows) {
+        c.releaseKey(String(r.id), r);
+        if (typeof r.workflow === 'string') {
+          c.s.pruneEdges.run(String(r.id));
+          c.s.pruneWorkflow.run(r.workflow, r.workflow);
+        }
+      }
       return rows.map((r) => String(r.id));
     });
     removed += ids.length;

@@ -31,6 +31,7 @@ export interface ConfirmOptions {
 }
 
 const STATE_LABEL: Record<RunState, string> = {
+  waiting: 'waiting',
   queued: 'queued',
   scheduled: 'scheduled',
   active: 'active',

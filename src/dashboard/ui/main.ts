@@ -8,6 +8,7 @@ import { overviewPage } from './pages/overview.ts';
 import { runPage } from './pages/run.ts';
 import { runsPage } from './pages/runs.ts';
 import { workersPage } from './pages/workers.ts';
+import { workflowPage } from './pages/workflow.ts';
 import { ROOT } from './base.ts';
 
 const root = document.getElementById('app')!;
@@ -58,6 +59,7 @@ function route(): void {
   renderNav();
   const path = location.pathname.replace(/\/+$/, '') || ROOT;
   const m = path.startsWith(`${ROOT}/runs/`) ? /^([^/]+)$/.exec(path.slice(ROOT.length + '/runs/'.length)) : null;
+  const w = path.startsWith(`${ROOT}/workflows/`) ? /^([^/]+)$/.exec(path.slice(ROOT.length + '/workflows/'.length)) : null;
   if (path === `${ROOT}`) {
     page = overviewPage(ctx);
     document.title = 'Overview · Errand';
@@ -68,6 +70,10 @@ function route(): void {
     const id = decodeURIComponent(m[1]!);
     page = runPage(ctx, id);
     document.title = `${id} · Errand`;
+  } else if (w) {
+    const id = decodeURIComponent(w[1]!);
+    page = workflowPage(ctx, id);
+    document.title = `Workflow ${id} · Errand`;
   } else if (path === `${ROOT}/workers`) {
     page = workersPage(ctx);
     document.title = 'Workers · Errand';

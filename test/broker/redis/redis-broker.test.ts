@@ -365,6 +365,7 @@ describe('redis broker: reserve over several queues', () => {
       [...c, ...bb.slice(2)].map((r) => r.id),
     );
     assert.deepStrictEqual((await b.counts(['qa', 'qb', 'qc'])).qb, {
+      waiting: 0,
       queued: 0,
       scheduled: 0,
       active: 5,
@@ -708,10 +709,26 @@ describe('redis broker: inspection', () => {
     );
     assert.equal(await b.retryFailed('p', 'no.such.task', t0 + 300), 0);
     assert.equal(await b.retryFailed('p', undefined, t0 + 300), 3);
-    assert.deepStrictEqual((await b.counts(['p'])).p, { queued: 3, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 });
+    assert.deepStrictEqual((await b.counts(['p'])).p, {
+      waiting: 0,
+      queued: 3,
+      scheduled: 0,
+      active: 0,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+    });
     await b.enqueue([run('p', t0, { runAt: t0 + 60_000 })], t0 + 300);
     assert.equal(await b.purge('p', t0 + 400), 4);
-    assert.deepStrictEqual((await b.counts(['p'])).p, { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 });
+    assert.deepStrictEqual((await b.counts(['p'])).p, {
+      waiting: 0,
+      queued: 0,
+      scheduled: 0,
+      active: 0,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+    });
   });
 
   it('retryFailed of one task skips the others, over several slices', async () => {
@@ -727,6 +744,7 @@ describe('redis broker: inspection', () => {
     );
     assert.equal(await b.retryFailed('rf', 'odd', t0 + 1), 1250);
     assert.deepStrictEqual((await b.counts(['rf'])).rf, {
+      waiting: 0,
       queued: 1250,
       scheduled: 0,
       active: 0,

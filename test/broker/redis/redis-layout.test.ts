@@ -201,7 +201,7 @@ describe('redis layout version', () => {
     const b = open(prefix, logger);
 
     const counts = await b.counts();
-    const one = { queued: 2, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 0 };
+    const one = { waiting: 0, queued: 2, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 0 };
     assert.deepEqual(counts, { mail: one, sms: one }, 'the +inf pin is not counted as a lease');
     assert.equal((await redis.hgetall(layoutKey(prefix))).version, String(LAYOUT_VERSION));
     for (const q of ['mail', 'sms']) {
@@ -471,7 +471,7 @@ describe('rolling deploy', { skip: old ? false : 'needs git and the history befo
       message: 'every run done once at least, and counted succeeded',
     });
     const counts = (await b.counts(['rolling'])).rolling;
-    assert.deepEqual(counts, { queued: 0, scheduled: 0, active: 0, succeeded: 200, failed: 0, cancelled: 0 });
+    assert.deepEqual(counts, { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 200, failed: 0, cancelled: 0 });
     const { entries } = await doneBy();
     assert.ok(
       entries.some((e) => e.endsWith(':old')),
@@ -537,7 +537,8 @@ describe('redis layout on a Redis Cluster', { skip: requires('redis-cli --cluste
         assert.equal(await client.zscore(`${prefix}:{${q}}:active`, PIN), '9000000000000000');
       }
       const counts = await racers[0]!.counts(queues);
-      for (const q of queues) assert.deepEqual(counts[q], { queued: 2, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 0 }, q);
+      for (const q of queues)
+        assert.deepEqual(counts[q], { waiting: 0, queued: 2, scheduled: 1, active: 1, succeeded: 1, failed: 1, cancelled: 0 }, q);
     } finally {
       client.disconnect();
     }

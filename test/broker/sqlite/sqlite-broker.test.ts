@@ -280,6 +280,7 @@ describe('SQLite broker: several processes on one file', () => {
     // Usually both processes take runs; one may also wake after the other drained the queue, which
     // is fine: what must hold is that no run goes out twice and none is missed.
     assert.deepStrictEqual((await b.counts(['race'])).race, {
+      waiting: 0,
       queued: 0,
       scheduled: 0,
       active: 0,
@@ -513,10 +514,26 @@ describe('SQLite broker: listings and inspection', () => {
     );
     assert.equal(await b.retryFailed('p', 'no.such.task', t0 + 300), 0);
     assert.equal(await b.retryFailed('p', undefined, t0 + 300), 3);
-    assert.deepStrictEqual((await b.counts(['p'])).p, { queued: 3, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 });
+    assert.deepStrictEqual((await b.counts(['p'])).p, {
+      waiting: 0,
+      queued: 3,
+      scheduled: 0,
+      active: 0,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+    });
     await b.enqueue([run('p', t0, { runAt: t0 + 60_000 })], t0 + 300);
     assert.equal(await b.purge('p', t0 + 400), 4);
-    assert.deepStrictEqual((await b.counts(['p'])).p, { queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 });
+    assert.deepStrictEqual((await b.counts(['p'])).p, {
+      waiting: 0,
+      queued: 0,
+      scheduled: 0,
+      active: 0,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+    });
     assert.deepStrictEqual(await b.listQueues(), ['p']);
   });
 

@@ -1,8 +1,10 @@
 --[[
-  cancel: cancels a queued, scheduled or active run. A queued run leaves its list, a scheduled
+  cancel: cancels a waiting, queued, scheduled or active run. A queued run leaves its list, a scheduled
   one the schedule, an active one its lease (its attempt is recorded as `cancelled`, and its id
-  is published on the cancels channel so that its worker can stop at once). The run is then
-  finished as cancelled (see `finish` in common.lua). Finished runs are left as they are.
+  is published on the cancels channel so that its worker can stop at once), a waiting one its
+  wait keys. The run is then finished as cancelled (see `finish` in common.lua), and, when it is a
+  run of a workflow, that failure reaches the runs waiting for it (wfResolve). Finished runs are
+  left as they are.
 
   KEYS[1] the run HASH
 
@@ -18,11 +20,11 @@
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify, wake, flowReady, flowFree
+--!include common.lua: rcall, appendHistory, finish, notify, wake, flowReady, flowFree, wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y')
-local s, prio, att, holder, started, hist, watched, ownRet, g, y = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y', 'G')
+local s, prio, att, holder, started, hist, watched, ownRet, g, y, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
 if v['err'] then
   return { 'X' }
 end
@@ -35,6 +37,11 @@ end
 if s == 'd' or s == 'f' or s == 'c' then
   return { 'F', s }
 end
+if s ~= 'q' and s ~= 'w' and s ~= 's' and s ~= 'a' then
+  return { 'X' }
+end
+-- The runs waiting for it first: finishing it with a retention of 0 deletes it and its edges.
+local woke = wf and wfResolve(base, string.sub(ARGV[7], 1, #ARGV[7] - #rid), ARGV[5], now, nowS, rid, false, '')
 local ret = tonumber(ownRet) or tonumber(ARGV[4])
 if s == 'q' and g then
   -- Under flow control: out of its key's list (the key may leave the rings).
@@ -51,6 +58,10 @@ elseif s == 'q' then
     rcall('ZREM', base .. 'prios', p)
   end
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+elseif s == 'w' then
+  rcall('ZREM', base .. 'waiting', rid)
+  rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
 elseif s == 's' then
   rcall('ZREM', base .. 'sched', rid)
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
@@ -63,8 +74,9 @@ elseif s == 'a' then
   rcall('HDEL', k, 'o')
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
   rcall('PUBLISH', ARGV[6], ARGV[7])
-else
-  return { 'X' }
 end
 notify(ARGV[5], ARGV[7], '', watched)
+if woke then
+  wake(base)
+end
 return { 'C', s }

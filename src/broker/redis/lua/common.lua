@@ -52,6 +52,18 @@
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
     g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
     u, v  flow control: the key's rate and the group's ('<interval>,<burst>'; absent: none)
+    Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
+      (v value, l list, o object; absent: its own input), D its dependencies, one line each:
+      rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
+
+  Workflow keys (one queue: the Redis broker keeps a workflow's runs in one queue, see workflows.md):
+    base..'waiting'    ZSET  waiting rids by the time in their id (counts, listings)
+    base..'wd:'..rid   SET   the dependencies of a waiting run not yet resolved
+    base..'wv:'..rid   HASH  dependency rid -> its result ('' for none) once resolved
+    base..'we:'..rid   HASH  the runs that wait for this one -> edge policy
+                             (wd:, wv:, we: of a run are deleted with it; wd:, wv: also when it is made ready)
+    base..'wf:'..id    HASH  a workflow: t created at, r its rids (comma-separated, in order),
+                             n how many of its runs still exist (deleted with the last one)
 ]]
 local rcall = redis.call
 -- Numbers given to redis.call are formatted with '%.17g' by Redis (a slow floating-point path):
@@ -347,12 +359,20 @@ end
 -- Deletes a run's hash `k` and, while it still names the run, its idempotency key (fields t and
 -- k): a key never stands for a run that no longer exists (purge, prune, retention 0 alike).
 local function dropRun(base, k, rid)
-  local v = redis.pcall('HMGET', k, 't', 'k')
-  local task, key = v[1], v[2]
+  local v = redis.pcall('HMGET', k, 't', 'k', 'G')
+  local task, key, wf = v[1], v[2], v[3]
   if not v['err'] and task and key then
     local ikk = base .. 'ik:' .. task .. ':' .. key
     if redis.pcall('GET', ikk) == rid then
       rcall('DEL', ikk)
+    end
+  end
+  if not v['err'] and wf then
+    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid)
+    -- The workflow's index goes with its last run (wf ids are `<queue>.<ulid>`: the ulid names it).
+    local wk = base .. 'wf:' .. string.sub(wf, -26)
+    if redis.pcall('HINCRBY', wk, 'n', -1) <= 0 then
+      rcall('DEL', wk)
     end
   end
   rcall('DEL', k)
@@ -465,6 +485,147 @@ local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, h
 end
 
 --[[
+  Workflows (docs/workflows.md). A waiting run `rid` whose last dependency is resolved becomes
+  queued: its input built from the results in wv: (in the order of D), due now, its wait keys gone.
+]]
+local function wfReady(base, rid, nowS)
+  local k = base .. 'r:' .. rid
+  local v = rcall('HMGET', k, 'M', 'D', 'p')
+  local mode, deps, prio = v[1], v[2], v[3]
+  if mode then
+    local flat = rcall('HGETALL', base .. 'wv:' .. rid)
+    local values = {}
+    for j = 1, #flat, 2 do
+      values[flat[j]] = flat[j + 1]
+    end
+    local parts = {}
+    for line in string.gmatch(deps or '', '[^\n]+') do
+      local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
+      local val = values[dep]
+      if not val or val == '' then
+        val = 'null'
+      end
+      if mode == 'o' then
+        parts[#parts + 1] = name .. ':' .. val
+      else
+        parts[#parts + 1] = val
+      end
+    end
+    local input
+    if mode == 'v' then
+      input = parts[1] or 'null'
+    elseif mode == 'l' then
+      input = '[' .. table.concat(parts, ',') .. ']'
+    else
+      input = '{' .. table.concat(parts, ',') .. '}'
+    end
+    rcall('HSET', k, 'i', input)
+  end
+  rcall('HSET', k, 's', 'q', 'r', nowS)
+  rcall('ZREM', base .. 'waiting', rid)
+  rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  pushQueued(base, rid, prio or '0', false)
+end
+
+--[[
+  Applies the end of run `rid` of a workflow (`ok`: succeeded with `result`, '' for none; else
+  failed or cancelled) to the runs that wait for it, and transitively to those it cancels or skips:
+  a resolved dependency is removed from the dependent's set (SREM: a second report removes
+  nothing), and the dependent is made ready only by the removal that empties the set. Returns
+  whether a run became queued.
+]]
+local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
+  local woke = false
+  local todo = { rid, ok, result }
+  local i = 1
+  while i <= #todo do
+    local src, good, res = todo[i], todo[i + 1], todo[i + 2]
+    i = i + 3
+    local edges = rcall('HGETALL', base .. 'we:' .. src)
+    for j = 1, #edges, 2 do
+      local d, pol = edges[j], edges[j + 1]
+      local dk = base .. 'r:' .. d
+      local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
+      local ds, watched, ownRet = v[1], v[2], v[3]
+      if not v['err'] and ds == 'w' then
+        if good or pol == 'k' then
+          local wd = base .. 'wd:' .. d
+          if rcall('SREM', wd, src) == 1 then
+            if good then
+              rcall('HSET', base .. 'wv:' .. d, src, res)
+            else
+              rcall('HSET', base .. 'wv:' .. d, src, '')
+            end
+            if rcall('SCARD', wd) == 0 then
+              wfReady(base, d, nowS)
+              woke = true
+            end
+            notify(chan, qp, d, watched)
+          end
+        else
+          -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
+          rcall('ZREM', base .. 'waiting', d)
+          local ret = tonumber(ownRet) or 86400000
+          if pol == 'c' then
+            finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
+            todo[#todo + 1] = d
+            todo[#todo + 1] = false
+          else
+            finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
+            todo[#todo + 1] = d
+            todo[#todo + 1] = true
+          end
+          todo[#todo + 1] = ''
+          notify(chan, qp, d, watched)
+        end
+      end
+    end
+  end
+  return woke
+end
+
+--[[
+  Retry from a step: run `rid` of a workflow was replayed; the runs its failure cancelled (reason
+  dependency_failed), transitively, wait again. Their wait sets still hold the replayed runs, and
+  the results of the dependencies that succeeded are still in wv:.
+]]
+local function wfRewait(base, rid)
+  local rerun = { rid }
+  local seen = { [rid] = true }
+  local i = 1
+  while i <= #rerun do
+    local edges = rcall('HGETALL', base .. 'we:' .. rerun[i])
+    i = i + 1
+    for j = 1, #edges, 2 do
+      local d = edges[j]
+      local k = base .. 'r:' .. d
+      local v = redis.pcall('HMGET', k, 's', 'E')
+      local ds, err = v[1], v[2]
+      if not seen[d] and not v['err'] and ds == 'c' and err and string.find(err, '"reason":"dependency_failed"', 1, true) then
+        seen[d] = true
+        rerun[#rerun + 1] = d
+        rcall('HSET', k, 's', 'w')
+        rcall('HDEL', k, 'f', 'x', 'E')
+        rcall('PERSIST', k)
+        rcall('ZREM', base .. 'cancelled', d)
+        rcall('ZADD', base .. 'waiting', ridTime(d), d)
+      end
+    end
+  end
+  for n = 2, #rerun do
+    local d = rerun[n]
+    local deps = rcall('HGET', base .. 'r:' .. d, 'D') or ''
+    for line in string.gmatch(deps, '[^\n]+') do
+      local dep = string.match(line, '^([^\t]*)\t')
+      if seen[dep] then
+        rcall('SADD', base .. 'wd:' .. d, dep)
+        rcall('HDEL', base .. 'wv:' .. d, dep)
+      end
+    end
+  end
+end
+
+--[[
   Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve
   before it leases). Items are ARGV[from], ARGV[from + 1], ... up to `to`, 5 per item: rid,
   attempt, outcome (s succeeded, f failed, r retry), payload (result JSON, '' for null; or error
@@ -482,8 +643,8 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
   for j = from, to, 5 do
     local rid, att, kind, payload, numS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b', 'g', 'y')
-    local state, holder, runAtt, watched, prio, started, g, y = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+    local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'W', 'p', 'b', 'g', 'y', 'G')
+    local state, holder, runAtt, watched, prio, started, g, y, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
     if v['err'] or state ~= 'a' or holder ~= worker or runAtt ~= att then
       out[#out + 1] = 0
     else
@@ -500,6 +661,11 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
         anyFreed = true
       end
       statLatency(acc, 'u', now - (tonumber(started) or now))
+      -- Fan-in and failure propagation, in this script (docs/workflows.md); before the run is
+      -- finished, which deletes it (and its edges) at once when its retention is 0.
+      if wf and kind ~= 'r' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
+        wakeUp = true
+      end
       if kind == 's' then
         statAdd(acc, 'd', 1)
         if att ~= '1' then

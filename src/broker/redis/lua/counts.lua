@@ -6,7 +6,8 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
 
-  Returns { queued, scheduled, active, succeeded, failed, cancelled }.
+  Returns { queued, scheduled, active, succeeded, failed, cancelled, waiting }; waiting (runs of a
+  workflow waiting for their dependencies) is read from `waiting`, under the same key base.
 ]]
 --!keys 6
 --!include common.lua: ACTIVE_PIN_SCORE
@@ -23,4 +24,5 @@ return {
   redis.call('ZCARD', KEYS[4]),
   redis.call('ZCARD', KEYS[5]),
   redis.call('ZCARD', KEYS[6]),
+  redis.call('ZCARD', ARGV[1] .. 'waiting'),
 }

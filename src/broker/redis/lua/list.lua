@@ -9,7 +9,7 @@
   KEYS[6] cancelled
 
   ARGV[1] key base `<prefix>:{<queue>}:`
-  ARGV[2] states: the codes of the states to list (some of q s a d f c)
+  ARGV[2] states: the codes of the states to list (some of w q s a d f c)
   ARGV[3] cursor: only rids below this one ('' for no bound)
   ARGV[4] want: at most this many rids
   ARGV[5] task ('' for any)
@@ -54,7 +54,8 @@ local function wanted(code)
 end
 
 -- Finished states: indexes ordered by the time in the rid, then by rid.
-local finished = { { 'd', KEYS[4] }, { 'f', KEYS[5] }, { 'c', KEYS[6] } }
+-- Waiting runs (workflows) live in an index of the same kind, under the same key base.
+local finished = { { 'w', base .. 'waiting' }, { 'd', KEYS[4] }, { 'f', KEYS[5] }, { 'c', KEYS[6] } }
 for _, pair in ipairs(finished) do
   local code, key = pair[1], pair[2]
   if wanted(code) then

@@ -1,6 +1,8 @@
 --[[
   purge: deletes queued and scheduled runs of one queue (at most `limit` of each per call), and
-  their idempotency keys (see dropRun in common.lua). Active runs are left to finish.
+  their idempotency keys (see dropRun in common.lua). Active runs are left to finish. A purged
+  step of a workflow counts as cancelled for the runs waiting for it (wfResolve): they are
+  cancelled, skipped or run anyway as their edges say, rather than left waiting.
 
   KEYS[1] prios ZSET
   KEYS[2] sched ZSET
@@ -9,21 +11,31 @@
   ARGV[2] limit per call
   ARGV[3] events channel (watched runs)
   ARGV[4] run id prefix `<queue>.`
+  ARGV[5] now
 
   Returns { deleted, more (1 when a limit was reached: call again) }.
 ]]
 --!keys 2
---!include common.lua: dropRun, flowReady
-local base, limit, chan, qp = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+--!include common.lua: dropRun, flowReady, wake, wfResolve
+local base, limit, chan, qp, nowS = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local now = tonumber(nowS)
 local deleted, more = 0, 0
+local woke = false
+-- Steps of workflows: deleted last, after what waits for them is resolved (so that a step made
+-- ready by this purge is not purged by it).
+local steps = {}
 
 local function drop(rid, code)
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'W')
-  local state, watched = v[1], v[2]
+  local v = redis.pcall('HMGET', k, 's', 'W', 'G')
+  local state, watched, wf = v[1], v[2], v[3]
   if v['err'] or state == code then
-    dropRun(base, k, rid)
     deleted = deleted + 1
+    if not v['err'] and wf then
+      steps[#steps + 1] = rid
+    else
+      dropRun(base, k, rid)
+    end
     if not v['err'] and watched then
       redis.call('PUBLISH', chan, qp .. rid)
     end
@@ -85,5 +97,14 @@ if #due > 0 then
 end
 if #due == limit then
   more = 1
+end
+for _, rid in ipairs(steps) do
+  if wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+    woke = true
+  end
+  dropRun(base, base .. 'r:' .. rid, rid)
+end
+if woke then
+  wake(base)
 end
 return { deleted, more }

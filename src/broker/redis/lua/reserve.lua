@@ -43,7 +43,7 @@
             time in the run id), traceparent ('' for none) }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowGcra, flowSetTat
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowGcra, flowSetTat, wfResolve
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -113,8 +113,8 @@ if #expired > 0 then
   for j = #expired, 1, -1 do
     local rid = expired[j]
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g')
-    local state, prio, watched, att, holder, started, lost, hist, g = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g', 'G')
+    local state, prio, watched, att, holder, started, lost, hist, g, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
     if v['err'] then
       failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
     elseif state == 'a' then
@@ -125,6 +125,11 @@ if #expired > 0 then
       local h = appendHistory(hist, att, holder, started, nowS, 'lost')
       rcall('HDEL', k, 'o')
       if losses >= maxLosses then
+        -- A terminal failure of a run of a workflow reaches the runs that wait for it (before the
+        -- run is finished: with retention 0 that deletes it and its edges).
+        if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+          wakeUp = true
+        end
         finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
         statAdd(acc, 'f', 1)
       else

@@ -2,7 +2,8 @@
   retry: replays a failed or cancelled run: back to queued (tail of its priority level) with
   attempts and leaseLosses reset; it no longer expires (its finish time, expiry, error and
   progress are cleared). Its history is kept: the failed attempt, when still the open attempt (see
-  `o` in common.lua), is appended to it first.
+  `o` in common.lua), is appended to it first. A run of a workflow is retried from that step: the
+  runs its failure cancelled wait again (wfRewait in common.lua).
 
   KEYS[1] the run HASH
 
@@ -17,11 +18,11 @@
   is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, wake, replay
+--!include common.lua: rcall, wake, replay, wfRewait
 local k, base, rid = KEYS[1], ARGV[1], ARGV[2]
-local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 'O')
+local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 'O', 'G')
 local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
-local origin = v[11]
+local origin, wf = v[11], v[12]
 if v['err'] then
   return { 'X' }
 end
@@ -39,5 +40,8 @@ if s ~= 'f' and s ~= 'c' then
 end
 local zset = s == 'f' and 'failed' or 'cancelled'
 replay(base, k, rid, ARGV[4], ARGV[3], ARGV[5], zset, prio, watched, open, hist, att, holder, started, finished, err)
+if wf then
+  wfRewait(base, rid)
+end
 wake(base)
 return { 'Q' }

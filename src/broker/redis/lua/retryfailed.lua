@@ -2,7 +2,8 @@
   retryfailed: replays failed runs of one queue (of one task, or all), like `retry`, scanning at
   most `limit` entries of the failed index from `offset` (entries of other tasks are skipped and
   stay in place: the next call starts past them). Runs recorded from elsewhere (field O, see
-  record.lua) are skipped too.
+  record.lua) are skipped too. A replayed step of a workflow brings back the steps its failure
+  cancelled, as `retry` does (wfRewait).
 
   KEYS[1] failed ZSET
 
@@ -17,7 +18,7 @@
   Returns { replayed, skipped, scanned }.
 ]]
 --!keys 1
---!include common.lua: rcall, wake, replay
+--!include common.lua: rcall, wake, replay, wfRewait
 local base, task = ARGV[1], ARGV[2]
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local chan, qp = ARGV[5], ARGV[6]
@@ -25,9 +26,9 @@ local rids = rcall('ZRANGE', KEYS[1], offset, offset + limit - 1)
 local replayed, skipped = 0, 0
 for _, rid in ipairs(rids) do
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't', 'O')
+  local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't', 'O', 'G')
   local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
-  local runTask, origin = v[11], v[12]
+  local runTask, origin, wf = v[11], v[12], v[13]
   if v['err'] or s ~= 'f' then
     -- A stale entry (the run expired or is unreadable): left for prune.
     skipped = skipped + 1
@@ -36,6 +37,10 @@ for _, rid in ipairs(rids) do
     skipped = skipped + 1
   else
     replay(base, k, rid, qp .. rid, chan, ARGV[7], 'failed', prio, watched, open, hist, att, holder, started, finished, err)
+    if wf then
+      -- Retry from a step (docs/workflows.md): what its failure cancelled waits again.
+      wfRewait(base, rid)
+    end
     replayed = replayed + 1
   end
 end

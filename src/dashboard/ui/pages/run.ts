@@ -122,6 +122,7 @@ export function runPage(ctx: Ctx, id: string): Page {
       'dl',
       { class: 'facts card' },
       ...fact('Task', trunc(r.task)),
+      ...(r.workflow ? fact('Workflow', link(`${ROOT}/workflows/${encodeURIComponent(r.workflow)}`, trunc(r.workflow, 'mono'))) : []),
       ...fact('Queue', link(`${ROOT}/runs?queue=${encodeURIComponent(r.queue)}`, r.queue)),
       ...fact('Enqueued', `${time(r.enqueuedAt, now)} (${ago(r.enqueuedAt, now)})`, fullTime(r.enqueuedAt)),
       ...(r.runAt !== undefined ? fact('Due', `${time(r.runAt, now)} (${ago(r.runAt, now)})`, fullTime(r.runAt)) : []),

@@ -1,0 +1,60 @@
+--[[
+  wfcancel: cancels every run of a workflow of one queue that is not finished (docs/workflows.md),
+  as cancel.lua cancels one: a waiting run leaves `waiting` and its wait keys, a queued run its
+  list, a scheduled one the schedule, an active one its lease (its attempt recorded as `cancelled`,
+  its id published on the cancels channel). Every run of the workflow being finished then, nothing
+  cascades (nothing is left waiting).
+
+  KEYS[1] the workflow HASH
+
+  ARGV[1] key base `<prefix>:{<queue>}:`
+  ARGV[2] now
+  ARGV[3] retention of cancelled runs, ms (a run stored with its own, field C, keeps that)
+  ARGV[4] events channel (watched runs)
+  ARGV[5] cancels channel
+  ARGV[6] run id prefix `<queue>.`
+
+  Returns { -1 } when there is no such workflow, else { n }: how many runs were cancelled.
+]]
+--!keys 1
+--!include common.lua: rcall, appendHistory, finish, notify
+local base, nowS, chan, cancels, qp = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
+local now = tonumber(nowS)
+local list = rcall('HGET', KEYS[1], 'r')
+if not list then
+  return { -1 }
+end
+local n = 0
+for rid in string.gmatch(list, '[^,]+') do
+  local k = base .. 'r:' .. rid
+  local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C')
+  local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+  if not v['err'] and (s == 'w' or s == 'q' or s == 's' or s == 'a') then
+    local ret = tonumber(ownRet) or tonumber(ARGV[3])
+    if s == 'w' then
+      rcall('ZREM', base .. 'waiting', rid)
+      rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+    elseif s == 'q' then
+      local p = prio or '0'
+      local wk = base .. 'w:' .. p
+      rcall('LREM', wk, -1, rid)
+      if rcall('LLEN', wk) == 0 then
+        rcall('ZREM', base .. 'prios', p)
+      end
+      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+    elseif s == 's' then
+      rcall('ZREM', base .. 'sched', rid)
+      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+    else
+      rcall('ZREM', base .. 'active', rid)
+      local h = appendHistory(hist, att, holder, started, nowS, 'cancelled')
+      rcall('HDEL', k, 'o')
+      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
+      rcall('PUBLISH', cancels, qp .. rid)
+    end
+    notify(chan, qp, rid, watched)
+    n = n + 1
+  end
+end
+return { n }

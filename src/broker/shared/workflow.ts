@@ -1,0 +1,129 @@
+/**
+ * What both brokers share about workflows (docs/workflows.md): the check of a new workflow (a DAG
+ * of its own runs, every field in range), and the one way a dependent's input is built from its
+ * dependencies' results (JSON texts joined, never parsed). The Redis broker's Lua does the same
+ * joining (`wfInput` in lua/workflow.lua); the conformance suite holds both to it.
+ */
+import { ConfigError } from '../../core/errors.ts';
+import { queueOfRunId } from '../../core/ids.ts';
+import { DEPENDENCY_POLICIES, type DependencyPolicy, type InputFrom, type NewWorkflow } from '../types.ts';
+
+const INPUT_FROM: readonly InputFrom[] = ['given', 'value', 'list', 'object'];
+
+/** One-letter codes of the edge policies, as the Redis broker stores them. */
+export const POLICY_CODE: Readonly<Record<DependencyPolicy, string>> = { cancel: 'c', skip: 's', continue: 'k' };
+export const POLICY_OF_CODE: Readonly<Record<string, DependencyPolicy>> = { c: 'cancel', s: 'skip', k: 'continue' };
+
+function bad(where: string, what: string): never {
+  throw new ConfigError(`createWorkflow: ${where} ${what} (see docs/workflows.md)`);
+}
+
+/**
+ * Checks a workflow before anything is written. Returns its queues (in first-seen order). Throws
+ * `ConfigError` naming the run and what is wrong: an id that is not a run id or not unique, a
+ * dependency outside the workflow or repeated, an unknown policy or `inputFrom`, an `inputFrom`
+ * that does not fit the dependencies, an idempotency key, a cycle.
+ */
+export function checkWorkflow(wf: NewWorkflow): string[] {
+  if (!wf || typeof wf !== 'object') bad('the workflow', 'is not an object');
+  if (typeof wf.id !== 'string' || queueOfRunId(wf.id) === null) {
+    bad(`workflow id ${JSON.stringify(wf.id)}`, 'is not an id of the form <queue>.<ulid> (see newRunId)');
+  }
+  if (!Array.isArray(wf.runs) || wf.runs.length === 0) bad(`workflow ${wf.id}`, 'has no runs');
+  const ids = new Set<string>();
+  const queues: string[] = [];
+  for (const [i, run] of wf.runs.entries()) {
+    const q = typeof run?.id === 'string' ? queueOfRunId(run.id) : null;
+    if (q === null) bad(`run ${i}`, `has id ${JSON.stringify(run?.id)}, not a run id (<queue>.<ulid>)`);
+    if (q !== run.queue) bad(`run ${run.id}`, `names queue "${run.queue}", but its id belongs to queue "${q}"`);
+    if (ids.has(run.id)) bad(`run ${run.id}`, 'appears twice');
+    if (run.idempotencyKey !== undefined)
+      bad(`run ${run.id}`, 'has an idempotency key: runs of a workflow take none (the workflow id is the key)');
+    ids.add(run.id);
+    if (!queues.includes(q)) queues.push(q);
+  }
+  if (!queues.includes(queueOfRunId(wf.id) as string)) bad(`workflow id ${wf.id}`, 'names a queue none of its runs is in');
+  const deps = new Map<string, string[]>();
+  for (const run of wf.runs) {
+    const on = run.dependsOn ?? [];
+    if (!Array.isArray(on)) bad(`run ${run.id}`, 'has dependsOn that is not a list');
+    const mode = run.inputFrom ?? 'given';
+    if (!INPUT_FROM.includes(mode)) bad(`run ${run.id}`, `has inputFrom ${JSON.stringify(mode)} (known: ${INPUT_FROM.join(', ')})`);
+    const seen = new Set<string>();
+    const names = new Set<string>();
+    for (const d of on) {
+      if (!d || typeof d.id !== 'string' || !ids.has(d.id))
+        bad(`run ${run.id}`, `depends on ${JSON.stringify(d?.id)}, which is not a run of this workflow`);
+      if (d.id === run.id) bad(`run ${run.id}`, 'depends on itself');
+      if (seen.has(d.id)) bad(`run ${run.id}`, `depends on ${d.id} twice`);
+      seen.add(d.id);
+      if (d.onFailure !== undefined && !DEPENDENCY_POLICIES.includes(d.onFailure)) {
+        bad(`run ${run.id}`, `has onFailure ${JSON.stringify(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
+      }
+      if (mode === 'object') {
+        if (typeof d.name !== 'string' || d.name === '')
+          bad(`run ${run.id}`, `takes an object input but its dependency ${d.id} has no name`);
+        if (names.has(d.name)) bad(`run ${run.id}`, `names two dependencies "${d.name}"`);
+        names.add(d.name);
+      } else if (d.name !== undefined && typeof d.name !== 'string') {
+        bad(`run ${run.id}`, `has a name for ${d.id} that is not a string`);
+      }
+    }
+    if (mode !== 'given' && on.length === 0) bad(`run ${run.id}`, `takes its input from dependencies (${mode}) but has none`);
+    if (mode === 'value' && on.length !== 1) bad(`run ${run.id}`, `takes the value of one dependency but has ${on.length}`);
+    deps.set(
+      run.id,
+      on.map((d) => d.id),
+    );
+  }
+  // A cycle: some runs never reach zero unresolved dependencies (Kahn's algorithm).
+  const pending = new Map<string, number>();
+  const dependents = new Map<string, string[]>();
+  for (const [id, on] of deps) {
+    pending.set(id, on.length);
+    for (const d of on) {
+      const list = dependents.get(d);
+      if (list) list.push(id);
+      else dependents.set(d, [id]);
+    }
+  }
+  const ready = [...pending].filter(([, n]) => n === 0).map(([id]) => id);
+  let done = 0;
+  while (ready.length) {
+    const id = ready.pop() as string;
+    done++;
+    for (const t of dependents.get(id) ?? []) {
+      const n = (pending.get(t) as number) - 1;
+      pending.set(t, n);
+      if (n === 0) ready.push(t);
+    }
+  }
+  if (done < deps.size) {
+    const inCycle = [...pending].filter(([, n]) => n > 0).map(([id]) => id);
+    bad(`workflow ${wf.id}`, `has a cycle among ${inCycle.slice(0, 5).join(', ')}${inCycle.length > 5 ? ', ...' : ''}`);
+  }
+  return queues;
+}
+
+/**
+ * The input of a dependent that became ready: `values[i]` is the result text of its i-th
+ * dependency (`null`: none, or the dependency failed under a `continue` edge), `names[i]` its name.
+ */
+export function workflowInput(
+  mode: string | null | undefined,
+  given: string,
+  values: readonly (string | null)[],
+  names: readonly (string | null)[],
+): string {
+  const v = (x: string | null | undefined) => (x === null || x === undefined || x === '' ? 'null' : x);
+  switch (mode) {
+    case 'value':
+      return v(values[0]);
+    case 'list':
+      return `[${values.map(v).join(',')}]`;
+    case 'object':
+      return `{${values.map((x, i) => `${JSON.stringify(names[i] ?? '')}:${v(x)}`).join(',')}}`;
+    default:
+      return given;
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * The SQLite broker's workflows (docs/workflows.md): creation of a workflow in one transaction,
+ * and `resolveIn`, the fan-in and failure propagation that runs inside the transaction settling
+ * (or failing, or cancelling) a run of a workflow. Exactness rests on one statement:
+ * `wfResolveEdge` marks an edge resolved only while it is not, so a dependent becomes queued only in
+ * the transaction whose change left it with no unresolved edge, however often a dependency is
+ * reported.
+ */
+import { ConfigError } from '../../core/errors.ts';
+import { runErrorText } from '../shared/run-errors.ts';
+import { checkWorkflow, workflowInput } from '../shared/workflow.ts';
+import type { DependencyPolicy, NewWorkflow, RunRecord, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
+import { type SqliteCore, stateOf } from './core.ts';
+import { num, toRecord } from './statements.ts';
+
+export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { id: string; created: boolean } {
+  c.open();
+  checkWorkflow(wf);
+  const queues = new Set<string>();
+  const created = c.tx(() => {
+    if (c.row('wfGet', wf.id)) return false;
+    // A run id already taken (by another workflow or an enqueue) refuses the whole workflow: the
+    // INSERTs below would fail half way, which the transaction rolls back anyway.
+    if (c.row('wfRunExists', JSON.stringify(wf.runs.map((r) => r.id)))) {
+      throw new ConfigError(`createWorkflow: a run id of workflow ${wf.id} is taken already (make new ids with newRunId)`);
+    }
+    c.s.wfInsert.run(wf.id, now);
+    const base = c.takeSeq(wf.runs.length);
+    wf.runs.forEach((run, i) => {
+      const waits = (run.dependsOn?.length ?? 0) > 0;
+      const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
+      c.s.wfRun.run({
+        id: run.id,
+        queue: run.queue,
+        state,
+        task: run.task,
+        priority: run.priority,
+        seq: base + i + 1,
+        input: run.input,
+        now,
+        runAt: waits ? now : run.runAt,
+        traceparent: run.traceparent ?? null,
+        retention: run.cancelledRetentionMs ?? null,
+        workflow: wf.id,
+        inputFrom: run.inputFrom ?? 'given',
+      });
+      run.dependsOn?.forEach((d, pos) => {
+        c.s.wfEdge.run(run.id, d.id, wf.id, pos, d.name ?? null, d.onFailure ?? 'cancel');
+      });
+      c.stat(run.queue, now).enqueued++;
+      if (!waits) queues.add(run.queue);
+    });
+    for (const q of queues) c.bump(q);
+    return true;
+  });
+  if (queues.size) c.hub.emit('work', [...queues]);
+  return { id: wf.id, created };
+}
+
+/**
+ * Within the transaction that finished run `id` of a workflow (`ok`: succeeded with `result`;
+ * otherwise failed or cancelled): resolves the edges out of it, and, transitively, those out of
+ * the dependents it cancelled or skipped. Adds the runs changed to `changed` and the queues given
+ * work to `queues`.
+ */
+export function resolveIn(
+  c: SqliteCore,
+  id: string,
+  ok: boolean,
+  result: string | null,
+  now: number,
+  changed: string[],
+  queues: Set<string>,
+): void {
+  const todo: { id: string; ok: boolean; result: string | null }[] = [{ id, ok, result }];
+  while (todo.length) {
+    const done = todo.shift() as (typeof todo)[number];
+    for (const edge of c.rows('wfOut', done.id)) {
+      const dependent = String(edge.dependent);
+      const policy = String(edge.on_failure) as DependencyPolicy;
+      if (done.ok || policy === 'continue') {
+        if (c.change('wfResolveEdge', dependent, done.id, done.ok ? done.result : null) === 0) continue;
+        if ((num(c.row('wfUnresolved', dependent)?.n) ?? 1) > 0) continue;
+        const run = c.row('wfInputOf', dependent);
+        if (!run) continue; // no longer waiting (cancelled meanwhile)
+        const edges = c.rows('wfValues', dependent);
+        const input = workflowInput(
+          typeof run.input_from === 'string' ? run.input_from : 'given',
+          typeof run.input === 'string' ? run.input : 'null',
+          edges.map((e) => (typeof e.value === 'string' ? e.value : null)),
+          edges.map((e) => (typeof e.name === 'string' ? e.name : null)),
+        );
+        const ready = c.row('wfReady', { id: dependent, input, seq: c.takeSeq(1) + 1, now });
+        if (ready) {
+          changed.push(dependent);
+          queues.add(String(ready.queue));
+          c.bump(String(ready.queue));
+        }
+      } else if (policy === 'cancel') {
+        const error = runErrorText('dependencyFailed', { id: done.id });
+        if (c.row('wfCancelWaiting', { id: dependent, now, retention: c.cancelledRetentionMs, error })) {
+          changed.push(dependent);
+          todo.push({ id: dependent, ok: false, result: null });
+        }
+      } else if (c.row('wfSkipWaiting', { id: dependent, now, retention: c.cancelledRetentionMs })) {
+        changed.push(dependent);
+        todo.push({ id: dependent, ok: true, result: null });
+      }
+    }
+  }
+}
+
+/**
+ * Within the transaction that replays run `id` of a workflow (retry from a step): the runs that were
+ * cancelled because it failed (reason `dependency_failed`), transitively, wait again; their edges
+ * from the replayed runs are unresolved, those from runs that succeeded keep their values. Adds the
+ * runs changed to `changed`.
+ */
+export function rewaitIn(c: SqliteCore, id: string, changed: string[]): void {
+  const rerun = [id];
+  const seen = new Set(rerun);
+  for (let i = 0; i < rerun.length; i++) {
+    for (const e of c.rows('wfAllOut', rerun[i] as string)) {
+      const d = String(e.dependent);
+      if (seen.has(d) || !c.row('wfRewait', d)) continue;
+      seen.add(d);
+      rerun.push(d);
+      changed.push(d);
+    }
+  }
+  for (const d of rerun.slice(1))
+    for (const e of c.rows('wfDepsOf', d)) if (seen.has(String(e.dependency))) c.s.wfUnresolve.run(d, String(e.dependency));
+}
+
+export function getWorkflow(c: SqliteCore, id: string): WorkflowRecord | null {
+  c.open();
+  return c.read(() => {
+    const wf = c.row('wfGet', id);
+    if (!wf) return null;
+    const runs: RunRecord[] = c.rows('wfRuns', id).map(toRecord);
+    const edges: WorkflowEdge[] = c.rows('wfEdges', id).map((e) => {
+      const edge: WorkflowEdge = {
+        from: String(e.dependency),
+        to: String(e.dependent),
+        onFailure: String(e.on_failure) as DependencyPolicy,
+      };
+      if (typeof e.name === 'string') edge.name = e.name;
+      return edge;
+    });
+    return { id, createdAt: num(wf.created_at) ?? 0, runs, edges };
+  });
+}
+
+export function cancelWorkflow(c: SqliteCore, id: string, now: number): WorkflowCancelOutcome {
+  c.open();
+  const changed: string[] = [];
+  const active: string[] = [];
+  const queues = new Set<string>();
+  const out = c.tx((): WorkflowCancelOutcome => {
+    if (!c.row('wfGet', id)) return { outcome: 'not_found' };
+    let n = 0;
+    for (const row of c.rows('wfOpen', id)) {
+      const runId = String(row.id);
+      // Cascades of earlier cancels may have finished this one already.
+      const now_ = c.row('stateOf', runId);
+      const state = now_ ? stateOf(now_) : 'cancelled';
+      if (state !== 'waiting' && state !== 'queued' && state !== 'scheduled' && state !== 'active') continue;
+      c.s.cancel.run({ id: runId, now, retention: c.cancelledRetentionMs });
+      if (state === 'active') {
+        c.s.cancelLog.run(runId, now);
+        active.push(runId);
+      }
+      changed.push(runId);
+      n++;
+    }
+    // Nothing is left to make ready: the edges are only resolved, for the record.
+    for (const runId of [...changed]) resolveIn(c, runId, false, null, now, changed, queues);
+    return { outcome: 'cancelled', runs: n };
+  });
+  if (changed.length) c.hub.emit('runs', changed);
+  if (active.length) c.hub.emit('cancel', active);
+  return out;
+}

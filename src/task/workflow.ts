@@ -1,0 +1,313 @@
+/**
+ * Workflows, typed (docs/workflows.md): the shapes `chain`, `group`, `chord` and `dag`, built from
+ * steps of tasks (`task.step(input)`, `task.next()`, `task.join({...})`), and their compilation
+ * into the runs and edges of `Broker.createWorkflow`.
+ *
+ * A shape is data: tasks by name, inputs as JSON, dependencies by run id. No function is stored.
+ * The types carry what flows: a `Flow<R>` yields R (a chain: its last step's result; a chord: its
+ * callback's; a group: the list of its members' results, `GroupFlow`); a `Pending<I, R>` is a step
+ * whose input I comes from the flow before it, so `chain(a, b)` compiles only when a's result is
+ * assignable to b's input; `dag` checks each `join` against the results of the nodes it names.
+ */
+import type { DependencyPolicy, NewWorkflowRun } from '../broker/types.ts';
+import { ConfigError } from '../core/errors.ts';
+import { newRunId } from '../core/ids.ts';
+
+/** The task-layer view of a task a step runs (TaskDefinition has it). */
+export interface StepTask {
+  readonly name: string;
+  readonly queue: string;
+  readonly priority: number;
+  readonly retention: { readonly cancelled: number };
+  /** Validates an input and builds its run (options: `EnqueueOptions`, typed where `task.step` takes them). */
+  prepare(input: unknown, options: object | undefined, now: number, maxInputBytes: number): NewWorkflowRun;
+}
+
+/** Options of a step whose input comes from other steps. */
+export interface StepOptions {
+  /** Overrides the task's queue. */
+  queue?: string;
+  /** Overrides the task's priority. */
+  priority?: number;
+  /** When a step this one waits for ends without succeeding: `cancel` (default), `skip`, or `continue` (run anyway, with null for it). */
+  onFailure?: DependencyPolicy;
+}
+
+/** @internal What a shape is at run time. */
+export type Node =
+  | { kind: 'step'; task: StepTask; input: unknown; options: object | undefined }
+  | { kind: 'next'; task: StepTask; options: StepOptions }
+  | { kind: 'join'; task: StepTask; deps: Record<string, string>; options: StepOptions }
+  | { kind: 'chain'; items: Node[] }
+  | { kind: 'group'; items: Node[] }
+  | { kind: 'dag'; nodes: Record<string, Node> };
+
+/** A shape that yields one value of type R. */
+export interface Flow<R> {
+  readonly node: Node;
+  /** @internal phantom: the value this flow yields. */
+  readonly __result?: R;
+  /** @internal phantom: yields one value (a group yields a list). */
+  readonly __many?: false;
+}
+
+/** A group: yields the list of its members' values. */
+export interface GroupFlow<R extends unknown[]> {
+  readonly node: Node;
+  /** @internal */
+  readonly __result?: R;
+  /** @internal */
+  readonly __many?: true;
+}
+
+/** A step whose input (of type I) is the value of what comes before it. */
+export interface Pending<I, R> extends Flow<R> {
+  /** @internal phantom, contravariant: what it accepts. */
+  readonly __input?: (input: I) => void;
+}
+
+/** A DAG step whose input is an object of the results of the nodes named in M (input key -> node name). */
+export interface Join<M extends Record<string, string>, I, R> extends Flow<R> {
+  /** @internal the names it joins (required: what tells a join from a step in `DagCheck`). */
+  readonly __deps: M;
+  /** @internal */
+  readonly __input?: (input: I) => void;
+}
+
+/** A DAG: yields an object of every node's value, by name. */
+export interface DagFlow<R extends Record<string, unknown>> {
+  readonly node: Node;
+  /** @internal */
+  readonly __result?: R;
+  /** @internal */
+  readonly __dag?: true;
+}
+
+/** The value a shape yields. */
+export type ResultOf<F> = F extends { readonly __result?: infer R } ? R : never;
+
+/** Any shape `errand.workflow` takes. */
+export type AnyFlow = Flow<unknown> | GroupFlow<unknown[]> | DagFlow<Record<string, unknown>>;
+
+/** @internal A step with its own input (`task.step(input)`): it accepts anything before it and ignores it. */
+export function stepOf<R>(task: StepTask, input: unknown, options?: object): Pending<unknown, R> {
+  return { node: { kind: 'step', task, input, options } };
+}
+
+/** @internal A step whose input is the value before it (`task.next()`). */
+export function nextOf<I, R>(task: StepTask, options: StepOptions = {}): Pending<I, R> {
+  return { node: { kind: 'next', task, options } };
+}
+
+/** @internal A DAG step whose input is `{ key: result of node }` (`task.join({ key: 'node' })`). */
+export function joinOf<M extends Record<string, string>, I, R>(task: StepTask, deps: M, options: StepOptions = {}): Join<M, I, R> {
+  if (!deps || typeof deps !== 'object' || Object.keys(deps).length === 0) {
+    throw new ConfigError(`Task "${task.name}": join() needs at least one dependency, as { inputKey: 'nodeName' }`);
+  }
+  for (const [k, v] of Object.entries(deps)) {
+    if (typeof v !== 'string') throw new ConfigError(`Task "${task.name}": join(): ${k} must name a node of the dag, got ${typeof v}`);
+  }
+  return { node: { kind: 'join', task, deps: { ...deps }, options }, __deps: deps };
+}
+
+/** Steps one after another: each gets the previous one's value (a group's value is its list). */
+export function chain<A>(a: Flow<A>): Flow<A>;
+export function chain<A, B>(a: Flow<A> | GroupFlow<A & unknown[]>, b: Pending<A, B>): Flow<B>;
+export function chain<A, B, C>(a: Flow<A> | GroupFlow<A & unknown[]>, b: Pending<A, B>, c: Pending<B, C>): Flow<C>;
+export function chain<A, B, C, D>(a: Flow<A> | GroupFlow<A & unknown[]>, b: Pending<A, B>, c: Pending<B, C>, d: Pending<C, D>): Flow<D>;
+export function chain<A, B, C, D, E>(
+  a: Flow<A> | GroupFlow<A & unknown[]>,
+  b: Pending<A, B>,
+  c: Pending<B, C>,
+  d: Pending<C, D>,
+  e: Pending<D, E>,
+): Flow<E>;
+export function chain<A, B, C, D, E, F>(
+  a: Flow<A> | GroupFlow<A & unknown[]>,
+  b: Pending<A, B>,
+  c: Pending<B, C>,
+  d: Pending<C, D>,
+  e: Pending<D, E>,
+  f: Pending<E, F>,
+): Flow<F>;
+export function chain<A, B, C, D, E, F, G>(
+  a: Flow<A> | GroupFlow<A & unknown[]>,
+  b: Pending<A, B>,
+  c: Pending<B, C>,
+  d: Pending<C, D>,
+  e: Pending<D, E>,
+  f: Pending<E, F>,
+  g: Pending<F, G>,
+): Flow<G>;
+export function chain(...items: { node: Node }[]): Flow<unknown> {
+  if (items.length === 0) throw new ConfigError('chain() needs at least one step');
+  return { node: { kind: 'chain', items: items.map((i) => nodeOf(i, 'chain')) } };
+}
+
+/** Flows side by side; its value is the list of their values, in order. */
+export function group<T extends unknown[]>(...flows: { [K in keyof T]: Flow<T[K]> }): GroupFlow<T> {
+  if (flows.length === 0) throw new ConfigError('group() needs at least one flow');
+  return { node: { kind: 'group', items: flows.map((f) => nodeOf(f, 'group')) } };
+}
+
+/** A group, then one step that gets the list of its values. */
+export function chord<T extends unknown[], R>(header: GroupFlow<T>, callback: Pending<T, R>): Flow<R> {
+  return { node: { kind: 'chain', items: [nodeOf(header, 'chord'), nodeOf(callback, 'chord')] } };
+}
+
+type DagError<K, Msg, Expected, Got> = { 'dag node': K; error: Msg; expected: Expected; got: Got };
+
+/** What each join of `T` is checked against: the results of the nodes it names. */
+export type DagCheck<T extends Record<string, Flow<unknown>>> = {
+  [K in keyof T]: T[K] extends Join<infer M, infer I, infer _R>
+    ? [Exclude<M[keyof M], keyof T>] extends [never]
+      ? { [P in keyof M]: ResultOf<T[M[P] & keyof T]> } extends I
+        ? T[K]
+        : DagError<K, 'the results of the nodes it joins do not fit its input', I, { [P in keyof M]: ResultOf<T[M[P] & keyof T]> }>
+      : DagError<K, 'it joins a node the dag does not have', keyof T, Exclude<M[keyof M], keyof T>>
+    : T[K];
+};
+
+/** A DAG of named nodes: flows (a step, a chain, a chord) and joins of other nodes' results. */
+export function dag<T extends Record<string, Flow<unknown>>>(nodes: T & DagCheck<T>): DagFlow<{ [K in keyof T]: ResultOf<T[K]> }> {
+  if (!nodes || typeof nodes !== 'object' || Object.keys(nodes).length === 0) throw new ConfigError('dag() needs at least one node');
+  const out: Record<string, Node> = {};
+  for (const [name, f] of Object.entries(nodes)) out[name] = nodeOf(f as Flow<unknown>, `dag node "${name}"`);
+  return { node: { kind: 'dag', nodes: out } };
+}
+
+function nodeOf(f: { node?: Node } | undefined, where: string): Node {
+  if (!f || typeof f !== 'object' || !f.node || typeof f.node !== 'object') {
+    throw new ConfigError(
+      `${where}: expected a step (task.step(input), task.next(), task.join(...)) or a shape (chain, group, chord), got ${typeof f}`,
+    );
+  }
+  return f.node;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation
+
+/** What a compiled shape leaves for what follows it: the runs whose values form its value. */
+interface Out {
+  ids: string[];
+  /** Its value is the list of those runs' values (a group), rather than the one run's value. */
+  many: boolean;
+}
+
+/** A compiled workflow: its runs, and how to read its value back. */
+export interface CompiledWorkflow {
+  id: string;
+  runs: NewWorkflowRun[];
+  /** The value: one run's (`one`), a list of runs' (`many`), or an object by dag node name (`dag`). */
+  value: { kind: 'one'; id: string } | { kind: 'many'; ids: string[] } | { kind: 'dag'; ids: Record<string, string> };
+}
+
+export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: number): CompiledWorkflow {
+  const root = nodeOf(flow, 'workflow');
+  const runs: NewWorkflowRun[] = [];
+
+  const pendingRun = (task: StepTask, options: StepOptions): NewWorkflowRun => {
+    const queue = options.queue ?? task.queue;
+    const run: NewWorkflowRun = {
+      id: newRunId(queue, now),
+      task: task.name,
+      queue,
+      input: 'null',
+      priority: options.priority ?? task.priority,
+      runAt: now,
+      cancelledRetentionMs: task.retention.cancelled,
+    };
+    return run;
+  };
+
+  const edges = (from: Out | null, onFailure: DependencyPolicy | undefined) =>
+    (from?.ids ?? []).map((id) => (onFailure ? { id, onFailure } : { id }));
+
+  const compile = (node: Node, before: Out | null): Out => {
+    switch (node.kind) {
+      case 'step': {
+        const run = node.task.prepare(node.input, node.options, now, maxInputBytes);
+        if (run.idempotencyKey !== undefined) {
+          throw new ConfigError(`Task "${node.task.name}": a step of a workflow takes no idempotency key (the workflow id is the key)`);
+        }
+        if (before) run.dependsOn = edges(before, undefined);
+        runs.push(run);
+        return { ids: [run.id], many: false };
+      }
+      case 'next': {
+        if (!before)
+          throw new ConfigError(
+            `Task "${node.task.name}": next() takes the value of a step before it; put it after one in a chain or chord`,
+          );
+        const run = pendingRun(node.task, node.options);
+        run.dependsOn = edges(before, node.options.onFailure);
+        run.inputFrom = before.many ? 'list' : 'value';
+        runs.push(run);
+        return { ids: [run.id], many: false };
+      }
+      case 'join':
+        throw new ConfigError(`Task "${node.task.name}": join() names nodes of a dag; use it as a node of dag({...})`);
+      case 'chain': {
+        let out = before;
+        for (const item of node.items) out = compile(item, out);
+        return out as Out;
+      }
+      case 'group': {
+        const ids: string[] = [];
+        for (const item of node.items) {
+          const out = compile(item, before);
+          if (out.many || out.ids.length !== 1)
+            throw new ConfigError('group(): a group inside a group has no single value; use a chord, or one group');
+          ids.push(out.ids[0] as string);
+        }
+        return { ids, many: true };
+      }
+      case 'dag':
+        throw new ConfigError('dag(): a dag is a whole workflow; it cannot be nested in another shape');
+    }
+  };
+
+  let value: CompiledWorkflow['value'];
+  if (root.kind === 'dag') {
+    const done = new Map<string, string>();
+    const visiting = new Set<string>();
+    const visit = (name: string): string => {
+      const got = done.get(name);
+      if (got) return got;
+      const node = root.nodes[name];
+      if (!node) throw new ConfigError(`dag(): a join names node "${name}", which the dag does not have`);
+      if (visiting.has(name)) throw new ConfigError(`dag(): node "${name}" depends on itself through its joins (a cycle)`);
+      visiting.add(name);
+      let id: string;
+      if (node.kind === 'join') {
+        const deps = Object.entries(node.deps).map(([key, dep]) => ({ key, id: visit(dep) }));
+        const run = pendingRun(node.task, node.options);
+        run.dependsOn = deps.map((d) => ({
+          id: d.id,
+          name: d.key,
+          ...(node.options.onFailure ? { onFailure: node.options.onFailure } : {}),
+        }));
+        run.inputFrom = 'object';
+        runs.push(run);
+        id = run.id;
+      } else {
+        const out = compile(node, null);
+        if (out.many || out.ids.length !== 1)
+          throw new ConfigError(`dag(): node "${name}" is a group; make it a chord, or one node per member`);
+        id = out.ids[0] as string;
+      }
+      visiting.delete(name);
+      done.set(name, id);
+      return id;
+    };
+    for (const name of Object.keys(root.nodes)) visit(name);
+    value = { kind: 'dag', ids: Object.fromEntries(done) };
+  } else {
+    const out = compile(root, null);
+    value = out.many ? { kind: 'many', ids: out.ids } : { kind: 'one', id: out.ids[0] as string };
+  }
+  const first = runs[0];
+  if (!first) throw new ConfigError('workflow: the shape has no steps');
+  return { id: newRunId(first.queue, now), runs, value };
+}

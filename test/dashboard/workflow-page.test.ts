@@ -1,0 +1,109 @@
+// The dashboard's workflow page (src/dashboard/ui/pages/workflow.ts) and its API route
+// (GET /dashboard/api/workflows/:id): each step with its state, value, dependencies and what it
+// still waits for; in chromium, the graph coloured by state, the steps table, the link from a run.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
+import { z } from 'zod';
+import { chain, chord, createErrand, group } from '../../src/index.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
+import { requires } from '../fixtures/prereq.ts';
+import { tempDir, waitFor } from '../helpers.ts';
+import { browserUnavailable, ensureDashboardBuilt, launchChromium, SCREENSHOTS, type Served, serveDashboard } from './helpers.ts';
+
+const unavailable = requires('chromium (dashboard browser tests)', browserUnavailable());
+
+describe('dashboard: workflows', () => {
+  const errand = createErrand({ broker: `sqlite:${join(tempDir('errand-dash-wf'), 'wf.db')}`, logger: quietLogger });
+  const double = errand.task('double', { input: z.number() }, (n) => n * 2);
+  const sum = errand.task('sum', { input: z.array(z.number()) }, (ns) => ns.reduce((a, b) => a + b, 0));
+  const boom = errand.task('boom', { input: z.number(), retries: { maxAttempts: 1 } }, (): number => {
+    throw new Error('no luck');
+  });
+  let served: Served;
+  before(async () => {
+    served = await serveDashboard({ errand, streamIntervalMs: 300 });
+  });
+  after(async () => {
+    await served?.close();
+    await errand.close();
+  });
+
+  test('API: steps with state, value, dependencies, and what a waiting step waits for', async () => {
+    const wf = await errand.workflow(chord(group(double.step(1), double.step(2)), sum.next()));
+    const res = await served.app.inject({ method: 'GET', url: `/dashboard/api/workflows/${wf.id}` });
+    assert.equal(res.statusCode, 200, res.body);
+    const body = res.json();
+    assert.equal(body.state, 'running');
+    assert.deepEqual(
+      body.steps.map((s: { task: string; state: string }) => [s.task, s.state]),
+      [
+        ['double', 'queued'],
+        ['double', 'queued'],
+        ['sum', 'waiting'],
+      ],
+    );
+    assert.deepEqual(body.steps[2].waitingFor, wf.runIds.slice(0, 2));
+    assert.deepEqual(body.steps[2].dependsOn, [
+      { id: wf.runIds[0], onFailure: 'cancel' },
+      { id: wf.runIds[1], onFailure: 'cancel' },
+    ]);
+    assert.equal(body.steps[0].workflow, wf.id);
+    const run = (await served.app.inject({ method: 'GET', url: `/dashboard/api/runs/${wf.runIds[2]}` })).json();
+    assert.equal(run.workflow, wf.id, 'a run names its workflow');
+    assert.equal(
+      (await served.app.inject({ method: 'GET', url: '/dashboard/api/workflows/default.01ARZ3NDEKTSV4RRFFQ69G5FAV' })).statusCode,
+      404,
+    );
+    assert.equal((await served.app.inject({ method: 'GET', url: '/dashboard/api/workflows/nope' })).statusCode, 404);
+  });
+
+  describe('in chromium', { skip: unavailable }, () => {
+    let browser: Browser;
+    let page: Page;
+    const problems: string[] = [];
+    before(async () => {
+      ensureDashboardBuilt();
+      browser = await launchChromium();
+      page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+      page.on('console', (m) => {
+        if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+      });
+      page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    });
+    after(async () => {
+      await browser?.close();
+    });
+
+    test('the graph coloured by state and the steps table, live; a run links to its workflow', async () => {
+      const wf = await errand.workflow(chain(group(double.step(1), boom.step(2)), sum.next()));
+      await page.goto(`${served.url}/dashboard/workflows/${wf.id}`);
+      await page.locator('svg.wf-graph').waitFor({ timeout: 15_000 });
+      assert.equal(await page.locator('svg.wf-graph .wf-node').count(), 3, 'one box per step');
+      assert.equal(await page.locator('svg.wf-graph .wf-edge').count(), 2, 'one line per dependency');
+      assert.equal(await page.locator('svg.wf-graph .wf-waiting').count(), 1);
+      assert.equal((await page.locator('tr[data-step="3"] .wf-waits').textContent())?.trim(), '#1, #2');
+
+      const worker = errand.worker({ concurrency: 2 });
+      await worker.start();
+      try {
+        await waitFor(async () => (await page.locator('[data-workflow-state]').textContent()) === 'failed', {
+          timeoutMs: 20_000,
+          message: 'the page shows the workflow failed, without a reload',
+        });
+      } finally {
+        await worker.stop();
+      }
+      assert.equal(await page.locator('svg.wf-graph .wf-failed').count(), 1);
+      assert.equal(await page.locator('svg.wf-graph .wf-cancelled').count(), 1, 'the step after the failure, cancelled');
+      assert.match((await page.locator('tr[data-step="2"]').textContent()) ?? '', /no luck/);
+      await page.screenshot({ path: join(SCREENSHOTS, 'workflow.png'), fullPage: true });
+
+      await page.goto(`${served.url}/dashboard/runs/${wf.runIds[2]}`);
+      await page.locator(`a[href$="/workflows/${wf.id}"]`).click();
+      await page.locator('svg.wf-graph').waitFor({ timeout: 15_000 });
+      assert.deepEqual(problems, []);
+    });
+  });
+});

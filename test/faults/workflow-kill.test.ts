@@ -1,0 +1,150 @@
+// Fault: workflows (docs/workflows.md) while worker processes are killed with SIGKILL and Redis is
+// killed with SIGKILL and restarted (its own redis-server, AOF appendfsync always):
+// - a chord of 1,000 steps, and a 3-level DAG (4 steps, 2 joins of 2, 1 join of those), run by 3
+//   worker processes;
+// - each dependent step exists once (its run created once, with the workflow) and starts only after
+//   every step it waits for succeeded: its first execution starts after their last success;
+// - its input is the full, ordered result list (the chord: count 1,000, the exact sum), the DAG's
+//   the exact sums; a handler may run more than once (at least once: only in a killed process,
+//   every execution but the last), and the fan-in stays exact anyway.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import { chord, createErrand, dag, group } from '../../src/index.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
+import { tempDir, waitFor } from '../helpers.ts';
+import { ensureDir, executions, figure, type Proc, Procs, startRedis } from './harness.ts';
+
+const PARTS = 1000;
+const WORKERS = 3;
+const CONCURRENCY = 4;
+/** How long a part works: the chord takes several seconds, so kills and the restart land mid-flow. */
+const PART_MS = 80;
+const MAX_KILLS = 10;
+const LEASE_MS = 1000;
+
+describe('fault: workflows while workers are killed and Redis restarts', () => {
+  it('makes each dependent ready once, with the full result list', { timeout: 300_000 }, async () => {
+    const procs = new Procs();
+    const dir = tempDir('errand-fault-workflow');
+    const logDir = ensureDir(join(dir, 'log'));
+    const redis = await startRedis(procs, join(dir, 'redis'));
+    const prefix = 'fault-wf';
+    const env = {
+      ERRAND_BROKER_URL: redis.url,
+      ERRAND_PREFIX: prefix,
+      FAULT_LOG_DIR: logDir,
+      FAULT_MAX_LEASE_LOSSES: '1000',
+      FAULT_WF_PART_MS: String(PART_MS),
+    };
+    const flags = ['--concurrency', String(CONCURRENCY), '--lease-ms', String(LEASE_MS), '--queues', 'wflow'];
+    // The same tasks as the workers' (test/faults/fixtures/tasks.ts), to build the shapes here.
+    const app = createErrand({ broker: redis.url, prefix, logger: quietLogger });
+    const WF = { queue: 'wflow', retries: { maxAttempts: 1 }, retention: 3_600_000 } as const;
+    const part = app.task('wf_part', { ...WF, input: z.number().int() }, (n) => n * 2);
+    const gather = app.task('wf_gather', { ...WF, input: z.array(z.number().int()) }, (ns) => ({
+      count: ns.length,
+      sum: ns.reduce((a, b) => a + b, 0),
+    }));
+    const pair = app.task('wf_pair', { ...WF, input: z.object({ a: z.number().int(), b: z.number().int() }) }, ({ a, b }) => a + b);
+    const broker = await app.broker();
+    const counts = async () => (await broker.counts(['wflow'])).wflow!;
+    const workers: Proc[] = [];
+    let kills = 0;
+    let restarts = 0;
+    try {
+      const big = await app.workflow(chord(group(...Array.from({ length: PARTS }, (_, i) => part.step(i))), gather.next()));
+      const small = await app.workflow(
+        dag({
+          a1: part.step(1),
+          a2: part.step(2),
+          a3: part.step(3),
+          a4: part.step(4),
+          b1: pair.join({ a: 'a1', b: 'a2' }),
+          b2: pair.join({ a: 'a3', b: 'a4' }),
+          c: pair.join({ a: 'b1', b: 'b2' }),
+        }),
+      );
+      for (let i = 0; i < WORKERS; i++) workers.push(procs.worker(`worker-${i}`, env, flags));
+      await waitFor(async () => (await counts()).succeeded > 50, { timeoutMs: 60_000, message: 'the first runs to succeed' });
+
+      // Storm: a worker killed every 700 ms (and restarted), at most MAX_KILLS times, Redis killed
+      // and restarted once in the middle, while steps still wait; then one more kill.
+      const killOne = async () => {
+        const i = kills % WORKERS;
+        await procs.kill(workers[i]!, 'SIGKILL');
+        kills++;
+        workers[i] = procs.worker(`worker-${i}-after-kill-${kills}`, env, flags);
+      };
+      let waitingAtRestart = 0;
+      while (kills < MAX_KILLS) {
+        const c = await counts().catch(() => undefined);
+        if (c && c.waiting === 0 && c.queued === 0) break;
+        await sleep(700);
+        await killOne();
+        if (kills === 3) {
+          waitingAtRestart = (await counts()).waiting;
+          await redis.kill9();
+          await redis.start();
+          restarts++;
+        }
+      }
+      await killOne();
+
+      const done = await waitFor(
+        async () => {
+          const c = await counts();
+          return c.waiting + c.queued + c.scheduled + c.active === 0 ? c : undefined;
+        },
+        { timeoutMs: 120_000, intervalMs: 50, message: 'every step finished' },
+      );
+      assert.ok(restarts === 1, 'Redis was restarted once');
+      assert.ok(waitingAtRestart > 0, 'steps were still waiting when Redis was killed');
+      assert.ok(kills >= 3, `workers were killed (got ${kills})`);
+      assert.deepEqual(done, { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: PARTS + 1 + 7, failed: 0, cancelled: 0 });
+
+      // The values: the full list, in order (its sum is exact only if each part counted once).
+      const expectedSum = 2 * ((PARTS * (PARTS - 1)) / 2);
+      assert.deepEqual(await big.result({ timeout: 10_000 }), { count: PARTS, sum: expectedSum });
+      const bigInfo = await big.info();
+      const callback = bigInfo.runs.find((r) => r.task === 'wf_gather')!;
+      assert.deepEqual(
+        callback.input,
+        Array.from({ length: PARTS }, (_, i) => 2 * i),
+        'the callback got every result, in order',
+      );
+      assert.equal(bigInfo.runs.filter((r) => r.task === 'wf_gather').length, 1, 'the callback exists once');
+      const r = await small.result({ timeout: 10_000 });
+      assert.deepEqual(r, { a1: 2, a2: 4, a3: 6, a4: 8, b1: 6, b2: 14, c: 20 });
+
+      // Ready once: every dependent's first execution starts after the last success of what it waits for.
+      const runs = executions(logDir);
+      const lastSuccess = (ids: string[]) => Math.max(...ids.map((id) => runs.get(id)!.at(-1)!.endedAt ?? Number.POSITIVE_INFINITY));
+      const smallInfo = await small.info();
+      const byId = new Map([...bigInfo.runs, ...smallInfo.runs].map((x) => [x.id, x]));
+      for (const edgeSet of [bigInfo.edges, smallInfo.edges]) {
+        const deps = new Map<string, string[]>();
+        for (const e of edgeSet) deps.set(e.to, [...(deps.get(e.to) ?? []), e.from]);
+        for (const [to, from] of deps) {
+          const first = runs.get(to)?.[0];
+          assert.ok(first, `dependent ${byId.get(to)?.task} executed`);
+          assert.ok(first.startedAt >= lastSuccess(from), `dependent ${to} started after its ${from.length} dependencies succeeded`);
+        }
+      }
+      // At least once, and again only after a kill: every execution but the last was in a killed process.
+      const alive = new Set(workers.filter((w) => w.alive).map((w) => w.pid));
+      let duplicates = 0;
+      for (const [id, list] of runs) {
+        duplicates += list.length - 1;
+        for (const e of list.slice(0, -1)) assert.ok(!alive.has(e.pid), `run ${id} ran again after attempt ${e.attempt} in a live process`);
+      }
+      figure('workflow-kill', { parts: PARTS, kills, redisRestarts: restarts, duplicateExecutions: duplicates });
+    } finally {
+      await procs.killAll();
+      await app.close().catch(() => {});
+      await redis.stop();
+    }
+  });
+});
