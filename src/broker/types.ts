@@ -14,11 +14,19 @@
  * - Batch methods exist so that callers never need one round trip per run.
  */
 
-import type { RunRecord, RunState } from '../core/run.ts';
+import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
 // where the contract and the public API have always named it.
-export { type AttemptRecord, FINISHED_STATES, RUN_STATES, type RunError, type RunRecord, type RunState } from '../core/run.ts';
+export {
+  type AttemptRecord,
+  FINISHED_STATES,
+  RUN_STATES,
+  type RunError,
+  type RunRecord,
+  type RunState,
+  type ScheduleMark,
+} from '../core/run.ts';
 
 /** A run to create. Built and validated by the task layer; the broker stores it as is. */
 export interface NewRun {
@@ -50,6 +58,8 @@ export interface NewRun {
    * it that long. Absent: the broker's `cancelledRetentionMs`.
    */
   cancelledRetentionMs?: number;
+  /** Set on a run created by a schedule: which schedule, for which nominal fire time (see `ScheduleMark`). */
+  schedule?: ScheduleMark;
 }
 
 export interface EnqueueResult {
@@ -72,6 +82,7 @@ export interface Reservation {
   enqueuedAt: number;
   startedAt: number;
   traceparent?: string;
+  schedule?: ScheduleMark;
 }
 
 export interface ReserveRequest {
@@ -211,7 +222,119 @@ export interface Broker {
   /** Throws when storage is unreachable. */
   ping(): Promise<void>;
 
+  // Schedules (periodic tasks): stored per queue; see the section below and docs/schedules.md.
+
+  /**
+   * Creates or updates a schedule definition, atomically. A newer definition wins and an older one
+   * never overwrites it: the stored one is replaced only when `def.version` is greater, or equal with
+   * a greater `def.hash` (string order; so two definitions declared at once settle on one, whatever
+   * the order of the calls). An equal version and hash is `unchanged`. On replace, the stored next
+   * fire time is kept when `spec` is unchanged, and taken from `def.next` otherwise; `paused`, the
+   * counters and the last fire are kept.
+   */
+  upsertSchedule(def: ScheduleDefinition, now: number): Promise<UpsertScheduleResult>;
+
+  /**
+   * The fire step, atomic (one transaction, one script): only if the schedule exists, is not
+   * paused, its `hash` is `req.hash` and its next fire time is still `req.expect`, moves the next
+   * fire time to `req.next` (null: the schedule has ended), adds `req.missed` to its misses and
+   * `req.runs.length` to its fires, records the last fire, and creates `req.runs` exactly as
+   * `enqueue` would (their idempotency keys make a second creation of the same fire a no-op).
+   * Otherwise nothing is written: the outcome says why, with the stored next time and hash.
+   */
+  fireSchedule(req: FireRequest): Promise<FireOutcome>;
+
+  /** Schedules of these queues (all queues when omitted), sorted by queue then id. */
+  listSchedules(queues?: readonly string[]): Promise<ScheduleRecord[]>;
+
+  /**
+   * Schedules of these queues that are not paused and whose next fire time is at or before `until`
+   * (at most `limit`, earliest first), and the earliest next fire time of the others (null: none).
+   * A worker sleeps until then: this must stay cheap with thousands of schedules.
+   */
+  dueSchedules(queues: readonly string[], until: number, limit: number): Promise<DueSchedules>;
+
+  getSchedule(queue: string, id: string): Promise<ScheduleRecord | null>;
+
+  /** Pauses (true) or resumes (false) a schedule. False when there is no such schedule. */
+  pauseSchedule(queue: string, id: string, paused: boolean, now: number): Promise<boolean>;
+
+  /** Deletes a schedule (its runs stay). False when there was none. */
+  deleteSchedule(queue: string, id: string): Promise<boolean>;
+
   close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schedules. The broker stores definitions and fire times; it never computes a time itself (the
+// schedule layer does, in the caller): every method takes the times it writes.
+// ---------------------------------------------------------------------------------------------
+
+/** A schedule's definition, as upserted. Ids are unique within their queue. */
+export interface ScheduleDefinition {
+  /** 1 to 128 characters, no spaces. */
+  id: string;
+  queue: string;
+  task: string;
+  /** JSON text of the time spec (cron or every, timezone, start, end); stored as given. */
+  spec: string;
+  /** JSON text of the runs' input. */
+  input: string;
+  /** JSON text of the schedule's policies and run options; stored as given. */
+  options: string;
+  /** A digest of the whole definition (spec, input, options, task). */
+  hash: string;
+  /** The definition's version: a newer deploy declares a greater one (see `upsertSchedule`). */
+  version: number;
+  /** The first nominal fire time from now, for a new schedule or a changed spec (null: none). */
+  next: number | null;
+}
+
+export interface ScheduleRecord extends ScheduleDefinition {
+  paused: boolean;
+  /** Fires done (runs created by the fire step). */
+  fires: number;
+  /** Nominal fire times missed and not run (the skip policy, the bounds of the others). */
+  missed: number;
+  /** The nominal time of the latest fire, and the run it created. */
+  lastFire?: number;
+  lastRun?: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type UpsertScheduleResult =
+  | { outcome: 'created' | 'updated' | 'unchanged'; schedule: ScheduleRecord }
+  /** A newer (or equal-versioned, greater-hash) definition is stored: it stays. */
+  | { outcome: 'older'; schedule: ScheduleRecord };
+
+export interface FireRequest {
+  queue: string;
+  id: string;
+  /** The definition the caller computed the times from. */
+  hash: string;
+  /** The next fire time the caller read: the compare in compare-and-set. */
+  expect: number;
+  /** The following fire time to store (null: the schedule has ended). */
+  next: number | null;
+  /** The runs to create (usually one, marked with `schedule`, idempotency key `schedule:<id>:<at>`). */
+  runs: readonly NewRun[];
+  /** Nominal times given up (missed-fire policies): added to the schedule's misses. */
+  missed: number;
+  now: number;
+}
+
+export type FireOutcome =
+  | { outcome: 'fired'; runs: EnqueueResult[] }
+  /** Another caller fired it first (or it was moved): nothing written. */
+  | { outcome: 'stale'; next: number | null; hash: string }
+  | { outcome: 'paused' }
+  | { outcome: 'not_found' };
+
+export interface DueSchedules {
+  schedules: ScheduleRecord[];
+  /** The earliest next fire time among the unpaused schedules not returned, or null. */
+  nextAt: number | null;
 }
 
 // ---------------------------------------------------------------------------------------------

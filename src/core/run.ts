@@ -21,6 +21,31 @@ export interface RunError {
   reason?: string;
 }
 
+/**
+ * What a run created by a schedule carries (stored with the run, in its record and its reservation):
+ * the schedule's id, the nominal fire time it stands for, and whether it was created late (a missed
+ * fire run by the schedule's missed-fire policy, or an explicit backfill).
+ */
+export interface ScheduleMark {
+  id: string;
+  /** The nominal fire time, epoch ms. */
+  at: number;
+  backfilled: boolean;
+}
+
+/** The stored text of a mark: `<at> <0|1> <id>` (ids have no spaces). */
+export function markText(m: ScheduleMark): string {
+  return `${Math.floor(m.at)} ${m.backfilled ? 1 : 0} ${m.id}`;
+}
+
+/** A stored mark read back; undefined when absent or not a mark. */
+export function readMark(text: unknown): ScheduleMark | undefined {
+  if (typeof text !== 'string') return undefined;
+  const m = /^(-?\d+) ([01]) (\S+)$/.exec(text);
+  if (!m) return undefined;
+  return { id: m[3] as string, at: Number(m[1]), backfilled: m[2] === '1' };
+}
+
 /** One start of a run, as kept in its history. */
 export interface AttemptRecord {
   attempt: number;
@@ -54,5 +79,7 @@ export interface RunRecord {
   worker?: string;
   idempotencyKey?: string;
   traceparent?: string;
+  /** Set on a run created by a schedule. */
+  schedule?: ScheduleMark;
   history: AttemptRecord[];
 }

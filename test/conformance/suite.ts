@@ -33,6 +33,7 @@ import { notificationConformance } from './notifications.ts';
 import { reserveConformance } from './reserve.ts';
 import { retryConformance } from './retry.ts';
 import { runErrorConformance } from './run-errors.ts';
+import { scheduleConformance } from './schedules.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
 
@@ -54,6 +55,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     notificationConformance(c);
     countConformance(c);
     connectionConformance(c);
+    scheduleConformance(c);
     runErrorConformance(makeBroker, options);
     cancelRetentionConformance(makeBroker);
   });

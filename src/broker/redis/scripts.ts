@@ -41,6 +41,9 @@ export const SCRIPT_NAMES = [
   'retryfailed',
   'migrate',
   'layout',
+  'schedupsert',
+  'schedfire',
+  'schedadmin',
 ] as const;
 
 export type ScriptName = (typeof SCRIPT_NAMES)[number];

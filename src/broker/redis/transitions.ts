@@ -6,6 +6,7 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
+import { markText } from '../../core/run.ts';
 import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   CancelOutcome,
@@ -142,6 +143,7 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
           run.traceparent ?? '',
           ownRetention(run.cancelledRetentionMs) ?? '',
+          run.schedule ? markText(run.schedule) : '',
         );
       }
       chain = chain.then(() =>

@@ -8,6 +8,7 @@
 import type { SQLOutputValue } from 'node:sqlite';
 import type { AttemptRecord, QueueCounts, Reservation, RunRecord, RunState } from '../types.ts';
 import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
+import { readMark } from '../../core/run.ts';
 import { runErrorText } from '../shared/run-errors.ts';
 
 export type Row = Record<string, SQLOutputValue>;
@@ -61,8 +62,8 @@ export const SQL = {
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
   stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, schedule, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   // reserve
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
@@ -78,7 +79,7 @@ export const SQL = {
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' ORDER BY priority DESC, seq LIMIT :max)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
   failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
       rev = rev + 1, ${endAttempt(':now', "'failed'")}
     WHERE rid = :rid`,
@@ -130,6 +131,26 @@ export const SQL = {
   pruneKeys: `DELETE FROM idempotency
     WHERE (queue, task, key) IN (SELECT queue, task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
   pruneCancels: 'DELETE FROM cancel_log WHERE at < ?',
+
+  // schedules (schedules.ts)
+  schGet: 'SELECT * FROM schedules WHERE queue = ? AND id = ?',
+  schInsert: `INSERT INTO schedules (queue, id, task, spec, input, options, hash, version, next_at, created_at, updated_at)
+    VALUES (:queue, :id, :task, :spec, :input, :options, :hash, :version, :next, :now, :now)`,
+  schReplace: `UPDATE schedules SET task = :task, spec = :spec, input = :input, options = :options, hash = :hash,
+      version = :version, next_at = :next, updated_at = :now WHERE queue = :queue AND id = :id`,
+  /** The compare-and-set of the fire step: one row changed only while next_at is still :expect. */
+  schFire: `UPDATE schedules SET next_at = :next, missed = missed + :missed, fires = fires + :fires,
+      last_fire = coalesce(:lastFire, last_fire), updated_at = :now
+    WHERE queue = :queue AND id = :id AND paused = 0 AND hash = :hash AND next_at = :expect`,
+  schLastRun: 'UPDATE schedules SET last_run = ? WHERE queue = ? AND id = ?',
+  schPause: 'UPDATE schedules SET paused = :paused, updated_at = :now WHERE queue = :queue AND id = :id',
+  schDelete: 'DELETE FROM schedules WHERE queue = ? AND id = ?',
+  schAll: 'SELECT * FROM schedules ORDER BY queue, id',
+  schOf: 'SELECT * FROM schedules WHERE queue IN (SELECT value FROM json_each(?)) ORDER BY queue, id',
+  schDue: `SELECT * FROM schedules WHERE queue = ? AND paused = 0 AND next_at IS NOT NULL AND next_at <= ?
+    ORDER BY next_at LIMIT ?`,
+  schNext: `SELECT next_at FROM schedules WHERE queue = ? AND paused = 0 AND next_at IS NOT NULL AND next_at > ?
+    ORDER BY next_at LIMIT 1`,
   pruneStats: 'DELETE FROM queue_stats WHERE minute < ?',
   pruneWorkers: 'DELETE FROM workers WHERE last_seen < ?',
   revs: 'SELECT id, rev FROM runs WHERE id IN (SELECT value FROM json_each(?))',
@@ -266,6 +287,8 @@ export function toReservation(row: Row, now: number): Reservation | string[] {
     startedAt: now,
   };
   if (typeof traceparent === 'string') r.traceparent = traceparent;
+  const mark = readMark(row.schedule);
+  if (mark) r.schedule = mark;
   return r;
 }
 
@@ -317,6 +340,8 @@ export function toRecord(row: Row): RunRecord {
   if (key !== undefined) rec.idempotencyKey = key;
   const traceparent = text(row.traceparent);
   if (traceparent !== undefined) rec.traceparent = traceparent;
+  const mark = readMark(row.schedule);
+  if (mark) rec.schedule = mark;
   return rec;
 }
 

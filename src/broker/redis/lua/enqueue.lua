@@ -13,11 +13,12 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 10 per run:
+  then 11 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
-    retention once cancelled, ms ('' for the broker's default: see cancel.lua)
+    retention once cancelled, ms ('' for the broker's default: see cancel.lua),
+    schedule mark ('' for none: see ScheduleMark in core/run.ts)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
@@ -33,9 +34,9 @@ local created = 0
 local earliest -- earliest runAt among scheduled runs created here
 local before = false -- earliest scheduled runAt before this call (nil: none), read once
 
-for j = 3, #ARGV, 10 do
+for j = 3, #ARGV, 11 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
+  local e, ik, ittl, tp, cret, mark = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9], ARGV[j + 10]
   local k = base .. 'r:' .. rid
   local existing
   if rcall('EXISTS', k) == 1 then
@@ -100,6 +101,10 @@ for j = 3, #ARGV, 10 do
     if cret ~= '' then
       f[#f + 1] = 'C'
       f[#f + 1] = cret
+    end
+    if mark ~= '' then
+      f[#f + 1] = 'S'
+      f[#f + 1] = mark
     end
     rcall('HSET', k, unpack(f))
     if state == 'q' then
