@@ -111,6 +111,8 @@ export interface RunDetail extends RunSummary {
   expiresAt?: number;
   idempotencyKey?: string;
   traceparent?: string;
+  /** Set when a schedule created the run: its id, the nominal fire time (epoch ms), whether it was created late. */
+  schedule?: { id: string; at: number; backfilled: boolean };
   /** Fields whose stored JSON could not be read (their raw text is shown instead). */
   corrupt?: string[];
   history: AttemptJson[];

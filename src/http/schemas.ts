@@ -54,6 +54,14 @@ export const RunSchema = z
     worker: z.string().nullable().describe('The worker of the latest attempt'),
     idempotency_key: z.string().nullable(),
     traceparent: z.string().nullable(),
+    schedule: z
+      .object({
+        id: z.string().describe('The schedule that created the run'),
+        at: IsoTime.describe('The nominal fire time the run stands for'),
+        backfilled: z.boolean().describe('Created late: a missed fire run by the missed-fire policy, or a backfill'),
+      })
+      .nullable()
+      .describe('Set when a schedule created the run'),
     history: z.array(AttemptSchema),
     corrupt: z.array(z.string()).optional().describe('Fields whose stored JSON could not be read (their raw text is given)'),
   })
@@ -141,6 +149,9 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
     worker: rec.worker ?? null,
     idempotency_key: rec.idempotencyKey ?? null,
     traceparent: rec.traceparent ?? null,
+    schedule: rec.schedule
+      ? { id: rec.schedule.id, at: iso(rec.schedule.at) ?? new Date(0).toISOString(), backfilled: rec.schedule.backfilled }
+      : null,
     history: (rec.history ?? []).map((h) => ({
       attempt: h.attempt,
       worker: h.worker,

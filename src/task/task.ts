@@ -31,6 +31,8 @@ export interface TaskContext {
   progress(value: unknown): void;
   /** W3C trace context of the request that enqueued the run, if any. */
   traceparent?: string;
+  /** Set when a schedule created the run: its id, the nominal fire time, and whether the run was created late (missed-fire policy, backfill). */
+  schedule?: { id: string; at: Date; backfilled: boolean };
 }
 
 export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;

@@ -11,9 +11,11 @@ import type { WorkerHost } from './host.ts';
 import { backOffMs, LeaseBook, LeaseLostError, sleep } from './leases.ts';
 import { type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
 import { type ActiveRun, reportProgress } from './run-context.ts';
+import { type FireEvent, ScheduleFirer } from './schedules.ts';
 
 export type { WorkerHost } from './host.ts';
 export type { RunEvent, WorkerOptions } from './options.ts';
+export type { FireEvent } from './schedules.ts';
 
 /**
  * Runs handlers: reserves runs in batches sized to its free slots, holds each under a lease that it
@@ -29,7 +31,10 @@ export class Worker extends EventEmitter {
   readonly shutdownGraceMs: number;
   readonly pruneEvery: number;
   readonly logger: Logger;
+  /** Whether this worker fires the schedules of its queues. */
+  readonly firesSchedules: boolean;
   readonly #host: WorkerHost;
+  #firer: ScheduleFirer | undefined;
   #broker: Broker | undefined;
   readonly #book: LeaseBook;
   readonly #executor: Executor;
@@ -72,6 +77,7 @@ export class Worker extends EventEmitter {
     this.shutdownGraceMs = settings.shutdownGraceMs;
     this.pruneEvery = settings.pruneEvery;
     this.logger = settings.logger;
+    this.firesSchedules = settings.schedules;
     this.#book = new LeaseBook({
       id: this.id,
       leaseMs: this.leaseMs,
@@ -128,9 +134,23 @@ export class Worker extends EventEmitter {
       this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), HEARTBEAT_EVERY_MS);
       this.#heartbeatTimer.unref();
     }
+    if (this.firesSchedules) await this.#startSchedules(this.#broker);
     this.logger.info({ queues: this.queues, concurrency: this.concurrency }, 'worker started');
     this.#pump();
     return this;
+  }
+
+  /** Declares the app's schedules of this worker's queues and fires schedules in the background (schedules.ts). */
+  async #startSchedules(broker: Broker): Promise<void> {
+    const mine = new Set(this.queues);
+    this.#firer = new ScheduleFirer({
+      broker,
+      queues: this.queues,
+      logger: this.logger,
+      declared: (this.#host.scheduleDefinitions?.(Date.now()) ?? []).filter((d) => mine.has(d.queue)),
+      onFire: (event: FireEvent) => this.emit('schedule', event),
+    });
+    await this.#firer.start();
   }
 
   /**
@@ -396,9 +416,11 @@ export class Worker extends EventEmitter {
     }
     this.#state = 'stopping';
     this.#stop.abort();
+    const firer = this.#firer?.stop();
     this.#slotWaiter?.();
     // Reservations in flight come back (their runs are handed back), the wait for work ends.
     while (this.#calls.size) await Promise.allSettled(this.#calls);
+    await firer;
     const deadline = Date.now() + graceMs;
     while (this.#book.active.size > 0 && Date.now() < deadline && !this.#now) {
       await new Promise<void>((resolve) => {

@@ -133,6 +133,13 @@ export function runPage(ctx: Ctx, id: string): Page {
       ...fact('Worker', r.worker ? trunc(r.worker, 'mono') : '–'),
       ...(r.idempotencyKey ? fact('Idempotency key', trunc(r.idempotencyKey, 'mono')) : []),
       ...(r.traceparent ? fact('Trace', trunc(r.traceparent, 'mono')) : []),
+      ...(r.schedule
+        ? fact(
+            'Schedule',
+            `${r.schedule.id}, fire time ${time(r.schedule.at, now)}${r.schedule.backfilled ? ' (backfilled)' : ''}`,
+            fullTime(r.schedule.at),
+          )
+        : []),
       ...(r.expiresAt !== undefined ? fact('Deleted', ago(r.expiresAt, now), `after its retention, at ${fullTime(r.expiresAt)}`) : []),
     );
     const sections: Child[] = [];
