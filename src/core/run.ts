@@ -31,19 +31,24 @@ export interface ScheduleMark {
   /** The nominal fire time, epoch ms. */
   at: number;
   backfilled: boolean;
+  /** The schedule's expiry policy: a run not started by then is failed with reason `expired` instead of run. */
+  expiresAt?: number;
 }
 
-/** The stored text of a mark: `<at> <0|1> <id>` (ids have no spaces). */
+/** The stored text of a mark: `<at> <0|1> <id>[ <expiresAt>]` (ids have no spaces). */
 export function markText(m: ScheduleMark): string {
-  return `${Math.floor(m.at)} ${m.backfilled ? 1 : 0} ${m.id}`;
+  const base = `${Math.floor(m.at)} ${m.backfilled ? 1 : 0} ${m.id}`;
+  return m.expiresAt === undefined ? base : `${base} ${Math.floor(m.expiresAt)}`;
 }
 
 /** A stored mark read back; undefined when absent or not a mark. */
 export function readMark(text: unknown): ScheduleMark | undefined {
   if (typeof text !== 'string') return undefined;
-  const m = /^(-?\d+) ([01]) (\S+)$/.exec(text);
+  const m = /^(-?\d+) ([01]) (\S+)(?: (-?\d+))?$/.exec(text);
   if (!m) return undefined;
-  return { id: m[3] as string, at: Number(m[1]), backfilled: m[2] === '1' };
+  const mark: ScheduleMark = { id: m[3] as string, at: Number(m[1]), backfilled: m[2] === '1' };
+  if (m[4] !== undefined) mark.expiresAt = Number(m[4]);
+  return mark;
 }
 
 /** One start of a run, as kept in its history. */

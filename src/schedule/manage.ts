@@ -5,10 +5,10 @@
  * to repeat, and never doubles a fire). Used by the app (`errand.ts`), the HTTP routes, the CLI and
  * the dashboard.
  */
-import type { Broker, EnqueueResult, NewRun, ScheduleRecord } from '../broker/types.ts';
+import type { Broker, EnqueueResult, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
-import { checkPolicies, fireKey, readStored, type SchedulePolicies, upcoming } from './plan.ts';
+import { checkPolicies, expiryOf, fireKey, readStored, type SchedulePolicies, type StoredSchedule, upcoming } from './plan.ts';
 import { compileSchedule, type Schedule, type ScheduleSpec } from './spec.ts';
 import { firesBetween } from './times.ts';
 
@@ -29,7 +29,7 @@ export type ScheduleOptions<I = unknown> = ScheduleSpec &
     version?: number;
   };
 
-const POLICY_KEYS = ['missed', 'maxBackfill', 'catchUpMs', 'overlap', 'priority'] as const;
+const POLICY_KEYS = ['missed', 'maxBackfill', 'catchUpMs', 'overlap', 'expire', 'priority'] as const;
 
 export interface SplitOptions {
   schedule: Schedule;
@@ -85,24 +85,26 @@ export async function findSchedule(broker: Broker, id: string, queue?: string): 
   return all[0] ?? null;
 }
 
-function runOf(rec: ScheduleRecord, at: number, backfilled: boolean, now: number, priority: number, key: string): NewRun {
+function runOf(rec: ScheduleRecord, at: number, backfilled: boolean, now: number, stored: StoredSchedule, key: string): NewRun {
+  const schedule: ScheduleMark = { id: rec.id, at, backfilled };
+  const expiresAt = expiryOf(stored, at, Math.max(at, now));
+  if (expiresAt !== undefined) schedule.expiresAt = expiresAt;
   return {
     id: newRunId(rec.queue, now),
     task: rec.task,
     queue: rec.queue,
     input: rec.input,
-    priority,
+    priority: stored.policies.priority,
     runAt: Math.max(at, now),
     idempotencyKey: key,
     idempotencyTtl: FIRE_KEY_TTL_MS,
-    schedule: { id: rec.id, at, backfilled },
+    schedule,
   };
 }
 
 /** Creates one run of the schedule now, outside its fire times (its nominal time is `now`). Works while paused. */
 export async function triggerSchedule(broker: Broker, rec: ScheduleRecord, now: number): Promise<EnqueueResult> {
-  const { policies } = readStored(rec);
-  const [r] = await broker.enqueue([runOf(rec, now, false, now, policies.priority, `schedule:${rec.id}:trigger:${now}`)], now);
+  const [r] = await broker.enqueue([runOf(rec, now, false, now, readStored(rec), `schedule:${rec.id}:trigger:${now}`)], now);
   return r as EnqueueResult;
 }
 
@@ -133,13 +135,13 @@ export async function backfillSchedule(
     throw new ConfigError(`backfill: the range must be two instants with from < to, got ${String(from)} .. ${String(to)}`);
   }
   if (to > now) throw new ConfigError('backfill: the range must end at or before now (later times are fired as usual)');
-  const { schedule, policies } = readStored(rec);
-  const { times, truncated } = firesBetween(schedule, from, to, limit);
+  const stored = readStored(rec);
+  const { times, truncated } = firesBetween(stored.schedule, from, to, limit);
   let created = 0;
   for (let i = 0; i < times.length; i += 500) {
     const part = times.slice(i, i + 500);
     const res = await broker.enqueue(
-      part.map((at) => runOf(rec, at, true, now, policies.priority, fireKey(rec.id, at))),
+      part.map((at) => runOf(rec, at, true, now, stored, fireKey(rec.id, at))),
       now,
     );
     created += res.filter((r) => r.created).length;

@@ -30,10 +30,22 @@ export interface SchedulePolicies {
   catchUpMs: number;
   /** Default `allow`. */
   overlap: OverlapPolicy;
+  /**
+   * Expiry: a run that has not started this long after it became due is failed with reason
+   * `expired` instead of run: `period` (until the schedule's next fire time), ms, or `never` (default).
+   */
+  expire: 'period' | 'never' | number;
   priority: number;
 }
 
-export const DEFAULT_POLICIES: SchedulePolicies = { missed: 'latest', maxBackfill: 100, catchUpMs: 60_000, overlap: 'allow', priority: 0 };
+export const DEFAULT_POLICIES: SchedulePolicies = {
+  missed: 'latest',
+  maxBackfill: 100,
+  catchUpMs: 60_000,
+  overlap: 'allow',
+  expire: 'never',
+  priority: 0,
+};
 
 const MISSED: readonly MissedPolicy[] = ['skip', 'latest', 'all'];
 const OVERLAP: readonly OverlapPolicy[] = ['allow', 'skip', 'cancel'];
@@ -48,6 +60,8 @@ export function checkPolicies(given: Partial<SchedulePolicies> | undefined, wher
     problems.push(`maxBackfill: expected a whole number from 1 to 10000, got ${String(p.maxBackfill)}`);
   if (!Number.isInteger(p.catchUpMs) || p.catchUpMs < 0)
     problems.push(`catchUpMs: expected a whole number of ms >= 0, got ${String(p.catchUpMs)}`);
+  if (p.expire !== 'period' && p.expire !== 'never' && !(Number.isInteger(p.expire) && (p.expire as number) > 0))
+    problems.push(`expire: expected "period", "never" or a whole number of ms > 0, got ${JSON.stringify(p.expire)}`);
   if (!Number.isInteger(p.priority) || p.priority < -1000 || p.priority > 1000)
     problems.push(`priority: expected a whole number from -1000 to 1000, got ${String(p.priority)}`);
   if (problems.length) throw new ConfigError(`${where}: ${problems.join('; ')}`);
@@ -153,6 +167,17 @@ export function planFire(s: StoredSchedule, F: number, now: number, limit = 10_0
   else if (policies.missed === 'all') kept = late.slice(-policies.maxBackfill);
   runs.unshift(...kept.map((at) => ({ at, backfilled: true })));
   return { runs, missed: late.length - kept.length, next: nextFire(schedule, last) };
+}
+
+/** When a run of nominal time `at`, due at `dueAt`, expires under the policy (undefined: never). */
+export function expiryOf(s: StoredSchedule, at: number, dueAt: number): number | undefined {
+  const e = s.policies.expire;
+  if (e === 'never') return undefined;
+  if (e === 'period') {
+    const next = nextFire(s.schedule, at);
+    return next === null ? undefined : dueAt + (next - at);
+  }
+  return dueAt + e;
 }
 
 /** The idempotency key of the run of schedule `id` at nominal time `at`: the same for a fire and a backfill. */

@@ -93,6 +93,20 @@ export class InlineExecutor implements Executor {
         UNKNOWN_TASK_RETENTION_MS,
       );
     }
+    // A schedule's expiry policy: a run that could not start in time is dropped, with the reason.
+    const expiresAt = run.schedule?.expiresAt;
+    if (expiresAt !== undefined && run.startedAt > expiresAt) {
+      return fail(
+        entry,
+        log,
+        started,
+        new PermanentError(
+          `Not run: it could not start by ${new Date(expiresAt).toISOString()} (schedule ${run.schedule?.id}, fire time ${new Date(run.schedule?.at ?? 0).toISOString()})`,
+        ),
+        'expired',
+        task.retention.failed,
+      );
+    }
     const parsedJson = safeParse(run.input);
     if (!parsedJson.ok) {
       return fail(

@@ -11,11 +11,11 @@
  * path releases them then, so a run starts within about a second of its time under normal load.
  */
 import type { Logger } from 'pino';
-import type { Broker, NewRun, ScheduleDefinition, ScheduleRecord } from '../broker/types.ts';
+import type { Broker, NewRun, ScheduleDefinition, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
 import { newRunId } from '../core/ids.ts';
 import { FINISHED_STATES } from '../core/run.ts';
 import { FIRE_KEY_TTL_MS } from '../schedule/manage.ts';
-import { fireKey, planFire, readStored, type StoredSchedule } from '../schedule/plan.ts';
+import { expiryOf, fireKey, planFire, readStored, type StoredSchedule } from '../schedule/plan.ts';
 import { backOffMs, sleep } from './leases.ts';
 
 /** How far ahead of its nominal time a run is created. */
@@ -177,7 +177,7 @@ export class ScheduleFirer {
       runAt: at,
       idempotencyKey: fireKey(s.id, at),
       idempotencyTtl: FIRE_KEY_TTL_MS,
-      schedule: { id: s.id, at, backfilled },
+      schedule: withExpiry({ id: s.id, at, backfilled }, expiryOf(stored, at, backfilled ? Math.max(at, now) : at)),
     }));
     const out = await broker.fireSchedule({ queue: s.queue, id: s.id, hash: s.hash, expect: s.next, next: plan.next, runs, missed, now });
     if (out.outcome === 'stale') return 'stale';
@@ -186,4 +186,9 @@ export class ScheduleFirer {
     this.#o.onFire?.({ schedule: s.id, queue: s.queue, created, missed, times: times.map((t) => t.at) });
     return 'fired';
   }
+}
+
+function withExpiry(mark: ScheduleMark, expiresAt: number | undefined): ScheduleMark {
+  if (expiresAt !== undefined) mark.expiresAt = expiresAt;
+  return mark;
 }
