@@ -152,3 +152,26 @@ export interface Session {
 export interface ApiError {
   detail: string;
 }
+
+/** A stored schedule, as the dashboard lists it (times are epoch ms). */
+export interface ScheduleJson {
+  id: string;
+  queue: string;
+  task: string;
+  state: 'active' | 'paused' | 'ended';
+  /** The time spec in words: `cron 0 9 * * * Europe/Paris`, `every 15m`. */
+  when: string;
+  next: number | null;
+  upcoming: number[];
+  lastFire?: number;
+  lastRun?: string;
+  fires: number;
+  missed: number;
+  /** The policies, as stored. */
+  policies: Record<string, unknown>;
+}
+
+export interface ScheduleList {
+  schedules: ScheduleJson[];
+  now: number;
+}
