@@ -21,6 +21,7 @@ import {
 import { makeDirs } from '../src/core/fs.ts';
 import { redactUrl } from '../src/core/urls.ts';
 import { type AppConfig, brokerUrl } from './config.ts';
+import { type DigestTask, defineDigest } from './digest.ts';
 import { createMailer, type Mailer } from './email.ts';
 import { registerUserRoutes } from './routes.ts';
 import {
@@ -63,6 +64,8 @@ export class Service {
   readonly users: UserStore;
   readonly mailer: Mailer;
   readonly task: WelcomeTask;
+  /** The sign-up digest, a schedule (app/digest.ts). */
+  readonly digest: DigestTask;
   readonly auth: HttpAuthOptions;
   server: FastifyInstance | undefined;
   worker: Worker | undefined;
@@ -94,6 +97,7 @@ export class Service {
       mailFrom: config.mailFrom,
       ...(options.retries ? { retries: options.retries } : {}),
     });
+    this.digest = defineDigest(this.errand, { users, mailer: this.mailer, mailFrom: config.mailFrom, ...config.digest });
   }
 
   /**
