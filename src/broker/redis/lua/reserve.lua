@@ -150,7 +150,7 @@ if max > 0 then
       for _, rid in ipairs(rids) do
         local k = base .. 'r:' .. rid
         local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'S')
-        local state, task, input, attempts, enq, tp, watched, runAt = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+        local state, task, input, attempts, enq, tp, watched, runAt, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
         if v['err'] then
           failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
         elseif state == 'q' and task and input then
@@ -166,7 +166,7 @@ if max > 0 then
           out[#out + 1] = p
           out[#out + 1] = enq or ''
           out[#out + 1] = tp or ''
-          out[#out + 1] = v[9] or ''
+          out[#out + 1] = mark or ''
           notify(chan, qp, rid, watched)
           -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
           local since = tonumber(enq) or ridTime(rid)

@@ -25,14 +25,15 @@ local base, id, hash, expect, nextS = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5
 local missed, nowS, lastFire = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local now = tonumber(nowS)
 local s = rcall('HMGET', KEYS[1], 'n', 'h', 'p')
-if not s[2] then
+local sNext, sHash, sPaused = s[1], s[2], s[3]
+if not sHash then
   return { 'not_found' }
 end
-if s[3] == '1' then
+if sPaused == '1' then
   return { 'paused' }
 end
-if s[2] ~= hash or s[1] ~= expect then
-  return { 'stale', s[1] or '', s[2] }
+if sHash ~= hash or sNext ~= expect then
+  return { 'stale', sNext or '', sHash }
 end
 
 local out = { 'fired' }

@@ -21,7 +21,8 @@ local id, task, spec, input, options, hash, version, nextS, now =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local outcome
 local stored = redis.call('HMGET', KEYS[1], 'v', 'h', 's', 'n', 'p')
-if not stored[1] then
+local sVersion, sHash, sSpec, sNext, sPaused = stored[1], stored[2], stored[3], stored[4], stored[5]
+if not sVersion then
   redis.call('HSET', KEYS[1], 't', task, 's', spec, 'i', input, 'o', options, 'h', hash, 'v', version,
     'n', nextS, 'p', '0', 'f', '0', 'm', '0', 'c', now, 'u', now)
   redis.call('SADD', KEYS[2], id)
@@ -30,7 +31,7 @@ if not stored[1] then
   end
   outcome = 'created'
 else
-  local sv, sh = tonumber(stored[1]) or 0, stored[2] or ''
+  local sv, sh = tonumber(sVersion) or 0, sHash or ''
   local v = tonumber(version)
   local order
   if v ~= sv then
@@ -46,12 +47,12 @@ else
     outcome = 'older'
   else
     local n = nextS
-    if stored[3] == spec then
-      n = stored[4] or ''
+    if sSpec == spec then
+      n = sNext or ''
     end
     redis.call('HSET', KEYS[1], 't', task, 's', spec, 'i', input, 'o', options, 'h', hash, 'v', version, 'n', n, 'u', now)
     redis.call('SADD', KEYS[2], id)
-    if n ~= '' and stored[5] ~= '1' then
+    if n ~= '' and sPaused ~= '1' then
       redis.call('ZADD', KEYS[3], n, id)
     else
       redis.call('ZREM', KEYS[3], id)
