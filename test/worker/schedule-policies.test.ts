@@ -166,3 +166,27 @@ describe('expiry', () => {
     await app.close();
   });
 });
+
+describe('clock skew', () => {
+  it('workers whose clocks are seconds apart, firing the same schedule in any order, create one run per fire time', async () => {
+    const F0 = Math.floor(Date.now() / 1000) * 1000;
+    const { broker, firer, rec, runs } = await setup({}, F0, '1s');
+    const other = new ScheduleFirer({ broker, queues: [Q], logger: quietLogger });
+    // Two workers, 3 s apart: each reads the stored schedule and fires with its own clock, interleaved.
+    for (let i = 0; i < 20; i++) {
+      const seenA = await rec();
+      const seenB = await rec();
+      const real = F0 + i * 1000;
+      const outs = await Promise.all([firer.fire(seenA, real + 3000), other.fire(seenB, real - 3000)]);
+      assert.equal(outs.filter((o) => o === 'fired').length, 1, `one of the two fired: ${outs}`);
+    }
+    const all = await runs();
+    const times = all.map((r) => r.schedule?.at);
+    assert.equal(new Set(times).size, all.length, 'no fire time twice');
+    assert.deepEqual(
+      times,
+      Array.from({ length: 20 }, (_, i) => F0 + i * 1000),
+    );
+    await broker.close();
+  });
+});
