@@ -267,7 +267,7 @@ function ratioColumns(scenario: string, peers: string[]): [string, string][] {
   return out;
 }
 
-const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale'];
+const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'schedules'];
 const PEER_ORDER = Object.keys(PEER_LABELS);
 
 function peersOf(sc: ScenarioResult): string[] {
