@@ -10,7 +10,10 @@
  * files in `DATA_DIR/outbox`), `MAIL_FROM`, `WORKER_CONCURRENCY` (default 10), `CELERY_QUEUES`
  * (comma-separated, default `celery`), `CELERY_VISIBILITY_TIMEOUT` (seconds, default 3600: keep it
  * equal to the Python workers' `broker_transport_options`), `LOG_LEVEL`, `LOG_FORMAT`, `METRICS_PORT`
- * (serve Prometheus metrics on it). SIGTERM or SIGINT: finishes the running sends, then exits 0.
+ * (serve Prometheus metrics on it), `CELERY_DASHBOARD` (`on`, the default: every task that ends here is
+ * recorded in the service's Errand broker, as queue `celery-<queue>`, so that the service's dashboard
+ * shows it; `off`: not recorded). The service's broker is `ERRAND_BROKER_URL`, else `REDIS_URL` (the
+ * same Redis, under Errand's own keys). SIGTERM or SIGINT: finishes the running sends, then exits 0.
  *
  * Transient SMTP failures (connection refused, 4xx) are retried Celery's way (a new message, RETRY
  * in the backend), up to 3 times, 10 s apart; a permanent refusal is FAILURE at once.
@@ -22,8 +25,8 @@ requireNode('node app/celery-worker.ts');
 const { createServer } = await import('node:http');
 const { z } = await import('zod');
 const { createCeleryWorker } = await import('../src/celery/index.ts');
-const { createLogger } = await import('../src/index.ts');
-const { loadConfig, mailFromAddress } = await import('./config.ts');
+const { connectBroker, createLogger } = await import('../src/index.ts');
+const { brokerUrl, loadConfig, mailFromAddress } = await import('./config.ts');
 const { classifySendError, createMailer } = await import('./email.ts');
 
 function fail(message: string): never {
@@ -46,9 +49,19 @@ const queues = (env.CELERY_QUEUES ?? 'celery')
   .map((q) => q.trim())
   .filter(Boolean);
 if (queues.length === 0) fail('CELERY_QUEUES: at least one queue name');
+const dashboard = env.CELERY_DASHBOARD ?? 'on';
+if (dashboard !== 'on' && dashboard !== 'off') fail(`CELERY_DASHBOARD: "on" or "off", got ${JSON.stringify(dashboard.slice(0, 40))}`);
 
 const logger = createLogger({ level: config.logLevel, format: config.logFormat });
 const mailer = createMailer({ smtpUrl: config.smtpUrl, outboxDir: config.outboxDir, logger });
+let recordInto: Awaited<ReturnType<typeof connectBroker>> | undefined;
+if (dashboard === 'on') {
+  try {
+    recordInto = await connectBroker(brokerUrl(config), { logger });
+  } catch (err) {
+    fail(`${config.brokerVariable}: ${(err as Error).message}`);
+  }
+}
 let worker: ReturnType<typeof createCeleryWorker>;
 try {
   worker = createCeleryWorker({
@@ -57,6 +70,7 @@ try {
     concurrency: config.workerConcurrency,
     visibilityTimeoutMs: visibility * 1000,
     logger,
+    ...(recordInto && { errand: { broker: recordInto } }),
   });
 } catch (err) {
   fail(`REDIS_URL: ${(err as Error).message}`); // a cluster URL, which kombu's Redis transport cannot use
@@ -106,6 +120,7 @@ const stop = (signal: string) => {
   metricsServer?.close();
   worker
     .stop()
+    .then(() => recordInto?.close())
     .then(() => mailer.close())
     .then(
       () => process.exit(0),

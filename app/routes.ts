@@ -23,6 +23,7 @@ import {
   zodValidatorCompiler,
 } from '../src/http/index.ts';
 import type { RunRecord } from '../src/index.ts';
+import { type AvatarTask, AvatarSchema } from './avatars.ts';
 import { errorMessage, type WelcomeResult, type WelcomeTask } from './tasks.ts';
 import { EmailTakenError, isCursor, USER_ID, type User, type UserStore, type WelcomeStatus } from './users/store.ts';
 
@@ -79,7 +80,9 @@ export const EmailSchema = z
   .max(254, { message: 'must be at most 254 characters' })
   .meta({ description: 'Unique among users, without regard to case', examples: ['john.doe@example.com'] });
 
-export const CreateUserSchema = z.object({ username: UsernameSchema, email: EmailSchema }).describe('A new user');
+export const CreateUserSchema = z
+  .object({ username: UsernameSchema, email: EmailSchema, avatar: AvatarSchema.optional() })
+  .describe('A new user (with an avatar, optionally)');
 
 const EMAIL = z.regexes.email;
 
@@ -90,7 +93,9 @@ const EMAIL = z.regexes.email;
  */
 export function quickCreateUser(data: unknown): { username: string; email: string } | undefined {
   if (typeof data !== 'object' || data === null || Array.isArray(data)) return undefined;
-  const { username, email } = data as Record<string, unknown>;
+  const { username, email, avatar } = data as Record<string, unknown>;
+  // An avatar is checked by the schema (and kept: the quick test would drop it).
+  if (avatar !== undefined) return undefined;
   if (typeof username !== 'string' || typeof email !== 'string') return undefined;
   // Up to 64 UTF-16 units: at most 64 code points.
   if (username.length === 0 || username.length > 64 || !username.isWellFormed() || CONTROL.test(username) || username.trim() === '') {
@@ -146,6 +151,14 @@ export const CreatedSchema = z.object({
     .object({ id: z.string().describe('The run id'), status_url: z.string().describe('GET it for the run') })
     .nullable()
     .describe('The welcome email run; null when the task queue was unreachable (a worker schedules it as soon as it is back)'),
+  avatar_task: z
+    .object({
+      id: z.string().describe('The run id'),
+      status_url: z.string().describe('GET it for the run (its progress: thumbnails done)'),
+    })
+    .nullable()
+    .optional()
+    .describe('With an avatar: the thumbnails run; null when the task queue was unreachable (the avatar is then not kept)'),
 });
 
 export const ListQuerySchema = z
@@ -180,6 +193,8 @@ export interface UserRoutesOptions {
   enqueueTimeoutMs?: number;
   /** Reads a run (the welcome run of a user), so that GET /users/{id} tells the run's truth; without it, the stored state alone. */
   getRun?: (id: string) => Promise<RunRecord | null>;
+  /** The avatar task and the folder its thumbnails go to (`DATA_DIR/avatars`); without it, an avatar is refused (422). */
+  avatars?: { task: AvatarTask; dir: string };
 }
 
 type WelcomeJson = z.infer<typeof WelcomeEmailSchema>;
@@ -246,9 +261,13 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
   const timeoutMessage = `the task queue did not answer within ${enqueueTimeoutMs} ms`;
 
   const create = async (request: FastifyRequest<{ Body: z.infer<typeof CreateUserSchema> }>, reply: FastifyReply) => {
+    const { username, email, avatar } = request.body;
+    if (avatar !== undefined && !options.avatars) {
+      throw new HttpError(422, [{ loc: ['body', 'avatar'], msg: 'avatars are not taken by this service', type: 'value_error' }]);
+    }
     let user: User;
     try {
-      user = await users.create(request.body);
+      user = await users.create({ username, email });
     } catch (err) {
       if (err instanceof EmailTakenError) throw new HttpError(409, err.message);
       throw storeDown(request, err);
@@ -279,11 +298,25 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
         log.warn({ err, userId: user.id }, 'could not record the welcome run; the sweep will find it');
       }
     }
+    let avatarRun: { id: string } | undefined;
+    if (avatar !== undefined && options.avatars) {
+      const { task: avatarTask, dir } = options.avatars;
+      try {
+        avatarRun = await within(
+          avatarTask.enqueue({ userId: user.id, image: avatar, dir }, traceparent ? { traceparent } : undefined),
+          enqueueTimeoutMs,
+          timeoutMessage,
+        );
+      } catch (err) {
+        log.error({ err, userId: user.id }, 'could not enqueue the avatar thumbnails; the avatar is not kept');
+      }
+    }
     reply.code(201).header('location', `/users/${user.id}`);
     return {
       message: run ? CREATED_MESSAGE : PENDING_MESSAGE,
       user: userJson(user),
       task: run ? { id: run.id, status_url: `/runs/${run.id}` } : null,
+      ...(avatar !== undefined ? { avatar_task: avatarRun ? { id: avatarRun.id, status_url: `/runs/${avatarRun.id}` } : null } : {}),
     };
   };
 
@@ -293,7 +326,8 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
     security: openApiSecurity(options.auth, 'open'), // signing up stays open
     description:
       'Stores the user and schedules the `send_welcome_email` task (one email per user, retried on transient SMTP failures). ' +
-      'Emails are unique without regard to case: a second user with the same email gets 409.',
+      'Emails are unique without regard to case: a second user with the same email gets 409. ' +
+      'An optional `avatar` (base64 image) is turned into thumbnails by the `make_avatar_thumbnails` task.',
     tags: ['users'],
     body: CreateUserSchema,
     response: { 201: CreatedSchema, ...errorResponses(400, 409, 413, 415, 422, 503) },

@@ -20,6 +20,8 @@ import {
 } from '../src/index.ts';
 import { makeDirs } from '../src/core/fs.ts';
 import { redactUrl } from '../src/core/urls.ts';
+import { join } from 'node:path';
+import { type AvatarTask, defineAvatarTask } from './avatars.ts';
 import { type AppConfig, brokerUrl } from './config.ts';
 import { type DigestTask, defineDigest } from './digest.ts';
 import { createMailer, type Mailer } from './email.ts';
@@ -64,6 +66,8 @@ export class Service {
   readonly users: UserStore;
   readonly mailer: Mailer;
   readonly task: WelcomeTask;
+  /** `make_avatar_thumbnails`: the thumbnails of an avatar uploaded at sign-up (app/avatars.ts). */
+  readonly avatarTask: AvatarTask;
   /** The sign-up digest, a schedule (app/digest.ts). */
   readonly digest: DigestTask;
   readonly auth: HttpAuthOptions;
@@ -97,6 +101,7 @@ export class Service {
       mailFrom: config.mailFrom,
       ...(options.retries ? { retries: options.retries } : {}),
     });
+    this.avatarTask = defineAvatarTask(this.errand);
     this.digest = defineDigest(this.errand, { users, mailer: this.mailer, mailFrom: config.mailFrom, ...config.digest });
   }
 
@@ -132,6 +137,7 @@ export class Service {
     registerUserRoutes(server, {
       users: this.users,
       task: this.task,
+      avatars: { task: this.avatarTask, dir: join(this.config.dataDir, 'avatars') },
       auth: this.auth,
       getRun: async (id) => (await this.errand.broker()).getRun(id),
       ...(this.#options.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: this.#options.enqueueTimeoutMs } : {}),

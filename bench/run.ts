@@ -3,7 +3,7 @@
  *
  *   --quick              small sizes (under two minutes): checks the harness, gives orders of magnitude
  *   --rounds N           rounds per figure (default 5, quick 3)
- *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale, celery, schedules
+ *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale, celery, isolation, schedules
  *   --peers a,b          errand-redis, errand-sqlite, bullmq (the service scenario has its own peers)
  *   --services a,b       errand-seed, errand-seed-sqlite, fastify-bullmq, fastify-bullmq-sqlite, celery (default: all; errand-seed-sqlite not in --quick)
  *   --set k=v,k=v        override sizes (see Sizes in bench/lib/context.ts), e.g. --set rssRuns=300000,rounds=1 (lists: latencyRates=1000:5000)
@@ -26,6 +26,7 @@ import { redisServerAvailable, startRedis } from './lib/redis-server.ts';
 import { evaluateTargets, markdown, type RunResults, svgChart } from './lib/report.ts';
 import { celeryScenario } from './scenarios/celery.ts';
 import { enqueueScenario } from './scenarios/enqueue.ts';
+import { isolationScenario } from './scenarios/isolation.ts';
 import { latencyScenario } from './scenarios/latency.ts';
 import { memoryScenario } from './scenarios/memory.ts';
 import { processScenario } from './scenarios/process.ts';
@@ -42,6 +43,7 @@ const SCENARIOS: Record<string, (ctx: Ctx) => Promise<ScenarioResult>> = {
   memory: memoryScenario,
   scale: scaleScenario,
   celery: celeryScenario,
+  isolation: isolationScenario,
   schedules: schedulesScenario,
 };
 
@@ -199,7 +201,10 @@ async function main(): Promise<void> {
   const resultsDir = join(root, 'bench/results');
   mkdirSync(resultsDir, { recursive: true });
   const stamp = startedAt.replace(/[:]/g, '-').replace(/\..+/, '');
-  const jsonPath = join(resultsDir, `${stamp}-${results.mode}.json`);
+  // Only complete full runs are kept in the repository (`-full.json`: the page's "before" columns come
+  // from the newest one); quick and narrowed runs (`-quick.json`, `-partial.json`) are ignored by git.
+  const narrowed = Boolean(only || wantedPeers || services || args.set);
+  const jsonPath = join(resultsDir, `${stamp}-${quick ? 'quick' : narrowed ? 'partial' : 'full'}.json`);
   writeFileSync(jsonPath, `${JSON.stringify(results, null, 1)}\n`);
   log(`raw results: ${jsonPath}`);
   if (docs) {

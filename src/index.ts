@@ -14,6 +14,8 @@ export {
   RunNotFoundError,
   ScheduleNotFoundError,
   TaskTimeoutError,
+  IsolateCrashedError,
+  IsolateMemoryError,
 } from './core/errors.ts';
 export { isRunId, queueOfRunId } from './core/ids.ts';
 export { type CreateLoggerOptions, createLogger, type LogFormat, logFormat } from './core/logger.ts';
@@ -36,5 +38,6 @@ export {
 export { type FiresBetween, firesBetween, nextFire, nextFires } from './schedule/times.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
+export type { Isolation } from './task/isolation.ts';
 export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
 export { type FireEvent, type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

@@ -29,6 +29,13 @@ export const PEER_LABELS: Record<string, string> = {
   'fastify-bullmq': 'Fastify + BullMQ',
   'fastify-bullmq-sqlite': 'Fastify + BullMQ, STORE=sqlite',
   celery: 'FastAPI + Celery',
+  'errand-none': 'Errand, inline',
+  'errand-thread': 'Errand, isolation thread',
+  'errand-process': 'Errand, isolation process',
+  'bullmq-inline': 'BullMQ, inline processor',
+  'bullmq-thread': 'BullMQ, sandbox (worker threads)',
+  'bullmq-process': 'BullMQ, sandbox (processes)',
+  'celery-prefork': 'Celery prefork',
 };
 
 const COLORS: Record<string, string> = {
@@ -41,6 +48,13 @@ const COLORS: Record<string, string> = {
   'fastify-bullmq': '#dd6b20',
   'fastify-bullmq-sqlite': '#c05621',
   celery: '#805ad5',
+  'errand-none': '#90cdf4',
+  'errand-thread': '#2b6cb0',
+  'errand-process': '#1a365d',
+  'bullmq-inline': '#fbd38d',
+  'bullmq-thread': '#dd6b20',
+  'bullmq-process': '#7b341e',
+  'celery-prefork': '#805ad5',
 };
 
 /** Metrics where a smaller figure is better. */
@@ -267,7 +281,7 @@ function ratioColumns(scenario: string, peers: string[]): [string, string][] {
   return out;
 }
 
-const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'schedules'];
+const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'isolation', 'schedules'];
 const PEER_ORDER = Object.keys(PEER_LABELS);
 
 function peersOf(sc: ScenarioResult): string[] {

@@ -127,6 +127,41 @@ export type Settlement =
 /** `lost`: the lease was no longer this worker's (expired and recovered, cancelled, or the run is gone); nothing was written. */
 export type SettleStatus = 'ok' | 'lost';
 
+/**
+ * A run that ran outside this broker's workers, recorded once it finished so that listings, counts,
+ * stats and the dashboard show it beside the broker's own runs: a Celery task served by an
+ * `errand/celery` worker. Its enqueue time is the time in its id; it finished at the `now` of the call.
+ */
+export interface FinishedRun {
+  /** `<queue>.<26-char time-ordered id>`, like every run id. */
+  id: string;
+  task: string;
+  queue: string;
+  /** JSON text of what the run was given. */
+  input: string;
+  outcome: 'succeeded' | 'failed';
+  /** `succeeded`: JSON text of the result, null for none. */
+  result?: string | null;
+  /** `failed`: JSON text of the error (a RunError). */
+  error?: string;
+  /** Attempts made, at least 1. */
+  attempts: number;
+  /** The worker that ran the last attempt. */
+  worker: string;
+  /** When the last attempt started (epoch ms). */
+  startedAt: number;
+  /** How long the record is kept, in ms; 0 or less: nothing is stored (the stats still count it). */
+  retentionMs: number;
+  /**
+   * Where it ran (e.g. `celery`): stored as the run's `origin`. A recorded run is a record of work done
+   * elsewhere, never work to do: `retry` refuses it (`recorded`) and `retryFailed` leaves it.
+   */
+  origin: string;
+  /** As NewRun's: a run already holding the key (same queue and task) stands, and nothing is recorded. */
+  idempotencyKey?: string;
+  idempotencyTtl?: number;
+}
+
 export interface Lease {
   id: string;
   attempt: number;
@@ -137,7 +172,12 @@ export type CancelOutcome =
   | { outcome: 'finished'; state: RunState }
   | { outcome: 'not_found' };
 
-export type RetryOutcome = { outcome: 'queued' } | { outcome: 'not_failed'; state: RunState } | { outcome: 'not_found' };
+export type RetryOutcome =
+  | { outcome: 'queued' }
+  | { outcome: 'not_failed'; state: RunState }
+  | { outcome: 'not_found' }
+  /** The run was recorded from elsewhere (recordFinished): it is replayed where it ran, not here. */
+  | { outcome: 'recorded'; origin: string };
 
 export type QueueCounts = Record<RunState, number>;
 
@@ -175,6 +215,14 @@ export interface Broker {
   /** Records the outcome of leased runs. Each item is applied only if (id, attempt) is still this worker's lease. */
   settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]>;
 
+  /**
+   * Records runs that ran elsewhere, finished (see FinishedRun), in one transaction per queue. One
+   * boolean per run: false when its id or its idempotency key (same queue and task) is held by a run
+   * already, which is left unchanged. Counts each recorded run in the stats of `now`'s minute as
+   * enqueued, then succeeded or failed, with its wait (`startedAt` minus the time in its id) and
+   * run time (`now - startedAt`).
+   */
+  recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]>;
   /** Extends leases to `now + leaseMs`. Returns the ids whose lease is no longer held (cancelled, recovered, gone). */
   renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]>;
 
@@ -192,7 +240,8 @@ export interface Broker {
   /**
    * Replays a failed or cancelled run: back to queued with its attempt count reset (so a run
    * cancelled by mistake can still be done, under its id and idempotency key). A run in another
-   * state: `not_failed` with that state, unchanged.
+   * state: `not_failed` with that state, unchanged; a run recorded from elsewhere (recordFinished):
+   * `recorded` with its origin, unchanged.
    */
   retry(id: string, now: number): Promise<RetryOutcome>;
 
@@ -451,7 +500,7 @@ export interface BrokerInspector {
   pausedQueues(): Promise<string[]>;
   /** Deletes the queued and scheduled runs of a queue (active ones finish), and their idempotency keys. Returns how many. */
   purge(queue: string, now: number): Promise<number>;
-  /** Replays every failed run of a queue (optionally of one task). Returns how many. */
+  /** Replays every failed run of a queue (optionally of one task), but runs recorded from elsewhere (recordFinished). Returns how many. */
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number>;
 
   /** Per-minute counters of each queue from `since` (epoch ms) on; kept for at least 24 hours. */

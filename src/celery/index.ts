@@ -34,6 +34,7 @@ export {
   queueListFor,
 } from './protocol.ts';
 export { Pidbox } from './pidbox.ts';
+export { type CeleryRecordOptions, recordQueueName } from './record.ts';
 export { CeleryRetry } from './run.ts';
 export {
   type CeleryHandler,

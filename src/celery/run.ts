@@ -112,7 +112,8 @@ export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, s
 
 const CELERY_EXCEPTIONS = new Set(['MaxRetriesExceededError', 'TimeLimitExceeded', 'NotRegistered', 'Retry', 'TaskRevokedError']);
 
-function info(err: unknown): CeleryExceptionInfo {
+/** The exception a failure is stored as in the result backend (and recorded in Errand's broker). */
+export function celeryExceptionInfo(err: unknown): CeleryExceptionInfo {
   if (err instanceof CeleryMessageError) {
     const refused = /content type .* is refused/.test(err.message);
     return refused
@@ -183,7 +184,10 @@ export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessag
         break;
       }
       const e = outcome.error;
-      s.backend.storeIn(pipe, id, 'FAILURE', info(e), { ...extra, traceback: e instanceof Error && e.stack ? e.stack : null });
+      s.backend.storeIn(pipe, id, 'FAILURE', celeryExceptionInfo(e), {
+        ...extra,
+        traceback: e instanceof Error && e.stack ? e.stack : null,
+      });
       if (msg) for (const eb of msg.embed.errbacks ?? []) sendSignature(pipe, eb, [msg.id], msg, defaultQueue);
       break;
     }
@@ -206,7 +210,7 @@ export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessag
         ignoreResult: msg.ignoreResult,
       });
       pipe.lpush(queueListFor(msg.routingKey || defaultQueue, msg.priority), JSON.stringify(env));
-      s.backend.storeIn(pipe, msg.id, 'RETRY', info(outcome.error), extra);
+      s.backend.storeIn(pipe, msg.id, 'RETRY', celeryExceptionInfo(outcome.error), extra);
       break;
     }
     case 'revoked': {

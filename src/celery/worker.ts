@@ -19,6 +19,8 @@
  * - link/link_error/chain: sent on success (with the result prepended) or failure (with the task id).
  * - A task this worker has no handler for is handed back to the back of its queue for a Celery
  *   worker to run (`unknownTasks: 'requeue'`, the default), or failed (`'fail'`).
+ * - With `errand: { broker }`, every task that ends here is recorded in that Errand broker, so that
+ *   Errand's dashboard shows it (see record.ts).
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -27,12 +29,14 @@ import type { Logger } from 'pino';
 import type { output, ZodType } from 'zod';
 import type { CeleryHandler, CeleryTaskOptions, RegisteredTask } from './task.ts';
 import { ConfigError } from '../core/errors.ts';
+import type { RunError } from '../core/run.ts';
 import { ResultBackend } from './backend.ts';
 import { CeleryClient, checkCeleryRedisUrl } from './client.ts';
 import { type CeleryMetrics, createCeleryMetrics } from './metrics.ts';
 import { decodeMessage, type CeleryTaskMessage } from './protocol.ts';
 import { Pidbox } from './pidbox.ts';
-import { type Outcome, runMessage, settle } from './run.ts';
+import { type CeleryRecordOptions, CeleryRecorder } from './record.ts';
+import { celeryExceptionInfo, type Outcome, runMessage, settle } from './run.ts';
 import { type Claimed, Transport } from './transport.ts';
 
 export type { CeleryHandler, CeleryTaskContext, CeleryTaskOptions, RegisteredTask } from './task.ts';
@@ -60,6 +64,11 @@ export interface CeleryWorkerOptions {
   hostname?: string;
   /** Answer `celery inspect ping` and `inspect registered` (see pidbox.ts). Default true. */
   remoteControl?: boolean;
+  /**
+   * Show this worker's tasks in Errand's dashboard: each task that ends here is recorded as a finished
+   * run of `broker` (queue `celery-<queue>`), and the worker appears in its worker list (see record.ts).
+   */
+  errand?: CeleryRecordOptions;
 }
 
 export class CeleryWorker {
@@ -82,6 +91,7 @@ export class CeleryWorker {
   private nextDue: number | undefined;
   private readonly owned: boolean;
   private pidbox: Pidbox | undefined;
+  private readonly recorder: CeleryRecorder | undefined;
   private lastRedisError: Error | undefined;
 
   private readonly o: CeleryWorkerOptions;
@@ -113,6 +123,7 @@ export class CeleryWorker {
     this.client = new CeleryClient({ redis: this.redis, queue: queues[0] as string });
     this.metrics = o.metrics ?? createCeleryMetrics();
     this.hostname = o.hostname ?? `errand@${hostname()}`;
+    this.recorder = o.errand ? new CeleryRecorder(o.errand, o.logger, this.hostname) : undefined;
   }
 
   /** Registers `handler` under the Celery task name `name` (e.g. `tasks.send_welcome_email`). */
@@ -165,6 +176,10 @@ export class CeleryWorker {
       this.pidbox = new Pidbox(this.redis, this.hostname, () => [...this.tasks.keys()]);
       await this.pidbox.start();
     }
+    this.recorder?.startHeartbeat(
+      () => ({ queues: this.transport.queues, concurrency: this.concurrency, active: this.active.size }),
+      Date.now(),
+    );
     this.loop = this.run();
     this.o.logger?.info({ queues: this.transport.queues, tasks: [...this.tasks.keys()] }, 'celery worker started');
   }
@@ -211,6 +226,7 @@ export class CeleryWorker {
   }
 
   private async handle(c: Claimed): Promise<void> {
+    const receivedAt = Date.now();
     if (!c.tag) {
       await this.transport.reject(c.raw);
       this.metrics.count('unknown', 'rejected');
@@ -221,7 +237,7 @@ export class CeleryWorker {
     try {
       msg = decodeMessage(c.raw);
     } catch (err) {
-      return this.finish(c, undefined, { kind: 'invalid', error: err });
+      return this.finish(c, undefined, { kind: 'invalid', error: err }, receivedAt);
     }
     const task = this.tasks.get(msg.task);
     if (!task) {
@@ -232,9 +248,10 @@ export class CeleryWorker {
         await new Promise((r) => setTimeout(r, 250));
         return;
       }
-      return this.finish(c, msg, { kind: 'failure', error: Object.assign(new Error(msg.task), { name: 'NotRegistered' }) });
+      const error = Object.assign(new Error(msg.task), { name: 'NotRegistered' });
+      return this.finish(c, msg, { kind: 'failure', error }, receivedAt);
     }
-    if (msg.expires && msg.expires.getTime() <= Date.now()) return this.finish(c, msg, { kind: 'revoked' });
+    if (msg.expires && msg.expires.getTime() <= Date.now()) return this.finish(c, msg, { kind: 'revoked' }, receivedAt);
     if (msg.eta && msg.eta.getTime() > Date.now()) {
       if (await this.transport.schedule(c.tag, c.list, msg.eta.getTime(), c.raw)) {
         this.metrics.count(msg.task, 'scheduled');
@@ -244,19 +261,53 @@ export class CeleryWorker {
     }
     this.metrics.count(msg.task, 'received');
     if (task.options.trackStarted) await this.backend.store(msg.id, 'STARTED', { pid: process.pid, hostname: this.hostname });
+    const startedAt = Date.now();
     const outcome = await runMessage(task, msg, this.abort.signal);
-    return this.finish(c, msg, outcome);
+    return this.finish(c, msg, outcome, receivedAt, startedAt);
   }
 
-  private async finish(c: Claimed, msg: CeleryTaskMessage | undefined, outcome: Outcome): Promise<void> {
+  private async finish(
+    c: Claimed,
+    msg: CeleryTaskMessage | undefined,
+    outcome: Outcome,
+    receivedAt: number,
+    startedAt = receivedAt,
+  ): Promise<void> {
     await settle({ transport: this.transport, client: this.client, backend: this.backend, hostname: this.hostname }, c, msg, outcome);
     this.metrics.count(msg?.task ?? 'unknown', outcome.kind);
+    if (this.recorder && msg && outcome.kind !== 'retry') this.record(msg, outcome, receivedAt, startedAt);
     if (outcome.kind !== 'success') {
       this.o.logger?.warn(
         { task: msg?.task, id: msg?.id, outcome: outcome.kind, err: (outcome as { error?: Error }).error?.message },
         'celery task did not succeed',
       );
     }
+  }
+
+  /** Hands a task that ended here to the recorder (see record.ts). */
+  private record(msg: CeleryTaskMessage, outcome: Exclude<Outcome, { kind: 'retry' }>, receivedAt: number, startedAt: number): void {
+    let ended: { ok: true; value: unknown } | { ok: false; error: RunError };
+    if (outcome.kind === 'success') ended = { ok: true, value: outcome.value };
+    else if (outcome.kind === 'revoked') ended = { ok: false, error: { name: 'TaskRevokedError', message: 'expired', reason: 'expired' } };
+    else {
+      const i = celeryExceptionInfo(outcome.error);
+      const m = Array.isArray(i.exc_message) ? i.exc_message.map(String).join(', ') : String(i.exc_message ?? '');
+      ended = { ok: false, error: { name: i.exc_type, message: m, ...(outcome.kind === 'invalid' ? { reason: 'invalid_input' } : {}) } };
+    }
+    this.recorder?.add(
+      {
+        celeryQueue: msg.routingKey || this.transport.queues[0] || 'celery',
+        task: msg.task,
+        taskId: msg.id,
+        args: msg.args,
+        kwargs: msg.kwargs,
+        retries: msg.retries,
+        receivedAt,
+        startedAt,
+        outcome: ended,
+      },
+      this.hostname,
+    );
   }
 
   /** Stops taking messages and waits for the running ones (at most `graceMs`, default 30 s); the rest stay unacked. */
@@ -278,6 +329,7 @@ export class CeleryWorker {
     if (timer) clearTimeout(timer);
     this.abort.abort();
     await this.pidbox?.stop();
+    await this.recorder?.close();
     await this.backend.close();
     if (this.owned) await this.redis.quit().catch(() => this.redis.disconnect());
   }

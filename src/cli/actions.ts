@@ -36,6 +36,10 @@ export async function retry(args: string[], out: Output): Promise<void> {
       throw new CliError('not_failed', `run ${id} is ${res.state}: only failed or cancelled runs can be retried`, {
         details: { state: res.state },
       });
+    if (res.outcome === 'recorded')
+      throw new CliError('recorded', `run ${id} is a record of a task that ran in ${res.origin}: retry it there, not here`, {
+        details: { origin: res.origin },
+      });
     if (out.json) return out.data({ id, state: 'queued' });
     out.text(`Run ${id} queued again, attempts reset.\n`);
   });

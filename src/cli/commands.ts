@@ -15,7 +15,7 @@ Commands:
     --concurrency N    runs at once, 1 to 10000 (default 10)
     --queues a,b       queues to take runs from (default: every queue of the module's tasks)
     --broker URL       redis://host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2, or sqlite:path.db (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
-    --lease-ms N       lease length in ms (default 30000)
+    --lease-ms N       lease length in ms (default 8000)
     --grace-ms N       on SIGTERM/SIGINT, how long active runs may finish (default 10000)
     logs: LOG_LEVEL (default info); LOG_FORMAT json or pretty (default: pretty on a terminal, else json)
 

@@ -96,6 +96,16 @@ export class TaskTimeoutError extends ErrandError {
   override name = 'TaskTimeoutError';
 }
 
+/** The thread or process running an isolated handler ended during the attempt (killed, crashed, exited). Retried per the task's policy. */
+export class IsolateCrashedError extends ErrandError {
+  override name = 'IsolateCrashedError';
+}
+
+/** The thread or process running an isolated handler went past its memory limit (`memoryLimitMb`). Retried per the task's policy. */
+export class IsolateMemoryError extends ErrandError {
+  override name = 'IsolateMemoryError';
+}
+
 /**
  * Throw this (or wrap an error with it) from a handler to fail the run at once, without retries:
  * for errors that another attempt cannot fix (a rejected address, a 5xx from an SMTP server).

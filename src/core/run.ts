@@ -17,7 +17,7 @@ export interface RunError {
   name: string;
   message: string;
   stack?: string;
-  /** Set when Errand (not the handler) failed the run: e.g. `lease_lost`, `invalid_input`, `unknown_task`, `timeout`, `corrupt`. */
+  /** Set when Errand (not the handler) failed the run: e.g. `lease_lost`, `invalid_input`, `unknown_task`, `timeout`, `corrupt`, `crashed` and `memory` (an isolated handler's thread or process ended, or went past its memory limit). */
   reason?: string;
 }
 
@@ -84,6 +84,8 @@ export interface RunRecord {
   worker?: string;
   idempotencyKey?: string;
   traceparent?: string;
+  /** Set on a run that ran elsewhere and was recorded finished (`recordFinished`): where it ran, e.g. `celery`. */
+  origin?: string;
   /** Set on a run created by a schedule. */
   schedule?: ScheduleMark;
   history: AttemptRecord[];

@@ -73,6 +73,8 @@ export interface RunSummary {
   worker?: string;
   /** `Name: message` of the stored error, cut to 300 characters. */
   error?: string;
+  /** Where a run recorded from elsewhere ran (e.g. `celery`): such a run cannot be retried here. */
+  origin?: string;
 }
 
 export interface RunList {

@@ -227,6 +227,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     const r = await call((b) => b.retry(id, Date.now()));
     if (r.outcome === 'not_found') throw new HttpError(404, `Run "${id}" not found`);
     if (r.outcome === 'not_failed') throw new HttpError(409, `Only failed or cancelled runs can be retried; this run is ${r.state}`);
+    if (r.outcome === 'recorded') throw new HttpError(409, `This run is a record of a task that ran in ${r.origin}: retry it there`);
     request.log.info({ run: id }, 'dashboard: run retried');
     return { id, outcome: r.outcome };
   });

@@ -30,6 +30,7 @@ export function runSummary(rec: RunRecord): RunSummary {
   if (rec.worker !== undefined) s.worker = rec.worker;
   const error = shortErrorLine(readError(rec.error));
   if (error !== undefined) s.error = error;
+  if (rec.origin !== undefined) s.origin = rec.origin;
   return s;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Request bodies: a JSON parser that refuses prototype-pollution keys with a clear 400, and a walk
  * that bounds nesting depth (deeply nested JSON parses fine but overflows the stack of anything
- * recursive downstream: JSON.stringify, validators).
+ * recursive downstream: JSON.stringify, validators). (A body over the limit is answered 413 by
+ * `httpErrorHandler`, which reads and discards its rest: src/web/discard.ts.)
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { formatPath } from '../core/errors.ts';

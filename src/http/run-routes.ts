@@ -138,7 +138,7 @@ export function registerRunRoutes(ctx: RouteContext): void {
         summary: 'Retry a failed or cancelled run',
         operationId: 'retry_run',
         description:
-          'Moves a failed run (the dead-letter state) or a cancelled run back to queued with its attempts reset, under the same id. 409 when the run is queued, scheduled, active or succeeded.',
+          'Moves a failed run (the dead-letter state) or a cancelled run back to queued with its attempts reset, under the same id. 409 when the run is queued, scheduled, active or succeeded, or a record of a task that ran elsewhere (a Celery task).',
         tags: ['runs'],
         params: RunParams,
         response: { 200: RunActionSchema, ...errorResponses(401, 403, 404, 409, 503) },
@@ -152,6 +152,8 @@ export function registerRunRoutes(ctx: RouteContext): void {
       if (out.outcome === 'not_found') throw new RunNotFoundError(id);
       if (out.outcome === 'not_failed')
         throw new HttpError(409, `Run "${id}" is ${out.state}: only failed or cancelled runs can be retried`);
+      if (out.outcome === 'recorded')
+        throw new HttpError(409, `Run "${id}" is a record of a task that ran in ${out.origin}: retry it there, not here`);
       request.log.info({ runId: id }, 'run retried');
       return { id, state: 'queued' as const };
     },

@@ -65,6 +65,12 @@ export const RunSchema = z
       .describe('Set when a schedule created the run'),
     history: z.array(AttemptSchema),
     corrupt: z.array(z.string()).optional().describe('Fields whose stored JSON could not be read (their raw text is given)'),
+    origin: z
+      .string()
+      .optional()
+      .describe(
+        'Where a run recorded from elsewhere ran (`celery`: a Celery task served by an errand/celery worker); absent for Errand runs',
+      ),
   })
   .describe('A run');
 
@@ -163,6 +169,7 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
     })),
   };
   if (info.corrupt?.length) json.corrupt = info.corrupt;
+  if (rec.origin !== undefined) json.origin = rec.origin;
   return json;
 }
 

@@ -5,6 +5,7 @@ import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
+import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
 import {
   checkDuration,
   checkPriority,
@@ -31,6 +32,8 @@ export interface TaskContext {
   progress(value: unknown): void;
   /** W3C trace context of the request that enqueued the run, if any. */
   traceparent?: string;
+  /** Where the handler runs (see `TaskOptions.isolation`); `pid` is the isolate's process id (the worker's own for `thread` and `none`). */
+  isolate?: { kind: Isolation; pid: number; threadId: number };
   /** Set when a schedule created the run: its id, the nominal fire time, and whether the run was created late (missed-fire policy, backfill). */
   schedule?: { id: string; at: Date; backfilled: boolean };
 }
@@ -58,6 +61,22 @@ export interface TaskOptions<S extends z.ZodType> {
   description?: string;
   /** Paths into this task's input whose values are secrets, added to the app's `redact` (see `ErrandOptions.redact`). */
   redact?: string[];
+  /**
+   * Where the handler runs. `none` (default): in the worker's thread. `thread`: in a pool of worker
+   * threads; `process`: in a pool of child processes. An isolated handler cannot stall the worker
+   * (leases are renewed, other runs go on), and past its `timeout` it is stopped for real (the thread
+   * terminated, the process killed). Needs `module`. See docs/isolation.md.
+   */
+  isolation?: Isolation;
+  /**
+   * With `isolation`: the module that defines this task, `import.meta.url` (or `__filename`). Each
+   * isolate imports it once and finds the handler: the task defined under this name during the
+   * import, else an export that is a function named as the handler. The module must not start a
+   * worker or a server when imported.
+   */
+  module?: string | URL;
+  /** With `isolation`: the heap limit of each isolate in MB; a run past it fails (and is retried) with reason `memory`. Default: Node's. */
+  memoryLimitMb?: number;
 }
 
 /** The longest `delay` accepted: 100 years, in ms (a longer one would leave the range of a Date). */
@@ -99,6 +118,11 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly description: string | undefined;
   /** This task's own redaction paths (the app adds its own: `errand.redactPaths(name)`). */
   readonly redact: readonly string[];
+  /** Where the handler runs (`TaskOptions.isolation`). */
+  readonly isolation: Isolation;
+  /** The file URL an isolate imports to find the handler (with `isolation`). */
+  readonly module: string | undefined;
+  readonly memoryLimitMb: number | undefined;
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
 
   constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
@@ -124,7 +148,12 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     });
     this.description = options.description;
     this.redact = checkRedactPaths(options.redact, where);
+    const isolation = checkIsolation(options, where);
+    this.isolation = isolation.isolation;
+    this.module = isolation.module;
+    this.memoryLimitMb = isolation.memoryLimitMb;
     this.#idempotencyKey = options.idempotencyKey;
+    recordTask(this as unknown as { name: string; handler: (...args: never[]) => unknown });
   }
 
   /**

@@ -22,4 +22,4 @@ export {
   type TestingOptions,
 } from './errand-testing.ts';
 export { type RunTaskOptions, runTask } from './run-task.ts';
-export { type MemoryBrokerOptions, memoryBroker, TestBroker } from './test-broker.ts';
+export { type MemoryBrokerOptions, memoryBroker, memoryUri, TestBroker } from './test-broker.ts';

@@ -10,13 +10,15 @@
  * - hooks that tell `drain` when something happened, and a way to wake a waiting worker;
  * - `reset()`: a fresh, empty database under the same object (the app keeps its broker).
  *
- * What it does not do, by design: its storage is this process's memory, so no second broker
- * instance, no other process (a worker elsewhere, `errand inspect`) and no hand edit of the storage
- * can reach it. The conformance suite (`test/conformance/memory.test.ts`) skips the tests that need
- * one of these, naming this difference; everything else it passes as the SQLite broker does.
+ * What it does not do, by design: its storage is this process's memory, so no other process (a
+ * worker elsewhere, `errand inspect`) can reach it. Within the process, brokers given the same
+ * `name` share it (SQLite's shared-cache memory database). The conformance suite
+ * (`test/conformance/memory.test.ts`) skips the tests that need another process, naming this
+ * difference; everything else it passes as the SQLite broker does.
  */
 import type { Logger } from 'pino';
 import { SqliteBroker } from '../broker/sqlite/sqlite-broker.ts';
+import { ConfigError } from '../core/errors.ts';
 import type {
   Broker,
   BrokerInspector,
@@ -24,6 +26,7 @@ import type {
   CancelOutcome,
   DueSchedules,
   EnqueueResult,
+  FinishedRun,
   FireOutcome,
   FireRequest,
   Lease,
@@ -53,11 +56,26 @@ export interface JournalEntry {
 
 export interface MemoryBrokerOptions extends BrokerOptions {
   logger?: Logger;
+  /**
+   * Brokers opened with the same name in this process share their storage (and wake each other's
+   * workers), until the last of them closes: e.g. an API app and a worker app of one test. Without
+   * a name, the storage is this broker's alone.
+   */
+  name?: string;
 }
 
-/** A throwaway broker in this process's memory: nothing is written to disk; gone once closed. */
+/** The SQLite memory URI of a named memory broker (what `SqliteBroker` opens, and a test can open to look inside). */
+export function memoryUri(name: string): string {
+  return `file:errand-memory-${encodeURIComponent(name)}?mode=memory&cache=shared`;
+}
+
+/** A throwaway broker in this process's memory: nothing is written to disk; gone once closed (see `name` to share it). */
 export function memoryBroker(options: MemoryBrokerOptions = {}): SqliteBroker {
-  return new SqliteBroker({ ...options, path: ':memory:' });
+  const { name, ...rest } = options;
+  if (name !== undefined && (typeof name !== 'string' || name === '')) {
+    throw new ConfigError(`memoryBroker: name must be a non-empty string, got ${JSON.stringify(name)}`);
+  }
+  return new SqliteBroker({ ...rest, path: name === undefined ? ':memory:' : memoryUri(name) });
 }
 
 export class TestBroker implements Broker, BrokerInspector {
@@ -93,8 +111,16 @@ export class TestBroker implements Broker, BrokerInspector {
     c.abort();
   }
 
-  /** Drops every run, worker, pause and stat: a new empty database. The journal and clock are reset too. */
+  /**
+   * Drops every run, worker, pause and stat: a new empty database. The journal and clock are reset too.
+   * Not for a broker that shares its storage by name: the others would keep the old one.
+   */
   async reset(): Promise<void> {
+    if (this.#options.name !== undefined) {
+      throw new ConfigError(
+        `reset(): the memory broker "${this.#options.name}" shares its storage by name; close every broker of that name for a fresh one, or use brokers of their own`,
+      );
+    }
     const old = this.#inner;
     this.#inner = memoryBroker(this.#options);
     this.journal = [];
@@ -128,6 +154,12 @@ export class TestBroker implements Broker, BrokerInspector {
   async settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
     const at = now + this.offset;
     return this.#activity(await this.#inner.settle(workerId, this.#shiftSettlements(settlements, at), at));
+  }
+
+  async recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+    const at = now + this.offset;
+    const shifted = runs.map((r) => ({ ...r, startedAt: r.startedAt + this.offset }));
+    return this.#activity(await this.#inner.recordFinished(shifted, at));
   }
 
   #shiftSettlements(settlements: readonly Settlement[], now: number): Settlement[] {

@@ -12,6 +12,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import { BrokerUnavailableError, InputError, type InputIssue, RunNotFoundError } from '../core/errors.ts';
+import { discardRestOfBody } from './discard.ts';
 
 /** One bad field, as in FastAPI's 422 answers. */
 export interface ValidationDetail {
@@ -187,5 +188,8 @@ export function httpErrorHandler(error: unknown, request: FastifyRequest, reply:
   if (res.log === 'error') request.log.error({ err: error, reqId: request.id }, 'request failed with an unexpected error');
   else if (res.log === 'warn') request.log.warn({ err: error, reqId: request.id }, 'broker unavailable');
   if (reply.sent || reply.raw.headersSent) return;
+  // An answer before the body was read (413, 415, 503 while closing): the connection closes after
+  // it, but only once the rest of the body is read and discarded (bounded), so that the client reads it.
+  if (!request.raw.complete) discardRestOfBody(request.raw);
   reply.code(res.statusCode).headers(res.headers).type('application/json; charset=utf-8').send(res.body);
 }

@@ -4,19 +4,21 @@
 // turns all of it into an outcome: what to store (a settlement: succeeded, retry or failed, errors
 // scrubbed of secret input values) and what to report (a RunEvent's type and fields).
 //
-// `Executor` is the seam where a handler may later run somewhere else (a worker thread, a child
-// process, with hard timeouts that terminate it): the worker only hands it an attempt and awaits an
-// outcome. `InlineExecutor` runs the handler in this thread.
+// `Executor` is the seam where a handler runs: the worker only hands it an attempt and awaits an
+// outcome. `InlineExecutor` runs the handler in this thread, or, for a task with `isolation`, in an
+// isolate (a worker thread or a child process, see isolates.ts) that is stopped for real past the
+// task's timeout.
 import type { Logger } from 'pino';
 import type { Settlement } from '../broker/types.ts';
-import { formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { formatPath, IsolateCrashedError, IsolateMemoryError, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
 import { scrubThrown, secretsAt } from '../core/redact.ts';
 import { encodeError } from '../core/run-info.ts';
 import { backoffDelay } from '../task/options.ts';
 import type { TaskDefinition } from '../task/task.ts';
 import { context, endRunSpan, startRunSpan } from '../telemetry/tracing.ts';
-import { type ActiveRun, abort, RunContext, RunLog, round } from './run-context.ts';
+import { IsolatePool } from './isolates.ts';
+import { type ActiveRun, abort, RunContext, RunLog, round, runBindings } from './run-context.ts';
 
 /** How an attempt ended. */
 export type Outcome =
@@ -49,6 +51,8 @@ export type Outcome =
  */
 export interface Executor {
   execute(entry: ActiveRun): Promise<Outcome>;
+  /** Releases what the executor holds (its isolates): called once the worker has stopped. */
+  close?(): Promise<void>;
 }
 
 /** What an executor needs from the worker. */
@@ -61,17 +65,33 @@ export interface ExecutorHost {
   readonly logger: Logger;
   /** `ctx.progress(value)` of the attempt in `entry`. */
   readonly progress: (entry: ActiveRun, value: unknown) => void;
+  /** Runs at once: the most isolates of a kind kept idle. Default 1. */
+  readonly concurrency?: number;
 }
 
 /** How long a failure is kept when the run's task is unknown to this worker (no task retention to go by). */
 const UNKNOWN_TASK_RETENTION_MS = 7 * 86_400_000;
 
-/** Runs handlers in this thread, as promises: a timeout aborts the handler's signal and stops waiting for it. */
+/**
+ * Runs handlers in this thread, as promises: a timeout aborts the handler's signal and stops waiting
+ * for it. The handlers of isolated tasks run in isolates, which a timeout stops for real.
+ */
 export class InlineExecutor implements Executor {
   readonly #host: ExecutorHost;
+  #pool: IsolatePool | undefined;
 
   constructor(host: ExecutorHost) {
     this.#host = host;
+  }
+
+  /** The isolates started so far (busy or idle). */
+  get isolates(): number {
+    return this.#pool?.size ?? 0;
+  }
+
+  async close(): Promise<void> {
+    await this.#pool?.close();
+    this.#pool = undefined;
   }
 
   async execute(entry: ActiveRun): Promise<Outcome> {
@@ -150,7 +170,10 @@ export class InlineExecutor implements Executor {
       value = await new Promise((resolve, reject) => {
         if (entry.aborted) return reject(entry.aborted.reason);
         entry.reject = reject;
-        const call = () => Promise.resolve().then(() => task.handler(parsed.data, ctx));
+        const call =
+          task.isolation === 'none'
+            ? () => Promise.resolve().then(() => task.handler(parsed.data, ctx))
+            : () => this.#isolated(entry, task, ctx);
         (traced ? context.with(traced.ctx, call) : call()).then(resolve, reject);
       });
     } catch (err) {
@@ -163,6 +186,58 @@ export class InlineExecutor implements Executor {
     if (entry.detached) return detachedOutcome(entry, log, started);
     return succeeded(entry, task, log, started, value);
   }
+
+  /** Runs the attempt in an isolate: its progress and log lines come back here, the attempt's abort goes there. */
+  #isolated(entry: ActiveRun, task: TaskDefinition, ctx: RunContext): Promise<unknown> {
+    const { run } = entry;
+    const host = this.#host;
+    this.#pool ??= new IsolatePool(host.concurrency ?? 1);
+    let logger: Logger | undefined;
+    return this.#pool.run(task, {
+      message: {
+        t: 'run',
+        module: task.module!,
+        task: task.name,
+        handlerName: task.handler.name,
+        input: run.input,
+        runId: run.id,
+        queue: run.queue,
+        attempt: run.attempt,
+        ...(run.traceparent ? { traceparent: run.traceparent } : {}),
+        ...(run.schedule ? { schedule: { id: run.schedule.id, at: run.schedule.at, backfilled: run.schedule.backfilled } } : {}),
+        logLevel: host.logger.level,
+      },
+      signal: ctx.signal,
+      progress: (value) => host.progress(entry, value),
+      log: (line) => {
+        logger ??= host.logger.child(runBindings(run));
+        relayLogLine(logger, line);
+      },
+    });
+  }
+}
+
+/** Logs a line of an isolated handler's `ctx.logger` (pino's JSON) on the worker's logger, at its level. */
+function relayLogLine(logger: Logger, line: string): void {
+  let parsed: Record<string, unknown>;
+  try {
+    parsed = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    logger.info(line.trimEnd());
+    return;
+  }
+  const { level, msg, ...rest } = parsed;
+  const label = (typeof level === 'number' && logger.levels.labels[level]) || 'info';
+  const log = (logger as unknown as Record<string, (o: object, m?: string) => void>)[label];
+  if (typeof log === 'function') log.call(logger, rest, typeof msg === 'string' ? msg : undefined);
+}
+
+/** The `reason` stored with a failed attempt's error, for the errors that have one. */
+function reasonOf(err: unknown): string | undefined {
+  if (err instanceof TaskTimeoutError) return 'timeout';
+  if (err instanceof IsolateMemoryError) return 'memory';
+  if (err instanceof IsolateCrashedError) return 'crashed';
+  return undefined;
 }
 
 /** The handler returned `value`: stored as JSON, or the attempt fails (for good) when it cannot be. */
@@ -200,7 +275,7 @@ function handlerFailed(entry: ActiveRun, task: TaskDefinition, log: RunLog, star
   if (entry.detached) return detachedOutcome(entry, log, started);
   const { run } = entry;
   const permanent = err instanceof PermanentError;
-  const reason = err instanceof TaskTimeoutError ? 'timeout' : undefined;
+  const reason = reasonOf(err);
   if (permanent || run.attempt >= task.retries.maxAttempts) return fail(entry, log, started, err, reason, task.retention.failed);
   const retryAt = Date.now() + backoffDelay(task.retries, run.attempt);
   const shown = entry.secrets?.length ? scrubThrown(err, entry.secrets) : err;

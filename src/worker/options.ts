@@ -11,9 +11,13 @@ export interface WorkerOptions {
   queues?: string[];
   /** Runs executed at once. Default 10. */
   concurrency?: number;
-  /** Lease length in ms: a run whose worker stops renewing returns to the queue after this long. Default 30000. */
+  /**
+   * Lease length in ms: a run whose worker stops renewing (killed, cut off) runs elsewhere after
+   * this long. Default 8000. A stall of the event loop shorter than `leaseMs - renewEvery` (minus a
+   * renewal's round trip) never loses a lease: 5 s with the defaults (docs/reliability.md).
+   */
   leaseMs?: number;
-  /** How often leases are renewed, in ms. Default leaseMs / 3. */
+  /** How often leases are renewed (all of them in one call), in ms. Default leaseMs / 4. */
   renewEvery?: number;
   /** On stop, how long active runs may finish before they are aborted and handed back, in ms. Default 10000. */
   shutdownGraceMs?: number;
@@ -60,8 +64,8 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
   const queues = [...new Set(given.map((q) => checkQueueName(q, 'Worker')))];
   const concurrency = positiveInt(options.concurrency ?? 10, 'concurrency');
   // Timers longer than Node's longest (2^31-1 ms) fire after 1 ms: renewals and prunes would spin.
-  const leaseMs = positiveInt(options.leaseMs ?? 30_000, 'leaseMs', MAX_TIMER_MS);
-  const renewEvery = positiveInt(options.renewEvery ?? Math.max(1, Math.floor(leaseMs / 3)), 'renewEvery', MAX_TIMER_MS);
+  const leaseMs = positiveInt(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', MAX_TIMER_MS);
+  const renewEvery = positiveInt(options.renewEvery ?? Math.max(1, Math.floor(leaseMs / 4)), 'renewEvery', MAX_TIMER_MS);
   if (renewEvery >= leaseMs) throw new ConfigError(`renewEvery (${renewEvery}) must be shorter than leaseMs (${leaseMs})`);
   const id = options.id ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
   return {
@@ -76,6 +80,13 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
     schedules: options.schedules ?? true,
   };
 }
+
+/**
+ * The default lease: a dead worker's runs start elsewhere within about 8 s (the lease, plus a
+ * reserve), and, renewed every 2 s, a lease survives an event-loop stall of up to 6 s less a
+ * renewal's round trip (documented as 5 s).
+ */
+export const DEFAULT_LEASE_MS = 8000;
 
 /** Node's longest timer, in ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;

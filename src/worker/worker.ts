@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Broker, BrokerInspector, Reservation } from '../broker/types.ts';
 import { BrokerConfigError, ConfigError } from '../core/errors.ts';
+import { inIsolate } from '../task/isolation.ts';
 import { type Executor, InlineExecutor, type Outcome } from './executor.ts';
 import type { WorkerHost } from './host.ts';
 import { backOffMs, LeaseBook, LeaseLostError, sleep } from './leases.ts';
@@ -48,6 +49,8 @@ export class Worker extends EventEmitter {
   /** The last reply brought no run: wait for work once no call is in flight. */
   #drained = false;
   #nextAt: number | null = null;
+  /** The `now` of the reserve that gave #nextAt. */
+  #reservedAt = 0;
   #waiting = false;
   #backingOff = false;
   #failures = 0;
@@ -90,6 +93,7 @@ export class Worker extends EventEmitter {
       redactPaths: (task) => host.redactPaths(task),
       logger: this.logger,
       progress: (entry, value) => reportProgress(entry, value, this.#sendProgress),
+      concurrency: this.concurrency,
     });
   }
 
@@ -108,6 +112,7 @@ export class Worker extends EventEmitter {
    * the TLS set-up); a broker that is merely unreachable is waited for (logged, then retried).
    */
   async start(): Promise<this> {
+    if (inIsolate()) throw new ConfigError(ISOLATE_START);
     if (this.#state !== 'new') throw new ConfigError(`Worker ${this.id} was already started`);
     this.#state = 'running';
     try {
@@ -238,6 +243,7 @@ export class Worker extends EventEmitter {
     const broker = this.#broker!;
     const book = this.#book;
     const settle = book.takePending();
+    const now = Date.now();
     this.#inflight++;
     this.#reserving += max;
     this.#track(
@@ -247,7 +253,7 @@ export class Worker extends EventEmitter {
           queues: this.queues,
           max,
           leaseMs: this.leaseMs,
-          now: Date.now(),
+          now,
           ...(settle.length ? { settle } : {}),
         })
         .then(
@@ -268,6 +274,7 @@ export class Worker extends EventEmitter {
             this.#drained = result.runs.length === 0;
             this.#lastFull = result.runs.length === max;
             this.#nextAt = result.nextAt;
+            this.#reservedAt = now;
             this.#schedule();
           },
           (err: unknown) => {
@@ -287,11 +294,21 @@ export class Worker extends EventEmitter {
     void call.catch((err: unknown) => this.logger.error({ err }, 'worker: unexpected error')).finally(() => this.#calls.delete(call));
   }
 
-  /** Nothing to reserve: sleeps until the broker signals work, the next due time, or stop. */
+  /**
+   * Nothing to reserve: sleeps until the broker signals work, the next due time, or stop. The due
+   * time the broker gave (`nextAt`: the earliest scheduled run or lease expiry) was true when the
+   * last reserve ran; a lease taken since then by another worker (which may die) expires no earlier
+   * than that reserve's time plus a lease, so the worker wakes by then to look again. Among workers
+   * with the same `leaseMs`, an idle worker thus reserves a dead worker's runs as their leases
+   * expire, without an enqueue to wake it: one reserve per lease period while idle, more only while
+   * other workers hold leases (it wakes at each expiry they had when it looked).
+   */
   #wait(): void {
     this.#waiting = true;
+    const recheck = this.#reservedAt + this.leaseMs;
+    const until = this.#nextAt === null ? recheck : Math.min(this.#nextAt, recheck);
     this.#track(
-      this.#broker!.waitForWork(this.queues, this.#nextAt, this.#stop.signal).then(
+      this.#broker!.waitForWork(this.queues, until, this.#stop.signal).then(
         () => {
           this.#waiting = false;
           this.#drained = false;
@@ -451,6 +468,8 @@ export class Worker extends EventEmitter {
       else break;
     }
     if (leases.length) await book.release(leases);
+    // Isolated handlers still running (their runs are handed back) are stopped for real.
+    await this.#executor.close?.();
     if (this.#state === 'stopped') return;
     clearInterval(this.#renewTimer);
     clearInterval(this.#pruneTimer);
@@ -470,6 +489,10 @@ export class Worker extends EventEmitter {
 }
 
 const HEARTBEAT_EVERY_MS = 5000;
+
+const ISOLATE_START =
+  'A worker cannot start inside an isolate: the module an isolated task names (its `module` option) is imported by every isolate, ' +
+  'and it starts a worker when imported. Start the worker from another file, or only when the file is run directly';
 
 /** Runs shorter than this on average (ms) let the worker prefetch one run (see Worker#prefetchOk). */
 const PREFETCH_RUN_MS = 10;

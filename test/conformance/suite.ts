@@ -30,6 +30,7 @@ import { enqueueConformance } from './enqueue.ts';
 import { idempotencyConformance } from './idempotency.ts';
 import { leaseConformance } from './leases.ts';
 import { notificationConformance } from './notifications.ts';
+import { recordConformance } from './record.ts';
 import { reserveConformance } from './reserve.ts';
 import { retryConformance } from './retry.ts';
 import { runErrorConformance } from './run-errors.ts';
@@ -47,6 +48,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     enqueueConformance(c);
     reserveConformance(c);
     settleConformance(c);
+    recordConformance(c);
     idempotencyConformance(c);
     cancelConformance(c);
     retryConformance(c);

@@ -420,6 +420,7 @@ describe('dashboard plugin edge cases', () => {
       enqueue: real.enqueue.bind(real),
       reserve: real.reserve.bind(real),
       settle: real.settle.bind(real),
+      recordFinished: real.recordFinished.bind(real),
       renew: real.renew.bind(real),
       release: real.release.bind(real),
       progress: real.progress.bind(real),

@@ -1,6 +1,6 @@
 // Fault 5: the embedded default. One `node app/main.ts` (all: API and worker) on SQLite in DATA_DIR,
 // killed with SIGKILL mid-flow and started again: nothing accepted is lost, every accepted user gets
-// its email. Runs in flight at the kill come back when their lease expires (30 s by default).
+// its email. Runs in flight at the kill come back when their lease expires (8 s by default).
 // A user may get a second copy (same Message-ID) only if the kill fell between the SMTP server's
 // acceptance and the recording of `sent` (app/tasks.ts explains the window): the test checks that
 // every such copy is of an email first sent before the kill. A request cut by the kill (its
@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { describe, it } from 'node:test';
 import { createErrand } from '../../src/index.ts';
+import { DEFAULT_LEASE_MS } from '../../src/worker/options.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
 import { APP_MAIN, figure, freePort, Procs, startSmtpSink, UserLoad, waitHttp } from './harness.ts';
@@ -65,7 +66,7 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
         assert.ok(!stored.has(a.email), `no user for the refused ${a.email}`);
       const cutCreated = resets.filter((a) => stored.has(a.email));
       const missing = () => [...accepted, ...cutCreated].filter((a) => !smtp.perRecipient.has(a.email));
-      // Runs in flight at the kill wait for their lease (30 s) to expire.
+      // Runs in flight at the kill wait for their lease (8 s by default) to expire.
       await waitFor(() => missing().length === 0, { timeoutMs: 120_000, intervalMs: 100 }).catch((err: Error) => {
         throw new Error(
           `${missing().length} of ${accepted.length} accepted users (and ${cutCreated.length} created by cut requests) never got their email: ${err.message}`,
@@ -114,7 +115,7 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
         lost: 0,
         restartMs: upAt - killAt,
         allAcceptedEmailsOutAfterKillMs: allOutAt - killAt,
-        leaseMs: 30_000,
+        leaseMs: DEFAULT_LEASE_MS,
       });
     } finally {
       await load?.stop();

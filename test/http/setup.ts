@@ -49,6 +49,7 @@ export function downBroker(): Broker {
     enqueue: fail,
     reserve: fail,
     settle: fail,
+    recordFinished: fail,
     renew: fail,
     release: fail,
     progress: fail,

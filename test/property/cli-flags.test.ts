@@ -112,6 +112,6 @@ describe('property: errand worker flags', () => {
     ]) {
       assert.throws(() => app.worker(options), ConfigError, JSON.stringify(options));
     }
-    assert.equal(app.worker({ leaseMs: 2 ** 31 - 1 }).renewEvery, Math.floor((2 ** 31 - 1) / 3));
+    assert.equal(app.worker({ leaseMs: 2 ** 31 - 1 }).renewEvery, Math.floor((2 ** 31 - 1) / 4));
   });
 });

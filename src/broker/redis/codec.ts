@@ -162,6 +162,7 @@ export function decodeRun(id: string, queue: string, key: string, h: Record<stri
   if (h.w !== undefined) rec.worker = h.w;
   if (h.k !== undefined) rec.idempotencyKey = h.k;
   if (h.c !== undefined) rec.traceparent = h.c;
+  if (h.O !== undefined) rec.origin = h.O;
   const mark = readMark(h.S);
   if (mark) rec.schedule = mark;
   // The open attempt (see `o` in lua/common.lua) is described by the run's own fields.

@@ -26,6 +26,7 @@ import type {
   CancelOutcome,
   DueSchedules,
   EnqueueResult,
+  FinishedRun,
   FireOutcome,
   FireRequest,
   Lease,
@@ -110,6 +111,10 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
     return transitions.settle(this.#c, workerId, settlements, now);
+  }
+
+  recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+    return transitions.recordFinished(this.#c, runs, now);
   }
 
   renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {

@@ -39,6 +39,7 @@ export const SCRIPT_NAMES = [
   'list',
   'purge',
   'retryfailed',
+  'record',
   'migrate',
   'layout',
   'schedupsert',

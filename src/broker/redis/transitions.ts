@@ -6,11 +6,13 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
+import { checkFinishedRun } from '../shared/finished.ts';
 import { markText } from '../../core/run.ts';
 import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
+  FinishedRun,
   Lease,
   NewRun,
   Reservation,
@@ -302,6 +304,50 @@ export async function settle(c: RedisCore, workerId: string, settlements: readon
   return statuses;
 }
 
+/** Records runs that ran elsewhere as finished (record.lua), one call per queue (chunked when large). */
+export async function recordFinished(c: RedisCore, runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+  if (runs.length === 0) return [];
+  now = time(now, 'now');
+  for (const run of runs) checkFinishedRun(run);
+  const { groups } = byQueue(runs);
+  const redis = await c.ready();
+  const recorded: boolean[] = runs.map(() => false);
+  const calls: Promise<unknown>[] = [];
+  for (const [queue, group] of groups) {
+    if (!c.knows(queue)) calls.push(c.remember([queue]));
+    const k = c.k(queue);
+    for (const part of chunk(group, ({ item }) => item.input.length + (item.result?.length ?? 0) + (item.error?.length ?? 0) + 200)) {
+      const args: (string | number)[] = [k.base, now];
+      for (const { item: r, rid } of part) {
+        args.push(
+          rid,
+          r.task,
+          r.input,
+          r.outcome === 'succeeded' ? 'd' : 'f',
+          (r.outcome === 'succeeded' ? r.result : r.error) ?? '',
+          Math.max(1, Math.floor(r.attempts)),
+          r.worker,
+          Math.floor(r.startedAt),
+          Math.floor(r.retentionMs),
+          r.idempotencyKey ?? '',
+          r.idempotencyKey ? Math.max(1, Math.floor(r.idempotencyTtl ?? DAY)) : 0,
+          r.origin,
+        );
+      }
+      calls.push(
+        runScript(redis, 'record', [k.expiryMinutes], args).then((reply) => {
+          const applied = settleReply(reply);
+          part.forEach(({ index }, j) => {
+            recorded[index] = applied[j] === true;
+          });
+        }),
+      );
+    }
+  }
+  await Promise.all(calls);
+  return recorded;
+}
+
 export async function renew(c: RedisCore, workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {
   if (leases.length === 0) return [];
   now = time(now, 'now');
@@ -397,6 +443,8 @@ export async function retry(c: RedisCore, id: string, now: number): Promise<Retr
       return { outcome: 'not_failed', state: stateOfCode(r.state, id, key) };
     case 'N':
       return { outcome: 'not_found' };
+    case 'R':
+      return { outcome: 'recorded', origin: r.state ?? '' };
     default:
       throw new CorruptRunError(id, key, 'it is not a hash with a known state');
   }

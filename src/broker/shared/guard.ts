@@ -26,6 +26,7 @@ import type {
   CancelOutcome,
   DueSchedules,
   EnqueueResult,
+  FinishedRun,
   FireOutcome,
   FireRequest,
   Lease,
@@ -210,6 +211,10 @@ class GuardedBroker implements Broker {
 
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     return this.#timed('enqueue', now, (t) => this.run('enqueue', (b) => b.enqueue(runs, t)));
+  }
+
+  recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+    return this.#timed('recordFinished', now, (t) => this.run('recordFinished', (b) => b.recordFinished(runs, t)));
   }
 
   release(workerId: string, leases: readonly Lease[], now: number): Promise<void> {

@@ -20,7 +20,11 @@ import { acquireHub, type WakeHub } from './wake-hub.ts';
 const sqlite = loadSqlite();
 
 export interface SqliteBrokerOptions extends BrokerOptions {
-  /** The database file (created if missing; its folder must exist), or `:memory:` (one process, nothing kept). */
+  /**
+   * The database file (created if missing; its folder must exist); or `:memory:` (this broker only,
+   * nothing kept); or a SQLite memory URI, `file:<name>?mode=memory&cache=shared`, whose storage every
+   * broker of this process that opens the same URI shares until the last one closes (nothing kept).
+   */
   path: string;
   logger?: Logger;
   /** `normal` (default): a commit survives a process crash, the last commits may be lost on power loss. `full`: fsync on every commit. */
@@ -50,7 +54,7 @@ type Params = SQLInputValue[] | [Record<string, SQLInputValue>];
 const NAME = 'SqliteBroker';
 
 export class SqliteCore {
-  /** The file (absolute) or `:memory:`. */
+  /** The file (absolute), `:memory:` or a memory URI (see SqliteBrokerOptions.path). */
   readonly path: string;
   readonly db: DatabaseSync;
   readonly s: Record<StatementName, StatementSync>;
@@ -72,8 +76,8 @@ export class SqliteCore {
     if (!options || typeof options.path !== 'string' || options.path === '') {
       throw new ConfigError('SqliteBroker needs a path: a database file, or ":memory:"');
     }
-    const memory = options.path === ':memory:';
-    this.path = memory ? ':memory:' : resolve(options.path);
+    const memory = options.path === ':memory:' || isMemoryUri(options.path);
+    this.path = memory ? options.path : resolve(options.path);
     this.logger = options.logger;
     this.maxLeaseLosses = positiveInt(NAME, 'maxLeaseLosses', options.maxLeaseLosses, DEFAULTS.maxLeaseLosses);
     this.failedRetentionMs = nonNegativeMs(NAME, 'failedRetentionMs', options.failedRetentionMs, DEFAULTS.failedRetentionMs);
@@ -128,7 +132,8 @@ export class SqliteCore {
         file = this.path;
       }
     }
-    this.hub = acquireHub(file, this.logger);
+    // A private memory database has a hub of its own; a shared one, the hub of its URI.
+    this.hub = memory ? acquireHub(null, this.logger, this.path === ':memory:' ? undefined : this.path) : acquireHub(file, this.logger);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -284,4 +289,9 @@ export class SqliteCore {
 export function stateOf(row: Row | undefined, fallback: RunState = 'failed'): RunState {
   const s = row?.state;
   return typeof s === 'string' && STATES.has(s) ? (s as RunState) : fallback;
+}
+
+/** A SQLite memory URI (`file:<name>?mode=memory&cache=shared`): storage in memory, shared within the process. */
+export function isMemoryUri(path: string): boolean {
+  return /^file:[^?]*\?(?:[^#]*&)?mode=memory(?:&|#|$)/.test(path);
 }

@@ -26,7 +26,7 @@
  * - `cancel_log` (v2): active runs cancelled, so that `onCancel` reaches workers in other processes.
  * - `workers`, `paused_queues`, `queue_stats` (v2): the BrokerInspector's worker registry, paused
  *   queues and per-minute counters.
- * - `schedules` (v7): schedule definitions per (queue, id) with their next nominal fire time
+ * - `schedules` (v8): schedule definitions per (queue, id) with their next nominal fire time
  *   (`next_at`, the compare of the fire step's compare-and-set), counters and last fire; `runs.schedule`
  *   is the mark of a run a schedule created (`<at> <0|1> <id>`, see core/run.ts).
  */
@@ -202,6 +202,13 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 7,
+    description: 'where a run recorded finished from elsewhere ran (origin; NULL: a run of this broker)',
+    sql: `
+      ALTER TABLE runs ADD COLUMN origin TEXT;
+    `,
+  },
+  {
+    version: 8,
     description: 'schedules (periodic tasks) and the schedule mark of the runs they create',
     // Self-contained: a new table and a nullable column, nothing existing is rewritten.
     sql: `

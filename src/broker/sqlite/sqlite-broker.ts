@@ -28,6 +28,7 @@ import type {
   CancelOutcome,
   DueSchedules,
   EnqueueResult,
+  FinishedRun,
   FireOutcome,
   FireRequest,
   Lease,
@@ -112,6 +113,10 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
     return transitions.settle(this.#c, workerId, settlements, now);
+  }
+
+  async recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
+    return transitions.recordFinished(this.#c, runs, now);
   }
 
   async renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {

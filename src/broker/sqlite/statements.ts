@@ -60,10 +60,16 @@ export const SQL = {
     ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, expires_at = excluded.expires_at`,
   /** Releases a key, only while it still names that run (a key is never left naming a deleted run). */
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
-  stateOf: 'SELECT state, queue FROM runs WHERE id = ?',
+  stateOf: 'SELECT state, queue, origin FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
       cancel_retention, schedule, attempts, lease_losses, history, rev)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+
+  /** A run that ran elsewhere, recorded finished (recordFinished); its last attempt in the a_* columns. */
+  insertFinished: `INSERT INTO runs (id, queue, state, task, priority, seq, input, result, error, attempts, lease_losses, enqueued_at,
+      run_at, started_at, finished_at, expires_at, worker, idempotency_key, origin, history, rev, a_no, a_ended, a_outcome)
+    VALUES (:id, :queue, :state, :task, 0, :seq, :input, :result, :error, :attempts, 0, :enqueued, :enqueued, :started, :now, :expires,
+      :worker, :key, :origin, '[]', 0, :attempts, :now, :state) ON CONFLICT (id) DO NOTHING`,
 
   // reserve
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
@@ -123,7 +129,7 @@ export const SQL = {
   // Failed and cancelled runs are replayed. A row whose state is none of the six (edited by hand)
   // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
-    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') RETURNING queue`,
+    WHERE id = :id AND state NOT IN ('queued', 'scheduled', 'active', 'succeeded') AND origin IS NULL RETURNING queue`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns:
@@ -168,11 +174,11 @@ export const SQL = {
     RETURNING id, queue, task, idempotency_key`,
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
-          WHERE queue = :queue AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
+          WHERE queue = :queue AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
     WHERE runs.rid = p.prid RETURNING id`,
   retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
-          WHERE queue = :queue AND task = :task AND state = 'failed' ORDER BY rid LIMIT :limit) AS p
+          WHERE queue = :queue AND task = :task AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
     WHERE runs.rid = p.prid RETURNING id`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
   // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
@@ -340,6 +346,8 @@ export function toRecord(row: Row): RunRecord {
   if (key !== undefined) rec.idempotencyKey = key;
   const traceparent = text(row.traceparent);
   if (traceparent !== undefined) rec.traceparent = traceparent;
+  const origin = text(row.origin);
+  if (origin !== undefined) rec.origin = origin;
   const mark = readMark(row.schedule);
   if (mark) rec.schedule = mark;
   return rec;

@@ -103,17 +103,22 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
 
 const hubs = new Map<string, WakeHub>();
 
-/** The hub of a database file (shared within the process), or a private one for `:memory:` (file null). */
-export function acquireHub(file: string | null, logger?: Logger): WakeHub {
-  if (file === null) {
+/**
+ * The hub of a database file (shared within the process, watching its folder); for a memory database
+ * (file null), the hub of its memory URI `shared` (shared within the process, nothing to watch), or a
+ * private one for `:memory:`.
+ */
+export function acquireHub(file: string | null, logger?: Logger, shared?: string): WakeHub {
+  if (file === null && shared === undefined) {
     const hub = new WakeHub(':memory:', null, logger);
     hub.refs = 1;
     return hub;
   }
-  let hub = hubs.get(file);
+  const key = file ?? `memory ${shared}`;
+  let hub = hubs.get(key);
   if (!hub) {
-    hub = new WakeHub(file, file, logger);
-    hubs.set(file, hub);
+    hub = new WakeHub(key, file, logger);
+    hubs.set(key, hub);
   }
   hub.refs++;
   return hub;

@@ -29,6 +29,7 @@
     r runAt, a attempts (0), l leaseLosses (0), w worker, b startedAt of the latest attempt,
     f finishedAt, x expiresAt, k idempotency key, c traceparent, R result, E error, P progress,
     C retention once cancelled, ms (absent: the broker's default),
+    O origin: where a run recorded finished from elsewhere ran (record.lua); absent for the broker's own,
     h history: one JSON array per recorded attempt, '\n'-separated:
       [attempt,"worker",startedAt,endedAt,"outcome"(,"error")]
     o open attempt: set when a run is leased. While set, the latest attempt is not in `h` but

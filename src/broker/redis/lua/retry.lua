@@ -13,14 +13,15 @@
   ARGV[5] now (the run is due from then)
 
   Returns { 'Q' } when queued, { 'S', state code } when the run is neither failed nor cancelled,
-  { 'N' } when there
+  { 'R', origin } when it was recorded from elsewhere (field O, see record.lua), { 'N' } when there
   is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
 --!include common.lua: rcall, wake, replay
 local k, base, rid = KEYS[1], ARGV[1], ARGV[2]
-local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E')
+local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 'O')
 local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+local origin = v[11]
 if v['err'] then
   return { 'X' }
 end
@@ -29,6 +30,9 @@ if not s then
     return { 'X' }
   end
   return { 'N' }
+end
+if origin then
+  return { 'R', origin }
 end
 if s ~= 'f' and s ~= 'c' then
   return { 'S', s }

@@ -1,7 +1,8 @@
 --[[
   retryfailed: replays failed runs of one queue (of one task, or all), like `retry`, scanning at
   most `limit` entries of the failed index from `offset` (entries of other tasks are skipped and
-  stay in place: the next call starts past them).
+  stay in place: the next call starts past them). Runs recorded from elsewhere (field O, see
+  record.lua) are skipped too.
 
   KEYS[1] failed ZSET
 
@@ -24,13 +25,14 @@ local rids = rcall('ZRANGE', KEYS[1], offset, offset + limit - 1)
 local replayed, skipped = 0, 0
 for _, rid in ipairs(rids) do
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't')
+  local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'o', 'h', 'a', 'w', 'b', 'f', 'E', 't', 'O')
   local s, prio, watched, open, hist, att, holder, started, finished, err = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
-  local runTask = v[11]
+  local runTask, origin = v[11], v[12]
   if v['err'] or s ~= 'f' then
     -- A stale entry (the run expired or is unreadable): left for prune.
     skipped = skipped + 1
-  elseif task ~= '' and runTask ~= task then
+  elseif origin or (task ~= '' and runTask ~= task) then
+    -- A run recorded from elsewhere (see record.lua), or one of another task.
     skipped = skipped + 1
   else
     replay(base, k, rid, qp .. rid, chan, ARGV[7], 'failed', prio, watched, open, hist, att, holder, started, finished, err)

@@ -56,7 +56,8 @@ export function runPage(ctx: Ctx, id: string): Page {
   const actions = (r: RunDetail): HTMLElement | null => {
     if (!ctx.canAct) return null;
     const buttons: HTMLElement[] = [];
-    if (r.state === 'failed' || r.state === 'cancelled')
+    // A record of a task that ran elsewhere (a Celery task) is replayed where it ran, not here.
+    if ((r.state === 'failed' || r.state === 'cancelled') && !r.origin)
       buttons.push(
         h(
           'button',
@@ -132,6 +133,7 @@ export function runPage(ctx: Ctx, id: string): Page {
       ...fact('Priority', String(r.priority)),
       ...fact('Worker', r.worker ? trunc(r.worker, 'mono') : '–'),
       ...(r.idempotencyKey ? fact('Idempotency key', trunc(r.idempotencyKey, 'mono')) : []),
+      ...(r.origin ? fact('Ran in', `${r.origin} (recorded here when it ended)`) : []),
       ...(r.traceparent ? fact('Trace', trunc(r.traceparent, 'mono')) : []),
       ...(r.schedule
         ? fact(

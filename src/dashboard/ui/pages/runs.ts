@@ -170,7 +170,7 @@ export function runsPage(ctx: Ctx): Page {
 
   const rowActions = (r: RunSummary): HTMLElement | null => {
     if (!ctx.canAct) return null;
-    if (r.state === 'failed' || r.state === 'cancelled')
+    if ((r.state === 'failed' || r.state === 'cancelled') && !r.origin)
       return h(
         'button',
         {

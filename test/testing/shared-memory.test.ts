@@ -1,0 +1,58 @@
+// errand/testing's memory brokers shared by name: two apps of one test (an API that enqueues and a
+// worker that runs) on one storage in memory; unnamed brokers stay apart; reset() refuses a shared one.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { ConfigError, createErrand } from '../../src/index.ts';
+import { memoryBroker, TestBroker } from '../../src/testing/index.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
+
+describe('memory brokers shared by name', () => {
+  it("an API app's enqueue is run by a worker app on a broker of the same name, and the API sees the result", async () => {
+    const api = createErrand({ broker: new TestBroker({ name: 'shared-apps', logger: quietLogger }), logger: quietLogger });
+    const work = createErrand({ broker: new TestBroker({ name: 'shared-apps', logger: quietLogger }), logger: quietLogger });
+    const def = { input: z.object({ n: z.number() }), queue: 'jobs' };
+    const double = api.task('double', def, async ({ n }) => n * 2);
+    work.task('double', def, async ({ n }) => n * 2);
+    const worker = work.worker({ queues: ['jobs'], concurrency: 1 });
+    await worker.start();
+    try {
+      const run = await double.enqueue({ n: 21 });
+      assert.equal(await run.result({ timeout: 20_000 }), 42, 'run by the other app, woken without polling');
+    } finally {
+      await worker.stop();
+      await work.close();
+      await api.close();
+    }
+  });
+
+  it('unnamed brokers keep their storage to themselves', async () => {
+    const a = memoryBroker({ logger: quietLogger });
+    const b = memoryBroker({ logger: quietLogger });
+    try {
+      const now = Date.now();
+      await a.enqueue([{ id: `q.${'0'.repeat(26)}`, task: 't', queue: 'q', input: '{}', priority: 0, runAt: now }], now);
+      assert.deepStrictEqual((await b.counts(['q'])).q?.queued ?? 0, 0);
+      assert.equal((await a.counts(['q'])).q?.queued, 1);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('the storage lasts while one broker of the name is open; reset() refuses a shared broker; a bad name is refused', async () => {
+    const first = new TestBroker({ name: 'lasting', logger: quietLogger });
+    const now = Date.now();
+    const id = `q.${'1'.repeat(26)}`;
+    await first.enqueue([{ id, task: 't', queue: 'q', input: '{}', priority: 0, runAt: now }], now);
+    const second = new TestBroker({ name: 'lasting', logger: quietLogger });
+    await first.close();
+    assert.equal((await second.getRun(id))?.state, 'queued', 'still there while the second is open');
+    await assert.rejects(second.reset(), (e: unknown) => e instanceof ConfigError && /shares its storage by name/.test(e.message));
+    await second.close();
+    const third = new TestBroker({ name: 'lasting', logger: quietLogger });
+    assert.equal(await third.getRun(id), null, 'gone once the last one closed');
+    await third.close();
+    assert.throws(() => memoryBroker({ name: '' }), ConfigError);
+  });
+});
