@@ -37,4 +37,5 @@ export { type FiresBetween, firesBetween, nextFire, nextFires } from './schedule
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
-export { type FireEvent, type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';
+export type { FireEvent } from './worker/schedules.ts';
+export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';
