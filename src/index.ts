@@ -40,4 +40,5 @@ export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { Isolation } from './task/isolation.ts';
 export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
-export { type FireEvent, type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';
+export type { FireEvent } from './worker/schedules.ts';
+export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

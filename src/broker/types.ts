@@ -15,6 +15,9 @@
  */
 
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
+import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
+
+export type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
 // where the contract and the public API have always named it.
@@ -316,46 +319,9 @@ export interface Broker {
 
 // ---------------------------------------------------------------------------------------------
 // Schedules. The broker stores definitions and fire times; it never computes a time itself (the
-// schedule layer does, in the caller): every method takes the times it writes.
+// schedule layer does, in the caller): every method takes the times it writes. The definition and
+// record types are in schedule-types.ts (re-exported here).
 // ---------------------------------------------------------------------------------------------
-
-/** A schedule's definition, as upserted. Ids are unique within their queue. */
-export interface ScheduleDefinition {
-  /** 1 to 128 characters, no spaces. */
-  id: string;
-  queue: string;
-  task: string;
-  /** JSON text of the time spec (cron or every, timezone, start, end); stored as given. */
-  spec: string;
-  /** JSON text of the runs' input. */
-  input: string;
-  /** JSON text of the schedule's policies and run options; stored as given. */
-  options: string;
-  /** A digest of the whole definition (spec, input, options, task). */
-  hash: string;
-  /** The definition's version: a newer deploy declares a greater one (see `upsertSchedule`). */
-  version: number;
-  /** The first nominal fire time from now, for a new schedule or a changed spec (null: none). */
-  next: number | null;
-}
-
-export interface ScheduleRecord extends ScheduleDefinition {
-  paused: boolean;
-  /** Fires done (runs created by the fire step). */
-  fires: number;
-  /** Nominal fire times missed and not run (the skip policy, the bounds of the others). */
-  missed: number;
-  /** The nominal time of the latest fire, and the run it created. */
-  lastFire?: number;
-  lastRun?: string;
-  createdAt: number;
-  updatedAt: number;
-}
-
-export type UpsertScheduleResult =
-  | { outcome: 'created' | 'updated' | 'unchanged'; schedule: ScheduleRecord }
-  /** A newer (or equal-versioned, greater-hash) definition is stored: it stays. */
-  | { outcome: 'older'; schedule: ScheduleRecord };
 
 export interface FireRequest {
   queue: string;
@@ -379,12 +345,6 @@ export type FireOutcome =
   | { outcome: 'stale'; next: number | null; hash: string }
   | { outcome: 'paused' }
   | { outcome: 'not_found' };
-
-export interface DueSchedules {
-  schedules: ScheduleRecord[];
-  /** The earliest next fire time among the unpaused schedules not returned, or null. */
-  nextAt: number | null;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Inspection and administration: what the dashboard, /metrics and `errand inspect` need.

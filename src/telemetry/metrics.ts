@@ -5,7 +5,8 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { BrokerInspector } from '../broker/types.ts';
 import { RUN_STATES } from '../broker/types.ts';
 import type { Errand } from '../errand.ts';
-import type { FireEvent, RunEvent, Worker } from '../worker/worker.ts';
+import type { FireEvent } from '../worker/schedules.ts';
+import type { RunEvent, Worker } from '../worker/worker.ts';
 
 const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 

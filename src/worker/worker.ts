@@ -16,7 +16,6 @@ import { type FireEvent, ScheduleFirer } from './schedules.ts';
 
 export type { WorkerHost } from './host.ts';
 export type { RunEvent, WorkerOptions } from './options.ts';
-export type { FireEvent } from './schedules.ts';
 
 /**
  * Runs handlers: reserves runs in batches sized to its free slots, holds each under a lease that it
@@ -139,23 +138,21 @@ export class Worker extends EventEmitter {
       this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), HEARTBEAT_EVERY_MS);
       this.#heartbeatTimer.unref();
     }
-    if (this.firesSchedules) await this.#startSchedules(this.#broker);
+    if (this.firesSchedules) {
+      // Declares the app's schedules of its queues, then fires schedules in the background (schedules.ts).
+      const declared = (this.#host.scheduleDefinitions?.(Date.now()) ?? []).filter((d) => this.queues.includes(d.queue));
+      this.#firer = new ScheduleFirer({
+        broker: this.#broker,
+        queues: this.queues,
+        logger: this.logger,
+        declared,
+        onFire: (e: FireEvent) => this.emit('schedule', e),
+      });
+      await this.#firer.start();
+    }
     this.logger.info({ queues: this.queues, concurrency: this.concurrency }, 'worker started');
     this.#pump();
     return this;
-  }
-
-  /** Declares the app's schedules of this worker's queues and fires schedules in the background (schedules.ts). */
-  async #startSchedules(broker: Broker): Promise<void> {
-    const mine = new Set(this.queues);
-    this.#firer = new ScheduleFirer({
-      broker,
-      queues: this.queues,
-      logger: this.logger,
-      declared: (this.#host.scheduleDefinitions?.(Date.now()) ?? []).filter((d) => mine.has(d.queue)),
-      onFire: (event: FireEvent) => this.emit('schedule', event),
-    });
-    await this.#firer.start();
   }
 
   /**
