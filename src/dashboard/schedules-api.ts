@@ -1,6 +1,7 @@
 /**
  * The dashboard's schedule API: the list (state, next fire times, last run, fires, misses), and
- * pause, resume and trigger now (`checkAction`: an admin token and a same-origin request).
+ * pause, resume, trigger now and delete, confirmed by the id (`checkAction`: an admin token and a
+ * same-origin request).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Errand } from '../errand.ts';
@@ -81,6 +82,17 @@ export function registerScheduleApi(
       return { id: rec.id, queue: rec.queue, paused: verb === 'pause' };
     });
   }
+
+  fastify.post(`${api}/schedules/:queue/:id/delete`, { bodyLimit: 16_384 }, async (request) => {
+    o.checkAction(request);
+    const rec = await target(request);
+    const confirm = (request.body as { confirm?: unknown } | undefined)?.confirm;
+    if (confirm !== rec.id)
+      throw new HttpError(400, `To delete, confirm with the schedule's id: send {"confirm": ${JSON.stringify(rec.id)}}`);
+    await access.call((b) => b.deleteSchedule(rec.queue, rec.id));
+    request.log.warn({ schedule: rec.id, queue: rec.queue }, 'dashboard: schedule deleted');
+    return { id: rec.id, queue: rec.queue, deleted: true };
+  });
 
   fastify.post(`${api}/schedules/:queue/:id/trigger`, { bodyLimit: 16_384 }, async (request) => {
     o.checkAction(request);

@@ -46,5 +46,14 @@ describe('dashboard: schedules', () => {
     const detail = (await app.inject(`/dashboard/api/runs/${run.json().runId}`)).json();
     assert.equal(detail.schedule.id, 'daily-digest');
     assert.equal((await post('/dashboard/api/schedules/mail/nope/pause')).statusCode, 404);
+    assert.equal((await post('/dashboard/api/schedules/mail/daily-digest/delete')).statusCode, 400, 'not confirmed');
+    const del = await app.inject({
+      method: 'POST',
+      url: '/dashboard/api/schedules/mail/daily-digest/delete',
+      payload: JSON.stringify({ confirm: 'daily-digest' }),
+      headers: { 'content-type': 'application/json' },
+    });
+    assert.deepEqual(del.json(), { id: 'daily-digest', queue: 'mail', deleted: true });
+    assert.deepEqual((await app.inject('/dashboard/api/schedules')).json<ScheduleList>().schedules, []);
   });
 });

@@ -102,4 +102,26 @@ describe('schedules over HTTP', () => {
     for (const path of ['/schedules', '/schedules/{id}', '/schedules/{id}/pause', '/schedules/{id}/backfill'])
       assert.ok(doc.paths[path], path);
   });
+
+  it('reads need a read token, changes an admin token', async () => {
+    const secured = await createServer({ errand, logger: false, auth: { admin: ['adm-token-1234'], read: ['read-token-1234'] } });
+    try {
+      const as = (token: string | null) => (token ? { authorization: `Bearer ${token}` } : {});
+      assert.equal((await secured.inject({ url: '/schedules', headers: as(null) })).statusCode, 401);
+      assert.equal((await secured.inject({ url: '/schedules', headers: as('read-token-1234') })).statusCode, 200);
+      const put = (token: string) =>
+        secured.inject({
+          method: 'PUT',
+          url: '/schedules/sec',
+          headers: as(token),
+          payload: { task: 'digest', every: '1h', input: { to: 'a' } },
+        });
+      assert.equal((await put('read-token-1234')).statusCode, 403);
+      assert.equal((await put('adm-token-1234')).statusCode, 200);
+      assert.equal((await secured.inject({ method: 'POST', url: '/schedules/sec/pause', headers: as('read-token-1234') })).statusCode, 403);
+      assert.equal((await secured.inject({ method: 'DELETE', url: '/schedules/sec', headers: as('adm-token-1234') })).statusCode, 200);
+    } finally {
+      await secured.close();
+    }
+  });
 });

@@ -65,6 +65,31 @@ export function schedulesPage(ctx: Ctx): Page {
                 ? button(s, 'resume', 'Resume', 'Fire again (the times passed are handled by the missed-fire policy)')
                 : button(s, 'pause', 'Pause', 'No fires until resumed'),
               button(s, 'trigger', 'Run now', 'One run now, outside the fire times'),
+              h(
+                'button',
+                {
+                  class: 'btn btn-small btn-danger-quiet',
+                  type: 'button',
+                  'data-action': 'delete',
+                  title: 'Delete the schedule (its runs stay)',
+                  onclick: async () => {
+                    const ok = await ctx.confirm({
+                      title: `Delete schedule ${s.id}?`,
+                      body: 'No more fires. Its runs stay. A schedule declared in code is stored again by the next worker that starts.',
+                      confirmLabel: 'Delete',
+                      danger: true,
+                      typeToConfirm: s.id,
+                    });
+                    if (!ok) return;
+                    const r = await ctx.act(
+                      () => post(`/schedules/${encodeURIComponent(s.queue)}/${encodeURIComponent(s.id)}/delete`, { confirm: s.id }),
+                      () => `Schedule ${s.id} deleted`,
+                    );
+                    if (r) void load();
+                  },
+                },
+                'Delete',
+              ),
             )
           : null,
       ),
