@@ -61,6 +61,11 @@ describe('errand schedules', () => {
     assert.equal(trig.code, 0, trig.stderr);
     const run = await app.getRun(JSON.parse(trig.stdout).run_id);
     assert.equal(run.schedule?.id, 'hourly-report');
+    const inspected = await errand(['inspect', 'run', run.id, '--broker', url, '--json']);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    assert.deepEqual(JSON.parse(inspected.stdout).schedule, { id: 'hourly-report', at: run.schedule?.at.toISOString(), backfilled: false });
+    const text = await errand(['inspect', 'run', run.id, '--broker', url]);
+    assert.match(text.stdout, /schedule\s+hourly-report at /);
     const to = new Date(Math.floor(Date.now() / 3600_000) * 3600_000).toISOString();
     const from = new Date(Date.parse(to) - 2 * 3600_000).toISOString();
     const b1 = JSON.parse(
