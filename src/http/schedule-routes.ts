@@ -27,7 +27,7 @@ const UpsertBody = z
     missed: z.enum(['skip', 'latest', 'all']).optional(),
     maxBackfill: z.number().int().optional(),
     catchUpMs: z.number().int().optional(),
-    overlap: z.enum(['allow', 'skip', 'cancel']).optional(),
+    overlap: z.enum(['allow', 'skip', 'cancel', 'buffer']).optional(),
     expire: z.union([z.literal('period'), z.literal('never'), z.number().int()]).optional(),
     priority: z.number().int().optional(),
     version: z.number().optional().describe('Default: the time of the request (a later update wins)'),

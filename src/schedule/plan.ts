@@ -18,7 +18,7 @@ import { firesBetween, nextFire } from './times.ts';
 /** What to do with nominal times that passed with no fire (no worker up, the schedule paused). */
 export type MissedPolicy = 'skip' | 'latest' | 'all';
 /** What to do when the previous run of the schedule is still queued, scheduled or active at a fire. */
-export type OverlapPolicy = 'allow' | 'skip' | 'cancel';
+export type OverlapPolicy = 'allow' | 'skip' | 'cancel' | 'buffer';
 
 /** The policies and run options of a schedule, as stored (every field filled in). */
 export interface SchedulePolicies {
@@ -48,7 +48,7 @@ export const DEFAULT_POLICIES: SchedulePolicies = {
 };
 
 const MISSED: readonly MissedPolicy[] = ['skip', 'latest', 'all'];
-const OVERLAP: readonly OverlapPolicy[] = ['allow', 'skip', 'cancel'];
+const OVERLAP: readonly OverlapPolicy[] = ['allow', 'skip', 'cancel', 'buffer'];
 
 /** Policies given by a user (partial), checked; a ConfigError names every bad field. */
 export function checkPolicies(given: Partial<SchedulePolicies> | undefined, where: string): SchedulePolicies {

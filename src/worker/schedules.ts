@@ -157,15 +157,23 @@ export class ScheduleFirer {
     let missed = plan.missed;
     let times = plan.runs;
     // Overlap: the previous run is due or running (queued or active; a run scheduled ahead is not).
-    if (stored.policies.overlap !== 'allow' && s.lastRun && times.length) {
+    const overlap = stored.policies.overlap;
+    if (overlap !== 'allow' && s.lastRun && times.length) {
       const prev = await broker.getRun(s.lastRun);
       if (prev && !FINISHED_STATES.has(prev.state) && prev.state !== 'scheduled') {
-        if (stored.policies.overlap === 'skip') {
+        // buffer: no fire yet; the schedule stays due and is looked at again (about every second)
+        // until the previous run ends, then fires once for the latest time (below).
+        if (overlap === 'buffer') return 'skipped';
+        if (overlap === 'skip') {
           missed += times.length;
           times = [];
         } else {
           await broker.cancel(prev.id, now);
         }
+      } else if (overlap === 'buffer' && times.length > 1) {
+        // The times that passed while buffered: one run, for the latest; the others are missed.
+        missed += times.length - 1;
+        times = times.slice(-1);
       }
     }
     const runs: NewRun[] = times.map(({ at, backfilled }) => ({

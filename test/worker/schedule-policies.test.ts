@@ -134,6 +134,34 @@ describe('overlap', () => {
   });
 });
 
+describe('overlap: buffer', () => {
+  it('while the previous run is due or running, no fire; once it ended, one run for the latest time', async () => {
+    const F = Math.floor(Date.now() / MIN) * MIN;
+    const { broker, firer, rec, runs } = await setup({ overlap: 'buffer' }, F);
+    await firer.fire(await rec(), F + 1000);
+    assert.equal(await firer.fire(await rec(), F + MIN + 1000), 'skipped', 'buffered while the previous run waits');
+    assert.equal((await rec()).next, F + MIN, 'the fire time stays due');
+    assert.equal((await runs()).length, 1);
+    const res = await broker.reserve({ workerId: 'w', queues: [Q], max: 1, leaseMs: 30_000, now: F + 2 * MIN });
+    assert.equal(await firer.fire(await rec(), F + 2 * MIN + 1000), 'skipped', 'still running');
+    await broker.settle(
+      'w',
+      [{ id: res.runs[0]!.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: MIN }],
+      F + 2 * MIN + 2000,
+    );
+    // Ended: F+1m and F+2m have passed (both within catchUpMs): one run, for F+2m; F+1m counted.
+    assert.equal(await firer.fire(await rec(), F + 2 * MIN + 3000), 'fired');
+    assert.deepEqual(
+      (await runs()).map((r) => r.schedule?.at),
+      [F, F + 2 * MIN],
+    );
+    const s = await rec();
+    assert.equal(s.missed, 1);
+    assert.equal(s.next, F + 3 * MIN);
+    await broker.close();
+  });
+});
+
 describe('expiry', () => {
   it('a run that could not start within its time is failed with reason expired, its handler not called', { timeout: 30_000 }, async () => {
     const path = join(tempDir('errand-sched-exp'), 'e.db');
