@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { redactUrl, redisUrlProblem } from '../src/core/urls.ts';
-import { ConfigError, type LogFormat, logFormat as resolveLogFormat } from '../src/index.ts';
+import { ConfigError, type LogFormat, logFormat as resolveLogFormat, scheduleIssues } from '../src/index.ts';
 
 export interface AppConfig {
   /** `PORT`, default 8000. */
@@ -46,6 +46,11 @@ export interface AppConfig {
   smtpUrl: string | undefined;
   /** `MAIL_FROM`, default `welcome@example.com` (a bare address or `Name <address>`). */
   mailFrom: string;
+  /**
+   * The sign-up digest (app/digest.ts): `DIGEST_CRON` (default `0 8 * * *`), `DIGEST_TIMEZONE` (an
+   * IANA zone, default UTC) and `DIGEST_TO` (default the MAIL_FROM address).
+   */
+  digest: { cron: string; timezone: string; to: string };
   /** `WORKER_CONCURRENCY`, default 10: welcome emails sent at once by one worker. */
   workerConcurrency: number;
   /** `LOG_LEVEL`, default `info`. */
@@ -135,6 +140,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const address = NAMED_ADDRESS.exec(mailFrom)?.[1]?.trim() ?? mailFrom;
   if (!ADDRESS.test(address)) throw bad('MAIL_FROM', 'must be an email address or "Name <address>"', mailFrom);
 
+  const digest = {
+    cron: (get('DIGEST_CRON') ?? '0 8 * * *').trim(),
+    timezone: (get('DIGEST_TIMEZONE') ?? 'UTC').trim(),
+    to: (get('DIGEST_TO') ?? address).trim(),
+  };
+  const digestIssues = scheduleIssues({ cron: digest.cron, timezone: digest.timezone });
+  if (digestIssues.length) {
+    const i = digestIssues[0]!;
+    throw bad(
+      i.field === 'timezone' ? 'DIGEST_TIMEZONE' : 'DIGEST_CRON',
+      i.message,
+      i.field === 'timezone' ? digest.timezone : digest.cron,
+    );
+  }
+  if (!ADDRESS.test(digest.to)) throw bad('DIGEST_TO', 'must be an email address', digest.to);
+
   const workerConcurrency = integer('WORKER_CONCURRENCY', get('WORKER_CONCURRENCY'), 10, 1, 1000);
 
   const logLevel = get('LOG_LEVEL') ?? 'info';
@@ -188,6 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     databaseUrl,
     smtpUrl,
     mailFrom,
+    digest,
     workerConcurrency,
     logLevel,
     logFormat,

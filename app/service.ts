@@ -23,6 +23,7 @@ import { redactUrl } from '../src/core/urls.ts';
 import { join } from 'node:path';
 import { type AvatarTask, defineAvatarTask } from './avatars.ts';
 import { type AppConfig, brokerUrl } from './config.ts';
+import { type DigestTask, defineDigest } from './digest.ts';
 import { createMailer, type Mailer } from './email.ts';
 import { registerUserRoutes } from './routes.ts';
 import {
@@ -67,6 +68,8 @@ export class Service {
   readonly task: WelcomeTask;
   /** `make_avatar_thumbnails`: the thumbnails of an avatar uploaded at sign-up (app/avatars.ts). */
   readonly avatarTask: AvatarTask;
+  /** The sign-up digest, a schedule (app/digest.ts). */
+  readonly digest: DigestTask;
   readonly auth: HttpAuthOptions;
   server: FastifyInstance | undefined;
   worker: Worker | undefined;
@@ -100,6 +103,7 @@ export class Service {
       ...(config.welcomeDomainRate ? { domainRate: config.welcomeDomainRate } : {}),
     });
     this.avatarTask = defineAvatarTask(this.errand);
+    this.digest = defineDigest(this.errand, { users, mailer: this.mailer, mailFrom: config.mailFrom, ...config.digest });
   }
 
   /**

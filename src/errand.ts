@@ -3,11 +3,24 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 import { guardBroker } from './broker/shared/guard.ts';
-import type { Broker, BrokerOptions, EnqueueResult, NewRun } from './broker/types.ts';
-import { ConfigError, RunNotFoundError } from './core/errors.ts';
+import type { Broker, BrokerOptions, EnqueueResult, NewRun, ScheduleDefinition } from './broker/types.ts';
+import { ConfigError, RunNotFoundError, ScheduleNotFoundError } from './core/errors.ts';
 import { createLogger } from './core/logger.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
+import {
+  type BackfillResult,
+  backfillSchedule,
+  findSchedule,
+  type ScheduleOptions,
+  type ScheduleView,
+  type SplitOptions,
+  splitScheduleOptions,
+  triggerSchedule,
+  viewOf,
+} from './schedule/manage.ts';
+import { scheduleDefinition } from './schedule/plan.ts';
+import { SCHEDULE_ID } from './broker/shared/schedules.ts';
 import { RunHandle } from './task/handle.ts';
 import { type AnyFlow, compileWorkflow, type ResultOf } from './task/workflow.ts';
 import { WorkflowHandle } from './task/workflow-handle.ts';
@@ -94,8 +107,18 @@ const MERGE_LIMIT = 1000;
  * The Errand app: its tasks, its broker, its workers. Emits `enqueued` (runs, results) after each
  * successful enqueue call and `worker` (worker) when a worker is made, for metrics.
  */
+/** A schedule declared in code (`errand.schedule`). */
+export interface DeclaredSchedule extends SplitOptions {
+  id: string;
+  task: Task;
+  /** JSON text of the input, checked against the task's schema. */
+  inputJson: string;
+}
+
 export class Errand extends EventEmitter {
   readonly tasks = new Map<string, Task>();
+  /** Schedules declared in code, by id: upserted by each worker that serves their queue, when it starts. */
+  readonly schedules = new Map<string, DeclaredSchedule>();
   /** Workers made by this app in this process. */
   readonly workers = new Set<Worker>();
   readonly logger: Logger;
@@ -142,6 +165,113 @@ export class Errand extends EventEmitter {
   }
 
   /** Replaces the broker before first use (the CLI's `--broker` flag). */
+  /**
+   * Declares a schedule beside its task: runs of `task` at each fire time of `options` (a cron or an
+   * interval, a zone, start and end), with `options.input`, under the missed-fire and overlap
+   * policies. Workers serving the task's queue store it when they start and fire it: each nominal
+   * time once, whatever the number of workers. See docs/schedules.md.
+   */
+  schedule<S extends z.ZodType>(id: string, task: Task<S>, options: ScheduleOptions<z.input<S>>): DeclaredSchedule {
+    const where = `Schedule "${id}"`;
+    if (typeof id !== 'string' || !SCHEDULE_ID.test(id))
+      throw new ConfigError(`${where}: the id must be 1 to 128 characters without spaces`);
+    if (this.schedules.has(id)) throw new ConfigError(`${where} is declared twice`);
+    if (!(task instanceof Task) || this.tasks.get(task.name) !== (task as unknown as Task)) {
+      throw new ConfigError(`${where}: the task must be one defined on this app with errand.task()`);
+    }
+    const split = splitScheduleOptions(options as ScheduleOptions, where);
+    // The input as a run would carry it: checked against the task's schema now, not at the first fire.
+    const inputJson = task.prepare(split.input, {}, Date.now(), this.maxInputBytes).input;
+    const declared: DeclaredSchedule = { ...split, id, task: task as unknown as Task, inputJson };
+    this.schedules.set(id, declared);
+    return declared;
+  }
+
+  /** The declared schedules as definitions to store, their first fire time from `now`. */
+  scheduleDefinitions(now = Date.now()): ScheduleDefinition[] {
+    return [...this.schedules.values()].map((d) =>
+      scheduleDefinition(
+        {
+          id: d.id,
+          queue: d.task.queue,
+          task: d.task.name,
+          schedule: d.schedule,
+          input: d.inputJson,
+          policies: d.policies,
+          version: d.version,
+        },
+        now,
+      ),
+    );
+  }
+
+  /**
+   * Creates or updates a schedule at run time (the HTTP layer and the dashboard use this). Its
+   * version is the time of the call unless given, so a later update wins over an earlier one and
+   * over a code declaration of a smaller version.
+   */
+  async upsertSchedule<S extends z.ZodType>(id: string, task: Task<S>, options: ScheduleOptions<z.input<S>>): Promise<ScheduleView> {
+    const now = Date.now();
+    const where = `Schedule "${id}"`;
+    if (typeof id !== 'string' || !SCHEDULE_ID.test(id))
+      throw new ConfigError(`${where}: the id must be 1 to 128 characters without spaces`);
+    const split = splitScheduleOptions({ version: now, ...options } as ScheduleOptions, where);
+    const input = task.prepare(split.input, {}, now, this.maxInputBytes).input;
+    const def = scheduleDefinition(
+      { id, queue: task.queue, task: task.name, schedule: split.schedule, input, policies: split.policies, version: split.version },
+      now,
+    );
+    const r = await (await this.broker()).upsertSchedule(def, now);
+    return viewOf(r.schedule);
+  }
+
+  /** Every stored schedule (of these queues), with its next five fire times and state. */
+  async listSchedules(queues?: readonly string[]): Promise<ScheduleView[]> {
+    return (await (await this.broker()).listSchedules(queues)).map(viewOf);
+  }
+
+  /** A stored schedule by id (name its queue when ids repeat across queues), or null. */
+  async getSchedule(id: string, queue?: string): Promise<ScheduleView | null> {
+    const rec = await findSchedule(await this.broker(), id, queue);
+    return rec ? viewOf(rec) : null;
+  }
+
+  async #existing(id: string, queue?: string) {
+    const broker = await this.broker();
+    const rec = await findSchedule(broker, id, queue);
+    if (!rec) throw new ScheduleNotFoundError(id);
+    return { broker, rec };
+  }
+
+  /** Pauses (or resumes) a schedule: no fires while paused; the times it passes are handled by its missed-fire policy on resume. */
+  async pauseSchedule(id: string, paused = true, queue?: string): Promise<void> {
+    const { broker, rec } = await this.#existing(id, queue);
+    await broker.pauseSchedule(rec.queue, rec.id, paused, Date.now());
+  }
+
+  async resumeSchedule(id: string, queue?: string): Promise<void> {
+    await this.pauseSchedule(id, false, queue);
+  }
+
+  /** Deletes a stored schedule (its runs stay). A declared one is stored again by the next worker that starts. */
+  async deleteSchedule(id: string, queue?: string): Promise<void> {
+    const { broker, rec } = await this.#existing(id, queue);
+    await broker.deleteSchedule(rec.queue, rec.id);
+  }
+
+  /** One run of the schedule now, outside its fire times. */
+  async triggerSchedule(id: string, queue?: string): Promise<RunHandle> {
+    const { broker, rec } = await this.#existing(id, queue);
+    const r = await triggerSchedule(broker, rec, Date.now());
+    return new RunHandle(r.id, this.#getBroker, r.created, r.state);
+  }
+
+  /** A run, marked backfilled, for each fire time in [from, to) that has none yet. Safe to repeat. */
+  async backfillSchedule(id: string, from: Date | number, to: Date | number, queue?: string): Promise<BackfillResult> {
+    const { broker, rec } = await this.#existing(id, queue);
+    return backfillSchedule(broker, rec, Number(from), Number(to), Date.now());
+  }
+
   setBroker(broker: string | Broker): void {
     if (this.#broker) throw new ConfigError('The broker is already connected; set it before the first enqueue or worker');
     this.#brokerSpec = broker;
@@ -271,6 +401,7 @@ export class Errand extends EventEmitter {
       tasks: this.tasks,
       logger: this.logger,
       redactPaths: (task) => this.redactPaths(task),
+      scheduleDefinitions: (now) => this.scheduleDefinitions(now),
     };
   }
 

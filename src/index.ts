@@ -12,6 +12,7 @@ export {
   RunCancelledError,
   RunFailedError,
   RunNotFoundError,
+  ScheduleNotFoundError,
   TaskTimeoutError,
   WorkflowNotFoundError,
   IsolateCrashedError,
@@ -21,7 +22,21 @@ export { isRunId, queueOfRunId } from './core/ids.ts';
 export { type CreateLoggerOptions, createLogger, type LogFormat, logFormat } from './core/logger.ts';
 export type { RunInfo } from './core/run-info.ts';
 export { REDACTED, redactRecord, redactRun, redactValue } from './core/redact.ts';
-export { createErrand, Errand, type ErrandOptions, Task } from './errand.ts';
+export { createErrand, type DeclaredSchedule, Errand, type ErrandOptions, Task } from './errand.ts';
+export type { BackfillResult, ScheduleOptions, ScheduleView } from './schedule/manage.ts';
+export type { MissedPolicy, OverlapPolicy, SchedulePolicies } from './schedule/plan.ts';
+export {
+  type CronSpec,
+  compileSchedule,
+  type EverySpec,
+  type Instant,
+  type Schedule,
+  type ScheduleIssue,
+  type ScheduleSpec,
+  ScheduleSpecError,
+  scheduleIssues,
+} from './schedule/spec.ts';
+export { type FiresBetween, firesBetween, nextFire, nextFires } from './schedule/times.ts';
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { Isolation } from './task/isolation.ts';
@@ -41,4 +56,5 @@ export {
   type StepOptions,
 } from './task/workflow.ts';
 export { type WorkflowInfo, WorkflowHandle, type WorkflowState, workflowState } from './task/workflow-handle.ts';
+export type { FireEvent } from './worker/schedules.ts';
 export { type RunEvent, Worker, type WorkerHost, type WorkerOptions } from './worker/worker.ts';

@@ -281,7 +281,7 @@ function ratioColumns(scenario: string, peers: string[]): [string, string][] {
   return out;
 }
 
-const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'isolation'];
+const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'isolation', 'schedules'];
 const PEER_ORDER = Object.keys(PEER_LABELS);
 
 function peersOf(sc: ScenarioResult): string[] {

@@ -14,10 +14,12 @@
  * - Batch methods exist so that callers never need one round trip per run.
  */
 
-import type { RunRecord, RunState } from '../core/run.ts';
+import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
 import type { FlowCounts, FlowSpec } from './flow-types.ts';
+import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
+export type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
 // where the contract and the public API have always named it.
@@ -30,6 +32,7 @@ export {
   type RunFlow,
   type RunRecord,
   type RunState,
+  type ScheduleMark,
 } from '../core/run.ts';
 
 /** A run to create. Built and validated by the task layer; the broker stores it as is. */
@@ -64,6 +67,8 @@ export interface NewRun {
   cancelledRetentionMs?: number;
   /** Concurrency limits of the run's task and key (docs/flow-control.md); absent for a task without limits. */
   flow?: FlowSpec;
+  /** Set on a run created by a schedule: which schedule, for which nominal fire time (see `ScheduleMark`). */
+  schedule?: ScheduleMark;
 }
 
 /** What a dependent does when a dependency ends without succeeding (failed after its retries, or cancelled). */
@@ -146,6 +151,7 @@ export interface Reservation {
   enqueuedAt: number;
   startedAt: number;
   traceparent?: string;
+  schedule?: ScheduleMark;
 }
 
 export interface ReserveRequest {
@@ -354,8 +360,77 @@ export interface Broker {
   /** Throws when storage is unreachable. */
   ping(): Promise<void>;
 
+  // Schedules (periodic tasks): stored per queue; see the section below and docs/schedules.md.
+
+  /**
+   * Creates or updates a schedule definition, atomically. A newer definition wins and an older one
+   * never overwrites it: the stored one is replaced only when `def.version` is greater, or equal with
+   * a greater `def.hash` (string order; so two definitions declared at once settle on one, whatever
+   * the order of the calls). An equal version and hash is `unchanged`. On replace, the stored next
+   * fire time is kept when `spec` is unchanged, and taken from `def.next` otherwise; `paused`, the
+   * counters and the last fire are kept.
+   */
+  upsertSchedule(def: ScheduleDefinition, now: number): Promise<UpsertScheduleResult>;
+
+  /**
+   * The fire step, atomic (one transaction, one script): only if the schedule exists, is not
+   * paused, its `hash` is `req.hash` and its next fire time is still `req.expect`, moves the next
+   * fire time to `req.next` (null: the schedule has ended), adds `req.missed` to its misses and
+   * `req.runs.length` to its fires, records the last fire, and creates `req.runs` exactly as
+   * `enqueue` would (their idempotency keys make a second creation of the same fire a no-op).
+   * Otherwise nothing is written: the outcome says why, with the stored next time and hash.
+   */
+  fireSchedule(req: FireRequest): Promise<FireOutcome>;
+
+  /** Schedules of these queues (all queues when omitted), sorted by queue then id. */
+  listSchedules(queues?: readonly string[]): Promise<ScheduleRecord[]>;
+
+  /**
+   * Schedules of these queues that are not paused and whose next fire time is at or before `until`
+   * (at most `limit`, earliest first), and the earliest next fire time of the others (null: none).
+   * A worker sleeps until then: this must stay cheap with thousands of schedules.
+   */
+  dueSchedules(queues: readonly string[], until: number, limit: number): Promise<DueSchedules>;
+
+  getSchedule(queue: string, id: string): Promise<ScheduleRecord | null>;
+
+  /** Pauses (true) or resumes (false) a schedule. False when there is no such schedule. */
+  pauseSchedule(queue: string, id: string, paused: boolean, now: number): Promise<boolean>;
+
+  /** Deletes a schedule (its runs stay). False when there was none. */
+  deleteSchedule(queue: string, id: string): Promise<boolean>;
+
   close(): Promise<void>;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Schedules. The broker stores definitions and fire times; it never computes a time itself (the
+// schedule layer does, in the caller): every method takes the times it writes. The definition and
+// record types are in schedule-types.ts (re-exported here).
+// ---------------------------------------------------------------------------------------------
+
+export interface FireRequest {
+  queue: string;
+  id: string;
+  /** The definition the caller computed the times from. */
+  hash: string;
+  /** The next fire time the caller read: the compare in compare-and-set. */
+  expect: number;
+  /** The following fire time to store (null: the schedule has ended). */
+  next: number | null;
+  /** The runs to create (usually one, marked with `schedule`, idempotency key `schedule:<id>:<at>`). */
+  runs: readonly NewRun[];
+  /** Nominal times given up (missed-fire policies): added to the schedule's misses. */
+  missed: number;
+  now: number;
+}
+
+export type FireOutcome =
+  | { outcome: 'fired'; runs: EnqueueResult[] }
+  /** Another caller fired it first (or it was moved): nothing written. */
+  | { outcome: 'stale'; next: number | null; hash: string }
+  | { outcome: 'paused' }
+  | { outcome: 'not_found' };
 
 // ---------------------------------------------------------------------------------------------
 // Inspection and administration: what the dashboard, /metrics and `errand inspect` need.

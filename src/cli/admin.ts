@@ -6,6 +6,7 @@
  *   errand cancel <id>
  *   errand purge <queue> --yes
  *   errand pause <queue> | resume <queue>
+ *   errand schedules [list] | pause | resume | trigger | delete <id> | backfill <id> --from T --to T
  *
  * Every command takes `--broker URL` (default: ERRAND_BROKER_URL, REDIS_URL, sqlite:./data/errand.db;
  * ERRAND_PREFIX sets the Redis key prefix) and `--json`. Exit codes: 0 done; 2 the command cannot be
@@ -20,10 +21,11 @@ import { clean } from './format.ts';
 import { CliError, HelpRequested, Output, usage } from './admin-shared.ts';
 import { inspect } from './inspect.ts';
 import { cancel, pauseResume, purge, retry } from './actions.ts';
+import { SCHEDULES_USAGE, schedulesCommand } from './schedules.ts';
 
 export { CliError } from './admin-shared.ts';
 
-export const ADMIN_COMMANDS: ReadonlySet<string> = new Set(['inspect', 'retry', 'cancel', 'purge', 'pause', 'resume']);
+export const ADMIN_COMMANDS: ReadonlySet<string> = new Set(['inspect', 'retry', 'cancel', 'purge', 'pause', 'resume', 'schedules']);
 
 export const ADMIN_USAGE = `  inspect queues     Each queue: counts by state, paused or not
   inspect runs       Runs, newest first
@@ -39,7 +41,7 @@ export const ADMIN_USAGE = `  inspect queues     Each queue: counts by state, pa
   purge <queue> --yes   Delete the queued and scheduled runs of a queue (without --yes: says how many)
   pause <queue>      Workers stop taking runs from the queue (it still accepts runs)
   resume <queue>     Workers take runs from the queue again
-    every one of these takes:
+${SCHEDULES_USAGE}    every one of these takes:
     --broker URL       default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db (ERRAND_PREFIX: Redis key prefix)
     --json             machine-readable output (errors as {"error": {"code", "message"}} on stderr)
     inspect runs/run also take --redact a,b: input paths shown as "[redacted]", added to ERRAND_REDACT
@@ -96,6 +98,8 @@ async function dispatch(command: string, args: string[], out: Output): Promise<v
       case 'pause':
       case 'resume':
         return await pauseResume(command, args, out);
+      case 'schedules':
+        return await schedulesCommand(args, out);
       default:
         throw usage(`unknown command ${JSON.stringify(command)}`);
     }

@@ -134,6 +134,7 @@ async function main(): Promise<void> {
     case 'purge':
     case 'pause':
     case 'resume':
+    case 'schedules':
       // Errors are reported (and process.exitCode set) by adminCommand itself: see docs/cli.md.
       await adminCommand(command, rest);
       return;

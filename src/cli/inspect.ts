@@ -225,6 +225,8 @@ function describeRun(rec: RunRecord, json: RunJson, now: number): string {
   field('worker', json.worker === null ? '-' : clean(json.worker));
   field('idempotency', json.idempotency_key === null ? '-' : clean(json.idempotency_key));
   field('traceparent', json.traceparent ?? '-');
+  if (json.schedule)
+    field('schedule', `${clean(json.schedule.id)} at ${json.schedule.at}${json.schedule.backfilled ? ' (backfilled)' : ''}`);
   if (json.corrupt?.length) field('corrupt', `${json.corrupt.join(', ')} (stored JSON unreadable: shown as raw text)`);
   lines.push('input', prettyJson(json.input));
   if (json.progress !== null) lines.push('progress', prettyJson(json.progress));

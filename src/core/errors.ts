@@ -60,6 +60,16 @@ export class RunNotFoundError extends ErrandError {
   }
 }
 
+/** A schedule that is not stored (never created, or deleted). */
+export class ScheduleNotFoundError extends ErrandError {
+  override name = 'ScheduleNotFoundError';
+  readonly scheduleId: string;
+  constructor(scheduleId: string) {
+    super(`Schedule "${scheduleId}" not found`);
+    this.scheduleId = scheduleId;
+  }
+}
+
 /** Thrown by `handle.result()` when the run failed: `runError` is the error kept on the run. */
 export class RunFailedError extends ErrandError {
   override name = 'RunFailedError';

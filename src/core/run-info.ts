@@ -26,6 +26,8 @@ export interface RunInfo<R = unknown> {
   worker?: string;
   idempotencyKey?: string;
   traceparent?: string;
+  /** Set when a schedule created the run: its id, the nominal fire time, and whether it was created late. */
+  schedule?: { id: string; at: Date; backfilled: boolean };
   history: AttemptRecord[];
   /** Fields whose stored JSON could not be read (the raw text is given instead). */
   corrupt?: string[];
@@ -71,6 +73,7 @@ export function decodeRun<R = unknown>(rec: RunRecord): RunInfo<R> {
   if (rec.idempotencyKey !== undefined) info.idempotencyKey = rec.idempotencyKey;
   if (rec.traceparent !== undefined) info.traceparent = rec.traceparent;
   if (rec.flow !== undefined) info.flow = rec.flow;
+  if (rec.schedule) info.schedule = { id: rec.schedule.id, at: new Date(rec.schedule.at), backfilled: rec.schedule.backfilled };
   if (corrupt.length) info.corrupt = corrupt;
   return info;
 }

@@ -24,6 +24,36 @@ export interface RunError {
   reason?: string;
 }
 
+/**
+ * What a run created by a schedule carries (stored with the run, in its record and its reservation):
+ * the schedule's id, the nominal fire time it stands for, and whether it was created late (a missed
+ * fire run by the schedule's missed-fire policy, or an explicit backfill).
+ */
+export interface ScheduleMark {
+  id: string;
+  /** The nominal fire time, epoch ms. */
+  at: number;
+  backfilled: boolean;
+  /** The schedule's expiry policy: a run not started by then is failed with reason `expired` instead of run. */
+  expiresAt?: number;
+}
+
+/** The stored text of a mark: `<at> <0|1> <id>[ <expiresAt>]` (ids have no spaces). */
+export function markText(m: ScheduleMark): string {
+  const base = `${Math.floor(m.at)} ${m.backfilled ? 1 : 0} ${m.id}`;
+  return m.expiresAt === undefined ? base : `${base} ${Math.floor(m.expiresAt)}`;
+}
+
+/** A stored mark read back; undefined when absent or not a mark. */
+export function readMark(text: unknown): ScheduleMark | undefined {
+  if (typeof text !== 'string') return undefined;
+  const m = /^(-?\d+) ([01]) (\S+)(?: (-?\d+))?$/.exec(text);
+  if (!m) return undefined;
+  const mark: ScheduleMark = { id: m[3] as string, at: Number(m[1]), backfilled: m[2] === '1' };
+  if (m[4] !== undefined) mark.expiresAt = Number(m[4]);
+  return mark;
+}
+
 /** One start of a run, as kept in its history. */
 export interface AttemptRecord {
   attempt: number;
@@ -81,6 +111,8 @@ export interface RunRecord {
   workflow?: string;
   /** Set on a run that ran elsewhere and was recorded finished (`recordFinished`): where it ran, e.g. `celery`. */
   origin?: string;
+  /** Set on a run created by a schedule. */
+  schedule?: ScheduleMark;
   history: AttemptRecord[];
   /** Flow control: set for a run of a task with `limits`. */
   flow?: RunFlow;

@@ -132,6 +132,8 @@ export interface RunDetail extends RunSummary {
   expiresAt?: number;
   idempotencyKey?: string;
   traceparent?: string;
+  /** Set when a schedule created the run: its id, the nominal fire time (epoch ms), whether it was created late. */
+  schedule?: { id: string; at: number; backfilled: boolean };
   /** Fields whose stored JSON could not be read (their raw text is shown instead). */
   corrupt?: string[];
   history: AttemptJson[];
@@ -170,4 +172,27 @@ export interface Session {
 
 export interface ApiError {
   detail: string;
+}
+
+/** A stored schedule, as the dashboard lists it (times are epoch ms). */
+export interface ScheduleJson {
+  id: string;
+  queue: string;
+  task: string;
+  state: 'active' | 'paused' | 'ended';
+  /** The time spec in words: `cron 0 9 * * * Europe/Paris`, `every 15m`. */
+  when: string;
+  next: number | null;
+  upcoming: number[];
+  lastFire?: number;
+  lastRun?: string;
+  fires: number;
+  missed: number;
+  /** The policies, as stored. */
+  policies: Record<string, unknown>;
+}
+
+export interface ScheduleList {
+  schedules: ScheduleJson[];
+  now: number;
 }

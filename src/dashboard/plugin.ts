@@ -39,6 +39,7 @@
  */
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { registerScheduleApi } from './schedules-api.ts';
 import { RUN_STATES, type RunRecord, type RunState } from '../broker/types.ts';
 import { isRunId, QUEUE_NAME } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
@@ -295,6 +296,8 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     request.log.warn({ queue, removed }, 'dashboard: queue purged');
     return { queue, removed };
   });
+
+  registerScheduleApi(fastify, { api: API, errand, access, authorize, checkAction });
 
   // ---- live updates -----------------------------------------------------------------------------
 

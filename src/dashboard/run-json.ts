@@ -71,6 +71,7 @@ export function runDetail(rec: RunRecord): RunDetail {
   if (rec.expiresAt !== undefined) detail.expiresAt = rec.expiresAt;
   if (rec.idempotencyKey !== undefined) detail.idempotencyKey = rec.idempotencyKey;
   if (rec.traceparent !== undefined) detail.traceparent = rec.traceparent;
+  if (rec.schedule) detail.schedule = { ...rec.schedule };
   if (info.corrupt) detail.corrupt = info.corrupt;
   return detail;
 }

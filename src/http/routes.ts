@@ -32,6 +32,7 @@ import { zodValidatorCompiler } from './validation.ts';
 import { registerHealthRoutes } from './health-routes.ts';
 import type { RouteContext } from './route-context.ts';
 import { registerRunRoutes } from './run-routes.ts';
+import { registerScheduleRoutes } from './schedule-routes.ts';
 import { registerTaskRoutes } from './task-routes.ts';
 import { registerWorkflowRoutes } from './workflow-routes.ts';
 
@@ -123,6 +124,7 @@ export const errandRoutes: FastifyPluginAsync<ErrandRoutesOptions> = async (fast
   registerTaskRoutes(ctx);
   registerRunRoutes(ctx);
   registerWorkflowRoutes(ctx);
+  registerScheduleRoutes(ctx);
   registerHealthRoutes(ctx);
 };
 

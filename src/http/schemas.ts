@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { RUN_STATES, type RunRecord } from '../broker/types.ts';
 import { decodeRun, readRunError } from '../core/run-info.ts';
+import type { ScheduleView } from '../schedule/manage.ts';
 
 export const RunStateSchema = z
   .enum(RUN_STATES as [string, ...string[]])
@@ -54,6 +55,14 @@ export const RunSchema = z
     worker: z.string().nullable().describe('The worker of the latest attempt'),
     idempotency_key: z.string().nullable(),
     traceparent: z.string().nullable(),
+    schedule: z
+      .object({
+        id: z.string().describe('The schedule that created the run'),
+        at: IsoTime.describe('The nominal fire time the run stands for'),
+        backfilled: z.boolean().describe('Created late: a missed fire run by the missed-fire policy, or a backfill'),
+      })
+      .nullable()
+      .describe('Set when a schedule created the run'),
     history: z.array(AttemptSchema),
     corrupt: z.array(z.string()).optional().describe('Fields whose stored JSON could not be read (their raw text is given)'),
     origin: z
@@ -163,6 +172,9 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
     worker: rec.worker ?? null,
     idempotency_key: rec.idempotencyKey ?? null,
     traceparent: rec.traceparent ?? null,
+    schedule: rec.schedule
+      ? { id: rec.schedule.id, at: iso(rec.schedule.at) ?? new Date(0).toISOString(), backfilled: rec.schedule.backfilled }
+      : null,
     history: (rec.history ?? []).map((h) => ({
       attempt: h.attempt,
       worker: h.worker,
@@ -187,4 +199,61 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
     json.flow = flow;
   }
   return json;
+}
+
+// ---- schedules ----------------------------------------------------------------------------------
+
+export const ScheduleSchema = z
+  .object({
+    id: z.string(),
+    queue: z.string(),
+    task: z.string(),
+    state: z.enum(['active', 'paused', 'ended']).describe('paused: no fires until resumed; ended: past its end, no fire left'),
+    spec: z.record(z.string(), z.unknown()).describe('The time spec as stored: cron and timezone, or every (ms); start and end (epoch ms)'),
+    input: z.unknown().describe('The input of every run'),
+    policies: z.record(z.string(), z.unknown()).describe('missed, maxBackfill, catchUpMs, overlap, expire, priority'),
+    version: z.number().describe("The stored definition's version: a definition of a smaller one never replaces it"),
+    next_fire_at: IsoTime.nullable(),
+    upcoming: z.array(IsoTime).describe('The next five fire times'),
+    last_fire_at: IsoTime.nullable().describe('The nominal time of the latest fire'),
+    last_run_id: z.string().nullable().describe('The run the latest fire created'),
+    fires: z.number().int().describe('Runs created by fires'),
+    missed: z.number().int().describe('Fire times given up (missed-fire and overlap policies)'),
+    created_at: IsoTime.nullable(),
+    updated_at: IsoTime.nullable(),
+  })
+  .describe('A schedule');
+
+export type ScheduleJson = z.infer<typeof ScheduleSchema>;
+
+function parsedOr(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** A stored schedule (with its next fire times) as the HTTP layer and the CLI answer it; `input` already redacted by the caller if needed. */
+export function scheduleToJson(v: ScheduleView, input: unknown = parsedOr(v.input)): ScheduleJson {
+  const spec = parsedOr(v.spec);
+  const policies = parsedOr(v.options);
+  return {
+    id: v.id,
+    queue: v.queue,
+    task: v.task,
+    state: v.state,
+    spec: spec && typeof spec === 'object' ? (spec as Record<string, unknown>) : {},
+    input,
+    policies: policies && typeof policies === 'object' ? (policies as Record<string, unknown>) : {},
+    version: v.version,
+    next_fire_at: iso(v.next),
+    upcoming: v.upcoming.map((t) => iso(t) ?? ''),
+    last_fire_at: iso(v.lastFire),
+    last_run_id: v.lastRun ?? null,
+    fires: v.fires,
+    missed: v.missed,
+    created_at: iso(v.createdAt),
+    updated_at: iso(v.updatedAt),
+  };
 }

@@ -1,5 +1,5 @@
-// Periodic tasks, the time core: schedule specs and their nominal fire times. Not yet exported from
-// the package's entry: the firing mechanism (the brokers' atomic fire step) is still to come.
+// Periodic tasks, the time core: schedule specs and their nominal fire times (the package's entry,
+// src/index.ts, exports what users need; plan.ts and manage.ts hold the fire plan and the run-time management).
 export {
   type CronSpec,
   canonicalSpec,

@@ -35,6 +35,8 @@ export interface TaskContext {
   traceparent?: string;
   /** Where the handler runs (see `TaskOptions.isolation`); `pid` is the isolate's process id (the worker's own for `thread` and `none`). */
   isolate?: { kind: Isolation; pid: number; threadId: number };
+  /** Set when a schedule created the run: its id, the nominal fire time, and whether the run was created late (missed-fire policy, backfill). */
+  schedule?: { id: string; at: Date; backfilled: boolean };
 }
 
 export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;

@@ -5,6 +5,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { BrokerInspector, FlowCounts } from '../broker/types.ts';
 import { RUN_STATES } from '../broker/types.ts';
 import type { Errand } from '../errand.ts';
+import type { FireEvent } from '../worker/schedules.ts';
 import type { RunEvent, Worker } from '../worker/worker.ts';
 
 const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -66,6 +67,37 @@ export function createMetrics(app: Errand, registry = new Registry()): ErrandMet
     labelNames,
     buckets: SECONDS_BUCKETS,
     registers: [registry],
+  });
+
+  const scheduleLabels = ['schedule', 'queue'] as const;
+  const fires = new Counter({
+    name: 'errand_schedule_fires_total',
+    help: 'Runs created by schedule fires of workers of this process (each nominal time fires once over all workers)',
+    labelNames: scheduleLabels,
+    registers: [registry],
+  });
+  const missed = new Counter({
+    name: 'errand_schedule_missed_total',
+    help: 'Nominal fire times given up by fires of workers of this process (missed-fire and overlap policies)',
+    labelNames: scheduleLabels,
+    registers: [registry],
+  });
+  const lag = new Histogram({
+    name: 'errand_schedule_lag_seconds',
+    help: 'Time from the nominal fire time to the start of its run (runs not backfilled), in workers of this process',
+    labelNames: scheduleLabels,
+    buckets: SECONDS_BUCKETS,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'errand_schedules_missed',
+    help: 'Nominal fire times each stored schedule has missed, over all workers (read from the broker)',
+    labelNames: scheduleLabels,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const s of await (await app.broker()).listSchedules()) this.set({ schedule: s.id, queue: s.queue }, s.missed);
+    },
   });
 
   new Gauge({
@@ -143,12 +175,19 @@ export function createMetrics(app: Errand, registry = new Registry()): ErrandMet
       if (e.type === 'start') {
         started.inc(labels);
         wait.observe(labels, Math.max(0, e.run.startedAt - e.run.enqueuedAt) / 1000);
+        const s = e.run.schedule;
+        if (s && !s.backfilled) lag.observe({ schedule: s.id, queue: e.run.queue }, Math.max(0, e.run.startedAt - s.at) / 1000);
         return;
       }
       if (e.durationMs !== undefined) duration.observe(labels, e.durationMs / 1000);
       if (e.type === 'success') succeeded.inc(labels);
       else if (e.type === 'failure') failed.inc(labels);
       else if (e.type === 'retry') retried.inc(labels);
+    });
+    worker.on('schedule', (e: FireEvent) => {
+      const labels = { schedule: e.schedule, queue: e.queue };
+      if (e.created) fires.inc(labels, e.created);
+      if (e.missed) missed.inc(labels, e.missed);
     });
   };
   for (const w of app.workers) observe(w);

@@ -222,6 +222,9 @@ export class ErrandTesting {
       logger: this.#logger,
       id: `errand-testing:${++this.#drains}`,
       shutdownGraceMs: 0,
+      // A drain runs what is due, deterministically: it neither stores nor fires the app's schedules
+      // (create a scheduled run with errand.triggerSchedule or backfillSchedule, then drain).
+      schedules: false,
     });
     const started: string[] = [];
     const seen = new Set<string>();

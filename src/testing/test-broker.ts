@@ -24,9 +24,12 @@ import type {
   BrokerInspector,
   BrokerOptions,
   CancelOutcome,
+  DueSchedules,
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FireOutcome,
+  FireRequest,
   Lease,
   MinuteStats,
   NewRun,
@@ -40,9 +43,12 @@ import type {
   RunRecord,
   WorkflowCancelOutcome,
   WorkflowRecord,
+  ScheduleDefinition,
+  ScheduleRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
+  UpsertScheduleResult,
   WorkerStatus,
 } from '../broker/types.ts';
 
@@ -230,6 +236,44 @@ export class TestBroker implements Broker, BrokerInspector {
 
   ping(): Promise<void> {
     return this.#inner.ping();
+  }
+
+  // Schedules: nominal fire times are instants on the test clock (a schedule's due times are read
+  // against `until + offset`), so they pass unshifted, and so do the runAt of the runs a fire creates.
+
+  upsertSchedule(def: ScheduleDefinition, now: number): Promise<UpsertScheduleResult> {
+    return this.#inner.upsertSchedule(def, now + this.offset);
+  }
+
+  async fireSchedule(req: FireRequest): Promise<FireOutcome> {
+    const out = await this.#inner.fireSchedule({ ...req, now: req.now + this.offset });
+    if (out.outcome === 'fired') {
+      req.runs.forEach((run, i) => {
+        this.journal.push({ run: { ...run }, result: out.runs[i]! });
+      });
+    }
+    return this.#activity(out);
+  }
+
+  listSchedules(queues?: readonly string[]): Promise<ScheduleRecord[]> {
+    return this.#inner.listSchedules(queues);
+  }
+
+  async dueSchedules(queues: readonly string[], until: number, limit: number): Promise<DueSchedules> {
+    const due = await this.#inner.dueSchedules(queues, until + this.offset, limit);
+    return { schedules: due.schedules, nextAt: due.nextAt === null ? null : due.nextAt - this.offset };
+  }
+
+  getSchedule(queue: string, id: string): Promise<ScheduleRecord | null> {
+    return this.#inner.getSchedule(queue, id);
+  }
+
+  pauseSchedule(queue: string, id: string, paused: boolean, now: number): Promise<boolean> {
+    return this.#inner.pauseSchedule(queue, id, paused, now + this.offset);
+  }
+
+  deleteSchedule(queue: string, id: string): Promise<boolean> {
+    return this.#inner.deleteSchedule(queue, id);
   }
 
   close(): Promise<void> {

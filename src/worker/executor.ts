@@ -113,6 +113,20 @@ export class InlineExecutor implements Executor {
         UNKNOWN_TASK_RETENTION_MS,
       );
     }
+    // A schedule's expiry policy: a run that could not start in time is dropped, with the reason.
+    const expiresAt = run.schedule?.expiresAt;
+    if (expiresAt !== undefined && run.startedAt > expiresAt) {
+      return fail(
+        entry,
+        log,
+        started,
+        new PermanentError(
+          `Not run: it could not start by ${new Date(expiresAt).toISOString()} (schedule ${run.schedule?.id}, fire time ${new Date(run.schedule?.at ?? 0).toISOString()})`,
+        ),
+        'expired',
+        task.retention.failed,
+      );
+    }
     const parsedJson = safeParse(run.input);
     if (!parsedJson.ok) {
       return fail(
@@ -190,6 +204,7 @@ export class InlineExecutor implements Executor {
         queue: run.queue,
         attempt: run.attempt,
         ...(run.traceparent ? { traceparent: run.traceparent } : {}),
+        ...(run.schedule ? { schedule: { id: run.schedule.id, at: run.schedule.at, backfilled: run.schedule.backfilled } } : {}),
         logLevel: host.logger.level,
       },
       signal: ctx.signal,

@@ -3,7 +3,7 @@
 // on `Errand`, so the dependency points one way (errand -> worker). `Errand.worker()` builds one; an
 // `Errand` also fits it as it is.
 import type { Logger } from 'pino';
-import type { Broker } from '../broker/types.ts';
+import type { Broker, ScheduleDefinition } from '../broker/types.ts';
 import type { TaskDefinition } from '../task/task.ts';
 
 export interface WorkerHost {
@@ -15,4 +15,6 @@ export interface WorkerHost {
   readonly logger: Logger;
   /** The redaction paths for the input of a task's runs: their values are scrubbed from the errors the worker logs and stores. */
   redactPaths(task: string): readonly string[];
+  /** The schedules declared in code, as definitions to upsert (their first fire time from `now`). */
+  scheduleDefinitions?(now: number): ScheduleDefinition[];
 }

@@ -113,6 +113,7 @@ function contextFor(msg: RunMessage, controller: AbortController, relay: Progres
     isolate: { kind, pid: process.pid, threadId: currentThreadId },
   };
   if (msg.traceparent) ctx.traceparent = msg.traceparent;
+  if (msg.schedule) ctx.schedule = { id: msg.schedule.id, at: new Date(msg.schedule.at), backfilled: msg.schedule.backfilled };
   return ctx;
 }
 

@@ -17,6 +17,8 @@ export interface RunMessage {
   queue: string;
   attempt: number;
   traceparent?: string;
+  /** The run's schedule mark, when a schedule created it (ctx.schedule). */
+  schedule?: { id: string; at: number; backfilled: boolean };
   /** The worker's log level: the handler's `ctx.logger` logs at it. */
   logLevel: string;
 }

@@ -26,6 +26,11 @@ export interface WorkerOptions {
   /** Default `<host>:<pid>:<random>`. */
   id?: string;
   logger?: Logger;
+  /**
+   * Fire the schedules of the worker's queues (every worker may: each nominal time fires once
+   * whatever their number), and upsert the app's declared schedules at start. Default true.
+   */
+  schedules?: boolean;
 }
 
 /** What a worker reports about each run (for metrics and tests). */
@@ -49,6 +54,7 @@ export interface WorkerSettings {
   shutdownGraceMs: number;
   pruneEvery: number;
   logger: Logger;
+  schedules: boolean;
 }
 
 /** Checks the options (a `ConfigError` names the bad one) and fills in the defaults. */
@@ -71,6 +77,7 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
     shutdownGraceMs: nonNegative(options.shutdownGraceMs ?? 10_000, 'shutdownGraceMs'),
     pruneEvery: positiveInt(options.pruneEvery ?? 60_000, 'pruneEvery', MAX_TIMER_MS),
     logger: (options.logger ?? host.logger).child({ worker: id }),
+    schedules: options.schedules ?? true,
   };
 }
 

@@ -65,6 +65,7 @@ export class RunContext implements TaskContext {
   readonly queue: string;
   readonly attempt: number;
   readonly traceparent?: string;
+  readonly schedule?: { id: string; at: Date; backfilled: boolean };
   readonly #entry: ActiveRun;
   readonly #workerLogger: Logger;
   readonly #progress: (entry: ActiveRun, value: unknown) => void;
@@ -76,6 +77,7 @@ export class RunContext implements TaskContext {
     this.queue = run.queue;
     this.attempt = run.attempt;
     if (run.traceparent) this.traceparent = run.traceparent;
+    if (run.schedule) this.schedule = { id: run.schedule.id, at: new Date(run.schedule.at), backfilled: run.schedule.backfilled };
     this.#entry = entry;
     this.#workerLogger = workerLogger;
     this.#progress = progress;

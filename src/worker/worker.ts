@@ -12,6 +12,7 @@ import type { WorkerHost } from './host.ts';
 import { backOffMs, LeaseBook, LeaseLostError, sleep } from './leases.ts';
 import { type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
 import { type ActiveRun, reportProgress } from './run-context.ts';
+import { type FireEvent, ScheduleFirer } from './schedules.ts';
 
 export type { WorkerHost } from './host.ts';
 export type { RunEvent, WorkerOptions } from './options.ts';
@@ -30,7 +31,10 @@ export class Worker extends EventEmitter {
   readonly shutdownGraceMs: number;
   readonly pruneEvery: number;
   readonly logger: Logger;
+  /** Whether this worker fires the schedules of its queues. */
+  readonly firesSchedules: boolean;
   readonly #host: WorkerHost;
+  #firer: ScheduleFirer | undefined;
   #broker: Broker | undefined;
   readonly #book: LeaseBook;
   readonly #executor: Executor;
@@ -75,6 +79,7 @@ export class Worker extends EventEmitter {
     this.shutdownGraceMs = settings.shutdownGraceMs;
     this.pruneEvery = settings.pruneEvery;
     this.logger = settings.logger;
+    this.firesSchedules = settings.schedules;
     this.#book = new LeaseBook({
       id: this.id,
       leaseMs: this.leaseMs,
@@ -132,6 +137,18 @@ export class Worker extends EventEmitter {
       void this.#heartbeat();
       this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), HEARTBEAT_EVERY_MS);
       this.#heartbeatTimer.unref();
+    }
+    if (this.firesSchedules) {
+      // Declares the app's schedules of its queues, then fires schedules in the background (schedules.ts).
+      const declared = (this.#host.scheduleDefinitions?.(Date.now()) ?? []).filter((d) => this.queues.includes(d.queue));
+      this.#firer = new ScheduleFirer({
+        broker: this.#broker,
+        queues: this.queues,
+        logger: this.logger,
+        declared,
+        onFire: (e: FireEvent) => this.emit('schedule', e),
+      });
+      await this.#firer.start();
     }
     this.logger.info({ queues: this.queues, concurrency: this.concurrency }, 'worker started');
     this.#pump();
@@ -413,9 +430,11 @@ export class Worker extends EventEmitter {
     }
     this.#state = 'stopping';
     this.#stop.abort();
+    const firer = this.#firer?.stop();
     this.#slotWaiter?.();
     // Reservations in flight come back (their runs are handed back), the wait for work ends.
     while (this.#calls.size) await Promise.allSettled(this.#calls);
+    await firer;
     const deadline = Date.now() + graceMs;
     while (this.#book.active.size > 0 && Date.now() < deadline && !this.#now) {
       await new Promise<void>((resolve) => {

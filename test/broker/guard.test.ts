@@ -138,3 +138,30 @@ describe('broker guard', () => {
     await assert.rejects(guardBroker(sqlite).ping(), BrokerUnavailableError);
   });
 });
+
+describe('the guard checks schedule calls for every broker', () => {
+  test('bad ids, queues, times and definitions are refused as ConfigError naming the field; nothing is stored', async () => {
+    const raw = new SqliteBroker({ path: join(tempDir('errand-guard-sched'), 'g.db') });
+    const b = guardBroker(raw);
+    const def = { id: 'ok', queue: 'q', task: 't', spec: '{}', input: '{}', options: '{}', hash: 'h', version: 1, next: 1 };
+    const refused = async (p: Promise<unknown>, re: RegExp) => {
+      await assert.rejects(p, (err: unknown) => err instanceof ConfigError && re.test(err.message));
+    };
+    await refused(b.upsertSchedule({ ...def, id: 'has space' }, Date.now()), /schedule id "has space" is invalid/);
+    await refused(b.upsertSchedule({ ...def, queue: 'bad queue!' }, Date.now()), /queue name/);
+    await refused(b.upsertSchedule({ ...def, version: Number.NaN }, Date.now()), /version must be a finite number/);
+    await refused(b.upsertSchedule({ ...def, spec: 5 as unknown as string }, Date.now()), /spec must be a string/);
+    await refused(b.upsertSchedule(def, Number.NaN), /now must be a finite number/);
+    const fire = { queue: 'q', id: 'ok', hash: 'h', expect: 1, next: 2, runs: [], missed: 0, now: Date.now() };
+    await refused(b.fireSchedule({ ...fire, expect: Number.NaN }), /expect/);
+    await refused(
+      b.fireSchedule({ ...fire, runs: [{ id: 'x.1', queue: 'other', task: 't', input: '{}', priority: 0, runAt: 1 }] }),
+      /not the schedule's queue/,
+    );
+    await refused(b.getSchedule('q', ''), /schedule id/);
+    await refused(b.pauseSchedule('bad queue!', 'ok', true, Date.now()), /queue name/);
+    await refused(b.dueSchedules(['bad queue!'], Date.now(), 10), /queue name/);
+    assert.deepEqual(await raw.listSchedules(), []);
+    await b.close();
+  });
+});

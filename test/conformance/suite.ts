@@ -35,6 +35,7 @@ import { recordConformance } from './record.ts';
 import { reserveConformance } from './reserve.ts';
 import { retryConformance } from './retry.ts';
 import { runErrorConformance } from './run-errors.ts';
+import { scheduleConformance } from './schedules.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
 import { workflowConformance } from './workflows.ts';
@@ -60,6 +61,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     countConformance(c);
     connectionConformance(c);
     workflowConformance(c);
+    scheduleConformance(c);
     runErrorConformance(makeBroker, options);
     cancelRetentionConformance(makeBroker);
   });

@@ -437,6 +437,13 @@ describe('dashboard plugin edge cases', () => {
       onCancel: real.onCancel.bind(real),
       ping: real.ping.bind(real),
       close: real.close.bind(real),
+      upsertSchedule: real.upsertSchedule.bind(real),
+      fireSchedule: real.fireSchedule.bind(real),
+      listSchedules: real.listSchedules.bind(real),
+      dueSchedules: real.dueSchedules.bind(real),
+      getSchedule: real.getSchedule.bind(real),
+      pauseSchedule: real.pauseSchedule.bind(real),
+      deleteSchedule: real.deleteSchedule.bind(real),
     };
     const other = createErrand({ broker: plain, logger: quietLogger });
     const app = Fastify();

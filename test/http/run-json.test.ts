@@ -79,6 +79,7 @@ describe('run JSON', () => {
       'worker',
       'idempotency_key',
       'traceparent',
+      'schedule',
       'history',
     ]);
     assert.equal(json.enqueued_at, '2030-01-01T00:00:00.000Z');

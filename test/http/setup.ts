@@ -66,6 +66,13 @@ export function downBroker(): Broker {
     onCancel: () => () => {},
     ping: fail,
     close: async () => {},
+    upsertSchedule: fail,
+    fireSchedule: fail,
+    listSchedules: fail,
+    dueSchedules: fail,
+    getSchedule: fail,
+    pauseSchedule: fail,
+    deleteSchedule: fail,
   };
 }
 

@@ -11,6 +11,7 @@ import type { AttemptRecord, RunRecord, RunState } from '../types.ts';
 import { ErrandError } from '../../core/errors.ts';
 import { runErrorText } from '../shared/run-errors.ts';
 import { queueOfRunId, timeOfRunId } from '../../core/ids.ts';
+import { readMark } from '../../core/run.ts';
 
 export const RID_LENGTH = 26;
 
@@ -165,6 +166,8 @@ export function decodeRun(id: string, queue: string, key: string, h: Record<stri
   if (h.g !== undefined) rec.flow = { group: h.g, key: h.y ?? '' };
   if (h.G !== undefined) rec.workflow = h.G;
   if (h.O !== undefined) rec.origin = h.O;
+  const mark = readMark(h.S);
+  if (mark) rec.schedule = mark;
   // The open attempt (see `o` in lua/common.lua) is described by the run's own fields.
   if (h.o !== undefined && h.w !== undefined && startedAt !== undefined) {
     if (state === 'active') rec.history.push({ attempt: attempts, worker: h.w, startedAt });

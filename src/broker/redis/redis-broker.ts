@@ -24,9 +24,12 @@ import type {
   Broker,
   BrokerInspector,
   CancelOutcome,
+  DueSchedules,
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FireOutcome,
+  FireRequest,
   Lease,
   MinuteStats,
   NewRun,
@@ -40,13 +43,17 @@ import type {
   RunRecord,
   WorkflowCancelOutcome,
   WorkflowRecord,
+  ScheduleDefinition,
+  ScheduleRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
+  UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
 import { RedisCore, type RedisBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
+import * as schedules from './schedules.ts';
 import { RedisNotifications } from './notifications.ts';
 import * as transitions from './transitions.ts';
 import * as workflows from './workflows.ts';
@@ -65,6 +72,36 @@ export class RedisBroker implements Broker, BrokerInspector {
     this.#c = new RedisCore(options);
     this.prefix = this.#c.prefix;
     this.#n = new RedisNotifications(this.#c);
+  }
+
+  // Schedules (schedules.ts)
+
+  upsertSchedule(def: ScheduleDefinition, now: number): Promise<UpsertScheduleResult> {
+    return schedules.upsertSchedule(this.#c, def, now);
+  }
+
+  fireSchedule(req: FireRequest): Promise<FireOutcome> {
+    return schedules.fireSchedule(this.#c, req);
+  }
+
+  listSchedules(queues?: readonly string[]): Promise<ScheduleRecord[]> {
+    return schedules.listSchedules(this.#c, queues);
+  }
+
+  dueSchedules(queues: readonly string[], until: number, limit: number): Promise<DueSchedules> {
+    return schedules.dueSchedules(this.#c, queues, until, limit);
+  }
+
+  getSchedule(queue: string, id: string): Promise<ScheduleRecord | null> {
+    return schedules.getSchedule(this.#c, queue, id);
+  }
+
+  pauseSchedule(queue: string, id: string, paused: boolean, now: number): Promise<boolean> {
+    return schedules.pauseSchedule(this.#c, queue, id, paused, now);
+  }
+
+  deleteSchedule(queue: string, id: string): Promise<boolean> {
+    return schedules.deleteSchedule(this.#c, queue, id);
   }
 
   // Transitions (transitions.ts)

@@ -5,6 +5,7 @@
  */
 
 import { timeOfRunId } from '../../core/ids.ts';
+import { readMark } from '../../core/run.ts';
 import type { Reservation } from '../types.ts';
 
 type Reply = unknown;
@@ -40,8 +41,8 @@ export interface ReserveReply {
 }
 
 /**
- * reserve.lua: { nextAt, queued, m, m statuses, then 7 per leased run: rid, task, input, attempt,
- * priority, enqueuedAt ('': the time in the run id), traceparent ('': none) }. `idPrefix` is
+ * reserve.lua: { nextAt, queued, m, m statuses, then 8 per leased run: rid, task, input, attempt,
+ * priority, enqueuedAt ('': the time in the run id), traceparent ('': none), schedule mark ('': none) }. `idPrefix` is
  * `<queue>.`, `now` the reserve's time (the runs' startedAt).
  */
 export function reserveReply(reply: Reply, queue: string, idPrefix: string, now: number): ReserveReply {
@@ -50,7 +51,7 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
   const settled: boolean[] = new Array(m);
   for (let j = 0; j < m; j++) settled[j] = r[3 + j] === 1;
   const runs: Reservation[] = [];
-  for (let j = 3 + m; j + 6 < r.length; j += 7) {
+  for (let j = 3 + m; j + 7 < r.length; j += 8) {
     const id = idPrefix + String(r[j]);
     const e = String(r[j + 5]);
     const run: Reservation = {
@@ -65,6 +66,11 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
     };
     const tp = String(r[j + 6]);
     if (tp !== '') run.traceparent = tp;
+    const mark = r[j + 7];
+    if (mark !== '' && mark !== undefined) {
+      const sm = readMark(String(mark));
+      if (sm) run.schedule = sm;
+    }
     runs.push(run);
   }
   const nextAt = Number(r[0]);

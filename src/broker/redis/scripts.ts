@@ -44,6 +44,9 @@ export const SCRIPT_NAMES = [
   'layout',
   'wfcreate',
   'wfcancel',
+  'schedupsert',
+  'schedfire',
+  'schedadmin',
 ] as const;
 
 export type ScriptName = (typeof SCRIPT_NAMES)[number];

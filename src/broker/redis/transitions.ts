@@ -8,6 +8,7 @@ import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
 import { checkFinishedRun } from '../shared/finished.ts';
 import { rateText } from '../shared/flow.ts';
+import { markText } from '../../core/run.ts';
 import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   CancelOutcome,
@@ -152,6 +153,7 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           run.traceparent ?? '',
           ownRetention(run.cancelledRetentionMs) ?? '',
           run.flow ? flowArg(run.flow) : '',
+          run.schedule ? markText(run.schedule) : '',
         );
       }
       chain = chain.then(() =>

@@ -24,9 +24,12 @@ import type {
   Broker,
   BrokerInspector,
   CancelOutcome,
+  DueSchedules,
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FireOutcome,
+  FireRequest,
   Lease,
   MinuteStats,
   NewRun,
@@ -40,12 +43,16 @@ import type {
   RunRecord,
   WorkflowCancelOutcome,
   WorkflowRecord,
+  ScheduleDefinition,
+  ScheduleRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
+  UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
 import { checkWorkflow } from './workflow.ts';
+import { checkDefinition, checkFire, checkScheduleId } from './schedules.ts';
 
 /** The marker of a guarded broker (so that guarding twice is a no-op). */
 const GUARDED = Symbol.for('errand.guardedBroker');
@@ -328,6 +335,60 @@ class GuardedBroker implements Broker {
 
   close(): Promise<void> {
     return this.run('close', (b) => b.close());
+  }
+
+  // Schedules: ids, queues, times and definitions checked here, once for every broker.
+
+  upsertSchedule(def: ScheduleDefinition, now: number): Promise<UpsertScheduleResult> {
+    return this.run('upsertSchedule', (b) => {
+      checkDefinition(def);
+      checkQueueName(def.queue, 'upsertSchedule');
+      return b.upsertSchedule(def, checkNow(now, 'upsertSchedule'));
+    });
+  }
+
+  fireSchedule(req: FireRequest): Promise<FireOutcome> {
+    return this.run('fireSchedule', (b) => {
+      checkFire(req);
+      checkQueueName(req.queue, 'fireSchedule');
+      return b.fireSchedule({ ...req, now: checkNow(req.now, 'fireSchedule') });
+    });
+  }
+
+  listSchedules(queues?: readonly string[]): Promise<ScheduleRecord[]> {
+    return this.run('listSchedules', (b) => {
+      if (queues) this.#queues(queues, 'listSchedules');
+      return b.listSchedules(queues);
+    });
+  }
+
+  dueSchedules(queues: readonly string[], until: number, limit: number): Promise<DueSchedules> {
+    return this.run('dueSchedules', (b) => {
+      this.#queues(queues, 'dueSchedules');
+      const n = Math.max(1, Math.min(10_000, Math.floor(Number(limit) || 1)));
+      return b.dueSchedules(queues, checkNow(until, 'dueSchedules'), n);
+    });
+  }
+
+  getSchedule(queue: string, id: string): Promise<ScheduleRecord | null> {
+    return this.run('getSchedule', (b) => b.getSchedule(checkQueueName(queue, 'getSchedule'), checkScheduleId(id, 'getSchedule')));
+  }
+
+  pauseSchedule(queue: string, id: string, paused: boolean, now: number): Promise<boolean> {
+    return this.run('pauseSchedule', (b) =>
+      b.pauseSchedule(
+        checkQueueName(queue, 'pauseSchedule'),
+        checkScheduleId(id, 'pauseSchedule'),
+        paused === true,
+        checkNow(now, 'pauseSchedule'),
+      ),
+    );
+  }
+
+  deleteSchedule(queue: string, id: string): Promise<boolean> {
+    return this.run('deleteSchedule', (b) =>
+      b.deleteSchedule(checkQueueName(queue, 'deleteSchedule'), checkScheduleId(id, 'deleteSchedule')),
+    );
   }
 }
 

@@ -27,6 +27,9 @@
  * - `workflows`, `workflow_edges` (v8) and `runs.workflow`, `runs.input_from`: see docs/workflows.md.
  * - `workers`, `paused_queues`, `queue_stats` (v2): the BrokerInspector's worker registry, paused
  *   queues and per-minute counters.
+ * - `schedules` (v8): schedule definitions per (queue, id) with their next nominal fire time
+ *   (`next_at`, the compare of the fire step's compare-and-set), counters and last fire; `runs.schedule`
+ *   is the mark of a run a schedule created (`<at> <0|1> <id>`, see core/run.ts).
  */
 import type { DatabaseSync } from 'node:sqlite';
 import { ConfigError } from '../../core/errors.ts';
@@ -310,6 +313,34 @@ export const MIGRATIONS: readonly Migration[] = [
       -- a large fan-in on each settle).
       CREATE INDEX workflow_edges_unresolved ON workflow_edges (dependent) WHERE resolved = 0;
       CREATE INDEX workflow_edges_workflow ON workflow_edges (workflow);
+    `,
+  },
+  {
+    version: 10,
+    description: 'schedules (periodic tasks) and the schedule mark of the runs they create',
+    // Self-contained: a new table and a nullable column, nothing existing is rewritten.
+    sql: `
+      ALTER TABLE runs ADD COLUMN schedule TEXT;
+      CREATE TABLE schedules (
+        queue TEXT NOT NULL,
+        id TEXT NOT NULL,
+        task TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        input TEXT NOT NULL,
+        options TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        version REAL NOT NULL,
+        next_at INTEGER,
+        paused INTEGER NOT NULL DEFAULT 0,
+        fires INTEGER NOT NULL DEFAULT 0,
+        missed INTEGER NOT NULL DEFAULT 0,
+        last_fire INTEGER,
+        last_run TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (queue, id)
+      ) WITHOUT ROWID;
+      CREATE INDEX schedules_due ON schedules (queue, next_at) WHERE paused = 0 AND next_at IS NOT NULL;
     `,
   },
 ];

@@ -26,9 +26,12 @@ import type {
   Broker,
   BrokerInspector,
   CancelOutcome,
+  DueSchedules,
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FireOutcome,
+  FireRequest,
   Lease,
   MinuteStats,
   NewRun,
@@ -42,13 +45,17 @@ import type {
   RunRecord,
   WorkflowCancelOutcome,
   WorkflowRecord,
+  ScheduleDefinition,
+  ScheduleRecord,
   Settlement,
   SettleStatus,
   WorkerInfo,
+  UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
 import { SqliteCore, type SqliteBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
+import * as schedules from './schedules.ts';
 import { SqliteNotifications } from './notifications.ts';
 import * as transitions from './transitions.ts';
 import { releaseHub } from './wake-hub.ts';
@@ -67,6 +74,36 @@ export class SqliteBroker implements Broker, BrokerInspector {
     this.#c = new SqliteCore(options);
     this.path = this.#c.path;
     this.#n = new SqliteNotifications(this.#c);
+  }
+
+  // Schedules (schedules.ts)
+
+  async upsertSchedule(def: ScheduleDefinition, now: number): Promise<UpsertScheduleResult> {
+    return schedules.upsertSchedule(this.#c, def, now);
+  }
+
+  async fireSchedule(req: FireRequest): Promise<FireOutcome> {
+    return schedules.fireSchedule(this.#c, req);
+  }
+
+  async listSchedules(queues?: readonly string[]): Promise<ScheduleRecord[]> {
+    return schedules.listSchedules(this.#c, queues);
+  }
+
+  async dueSchedules(queues: readonly string[], until: number, limit: number): Promise<DueSchedules> {
+    return schedules.dueSchedules(this.#c, queues, until, limit);
+  }
+
+  async getSchedule(queue: string, id: string): Promise<ScheduleRecord | null> {
+    return schedules.getSchedule(this.#c, queue, id);
+  }
+
+  async pauseSchedule(queue: string, id: string, paused: boolean, now: number): Promise<boolean> {
+    return schedules.pauseSchedule(this.#c, queue, id, paused, now);
+  }
+
+  async deleteSchedule(queue: string, id: string): Promise<boolean> {
+    return schedules.deleteSchedule(this.#c, queue, id);
   }
 
   // Transitions (transitions.ts)

@@ -8,6 +8,7 @@
 import type { SQLOutputValue } from 'node:sqlite';
 import type { AttemptRecord, QueueCounts, Reservation, RunRecord, RunState } from '../types.ts';
 import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
+import { readMark } from '../../core/run.ts';
 import { runErrorText } from '../shared/run-errors.ts';
 
 export type Row = Record<string, SQLOutputValue>;
@@ -61,12 +62,12 @@ export const SQL = {
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
   stateOf: 'SELECT state, queue, origin, flow_group, flow_key, workflow FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
-  /** A run with a flow spec (flow_group .. flow_gc follow cancel_retention). */
+      cancel_retention, schedule, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+  /** A run with a flow spec (flow_group .. flow_grate follow schedule). */
   insertFlow: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, schedule, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   /** A run that ran elsewhere, recorded finished (recordFinished); its last attempt in the a_* columns. */
   insertFinished: `INSERT INTO runs (id, queue, state, task, priority, seq, input, result, error, attempts, lease_losses, enqueued_at,
@@ -89,7 +90,7 @@ export const SQL = {
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, seq LIMIT :max)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
   flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
   flowCountKeys: 'SELECT coalesce(sum(queued), 0) AS queued, count(*) AS keys, count(wait) AS waiting FROM flow_keys WHERE queue = ?',
@@ -124,7 +125,7 @@ export const SQL = {
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid = (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = :key AND state = 'queued'
       AND flow_key IS NOT NULL ORDER BY seq LIMIT 1)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent`,
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
   flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
   flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
@@ -190,6 +191,26 @@ export const SQL = {
   pruneKeys: `DELETE FROM idempotency
     WHERE (queue, task, key) IN (SELECT queue, task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
   pruneCancels: 'DELETE FROM cancel_log WHERE at < ?',
+
+  // schedules (schedules.ts)
+  schGet: 'SELECT * FROM schedules WHERE queue = ? AND id = ?',
+  schInsert: `INSERT INTO schedules (queue, id, task, spec, input, options, hash, version, next_at, created_at, updated_at)
+    VALUES (:queue, :id, :task, :spec, :input, :options, :hash, :version, :next, :now, :now)`,
+  schReplace: `UPDATE schedules SET task = :task, spec = :spec, input = :input, options = :options, hash = :hash,
+      version = :version, next_at = :next, updated_at = :now WHERE queue = :queue AND id = :id`,
+  /** The compare-and-set of the fire step: one row changed only while next_at is still :expect. */
+  schFire: `UPDATE schedules SET next_at = :next, missed = missed + :missed, fires = fires + :fires,
+      last_fire = coalesce(:lastFire, last_fire), updated_at = :now
+    WHERE queue = :queue AND id = :id AND paused = 0 AND hash = :hash AND next_at = :expect`,
+  schLastRun: 'UPDATE schedules SET last_run = ? WHERE queue = ? AND id = ?',
+  schPause: 'UPDATE schedules SET paused = :paused, updated_at = :now WHERE queue = :queue AND id = :id',
+  schDelete: 'DELETE FROM schedules WHERE queue = ? AND id = ?',
+  schAll: 'SELECT * FROM schedules ORDER BY queue, id',
+  schOf: 'SELECT * FROM schedules WHERE queue IN (SELECT value FROM json_each(?)) ORDER BY queue, id',
+  schDue: `SELECT * FROM schedules WHERE queue = ? AND paused = 0 AND next_at IS NOT NULL AND next_at <= ?
+    ORDER BY next_at LIMIT ?`,
+  schNext: `SELECT next_at FROM schedules WHERE queue = ? AND paused = 0 AND next_at IS NOT NULL AND next_at > ?
+    ORDER BY next_at LIMIT 1`,
   pruneStats: 'DELETE FROM queue_stats WHERE minute < ?',
   pruneWorkers: 'DELETE FROM workers WHERE last_seen < ?',
   // workflows (docs/workflows.md)
@@ -364,6 +385,8 @@ export function toReservation(row: Row, now: number): Reservation | string[] {
     startedAt: now,
   };
   if (typeof traceparent === 'string') r.traceparent = traceparent;
+  const mark = readMark(row.schedule);
+  if (mark) r.schedule = mark;
   return r;
 }
 
@@ -421,6 +444,8 @@ export function toRecord(row: Row): RunRecord {
   if (origin !== undefined) rec.origin = origin;
   const group = text(row.flow_group);
   if (group !== undefined) rec.flow = { group, key: text(row.flow_key) ?? '' };
+  const mark = readMark(row.schedule);
+  if (mark) rec.schedule = mark;
   return rec;
 }
 

@@ -21,6 +21,7 @@ import type {
   Settlement,
   SettleStatus,
 } from '../types.ts';
+import { markText } from '../../core/run.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
@@ -33,75 +34,83 @@ export function enqueue(c: SqliteCore, runs: readonly NewRun[], now: number): En
   c.open();
   if (runs.length === 0) return [];
   const queues = new Set<string>();
-  const results = c.tx(() => {
-    const out: EnqueueResult[] = [];
-    const base = c.takeSeq(runs.length);
-    const groups = new FlowGroups();
-    for (let i = 0; i < runs.length; i++) {
-      const run = runs[i] as NewRun;
-      const key = run.idempotencyKey;
-      if (key !== undefined) {
-        const hit = c.row('idemGet', run.queue, run.task, key);
-        if (hit && (num(hit.expires_at) ?? 0) > now) {
-          // A key never stands for a run that no longer exists: a key left naming a deleted run
-          // (by a version that kept keys past their runs, or by hand) is taken by this new run.
-          const id = String(hit.run_id);
-          const existing = c.row('stateOf', id);
-          if (existing) {
-            out.push({ id, created: false, state: stateOf(existing) });
-            continue;
-          }
-        }
-      }
-      const state: RunState = run.runAt <= now ? 'queued' : 'scheduled';
-      const common = [
-        run.id,
-        run.queue,
-        state,
-        run.task,
-        run.priority,
-        base + i + 1,
-        run.input,
-        now,
-        run.runAt,
-        key ?? null,
-        run.traceparent ?? null,
-        ownRetention(run.cancelledRetentionMs) ?? null,
-      ] as const;
-      const f = run.flow;
-      const inserted = f
-        ? c.change(
-            'insertFlow',
-            ...common,
-            f.group,
-            f.key,
-            f.concurrency ?? 0,
-            f.groupConcurrency ?? 0,
-            rateText(f.rate),
-            rateText(f.groupRate),
-          )
-        : c.change('insert', ...common);
-      if (inserted === 0) {
-        // The same id enqueued again: the first one stands.
-        const existing = c.row('stateOf', run.id);
-        out.push({ id: run.id, created: false, state: existing ? stateOf(existing) : 'queued' });
-        continue;
-      }
-      if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
-      if (f && state === 'queued') {
-        const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
-        groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);
-      }
-      queues.add(run.queue);
-      c.stat(run.queue, now).enqueued++;
-      out.push({ id: run.id, created: true, state });
-    }
-    groups.flush(c);
-    for (const q of queues) c.bump(q);
-    return out;
-  });
+  const results = c.tx(() => enqueueIn(c, runs, now, queues));
   if (queues.size) c.hub.emit('work', [...queues]);
   return results;
+}
+
+/** The body of `enqueue`, inside the caller's transaction (the schedule fire step uses it too). Adds the queues that got runs to `queues`. */
+export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, queues: Set<string>): EnqueueResult[] {
+  const out: EnqueueResult[] = [];
+  const mine = new Set<string>();
+  const base = c.takeSeq(runs.length);
+  const groups = new FlowGroups();
+  for (let i = 0; i < runs.length; i++) {
+    const run = runs[i] as NewRun;
+    const key = run.idempotencyKey;
+    if (key !== undefined) {
+      const hit = c.row('idemGet', run.queue, run.task, key);
+      if (hit && (num(hit.expires_at) ?? 0) > now) {
+        // A key never stands for a run that no longer exists: a key left naming a deleted run
+        // (by a version that kept keys past their runs, or by hand) is taken by this new run.
+        const id = String(hit.run_id);
+        const existing = c.row('stateOf', id);
+        if (existing) {
+          out.push({ id, created: false, state: stateOf(existing) });
+          continue;
+        }
+      }
+    }
+    const state: RunState = run.runAt <= now ? 'queued' : 'scheduled';
+    const common = [
+      run.id,
+      run.queue,
+      state,
+      run.task,
+      run.priority,
+      base + i + 1,
+      run.input,
+      now,
+      run.runAt,
+      key ?? null,
+      run.traceparent ?? null,
+      ownRetention(run.cancelledRetentionMs) ?? null,
+      run.schedule ? markText(run.schedule) : null,
+    ] as const;
+    const f = run.flow;
+    const inserted = f
+      ? c.change(
+          'insertFlow',
+          ...common,
+          f.group,
+          f.key,
+          f.concurrency ?? 0,
+          f.groupConcurrency ?? 0,
+          rateText(f.rate),
+          rateText(f.groupRate),
+        )
+      : c.change('insert', ...common);
+    if (inserted === 0) {
+      // The same id enqueued again: the first one stands.
+      const existing = c.row('stateOf', run.id);
+      out.push({ id: run.id, created: false, state: existing ? stateOf(existing) : 'queued' });
+      continue;
+    }
+    if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
+    if (f && state === 'queued') {
+      const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
+      groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);
+    }
+    mine.add(run.queue);
+    c.stat(run.queue, now).enqueued++;
+    out.push({ id: run.id, created: true, state });
+  }
+  groups.flush(c);
+  for (const q of mine) {
+    c.bump(q);
+    queues.add(q);
+  }
+  return out;
 }
 
 /** Records runs that ran elsewhere as finished (see FinishedRun), in one transaction. */

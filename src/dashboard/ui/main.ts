@@ -7,6 +7,7 @@ import { time } from './format.ts';
 import { overviewPage } from './pages/overview.ts';
 import { runPage } from './pages/run.ts';
 import { runsPage } from './pages/runs.ts';
+import { schedulesPage } from './pages/schedules.ts';
 import { workersPage } from './pages/workers.ts';
 import { workflowPage } from './pages/workflow.ts';
 import { ROOT } from './base.ts';
@@ -32,11 +33,13 @@ const SECTIONS: [string, string][] = [
   [`${ROOT}/`, 'Overview'],
   [`${ROOT}/runs`, 'Runs'],
   [`${ROOT}/workers`, 'Workers'],
+  [`${ROOT}/schedules`, 'Schedules'],
 ];
 
 function section(path: string): string {
   if (path.startsWith(`${ROOT}/runs`)) return `${ROOT}/runs`;
   if (path.startsWith(`${ROOT}/workers`)) return `${ROOT}/workers`;
+  if (path.startsWith(`${ROOT}/schedules`)) return `${ROOT}/schedules`;
   return `${ROOT}/`;
 }
 
@@ -77,6 +80,9 @@ function route(): void {
   } else if (path === `${ROOT}/workers`) {
     page = workersPage(ctx);
     document.title = 'Workers · Errand';
+  } else if (path === `${ROOT}/schedules`) {
+    page = schedulesPage(ctx);
+    document.title = 'Schedules · Errand';
   } else {
     page = {
       el: h(

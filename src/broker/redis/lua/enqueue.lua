@@ -13,7 +13,7 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 11 per run:
+  then 12 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
@@ -22,6 +22,7 @@
     (limits 0: none; rates '<interval>,<burst>' or ''; the key last, as it may hold '|');
     a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
     here each key and group of the call is updated once)
+    schedule mark ('' for none: see ScheduleMark in core/run.ts)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
@@ -40,11 +41,11 @@ local before = false -- earliest scheduled runAt before this call (nil: none), r
 local flowQueued = false
 local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
 local flowOrder = {}
-for j = 3, #ARGV, 11 do
+for j = 3, #ARGV, 12 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
   local fg, fy, fn, fm, fu, fv = '', '', '', '', '', ''
-  local spec = ARGV[j + 10]
+  local spec, mark = ARGV[j + 10], ARGV[j + 11]
   if spec ~= '' then
     local parts, from = {}, 1
     for _ = 1, 5 do
@@ -137,6 +138,10 @@ for j = 3, #ARGV, 11 do
         f[#f + 1] = 'v'
         f[#f + 1] = fv
       end
+    end
+    if mark ~= '' then
+      f[#f + 1] = 'S'
+      f[#f + 1] = mark
     end
     rcall('HSET', k, unpack(f))
     if state == 'q' and fg ~= '' then

@@ -39,8 +39,8 @@
   Returns { nextAt (-1: nothing pending), queued (with max 0: the runs queued; otherwise 0 when
             none remain, more than 0 when some do),
             m (the outcomes given), then m statuses (1 applied, 0 lost, as settle.lua returns),
-            then 7 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
-            time in the run id), traceparent ('' for none) }
+            then 8 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
+            time in the run id), traceparent ('' for none), schedule mark ('' for none) }
 ]]
 --!keys 4
 --!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowGcra, flowSetTat, wfResolve
@@ -150,8 +150,8 @@ local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active`
 -- returns whether it did. A corrupt run is failed; a stale entry (gone, no longer queued) skipped.
 local function lease(rid, p)
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p')
-  local state, task, input, attempts, enq, tp, watched, runAt, prio = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S')
+  local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
   if v['err'] then
     failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
   elseif state == 'q' and task and input then
@@ -167,6 +167,7 @@ local function lease(rid, p)
     out[#out + 1] = p or prio or '0'
     out[#out + 1] = enq or ''
     out[#out + 1] = tp or ''
+    out[#out + 1] = mark or ''
     notify(chan, qp, rid, watched)
     -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
     local since = tonumber(enq) or ridTime(rid)

@@ -136,6 +136,13 @@ export function runPage(ctx: Ctx, id: string): Page {
       ...(r.idempotencyKey ? fact('Idempotency key', trunc(r.idempotencyKey, 'mono')) : []),
       ...(r.origin ? fact('Ran in', `${r.origin} (recorded here when it ended)`) : []),
       ...(r.traceparent ? fact('Trace', trunc(r.traceparent, 'mono')) : []),
+      ...(r.schedule
+        ? fact(
+            'Schedule',
+            `${r.schedule.id}, fire time ${time(r.schedule.at, now)}${r.schedule.backfilled ? ' (backfilled)' : ''}`,
+            fullTime(r.schedule.at),
+          )
+        : []),
       ...(r.expiresAt !== undefined ? fact('Deleted', ago(r.expiresAt, now), `after its retention, at ${fullTime(r.expiresAt)}`) : []),
     );
     const sections: Child[] = [];

@@ -1,0 +1,61 @@
+/**
+ * What every broker shares about schedules: which of two definitions wins an upsert, and the
+ * checks of what callers give (ids, versions, times), so that both brokers refuse the same things.
+ */
+import { ConfigError } from '../../core/errors.ts';
+import type { FireRequest, ScheduleDefinition } from '../types.ts';
+
+/** A schedule id: 1 to 128 characters, no whitespace. */
+export const SCHEDULE_ID = /^[^\s]{1,128}$/;
+
+/**
+ * 1 when `a` replaces `b` (a greater version, or an equal version and a greater hash), -1 when `b`
+ * stays, 0 when they are the same definition. A total order: whatever order two deploys upsert in,
+ * every broker ends on the same definition and never flaps between them.
+ */
+export function newerDefinition(a: Pick<ScheduleDefinition, 'version' | 'hash'>, b: Pick<ScheduleDefinition, 'version' | 'hash'>): number {
+  if (a.version !== b.version) return a.version > b.version ? 1 : -1;
+  if (a.hash === b.hash) return 0;
+  return a.hash > b.hash ? 1 : -1;
+}
+
+export function checkScheduleId(id: unknown, method: string): string {
+  if (typeof id !== 'string' || !SCHEDULE_ID.test(id)) {
+    throw new ConfigError(`${method}: schedule id ${JSON.stringify(id)} is invalid: use 1 to 128 characters without spaces`);
+  }
+  return id;
+}
+
+function text(v: unknown, method: string, field: string): void {
+  if (typeof v !== 'string') throw new ConfigError(`${method}: ${field} must be a string, got ${typeof v}`);
+}
+
+function time(v: unknown, method: string, field: string, nullable: boolean): void {
+  if (v === null && nullable) return;
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    throw new ConfigError(`${method}: ${field} must be a finite number of ms${nullable ? ' or null' : ''}, got ${String(v)}`);
+  }
+}
+
+export function checkDefinition(def: ScheduleDefinition): void {
+  const m = 'upsertSchedule';
+  if (!def || typeof def !== 'object') throw new ConfigError(`${m}: a schedule definition object is required`);
+  checkScheduleId(def.id, m);
+  for (const f of ['task', 'spec', 'input', 'options', 'hash'] as const) text(def[f], m, f);
+  time(def.version, m, 'version', false);
+  time(def.next, m, 'next', true);
+}
+
+export function checkFire(req: FireRequest): void {
+  const m = 'fireSchedule';
+  if (!req || typeof req !== 'object') throw new ConfigError(`${m}: a request object is required`);
+  checkScheduleId(req.id, m);
+  text(req.hash, m, 'hash');
+  time(req.expect, m, 'expect', false);
+  time(req.next, m, 'next', true);
+  time(req.missed, m, 'missed', false);
+  if (!Array.isArray(req.runs)) throw new ConfigError(`${m}: runs must be an array`);
+  for (const r of req.runs) {
+    if (r.queue !== req.queue) throw new ConfigError(`${m}: run ${r.id} is of queue ${r.queue}, not the schedule's queue ${req.queue}`);
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * The schedule routes of `errandRoutes`: list, get, create or update (PUT), pause, resume, trigger,
+ * backfill, delete. Reads need the `read` scope, changes `admin`. A schedule is named by its id (and
+ * `?queue=` when the same id exists in several queues).
+ */
+import { z } from 'zod';
+import { BrokerUnavailableError, brokerFailure, ConfigError, InputError, ScheduleNotFoundError } from '../core/errors.ts';
+import { redactValue } from '../core/redact.ts';
+import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
+import { HttpError } from '../web/errors.ts';
+import type { RouteContext } from './route-context.ts';
+import { errorResponses, RunStateSchema, ScheduleSchema, scheduleToJson } from './schemas.ts';
+
+const Params = z.object({ id: z.string().min(1).max(128).describe('The schedule id') });
+const QueueQuery = z.object({ queue: z.string().optional().describe('The queue, when the id exists in several') });
+const Instant = z.union([z.number(), z.string()]).describe('Epoch ms, or ISO 8601 with Z or an offset');
+
+const UpsertBody = z
+  .object({
+    task: z.string().describe("A task defined on the server's app"),
+    cron: z.string().optional().describe('5 or 6 fields (seconds first), or a nickname (@daily)'),
+    every: z.union([z.number(), z.string()]).optional().describe('An interval: ms, or "30s", "15m", "2h"'),
+    timezone: z.string().optional().describe('IANA zone, default UTC'),
+    start: Instant.optional(),
+    end: Instant.optional(),
+    input: z.unknown().optional(),
+    missed: z.enum(['skip', 'latest', 'all']).optional(),
+    maxBackfill: z.number().int().optional(),
+    catchUpMs: z.number().int().optional(),
+    overlap: z.enum(['allow', 'skip', 'cancel', 'buffer']).optional(),
+    expire: z.union([z.literal('period'), z.literal('never'), z.number().int()]).optional(),
+    priority: z.number().int().optional(),
+    version: z.number().optional().describe('Default: the time of the request (a later update wins)'),
+  })
+  .strict();
+
+const BackfillBody = z.object({ from: Instant, to: Instant }).strict();
+
+const Done = z.object({ id: z.string(), queue: z.string(), state: z.string() }).describe('The schedule after the action');
+
+function time(v: number | string, field: string): number {
+  const t = typeof v === 'number' ? v : Date.parse(v);
+  if (!Number.isFinite(t)) throw new HttpError(400, `${field}: not an instant: ${JSON.stringify(v)}`);
+  return t;
+}
+
+export function registerScheduleRoutes(ctx: RouteContext): void {
+  const { app, errand, guard, security } = ctx;
+  const json = (v: ScheduleView) => {
+    const input = (() => {
+      try {
+        return redactValue(JSON.parse(v.input), errand.redactPaths(v.task));
+      } catch {
+        return v.input;
+      }
+    })();
+    return scheduleToJson(v, input);
+  };
+  /** Errand's errors of a schedule action as HTTP answers. */
+  async function act<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof ScheduleNotFoundError) throw new HttpError(404, err.message);
+      if (err instanceof InputError || err instanceof BrokerUnavailableError) throw err;
+      if (err instanceof ConfigError) throw new HttpError(400, err.message);
+      throw brokerFailure(err);
+    }
+  }
+  const found = async (id: string, queue?: string): Promise<ScheduleView> => {
+    const v = await act(() => errand.getSchedule(id, queue));
+    if (!v) throw new HttpError(404, new ScheduleNotFoundError(id).message);
+    return v;
+  };
+
+  app.get(
+    '/schedules',
+    {
+      onRequest: guard('read'),
+      schema: {
+        summary: 'List schedules',
+        operationId: 'list_schedules',
+        description: 'Every stored schedule (of one queue with ?queue=): state, next five fire times, last fire and run, fires and misses.',
+        tags: ['schedules'],
+        querystring: QueueQuery,
+        response: { 200: z.object({ schedules: z.array(ScheduleSchema) }), ...errorResponses(401, 503) },
+        security: security('read'),
+      },
+    },
+    async (request) => {
+      const { queue } = request.query;
+      const list = await act(() => errand.listSchedules(queue ? [queue] : undefined));
+      return { schedules: list.map(json) };
+    },
+  );
+
+  app.get(
+    '/schedules/:id',
+    {
+      onRequest: guard('read'),
+      schema: {
+        summary: 'Get a schedule',
+        operationId: 'get_schedule',
+        tags: ['schedules'],
+        params: Params,
+        querystring: QueueQuery,
+        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 404, 503) },
+        security: security('read'),
+      },
+    },
+    async (request) => json(await found(request.params.id, request.query.queue)),
+  );
+
+  app.put(
+    '/schedules/:id',
+    {
+      onRequest: guard('admin'),
+      schema: {
+        summary: 'Create or update a schedule',
+        operationId: 'put_schedule',
+        description:
+          "Stores the schedule of a task defined on the server: a cron or an interval (with timezone, start, end), the runs' input and the policies. " +
+          'Its version is the time of the request unless given: a definition of a smaller version (an older deploy) never replaces it.',
+        tags: ['schedules'],
+        params: Params,
+        body: UpsertBody,
+        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 403, 404, 422, 503) },
+        security: security('admin'),
+      },
+    },
+    async (request) => {
+      const { task: name, ...options } = request.body;
+      const task = errand.tasks.get(name);
+      if (!task) throw new HttpError(404, `No task named ${JSON.stringify(name)} is defined on this server`);
+      return json(await act(() => errand.upsertSchedule(request.params.id, task, options as ScheduleOptions)));
+    },
+  );
+
+  for (const action of ['pause', 'resume'] as const) {
+    app.post(
+      `/schedules/:id/${action}`,
+      {
+        onRequest: guard('admin'),
+        schema: {
+          summary: action === 'pause' ? 'Pause a schedule' : 'Resume a schedule',
+          operationId: `${action}_schedule`,
+          description:
+            action === 'pause'
+              ? 'No fires until resumed. The fire times it passes are handled by its missed-fire policy when resumed.'
+              : 'Fires again; the fire times passed while paused are handled by its missed-fire policy.',
+          tags: ['schedules'],
+          params: Params,
+          querystring: QueueQuery,
+          response: { 200: Done, ...errorResponses(400, 401, 403, 404, 422, 503) },
+          security: security('admin'),
+        },
+      },
+      async (request) => {
+        const v = await found(request.params.id, request.query.queue);
+        await act(() => errand.pauseSchedule(v.id, action === 'pause', v.queue));
+        return { id: v.id, queue: v.queue, state: action === 'pause' ? 'paused' : v.next === null ? 'ended' : 'active' };
+      },
+    );
+  }
+
+  app.post(
+    '/schedules/:id/trigger',
+    {
+      onRequest: guard('admin'),
+      schema: {
+        summary: 'Run a schedule now',
+        operationId: 'trigger_schedule',
+        description: 'One run of the schedule now, outside its fire times (also while paused).',
+        tags: ['schedules'],
+        params: Params,
+        querystring: QueueQuery,
+        response: { 200: z.object({ run_id: z.string(), status: RunStateSchema }), ...errorResponses(400, 401, 403, 404, 422, 503) },
+        security: security('admin'),
+      },
+    },
+    async (request) => {
+      const v = await found(request.params.id, request.query.queue);
+      const h = await act(() => errand.triggerSchedule(v.id, v.queue));
+      return { run_id: h.id, status: h.enqueuedState ?? 'queued' };
+    },
+  );
+
+  app.post(
+    '/schedules/:id/backfill',
+    {
+      onRequest: guard('admin'),
+      schema: {
+        summary: 'Backfill a time range',
+        operationId: 'backfill_schedule',
+        description:
+          'A run, marked backfilled, for each fire time in [from, to) that has none yet (at most 1000 per call). Safe to repeat: a time keeps its one run.',
+        tags: ['schedules'],
+        params: Params,
+        querystring: QueueQuery,
+        body: BackfillBody,
+        response: {
+          200: z.object({
+            created: z.number().int(),
+            existing: z.number().int().describe('Fire times that already had their run'),
+            truncated: z.boolean().describe('More than 1000 fire times in the range: only the first 1000 were done'),
+          }),
+          ...errorResponses(400, 401, 403, 404, 422, 503),
+        },
+        security: security('admin'),
+      },
+    },
+    async (request) => {
+      const v = await found(request.params.id, request.query.queue);
+      const from = time(request.body.from, 'from');
+      const to = time(request.body.to, 'to');
+      const r = await act(() => errand.backfillSchedule(v.id, from, to, v.queue));
+      return { created: r.created, existing: r.existing, truncated: r.truncated };
+    },
+  );
+
+  app.delete(
+    '/schedules/:id',
+    {
+      onRequest: guard('admin'),
+      schema: {
+        summary: 'Delete a schedule',
+        operationId: 'delete_schedule',
+        description: 'Its runs stay. A schedule declared in code is stored again by the next worker that starts.',
+        tags: ['schedules'],
+        params: Params,
+        querystring: QueueQuery,
+        response: { 200: Done, ...errorResponses(400, 401, 403, 404, 422, 503) },
+        security: security('admin'),
+      },
+    },
+    async (request) => {
+      const v = await found(request.params.id, request.query.queue);
+      await act(() => errand.deleteSchedule(v.id, v.queue));
+      return { id: v.id, queue: v.queue, state: 'deleted' };
+    },
+  );
+}

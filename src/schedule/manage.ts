@@ -1,0 +1,150 @@
+/**
+ * Schedules at run time, over any broker: the declaration options split into spec, policies and
+ * version; a schedule as listed (its next five fire times, state); trigger now and backfill, which
+ * create runs through `enqueue` with the same idempotency keys as the fires (so a backfill is safe
+ * to repeat, and never doubles a fire). Used by the app (`errand.ts`), the HTTP routes, the CLI and
+ * the dashboard.
+ */
+import type { Broker, EnqueueResult, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
+import { ConfigError } from '../core/errors.ts';
+import { newRunId } from '../core/ids.ts';
+import { checkPolicies, expiryOf, fireKey, readStored, type SchedulePolicies, type StoredSchedule, upcoming } from './plan.ts';
+import { compileSchedule, type Schedule, type ScheduleSpec } from './spec.ts';
+import { firesBetween } from './times.ts';
+
+/** How long the key of a fire or a backfilled run holds (the runs' retention bounds it too). */
+export const FIRE_KEY_TTL_MS = 7 * 24 * 3600_000;
+
+/** A schedule's options beside its task: the time spec, the runs' input, the policies and the version. */
+export type ScheduleOptions<I = unknown> = ScheduleSpec &
+  Partial<SchedulePolicies> & {
+    /** The input of every run (checked against the task's schema when declared). */
+    input?: I;
+    /**
+     * The definition's version: a greater one replaces the stored definition, a smaller one never
+     * does (a rolling deploy's older workers cannot flap it back). Use a number that grows with each
+     * deploy (a build time, a release number). Default: `ERRAND_SCHEDULE_VERSION` from the
+     * environment, else 0; definitions of equal versions settle on one by their digest.
+     */
+    version?: number;
+  };
+
+const POLICY_KEYS = ['missed', 'maxBackfill', 'catchUpMs', 'overlap', 'expire', 'priority'] as const;
+
+export interface SplitOptions {
+  schedule: Schedule;
+  policies: SchedulePolicies;
+  version: number;
+  input: unknown;
+}
+
+/** Splits and checks declaration options; a ConfigError (a ScheduleSpecError for the spec) names each problem. */
+export function splitScheduleOptions(options: ScheduleOptions, where: string): SplitOptions {
+  if (!options || typeof options !== 'object') throw new ConfigError(`${where}: options { cron | every, ... } are required`);
+  const { input, version, ...rest } = options as ScheduleOptions & Record<string, unknown>;
+  const policyGiven: Record<string, unknown> = {};
+  const spec: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(rest)) {
+    if ((POLICY_KEYS as readonly string[]).includes(k)) policyGiven[k] = v;
+    else spec[k] = v;
+  }
+  const schedule = compileSchedule(spec as unknown as ScheduleSpec, where);
+  const policies = checkPolicies(policyGiven as Partial<SchedulePolicies>, where);
+  const v = version ?? defaultVersion();
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`${where}: version must be a finite number, got ${String(v)}`);
+  return { schedule, policies, version: v, input };
+}
+
+function defaultVersion(): number {
+  const env = process.env.ERRAND_SCHEDULE_VERSION;
+  if (env === undefined || env === '') return 0;
+  const n = Number(env);
+  if (!Number.isFinite(n)) throw new ConfigError(`ERRAND_SCHEDULE_VERSION must be a number, got ${JSON.stringify(env)}`);
+  return n;
+}
+
+/** A schedule as listed: the stored record, its next five fire times and its state. */
+export interface ScheduleView extends ScheduleRecord {
+  state: 'active' | 'paused' | 'ended';
+  upcoming: number[];
+}
+
+export function viewOf(rec: ScheduleRecord): ScheduleView {
+  return { ...rec, state: rec.paused ? 'paused' : rec.next === null ? 'ended' : 'active', upcoming: upcoming(rec, 5) };
+}
+
+/** Finds a schedule by id (and queue, when ids repeat across queues); a ConfigError when none or ambiguous. */
+export async function findSchedule(broker: Broker, id: string, queue?: string): Promise<ScheduleRecord | null> {
+  if (queue !== undefined) return broker.getSchedule(queue, id);
+  const all = (await broker.listSchedules()).filter((s) => s.id === id);
+  if (all.length > 1) {
+    throw new ConfigError(
+      `schedule ${JSON.stringify(id)} exists in several queues (${all.map((s) => s.queue).join(', ')}): name the queue`,
+    );
+  }
+  return all[0] ?? null;
+}
+
+function runOf(rec: ScheduleRecord, at: number, backfilled: boolean, now: number, stored: StoredSchedule, key: string): NewRun {
+  const schedule: ScheduleMark = { id: rec.id, at, backfilled };
+  const expiresAt = expiryOf(stored, at, Math.max(at, now));
+  if (expiresAt !== undefined) schedule.expiresAt = expiresAt;
+  return {
+    id: newRunId(rec.queue, now),
+    task: rec.task,
+    queue: rec.queue,
+    input: rec.input,
+    priority: stored.policies.priority,
+    runAt: Math.max(at, now),
+    idempotencyKey: key,
+    idempotencyTtl: FIRE_KEY_TTL_MS,
+    schedule,
+  };
+}
+
+/** Creates one run of the schedule now, outside its fire times (its nominal time is `now`). Works while paused. */
+export async function triggerSchedule(broker: Broker, rec: ScheduleRecord, now: number): Promise<EnqueueResult> {
+  const [r] = await broker.enqueue([runOf(rec, now, false, now, readStored(rec), `schedule:${rec.id}:trigger:${now}`)], now);
+  return r as EnqueueResult;
+}
+
+export interface BackfillResult {
+  /** Runs created, and nominal times that already had their run (a fire, an earlier backfill). */
+  created: number;
+  existing: number;
+  /** The nominal times of the range, oldest first. */
+  times: number[];
+  /** More times than `limit` in the range: only the first `limit` were done. */
+  truncated: boolean;
+}
+
+/**
+ * A run for each nominal time of the schedule in [from, to) that has none yet, marked backfilled,
+ * due now (a future time: at that time). Safe to repeat: the idempotency key of a time is the one its
+ * fire uses, so no time gets two runs while its run is kept (up to 7 days after it was created).
+ */
+export async function backfillSchedule(
+  broker: Broker,
+  rec: ScheduleRecord,
+  from: number,
+  to: number,
+  now: number,
+  limit = 1000,
+): Promise<BackfillResult> {
+  if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
+    throw new ConfigError(`backfill: the range must be two instants with from < to, got ${String(from)} .. ${String(to)}`);
+  }
+  if (to > now) throw new ConfigError('backfill: the range must end at or before now (later times are fired as usual)');
+  const stored = readStored(rec);
+  const { times, truncated } = firesBetween(stored.schedule, from, to, limit);
+  let created = 0;
+  for (let i = 0; i < times.length; i += 500) {
+    const part = times.slice(i, i + 500);
+    const res = await broker.enqueue(
+      part.map((at) => runOf(rec, at, true, now, stored, fireKey(rec.id, at))),
+      now,
+    );
+    created += res.filter((r) => r.created).length;
+  }
+  return { created, existing: times.length - created, times, truncated };
+}

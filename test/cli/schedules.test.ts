@@ -1,0 +1,90 @@
+// `errand schedules`: list (table and --json with the next five fire times), pause, resume, trigger,
+// backfill (twice: each time once), delete; errors with exit code 2. SQLite file.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { z } from 'zod';
+import { createErrand, type Errand } from '../../src/errand.ts';
+import { tempDir } from '../helpers.ts';
+
+const NODE = process.execPath;
+const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+
+function errand(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const env = { ...process.env, ERRAND_BROKER_URL: undefined, REDIS_URL: undefined, ERRAND_PREFIX: undefined, ERRAND_REDACT: undefined };
+    const child = spawn(NODE, [MAIN, ...args], { env: env as NodeJS.ProcessEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('errand schedules', () => {
+  let app: Errand;
+  let url: string;
+  before(async () => {
+    url = `sqlite:${join(tempDir('errand-cli-sched'), 'e.db')}`;
+    app = createErrand({ broker: url, logger: pino({ level: 'silent' }) });
+    const t = app.task('report', { input: z.object({ kind: z.string() }), queue: 'reports' }, async () => null);
+    await app.upsertSchedule('hourly-report', t, { every: '1h', input: { kind: 'h' } });
+  });
+  after(() => app.close());
+
+  it('lists, as a table and as JSON with the next five fire times', async () => {
+    const text = await errand(['schedules', '--broker', url]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /hourly-report\s+report\s+active\s+every 3600000ms/);
+    const j = await errand(['schedules', 'list', '--broker', url, '--json']);
+    assert.equal(j.code, 0, j.stderr);
+    const [s] = JSON.parse(j.stdout).schedules;
+    assert.equal(s.id, 'hourly-report');
+    assert.equal(s.upcoming.length, 5);
+    assert.deepEqual(s.input, { kind: 'h' });
+  });
+
+  it('pause, resume, trigger, backfill twice, delete; unknown ids refused with exit 2', async () => {
+    assert.equal((await errand(['schedules', 'pause', 'hourly-report', '--broker', url])).code, 0);
+    assert.equal((await app.getSchedule('hourly-report'))?.state, 'paused');
+    assert.equal((await errand(['schedules', 'resume', 'hourly-report', '--broker', url])).code, 0);
+    assert.equal((await app.getSchedule('hourly-report'))?.state, 'active');
+    const trig = await errand(['schedules', 'trigger', 'hourly-report', '--broker', url, '--json']);
+    assert.equal(trig.code, 0, trig.stderr);
+    const run = await app.getRun(JSON.parse(trig.stdout).run_id);
+    assert.equal(run.schedule?.id, 'hourly-report');
+    const inspected = await errand(['inspect', 'run', run.id, '--broker', url, '--json']);
+    assert.equal(inspected.code, 0, inspected.stderr);
+    assert.deepEqual(JSON.parse(inspected.stdout).schedule, { id: 'hourly-report', at: run.schedule?.at.toISOString(), backfilled: false });
+    const text = await errand(['inspect', 'run', run.id, '--broker', url]);
+    assert.match(text.stdout, /schedule\s+hourly-report at /);
+    const to = new Date(Math.floor(Date.now() / 3600_000) * 3600_000).toISOString();
+    const from = new Date(Date.parse(to) - 2 * 3600_000).toISOString();
+    const b1 = JSON.parse(
+      (await errand(['schedules', 'backfill', 'hourly-report', '--from', from, '--to', to, '--broker', url, '--json'])).stdout,
+    );
+    assert.deepEqual([b1.created, b1.existing], [2, 0]);
+    const b2 = JSON.parse(
+      (await errand(['schedules', 'backfill', 'hourly-report', '--from', from, '--to', to, '--broker', url, '--json'])).stdout,
+    );
+    assert.deepEqual([b2.created, b2.existing], [0, 2]);
+    const badRange = await errand(['schedules', 'backfill', 'hourly-report', '--from', '2030-01-01T00:00:00', '--to', to, '--broker', url]);
+    assert.equal(badRange.code, 2);
+    assert.match(badRange.stderr, /--from: .* is not an instant/);
+    const none = await errand(['schedules', 'pause', 'nope', '--broker', url, '--json']);
+    assert.equal(none.code, 2);
+    assert.equal(JSON.parse(none.stderr).error.code, 'schedule_not_found');
+    assert.equal((await errand(['schedules', 'delete', 'hourly-report', '--broker', url])).code, 0);
+    assert.equal(await app.getSchedule('hourly-report'), null);
+    const bad = await errand(['schedules', 'explode', '--broker', url]);
+    assert.equal(bad.code, 2);
+  });
+});

@@ -1,0 +1,127 @@
+// The schedule routes: list, get, create/update with PUT (version rules), pause, resume, trigger,
+// backfill (safe to repeat), delete; errors named; the run JSON of a scheduled run; OpenAPI.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { createErrand, type Errand } from '../../src/errand.ts';
+import { createServer } from '../../src/http/index.ts';
+import { tempDir } from '../helpers.ts';
+import { quiet } from './setup.ts';
+
+describe('schedules over HTTP', () => {
+  let errand: Errand;
+  let app: FastifyInstance;
+
+  before(async () => {
+    errand = createErrand({ broker: `sqlite:${join(tempDir('errand-http-sched'), 'e.db')}`, logger: quiet });
+    errand.task(
+      'digest',
+      { input: z.object({ to: z.string(), secret: z.string().optional() }), queue: 'mail', redact: ['secret'] },
+      async () => null,
+    );
+    app = await createServer({ errand, logger: false });
+  });
+  after(async () => {
+    await app.close();
+    await errand.close();
+  });
+
+  const put = (id: string, body: unknown) => app.inject({ method: 'PUT', url: `/schedules/${id}`, payload: body as object });
+
+  it('PUT creates and updates; GET lists with the next five fire times; secrets redacted', async () => {
+    const r = await put('daily', {
+      task: 'digest',
+      cron: '0 9 * * *',
+      timezone: 'Europe/Paris',
+      input: { to: 'ops@example.com', secret: 's3' },
+    });
+    assert.equal(r.statusCode, 200, r.body);
+    const s = r.json();
+    assert.equal(s.state, 'active');
+    assert.equal(s.upcoming.length, 5);
+    assert.deepEqual(s.input, { to: 'ops@example.com', secret: '[redacted]' });
+    assert.equal(s.spec.cron, '0 9 * * *');
+    assert.equal(s.policies.missed, 'latest');
+    // 09:00 in Paris is 07:00 or 08:00 UTC.
+    assert.match(s.next_fire_at, /T0[78]:00:00\.000Z$/);
+    const list = (await app.inject({ url: '/schedules' })).json();
+    assert.deepEqual(
+      list.schedules.map((x: { id: string }) => x.id),
+      ['daily'],
+    );
+    // An older version never replaces a newer one.
+    const older = await put('daily', { task: 'digest', cron: '0 10 * * *', input: { to: 'x@example.com' }, version: 1 });
+    assert.equal(older.statusCode, 200);
+    assert.equal(older.json().spec.cron, '0 9 * * *');
+    const newer = await put('daily', { task: 'digest', cron: '0 10 * * *', input: { to: 'x@example.com' } });
+    assert.equal(newer.json().spec.cron, '0 10 * * *');
+  });
+
+  it('bad definitions are refused with what is wrong', async () => {
+    const bad = await put('bad', { task: 'digest', cron: '61 * * * *', input: { to: 'a' } });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().detail, /minute/);
+    const noTask = await put('bad', { task: 'nope', every: '1m' });
+    assert.equal(noTask.statusCode, 404);
+    assert.match(noTask.json().detail, /nope/);
+    const badInput = await put('bad', { task: 'digest', every: '1m', input: { to: 5 } });
+    assert.equal(badInput.statusCode, 422);
+    const unknownField = await put('bad', { task: 'digest', every: '1m', input: { to: 'a' }, timeZone: 'UTC' });
+    assert.equal(unknownField.statusCode, 422);
+    assert.equal((await app.inject({ url: '/schedules/none' })).statusCode, 404);
+  });
+
+  it('pause, resume, trigger, backfill twice, delete', async () => {
+    await put('hourly', { task: 'digest', every: '1h', input: { to: 'h@example.com' } });
+    const p = await app.inject({ method: 'POST', url: '/schedules/hourly/pause' });
+    assert.deepEqual(p.json(), { id: 'hourly', queue: 'mail', state: 'paused' });
+    assert.equal((await app.inject({ url: '/schedules/hourly' })).json().state, 'paused');
+    const t = await app.inject({ method: 'POST', url: '/schedules/hourly/trigger' });
+    assert.equal(t.statusCode, 200);
+    const run = (await app.inject({ url: `/runs/${t.json().run_id}` })).json();
+    assert.equal(run.schedule.id, 'hourly');
+    assert.equal(run.schedule.backfilled, false);
+    const to = new Date(Math.floor(Date.now() / 3600_000) * 3600_000).toISOString();
+    const from = new Date(Date.parse(to) - 3 * 3600_000).toISOString();
+    const b1 = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from, to } });
+    assert.deepEqual(b1.json(), { created: 3, existing: 0, truncated: false });
+    const b2 = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from, to } });
+    assert.deepEqual(b2.json(), { created: 0, existing: 3, truncated: false });
+    const bad = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from: to, to: from } });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().detail, /from < to/);
+    assert.equal((await app.inject({ method: 'POST', url: '/schedules/hourly/resume' })).json().state, 'active');
+    assert.equal((await app.inject({ method: 'DELETE', url: '/schedules/hourly' })).json().state, 'deleted');
+    assert.equal((await app.inject({ method: 'DELETE', url: '/schedules/hourly' })).statusCode, 404);
+  });
+
+  it('the OpenAPI document has the schedule routes', async () => {
+    const doc = (await app.inject({ url: '/openapi.json' })).json();
+    for (const path of ['/schedules', '/schedules/{id}', '/schedules/{id}/pause', '/schedules/{id}/backfill'])
+      assert.ok(doc.paths[path], path);
+  });
+
+  it('reads need a read token, changes an admin token', async () => {
+    const secured = await createServer({ errand, logger: false, auth: { admin: ['adm-token-1234'], read: ['read-token-1234'] } });
+    try {
+      const as = (token: string | null) => (token ? { authorization: `Bearer ${token}` } : {});
+      assert.equal((await secured.inject({ url: '/schedules', headers: as(null) })).statusCode, 401);
+      assert.equal((await secured.inject({ url: '/schedules', headers: as('read-token-1234') })).statusCode, 200);
+      const put = (token: string) =>
+        secured.inject({
+          method: 'PUT',
+          url: '/schedules/sec',
+          headers: as(token),
+          payload: { task: 'digest', every: '1h', input: { to: 'a' } },
+        });
+      assert.equal((await put('read-token-1234')).statusCode, 403);
+      assert.equal((await put('adm-token-1234')).statusCode, 200);
+      assert.equal((await secured.inject({ method: 'POST', url: '/schedules/sec/pause', headers: as('read-token-1234') })).statusCode, 403);
+      assert.equal((await secured.inject({ method: 'DELETE', url: '/schedules/sec', headers: as('adm-token-1234') })).statusCode, 200);
+    } finally {
+      await secured.close();
+    }
+  });
+});
