@@ -15,10 +15,24 @@
  */
 
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
-import type { FlowCounts, FlowSpec } from './flow-types.ts';
+import type { FlowCounts } from './flow-types.ts';
+import type { NewRun } from './new-run.ts';
+import type { NewWorkflow, WorkflowCancelOutcome, WorkflowRecord } from './workflow-types.ts';
 import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
+export type { NewRun } from './new-run.ts';
+export {
+  DEPENDENCY_POLICIES,
+  type Dependency,
+  type DependencyPolicy,
+  type InputFrom,
+  type NewWorkflow,
+  type NewWorkflowRun,
+  type WorkflowCancelOutcome,
+  type WorkflowEdge,
+  type WorkflowRecord,
+} from './workflow-types.ts';
 export type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
@@ -34,102 +48,6 @@ export {
   type RunState,
   type ScheduleMark,
 } from '../core/run.ts';
-
-/** A run to create. Built and validated by the task layer; the broker stores it as is. */
-export interface NewRun {
-  /** Globally unique, `<queue>.<26-char time-ordered id>` (see `src/core/ids.ts`). */
-  id: string;
-  task: string;
-  queue: string;
-  /** JSON text of the task input (already validated). */
-  input: string;
-  /** Higher runs first; an integer in [-1000, 1000]. Runs of equal priority run in enqueue order. */
-  priority: number;
-  /** When the run may start. At or before `now` the run is `queued`, after it `scheduled`. */
-  runAt: number;
-  /**
-   * Idempotency key, scoped to the task within its queue: a second enqueue with the same queue, task
-   * and key within `idempotencyTtl` returns the first run. (Keys live with their queue, so Redis
-   * Cluster never needs a cross-slot operation.) A key never names a run that no longer exists: it
-   * is released when its run is deleted (purge, prune, retention 0), and a key found naming a
-   * missing run is taken by the new run. It holds while both its TTL and its run last.
-   */
-  idempotencyKey?: string;
-  /** How long the idempotency key holds, in ms. */
-  idempotencyTtl?: number;
-  /** W3C trace context of the enqueuer (OpenTelemetry `traceparent`), carried to the worker. */
-  traceparent?: string;
-  /**
-   * How long the run is kept once cancelled, in ms (its task's `retention.cancelled`): stored with
-   * the run, so that a cancel by run id from anywhere (the app, HTTP, the CLI, the dashboard) keeps
-   * it that long. Absent: the broker's `cancelledRetentionMs`.
-   */
-  cancelledRetentionMs?: number;
-  /** Concurrency limits of the run's task and key (docs/flow-control.md); absent for a task without limits. */
-  flow?: FlowSpec;
-  /** Set on a run created by a schedule: which schedule, for which nominal fire time (see `ScheduleMark`). */
-  schedule?: ScheduleMark;
-}
-
-/** What a dependent does when a dependency ends without succeeding (failed after its retries, or cancelled). */
-export type DependencyPolicy = 'cancel' | 'skip' | 'continue';
-
-export const DEPENDENCY_POLICIES: readonly DependencyPolicy[] = ['cancel', 'skip', 'continue'];
-
-/** An edge: the run that declares it waits for run `id`. */
-export interface Dependency {
-  /** A run of the same workflow. */
-  id: string;
-  /**
-   * When `id` ends without succeeding: `cancel` (default) cancels this run, which counts as a failure
-   * for its own dependents; `skip` finishes it as succeeded without running it (result null), a
-   * success for its dependents; `continue` runs it anyway once its other dependencies are resolved,
-   * with `null` in this dependency's place in its input.
-   */
-  onFailure?: DependencyPolicy;
-  /** The key of this dependency's result in the input (`inputFrom: 'object'`). */
-  name?: string;
-}
-
-/** How a dependent's input is built when it becomes ready (the broker joins JSON texts; it never parses them). */
-export type InputFrom = 'given' | 'value' | 'list' | 'object';
-
-export interface NewWorkflowRun extends NewRun {
-  /** The runs this one waits for; none: it is created queued (or scheduled) as any run. */
-  dependsOn?: readonly Dependency[];
-  /**
-   * `given` (default): its own `input`; `value`: the result of its one dependency; `list`: the
-   * results of its dependencies as a JSON array, in `dependsOn` order; `object`: a JSON object of
-   * the results by each dependency's `name`. A dependency without a result contributes `null`.
-   */
-  inputFrom?: InputFrom;
-}
-
-export interface NewWorkflow {
-  /** `<queue>.<ulid>` (see `newRunId`), the queue being that of one of its runs. */
-  id: string;
-  /** Its runs, dependencies before or after their dependents (any order); no idempotency keys. */
-  runs: readonly NewWorkflowRun[];
-}
-
-export interface WorkflowEdge {
-  /** The dependency. */
-  from: string;
-  /** The dependent. */
-  to: string;
-  onFailure: DependencyPolicy;
-  name?: string;
-}
-
-export interface WorkflowRecord {
-  id: string;
-  createdAt: number;
-  /** Its runs that still exist (prune removes finished ones after their retention), in creation order. */
-  runs: RunRecord[];
-  edges: WorkflowEdge[];
-}
-
-export type WorkflowCancelOutcome = { outcome: 'cancelled'; runs: number } | { outcome: 'not_found' };
 
 export interface EnqueueResult {
   id: string;

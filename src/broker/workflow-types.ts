@@ -1,0 +1,67 @@
+/**
+ * The workflow part of the Broker contract (docs/workflows.md): runs with dependencies, edges and
+ * their failure policies, workflow records. Re-exported by `types.ts`, where the rest of the
+ * contract is.
+ */
+import type { RunRecord } from '../core/run.ts';
+import type { NewRun } from './new-run.ts';
+
+/** What a dependent does when a dependency ends without succeeding (failed after its retries, or cancelled). */
+export type DependencyPolicy = 'cancel' | 'skip' | 'continue';
+
+export const DEPENDENCY_POLICIES: readonly DependencyPolicy[] = ['cancel', 'skip', 'continue'];
+
+/** An edge: the run that declares it waits for run `id`. */
+export interface Dependency {
+  /** A run of the same workflow. */
+  id: string;
+  /**
+   * When `id` ends without succeeding: `cancel` (default) cancels this run, which counts as a failure
+   * for its own dependents; `skip` finishes it as succeeded without running it (result null), a
+   * success for its dependents; `continue` runs it anyway once its other dependencies are resolved,
+   * with `null` in this dependency's place in its input.
+   */
+  onFailure?: DependencyPolicy;
+  /** The key of this dependency's result in the input (`inputFrom: 'object'`). */
+  name?: string;
+}
+
+/** How a dependent's input is built when it becomes ready (the broker joins JSON texts; it never parses them). */
+export type InputFrom = 'given' | 'value' | 'list' | 'object';
+
+export interface NewWorkflowRun extends NewRun {
+  /** The runs this one waits for; none: it is created queued (or scheduled) as any run. */
+  dependsOn?: readonly Dependency[];
+  /**
+   * `given` (default): its own `input`; `value`: the result of its one dependency; `list`: the
+   * results of its dependencies as a JSON array, in `dependsOn` order; `object`: a JSON object of
+   * the results by each dependency's `name`. A dependency without a result contributes `null`.
+   */
+  inputFrom?: InputFrom;
+}
+
+export interface NewWorkflow {
+  /** `<queue>.<ulid>` (see `newRunId`), the queue being that of one of its runs. */
+  id: string;
+  /** Its runs, dependencies before or after their dependents (any order); no idempotency keys. */
+  runs: readonly NewWorkflowRun[];
+}
+
+export interface WorkflowEdge {
+  /** The dependency. */
+  from: string;
+  /** The dependent. */
+  to: string;
+  onFailure: DependencyPolicy;
+  name?: string;
+}
+
+export interface WorkflowRecord {
+  id: string;
+  createdAt: number;
+  /** Its runs that still exist (prune removes finished ones after their retention), in creation order. */
+  runs: RunRecord[];
+  edges: WorkflowEdge[];
+}
+
+export type WorkflowCancelOutcome = { outcome: 'cancelled'; runs: number } | { outcome: 'not_found' };
