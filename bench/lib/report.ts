@@ -36,6 +36,8 @@ export const PEER_LABELS: Record<string, string> = {
   'bullmq-thread': 'BullMQ, sandbox (worker threads)',
   'bullmq-process': 'BullMQ, sandbox (processes)',
   'celery-prefork': 'Celery prefork',
+  'errand-celery': 'Errand worker (errand/celery)',
+  'python-celery': 'Python Celery worker',
 };
 
 const COLORS: Record<string, string> = {
@@ -281,7 +283,7 @@ function ratioColumns(scenario: string, peers: string[]): [string, string][] {
   return out;
 }
 
-const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'isolation', 'schedules'];
+const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'celery', 'isolation', 'flow', 'schedules'];
 const PEER_ORDER = Object.keys(PEER_LABELS);
 
 function peersOf(sc: ScenarioResult): string[] {
