@@ -231,6 +231,38 @@ export function workflowConformance(c: ConformanceContext): void {
       assertFields(await getRun(b, afterZ.id), { state: 'cancelled' }, 'dependent of the run failed by the broker');
     });
 
+    test('retry from a step when the other dependency succeeded after the failure: its result is kept and the dependent runs', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const bad = step(t0, { input: '"bad"' });
+      const good = step(t0, { input: '"good"' });
+      const body = step(t0, { dependsOn: on(bad, good), inputFrom: 'list' });
+      const wf = newRunId(Q, t0);
+      await b.createWorkflow({ id: wf, runs: [bad, good, body] }, t0);
+      const roots = (await reserveAll(b, 'w', t0)).runs;
+      const byId = (id: string) => roots.find((r) => r.id === id)!;
+      // The failure first: body is cancelled; then the other dependency succeeds.
+      await b.settle(
+        'w',
+        [{ id: bad.id, attempt: byId(bad.id).attempt, outcome: 'failed', error: errorText('boom'), retentionMs: RETAIN }],
+        t0 + 1,
+      );
+      assertFields(await getRun(b, body.id), { state: 'cancelled' }, 'body, cancelled by the failure');
+      await b.settle(
+        'w',
+        [{ id: good.id, attempt: byId(good.id).attempt, outcome: 'succeeded', result: '"good!"', retentionMs: RETAIN }],
+        t0 + 2,
+      );
+      assert.deepStrictEqual(await b.retry(bad.id, t0 + 3), { outcome: 'queued' });
+      assertFields(await getRun(b, body.id), { state: 'waiting' }, 'body waits again, for the replayed step only');
+      const [again] = (await reserveAll(b, 'w', t0 + 4)).runs;
+      assert.equal(again?.id, bad.id);
+      await b.settle('w', [{ id: bad.id, attempt: again!.attempt, outcome: 'succeeded', result: '"bad!"', retentionMs: RETAIN }], t0 + 5);
+      const [ready] = (await reserveAll(b, 'w', t0 + 6)).runs;
+      assert.equal(ready?.id, body.id, 'body is ready: the success that came after the failure was recorded');
+      assert.equal(ready?.input, '["bad!","good!"]');
+    });
+
     test('retry from a step: a failed step replayed, what its failure cancelled waits again, results that succeeded are kept', async () => {
       const b = await open();
       const t0 = Date.now();

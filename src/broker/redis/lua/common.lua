@@ -547,37 +547,40 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
       local dk = base .. 'r:' .. d
       local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
       local ds, watched, ownRet = v[1], v[2], v[3]
-      if not v['err'] and ds == 'w' then
-        if good or pol == 'k' then
-          local wd = base .. 'wd:' .. d
-          if rcall('SREM', wd, src) == 1 then
-            if good then
-              rcall('HSET', base .. 'wv:' .. d, src, res)
-            else
-              rcall('HSET', base .. 'wv:' .. d, src, '')
-            end
+      if not v['err'] and (good or pol == 'k') then
+        -- Recorded whatever the dependent's state: one cancelled by another dependency keeps its
+        -- wait keys, and a retry of that dependency makes it wait again for what is still missing
+        -- (as SQLite marks the edge resolved). Made ready only while it waits.
+        local wd = base .. 'wd:' .. d
+        if rcall('SREM', wd, src) == 1 then
+          if good then
+            rcall('HSET', base .. 'wv:' .. d, src, res)
+          else
+            rcall('HSET', base .. 'wv:' .. d, src, '')
+          end
+          if ds == 'w' then
             if rcall('SCARD', wd) == 0 then
               wfReady(base, d, nowS)
               woke = true
             end
             notify(chan, qp, d, watched)
           end
-        else
-          -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
-          rcall('ZREM', base .. 'waiting', d)
-          local ret = tonumber(ownRet) or 86400000
-          if pol == 'c' then
-            finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
-            todo[#todo + 1] = d
-            todo[#todo + 1] = false
-          else
-            finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
-            todo[#todo + 1] = d
-            todo[#todo + 1] = true
-          end
-          todo[#todo + 1] = ''
-          notify(chan, qp, d, watched)
         end
+      elseif not v['err'] and ds == 'w' then
+        -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
+        rcall('ZREM', base .. 'waiting', d)
+        local ret = tonumber(ownRet) or 86400000
+        if pol == 'c' then
+          finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
+          todo[#todo + 1] = d
+          todo[#todo + 1] = false
+        else
+          finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
+          todo[#todo + 1] = d
+          todo[#todo + 1] = true
+        end
+        todo[#todo + 1] = ''
+        notify(chan, qp, d, watched)
       end
     end
   end
