@@ -158,6 +158,9 @@ export class ScheduleFirer {
     let times = plan.runs;
     // Overlap: the previous run is due or running (queued or active; a run scheduled ahead is not).
     const overlap = stored.policies.overlap;
+    // overlap 'cancel': the previous run is cancelled only once this fire is stored (a fire that
+    // loses the compare-and-set, or finds the schedule paused or gone, leaves it running).
+    let cancelAfterFire: string | undefined;
     if (overlap !== 'allow' && s.lastRun && times.length) {
       const prev = await broker.getRun(s.lastRun);
       if (prev && !FINISHED_STATES.has(prev.state) && prev.state !== 'scheduled') {
@@ -168,7 +171,7 @@ export class ScheduleFirer {
           missed += times.length;
           times = [];
         } else {
-          await broker.cancel(prev.id, now);
+          cancelAfterFire = prev.id;
         }
       } else if (overlap === 'buffer' && times.length > 1) {
         // The times that passed while buffered: one run, for the latest; the others are missed.
@@ -190,6 +193,7 @@ export class ScheduleFirer {
     const out = await broker.fireSchedule({ queue: s.queue, id: s.id, hash: s.hash, expect: s.next, next: plan.next, runs, missed, now });
     if (out.outcome === 'stale') return 'stale';
     if (out.outcome !== 'fired') return 'skipped';
+    if (cancelAfterFire !== undefined) await broker.cancel(cancelAfterFire, now);
     const created = out.runs.filter((r) => r.created).length;
     this.#o.onFire?.({ schedule: s.id, queue: s.queue, created, missed, times: times.map((t) => t.at) });
     return 'fired';
