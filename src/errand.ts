@@ -4,7 +4,7 @@ import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 import { guardBroker } from './broker/shared/guard.ts';
 import type { Broker, BrokerOptions, EnqueueResult, NewRun, ScheduleDefinition } from './broker/types.ts';
-import { ConfigError, RunNotFoundError, ScheduleNotFoundError } from './core/errors.ts';
+import { ConfigError, RunNotFoundError, ScheduleNotFoundError, ScheduleVersionError } from './core/errors.ts';
 import { createLogger } from './core/logger.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
@@ -222,6 +222,13 @@ export class Errand extends EventEmitter {
       now,
     );
     const r = await (await this.broker()).upsertSchedule(def, now);
+    // A stored definition of a greater version stands (so an older deploy never flaps it back):
+    // say so, rather than answer with the stored one as if the update had been taken.
+    if (r.outcome === 'older') {
+      throw new ScheduleVersionError(
+        `${where}: not updated: the stored definition has version ${r.schedule.version}, greater than this one's (${split.version}); give a greater version`,
+      );
+    }
     return viewOf(r.schedule);
   }
 

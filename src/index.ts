@@ -13,6 +13,7 @@ export {
   RunFailedError,
   RunNotFoundError,
   ScheduleNotFoundError,
+  ScheduleVersionError,
   TaskTimeoutError,
   WorkflowNotFoundError,
   IsolateCrashedError,

@@ -9,6 +9,7 @@ import { ConfigError } from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
 import { scheduleToJson } from '../http/schemas.ts';
 import { backfillSchedule, findSchedule, type ScheduleView, triggerSchedule, viewOf } from '../schedule/manage.ts';
+import { readInstant } from '../schedule/spec.ts';
 import { CliError, HelpRequested, type Output, parse, redactPaths, usage, withBroker } from './admin-shared.ts';
 import { clean, cut, relative, table, when } from './format.ts';
 
@@ -42,10 +43,10 @@ function specText(spec: string): string {
 
 function instant(v: string | boolean | undefined, flag: string): number {
   if (typeof v !== 'string') throw usage(`schedules backfill needs --${flag}`);
-  const t = /^\d+$/.test(v) ? Number(v) : /(Z|[+-]\d\d:?\d\d)$/.test(v) ? Date.parse(v) : Number.NaN;
-  if (!Number.isFinite(t))
-    throw new CliError('usage', `--${flag}: ${JSON.stringify(cut(v, 60))} is not an instant: ISO 8601 with Z or an offset, or epoch ms`);
-  return t;
+  // Read as every schedule instant is (readInstant); digits alone are epoch milliseconds.
+  const r = readInstant(`--${flag}`, /^\d+$/.test(v) ? Number(v) : v);
+  if ('error' in r) throw new CliError('usage', `--${flag}: ${JSON.stringify(cut(v, 60))} is not an instant: ${cut(r.error, 240)}`);
+  return r.at;
 }
 
 export async function schedulesCommand(args: string[], out: Output): Promise<void> {

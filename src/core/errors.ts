@@ -60,6 +60,11 @@ export class RunNotFoundError extends ErrandError {
   }
 }
 
+/** An update of a schedule refused because the stored definition has a greater version (a newer deploy's). */
+export class ScheduleVersionError extends ConfigError {
+  override name = 'ScheduleVersionError';
+}
+
 /** A schedule that is not stored (never created, or deleted). */
 export class ScheduleNotFoundError extends ErrandError {
   override name = 'ScheduleNotFoundError';

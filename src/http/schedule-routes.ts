@@ -4,9 +4,17 @@
  * `?queue=` when the same id exists in several queues).
  */
 import { z } from 'zod';
-import { BrokerUnavailableError, brokerFailure, ConfigError, InputError, ScheduleNotFoundError } from '../core/errors.ts';
+import {
+  BrokerUnavailableError,
+  brokerFailure,
+  ConfigError,
+  InputError,
+  ScheduleNotFoundError,
+  ScheduleVersionError,
+} from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
 import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
+import { readInstant } from '../schedule/spec.ts';
 import { HttpError } from '../web/errors.ts';
 import type { RouteContext } from './route-context.ts';
 import { errorResponses, RunStateSchema, ScheduleSchema, scheduleToJson } from './schemas.ts';
@@ -38,10 +46,11 @@ const BackfillBody = z.object({ from: Instant, to: Instant }).strict();
 
 const Done = z.object({ id: z.string(), queue: z.string(), state: z.string() }).describe('The schedule after the action');
 
+/** A backfill bound, read as every schedule instant is (readInstant: a zone required). */
 function time(v: number | string, field: string): number {
-  const t = typeof v === 'number' ? v : Date.parse(v);
-  if (!Number.isFinite(t)) throw new HttpError(400, `${field}: not an instant: ${JSON.stringify(v)}`);
-  return t;
+  const r = readInstant(field, v);
+  if ('error' in r) throw new HttpError(400, `${field}: ${r.error}`);
+  return r.at;
 }
 
 export function registerScheduleRoutes(ctx: RouteContext): void {
@@ -62,6 +71,7 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
       return await fn();
     } catch (err) {
       if (err instanceof ScheduleNotFoundError) throw new HttpError(404, err.message);
+      if (err instanceof ScheduleVersionError) throw new HttpError(409, err.message);
       if (err instanceof InputError || err instanceof BrokerUnavailableError) throw err;
       if (err instanceof ConfigError) throw new HttpError(400, err.message);
       throw brokerFailure(err);
@@ -120,11 +130,11 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
         operationId: 'put_schedule',
         description:
           "Stores the schedule of a task defined on the server: a cron or an interval (with timezone, start, end), the runs' input and the policies. " +
-          'Its version is the time of the request unless given: a definition of a smaller version (an older deploy) never replaces it.',
+          'Its version is the time of the request unless given: a definition of a smaller version (an older deploy) never replaces it, and gets 409 naming the stored version.',
         tags: ['schedules'],
         params: Params,
         body: UpsertBody,
-        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 403, 404, 422, 503) },
+        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 403, 404, 409, 422, 503) },
         security: security('admin'),
       },
     },

@@ -128,6 +128,16 @@ function parseInstant(field: string, v: unknown, issues: ScheduleIssue[]): numbe
   return t;
 }
 
+/**
+ * An instant given for a schedule (a backfill's from and to): a Date, whole epoch milliseconds, or an
+ * ISO 8601 string with a zone, within the years schedules support; else why not (without the field).
+ */
+export function readInstant(field: string, v: unknown): { at: number } | { error: string } {
+  const issues: ScheduleIssue[] = [];
+  const at = parseInstant(field, v, issues);
+  return at === undefined ? { error: issues[0]?.message ?? 'not an instant' } : { at };
+}
+
 function parseEvery(v: unknown, issues: ScheduleIssue[]): number | undefined {
   let ms: number;
   if (typeof v === 'number') {

@@ -51,10 +51,11 @@ describe('schedules over HTTP', () => {
       list.schedules.map((x: { id: string }) => x.id),
       ['daily'],
     );
-    // An older version never replaces a newer one.
+    // An older version never replaces a newer one, and the caller is told so (409 naming the versions).
     const older = await put('daily', { task: 'digest', cron: '0 10 * * *', input: { to: 'x@example.com' }, version: 1 });
-    assert.equal(older.statusCode, 200);
-    assert.equal(older.json().spec.cron, '0 9 * * *');
+    assert.equal(older.statusCode, 409);
+    assert.match(older.json().detail, /not updated: the stored definition has version \d+, greater than this one's \(1\)/);
+    assert.equal((await app.inject({ url: '/schedules/daily' })).json().spec.cron, '0 9 * * *', 'the stored one stands');
     const newer = await put('daily', { task: 'digest', cron: '0 10 * * *', input: { to: 'x@example.com' } });
     assert.equal(newer.json().spec.cron, '0 10 * * *');
   });
