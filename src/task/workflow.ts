@@ -19,6 +19,8 @@ export interface StepTask {
   readonly queue: string;
   readonly priority: number;
   readonly retention: { readonly cancelled: number };
+  /** Flow-control limits (docs/flow-control.md): a task that has them cannot be a workflow step yet. */
+  readonly limits?: unknown;
   /** Validates an input and builds its run (options: `EnqueueOptions`, typed where `task.step` takes them). */
   prepare(input: unknown, options: object | undefined, now: number, maxInputBytes: number): NewWorkflowRun;
 }
@@ -208,6 +210,11 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const runs: NewWorkflowRun[] = [];
 
   const pendingRun = (task: StepTask, options: StepOptions): NewWorkflowRun => {
+    if (task.limits !== undefined) {
+      throw new ConfigError(
+        `workflow: task "${task.name}" has limits: workflow steps are not under flow control yet (docs/flow-control.md), so it cannot be a step`,
+      );
+    }
     const queue = options.queue ?? task.queue;
     const run: NewWorkflowRun = {
       id: newRunId(queue, now),

@@ -26,6 +26,7 @@ const merge = errand.task(
 const boom = errand.task('wf.boom', { input: z.object({}), retries: { maxAttempts: 1 }, retention }, () => {
   throw new Error('boom');
 });
+const limited = errand.task('wf.limited', { input: z.number(), retention, limits: { key: (n) => String(n), concurrency: 1 } }, (n) => n);
 const cleanup = errand.task('wf.cleanup', { input: z.array(z.unknown()), retention }, (values) => values.length);
 
 describe('workflows through errand.workflow', () => {
@@ -126,6 +127,15 @@ describe('workflows through errand.workflow', () => {
     await assert.rejects(
       errand.workflow(dag({ a: double.join({ x: 'b' }) as never, b: double.join({ y: 'a' }) as never })),
       (e: Error) => e instanceof ConfigError && /cycle/.test(e.message),
+    );
+    // A task with flow-control limits cannot be a step yet: refused, rather than run past its limits.
+    await assert.rejects(
+      errand.workflow(chain(limited.step(1), double.next())),
+      (e: Error) => e instanceof ConfigError && /"wf\.limited", which has limits/.test(e.message),
+    );
+    await assert.rejects(
+      errand.workflow(chain(double.step(1), limited.next())),
+      (e: Error) => e instanceof ConfigError && /"wf\.limited" has limits/.test(e.message),
     );
     const before = (await t.broker.counts()).default;
     await assert.rejects(errand.workflow(chord(group(fetchPage.step({ url: 1 } as never)), total.next())), InputError);

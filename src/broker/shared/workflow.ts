@@ -39,6 +39,11 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
     if (ids.has(run.id)) bad(`run ${run.id}`, 'appears twice');
     if (run.idempotencyKey !== undefined)
       bad(`run ${run.id}`, 'has an idempotency key: runs of a workflow take none (the workflow id is the key)');
+    if (run.flow !== undefined)
+      bad(
+        `run ${run.id}`,
+        `is of task "${run.task}", which has limits: workflow steps are not under flow control yet (docs/flow-control.md)`,
+      );
     ids.add(run.id);
     if (!queues.includes(q)) queues.push(q);
   }
