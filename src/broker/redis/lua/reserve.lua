@@ -218,6 +218,7 @@ end
 -- Counters of the group and the queue are kept in locals and written once per group and call.
 if max > 0 and flowOn then
   local turn = tonumber(rcall('HGET', base .. 'fM', 't')) or 0
+  local turn0 = turn
   local popped = 0 -- rids taken from key lists
   while n < max do
     local g = rcall('ZRANGE', flowRing, 0, 0)[1]
@@ -307,7 +308,10 @@ if max > 0 and flowOn then
   if popped > 0 then
     rcall('HINCRBY', base .. 'fM', 'q', -popped)
   end
-  rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
+  -- Written only when a turn was taken: a reserve that served no flow key writes nothing here.
+  if turn ~= turn0 then
+    rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
+  end
 end
 
 -- 3b. The other runs, by priority level.
