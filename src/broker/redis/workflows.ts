@@ -115,9 +115,15 @@ async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now
   );
   if (begun === 2) return { id: wf.id, created: false };
   if (begun === 0) {
-    // A run id taken refuses the workflow before anything else is written (a creation resumed skips this).
-    const taken = await Promise.all(wf.runs.map((r) => redis.exists(c.k(queueOf(r.id)).run(ridOf(r.id)))));
-    const i = taken.indexOf(1);
+    // A run id taken (by a run not of this workflow: a creation of the same id at the same time
+    // may have made some) refuses the workflow before anything else is written.
+    const taken = await Promise.all(
+      wf.runs.map(async (r) => {
+        const [state, of] = await redis.hmget(c.k(queueOf(r.id)).run(ridOf(r.id)), 's', 'G');
+        return state != null && of !== wf.id;
+      }),
+    );
+    const i = taken.indexOf(true);
     if (i >= 0) {
       await redis.del(wfKey);
       throw takenError(wf, (wf.runs[i] as NewWorkflowRun).id);
