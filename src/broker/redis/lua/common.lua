@@ -711,19 +711,20 @@ local function wfRelease(base, qp, chan, rid, now, nowS)
     return false
   end
   local v = rcall('HMGET', k, 's', 'r', 'W')
-  if v[1] ~= 'w' or rcall('SCARD', wd) > 0 then
+  local state, runAtS, watched = v[1], v[2], v[3]
+  if state ~= 'w' or rcall('SCARD', wd) > 0 then
     return false
   end
-  local runAt = tonumber(v[2])
+  local runAt = tonumber(runAtS)
   if runAt and runAt > now then
     rcall('HSET', k, 's', 's')
     rcall('ZREM', base .. 'waiting', rid)
     rcall('DEL', wd, base .. 'wv:' .. rid)
-    rcall('ZADD', base .. 'sched', v[2], rid)
+    rcall('ZADD', base .. 'sched', runAtS, rid)
   else
     wfReady(base, rid, nowS)
   end
-  notify(chan, qp, rid, v[3])
+  notify(chan, qp, rid, watched)
   return true
 end
 
