@@ -18,8 +18,13 @@ export const Q2 = 'confx';
 export const Q3 = 'confy';
 const ALL = [Q, Q2, Q3];
 
-function step(queue: string, now: number, over: { dependsOn?: Dependency[]; inputFrom?: InputFrom; input?: string } = {}): NewWorkflowRun {
+function step(
+  queue: string,
+  now: number,
+  over: { dependsOn?: Dependency[]; inputFrom?: InputFrom; input?: string; runAt?: number } = {},
+): NewWorkflowRun {
   const run: NewWorkflowRun = { ...newRun(queue, now), ...(over.input !== undefined ? { input: over.input } : {}) };
+  if (over.runAt !== undefined) run.runAt = over.runAt;
   if (over.dependsOn) run.dependsOn = over.dependsOn;
   if (over.inputFrom) run.inputFrom = over.inputFrom;
   return run;
@@ -143,6 +148,36 @@ export function workflowQueuesConformance(c: ConformanceContext): void {
       const ready = (await reserveAll(b, 'w', t0 + 2, { queues: ALL })).runs;
       assert.deepStrictEqual(ids(ready), [cleanup.id]);
       assert.equal(ready[0]?.input, '[null]');
+    });
+
+    test('a lease lost too often, a purge and retryFailed reach (and bring back) dependents in other queues', async () => {
+      const b = await open({ maxLeaseLosses: 1 });
+      const t0 = Date.now();
+      const lost = step(Q, t0);
+      const afterLost = step(Q2, t0, { dependsOn: on(lost) });
+      const purged = step(Q3, t0, { runAt: t0 + 60_000 });
+      const afterPurged = step(Q2, t0, { dependsOn: [{ id: purged.id, onFailure: 'continue' }], inputFrom: 'list' });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [lost, afterLost, purged, afterPurged] }, t0);
+      assertFields(await getRun(b, purged.id), { state: 'scheduled' }, 'a root in another queue, due later');
+      await reserveAll(b, 'w1', t0 + 1, { queues: [Q], leaseMs: 10 });
+      await reserveAll(b, 'w2', t0 + 100, { queues: [Q] }); // its lease expired once: failed (maxLeaseLosses 1)
+      assertFields(await getRun(b, lost.id), { state: 'failed' }, 'the step whose lease was lost');
+      assertFields(await getRun(b, afterLost.id), { state: 'cancelled' }, 'its dependent in another queue');
+      const inspector = b as unknown as { purge?: (q: string, now: number) => Promise<number> };
+      if (typeof inspector.purge === 'function') {
+        assert.equal(await inspector.purge(Q3, t0 + 101), 1, 'the scheduled root');
+        const ready = (await reserveAll(b, 'w', t0 + 102, { queues: [Q2] })).runs;
+        assert.deepStrictEqual(
+          ready.map((r) => [r.id, r.input]),
+          [[afterPurged.id, '[null]']],
+          'what waits for it in another queue runs anyway (continue)',
+        );
+      }
+      const replay = b as unknown as { retryFailed?: (q: string, task: string | undefined, now: number) => Promise<number> };
+      if (typeof replay.retryFailed === 'function') {
+        assert.equal(await replay.retryFailed(Q, undefined, t0 + 103), 1);
+        assertFields(await getRun(b, afterLost.id), { state: 'waiting' }, 'brought back in its queue');
+      }
     });
 
     test('cancel of a workflow cancels its runs in every queue', async () => {
