@@ -29,6 +29,7 @@ import { CorruptRunError, STATE_OF_CODE, splitRunId } from './codec.ts';
 import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
 import { drainAfter } from './relay.ts';
+import { sweepPending } from './workflows.ts';
 import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleRelayReply, settleReply, sliceReply } from './replies.ts';
 import { runScript } from './scripts.ts';
 
@@ -489,7 +490,10 @@ export async function prune(c: RedisCore, now: number): Promise<number> {
       }
     }),
   );
-  // The sweep of the relay: entries a crash left between a script and its drain.
+  // The sweep of workflows over several queues: creations and relay entries a crash left unfinished.
+  await sweepPending(c, queues, now).catch((err: unknown) =>
+    c.logger?.warn({ err }, 'Redis broker: the sweep of unfinished workflow creations failed; the next prune tries again'),
+  );
   await drainAfter(c, queues, now);
   return removed.reduce((a, b) => a + b, 0);
 }

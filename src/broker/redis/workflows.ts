@@ -12,7 +12,8 @@
  * commit (wfmulti c: pending cleared and the roots released, those of other queues by relay
  * entries written in the same script), then the relay drained. A crash before the commit leaves
  * a pending workflow whose runs all wait: a resent createWorkflow (same id) completes it,
- * cancelWorkflow ends it.
+ * cancelWorkflow ends it, and failing both, the prune sweep (`sweepPending`) does one or the other
+ * once the creation is PENDING_GRACE_MS old.
  */
 import { ConfigError } from '../../core/errors.ts';
 import { timeOfRunId } from '../../core/ids.ts';
@@ -25,6 +26,12 @@ import { drainAfter } from './relay.ts';
 import { runScript } from './scripts.ts';
 
 const MODE_CODE: Readonly<Record<string, string>> = { given: '', value: 'v', list: 'l', object: 'o' };
+
+/**
+ * How old a creation of a workflow over several queues must be before the sweep finishes it for its
+ * creator (one that takes longer is taken for dead): a creation takes milliseconds.
+ */
+export const PENDING_GRACE_MS = 5 * 60_000;
 
 const ridOf = (id: string) => id.slice(id.length - RID_LENGTH);
 const queueOf = (id: string) => splitRunId(id)?.queue ?? '';
@@ -226,4 +233,45 @@ export async function cancelWorkflow(c: RedisCore, id: string, now: number): Pro
     if (n > 0) total += n;
   }
   return { outcome: 'cancelled', runs: total };
+}
+
+/**
+ * The sweep's part for creations of workflows over several queues cut short (see the header): each
+ * pending workflow of `queues` begun PENDING_GRACE_MS before `now` is completed when every one of its
+ * runs exists (its roots released, as the commit does), and otherwise undone: what was made is
+ * cancelled (`cancelWorkflow`) and the record marked complete. Returns how many it finished.
+ */
+export async function sweepPending(c: RedisCore, queues: readonly string[], now: number): Promise<number> {
+  const redis = await c.ready();
+  let done = 0;
+  for (const queue of queues) {
+    const k = c.k(queue);
+    const stale = await redis.zrangebyscore(`${k.base}wp`, '-inf', now - PENDING_GRACE_MS, 'LIMIT', 0, 100);
+    for (const wfRid of stale) {
+      const wfId = k.id(wfRid);
+      const wfKey = `${k.base}wf:${wfRid}`;
+      const all = (await redis.hget(wfKey, 'a')) ?? '';
+      const runIds = all.split(',').filter(Boolean);
+      const runs = await Promise.all(
+        runIds.map(async (id) => {
+          const p = splitRunId(id);
+          const [state, of, deps] = p ? await redis.hmget(c.k(p.queue).run(p.rid), 's', 'G', 'D') : [null, null, null];
+          return { id, made: state != null && of === wfId, root: deps == null };
+        }),
+      );
+      const complete = runIds.length > 0 && runs.every((r) => r.made);
+      if (!complete) await cancelWorkflow(c, wfId, now);
+      const roots = complete ? runs.filter((r) => r.root).map((r) => (queueOf(r.id) === queue ? ridOf(r.id) : r.id)) : [];
+      const reply = (await runScript(redis, 'wfmulti', [wfKey], [k.base, now, 'c', c.eventsChannel, k.idPrefix, ...roots])) as unknown[];
+      if (reply?.[1] === 1) await drainAfter(c, [queue], now);
+      c.logger?.warn(
+        { workflowId: wfId },
+        complete
+          ? 'Redis broker: completed the creation of a workflow over several queues that its creator left unfinished'
+          : 'Redis broker: cancelled a workflow over several queues whose creation was left unfinished with runs missing',
+      );
+      done++;
+    }
+  }
+  return done;
 }

@@ -8,7 +8,8 @@
  *   the periodic prune (each worker's sweep) does too; an entry applied and not removed (a crash
  *   between the two), applied again, changes nothing;
  * - a creation cut short after some queues' runs were made: nothing of it runs; a resent
- *   createWorkflow completes it, and cancelWorkflow ends one that is never resent;
+ *   createWorkflow completes it, cancelWorkflow ends it, and failing both, once the creation is
+ *   PENDING_GRACE_MS old, the prune sweep completes it (every run made) or undoes it (runs missing);
  * - a workflow in one queue writes no relay entry (its path is the in-slot one).
  *
  * Every broker uses a key prefix of its own, deleted at the end (never FLUSHDB).
@@ -19,6 +20,7 @@ import { Redis } from 'ioredis';
 import { QueueKeys } from '../../../src/broker/redis/codec.ts';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
 import { defineScripts, runScript } from '../../../src/broker/redis/scripts.ts';
+import { PENDING_GRACE_MS } from '../../../src/broker/redis/workflows.ts';
 import type { NewWorkflowRun } from '../../../src/broker/types.ts';
 import { newRunId } from '../../../src/core/ids.ts';
 import { dropRedisPrefix } from '../../fixtures/brokers.ts';
@@ -119,45 +121,72 @@ describe('Redis workflows over several queues: the relay across crashes', () => 
     assert.match(rec?.error ?? '', /dependency_failed/);
   });
 
-  it('a creation cut short runs nothing; resent, it completes; never resent, cancelWorkflow ends it', async () => {
+  it('a creation cut short runs nothing; a resend completes it, cancelWorkflow ends it, and failing both the prune sweep does one or the other', async () => {
     await redis.connect().catch(() => {});
     const { b, prefix } = open();
     const t0 = Date.now();
     const ka = new QueueKeys(prefix, QA);
     const kb = new QueueKeys(prefix, QB);
     await b.counts([QA, QB]); // the layout version written, as any first call does
-    for (const resend of [true, false]) {
+    for (const mode of ['resend', 'cancel', 'sweep: runs missing', 'sweep: every run made'] as const) {
       const a = step(QA, t0);
       const r2 = step(QB, t0);
       const dep = step(QB, t0, { dependsOn: [{ id: a.id }, { id: r2.id }], inputFrom: 'list' });
       const wfId = newRunId(QA, t0);
       const wfRid = rid(wfId);
-      // Begin, then only queue QB's runs, then the broker dies.
+      // Begin, then queue QB's runs (and with the last mode QA's), then the broker dies before the commit.
       await runScript(redis, 'wfmulti', [`${ka.base}wf:${wfRid}`], [ka.base, t0, 'b', rid(a.id), 1, QB, [a.id, r2.id, dep.id].join(',')]);
       const args: (string | number)[] = [kb.base, t0, wfId, 'm', 2];
       args.push(rid(r2.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '');
       args.push(rid(dep.id), 'relay.echo', '1', 0, t0, '', '', 60_000, 'l', `${a.id}\tc\t\n${rid(r2.id)}\tc\t`);
       await runScript(redis, 'wfcreate', [`${kb.base}wf:${wfRid}`], args);
+      if (mode === 'sweep: every run made') {
+        await runScript(
+          redis,
+          'wfcreate',
+          [`${ka.base}wf:${wfRid}`],
+          [ka.base, t0, wfId, 'm', 1, rid(a.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '', rid(a.id), dep.id, 'c'],
+        );
+      }
       const none = await b.reserve({ workerId: 'w', queues: [QA, QB], max: 10, leaseMs: 30_000, now: t0 + 1 });
-      assert.deepStrictEqual(none.runs, [], 'no root of a half-made workflow runs');
+      assert.deepStrictEqual(none.runs, [], `${mode}: no root of a half-made workflow runs`);
       const rec = await b.getWorkflow(wfId);
       assert.deepStrictEqual(
         rec?.runs.map((r) => [r.id, r.state]).sort(),
-        [
-          [r2.id, 'waiting'],
-          [dep.id, 'waiting'],
-        ].sort(),
-        'what was made is listed, waiting',
+        [...(mode === 'sweep: every run made' ? [[a.id, 'waiting']] : []), [r2.id, 'waiting'], [dep.id, 'waiting']].sort(),
+        `${mode}: what was made is listed, waiting`,
       );
-      if (resend) {
+      await b.prune(t0 + 2);
+      assert.equal((await b.getRun(r2.id))?.state, 'waiting', `${mode}: a creation younger than the grace is left to its creator`);
+      if (mode === 'resend') {
         assert.deepStrictEqual(await b.createWorkflow({ id: wfId, runs: [a, r2, dep] }, t0 + 2), { id: wfId, created: true });
         const roots = (await b.reserve({ workerId: 'w', queues: [QA, QB], max: 10, leaseMs: 30_000, now: t0 + 3 })).runs;
         assert.deepStrictEqual(roots.map((r) => r.id).sort(), [a.id, r2.id].sort(), 'completed: both roots run');
         assert.deepStrictEqual(await b.createWorkflow({ id: wfId, runs: [a, r2, dep] }, t0 + 4), { id: wfId, created: false });
-      } else {
+      } else if (mode === 'cancel') {
         assert.deepStrictEqual(await b.cancelWorkflow(wfId, t0 + 2), { outcome: 'cancelled', runs: 2 });
         assert.equal((await b.getRun(r2.id))?.state, 'cancelled');
         assert.equal((await b.getRun(dep.id))?.state, 'cancelled', 'nothing of it left waiting');
+      } else if (mode === 'sweep: runs missing') {
+        await b.prune(t0 + PENDING_GRACE_MS + 1);
+        assert.equal((await b.getRun(r2.id))?.state, 'cancelled', 'undone by the sweep');
+        assert.equal((await b.getRun(dep.id))?.state, 'cancelled', 'nothing of it left waiting');
+      } else {
+        await b.prune(t0 + PENDING_GRACE_MS + 1);
+        const roots = (await b.reserve({ workerId: 'w', queues: [QA, QB], max: 10, leaseMs: 30_000, now: t0 + 3 })).runs;
+        assert.deepStrictEqual(roots.map((r) => r.id).sort(), [a.id, r2.id].sort(), 'completed by the sweep: both roots run');
+        assert.deepStrictEqual(await b.createWorkflow({ id: wfId, runs: [a, r2, dep] }, t0 + 4), { id: wfId, created: false });
+      }
+      // A cancelled creation stays pending (its creator may still be at work) until the sweep, which
+      // then finds nothing to start: what was cancelled stays cancelled.
+      await b.prune(t0 + PENDING_GRACE_MS + 2);
+      assert.equal(await redis.zcard(`${ka.base}wp`), 0, `${mode}: no creation left pending`);
+      if (mode === 'cancel') {
+        const state = (await b.getRun(r2.id))?.state;
+        assert.ok(
+          state === 'cancelled' || state === undefined,
+          `not started by the sweep (cancelled, or pruned past its retention): ${state}`,
+        );
       }
     }
   });

@@ -70,6 +70,8 @@
                              and P (set while its creation is not complete: wfmulti.lua)
     base..'wr:'..rid   HASH  dependency run id (or '!') -> the greatest relay token applied to this run
     base..'wo'         LIST  the relay outbox of this queue (entries: see wfRelayOut)
+    base..'wp'         ZSET  workflows over several queues whose creation is not complete (their
+                             ulid), by the time it began (wfmulti.lua; the prune sweep reads it)
     base..'woN'        STRING  the token of its last entry
 ]]
 local rcall = redis.call

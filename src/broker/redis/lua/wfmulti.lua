@@ -2,10 +2,11 @@
   wfmulti: the two steps, on the queue of its id, that frame the creation of a workflow over
   several queues (docs/workflows.md, "Redis Cluster"; workflows.ts makes the calls):
     b (begin)  before any run is created: writes the workflow HASH as pending (P), with the other
-               queues (q) and every run id (a), so that a crash part way leaves a record that a
-               resent createWorkflow completes and cancelWorkflow finds;
+               queues (q) and every run id (a), and lists it in `wp` (pending workflows by begin
+               time), so that a crash part way leaves a record that a resent createWorkflow
+               completes, cancelWorkflow finds, and the prune sweep completes or undoes;
     c (commit) once every queue's runs exist (wfcreate.lua, mode m, each root waiting for '!'):
-               clears P and releases the roots: those of this queue at once (wfRelease), those of
+               clears P (and its `wp` entry) and releases the roots: those of this queue at once (wfRelease), those of
                other queues by relay entries (op g) in this queue's outbox, in the same script, so
                that no root runs before its workflow is complete and none is left held.
 
@@ -34,8 +35,10 @@ if op == 'b' then
     return { 2 }
   end
   rcall('HSET', KEYS[1], 't', nowS, 'r', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'a', ARGV[7], 'P', '1')
+  rcall('ZADD', base .. 'wp', nowS, string.sub(KEYS[1], #base + 4))
   return { 0 }
 end
+rcall('ZREM', base .. 'wp', string.sub(KEYS[1], #base + 4))
 if rcall('HDEL', KEYS[1], 'P') == 0 then
   return { 0, rcall('EXISTS', base .. 'wo') }
 end
