@@ -10,6 +10,7 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import type { Broker, Dependency, InputFrom, NewWorkflowRun, Reservation } from '../../src/broker/types.ts';
+import { ConfigError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { type ConformanceContext, Q, RETAIN, assertFields, errorText, ids, newRun, parseError } from './context.ts';
 
@@ -228,6 +229,24 @@ export function workflowQueuesConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(ids(ran), [a.id, body.id, last.id], 'only the replayed step and what depends on it');
       assert.equal(ran[1]?.input, '[1,7]', 'the result that succeeded is kept');
       assert.equal(ran[2]?.input, '9');
+    });
+
+    test('a workflow over several queues with a run id taken in another queue is refused; nothing of it is made', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const taken = step(Q3, t0);
+      await b.enqueue([newRun(Q3, t0, { id: taken.id })], t0);
+      const r1 = step(Q, t0);
+      const z = step(Q2, t0, { dependsOn: on(r1, taken) });
+      const wf = newRunId(Q, t0);
+      await assert.rejects(
+        b.createWorkflow({ id: wf, runs: [r1, taken, z] }, t0),
+        (err: Error) => err instanceof ConfigError && err.message.includes(taken.id),
+      );
+      assert.equal(await b.getWorkflow(wf), null);
+      assert.equal(await b.getRun(r1.id), null, 'nothing was created');
+      assert.equal(await b.getRun(z.id), null);
+      assert.deepStrictEqual(ids((await reserveAll(b, 'w', t0 + 1, { queues: ALL })).runs), [taken.id], 'only the run that was there');
     });
 
     test('a resent workflow over several queues creates nothing; each root runs once', async () => {

@@ -132,7 +132,7 @@ async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now
     );
     const i = taken.indexOf(true);
     if (i >= 0) {
-      await redis.del(wfKey);
+      await Promise.all([redis.del(wfKey), redis.zrem(`${hk.base}wp`, ridOf(wf.id))]);
       throw takenError(wf, (wf.runs[i] as NewWorkflowRun).id);
     }
   }
