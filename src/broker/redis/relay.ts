@@ -6,9 +6,9 @@
  * entries, applies them with one `wfrelay` script per dependent queue, then removes them from the
  * outbox (LREM of each entry: entries are unique by their token, and another drainer may be at
  * work on the same list). A crash between applying and removing leaves entries that a later drain
- * applies again, which changes nothing (the dependent's slot keeps the greatest token applied per
- * dependency). Applying may write entries to the dependent queue's outbox (a cascade of failures,
- * a retry): that queue is drained next, a bounded number of rounds per call.
+ * applies again, which changes nothing (the dependent's slot keeps the entries it applied, by
+ * dependency and token). Applying may write entries to the dependent queue's outbox (a cascade of
+ * failures, a retry): that queue is drained next, a bounded number of rounds per call.
  *
  * Drained by the broker right after the call that wrote entries (settle, reserve, cancel, retry,
  * purge, retryFailed, createWorkflow), and by the periodic prune (each worker's sweep) for every

@@ -68,7 +68,7 @@
                              workflow over several queues has one in each of its queues, and in the
                              queue of its id also q (the other queues), a (every run id, in order)
                              and P (set while its creation is not complete: wfmulti.lua)
-    base..'wr:'..rid   HASH  dependency run id (or '!') -> the greatest relay token applied to this run
+    base..'wr:'..rid   SET   the relay entries applied to this run: dependency run id (or '!') '|' token
     base..'wo'         LIST  the relay outbox of this queue (entries: see wfRelayOut)
     base..'wp'         ZSET  workflows over several queues whose creation is not complete (their
                              ulid), by the time it began (wfmulti.lua; the prune sweep reads it)
@@ -530,14 +530,14 @@ end
     token TAB dependent run id TAB dependency run id ('!' for the release of a root) TAB op TAB
     policy TAB result
   op d succeeded (with its result), f failed or cancelled, r retried (rewait), g release (a root
-  of a workflow over several queues, once its creation is complete). The token (INCR of `woN`)
-  grows with each entry of a slot; the dependent's slot remembers, per dependency, the greatest
-  token it applied (`wr:<rid>`), so an entry applied twice (a drain repeated after a crash between
-  applying and removing it) changes nothing. Drained by the broker (wfrelay.lua on the dependent's
-  slot, then LREM here).
+  of a workflow over several queues, once its creation is complete). The token (INCR of `woN`, '@',
+  the caller's now) is unique; the dependent's slot remembers the entries it applied (`wr:<rid>`:
+  dependency '|' token), so an entry applied twice (a drain repeated after a crash between applying
+  and removing it) changes nothing. Drained by the broker (wfrelay.lua on the dependent's slot, then
+  LREM here).
 ]]
-local function wfRelayOut(base, d, src, op, pol, res)
-  local token = rcall('INCR', base .. 'woN')
+local function wfRelayOut(base, d, src, op, pol, res, nowS)
+  local token = rcall('INCR', base .. 'woN') .. '@' .. nowS
   rcall('RPUSH', base .. 'wo', token .. '\t' .. d .. '\t' .. src .. '\t' .. op .. '\t' .. pol .. '\t' .. res)
 end
 
@@ -612,9 +612,9 @@ local function wfCascade(base, qp, chan, now, nowS, todo)
       local d, pol = edges[j], edges[j + 1]
       if #d ~= 26 then
         if good then
-          wfRelayOut(base, d, qp .. src, 'd', pol, res)
+          wfRelayOut(base, d, qp .. src, 'd', pol, res, nowS)
         else
-          wfRelayOut(base, d, qp .. src, 'f', pol, '')
+          wfRelayOut(base, d, qp .. src, 'f', pol, '', nowS)
         end
         relayed = true
       elseif wfEdge(base, qp, chan, now, nowS, d, src, qp .. src, good, res, pol, todo) then
@@ -638,7 +638,7 @@ end
   the results of the dependencies that succeeded are still in wv:. A dependent in another queue
   gets an outbox entry (op r: its slot applies the same, wfRewaitFrom).
 ]]
-local function wfRewait(base, qp, rid)
+local function wfRewait(base, qp, rid, nowS)
   local rerun = { rid }
   local seen = { [rid] = true }
   local i = 1
@@ -649,7 +649,7 @@ local function wfRewait(base, qp, rid)
     for j = 1, #edges, 2 do
       local d = edges[j]
       if #d ~= 26 then
-        wfRelayOut(base, d, qp .. src, 'r', edges[j + 1], '')
+        wfRelayOut(base, d, qp .. src, 'r', edges[j + 1], '', nowS)
       else
         local k = base .. 'r:' .. d
         local v = redis.pcall('HMGET', k, 's', 'E')
@@ -684,7 +684,7 @@ end
   run `d`, if its failure cancelled it (reason dependency_failed), waits again for `src`, and what
   it cancelled in turn (wfRewait). A run waiting already is left as it is.
 ]]
-local function wfRewaitFrom(base, qp, d, src)
+local function wfRewaitFrom(base, qp, d, src, nowS)
   local k = base .. 'r:' .. d
   local v = redis.pcall('HMGET', k, 's', 'E')
   local ds, err = v[1], v[2]
@@ -698,7 +698,7 @@ local function wfRewaitFrom(base, qp, d, src)
   rcall('ZADD', base .. 'waiting', ridTime(d), d)
   rcall('SADD', base .. 'wd:' .. d, src)
   rcall('HDEL', base .. 'wv:' .. d, src)
-  wfRewait(base, qp, d)
+  wfRewait(base, qp, d, nowS)
 end
 
 --[[

@@ -42,7 +42,7 @@ end
 local zset = s == 'f' and 'failed' or 'cancelled'
 replay(base, k, rid, ARGV[4], ARGV[3], ARGV[5], zset, prio, watched, open, hist, att, holder, started, finished, err)
 if wf then
-  wfRewait(base, string.sub(ARGV[4], 1, #ARGV[4] - #rid), rid)
+  wfRewait(base, string.sub(ARGV[4], 1, #ARGV[4] - #rid), rid, ARGV[5])
 end
 wake(base)
 return { 'Q', '', rcall('EXISTS', base .. 'wo') }

@@ -40,7 +40,7 @@ for _, rid in ipairs(rids) do
     replay(base, k, rid, qp .. rid, chan, ARGV[7], 'failed', prio, watched, open, hist, att, holder, started, finished, err)
     if wf then
       -- Retry from a step (docs/workflows.md): what its failure cancelled waits again.
-      wfRewait(base, qp, rid)
+      wfRewait(base, qp, rid, ARGV[7])
     end
     replayed = replayed + 1
   end

@@ -51,7 +51,7 @@ for j = 6, #ARGV do
       woke = true
     end
   else
-    wfRelayOut(base, root, '!', 'g', '', '')
+    wfRelayOut(base, root, '!', 'g', '', '', nowS)
   end
 end
 if woke then

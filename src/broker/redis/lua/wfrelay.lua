@@ -9,8 +9,8 @@
     r     the dependency was retried: the dependent, if its failure cancelled it, waits again
           (wfRewaitFrom);
     g     the release of a root of a workflow over several queues (wfRelease).
-  An entry is applied only if its token is greater than the greatest one this dependent applied
-  for that dependency (`wr:<rid>`): an entry applied twice changes nothing. An entry for a run that
+  An entry is applied only if this dependent has not applied it yet (`wr:<rid>`, a SET of
+  dependency '|' token): an entry applied twice changes nothing. An entry for a run that
   no longer exists is dropped. The caller then removes the entries from the outbox they came from.
   Leaves a wake-up token when a run was queued.
 
@@ -34,9 +34,7 @@ for j = 5, #ARGV do
   local token, dep, src, op, pol, res = string.match(ARGV[j], '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
   local rid = dep and string.sub(dep, -26)
   if rid and string.sub(dep, 1, #dep - 26) == qp and rcall('EXISTS', base .. 'r:' .. rid) == 1 then
-    local wr = base .. 'wr:' .. rid
-    if tonumber(token) > (tonumber(rcall('HGET', wr, src)) or 0) then
-      rcall('HSET', wr, src, token)
+    if rcall('SADD', base .. 'wr:' .. rid, src .. '|' .. token) == 1 then
       applied = applied + 1
       if op == 'd' or op == 'f' then
         local todo = {}
@@ -47,7 +45,7 @@ for j = 5, #ARGV do
           woke = true
         end
       elseif op == 'r' then
-        wfRewaitFrom(base, qp, rid, src)
+        wfRewaitFrom(base, qp, rid, src, nowS)
       elseif op == 'g' then
         if wfRelease(base, qp, chan, rid, now, nowS) then
           woke = true
