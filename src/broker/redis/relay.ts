@@ -28,8 +28,44 @@ export function outboxKey(c: RedisCore, queue: string): string {
   return `${c.k(queue).base}wo`;
 }
 
-/** Drains the relay outboxes of `queues`, and of the queues their entries reach. */
+/** Drains in progress in this process, per broker and queue: `again` once asked for while it ran. */
+const inFlight = new WeakMap<RedisCore, Map<string, { again: boolean; done: Promise<void> }>>();
+
+/**
+ * Drains the relay outboxes of `queues`, and of the queues their entries reach. Calls for a queue
+ * whose drain is in progress in this process join it (it goes round once more for them), rather
+ * than reading and applying the same entries beside it.
+ */
 export async function drainRelays(c: RedisCore, queues: Iterable<string>, now: number): Promise<void> {
+  let mine = inFlight.get(c);
+  if (!mine) inFlight.set(c, (mine = new Map()));
+  const running = mine;
+  await Promise.all(
+    [...new Set(queues)].map((queue) => {
+      const cur = running.get(queue);
+      if (cur) {
+        cur.again = true;
+        return cur.done;
+      }
+      const state = { again: false, done: Promise.resolve() };
+      state.done = (async () => {
+        try {
+          do {
+            state.again = false;
+            await drainRounds(c, [queue], now);
+          } while (state.again);
+        } finally {
+          running.delete(queue);
+        }
+      })();
+      running.set(queue, state);
+      return state.done;
+    }),
+  );
+}
+
+/** Rounds of draining: `queues`, then the queues their entries wrote to, and so on (ROUNDS at most). */
+async function drainRounds(c: RedisCore, queues: Iterable<string>, now: number): Promise<void> {
   const redis = await c.ready();
   let todo = new Set(queues);
   for (let round = 0; todo.size > 0 && round < ROUNDS; round++) {
