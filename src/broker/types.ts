@@ -17,7 +17,7 @@
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
 import type { FlowCounts } from './flow-types.ts';
 import type { NewRun } from './new-run.ts';
-import type { NewWorkflow, WorkflowCancelOutcome, WorkflowRecord } from './workflow-types.ts';
+import type { NewWorkflow, SpawnSettlement, WorkflowCancelOutcome, WorkflowRecord } from './workflow-types.ts';
 import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
@@ -29,6 +29,7 @@ export {
   type InputFrom,
   type NewWorkflow,
   type NewWorkflowRun,
+  type SpawnSettlement,
   type WorkflowCancelOutcome,
   type WorkflowEdge,
   type WorkflowRecord,
@@ -109,7 +110,8 @@ export interface ReserveResult {
 export type Settlement =
   | { id: string; attempt: number; outcome: 'succeeded'; result: string | null; retentionMs: number }
   | { id: string; attempt: number; outcome: 'failed'; error: string; retentionMs: number }
-  | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number };
+  | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number }
+  | SpawnSettlement;
 
 /** `lost`: the lease was no longer this worker's (expired and recovered, cancelled, or the run is gone); nothing was written. */
 export type SettleStatus = 'ok' | 'lost';

@@ -8,6 +8,7 @@ import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
 import { checkFinishedRun } from '../shared/finished.ts';
 import { rateText } from '../shared/flow.ts';
+import { checkSpawns } from '../shared/workflow.ts';
 import { markText } from '../../core/run.ts';
 import { DAY, ownRetention } from '../shared/options.ts';
 import type {
@@ -30,6 +31,7 @@ import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
 import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleReply, sliceReply } from './replies.ts';
 import { runScript } from './scripts.ts';
+import { spawnPayload } from './workflows.ts';
 
 /** Runs per script call (larger batches are split, in order). */
 const CHUNK_RUNS = 500;
@@ -79,7 +81,9 @@ function byQueue<T extends { id: string }>(
 }
 
 const settlementSize = ({ item }: { item: Settlement }) =>
-  (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
+  item.outcome === 'spawned'
+    ? item.runs.reduce((n, r) => n + r.input.length + 200, 100)
+    : (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
 
 /** Whether settlements go in one call (what `chunk` would leave in one part), without splitting them. */
 function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
@@ -90,9 +94,11 @@ function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
 }
 
 /** The ARGV of settlements, 5 per item (see settleItems in lua/common.lua). */
-function pushSettlements(args: (string | number)[], part: readonly { item: Settlement; rid: string }[]): void {
+function pushSettlements(c: RedisCore, args: (string | number)[], part: readonly { item: Settlement; rid: string }[]): void {
   for (const { item, rid } of part) {
-    if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
+    if (item.outcome === 'spawned')
+      args.push(rid, item.attempt, 'w', spawnPayload(item, c.cancelledRetentionMs), Math.max(0, Math.floor(item.retentionMs)));
+    else if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
     else args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
   }
@@ -200,7 +206,7 @@ function reserveCall(
     c.eventsChannel,
     k.idPrefix,
   ];
-  if (settle) pushSettlements(args, settle);
+  if (settle) pushSettlements(c, args, settle);
   return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then((reply) => {
     const r = reserveReply(reply, queue, k.idPrefix, now);
     if (settle && statuses)
@@ -225,6 +231,7 @@ export async function reserve(c: RedisCore, req: ReserveRequest, cancelsPending:
   const queues = [...new Set(req.queues)].filter((q) => QUEUE_NAME.test(q));
   const max = Math.max(0, Math.floor(req.max));
   const settlements = req.settle ?? [];
+  checkSpawns(settlements);
   if (queues.length === 0 && settlements.length === 0) return { runs: [], nextAt: null };
   const redis = await c.ready();
   // Outcomes ride along with the first call to their queue when they fit in one call; the others
@@ -288,6 +295,7 @@ export async function reserve(c: RedisCore, req: ReserveRequest, cancelsPending:
 export async function settle(c: RedisCore, workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
   if (settlements.length === 0) return [];
   now = time(now, 'now');
+  checkSpawns(settlements);
   const statuses: SettleStatus[] = settlements.map(() => 'lost');
   const { groups } = byQueue(settlements);
   if (groups.size === 0) return statuses;
@@ -297,7 +305,7 @@ export async function settle(c: RedisCore, workerId: string, settlements: readon
     const k = c.k(queue);
     for (const part of chunk(group, settlementSize)) {
       const args: (string | number)[] = [k.base, workerId, now, c.eventsChannel, k.idPrefix];
-      pushSettlements(args, part);
+      pushSettlements(c, args, part);
       calls.push(
         runScript(redis, 'settle', [k.active, k.sched], args).then((reply) => {
           const applied = settleReply(reply);

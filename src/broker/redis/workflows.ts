@@ -11,12 +11,13 @@ import { ConfigError } from '../../core/errors.ts';
 import { timeOfRunId } from '../../core/ids.ts';
 import { ownRetention } from '../shared/options.ts';
 import { checkWorkflow, POLICY_CODE, POLICY_OF_CODE } from '../shared/workflow.ts';
-import type { NewWorkflow, RunRecord, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
+import type { Dependency, NewWorkflow, RunRecord, SpawnSettlement, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
 import { decodeRun, RID_LENGTH, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
 import { runScript } from './scripts.ts';
 
 const MODE_CODE: Readonly<Record<string, string>> = { given: '', value: 'v', list: 'l', object: 'o' };
+const ridOf = (id: string) => id.slice(id.length - RID_LENGTH);
 
 export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
   now = time(now, 'now');
@@ -29,12 +30,9 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
   }
   const queue = queues[0] as string;
   const k = c.k(queue);
-  const ridOf = (id: string) => id.slice(id.length - RID_LENGTH);
   const args: (string | number)[] = [k.base, now, wf.id];
   for (const run of wf.runs) {
-    const deps = (run.dependsOn ?? [])
-      .map((d) => `${ridOf(d.id)}\t${POLICY_CODE[d.onFailure ?? 'cancel']}\t${d.name === undefined ? '' : JSON.stringify(d.name)}`)
-      .join('\n');
+    const deps = depLines(run.dependsOn);
     const runAt = Math.floor(run.runAt);
     args.push(
       ridOf(run.id),
@@ -58,6 +56,36 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
   return { id: wf.id, created: code === 1 };
 }
 
+/** A run's dependencies as the D field stores them: one line each, `rid TAB policy TAB name as JSON`. */
+function depLines(deps: readonly Dependency[] | undefined): string {
+  return (deps ?? [])
+    .map((d) => `${ridOf(d.id)}\t${POLICY_CODE[d.onFailure ?? 'cancel']}\t${d.name === undefined ? '' : JSON.stringify(d.name)}`)
+    .join('\n');
+}
+
+/**
+ * The payload of a spawn settlement (`w` in settleItems, lua/common.lua): JSON with `m` how the
+ * result is built (v, l, o), `d` the awaited runs (lines as D), `r` the runs, each
+ * [rid, task, input, priority, runAt, traceparent, retention once cancelled, inputFrom code, D lines].
+ */
+export function spawnPayload(s: SpawnSettlement, retention: number): string {
+  return JSON.stringify({
+    m: MODE_CODE[s.resultFrom],
+    d: depLines(s.awaits),
+    r: s.runs.map((run) => [
+      ridOf(run.id),
+      run.task,
+      run.input,
+      String(Math.trunc(run.priority || 0)),
+      String(Number.isFinite(run.runAt) ? Math.floor(run.runAt) : 0),
+      run.traceparent ?? '',
+      String(ownRetention(run.cancelledRetentionMs) ?? retention),
+      MODE_CODE[run.inputFrom ?? 'given'] ?? '',
+      depLines(run.dependsOn),
+    ]),
+  });
+}
+
 export async function getWorkflow(c: RedisCore, id: string): Promise<WorkflowRecord | null> {
   const parts = splitRunId(id);
   if (!parts) return null;
@@ -73,7 +101,9 @@ export async function getWorkflow(c: RedisCore, id: string): Promise<WorkflowRec
     const h = hashes[i] as Record<string, string>;
     if (Object.keys(h).length === 0) return;
     runs.push(decodeRun(k.id(rid), parts.queue, k.run(rid), h));
-    for (const line of (h.D ?? '').split('\n')) {
+    // D: its dependencies; A (a run that spawned runs): a head line, then the runs it awaits.
+    const awaited = (h.A ?? '').split('\n').slice(1);
+    for (const line of [...(h.D ?? '').split('\n'), ...awaited]) {
       const [dep, pol, name] = line.split('\t');
       if (!dep) continue;
       const edge: WorkflowEdge = { from: k.id(dep), to: k.id(rid), onFailure: POLICY_OF_CODE[pol ?? 'c'] ?? 'cancel' };

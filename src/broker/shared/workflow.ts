@@ -6,7 +6,14 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { queueOfRunId } from '../../core/ids.ts';
-import { DEPENDENCY_POLICIES, type DependencyPolicy, type InputFrom, type NewWorkflow } from '../types.ts';
+import {
+  DEPENDENCY_POLICIES,
+  type DependencyPolicy,
+  type InputFrom,
+  type NewWorkflow,
+  type Settlement,
+  type SpawnSettlement,
+} from '../types.ts';
 
 const INPUT_FROM: readonly InputFrom[] = ['given', 'value', 'list', 'object'];
 
@@ -131,4 +138,55 @@ export function workflowInput(
     default:
       return given;
   }
+}
+
+/**
+ * Checks a spawn settlement (dynamic fan-out) before anything is written: its runs as a workflow
+ * (`checkWorkflow`), all in the spawning run's queue (the Redis broker keeps a workflow's runs in one
+ * queue, and both brokers keep spawned runs with their parent), and `awaits` naming runs of it as
+ * `resultFrom` needs. Throws `ConfigError` saying what is wrong.
+ */
+export function checkSpawn(s: SpawnSettlement): void {
+  const where = `spawn from run ${s.id}:`;
+  const queue = queueOfRunId(s.id);
+  if (queue === null) throw new ConfigError(`${where} not a run id (<queue>.<ulid>)`);
+  if (!Array.isArray(s.runs) || s.runs.length === 0) throw new ConfigError(`${where} no runs to spawn`);
+  for (const run of s.runs) {
+    if (run?.queue !== queue) {
+      throw new ConfigError(
+        `${where} run ${run?.id} is in queue "${run?.queue}"; spawned runs stay in their parent's queue "${queue}" (a workflow over several queues needs the relay, not built yet: docs/workflows.md)`,
+      );
+    }
+    if (run.id === s.id) throw new ConfigError(`${where} a spawned run has the spawning run's own id`);
+  }
+  const queues = checkWorkflow({ id: s.id, runs: s.runs });
+  if (queues.length !== 1) throw new ConfigError(`${where} its runs are in several queues`);
+  const ids = new Set(s.runs.map((r) => r.id));
+  const mode = s.resultFrom;
+  if (mode !== 'value' && mode !== 'list' && mode !== 'object') {
+    throw new ConfigError(`${where} resultFrom ${JSON.stringify(mode)} (known: value, list, object)`);
+  }
+  if (!Array.isArray(s.awaits) || s.awaits.length === 0) throw new ConfigError(`${where} awaits no run`);
+  if (mode === 'value' && s.awaits.length !== 1) throw new ConfigError(`${where} takes the value of one run but awaits ${s.awaits.length}`);
+  const seen = new Set<string>();
+  const names = new Set<string>();
+  for (const d of s.awaits) {
+    if (!d || !ids.has(d.id)) throw new ConfigError(`${where} awaits ${JSON.stringify(d?.id)}, which is not one of the runs it spawns`);
+    if (seen.has(d.id)) throw new ConfigError(`${where} awaits ${d.id} twice`);
+    seen.add(d.id);
+    if (d.onFailure !== undefined && !DEPENDENCY_POLICIES.includes(d.onFailure)) {
+      throw new ConfigError(`${where} onFailure ${JSON.stringify(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
+    }
+    if (mode === 'object') {
+      if (typeof d.name !== 'string' || d.name === '') throw new ConfigError(`${where} builds an object but ${d.id} has no name`);
+      if (names.has(d.name)) throw new ConfigError(`${where} names two awaited runs "${d.name}"`);
+      names.add(d.name);
+    }
+  }
+  if (!Number.isFinite(s.retentionMs)) throw new ConfigError(`${where} retentionMs is not a number`);
+}
+
+/** `checkSpawn` for each spawn among settlements (the others pass as they are). */
+export function checkSpawns(settlements: readonly Settlement[]): void {
+  for (const s of settlements) if (s.outcome === 'spawned') checkSpawn(s);
 }

@@ -55,6 +55,8 @@
     Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
+      A: a run that spawned runs (dynamic fan-out) and waits for some: a head line `<v|l|o> TAB
+      <retention ms once succeeded>`, then the runs it awaits, one line each as in D.
 
   Workflow keys (one queue: the Redis broker keeps a workflow's runs in one queue, see workflows.md):
     base..'waiting'    ZSET  waiting rids by the time in their id (counts, listings)
@@ -485,22 +487,21 @@ local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, h
 end
 
 --[[
-  Workflows (docs/workflows.md). A waiting run `rid` whose last dependency is resolved becomes
-  queued: its input built from the results in wv: (in the order of D), due now, its wait keys gone.
+  Workflows (docs/workflows.md). wfJoin: the JSON text joined from the results in wv: of run `rid`,
+  in the order of `deps` (lines as D; a line that does not read as one is skipped), as `mode` says
+  (v value, l list, o object). A waiting run `rid` whose last dependency is resolved becomes
+  queued (wfReady): its input so built, due now, its wait keys gone.
 ]]
-local function wfReady(base, rid, nowS)
-  local k = base .. 'r:' .. rid
-  local v = rcall('HMGET', k, 'M', 'D', 'p')
-  local mode, deps, prio = v[1], v[2], v[3]
-  if mode then
-    local flat = rcall('HGETALL', base .. 'wv:' .. rid)
-    local values = {}
-    for j = 1, #flat, 2 do
-      values[flat[j]] = flat[j + 1]
-    end
-    local parts = {}
-    for line in string.gmatch(deps or '', '[^\n]+') do
-      local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
+local function wfJoin(base, rid, mode, deps)
+  local flat = rcall('HGETALL', base .. 'wv:' .. rid)
+  local values = {}
+  for j = 1, #flat, 2 do
+    values[flat[j]] = flat[j + 1]
+  end
+  local parts = {}
+  for line in string.gmatch(deps or '', '[^\n]+') do
+    local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
+    if dep then
       local val = values[dep]
       if not val or val == '' then
         val = 'null'
@@ -511,15 +512,21 @@ local function wfReady(base, rid, nowS)
         parts[#parts + 1] = val
       end
     end
-    local input
-    if mode == 'v' then
-      input = parts[1] or 'null'
-    elseif mode == 'l' then
-      input = '[' .. table.concat(parts, ',') .. ']'
-    else
-      input = '{' .. table.concat(parts, ',') .. '}'
-    end
-    rcall('HSET', k, 'i', input)
+  end
+  if mode == 'v' then
+    return parts[1] or 'null'
+  elseif mode == 'l' then
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+local function wfReady(base, rid, nowS)
+  local k = base .. 'r:' .. rid
+  local v = rcall('HMGET', k, 'M', 'D', 'p')
+  local mode, deps, prio = v[1], v[2], v[3]
+  if mode then
+    rcall('HSET', k, 'i', wfJoin(base, rid, mode, deps))
   end
   rcall('HSET', k, 's', 'q', 'r', nowS)
   rcall('ZREM', base .. 'waiting', rid)
@@ -537,6 +544,7 @@ end
 local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
   local woke = false
   local todo = { rid, ok, result }
+  local adopted = {} -- spawning runs to finish once the cascade is done (finish may delete them)
   local i = 1
   while i <= #todo do
     local src, good, res = todo[i], todo[i + 1], todo[i + 2]
@@ -545,8 +553,8 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
     for j = 1, #edges, 2 do
       local d, pol = edges[j], edges[j + 1]
       local dk = base .. 'r:' .. d
-      local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
-      local ds, watched, ownRet = v[1], v[2], v[3]
+      local v = redis.pcall('HMGET', dk, 's', 'W', 'C', 'A')
+      local ds, watched, ownRet, adopt = v[1], v[2], v[3], v[4]
       if not v['err'] and (good or pol == 'k') then
         -- Recorded whatever the dependent's state: one cancelled by another dependency keeps its
         -- wait keys, and a retry of that dependency makes it wait again for what is still missing
@@ -560,8 +568,22 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
           end
           if ds == 'w' then
             if rcall('SCARD', wd) == 0 then
-              wfReady(base, d, nowS)
-              woke = true
+              if adopt then
+                -- A run that spawned runs (dynamic fan-out): it succeeds with their values.
+                local head = string.match(adopt, '^[^\n]*')
+                local mode, ret = string.match(head, '^([^\t]*)\t(.*)$')
+                local value = wfJoin(base, d, mode, string.sub(adopt, #head + 2))
+                rcall('HSET', dk, 's', 'd')
+                rcall('ZREM', base .. 'waiting', d)
+                rcall('DEL', wd, base .. 'wv:' .. d)
+                adopted[#adopted + 1] = { dk, d, value, tonumber(ret) or 0 }
+                todo[#todo + 1] = d
+                todo[#todo + 1] = true
+                todo[#todo + 1] = value
+              else
+                wfReady(base, d, nowS)
+                woke = true
+              end
             end
             notify(chan, qp, d, watched)
           end
@@ -582,6 +604,13 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
         todo[#todo + 1] = ''
         notify(chan, qp, d, watched)
       end
+    end
+  end
+  for _, a in ipairs(adopted) do
+    if a[3] == 'null' then
+      finish(base, a[1], a[2], 'd', 'succeeded', now, nowS, a[4], nil)
+    else
+      finish(base, a[1], a[2], 'd', 'succeeded', now, nowS, a[4], nil, 'R', a[3])
     end
   end
   return woke
@@ -617,10 +646,11 @@ local function wfRewait(base, rid)
   end
   for n = 2, #rerun do
     local d = rerun[n]
-    local deps = rcall('HGET', base .. 'r:' .. d, 'D') or ''
+    local v = rcall('HMGET', base .. 'r:' .. d, 'D', 'A')
+    local deps = (v[1] or '') .. '\n' .. (v[2] or '') -- A: a spawning run's head line, then what it awaits
     for line in string.gmatch(deps, '[^\n]+') do
       local dep = string.match(line, '^([^\t]*)\t')
-      if seen[dep] then
+      if dep and seen[dep] then
         rcall('SADD', base .. 'wd:' .. d, dep)
         rcall('HDEL', base .. 'wv:' .. d, dep)
       end
@@ -629,10 +659,135 @@ local function wfRewait(base, rid)
 end
 
 --[[
+  Creates run `rid` of workflow `wfId` (wfcreate.lua, and the runs a spawn creates): queued, or
+  scheduled when runAtS is later than now, or waiting when it has dependencies (deps: lines as D):
+  in `waiting`, its dependencies in wd:<rid>, itself in the we: edge index of each of them.
+  e: enqueuedAt ('' when it is the time in the id); tp: traceparent (''); cret: retention once
+  cancelled; mode: inputFrom ('', v, l, o). Returns whether idle workers must be woken.
+]]
+local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cret, mode, deps)
+  local k = base .. 'r:' .. rid
+  local state
+  if deps ~= '' then
+    state = 'w'
+  elseif tonumber(runAtS) > now then
+    state = 's'
+  else
+    state = 'q'
+  end
+  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
+  if p ~= '0' then
+    f[#f + 1] = 'p'
+    f[#f + 1] = p
+  end
+  if e ~= '' then
+    f[#f + 1] = 'e'
+    f[#f + 1] = e
+  end
+  if state == 's' then
+    f[#f + 1] = 'r'
+    f[#f + 1] = runAtS
+  end
+  if tp ~= '' then
+    f[#f + 1] = 'c'
+    f[#f + 1] = tp
+  end
+  if mode ~= '' then
+    f[#f + 1] = 'M'
+    f[#f + 1] = mode
+  end
+  if deps ~= '' then
+    f[#f + 1] = 'D'
+    f[#f + 1] = deps
+  end
+  rcall('HSET', k, unpack(f))
+  if state == 'w' then
+    rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+    for line in string.gmatch(deps, '[^\n]+') do
+      local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+      rcall('SADD', base .. 'wd:' .. rid, dep)
+      rcall('HSET', base .. 'we:' .. dep, rid, pol)
+    end
+    return false
+  elseif state == 's' then
+    local first = rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
+    rcall('ZADD', base .. 'sched', runAtS, rid)
+    return not first[2] or tonumber(runAtS) < tonumber(first[2])
+  end
+  pushQueued(base, rid, p, false)
+  return true
+end
+
+--[[
+  Dynamic fan-out (docs/workflows.md): the held run `rid` (hash k) ends its attempt (the history
+  gets it, outcome `spawned`) by creating the runs of `payload` (see spawnPayload in workflows.ts)
+  and waiting, in `waiting`, for those it awaits: wd:/we: as for a dependency, and field A (a head
+  line `<mode> TAB <retention ms>`, then one line per awaited run as in D), which wfResolve reads to
+  finish it with their values. The runs join its workflow (G), or one named by its own id. Nothing
+  is written when a run id is taken: returns false and that id. Else returns whether idle workers
+  must be woken.
+]]
+local function wfSpawn(base, qp, now, nowS, rid, k, payload, retS, worker, att, started, acc)
+  local sp = cjson.decode(payload)
+  for _, r in ipairs(sp.r) do
+    if rcall('EXISTS', base .. 'r:' .. r[1]) == 1 then
+      return false, r[1]
+    end
+  end
+  local wf = rcall('HGET', k, 'G')
+  if not wf then
+    wf = qp .. rid
+    rcall('HSET', k, 'G', wf)
+  end
+  local wk = base .. 'wf:' .. string.sub(wf, -26)
+  local listed = rcall('HGET', wk, 'r')
+  local rids = {}
+  if not listed then
+    rids[1] = rid
+    rcall('HSET', wk, 't', nowS, 'n', 1)
+  end
+  local wakeUp = false
+  for _, r in ipairs(sp.r) do
+    rids[#rids + 1] = r[1]
+    if wfAddRun(base, wf, now, r[1], r[2], r[3], r[4], r[5], '', r[6], r[7], r[8], r[9]) then
+      wakeUp = true
+    end
+  end
+  if listed then
+    rcall('HSET', wk, 'r', listed .. ',' .. table.concat(rids, ','))
+  else
+    rcall('HSET', wk, 'r', table.concat(rids, ','))
+  end
+  rcall('HINCRBY', wk, 'n', #sp.r)
+  statAdd(acc, 'e', #sp.r)
+  -- What an earlier spawn of this run (replayed since) awaited is forgotten.
+  local old = rcall('HGET', k, 'A')
+  if old then
+    for line in string.gmatch(old, '[^\n]+') do
+      local dep = string.match(line, '^([^\t]*)\t[^\t]*\t')
+      if dep then
+        rcall('HDEL', base .. 'we:' .. dep, rid)
+      end
+    end
+  end
+  rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  for line in string.gmatch(sp.d, '[^\n]+') do
+    local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+    rcall('SADD', base .. 'wd:' .. rid, dep)
+    rcall('HSET', base .. 'we:' .. dep, rid, pol)
+  end
+  local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'spawned')
+  rcall('HSET', k, 's', 'w', 'A', sp.m .. '\t' .. retS .. '\n' .. sp.d, 'h', h, 'r', nowS)
+  rcall('HDEL', k, 'o')
+  rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+  return wakeUp
+end
+
+--[[
   Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve
   before it leases). Items are ARGV[from], ARGV[from + 1], ... up to `to`, 5 per item: rid,
-  attempt, outcome (s succeeded, f failed, r retry), payload (result JSON, '' for null; or error
-  JSON), retentionMs (s, f) or runAt (r). Each item is applied only if the run is active with
+  attempt, outcome (s succeeded, f failed, r retry, w spawned), payload (result JSON, '' for null;
+  or error JSON; or the spawn's JSON, see wfSpawn), retentionMs (s, f, w) or runAt (r). Each item is applied only if the run is active with
   this worker and attempt; otherwise it is lost and nothing is written. Appends one status per
   item to `out` (1 applied, 0 lost), counts outcomes and run times in `acc`, and returns whether
   a run became queued, or scheduled before every other scheduled run (then idle workers must be
@@ -666,10 +821,22 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
       statLatency(acc, 'u', now - (tonumber(started) or now))
       -- Fan-in and failure propagation, in this script (docs/workflows.md); before the run is
       -- finished, which deletes it (and its edges) at once when its retention is 0.
-      if wf and kind ~= 'r' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
+      if wf and kind ~= 'r' and kind ~= 'w' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
         wakeUp = true
       end
-      if kind == 's' then
+      if kind == 'w' then
+        -- A spawn: its dependents are resolved when it finishes with the values of what it awaits.
+        local woke, taken = wfSpawn(base, qp, now, nowS, rid, k, payload, numS, worker, att, started, acc)
+        if taken then
+          statAdd(acc, 'f', 1)
+          if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+            wakeUp = true
+          end
+          finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', spawnRefusedError(qp .. taken))
+        elseif woke then
+          wakeUp = true
+        end
+      elseif kind == 's' then
         statAdd(acc, 'd', 1)
         if att ~= '1' then
           rcall('HDEL', k, 'E') -- the error of an earlier attempt

@@ -21,7 +21,7 @@
   when a run id is taken (nothing written).
 ]]
 --!keys 1
---!include common.lua: rcall, ridTime, statFlush, pushQueued, wake
+--!include common.lua: rcall, statFlush, wake, wfAddRun
 local base, nowS, wfId = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
 if rcall('EXISTS', KEYS[1]) == 1 then
@@ -35,59 +35,8 @@ end
 local rids = {}
 local wakeUp = false
 for j = 4, #ARGV, 10 do
-  local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  local e, tp, cret, mode, deps = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local k = base .. 'r:' .. rid
-  rids[#rids + 1] = rid
-  local state
-  if deps ~= '' then
-    state = 'w'
-  elseif tonumber(runAtS) > now then
-    state = 's'
-  else
-    state = 'q'
-  end
-  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
-  if p ~= '0' then
-    f[#f + 1] = 'p'
-    f[#f + 1] = p
-  end
-  if e ~= '' then
-    f[#f + 1] = 'e'
-    f[#f + 1] = e
-  end
-  if state == 's' then
-    f[#f + 1] = 'r'
-    f[#f + 1] = runAtS
-  end
-  if tp ~= '' then
-    f[#f + 1] = 'c'
-    f[#f + 1] = tp
-  end
-  if mode ~= '' then
-    f[#f + 1] = 'M'
-    f[#f + 1] = mode
-  end
-  if deps ~= '' then
-    f[#f + 1] = 'D'
-    f[#f + 1] = deps
-  end
-  rcall('HSET', k, unpack(f))
-  if state == 'w' then
-    rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
-    for line in string.gmatch(deps, '[^\n]+') do
-      local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
-      rcall('SADD', base .. 'wd:' .. rid, dep)
-      rcall('HSET', base .. 'we:' .. dep, rid, pol)
-    end
-  elseif state == 's' then
-    local first = rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
-    if not first[2] or tonumber(runAtS) < tonumber(first[2]) then
-      wakeUp = true
-    end
-    rcall('ZADD', base .. 'sched', runAtS, rid)
-  else
-    pushQueued(base, rid, p, false)
+  rids[#rids + 1] = ARGV[j]
+  if wfAddRun(base, wfId, now, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]) then
     wakeUp = true
   end
 end
