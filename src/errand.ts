@@ -408,6 +408,7 @@ export class Errand extends EventEmitter {
       tasks: this.tasks,
       logger: this.logger,
       redactPaths: (task) => this.redactPaths(task),
+      maxInputBytes: this.maxInputBytes,
       scheduleDefinitions: (now) => this.scheduleDefinitions(now),
     };
   }
