@@ -377,8 +377,8 @@ export class Errand extends EventEmitter {
     const now = Date.now();
     const compiled = compileWorkflow(flow, now, this.maxInputBytes);
     const broker = await this.broker();
-    const { created } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
-    return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created);
+    const { created, held } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
+    return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created, held);
   }
 
   /** A handle to an existing run, by id. */

@@ -17,7 +17,7 @@
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
 import type { FlowCounts } from './flow-types.ts';
 import type { NewRun } from './new-run.ts';
-import type { NewWorkflow, SpawnSettlement, WorkflowCancelOutcome, WorkflowRecord } from './workflow-types.ts';
+import type { NewWorkflow, SpawnSettlement, WorkflowCancelOutcome, WorkflowCreated, WorkflowRecord } from './workflow-types.ts';
 import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
@@ -31,6 +31,7 @@ export {
   type NewWorkflowRun,
   type SpawnSettlement,
   type WorkflowCancelOutcome,
+  type WorkflowCreated,
   type WorkflowEdge,
   type WorkflowRecord,
 } from './workflow-types.ts';
@@ -240,10 +241,11 @@ export interface Broker {
    * that settles (succeeded, or failed under a `continue` edge) the last of its dependencies, with
    * its input built as its `inputFrom` says. A terminal failure of a dependency (settled `failed`,
    * failed by the broker, or cancelled) applies each edge's `onFailure` in that same step,
-   * transitively. A workflow whose id is stored already: nothing is created, `created: false`.
+   * transitively. A workflow whose id is stored already, or with a run whose idempotency key a
+   * stored run holds (`held`): nothing is created, `created: false`.
    * Throws `ConfigError` for a workflow that is not a DAG of its own runs (see docs/workflows.md).
    */
-  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }>;
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<WorkflowCreated>;
 
   /** A workflow: its runs (those not yet pruned) and edges; null when unknown. */
   getWorkflow(id: string): Promise<WorkflowRecord | null>;

@@ -43,8 +43,23 @@ export interface NewWorkflowRun extends NewRun {
 export interface NewWorkflow {
   /** `<queue>.<ulid>` (see `newRunId`), the queue being that of one of its runs. */
   id: string;
-  /** Its runs, dependencies before or after their dependents (any order); no idempotency keys. */
+  /**
+   * Its runs, dependencies before or after their dependents (any order). A run may carry an
+   * idempotency key (as `NewRun`'s: same queue and task, `idempotencyTtl`); two runs of one workflow
+   * may not share one.
+   */
   runs: readonly NewWorkflowRun[];
+}
+
+/**
+ * What `createWorkflow` did. `created: false`: nothing was created, because a workflow with this id
+ * is stored (a resent call), or because a run's idempotency key is held by a stored run (`held`:
+ * which run of the workflow, its key, and the stored run holding it).
+ */
+export interface WorkflowCreated {
+  id: string;
+  created: boolean;
+  held?: { run: string; key: string; by: string };
 }
 
 export interface WorkflowEdge {
@@ -77,7 +92,8 @@ export type WorkflowCancelOutcome = { outcome: 'cancelled'; runs: number } | { o
  * workflow (or, for a run of none, a workflow whose id is the run's own id); they must all be in the
  * run's queue, their dependencies among themselves, without idempotency keys; each is created as
  * `createWorkflow` creates a run (queued, scheduled or waiting). A run id already taken refuses the
- * spawn: the run fails (reason `spawn_refused`) and nothing is created. An awaited run that ends
+ * spawn: the run fails (reason `spawn_refused`) and nothing is created. Spawned runs take no
+ * idempotency keys (`ConfigError`). An awaited run that ends
  * without succeeding applies its edge's `onFailure` to this run (default `cancel`: cancelled with
  * reason `dependency_failed`, which its own dependents see as a failure). The attempt ends with the
  * outcome `spawned` in the run's history; its `attempts` stay as they are.

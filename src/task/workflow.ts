@@ -234,10 +234,9 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const compile = (node: Node, before: Out | null): Out => {
     switch (node.kind) {
       case 'step': {
+        // The key a task derives from its input (its idempotencyKey option) holds for its steps too:
+        // a workflow whose step's key is held by a stored run is not created (created: false).
         const run = node.task.prepare(node.input, node.options, now, maxInputBytes);
-        if (run.idempotencyKey !== undefined) {
-          throw new ConfigError(`Task "${node.task.name}": a step of a workflow takes no idempotency key (the workflow id is the key)`);
-        }
         if (before) run.dependsOn = edges(before, undefined);
         runs.push(run);
         return { ids: [run.id], many: false };
@@ -347,6 +346,11 @@ export class Spawn<R> {
  */
 export function compileSpawn<F extends AnyFlow>(flow: F, now: number, maxInputBytes: number): Spawn<ResultOf<F>> {
   const compiled = compileWorkflow(flow, now, maxInputBytes);
+  // Spawned runs take no idempotency keys (each spawn is applied once, under the spawning lease).
+  for (const run of compiled.runs) {
+    delete run.idempotencyKey;
+    delete run.idempotencyTtl;
+  }
   const v = compiled.value;
   if (v.kind === 'one') return new Spawn(compiled.runs, [{ id: v.id }], 'value');
   if (v.kind === 'many')

@@ -9,9 +9,18 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { timeOfRunId } from '../../core/ids.ts';
-import { ownRetention } from '../shared/options.ts';
+import { DAY, ownRetention } from '../shared/options.ts';
 import { checkWorkflow, POLICY_CODE, POLICY_OF_CODE } from '../shared/workflow.ts';
-import type { Dependency, NewWorkflow, RunRecord, SpawnSettlement, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
+import type {
+  Dependency,
+  NewWorkflow,
+  RunRecord,
+  SpawnSettlement,
+  WorkflowCancelOutcome,
+  WorkflowCreated,
+  WorkflowEdge,
+  WorkflowRecord,
+} from '../types.ts';
 import { decodeRun, RID_LENGTH, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
 import { runScript } from './scripts.ts';
@@ -19,7 +28,7 @@ import { runScript } from './scripts.ts';
 const MODE_CODE: Readonly<Record<string, string>> = { given: '', value: 'v', list: 'l', object: 'o' };
 const ridOf = (id: string) => id.slice(id.length - RID_LENGTH);
 
-export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number): Promise<WorkflowCreated> {
   now = time(now, 'now');
   const queues = checkWorkflow(wf);
   if (queues.length > 1) {
@@ -45,6 +54,8 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
       ownRetention(run.cancelledRetentionMs) ?? c.cancelledRetentionMs,
       MODE_CODE[run.inputFrom ?? 'given'] ?? '',
       deps,
+      run.idempotencyKey ?? '',
+      Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)),
     );
   }
   const redis = await c.ready();
@@ -53,6 +64,11 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
   const code = Number(reply?.[0]);
   if (code === -1)
     throw new ConfigError(`createWorkflow: run ${k.id(String(reply[1]))} of workflow ${wf.id} exists already (make new ids with newRunId)`);
+  if (code === -2) {
+    const run = k.id(String(reply[1]));
+    const key = wf.runs.find((r) => r.id === run)?.idempotencyKey ?? '';
+    return { id: wf.id, created: false, held: { run, key, by: k.id(String(reply[2])) } };
+  }
   return { id: wf.id, created: code === 1 };
 }
 

@@ -38,14 +38,20 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
   }
   if (!Array.isArray(wf.runs) || wf.runs.length === 0) bad(`workflow ${wf.id}`, 'has no runs');
   const ids = new Set<string>();
+  const keys = new Set<string>();
   const queues: string[] = [];
   for (const [i, run] of wf.runs.entries()) {
     const q = typeof run?.id === 'string' ? queueOfRunId(run.id) : null;
     if (q === null) bad(`run ${i}`, `has id ${JSON.stringify(run?.id)}, not a run id (<queue>.<ulid>)`);
     if (q !== run.queue) bad(`run ${run.id}`, `names queue "${run.queue}", but its id belongs to queue "${q}"`);
     if (ids.has(run.id)) bad(`run ${run.id}`, 'appears twice');
-    if (run.idempotencyKey !== undefined)
-      bad(`run ${run.id}`, 'has an idempotency key: runs of a workflow take none (the workflow id is the key)');
+    if (run.idempotencyKey !== undefined) {
+      if (typeof run.idempotencyKey !== 'string' || run.idempotencyKey === '')
+        bad(`run ${run.id}`, 'has an idempotency key that is not a non-empty string');
+      const k = `${run.queue}\n${run.task}\n${run.idempotencyKey}`;
+      if (keys.has(k)) bad(`run ${run.id}`, `has the idempotency key "${run.idempotencyKey}" of another run of this workflow (same task)`);
+      keys.add(k);
+    }
     if (run.flow !== undefined)
       bad(
         `run ${run.id}`,
@@ -158,6 +164,7 @@ export function checkSpawn(s: SpawnSettlement): void {
       );
     }
     if (run.id === s.id) throw new ConfigError(`${where} a spawned run has the spawning run's own id`);
+    if (run.idempotencyKey !== undefined) throw new ConfigError(`${where} run ${run.id} has an idempotency key: spawned runs take none`);
   }
   const queues = checkWorkflow({ id: s.id, runs: s.runs });
   if (queues.length !== 1) throw new ConfigError(`${where} its runs are in several queues`);

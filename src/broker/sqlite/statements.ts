@@ -219,8 +219,8 @@ export const SQL = {
   wfGet: 'SELECT id, created_at FROM workflows WHERE id = ?',
   /** A run of a workflow: `state` is waiting, queued or scheduled. */
   wfRun: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, traceparent,
-      cancel_retention, attempts, lease_losses, history, rev, workflow, input_from)
-    VALUES (:id, :queue, :state, :task, :priority, :seq, :input, :now, :runAt, :traceparent, :retention, 0, 0, '[]', 0, :workflow, :inputFrom)`,
+      cancel_retention, attempts, lease_losses, history, rev, workflow, input_from, idempotency_key)
+    VALUES (:id, :queue, :state, :task, :priority, :seq, :input, :now, :runAt, :traceparent, :retention, 0, 0, '[]', 0, :workflow, :inputFrom, :key)`,
   wfEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure) VALUES (?, ?, ?, ?, ?, ?)`,
   wfRunExists: 'SELECT 1 AS x FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
   /** The unresolved edges out of a dependency. */

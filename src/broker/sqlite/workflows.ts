@@ -7,6 +7,7 @@
  * reported.
  */
 import { ConfigError } from '../../core/errors.ts';
+import { DAY } from '../shared/options.ts';
 import { runErrorText } from '../shared/run-errors.ts';
 import { checkWorkflow, workflowInput } from '../shared/workflow.ts';
 import type {
@@ -15,18 +16,29 @@ import type {
   RunRecord,
   SpawnSettlement,
   WorkflowCancelOutcome,
+  WorkflowCreated,
   WorkflowEdge,
   WorkflowRecord,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { num, type Row, toRecord } from './statements.ts';
 
-export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { id: string; created: boolean } {
+export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): WorkflowCreated {
   c.open();
   checkWorkflow(wf);
   const queues = new Set<string>();
+  let held: WorkflowCreated['held'];
   const created = c.tx(() => {
     if (c.row('wfGet', wf.id)) return false;
+    // A run whose idempotency key a stored run holds: nothing is created (as enqueue, the key stands).
+    for (const run of wf.runs) {
+      if (run.idempotencyKey === undefined) continue;
+      const hit = c.row('idemGet', run.queue, run.task, run.idempotencyKey);
+      if (hit && (num(hit.expires_at) ?? 0) > now && c.row('stateOf', String(hit.run_id))) {
+        held = { run: run.id, key: run.idempotencyKey, by: String(hit.run_id) };
+        return false;
+      }
+    }
     // A run id already taken (by another workflow or an enqueue) refuses the whole workflow: the
     // INSERTs below would fail half way, which the transaction rolls back anyway.
     if (c.row('wfRunExists', JSON.stringify(wf.runs.map((r) => r.id)))) {
@@ -51,7 +63,10 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { i
         retention: run.cancelledRetentionMs ?? null,
         workflow: wf.id,
         inputFrom: run.inputFrom ?? 'given',
+        key: run.idempotencyKey ?? null,
       });
+      if (run.idempotencyKey !== undefined)
+        c.s.idemPut.run(run.queue, run.task, run.idempotencyKey, run.id, now + (run.idempotencyTtl ?? DAY));
       run.dependsOn?.forEach((d, pos) => {
         c.s.wfEdge.run(run.id, d.id, wf.id, pos, d.name ?? null, d.onFailure ?? 'cancel');
       });
@@ -62,7 +77,7 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { i
     return true;
   });
   if (queues.size) c.hub.emit('work', [...queues]);
-  return { id: wf.id, created };
+  return held ? { id: wf.id, created, held } : { id: wf.id, created };
 }
 
 /**
@@ -181,6 +196,7 @@ export function spawnIn(
       retention: run.cancelledRetentionMs ?? null,
       workflow: wf,
       inputFrom: run.inputFrom ?? 'given',
+      key: null,
     });
     run.dependsOn?.forEach((d, pos) => {
       c.s.wfEdge.run(run.id, d.id, wf, pos, d.name ?? null, d.onFailure ?? 'cancel');

@@ -663,9 +663,10 @@ end
   scheduled when runAtS is later than now, or waiting when it has dependencies (deps: lines as D):
   in `waiting`, its dependencies in wd:<rid>, itself in the we: edge index of each of them.
   e: enqueuedAt ('' when it is the time in the id); tp: traceparent (''); cret: retention once
-  cancelled; mode: inputFrom ('', v, l, o). Returns whether idle workers must be woken.
+  cancelled; mode: inputFrom ('', v, l, o); ik, ittl: its idempotency key ('' for none) and how
+  long it is held (ms; the caller checked it is free). Returns whether idle workers must be woken.
 ]]
-local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cret, mode, deps)
+local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cret, mode, deps, ik, ittl)
   local k = base .. 'r:' .. rid
   local state
   if deps ~= '' then
@@ -699,6 +700,11 @@ local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cre
   if deps ~= '' then
     f[#f + 1] = 'D'
     f[#f + 1] = deps
+  end
+  if ik ~= '' then
+    f[#f + 1] = 'k'
+    f[#f + 1] = ik
+    rcall('SET', base .. 'ik:' .. task .. ':' .. ik, rid, 'PX', ittl)
   end
   rcall('HSET', k, unpack(f))
   if state == 'w' then
@@ -749,7 +755,7 @@ local function wfSpawn(base, qp, now, nowS, rid, k, payload, retS, worker, att, 
   local wakeUp = false
   for _, r in ipairs(sp.r) do
     rids[#rids + 1] = r[1]
-    if wfAddRun(base, wf, now, r[1], r[2], r[3], r[4], r[5], '', r[6], r[7], r[8], r[9]) then
+    if wfAddRun(base, wf, now, r[1], r[2], r[3], r[4], r[5], '', r[6], r[7], r[8], r[9], '', '') then
       wakeUp = true
     end
   end

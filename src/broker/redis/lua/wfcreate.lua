@@ -12,13 +12,14 @@
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now
   ARGV[3] workflow id
-  then 10 per run: rid, task, input, priority, runAt, enqueuedAt ('' when it is the time in the
+  then 12 per run: rid, task, input, priority, runAt, enqueuedAt ('' when it is the time in the
     run id), traceparent ('' for none), retention once cancelled (ms), inputFrom ('' given, v
     value, l list, o object), dependencies ('' for none; else one line each: rid TAB policy TAB
-    name as JSON)
+    name as JSON), idempotency key ('' for none), its ttl (ms)
 
   Returns { 1 } created, { 0 } when the workflow exists already (nothing written), { -1, rid }
-  when a run id is taken (nothing written).
+  when a run id is taken (nothing written), { -2, rid, holder rid } when the idempotency key of
+  run rid is held by a stored run (nothing written).
 ]]
 --!keys 1
 --!include common.lua: rcall, statFlush, wake, wfAddRun
@@ -27,16 +28,24 @@ local now = tonumber(nowS)
 if rcall('EXISTS', KEYS[1]) == 1 then
   return { 0 }
 end
-for j = 4, #ARGV, 10 do
+for j = 4, #ARGV, 12 do
   if rcall('EXISTS', base .. 'r:' .. ARGV[j]) == 1 then
     return { -1, ARGV[j] }
+  end
+  if ARGV[j + 10] ~= '' then
+    -- A key never stands for a run that no longer exists (as enqueue.lua).
+    local holder = rcall('GET', base .. 'ik:' .. ARGV[j + 1] .. ':' .. ARGV[j + 10])
+    if holder and rcall('EXISTS', base .. 'r:' .. holder) == 1 then
+      return { -2, ARGV[j], holder }
+    end
   end
 end
 local rids = {}
 local wakeUp = false
-for j = 4, #ARGV, 10 do
+for j = 4, #ARGV, 12 do
   rids[#rids + 1] = ARGV[j]
-  if wfAddRun(base, wfId, now, ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4], ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]) then
+  local a = ARGV
+  if wfAddRun(base, wfId, now, a[j], a[j + 1], a[j + 2], a[j + 3], a[j + 4], a[j + 5], a[j + 6], a[j + 7], a[j + 8], a[j + 9], a[j + 10], a[j + 11]) then
     wakeUp = true
   end
 end
