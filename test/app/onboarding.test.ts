@@ -9,8 +9,8 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { ONBOARDING_TASK, onboardingNotePath } from '../../app/onboarding.ts';
 import type { RunRecord } from '../../src/index.ts';
-import { waitFor } from '../helpers.ts';
-import { startService, type TestService } from './support.ts';
+import { uniquePrefix, waitFor } from '../helpers.ts';
+import { dropRedisPrefix, REDIS_URL, startService, type TestService } from './support.ts';
 
 const png = async (width: number, height: number) =>
   (
@@ -21,24 +21,26 @@ const png = async (width: number, height: number) =>
 
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
+/** The workflow of a sign-up once every step has finished (its state as GET /workflows/{id} says). */
+async function finishedIn(t: TestService, id: string): Promise<{ state: string; runs: RunRecord[] }> {
+  const broker = await t.service.errand.broker();
+  const wf = await waitFor(
+    async () => {
+      const w = await broker.getWorkflow(id);
+      return w?.runs.every((r) => FINISHED.has(r.state)) ? w : undefined;
+    },
+    { timeoutMs: 120_000, message: `workflow ${id} to finish` },
+  );
+  return { state: (await t.request('GET', `/workflows/${id}`)).json.state, runs: wf.runs };
+}
+
 describe('the sign-up workflow', () => {
   let t: TestService;
   before(async () => {
     t = await startService({});
   });
   after(() => t.stop());
-
-  /** The workflow of a sign-up once every step has finished (GET /workflows/{id}). */
-  async function finished(id: string): Promise<{ state: string; runs: RunRecord[] }> {
-    const broker = await t.service.errand.broker();
-    return waitFor(
-      async () => {
-        const wf = await broker.getWorkflow(id);
-        return wf?.runs.every((r) => FINISHED.has(r.state)) ? wf : undefined;
-      },
-      { timeoutMs: 120_000, message: `workflow ${id} to finish` },
-    ).then(async (wf) => ({ state: (await t.request('GET', `/workflows/${id}`)).json.state, runs: wf.runs }));
-  }
+  const finished = (id: string) => finishedIn(t, id);
 
   const runOfTask = (runs: RunRecord[], task: string) => runs.filter((r) => r.task === task);
 
@@ -104,5 +106,29 @@ describe('the sign-up workflow', () => {
     assert.equal(note?.attempts, 0, 'never started');
     assert.equal(existsSync(onboardingNotePath(join(t.dataDir, 'outbox'), res.json.user.id)), false, 'no note');
     assert.equal((await t.service.users.welcomeStatus(res.json.user.id))?.state, 'sent');
+  });
+});
+
+describe('the sign-up workflow on Redis', () => {
+  let t: TestService;
+  const prefix = uniquePrefix('errand-onboarding-test');
+  before(async () => {
+    t = await startService({ REDIS_URL, ERRAND_PREFIX: prefix });
+  });
+  after(async () => {
+    await t?.stop();
+    await dropRedisPrefix(prefix);
+  });
+
+  it('runs every step in the emails queue (one queue per workflow on Redis) and writes the note once', async () => {
+    assert.equal((await t.service.errand.broker()).kind, 'redis');
+    const res = await t.request('POST', '/users/', { username: 'red', email: 'red@example.com', avatar: await png(64, 64) });
+    assert.equal(res.status, 201);
+    assert.match(res.json.avatar_task.id, /^emails\./);
+    const { state, runs } = await finishedIn(t, res.json.workflow.id);
+    assert.equal(state, 'succeeded');
+    assert.deepEqual(runs.map((r) => r.task).sort(), ['complete_onboarding', 'make_avatar_thumbnails', 'send_welcome_email']);
+    assert.equal(runs.find((r) => r.task === ONBOARDING_TASK)?.attempts, 1);
+    assert.ok(existsSync(onboardingNotePath(join(t.dataDir, 'outbox'), res.json.user.id)));
   });
 });
