@@ -647,7 +647,9 @@ local function wfRewait(base, rid)
   for n = 2, #rerun do
     local d = rerun[n]
     local v = rcall('HMGET', base .. 'r:' .. d, 'D', 'A')
-    local deps = (v[1] or '') .. '\n' .. (v[2] or '') -- A: a spawning run's head line, then what it awaits
+    local own, awaited = v[1], v[2]
+    -- A: a spawning run's head line, then what it awaits
+    local deps = (own or '') .. '\n' .. (awaited or '')
     for line in string.gmatch(deps, '[^\n]+') do
       local dep = string.match(line, '^([^\t]*)\t')
       if dep and seen[dep] then
