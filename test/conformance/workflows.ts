@@ -385,6 +385,19 @@ export function workflowConformance(c: ConformanceContext): void {
       }
     });
 
+    test('a cascade through a step kept 0 ms once cancelled still reaches what waits for it', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const a = step(t0);
+      const mid = { ...step(t0, { dependsOn: on(a) }), cancelledRetentionMs: 0 };
+      const last = step(t0, { dependsOn: on(mid) });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [a, mid, last] }, t0);
+      const [r] = (await reserveAll(b, 'w', t0)).runs;
+      await b.settle('w', [{ id: r!.id, attempt: 1, outcome: 'failed', error: errorText('boom'), retentionMs: RETAIN }], t0 + 1);
+      assertFields(await getRun(b, last.id), { state: 'cancelled' }, 'the step after the one deleted at once');
+      assert.equal((await b.counts([Q]))[Q]?.waiting, 0, 'nothing left waiting');
+    });
+
     test('idempotency keys on workflow runs: held by a stored run, nothing is created; taken, an enqueue finds the step', async () => {
       const b = await open();
       const t0 = Date.now();

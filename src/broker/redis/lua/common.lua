@@ -544,7 +544,9 @@ end
 local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
   local woke = false
   local todo = { rid, ok, result }
-  local adopted = {} -- spawning runs to finish once the cascade is done (finish may delete them)
+  -- Runs to finish once the cascade is done (finish deletes a run kept 0 ms, and its edge index):
+  -- { key, rid, state code, finished set, retention, error or nil, result or nil }.
+  local finished = {}
   local i = 1
   while i <= #todo do
     local src, good, res = todo[i], todo[i + 1], todo[i + 2]
@@ -576,7 +578,11 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
                 rcall('HSET', dk, 's', 'd')
                 rcall('ZREM', base .. 'waiting', d)
                 rcall('DEL', wd, base .. 'wv:' .. d)
-                adopted[#adopted + 1] = { dk, d, value, tonumber(ret) or 0 }
+                if value == 'null' then
+                  finished[#finished + 1] = { dk, d, 'd', 'succeeded', tonumber(ret) or 0 }
+                else
+                  finished[#finished + 1] = { dk, d, 'd', 'succeeded', tonumber(ret) or 0, nil, value }
+                end
                 todo[#todo + 1] = d
                 todo[#todo + 1] = true
                 todo[#todo + 1] = value
@@ -591,13 +597,16 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
       elseif not v['err'] and ds == 'w' then
         -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
         rcall('ZREM', base .. 'waiting', d)
+        -- Finished once the cascade is done: a retention of 0 deletes it, and its edges with it.
         local ret = tonumber(ownRet) or 86400000
         if pol == 'c' then
-          finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
+          rcall('HSET', dk, 's', 'c')
+          finished[#finished + 1] = { dk, d, 'c', 'cancelled', ret, dependencyFailedError(qp .. src) }
           todo[#todo + 1] = d
           todo[#todo + 1] = false
         else
-          finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
+          rcall('HSET', dk, 's', 'd')
+          finished[#finished + 1] = { dk, d, 'd', 'succeeded', ret }
           todo[#todo + 1] = d
           todo[#todo + 1] = true
         end
@@ -606,11 +615,13 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
       end
     end
   end
-  for _, a in ipairs(adopted) do
-    if a[3] == 'null' then
-      finish(base, a[1], a[2], 'd', 'succeeded', now, nowS, a[4], nil)
+  for _, f in ipairs(finished) do
+    if f[6] then
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil, 'E', f[6])
+    elseif f[7] then
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil, 'R', f[7])
     else
-      finish(base, a[1], a[2], 'd', 'succeeded', now, nowS, a[4], nil, 'R', a[3])
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil)
     end
   end
   return woke
