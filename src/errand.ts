@@ -377,8 +377,8 @@ export class Errand extends EventEmitter {
     const now = Date.now();
     const compiled = compileWorkflow(flow, now, this.maxInputBytes);
     const broker = await this.broker();
-    const { created } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
-    return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created);
+    const { created, held } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
+    return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created, held);
   }
 
   /** A handle to an existing run, by id. */
@@ -408,6 +408,7 @@ export class Errand extends EventEmitter {
       tasks: this.tasks,
       logger: this.logger,
       redactPaths: (task) => this.redactPaths(task),
+      maxInputBytes: this.maxInputBytes,
       scheduleDefinitions: (now) => this.scheduleDefinitions(now),
     };
   }

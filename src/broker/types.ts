@@ -17,7 +17,7 @@
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
 import type { FlowCounts } from './flow-types.ts';
 import type { NewRun } from './new-run.ts';
-import type { NewWorkflow, WorkflowCancelOutcome, WorkflowRecord } from './workflow-types.ts';
+import type { NewWorkflow, SpawnSettlement, WorkflowCancelOutcome, WorkflowCreated, WorkflowRecord } from './workflow-types.ts';
 import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
@@ -29,7 +29,9 @@ export {
   type InputFrom,
   type NewWorkflow,
   type NewWorkflowRun,
+  type SpawnSettlement,
   type WorkflowCancelOutcome,
+  type WorkflowCreated,
   type WorkflowEdge,
   type WorkflowRecord,
 } from './workflow-types.ts';
@@ -109,7 +111,8 @@ export interface ReserveResult {
 export type Settlement =
   | { id: string; attempt: number; outcome: 'succeeded'; result: string | null; retentionMs: number }
   | { id: string; attempt: number; outcome: 'failed'; error: string; retentionMs: number }
-  | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number };
+  | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number }
+  | SpawnSettlement;
 
 /** `lost`: the lease was no longer this worker's (expired and recovered, cancelled, or the run is gone); nothing was written. */
 export type SettleStatus = 'ok' | 'lost';
@@ -240,10 +243,11 @@ export interface Broker {
    * and no run starts before every queue's runs exist; an edge between queues is applied by the
    * relay, exactly once, right after that settle rather than in it. See docs/workflows.md.) A terminal failure of a dependency (settled `failed`,
    * failed by the broker, or cancelled) applies each edge's `onFailure` in that same step,
-   * transitively. A workflow whose id is stored already: nothing is created, `created: false`.
+   * transitively. A workflow whose id is stored already, or with a run whose idempotency key a
+   * stored run holds (`held`): nothing is created, `created: false`.
    * Throws `ConfigError` for a workflow that is not a DAG of its own runs (see docs/workflows.md).
    */
-  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }>;
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<WorkflowCreated>;
 
   /** A workflow: its runs (those not yet pruned) and edges; null when unknown. */
   getWorkflow(id: string): Promise<WorkflowRecord | null>;

@@ -5,7 +5,9 @@ import type { Logger } from 'pino';
 import type { Reservation } from '../broker/types.ts';
 import { formatPath } from '../core/errors.ts';
 import { jsonIssues } from '../core/json.ts';
+import { checkSpawn } from '../broker/shared/workflow.ts';
 import type { TaskContext } from '../task/task.ts';
+import { type AnyFlow, compileSpawn, type ResultOf, type Spawn } from '../task/workflow.ts';
 
 /** One attempt the worker holds: reserved, started, not yet settled. */
 export interface ActiveRun {
@@ -69,8 +71,9 @@ export class RunContext implements TaskContext {
   readonly #entry: ActiveRun;
   readonly #workerLogger: Logger;
   readonly #progress: (entry: ActiveRun, value: unknown) => void;
+  readonly #maxInputBytes: number;
   #logger: Logger | undefined;
-  constructor(entry: ActiveRun, workerLogger: Logger, progress: (entry: ActiveRun, value: unknown) => void) {
+  constructor(entry: ActiveRun, workerLogger: Logger, progress: (entry: ActiveRun, value: unknown) => void, maxInputBytes = 1024 * 1024) {
     const { run } = entry;
     this.runId = run.id;
     this.task = run.task;
@@ -81,6 +84,7 @@ export class RunContext implements TaskContext {
     this.#entry = entry;
     this.#workerLogger = workerLogger;
     this.#progress = progress;
+    this.#maxInputBytes = maxInputBytes;
   }
   get signal(): AbortSignal {
     const entry = this.#entry;
@@ -96,6 +100,13 @@ export class RunContext implements TaskContext {
   }
   progress(value: unknown): void {
     this.#progress(this.#entry, value);
+  }
+  spawn<F extends AnyFlow>(shape: F): Spawn<ResultOf<F>> {
+    const run = this.#entry.run;
+    const spawn = compileSpawn(shape, Date.now(), this.#maxInputBytes);
+    // The broker checks it again; checked here, the handler gets the error (and may catch it).
+    checkSpawn({ id: run.id, attempt: run.attempt, outcome: 'spawned', ...spawn, retentionMs: 0 });
+    return spawn;
   }
 }
 

@@ -93,6 +93,7 @@ export class Worker extends EventEmitter {
       logger: this.logger,
       progress: (entry, value) => reportProgress(entry, value, this.#sendProgress),
       concurrency: this.concurrency,
+      maxInputBytes: host.maxInputBytes,
     });
   }
 

@@ -38,6 +38,7 @@ import { runErrorConformance } from './run-errors.ts';
 import { scheduleConformance } from './schedules.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
+import { spawnConformance } from './spawn.ts';
 import { workflowQueuesConformance } from './workflow-queues.ts';
 import { workflowConformance } from './workflows.ts';
 
@@ -63,6 +64,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     connectionConformance(c);
     workflowConformance(c);
     workflowQueuesConformance(c);
+    spawnConformance(c);
     scheduleConformance(c);
     runErrorConformance(makeBroker, options);
     cancelRetentionConformance(makeBroker);

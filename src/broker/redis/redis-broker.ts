@@ -55,6 +55,7 @@ import { RedisCore, type RedisBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { RedisNotifications } from './notifications.ts';
+import { recordFinished as recordFinishedRuns } from './record.ts';
 import * as transitions from './transitions.ts';
 import * as workflows from './workflows.ts';
 
@@ -119,7 +120,7 @@ export class RedisBroker implements Broker, BrokerInspector {
   }
 
   recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
-    return transitions.recordFinished(this.#c, runs, now);
+    return recordFinishedRuns(this.#c, runs, now);
   }
 
   renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {

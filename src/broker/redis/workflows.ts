@@ -17,9 +17,19 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { timeOfRunId } from '../../core/ids.ts';
-import { ownRetention } from '../shared/options.ts';
+import { DAY, ownRetention } from '../shared/options.ts';
 import { checkWorkflow, POLICY_CODE, POLICY_OF_CODE } from '../shared/workflow.ts';
-import type { NewWorkflow, NewWorkflowRun, RunRecord, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
+import type {
+  Dependency,
+  NewWorkflow,
+  NewWorkflowRun,
+  RunRecord,
+  SpawnSettlement,
+  WorkflowCancelOutcome,
+  WorkflowCreated,
+  WorkflowEdge,
+  WorkflowRecord,
+} from '../types.ts';
 import { decodeRun, RID_LENGTH, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
 import { drainAfter } from './relay.ts';
@@ -39,12 +49,9 @@ const queueOf = (id: string) => splitRunId(id)?.queue ?? '';
 /** The ARGV of wfcreate.lua for the runs of one queue (`queue`); a run of another queue is named by its id. */
 function createArgs(c: RedisCore, wf: NewWorkflow, queue: string, runs: readonly NewWorkflowRun[], now: number, multi: boolean) {
   const k = c.k(queue);
-  const ref = (id: string) => (queueOf(id) === queue ? ridOf(id) : id);
   const args: (string | number)[] = [k.base, now, wf.id, multi ? 'm' : '', runs.length];
   for (const run of runs) {
-    const deps = (run.dependsOn ?? [])
-      .map((d) => `${ref(d.id)}\t${POLICY_CODE[d.onFailure ?? 'cancel']}\t${d.name === undefined ? '' : JSON.stringify(d.name)}`)
-      .join('\n');
+    const deps = depLines(run.dependsOn, queue);
     const runAt = Math.floor(run.runAt);
     args.push(
       ridOf(run.id),
@@ -57,6 +64,8 @@ function createArgs(c: RedisCore, wf: NewWorkflow, queue: string, runs: readonly
       ownRetention(run.cancelledRetentionMs) ?? c.cancelledRetentionMs,
       MODE_CODE[run.inputFrom ?? 'given'] ?? '',
       deps,
+      run.idempotencyKey ?? '',
+      Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)),
     );
   }
   if (multi) {
@@ -71,11 +80,31 @@ function createArgs(c: RedisCore, wf: NewWorkflow, queue: string, runs: readonly
   return { keys: [`${k.base}wf:${ridOf(wf.id)}`], args };
 }
 
+/**
+ * A run's dependencies as the D field stores them: one line each, `rid TAB policy TAB name as
+ * JSON`; a dependency in another queue than `queue` is named by its run id.
+ */
+function depLines(deps: readonly Dependency[] | undefined, queue?: string): string {
+  return (deps ?? [])
+    .map((d) => {
+      const ref = queue === undefined || queueOf(d.id) === queue ? ridOf(d.id) : d.id;
+      return `${ref}\t${POLICY_CODE[d.onFailure ?? 'cancel']}\t${d.name === undefined ? '' : JSON.stringify(d.name)}`;
+    })
+    .join('\n');
+}
+
+/** The answer to a wfcreate reply -2: the idempotency key of run `rid` of `queue` is held by run `holder`. */
+function heldBy(c: RedisCore, wf: NewWorkflow, queue: string, rid: unknown, holder: unknown): WorkflowCreated {
+  const run = c.k(queue).id(String(rid));
+  const key = wf.runs.find((r) => r.id === run)?.idempotencyKey ?? '';
+  return { id: wf.id, created: false, held: { run, key, by: c.k(queue).id(String(holder)) } };
+}
+
 function takenError(wf: NewWorkflow, runId: string): ConfigError {
   return new ConfigError(`createWorkflow: run ${runId} of workflow ${wf.id} exists already (make new ids with newRunId)`);
 }
 
-export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number): Promise<WorkflowCreated> {
   now = time(now, 'now');
   const queues = checkWorkflow(wf);
   const redis = await c.ready();
@@ -88,13 +117,14 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
     const reply = (await runScript(redis, 'wfcreate', keys, args)) as unknown[];
     const code = Number(reply?.[0]);
     if (code === -1) throw takenError(wf, c.k(queue).id(String(reply[1])));
+    if (code === -2) return heldBy(c, wf, queue, reply[1], reply[2]);
     return { id: wf.id, created: code === 1 };
   }
   return createAcross(c, wf, queues, now);
 }
 
 /** A workflow over several queues (see the header): begin, each queue's runs, commit, drain. */
-async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now: number): Promise<{ id: string; created: boolean }> {
+async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now: number): Promise<WorkflowCreated> {
   const redis = await c.ready();
   const head = queueOf(wf.id);
   const hk = c.k(head);
@@ -148,16 +178,27 @@ async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now
     await cancelWorkflow(c, wf.id, now);
     throw takenError(wf, c.k(clash.q).id(String(clash.reply[1])));
   }
+  const held = replies.find((r) => Number(r.reply?.[0]) === -2);
+  if (held) {
+    // A step's idempotency key is held by a stored run: what was made is cancelled (every root is
+    // held: nothing of it has run), and the answer names the holder as for one queue.
+    await cancelWorkflow(c, wf.id, now);
+    return heldBy(c, wf, held.q, held.reply[1], held.reply[2]);
+  }
   const roots = wf.runs.filter((r) => (r.dependsOn?.length ?? 0) === 0).map((r) => (queueOf(r.id) === head ? ridOf(r.id) : r.id));
   const committed = (await runScript(redis, 'wfmulti', [wfKey], [hk.base, now, 'c', c.eventsChannel, hk.idPrefix, ...roots])) as unknown[];
   if (committed?.[1] === 1) await drainAfter(c, [head], now);
   return { id: wf.id, created: true };
 }
 
-/** The edges into a run stored as hash `h` (its D lines), of queue `queue`. */
+/**
+ * The edges into a run stored as hash `h` of queue `queue`: its D lines, and (a run that spawned
+ * runs) the runs it awaits, A's lines after its head line.
+ */
 function edgesOf(c: RedisCore, queue: string, rid: string, h: Record<string, string>, edges: WorkflowEdge[]): void {
   const k = c.k(queue);
-  for (const line of (h.D ?? '').split('\n')) {
+  const awaited = (h.A ?? '').split('\n').slice(1);
+  for (const line of [...(h.D ?? '').split('\n'), ...awaited]) {
     const [dep, pol, name] = line.split('\t');
     if (!dep) continue;
     const edge: WorkflowEdge = {
@@ -174,6 +215,29 @@ function edgesOf(c: RedisCore, queue: string, rid: string, h: Record<string, str
     }
     edges.push(edge);
   }
+}
+
+/**
+ * The payload of a spawn settlement (`w` in settleItems, lua/common.lua): JSON with `m` how the
+ * result is built (v, l, o), `d` the awaited runs (lines as D), `r` the runs, each
+ * [rid, task, input, priority, runAt, traceparent, retention once cancelled, inputFrom code, D lines].
+ */
+export function spawnPayload(s: SpawnSettlement, retention: number): string {
+  return JSON.stringify({
+    m: MODE_CODE[s.resultFrom],
+    d: depLines(s.awaits),
+    r: s.runs.map((run) => [
+      ridOf(run.id),
+      run.task,
+      run.input,
+      String(Math.trunc(run.priority || 0)),
+      String(Number.isFinite(run.runAt) ? Math.floor(run.runAt) : 0),
+      run.traceparent ?? '',
+      String(ownRetention(run.cancelledRetentionMs) ?? retention),
+      MODE_CODE[run.inputFrom ?? 'given'] ?? '',
+      depLines(run.dependsOn),
+    ]),
+  });
 }
 
 export async function getWorkflow(c: RedisCore, id: string): Promise<WorkflowRecord | null> {

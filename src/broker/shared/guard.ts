@@ -34,6 +34,7 @@ import type {
   MinuteStats,
   NewRun,
   NewWorkflow,
+  WorkflowCreated,
   QueueCounts,
   ReserveRequest,
   ReserveResult,
@@ -278,7 +279,7 @@ class GuardedBroker implements Broker {
     return this.#timed('cancel', now, (t) => this.run('cancel', (b) => b.cancel(id, t)));
   }
 
-  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<WorkflowCreated> {
     return this.#timed('createWorkflow', now, (t) =>
       this.run('createWorkflow', (b) => {
         this.#queues(checkWorkflow(workflow), 'createWorkflow');

@@ -10,6 +10,7 @@ import type { AttemptRecord, QueueCounts, Reservation, RunRecord, RunState } fro
 import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
 import { readMark } from '../../core/run.ts';
 import { runErrorText } from '../shared/run-errors.ts';
+import { SPAWN_SQL } from './spawn-sql.ts';
 
 export type Row = Record<string, SQLOutputValue>;
 
@@ -218,8 +219,8 @@ export const SQL = {
   wfGet: 'SELECT id, created_at FROM workflows WHERE id = ?',
   /** A run of a workflow: `state` is waiting, queued or scheduled. */
   wfRun: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, traceparent,
-      cancel_retention, attempts, lease_losses, history, rev, workflow, input_from)
-    VALUES (:id, :queue, :state, :task, :priority, :seq, :input, :now, :runAt, :traceparent, :retention, 0, 0, '[]', 0, :workflow, :inputFrom)`,
+      cancel_retention, attempts, lease_losses, history, rev, workflow, input_from, idempotency_key)
+    VALUES (:id, :queue, :state, :task, :priority, :seq, :input, :now, :runAt, :traceparent, :retention, 0, 0, '[]', 0, :workflow, :inputFrom, :key)`,
   wfEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure) VALUES (?, ?, ?, ?, ?, ?)`,
   wfRunExists: 'SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
   /** The unresolved edges out of a dependency. */
@@ -227,8 +228,9 @@ export const SQL = {
   /** ?3 the dependency's result (NULL: none). Changes one row only the first time. */
   wfResolveEdge: 'UPDATE workflow_edges SET resolved = 1, value = ?3 WHERE dependent = ?1 AND dependency = ?2 AND resolved = 0',
   wfUnresolved: 'SELECT EXISTS (SELECT 1 FROM workflow_edges WHERE dependent = ? AND resolved = 0) AS n',
-  wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ? ORDER BY pos',
-  wfInputOf: `SELECT input, input_from FROM runs WHERE id = ? AND state = 'waiting'`,
+  /** ?2 1: the edges a spawning run awaits (its result); 0: the others (its input). */
+  wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ?1 AND adopt = ?2 ORDER BY pos',
+  wfInputOf: `SELECT input, input_from, adopt FROM runs WHERE id = ? AND state = 'waiting'`,
   wfReady: `UPDATE runs SET state = 'queued', input = :input, seq = :seq, run_at = :now, rev = rev + 1
     WHERE id = :id AND state = 'waiting' RETURNING queue`,
   /** A waiting run finished by a dependency's failure: cancelled (:error) or skipped (succeeded, no result). */
@@ -278,6 +280,7 @@ export const SQL = {
   ridsTaskState: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   ridsTaskStateQueue: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND +queue = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   rowsByRid: 'SELECT * FROM runs WHERE rid IN (SELECT value FROM json_each(?)) ORDER BY rid DESC',
+  ...SPAWN_SQL,
 } as const;
 
 export type StatementName = keyof typeof SQL;

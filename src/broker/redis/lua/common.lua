@@ -55,6 +55,8 @@
     Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
+      A: a run that spawned runs (dynamic fan-out) and waits for some: a head line `<v|l|o> TAB
+      <retention ms once succeeded>`, then the runs it awaits, one line each as in D.
 
   Workflow keys (docs/workflows.md; an edge to or from a run of another queue names it by its full
   run id `<queue>.<rid>` in we:, wd:, wv: and D, where an edge within the queue names the rid):
@@ -480,22 +482,21 @@ local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, h
 end
 
 --[[
-  Workflows (docs/workflows.md). A waiting run `rid` whose last dependency is resolved becomes
-  queued: its input built from the results in wv: (in the order of D), due now, its wait keys gone.
+  Workflows (docs/workflows.md). wfJoin: the JSON text joined from the results in wv: of run `rid`,
+  in the order of `deps` (lines as D; a line that does not read as one is skipped), as `mode` says
+  (v value, l list, o object). A waiting run `rid` whose last dependency is resolved becomes
+  queued (wfReady): its input so built, due now, its wait keys gone.
 ]]
-local function wfReady(base, rid, nowS)
-  local k = base .. 'r:' .. rid
-  local v = rcall('HMGET', k, 'M', 'D', 'p')
-  local mode, deps, prio = v[1], v[2], v[3]
-  if mode then
-    local flat = rcall('HGETALL', base .. 'wv:' .. rid)
-    local values = {}
-    for j = 1, #flat, 2 do
-      values[flat[j]] = flat[j + 1]
-    end
-    local parts = {}
-    for line in string.gmatch(deps or '', '[^\n]+') do
-      local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
+local function wfJoin(base, rid, mode, deps)
+  local flat = rcall('HGETALL', base .. 'wv:' .. rid)
+  local values = {}
+  for j = 1, #flat, 2 do
+    values[flat[j]] = flat[j + 1]
+  end
+  local parts = {}
+  for line in string.gmatch(deps or '', '[^\n]+') do
+    local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
+    if dep then
       local val = values[dep]
       if not val or val == '' then
         val = 'null'
@@ -506,15 +507,21 @@ local function wfReady(base, rid, nowS)
         parts[#parts + 1] = val
       end
     end
-    local input
-    if mode == 'v' then
-      input = parts[1] or 'null'
-    elseif mode == 'l' then
-      input = '[' .. table.concat(parts, ',') .. ']'
-    else
-      input = '{' .. table.concat(parts, ',') .. '}'
-    end
-    rcall('HSET', k, 'i', input)
+  end
+  if mode == 'v' then
+    return parts[1] or 'null'
+  elseif mode == 'l' then
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+local function wfReady(base, rid, nowS)
+  local k = base .. 'r:' .. rid
+  local v = rcall('HMGET', k, 'M', 'D', 'p')
+  local mode, deps, prio = v[1], v[2], v[3]
+  if mode then
+    rcall('HSET', k, 'i', wfJoin(base, rid, mode, deps))
   end
   rcall('HSET', k, 's', 'q', 'r', nowS)
   rcall('ZREM', base .. 'waiting', rid)
@@ -546,13 +553,14 @@ end
   applied to waiting run `d` of this slot (`good`: succeeded with `res`; otherwise failed or
   cancelled; `pol` the edge policy). A resolved dependency is removed from the dependent's set
   (SREM: a second report removes nothing), and the dependent is made ready only by the removal that
-  empties the set. A dependent cancelled or skipped is appended to `todo` (3 per run: rid, ok,
-  result) for its own dependents. Returns whether a run became queued.
+  empties the set. A dependent cancelled or skipped, or a spawning run whose awaited runs are all
+  done, is appended to `todo` (3 per run: rid, ok, result) for its own dependents and to `finished`
+  (see wfCascade), which finishes it once the cascade is done. Returns whether a run became queued.
 ]]
-local function wfEdge(base, qp, chan, now, nowS, d, src, srcId, good, res, pol, todo)
+local function wfEdge(base, qp, chan, now, nowS, d, src, srcId, good, res, pol, todo, finished)
   local dk = base .. 'r:' .. d
-  local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
-  local ds, watched, ownRet = v[1], v[2], v[3]
+  local v = redis.pcall('HMGET', dk, 's', 'W', 'C', 'A')
+  local ds, watched, ownRet, adopt = v[1], v[2], v[3], v[4]
   if v['err'] then
     return false
   end
@@ -570,8 +578,26 @@ local function wfEdge(base, qp, chan, now, nowS, d, src, srcId, good, res, pol, 
       end
       if ds == 'w' then
         if rcall('SCARD', wd) == 0 then
-          wfReady(base, d, nowS)
-          woke = true
+          if adopt then
+            -- A run that spawned runs (dynamic fan-out): it succeeds with their values.
+            local head = string.match(adopt, '^[^\n]*')
+            local mode, ret = string.match(head, '^([^\t]*)\t(.*)$')
+            local value = wfJoin(base, d, mode, string.sub(adopt, #head + 2))
+            rcall('HSET', dk, 's', 'd')
+            rcall('ZREM', base .. 'waiting', d)
+            rcall('DEL', wd, base .. 'wv:' .. d)
+            if value == 'null' then
+              finished[#finished + 1] = { dk, d, 'd', 'succeeded', tonumber(ret) or 0 }
+            else
+              finished[#finished + 1] = { dk, d, 'd', 'succeeded', tonumber(ret) or 0, nil, value }
+            end
+            todo[#todo + 1] = d
+            todo[#todo + 1] = true
+            todo[#todo + 1] = value
+          else
+            wfReady(base, d, nowS)
+            woke = true
+          end
         end
         notify(chan, qp, d, watched)
       end
@@ -579,13 +605,16 @@ local function wfEdge(base, qp, chan, now, nowS, d, src, srcId, good, res, pol, 
   elseif ds == 'w' then
     -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
     rcall('ZREM', base .. 'waiting', d)
+    -- Finished once the cascade is done: a retention of 0 deletes it, and its edges with it.
     local ret = tonumber(ownRet) or 86400000
     if pol == 'c' then
-      finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(srcId))
+      rcall('HSET', dk, 's', 'c')
+      finished[#finished + 1] = { dk, d, 'c', 'cancelled', ret, dependencyFailedError(srcId) }
       todo[#todo + 1] = d
       todo[#todo + 1] = false
     else
-      finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
+      rcall('HSET', dk, 's', 'd')
+      finished[#finished + 1] = { dk, d, 'd', 'succeeded', ret }
       todo[#todo + 1] = d
       todo[#todo + 1] = true
     end
@@ -599,9 +628,13 @@ end
   Applies the ends of runs of this slot listed in `todo` (3 per run: rid, ok, result; ok:
   succeeded with result, '' for none; else failed or cancelled) to the runs that wait for them,
   and transitively to those they cancel or skip; a dependent in another queue gets an outbox entry
-  instead (wfRelayOut). Returns whether a run became queued, and whether an entry was written.
+  instead (wfRelayOut). `finished` (may be nil) holds runs wfEdge ended; they are finished here,
+  once the cascade is done (finish deletes a run kept 0 ms, and its edge index): { key, rid, state
+  code, finished set, retention, error or nil, result or nil }. Returns whether a run became
+  queued, and whether an entry was written.
 ]]
-local function wfCascade(base, qp, chan, now, nowS, todo)
+local function wfCascade(base, qp, chan, now, nowS, todo, finished)
+  finished = finished or {}
   local woke, relayed = false, false
   local i = 1
   while i <= #todo do
@@ -617,9 +650,18 @@ local function wfCascade(base, qp, chan, now, nowS, todo)
           wfRelayOut(base, d, qp .. src, 'f', pol, '', nowS)
         end
         relayed = true
-      elseif wfEdge(base, qp, chan, now, nowS, d, src, qp .. src, good, res, pol, todo) then
+      elseif wfEdge(base, qp, chan, now, nowS, d, src, qp .. src, good, res, pol, todo, finished) then
         woke = true
       end
+    end
+  end
+  for _, f in ipairs(finished) do
+    if f[6] then
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil, 'E', f[6])
+    elseif f[7] then
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil, 'R', f[7])
+    else
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil)
     end
   end
   return woke, relayed
@@ -668,10 +710,13 @@ local function wfRewait(base, qp, rid, nowS)
   end
   for n = 2, #rerun do
     local d = rerun[n]
-    local deps = rcall('HGET', base .. 'r:' .. d, 'D') or ''
+    local v = rcall('HMGET', base .. 'r:' .. d, 'D', 'A')
+    local own, awaited = v[1], v[2]
+    -- A: a spawning run's head line, then what it awaits
+    local deps = (own or '') .. '\n' .. (awaited or '')
     for line in string.gmatch(deps, '[^\n]+') do
       local dep = string.match(line, '^([^\t]*)\t')
-      if seen[dep] then
+      if dep and seen[dep] then
         rcall('SADD', base .. 'wd:' .. d, dep)
         rcall('HDEL', base .. 'wv:' .. d, dep)
       end
@@ -749,12 +794,150 @@ local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc, chan)
   return woke
 end
 
+--[[
+  Creates run `rid` of workflow `wfId` (wfcreate.lua, and the runs a spawn creates): queued, or
+  scheduled when runAtS is later than now, or waiting when it has dependencies (deps: lines as D):
+  in `waiting`, its dependencies in wd:<rid>, itself in the we: edge index of each of them.
+  e: enqueuedAt ('' when it is the time in the id); tp: traceparent (''); cret: retention once
+  cancelled; mode: inputFrom ('', v, l, o); ik, ittl: its idempotency key ('' for none) and how
+  long it is held (ms; the caller checked it is free). `held`: a root of a workflow over several
+  queues, created waiting for '!' (its release, wfRelease) with its runAt kept in r. A dependency in
+  another queue (named by its full run id) is in wd: and D only: its edge index is in its own slot.
+  Returns whether idle workers must be woken.
+]]
+local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cret, mode, deps, ik, ittl, held)
+  local k = base .. 'r:' .. rid
+  local state
+  if deps ~= '' or held then
+    state = 'w'
+  elseif tonumber(runAtS) > now then
+    state = 's'
+  else
+    state = 'q'
+  end
+  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
+  if p ~= '0' then
+    f[#f + 1] = 'p'
+    f[#f + 1] = p
+  end
+  if e ~= '' then
+    f[#f + 1] = 'e'
+    f[#f + 1] = e
+  end
+  if state == 's' or (held and tonumber(runAtS) > now) then
+    f[#f + 1] = 'r'
+    f[#f + 1] = runAtS
+  end
+  if tp ~= '' then
+    f[#f + 1] = 'c'
+    f[#f + 1] = tp
+  end
+  if mode ~= '' then
+    f[#f + 1] = 'M'
+    f[#f + 1] = mode
+  end
+  if deps ~= '' then
+    f[#f + 1] = 'D'
+    f[#f + 1] = deps
+  end
+  if ik ~= '' then
+    f[#f + 1] = 'k'
+    f[#f + 1] = ik
+    rcall('SET', base .. 'ik:' .. task .. ':' .. ik, rid, 'PX', ittl)
+  end
+  rcall('HSET', k, unpack(f))
+  if state == 'w' then
+    rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+    if held then
+      rcall('SADD', base .. 'wd:' .. rid, '!')
+    end
+    for line in string.gmatch(deps, '[^\n]+') do
+      local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+      rcall('SADD', base .. 'wd:' .. rid, dep)
+      if #dep == 26 then
+        rcall('HSET', base .. 'we:' .. dep, rid, pol)
+      end
+    end
+    return false
+  elseif state == 's' then
+    local first = rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
+    rcall('ZADD', base .. 'sched', runAtS, rid)
+    return not first[2] or tonumber(runAtS) < tonumber(first[2])
+  end
+  pushQueued(base, rid, p, false)
+  return true
+end
+
+--[[
+  Dynamic fan-out (docs/workflows.md): the held run `rid` (hash k) ends its attempt (the history
+  gets it, outcome `spawned`) by creating the runs of `payload` (see spawnPayload in workflows.ts)
+  and waiting, in `waiting`, for those it awaits: wd:/we: as for a dependency, and field A (a head
+  line `<mode> TAB <retention ms>`, then one line per awaited run as in D), which wfResolve reads to
+  finish it with their values. The runs join its workflow (G), or one named by its own id. Nothing
+  is written when a run id is taken: returns false and that id. Else returns whether idle workers
+  must be woken.
+]]
+local function wfSpawn(base, qp, now, nowS, rid, k, payload, retS, worker, att, started, acc)
+  local sp = cjson.decode(payload)
+  for _, r in ipairs(sp.r) do
+    if rcall('EXISTS', base .. 'r:' .. r[1]) == 1 then
+      return false, r[1]
+    end
+  end
+  local wf = rcall('HGET', k, 'G')
+  if not wf then
+    wf = qp .. rid
+    rcall('HSET', k, 'G', wf)
+  end
+  local wk = base .. 'wf:' .. string.sub(wf, -26)
+  local listed = rcall('HGET', wk, 'r')
+  local rids = {}
+  if not listed then
+    rids[1] = rid
+    rcall('HSET', wk, 't', nowS, 'n', 1)
+  end
+  local wakeUp = false
+  for _, r in ipairs(sp.r) do
+    rids[#rids + 1] = r[1]
+    if wfAddRun(base, wf, now, r[1], r[2], r[3], r[4], r[5], '', r[6], r[7], r[8], r[9], '', '', false) then
+      wakeUp = true
+    end
+  end
+  if listed then
+    rcall('HSET', wk, 'r', listed .. ',' .. table.concat(rids, ','))
+  else
+    rcall('HSET', wk, 'r', table.concat(rids, ','))
+  end
+  rcall('HINCRBY', wk, 'n', #sp.r)
+  statAdd(acc, 'e', #sp.r)
+  -- What an earlier spawn of this run (replayed since) awaited is forgotten.
+  local old = rcall('HGET', k, 'A')
+  if old then
+    for line in string.gmatch(old, '[^\n]+') do
+      local dep = string.match(line, '^([^\t]*)\t[^\t]*\t')
+      if dep then
+        rcall('HDEL', base .. 'we:' .. dep, rid)
+      end
+    end
+  end
+  rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  for line in string.gmatch(sp.d, '[^\n]+') do
+    local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+    rcall('SADD', base .. 'wd:' .. rid, dep)
+    rcall('HSET', base .. 'we:' .. dep, rid, pol)
+  end
+  local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'spawned')
+  rcall('HSET', k, 's', 'w', 'A', sp.m .. '\t' .. retS .. '\n' .. sp.d, 'h', h, 'r', nowS)
+  rcall('HDEL', k, 'o')
+  rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+  return wakeUp
+end
 
 --[[
   Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve
   before it leases). Items are ARGV[from], ARGV[from + 1], ... up to `to`, 5 per item: rid,
-  attempt, outcome (s succeeded, f failed, r retry), payload (result JSON, '' for null; or error
-  JSON), retentionMs (s, f) or runAt (r). Each item is applied only if the run is active with
+  attempt, outcome (s succeeded, f failed, r retry, w spawned), payload (result JSON, '' for null;
+  or error JSON; or the spawn's JSON, see wfSpawn), retentionMs (s, f, w) or runAt (r). Each item is applied only if the run is active with
   this worker and attempt; otherwise it is lost and nothing is written. Appends one status per
   item to `out` (1 applied, 0 lost), counts outcomes and run times in `acc`, and returns whether
   a run became queued, or scheduled before every other scheduled run (then idle workers must be
@@ -788,10 +971,22 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
       statLatency(acc, 'u', now - (tonumber(started) or now))
       -- Fan-in and failure propagation, in this script (docs/workflows.md); before the run is
       -- finished, which deletes it (and its edges) at once when its retention is 0.
-      if wf and kind ~= 'r' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
+      if wf and kind ~= 'r' and kind ~= 'w' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
         wakeUp = true
       end
-      if kind == 's' then
+      if kind == 'w' then
+        -- A spawn: its dependents are resolved when it finishes with the values of what it awaits.
+        local woke, taken = wfSpawn(base, qp, now, nowS, rid, k, payload, numS, worker, att, started, acc)
+        if taken then
+          statAdd(acc, 'f', 1)
+          if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+            wakeUp = true
+          end
+          finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', spawnRefusedError(qp .. taken))
+        elseif woke then
+          wakeUp = true
+        end
+      elseif kind == 's' then
         statAdd(acc, 'd', 1)
         if att ~= '1' then
           rcall('HDEL', k, 'E') -- the error of an earlier attempt

@@ -20,21 +20,22 @@
   ARGV[3] workflow id
   ARGV[4] mode: '' one queue, m one queue of a workflow over several
   ARGV[5] number of runs n
-  then 10 per run: rid, task, input, priority, runAt, enqueuedAt ('' when it is the time in the
+  then 12 per run: rid, task, input, priority, runAt, enqueuedAt ('' when it is the time in the
     run id), traceparent ('' for none), retention once cancelled (ms), inputFrom ('' given, v
     value, l list, o object), dependencies ('' for none; else one line each: rid TAB policy TAB
-    name as JSON)
+    name as JSON), idempotency key ('' for none), its ttl (ms)
   then (mode m) 3 per edge from a run of this queue to a run of another: dependency rid, dependent
     run id, policy
 
   Returns { 1 } created, { 0 } when the workflow exists already (nothing written), { -1, rid }
-  when a run id is taken (nothing written).
+  when a run id is taken (nothing written), { -2, rid, holder rid } when the idempotency key of
+  run rid is held by a stored run (nothing written).
 ]]
 --!keys 1
---!include common.lua: rcall, ridTime, statFlush, pushQueued, wake
+--!include common.lua: rcall, statFlush, wake, wfAddRun
 local base, nowS, wfId, multi = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 'm'
 local now = tonumber(nowS)
-local last = 5 + 10 * tonumber(ARGV[5])
+local last = 5 + 12 * tonumber(ARGV[5])
 if multi then
   if rcall('HGET', base .. 'r:' .. ARGV[6], 'G') == wfId then
     return { 0 }
@@ -42,73 +43,25 @@ if multi then
 elseif rcall('EXISTS', KEYS[1]) == 1 then
   return { 0 }
 end
-for j = 6, last, 10 do
+for j = 6, last, 12 do
   if rcall('EXISTS', base .. 'r:' .. ARGV[j]) == 1 then
     return { -1, ARGV[j] }
+  end
+  if ARGV[j + 10] ~= '' then
+    -- A key never stands for a run that no longer exists (as enqueue.lua).
+    local holder = rcall('GET', base .. 'ik:' .. ARGV[j + 1] .. ':' .. ARGV[j + 10])
+    if holder and rcall('EXISTS', base .. 'r:' .. holder) == 1 then
+      return { -2, ARGV[j], holder }
+    end
   end
 end
 local rids = {}
 local wakeUp = false
-for j = 6, last, 10 do
-  local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  local e, tp, cret, mode, deps = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local k = base .. 'r:' .. rid
-  rids[#rids + 1] = rid
-  local state
-  local held = multi and deps == ''
-  if deps ~= '' or held then
-    state = 'w'
-  elseif tonumber(runAtS) > now then
-    state = 's'
-  else
-    state = 'q'
-  end
-  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
-  if p ~= '0' then
-    f[#f + 1] = 'p'
-    f[#f + 1] = p
-  end
-  if e ~= '' then
-    f[#f + 1] = 'e'
-    f[#f + 1] = e
-  end
-  if state == 's' or (held and tonumber(runAtS) > now) then
-    f[#f + 1] = 'r'
-    f[#f + 1] = runAtS
-  end
-  if tp ~= '' then
-    f[#f + 1] = 'c'
-    f[#f + 1] = tp
-  end
-  if mode ~= '' then
-    f[#f + 1] = 'M'
-    f[#f + 1] = mode
-  end
-  if deps ~= '' then
-    f[#f + 1] = 'D'
-    f[#f + 1] = deps
-  end
-  rcall('HSET', k, unpack(f))
-  if state == 'w' then
-    rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
-    if held then
-      rcall('SADD', base .. 'wd:' .. rid, '!')
-    end
-    for line in string.gmatch(deps, '[^\n]+') do
-      local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
-      rcall('SADD', base .. 'wd:' .. rid, dep)
-      if #dep == 26 then
-        rcall('HSET', base .. 'we:' .. dep, rid, pol)
-      end
-    end
-  elseif state == 's' then
-    local first = rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
-    if not first[2] or tonumber(runAtS) < tonumber(first[2]) then
-      wakeUp = true
-    end
-    rcall('ZADD', base .. 'sched', runAtS, rid)
-  else
-    pushQueued(base, rid, p, false)
+for j = 6, last, 12 do
+  rids[#rids + 1] = ARGV[j]
+  local a = ARGV
+  local held = multi and a[j + 9] == ''
+  if wfAddRun(base, wfId, now, a[j], a[j + 1], a[j + 2], a[j + 3], a[j + 4], a[j + 5], a[j + 6], a[j + 7], a[j + 8], a[j + 9], a[j + 10], a[j + 11], held) then
     wakeUp = true
   end
 end
