@@ -120,11 +120,12 @@ describe('the sign-up workflow on Redis', () => {
     await dropRedisPrefix(prefix);
   });
 
-  it('runs every step in the emails queue (one queue per workflow on Redis) and writes the note once', async () => {
+  it("runs each step in its task's queue (the avatar's in avatars, through the relay) and writes the note once", async () => {
     assert.equal((await t.service.errand.broker()).kind, 'redis');
     const res = await t.request('POST', '/users/', { username: 'red', email: 'red@example.com', avatar: await png(64, 64) });
     assert.equal(res.status, 201);
-    assert.match(res.json.avatar_task.id, /^emails\./);
+    assert.match(res.json.avatar_task.id, /^avatars\./);
+    assert.match(res.json.task.id, /^emails\./);
     const { state, runs } = await finishedIn(t, res.json.workflow.id);
     assert.equal(state, 'succeeded');
     assert.deepEqual(runs.map((r) => r.task).sort(), ['complete_onboarding', 'make_avatar_thumbnails', 'send_welcome_email']);

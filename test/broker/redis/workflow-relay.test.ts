@@ -137,15 +137,16 @@ describe('Redis workflows over several queues: the relay across crashes', () => 
       // Begin, then queue QB's runs (and with the last mode QA's), then the broker dies before the commit.
       await runScript(redis, 'wfmulti', [`${ka.base}wf:${wfRid}`], [ka.base, t0, 'b', rid(a.id), 1, QB, [a.id, r2.id, dep.id].join(',')]);
       const args: (string | number)[] = [kb.base, t0, wfId, 'm', 2];
-      args.push(rid(r2.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '');
-      args.push(rid(dep.id), 'relay.echo', '1', 0, t0, '', '', 60_000, 'l', `${a.id}\tc\t\n${rid(r2.id)}\tc\t`);
+      // 12 per run (wfcreate.lua): ..., inputFrom, dependencies, idempotency key, its ttl.
+      args.push(rid(r2.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '', '', 0);
+      args.push(rid(dep.id), 'relay.echo', '1', 0, t0, '', '', 60_000, 'l', `${a.id}\tc\t\n${rid(r2.id)}\tc\t`, '', 0);
       await runScript(redis, 'wfcreate', [`${kb.base}wf:${wfRid}`], args);
       if (mode === 'sweep: every run made') {
         await runScript(
           redis,
           'wfcreate',
           [`${ka.base}wf:${wfRid}`],
-          [ka.base, t0, wfId, 'm', 1, rid(a.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '', rid(a.id), dep.id, 'c'],
+          [ka.base, t0, wfId, 'm', 1, rid(a.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '', '', 0, rid(a.id), dep.id, 'c'],
         );
       }
       const none = await b.reserve({ workerId: 'w', queues: [QA, QB], max: 10, leaseMs: 30_000, now: t0 + 1 });

@@ -37,11 +37,12 @@ for j = 5, #ARGV do
     if rcall('SADD', base .. 'wr:' .. rid, src .. '|' .. token) == 1 then
       applied = applied + 1
       if op == 'd' or op == 'f' then
-        local todo = {}
-        if wfEdge(base, qp, chan, now, nowS, rid, src, src, op == 'd', res, pol, todo) then
+        local todo, finished = {}, {}
+        if wfEdge(base, qp, chan, now, nowS, rid, src, src, op == 'd', res, pol, todo, finished) then
           woke = true
         end
-        if wfCascade(base, qp, chan, now, nowS, todo) then
+        -- Also finishes what wfEdge ended (once the cascade from it is done).
+        if wfCascade(base, qp, chan, now, nowS, todo, finished) then
           woke = true
         end
       elseif op == 'r' then
