@@ -41,7 +41,7 @@ import { sharedStorageConformance } from './shared-storage.ts';
 import { workflowConformance } from './workflows.ts';
 
 export type { ConformanceOptions, MakeBroker, MakeBrokerOptions, Need } from './context.ts';
-export { PeerProcess } from './peer-process.ts';
+export { Peer } from './peer-host.ts';
 
 export function brokerConformance(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): void {
   describe(`broker conformance: ${name}`, () => {
