@@ -71,6 +71,17 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
 }
 
 /**
+ * True when a `sqlite:` URL names a SQLite memory URI: storage in the memory of the process that
+ * opened it, which a tool started on its own (`errand inspect`, `errand dashboard`) would find empty.
+ */
+export function isSqliteMemoryUrl(url: string): boolean {
+  if (!url.toLowerCase().startsWith('sqlite:')) return false;
+  let path = url.slice('sqlite:'.length);
+  if (path.startsWith('//')) path = path.slice(2);
+  return isMemoryUri(path);
+}
+
+/**
  * The absolute path of the file a `sqlite:` URL names, or undefined for any other URL (and for
  * `sqlite::memory:` and a memory URI). Tools that only look at a broker (`errand inspect`, `errand dashboard`) check
  * that it exists: opening a SQLite path creates the file, and a typo would become an empty broker.
