@@ -253,7 +253,8 @@ export class Errand extends EventEmitter {
   /** Pauses (or resumes) a schedule: no fires while paused; the times it passes are handled by its missed-fire policy on resume. */
   async pauseSchedule(id: string, paused = true, queue?: string): Promise<void> {
     const { broker, rec } = await this.#existing(id, queue);
-    await broker.pauseSchedule(rec.queue, rec.id, paused, Date.now());
+    // Found, then deleted by someone else before the change: not found either.
+    if (!(await broker.pauseSchedule(rec.queue, rec.id, paused, Date.now()))) throw new ScheduleNotFoundError(rec.id);
   }
 
   async resumeSchedule(id: string, queue?: string): Promise<void> {
@@ -263,7 +264,7 @@ export class Errand extends EventEmitter {
   /** Deletes a stored schedule (its runs stay). A declared one is stored again by the next worker that starts. */
   async deleteSchedule(id: string, queue?: string): Promise<void> {
     const { broker, rec } = await this.#existing(id, queue);
-    await broker.deleteSchedule(rec.queue, rec.id);
+    if (!(await broker.deleteSchedule(rec.queue, rec.id))) throw new ScheduleNotFoundError(rec.id);
   }
 
   /** One run of the schedule now, outside its fire times. */

@@ -424,6 +424,7 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string,
       'and kills every child at the end (or on Ctrl-C). Logs of every child go to a temporary folder named at the start of the run. ' +
       "Celery is skipped, with a note, when Debian's `python3-celery python3-redis python3-fastapi python3-uvicorn` are missing; " +
       'the Fastify+BullMQ anchor is installed once in a copy under `/tmp/errand-bench-anchors/` (its own folder is read-only). ' +
+      'The anchors folder is `BENCH_ANCHORS`, else a `shared/anchors` above the checkout or above the checkout it was cloned from (`bench/lib/anchors.ts`). ' +
       '`--quick` runs and runs narrowed with `--only`, `--peers`, `--services` or `--set` write their JSON but not this page, unless `--docs` is given; ' +
       '`npm run bench -- --report bench/results/<run>.json` rewrites this page from a run (after editing `bench/FINDINGS.md`, say). ' +
       'Options are listed at the top of `bench/run.ts`.',

@@ -55,6 +55,20 @@ export function reportProgress(entry: ActiveRun, value: unknown, send: ProgressS
   }, PROGRESS_EVERY_MS);
 }
 
+/**
+ * Sends a run's progress still waiting for its PROGRESS_EVERY_MS turn, now: called when the attempt
+ * ended, before its outcome is queued, so that the value reported last (by an in-thread handler, or
+ * by an isolate just before its outcome) is stored rather than dropped with the timer. The call
+ * starts before the outcome's settle, on the same connection, so it lands while the run is active.
+ */
+export function flushProgress(entry: ActiveRun, send: ProgressSender): void {
+  if (entry.progressTimer) clearTimeout(entry.progressTimer);
+  entry.progressTimer = undefined;
+  const text = entry.progress;
+  entry.progress = undefined;
+  if (text !== undefined && !entry.detached) send(entry, text);
+}
+
 export const runBindings = (run: Reservation) => ({ runId: run.id, task: run.task, queue: run.queue, attempt: run.attempt });
 
 /**

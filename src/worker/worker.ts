@@ -11,7 +11,7 @@ import { type Executor, InlineExecutor, type Outcome } from './executor.ts';
 import type { WorkerHost } from './host.ts';
 import { backOffMs, LeaseBook, LeaseLostError, sleep } from './leases.ts';
 import { type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
-import { type ActiveRun, reportProgress } from './run-context.ts';
+import { type ActiveRun, flushProgress, reportProgress } from './run-context.ts';
 import { type FireEvent, ScheduleFirer } from './schedules.ts';
 
 export type { WorkerHost } from './host.ts';
@@ -357,6 +357,7 @@ export class Worker extends EventEmitter {
     try {
       if (outcome?.settlement) {
         this.#observeRunTime(outcome.durationMs);
+        flushProgress(entry, this.#sendProgress);
         book.settle(outcome.settlement);
       }
       if (outcome) this.#report(run, outcome);

@@ -43,7 +43,7 @@ import { workflowQueuesConformance } from './workflow-queues.ts';
 import { workflowConformance } from './workflows.ts';
 
 export type { ConformanceOptions, MakeBroker, MakeBrokerOptions, Need } from './context.ts';
-export { PeerProcess } from './peer-process.ts';
+export { Peer } from './peer-host.ts';
 
 export function brokerConformance(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): void {
   describe(`broker conformance: ${name}`, () => {
