@@ -367,6 +367,38 @@ export function limitsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(Object.fromEntries(byKey(r.runs)), { slow: 1, free: 3 });
     });
 
+    test('a key whose runs all finished keeps its rate: its next run waits for its interval', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const spec = rated('a', 1000, 1);
+      await enqueueKeyed(b, t0, 'a', 1, spec);
+      const [run] = (await reserveAll(b, 'w1', t0, { max: 5 })).runs;
+      assert.ok(run);
+      // Nothing queued or active: the key is forgotten, but not its rate.
+      await b.settle('w1', [{ id: run.id, attempt: run.attempt, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 10);
+      await enqueueKeyed(b, t0 + 20, 'a', 2, spec);
+      const held = await reserveAll(b, 'w1', t0 + 20, { max: 5 });
+      assert.deepStrictEqual(held.runs, [], 'not before its interval');
+      assert.equal(held.nextAt, t0 + 1000);
+      assert.equal(await count(b, t0 + 1000), 1);
+      assert.equal(await count(b, t0 + 1999), 0);
+      assert.equal(await count(b, t0 + 2000), 1);
+    });
+
+    test('keys served in ring order when the call has more slots than ready keys, and no key twice before the others', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      for (const k of ['a', 'b', 'c']) await enqueueKeyed(b, t0, k, 4, { group: GROUP, key: k, concurrency: 10 });
+      const r = await reserveAll(b, 'w1', t0, { max: 7 });
+      const keys = r.runs.map((x) => (JSON.parse(x.input) as { key: string }).key);
+      assert.deepStrictEqual(keys, ['a', 'b', 'c', 'a', 'b', 'c', 'a']);
+      const next = await reserveAll(b, 'w1', t0, { max: 3 });
+      assert.deepStrictEqual(
+        next.runs.map((x) => (JSON.parse(x.input) as { key: string }).key),
+        ['b', 'c', 'a'],
+      );
+    });
+
     test("a queued run's record says until when its key's or group's rate holds it", async () => {
       const b = await open();
       const t0 = Date.now();

@@ -3,7 +3,7 @@
  * active runs of each key and group, kept by the transitions themselves for the runs that have a
  * flow spec (a run without one costs nothing here). The tables' `ready` columns follow the counts,
  * and triggers on `flow_keys` keep each group's number of ready keys; reserve reads the rings as
- * index ranges (`flowGroupNext`, `flowKeyNext`).
+ * index ranges (`flowGroupNext`, `flowKeysNext`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
 import type { Reservation } from '../types.ts';
@@ -123,53 +123,61 @@ export function leaseFlow(
     const gc = num(g.conc) ?? 0;
     let started = 0;
     let held: number | undefined;
-    while (n < max && (gc <= 0 || ga < gc)) {
-      // The group's rate: over it, the group waits out of the ring (all its keys with it).
-      let gNext: number | undefined;
-      if (groupRate) {
-        const step = gcra(gtat, now, groupRate);
-        if (!step.ok) {
-          held = step.until;
-          break;
+    // The ring's next keys are read as many at once as the call (and the group) has slots for, each
+    // served one run in turn order and sent to the back (a key comes round again within a call only
+    // after every other ready key, as one key at a time would have it); then the next keys.
+    let stop = false;
+    while (!stop && n < max && (gc <= 0 || ga < gc)) {
+      const want = gc > 0 ? Math.min(max - n, gc - ga) : max - n;
+      const keys = c.rows('flowKeysNext', queue, grp, want);
+      if (keys.length === 0) break;
+      for (const k of keys) {
+        // The group's rate: over it, the group waits out of the ring (all its keys with it).
+        let gNext: number | undefined;
+        if (groupRate) {
+          const step = gcra(gtat, now, groupRate);
+          if (!step.ok) {
+            held = step.until;
+            stop = true;
+            break;
+          }
+          gNext = step.tat;
         }
-        gNext = step.tat;
+        const key = String(k.key);
+        const keyRate = parseRate(k.rate);
+        const kStep = keyRate && gcra(num(k.tat), now, keyRate);
+        if (kStep && !kStep.ok) {
+          c.change('flowKeyWait', kStep.until, queue, grp, key);
+          continue;
+        }
+        const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
+        const turn = c.takeSeq(1) + 1;
+        if (!row) {
+          // The count said queued, but no run is: repaired (cannot happen while the counts hold).
+          c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
+          continue;
+        }
+        const stat = c.stat(queue, now);
+        const r = toReservation(row, now);
+        c.s.flowKeyServed.run({ queue, grp, key, turn, da: Array.isArray(r) ? 0 : 1 });
+        if (Array.isArray(r)) {
+          const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
+          c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
+          corrupt.push({ id, problems: r });
+          stat.failed++;
+          if (typeof row.id === 'string') changed.push(row.id);
+          continue;
+        }
+        // A start: the counts and the GCRA times move.
+        ga++;
+        started++;
+        if (gNext !== undefined) gtat = gNext;
+        if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
+        reserved.push(r);
+        changed.push(r.id);
+        c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
+        n++;
       }
-      const k = c.row('flowKeyNext', queue, grp);
-      if (!k) break;
-      const key = String(k.key);
-      const keyRate = parseRate(k.rate);
-      const kStep = keyRate && gcra(num(c.row('flowKeyTat', queue, grp, key)?.tat), now, keyRate);
-      if (kStep && !kStep.ok) {
-        c.change('flowKeyWait', kStep.until, queue, grp, key);
-        continue;
-      }
-      const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
-      const turn = c.takeSeq(1) + 1;
-      if (!row) {
-        // The count said queued, but no run is: repaired (cannot happen while the counts hold).
-        c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
-        continue;
-      }
-      const stat = c.stat(queue, now);
-      const r = toReservation(row, now);
-      c.s.flowKeyServed.run({ queue, grp, key, turn, da: Array.isArray(r) ? 0 : 1 });
-      if (Array.isArray(r)) {
-        const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
-        c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
-        corrupt.push({ id, problems: r });
-        stat.failed++;
-        if (typeof row.id === 'string') changed.push(row.id);
-        continue;
-      }
-      // A start: the counts and the GCRA times move.
-      ga++;
-      started++;
-      if (gNext !== undefined) gtat = gNext;
-      if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
-      reserved.push(r);
-      changed.push(r.id);
-      c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
-      n++;
     }
     c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
   }

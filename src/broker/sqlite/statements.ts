@@ -107,7 +107,9 @@ export const SQL = {
   /** A run of a key became queued: the key known (its limits the run's), its count up. */
   flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :turn, :dq)
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate`,
-  flowKeyNext: 'SELECT key, rate FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
+  /** The next ready keys of a group's ring, in turn order, with their GCRA times. */
+  flowKeysNext: `SELECT k.key, k.rate, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
+    WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
   flowGroupsDue: 'UPDATE flow_groups SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
@@ -115,7 +117,6 @@ export const SQL = {
   flowGroupWait: 'UPDATE flow_groups SET wait = ? WHERE queue = ? AND grp = ?',
   flowNextWait: `SELECT min(w) AS wait FROM (SELECT min(wait) AS w FROM flow_keys WHERE queue = ?1 AND wait IS NOT NULL
     UNION ALL SELECT min(wait) FROM flow_groups WHERE queue = ?1 AND wait IS NOT NULL)`,
-  flowKeyTat: 'SELECT tat FROM flow_rates WHERE queue = ? AND grp = ? AND key = ?',
   flowKeyTatPut: `INSERT INTO flow_rates (queue, grp, key, tat) VALUES (?, ?, ?, ?)
     ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
   flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
