@@ -8,8 +8,12 @@
  * called per run (INFO commandstats), on a redis-server of its own. SQLite: this process's CPU per
  * run (in process, a file in /tmp). Medians over the rounds.
  *
+ * `--before DIR`: a third column, limits on with the broker code of another checkout (e.g. a
+ * `git archive` of an earlier commit with this checkout's node_modules linked in), alternated with
+ * the others in the same rounds, so that before and after are measured under the same load.
+ *
  *   node bench/tools/flow-cost.ts [--broker redis|sqlite] [--runs 20000] [--keys 1000] [--mode keys|global]
- *                                 [--batch 25] [--depth 2] [--rounds 5] [--commands true]
+ *                                 [--batch 25] [--depth 2] [--rounds 5] [--commands true] [--before DIR]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -28,6 +32,7 @@ const { values } = parseArgs({
     depth: { type: 'string', default: '2' },
     rounds: { type: 'string', default: '5' },
     commands: { type: 'string', default: 'true' },
+    before: { type: 'string' },
   },
 });
 const runs = Number(values.runs);
@@ -50,18 +55,25 @@ function flowOf(j: number): FlowSpec {
 const redis = onRedis ? await startRedis() : undefined;
 const dir = mkdtempSync('/tmp/errand-flow-cost-');
 let seq = 0;
-const figures: Record<string, { cpu: number[]; script: number[]; commands: Record<string, number>[] }> = {
+type Mode = 'off' | 'on' | 'before';
+const figures: Record<Mode, { cpu: number[]; script: number[]; commands: Record<string, number>[] }> = {
   off: { cpu: [], script: [], commands: [] },
   on: { cpu: [], script: [], commands: [] },
+  before: { cpu: [], script: [], commands: [] },
 };
+const connectBefore = values.before
+  ? ((await import(join(values.before, 'src/broker/connect.ts'))) as { connectBroker: typeof connectBroker }).connectBroker
+  : undefined;
+const modes: Mode[] = connectBefore ? ['off', 'before', 'on'] : ['off', 'on'];
 try {
   for (let r = 0; r < rounds; r++) {
-    for (const mode of r % 2 ? (['on', 'off'] as const) : (['off', 'on'] as const)) {
+    for (const mode of r % 2 ? [...modes].reverse() : modes) {
+      const connect = mode === 'before' ? connectBefore! : connectBroker;
       let broker: Broker;
       if (redis) {
         await redis.flush();
-        broker = await connectBroker(redis.url);
-      } else broker = await connectBroker(`sqlite:${join(dir, `f${++seq}.db`)}`);
+        broker = await connect(redis.url);
+      } else broker = await connect(`sqlite:${join(dir, `f${++seq}.db`)}`);
       try {
         const input = JSON.stringify({ username: 'u', email: 'u@example.com' });
         for (let i = 0; i < runs; i += 1000) {
@@ -75,7 +87,7 @@ try {
               input,
               priority: 0,
               runAt: now,
-              ...(mode === 'on' ? { flow: flowOf(j) } : {}),
+              ...(mode !== 'off' ? { flow: flowOf(j) } : {}),
             });
           await broker.enqueue(chunk, now);
         }
@@ -112,11 +124,11 @@ try {
       }
     }
   }
-  for (const mode of ['off', 'on'] as const) {
+  for (const mode of modes) {
     const f = figures[mode]!;
     const range = `${Math.min(...f.cpu).toFixed(1)} to ${Math.max(...f.cpu).toFixed(1)}`;
     console.log(
-      `${mode === 'on' ? `limits (${values.mode === 'global' ? 'global rate' : `${keys} keys`})` : 'no limits'}: ${redis ? 'Redis' : 'process'} CPU median ${median(f.cpu).toFixed(2)} us/run (${range})${redis ? `, EVALSHA ${median(f.script).toFixed(2)} us/run` : ''}`,
+      `${mode !== 'off' ? `limits (${values.mode === 'global' ? 'global rate' : `${keys} keys`})${mode === 'before' ? ', before' : ''}` : 'no limits'}: ${redis ? 'Redis' : 'process'} CPU median ${median(f.cpu).toFixed(2)} us/run (${range})${redis ? `, EVALSHA ${median(f.script).toFixed(2)} us/run` : ''}`,
     );
     if (redis && values.commands === 'true') {
       const last = f.commands.at(-1) ?? {};

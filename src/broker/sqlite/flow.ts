@@ -123,26 +123,20 @@ export function leaseFlow(
     const gc = num(g.conc) ?? 0;
     let started = 0;
     let held: number | undefined;
-    // The ring's next keys are read as many at once as the call (and the group) has slots for, each
-    // served one run in turn order and sent to the back (a key comes round again within a call only
-    // after every other ready key, as one key at a time would have it); then the next keys.
+    // The ring's next keys are read as many at once as the call (and the group) has slots for, and
+    // their first runs leased in one statement; each key served one run goes to the back of the ring
+    // in turn order (a key comes round again within a call only after every other ready key, as one
+    // key at a time would have it); then the next keys.
     let stop = false;
     while (!stop && n < max && (gc <= 0 || ga < gc)) {
       const want = gc > 0 ? Math.min(max - n, gc - ga) : max - n;
       const keys = c.rows('flowKeysNext', queue, grp, want);
       if (keys.length === 0) break;
+      // The plan: keys within their rate, in turn order, while the group's rate admits one more start.
+      const plan: { key: string; tat: number | undefined }[] = [];
+      const gtats: (number | undefined)[] = [gtat]; // the group's GCRA time after i starts
+      let until: number | undefined;
       for (const k of keys) {
-        // The group's rate: over it, the group waits out of the ring (all its keys with it).
-        let gNext: number | undefined;
-        if (groupRate) {
-          const step = gcra(gtat, now, groupRate);
-          if (!step.ok) {
-            held = step.until;
-            stop = true;
-            break;
-          }
-          gNext = step.tat;
-        }
         const key = String(k.key);
         const keyRate = parseRate(k.rate);
         const kStep = keyRate && gcra(num(k.tat), now, keyRate);
@@ -150,7 +144,28 @@ export function leaseFlow(
           c.change('flowKeyWait', kStep.until, queue, grp, key);
           continue;
         }
-        const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
+        if (groupRate) {
+          const step = gcra(gtats[gtats.length - 1], now, groupRate);
+          if (!step.ok) {
+            until = step.until;
+            break;
+          }
+          gtats.push(step.tat);
+        } else gtats.push(undefined);
+        plan.push({ key, tat: kStep ? kStep.tat : undefined });
+      }
+      if (plan.length === 0) {
+        if (until !== undefined) {
+          held = until;
+          break;
+        }
+        continue;
+      }
+      const rows = c.rows('flowLeaseMany', { queue, grp, keys: JSON.stringify(plan.map((p) => p.key)), now, worker, until: now + leaseMs });
+      const byKey = new Map(rows.map((row) => [String(row.flow_key), row]));
+      let s = 0;
+      for (const { key, tat } of plan) {
+        const row = byKey.get(key);
         const turn = c.takeSeq(1) + 1;
         if (!row) {
           // The count said queued, but no run is: repaired (cannot happen while the counts hold).
@@ -159,8 +174,8 @@ export function leaseFlow(
         }
         const stat = c.stat(queue, now);
         const r = toReservation(row, now);
-        c.s.flowKeyServed.run({ queue, grp, key, turn, da: Array.isArray(r) ? 0 : 1 });
         if (Array.isArray(r)) {
+          c.s.flowKeyServed.run({ queue, grp, key, turn, da: 0 });
           const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
           c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
           corrupt.push({ id, problems: r });
@@ -169,14 +184,22 @@ export function leaseFlow(
           continue;
         }
         // A start: the counts and the GCRA times move.
-        ga++;
-        started++;
-        if (gNext !== undefined) gtat = gNext;
-        if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
+        c.s.flowKeyServed.run({ queue, grp, key, turn, da: 1 });
+        s++;
+        if (tat !== undefined) c.change('flowKeyTatPut', queue, grp, key, tat);
         reserved.push(r);
         changed.push(r.id);
         c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
-        n++;
+      }
+      ga += s;
+      started += s;
+      n += s;
+      // The group's time moves by the starts made (a GCRA step depends on their number only).
+      if (groupRate) gtat = gtats[s];
+      // Held by the group's rate only when every start planned was made; else there is room again.
+      if (until !== undefined && s === plan.length) {
+        held = until;
+        stop = true;
       }
     }
     c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });

@@ -121,12 +121,12 @@ export const SQL = {
     ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
   flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
   pruneFlowRates: 'DELETE FROM flow_rates WHERE tat < ?',
-  /** The first queued run of a key, leased (the triggers count it active). */
-  flowLease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
+  /** The first queued run of each key of `:keys` (a JSON array), leased; `flow_key` says whose. */
+  flowLeaseMany: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
-    WHERE rid = (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = :key AND state = 'queued'
-      AND flow_key IS NOT NULL ORDER BY seq LIMIT 1)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
+    WHERE rid IN (SELECT (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = j.value AND state = 'queued'
+      AND flow_key IS NOT NULL ORDER BY seq LIMIT 1) FROM json_each(:keys) AS j)
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, flow_key`,
   flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
   flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
@@ -286,7 +286,7 @@ export type StatementName = keyof typeof SQL;
 /** Statements whose integers are read as BigInt, so that a huge number written by hand cannot throw. */
 export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'lease',
-  'flowLease',
+  'flowLeaseMany',
   'get',
   'nextScheduled',
   'nextLease',
