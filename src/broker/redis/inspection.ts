@@ -9,6 +9,8 @@ import { invalidCursor, MINUTE, pageLimit, SLICE, WORKER_MEMORY_MS } from '../sh
 import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
 import {
   type FlowCounts,
+  type FlowKeyPage,
+  type FlowKeyQuery,
   LATENCY_BUCKETS_MS,
   type MinuteStats,
   type QueueCounts,
@@ -22,7 +24,7 @@ import {
 } from '../types.ts';
 import { corruptErrorText, decodeRun, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
-import { countsReply, listReply, retryFailedReply, sliceReply } from './replies.ts';
+import { countsReply, flowKeysReply, listReply, retryFailedReply, sliceReply } from './replies.ts';
 import { runScript } from './scripts.ts';
 
 /** A listing's cursor: the ULID part of the last run id of the previous page. */
@@ -111,6 +113,12 @@ export async function flowCounts(c: RedisCore, queues: readonly string[]): Promi
     }),
   );
   return out;
+}
+
+export async function flowKeys(c: RedisCore, queue: string, query: Required<FlowKeyQuery>): Promise<FlowKeyPage> {
+  const redis = await c.ready();
+  const b = c.k(queue).base;
+  return flowKeysReply(await runScript(redis, 'flowkeys', [`${b}fS`], [b, query.sort, query.offset, query.limit]));
 }
 
 export async function counts(c: RedisCore, queues?: readonly string[]): Promise<Record<string, QueueCounts>> {

@@ -94,6 +94,10 @@ export const SQL = {
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
   flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
   flowCountKeys: 'SELECT coalesce(sum(queued), 0) AS queued, count(*) AS keys, count(wait) AS waiting FROM flow_keys WHERE queue = ?',
+  /** A page of a queue's keys (`flowKeys`): by :sort ('queued' or 'active', most first; 'key'), then group and key. */
+  flowKeysPage: `SELECT grp, key, queued, active, conc, rate, wait FROM flow_keys WHERE queue = :queue
+    ORDER BY CASE :sort WHEN 'queued' THEN -queued WHEN 'active' THEN -active ELSE 0 END, grp, key LIMIT :limit OFFSET :offset`,
+  flowKeysTotal: 'SELECT count(*) AS n FROM flow_keys WHERE queue = ?',
   flowCountGroups: 'SELECT count(wait) AS waiting FROM flow_groups WHERE queue = ?',
   flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
   flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
