@@ -48,6 +48,20 @@ export interface FlowCounts {
   rateLimitedKeys: number;
   /** Groups (tasks) held back by their rate limit. */
   rateLimitedGroups: number;
+  /**
+   * Queued runs held back by a limit right now, by what holds them (the first that applies, in
+   * reserve's order: the task's rate, the task's concurrency, the key's rate, the key's
+   * concurrency). Runs waiting only for their turn or a free worker are not counted.
+   */
+  heldRuns: FlowHeldRuns;
+}
+
+/** `FlowCounts.heldRuns`: queued runs by the limit that holds them back. */
+export interface FlowHeldRuns {
+  group_rate: number;
+  group_concurrency: number;
+  key_rate: number;
+  key_concurrency: number;
 }
 
 /** How `BrokerInspector.flowKeys` orders a queue's keys: most queued or most active first, or by group and key. */

@@ -20,7 +20,7 @@ import type { NewRun } from './new-run.ts';
 import type { NewWorkflow, WorkflowCancelOutcome, WorkflowRecord } from './workflow-types.ts';
 import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
-export type { FlowCounts, FlowKeyInfo, FlowKeyPage, FlowKeyQuery, FlowKeySort, FlowRate, FlowSpec } from './flow-types.ts';
+export type { FlowCounts, FlowHeldRuns, FlowKeyInfo, FlowKeyPage, FlowKeyQuery, FlowKeySort, FlowRate, FlowSpec } from './flow-types.ts';
 export type { NewRun } from './new-run.ts';
 export {
   DEPENDENCY_POLICIES,

@@ -57,7 +57,16 @@ export function registerFlowApi(
       const names = [...new Set([...(await b.listQueues()), ...[...errand.tasks.values()].map((t) => t.queue)])].sort();
       const counts = names.length ? await b.flowCounts(names) : {};
       const queues = names
-        .map((name) => ({ name, ...(counts[name] ?? { queued: 0, keys: 0, rateLimitedKeys: 0, rateLimitedGroups: 0 }) }))
+        .map((name) => {
+          const f = counts[name];
+          return {
+            name,
+            queued: f?.queued ?? 0,
+            keys: f?.keys ?? 0,
+            rateLimitedKeys: f?.rateLimitedKeys ?? 0,
+            rateLimitedGroups: f?.rateLimitedGroups ?? 0,
+          };
+        })
         .filter((q) => q.keys > 0 || q.queued > 0 || [...errand.tasks.values()].some((t) => t.queue === q.name && t.limits));
       return { queues, now: Date.now() };
     });

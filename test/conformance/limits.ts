@@ -411,17 +411,34 @@ export function limitsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual((await getRun(g, gids[1] as string)).flow?.waiting, { reason: 'group_rate', until: t0 + 500 });
     });
 
-    test('flowCounts: runs waiting under flow control, keys, and keys and groups held by their rate', async () => {
+    test('flowCounts: runs waiting under flow control, keys, keys and groups held by their rate, runs held by each limit', async () => {
       const b = (await open()) as Broker & Partial<BrokerInspector>;
       if (typeof b.flowCounts !== 'function') return;
       const t0 = Date.now();
-      assert.deepStrictEqual(await b.flowCounts([Q]), { [Q]: { queued: 0, keys: 0, rateLimitedKeys: 0, rateLimitedGroups: 0 } });
+      const none = { group_rate: 0, group_concurrency: 0, key_rate: 0, key_concurrency: 0 };
+      assert.deepStrictEqual(await b.flowCounts([Q]), {
+        [Q]: { queued: 0, keys: 0, rateLimitedKeys: 0, rateLimitedGroups: 0, heldRuns: none },
+      });
       await enqueueKeyed(b, t0, 'a', 3, rated('a', 1000, 1));
       await enqueueKeyed(b, t0, 'b', 2, rated('b', 1000, 1));
       await enqueueKeyed(b, t0, 'c', 2, { group: 'conformance.other', key: 'c', groupRate: { interval: 1000, burst: 1 } });
-      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], { queued: 7, keys: 3, rateLimitedKeys: 0, rateLimitedGroups: 0 });
+      await enqueueKeyed(b, t0, 'd', 3, { group: GROUP, key: 'd', concurrency: 1 });
+      await enqueueKeyed(b, t0, 'e', 2, { group: 'conformance.third', key: 'e', groupConcurrency: 1 });
+      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], {
+        queued: 12,
+        keys: 5,
+        rateLimitedKeys: 0,
+        rateLimitedGroups: 0,
+        heldRuns: none,
+      });
       await reserveAll(b, 'w1', t0, { max: 50 });
-      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], { queued: 4, keys: 3, rateLimitedKeys: 2, rateLimitedGroups: 1 });
+      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], {
+        queued: 7,
+        keys: 5,
+        rateLimitedKeys: 2,
+        rateLimitedGroups: 1,
+        heldRuns: { group_rate: 1, group_concurrency: 1, key_rate: 3, key_concurrency: 2 },
+      });
     });
 
     test('a rate and a concurrency limit together: both hold', async () => {

@@ -109,7 +109,16 @@ export async function flowCounts(c: RedisCore, queues: readonly string[]): Promi
         unknown,
       ][];
       const n = (i: number) => Math.max(0, Number(r[i]?.[1] ?? 0) || 0);
-      out[queue] = { queued: n(0), keys: n(1), rateLimitedKeys: n(2), rateLimitedGroups: n(3) };
+      // Runs held back by a limit: every key read, in one script (only for a queue with keys).
+      const h = n(1) > 0 ? ((await runScript(redis, 'flowkeys', [`${b}fS`], [b, 'held', 0, 0])) as unknown[]) : [];
+      const m = (i: number) => Math.max(0, Number(h[i] ?? 0) || 0);
+      out[queue] = {
+        queued: n(0),
+        keys: n(1),
+        rateLimitedKeys: n(2),
+        rateLimitedGroups: n(3),
+        heldRuns: { group_rate: m(0), group_concurrency: m(1), key_rate: m(2), key_concurrency: m(3) },
+      };
     }),
   );
   return out;

@@ -250,11 +250,18 @@ export function flowCounts(c: SqliteCore, queues: readonly string[]): Record<str
     for (const q of queues) {
       const k = c.row('flowCountKeys', q);
       const g = c.row('flowCountGroups', q);
+      const h = (num(k?.keys) ?? 0) > 0 ? c.row('flowHeldRuns', q) : undefined;
       out[q] = {
         queued: num(k?.queued) ?? 0,
         keys: num(k?.keys) ?? 0,
         rateLimitedKeys: num(k?.waiting) ?? 0,
         rateLimitedGroups: num(g?.waiting) ?? 0,
+        heldRuns: {
+          group_rate: num(h?.group_rate) ?? 0,
+          group_concurrency: num(h?.group_concurrency) ?? 0,
+          key_rate: num(h?.key_rate) ?? 0,
+          key_concurrency: num(h?.key_concurrency) ?? 0,
+        },
       };
     }
     return out;

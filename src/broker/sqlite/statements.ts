@@ -98,6 +98,14 @@ export const SQL = {
   flowKeysPage: `SELECT grp, key, queued, active, conc, rate, wait FROM flow_keys WHERE queue = :queue
     ORDER BY CASE :sort WHEN 'queued' THEN -queued WHEN 'active' THEN -active ELSE 0 END, grp, key LIMIT :limit OFFSET :offset`,
   flowKeysTotal: 'SELECT count(*) AS n FROM flow_keys WHERE queue = ?',
+  /** Queued runs held back by a limit, by what holds them (see `FlowCounts.heldRuns`). */
+  flowHeldRuns: `SELECT
+      coalesce(sum(CASE WHEN g.wait IS NOT NULL THEN k.queued END), 0) AS group_rate,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND g.conc > 0 AND g.active >= g.conc THEN k.queued END), 0) AS group_concurrency,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NOT NULL THEN k.queued END), 0) AS key_rate,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NULL
+        AND k.conc > 0 AND k.active >= k.conc THEN k.queued END), 0) AS key_concurrency
+    FROM flow_keys AS k JOIN flow_groups AS g ON g.queue = k.queue AND g.grp = k.grp WHERE k.queue = ? AND k.queued > 0`,
   flowCountGroups: 'SELECT count(wait) AS waiting FROM flow_groups WHERE queue = ?',
   flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
   flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',

@@ -6,12 +6,14 @@
   KEYS[1] fS  SET  g..'|'..y of every key with a hash (see common.lua)
 
   ARGV[1] key base `<prefix>:{<queue>}:`
-  ARGV[2] sort: 'queued' or 'active' (most first), or 'key'; then by group and key
+  ARGV[2] sort: 'queued' or 'active' (most first), or 'key'; then by group and key; or 'held':
+          no page, the queued runs held back by a limit (FlowCounts.heldRuns)
   ARGV[3] offset
   ARGV[4] limit
 
   Returns { total, then 7 per key: group, key, queued, active, concurrency ('0': none),
-            rate ('' : none), waitUntil ('': not held by its rate) }
+            rate ('' : none), waitUntil ('': not held by its rate) }; for 'held':
+          { group_rate, group_concurrency, key_rate, key_concurrency } (runs)
 ]]
 --!keys 1
 local base, sort = ARGV[1], ARGV[2]
@@ -24,6 +26,36 @@ for _, gy in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     a = 0
   end
   rows[#rows + 1] = { gy, redis.call('LLEN', base .. 'fq|' .. gy), a, v[2] or '0', v[3] or '', v[4] }
+end
+if sort == 'held' then
+  -- By the first limit that holds a key's queued runs, in reserve's order (as flowWaiting in TypeScript).
+  local held, groups = { 0, 0, 0, 0 }, {}
+  for _, r in ipairs(rows) do
+    if r[2] > 0 then
+      local g = string.sub(r[1], 1, string.find(r[1], '|', 1, true) - 1)
+      local gs = groups[g]
+      if not gs then
+        local v = redis.call('HMGET', base .. 'fG|' .. g, 'a', 'c', 'w')
+        local ga, gc = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+        gs = 0
+        if v[3] then
+          gs = 1
+        elseif gc > 0 and ga >= gc then
+          gs = 2
+        end
+        groups[g] = gs
+      end
+      local kc = tonumber(r[4]) or 0
+      if gs > 0 then
+        held[gs] = held[gs] + r[2]
+      elseif r[6] then
+        held[3] = held[3] + r[2]
+      elseif kc > 0 and r[3] >= kc then
+        held[4] = held[4] + r[2]
+      end
+    end
+  end
+  return held
 end
 local col = 0
 if sort == 'queued' then
