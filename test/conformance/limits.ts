@@ -367,6 +367,25 @@ export function limitsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(Object.fromEntries(byKey(r.runs)), { slow: 1, free: 3 });
     });
 
+    test('a task limited in total only (its runs under one key): its cap, its burst, then one start per interval', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, '', 10, { group: 'conformance.capped', key: '', groupConcurrency: 3 });
+      assert.equal(await count(b, t0), 3, 'the cap');
+      assert.equal(await count(b, t0), 0);
+      const r = await open();
+      await enqueueKeyed(r, t0, '', 10, { group: 'conformance.paced', key: '', groupRate: { interval: 100, burst: 4 } });
+      assert.equal(await count(r, t0), 4, 'the burst');
+      const held = await reserveAll(r, 'w1', t0 + 99, { max: 50 });
+      assert.deepStrictEqual(held.runs, []);
+      assert.equal(held.nextAt, t0 + 100);
+      assert.equal(await count(r, t0 + 100), 1);
+      assert.equal(await count(r, t0 + 350), 2, 'at 200 and 300');
+      const k = await open();
+      await enqueueKeyed(k, t0, 'solo', 10, rated('solo', 100, 3, { concurrency: 2 }));
+      assert.equal(await count(k, t0), 2, 'its concurrency before its burst');
+    });
+
     test('a key whose runs all finished keeps its rate: its next run waits for its interval', async () => {
       const b = await open();
       const t0 = Date.now();
