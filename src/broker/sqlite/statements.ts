@@ -110,8 +110,8 @@ export const SQL = {
   flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
   flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
   flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
-  /** A key served one run (:da 1 when it started; 0 when it was corrupt), to the back of its ring. */
-  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - 1), active = active + :da, turn = :turn
+  /** A key served :dq runs (:da of them started; the others were corrupt), to the back of its ring. */
+  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - :dq), active = active + :da, turn = :turn
     WHERE queue = :queue AND grp = :grp AND key = :key`,
   /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
   flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
@@ -120,7 +120,7 @@ export const SQL = {
   flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :turn, :dq)
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate`,
   /** The next ready keys of a group's ring, in turn order, with their GCRA times. */
-  flowKeysNext: `SELECT k.key, k.rate, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
+  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
     WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
@@ -133,6 +133,12 @@ export const SQL = {
     ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
   flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
   pruneFlowRates: 'DELETE FROM flow_rates WHERE tat < ?',
+  /** The first `:n` queued runs of one key, leased (in any order: `seq` says theirs). */
+  flowLeaseKey: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
+      rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
+    WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = :key AND state = 'queued'
+      AND flow_key IS NOT NULL ORDER BY seq LIMIT :n)
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
   /** The first queued run of each key of `:keys` (a JSON array), leased; `flow_key` says whose. */
   flowLeaseMany: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
@@ -299,6 +305,7 @@ export type StatementName = keyof typeof SQL;
 export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'lease',
   'flowLeaseMany',
+  'flowLeaseKey',
   'get',
   'nextScheduled',
   'nextLease',
