@@ -236,7 +236,9 @@ export interface Broker {
    * Creates a workflow: all its runs and edges in one atomic step, or nothing. A run with
    * dependencies is created `waiting`; it becomes `queued` exactly once, in the same atomic step
    * that settles (succeeded, or failed under a `continue` edge) the last of its dependencies, with
-   * its input built as its `inputFrom` says. A terminal failure of a dependency (settled `failed`,
+   * its input built as its `inputFrom` says. (Redis, runs in several queues: one step per queue,
+   * and no run starts before every queue's runs exist; an edge between queues is applied by the
+   * relay, exactly once, right after that settle rather than in it. See docs/workflows.md.) A terminal failure of a dependency (settled `failed`,
    * failed by the broker, or cancelled) applies each edge's `onFailure` in that same step,
    * transitively. A workflow whose id is stored already: nothing is created, `created: false`.
    * Throws `ConfigError` for a workflow that is not a DAG of its own runs (see docs/workflows.md).

@@ -38,6 +38,7 @@ import { runErrorConformance } from './run-errors.ts';
 import { scheduleConformance } from './schedules.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
+import { workflowQueuesConformance } from './workflow-queues.ts';
 import { workflowConformance } from './workflows.ts';
 
 export type { ConformanceOptions, MakeBroker, MakeBrokerOptions, Need } from './context.ts';
@@ -61,6 +62,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     countConformance(c);
     connectionConformance(c);
     workflowConformance(c);
+    workflowQueuesConformance(c);
     scheduleConformance(c);
     runErrorConformance(makeBroker, options);
     cancelRetentionConformance(makeBroker);

@@ -24,6 +24,7 @@ import {
 } from '../types.ts';
 import { corruptErrorText, decodeRun, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
+import { drainAfter } from './relay.ts';
 import { countsReply, flowKeysReply, listReply, retryFailedReply, sliceReply } from './replies.ts';
 import { runScript } from './scripts.ts';
 
@@ -260,6 +261,7 @@ export async function purge(c: RedisCore, queue: string, now: number): Promise<n
   for (;;) {
     const r = sliceReply(await runScript(redis, 'purge', [k.prios, k.sched], [k.base, SLICE, c.eventsChannel, k.idPrefix, now]));
     total += r.count;
+    if (r.relay) await drainAfter(c, [queue], now);
     if (!r.more) return total;
   }
 }
@@ -277,6 +279,7 @@ export async function retryFailed(c: RedisCore, queue: string, task: string | un
     );
     total += r.replayed;
     offset += r.skipped;
+    if (r.relay) await drainAfter(c, [queue], now);
     if (r.scanned < SLICE) return total;
   }
 }

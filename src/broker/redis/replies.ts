@@ -39,11 +39,14 @@ export interface ReserveReply {
   settled: boolean[];
   /** The runs leased, as reservations (built here directly: the hot path makes no object in between). */
   runs: Reservation[];
+  /** Whether the queue's relay outbox holds entries (workflows over several queues: drain it). */
+  relay: boolean;
 }
 
 /**
  * reserve.lua: { nextAt, queued, m, m statuses, then 8 per leased run: rid, task, input, attempt,
- * priority, enqueuedAt ('': the time in the run id), traceparent ('': none), schedule mark ('': none) }. `idPrefix` is
+ * priority, enqueuedAt ('': the time in the run id), traceparent ('': none), schedule mark ('': none), then the relay
+ * flag }. `idPrefix` is
  * `<queue>.`, `now` the reserve's time (the runs' startedAt).
  */
 export function reserveReply(reply: Reply, queue: string, idPrefix: string, now: number): ReserveReply {
@@ -52,7 +55,8 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
   const settled: boolean[] = new Array(m);
   for (let j = 0; j < m; j++) settled[j] = r[3 + j] === 1;
   const runs: Reservation[] = [];
-  for (let j = 3 + m; j + 7 < r.length; j += 8) {
+  const end = r.length - 1; // the relay flag
+  for (let j = 3 + m; j + 7 < end; j += 8) {
     const id = idPrefix + String(r[j]);
     const e = String(r[j + 5]);
     const run: Reservation = {
@@ -75,12 +79,18 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
     runs.push(run);
   }
   const nextAt = Number(r[0]);
-  return { nextAt: nextAt < 0 ? null : nextAt, queued: Number(r[1]), settled, runs };
+  return { nextAt: nextAt < 0 ? null : nextAt, queued: Number(r[1]), settled, runs, relay: r[end] === 1 };
 }
 
-/** settle.lua (and the statuses of reserve.lua): true applied, false lost. */
+/** record.lua: true applied, false lost. */
 export function settleReply(reply: Reply): boolean[] {
   return arr(reply).map((s) => s === 1);
+}
+
+/** settle.lua: one status per item (true applied, false lost), then the relay flag. */
+export function settleRelayReply(reply: Reply): { applied: boolean[]; relay: boolean } {
+  const r = arr(reply);
+  return { applied: r.slice(0, -1).map((s) => s === 1), relay: r[r.length - 1] === 1 };
 }
 
 /** renew.lua: the rids whose lease is not held. */
@@ -99,11 +109,13 @@ export interface CodeReply {
   code: string;
   /** The (previous) state code, with C, F and S. */
   state: string | undefined;
+  /** With C and Q: whether the queue's relay outbox holds entries (drain it). */
+  relay: boolean;
 }
 
 export function codeReply(reply: Reply): CodeReply {
   const r = arr(reply);
-  return { code: String(r[0] ?? 'X'), state: r[1] === undefined ? undefined : String(r[1]) };
+  return { code: String(r[0] ?? 'X'), state: r[1] === undefined ? undefined : String(r[1]), relay: r[2] === 1 };
 }
 
 /** counts.lua. */
@@ -134,11 +146,13 @@ export function countsReply(reply: Reply): CountsReply {
 export interface SliceReply {
   count: number;
   more: boolean;
+  /** purge.lua: whether the queue's relay outbox holds entries (drain it). */
+  relay: boolean;
 }
 
 export function sliceReply(reply: Reply): SliceReply {
   const r = arr(reply);
-  return { count: Number(r[0]) || 0, more: Boolean(Number(r[1])) };
+  return { count: Number(r[0]) || 0, more: Boolean(Number(r[1])), relay: r[2] === 1 };
 }
 
 /** retryfailed.lua. */
@@ -146,11 +160,13 @@ export interface RetryFailedReply {
   replayed: number;
   skipped: number;
   scanned: number;
+  /** Whether the queue's relay outbox holds entries (drain it). */
+  relay: boolean;
 }
 
 export function retryFailedReply(reply: Reply): RetryFailedReply {
   const r = arr(reply);
-  return { replayed: Number(r[0]) || 0, skipped: Number(r[1]) || 0, scanned: Number(r[2]) || 0 };
+  return { replayed: Number(r[0]) || 0, skipped: Number(r[1]) || 0, scanned: Number(r[2]) || 0, relay: r[3] === 1 };
 }
 
 /** list.lua: the boundary ('' when every structure was read to its end) and the rids, newest first. */

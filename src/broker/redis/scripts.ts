@@ -44,6 +44,8 @@ export const SCRIPT_NAMES = [
   'layout',
   'wfcreate',
   'wfcancel',
+  'wfmulti',
+  'wfrelay',
   'schedupsert',
   'schedfire',
   'schedadmin',

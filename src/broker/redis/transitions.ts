@@ -28,7 +28,9 @@ import type {
 import { CorruptRunError, STATE_OF_CODE, splitRunId } from './codec.ts';
 import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
-import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleReply, sliceReply } from './replies.ts';
+import { drainAfter } from './relay.ts';
+import { sweepPending } from './workflows.ts';
+import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleRelayReply, settleReply, sliceReply } from './replies.ts';
 import { runScript } from './scripts.ts';
 
 /** Runs per script call (larger batches are split, in order). */
@@ -201,12 +203,14 @@ function reserveCall(
     k.idPrefix,
   ];
   if (settle) pushSettlements(args, settle);
-  return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then((reply) => {
+  return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then(async (reply) => {
     const r = reserveReply(reply, queue, k.idPrefix, now);
     if (settle && statuses)
       settle.forEach(({ index }, j) => {
         statuses[index] = r.settled[j] ? 'ok' : 'lost';
       });
+    // Relay entries of workflows over several queues (written now, or left by a crash): applied now.
+    if (r.relay) await drainAfter(c, [queue], now);
     return { queue, runs: r.runs, nextAt: r.nextAt, queued: r.queued };
   });
 }
@@ -293,6 +297,7 @@ export async function settle(c: RedisCore, workerId: string, settlements: readon
   if (groups.size === 0) return statuses;
   const redis = await c.ready();
   const calls: Promise<void>[] = [];
+  const relay = new Set<string>();
   for (const [queue, group] of groups) {
     const k = c.k(queue);
     for (const part of chunk(group, settlementSize)) {
@@ -300,15 +305,18 @@ export async function settle(c: RedisCore, workerId: string, settlements: readon
       pushSettlements(args, part);
       calls.push(
         runScript(redis, 'settle', [k.active, k.sched], args).then((reply) => {
-          const applied = settleReply(reply);
+          const r = settleRelayReply(reply);
           part.forEach(({ index }, j) => {
-            statuses[index] = applied[j] ? 'ok' : 'lost';
+            statuses[index] = r.applied[j] ? 'ok' : 'lost';
           });
+          if (r.relay) relay.add(queue);
         }),
       );
     }
   }
   await Promise.all(calls);
+  // Dependents in other queues (workflows over several queues): relayed right after the settle.
+  if (relay.size) await drainAfter(c, relay, now);
   return statuses;
 }
 
@@ -424,6 +432,7 @@ export async function cancel(c: RedisCore, id: string, now: number): Promise<Can
   const r = codeReply(
     await runScript(redis, 'cancel', [key], [k.base, parts.rid, now, c.cancelledRetentionMs, c.eventsChannel, c.cancelsChannel, id]),
   );
+  if (r.relay) await drainAfter(c, [parts.queue], now);
   switch (r.code) {
     case 'C':
       return { outcome: 'cancelled', previous: stateOfCode(r.state, id, key) };
@@ -444,6 +453,7 @@ export async function retry(c: RedisCore, id: string, now: number): Promise<Retr
   const redis = await c.ready();
   const key = k.run(parts.rid);
   const r = codeReply(await runScript(redis, 'retry', [key], [k.base, parts.rid, c.eventsChannel, id, now]));
+  if (r.relay) await drainAfter(c, [parts.queue], now);
   switch (r.code) {
     case 'Q':
       return { outcome: 'queued' };
@@ -480,5 +490,10 @@ export async function prune(c: RedisCore, now: number): Promise<number> {
       }
     }),
   );
+  // The sweep of workflows over several queues: creations and relay entries a crash left unfinished.
+  await sweepPending(c, queues, now).catch((err: unknown) =>
+    c.logger?.warn({ err }, 'Redis broker: the sweep of unfinished workflow creations failed; the next prune tries again'),
+  );
+  await drainAfter(c, queues, now);
   return removed.reduce((a, b) => a + b, 0);
 }

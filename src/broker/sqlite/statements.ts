@@ -240,7 +240,7 @@ export const SQL = {
       cancel_retention, attempts, lease_losses, history, rev, workflow, input_from)
     VALUES (:id, :queue, :state, :task, :priority, :seq, :input, :now, :runAt, :traceparent, :retention, 0, 0, '[]', 0, :workflow, :inputFrom)`,
   wfEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure) VALUES (?, ?, ?, ?, ?, ?)`,
-  wfRunExists: 'SELECT 1 AS x FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
+  wfRunExists: 'SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
   /** The unresolved edges out of a dependency. */
   wfOut: 'SELECT dependent, on_failure FROM workflow_edges WHERE dependency = ? AND resolved = 0',
   /** ?3 the dependency's result (NULL: none). Changes one row only the first time. */

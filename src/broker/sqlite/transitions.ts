@@ -241,7 +241,11 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
             c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error });
             corrupt.push({ id, problems: r });
             stat.failed++;
-            if (typeof row.id === 'string') changed.push(row.id);
+            if (typeof row.id === 'string') {
+              changed.push(row.id);
+              // A terminal failure: a run of a workflow reaches its dependents (edge policy), as any does.
+              resolveIn(c, row.id, false, null, now, changed, retried);
+            }
             continue;
           }
           reserved.push(r);

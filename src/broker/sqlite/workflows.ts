@@ -21,8 +21,9 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { i
     if (c.row('wfGet', wf.id)) return false;
     // A run id already taken (by another workflow or an enqueue) refuses the whole workflow: the
     // INSERTs below would fail half way, which the transaction rolls back anyway.
-    if (c.row('wfRunExists', JSON.stringify(wf.runs.map((r) => r.id)))) {
-      throw new ConfigError(`createWorkflow: a run id of workflow ${wf.id} is taken already (make new ids with newRunId)`);
+    const taken = c.row('wfRunExists', JSON.stringify(wf.runs.map((r) => r.id)));
+    if (taken) {
+      throw new ConfigError(`createWorkflow: run ${String(taken.id)} of workflow ${wf.id} exists already (make new ids with newRunId)`);
     }
     c.s.wfInsert.run(wf.id, now);
     const base = c.takeSeq(wf.runs.length);

@@ -58,14 +58,23 @@
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
 
-  Workflow keys (one queue: the Redis broker keeps a workflow's runs in one queue, see workflows.md):
+  Workflow keys (docs/workflows.md; an edge to or from a run of another queue names it by its full
+  run id `<queue>.<rid>` in we:, wd:, wv: and D, where an edge within the queue names the rid):
     base..'waiting'    ZSET  waiting rids by the time in their id (counts, listings)
     base..'wd:'..rid   SET   the dependencies of a waiting run not yet resolved
     base..'wv:'..rid   HASH  dependency rid -> its result ('' for none) once resolved
     base..'we:'..rid   HASH  the runs that wait for this one -> edge policy
                              (wd:, wv:, we: of a run are deleted with it; wd:, wv: also when it is made ready)
-    base..'wf:'..id    HASH  a workflow: t created at, r its rids (comma-separated, in order),
-                             n how many of its runs still exist (deleted with the last one)
+    base..'wf:'..id    HASH  a workflow: t created at, r its rids in this queue (comma-separated, in
+                             order), n how many of them still exist (deleted with the last one); a
+                             workflow over several queues has one in each of its queues, and in the
+                             queue of its id also q (the other queues), a (every run id, in order)
+                             and P (set while its creation is not complete: wfmulti.lua)
+    base..'wr:'..rid   SET   the relay entries applied to this run: dependency run id (or '!') '|' token
+    base..'wo'         LIST  the relay outbox of this queue (entries: see wfRelayOut)
+    base..'wp'         ZSET  workflows over several queues whose creation is not complete (their
+                             ulid), by the time it began (wfmulti.lua; the prune sweep reads it)
+    base..'woN'        STRING  the token of its last entry
 ]]
 local rcall = redis.call
 -- Numbers given to redis.call are formatted with '%.17g' by Redis (a slow floating-point path):
@@ -218,7 +227,7 @@ end
 local function flowKeyReady(base, g, y)
   local kh = base .. 'fk|' .. g .. '|' .. y
   local v = rcall('HMGET', kh, 'a', 'c', 'w', 't')
-  local aS, cS, waiting = v[1], v[2], v[3]
+  local aS, cS, waiting, tat = v[1], v[2], v[3], v[4]
   local a, c = tonumber(aS) or 0, tonumber(cS) or 0
   local ring = base .. 'fK|' .. g
   local len = rcall('LLEN', base .. 'fq|' .. g .. '|' .. y)
@@ -229,7 +238,7 @@ local function flowKeyReady(base, g, y)
   else
     rcall('ZREM', ring, y)
     if len == 0 and a <= 0 then
-      flowForget(base, g, y, kh, v[4])
+      flowForget(base, g, y, kh, tat)
     end
   end
 end
@@ -298,7 +307,8 @@ local function flowFreeMany(base, freed)
       total = total + cnt
       local kh = base .. 'fk|' .. g .. '|' .. y
       local v = rcall('HMGET', kh, 'a', 'c', 't')
-      local a0, c = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+      local aS, cS, tat = v[1], v[2], v[3]
+      local a0, c = tonumber(aS) or 0, tonumber(cS) or 0
       local a = a0 - cnt
       if a < 0 then
         a = 0
@@ -312,7 +322,7 @@ local function flowFreeMany(base, freed)
         rcall('HSET', kh, 'a', fmt('%d', a))
       elseif rcall('LLEN', base .. 'fq|' .. g .. '|' .. y) == 0 then
         -- Nothing active, nothing queued: forgotten (it is in no ring).
-        flowForget(base, g, y, kh, v[3])
+        flowForget(base, g, y, kh, tat)
       else
         rcall('HSET', kh, 'a', '0')
       end
@@ -396,7 +406,7 @@ local function dropRun(base, k, rid)
     end
   end
   if not v['err'] and wf then
-    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid)
+    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid, base .. 'wr:' .. rid)
     -- The workflow's index goes with its last run (wf ids are `<queue>.<ulid>`: the ulid names it).
     local wk = base .. 'wf:' .. string.sub(wf, -26)
     if redis.pcall('HINCRBY', wk, 'n', -1) <= 0 then
@@ -474,20 +484,6 @@ end
 
 --!run-errors
 
--- Fails an unreadable run (not a hash, or lacking task or input) with reason `corrupt`.
-local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc)
-  local err = corruptError(id, why)
-  if rcall('TYPE', k)['ok'] ~= 'hash' then
-    rcall('DEL', k)
-  else
-    rcall('HDEL', k, 'o')
-  end
-  finish(base, k, rid, 'f', 'failed', now, nowS, ret, nil, 'E', err)
-  if acc then
-    statAdd(acc, 'f', 1)
-  end
-end
-
 -- Publishes the id (`prefix .. rid`, joined only then) of a watched run on the events channel.
 local function notify(chan, prefix, rid, watched)
   if watched then
@@ -556,15 +552,86 @@ local function wfReady(base, rid, nowS)
 end
 
 --[[
-  Applies the end of run `rid` of a workflow (`ok`: succeeded with `result`, '' for none; else
-  failed or cancelled) to the runs that wait for it, and transitively to those it cancels or skips:
-  a resolved dependency is removed from the dependent's set (SREM: a second report removes
-  nothing), and the dependent is made ready only by the removal that empties the set. Returns
-  whether a run became queued.
+  The relay between slots (docs/workflows.md, "Redis Cluster"): an edge whose dependent is in
+  another queue (its `we:` field, and its line in the dependent's D and wd:, is then the full run
+  id `<queue>.<rid>`, where an edge within the queue names the 26-character rid) is not applied by
+  this script but recorded in this slot's outbox `wo`, one entry per edge:
+    token TAB dependent run id TAB dependency run id ('!' for the release of a root) TAB op TAB
+    policy TAB result
+  op d succeeded (with its result), f failed or cancelled, r retried (rewait), g release (a root
+  of a workflow over several queues, once its creation is complete). The token (INCR of `woN`, '@',
+  the caller's now) is unique; the dependent's slot remembers the entries it applied (`wr:<rid>`:
+  dependency '|' token), so an entry applied twice (a drain repeated after a crash between applying
+  and removing it) changes nothing. Drained by the broker (wfrelay.lua on the dependent's slot, then
+  LREM here).
 ]]
-local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
+local function wfRelayOut(base, d, src, op, pol, res, nowS)
+  local token = rcall('INCR', base .. 'woN') .. '@' .. nowS
+  rcall('RPUSH', base .. 'wo', token .. '\t' .. d .. '\t' .. src .. '\t' .. op .. '\t' .. pol .. '\t' .. res)
+end
+
+--[[
+  One edge: the end of dependency `src` (as the dependent's wd: names it; `srcId` its run id)
+  applied to waiting run `d` of this slot (`good`: succeeded with `res`; otherwise failed or
+  cancelled; `pol` the edge policy). A resolved dependency is removed from the dependent's set
+  (SREM: a second report removes nothing), and the dependent is made ready only by the removal that
+  empties the set. A dependent cancelled or skipped is appended to `todo` (3 per run: rid, ok,
+  result) for its own dependents. Returns whether a run became queued.
+]]
+local function wfEdge(base, qp, chan, now, nowS, d, src, srcId, good, res, pol, todo)
+  local dk = base .. 'r:' .. d
+  local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
+  local ds, watched, ownRet = v[1], v[2], v[3]
+  if v['err'] then
+    return false
+  end
   local woke = false
-  local todo = { rid, ok, result }
+  if good or pol == 'k' then
+    -- Recorded whatever the dependent's state: one cancelled by another dependency keeps its
+    -- wait keys, and a retry of that dependency makes it wait again for what is still missing
+    -- (as SQLite marks the edge resolved). Made ready only while it waits.
+    local wd = base .. 'wd:' .. d
+    if rcall('SREM', wd, src) == 1 then
+      if good then
+        rcall('HSET', base .. 'wv:' .. d, src, res)
+      else
+        rcall('HSET', base .. 'wv:' .. d, src, '')
+      end
+      if ds == 'w' then
+        if rcall('SCARD', wd) == 0 then
+          wfReady(base, d, nowS)
+          woke = true
+        end
+        notify(chan, qp, d, watched)
+      end
+    end
+  elseif ds == 'w' then
+    -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
+    rcall('ZREM', base .. 'waiting', d)
+    local ret = tonumber(ownRet) or 86400000
+    if pol == 'c' then
+      finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(srcId))
+      todo[#todo + 1] = d
+      todo[#todo + 1] = false
+    else
+      finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
+      todo[#todo + 1] = d
+      todo[#todo + 1] = true
+    end
+    todo[#todo + 1] = ''
+    notify(chan, qp, d, watched)
+  end
+  return woke
+end
+
+--[[
+  Applies the ends of runs of this slot listed in `todo` (3 per run: rid, ok, result; ok:
+  succeeded with result, '' for none; else failed or cancelled) to the runs that wait for them,
+  and transitively to those they cancel or skip; a dependent in another queue gets an outbox entry
+  instead (wfRelayOut). Returns whether a run became queued, and whether an entry was written.
+]]
+local function wfCascade(base, qp, chan, now, nowS, todo)
+  local woke, relayed = false, false
   local i = 1
   while i <= #todo do
     local src, good, res = todo[i], todo[i + 1], todo[i + 2]
@@ -572,74 +639,59 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
     local edges = rcall('HGETALL', base .. 'we:' .. src)
     for j = 1, #edges, 2 do
       local d, pol = edges[j], edges[j + 1]
-      local dk = base .. 'r:' .. d
-      local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
-      local ds, watched, ownRet = v[1], v[2], v[3]
-      if not v['err'] and (good or pol == 'k') then
-        -- Recorded whatever the dependent's state: one cancelled by another dependency keeps its
-        -- wait keys, and a retry of that dependency makes it wait again for what is still missing
-        -- (as SQLite marks the edge resolved). Made ready only while it waits.
-        local wd = base .. 'wd:' .. d
-        if rcall('SREM', wd, src) == 1 then
-          if good then
-            rcall('HSET', base .. 'wv:' .. d, src, res)
-          else
-            rcall('HSET', base .. 'wv:' .. d, src, '')
-          end
-          if ds == 'w' then
-            if rcall('SCARD', wd) == 0 then
-              wfReady(base, d, nowS)
-              woke = true
-            end
-            notify(chan, qp, d, watched)
-          end
-        end
-      elseif not v['err'] and ds == 'w' then
-        -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
-        rcall('ZREM', base .. 'waiting', d)
-        local ret = tonumber(ownRet) or 86400000
-        if pol == 'c' then
-          finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
-          todo[#todo + 1] = d
-          todo[#todo + 1] = false
+      if #d ~= 26 then
+        if good then
+          wfRelayOut(base, d, qp .. src, 'd', pol, res, nowS)
         else
-          finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
-          todo[#todo + 1] = d
-          todo[#todo + 1] = true
+          wfRelayOut(base, d, qp .. src, 'f', pol, '', nowS)
         end
-        todo[#todo + 1] = ''
-        notify(chan, qp, d, watched)
+        relayed = true
+      elseif wfEdge(base, qp, chan, now, nowS, d, src, qp .. src, good, res, pol, todo) then
+        woke = true
       end
     end
   end
+  return woke, relayed
+end
+
+-- The end of run `rid` of a workflow applied to the runs that wait for it (see wfCascade).
+-- Returns whether a run became queued.
+local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
+  local woke = wfCascade(base, qp, chan, now, nowS, { rid, ok, result })
   return woke
 end
 
 --[[
   Retry from a step: run `rid` of a workflow was replayed; the runs its failure cancelled (reason
   dependency_failed), transitively, wait again. Their wait sets still hold the replayed runs, and
-  the results of the dependencies that succeeded are still in wv:.
+  the results of the dependencies that succeeded are still in wv:. A dependent in another queue
+  gets an outbox entry (op r: its slot applies the same, wfRewaitFrom).
 ]]
-local function wfRewait(base, rid)
+local function wfRewait(base, qp, rid, nowS)
   local rerun = { rid }
   local seen = { [rid] = true }
   local i = 1
   while i <= #rerun do
-    local edges = rcall('HGETALL', base .. 'we:' .. rerun[i])
+    local src = rerun[i]
+    local edges = rcall('HGETALL', base .. 'we:' .. src)
     i = i + 1
     for j = 1, #edges, 2 do
       local d = edges[j]
-      local k = base .. 'r:' .. d
-      local v = redis.pcall('HMGET', k, 's', 'E')
-      local ds, err = v[1], v[2]
-      if not seen[d] and not v['err'] and ds == 'c' and err and string.find(err, '"reason":"dependency_failed"', 1, true) then
-        seen[d] = true
-        rerun[#rerun + 1] = d
-        rcall('HSET', k, 's', 'w')
-        rcall('HDEL', k, 'f', 'x', 'E')
-        rcall('PERSIST', k)
-        rcall('ZREM', base .. 'cancelled', d)
-        rcall('ZADD', base .. 'waiting', ridTime(d), d)
+      if #d ~= 26 then
+        wfRelayOut(base, d, qp .. src, 'r', edges[j + 1], '', nowS)
+      else
+        local k = base .. 'r:' .. d
+        local v = redis.pcall('HMGET', k, 's', 'E')
+        local ds, err = v[1], v[2]
+        if not seen[d] and not v['err'] and ds == 'c' and err and string.find(err, '"reason":"dependency_failed"', 1, true) then
+          seen[d] = true
+          rerun[#rerun + 1] = d
+          rcall('HSET', k, 's', 'w')
+          rcall('HDEL', k, 'f', 'x', 'E')
+          rcall('PERSIST', k)
+          rcall('ZREM', base .. 'cancelled', d)
+          rcall('ZADD', base .. 'waiting', ridTime(d), d)
+        end
       end
     end
   end
@@ -655,6 +707,77 @@ local function wfRewait(base, rid)
     end
   end
 end
+
+--[[
+  The relay applied on the dependent's slot (wfrelay.lua): op r of dependency `src` (a run id):
+  run `d`, if its failure cancelled it (reason dependency_failed), waits again for `src`, and what
+  it cancelled in turn (wfRewait). A run waiting already is left as it is.
+]]
+local function wfRewaitFrom(base, qp, d, src, nowS)
+  local k = base .. 'r:' .. d
+  local v = redis.pcall('HMGET', k, 's', 'E')
+  local ds, err = v[1], v[2]
+  if v['err'] or ds ~= 'c' or not err or not string.find(err, '"reason":"dependency_failed"', 1, true) then
+    return
+  end
+  rcall('HSET', k, 's', 'w')
+  rcall('HDEL', k, 'f', 'x', 'E')
+  rcall('PERSIST', k)
+  rcall('ZREM', base .. 'cancelled', d)
+  rcall('ZADD', base .. 'waiting', ridTime(d), d)
+  rcall('SADD', base .. 'wd:' .. d, src)
+  rcall('HDEL', base .. 'wv:' .. d, src)
+  wfRewait(base, qp, d, nowS)
+end
+
+--[[
+  A root of a workflow over several queues is created waiting for '!' (its workflow not complete
+  yet); its release removes that: the run is queued (or scheduled at its runAt, field r), unless it
+  was cancelled meanwhile. Returns whether it was queued or scheduled.
+]]
+local function wfRelease(base, qp, chan, rid, now, nowS)
+  local k = base .. 'r:' .. rid
+  local wd = base .. 'wd:' .. rid
+  if rcall('SREM', wd, '!') == 0 then
+    return false
+  end
+  local v = rcall('HMGET', k, 's', 'r', 'W')
+  local state, runAtS, watched = v[1], v[2], v[3]
+  if state ~= 'w' or rcall('SCARD', wd) > 0 then
+    return false
+  end
+  local runAt = tonumber(runAtS)
+  if runAt and runAt > now then
+    rcall('HSET', k, 's', 's')
+    rcall('ZREM', base .. 'waiting', rid)
+    rcall('DEL', wd, base .. 'wv:' .. rid)
+    rcall('ZADD', base .. 'sched', runAtS, rid)
+  else
+    wfReady(base, rid, nowS)
+  end
+  notify(chan, qp, rid, watched)
+  return true
+end
+
+-- Fails an unreadable run (not a hash, or lacking task or input) with reason `corrupt`.
+-- A run of a workflow failed so reaches the runs that wait for it, as any terminal failure does
+-- (before it is finished: with retention 0 that deletes it and its edges). Returns whether a run
+-- became queued.
+local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc, chan)
+  local err = corruptError(id, why)
+  local woke = wfResolve(base, string.sub(id, 1, #id - #rid), chan, now, nowS, rid, false, '')
+  if rcall('TYPE', k)['ok'] ~= 'hash' then
+    rcall('DEL', k)
+  else
+    rcall('HDEL', k, 'o')
+  end
+  finish(base, k, rid, 'f', 'failed', now, nowS, ret, nil, 'E', err)
+  if acc then
+    statAdd(acc, 'f', 1)
+  end
+  return woke
+end
+
 
 --[[
   Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve

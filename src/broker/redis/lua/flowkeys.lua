@@ -21,11 +21,12 @@ local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local rows = {}
 for _, gy in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local v = redis.call('HMGET', base .. 'fk|' .. gy, 'a', 'c', 'r', 'w')
-  local a = tonumber(v[1]) or 0
+  local aS, cS, rate, waiting = v[1], v[2], v[3], v[4]
+  local a = tonumber(aS) or 0
   if a < 0 then
     a = 0
   end
-  rows[#rows + 1] = { gy, redis.call('LLEN', base .. 'fq|' .. gy), a, v[2] or '0', v[3] or '', v[4] }
+  rows[#rows + 1] = { gy, redis.call('LLEN', base .. 'fq|' .. gy), a, cS or '0', rate or '', waiting }
 end
 if sort == 'held' then
   -- By the first limit that holds a key's queued runs, in reserve's order (as flowWaiting in TypeScript).
@@ -36,9 +37,10 @@ if sort == 'held' then
       local gs = groups[g]
       if not gs then
         local v = redis.call('HMGET', base .. 'fG|' .. g, 'a', 'c', 'w')
-        local ga, gc = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+        local gaS, gcS, gWaiting = v[1], v[2], v[3]
+        local ga, gc = tonumber(gaS) or 0, tonumber(gcS) or 0
         gs = 0
-        if v[3] then
+        if gWaiting then
           gs = 1
         elseif gc > 0 and ga >= gc then
           gs = 2

@@ -12,7 +12,8 @@
        worker, startedAt = now, open attempt, lease expiry in `active`.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
-  `corrupt` and the script goes on. Steps 1 and 2 handle at most `limit` runs each per call; when
+  `corrupt` and the script goes on (a run of a workflow so failed reaches the runs waiting for it,
+  as any terminal failure does). Steps 1 and 2 handle at most `limit` runs each per call; when
   more are pending, nextAt is `now` so that the caller comes back at once.
   When queued runs remain after step 3, leaves a wake-up token (another idle worker takes them).
 
@@ -40,7 +41,9 @@
             none remain, more than 0 when some do),
             m (the outcomes given), then m statuses (1 applied, 0 lost, as settle.lua returns),
             then 8 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
-            time in the run id), traceparent ('' for none), schedule mark ('' for none) }
+            time in the run id), traceparent ('' for none), schedule mark ('' for none),
+            then 1 when this queue's relay outbox holds entries (a workflow over several queues:
+            the caller drains it, see wfRelayOut in common.lua), else 0 }
 ]]
 --!keys 4
 --!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowForget, flowGcra, flowSetTat, wfResolve
@@ -70,6 +73,7 @@ if rcall('EXISTS', KEYS[4]) == 1 then
     wake(base)
   end
   out[1] = -1
+  out[#out + 1] = rcall('EXISTS', base .. 'wo')
   return out
 end
 
@@ -91,7 +95,9 @@ if #due > 0 then
     local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g')
     local state, prio, watched, g = v[1], v[2], v[3], v[4]
     if v['err'] then
-      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+      if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
+        wakeUp = true
+      end
     elseif state == 's' then
       rcall('HSET', k, 's', 'q')
       pushQueued(base, rid, prio or '0', false, g)
@@ -116,7 +122,9 @@ if #expired > 0 then
     local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g', 'G')
     local state, prio, watched, att, holder, started, lost, hist, g, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
     if v['err'] then
-      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+      if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
+        wakeUp = true
+      end
     elseif state == 'a' then
       if g then
         flowFree(base, k, g)
@@ -153,7 +161,9 @@ local function lease(rid, p)
   local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S')
   local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
   if v['err'] then
-    failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+    if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
+      wakeUp = true
+    end
   elseif state == 'q' and task and input then
     local a = (tonumber(attempts) or 0) + 1
     rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
@@ -178,7 +188,9 @@ local function lease(rid, p)
     statLatency(acc, 'w', now - since)
     return true
   elseif state == 'q' or (not state and (task or input)) then
-    failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc)
+    if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc, chan) then
+      wakeUp = true
+    end
   end
   -- Otherwise the run is gone or no longer queued (a stale entry): skipped.
   return false
@@ -479,4 +491,5 @@ end
 statFlush(base, now, acc)
 out[1] = nextAt
 out[2] = queued
+out[#out + 1] = rcall('EXISTS', base .. 'wo')
 return out

@@ -23,10 +23,11 @@
   then 5 per item: rid, attempt, outcome (s succeeded, f failed, r retry),
     payload (result JSON, '' for null; or error JSON), retentionMs (s, f) or runAt (r)
 
-  Returns one integer per item: 1 applied, 0 lost.
+  Returns one integer per item: 1 applied, 0 lost; then 1 when this queue's relay outbox holds
+  entries (a workflow over several queues: the caller drains it, see wfRelayOut in common.lua), else 0.
 ]]
 --!keys 2
---!include common.lua: statFlush, wake, settleItems
+--!include common.lua: rcall, statFlush, wake, settleItems
 local nowS = ARGV[3]
 local now = tonumber(nowS)
 local out = {}
@@ -36,4 +37,5 @@ statFlush(ARGV[1], now, acc)
 if wakeUp then
   wake(ARGV[1])
 end
+out[#out + 1] = rcall('EXISTS', ARGV[1] .. 'wo')
 return out
