@@ -15,12 +15,12 @@
  */
 
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
-import type { FlowCounts } from './flow-types.ts';
+import type { FlowCounts, FlowKeyPage, FlowKeyQuery } from './flow-types.ts';
 import type { NewRun } from './new-run.ts';
 import type { NewWorkflow, SpawnSettlement, WorkflowCancelOutcome, WorkflowCreated, WorkflowRecord } from './workflow-types.ts';
 import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
-export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
+export type { FlowCounts, FlowHeldRuns, FlowKeyInfo, FlowKeyPage, FlowKeyQuery, FlowKeySort, FlowRate, FlowSpec } from './flow-types.ts';
 export type { NewRun } from './new-run.ts';
 export {
   DEPENDENCY_POLICIES,
@@ -478,4 +478,11 @@ export interface BrokerInspector {
 
   /** Flow control now (docs/flow-control.md), per queue asked (a queue without it: all zeros). */
   flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>>;
+
+  /**
+   * One page of a queue's flow-control keys (those with queued or active runs), each with its
+   * backlog, active runs, limits and, when held by its rate, until when; sorted and paged by the
+   * broker (only the page is read out). A queue without flow control: no keys.
+   */
+  flowKeys(queue: string, query?: FlowKeyQuery): Promise<FlowKeyPage>;
 }

@@ -29,6 +29,8 @@ import type {
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FlowKeyPage,
+  FlowKeyQuery,
   FireOutcome,
   FireRequest,
   Lease,
@@ -321,5 +323,9 @@ export class TestBroker implements Broker, BrokerInspector {
 
   flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
     return this.#inner.flowCounts(queues);
+  }
+
+  async flowKeys(queue: string, query?: FlowKeyQuery): Promise<FlowKeyPage> {
+    return this.#inner.flowKeys(queue, query);
   }
 }

@@ -34,6 +34,8 @@ export const INSPECTOR_METHODS: readonly (keyof BrokerInspector)[] = [
   'purge',
   'retryFailed',
   'stats',
+  'flowCounts',
+  'flowKeys',
 ];
 
 export const TEST_TIMEOUT_MS = 20_000;

@@ -28,6 +28,8 @@ import type {
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FlowKeyPage,
+  FlowKeyQuery,
   FireOutcome,
   FireRequest,
   Lease,
@@ -51,6 +53,7 @@ import type {
   UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
+import { checkFlowKeyQuery } from '../shared/flow.ts';
 import { RedisCore, type RedisBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
@@ -229,6 +232,10 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
     return inspection.flowCounts(this.#c, queues);
+  }
+
+  async flowKeys(queue: string, query?: FlowKeyQuery): Promise<FlowKeyPage> {
+    return inspection.flowKeys(this.#c, queue, checkFlowKeyQuery(query));
   }
 
   // Setup

@@ -6,7 +6,8 @@
 
 import { timeOfRunId } from '../../core/ids.ts';
 import { readMark } from '../../core/run.ts';
-import type { Reservation } from '../types.ts';
+import { parseRate } from '../shared/flow.ts';
+import type { FlowKeyInfo, FlowKeyPage, Reservation } from '../types.ts';
 
 type Reply = unknown;
 
@@ -177,4 +178,24 @@ export interface ListReply {
 export function listReply(reply: Reply): ListReply {
   const [boundary, ...rids] = arr(reply).map(String);
   return { boundary: boundary ?? '', rids };
+}
+
+/** flowkeys.lua: the total, then 7 fields per key. */
+export function flowKeysReply(reply: Reply): FlowKeyPage {
+  const r = arr(reply);
+  const keys: FlowKeyInfo[] = [];
+  for (let i = 1; i + 6 < r.length; i += 7) {
+    const k: FlowKeyInfo = {
+      group: String(r[i]),
+      key: String(r[i + 1]),
+      queued: Math.max(0, Number(r[i + 2]) || 0),
+      active: Math.max(0, Number(r[i + 3]) || 0),
+      concurrency: Number(r[i + 4]) || 0,
+    };
+    const rate = parseRate(r[i + 5]);
+    if (rate) k.rate = rate;
+    if (r[i + 6] !== '' && r[i + 6] != null) k.waitUntil = Number(r[i + 6]);
+    keys.push(k);
+  }
+  return { keys, total: Number(r[0]) || 0 };
 }

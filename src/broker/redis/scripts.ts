@@ -49,6 +49,7 @@ export const SCRIPT_NAMES = [
   'schedupsert',
   'schedfire',
   'schedadmin',
+  'flowkeys',
 ] as const;
 
 export type ScriptName = (typeof SCRIPT_NAMES)[number];

@@ -28,6 +28,8 @@ import type {
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FlowKeyPage,
+  FlowKeyQuery,
   FireOutcome,
   FireRequest,
   Lease,
@@ -52,6 +54,7 @@ import type {
   UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
+import { checkFlowKeyQuery } from './flow.ts';
 import { checkWorkflow } from './workflow.ts';
 import { checkDefinition, checkFire, checkScheduleId } from './schedules.ts';
 
@@ -442,6 +445,9 @@ const INSPECTOR: { [K in keyof BrokerInspector]: (this: Self, ...args: Parameter
         for (const q of queues) checkQueueName(q, 'flowCounts');
         return (b as Self['inner']).flowCounts(queues);
       });
+    },
+    flowKeys(this: Self, queue: string, query: FlowKeyQuery = {}): Promise<FlowKeyPage> {
+      return this.run('flowKeys', (b) => (b as Self['inner']).flowKeys(checkQueueName(queue, 'flowKeys'), checkFlowKeyQuery(query)));
     },
   };
 

@@ -25,10 +25,12 @@
   Flow control (docs/flow-control.md; g a group: a task name, no '|'; y a key: any text):
     base..'fq|'..g..'|'..y  LIST  queued rids of key y of group g, FIFO (not in any 'w:' list)
     base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none), r rate ('<interval>,<burst>'),
-                             w set while rate-limited; gone when nothing is queued or active
+                             t its GCRA time (once it started under a rate), w set while
+                             rate-limited; gone when nothing is queued or active
     base..'fG|'..g     HASH  a active runs of the group, c its limit, r its rate, w as above
-    base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key, group (PX:
-                             kept a minute past when it stops mattering)
+    base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key once its hash
+                             is gone (the hash's t moves here), of a group (PX, PXAT: kept a
+                             minute past when it stops mattering)
     base..'fW', base..'fWg'  ZSET  rate-limited keys (g..'|'..y), groups, by when they may start again
     base..'fK|'..g     ZSET  the ring of g's ready keys (queued runs and a free slot), by turn
     base..'fR'         ZSET  the ring of ready groups (a free slot and a ready key), by turn
@@ -210,12 +212,24 @@ local function flowGroupReady(base, g)
   return false
 end
 
+-- Forgets key y of group g (nothing queued or active): its hash goes, and its GCRA time `tat`
+-- (the hash's field t), if any, is kept in ft| until a minute past when it stops mattering.
+local function flowForget(base, g, y, kh, tat)
+  rcall('DEL', kh)
+  rcall('SREM', base .. 'fS', g .. '|' .. y)
+  local t = tonumber(tat)
+  if t then
+    -- PXAT: an absolute time (already past: no key, which is what a time that long past means).
+    rcall('SET', base .. 'ft|' .. g .. '|' .. y, fmt('%.17g', t), 'PXAT', math.ceil(t) + 60000)
+  end
+end
+
 -- Puts key y of group g in its group's ring, or takes it out (forgetting a key with nothing queued
 -- or active).
 local function flowKeyReady(base, g, y)
   local kh = base .. 'fk|' .. g .. '|' .. y
-  local v = rcall('HMGET', kh, 'a', 'c', 'w')
-  local aS, cS, waiting = v[1], v[2], v[3]
+  local v = rcall('HMGET', kh, 'a', 'c', 'w', 't')
+  local aS, cS, waiting, tat = v[1], v[2], v[3], v[4]
   local a, c = tonumber(aS) or 0, tonumber(cS) or 0
   local ring = base .. 'fK|' .. g
   local len = rcall('LLEN', base .. 'fq|' .. g .. '|' .. y)
@@ -226,8 +240,7 @@ local function flowKeyReady(base, g, y)
   else
     rcall('ZREM', ring, y)
     if len == 0 and a <= 0 then
-      rcall('DEL', kh)
-      rcall('SREM', base .. 'fS', g .. '|' .. y)
+      flowForget(base, g, y, kh, tat)
     end
   end
 end
@@ -295,10 +308,26 @@ local function flowFreeMany(base, freed)
     for y, cnt in pairs(keys) do
       total = total + cnt
       local kh = base .. 'fk|' .. g .. '|' .. y
-      if rcall('HINCRBY', kh, 'a', -cnt) < 0 then
-        rcall('HSET', kh, 'a', 0)
+      local v = rcall('HMGET', kh, 'a', 'c', 't')
+      local aS, cS, tat = v[1], v[2], v[3]
+      local a0, c = tonumber(aS) or 0, tonumber(cS) or 0
+      local a = a0 - cnt
+      if a < 0 then
+        a = 0
       end
-      flowKeyReady(base, g, y)
+      if c > 0 and a0 >= c then
+        -- It was at its limit, so out of the ring: it may be ready now.
+        rcall('HSET', kh, 'a', fmt('%d', a))
+        flowKeyReady(base, g, y)
+      elseif a > 0 then
+        -- It had a free slot before: its place in the ring does not change.
+        rcall('HSET', kh, 'a', fmt('%d', a))
+      elseif rcall('LLEN', base .. 'fq|' .. g .. '|' .. y) == 0 then
+        -- Nothing active, nothing queued: forgotten (it is in no ring).
+        flowForget(base, g, y, kh, tat)
+      else
+        rcall('HSET', kh, 'a', '0')
+      end
     end
     local gh = base .. 'fG|' .. g
     if rcall('HINCRBY', gh, 'a', -total) < 0 then
