@@ -77,7 +77,9 @@ export const RunSchema = z
         key: z.string().describe("The run's key ('' when only the task's limits apply)"),
         waiting: z
           .object({
-            reason: z.enum(['key_concurrency', 'group_concurrency', 'key_rate', 'group_rate']),
+            reason: z
+              .enum(['key_concurrency', 'group_concurrency', 'key_rate', 'group_rate', 'key_backoff', 'group_backoff'])
+              .describe('At the limit of active runs, over the rate, or backed off by a handler (ctx.backOff)'),
             active: z.number().int().optional(),
             limit: z.number().int().optional(),
             until: IsoTime.optional().describe('When the key (or task) may start again'),

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { FlowRate, FlowSpec, NewRun } from '../broker/types.ts';
-import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
+import { type BackOff, type BackOffScope, ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { type Join, joinOf, nextOf, type Pending, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
@@ -37,6 +37,13 @@ export interface TaskContext {
   isolate?: { kind: Isolation; pid: number; threadId: number };
   /** Set when a schedule created the run: its id, the nominal fire time, and whether the run was created late (missed-fire policy, backfill). */
   schedule?: { id: string; at: Date; backfilled: boolean };
+  /**
+   * `throw ctx.backOff(30_000)`: puts the run back for 30 s without using an attempt (a 429 with
+   * Retry-After). Under `limits`, its key (or, with `{ scope: 'task' }`, the whole task; a run
+   * without a key: the task) starts nothing until then; a task without limits waits alone.
+   * Returns the `BackOff` to throw; a bad `ms` (not in (0, 30 days]) or scope is a TypeError.
+   */
+  backOff(ms: number, options?: { scope?: BackOffScope; reason?: string }): BackOff;
 }
 
 export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;

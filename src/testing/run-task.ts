@@ -1,7 +1,7 @@
 /** `runTask(task, input, { attempt })`: one handler run directly with a test context, no broker. */
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
-import { formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { BackOff, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
 import type { TaskContext, TaskDefinition } from '../task/task.ts';
@@ -65,6 +65,7 @@ export async function runTask<S extends z.ZodType, R>(
       if (issues.length) throw new TypeError(`progress(): ${issues[0]!.message} at ${formatPath(issues[0]!.path, 'value')}`);
       options.onProgress?.(value);
     },
+    backOff: (ms, o) => new BackOff(ms, o),
     ...(options.traceparent !== undefined && { traceparent: options.traceparent }),
   };
   const timer = setTimeout(

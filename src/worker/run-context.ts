@@ -3,7 +3,7 @@
 // runs the handler, and the lease book, which stops it when the lease is lost or handed back.
 import type { Logger } from 'pino';
 import type { Reservation } from '../broker/types.ts';
-import { formatPath } from '../core/errors.ts';
+import { BackOff, type BackOffScope, formatPath } from '../core/errors.ts';
 import { jsonIssues } from '../core/json.ts';
 import type { TaskContext } from '../task/task.ts';
 
@@ -96,6 +96,9 @@ export class RunContext implements TaskContext {
   }
   progress(value: unknown): void {
     this.#progress(this.#entry, value);
+  }
+  backOff(ms: number, options?: { scope?: BackOffScope; reason?: string }): BackOff {
+    return new BackOff(ms, options);
   }
 }
 

@@ -376,7 +376,7 @@ export class Worker extends EventEmitter {
     const { type, durationMs } = outcome;
     if (type === 'success') {
       if (this.listenerCount('run')) this.emit('run', { type, run, durationMs } satisfies RunEvent);
-    } else if (type === 'retry')
+    } else if (type === 'retry' || type === 'backoff')
       this.emit('run', { type, run, durationMs, error: outcome.error, retryAt: outcome.retryAt } satisfies RunEvent);
     else if (type === 'failure') this.emit('run', { type, run, durationMs, error: outcome.error } satisfies RunEvent);
     else this.emit('run', { type, run, durationMs } satisfies RunEvent);

@@ -21,6 +21,7 @@
  * happens, never on how long it took.
  */
 import { describe } from 'node:test';
+import { backoffConformance } from './backoff.ts';
 import { cancelConformance } from './cancel.ts';
 import { cancelRetentionConformance } from './cancel-retention.ts';
 import { connectionConformance } from './connection.ts';
@@ -56,6 +57,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     retryConformance(c);
     leaseConformance(c);
     limitsConformance(c);
+    backoffConformance(c);
     sharedStorageConformance(c);
     notificationConformance(c);
     countConformance(c);

@@ -79,7 +79,7 @@ function byQueue<T extends { id: string }>(
 }
 
 const settlementSize = ({ item }: { item: Settlement }) =>
-  (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
+  (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.outcome === 'backoff' ? 0 : item.error.length) + 100;
 
 /** Whether settlements go in one call (what `chunk` would leave in one part), without splitting them. */
 function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
@@ -94,7 +94,8 @@ function pushSettlements(args: (string | number)[], part: readonly { item: Settl
   for (const { item, rid } of part) {
     if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
-    else args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
+    else if (item.outcome === 'retry') args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
+    else args.push(rid, item.attempt, 'b', item.scope === 'group' ? 'g' : 'k', Math.floor(item.until));
   }
 }
 

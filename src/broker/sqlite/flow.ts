@@ -6,7 +6,7 @@
  * index ranges (`flowGroupNext`, `flowKeyNext`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
-import type { Reservation } from '../types.ts';
+import type { Reservation, Settlement, SettleStatus } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { corruptError, num, type Row, toReservation } from './statements.ts';
 
@@ -174,4 +174,31 @@ export function leaseFlow(
     c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
   }
   return n;
+}
+
+/**
+ * Within settleIn: a handler backed off (docs/flow-control.md). The run is queued again at the head
+ * of its key (attempt not counted) and its key or group waits until `until`; a run without a flow
+ * spec is scheduled at `until` itself.
+ */
+export function backOffIn(
+  c: SqliteCore,
+  workerId: string,
+  s: Extract<Settlement, { outcome: 'backoff' }>,
+  now: number,
+  changed: string[],
+  queues: Set<string>,
+  groups: FlowGroups,
+): SettleStatus {
+  const row = c.row('backOff', s.id, s.attempt, workerId, now, s.until);
+  if (!row) return 'lost';
+  changed.push(s.id);
+  queues.add(String(row.queue));
+  const f = flowOf(row);
+  if (f) {
+    groups.move(c, f, 1, -1);
+    if (s.scope === 'group' || f.key === '') c.change('flowGroupBackOff', s.until, f.queue, f.grp);
+    else c.change('flowKeyBackOff', s.until, f.queue, f.grp, f.key);
+  }
+  return 'ok';
 }

@@ -343,6 +343,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX schedules_due ON schedules (queue, next_at) WHERE paused = 0 AND next_at IS NOT NULL;
     `,
   },
+  {
+    version: 11,
+    description: 'flow control: a back-off of a key or group (held: why it waits)',
+    // Self-contained: two nullable columns. `held` is 'backoff' while a key's (or group's) `wait`
+    // is a handler's back-off (ctx.backOff), NULL while it is its rate; cleared with `wait`.
+    sql: `
+      ALTER TABLE flow_keys ADD COLUMN held TEXT;
+      ALTER TABLE flow_groups ADD COLUMN held TEXT;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -95,8 +95,8 @@ export const SQL = {
   flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
   flowCountKeys: 'SELECT coalesce(sum(queued), 0) AS queued, count(*) AS keys, count(wait) AS waiting FROM flow_keys WHERE queue = ?',
   flowCountGroups: 'SELECT count(wait) AS waiting FROM flow_groups WHERE queue = ?',
-  flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
-  flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
+  flowKeyGet: 'SELECT active, conc, wait, held FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
+  flowGroupGet: 'SELECT active, conc, wait, held FROM flow_groups WHERE queue = ? AND grp = ?',
   flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
   /** A key served one run (:da 1 when it started; 0 when it was corrupt), to the back of its ring. */
   flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - 1), active = active + :da, turn = :turn
@@ -109,9 +109,14 @@ export const SQL = {
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate`,
   flowKeyNext: 'SELECT key, rate FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
-  flowKeysDue: 'UPDATE flow_keys SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
-  flowGroupsDue: 'UPDATE flow_groups SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
+  flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
+  flowGroupsDue: 'UPDATE flow_groups SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
   flowKeyWait: 'UPDATE flow_keys SET wait = ? WHERE queue = ? AND grp = ? AND key = ?',
+  /** A handler's back-off (ctx.backOff): the later of the wait already set and ?1. */
+  flowKeyBackOff: `UPDATE flow_keys SET wait = max(coalesce(wait, 0), ?1), held = CASE WHEN ?1 >= coalesce(wait, 0) THEN 'backoff' ELSE held END
+    WHERE queue = ?2 AND grp = ?3 AND key = ?4`,
+  flowGroupBackOff: `UPDATE flow_groups SET wait = max(coalesce(wait, 0), ?1), held = CASE WHEN ?1 >= coalesce(wait, 0) THEN 'backoff' ELSE held END
+    WHERE queue = ?2 AND grp = ?3`,
   flowGroupWait: 'UPDATE flow_groups SET wait = ? WHERE queue = ? AND grp = ?',
   flowNextWait: `SELECT min(w) AS wait FROM (SELECT min(wait) AS w FROM flow_keys WHERE queue = ?1 AND wait IS NOT NULL
     UNION ALL SELECT min(wait) FROM flow_groups WHERE queue = ?1 AND wait IS NOT NULL)`,
@@ -163,6 +168,11 @@ export const SQL = {
   release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt('?4', "'released'")}
     WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+  /** ?4 now, ?5 until: a handler backed off; a run without a flow spec waits until ?5 itself. */
+  backOff: `UPDATE runs SET state = CASE WHEN flow_key IS NOT NULL OR ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END,
+      run_at = CASE WHEN flow_key IS NULL THEN ?5 ELSE run_at END, attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
+      ${endAttempt('?4', "'backoff'")}
+    WHERE ${HELD} RETURNING queue, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
   /** ?4 progress */
   progress: `UPDATE runs SET progress = ?4, rev = rev + 1 WHERE ${HELD}`,
 

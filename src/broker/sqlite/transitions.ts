@@ -23,7 +23,7 @@ import type {
 } from '../types.ts';
 import { markText } from '../../core/run.ts';
 import { type SqliteCore, stateOf } from './core.ts';
-import { FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
+import { backOffIn, FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, rewaitIn } from './workflows.ts';
 
@@ -306,6 +306,7 @@ function settleIn(
   const groups = new FlowGroups();
   const out = settlements.map((s): SettleStatus => {
     let row: Row | undefined;
+    if (s.outcome === 'backoff') return backOffIn(c, workerId, s, now, changed, queues, groups);
     if (s.outcome === 'retry') {
       const seq = c.takeSeq(1) + 1;
       row = c.row('retryLater', s.id, s.attempt, workerId, now, s.runAt, seq, s.error);

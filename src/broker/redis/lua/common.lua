@@ -25,11 +25,13 @@
   Flow control (docs/flow-control.md; g a group: a task name, no '|'; y a key: any text):
     base..'fq|'..g..'|'..y  LIST  queued rids of key y of group g, FIFO (not in any 'w:' list)
     base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none), r rate ('<interval>,<burst>'),
-                             w set while rate-limited; gone when nothing is queued or active
+                             w set while rate-limited ('1') or backed off by a handler ('b');
+                             gone when nothing is queued or active
     base..'fG|'..g     HASH  a active runs of the group, c its limit, r its rate, w as above
     base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key, group (PX:
                              kept a minute past when it stops mattering)
-    base..'fW', base..'fWg'  ZSET  rate-limited keys (g..'|'..y), groups, by when they may start again
+    base..'fW', base..'fWg'  ZSET  rate-limited or backed-off keys (g..'|'..y), groups, by when they
+                             may start again
     base..'fK|'..g     ZSET  the ring of g's ready keys (queued runs and a free slot), by turn
     base..'fR'         ZSET  the ring of ready groups (a free slot and a ready key), by turn
     base..'fM'         HASH  t the turn counter, q how many rids the 'fq|' lists hold
@@ -631,8 +633,8 @@ end
 --[[
   Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve
   before it leases). Items are ARGV[from], ARGV[from + 1], ... up to `to`, 5 per item: rid,
-  attempt, outcome (s succeeded, f failed, r retry), payload (result JSON, '' for null; or error
-  JSON), retentionMs (s, f) or runAt (r). Each item is applied only if the run is active with
+  attempt, outcome (s succeeded, f failed, r retry, b backoff), payload (result JSON, '' for
+  null; or error JSON; for b: k or g, the scope), retentionMs (s, f) or runAt (r) or until (b). Each item is applied only if the run is active with
   this worker and attempt; otherwise it is lost and nothing is written. Appends one status per
   item to `out` (1 applied, 0 lost), counts outcomes and run times in `acc`, and returns whether
   a run became queued, or scheduled before every other scheduled run (then idle workers must be
@@ -663,10 +665,12 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
         keys[y or ''] = (keys[y or ''] or 0) + 1
         anyFreed = true
       end
-      statLatency(acc, 'u', now - (tonumber(started) or now))
+      if kind ~= 'b' then
+        statLatency(acc, 'u', now - (tonumber(started) or now))
+      end
       -- Fan-in and failure propagation, in this script (docs/workflows.md); before the run is
       -- finished, which deletes it (and its edges) at once when its retention is 0.
-      if wf and kind ~= 'r' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
+      if wf and kind ~= 'r' and kind ~= 'b' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
         wakeUp = true
       end
       if kind == 's' then
@@ -682,6 +686,37 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
       elseif kind == 'f' then
         statAdd(acc, 'f', 1)
         finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', payload)
+      elseif kind == 'b' then
+        -- A back-off (ctx.backOff): the attempt not counted; the run's key (payload 'k') or group
+        -- ('g') waits until num (the later of it and a wait already set), the run at its key's
+        -- head; a run without flow control waits itself, scheduled.
+        local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'backoff')
+        rcall('HDEL', k, 'o')
+        rcall('HSET', k, 'a', tonumber(att) - 1, 'h', h)
+        if g then
+          local wh, wz, wm = base .. 'fk|' .. g .. '|' .. (y or ''), base .. 'fW', g .. '|' .. (y or '')
+          if payload == 'g' or (y or '') == '' then
+            wh, wz, wm = base .. 'fG|' .. g, base .. 'fWg', g
+          end
+          local cur = tonumber(rcall('ZSCORE', wz, wm))
+          if not cur or cur <= num then
+            rcall('ZADD', wz, numS, wm)
+            rcall('HSET', wh, 'w', 'b')
+          end
+          rcall('HSET', k, 's', 'q')
+          pushQueued(base, rid, prio or '0', true, g)
+        elseif num > now then
+          rcall('HSET', k, 's', 's', 'r', numS)
+          local first = rcall('ZRANGE', schedKey, 0, 0, 'WITHSCORES')
+          if not first[2] or num < tonumber(first[2]) then
+            wakeUp = true
+          end
+          rcall('ZADD', schedKey, numS, rid)
+        else
+          rcall('HSET', k, 's', 'q', 'r', numS)
+          pushQueued(base, rid, prio or '0', true, g)
+          wakeUp = true
+        end
       else
         statAdd(acc, 'r', 1)
         local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'retry', payload)
