@@ -37,6 +37,15 @@ export interface NewRun {
   cancelledRetentionMs?: number;
   /** Concurrency limits of the run's task and key (docs/flow-control.md); absent for a task without limits. */
   flow?: FlowSpec;
+  /**
+   * The run's deadline to start (epoch ms; its task's `expiresIn`, or the enqueue's): a run that
+   * never started (no attempt counted: a release or a back-off gives its attempt back) is failed
+   * by `reserve` with reason `expired` instead of leased once `now` is past it; the dead-letter
+   * state, so `retry` may still replay it (without the deadline). A run that started once runs
+   * its retries whatever the deadline. Absent: none. SQLite fails every such run of the queue at
+   * each reserve (an index of them); Redis the ones reserve reaches (its queue lists are FIFO).
+   */
+  startBy?: number;
   /** Set on a run created by a schedule: which schedule, for which nominal fire time (see `ScheduleMark`). */
   schedule?: ScheduleMark;
 }

@@ -112,6 +112,8 @@ export interface RunRecord {
   traceparent?: string;
   /** The workflow this run belongs to, if any (see docs/workflows.md). */
   workflow?: string;
+  /** The deadline to start (`NewRun.startBy`), kept after; cleared by a replay. */
+  startBy?: number;
   /** Set on a run that ran elsewhere and was recorded finished (`recordFinished`): where it ran, e.g. `celery`. */
   origin?: string;
   /** Set on a run created by a schedule. */

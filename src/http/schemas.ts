@@ -71,6 +71,9 @@ export const RunSchema = z
       .describe(
         'Where a run recorded from elsewhere ran (`celery`: a Celery task served by an errand/celery worker); absent for Errand runs',
       ),
+    start_by: IsoTime.optional().describe(
+      'The deadline to start (expiresIn, expiresAt): a run not started by then is dropped, failed with reason `expired`. Absent: none',
+    ),
     flow: z
       .object({
         group: z.string().describe('The task whose limits the run counts against'),
@@ -188,6 +191,7 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
   };
   if (info.corrupt?.length) json.corrupt = info.corrupt;
   if (rec.origin !== undefined) json.origin = rec.origin;
+  if (rec.startBy !== undefined) json.start_by = new Date(rec.startBy).toISOString();
   if (rec.flow !== undefined) {
     const flow: NonNullable<RunJson['flow']> = { group: rec.flow.group, key: rec.flow.key };
     const w = rec.flow.waiting;

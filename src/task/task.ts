@@ -99,6 +99,11 @@ export interface TaskOptions<S extends z.ZodType> {
    * queue. Keys are served round robin.
    */
   limits?: TaskLimits<z.output<S>>;
+  /**
+   * A run not started within this many ms of becoming due is dropped, never run: failed with
+   * reason `expired` by the broker (no attempt counted). Per enqueue: `expiresIn`, `expiresAt`.
+   */
+  expiresIn?: number;
 }
 
 /** A task's concurrency and rate limits (see `TaskOptions.limits` and docs/flow-control.md). */
@@ -152,9 +157,13 @@ export interface EnqueueOptions {
   queue?: string;
   /** W3C trace context to carry to the worker (set by the HTTP layer from the request). */
   traceparent?: string;
+  /** Drop the run (failed, reason `expired`) if it has not started this many ms after it is due. Overrides the task's `expiresIn`. */
+  expiresIn?: number;
+  /** Drop the run if it has not started by this time (a Date or epoch ms; not before it is due). Not together with `expiresIn`. */
+  expiresAt?: Date | number;
 }
 
-const ENQUEUE_OPTION_KEYS = new Set(['delay', 'runAt', 'priority', 'idempotencyKey', 'queue', 'traceparent']);
+const ENQUEUE_OPTION_KEYS = new Set(['delay', 'runAt', 'priority', 'idempotencyKey', 'queue', 'traceparent', 'expiresIn', 'expiresAt']);
 const TASK_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
 const TRACEPARENT = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/;
 
@@ -182,6 +191,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
   /** The task's concurrency limits, checked (undefined: none). */
   readonly limits: Readonly<TaskLimits<z.output<S>>> | undefined;
+  /** `TaskOptions.expiresIn` (undefined: runs do not expire). */
+  readonly expiresIn: number | undefined;
 
   constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
     if (typeof name !== 'string' || !TASK_NAME.test(name)) {
@@ -217,6 +228,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     this.#idempotencyKey = options.idempotencyKey;
     recordTask(this as unknown as { name: string; handler: (...args: never[]) => unknown });
     this.limits = checkLimits(options.limits, where);
+    this.expiresIn =
+      options.expiresIn === undefined ? undefined : checkDuration(options.expiresIn, `${where}: expiresIn`, { allowZero: false });
   }
 
   /**
@@ -282,6 +295,14 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     }
     if (options.traceparent) run.traceparent = options.traceparent;
     if (this.limits) run.flow = this.#flow(parsed.data);
+    const at = options.expiresAt;
+    const startBy =
+      at !== undefined ? (at instanceof Date ? at.getTime() : Math.floor(at)) : runAt + (options.expiresIn ?? this.expiresIn ?? NaN);
+    if (startBy < Math.max(runAt, now)) {
+      const msg = `is ${new Date(startBy).toISOString()}, before the run is due (${new Date(Math.max(runAt, now)).toISOString()})`;
+      throw new InputError([{ path: ['expiresAt'], message: msg, code: 'invalid_option' }], this.name, 'options');
+    }
+    if (Number.isFinite(startBy)) run.startBy = Math.floor(startBy);
     return run;
   }
 
@@ -448,6 +469,15 @@ function checkEnqueueOptions(options: unknown): InputIssue[] {
   }
   if (o.queue !== undefined && (typeof o.queue !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(o.queue))) {
     bad('queue', `must be 1 to 64 letters, digits, "_" or "-", got ${describe(o.queue)}`);
+  }
+  if (o.expiresIn !== undefined && (typeof o.expiresIn !== 'number' || !(o.expiresIn > 0) || o.expiresIn > MAX_DELAY_MS)) {
+    bad('expiresIn', `must be a positive number of milliseconds, at most ${MAX_DELAY_MS} (100 years), got ${describe(o.expiresIn)}`);
+  }
+  if (o.expiresAt !== undefined) {
+    const t = o.expiresAt instanceof Date ? o.expiresAt.getTime() : o.expiresAt;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 8.64e15)
+      bad('expiresAt', `must be a valid Date or epoch milliseconds, got ${describe(o.expiresAt)}`);
+    if (o.expiresIn !== undefined) bad('expiresAt', 'give either expiresIn or expiresAt, not both');
   }
   if (o.traceparent !== undefined && (typeof o.traceparent !== 'string' || !TRACEPARENT.test(o.traceparent))) {
     bad('traceparent', `must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>), got ${describe(o.traceparent)}`);

@@ -21,6 +21,8 @@ export interface StepTask {
   readonly retention: { readonly cancelled: number };
   /** Flow-control limits (docs/flow-control.md): a task that has them cannot be a workflow step yet. */
   readonly limits?: unknown;
+  /** A deadline to start (`expiresIn`): not carried by workflow steps yet, so such a task cannot be one. */
+  readonly expiresIn?: number | undefined;
   /** Validates an input and builds its run (options: `EnqueueOptions`, typed where `task.step` takes them). */
   prepare(input: unknown, options: object | undefined, now: number, maxInputBytes: number): NewWorkflowRun;
 }
@@ -205,6 +207,11 @@ export interface CompiledWorkflow {
   value: { kind: 'one'; id: string } | { kind: 'many'; ids: string[] } | { kind: 'dag'; ids: Record<string, string> };
 }
 
+const noExpiry = (name: string) =>
+  new ConfigError(
+    `workflow: task "${name}" has a deadline to start (expiresIn, expiresAt): workflow steps do not expire yet (docs/flow-control.md), so it cannot be a step`,
+  );
+
 export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: number): CompiledWorkflow {
   const root = nodeOf(flow, 'workflow');
   const runs: NewWorkflowRun[] = [];
@@ -215,6 +222,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
         `workflow: task "${task.name}" has limits: workflow steps are not under flow control yet (docs/flow-control.md), so it cannot be a step`,
       );
     }
+    if (task.expiresIn !== undefined) throw noExpiry(task.name);
     const queue = options.queue ?? task.queue;
     const run: NewWorkflowRun = {
       id: newRunId(queue, now),
@@ -238,6 +246,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
         if (run.idempotencyKey !== undefined) {
           throw new ConfigError(`Task "${node.task.name}": a step of a workflow takes no idempotency key (the workflow id is the key)`);
         }
+        if (run.startBy !== undefined) throw noExpiry(node.task.name);
         if (before) run.dependsOn = edges(before, undefined);
         runs.push(run);
         return { ids: [run.id], many: false };

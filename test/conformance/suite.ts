@@ -28,6 +28,7 @@ import { connectionConformance } from './connection.ts';
 import { type ConformanceOptions, conformanceContext, type MakeBroker } from './context.ts';
 import { countConformance } from './counts.ts';
 import { enqueueConformance } from './enqueue.ts';
+import { expiryConformance } from './expiry.ts';
 import { idempotencyConformance } from './idempotency.ts';
 import { leaseConformance } from './leases.ts';
 import { limitsConformance } from './limits.ts';
@@ -58,6 +59,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     leaseConformance(c);
     limitsConformance(c);
     backoffConformance(c);
+    expiryConformance(c);
     sharedStorageConformance(c);
     notificationConformance(c);
     countConformance(c);

@@ -155,6 +155,7 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           ownRetention(run.cancelledRetentionMs) ?? '',
           run.flow ? flowArg(run.flow) : '',
           run.schedule ? markText(run.schedule) : '',
+          run.startBy === undefined ? '' : Math.floor(run.startBy),
         );
       }
       chain = chain.then(() =>

@@ -247,6 +247,9 @@ class GuardedBroker implements Broker {
 
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     for (const run of runs) {
+      if (run.startBy !== undefined && !Number.isFinite(run.startBy)) {
+        return Promise.reject(new ConfigError(`enqueue: run ${String(run.id)}: startBy must be epoch ms, got ${String(run.startBy)}`));
+      }
       if (run.flow !== undefined) {
         try {
           checkFlow(run.flow, `enqueue: run ${String(run.id)}`);

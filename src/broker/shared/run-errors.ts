@@ -40,6 +40,13 @@ export const RUN_ERRORS = {
     message: 'Cancelled: its dependency {id} ended without succeeding',
     vars: ['id'],
   },
+  /** A run that was not started by its deadline (`NewRun.startBy`): failed by reserve, never started. */
+  expired: {
+    name: 'RunExpiredError',
+    reason: 'expired',
+    message: 'Not started by its deadline ({at}, epoch ms): dropped without running',
+    vars: ['at'],
+  },
 } as const satisfies Record<string, RunErrorDefinition>;
 
 export type RunErrorKind = keyof typeof RUN_ERRORS;

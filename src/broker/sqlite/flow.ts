@@ -6,9 +6,11 @@
  * index ranges (`flowGroupNext`, `flowKeyNext`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
+import { runErrorText } from '../shared/run-errors.ts';
 import type { Reservation, Settlement, SettleStatus } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { corruptError, num, type Row, toReservation } from './statements.ts';
+import { resolveIn } from './workflows.ts';
 
 /** Where a run stands for flow control: its queue, group, key and the limits it carries. */
 export interface FlowPlace {
@@ -201,4 +203,28 @@ export function backOffIn(
     else c.change('flowKeyBackOff', s.until, f.queue, f.grp, f.key);
   }
   return 'ok';
+}
+
+/** How many expired runs one reserve fails per queue at most (the rest: by the next call). */
+const EXPIRED_PER_CALL = 1000;
+
+/**
+ * Within reserve: the queued runs of `queue` past their deadline to start (`NewRun.startBy`) are
+ * failed with reason `expired`, never started (no attempt counted), their flow slot (queued) given
+ * back and, for a workflow's run, their dependents told (docs/workflows.md). Counted as failed.
+ */
+export function failExpired(c: SqliteCore, queue: string, now: number, changed: string[], queues: Set<string>): void {
+  const rows = c.rows('expiredDue', queue, now, EXPIRED_PER_CALL);
+  if (rows.length === 0) return;
+  const stat = c.stat(queue, now);
+  for (const row of rows) {
+    const error = runErrorText('expired', { at: String(num(row.start_by) ?? '') });
+    c.s.failExpired.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error });
+    stat.failed++;
+    const f = flowOf(row, queue);
+    if (f) flowMove(c, f, -1, 0);
+    const id = String(row.id);
+    changed.push(id);
+    if (typeof row.workflow === 'string') resolveIn(c, id, false, null, now, changed, queues);
+  }
 }

@@ -353,6 +353,16 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE flow_groups ADD COLUMN held TEXT;
     `,
   },
+  {
+    version: 12,
+    description: 'expiry: runs.start_by, the deadline to start of a run (NewRun.startBy)',
+    // Self-contained: a nullable column and a partial index of the never-started queued runs that have one (reserve
+    // fails those past it: one probe of an empty index for queues without deadlines).
+    sql: `
+      ALTER TABLE runs ADD COLUMN start_by INTEGER;
+      CREATE INDEX runs_start_by ON runs (queue, start_by) WHERE state = 'queued' AND start_by IS NOT NULL AND attempts = 0;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

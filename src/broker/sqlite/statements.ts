@@ -36,7 +36,7 @@ function endAttempt(at: string, outcome: string): string {
 const HELD = `id = ?1 AND state = 'active' AND attempts = ?2 AND worker = ?3`;
 
 /** A failed (or cancelled) run back to queued, its attempts reset; its last attempt moves into the history. */
-const REPLAY = `state = 'queued', attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
+const REPLAY = `state = 'queued', start_by = NULL, attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
   finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1,
   history = ${HISTORY_WITH_LAST}, a_no = NULL, a_ended = NULL, a_outcome = NULL`;
 
@@ -62,12 +62,12 @@ export const SQL = {
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
   stateOf: 'SELECT state, queue, origin, flow_group, flow_key, workflow FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, schedule, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
-  /** A run with a flow spec (flow_group .. flow_grate follow schedule). */
+      cancel_retention, schedule, start_by, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+  /** A run with a flow spec (flow_group .. flow_grate follow start_by). */
   insertFlow: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, schedule, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, schedule, start_by, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   /** A run that ran elsewhere, recorded finished (recordFinished); its last attempt in the a_* columns. */
   insertFinished: `INSERT INTO runs (id, queue, state, task, priority, seq, input, result, error, attempts, lease_losses, enqueued_at,
@@ -87,6 +87,10 @@ export const SQL = {
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+  /** Queued runs past their deadline to start (expiry): failed by reserve, never started. */
+  expiredDue: `SELECT rid, id, start_by, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate FROM runs
+    WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND start_by < ? AND attempts = 0 ORDER BY start_by LIMIT ?`,
+  failExpired: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, rev = rev + 1 WHERE rid = :rid`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, seq LIMIT :max)
@@ -450,6 +454,8 @@ export function toRecord(row: Row): RunRecord {
   if (traceparent !== undefined) rec.traceparent = traceparent;
   const workflow = text(row.workflow);
   if (workflow !== undefined) rec.workflow = workflow;
+  const startBy = num(row.start_by);
+  if (startBy !== undefined) rec.startBy = startBy;
   const origin = text(row.origin);
   if (origin !== undefined) rec.origin = origin;
   const group = text(row.flow_group);

@@ -23,7 +23,7 @@ import type {
 } from '../types.ts';
 import { markText } from '../../core/run.ts';
 import { type SqliteCore, stateOf } from './core.ts';
-import { backOffIn, FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
+import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, rewaitIn } from './workflows.ts';
 
@@ -76,6 +76,7 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
       run.traceparent ?? null,
       ownRetention(run.cancelledRetentionMs) ?? null,
       run.schedule ? markText(run.schedule) : null,
+      run.startBy ?? null,
     ] as const;
     const f = run.flow;
     const inserted = f
@@ -217,6 +218,8 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       const requeuedRows = c.rows('recoverRequeue', { queue, now });
       const requeued = requeuedRows.length;
       if (requeued > 0) flowMoveRows(c, requeuedRows, 1, -1, queue);
+      // Queued runs past their deadline to start: failed (expired), never started.
+      failExpired(c, queue, now, changed, retried);
       // 3. Runs under flow control first (docs/flow-control.md), then up to `remaining` other queued runs.
       // Only a queue that has had runs under flow control reads its tables.
       const flow = c.row('flowAny', queue) !== undefined;

@@ -54,6 +54,8 @@
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
     g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
     u, v  flow control: the key's rate and the group's ('<interval>,<burst>'; absent: none)
+    X deadline to start (NewRun.startBy, epoch ms): reserve fails a run reached after it (expired);
+      cleared by a replay
     Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
@@ -479,7 +481,7 @@ local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, h
     rcall('HSET', k, 'h', appendHistory(hist, att, holder, started, finished or '0', 'failed', err or nil))
   end
   rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0, 'r', nowS)
-  rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
+  rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o', 'X')
   rcall('PERSIST', k) -- a run finished by a version that gave finished runs a TTL
   rcall('ZREM', base .. zset, rid)
   pushQueued(base, rid, prio or '0', false, rcall('HGET', k, 'g'))

@@ -13,7 +13,7 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 12 per run:
+  then 13 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
@@ -22,7 +22,8 @@
     (limits 0: none; rates '<interval>,<burst>' or ''; the key last, as it may hold '|');
     a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
     here each key and group of the call is updated once)
-    schedule mark ('' for none: see ScheduleMark in core/run.ts)
+    schedule mark ('' for none: see ScheduleMark in core/run.ts),
+    deadline to start, epoch ms ('' for none: NewRun.startBy; stored as X, checked by reserve)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
@@ -41,11 +42,11 @@ local before = false -- earliest scheduled runAt before this call (nil: none), r
 local flowQueued = false
 local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
 local flowOrder = {}
-for j = 3, #ARGV, 12 do
+for j = 3, #ARGV, 13 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
   local fg, fy, fn, fm, fu, fv = '', '', '', '', '', ''
-  local spec, mark = ARGV[j + 10], ARGV[j + 11]
+  local spec, mark, startBy = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12]
   if spec ~= '' then
     local parts, from = {}, 1
     for _ = 1, 5 do
@@ -142,6 +143,10 @@ for j = 3, #ARGV, 12 do
     if mark ~= '' then
       f[#f + 1] = 'S'
       f[#f + 1] = mark
+    end
+    if startBy ~= '' then
+      f[#f + 1] = 'X'
+      f[#f + 1] = startBy
     end
     rcall('HSET', k, unpack(f))
     if state == 'q' and fg ~= '' then

@@ -9,7 +9,9 @@
        from the first ready key of the first ready group (docs/flow-control.md; keys and groups
        over their rate wait, and count in nextAt, until they may start again), then the
        others, highest priority first and FIFO within a level: state active, attempts + 1,
-       worker, startedAt = now, open attempt, lease expiry in `active`.
+       worker, startedAt = now, open attempt, lease expiry in `active`. A run met past its
+       deadline to start (field X) and never started (no attempt counted) is failed with
+       reason `expired` instead.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
   `corrupt` and the script goes on. Steps 1 and 2 handle at most `limit` runs each per call; when
@@ -43,7 +45,7 @@
             time in the run id), traceparent ('' for none), schedule mark ('' for none) }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowGcra, flowSetTat, wfResolve
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowGcra, flowSetTat, wfResolve
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -150,10 +152,20 @@ local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active`
 -- returns whether it did. A corrupt run is failed; a stale entry (gone, no longer queued) skipped.
 local function lease(rid, p)
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S')
+  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S', 'X', 'G')
   local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+  local startBy = v[11]
   if v['err'] then
     failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+  elseif state == 'q' and startBy and now > (tonumber(startBy) or now) and (tonumber(attempts) or 0) == 0 then
+    -- Past its deadline to start (expiry): failed, never started, no attempt counted; a
+    -- workflow's dependents are told first (finish may delete the run).
+    if v[12] and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+      wakeUp = true
+    end
+    finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'E', expiredError(startBy))
+    statAdd(acc, 'f', 1)
+    notify(chan, qp, rid, watched)
   elseif state == 'q' and task and input then
     local a = (tonumber(attempts) or 0) + 1
     rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
