@@ -46,6 +46,15 @@ export interface NewRun {
    * each reserve (an index of them); Redis the ones reserve reaches (its queue lists are FIFO).
    */
   startBy?: number;
+  /**
+   * Debounce (docs/flow-control.md): when the task and queue already have a `scheduled` run of
+   * this key, created by an enqueue with a debounce, that run takes this input and is moved to
+   * this `runAt` (but not past the burst's `maxAt`, set by its first run; null: no bound), and
+   * the enqueue returns it (`created: false`). Otherwise the run is created and the key names it.
+   * Atomic with the enqueue. Not with an idempotency key. The key no longer matches once its run
+   * is no longer scheduled (started, cancelled, deleted): the next enqueue makes a new run.
+   */
+  debounce?: { key: string; maxAt: number | null };
   /** Set on a run created by a schedule: which schedule, for which nominal fire time (see `ScheduleMark`). */
   schedule?: ScheduleMark;
 }

@@ -7,6 +7,7 @@ import { type Join, joinOf, nextOf, type Pending, type StepOptions, stepOf } fro
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
+import { applyRunTiming, checkRunTiming, type RunTiming, type RunTimingOptions } from './run-timing.ts';
 import {
   checkDuration,
   checkPriority,
@@ -48,7 +49,7 @@ export interface TaskContext {
 
 export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
 
-export interface TaskOptions<S extends z.ZodType> {
+export interface TaskOptions<S extends z.ZodType> extends RunTimingOptions<z.output<S>> {
   /** The input schema (zod). `enqueue` is typed by it and validates against it; the worker validates again before running. */
   input: S;
   /** Default `default`. */
@@ -99,11 +100,6 @@ export interface TaskOptions<S extends z.ZodType> {
    * queue. Keys are served round robin.
    */
   limits?: TaskLimits<z.output<S>>;
-  /**
-   * A run not started within this many ms of becoming due is dropped, never run: failed with
-   * reason `expired` by the broker (no attempt counted). Per enqueue: `expiresIn`, `expiresAt`.
-   */
-  expiresIn?: number;
 }
 
 /** A task's concurrency and rate limits (see `TaskOptions.limits` and docs/flow-control.md). */
@@ -191,6 +187,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
   /** The task's concurrency limits, checked (undefined: none). */
   readonly limits: Readonly<TaskLimits<z.output<S>>> | undefined;
+  /** `expiresIn`, `throttle`, `debounce`, checked (see run-timing.ts). */
+  readonly timing: RunTiming<z.output<S>>;
   /** `TaskOptions.expiresIn` (undefined: runs do not expire). */
   readonly expiresIn: number | undefined;
 
@@ -228,8 +226,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     this.#idempotencyKey = options.idempotencyKey;
     recordTask(this as unknown as { name: string; handler: (...args: never[]) => unknown });
     this.limits = checkLimits(options.limits, where);
-    this.expiresIn =
-      options.expiresIn === undefined ? undefined : checkDuration(options.expiresIn, `${where}: expiresIn`, { allowZero: false });
+    this.timing = checkRunTiming(options, where);
+    this.expiresIn = this.timing.expiresIn;
   }
 
   /**
@@ -295,14 +293,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     }
     if (options.traceparent) run.traceparent = options.traceparent;
     if (this.limits) run.flow = this.#flow(parsed.data);
-    const at = options.expiresAt;
-    const startBy =
-      at !== undefined ? (at instanceof Date ? at.getTime() : Math.floor(at)) : runAt + (options.expiresIn ?? this.expiresIn ?? NaN);
-    if (startBy < Math.max(runAt, now)) {
-      const msg = `is ${new Date(startBy).toISOString()}, before the run is due (${new Date(Math.max(runAt, now)).toISOString()})`;
-      throw new InputError([{ path: ['expiresAt'], message: msg, code: 'invalid_option' }], this.name, 'options');
-    }
-    if (Number.isFinite(startBy)) run.startBy = Math.floor(startBy);
+    applyRunTiming(run, this.timing, parsed.data, options, now);
     return run;
   }
 

@@ -27,6 +27,7 @@ import { cancelRetentionConformance } from './cancel-retention.ts';
 import { connectionConformance } from './connection.ts';
 import { type ConformanceOptions, conformanceContext, type MakeBroker } from './context.ts';
 import { countConformance } from './counts.ts';
+import { debounceConformance } from './debounce.ts';
 import { enqueueConformance } from './enqueue.ts';
 import { expiryConformance } from './expiry.ts';
 import { idempotencyConformance } from './idempotency.ts';
@@ -60,6 +61,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     limitsConformance(c);
     backoffConformance(c);
     expiryConformance(c);
+    debounceConformance(c);
     sharedStorageConformance(c);
     notificationConformance(c);
     countConformance(c);

@@ -156,6 +156,7 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           run.flow ? flowArg(run.flow) : '',
           run.schedule ? markText(run.schedule) : '',
           run.startBy === undefined ? '' : Math.floor(run.startBy),
+          run.debounce ? `${run.debounce.maxAt === null ? '' : Math.floor(run.debounce.maxAt)}|${run.debounce.key}` : '',
         );
       }
       chain = chain.then(() =>

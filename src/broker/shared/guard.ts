@@ -250,6 +250,17 @@ class GuardedBroker implements Broker {
       if (run.startBy !== undefined && !Number.isFinite(run.startBy)) {
         return Promise.reject(new ConfigError(`enqueue: run ${String(run.id)}: startBy must be epoch ms, got ${String(run.startBy)}`));
       }
+      const d = run.debounce;
+      if (
+        d !== undefined &&
+        (typeof d?.key !== 'string' || (d.maxAt !== null && !Number.isFinite(d.maxAt)) || run.idempotencyKey !== undefined)
+      ) {
+        return Promise.reject(
+          new ConfigError(
+            `enqueue: run ${String(run.id)}: debounce must be { key: string, maxAt: epoch ms | null }, without an idempotency key`,
+          ),
+        );
+      }
       if (run.flow !== undefined) {
         try {
           checkFlow(run.flow, `enqueue: run ${String(run.id)}`);

@@ -363,6 +363,22 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX runs_start_by ON runs (queue, start_by) WHERE state = 'queued' AND start_by IS NOT NULL AND attempts = 0;
     `,
   },
+  {
+    version: 13,
+    description: 'debounce: the scheduled run each debounce key names (NewRun.debounce)',
+    // Self-contained: a new table. A row names the latest run of a key; it matches only while that
+    // run is scheduled (checked at enqueue), and is replaced by the next burst's run.
+    sql: `
+      CREATE TABLE debounce (
+        queue TEXT NOT NULL,
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        max_at INTEGER,
+        PRIMARY KEY (queue, task, key)
+      ) WITHOUT ROWID;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -87,6 +87,12 @@ export const SQL = {
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+  // debounce (NewRun.debounce)
+  debGet: `SELECT d.run_id, d.max_at, r.rid FROM debounce d JOIN runs r ON r.id = d.run_id AND r.state = 'scheduled'
+    WHERE d.queue = ? AND d.task = ? AND d.key = ?`,
+  debMove: 'UPDATE runs SET input = :input, run_at = :runAt, rev = rev + 1 WHERE rid = :rid',
+  debPut: `INSERT INTO debounce (queue, task, key, run_id, max_at) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, max_at = excluded.max_at`,
   /** Queued runs past their deadline to start (expiry): failed by reserve, never started. */
   expiredDue: `SELECT rid, id, start_by, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate FROM runs
     WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND start_by < ? AND attempts = 0 ORDER BY start_by LIMIT ?`,

@@ -48,6 +48,16 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
   for (let i = 0; i < runs.length; i++) {
     const run = runs[i] as NewRun;
     const key = run.idempotencyKey;
+    const deb = run.debounce;
+    // Debounce: a scheduled run of the key takes this input and moves to this runAt (not past maxAt).
+    const hit = deb && c.row('debGet', run.queue, run.task, deb.key);
+    if (deb && hit) {
+      const maxAt = num(hit.max_at);
+      c.s.debMove.run({ input: run.input, runAt: maxAt === undefined ? run.runAt : Math.min(run.runAt, maxAt), rid: hit.rid ?? null });
+      out.push({ id: String(hit.run_id), created: false, state: 'scheduled' });
+      mine.add(run.queue);
+      continue;
+    }
     if (key !== undefined) {
       const hit = c.row('idemGet', run.queue, run.task, key);
       if (hit && (num(hit.expires_at) ?? 0) > now) {
@@ -98,6 +108,7 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
       continue;
     }
     if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
+    if (deb) c.s.debPut.run(run.queue, run.task, deb.key, run.id, deb.maxAt);
     if (f && state === 'queued') {
       const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
       groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);

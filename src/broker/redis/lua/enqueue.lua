@@ -13,7 +13,7 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 13 per run:
+  then 14 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
@@ -23,7 +23,10 @@
     a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
     here each key and group of the call is updated once)
     schedule mark ('' for none: see ScheduleMark in core/run.ts),
-    deadline to start, epoch ms ('' for none: NewRun.startBy; stored as X, checked by reserve)
+    deadline to start, epoch ms ('' for none: NewRun.startBy; stored as X, checked by reserve),
+    debounce: '' for none, else '<maxAt or empty>|<key>' (NewRun.debounce): a scheduled run named
+    by the key's hash base..'db:'..task..':'..key (r rid, m maxAt; kept a minute past its run's
+    due time) takes this input and runAt (at most m) and is returned instead of a new run
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
@@ -42,11 +45,11 @@ local before = false -- earliest scheduled runAt before this call (nil: none), r
 local flowQueued = false
 local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
 local flowOrder = {}
-for j = 3, #ARGV, 13 do
+for j = 3, #ARGV, 14 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
   local fg, fy, fn, fm, fu, fv = '', '', '', '', '', ''
-  local spec, mark, startBy = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12]
+  local spec, mark, startBy, deb = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
   if spec ~= '' then
     local parts, from = {}, 1
     for _ = 1, 5 do
@@ -59,7 +62,26 @@ for j = 3, #ARGV, 13 do
   end
   local k = base .. 'r:' .. rid
   local existing
-  if rcall('EXISTS', k) == 1 then
+  local dbk, dbMax -- debounce: the key's hash, the burst's bound ('' none)
+  if deb ~= '' then
+    local cut = string.find(deb, '|', 1, true)
+    dbMax, dbk = string.sub(deb, 1, cut - 1), base .. 'db:' .. task .. ':' .. string.sub(deb, cut + 1)
+    local dv = rcall('HMGET', dbk, 'r', 'm')
+    if dv[1] and rcall('HGET', base .. 'r:' .. dv[1], 's') == 's' then
+      local at = tonumber(runAtS)
+      if dv[2] and tonumber(dv[2]) < at then
+        at = tonumber(dv[2])
+      end
+      rcall('HSET', base .. 'r:' .. dv[1], 'i', input, 'r', fmt('%d', at))
+      rcall('ZADD', KEYS[1], at, dv[1])
+      rcall('PEXPIRE', dbk, math.max(1, at - now) + 60000)
+      existing = dv[1]
+      dbk = nil
+    end
+  end
+  if existing then
+    -- debounced: answered below
+  elseif rcall('EXISTS', k) == 1 then
     existing = rid
   elseif ik ~= '' then
     local ikk = base .. 'ik:' .. task .. ':' .. ik
@@ -147,6 +169,15 @@ for j = 3, #ARGV, 13 do
     if startBy ~= '' then
       f[#f + 1] = 'X'
       f[#f + 1] = startBy
+    end
+    if dbk then
+      rcall('DEL', dbk)
+      if dbMax ~= '' then
+        rcall('HSET', dbk, 'r', rid, 'm', dbMax)
+      else
+        rcall('HSET', dbk, 'r', rid)
+      end
+      rcall('PEXPIRE', dbk, math.max(1, runAt - now) + 60000)
     end
     rcall('HSET', k, unpack(f))
     if state == 'q' and fg ~= '' then

@@ -1,0 +1,81 @@
+/**
+ * The broker conformance suite, section: debounce (`NewRun.debounce`, docs/flow-control.md): an
+ * enqueue whose key names a scheduled run replaces that run's input and moves its start, within
+ * the burst's bound, in the enqueue's atomic step. See `suite.ts`.
+ */
+import assert from 'node:assert/strict';
+import { describe } from 'node:test';
+import type { Broker, NewRun } from '../../src/broker/types.ts';
+import { type ConformanceContext, newRun, Q, RETAIN } from './context.ts';
+
+const TASK = 'conformance.debounced';
+
+function debounced(now: number, key: string, input: unknown, window: number, maxAt: number | null): NewRun {
+  return { ...newRun(Q, now), task: TASK, input: JSON.stringify(input), runAt: now + window, debounce: { key, maxAt } };
+}
+
+async function enqueue(b: Broker, now: number, run: NewRun) {
+  const [r] = await b.enqueue([run], now);
+  assert.ok(r);
+  return r;
+}
+
+export function debounceConformance(c: ConformanceContext): void {
+  const { open, test, getRun, reserveAll } = c;
+  describe('debounce', () => {
+    test('enqueues of one key within the window make one run, with the last input, started a window after the last', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const first = await enqueue(b, t0, debounced(t0, 'k', { v: 1 }, 1_000, null));
+      assert.deepStrictEqual([first.created, first.state], [true, 'scheduled']);
+      const second = await enqueue(b, t0 + 500, debounced(t0 + 500, 'k', { v: 2 }, 1_000, null));
+      assert.deepStrictEqual(second, { id: first.id, created: false, state: 'scheduled' });
+      const other = await enqueue(b, t0 + 600, debounced(t0 + 600, 'other', { v: 9 }, 1_000, null));
+      assert.equal(other.created, true, 'another key is another run');
+      const info = await getRun(b, first.id);
+      assert.equal(info.input, '{"v":2}');
+      assert.equal(info.runAt, t0 + 1_500);
+      assert.deepStrictEqual((await reserveAll(b, 'w1', t0 + 1_499, { max: 10 })).runs, []);
+      const r = await reserveAll(b, 'w1', t0 + 1_500, { max: 10 });
+      assert.deepStrictEqual(
+        r.runs.map((x) => [x.id, x.input]),
+        [[first.id, '{"v":2}']],
+      );
+      assert.equal((await b.counts([Q]))[Q]?.scheduled, 1, "the other key's run still waits");
+    });
+
+    test('maxAt bounds the burst: the run starts by then however often the key is enqueued', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const first = await enqueue(b, t0, debounced(t0, 'k', 1, 1_000, t0 + 2_500));
+      for (const dt of [800, 1_600, 2_400]) await enqueue(b, t0 + dt, debounced(t0 + dt, 'k', dt, 1_000, t0 + dt + 2_500));
+      const info = await getRun(b, first.id);
+      assert.equal(info.runAt, t0 + 2_500, 'the first enqueue set the bound');
+      assert.equal(info.input, '2400');
+    });
+
+    test('once its run has started, the key makes a new run', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const first = await enqueue(b, t0, debounced(t0, 'k', 1, 100, null));
+      const [r] = (await reserveAll(b, 'w1', t0 + 100, { max: 1 })).runs;
+      assert.equal(r?.id, first.id);
+      const next = await enqueue(b, t0 + 150, debounced(t0 + 150, 'k', 2, 100, null));
+      assert.equal(next.created, true);
+      assert.notEqual(next.id, first.id);
+      await b.settle('w1', [{ id: first.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 160);
+      const again = await enqueue(b, t0 + 170, debounced(t0 + 170, 'k', 3, 100, null));
+      assert.deepStrictEqual(again, { id: next.id, created: false, state: 'scheduled' });
+      assert.equal((await getRun(b, next.id)).input, '3');
+    });
+
+    test('a cancelled run no longer takes the key', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const first = await enqueue(b, t0, debounced(t0, 'k', 1, 1_000, null));
+      await b.cancel(first.id, t0 + 1);
+      const next = await enqueue(b, t0 + 2, debounced(t0 + 2, 'k', 2, 1_000, null));
+      assert.equal(next.created, true);
+    });
+  });
+}
