@@ -69,6 +69,53 @@ export function debounceConformance(c: ConformanceContext): void {
       assert.equal((await getRun(b, next.id)).input, '3');
     });
 
+    test('property: random enqueues and reserves of 3 keys; every run starts once per burst, with its last input, when the model says', async () => {
+      const b = await open();
+      let seed = 12345;
+      const rand = () => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed / 2 ** 31;
+      };
+      let now = Date.now();
+      const bursts = new Map<string, { id: string; input: string; runAt: number; maxAt: number }>();
+      let started = 0;
+      for (let step = 0; step < 120; step++) {
+        now += Math.floor(rand() * 250);
+        if (rand() < 0.7) {
+          const key = `k${Math.floor(rand() * 3)}`;
+          const input = JSON.stringify({ key, step });
+          const res = await enqueue(b, now, debounced(now, key, JSON.parse(input), 300, now + 1_000));
+          const open = bursts.get(key);
+          if (open) {
+            assert.deepStrictEqual(res, { id: open.id, created: false, state: 'scheduled' }, `step ${step}: into the open burst of ${key}`);
+            open.input = input;
+            open.runAt = Math.min(now + 300, open.maxAt);
+          } else {
+            assert.equal(res.created, true, `step ${step}: a new burst of ${key}`);
+            bursts.set(key, { id: res.id, input, runAt: now + 300, maxAt: now + 1_000 });
+          }
+        } else {
+          const r = await reserveAll(b, 'w1', now, { max: 100 });
+          const due = [...bursts.entries()].filter(([, x]) => x.runAt <= now);
+          assert.deepStrictEqual(
+            r.runs.map((x) => [x.id, x.input]).sort(),
+            due.map(([, x]) => [x.id, x.input]).sort(),
+            `step ${step}: the runs due, each with its burst's last input`,
+          );
+          for (const [key] of due) bursts.delete(key);
+          started += r.runs.length;
+          if (r.runs.length) {
+            await b.settle(
+              'w1',
+              r.runs.map((x) => ({ id: x.id, attempt: x.attempt, outcome: 'succeeded' as const, result: null, retentionMs: RETAIN })),
+              now,
+            );
+          }
+        }
+      }
+      assert.ok(started > 5, `the sequence started runs (${started})`);
+    });
+
     test('a cancelled run no longer takes the key', async () => {
       const b = await open();
       const t0 = Date.now();
