@@ -125,6 +125,8 @@ export interface TaskLimits<I> {
 export interface KeyLimits {
   concurrency?: number;
   rate?: RateLimit;
+  /** Weighted fairness: this key is served `weight` runs in a row per turn of the task's keys (1 to 1000; default 1). */
+  weight?: number;
 }
 
 /** `limit` starts per `period` ms, at most `burst` (default `limit`) of them at once. */
@@ -335,6 +337,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       if (c !== undefined) flow.concurrency = c;
       const rate = own.rate ?? l.rate;
       if (rate) flow.rate = flowRate(rate);
+      if (own.weight !== undefined && own.weight !== 1) flow.weight = own.weight;
     }
     if (l.global !== undefined) flow.groupConcurrency = l.global;
     if (l.globalRate) flow.groupRate = flowRate(l.globalRate);
@@ -395,9 +398,12 @@ function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskL
         throw new ConfigError(`${where}: ${name} must be a positive integer or { concurrency?, rate? }, got ${String(v)}`);
       }
       for (const f of Object.keys(v)) {
-        if (f !== 'concurrency' && f !== 'rate') throw new ConfigError(`${where}: ${name}.${f} is not a key limit (concurrency, rate)`);
+        if (f !== 'concurrency' && f !== 'rate' && f !== 'weight')
+          throw new ConfigError(`${where}: ${name}.${f} is not a key limit (concurrency, rate, weight)`);
       }
       positive(v.concurrency, `${name}.concurrency`);
+      positive(v.weight, `${name}.weight`);
+      if ((v.weight ?? 0) > 1000) throw new ConfigError(`${where}: ${name}.weight must be at most 1000, got ${v.weight}`);
       checkRate(v.rate, `${name}.rate`, where);
     }
   }

@@ -41,6 +41,7 @@ import { runErrorConformance } from './run-errors.ts';
 import { scheduleConformance } from './schedules.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
+import { weightsConformance } from './weights.ts';
 import { workflowConformance } from './workflows.ts';
 
 export type { ConformanceOptions, MakeBroker, MakeBrokerOptions, Need } from './context.ts';
@@ -62,6 +63,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     backoffConformance(c);
     expiryConformance(c);
     debounceConformance(c);
+    weightsConformance(c);
     sharedStorageConformance(c);
     notificationConformance(c);
     countConformance(c);

@@ -101,7 +101,7 @@ function pushSettlements(args: (string | number)[], part: readonly { item: Settl
 
 /** A run's flow spec as enqueue.lua takes it: `<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>`. */
 function flowArg(f: FlowSpec): string {
-  return `${f.group}|${f.concurrency ?? 0}|${f.groupConcurrency ?? 0}|${rateText(f.rate)}|${rateText(f.groupRate)}|${f.key}`;
+  return `${f.group}|${f.concurrency ?? 0}|${f.groupConcurrency ?? 0}|${rateText(f.rate)}|${rateText(f.groupRate)}|${f.weight ?? 1}|${f.key}`;
 }
 
 export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {

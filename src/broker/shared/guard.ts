@@ -109,6 +109,9 @@ export function checkFlow(flow: unknown, where: string): void {
       throw new ConfigError(`${where}: flow.${name} must be a non-negative integer (0: unlimited), got ${String(v)}`);
     }
   }
+  if (f.weight !== undefined && (typeof f.weight !== 'number' || !Number.isSafeInteger(f.weight) || f.weight < 1 || f.weight > 1000)) {
+    throw new ConfigError(`${where}: flow.weight must be an integer from 1 to 1000, got ${String(f.weight)}`);
+  }
 }
 
 export function isGuarded(broker: Broker): boolean {

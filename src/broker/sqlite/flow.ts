@@ -22,6 +22,8 @@ export interface FlowPlace {
   /** Rates as stored (`rateText`): '' for none. */
   kr: string;
   gr: string;
+  /** The key's weight: runs in a row per turn (1: plain round robin). */
+  kw: number;
 }
 
 /** The flow place of a row read with `flow_group, flow_key, flow_kc, flow_gc` (and `queue`, unless given); undefined without a flow spec. */
@@ -35,6 +37,7 @@ export function flowOf(row: Row, queue?: string): FlowPlace | undefined {
     gc: num(row.flow_gc) ?? 0,
     kr: typeof row.flow_krate === 'string' ? row.flow_krate : '',
     gr: typeof row.flow_grate === 'string' ? row.flow_grate : '',
+    kw: num(row.flow_kw) ?? 1,
   };
 }
 
@@ -47,13 +50,13 @@ export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number, gr
   if (dq > 0 && da === 0) {
     // The common case (enqueue, promotion, replay): one statement for the key.
     if (groupToo) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
-    c.s.flowKeyQueued.run({ queue: f.queue, grp: f.grp, key: f.key, conc: f.kc, rate: f.kr || null, turn: c.takeSeq(0), dq });
+    c.s.flowKeyQueued.run({ queue: f.queue, grp: f.grp, key: f.key, conc: f.kc, rate: f.kr || null, weight: f.kw, turn: c.takeSeq(0), dq });
     return;
   }
   if (dq > 0) {
     const turn = c.takeSeq(0);
     c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, turn);
-    c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, f.kr || null, turn);
+    c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, f.kr || null, turn, f.kw);
   }
   if (da !== 0 && groupToo) c.s.flowGroupCount.run(da, f.queue, f.grp);
   c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null, rate: f.kr || null });

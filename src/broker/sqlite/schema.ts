@@ -379,6 +379,17 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 14,
+    description: 'flow control: weighted fairness (runs.flow_kw, flow_keys.weight and streak)',
+    // Self-contained: columns only. A key of weight w is served w runs in a row per turn of its
+    // group's ring (streak counts them), then goes to the back.
+    sql: `
+      ALTER TABLE runs ADD COLUMN flow_kw INTEGER;
+      ALTER TABLE flow_keys ADD COLUMN weight INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE flow_keys ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -66,8 +66,8 @@ export const SQL = {
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
   /** A run with a flow spec (flow_group .. flow_grate follow start_by). */
   insertFlow: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, schedule, start_by, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, schedule, start_by, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   /** A run that ran elsewhere, recorded finished (recordFinished); its last attempt in the a_* columns. */
   insertFinished: `INSERT INTO runs (id, queue, state, task, priority, seq, input, result, error, attempts, lease_losses, enqueued_at,
@@ -79,14 +79,14 @@ export const SQL = {
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY run_at, seq, rid) AS n
           FROM runs WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now) AS p
-    WHERE runs.rid = p.prid RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
       finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max
-    RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt(':now', "'lost'")}
-    WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   // debounce (NewRun.debounce)
   debGet: `SELECT d.run_id, d.max_at, r.rid FROM debounce d JOIN runs r ON r.id = d.run_id AND r.state = 'scheduled'
     WHERE d.queue = ? AND d.task = ? AND d.key = ?`,
@@ -94,7 +94,7 @@ export const SQL = {
   debPut: `INSERT INTO debounce (queue, task, key, run_id, max_at) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, max_at = excluded.max_at`,
   /** Queued runs past their deadline to start (expiry): failed by reserve, never started. */
-  expiredDue: `SELECT rid, id, start_by, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate FROM runs
+  expiredDue: `SELECT rid, id, start_by, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw FROM runs
     WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND start_by < ? AND attempts = 0 ORDER BY start_by LIMIT ?`,
   failExpired: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, rev = rev + 1 WHERE rid = :rid`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
@@ -109,14 +109,16 @@ export const SQL = {
   flowGroupGet: 'SELECT active, conc, wait, held FROM flow_groups WHERE queue = ? AND grp = ?',
   flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
   /** A key served one run (:da 1 when it started; 0 when it was corrupt), to the back of its ring. */
-  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - 1), active = active + :da, turn = :turn
+  // A key of weight w keeps its place for w runs in a row (streak), then goes to the back.
+  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - 1), active = active + :da,
+      turn = CASE WHEN streak + 1 < weight THEN turn ELSE :turn END, streak = CASE WHEN streak + 1 < weight THEN streak + 1 ELSE 0 END
     WHERE queue = :queue AND grp = :grp AND key = :key`,
   /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
   flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
     WHERE queue = :queue AND grp = :grp`,
   /** A run of a key became queued: the key known (its limits the run's), its count up. */
-  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :turn, :dq)
-    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate`,
+  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq)
+    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
   flowKeyNext: 'SELECT key, rate FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
@@ -144,7 +146,7 @@ export const SQL = {
   flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
   flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
-  flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, rate, turn) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+  flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, weight) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
   flowGroupCount: 'UPDATE flow_groups SET active = max(0, active + ?) WHERE queue = ? AND grp = ?',
   flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc),
       rate = CASE WHEN :conc IS NULL THEN rate ELSE :rate END
@@ -171,18 +173,18 @@ export const SQL = {
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
-    WHERE ${HELD} RETURNING queue, started_at, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE ${HELD} RETURNING queue, started_at, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   /** ?4 lease expiry */
   renew: `UPDATE runs SET lease_until = ?4 WHERE ${HELD}`,
   /** ?4 now */
   release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt('?4', "'released'")}
-    WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   /** ?4 now, ?5 until: a handler backed off; a run without a flow spec waits until ?5 itself. */
   backOff: `UPDATE runs SET state = CASE WHEN flow_key IS NOT NULL OR ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END,
       run_at = CASE WHEN flow_key IS NULL THEN ?5 ELSE run_at END, attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt('?4', "'backoff'")}
-    WHERE ${HELD} RETURNING queue, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE ${HELD} RETURNING queue, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   /** ?4 progress */
   progress: `UPDATE runs SET progress = ?4, rev = rev + 1 WHERE ${HELD}`,
 
@@ -201,7 +203,7 @@ export const SQL = {
   // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
     WHERE id = :id AND state NOT IN ('waiting', 'queued', 'scheduled', 'active', 'succeeded') AND origin IS NULL
-    RETURNING queue, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    RETURNING queue, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns:
@@ -285,11 +287,11 @@ export const SQL = {
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND task = :task AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
   // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
   // one index range read backwards from the cursor, `limit` entries at most.

@@ -99,6 +99,7 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
           f.groupConcurrency ?? 0,
           rateText(f.rate),
           rateText(f.groupRate),
+          f.weight ?? 1,
         )
       : c.change('insert', ...common);
     if (inserted === 0) {
@@ -111,7 +112,7 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
     if (deb) c.s.debPut.run(run.queue, run.task, deb.key, run.id, deb.maxAt);
     if (f && state === 'queued') {
       const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
-      groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);
+      groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate), kw: f.weight ?? 1 }, 1, 0);
     }
     mine.add(run.queue);
     c.stat(run.queue, now).enqueued++;

@@ -25,7 +25,8 @@
   Flow control (docs/flow-control.md; g a group: a task name, no '|'; y a key: any text):
     base..'fq|'..g..'|'..y  LIST  queued rids of key y of group g, FIFO (not in any 'w:' list)
     base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none), r rate ('<interval>,<burst>'),
-                             w set while rate-limited ('1') or backed off by a handler ('b');
+                             w set while rate-limited ('1') or backed off by a handler ('b'),
+                             e its weight (absent: 1), z runs served in a row at the ring's head;
                              gone when nothing is queued or active
     base..'fG|'..g     HASH  a active runs of the group, c its limit, r its rate, w as above
     base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key, group (PX:
@@ -54,6 +55,7 @@
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
     g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
     u, v  flow control: the key's rate and the group's ('<interval>,<burst>'; absent: none)
+    K flow control: the key's weight (runs in a row per turn; absent: 1)
     X deadline to start (NewRun.startBy, epoch ms): reserve fails a run reached after it (expired);
       cleared by a replay
     Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
@@ -241,7 +243,7 @@ local function flowSetRate(h, rate)
 end
 
 -- Appends (at the head: prepends) queued run rid to its key's list; y its key, n m u v its limits.
-local function flowPush(base, rid, g, y, n, m, u, v, front)
+local function flowPush(base, rid, g, y, n, m, u, v, front, kw)
   local q = base .. 'fq|' .. g .. '|' .. y
   if front then
     rcall('LPUSH', q, rid)
@@ -253,6 +255,11 @@ local function flowPush(base, rid, g, y, n, m, u, v, front)
   rcall('HSET', gh, 'c', m or '0')
   flowSetRate(kh, u)
   flowSetRate(gh, v)
+  if kw and kw ~= '1' then
+    rcall('HSET', kh, 'e', kw)
+  else
+    rcall('HDEL', kh, 'e')
+  end
   rcall('SADD', base .. 'fS', g .. '|' .. y)
   rcall('HINCRBY', base .. 'fM', 'q', 1)
   return flowReady(base, g, y)
@@ -322,9 +329,9 @@ end
 -- control (g, the field of its hash, given) to the list of its key instead.
 local function pushQueued(base, rid, p, front, g)
   if g then
-    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm', 'u', 'v')
+    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm', 'u', 'v', 'K')
     local y, n, m, u, rv = v[1], v[2], v[3], v[4], v[5]
-    flowPush(base, rid, g, y or '', n, m, u, rv, front)
+    flowPush(base, rid, g, y or '', n, m, u, rv, front, v[6])
     return
   end
   local wk = base .. 'w:' .. p

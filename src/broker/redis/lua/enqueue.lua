@@ -18,7 +18,7 @@
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
     retention once cancelled, ms ('' for the broker's default: see cancel.lua),
-    flow control: '' for none, else '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>'
+    flow control: '' for none, else '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key weight>|<key>'
     (limits 0: none; rates '<interval>,<burst>' or ''; the key last, as it may hold '|');
     a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
     here each key and group of the call is updated once)
@@ -48,16 +48,16 @@ local flowOrder = {}
 for j = 3, #ARGV, 14 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local fg, fy, fn, fm, fu, fv = '', '', '', '', '', ''
+  local fg, fy, fn, fm, fu, fv, fw = '', '', '', '', '', '', '1'
   local spec, mark, startBy, deb = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
   if spec ~= '' then
     local parts, from = {}, 1
-    for _ = 1, 5 do
+    for _ = 1, 6 do
       local cut = string.find(spec, '|', from, true)
       parts[#parts + 1] = string.sub(spec, from, cut - 1)
       from = cut + 1
     end
-    fg, fn, fm, fu, fv = parts[1], parts[2], parts[3], parts[4], parts[5]
+    fg, fn, fm, fu, fv, fw = parts[1], parts[2], parts[3], parts[4], parts[5], parts[6]
     fy = string.sub(spec, from)
   end
   local k = base .. 'r:' .. rid
@@ -161,6 +161,10 @@ for j = 3, #ARGV, 14 do
         f[#f + 1] = 'v'
         f[#f + 1] = fv
       end
+      if fw ~= '1' then
+        f[#f + 1] = 'K'
+        f[#f + 1] = fw
+      end
     end
     if mark ~= '' then
       f[#f + 1] = 'S'
@@ -188,7 +192,7 @@ for j = 3, #ARGV, 14 do
         flowKeys[gy] = e
         flowOrder[#flowOrder + 1] = gy
       end
-      e.n, e.m, e.u, e.v = fn, fm, fu, fv -- the latest run's limits
+      e.n, e.m, e.u, e.v, e.w = fn, fm, fu, fv, fw -- the latest run's limits
       e.rids[#e.rids + 1] = rid
       flowQueued = true
     elseif state == 'q' then
@@ -228,8 +232,15 @@ if flowQueued then
   for _, gy in ipairs(flowOrder) do
     local e = flowKeys[gy]
     local kh, q = base .. 'fk|' .. gy, base .. 'fq|' .. gy
-    local kv = rcall('HMGET', kh, 'a', 'c', 'r', 'w')
+    local kv = rcall('HMGET', kh, 'a', 'c', 'r', 'w', 'e')
     local aS, cS, rS, waiting = kv[1], kv[2], kv[3], kv[4]
+    if (kv[5] or '1') ~= e.w then
+      if e.w == '1' then
+        rcall('HDEL', kh, 'e')
+      else
+        rcall('HSET', kh, 'e', e.w)
+      end
+    end
     local len = 0
     for i = 1, #e.rids, 1000 do
       len = rcall('RPUSH', q, unpack(e.rids, i, math.min(i + 999, #e.rids)))

@@ -256,12 +256,13 @@ if max > 0 and flowOn then
         end
         gnext = v
       end
-      local y = rcall('ZPOPMIN', keyRing)[1]
+      local popped1 = rcall('ZPOPMIN', keyRing)
+      local y = popped1[1]
       if not y then
         break
       end
       local kh, q = base .. 'fk|' .. g .. '|' .. y, base .. 'fq|' .. g .. '|' .. y
-      local kv = rcall('HMGET', kh, 'a', 'c', 'r')
+      local kv = rcall('HMGET', kh, 'a', 'c', 'r', 'e')
       local kaS, kcS, krate = kv[1], kv[2], kv[3]
       local ka, kc = tonumber(kaS) or 0, tonumber(kcS) or 0
       local kok, kval = true, nil
@@ -294,8 +295,17 @@ if max > 0 and flowOn then
         end
         local len = rcall('LLEN', q)
         if len > 0 and (kc <= 0 or ka < kc) then
-          turn = turn + 1
-          rcall('ZADD', keyRing, turn, y)
+          -- A key of weight w (field e) keeps its place for w runs in a row (z counts them).
+          local streak = kv[4] and rcall('HINCRBY', kh, 'z', 1) or 0
+          if kv[4] and streak < tonumber(kv[4]) then
+            rcall('ZADD', keyRing, popped1[2], y)
+          else
+            if kv[4] then
+              rcall('HDEL', kh, 'z')
+            end
+            turn = turn + 1
+            rcall('ZADD', keyRing, turn, y)
+          end
         elseif len == 0 and ka <= 0 then
           rcall('DEL', kh)
           rcall('SREM', base .. 'fS', g .. '|' .. y)
