@@ -48,7 +48,7 @@ export interface NewRun {
   startBy?: number;
   /**
    * Debounce (docs/flow-control.md): when the task and queue already have a `scheduled` run of
-   * this key, created by an enqueue with a debounce, that run takes this input and is moved to
+   * this key that never started, created by an enqueue with a debounce, that run takes this input and is moved to
    * this `runAt` (but not past the burst's `maxAt`, set by its first run; null: no bound), and
    * the enqueue returns it (`created: false`). Otherwise the run is created and the key names it.
    * Atomic with the enqueue. Not with an idempotency key. The key no longer matches once its run

@@ -116,6 +116,19 @@ export function debounceConformance(c: ConformanceContext): void {
       assert.ok(started > 5, `the sequence started runs (${started})`);
     });
 
+    test('a run waiting for its retry is not debounced into: the next enqueue makes a new run', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const first = await enqueue(b, t0, debounced(t0, 'k', 1, 100, null));
+      const [r] = (await reserveAll(b, 'w1', t0 + 100, { max: 1 })).runs;
+      assert.equal(r?.id, first.id);
+      await b.settle('w1', [{ id: first.id, attempt: 1, outcome: 'retry', error: '{}', runAt: t0 + 10_000 }], t0 + 110);
+      assert.equal((await getRun(b, first.id)).state, 'scheduled');
+      const next = await enqueue(b, t0 + 120, debounced(t0 + 120, 'k', 2, 100, null));
+      assert.equal(next.created, true);
+      assert.equal((await getRun(b, first.id)).input, '1', 'the retrying run keeps its input');
+    });
+
     test('a cancelled run no longer takes the key', async () => {
       const b = await open();
       const t0 = Date.now();

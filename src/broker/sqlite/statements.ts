@@ -88,7 +88,7 @@ export const SQL = {
       ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   // debounce (NewRun.debounce)
-  debGet: `SELECT d.run_id, d.max_at, r.rid FROM debounce d JOIN runs r ON r.id = d.run_id AND r.state = 'scheduled'
+  debGet: `SELECT d.run_id, d.max_at, r.rid FROM debounce d JOIN runs r ON r.id = d.run_id AND r.state = 'scheduled' AND r.attempts = 0
     WHERE d.queue = ? AND d.task = ? AND d.key = ?`,
   debMove: 'UPDATE runs SET input = :input, run_at = :runAt, rev = rev + 1 WHERE rid = :rid',
   debPut: `INSERT INTO debounce (queue, task, key, run_id, max_at) VALUES (?, ?, ?, ?, ?)

@@ -67,7 +67,8 @@ for j = 3, #ARGV, 14 do
     local cut = string.find(deb, '|', 1, true)
     dbMax, dbk = string.sub(deb, 1, cut - 1), base .. 'db:' .. task .. ':' .. string.sub(deb, cut + 1)
     local dv = rcall('HMGET', dbk, 'r', 'm')
-    if dv[1] and rcall('HGET', base .. 'r:' .. dv[1], 's') == 's' then
+    local rv = dv[1] and rcall('HMGET', base .. 'r:' .. dv[1], 's', 'a') or {}
+    if rv[1] == 's' and (rv[2] or '0') == '0' then -- scheduled, never started (not a retry)
       local at = tonumber(runAtS)
       if dv[2] and tonumber(dv[2]) < at then
         at = tonumber(dv[2])
