@@ -157,6 +157,59 @@ export function backoffConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(await b.settle('w2', [{ ...backOff(r, t0 + 1_000), attempt: 7 }], t0 + 2), ['lost']);
     });
 
+    test('property: random back-offs, successes and reserves over 4 keys; a key never starts a run before its back-off ends, no back-off uses an attempt, every run ends', async () => {
+      const b = await open();
+      let seed = 777;
+      const rand = () => {
+        seed = (seed * 1103515245 + 12345) % 2 ** 31;
+        return seed / 2 ** 31;
+      };
+      const keys = ['a', 'b', 'c', ''];
+      const t0 = Date.now();
+      let now = t0;
+      for (const k of keys) await enqueueKeyed(b, now, k, 6, { group: GROUP, key: k, concurrency: 2 });
+      const heldKey = new Map<string, number>(); // key -> until
+      let heldGroup = 0;
+      const backOffs = new Map<string, number>(); // run -> back-offs
+      let done = 0;
+      for (let step = 0; step < 400 && done < 24; step++) {
+        now += Math.floor(rand() * 120);
+        const r = await reserveAll(b, 'w1', now, { max: 3 });
+        for (const run of r.runs) {
+          const k = keyOf(run);
+          assert.ok(
+            now >= heldGroup,
+            `step ${step}: a run of the group started at ${now - t0}, before the group's back-off ended (${heldGroup - t0})`,
+          );
+          assert.ok(now >= (heldKey.get(k) ?? 0), `step ${step}: key ${k} started at ${now - t0}, before its back-off ended`);
+          assert.equal(run.attempt, 1, `step ${step}: run ${run.id} starts as attempt 1 (back-offs used none)`);
+        }
+        const outcomes: Settlement[] = r.runs.map((run) => {
+          const k = keyOf(run);
+          const x = rand();
+          if (x < 0.4) {
+            const until = now + 1 + Math.floor(rand() * 400);
+            const scope = x < 0.08 ? 'group' : 'key';
+            backOffs.set(run.id, (backOffs.get(run.id) ?? 0) + 1);
+            if (scope === 'group' || k === '') heldGroup = Math.max(heldGroup, until);
+            else heldKey.set(k, Math.max(heldKey.get(k) ?? 0, until));
+            return backOff(run, until, scope);
+          }
+          done++;
+          return { id: run.id, attempt: run.attempt, outcome: 'succeeded', result: null, retentionMs: RETAIN };
+        });
+        if (outcomes.length)
+          assert.deepStrictEqual(
+            await b.settle('w1', outcomes, now),
+            outcomes.map(() => 'ok'),
+          );
+        if (r.runs.length === 0 && r.nextAt !== null && r.nextAt > now) now = r.nextAt - 1;
+      }
+      assert.equal(done, 24, 'every run succeeded in the end');
+      assert.ok([...backOffs.values()].reduce((x, y) => x + y, 0) > 5, 'the sequence backed off');
+      assert.equal((await b.counts([Q]))[Q]?.succeeded, 24);
+    });
+
     test('counts: a backed-off run is queued; cancelling it frees its key', async () => {
       const b = await open();
       const t0 = Date.now();
