@@ -23,6 +23,8 @@ export interface StepTask {
   readonly limits?: unknown;
   /** A deadline to start (`expiresIn`): not carried by workflow steps yet, so such a task cannot be one. */
   readonly expiresIn?: number | undefined;
+  /** Throttle and debounce: not for workflow steps yet either. */
+  readonly timing?: { throttle?: unknown; debounce?: unknown };
   /** Validates an input and builds its run (options: `EnqueueOptions`, typed where `task.step` takes them). */
   prepare(input: unknown, options: object | undefined, now: number, maxInputBytes: number): NewWorkflowRun;
 }
@@ -212,6 +214,11 @@ const noExpiry = (name: string) =>
     `workflow: task "${name}" has a deadline to start (expiresIn, expiresAt): workflow steps do not expire yet (docs/flow-control.md), so it cannot be a step`,
   );
 
+const noTiming = (name: string) =>
+  new ConfigError(
+    `workflow: task "${name}" throttles or debounces its runs: workflow steps do not yet (docs/flow-control.md), so it cannot be a step`,
+  );
+
 export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: number): CompiledWorkflow {
   const root = nodeOf(flow, 'workflow');
   const runs: NewWorkflowRun[] = [];
@@ -223,6 +230,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
       );
     }
     if (task.expiresIn !== undefined) throw noExpiry(task.name);
+    if (task.timing?.throttle || task.timing?.debounce) throw noTiming(task.name);
     const queue = options.queue ?? task.queue;
     const run: NewWorkflowRun = {
       id: newRunId(queue, now),
@@ -242,6 +250,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const compile = (node: Node, before: Out | null): Out => {
     switch (node.kind) {
       case 'step': {
+        if (node.task.timing?.throttle || node.task.timing?.debounce) throw noTiming(node.task.name);
         const run = node.task.prepare(node.input, node.options, now, maxInputBytes);
         if (run.idempotencyKey !== undefined) {
           throw new ConfigError(`Task "${node.task.name}": a step of a workflow takes no idempotency key (the workflow id is the key)`);

@@ -39,6 +39,7 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
     if (ids.has(run.id)) bad(`run ${run.id}`, 'appears twice');
     if (run.idempotencyKey !== undefined)
       bad(`run ${run.id}`, 'has an idempotency key: runs of a workflow take none (the workflow id is the key)');
+    if (run.debounce !== undefined) bad(`run ${run.id}`, `is of task "${run.task}", which debounces: workflow steps do not yet`);
     if (run.startBy !== undefined)
       bad(`run ${run.id}`, `is of task "${run.task}" with a deadline to start (startBy): workflow steps do not expire yet`);
     if (run.flow !== undefined)
