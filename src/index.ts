@@ -1,6 +1,8 @@
 export { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 export type * from './broker/types.ts';
 export {
+  BackOff,
+  type BackOffScope,
   BrokerConfigError,
   BrokerUnavailableError,
   ConfigError,

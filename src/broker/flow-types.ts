@@ -23,6 +23,11 @@ export interface FlowSpec {
   rate?: FlowRate;
   /** Rate limit of the group, all keys together. */
   groupRate?: FlowRate;
+  /**
+   * Weighted fairness: the key is served this many runs in a row per turn of its group's ring
+   * (a positive integer; absent: 1, plain round robin). The latest queued run's weight holds.
+   */
+  weight?: number;
 }
 
 /**

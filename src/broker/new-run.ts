@@ -37,6 +37,24 @@ export interface NewRun {
   cancelledRetentionMs?: number;
   /** Concurrency limits of the run's task and key (docs/flow-control.md); absent for a task without limits. */
   flow?: FlowSpec;
+  /**
+   * The run's deadline to start (epoch ms; its task's `expiresIn`, or the enqueue's): a run that
+   * never started (no attempt counted: a release or a back-off gives its attempt back) is failed
+   * by `reserve` with reason `expired` instead of leased once `now` is past it; the dead-letter
+   * state, so `retry` may still replay it (without the deadline). A run that started once runs
+   * its retries whatever the deadline. Absent: none. SQLite fails every such run of the queue at
+   * each reserve (an index of them); Redis the ones reserve reaches (its queue lists are FIFO).
+   */
+  startBy?: number;
+  /**
+   * Debounce (docs/flow-control.md): when the task and queue already have a `scheduled` run of
+   * this key that never started, created by an enqueue with a debounce, that run takes this input and is moved to
+   * this `runAt` (but not past the burst's `maxAt`, set by its first run; null: no bound), and
+   * the enqueue returns it (`created: false`). Otherwise the run is created and the key names it.
+   * Atomic with the enqueue. Not with an idempotency key. The key no longer matches once its run
+   * is no longer scheduled (started, cancelled, deleted): the next enqueue makes a new run.
+   */
+  debounce?: { key: string; maxAt: number | null };
   /** Set on a run created by a schedule: which schedule, for which nominal fire time (see `ScheduleMark`). */
   schedule?: ScheduleMark;
 }

@@ -112,7 +112,15 @@ export type Settlement =
   | { id: string; attempt: number; outcome: 'succeeded'; result: string | null; retentionMs: number }
   | { id: string; attempt: number; outcome: 'failed'; error: string; retentionMs: number }
   | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number }
-  | SpawnSettlement;
+  | SpawnSettlement
+  /**
+   * The handler asked to back off (docs/flow-control.md): the run goes back to queued at the head
+   * of its key, its attempt not counted (as `release`), recorded in its history as `backoff`; and
+   * its key (`scope: 'key'`) or its group (`'group'`; also for a run whose key is '') is held out
+   * of the rings until `until` (the later of this and a wait already set). A run without a flow spec is put back alone: scheduled
+   * at `until` (queued when `until <= now`). Not counted in the stats' settlements.
+   */
+  | { id: string; attempt: number; outcome: 'backoff'; until: number; scope: 'key' | 'group' };
 
 /** `lost`: the lease was no longer this worker's (expired and recovered, cancelled, or the run is gone); nothing was written. */
 export type SettleStatus = 'ok' | 'lost';

@@ -132,6 +132,38 @@ export class PermanentError extends ErrandError {
   }
 }
 
+/** The longest back-off a handler may ask for (`ctx.backOff`): 30 days, in ms. */
+export const MAX_BACKOFF_MS = 30 * 24 * 3600 * 1000;
+
+/** What a back-off holds back: the run's key (its task's limit group for a run without a key), or the whole task. */
+export type BackOffScope = 'key' | 'task';
+
+/**
+ * Thrown by a handler (made by `ctx.backOff(ms)`, or `new BackOff(ms)`) to put its run back for
+ * `ms` without using an attempt: "429, retry after 30 s". For a run of a task with `limits`, its
+ * key (`scope: 'key'`, the default; the task when the run has no key) or its whole task
+ * (`scope: 'task'`) starts nothing in its queue until then, and the run waits at the head of its
+ * key; a run of a task without limits waits alone, scheduled. See docs/flow-control.md.
+ */
+export class BackOff extends ErrandError {
+  override name = 'BackOff';
+  /** How long to hold back, in ms (from when the worker records the outcome). */
+  readonly ms: number;
+  readonly scope: BackOffScope;
+  constructor(ms: number, options: { scope?: BackOffScope; reason?: string } = {}) {
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0 || ms > MAX_BACKOFF_MS) {
+      throw new TypeError(`backOff(ms): ms must be a number of milliseconds in (0, ${MAX_BACKOFF_MS}] (30 days); got ${String(ms)}`);
+    }
+    const scope = options.scope ?? 'key';
+    if (scope !== 'key' && scope !== 'task') {
+      throw new TypeError(`backOff(ms, { scope }): scope must be 'key' or 'task'; got ${JSON.stringify(scope)}`);
+    }
+    super(options.reason ?? `Backed off for ${Math.ceil(ms)} ms (${scope})`);
+    this.ms = Math.ceil(ms);
+    this.scope = scope;
+  }
+}
+
 /** The broker (Redis, the SQLite file) could not be reached or answered with an error; nothing was done. Safe to try again later. */
 export class BrokerUnavailableError extends ErrandError {
   override name = 'BrokerUnavailableError';

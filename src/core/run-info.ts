@@ -22,6 +22,8 @@ export interface RunInfo<R = unknown> {
   finishedAt?: Date;
   /** When a finished run will be deleted. */
   expiresAt?: Date;
+  /** The deadline to start (`expiresIn`/`expiresAt`): not started by then, the run is dropped (failed, reason `expired`). */
+  startBy?: Date;
   /** The worker that ran (or runs) the latest attempt. */
   worker?: string;
   idempotencyKey?: string;
@@ -69,6 +71,7 @@ export function decodeRun<R = unknown>(rec: RunRecord): RunInfo<R> {
   if (rec.startedAt !== undefined) info.startedAt = new Date(rec.startedAt);
   if (rec.finishedAt !== undefined) info.finishedAt = new Date(rec.finishedAt);
   if (rec.expiresAt !== undefined) info.expiresAt = new Date(rec.expiresAt);
+  if (rec.startBy !== undefined) info.startBy = new Date(rec.startBy);
   if (rec.worker !== undefined) info.worker = rec.worker;
   if (rec.idempotencyKey !== undefined) info.idempotencyKey = rec.idempotencyKey;
   if (rec.traceparent !== undefined) info.traceparent = rec.traceparent;

@@ -60,7 +60,7 @@ export interface AttemptRecord {
   worker: string;
   startedAt: number;
   finishedAt?: number;
-  /** `succeeded`, `failed`, `retry`, `lost` (lease expired), `released` (handed back at shutdown), `cancelled`. */
+  /** `succeeded`, `failed`, `retry`, `lost` (lease expired), `released` (handed back at shutdown), `backoff` (the handler backed off: not counted), `cancelled`. */
   outcome?: string;
   error?: string;
 }
@@ -77,8 +77,11 @@ export interface RunFlow {
 }
 
 export interface FlowWait {
-  /** At its limit of active runs (`*_concurrency`), or over its rate until `until` (`*_rate`). */
-  reason: 'key_concurrency' | 'group_concurrency' | 'key_rate' | 'group_rate';
+  /**
+   * At its limit of active runs (`*_concurrency`), over its rate until `until` (`*_rate`), or
+   * backed off by a handler until `until` (`*_backoff`: `ctx.backOff`).
+   */
+  reason: 'key_concurrency' | 'group_concurrency' | 'key_rate' | 'group_rate' | 'key_backoff' | 'group_backoff';
   active?: number;
   limit?: number;
   /** Epoch ms when the key (or group) may start again. */
@@ -109,6 +112,8 @@ export interface RunRecord {
   traceparent?: string;
   /** The workflow this run belongs to, if any (see docs/workflows.md). */
   workflow?: string;
+  /** The deadline to start (`NewRun.startBy`), kept after; cleared by a replay. */
+  startBy?: number;
   /** Set on a run that ran elsewhere and was recorded finished (`recordFinished`): where it ran, e.g. `celery`. */
   origin?: string;
   /** Set on a run created by a schedule. */

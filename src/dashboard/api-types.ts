@@ -134,6 +134,8 @@ export interface RunDetail extends RunSummary {
   traceparent?: string;
   /** Set when a schedule created the run: its id, the nominal fire time (epoch ms), whether it was created late. */
   schedule?: { id: string; at: number; backfilled: boolean };
+  /** The deadline to start (`expiresIn`/`expiresAt`): a run not started by then is dropped (failed, reason `expired`). */
+  startBy?: number;
   /** Fields whose stored JSON could not be read (their raw text is shown instead). */
   corrupt?: string[];
   history: AttemptJson[];

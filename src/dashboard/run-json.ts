@@ -42,6 +42,7 @@ const OUTCOME_LABEL: Record<string, string> = {
   retry: 'failed; retry scheduled',
   lost: 'lease lost (worker died or stalled)',
   released: 'handed back at worker shutdown',
+  backoff: 'backed off (ctx.backOff; not counted)',
   cancelled: 'cancelled',
 };
 
@@ -72,6 +73,7 @@ export function runDetail(rec: RunRecord): RunDetail {
   if (rec.idempotencyKey !== undefined) detail.idempotencyKey = rec.idempotencyKey;
   if (rec.traceparent !== undefined) detail.traceparent = rec.traceparent;
   if (rec.schedule) detail.schedule = { ...rec.schedule };
+  if (rec.startBy !== undefined) detail.startBy = rec.startBy;
   if (info.corrupt) detail.corrupt = info.corrupt;
   return detail;
 }

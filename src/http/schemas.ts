@@ -71,13 +71,18 @@ export const RunSchema = z
       .describe(
         'Where a run recorded from elsewhere ran (`celery`: a Celery task served by an errand/celery worker); absent for Errand runs',
       ),
+    start_by: IsoTime.optional().describe(
+      'The deadline to start (expiresIn, expiresAt): a run not started by then is dropped, failed with reason `expired`. Absent: none',
+    ),
     flow: z
       .object({
         group: z.string().describe('The task whose limits the run counts against'),
         key: z.string().describe("The run's key ('' when only the task's limits apply)"),
         waiting: z
           .object({
-            reason: z.enum(['key_concurrency', 'group_concurrency', 'key_rate', 'group_rate']),
+            reason: z
+              .enum(['key_concurrency', 'group_concurrency', 'key_rate', 'group_rate', 'key_backoff', 'group_backoff'])
+              .describe('At the limit of active runs, over the rate, or backed off by a handler (ctx.backOff)'),
             active: z.number().int().optional(),
             limit: z.number().int().optional(),
             until: IsoTime.optional().describe('When the key (or task) may start again'),
@@ -186,6 +191,7 @@ export function runToJson(rec: RunRecord, options: { errorStacks?: boolean } = {
   };
   if (info.corrupt?.length) json.corrupt = info.corrupt;
   if (rec.origin !== undefined) json.origin = rec.origin;
+  if (rec.startBy !== undefined) json.start_by = new Date(rec.startBy).toISOString();
   if (rec.flow !== undefined) {
     const flow: NonNullable<RunJson['flow']> = { group: rec.flow.group, key: rec.flow.key };
     const w = rec.flow.waiting;

@@ -47,10 +47,26 @@ export const EnqueueQuerySchema = z
       .max(1000)
       .optional()
       .describe("Higher runs first; an integer from -1000 to 1000. Default: the task's priority."),
+    expires_in: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(MAX_DELAY_MS)
+      .optional()
+      .describe(
+        "Drop the run (failed, reason expired) if it has not started this many milliseconds after it is due. Default: the task's expiresIn. Not together with expires_at.",
+      ),
+    expires_at: z.iso
+      .datetime({ offset: true })
+      .optional()
+      .describe('Drop the run if it has not started by this time: ISO 8601 with a zone. Not together with expires_in.'),
   })
   .superRefine((q, ctx) => {
     if (q.delay !== undefined && q.run_at !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['run_at'], message: 'give either delay or run_at, not both' });
+    }
+    if (q.expires_in !== undefined && q.expires_at !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['expires_at'], message: 'give either expires_in or expires_at, not both' });
     }
   });
 
@@ -80,6 +96,8 @@ const OPTION_LOC: Record<string, (string | number)[]> = {
   delay: ['query', 'delay'],
   runAt: ['query', 'run_at'],
   priority: ['query', 'priority'],
+  expiresIn: ['query', 'expires_in'],
+  expiresAt: ['query', 'expires_at'],
   idempotencyKey: ['header', 'idempotency-key'],
   traceparent: ['header', 'traceparent'],
 };
@@ -110,6 +128,8 @@ export function registerTaskRoutes(ctx: RouteContext): void {
       if (query.data.delay !== undefined) opts.delay = query.data.delay;
       if (query.data.run_at !== undefined) opts.runAt = new Date(query.data.run_at);
       if (query.data.priority !== undefined) opts.priority = query.data.priority;
+      if (query.data.expires_in !== undefined) opts.expiresIn = query.data.expires_in;
+      if (query.data.expires_at !== undefined) opts.expiresAt = new Date(query.data.expires_at);
     }
     if (headers.success && headers.data['idempotency-key'] !== undefined) opts.idempotencyKey = headers.data['idempotency-key'];
     const traceparent = traceparentOf(request);

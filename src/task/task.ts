@@ -1,12 +1,13 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { FlowRate, FlowSpec, NewRun } from '../broker/types.ts';
-import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
+import { type BackOff, type BackOffScope, ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { type AnyFlow, type Join, joinOf, nextOf, type Pending, type ResultOf, type Spawn, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
+import { applyRunTiming, checkRunTiming, type RunTiming, type RunTimingOptions } from './run-timing.ts';
 import {
   checkDuration,
   checkPriority,
@@ -45,12 +46,19 @@ export interface TaskContext {
    * limits). Not available in isolated handlers (`ConfigError`).
    */
   spawn<F extends AnyFlow>(shape: F): Spawn<ResultOf<F>>;
+  /**
+   * `throw ctx.backOff(30_000)`: puts the run back for 30 s without using an attempt (a 429 with
+   * Retry-After). Under `limits`, its key (or, with `{ scope: 'task' }`, the whole task; a run
+   * without a key: the task) starts nothing until then; a task without limits waits alone.
+   * Returns the `BackOff` to throw; a bad `ms` (not in (0, 30 days]) or scope is a TypeError.
+   */
+  backOff(ms: number, options?: { scope?: BackOffScope; reason?: string }): BackOff;
 }
 
 /** A handler returns its result, or `ctx.spawn(shape)` whose value becomes its result. */
 export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R | Spawn<R>> | R | Spawn<R>;
 
-export interface TaskOptions<S extends z.ZodType> {
+export interface TaskOptions<S extends z.ZodType> extends RunTimingOptions<z.output<S>> {
   /** The input schema (zod). `enqueue` is typed by it and validates against it; the worker validates again before running. */
   input: S;
   /** Default `default`. */
@@ -126,6 +134,8 @@ export interface TaskLimits<I> {
 export interface KeyLimits {
   concurrency?: number;
   rate?: RateLimit;
+  /** Weighted fairness: this key is served `weight` runs in a row per turn of the task's keys (1 to 1000; default 1). */
+  weight?: number;
 }
 
 /** `limit` starts per `period` ms, at most `burst` (default `limit`) of them at once. */
@@ -154,9 +164,13 @@ export interface EnqueueOptions {
   queue?: string;
   /** W3C trace context to carry to the worker (set by the HTTP layer from the request). */
   traceparent?: string;
+  /** Drop the run (failed, reason `expired`) if it has not started this many ms after it is due. Overrides the task's `expiresIn`. */
+  expiresIn?: number;
+  /** Drop the run if it has not started by this time (a Date or epoch ms; not before it is due). Not together with `expiresIn`. */
+  expiresAt?: Date | number;
 }
 
-const ENQUEUE_OPTION_KEYS = new Set(['delay', 'runAt', 'priority', 'idempotencyKey', 'queue', 'traceparent']);
+const ENQUEUE_OPTION_KEYS = new Set(['delay', 'runAt', 'priority', 'idempotencyKey', 'queue', 'traceparent', 'expiresIn', 'expiresAt']);
 const TASK_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
 const TRACEPARENT = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/;
 
@@ -184,6 +198,10 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   readonly #idempotencyKey: ((input: z.output<S>) => string | undefined) | undefined;
   /** The task's concurrency limits, checked (undefined: none). */
   readonly limits: Readonly<TaskLimits<z.output<S>>> | undefined;
+  /** `expiresIn`, `throttle`, `debounce`, checked (see run-timing.ts). */
+  readonly timing: RunTiming<z.output<S>>;
+  /** `TaskOptions.expiresIn` (undefined: runs do not expire). */
+  readonly expiresIn: number | undefined;
 
   constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
     if (typeof name !== 'string' || !TASK_NAME.test(name)) {
@@ -219,6 +237,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     this.#idempotencyKey = options.idempotencyKey;
     recordTask(this as unknown as { name: string; handler: (...args: never[]) => unknown });
     this.limits = checkLimits(options.limits, where);
+    this.timing = checkRunTiming(options, where);
+    this.expiresIn = this.timing.expiresIn;
   }
 
   /**
@@ -284,6 +304,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     }
     if (options.traceparent) run.traceparent = options.traceparent;
     if (this.limits) run.flow = this.#flow(parsed.data);
+    applyRunTiming(run, this.timing, parsed.data, options, now);
     return run;
   }
 
@@ -325,6 +346,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       if (c !== undefined) flow.concurrency = c;
       const rate = own.rate ?? l.rate;
       if (rate) flow.rate = flowRate(rate);
+      if (own.weight !== undefined && own.weight !== 1) flow.weight = own.weight;
     }
     if (l.global !== undefined) flow.groupConcurrency = l.global;
     if (l.globalRate) flow.groupRate = flowRate(l.globalRate);
@@ -385,9 +407,12 @@ function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskL
         throw new ConfigError(`${where}: ${name} must be a positive integer or { concurrency?, rate? }, got ${String(v)}`);
       }
       for (const f of Object.keys(v)) {
-        if (f !== 'concurrency' && f !== 'rate') throw new ConfigError(`${where}: ${name}.${f} is not a key limit (concurrency, rate)`);
+        if (f !== 'concurrency' && f !== 'rate' && f !== 'weight')
+          throw new ConfigError(`${where}: ${name}.${f} is not a key limit (concurrency, rate, weight)`);
       }
       positive(v.concurrency, `${name}.concurrency`);
+      positive(v.weight, `${name}.weight`);
+      if ((v.weight ?? 0) > 1000) throw new ConfigError(`${where}: ${name}.weight must be at most 1000, got ${v.weight}`);
       checkRate(v.rate, `${name}.rate`, where);
     }
   }
@@ -450,6 +475,15 @@ function checkEnqueueOptions(options: unknown): InputIssue[] {
   }
   if (o.queue !== undefined && (typeof o.queue !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(o.queue))) {
     bad('queue', `must be 1 to 64 letters, digits, "_" or "-", got ${describe(o.queue)}`);
+  }
+  if (o.expiresIn !== undefined && (typeof o.expiresIn !== 'number' || !(o.expiresIn > 0) || o.expiresIn > MAX_DELAY_MS)) {
+    bad('expiresIn', `must be a positive number of milliseconds, at most ${MAX_DELAY_MS} (100 years), got ${describe(o.expiresIn)}`);
+  }
+  if (o.expiresAt !== undefined) {
+    const t = o.expiresAt instanceof Date ? o.expiresAt.getTime() : o.expiresAt;
+    if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 8.64e15)
+      bad('expiresAt', `must be a valid Date or epoch milliseconds, got ${describe(o.expiresAt)}`);
+    if (o.expiresIn !== undefined) bad('expiresAt', 'give either expiresIn or expiresAt, not both');
   }
   if (o.traceparent !== undefined && (typeof o.traceparent !== 'string' || !TRACEPARENT.test(o.traceparent))) {
     bad('traceparent', `must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>), got ${describe(o.traceparent)}`);

@@ -21,6 +21,10 @@ export interface StepTask {
   readonly retention: { readonly cancelled: number };
   /** Flow-control limits (docs/flow-control.md): a task that has them cannot be a workflow step yet. */
   readonly limits?: unknown;
+  /** A deadline to start (`expiresIn`): not carried by workflow steps yet, so such a task cannot be one. */
+  readonly expiresIn?: number | undefined;
+  /** Throttle and debounce: not for workflow steps yet either. */
+  readonly timing?: { throttle?: unknown; debounce?: unknown };
   /** Validates an input and builds its run (options: `EnqueueOptions`, typed where `task.step` takes them). */
   prepare(input: unknown, options: object | undefined, now: number, maxInputBytes: number): NewWorkflowRun;
 }
@@ -205,6 +209,16 @@ export interface CompiledWorkflow {
   value: { kind: 'one'; id: string } | { kind: 'many'; ids: string[] } | { kind: 'dag'; ids: Record<string, string> };
 }
 
+const noExpiry = (name: string) =>
+  new ConfigError(
+    `workflow: task "${name}" has a deadline to start (expiresIn, expiresAt): workflow steps do not expire yet (docs/flow-control.md), so it cannot be a step`,
+  );
+
+const noTiming = (name: string) =>
+  new ConfigError(
+    `workflow: task "${name}" throttles or debounces its runs: workflow steps do not yet (docs/flow-control.md), so it cannot be a step`,
+  );
+
 export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: number): CompiledWorkflow {
   const root = nodeOf(flow, 'workflow');
   const runs: NewWorkflowRun[] = [];
@@ -215,6 +229,8 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
         `workflow: task "${task.name}" has limits: workflow steps are not under flow control yet (docs/flow-control.md), so it cannot be a step`,
       );
     }
+    if (task.expiresIn !== undefined) throw noExpiry(task.name);
+    if (task.timing?.throttle || task.timing?.debounce) throw noTiming(task.name);
     const queue = options.queue ?? task.queue;
     const run: NewWorkflowRun = {
       id: newRunId(queue, now),
@@ -234,9 +250,11 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const compile = (node: Node, before: Out | null): Out => {
     switch (node.kind) {
       case 'step': {
+        if (node.task.timing?.throttle || node.task.timing?.debounce) throw noTiming(node.task.name);
         // The key a task derives from its input (its idempotencyKey option) holds for its steps too:
         // a workflow whose step's key is held by a stored run is not created (created: false).
         const run = node.task.prepare(node.input, node.options, now, maxInputBytes);
+        if (run.startBy !== undefined) throw noExpiry(node.task.name);
         if (before) run.dependsOn = edges(before, undefined);
         runs.push(run);
         return { ids: [run.id], many: false };

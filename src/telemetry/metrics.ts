@@ -54,6 +54,12 @@ export function createMetrics(app: Errand, registry = new Registry()): ErrandMet
     labelNames,
     registers: [registry],
   });
+  const backedOff = new Counter({
+    name: 'errand_runs_backed_off_total',
+    help: 'Attempts that backed off (ctx.backOff: the run put back, its attempt not counted) in workers of this process',
+    labelNames,
+    registers: [registry],
+  });
   const wait = new Histogram({
     name: 'errand_run_wait_seconds',
     help: 'Time from enqueue to the start of an attempt',
@@ -196,6 +202,7 @@ export function createMetrics(app: Errand, registry = new Registry()): ErrandMet
       if (e.type === 'success') succeeded.inc(labels);
       else if (e.type === 'failure') failed.inc(labels);
       else if (e.type === 'retry') retried.inc(labels);
+      else if (e.type === 'backoff') backedOff.inc(labels);
     });
     worker.on('schedule', (e: FireEvent) => {
       const labels = { schedule: e.schedule, queue: e.queue };

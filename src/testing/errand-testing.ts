@@ -45,7 +45,7 @@ export interface DrainAttempt {
   queue: string;
   attempt: number;
   /** `succeeded`; `retry` (failed, another attempt follows); `failed` (the run failed); `lost` (cancelled while running). */
-  outcome: 'succeeded' | 'retry' | 'failed' | 'lost' | 'released';
+  outcome: 'succeeded' | 'retry' | 'failed' | 'backoff' | 'lost' | 'released';
   /** What the handler threw (`retry`, `failed`). */
   error?: unknown;
 }

@@ -1,7 +1,7 @@
 /** `runTask(task, input, { attempt })`: one handler run directly with a test context, no broker. */
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
-import { ConfigError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { BackOff, ConfigError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkSpawn } from '../broker/shared/workflow.ts';
@@ -72,6 +72,7 @@ export async function runTask<S extends z.ZodType, R>(
       checkSpawn({ id: runId, attempt, outcome: 'spawned', ...spawn, retentionMs: 0 });
       return spawn;
     },
+    backOff: (ms, o) => new BackOff(ms, o),
     ...(options.traceparent !== undefined && { traceparent: options.traceparent }),
   };
   const timer = setTimeout(

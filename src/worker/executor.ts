@@ -10,7 +10,7 @@
 // task's timeout.
 import type { Logger } from 'pino';
 import type { Settlement } from '../broker/types.ts';
-import { formatPath, IsolateCrashedError, IsolateMemoryError, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { BackOff, formatPath, IsolateCrashedError, IsolateMemoryError, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
 import { scrubThrown, secretsAt } from '../core/redact.ts';
 import { encodeError } from '../core/run-info.ts';
@@ -24,14 +24,14 @@ import { type ActiveRun, abort, RunContext, RunLog, round, runBindings } from '.
 /** How an attempt ended. */
 export type Outcome =
   | {
-      type: 'success' | 'retry' | 'failure';
+      type: 'success' | 'retry' | 'failure' | 'backoff';
       /** What the worker stores (with its next reservation, or on its own). */
       settlement: Settlement;
       /** Handler time in ms (validation included). */
       durationMs: number;
       /** What the handler threw, as thrown (not scrubbed): for `retry` and `failure`. */
       error?: unknown;
-      /** For `retry`: when the next attempt is due. */
+      /** For `retry`: when the next attempt is due; for `backoff`: until when the run (its key, its task) waits. */
       retryAt?: number;
     }
   | {
@@ -317,6 +317,7 @@ function succeeded(entry: ActiveRun, task: TaskDefinition, log: RunLog, started:
 function handlerFailed(entry: ActiveRun, task: TaskDefinition, log: RunLog, started: number, err: unknown): Outcome {
   if (entry.detached) return detachedOutcome(entry, log, started);
   const { run } = entry;
+  if (err instanceof BackOff) return backedOff(entry, log, started, err);
   const permanent = err instanceof PermanentError;
   const reason = reasonOf(err);
   if (permanent || run.attempt >= task.retries.maxAttempts) return fail(entry, log, started, err, reason, task.retention.failed);
@@ -329,6 +330,17 @@ function handlerFailed(entry: ActiveRun, task: TaskDefinition, log: RunLog, star
     'run failed; retry scheduled',
   );
   return { type: 'retry', settlement, durationMs, error: err, retryAt };
+}
+
+/** The handler threw `ctx.backOff(ms)`: the run goes back without using an attempt (docs/flow-control.md). */
+function backedOff(entry: ActiveRun, log: RunLog, started: number, err: BackOff): Outcome {
+  const { run } = entry;
+  const until = Date.now() + err.ms;
+  const scope = err.scope === 'task' ? 'group' : 'key';
+  const settlement: Settlement = { id: run.id, attempt: run.attempt, outcome: 'backoff', until, scope };
+  const durationMs = performance.now() - started;
+  log.info({ durationMs: round(durationMs), backOffMs: err.ms, scope: err.scope, until: new Date(until).toISOString() }, 'run backed off');
+  return { type: 'backoff', settlement, durationMs, error: err, retryAt: until };
 }
 
 function fail(entry: ActiveRun, log: RunLog, started: number, err: unknown, reason: string | undefined, retentionMs: number): Outcome {

@@ -5,7 +5,7 @@
 // signal the worker aborts. It never touches the broker: the worker stores the outcome.
 import { threadId as currentThreadId, isMainThread, parentPort } from 'node:worker_threads';
 import pino, { type Logger } from 'pino';
-import { formatPath, PermanentError } from '../core/errors.ts';
+import { BackOff, formatPath, PermanentError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
 import { becomeIsolate, type Isolation, recordedTasks } from '../task/isolation.ts';
 import type { TaskContext } from '../task/task.ts';
@@ -115,6 +115,7 @@ function contextFor(msg: RunMessage, controller: AbortController, relay: Progres
       if (issues.length) throw new TypeError(`progress(): ${issues[0]!.message} at ${formatPath(issues[0]!.path, 'value')}`);
       relay.report(value ?? null);
     },
+    backOff: (ms, o) => new BackOff(ms, o),
     isolate: { kind, pid: process.pid, threadId: currentThreadId },
   };
   if (msg.traceparent) ctx.traceparent = msg.traceparent;

@@ -1,7 +1,7 @@
 // What a worker and its isolates (worker threads or child processes running handlers, see
 // isolates.ts and isolate-entry.ts) say to each other, and how an error crosses between them. Both
 // sides speak in structured clones (postMessage; `fork` with `serialization: 'advanced'`).
-import { PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { BackOff, type BackOffScope, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 
 /** The worker asks an isolate to run one attempt. */
 export interface RunMessage {
@@ -50,6 +50,8 @@ export interface WireError {
   permanent?: boolean;
   /** A value thrown that is not an Error. */
   nonError?: boolean;
+  /** A `BackOff` (ctx.backOff): how long, and what it holds back. */
+  backOff?: { ms: number; scope: BackOffScope };
 }
 
 export function toWire(err: unknown): WireError {
@@ -57,6 +59,7 @@ export function toWire(err: unknown): WireError {
     const out: WireError = { name: err.name || 'Error', message: String(err.message ?? '') };
     if (err.stack) out.stack = err.stack;
     if (err instanceof PermanentError || err.name === 'PermanentError') out.permanent = true;
+    if (err instanceof BackOff) out.backOff = { ms: err.ms, scope: err.scope };
     return out;
   }
   let message: string;
@@ -71,7 +74,8 @@ export function toWire(err: unknown): WireError {
 /** The error of a WireError: a PermanentError when permanent (so that it is not retried), else an Error with the same name. */
 export function fromWire(w: WireError): Error {
   let err: Error;
-  if (w.permanent) err = new PermanentError(w.message);
+  if (w.backOff) err = new BackOff(w.backOff.ms, { scope: w.backOff.scope, reason: w.message });
+  else if (w.permanent) err = new PermanentError(w.message);
   else if (w.name === 'TaskTimeoutError') err = new TaskTimeoutError(w.message);
   else err = new Error(w.message);
   if (w.name !== err.name) Object.defineProperty(err, 'name', { value: w.name, enumerable: false, configurable: true, writable: true });

@@ -35,12 +35,12 @@ export interface WorkerOptions {
 
 /** What a worker reports about each run (for metrics and tests). */
 export interface RunEvent {
-  type: 'start' | 'success' | 'retry' | 'failure' | 'lost' | 'released';
+  type: 'start' | 'success' | 'retry' | 'failure' | 'backoff' | 'lost' | 'released';
   run: Reservation;
   /** Handler time in ms (not for `start`). */
   durationMs?: number;
   error?: unknown;
-  /** For `retry`: when the next attempt is due. */
+  /** For `retry`: when the next attempt is due; for `backoff` (the handler threw `ctx.backOff`): until when it waits. */
   retryAt?: number;
 }
 

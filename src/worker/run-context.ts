@@ -3,7 +3,7 @@
 // runs the handler, and the lease book, which stops it when the lease is lost or handed back.
 import type { Logger } from 'pino';
 import type { Reservation } from '../broker/types.ts';
-import { formatPath } from '../core/errors.ts';
+import { BackOff, type BackOffScope, formatPath } from '../core/errors.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkSpawn } from '../broker/shared/workflow.ts';
 import type { TaskContext } from '../task/task.ts';
@@ -121,6 +121,10 @@ export class RunContext implements TaskContext {
     // The broker checks it again; checked here, the handler gets the error (and may catch it).
     checkSpawn({ id: run.id, attempt: run.attempt, outcome: 'spawned', ...spawn, retentionMs: 0 });
     return spawn;
+  }
+
+  backOff(ms: number, options?: { scope?: BackOffScope; reason?: string }): BackOff {
+    return new BackOff(ms, options);
   }
 }
 

@@ -376,9 +376,8 @@ export class Worker extends EventEmitter {
   /** The `run` event of an outcome (a success's only when someone listens: it is the hot path). */
   #report(run: Reservation, outcome: Outcome): void {
     const { type, durationMs } = outcome;
-    if (type === 'success') {
-      if (this.listenerCount('run')) this.emit('run', { type, run, durationMs } satisfies RunEvent);
-    } else if (type === 'retry')
+    if (type === 'success' && !this.listenerCount('run')) return;
+    if (type === 'retry' || type === 'backoff')
       this.emit('run', { type, run, durationMs, error: outcome.error, retryAt: outcome.retryAt } satisfies RunEvent);
     else if (type === 'failure') this.emit('run', { type, run, durationMs, error: outcome.error } satisfies RunEvent);
     else this.emit('run', { type, run, durationMs } satisfies RunEvent);

@@ -21,12 +21,15 @@
  * happens, never on how long it took.
  */
 import { describe } from 'node:test';
+import { backoffConformance } from './backoff.ts';
 import { cancelConformance } from './cancel.ts';
 import { cancelRetentionConformance } from './cancel-retention.ts';
 import { connectionConformance } from './connection.ts';
 import { type ConformanceOptions, conformanceContext, type MakeBroker } from './context.ts';
 import { countConformance } from './counts.ts';
+import { debounceConformance } from './debounce.ts';
 import { enqueueConformance } from './enqueue.ts';
+import { expiryConformance } from './expiry.ts';
 import { idempotencyConformance } from './idempotency.ts';
 import { leaseConformance } from './leases.ts';
 import { limitsConformance } from './limits.ts';
@@ -40,6 +43,7 @@ import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
 import { spawnConformance } from './spawn.ts';
 import { workflowQueuesConformance } from './workflow-queues.ts';
+import { weightsConformance } from './weights.ts';
 import { workflowConformance } from './workflows.ts';
 
 export type { ConformanceOptions, MakeBroker, MakeBrokerOptions, Need } from './context.ts';
@@ -58,6 +62,10 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     retryConformance(c);
     leaseConformance(c);
     limitsConformance(c);
+    backoffConformance(c);
+    expiryConformance(c);
+    debounceConformance(c);
+    weightsConformance(c);
     sharedStorageConformance(c);
     notificationConformance(c);
     countConformance(c);

@@ -57,6 +57,22 @@ describe('run JSON', () => {
     assert.equal(runToJson(base).flow, undefined, 'absent for a run without limits');
   });
 
+  it('shows a back-off (what holds a queued run back, until when) and the deadline to start', () => {
+    const queued: RunRecord = {
+      ...base,
+      state: 'queued',
+      error: undefined,
+      history: [],
+      startBy: Date.UTC(2030, 0, 1, 0, 5),
+      flow: { group: 'sync', key: 'tenant-a', waiting: { reason: 'key_backoff', until: Date.UTC(2030, 0, 1, 0, 0, 30) } },
+    };
+    const json = runToJson(queued);
+    assert.deepStrictEqual(json.flow?.waiting, { reason: 'key_backoff', until: '2030-01-01T00:00:30.000Z' });
+    assert.equal(json.start_by, '2030-01-01T00:05:00.000Z');
+    assert.ok(RunSchema.safeParse(json).success);
+    assert.equal(runToJson(base).start_by, undefined, 'absent without a deadline');
+  });
+
   it('has every key, ISO times, and the error without its stack by default', () => {
     const json = runToJson(base);
     assert.deepEqual(Object.keys(json), [

@@ -27,6 +27,8 @@ const boom = errand.task('wf.boom', { input: z.object({}), retries: { maxAttempt
   throw new Error('boom');
 });
 const limited = errand.task('wf.limited', { input: z.number(), retention, limits: { key: (n) => String(n), concurrency: 1 } }, (n) => n);
+const expiring = errand.task('wf.expiring', { input: z.number(), retention, expiresIn: 60_000 }, (n) => n);
+const debounced = errand.task('wf.debounced', { input: z.number(), retention, debounce: { key: String, window: 100 } }, (n) => n);
 const cleanup = errand.task('wf.cleanup', { input: z.array(z.unknown()), retention }, (values) => values.length);
 
 describe('workflows through errand.workflow', () => {
@@ -137,6 +139,19 @@ describe('workflows through errand.workflow', () => {
       errand.workflow(chain(double.step(1), limited.next())),
       (e: Error) => e instanceof ConfigError && /"wf\.limited" has limits/.test(e.message),
     );
+    // Nor, yet, a task with a deadline to start, or one that throttles or debounces.
+    for (const shape of [chain(expiring.step(1), double.next()), chain(double.step(1), expiring.next())]) {
+      await assert.rejects(
+        errand.workflow(shape),
+        (e: Error) => e instanceof ConfigError && /"wf\.expiring" has a deadline to start/.test(e.message),
+      );
+    }
+    for (const shape of [chain(debounced.step(1), double.next()), chain(double.step(1), debounced.next())]) {
+      await assert.rejects(
+        errand.workflow(shape),
+        (e: Error) => e instanceof ConfigError && /"wf\.debounced" throttles or debounces/.test(e.message),
+      );
+    }
     const before = (await t.broker.counts()).default;
     await assert.rejects(errand.workflow(chord(group(fetchPage.step({ url: 1 } as never)), total.next())), InputError);
     assert.deepStrictEqual((await t.broker.counts()).default, before, 'nothing stored');

@@ -165,6 +165,8 @@ export function decodeRun(id: string, queue: string, key: string, h: Record<stri
   if (h.c !== undefined) rec.traceparent = h.c;
   if (h.g !== undefined) rec.flow = { group: h.g, key: h.y ?? '' };
   if (h.G !== undefined) rec.workflow = h.G;
+  const startBy = int(h.X);
+  if (startBy !== undefined) rec.startBy = startBy;
   if (h.O !== undefined) rec.origin = h.O;
   const mark = readMark(h.S);
   if (mark) rec.schedule = mark;

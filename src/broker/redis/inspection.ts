@@ -90,6 +90,7 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
       if (a == null && lim == null) return undefined;
       const s: FlowLimitState = { active: Number(a ?? 0) || 0, limit: Number(lim ?? 0) || 0 };
       if (w != null && wait != null) s.waitUntil = Number(wait);
+      if (w === 'b' && wait != null) s.backedOff = true;
       return s;
     };
     const waiting = flowWaiting(state(kh?.[1], kw?.[1]), state(gh?.[1], gw?.[1]));

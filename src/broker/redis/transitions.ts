@@ -41,7 +41,7 @@ const PRUNE_LIMIT = 1000;
 const settlementSize = ({ item }: { item: Settlement }) =>
   item.outcome === 'spawned'
     ? item.runs.reduce((n, r) => n + r.input.length + 200, 100)
-    : (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
+    : (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.outcome === 'backoff' ? 0 : item.error.length) + 100;
 
 /** Whether settlements go in one call (what `chunk` would leave in one part), without splitting them. */
 function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
@@ -58,13 +58,14 @@ function pushSettlements(c: RedisCore, args: (string | number)[], part: readonly
       args.push(rid, item.attempt, 'w', spawnPayload(item, c.cancelledRetentionMs), Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
-    else args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
+    else if (item.outcome === 'retry') args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
+    else args.push(rid, item.attempt, 'b', item.scope === 'group' ? 'g' : 'k', Math.floor(item.until));
   }
 }
 
 /** A run's flow spec as enqueue.lua takes it: `<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>`. */
 function flowArg(f: FlowSpec): string {
-  return `${f.group}|${f.concurrency ?? 0}|${f.groupConcurrency ?? 0}|${rateText(f.rate)}|${rateText(f.groupRate)}|${f.key}`;
+  return `${f.group}|${f.concurrency ?? 0}|${f.groupConcurrency ?? 0}|${rateText(f.rate)}|${rateText(f.groupRate)}|${f.weight ?? 1}|${f.key}`;
 }
 
 export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
@@ -118,6 +119,8 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
           ownRetention(run.cancelledRetentionMs) ?? '',
           run.flow ? flowArg(run.flow) : '',
           run.schedule ? markText(run.schedule) : '',
+          run.startBy === undefined ? '' : Math.floor(run.startBy),
+          run.debounce ? `${run.debounce.maxAt === null ? '' : Math.floor(run.debounce.maxAt)}|${run.debounce.key}` : '',
         );
       }
       chain = chain.then(() =>

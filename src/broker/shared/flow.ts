@@ -38,14 +38,16 @@ export interface FlowLimitState {
   active: number;
   limit: number;
   waitUntil?: number;
+  /** Set when the wait is a handler's back-off rather than the rate. */
+  backedOff?: boolean;
 }
 
 /** What holds a queued run back (see `RunFlow.waiting`), from its key's and group's states; in reserve's order. */
 export function flowWaiting(key: FlowLimitState | undefined, group: FlowLimitState | undefined): FlowWait | undefined {
-  if (group?.waitUntil !== undefined) return { reason: 'group_rate', until: group.waitUntil };
+  if (group?.waitUntil !== undefined) return { reason: group.backedOff ? 'group_backoff' : 'group_rate', until: group.waitUntil };
   if (group && group.limit > 0 && group.active >= group.limit)
     return { reason: 'group_concurrency', active: group.active, limit: group.limit };
-  if (key?.waitUntil !== undefined) return { reason: 'key_rate', until: key.waitUntil };
+  if (key?.waitUntil !== undefined) return { reason: key.backedOff ? 'key_backoff' : 'key_rate', until: key.waitUntil };
   if (key && key.limit > 0 && key.active >= key.limit) return { reason: 'key_concurrency', active: key.active, limit: key.limit };
   return undefined;
 }

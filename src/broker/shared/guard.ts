@@ -113,6 +113,9 @@ export function checkFlow(flow: unknown, where: string): void {
       throw new ConfigError(`${where}: flow.${name} must be a non-negative integer (0: unlimited), got ${String(v)}`);
     }
   }
+  if (f.weight !== undefined && (typeof f.weight !== 'number' || !Number.isSafeInteger(f.weight) || f.weight < 1 || f.weight > 1000)) {
+    throw new ConfigError(`${where}: flow.weight must be an integer from 1 to 1000, got ${String(f.weight)}`);
+  }
 }
 
 export function isGuarded(broker: Broker): boolean {
@@ -251,6 +254,20 @@ class GuardedBroker implements Broker {
 
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     for (const run of runs) {
+      if (run.startBy !== undefined && !Number.isFinite(run.startBy)) {
+        return Promise.reject(new ConfigError(`enqueue: run ${String(run.id)}: startBy must be epoch ms, got ${String(run.startBy)}`));
+      }
+      const d = run.debounce;
+      if (
+        d !== undefined &&
+        (typeof d?.key !== 'string' || (d.maxAt !== null && !Number.isFinite(d.maxAt)) || run.idempotencyKey !== undefined)
+      ) {
+        return Promise.reject(
+          new ConfigError(
+            `enqueue: run ${String(run.id)}: debounce must be { key: string, maxAt: epoch ms | null }, without an idempotency key`,
+          ),
+        );
+      }
       if (run.flow !== undefined) {
         try {
           checkFlow(run.flow, `enqueue: run ${String(run.id)}`);

@@ -47,6 +47,13 @@ export const RUN_ERRORS = {
     message: 'The runs it spawned were not created: run id {id} is taken already',
     vars: ['id'],
   },
+  /** A run that was not started by its deadline (`NewRun.startBy`): failed by reserve, never started. */
+  expired: {
+    name: 'RunExpiredError',
+    reason: 'expired',
+    message: 'Not started by its deadline ({at}, epoch ms): dropped without running',
+    vars: ['at'],
+  },
 } as const satisfies Record<string, RunErrorDefinition>;
 
 export type RunErrorKind = keyof typeof RUN_ERRORS;

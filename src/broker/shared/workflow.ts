@@ -52,6 +52,9 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
       if (keys.has(k)) bad(`run ${run.id}`, `has the idempotency key "${run.idempotencyKey}" of another run of this workflow (same task)`);
       keys.add(k);
     }
+    if (run.debounce !== undefined) bad(`run ${run.id}`, `is of task "${run.task}", which debounces: workflow steps do not yet`);
+    if (run.startBy !== undefined)
+      bad(`run ${run.id}`, `is of task "${run.task}" with a deadline to start (startBy): workflow steps do not expire yet`);
     if (run.flow !== undefined)
       bad(
         `run ${run.id}`,

@@ -6,9 +6,11 @@
  * index ranges (`flowGroupNext`, `flowKeysNext`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
-import type { FlowRate, Reservation } from '../types.ts';
+import { runErrorText } from '../shared/run-errors.ts';
+import type { FlowRate, Reservation, Settlement, SettleStatus } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { corruptError, num, type Row, toReservation } from './statements.ts';
+import { resolveIn } from './workflows.ts';
 
 /** Where a run stands for flow control: its queue, group, key and the limits it carries. */
 export interface FlowPlace {
@@ -20,6 +22,8 @@ export interface FlowPlace {
   /** Rates as stored (`rateText`): '' for none. */
   kr: string;
   gr: string;
+  /** The key's weight: runs in a row per turn (1: plain round robin). */
+  kw: number;
 }
 
 /** The flow place of a row read with `flow_group, flow_key, flow_kc, flow_gc` (and `queue`, unless given); undefined without a flow spec. */
@@ -33,6 +37,7 @@ export function flowOf(row: Row, queue?: string): FlowPlace | undefined {
     gc: num(row.flow_gc) ?? 0,
     kr: typeof row.flow_krate === 'string' ? row.flow_krate : '',
     gr: typeof row.flow_grate === 'string' ? row.flow_grate : '',
+    kw: num(row.flow_kw) ?? 1,
   };
 }
 
@@ -45,13 +50,13 @@ export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number, gr
   if (dq > 0 && da === 0) {
     // The common case (enqueue, promotion, replay): one statement for the key.
     if (groupToo) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
-    c.s.flowKeyQueued.run({ queue: f.queue, grp: f.grp, key: f.key, conc: f.kc, rate: f.kr || null, turn: c.takeSeq(0), dq });
+    c.s.flowKeyQueued.run({ queue: f.queue, grp: f.grp, key: f.key, conc: f.kc, rate: f.kr || null, weight: f.kw, turn: c.takeSeq(0), dq });
     return;
   }
   if (dq > 0) {
     const turn = c.takeSeq(0);
     c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, turn);
-    c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, f.kr || null, turn);
+    c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, f.kr || null, turn, f.kw);
   }
   if (da !== 0 && groupToo) c.s.flowGroupCount.run(da, f.queue, f.grp);
   c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null, rate: f.kr || null });
@@ -315,4 +320,55 @@ function leaseOneKey(
   const full = done === planned && rows.length === planned;
   if (full && keyUntil !== undefined) c.change('flowKeyWait', keyUntil, queue, grp, key);
   return { done, gtat: gts[done], ...(full && groupUntil !== undefined ? { held: groupUntil } : {}) };
+}
+
+/**
+ * Within settleIn: a handler backed off (docs/flow-control.md). The run is queued again at the head
+ * of its key (attempt not counted) and its key or group waits until `until`; a run without a flow
+ * spec is scheduled at `until` itself.
+ */
+export function backOffIn(
+  c: SqliteCore,
+  workerId: string,
+  s: Extract<Settlement, { outcome: 'backoff' }>,
+  now: number,
+  changed: string[],
+  queues: Set<string>,
+  groups: FlowGroups,
+): SettleStatus {
+  const row = c.row('backOff', s.id, s.attempt, workerId, now, s.until);
+  if (!row) return 'lost';
+  changed.push(s.id);
+  queues.add(String(row.queue));
+  const f = flowOf(row);
+  if (f) {
+    groups.move(c, f, 1, -1);
+    if (s.scope === 'group' || f.key === '') c.change('flowGroupBackOff', s.until, f.queue, f.grp);
+    else c.change('flowKeyBackOff', s.until, f.queue, f.grp, f.key);
+  }
+  return 'ok';
+}
+
+/** How many expired runs one reserve fails per queue at most (the rest: by the next call). */
+const EXPIRED_PER_CALL = 1000;
+
+/**
+ * Within reserve: the queued runs of `queue` past their deadline to start (`NewRun.startBy`) are
+ * failed with reason `expired`, never started (no attempt counted), their flow slot (queued) given
+ * back and, for a workflow's run, their dependents told (docs/workflows.md). Counted as failed.
+ */
+export function failExpired(c: SqliteCore, queue: string, now: number, changed: string[], queues: Set<string>): void {
+  const rows = c.rows('expiredDue', queue, now, EXPIRED_PER_CALL);
+  if (rows.length === 0) return;
+  const stat = c.stat(queue, now);
+  for (const row of rows) {
+    const error = runErrorText('expired', { at: String(num(row.start_by) ?? '') });
+    c.s.failExpired.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error });
+    stat.failed++;
+    const f = flowOf(row, queue);
+    if (f) flowMove(c, f, -1, 0);
+    const id = String(row.id);
+    changed.push(id);
+    if (typeof row.workflow === 'string') resolveIn(c, id, false, null, now, changed, queues);
+  }
 }

@@ -39,6 +39,7 @@ export function getRun(c: SqliteCore, id: string): RunRecord | null {
         const s: FlowLimitState = { active: num(r.active) ?? 0, limit: num(r.conc) ?? 0 };
         const wait = num(r.wait);
         if (wait !== undefined) s.waitUntil = wait;
+        if (r.held === 'backoff') s.backedOff = true;
         return s;
       };
       const waiting = flowWaiting(

@@ -354,6 +354,53 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE workflow_edges ADD COLUMN adopt INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 12,
+    description: 'flow control: a back-off of a key or group (held: why it waits)',
+    // Self-contained: two nullable columns. `held` is 'backoff' while a key's (or group's) `wait`
+    // is a handler's back-off (ctx.backOff), NULL while it is its rate; cleared with `wait`.
+    sql: `
+      ALTER TABLE flow_keys ADD COLUMN held TEXT;
+      ALTER TABLE flow_groups ADD COLUMN held TEXT;
+    `,
+  },
+  {
+    version: 13,
+    description: 'expiry: runs.start_by, the deadline to start of a run (NewRun.startBy)',
+    // Self-contained: a nullable column and a partial index of the never-started queued runs that have one (reserve
+    // fails those past it: one probe of an empty index for queues without deadlines).
+    sql: `
+      ALTER TABLE runs ADD COLUMN start_by INTEGER;
+      CREATE INDEX runs_start_by ON runs (queue, start_by) WHERE state = 'queued' AND start_by IS NOT NULL AND attempts = 0;
+    `,
+  },
+  {
+    version: 14,
+    description: 'debounce: the scheduled run each debounce key names (NewRun.debounce)',
+    // Self-contained: a new table. A row names the latest run of a key; it matches only while that
+    // run is scheduled (checked at enqueue), and is replaced by the next burst's run.
+    sql: `
+      CREATE TABLE debounce (
+        queue TEXT NOT NULL,
+        task TEXT NOT NULL,
+        key TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        max_at INTEGER,
+        PRIMARY KEY (queue, task, key)
+      ) WITHOUT ROWID;
+    `,
+  },
+  {
+    version: 15,
+    description: 'flow control: weighted fairness (runs.flow_kw, flow_keys.weight and streak)',
+    // Self-contained: columns only. A key of weight w is served w runs in a row per turn of its
+    // group's ring (streak counts them), then goes to the back.
+    sql: `
+      ALTER TABLE runs ADD COLUMN flow_kw INTEGER;
+      ALTER TABLE flow_keys ADD COLUMN weight INTEGER NOT NULL DEFAULT 1;
+      ALTER TABLE flow_keys ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

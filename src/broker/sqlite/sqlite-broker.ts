@@ -60,6 +60,7 @@ import { SqliteCore, type SqliteBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { SqliteNotifications } from './notifications.ts';
+import { recordFinished as recordFinishedRuns } from './record.ts';
 import * as transitions from './transitions.ts';
 import { releaseHub } from './wake-hub.ts';
 import * as workflows from './workflows.ts';
@@ -124,7 +125,7 @@ export class SqliteBroker implements Broker, BrokerInspector {
   }
 
   async recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
-    return transitions.recordFinished(this.#c, runs, now);
+    return recordFinishedRuns(this.#c, runs, now);
   }
 
   async renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {

@@ -10,6 +10,7 @@ import type { AttemptRecord, QueueCounts, Reservation, RunRecord, RunState } fro
 import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
 import { readMark } from '../../core/run.ts';
 import { runErrorText } from '../shared/run-errors.ts';
+import { FLOW_SQL } from './flow-sql.ts';
 import { SPAWN_SQL } from './spawn-sql.ts';
 
 export type Row = Record<string, SQLOutputValue>;
@@ -37,7 +38,7 @@ function endAttempt(at: string, outcome: string): string {
 const HELD = `id = ?1 AND state = 'active' AND attempts = ?2 AND worker = ?3`;
 
 /** A failed (or cancelled) run back to queued, its attempts reset; its last attempt moves into the history. */
-const REPLAY = `state = 'queued', attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
+const REPLAY = `state = 'queued', start_by = NULL, attempts = 0, lease_losses = 0, run_at = :now, result = NULL, error = NULL, progress = NULL,
   finished_at = NULL, expires_at = NULL, lease_until = NULL, rev = rev + 1,
   history = ${HISTORY_WITH_LAST}, a_no = NULL, a_ended = NULL, a_outcome = NULL`;
 
@@ -63,12 +64,12 @@ export const SQL = {
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
   stateOf: 'SELECT state, queue, origin, flow_group, flow_key, workflow FROM runs WHERE id = ?',
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, schedule, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
-  /** A run with a flow spec (flow_group .. flow_grate follow schedule). */
+      cancel_retention, schedule, start_by, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+  /** A run with a flow spec (flow_group .. flow_grate follow start_by). */
   insertFlow: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, schedule, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, schedule, start_by, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   /** A run that ran elsewhere, recorded finished (recordFinished); its last attempt in the a_* columns. */
   insertFinished: `INSERT INTO runs (id, queue, state, task, priority, seq, input, result, error, attempts, lease_losses, enqueued_at,
@@ -80,60 +81,30 @@ export const SQL = {
   promote: `UPDATE runs SET state = 'queued', seq = :base + p.n, rev = rev + 1
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY run_at, seq, rid) AS n
           FROM runs WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now) AS p
-    WHERE runs.rid = p.prid RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   recoverFail: `UPDATE runs SET state = 'failed', lease_losses = coalesce(lease_losses, 0) + 1, error = :error,
       finished_at = :now, expires_at = :expires, lease_until = NULL, rev = rev + 1, ${endAttempt(':now', "'lost'")}
     WHERE queue = :queue AND state = 'active' AND lease_until <= :now AND coalesce(lease_losses, 0) + 1 >= :max
-    RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   recoverRequeue: `UPDATE runs SET state = 'queued', lease_losses = coalesce(lease_losses, 0) + 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt(':now', "'lost'")}
-    WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE queue = :queue AND state = 'active' AND lease_until <= :now RETURNING flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
+  // debounce (NewRun.debounce)
+  debGet: `SELECT d.run_id, d.max_at, r.rid FROM debounce d JOIN runs r ON r.id = d.run_id AND r.state = 'scheduled' AND r.attempts = 0
+    WHERE d.queue = ? AND d.task = ? AND d.key = ?`,
+  debMove: 'UPDATE runs SET input = :input, run_at = :runAt, rev = rev + 1 WHERE rid = :rid',
+  debPut: `INSERT INTO debounce (queue, task, key, run_id, max_at) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, max_at = excluded.max_at`,
+  /** Queued runs past their deadline to start (expiry): failed by reserve, never started. */
+  expiredDue: `SELECT rid, id, start_by, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw FROM runs
+    WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND start_by < ? AND attempts = 0 ORDER BY start_by LIMIT ?`,
+  failExpired: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, rev = rev + 1 WHERE rid = :rid`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, seq LIMIT :max)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
-  flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
-  flowCountKeys: 'SELECT coalesce(sum(queued), 0) AS queued, count(*) AS keys, count(wait) AS waiting FROM flow_keys WHERE queue = ?',
-  /** A page of a queue's keys (`flowKeys`): by :sort ('queued' or 'active', most first; 'key'), then group and key. */
-  flowKeysPage: `SELECT grp, key, queued, active, conc, rate, wait FROM flow_keys WHERE queue = :queue
-    ORDER BY CASE :sort WHEN 'queued' THEN -queued WHEN 'active' THEN -active ELSE 0 END, grp, key LIMIT :limit OFFSET :offset`,
-  flowKeysTotal: 'SELECT count(*) AS n FROM flow_keys WHERE queue = ?',
-  /** Queued runs held back by a limit, by what holds them (see `FlowCounts.heldRuns`). */
-  flowHeldRuns: `SELECT
-      coalesce(sum(CASE WHEN g.wait IS NOT NULL THEN k.queued END), 0) AS group_rate,
-      coalesce(sum(CASE WHEN g.wait IS NULL AND g.conc > 0 AND g.active >= g.conc THEN k.queued END), 0) AS group_concurrency,
-      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NOT NULL THEN k.queued END), 0) AS key_rate,
-      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NULL
-        AND k.conc > 0 AND k.active >= k.conc THEN k.queued END), 0) AS key_concurrency
-    FROM flow_keys AS k JOIN flow_groups AS g ON g.queue = k.queue AND g.grp = k.grp WHERE k.queue = ? AND k.queued > 0`,
-  flowCountGroups: 'SELECT count(wait) AS waiting FROM flow_groups WHERE queue = ?',
-  flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
-  flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
-  flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
-  /** A key served :dq runs (:da of them started; the others were corrupt), to the back of its ring. */
-  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - :dq), active = active + :da, turn = :turn
-    WHERE queue = :queue AND grp = :grp AND key = :key`,
-  /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
-  flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
-    WHERE queue = :queue AND grp = :grp`,
-  /** A run of a key became queued: the key known (its limits the run's), its count up. */
-  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :turn, :dq)
-    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate`,
-  /** The next ready keys of a group's ring, in turn order, with their GCRA times. */
-  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
-    WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
-  // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
-  flowKeysDue: 'UPDATE flow_keys SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
-  flowGroupsDue: 'UPDATE flow_groups SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
-  flowKeyWait: 'UPDATE flow_keys SET wait = ? WHERE queue = ? AND grp = ? AND key = ?',
-  flowGroupWait: 'UPDATE flow_groups SET wait = ? WHERE queue = ? AND grp = ?',
-  flowNextWait: `SELECT min(w) AS wait FROM (SELECT min(wait) AS w FROM flow_keys WHERE queue = ?1 AND wait IS NOT NULL
-    UNION ALL SELECT min(wait) FROM flow_groups WHERE queue = ?1 AND wait IS NOT NULL)`,
-  flowKeyTatPut: `INSERT INTO flow_rates (queue, grp, key, tat) VALUES (?, ?, ?, ?)
-    ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
-  flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
-  pruneFlowRates: 'DELETE FROM flow_rates WHERE tat < ?',
+  // Flow control's leases (its other statements: flow-sql.ts).
   /** The first `:n` queued runs of one key, leased (in any order: `seq` says theirs). */
   flowLeaseKey: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
@@ -146,17 +117,6 @@ export const SQL = {
     WHERE rid IN (SELECT (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = j.value AND state = 'queued'
       AND flow_key IS NOT NULL ORDER BY seq LIMIT 1) FROM json_each(:keys) AS j)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, flow_key`,
-  flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
-  flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
-    ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
-  flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, rate, turn) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
-  flowGroupCount: 'UPDATE flow_groups SET active = max(0, active + ?) WHERE queue = ? AND grp = ?',
-  flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc),
-      rate = CASE WHEN :conc IS NULL THEN rate ELSE :rate END
-    WHERE queue = :queue AND grp = :grp AND key = :key`,
-  flowKeyTurn: 'UPDATE flow_keys SET turn = ? WHERE queue = ? AND grp = ? AND key = ?',
-  /** Whether freeing slots in a queue may have made a key ready (then idle workers are woken). */
-  flowReady: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? AND ready LIMIT 1',
   failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
       rev = rev + 1, ${endAttempt(':now', "'failed'")}
     WHERE rid = :rid`,
@@ -176,13 +136,18 @@ export const SQL = {
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}
-    WHERE ${HELD} RETURNING queue, started_at, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE ${HELD} RETURNING queue, started_at, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   /** ?4 lease expiry */
   renew: `UPDATE runs SET lease_until = ?4 WHERE ${HELD}`,
   /** ?4 now */
   release: `UPDATE runs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
       ${endAttempt('?4', "'released'")}
-    WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE ${HELD} RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
+  /** ?4 now, ?5 until: a handler backed off; a run without a flow spec waits until ?5 itself. */
+  backOff: `UPDATE runs SET state = CASE WHEN flow_key IS NOT NULL OR ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END,
+      run_at = CASE WHEN flow_key IS NULL THEN ?5 ELSE run_at END, attempts = attempts - 1, lease_until = NULL, rev = rev + 1,
+      ${endAttempt('?4', "'backoff'")}
+    WHERE ${HELD} RETURNING queue, state, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   /** ?4 progress */
   progress: `UPDATE runs SET progress = ?4, rev = rev + 1 WHERE ${HELD}`,
 
@@ -201,7 +166,7 @@ export const SQL = {
   // reads as failed (toRecord): it is replayed as one.
   retry: `UPDATE runs SET ${REPLAY}, seq = :seq
     WHERE id = :id AND state NOT IN ('waiting', 'queued', 'scheduled', 'active', 'succeeded') AND origin IS NULL
-    RETURNING queue, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    RETURNING queue, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   countsAll: 'SELECT queue, state, count(*) AS n FROM runs GROUP BY queue, state',
   countsSome: 'SELECT queue, state, count(*) AS n FROM runs WHERE queue IN (SELECT value FROM json_each(?)) GROUP BY queue, state',
   pruneRuns:
@@ -286,11 +251,11 @@ export const SQL = {
   retryFailedAll: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   retryFailedTask: `UPDATE runs SET ${REPLAY}, seq = :base + p.n
     FROM (SELECT rid AS prid, row_number() OVER (ORDER BY rid) AS n FROM runs
           WHERE queue = :queue AND task = :task AND state = 'failed' AND origin IS NULL ORDER BY rid LIMIT :limit) AS p
-    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate`,
+    WHERE runs.rid = p.prid RETURNING id, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   stats: 'SELECT minute, enqueued, succeeded, failed, retried, wait, run FROM queue_stats WHERE queue = ? AND minute >= ? ORDER BY minute',
   // Listing (see listRuns): newest first is rid DESC, which every index carries; each range below is
   // one index range read backwards from the cursor, `limit` entries at most.
@@ -299,6 +264,7 @@ export const SQL = {
   ridsTaskState: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   ridsTaskStateQueue: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND +queue = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   rowsByRid: 'SELECT * FROM runs WHERE rid IN (SELECT value FROM json_each(?)) ORDER BY rid DESC',
+  ...FLOW_SQL,
   ...SPAWN_SQL,
 } as const;
 
@@ -463,6 +429,8 @@ export function toRecord(row: Row): RunRecord {
   if (traceparent !== undefined) rec.traceparent = traceparent;
   const workflow = text(row.workflow);
   if (workflow !== undefined) rec.workflow = workflow;
+  const startBy = num(row.start_by);
+  if (startBy !== undefined) rec.startBy = startBy;
   const origin = text(row.origin);
   if (origin !== undefined) rec.origin = origin;
   const group = text(row.flow_group);

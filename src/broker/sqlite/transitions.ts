@@ -3,15 +3,12 @@
  * cancel, retry and prune. Each is one `BEGIN IMMEDIATE` transaction (prune: small ones), and
  * tells the wake hub what changed once it is committed.
  */
-import { timeOfRunId } from '../../core/ids.ts';
-import { checkFinishedRun } from '../shared/finished.ts';
 import { rateText } from '../shared/flow.ts';
 import { checkSpawns } from '../shared/workflow.ts';
 import { CANCEL_LOG_RETENTION_MS, DAY, ownRetention, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
-  FinishedRun,
   Lease,
   NewRun,
   Reservation,
@@ -24,7 +21,7 @@ import type {
 } from '../types.ts';
 import { markText } from '../../core/run.ts';
 import { type SqliteCore, stateOf } from './core.ts';
-import { FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
+import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, rewaitIn, spawnIn } from './workflows.ts';
 
@@ -49,6 +46,16 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
   for (let i = 0; i < runs.length; i++) {
     const run = runs[i] as NewRun;
     const key = run.idempotencyKey;
+    const deb = run.debounce;
+    // Debounce: a scheduled run of the key takes this input and moves to this runAt (not past maxAt).
+    const hit = deb && c.row('debGet', run.queue, run.task, deb.key);
+    if (deb && hit) {
+      const maxAt = num(hit.max_at);
+      c.s.debMove.run({ input: run.input, runAt: maxAt === undefined ? run.runAt : Math.min(run.runAt, maxAt), rid: hit.rid ?? null });
+      out.push({ id: String(hit.run_id), created: false, state: 'scheduled' });
+      mine.add(run.queue);
+      continue;
+    }
     if (key !== undefined) {
       const hit = c.row('idemGet', run.queue, run.task, key);
       if (hit && (num(hit.expires_at) ?? 0) > now) {
@@ -77,6 +84,7 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
       run.traceparent ?? null,
       ownRetention(run.cancelledRetentionMs) ?? null,
       run.schedule ? markText(run.schedule) : null,
+      run.startBy ?? null,
     ] as const;
     const f = run.flow;
     const inserted = f
@@ -89,6 +97,7 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
           f.groupConcurrency ?? 0,
           rateText(f.rate),
           rateText(f.groupRate),
+          f.weight ?? 1,
         )
       : c.change('insert', ...common);
     if (inserted === 0) {
@@ -98,9 +107,10 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
       continue;
     }
     if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
+    if (deb) c.s.debPut.run(run.queue, run.task, deb.key, run.id, deb.maxAt);
     if (f && state === 'queued') {
       const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
-      groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate) }, 1, 0);
+      groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate), kw: f.weight ?? 1 }, 1, 0);
     }
     mine.add(run.queue);
     c.stat(run.queue, now).enqueued++;
@@ -112,57 +122,6 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
     queues.add(q);
   }
   return out;
-}
-
-/** Records runs that ran elsewhere as finished (see FinishedRun), in one transaction. */
-export function recordFinished(c: SqliteCore, runs: readonly FinishedRun[], now: number): boolean[] {
-  c.open();
-  for (const run of runs) checkFinishedRun(run);
-  if (runs.length === 0) return [];
-  const changed: string[] = [];
-  const results = c.tx(() => {
-    const base = c.takeSeq(runs.length);
-    return runs.map((run, i) => {
-      const key = run.idempotencyKey;
-      if (key !== undefined) {
-        const hit = c.row('idemGet', run.queue, run.task, key);
-        // A key held by a run that still exists stands (see enqueue).
-        if (hit && (num(hit.expires_at) ?? 0) > now && c.row('stateOf', String(hit.run_id))) return false;
-      }
-      if (c.row('stateOf', run.id)) return false;
-      const enqueued = timeOfRunId(run.id);
-      const stat = c.stat(run.queue, now);
-      stat.enqueued++;
-      if (run.outcome === 'succeeded') stat.succeeded++;
-      else stat.failed++;
-      c.observe(stat, 'wait', run.startedAt - enqueued);
-      c.observe(stat, 'run', now - run.startedAt);
-      if (run.retentionMs <= 0) return true;
-      c.change('insertFinished', {
-        id: run.id,
-        queue: run.queue,
-        state: run.outcome,
-        task: run.task,
-        seq: base + i + 1,
-        input: run.input,
-        result: run.outcome === 'succeeded' ? (run.result ?? null) : null,
-        error: run.outcome === 'failed' ? (run.error ?? null) : null,
-        attempts: Math.max(1, Math.floor(run.attempts)),
-        enqueued,
-        started: Math.floor(run.startedAt),
-        now,
-        expires: now + Math.floor(run.retentionMs),
-        worker: run.worker,
-        key: key ?? null,
-        origin: run.origin,
-      });
-      if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
-      changed.push(run.id);
-      return true;
-    });
-  });
-  if (changed.length) c.hub.emit('runs', changed);
-  return results;
 }
 
 /**
@@ -219,6 +178,8 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       const requeuedRows = c.rows('recoverRequeue', { queue, now });
       const requeued = requeuedRows.length;
       if (requeued > 0) flowMoveRows(c, requeuedRows, 1, -1, queue);
+      // Queued runs past their deadline to start: failed (expired), never started.
+      failExpired(c, queue, now, changed, retried);
       // 3. Runs under flow control first (docs/flow-control.md), then up to `remaining` other queued runs.
       // Only a queue that has had runs under flow control reads its tables.
       const flow = c.row('flowAny', queue) !== undefined;
@@ -313,6 +274,7 @@ function settleIn(
   const groups = new FlowGroups();
   const out = settlements.map((s): SettleStatus => {
     let row: Row | undefined;
+    if (s.outcome === 'backoff') return backOffIn(c, workerId, s, now, changed, queues, groups);
     let refused = false;
     if (s.outcome === 'spawned') {
       const spawned = spawnIn(c, workerId, s, now, changed, queues);

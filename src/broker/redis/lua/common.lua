@@ -26,12 +26,15 @@
     base..'fq|'..g..'|'..y  LIST  queued rids of key y of group g, FIFO (not in any 'w:' list)
     base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none), r rate ('<interval>,<burst>'),
                              t its GCRA time (once it started under a rate), w set while
-                             rate-limited; gone when nothing is queued or active
+                             rate-limited ('1') or backed off by a handler ('b'), e its weight
+                             (absent: 1), z runs served in a row at the ring's head; gone when
+                             nothing is queued or active
     base..'fG|'..g     HASH  a active runs of the group, c its limit, r its rate, w as above
     base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key once its hash
                              is gone (the hash's t moves here), of a group (PX, PXAT: kept a
                              minute past when it stops mattering)
-    base..'fW', base..'fWg'  ZSET  rate-limited keys (g..'|'..y), groups, by when they may start again
+    base..'fW', base..'fWg'  ZSET  rate-limited or backed-off keys (g..'|'..y), groups, by when they
+                             may start again
     base..'fK|'..g     ZSET  the ring of g's ready keys (queued runs and a free slot), by turn
     base..'fR'         ZSET  the ring of ready groups (a free slot and a ready key), by turn
     base..'fM'         HASH  t the turn counter, q how many rids the 'fq|' lists hold
@@ -54,6 +57,9 @@
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
     g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
     u, v  flow control: the key's rate and the group's ('<interval>,<burst>'; absent: none)
+    K flow control: the key's weight (runs in a row per turn; absent: 1)
+    X deadline to start (NewRun.startBy, epoch ms): reserve fails a run reached after it (expired);
+      cleared by a replay
     Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
@@ -261,7 +267,7 @@ local function flowSetRate(h, rate)
 end
 
 -- Appends (at the head: prepends) queued run rid to its key's list; y its key, n m u v its limits.
-local function flowPush(base, rid, g, y, n, m, u, v, front)
+local function flowPush(base, rid, g, y, n, m, u, v, front, kw)
   local q = base .. 'fq|' .. g .. '|' .. y
   if front then
     rcall('LPUSH', q, rid)
@@ -273,6 +279,11 @@ local function flowPush(base, rid, g, y, n, m, u, v, front)
   rcall('HSET', gh, 'c', m or '0')
   flowSetRate(kh, u)
   flowSetRate(gh, v)
+  if kw and kw ~= '1' then
+    rcall('HSET', kh, 'e', kw)
+  else
+    rcall('HDEL', kh, 'e')
+  end
   rcall('SADD', base .. 'fS', g .. '|' .. y)
   rcall('HINCRBY', base .. 'fM', 'q', 1)
   return flowReady(base, g, y)
@@ -358,9 +369,9 @@ end
 -- control (g, the field of its hash, given) to the list of its key instead.
 local function pushQueued(base, rid, p, front, g)
   if g then
-    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm', 'u', 'v')
-    local y, n, m, u, rv = v[1], v[2], v[3], v[4], v[5]
-    flowPush(base, rid, g, y or '', n, m, u, rv, front)
+    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm', 'u', 'v', 'K')
+    local y, n, m, u, rv, kw = v[1], v[2], v[3], v[4], v[5], v[6]
+    flowPush(base, rid, g, y or '', n, m, u, rv, front, kw)
     return
   end
   local wk = base .. 'w:' .. p
@@ -503,7 +514,7 @@ local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, h
     rcall('HSET', k, 'h', appendHistory(hist, att, holder, started, finished or '0', 'failed', err or nil))
   end
   rcall('HSET', k, 's', 'q', 'a', 0, 'l', 0, 'r', nowS)
-  rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o')
+  rcall('HDEL', k, 'f', 'x', 'E', 'P', 'o', 'X')
   rcall('PERSIST', k) -- a run finished by a version that gave finished runs a TTL
   rcall('ZREM', base .. zset, rid)
   pushQueued(base, rid, prio or '0', false, rcall('HGET', k, 'g'))
@@ -965,8 +976,9 @@ end
 --[[
   Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve
   before it leases). Items are ARGV[from], ARGV[from + 1], ... up to `to`, 5 per item: rid,
-  attempt, outcome (s succeeded, f failed, r retry, w spawned), payload (result JSON, '' for null;
-  or error JSON; or the spawn's JSON, see wfSpawn), retentionMs (s, f, w) or runAt (r). Each item is applied only if the run is active with
+  attempt, outcome (s succeeded, f failed, r retry, w spawned, b backoff), payload (result JSON,
+  '' for null; or error JSON; or the spawn's JSON, see wfSpawn; for b: k or g, the scope),
+  retentionMs (s, f, w) or runAt (r) or until (b). Each item is applied only if the run is active with
   this worker and attempt; otherwise it is lost and nothing is written. Appends one status per
   item to `out` (1 applied, 0 lost), counts outcomes and run times in `acc`, and returns whether
   a run became queued, or scheduled before every other scheduled run (then idle workers must be
@@ -997,10 +1009,12 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
         keys[y or ''] = (keys[y or ''] or 0) + 1
         anyFreed = true
       end
-      statLatency(acc, 'u', now - (tonumber(started) or now))
+      if kind ~= 'b' then
+        statLatency(acc, 'u', now - (tonumber(started) or now))
+      end
       -- Fan-in and failure propagation, in this script (docs/workflows.md); before the run is
       -- finished, which deletes it (and its edges) at once when its retention is 0.
-      if wf and kind ~= 'r' and kind ~= 'w' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
+      if wf and kind ~= 'r' and kind ~= 'w' and kind ~= 'b' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
         wakeUp = true
       end
       if kind == 'w' then
@@ -1028,6 +1042,37 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
       elseif kind == 'f' then
         statAdd(acc, 'f', 1)
         finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', payload)
+      elseif kind == 'b' then
+        -- A back-off (ctx.backOff): the attempt not counted; the run's key (payload 'k') or group
+        -- ('g') waits until num (the later of it and a wait already set), the run at its key's
+        -- head; a run without flow control waits itself, scheduled.
+        local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'backoff')
+        rcall('HDEL', k, 'o')
+        rcall('HSET', k, 'a', tonumber(att) - 1, 'h', h)
+        if g then
+          local wh, wz, wm = base .. 'fk|' .. g .. '|' .. (y or ''), base .. 'fW', g .. '|' .. (y or '')
+          if payload == 'g' or (y or '') == '' then
+            wh, wz, wm = base .. 'fG|' .. g, base .. 'fWg', g
+          end
+          local cur = tonumber(rcall('ZSCORE', wz, wm))
+          if not cur or cur <= num then
+            rcall('ZADD', wz, numS, wm)
+            rcall('HSET', wh, 'w', 'b')
+          end
+          rcall('HSET', k, 's', 'q')
+          pushQueued(base, rid, prio or '0', true, g)
+        elseif num > now then
+          rcall('HSET', k, 's', 's', 'r', numS)
+          local first = rcall('ZRANGE', schedKey, 0, 0, 'WITHSCORES')
+          if not first[2] or num < tonumber(first[2]) then
+            wakeUp = true
+          end
+          rcall('ZADD', schedKey, numS, rid)
+        else
+          rcall('HSET', k, 's', 'q', 'r', numS)
+          pushQueued(base, rid, prio or '0', true, g)
+          wakeUp = true
+        end
       else
         statAdd(acc, 'r', 1)
         local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'retry', payload)

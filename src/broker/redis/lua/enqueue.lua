@@ -13,16 +13,20 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 12 per run:
+  then 14 per run:
     rid, task, input, priority, runAt,
     enqueuedAt ('' when it is the time in the run id),
     idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
     retention once cancelled, ms ('' for the broker's default: see cancel.lua),
-    flow control: '' for none, else '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>'
+    flow control: '' for none, else '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key weight>|<key>'
     (limits 0: none; rates '<interval>,<burst>' or ''; the key last, as it may hold '|');
     a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
     here each key and group of the call is updated once)
-    schedule mark ('' for none: see ScheduleMark in core/run.ts)
+    schedule mark ('' for none: see ScheduleMark in core/run.ts),
+    deadline to start, epoch ms ('' for none: NewRun.startBy; stored as X, checked by reserve),
+    debounce: '' for none, else '<maxAt or empty>|<key>' (NewRun.debounce): a scheduled run named
+    by the key's hash base..'db:'..task..':'..key (r rid, m maxAt; kept a minute past its run's
+    due time) takes this input and runAt (at most m) and is returned instead of a new run
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
@@ -41,24 +45,44 @@ local before = false -- earliest scheduled runAt before this call (nil: none), r
 local flowQueued = false
 local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
 local flowOrder = {}
-for j = 3, #ARGV, 12 do
+for j = 3, #ARGV, 14 do
   local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
   local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local fg, fy, fn, fm, fu, fv = '', '', '', '', '', ''
-  local spec, mark = ARGV[j + 10], ARGV[j + 11]
+  local fg, fy, fn, fm, fu, fv, fw = '', '', '', '', '', '', '1'
+  local spec, mark, startBy, deb = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
   if spec ~= '' then
     local parts, from = {}, 1
-    for _ = 1, 5 do
+    for _ = 1, 6 do
       local cut = string.find(spec, '|', from, true)
       parts[#parts + 1] = string.sub(spec, from, cut - 1)
       from = cut + 1
     end
-    fg, fn, fm, fu, fv = parts[1], parts[2], parts[3], parts[4], parts[5]
+    fg, fn, fm, fu, fv, fw = parts[1], parts[2], parts[3], parts[4], parts[5], parts[6]
     fy = string.sub(spec, from)
   end
   local k = base .. 'r:' .. rid
   local existing
-  if rcall('EXISTS', k) == 1 then
+  local dbk, dbMax -- debounce: the key's hash, the burst's bound ('' none)
+  if deb ~= '' then
+    local cut = string.find(deb, '|', 1, true)
+    dbMax, dbk = string.sub(deb, 1, cut - 1), base .. 'db:' .. task .. ':' .. string.sub(deb, cut + 1)
+    local dv = rcall('HMGET', dbk, 'r', 'm')
+    local rv = dv[1] and rcall('HMGET', base .. 'r:' .. dv[1], 's', 'a') or {}
+    if rv[1] == 's' and (rv[2] or '0') == '0' then -- scheduled, never started (not a retry)
+      local at = tonumber(runAtS)
+      if dv[2] and tonumber(dv[2]) < at then
+        at = tonumber(dv[2])
+      end
+      rcall('HSET', base .. 'r:' .. dv[1], 'i', input, 'r', fmt('%d', at))
+      rcall('ZADD', KEYS[1], at, dv[1])
+      rcall('PEXPIRE', dbk, math.max(1, at - now) + 60000)
+      existing = dv[1]
+      dbk = nil
+    end
+  end
+  if existing then
+    -- debounced: answered below
+  elseif rcall('EXISTS', k) == 1 then
     existing = rid
   elseif ik ~= '' then
     local ikk = base .. 'ik:' .. task .. ':' .. ik
@@ -138,10 +162,27 @@ for j = 3, #ARGV, 12 do
         f[#f + 1] = 'v'
         f[#f + 1] = fv
       end
+      if fw ~= '1' then
+        f[#f + 1] = 'K'
+        f[#f + 1] = fw
+      end
     end
     if mark ~= '' then
       f[#f + 1] = 'S'
       f[#f + 1] = mark
+    end
+    if startBy ~= '' then
+      f[#f + 1] = 'X'
+      f[#f + 1] = startBy
+    end
+    if dbk then
+      rcall('DEL', dbk)
+      if dbMax ~= '' then
+        rcall('HSET', dbk, 'r', rid, 'm', dbMax)
+      else
+        rcall('HSET', dbk, 'r', rid)
+      end
+      rcall('PEXPIRE', dbk, math.max(1, runAt - now) + 60000)
     end
     rcall('HSET', k, unpack(f))
     if state == 'q' and fg ~= '' then
@@ -152,7 +193,7 @@ for j = 3, #ARGV, 12 do
         flowKeys[gy] = e
         flowOrder[#flowOrder + 1] = gy
       end
-      e.n, e.m, e.u, e.v = fn, fm, fu, fv -- the latest run's limits
+      e.n, e.m, e.u, e.v, e.w = fn, fm, fu, fv, fw -- the latest run's limits
       e.rids[#e.rids + 1] = rid
       flowQueued = true
     elseif state == 'q' then
@@ -192,8 +233,15 @@ if flowQueued then
   for _, gy in ipairs(flowOrder) do
     local e = flowKeys[gy]
     local kh, q = base .. 'fk|' .. gy, base .. 'fq|' .. gy
-    local kv = rcall('HMGET', kh, 'a', 'c', 'r', 'w')
+    local kv = rcall('HMGET', kh, 'a', 'c', 'r', 'w', 'e')
     local aS, cS, rS, waiting = kv[1], kv[2], kv[3], kv[4]
+    if (kv[5] or '1') ~= e.w then
+      if e.w == '1' then
+        rcall('HDEL', kh, 'e')
+      else
+        rcall('HSET', kh, 'e', e.w)
+      end
+    end
     local len = 0
     for i = 1, #e.rids, 1000 do
       len = rcall('RPUSH', q, unpack(e.rids, i, math.min(i + 999, #e.rids)))

@@ -9,7 +9,9 @@
        from the first ready key of the first ready group (docs/flow-control.md; keys and groups
        over their rate wait, and count in nextAt, until they may start again), then the
        others, highest priority first and FIFO within a level: state active, attempts + 1,
-       worker, startedAt = now, open attempt, lease expiry in `active`.
+       worker, startedAt = now, open attempt, lease expiry in `active`. A run met past its
+       deadline to start (field X) and never started (no attempt counted) is failed with
+       reason `expired` instead.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
   `corrupt` and the script goes on (a run of a workflow so failed reaches the runs waiting for it,
@@ -46,7 +48,7 @@
             the caller drains it, see wfRelayOut in common.lua), else 0 }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowForget, flowGcra, flowSetTat, wfResolve
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowForget, flowGcra, flowSetTat, wfResolve
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -158,12 +160,22 @@ local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active`
 -- returns whether it did. A corrupt run is failed; a stale entry (gone, no longer queued) skipped.
 local function lease(rid, p)
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S')
+  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S', 'X', 'G')
   local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
+  local startBy, wf = v[11], v[12]
   if v['err'] then
     if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
       wakeUp = true
     end
+  elseif state == 'q' and startBy and now > (tonumber(startBy) or now) and (tonumber(attempts) or 0) == 0 then
+    -- Past its deadline to start (expiry): failed, never started, no attempt counted; a
+    -- workflow's dependents are told first (finish may delete the run).
+    if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+      wakeUp = true
+    end
+    finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'E', expiredError(startBy))
+    statAdd(acc, 'f', 1)
+    notify(chan, qp, rid, watched)
   elseif state == 'q' and task and input then
     local a = (tonumber(attempts) or 0) + 1
     rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
@@ -264,7 +276,9 @@ if max > 0 and flowOn then
       local back, restore = {}, {}
       for i = 1, #taken, 2 do
         local y = taken[i]
-        local gnext, gok = nil, not stop
+        -- A key taken with the others but not reached: the call or the group ran out of slots
+        -- (a weighted key before it took more than one), or the group's rate ran out.
+        local gnext, gok = nil, not stop and n < max and (gc <= 0 or ga < gc)
         if gok and grate then
           local ok, v = flowGcra(grate, gtat, now)
           if ok then
@@ -279,8 +293,8 @@ if max > 0 and flowOn then
           restore[#restore + 1] = y
         else
           local kh, q = base .. 'fk|' .. g .. '|' .. y, base .. 'fq|' .. g .. '|' .. y
-          local kv = rcall('HMGET', kh, 'a', 'c', 'r', 't')
-          local kaS, kcS, krate = kv[1], kv[2], kv[3]
+          local kv = rcall('HMGET', kh, 'a', 'c', 'r', 't', 'e', 'z')
+          local kaS, kcS, krate, weight = kv[1], kv[2], kv[3], tonumber(kv[5])
           local ka, kc = tonumber(kaS) or 0, tonumber(kcS) or 0
           local kok, kval = true, nil
           if krate then
@@ -300,14 +314,27 @@ if max > 0 and flowOn then
             rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
           else
             -- One run; or, when this key is the only one ready in its group, as many as the call,
-            -- its limit and the rates allow, in one pass (turns would have served it alone anyway).
+            -- its limit and the rates allow, in one pass (turns would have served it alone anyway);
+            -- or, a key of weight w (field e), what is left of its w runs in a row (z counts them).
             -- The GCRA times after each start are stepped here: the first start was admitted above.
             local take = 1
+            local streak = tonumber(kv[6]) or 0
             if #taken == 2 and want > 1 and rcall('ZCARD', keyRing) == 0 then
               take = want
-              if kc > 0 and kc - ka < take then
-                take = kc - ka
-              end
+            elseif weight and weight > 1 then
+              take = weight - streak
+            end
+            if take > max - n then
+              take = max - n
+            end
+            if gc > 0 and gc - ga < take then
+              take = gc - ga
+            end
+            if kc > 0 and kc - ka < take then
+              take = kc - ka
+            end
+            if take < 1 then
+              take = 1
             end
             local kts, gts = { kval }, { gnext }
             local kHeld, gHeld = nil, nil
@@ -363,10 +390,23 @@ if max > 0 and flowOn then
             if len > 0 and (kc <= 0 or ka < kc) and kHeld and full then
               rcall('HSET', kh, 'w', '1')
               rcall('ZADD', flowWaitK, kHeld, g .. '|' .. y)
+              if weight then
+                rcall('HDEL', kh, 'z')
+              end
             elseif len > 0 and (kc <= 0 or ka < kc) then
-              turn = turn + 1
-              back[#back + 1] = turn
-              back[#back + 1] = y
+              if weight and weight > 1 and streak + #rids < weight then
+                -- Its w runs in a row not all served (the call ran out): it keeps its place.
+                rcall('HSET', kh, 'z', fmt('%d', streak + #rids))
+                restore[#restore + 1] = taken[i + 1]
+                restore[#restore + 1] = y
+              else
+                if weight and streak > 0 then
+                  rcall('HDEL', kh, 'z')
+                end
+                turn = turn + 1
+                back[#back + 1] = turn
+                back[#back + 1] = y
+              end
             elseif len == 0 and ka <= 0 then
               flowForget(base, g, y, kh, kv[4])
             end

@@ -7,6 +7,9 @@
     retry:     error stored, the attempt appended to the history, scheduled at runAt (queued at
                once when runAt <= now);
     spawned:   runs created and the run waiting for some of them (wfSpawn in common.lua).
+    backoff:   the attempt appended to the history as `backoff` and not counted; the run queued at
+               the head of its key, its key (or group) waiting until the time given; a run
+               without flow control scheduled at that time (docs/flow-control.md).
   A succeeded or failed attempt stays the run's open attempt (see `o` in common.lua): no history
   is written on this, the hot path. The work is done by `settleItems` (common.lua), which reserve
   also applies to the outcomes a worker sends along with its next reservation.
@@ -21,9 +24,9 @@
   ARGV[3] now
   ARGV[4] events channel (watched runs)
   ARGV[5] run id prefix `<queue>.`
-  then 5 per item: rid, attempt, outcome (s succeeded, f failed, r retry, w spawned),
-    payload (result JSON, '' for null; or error JSON; or the spawn, see wfSpawn), retentionMs (s, f, w)
-    or runAt (r)
+  then 5 per item: rid, attempt, outcome (s succeeded, f failed, r retry, w spawned, b backoff),
+    payload (result JSON, '' for null; or error JSON; or the spawn, see wfSpawn; for b the scope:
+    k key, g group), retentionMs (s, f, w) or runAt (r) or until (b)
 
   Returns one integer per item: 1 applied, 0 lost; then 1 when this queue's relay outbox holds
   entries (a workflow over several queues: the caller drains it, see wfRelayOut in common.lua), else 0.

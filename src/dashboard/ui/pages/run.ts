@@ -143,6 +143,7 @@ export function runPage(ctx: Ctx, id: string): Page {
             fullTime(r.schedule.at),
           )
         : []),
+      ...(r.startBy !== undefined ? fact('Start by', `${time(r.startBy, now)} (${ago(r.startBy, now)})`, fullTime(r.startBy)) : []),
       ...(r.expiresAt !== undefined ? fact('Deleted', ago(r.expiresAt, now), `after its retention, at ${fullTime(r.expiresAt)}`) : []),
     );
     const sections: Child[] = [];

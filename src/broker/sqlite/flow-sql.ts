@@ -1,0 +1,66 @@
+/**
+ * The SQLite broker's statements of flow control (docs/flow-control.md): the counts of keys and
+ * groups, their rings (turn order), waits (rates, back-offs), GCRA times and the leases reserve takes
+ * through them. Spread into `SQL` (statements.ts); same conventions (states as literals).
+ */
+export const FLOW_SQL = {
+  flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
+  flowCountKeys: 'SELECT coalesce(sum(queued), 0) AS queued, count(*) AS keys, count(wait) AS waiting FROM flow_keys WHERE queue = ?',
+  /** A page of a queue's keys (`flowKeys`): by :sort ('queued' or 'active', most first; 'key'), then group and key. */
+  flowKeysPage: `SELECT grp, key, queued, active, conc, rate, wait FROM flow_keys WHERE queue = :queue
+    ORDER BY CASE :sort WHEN 'queued' THEN -queued WHEN 'active' THEN -active ELSE 0 END, grp, key LIMIT :limit OFFSET :offset`,
+  flowKeysTotal: 'SELECT count(*) AS n FROM flow_keys WHERE queue = ?',
+  /** Queued runs held back by a limit, by what holds them (see `FlowCounts.heldRuns`). */
+  flowHeldRuns: `SELECT
+      coalesce(sum(CASE WHEN g.wait IS NOT NULL THEN k.queued END), 0) AS group_rate,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND g.conc > 0 AND g.active >= g.conc THEN k.queued END), 0) AS group_concurrency,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NOT NULL THEN k.queued END), 0) AS key_rate,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NULL
+        AND k.conc > 0 AND k.active >= k.conc THEN k.queued END), 0) AS key_concurrency
+    FROM flow_keys AS k JOIN flow_groups AS g ON g.queue = k.queue AND g.grp = k.grp WHERE k.queue = ? AND k.queued > 0`,
+  flowCountGroups: 'SELECT count(wait) AS waiting FROM flow_groups WHERE queue = ?',
+  flowKeyGet: 'SELECT active, conc, wait, held FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
+  flowGroupGet: 'SELECT active, conc, wait, held FROM flow_groups WHERE queue = ? AND grp = ?',
+  flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
+  /** A key served :dq runs (:da of them started; the others were corrupt), to the back of its ring. */
+  // A key of weight w keeps its place for w runs in a row (streak), then goes to the back.
+  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - :dq), active = active + :da,
+      turn = CASE WHEN streak + :dq < weight THEN turn ELSE :turn END, streak = CASE WHEN streak + :dq < weight THEN streak + :dq ELSE 0 END
+    WHERE queue = :queue AND grp = :grp AND key = :key`,
+  /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
+  flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
+    WHERE queue = :queue AND grp = :grp`,
+  /** A run of a key became queued: the key known (its limits the run's), its count up. */
+  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq)
+    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
+  /** The next ready keys of a group's ring, in turn order, with their GCRA times. */
+  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
+    WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
+  // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
+  flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
+  flowGroupsDue: 'UPDATE flow_groups SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
+  flowKeyWait: 'UPDATE flow_keys SET wait = ? WHERE queue = ? AND grp = ? AND key = ?',
+  /** A handler's back-off (ctx.backOff): the later of the wait already set and ?1. */
+  flowKeyBackOff: `UPDATE flow_keys SET wait = max(coalesce(wait, 0), ?1), held = CASE WHEN ?1 >= coalesce(wait, 0) THEN 'backoff' ELSE held END
+    WHERE queue = ?2 AND grp = ?3 AND key = ?4`,
+  flowGroupBackOff: `UPDATE flow_groups SET wait = max(coalesce(wait, 0), ?1), held = CASE WHEN ?1 >= coalesce(wait, 0) THEN 'backoff' ELSE held END
+    WHERE queue = ?2 AND grp = ?3`,
+  flowGroupWait: 'UPDATE flow_groups SET wait = ? WHERE queue = ? AND grp = ?',
+  flowNextWait: `SELECT min(w) AS wait FROM (SELECT min(wait) AS w FROM flow_keys WHERE queue = ?1 AND wait IS NOT NULL
+    UNION ALL SELECT min(wait) FROM flow_groups WHERE queue = ?1 AND wait IS NOT NULL)`,
+  flowKeyTatPut: `INSERT INTO flow_rates (queue, grp, key, tat) VALUES (?, ?, ?, ?)
+    ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
+  flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
+  pruneFlowRates: 'DELETE FROM flow_rates WHERE tat < ?',
+  flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
+  flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
+  flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, weight) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+  flowGroupCount: 'UPDATE flow_groups SET active = max(0, active + ?) WHERE queue = ? AND grp = ?',
+  flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc),
+      rate = CASE WHEN :conc IS NULL THEN rate ELSE :rate END
+    WHERE queue = :queue AND grp = :grp AND key = :key`,
+  flowKeyTurn: 'UPDATE flow_keys SET turn = ? WHERE queue = ? AND grp = ? AND key = ?',
+  /** Whether freeing slots in a queue may have made a key ready (then idle workers are woken). */
+  flowReady: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? AND ready LIMIT 1',
+} as const;

@@ -1,0 +1,84 @@
+// Expiry (docs/flow-control.md): a task's `expiresIn` and the enqueue options `expiresIn` and
+// `expiresAt` give each run a deadline to start; a run not started by then is dropped by the broker
+// (failed, reason `expired`), its handler never called. The broker side: test/conformance/expiry.ts.
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import { ConfigError, type Errand, InputError, RunFailedError } from '../../src/index.ts';
+import { setups } from '../fixtures/brokers.ts';
+
+const input = z.object({ n: z.number() });
+
+describe('expiry: the options', () => {
+  const make = setups('errand-expiry')[0]!;
+  const app = make().app();
+  after(() => app.close());
+
+  it('sets each run a deadline from the task, the enqueue, or neither', () => {
+    const t = app.task('expiring', { input, expiresIn: 60_000 }, () => 1);
+    const now = Date.UTC(2030, 0, 1);
+    assert.equal(t.prepare({ n: 1 }, {}, now).startBy, now + 60_000);
+    assert.equal(t.prepare({ n: 1 }, { delay: 1000 }, now).startBy, now + 61_000, 'counted from when the run is due');
+    assert.equal(t.prepare({ n: 1 }, { expiresIn: 5 }, now).startBy, now + 5);
+    assert.equal(t.prepare({ n: 1 }, { expiresAt: new Date(now + 7) }, now).startBy, now + 7);
+    assert.equal(app.task('plain_expiry', { input }, () => 1).prepare({ n: 1 }, {}, now).startBy, undefined);
+  });
+
+  it('refuses bad values, saying which option and why', () => {
+    assert.throws(() => app.task('bad_expiry', { input, expiresIn: 0 }, () => 1), ConfigError);
+    assert.throws(() => app.task('bad_expiry2', { input, expiresIn: -1 as number }, () => 1), /expiresIn/);
+    const t = app.task('expiring2', { input }, () => 1);
+    const now = Date.UTC(2030, 0, 1);
+    const cases: [object, RegExp][] = [
+      [{ expiresIn: 0 }, /expiresIn: must be a positive number of milliseconds/],
+      [{ expiresAt: 'soon' }, /expiresAt: must be a valid Date or epoch milliseconds/],
+      [{ expiresIn: 5, expiresAt: now + 9 }, /give either expiresIn or expiresAt, not both/],
+      [{ expiresAt: now - 1 }, /expiresAt: is 2029-12-31T23:59:59\.999Z, before the run is due \(2030-01-01T00:00:00\.000Z\)/],
+      [{ delay: 1000, expiresAt: now + 500 }, /before the run is due/],
+    ];
+    for (const [options, message] of cases) {
+      assert.throws(
+        () => t.prepare({ n: 1 }, options as never, now),
+        (err: unknown) => err instanceof InputError && message.test(err.message),
+        JSON.stringify(options),
+      );
+    }
+  });
+});
+
+for (const make of setups('errand-expiry')) {
+  const setup = make();
+  describe(`expiry with a worker on ${setup.name}`, () => {
+    let app: Errand;
+    after(async () => {
+      await app?.close();
+      await setup.cleanup();
+    });
+
+    it('a run past its deadline when a worker comes is dropped, never run; one within it runs', async () => {
+      app = setup.app();
+      const ran: number[] = [];
+      const t = app.task('report', { input, queue: 'expiry' }, async ({ n }) => {
+        ran.push(n);
+        return n;
+      });
+      const stale = await t.enqueue({ n: 1 }, { expiresIn: 20 });
+      const fresh = await t.enqueue({ n: 2 }, { expiresIn: 3_600_000 });
+      await sleep(50); // past the first run's deadline, before any worker
+      const worker = await app.worker({ queues: ['expiry'], concurrency: 2 }).start();
+      try {
+        assert.equal(await fresh.result({ timeout: 30_000 }), 2);
+        await assert.rejects(stale.result({ timeout: 30_000 }), (err: unknown) => err instanceof RunFailedError);
+      } finally {
+        await worker.stop();
+      }
+      assert.deepStrictEqual(ran, [2], 'the expired run never reached its handler');
+      const info = await stale.info();
+      assert.equal(info.state, 'failed');
+      assert.equal(info.attempts, 0);
+      assert.equal(info.error?.reason, 'expired');
+      assert.ok(info.startBy instanceof Date);
+    });
+  });
+}
