@@ -34,7 +34,7 @@ export const FLOW_SQL = {
   flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq)
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
   /** The next ready keys of a group's ring, in turn order, with their GCRA times. */
-  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
+  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, k.weight, k.streak, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
     WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',

@@ -137,9 +137,17 @@ export function leaseFlow(
       const want = gc > 0 ? Math.min(max - n, gc - ga) : max - n;
       const keys = c.rows('flowKeysNext', queue, grp, want);
       if (keys.length === 0) break;
-      if (keys.length === 1 && want > 1) {
+      // A key of weight w (> 1) is served what is left of its w runs in a row (its streak) in one go,
+      // when its turn comes: the keys before it in this batch are served first, one run each.
+      const weighted = keys.findIndex((k) => (num(k.weight) ?? 1) > 1);
+      const onlyKey = keys.length === 1;
+      if (weighted > 0) keys.length = weighted;
+      if (weighted === 0 || (onlyKey && want > 1)) {
         // The only ready key of the group: as many runs in one go as the slots, its limit and the rates allow.
-        const r = leaseOneKey(c, { queue, grp, worker, now, leaseMs, want, k: keys[0]!, groupRate, gtat }, reserved, changed, corrupt);
+        const k = keys[0]!;
+        const w = num(k.weight) ?? 1;
+        const take = w > 1 ? Math.max(1, Math.min(want, w - (num(k.streak) ?? 0))) : want;
+        const r = leaseOneKey(c, { queue, grp, worker, now, leaseMs, want: take, k, groupRate, gtat }, reserved, changed, corrupt);
         ga += r.done;
         started += r.done;
         n += r.done;
