@@ -266,17 +266,20 @@ export class Errand extends EventEmitter {
     await broker.deleteSchedule(rec.queue, rec.id);
   }
 
+  /** The flow spec of a schedule's run (its task's limits), as enqueue computes it. */
+  readonly #flowOf = (task: string, input: string) => this.tasks.get(task)?.flowOfStored(input);
+
   /** One run of the schedule now, outside its fire times. */
   async triggerSchedule(id: string, queue?: string): Promise<RunHandle> {
     const { broker, rec } = await this.#existing(id, queue);
-    const r = await triggerSchedule(broker, rec, Date.now());
+    const r = await triggerSchedule(broker, rec, Date.now(), this.#flowOf);
     return new RunHandle(r.id, this.#getBroker, r.created, r.state);
   }
 
   /** A run, marked backfilled, for each fire time in [from, to) that has none yet. Safe to repeat. */
   async backfillSchedule(id: string, from: Date | number, to: Date | number, queue?: string): Promise<BackfillResult> {
     const { broker, rec } = await this.#existing(id, queue);
-    return backfillSchedule(broker, rec, Number(from), Number(to), Date.now());
+    return backfillSchedule(broker, rec, Number(from), Number(to), Date.now(), undefined, this.#flowOf);
   }
 
   setBroker(broker: string | Broker): void {

@@ -97,7 +97,8 @@ export function registerScheduleApi(
   fastify.post(`${api}/schedules/:queue/:id/trigger`, { bodyLimit: 16_384 }, async (request) => {
     o.checkAction(request);
     const rec = await target(request);
-    const r = await access.call((b) => triggerSchedule(b, rec, Date.now()));
+    const flowOf = (task: string, input: string) => o.errand.tasks.get(task)?.flowOfStored(input);
+    const r = await access.call((b) => triggerSchedule(b, rec, Date.now(), flowOf));
     request.log.info({ schedule: rec.id, queue: rec.queue, run: r.id }, 'dashboard: schedule triggered');
     return { id: rec.id, queue: rec.queue, runId: r.id };
   });

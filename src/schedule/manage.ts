@@ -5,7 +5,7 @@
  * to repeat, and never doubles a fire). Used by the app (`errand.ts`), the HTTP routes, the CLI and
  * the dashboard.
  */
-import type { Broker, EnqueueResult, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
+import type { Broker, EnqueueResult, FlowSpec, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { checkPolicies, expiryOf, fireKey, readStored, type SchedulePolicies, type StoredSchedule, upcoming } from './plan.ts';
@@ -85,11 +85,27 @@ export async function findSchedule(broker: Broker, id: string, queue?: string): 
   return all[0] ?? null;
 }
 
-function runOf(rec: ScheduleRecord, at: number, backfilled: boolean, now: number, stored: StoredSchedule, key: string): NewRun {
+/**
+ * The flow spec of a run of `task` with stored input `input`, as enqueue computes it (the app's task
+ * definitions know it: `Task.flowOfStored`): runs made here are under their task's limits. Undefined:
+ * no limits (a caller without the app's tasks, such as the CLI, creates runs without them).
+ */
+export type FlowOf = (task: string, input: string) => FlowSpec | undefined;
+
+function runOf(
+  rec: ScheduleRecord,
+  at: number,
+  backfilled: boolean,
+  now: number,
+  stored: StoredSchedule,
+  key: string,
+  flow: FlowSpec | undefined,
+): NewRun {
   const schedule: ScheduleMark = { id: rec.id, at, backfilled };
   const expiresAt = expiryOf(stored, at, Math.max(at, now));
   if (expiresAt !== undefined) schedule.expiresAt = expiresAt;
   return {
+    ...(flow ? { flow } : {}),
     id: newRunId(rec.queue, now),
     task: rec.task,
     queue: rec.queue,
@@ -103,8 +119,9 @@ function runOf(rec: ScheduleRecord, at: number, backfilled: boolean, now: number
 }
 
 /** Creates one run of the schedule now, outside its fire times (its nominal time is `now`). Works while paused. */
-export async function triggerSchedule(broker: Broker, rec: ScheduleRecord, now: number): Promise<EnqueueResult> {
-  const [r] = await broker.enqueue([runOf(rec, now, false, now, readStored(rec), `schedule:${rec.id}:trigger:${now}`)], now);
+export async function triggerSchedule(broker: Broker, rec: ScheduleRecord, now: number, flowOf?: FlowOf): Promise<EnqueueResult> {
+  const run = runOf(rec, now, false, now, readStored(rec), `schedule:${rec.id}:trigger:${now}`, flowOf?.(rec.task, rec.input));
+  const [r] = await broker.enqueue([run], now);
   return r as EnqueueResult;
 }
 
@@ -130,6 +147,7 @@ export async function backfillSchedule(
   to: number,
   now: number,
   limit = 1000,
+  flowOf?: FlowOf,
 ): Promise<BackfillResult> {
   if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
     throw new ConfigError(`backfill: the range must be two instants with from < to, got ${String(from)} .. ${String(to)}`);
@@ -137,11 +155,12 @@ export async function backfillSchedule(
   if (to > now) throw new ConfigError('backfill: the range must end at or before now (later times are fired as usual)');
   const stored = readStored(rec);
   const { times, truncated } = firesBetween(stored.schedule, from, to, limit);
+  const flow = times.length ? flowOf?.(rec.task, rec.input) : undefined;
   let created = 0;
   for (let i = 0; i < times.length; i += 500) {
     const part = times.slice(i, i + 500);
     const res = await broker.enqueue(
-      part.map((at) => runOf(rec, at, true, now, stored, fireKey(rec.id, at))),
+      part.map((at) => runOf(rec, at, true, now, stored, fireKey(rec.id, at), flow)),
       now,
     );
     created += res.filter((r) => r.created).length;

@@ -11,7 +11,7 @@
  * path releases them then, so a run starts within about a second of its time under normal load.
  */
 import type { Logger } from 'pino';
-import type { Broker, NewRun, ScheduleDefinition, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
+import type { Broker, FlowSpec, NewRun, ScheduleDefinition, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
 import { newRunId } from '../core/ids.ts';
 import { FINISHED_STATES } from '../core/run.ts';
 import { FIRE_KEY_TTL_MS } from '../schedule/manage.ts';
@@ -45,6 +45,11 @@ export interface ScheduleFirerOptions {
   declared?: readonly ScheduleDefinition[];
   /** Called after each fire step this worker applied. */
   onFire?: (event: FireEvent) => void;
+  /**
+   * The flow spec of a run of `task` with stored input `input` (docs/flow-control.md), as enqueue
+   * computes it: a fired run is under its task's limits. Absent, or undefined: no limits.
+   */
+  flowOf?: (task: string, input: string) => FlowSpec | undefined;
 }
 
 export class ScheduleFirer {
@@ -179,7 +184,9 @@ export class ScheduleFirer {
         times = times.slice(-1);
       }
     }
+    const flow = times.length ? this.#o.flowOf?.(s.task, s.input) : undefined;
     const runs: NewRun[] = times.map(({ at, backfilled }) => ({
+      ...(flow ? { flow } : {}),
       id: newRunId(s.queue, now),
       task: s.task,
       queue: s.queue,

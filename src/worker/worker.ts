@@ -147,6 +147,7 @@ export class Worker extends EventEmitter {
         logger: this.logger,
         declared,
         onFire: (e: FireEvent) => this.emit('schedule', e),
+        flowOf: (task, input) => this.#host.tasks.get(task)?.flowOfStored(input),
       });
       await this.#firer.start();
     }

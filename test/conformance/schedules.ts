@@ -108,6 +108,32 @@ export function scheduleConformance(c: ConformanceContext): void {
       assert.deepEqual(res.runs[0]?.schedule, { id: 'every-second', at: F, backfilled: false });
     });
 
+    test("a fired run is created as an enqueued one: its task's flow-control limits hold for it", async () => {
+      const b = await open();
+      const now = Date.now();
+      const flow = { group: 'conformance.fired', key: 'tenant-a', concurrency: 1, groupConcurrency: 5 };
+      const limited = (at: number): NewRun => ({ ...fireRun(at), flow });
+      await b.upsertSchedule(def({ next: now - 2 * SEC }), now);
+      // Two fires due now (queued at once), one run ahead (scheduled, released by reserve when due).
+      for (const at of [now - 2 * SEC, now - SEC, now]) {
+        const run = { ...limited(at), runAt: at === now ? now + SEC : at };
+        const out = await b.fireSchedule(fire(at, now, { runs: [run] }));
+        assert.equal(out.outcome, 'fired');
+      }
+      const runs = await runsOf(b);
+      assert.equal(runs.length, 3);
+      for (const r of runs) assert.deepEqual({ group: r.flow?.group, key: r.flow?.key }, { group: flow.group, key: flow.key });
+      // The key's limit is 1: one run at a time, whichever way the runs became due.
+      const first = await c.reserveAll(b, 'w1', now + 2 * SEC, { max: 10 });
+      assert.equal(first.runs.length, 1, 'the key is at its limit of 1 active run');
+      assert.equal((await c.reserveAll(b, 'w2', now + 2 * SEC, { max: 10 })).runs.length, 0);
+      const r0 = first.runs[0]!;
+      await b.settle('w1', [{ id: r0.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 60_000 }], now + 2 * SEC);
+      const second = await c.reserveAll(b, 'w2', now + 2 * SEC, { max: 10 });
+      assert.equal(second.runs.length, 1, 'a freed slot lets the next fired run start');
+      assert.deepEqual(second.runs[0]?.schedule?.id, 'every-second');
+    });
+
     test('a stale compare-and-set loses and writes nothing', async () => {
       const b = await open();
       const now = Date.now();

@@ -5,8 +5,6 @@
  * the unpaused schedules that have one). The fire step is one script (lua/schedfire.lua).
  */
 import { ConfigError } from '../../core/errors.ts';
-import { markText } from '../../core/run.ts';
-import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   DueSchedules,
   EnqueueResult,
@@ -19,6 +17,7 @@ import type {
 import { STATE_OF_CODE, splitRunId } from './codec.ts';
 import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
+import { pushRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
 
 interface Keys {
@@ -102,19 +101,7 @@ export async function fireSchedule(c: RedisCore, req: FireRequest): Promise<Fire
     if (!parts || parts.queue !== req.queue) {
       throw new ConfigError(`fireSchedule: run id ${JSON.stringify(run.id)} is not a run id of queue ${req.queue}`);
     }
-    const runAt = Math.floor(run.runAt);
-    args.push(
-      parts.rid,
-      run.task,
-      run.input,
-      Math.trunc(run.priority || 0),
-      Number.isFinite(runAt) ? runAt : now,
-      run.idempotencyKey ?? '',
-      run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
-      run.schedule ? markText(run.schedule) : '',
-      run.traceparent ?? '',
-      ownRetention(run.cancelledRetentionMs) ?? '',
-    );
+    pushRunArgs(args, run, parts.rid, now);
   }
   const redis = await c.ready();
   if (!c.knows(req.queue)) await c.remember([req.queue]);

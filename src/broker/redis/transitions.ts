@@ -5,16 +5,13 @@
  * typed decoders of `replies.ts`.
  */
 import { ConfigError } from '../../core/errors.ts';
-import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
+import { QUEUE_NAME } from '../../core/ids.ts';
 import { checkFinishedRun } from '../shared/finished.ts';
-import { rateText } from '../shared/flow.ts';
-import { markText } from '../../core/run.ts';
-import { DAY, ownRetention } from '../shared/options.ts';
+import { DAY } from '../shared/options.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
   FinishedRun,
-  FlowSpec,
   Lease,
   NewRun,
   Reservation,
@@ -29,6 +26,7 @@ import { CorruptRunError, STATE_OF_CODE, splitRunId } from './codec.ts';
 import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
 import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleReply, sliceReply } from './replies.ts';
+import { pushRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
 
 /** Runs per script call (larger batches are split, in order). */
@@ -98,11 +96,6 @@ function pushSettlements(args: (string | number)[], part: readonly { item: Settl
   }
 }
 
-/** A run's flow spec as enqueue.lua takes it: `<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>`. */
-function flowArg(f: FlowSpec): string {
-  return `${f.group}|${f.concurrency ?? 0}|${f.groupConcurrency ?? 0}|${rateText(f.rate)}|${rateText(f.groupRate)}|${f.key}`;
-}
-
 export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
   if (runs.length === 0) return [];
   now = time(now, 'now');
@@ -138,23 +131,9 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
       while (from < indexes.length && part.length < CHUNK_RUNS && (part.length === 0 || bytes < CHUNK_BYTES)) {
         const i = indexes[from++]!;
         const run = runs[i]!;
-        const runAt = Math.floor(run.runAt);
         part.push(i);
         bytes += run.input.length + 200;
-        args.push(
-          rids[i]!,
-          run.task,
-          run.input,
-          Math.trunc(run.priority || 0),
-          Number.isFinite(runAt) ? runAt : now,
-          timeOfRunId(run.id) === now ? '' : now,
-          run.idempotencyKey ?? '',
-          run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
-          run.traceparent ?? '',
-          ownRetention(run.cancelledRetentionMs) ?? '',
-          run.flow ? flowArg(run.flow) : '',
-          run.schedule ? markText(run.schedule) : '',
-        );
+        pushRunArgs(args, run, rids[i]!, now);
       }
       chain = chain.then(() =>
         runScript(redis, 'enqueue', [k.sched], args).then((reply) => {

@@ -8,12 +8,12 @@
  * slots, which is not built yet: such a workflow is refused with a ConfigError saying so.
  */
 import { ConfigError } from '../../core/errors.ts';
-import { timeOfRunId } from '../../core/ids.ts';
 import { ownRetention } from '../shared/options.ts';
 import { checkWorkflow, POLICY_CODE, POLICY_OF_CODE } from '../shared/workflow.ts';
 import type { NewWorkflow, RunRecord, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
 import { decodeRun, RID_LENGTH, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
+import { pushRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
 
 const MODE_CODE: Readonly<Record<string, string>> = { given: '', value: 'v', list: 'l', object: 'o' };
@@ -35,19 +35,14 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
     const deps = (run.dependsOn ?? [])
       .map((d) => `${ridOf(d.id)}\t${POLICY_CODE[d.onFailure ?? 'cancel']}\t${d.name === undefined ? '' : JSON.stringify(d.name)}`)
       .join('\n');
-    const runAt = Math.floor(run.runAt);
-    args.push(
+    // A workflow's run always stores its retention once cancelled (C): a failed dependency's skip uses it.
+    pushRunArgs(
+      args,
+      { ...run, cancelledRetentionMs: ownRetention(run.cancelledRetentionMs) ?? c.cancelledRetentionMs },
       ridOf(run.id),
-      run.task,
-      run.input,
-      Math.trunc(run.priority || 0),
-      Number.isFinite(runAt) ? runAt : now,
-      timeOfRunId(run.id) === now ? '' : now,
-      run.traceparent ?? '',
-      ownRetention(run.cancelledRetentionMs) ?? c.cancelledRetentionMs,
-      MODE_CODE[run.inputFrom ?? 'given'] ?? '',
-      deps,
+      now,
     );
+    args.push(MODE_CODE[run.inputFrom ?? 'given'] ?? '', deps);
   }
   const redis = await c.ready();
   if (!c.knows(queue)) await c.remember([queue]);

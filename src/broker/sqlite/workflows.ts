@@ -11,6 +11,7 @@ import { runErrorText } from '../shared/run-errors.ts';
 import { checkWorkflow, workflowInput } from '../shared/workflow.ts';
 import type { DependencyPolicy, NewWorkflow, RunRecord, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
+import { insertRun } from './create.ts';
 import { num, toRecord } from './statements.ts';
 
 export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { id: string; created: boolean } {
@@ -29,21 +30,7 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { i
     wf.runs.forEach((run, i) => {
       const waits = (run.dependsOn?.length ?? 0) > 0;
       const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
-      c.s.wfRun.run({
-        id: run.id,
-        queue: run.queue,
-        state,
-        task: run.task,
-        priority: run.priority,
-        seq: base + i + 1,
-        input: run.input,
-        now,
-        runAt: waits ? now : run.runAt,
-        traceparent: run.traceparent ?? null,
-        retention: run.cancelledRetentionMs ?? null,
-        workflow: wf.id,
-        inputFrom: run.inputFrom ?? 'given',
-      });
+      insertRun(c, run, state, base + i + 1, now, waits ? now : run.runAt, { id: wf.id, inputFrom: run.inputFrom ?? 'given' });
       run.dependsOn?.forEach((d, pos) => {
         c.s.wfEdge.run(run.id, d.id, wf.id, pos, d.name ?? null, d.onFailure ?? 'cancel');
       });

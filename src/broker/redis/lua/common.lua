@@ -335,6 +335,121 @@ local function pushQueued(base, rid, p, front, g)
   end
 end
 
+-- A new run as the creating scripts (enqueue, schedfire, wfcreate) take it, the one place its
+-- fields are read and written: 12 values from ARGV[j] (pushRunArgs in run-args.ts): rid, task,
+-- input, priority, runAt, enqueuedAt ('' when it is the time in the run id), idempotency key (''
+-- for none), its ttl ms, traceparent ('' for none), retention once cancelled ('' for the broker's
+-- default: see cancel.lua), flow spec ('' for none, else
+-- '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>': limits 0 none, rates
+-- '<interval>,<burst>' or '', the key last as it may hold '|'), schedule mark ('' for none: see
+-- ScheduleMark in core/run.ts).
+local function newRun(j)
+  local r = {
+    rid = ARGV[j], task = ARGV[j + 1], input = ARGV[j + 2], p = ARGV[j + 3], runAt = ARGV[j + 4],
+    e = ARGV[j + 5], ik = ARGV[j + 6], ittl = ARGV[j + 7], tp = ARGV[j + 8], cret = ARGV[j + 9],
+    g = '', y = '', n = '', m = '', u = '', v = '', mark = ARGV[j + 11],
+  }
+  local spec = ARGV[j + 10]
+  if spec ~= '' then
+    local parts, from = {}, 1
+    for _ = 1, 5 do
+      local cut = string.find(spec, '|', from, true)
+      parts[#parts + 1] = string.sub(spec, from, cut - 1)
+      from = cut + 1
+    end
+    r.g, r.n, r.m, r.u, r.v = parts[1], parts[2], parts[3], parts[4], parts[5]
+    r.y = string.sub(spec, from)
+  end
+  return r
+end
+
+-- The run that stands for new run r, if one does: r's own id when it exists, else the run its
+-- idempotency key names. Returns that rid and its state code; nil when r is to be created (its
+-- key, if any, then names r). A key never stands for a run that no longer exists: one left naming
+-- a deleted run (by a version that kept keys past their runs, or by hand) is taken by r.
+local function runExisting(base, r)
+  local existing
+  if rcall('EXISTS', base .. 'r:' .. r.rid) == 1 then
+    existing = r.rid
+  elseif r.ik ~= '' then
+    local ikk = base .. 'ik:' .. r.task .. ':' .. r.ik
+    existing = rcall('GET', ikk)
+    if existing and rcall('EXISTS', base .. 'r:' .. existing) == 0 then
+      existing = nil
+    end
+    if not existing then
+      rcall('SET', ikk, r.rid, 'PX', r.ittl)
+    end
+  end
+  if not existing then
+    return nil
+  end
+  local s = redis.pcall('HGET', base .. 'r:' .. existing, 's')
+  if type(s) ~= 'string' then
+    s = 'q'
+  end
+  return existing, s
+end
+
+-- Writes the hash of new run r in state `state` (q, s, or w: waiting); `more`: further field,
+-- value pairs to store (nil: none). Only the hash: placing it (a list, sched, a flow key) is the
+-- caller's.
+local function runWrite(base, r, state, more)
+  local f = { 's', state, 't', r.task, 'i', r.input }
+  if r.p ~= '0' then
+    f[#f + 1] = 'p'
+    f[#f + 1] = r.p
+  end
+  if r.e ~= '' then
+    f[#f + 1] = 'e'
+    f[#f + 1] = r.e
+  end
+  if state == 's' then
+    f[#f + 1] = 'r'
+    f[#f + 1] = r.runAt
+  end
+  if r.ik ~= '' then
+    f[#f + 1] = 'k'
+    f[#f + 1] = r.ik
+  end
+  if r.tp ~= '' then
+    f[#f + 1] = 'c'
+    f[#f + 1] = r.tp
+  end
+  if r.cret ~= '' then
+    f[#f + 1] = 'C'
+    f[#f + 1] = r.cret
+  end
+  if r.g ~= '' then
+    f[#f + 1] = 'g'
+    f[#f + 1] = r.g
+    f[#f + 1] = 'y'
+    f[#f + 1] = r.y
+    f[#f + 1] = 'n'
+    f[#f + 1] = r.n
+    f[#f + 1] = 'm'
+    f[#f + 1] = r.m
+    if r.u ~= '' then
+      f[#f + 1] = 'u'
+      f[#f + 1] = r.u
+    end
+    if r.v ~= '' then
+      f[#f + 1] = 'v'
+      f[#f + 1] = r.v
+    end
+  end
+  if r.mark ~= '' then
+    f[#f + 1] = 'S'
+    f[#f + 1] = r.mark
+  end
+  if more then
+    for i = 1, #more do
+      f[#f + 1] = more[i]
+    end
+  end
+  rcall('HSET', base .. 'r:' .. r.rid, unpack(f))
+end
+
 -- Leaves a wake-up token for one idle worker, unless one is already waiting.
 local function wake(base)
   local k = base .. 'wake'

@@ -13,22 +13,17 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 12 per run:
-    rid, task, input, priority, runAt,
-    enqueuedAt ('' when it is the time in the run id),
-    idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
-    retention once cancelled, ms ('' for the broker's default: see cancel.lua),
-    flow control: '' for none, else '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>'
-    (limits 0: none; rates '<interval>,<burst>' or ''; the key last, as it may hold '|');
-    a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
-    here each key and group of the call is updated once)
-    schedule mark ('' for none: see ScheduleMark in core/run.ts)
+  then 12 per run, as newRun in common.lua reads them (pushRunArgs in run-args.ts): rid, task,
+    input, priority, runAt, enqueuedAt, idempotency key, its ttl, traceparent, retention once
+    cancelled, flow spec, schedule mark;
+    a queued run with a flow spec goes to its key's list (as flowPush in common.lua does for one
+    run; here each key and group of the call is updated once)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
 ]]
 --!keys 1
---!include common.lua: rcall, fmt, statFlush, wake, flowGroupReady
+--!include common.lua: rcall, fmt, statFlush, flowGroupReady, newRun, runExisting, runWrite, wake
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}
@@ -42,45 +37,14 @@ local flowQueued = false
 local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
 local flowOrder = {}
 for j = 3, #ARGV, 12 do
-  local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local fg, fy, fn, fm, fu, fv = '', '', '', '', '', ''
-  local spec, mark = ARGV[j + 10], ARGV[j + 11]
-  if spec ~= '' then
-    local parts, from = {}, 1
-    for _ = 1, 5 do
-      local cut = string.find(spec, '|', from, true)
-      parts[#parts + 1] = string.sub(spec, from, cut - 1)
-      from = cut + 1
-    end
-    fg, fn, fm, fu, fv = parts[1], parts[2], parts[3], parts[4], parts[5]
-    fy = string.sub(spec, from)
-  end
-  local k = base .. 'r:' .. rid
-  local existing
-  if rcall('EXISTS', k) == 1 then
-    existing = rid
-  elseif ik ~= '' then
-    local ikk = base .. 'ik:' .. task .. ':' .. ik
-    existing = rcall('GET', ikk)
-    -- A key never stands for a run that no longer exists: one left naming a deleted run (by a
-    -- version that kept keys past their runs, or by hand) is taken by this new run.
-    if existing and rcall('EXISTS', base .. 'r:' .. existing) == 0 then
-      existing = nil
-    end
-    if not existing then
-      rcall('SET', ikk, rid, 'PX', ittl)
-    end
-  end
+  local r = newRun(j)
+  local existing, s = runExisting(base, r)
   if existing then
-    local s = redis.pcall('HGET', base .. 'r:' .. existing, 's')
-    if type(s) ~= 'string' then
-      s = 'q'
-    end
     out[#out + 1] = existing
     out[#out + 1] = 0
     out[#out + 1] = s
   else
+    local rid, p, runAtS = r.rid, r.p, r.runAt
     local runAt = tonumber(runAtS)
     local state
     if runAt > now then
@@ -96,63 +60,16 @@ for j = 3, #ARGV, 12 do
     else
       state = 'q'
     end
-    local f = { 's', state, 't', task, 'i', input }
-    if p ~= '0' then
-      f[#f + 1] = 'p'
-      f[#f + 1] = p
-    end
-    if e ~= '' then
-      f[#f + 1] = 'e'
-      f[#f + 1] = e
-    end
-    if state == 's' then
-      f[#f + 1] = 'r'
-      f[#f + 1] = runAtS
-    end
-    if ik ~= '' then
-      f[#f + 1] = 'k'
-      f[#f + 1] = ik
-    end
-    if tp ~= '' then
-      f[#f + 1] = 'c'
-      f[#f + 1] = tp
-    end
-    if cret ~= '' then
-      f[#f + 1] = 'C'
-      f[#f + 1] = cret
-    end
-    if fg ~= '' then
-      f[#f + 1] = 'g'
-      f[#f + 1] = fg
-      f[#f + 1] = 'y'
-      f[#f + 1] = fy
-      f[#f + 1] = 'n'
-      f[#f + 1] = fn
-      f[#f + 1] = 'm'
-      f[#f + 1] = fm
-      if fu ~= '' then
-        f[#f + 1] = 'u'
-        f[#f + 1] = fu
-      end
-      if fv ~= '' then
-        f[#f + 1] = 'v'
-        f[#f + 1] = fv
-      end
-    end
-    if mark ~= '' then
-      f[#f + 1] = 'S'
-      f[#f + 1] = mark
-    end
-    rcall('HSET', k, unpack(f))
-    if state == 'q' and fg ~= '' then
-      local gy = fg .. '|' .. fy
+    runWrite(base, r, state)
+    if state == 'q' and r.g ~= '' then
+      local gy = r.g .. '|' .. r.y
       local e = flowKeys[gy]
       if not e then
-        e = { g = fg, y = fy, rids = {} }
+        e = { g = r.g, y = r.y, rids = {} }
         flowKeys[gy] = e
         flowOrder[#flowOrder + 1] = gy
       end
-      e.n, e.m, e.u, e.v = fn, fm, fu, fv -- the latest run's limits
+      e.n, e.m, e.u, e.v = r.n, r.m, r.u, r.v -- the latest run's limits
       e.rids[#e.rids + 1] = rid
       flowQueued = true
     elseif state == 'q' then

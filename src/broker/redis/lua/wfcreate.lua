@@ -12,32 +12,31 @@
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now
   ARGV[3] workflow id
-  then 10 per run: rid, task, input, priority, runAt, enqueuedAt ('' when it is the time in the
-    run id), traceparent ('' for none), retention once cancelled (ms), inputFrom ('' given, v
-    value, l list, o object), dependencies ('' for none; else one line each: rid TAB policy TAB
-    name as JSON)
+  then 14 per run: the 12 of enqueue.lua (newRun in common.lua; pushRunArgs in run-args.ts: no
+    idempotency key, flow spec or schedule mark here, and the retention once cancelled always
+    given), then inputFrom ('' given, v value, l list, o object), dependencies ('' for none; else
+    one line each: rid TAB policy TAB name as JSON)
 
   Returns { 1 } created, { 0 } when the workflow exists already (nothing written), { -1, rid }
   when a run id is taken (nothing written).
 ]]
 --!keys 1
---!include common.lua: rcall, ridTime, statFlush, pushQueued, wake
+--!include common.lua: rcall, ridTime, statFlush, pushQueued, newRun, runWrite, wake
 local base, nowS, wfId = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
 if rcall('EXISTS', KEYS[1]) == 1 then
   return { 0 }
 end
-for j = 4, #ARGV, 10 do
+for j = 4, #ARGV, 14 do
   if rcall('EXISTS', base .. 'r:' .. ARGV[j]) == 1 then
     return { -1, ARGV[j] }
   end
 end
 local rids = {}
 local wakeUp = false
-for j = 4, #ARGV, 10 do
-  local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  local e, tp, cret, mode, deps = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local k = base .. 'r:' .. rid
+for j = 4, #ARGV, 14 do
+  local r = newRun(j)
+  local rid, p, runAtS, mode, deps = r.rid, r.p, r.runAt, ARGV[j + 12], ARGV[j + 13]
   rids[#rids + 1] = rid
   local state
   if deps ~= '' then
@@ -47,32 +46,16 @@ for j = 4, #ARGV, 10 do
   else
     state = 'q'
   end
-  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
-  if p ~= '0' then
-    f[#f + 1] = 'p'
-    f[#f + 1] = p
-  end
-  if e ~= '' then
-    f[#f + 1] = 'e'
-    f[#f + 1] = e
-  end
-  if state == 's' then
-    f[#f + 1] = 'r'
-    f[#f + 1] = runAtS
-  end
-  if tp ~= '' then
-    f[#f + 1] = 'c'
-    f[#f + 1] = tp
-  end
+  local more = { 'G', wfId }
   if mode ~= '' then
-    f[#f + 1] = 'M'
-    f[#f + 1] = mode
+    more[#more + 1] = 'M'
+    more[#more + 1] = mode
   end
   if deps ~= '' then
-    f[#f + 1] = 'D'
-    f[#f + 1] = deps
+    more[#more + 1] = 'D'
+    more[#more + 1] = deps
   end
-  rcall('HSET', k, unpack(f))
+  runWrite(base, r, state, more)
   if state == 'w' then
     rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
     for line in string.gmatch(deps, '[^\n]+') do
