@@ -295,7 +295,8 @@ export interface Broker {
    * paused, its `hash` is `req.hash` and its next fire time is still `req.expect`, moves the next
    * fire time to `req.next` (null: the schedule has ended), adds `req.missed` to its misses and
    * `req.runs.length` to its fires, records the last fire, and creates `req.runs` exactly as
-   * `enqueue` would (their idempotency keys make a second creation of the same fire a no-op).
+   * `enqueue` would (their idempotency keys make a second creation of the same fire a no-op),
+   * applying `req.overlap` against the previous run in the same step (see `FireRequest.overlap`).
    * Otherwise nothing is written: the outcome says why, with the stored next time and hash.
    */
   fireSchedule(req: FireRequest): Promise<FireOutcome>;
@@ -340,11 +341,32 @@ export interface FireRequest {
   runs: readonly NewRun[];
   /** Nominal times given up (missed-fire policies): added to the schedule's misses. */
   missed: number;
+  /**
+   * The overlap policy (docs/schedules.md), applied inside the fire step, atomically with the
+   * compare-and-set: the schedule's previous run (its stored `lastRun`) overlaps while it is
+   * `queued` or `active` (a run scheduled ahead does not). With `runs` given and an overlap:
+   * `skip` creates none and adds `runs.length` to the misses; `buffer` writes nothing and answers
+   * `buffered` (the schedule stays due); `cancel` creates them and names the previous run in
+   * `overlapped` (the caller cancels it). `buffer` without an overlap, when a previous run is stored,
+   * creates only the last of `runs` and counts the others as missed. Absent: `allow`.
+   */
+  overlap?: FireOverlap;
   now: number;
 }
 
+/** How a fire treats a previous run still due or running (`SchedulePolicies.overlap`). */
+export type FireOverlap = 'allow' | 'skip' | 'cancel' | 'buffer';
+
 export type FireOutcome =
-  | { outcome: 'fired'; runs: EnqueueResult[] }
+  /**
+   * `runs`: one result per run created or found, of the request's runs that the overlap policy kept
+   * (all of them, none, or the last); `missed`: what was added to the misses (the request's
+   * `missed`, plus the runs the policy gave up); `overlapped`: with `cancel`, the previous run that
+   * was still due or running.
+   */
+  | { outcome: 'fired'; runs: EnqueueResult[]; missed: number; overlapped?: string }
+  /** `overlap: 'buffer'` and run `running` (the previous one) is still due or running: nothing written. */
+  | { outcome: 'buffered'; running: string }
   /** Another caller fired it first (or it was moved): nothing written. */
   | { outcome: 'stale'; next: number | null; hash: string }
   | { outcome: 'paused' }

@@ -94,7 +94,8 @@ export async function fireSchedule(c: RedisCore, req: FireRequest): Promise<Fire
     req.next === null ? '' : Math.floor(req.next),
     Math.max(0, Math.floor(req.missed)),
     now,
-    req.runs.length ? Math.max(...req.runs.map((r) => Math.floor(r.schedule?.at ?? req.expect))) : '',
+    req.runs.map((r) => Math.floor(r.schedule?.at ?? req.expect)).join(','),
+    req.overlap === undefined || req.overlap === 'allow' ? '' : req.overlap,
   ];
   for (const run of req.runs) {
     const parts = splitRunId(run.id);
@@ -109,11 +110,14 @@ export async function fireSchedule(c: RedisCore, req: FireRequest): Promise<Fire
   const what = String(r[0]);
   if (what === 'not_found' || what === 'paused') return { outcome: what };
   if (what === 'stale') return { outcome: 'stale', next: int(String(r[1])) ?? null, hash: String(r[2]) };
+  if (what === 'buffered') return { outcome: 'buffered', running: qk.idPrefix + String(r[1]) };
   const runs: EnqueueResult[] = [];
-  for (let j = 1; j + 2 < r.length; j += 3) {
+  for (let j = 3; j + 2 < r.length; j += 3) {
     runs.push({ id: qk.idPrefix + String(r[j]), created: r[j + 1] === 1, state: STATE_OF_CODE[String(r[j + 2])] ?? 'queued' });
   }
-  return { outcome: 'fired', runs };
+  const out: FireOutcome = { outcome: 'fired', runs, missed: Number(r[1]) };
+  if (r[2] !== '' && r[2] !== undefined) out.overlapped = qk.idPrefix + String(r[2]);
+  return out;
 }
 
 async function readMany(redis: RedisClient, c: RedisCore, queue: string, ids: readonly string[]): Promise<ScheduleRecord[]> {

@@ -7,6 +7,11 @@
   runExisting, runWrite in common.lua): a run whose id exists, or whose idempotency key is held by
   an existing run, is not created again; a run with a flow spec is under its task's limits
   (docs/flow-control.md). Otherwise writes nothing.
+  The overlap policy (FireRequest.overlap in broker/types.ts) is applied here, in the same step:
+  the previous run (field L) overlaps while it is queued or active; then skip creates no run and
+  counts the times as missed, buffer writes nothing (reply 'buffered'), cancel creates the runs and
+  names the previous one (the caller cancels it). buffer without an overlap, with a previous run,
+  creates only the last run and counts the others as missed.
 
   KEYS[1] the schedule's hash `<base>S:<id>`
   KEYS[2] the queue's due ZSET `<base>Sdue`
@@ -14,19 +19,21 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] id, ARGV[3] hash, ARGV[4] expected next fire time, ARGV[5] new next fire time ('' none),
-  ARGV[6] missed to add, ARGV[7] now, ARGV[8] nominal time of the latest run ('' when no run)
+  ARGV[6] missed to add, ARGV[7] now, ARGV[8] nominal time of each run, comma-separated ('' when
+  no run), ARGV[9] overlap policy ('' allow, skip, cancel, buffer)
   then 12 per run, as enqueue.lua takes them (newRun in common.lua; pushRunArgs in run-args.ts)
 
-  Returns { 'fired', then 3 per run: rid, created (1 or 0), state code } or { 'stale', stored next
-  ('' none), stored hash } or { 'paused' } or { 'not_found' }.
+  Returns { 'fired', missed added, the overlapping previous rid with cancel ('' none), then 3 per
+  run kept: rid, created (1 or 0), state code } or { 'buffered', the previous rid } or { 'stale',
+  stored next ('' none), stored hash } or { 'paused' } or { 'not_found' }.
 ]]
 --!keys 3
 --!include common.lua: rcall, statFlush, pushQueued, newRun, runExisting, runWrite, wake
 local base, id, hash, expect, nextS = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local missed, nowS, lastFire = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local missed, nowS, atsS, policy = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
 local now = tonumber(nowS)
-local s = rcall('HMGET', KEYS[1], 'n', 'h', 'p')
-local sNext, sHash, sPaused = s[1], s[2], s[3]
+local s = rcall('HMGET', KEYS[1], 'n', 'h', 'p', 'L')
+local sNext, sHash, sPaused, prev = s[1], s[2], s[3], s[4]
 if not sHash then
   return { 'not_found' }
 end
@@ -37,10 +44,40 @@ if sHash ~= hash or sNext ~= expect then
   return { 'stale', sNext or '', sHash }
 end
 
-local out = { 'fired' }
+-- The runs to create: ARGV[from], ARGV[from + 12], ... up to ARGV[to]; their nominal times.
+local from, to = 10, #ARGV
+local ats = {}
+for at in string.gmatch(atsS, '[^,]+') do
+  ats[#ats + 1] = at
+end
+local overlapped = ''
+if policy ~= '' and prev and #ats > 0 then
+  local ps = redis.pcall('HGET', base .. 'r:' .. prev, 's')
+  if ps == 'q' or ps == 'a' then
+    if policy == 'buffer' then
+      return { 'buffered', prev }
+    elseif policy == 'skip' then
+      missed = missed + #ats
+      from, ats = to + 1, {}
+    else
+      overlapped = prev
+    end
+  elseif policy == 'buffer' and #ats > 1 then
+    missed = missed + #ats - 1
+    from, ats = to - 11, { ats[#ats] }
+  end
+end
+local lastFire = ''
+for _, at in ipairs(ats) do
+  if lastFire == '' or tonumber(at) > tonumber(lastFire) then
+    lastFire = at
+  end
+end
+
+local out = { 'fired', missed, overlapped }
 local created, last, woken = 0, nil, false
 local fires = 0
-for j = 9, #ARGV, 12 do
+for j = from, to, 12 do
   local r = newRun(j)
   local existing, st = runExisting(base, r)
   fires = fires + 1
