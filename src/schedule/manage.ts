@@ -6,9 +6,19 @@
  * the dashboard.
  */
 import type { Broker, EnqueueResult, FlowSpec, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, ScheduleVersionError } from '../core/errors.ts';
+import { SCHEDULE_ID } from '../broker/shared/schedules.ts';
 import { newRunId } from '../core/ids.ts';
-import { checkPolicies, expiryOf, fireKey, readStored, type SchedulePolicies, type StoredSchedule, upcoming } from './plan.ts';
+import {
+  checkPolicies,
+  expiryOf,
+  fireKey,
+  readStored,
+  type SchedulePolicies,
+  type StoredSchedule,
+  scheduleDefinition,
+  upcoming,
+} from './plan.ts';
 import { compileSchedule, type Schedule, type ScheduleSpec } from './spec.ts';
 import { firesBetween } from './times.ts';
 
@@ -61,6 +71,34 @@ function defaultVersion(): number {
   const n = Number(env);
   if (!Number.isFinite(n)) throw new ConfigError(`ERRAND_SCHEDULE_VERSION must be a number, got ${JSON.stringify(env)}`);
   return n;
+}
+
+/** Throws a ConfigError unless `id` is a schedule id (1 to 128 characters without spaces). */
+export function checkNewScheduleId(id: unknown, where: string): asserts id is string {
+  if (typeof id !== 'string' || !SCHEDULE_ID.test(id)) throw new ConfigError(`${where}: the id must be 1 to 128 characters without spaces`);
+}
+
+/**
+ * Stores schedule `id` of `task` in `queue` from checked options (`splitScheduleOptions`) and its
+ * input as JSON text: the one path of run-time creation and update (the app, HTTP, the dashboard,
+ * the CLI). A stored definition of a greater version stands (an older deploy never flaps it back):
+ * ScheduleVersionError says so, rather than answer with the stored one as if the update were taken.
+ */
+export async function putSchedule(
+  broker: Broker,
+  target: { id: string; queue: string; task: string; input: string },
+  split: SplitOptions,
+  now: number,
+  where: string,
+): Promise<ScheduleView> {
+  const def = scheduleDefinition({ ...target, schedule: split.schedule, policies: split.policies, version: split.version }, now);
+  const r = await broker.upsertSchedule(def, now);
+  if (r.outcome === 'older') {
+    throw new ScheduleVersionError(
+      `${where}: not updated: the stored definition has version ${r.schedule.version}, greater than this one's (${split.version}); give a greater version`,
+    );
+  }
+  return viewOf(r.schedule);
 }
 
 /** A schedule as listed: the stored record, its next five fire times and its state. */
