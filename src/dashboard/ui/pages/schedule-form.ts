@@ -97,7 +97,7 @@ export function scheduleForm(ctx: Ctx, tasks: TaskChoice[], s?: ScheduleJson): P
   const zone = text('timezone', typeof spec.timezone === 'string' ? spec.timezone : '', 'UTC');
   const start = text('start', instantText(spec.start), '2026-01-01T00:00:00Z');
   const end = text('end', instantText(spec.end), '');
-  const input = h('textarea', { class: 'input mono', name: 'input', rows: 4, spellcheck: 'false' });
+  const input = h('textarea', { class: 'input mono', name: 'input', rows: 3, spellcheck: 'false' });
   input.value = s && !s.inputRedacted ? JSON.stringify(s.input ?? null, null, 2) : '';
   const missed = choice('missed', ['latest', 'skip', 'all'], typeof pol.missed === 'string' ? pol.missed : 'latest');
   const overlap = choice('overlap', ['allow', 'skip', 'cancel', 'buffer'], typeof pol.overlap === 'string' ? pol.overlap : 'allow');
