@@ -343,12 +343,13 @@ end
 -- '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>': limits 0 none, rates
 -- '<interval>,<burst>' or '', the key last as it may hold '|'), schedule mark ('' for none: see
 -- ScheduleMark in core/run.ts).
-local function newRun(j)
-  local r = {
-    rid = ARGV[j], task = ARGV[j + 1], input = ARGV[j + 2], p = ARGV[j + 3], runAt = ARGV[j + 4],
-    e = ARGV[j + 5], ik = ARGV[j + 6], ittl = ARGV[j + 7], tp = ARGV[j + 8], cret = ARGV[j + 9],
-    g = '', y = '', n = '', m = '', u = '', v = '', mark = ARGV[j + 11],
-  }
+-- Fills table `r` (a script's one table, reused for each run: no table made per run) and returns it;
+-- r.k is the run's hash key in queue `base`. The flow fields y n m u v are set only when r.g ~= ''.
+local function newRun(base, j, r)
+  local rid = ARGV[j]
+  r.rid, r.k, r.task, r.input, r.p, r.runAt = rid, base .. 'r:' .. rid, ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
+  r.e, r.ik, r.ittl, r.tp, r.cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
+  r.g, r.mark = '', ARGV[j + 11]
   local spec = ARGV[j + 10]
   if spec ~= '' then
     local parts, from = {}, 1
@@ -369,7 +370,7 @@ end
 -- a deleted run (by a version that kept keys past their runs, or by hand) is taken by r.
 local function runExisting(base, r)
   local existing
-  if rcall('EXISTS', base .. 'r:' .. r.rid) == 1 then
+  if rcall('EXISTS', r.k) == 1 then
     existing = r.rid
   elseif r.ik ~= '' then
     local ikk = base .. 'ik:' .. r.task .. ':' .. r.ik
@@ -394,7 +395,7 @@ end
 -- Writes the hash of new run r in state `state` (q, s, or w: waiting); `more`: further field,
 -- value pairs to store (nil: none). Only the hash: placing it (a list, sched, a flow key) is the
 -- caller's.
-local function runWrite(base, r, state, more)
+local function runWrite(r, state, more)
   local f = { 's', state, 't', r.task, 'i', r.input }
   if r.p ~= '0' then
     f[#f + 1] = 'p'
@@ -447,7 +448,7 @@ local function runWrite(base, r, state, more)
       f[#f + 1] = more[i]
     end
   end
-  rcall('HSET', base .. 'r:' .. r.rid, unpack(f))
+  rcall('HSET', r.k, unpack(f))
 end
 
 -- Leaves a wake-up token for one idle worker, unless one is already waiting.

@@ -36,8 +36,9 @@ local before = false -- earliest scheduled runAt before this call (nil: none), r
 local flowQueued = false
 local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
 local flowOrder = {}
+local run = {} -- each run's values in turn (newRun)
 for j = 3, #ARGV, 12 do
-  local r = newRun(j)
+  local r = newRun(base, j, run)
   local existing, s = runExisting(base, r)
   if existing then
     out[#out + 1] = existing
@@ -60,7 +61,7 @@ for j = 3, #ARGV, 12 do
     else
       state = 'q'
     end
-    runWrite(base, r, state)
+    runWrite(r, state)
     if state == 'q' and r.g ~= '' then
       local gy = r.g .. '|' .. r.y
       local e = flowKeys[gy]

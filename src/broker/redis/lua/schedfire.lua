@@ -77,8 +77,9 @@ end
 local out = { 'fired', missed, overlapped }
 local created, last, woken = 0, nil, false
 local fires = 0
+local run = {} -- each run's values in turn (newRun)
 for j = from, to, 12 do
-  local r = newRun(j)
+  local r = newRun(base, j, run)
   local existing, st = runExisting(base, r)
   fires = fires + 1
   if existing then
@@ -92,7 +93,7 @@ for j = from, to, 12 do
       state = 's'
       rcall('ZADD', KEYS[3], r.runAt, r.rid)
     end
-    runWrite(base, r, state)
+    runWrite(r, state)
     if state == 'q' then
       pushQueued(base, r.rid, r.p, false, r.g ~= '' and r.g or nil)
     end

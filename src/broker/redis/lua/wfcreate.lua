@@ -34,8 +34,9 @@ for j = 4, #ARGV, 14 do
 end
 local rids = {}
 local wakeUp = false
+local run = {} -- each run's values in turn (newRun)
 for j = 4, #ARGV, 14 do
-  local r = newRun(j)
+  local r = newRun(base, j, run)
   local rid, p, runAtS, mode, deps = r.rid, r.p, r.runAt, ARGV[j + 12], ARGV[j + 13]
   rids[#rids + 1] = rid
   local state
@@ -55,7 +56,7 @@ for j = 4, #ARGV, 14 do
     more[#more + 1] = 'D'
     more[#more + 1] = deps
   end
-  runWrite(base, r, state, more)
+  runWrite(r, state, more)
   if state == 'w' then
     rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
     for line in string.gmatch(deps, '[^\n]+') do
