@@ -254,6 +254,27 @@ describe('flow control', () => {
     await app.close();
   });
 
+  it("a worker's own fires carry the limits (the firer gets the app's task definitions)", { timeout: 30_000 }, async () => {
+    const path = join(tempDir('errand-sched-flow-w'), 'e.db');
+    const app = createErrand({ broker: `sqlite:${path}`, logger: quietLogger });
+    const t = app.task(
+      'pol.limw',
+      { input: z.object({ tenant: z.string() }), queue: 'polw', limits: { key: (i) => i.tenant, concurrency: 1 } },
+      async () => {},
+    );
+    app.schedule('sw', t, { every: '1s', input: { tenant: 'globex' } });
+    const w = app.worker({ queues: ['polw'] });
+    await w.start();
+    const broker = (await app.broker()) as Broker & BrokerInspector;
+    const run = await waitFor(async () => (await broker.listRuns({ queue: 'polw', limit: 10 })).runs.find((r) => r.schedule?.id === 'sw'), {
+      timeoutMs: 20_000,
+      message: 'the worker fired the schedule',
+    });
+    await w.stop();
+    assert.deepEqual({ group: run.flow?.group, key: run.flow?.key }, { group: 'pol.limw', key: 'globex' });
+    await app.close();
+  });
+
   it('a stored input that no longer validates keeps the group limits, without a key', () => {
     const app = createErrand({ broker: 'sqlite::memory:', logger: quietLogger });
     const t = app.task(
