@@ -24,6 +24,7 @@ import {
 } from '../src/http/index.ts';
 import type { RunRecord } from '../src/index.ts';
 import { type AvatarTask, AvatarSchema } from './avatars.ts';
+import type { SignUp, SignUpRuns } from './onboarding.ts';
 import { errorMessage, type WelcomeResult, type WelcomeTask } from './tasks.ts';
 import { EmailTakenError, isCursor, USER_ID, type User, type UserStore, type WelcomeStatus } from './users/store.ts';
 
@@ -159,6 +160,15 @@ export const CreatedSchema = z.object({
     .nullable()
     .optional()
     .describe('With an avatar: the thumbnails run; null when the task queue was unreachable (the avatar is then not kept)'),
+  workflow: z
+    .object({
+      id: z.string().describe('The workflow id'),
+      status_url: z.string().describe('GET it for the workflow (its steps and their states)'),
+    })
+    .optional()
+    .describe(
+      'The sign-up workflow: the welcome email and the avatar side by side, then the onboarding note; absent when the runs were enqueued on their own',
+    ),
 });
 
 export const ListQuerySchema = z
@@ -195,6 +205,12 @@ export interface UserRoutesOptions {
   getRun?: (id: string) => Promise<RunRecord | null>;
   /** The avatar task and the folder its thumbnails go to (`DATA_DIR/avatars`); without it, an avatar is refused (422). */
   avatars?: { task: AvatarTask; dir: string };
+  /**
+   * Creates the sign-up workflow (app/onboarding.ts): the welcome email and the avatar side by side,
+   * then the onboarding note. Without it (or when the welcome task has limits), the runs are
+   * enqueued on their own.
+   */
+  signUp?: (s: SignUp) => Promise<SignUpRuns | null>;
 }
 
 type WelcomeJson = z.infer<typeof WelcomeEmailSchema>;
@@ -276,40 +292,35 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
     const log = request.log;
     log.info({ userId: user.id }, 'user created');
     const traceparent = traceparentOf(request);
+    const welcomeInput = { userId: user.id, email: user.email, username: user.username, store: users.identity };
+    const avatarInput = avatar !== undefined && options.avatars ? { userId: user.id, image: avatar, dir: options.avatars.dir } : undefined;
     let run: { id: string } | undefined;
-    try {
-      // The idempotency key (welcome:<id>, set by the task) makes a second enqueue of this user's
-      // email, by the sweep, return this run rather than a second one.
-      run = await within(
-        task.enqueue(
-          { userId: user.id, email: user.email, username: user.username, store: users.identity },
-          traceparent ? { traceparent } : undefined,
-        ),
-        enqueueTimeoutMs,
-        timeoutMessage,
-      );
-    } catch (err) {
-      // The user is kept, `pending`: a worker's sweep enqueues the email when the broker is back.
-      log.error({ err, userId: user.id }, 'could not enqueue the welcome email; it stays pending for the sweep');
+    let avatarRun: { id: string } | undefined;
+    let workflow: string | undefined;
+    let apart = !options.signUp || task.limits !== undefined;
+    if (!apart && options.signUp) {
+      // One workflow: the welcome email and the avatar side by side, then the onboarding note.
+      try {
+        const s: SignUp = { user, welcome: welcomeInput };
+        if (avatarInput) s.avatar = avatarInput;
+        if (traceparent) s.traceparent = traceparent;
+        const runs = await within(options.signUp(s), enqueueTimeoutMs, timeoutMessage);
+        if (runs) {
+          run = { id: runs.welcome };
+          if (runs.avatar) avatarRun = { id: runs.avatar };
+          workflow = runs.workflow;
+        } else apart = true; // the welcome key is held already: that run stands, as an enqueue finds it
+      } catch (err) {
+        // As below: the user stays pending for the sweep (the welcome email alone), the avatar is not kept.
+        log.error({ err, userId: user.id }, 'could not create the sign-up workflow; the welcome email stays pending for the sweep');
+      }
     }
+    if (apart) ({ run, avatarRun } = await enqueueApart(request, user.id, welcomeInput, avatarInput));
     if (run) {
       try {
         await users.markWelcomeScheduled(user.id, run.id);
       } catch (err) {
         log.warn({ err, userId: user.id }, 'could not record the welcome run; the sweep will find it');
-      }
-    }
-    let avatarRun: { id: string } | undefined;
-    if (avatar !== undefined && options.avatars) {
-      const { task: avatarTask, dir } = options.avatars;
-      try {
-        avatarRun = await within(
-          avatarTask.enqueue({ userId: user.id, image: avatar, dir }, traceparent ? { traceparent } : undefined),
-          enqueueTimeoutMs,
-          timeoutMessage,
-        );
-      } catch (err) {
-        log.error({ err, userId: user.id }, 'could not enqueue the avatar thumbnails; the avatar is not kept');
       }
     }
     reply.code(201).header('location', `/users/${user.id}`);
@@ -318,7 +329,41 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
       user: userJson(user),
       task: run ? { id: run.id, status_url: `/runs/${run.id}` } : null,
       ...(avatar !== undefined ? { avatar_task: avatarRun ? { id: avatarRun.id, status_url: `/runs/${avatarRun.id}` } : null } : {}),
+      ...(workflow ? { workflow: { id: workflow, status_url: `/workflows/${workflow}` } } : {}),
     };
+  };
+
+  /** The welcome email and the avatar as runs of their own (no sign-up workflow). */
+  const enqueueApart = async (
+    request: FastifyRequest,
+    userId: string,
+    welcomeInput: Parameters<WelcomeTask['enqueue']>[0],
+    avatarInput: Parameters<AvatarTask['enqueue']>[0] | undefined,
+  ): Promise<{ run?: { id: string }; avatarRun?: { id: string } }> => {
+    const log = request.log;
+    const traceparent = traceparentOf(request);
+    let run: { id: string } | undefined;
+    try {
+      // The idempotency key (welcome:<id>, set by the task) makes a second enqueue of this user's
+      // email, by the sweep, return this run rather than a second one.
+      run = await within(task.enqueue(welcomeInput, traceparent ? { traceparent } : undefined), enqueueTimeoutMs, timeoutMessage);
+    } catch (err) {
+      // The user is kept, `pending`: a worker's sweep enqueues the email when the broker is back.
+      log.error({ err, userId }, 'could not enqueue the welcome email; it stays pending for the sweep');
+    }
+    let avatarRun: { id: string } | undefined;
+    if (avatarInput && options.avatars) {
+      try {
+        avatarRun = await within(
+          options.avatars.task.enqueue(avatarInput, traceparent ? { traceparent } : undefined),
+          enqueueTimeoutMs,
+          timeoutMessage,
+        );
+      } catch (err) {
+        log.error({ err, userId }, 'could not enqueue the avatar thumbnails; the avatar is not kept');
+      }
+    }
+    return { ...(run ? { run } : {}), ...(avatarRun ? { avatarRun } : {}) };
   };
 
   const createSchema = {

@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { type AvatarTask, defineAvatarTask } from './avatars.ts';
 import { type AppConfig, brokerUrl } from './config.ts';
 import { type DigestTask, defineDigest } from './digest.ts';
+import { defineOnboardingTask, type OnboardingTask, startSignUp } from './onboarding.ts';
 import { createMailer, type Mailer } from './email.ts';
 import { registerUserRoutes } from './routes.ts';
 import {
@@ -68,6 +69,8 @@ export class Service {
   readonly task: WelcomeTask;
   /** `make_avatar_thumbnails`: the thumbnails of an avatar uploaded at sign-up (app/avatars.ts). */
   readonly avatarTask: AvatarTask;
+  /** `complete_onboarding`: the last step of the sign-up workflow (app/onboarding.ts). */
+  readonly onboardingTask: OnboardingTask;
   /** The sign-up digest, a schedule (app/digest.ts). */
   readonly digest: DigestTask;
   readonly auth: HttpAuthOptions;
@@ -103,6 +106,7 @@ export class Service {
       ...(config.welcomeDomainRate ? { domainRate: config.welcomeDomainRate } : {}),
     });
     this.avatarTask = defineAvatarTask(this.errand);
+    this.onboardingTask = defineOnboardingTask(this.errand, { users, outboxDir: config.outboxDir });
     this.digest = defineDigest(this.errand, { users, mailer: this.mailer, mailFrom: config.mailFrom, ...config.digest });
   }
 
@@ -139,6 +143,7 @@ export class Service {
       users: this.users,
       task: this.task,
       avatars: { task: this.avatarTask, dir: join(this.config.dataDir, 'avatars') },
+      signUp: (s) => startSignUp(this.errand, { welcome: this.task, avatar: this.avatarTask, onboarding: this.onboardingTask }, s),
       auth: this.auth,
       getRun: async (id) => (await this.errand.broker()).getRun(id),
       ...(this.#options.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: this.#options.enqueueTimeoutMs } : {}),

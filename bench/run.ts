@@ -3,7 +3,7 @@
  *
  *   --quick              small sizes (under two minutes): checks the harness, gives orders of magnitude
  *   --rounds N           rounds per figure (default 5, quick 3)
- *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale, celery, isolation, flow, schedules
+ *   --only a,b           scenarios: enqueue, process, latency, service, memory, scale, celery, isolation, flow, schedules, limits
  *   --peers a,b          errand-redis, errand-sqlite, bullmq (the service scenario has its own peers)
  *   --services a,b       errand-seed, errand-seed-sqlite, fastify-bullmq, fastify-bullmq-sqlite, celery (default: all; errand-seed-sqlite not in --quick)
  *   --set k=v,k=v        override sizes (see Sizes in bench/lib/context.ts), e.g. --set rssRuns=300000,rounds=1 (lists: latencyRates=1000:5000)
@@ -29,6 +29,7 @@ import { enqueueScenario } from './scenarios/enqueue.ts';
 import { flowScenario } from './scenarios/flow.ts';
 import { isolationScenario } from './scenarios/isolation.ts';
 import { latencyScenario } from './scenarios/latency.ts';
+import { limitsScenario } from './scenarios/limits.ts';
 import { memoryScenario } from './scenarios/memory.ts';
 import { processScenario } from './scenarios/process.ts';
 import { scaleScenario } from './scenarios/scale.ts';
@@ -47,6 +48,7 @@ const SCENARIOS: Record<string, (ctx: Ctx) => Promise<ScenarioResult>> = {
   isolation: isolationScenario,
   flow: flowScenario,
   schedules: schedulesScenario,
+  limits: limitsScenario,
 };
 
 function usage(msg: string): never {

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { globSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { IN_CI, parseCounts } from './test-summary.ts';
 
 const node = process.execPath;
 const bin = (name: string) => new URL(`../node_modules/.bin/${name}`, import.meta.url).pathname;
@@ -27,11 +28,17 @@ const files = args.length ? args : globSync('test/**/*.test.ts').sort();
 // printed at the very end, so that its last line is the last line of the output.
 const summaryDir = mkdtempSync(join(tmpdir(), 'errand-test-summary-'));
 const summaryFile = join(summaryDir, 'summary.txt');
+// In CI a skipped test fails the run (the summary lists each one, by name and file, above its last
+// line), and so does a run that wrote no summary (nothing says that every test ran).
+let ciFails = false;
 const printSummary = () => {
   try {
-    process.stdout.write(readFileSync(summaryFile, 'utf8'));
+    const text = readFileSync(summaryFile, 'utf8');
+    process.stdout.write(text);
+    if (IN_CI) ciFails = (parseCounts(text)?.skipped ?? 1) > 0;
   } catch {
     process.stdout.write('\n(no test summary was written)\n');
+    ciFails = IN_CI;
   }
   rmSync(summaryDir, { recursive: true, force: true });
 };
@@ -50,3 +57,4 @@ step(
   ],
   printSummary,
 );
+if (ciFails) process.exit(1);

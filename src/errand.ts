@@ -242,7 +242,8 @@ export class Errand extends EventEmitter {
   /** Pauses (or resumes) a schedule: no fires while paused; the times it passes are handled by its missed-fire policy on resume. */
   async pauseSchedule(id: string, paused = true, queue?: string): Promise<void> {
     const { broker, rec } = await this.#existing(id, queue);
-    await broker.pauseSchedule(rec.queue, rec.id, paused, Date.now());
+    // Found, then deleted by someone else before the change: not found either.
+    if (!(await broker.pauseSchedule(rec.queue, rec.id, paused, Date.now()))) throw new ScheduleNotFoundError(rec.id);
   }
 
   async resumeSchedule(id: string, queue?: string): Promise<void> {
@@ -252,7 +253,7 @@ export class Errand extends EventEmitter {
   /** Deletes a stored schedule (its runs stay). A declared one is stored again by the next worker that starts. */
   async deleteSchedule(id: string, queue?: string): Promise<void> {
     const { broker, rec } = await this.#existing(id, queue);
-    await broker.deleteSchedule(rec.queue, rec.id);
+    if (!(await broker.deleteSchedule(rec.queue, rec.id))) throw new ScheduleNotFoundError(rec.id);
   }
 
   /** The flow spec of a schedule's run (its task's limits), as enqueue computes it. */
@@ -369,8 +370,8 @@ export class Errand extends EventEmitter {
     const now = Date.now();
     const compiled = compileWorkflow(flow, now, this.maxInputBytes);
     const broker = await this.broker();
-    const { created } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
-    return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created);
+    const { created, held } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
+    return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created, held);
   }
 
   /** A handle to an existing run, by id. */
@@ -400,6 +401,7 @@ export class Errand extends EventEmitter {
       tasks: this.tasks,
       logger: this.logger,
       redactPaths: (task) => this.redactPaths(task),
+      maxInputBytes: this.maxInputBytes,
       scheduleDefinitions: (now) => this.scheduleDefinitions(now),
     };
   }

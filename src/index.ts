@@ -54,6 +54,7 @@ export {
   type Join,
   type Pending,
   type ResultOf,
+  type Spawn,
   type StepOptions,
 } from './task/workflow.ts';
 export { type WorkflowInfo, WorkflowHandle, type WorkflowState, workflowState } from './task/workflow-handle.ts';

@@ -35,6 +35,11 @@ export interface Sizes {
   flows: number;
   flowChildren: number;
   flowFanIn: number;
+  /** The limits scenario: runs per drain at concurrency 50, keys of the per-key limits, the global rate (starts/s) and runs per rate drain. */
+  limitsRuns: number;
+  limitsKeys: number;
+  limitsRate: number;
+  limitsRateRuns: number;
 }
 
 export const FULL: Sizes = {
@@ -62,6 +67,10 @@ export const FULL: Sizes = {
   flows: 100,
   flowChildren: 100,
   flowFanIn: 5_000,
+  limitsRuns: 20_000,
+  limitsKeys: 1_000,
+  limitsRate: 2_000,
+  limitsRateRuns: 10_000,
 };
 
 export const QUICK: Sizes = {
@@ -89,6 +98,10 @@ export const QUICK: Sizes = {
   flows: 10,
   flowChildren: 50,
   flowFanIn: 1_000,
+  limitsRuns: 2_000,
+  limitsKeys: 1_000,
+  limitsRate: 500,
+  limitsRateRuns: 1_500,
 };
 
 export interface PeerDef {

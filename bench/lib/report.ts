@@ -24,6 +24,9 @@ export const PEER_LABELS: Record<string, string> = {
   'errand-sqlite': 'Errand (SQLite)',
   bullmq: 'BullMQ',
   'bullmq-autopipe': 'BullMQ (auto-pipelining)',
+  'errand-redis-limits': 'Errand (Redis), limits on',
+  'errand-sqlite-limits': 'Errand (SQLite), limits on',
+  'bullmq-limiter': 'BullMQ, limiter on',
   'errand-seed': 'Errand seed service (Redis)',
   'errand-seed-sqlite': 'Errand seed service (SQLite)',
   'fastify-bullmq': 'Fastify + BullMQ',
@@ -45,6 +48,9 @@ const COLORS: Record<string, string> = {
   'errand-sqlite': '#38a169',
   bullmq: '#dd6b20',
   'bullmq-autopipe': '#c05621',
+  'errand-redis-limits': '#90cdf4',
+  'errand-sqlite-limits': '#9ae6b4',
+  'bullmq-limiter': '#fbd38d',
   'errand-seed': '#2b6cb0',
   'errand-seed-sqlite': '#38a169',
   'fastify-bullmq': '#dd6b20',
@@ -173,6 +179,22 @@ export const TARGETS: Target[] = [
     ahead: true,
   },
   {
+    text: 'per-key limits (not binding): processing within 20% of without, Redis',
+    scenario: 'limits',
+    metric: /^c=50, per-key limits/,
+    errand: 'errand-redis-limits',
+    peer: 'errand-redis',
+    min: 0.8,
+  },
+  {
+    text: 'per-key limits (not binding): processing within 20% of without, SQLite',
+    scenario: 'limits',
+    metric: /^c=50, per-key limits/,
+    errand: 'errand-sqlite-limits',
+    peer: 'errand-sqlite',
+    min: 0.8,
+  },
+  {
     text: 'Errand on SQLite: at least 10,000 runs/s processed',
     scenario: 'process',
     metric: /^c=(50|100),/,
@@ -276,6 +298,15 @@ function ratioColumns(scenario: string, peers: string[]): [string, string][] {
     if (has('errand-seed') && has('celery')) out.push(['errand-seed', 'celery']);
     return out;
   }
+  if (scenario === 'limits') {
+    const pairs: [string, string][] = [
+      ['errand-redis-limits', 'errand-redis'],
+      ['errand-sqlite-limits', 'errand-sqlite'],
+      ['bullmq-limiter', 'bullmq'],
+      ['errand-redis-limits', 'bullmq-limiter'],
+    ];
+    return pairs.filter(([a, b]) => has(a) && has(b));
+  }
   const out: [string, string][] = [];
   if (has('errand-redis') && has('bullmq')) out.push(['errand-redis', 'bullmq']);
   if (has('errand-redis') && has('bullmq-autopipe')) out.push(['errand-redis', 'bullmq-autopipe']);
@@ -283,7 +314,19 @@ function ratioColumns(scenario: string, peers: string[]): [string, string][] {
   return out;
 }
 
-const SCENARIO_ORDER = ['enqueue', 'process', 'latency', 'service', 'memory', 'scale', 'celery', 'isolation', 'flow', 'schedules'];
+const SCENARIO_ORDER = [
+  'enqueue',
+  'process',
+  'latency',
+  'service',
+  'memory',
+  'scale',
+  'celery',
+  'isolation',
+  'flow',
+  'schedules',
+  'limits',
+];
 const PEER_ORDER = Object.keys(PEER_LABELS);
 
 function peersOf(sc: ScenarioResult): string[] {
@@ -424,6 +467,7 @@ export function markdown(r: RunResults, chartPath: string, findingsPath: string,
       'and kills every child at the end (or on Ctrl-C). Logs of every child go to a temporary folder named at the start of the run. ' +
       "Celery is skipped, with a note, when Debian's `python3-celery python3-redis python3-fastapi python3-uvicorn` are missing; " +
       'the Fastify+BullMQ anchor is installed once in a copy under `/tmp/errand-bench-anchors/` (its own folder is read-only). ' +
+      'The anchors folder is `BENCH_ANCHORS`, else a `shared/anchors` above the checkout or above the checkout it was cloned from (`bench/lib/anchors.ts`). ' +
       '`--quick` runs and runs narrowed with `--only`, `--peers`, `--services` or `--set` write their JSON but not this page, unless `--docs` is given; ' +
       '`npm run bench -- --report bench/results/<run>.json` rewrites this page from a run (after editing `bench/FINDINGS.md`, say). ' +
       'Options are listed at the top of `bench/run.ts`.',
@@ -447,6 +491,9 @@ function short(peer: string): string {
       'errand-sqlite': 'Errand SQLite',
       bullmq: 'BullMQ',
       'bullmq-autopipe': 'BullMQ autopipe',
+      'errand-redis-limits': 'Errand Redis limits',
+      'errand-sqlite-limits': 'Errand SQLite limits',
+      'bullmq-limiter': 'BullMQ limiter',
       'errand-seed': 'seed',
       'errand-seed-sqlite': 'seed SQLite',
       'fastify-bullmq': 'Fastify+BullMQ',

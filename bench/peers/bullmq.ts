@@ -37,7 +37,10 @@ function makePeer(autopipe: boolean): Peer {
   return {
     name: autopipe ? 'bullmq-autopipe' : 'bullmq',
     version: version(),
-    async open({ url, keep }: SessionOptions): Promise<Session> {
+    async open({ url, keep, limits }: SessionOptions): Promise<Session> {
+      if (limits?.kind === 'keys') throw new Error("BullMQ's open-source edition has no per-key limits (groups are BullMQ Pro)");
+      // BullMQ's rate limiter: at most `max` jobs per `duration` ms for the queue, across workers.
+      const limiter = limits?.kind === 'globalRate' ? { max: limits.perSecond, duration: 1000 } : undefined;
       const jobOpts: JobsOptions = {
         attempts: 3,
         backoff: { type: 'exponential', delay: 1000 },
@@ -78,7 +81,7 @@ function makePeer(autopipe: boolean): Peer {
               if (job.name === 'bench_collect') return Object.keys(await job.getChildrenValues()).length;
               return true;
             },
-            { connection: connection(url, true), concurrency, autorun: false },
+            { connection: connection(url, true), concurrency, autorun: false, limiter },
           );
           worker.on('error', (err) => process.stderr.write(`bullmq worker error: ${err.message}\n`));
           await worker.waitUntilReady();

@@ -3,7 +3,7 @@
  * Each command carries a `reqId`; the reply carries it back. Unsolicited messages: `progress`
  * (handler starts so far, every few ms while a worker runs) and `mem` (RSS, every 100 ms).
  */
-import type { Payload, Peer, Session } from './types.ts';
+import type { Payload, Peer, Session, SessionOptions } from './types.ts';
 import { nowUs } from './types.ts';
 
 type Cmd = { cmd: string; reqId?: number; [k: string]: unknown };
@@ -14,6 +14,8 @@ let session: Session | undefined;
 let count = 0;
 let reported = -1;
 let samples: number[] = [];
+/** Start times of the handlers (ms, performance.now()), when the session records them (`open` with `starts`). */
+let starts: number[] | undefined;
 let progressTimer: NodeJS.Timeout | undefined;
 let memTimer: NodeJS.Timeout | undefined;
 
@@ -23,6 +25,7 @@ const payload = (i: number): Payload => ({ username: `user${i}`, email: `user${i
 
 function onRun(data: Payload): void {
   count++;
+  starts?.push(performance.now());
   if (data.m === 1 && typeof data.t === 'number') samples.push(nowUs() - data.t);
 }
 
@@ -130,7 +133,12 @@ async function handle(msg: Cmd): Promise<Record<string, unknown>> {
   switch (msg.cmd) {
     case 'open': {
       if (session) await session.close();
-      session = await peer.open({ url: String(msg.url), keep: Boolean(msg.keep) });
+      session = await peer.open({
+        url: String(msg.url),
+        keep: Boolean(msg.keep),
+        limits: msg.limits as SessionOptions['limits'],
+      });
+      starts = msg.starts ? [] : undefined;
       count = 0;
       reported = -1;
       samples = [];
@@ -163,6 +171,12 @@ async function handle(msg: Cmd): Promise<Record<string, unknown>> {
     }
     case 'produce':
       return await produce(Number(msg.rate), Number(msg.durationMs), Number(msg.warmupMs));
+    case 'starts': {
+      // The recorded start times, then a fresh record.
+      const out = starts ?? [];
+      if (starts) starts = [];
+      return { starts: out };
+    }
     case 'latency':
       return latencySummary();
     case 'memory':

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { chord, createErrand, type Errand, group, type Worker } from '../../src/index.ts';
-import type { Payload, Peer, Session, SessionOptions } from './types.ts';
+import { type BenchLimits, benchKey, type Payload, type Peer, type Session, type SessionOptions } from './types.ts';
 
 const QUEUE = 'bench';
 
@@ -27,13 +27,29 @@ function version(): string {
   }
 }
 
+/** The task's `limits` for the limits scenario (see `BenchLimits`). */
+function taskLimits(limits: BenchLimits | undefined) {
+  if (!limits) return undefined;
+  if (limits.kind === 'keys') {
+    const keys = limits.keys;
+    // Never binding: a key's concurrency above the worker's, a rate no drain reaches.
+    return {
+      key: (d: z.output<typeof input>) => benchKey(d.username, keys),
+      concurrency: 1_000,
+      rate: { limit: 1_000_000, period: 1_000 },
+    };
+  }
+  return { globalRate: { limit: limits.perSecond, period: 1_000, burst: limits.burst } };
+}
+
 export const errandPeer: Peer = {
   name: 'errand',
   version: version(),
-  async open({ url, keep }: SessionOptions): Promise<Session> {
+  async open({ url, keep, limits }: SessionOptions): Promise<Session> {
     const app: Errand = createErrand({ broker: url });
     let onRun: (data: Payload) => void = () => {};
-    const task = app.task('bench_noop', { input, queue: QUEUE, retention: keep ? undefined : { succeeded: 0 } }, (data) => {
+    const retention = keep ? undefined : { succeeded: 0 };
+    const task = app.task('bench_noop', { input, queue: QUEUE, retention, limits: taskLimits(limits) }, (data) => {
       onRun(data as Payload);
       return true;
     });

@@ -14,6 +14,21 @@ export interface SessionOptions {
   url: string;
   /** Keep finished runs and their results (1 day), or delete them as soon as they finish. */
   keep: boolean;
+  /** Flow control on the benchmark task (the limits scenario); absent: none. */
+  limits?: BenchLimits;
+}
+
+/**
+ * Limits of the limits scenario. `keys`: per-key concurrency and rate limits over `keys` keys (the
+ * run's key from its username), set high enough never to bind (Errand only: BullMQ's open-source
+ * edition has no per-key limits). `globalRate`: at most `perSecond` starts per second for the task
+ * (Errand `limits.globalRate`, burst `burst`; BullMQ Worker `limiter: { max, duration: 1000 }`).
+ */
+export type BenchLimits = { kind: 'keys'; keys: number } | { kind: 'globalRate'; perSecond: number; burst?: number };
+
+/** The key of a run of the limits scenario: its number (from `user<i>`) modulo the number of keys. */
+export function benchKey(username: string, keys: number): string {
+  return String(Number(username.slice(4)) % keys);
 }
 
 export interface Session {

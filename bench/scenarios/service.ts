@@ -10,6 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { findAnchors } from '../lib/anchors.ts';
 import { Collector, type Ctx, errMessage, type ScenarioResult } from '../lib/context.ts';
 import { type Child, FatalError, forkNode, freePort, spawnCmd, waitForHttp, waitReady, waitUntil } from '../lib/proc.ts';
 
@@ -28,8 +29,12 @@ interface ServiceDef {
   emails: 'node' | 'celery';
 }
 
-/** The anchor services: `../shared/anchors` next to the repository, or `BENCH_ANCHORS`. */
-const anchorsDir = (root: string) => process.env.BENCH_ANCHORS ?? resolve(root, '../shared/anchors');
+/**
+ * The anchor services: `BENCH_ANCHORS`, else a `shared/anchors` above the checkout (or above the
+ * checkout it was cloned from: bench/lib/anchors.ts); where none is found, `../shared/anchors`, which
+ * the services then report missing.
+ */
+const anchorsDir = (root: string) => findAnchors(root).dir ?? resolve(root, '../shared/anchors');
 const BULLMQ_COPY = '/tmp/errand-bench-anchors/bullmq-seed';
 
 function which(cmd: string): boolean {

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
 import { makeDirs } from '../core/fs.ts';
 import { redactUrl, redisUrlProblem } from '../core/urls.ts';
+import { isMemoryUri } from './sqlite/memory-uri.ts';
 import type { Broker, BrokerOptions } from './types.ts';
 
 export const DEFAULT_SQLITE_PATH = './data/errand.db';
@@ -30,7 +31,9 @@ export interface ConnectOptions extends BrokerOptions {
  * - `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS): Redis;
  * - `redis+cluster://[user:pass@]host:port[,host:port...]`, `rediss+cluster://...` (TLS): Redis
  *   Cluster (seed nodes; see docs/cluster.md);
- * - `sqlite:path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`: the embedded SQLite file.
+ * - `sqlite:path/to/file.db`, `sqlite:///absolute/path.db`, `sqlite::memory:`: the embedded SQLite file;
+ *   `sqlite:file:<name>?mode=memory&cache=shared`: a SQLite memory URI (`memoryUri` of errand/testing),
+ *   storage in memory that any thread of this process can open by the same URI.
  */
 export async function connectBroker(url: string, options: ConnectOptions = {}): Promise<Broker> {
   if (typeof url !== 'string' || url.trim() === '')
@@ -51,7 +54,7 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
     let path = url.slice('sqlite:'.length);
     if (path.startsWith('//')) path = path.slice(2);
     if (path === '') throw new ConfigError(`Broker URL "${url}" has no file path: use sqlite:path/to/file.db`);
-    if (path !== ':memory:') {
+    if (path !== ':memory:' && !isMemoryUri(path)) {
       path = resolve(path);
       try {
         makeDirs(dirname(path));
@@ -68,15 +71,26 @@ export async function connectBroker(url: string, options: ConnectOptions = {}): 
 }
 
 /**
+ * True when a `sqlite:` URL names a SQLite memory URI: storage in the memory of the process that
+ * opened it, which a tool started on its own (`errand inspect`, `errand dashboard`) would find empty.
+ */
+export function isSqliteMemoryUrl(url: string): boolean {
+  if (!url.toLowerCase().startsWith('sqlite:')) return false;
+  let path = url.slice('sqlite:'.length);
+  if (path.startsWith('//')) path = path.slice(2);
+  return isMemoryUri(path);
+}
+
+/**
  * The absolute path of the file a `sqlite:` URL names, or undefined for any other URL (and for
- * `sqlite::memory:`). Tools that only look at a broker (`errand inspect`, `errand dashboard`) check
+ * `sqlite::memory:` and a memory URI). Tools that only look at a broker (`errand inspect`, `errand dashboard`) check
  * that it exists: opening a SQLite path creates the file, and a typo would become an empty broker.
  */
 export function sqliteFileOf(url: string): string | undefined {
   if (!url.toLowerCase().startsWith('sqlite:')) return undefined;
   let path = url.slice('sqlite:'.length);
   if (path.startsWith('//')) path = path.slice(2);
-  return path === '' || path === ':memory:' ? undefined : resolve(path);
+  return path === '' || path === ':memory:' || isMemoryUri(path) ? undefined : resolve(path);
 }
 
 /** How long the command-line tools wait for a broker's first answer, in ms. */

@@ -48,4 +48,55 @@ export interface FlowCounts {
   rateLimitedKeys: number;
   /** Groups (tasks) held back by their rate limit. */
   rateLimitedGroups: number;
+  /**
+   * Queued runs held back by a limit right now, by what holds them (the first that applies, in
+   * reserve's order: the task's rate, the task's concurrency, the key's rate, the key's
+   * concurrency). Runs waiting only for their turn or a free worker are not counted.
+   */
+  heldRuns: FlowHeldRuns;
+}
+
+/** `FlowCounts.heldRuns`: queued runs by the limit that holds them back. */
+export interface FlowHeldRuns {
+  group_rate: number;
+  group_concurrency: number;
+  key_rate: number;
+  key_concurrency: number;
+}
+
+/** How `BrokerInspector.flowKeys` orders a queue's keys: most queued or most active first, or by group and key. */
+export type FlowKeySort = 'queued' | 'active' | 'key';
+
+/** What `BrokerInspector.flowKeys` is asked for: one page of a queue's keys. */
+export interface FlowKeyQuery {
+  /** Default 'queued'. Ties are broken by group, then key. */
+  sort?: FlowKeySort;
+  /** Keys skipped (default 0). */
+  offset?: number;
+  /** Keys returned, 1 to 500 (default 50). */
+  limit?: number;
+}
+
+/** One key of a queue under flow control, now. */
+export interface FlowKeyInfo {
+  /** The task (limit group). */
+  group: string;
+  /** '' for runs counted against the task's limits only. */
+  key: string;
+  /** Runs queued: waiting for their turn, a free slot or the key's rate. */
+  queued: number;
+  active: number;
+  /** The key's concurrency limit, 0 for none (the latest queued run's). */
+  concurrency: number;
+  /** The key's rate limit, if any. */
+  rate?: FlowRate;
+  /** Held by its rate until then (epoch ms); absent: not held by its rate. */
+  waitUntil?: number;
+}
+
+/** A page of `BrokerInspector.flowKeys`. */
+export interface FlowKeyPage {
+  keys: FlowKeyInfo[];
+  /** Keys of the queue in all (with queued or active runs). */
+  total: number;
 }

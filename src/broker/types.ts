@@ -15,13 +15,13 @@
  */
 
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
-import type { FlowCounts } from './flow-types.ts';
-import type { NewRun } from './new-run.ts';
-import type { NewWorkflow, WorkflowCancelOutcome, WorkflowRecord } from './workflow-types.ts';
-import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
+import type { FlowCounts, FlowKeyPage, FlowKeyQuery } from './flow-types.ts';
+import type { EnqueueResult, NewRun } from './new-run.ts';
+import type { NewWorkflow, SpawnSettlement, WorkflowCancelOutcome, WorkflowCreated, WorkflowRecord } from './workflow-types.ts';
+import type { DueSchedules, FireOutcome, FireRequest, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
-export type { FlowCounts, FlowRate, FlowSpec } from './flow-types.ts';
-export type { NewRun } from './new-run.ts';
+export type { FlowCounts, FlowHeldRuns, FlowKeyInfo, FlowKeyPage, FlowKeyQuery, FlowKeySort, FlowRate, FlowSpec } from './flow-types.ts';
+export type { EnqueueResult, NewRun } from './new-run.ts';
 export {
   DEPENDENCY_POLICIES,
   type Dependency,
@@ -29,11 +29,21 @@ export {
   type InputFrom,
   type NewWorkflow,
   type NewWorkflowRun,
+  type SpawnSettlement,
   type WorkflowCancelOutcome,
+  type WorkflowCreated,
   type WorkflowEdge,
   type WorkflowRecord,
 } from './workflow-types.ts';
-export type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
+export type {
+  DueSchedules,
+  FireOutcome,
+  FireOverlap,
+  FireRequest,
+  ScheduleDefinition,
+  ScheduleRecord,
+  UpsertScheduleResult,
+} from './schedule-types.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
 // where the contract and the public API have always named it.
@@ -48,14 +58,6 @@ export {
   type RunState,
   type ScheduleMark,
 } from '../core/run.ts';
-
-export interface EnqueueResult {
-  id: string;
-  /** False when an idempotency key matched an existing run: `id` is then that run's id. */
-  created: boolean;
-  /** The state of the run (the existing run's state when `created` is false). */
-  state: RunState;
-}
 
 /** A run handed to a worker under a lease. */
 export interface Reservation {
@@ -109,7 +111,8 @@ export interface ReserveResult {
 export type Settlement =
   | { id: string; attempt: number; outcome: 'succeeded'; result: string | null; retentionMs: number }
   | { id: string; attempt: number; outcome: 'failed'; error: string; retentionMs: number }
-  | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number };
+  | { id: string; attempt: number; outcome: 'retry'; error: string; runAt: number }
+  | SpawnSettlement;
 
 /** `lost`: the lease was no longer this worker's (expired and recovered, cancelled, or the run is gone); nothing was written. */
 export type SettleStatus = 'ok' | 'lost';
@@ -236,12 +239,15 @@ export interface Broker {
    * Creates a workflow: all its runs and edges in one atomic step, or nothing. A run with
    * dependencies is created `waiting`; it becomes `queued` exactly once, in the same atomic step
    * that settles (succeeded, or failed under a `continue` edge) the last of its dependencies, with
-   * its input built as its `inputFrom` says. A terminal failure of a dependency (settled `failed`,
+   * its input built as its `inputFrom` says. (Redis, runs in several queues: one step per queue,
+   * and no run starts before every queue's runs exist; an edge between queues is applied by the
+   * relay, exactly once, right after that settle rather than in it. See docs/workflows.md.) A terminal failure of a dependency (settled `failed`,
    * failed by the broker, or cancelled) applies each edge's `onFailure` in that same step,
-   * transitively. A workflow whose id is stored already: nothing is created, `created: false`.
+   * transitively. A workflow whose id is stored already, or with a run whose idempotency key a
+   * stored run holds (`held`): nothing is created, `created: false`.
    * Throws `ConfigError` for a workflow that is not a DAG of its own runs (see docs/workflows.md).
    */
-  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }>;
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<WorkflowCreated>;
 
   /** A workflow: its runs (those not yet pruned) and edges; null when unknown. */
   getWorkflow(id: string): Promise<WorkflowRecord | null>;
@@ -324,53 +330,9 @@ export interface Broker {
 
 // ---------------------------------------------------------------------------------------------
 // Schedules. The broker stores definitions and fire times; it never computes a time itself (the
-// schedule layer does, in the caller): every method takes the times it writes. The definition and
-// record types are in schedule-types.ts (re-exported here).
+// schedule layer does, in the caller): every method takes the times it writes. The definition,
+// record and fire-step types are in schedule-types.ts (re-exported here).
 // ---------------------------------------------------------------------------------------------
-
-export interface FireRequest {
-  queue: string;
-  id: string;
-  /** The definition the caller computed the times from. */
-  hash: string;
-  /** The next fire time the caller read: the compare in compare-and-set. */
-  expect: number;
-  /** The following fire time to store (null: the schedule has ended). */
-  next: number | null;
-  /** The runs to create (usually one, marked with `schedule`, idempotency key `schedule:<id>:<at>`). */
-  runs: readonly NewRun[];
-  /** Nominal times given up (missed-fire policies): added to the schedule's misses. */
-  missed: number;
-  /**
-   * The overlap policy (docs/schedules.md), applied inside the fire step, atomically with the
-   * compare-and-set: the schedule's previous run (its stored `lastRun`) overlaps while it is
-   * `queued` or `active` (a run scheduled ahead does not). With `runs` given and an overlap:
-   * `skip` creates none and adds `runs.length` to the misses; `buffer` writes nothing and answers
-   * `buffered` (the schedule stays due); `cancel` creates them and names the previous run in
-   * `overlapped` (the caller cancels it). `buffer` without an overlap, when a previous run is stored,
-   * creates only the last of `runs` and counts the others as missed. Absent: `allow`.
-   */
-  overlap?: FireOverlap;
-  now: number;
-}
-
-/** How a fire treats a previous run still due or running (`SchedulePolicies.overlap`). */
-export type FireOverlap = 'allow' | 'skip' | 'cancel' | 'buffer';
-
-export type FireOutcome =
-  /**
-   * `runs`: one result per run created or found, of the request's runs that the overlap policy kept
-   * (all of them, none, or the last); `missed`: what was added to the misses (the request's
-   * `missed`, plus the runs the policy gave up); `overlapped`: with `cancel`, the previous run that
-   * was still due or running.
-   */
-  | { outcome: 'fired'; runs: EnqueueResult[]; missed: number; overlapped?: string }
-  /** `overlap: 'buffer'` and run `running` (the previous one) is still due or running: nothing written. */
-  | { outcome: 'buffered'; running: string }
-  /** Another caller fired it first (or it was moved): nothing written. */
-  | { outcome: 'stale'; next: number | null; hash: string }
-  | { outcome: 'paused' }
-  | { outcome: 'not_found' };
 
 // ---------------------------------------------------------------------------------------------
 // Inspection and administration: what the dashboard, /metrics and `errand inspect` need.
@@ -494,4 +456,11 @@ export interface BrokerInspector {
 
   /** Flow control now (docs/flow-control.md), per queue asked (a queue without it: all zeros). */
   flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>>;
+
+  /**
+   * One page of a queue's flow-control keys (those with queued or active runs), each with its
+   * backlog, active runs, limits and, when held by its rate, until when; sorted and paged by the
+   * broker (only the page is read out). A queue without flow control: no keys.
+   */
+  flowKeys(queue: string, query?: FlowKeyQuery): Promise<FlowKeyPage>;
 }

@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { connectBroker, defaultBrokerUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
+import { connectBroker, defaultBrokerUrl, isSqliteMemoryUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
 import { redactUrl } from '../core/urls.ts';
 import type { Broker, BrokerInspector } from '../broker/types.ts';
 import { BrokerConfigError, brokerFailure } from '../core/errors.ts';
@@ -93,6 +93,11 @@ export async function withBroker<T>(values: Common, fn: (broker: Inspector) => P
   const file = sqliteFileOf(url);
   if (file !== undefined && !existsSync(file))
     throw new CliError('broker_not_found', `no SQLite broker file at ${file} (from ${shown}): check --broker or ERRAND_BROKER_URL`);
+  if (isSqliteMemoryUrl(url))
+    throw new CliError(
+      'broker_not_found',
+      `${shown} is a SQLite memory URI: its storage lives in the process that opened it, not here; give a file or Redis URL`,
+    );
   const broker = await connectBroker(url, { logger: pino({ level: 'silent' }), prefix: process.env.ERRAND_PREFIX || undefined });
   try {
     try {

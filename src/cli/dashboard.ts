@@ -1,7 +1,7 @@
 /** `errand dashboard`: serve the dashboard for a broker, without defining any task. */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { defaultBrokerUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
+import { defaultBrokerUrl, isSqliteMemoryUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
 import { redactUrl } from '../core/urls.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { argsErrorMessage } from './format.ts';
@@ -41,6 +41,10 @@ export async function dashboardCommand(args: string[]): Promise<void> {
   const file = sqliteFileOf(url);
   if (file !== undefined && !existsSync(file))
     throw new ConfigError(`no SQLite broker file at ${file} (from ${redactUrl(url)}): check --broker or ERRAND_BROKER_URL`);
+  if (isSqliteMemoryUrl(url))
+    throw new ConfigError(
+      `${redactUrl(url)} is a SQLite memory URI: its storage lives in the process that opened it, not here; give a file or Redis URL`,
+    );
   const auth = authFromEnv();
 
   const errand = createErrand({ broker: url });

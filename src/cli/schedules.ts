@@ -122,6 +122,23 @@ async function list(args: string[], out: Output): Promise<void> {
   });
 }
 
+/**
+ * Pauses, resumes or deletes the schedule `rec` was read from. One deleted by someone else since it
+ * was read is not found (exit code 2, `schedule_not_found`), never reported as paused or deleted.
+ */
+export async function changeSchedule(
+  broker: Broker,
+  rec: { queue: string; id: string },
+  action: 'pause' | 'resume' | 'delete',
+  now: number,
+): Promise<void> {
+  const done =
+    action === 'delete'
+      ? await broker.deleteSchedule(rec.queue, rec.id)
+      : await broker.pauseSchedule(rec.queue, rec.id, action === 'pause', now);
+  if (!done) throw new CliError('schedule_not_found', `schedule ${JSON.stringify(cut(rec.id, 128))} not found (deleted since it was read)`);
+}
+
 async function act(action: 'pause' | 'resume' | 'trigger' | 'delete' | 'backfill', args: string[], out: Output): Promise<void> {
   const { values, positionals } = parse(
     `schedules ${action}`,
@@ -141,12 +158,12 @@ async function act(action: 'pause' | 'resume' | 'trigger' | 'delete' | 'backfill
     switch (action) {
       case 'pause':
       case 'resume': {
-        await broker.pauseSchedule(rec.queue, rec.id, action === 'pause', now);
+        await changeSchedule(broker, rec, action, now);
         if (out.json) return out.data({ ...base, paused: action === 'pause' });
         return out.text(action === 'pause' ? `Schedule ${clean(rec.id)} paused.\n` : `Schedule ${clean(rec.id)} resumed.\n`);
       }
       case 'delete': {
-        await broker.deleteSchedule(rec.queue, rec.id);
+        await changeSchedule(broker, rec, action, now);
         if (out.json) return out.data({ ...base, deleted: true });
         return out.text(`Schedule ${clean(rec.id)} deleted (its runs stay).\n`);
       }

@@ -204,3 +204,36 @@ export interface ScheduleList {
   tasks: { name: string; queue: string }[];
   now: number;
 }
+
+/** One key of a queue under flow control (`GET /api/flow/:queue`). */
+export interface FlowKeyJson {
+  group: string;
+  key: string;
+  queued: number;
+  active: number;
+  /** 0: no concurrency limit. */
+  concurrency: number;
+  /** Starts per `period` ms, `burst` at once at most; absent: no rate limit. */
+  rate?: { limit: number; period: number; burst: number };
+  /** When it may start its next run: `now` (ready), a time (held by its rate), or null (at its concurrency limit: when a slot frees; or nothing queued). */
+  nextAt: number | null;
+  /** What holds it back: 'concurrency' (at its limit), 'rate' (until nextAt), or absent. */
+  held?: 'concurrency' | 'rate';
+}
+
+/** `GET /api/flow`: the queues with flow control and their counts. */
+export interface FlowQueues {
+  queues: { name: string; queued: number; keys: number; rateLimitedKeys: number; rateLimitedGroups: number }[];
+  now: number;
+}
+
+/** `GET /api/flow/:queue`: a page of its keys. */
+export interface FlowKeyList {
+  queue: string;
+  sort: 'queued' | 'active' | 'key';
+  offset: number;
+  limit: number;
+  total: number;
+  keys: FlowKeyJson[];
+  now: number;
+}

@@ -39,6 +39,7 @@
  */
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { registerFlowApi } from './flow-api.ts';
 import { registerScheduleApi } from './schedules-api.ts';
 import { RUN_STATES, type RunRecord, type RunState } from '../broker/types.ts';
 import { isRunId, QUEUE_NAME } from '../core/ids.ts';
@@ -298,6 +299,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
   });
 
   registerScheduleApi(fastify, { api: API, errand, access, authorize, checkAction });
+  registerFlowApi(fastify, { api: API, errand, access, authorize });
 
   // ---- live updates -----------------------------------------------------------------------------
 

@@ -174,11 +174,16 @@ export function registerScheduleApi(
     return rec;
   };
 
+  /** A schedule found by `target`, then deleted by someone else before the action. */
+  const gone = (rec: { queue: string; id: string }) =>
+    new HttpError(404, `Schedule "${rec.id.slice(0, 128)}" of queue "${rec.queue.slice(0, 64)}" not found (deleted since it was read)`);
+
   for (const verb of ['pause', 'resume'] as const) {
     fastify.post(`${api}/schedules/:queue/:id/${verb}`, { bodyLimit: 16_384 }, async (request) => {
       o.checkAction(request);
       const rec = await target(request);
-      await access.call((b) => b.pauseSchedule(rec.queue, rec.id, verb === 'pause', Date.now()));
+      const done = await access.call((b) => b.pauseSchedule(rec.queue, rec.id, verb === 'pause', Date.now()));
+      if (!done) throw gone(rec);
       request.log.info({ schedule: rec.id, queue: rec.queue }, `dashboard: schedule ${verb}d`);
       return { id: rec.id, queue: rec.queue, paused: verb === 'pause' };
     });
@@ -190,7 +195,7 @@ export function registerScheduleApi(
     const confirm = (request.body as { confirm?: unknown } | undefined)?.confirm;
     if (confirm !== rec.id)
       throw new HttpError(400, `To delete, confirm with the schedule's id: send {"confirm": ${JSON.stringify(rec.id)}}`);
-    await access.call((b) => b.deleteSchedule(rec.queue, rec.id));
+    if (!(await access.call((b) => b.deleteSchedule(rec.queue, rec.id)))) throw gone(rec);
     request.log.warn({ schedule: rec.id, queue: rec.queue }, 'dashboard: schedule deleted');
     return { id: rec.id, queue: rec.queue, deleted: true };
   });

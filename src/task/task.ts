@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import type { FlowRate, FlowSpec, NewRun } from '../broker/types.ts';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
-import { type Join, joinOf, nextOf, type Pending, type StepOptions, stepOf } from './workflow.ts';
+import { type AnyFlow, type Join, joinOf, nextOf, type Pending, type ResultOf, type Spawn, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
@@ -37,9 +37,18 @@ export interface TaskContext {
   isolate?: { kind: Isolation; pid: number; threadId: number };
   /** Set when a schedule created the run: its id, the nominal fire time, and whether the run was created late (missed-fire policy, backfill). */
   schedule?: { id: string; at: Date; backfilled: boolean };
+  /**
+   * Dynamic fan-out (docs/workflows.md): `return ctx.spawn(shape)` ends this attempt by creating the
+   * shape's runs (a chain, group, chord or dag, as `errand.workflow` takes) in this run's queue and
+   * workflow; the run then waits for them, holding no worker slot, and its result is the shape's
+   * value. Checks the shape now (`InputError`, `ConfigError`: a step in another queue, a task with
+   * limits). Not available in isolated handlers (`ConfigError`).
+   */
+  spawn<F extends AnyFlow>(shape: F): Spawn<ResultOf<F>>;
 }
 
-export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R> | R;
+/** A handler returns its result, or `ctx.spawn(shape)` whose value becomes its result. */
+export type Handler<S extends z.ZodType, R> = (input: z.output<S>, ctx: TaskContext) => Promise<R | Spawn<R>> | R | Spawn<R>;
 
 export interface TaskOptions<S extends z.ZodType> {
   /** The input schema (zod). `enqueue` is typed by it and validates against it; the worker validates again before running. */

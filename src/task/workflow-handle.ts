@@ -34,16 +34,26 @@ export function workflowState(states: readonly RunState[]): WorkflowState {
 
 export class WorkflowHandle<R = unknown> {
   readonly id: string;
-  /** False when a workflow with this id existed already (a resent call): nothing was created. */
+  /**
+   * False when nothing was created: a workflow with this id existed already (a resent call), or a
+   * step's idempotency key is held by a stored run (`held`: that step, the key, the run holding it).
+   */
   readonly created: boolean;
+  readonly held?: { run: string; key: string; by: string };
   /** The ids of its runs, in creation order. */
   readonly runIds: readonly string[];
   readonly #broker: () => Promise<Broker>;
   readonly #value: CompiledWorkflow['value'];
 
-  constructor(compiled: CompiledWorkflow, broker: () => Promise<Broker>, created: boolean) {
+  constructor(
+    compiled: CompiledWorkflow,
+    broker: () => Promise<Broker>,
+    created: boolean,
+    held?: { run: string; key: string; by: string },
+  ) {
     this.id = compiled.id;
     this.created = created;
+    if (held) this.held = held;
     this.runIds = compiled.runs.map((r) => r.id);
     this.#value = compiled.value;
     this.#broker = broker;

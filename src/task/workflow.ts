@@ -9,7 +9,7 @@
  * whose input I comes from the flow before it, so `chain(a, b)` compiles only when a's result is
  * assignable to b's input; `dag` checks each `join` against the results of the nodes it names.
  */
-import type { DependencyPolicy, NewWorkflowRun } from '../broker/types.ts';
+import type { Dependency, DependencyPolicy, NewWorkflowRun, SpawnSettlement } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 
@@ -234,10 +234,9 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const compile = (node: Node, before: Out | null): Out => {
     switch (node.kind) {
       case 'step': {
+        // The key a task derives from its input (its idempotencyKey option) holds for its steps too:
+        // a workflow whose step's key is held by a stored run is not created (created: false).
         const run = node.task.prepare(node.input, node.options, now, maxInputBytes);
-        if (run.idempotencyKey !== undefined) {
-          throw new ConfigError(`Task "${node.task.name}": a step of a workflow takes no idempotency key (the workflow id is the key)`);
-        }
         if (before) run.dependsOn = edges(before, undefined);
         runs.push(run);
         return { ids: [run.id], many: false };
@@ -317,4 +316,52 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const first = runs[0];
   if (!first) throw new ConfigError('workflow: the shape has no steps');
   return { id: newRunId(first.queue, now), runs, value };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dynamic fan-out: a handler ends its attempt by spawning a shape (`ctx.spawn`)
+
+/**
+ * What `ctx.spawn(shape)` returns and the handler returns in turn: the attempt ends by creating the
+ * shape's runs, and the run waits for them (holding no worker slot); its result is the shape's value
+ * (`R`). Built, checked and compiled when `ctx.spawn` is called; stored by the worker.
+ */
+export class Spawn<R> {
+  /** @internal phantom: the value the run finishes with. */
+  declare readonly __result?: R;
+  readonly runs: readonly NewWorkflowRun[];
+  readonly awaits: readonly Dependency[];
+  readonly resultFrom: SpawnSettlement['resultFrom'];
+  /** @internal */
+  constructor(runs: readonly NewWorkflowRun[], awaits: readonly Dependency[], resultFrom: SpawnSettlement['resultFrom']) {
+    this.runs = runs;
+    this.awaits = awaits;
+    this.resultFrom = resultFrom;
+  }
+}
+
+/**
+ * Compiles a shape spawned by run `parentId` (`ctx.spawn`): its runs as `errand.workflow` builds
+ * them, and what the parent awaits (the shape's value: one run's, a group's list, a dag's object).
+ */
+export function compileSpawn<F extends AnyFlow>(flow: F, now: number, maxInputBytes: number): Spawn<ResultOf<F>> {
+  const compiled = compileWorkflow(flow, now, maxInputBytes);
+  // Spawned runs take no idempotency keys (each spawn is applied once, under the spawning lease).
+  for (const run of compiled.runs) {
+    delete run.idempotencyKey;
+    delete run.idempotencyTtl;
+  }
+  const v = compiled.value;
+  if (v.kind === 'one') return new Spawn(compiled.runs, [{ id: v.id }], 'value');
+  if (v.kind === 'many')
+    return new Spawn(
+      compiled.runs,
+      v.ids.map((id) => ({ id })),
+      'list',
+    );
+  return new Spawn(
+    compiled.runs,
+    Object.entries(v.ids).map(([name, id]) => ({ id, name })),
+    'object',
+  );
 }

@@ -163,6 +163,19 @@ export function createMetrics(app: Errand, registry = new Registry()): ErrandMet
       }
     },
   });
+  new Gauge({
+    name: 'errand_flow_held_runs',
+    help: 'Queued runs held back by a limit right now, by the limit (reason: key_concurrency, key_rate, group_concurrency, group_rate; group: the task)',
+    labelNames: ['queue', 'reason'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      for (const [queue, f] of Object.entries(await flow())) {
+        if (f.keys === 0 && f.queued === 0) continue;
+        for (const [reason, n] of Object.entries(f.heldRuns ?? {})) this.set({ queue, reason }, n);
+      }
+    },
+  });
 
   app.on('enqueued', (runs: { task: string; queue: string }[], results: { created: boolean }[]) => {
     runs.forEach((r, i) => {

@@ -1,10 +1,12 @@
 /** `runTask(task, input, { attempt })`: one handler run directly with a test context, no broker. */
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
-import { formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
+import { ConfigError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
+import { checkSpawn } from '../broker/shared/workflow.ts';
 import type { TaskContext, TaskDefinition } from '../task/task.ts';
+import { compileSpawn, Spawn } from '../task/workflow.ts';
 
 const silent = (): Logger => pino({ level: 'silent' });
 
@@ -65,6 +67,11 @@ export async function runTask<S extends z.ZodType, R>(
       if (issues.length) throw new TypeError(`progress(): ${issues[0]!.message} at ${formatPath(issues[0]!.path, 'value')}`);
       options.onProgress?.(value);
     },
+    spawn(shape) {
+      const spawn = compileSpawn(shape, Date.now(), 1024 * 1024);
+      checkSpawn({ id: runId, attempt, outcome: 'spawned', ...spawn, retentionMs: 0 });
+      return spawn;
+    },
     ...(options.traceparent !== undefined && { traceparent: options.traceparent }),
   };
   const timer = setTimeout(
@@ -79,6 +86,11 @@ export async function runTask<S extends z.ZodType, R>(
         .then(() => task.handler(parsed, ctx))
         .then(resolve as (v: unknown) => void, reject);
     });
+    if (value instanceof Spawn) {
+      throw new ConfigError(
+        `runTask(): the handler of "${task.name}" spawned ${value.runs.length} runs (ctx.spawn), which need a broker to run: use createTesting() and drain()`,
+      );
+    }
     const issues = jsonIssues(value);
     if (issues.length) {
       const where = issues.map((i) => `${formatPath(i.path, 'result')}: ${i.message}`).join('; ');

@@ -12,9 +12,10 @@
  *
  * What it does not do, by design: its storage is this process's memory, so no other process (a
  * worker elsewhere, `errand inspect`) can reach it. Within the process, brokers given the same
- * `name` share it (SQLite's shared-cache memory database). The conformance suite
- * (`test/conformance/memory.test.ts`) skips the tests that need another process, naming this
- * difference; everything else it passes as the SQLite broker does.
+ * `name` share it (SQLite's shared-cache memory database), in any thread: a worker thread opens it
+ * with `connectBroker('sqlite:' + memoryUri(name))`, and the brokers wake each other across threads
+ * (the wake hub's BroadcastChannel). The conformance suite (`test/conformance/memory.test.ts`) runs
+ * every test against it, its tests of a broker seen from elsewhere with a peer in a worker thread.
  */
 import type { Logger } from 'pino';
 import { SqliteBroker } from '../broker/sqlite/sqlite-broker.ts';
@@ -28,6 +29,8 @@ import type {
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FlowKeyPage,
+  FlowKeyQuery,
   FireOutcome,
   FireRequest,
   Lease,
@@ -320,5 +323,9 @@ export class TestBroker implements Broker, BrokerInspector {
 
   flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
     return this.#inner.flowCounts(queues);
+  }
+
+  async flowKeys(queue: string, query?: FlowKeyQuery): Promise<FlowKeyPage> {
+    return this.#inner.flowKeys(queue, query);
   }
 }

@@ -16,6 +16,7 @@ import { scrubThrown, secretsAt } from '../core/redact.ts';
 import { encodeError } from '../core/run-info.ts';
 import { backoffDelay } from '../task/options.ts';
 import type { TaskDefinition } from '../task/task.ts';
+import { Spawn } from '../task/workflow.ts';
 import { context, endRunSpan, startRunSpan } from '../telemetry/tracing.ts';
 import { IsolatePool } from './isolates.ts';
 import { type ActiveRun, abort, RunContext, RunLog, round, runBindings } from './run-context.ts';
@@ -67,6 +68,8 @@ export interface ExecutorHost {
   readonly progress: (entry: ActiveRun, value: unknown) => void;
   /** Runs at once: the most isolates of a kind kept idle. Default 1. */
   readonly concurrency?: number;
+  /** The largest input of a run a handler spawns (`ctx.spawn`), in bytes of JSON. Default 1 MiB. */
+  readonly maxInputBytes?: number | undefined;
 }
 
 /** How long a failure is kept when the run's task is unknown to this worker (no task retention to go by). */
@@ -155,7 +158,7 @@ export class InlineExecutor implements Executor {
       );
     }
 
-    const ctx = new RunContext(entry, host.logger, host.progress);
+    const ctx = new RunContext(entry, host.logger, host.progress, host.maxInputBytes);
     const timer = setTimeout(() => {
       abort(entry, new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
     }, task.timeout);
@@ -243,6 +246,24 @@ function reasonOf(err: unknown): string | undefined {
 /** The handler returned `value`: stored as JSON, or the attempt fails (for good) when it cannot be. */
 function succeeded(entry: ActiveRun, task: TaskDefinition, log: RunLog, started: number, value: unknown): Outcome {
   const { run } = entry;
+  if (value instanceof Spawn) {
+    // Dynamic fan-out: the attempt ends by creating the runs; the run waits for them (no slot held).
+    const durationMs = performance.now() - started;
+    log.info({ durationMs: round(durationMs), spawned: value.runs.length }, 'run spawned runs and waits for them');
+    return {
+      type: 'success',
+      durationMs,
+      settlement: {
+        id: run.id,
+        attempt: run.attempt,
+        outcome: 'spawned',
+        runs: value.runs,
+        awaits: value.awaits,
+        resultFrom: value.resultFrom,
+        retentionMs: task.retention.succeeded,
+      },
+    };
+  }
   if (task.output) {
     // The declared result schema: what is stored is what it parses to.
     const parsed = task.output.safeParse(value);

@@ -15,6 +15,8 @@ export interface WorkerHost {
   readonly logger: Logger;
   /** The redaction paths for the input of a task's runs: their values are scrubbed from the errors the worker logs and stores. */
   redactPaths(task: string): readonly string[];
+  /** The largest input of a run a handler spawns (`ctx.spawn`), in bytes of JSON (the app's `maxInputBytes`). */
+  readonly maxInputBytes?: number;
   /** The schedules declared in code, as definitions to upsert (their first fire time from `now`). */
   scheduleDefinitions?(now: number): ScheduleDefinition[];
 }

@@ -105,6 +105,11 @@ function contextFor(msg: RunMessage, controller: AbortController, relay: Progres
       logger ??= pino({ level: msg.logLevel, base: null, timestamp: false }, { write: (line: string) => send({ t: 'log', line }) });
       return logger;
     },
+    spawn() {
+      throw new PermanentError(
+        `ctx.spawn() is not available in an isolated handler (task "${msg.task}"): an isolate never touches the broker; spawn from a task without isolation`,
+      );
+    },
     progress(value: unknown) {
       const issues = jsonIssues(value);
       if (issues.length) throw new TypeError(`progress(): ${issues[0]!.message} at ${formatPath(issues[0]!.path, 'value')}`);

@@ -5,7 +5,9 @@ import type { Logger } from 'pino';
 import type { Reservation } from '../broker/types.ts';
 import { formatPath } from '../core/errors.ts';
 import { jsonIssues } from '../core/json.ts';
+import { checkSpawn } from '../broker/shared/workflow.ts';
 import type { TaskContext } from '../task/task.ts';
+import { type AnyFlow, compileSpawn, type ResultOf, type Spawn } from '../task/workflow.ts';
 
 /** One attempt the worker holds: reserved, started, not yet settled. */
 export interface ActiveRun {
@@ -53,6 +55,20 @@ export function reportProgress(entry: ActiveRun, value: unknown, send: ProgressS
   }, PROGRESS_EVERY_MS);
 }
 
+/**
+ * Sends a run's progress still waiting for its PROGRESS_EVERY_MS turn, now: called when the attempt
+ * ended, before its outcome is queued, so that the value reported last (by an in-thread handler, or
+ * by an isolate just before its outcome) is stored rather than dropped with the timer. The call
+ * starts before the outcome's settle, on the same connection, so it lands while the run is active.
+ */
+export function flushProgress(entry: ActiveRun, send: ProgressSender): void {
+  if (entry.progressTimer) clearTimeout(entry.progressTimer);
+  entry.progressTimer = undefined;
+  const text = entry.progress;
+  entry.progress = undefined;
+  if (text !== undefined && !entry.detached) send(entry, text);
+}
+
 export const runBindings = (run: Reservation) => ({ runId: run.id, task: run.task, queue: run.queue, attempt: run.attempt });
 
 /**
@@ -69,8 +85,9 @@ export class RunContext implements TaskContext {
   readonly #entry: ActiveRun;
   readonly #workerLogger: Logger;
   readonly #progress: (entry: ActiveRun, value: unknown) => void;
+  readonly #maxInputBytes: number;
   #logger: Logger | undefined;
-  constructor(entry: ActiveRun, workerLogger: Logger, progress: (entry: ActiveRun, value: unknown) => void) {
+  constructor(entry: ActiveRun, workerLogger: Logger, progress: (entry: ActiveRun, value: unknown) => void, maxInputBytes = 1024 * 1024) {
     const { run } = entry;
     this.runId = run.id;
     this.task = run.task;
@@ -81,6 +98,7 @@ export class RunContext implements TaskContext {
     this.#entry = entry;
     this.#workerLogger = workerLogger;
     this.#progress = progress;
+    this.#maxInputBytes = maxInputBytes;
   }
   get signal(): AbortSignal {
     const entry = this.#entry;
@@ -96,6 +114,13 @@ export class RunContext implements TaskContext {
   }
   progress(value: unknown): void {
     this.#progress(this.#entry, value);
+  }
+  spawn<F extends AnyFlow>(shape: F): Spawn<ResultOf<F>> {
+    const run = this.#entry.run;
+    const spawn = compileSpawn(shape, Date.now(), this.#maxInputBytes);
+    // The broker checks it again; checked here, the handler gets the error (and may catch it).
+    checkSpawn({ id: run.id, attempt: run.attempt, outcome: 'spawned', ...spawn, retentionMs: 0 });
+    return spawn;
   }
 }
 

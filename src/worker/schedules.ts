@@ -40,7 +40,7 @@ export interface ScheduleFirerOptions {
   logger: Logger;
   leadMs?: number;
   pollMs?: number;
-  /** Definitions to upsert first (the app's declared schedules of these queues). */
+  /** Definitions to upsert first (the app's declared schedules; those of other queues are left out). */
   declared?: readonly ScheduleDefinition[];
   /** Called after each fire step this worker applied. */
   onFire?: (event: FireEvent) => void;
@@ -82,7 +82,7 @@ export class ScheduleFirer {
   async #declare(): Promise<boolean> {
     const { broker, logger } = this.#o;
     try {
-      for (const d of this.#o.declared ?? []) {
+      for (const d of (this.#o.declared ?? []).filter((x) => this.#o.queues.includes(x.queue))) {
         const r = await broker.upsertSchedule(d, Date.now());
         if (r.outcome === 'older') {
           logger.warn(

@@ -11,7 +11,7 @@ import { type Executor, InlineExecutor, type Outcome } from './executor.ts';
 import type { WorkerHost } from './host.ts';
 import { backOffMs, LeaseBook, LeaseLostError, sleep } from './leases.ts';
 import { type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
-import { type ActiveRun, reportProgress } from './run-context.ts';
+import { type ActiveRun, flushProgress, reportProgress } from './run-context.ts';
 import { type FireEvent, ScheduleFirer } from './schedules.ts';
 
 export type { WorkerHost } from './host.ts';
@@ -93,6 +93,7 @@ export class Worker extends EventEmitter {
       logger: this.logger,
       progress: (entry, value) => reportProgress(entry, value, this.#sendProgress),
       concurrency: this.concurrency,
+      maxInputBytes: host.maxInputBytes,
     });
   }
 
@@ -139,13 +140,12 @@ export class Worker extends EventEmitter {
       this.#heartbeatTimer.unref();
     }
     if (this.firesSchedules) {
-      // Declares the app's schedules of its queues, then fires schedules in the background (schedules.ts).
-      const declared = (this.#host.scheduleDefinitions?.(Date.now()) ?? []).filter((d) => this.queues.includes(d.queue));
+      // Declares the app's schedules of its queues, then fires them in the background (schedules.ts).
       this.#firer = new ScheduleFirer({
         broker: this.#broker,
         queues: this.queues,
         logger: this.logger,
-        declared,
+        declared: this.#host.scheduleDefinitions?.(Date.now()),
         onFire: (e: FireEvent) => this.emit('schedule', e),
         flowOf: (task, input) => this.#host.tasks.get(task)?.flowOfStored(input),
       });
@@ -357,6 +357,7 @@ export class Worker extends EventEmitter {
     try {
       if (outcome?.settlement) {
         this.#observeRunTime(outcome.durationMs);
+        flushProgress(entry, this.#sendProgress);
         book.settle(outcome.settlement);
       }
       if (outcome) this.#report(run, outcome);

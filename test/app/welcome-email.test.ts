@@ -228,7 +228,8 @@ describe('a broker that is down when the user signs up', () => {
     let down = true;
     const flaky = new Proxy(real, {
       get(target, prop) {
-        if (prop === 'enqueue' && down) {
+        // enqueue, and createWorkflow (the sign-up workflow, app/onboarding.ts)
+        if ((prop === 'enqueue' || prop === 'createWorkflow') && down) {
           return async () => {
             throw new BrokerUnavailableError('the broker is down (test)');
           };

@@ -147,4 +147,12 @@ describe('errand schedules', () => {
     );
     assert.deepEqual(JSON.parse((await app.getSchedule('nightly'))!.spec), { every: 1_800_000 }, 'nothing refused was stored');
   });
+
+  it('refuses a SQLite memory URI (its storage is in the memory of another process), creating no file', async () => {
+    const r = await errand(['schedules', '--broker', 'sqlite:file:errand-memory-x?mode=memory&cache=shared', '--json']);
+    assert.equal(r.code, 2, r.stderr);
+    const e = JSON.parse(r.stderr).error;
+    assert.equal(e.code, 'broker_not_found');
+    assert.match(e.message, /is a SQLite memory URI: its storage lives in the process that opened it/);
+  });
 });

@@ -12,12 +12,12 @@ import { afterEach, it } from 'node:test';
 import type { Broker, BrokerOptions, NewRun, QueueCounts, Reservation, RunError, RunRecord } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
-import { type PeerBroker, PeerProcess } from './peer-process.ts';
+import { Peer, type PeerBroker, type PeerConnection, type PeerWhere } from './peer-host.ts';
 
-export type { PeerBroker } from './peer-process.ts';
+export type { PeerBroker, PeerWhere } from './peer-host.ts';
 
 export interface MakeBrokerOptions extends BrokerOptions {
-  /** Open the new instance on the same storage as this broker (another process on the same Redis / file). */
+  /** Open the new instance on the same storage as this broker (another instance on the same Redis / file / memory). */
   sameStorageAs?: Broker;
 }
 
@@ -26,21 +26,29 @@ export type MakeBroker = (opts?: MakeBrokerOptions) => Promise<Broker>;
 /**
  * What a test may need beyond one broker on fresh storage:
  * - `sameStorage`: a second instance on the same storage, in this process (`makeBroker({ sameStorageAs })`);
- * - `otherProcess`: a broker on the same storage in a child process (the `connection` hook);
+ * - `peer`: a broker on the same storage elsewhere, running concurrently with its own connection: in
+ *   a child process, or in a worker thread for storage only this process can open (the `connection`
+ *   hook, and `peerIn`);
  * - `editBehindBroker`: a change made to the storage directly, not through the broker (the
  *   `deleteRunBehindBroker` hook).
  */
-export type Need = 'sameStorage' | 'otherProcess' | 'editBehindBroker';
+export type Need = 'sameStorage' | 'peer' | 'editBehindBroker';
 
 export interface ConformanceOptions {
   /**
-   * How another process reaches the storage of `broker`: a URL and options for `connectBroker`
-   * (`src/broker/connect.ts`). With it, the suite also runs its cross-instance tests against a broker
-   * in a child process (wake-ups, watch and onCancel must cross processes, not just instances that
-   * happen to share an in-process event hub). A broker without it must name the difference in
-   * `differences.otherProcess`; else those tests fail.
+   * How a peer reaches the storage of `broker`: a URL and options for `connectBroker`
+   * (`src/broker/connect.ts`). With it, the suite also runs its cross-instance tests against a peer
+   * (wake-ups, watch and onCancel must cross to a broker with modules, connection and wake hub of
+   * its own, not just instances that happen to share an in-process event hub). A broker without it
+   * must name the difference in `differences.peer`; else those tests fail.
    */
-  connection?: (broker: Broker) => { url: string; options?: Record<string, unknown> };
+  connection?: (broker: Broker) => PeerConnection;
+  /**
+   * Where the peer runs: `'process'` (the default: a child process, for storage any process can
+   * open), or `'thread'` (a worker thread of this process, for storage only this process can open,
+   * such as the memory broker's shared-cache memory database).
+   */
+  peerIn?: PeerWhere;
   /**
    * Deletes run `id` from the storage of `broker` directly, behind the broker's back (as a hand
    * edit, or an earlier Errand that deleted runs and left their idempotency keys, would), leaving
@@ -117,7 +125,7 @@ export interface ConformanceContext {
   open(opts?: BrokerOptions): Promise<Broker>;
   /** Another instance on the storage of `b` (the test must be declared with `needs: 'sameStorage'`). */
   share(b: Broker, opts?: BrokerOptions): Promise<Broker>;
-  /** A broker on the storage of `b`, in a child process (the test must be declared with `needs: 'otherProcess'`). */
+  /** A broker on the storage of `b`, in a child process or a worker thread (`peerIn`; the test must be declared with `needs: 'peer'`). */
   peerOf(b: Broker): Promise<PeerBroker>;
   /** Deletes run `id` behind the broker's back (the test must be declared with `needs: 'editBehindBroker'`). */
   deleteRunBehindBroker(b: Broker, id: string): Promise<void>;
@@ -142,7 +150,7 @@ export interface ConformanceContext {
 /** The hook a need calls for, and what to say when a broker has neither the hook nor a documented difference. */
 const NEED_HOOKS: Record<Need, string> = {
   sameStorage: 'a factory that honours `sameStorageAs`',
-  otherProcess: 'a `connection` hook',
+  peer: 'a `connection` hook',
   editBehindBroker: 'a `deleteRunBehindBroker` hook',
 };
 
@@ -150,17 +158,17 @@ export function missingHook(name: string, need: Need): string {
   return `the ${name} broker has no ${NEED_HOOKS[need]}: give one to brokerConformance, or name its documented difference in \`differences.${need}\``;
 }
 
-/** What a test opened: brokers, peer processes and abort controllers, aborted and closed after each test. */
+/** What a test opened: brokers, peers and abort controllers, aborted and closed after each test. */
 export interface TestResources {
   track<B extends Broker>(b: B): B;
-  trackPeer(p: PeerProcess): PeerProcess;
+  trackPeer(p: Peer): Peer;
   controller(): AbortController;
 }
 
-/** Registers the `afterEach` that aborts the controllers and closes every broker and peer process a test opened. */
+/** Registers the `afterEach` that aborts the controllers and closes every broker and peer a test opened. */
 export function testResources(name: string): TestResources {
   let opened: Broker[] = [];
-  let peers: PeerProcess[] = [];
+  let peers: Peer[] = [];
   let controllers: AbortController[] = [];
   afterEach(async () => {
     for (const c of controllers) c.abort();
@@ -203,7 +211,7 @@ export function testNeeding(options: { differences?: Partial<Record<Need, string
 
 /**
  * The context of one broker's run of the suite; call inside its `describe`. Registers an
- * `afterEach` that aborts the controllers and closes every broker and peer process the test opened.
+ * `afterEach` that aborts the controllers and closes every broker and peer the test opened.
  */
 export function conformanceContext(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): ConformanceContext {
   const res = testResources(name);
@@ -221,8 +229,8 @@ export function conformanceContext(name: string, makeBroker: MakeBroker, options
     open: async (opts) => res.track(await makeBroker(opts)),
     share: async (b, opts) => res.track(await makeBroker({ ...opts, sameStorageAs: b })),
     peerOf: async (b) => {
-      assert.ok(options.connection, missingHook(name, 'otherProcess'));
-      return res.trackPeer(await PeerProcess.start(options.connection(b))).broker;
+      assert.ok(options.connection, missingHook(name, 'peer'));
+      return res.trackPeer(await Peer.start(options.connection(b), options.peerIn ?? 'process')).broker;
     },
     deleteRunBehindBroker: async (b, id) => {
       assert.ok(options.deleteRunBehindBroker, missingHook(name, 'editBehindBroker'));

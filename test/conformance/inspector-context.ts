@@ -18,7 +18,7 @@ import {
 } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { type ConformanceOptions, type MakeBroker, missingHook, type Need, testNeeding, testResources } from './context.ts';
-import { PeerProcess } from './peer-process.ts';
+import { Peer } from './peer-host.ts';
 
 export type Inspectable = Broker & BrokerInspector;
 
@@ -34,6 +34,8 @@ export const INSPECTOR_METHODS: readonly (keyof BrokerInspector)[] = [
   'purge',
   'retryFailed',
   'stats',
+  'flowCounts',
+  'flowKeys',
 ];
 
 export const TEST_TIMEOUT_MS = 20_000;
@@ -117,7 +119,7 @@ export function filterLabel(f: Omit<RunFilter, 'limit' | 'cursor'>): string {
 }
 
 /** The hooks and documented differences of `ConformanceOptions` that the inspector suite uses. */
-export type InspectorOptions = Pick<ConformanceOptions, 'connection' | 'differences'>;
+export type InspectorOptions = Pick<ConformanceOptions, 'connection' | 'peerIn' | 'differences'>;
 
 /** What a section gets: brokers to open (each checked to implement every inspector method) and the suite's helpers. */
 export interface InspectorContext {
@@ -129,11 +131,11 @@ export interface InspectorContext {
   share(b: Broker, opts?: BrokerOptions): Promise<Inspectable>;
   /**
    * The others that read the storage of `b`: another instance in this process and, unless the broker
-   * documents that no other process can open it, a broker in another process (answering the same
-   * methods over IPC). The test must be declared with `needs: 'sameStorage'`.
+   * documents that no peer can open it, a peer (`peerOf`: a broker in a child process or a worker
+   * thread, answering the same methods by messages). The test must be declared with `needs: 'sameStorage'`.
    */
   shares(b: Broker): Promise<{ label: string; other: Inspectable }[]>;
-  /** A broker on the storage of `b`, in a child process (the test must be declared with `needs: 'otherProcess'`). */
+  /** A broker on the storage of `b`, in a child process or a worker thread (`peerIn`; the test must be declared with `needs: 'peer'`). */
   peerOf(b: Broker): Promise<Inspectable>;
   /** An AbortController aborted after the test. */
   controller(): AbortController;
@@ -171,8 +173,8 @@ export function inspectorContext(name: string, makeBroker: MakeBroker, options: 
   };
 
   const peerOf = async (b: Broker): Promise<Inspectable> => {
-    assert.ok(options.connection, missingHook(name, 'otherProcess'));
-    const peer = res.trackPeer(await PeerProcess.start(options.connection(b), INSPECTOR_METHODS));
+    assert.ok(options.connection, missingHook(name, 'peer'));
+    const peer = res.trackPeer(await Peer.start(options.connection(b), options.peerIn ?? 'process', INSPECTOR_METHODS));
     return peer.broker as unknown as Inspectable;
   };
 
@@ -192,7 +194,7 @@ export function inspectorContext(name: string, makeBroker: MakeBroker, options: 
     share,
     shares: async (b) => {
       const out = [{ label: 'another instance', other: await share(b) }];
-      if (!options.differences?.otherProcess) out.push({ label: 'another process', other: await peerOf(b) });
+      if (!options.differences?.peer) out.push({ label: `another ${options.peerIn ?? 'process'}`, other: await peerOf(b) });
       return out;
     },
     peerOf,

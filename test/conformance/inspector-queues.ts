@@ -146,7 +146,7 @@ export function queueControlConformance(c: InspectorContext): void {
     );
 
     test(
-      'resume by a broker in another process wakes a worker waiting on the queue',
+      `resume by a broker in another ${c.options.peerIn ?? 'process'} (a peer) wakes a worker waiting on the queue`,
       async () => {
         const b = await open();
         const t0 = Date.now();
@@ -157,10 +157,10 @@ export function queueControlConformance(c: InspectorContext): void {
         const c = controller();
         const waiting = b.waitForWork(['pw'], null, c.signal);
         await other.resume('pw');
-        await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by a resume in another process');
+        await within(waiting, NOTIFY_TIMEOUT_MS, 'waitForWork woken by a resume by the peer');
         assert.equal((await reserve(b, ['pw'], t0 + 1)).runs.length, 1);
       },
-      'otherProcess',
+      'peer',
     );
   });
 

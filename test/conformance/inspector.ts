@@ -24,6 +24,7 @@ import type { MakeBroker } from './context.ts';
 import { type InspectorOptions, inspectorContext } from './inspector-context.ts';
 import { queueControlConformance } from './inspector-queues.ts';
 import { listRunsConformance } from './inspector-runs.ts';
+import { flowKeysConformance } from './inspector-flow.ts';
 import { statsConformance } from './inspector-stats.ts';
 
 export function inspectorConformance(name: string, makeBroker: MakeBroker, options: InspectorOptions = {}): void {
@@ -33,5 +34,6 @@ export function inspectorConformance(name: string, makeBroker: MakeBroker, optio
     listRunsConformance(c);
     queueControlConformance(c);
     statsConformance(c);
+    flowKeysConformance(c);
   });
 }

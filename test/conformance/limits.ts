@@ -367,6 +367,57 @@ export function limitsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(Object.fromEntries(byKey(r.runs)), { slow: 1, free: 3 });
     });
 
+    test('a task limited in total only (its runs under one key): its cap, its burst, then one start per interval', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, '', 10, { group: 'conformance.capped', key: '', groupConcurrency: 3 });
+      assert.equal(await count(b, t0), 3, 'the cap');
+      assert.equal(await count(b, t0), 0);
+      const r = await open();
+      await enqueueKeyed(r, t0, '', 10, { group: 'conformance.paced', key: '', groupRate: { interval: 100, burst: 4 } });
+      assert.equal(await count(r, t0), 4, 'the burst');
+      const held = await reserveAll(r, 'w1', t0 + 99, { max: 50 });
+      assert.deepStrictEqual(held.runs, []);
+      assert.equal(held.nextAt, t0 + 100);
+      assert.equal(await count(r, t0 + 100), 1);
+      assert.equal(await count(r, t0 + 350), 2, 'at 200 and 300');
+      const k = await open();
+      await enqueueKeyed(k, t0, 'solo', 10, rated('solo', 100, 3, { concurrency: 2 }));
+      assert.equal(await count(k, t0), 2, 'its concurrency before its burst');
+    });
+
+    test('a key whose runs all finished keeps its rate: its next run waits for its interval', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const spec = rated('a', 1000, 1);
+      await enqueueKeyed(b, t0, 'a', 1, spec);
+      const [run] = (await reserveAll(b, 'w1', t0, { max: 5 })).runs;
+      assert.ok(run);
+      // Nothing queued or active: the key is forgotten, but not its rate.
+      await b.settle('w1', [{ id: run.id, attempt: run.attempt, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 10);
+      await enqueueKeyed(b, t0 + 20, 'a', 2, spec);
+      const held = await reserveAll(b, 'w1', t0 + 20, { max: 5 });
+      assert.deepStrictEqual(held.runs, [], 'not before its interval');
+      assert.equal(held.nextAt, t0 + 1000);
+      assert.equal(await count(b, t0 + 1000), 1);
+      assert.equal(await count(b, t0 + 1999), 0);
+      assert.equal(await count(b, t0 + 2000), 1);
+    });
+
+    test('keys served in ring order when the call has more slots than ready keys, and no key twice before the others', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      for (const k of ['a', 'b', 'c']) await enqueueKeyed(b, t0, k, 4, { group: GROUP, key: k, concurrency: 10 });
+      const r = await reserveAll(b, 'w1', t0, { max: 7 });
+      const keys = r.runs.map((x) => (JSON.parse(x.input) as { key: string }).key);
+      assert.deepStrictEqual(keys, ['a', 'b', 'c', 'a', 'b', 'c', 'a']);
+      const next = await reserveAll(b, 'w1', t0, { max: 3 });
+      assert.deepStrictEqual(
+        next.runs.map((x) => (JSON.parse(x.input) as { key: string }).key),
+        ['b', 'c', 'a'],
+      );
+    });
+
     test("a queued run's record says until when its key's or group's rate holds it", async () => {
       const b = await open();
       const t0 = Date.now();
@@ -379,17 +430,34 @@ export function limitsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual((await getRun(g, gids[1] as string)).flow?.waiting, { reason: 'group_rate', until: t0 + 500 });
     });
 
-    test('flowCounts: runs waiting under flow control, keys, and keys and groups held by their rate', async () => {
+    test('flowCounts: runs waiting under flow control, keys, keys and groups held by their rate, runs held by each limit', async () => {
       const b = (await open()) as Broker & Partial<BrokerInspector>;
       if (typeof b.flowCounts !== 'function') return;
       const t0 = Date.now();
-      assert.deepStrictEqual(await b.flowCounts([Q]), { [Q]: { queued: 0, keys: 0, rateLimitedKeys: 0, rateLimitedGroups: 0 } });
+      const none = { group_rate: 0, group_concurrency: 0, key_rate: 0, key_concurrency: 0 };
+      assert.deepStrictEqual(await b.flowCounts([Q]), {
+        [Q]: { queued: 0, keys: 0, rateLimitedKeys: 0, rateLimitedGroups: 0, heldRuns: none },
+      });
       await enqueueKeyed(b, t0, 'a', 3, rated('a', 1000, 1));
       await enqueueKeyed(b, t0, 'b', 2, rated('b', 1000, 1));
       await enqueueKeyed(b, t0, 'c', 2, { group: 'conformance.other', key: 'c', groupRate: { interval: 1000, burst: 1 } });
-      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], { queued: 7, keys: 3, rateLimitedKeys: 0, rateLimitedGroups: 0 });
+      await enqueueKeyed(b, t0, 'd', 3, { group: GROUP, key: 'd', concurrency: 1 });
+      await enqueueKeyed(b, t0, 'e', 2, { group: 'conformance.third', key: 'e', groupConcurrency: 1 });
+      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], {
+        queued: 12,
+        keys: 5,
+        rateLimitedKeys: 0,
+        rateLimitedGroups: 0,
+        heldRuns: none,
+      });
       await reserveAll(b, 'w1', t0, { max: 50 });
-      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], { queued: 4, keys: 3, rateLimitedKeys: 2, rateLimitedGroups: 1 });
+      assert.deepStrictEqual((await b.flowCounts([Q]))[Q], {
+        queued: 7,
+        keys: 5,
+        rateLimitedKeys: 2,
+        rateLimitedGroups: 1,
+        heldRuns: { group_rate: 1, group_concurrency: 1, key_rate: 3, key_concurrency: 2 },
+      });
     });
 
     test('a rate and a concurrency limit together: both hold', async () => {

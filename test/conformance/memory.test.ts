@@ -3,22 +3,32 @@
  * broker in memory behind the test clock and journal; the clock at real time here). Each fresh
  * broker gets a memory storage of its own name; `sameStorageAs` opens a second TestBroker of that
  * name (brokers of one name share their storage in this process), and the storage can be edited
- * behind the broker's back through its memory URI. Its storage is this process's memory, as
- * documented (README, "Testing your tasks"; `src/testing/test-broker.ts`): another process cannot
- * open it, so the tests that need one are skipped, naming that difference.
+ * behind the broker's back through its memory URI.
+ *
+ * Its storage is this process's memory, as documented (README, "Testing your tasks";
+ * `src/testing/test-broker.ts`): another process cannot open it. So the peer of the tests that need
+ * one (`needs: 'peer'`: atomicity seen by a concurrent reader, concurrent reserves, wake-ups, watch
+ * and onCancel, the inspector read back and resume) runs in a worker thread of this process
+ * (`peerIn: 'thread'`): a broker opened there by `connectBroker` on the memory URI, with its own
+ * modules, its own SQLite connection and its own wake hub, running concurrently with the test. Its
+ * wake-ups reach this thread's brokers only through the hub's BroadcastChannel (wake-hub.ts), and the
+ * safety wake of these brokers is set far above the suite's wait for a notification, so a wake-up
+ * test passes only if the real notification crossed. No test of the suite is skipped for this broker.
  */
 import { randomUUID } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
 import type { Broker } from '../../src/broker/types.ts';
 import { memoryUri, TestBroker } from '../../src/testing/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
+import { NOTIFY_TIMEOUT_MS } from './context.ts';
 import { inspectorConformance } from './inspector.ts';
 import { brokerConformance, type ConformanceOptions, type MakeBroker } from './suite.ts';
 
-const differences: ConformanceOptions['differences'] = {
-  otherProcess:
-    "errand/testing's broker keeps its storage in this process's memory (README, Testing your tasks): another process cannot open it",
-};
+/**
+ * The SQLite broker's safety wake (`safetyWakeMs`, 2 s by default) re-checks on a timer against lost
+ * notifications; here it is far above the suite's wait, so that a wake-up cannot pass by it.
+ */
+const SAFETY_WAKE_MS = 6 * NOTIFY_TIMEOUT_MS;
 
 const nameOf = new WeakMap<Broker, string>();
 
@@ -26,7 +36,8 @@ const makeBroker: MakeBroker = async (opts = {}) => {
   const { sameStorageAs, ...options } = opts;
   const name = sameStorageAs ? nameOf.get(sameStorageAs) : randomUUID();
   if (!name) throw new Error('sameStorageAs must be a broker made by this factory');
-  const broker = new TestBroker({ logger: quietLogger, ...options, name });
+  const tuning = { safetyWakeMs: SAFETY_WAKE_MS }; // a SqliteBroker option, passed through by TestBroker
+  const broker = new TestBroker({ logger: quietLogger, ...tuning, ...options, name });
   nameOf.set(broker, name);
   return broker;
 };
@@ -38,11 +49,14 @@ function storageOf(broker: Broker): string {
   return memoryUri(name);
 }
 
+/** The peer: a broker in a worker thread of this process, on the same memory URI (see the header). */
+const peer: Pick<ConformanceOptions, 'connection' | 'peerIn'> = {
+  connection: (broker) => ({ url: `sqlite:${storageOf(broker)}`, options: { safetyWakeMs: SAFETY_WAKE_MS } }),
+  peerIn: 'thread',
+};
+
 brokerConformance('memory (errand/testing)', makeBroker, {
-  differences,
-  // For the run-errors section, which corrupts a run through this URL (never used to start another
-  // process: the tests that would are skipped above).
-  connection: (broker) => ({ url: `sqlite:${storageOf(broker)}` }),
+  ...peer,
   deleteRunBehindBroker: async (broker, id) => {
     const db = new DatabaseSync(storageOf(broker));
     try {
@@ -58,4 +72,4 @@ brokerConformance('memory (errand/testing)', makeBroker, {
     return b;
   },
 });
-inspectorConformance('memory (errand/testing)', makeBroker, { differences });
+inspectorConformance('memory (errand/testing)', makeBroker, peer);

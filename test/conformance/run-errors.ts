@@ -10,12 +10,14 @@ import { afterEach, describe, it } from 'node:test';
 import { splitRunId } from '../../src/broker/redis/codec.ts';
 import { createClient, parseRedisUrl } from '../../src/broker/redis/connection.ts';
 import { RUN_ERRORS, runError, runErrorText } from '../../src/broker/shared/run-errors.ts';
-import type { Broker, BrokerOptions, RunError } from '../../src/broker/types.ts';
+import type { Broker, BrokerOptions, NewWorkflowRun, RunError } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
 import type { ConformanceOptions } from './context.ts';
 
 const Q = 'runerr';
+/** A second queue (another slot on Redis Cluster) for a workflow over two queues. */
+const Q2 = 'runerrx';
 const TEST_TIMEOUT_MS = 60_000;
 
 /**
@@ -119,6 +121,42 @@ export function runErrorConformance(makeBroker: (opts?: BrokerOptions) => Promis
       const why = err.message.slice(prefix.length);
       assert.ok(why.length > 0, 'and say what is wrong');
       assert.deepStrictEqual(err, runError('corrupt', { id, why }), 'nothing else in it');
+    });
+
+    it('a step of a workflow failed as corrupt reaches the steps waiting for it, per edge policy (in its queue and another)', {
+      timeout: TEST_TIMEOUT_MS,
+      ...(cannotEdit ? { skip: cannotEdit } : {}),
+    }, async () => {
+      const b = await open();
+      const connection = options.connection?.(b);
+      assert.ok(connection, 'this broker has no `connection` hook to corrupt a run behind its back');
+      const t0 = Date.now();
+      const run = (queue: string, over: Partial<NewWorkflowRun> = {}): NewWorkflowRun => ({
+        id: newRunId(queue, t0),
+        task: 'conformance.echo',
+        queue,
+        input: '{}',
+        priority: 0,
+        runAt: t0,
+        ...over,
+      });
+      const root = run(Q);
+      const cancelled = run(Q, { dependsOn: [{ id: root.id }] });
+      const cleanup = run(Q2, { dependsOn: [{ id: root.id, onFailure: 'continue' }], inputFrom: 'list' });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [root, cancelled, cleanup] }, t0);
+      await corruptBehindBroker(b, root.id, connection);
+      const first = await b.reserve({ workerId: 'w1', queues: [Q], max: 10, leaseMs: 1000, now: t0 + 1 });
+      assert.deepStrictEqual(first.runs, [], 'the corrupt step is not handed out');
+      assert.equal(storedError((await b.getRun(root.id))?.error).reason, 'corrupt');
+      const dependent = await b.getRun(cancelled.id);
+      assert.equal(dependent?.state, 'cancelled', 'its dependent (cancel) is not left waiting');
+      assert.equal(storedError(dependent?.error).reason, 'dependency_failed');
+      const { runs } = await b.reserve({ workerId: 'w1', queues: [Q2], max: 10, leaseMs: 1000, now: t0 + 2 });
+      assert.deepStrictEqual(
+        runs.map((r) => [r.id, r.input]),
+        [[cleanup.id, '[null]']],
+        'its dependent in another queue (continue) runs',
+      );
     });
   });
 }

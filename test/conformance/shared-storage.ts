@@ -24,10 +24,11 @@ import {
 export function sharedStorageConformance(c: ConformanceContext): void {
   const { open, share, peerOf, controller, test, getRun, reserveAll, reserveOne, enqueueOne } = c;
   // Several brokers on one storage: another instance in this process (which may share in-process
-  // machinery with the first), and a broker in another process (which shares nothing but storage).
+  // machinery with the first), and a peer: a broker in another process, or in a worker thread for
+  // storage only this process can open (`peerIn`), which shares nothing with the first but storage.
   const modes: { label: string; other: (b: Broker) => Promise<PeerBroker>; needs: Need }[] = [
     { label: 'another instance in this process', other: (b) => share(b), needs: 'sameStorage' },
-    { label: 'another process', other: (b) => peerOf(b), needs: 'otherProcess' },
+    { label: `another ${c.options.peerIn ?? 'process'}`, other: (b) => peerOf(b), needs: 'peer' },
   ];
   for (const mode of modes) {
     describe(`several brokers on the same storage: ${mode.label}`, () => {

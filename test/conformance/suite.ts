@@ -38,10 +38,12 @@ import { runErrorConformance } from './run-errors.ts';
 import { scheduleConformance } from './schedules.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
+import { spawnConformance } from './spawn.ts';
+import { workflowQueuesConformance } from './workflow-queues.ts';
 import { workflowConformance } from './workflows.ts';
 
 export type { ConformanceOptions, MakeBroker, MakeBrokerOptions, Need } from './context.ts';
-export { PeerProcess } from './peer-process.ts';
+export { Peer } from './peer-host.ts';
 
 export function brokerConformance(name: string, makeBroker: MakeBroker, options: ConformanceOptions = {}): void {
   describe(`broker conformance: ${name}`, () => {
@@ -61,6 +63,8 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     countConformance(c);
     connectionConformance(c);
     workflowConformance(c);
+    workflowQueuesConformance(c);
+    spawnConformance(c);
     scheduleConformance(c);
     runErrorConformance(makeBroker, options);
     cancelRetentionConformance(makeBroker);

@@ -385,6 +385,57 @@ export function workflowConformance(c: ConformanceContext): void {
       }
     });
 
+    test('a cascade through a step kept 0 ms once cancelled still reaches what waits for it', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const a = step(t0);
+      const mid = { ...step(t0, { dependsOn: on(a) }), cancelledRetentionMs: 0 };
+      const last = step(t0, { dependsOn: on(mid) });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [a, mid, last] }, t0);
+      const [r] = (await reserveAll(b, 'w', t0)).runs;
+      await b.settle('w', [{ id: r!.id, attempt: 1, outcome: 'failed', error: errorText('boom'), retentionMs: RETAIN }], t0 + 1);
+      assertFields(await getRun(b, last.id), { state: 'cancelled' }, 'the step after the one deleted at once');
+      assert.equal((await b.counts([Q]))[Q]?.waiting, 0, 'nothing left waiting');
+    });
+
+    test('idempotency keys on workflow runs: held by a stored run, nothing is created; taken, an enqueue finds the step', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const holder = await c.enqueueOne(b, t0, { idempotencyKey: 'k1', idempotencyTtl: 60_000 });
+      const a = { ...step(t0), idempotencyKey: 'k1', idempotencyTtl: 60_000 };
+      const after = step(t0, { dependsOn: on(a) });
+      const wf = newRunId(Q, t0);
+      assert.deepStrictEqual(await b.createWorkflow({ id: wf, runs: [a, after] }, t0), {
+        id: wf,
+        created: false,
+        held: { run: a.id, key: 'k1', by: holder },
+      });
+      assert.equal(await b.getRun(a.id), null, 'nothing created');
+      assert.equal(await b.getWorkflow(wf), null);
+      const a2 = { ...step(t0), idempotencyKey: 'k2', idempotencyTtl: 60_000 };
+      const wf2 = newRunId(Q, t0);
+      assert.deepStrictEqual(await b.createWorkflow({ id: wf2, runs: [a2, step(t0, { dependsOn: on(a2) })] }, t0), {
+        id: wf2,
+        created: true,
+      });
+      assertFields(await getRun(b, a2.id), { idempotencyKey: 'k2' }, 'the keyed step');
+      const [again] = await b.enqueue([{ ...newRun(Q, t0), idempotencyKey: 'k2', idempotencyTtl: 60_000 }], t0 + 1);
+      assert.deepStrictEqual(again, { id: a2.id, created: false, state: 'queued' }, 'an enqueue with the key finds the step');
+      await assert.rejects(
+        b.createWorkflow(
+          {
+            id: newRunId(Q, t0),
+            runs: [
+              { ...step(t0), idempotencyKey: 'k3' },
+              { ...step(t0), idempotencyKey: 'k3' },
+            ],
+          },
+          t0,
+        ),
+        (err: Error) => err instanceof ConfigError && /idempotency key "k3" of another run/.test(err.message),
+      );
+    });
+
     test('creation is checked and atomic; a resent workflow creates nothing', async () => {
       const b = await open();
       const t0 = Date.now();

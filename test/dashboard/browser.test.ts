@@ -144,7 +144,8 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.equal(await text('tr[data-queue="bulk"] td[data-state="queued"]'), '120');
       assert.equal(await text('tr[data-queue="firehose"] td[data-state="queued"]'), '100,000');
       // Latency percentiles come from the broker's histograms once runs have finished.
-      assert.match(await text('tr[data-queue="emails"] td:nth-child(11)'), /ms|s/);
+      assert.match(await text('tr[data-queue="emails"] td:nth-child(12)'), /ms|s/);
+      assert.equal(await text('tr[data-queue="emails"] td[data-state="waiting"]'), '0', 'a waiting column, empty here');
       assert.equal((await page.locator('.chart canvas').count()) >= 2, true, 'two uPlot charts drawn');
       const clippedCards = await page
         .locator('.stat-value')

@@ -57,6 +57,11 @@ describe('dashboard: workflows', () => {
       404,
     );
     assert.equal((await served.app.inject({ method: 'GET', url: '/dashboard/api/workflows/nope' })).statusCode, 404);
+    const overview = (await served.app.inject({ method: 'GET', url: '/dashboard/api/overview' })).json();
+    const queue = (await errand.getRun(wf.runIds[2]!)).queue;
+    const row = overview.queues.find((q: { name: string }) => q.name === queue);
+    assert.equal(row.counts.waiting, 1, "the overview counts the waiting step in its queue's row");
+    assert.equal(overview.totals.waiting, 1, 'and in the totals');
   });
 
   describe('in chromium', { skip: unavailable }, () => {
@@ -74,6 +79,23 @@ describe('dashboard: workflows', () => {
     });
     after(async () => {
       await browser?.close();
+    });
+
+    test("the overview's queue table has a waiting column: the workflow steps waiting on their dependencies", async () => {
+      const wf = await errand.workflow(chain(double.step(3), double.next()));
+      const queue = (await errand.getRun(wf.runIds[1]!)).queue;
+      const waiting = (await (await errand.broker()).counts([queue]))[queue]!.waiting;
+      assert.ok(waiting >= 1, 'a step is waiting');
+      await page.goto(`${served.url}/dashboard/`);
+      const cell = page.locator(`tr[data-queue="${queue}"] td[data-state="waiting"]`);
+      await waitFor(async () => ((await cell.textContent()) ?? '').trim() === String(waiting), {
+        timeoutMs: 15_000,
+        message: `the ${queue} row shows ${waiting} waiting`,
+      });
+      assert.match((await cell.locator('a').getAttribute('href')) ?? '', /state=waiting/, 'the count links to those runs');
+      const th = page.locator('table.queues th[title^="Workflow steps waiting"]');
+      assert.equal(((await th.textContent()) ?? '').trim(), 'waiting');
+      assert.deepEqual(problems, []);
     });
 
     test('the graph coloured by state and the steps table, live; a run links to its workflow', async () => {

@@ -1,7 +1,9 @@
 // Fault: workflows (docs/workflows.md) while worker processes are killed with SIGKILL and Redis is
 // killed with SIGKILL and restarted (its own redis-server, AOF appendfsync always):
 // - a chord of 1,000 steps, and a 3-level DAG (4 steps, 2 joins of 2, 1 join of those), run by 3
-//   worker processes;
+//   worker processes; and the same DAG twice with its steps spread over three queues (every edge
+//   but one crossing queues: the relay between slots, docs/workflows.md), one made before the
+//   workers start, one made in flight just before Redis is killed;
 // - each dependent step exists once (its run created once, with the workflow) and starts only after
 //   every step it waits for succeeded: its first execution starts after their last success;
 // - its input is the full, ordered result list (the chord: count 1,000, the exact sum), the DAG's
@@ -39,7 +41,8 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
       FAULT_MAX_LEASE_LOSSES: '1000',
       FAULT_WF_PART_MS: String(PART_MS),
     };
-    const flags = ['--concurrency', String(CONCURRENCY), '--lease-ms', String(LEASE_MS), '--queues', 'wflow'];
+    const QUEUES = ['wflow', 'wflow2', 'wflow3'];
+    const flags = ['--concurrency', String(CONCURRENCY), '--lease-ms', String(LEASE_MS), '--queues', QUEUES.join(',')];
     // The same tasks as the workers' (test/faults/fixtures/tasks.ts), to build the shapes here.
     const app = createErrand({ broker: redis.url, prefix, logger: quietLogger });
     const WF = { queue: 'wflow', retries: { maxAttempts: 1 }, retention: 3_600_000 } as const;
@@ -50,7 +53,26 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
     }));
     const pair = app.task('wf_pair', { ...WF, input: z.object({ a: z.number().int(), b: z.number().int() }) }, ({ a, b }) => a + b);
     const broker = await app.broker();
-    const counts = async () => (await broker.counts(['wflow'])).wflow!;
+    // Every queue's counts, summed.
+    const counts = async () => {
+      const all = await broker.counts(QUEUES);
+      const sum = { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 };
+      for (const q of QUEUES) for (const key of Object.keys(sum) as (keyof typeof sum)[]) sum[key] += all[q]?.[key] ?? 0;
+      return sum;
+    };
+    // The DAG of `small` with its steps in three queues.
+    const acrossQueues = () =>
+      app.workflow(
+        dag({
+          a1: part.step(1),
+          a2: part.step(2, { queue: 'wflow2' }),
+          a3: part.step(3, { queue: 'wflow3' }),
+          a4: part.step(4, { queue: 'wflow2' }),
+          b1: pair.join({ a: 'a1', b: 'a2' }, { queue: 'wflow3' }),
+          b2: pair.join({ a: 'a3', b: 'a4' }),
+          c: pair.join({ a: 'b1', b: 'b2' }, { queue: 'wflow2' }),
+        }),
+      );
     const workers: Proc[] = [];
     let kills = 0;
     let restarts = 0;
@@ -67,6 +89,7 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
           c: pair.join({ a: 'b1', b: 'b2' }),
         }),
       );
+      const across = [await acrossQueues()];
       for (let i = 0; i < WORKERS; i++) workers.push(procs.worker(`worker-${i}`, env, flags));
       await waitFor(async () => (await counts()).succeeded > 50, { timeoutMs: 60_000, message: 'the first runs to succeed' });
 
@@ -85,6 +108,7 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
         await sleep(700);
         await killOne();
         if (kills === 3) {
+          across.push(await acrossQueues());
           waitingAtRestart = (await counts()).waiting;
           await redis.kill9();
           await redis.start();
@@ -103,7 +127,7 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
       assert.ok(restarts === 1, 'Redis was restarted once');
       assert.ok(waitingAtRestart > 0, 'steps were still waiting when Redis was killed');
       assert.ok(kills >= 3, `workers were killed (got ${kills})`);
-      assert.deepEqual(done, { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: PARTS + 1 + 7, failed: 0, cancelled: 0 });
+      assert.deepEqual(done, { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: PARTS + 1 + 7 * 3, failed: 0, cancelled: 0 });
 
       // The values: the full list, in order (its sum is exact only if each part counted once).
       const expectedSum = 2 * ((PARTS * (PARTS - 1)) / 2);
@@ -118,13 +142,19 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
       assert.equal(bigInfo.runs.filter((r) => r.task === 'wf_gather').length, 1, 'the callback exists once');
       const r = await small.result({ timeout: 10_000 });
       assert.deepEqual(r, { a1: 2, a2: 4, a3: 6, a4: 8, b1: 6, b2: 14, c: 20 });
+      for (const wf of across) assert.deepEqual(await wf.result({ timeout: 10_000 }), r, 'the DAG over three queues, the same values');
 
       // Ready once: every dependent's first execution starts after the last success of what it waits for.
       const runs = executions(logDir);
       const lastSuccess = (ids: string[]) => Math.max(...ids.map((id) => runs.get(id)!.at(-1)!.endedAt ?? Number.POSITIVE_INFINITY));
       const smallInfo = await small.info();
-      const byId = new Map([...bigInfo.runs, ...smallInfo.runs].map((x) => [x.id, x]));
-      for (const edgeSet of [bigInfo.edges, smallInfo.edges]) {
+      const acrossInfo = await Promise.all(across.map((wf) => wf.info()));
+      for (const info of acrossInfo) {
+        assert.equal(info.runs.length, 7, 'each step of a DAG over three queues exists once');
+        assert.deepEqual(new Set(info.runs.map((x) => x.queue)), new Set(QUEUES), 'in three queues');
+      }
+      const byId = new Map([...bigInfo.runs, ...smallInfo.runs, ...acrossInfo.flatMap((i) => i.runs)].map((x) => [x.id, x]));
+      for (const edgeSet of [bigInfo.edges, smallInfo.edges, ...acrossInfo.map((i) => i.edges)]) {
         const deps = new Map<string, string[]>();
         for (const e of edgeSet) deps.set(e.to, [...(deps.get(e.to) ?? []), e.from]);
         for (const [to, from] of deps) {

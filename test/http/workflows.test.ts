@@ -6,6 +6,7 @@ import { after, describe, it } from 'node:test';
 import { z } from 'zod';
 import { chain, chord, createErrand, group } from '../../src/index.ts';
 import { createServer } from '../../src/http/index.ts';
+import { redisSetup, redisUnavailable } from '../fixtures/brokers.ts';
 import { tempDir } from '../helpers.ts';
 import { quiet } from './setup.ts';
 
@@ -65,5 +66,57 @@ describe('workflows over HTTP', async () => {
     assert.match(unknown.json().detail, /Workflow "default\.01ARZ3NDEKTSV4RRFFQ69G5FAV" not found/);
     assert.equal((await app.inject({ method: 'GET', url: '/workflows/nope' })).statusCode, 404);
     assert.equal((await app.inject({ method: 'POST', url: '/workflows/nope/cancel' })).statusCode, 404);
+  });
+});
+
+// A workflow whose steps are in several queues, on Redis (the relay between queues: docs/workflows.md).
+describe('workflows over HTTP: steps in several queues, on Redis', async () => {
+  const skip = await redisUnavailable();
+  if (skip) {
+    it('needs Redis', { skip }, () => {});
+    return;
+  }
+  const setup = redisSetup('errand-http-wfq');
+  const errand = setup.app();
+  const double = errand.task('double', { input: z.number(), retention: 60_000, queue: 'wfq-a' }, (n) => n * 2);
+  const sum = errand.task('sum', { input: z.array(z.number()), retention: 60_000, queue: 'wfq-b' }, (ns) => ns.reduce((a, b) => a + b, 0));
+  const app = await createServer({ errand, logger: false });
+  after(async () => {
+    await app.close();
+    await errand.close();
+    await setup.cleanup();
+  });
+
+  it('GET lists every step in every queue and what waits on what across queues; a worker on both queues runs it; POST cancel reaches every queue', async () => {
+    const wf = await errand.workflow(chord(group(double.step(1), double.step(2, { queue: 'wfq-c' })), sum.next()));
+    const [a, b, s] = wf.runIds;
+    const body = (await app.inject({ method: 'GET', url: `/workflows/${wf.id}` })).json();
+    assert.deepEqual(
+      body.runs.map((r: { id: string; queue: string; state: string }) => [r.id, r.queue, r.state]),
+      [
+        [a, 'wfq-a', 'queued'],
+        [b, 'wfq-c', 'queued'],
+        [s, 'wfq-b', 'waiting'],
+      ],
+    );
+    assert.deepEqual(body.waiting_for, { [s!]: [a, b] });
+    const worker = errand.worker({ concurrency: 2, queues: ['wfq-a', 'wfq-b', 'wfq-c'] });
+    await worker.start();
+    try {
+      assert.equal(await wf.result({ timeout: 10_000 }), 6);
+    } finally {
+      await worker.stop();
+    }
+    const done = (await app.inject({ method: 'GET', url: `/workflows/${wf.id}` })).json();
+    assert.equal(done.state, 'succeeded');
+    assert.deepEqual(done.runs[2].input, [2, 4]);
+
+    const other = await errand.workflow(chain(double.step(1), sum.step([1], { queue: 'wfq-c' })));
+    const res = await app.inject({ method: 'POST', url: `/workflows/${other.id}/cancel` });
+    assert.deepEqual(res.json(), { id: other.id, cancelled: 2 });
+    assert.deepEqual(
+      (await app.inject({ method: 'GET', url: `/workflows/${other.id}` })).json().runs.map((r: { state: string }) => r.state),
+      ['cancelled', 'cancelled'],
+    );
   });
 });

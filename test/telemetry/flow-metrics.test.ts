@@ -31,6 +31,10 @@ test('errand_flow_queued_runs and errand_flow_throttled follow the broker', asyn
     assert.match(after, /errand_flow_queued_runs\{queue="lim"\} 2/);
     assert.match(after, /errand_flow_throttled\{queue="lim",scope="key"\} 2/);
     assert.match(after, /errand_flow_throttled\{queue="lim",scope="task"\} 0/);
+    // The two runs left are held by their keys' rate (one each).
+    assert.match(after, /errand_flow_held_runs\{queue="lim",reason="key_rate"\} 2/);
+    assert.match(after, /errand_flow_held_runs\{queue="lim",reason="key_concurrency"\} 0/);
+    assert.doesNotMatch(after, /errand_flow_held_runs\{queue="plain"/);
   } finally {
     await app.close();
   }

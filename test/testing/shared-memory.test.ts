@@ -1,10 +1,14 @@
 // errand/testing's memory brokers shared by name: two apps of one test (an API that enqueues and a
-// worker that runs) on one storage in memory; unnamed brokers stay apart; reset() refuses a shared one.
+// worker that runs) on one storage in memory; unnamed brokers stay apart; reset() refuses a shared one;
+// `connectBroker` opens the storage by its memory URI (how a worker thread reaches it: the conformance
+// suite's peer for this broker, test/conformance/memory.test.ts), never as a file.
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { connectBroker, sqliteFileOf } from '../../src/broker/connect.ts';
 import { z } from 'zod';
 import { ConfigError, createErrand } from '../../src/index.ts';
-import { memoryBroker, TestBroker } from '../../src/testing/index.ts';
+import { memoryBroker, memoryUri, TestBroker } from '../../src/testing/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 
 describe('memory brokers shared by name', () => {
@@ -54,5 +58,24 @@ describe('memory brokers shared by name', () => {
     assert.equal(await third.getRun(id), null, 'gone once the last one closed');
     await third.close();
     assert.throws(() => memoryBroker({ name: '' }), ConfigError);
+  });
+
+  it('connectBroker opens a memory URI as that memory storage, creating no file', async () => {
+    const before = readdirSync('.');
+    const url = `sqlite:${memoryUri('by-uri')}`;
+    assert.equal(sqliteFileOf(url), undefined, 'a memory URI names no file');
+    const named = new TestBroker({ name: 'by-uri', logger: quietLogger });
+    const byUri = await connectBroker(url, { logger: quietLogger });
+    try {
+      const now = Date.now();
+      const id = `q.${'2'.repeat(26)}`;
+      await byUri.enqueue([{ id, task: 't', queue: 'q', input: '{}', priority: 0, runAt: now }], now);
+      assert.equal((await named.getRun(id))?.state, 'queued', 'the broker of that name sees the run');
+    } finally {
+      await byUri.close();
+      await named.close();
+    }
+    assert.deepStrictEqual(readdirSync('.'), before, 'no file was created in the working folder');
+    assert.equal(existsSync(memoryUri('by-uri')), false);
   });
 });

@@ -50,6 +50,7 @@ for (const kind of ['thread', 'process'] as const satisfies Isolation[]) {
         exits: app.task('exits', { input: z.object({}), ...opts, retries: 0 }, handlers.exits),
         spin: app.task('spin', { input: z.object({}), ...opts, retries: 0 }, handlers.spinAfterProgress),
         untilAborted: app.task('until_aborted', { input: z.object({}), ...opts, retries: 0 }, handlers.untilAborted),
+        toTheEnd: app.task('to_the_end', { input: z.object({}), ...opts, retries: 0 }, handlers.progressToTheEnd),
       };
       const worker = app.worker({ concurrency });
       workers.push(worker);
@@ -71,6 +72,16 @@ for (const kind of ['thread', 'process'] as const satisfies Isolation[]) {
       assert.equal(relayed.runId, handle.id);
       assert.equal(relayed.task, 'double');
       assert.equal(relayed.level, 30);
+    });
+
+    it('stores the progress reported just before the handler returned (sent before the outcome, not dropped)', async () => {
+      const { app, tasks, worker } = start();
+      await worker.start();
+      const handle = await tasks.toTheEnd.enqueue({});
+      assert.equal(await handle.result({ timeout: 60_000 }), 'done');
+      const info = await app.getRun(handle.id);
+      assert.equal(info.state, 'succeeded');
+      assert.deepEqual(info.progress, { percent: 100 }, 'the last progress, stored with the run');
     });
 
     it('keeps retry semantics: an error is retried with its name and message, a PermanentError fails at once', async () => {

@@ -68,6 +68,10 @@ for (const make of setups()) {
         await new Promise((r) => setTimeout(r, 300));
         return 'done';
       });
+      app.task('progress_to_the_end', { input: z.object({}) }, async (_input, ctx) => {
+        for (const percent of [10, 50, 90, 100]) ctx.progress({ percent });
+        return 'done';
+      });
       app.task('defaults', { input: z.object({ n: z.number().default(7) }) }, ({ n }) => n);
       app.task('bad_result', { input: z.object({}) }, () => ({ when: new Date() }));
       app.task('unique', { input: z.object({ user: z.string() }), idempotencyKey: (i) => `u:${i.user}` }, ({ user }) => user);
@@ -228,6 +232,12 @@ for (const make of setups()) {
       await waitFor(async () => (await h.info()).progress !== undefined, { message: 'progress to be stored', timeoutMs: 30_000 });
       assert.deepEqual((await h.info()).progress, { percent: 50 });
       assert.equal(await h.result({ timeout: 20_000 }), 'done');
+    });
+
+    it('stores the progress reported just before the handler returned, with the outcome', async () => {
+      const h = await app.tasks.get('progress_to_the_end')!.enqueue({});
+      assert.equal(await h.result({ timeout: 20_000 }), 'done');
+      assert.deepEqual((await h.info()).progress, { percent: 100 }, 'the last value, not dropped with its timer');
     });
 
     it('fails a run whose result is not JSON', async () => {

@@ -9,6 +9,8 @@ import { invalidCursor, MINUTE, pageLimit, SLICE, WORKER_MEMORY_MS } from '../sh
 import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
 import {
   type FlowCounts,
+  type FlowKeyPage,
+  type FlowKeyQuery,
   LATENCY_BUCKETS_MS,
   type MinuteStats,
   type QueueCounts,
@@ -22,7 +24,8 @@ import {
 } from '../types.ts';
 import { corruptErrorText, decodeRun, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
-import { countsReply, listReply, retryFailedReply, sliceReply } from './replies.ts';
+import { drainAfter } from './relay.ts';
+import { countsReply, flowKeysReply, listReply, retryFailedReply, sliceReply } from './replies.ts';
 import { runScript } from './scripts.ts';
 
 /** A listing's cursor: the ULID part of the last run id of the previous page. */
@@ -107,10 +110,25 @@ export async function flowCounts(c: RedisCore, queues: readonly string[]): Promi
         unknown,
       ][];
       const n = (i: number) => Math.max(0, Number(r[i]?.[1] ?? 0) || 0);
-      out[queue] = { queued: n(0), keys: n(1), rateLimitedKeys: n(2), rateLimitedGroups: n(3) };
+      // Runs held back by a limit: every key read, in one script (only for a queue with keys).
+      const h = n(1) > 0 ? ((await runScript(redis, 'flowkeys', [`${b}fS`], [b, 'held', 0, 0])) as unknown[]) : [];
+      const m = (i: number) => Math.max(0, Number(h[i] ?? 0) || 0);
+      out[queue] = {
+        queued: n(0),
+        keys: n(1),
+        rateLimitedKeys: n(2),
+        rateLimitedGroups: n(3),
+        heldRuns: { group_rate: m(0), group_concurrency: m(1), key_rate: m(2), key_concurrency: m(3) },
+      };
     }),
   );
   return out;
+}
+
+export async function flowKeys(c: RedisCore, queue: string, query: Required<FlowKeyQuery>): Promise<FlowKeyPage> {
+  const redis = await c.ready();
+  const b = c.k(queue).base;
+  return flowKeysReply(await runScript(redis, 'flowkeys', [`${b}fS`], [b, query.sort, query.offset, query.limit]));
 }
 
 export async function counts(c: RedisCore, queues?: readonly string[]): Promise<Record<string, QueueCounts>> {
@@ -243,6 +261,7 @@ export async function purge(c: RedisCore, queue: string, now: number): Promise<n
   for (;;) {
     const r = sliceReply(await runScript(redis, 'purge', [k.prios, k.sched], [k.base, SLICE, c.eventsChannel, k.idPrefix, now]));
     total += r.count;
+    if (r.relay) await drainAfter(c, [queue], now);
     if (!r.more) return total;
   }
 }
@@ -260,6 +279,7 @@ export async function retryFailed(c: RedisCore, queue: string, task: string | un
     );
     total += r.replayed;
     offset += r.skipped;
+    if (r.relay) await drainAfter(c, [queue], now);
     if (r.scanned < SLICE) return total;
   }
 }

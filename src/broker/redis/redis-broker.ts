@@ -28,6 +28,8 @@ import type {
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FlowKeyPage,
+  FlowKeyQuery,
   FireOutcome,
   FireRequest,
   Lease,
@@ -51,10 +53,12 @@ import type {
   UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
+import { checkFlowKeyQuery } from '../shared/flow.ts';
 import { RedisCore, type RedisBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { RedisNotifications } from './notifications.ts';
+import { recordFinished as recordFinishedRuns } from './record.ts';
 import * as transitions from './transitions.ts';
 import * as workflows from './workflows.ts';
 
@@ -119,7 +123,7 @@ export class RedisBroker implements Broker, BrokerInspector {
   }
 
   recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
-    return transitions.recordFinished(this.#c, runs, now);
+    return recordFinishedRuns(this.#c, runs, now);
   }
 
   renew(workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {
@@ -228,6 +232,10 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
     return inspection.flowCounts(this.#c, queues);
+  }
+
+  async flowKeys(queue: string, query?: FlowKeyQuery): Promise<FlowKeyPage> {
+    return inspection.flowKeys(this.#c, queue, checkFlowKeyQuery(query));
   }
 
   // Setup

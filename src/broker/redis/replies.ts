@@ -6,7 +6,8 @@
 
 import { timeOfRunId } from '../../core/ids.ts';
 import { readMark } from '../../core/run.ts';
-import type { Reservation } from '../types.ts';
+import { parseRate } from '../shared/flow.ts';
+import type { FlowKeyInfo, FlowKeyPage, Reservation } from '../types.ts';
 
 type Reply = unknown;
 
@@ -38,11 +39,14 @@ export interface ReserveReply {
   settled: boolean[];
   /** The runs leased, as reservations (built here directly: the hot path makes no object in between). */
   runs: Reservation[];
+  /** Whether the queue's relay outbox holds entries (workflows over several queues: drain it). */
+  relay: boolean;
 }
 
 /**
  * reserve.lua: { nextAt, queued, m, m statuses, then 8 per leased run: rid, task, input, attempt,
- * priority, enqueuedAt ('': the time in the run id), traceparent ('': none), schedule mark ('': none) }. `idPrefix` is
+ * priority, enqueuedAt ('': the time in the run id), traceparent ('': none), schedule mark ('': none), then the relay
+ * flag }. `idPrefix` is
  * `<queue>.`, `now` the reserve's time (the runs' startedAt).
  */
 export function reserveReply(reply: Reply, queue: string, idPrefix: string, now: number): ReserveReply {
@@ -51,7 +55,8 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
   const settled: boolean[] = new Array(m);
   for (let j = 0; j < m; j++) settled[j] = r[3 + j] === 1;
   const runs: Reservation[] = [];
-  for (let j = 3 + m; j + 7 < r.length; j += 8) {
+  const end = r.length - 1; // the relay flag
+  for (let j = 3 + m; j + 7 < end; j += 8) {
     const id = idPrefix + String(r[j]);
     const e = String(r[j + 5]);
     const run: Reservation = {
@@ -74,12 +79,18 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
     runs.push(run);
   }
   const nextAt = Number(r[0]);
-  return { nextAt: nextAt < 0 ? null : nextAt, queued: Number(r[1]), settled, runs };
+  return { nextAt: nextAt < 0 ? null : nextAt, queued: Number(r[1]), settled, runs, relay: r[end] === 1 };
 }
 
-/** settle.lua (and the statuses of reserve.lua): true applied, false lost. */
+/** record.lua: true applied, false lost. */
 export function settleReply(reply: Reply): boolean[] {
   return arr(reply).map((s) => s === 1);
+}
+
+/** settle.lua: one status per item (true applied, false lost), then the relay flag. */
+export function settleRelayReply(reply: Reply): { applied: boolean[]; relay: boolean } {
+  const r = arr(reply);
+  return { applied: r.slice(0, -1).map((s) => s === 1), relay: r[r.length - 1] === 1 };
 }
 
 /** renew.lua: the rids whose lease is not held. */
@@ -98,11 +109,13 @@ export interface CodeReply {
   code: string;
   /** The (previous) state code, with C, F and S. */
   state: string | undefined;
+  /** With C and Q: whether the queue's relay outbox holds entries (drain it). */
+  relay: boolean;
 }
 
 export function codeReply(reply: Reply): CodeReply {
   const r = arr(reply);
-  return { code: String(r[0] ?? 'X'), state: r[1] === undefined ? undefined : String(r[1]) };
+  return { code: String(r[0] ?? 'X'), state: r[1] === undefined ? undefined : String(r[1]), relay: r[2] === 1 };
 }
 
 /** counts.lua. */
@@ -133,11 +146,13 @@ export function countsReply(reply: Reply): CountsReply {
 export interface SliceReply {
   count: number;
   more: boolean;
+  /** purge.lua: whether the queue's relay outbox holds entries (drain it). */
+  relay: boolean;
 }
 
 export function sliceReply(reply: Reply): SliceReply {
   const r = arr(reply);
-  return { count: Number(r[0]) || 0, more: Boolean(Number(r[1])) };
+  return { count: Number(r[0]) || 0, more: Boolean(Number(r[1])), relay: r[2] === 1 };
 }
 
 /** retryfailed.lua. */
@@ -145,11 +160,13 @@ export interface RetryFailedReply {
   replayed: number;
   skipped: number;
   scanned: number;
+  /** Whether the queue's relay outbox holds entries (drain it). */
+  relay: boolean;
 }
 
 export function retryFailedReply(reply: Reply): RetryFailedReply {
   const r = arr(reply);
-  return { replayed: Number(r[0]) || 0, skipped: Number(r[1]) || 0, scanned: Number(r[2]) || 0 };
+  return { replayed: Number(r[0]) || 0, skipped: Number(r[1]) || 0, scanned: Number(r[2]) || 0, relay: r[3] === 1 };
 }
 
 /** list.lua: the boundary ('' when every structure was read to its end) and the rids, newest first. */
@@ -161,4 +178,24 @@ export interface ListReply {
 export function listReply(reply: Reply): ListReply {
   const [boundary, ...rids] = arr(reply).map(String);
   return { boundary: boundary ?? '', rids };
+}
+
+/** flowkeys.lua: the total, then 7 fields per key. */
+export function flowKeysReply(reply: Reply): FlowKeyPage {
+  const r = arr(reply);
+  const keys: FlowKeyInfo[] = [];
+  for (let i = 1; i + 6 < r.length; i += 7) {
+    const k: FlowKeyInfo = {
+      group: String(r[i]),
+      key: String(r[i + 1]),
+      queued: Math.max(0, Number(r[i + 2]) || 0),
+      active: Math.max(0, Number(r[i + 3]) || 0),
+      concurrency: Number(r[i + 4]) || 0,
+    };
+    const rate = parseRate(r[i + 5]);
+    if (rate) k.rate = rate;
+    if (r[i + 6] !== '' && r[i + 6] != null) k.waitUntil = Number(r[i + 6]);
+    keys.push(k);
+  }
+  return { keys, total: Number(r[0]) || 0 };
 }

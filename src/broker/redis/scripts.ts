@@ -44,9 +44,12 @@ export const SCRIPT_NAMES = [
   'layout',
   'wfcreate',
   'wfcancel',
+  'wfmulti',
+  'wfrelay',
   'schedupsert',
   'schedfire',
   'schedadmin',
+  'flowkeys',
 ] as const;
 
 export type ScriptName = (typeof SCRIPT_NAMES)[number];

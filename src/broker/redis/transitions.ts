@@ -1,17 +1,15 @@
 /**
  * The Redis broker's state transitions: enqueue, reserve, settle, renew, release, progress,
- * cancel, retry and prune, each one Lua script call per queue (`lua/<name>.lua`; batches chunked
+ * cancel, retry and prune (recordFinished: `record.ts`), each one Lua script call per queue (`lua/<name>.lua`; batches chunked
  * only when very large), calls for several queues issued together. Replies are read through the
  * typed decoders of `replies.ts`.
  */
 import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
-import { checkFinishedRun } from '../shared/finished.ts';
-import { DAY } from '../shared/options.ts';
+import { checkSpawns } from '../shared/workflow.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
-  FinishedRun,
   Lease,
   NewRun,
   Reservation,
@@ -25,59 +23,22 @@ import type {
 import { CorruptRunError, STATE_OF_CODE, splitRunId } from './codec.ts';
 import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
-import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleReply, sliceReply } from './replies.ts';
+import { byQueue, CHUNK_BYTES, CHUNK_RUNS, chunk } from './batches.ts';
+import { drainAfter } from './relay.ts';
+import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleRelayReply, sliceReply } from './replies.ts';
 import { pushRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
+import { spawnPayload, sweepPending } from './workflows.ts';
 
-/** Runs per script call (larger batches are split, in order). */
-const CHUNK_RUNS = 500;
-/** Payload bytes per script call, roughly (a call of several MB would hold Redis for too long). */
-const CHUNK_BYTES = 4 * 1024 * 1024;
 /** Scheduled runs promoted, and expired leases recovered, per reserve call. */
 const HOUSEKEEPING_LIMIT = 1000;
 /** Finished runs deleted per state per prune call. */
 const PRUNE_LIMIT = 1000;
 
-/** Splits `items` into chunks of at most CHUNK_RUNS items and about CHUNK_BYTES. */
-function chunk<T>(items: readonly T[], size: (item: T) => number): T[][] {
-  const out: T[][] = [];
-  let cur: T[] = [];
-  let bytes = 0;
-  for (const item of items) {
-    const b = size(item);
-    if (cur.length && (cur.length >= CHUNK_RUNS || bytes + b > CHUNK_BYTES)) {
-      out.push(cur);
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(item);
-    bytes += b;
-  }
-  if (cur.length) out.push(cur);
-  return out;
-}
-
-/** Groups items by the queue of their run id, keeping their indexes; items with an invalid id go to `invalid`. */
-function byQueue<T extends { id: string }>(
-  items: readonly T[],
-): { groups: Map<string, { item: T; rid: string; index: number }[]>; invalid: number[] } {
-  const groups = new Map<string, { item: T; rid: string; index: number }[]>();
-  const invalid: number[] = [];
-  items.forEach((item, index) => {
-    const parts = splitRunId(item.id);
-    if (!parts) {
-      invalid.push(index);
-      return;
-    }
-    let g = groups.get(parts.queue);
-    if (!g) groups.set(parts.queue, (g = []));
-    g.push({ item, rid: parts.rid, index });
-  });
-  return { groups, invalid };
-}
-
 const settlementSize = ({ item }: { item: Settlement }) =>
-  (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
+  item.outcome === 'spawned'
+    ? item.runs.reduce((n, r) => n + r.input.length + 200, 100)
+    : (item.outcome === 'succeeded' ? (item.result?.length ?? 0) : item.error.length) + 100;
 
 /** Whether settlements go in one call (what `chunk` would leave in one part), without splitting them. */
 function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
@@ -88,9 +49,11 @@ function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
 }
 
 /** The ARGV of settlements, 5 per item (see settleItems in lua/common.lua). */
-function pushSettlements(args: (string | number)[], part: readonly { item: Settlement; rid: string }[]): void {
+function pushSettlements(c: RedisCore, args: (string | number)[], part: readonly { item: Settlement; rid: string }[]): void {
   for (const { item, rid } of part) {
-    if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
+    if (item.outcome === 'spawned')
+      args.push(rid, item.attempt, 'w', spawnPayload(item, c.cancelledRetentionMs), Math.max(0, Math.floor(item.retentionMs)));
+    else if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
     else args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
   }
@@ -179,13 +142,15 @@ function reserveCall(
     c.eventsChannel,
     k.idPrefix,
   ];
-  if (settle) pushSettlements(args, settle);
-  return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then((reply) => {
+  if (settle) pushSettlements(c, args, settle);
+  return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then(async (reply) => {
     const r = reserveReply(reply, queue, k.idPrefix, now);
     if (settle && statuses)
       settle.forEach(({ index }, j) => {
         statuses[index] = r.settled[j] ? 'ok' : 'lost';
       });
+    // Relay entries of workflows over several queues (written now, or left by a crash): applied now.
+    if (r.relay) await drainAfter(c, [queue], now);
     return { queue, runs: r.runs, nextAt: r.nextAt, queued: r.queued };
   });
 }
@@ -204,6 +169,7 @@ export async function reserve(c: RedisCore, req: ReserveRequest, cancelsPending:
   const queues = [...new Set(req.queues)].filter((q) => QUEUE_NAME.test(q));
   const max = Math.max(0, Math.floor(req.max));
   const settlements = req.settle ?? [];
+  checkSpawns(settlements);
   if (queues.length === 0 && settlements.length === 0) return { runs: [], nextAt: null };
   const redis = await c.ready();
   // Outcomes ride along with the first call to their queue when they fit in one call; the others
@@ -267,72 +233,33 @@ export async function reserve(c: RedisCore, req: ReserveRequest, cancelsPending:
 export async function settle(c: RedisCore, workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
   if (settlements.length === 0) return [];
   now = time(now, 'now');
+  checkSpawns(settlements);
   const statuses: SettleStatus[] = settlements.map(() => 'lost');
   const { groups } = byQueue(settlements);
   if (groups.size === 0) return statuses;
   const redis = await c.ready();
   const calls: Promise<void>[] = [];
+  const relay = new Set<string>();
   for (const [queue, group] of groups) {
     const k = c.k(queue);
     for (const part of chunk(group, settlementSize)) {
       const args: (string | number)[] = [k.base, workerId, now, c.eventsChannel, k.idPrefix];
-      pushSettlements(args, part);
+      pushSettlements(c, args, part);
       calls.push(
         runScript(redis, 'settle', [k.active, k.sched], args).then((reply) => {
-          const applied = settleReply(reply);
+          const r = settleRelayReply(reply);
           part.forEach(({ index }, j) => {
-            statuses[index] = applied[j] ? 'ok' : 'lost';
+            statuses[index] = r.applied[j] ? 'ok' : 'lost';
           });
+          if (r.relay) relay.add(queue);
         }),
       );
     }
   }
   await Promise.all(calls);
+  // Dependents in other queues (workflows over several queues): relayed right after the settle.
+  if (relay.size) await drainAfter(c, relay, now);
   return statuses;
-}
-
-/** Records runs that ran elsewhere as finished (record.lua), one call per queue (chunked when large). */
-export async function recordFinished(c: RedisCore, runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
-  if (runs.length === 0) return [];
-  now = time(now, 'now');
-  for (const run of runs) checkFinishedRun(run);
-  const { groups } = byQueue(runs);
-  const redis = await c.ready();
-  const recorded: boolean[] = runs.map(() => false);
-  const calls: Promise<unknown>[] = [];
-  for (const [queue, group] of groups) {
-    if (!c.knows(queue)) calls.push(c.remember([queue]));
-    const k = c.k(queue);
-    for (const part of chunk(group, ({ item }) => item.input.length + (item.result?.length ?? 0) + (item.error?.length ?? 0) + 200)) {
-      const args: (string | number)[] = [k.base, now];
-      for (const { item: r, rid } of part) {
-        args.push(
-          rid,
-          r.task,
-          r.input,
-          r.outcome === 'succeeded' ? 'd' : 'f',
-          (r.outcome === 'succeeded' ? r.result : r.error) ?? '',
-          Math.max(1, Math.floor(r.attempts)),
-          r.worker,
-          Math.floor(r.startedAt),
-          Math.floor(r.retentionMs),
-          r.idempotencyKey ?? '',
-          r.idempotencyKey ? Math.max(1, Math.floor(r.idempotencyTtl ?? DAY)) : 0,
-          r.origin,
-        );
-      }
-      calls.push(
-        runScript(redis, 'record', [k.expiryMinutes], args).then((reply) => {
-          const applied = settleReply(reply);
-          part.forEach(({ index }, j) => {
-            recorded[index] = applied[j] === true;
-          });
-        }),
-      );
-    }
-  }
-  await Promise.all(calls);
-  return recorded;
 }
 
 export async function renew(c: RedisCore, workerId: string, leases: readonly Lease[], leaseMs: number, now: number): Promise<string[]> {
@@ -403,6 +330,7 @@ export async function cancel(c: RedisCore, id: string, now: number): Promise<Can
   const r = codeReply(
     await runScript(redis, 'cancel', [key], [k.base, parts.rid, now, c.cancelledRetentionMs, c.eventsChannel, c.cancelsChannel, id]),
   );
+  if (r.relay) await drainAfter(c, [parts.queue], now);
   switch (r.code) {
     case 'C':
       return { outcome: 'cancelled', previous: stateOfCode(r.state, id, key) };
@@ -423,6 +351,7 @@ export async function retry(c: RedisCore, id: string, now: number): Promise<Retr
   const redis = await c.ready();
   const key = k.run(parts.rid);
   const r = codeReply(await runScript(redis, 'retry', [key], [k.base, parts.rid, c.eventsChannel, id, now]));
+  if (r.relay) await drainAfter(c, [parts.queue], now);
   switch (r.code) {
     case 'Q':
       return { outcome: 'queued' };
@@ -459,5 +388,10 @@ export async function prune(c: RedisCore, now: number): Promise<number> {
       }
     }),
   );
+  // The sweep of workflows over several queues: creations and relay entries a crash left unfinished.
+  await sweepPending(c, queues, now).catch((err: unknown) =>
+    c.logger?.warn({ err }, 'Redis broker: the sweep of unfinished workflow creations failed; the next prune tries again'),
+  );
+  await drainAfter(c, queues, now);
   return removed.reduce((a, b) => a + b, 0);
 }

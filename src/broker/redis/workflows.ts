@@ -1,56 +1,243 @@
 /**
- * The Redis broker's workflows (docs/workflows.md): creation (`lua/wfcreate.lua`), cancel of a
- * workflow (`lua/wfcancel.lua`) and its record. Fan-in and failure propagation run inside the
- * settle, reserve and cancel scripts (`wfResolve` in lua/common.lua).
+ * The Redis broker's workflows (docs/workflows.md): creation (`lua/wfcreate.lua`, and
+ * `lua/wfmulti.lua` around it for a workflow over several queues), cancel of a workflow
+ * (`lua/wfcancel.lua`, once per queue) and its record. Fan-in and failure propagation run inside
+ * the settle, reserve, cancel and purge scripts (`wfResolve` in lua/common.lua).
  *
- * A workflow's runs must all be in one queue here: its keys then share one hash tag, so every step
- * is one script on one slot (Redis Cluster included). Steps on several queues need a relay between
- * slots, which is not built yet: such a workflow is refused with a ConfigError saying so.
+ * A workflow's runs in one queue share one hash tag: every step is one script on one slot (Redis
+ * Cluster included), and creation is one script. A workflow over several queues spans slots: an
+ * edge between queues goes through the relay (`relay.ts`), and creation is framed so that a crash
+ * part way never lets a root run while the workflow is half made: begin (wfmulti b: the workflow
+ * HASH, pending, on the queue of its id), each queue's runs (wfcreate, roots waiting for '!'),
+ * commit (wfmulti c: pending cleared and the roots released, those of other queues by relay
+ * entries written in the same script), then the relay drained. A crash before the commit leaves
+ * a pending workflow whose runs all wait: a resent createWorkflow (same id) completes it,
+ * cancelWorkflow ends it, and failing both, the prune sweep (`sweepPending`) does one or the other
+ * once the creation is PENDING_GRACE_MS old.
  */
 import { ConfigError } from '../../core/errors.ts';
-import { ownRetention } from '../shared/options.ts';
+import { timeOfRunId } from '../../core/ids.ts';
+import { DAY, ownRetention } from '../shared/options.ts';
 import { checkWorkflow, POLICY_CODE, POLICY_OF_CODE } from '../shared/workflow.ts';
-import type { NewWorkflow, RunRecord, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
+import type {
+  Dependency,
+  NewWorkflow,
+  NewWorkflowRun,
+  RunRecord,
+  SpawnSettlement,
+  WorkflowCancelOutcome,
+  WorkflowCreated,
+  WorkflowEdge,
+  WorkflowRecord,
+} from '../types.ts';
 import { decodeRun, RID_LENGTH, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
-import { pushRunArgs } from './run-args.ts';
+import { drainAfter } from './relay.ts';
 import { runScript } from './scripts.ts';
 
 const MODE_CODE: Readonly<Record<string, string>> = { given: '', value: 'v', list: 'l', object: 'o' };
 
-export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+/**
+ * How old a creation of a workflow over several queues must be before the sweep finishes it for its
+ * creator (one that takes longer is taken for dead): a creation takes milliseconds.
+ */
+export const PENDING_GRACE_MS = 5 * 60_000;
+
+const ridOf = (id: string) => id.slice(id.length - RID_LENGTH);
+const queueOf = (id: string) => splitRunId(id)?.queue ?? '';
+
+/** The ARGV of wfcreate.lua for the runs of one queue (`queue`); a run of another queue is named by its id. */
+function createArgs(c: RedisCore, wf: NewWorkflow, queue: string, runs: readonly NewWorkflowRun[], now: number, multi: boolean) {
+  const k = c.k(queue);
+  const args: (string | number)[] = [k.base, now, wf.id, multi ? 'm' : '', runs.length];
+  for (const run of runs) {
+    const deps = depLines(run.dependsOn, queue);
+    const runAt = Math.floor(run.runAt);
+    args.push(
+      ridOf(run.id),
+      run.task,
+      run.input,
+      Math.trunc(run.priority || 0),
+      Number.isFinite(runAt) ? runAt : now,
+      timeOfRunId(run.id) === now ? '' : now,
+      run.traceparent ?? '',
+      ownRetention(run.cancelledRetentionMs) ?? c.cancelledRetentionMs,
+      MODE_CODE[run.inputFrom ?? 'given'] ?? '',
+      deps,
+      run.idempotencyKey ?? '',
+      Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)),
+    );
+  }
+  if (multi) {
+    // Edges from runs of this queue to dependents elsewhere: the we: index lives with the dependency.
+    for (const run of wf.runs) {
+      if (queueOf(run.id) === queue) continue;
+      for (const d of run.dependsOn ?? []) {
+        if (queueOf(d.id) === queue) args.push(ridOf(d.id), run.id, POLICY_CODE[d.onFailure ?? 'cancel'] ?? 'c');
+      }
+    }
+  }
+  return { keys: [`${k.base}wf:${ridOf(wf.id)}`], args };
+}
+
+/**
+ * A run's dependencies as the D field stores them: one line each, `rid TAB policy TAB name as
+ * JSON`; a dependency in another queue than `queue` is named by its run id.
+ */
+function depLines(deps: readonly Dependency[] | undefined, queue?: string): string {
+  return (deps ?? [])
+    .map((d) => {
+      const ref = queue === undefined || queueOf(d.id) === queue ? ridOf(d.id) : d.id;
+      return `${ref}\t${POLICY_CODE[d.onFailure ?? 'cancel']}\t${d.name === undefined ? '' : JSON.stringify(d.name)}`;
+    })
+    .join('\n');
+}
+
+/** The answer to a wfcreate reply -2: the idempotency key of run `rid` of `queue` is held by run `holder`. */
+function heldBy(c: RedisCore, wf: NewWorkflow, queue: string, rid: unknown, holder: unknown): WorkflowCreated {
+  const run = c.k(queue).id(String(rid));
+  const key = wf.runs.find((r) => r.id === run)?.idempotencyKey ?? '';
+  return { id: wf.id, created: false, held: { run, key, by: c.k(queue).id(String(holder)) } };
+}
+
+function takenError(wf: NewWorkflow, runId: string): ConfigError {
+  return new ConfigError(`createWorkflow: run ${runId} of workflow ${wf.id} exists already (make new ids with newRunId)`);
+}
+
+export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number): Promise<WorkflowCreated> {
   now = time(now, 'now');
   const queues = checkWorkflow(wf);
-  if (queues.length > 1) {
-    throw new ConfigError(
-      `createWorkflow: workflow ${wf.id} has runs in the queues ${queues.join(', ')}; the Redis broker keeps a workflow's runs in one queue ` +
-        '(a dependency between queues needs a relay between Redis Cluster slots, not built yet: see docs/workflows.md)',
-    );
-  }
-  const queue = queues[0] as string;
-  const k = c.k(queue);
-  const ridOf = (id: string) => id.slice(id.length - RID_LENGTH);
-  const args: (string | number)[] = [k.base, now, wf.id];
-  for (const run of wf.runs) {
-    const deps = (run.dependsOn ?? [])
-      .map((d) => `${ridOf(d.id)}\t${POLICY_CODE[d.onFailure ?? 'cancel']}\t${d.name === undefined ? '' : JSON.stringify(d.name)}`)
-      .join('\n');
-    // A workflow's run always stores its retention once cancelled (C): a failed dependency's skip uses it.
-    pushRunArgs(
-      args,
-      { ...run, cancelledRetentionMs: ownRetention(run.cancelledRetentionMs) ?? c.cancelledRetentionMs },
-      ridOf(run.id),
-      now,
-    );
-    args.push(MODE_CODE[run.inputFrom ?? 'given'] ?? '', deps);
-  }
   const redis = await c.ready();
-  if (!c.knows(queue)) await c.remember([queue]);
-  const reply = (await runScript(redis, 'wfcreate', [`${k.base}wf:${ridOf(wf.id)}`], args)) as unknown[];
-  const code = Number(reply?.[0]);
-  if (code === -1)
-    throw new ConfigError(`createWorkflow: run ${k.id(String(reply[1]))} of workflow ${wf.id} exists already (make new ids with newRunId)`);
-  return { id: wf.id, created: code === 1 };
+  const fresh = queues.filter((q) => !c.knows(q));
+  if (fresh.length) await c.remember(fresh);
+  if (queues.length === 1) {
+    // One queue: one script (the fast path).
+    const queue = queues[0] as string;
+    const { keys, args } = createArgs(c, wf, queue, wf.runs, now, false);
+    const reply = (await runScript(redis, 'wfcreate', keys, args)) as unknown[];
+    const code = Number(reply?.[0]);
+    if (code === -1) throw takenError(wf, c.k(queue).id(String(reply[1])));
+    if (code === -2) return heldBy(c, wf, queue, reply[1], reply[2]);
+    return { id: wf.id, created: code === 1 };
+  }
+  return createAcross(c, wf, queues, now);
+}
+
+/** A workflow over several queues (see the header): begin, each queue's runs, commit, drain. */
+async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now: number): Promise<WorkflowCreated> {
+  const redis = await c.ready();
+  const head = queueOf(wf.id);
+  const hk = c.k(head);
+  const wfKey = `${hk.base}wf:${ridOf(wf.id)}`;
+  const byQueue = new Map<string, NewWorkflowRun[]>(queues.map((q) => [q, []]));
+  for (const run of wf.runs) byQueue.get(queueOf(run.id))?.push(run);
+  const headRids = (byQueue.get(head) ?? []).map((r) => ridOf(r.id));
+  const begun = Number(
+    (
+      (await runScript(
+        redis,
+        'wfmulti',
+        [wfKey],
+        [
+          hk.base,
+          now,
+          'b',
+          headRids.join(','),
+          headRids.length,
+          queues.filter((q) => q !== head).join(','),
+          wf.runs.map((r) => r.id).join(','),
+        ],
+      )) as unknown[]
+    )?.[0],
+  );
+  if (begun === 2) return { id: wf.id, created: false };
+  if (begun === 0) {
+    // A run id taken (by a run not of this workflow: a creation of the same id at the same time
+    // may have made some) refuses the workflow before anything else is written.
+    const taken = await Promise.all(
+      wf.runs.map(async (r) => {
+        const [state, of] = await redis.hmget(c.k(queueOf(r.id)).run(ridOf(r.id)), 's', 'G');
+        return state != null && of !== wf.id;
+      }),
+    );
+    const i = taken.indexOf(true);
+    if (i >= 0) {
+      await Promise.all([redis.del(wfKey), redis.zrem(`${hk.base}wp`, ridOf(wf.id))]);
+      throw takenError(wf, (wf.runs[i] as NewWorkflowRun).id);
+    }
+  }
+  const replies = await Promise.all(
+    queues.map(async (q) => {
+      const { keys, args } = createArgs(c, wf, q, byQueue.get(q) ?? [], now, true);
+      return { q, reply: (await runScript(redis, 'wfcreate', keys, args)) as unknown[] };
+    }),
+  );
+  const clash = replies.find((r) => Number(r.reply?.[0]) === -1);
+  if (clash) {
+    // Taken between the check and now: what was made is cancelled (nothing of it has run: every root is held).
+    await cancelWorkflow(c, wf.id, now);
+    throw takenError(wf, c.k(clash.q).id(String(clash.reply[1])));
+  }
+  const held = replies.find((r) => Number(r.reply?.[0]) === -2);
+  if (held) {
+    // A step's idempotency key is held by a stored run: what was made is cancelled (every root is
+    // held: nothing of it has run), and the answer names the holder as for one queue.
+    await cancelWorkflow(c, wf.id, now);
+    return heldBy(c, wf, held.q, held.reply[1], held.reply[2]);
+  }
+  const roots = wf.runs.filter((r) => (r.dependsOn?.length ?? 0) === 0).map((r) => (queueOf(r.id) === head ? ridOf(r.id) : r.id));
+  const committed = (await runScript(redis, 'wfmulti', [wfKey], [hk.base, now, 'c', c.eventsChannel, hk.idPrefix, ...roots])) as unknown[];
+  if (committed?.[1] === 1) await drainAfter(c, [head], now);
+  return { id: wf.id, created: true };
+}
+
+/**
+ * The edges into a run stored as hash `h` of queue `queue`: its D lines, and (a run that spawned
+ * runs) the runs it awaits, A's lines after its head line.
+ */
+function edgesOf(c: RedisCore, queue: string, rid: string, h: Record<string, string>, edges: WorkflowEdge[]): void {
+  const k = c.k(queue);
+  const awaited = (h.A ?? '').split('\n').slice(1);
+  for (const line of [...(h.D ?? '').split('\n'), ...awaited]) {
+    const [dep, pol, name] = line.split('\t');
+    if (!dep) continue;
+    const edge: WorkflowEdge = {
+      from: dep.length === RID_LENGTH ? k.id(dep) : dep,
+      to: k.id(rid),
+      onFailure: POLICY_OF_CODE[pol ?? 'c'] ?? 'cancel',
+    };
+    if (name) {
+      try {
+        edge.name = String(JSON.parse(name));
+      } catch {
+        // a garbled name is left out
+      }
+    }
+    edges.push(edge);
+  }
+}
+
+/**
+ * The payload of a spawn settlement (`w` in settleItems, lua/common.lua): JSON with `m` how the
+ * result is built (v, l, o), `d` the awaited runs (lines as D), `r` the runs, each
+ * [rid, task, input, priority, runAt, traceparent, retention once cancelled, inputFrom code, D lines].
+ */
+export function spawnPayload(s: SpawnSettlement, retention: number): string {
+  return JSON.stringify({
+    m: MODE_CODE[s.resultFrom],
+    d: depLines(s.awaits),
+    r: s.runs.map((run) => [
+      ridOf(run.id),
+      run.task,
+      run.input,
+      String(Math.trunc(run.priority || 0)),
+      String(Number.isFinite(run.runAt) ? Math.floor(run.runAt) : 0),
+      run.traceparent ?? '',
+      String(ownRetention(run.cancelledRetentionMs) ?? retention),
+      MODE_CODE[run.inputFrom ?? 'given'] ?? '',
+      depLines(run.dependsOn),
+    ]),
+  });
 }
 
 export async function getWorkflow(c: RedisCore, id: string): Promise<WorkflowRecord | null> {
@@ -58,46 +245,97 @@ export async function getWorkflow(c: RedisCore, id: string): Promise<WorkflowRec
   if (!parts) return null;
   const k = c.k(parts.queue);
   const redis = await c.ready();
-  const head = await redis.hmget(`${k.base}wf:${parts.rid}`, 't', 'r');
-  if (head[0] === null || head[1] === null) return null;
-  const rids = (head[1] ?? '').split(',').filter(Boolean);
-  const hashes = await Promise.all(rids.map((rid) => redis.hgetall(k.run(rid)).catch(() => ({}) as Record<string, string>)));
+  const [createdAt, rids, all] = await redis.hmget(`${k.base}wf:${parts.rid}`, 't', 'r', 'a');
+  if (createdAt == null || rids == null) return null;
+  // Over several queues: every run id (a); one queue: its rids (r).
+  const runIds =
+    all != null
+      ? all.split(',').filter(Boolean)
+      : rids
+          .split(',')
+          .filter(Boolean)
+          .map((rid) => k.id(rid));
+  const hashes = await Promise.all(
+    runIds.map((rid) => {
+      const p = splitRunId(rid);
+      return p ? redis.hgetall(c.k(p.queue).run(p.rid)).catch(() => ({}) as Record<string, string>) : ({} as Record<string, string>);
+    }),
+  );
   const runs: RunRecord[] = [];
   const edges: WorkflowEdge[] = [];
-  rids.forEach((rid, i) => {
+  runIds.forEach((runId, i) => {
     const h = hashes[i] as Record<string, string>;
-    if (Object.keys(h).length === 0) return;
-    runs.push(decodeRun(k.id(rid), parts.queue, k.run(rid), h));
-    for (const line of (h.D ?? '').split('\n')) {
-      const [dep, pol, name] = line.split('\t');
-      if (!dep) continue;
-      const edge: WorkflowEdge = { from: k.id(dep), to: k.id(rid), onFailure: POLICY_OF_CODE[pol ?? 'c'] ?? 'cancel' };
-      if (name) {
-        try {
-          edge.name = String(JSON.parse(name));
-        } catch {
-          // a garbled name is left out
-        }
-      }
-      edges.push(edge);
-    }
+    const p = splitRunId(runId);
+    if (!p || Object.keys(h).length === 0) return;
+    const rk = c.k(p.queue);
+    runs.push(decodeRun(runId, p.queue, rk.run(p.rid), h));
+    edgesOf(c, p.queue, p.rid, h, edges);
   });
   edges.sort((a, b) => (a.to < b.to ? -1 : a.to > b.to ? 1 : 0));
-  return { id, createdAt: Number(head[0]) || 0, runs, edges };
+  return { id, createdAt: Number(createdAt) || 0, runs, edges };
 }
 
 export async function cancelWorkflow(c: RedisCore, id: string, now: number): Promise<WorkflowCancelOutcome> {
   now = time(now, 'now');
   const parts = splitRunId(id);
   if (!parts) return { outcome: 'not_found' };
-  const k = c.k(parts.queue);
   const redis = await c.ready();
-  const reply = (await runScript(
-    redis,
-    'wfcancel',
-    [`${k.base}wf:${parts.rid}`],
-    [k.base, now, c.cancelledRetentionMs, c.eventsChannel, c.cancelsChannel, k.idPrefix],
-  )) as unknown[];
-  const n = Number(reply?.[0]);
-  return n < 0 ? { outcome: 'not_found' } : { outcome: 'cancelled', runs: n };
+  const others = await redis.hget(`${c.k(parts.queue).base}wf:${parts.rid}`, 'q');
+  // One script per queue of the workflow (the queue of its id first: it says whether it exists).
+  const queues = [parts.queue, ...(others ?? '').split(',').filter(Boolean)];
+  let total = 0;
+  for (const [i, queue] of queues.entries()) {
+    const k = c.k(queue);
+    const reply = (await runScript(
+      redis,
+      'wfcancel',
+      [`${k.base}wf:${parts.rid}`],
+      [k.base, now, c.cancelledRetentionMs, c.eventsChannel, c.cancelsChannel, k.idPrefix],
+    )) as unknown[];
+    const n = Number(reply?.[0]);
+    if (n < 0 && i === 0) return { outcome: 'not_found' };
+    if (n > 0) total += n;
+  }
+  return { outcome: 'cancelled', runs: total };
+}
+
+/**
+ * The sweep's part for creations of workflows over several queues cut short (see the header): each
+ * pending workflow of `queues` begun PENDING_GRACE_MS before `now` is completed when every one of its
+ * runs exists (its roots released, as the commit does), and otherwise undone: what was made is
+ * cancelled (`cancelWorkflow`) and the record marked complete. Returns how many it finished.
+ */
+export async function sweepPending(c: RedisCore, queues: readonly string[], now: number): Promise<number> {
+  const redis = await c.ready();
+  let done = 0;
+  for (const queue of queues) {
+    const k = c.k(queue);
+    const stale = await redis.zrangebyscore(`${k.base}wp`, '-inf', now - PENDING_GRACE_MS, 'LIMIT', 0, 100);
+    for (const wfRid of stale) {
+      const wfId = k.id(wfRid);
+      const wfKey = `${k.base}wf:${wfRid}`;
+      const all = (await redis.hget(wfKey, 'a')) ?? '';
+      const runIds = all.split(',').filter(Boolean);
+      const runs = await Promise.all(
+        runIds.map(async (id) => {
+          const p = splitRunId(id);
+          const [state, of, deps] = p ? await redis.hmget(c.k(p.queue).run(p.rid), 's', 'G', 'D') : [null, null, null];
+          return { id, made: state != null && of === wfId, root: deps == null };
+        }),
+      );
+      const complete = runIds.length > 0 && runs.every((r) => r.made);
+      if (!complete) await cancelWorkflow(c, wfId, now);
+      const roots = complete ? runs.filter((r) => r.root).map((r) => (queueOf(r.id) === queue ? ridOf(r.id) : r.id)) : [];
+      const reply = (await runScript(redis, 'wfmulti', [wfKey], [k.base, now, 'c', c.eventsChannel, k.idPrefix, ...roots])) as unknown[];
+      if (reply?.[1] === 1) await drainAfter(c, [queue], now);
+      c.logger?.warn(
+        { workflowId: wfId },
+        complete
+          ? 'Redis broker: completed the creation of a workflow over several queues that its creator left unfinished'
+          : 'Redis broker: cancelled a workflow over several queues whose creation was left unfinished with runs missing',
+      );
+      done++;
+    }
+  }
+  return done;
 }

@@ -3,7 +3,8 @@
  * a run, and the GCRA step that the SQLite broker runs in TypeScript and the Redis broker in Lua
  * (`flowRate` in lua/common.lua: the same arithmetic, on the same doubles).
  */
-import type { FlowRate, FlowWait } from '../types.ts';
+import { ConfigError } from '../../core/errors.ts';
+import type { FlowKeyQuery, FlowKeySort, FlowRate, FlowWait } from '../types.ts';
 
 /** A rate as stored with a run and a key: `<interval>,<burst>`; '' for none. */
 export function rateText(r: FlowRate | undefined): string {
@@ -47,4 +48,24 @@ export function flowWaiting(key: FlowLimitState | undefined, group: FlowLimitSta
   if (key?.waitUntil !== undefined) return { reason: 'key_rate', until: key.waitUntil };
   if (key && key.limit > 0 && key.active >= key.limit) return { reason: 'key_concurrency', active: key.active, limit: key.limit };
   return undefined;
+}
+
+const FLOW_KEY_SORTS: readonly FlowKeySort[] = ['queued', 'active', 'key'];
+
+/** `flowKeys`' query with its defaults, or a ConfigError naming the field that is wrong. */
+export function checkFlowKeyQuery(query: unknown): Required<FlowKeyQuery> {
+  if (query === undefined || query === null) return { sort: 'queued', offset: 0, limit: 50 };
+  if (typeof query !== 'object' || Array.isArray(query))
+    throw new ConfigError(`flowKeys: the query must be an object, got ${String(query)}`);
+  const q = query as Record<string, unknown>;
+  const sort = q.sort ?? 'queued';
+  if (!FLOW_KEY_SORTS.includes(sort as FlowKeySort))
+    throw new ConfigError(`flowKeys: sort must be one of ${FLOW_KEY_SORTS.join(', ')}, got ${JSON.stringify(sort)}`);
+  const offset = q.offset ?? 0;
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0)
+    throw new ConfigError(`flowKeys: offset must be a non-negative integer, got ${String(offset)}`);
+  const limit = q.limit ?? 50;
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > 500)
+    throw new ConfigError(`flowKeys: limit must be an integer from 1 to 500, got ${String(limit)}`);
+  return { sort: sort as FlowKeySort, offset, limit };
 }

@@ -28,12 +28,15 @@ import type {
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FlowKeyPage,
+  FlowKeyQuery,
   FireOutcome,
   FireRequest,
   Lease,
   MinuteStats,
   NewRun,
   NewWorkflow,
+  WorkflowCreated,
   QueueCounts,
   ReserveRequest,
   ReserveResult,
@@ -51,6 +54,7 @@ import type {
   UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
+import { checkFlowKeyQuery } from './flow.ts';
 import { checkWorkflow } from './workflow.ts';
 import { checkDefinition, checkFire, checkScheduleId } from './schedules.ts';
 
@@ -278,7 +282,7 @@ class GuardedBroker implements Broker {
     return this.#timed('cancel', now, (t) => this.run('cancel', (b) => b.cancel(id, t)));
   }
 
-  createWorkflow(workflow: NewWorkflow, now: number): Promise<{ id: string; created: boolean }> {
+  createWorkflow(workflow: NewWorkflow, now: number): Promise<WorkflowCreated> {
     return this.#timed('createWorkflow', now, (t) =>
       this.run('createWorkflow', (b) => {
         this.#queues(checkWorkflow(workflow), 'createWorkflow');
@@ -441,6 +445,9 @@ const INSPECTOR: { [K in keyof BrokerInspector]: (this: Self, ...args: Parameter
         for (const q of queues) checkQueueName(q, 'flowCounts');
         return (b as Self['inner']).flowCounts(queues);
       });
+    },
+    flowKeys(this: Self, queue: string, query: FlowKeyQuery = {}): Promise<FlowKeyPage> {
+      return this.run('flowKeys', (b) => (b as Self['inner']).flowKeys(checkQueueName(queue, 'flowKeys'), checkFlowKeyQuery(query)));
     },
   };
 

@@ -40,6 +40,13 @@ export const RUN_ERRORS = {
     message: 'Cancelled: its dependency {id} ended without succeeding',
     vars: ['id'],
   },
+  /** A spawn (dynamic fan-out) that names a run id already taken: nothing was created, the spawning run failed. */
+  spawnRefused: {
+    name: 'SpawnRefusedError',
+    reason: 'spawn_refused',
+    message: 'The runs it spawned were not created: run id {id} is taken already',
+    vars: ['id'],
+  },
 } as const satisfies Record<string, RunErrorDefinition>;
 
 export type RunErrorKind = keyof typeof RUN_ERRORS;

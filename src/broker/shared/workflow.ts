@@ -6,7 +6,14 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { queueOfRunId } from '../../core/ids.ts';
-import { DEPENDENCY_POLICIES, type DependencyPolicy, type InputFrom, type NewWorkflow } from '../types.ts';
+import {
+  DEPENDENCY_POLICIES,
+  type DependencyPolicy,
+  type InputFrom,
+  type NewWorkflow,
+  type Settlement,
+  type SpawnSettlement,
+} from '../types.ts';
 
 const INPUT_FROM: readonly InputFrom[] = ['given', 'value', 'list', 'object'];
 
@@ -31,14 +38,20 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
   }
   if (!Array.isArray(wf.runs) || wf.runs.length === 0) bad(`workflow ${wf.id}`, 'has no runs');
   const ids = new Set<string>();
+  const keys = new Set<string>();
   const queues: string[] = [];
   for (const [i, run] of wf.runs.entries()) {
     const q = typeof run?.id === 'string' ? queueOfRunId(run.id) : null;
     if (q === null) bad(`run ${i}`, `has id ${JSON.stringify(run?.id)}, not a run id (<queue>.<ulid>)`);
     if (q !== run.queue) bad(`run ${run.id}`, `names queue "${run.queue}", but its id belongs to queue "${q}"`);
     if (ids.has(run.id)) bad(`run ${run.id}`, 'appears twice');
-    if (run.idempotencyKey !== undefined)
-      bad(`run ${run.id}`, 'has an idempotency key: runs of a workflow take none (the workflow id is the key)');
+    if (run.idempotencyKey !== undefined) {
+      if (typeof run.idempotencyKey !== 'string' || run.idempotencyKey === '')
+        bad(`run ${run.id}`, 'has an idempotency key that is not a non-empty string');
+      const k = `${run.queue}\n${run.task}\n${run.idempotencyKey}`;
+      if (keys.has(k)) bad(`run ${run.id}`, `has the idempotency key "${run.idempotencyKey}" of another run of this workflow (same task)`);
+      keys.add(k);
+    }
     if (run.flow !== undefined)
       bad(
         `run ${run.id}`,
@@ -131,4 +144,56 @@ export function workflowInput(
     default:
       return given;
   }
+}
+
+/**
+ * Checks a spawn settlement (dynamic fan-out) before anything is written: its runs as a workflow
+ * (`checkWorkflow`), all in the spawning run's queue (the Redis broker keeps a workflow's runs in one
+ * queue, and both brokers keep spawned runs with their parent), and `awaits` naming runs of it as
+ * `resultFrom` needs. Throws `ConfigError` saying what is wrong.
+ */
+export function checkSpawn(s: SpawnSettlement): void {
+  const where = `spawn from run ${s.id}:`;
+  const queue = queueOfRunId(s.id);
+  if (queue === null) throw new ConfigError(`${where} not a run id (<queue>.<ulid>)`);
+  if (!Array.isArray(s.runs) || s.runs.length === 0) throw new ConfigError(`${where} no runs to spawn`);
+  for (const run of s.runs) {
+    if (run?.queue !== queue) {
+      throw new ConfigError(
+        `${where} run ${run?.id} is in queue "${run?.queue}"; spawned runs stay in their parent's queue "${queue}" (a spawn is one atomic step on its parent's queue: docs/workflows.md, "Dynamic fan-out")`,
+      );
+    }
+    if (run.id === s.id) throw new ConfigError(`${where} a spawned run has the spawning run's own id`);
+    if (run.idempotencyKey !== undefined) throw new ConfigError(`${where} run ${run.id} has an idempotency key: spawned runs take none`);
+  }
+  const queues = checkWorkflow({ id: s.id, runs: s.runs });
+  if (queues.length !== 1) throw new ConfigError(`${where} its runs are in several queues`);
+  const ids = new Set(s.runs.map((r) => r.id));
+  const mode = s.resultFrom;
+  if (mode !== 'value' && mode !== 'list' && mode !== 'object') {
+    throw new ConfigError(`${where} resultFrom ${JSON.stringify(mode)} (known: value, list, object)`);
+  }
+  if (!Array.isArray(s.awaits) || s.awaits.length === 0) throw new ConfigError(`${where} awaits no run`);
+  if (mode === 'value' && s.awaits.length !== 1) throw new ConfigError(`${where} takes the value of one run but awaits ${s.awaits.length}`);
+  const seen = new Set<string>();
+  const names = new Set<string>();
+  for (const d of s.awaits) {
+    if (!d || !ids.has(d.id)) throw new ConfigError(`${where} awaits ${JSON.stringify(d?.id)}, which is not one of the runs it spawns`);
+    if (seen.has(d.id)) throw new ConfigError(`${where} awaits ${d.id} twice`);
+    seen.add(d.id);
+    if (d.onFailure !== undefined && !DEPENDENCY_POLICIES.includes(d.onFailure)) {
+      throw new ConfigError(`${where} onFailure ${JSON.stringify(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
+    }
+    if (mode === 'object') {
+      if (typeof d.name !== 'string' || d.name === '') throw new ConfigError(`${where} builds an object but ${d.id} has no name`);
+      if (names.has(d.name)) throw new ConfigError(`${where} names two awaited runs "${d.name}"`);
+      names.add(d.name);
+    }
+  }
+  if (!Number.isFinite(s.retentionMs)) throw new ConfigError(`${where} retentionMs is not a number`);
+}
+
+/** `checkSpawn` for each spawn among settlements (the others pass as they are). */
+export function checkSpawns(settlements: readonly Settlement[]): void {
+  for (const s of settlements) if (s.outcome === 'spawned') checkSpawn(s);
 }

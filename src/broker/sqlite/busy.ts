@@ -73,3 +73,42 @@ export function retryWhileBusy<T>(fn: () => T, { path, step, budgetMs }: RetryWh
     }
   }
 }
+
+/** SQLITE_LOCKED_SHAREDCACHE: another connection to the same shared-cache database holds a table lock. */
+const SQLITE_LOCKED_SHAREDCACHE = 262;
+
+/** True for a node:sqlite error that means another connection to the same shared cache held a table lock. */
+export function isSharedCacheLock(err: unknown): boolean {
+  const e = err as { code?: string; errcode?: number } | undefined;
+  return e?.code === 'ERR_SQLITE_ERROR' && e.errcode === SQLITE_LOCKED_SHAREDCACHE;
+}
+
+/**
+ * Runs one statement `fn` of a connection to a shared-cache memory database, again after a short
+ * pause each time it answers SQLITE_LOCKED_SHAREDCACHE, until `budgetMs` has passed (then that
+ * error is thrown, for `SqliteCore.unavailable` to name). Connections of other threads of this
+ * process share that cache, and SQLite makes them wait on each other's table locks by answering
+ * SQLITE_LOCKED at once, never through the busy handler: this is the wait `busy_timeout` gives a file.
+ *
+ * Safe to repeat: a statement stopped by a table lock did nothing (the locks are taken before it
+ * reads or writes a row), and the transaction it is part of stays open. It cannot deadlock: only one
+ * connection at a time holds a write transaction on the cache (a second BEGIN IMMEDIATE is itself
+ * answered SQLITE_LOCKED, and repeated), and a reader outside a transaction holds its read locks only
+ * while its statement runs, never while it waits here.
+ */
+export function waitWhileSharedCacheLocked<T>(fn: () => T, budgetMs: number): T {
+  let deadline: number | undefined;
+  let delay = 0.05;
+  for (;;) {
+    try {
+      return fn();
+    } catch (err) {
+      if (!isSharedCacheLock(err)) throw err;
+      deadline ??= Date.now() + budgetMs;
+      const left = deadline - Date.now();
+      if (left <= 0) throw err;
+      sleepSync(Math.min(left, delay));
+      delay = Math.min(delay * 2, 2);
+    }
+  }
+}

@@ -11,8 +11,9 @@ import type { Logger } from 'pino';
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { DEFAULTS, MINUTE, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions, RunState } from '../types.ts';
-import { retryWhileBusy } from './busy.ts';
+import { retryWhileBusy, waitWhileSharedCacheLocked } from './busy.ts';
 import { loadSqlite } from './load-sqlite.ts';
+import { isMemoryUri } from './memory-uri.ts';
 import { migrate } from './schema.ts';
 import { bucketOf, histogram, num, READ_BIGINTS, type Row, SQL, STATES, type StatementName } from './statements.ts';
 import { acquireHub, type WakeHub } from './wake-hub.ts';
@@ -76,7 +77,8 @@ export class SqliteCore {
     if (!options || typeof options.path !== 'string' || options.path === '') {
       throw new ConfigError('SqliteBroker needs a path: a database file, or ":memory:"');
     }
-    const memory = options.path === ':memory:' || isMemoryUri(options.path);
+    const sharedMemory = isMemoryUri(options.path);
+    const memory = options.path === ':memory:' || sharedMemory;
     this.path = memory ? options.path : resolve(options.path);
     this.logger = options.logger;
     this.maxLeaseLosses = positiveInt(NAME, 'maxLeaseLosses', options.maxLeaseLosses, DEFAULTS.maxLeaseLosses);
@@ -116,6 +118,7 @@ export class SqliteCore {
       for (const name of Object.keys(SQL) as StatementName[]) {
         const st = db.prepare(SQL[name]);
         if (READ_BIGINTS.has(name)) st.setReadBigInts(true);
+        if (sharedMemory) waitOnTableLocks(st, busyTimeoutMs);
         statements[name] = st;
       }
       this.s = statements;
@@ -167,21 +170,26 @@ export class SqliteCore {
     if (e?.code !== 'ERR_SQLITE_ERROR') return err;
     const primary = (e.errcode ?? 0) & 0xff;
     const what =
-      primary === 5 || primary === 6
-        ? `stayed locked by another process for over ${this.busyTimeoutMs} ms`
-        : primary === 13
-          ? 'cannot grow: the disk is full'
-          : primary === 8
-            ? 'is read-only'
-            : `failed: ${e.errstr ?? e.message}`;
+      e.errcode === 262
+        ? `stayed locked by another connection of this process (another thread) for over ${this.busyTimeoutMs} ms`
+        : primary === 5 || primary === 6
+          ? `stayed locked by another process for over ${this.busyTimeoutMs} ms`
+          : primary === 13
+            ? 'cannot grow: the disk is full'
+            : primary === 8
+              ? 'is read-only'
+              : `failed: ${e.errstr ?? e.message}`;
     return new BrokerUnavailableError(`The SQLite file ${this.path} ${what}`, { cause: err });
   }
 
-  /** Reads outside a transaction (WAL: a consistent snapshot, never blocked by writers). */
+  /**
+   * Reads outside a transaction (WAL: a consistent snapshot, never blocked by writers; a shared memory
+   * database: each read waits for the table locks of other threads, and is repeated whole if one stops it).
+   */
   read<T>(fn: () => T): T {
     this.open();
     try {
-      return fn();
+      return waitWhileSharedCacheLocked(fn, this.busyTimeoutMs);
     } catch (err) {
       throw this.unavailable(err);
     }
@@ -285,13 +293,20 @@ export class SqliteCore {
   }
 }
 
+/**
+ * A statement of a shared-cache memory database waits for the table locks of other threads'
+ * connections (see `waitWhileSharedCacheLocked`), as statements of a file wait through `busy_timeout`.
+ */
+function waitOnTableLocks(st: StatementSync, budgetMs: number): void {
+  const methods = st as unknown as Record<'run' | 'get' | 'all', (...args: unknown[]) => unknown>;
+  for (const method of ['run', 'get', 'all'] as const) {
+    const call = methods[method].bind(st);
+    methods[method] = (...args: unknown[]) => waitWhileSharedCacheLocked(() => call(...args), budgetMs);
+  }
+}
+
 /** The state in a row, a state that is none of the six (edited by hand) reading as failed (see toRecord). */
 export function stateOf(row: Row | undefined, fallback: RunState = 'failed'): RunState {
   const s = row?.state;
   return typeof s === 'string' && STATES.has(s) ? (s as RunState) : fallback;
-}
-
-/** A SQLite memory URI (`file:<name>?mode=memory&cache=shared`): storage in memory, shared within the process. */
-export function isMemoryUri(path: string): boolean {
-  return /^file:[^?]*\?(?:[^#]*&)?mode=memory(?:&|#|$)/.test(path);
 }

@@ -3,10 +3,10 @@
  * active runs of each key and group, kept by the transitions themselves for the runs that have a
  * flow spec (a run without one costs nothing here). The tables' `ready` columns follow the counts,
  * and triggers on `flow_keys` keep each group's number of ready keys; reserve reads the rings as
- * index ranges (`flowGroupNext`, `flowKeyNext`).
+ * index ranges (`flowGroupNext`, `flowKeysNext`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
-import type { Reservation } from '../types.ts';
+import type { FlowRate, Reservation } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { corruptError, num, type Row, toReservation } from './statements.ts';
 
@@ -123,55 +123,196 @@ export function leaseFlow(
     const gc = num(g.conc) ?? 0;
     let started = 0;
     let held: number | undefined;
-    while (n < max && (gc <= 0 || ga < gc)) {
-      // The group's rate: over it, the group waits out of the ring (all its keys with it).
-      let gNext: number | undefined;
-      if (groupRate) {
-        const step = gcra(gtat, now, groupRate);
-        if (!step.ok) {
-          held = step.until;
+    // The ring's next keys are read as many at once as the call (and the group) has slots for, and
+    // their first runs leased in one statement; each key served one run goes to the back of the ring
+    // in turn order (a key comes round again within a call only after every other ready key, as one
+    // key at a time would have it); then the next keys.
+    let stop = false;
+    while (!stop && n < max && (gc <= 0 || ga < gc)) {
+      const want = gc > 0 ? Math.min(max - n, gc - ga) : max - n;
+      const keys = c.rows('flowKeysNext', queue, grp, want);
+      if (keys.length === 0) break;
+      if (keys.length === 1 && want > 1) {
+        // The only ready key of the group: as many runs in one go as the slots, its limit and the rates allow.
+        const r = leaseOneKey(c, { queue, grp, worker, now, leaseMs, want, k: keys[0]!, groupRate, gtat }, reserved, changed, corrupt);
+        ga += r.done;
+        started += r.done;
+        n += r.done;
+        gtat = r.gtat;
+        if (r.held !== undefined) {
+          held = r.held;
+          stop = true;
+        }
+        continue;
+      }
+      // The plan: keys within their rate, in turn order, while the group's rate admits one more start.
+      const plan: { key: string; tat: number | undefined }[] = [];
+      const gtats: (number | undefined)[] = [gtat]; // the group's GCRA time after i starts
+      let until: number | undefined;
+      for (const k of keys) {
+        const key = String(k.key);
+        const keyRate = parseRate(k.rate);
+        const kStep = keyRate && gcra(num(k.tat), now, keyRate);
+        if (kStep && !kStep.ok) {
+          c.change('flowKeyWait', kStep.until, queue, grp, key);
+          continue;
+        }
+        if (groupRate) {
+          const step = gcra(gtats[gtats.length - 1], now, groupRate);
+          if (!step.ok) {
+            until = step.until;
+            break;
+          }
+          gtats.push(step.tat);
+        } else gtats.push(undefined);
+        plan.push({ key, tat: kStep ? kStep.tat : undefined });
+      }
+      if (plan.length === 0) {
+        if (until !== undefined) {
+          held = until;
           break;
         }
-        gNext = step.tat;
-      }
-      const k = c.row('flowKeyNext', queue, grp);
-      if (!k) break;
-      const key = String(k.key);
-      const keyRate = parseRate(k.rate);
-      const kStep = keyRate && gcra(num(c.row('flowKeyTat', queue, grp, key)?.tat), now, keyRate);
-      if (kStep && !kStep.ok) {
-        c.change('flowKeyWait', kStep.until, queue, grp, key);
         continue;
       }
-      const row = c.row('flowLease', { queue, grp, key, now, worker, until: now + leaseMs });
-      const turn = c.takeSeq(1) + 1;
-      if (!row) {
-        // The count said queued, but no run is: repaired (cannot happen while the counts hold).
-        c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
-        continue;
+      const rows = c.rows('flowLeaseMany', { queue, grp, keys: JSON.stringify(plan.map((p) => p.key)), now, worker, until: now + leaseMs });
+      const byKey = new Map(rows.map((row) => [String(row.flow_key), row]));
+      let s = 0;
+      for (const { key, tat } of plan) {
+        const row = byKey.get(key);
+        const turn = c.takeSeq(1) + 1;
+        if (!row) {
+          // The count said queued, but no run is: repaired (cannot happen while the counts hold).
+          c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
+          continue;
+        }
+        const stat = c.stat(queue, now);
+        const r = toReservation(row, now);
+        if (Array.isArray(r)) {
+          c.s.flowKeyServed.run({ queue, grp, key, turn, dq: 1, da: 0 });
+          const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
+          c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
+          corrupt.push({ id, problems: r });
+          stat.failed++;
+          if (typeof row.id === 'string') changed.push(row.id);
+          continue;
+        }
+        // A start: the counts and the GCRA times move.
+        c.s.flowKeyServed.run({ queue, grp, key, turn, dq: 1, da: 1 });
+        s++;
+        if (tat !== undefined) c.change('flowKeyTatPut', queue, grp, key, tat);
+        reserved.push(r);
+        changed.push(r.id);
+        c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
       }
-      const stat = c.stat(queue, now);
-      const r = toReservation(row, now);
-      c.s.flowKeyServed.run({ queue, grp, key, turn, da: Array.isArray(r) ? 0 : 1 });
-      if (Array.isArray(r)) {
-        const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
-        c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
-        corrupt.push({ id, problems: r });
-        stat.failed++;
-        if (typeof row.id === 'string') changed.push(row.id);
-        continue;
+      ga += s;
+      started += s;
+      n += s;
+      // The group's time moves by the starts made (a GCRA step depends on their number only).
+      if (groupRate) gtat = gtats[s];
+      // Held by the group's rate only when every start planned was made; else there is room again.
+      if (until !== undefined && s === plan.length) {
+        held = until;
+        stop = true;
       }
-      // A start: the counts and the GCRA times move.
-      ga++;
-      started++;
-      if (gNext !== undefined) gtat = gNext;
-      if (kStep?.ok) c.change('flowKeyTatPut', queue, grp, key, kStep.tat);
-      reserved.push(r);
-      changed.push(r.id);
-      c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
-      n++;
     }
     c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
   }
   return n;
+}
+
+/**
+ * Leases up to `want` runs of one key, the only ready key of its group (turns would serve it alone
+ * anyway): as many as its concurrency limit and the key's and the group's rates allow, each start a
+ * GCRA step, in one statement. Returns the runs started, the group's GCRA time after them, and
+ * until when the group's rate holds it if it ran out (every start planned made).
+ */
+function leaseOneKey(
+  c: SqliteCore,
+  o: {
+    queue: string;
+    grp: string;
+    worker: string;
+    now: number;
+    leaseMs: number;
+    want: number;
+    k: Row;
+    groupRate: FlowRate | undefined;
+    gtat: number | undefined;
+  },
+  reserved: Reservation[],
+  changed: string[],
+  corrupt: { id: string; problems: string[] }[],
+): { done: number; gtat: number | undefined; held?: number } {
+  const { queue, grp, now, k, groupRate } = o;
+  const key = String(k.key);
+  const keyRate = parseRate(k.rate);
+  const conc = num(k.conc) ?? 0;
+  let take = Math.min(o.want, Math.max(1, num(k.queued) ?? 1));
+  if (conc > 0) take = Math.min(take, Math.max(1, conc - (num(k.active) ?? 0)));
+  // The plan: each start a GCRA step of the key's rate and the group's.
+  let kt = num(k.tat);
+  const kts: number[] = [];
+  const gts: (number | undefined)[] = [o.gtat];
+  let keyUntil: number | undefined;
+  let groupUntil: number | undefined;
+  let planned = 0;
+  while (planned < take) {
+    let kNext: number | undefined;
+    if (keyRate) {
+      const st = gcra(kt, now, keyRate);
+      if (!st.ok) {
+        keyUntil = st.until;
+        break;
+      }
+      kNext = st.tat;
+    }
+    if (groupRate) {
+      const st = gcra(gts[gts.length - 1], now, groupRate);
+      if (!st.ok) {
+        groupUntil = st.until;
+        break;
+      }
+      gts.push(st.tat);
+    } else gts.push(undefined);
+    if (kNext !== undefined) {
+      kt = kNext;
+      kts.push(kNext);
+    }
+    planned++;
+  }
+  if (planned === 0) {
+    if (keyUntil !== undefined) c.change('flowKeyWait', keyUntil, queue, grp, key);
+    return { done: 0, gtat: o.gtat, ...(keyUntil === undefined && groupUntil !== undefined ? { held: groupUntil } : {}) };
+  }
+  const rows = c
+    .rows('flowLeaseKey', { queue, grp, key, n: planned, now, worker: o.worker, until: now + o.leaseMs })
+    .sort((a, b) => (num(a.seq) ?? 0) - (num(b.seq) ?? 0));
+  if (rows.length === 0) {
+    // The count said queued, but no run is: repaired (cannot happen while the counts hold).
+    c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
+    return { done: 0, gtat: o.gtat };
+  }
+  let done = 0;
+  for (const row of rows) {
+    const stat = c.stat(queue, now);
+    const r = toReservation(row, now);
+    if (Array.isArray(r)) {
+      const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
+      c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
+      corrupt.push({ id, problems: r });
+      stat.failed++;
+      if (typeof row.id === 'string') changed.push(row.id);
+      continue;
+    }
+    done++;
+    reserved.push(r);
+    changed.push(r.id);
+    c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
+  }
+  c.s.flowKeyServed.run({ queue, grp, key, turn: c.takeSeq(1) + 1, dq: rows.length, da: done });
+  if (keyRate && done > 0) c.change('flowKeyTatPut', queue, grp, key, kts[done - 1]!);
+  // Every start planned made, and a rate stopped the plan: the key (or the group) waits for it now.
+  const full = done === planned && rows.length === planned;
+  if (full && keyUntil !== undefined) c.change('flowKeyWait', keyUntil, queue, grp, key);
+  return { done, gtat: gts[done], ...(full && groupUntil !== undefined ? { held: groupUntil } : {}) };
 }

@@ -5,10 +5,23 @@
 import type { SQLOutputValue } from 'node:sqlite';
 import { invalidCursor, MINUTE, pageLimit, SLICE, WORKER_MEMORY_MS } from '../shared/options.ts';
 import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
-import type { FlowCounts, MinuteStats, QueueCounts, RunFilter, RunPage, RunRecord, RunState, WorkerInfo, WorkerStatus } from '../types.ts';
+import type {
+  FlowCounts,
+  FlowKeyInfo,
+  FlowKeyPage,
+  FlowKeyQuery,
+  MinuteStats,
+  QueueCounts,
+  RunFilter,
+  RunPage,
+  RunRecord,
+  RunState,
+  WorkerInfo,
+  WorkerStatus,
+} from '../types.ts';
 import { RUN_STATES } from '../types.ts';
 import type { SqliteCore } from './core.ts';
-import { type FlowLimitState, flowWaiting } from '../shared/flow.ts';
+import { type FlowLimitState, flowWaiting, parseRate } from '../shared/flow.ts';
 import { flowMoveRows } from './flow.ts';
 import { emptyCounts, histogram, num, type Row, STATES, toRecord } from './statements.ts';
 import { resolveIn, rewaitIn } from './workflows.ts';
@@ -237,11 +250,18 @@ export function flowCounts(c: SqliteCore, queues: readonly string[]): Record<str
     for (const q of queues) {
       const k = c.row('flowCountKeys', q);
       const g = c.row('flowCountGroups', q);
+      const h = (num(k?.keys) ?? 0) > 0 ? c.row('flowHeldRuns', q) : undefined;
       out[q] = {
         queued: num(k?.queued) ?? 0,
         keys: num(k?.keys) ?? 0,
         rateLimitedKeys: num(k?.waiting) ?? 0,
         rateLimitedGroups: num(g?.waiting) ?? 0,
+        heldRuns: {
+          group_rate: num(h?.group_rate) ?? 0,
+          group_concurrency: num(h?.group_concurrency) ?? 0,
+          key_rate: num(h?.key_rate) ?? 0,
+          key_concurrency: num(h?.key_concurrency) ?? 0,
+        },
       };
     }
     return out;
@@ -289,4 +309,26 @@ export function storageInfo(c: SqliteCore): {
     busyTimeoutMs: num(get('PRAGMA busy_timeout')) ?? 0,
     schemaVersion: num(get('SELECT max(version) FROM errand_schema')) ?? 0,
   };
+}
+
+export function flowKeys(c: SqliteCore, queue: string, query: Required<FlowKeyQuery>): FlowKeyPage {
+  c.open();
+  return c.read(() => {
+    const total = num(c.row('flowKeysTotal', queue)?.n) ?? 0;
+    const keys = c.rows('flowKeysPage', { queue, ...query }).map((r): FlowKeyInfo => {
+      const k: FlowKeyInfo = {
+        group: String(r.grp),
+        key: String(r.key),
+        queued: Math.max(0, num(r.queued) ?? 0),
+        active: Math.max(0, num(r.active) ?? 0),
+        concurrency: num(r.conc) ?? 0,
+      };
+      const rate = parseRate(r.rate);
+      if (rate) k.rate = rate;
+      const wait = num(r.wait);
+      if (wait !== undefined) k.waitUntil = wait;
+      return k;
+    });
+    return { keys, total };
+  });
 }

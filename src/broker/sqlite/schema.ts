@@ -343,6 +343,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX schedules_due ON schedules (queue, next_at) WHERE paused = 0 AND next_at IS NOT NULL;
     `,
   },
+  {
+    version: 11,
+    description: 'dynamic fan-out: runs.adopt (how a spawning run builds its result) and workflow_edges.adopt',
+    // Self-contained: two nullable or defaulted columns, nothing existing is rewritten.
+    sql: `
+      -- A run that spawned runs and waits for them: '<resultFrom> <retentionMs>' (NULL: none).
+      ALTER TABLE runs ADD COLUMN adopt TEXT;
+      -- 1: an edge from a run a spawning run awaits (its value goes into the result, not the input).
+      ALTER TABLE workflow_edges ADD COLUMN adopt INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

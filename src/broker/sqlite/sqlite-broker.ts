@@ -30,6 +30,8 @@ import type {
   EnqueueResult,
   FinishedRun,
   FlowCounts,
+  FlowKeyPage,
+  FlowKeyQuery,
   FireOutcome,
   FireRequest,
   Lease,
@@ -53,6 +55,7 @@ import type {
   UpsertScheduleResult,
   WorkerStatus,
 } from '../types.ts';
+import { checkFlowKeyQuery } from '../shared/flow.ts';
 import { SqliteCore, type SqliteBrokerOptions } from './core.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
@@ -230,6 +233,10 @@ export class SqliteBroker implements Broker, BrokerInspector {
 
   async flowCounts(queues: readonly string[]): Promise<Record<string, FlowCounts>> {
     return inspection.flowCounts(this.#c, queues);
+  }
+
+  async flowKeys(queue: string, query?: FlowKeyQuery): Promise<FlowKeyPage> {
+    return inspection.flowKeys(this.#c, queue, checkFlowKeyQuery(query));
   }
 
   /** How the file is set up on this connection (for `errand inspect`, diagnostics and tests). */

@@ -10,6 +10,7 @@ import type { AttemptRecord, QueueCounts, Reservation, RunRecord, RunState } fro
 import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
 import { readMark } from '../../core/run.ts';
 import { runErrorText } from '../shared/run-errors.ts';
+import { SPAWN_SQL } from './spawn-sql.ts';
 
 export type Row = Record<string, SQLOutputValue>;
 
@@ -96,12 +97,24 @@ export const SQL = {
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
   flowAny: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? LIMIT 1',
   flowCountKeys: 'SELECT coalesce(sum(queued), 0) AS queued, count(*) AS keys, count(wait) AS waiting FROM flow_keys WHERE queue = ?',
+  /** A page of a queue's keys (`flowKeys`): by :sort ('queued' or 'active', most first; 'key'), then group and key. */
+  flowKeysPage: `SELECT grp, key, queued, active, conc, rate, wait FROM flow_keys WHERE queue = :queue
+    ORDER BY CASE :sort WHEN 'queued' THEN -queued WHEN 'active' THEN -active ELSE 0 END, grp, key LIMIT :limit OFFSET :offset`,
+  flowKeysTotal: 'SELECT count(*) AS n FROM flow_keys WHERE queue = ?',
+  /** Queued runs held back by a limit, by what holds them (see `FlowCounts.heldRuns`). */
+  flowHeldRuns: `SELECT
+      coalesce(sum(CASE WHEN g.wait IS NOT NULL THEN k.queued END), 0) AS group_rate,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND g.conc > 0 AND g.active >= g.conc THEN k.queued END), 0) AS group_concurrency,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NOT NULL THEN k.queued END), 0) AS key_rate,
+      coalesce(sum(CASE WHEN g.wait IS NULL AND NOT (g.conc > 0 AND g.active >= g.conc) AND k.wait IS NULL
+        AND k.conc > 0 AND k.active >= k.conc THEN k.queued END), 0) AS key_concurrency
+    FROM flow_keys AS k JOIN flow_groups AS g ON g.queue = k.queue AND g.grp = k.grp WHERE k.queue = ? AND k.queued > 0`,
   flowCountGroups: 'SELECT count(wait) AS waiting FROM flow_groups WHERE queue = ?',
   flowKeyGet: 'SELECT active, conc, wait FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
   flowGroupGet: 'SELECT active, conc, wait FROM flow_groups WHERE queue = ? AND grp = ?',
   flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
-  /** A key served one run (:da 1 when it started; 0 when it was corrupt), to the back of its ring. */
-  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - 1), active = active + :da, turn = :turn
+  /** A key served :dq runs (:da of them started; the others were corrupt), to the back of its ring. */
+  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - :dq), active = active + :da, turn = :turn
     WHERE queue = :queue AND grp = :grp AND key = :key`,
   /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
   flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
@@ -109,7 +122,9 @@ export const SQL = {
   /** A run of a key became queued: the key known (its limits the run's), its count up. */
   flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :turn, :dq)
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate`,
-  flowKeyNext: 'SELECT key, rate FROM flow_keys WHERE queue = ? AND grp = ? AND ready ORDER BY turn LIMIT 1',
+  /** The next ready keys of a group's ring, in turn order, with their GCRA times. */
+  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
+    WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
   flowGroupsDue: 'UPDATE flow_groups SET wait = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
@@ -117,17 +132,22 @@ export const SQL = {
   flowGroupWait: 'UPDATE flow_groups SET wait = ? WHERE queue = ? AND grp = ?',
   flowNextWait: `SELECT min(w) AS wait FROM (SELECT min(wait) AS w FROM flow_keys WHERE queue = ?1 AND wait IS NOT NULL
     UNION ALL SELECT min(wait) FROM flow_groups WHERE queue = ?1 AND wait IS NOT NULL)`,
-  flowKeyTat: 'SELECT tat FROM flow_rates WHERE queue = ? AND grp = ? AND key = ?',
   flowKeyTatPut: `INSERT INTO flow_rates (queue, grp, key, tat) VALUES (?, ?, ?, ?)
     ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
   flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
   pruneFlowRates: 'DELETE FROM flow_rates WHERE tat < ?',
-  /** The first queued run of a key, leased (the triggers count it active). */
-  flowLease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
+  /** The first `:n` queued runs of one key, leased (in any order: `seq` says theirs). */
+  flowLeaseKey: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
-    WHERE rid = (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = :key AND state = 'queued'
-      AND flow_key IS NOT NULL ORDER BY seq LIMIT 1)
+    WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = :key AND state = 'queued'
+      AND flow_key IS NOT NULL ORDER BY seq LIMIT :n)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
+  /** The first queued run of each key of `:keys` (a JSON array), leased; `flow_key` says whose. */
+  flowLeaseMany: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
+      rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
+    WHERE rid IN (SELECT (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = j.value AND state = 'queued'
+      AND flow_key IS NOT NULL ORDER BY seq LIMIT 1) FROM json_each(:keys) AS j)
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, flow_key`,
   flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
   flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
@@ -220,14 +240,15 @@ export const SQL = {
   wfGet: 'SELECT id, created_at FROM workflows WHERE id = ?',
   /** A run of a workflow: `state` is waiting, queued or scheduled. */
   wfEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure) VALUES (?, ?, ?, ?, ?, ?)`,
-  wfRunExists: 'SELECT 1 AS x FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
+  wfRunExists: 'SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
   /** The unresolved edges out of a dependency. */
   wfOut: 'SELECT dependent, on_failure FROM workflow_edges WHERE dependency = ? AND resolved = 0',
   /** ?3 the dependency's result (NULL: none). Changes one row only the first time. */
   wfResolveEdge: 'UPDATE workflow_edges SET resolved = 1, value = ?3 WHERE dependent = ?1 AND dependency = ?2 AND resolved = 0',
   wfUnresolved: 'SELECT EXISTS (SELECT 1 FROM workflow_edges WHERE dependent = ? AND resolved = 0) AS n',
-  wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ? ORDER BY pos',
-  wfInputOf: `SELECT input, input_from FROM runs WHERE id = ? AND state = 'waiting'`,
+  /** ?2 1: the edges a spawning run awaits (its result); 0: the others (its input). */
+  wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ?1 AND adopt = ?2 ORDER BY pos',
+  wfInputOf: `SELECT input, input_from, adopt FROM runs WHERE id = ? AND state = 'waiting'`,
   wfReady: `UPDATE runs SET state = 'queued', input = :input, seq = :seq, run_at = :now, rev = rev + 1
     WHERE id = :id AND state = 'waiting' RETURNING queue`,
   /** A waiting run finished by a dependency's failure: cancelled (:error) or skipped (succeeded, no result). */
@@ -277,6 +298,7 @@ export const SQL = {
   ridsTaskState: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   ridsTaskStateQueue: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND +queue = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   rowsByRid: 'SELECT * FROM runs WHERE rid IN (SELECT value FROM json_each(?)) ORDER BY rid DESC',
+  ...SPAWN_SQL,
 } as const;
 
 export type StatementName = keyof typeof SQL;
@@ -284,7 +306,8 @@ export type StatementName = keyof typeof SQL;
 /** Statements whose integers are read as BigInt, so that a huge number written by hand cannot throw. */
 export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'lease',
-  'flowLease',
+  'flowLeaseMany',
+  'flowLeaseKey',
   'get',
   'nextScheduled',
   'nextLease',

@@ -6,6 +6,7 @@
 import { timeOfRunId } from '../../core/ids.ts';
 import { checkFinishedRun } from '../shared/finished.ts';
 import { rateText } from '../shared/flow.ts';
+import { checkSpawns } from '../shared/workflow.ts';
 import { CANCEL_LOG_RETENTION_MS, DAY, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
 import type {
   CancelOutcome,
@@ -25,7 +26,7 @@ import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
 import { FlowGroups, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
-import { resolveIn, rewaitIn } from './workflows.ts';
+import { resolveIn, rewaitIn, spawnIn } from './workflows.ts';
 
 /** How long a key's GCRA time is kept once in the past (it no longer matters then: prune's margin). */
 const FLOW_RATE_MEMORY_MS = 60_000;
@@ -144,6 +145,7 @@ export function recordFinished(c: SqliteCore, runs: readonly FinishedRun[], now:
  */
 export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, number>): ReserveResult {
   c.open();
+  if (req.settle?.length) checkSpawns(req.settle);
   const { workerId, now, leaseMs } = req;
   const requested = [...new Set(req.queues)];
   let remaining = Math.max(0, Math.floor(req.max));
@@ -215,7 +217,11 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
             c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error });
             corrupt.push({ id, problems: r });
             stat.failed++;
-            if (typeof row.id === 'string') changed.push(row.id);
+            if (typeof row.id === 'string') {
+              changed.push(row.id);
+              // A terminal failure: a run of a workflow reaches its dependents (edge policy), as any does.
+              resolveIn(c, row.id, false, null, now, changed, retried);
+            }
             continue;
           }
           reserved.push(r);
@@ -260,6 +266,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
 export function settle(c: SqliteCore, workerId: string, settlements: readonly Settlement[], now: number): SettleStatus[] {
   c.open();
   if (settlements.length === 0) return [];
+  checkSpawns(settlements);
   const changed: string[] = [];
   const queues = new Set<string>();
   const statuses = c.tx(() => settleIn(c, workerId, settlements, now, changed, queues));
@@ -280,7 +287,12 @@ function settleIn(
   const groups = new FlowGroups();
   const out = settlements.map((s): SettleStatus => {
     let row: Row | undefined;
-    if (s.outcome === 'retry') {
+    let refused = false;
+    if (s.outcome === 'spawned') {
+      const spawned = spawnIn(c, workerId, s, now, changed, queues);
+      row = spawned?.row;
+      refused = spawned?.refused ?? false;
+    } else if (s.outcome === 'retry') {
       const seq = c.takeSeq(1) + 1;
       row = c.row('retryLater', s.id, s.attempt, workerId, now, s.runAt, seq, s.error);
       if (row) queues.add(String(row.queue));
@@ -301,13 +313,14 @@ function settleIn(
       queues.add(f.queue);
     }
     // Fan-in and failure propagation, in this transaction (docs/workflows.md).
-    if (typeof row.workflow === 'string' && s.outcome !== 'retry') {
+    // (A spawning run resolves its dependents once it finishes with its spawned runs' values.)
+    if (typeof row.workflow === 'string' && s.outcome !== 'retry' && s.outcome !== 'spawned') {
       resolveIn(c, s.id, s.outcome === 'succeeded', s.outcome === 'succeeded' ? s.result : null, now, changed, queues);
     }
     const stat = c.stat(String(row.queue), now);
     if (s.outcome === 'succeeded') stat.succeeded++;
-    else if (s.outcome === 'failed') stat.failed++;
-    else stat.retried++;
+    else if (s.outcome === 'failed' || refused) stat.failed++;
+    else if (s.outcome === 'retry') stat.retried++;
     const startedAt = num(row.started_at);
     if (startedAt !== undefined) c.observe(stat, 'run', now - startedAt);
     return 'ok';

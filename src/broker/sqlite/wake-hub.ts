@@ -8,6 +8,10 @@
  *   database or its `-wal` file is written by anyone. Readers in WAL mode only touch the `-shm`
  *   file (through mmap), and a transaction that changes nothing writes nothing, so an idle system
  *   produces no events.
+ * - for a shared memory database (a memory URI, which any thread of this process can open), hubs
+ *   are per thread (each thread has its own modules), so the hub of each thread joins a
+ *   BroadcastChannel named after the URI: after its brokers' in-process events it posts one message
+ *   (per turn), and a message from another thread's hub is emitted as `change`.
  *
  * `change` is throttled: the first write after a quiet period is reported at once (latency), writes
  * within the next `THROTTLE_MS` are coalesced, and one more `change` always follows the window. That
@@ -19,6 +23,7 @@
 import { EventEmitter } from 'node:events';
 import { type FSWatcher, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { BroadcastChannel } from 'node:worker_threads';
 import type { Logger } from 'pino';
 
 export const THROTTLE_MS = 10;
@@ -37,11 +42,23 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
   #timer: NodeJS.Timeout | undefined;
   #pending = false;
   #closed = false;
+  /** A shared memory database's channel to the hubs of the same URI in other threads. */
+  #channel: BroadcastChannel | undefined;
+  #posting = false;
 
-  constructor(key: string, file: string | null, logger?: Logger) {
+  constructor(key: string, file: string | null, logger?: Logger, sharedMemory?: string) {
     super();
     this.setMaxListeners(0);
     this.key = key;
+    if (sharedMemory !== undefined) {
+      const channel = new BroadcastChannel(`errand sqlite memory ${sharedMemory}`);
+      channel.onmessage = () => {
+        if (!this.#closed) super.emit('change');
+      };
+      channel.unref(); // waiters hold their own timers
+      this.#channel = channel;
+      return;
+    }
     if (file === null) return;
     const names = new Set([basename(file), `${basename(file)}-wal`]);
     try {
@@ -58,6 +75,19 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
     } catch (err) {
       logger?.warn({ err, file }, 'SQLite broker: cannot watch the database folder; other processes wake this one only every few seconds');
     }
+  }
+
+  /** In-process events, and for a shared memory database one message (per turn) to the other threads. */
+  override emit<K extends keyof WakeHubEvents>(event: K, ...args: WakeHubEvents[K]): boolean {
+    const listened = (super.emit as (e: K, ...a: WakeHubEvents[K]) => boolean)(event, ...args);
+    if (this.#channel && event !== 'change' && !this.#posting) {
+      this.#posting = true;
+      queueMicrotask(() => {
+        this.#posting = false;
+        if (!this.#closed) this.#channel?.postMessage(0);
+      });
+    }
+    return listened;
   }
 
   #fileChanged(): void {
@@ -95,6 +125,9 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
   close(): void {
     this.#closed = true;
     this.#stopWatching();
+    if (this.#posting) this.#channel?.postMessage(0); // the last events, before the channel goes
+    this.#channel?.close();
+    this.#channel = undefined;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.removeAllListeners();
@@ -117,7 +150,7 @@ export function acquireHub(file: string | null, logger?: Logger, shared?: string
   const key = file ?? `memory ${shared}`;
   let hub = hubs.get(key);
   if (!hub) {
-    hub = new WakeHub(key, file, logger);
+    hub = new WakeHub(key, file, logger, file === null ? shared : undefined);
     hubs.set(key, hub);
   }
   hub.refs++;

@@ -7,30 +7,57 @@
  * reported.
  */
 import { ConfigError } from '../../core/errors.ts';
+import { DAY } from '../shared/options.ts';
 import { runErrorText } from '../shared/run-errors.ts';
 import { checkWorkflow, workflowInput } from '../shared/workflow.ts';
-import type { DependencyPolicy, NewWorkflow, RunRecord, WorkflowCancelOutcome, WorkflowEdge, WorkflowRecord } from '../types.ts';
+import type {
+  DependencyPolicy,
+  NewWorkflow,
+  RunRecord,
+  SpawnSettlement,
+  WorkflowCancelOutcome,
+  WorkflowCreated,
+  WorkflowEdge,
+  WorkflowRecord,
+} from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
-import { num, toRecord } from './statements.ts';
+import { num, type Row, toRecord } from './statements.ts';
 
-export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { id: string; created: boolean } {
+export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): WorkflowCreated {
   c.open();
   checkWorkflow(wf);
   const queues = new Set<string>();
+  let held: WorkflowCreated['held'];
   const created = c.tx(() => {
     if (c.row('wfGet', wf.id)) return false;
+    // A run whose idempotency key a stored run holds: nothing is created (as enqueue, the key stands).
+    for (const run of wf.runs) {
+      if (run.idempotencyKey === undefined) continue;
+      const hit = c.row('idemGet', run.queue, run.task, run.idempotencyKey);
+      if (hit && (num(hit.expires_at) ?? 0) > now && c.row('stateOf', String(hit.run_id))) {
+        held = { run: run.id, key: run.idempotencyKey, by: String(hit.run_id) };
+        return false;
+      }
+    }
     // A run id already taken (by another workflow or an enqueue) refuses the whole workflow: the
     // INSERTs below would fail half way, which the transaction rolls back anyway.
-    if (c.row('wfRunExists', JSON.stringify(wf.runs.map((r) => r.id)))) {
-      throw new ConfigError(`createWorkflow: a run id of workflow ${wf.id} is taken already (make new ids with newRunId)`);
+    const taken = c.row('wfRunExists', JSON.stringify(wf.runs.map((r) => r.id)));
+    if (taken) {
+      throw new ConfigError(`createWorkflow: run ${String(taken.id)} of workflow ${wf.id} exists already (make new ids with newRunId)`);
     }
     c.s.wfInsert.run(wf.id, now);
     const base = c.takeSeq(wf.runs.length);
     wf.runs.forEach((run, i) => {
       const waits = (run.dependsOn?.length ?? 0) > 0;
       const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
-      insertRun(c, run, state, base + i + 1, now, waits ? now : run.runAt, { id: wf.id, inputFrom: run.inputFrom ?? 'given' });
+      // Workflow runs are not under flow control yet (a limited task is refused as a step).
+      insertRun(c, { ...run, flow: undefined }, state, base + i + 1, now, waits ? now : run.runAt, {
+        id: wf.id,
+        inputFrom: run.inputFrom ?? 'given',
+      });
+      if (run.idempotencyKey !== undefined)
+        c.s.idemPut.run(run.queue, run.task, run.idempotencyKey, run.id, now + (run.idempotencyTtl ?? DAY));
       run.dependsOn?.forEach((d, pos) => {
         c.s.wfEdge.run(run.id, d.id, wf.id, pos, d.name ?? null, d.onFailure ?? 'cancel');
       });
@@ -41,7 +68,7 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): { i
     return true;
   });
   if (queues.size) c.hub.emit('work', [...queues]);
-  return { id: wf.id, created };
+  return held ? { id: wf.id, created, held } : { id: wf.id, created };
 }
 
 /**
@@ -70,7 +97,24 @@ export function resolveIn(
         if ((num(c.row('wfUnresolved', dependent)?.n) ?? 1) > 0) continue;
         const run = c.row('wfInputOf', dependent);
         if (!run) continue; // no longer waiting (cancelled meanwhile)
-        const edges = c.rows('wfValues', dependent);
+        if (typeof run.adopt === 'string') {
+          // A run that spawned runs: it finishes with their values (dynamic fan-out).
+          const [mode, ret] = run.adopt.split(' ');
+          const awaited = c.rows('wfValues', dependent, 1);
+          const value = workflowInput(
+            mode,
+            'null',
+            awaited.map((e) => (typeof e.value === 'string' ? e.value : null)),
+            awaited.map((e) => (typeof e.name === 'string' ? e.name : null)),
+          );
+          const result = value === 'null' ? null : value;
+          if (c.row('spawnAdopt', { id: dependent, result, now, retention: Number(ret) || 0 })) {
+            changed.push(dependent);
+            todo.push({ id: dependent, ok: true, result });
+          }
+          continue;
+        }
+        const edges = c.rows('wfValues', dependent, 0);
         const input = workflowInput(
           typeof run.input_from === 'string' ? run.input_from : 'given',
           typeof run.input === 'string' ? run.input : 'null',
@@ -95,6 +139,58 @@ export function resolveIn(
       }
     }
   }
+}
+
+/**
+ * Within a settle transaction: applies a spawn (dynamic fan-out, `SpawnSettlement`) of a held run.
+ * Returns the run's row (undefined: the lease is not held, nothing written) and whether the spawn
+ * was refused (a run id taken: the run failed, nothing created).
+ */
+export function spawnIn(
+  c: SqliteCore,
+  workerId: string,
+  s: SpawnSettlement,
+  now: number,
+  changed: string[],
+  queues: Set<string>,
+): { row: Row; refused: boolean } | undefined {
+  const taken = c.row('spawnTaken', JSON.stringify(s.runs.map((r) => r.id)));
+  if (taken) {
+    const error = runErrorText('spawnRefused', { id: String(taken.id) });
+    const row = c.row('fail', s.id, s.attempt, workerId, now, now + c.failedRetentionMs, error);
+    if (!row) return undefined;
+    if (typeof row.workflow === 'string') resolveIn(c, s.id, false, null, now, changed, queues);
+    return { row, refused: true };
+  }
+  const adopt = `${s.resultFrom} ${Math.max(0, Math.floor(s.retentionMs))}`;
+  const row = c.row('spawnHeld', s.id, s.attempt, workerId, now, adopt);
+  if (!row) return undefined;
+  const wf = String(row.workflow);
+  c.s.wfInsert.run(wf, now); // a run of no workflow starts one, named by its own id (nothing when it exists)
+  c.s.spawnDropEdges.run(s.id);
+  const base = c.takeSeq(s.runs.length);
+  let ready = false;
+  s.runs.forEach((run, i) => {
+    const waits = (run.dependsOn?.length ?? 0) > 0;
+    const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
+    // A spawned run has no idempotency key; workflow runs are not under flow control (yet).
+    insertRun(c, { ...run, idempotencyKey: undefined, flow: undefined }, state, base + i + 1, now, waits ? now : run.runAt, {
+      id: wf,
+      inputFrom: run.inputFrom ?? 'given',
+    });
+    run.dependsOn?.forEach((d, pos) => {
+      c.s.wfEdge.run(run.id, d.id, wf, pos, d.name ?? null, d.onFailure ?? 'cancel');
+    });
+    if (!waits) ready = true;
+    changed.push(run.id);
+  });
+  s.awaits.forEach((d, pos) => {
+    c.s.spawnEdge.run(s.id, d.id, wf, pos, d.name ?? null, d.onFailure ?? 'cancel');
+  });
+  const queue = String(row.queue);
+  c.stat(queue, now).enqueued += s.runs.length;
+  if (ready) queues.add(queue);
+  return { row, refused: false };
 }
 
 /**

@@ -7,6 +7,7 @@ import { time } from './format.ts';
 import { overviewPage } from './pages/overview.ts';
 import { runPage } from './pages/run.ts';
 import { runsPage } from './pages/runs.ts';
+import { flowPage } from './pages/flow.ts';
 import { schedulesPage } from './pages/schedules.ts';
 import { workersPage } from './pages/workers.ts';
 import { workflowPage } from './pages/workflow.ts';
@@ -34,12 +35,14 @@ const SECTIONS: [string, string][] = [
   [`${ROOT}/runs`, 'Runs'],
   [`${ROOT}/workers`, 'Workers'],
   [`${ROOT}/schedules`, 'Schedules'],
+  [`${ROOT}/flow`, 'Flow control'],
 ];
 
 function section(path: string): string {
   if (path.startsWith(`${ROOT}/runs`)) return `${ROOT}/runs`;
   if (path.startsWith(`${ROOT}/workers`)) return `${ROOT}/workers`;
   if (path.startsWith(`${ROOT}/schedules`)) return `${ROOT}/schedules`;
+  if (path.startsWith(`${ROOT}/flow`)) return `${ROOT}/flow`;
   return `${ROOT}/`;
 }
 
@@ -83,6 +86,9 @@ function route(): void {
   } else if (path === `${ROOT}/schedules`) {
     page = schedulesPage(ctx);
     document.title = 'Schedules · Errand';
+  } else if (path === `${ROOT}/flow`) {
+    page = flowPage(ctx, new URLSearchParams(location.search).get('queue'));
+    document.title = 'Flow control · Errand';
   } else {
     page = {
       el: h(

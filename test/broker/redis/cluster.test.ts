@@ -19,8 +19,10 @@ import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
 import type { Broker } from '../../../src/broker/types.ts';
 import { createErrand } from '../../../src/index.ts';
 import { startSmtp } from '../../app/support.ts';
+import { Q } from '../../conformance/context.ts';
 import { inspectorConformance } from '../../conformance/inspector.ts';
 import { brokerConformance, type MakeBroker } from '../../conformance/suite.ts';
+import { Q2, Q3 } from '../../conformance/workflow-queues.ts';
 import { quietLogger } from '../../fixtures/brokers.ts';
 import { requires } from '../../fixtures/prereq.ts';
 import { defineEchoTasks, type Echo, QUEUES } from '../../fixtures/echo-tasks.ts';
@@ -127,6 +129,19 @@ describe('Errand on a Redis Cluster: layout and processes', { skip }, () => {
   const procs: Proc[] = [];
   after(async () => {
     await Promise.all(procs.map((p) => stopProc(p)));
+  });
+
+  it('the queues of the conformance cases of workflows over several queues hash to different slots and nodes (their edges cross slots)', async () => {
+    const ports = cluster!.nodes.map((n) => n.port);
+    const slots = new Set<number>();
+    const owners = new Set<number>();
+    for (const queue of [Q, Q2, Q3]) {
+      const slot = Number(await redisCli(ports[0]!, ['CLUSTER', 'KEYSLOT', `{${queue}}`]));
+      slots.add(slot);
+      owners.add(await ownerOf(slot, ports[0]!));
+    }
+    assert.equal(slots.size, 3, 'three slots');
+    assert.equal(owners.size, 3, 'on three nodes');
   });
 
   it('two `errand worker --broker redis+cluster://...` processes run runs of four queues; each queue lives on the node owning its slot', async () => {

@@ -16,7 +16,8 @@
   ARGV[6] cancels channel
   ARGV[7] run id
 
-  Returns { 'C', previous state code } when cancelled, { 'F', state code } when already finished,
+  Returns { 'C', previous state code, relay } when cancelled (relay 1 when this queue's relay outbox
+  holds entries: see wfRelayOut in common.lua), { 'F', state code } when already finished,
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
@@ -79,4 +80,4 @@ notify(ARGV[5], ARGV[7], '', watched)
 if woke then
   wake(base)
 end
-return { 'C', s }
+return { 'C', s, rcall('EXISTS', base .. 'wo') }

@@ -25,10 +25,12 @@
   Flow control (docs/flow-control.md; g a group: a task name, no '|'; y a key: any text):
     base..'fq|'..g..'|'..y  LIST  queued rids of key y of group g, FIFO (not in any 'w:' list)
     base..'fk|'..g..'|'..y  HASH  a active runs, c limit (0: none), r rate ('<interval>,<burst>'),
-                             w set while rate-limited; gone when nothing is queued or active
+                             t its GCRA time (once it started under a rate), w set while
+                             rate-limited; gone when nothing is queued or active
     base..'fG|'..g     HASH  a active runs of the group, c its limit, r its rate, w as above
-    base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key, group (PX:
-                             kept a minute past when it stops mattering)
+    base..'ft|'..g..'|'..y, base..'fT|'..g  STRING  GCRA time of a rate-limited key once its hash
+                             is gone (the hash's t moves here), of a group (PX, PXAT: kept a
+                             minute past when it stops mattering)
     base..'fW', base..'fWg'  ZSET  rate-limited keys (g..'|'..y), groups, by when they may start again
     base..'fK|'..g     ZSET  the ring of g's ready keys (queued runs and a free slot), by turn
     base..'fR'         ZSET  the ring of ready groups (a free slot and a ready key), by turn
@@ -55,15 +57,26 @@
     Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
+      A: a run that spawned runs (dynamic fan-out) and waits for some: a head line `<v|l|o> TAB
+      <retention ms once succeeded>`, then the runs it awaits, one line each as in D.
 
-  Workflow keys (one queue: the Redis broker keeps a workflow's runs in one queue, see workflows.md):
+  Workflow keys (docs/workflows.md; an edge to or from a run of another queue names it by its full
+  run id `<queue>.<rid>` in we:, wd:, wv: and D, where an edge within the queue names the rid):
     base..'waiting'    ZSET  waiting rids by the time in their id (counts, listings)
     base..'wd:'..rid   SET   the dependencies of a waiting run not yet resolved
     base..'wv:'..rid   HASH  dependency rid -> its result ('' for none) once resolved
     base..'we:'..rid   HASH  the runs that wait for this one -> edge policy
                              (wd:, wv:, we: of a run are deleted with it; wd:, wv: also when it is made ready)
-    base..'wf:'..id    HASH  a workflow: t created at, r its rids (comma-separated, in order),
-                             n how many of its runs still exist (deleted with the last one)
+    base..'wf:'..id    HASH  a workflow: t created at, r its rids in this queue (comma-separated, in
+                             order), n how many of them still exist (deleted with the last one); a
+                             workflow over several queues has one in each of its queues, and in the
+                             queue of its id also q (the other queues), a (every run id, in order)
+                             and P (set while its creation is not complete: wfmulti.lua)
+    base..'wr:'..rid   SET   the relay entries applied to this run: dependency run id (or '!') '|' token
+    base..'wo'         LIST  the relay outbox of this queue (entries: see wfRelayOut)
+    base..'wp'         ZSET  workflows over several queues whose creation is not complete (their
+                             ulid), by the time it began (wfmulti.lua; the prune sweep reads it)
+    base..'woN'        STRING  the token of its last entry
 ]]
 local rcall = redis.call
 -- Numbers given to redis.call are formatted with '%.17g' by Redis (a slow floating-point path):
@@ -199,12 +212,24 @@ local function flowGroupReady(base, g)
   return false
 end
 
+-- Forgets key y of group g (nothing queued or active): its hash goes, and its GCRA time `tat`
+-- (the hash's field t), if any, is kept in ft| until a minute past when it stops mattering.
+local function flowForget(base, g, y, kh, tat)
+  rcall('DEL', kh)
+  rcall('SREM', base .. 'fS', g .. '|' .. y)
+  local t = tonumber(tat)
+  if t then
+    -- PXAT: an absolute time (already past: no key, which is what a time that long past means).
+    rcall('SET', base .. 'ft|' .. g .. '|' .. y, fmt('%.17g', t), 'PXAT', math.ceil(t) + 60000)
+  end
+end
+
 -- Puts key y of group g in its group's ring, or takes it out (forgetting a key with nothing queued
 -- or active).
 local function flowKeyReady(base, g, y)
   local kh = base .. 'fk|' .. g .. '|' .. y
-  local v = rcall('HMGET', kh, 'a', 'c', 'w')
-  local aS, cS, waiting = v[1], v[2], v[3]
+  local v = rcall('HMGET', kh, 'a', 'c', 'w', 't')
+  local aS, cS, waiting, tat = v[1], v[2], v[3], v[4]
   local a, c = tonumber(aS) or 0, tonumber(cS) or 0
   local ring = base .. 'fK|' .. g
   local len = rcall('LLEN', base .. 'fq|' .. g .. '|' .. y)
@@ -215,8 +240,7 @@ local function flowKeyReady(base, g, y)
   else
     rcall('ZREM', ring, y)
     if len == 0 and a <= 0 then
-      rcall('DEL', kh)
-      rcall('SREM', base .. 'fS', g .. '|' .. y)
+      flowForget(base, g, y, kh, tat)
     end
   end
 end
@@ -284,10 +308,26 @@ local function flowFreeMany(base, freed)
     for y, cnt in pairs(keys) do
       total = total + cnt
       local kh = base .. 'fk|' .. g .. '|' .. y
-      if rcall('HINCRBY', kh, 'a', -cnt) < 0 then
-        rcall('HSET', kh, 'a', 0)
+      local v = rcall('HMGET', kh, 'a', 'c', 't')
+      local aS, cS, tat = v[1], v[2], v[3]
+      local a0, c = tonumber(aS) or 0, tonumber(cS) or 0
+      local a = a0 - cnt
+      if a < 0 then
+        a = 0
       end
-      flowKeyReady(base, g, y)
+      if c > 0 and a0 >= c then
+        -- It was at its limit, so out of the ring: it may be ready now.
+        rcall('HSET', kh, 'a', fmt('%d', a))
+        flowKeyReady(base, g, y)
+      elseif a > 0 then
+        -- It had a free slot before: its place in the ring does not change.
+        rcall('HSET', kh, 'a', fmt('%d', a))
+      elseif rcall('LLEN', base .. 'fq|' .. g .. '|' .. y) == 0 then
+        -- Nothing active, nothing queued: forgotten (it is in no ring).
+        flowForget(base, g, y, kh, tat)
+      else
+        rcall('HSET', kh, 'a', '0')
+      end
     end
     local gh = base .. 'fG|' .. g
     if rcall('HINCRBY', gh, 'a', -total) < 0 then
@@ -484,7 +524,7 @@ local function dropRun(base, k, rid)
     end
   end
   if not v['err'] and wf then
-    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid)
+    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid, base .. 'wr:' .. rid)
     -- The workflow's index goes with its last run (wf ids are `<queue>.<ulid>`: the ulid names it).
     local wk = base .. 'wf:' .. string.sub(wf, -26)
     if redis.pcall('HINCRBY', wk, 'n', -1) <= 0 then
@@ -562,20 +602,6 @@ end
 
 --!run-errors
 
--- Fails an unreadable run (not a hash, or lacking task or input) with reason `corrupt`.
-local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc)
-  local err = corruptError(id, why)
-  if rcall('TYPE', k)['ok'] ~= 'hash' then
-    rcall('DEL', k)
-  else
-    rcall('HDEL', k, 'o')
-  end
-  finish(base, k, rid, 'f', 'failed', now, nowS, ret, nil, 'E', err)
-  if acc then
-    statAdd(acc, 'f', 1)
-  end
-end
-
 -- Publishes the id (`prefix .. rid`, joined only then) of a watched run on the events channel.
 local function notify(chan, prefix, rid, watched)
   if watched then
@@ -601,22 +627,21 @@ local function replay(base, k, rid, id, chan, nowS, zset, prio, watched, open, h
 end
 
 --[[
-  Workflows (docs/workflows.md). A waiting run `rid` whose last dependency is resolved becomes
-  queued: its input built from the results in wv: (in the order of D), due now, its wait keys gone.
+  Workflows (docs/workflows.md). wfJoin: the JSON text joined from the results in wv: of run `rid`,
+  in the order of `deps` (lines as D; a line that does not read as one is skipped), as `mode` says
+  (v value, l list, o object). A waiting run `rid` whose last dependency is resolved becomes
+  queued (wfReady): its input so built, due now, its wait keys gone.
 ]]
-local function wfReady(base, rid, nowS)
-  local k = base .. 'r:' .. rid
-  local v = rcall('HMGET', k, 'M', 'D', 'p')
-  local mode, deps, prio = v[1], v[2], v[3]
-  if mode then
-    local flat = rcall('HGETALL', base .. 'wv:' .. rid)
-    local values = {}
-    for j = 1, #flat, 2 do
-      values[flat[j]] = flat[j + 1]
-    end
-    local parts = {}
-    for line in string.gmatch(deps or '', '[^\n]+') do
-      local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
+local function wfJoin(base, rid, mode, deps)
+  local flat = rcall('HGETALL', base .. 'wv:' .. rid)
+  local values = {}
+  for j = 1, #flat, 2 do
+    values[flat[j]] = flat[j + 1]
+  end
+  local parts = {}
+  for line in string.gmatch(deps or '', '[^\n]+') do
+    local dep, name = string.match(line, '^([^\t]*)\t[^\t]*\t(.*)$')
+    if dep then
       local val = values[dep]
       if not val or val == '' then
         val = 'null'
@@ -627,15 +652,21 @@ local function wfReady(base, rid, nowS)
         parts[#parts + 1] = val
       end
     end
-    local input
-    if mode == 'v' then
-      input = parts[1] or 'null'
-    elseif mode == 'l' then
-      input = '[' .. table.concat(parts, ',') .. ']'
-    else
-      input = '{' .. table.concat(parts, ',') .. '}'
-    end
-    rcall('HSET', k, 'i', input)
+  end
+  if mode == 'v' then
+    return parts[1] or 'null'
+  elseif mode == 'l' then
+    return '[' .. table.concat(parts, ',') .. ']'
+  end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+local function wfReady(base, rid, nowS)
+  local k = base .. 'r:' .. rid
+  local v = rcall('HMGET', k, 'M', 'D', 'p')
+  local mode, deps, prio = v[1], v[2], v[3]
+  if mode then
+    rcall('HSET', k, 'i', wfJoin(base, rid, mode, deps))
   end
   rcall('HSET', k, 's', 'q', 'r', nowS)
   rcall('ZREM', base .. 'waiting', rid)
@@ -644,15 +675,112 @@ local function wfReady(base, rid, nowS)
 end
 
 --[[
-  Applies the end of run `rid` of a workflow (`ok`: succeeded with `result`, '' for none; else
-  failed or cancelled) to the runs that wait for it, and transitively to those it cancels or skips:
-  a resolved dependency is removed from the dependent's set (SREM: a second report removes
-  nothing), and the dependent is made ready only by the removal that empties the set. Returns
-  whether a run became queued.
+  The relay between slots (docs/workflows.md, "Redis Cluster"): an edge whose dependent is in
+  another queue (its `we:` field, and its line in the dependent's D and wd:, is then the full run
+  id `<queue>.<rid>`, where an edge within the queue names the 26-character rid) is not applied by
+  this script but recorded in this slot's outbox `wo`, one entry per edge:
+    token TAB dependent run id TAB dependency run id ('!' for the release of a root) TAB op TAB
+    policy TAB result
+  op d succeeded (with its result), f failed or cancelled, r retried (rewait), g release (a root
+  of a workflow over several queues, once its creation is complete). The token (INCR of `woN`, '@',
+  the caller's now) is unique; the dependent's slot remembers the entries it applied (`wr:<rid>`:
+  dependency '|' token), so an entry applied twice (a drain repeated after a crash between applying
+  and removing it) changes nothing. Drained by the broker (wfrelay.lua on the dependent's slot, then
+  LREM here).
 ]]
-local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
+local function wfRelayOut(base, d, src, op, pol, res, nowS)
+  local token = rcall('INCR', base .. 'woN') .. '@' .. nowS
+  rcall('RPUSH', base .. 'wo', token .. '\t' .. d .. '\t' .. src .. '\t' .. op .. '\t' .. pol .. '\t' .. res)
+end
+
+--[[
+  One edge: the end of dependency `src` (as the dependent's wd: names it; `srcId` its run id)
+  applied to waiting run `d` of this slot (`good`: succeeded with `res`; otherwise failed or
+  cancelled; `pol` the edge policy). A resolved dependency is removed from the dependent's set
+  (SREM: a second report removes nothing), and the dependent is made ready only by the removal that
+  empties the set. A dependent cancelled or skipped, or a spawning run whose awaited runs are all
+  done, is appended to `todo` (3 per run: rid, ok, result) for its own dependents and to `finished`
+  (see wfCascade), which finishes it once the cascade is done. Returns whether a run became queued.
+]]
+local function wfEdge(base, qp, chan, now, nowS, d, src, srcId, good, res, pol, todo, finished)
+  local dk = base .. 'r:' .. d
+  local v = redis.pcall('HMGET', dk, 's', 'W', 'C', 'A')
+  local ds, watched, ownRet, adopt = v[1], v[2], v[3], v[4]
+  if v['err'] then
+    return false
+  end
   local woke = false
-  local todo = { rid, ok, result }
+  if good or pol == 'k' then
+    -- Recorded whatever the dependent's state: one cancelled by another dependency keeps its
+    -- wait keys, and a retry of that dependency makes it wait again for what is still missing
+    -- (as SQLite marks the edge resolved). Made ready only while it waits.
+    local wd = base .. 'wd:' .. d
+    if rcall('SREM', wd, src) == 1 then
+      if good then
+        rcall('HSET', base .. 'wv:' .. d, src, res)
+      else
+        rcall('HSET', base .. 'wv:' .. d, src, '')
+      end
+      if ds == 'w' then
+        if rcall('SCARD', wd) == 0 then
+          if adopt then
+            -- A run that spawned runs (dynamic fan-out): it succeeds with their values.
+            local head = string.match(adopt, '^[^\n]*')
+            local mode, ret = string.match(head, '^([^\t]*)\t(.*)$')
+            local value = wfJoin(base, d, mode, string.sub(adopt, #head + 2))
+            rcall('HSET', dk, 's', 'd')
+            rcall('ZREM', base .. 'waiting', d)
+            rcall('DEL', wd, base .. 'wv:' .. d)
+            if value == 'null' then
+              finished[#finished + 1] = { dk, d, 'd', 'succeeded', tonumber(ret) or 0 }
+            else
+              finished[#finished + 1] = { dk, d, 'd', 'succeeded', tonumber(ret) or 0, nil, value }
+            end
+            todo[#todo + 1] = d
+            todo[#todo + 1] = true
+            todo[#todo + 1] = value
+          else
+            wfReady(base, d, nowS)
+            woke = true
+          end
+        end
+        notify(chan, qp, d, watched)
+      end
+    end
+  elseif ds == 'w' then
+    -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
+    rcall('ZREM', base .. 'waiting', d)
+    -- Finished once the cascade is done: a retention of 0 deletes it, and its edges with it.
+    local ret = tonumber(ownRet) or 86400000
+    if pol == 'c' then
+      rcall('HSET', dk, 's', 'c')
+      finished[#finished + 1] = { dk, d, 'c', 'cancelled', ret, dependencyFailedError(srcId) }
+      todo[#todo + 1] = d
+      todo[#todo + 1] = false
+    else
+      rcall('HSET', dk, 's', 'd')
+      finished[#finished + 1] = { dk, d, 'd', 'succeeded', ret }
+      todo[#todo + 1] = d
+      todo[#todo + 1] = true
+    end
+    todo[#todo + 1] = ''
+    notify(chan, qp, d, watched)
+  end
+  return woke
+end
+
+--[[
+  Applies the ends of runs of this slot listed in `todo` (3 per run: rid, ok, result; ok:
+  succeeded with result, '' for none; else failed or cancelled) to the runs that wait for them,
+  and transitively to those they cancel or skip; a dependent in another queue gets an outbox entry
+  instead (wfRelayOut). `finished` (may be nil) holds runs wfEdge ended; they are finished here,
+  once the cascade is done (finish deletes a run kept 0 ms, and its edge index): { key, rid, state
+  code, finished set, retention, error or nil, result or nil }. Returns whether a run became
+  queued, and whether an entry was written.
+]]
+local function wfCascade(base, qp, chan, now, nowS, todo, finished)
+  finished = finished or {}
+  local woke, relayed = false, false
   local i = 1
   while i <= #todo do
     local src, good, res = todo[i], todo[i + 1], todo[i + 2]
@@ -660,83 +788,80 @@ local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
     local edges = rcall('HGETALL', base .. 'we:' .. src)
     for j = 1, #edges, 2 do
       local d, pol = edges[j], edges[j + 1]
-      local dk = base .. 'r:' .. d
-      local v = redis.pcall('HMGET', dk, 's', 'W', 'C')
-      local ds, watched, ownRet = v[1], v[2], v[3]
-      if not v['err'] and (good or pol == 'k') then
-        -- Recorded whatever the dependent's state: one cancelled by another dependency keeps its
-        -- wait keys, and a retry of that dependency makes it wait again for what is still missing
-        -- (as SQLite marks the edge resolved). Made ready only while it waits.
-        local wd = base .. 'wd:' .. d
-        if rcall('SREM', wd, src) == 1 then
-          if good then
-            rcall('HSET', base .. 'wv:' .. d, src, res)
-          else
-            rcall('HSET', base .. 'wv:' .. d, src, '')
-          end
-          if ds == 'w' then
-            if rcall('SCARD', wd) == 0 then
-              wfReady(base, d, nowS)
-              woke = true
-            end
-            notify(chan, qp, d, watched)
-          end
-        end
-      elseif not v['err'] and ds == 'w' then
-        -- Its wait keys stay (until it is deleted): a retry of the failed step makes it wait again.
-        rcall('ZREM', base .. 'waiting', d)
-        local ret = tonumber(ownRet) or 86400000
-        if pol == 'c' then
-          finish(base, dk, d, 'c', 'cancelled', now, nowS, ret, nil, 'E', dependencyFailedError(qp .. src))
-          todo[#todo + 1] = d
-          todo[#todo + 1] = false
+      if #d ~= 26 then
+        if good then
+          wfRelayOut(base, d, qp .. src, 'd', pol, res, nowS)
         else
-          finish(base, dk, d, 'd', 'succeeded', now, nowS, ret, nil)
-          todo[#todo + 1] = d
-          todo[#todo + 1] = true
+          wfRelayOut(base, d, qp .. src, 'f', pol, '', nowS)
         end
-        todo[#todo + 1] = ''
-        notify(chan, qp, d, watched)
+        relayed = true
+      elseif wfEdge(base, qp, chan, now, nowS, d, src, qp .. src, good, res, pol, todo, finished) then
+        woke = true
       end
     end
   end
+  for _, f in ipairs(finished) do
+    if f[6] then
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil, 'E', f[6])
+    elseif f[7] then
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil, 'R', f[7])
+    else
+      finish(base, f[1], f[2], f[3], f[4], now, nowS, f[5], nil)
+    end
+  end
+  return woke, relayed
+end
+
+-- The end of run `rid` of a workflow applied to the runs that wait for it (see wfCascade).
+-- Returns whether a run became queued.
+local function wfResolve(base, qp, chan, now, nowS, rid, ok, result)
+  local woke = wfCascade(base, qp, chan, now, nowS, { rid, ok, result })
   return woke
 end
 
 --[[
   Retry from a step: run `rid` of a workflow was replayed; the runs its failure cancelled (reason
   dependency_failed), transitively, wait again. Their wait sets still hold the replayed runs, and
-  the results of the dependencies that succeeded are still in wv:.
+  the results of the dependencies that succeeded are still in wv:. A dependent in another queue
+  gets an outbox entry (op r: its slot applies the same, wfRewaitFrom).
 ]]
-local function wfRewait(base, rid)
+local function wfRewait(base, qp, rid, nowS)
   local rerun = { rid }
   local seen = { [rid] = true }
   local i = 1
   while i <= #rerun do
-    local edges = rcall('HGETALL', base .. 'we:' .. rerun[i])
+    local src = rerun[i]
+    local edges = rcall('HGETALL', base .. 'we:' .. src)
     i = i + 1
     for j = 1, #edges, 2 do
       local d = edges[j]
-      local k = base .. 'r:' .. d
-      local v = redis.pcall('HMGET', k, 's', 'E')
-      local ds, err = v[1], v[2]
-      if not seen[d] and not v['err'] and ds == 'c' and err and string.find(err, '"reason":"dependency_failed"', 1, true) then
-        seen[d] = true
-        rerun[#rerun + 1] = d
-        rcall('HSET', k, 's', 'w')
-        rcall('HDEL', k, 'f', 'x', 'E')
-        rcall('PERSIST', k)
-        rcall('ZREM', base .. 'cancelled', d)
-        rcall('ZADD', base .. 'waiting', ridTime(d), d)
+      if #d ~= 26 then
+        wfRelayOut(base, d, qp .. src, 'r', edges[j + 1], '', nowS)
+      else
+        local k = base .. 'r:' .. d
+        local v = redis.pcall('HMGET', k, 's', 'E')
+        local ds, err = v[1], v[2]
+        if not seen[d] and not v['err'] and ds == 'c' and err and string.find(err, '"reason":"dependency_failed"', 1, true) then
+          seen[d] = true
+          rerun[#rerun + 1] = d
+          rcall('HSET', k, 's', 'w')
+          rcall('HDEL', k, 'f', 'x', 'E')
+          rcall('PERSIST', k)
+          rcall('ZREM', base .. 'cancelled', d)
+          rcall('ZADD', base .. 'waiting', ridTime(d), d)
+        end
       end
     end
   end
   for n = 2, #rerun do
     local d = rerun[n]
-    local deps = rcall('HGET', base .. 'r:' .. d, 'D') or ''
+    local v = rcall('HMGET', base .. 'r:' .. d, 'D', 'A')
+    local own, awaited = v[1], v[2]
+    -- A: a spawning run's head line, then what it awaits
+    local deps = (own or '') .. '\n' .. (awaited or '')
     for line in string.gmatch(deps, '[^\n]+') do
       local dep = string.match(line, '^([^\t]*)\t')
-      if seen[dep] then
+      if dep and seen[dep] then
         rcall('SADD', base .. 'wd:' .. d, dep)
         rcall('HDEL', base .. 'wv:' .. d, dep)
       end
@@ -745,10 +870,219 @@ local function wfRewait(base, rid)
 end
 
 --[[
+  The relay applied on the dependent's slot (wfrelay.lua): op r of dependency `src` (a run id):
+  run `d`, if its failure cancelled it (reason dependency_failed), waits again for `src`, and what
+  it cancelled in turn (wfRewait). A run waiting already is left as it is.
+]]
+local function wfRewaitFrom(base, qp, d, src, nowS)
+  local k = base .. 'r:' .. d
+  local v = redis.pcall('HMGET', k, 's', 'E')
+  local ds, err = v[1], v[2]
+  if v['err'] or ds ~= 'c' or not err or not string.find(err, '"reason":"dependency_failed"', 1, true) then
+    return
+  end
+  rcall('HSET', k, 's', 'w')
+  rcall('HDEL', k, 'f', 'x', 'E')
+  rcall('PERSIST', k)
+  rcall('ZREM', base .. 'cancelled', d)
+  rcall('ZADD', base .. 'waiting', ridTime(d), d)
+  rcall('SADD', base .. 'wd:' .. d, src)
+  rcall('HDEL', base .. 'wv:' .. d, src)
+  wfRewait(base, qp, d, nowS)
+end
+
+--[[
+  A root of a workflow over several queues is created waiting for '!' (its workflow not complete
+  yet); its release removes that: the run is queued (or scheduled at its runAt, field r), unless it
+  was cancelled meanwhile. Returns whether it was queued or scheduled.
+]]
+local function wfRelease(base, qp, chan, rid, now, nowS)
+  local k = base .. 'r:' .. rid
+  local wd = base .. 'wd:' .. rid
+  if rcall('SREM', wd, '!') == 0 then
+    return false
+  end
+  local v = rcall('HMGET', k, 's', 'r', 'W')
+  local state, runAtS, watched = v[1], v[2], v[3]
+  if state ~= 'w' or rcall('SCARD', wd) > 0 then
+    return false
+  end
+  local runAt = tonumber(runAtS)
+  if runAt and runAt > now then
+    rcall('HSET', k, 's', 's')
+    rcall('ZREM', base .. 'waiting', rid)
+    rcall('DEL', wd, base .. 'wv:' .. rid)
+    rcall('ZADD', base .. 'sched', runAtS, rid)
+  else
+    wfReady(base, rid, nowS)
+  end
+  notify(chan, qp, rid, watched)
+  return true
+end
+
+-- Fails an unreadable run (not a hash, or lacking task or input) with reason `corrupt`.
+-- A run of a workflow failed so reaches the runs that wait for it, as any terminal failure does
+-- (before it is finished: with retention 0 that deletes it and its edges). Returns whether a run
+-- became queued.
+local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc, chan)
+  local err = corruptError(id, why)
+  local woke = wfResolve(base, string.sub(id, 1, #id - #rid), chan, now, nowS, rid, false, '')
+  if rcall('TYPE', k)['ok'] ~= 'hash' then
+    rcall('DEL', k)
+  else
+    rcall('HDEL', k, 'o')
+  end
+  finish(base, k, rid, 'f', 'failed', now, nowS, ret, nil, 'E', err)
+  if acc then
+    statAdd(acc, 'f', 1)
+  end
+  return woke
+end
+
+--[[
+  Creates run `rid` of workflow `wfId` (wfcreate.lua, and the runs a spawn creates): queued, or
+  scheduled when runAtS is later than now, or waiting when it has dependencies (deps: lines as D):
+  in `waiting`, its dependencies in wd:<rid>, itself in the we: edge index of each of them.
+  e: enqueuedAt ('' when it is the time in the id); tp: traceparent (''); cret: retention once
+  cancelled; mode: inputFrom ('', v, l, o); ik, ittl: its idempotency key ('' for none) and how
+  long it is held (ms; the caller checked it is free). `held`: a root of a workflow over several
+  queues, created waiting for '!' (its release, wfRelease) with its runAt kept in r. A dependency in
+  another queue (named by its full run id) is in wd: and D only: its edge index is in its own slot.
+  Returns whether idle workers must be woken.
+]]
+local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cret, mode, deps, ik, ittl, held)
+  local k = base .. 'r:' .. rid
+  local state
+  if deps ~= '' or held then
+    state = 'w'
+  elseif tonumber(runAtS) > now then
+    state = 's'
+  else
+    state = 'q'
+  end
+  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
+  if p ~= '0' then
+    f[#f + 1] = 'p'
+    f[#f + 1] = p
+  end
+  if e ~= '' then
+    f[#f + 1] = 'e'
+    f[#f + 1] = e
+  end
+  if state == 's' or (held and tonumber(runAtS) > now) then
+    f[#f + 1] = 'r'
+    f[#f + 1] = runAtS
+  end
+  if tp ~= '' then
+    f[#f + 1] = 'c'
+    f[#f + 1] = tp
+  end
+  if mode ~= '' then
+    f[#f + 1] = 'M'
+    f[#f + 1] = mode
+  end
+  if deps ~= '' then
+    f[#f + 1] = 'D'
+    f[#f + 1] = deps
+  end
+  if ik ~= '' then
+    f[#f + 1] = 'k'
+    f[#f + 1] = ik
+    rcall('SET', base .. 'ik:' .. task .. ':' .. ik, rid, 'PX', ittl)
+  end
+  rcall('HSET', k, unpack(f))
+  if state == 'w' then
+    rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+    if held then
+      rcall('SADD', base .. 'wd:' .. rid, '!')
+    end
+    for line in string.gmatch(deps, '[^\n]+') do
+      local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+      rcall('SADD', base .. 'wd:' .. rid, dep)
+      if #dep == 26 then
+        rcall('HSET', base .. 'we:' .. dep, rid, pol)
+      end
+    end
+    return false
+  elseif state == 's' then
+    local first = rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
+    rcall('ZADD', base .. 'sched', runAtS, rid)
+    return not first[2] or tonumber(runAtS) < tonumber(first[2])
+  end
+  pushQueued(base, rid, p, false)
+  return true
+end
+
+--[[
+  Dynamic fan-out (docs/workflows.md): the held run `rid` (hash k) ends its attempt (the history
+  gets it, outcome `spawned`) by creating the runs of `payload` (see spawnPayload in workflows.ts)
+  and waiting, in `waiting`, for those it awaits: wd:/we: as for a dependency, and field A (a head
+  line `<mode> TAB <retention ms>`, then one line per awaited run as in D), which wfResolve reads to
+  finish it with their values. The runs join its workflow (G), or one named by its own id. Nothing
+  is written when a run id is taken: returns false and that id. Else returns whether idle workers
+  must be woken.
+]]
+local function wfSpawn(base, qp, now, nowS, rid, k, payload, retS, worker, att, started, acc)
+  local sp = cjson.decode(payload)
+  for _, r in ipairs(sp.r) do
+    if rcall('EXISTS', base .. 'r:' .. r[1]) == 1 then
+      return false, r[1]
+    end
+  end
+  local wf = rcall('HGET', k, 'G')
+  if not wf then
+    wf = qp .. rid
+    rcall('HSET', k, 'G', wf)
+  end
+  local wk = base .. 'wf:' .. string.sub(wf, -26)
+  local listed = rcall('HGET', wk, 'r')
+  local rids = {}
+  if not listed then
+    rids[1] = rid
+    rcall('HSET', wk, 't', nowS, 'n', 1)
+  end
+  local wakeUp = false
+  for _, r in ipairs(sp.r) do
+    rids[#rids + 1] = r[1]
+    if wfAddRun(base, wf, now, r[1], r[2], r[3], r[4], r[5], '', r[6], r[7], r[8], r[9], '', '', false) then
+      wakeUp = true
+    end
+  end
+  if listed then
+    rcall('HSET', wk, 'r', listed .. ',' .. table.concat(rids, ','))
+  else
+    rcall('HSET', wk, 'r', table.concat(rids, ','))
+  end
+  rcall('HINCRBY', wk, 'n', #sp.r)
+  statAdd(acc, 'e', #sp.r)
+  -- What an earlier spawn of this run (replayed since) awaited is forgotten.
+  local old = rcall('HGET', k, 'A')
+  if old then
+    for line in string.gmatch(old, '[^\n]+') do
+      local dep = string.match(line, '^([^\t]*)\t[^\t]*\t')
+      if dep then
+        rcall('HDEL', base .. 'we:' .. dep, rid)
+      end
+    end
+  end
+  rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  for line in string.gmatch(sp.d, '[^\n]+') do
+    local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+    rcall('SADD', base .. 'wd:' .. rid, dep)
+    rcall('HSET', base .. 'we:' .. dep, rid, pol)
+  end
+  local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'spawned')
+  rcall('HSET', k, 's', 'w', 'A', sp.m .. '\t' .. retS .. '\n' .. sp.d, 'h', h, 'r', nowS)
+  rcall('HDEL', k, 'o')
+  rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+  return wakeUp
+end
+
+--[[
   Records the outcomes of leased runs of one queue (the settle transition, also applied by reserve
   before it leases). Items are ARGV[from], ARGV[from + 1], ... up to `to`, 5 per item: rid,
-  attempt, outcome (s succeeded, f failed, r retry), payload (result JSON, '' for null; or error
-  JSON), retentionMs (s, f) or runAt (r). Each item is applied only if the run is active with
+  attempt, outcome (s succeeded, f failed, r retry, w spawned), payload (result JSON, '' for null;
+  or error JSON; or the spawn's JSON, see wfSpawn), retentionMs (s, f, w) or runAt (r). Each item is applied only if the run is active with
   this worker and attempt; otherwise it is lost and nothing is written. Appends one status per
   item to `out` (1 applied, 0 lost), counts outcomes and run times in `acc`, and returns whether
   a run became queued, or scheduled before every other scheduled run (then idle workers must be
@@ -782,10 +1116,22 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
       statLatency(acc, 'u', now - (tonumber(started) or now))
       -- Fan-in and failure propagation, in this script (docs/workflows.md); before the run is
       -- finished, which deletes it (and its edges) at once when its retention is 0.
-      if wf and kind ~= 'r' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
+      if wf and kind ~= 'r' and kind ~= 'w' and wfResolve(base, qp, chan, now, nowS, rid, kind == 's', payload) then
         wakeUp = true
       end
-      if kind == 's' then
+      if kind == 'w' then
+        -- A spawn: its dependents are resolved when it finishes with the values of what it awaits.
+        local woke, taken = wfSpawn(base, qp, now, nowS, rid, k, payload, numS, worker, att, started, acc)
+        if taken then
+          statAdd(acc, 'f', 1)
+          if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+            wakeUp = true
+          end
+          finish(base, k, rid, 'f', 'failed', now, nowS, num, batch, 'E', spawnRefusedError(qp .. taken))
+        elseif woke then
+          wakeUp = true
+        end
+      elseif kind == 's' then
         statAdd(acc, 'd', 1)
         if att ~= '1' then
           rcall('HDEL', k, 'E') -- the error of an earlier attempt

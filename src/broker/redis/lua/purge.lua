@@ -13,7 +13,8 @@
   ARGV[4] run id prefix `<queue>.`
   ARGV[5] now
 
-  Returns { deleted, more (1 when a limit was reached: call again) }.
+  Returns { deleted, more (1 when a limit was reached: call again), relay (1 when this queue's relay
+  outbox holds entries: see wfRelayOut in common.lua) }.
 ]]
 --!keys 2
 --!include common.lua: dropRun, flowReady, wake, wfResolve
@@ -107,4 +108,4 @@ end
 if woke then
   wake(base)
 end
-return { deleted, more }
+return { deleted, more, redis.call('EXISTS', base .. 'wo') }

@@ -12,7 +12,8 @@
        worker, startedAt = now, open attempt, lease expiry in `active`.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
-  `corrupt` and the script goes on. Steps 1 and 2 handle at most `limit` runs each per call; when
+  `corrupt` and the script goes on (a run of a workflow so failed reaches the runs waiting for it,
+  as any terminal failure does). Steps 1 and 2 handle at most `limit` runs each per call; when
   more are pending, nextAt is `now` so that the caller comes back at once.
   When queued runs remain after step 3, leaves a wake-up token (another idle worker takes them).
 
@@ -40,10 +41,12 @@
             none remain, more than 0 when some do),
             m (the outcomes given), then m statuses (1 applied, 0 lost, as settle.lua returns),
             then 8 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
-            time in the run id), traceparent ('' for none), schedule mark ('' for none) }
+            time in the run id), traceparent ('' for none), schedule mark ('' for none),
+            then 1 when this queue's relay outbox holds entries (a workflow over several queues:
+            the caller drains it, see wfRelayOut in common.lua), else 0 }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowGcra, flowSetTat, wfResolve
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, flowReady, flowGroupReady, flowFree, flowForget, flowGcra, flowSetTat, wfResolve
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -70,6 +73,7 @@ if rcall('EXISTS', KEYS[4]) == 1 then
     wake(base)
   end
   out[1] = -1
+  out[#out + 1] = rcall('EXISTS', base .. 'wo')
   return out
 end
 
@@ -91,7 +95,9 @@ if #due > 0 then
     local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g')
     local state, prio, watched, g = v[1], v[2], v[3], v[4]
     if v['err'] then
-      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+      if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
+        wakeUp = true
+      end
     elseif state == 's' then
       rcall('HSET', k, 's', 'q')
       pushQueued(base, rid, prio or '0', false, g)
@@ -116,7 +122,9 @@ if #expired > 0 then
     local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g', 'G')
     local state, prio, watched, att, holder, started, lost, hist, g, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
     if v['err'] then
-      failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+      if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
+        wakeUp = true
+      end
     elseif state == 'a' then
       if g then
         flowFree(base, k, g)
@@ -153,7 +161,9 @@ local function lease(rid, p)
   local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S')
   local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
   if v['err'] then
-    failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc)
+    if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
+      wakeUp = true
+    end
   elseif state == 'q' and task and input then
     local a = (tonumber(attempts) or 0) + 1
     rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
@@ -178,7 +188,9 @@ local function lease(rid, p)
     statLatency(acc, 'w', now - since)
     return true
   elseif state == 'q' or (not state and (task or input)) then
-    failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc)
+    if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc, chan) then
+      wakeUp = true
+    end
   end
   -- Otherwise the run is gone or no longer queued (a stale entry): skipped.
   return false
@@ -234,61 +246,138 @@ if max > 0 and flowOn then
       gtat = tonumber(rcall('GET', base .. 'fT|' .. g))
     end
     local started, heldUntil = 0, nil
-    while n < max and (gc <= 0 or ga < gc) do
-      local gnext = nil
-      if grate then
-        local ok, v = flowGcra(grate, gtat, now)
-        if not ok then
-          heldUntil = v
-          break
-        end
-        gnext = v
+    -- Keys are taken from the ring as many at once as the call (and the group) has slots for,
+    -- each served one run in ring order; those served and still ready go back at the end of the
+    -- ring in one ZADD, then the next keys are taken (so a key comes round again within a call
+    -- only after every other ready key, as one key at a time would have it). Keys taken but not
+    -- reached (the group's rate ran out) go back with their own turns: at the front, as they were.
+    local stop = false
+    while not stop and n < max and (gc <= 0 or ga < gc) do
+      local want = max - n
+      if gc > 0 and gc - ga < want then
+        want = gc - ga
       end
-      local y = rcall('ZPOPMIN', keyRing)[1]
-      if not y then
+      local taken = rcall('ZPOPMIN', keyRing, want)
+      if #taken == 0 then
         break
       end
-      local kh, q = base .. 'fk|' .. g .. '|' .. y, base .. 'fq|' .. g .. '|' .. y
-      local kv = rcall('HMGET', kh, 'a', 'c', 'r')
-      local kaS, kcS, krate = kv[1], kv[2], kv[3]
-      local ka, kc = tonumber(kaS) or 0, tonumber(kcS) or 0
-      local kok, kval = true, nil
-      if krate then
-        kok, kval = flowGcra(krate, tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y)), now)
-      end
-      if kc > 0 and ka >= kc then
-        -- At its limit (lowered by a newer run while the key was in the ring): out of the ring
-        -- (popped) until one of its runs frees a slot.
-      elseif not kok then
-        -- Over its rate: out of the ring (popped) into the waiting set.
-        rcall('HSET', kh, 'w', '1')
-        rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
-      else
-        local rid = rcall('LPOP', q)
-        if rid then
-          popped = popped + 1
-          if lease(rid, nil) then
-            ka = ka + 1
-            ga = ga + 1
-            started = started + 1
-            rcall('HINCRBY', kh, 'a', 1)
-            if grate then
-              gtat = gnext
+      local back, restore = {}, {}
+      for i = 1, #taken, 2 do
+        local y = taken[i]
+        local gnext, gok = nil, not stop
+        if gok and grate then
+          local ok, v = flowGcra(grate, gtat, now)
+          if ok then
+            gnext = v
+          else
+            -- The group's rate: over it, the group waits out of the ring (all its keys with it).
+            heldUntil, gok, stop = v, false, true
+          end
+        end
+        if not gok then
+          restore[#restore + 1] = taken[i + 1]
+          restore[#restore + 1] = y
+        else
+          local kh, q = base .. 'fk|' .. g .. '|' .. y, base .. 'fq|' .. g .. '|' .. y
+          local kv = rcall('HMGET', kh, 'a', 'c', 'r', 't')
+          local kaS, kcS, krate = kv[1], kv[2], kv[3]
+          local ka, kc = tonumber(kaS) or 0, tonumber(kcS) or 0
+          local kok, kval = true, nil
+          if krate then
+            -- The key's GCRA time: in its hash while it has one, else (a key forgotten and back) in ft|.
+            local tat = tonumber(kv[4])
+            if not tat then
+              tat = tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y))
             end
-            if krate then
-              flowSetTat(base .. 'ft|' .. g .. '|' .. y, kval, now)
+            kok, kval = flowGcra(krate, tat, now)
+          end
+          if kc > 0 and ka >= kc then
+            -- At its limit (lowered by a newer run while the key was in the ring): out of the ring
+            -- (taken) until one of its runs frees a slot.
+          elseif not kok then
+            -- Over its rate: out of the ring (taken) into the waiting set.
+            rcall('HSET', kh, 'w', '1')
+            rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
+          else
+            -- One run; or, when this key is the only one ready in its group, as many as the call,
+            -- its limit and the rates allow, in one pass (turns would have served it alone anyway).
+            -- The GCRA times after each start are stepped here: the first start was admitted above.
+            local take = 1
+            if #taken == 2 and want > 1 and rcall('ZCARD', keyRing) == 0 then
+              take = want
+              if kc > 0 and kc - ka < take then
+                take = kc - ka
+              end
+            end
+            local kts, gts = { kval }, { gnext }
+            local kHeld, gHeld = nil, nil
+            for st = 2, take do
+              if krate then
+                local ok, v = flowGcra(krate, kts[st - 1], now)
+                if not ok then
+                  kHeld, take = v, st - 1
+                  break
+                end
+                kts[st] = v
+              end
+              if grate then
+                local ok, v = flowGcra(grate, gts[st - 1], now)
+                if not ok then
+                  gHeld, take = v, st - 1
+                  break
+                end
+                gts[st] = v
+              end
+            end
+            local rids
+            if take == 1 then
+              local r = rcall('LPOP', q)
+              rids = r and { r } or {}
+            else
+              rids = rcall('LPOP', q, take) or {}
+            end
+            local done = 0
+            for _, rid in ipairs(rids) do
+              popped = popped + 1
+              if lease(rid, nil) then
+                done = done + 1
+              end
+            end
+            if done > 0 then
+              ka = ka + done
+              ga = ga + done
+              started = started + done
+              if krate then
+                rcall('HSET', kh, 'a', fmt('%d', ka), 't', fmt('%.17g', kts[done]))
+              else
+                rcall('HINCRBY', kh, 'a', done)
+              end
+              if grate then
+                gtat = gts[done]
+              end
+            end
+            -- Every start planned was made and a rate stopped the plan: the key (or the group)
+            -- waits for it now rather than at the next pass.
+            local full = done == take and #rids == take
+            local len = rcall('LLEN', q)
+            if len > 0 and (kc <= 0 or ka < kc) and kHeld and full then
+              rcall('HSET', kh, 'w', '1')
+              rcall('ZADD', flowWaitK, kHeld, g .. '|' .. y)
+            elseif len > 0 and (kc <= 0 or ka < kc) then
+              turn = turn + 1
+              back[#back + 1] = turn
+              back[#back + 1] = y
+            elseif len == 0 and ka <= 0 then
+              flowForget(base, g, y, kh, kv[4])
+            end
+            if gHeld and full then
+              heldUntil, stop = gHeld, true
             end
           end
         end
-        local len = rcall('LLEN', q)
-        if len > 0 and (kc <= 0 or ka < kc) then
-          turn = turn + 1
-          rcall('ZADD', keyRing, turn, y)
-        elseif len == 0 and ka <= 0 then
-          rcall('DEL', kh)
-          rcall('SREM', base .. 'fS', g .. '|' .. y)
-        end
       end
+      bulk('ZADD', keyRing, back, 2000)
+      bulk('ZADD', keyRing, restore, 2000)
     end
     if started > 0 then
       rcall('HINCRBY', gh, 'a', started)
@@ -402,4 +491,5 @@ end
 statFlush(base, now, acc)
 out[1] = nextAt
 out[2] = queued
+out[#out + 1] = rcall('EXISTS', base .. 'wo')
 return out

@@ -13,7 +13,8 @@
   ARGV[4] run id
   ARGV[5] now (the run is due from then)
 
-  Returns { 'Q' } when queued, { 'S', state code } when the run is neither failed nor cancelled,
+  Returns { 'Q', '', relay } when queued (relay 1 when this queue's relay outbox holds entries: see
+  wfRelayOut in common.lua), { 'S', state code } when the run is neither failed nor cancelled,
   { 'R', origin } when it was recorded from elsewhere (field O, see record.lua), { 'N' } when there
   is no such run, { 'X' } when the stored run is unreadable.
 ]]
@@ -41,7 +42,7 @@ end
 local zset = s == 'f' and 'failed' or 'cancelled'
 replay(base, k, rid, ARGV[4], ARGV[3], ARGV[5], zset, prio, watched, open, hist, att, holder, started, finished, err)
 if wf then
-  wfRewait(base, rid)
+  wfRewait(base, string.sub(ARGV[4], 1, #ARGV[4] - #rid), rid, ARGV[5])
 end
 wake(base)
-return { 'Q' }
+return { 'Q', '', rcall('EXISTS', base .. 'wo') }

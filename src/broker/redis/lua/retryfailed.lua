@@ -15,7 +15,8 @@
   ARGV[6] run id prefix `<queue>.`
   ARGV[7] now (the runs are due from then)
 
-  Returns { replayed, skipped, scanned }.
+  Returns { replayed, skipped, scanned, relay } (relay 1 when this queue's relay outbox holds
+  entries: see wfRelayOut in common.lua).
 ]]
 --!keys 1
 --!include common.lua: rcall, wake, replay, wfRewait
@@ -39,7 +40,7 @@ for _, rid in ipairs(rids) do
     replay(base, k, rid, qp .. rid, chan, ARGV[7], 'failed', prio, watched, open, hist, att, holder, started, finished, err)
     if wf then
       -- Retry from a step (docs/workflows.md): what its failure cancelled waits again.
-      wfRewait(base, rid)
+      wfRewait(base, qp, rid, ARGV[7])
     end
     replayed = replayed + 1
   end
@@ -47,4 +48,4 @@ end
 if replayed > 0 then
   wake(base)
 end
-return { replayed, skipped, #rids }
+return { replayed, skipped, #rids, rcall('EXISTS', base .. 'wo') }

@@ -5,7 +5,8 @@
     succeeded: result stored (none when null), finished (see `finish` in common.lua);
     failed:    error stored, finished;
     retry:     error stored, the attempt appended to the history, scheduled at runAt (queued at
-               once when runAt <= now).
+               once when runAt <= now);
+    spawned:   runs created and the run waiting for some of them (wfSpawn in common.lua).
   A succeeded or failed attempt stays the run's open attempt (see `o` in common.lua): no history
   is written on this, the hot path. The work is done by `settleItems` (common.lua), which reserve
   also applies to the outcomes a worker sends along with its next reservation.
@@ -20,13 +21,15 @@
   ARGV[3] now
   ARGV[4] events channel (watched runs)
   ARGV[5] run id prefix `<queue>.`
-  then 5 per item: rid, attempt, outcome (s succeeded, f failed, r retry),
-    payload (result JSON, '' for null; or error JSON), retentionMs (s, f) or runAt (r)
+  then 5 per item: rid, attempt, outcome (s succeeded, f failed, r retry, w spawned),
+    payload (result JSON, '' for null; or error JSON; or the spawn, see wfSpawn), retentionMs (s, f, w)
+    or runAt (r)
 
-  Returns one integer per item: 1 applied, 0 lost.
+  Returns one integer per item: 1 applied, 0 lost; then 1 when this queue's relay outbox holds
+  entries (a workflow over several queues: the caller drains it, see wfRelayOut in common.lua), else 0.
 ]]
 --!keys 2
---!include common.lua: statFlush, wake, settleItems
+--!include common.lua: rcall, statFlush, wake, settleItems
 local nowS = ARGV[3]
 local now = tonumber(nowS)
 local out = {}
@@ -36,4 +39,5 @@ statFlush(ARGV[1], now, acc)
 if wakeUp then
   wake(ARGV[1])
 end
+out[#out + 1] = rcall('EXISTS', ARGV[1] .. 'wo')
 return out

@@ -7,7 +7,11 @@ import { h, link, replace, trunc } from '../dom.ts';
 import { duration, num, percent, rate } from '../format.ts';
 import { ROOT } from '../base.ts';
 
-const STATES: RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
+/** The columns of the queue table: every run state, in the order of the run model (`RUN_STATES`). */
+const STATES: RunState[] = ['waiting', 'queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
+const STATE_TITLES: Partial<Record<RunState, string>> = {
+  waiting: 'Workflow steps waiting for the steps they depend on',
+};
 
 function runsHref(params: Record<string, string>): string {
   return `${ROOT}/runs?${new URLSearchParams(params).toString()}`;
@@ -132,7 +136,7 @@ export function overviewPage(ctx: Ctx): Page {
       'tr',
       null,
       h('th', { class: 'col-name' }, 'Queue'),
-      ...STATES.map((s) => h('th', { class: 'num' }, s)),
+      ...STATES.map((s) => h('th', { class: 'num', title: STATE_TITLES[s] }, s)),
       h('th', { class: 'num', title: 'Runs finished per minute, last 5 minutes' }, 'per min'),
       h('th', { class: 'num', title: `Failed / finished, last ${o.windowMinutes} minutes` }, 'failure'),
       h(

@@ -1,0 +1,157 @@
+/**
+ * What flow control costs the broker, without a worker: `runs` runs enqueued (batches of 1,000),
+ * then leased `batch` at a time by `reserve` calls that carry the outcomes of an earlier batch (as
+ * the worker sends them, `depth` batches in flight), with and without limits, alternated round by
+ * round on the same broker kind. Limits: `keys` keys, each limited far above what binds (1,000
+ * active, 1,000,000 starts/s); `--mode global` a global rate that never binds instead.
+ * Redis: server CPU per run (INFO cpu), EVALSHA time per run, and the Redis commands the scripts
+ * called per run (INFO commandstats), on a redis-server of its own. SQLite: this process's CPU per
+ * run (in process, a file in /tmp). Medians over the rounds.
+ *
+ * `--before DIR`: a third column, limits on with the broker code of another checkout (e.g. a
+ * `git archive` of an earlier commit with this checkout's node_modules linked in), alternated with
+ * the others in the same rounds, so that before and after are measured under the same load.
+ *
+ *   node bench/tools/flow-cost.ts [--broker redis|sqlite] [--runs 20000] [--keys 1000] [--mode keys|global]
+ *                                 [--batch 25] [--depth 2] [--rounds 5] [--commands true] [--before DIR]
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { connectBroker } from '../../src/broker/connect.ts';
+import type { Broker, FlowSpec, Settlement } from '../../src/broker/types.ts';
+import { startRedis } from '../lib/redis-server.ts';
+
+const { values } = parseArgs({
+  options: {
+    broker: { type: 'string', default: 'redis' },
+    runs: { type: 'string', default: '20000' },
+    keys: { type: 'string', default: '1000' },
+    mode: { type: 'string', default: 'keys' },
+    batch: { type: 'string', default: '25' },
+    depth: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '5' },
+    commands: { type: 'string', default: 'true' },
+    before: { type: 'string' },
+  },
+});
+const runs = Number(values.runs);
+const keys = Number(values.keys);
+const batch = Number(values.batch);
+const depth = Number(values.depth);
+const rounds = Number(values.rounds);
+const onRedis = values.broker === 'redis';
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const cpuNow = () => {
+  const c = process.cpuUsage();
+  return c.user + c.system;
+};
+
+function flowOf(j: number): FlowSpec {
+  if (values.mode === 'global') return { group: 'bench_noop', key: '', groupRate: { interval: 0.001, burst: 1_000_000 } };
+  return { group: 'bench_noop', key: String(j % keys), concurrency: 1_000, rate: { interval: 0.001, burst: 1_000_000 } };
+}
+
+const redis = onRedis ? await startRedis() : undefined;
+const dir = mkdtempSync('/tmp/errand-flow-cost-');
+let seq = 0;
+type Mode = 'off' | 'on' | 'before';
+const figures: Record<Mode, { cpu: number[]; script: number[]; commands: Record<string, number>[] }> = {
+  off: { cpu: [], script: [], commands: [] },
+  on: { cpu: [], script: [], commands: [] },
+  before: { cpu: [], script: [], commands: [] },
+};
+const connectBefore = values.before
+  ? ((await import(join(values.before, 'src/broker/connect.ts'))) as { connectBroker: typeof connectBroker }).connectBroker
+  : undefined;
+const modes: Mode[] = connectBefore ? ['off', 'before', 'on'] : ['off', 'on'];
+try {
+  for (let r = 0; r < rounds; r++) {
+    for (const mode of r % 2 ? [...modes].reverse() : modes) {
+      const connect = mode === 'before' ? connectBefore! : connectBroker;
+      let broker: Broker;
+      if (redis) {
+        await redis.flush();
+        broker = await connect(redis.url);
+      } else broker = await connect(`sqlite:${join(dir, `f${++seq}.db`)}`);
+      try {
+        const input = JSON.stringify({ username: 'u', email: 'u@example.com' });
+        for (let i = 0; i < runs; i += 1000) {
+          const now = Date.now();
+          const chunk = [];
+          for (let j = i; j < Math.min(runs, i + 1000); j++)
+            chunk.push({
+              id: `bench.${ulidish(now, j)}`,
+              task: 'bench_noop',
+              queue: 'bench',
+              input,
+              priority: 0,
+              runAt: now,
+              ...(mode !== 'off' ? { flow: flowOf(j) } : {}),
+            });
+          await broker.enqueue(chunk, now);
+        }
+        if (redis) await redis.client.config('RESETSTAT');
+        const cpu0 = redis ? await redis.cpuUs() : cpuNow();
+        const held: Settlement[][] = [];
+        let done = 0;
+        let draining = false;
+        for (;;) {
+          const settle = held.length >= depth || draining ? (held.shift() ?? []) : [];
+          const now = Date.now();
+          const res = await broker.reserve({ workerId: 'w1', queues: ['bench'], max: batch, leaseMs: 30_000, now, settle });
+          done += settle.length;
+          if (res.runs.length === 0 && held.length === 0) break;
+          if (res.runs.length)
+            held.push(res.runs.map((run) => ({ id: run.id, attempt: run.attempt, outcome: 'succeeded', result: null, retentionMs: 0 })));
+          else draining = true;
+        }
+        if (done !== runs) throw new Error(`${done} runs settled of ${runs}`);
+        const cpuUs = (redis ? await redis.cpuUs() : cpuNow()) - cpu0;
+        figures[mode]!.cpu.push(cpuUs / done);
+        if (redis) {
+          const stats = await redis.commandStats();
+          figures[mode]!.script.push((stats.evalsha?.usec ?? 0) / done);
+          const calls: Record<string, number> = {};
+          for (const [c, v] of Object.entries(stats)) if (c !== 'evalsha' && c !== 'info' && c !== 'config') calls[c] = v.calls / done;
+          figures[mode]!.commands.push(calls);
+        }
+        console.log(
+          `round ${r + 1} ${mode}: ${redis ? 'Redis' : 'process'} CPU ${(cpuUs / done).toFixed(2)} us/run${redis ? `, EVALSHA ${figures[mode]!.script.at(-1)!.toFixed(2)} us/run` : ''}`,
+        );
+      } finally {
+        await broker.close();
+      }
+    }
+  }
+  for (const mode of modes) {
+    const f = figures[mode]!;
+    const range = `${Math.min(...f.cpu).toFixed(1)} to ${Math.max(...f.cpu).toFixed(1)}`;
+    console.log(
+      `${mode !== 'off' ? `limits (${values.mode === 'global' ? 'global rate' : `${keys} keys`})${mode === 'before' ? ', before' : ''}` : 'no limits'}: ${redis ? 'Redis' : 'process'} CPU median ${median(f.cpu).toFixed(2)} us/run (${range})${redis ? `, EVALSHA ${median(f.script).toFixed(2)} us/run` : ''}`,
+    );
+    if (redis && values.commands === 'true') {
+      const last = f.commands.at(-1) ?? {};
+      console.log(
+        `  commands per run: ${Object.entries(last)
+          .filter(([, v]) => v >= 0.01)
+          .sort((a, b) => b[1] - a[1])
+          .map(([c, v]) => `${c} ${v.toFixed(2)}`)
+          .join(', ')}`,
+      );
+    }
+  }
+} finally {
+  await redis?.stop();
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** A run id part: 10 time characters and 16 more, unique per j. */
+function ulidish(now: number, j: number): string {
+  const A = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+  let t = '';
+  for (let i = 0, v = now; i < 10; i++, v = Math.floor(v / 32)) t = A[v % 32] + t;
+  let s = '';
+  for (let i = 0, v = j; i < 16; i++, v = Math.floor(v / 32)) s = A[v % 32] + s;
+  return t + s;
+}
