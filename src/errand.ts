@@ -4,14 +4,16 @@ import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 import { guardBroker } from './broker/shared/guard.ts';
 import type { Broker, BrokerOptions, EnqueueResult, NewRun, ScheduleDefinition } from './broker/types.ts';
-import { ConfigError, RunNotFoundError, ScheduleNotFoundError, ScheduleVersionError } from './core/errors.ts';
+import { ConfigError, RunNotFoundError, ScheduleNotFoundError } from './core/errors.ts';
 import { createLogger } from './core/logger.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
 import {
   type BackfillResult,
   backfillSchedule,
+  checkNewScheduleId,
   findSchedule,
+  putSchedule,
   type ScheduleOptions,
   type ScheduleView,
   type SplitOptions,
@@ -213,23 +215,10 @@ export class Errand extends EventEmitter {
   async upsertSchedule<S extends z.ZodType>(id: string, task: Task<S>, options: ScheduleOptions<z.input<S>>): Promise<ScheduleView> {
     const now = Date.now();
     const where = `Schedule "${id}"`;
-    if (typeof id !== 'string' || !SCHEDULE_ID.test(id))
-      throw new ConfigError(`${where}: the id must be 1 to 128 characters without spaces`);
+    checkNewScheduleId(id, where);
     const split = splitScheduleOptions({ version: now, ...options } as ScheduleOptions, where);
     const input = task.prepare(split.input, {}, now, this.maxInputBytes).input;
-    const def = scheduleDefinition(
-      { id, queue: task.queue, task: task.name, schedule: split.schedule, input, policies: split.policies, version: split.version },
-      now,
-    );
-    const r = await (await this.broker()).upsertSchedule(def, now);
-    // A stored definition of a greater version stands (so an older deploy never flaps it back):
-    // say so, rather than answer with the stored one as if the update had been taken.
-    if (r.outcome === 'older') {
-      throw new ScheduleVersionError(
-        `${where}: not updated: the stored definition has version ${r.schedule.version}, greater than this one's (${split.version}); give a greater version`,
-      );
-    }
-    return viewOf(r.schedule);
+    return putSchedule(await this.broker(), { id, queue: task.queue, task: task.name, input }, split, now, where);
   }
 
   /** Every stored schedule (of these queues), with its next five fire times and state. */
@@ -267,17 +256,20 @@ export class Errand extends EventEmitter {
     if (!(await broker.deleteSchedule(rec.queue, rec.id))) throw new ScheduleNotFoundError(rec.id);
   }
 
+  /** The flow spec of a schedule's run (its task's limits), as enqueue computes it. */
+  readonly #flowOf = (task: string, input: string) => this.tasks.get(task)?.flowOfStored(input);
+
   /** One run of the schedule now, outside its fire times. */
   async triggerSchedule(id: string, queue?: string): Promise<RunHandle> {
     const { broker, rec } = await this.#existing(id, queue);
-    const r = await triggerSchedule(broker, rec, Date.now());
+    const r = await triggerSchedule(broker, rec, Date.now(), this.#flowOf);
     return new RunHandle(r.id, this.#getBroker, r.created, r.state);
   }
 
   /** A run, marked backfilled, for each fire time in [from, to) that has none yet. Safe to repeat. */
   async backfillSchedule(id: string, from: Date | number, to: Date | number, queue?: string): Promise<BackfillResult> {
     const { broker, rec } = await this.#existing(id, queue);
-    return backfillSchedule(broker, rec, Number(from), Number(to), Date.now());
+    return backfillSchedule(broker, rec, Number(from), Number(to), Date.now(), undefined, this.#flowOf);
   }
 
   setBroker(broker: string | Broker): void {

@@ -2,7 +2,7 @@
  * A run to create, as the Broker contract takes it (`enqueue`). Re-exported by `types.ts`, where the
  * rest of the contract is; apart so that the workflow types (`workflow-types.ts`) can extend it.
  */
-import type { ScheduleMark } from '../core/run.ts';
+import type { RunState, ScheduleMark } from '../core/run.ts';
 import type { FlowSpec } from './flow-types.ts';
 
 /** A run to create. Built and validated by the task layer; the broker stores it as is. */
@@ -57,4 +57,13 @@ export interface NewRun {
   debounce?: { key: string; maxAt: number | null };
   /** Set on a run created by a schedule: which schedule, for which nominal fire time (see `ScheduleMark`). */
   schedule?: ScheduleMark;
+}
+
+/** What `enqueue` (and the schedule fire step) answers for each run. */
+export interface EnqueueResult {
+  id: string;
+  /** False when an idempotency key matched an existing run: `id` is then that run's id. */
+  created: boolean;
+  /** The state of the run (the existing run's state when `created` is false). */
+  state: RunState;
 }

@@ -16,12 +16,12 @@
 
 import type { RunRecord, RunState, ScheduleMark } from '../core/run.ts';
 import type { FlowCounts, FlowKeyPage, FlowKeyQuery } from './flow-types.ts';
-import type { NewRun } from './new-run.ts';
+import type { EnqueueResult, NewRun } from './new-run.ts';
 import type { NewWorkflow, SpawnSettlement, WorkflowCancelOutcome, WorkflowCreated, WorkflowRecord } from './workflow-types.ts';
-import type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
+import type { DueSchedules, FireOutcome, FireRequest, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
 
 export type { FlowCounts, FlowHeldRuns, FlowKeyInfo, FlowKeyPage, FlowKeyQuery, FlowKeySort, FlowRate, FlowSpec } from './flow-types.ts';
-export type { NewRun } from './new-run.ts';
+export type { EnqueueResult, NewRun } from './new-run.ts';
 export {
   DEPENDENCY_POLICIES,
   type Dependency,
@@ -35,7 +35,15 @@ export {
   type WorkflowEdge,
   type WorkflowRecord,
 } from './workflow-types.ts';
-export type { DueSchedules, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from './schedule-types.ts';
+export type {
+  DueSchedules,
+  FireOutcome,
+  FireOverlap,
+  FireRequest,
+  ScheduleDefinition,
+  ScheduleRecord,
+  UpsertScheduleResult,
+} from './schedule-types.ts';
 
 // The run model lives in src/core/run.ts (everything above the broker reads it); re-exported here,
 // where the contract and the public API have always named it.
@@ -50,14 +58,6 @@ export {
   type RunState,
   type ScheduleMark,
 } from '../core/run.ts';
-
-export interface EnqueueResult {
-  id: string;
-  /** False when an idempotency key matched an existing run: `id` is then that run's id. */
-  created: boolean;
-  /** The state of the run (the existing run's state when `created` is false). */
-  state: RunState;
-}
 
 /** A run handed to a worker under a lease. */
 export interface Reservation {
@@ -309,7 +309,8 @@ export interface Broker {
    * paused, its `hash` is `req.hash` and its next fire time is still `req.expect`, moves the next
    * fire time to `req.next` (null: the schedule has ended), adds `req.missed` to its misses and
    * `req.runs.length` to its fires, records the last fire, and creates `req.runs` exactly as
-   * `enqueue` would (their idempotency keys make a second creation of the same fire a no-op).
+   * `enqueue` would (their idempotency keys make a second creation of the same fire a no-op),
+   * applying `req.overlap` against the previous run in the same step (see `FireRequest.overlap`).
    * Otherwise nothing is written: the outcome says why, with the stored next time and hash.
    */
   fireSchedule(req: FireRequest): Promise<FireOutcome>;
@@ -337,32 +338,9 @@ export interface Broker {
 
 // ---------------------------------------------------------------------------------------------
 // Schedules. The broker stores definitions and fire times; it never computes a time itself (the
-// schedule layer does, in the caller): every method takes the times it writes. The definition and
-// record types are in schedule-types.ts (re-exported here).
+// schedule layer does, in the caller): every method takes the times it writes. The definition,
+// record and fire-step types are in schedule-types.ts (re-exported here).
 // ---------------------------------------------------------------------------------------------
-
-export interface FireRequest {
-  queue: string;
-  id: string;
-  /** The definition the caller computed the times from. */
-  hash: string;
-  /** The next fire time the caller read: the compare in compare-and-set. */
-  expect: number;
-  /** The following fire time to store (null: the schedule has ended). */
-  next: number | null;
-  /** The runs to create (usually one, marked with `schedule`, idempotency key `schedule:<id>:<at>`). */
-  runs: readonly NewRun[];
-  /** Nominal times given up (missed-fire policies): added to the schedule's misses. */
-  missed: number;
-  now: number;
-}
-
-export type FireOutcome =
-  | { outcome: 'fired'; runs: EnqueueResult[] }
-  /** Another caller fired it first (or it was moved): nothing written. */
-  | { outcome: 'stale'; next: number | null; hash: string }
-  | { outcome: 'paused' }
-  | { outcome: 'not_found' };
 
 // ---------------------------------------------------------------------------------------------
 // Inspection and administration: what the dashboard, /metrics and `errand inspect` need.

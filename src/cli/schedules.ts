@@ -5,10 +5,20 @@
  */
 import { guardBroker } from '../broker/shared/guard.ts';
 import type { Broker } from '../broker/types.ts';
-import { ConfigError } from '../core/errors.ts';
+import { ConfigError, ScheduleVersionError } from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
 import { scheduleToJson } from '../http/schemas.ts';
-import { backfillSchedule, findSchedule, type ScheduleView, triggerSchedule, viewOf } from '../schedule/manage.ts';
+import {
+  backfillSchedule,
+  checkNewScheduleId,
+  findSchedule,
+  putSchedule,
+  type ScheduleOptions,
+  type ScheduleView,
+  splitScheduleOptions,
+  triggerSchedule,
+  viewOf,
+} from '../schedule/manage.ts';
 import { readInstant } from '../schedule/spec.ts';
 import { CliError, HelpRequested, type Output, parse, redactPaths, usage, withBroker } from './admin-shared.ts';
 import { clean, cut, relative, table, when } from './format.ts';
@@ -18,6 +28,11 @@ export const SCHEDULES_USAGE = `  schedules [list]   Stored schedules: state, ne
   schedules pause <id> | resume <id> | trigger <id> | delete <id>   (--queue Q when the id is in several queues)
   schedules backfill <id> --from T --to T   A run, marked backfilled, for each fire time in [from, to) without one; safe to repeat
     T: ISO 8601 with Z or an offset, or epoch ms
+  schedules set <id> --task T (--cron C | --every D)   Create or update a schedule (the whole definition, as HTTP PUT)
+    --zone Z  --start T  --end T  --input JSON (default null)  --queue Q (needed to create: the task's queue)
+    --missed skip|latest|all  --max-backfill N  --catch-up-ms N  --overlap allow|skip|cancel|buffer
+    --expire period|never|MS  --priority N  --version N (default: now; a smaller one than stored is refused)
+    The input is checked as JSON only: the CLI has no task definitions (HTTP PUT checks it against the task's schema)
 `;
 
 function json(v: ScheduleView, paths: readonly string[]) {
@@ -63,8 +78,10 @@ export async function schedulesCommand(args: string[], out: Output): Promise<voi
     case 'delete':
     case 'backfill':
       return act(action, tail, out);
+    case 'set':
+      return set(tail, out);
     default:
-      throw usage(`schedules ${JSON.stringify(cut(action, 40))}: expected list, pause, resume, trigger, backfill or delete`);
+      throw usage(`schedules ${JSON.stringify(cut(action, 40))}: expected list, set, pause, resume, trigger, backfill or delete`);
   }
 }
 
@@ -169,5 +186,106 @@ async function act(action: 'pause' | 'resume' | 'trigger' | 'delete' | 'backfill
         );
       }
     }
+  });
+}
+
+/** `schedules set`: the options of HTTP PUT /schedules/{id}, from flags, checked by the same code. */
+async function set(args: string[], out: Output): Promise<void> {
+  const flags = {
+    queue: { type: 'string' },
+    task: { type: 'string' },
+    cron: { type: 'string' },
+    every: { type: 'string' },
+    zone: { type: 'string' },
+    start: { type: 'string' },
+    end: { type: 'string' },
+    input: { type: 'string' },
+    missed: { type: 'string' },
+    'max-backfill': { type: 'string' },
+    'catch-up-ms': { type: 'string' },
+    overlap: { type: 'string' },
+    expire: { type: 'string' },
+    priority: { type: 'string' },
+    version: { type: 'string' },
+    redact: { type: 'string' },
+  } as const;
+  const { values, positionals } = parse('schedules set', args, flags, { min: 1, max: 1, what: 'one schedule id' });
+  const id = positionals[0]!;
+  const where = `schedules set ${cut(id, 128)}`;
+  const str = (k: keyof typeof flags) => (typeof values[k] === 'string' ? (values[k] as string) : undefined);
+  const int = (k: keyof typeof flags) => {
+    const v = str(k);
+    if (v === undefined) return undefined;
+    if (!/^-?\d+$/.test(v)) throw usage(`${where}: --${k} must be an integer, got ${JSON.stringify(cut(v, 40))}`);
+    return Number(v);
+  };
+  // Digits alone are epoch ms (an instant) or ms (an interval), as numbers over HTTP.
+  const numOrText = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : v);
+  const task = str('task');
+  if (task === undefined) throw usage(`${where}: --task is required`);
+  const options: Record<string, unknown> = {};
+  const put = (k: string, v: unknown) => {
+    if (v !== undefined) options[k] = v;
+  };
+  put('cron', str('cron'));
+  put('every', numOrText(str('every')));
+  put('timezone', str('zone'));
+  put('start', numOrText(str('start')));
+  put('end', numOrText(str('end')));
+  put('missed', str('missed'));
+  put('maxBackfill', int('max-backfill'));
+  put('catchUpMs', int('catch-up-ms'));
+  put('overlap', str('overlap'));
+  const expire = str('expire');
+  put(
+    'expire',
+    expire === undefined || expire === 'period' || expire === 'never' ? expire : /^\d+$/.test(expire) ? Number(expire) : expire,
+  );
+  put('priority', int('priority'));
+  const version = str('version');
+  if (version !== undefined && !Number.isFinite(Number(version))) {
+    throw usage(`${where}: --version must be a number, got ${JSON.stringify(cut(version, 40))}`);
+  }
+  const now = Date.now();
+  put('version', version === undefined ? now : Number(version));
+  let input: unknown = null;
+  const inputText = str('input');
+  if (inputText !== undefined) {
+    try {
+      input = JSON.parse(inputText);
+    } catch (err) {
+      throw usage(`${where}: --input is not JSON: ${cut((err as Error).message, 120)}`);
+    }
+  }
+  let split: ReturnType<typeof splitScheduleOptions>;
+  try {
+    checkNewScheduleId(id, where);
+    split = splitScheduleOptions(options as unknown as ScheduleOptions, where);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError('usage', err.message);
+    throw err;
+  }
+  const paths = redactPaths(values);
+  await withBroker(values, async (raw) => {
+    const broker: Broker = guardBroker(raw);
+    let queue = str('queue');
+    if (queue === undefined) {
+      const stored = await findSchedule(broker, id);
+      if (!stored)
+        throw usage(
+          `${where}: --queue is needed to create a schedule (the CLI does not know the queue of task ${JSON.stringify(cut(task, 128))})`,
+        );
+      queue = stored.queue;
+    }
+    let v: ScheduleView;
+    try {
+      v = await putSchedule(broker, { id, queue, task, input: JSON.stringify(input) }, split, now, where);
+    } catch (err) {
+      if (err instanceof ScheduleVersionError) throw new CliError('version_conflict', err.message);
+      throw err;
+    }
+    if (out.json) return out.data(json(v, paths));
+    const next = v.next === null ? 'no next fire time' : `next fire ${new Date(v.next).toISOString()}`;
+    return out.text(`Schedule ${clean(v.id)} of queue ${clean(v.queue)} stored (${clean(specText(v.spec))}, ${v.state}, ${next}).\n`);
   });
 }

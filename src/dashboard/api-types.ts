@@ -184,6 +184,12 @@ export interface ScheduleJson {
   state: 'active' | 'paused' | 'ended';
   /** The time spec in words: `cron 0 9 * * * Europe/Paris`, `every 15m`. */
   when: string;
+  /** The time spec as stored: `{ cron, timezone?, start?, end? }` or `{ every, start?, end? }` (ms). */
+  spec: Record<string, unknown>;
+  /** The runs' input, its secrets (the task's redact paths) as "[redacted]". */
+  input: unknown;
+  /** True when `input` has redacted values: an edit must give the input again. */
+  inputRedacted: boolean;
   next: number | null;
   upcoming: number[];
   lastFire?: number;
@@ -196,6 +202,8 @@ export interface ScheduleJson {
 
 export interface ScheduleList {
   schedules: ScheduleJson[];
+  /** The app's tasks, for the form that creates a schedule. */
+  tasks: { name: string; queue: string }[];
   now: number;
 }
 

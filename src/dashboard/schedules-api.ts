@@ -1,11 +1,16 @@
 /**
- * The dashboard's schedule API: the list (state, next fire times, last run, fires, misses), and
- * pause, resume, trigger now and delete, confirmed by the id (`checkAction`: an admin token and a
- * same-origin request).
+ * The dashboard's schedule API: the list (state, next fire times, last run, fires, misses, and what
+ * the edit form needs: the stored spec and input, the app's tasks), and the actions (`checkAction`:
+ * an admin token and a same-origin request): save (create or update, checked as HTTP PUT
+ * /schedules/{id} is), pause, resume, trigger now, backfill a range, and delete, confirmed by the id.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { ConfigError, InputError, ScheduleVersionError } from '../core/errors.ts';
+import { redactValue } from '../core/redact.ts';
 import type { Errand } from '../errand.ts';
-import { triggerSchedule, viewOf } from '../schedule/manage.ts';
+import { type ScheduleOptions, triggerSchedule, viewOf } from '../schedule/manage.ts';
+import { readInstant } from '../schedule/spec.ts';
 import { HttpError } from '../web/errors.ts';
 import type { ScheduleJson, ScheduleList } from './api-types.ts';
 import type { BrokerAccess } from './overview.ts';
@@ -23,6 +28,60 @@ function when(spec: string): string {
     // shown as stored
   }
   return spec.slice(0, 80);
+}
+
+const Instant = z.union([z.number(), z.string()]);
+
+/** The body of save: the fields of HTTP PUT /schedules/{id}, and the id. */
+const SaveBody = z.strictObject({
+  id: z.string().min(1).max(128),
+  task: z.string().min(1).max(256),
+  cron: z.string().optional(),
+  every: z.union([z.number(), z.string()]).optional(),
+  timezone: z.string().optional(),
+  start: Instant.optional(),
+  end: Instant.optional(),
+  input: z.unknown().optional(),
+  missed: z.enum(['skip', 'latest', 'all']).optional(),
+  maxBackfill: z.number().int().optional(),
+  catchUpMs: z.number().int().optional(),
+  overlap: z.enum(['allow', 'skip', 'cancel', 'buffer']).optional(),
+  expire: z.union([z.literal('period'), z.literal('never'), z.number().int()]).optional(),
+  priority: z.number().int().optional(),
+});
+
+const BackfillBody = z.strictObject({ from: Instant, to: Instant });
+
+/** A schedule action's errors as answers: a bad definition 400, a greater stored version 409. */
+async function checked<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof ScheduleVersionError) throw new HttpError(409, err.message);
+    // The form shows one line: the input's issues as text, each with its path.
+    if (err instanceof InputError) {
+      const issues = err.issues.map(
+        (i) => `input${i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('')}: ${i.message}`,
+      );
+      throw new HttpError(400, `The input does not fit the task's schema: ${issues.join('; ')}`);
+    }
+    if (err instanceof ConfigError) throw new HttpError(400, err.message);
+    throw err;
+  }
+}
+
+/** A body checked by `schema`: 400 naming the first field that is wrong (as the dashboard's other actions). */
+function bodyOf<T>(schema: z.ZodType<T>, value: unknown): T {
+  const r = schema.safeParse(value ?? {});
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  throw new HttpError(400, `Invalid body field "${issue.path.length ? issue.path.join('.') : 'body'}": ${issue.message}`);
+}
+
+function instant(v: number | string, field: string): number {
+  const r = readInstant(field, v);
+  if ('error' in r) throw new HttpError(400, `${field}: ${r.error}`);
+  return r.at;
 }
 
 export function registerScheduleApi(
@@ -47,12 +106,32 @@ export function registerScheduleApi(
       } catch {
         // none shown
       }
+      let spec: Record<string, unknown> = {};
+      try {
+        spec = JSON.parse(v.spec) as Record<string, unknown>;
+      } catch {
+        // none shown
+      }
+      // The input as the form may show it: secrets (the task's redact paths) as "[redacted]", and
+      // said so, so that a save never stores the placeholder in their place.
+      let input: unknown = null;
+      let inputRedacted = false;
+      try {
+        const raw = JSON.parse(v.input) as unknown;
+        input = redactValue(raw, o.errand.redactPaths(v.task));
+        inputRedacted = JSON.stringify(input) !== JSON.stringify(raw);
+      } catch {
+        input = v.input;
+      }
       const j: ScheduleJson = {
         id: v.id,
         queue: v.queue,
         task: v.task,
         state: v.state,
         when: when(v.spec),
+        spec,
+        input,
+        inputRedacted,
         next: v.next,
         upcoming: v.upcoming,
         fires: v.fires,
@@ -63,7 +142,29 @@ export function registerScheduleApi(
       if (v.lastRun !== undefined) j.lastRun = v.lastRun;
       return j;
     });
-    return { schedules, now: Date.now() };
+    const tasks = [...o.errand.tasks.values()].map((t) => ({ name: t.name, queue: t.queue })).sort((a, b) => a.name.localeCompare(b.name));
+    return { schedules, tasks, now: Date.now() };
+  });
+
+  fastify.post(`${api}/schedules/save`, { bodyLimit: 1_100_000 }, async (request) => {
+    o.checkAction(request);
+    const { id, task: name, ...options } = bodyOf(SaveBody, request.body);
+    const task = o.errand.tasks.get(name);
+    if (!task) throw new HttpError(404, `No task named ${JSON.stringify(name.slice(0, 256))} is defined in this app`);
+    const v = await checked(() => o.errand.upsertSchedule(id, task, options as ScheduleOptions));
+    request.log.info({ schedule: v.id, queue: v.queue }, 'dashboard: schedule saved');
+    return { id: v.id, queue: v.queue, state: v.state, next: v.next };
+  });
+
+  fastify.post(`${api}/schedules/:queue/:id/backfill`, { bodyLimit: 16_384 }, async (request) => {
+    o.checkAction(request);
+    const body = bodyOf(BackfillBody, request.body);
+    const from = instant(body.from, 'from');
+    const to = instant(body.to, 'to');
+    const rec = await target(request);
+    const r = await checked(() => o.errand.backfillSchedule(rec.id, from, to, rec.queue));
+    request.log.info({ schedule: rec.id, queue: rec.queue, created: r.created }, 'dashboard: schedule backfilled');
+    return { id: rec.id, queue: rec.queue, created: r.created, existing: r.existing, truncated: r.truncated };
   });
 
   const target = async (request: FastifyRequest) => {
@@ -102,7 +203,8 @@ export function registerScheduleApi(
   fastify.post(`${api}/schedules/:queue/:id/trigger`, { bodyLimit: 16_384 }, async (request) => {
     o.checkAction(request);
     const rec = await target(request);
-    const r = await access.call((b) => triggerSchedule(b, rec, Date.now()));
+    const flowOf = (task: string, input: string) => o.errand.tasks.get(task)?.flowOfStored(input);
+    const r = await access.call((b) => triggerSchedule(b, rec, Date.now(), flowOf));
     request.log.info({ schedule: rec.id, queue: rec.queue, run: r.id }, 'dashboard: schedule triggered');
     return { id: rec.id, queue: rec.queue, runId: r.id };
   });

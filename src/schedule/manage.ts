@@ -5,10 +5,20 @@
  * to repeat, and never doubles a fire). Used by the app (`errand.ts`), the HTTP routes, the CLI and
  * the dashboard.
  */
-import type { Broker, EnqueueResult, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
-import { ConfigError } from '../core/errors.ts';
+import type { Broker, EnqueueResult, FlowSpec, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
+import { ConfigError, ScheduleVersionError } from '../core/errors.ts';
+import { SCHEDULE_ID } from '../broker/shared/schedules.ts';
 import { newRunId } from '../core/ids.ts';
-import { checkPolicies, expiryOf, fireKey, readStored, type SchedulePolicies, type StoredSchedule, upcoming } from './plan.ts';
+import {
+  checkPolicies,
+  expiryOf,
+  fireKey,
+  readStored,
+  type SchedulePolicies,
+  type StoredSchedule,
+  scheduleDefinition,
+  upcoming,
+} from './plan.ts';
 import { compileSchedule, type Schedule, type ScheduleSpec } from './spec.ts';
 import { firesBetween } from './times.ts';
 
@@ -63,6 +73,34 @@ function defaultVersion(): number {
   return n;
 }
 
+/** Throws a ConfigError unless `id` is a schedule id (1 to 128 characters without spaces). */
+export function checkNewScheduleId(id: unknown, where: string): asserts id is string {
+  if (typeof id !== 'string' || !SCHEDULE_ID.test(id)) throw new ConfigError(`${where}: the id must be 1 to 128 characters without spaces`);
+}
+
+/**
+ * Stores schedule `id` of `task` in `queue` from checked options (`splitScheduleOptions`) and its
+ * input as JSON text: the one path of run-time creation and update (the app, HTTP, the dashboard,
+ * the CLI). A stored definition of a greater version stands (an older deploy never flaps it back):
+ * ScheduleVersionError says so, rather than answer with the stored one as if the update were taken.
+ */
+export async function putSchedule(
+  broker: Broker,
+  target: { id: string; queue: string; task: string; input: string },
+  split: SplitOptions,
+  now: number,
+  where: string,
+): Promise<ScheduleView> {
+  const def = scheduleDefinition({ ...target, schedule: split.schedule, policies: split.policies, version: split.version }, now);
+  const r = await broker.upsertSchedule(def, now);
+  if (r.outcome === 'older') {
+    throw new ScheduleVersionError(
+      `${where}: not updated: the stored definition has version ${r.schedule.version}, greater than this one's (${split.version}); give a greater version`,
+    );
+  }
+  return viewOf(r.schedule);
+}
+
 /** A schedule as listed: the stored record, its next five fire times and its state. */
 export interface ScheduleView extends ScheduleRecord {
   state: 'active' | 'paused' | 'ended';
@@ -85,11 +123,27 @@ export async function findSchedule(broker: Broker, id: string, queue?: string): 
   return all[0] ?? null;
 }
 
-function runOf(rec: ScheduleRecord, at: number, backfilled: boolean, now: number, stored: StoredSchedule, key: string): NewRun {
+/**
+ * The flow spec of a run of `task` with stored input `input`, as enqueue computes it (the app's task
+ * definitions know it: `Task.flowOfStored`): runs made here are under their task's limits. Undefined:
+ * no limits (a caller without the app's tasks, such as the CLI, creates runs without them).
+ */
+export type FlowOf = (task: string, input: string) => FlowSpec | undefined;
+
+function runOf(
+  rec: ScheduleRecord,
+  at: number,
+  backfilled: boolean,
+  now: number,
+  stored: StoredSchedule,
+  key: string,
+  flow: FlowSpec | undefined,
+): NewRun {
   const schedule: ScheduleMark = { id: rec.id, at, backfilled };
   const expiresAt = expiryOf(stored, at, Math.max(at, now));
   if (expiresAt !== undefined) schedule.expiresAt = expiresAt;
   return {
+    ...(flow ? { flow } : {}),
     id: newRunId(rec.queue, now),
     task: rec.task,
     queue: rec.queue,
@@ -103,8 +157,9 @@ function runOf(rec: ScheduleRecord, at: number, backfilled: boolean, now: number
 }
 
 /** Creates one run of the schedule now, outside its fire times (its nominal time is `now`). Works while paused. */
-export async function triggerSchedule(broker: Broker, rec: ScheduleRecord, now: number): Promise<EnqueueResult> {
-  const [r] = await broker.enqueue([runOf(rec, now, false, now, readStored(rec), `schedule:${rec.id}:trigger:${now}`)], now);
+export async function triggerSchedule(broker: Broker, rec: ScheduleRecord, now: number, flowOf?: FlowOf): Promise<EnqueueResult> {
+  const run = runOf(rec, now, false, now, readStored(rec), `schedule:${rec.id}:trigger:${now}`, flowOf?.(rec.task, rec.input));
+  const [r] = await broker.enqueue([run], now);
   return r as EnqueueResult;
 }
 
@@ -130,6 +185,7 @@ export async function backfillSchedule(
   to: number,
   now: number,
   limit = 1000,
+  flowOf?: FlowOf,
 ): Promise<BackfillResult> {
   if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
     throw new ConfigError(`backfill: the range must be two instants with from < to, got ${String(from)} .. ${String(to)}`);
@@ -137,11 +193,12 @@ export async function backfillSchedule(
   if (to > now) throw new ConfigError('backfill: the range must end at or before now (later times are fired as usual)');
   const stored = readStored(rec);
   const { times, truncated } = firesBetween(stored.schedule, from, to, limit);
+  const flow = times.length ? flowOf?.(rec.task, rec.input) : undefined;
   let created = 0;
   for (let i = 0; i < times.length; i += 500) {
     const part = times.slice(i, i + 500);
     const res = await broker.enqueue(
-      part.map((at) => runOf(rec, at, true, now, stored, fireKey(rec.id, at))),
+      part.map((at) => runOf(rec, at, true, now, stored, fireKey(rec.id, at), flow)),
       now,
     );
     created += res.filter((r) => r.created).length;

@@ -325,6 +325,28 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
   join<const M extends Record<string, string>>(deps: M, options?: StepOptions): Join<M, z.input<S>, R> {
     return joinOf<M, z.input<S>, R>(this, deps, options);
   }
+  /**
+   * The flow spec of a run of this task whose input is stored as JSON text (a schedule's fire), as
+   * `enqueue` computes it; undefined for a task without limits. Input that no longer parses or
+   * validates (stored before the schema changed), or whose `limits.key()` throws, gives the task's
+   * group limits without a key: the run is still under `global`/`globalRate`, and fails its
+   * validation when it starts.
+   */
+  flowOfStored(input: string): FlowSpec | undefined {
+    if (!this.limits) return undefined;
+    try {
+      const parsed = this.schema.safeParse(JSON.parse(input));
+      if (parsed.success) return this.#flow(parsed.data);
+    } catch {
+      // As unreadable input: below.
+    }
+    const l = this.limits;
+    const flow: FlowSpec = { group: this.name, key: '' };
+    if (l.global !== undefined) flow.groupConcurrency = l.global;
+    if (l.globalRate) flow.groupRate = flowRate(l.globalRate);
+    return flow;
+  }
+
   /** The flow spec of a run (see `FlowSpec`): this task's group, the run's key and their limits. */
   #flow(input: z.output<S>): FlowSpec {
     const l = this.limits as TaskLimits<z.output<S>>;

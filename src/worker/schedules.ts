@@ -11,9 +11,8 @@
  * path releases them then, so a run starts within about a second of its time under normal load.
  */
 import type { Logger } from 'pino';
-import type { Broker, NewRun, ScheduleDefinition, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
+import type { Broker, FlowSpec, NewRun, ScheduleDefinition, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
 import { newRunId } from '../core/ids.ts';
-import { FINISHED_STATES } from '../core/run.ts';
 import { FIRE_KEY_TTL_MS } from '../schedule/manage.ts';
 import { expiryOf, fireKey, planFire, readStored, type StoredSchedule } from '../schedule/plan.ts';
 import { backOffMs, sleep } from './leases.ts';
@@ -41,10 +40,15 @@ export interface ScheduleFirerOptions {
   logger: Logger;
   leadMs?: number;
   pollMs?: number;
-  /** Definitions to upsert first (the app's declared schedules of these queues). */
+  /** Definitions to upsert first (the app's declared schedules; those of other queues are left out). */
   declared?: readonly ScheduleDefinition[];
   /** Called after each fire step this worker applied. */
   onFire?: (event: FireEvent) => void;
+  /**
+   * The flow spec of a run of `task` with stored input `input` (docs/flow-control.md), as enqueue
+   * computes it: a fired run is under its task's limits. Absent, or undefined: no limits.
+   */
+  flowOf?: (task: string, input: string) => FlowSpec | undefined;
 }
 
 export class ScheduleFirer {
@@ -78,7 +82,7 @@ export class ScheduleFirer {
   async #declare(): Promise<boolean> {
     const { broker, logger } = this.#o;
     try {
-      for (const d of this.#o.declared ?? []) {
+      for (const d of (this.#o.declared ?? []).filter((x) => this.#o.queues.includes(x.queue))) {
         const r = await broker.upsertSchedule(d, Date.now());
         if (r.outcome === 'older') {
           logger.warn(
@@ -154,32 +158,10 @@ export class ScheduleFirer {
     const stored = this.#read(s);
     if (!stored || s.next === null || s.paused) return 'skipped';
     const plan = planFire(stored, s.next, now);
-    let missed = plan.missed;
-    let times = plan.runs;
-    // Overlap: the previous run is due or running (queued or active; a run scheduled ahead is not).
-    const overlap = stored.policies.overlap;
-    // overlap 'cancel': the previous run is cancelled only once this fire is stored (a fire that
-    // loses the compare-and-set, or finds the schedule paused or gone, leaves it running).
-    let cancelAfterFire: string | undefined;
-    if (overlap !== 'allow' && s.lastRun && times.length) {
-      const prev = await broker.getRun(s.lastRun);
-      if (prev && !FINISHED_STATES.has(prev.state) && prev.state !== 'scheduled') {
-        // buffer: no fire yet; the schedule stays due and is looked at again (about every second)
-        // until the previous run ends, then fires once for the latest time (below).
-        if (overlap === 'buffer') return 'skipped';
-        if (overlap === 'skip') {
-          missed += times.length;
-          times = [];
-        } else {
-          cancelAfterFire = prev.id;
-        }
-      } else if (overlap === 'buffer' && times.length > 1) {
-        // The times that passed while buffered: one run, for the latest; the others are missed.
-        missed += times.length - 1;
-        times = times.slice(-1);
-      }
-    }
+    const times = plan.runs;
+    const flow = times.length ? this.#o.flowOf?.(s.task, s.input) : undefined;
     const runs: NewRun[] = times.map(({ at, backfilled }) => ({
+      ...(flow ? { flow } : {}),
       id: newRunId(s.queue, now),
       task: s.task,
       queue: s.queue,
@@ -190,12 +172,31 @@ export class ScheduleFirer {
       idempotencyTtl: FIRE_KEY_TTL_MS,
       schedule: withExpiry({ id: s.id, at, backfilled }, expiryOf(stored, at, backfilled ? Math.max(at, now) : at)),
     }));
-    const out = await broker.fireSchedule({ queue: s.queue, id: s.id, hash: s.hash, expect: s.next, next: plan.next, runs, missed, now });
+    // Overlap (the previous run still due or running) is decided by the broker inside the fire step,
+    // so two workers can never both see "no overlap" (FireRequest.overlap).
+    const overlap = stored.policies.overlap;
+    const out = await broker.fireSchedule({
+      queue: s.queue,
+      id: s.id,
+      hash: s.hash,
+      expect: s.next,
+      next: plan.next,
+      runs,
+      missed: plan.missed,
+      now,
+      ...(overlap !== 'allow' ? { overlap } : {}),
+    });
     if (out.outcome === 'stale') return 'stale';
+    // buffered: no fire yet; the schedule stays due and is looked at again (about every second)
+    // until the previous run ends, then fires once for the latest time.
     if (out.outcome !== 'fired') return 'skipped';
-    if (cancelAfterFire !== undefined) await broker.cancel(cancelAfterFire, now);
+    // cancel: the previous run is cancelled once this fire is stored (a fire that loses the
+    // compare-and-set, or finds the schedule paused or gone, leaves it running).
+    if (out.overlapped !== undefined) await broker.cancel(out.overlapped, now);
     const created = out.runs.filter((r) => r.created).length;
-    this.#o.onFire?.({ schedule: s.id, queue: s.queue, created, missed, times: times.map((t) => t.at) });
+    // The times the policy kept: all of them, none (skip), or the last (buffer).
+    const kept = out.runs.length === times.length ? times : times.slice(times.length - out.runs.length);
+    this.#o.onFire?.({ schedule: s.id, queue: s.queue, created, missed: out.missed, times: kept.map((t) => t.at) });
     return 'fired';
   }
 }

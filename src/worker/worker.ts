@@ -140,14 +140,14 @@ export class Worker extends EventEmitter {
       this.#heartbeatTimer.unref();
     }
     if (this.firesSchedules) {
-      // Declares the app's schedules of its queues, then fires schedules in the background (schedules.ts).
-      const declared = (this.#host.scheduleDefinitions?.(Date.now()) ?? []).filter((d) => this.queues.includes(d.queue));
+      // Declares the app's schedules of its queues, then fires them in the background (schedules.ts).
       this.#firer = new ScheduleFirer({
         broker: this.#broker,
         queues: this.queues,
         logger: this.logger,
-        declared,
+        declared: this.#host.scheduleDefinitions?.(Date.now()),
         onFire: (e: FireEvent) => this.emit('schedule', e),
+        flowOf: (task, input) => this.#host.tasks.get(task)?.flowOfStored(input),
       });
       await this.#firer.start();
     }

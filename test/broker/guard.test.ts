@@ -158,6 +158,7 @@ describe('the guard checks schedule calls for every broker', () => {
       b.fireSchedule({ ...fire, runs: [{ id: 'x.1', queue: 'other', task: 't', input: '{}', priority: 0, runAt: 1 }] }),
       /not the schedule's queue/,
     );
+    await refused(b.fireSchedule({ ...fire, overlap: 'sometimes' as never }), /overlap must be one of allow, skip, cancel, buffer/);
     await refused(b.getSchedule('q', ''), /schedule id/);
     await refused(b.pauseSchedule('bad queue!', 'ok', true, Date.now()), /queue name/);
     await refused(b.dueSchedules(['bad queue!'], Date.now(), 10), /queue name/);

@@ -88,6 +88,66 @@ describe('errand schedules', () => {
     assert.equal(bad.code, 2);
   });
 
+  it('set: creates and updates a schedule with the checks of HTTP PUT; errors name the flag', async () => {
+    const created = await errand([
+      'schedules',
+      'set',
+      'nightly',
+      '--task',
+      'report',
+      '--queue',
+      'reports',
+      '--cron',
+      '0 2 * * *',
+      '--zone',
+      'Europe/Paris',
+      '--input',
+      '{"kind":"n"}',
+      '--overlap',
+      'skip',
+      '--priority',
+      '5',
+      '--broker',
+      url,
+      '--json',
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+    const j = JSON.parse(created.stdout);
+    assert.deepEqual([j.id, j.queue, j.task, j.state], ['nightly', 'reports', 'report', 'active']);
+    assert.deepEqual(j.input, { kind: 'n' });
+    let v = await app.getSchedule('nightly');
+    assert.deepEqual(JSON.parse(v!.spec), { cron: '0 2 * * *', timezone: 'Europe/Paris' });
+    assert.deepEqual([JSON.parse(v!.options).overlap, JSON.parse(v!.options).priority], ['skip', 5]);
+    // An update without --queue keeps the stored queue; the whole definition is replaced.
+    const updated = await errand(['schedules', 'set', 'nightly', '--task', 'report', '--every', '30m', '--broker', url]);
+    assert.equal(updated.code, 0, updated.stderr);
+    assert.match(updated.stdout, /Schedule nightly of queue reports stored \(every 1800000ms, active, next fire /);
+    v = await app.getSchedule('nightly');
+    assert.deepEqual(JSON.parse(v!.spec), { every: 1_800_000 });
+    assert.equal(v!.input, 'null');
+    const refused = async (args: string[], re: RegExp, code = 'usage') => {
+      const r = await errand(['schedules', 'set', ...args, '--broker', url, '--json']);
+      assert.equal(r.code, 2, r.stdout);
+      const e = JSON.parse(r.stderr).error;
+      assert.equal(e.code, code);
+      assert.match(e.message, re);
+    };
+    await refused(['fresh', '--task', 'report', '--every', '1m'], /--queue is needed to create a schedule/);
+    await refused(['nightly', '--every', '1m'], /--task is required/);
+    await refused(['nightly', '--task', 'report'], /cron|every/);
+    await refused(['nightly', '--task', 'report', '--cron', '61 * * * *'], /cron/);
+    await refused(['nightly', '--task', 'report', '--every', '1m', '--zone', 'Mars/Base'], /Mars\/Base/);
+    await refused(['nightly', '--task', 'report', '--every', '1m', '--overlap', 'sometimes'], /overlap/);
+    await refused(['nightly', '--task', 'report', '--every', '1m', '--input', '{nope'], /--input is not JSON/);
+    await refused(['nightly', '--task', 'report', '--every', '1m', '--priority', 'high'], /--priority must be an integer/);
+    await refused(
+      ['nightly', '--task', 'report', '--every', '1m', '--version', '1'],
+      /not updated: the stored definition has version/,
+      'version_conflict',
+    );
+    assert.deepEqual(JSON.parse((await app.getSchedule('nightly'))!.spec), { every: 1_800_000 }, 'nothing refused was stored');
+  });
+
   it('refuses a SQLite memory URI (its storage is in the memory of another process), creating no file', async () => {
     const r = await errand(['schedules', '--broker', 'sqlite:file:errand-memory-x?mode=memory&cache=shared', '--json']);
     assert.equal(r.code, 2, r.stderr);

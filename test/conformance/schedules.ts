@@ -108,6 +108,32 @@ export function scheduleConformance(c: ConformanceContext): void {
       assert.deepEqual(res.runs[0]?.schedule, { id: 'every-second', at: F, backfilled: false });
     });
 
+    test("a fired run is created as an enqueued one: its task's flow-control limits hold for it", async () => {
+      const b = await open();
+      const now = Date.now();
+      const flow = { group: 'conformance.fired', key: 'tenant-a', concurrency: 1, groupConcurrency: 5 };
+      const limited = (at: number): NewRun => ({ ...fireRun(at), flow });
+      await b.upsertSchedule(def({ next: now - 2 * SEC }), now);
+      // Two fires due now (queued at once), one run ahead (scheduled, released by reserve when due).
+      for (const at of [now - 2 * SEC, now - SEC, now]) {
+        const run = { ...limited(at), runAt: at === now ? now + SEC : at };
+        const out = await b.fireSchedule(fire(at, now, { runs: [run] }));
+        assert.equal(out.outcome, 'fired');
+      }
+      const runs = await runsOf(b);
+      assert.equal(runs.length, 3);
+      for (const r of runs) assert.deepEqual({ group: r.flow?.group, key: r.flow?.key }, { group: flow.group, key: flow.key });
+      // The key's limit is 1: one run at a time, whichever way the runs became due.
+      const first = await c.reserveAll(b, 'w1', now + 2 * SEC, { max: 10 });
+      assert.equal(first.runs.length, 1, 'the key is at its limit of 1 active run');
+      assert.equal((await c.reserveAll(b, 'w2', now + 2 * SEC, { max: 10 })).runs.length, 0);
+      const r0 = first.runs[0]!;
+      await b.settle('w1', [{ id: r0.id, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 60_000 }], now + 2 * SEC);
+      const second = await c.reserveAll(b, 'w2', now + 2 * SEC, { max: 10 });
+      assert.equal(second.runs.length, 1, 'a freed slot lets the next fired run start');
+      assert.deepEqual(second.runs[0]?.schedule?.id, 'every-second');
+    });
+
     test('a stale compare-and-set loses and writes nothing', async () => {
       const b = await open();
       const now = Date.now();
@@ -142,6 +168,102 @@ export function scheduleConformance(c: ConformanceContext): void {
         const runs = await runsOf(a);
         assert.equal(runs.length, created);
         assert.equal(new Set(runs.map((r) => r.schedule?.at)).size, created);
+      },
+      'sameStorage',
+    );
+
+    test('overlap skip: decided in the fire step from the previous run as stored then, not as the caller saw it', async () => {
+      const b = await open();
+      const now = Date.now();
+      await b.upsertSchedule(def({ next: now }), now);
+      const first = await b.fireSchedule(fire(now, now));
+      assert.ok(first.outcome === 'fired');
+      const prev = first.runs[0]!.id;
+      // The previous run is queued: skip creates nothing, counts the time as missed, moves on.
+      const skipped = await b.fireSchedule(fire(now + SEC, now, { overlap: 'skip' }));
+      assert.deepEqual(skipped, { outcome: 'fired', runs: [], missed: 1 });
+      let s = await b.getSchedule(Q, 'every-second');
+      assert.deepEqual([s?.next, s?.missed, s?.fires, s?.lastRun], [now + 2 * SEC, 1, 1, prev]);
+      // Active is an overlap too. The caller's view (read before the run ended) does not matter:
+      // the step reads the run's state where it creates the new one.
+      const res = await c.reserveAll(b, 'w', now, { max: 1 });
+      assert.deepEqual(
+        res.runs.map((r) => r.id),
+        [prev],
+      );
+      const again = await b.fireSchedule(fire(now + 2 * SEC, now, { overlap: 'skip' }));
+      assert.ok(again.outcome === 'fired' && again.runs.length === 0);
+      await b.settle('w', [{ id: prev, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 60_000 }], now);
+      const after = await b.fireSchedule(fire(now + 3 * SEC, now, { overlap: 'skip' }));
+      assert.ok(after.outcome === 'fired');
+      assert.equal(after.runs.length, 1);
+      assert.equal(after.missed, 0);
+      s = await b.getSchedule(Q, 'every-second');
+      assert.deepEqual([s?.missed, s?.fires, s?.lastRun], [2, 2, after.runs[0]!.id]);
+    });
+
+    test('overlap buffer: nothing written while the previous run is due; then one run for the latest time', async () => {
+      const b = await open();
+      const now = Date.now();
+      await b.upsertSchedule(def({ next: now }), now);
+      const first = await b.fireSchedule(fire(now, now));
+      assert.ok(first.outcome === 'fired');
+      const prev = first.runs[0]!.id;
+      const held = await b.fireSchedule(fire(now + SEC, now, { overlap: 'buffer' }));
+      assert.deepEqual(held, { outcome: 'buffered', running: prev });
+      let s = await b.getSchedule(Q, 'every-second');
+      assert.deepEqual([s?.next, s?.missed, s?.fires], [now + SEC, 0, 1], 'the fire time stays due');
+      await c.reserveAll(b, 'w', now, { max: 1 });
+      await b.settle('w', [{ id: prev, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 60_000 }], now);
+      // Two times passed meanwhile: one run, for the latest; the other counted as missed.
+      const runs = [fireRun(now + SEC), fireRun(now + 2 * SEC)];
+      const out = await b.fireSchedule(fire(now + SEC, now, { overlap: 'buffer', runs, next: now + 3 * SEC }));
+      assert.ok(out.outcome === 'fired');
+      assert.equal(out.missed, 1);
+      assert.deepEqual(
+        out.runs.map((r) => r.id),
+        [runs[1]!.id],
+      );
+      s = await b.getSchedule(Q, 'every-second');
+      assert.deepEqual([s?.next, s?.missed, s?.fires, s?.lastFire, s?.lastRun], [now + 3 * SEC, 1, 2, now + 2 * SEC, runs[1]!.id]);
+    });
+
+    test('overlap cancel: the new run is created and the previous one still due is named; allow ignores it', async () => {
+      const b = await open();
+      const now = Date.now();
+      await b.upsertSchedule(def({ next: now }), now);
+      const first = await b.fireSchedule(fire(now, now));
+      assert.ok(first.outcome === 'fired');
+      const out = await b.fireSchedule(fire(now + SEC, now, { overlap: 'cancel' }));
+      assert.ok(out.outcome === 'fired');
+      assert.equal(out.runs.length, 1);
+      assert.equal(out.overlapped, first.runs[0]!.id);
+      const allowed = await b.fireSchedule(fire(now + 2 * SEC, now, { overlap: 'allow' }));
+      assert.ok(allowed.outcome === 'fired');
+      assert.equal(allowed.overlapped, undefined);
+      assert.equal((await runsOf(b)).length, 3);
+    });
+
+    test(
+      'overlap skip, callers at once on two instances: one run per time however they interleave',
+      async () => {
+        const a = await open();
+        const b = await share(a);
+        const now = Date.now();
+        await a.upsertSchedule(def({ next: now }), now);
+        for (let i = 0; i < 10; i++) {
+          const F = now + i * SEC;
+          const outs = await Promise.all([
+            a.fireSchedule(fire(F, now, { overlap: 'skip' })),
+            b.fireSchedule(fire(F, now, { overlap: 'skip' })),
+          ]);
+          assert.equal(outs.filter((o) => o.outcome === 'fired').length, 1, JSON.stringify(outs));
+        }
+        // The first time created a run, which stays queued: every later one overlapped it.
+        const runs = await runsOf(a);
+        assert.equal(runs.length, 1);
+        const s = await a.getSchedule(Q, 'every-second');
+        assert.deepEqual([s?.missed, s?.fires], [9, 1]);
       },
       'sameStorage',
     );

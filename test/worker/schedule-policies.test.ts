@@ -218,3 +218,74 @@ describe('clock skew', () => {
     await broker.close();
   });
 });
+
+describe('flow control', () => {
+  it("fired, triggered and backfilled runs are under their task's limits, the key from the stored input", async () => {
+    const path = join(tempDir('errand-sched-flow'), 'e.db');
+    const app = createErrand({ broker: `sqlite:${path}`, logger: quietLogger });
+    const t = app.task(
+      'pol.lim',
+      { input: z.object({ tenant: z.string() }), queue: Q, limits: { key: (i) => i.tenant, concurrency: 1, global: 3 } },
+      async () => {},
+    );
+    app.schedule('s', t, { every: '1m', input: { tenant: 'acme' } });
+    const broker = await app.broker();
+    const [def] = app.scheduleDefinitions(Date.now());
+    const F = Math.floor(Date.now() / MIN) * MIN;
+    await broker.upsertSchedule({ ...def!, next: F }, Date.now());
+    // As the worker builds it (worker.ts): the flow spec from the app's task definitions.
+    const firer = new ScheduleFirer({
+      broker,
+      queues: [Q],
+      logger: quietLogger,
+      flowOf: (task, input) => app.tasks.get(task)?.flowOfStored(input),
+    });
+    assert.equal(await firer.fire((await broker.getSchedule(Q, 's'))!, F + 1000), 'fired');
+    const trig = await app.triggerSchedule('s');
+    const back = await app.backfillSchedule('s', F - 3 * MIN, F - MIN);
+    assert.equal(back.created, 2);
+    const page = await (broker as Broker & BrokerInspector).listRuns({ queue: Q, limit: 50 });
+    assert.equal(page.runs.length, 4);
+    for (const r of page.runs) assert.deepEqual({ group: r.flow?.group, key: r.flow?.key }, { group: 'pol.lim', key: 'acme' }, r.id);
+    assert.ok(page.runs.some((r) => r.id === trig.id));
+    // The key's limit of 1 holds across them all.
+    const res = await broker.reserve({ workerId: 'w', queues: [Q], max: 10, leaseMs: 30_000, now: Date.now() + 2 * MIN });
+    assert.equal(res.runs.length, 1);
+    await app.close();
+  });
+
+  it("a worker's own fires carry the limits (the firer gets the app's task definitions)", { timeout: 30_000 }, async () => {
+    const path = join(tempDir('errand-sched-flow-w'), 'e.db');
+    const app = createErrand({ broker: `sqlite:${path}`, logger: quietLogger });
+    const t = app.task(
+      'pol.limw',
+      { input: z.object({ tenant: z.string() }), queue: 'polw', limits: { key: (i) => i.tenant, concurrency: 1 } },
+      async () => {},
+    );
+    app.schedule('sw', t, { every: '1s', input: { tenant: 'globex' } });
+    const w = app.worker({ queues: ['polw'] });
+    await w.start();
+    const broker = (await app.broker()) as Broker & BrokerInspector;
+    const run = await waitFor(async () => (await broker.listRuns({ queue: 'polw', limit: 10 })).runs.find((r) => r.schedule?.id === 'sw'), {
+      timeoutMs: 20_000,
+      message: 'the worker fired the schedule',
+    });
+    await w.stop();
+    assert.deepEqual({ group: run.flow?.group, key: run.flow?.key }, { group: 'pol.limw', key: 'globex' });
+    await app.close();
+  });
+
+  it('a stored input that no longer validates keeps the group limits, without a key', () => {
+    const app = createErrand({ broker: 'sqlite::memory:', logger: quietLogger });
+    const t = app.task(
+      'pol.lim2',
+      { input: z.object({ tenant: z.string() }), limits: { key: (i) => i.tenant, concurrency: 1, global: 2 } },
+      async () => {},
+    );
+    assert.deepEqual(t.flowOfStored('{"tenant":"x"}'), { group: 'pol.lim2', key: 'x', concurrency: 1, groupConcurrency: 2 });
+    assert.deepEqual(t.flowOfStored('{"other":1}'), { group: 'pol.lim2', key: '', groupConcurrency: 2 });
+    assert.deepEqual(t.flowOfStored('not json'), { group: 'pol.lim2', key: '', groupConcurrency: 2 });
+    const free = app.task('pol.free', { input: z.object({}) }, async () => {});
+    assert.equal(free.flowOfStored('{}'), undefined);
+  });
+});

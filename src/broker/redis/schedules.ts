@@ -5,8 +5,6 @@
  * the unpaused schedules that have one). The fire step is one script (lua/schedfire.lua).
  */
 import { ConfigError } from '../../core/errors.ts';
-import { markText } from '../../core/run.ts';
-import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   DueSchedules,
   EnqueueResult,
@@ -19,6 +17,7 @@ import type {
 import { STATE_OF_CODE, splitRunId } from './codec.ts';
 import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
+import { pushRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
 
 interface Keys {
@@ -95,26 +94,15 @@ export async function fireSchedule(c: RedisCore, req: FireRequest): Promise<Fire
     req.next === null ? '' : Math.floor(req.next),
     Math.max(0, Math.floor(req.missed)),
     now,
-    req.runs.length ? Math.max(...req.runs.map((r) => Math.floor(r.schedule?.at ?? req.expect))) : '',
+    req.runs.map((r) => Math.floor(r.schedule?.at ?? req.expect)).join(','),
+    req.overlap === undefined || req.overlap === 'allow' ? '' : req.overlap,
   ];
   for (const run of req.runs) {
     const parts = splitRunId(run.id);
     if (!parts || parts.queue !== req.queue) {
       throw new ConfigError(`fireSchedule: run id ${JSON.stringify(run.id)} is not a run id of queue ${req.queue}`);
     }
-    const runAt = Math.floor(run.runAt);
-    args.push(
-      parts.rid,
-      run.task,
-      run.input,
-      Math.trunc(run.priority || 0),
-      Number.isFinite(runAt) ? runAt : now,
-      run.idempotencyKey ?? '',
-      run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
-      run.schedule ? markText(run.schedule) : '',
-      run.traceparent ?? '',
-      ownRetention(run.cancelledRetentionMs) ?? '',
-    );
+    pushRunArgs(args, run, parts.rid, now);
   }
   const redis = await c.ready();
   if (!c.knows(req.queue)) await c.remember([req.queue]);
@@ -122,11 +110,14 @@ export async function fireSchedule(c: RedisCore, req: FireRequest): Promise<Fire
   const what = String(r[0]);
   if (what === 'not_found' || what === 'paused') return { outcome: what };
   if (what === 'stale') return { outcome: 'stale', next: int(String(r[1])) ?? null, hash: String(r[2]) };
+  if (what === 'buffered') return { outcome: 'buffered', running: qk.idPrefix + String(r[1]) };
   const runs: EnqueueResult[] = [];
-  for (let j = 1; j + 2 < r.length; j += 3) {
+  for (let j = 3; j + 2 < r.length; j += 3) {
     runs.push({ id: qk.idPrefix + String(r[j]), created: r[j + 1] === 1, state: STATE_OF_CODE[String(r[j + 2])] ?? 'queued' });
   }
-  return { outcome: 'fired', runs };
+  const out: FireOutcome = { outcome: 'fired', runs, missed: Number(r[1]) };
+  if (r[2] !== '' && r[2] !== undefined) out.overlapped = qk.idPrefix + String(r[2]);
+  return out;
 }
 
 async function readMany(redis: RedisClient, c: RedisCore, queue: string, ids: readonly string[]): Promise<ScheduleRecord[]> {

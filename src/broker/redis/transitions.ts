@@ -5,15 +5,11 @@
  * typed decoders of `replies.ts`.
  */
 import { ConfigError } from '../../core/errors.ts';
-import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
-import { rateText } from '../shared/flow.ts';
+import { QUEUE_NAME } from '../../core/ids.ts';
 import { checkSpawns } from '../shared/workflow.ts';
-import { markText } from '../../core/run.ts';
-import { DAY, ownRetention } from '../shared/options.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
-  FlowSpec,
   Lease,
   NewRun,
   Reservation,
@@ -30,6 +26,7 @@ import { type RedisCore, time } from './core.ts';
 import { byQueue, CHUNK_BYTES, CHUNK_RUNS, chunk } from './batches.ts';
 import { drainAfter } from './relay.ts';
 import { codeReply, enqueueReply, progressReply, renewReply, reserveReply, settleRelayReply, sliceReply } from './replies.ts';
+import { pushRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
 import { spawnPayload, sweepPending } from './workflows.ts';
 
@@ -61,11 +58,6 @@ function pushSettlements(c: RedisCore, args: (string | number)[], part: readonly
     else if (item.outcome === 'retry') args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
     else args.push(rid, item.attempt, 'b', item.scope === 'group' ? 'g' : 'k', Math.floor(item.until));
   }
-}
-
-/** A run's flow spec as enqueue.lua takes it: `<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key>`. */
-function flowArg(f: FlowSpec): string {
-  return `${f.group}|${f.concurrency ?? 0}|${f.groupConcurrency ?? 0}|${rateText(f.rate)}|${rateText(f.groupRate)}|${f.weight ?? 1}|${f.key}`;
 }
 
 export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
@@ -103,25 +95,9 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
       while (from < indexes.length && part.length < CHUNK_RUNS && (part.length === 0 || bytes < CHUNK_BYTES)) {
         const i = indexes[from++]!;
         const run = runs[i]!;
-        const runAt = Math.floor(run.runAt);
         part.push(i);
         bytes += run.input.length + 200;
-        args.push(
-          rids[i]!,
-          run.task,
-          run.input,
-          Math.trunc(run.priority || 0),
-          Number.isFinite(runAt) ? runAt : now,
-          timeOfRunId(run.id) === now ? '' : now,
-          run.idempotencyKey ?? '',
-          run.idempotencyKey ? Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)) : 0,
-          run.traceparent ?? '',
-          ownRetention(run.cancelledRetentionMs) ?? '',
-          run.flow ? flowArg(run.flow) : '',
-          run.schedule ? markText(run.schedule) : '',
-          run.startBy === undefined ? '' : Math.floor(run.startBy),
-          run.debounce ? `${run.debounce.maxAt === null ? '' : Math.floor(run.debounce.maxAt)}|${run.debounce.key}` : '',
-        );
+        pushRunArgs(args, run, rids[i]!, now);
       }
       chain = chain.then(() =>
         runScript(redis, 'enqueue', [k.sched], args).then((reply) => {

@@ -3,7 +3,7 @@
  * checks of what callers give (ids, versions, times), so that both brokers refuse the same things.
  */
 import { ConfigError } from '../../core/errors.ts';
-import type { FireRequest, ScheduleDefinition } from '../types.ts';
+import type { FireOverlap, FireRequest, ScheduleDefinition } from '../types.ts';
 
 /** A schedule id: 1 to 128 characters, no whitespace. */
 export const SCHEDULE_ID = /^[^\s]{1,128}$/;
@@ -46,6 +46,8 @@ export function checkDefinition(def: ScheduleDefinition): void {
   time(def.next, m, 'next', true);
 }
 
+const FIRE_OVERLAPS: readonly FireOverlap[] = ['allow', 'skip', 'cancel', 'buffer'];
+
 export function checkFire(req: FireRequest): void {
   const m = 'fireSchedule';
   if (!req || typeof req !== 'object') throw new ConfigError(`${m}: a request object is required`);
@@ -55,6 +57,9 @@ export function checkFire(req: FireRequest): void {
   time(req.next, m, 'next', true);
   time(req.missed, m, 'missed', false);
   if (!Array.isArray(req.runs)) throw new ConfigError(`${m}: runs must be an array`);
+  if (req.overlap !== undefined && !FIRE_OVERLAPS.includes(req.overlap)) {
+    throw new ConfigError(`${m}: overlap must be one of ${FIRE_OVERLAPS.join(', ')}, got ${JSON.stringify(req.overlap)}`);
+  }
   for (const r of req.runs) {
     if (r.queue !== req.queue) throw new ConfigError(`${m}: run ${r.id} is of queue ${r.queue}, not the schedule's queue ${req.queue}`);
   }

@@ -5,7 +5,7 @@
  */
 import type { DueSchedules, FireOutcome, FireRequest, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from '../types.ts';
 import { newerDefinition } from '../shared/schedules.ts';
-import type { SqliteCore } from './core.ts';
+import { type SqliteCore, stateOf } from './core.ts';
 import { num, type Row } from './statements.ts';
 import { enqueueIn } from './transitions.ts';
 
@@ -66,29 +66,48 @@ export function upsertSchedule(c: SqliteCore, def: ScheduleDefinition, now: numb
 export function fireSchedule(c: SqliteCore, req: FireRequest): FireOutcome {
   const queues = new Set<string>();
   const out = c.tx((): FireOutcome => {
-    const changed = c.change('schFire', {
+    const row = c.row('schGet', req.queue, req.id);
+    if (!row) return { outcome: 'not_found' };
+    const s = toSchedule(row);
+    if (s.paused) return { outcome: 'paused' };
+    if (s.hash !== req.hash || s.next !== req.expect) return { outcome: 'stale', next: s.next, hash: s.hash };
+    // The overlap policy, in this transaction: the previous run is read where the runs are created.
+    let runs = req.runs;
+    let missed = Math.max(0, Math.floor(req.missed));
+    let overlapped: string | undefined;
+    const policy = req.overlap ?? 'allow';
+    if (policy !== 'allow' && s.lastRun !== undefined && runs.length) {
+      const prev = c.row('stateOf', s.lastRun);
+      const state = prev ? stateOf(prev) : undefined;
+      if (state === 'queued' || state === 'active') {
+        if (policy === 'buffer') return { outcome: 'buffered', running: s.lastRun };
+        if (policy === 'skip') {
+          missed += runs.length;
+          runs = [];
+        } else overlapped = s.lastRun;
+      } else if (policy === 'buffer' && runs.length > 1) {
+        missed += runs.length - 1;
+        runs = runs.slice(-1);
+      }
+    }
+    c.change('schFire', {
       queue: req.queue,
       id: req.id,
       hash: req.hash,
       expect: req.expect,
       next: req.next,
-      missed: Math.max(0, Math.floor(req.missed)),
-      fires: req.runs.length,
-      lastFire: req.runs.length ? Math.max(...req.runs.map((r) => r.schedule?.at ?? req.expect)) : null,
+      missed,
+      fires: runs.length,
+      lastFire: runs.length ? Math.max(...runs.map((r) => r.schedule?.at ?? req.expect)) : null,
       now: req.now,
     });
-    if (changed === 0) {
-      const row = c.row('schGet', req.queue, req.id);
-      if (!row) return { outcome: 'not_found' };
-      const s = toSchedule(row);
-      if (s.paused) return { outcome: 'paused' };
-      return { outcome: 'stale', next: s.next, hash: s.hash };
-    }
-    const runs = enqueueIn(c, req.runs, req.now, queues);
+    const created = enqueueIn(c, runs, req.now, queues);
     // The last run: the one the fire created, or the one an idempotency key already named.
-    const last = runs[runs.length - 1];
+    const last = created[created.length - 1];
     if (last) c.change('schLastRun', last.id, req.queue, req.id);
-    return { outcome: 'fired', runs };
+    const fired: FireOutcome = { outcome: 'fired', runs: created, missed };
+    if (overlapped !== undefined) fired.overlapped = overlapped;
+    return fired;
   });
   if (queues.size) c.hub.emit('work', [...queues]);
   return out;

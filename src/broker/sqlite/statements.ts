@@ -63,13 +63,15 @@ export const SQL = {
   /** Releases a key, only while it still names that run (a key is never left naming a deleted run). */
   idemDel: 'DELETE FROM idempotency WHERE queue = ? AND task = ? AND key = ? AND run_id = ?',
   stateOf: 'SELECT state, queue, origin, flow_group, flow_key, workflow FROM runs WHERE id = ?',
+  /**
+   * A new run, the one statement that creates runs (insertRun in create.ts: enqueue, the schedule
+   * fire step, workflows). The flow spec (flow_group .. flow_grate) and the workflow's columns are
+   * NULL for a run without them.
+   */
   insert: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, schedule, start_by, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
-  /** A run with a flow spec (flow_group .. flow_grate follow start_by). */
-  insertFlow: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, idempotency_key, traceparent,
-      cancel_retention, schedule, start_by, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw, attempts, lease_losses, history, rev)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
+      cancel_retention, schedule, start_by, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw, workflow,
+      input_from, attempts, lease_losses, history, rev)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, '[]', 0) ON CONFLICT (id) DO NOTHING`,
 
   /** A run that ran elsewhere, recorded finished (recordFinished); its last attempt in the a_* columns. */
   insertFinished: `INSERT INTO runs (id, queue, state, task, priority, seq, input, result, error, attempts, lease_losses, enqueued_at,
@@ -202,9 +204,6 @@ export const SQL = {
   wfInsert: 'INSERT INTO workflows (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING',
   wfGet: 'SELECT id, created_at FROM workflows WHERE id = ?',
   /** A run of a workflow: `state` is waiting, queued or scheduled. */
-  wfRun: `INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, traceparent,
-      cancel_retention, attempts, lease_losses, history, rev, workflow, input_from, idempotency_key)
-    VALUES (:id, :queue, :state, :task, :priority, :seq, :input, :now, :runAt, :traceparent, :retention, 0, 0, '[]', 0, :workflow, :inputFrom, :key)`,
   wfEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure) VALUES (?, ?, ?, ?, ?, ?)`,
   wfRunExists: 'SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
   /** The unresolved edges out of a dependency. */

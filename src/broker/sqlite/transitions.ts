@@ -5,7 +5,7 @@
  */
 import { rateText } from '../shared/flow.ts';
 import { checkSpawns } from '../shared/workflow.ts';
-import { CANCEL_LOG_RETENTION_MS, DAY, ownRetention, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
+import { CANCEL_LOG_RETENTION_MS, DAY, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
 import type {
   CancelOutcome,
   EnqueueResult,
@@ -19,8 +19,8 @@ import type {
   Settlement,
   SettleStatus,
 } from '../types.ts';
-import { markText } from '../../core/run.ts';
 import { type SqliteCore, stateOf } from './core.ts';
+import { insertRun } from './create.ts';
 import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
 import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, rewaitIn, spawnIn } from './workflows.ts';
@@ -70,36 +70,8 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
       }
     }
     const state: RunState = run.runAt <= now ? 'queued' : 'scheduled';
-    const common = [
-      run.id,
-      run.queue,
-      state,
-      run.task,
-      run.priority,
-      base + i + 1,
-      run.input,
-      now,
-      run.runAt,
-      key ?? null,
-      run.traceparent ?? null,
-      ownRetention(run.cancelledRetentionMs) ?? null,
-      run.schedule ? markText(run.schedule) : null,
-      run.startBy ?? null,
-    ] as const;
     const f = run.flow;
-    const inserted = f
-      ? c.change(
-          'insertFlow',
-          ...common,
-          f.group,
-          f.key,
-          f.concurrency ?? 0,
-          f.groupConcurrency ?? 0,
-          rateText(f.rate),
-          rateText(f.groupRate),
-          f.weight ?? 1,
-        )
-      : c.change('insert', ...common);
+    const inserted = insertRun(c, run, state, base + i + 1, now, run.runAt);
     if (inserted === 0) {
       // The same id enqueued again: the first one stands.
       const existing = c.row('stateOf', run.id);

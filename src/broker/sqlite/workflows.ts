@@ -21,6 +21,7 @@ import type {
   WorkflowRecord,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
+import { insertRun } from './create.ts';
 import { num, type Row, toRecord } from './statements.ts';
 
 export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): WorkflowCreated {
@@ -50,21 +51,10 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): Wor
     wf.runs.forEach((run, i) => {
       const waits = (run.dependsOn?.length ?? 0) > 0;
       const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
-      c.s.wfRun.run({
-        id: run.id,
-        queue: run.queue,
-        state,
-        task: run.task,
-        priority: run.priority,
-        seq: base + i + 1,
-        input: run.input,
-        now,
-        runAt: waits ? now : run.runAt,
-        traceparent: run.traceparent ?? null,
-        retention: run.cancelledRetentionMs ?? null,
-        workflow: wf.id,
+      // Workflow runs are not under flow control yet (a limited task is refused as a step).
+      insertRun(c, { ...run, flow: undefined }, state, base + i + 1, now, waits ? now : run.runAt, {
+        id: wf.id,
         inputFrom: run.inputFrom ?? 'given',
-        key: run.idempotencyKey ?? null,
       });
       if (run.idempotencyKey !== undefined)
         c.s.idemPut.run(run.queue, run.task, run.idempotencyKey, run.id, now + (run.idempotencyTtl ?? DAY));
@@ -183,21 +173,10 @@ export function spawnIn(
   s.runs.forEach((run, i) => {
     const waits = (run.dependsOn?.length ?? 0) > 0;
     const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
-    c.s.wfRun.run({
-      id: run.id,
-      queue: run.queue,
-      state,
-      task: run.task,
-      priority: run.priority,
-      seq: base + i + 1,
-      input: run.input,
-      now,
-      runAt: waits ? now : run.runAt,
-      traceparent: run.traceparent ?? null,
-      retention: run.cancelledRetentionMs ?? null,
-      workflow: wf,
+    // A spawned run has no idempotency key; workflow runs are not under flow control (yet).
+    insertRun(c, { ...run, idempotencyKey: undefined, flow: undefined }, state, base + i + 1, now, waits ? now : run.runAt, {
+      id: wf,
       inputFrom: run.inputFrom ?? 'given',
-      key: null,
     });
     run.dependsOn?.forEach((d, pos) => {
       c.s.wfEdge.run(run.id, d.id, wf, pos, d.name ?? null, d.onFailure ?? 'cancel');

@@ -386,6 +386,132 @@ local function pushQueued(base, rid, p, front, g)
   end
 end
 
+-- A new run as the creating scripts (enqueue, schedfire) take it, the one place its fields are
+-- read and written: 14 values from ARGV[j] (pushRunArgs in run-args.ts): rid, task, input,
+-- priority, runAt, enqueuedAt ('' when it is the time in the run id), idempotency key ('' for
+-- none), its ttl ms, traceparent ('' for none), retention once cancelled ('' for the broker's
+-- default: see cancel.lua), flow spec ('' for none, else
+-- '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key weight>|<key>': limits 0 none,
+-- rates '<interval>,<burst>' or '', the key last as it may hold '|'), schedule mark ('' for none:
+-- see ScheduleMark in core/run.ts), deadline to start ('' for none; stored as X), debounce (''
+-- for none, else '<maxAt or empty>|<key>': enqueue.lua applies it).
+-- Fills table `r` (a script's one table, reused for each run: no table made per run) and returns it;
+-- r.k is the run's hash key in queue `base`. The flow fields y n m u v are set only when r.g ~= ''
+-- (r.w, the key's weight, is '1' without one).
+local function newRun(base, j, r)
+  local rid = ARGV[j]
+  r.rid, r.k, r.task, r.input, r.p, r.runAt = rid, base .. 'r:' .. rid, ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
+  r.e, r.ik, r.ittl, r.tp, r.cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
+  r.g, r.w, r.mark, r.startBy, r.deb = '', '1', ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
+  local spec = ARGV[j + 10]
+  if spec ~= '' then
+    local parts, from = {}, 1
+    for _ = 1, 6 do
+      local cut = string.find(spec, '|', from, true)
+      parts[#parts + 1] = string.sub(spec, from, cut - 1)
+      from = cut + 1
+    end
+    r.g, r.n, r.m, r.u, r.v, r.w = parts[1], parts[2], parts[3], parts[4], parts[5], parts[6]
+    r.y = string.sub(spec, from)
+  end
+  return r
+end
+
+-- The run that stands for new run r, if one does: r's own id when it exists, else the run its
+-- idempotency key names. Returns that rid and its state code; nil when r is to be created (its
+-- key, if any, then names r). A key never stands for a run that no longer exists: one left naming
+-- a deleted run (by a version that kept keys past their runs, or by hand) is taken by r.
+local function runExisting(base, r)
+  local existing
+  if rcall('EXISTS', r.k) == 1 then
+    existing = r.rid
+  elseif r.ik ~= '' then
+    local ikk = base .. 'ik:' .. r.task .. ':' .. r.ik
+    existing = rcall('GET', ikk)
+    if existing and rcall('EXISTS', base .. 'r:' .. existing) == 0 then
+      existing = nil
+    end
+    if not existing then
+      rcall('SET', ikk, r.rid, 'PX', r.ittl)
+    end
+  end
+  if not existing then
+    return nil
+  end
+  local s = redis.pcall('HGET', base .. 'r:' .. existing, 's')
+  if type(s) ~= 'string' then
+    s = 'q'
+  end
+  return existing, s
+end
+
+-- Writes the hash of new run r in state `state` (q, s, or w: waiting); `more`: further field,
+-- value pairs to store (nil: none). Only the hash: placing it (a list, sched, a flow key) is the
+-- caller's.
+local function runWrite(r, state, more)
+  local f = { 's', state, 't', r.task, 'i', r.input }
+  if r.p ~= '0' then
+    f[#f + 1] = 'p'
+    f[#f + 1] = r.p
+  end
+  if r.e ~= '' then
+    f[#f + 1] = 'e'
+    f[#f + 1] = r.e
+  end
+  if state == 's' then
+    f[#f + 1] = 'r'
+    f[#f + 1] = r.runAt
+  end
+  if r.ik ~= '' then
+    f[#f + 1] = 'k'
+    f[#f + 1] = r.ik
+  end
+  if r.tp ~= '' then
+    f[#f + 1] = 'c'
+    f[#f + 1] = r.tp
+  end
+  if r.cret ~= '' then
+    f[#f + 1] = 'C'
+    f[#f + 1] = r.cret
+  end
+  if r.g ~= '' then
+    f[#f + 1] = 'g'
+    f[#f + 1] = r.g
+    f[#f + 1] = 'y'
+    f[#f + 1] = r.y
+    f[#f + 1] = 'n'
+    f[#f + 1] = r.n
+    f[#f + 1] = 'm'
+    f[#f + 1] = r.m
+    if r.u ~= '' then
+      f[#f + 1] = 'u'
+      f[#f + 1] = r.u
+    end
+    if r.v ~= '' then
+      f[#f + 1] = 'v'
+      f[#f + 1] = r.v
+    end
+    if r.w ~= '1' then
+      f[#f + 1] = 'K'
+      f[#f + 1] = r.w
+    end
+  end
+  if r.mark ~= '' then
+    f[#f + 1] = 'S'
+    f[#f + 1] = r.mark
+  end
+  if r.startBy ~= '' then
+    f[#f + 1] = 'X'
+    f[#f + 1] = r.startBy
+  end
+  if more then
+    for i = 1, #more do
+      f[#f + 1] = more[i]
+    end
+  end
+  rcall('HSET', r.k, unpack(f))
+end
+
 -- Leaves a wake-up token for one idle worker, unless one is already waiting.
 local function wake(base)
   local k = base .. 'wake'

@@ -13,20 +13,16 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 14 per run:
-    rid, task, input, priority, runAt,
-    enqueuedAt ('' when it is the time in the run id),
-    idempotency key ('' for none), idempotency ttl ms, traceparent ('' for none),
-    retention once cancelled, ms ('' for the broker's default: see cancel.lua),
-    flow control: '' for none, else '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key weight>|<key>'
-    (limits 0: none; rates '<interval>,<burst>' or ''; the key last, as it may hold '|');
-    a queued run with a group goes to its key's list (as flowPush in common.lua does for one run;
-    here each key and group of the call is updated once)
-    schedule mark ('' for none: see ScheduleMark in core/run.ts),
-    deadline to start, epoch ms ('' for none: NewRun.startBy; stored as X, checked by reserve),
-    debounce: '' for none, else '<maxAt or empty>|<key>' (NewRun.debounce): a scheduled run named
-    by the key's hash base..'db:'..task..':'..key (r rid, m maxAt; kept a minute past its run's
-    due time) takes this input and runAt (at most m) and is returned instead of a new run
+  then 14 per run, as newRun in common.lua reads them (pushRunArgs in run-args.ts): rid, task,
+    input, priority, runAt, enqueuedAt ('' when it is the time in the run id), idempotency key, its
+    ttl, traceparent, retention once cancelled, flow spec ('' for none, else '<group>|<key limit>|
+    <group limit>|<key rate>|<group rate>|<key weight>|<key>'), schedule mark, deadline to start
+    (epoch ms, '' for none: NewRun.startBy; stored as X, checked by reserve), debounce ('' for none,
+    else '<maxAt or empty>|<key>' (NewRun.debounce): a scheduled run named by the key's hash
+    base..'db:'..task..':'..key (r rid, m maxAt; kept a minute past its run's due time) takes this
+    input and runAt (at most m) and is returned instead of a new run);
+    a queued run with a flow spec goes to its key's list (as flowPush in common.lua does for one
+    run; here each key and group of the call is updated once)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
@@ -45,67 +41,40 @@ local before = false -- earliest scheduled runAt before this call (nil: none), r
 local flowQueued = false
 local flowKeys = {} -- g..'|'..y -> { g, y, n, m, u, v, rids }, in first-seen order in flowOrder
 local flowOrder = {}
+local run = {} -- each run's values in turn (newRun)
 for j = 3, #ARGV, 14 do
-  local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  local e, ik, ittl, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local fg, fy, fn, fm, fu, fv, fw = '', '', '', '', '', '', '1'
-  local spec, mark, startBy, deb = ARGV[j + 10], ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
-  if spec ~= '' then
-    local parts, from = {}, 1
-    for _ = 1, 6 do
-      local cut = string.find(spec, '|', from, true)
-      parts[#parts + 1] = string.sub(spec, from, cut - 1)
-      from = cut + 1
-    end
-    fg, fn, fm, fu, fv, fw = parts[1], parts[2], parts[3], parts[4], parts[5], parts[6]
-    fy = string.sub(spec, from)
-  end
-  local k = base .. 'r:' .. rid
-  local existing
+  local r = newRun(base, j, run)
+  local rid, p = r.rid, r.p
+  local existing, s
   local dbk, dbMax -- debounce: the key's hash, the burst's bound ('' none)
-  if deb ~= '' then
-    local cut = string.find(deb, '|', 1, true)
-    dbMax, dbk = string.sub(deb, 1, cut - 1), base .. 'db:' .. task .. ':' .. string.sub(deb, cut + 1)
+  if r.deb ~= '' then
+    local cut = string.find(r.deb, '|', 1, true)
+    dbMax, dbk = string.sub(r.deb, 1, cut - 1), base .. 'db:' .. r.task .. ':' .. string.sub(r.deb, cut + 1)
     local dv = rcall('HMGET', dbk, 'r', 'm')
-    local rv = dv[1] and rcall('HMGET', base .. 'r:' .. dv[1], 's', 'a') or {}
-    if rv[1] == 's' and (rv[2] or '0') == '0' then -- scheduled, never started (not a retry)
-      local at = tonumber(runAtS)
-      if dv[2] and tonumber(dv[2]) < at then
-        at = tonumber(dv[2])
+    local drid, dmax = dv[1], dv[2]
+    local rv = drid and rcall('HMGET', base .. 'r:' .. drid, 's', 'a') or {}
+    local dstate, dattempts = rv[1], rv[2]
+    if dstate == 's' and (dattempts or '0') == '0' then -- scheduled, never started (not a retry)
+      local at = tonumber(r.runAt)
+      if dmax and tonumber(dmax) < at then
+        at = tonumber(dmax)
       end
-      rcall('HSET', base .. 'r:' .. dv[1], 'i', input, 'r', fmt('%d', at))
-      rcall('ZADD', KEYS[1], at, dv[1])
+      rcall('HSET', base .. 'r:' .. drid, 'i', r.input, 'r', fmt('%d', at))
+      rcall('ZADD', KEYS[1], at, drid)
       rcall('PEXPIRE', dbk, math.max(1, at - now) + 60000)
-      existing = dv[1]
+      existing, s = drid, 's'
       dbk = nil
     end
   end
-  if existing then
-    -- debounced: answered below
-  elseif rcall('EXISTS', k) == 1 then
-    existing = rid
-  elseif ik ~= '' then
-    local ikk = base .. 'ik:' .. task .. ':' .. ik
-    existing = rcall('GET', ikk)
-    -- A key never stands for a run that no longer exists: one left naming a deleted run (by a
-    -- version that kept keys past their runs, or by hand) is taken by this new run.
-    if existing and rcall('EXISTS', base .. 'r:' .. existing) == 0 then
-      existing = nil
-    end
-    if not existing then
-      rcall('SET', ikk, rid, 'PX', ittl)
-    end
+  if not existing then
+    existing, s = runExisting(base, r)
   end
   if existing then
-    local s = redis.pcall('HGET', base .. 'r:' .. existing, 's')
-    if type(s) ~= 'string' then
-      s = 'q'
-    end
     out[#out + 1] = existing
     out[#out + 1] = 0
     out[#out + 1] = s
   else
-    local runAt = tonumber(runAtS)
+    local runAt = tonumber(r.runAt)
     local state
     if runAt > now then
       state = 's'
@@ -120,61 +89,6 @@ for j = 3, #ARGV, 14 do
     else
       state = 'q'
     end
-    local f = { 's', state, 't', task, 'i', input }
-    if p ~= '0' then
-      f[#f + 1] = 'p'
-      f[#f + 1] = p
-    end
-    if e ~= '' then
-      f[#f + 1] = 'e'
-      f[#f + 1] = e
-    end
-    if state == 's' then
-      f[#f + 1] = 'r'
-      f[#f + 1] = runAtS
-    end
-    if ik ~= '' then
-      f[#f + 1] = 'k'
-      f[#f + 1] = ik
-    end
-    if tp ~= '' then
-      f[#f + 1] = 'c'
-      f[#f + 1] = tp
-    end
-    if cret ~= '' then
-      f[#f + 1] = 'C'
-      f[#f + 1] = cret
-    end
-    if fg ~= '' then
-      f[#f + 1] = 'g'
-      f[#f + 1] = fg
-      f[#f + 1] = 'y'
-      f[#f + 1] = fy
-      f[#f + 1] = 'n'
-      f[#f + 1] = fn
-      f[#f + 1] = 'm'
-      f[#f + 1] = fm
-      if fu ~= '' then
-        f[#f + 1] = 'u'
-        f[#f + 1] = fu
-      end
-      if fv ~= '' then
-        f[#f + 1] = 'v'
-        f[#f + 1] = fv
-      end
-      if fw ~= '1' then
-        f[#f + 1] = 'K'
-        f[#f + 1] = fw
-      end
-    end
-    if mark ~= '' then
-      f[#f + 1] = 'S'
-      f[#f + 1] = mark
-    end
-    if startBy ~= '' then
-      f[#f + 1] = 'X'
-      f[#f + 1] = startBy
-    end
     if dbk then
       rcall('DEL', dbk)
       if dbMax ~= '' then
@@ -184,16 +98,16 @@ for j = 3, #ARGV, 14 do
       end
       rcall('PEXPIRE', dbk, math.max(1, runAt - now) + 60000)
     end
-    rcall('HSET', k, unpack(f))
-    if state == 'q' and fg ~= '' then
-      local gy = fg .. '|' .. fy
+    runWrite(r, state)
+    if state == 'q' and r.g ~= '' then
+      local gy = r.g .. '|' .. r.y
       local e = flowKeys[gy]
       if not e then
-        e = { g = fg, y = fy, rids = {} }
+        e = { g = r.g, y = r.y, rids = {} }
         flowKeys[gy] = e
         flowOrder[#flowOrder + 1] = gy
       end
-      e.n, e.m, e.u, e.v, e.w = fn, fm, fu, fv, fw -- the latest run's limits
+      e.n, e.m, e.u, e.v, e.w = r.n, r.m, r.u, r.v, r.w -- the latest run's limits
       e.rids[#e.rids + 1] = rid
       flowQueued = true
     elseif state == 'q' then

@@ -3,8 +3,15 @@
 
   Only if the schedule exists, is not paused, has hash ARGV[3] and its next fire time is still
   ARGV[4] (the compare-and-set): moves the next fire time to ARGV[5], adds to its misses and fires,
-  records the last fire, and creates the runs as enqueue.lua does (a run whose id exists, or whose
-  idempotency key is held by an existing run, is not created again). Otherwise writes nothing.
+  records the last fire, and creates the runs as enqueue.lua does, with the same helpers (newRun,
+  runExisting, runWrite in common.lua): a run whose id exists, or whose idempotency key is held by
+  an existing run, is not created again; a run with a flow spec is under its task's limits
+  (docs/flow-control.md). Otherwise writes nothing.
+  The overlap policy (FireRequest.overlap in broker/types.ts) is applied here, in the same step:
+  the previous run (field L) overlaps while it is queued or active; then skip creates no run and
+  counts the times as missed, buffer writes nothing (reply 'buffered'), cancel creates the runs and
+  names the previous one (the caller cancels it). buffer without an overlap, with a previous run,
+  creates only the last run and counts the others as missed.
 
   KEYS[1] the schedule's hash `<base>S:<id>`
   KEYS[2] the queue's due ZSET `<base>Sdue`
@@ -12,20 +19,21 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] id, ARGV[3] hash, ARGV[4] expected next fire time, ARGV[5] new next fire time ('' none),
-  ARGV[6] missed to add, ARGV[7] now, ARGV[8] nominal time of the latest run ('' when no run)
-  then 10 per run: rid, task, input, priority, runAt, idempotency key, idempotency ttl ms,
-    schedule mark, traceparent ('' for none), retention once cancelled ('' for the default)
+  ARGV[6] missed to add, ARGV[7] now, ARGV[8] nominal time of each run, comma-separated ('' when
+  no run), ARGV[9] overlap policy ('' allow, skip, cancel, buffer)
+  then 14 per run, as enqueue.lua takes them (newRun in common.lua; pushRunArgs in run-args.ts)
 
-  Returns { 'fired', then 3 per run: rid, created (1 or 0), state code } or { 'stale', stored next
-  ('' none), stored hash } or { 'paused' } or { 'not_found' }.
+  Returns { 'fired', missed added, the overlapping previous rid with cancel ('' none), then 3 per
+  run kept: rid, created (1 or 0), state code } or { 'buffered', the previous rid } or { 'stale',
+  stored next ('' none), stored hash } or { 'paused' } or { 'not_found' }.
 ]]
 --!keys 3
---!include common.lua: rcall, statFlush, wake
+--!include common.lua: rcall, statFlush, pushQueued, newRun, runExisting, runWrite, wake
 local base, id, hash, expect, nextS = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local missed, nowS, lastFire = tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local missed, nowS, atsS, policy = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
 local now = tonumber(nowS)
-local s = rcall('HMGET', KEYS[1], 'n', 'h', 'p')
-local sNext, sHash, sPaused = s[1], s[2], s[3]
+local s = rcall('HMGET', KEYS[1], 'n', 'h', 'p', 'L')
+local sNext, sHash, sPaused, prev = s[1], s[2], s[3], s[4]
 if not sHash then
   return { 'not_found' }
 end
@@ -36,72 +44,64 @@ if sHash ~= hash or sNext ~= expect then
   return { 'stale', sNext or '', sHash }
 end
 
-local out = { 'fired' }
-local created, last, woken = 0, nil, false
-for j = 9, #ARGV, 10 do
-  local rid, task, input, p, runAtS = ARGV[j], ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  local ik, ittl, mark, tp, cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  local k = base .. 'r:' .. rid
-  local existing
-  if rcall('EXISTS', k) == 1 then
-    existing = rid
-  elseif ik ~= '' then
-    local ikk = base .. 'ik:' .. task .. ':' .. ik
-    existing = rcall('GET', ikk)
-    if existing and rcall('EXISTS', base .. 'r:' .. existing) == 0 then
-      existing = nil
+-- The runs to create: ARGV[from], ARGV[from + 14], ... up to ARGV[to]; their nominal times.
+local from, to = 10, #ARGV
+local ats = {}
+for at in string.gmatch(atsS, '[^,]+') do
+  ats[#ats + 1] = at
+end
+local overlapped = ''
+if policy ~= '' and prev and #ats > 0 then
+  local ps = redis.pcall('HGET', base .. 'r:' .. prev, 's')
+  if ps == 'q' or ps == 'a' then
+    if policy == 'buffer' then
+      return { 'buffered', prev }
+    elseif policy == 'skip' then
+      missed = missed + #ats
+      from, ats = to + 1, {}
+    else
+      overlapped = prev
     end
-    if not existing then
-      rcall('SET', ikk, rid, 'PX', ittl)
-    end
+  elseif policy == 'buffer' and #ats > 1 then
+    missed = missed + #ats - 1
+    from, ats = to - 11, { ats[#ats] }
   end
+end
+local lastFire = ''
+for _, at in ipairs(ats) do
+  if lastFire == '' or tonumber(at) > tonumber(lastFire) then
+    lastFire = at
+  end
+end
+
+local out = { 'fired', missed, overlapped }
+local created, last, woken = 0, nil, false
+local fires = 0
+local run = {} -- each run's values in turn (newRun)
+for j = from, to, 14 do
+  local r = newRun(base, j, run)
+  local existing, st = runExisting(base, r)
+  fires = fires + 1
   if existing then
-    local st = redis.pcall('HGET', base .. 'r:' .. existing, 's')
-    if type(st) ~= 'string' then
-      st = 'q'
-    end
     out[#out + 1] = existing
     out[#out + 1] = 0
     out[#out + 1] = st
     last = existing
   else
     local state = 'q'
-    local f = { 't', task, 'i', input, 'e', nowS, 'S', mark }
-    if tonumber(runAtS) > now then
+    if tonumber(r.runAt) > now then
       state = 's'
-      rcall('ZADD', KEYS[3], runAtS, rid)
-      f[#f + 1] = 'r'
-      f[#f + 1] = runAtS
-    else
-      local wk = base .. 'w:' .. p
-      if rcall('RPUSH', wk, rid) == 1 then
-        rcall('ZADD', base .. 'prios', -tonumber(p), p)
-      end
+      rcall('ZADD', KEYS[3], r.runAt, r.rid)
     end
-    f[#f + 1] = 's'
-    f[#f + 1] = state
-    if p ~= '0' then
-      f[#f + 1] = 'p'
-      f[#f + 1] = p
+    runWrite(r, state)
+    if state == 'q' then
+      pushQueued(base, r.rid, r.p, false, r.g ~= '' and r.g or nil)
     end
-    if ik ~= '' then
-      f[#f + 1] = 'k'
-      f[#f + 1] = ik
-    end
-    if tp ~= '' then
-      f[#f + 1] = 'c'
-      f[#f + 1] = tp
-    end
-    if cret ~= '' then
-      f[#f + 1] = 'C'
-      f[#f + 1] = cret
-    end
-    rcall('HSET', k, unpack(f))
-    out[#out + 1] = rid
+    out[#out + 1] = r.rid
     out[#out + 1] = 1
     out[#out + 1] = state
     created = created + 1
-    last = rid
+    last = r.rid
     woken = true
   end
 end
@@ -119,7 +119,6 @@ rcall('HSET', KEYS[1], unpack(upd))
 if missed > 0 then
   rcall('HINCRBY', KEYS[1], 'm', missed)
 end
-local fires = math.floor((#ARGV - 8) / 10)
 if fires > 0 then
   rcall('HINCRBY', KEYS[1], 'f', fires)
 end

@@ -1,16 +1,37 @@
-// Schedules: every stored schedule, its state, next fire times, last run, fires and misses; pause,
-// resume and run now for those who may act.
+// Schedules: every stored schedule, its state, next fire times, last run, fires and misses; for those
+// who may act: new, edit, pause, resume, run now, backfill and delete (the dialogs: schedule-form.ts).
 import type { ScheduleJson, ScheduleList } from '../../api-types.ts';
 import { ApiError, get, post } from '../api.ts';
 import { type Ctx, errorBox, type Page } from '../app.ts';
 import { h, link, replace, trunc } from '../dom.ts';
 import { ago, fullTime, num, time } from '../format.ts';
 import { ROOT } from '../base.ts';
+import { backfillForm, scheduleForm, type TaskChoice } from './schedule-form.ts';
 
 export function schedulesPage(ctx: Ctx): Page {
   const list = h('div', { class: 'card table-card' }, h('div', { class: 'empty' }, 'Loading…'));
   const summary = h('p', { class: 'muted small' });
-  const el = h('div', { class: 'page' }, h('header', { class: 'page-head' }, h('h1', null, 'Schedules'), summary), list);
+  let tasks: TaskChoice[] = [];
+  const create = ctx.canAct
+    ? h(
+        'button',
+        {
+          class: 'btn btn-primary',
+          type: 'button',
+          'data-action': 'new',
+          onclick: async () => {
+            if (await scheduleForm(ctx, tasks)) void load();
+          },
+        },
+        'New schedule',
+      )
+    : null;
+  const el = h(
+    'div',
+    { class: 'page' },
+    h('header', { class: 'page-head' }, h('div', null, h('h1', null, 'Schedules'), summary), create),
+    list,
+  );
   let loading = false;
   let loadedAt = 0;
 
@@ -68,6 +89,32 @@ export function schedulesPage(ctx: Ctx): Page {
               h(
                 'button',
                 {
+                  class: 'btn btn-small',
+                  type: 'button',
+                  'data-action': 'edit',
+                  title: 'Change the task, times, input or policies',
+                  onclick: async () => {
+                    if (await scheduleForm(ctx, tasks, s)) void load();
+                  },
+                },
+                'Edit',
+              ),
+              h(
+                'button',
+                {
+                  class: 'btn btn-small',
+                  type: 'button',
+                  'data-action': 'backfill',
+                  title: 'A run for each fire time of a past range that has none',
+                  onclick: async () => {
+                    if (await backfillForm(ctx, s)) void load();
+                  },
+                },
+                'Backfill',
+              ),
+              h(
+                'button',
+                {
                   class: 'btn btn-small btn-danger-quiet',
                   type: 'button',
                   'data-action': 'delete',
@@ -101,13 +148,20 @@ export function schedulesPage(ctx: Ctx): Page {
     loadedAt = Date.now();
     try {
       const data = await get<ScheduleList>('/schedules');
+      tasks = data.tasks ?? [];
       const paused = data.schedules.filter((s) => s.state === 'paused').length;
       const missed = data.schedules.reduce((n, s) => n + s.missed, 0);
       summary.textContent = `${num(data.schedules.length)} schedules${paused ? `, ${num(paused)} paused` : ''}${missed ? `; ${num(missed)} fire times missed in all` : ''}. Each fire time runs once, whatever the number of workers.`;
       if (!data.schedules.length) {
         replace(
           list,
-          h('div', { class: 'empty' }, 'No schedules. Declare one beside its task with errand.schedule(...), or PUT /schedules/{id}.'),
+          h(
+            'div',
+            { class: 'empty' },
+            ctx.canAct
+              ? 'No schedules. Create one with New schedule, declare one beside its task with errand.schedule(...), or PUT /schedules/{id}.'
+              : 'No schedules. Declare one beside its task with errand.schedule(...), or PUT /schedules/{id}.',
+          ),
         );
         return;
       }
