@@ -43,7 +43,8 @@ export { type FiresBetween, firesBetween, nextFire, nextFires } from './schedule
 export { RunHandle } from './task/handle.ts';
 export { backoffDelay, DEFAULTS, type Retention, type RetryPolicy } from './task/options.ts';
 export type { Isolation } from './task/isolation.ts';
-export type { EnqueueOptions, Handler, KeyLimits, RateLimit, TaskContext, TaskLimits, TaskOptions } from './task/task.ts';
+export type { KeyLimits, RateLimit, TaskLimits } from './task/limits.ts';
+export type { EnqueueOptions, Handler, TaskContext, TaskOptions } from './task/task.ts';
 export {
   type AnyFlow,
   chain,

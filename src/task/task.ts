@@ -1,12 +1,13 @@
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import type { FlowRate, FlowSpec, NewRun } from '../broker/types.ts';
+import type { FlowSpec, NewRun } from '../broker/types.ts';
 import { type BackOff, type BackOffScope, ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { type AnyFlow, type Join, joinOf, nextOf, type Pending, type ResultOf, type Spawn, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
+import { checkLimits, flowRate, type KeyLimits, type TaskLimits } from './limits.ts';
 import { applyRunTiming, checkRunTiming, type RunTiming, type RunTimingOptions } from './run-timing.ts';
 import {
   checkDuration,
@@ -109,40 +110,6 @@ export interface TaskOptions<S extends z.ZodType> extends RunTimingOptions<z.out
    * queue. Keys are served round robin.
    */
   limits?: TaskLimits<z.output<S>>;
-}
-
-/** A task's concurrency and rate limits (see `TaskOptions.limits` and docs/flow-control.md). */
-export interface TaskLimits<I> {
-  /** The key of a run, from its validated input (1 to 256 characters); `undefined`: the run counts against `global` only. */
-  key?: (input: I) => string | undefined;
-  /** At most this many active runs per key (a positive integer). Needs `key`. */
-  concurrency?: number;
-  /**
-   * Limits of chosen keys: a number replaces `concurrency` for that key; `{ concurrency?, rate? }`
-   * replaces either or both (what it leaves out stays the task's). Needs `key`.
-   */
-  overrides?: Record<string, number | KeyLimits>;
-  /** At most this many active runs of the task in its queue, all keys together (a positive integer). */
-  global?: number;
-  /** At most `limit` starts per `period` ms per key, up to `burst` (default `limit`) at once. Needs `key`. */
-  rate?: RateLimit;
-  /** At most `limit` starts per `period` ms of the task in its queue, all keys together. */
-  globalRate?: RateLimit;
-}
-
-/** The limits of one key, in `TaskLimits.overrides`. */
-export interface KeyLimits {
-  concurrency?: number;
-  rate?: RateLimit;
-  /** Weighted fairness: this key is served `weight` runs in a row per turn of the task's keys (1 to 1000; default 1). */
-  weight?: number;
-}
-
-/** `limit` starts per `period` ms, at most `burst` (default `limit`) of them at once. */
-export interface RateLimit {
-  limit: number;
-  period: number;
-  burst?: number;
 }
 
 /** The longest `delay` accepted: 100 years, in ms (a longer one would leave the range of a Date). */
@@ -374,92 +341,6 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     if (l.globalRate) flow.groupRate = flowRate(l.globalRate);
     return flow;
   }
-}
-
-const LIMIT_KEYS = new Set(['key', 'concurrency', 'overrides', 'global', 'rate', 'globalRate']);
-
-function checkRate(r: unknown, name: string, where: string): void {
-  if (r === undefined) return;
-  if (!r || typeof r !== 'object' || Array.isArray(r)) throw new ConfigError(`${where}: ${name} must be { limit, period, burst? }`);
-  const o = r as Record<string, unknown>;
-  for (const k of Object.keys(o)) {
-    if (k !== 'limit' && k !== 'period' && k !== 'burst')
-      throw new ConfigError(`${where}: ${name}.${k} is not a rate field (limit, period, burst)`);
-  }
-  for (const k of ['limit', 'period'] as const) {
-    if (typeof o[k] !== 'number' || !Number.isSafeInteger(o[k]) || (o[k] as number) < 1) {
-      throw new ConfigError(`${where}: ${name}.${k} must be a positive integer${k === 'period' ? ' of ms' : ''}, got ${String(o[k])}`);
-    }
-  }
-  if (o.burst !== undefined && (typeof o.burst !== 'number' || !Number.isSafeInteger(o.burst) || o.burst < 1)) {
-    throw new ConfigError(`${where}: ${name}.burst must be a positive integer, got ${String(o.burst)}`);
-  }
-}
-
-/** A rate limit as the broker takes it (see `FlowRate`). */
-function flowRate(r: RateLimit): FlowRate {
-  return { interval: r.period / r.limit, burst: r.burst ?? r.limit };
-}
-
-/** `limits` checked at definition: ConfigError naming the task and the field. */
-function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskLimits<I> | undefined {
-  if (limits === undefined) return undefined;
-  if (!limits || typeof limits !== 'object' || Array.isArray(limits)) throw new ConfigError(`${where}: limits must be an object`);
-  for (const k of Object.keys(limits)) {
-    if (!LIMIT_KEYS.has(k)) throw new ConfigError(`${where}: limits.${k} is not a limit (known: ${[...LIMIT_KEYS].join(', ')})`);
-  }
-  const positive = (v: unknown, name: string) => {
-    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)) {
-      throw new ConfigError(`${where}: ${name} must be a positive integer, got ${String(v)}`);
-    }
-  };
-  positive(limits.concurrency, 'limits.concurrency');
-  positive(limits.global, 'limits.global');
-  if (limits.overrides !== undefined) {
-    if (!limits.overrides || typeof limits.overrides !== 'object' || Array.isArray(limits.overrides)) {
-      throw new ConfigError(`${where}: limits.overrides must be an object of key -> limit`);
-    }
-    for (const [k, v] of Object.entries(limits.overrides)) {
-      const name = `limits.overrides[${JSON.stringify(k)}]`;
-      if (typeof v === 'number') {
-        positive(v, name);
-        continue;
-      }
-      if (!v || typeof v !== 'object' || Array.isArray(v)) {
-        throw new ConfigError(`${where}: ${name} must be a positive integer or { concurrency?, rate? }, got ${String(v)}`);
-      }
-      for (const f of Object.keys(v)) {
-        if (f !== 'concurrency' && f !== 'rate' && f !== 'weight')
-          throw new ConfigError(`${where}: ${name}.${f} is not a key limit (concurrency, rate, weight)`);
-      }
-      positive(v.concurrency, `${name}.concurrency`);
-      positive(v.weight, `${name}.weight`);
-      if ((v.weight ?? 0) > 1000) throw new ConfigError(`${where}: ${name}.weight must be at most 1000, got ${v.weight}`);
-      checkRate(v.rate, `${name}.rate`, where);
-    }
-  }
-  if (limits.key !== undefined && typeof limits.key !== 'function') {
-    throw new ConfigError(`${where}: limits.key must be a function of the input returning the run's key`);
-  }
-  checkRate(limits.rate, 'limits.rate', where);
-  checkRate(limits.globalRate, 'limits.globalRate', where);
-  if ((limits.concurrency !== undefined || limits.overrides !== undefined || limits.rate !== undefined) && !limits.key) {
-    throw new ConfigError(
-      `${where}: limits.concurrency, limits.overrides and limits.rate are per key: give limits.key too (or use limits.global, limits.globalRate)`,
-    );
-  }
-  if (
-    limits.concurrency === undefined &&
-    limits.overrides === undefined &&
-    limits.global === undefined &&
-    limits.rate === undefined &&
-    limits.globalRate === undefined
-  ) {
-    throw new ConfigError(`${where}: limits needs concurrency or rate (with key), overrides, global or globalRate`);
-  }
-  const out: TaskLimits<I> = { ...limits };
-  if (limits.overrides) out.overrides = { ...limits.overrides };
-  return out;
 }
 
 function checkEnqueueOptions(options: unknown): InputIssue[] {

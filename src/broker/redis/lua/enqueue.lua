@@ -28,7 +28,7 @@
   of that run (q s a d f c).
 ]]
 --!keys 1
---!include common.lua: rcall, fmt, statFlush, wake, flowGroupReady
+--!include common.lua: rcall, fmt, statFlush, flowGroupReady, newRun, runExisting, runWrite, wake
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}
