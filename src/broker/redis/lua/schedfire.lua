@@ -44,7 +44,8 @@ if sHash ~= hash or sNext ~= expect then
   return { 'stale', sNext or '', sHash }
 end
 
--- The runs to create: ARGV[from], ARGV[from + 14], ... up to ARGV[to]; their nominal times.
+-- The runs to create: ARGV[from], ARGV[from + RUN_ARGS], ... up to ARGV[to]; their nominal times.
+local RUN_ARGS = 14 -- values per run (newRun in common.lua)
 local from, to = 10, #ARGV
 local ats = {}
 for at in string.gmatch(atsS, '[^,]+') do
@@ -64,7 +65,7 @@ if policy ~= '' and prev and #ats > 0 then
     end
   elseif policy == 'buffer' and #ats > 1 then
     missed = missed + #ats - 1
-    from, ats = to - 11, { ats[#ats] }
+    from, ats = to - (RUN_ARGS - 1), { ats[#ats] }
   end
 end
 local lastFire = ''
@@ -78,7 +79,7 @@ local out = { 'fired', missed, overlapped }
 local created, last, woken = 0, nil, false
 local fires = 0
 local run = {} -- each run's values in turn (newRun)
-for j = from, to, 14 do
+for j = from, to, RUN_ARGS do
   local r = newRun(base, j, run)
   local existing, st = runExisting(base, r)
   fires = fires + 1
