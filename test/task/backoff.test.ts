@@ -60,15 +60,15 @@ for (const make of setups('errand-backoff')) {
 
     it('the backed-off key waits (other keys go on), the run then succeeds on its first counted attempt', async () => {
       app = setup.app();
-      const starts: { tenant: string; n: number; at: number }[] = [];
-      let backedOffUntil = 0;
+      const starts: { tenant: string; n: number }[] = [];
+      let backedOff = false;
       const t = app.task(
         'call_api',
         { input, queue: 'backoff', retries: 0, limits: { key: (i) => i.tenant, concurrency: 1 } },
         async ({ tenant, n }, ctx) => {
-          starts.push({ tenant, n, at: Date.now() });
-          if (tenant === 'a' && n === 0 && backedOffUntil === 0) {
-            backedOffUntil = Date.now() + 300;
+          starts.push({ tenant, n });
+          if (tenant === 'a' && n === 0 && !backedOff) {
+            backedOff = true;
             throw ctx.backOff(300);
           }
           return n;
@@ -105,9 +105,9 @@ for (const make of setups('errand-backoff')) {
         aAfter.map((s) => s.n),
         [0, 1],
       );
-      for (const s of aAfter) assert.ok(s.at >= backedOffUntil, `key a started run ${s.n} at ${s.at}, before ${backedOffUntil}`);
+      // That the key started nothing before its back-off ended is the broker's guarantee, proven on
+      // its clock by the conformance property (test/conformance/backoff.ts), not timed here.
       assert.equal(events.filter((e) => e.type === 'backoff').length, 1);
-      assert.ok((events.find((e) => e.type === 'backoff')?.retryAt ?? 0) >= backedOffUntil);
     });
 
     it('a task without limits: the run waits alone, scheduled, and does not use an attempt', async () => {
