@@ -981,37 +981,26 @@ local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cre
   else
     state = 'q'
   end
-  local f = { 's', state, 't', task, 'i', input, 'G', wfId, 'C', cret }
-  if p ~= '0' then
-    f[#f + 1] = 'p'
-    f[#f + 1] = p
-  end
-  if e ~= '' then
-    f[#f + 1] = 'e'
-    f[#f + 1] = e
-  end
-  if state == 's' or (held and tonumber(runAtS) > now) then
-    f[#f + 1] = 'r'
-    f[#f + 1] = runAtS
-  end
-  if tp ~= '' then
-    f[#f + 1] = 'c'
-    f[#f + 1] = tp
+  -- The fields every run has, written as enqueue writes them (runWrite); a workflow's own after.
+  local r = { rid = rid, k = k, task = task, input = input, p = p, runAt = runAtS, e = e, ik = ik, tp = tp }
+  r.cret, r.g, r.mark, r.startBy = '', '', '', ''
+  local more = { 'G', wfId, 'C', cret }
+  if held and tonumber(runAtS) > now then
+    more[#more + 1] = 'r'
+    more[#more + 1] = runAtS
   end
   if mode ~= '' then
-    f[#f + 1] = 'M'
-    f[#f + 1] = mode
+    more[#more + 1] = 'M'
+    more[#more + 1] = mode
   end
   if deps ~= '' then
-    f[#f + 1] = 'D'
-    f[#f + 1] = deps
+    more[#more + 1] = 'D'
+    more[#more + 1] = deps
   end
   if ik ~= '' then
-    f[#f + 1] = 'k'
-    f[#f + 1] = ik
     rcall('SET', base .. 'ik:' .. task .. ':' .. ik, rid, 'PX', ittl)
   end
-  rcall('HSET', k, unpack(f))
+  runWrite(r, state, more)
   if state == 'w' then
     rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
     if held then
