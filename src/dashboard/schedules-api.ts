@@ -12,6 +12,7 @@ import type { Errand } from '../errand.ts';
 import { type ScheduleOptions, triggerSchedule, viewOf } from '../schedule/manage.ts';
 import { readInstant } from '../schedule/spec.ts';
 import { HttpError } from '../web/errors.ts';
+import { BackfillBody, ScheduleDefinitionFields } from '../web/schedule-body.ts';
 import type { ScheduleJson, ScheduleList } from './api-types.ts';
 import type { BrokerAccess } from './overview.ts';
 
@@ -30,27 +31,8 @@ function when(spec: string): string {
   return spec.slice(0, 80);
 }
 
-const Instant = z.union([z.number(), z.string()]);
-
 /** The body of save: the fields of HTTP PUT /schedules/{id}, and the id. */
-const SaveBody = z.strictObject({
-  id: z.string().min(1).max(128),
-  task: z.string().min(1).max(256),
-  cron: z.string().optional(),
-  every: z.union([z.number(), z.string()]).optional(),
-  timezone: z.string().optional(),
-  start: Instant.optional(),
-  end: Instant.optional(),
-  input: z.unknown().optional(),
-  missed: z.enum(['skip', 'latest', 'all']).optional(),
-  maxBackfill: z.number().int().optional(),
-  catchUpMs: z.number().int().optional(),
-  overlap: z.enum(['allow', 'skip', 'cancel', 'buffer']).optional(),
-  expire: z.union([z.literal('period'), z.literal('never'), z.number().int()]).optional(),
-  priority: z.number().int().optional(),
-});
-
-const BackfillBody = z.strictObject({ from: Instant, to: Instant });
+const SaveBody = z.strictObject({ id: z.string().min(1).max(128), ...ScheduleDefinitionFields });
 
 /** A schedule action's errors as answers: a bad definition 400, a greater stored version 409. */
 async function checked<T>(fn: () => Promise<T>): Promise<T> {

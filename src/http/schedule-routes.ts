@@ -16,33 +16,16 @@ import { redactValue } from '../core/redact.ts';
 import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
 import { readInstant } from '../schedule/spec.ts';
 import { HttpError } from '../web/errors.ts';
+import { BackfillBody, ScheduleDefinitionFields } from '../web/schedule-body.ts';
 import type { RouteContext } from './route-context.ts';
 import { errorResponses, RunStateSchema, ScheduleSchema, scheduleToJson } from './schemas.ts';
 
 const Params = z.object({ id: z.string().min(1).max(128).describe('The schedule id') });
 const QueueQuery = z.object({ queue: z.string().optional().describe('The queue, when the id exists in several') });
-const Instant = z.union([z.number(), z.string()]).describe('Epoch ms, or ISO 8601 with Z or an offset');
-
-const UpsertBody = z
-  .object({
-    task: z.string().describe("A task defined on the server's app"),
-    cron: z.string().optional().describe('5 or 6 fields (seconds first), or a nickname (@daily)'),
-    every: z.union([z.number(), z.string()]).optional().describe('An interval: ms, or "30s", "15m", "2h"'),
-    timezone: z.string().optional().describe('IANA zone, default UTC'),
-    start: Instant.optional(),
-    end: Instant.optional(),
-    input: z.unknown().optional(),
-    missed: z.enum(['skip', 'latest', 'all']).optional(),
-    maxBackfill: z.number().int().optional(),
-    catchUpMs: z.number().int().optional(),
-    overlap: z.enum(['allow', 'skip', 'cancel', 'buffer']).optional(),
-    expire: z.union([z.literal('period'), z.literal('never'), z.number().int()]).optional(),
-    priority: z.number().int().optional(),
-    version: z.number().optional().describe('Default: the time of the request (a later update wins)'),
-  })
-  .strict();
-
-const BackfillBody = z.object({ from: Instant, to: Instant }).strict();
+const UpsertBody = z.strictObject({
+  ...ScheduleDefinitionFields,
+  version: z.number().optional().describe('Default: the time of the request (a later update wins)'),
+});
 
 const Done = z.object({ id: z.string(), queue: z.string(), state: z.string() }).describe('The schedule after the action');
 
