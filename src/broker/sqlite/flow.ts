@@ -9,7 +9,8 @@ import { gcra, parseRate } from '../shared/flow.ts';
 import { runErrorText } from '../shared/run-errors.ts';
 import type { FlowRate, Reservation, Settlement, SettleStatus } from '../types.ts';
 import type { SqliteCore } from './core.ts';
-import { corruptError, num, type Row, toReservation } from './statements.ts';
+import { type CorruptRows, failCorruptRow } from './corrupt.ts';
+import { num, type Row, toReservation } from './statements.ts';
 import { resolveIn } from './workflows.ts';
 
 /** Where a run stands for flow control: its queue, group, key and the limits it carries. */
@@ -115,7 +116,8 @@ export function leaseFlow(
   max: number,
   reserved: Reservation[],
   changed: string[],
-  corrupt: { id: string; problems: string[] }[],
+  corrupt: CorruptRows,
+  queues: Set<string>,
 ): number {
   let n = 0;
   while (n < max) {
@@ -147,7 +149,7 @@ export function leaseFlow(
         const k = keys[0]!;
         const w = num(k.weight) ?? 1;
         const take = w > 1 ? Math.max(1, Math.min(want, w - (num(k.streak) ?? 0))) : want;
-        const r = leaseOneKey(c, { queue, grp, worker, now, leaseMs, want: take, k, groupRate, gtat }, reserved, changed, corrupt);
+        const r = leaseOneKey(c, { queue, grp, worker, now, leaseMs, want: take, k, groupRate, gtat }, reserved, changed, corrupt, queues);
         ga += r.done;
         started += r.done;
         n += r.done;
@@ -198,17 +200,13 @@ export function leaseFlow(
           c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
           continue;
         }
-        const stat = c.stat(queue, now);
         const r = toReservation(row, now);
         if (Array.isArray(r)) {
           c.s.flowKeyServed.run({ queue, grp, key, turn, dq: 1, da: 0 });
-          const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
-          c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
-          corrupt.push({ id, problems: r });
-          stat.failed++;
-          if (typeof row.id === 'string') changed.push(row.id);
+          failCorruptRow(c, queue, row, r, now, corrupt, changed, queues);
           continue;
         }
+        const stat = c.stat(queue, now);
         // A start: the counts and the GCRA times move.
         c.s.flowKeyServed.run({ queue, grp, key, turn, dq: 1, da: 1 });
         s++;
@@ -254,7 +252,8 @@ function leaseOneKey(
   },
   reserved: Reservation[],
   changed: string[],
-  corrupt: { id: string; problems: string[] }[],
+  corrupt: CorruptRows,
+  queues: Set<string>,
 ): { done: number; gtat: number | undefined; held?: number } {
   const { queue, grp, now, k, groupRate } = o;
   const key = String(k.key);
@@ -307,16 +306,12 @@ function leaseOneKey(
   }
   let done = 0;
   for (const row of rows) {
-    const stat = c.stat(queue, now);
     const r = toReservation(row, now);
     if (Array.isArray(r)) {
-      const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
-      c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error: corruptError(id, r) });
-      corrupt.push({ id, problems: r });
-      stat.failed++;
-      if (typeof row.id === 'string') changed.push(row.id);
+      failCorruptRow(c, o.queue, row, r, now, corrupt, changed, queues);
       continue;
     }
+    const stat = c.stat(queue, now);
     done++;
     reserved.push(r);
     changed.push(r.id);

@@ -20,9 +20,10 @@ import type {
   SettleStatus,
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
+import { type CorruptRows, failCorruptRow } from './corrupt.ts';
 import { insertRun } from './create.ts';
 import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
-import { byPriorityThenSeq, corruptError, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
+import { byPriorityThenSeq, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, rewaitIn, spawnIn } from './workflows.ts';
 
 /** How long a key's GCRA time is kept once in the past (it no longer matters then: prune's margin). */
@@ -109,7 +110,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
   const reserved: Reservation[] = [];
   const changed: string[] = [];
   const woken: string[] = [];
-  const corrupt: { id: string; problems: string[] }[] = [];
+  const corrupt: CorruptRows = [];
   let nextAt: number | null = null;
   const revs: [string, number][] = [];
   const retried = new Set<string>();
@@ -159,7 +160,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         // Keys and groups whose rate limit lets them start again are back in their rings.
         c.change('flowKeysDue', queue, now);
         c.change('flowGroupsDue', queue, now);
-        remaining -= leaseFlow(c, queue, workerId, now, leaseMs, remaining, reserved, changed, corrupt);
+        remaining -= leaseFlow(c, queue, workerId, now, leaseMs, remaining, reserved, changed, corrupt, retried);
       }
       // Corrupt rows are failed and take no slot.
       while (remaining > 0) {
@@ -171,16 +172,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         for (const row of rows) {
           const r = toReservation(row, now);
           if (Array.isArray(r)) {
-            const id = typeof row.id === 'string' ? row.id : `rowid ${String(row.rid)}`;
-            const error = corruptError(id, r);
-            c.s.failCorrupt.run({ rid: row.rid ?? null, now, expires: now + c.failedRetentionMs, error });
-            corrupt.push({ id, problems: r });
-            stat.failed++;
-            if (typeof row.id === 'string') {
-              changed.push(row.id);
-              // A terminal failure: a run of a workflow reaches its dependents (edge policy), as any does.
-              resolveIn(c, row.id, false, null, now, changed, retried);
-            }
+            failCorruptRow(c, queue, row, r, now, corrupt, changed, retried);
             continue;
           }
           reserved.push(r);
