@@ -51,13 +51,19 @@ for (const make of setups('errand-expiry')) {
   const setup = make();
   describe(`expiry with a worker on ${setup.name}`, () => {
     let app: Errand;
+    const apps: Errand[] = [];
+    const open = () => {
+      app = setup.app();
+      apps.push(app);
+      return app;
+    };
     after(async () => {
-      await app?.close();
+      for (const a of apps) await a.close();
       await setup.cleanup();
     });
 
     it('a run past its deadline when a worker comes is dropped, never run; one within it runs', async () => {
-      app = setup.app();
+      open();
       const ran: number[] = [];
       const t = app.task('report', { input, queue: 'expiry' }, async ({ n }) => {
         ran.push(n);
@@ -79,6 +85,33 @@ for (const make of setups('errand-expiry')) {
       assert.equal(info.attempts, 0);
       assert.equal(info.error?.reason, 'expired');
       assert.ok(info.startBy instanceof Date);
+    });
+
+    it('a run held back past its deadline (its key at its limit) fails then, while the run ahead of it still runs', async () => {
+      open();
+      let release = () => {};
+      const blocked = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const t = app.task('held', { input, queue: 'expiry-held', limits: { key: () => 'one', concurrency: 1 } }, async ({ n }) => {
+        if (n === 1) await blocked;
+        return n;
+      });
+      const worker = await app.worker({ queues: ['expiry-held'], concurrency: 4 }).start();
+      try {
+        const ahead = await t.enqueue({ n: 1 });
+        while ((await ahead.info()).state !== 'active') await sleep(5);
+        const held = await t.enqueue({ n: 2 }, { expiresIn: 50 });
+        // No enqueue, settlement or slot wakes the worker: it looks again at the deadline (nextAt).
+        await assert.rejects(held.result({ timeout: 30_000 }), (err: unknown) => err instanceof RunFailedError);
+        assert.equal((await held.info()).error?.reason, 'expired');
+        assert.equal((await ahead.info()).state, 'active', 'the run ahead is still running');
+        release();
+        assert.equal(await ahead.result({ timeout: 30_000 }), 1);
+      } finally {
+        release();
+        await worker.stop();
+      }
     });
   });
 }

@@ -100,6 +100,8 @@ export const SQL = {
   /** Queued runs past their deadline to start (expiry): failed by reserve, never started. */
   expiredDue: `SELECT rid, id, start_by, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw FROM runs
     WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND start_by < ? AND attempts = 0 ORDER BY start_by LIMIT ?`,
+  /** The earliest such deadline (reserve's nextAt: idle workers wake to fail them). */
+  nextStartBy: `SELECT start_by FROM runs WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND attempts = 0 ORDER BY start_by LIMIT 1`,
   failExpired: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, rev = rev + 1 WHERE rid = :rid`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
@@ -277,6 +279,7 @@ export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'get',
   'nextScheduled',
   'nextLease',
+  'nextStartBy',
   'seqGet',
   'revs',
   'signalAll',

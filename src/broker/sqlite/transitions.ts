@@ -22,7 +22,7 @@ import type {
 import { type SqliteCore, stateOf } from './core.ts';
 import { type CorruptRows, failCorruptRow } from './corrupt.ts';
 import { insertRun } from './create.ts';
-import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
+import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow, nextExpiry } from './flow.ts';
 import { byPriorityThenSeq, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, rewaitIn, spawnIn } from './workflows.ts';
 
@@ -122,7 +122,11 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
     const paused = new Set(c.rows('paused').map((r) => String(r.queue)));
     for (const queue of requested) {
       if (paused.has(queue)) {
-        // Untouched until resumed (resume wakes the waiters); its due times do not count either.
+        // Untouched until resumed (resume wakes the waiters); its due times do not count either,
+        // but for deadlines to start: runs past theirs are failed at it, paused or not.
+        failExpired(c, queue, now, changed, retried);
+        const x = nextExpiry(c, queue);
+        if (x !== undefined && (nextAt === null || x < nextAt)) nextAt = x;
         revs.push([queue, c.signal(queue)]);
         continue;
       }
@@ -184,7 +188,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         if (valid === rows.length) break;
       }
       // 4. When something here becomes due without an enqueue.
-      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until)];
+      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until), nextExpiry(c, queue)];
       // A key or group held back by its rate limit becomes eligible then (none: no statement run).
       if (flow) waits.push(num(c.row('flowNextWait', queue)?.wait));
       for (const t of waits) {
