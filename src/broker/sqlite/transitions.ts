@@ -412,6 +412,7 @@ export function prune(c: SqliteCore, now: number): number {
     const n = c.tx(() => c.change('pruneKeys', now, SLICE));
     if (n < SLICE) break;
   }
+  pruneDebounce(c);
   c.tx(() => {
     c.s.pruneCancels.run(now - CANCEL_LOG_RETENTION_MS);
     c.s.pruneStats.run(now - STATS_RETENTION_MS);
@@ -419,4 +420,44 @@ export function prune(c: SqliteCore, now: number): number {
     c.s.pruneFlowRates.run(now - FLOW_RATE_MEMORY_MS);
   });
   return removed;
+}
+
+/** Debounce rows read per prune call at most (in transactions of `DEBOUNCE_PAGE`), the pass going on at the next call. */
+export const DEBOUNCE_SCAN = 10_000;
+const DEBOUNCE_PAGE = 500;
+/** Where each broker's pass over the debounce table stands (its primary key; empty: at the start). */
+const debounceCursor = new WeakMap<SqliteCore, [string, string, string]>();
+
+/**
+ * Deletes debounce rows that no longer matter: a row names the latest run of its key and is
+ * matched only while that run is scheduled and never started (`debGet`), so once the run is queued,
+ * started, finished or gone the row is dead weight (the key's next enqueue starts a new burst and
+ * replaces it anyway). Reads at most `scan` rows per call, in primary-key order from where the
+ * last call stopped (wrapping at the end), so a call's cost is bounded whatever the table's size.
+ * Returns the rows deleted.
+ */
+export function pruneDebounce(c: SqliteCore, scan = DEBOUNCE_SCAN): number {
+  let deleted = 0;
+  let read = 0;
+  let wrapped = false;
+  while (read < scan) {
+    const from = debounceCursor.get(c) ?? ['', '', ''];
+    const page = Math.min(DEBOUNCE_PAGE, scan - read);
+    const rows = c.tx(() => {
+      const got = c.rows('debPage', ...from, page);
+      for (const r of got) if (r.live === null) deleted += c.change('debDrop', r.queue ?? null, r.task ?? null, r.key ?? null);
+      return got;
+    });
+    read += rows.length;
+    const last = rows[rows.length - 1];
+    if (rows.length < page) {
+      // The end of the table: the next pass starts over (once per call: a small table is read once).
+      debounceCursor.delete(c);
+      if (wrapped || from[0] === '') break;
+      wrapped = true;
+      continue;
+    }
+    if (last) debounceCursor.set(c, [String(last.queue), String(last.task), String(last.key)]);
+  }
+  return deleted;
 }
