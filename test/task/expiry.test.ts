@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
+import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import { ConfigError, type Errand, InputError, RunFailedError } from '../../src/index.ts';
 import { setups } from '../fixtures/brokers.ts';
 
@@ -110,6 +111,25 @@ for (const make of setups('errand-expiry')) {
         assert.equal(await ahead.result({ timeout: 30_000 }), 1);
       } finally {
         release();
+        await worker.stop();
+      }
+    });
+
+    it('a run in a paused queue fails at its deadline (the worker wakes for it), the others wait for the resume', async () => {
+      open();
+      const t = app.task('paused', { input, queue: 'expiry-paused' }, async ({ n }) => n);
+      const broker = (await app.broker()) as Broker & BrokerInspector;
+      await broker.pause('expiry-paused');
+      const worker = await app.worker({ queues: ['expiry-paused'], concurrency: 2 }).start();
+      try {
+        const waits = await t.enqueue({ n: 1 });
+        const expiring = await t.enqueue({ n: 2 }, { expiresIn: 50 });
+        await assert.rejects(expiring.result({ timeout: 30_000 }), (err: unknown) => err instanceof RunFailedError);
+        assert.equal((await expiring.info()).error?.reason, 'expired');
+        assert.equal((await waits.info()).state, 'queued');
+        await broker.resume('expiry-paused');
+        assert.equal(await waits.result({ timeout: 30_000 }), 1);
+      } finally {
         await worker.stop();
       }
     });
