@@ -201,6 +201,7 @@ export class Errand extends EventEmitter {
           input: d.inputJson,
           policies: d.policies,
           version: d.version,
+          limits: d.task.limits !== undefined,
         },
         now,
       ),
@@ -218,7 +219,8 @@ export class Errand extends EventEmitter {
     checkNewScheduleId(id, where);
     const split = splitScheduleOptions({ version: now, ...options } as ScheduleOptions, where);
     const input = task.prepare(split.input, {}, now, this.maxInputBytes).input;
-    return putSchedule(await this.broker(), { id, queue: task.queue, task: task.name, input }, split, now, where);
+    const target = { id, queue: task.queue, task: task.name, input, limits: task.limits !== undefined };
+    return putSchedule(await this.broker(), target, split, now, where);
   }
 
   /** Every stored schedule (of these queues), with its next five fire times and state. */
@@ -256,8 +258,11 @@ export class Errand extends EventEmitter {
     if (!(await broker.deleteSchedule(rec.queue, rec.id))) throw new ScheduleNotFoundError(rec.id);
   }
 
-  /** The flow spec of a schedule's run (its task's limits), as enqueue computes it. */
-  readonly #flowOf = (task: string, input: string) => this.tasks.get(task)?.flowOfStored(input);
+  /** The flow spec of a schedule's run (its task's limits), as enqueue computes it; null: a task this app does not define. */
+  readonly #flowOf = (task: string, input: string) => {
+    const t = this.tasks.get(task);
+    return t ? t.flowOfStored(input) : null;
+  };
 
   /** One run of the schedule now, outside its fire times. */
   async triggerSchedule(id: string, queue?: string): Promise<RunHandle> {

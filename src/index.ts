@@ -15,6 +15,7 @@ export {
   RunFailedError,
   RunNotFoundError,
   ScheduleNotFoundError,
+  ScheduleLimitsError,
   ScheduleVersionError,
   TaskTimeoutError,
   WorkflowNotFoundError,

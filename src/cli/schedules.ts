@@ -2,15 +2,20 @@
  * `errand schedules`: the stored schedules of a broker, and what can be done to them without the
  * app's code: list (state, next five fire times, last run, fires, misses), pause, resume, trigger,
  * backfill a range, delete. `--json` answers with the HTTP layer's schedule JSON.
+ * Trigger and backfill of a task with flow-control limits need the app's task definition (a run's
+ * key comes from its input by the task's code): given with `--app <module>` (loaded as `errand
+ * worker` loads it); without it they refuse (ScheduleLimitsError, exit 2) rather than make runs
+ * that escape the limits. See docs/cli.md.
  */
 import { guardBroker } from '../broker/shared/guard.ts';
 import type { Broker } from '../broker/types.ts';
-import { ConfigError, ScheduleVersionError } from '../core/errors.ts';
+import { ConfigError, ScheduleLimitsError, ScheduleVersionError } from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
 import { scheduleToJson } from '../http/schemas.ts';
 import {
   backfillSchedule,
   checkNewScheduleId,
+  type FlowOf,
   findSchedule,
   putSchedule,
   type ScheduleOptions,
@@ -19,15 +24,19 @@ import {
   triggerSchedule,
   viewOf,
 } from '../schedule/manage.ts';
+import { limitsRecorded } from '../schedule/plan.ts';
 import { readInstant } from '../schedule/spec.ts';
 import { CliError, HelpRequested, type Output, parse, redactPaths, usage, withBroker } from './admin-shared.ts';
 import { clean, cut, relative, table, when } from './format.ts';
+import { loadApp } from './load.ts';
 
 export const SCHEDULES_USAGE = `  schedules [list]   Stored schedules: state, next fire times, last run, fires, misses
     --queue Q          of one queue
   schedules pause <id> | resume <id> | trigger <id> | delete <id>   (--queue Q when the id is in several queues)
   schedules backfill <id> --from T --to T   A run, marked backfilled, for each fire time in [from, to) without one; safe to repeat
     T: ISO 8601 with Z or an offset, or epoch ms
+    trigger, backfill: --app <module>   the app's tasks (the module errand worker runs): needed when the task has
+                       flow-control limits (its runs' keys come from the task's code); refused without it
   schedules set <id> --task T (--cron C | --every D)   Create or update a schedule (the whole definition, as HTTP PUT)
     --zone Z  --start T  --end T  --input JSON (default null)  --queue Q (needed to create: the task's queue)
     --missed skip|latest|all  --max-backfill N  --catch-up-ms N  --overlap allow|skip|cancel|buffer
@@ -139,54 +148,105 @@ export async function changeSchedule(
   if (!done) throw new CliError('schedule_not_found', `schedule ${JSON.stringify(cut(rec.id, 128))} not found (deleted since it was read)`);
 }
 
+/**
+ * The flow specs of `--app <module>`'s tasks (null for a task it does not define), and the hint a
+ * refusal gives; without `--app`, none (a task known to have limits is then refused).
+ */
+async function appFlows(
+  module: string | undefined,
+  id: string,
+  action: string,
+): Promise<{ flowOf?: FlowOf; hint: string; close(): Promise<void> }> {
+  const withApp = `give the CLI the app that defines it, the module errand worker runs: errand schedules ${action} ${cut(id, 128)} --app <module> (or act from that app: its errand.${action}Schedule, HTTP routes or dashboard)`;
+  if (module === undefined) return { hint: `To create them, ${withApp}.`, close: async () => {} };
+  let app: Awaited<ReturnType<typeof loadApp>>;
+  try {
+    app = await loadApp(module);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliError('usage', `--app: ${err.message}`);
+    throw err;
+  }
+  return {
+    flowOf: (task, input) => {
+      const t = app.tasks.get(task);
+      return t ? t.flowOfStored(input) : null;
+    },
+    hint: `The app of ${cut(module, 200)} (--app) does not define it: ${withApp}.`,
+    close: () => app.close(),
+  };
+}
+
 async function act(action: 'pause' | 'resume' | 'trigger' | 'delete' | 'backfill', args: string[], out: Output): Promise<void> {
   const { values, positionals } = parse(
     `schedules ${action}`,
     args,
-    { queue: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' } },
+    { queue: { type: 'string' }, from: { type: 'string' }, to: { type: 'string' }, app: { type: 'string' } },
     { min: 1, max: 1, what: 'one schedule id' },
   );
   const id = positionals[0]!;
+  if (values.app !== undefined && action !== 'trigger' && action !== 'backfill')
+    throw usage(`schedules ${action}: --app is for trigger and backfill only`);
   const from = action === 'backfill' ? instant(values.from, 'from') : 0;
   const to = action === 'backfill' ? instant(values.to, 'to') : 0;
-  await withBroker(values, async (raw) => {
-    const broker: Broker = guardBroker(raw);
-    const rec = await findSchedule(broker, id, typeof values.queue === 'string' ? values.queue : undefined);
-    if (!rec) throw new CliError('schedule_not_found', `schedule ${JSON.stringify(cut(id, 128))} not found`);
-    const now = Date.now();
-    const base = { id: rec.id, queue: rec.queue };
-    switch (action) {
-      case 'pause':
-      case 'resume': {
-        await changeSchedule(broker, rec, action, now);
-        if (out.json) return out.data({ ...base, paused: action === 'pause' });
-        return out.text(action === 'pause' ? `Schedule ${clean(rec.id)} paused.\n` : `Schedule ${clean(rec.id)} resumed.\n`);
-      }
-      case 'delete': {
-        await changeSchedule(broker, rec, action, now);
-        if (out.json) return out.data({ ...base, deleted: true });
-        return out.text(`Schedule ${clean(rec.id)} deleted (its runs stay).\n`);
-      }
-      case 'trigger': {
-        const r = await triggerSchedule(broker, rec, now);
-        if (out.json) return out.data({ ...base, run_id: r.id, status: r.state });
-        return out.text(`Run ${r.id} created (${r.state}).\n`);
-      }
-      case 'backfill': {
-        let r: Awaited<ReturnType<typeof backfillSchedule>>;
-        try {
-          r = await backfillSchedule(broker, rec, from, to, now);
-        } catch (err) {
-          if (err instanceof ConfigError) throw new CliError('usage', err.message);
-          throw err;
-        }
-        if (out.json) return out.data({ ...base, created: r.created, existing: r.existing, truncated: r.truncated });
-        return out.text(
-          `${r.times.length} fire time(s) from ${when(from, now)} to ${when(to, now)}: ${r.created} run(s) created, ${r.existing} already had theirs${r.truncated ? ' (stopped at 1000: run it again from the last one)' : ''}.\n`,
-        );
-      }
+  const flows = await appFlows(typeof values.app === 'string' ? values.app : undefined, id, action);
+  try {
+    await withBroker(values, (raw) =>
+      actOn(raw, action, id, typeof values.queue === 'string' ? values.queue : undefined, from, to, flows, out),
+    );
+  } catch (err) {
+    if (err instanceof ScheduleLimitsError) throw new CliError('schedule_limits', err.message, { details: { task: err.task } });
+    throw err;
+  } finally {
+    await flows.close();
+  }
+}
+
+async function actOn(
+  raw: Broker,
+  action: 'pause' | 'resume' | 'trigger' | 'delete' | 'backfill',
+  id: string,
+  queue: string | undefined,
+  from: number,
+  to: number,
+  flows: { flowOf?: FlowOf; hint: string },
+  out: Output,
+): Promise<void> {
+  const broker: Broker = guardBroker(raw);
+  const rec = await findSchedule(broker, id, queue);
+  if (!rec) throw new CliError('schedule_not_found', `schedule ${JSON.stringify(cut(id, 128))} not found`);
+  const now = Date.now();
+  const base = { id: rec.id, queue: rec.queue };
+  switch (action) {
+    case 'pause':
+    case 'resume': {
+      await changeSchedule(broker, rec, action, now);
+      if (out.json) return out.data({ ...base, paused: action === 'pause' });
+      return out.text(action === 'pause' ? `Schedule ${clean(rec.id)} paused.\n` : `Schedule ${clean(rec.id)} resumed.\n`);
     }
-  });
+    case 'delete': {
+      await changeSchedule(broker, rec, action, now);
+      if (out.json) return out.data({ ...base, deleted: true });
+      return out.text(`Schedule ${clean(rec.id)} deleted (its runs stay).\n`);
+    }
+    case 'trigger': {
+      const r = await triggerSchedule(broker, rec, now, flows.flowOf, flows.hint);
+      if (out.json) return out.data({ ...base, run_id: r.id, status: r.state });
+      return out.text(`Run ${r.id} created (${r.state}).\n`);
+    }
+    case 'backfill': {
+      let r: Awaited<ReturnType<typeof backfillSchedule>>;
+      try {
+        r = await backfillSchedule(broker, rec, from, to, now, undefined, flows.flowOf, flows.hint);
+      } catch (err) {
+        if (err instanceof ConfigError && !(err instanceof ScheduleLimitsError)) throw new CliError('usage', err.message);
+        throw err;
+      }
+      if (out.json) return out.data({ ...base, created: r.created, existing: r.existing, truncated: r.truncated });
+      return out.text(
+        `${r.times.length} fire time(s) from ${when(from, now)} to ${when(to, now)}: ${r.created} run(s) created, ${r.existing} already had theirs${r.truncated ? ' (stopped at 1000: run it again from the last one)' : ''}.\n`,
+      );
+    }
+  }
 }
 
 /** `schedules set`: the options of HTTP PUT /schedules/{id}, from flags, checked by the same code. */
@@ -269,17 +329,22 @@ async function set(args: string[], out: Output): Promise<void> {
   await withBroker(values, async (raw) => {
     const broker: Broker = guardBroker(raw);
     let queue = str('queue');
+    let stored = null;
     if (queue === undefined) {
-      const stored = await findSchedule(broker, id);
+      stored = await findSchedule(broker, id);
       if (!stored)
         throw usage(
           `${where}: --queue is needed to create a schedule (the CLI does not know the queue of task ${JSON.stringify(cut(task, 128))})`,
         );
       queue = stored.queue;
+    } else {
+      stored = await broker.getSchedule(queue, id);
     }
+    // The CLI does not know the task's limits: what an app recorded for the same task is kept.
+    const limits = stored !== null && stored.task === task && limitsRecorded(stored);
     let v: ScheduleView;
     try {
-      v = await putSchedule(broker, { id, queue, task, input: JSON.stringify(input) }, split, now, where);
+      v = await putSchedule(broker, { id, queue, task, input: JSON.stringify(input), limits }, split, now, where);
     } catch (err) {
       if (err instanceof ScheduleVersionError) throw new CliError('version_conflict', err.message);
       throw err;

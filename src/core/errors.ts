@@ -65,6 +65,25 @@ export class ScheduleVersionError extends ConfigError {
   override name = 'ScheduleVersionError';
 }
 
+/**
+ * A schedule's runs asked of a process that cannot put them under their task's flow-control limits:
+ * the task has limits (recorded with the schedule, or seen on its last run) and this process lacks
+ * its definition (the CLI without `--app`, a dashboard or HTTP server of an app that does not define
+ * the task), so it cannot compute a run's key. Nothing was created.
+ */
+export class ScheduleLimitsError extends ConfigError {
+  override name = 'ScheduleLimitsError';
+  readonly scheduleId: string;
+  readonly task: string;
+  constructor(scheduleId: string, queue: string, task: string, hint: string) {
+    super(
+      `Schedule "${scheduleId}" (queue "${queue}") runs task "${task}", which has flow-control limits, and this process does not define that task, so its runs could not be put under them: nothing was created. ${hint}`,
+    );
+    this.scheduleId = scheduleId;
+    this.task = task;
+  }
+}
+
 /** A schedule that is not stored (never created, or deleted). */
 export class ScheduleNotFoundError extends ErrandError {
   override name = 'ScheduleNotFoundError';

@@ -6,10 +6,10 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ConfigError, InputError, ScheduleVersionError } from '../core/errors.ts';
+import { ConfigError, InputError, ScheduleNotFoundError, ScheduleVersionError } from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
 import type { Errand } from '../errand.ts';
-import { type ScheduleOptions, triggerSchedule, viewOf } from '../schedule/manage.ts';
+import { type ScheduleOptions, viewOf } from '../schedule/manage.ts';
 import { readInstant } from '../schedule/spec.ts';
 import { HttpError } from '../web/errors.ts';
 import { BackfillBody, ScheduleDefinitionFields } from '../web/schedule-body.ts';
@@ -34,12 +34,14 @@ function when(spec: string): string {
 /** The body of save: the fields of HTTP PUT /schedules/{id}, and the id. */
 const SaveBody = z.strictObject({ id: z.string().min(1).max(128), ...ScheduleDefinitionFields });
 
-/** A schedule action's errors as answers: a bad definition 400, a greater stored version 409. */
+/** A schedule action's errors as answers: a bad definition (or a task with limits this app lacks) 400, a greater stored version 409, a schedule gone 404. */
 async function checked<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
     if (err instanceof ScheduleVersionError) throw new HttpError(409, err.message);
+    // Found, then deleted by someone else before the action.
+    if (err instanceof ScheduleNotFoundError) throw new HttpError(404, err.message);
     // The form shows one line: the input's issues as text, each with its path.
     if (err instanceof InputError) {
       const issues = err.issues.map(
@@ -185,8 +187,9 @@ export function registerScheduleApi(
   fastify.post(`${api}/schedules/:queue/:id/trigger`, { bodyLimit: 16_384 }, async (request) => {
     o.checkAction(request);
     const rec = await target(request);
-    const flowOf = (task: string, input: string) => o.errand.tasks.get(task)?.flowOfStored(input);
-    const r = await access.call((b) => triggerSchedule(b, rec, Date.now(), flowOf));
+    // Through the app, as backfill: its runs under the task's limits, or refused (400) when the task
+    // has limits and this app does not define it (the dashboard of `errand dashboard`, say).
+    const r = await checked(() => o.errand.triggerSchedule(rec.id, rec.queue));
     request.log.info({ schedule: rec.id, queue: rec.queue, run: r.id }, 'dashboard: schedule triggered');
     return { id: rec.id, queue: rec.queue, runId: r.id };
   });

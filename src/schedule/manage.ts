@@ -6,13 +6,14 @@
  * the dashboard.
  */
 import type { Broker, EnqueueResult, FlowSpec, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
-import { ConfigError, ScheduleVersionError } from '../core/errors.ts';
+import { ConfigError, ScheduleLimitsError, ScheduleVersionError } from '../core/errors.ts';
 import { SCHEDULE_ID } from '../broker/shared/schedules.ts';
 import { newRunId } from '../core/ids.ts';
 import {
   checkPolicies,
   expiryOf,
   fireKey,
+  limitsRecorded,
   readStored,
   type SchedulePolicies,
   type StoredSchedule,
@@ -86,7 +87,7 @@ export function checkNewScheduleId(id: unknown, where: string): asserts id is st
  */
 export async function putSchedule(
   broker: Broker,
-  target: { id: string; queue: string; task: string; input: string },
+  target: { id: string; queue: string; task: string; input: string; limits?: boolean },
   split: SplitOptions,
   now: number,
   where: string,
@@ -125,10 +126,34 @@ export async function findSchedule(broker: Broker, id: string, queue?: string): 
 
 /**
  * The flow spec of a run of `task` with stored input `input`, as enqueue computes it (the app's task
- * definitions know it: `Task.flowOfStored`): runs made here are under their task's limits. Undefined:
- * no limits (a caller without the app's tasks, such as the CLI, creates runs without them).
+ * definitions know it: `Task.flowOfStored`): runs made here are under their task's limits.
+ * Undefined: the task has no limits. Null: this caller does not define the task (then, when the
+ * task is known to have limits, nothing is created: see `flowOrRefuse`).
  */
-export type FlowOf = (task: string, input: string) => FlowSpec | undefined;
+export type FlowOf = (task: string, input: string) => FlowSpec | undefined | null;
+
+/** What a caller without the task's definition is told to do instead (ScheduleLimitsError). */
+export const APP_HINT =
+  'Run it from an app that defines the task (errand.triggerSchedule or errand.backfillSchedule, or the HTTP routes or dashboard of such an app), or give the CLI that app: errand schedules trigger|backfill <id> --app <module>.';
+
+/**
+ * The flow spec of the schedule's runs, as `flowOf` computes it; when `flowOf` is absent or does
+ * not know the task, none, unless the task is known to have limits: recorded with the schedule
+ * (`limits` in its options, written by an app that defines the task), or seen on the schedule's
+ * last run (a run of the same task that carried a flow spec). Then ScheduleLimitsError: the runs
+ * would escape their limits, so none is made.
+ */
+async function flowOrRefuse(broker: Broker, rec: ScheduleRecord, flowOf: FlowOf | undefined, hint: string): Promise<FlowSpec | undefined> {
+  const flow = flowOf ? flowOf(rec.task, rec.input) : null;
+  if (flow !== null) return flow;
+  let limited = limitsRecorded(rec);
+  if (!limited && rec.lastRun) {
+    const last = await broker.getRun(rec.lastRun);
+    limited = last?.task === rec.task && last.flow !== undefined;
+  }
+  if (limited) throw new ScheduleLimitsError(rec.id, rec.queue, rec.task, hint);
+  return undefined;
+}
 
 function runOf(
   rec: ScheduleRecord,
@@ -156,9 +181,20 @@ function runOf(
   };
 }
 
-/** Creates one run of the schedule now, outside its fire times (its nominal time is `now`). Works while paused. */
-export async function triggerSchedule(broker: Broker, rec: ScheduleRecord, now: number, flowOf?: FlowOf): Promise<EnqueueResult> {
-  const run = runOf(rec, now, false, now, readStored(rec), `schedule:${rec.id}:trigger:${now}`, flowOf?.(rec.task, rec.input));
+/**
+ * Creates one run of the schedule now, outside its fire times (its nominal time is `now`). Works
+ * while paused. A task with limits needs `flowOf` to know it (else ScheduleLimitsError, with `hint`).
+ */
+export async function triggerSchedule(
+  broker: Broker,
+  rec: ScheduleRecord,
+  now: number,
+  flowOf?: FlowOf,
+  hint = APP_HINT,
+): Promise<EnqueueResult> {
+  const stored = readStored(rec);
+  const flow = await flowOrRefuse(broker, rec, flowOf, hint);
+  const run = runOf(rec, now, false, now, stored, `schedule:${rec.id}:trigger:${now}`, flow);
   const [r] = await broker.enqueue([run], now);
   return r as EnqueueResult;
 }
@@ -186,6 +222,7 @@ export async function backfillSchedule(
   now: number,
   limit = 1000,
   flowOf?: FlowOf,
+  hint = APP_HINT,
 ): Promise<BackfillResult> {
   if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
     throw new ConfigError(`backfill: the range must be two instants with from < to, got ${String(from)} .. ${String(to)}`);
@@ -193,7 +230,7 @@ export async function backfillSchedule(
   if (to > now) throw new ConfigError('backfill: the range must end at or before now (later times are fired as usual)');
   const stored = readStored(rec);
   const { times, truncated } = firesBetween(stored.schedule, from, to, limit);
-  const flow = times.length ? flowOf?.(rec.task, rec.input) : undefined;
+  const flow = times.length ? await flowOrRefuse(broker, rec, flowOf, hint) : undefined;
   let created = 0;
   for (let i = 0; i < times.length; i += 500) {
     const part = times.slice(i, i + 500);

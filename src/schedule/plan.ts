@@ -90,12 +90,18 @@ export interface DefinitionInput {
   input: string;
   policies: SchedulePolicies;
   version: number;
+  /**
+   * The task has flow-control limits (its definition says so): recorded in the stored options as
+   * `limits: true`, so that a process without the task's definition (the CLI) refuses to make its
+   * runs without them (see `triggerSchedule` in manage.ts).
+   */
+  limits?: boolean;
 }
 
 /** A definition ready to upsert; `next` is the first fire strictly after `now`... or at it. */
 export function scheduleDefinition(d: DefinitionInput, now: number): ScheduleDefinition {
   const spec = JSON.stringify(specOf(d.schedule));
-  const options = JSON.stringify(d.policies);
+  const options = JSON.stringify(d.limits ? { ...d.policies, limits: true } : d.policies);
   const hash = createHash('sha256')
     .update(JSON.stringify([d.task, spec, d.input, options]))
     .digest('hex')
@@ -203,3 +209,12 @@ export function upcoming(rec: Pick<ScheduleRecord, 'id' | 'spec' | 'options' | '
 }
 
 export type { NormalizedSpec };
+
+/** Whether a stored schedule's options record that its task has flow-control limits (`DefinitionInput.limits`). */
+export function limitsRecorded(rec: Pick<ScheduleRecord, 'options'>): boolean {
+  try {
+    return (JSON.parse(rec.options) as { limits?: unknown } | null)?.limits === true;
+  } catch {
+    return false;
+  }
+}

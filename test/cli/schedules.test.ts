@@ -1,16 +1,20 @@
 // `errand schedules`: list (table and --json with the next five fire times), pause, resume, trigger,
-// backfill (twice: each time once), delete; errors with exit code 2. SQLite file.
+// backfill (twice: each time once), delete; errors with exit code 2; trigger and backfill of a task
+// with limits (refused without --app, under the limits with it). SQLite file.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { z } from 'zod';
+import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import { createErrand, type Errand } from '../../src/errand.ts';
 import { tempDir } from '../helpers.ts';
 
 const NODE = process.execPath;
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
+const LIMITS_APP = new URL('../fixtures/schedule-limits-app.ts', import.meta.url).pathname;
+const ECHO_APP = new URL('../fixtures/echo-tasks.ts', import.meta.url).pathname;
 
 function errand(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -146,6 +150,90 @@ describe('errand schedules', () => {
       'version_conflict',
     );
     assert.deepEqual(JSON.parse((await app.getSchedule('nightly'))!.spec), { every: 1_800_000 }, 'nothing refused was stored');
+  });
+
+  it('trigger and backfill of a task with limits: refused without the app (nothing created), under its limits with --app', async () => {
+    const sync = app.task(
+      'sync',
+      { input: z.object({ tenant: z.string() }), queue: 'syncs', limits: { key: (i) => i.tenant, concurrency: 2 } },
+      async () => null,
+    );
+    await app.upsertSchedule('tenant-sync', sync, { every: '1h', input: { tenant: 'acme' } });
+    assert.equal(JSON.parse((await app.getSchedule('tenant-sync'))!.options).limits, true, 'the app records that the task has limits');
+    const to = new Date(Math.floor(Date.now() / 3600_000) * 3600_000).toISOString();
+    const from = new Date(Date.parse(to) - 2 * 3600_000).toISOString();
+    const broker = await app.broker();
+    const queued = async () => (await broker.counts(['syncs'])).syncs?.queued ?? 0;
+
+    const refusedBoth = async (extra: string[], re: RegExp) => {
+      for (const args of [
+        ['trigger', 'tenant-sync'],
+        ['backfill', 'tenant-sync', '--from', from, '--to', to],
+      ]) {
+        const r = await errand(['schedules', ...args, ...extra, '--broker', url, '--json']);
+        assert.equal(r.code, 2, r.stdout);
+        const e = JSON.parse(r.stderr).error;
+        assert.equal(e.code, 'schedule_limits');
+        assert.equal(e.task, 'sync');
+        assert.match(e.message, /Schedule "tenant-sync" \(queue "syncs"\) runs task "sync", which has flow-control limits/);
+        assert.match(e.message, re);
+        const text = await errand(['schedules', ...args, ...extra, '--broker', url]);
+        assert.equal(text.code, 2);
+        assert.match(text.stderr, /^errand: Schedule "tenant-sync" .* nothing was created/);
+      }
+      assert.equal(await queued(), 0, 'nothing created');
+    };
+    await refusedBoth([], /errand schedules (trigger|backfill) tenant-sync --app <module>/);
+    // An app that does not define the task: refused too, saying so.
+    await refusedBoth(['--app', ECHO_APP], /\(--app\) does not define it/);
+
+    const trig = await errand(['schedules', 'trigger', 'tenant-sync', '--app', LIMITS_APP, '--broker', url, '--json']);
+    assert.equal(trig.code, 0, trig.stderr);
+    assert.deepEqual((await app.getRun(JSON.parse(trig.stdout).run_id)).flow, { group: 'sync', key: 'acme' });
+    const back = await errand([
+      'schedules',
+      'backfill',
+      'tenant-sync',
+      '--from',
+      from,
+      '--to',
+      to,
+      '--app',
+      LIMITS_APP,
+      '--broker',
+      url,
+      '--json',
+    ]);
+    assert.equal(back.code, 0, back.stderr);
+    assert.equal(JSON.parse(back.stdout).created, 2);
+    const runs = (await (broker as Broker & BrokerInspector).listRuns({ queue: 'syncs', limit: 10 })).runs;
+    assert.equal(runs.length, 3);
+    for (const r of runs) assert.deepEqual(r.flow, { group: 'sync', key: 'acme' });
+
+    // An update by the CLI (which cannot know the limits) keeps what the app recorded.
+    const set = await errand([
+      'schedules',
+      'set',
+      'tenant-sync',
+      '--task',
+      'sync',
+      '--every',
+      '2h',
+      '--input',
+      '{"tenant":"acme"}',
+      '--broker',
+      url,
+    ]);
+    assert.equal(set.code, 0, set.stderr);
+    assert.equal(JSON.parse((await app.getSchedule('tenant-sync'))!.options).limits, true);
+    const again = await errand(['schedules', 'trigger', 'tenant-sync', '--broker', url, '--json']);
+    assert.equal(JSON.parse(again.stderr).error.code, 'schedule_limits');
+    const misplaced = await errand(['schedules', 'pause', 'tenant-sync', '--app', LIMITS_APP, '--broker', url]);
+    assert.equal(misplaced.code, 2);
+    assert.match(misplaced.stderr, /--app is for trigger and backfill only/);
+    const missing = await errand(['schedules', 'trigger', 'tenant-sync', '--app', 'nowhere.ts', '--broker', url, '--json']);
+    assert.equal(missing.code, 2);
+    assert.match(JSON.parse(missing.stderr).error.message, /--app: Task module not found: nowhere\.ts/);
   });
 
   it('refuses a SQLite memory URI (its storage is in the memory of another process), creating no file', async () => {

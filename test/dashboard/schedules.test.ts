@@ -63,6 +63,41 @@ describe('dashboard: schedules', () => {
     assert.deepEqual((await app.inject('/dashboard/api/schedules')).json<ScheduleList>().schedules, []);
   });
 
+  it('run now of a task with limits: under them; refused (400, nothing created) by a dashboard whose app lacks the task', async () => {
+    // Two apps on this broker: one defines the task (and declares the schedule), the other (as
+    // `errand dashboard` runs one) defines none. Each with its dashboard.
+    const full = createErrand({ broker: await errand.broker(), logger: quietLogger });
+    const sync = full.task(
+      'sync',
+      { input: z.object({ tenant: z.string() }), queue: 'syncs', limits: { key: (i) => i.tenant, concurrency: 1 } },
+      async () => null,
+    );
+    await full.upsertSchedule('tenant-sync', sync, { every: '1h', input: { tenant: 'acme' } });
+    const bare = createErrand({ broker: await errand.broker(), logger: quietLogger });
+    const dashboards = [Fastify(), Fastify()] as const;
+    await dashboards[0].register(dashboardPlugin, { errand: full, distDir: tempDir('errand-dash-sched-nodist') });
+    await dashboards[1].register(dashboardPlugin, { errand: bare, distDir: tempDir('errand-dash-sched-nodist') });
+    const trigger = (d: FastifyInstance) =>
+      d.inject({
+        method: 'POST',
+        url: '/dashboard/api/schedules/syncs/tenant-sync/trigger',
+        payload: '{}',
+        headers: { 'content-type': 'application/json' },
+      });
+    try {
+      const run = await trigger(dashboards[0]);
+      assert.equal(run.statusCode, 200, run.body);
+      assert.deepEqual((await errand.getRun(run.json().runId)).flow, { group: 'sync', key: 'acme' });
+      const r = await trigger(dashboards[1]);
+      assert.equal(r.statusCode, 400, r.body);
+      assert.match(r.json().detail, /runs task "sync", which has flow-control limits, .*nothing was created/);
+      assert.equal((await (await errand.broker()).counts(['syncs'])).syncs?.queued, 1);
+    } finally {
+      await Promise.all(dashboards.map((d) => d.close()));
+      await (await errand.broker()).deleteSchedule('syncs', 'tenant-sync');
+    }
+  });
+
   const send = (url: string, body: unknown, headers: Record<string, string> = {}) =>
     app.inject({ method: 'POST', url, payload: JSON.stringify(body), headers: { 'content-type': 'application/json', ...headers } });
 

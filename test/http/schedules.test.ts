@@ -98,6 +98,39 @@ describe('schedules over HTTP', () => {
     assert.equal((await app.inject({ method: 'DELETE', url: '/schedules/hourly' })).statusCode, 404);
   });
 
+  it('trigger and backfill of a task with limits: under them here; refused (400, nothing created) by an app without the task', async () => {
+    errand.task(
+      'sync',
+      { input: z.object({ tenant: z.string() }), queue: 'syncs', limits: { key: (i) => i.tenant, concurrency: 1 } },
+      async () => null,
+    );
+    assert.equal((await put('tenant-sync', { task: 'sync', every: '1h', input: { tenant: 'acme' } })).statusCode, 200);
+    const t = await app.inject({ method: 'POST', url: '/schedules/tenant-sync/trigger' });
+    assert.equal(t.statusCode, 200, t.body);
+    assert.deepEqual((await errand.getRun(t.json().run_id)).flow, { group: 'sync', key: 'acme' });
+    // Another app on the same broker that does not define the task (as `errand dashboard` runs one).
+    const bare = createErrand({ broker: await errand.broker(), logger: quiet });
+    const other = await createServer({ errand: bare, logger: false });
+    try {
+      const to = new Date(Math.floor(Date.now() / 3600_000) * 3600_000).toISOString();
+      const from = new Date(Date.parse(to) - 3 * 3600_000).toISOString();
+      for (const [url, payload] of [
+        ['/schedules/tenant-sync/trigger', undefined],
+        ['/schedules/tenant-sync/backfill', { from, to }],
+      ] as const) {
+        const r = await other.inject({ method: 'POST', url, ...(payload ? { payload } : {}) });
+        assert.equal(r.statusCode, 400, r.body);
+        assert.match(
+          r.json().detail,
+          /Schedule "tenant-sync" \(queue "syncs"\) runs task "sync", which has flow-control limits, .*nothing was created/,
+        );
+      }
+      assert.equal((await (await errand.broker()).counts(['syncs'])).syncs?.queued, 1, 'only the run triggered by the app with the task');
+    } finally {
+      await other.close();
+    }
+  });
+
   it('the OpenAPI document has the schedule routes', async () => {
     const doc = (await app.inject({ url: '/openapi.json' })).json();
     for (const path of ['/schedules', '/schedules/{id}', '/schedules/{id}/pause', '/schedules/{id}/backfill'])

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
+import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import { ConfigError, type Errand, InputError, RunFailedError } from '../../src/index.ts';
 import { setups } from '../fixtures/brokers.ts';
 
@@ -51,13 +52,19 @@ for (const make of setups('errand-expiry')) {
   const setup = make();
   describe(`expiry with a worker on ${setup.name}`, () => {
     let app: Errand;
+    const apps: Errand[] = [];
+    const open = () => {
+      app = setup.app();
+      apps.push(app);
+      return app;
+    };
     after(async () => {
-      await app?.close();
+      for (const a of apps) await a.close();
       await setup.cleanup();
     });
 
     it('a run past its deadline when a worker comes is dropped, never run; one within it runs', async () => {
-      app = setup.app();
+      open();
       const ran: number[] = [];
       const t = app.task('report', { input, queue: 'expiry' }, async ({ n }) => {
         ran.push(n);
@@ -79,6 +86,52 @@ for (const make of setups('errand-expiry')) {
       assert.equal(info.attempts, 0);
       assert.equal(info.error?.reason, 'expired');
       assert.ok(info.startBy instanceof Date);
+    });
+
+    it('a run held back past its deadline (its key at its limit) fails then, while the run ahead of it still runs', async () => {
+      open();
+      let release = () => {};
+      const blocked = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const t = app.task('held', { input, queue: 'expiry-held', limits: { key: () => 'one', concurrency: 1 } }, async ({ n }) => {
+        if (n === 1) await blocked;
+        return n;
+      });
+      const worker = await app.worker({ queues: ['expiry-held'], concurrency: 4 }).start();
+      try {
+        const ahead = await t.enqueue({ n: 1 });
+        while ((await ahead.info()).state !== 'active') await sleep(5);
+        const held = await t.enqueue({ n: 2 }, { expiresIn: 50 });
+        // No enqueue, settlement or slot wakes the worker: it looks again at the deadline (nextAt).
+        await assert.rejects(held.result({ timeout: 30_000 }), (err: unknown) => err instanceof RunFailedError);
+        assert.equal((await held.info()).error?.reason, 'expired');
+        assert.equal((await ahead.info()).state, 'active', 'the run ahead is still running');
+        release();
+        assert.equal(await ahead.result({ timeout: 30_000 }), 1);
+      } finally {
+        release();
+        await worker.stop();
+      }
+    });
+
+    it('a run in a paused queue fails at its deadline (the worker wakes for it), the others wait for the resume', async () => {
+      open();
+      const t = app.task('paused', { input, queue: 'expiry-paused' }, async ({ n }) => n);
+      const broker = (await app.broker()) as Broker & BrokerInspector;
+      await broker.pause('expiry-paused');
+      const worker = await app.worker({ queues: ['expiry-paused'], concurrency: 2 }).start();
+      try {
+        const waits = await t.enqueue({ n: 1 });
+        const expiring = await t.enqueue({ n: 2 }, { expiresIn: 50 });
+        await assert.rejects(expiring.result({ timeout: 30_000 }), (err: unknown) => err instanceof RunFailedError);
+        assert.equal((await expiring.info()).error?.reason, 'expired');
+        assert.equal((await waits.info()).state, 'queued');
+        await broker.resume('expiry-paused');
+        assert.equal(await waits.result({ timeout: 30_000 }), 1);
+      } finally {
+        await worker.stop();
+      }
     });
   });
 }

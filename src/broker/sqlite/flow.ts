@@ -357,7 +357,8 @@ const EXPIRED_PER_CALL = 1000;
 
 /**
  * Within reserve: the queued runs of `queue` past their deadline to start (`NewRun.startBy`) are
- * failed with reason `expired`, never started (no attempt counted), their flow slot (queued) given
+ * failed with reason `expired`, never started (no attempt counted), wherever they are in the queue
+ * (also while it is paused), their flow slot (queued) given
  * back and, for a workflow's run, their dependents told (docs/workflows.md). Counted as failed.
  */
 export function failExpired(c: SqliteCore, queue: string, now: number, changed: string[], queues: Set<string>): void {
@@ -374,4 +375,13 @@ export function failExpired(c: SqliteCore, queue: string, now: number, changed: 
     changed.push(id);
     if (typeof row.workflow === 'string') resolveIn(c, id, false, null, now, changed, queues);
   }
+}
+
+/**
+ * When the first never-started queued run of `queue` expires (its deadline + 1 ms: a run exactly at
+ * its deadline may still start), for reserve's nextAt; undefined when none has a deadline.
+ */
+export function nextExpiry(c: SqliteCore, queue: string): number | undefined {
+  const at = num(c.row('nextStartBy', queue)?.start_by);
+  return at === undefined ? undefined : at + 1;
 }

@@ -97,9 +97,16 @@ export const SQL = {
   debMove: 'UPDATE runs SET input = :input, run_at = :runAt, rev = rev + 1 WHERE rid = :rid',
   debPut: `INSERT INTO debounce (queue, task, key, run_id, max_at) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, task, key) DO UPDATE SET run_id = excluded.run_id, max_at = excluded.max_at`,
+  /** prune: a page of debounce rows after a cursor, each with whether it still matters (`live`: its run scheduled, never started). */
+  debPage: `SELECT d.queue, d.task, d.key, r.rid AS live FROM debounce d
+    LEFT JOIN runs r ON r.id = d.run_id AND r.state = 'scheduled' AND r.attempts = 0
+    WHERE (d.queue, d.task, d.key) > (?, ?, ?) ORDER BY d.queue, d.task, d.key LIMIT ?`,
+  debDrop: 'DELETE FROM debounce WHERE queue = ? AND task = ? AND key = ?',
   /** Queued runs past their deadline to start (expiry): failed by reserve, never started. */
   expiredDue: `SELECT rid, id, start_by, workflow, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw FROM runs
     WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND start_by < ? AND attempts = 0 ORDER BY start_by LIMIT ?`,
+  /** The earliest such deadline (reserve's nextAt: idle workers wake to fail them). */
+  nextStartBy: `SELECT start_by FROM runs WHERE queue = ? AND state = 'queued' AND start_by IS NOT NULL AND attempts = 0 ORDER BY start_by LIMIT 1`,
   failExpired: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, rev = rev + 1 WHERE rid = :rid`,
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
@@ -277,6 +284,7 @@ export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'get',
   'nextScheduled',
   'nextLease',
+  'nextStartBy',
   'seqGet',
   'revs',
   'signalAll',

@@ -22,7 +22,7 @@ import type {
 import { type SqliteCore, stateOf } from './core.ts';
 import { type CorruptRows, failCorruptRow } from './corrupt.ts';
 import { insertRun } from './create.ts';
-import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow } from './flow.ts';
+import { backOffIn, FlowGroups, failExpired, flowMove, flowMoveRows, flowOf, leaseFlow, nextExpiry } from './flow.ts';
 import { byPriorityThenSeq, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, rewaitIn, spawnIn } from './workflows.ts';
 
@@ -122,7 +122,11 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
     const paused = new Set(c.rows('paused').map((r) => String(r.queue)));
     for (const queue of requested) {
       if (paused.has(queue)) {
-        // Untouched until resumed (resume wakes the waiters); its due times do not count either.
+        // Untouched until resumed (resume wakes the waiters); its due times do not count either,
+        // but for deadlines to start: runs past theirs are failed at it, paused or not.
+        failExpired(c, queue, now, changed, retried);
+        const x = nextExpiry(c, queue);
+        if (x !== undefined && (nextAt === null || x < nextAt)) nextAt = x;
         revs.push([queue, c.signal(queue)]);
         continue;
       }
@@ -184,7 +188,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         if (valid === rows.length) break;
       }
       // 4. When something here becomes due without an enqueue.
-      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until)];
+      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until), nextExpiry(c, queue)];
       // A key or group held back by its rate limit becomes eligible then (none: no statement run).
       if (flow) waits.push(num(c.row('flowNextWait', queue)?.wait));
       for (const t of waits) {
@@ -408,6 +412,7 @@ export function prune(c: SqliteCore, now: number): number {
     const n = c.tx(() => c.change('pruneKeys', now, SLICE));
     if (n < SLICE) break;
   }
+  pruneDebounce(c);
   c.tx(() => {
     c.s.pruneCancels.run(now - CANCEL_LOG_RETENTION_MS);
     c.s.pruneStats.run(now - STATS_RETENTION_MS);
@@ -415,4 +420,44 @@ export function prune(c: SqliteCore, now: number): number {
     c.s.pruneFlowRates.run(now - FLOW_RATE_MEMORY_MS);
   });
   return removed;
+}
+
+/** Debounce rows read per prune call at most (in transactions of `DEBOUNCE_PAGE`), the pass going on at the next call. */
+export const DEBOUNCE_SCAN = 10_000;
+const DEBOUNCE_PAGE = 500;
+/** Where each broker's pass over the debounce table stands (its primary key; empty: at the start). */
+const debounceCursor = new WeakMap<SqliteCore, [string, string, string]>();
+
+/**
+ * Deletes debounce rows that no longer matter: a row names the latest run of its key and is
+ * matched only while that run is scheduled and never started (`debGet`), so once the run is queued,
+ * started, finished or gone the row is dead weight (the key's next enqueue starts a new burst and
+ * replaces it anyway). Reads at most `scan` rows per call, in primary-key order from where the
+ * last call stopped (wrapping at the end), so a call's cost is bounded whatever the table's size.
+ * Returns the rows deleted.
+ */
+export function pruneDebounce(c: SqliteCore, scan = DEBOUNCE_SCAN): number {
+  let deleted = 0;
+  let read = 0;
+  let wrapped = false;
+  while (read < scan) {
+    const from = debounceCursor.get(c) ?? ['', '', ''];
+    const page = Math.min(DEBOUNCE_PAGE, scan - read);
+    const rows = c.tx(() => {
+      const got = c.rows('debPage', ...from, page);
+      for (const r of got) if (r.live === null) deleted += c.change('debDrop', r.queue ?? null, r.task ?? null, r.key ?? null);
+      return got;
+    });
+    read += rows.length;
+    const last = rows[rows.length - 1];
+    if (rows.length < page) {
+      // The end of the table: the next pass starts over (once per call: a small table is read once).
+      debounceCursor.delete(c);
+      if (wrapped || from[0] === '') break;
+      wrapped = true;
+      continue;
+    }
+    if (last) debounceCursor.set(c, [String(last.queue), String(last.task), String(last.key)]);
+  }
+  return deleted;
 }

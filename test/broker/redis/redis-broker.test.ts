@@ -213,6 +213,54 @@ describe('redis broker: layout', () => {
   });
 });
 
+describe('redis broker: deadline index and debounce keys do not outlive what they are for', () => {
+  it('startby holds the runs that may still expire: out when leased, cancelled or swept, back when released', async () => {
+    const b = open();
+    const t0 = Date.now();
+    const idx = `${b.prefix}:{sms}:startby`;
+    const [leased, cancelled, purged, plain] = await b.enqueue(
+      [
+        run('sms', t0, { startBy: t0 + 1000 }),
+        run('sms', t0, { startBy: t0 + 1000 }),
+        run('sms', t0, { startBy: t0 + 500 }),
+        run('sms', t0),
+      ],
+      t0,
+    );
+    assert.deepStrictEqual(await redis.zrange(idx, 0, -1, 'WITHSCORES'), [
+      rid(purged!.id),
+      String(t0 + 500),
+      rid(leased!.id),
+      String(t0 + 1000),
+      rid(cancelled!.id),
+      String(t0 + 1000),
+    ]);
+    await b.cancel(cancelled!.id, t0 + 1);
+    const r = await b.reserve({ workerId: 'w', queues: ['sms'], max: 1, leaseMs: 60_000, now: t0 + 2 });
+    assert.deepStrictEqual(
+      r.runs.map((x) => x.id),
+      [leased!.id],
+    );
+    assert.deepStrictEqual(await redis.zrange(idx, 0, -1), [rid(purged!.id)]);
+    await b.purge('sms', t0 + 2); // the purged run's entry is left, and dropped when its deadline passes
+    await b.release('w', [{ id: leased!.id, attempt: 1 }], t0 + 3);
+    assert.deepStrictEqual(await redis.zrange(idx, 0, -1), [rid(purged!.id), rid(leased!.id)], 'released: it may expire again');
+    assert.equal(plain?.created, true);
+    await b.reserve({ workerId: 'w', queues: ['sms'], max: 0, leaseMs: 60_000, now: t0 + 600 });
+    assert.deepStrictEqual(await redis.zrange(idx, 0, -1), [rid(leased!.id)]);
+    await b.reserve({ workerId: 'w', queues: ['sms'], max: 0, leaseMs: 60_000, now: t0 + 1001 });
+    assert.equal(await redis.exists(idx), 0, 'nothing left to expire');
+  });
+
+  it('a debounce hash expires a minute past its run due time', async () => {
+    const b = open();
+    const t0 = Date.now();
+    await b.enqueue([run('deb', t0, { runAt: t0 + 5000, debounce: { key: 'k', maxAt: null } })], t0);
+    const ttl = await redis.pttl(`${b.prefix}:{deb}:db:send_welcome_email:k`);
+    assert.ok(ttl > 0 && ttl <= 65_000, `PTTL ${ttl}`);
+  });
+});
+
 describe('redis broker: retention', () => {
   it('a finished run is listed for deletion in the minute its retention ends (no TTL); retention 0 deletes it; a replay leaves the list', async () => {
     const b = open();

@@ -17,6 +17,7 @@ import { loadSqlite } from '../../../src/broker/sqlite/load-sqlite.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../../src/broker/sqlite/schema.ts';
 import { SqliteBroker, type SqliteBrokerOptions } from '../../../src/broker/sqlite/sqlite-broker.ts';
 import { SQL } from '../../../src/broker/sqlite/statements.ts';
+import { DEBOUNCE_SCAN } from '../../../src/broker/sqlite/transitions.ts';
 import type { NewRun, RunError } from '../../../src/broker/types.ts';
 import { BrokerUnavailableError, ConfigError } from '../../../src/core/errors.ts';
 import { newRunId } from '../../../src/core/ids.ts';
@@ -567,5 +568,61 @@ describe('SQLite broker: listings and inspection', () => {
     await b.removeWorker('w2');
     assert.deepStrictEqual(await b.listWorkers(t0 + 20_000), [{ ...info, lastSeen: t0, ttlMs: 15_000 }]);
     assert.deepStrictEqual(await b.listWorkers(t0 + 2 * 3_600_000), [], 'forgotten after an hour');
+  });
+});
+
+describe('SQLite broker: debounce rows', () => {
+  const keys = (path: string) => {
+    const db = new DatabaseSync(path);
+    try {
+      return (db.prepare('SELECT key FROM debounce ORDER BY key').all() as { key: string }[]).map((r) => r.key);
+    } finally {
+      db.close();
+    }
+  };
+
+  it('prune deletes the rows whose run no longer takes the burst (queued, started, finished) and keeps the others', async () => {
+    const path = dbPath();
+    const b = open(path);
+    const t0 = Date.now();
+    const debounced = (key: string, window: number) => run('d', t0, { runAt: t0 + window, debounce: { key, maxAt: null } });
+    const [live, done, cancelled, due] = await b.enqueue(
+      [debounced('live', 60_000), debounced('done', 10), debounced('cancelled', 60_000), debounced('due', 10)],
+      t0,
+    );
+    await b.cancel(cancelled!.id, t0 + 1);
+    // 'done' and 'due' are due: the reserve promotes both and leases one, which then succeeds.
+    const { runs } = await b.reserve({ workerId: 'w', queues: ['d'], max: 1, leaseMs: 60_000, now: t0 + 20 });
+    assert.equal(runs.length, 1);
+    await b.settle('w', [{ id: runs[0]!.id, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 60_000 }], t0 + 30);
+    assert.deepStrictEqual(keys(path), ['cancelled', 'done', 'due', 'live']);
+    await b.prune(t0 + 40);
+    assert.deepStrictEqual(keys(path), ['live'], 'only the row whose run is still scheduled');
+    // The kept row still debounces: the next enqueue of its key moves its run.
+    const [again] = await b.enqueue([debounced('live', 60_000)], t0 + 50);
+    assert.deepStrictEqual([again?.id, again?.created], [live?.id, false]);
+    for (const r of [done, due]) assert.ok(r?.created);
+  });
+
+  it('reads a bounded number of rows per prune call, going on where the last call stopped (rows of runs gone)', async () => {
+    const path = dbPath();
+    const b = open(path);
+    await b.prune(Date.now()); // opens (creates) the file
+    const db = new DatabaseSync(path);
+    const total = 2 * DEBOUNCE_SCAN + 1234;
+    try {
+      db.exec('BEGIN');
+      const put = db.prepare("INSERT INTO debounce (queue, task, key, run_id) VALUES ('q', 't', ?, 'q.gone')");
+      for (let i = 0; i < total; i++) put.run(`k${String(i).padStart(6, '0')}`);
+      db.exec('COMMIT');
+    } finally {
+      db.close();
+    }
+    const left = [total];
+    for (let i = 0; i < 3; i++) {
+      await b.prune(Date.now());
+      left.push(keys(path).length);
+    }
+    assert.deepStrictEqual(left, [total, total - DEBOUNCE_SCAN, total - 2 * DEBOUNCE_SCAN, 0]);
   });
 });

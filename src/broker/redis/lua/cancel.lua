@@ -21,11 +21,12 @@
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify, wake, flowReady, flowFree, wfResolve
+--!include common.lua: rcall, appendHistory, finish, notify, wake, flowUnqueue, flowFree, wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y', 'G')
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y', 'G', 'X')
 local s, prio, att, holder, started, hist, watched, ownRet, g, y, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
+local startBy = v[12]
 if v['err'] then
   return { 'X' }
 end
@@ -44,12 +45,12 @@ end
 -- The runs waiting for it first: finishing it with a retention of 0 deletes it and its edges.
 local woke = wf and wfResolve(base, string.sub(ARGV[7], 1, #ARGV[7] - #rid), ARGV[5], now, nowS, rid, false, '')
 local ret = tonumber(ownRet) or tonumber(ARGV[4])
+if startBy then
+  rcall('ZREM', base .. 'startby', rid) -- it can no longer expire
+end
 if s == 'q' and g then
   -- Under flow control: out of its key's list (the key may leave the rings).
-  if rcall('LREM', base .. 'fq|' .. g .. '|' .. (y or ''), -1, rid) > 0 then
-    rcall('HINCRBY', base .. 'fM', 'q', -1)
-  end
-  flowReady(base, g, y or '')
+  flowUnqueue(base, rid, g, y or '')
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
 elseif s == 'q' then
   local p = prio or '0'

@@ -15,7 +15,14 @@
     base..'exp:'..m    LIST  rids of finished runs whose expiresAt falls in minute m (epoch ms of
                              its start), in the order they finished: prune deletes them
     base..'exps'       ZSET  the minutes that have such a list, by m
+    base..'startby'    ZSET  rids with a deadline to start (field X) that may still expire, by X:
+                             written with the run, removed when it is leased or cancelled, put back
+                             when it is queued again with no attempt counted (promotion, release,
+                             back-off); reserve sweeps those past (entries of runs no longer
+                             queued are dropped then)
     base..'ik:'..task..':'..key  STRING  idempotency key -> rid, with PX ttl
+    base..'db:'..task..':'..key  HASH  a debounce key: r its burst's rid, m the bound of its due time;
+                             PX a minute past that run's due time (enqueue.lua), so none outlives it long
     base..'wake'       LIST  wake-up token for idle workers (BLPOP)
     base..'paused'     STRING  present while the queue is paused
     base..'st:'..minute  HASH  counters of one minute: e enqueued, d succeeded, f failed,
@@ -58,8 +65,8 @@
     g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
     u, v  flow control: the key's rate and the group's ('<interval>,<burst>'; absent: none)
     K flow control: the key's weight (runs in a row per turn; absent: 1)
-    X deadline to start (NewRun.startBy, epoch ms): reserve fails a run reached after it (expired);
-      cleared by a replay
+    X deadline to start (NewRun.startBy, epoch ms): reserve fails a never-started queued run past
+      it (expired), found through base..'startby' or when reached; cleared by a replay
     Runs of a workflow (docs/workflows.md): G its workflow id, M how its input is built once ready
       (v value, l list, o object; absent: its own input), D its dependencies, one line each:
       rid TAB policy (c cancel, s skip, k continue) TAB name as JSON ('' for none); C is always set.
@@ -349,6 +356,16 @@ local function flowFreeMany(base, freed)
   return rcall('ZCARD', base .. 'fR') > 0
 end
 
+-- Queued run rid of key y of group g leaves its key's list without starting (cancel, expiry): the
+-- one way such a run is taken out of its key, keeping the count of queued rids (fM q) and the
+-- rings right (the key may leave them, or be forgotten).
+local function flowUnqueue(base, rid, g, y)
+  if rcall('LREM', base .. 'fq|' .. g .. '|' .. y, -1, rid) > 0 then
+    rcall('HINCRBY', base .. 'fM', 'q', -1)
+  end
+  flowReady(base, g, y)
+end
+
 -- Run hash k of group g left active: its key's and group's slot is freed. Returns whether a
 -- group is ready then (idle workers should look).
 local function flowFree(base, k, g)
@@ -503,6 +520,9 @@ local function runWrite(r, state, more)
   if r.startBy ~= '' then
     f[#f + 1] = 'X'
     f[#f + 1] = r.startBy
+    -- Indexed by its deadline (reserve fails it then, wherever it is in its list): the base is
+    -- r.k without 'r:' and the rid.
+    rcall('ZADD', string.sub(r.k, 1, -(#r.rid + 3)) .. 'startby', r.startBy, r.rid)
   end
   if more then
     for i = 1, #more do
@@ -1164,6 +1184,13 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
         local h = appendHistory(rcall('HGET', k, 'h'), att, worker, started, nowS, 'backoff')
         rcall('HDEL', k, 'o')
         rcall('HSET', k, 'a', tonumber(att) - 1, 'h', h)
+        if att == '1' then
+          -- No attempt counted now: a deadline to start holds again (see 'startby' above).
+          local x = rcall('HGET', k, 'X')
+          if x then
+            rcall('ZADD', base .. 'startby', x, rid)
+          end
+        end
         if g then
           local wh, wz, wm = base .. 'fk|' .. g .. '|' .. (y or ''), base .. 'fW', g .. '|' .. (y or '')
           if payload == 'g' or (y or '') == '' then

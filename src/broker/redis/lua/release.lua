@@ -2,6 +2,7 @@
   release: hands leased runs of one queue back (worker shutting down). Each run held by the
   worker (same attempt) returns to the head of its priority level at once, its attempt not
   counted (attempts - 1); the attempt is recorded in history as `released`. Others are ignored.
+  A run with a deadline to start whose attempts fall back to 0 may expire again: indexed again.
 
   KEYS[1] active ZSET
 
@@ -22,8 +23,8 @@ local released = 0
 for j = #ARGV - 1, 6, -2 do
   local rid, att = ARGV[j], ARGV[j + 1]
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'b', 'h', 'W', 'p', 'g')
-  local state, holder, runAtt, started, hist, watched, prio, g = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+  local v = redis.pcall('HMGET', k, 's', 'w', 'a', 'b', 'h', 'W', 'p', 'g', 'X')
+  local state, holder, runAtt, started, hist, watched, prio, g, startBy = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
   if not v['err'] and state == 'a' and holder == worker and runAtt == att then
     local h = appendHistory(hist, att, worker, started, nowS, 'released')
     rcall('HSET', k, 's', 'q', 'a', tonumber(att) - 1, 'h', h)
@@ -33,6 +34,10 @@ for j = #ARGV - 1, 6, -2 do
       flowFree(base, k, g) -- its slot, freed before the run is queued again
     end
     pushQueued(base, rid, prio or '0', true, g)
+    if startBy and tonumber(att) == 1 then
+      -- Its attempt given back, it may expire again (see 'startby' in common.lua).
+      rcall('ZADD', base .. 'startby', startBy, rid)
+    end
     notify(chan, qp, rid, watched)
     released = released + 1
   end

@@ -12,6 +12,9 @@
        worker, startedAt = now, open attempt, lease expiry in `active`. A run met past its
        deadline to start (field X) and never started (no attempt counted) is failed with
        reason `expired` instead.
+  Before step 3, and also while the queue is paused, runs past that deadline are failed the same
+  way wherever they are in their lists (at most `limit` per call): they are indexed by deadline in
+  `startby` (see common.lua), whose earliest entry counts in nextAt.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
   `corrupt` and the script goes on (a run of a workflow so failed reaches the runs waiting for it,
@@ -48,7 +51,7 @@
             the caller drains it, see wfRelayOut in common.lua), else 0 }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowForget, flowGcra, flowSetTat, wfResolve
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowForget, flowGcra, flowSetTat, wfResolve, flowUnqueue
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -68,13 +71,61 @@ if #ARGV > 10 then
   wakeUp = settleItems(base, worker, now, nowS, chan, qp, KEYS[2], KEYS[1], 11, #ARGV, out, acc)
 end
 
--- A paused queue is left untouched until resumed (its due times do not count either).
+-- Never-started queued runs past their deadline to start (field X, indexed in `startby`): failed
+-- with reason `expired`, as lease() below does for one it reaches, wherever they are in their lists.
+-- A run under flow control leaves its key's list (flowUnqueue, as cancel); another leaves its
+-- level's list when it is among the first entries (LPOS bounds the search), else its entry there
+-- is left stale and skipped when reached. Entries of runs that cannot expire now are dropped (a
+-- scheduled one is indexed again when promoted).
+local startby = base .. 'startby'
+local function sweepExpired()
+  local rids = rcall('ZRANGEBYSCORE', startby, '-inf', '(' .. nowS, 'LIMIT', 0, limit)
+  if #rids == limit then
+    more = true
+  end
+  for _, rid in ipairs(rids) do
+    local k = base .. 'r:' .. rid
+    local v = redis.pcall('HMGET', k, 's', 'a', 'X', 'W', 'G', 'g', 'y', 'p')
+    local state, attempts, startBy, watched, wf, g, y, prio = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+    if not v['err'] and state == 'q' and startBy and now > (tonumber(startBy) or now) and (tonumber(attempts) or 0) == 0 then
+      if g then
+        flowUnqueue(base, rid, g, y or '')
+      else
+        local wk = base .. 'w:' .. (prio or '0')
+        if rcall('LPOS', wk, rid, 'MAXLEN', 1000) then
+          rcall('LREM', wk, 1, rid)
+          if rcall('LLEN', wk) == 0 then
+            rcall('ZREM', KEYS[3], prio or '0')
+          end
+        end
+      end
+      if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
+        wakeUp = true
+      end
+      finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'E', expiredError(startBy))
+      statAdd(acc, 'f', 1)
+      notify(chan, qp, rid, watched)
+    end
+  end
+  bulk('ZREM', startby, rids, 1000)
+end
+
+-- When the first run indexed in `startby` expires (nil: none): a run exactly at its deadline may
+-- still start, so a millisecond after it.
+local function firstDeadline()
+  local first = rcall('ZRANGE', startby, 0, 0, 'WITHSCORES')
+  return first[2] and tonumber(first[2]) + 1 or nil
+end
+
+-- A paused queue is left untouched until resumed (its due times do not count either), but for
+-- runs past their deadline to start: they are failed at it, paused or not.
 if rcall('EXISTS', KEYS[4]) == 1 then
+  sweepExpired()
   statFlush(base, now, acc)
   if wakeUp then
     wake(base)
   end
-  out[1] = -1
+  out[1] = more and now or firstDeadline() or -1
   out[#out + 1] = rcall('EXISTS', base .. 'wo')
   return out
 end
@@ -94,8 +145,8 @@ if #due > 0 then
   end
   for _, rid in ipairs(due) do
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g')
-    local state, prio, watched, g = v[1], v[2], v[3], v[4]
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g', 'X')
+    local state, prio, watched, g, startBy = v[1], v[2], v[3], v[4], v[5]
     if v['err'] then
       if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
         wakeUp = true
@@ -103,6 +154,9 @@ if #due > 0 then
     elseif state == 's' then
       rcall('HSET', k, 's', 'q')
       pushQueued(base, rid, prio or '0', false, g)
+      if startBy then
+        rcall('ZADD', startby, startBy, rid) -- again, if a sweep dropped it while scheduled
+      end
       notify(chan, qp, rid, watched)
     end
   end
@@ -152,6 +206,8 @@ if #expired > 0 then
   rcall('ZREMRANGEBYRANK', KEYS[2], 0, #expired - 1)
 end
 
+sweepExpired()
+
 -- 3. Lease up to max queued runs.
 local n = 0
 local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
@@ -163,6 +219,9 @@ local function lease(rid, p)
   local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S', 'X', 'G')
   local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
   local startBy, wf = v[11], v[12]
+  if startBy and state == 'q' then
+    rcall('ZREM', startby, rid) -- leased or failed here: no longer in the index
+  end
   if v['err'] then
     if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
       wakeUp = true
@@ -516,6 +575,11 @@ else
     if nextAt < 0 or t < nextAt then
       nextAt = t
     end
+  end
+  -- When the first deadline to start passes.
+  local x1 = firstDeadline()
+  if x1 and (nextAt < 0 or x1 < nextAt) then
+    nextAt = x1
   end
   -- When the first rate-limited key or group may start again.
   for _, wk in ipairs({ flowWaitK, flowWaitG }) do
