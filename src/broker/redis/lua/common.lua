@@ -40,7 +40,8 @@
                              may start again
     base..'fK|'..g     ZSET  the ring of g's ready keys (queued runs and a free slot), by turn
     base..'fR'         ZSET  the ring of ready groups (a free slot and a ready key), by turn
-    base..'fM'         HASH  t the turn counter, q how many rids the 'fq|' lists hold
+    base..'fM'         HASH  t the turn counter, q how many rids the 'fq|' lists hold, w the
+                             first score of 'fW' and 'fWg' ('' or absent: none; layout 3)
     base..'fY'         SET   the groups that have had key states ('fy|'; purge and listings find
                              them here; a group stays, as its 'fG|' hash does)
     (Layout 2 kept a key's state in a hash base..'fk|'..g..'|'..y of fields a c r t w e z and the
@@ -352,6 +353,18 @@ local function flowReady(base, g, y, unwait)
     rcall('ZREM', base .. 'fK|' .. g, y)
   end
   return flowGroupReady(base, g)
+end
+
+-- When the first waiting key or group (fW, fWg) may start: its score as stored, or nil. fM's w
+-- holds it (layout 3), so that reserve reads the waiting sets only once it has come: whatever
+-- adds to them or moves a score later sets w again (reserve keeps it itself).
+local function flowWaitFirst(base)
+  local k = rcall('ZRANGE', base .. 'fW', 0, 0, 'WITHSCORES')
+  local g = rcall('ZRANGE', base .. 'fWg', 0, 0, 'WITHSCORES')
+  if k[2] and (not g[2] or tonumber(k[2]) <= tonumber(g[2])) then
+    return k[2]
+  end
+  return g[2]
 end
 
 -- Sets field r (a rate) of hash h, or removes it ('' or nil: no rate).
@@ -1301,6 +1314,7 @@ local function settleItems(base, worker, now, nowS, chan, qp, activeKey, schedKe
           local cur = tonumber(rcall('ZSCORE', wz, wm))
           if not cur or cur <= num then
             rcall('ZADD', wz, numS, wm)
+            rcall('HSET', base .. 'fM', 'w', flowWaitFirst(base) or '')
             if ofKey then
               flowKeyWait(base, g, y)
             else

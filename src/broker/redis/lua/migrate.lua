@@ -16,7 +16,7 @@
   Returns the number of steps applied (0: the queue was at that version already).
 ]]
 --!keys 1
---!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE, flowKeyNew, flowKeyPack
+--!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE, flowKeyNew, flowKeyPack, flowWaitFirst
 
 local base, to = ARGV[1], tonumber(ARGV[3])
 local marker = rcall('GET', KEYS[1])
@@ -40,7 +40,8 @@ end
 -- 3: a flow-control key's state moves from its own hash fk|<g>|<y> (fields a c r t w e z, listed
 -- in the set fS as g|y) to field y of its group's hash fy|<g>, packed with its queued count (the
 -- length of its list fq|<g>|<y>); the groups are listed in fY. Rings, waiting sets, lists and
--- GCRA times (ft|, fT|) stay as they are. O(keys of the queue), in this one call.
+-- GCRA times (ft|, fT|) stay as they are; fM's w (new) gets the first time in the waiting sets.
+-- O(keys of the queue), in this one call.
 if at < 3 and to >= 3 then
   local fS = base .. 'fS'
   for _, gy in ipairs(rcall('SMEMBERS', fS)) do
@@ -64,6 +65,10 @@ if at < 3 and to >= 3 then
     end
   end
   rcall('DEL', fS)
+  local first = flowWaitFirst(base)
+  if first then
+    rcall('HSET', base .. 'fM', 'w', first)
+  end
   applied = applied + 1
 end
 

@@ -48,7 +48,7 @@
             the caller drains it, see wfRelayOut in common.lua), else 0 }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat, wfResolve
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowWaitFirst, KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat, wfResolve
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -214,43 +214,41 @@ end
 -- come back first.
 local flowRing, flowWaitK, flowWaitG = base .. 'fR', base .. 'fW', base .. 'fWg'
 -- Only a queue that has had runs under flow control has its counters hash: the others skip this.
--- fM: t the turn counter (read again below if the waiting keys took turns), q the runs in key lists.
-local fm = rcall('HMGET', base .. 'fM', 't', 'q')
-local turnS, flowQS = fm[1], fm[2]
-local flowOn = turnS ~= false or flowQS ~= false
--- The first entry of each waiting set: only when it is due are the due ones read (and they give
--- nextAt below, unless this call adds to or takes from the set).
-local waitK, waitG = {}, {}
-local waitKChanged, waitGChanged = false, false
-if flowOn then
-  waitK = rcall('ZRANGE', flowWaitK, 0, 0, 'WITHSCORES')
-  waitG = rcall('ZRANGE', flowWaitG, 0, 0, 'WITHSCORES')
-end
+-- fM: t the turn counter (read again below if the waiting keys took turns), q the runs in key
+-- lists, w when the first waiting key or group may start (see flowWaitFirst in common.lua): the
+-- waiting sets are read only once that time has come. All three are written once, at the end.
+local fm = rcall('HMGET', base .. 'fM', 't', 'q', 'w')
+local turnS, flowQS, flowWS = fm[1], fm[2], fm[3]
+local flowOn = turnS ~= false or flowQS ~= false or flowWS ~= false
+local waitAt = tonumber(flowWS) -- nil: nothing waits
+local waitAt0 = waitAt
 local dueK, dueG = {}, {}
-if waitK[2] and tonumber(waitK[2]) <= now then
+if waitAt and waitAt <= now then
   dueK = rcall('ZRANGEBYSCORE', flowWaitK, '-inf', now, 'LIMIT', 0, limit)
-  waitKChanged = true
-end
-for _, gy in ipairs(dueK) do
-  local cut = string.find(gy, '|', 1, true)
-  rcall('ZREM', flowWaitK, gy)
-  flowReady(base, string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1), true)
-end
-if waitG[2] and tonumber(waitG[2]) <= now then
+  for _, gy in ipairs(dueK) do
+    local cut = string.find(gy, '|', 1, true)
+    rcall('ZREM', flowWaitK, gy)
+    flowReady(base, string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1), true)
+  end
   dueG = rcall('ZRANGEBYSCORE', flowWaitG, '-inf', now, 'LIMIT', 0, limit)
-  waitGChanged = true
-end
-for _, g in ipairs(dueG) do
-  rcall('ZREM', flowWaitG, g)
-  rcall('HDEL', base .. 'fG|' .. g, 'w')
-  flowGroupReady(base, g)
-end
-if #dueK == limit or #dueG == limit then
-  more = true
-end
-if #dueK > 0 or #dueG > 0 then
+  for _, g in ipairs(dueG) do
+    rcall('ZREM', flowWaitG, g)
+    rcall('HDEL', base .. 'fG|' .. g, 'w')
+    flowGroupReady(base, g)
+  end
+  if #dueK == limit or #dueG == limit then
+    more = true
+  end
+  waitAt = tonumber(flowWaitFirst(base))
   turnS = rcall('HGET', base .. 'fM', 't')
 end
+-- A key or group sent to wait below (at `at`): waitAt follows.
+local function waits(at)
+  if not waitAt or at < waitAt then
+    waitAt = at
+  end
+end
+local flowTurnS, flowQ = nil, nil -- fM's t and q to write, if they changed
 -- Runs are leased group by group: the first ready group serves its keys in turn (each key to the
 -- back of the group's ring after one run) until the call's slots are taken or the group is at its
 -- limit, over its rate or out of ready keys; then it goes to the back of the queue's ring (or out).
@@ -348,7 +346,7 @@ if max > 0 and flowOn then
             writes[#writes + 1] = y
             writes[#writes + 1] = kaS .. ';' .. kqS .. ';' .. kcS .. ';' .. tS .. ';' .. krate .. ';1;' .. eS .. ';' .. zS
             rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
-            waitKChanged = true
+            waits(kval)
           else
             -- One run; or, when this key is the only one ready in its group, as many as the call,
             -- its limit and the rates allow, in one pass (turns would have served it alone anyway);
@@ -431,7 +429,7 @@ if max > 0 and flowOn then
               waitS, streak = '1', 0
               gone[#gone + 1] = y
               rcall('ZADD', flowWaitK, kHeld, g .. '|' .. y)
-              waitKChanged = true
+              waits(kHeld)
             elseif kq > 0 and free then
               if weight > 1 and streak + #rids < weight then
                 -- Its w runs in a row not all served (the call ran out): it keeps its place.
@@ -480,7 +478,7 @@ if max > 0 and flowOn then
       rcall('ZREM', flowRing, g)
       rcall('HSET', gh, 'w', '1')
       rcall('ZADD', flowWaitG, heldUntil, g)
-      waitGChanged = true
+      waits(heldUntil)
     elseif (gc <= 0 or ga < gc) and (ringLeft or rcall('ZCARD', keyRing) > 0) then
       -- To the back of the queue's ring (a new score moves it).
       turn = turn + 1
@@ -490,13 +488,34 @@ if max > 0 and flowOn then
       rcall('ZREM', flowRing, g)
     end
   end
+  -- Nothing in the passes above queues a run under flow control (lease may finish a run and
+  -- reach a workflow's steps, which have no limits), so q as read at the start still holds.
   if popped > 0 then
-    rcall('HINCRBY', base .. 'fM', 'q', fmt('%d', -popped))
+    flowQ = (tonumber(flowQS) or 0) - popped
+    if flowQ < 0 then
+      flowQ = 0
+    end
   end
-  -- Written only when a turn was taken: a reserve that served no flow key writes nothing here.
   if turn ~= turn0 then
-    rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
+    flowTurnS = fmt('%d', turn)
   end
+end
+-- fM written once, and only when something changed: a reserve that served no flow key writes nothing.
+if flowTurnS or flowQ or waitAt ~= waitAt0 then
+  local f = {}
+  if flowTurnS then
+    f[#f + 1] = 't'
+    f[#f + 1] = flowTurnS
+  end
+  if flowQ then
+    f[#f + 1] = 'q'
+    f[#f + 1] = fmt('%d', flowQ)
+  end
+  if waitAt ~= waitAt0 then
+    f[#f + 1] = 'w'
+    f[#f + 1] = waitAt and fmt('%.17g', waitAt) or ''
+  end
+  rcall('HSET', base .. 'fM', unpack(f))
 end
 
 -- 3b. The other runs, by priority level.
@@ -577,20 +596,9 @@ else
       nextAt = t
     end
   end
-  -- When the first rate-limited key or group may start again (read again if this call changed it).
-  if waitKChanged then
-    waitK = rcall('ZRANGE', flowWaitK, 0, 0, 'WITHSCORES')
-  end
-  if waitGChanged then
-    waitG = rcall('ZRANGE', flowWaitG, 0, 0, 'WITHSCORES')
-  end
-  for _, w in ipairs({ waitK, waitG }) do
-    if w[2] then
-      local t = tonumber(w[2])
-      if nextAt < 0 or t < nextAt then
-        nextAt = t
-      end
-    end
+  -- When the first rate-limited or backed-off key or group may start again.
+  if waitAt and (nextAt < 0 or waitAt < nextAt) then
+    nextAt = waitAt
   end
 end
 statFlush(base, now, acc)
