@@ -324,13 +324,13 @@ if max > 0 and flowOn then
           end
           local ka, kq, kc = tonumber(kaS) or 0, tonumber(kqS) or 0, tonumber(kcS) or 0
           local weight = tonumber(eS) or 1
-          local tat0 = tonumber(tS)
+          local tS0 = tS -- the GCRA time as read (kept in ft| if the key is forgotten)
           local kok, kval = true, nil
           if krate == '' then
             krate = nil
           else
             -- The key's GCRA time: in its state while it has one, else (a key forgotten and back) in ft|.
-            local tat = tat0
+            local tat = tonumber(tS)
             if not tat then
               tat = tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y))
             end
@@ -371,8 +371,11 @@ if max > 0 and flowOn then
             if take < 1 then
               take = 1
             end
-            local kts, gts = { kval }, { gnext }
+            local kts, gts -- the GCRA times after each start, when more than one is planned
             local kHeld, gHeld = nil, nil
+            if take > 1 then
+              kts, gts = { kval }, { gnext }
+            end
             for st = 2, take do
               if krate then
                 local ok, v = flowGcra(krate, kts[st - 1], now)
@@ -415,10 +418,10 @@ if max > 0 and flowOn then
               ga = ga + done
               started = started + done
               if krate then
-                tS = fmt('%.17g', kts[done])
+                tS = fmt('%.17g', done == 1 and kval or kts[done])
               end
               if grate then
-                gtat = gts[done]
+                gtat = done == 1 and gnext or gts[done]
               end
             end
             -- Every start planned was made and a rate stopped the plan: the key (or the group)
@@ -446,7 +449,7 @@ if max > 0 and flowOn then
             end
             if kq <= 0 and ka <= 0 then
               dels[#dels + 1] = y
-              flowKeepTat(base, g, y, tat0)
+              flowKeepTat(base, g, y, tonumber(tS0))
             else
               if streak > 0 then
                 zS = fmt('%d', streak)
