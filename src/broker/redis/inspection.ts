@@ -80,13 +80,13 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
     const gy = `${rec.flow.group}|${rec.flow.key}`;
     const [kh, gh, kw, gw] = (await redis
       .pipeline()
-      .hmget(`${k.base}fk|${gy}`, 'a', 'c', 'w')
+      .hget(`${k.base}fy|${rec.flow.group}`, rec.flow.key)
       .hmget(`${k.base}fG|${rec.flow.group}`, 'a', 'c', 'w')
       .zscore(`${k.base}fW`, gy)
       .zscore(`${k.base}fWg`, rec.flow.group)
       .exec()) as [Error | null, unknown][];
     const state = (v: unknown, wait: unknown): FlowLimitState | undefined => {
-      const [a, lim, w] = Array.isArray(v) ? (v as (string | null)[]) : [];
+      const [a, lim, w] = Array.isArray(v) ? (v as (string | null)[]) : keyStateFields(v);
       if (a == null && lim == null) return undefined;
       const s: FlowLimitState = { active: Number(a ?? 0) || 0, limit: Number(lim ?? 0) || 0 };
       if (w != null && wait != null) s.waitUntil = Number(wait);
@@ -99,6 +99,16 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
   return rec;
 }
 
+/**
+ * The active count, limit and wait flag of a flow key's state as stored: one field of its group's
+ * hash, packed 'a;q;c;r;t;w;e;z' (see common.lua); [] when it has none.
+ */
+function keyStateFields(v: unknown): (string | null)[] {
+  if (typeof v !== 'string') return [];
+  const p = v.split(';');
+  return [p[0] ?? null, p[2] ?? null, p[5] || null];
+}
+
 export async function flowCounts(c: RedisCore, queues: readonly string[]): Promise<Record<string, FlowCounts>> {
   const redis = await c.ready();
   const out: Record<string, FlowCounts> = {};
@@ -106,17 +116,18 @@ export async function flowCounts(c: RedisCore, queues: readonly string[]): Promi
     [...new Set(queues)].map(async (queue) => {
       const b = c.k(queue).base;
       // One queue's keys share its hash tag: one pipeline, one node.
-      const r = (await redis.pipeline().hget(`${b}fM`, 'q').scard(`${b}fS`).zcard(`${b}fW`).zcard(`${b}fWg`).exec()) as [
+      const r = (await redis.pipeline().hget(`${b}fM`, 'q').scard(`${b}fY`).zcard(`${b}fW`).zcard(`${b}fWg`).exec()) as [
         Error | null,
         unknown,
       ][];
       const n = (i: number) => Math.max(0, Number(r[i]?.[1] ?? 0) || 0);
-      // Runs held back by a limit: every key read, in one script (only for a queue with keys).
-      const h = n(1) > 0 ? ((await runScript(redis, 'flowkeys', [`${b}fS`], [b, 'held', 0, 0])) as unknown[]) : [];
+      // Runs held back by a limit, and the keys: every key read, in one script (only for a queue
+      // whose groups have had keys).
+      const h = n(1) > 0 ? ((await runScript(redis, 'flowkeys', [`${b}fY`], [b, 'held', 0, 0])) as unknown[]) : [];
       const m = (i: number) => Math.max(0, Number(h[i] ?? 0) || 0);
       out[queue] = {
         queued: n(0),
-        keys: n(1),
+        keys: m(4),
         rateLimitedKeys: n(2),
         rateLimitedGroups: n(3),
         heldRuns: { group_rate: m(0), group_concurrency: m(1), key_rate: m(2), key_concurrency: m(3) },
@@ -129,7 +140,7 @@ export async function flowCounts(c: RedisCore, queues: readonly string[]): Promi
 export async function flowKeys(c: RedisCore, queue: string, query: Required<FlowKeyQuery>): Promise<FlowKeyPage> {
   const redis = await c.ready();
   const b = c.k(queue).base;
-  return flowKeysReply(await runScript(redis, 'flowkeys', [`${b}fS`], [b, query.sort, query.offset, query.limit]));
+  return flowKeysReply(await runScript(redis, 'flowkeys', [`${b}fY`], [b, query.sort, query.offset, query.limit]));
 }
 
 export async function counts(c: RedisCore, queues?: readonly string[]): Promise<Record<string, QueueCounts>> {

@@ -46,6 +46,12 @@ export const LAYOUT_STEPS: readonly LayoutStep[] = [
     description:
       'the layout record and per-queue markers; every lease set holds its pin at the finite score (builds ad5dc52 to 27c37c3 scored it +inf)',
   },
+  {
+    version: 3,
+    compatible: 3,
+    description:
+      "flow control keeps each key's state (with its queued count) in one field of its group's hash fy|<group> instead of a hash fk|<group>|<key> of its own; code of layout 2 would misread it",
+  },
 ];
 
 const CURRENT = LAYOUT_STEPS[LAYOUT_STEPS.length - 1]!;

@@ -28,7 +28,7 @@
   of that run (q s a d f c).
 ]]
 --!keys 1
---!include common.lua: rcall, fmt, statFlush, flowGroupReady, newRun, runExisting, runWrite, wake
+--!include common.lua: rcall, fmt, bulk, statFlush, flowGroupReady, flowKeyNew, flowKeyUnpack, flowKeyPack, flowKeyIsReady, flowKeyMany, flowRingAdd, newRun, runExisting, runWrite, wake
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}
@@ -138,56 +138,58 @@ for _, p in ipairs(levels) do
   end
 end
 
--- Runs under flow control: each key's list, limits and place in its group's ring, once per key;
--- then each group (see flowPush, flowReady in common.lua).
+-- Runs under flow control: per group, its keys' states read with one HMGET and written with one
+-- HSET, each key's list appended to and the key put in its group's ring; then the group (see
+-- flowPush, flowReady in common.lua).
 if flowQueued then
   local turn = tonumber(rcall('HGET', base .. 'fM', 't')) or 0
   local total = 0
   local groups, groupOrder = {}, {}
   for _, gy in ipairs(flowOrder) do
     local e = flowKeys[gy]
-    local kh, q = base .. 'fk|' .. gy, base .. 'fq|' .. gy
-    local kv = rcall('HMGET', kh, 'a', 'c', 'r', 'w', 'e')
-    local aS, cS, rS, waiting = kv[1], kv[2], kv[3], kv[4]
-    if (kv[5] or '1') ~= e.w then
-      if e.w == '1' then
-        rcall('HDEL', kh, 'e')
-      else
-        rcall('HSET', kh, 'e', e.w)
-      end
-    end
-    local len = 0
-    for i = 1, #e.rids, 1000 do
-      len = rcall('RPUSH', q, unpack(e.rids, i, math.min(i + 999, #e.rids)))
-    end
-    total = total + #e.rids
-    if not aS and not cS then
-      rcall('SADD', base .. 'fS', gy)
-    end
-    if cS ~= e.n then
-      rcall('HSET', kh, 'c', e.n)
-    end
-    if (rS or '') ~= e.u then
-      if e.u ~= '' then
-        rcall('HSET', kh, 'r', e.u)
-      else
-        rcall('HDEL', kh, 'r')
-      end
-    end
-    local a, c = tonumber(aS) or 0, tonumber(e.n) or 0
-    if len > 0 and not waiting and (c <= 0 or a < c) then
-      turn = turn + 1
-      rcall('ZADD', base .. 'fK|' .. e.g, 'NX', turn, e.y)
-    end
-    if not groups[e.g] then
+    local ge = groups[e.g]
+    if not ge then
+      ge = { ys = {}, es = {} }
+      groups[e.g] = ge
       groupOrder[#groupOrder + 1] = e.g
     end
-    groups[e.g] = e
+    ge.ys[#ge.ys + 1] = e.y
+    ge.es[#ge.es + 1] = e
+    ge.last = e
   end
-  rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
-  rcall('HINCRBY', base .. 'fM', 'q', total)
   for _, g in ipairs(groupOrder) do
-    local e = groups[g]
+    local ge = groups[g]
+    local ksh = base .. 'fy|' .. g
+    local packed = flowKeyMany(ksh, ge.ys)
+    local writes, ready = {}, {}
+    local fresh = false
+    for i, e in ipairs(ge.es) do
+      local st = flowKeyUnpack(packed[i])
+      if not st then
+        st = flowKeyNew()
+        fresh = true
+      end
+      local q = base .. 'fq|' .. g .. '|' .. e.y
+      local len = 0
+      for j = 1, #e.rids, 1000 do
+        len = rcall('RPUSH', q, unpack(e.rids, j, math.min(j + 999, #e.rids)))
+      end
+      total = total + #e.rids
+      st.q, st.c, st.r, st.e = len, tonumber(e.n) or 0, e.u, tonumber(e.w) or 1
+      if flowKeyIsReady(st) then
+        turn = turn + 1
+        ready[#ready + 1] = fmt('%d', turn)
+        ready[#ready + 1] = e.y
+      end
+      writes[#writes + 1] = e.y
+      writes[#writes + 1] = flowKeyPack(st)
+    end
+    bulk('HSET', ksh, writes, 2000)
+    flowRingAdd(base .. 'fK|' .. g, ready)
+    if fresh then
+      rcall('SADD', base .. 'fY', g)
+    end
+    local e = ge.last -- the group's limits: those of its latest run
     local gh = base .. 'fG|' .. g
     rcall('HSET', gh, 'c', e.m)
     if e.v ~= '' then
@@ -197,6 +199,8 @@ if flowQueued then
     end
     flowGroupReady(base, g)
   end
+  rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
+  rcall('HINCRBY', base .. 'fM', 'q', total)
 end
 
 if created > 0 then

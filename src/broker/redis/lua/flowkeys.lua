@@ -1,9 +1,9 @@
 --[[
   flowkeys: one page of a queue's flow-control keys (BrokerInspector.flowKeys), sorted here so
-  that only the page leaves the server. Every key of the queue is read (its hash and list length):
-  O(keys) per page, in one script.
+  that only the page leaves the server. Every key of the queue is read (its group's hash of key
+  states): O(keys) per page, in one script.
 
-  KEYS[1] fS  SET  g..'|'..y of every key with a hash (see common.lua)
+  KEYS[1] fY  SET  the groups that have key states (see common.lua)
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] sort: 'queued' or 'active' (most first), or 'key'; then by group and key; or 'held':
@@ -13,20 +13,22 @@
 
   Returns { total, then 7 per key: group, key, queued, active, concurrency ('0': none),
             rate ('' : none), waitUntil ('': not held by its rate) }; for 'held':
-          { group_rate, group_concurrency, key_rate, key_concurrency } (runs)
+          { group_rate, group_concurrency, key_rate, key_concurrency } (runs), then the number of keys
 ]]
 --!keys 1
+--!include common.lua: flowKeyUnpack
 local base, sort = ARGV[1], ARGV[2]
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local rows = {}
-for _, gy in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local v = redis.call('HMGET', base .. 'fk|' .. gy, 'a', 'c', 'r', 'w')
-  local aS, cS, rate, waiting = v[1], v[2], v[3], v[4]
-  local a = tonumber(aS) or 0
-  if a < 0 then
-    a = 0
+for _, g in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local all = redis.call('HGETALL', base .. 'fy|' .. g)
+  for i = 1, #all, 2 do
+    local st = flowKeyUnpack(all[i + 1])
+    if st then
+      local waiting = st.w ~= '' or nil
+      rows[#rows + 1] = { g .. '|' .. all[i], st.q, st.a, string.format('%d', st.c), st.r, waiting }
+    end
   end
-  rows[#rows + 1] = { gy, redis.call('LLEN', base .. 'fq|' .. gy), a, cS or '0', rate or '', waiting }
 end
 if sort == 'held' then
   -- By the first limit that holds a key's queued runs, in reserve's order (as flowWaiting in TypeScript).
@@ -57,6 +59,7 @@ if sort == 'held' then
       end
     end
   end
+  held[5] = #rows
   return held
 end
 local col = 0

@@ -123,8 +123,10 @@ if wanted('q') then
   for _, p in ipairs(rcall('ZRANGE', KEYS[1], 0, -1)) do
     lists[#lists + 1] = base .. 'w:' .. p
   end
-  for _, gy in ipairs(rcall('SMEMBERS', base .. 'fS')) do
-    lists[#lists + 1] = base .. 'fq|' .. gy
+  for _, g in ipairs(rcall('SMEMBERS', base .. 'fY')) do
+    for _, y in ipairs(rcall('HKEYS', base .. 'fy|' .. g)) do
+      lists[#lists + 1] = base .. 'fq|' .. g .. '|' .. y
+    end
   end
   for _, wk in ipairs(lists) do
     local len = rcall('LLEN', wk)

@@ -16,7 +16,7 @@
   Returns the number of steps applied (0: the queue was at that version already).
 ]]
 --!keys 1
---!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE
+--!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE, flowKeyNew, flowKeyPack, flowWaitFirst
 
 local base, to = ARGV[1], tonumber(ARGV[3])
 local marker = rcall('GET', KEYS[1])
@@ -33,6 +33,41 @@ if at < 2 and to >= 2 then
   local active = base .. 'active'
   if rcall('EXISTS', active) == 1 then
     redis.pcall('ZADD', active, ACTIVE_PIN_SCORE, ACTIVE_PIN) -- a key of another type: left to reserve
+  end
+  applied = applied + 1
+end
+
+-- 3: a flow-control key's state moves from its own hash fk|<g>|<y> (fields a c r t w e z, listed
+-- in the set fS as g|y) to field y of its group's hash fy|<g>, packed with its queued count (the
+-- length of its list fq|<g>|<y>); the groups are listed in fY. Rings, waiting sets, lists and
+-- GCRA times (ft|, fT|) stay as they are; fM's w (new) gets the first time in the waiting sets.
+-- O(keys of the queue), in this one call.
+if at < 3 and to >= 3 then
+  local fS = base .. 'fS'
+  for _, gy in ipairs(rcall('SMEMBERS', fS)) do
+    local cut = string.find(gy, '|', 1, true)
+    local kh = base .. 'fk|' .. gy
+    if cut and rcall('TYPE', kh)['ok'] == 'hash' then
+      local g, y = string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1)
+      local kv = rcall('HMGET', kh, 'a', 'c', 'r', 't', 'w', 'e', 'z')
+      local aS, cS, rate, tat, waiting, weight, streak = kv[1], kv[2], kv[3], kv[4], kv[5], kv[6], kv[7]
+      local st = flowKeyNew()
+      st.a = math.max(0, math.floor(tonumber(aS) or 0))
+      st.q = rcall('LLEN', base .. 'fq|' .. gy)
+      st.c = math.floor(tonumber(cS) or 0)
+      st.r, st.t, st.w = rate or '', tonumber(tat), waiting or ''
+      st.e, st.z = math.floor(tonumber(weight) or 1), math.floor(tonumber(streak) or 0)
+      if st.a > 0 or st.q > 0 then
+        rcall('HSET', base .. 'fy|' .. g, y, flowKeyPack(st))
+        rcall('SADD', base .. 'fY', g)
+      end
+      rcall('DEL', kh)
+    end
+  end
+  rcall('DEL', fS)
+  local first = flowWaitFirst(base)
+  if first then
+    rcall('HSET', base .. 'fM', 'w', first)
   end
   applied = applied + 1
 end

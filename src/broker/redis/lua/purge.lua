@@ -66,26 +66,26 @@ end
 
 -- Runs under flow control: each key's list (see common.lua), then the key's place in the rings.
 if left > 0 then
-  for _, gy in ipairs(redis.call('SMEMBERS', base .. 'fS')) do
-    if left <= 0 then
-      more = 1
-      break
-    end
-    local cut = string.find(gy, '|', 1, true)
-    local g, y = string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1)
-    local q = base .. 'fq|' .. gy
-    local rids = redis.call('LPOP', q, left)
-    if rids then
-      for _, rid in ipairs(rids) do
-        drop(rid, 'q')
+  for _, g in ipairs(redis.call('SMEMBERS', base .. 'fY')) do
+    for _, y in ipairs(redis.call('HKEYS', base .. 'fy|' .. g)) do
+      if left <= 0 then
+        more = 1
+        break
       end
-      left = left - #rids
-      redis.call('HINCRBY', base .. 'fM', 'q', -#rids)
+      local q = base .. 'fq|' .. g .. '|' .. y
+      local rids = redis.call('LPOP', q, left)
+      if rids then
+        for _, rid in ipairs(rids) do
+          drop(rid, 'q')
+        end
+        left = left - #rids
+        redis.call('HINCRBY', base .. 'fM', 'q', -#rids)
+      end
+      if redis.call('LLEN', q) > 0 then
+        more = 1
+      end
+      flowReady(base, g, y)
     end
-    if redis.call('LLEN', q) > 0 then
-      more = 1
-    end
-    flowReady(base, g, y)
   end
 end
 

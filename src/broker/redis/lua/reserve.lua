@@ -51,7 +51,7 @@
             the caller drains it, see wfRelayOut in common.lua), else 0 }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowForget, flowGcra, flowSetTat, wfResolve, flowUnqueue
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowWaitFirst, KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat, wfResolve, flowUnqueue
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -273,34 +273,49 @@ end
 -- come back first.
 local flowRing, flowWaitK, flowWaitG = base .. 'fR', base .. 'fW', base .. 'fWg'
 -- Only a queue that has had runs under flow control has its counters hash: the others skip this.
-local flowOn = rcall('EXISTS', base .. 'fM') == 1
+-- fM: t the turn counter (read again below if the waiting keys took turns), q the runs in key
+-- lists, w when the first waiting key or group may start (see flowWaitFirst in common.lua): the
+-- waiting sets are read only once that time has come. All three are written once, at the end.
+local fm = rcall('HMGET', base .. 'fM', 't', 'q', 'w')
+local turnS, flowQS, flowWS = fm[1], fm[2], fm[3]
+local flowOn = turnS ~= false or flowQS ~= false or flowWS ~= false
+local waitAt = tonumber(flowWS) -- nil: nothing waits
+local waitAt0 = waitAt
 local dueK, dueG = {}, {}
-if flowOn then
+if waitAt and waitAt <= now then
   dueK = rcall('ZRANGEBYSCORE', flowWaitK, '-inf', now, 'LIMIT', 0, limit)
-end
-for _, gy in ipairs(dueK) do
-  local cut = string.find(gy, '|', 1, true)
-  rcall('ZREM', flowWaitK, gy)
-  rcall('HDEL', base .. 'fk|' .. gy, 'w')
-  flowReady(base, string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1))
-end
-if flowOn then
+  for _, gy in ipairs(dueK) do
+    local cut = string.find(gy, '|', 1, true)
+    rcall('ZREM', flowWaitK, gy)
+    flowReady(base, string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1), true)
+  end
   dueG = rcall('ZRANGEBYSCORE', flowWaitG, '-inf', now, 'LIMIT', 0, limit)
+  for _, g in ipairs(dueG) do
+    rcall('ZREM', flowWaitG, g)
+    rcall('HDEL', base .. 'fG|' .. g, 'w')
+    flowGroupReady(base, g)
+  end
+  if #dueK == limit or #dueG == limit then
+    more = true
+  end
+  waitAt = tonumber(flowWaitFirst(base))
+  turnS = rcall('HGET', base .. 'fM', 't')
 end
-for _, g in ipairs(dueG) do
-  rcall('ZREM', flowWaitG, g)
-  rcall('HDEL', base .. 'fG|' .. g, 'w')
-  flowGroupReady(base, g)
+-- A key or group sent to wait below (at `at`): waitAt follows.
+local function waits(at)
+  if not waitAt or at < waitAt then
+    waitAt = at
+  end
 end
-if #dueK == limit or #dueG == limit then
-  more = true
-end
+local flowTurnS, flowQ = nil, nil -- fM's t and q to write, if they changed
 -- Runs are leased group by group: the first ready group serves its keys in turn (each key to the
 -- back of the group's ring after one run) until the call's slots are taken or the group is at its
 -- limit, over its rate or out of ready keys; then it goes to the back of the queue's ring (or out).
--- Counters of the group and the queue are kept in locals and written once per group and call.
+-- Counters of the group and the queue are kept in locals and written once per group and call; the
+-- states of the keys taken from a ring are read with one HMGET and written with one HSET.
+local flowBack = false -- a group went back to the queue's ring
 if max > 0 and flowOn then
-  local turn = tonumber(rcall('HGET', base .. 'fM', 't')) or 0
+  local turn = tonumber(turnS) or 0
   local turn0 = turn
   local popped = 0 -- rids taken from key lists
   while n < max do
@@ -308,7 +323,7 @@ if max > 0 and flowOn then
     if not g then
       break
     end
-    local gh, keyRing = base .. 'fG|' .. g, base .. 'fK|' .. g
+    local gh, keyRing, ksh = base .. 'fG|' .. g, base .. 'fK|' .. g, base .. 'fy|' .. g
     local gv = rcall('HMGET', gh, 'a', 'c', 'r')
     local gaS, gcS, grate = gv[1], gv[2], gv[3]
     local ga, gc = tonumber(gaS) or 0, tonumber(gcS) or 0
@@ -317,24 +332,28 @@ if max > 0 and flowOn then
       gtat = tonumber(rcall('GET', base .. 'fT|' .. g))
     end
     local started, heldUntil = 0, nil
-    -- Keys are taken from the ring as many at once as the call (and the group) has slots for,
-    -- each served one run in ring order; those served and still ready go back at the end of the
-    -- ring in one ZADD, then the next keys are taken (so a key comes round again within a call
-    -- only after every other ready key, as one key at a time would have it). Keys taken but not
-    -- reached (the group's rate ran out) go back with their own turns: at the front, as they were.
+    local ringLeft = false -- keys known to be in the ring after the last pass
+    -- Keys are read from the head of the ring as many at once as the call (and the group) has
+    -- slots for, each served one run in ring order; those served and still ready move to the end
+    -- of the ring in one ZADD (a new turn: the score changes in place), those no longer ready
+    -- leave it in one ZREM, then the next keys are read (so a key comes round again within a call
+    -- only after every other ready key, as one key at a time would have it). Keys read but not
+    -- reached (the group's rate or the call's slots ran out) keep their turns: at the front.
     local stop = false
     while not stop and n < max and (gc <= 0 or ga < gc) do
       local want = max - n
       if gc > 0 and gc - ga < want then
         want = gc - ga
       end
-      local taken = rcall('ZPOPMIN', keyRing, want)
-      if #taken == 0 then
+      local ys = rcall('ZRANGE', keyRing, 0, want - 1)
+      if #ys == 0 then
+        ringLeft = false
         break
       end
-      local back, restore = {}, {}
-      for i = 1, #taken, 2 do
-        local y = taken[i]
+      local packed = flowKeyMany(ksh, ys)
+      local back, gone, writes, dels = {}, {}, {}, {}
+      local kept = false -- a key keeps its place
+      for i, y in ipairs(ys) do
         -- A key taken with the others but not reached: the call or the group ran out of slots
         -- (a weighted key before it took more than one), or the group's rate ran out.
         local gnext, gok = nil, not stop and n < max and (gc <= 0 or ga < gc)
@@ -348,17 +367,29 @@ if max > 0 and flowOn then
           end
         end
         if not gok then
-          restore[#restore + 1] = taken[i + 1]
-          restore[#restore + 1] = y
+          kept = true
         else
-          local kh, q = base .. 'fk|' .. g .. '|' .. y, base .. 'fq|' .. g .. '|' .. y
-          local kv = rcall('HMGET', kh, 'a', 'c', 'r', 't', 'e', 'z')
-          local kaS, kcS, krate, weight = kv[1], kv[2], kv[3], tonumber(kv[5])
-          local ka, kc = tonumber(kaS) or 0, tonumber(kcS) or 0
+          local q = base .. 'fq|' .. g .. '|' .. y
+          -- The key's state, read and written as text (the order of flowKeyUnpack in common.lua).
+          local s = packed[i]
+          local kaS, kqS, kcS, tS, krate, waitS, eS, zS
+          if s then
+            kaS, kqS, kcS, tS, krate, waitS, eS, zS = string.match(s, KEY_STATE)
+          end
+          if not kaS then
+            -- A key in the ring without a state (lost, or written by hand): rebuilt from its list.
+            kaS, kqS, kcS, tS, krate, waitS, eS, zS = '0', rcall('LLEN', q), '0', '', '', '', '', ''
+            rcall('SADD', base .. 'fY', g)
+          end
+          local ka, kq, kc = tonumber(kaS) or 0, tonumber(kqS) or 0, tonumber(kcS) or 0
+          local weight = tonumber(eS) or 1
+          local tS0 = tS -- the GCRA time as read (kept in ft| if the key is forgotten)
           local kok, kval = true, nil
-          if krate then
-            -- The key's GCRA time: in its hash while it has one, else (a key forgotten and back) in ft|.
-            local tat = tonumber(kv[4])
+          if krate == '' then
+            krate = nil
+          else
+            -- The key's GCRA time: in its state while it has one, else (a key forgotten and back) in ft|.
+            local tat = tonumber(tS)
             if not tat then
               tat = tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y))
             end
@@ -366,21 +397,25 @@ if max > 0 and flowOn then
           end
           if kc > 0 and ka >= kc then
             -- At its limit (lowered by a newer run while the key was in the ring): out of the ring
-            -- (taken) until one of its runs frees a slot.
+            -- until one of its runs frees a slot.
+            gone[#gone + 1] = y
           elseif not kok then
-            -- Over its rate: out of the ring (taken) into the waiting set.
-            rcall('HSET', kh, 'w', '1')
+            -- Over its rate: out of the ring into the waiting set.
+            gone[#gone + 1] = y
+            writes[#writes + 1] = y
+            writes[#writes + 1] = kaS .. ';' .. kqS .. ';' .. kcS .. ';' .. tS .. ';' .. krate .. ';1;' .. eS .. ';' .. zS
             rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
+            waits(kval)
           else
             -- One run; or, when this key is the only one ready in its group, as many as the call,
             -- its limit and the rates allow, in one pass (turns would have served it alone anyway);
-            -- or, a key of weight w (field e), what is left of its w runs in a row (z counts them).
+            -- or, a key of weight w, what is left of its w runs in a row (z counts them).
             -- The GCRA times after each start are stepped here: the first start was admitted above.
             local take = 1
-            local streak = tonumber(kv[6]) or 0
-            if #taken == 2 and want > 1 and rcall('ZCARD', keyRing) == 0 then
+            local streak = tonumber(zS) or 0
+            if #ys == 1 and want > 1 then -- fewer keys than asked for: it is alone in the ring
               take = want
-            elseif weight and weight > 1 then
+            elseif weight > 1 then
               take = weight - streak
             end
             if take > max - n then
@@ -395,8 +430,11 @@ if max > 0 and flowOn then
             if take < 1 then
               take = 1
             end
-            local kts, gts = { kval }, { gnext }
+            local kts, gts -- the GCRA times after each start, when more than one is planned
             local kHeld, gHeld = nil, nil
+            if take > 1 then
+              kts, gts = { kval }, { gnext }
+            end
             for st = 2, take do
               if krate then
                 local ok, v = flowGcra(krate, kts[st - 1], now)
@@ -422,6 +460,11 @@ if max > 0 and flowOn then
             else
               rids = rcall('LPOP', q, take) or {}
             end
+            -- The queued count follows the list (a list shorter than counted is empty now).
+            kq = kq - #rids
+            if kq < 0 or #rids < take then
+              kq = 0
+            end
             local done = 0
             for _, rid in ipairs(rids) do
               popped = popped + 1
@@ -434,40 +477,46 @@ if max > 0 and flowOn then
               ga = ga + done
               started = started + done
               if krate then
-                rcall('HSET', kh, 'a', fmt('%d', ka), 't', fmt('%.17g', kts[done]))
-              else
-                rcall('HINCRBY', kh, 'a', done)
+                tS = fmt('%.17g', done == 1 and kval or kts[done])
               end
               if grate then
-                gtat = gts[done]
+                gtat = done == 1 and gnext or gts[done]
               end
             end
             -- Every start planned was made and a rate stopped the plan: the key (or the group)
             -- waits for it now rather than at the next pass.
             local full = done == take and #rids == take
-            local len = rcall('LLEN', q)
-            if len > 0 and (kc <= 0 or ka < kc) and kHeld and full then
-              rcall('HSET', kh, 'w', '1')
+            local free = kc <= 0 or ka < kc
+            if kq > 0 and free and kHeld and full then
+              waitS, streak = '1', 0
+              gone[#gone + 1] = y
               rcall('ZADD', flowWaitK, kHeld, g .. '|' .. y)
-              if weight then
-                rcall('HDEL', kh, 'z')
-              end
-            elseif len > 0 and (kc <= 0 or ka < kc) then
-              if weight and weight > 1 and streak + #rids < weight then
+              waits(kHeld)
+            elseif kq > 0 and free then
+              if weight > 1 and streak + #rids < weight then
                 -- Its w runs in a row not all served (the call ran out): it keeps its place.
-                rcall('HSET', kh, 'z', fmt('%d', streak + #rids))
-                restore[#restore + 1] = taken[i + 1]
-                restore[#restore + 1] = y
+                streak = streak + #rids
+                kept = true
               else
-                if weight and streak > 0 then
-                  rcall('HDEL', kh, 'z')
-                end
+                streak = 0
                 turn = turn + 1
-                back[#back + 1] = turn
+                back[#back + 1] = fmt('%d', turn)
                 back[#back + 1] = y
               end
-            elseif len == 0 and ka <= 0 then
-              flowForget(base, g, y, kh, kv[4])
+            else
+              gone[#gone + 1] = y
+            end
+            if kq <= 0 and ka <= 0 then
+              dels[#dels + 1] = y
+              flowKeepTat(base, g, y, tonumber(tS0))
+            else
+              if streak > 0 then
+                zS = fmt('%d', streak)
+              else
+                zS = ''
+              end
+              writes[#writes + 1] = y
+              writes[#writes + 1] = fmt('%d;%d;', ka, kq) .. kcS .. ';' .. tS .. ';' .. (krate or '') .. ';' .. waitS .. ';' .. eS .. ';' .. zS
             end
             if gHeld and full then
               heldUntil, stop = gHeld, true
@@ -475,31 +524,60 @@ if max > 0 and flowOn then
           end
         end
       end
+      bulk('HSET', ksh, writes, 2000)
+      bulk('HDEL', ksh, dels, 1000)
       bulk('ZADD', keyRing, back, 2000)
-      bulk('ZADD', keyRing, restore, 2000)
+      bulk('ZREM', keyRing, gone, 1000)
+      ringLeft = #back > 0 or kept
     end
     if started > 0 then
-      rcall('HINCRBY', gh, 'a', started)
+      rcall('HINCRBY', gh, 'a', fmt('%d', started))
       if grate then
         flowSetTat(base .. 'fT|' .. g, gtat, now)
       end
     end
-    rcall('ZREM', flowRing, g)
     if heldUntil then
+      rcall('ZREM', flowRing, g)
       rcall('HSET', gh, 'w', '1')
       rcall('ZADD', flowWaitG, heldUntil, g)
-    elseif (gc <= 0 or ga < gc) and rcall('ZCARD', keyRing) > 0 then
+      waits(heldUntil)
+    elseif (gc <= 0 or ga < gc) and (ringLeft or rcall('ZCARD', keyRing) > 0) then
+      -- To the back of the queue's ring (a new score moves it).
       turn = turn + 1
-      rcall('ZADD', flowRing, turn, g)
+      rcall('ZADD', flowRing, fmt('%d', turn), g)
+      flowBack = true
+    else
+      rcall('ZREM', flowRing, g)
     end
   end
+  -- Nothing in the passes above queues a run under flow control (lease may finish a run and
+  -- reach a workflow's steps, which have no limits), so q as read at the start still holds.
   if popped > 0 then
-    rcall('HINCRBY', base .. 'fM', 'q', -popped)
+    flowQ = (tonumber(flowQS) or 0) - popped
+    if flowQ < 0 then
+      flowQ = 0
+    end
   end
-  -- Written only when a turn was taken: a reserve that served no flow key writes nothing here.
   if turn ~= turn0 then
-    rcall('HSET', base .. 'fM', 't', fmt('%d', turn))
+    flowTurnS = fmt('%d', turn)
   end
+end
+-- fM written once, and only when something changed: a reserve that served no flow key writes nothing.
+if flowTurnS or flowQ or waitAt ~= waitAt0 then
+  local f = {}
+  if flowTurnS then
+    f[#f + 1] = 't'
+    f[#f + 1] = flowTurnS
+  end
+  if flowQ then
+    f[#f + 1] = 'q'
+    f[#f + 1] = fmt('%d', flowQ)
+  end
+  if waitAt ~= waitAt0 then
+    f[#f + 1] = 'w'
+    f[#f + 1] = waitAt and fmt('%.17g', waitAt) or ''
+  end
+  rcall('HSET', base .. 'fM', unpack(f))
 end
 
 -- 3b. The other runs, by priority level.
@@ -544,9 +622,13 @@ if max == 0 then
     queued = queued + (tonumber(rcall('HGET', base .. 'fM', 'q')) or 0)
   end
 elseif n >= max then
-  queued = rcall('ZCARD', KEYS[3])
-  if flowOn then
-    queued = queued + rcall('ZCARD', flowRing)
+  if flowBack then
+    queued = 1 -- a group went back to its ring: it has a ready key
+  else
+    queued = rcall('ZCARD', KEYS[3])
+    if flowOn then
+      queued = queued + rcall('ZCARD', flowRing)
+    end
   end
   if queued > 0 then
     wakeUp = true
@@ -581,15 +663,9 @@ else
   if x1 and (nextAt < 0 or x1 < nextAt) then
     nextAt = x1
   end
-  -- When the first rate-limited key or group may start again.
-  for _, wk in ipairs({ flowWaitK, flowWaitG }) do
-    local w = flowOn and rcall('ZRANGE', wk, 0, 0, 'WITHSCORES') or {}
-    if w[2] then
-      local t = tonumber(w[2])
-      if nextAt < 0 or t < nextAt then
-        nextAt = t
-      end
-    end
+  -- When the first rate-limited or backed-off key or group may start again.
+  if waitAt and (nextAt < 0 or waitAt < nextAt) then
+    nextAt = waitAt
   end
 end
 statFlush(base, now, acc)
