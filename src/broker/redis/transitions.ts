@@ -48,11 +48,11 @@ function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
   return group.length === 1 || bytes <= CHUNK_BYTES;
 }
 
-/** The ARGV of settlements, 5 per item (see settleItems in lua/common.lua). */
-function pushSettlements(c: RedisCore, args: (string | number)[], part: readonly { item: Settlement; rid: string }[]): void {
+/** The ARGV of settlements, 5 per item (see settleItems in lua/common.lua); `now` the call's. */
+function pushSettlements(c: RedisCore, args: (string | number)[], part: readonly { item: Settlement; rid: string }[], now: number): void {
   for (const { item, rid } of part) {
     if (item.outcome === 'spawned')
-      args.push(rid, item.attempt, 'w', spawnPayload(item, c.cancelledRetentionMs), Math.max(0, Math.floor(item.retentionMs)));
+      args.push(rid, item.attempt, 'w', spawnPayload(item, c.cancelledRetentionMs, now), Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'succeeded') args.push(rid, item.attempt, 's', item.result ?? '', Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'failed') args.push(rid, item.attempt, 'f', item.error, Math.max(0, Math.floor(item.retentionMs)));
     else if (item.outcome === 'retry') args.push(rid, item.attempt, 'r', item.error, Math.floor(item.runAt));
@@ -143,7 +143,7 @@ function reserveCall(
     c.eventsChannel,
     k.idPrefix,
   ];
-  if (settle) pushSettlements(c, args, settle);
+  if (settle) pushSettlements(c, args, settle, now);
   return runScript(redis, 'reserve', [k.sched, k.active, k.prios, k.paused], args).then(async (reply) => {
     const r = reserveReply(reply, queue, k.idPrefix, now);
     if (settle && statuses)
@@ -245,7 +245,7 @@ export async function settle(c: RedisCore, workerId: string, settlements: readon
     const k = c.k(queue);
     for (const part of chunk(group, settlementSize)) {
       const args: (string | number)[] = [k.base, workerId, now, c.eventsChannel, k.idPrefix];
-      pushSettlements(c, args, part);
+      pushSettlements(c, args, part, now);
       calls.push(
         runScript(redis, 'settle', [k.active, k.sched], args).then((reply) => {
           const r = settleRelayReply(reply);
