@@ -515,6 +515,23 @@ local function runWrite(r, state, more)
   rcall('HSET', r.k, unpack(f))
 end
 
+-- Creates new run r (read by newRun) one at a time, as schedfire and wfAddRun do (enqueue places a
+-- batch its own way): its hash written (runWrite, with `more` as there), then scheduled in
+-- base..'sched' when its runAt is after `now`, else queued (pushQueued: under flow control, to its
+-- key's list). Returns its state code, q or s.
+local function runCreate(base, r, now, more)
+  local state = 'q'
+  if tonumber(r.runAt) > now then
+    state = 's'
+    rcall('ZADD', base .. 'sched', r.runAt, r.rid)
+  end
+  runWrite(r, state, more)
+  if state == 'q' then
+    pushQueued(base, r.rid, r.p, false, r.g ~= '' and r.g or nil)
+  end
+  return state
+end
+
 -- Leaves a wake-up token for one idle worker, unless one is already waiting.
 local function wake(base)
   local k = base .. 'wake'
@@ -977,14 +994,6 @@ end
 ]]
 local function wfAddRun(base, wfId, now, r, mode, deps, held)
   local rid, runAtS = r.rid, r.runAt
-  local state
-  if deps ~= '' or held then
-    state = 'w'
-  elseif tonumber(runAtS) > now then
-    state = 's'
-  else
-    state = 'q'
-  end
   local more = { 'G', wfId }
   if held and tonumber(runAtS) > now then
     more[#more + 1] = 'r'
@@ -1001,27 +1010,27 @@ local function wfAddRun(base, wfId, now, r, mode, deps, held)
   if r.ik ~= '' then
     rcall('SET', base .. 'ik:' .. r.task .. ':' .. r.ik, rid, 'PX', r.ittl)
   end
-  runWrite(r, state, more)
-  if state == 'w' then
-    rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
-    if held then
-      rcall('SADD', base .. 'wd:' .. rid, '!')
+  if deps == '' and not held then
+    -- Queued or scheduled, as any new run; a scheduled run due before every other wakes workers.
+    local first = tonumber(runAtS) > now and rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
+    if runCreate(base, r, now, more) == 'q' then
+      return true
     end
-    for line in string.gmatch(deps, '[^\n]+') do
-      local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
-      rcall('SADD', base .. 'wd:' .. rid, dep)
-      if #dep == 26 then
-        rcall('HSET', base .. 'we:' .. dep, rid, pol)
-      end
-    end
-    return false
-  elseif state == 's' then
-    local first = rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
-    rcall('ZADD', base .. 'sched', runAtS, rid)
     return not first[2] or tonumber(runAtS) < tonumber(first[2])
   end
-  pushQueued(base, rid, r.p, false)
-  return true
+  runWrite(r, 'w', more)
+  rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+  if held then
+    rcall('SADD', base .. 'wd:' .. rid, '!')
+  end
+  for line in string.gmatch(deps, '[^\n]+') do
+    local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+    rcall('SADD', base .. 'wd:' .. rid, dep)
+    if #dep == 26 then
+      rcall('HSET', base .. 'we:' .. dep, rid, pol)
+    end
+  end
+  return false
 end
 
 --[[
