@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import type { Broker, Dependency, NewWorkflowRun, Reservation, SpawnSettlement } from '../../src/broker/types.ts';
+import type { Dependency, NewWorkflowRun, Reservation, SpawnSettlement } from '../../src/broker/types.ts';
 import { type ConformanceContext, LEASE, Q, RETAIN, assertFields, errorText, ids, newRun, parseError } from './context.ts';
 
 function child(now: number, input: string, over: Partial<NewWorkflowRun> = {}): NewWorkflowRun {
@@ -34,7 +34,7 @@ function pages(r: Reservation, now: number, n: number): { spawn: SpawnSettlement
 }
 
 export function spawnConformance(c: ConformanceContext): void {
-  const { open, test, getRun, reserveAll, enqueueOne } = c;
+  const { open, test, getRun, reserveAll, enqueueOne, drain } = c;
 
   const ok = (r: Reservation, result: string | null) => ({
     id: r.id,
@@ -43,24 +43,6 @@ export function spawnConformance(c: ConformanceContext): void {
     result,
     retentionMs: RETAIN,
   });
-
-  /** Reserves and settles every ready run (`fn` gives its result) until none is left; returns what ran. */
-  async function drain(b: Broker, now: number, fn: (r: Reservation) => string | null): Promise<Reservation[]> {
-    const ran: Reservation[] = [];
-    for (;;) {
-      const { runs } = await reserveAll(b, 'w', now);
-      if (runs.length === 0) return ran;
-      ran.push(...runs);
-      assert.deepStrictEqual(
-        await b.settle(
-          'w',
-          runs.map((r) => ok(r, fn(r))),
-          now,
-        ),
-        runs.map(() => 'ok'),
-      );
-    }
-  }
 
   describe('spawn (dynamic fan-out)', () => {
     test('a run spawns pages and a continuation, waits holding no lease, and finishes with the continuation result', async () => {
