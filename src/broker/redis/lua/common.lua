@@ -386,6 +386,26 @@ local function pushQueued(base, rid, p, front, g)
   end
 end
 
+-- Takes run rid out of where it waits, by its state s: waiting (w: `waiting` and its wait keys
+-- wd:, wv:), queued (q: the list of its priority level `p`, the level dropped once empty; a queued
+-- run under flow control is in its key's list instead: the caller's) or scheduled (s: `sched`).
+-- What becomes of the run (finish) is the caller's. Used by cancel.lua and wfcancel.lua.
+local function unplace(base, rid, s, p)
+  if s == 'w' then
+    rcall('ZREM', base .. 'waiting', rid)
+    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  elseif s == 'q' then
+    p = p or '0'
+    local wk = base .. 'w:' .. p
+    rcall('LREM', wk, -1, rid)
+    if rcall('LLEN', wk) == 0 then
+      rcall('ZREM', base .. 'prios', p)
+    end
+  elseif s == 's' then
+    rcall('ZREM', base .. 'sched', rid)
+  end
+end
+
 -- A new run as the creating scripts (enqueue, schedfire, wfcreate, and wfSpawn for the runs a
 -- spawn creates) take it, the one place its fields are read and written: 14 values from a[j] (`a`:
 -- ARGV unless given, as a spawn's payload gives its runs; pushRunArgs in run-args.ts): rid, task,
