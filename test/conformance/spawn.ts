@@ -58,7 +58,8 @@ export function spawnConformance(c: ConformanceContext): void {
       assert.equal(parent.history.at(-1)?.outcome, 'spawned', 'its attempt ended as spawned');
       assert.deepStrictEqual(await b.renew('w', [{ id: parentId, attempt: 1 }], LEASE, t0 + 2), [parentId], 'no lease held');
       assertFields((await b.counts([Q]))[Q], { waiting: 2, queued: 3, active: 0 }, 'counts');
-      assertFields(await getRun(b, cont.id), { state: 'waiting', workflow: parentId }, 'the continuation');
+      assertFields(await getRun(b, cont.id), { state: 'waiting', workflow: parentId, enqueuedAt: t0 + 1 }, 'the continuation');
+      assertFields(await getRun(b, kids[0]!.id), { state: 'queued', enqueuedAt: t0 + 1 }, 'a page, enqueued by the settle');
       const ran = await drain(b, t0 + 3, (r) => (r.id === cont.id ? JSON.stringify(`pages ${r.input}`) : String(Number(r.input) * 10)));
       assert.deepStrictEqual(ids(ran).sort(), [...ids(kids), cont.id].sort(), 'each spawned run ran once; the parent not again');
       assert.equal(ran.find((r) => r.id === cont.id)?.input, '[0,10,20]', 'the continuation got every page, in order');
