@@ -9,7 +9,7 @@
  */
 import { parseArgs } from 'node:util';
 import { connectBroker } from '../../src/broker/connect.ts';
-import type { Settlement } from '../../src/broker/types.ts';
+import { enqueueRuns, leaseAll } from '../lib/hot-path.ts';
 import { startRedis } from '../lib/redis-server.ts';
 
 const { values } = parseArgs({
@@ -37,29 +37,10 @@ const script: number[] = [];
 try {
   for (let r = 0; r < rounds; r++) {
     await redis.flush();
-    const input = JSON.stringify({ username: 'u', email: 'u@example.com' });
-    for (let i = 0; i < runs; i += 1000) {
-      const now = Date.now();
-      const chunk = [];
-      for (let j = i; j < Math.min(runs, i + 1000); j++)
-        chunk.push({ id: `bench.${ulidish(now, j)}`, task: 'bench_noop', queue: 'bench', input, priority: 0, runAt: now });
-      await broker.enqueue(chunk, now);
-    }
+    await enqueueRuns(broker, runs);
     await redis.client.config('RESETSTAT');
     const cpu0 = await redis.cpuUs();
-    const held: Settlement[][] = [];
-    let done = 0;
-    let draining = false;
-    for (;;) {
-      const settle = held.length >= depth || draining ? (held.shift() ?? []) : [];
-      const now = Date.now();
-      const res = await broker.reserve({ workerId: 'w1', queues: ['bench'], max: batch, leaseMs: 30_000, now, settle });
-      done += settle.length;
-      if (res.runs.length === 0 && held.length === 0) break;
-      if (res.runs.length)
-        held.push(res.runs.map((run) => ({ id: run.id, attempt: run.attempt, outcome: 'succeeded', result, retentionMs })));
-      else draining = true;
-    }
+    const done = await leaseAll(broker, { batch, depth, result, retentionMs });
     const cpuUs = (await redis.cpuUs()) - cpu0;
     const stats = await redis.commandStats();
     const evalsha = stats.evalsha?.usec ?? 0;
@@ -75,14 +56,4 @@ try {
 } finally {
   await broker.close();
   await redis.stop();
-}
-
-/** A run id part: 10 time characters and 16 more, unique per j. */
-function ulidish(now: number, j: number): string {
-  const A = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
-  let t = '';
-  for (let i = 0, v = now; i < 10; i++, v = Math.floor(v / 32)) t = A[v % 32] + t;
-  let s = '';
-  for (let i = 0, v = j; i < 16; i++, v = Math.floor(v / 32)) s = A[v % 32] + s;
-  return t + s;
 }

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { ConfigError } from './errors.ts';
 
 /** Crockford base32, as in ULID: sortable as text, no ambiguous letters. */
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -53,6 +54,14 @@ export function ulid(now = Date.now()): string {
 
 /** Queue names: letters, digits, `_` and `-`, 1 to 64 characters. */
 export const QUEUE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** `queue` when it is a queue name; else a ConfigError naming `where` (a task, a worker, a broker method). */
+export function checkQueueName(queue: unknown, where: string): string {
+  if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
+    throw new ConfigError(`${where}: queue name ${JSON.stringify(queue)} is invalid: use 1 to 64 letters, digits, "_" or "-"`);
+  }
+  return queue;
+}
 
 /** A run id is `<queue>.<ulid>`, so that any broker can find a run's queue (and its keys) from its id alone. */
 export function newRunId(queue: string, now = Date.now()): string {

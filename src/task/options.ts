@@ -1,5 +1,4 @@
 import { ConfigError } from '../core/errors.ts';
-import { QUEUE_NAME } from '../core/ids.ts';
 
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
@@ -54,13 +53,6 @@ export const DEFAULTS: TaskDefaults = {
 
 export const PRIORITY_MIN = -1000;
 export const PRIORITY_MAX = 1000;
-
-export function checkQueueName(queue: unknown, where: string): string {
-  if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
-    throw new ConfigError(`${where}: queue name ${JSON.stringify(queue)} is invalid: use 1 to 64 letters, digits, "_" or "-"`);
-  }
-  return queue;
-}
 
 export function checkPriority(priority: unknown, where: string): number {
   if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {

@@ -2,23 +2,14 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { FlowSpec, NewRun } from '../broker/types.ts';
 import { type BackOff, type BackOffScope, ConfigError, InputError, type InputIssue } from '../core/errors.ts';
-import { newRunId } from '../core/ids.ts';
+import { checkQueueName, newRunId } from '../core/ids.ts';
 import { type AnyFlow, type Join, joinOf, nextOf, type Pending, type ResultOf, type Spawn, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
 import { checkLimits, flowRate, type KeyLimits, type TaskLimits } from './limits.ts';
 import { applyRunTiming, checkRunTiming, type RunTiming, type RunTimingOptions } from './run-timing.ts';
-import {
-  checkDuration,
-  checkPriority,
-  checkQueueName,
-  DEFAULTS,
-  type Retention,
-  type RetryPolicy,
-  resolveRetention,
-  resolveRetries,
-} from './options.ts';
+import { checkDuration, checkPriority, DEFAULTS, type Retention, type RetryPolicy, resolveRetention, resolveRetries } from './options.ts';
 
 /** What a handler gets besides its input. */
 export interface TaskContext {

@@ -47,7 +47,7 @@ export const backOffMs = (failures: number) => Math.min(5000, 100 * 2 ** Math.mi
 export class LeaseBook {
   /** Runs whose handler is running. */
   readonly active = new Map<string, ActiveRun>();
-  /** Prefetched runs, not started yet (see Worker#prefetchOk). */
+  /** Prefetched runs, not started yet (see ReserveLoop#prefetchOk in reserve-loop.ts). */
   buffer: Reservation[] = [];
   /** Outcomes not yet sent to the broker: they go with the next reservation, or on their own (flush). */
   pending: Settlement[] = [];

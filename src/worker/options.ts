@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Reservation } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
-import { checkQueueName } from '../task/options.ts';
+import { checkQueueName } from '../core/ids.ts';
 import type { WorkerHost } from './host.ts';
 
 export interface WorkerOptions {

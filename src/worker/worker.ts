@@ -1,18 +1,21 @@
-// The worker: its life cycle (start, stop, signals) and the reservation loop. Runs are executed by
-// the executor (executor.ts), their leases kept by the lease book (leases.ts), and what a handler
-// sees as `ctx` is in run-context.ts. The worker takes a WorkerHost (host.ts), not the app.
+// The worker: its life cycle (start, stop, signals), the slots its runs execute in, and the
+// shutdown. The reservation loop (reserve-loop.ts) fills the slots; runs are executed by the executor
+// (executor.ts), their leases kept by the lease book (leases.ts), the timers of renewal, pruning and
+// the heartbeat run by the upkeep (upkeep.ts), and what a handler sees as `ctx` is in run-context.ts.
+// The worker takes a WorkerHost (host.ts), not the app.
 import { EventEmitter } from 'node:events';
-import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import type { Broker, BrokerInspector, Reservation } from '../broker/types.ts';
+import type { Broker, Reservation } from '../broker/types.ts';
 import { BrokerConfigError, ConfigError } from '../core/errors.ts';
 import { inIsolate } from '../task/isolation.ts';
 import { type Executor, InlineExecutor, type Outcome } from './executor.ts';
 import type { WorkerHost } from './host.ts';
-import { backOffMs, LeaseBook, LeaseLostError, sleep } from './leases.ts';
+import { LeaseBook, LeaseLostError } from './leases.ts';
 import { type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
+import { ReserveLoop } from './reserve-loop.ts';
 import { type ActiveRun, flushProgress, reportProgress } from './run-context.ts';
 import { type FireEvent, ScheduleFirer } from './schedules.ts';
+import { Upkeep } from './upkeep.ts';
 
 export type { WorkerHost } from './host.ts';
 export type { RunEvent, WorkerOptions } from './options.ts';
@@ -38,30 +41,11 @@ export class Worker extends EventEmitter {
   #broker: Broker | undefined;
   readonly #book: LeaseBook;
   readonly #executor: Executor;
+  readonly #loop: ReserveLoop;
+  readonly #upkeep: Upkeep;
   #state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
-  /** Broker calls of the engine (#pump) in progress: reservations, the wait for work, a back-off. */
-  readonly #calls = new Set<Promise<void>>();
-  #pumpScheduled = false;
-  /** Reservation calls in flight, and the slots they may fill. */
-  #inflight = 0;
-  #reserving = 0;
-  /** The last reply brought no run: wait for work once no call is in flight. */
-  #drained = false;
-  #nextAt: number | null = null;
-  /** The `now` of the reserve that gave #nextAt. */
-  #reservedAt = 0;
-  #waiting = false;
-  #backingOff = false;
-  #failures = 0;
-  #lastFull = false;
-  /** Average handler time of recent runs, in ms (exponentially weighted). */
-  #runMs = Number.POSITIVE_INFINITY;
   readonly #stop = new AbortController();
   #slotWaiter: (() => void) | undefined;
-  #renewTimer: NodeJS.Timeout | undefined;
-  #pruneTimer: NodeJS.Timeout | undefined;
-  #heartbeatTimer: NodeJS.Timeout | undefined;
-  readonly #startedAt = Date.now();
   #stopPromise: Promise<void> | undefined;
   #unsubscribeCancel: (() => void) | undefined;
   #lastErrorLog = 0;
@@ -80,13 +64,15 @@ export class Worker extends EventEmitter {
     this.pruneEvery = settings.pruneEvery;
     this.logger = settings.logger;
     this.firesSchedules = settings.schedules;
-    this.#book = new LeaseBook({
+    const brokerError = (err: unknown, message: string) => this.#logBrokerError(err, message);
+    const book = new LeaseBook({
       id: this.id,
       leaseMs: this.leaseMs,
       logger: this.logger,
-      brokerError: (err, message) => this.#logBrokerError(err, message),
+      brokerError,
       report: (event) => this.emit('run', event),
     });
+    this.#book = book;
     this.#executor = new InlineExecutor({
       tasks: host.tasks,
       redactPaths: (task) => host.redactPaths(task),
@@ -95,6 +81,20 @@ export class Worker extends EventEmitter {
       concurrency: this.concurrency,
       maxInputBytes: host.maxInputBytes,
     });
+    const { id, queues, concurrency, leaseMs, renewEvery, pruneEvery, logger } = this;
+    this.#loop = new ReserveLoop({
+      id,
+      queues,
+      concurrency,
+      leaseMs,
+      book,
+      signal: this.#stop.signal,
+      running: () => this.#state === 'running',
+      execute: (run) => this.#execute(run),
+      brokerError,
+      unexpected: (err) => this.logger.error({ err }, 'worker: unexpected error'),
+    });
+    this.#upkeep = new Upkeep({ id, queues, concurrency, renewEvery, pruneEvery, logger, book, brokerError });
   }
 
   /** Runs currently executing. */
@@ -127,18 +127,11 @@ export class Worker extends EventEmitter {
       this.#broker ??= await this.#host.broker();
     }
     this.#book.broker = this.#broker;
+    this.#loop.broker = this.#broker;
     this.#unsubscribeCancel = this.#broker.onCancel((ids) => {
       for (const id of ids) this.#book.detach(id, 'lost', new LeaseLostError(`Run ${id} was cancelled`));
     });
-    this.#renewTimer = setInterval(() => void this.#book.renew(), this.renewEvery);
-    this.#pruneTimer = setInterval(() => void this.#prune(), this.pruneEvery);
-    this.#renewTimer.unref();
-    this.#pruneTimer.unref();
-    if (isInspector(this.#broker)) {
-      void this.#heartbeat();
-      this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), HEARTBEAT_EVERY_MS);
-      this.#heartbeatTimer.unref();
-    }
+    this.#upkeep.start(this.#broker);
     if (this.firesSchedules) {
       // Declares the app's schedules of its queues, then fires them in the background (schedules.ts).
       this.#firer = new ScheduleFirer({
@@ -152,7 +145,7 @@ export class Worker extends EventEmitter {
       await this.#firer.start();
     }
     this.logger.info({ queues: this.queues, concurrency: this.concurrency }, 'worker started');
-    this.#pump();
+    this.#loop.pump();
     return this;
   }
 
@@ -187,153 +180,6 @@ export class Worker extends EventEmitter {
     };
   }
 
-  /**
-   * The worker's engine, run (at most once per turn of the event loop, see #schedule) whenever
-   * something changes: a run finished, a reservation came back, a wait or a back-off ended.
-   *
-   * Reservations: with a remote broker, while the last reply filled every slot it asked for (runs
-   * are waiting), up to two calls in flight, each for at most half the slots, so that the runs of
-   * one reply execute while the broker serves the other call (the worker's and the broker's work
-   * overlap instead of taking turns); otherwise one call at a time (at a low rate a second call
-   * would come back empty: one more broker call per run, for nothing).
-   * Outcomes of finished runs ride along with the next reservation (one round trip for both);
-   * when no reservation goes out, they are sent on their own (LeaseBook#flush). When a reply brings
-   * no run, the worker waits for the broker's wake-up signal (or the next due time) once its other
-   * call is back.
-   */
-  #pump(): void {
-    this.#pumpScheduled = false;
-    const book = this.#book;
-    if (this.#state === 'running' && !this.#waiting && !this.#backingOff) {
-      const calls = this.#broker!.remote && this.#lastFull ? 2 : 1;
-      const chunk = Math.ceil(this.concurrency / calls);
-      const capacity = this.concurrency + (this.#prefetchOk() ? 1 : 0);
-      const free = capacity - book.active.size - book.buffer.length - this.#reserving;
-      if (!this.#drained && free > 0 && this.#inflight < calls && (this.#inflight === 0 || free >= chunk)) {
-        this.#reserve(Math.min(free, chunk));
-        // The second call goes out a turn later, so that the broker's replies come apart.
-        if (free > chunk) this.#schedule();
-      }
-      if (this.#drained && this.#inflight === 0) this.#wait();
-    }
-    if (book.pending.length && !book.flushing) void book.flush();
-  }
-
-  /**
-   * Prefetch: while runs are short (their average time under PREFETCH_RUN_MS) and the last
-   * reservation filled every slot it asked for (more runs are likely queued), the worker holds one
-   * run more than its concurrency, so that the next run starts as soon as a slot frees instead of
-   * a round trip later (at concurrency 1 the worker's and the broker's work then overlap). The
-   * held run waits at most about one short run; it is renewed, handed back on stop, and recovered
-   * like an active run if the worker dies.
-   */
-  #prefetchOk(): boolean {
-    return this.#lastFull && this.#runMs < PREFETCH_RUN_MS;
-  }
-
-  #schedule(): void {
-    if (this.#pumpScheduled) return;
-    this.#pumpScheduled = true;
-    setImmediate(() => this.#pump());
-  }
-
-  #reserve(max: number): void {
-    const broker = this.#broker!;
-    const book = this.#book;
-    const settle = book.takePending();
-    const now = Date.now();
-    this.#inflight++;
-    this.#reserving += max;
-    this.#track(
-      broker
-        .reserve({
-          workerId: this.id,
-          queues: this.queues,
-          max,
-          leaseMs: this.leaseMs,
-          now,
-          ...(settle.length ? { settle } : {}),
-        })
-        .then(
-          async (result) => {
-            this.#inflight--;
-            this.#reserving -= max;
-            this.#failures = 0;
-            if (settle.length) book.settled(settle, result.settled);
-            if (this.#state !== 'running') {
-              // Stopped while reserving: hand these back at once.
-              if (result.runs.length) await book.release(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
-              return;
-            }
-            for (const run of result.runs) {
-              if (book.active.size < this.concurrency) this.#execute(run);
-              else book.buffer.push(run);
-            }
-            this.#drained = result.runs.length === 0;
-            this.#lastFull = result.runs.length === max;
-            this.#nextAt = result.nextAt;
-            this.#reservedAt = now;
-            this.#schedule();
-          },
-          (err: unknown) => {
-            this.#inflight--;
-            this.#reserving -= max;
-            book.putBack(settle);
-            this.#logBrokerError(err, 'reserve failed; retrying');
-            this.#backOff();
-          },
-        ),
-    );
-  }
-
-  /** Keeps a call of the engine in #calls until it has settled (stop waits for them). */
-  #track(call: Promise<void>): void {
-    this.#calls.add(call);
-    void call.catch((err: unknown) => this.logger.error({ err }, 'worker: unexpected error')).finally(() => this.#calls.delete(call));
-  }
-
-  /**
-   * Nothing to reserve: sleeps until the broker signals work, the next due time, or stop. The due
-   * time the broker gave (`nextAt`: the earliest scheduled run or lease expiry) was true when the
-   * last reserve ran; a lease taken since then by another worker (which may die) expires no earlier
-   * than that reserve's time plus a lease, so the worker wakes by then to look again. Among workers
-   * with the same `leaseMs`, an idle worker thus reserves a dead worker's runs as their leases
-   * expire, without an enqueue to wake it: one reserve per lease period while idle, more only while
-   * other workers hold leases (it wakes at each expiry they had when it looked).
-   */
-  #wait(): void {
-    this.#waiting = true;
-    const recheck = this.#reservedAt + this.leaseMs;
-    const until = this.#nextAt === null ? recheck : Math.min(this.#nextAt, recheck);
-    this.#track(
-      this.#broker!.waitForWork(this.queues, until, this.#stop.signal).then(
-        () => {
-          this.#waiting = false;
-          this.#drained = false;
-          this.#schedule();
-        },
-        (err: unknown) => {
-          this.#waiting = false;
-          this.#drained = false;
-          this.#logBrokerError(err, 'waiting for work failed; retrying');
-          this.#backOff();
-        },
-      ),
-    );
-  }
-
-  /** After a broker error: no reservation for a while (longer after each consecutive failure). */
-  #backOff(): void {
-    this.#failures++;
-    this.#backingOff = true;
-    this.#track(
-      sleep(backOffMs(this.#failures), this.#stop.signal).then(() => {
-        this.#backingOff = false;
-        this.#schedule();
-      }),
-    );
-  }
-
   /** Starts a run in a free slot; when it ends, its outcome is queued and the next prefetched run takes the slot. */
   #execute(run: Reservation): void {
     const entry: ActiveRun = { run };
@@ -356,7 +202,7 @@ export class Worker extends EventEmitter {
     const book = this.#book;
     try {
       if (outcome?.settlement) {
-        this.#observeRunTime(outcome.durationMs);
+        this.#loop.observeRunTime(outcome.durationMs);
         flushProgress(entry, this.#sendProgress);
         book.settle(outcome.settlement);
       }
@@ -369,7 +215,7 @@ export class Worker extends EventEmitter {
       const waiter = this.#slotWaiter;
       this.#slotWaiter = undefined;
       waiter?.();
-      this.#schedule();
+      this.#loop.schedule();
     }
   }
 
@@ -383,46 +229,11 @@ export class Worker extends EventEmitter {
     else this.emit('run', { type, run, durationMs } satisfies RunEvent);
   }
 
-  #observeRunTime(ms: number): void {
-    this.#runMs = this.#runMs === Number.POSITIVE_INFINITY ? ms : this.#runMs * 0.9 + ms * 0.1;
-  }
-
   readonly #sendProgress = (entry: ActiveRun, text: string): void => {
     this.#broker!.progress(this.id, { id: entry.run.id, attempt: entry.run.attempt }, text).catch((err) =>
       this.#logBrokerError(err, 'progress update failed'),
     );
   };
-
-  async #heartbeat(): Promise<void> {
-    const broker = this.#broker as unknown as BrokerInspector;
-    const [host, pid] = [hostname(), process.pid];
-    try {
-      await broker.heartbeat(
-        {
-          id: this.id,
-          host,
-          pid,
-          queues: this.queues,
-          concurrency: this.concurrency,
-          active: this.#book.active.size,
-          startedAt: this.#startedAt,
-        },
-        HEARTBEAT_EVERY_MS * 3,
-        Date.now(),
-      );
-    } catch (err) {
-      this.#logBrokerError(err, 'heartbeat failed');
-    }
-  }
-
-  async #prune(): Promise<void> {
-    try {
-      const removed = await this.#broker!.prune(Date.now());
-      if (removed) this.logger.debug({ removed }, 'pruned finished runs past their retention');
-    } catch (err) {
-      this.#logBrokerError(err, 'pruning failed');
-    }
-  }
 
   async #shutdown(graceMs: number): Promise<void> {
     if (this.#state === 'new') {
@@ -434,7 +245,8 @@ export class Worker extends EventEmitter {
     const firer = this.#firer?.stop();
     this.#slotWaiter?.();
     // Reservations in flight come back (their runs are handed back), the wait for work ends.
-    while (this.#calls.size) await Promise.allSettled(this.#calls);
+    const calls = this.#loop.calls;
+    while (calls.size) await Promise.allSettled(calls);
     await firer;
     const deadline = Date.now() + graceMs;
     while (this.#book.active.size > 0 && Date.now() < deadline && !this.#now) {
@@ -457,10 +269,11 @@ export class Worker extends EventEmitter {
 
   async #handBack(): Promise<void> {
     const book = this.#book;
+    const calls = this.#loop.calls;
     const leases = book.detachAll();
     // Every outcome stored (or given up on) before the leases still held are handed back.
     for (;;) {
-      if (this.#calls.size) await Promise.allSettled(this.#calls);
+      if (calls.size) await Promise.allSettled(calls);
       else if (book.pending.length && !book.flushing) void book.flush();
       else if (book.flushing) await book.flushing;
       else break;
@@ -469,10 +282,7 @@ export class Worker extends EventEmitter {
     // Isolated handlers still running (their runs are handed back) are stopped for real.
     await this.#executor.close?.();
     if (this.#state === 'stopped') return;
-    clearInterval(this.#renewTimer);
-    clearInterval(this.#pruneTimer);
-    clearInterval(this.#heartbeatTimer);
-    if (this.#heartbeatTimer) await (this.#broker as unknown as BrokerInspector).removeWorker(this.id).catch(() => {});
+    await this.#upkeep.stop();
     this.#unsubscribeCancel?.();
     this.#state = 'stopped';
     this.logger.info({ handedBack: leases.length }, 'worker stopped');
@@ -486,15 +296,6 @@ export class Worker extends EventEmitter {
   }
 }
 
-const HEARTBEAT_EVERY_MS = 5000;
-
 const ISOLATE_START =
   'A worker cannot start inside an isolate: the module an isolated task names (its `module` option) is imported by every isolate, ' +
   'and it starts a worker when imported. Start the worker from another file, or only when the file is run directly';
-
-/** Runs shorter than this on average (ms) let the worker prefetch one run (see Worker#prefetchOk). */
-const PREFETCH_RUN_MS = 10;
-
-function isInspector(b: unknown): b is BrokerInspector {
-  return typeof (b as BrokerInspector)?.heartbeat === 'function';
-}

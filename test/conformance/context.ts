@@ -9,7 +9,18 @@
  */
 import assert from 'node:assert/strict';
 import { afterEach, it } from 'node:test';
-import type { Broker, BrokerOptions, NewRun, QueueCounts, Reservation, RunError, RunRecord } from '../../src/broker/types.ts';
+import type {
+  Broker,
+  BrokerOptions,
+  Dependency,
+  InputFrom,
+  NewRun,
+  NewWorkflowRun,
+  QueueCounts,
+  Reservation,
+  RunError,
+  RunRecord,
+} from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { within } from '../helpers.ts';
 import { Peer, type PeerBroker, type PeerConnection, type PeerWhere } from './peer-host.ts';
@@ -90,6 +101,22 @@ export function newRun(queue: string, now: number, over: Partial<NewRun> = {}): 
   return { id: newRunId(queue), task: TASK, queue, input: JSON.stringify({ seq: inputSeq }), priority: 0, runAt: now, ...over };
 }
 
+/** A run of a workflow in `queue`, with its dependencies and how its input is built. */
+export function workflowStep(
+  queue: string,
+  now: number,
+  over: { dependsOn?: Dependency[]; inputFrom?: InputFrom; input?: string; runAt?: number } = {},
+): NewWorkflowRun {
+  const run: NewWorkflowRun = { ...newRun(queue, now), ...(over.input !== undefined ? { input: over.input } : {}) };
+  if (over.runAt !== undefined) run.runAt = over.runAt;
+  if (over.dependsOn) run.dependsOn = over.dependsOn;
+  if (over.inputFrom) run.inputFrom = over.inputFrom;
+  return run;
+}
+
+/** Dependencies on `runs` (the default policy, no names). */
+export const on = (...runs: NewWorkflowRun[]): Dependency[] => runs.map((r) => ({ id: r.id }));
+
 export function ids(runs: readonly { id: string }[]): string[] {
   return runs.map((r) => r.id);
 }
@@ -145,6 +172,11 @@ export interface ConformanceContext {
   reserveOne(b: PeerBroker, workerId: string, now: number, leaseMs?: number, queues?: string[]): Promise<Reservation>;
   /** Enqueues one run and returns its id. */
   enqueueOne(b: PeerBroker, now: number, over?: Partial<NewRun>, queue?: string): Promise<string>;
+  /**
+   * Reserves (from `queues`, default [Q]) and settles as succeeded every run that is ready, its
+   * result `fn(run)`, until none is left (asserting each settle applied); returns what ran, in order.
+   */
+  drain(b: Broker, now: number, fn: (r: Reservation) => string | null, queues?: string[]): Promise<Reservation[]>;
 }
 
 /** The hook a need calls for, and what to say when a broker has neither the hook nor a documented difference. */
@@ -254,6 +286,23 @@ export function conformanceContext(name: string, makeBroker: MakeBroker, options
       const [res] = await b.enqueue([run], now);
       assert.ok(res?.created, 'enqueue should create the run');
       return res.id;
+    },
+    drain: async (b, now, fn, queues = [Q]) => {
+      const ran: Reservation[] = [];
+      for (;;) {
+        const { runs } = await b.reserve({ workerId: 'w', queues, max: 100, leaseMs: LEASE, now });
+        if (runs.length === 0) return ran;
+        ran.push(...runs);
+        const settled = await b.settle(
+          'w',
+          runs.map((r) => ({ id: r.id, attempt: r.attempt, outcome: 'succeeded' as const, result: fn(r), retentionMs: RETAIN })),
+          now,
+        );
+        assert.deepStrictEqual(
+          settled,
+          runs.map(() => 'ok'),
+        );
+      }
     },
   };
 }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import type { Broker, Dependency, NewWorkflowRun, Reservation, SpawnSettlement } from '../../src/broker/types.ts';
+import type { Dependency, NewWorkflowRun, Reservation, SpawnSettlement } from '../../src/broker/types.ts';
 import { type ConformanceContext, LEASE, Q, RETAIN, assertFields, errorText, ids, newRun, parseError } from './context.ts';
 
 function child(now: number, input: string, over: Partial<NewWorkflowRun> = {}): NewWorkflowRun {
@@ -34,7 +34,7 @@ function pages(r: Reservation, now: number, n: number): { spawn: SpawnSettlement
 }
 
 export function spawnConformance(c: ConformanceContext): void {
-  const { open, test, getRun, reserveAll, enqueueOne } = c;
+  const { open, test, getRun, reserveAll, enqueueOne, drain } = c;
 
   const ok = (r: Reservation, result: string | null) => ({
     id: r.id,
@@ -43,24 +43,6 @@ export function spawnConformance(c: ConformanceContext): void {
     result,
     retentionMs: RETAIN,
   });
-
-  /** Reserves and settles every ready run (`fn` gives its result) until none is left; returns what ran. */
-  async function drain(b: Broker, now: number, fn: (r: Reservation) => string | null): Promise<Reservation[]> {
-    const ran: Reservation[] = [];
-    for (;;) {
-      const { runs } = await reserveAll(b, 'w', now);
-      if (runs.length === 0) return ran;
-      ran.push(...runs);
-      assert.deepStrictEqual(
-        await b.settle(
-          'w',
-          runs.map((r) => ok(r, fn(r))),
-          now,
-        ),
-        runs.map(() => 'ok'),
-      );
-    }
-  }
 
   describe('spawn (dynamic fan-out)', () => {
     test('a run spawns pages and a continuation, waits holding no lease, and finishes with the continuation result', async () => {
@@ -76,7 +58,8 @@ export function spawnConformance(c: ConformanceContext): void {
       assert.equal(parent.history.at(-1)?.outcome, 'spawned', 'its attempt ended as spawned');
       assert.deepStrictEqual(await b.renew('w', [{ id: parentId, attempt: 1 }], LEASE, t0 + 2), [parentId], 'no lease held');
       assertFields((await b.counts([Q]))[Q], { waiting: 2, queued: 3, active: 0 }, 'counts');
-      assertFields(await getRun(b, cont.id), { state: 'waiting', workflow: parentId }, 'the continuation');
+      assertFields(await getRun(b, cont.id), { state: 'waiting', workflow: parentId, enqueuedAt: t0 + 1 }, 'the continuation');
+      assertFields(await getRun(b, kids[0]!.id), { state: 'queued', enqueuedAt: t0 + 1 }, 'a page, enqueued by the settle');
       const ran = await drain(b, t0 + 3, (r) => (r.id === cont.id ? JSON.stringify(`pages ${r.input}`) : String(Number(r.input) * 10)));
       assert.deepStrictEqual(ids(ran).sort(), [...ids(kids), cont.id].sort(), 'each spawned run ran once; the parent not again');
       assert.equal(ran.find((r) => r.id === cont.id)?.input, '[0,10,20]', 'the continuation got every page, in order');

@@ -9,29 +9,17 @@
  */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
-import type { Broker, Dependency, InputFrom, NewWorkflowRun, Reservation } from '../../src/broker/types.ts';
+import type { Broker, Reservation } from '../../src/broker/types.ts';
 import { ConfigError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import { type ConformanceContext, Q, RETAIN, assertFields, errorText, ids, newRun, parseError } from './context.ts';
+import { type ConformanceContext, Q, RETAIN, assertFields, errorText, ids, newRun, on, parseError, workflowStep } from './context.ts';
 
 /** The other queues of this section (slots apart from Q's and each other's on Redis Cluster). */
 export const Q2 = 'confx';
 export const Q3 = 'confy';
 const ALL = [Q, Q2, Q3];
 
-function step(
-  queue: string,
-  now: number,
-  over: { dependsOn?: Dependency[]; inputFrom?: InputFrom; input?: string; runAt?: number } = {},
-): NewWorkflowRun {
-  const run: NewWorkflowRun = { ...newRun(queue, now), ...(over.input !== undefined ? { input: over.input } : {}) };
-  if (over.runAt !== undefined) run.runAt = over.runAt;
-  if (over.dependsOn) run.dependsOn = over.dependsOn;
-  if (over.inputFrom) run.inputFrom = over.inputFrom;
-  return run;
-}
-
-const on = (...runs: NewWorkflowRun[]): Dependency[] => runs.map((r) => ({ id: r.id }));
+const step = workflowStep;
 
 /** A number input plus one; an object input: the sum of its values plus one. */
 function plusOne(r: Reservation): string {
@@ -44,23 +32,7 @@ export function workflowQueuesConformance(c: ConformanceContext): void {
   const { open, test, getRun, reserveAll } = c;
 
   /** Reserves (from every queue of the section) and settles what is ready until nothing is; returns what ran. */
-  async function drain(b: Broker, now: number, fn: (r: Reservation) => string | null): Promise<Reservation[]> {
-    const ran: Reservation[] = [];
-    for (;;) {
-      const { runs } = await reserveAll(b, 'w', now, { queues: ALL });
-      if (runs.length === 0) return ran;
-      ran.push(...runs);
-      const st = await b.settle(
-        'w',
-        runs.map((r) => ({ id: r.id, attempt: r.attempt, outcome: 'succeeded' as const, result: fn(r), retentionMs: RETAIN })),
-        now,
-      );
-      assert.deepStrictEqual(
-        st,
-        runs.map(() => 'ok'),
-      );
-    }
-  }
+  const drain = (b: Broker, now: number, fn: (r: Reservation) => string | null) => c.drain(b, now, fn, ALL);
 
   const count = async (b: Broker, queue: string) => (await b.counts([queue]))[queue];
 

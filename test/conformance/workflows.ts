@@ -9,41 +9,27 @@ import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import { ConfigError } from '../../src/core/errors.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import type { Broker, BrokerInspector, Dependency, InputFrom, NewWorkflowRun, Reservation } from '../../src/broker/types.ts';
-import { type ConformanceContext, LEASE, Q, RETAIN, assertFields, errorText, ids, newRun, parseError } from './context.ts';
+import type { BrokerInspector, NewWorkflowRun, Reservation } from '../../src/broker/types.ts';
+import {
+  type ConformanceContext,
+  LEASE,
+  Q,
+  RETAIN,
+  assertFields,
+  errorText,
+  ids,
+  newRun,
+  on,
+  parseError,
+  workflowStep,
+} from './context.ts';
 
-/** A run of a workflow in queue `queue`. */
-function step(now: number, over: { dependsOn?: Dependency[]; inputFrom?: InputFrom; input?: string; queue?: string } = {}): NewWorkflowRun {
-  const queue = over.queue ?? Q;
-  const run: NewWorkflowRun = { ...newRun(queue, now), ...(over.input !== undefined ? { input: over.input } : {}) };
-  if (over.dependsOn) run.dependsOn = over.dependsOn;
-  if (over.inputFrom) run.inputFrom = over.inputFrom;
-  return run;
-}
-
-const on = (...runs: NewWorkflowRun[]): Dependency[] => runs.map((r) => ({ id: r.id }));
+/** A run of a workflow (in Q unless `over.queue` says otherwise). */
+const step = (now: number, over: Parameters<typeof workflowStep>[2] & { queue?: string } = {}): NewWorkflowRun =>
+  workflowStep(over.queue ?? Q, now, over);
 
 export function workflowConformance(c: ConformanceContext): void {
-  const { open, test, getRun, reserveAll } = c;
-
-  /** Reserves and settles every run that becomes ready (result = `fn(input)`), until none is left; returns what ran, in order. */
-  async function drain(b: Broker, now: number, fn: (r: Reservation) => string | null, queues = [Q]): Promise<Reservation[]> {
-    const ran: Reservation[] = [];
-    for (;;) {
-      const { runs } = await reserveAll(b, 'w', now, { queues });
-      if (runs.length === 0) return ran;
-      ran.push(...runs);
-      const st = await b.settle(
-        'w',
-        runs.map((r) => ({ id: r.id, attempt: r.attempt, outcome: 'succeeded' as const, result: fn(r), retentionMs: RETAIN })),
-        now,
-      );
-      assert.deepStrictEqual(
-        st,
-        runs.map(() => 'ok'),
-      );
-    }
-  }
+  const { open, test, getRun, reserveAll, drain } = c;
 
   describe('workflows', () => {
     test('a chain: one run at a time, each gets the previous result; the rest wait', async () => {

@@ -16,7 +16,7 @@
  * `watch`/`onCancel`), and one blocking connection per queue that `waitForWork` waits on.
  *
  * The parts, along the seams of the contract: `core.ts` (options, keys, the command connection),
- * `transitions.ts` (enqueue to prune), `notifications.ts` (waitForWork, watch, onCancel),
+ * `transitions.ts` (enqueue to prune) with `reserve.ts` (reserve and settle), `notifications.ts` (waitForWork, watch, onCancel),
  * `inspection.ts` (reads and administration), `replies.ts` (typed decoders of the scripts'
  * replies); this file assembles them as the `RedisBroker`.
  */
@@ -59,6 +59,7 @@ import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { RedisNotifications } from './notifications.ts';
 import { recordFinished as recordFinishedRuns } from './record.ts';
+import * as reserving from './reserve.ts';
 import * as transitions from './transitions.ts';
 import * as workflows from './workflows.ts';
 
@@ -108,18 +109,18 @@ export class RedisBroker implements Broker, BrokerInspector {
     return schedules.deleteSchedule(this.#c, queue, id);
   }
 
-  // Transitions (transitions.ts)
+  // Transitions (transitions.ts; reserve and settle: reserve.ts)
 
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     return transitions.enqueue(this.#c, runs, now);
   }
 
   reserve(req: ReserveRequest): Promise<ReserveResult> {
-    return transitions.reserve(this.#c, req, this.#n.cancelsPending);
+    return reserving.reserve(this.#c, req, this.#n.cancelsPending);
   }
 
   settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
-    return transitions.settle(this.#c, workerId, settlements, now);
+    return reserving.settle(this.#c, workerId, settlements, now);
   }
 
   recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {

@@ -14,6 +14,7 @@ import type {
   ScheduleRecord,
   UpsertScheduleResult,
 } from '../types.ts';
+import { earliestDue } from '../shared/schedules.ts';
 import { STATE_OF_CODE, splitRunId } from './codec.ts';
 import type { RedisClient } from './connection.ts';
 import { type RedisCore, time } from './core.ts';
@@ -149,7 +150,7 @@ export async function listSchedules(c: RedisCore, queues?: readonly string[]): P
 export async function dueSchedules(c: RedisCore, queues: readonly string[], until: number, limit: number): Promise<DueSchedules> {
   until = time(until, 'until');
   const redis = await c.ready();
-  let due: ScheduleRecord[] = [];
+  const due: ScheduleRecord[] = [];
   let nextAt: number | null = null;
   for (const q of new Set(queues)) {
     const k = keys(c, q, 'x');
@@ -161,12 +162,7 @@ export async function dueSchedules(c: RedisCore, queues: readonly string[], unti
     const n = later[1] === undefined ? undefined : Number(later[1]);
     if (n !== undefined && (nextAt === null || n < nextAt)) nextAt = n;
   }
-  if (due.length > limit) {
-    due.sort((a, b) => (a.next ?? 0) - (b.next ?? 0));
-    for (const s of due.slice(limit)) if (s.next !== null && (nextAt === null || s.next < nextAt)) nextAt = s.next;
-    due = due.slice(0, limit);
-  }
-  return { schedules: due, nextAt };
+  return earliestDue(due, nextAt, limit);
 }
 
 async function admin(c: RedisCore, queue: string, id: string, op: 'pause' | 'resume' | 'delete', now: number): Promise<boolean> {

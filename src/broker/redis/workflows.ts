@@ -16,8 +16,6 @@
  * once the creation is PENDING_GRACE_MS old.
  */
 import { ConfigError } from '../../core/errors.ts';
-import { timeOfRunId } from '../../core/ids.ts';
-import { DAY, ownRetention } from '../shared/options.ts';
 import { checkWorkflow, POLICY_CODE, POLICY_OF_CODE } from '../shared/workflow.ts';
 import type {
   Dependency,
@@ -33,9 +31,8 @@ import type {
 import { decodeRun, RID_LENGTH, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
 import { drainAfter } from './relay.ts';
+import { MODE_CODE, pushWorkflowRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
-
-const MODE_CODE: Readonly<Record<string, string>> = { given: '', value: 'v', list: 'l', object: 'o' };
 
 /**
  * How old a creation of a workflow over several queues must be before the sweep finishes it for its
@@ -50,24 +47,7 @@ const queueOf = (id: string) => splitRunId(id)?.queue ?? '';
 function createArgs(c: RedisCore, wf: NewWorkflow, queue: string, runs: readonly NewWorkflowRun[], now: number, multi: boolean) {
   const k = c.k(queue);
   const args: (string | number)[] = [k.base, now, wf.id, multi ? 'm' : '', runs.length];
-  for (const run of runs) {
-    const deps = depLines(run.dependsOn, queue);
-    const runAt = Math.floor(run.runAt);
-    args.push(
-      ridOf(run.id),
-      run.task,
-      run.input,
-      Math.trunc(run.priority || 0),
-      Number.isFinite(runAt) ? runAt : now,
-      timeOfRunId(run.id) === now ? '' : now,
-      run.traceparent ?? '',
-      ownRetention(run.cancelledRetentionMs) ?? c.cancelledRetentionMs,
-      MODE_CODE[run.inputFrom ?? 'given'] ?? '',
-      deps,
-      run.idempotencyKey ?? '',
-      Math.max(1, Math.floor(run.idempotencyTtl ?? DAY)),
-    );
-  }
+  for (const run of runs) pushWorkflowRunArgs(args, run, ridOf(run.id), now, c.cancelledRetentionMs, depLines(run.dependsOn, queue));
   if (multi) {
     // Edges from runs of this queue to dependents elsewhere: the we: index lives with the dependency.
     for (const run of wf.runs) {
@@ -219,24 +199,19 @@ function edgesOf(c: RedisCore, queue: string, rid: string, h: Record<string, str
 
 /**
  * The payload of a spawn settlement (`w` in settleItems, lua/common.lua): JSON with `m` how the
- * result is built (v, l, o), `d` the awaited runs (lines as D), `r` the runs, each
- * [rid, task, input, priority, runAt, traceparent, retention once cancelled, inputFrom code, D lines].
+ * result is built (v, l, o), `d` the awaited runs (lines as D), `r` the runs, each the 16 values
+ * of a workflow's run (`pushWorkflowRunArgs`), as strings; `retention` the broker's retention
+ * once cancelled, `now` the settle's.
  */
-export function spawnPayload(s: SpawnSettlement, retention: number): string {
+export function spawnPayload(s: SpawnSettlement, retention: number, now: number): string {
   return JSON.stringify({
     m: MODE_CODE[s.resultFrom],
     d: depLines(s.awaits),
-    r: s.runs.map((run) => [
-      ridOf(run.id),
-      run.task,
-      run.input,
-      String(Math.trunc(run.priority || 0)),
-      String(Number.isFinite(run.runAt) ? Math.floor(run.runAt) : 0),
-      run.traceparent ?? '',
-      String(ownRetention(run.cancelledRetentionMs) ?? retention),
-      MODE_CODE[run.inputFrom ?? 'given'] ?? '',
-      depLines(run.dependsOn),
-    ]),
+    r: s.runs.map((run) => {
+      const values: (string | number)[] = [];
+      pushWorkflowRunArgs(values, run, ridOf(run.id), now, retention, depLines(run.dependsOn));
+      return values.map(String);
+    }),
   });
 }
 

@@ -1,9 +1,10 @@
 /**
- * What every broker shares about schedules: which of two definitions wins an upsert, and the
- * checks of what callers give (ids, versions, times), so that both brokers refuse the same things.
+ * What every broker shares about schedules: which of two definitions wins an upsert, the checks
+ * of what callers give (ids, versions, times), so that both brokers refuse the same things, and
+ * the trim of `dueSchedules`' answer to its limit (`earliestDue`).
  */
 import { ConfigError } from '../../core/errors.ts';
-import type { FireOverlap, FireRequest, ScheduleDefinition } from '../types.ts';
+import type { DueSchedules, FireOverlap, FireRequest, ScheduleDefinition, ScheduleRecord } from '../types.ts';
 
 /** A schedule id: 1 to 128 characters, no whitespace. */
 export const SCHEDULE_ID = /^[^\s]{1,128}$/;
@@ -63,4 +64,16 @@ export function checkFire(req: FireRequest): void {
   for (const r of req.runs) {
     if (r.queue !== req.queue) throw new ConfigError(`${m}: run ${r.id} is of queue ${r.queue}, not the schedule's queue ${req.queue}`);
   }
+}
+
+/**
+ * The answer of `dueSchedules` from what each queue gave: `due` (up to `limit + 1` of each queue,
+ * due at or before `until`) and `nextAt` (the earliest later fire time among them). When more than
+ * `limit` are due, the earliest `limit` are kept and the earliest of the rest counts in `nextAt`.
+ */
+export function earliestDue(due: ScheduleRecord[], nextAt: number | null, limit: number): DueSchedules {
+  if (due.length <= limit) return { schedules: due, nextAt };
+  due.sort((a, b) => (a.next ?? 0) - (b.next ?? 0));
+  for (const s of due.slice(limit)) if (s.next !== null && (nextAt === null || s.next < nextAt)) nextAt = s.next;
+  return { schedules: due.slice(0, limit), nextAt };
 }

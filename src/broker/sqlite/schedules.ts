@@ -4,7 +4,7 @@
  * (as `enqueue` creates them) commit together or not at all.
  */
 import type { DueSchedules, FireOutcome, FireRequest, ScheduleDefinition, ScheduleRecord, UpsertScheduleResult } from '../types.ts';
-import { newerDefinition } from '../shared/schedules.ts';
+import { earliestDue, newerDefinition } from '../shared/schedules.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { num, type Row } from './statements.ts';
 import { enqueueIn } from './transitions.ts';
@@ -126,19 +126,14 @@ export function listSchedules(c: SqliteCore, queues?: readonly string[]): Schedu
 
 export function dueSchedules(c: SqliteCore, queues: readonly string[], until: number, limit: number): DueSchedules {
   return c.read(() => {
-    let due: ScheduleRecord[] = [];
+    const due: ScheduleRecord[] = [];
     let nextAt: number | null = null;
     for (const q of new Set(queues)) {
       due.push(...c.rows('schDue', q, until, limit + 1).map(toSchedule));
       const n = num(c.row('schNext', q, until)?.next_at);
       if (n !== undefined && (nextAt === null || n < nextAt)) nextAt = n;
     }
-    if (due.length > limit) {
-      due.sort((a, b) => (a.next ?? 0) - (b.next ?? 0));
-      for (const s of due.slice(limit)) if (s.next !== null && (nextAt === null || s.next < nextAt)) nextAt = s.next;
-      due = due.slice(0, limit);
-    }
-    return { schedules: due, nextAt };
+    return earliestDue(due, nextAt, limit);
   });
 }
 

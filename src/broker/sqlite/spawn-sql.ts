@@ -9,8 +9,6 @@ export const SPAWN_SQL = {
       rev = rev + 1, a_ended = ?4, a_outcome = 'spawned'
     WHERE id = ?1 AND state = 'active' AND attempts = ?2 AND worker = ?3
     RETURNING queue, started_at, flow_group, flow_key, workflow`,
-  /** One of these ids taken already (the spawn is refused). */
-  spawnTaken: 'SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
   /** The awaited edges of an earlier spawn of the same run (a replayed run that spawns again). */
   spawnDropEdges: 'DELETE FROM workflow_edges WHERE dependent = ? AND adopt = 1',
   spawnEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure, adopt) VALUES (?, ?, ?, ?, ?, ?, 1)`,

@@ -11,7 +11,9 @@ import { LATENCY_BUCKETS_MS, RUN_STATES } from '../types.ts';
 import { readMark } from '../../core/run.ts';
 import { runErrorText } from '../shared/run-errors.ts';
 import { FLOW_SQL } from './flow-sql.ts';
+import { SCHEDULE_SQL } from './schedule-sql.ts';
 import { SPAWN_SQL } from './spawn-sql.ts';
+import { WORKFLOW_SQL } from './workflow-sql.ts';
 
 export type Row = Record<string, SQLOutputValue>;
 
@@ -186,61 +188,8 @@ export const SQL = {
     WHERE (queue, task, key) IN (SELECT queue, task, key FROM idempotency WHERE expires_at <= ? LIMIT ?)`,
   pruneCancels: 'DELETE FROM cancel_log WHERE at < ?',
 
-  // schedules (schedules.ts)
-  schGet: 'SELECT * FROM schedules WHERE queue = ? AND id = ?',
-  schInsert: `INSERT INTO schedules (queue, id, task, spec, input, options, hash, version, next_at, created_at, updated_at)
-    VALUES (:queue, :id, :task, :spec, :input, :options, :hash, :version, :next, :now, :now)`,
-  schReplace: `UPDATE schedules SET task = :task, spec = :spec, input = :input, options = :options, hash = :hash,
-      version = :version, next_at = :next, updated_at = :now WHERE queue = :queue AND id = :id`,
-  /** The compare-and-set of the fire step: one row changed only while next_at is still :expect. */
-  schFire: `UPDATE schedules SET next_at = :next, missed = missed + :missed, fires = fires + :fires,
-      last_fire = coalesce(:lastFire, last_fire), updated_at = :now
-    WHERE queue = :queue AND id = :id AND paused = 0 AND hash = :hash AND next_at = :expect`,
-  schLastRun: 'UPDATE schedules SET last_run = ? WHERE queue = ? AND id = ?',
-  schPause: 'UPDATE schedules SET paused = :paused, updated_at = :now WHERE queue = :queue AND id = :id',
-  schDelete: 'DELETE FROM schedules WHERE queue = ? AND id = ?',
-  schAll: 'SELECT * FROM schedules ORDER BY queue, id',
-  schOf: 'SELECT * FROM schedules WHERE queue IN (SELECT value FROM json_each(?)) ORDER BY queue, id',
-  schDue: `SELECT * FROM schedules WHERE queue = ? AND paused = 0 AND next_at IS NOT NULL AND next_at <= ?
-    ORDER BY next_at LIMIT ?`,
-  schNext: `SELECT next_at FROM schedules WHERE queue = ? AND paused = 0 AND next_at IS NOT NULL AND next_at > ?
-    ORDER BY next_at LIMIT 1`,
   pruneStats: 'DELETE FROM queue_stats WHERE minute < ?',
   pruneWorkers: 'DELETE FROM workers WHERE last_seen < ?',
-  // workflows (docs/workflows.md)
-  wfInsert: 'INSERT INTO workflows (id, created_at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING',
-  wfGet: 'SELECT id, created_at FROM workflows WHERE id = ?',
-  /** A run of a workflow: `state` is waiting, queued or scheduled. */
-  wfEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure) VALUES (?, ?, ?, ?, ?, ?)`,
-  wfRunExists: 'SELECT id FROM runs WHERE id IN (SELECT value FROM json_each(?)) LIMIT 1',
-  /** The unresolved edges out of a dependency. */
-  wfOut: 'SELECT dependent, on_failure FROM workflow_edges WHERE dependency = ? AND resolved = 0',
-  /** ?3 the dependency's result (NULL: none). Changes one row only the first time. */
-  wfResolveEdge: 'UPDATE workflow_edges SET resolved = 1, value = ?3 WHERE dependent = ?1 AND dependency = ?2 AND resolved = 0',
-  wfUnresolved: 'SELECT EXISTS (SELECT 1 FROM workflow_edges WHERE dependent = ? AND resolved = 0) AS n',
-  /** ?2 1: the edges a spawning run awaits (its result); 0: the others (its input). */
-  wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ?1 AND adopt = ?2 ORDER BY pos',
-  wfInputOf: `SELECT input, input_from, adopt FROM runs WHERE id = ? AND state = 'waiting'`,
-  wfReady: `UPDATE runs SET state = 'queued', input = :input, seq = :seq, run_at = :now, rev = rev + 1
-    WHERE id = :id AND state = 'waiting' RETURNING queue`,
-  /** A waiting run finished by a dependency's failure: cancelled (:error) or skipped (succeeded, no result). */
-  wfCancelWaiting: `UPDATE runs SET state = 'cancelled', error = :error, finished_at = :now,
-      expires_at = :now + coalesce(cancel_retention, :retention), rev = rev + 1
-    WHERE id = :id AND state = 'waiting' RETURNING queue`,
-  wfSkipWaiting: `UPDATE runs SET state = 'succeeded', finished_at = :now,
-      expires_at = :now + coalesce(cancel_retention, :retention), rev = rev + 1
-    WHERE id = :id AND state = 'waiting' RETURNING queue`,
-  wfRuns: 'SELECT * FROM runs WHERE workflow = ? ORDER BY rid',
-  /** Every edge out of a run, resolved or not. */
-  wfAllOut: 'SELECT dependent FROM workflow_edges WHERE dependency = ?',
-  /** A run cancelled because a dependency failed, waiting again (a retry of that dependency). */
-  wfRewait: `UPDATE runs SET state = 'waiting', error = NULL, finished_at = NULL, expires_at = NULL, rev = rev + 1
-    WHERE id = ? AND state = 'cancelled'
-      AND CASE WHEN json_valid(error) THEN json_extract(error, '$.reason') END = 'dependency_failed' RETURNING id`,
-  wfDepsOf: 'SELECT dependency FROM workflow_edges WHERE dependent = ?',
-  wfUnresolve: 'UPDATE workflow_edges SET resolved = 0, value = NULL WHERE dependent = ? AND dependency = ?',
-  wfEdges: 'SELECT dependent, dependency, name, on_failure FROM workflow_edges WHERE workflow = ? ORDER BY dependent, pos',
-  wfOpen: `SELECT id, state FROM runs WHERE workflow = ? AND state IN ('waiting', 'queued', 'scheduled', 'active') ORDER BY rid`,
   revs: 'SELECT id, rev FROM runs WHERE id IN (SELECT value FROM json_each(?))',
   ping: 'SELECT 1 AS ok',
 
@@ -270,8 +219,10 @@ export const SQL = {
   ridsTaskState: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   ridsTaskStateQueue: 'SELECT rid FROM runs WHERE task = ? AND state = ? AND +queue = ? AND rid < ? ORDER BY rid DESC LIMIT ?',
   rowsByRid: 'SELECT * FROM runs WHERE rid IN (SELECT value FROM json_each(?)) ORDER BY rid DESC',
-  ...FLOW_SQL,
+  ...SCHEDULE_SQL,
+  ...WORKFLOW_SQL,
   ...SPAWN_SQL,
+  ...FLOW_SQL,
 } as const;
 
 export type StatementName = keyof typeof SQL;

@@ -154,7 +154,7 @@ export function spawnIn(
   changed: string[],
   queues: Set<string>,
 ): { row: Row; refused: boolean } | undefined {
-  const taken = c.row('spawnTaken', JSON.stringify(s.runs.map((r) => r.id)));
+  const taken = c.row('wfRunExists', JSON.stringify(s.runs.map((r) => r.id)));
   if (taken) {
     const error = runErrorText('spawnRefused', { id: String(taken.id) });
     const row = c.row('fail', s.id, s.attempt, workerId, now, now + c.failedRetentionMs, error);

@@ -19,6 +19,7 @@ import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { QueueKeys } from '../../../src/broker/redis/codec.ts';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
+import { pushWorkflowRunArgs } from '../../../src/broker/redis/run-args.ts';
 import { defineScripts, runScript } from '../../../src/broker/redis/scripts.ts';
 import { PENDING_GRACE_MS } from '../../../src/broker/redis/workflows.ts';
 import type { NewWorkflowRun } from '../../../src/broker/types.ts';
@@ -137,17 +138,15 @@ describe('Redis workflows over several queues: the relay across crashes', () => 
       // Begin, then queue QB's runs (and with the last mode QA's), then the broker dies before the commit.
       await runScript(redis, 'wfmulti', [`${ka.base}wf:${wfRid}`], [ka.base, t0, 'b', rid(a.id), 1, QB, [a.id, r2.id, dep.id].join(',')]);
       const args: (string | number)[] = [kb.base, t0, wfId, 'm', 2];
-      // 12 per run (wfcreate.lua): ..., inputFrom, dependencies, idempotency key, its ttl.
-      args.push(rid(r2.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '', '', 0);
-      args.push(rid(dep.id), 'relay.echo', '1', 0, t0, '', '', 60_000, 'l', `${a.id}\tc\t\n${rid(r2.id)}\tc\t`, '', 0);
+      // 16 per run (wfcreate.lua), as the broker builds them: a new run's 14, inputFrom, dependencies.
+      pushWorkflowRunArgs(args, r2, rid(r2.id), t0, 60_000, '');
+      pushWorkflowRunArgs(args, dep, rid(dep.id), t0, 60_000, `${a.id}\tc\t\n${rid(r2.id)}\tc\t`);
       await runScript(redis, 'wfcreate', [`${kb.base}wf:${wfRid}`], args);
       if (mode === 'sweep: every run made') {
-        await runScript(
-          redis,
-          'wfcreate',
-          [`${ka.base}wf:${wfRid}`],
-          [ka.base, t0, wfId, 'm', 1, rid(a.id), 'relay.echo', '1', 0, t0, '', '', 60_000, '', '', '', 0, rid(a.id), dep.id, 'c'],
-        );
+        const own: (string | number)[] = [ka.base, t0, wfId, 'm', 1];
+        pushWorkflowRunArgs(own, a, rid(a.id), t0, 60_000, '');
+        own.push(rid(a.id), dep.id, 'c'); // the edge from a to its dependent in QB
+        await runScript(redis, 'wfcreate', [`${ka.base}wf:${wfRid}`], own);
       }
       const none = await b.reserve({ workerId: 'w', queues: [QA, QB], max: 10, leaseMs: 30_000, now: t0 + 1 });
       assert.deepStrictEqual(none.runs, [], `${mode}: no root of a half-made workflow runs`);

@@ -21,7 +21,7 @@
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify, wake, flowUnqueue, flowFree, wfResolve
+--!include common.lua: rcall, appendHistory, finish, notify, wake, unplace, flowUnqueue, flowFree, wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
 local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y', 'G', 'X')
@@ -52,22 +52,10 @@ if s == 'q' and g then
   -- Under flow control: out of its key's list (the key may leave the rings).
   flowUnqueue(base, rid, g, y or '')
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-elseif s == 'q' then
-  local p = prio or '0'
-  local wk = base .. 'w:' .. p
-  rcall('LREM', wk, -1, rid)
-  if rcall('LLEN', wk) == 0 then
-    rcall('ZREM', base .. 'prios', p)
-  end
+elseif s ~= 'a' then
+  unplace(base, rid, s, prio)
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-elseif s == 'w' then
-  rcall('ZREM', base .. 'waiting', rid)
-  rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
-  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-elseif s == 's' then
-  rcall('ZREM', base .. 'sched', rid)
-  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-elseif s == 'a' then
+else
   rcall('ZREM', base .. 'active', rid)
   if g and flowFree(base, k, g) then
     wake(base) -- its slot freed: a key may be ready again

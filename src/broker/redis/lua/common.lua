@@ -557,24 +557,47 @@ local function pushQueued(base, rid, p, front, g)
   end
 end
 
--- A new run as the creating scripts (enqueue, schedfire) take it, the one place its fields are
--- read and written: 14 values from ARGV[j] (pushRunArgs in run-args.ts): rid, task, input,
--- priority, runAt, enqueuedAt ('' when it is the time in the run id), idempotency key ('' for
--- none), its ttl ms, traceparent ('' for none), retention once cancelled ('' for the broker's
--- default: see cancel.lua), flow spec ('' for none, else
+-- Takes run rid out of where it waits, by its state s: waiting (w: `waiting` and its wait keys
+-- wd:, wv:), queued (q: the list of its priority level `p`, the level dropped once empty; a queued
+-- run under flow control is in its key's list instead: the caller's) or scheduled (s: `sched`).
+-- What becomes of the run (finish) is the caller's. Used by cancel.lua and wfcancel.lua.
+local function unplace(base, rid, s, p)
+  if s == 'w' then
+    rcall('ZREM', base .. 'waiting', rid)
+    rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
+  elseif s == 'q' then
+    p = p or '0'
+    local wk = base .. 'w:' .. p
+    rcall('LREM', wk, -1, rid)
+    if rcall('LLEN', wk) == 0 then
+      rcall('ZREM', base .. 'prios', p)
+    end
+  elseif s == 's' then
+    rcall('ZREM', base .. 'sched', rid)
+  end
+end
+
+-- A new run as the creating scripts (enqueue, schedfire, wfcreate, and wfSpawn for the runs a
+-- spawn creates) take it, the one place its fields are read and written: 14 values from a[j] (`a`:
+-- ARGV unless given, as a spawn's payload gives its runs; pushRunArgs in run-args.ts): rid, task,
+-- input, priority, runAt, enqueuedAt ('' when it is the time in the run id), idempotency key (''
+-- for none), its ttl ms, traceparent ('' for none), retention once cancelled ('' for the broker's
+-- default: see cancel.lua; a workflow's runs always give it), flow spec ('' for none, else
 -- '<group>|<key limit>|<group limit>|<key rate>|<group rate>|<key weight>|<key>': limits 0 none,
 -- rates '<interval>,<burst>' or '', the key last as it may hold '|'), schedule mark ('' for none:
 -- see ScheduleMark in core/run.ts), deadline to start ('' for none; stored as X), debounce (''
--- for none, else '<maxAt or empty>|<key>': enqueue.lua applies it).
+-- for none, else '<maxAt or empty>|<key>': enqueue.lua applies it). A workflow's run has 2 more
+-- after them (pushWorkflowRunArgs): inputFrom and dependencies, read by its caller (wfAddRun).
 -- Fills table `r` (a script's one table, reused for each run: no table made per run) and returns it;
 -- r.k is the run's hash key in queue `base`. The flow fields y n m u v are set only when r.g ~= ''
 -- (r.w, the key's weight, is '1' without one).
-local function newRun(base, j, r)
-  local rid = ARGV[j]
-  r.rid, r.k, r.task, r.input, r.p, r.runAt = rid, base .. 'r:' .. rid, ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]
-  r.e, r.ik, r.ittl, r.tp, r.cret = ARGV[j + 5], ARGV[j + 6], ARGV[j + 7], ARGV[j + 8], ARGV[j + 9]
-  r.g, r.w, r.mark, r.startBy, r.deb = '', '1', ARGV[j + 11], ARGV[j + 12], ARGV[j + 13]
-  local spec = ARGV[j + 10]
+local function newRun(base, j, r, a)
+  a = a or ARGV
+  local rid = a[j]
+  r.rid, r.k, r.task, r.input, r.p, r.runAt = rid, base .. 'r:' .. rid, a[j + 1], a[j + 2], a[j + 3], a[j + 4]
+  r.e, r.ik, r.ittl, r.tp, r.cret = a[j + 5], a[j + 6], a[j + 7], a[j + 8], a[j + 9]
+  r.g, r.w, r.mark, r.startBy, r.deb = '', '1', a[j + 11], a[j + 12], a[j + 13]
+  local spec = a[j + 10]
   if spec ~= '' then
     local parts, from = {}, 1
     for _ = 1, 6 do
@@ -684,6 +707,23 @@ local function runWrite(r, state, more)
     end
   end
   rcall('HSET', r.k, unpack(f))
+end
+
+-- Creates new run r (read by newRun) one at a time, as schedfire and wfAddRun do (enqueue places a
+-- batch its own way): its hash written (runWrite, with `more` as there), then scheduled in
+-- base..'sched' when its runAt is after `now`, else queued (pushQueued: under flow control, to its
+-- key's list). Returns its state code, q or s.
+local function runCreate(base, r, now, more)
+  local state = 'q'
+  if tonumber(r.runAt) > now then
+    state = 's'
+    rcall('ZADD', base .. 'sched', r.runAt, r.rid)
+  end
+  runWrite(r, state, more)
+  if state == 'q' then
+    pushQueued(base, r.rid, r.p, false, r.g ~= '' and r.g or nil)
+  end
+  return state
 end
 
 -- Leaves a wake-up token for one idle worker, unless one is already waiting.
@@ -1122,30 +1162,20 @@ local function failCorrupt(base, k, rid, id, now, nowS, ret, why, acc, chan)
 end
 
 --[[
-  Creates run `rid` of workflow `wfId` (wfcreate.lua, and the runs a spawn creates): queued, or
-  scheduled when runAtS is later than now, or waiting when it has dependencies (deps: lines as D):
-  in `waiting`, its dependencies in wd:<rid>, itself in the we: edge index of each of them.
-  e: enqueuedAt ('' when it is the time in the id); tp: traceparent (''); cret: retention once
-  cancelled; mode: inputFrom ('', v, l, o); ik, ittl: its idempotency key ('' for none) and how
-  long it is held (ms; the caller checked it is free). `held`: a root of a workflow over several
-  queues, created waiting for '!' (its release, wfRelease) with its runAt kept in r. A dependency in
-  another queue (named by its full run id) is in wd: and D only: its edge index is in its own slot.
+  Creates run r (read by newRun) of workflow `wfId` (wfcreate.lua, and the runs a spawn creates):
+  queued, or scheduled when its runAt is later than now, or waiting when it has dependencies (deps:
+  lines as D): in `waiting`, its dependencies in wd:<rid>, itself in the we: edge index of each of
+  them. Its fields are written as enqueue writes them (runWrite: C, its retention once cancelled,
+  always given for a workflow's run), then a workflow's own: G its workflow, M how its input is
+  built (mode: '', v, l, o), D its dependencies, and for a held run its runAt in r. An idempotency
+  key names it (the caller checked it is free). `held`: a root of a workflow over several queues,
+  created waiting for '!' (its release, wfRelease). A dependency in another queue (named by its
+  full run id) is in wd: and D only: its edge index is in its own slot.
   Returns whether idle workers must be woken.
 ]]
-local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cret, mode, deps, ik, ittl, held)
-  local k = base .. 'r:' .. rid
-  local state
-  if deps ~= '' or held then
-    state = 'w'
-  elseif tonumber(runAtS) > now then
-    state = 's'
-  else
-    state = 'q'
-  end
-  -- The fields every run has, written as enqueue writes them (runWrite); a workflow's own after.
-  local r = { rid = rid, k = k, task = task, input = input, p = p, runAt = runAtS, e = e, ik = ik, tp = tp }
-  r.cret, r.g, r.mark, r.startBy = '', '', '', ''
-  local more = { 'G', wfId, 'C', cret }
+local function wfAddRun(base, wfId, now, r, mode, deps, held)
+  local rid, runAtS = r.rid, r.runAt
+  local more = { 'G', wfId }
   if held and tonumber(runAtS) > now then
     more[#more + 1] = 'r'
     more[#more + 1] = runAtS
@@ -1158,30 +1188,30 @@ local function wfAddRun(base, wfId, now, rid, task, input, p, runAtS, e, tp, cre
     more[#more + 1] = 'D'
     more[#more + 1] = deps
   end
-  if ik ~= '' then
-    rcall('SET', base .. 'ik:' .. task .. ':' .. ik, rid, 'PX', ittl)
+  if r.ik ~= '' then
+    rcall('SET', base .. 'ik:' .. r.task .. ':' .. r.ik, rid, 'PX', r.ittl)
   end
-  runWrite(r, state, more)
-  if state == 'w' then
-    rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
-    if held then
-      rcall('SADD', base .. 'wd:' .. rid, '!')
+  if deps == '' and not held then
+    -- Queued or scheduled, as any new run; a scheduled run due before every other wakes workers.
+    local first = tonumber(runAtS) > now and rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
+    if runCreate(base, r, now, more) == 'q' then
+      return true
     end
-    for line in string.gmatch(deps, '[^\n]+') do
-      local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
-      rcall('SADD', base .. 'wd:' .. rid, dep)
-      if #dep == 26 then
-        rcall('HSET', base .. 'we:' .. dep, rid, pol)
-      end
-    end
-    return false
-  elseif state == 's' then
-    local first = rcall('ZRANGE', base .. 'sched', 0, 0, 'WITHSCORES')
-    rcall('ZADD', base .. 'sched', runAtS, rid)
     return not first[2] or tonumber(runAtS) < tonumber(first[2])
   end
-  pushQueued(base, rid, p, false)
-  return true
+  runWrite(r, 'w', more)
+  rcall('ZADD', base .. 'waiting', ridTime(rid), rid)
+  if held then
+    rcall('SADD', base .. 'wd:' .. rid, '!')
+  end
+  for line in string.gmatch(deps, '[^\n]+') do
+    local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
+    rcall('SADD', base .. 'wd:' .. rid, dep)
+    if #dep == 26 then
+      rcall('HSET', base .. 'we:' .. dep, rid, pol)
+    end
+  end
+  return false
 end
 
 --[[
@@ -1213,9 +1243,10 @@ local function wfSpawn(base, qp, now, nowS, rid, k, payload, retS, worker, att, 
     rcall('HSET', wk, 't', nowS, 'n', 1)
   end
   local wakeUp = false
-  for _, r in ipairs(sp.r) do
-    rids[#rids + 1] = r[1]
-    if wfAddRun(base, wf, now, r[1], r[2], r[3], r[4], r[5], '', r[6], r[7], r[8], r[9], '', '', false) then
+  local run = {}
+  for _, a in ipairs(sp.r) do
+    rids[#rids + 1] = a[1]
+    if wfAddRun(base, wf, now, newRun(base, 1, run, a), a[15], a[16], false) then
       wakeUp = true
     end
   end

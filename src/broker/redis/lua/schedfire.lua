@@ -28,7 +28,7 @@
   stored next ('' none), stored hash } or { 'paused' } or { 'not_found' }.
 ]]
 --!keys 3
---!include common.lua: rcall, statFlush, pushQueued, newRun, runExisting, runWrite, wake
+--!include common.lua: rcall, statFlush, newRun, runExisting, runCreate, wake
 local base, id, hash, expect, nextS = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local missed, nowS, atsS, policy = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
 local now = tonumber(nowS)
@@ -89,15 +89,7 @@ for j = from, to, RUN_ARGS do
     out[#out + 1] = st
     last = existing
   else
-    local state = 'q'
-    if tonumber(r.runAt) > now then
-      state = 's'
-      rcall('ZADD', KEYS[3], r.runAt, r.rid)
-    end
-    runWrite(r, state)
-    if state == 'q' then
-      pushQueued(base, r.rid, r.p, false, r.g ~= '' and r.g or nil)
-    end
+    local state = runCreate(base, r, now)
     out[#out + 1] = r.rid
     out[#out + 1] = 1
     out[#out + 1] = state

@@ -17,7 +17,7 @@
   Returns { -1 } when there is no such workflow, else { n }: how many runs were cancelled.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify
+--!include common.lua: rcall, appendHistory, finish, notify, unplace
 local base, nowS, chan, cancels, qp = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nowS)
 local list = rcall('HGET', KEYS[1], 'r')
@@ -31,20 +31,8 @@ for rid in string.gmatch(list, '[^,]+') do
   local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
   if not v['err'] and (s == 'w' or s == 'q' or s == 's' or s == 'a') then
     local ret = tonumber(ownRet) or tonumber(ARGV[3])
-    if s == 'w' then
-      rcall('ZREM', base .. 'waiting', rid)
-      rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
-      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-    elseif s == 'q' then
-      local p = prio or '0'
-      local wk = base .. 'w:' .. p
-      rcall('LREM', wk, -1, rid)
-      if rcall('LLEN', wk) == 0 then
-        rcall('ZREM', base .. 'prios', p)
-      end
-      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-    elseif s == 's' then
-      rcall('ZREM', base .. 'sched', rid)
+    if s ~= 'a' then
+      unplace(base, rid, s, prio)
       finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
     else
       rcall('ZREM', base .. 'active', rid)

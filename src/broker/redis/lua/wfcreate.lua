@@ -2,8 +2,9 @@
   wfcreate: creates a workflow's runs of one queue (docs/workflows.md): all of them and their
   edges, or nothing. A run without dependencies is queued (or scheduled, as enqueue does); a run with some
   is waiting: in `waiting`, its dependencies in wd:<rid>, and itself in the we: edge index of each
-  of them. Every run stores its workflow id (g), its retention once cancelled (C, also used when a
-  failed dependency skips it), how its input is built (m) and its dependencies (D).
+  of them. Every run stores its workflow id (G), its retention once cancelled (C, also used when a
+  failed dependency skips it), how its input is built (M) and its dependencies (D), besides the
+  fields every run has (written as enqueue writes them: runWrite in common.lua).
   Counts the runs created in this minute's stats; leaves a wake-up token when a run was queued or
   a scheduled run is due first.
   A workflow over several queues (mode m) is created by one call per queue (workflows.ts): then a
@@ -20,10 +21,12 @@
   ARGV[3] workflow id
   ARGV[4] mode: '' one queue, m one queue of a workflow over several
   ARGV[5] number of runs n
-  then 12 per run: rid, task, input, priority, runAt, enqueuedAt ('' when it is the time in the
-    run id), traceparent ('' for none), retention once cancelled (ms), inputFrom ('' given, v
-    value, l list, o object), dependencies ('' for none; else one line each: rid TAB policy TAB
-    name as JSON), idempotency key ('' for none), its ttl (ms)
+  then 16 per run (pushWorkflowRunArgs in run-args.ts): the 14 of a new run as newRun in
+    common.lua reads them (as enqueue.lua takes them: rid, task, input, priority, runAt,
+    enqueuedAt, idempotency key, its ttl, traceparent, retention once cancelled (ms, always
+    given), flow spec, schedule mark, deadline to start, debounce), then inputFrom ('' given, v
+    value, l list, o object) and dependencies ('' for none; else one line each: rid TAB policy TAB
+    name as JSON)
   then (mode m) 3 per edge from a run of this queue to a run of another: dependency rid, dependent
     run id, policy
 
@@ -32,10 +35,10 @@
   run rid is held by a stored run (nothing written).
 ]]
 --!keys 1
---!include common.lua: rcall, statFlush, wake, wfAddRun
+--!include common.lua: rcall, statFlush, wake, newRun, wfAddRun
 local base, nowS, wfId, multi = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 'm'
 local now = tonumber(nowS)
-local last = 5 + 12 * tonumber(ARGV[5])
+local last = 5 + 16 * tonumber(ARGV[5])
 if multi then
   if rcall('HGET', base .. 'r:' .. ARGV[6], 'G') == wfId then
     return { 0 }
@@ -43,25 +46,27 @@ if multi then
 elseif rcall('EXISTS', KEYS[1]) == 1 then
   return { 0 }
 end
-for j = 6, last, 12 do
-  if rcall('EXISTS', base .. 'r:' .. ARGV[j]) == 1 then
-    return { -1, ARGV[j] }
+local r = {} -- each run's values in turn (newRun)
+for j = 6, last, 16 do
+  newRun(base, j, r)
+  if rcall('EXISTS', r.k) == 1 then
+    return { -1, r.rid }
   end
-  if ARGV[j + 10] ~= '' then
+  if r.ik ~= '' then
     -- A key never stands for a run that no longer exists (as enqueue.lua).
-    local holder = rcall('GET', base .. 'ik:' .. ARGV[j + 1] .. ':' .. ARGV[j + 10])
+    local holder = rcall('GET', base .. 'ik:' .. r.task .. ':' .. r.ik)
     if holder and rcall('EXISTS', base .. 'r:' .. holder) == 1 then
-      return { -2, ARGV[j], holder }
+      return { -2, r.rid, holder }
     end
   end
 end
 local rids = {}
 local wakeUp = false
-for j = 6, last, 12 do
-  rids[#rids + 1] = ARGV[j]
-  local a = ARGV
-  local held = multi and a[j + 9] == ''
-  if wfAddRun(base, wfId, now, a[j], a[j + 1], a[j + 2], a[j + 3], a[j + 4], a[j + 5], a[j + 6], a[j + 7], a[j + 8], a[j + 9], a[j + 10], a[j + 11], held) then
+for j = 6, last, 16 do
+  newRun(base, j, r)
+  rids[#rids + 1] = r.rid
+  local deps = ARGV[j + 15]
+  if wfAddRun(base, wfId, now, r, ARGV[j + 14], deps, multi and deps == '') then
     wakeUp = true
   end
 end

@@ -1,0 +1,56 @@
+/**
+ * What the guard (`guard.ts`) checks and maps on every broker call, kept apart from the guard's
+ * dispatch: a failure as an Errand error (`asBrokerError`), `now` as whole ms (`checkNow`), and a
+ * run's flow spec (`checkFlow`, docs/flow-control.md). Queue names are checked by `checkQueueName`
+ * (core/ids.ts, which the task and worker options use too).
+ */
+import { BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
+
+/** A failure as an Errand error: Errand's own as they are, anything else as BrokerUnavailableError. */
+export function asBrokerError(err: unknown, kind: string): ErrandError {
+  if (err instanceof ErrandError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new BrokerUnavailableError(`The ${kind} broker failed: ${message}`, { cause: err });
+}
+
+/** `now` as whole ms; a ConfigError naming the method when it is not a finite number. */
+export function checkNow(now: unknown, method: string): number {
+  if (typeof now !== 'number' || !Number.isFinite(now)) {
+    throw new ConfigError(`${method}: now must be a finite number of ms since the epoch, got ${String(now)}`);
+  }
+  return Math.floor(now);
+}
+
+const FLOW_GROUP = /^[A-Za-z0-9_.:-]{1,128}$/;
+
+/** Throws a ConfigError naming what is wrong with a run's flow spec (see `FlowSpec`). */
+export function checkFlow(flow: unknown, where: string): void {
+  if (!flow || typeof flow !== 'object') throw new ConfigError(`${where}: flow must be an object, got ${String(flow)}`);
+  const f = flow as Record<string, unknown>;
+  if (typeof f.group !== 'string' || !FLOW_GROUP.test(f.group)) {
+    throw new ConfigError(`${where}: flow.group ${JSON.stringify(f.group)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
+  }
+  if (typeof f.key !== 'string' || f.key.length > 256 || !f.key.isWellFormed()) {
+    throw new ConfigError(`${where}: flow.key must be a string of at most 256 characters of well-formed Unicode, got ${typeof f.key}`);
+  }
+  for (const name of ['rate', 'groupRate'] as const) {
+    const r = f[name] as Record<string, unknown> | undefined;
+    if (r === undefined) continue;
+    if (!r || typeof r !== 'object') throw new ConfigError(`${where}: flow.${name} must be { interval, burst }, got ${String(r)}`);
+    if (typeof r.interval !== 'number' || !Number.isFinite(r.interval) || r.interval <= 0) {
+      throw new ConfigError(`${where}: flow.${name}.interval must be a positive number of ms, got ${String(r.interval)}`);
+    }
+    if (typeof r.burst !== 'number' || !Number.isSafeInteger(r.burst) || r.burst < 1) {
+      throw new ConfigError(`${where}: flow.${name}.burst must be a positive integer, got ${String(r.burst)}`);
+    }
+  }
+  for (const name of ['concurrency', 'groupConcurrency'] as const) {
+    const v = f[name];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
+      throw new ConfigError(`${where}: flow.${name} must be a non-negative integer (0: unlimited), got ${String(v)}`);
+    }
+  }
+  if (f.weight !== undefined && (typeof f.weight !== 'number' || !Number.isSafeInteger(f.weight) || f.weight < 1 || f.weight > 1000)) {
+    throw new ConfigError(`${where}: flow.weight must be an integer from 1 to 1000, got ${String(f.weight)}`);
+  }
+}
