@@ -401,6 +401,23 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE flow_keys ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 16,
+    description: "flow control: a key's GCRA time in its row (flow_keys.tat), kept in flow_rates once the key is forgotten",
+    // Self-contained (renumber freely at a merge): a nullable column and the idle trigger recreated.
+    // Reserve writes a key's GCRA time with its counts and turn, in the row it updates anyway, instead
+    // of an upsert into flow_rates per start; when the key's row goes (nothing queued or active), its
+    // time moves to flow_rates, which still keeps it while it matters (prune), and reserve reads
+    // `coalesce(flow_keys.tat, flow_rates.tat)`. Times already in flow_rates stay valid as they are.
+    sql: `
+      ALTER TABLE flow_keys ADD COLUMN tat REAL;
+      DROP TRIGGER flow_key_idle;
+      CREATE TRIGGER flow_key_idle AFTER UPDATE ON flow_keys WHEN NEW.queued <= 0 AND NEW.active <= 0 BEGIN
+        INSERT OR REPLACE INTO flow_rates (queue, grp, key, tat) SELECT NEW.queue, NEW.grp, NEW.key, NEW.tat WHERE NEW.tat IS NOT NULL;
+        DELETE FROM flow_keys WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
+      END;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
