@@ -27,14 +27,16 @@ export const FLOW_SQL = {
    * `[key, dq, da, tat, wait]`: the key served `dq` runs (`da` of them started; the others were corrupt),
    * to the back of its ring (turn `:base` + 1 + its place in the array), or kept in its place for `weight`
    * runs in a row (`streak`); its GCRA time and its wait set unless null. `dq` 0: only its wait is set.
-   * (The plan is materialized first, so that each key is one primary-key lookup.)
+   * `ring` follows (`ready`'s expression on the new values; the trigger flow_key_ring would mend a
+   * difference). The plan is materialized first, so that each key is one primary-key lookup.
    */
   flowKeysServed: `WITH p AS MATERIALIZED (SELECT j.key AS i, j.value ->> 0 AS key, j.value ->> 1 AS dq, j.value ->> 2 AS da,
         j.value ->> 3 AS tat, j.value ->> 4 AS wait FROM json_each(:plan) AS j)
     UPDATE flow_keys SET queued = max(0, queued - p.dq), active = active + p.da,
       turn = CASE WHEN p.dq = 0 OR streak + p.dq < weight THEN turn ELSE :base + 1 + p.i END,
       streak = CASE WHEN p.dq = 0 THEN streak WHEN streak + p.dq < weight THEN streak + p.dq ELSE 0 END,
-      tat = coalesce(p.tat, flow_keys.tat), wait = coalesce(p.wait, flow_keys.wait)
+      tat = coalesce(p.tat, flow_keys.tat), wait = coalesce(p.wait, flow_keys.wait),
+      ring = max(0, queued - p.dq) > 0 AND (conc <= 0 OR active + p.da < conc) AND coalesce(p.wait, flow_keys.wait) IS NULL
     FROM p WHERE flow_keys.queue = :queue AND flow_keys.grp = :grp AND flow_keys.key = p.key`,
   /**
    * Settled runs of keys that stay queued as they were (a settle batch's slots freed, FlowGroups): `?` is
@@ -48,14 +50,12 @@ export const FLOW_SQL = {
   flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
     WHERE queue = :queue AND grp = :grp`,
   /** A run of a key became queued: the key known (its limits the run's), its count up. */
-  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq)
+  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued, ring)
+    VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq, :dq > 0)
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
-  /**
-   * The next ready keys of a group's ring, in turn order, with their GCRA times (the key's own; a key
-   * forgotten and known again reads the one kept in flow_rates until its next start).
-   */
-  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, k.weight, k.streak, coalesce(k.tat, r.tat) AS tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
-    WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
+  /** The next ready keys of a group's ring (`ring`: schema v16), in turn order, with their GCRA times. */
+  flowKeysNext: `SELECT key, rate, queued, active, conc, weight, streak, tat FROM flow_keys
+    WHERE queue = ? AND grp = ? AND ring ORDER BY turn LIMIT ?`,
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
   flowGroupsDue: 'UPDATE flow_groups SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
