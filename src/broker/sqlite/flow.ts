@@ -1,9 +1,12 @@
 /**
- * Flow control in the SQLite broker (schema v8, docs/flow-control.md): the counts of queued and
+ * Flow control in the SQLite broker (schema v8, v16; docs/flow-control.md): the counts of queued and
  * active runs of each key and group, kept by the transitions themselves for the runs that have a
  * flow spec (a run without one costs nothing here). The tables' `ready` columns follow the counts,
- * and triggers on `flow_keys` keep each group's number of ready keys; reserve reads the rings as
- * index ranges (`flowGroupNext`, `flowKeysNext`).
+ * and triggers on `flow_keys` keep each group's number of ready keys and the key's ring membership
+ * (`ring`, rewritten only when readiness changes); reserve reads the rings as index ranges
+ * (`flowGroupNext`, `flowKeysNext`). Per pass over a ring, reserve plans the GCRA steps
+ * (`planStarts`), leases the keys' runs in one statement and writes the keys in one more; a settle
+ * batch frees its slots in one statement (`FlowGroups`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
 import { runErrorText } from '../shared/run-errors.ts';
