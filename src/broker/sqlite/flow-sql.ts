@@ -53,6 +53,15 @@ export const FLOW_SQL = {
   flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued, ring)
     VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq, :dq > 0)
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
+  /**
+   * Runs of keys became queued (an enqueue batch, FlowGroups): `?2` is a JSON array of
+   * `[queue, grp, key, conc, rate, weight, dq]`, one per key; each key known (at turn `?1`, the back of
+   * its ring) or its count moved, its limits those of its latest run (as `flowKeyQueued`).
+   */
+  flowKeysQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued, ring)
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, ?1, j.value ->> 6, (j.value ->> 6) > 0
+    FROM json_each(?2) AS j WHERE true
+    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
   /** The next ready keys of a group's ring (`ring`: schema v16), in turn order, with their GCRA times. */
   flowKeysNext: `SELECT key, rate, queued, active, conc, weight, streak, tat FROM flow_keys
     WHERE queue = ? AND grp = ? AND ring ORDER BY turn LIMIT ?`,

@@ -6,7 +6,7 @@
  * (`ring`, rewritten only when readiness changes); reserve reads the rings as index ranges
  * (`flowGroupNext`, `flowKeysNext`). Per pass over a ring, reserve plans the GCRA steps
  * (`planStarts`), leases the keys' runs in one statement and writes the keys in one more; a settle
- * batch frees its slots in one statement (`FlowGroups`).
+ * batch frees its slots, and an enqueue batch queues its keys, in one statement each (`FlowGroups`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
 import { runErrorText } from '../shared/run-errors.ts';
@@ -67,26 +67,35 @@ export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number, gr
 }
 
 /**
- * Changes gathered over a batch (enqueue, settle): each group's limits (its latest run's) and active
- * count written once; and the slots freed of keys whose queued runs stay as they were (a settlement
- * that queues nothing again), one active count per key, all keys in one statement (`flowKeysActive`).
- * A run queued again moves its key at once (`flowMove`: its limits, its place in the ring).
+ * Changes gathered over a batch (enqueue, settle), each written once at `flush`: each group's limits
+ * (its latest run's) and active count; the runs queued per key (enqueue: one count per key, its
+ * latest run's limits, all keys in one statement, `flowKeysQueued`); and the slots freed of keys
+ * whose queued runs stay as they were (a settlement that queues nothing again: one active count per
+ * key, all keys in one statement, `flowKeysActive`). Counts add up, so gathering them changes no
+ * outcome; and nothing between reads the keys. A run queued again by a settlement moves its key at
+ * once (`flowMove`).
  */
 export class FlowGroups {
   readonly #puts = new Map<string, FlowPlace>();
   readonly #active = new Map<string, { f: FlowPlace; da: number }>();
-  readonly #keys = new Map<string, { f: FlowPlace; da: number }>();
+  readonly #queued = new Map<string, { f: FlowPlace; dq: number }>();
+  readonly #freed = new Map<string, { f: FlowPlace; da: number }>();
 
   move(c: SqliteCore, f: FlowPlace, dq: number, da: number): void {
     const id = `${f.queue}\u0000${f.grp}`;
     // The group's row first (a key's readiness counts in it); its limits again at flush (the latest).
     if (dq > 0 && !this.#puts.has(id)) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
-    if (dq === 0 && da !== 0) {
-      // Only the key's active count moves: gathered (counts add up; the key's row stays while a run is active).
-      const kid = `${id}\u0000${f.key}`;
-      const e = this.#keys.get(kid);
+    const kid = `${id}\u0000${f.key}`;
+    if (dq > 0 && da === 0) {
+      const e = this.#queued.get(kid);
+      if (e) {
+        e.dq += dq;
+        e.f = f; // the latest run's limits win
+      } else this.#queued.set(kid, { f, dq });
+    } else if (dq === 0 && da !== 0) {
+      const e = this.#freed.get(kid);
       if (e) e.da += da;
-      else this.#keys.set(kid, { f, da });
+      else this.#freed.set(kid, { f, da });
     } else flowMove(c, f, dq, da, false);
     if (dq > 0) this.#puts.set(id, f);
     if (da !== 0) {
@@ -98,11 +107,16 @@ export class FlowGroups {
 
   flush(c: SqliteCore): void {
     for (const f of this.#puts.values()) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
-    if (this.#keys.size) c.s.flowKeysActive.run(JSON.stringify([...this.#keys.values()].map(({ f, da }) => [f.queue, f.grp, f.key, da])));
+    if (this.#queued.size) {
+      const keys = [...this.#queued.values()].map(({ f, dq }) => [f.queue, f.grp, f.key, f.kc, f.kr || null, f.kw, dq]);
+      c.s.flowKeysQueued.run(c.takeSeq(0), JSON.stringify(keys));
+    }
+    if (this.#freed.size) c.s.flowKeysActive.run(JSON.stringify([...this.#freed.values()].map(({ f, da }) => [f.queue, f.grp, f.key, da])));
     for (const { f, da } of this.#active.values()) if (da !== 0) c.s.flowGroupCount.run(da, f.queue, f.grp);
     this.#puts.clear();
     this.#active.clear();
-    this.#keys.clear();
+    this.#queued.clear();
+    this.#freed.clear();
   }
 }
 
@@ -226,7 +240,7 @@ function passKey(k: Row, want: number): PassKey {
  * stops the plan (`groupUntil`). `gtats[i]`: the group's GCRA time after i starts (a step depends
  * on their number only). One planner for a key served alone and for keys served one run each.
  */
-export function planStarts(
+function planStarts(
   keys: PassKey[],
   now: number,
   groupRate: FlowRate | undefined,
