@@ -22,37 +22,60 @@ export const FLOW_SQL = {
   flowKeyGet: 'SELECT active, conc, wait, held FROM flow_keys WHERE queue = ? AND grp = ? AND key = ?',
   flowGroupGet: 'SELECT active, conc, wait, held FROM flow_groups WHERE queue = ? AND grp = ?',
   flowGroupNext: 'SELECT grp, rate, tat, active, conc FROM flow_groups WHERE queue = ? AND ready ORDER BY turn LIMIT 1',
-  /** A key served :dq runs (:da of them started; the others were corrupt), to the back of its ring. */
-  // A key of weight w keeps its place for w runs in a row (streak), then goes to the back.
-  flowKeyServed: `UPDATE flow_keys SET queued = max(0, queued - :dq), active = active + :da,
-      turn = CASE WHEN streak + :dq < weight THEN turn ELSE :turn END, streak = CASE WHEN streak + :dq < weight THEN streak + :dq ELSE 0 END
-    WHERE queue = :queue AND grp = :grp AND key = :key`,
+  /**
+   * The keys of one pass of reserve (flow.ts `leasePass`), in one statement. `:plan` is a JSON array of
+   * `[key, dq, da, tat, wait]`: the key served `dq` runs (`da` of them started; the others were corrupt),
+   * to the back of its ring (turn `:base` + 1 + its place in the array), or kept in its place for `weight`
+   * runs in a row (`streak`); its GCRA time and its wait set unless null. `dq` 0: only its wait is set.
+   * `ring` follows (`ready`'s expression on the new values; the trigger flow_key_ring would mend a
+   * difference). The plan is materialized first, so that each key is one primary-key lookup.
+   */
+  flowKeysServed: `WITH p AS MATERIALIZED (SELECT j.key AS i, j.value ->> 0 AS key, j.value ->> 1 AS dq, j.value ->> 2 AS da,
+        j.value ->> 3 AS tat, j.value ->> 4 AS wait FROM json_each(:plan) AS j)
+    UPDATE flow_keys SET queued = max(0, queued - p.dq), active = active + p.da,
+      turn = CASE WHEN p.dq = 0 OR streak + p.dq < weight THEN turn ELSE :base + 1 + p.i END,
+      streak = CASE WHEN p.dq = 0 THEN streak WHEN streak + p.dq < weight THEN streak + p.dq ELSE 0 END,
+      tat = coalesce(p.tat, flow_keys.tat), wait = coalesce(p.wait, flow_keys.wait),
+      ring = max(0, queued - p.dq) > 0 AND (conc <= 0 OR active + p.da < conc) AND coalesce(p.wait, flow_keys.wait) IS NULL
+    FROM p WHERE flow_keys.queue = :queue AND flow_keys.grp = :grp AND flow_keys.key = p.key`,
+  /**
+   * Settled runs of keys that stay queued as they were (a settle batch's slots freed, FlowGroups): `?` is
+   * a JSON array of `[queue, grp, key, da]`, one per key, its active count moved by `da`.
+   */
+  flowKeysActive: `WITH p AS MATERIALIZED (SELECT j.value ->> 0 AS queue, j.value ->> 1 AS grp, j.value ->> 2 AS key, j.value ->> 3 AS da
+        FROM json_each(?) AS j)
+    UPDATE flow_keys SET active = max(0, active + p.da) FROM p
+    WHERE flow_keys.queue = p.queue AND flow_keys.grp = p.grp AND flow_keys.key = p.key`,
   /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
   flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
     WHERE queue = :queue AND grp = :grp`,
   /** A run of a key became queued: the key known (its limits the run's), its count up. */
-  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued) VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq)
+  flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued, ring)
+    VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq, :dq > 0)
     ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
-  /** The next ready keys of a group's ring, in turn order, with their GCRA times. */
-  flowKeysNext: `SELECT k.key, k.rate, k.queued, k.active, k.conc, k.weight, k.streak, r.tat FROM flow_keys AS k LEFT JOIN flow_rates AS r ON r.queue = k.queue AND r.grp = k.grp AND r.key = k.key
-    WHERE k.queue = ? AND k.grp = ? AND k.ready ORDER BY k.turn LIMIT ?`,
+  /**
+   * Runs of keys became queued (an enqueue batch, FlowGroups): `?2` is a JSON array of
+   * `[queue, grp, key, conc, rate, weight, dq]`, one per key; each key known (at turn `?1`, the back of
+   * its ring) or its count moved, its limits those of its latest run (as `flowKeyQueued`).
+   */
+  flowKeysQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued, ring)
+    SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, ?1, j.value ->> 6, (j.value ->> 6) > 0
+    FROM json_each(?2) AS j WHERE true
+    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
+  /** The next ready keys of a group's ring (`ring`: schema v16), in turn order, with their GCRA times. */
+  flowKeysNext: `SELECT key, rate, queued, active, conc, weight, streak, tat FROM flow_keys
+    WHERE queue = ? AND grp = ? AND ring ORDER BY turn LIMIT ?`,
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
   flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
   flowGroupsDue: 'UPDATE flow_groups SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
-  flowKeyWait: 'UPDATE flow_keys SET wait = ? WHERE queue = ? AND grp = ? AND key = ?',
   /** A handler's back-off (ctx.backOff): the later of the wait already set and ?1. */
   flowKeyBackOff: `UPDATE flow_keys SET wait = max(coalesce(wait, 0), ?1), held = CASE WHEN ?1 >= coalesce(wait, 0) THEN 'backoff' ELSE held END
     WHERE queue = ?2 AND grp = ?3 AND key = ?4`,
   flowGroupBackOff: `UPDATE flow_groups SET wait = max(coalesce(wait, 0), ?1), held = CASE WHEN ?1 >= coalesce(wait, 0) THEN 'backoff' ELSE held END
     WHERE queue = ?2 AND grp = ?3`,
-  flowGroupWait: 'UPDATE flow_groups SET wait = ? WHERE queue = ? AND grp = ?',
   flowNextWait: `SELECT min(w) AS wait FROM (SELECT min(wait) AS w FROM flow_keys WHERE queue = ?1 AND wait IS NOT NULL
     UNION ALL SELECT min(wait) FROM flow_groups WHERE queue = ?1 AND wait IS NOT NULL)`,
-  flowKeyTatPut: `INSERT INTO flow_rates (queue, grp, key, tat) VALUES (?, ?, ?, ?)
-    ON CONFLICT (queue, grp, key) DO UPDATE SET tat = excluded.tat`,
-  flowGroupTatPut: 'UPDATE flow_groups SET tat = ? WHERE queue = ? AND grp = ?',
   pruneFlowRates: 'DELETE FROM flow_rates WHERE tat < ?',
-  flowGroupTurn: 'UPDATE flow_groups SET turn = ? WHERE queue = ? AND grp = ?',
   flowGroupPut: `INSERT INTO flow_groups (queue, grp, conc, rate, turn) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
   flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, weight) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
@@ -60,7 +83,6 @@ export const FLOW_SQL = {
   flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc),
       rate = CASE WHEN :conc IS NULL THEN rate ELSE :rate END
     WHERE queue = :queue AND grp = :grp AND key = :key`,
-  flowKeyTurn: 'UPDATE flow_keys SET turn = ? WHERE queue = ? AND grp = ? AND key = ?',
   /** Whether freeing slots in a queue may have made a key ready (then idle workers are woken). */
   flowReady: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? AND ready LIMIT 1',
 } as const;

@@ -1,9 +1,12 @@
 /**
- * Flow control in the SQLite broker (schema v8, docs/flow-control.md): the counts of queued and
+ * Flow control in the SQLite broker (schema v8, v16; docs/flow-control.md): the counts of queued and
  * active runs of each key and group, kept by the transitions themselves for the runs that have a
  * flow spec (a run without one costs nothing here). The tables' `ready` columns follow the counts,
- * and triggers on `flow_keys` keep each group's number of ready keys; reserve reads the rings as
- * index ranges (`flowGroupNext`, `flowKeysNext`).
+ * and triggers on `flow_keys` keep each group's number of ready keys and the key's ring membership
+ * (`ring`, rewritten only when readiness changes); reserve reads the rings as index ranges
+ * (`flowGroupNext`, `flowKeysNext`). Per pass over a ring, reserve plans the GCRA steps
+ * (`planStarts`), leases the keys' runs in one statement and writes the keys in one more; a settle
+ * batch frees its slots, and an enqueue batch queues its keys, in one statement each (`FlowGroups`).
  */
 import { gcra, parseRate } from '../shared/flow.ts';
 import { runErrorText } from '../shared/run-errors.ts';
@@ -64,18 +67,36 @@ export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number, gr
 }
 
 /**
- * Group-level changes gathered over a batch (`flowMove` with `groupToo` false for each run): each
- * group's limits (its latest run's) and active count written once.
+ * Changes gathered over a batch (enqueue, settle), each written once at `flush`: each group's limits
+ * (its latest run's) and active count; the runs queued per key (enqueue: one count per key, its
+ * latest run's limits, all keys in one statement, `flowKeysQueued`); and the slots freed of keys
+ * whose queued runs stay as they were (a settlement that queues nothing again: one active count per
+ * key, all keys in one statement, `flowKeysActive`). Counts add up, so gathering them changes no
+ * outcome; and nothing between reads the keys. A run queued again by a settlement moves its key at
+ * once (`flowMove`).
  */
 export class FlowGroups {
   readonly #puts = new Map<string, FlowPlace>();
   readonly #active = new Map<string, { f: FlowPlace; da: number }>();
+  readonly #queued = new Map<string, { f: FlowPlace; dq: number }>();
+  readonly #freed = new Map<string, { f: FlowPlace; da: number }>();
 
   move(c: SqliteCore, f: FlowPlace, dq: number, da: number): void {
     const id = `${f.queue}\u0000${f.grp}`;
     // The group's row first (a key's readiness counts in it); its limits again at flush (the latest).
     if (dq > 0 && !this.#puts.has(id)) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
-    flowMove(c, f, dq, da, false);
+    const kid = `${id}\u0000${f.key}`;
+    if (dq > 0 && da === 0) {
+      const e = this.#queued.get(kid);
+      if (e) {
+        e.dq += dq;
+        e.f = f; // the latest run's limits win
+      } else this.#queued.set(kid, { f, dq });
+    } else if (dq === 0 && da !== 0) {
+      const e = this.#freed.get(kid);
+      if (e) e.da += da;
+      else this.#freed.set(kid, { f, da });
+    } else flowMove(c, f, dq, da, false);
     if (dq > 0) this.#puts.set(id, f);
     if (da !== 0) {
       const e = this.#active.get(id);
@@ -86,9 +107,16 @@ export class FlowGroups {
 
   flush(c: SqliteCore): void {
     for (const f of this.#puts.values()) c.s.flowGroupPut.run(f.queue, f.grp, f.gc, f.gr || null, c.takeSeq(0));
+    if (this.#queued.size) {
+      const keys = [...this.#queued.values()].map(({ f, dq }) => [f.queue, f.grp, f.key, f.kc, f.kr || null, f.kw, dq]);
+      c.s.flowKeysQueued.run(c.takeSeq(0), JSON.stringify(keys));
+    }
+    if (this.#freed.size) c.s.flowKeysActive.run(JSON.stringify([...this.#freed.values()].map(({ f, da }) => [f.queue, f.grp, f.key, da])));
     for (const { f, da } of this.#active.values()) if (da !== 0) c.s.flowGroupCount.run(da, f.queue, f.grp);
     this.#puts.clear();
     this.#active.clear();
+    this.#queued.clear();
+    this.#freed.clear();
   }
 }
 
@@ -124,8 +152,19 @@ export function leaseFlow(
     const g = c.row('flowGroupNext', queue);
     if (!g) break;
     const grp = String(g.grp);
-    const groupRate = parseRate(g.rate);
-    let gtat = num(g.tat);
+    const pass: Pass = {
+      queue,
+      grp,
+      worker,
+      now,
+      leaseMs,
+      groupRate: parseRate(g.rate),
+      gtat: num(g.tat),
+      reserved,
+      changed,
+      corrupt,
+      queues,
+    };
     let ga = num(g.active) ?? 0;
     const gc = num(g.conc) ?? 0;
     let started = 0;
@@ -134,195 +173,164 @@ export function leaseFlow(
     // their first runs leased in one statement; each key served one run goes to the back of the ring
     // in turn order (a key comes round again within a call only after every other ready key, as one
     // key at a time would have it); then the next keys.
-    let stop = false;
-    while (!stop && n < max && (gc <= 0 || ga < gc)) {
+    while (held === undefined && n < max && (gc <= 0 || ga < gc)) {
       const want = gc > 0 ? Math.min(max - n, gc - ga) : max - n;
-      const keys = c.rows('flowKeysNext', queue, grp, want);
-      if (keys.length === 0) break;
+      const rows = c.rows('flowKeysNext', queue, grp, want);
+      if (rows.length === 0) break;
       // A key of weight w (> 1) is served what is left of its w runs in a row (its streak) in one go,
-      // when its turn comes: the keys before it in this batch are served first, one run each.
-      const weighted = keys.findIndex((k) => (num(k.weight) ?? 1) > 1);
-      const onlyKey = keys.length === 1;
-      if (weighted > 0) keys.length = weighted;
-      if (weighted === 0 || (onlyKey && want > 1)) {
-        // The only ready key of the group: as many runs in one go as the slots, its limit and the rates allow.
-        const k = keys[0]!;
+      // when its turn comes: the keys before it in this batch are served first, one run each. The only
+      // ready key of the group is served as many runs in one go as the slots, its limit and the rates
+      // allow (turns would serve it alone anyway).
+      const weighted = rows.findIndex((k) => (num(k.weight) ?? 1) > 1);
+      let keys: PassKey[];
+      if (weighted === 0 || (rows.length === 1 && want > 1)) {
+        const k = rows[0]!;
         const w = num(k.weight) ?? 1;
-        const take = w > 1 ? Math.max(1, Math.min(want, w - (num(k.streak) ?? 0))) : want;
-        const r = leaseOneKey(c, { queue, grp, worker, now, leaseMs, want: take, k, groupRate, gtat }, reserved, changed, corrupt, queues);
-        ga += r.done;
-        started += r.done;
-        n += r.done;
-        gtat = r.gtat;
-        if (r.held !== undefined) {
-          held = r.held;
-          stop = true;
-        }
-        continue;
-      }
-      // The plan: keys within their rate, in turn order, while the group's rate admits one more start.
-      const plan: { key: string; tat: number | undefined }[] = [];
-      const gtats: (number | undefined)[] = [gtat]; // the group's GCRA time after i starts
-      let until: number | undefined;
-      for (const k of keys) {
-        const key = String(k.key);
-        const keyRate = parseRate(k.rate);
-        const kStep = keyRate && gcra(num(k.tat), now, keyRate);
-        if (kStep && !kStep.ok) {
-          c.change('flowKeyWait', kStep.until, queue, grp, key);
-          continue;
-        }
-        if (groupRate) {
-          const step = gcra(gtats[gtats.length - 1], now, groupRate);
-          if (!step.ok) {
-            until = step.until;
-            break;
-          }
-          gtats.push(step.tat);
-        } else gtats.push(undefined);
-        plan.push({ key, tat: kStep ? kStep.tat : undefined });
-      }
-      if (plan.length === 0) {
-        if (until !== undefined) {
-          held = until;
-          break;
-        }
-        continue;
-      }
-      const rows = c.rows('flowLeaseMany', { queue, grp, keys: JSON.stringify(plan.map((p) => p.key)), now, worker, until: now + leaseMs });
-      const byKey = new Map(rows.map((row) => [String(row.flow_key), row]));
-      let s = 0;
-      for (const { key, tat } of plan) {
-        const row = byKey.get(key);
-        const turn = c.takeSeq(1) + 1;
-        if (!row) {
-          // The count said queued, but no run is: repaired (cannot happen while the counts hold).
-          c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
-          continue;
-        }
-        const r = toReservation(row, now);
-        if (Array.isArray(r)) {
-          c.s.flowKeyServed.run({ queue, grp, key, turn, dq: 1, da: 0 });
-          failCorruptRow(c, queue, row, r, now, corrupt, changed, queues);
-          continue;
-        }
-        const stat = c.stat(queue, now);
-        // A start: the counts and the GCRA times move.
-        c.s.flowKeyServed.run({ queue, grp, key, turn, dq: 1, da: 1 });
-        s++;
-        if (tat !== undefined) c.change('flowKeyTatPut', queue, grp, key, tat);
-        reserved.push(r);
-        changed.push(r.id);
-        c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
-      }
-      ga += s;
-      started += s;
-      n += s;
-      // The group's time moves by the starts made (a GCRA step depends on their number only).
-      if (groupRate) gtat = gtats[s];
-      // Held by the group's rate only when every start planned was made; else there is room again.
-      if (until !== undefined && s === plan.length) {
-        held = until;
-        stop = true;
-      }
+        let take = w > 1 ? Math.max(1, Math.min(want, w - (num(k.streak) ?? 0))) : want;
+        take = Math.min(take, Math.max(1, num(k.queued) ?? 1));
+        const conc = num(k.conc) ?? 0;
+        if (conc > 0) take = Math.min(take, Math.max(1, conc - (num(k.active) ?? 0)));
+        keys = [passKey(k, take)];
+      } else keys = (weighted > 0 ? rows.slice(0, weighted) : rows).map((k) => passKey(k, 1));
+      const r = leasePass(c, pass, keys);
+      ga += r.started;
+      started += r.started;
+      n += r.started;
+      held = r.held;
     }
-    c.s.flowGroupServed.run({ queue, grp, da: started, tat: gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
+    c.s.flowGroupServed.run({ queue, grp, da: started, tat: pass.gtat ?? null, turn: c.takeSeq(1) + 1, wait: held ?? null });
   }
   return n;
 }
 
+/** One group's part of a reserve call: where it leases, its GCRA time so far, and where the leases go. */
+interface Pass {
+  queue: string;
+  grp: string;
+  worker: string;
+  now: number;
+  leaseMs: number;
+  groupRate: FlowRate | undefined;
+  gtat: number | undefined;
+  reserved: Reservation[];
+  changed: string[];
+  corrupt: CorruptRows;
+  queues: Set<string>;
+}
+
+/** A key of a pass, as `flowKeysNext` read it: `want` runs asked of it; its GCRA times once planned. */
+interface PassKey {
+  key: string;
+  rate: FlowRate | undefined;
+  tat: number | undefined;
+  want: number;
+  /** The key's GCRA time after each start planned (undefined without a rate). */
+  tats: (number | undefined)[];
+  /** When the key's rate stopped its plan: the time it may start again. */
+  until?: number;
+}
+
+function passKey(k: Row, want: number): PassKey {
+  return { key: String(k.key), rate: parseRate(k.rate), tat: num(k.tat), want, tats: [] };
+}
+
 /**
- * Leases up to `want` runs of one key, the only ready key of its group (turns would serve it alone
- * anyway): as many as its concurrency limit and the key's and the group's rates allow, each start a
- * GCRA step, in one statement. Returns the runs started, the group's GCRA time after them, and
- * until when the group's rate holds it if it ran out (every start planned made).
+ * The GCRA plan of a pass: each key in turn takes up to its `want` starts, each start a step of the
+ * key's rate and of the group's; a key out of rate stops (its `until`), and the group out of rate
+ * stops the plan (`groupUntil`). `gtats[i]`: the group's GCRA time after i starts (a step depends
+ * on their number only). One planner for a key served alone and for keys served one run each.
  */
-function leaseOneKey(
-  c: SqliteCore,
-  o: {
-    queue: string;
-    grp: string;
-    worker: string;
-    now: number;
-    leaseMs: number;
-    want: number;
-    k: Row;
-    groupRate: FlowRate | undefined;
-    gtat: number | undefined;
-  },
-  reserved: Reservation[],
-  changed: string[],
-  corrupt: CorruptRows,
-  queues: Set<string>,
-): { done: number; gtat: number | undefined; held?: number } {
-  const { queue, grp, now, k, groupRate } = o;
-  const key = String(k.key);
-  const keyRate = parseRate(k.rate);
-  const conc = num(k.conc) ?? 0;
-  let take = Math.min(o.want, Math.max(1, num(k.queued) ?? 1));
-  if (conc > 0) take = Math.min(take, Math.max(1, conc - (num(k.active) ?? 0)));
-  // The plan: each start a GCRA step of the key's rate and the group's.
-  let kt = num(k.tat);
-  const kts: number[] = [];
-  const gts: (number | undefined)[] = [o.gtat];
-  let keyUntil: number | undefined;
-  let groupUntil: number | undefined;
-  let planned = 0;
-  while (planned < take) {
-    let kNext: number | undefined;
-    if (keyRate) {
-      const st = gcra(kt, now, keyRate);
-      if (!st.ok) {
-        keyUntil = st.until;
-        break;
+function planStarts(
+  keys: PassKey[],
+  now: number,
+  groupRate: FlowRate | undefined,
+  gtat: number | undefined,
+): { planned: number; gtats: (number | undefined)[]; groupUntil?: number } {
+  const gtats = [gtat];
+  for (const k of keys) {
+    let kt = k.tat;
+    for (let j = 0; j < k.want; j++) {
+      let next: number | undefined;
+      if (k.rate) {
+        const st = gcra(kt, now, k.rate);
+        if (!st.ok) {
+          k.until = st.until;
+          break;
+        }
+        next = st.tat;
       }
-      kNext = st.tat;
+      if (groupRate) {
+        const st = gcra(gtats[gtats.length - 1], now, groupRate);
+        if (!st.ok) return { planned: gtats.length - 1, gtats, groupUntil: st.until };
+        gtats.push(st.tat);
+      } else gtats.push(undefined);
+      kt = next;
+      k.tats.push(next);
     }
-    if (groupRate) {
-      const st = gcra(gts[gts.length - 1], now, groupRate);
-      if (!st.ok) {
-        groupUntil = st.until;
-        break;
-      }
-      gts.push(st.tat);
-    } else gts.push(undefined);
-    if (kNext !== undefined) {
-      kt = kNext;
-      kts.push(kNext);
-    }
-    planned++;
   }
-  if (planned === 0) {
-    if (keyUntil !== undefined) c.change('flowKeyWait', keyUntil, queue, grp, key);
-    return { done: 0, gtat: o.gtat, ...(keyUntil === undefined && groupUntil !== undefined ? { held: groupUntil } : {}) };
+  return { planned: gtats.length - 1, gtats };
+}
+
+/**
+ * One pass over `keys`: their starts planned, their first runs leased in one statement, and every
+ * key's counts, turn, GCRA time and wait written in one more (`flowKeysServed`). Returns the runs
+ * started, and until when the group's rate holds it if it stopped the plan and every start planned
+ * was made (otherwise there is room again).
+ */
+function leasePass(c: SqliteCore, p: Pass, keys: PassKey[]): { started: number; held?: number } {
+  const { queue, grp, now } = p;
+  const plan = planStarts(keys, p.now, p.groupRate, p.gtat);
+  const lease = { queue, grp, now, worker: p.worker, until: now + p.leaseMs };
+  let rows: Row[] = [];
+  if (plan.planned > 0) {
+    const one = keys.length === 1;
+    rows = one
+      ? c.rows('flowLeaseKey', { ...lease, key: keys[0]!.key, n: plan.planned }).sort((a, b) => (num(a.seq) ?? 0) - (num(b.seq) ?? 0))
+      : c.rows('flowLeaseMany', { ...lease, keys: JSON.stringify(keys.filter((k) => k.tats.length > 0).map((k) => k.key)) });
   }
-  const rows = c
-    .rows('flowLeaseKey', { queue, grp, key, n: planned, now, worker: o.worker, until: now + o.leaseMs })
-    .sort((a, b) => (num(a.seq) ?? 0) - (num(b.seq) ?? 0));
-  if (rows.length === 0) {
-    // The count said queued, but no run is: repaired (cannot happen while the counts hold).
-    c.s.flowKeyCount.run({ queue, grp, key, dq: -1_000_000_000, da: 0, conc: null, rate: null });
-    return { done: 0, gtat: o.gtat };
-  }
-  let done = 0;
+  const byKey = new Map<string, Row[]>();
   for (const row of rows) {
-    const r = toReservation(row, now);
-    if (Array.isArray(r)) {
-      failCorruptRow(c, o.queue, row, r, now, corrupt, changed, queues);
+    const key = keys.length === 1 ? keys[0]!.key : String(row.flow_key);
+    const list = byKey.get(key);
+    if (list) list.push(row);
+    else byKey.set(key, [row]);
+  }
+  // Per key: [key, runs taken off its queue, runs started, its GCRA time, its wait] for flowKeysServed.
+  const served: [string, number, number, number | null, number | null][] = [];
+  let started = 0;
+  for (const k of keys) {
+    const planned = k.tats.length;
+    if (planned === 0) {
+      // Out of its rate before its first start: the key waits (leaves its ring) until then.
+      if (k.until !== undefined) served.push([k.key, 0, 0, null, k.until]);
       continue;
     }
-    const stat = c.stat(queue, now);
-    done++;
-    reserved.push(r);
-    changed.push(r.id);
-    c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
+    const mine = byKey.get(k.key) ?? [];
+    // The count said queued, but no run is: repaired (cannot happen while the counts hold).
+    if (mine.length === 0) served.push([k.key, 1_000_000_000, 0, null, null]);
+    let done = 0;
+    for (const row of mine) {
+      const r = toReservation(row, now);
+      if (Array.isArray(r)) {
+        failCorruptRow(c, queue, row, r, now, p.corrupt, p.changed, p.queues);
+        continue;
+      }
+      const stat = c.stat(queue, now);
+      done++;
+      p.reserved.push(r);
+      p.changed.push(r.id);
+      c.observe(stat, 'wait', now - Math.max(r.enqueuedAt, num(row.run_at) ?? r.enqueuedAt));
+    }
+    started += done;
+    if (mine.length === 0) continue;
+    // Every start planned made, and its rate stopped the plan: the key waits for it now.
+    const wait = done === planned && k.until !== undefined ? k.until : null;
+    served.push([k.key, mine.length, done, done > 0 ? (k.tats[done - 1] ?? null) : null, wait]);
   }
-  c.s.flowKeyServed.run({ queue, grp, key, turn: c.takeSeq(1) + 1, dq: rows.length, da: done });
-  if (keyRate && done > 0) c.change('flowKeyTatPut', queue, grp, key, kts[done - 1]!);
-  // Every start planned made, and a rate stopped the plan: the key (or the group) waits for it now.
-  const full = done === planned && rows.length === planned;
-  if (full && keyUntil !== undefined) c.change('flowKeyWait', keyUntil, queue, grp, key);
-  return { done, gtat: gts[done], ...(full && groupUntil !== undefined ? { held: groupUntil } : {}) };
+  if (served.length > 0) c.s.flowKeysServed.run({ queue, grp, base: c.takeSeq(served.length), plan: JSON.stringify(served) });
+  // The group's time moves by the starts made.
+  if (p.groupRate) p.gtat = plan.gtats[started];
+  return plan.groupUntil !== undefined && started === plan.planned ? { started, held: plan.groupUntil } : { started };
 }
 
 /**

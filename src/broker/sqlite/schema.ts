@@ -401,6 +401,50 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE flow_keys ADD COLUMN streak INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 16,
+    description: "flow control: a key's GCRA time in its row (flow_keys.tat), the ring indexed on flow_keys.ring",
+    // Self-contained (renumber freely at a merge): two columns, the ring's index and the key triggers
+    // recreated. What reserve and settle write per run, in the row they update anyway (flow.ts):
+    // - `tat`: a key's GCRA time, written with its counts and turn instead of an upsert into
+    //   flow_rates per start. When the key's row goes (nothing queued or active), its time moves to
+    //   flow_rates, which keeps it while it matters (prune); a key known again takes it back.
+    // - `ring`: the ring's membership, a copy of `ready` written only when readiness changes (by the
+    //   statement, or by flow_key_ring), so that a slot freed by a key that stays ready (settle) does
+    //   not rewrite the ring's index entry, as an index on the generated `ready` did.
+    // The triggers fire only for the columns they depend on (`UPDATE OF`), not for `ring` or `tat`.
+    sql: `
+      DROP TRIGGER flow_key_ready;
+      DROP TRIGGER flow_key_idle;
+      DROP INDEX flow_keys_ring;
+      ALTER TABLE flow_keys ADD COLUMN tat REAL;
+      ALTER TABLE flow_keys ADD COLUMN ring INTEGER NOT NULL DEFAULT 0;
+      UPDATE flow_keys SET ring = ready,
+        tat = (SELECT r.tat FROM flow_rates AS r WHERE r.queue = flow_keys.queue AND r.grp = flow_keys.grp AND r.key = flow_keys.key);
+      CREATE INDEX flow_keys_ring ON flow_keys (queue, grp, turn) WHERE ring;
+
+      -- A key becoming ready (or not) moves its group's count of ready keys, and joins (or leaves) the ring.
+      CREATE TRIGGER flow_key_ready AFTER UPDATE OF queued, active, conc, wait ON flow_keys WHEN OLD.ready IS NOT NEW.ready BEGIN
+        UPDATE flow_groups SET ready_keys = max(0, ready_keys + NEW.ready - OLD.ready) WHERE queue = NEW.queue AND grp = NEW.grp;
+      END;
+      CREATE TRIGGER flow_key_ring AFTER UPDATE OF queued, active, conc, wait ON flow_keys WHEN NEW.ring IS NOT NEW.ready BEGIN
+        UPDATE flow_keys SET ring = NEW.ready WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
+      END;
+      CREATE TRIGGER flow_key_ring_new AFTER INSERT ON flow_keys WHEN NEW.ring IS NOT NEW.ready BEGIN
+        UPDATE flow_keys SET ring = NEW.ready WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
+      END;
+      -- An idle key goes, its GCRA time kept in flow_rates; a key known again takes it back.
+      CREATE TRIGGER flow_key_idle AFTER UPDATE OF queued, active ON flow_keys WHEN NEW.queued <= 0 AND NEW.active <= 0 BEGIN
+        INSERT OR REPLACE INTO flow_rates (queue, grp, key, tat) SELECT NEW.queue, NEW.grp, NEW.key, NEW.tat WHERE NEW.tat IS NOT NULL;
+        DELETE FROM flow_keys WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
+      END;
+      CREATE TRIGGER flow_key_rate AFTER INSERT ON flow_keys WHEN NEW.tat IS NULL
+        AND EXISTS (SELECT 1 FROM flow_rates AS r WHERE r.queue = NEW.queue AND r.grp = NEW.grp AND r.key = NEW.key) BEGIN
+        UPDATE flow_keys SET tat = (SELECT r.tat FROM flow_rates AS r WHERE r.queue = NEW.queue AND r.grp = NEW.grp AND r.key = NEW.key)
+          WHERE queue = NEW.queue AND grp = NEW.grp AND key = NEW.key;
+      END;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;

@@ -198,6 +198,46 @@ describe('SQLite broker: the file', () => {
     assert.equal(other?.created, true, 'and only there');
   });
 
+  it('migrates a version 15 file: flow keys keep their place in the ring and their GCRA time (v16)', async () => {
+    const path = dbPath();
+    const db = new DatabaseSync(path);
+    db.exec('PRAGMA journal_mode = WAL');
+    db.exec('CREATE TABLE errand_schema (version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    for (const m of MIGRATIONS.filter((x) => x.version <= 15)) {
+      db.exec(m.sql);
+      db.prepare('INSERT INTO errand_schema VALUES (?, ?, 0)').run(m.version, m.description);
+    }
+    // As version 15 left them: two ready keys of one group, one a start per second; key a started
+    // last at t0 + 4000 (its GCRA time, in flow_rates, is t0 + 5000), key b never.
+    const t0 = Date.now();
+    db.prepare("INSERT INTO flow_groups (queue, grp, conc, turn) VALUES ('fq', 'g', 0, 1)").run();
+    const key = db.prepare("INSERT INTO flow_keys (queue, grp, key, queued, conc, rate, turn) VALUES ('fq', 'g', ?, 1, 0, '1000,1', ?)");
+    key.run('a', 2);
+    key.run('b', 3);
+    db.prepare("INSERT INTO flow_rates (queue, grp, key, tat) VALUES ('fq', 'g', 'a', ?)").run(t0 + 5000);
+    const ids = { a: newRunId('fq', t0), b: newRunId('fq', t0) };
+    const insert = db.prepare(`INSERT INTO runs (id, queue, state, task, priority, seq, input, enqueued_at, run_at, flow_group, flow_key,
+      flow_kc, flow_gc, flow_krate) VALUES (?, 'fq', 'queued', 'test.task', 0, ?, '{}', ?, ?, 'g', ?, 0, 0, '1000,1')`);
+    insert.run(ids.a, 1, t0, t0, 'a');
+    insert.run(ids.b, 2, t0, t0, 'b');
+    db.close();
+
+    const b = open(path);
+    assert.equal(b.storageInfo().schemaVersion, SCHEMA_VERSION);
+    const first = await b.reserve({ workerId: 'w', queues: ['fq'], max: 10, leaseMs: 60_000, now: t0 });
+    assert.deepStrictEqual(
+      first.runs.map((r) => r.id),
+      [ids.b],
+      'both keys in the ring; key a held by the GCRA time it had',
+    );
+    assert.equal(first.nextAt, t0 + 5000, 'key a may start again at its GCRA time');
+    const later = await b.reserve({ workerId: 'w', queues: ['fq'], max: 10, leaseMs: 60_000, now: t0 + 5000 });
+    assert.deepStrictEqual(
+      later.runs.map((r) => r.id),
+      [ids.a],
+    );
+  });
+
   it('a write lock held too long by another connection: BrokerUnavailableError naming the file; reads go on', async () => {
     const path = dbPath();
     const b = open(path, { busyTimeoutMs: 100 });
