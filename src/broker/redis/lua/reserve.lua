@@ -14,7 +14,7 @@
        reason `expired` instead.
   Before step 3, and also while the queue is paused, runs past that deadline are failed the same
   way wherever they are in their lists (at most `limit` per call): they are indexed by deadline in
-  `startby` (see common.lua), whose earliest entry counts in nextAt.
+  `startby` (see runs.lua), whose earliest entry counts in nextAt.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
   `corrupt` and the script goes on (a run of a workflow so failed reaches the runs waiting for it,
@@ -26,7 +26,7 @@
   KEYS[2] active  ZSET lease expiry
   KEYS[3] prios   ZSET priority levels with queued runs
   KEYS[4] paused  STRING present while the queue is paused: then nothing is done
-  (and the flow-control keys of the queue, under the same hash tag: see common.lua)
+  (and the flow-control keys of the queue, under the same hash tag: see flow.lua)
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] worker id
@@ -48,10 +48,15 @@
             then 8 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
             time in the run id), traceparent ('' for none), schedule mark ('' for none),
             then 1 when this queue's relay outbox holds entries (a workflow over several queues:
-            the caller drains it, see wfRelayOut in common.lua), else 0 }
+            the caller drains it, see wfRelayOut in workflow.lua), else 0 }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowWaitFirst, KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat, wfResolve, flowUnqueue
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, appendHistory, wake, bulk, notify, leaseLostError, expiredError
+--!include stats.lua: statAdd, statLatency, statFlush
+--!include flow.lua: flowReady, flowGroupReady, flowFree, flowWaitFirst, KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat, flowUnqueue
+--!include runs.lua: pushQueued, finish
+--!include workflow.lua: wfResolve
+--!include outcomes.lua: failCorrupt, settleItems
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -274,7 +279,7 @@ end
 local flowRing, flowWaitK, flowWaitG = base .. 'fR', base .. 'fW', base .. 'fWg'
 -- Only a queue that has had runs under flow control has its counters hash: the others skip this.
 -- fM: t the turn counter (read again below if the waiting keys took turns), q the runs in key
--- lists, w when the first waiting key or group may start (see flowWaitFirst in common.lua): the
+-- lists, w when the first waiting key or group may start (see flowWaitFirst in flow.lua): the
 -- waiting sets are read only once that time has come. All three are written once, at the end.
 local fm = rcall('HMGET', base .. 'fM', 't', 'q', 'w')
 local turnS, flowQS, flowWS = fm[1], fm[2], fm[3]
@@ -370,7 +375,7 @@ if max > 0 and flowOn then
           kept = true
         else
           local q = base .. 'fq|' .. g .. '|' .. y
-          -- The key's state, read and written as text (the order of flowKeyUnpack in common.lua).
+          -- The key's state, read and written as text (the order of flowKeyUnpack in flow.lua).
           local s = packed[i]
           local kaS, kqS, kcS, tS, krate, waitS, eS, zS
           if s then
