@@ -3,15 +3,19 @@
  * with a comment documenting its KEYS, ARGV and return value, followed by its directives:
  *
  *   --!keys 4
- *   --!include common.lua: rcall, finish, notify
+ *   --!include common.lua: rcall, notify
+ *   --!include runs.lua: finish
  *
  * - `--!keys N` (required): how many of its arguments are KEYS (the other keys a script touches
  *   share their hash tag). The loader checks it against the `KEYS[i]` the header documents and the
  *   code reads.
- * - `--!include <file>: names` (optional): the helpers of a shared file that the script uses. The
- *   line is replaced by the file's opening comment and those definitions, with the ones they use in
- *   turn, in file order. The list must be exact: a name the file does not define, a listed name the
- *   script does not use, or a name of the file the script uses without listing it fails the load.
+ * - `--!include <library>: names` (optional, one line per library of LUA_LIBRARIES): the helpers
+ *   of a library that the script uses. The lines are replaced by those definitions and the ones
+ *   they use in turn, of any library: each library's opening comment then its definitions kept, in
+ *   file order, the libraries each after those it uses. The lists must be exact: a name the library
+ *   does not define, a name listed twice or not used, or a helper of any library the script uses
+ *   without listing it fails the load; so do libraries that define one name twice, use a name
+ *   before its definition, or use each other in a cycle.
  *
  * They are registered with ioredis `defineCommand`: the first call on a connection sends the
  * script (EVAL), later ones only its SHA1 (EVALSHA); after a `SCRIPT FLUSH` (or a failover to a
@@ -88,7 +92,16 @@ function maxKey(text: string): number {
  * comment of the keys and fields it owns. Listed so that a library may use those of the files
  * before it; the loader checks that no two define a name and that no two use each other.
  */
-export const LUA_LIBRARIES = ['common.lua', 'stats.lua', 'flow.lua', 'runs.lua', 'workflow.lua', 'spawn.lua', 'outcomes.lua'] as const;
+export const LUA_LIBRARIES = [
+  'common.lua',
+  'stats.lua',
+  'flow.lua',
+  'runs.lua',
+  'workflow.lua',
+  'spawn.lua',
+  'outcomes.lua',
+  'leasing.lua',
+] as const;
 
 /** Loads a script of `./lua/`. */
 export function loadScript(name: ScriptName): LoadedScript {

@@ -9,6 +9,7 @@
     workflow.lua  workflows: fan-in, failure propagation, retry from a step, the relay (wf*)
     spawn.lua     creating a workflow's runs (wfAddRun), dynamic fan-out (wfSpawn)
     outcomes.lua  the outcomes of leased runs (settleItems), a corrupt run failed (failCorrupt)
+    leasing.lua   the steps of reserve.lua (reserve*)
   A script includes helpers with one line per library, `--!include flow.lua: name, ...`, naming
   those it uses: the loader (scripts.ts) pastes them in with those they use in turn (of any
   library), each library's opening comment first, the libraries in the order of their uses.
