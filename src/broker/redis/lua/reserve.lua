@@ -70,8 +70,10 @@ local acc = {} -- this minute's counters
 local out = { 0, 0, (#ARGV - 10) / 5 }
 -- The context of the steps in leasing.lua (see there).
 local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
-local c = { base = base, worker = worker, now = now, nowS = nowS, leaseUntil = leaseUntil, failedRet = failedRet }
-c.limit, c.chan, c.qp, c.acc, c.leases, c.out = limit, chan, qp, acc, leases, out
+local c = {
+  base = base, worker = worker, now = now, nowS = nowS, leaseUntil = leaseUntil, failedRet = failedRet,
+  limit = limit, chan = chan, qp = qp, acc = acc, leases = leases, out = out,
+}
 
 -- 0. Outcomes sent along.
 local wakeUp = false
