@@ -1,7 +1,8 @@
 // The shape of src/, kept by a test (docs/architecture.md describes it):
 // - no import cycles among src/ files;
 // - dependencies point one way, down the layers below (a file imports its own layer or lower ones);
-// - no src/ file over 500 lines unless its header says why it must be one file.
+// - no src/ file over 500 lines unless its header says why it must be one file;
+// - no Lua file of the Redis broker (a script or a library of helpers) over 500 lines, no exception.
 //
 // The import graph is read with TypeScript's own `preProcessFile` (the compiler is already a
 // development dependency): it lists every `import`, `export ... from`, `import type` and `import()`
@@ -190,6 +191,19 @@ describe('architecture: the shape of src/', () => {
     );
     const stale = [...KNOWN_LONG_FILES.keys()].filter((f) => !long.includes(f));
     assert.deepEqual(stale, [], 'KNOWN_LONG_FILES lists files that are now short enough: remove them from the list');
+  });
+
+  it(`has no Lua file over ${MAX_LINES} lines (a script or a library of helpers)`, () => {
+    const lua = globSync('src/**/*.lua', { cwd: ROOT }).sort();
+    assert.ok(lua.length >= 12, 'the Redis broker has its Lua files under src/');
+    const long = lua
+      .map((file) => {
+        const text = readFileSync(join(ROOT, file), 'utf8');
+        return { file, lines: text.split('\n').length - (text.endsWith('\n') ? 1 : 0) };
+      })
+      .filter((f) => f.lines > MAX_LINES)
+      .map((f) => `${f.file} (${f.lines} lines)`);
+    assert.deepEqual(long, [], 'split these: helpers into a library of src/broker/redis/lua/ (see scripts.ts), a script into steps');
   });
 
   it('finds a cycle and an upward import when there is one (the checks can fail)', () => {

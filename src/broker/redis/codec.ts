@@ -1,6 +1,6 @@
 /**
  * Key names and the run hash encoding of the Redis broker (the layout is documented in
- * `lua/common.lua`).
+ * the opening comments of the libraries of `lua/`, the run hash in `lua/runs.lua`).
  *
  * Every key of a queue starts with `<prefix>:{<queue>}:`: the hash tag puts all of them in one
  * Redis Cluster slot, so each script touches a single slot. Inside a queue, runs are named by the
@@ -170,7 +170,7 @@ export function decodeRun(id: string, queue: string, key: string, h: Record<stri
   if (h.O !== undefined) rec.origin = h.O;
   const mark = readMark(h.S);
   if (mark) rec.schedule = mark;
-  // The open attempt (see `o` in lua/common.lua) is described by the run's own fields.
+  // The open attempt (see `o` in lua/runs.lua) is described by the run's own fields.
   if (h.o !== undefined && h.w !== undefined && startedAt !== undefined) {
     if (state === 'active') rec.history.push({ attempt: attempts, worker: h.w, startedAt });
     else if (state === 'succeeded' || state === 'failed') {

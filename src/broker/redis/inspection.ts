@@ -101,7 +101,7 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
 
 /**
  * The active count, limit and wait flag of a flow key's state as stored: one field of its group's
- * hash, packed 'a;q;c;r;t;w;e;z' (see common.lua); [] when it has none.
+ * hash, packed 'a;q;c;r;t;w;e;z' (see lua/flow.lua); [] when it has none.
  */
 function keyStateFields(v: unknown): (string | null)[] {
   if (typeof v !== 'string') return [];

@@ -2,12 +2,13 @@
  * The Redis broker: the Broker contract (`../types.ts`) over Redis 6.2+ or Redis Cluster, with one
  * Lua script per state transition (`./lua/*.lua`, loaded by `./scripts.ts`).
  *
- * Layout (details in `lua/common.lua`): every key of a queue shares the hash tag `{<queue>}`, so a
- * queue lives in one Cluster slot and no script touches two queues. A run is a small hash named by
- * the ULID part of its id; queued runs sit in one FIFO list per priority level, scheduled and
- * active runs in sorted sets by due time and lease expiry, finished runs in one sorted set per
- * state by the time in their id (listing, counts) and in one list per minute their retention ends,
- * from which `prune` deletes them.
+ * Layout (details in the opening comments of the libraries of `lua/`: `runs.lua`, `flow.lua`,
+ * `workflow.lua`, `stats.lua`, `common.lua`): every key of a queue shares the hash tag
+ * `{<queue>}`, so a queue lives in one Cluster slot and no script touches two queues. A run is a
+ * small hash named by the ULID part of its id; queued runs sit in one FIFO list per priority
+ * level, scheduled and active runs in sorted sets by due time and lease expiry, finished runs in
+ * one sorted set per state by the time in their id (listing, counts) and in one list per minute
+ * their retention ends, from which `prune` deletes them.
  *
  * Batches: a batch of runs of one queue is one script call (chunked only when very large); calls
  * for several queues are issued together (ioredis writes them without waiting for replies).

@@ -2,7 +2,7 @@
  * The relay between queues (slots) of workflows over several queues (docs/workflows.md, "Redis
  * Cluster"). A script that ends a run whose dependent is in another queue cannot touch that queue's
  * keys (CROSSSLOT on a Cluster): it records the edge in an outbox of its own queue, in the same
- * script (see wfRelayOut in lua/common.lua). `drainRelays` empties outboxes: it reads a queue's
+ * script (see wfRelayOut in lua/workflow.lua). `drainRelays` empties outboxes: it reads a queue's
  * entries, applies them with one `wfrelay` script per dependent queue, then removes them from the
  * outbox (LREM of each entry: entries are unique by their token, and another drainer may be at
  * work on the same list). A crash between applying and removing leaves entries that a later drain
@@ -23,7 +23,7 @@ const BATCH = 200;
 /** Rounds per call (a cascade through more queues than this is finished by a later drain). */
 const ROUNDS = 32;
 
-/** The key of a queue's relay outbox (see lua/common.lua). */
+/** The key of a queue's relay outbox (see lua/workflow.lua). */
 export function outboxKey(c: RedisCore, queue: string): string {
   return `${c.k(queue).base}wo`;
 }

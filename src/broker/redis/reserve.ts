@@ -2,7 +2,7 @@
  * The Redis broker's reserve and settle: the worker's round trip. A reserve leases runs of its
  * queues (`lua/reserve.lua`, one call per queue, a second round for what the first left) and
  * records the outcomes that ride along with it in the same call; the settle records outcomes on
- * their own (`lua/settle.lua`). Both apply an outcome through `settleItems` in lua/common.lua, whose
+ * their own (`lua/settle.lua`). Both apply an outcome through `settleItems` in lua/outcomes.lua, whose
  * ARGV (5 per item) `pushSettlements` builds. The other transitions are in `transitions.ts`.
  */
 import { QUEUE_NAME } from '../../core/ids.ts';
@@ -32,7 +32,7 @@ function fitsOneCall(group: readonly { item: Settlement }[]): boolean {
   return group.length === 1 || bytes <= CHUNK_BYTES;
 }
 
-/** The ARGV of settlements, 5 per item (see settleItems in lua/common.lua); `now` the call's. */
+/** The ARGV of settlements, 5 per item (see settleItems in lua/outcomes.lua); `now` the call's. */
 function pushSettlements(c: RedisCore, args: (string | number)[], part: readonly { item: Settlement; rid: string }[], now: number): void {
   for (const { item, rid } of part) {
     if (item.outcome === 'spawned')

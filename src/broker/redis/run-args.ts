@@ -1,5 +1,5 @@
 /**
- * A new run as the creating scripts take it: the 14 values of `newRun` in lua/common.lua, the one
+ * A new run as the creating scripts take it: the 14 values of `newRun` in lua/runs.lua, the one
  * layout of enqueue.lua, schedfire.lua, wfcreate.lua and a spawn's runs (settle and reserve, through
  * `wfSpawn`), the last two with a workflow run's 2 more after them (`pushWorkflowRunArgs`). One
  * builder, and one reader in Lua, so a run has the same fields whichever way it was made: its flow

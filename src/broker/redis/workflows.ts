@@ -2,7 +2,7 @@
  * The Redis broker's workflows (docs/workflows.md): creation (`lua/wfcreate.lua`, and
  * `lua/wfmulti.lua` around it for a workflow over several queues), cancel of a workflow
  * (`lua/wfcancel.lua`, once per queue) and its record. Fan-in and failure propagation run inside
- * the settle, reserve, cancel and purge scripts (`wfResolve` in lua/common.lua).
+ * the settle, reserve, cancel and purge scripts (`wfResolve` in lua/workflow.lua).
  *
  * A workflow's runs in one queue share one hash tag: every step is one script on one slot (Redis
  * Cluster included), and creation is one script. A workflow over several queues spans slots: an
@@ -198,7 +198,7 @@ function edgesOf(c: RedisCore, queue: string, rid: string, h: Record<string, str
 }
 
 /**
- * The payload of a spawn settlement (`w` in settleItems, lua/common.lua): JSON with `m` how the
+ * The payload of a spawn settlement (`w` in settleItems, lua/outcomes.lua): JSON with `m` how the
  * result is built (v, l, o), `d` the awaited runs (lines as D), `r` the runs, each the 16 values
  * of a workflow's run (`pushWorkflowRunArgs`), as strings; `retention` the broker's retention
  * once cancelled, `now` the settle's.

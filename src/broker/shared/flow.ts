@@ -1,7 +1,7 @@
 /**
  * What both brokers share for flow control (docs/flow-control.md): how a rate limit is stored with
  * a run, and the GCRA step that the SQLite broker runs in TypeScript and the Redis broker in Lua
- * (`flowRate` in lua/common.lua: the same arithmetic, on the same doubles).
+ * (`flowGcra` in lua/flow.lua: the same arithmetic, on the same doubles).
  */
 import { ConfigError } from '../../core/errors.ts';
 import type { FlowKeyQuery, FlowKeySort, FlowRate, FlowWait } from '../types.ts';

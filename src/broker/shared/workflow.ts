@@ -2,7 +2,7 @@
  * What both brokers share about workflows (docs/workflows.md): the check of a new workflow (a DAG
  * of its own runs, every field in range), and the one way a dependent's input is built from its
  * dependencies' results (JSON texts joined, never parsed). The Redis broker's Lua does the same
- * joining (`wfJoin` in lua/common.lua); the conformance suite holds both to it.
+ * joining (`wfJoin` in lua/workflow.lua); the conformance suite holds both to it.
  */
 import { ConfigError } from '../../core/errors.ts';
 import { queueOfRunId } from '../../core/ids.ts';

@@ -19,7 +19,7 @@ import { Cluster, Redis } from 'ioredis';
 import pino from 'pino';
 import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../../../src/broker/redis/layout.ts';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
-import { expandScript, SCRIPT_NAMES, scriptSource } from '../../../src/broker/redis/scripts.ts';
+import { expandScript, parseLibraries, SCRIPT_NAMES, scriptSource } from '../../../src/broker/redis/scripts.ts';
 import { BrokerConfigError } from '../../../src/core/errors.ts';
 import { newRunId } from '../../../src/core/ids.ts';
 import { requires } from '../../fixtures/prereq.ts';
@@ -324,15 +324,12 @@ describe('Lua script conventions (scripts.ts)', () => {
     'end',
     '',
   ].join('\n');
-  const readFile = (file: string) => {
-    if (file !== 'common.lua') throw new Error(`no ${file}`);
-    return common;
-  };
+  const libs = parseLibraries({ 'common.lua': common });
   const script = (directives: string, code = 'return twice(KEYS[1])') =>
     `--[[\n  x: a test script.\n  KEYS[1] a key\n]]\n${directives}\n\n${code}\n`;
 
   it('takes the key count from the header and expands the helpers named, with what they use', () => {
-    const { keys, lua } = expandScript('x.lua', script('--!keys 1\n--!include common.lua: twice'), readFile);
+    const { keys, lua } = expandScript('x.lua', script('--!keys 1\n--!include common.lua: twice'), libs);
     assert.equal(keys, 1);
     assert.match(lua, /local rcall = redis\.call/, 'a helper the named one uses');
     assert.match(lua, /local function twice/);
@@ -360,10 +357,54 @@ describe('Lua script conventions (scripts.ts)', () => {
       ['a helper named but not used', script('--!keys 1\n--!include common.lua: twice, other'), /other listed but not used/],
       ['a helper the file lacks', script('--!keys 1\n--!include common.lua: twice, thrice'), /does not define thrice/],
       ['an include without a list', script('--!keys 1\n--!include common.lua'), /an include line must read/],
+      ['a library that does not exist', script('--!keys 1\n--!include nope.lua: twice'), /nope\.lua: no such library/],
+      ['a helper named twice', script('--!keys 1\n--!include common.lua: twice, twice'), /twice listed twice/],
     ];
     for (const [what, text, message] of cases) {
-      assert.throws(() => expandScript('x.lua', text, readFile), message, what);
+      assert.throws(() => expandScript('x.lua', text, libs), message, what);
     }
+  });
+
+  it('takes helpers from several libraries, each after those it uses, with their opening comments', () => {
+    const multi = parseLibraries({
+      'jobs.lua': '--[[ jobs ]]\nlocal function job(k)\n  return twice(k) .. base1(k)\nend\nlocal function spare()\n  return 2\nend\n',
+      'common.lua': common,
+      'base.lua': "--[[ base ]]\nlocal function base1(k)\n  return rcall('TYPE', k)\nend\n",
+    });
+    const { lua } = expandScript(
+      'x.lua',
+      script('--!keys 1\n--!include jobs.lua: job\n--!include common.lua: rcall', 'return job(KEYS[1]) .. rcall("GET", KEYS[1])'),
+      multi,
+    );
+    const at = (text: string) => lua.indexOf(text);
+    for (const text of ['--[[ helpers ]]', '--[[ base ]]', '--[[ jobs ]]']) assert.ok(at(text) >= 0, text);
+    assert.ok(at('local rcall') < at('local function base1'), 'common.lua before base.lua, which uses it');
+    assert.ok(at('local function base1') < at('local function job'), 'base.lua before jobs.lua, which uses it');
+    assert.ok(at('local function twice') < at('local function job'));
+    assert.doesNotMatch(lua, /spare|other|--!include/, 'only what is used, and no directive left');
+    assert.throws(
+      () => expandScript('x.lua', script('--!keys 1\n--!include common.lua: job', 'return job(KEYS[1])'), multi),
+      /common\.lua: does not define job \(jobs\.lua does\)/,
+    );
+    assert.throws(
+      () => expandScript('x.lua', script('--!keys 1\n--!include common.lua: rcall', 'return job(KEYS[1]) .. rcall("GET", KEYS[1])'), multi),
+      /uses job without listing them \(job is in jobs\.lua\)/,
+    );
+  });
+
+  it('refuses libraries that define a name twice, use a later definition, or use each other in a cycle', () => {
+    const fn = (name: string, body = 'return 1') => `local function ${name}()\n  ${body}\nend\n`;
+    const cases: [string, Record<string, string>, RegExp][] = [
+      ['one name in two files', { 'a.lua': fn('f'), 'b.lua': fn('f') }, /b\.lua: defines f, which a\.lua defines too/],
+      ['a name used before its definition', { 'a.lua': fn('f', 'return g()') + fn('g') }, /a\.lua: f uses g, defined after it/],
+      [
+        'a cycle',
+        { 'a.lua': fn('f', 'return g()'), 'b.lua': fn('g', 'return h()'), 'c.lua': fn('h', 'return f()') },
+        /cycle: a\.lua -> b\.lua -> c\.lua -> a\.lua/,
+      ],
+      ['two names on one line', { 'a.lua': 'local f, g = 1, 2\n' }, /a\.lua: defines two names on one line/],
+    ];
+    for (const [what, texts, message] of cases) assert.throws(() => parseLibraries(texts), message, what);
   });
 
   it('every script of the broker loads, and names the fields of each HMGET in locals on the next line', () => {

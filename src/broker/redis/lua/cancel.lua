@@ -2,7 +2,7 @@
   cancel: cancels a waiting, queued, scheduled or active run. A queued run leaves its list, a scheduled
   one the schedule, an active one its lease (its attempt is recorded as `cancelled`, and its id
   is published on the cancels channel so that its worker can stop at once), a waiting one its
-  wait keys. The run is then finished as cancelled (see `finish` in common.lua), and, when it is a
+  wait keys. The run is then finished as cancelled (see `finish` in runs.lua), and, when it is a
   run of a workflow, that failure reaches the runs waiting for it (wfResolve). Finished runs are
   left as they are.
 
@@ -17,11 +17,14 @@
   ARGV[7] run id
 
   Returns { 'C', previous state code, relay } when cancelled (relay 1 when this queue's relay outbox
-  holds entries: see wfRelayOut in common.lua), { 'F', state code } when already finished,
+  holds entries: see wfRelayOut in workflow.lua), { 'F', state code } when already finished,
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify, wake, unplace, flowUnqueue, flowFree, wfResolve
+--!include common.lua: rcall, appendHistory, notify, wake
+--!include flow.lua: flowUnqueue, flowFree
+--!include runs.lua: finish, unplace
+--!include workflow.lua: wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
 local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y', 'G', 'X')

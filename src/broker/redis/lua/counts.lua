@@ -15,7 +15,7 @@ local queued = 0
 for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   queued = queued + redis.call('LLEN', ARGV[1] .. 'w:' .. p)
 end
--- Runs under flow control, in the lists of their keys (see common.lua).
+-- Runs under flow control, in the lists of their keys (see flow.lua).
 queued = queued + (tonumber(redis.call('HGET', ARGV[1] .. 'fM', 'q')) or 0)
 return {
   queued,

@@ -13,7 +13,7 @@
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now (epoch ms)
-  then 14 per run, as newRun in common.lua reads them (pushRunArgs in run-args.ts): rid, task,
+  then 14 per run, as newRun in runs.lua reads them (pushRunArgs in run-args.ts): rid, task,
     input, priority, runAt, enqueuedAt ('' when it is the time in the run id), idempotency key, its
     ttl, traceparent, retention once cancelled, flow spec ('' for none, else '<group>|<key limit>|
     <group limit>|<key rate>|<group rate>|<key weight>|<key>'), schedule mark, deadline to start
@@ -21,14 +21,17 @@
     else '<maxAt or empty>|<key>' (NewRun.debounce): a scheduled run named by the key's hash
     base..'db:'..task..':'..key (r rid, m maxAt; kept a minute past its run's due time) takes this
     input and runAt (at most m) and is returned instead of a new run);
-    a queued run with a flow spec goes to its key's list (as flowPush in common.lua does for one
+    a queued run with a flow spec goes to its key's list (as flowPush in flow.lua does for one
     run; here each key and group of the call is updated once)
 
   Returns, 3 per run: rid (the created run, or the existing one), created (1 or 0), state code
   of that run (q s a d f c).
 ]]
 --!keys 1
---!include common.lua: rcall, fmt, bulk, statFlush, flowGroupReady, flowKeyNew, flowKeyUnpack, flowKeyPack, flowKeyIsReady, flowKeyMany, flowRingAdd, newRun, runExisting, runWrite, wake
+--!include common.lua: rcall, fmt, bulk, wake
+--!include stats.lua: statFlush
+--!include flow.lua: flowGroupReady, flowKeyNew, flowKeyUnpack, flowKeyPack, flowKeyIsReady, flowKeyMany, flowRingAdd
+--!include runs.lua: newRun, runExisting, runWrite
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
 local out = {}
@@ -140,7 +143,7 @@ end
 
 -- Runs under flow control: per group, its keys' states read with one HMGET and written with one
 -- HSET, each key's list appended to and the key put in its group's ring; then the group (see
--- flowPush, flowReady in common.lua).
+-- flowPush, flowReady in flow.lua).
 if flowQueued then
   local turn = tonumber(rcall('HGET', base .. 'fM', 't')) or 0
   local total = 0

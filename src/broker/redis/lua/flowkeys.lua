@@ -3,7 +3,7 @@
   that only the page leaves the server. Every key of the queue is read (its group's hash of key
   states): O(keys) per page, in one script.
 
-  KEYS[1] fY  SET  the groups that have key states (see common.lua)
+  KEYS[1] fY  SET  the groups that have key states (see flow.lua)
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] sort: 'queued' or 'active' (most first), or 'key'; then by group and key; or 'held':
@@ -16,7 +16,7 @@
           { group_rate, group_concurrency, key_rate, key_concurrency } (runs), then the number of keys
 ]]
 --!keys 1
---!include common.lua: flowKeyUnpack
+--!include flow.lua: flowKeyUnpack
 local base, sort = ARGV[1], ARGV[2]
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local rows = {}

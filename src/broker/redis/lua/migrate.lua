@@ -16,7 +16,8 @@
   Returns the number of steps applied (0: the queue was at that version already).
 ]]
 --!keys 1
---!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE, flowKeyNew, flowKeyPack, flowWaitFirst
+--!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE
+--!include flow.lua: flowKeyNew, flowKeyPack, flowWaitFirst
 
 local base, to = ARGV[1], tonumber(ARGV[3])
 local marker = rcall('GET', KEYS[1])

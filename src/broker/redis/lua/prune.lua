@@ -1,8 +1,8 @@
 --[[
   prune: deletes the finished runs of one queue whose expiresAt <= now (the caller's clock), and
-  their idempotency keys (see dropRun in common.lua).
+  their idempotency keys (see dropRun in runs.lua).
 
-  1. The expiry lists (see common.lua): the minutes that have begun are read oldest first; in
+  1. The expiry lists (see runs.lua): the minutes that have begun are read oldest first; in
      each, runs are taken in the order they finished and deleted while expired, up to the first one
      that is not (only the current minute can hold one: the rest of it waits for a later call).
      An entry whose run is gone, no longer finished, or now expires in another minute (replayed,
@@ -28,7 +28,8 @@
   Returns { removed, more (1 when a step reached its limit: call again) }.
 ]]
 --!keys 4
---!include common.lua: rcall, bulk, dropRun, EXPIRY_MINUTE, notify
+--!include common.lua: rcall, bulk, notify
+--!include runs.lua: dropRun, EXPIRY_MINUTE
 local base, now, limit, slack = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local chan, qp = ARGV[5], ARGV[6]
 local zsets = { d = KEYS[1], f = KEYS[2], c = KEYS[3] }

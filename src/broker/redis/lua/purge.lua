@@ -1,6 +1,6 @@
 --[[
   purge: deletes queued and scheduled runs of one queue (at most `limit` of each per call), and
-  their idempotency keys (see dropRun in common.lua). Active runs are left to finish. A purged
+  their idempotency keys (see dropRun in runs.lua). Active runs are left to finish. A purged
   step of a workflow counts as cancelled for the runs waiting for it (wfResolve): they are
   cancelled, skipped or run anyway as their edges say, rather than left waiting.
 
@@ -14,10 +14,13 @@
   ARGV[5] now
 
   Returns { deleted, more (1 when a limit was reached: call again), relay (1 when this queue's relay
-  outbox holds entries: see wfRelayOut in common.lua) }.
+  outbox holds entries: see wfRelayOut in workflow.lua) }.
 ]]
 --!keys 2
---!include common.lua: dropRun, flowReady, wake, wfResolve
+--!include common.lua: wake
+--!include flow.lua: flowReady
+--!include runs.lua: dropRun
+--!include workflow.lua: wfResolve
 local base, limit, chan, qp, nowS = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local now = tonumber(nowS)
 local deleted, more = 0, 0
@@ -64,7 +67,7 @@ for _, p in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   end
 end
 
--- Runs under flow control: each key's list (see common.lua), then the key's place in the rings.
+-- Runs under flow control: each key's list (see flow.lua), then the key's place in the rings.
 if left > 0 then
   for _, g in ipairs(redis.call('SMEMBERS', base .. 'fY')) do
     for _, y in ipairs(redis.call('HKEYS', base .. 'fy|' .. g)) do

@@ -5,7 +5,7 @@
   A run whose hash exists already, or whose idempotency key (same task) names a run that exists,
   is not recorded and the stored run is left unchanged. A recorded run is written as a run that
   was leased and settled on its last attempt would be (fields a, w, b and `o`: the open attempt,
-  see common.lua), indexed in its finished set and listed for prune in the minute its retention
+  see runs.lua), indexed in its finished set and listed for prune in the minute its retention
   ends (`finish`). Retention 0 or less: nothing is stored, the stats still count it.
   Counts, in this minute's stats: enqueued, succeeded or failed, the wait (startedAt minus the
   time in the run id) and the run time (now minus startedAt).
@@ -22,7 +22,9 @@
   Returns one integer per run: 1 recorded, 0 not (id or key held).
 ]]
 --!keys 1
---!include common.lua: rcall, statAdd, statLatency, statFlush, finish, newBatch, flushFinished, ridTime
+--!include common.lua: rcall, ridTime
+--!include stats.lua: statAdd, statLatency, statFlush
+--!include runs.lua: finish, newBatch, flushFinished
 local base = ARGV[1]
 local nowS = ARGV[2]
 local now = tonumber(nowS)

@@ -16,7 +16,9 @@
   Returns the number of runs released.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, pushQueued, wake, notify, flowFree
+--!include common.lua: rcall, appendHistory, wake, notify
+--!include flow.lua: flowFree
+--!include runs.lua: pushQueued
 local base, worker, nowS, chan, qp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local released = 0
 -- Backwards, so that pushing each at the head keeps the runs in the order given.
@@ -35,7 +37,7 @@ for j = #ARGV - 1, 6, -2 do
     end
     pushQueued(base, rid, prio or '0', true, g)
     if startBy and tonumber(att) == 1 then
-      -- Its attempt given back, it may expire again (see 'startby' in common.lua).
+      -- Its attempt given back, it may expire again (see 'startby' in runs.lua).
       rcall('ZADD', base .. 'startby', startBy, rid)
     end
     notify(chan, qp, rid, watched)

@@ -14,7 +14,7 @@
        reason `expired` instead.
   Before step 3, and also while the queue is paused, runs past that deadline are failed the same
   way wherever they are in their lists (at most `limit` per call): they are indexed by deadline in
-  `startby` (see common.lua), whose earliest entry counts in nextAt.
+  `startby` (see runs.lua), whose earliest entry counts in nextAt.
   Counts, for this minute's stats, the wait of each leased run and the runs failed here.
   A run whose hash is unreadable (not a hash, or lacking task or input) is failed with reason
   `corrupt` and the script goes on (a run of a workflow so failed reaches the runs waiting for it,
@@ -26,7 +26,7 @@
   KEYS[2] active  ZSET lease expiry
   KEYS[3] prios   ZSET priority levels with queued runs
   KEYS[4] paused  STRING present while the queue is paused: then nothing is done
-  (and the flow-control keys of the queue, under the same hash tag: see common.lua)
+  (and the flow-control keys of the queue, under the same hash tag: see flow.lua)
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] worker id
@@ -48,10 +48,14 @@
             then 8 per leased run: rid, task, input, attempt, priority, enqueuedAt ('': the
             time in the run id), traceparent ('' for none), schedule mark ('' for none),
             then 1 when this queue's relay outbox holds entries (a workflow over several queues:
-            the caller drains it, see wfRelayOut in common.lua), else 0 }
+            the caller drains it, see wfRelayOut in workflow.lua), else 0 }
 ]]
 --!keys 4
---!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, earliestLease, ridTime, statAdd, statLatency, statFlush, appendHistory, pushQueued, wake, bulk, finish, failCorrupt, notify, settleItems, leaseLostError, expiredError, flowReady, flowGroupReady, flowFree, flowWaitFirst, KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat, wfResolve, flowUnqueue
+--!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, wake, bulk, earliestLease
+--!include stats.lua: statFlush
+--!include flow.lua: KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat
+--!include outcomes.lua: settleItems
+--!include leasing.lua: reserveSweep, reservePromote, reserveRecover, reserveLease, reserveFlowWake, reserveFlowPlan, reserveFlowMeta, reserveFirstDeadline, reserveNextAt
 local base, worker = ARGV[1], ARGV[2]
 local max = tonumber(ARGV[3])
 local leaseUntil = ARGV[4] -- a string: written as given (see fmt in common.lua)
@@ -64,6 +68,12 @@ local chan, qp = ARGV[9], ARGV[10]
 local more = false
 local acc = {} -- this minute's counters
 local out = { 0, 0, (#ARGV - 10) / 5 }
+-- The context of the steps in leasing.lua (see there).
+local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
+local c = {
+  base = base, worker = worker, now = now, nowS = nowS, leaseUntil = leaseUntil, failedRet = failedRet,
+  limit = limit, chan = chan, qp = qp, acc = acc, leases = leases, out = out,
+}
 
 -- 0. Outcomes sent along.
 local wakeUp = false
@@ -71,50 +81,15 @@ if #ARGV > 10 then
   wakeUp = settleItems(base, worker, now, nowS, chan, qp, KEYS[2], KEYS[1], 11, #ARGV, out, acc)
 end
 
--- Never-started queued runs past their deadline to start (field X, indexed in `startby`): failed
--- with reason `expired`, as lease() below does for one it reaches, wherever they are in their lists.
--- A run under flow control leaves its key's list (flowUnqueue, as cancel); another leaves its
--- level's list when it is among the first entries (LPOS bounds the search), else its entry there
--- is left stale and skipped when reached. Entries of runs that cannot expire now are dropped (a
--- scheduled one is indexed again when promoted).
-local startby = base .. 'startby'
+-- Never-started queued runs past their deadline to start: failed (reserveSweep).
 local function sweepExpired()
-  local rids = rcall('ZRANGEBYSCORE', startby, '-inf', '(' .. nowS, 'LIMIT', 0, limit)
-  if #rids == limit then
+  local full, woke = reserveSweep(c, KEYS[3])
+  if full then
     more = true
   end
-  for _, rid in ipairs(rids) do
-    local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'a', 'X', 'W', 'G', 'g', 'y', 'p')
-    local state, attempts, startBy, watched, wf, g, y, prio = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
-    if not v['err'] and state == 'q' and startBy and now > (tonumber(startBy) or now) and (tonumber(attempts) or 0) == 0 then
-      if g then
-        flowUnqueue(base, rid, g, y or '')
-      else
-        local wk = base .. 'w:' .. (prio or '0')
-        if rcall('LPOS', wk, rid, 'MAXLEN', 1000) then
-          rcall('LREM', wk, 1, rid)
-          if rcall('LLEN', wk) == 0 then
-            rcall('ZREM', KEYS[3], prio or '0')
-          end
-        end
-      end
-      if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
-        wakeUp = true
-      end
-      finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'E', expiredError(startBy))
-      statAdd(acc, 'f', 1)
-      notify(chan, qp, rid, watched)
-    end
+  if woke then
+    wakeUp = true
   end
-  bulk('ZREM', startby, rids, 1000)
-end
-
--- When the first run indexed in `startby` expires (nil: none): a run exactly at its deadline may
--- still start, so a millisecond after it.
-local function firstDeadline()
-  local first = rcall('ZRANGE', startby, 0, 0, 'WITHSCORES')
-  return first[2] and tonumber(first[2]) + 1 or nil
 end
 
 -- A paused queue is left untouched until resumed (its due times do not count either), but for
@@ -125,7 +100,7 @@ if rcall('EXISTS', KEYS[4]) == 1 then
   if wakeUp then
     wake(base)
   end
-  out[1] = more and now or firstDeadline() or -1
+  out[1] = more and now or reserveFirstDeadline(base) or -1
   out[#out + 1] = rcall('EXISTS', base .. 'wo')
   return out
 end
@@ -143,24 +118,9 @@ if #due > 0 then
   if #due == limit then
     more = true
   end
-  for _, rid in ipairs(due) do
-    local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g', 'X')
-    local state, prio, watched, g, startBy = v[1], v[2], v[3], v[4], v[5]
-    if v['err'] then
-      if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
-        wakeUp = true
-      end
-    elseif state == 's' then
-      rcall('HSET', k, 's', 'q')
-      pushQueued(base, rid, prio or '0', false, g)
-      if startBy then
-        rcall('ZADD', startby, startBy, rid) -- again, if a sweep dropped it while scheduled
-      end
-      notify(chan, qp, rid, watched)
-    end
+  if reservePromote(c, KEYS[1], due) then
+    wakeUp = true
   end
-  rcall('ZREMRANGEBYRANK', KEYS[1], 0, #due - 1)
 end
 
 -- 2. Expired leases: back to the head of their level (in lease order), or failed.
@@ -172,99 +132,27 @@ if #expired > 0 then
   if #expired == limit then
     more = true
   end
-  for j = #expired, 1, -1 do
-    local rid = expired[j]
-    local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'a', 'w', 'b', 'l', 'h', 'g', 'G')
-    local state, prio, watched, att, holder, started, lost, hist, g, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
-    if v['err'] then
-      if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
-        wakeUp = true
-      end
-    elseif state == 'a' then
-      if g then
-        flowFree(base, k, g)
-      end
-      local losses = (tonumber(lost) or 0) + 1
-      local h = appendHistory(hist, att, holder, started, nowS, 'lost')
-      rcall('HDEL', k, 'o')
-      if losses >= maxLosses then
-        -- A terminal failure of a run of a workflow reaches the runs that wait for it (before the
-        -- run is finished: with retention 0 that deletes it and its edges).
-        if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
-          wakeUp = true
-        end
-        finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'l', losses, 'h', h, 'E', leaseLostError)
-        statAdd(acc, 'f', 1)
-      else
-        rcall('HSET', k, 's', 'q', 'l', losses, 'h', h)
-        pushQueued(base, rid, prio or '0', true, g)
-      end
-      notify(chan, qp, rid, watched)
-    end
+  if reserveRecover(c, KEYS[2], expired, maxLosses) then
+    wakeUp = true
   end
-  rcall('ZREMRANGEBYRANK', KEYS[2], 0, #expired - 1)
 end
 
 sweepExpired()
 
 -- 3. Lease up to max queued runs.
 local n = 0
-local leases = { ACTIVE_PIN_SCORE, ACTIVE_PIN } -- score, rid pairs for `active` (the pin first: see common.lua)
 
--- Leases queued run rid (its priority level p, or nil: the one stored) if it is still queued;
--- returns whether it did. A corrupt run is failed; a stale entry (gone, no longer queued) skipped.
+-- Leases queued run rid (its priority level p, or nil: the one stored) if it is still queued
+-- (reserveLease); returns whether it did.
 local function lease(rid, p)
-  local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S', 'X', 'G')
-  local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
-  local startBy, wf = v[11], v[12]
-  if startBy and state == 'q' then
-    rcall('ZREM', startby, rid) -- leased or failed here: no longer in the index
+  local leased, woke = reserveLease(c, rid, p)
+  if woke then
+    wakeUp = true
   end
-  if v['err'] then
-    if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'not a hash', acc, chan) then
-      wakeUp = true
-    end
-  elseif state == 'q' and startBy and now > (tonumber(startBy) or now) and (tonumber(attempts) or 0) == 0 then
-    -- Past its deadline to start (expiry): failed, never started, no attempt counted; a
-    -- workflow's dependents are told first (finish may delete the run).
-    if wf and wfResolve(base, qp, chan, now, nowS, rid, false, '') then
-      wakeUp = true
-    end
-    finish(base, k, rid, 'f', 'failed', now, nowS, failedRet, nil, 'E', expiredError(startBy))
-    statAdd(acc, 'f', 1)
-    notify(chan, qp, rid, watched)
-  elseif state == 'q' and task and input then
-    local a = (tonumber(attempts) or 0) + 1
-    rcall('HSET', k, 's', 'a', 'a', fmt('%d', a), 'w', worker, 'b', nowS, 'o', '1')
-    leases[#leases + 1] = leaseUntil
-    leases[#leases + 1] = rid
+  if leased then
     n = n + 1
-    out[#out + 1] = rid
-    out[#out + 1] = task
-    out[#out + 1] = input
-    out[#out + 1] = a
-    out[#out + 1] = p or prio or '0'
-    out[#out + 1] = enq or ''
-    out[#out + 1] = tp or ''
-    out[#out + 1] = mark or ''
-    notify(chan, qp, rid, watched)
-    -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
-    local since = tonumber(enq) or ridTime(rid)
-    local due = tonumber(runAt)
-    if due and due > since then
-      since = due
-    end
-    statLatency(acc, 'w', now - since)
-    return true
-  elseif state == 'q' or (not state and (task or input)) then
-    if failCorrupt(base, k, rid, qp .. rid, now, nowS, failedRet, 'its task, input or state is missing', acc, chan) then
-      wakeUp = true
-    end
   end
-  -- Otherwise the run is gone or no longer queued (a stale entry): skipped.
-  return false
+  return leased
 end
 
 -- 3a. Runs under flow control: one per turn, from the first ready key of the first ready group;
@@ -274,32 +162,19 @@ end
 local flowRing, flowWaitK, flowWaitG = base .. 'fR', base .. 'fW', base .. 'fWg'
 -- Only a queue that has had runs under flow control has its counters hash: the others skip this.
 -- fM: t the turn counter (read again below if the waiting keys took turns), q the runs in key
--- lists, w when the first waiting key or group may start (see flowWaitFirst in common.lua): the
+-- lists, w when the first waiting key or group may start (see flowWaitFirst in flow.lua): the
 -- waiting sets are read only once that time has come. All three are written once, at the end.
 local fm = rcall('HMGET', base .. 'fM', 't', 'q', 'w')
 local turnS, flowQS, flowWS = fm[1], fm[2], fm[3]
 local flowOn = turnS ~= false or flowQS ~= false or flowWS ~= false
 local waitAt = tonumber(flowWS) -- nil: nothing waits
 local waitAt0 = waitAt
-local dueK, dueG = {}, {}
 if waitAt and waitAt <= now then
-  dueK = rcall('ZRANGEBYSCORE', flowWaitK, '-inf', now, 'LIMIT', 0, limit)
-  for _, gy in ipairs(dueK) do
-    local cut = string.find(gy, '|', 1, true)
-    rcall('ZREM', flowWaitK, gy)
-    flowReady(base, string.sub(gy, 1, cut - 1), string.sub(gy, cut + 1), true)
-  end
-  dueG = rcall('ZRANGEBYSCORE', flowWaitG, '-inf', now, 'LIMIT', 0, limit)
-  for _, g in ipairs(dueG) do
-    rcall('ZREM', flowWaitG, g)
-    rcall('HDEL', base .. 'fG|' .. g, 'w')
-    flowGroupReady(base, g)
-  end
-  if #dueK == limit or #dueG == limit then
+  local full
+  full, waitAt, turnS = reserveFlowWake(c)
+  if full then
     more = true
   end
-  waitAt = tonumber(flowWaitFirst(base))
-  turnS = rcall('HGET', base .. 'fM', 't')
 end
 -- A key or group sent to wait below (at `at`): waitAt follows.
 local function waits(at)
@@ -370,7 +245,7 @@ if max > 0 and flowOn then
           kept = true
         else
           local q = base .. 'fq|' .. g .. '|' .. y
-          -- The key's state, read and written as text (the order of flowKeyUnpack in common.lua).
+          -- The key's state, read and written as text (the order of flowKeyUnpack in flow.lua).
           local s = packed[i]
           local kaS, kqS, kcS, tS, krate, waitS, eS, zS
           if s then
@@ -430,29 +305,8 @@ if max > 0 and flowOn then
             if take < 1 then
               take = 1
             end
-            local kts, gts -- the GCRA times after each start, when more than one is planned
-            local kHeld, gHeld = nil, nil
-            if take > 1 then
-              kts, gts = { kval }, { gnext }
-            end
-            for st = 2, take do
-              if krate then
-                local ok, v = flowGcra(krate, kts[st - 1], now)
-                if not ok then
-                  kHeld, take = v, st - 1
-                  break
-                end
-                kts[st] = v
-              end
-              if grate then
-                local ok, v = flowGcra(grate, gts[st - 1], now)
-                if not ok then
-                  gHeld, take = v, st - 1
-                  break
-                end
-                gts[st] = v
-              end
-            end
+            local kts, gts, kHeld, gHeld
+            take, kts, gts, kHeld, gHeld = reserveFlowPlan(take, krate, kval, grate, gnext, now)
             local rids
             if take == 1 then
               local r = rcall('LPOP', q)
@@ -562,23 +416,8 @@ if max > 0 and flowOn then
     flowTurnS = fmt('%d', turn)
   end
 end
--- fM written once, and only when something changed: a reserve that served no flow key writes nothing.
-if flowTurnS or flowQ or waitAt ~= waitAt0 then
-  local f = {}
-  if flowTurnS then
-    f[#f + 1] = 't'
-    f[#f + 1] = flowTurnS
-  end
-  if flowQ then
-    f[#f + 1] = 'q'
-    f[#f + 1] = fmt('%d', flowQ)
-  end
-  if waitAt ~= waitAt0 then
-    f[#f + 1] = 'w'
-    f[#f + 1] = waitAt and fmt('%.17g', waitAt) or ''
-  end
-  rcall('HSET', base .. 'fM', unpack(f))
-end
+-- fM written once, and only when something changed.
+reserveFlowMeta(base, flowTurnS, flowQ, waitAt, waitAt0)
 
 -- 3b. The other runs, by priority level.
 local levels = rcall('ZRANGE', KEYS[3], 0, -1)
@@ -638,35 +477,12 @@ if wakeUp then
   wake(base)
 end
 
-local nextAt = -1
-if more then
-  nextAt = now
-else
-  -- Read again only if steps 1 and 2 changed them; leases made in step 3 expire at leaseUntil.
-  if #due > 0 then
-    s1 = rcall('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  end
-  if #expired > 0 or (not a1[2] and n > 0) then
-    a1 = earliestLease(KEYS[2])
-  end
-  if s1[2] then
-    nextAt = tonumber(s1[2])
-  end
-  if a1[2] then
-    local t = tonumber(a1[2])
-    if nextAt < 0 or t < nextAt then
-      nextAt = t
-    end
-  end
-  -- When the first deadline to start passes.
-  local x1 = firstDeadline()
-  if x1 and (nextAt < 0 or x1 < nextAt) then
-    nextAt = x1
-  end
-  -- When the first rate-limited or backed-off key or group may start again.
-  if waitAt and (nextAt < 0 or waitAt < nextAt) then
-    nextAt = waitAt
-  end
+-- When to come back: now when more is pending, else the earliest due time (reserveNextAt; sched
+-- and active read again only if steps 1 and 2 changed them, leases made in step 3 expire at
+-- leaseUntil).
+local nextAt = now
+if not more then
+  nextAt = reserveNextAt(c, KEYS[1], KEYS[2], s1, a1, #due > 0, #expired > 0 or (not a1[2] and n > 0), waitAt)
 end
 statFlush(base, now, acc)
 out[1] = nextAt

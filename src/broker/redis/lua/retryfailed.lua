@@ -16,10 +16,12 @@
   ARGV[7] now (the runs are due from then)
 
   Returns { replayed, skipped, scanned, relay } (relay 1 when this queue's relay outbox holds
-  entries: see wfRelayOut in common.lua).
+  entries: see wfRelayOut in workflow.lua).
 ]]
 --!keys 1
---!include common.lua: rcall, wake, replay, wfRewait
+--!include common.lua: rcall, wake
+--!include runs.lua: replay
+--!include workflow.lua: wfRewait
 local base, task = ARGV[1], ARGV[2]
 local offset, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local chan, qp = ARGV[5], ARGV[6]

@@ -4,7 +4,7 @@
   Only if the schedule exists, is not paused, has hash ARGV[3] and its next fire time is still
   ARGV[4] (the compare-and-set): moves the next fire time to ARGV[5], adds to its misses and fires,
   records the last fire, and creates the runs as enqueue.lua does, with the same helpers (newRun,
-  runExisting, runWrite in common.lua): a run whose id exists, or whose idempotency key is held by
+  runExisting, runWrite in runs.lua): a run whose id exists, or whose idempotency key is held by
   an existing run, is not created again; a run with a flow spec is under its task's limits
   (docs/flow-control.md). Otherwise writes nothing.
   The overlap policy (FireRequest.overlap in broker/types.ts) is applied here, in the same step:
@@ -21,14 +21,16 @@
   ARGV[2] id, ARGV[3] hash, ARGV[4] expected next fire time, ARGV[5] new next fire time ('' none),
   ARGV[6] missed to add, ARGV[7] now, ARGV[8] nominal time of each run, comma-separated ('' when
   no run), ARGV[9] overlap policy ('' allow, skip, cancel, buffer)
-  then 14 per run, as enqueue.lua takes them (newRun in common.lua; pushRunArgs in run-args.ts)
+  then 14 per run, as enqueue.lua takes them (newRun in runs.lua; pushRunArgs in run-args.ts)
 
   Returns { 'fired', missed added, the overlapping previous rid with cancel ('' none), then 3 per
   run kept: rid, created (1 or 0), state code } or { 'buffered', the previous rid } or { 'stale',
   stored next ('' none), stored hash } or { 'paused' } or { 'not_found' }.
 ]]
 --!keys 3
---!include common.lua: rcall, statFlush, newRun, runExisting, runCreate, wake
+--!include common.lua: rcall, wake
+--!include stats.lua: statFlush
+--!include runs.lua: newRun, runExisting, runCreate
 local base, id, hash, expect, nextS = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local missed, nowS, atsS, policy = tonumber(ARGV[6]), ARGV[7], ARGV[8], ARGV[9]
 local now = tonumber(nowS)
@@ -45,7 +47,7 @@ if sHash ~= hash or sNext ~= expect then
 end
 
 -- The runs to create: ARGV[from], ARGV[from + RUN_ARGS], ... up to ARGV[to]; their nominal times.
-local RUN_ARGS = 14 -- values per run (newRun in common.lua)
+local RUN_ARGS = 14 -- values per run (newRun in runs.lua)
 local from, to = 10, #ARGV
 local ats = {}
 for at in string.gmatch(atsS, '[^,]+') do

@@ -17,7 +17,8 @@
   Returns { -1 } when there is no such workflow, else { n }: how many runs were cancelled.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, finish, notify, unplace
+--!include common.lua: rcall, appendHistory, notify
+--!include runs.lua: finish, unplace
 local base, nowS, chan, cancels, qp = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nowS)
 local list = rcall('HGET', KEYS[1], 'r')

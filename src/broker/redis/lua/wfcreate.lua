@@ -4,7 +4,7 @@
   is waiting: in `waiting`, its dependencies in wd:<rid>, and itself in the we: edge index of each
   of them. Every run stores its workflow id (G), its retention once cancelled (C, also used when a
   failed dependency skips it), how its input is built (M) and its dependencies (D), besides the
-  fields every run has (written as enqueue writes them: runWrite in common.lua).
+  fields every run has (written as enqueue writes them: runWrite in runs.lua).
   Counts the runs created in this minute's stats; leaves a wake-up token when a run was queued or
   a scheduled run is due first.
   A workflow over several queues (mode m) is created by one call per queue (workflows.ts): then a
@@ -22,7 +22,7 @@
   ARGV[4] mode: '' one queue, m one queue of a workflow over several
   ARGV[5] number of runs n
   then 16 per run (pushWorkflowRunArgs in run-args.ts): the 14 of a new run as newRun in
-    common.lua reads them (as enqueue.lua takes them: rid, task, input, priority, runAt,
+    runs.lua reads them (as enqueue.lua takes them: rid, task, input, priority, runAt,
     enqueuedAt, idempotency key, its ttl, traceparent, retention once cancelled (ms, always
     given), flow spec, schedule mark, deadline to start, debounce), then inputFrom ('' given, v
     value, l list, o object) and dependencies ('' for none; else one line each: rid TAB policy TAB
@@ -35,7 +35,10 @@
   run rid is held by a stored run (nothing written).
 ]]
 --!keys 1
---!include common.lua: rcall, statFlush, wake, newRun, wfAddRun
+--!include common.lua: rcall, wake
+--!include stats.lua: statFlush
+--!include runs.lua: newRun
+--!include spawn.lua: wfAddRun
 local base, nowS, wfId, multi = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 'm'
 local now = tonumber(nowS)
 local last = 5 + 16 * tonumber(ARGV[5])

@@ -24,7 +24,8 @@
   c: { committed (1 now, 0 already), relay (1 when this queue's relay outbox holds entries) }.
 ]]
 --!keys 1
---!include common.lua: rcall, wake, wfRelayOut, wfRelease
+--!include common.lua: rcall, wake
+--!include workflow.lua: wfRelayOut, wfRelease
 local base, nowS, op = ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
 if op == 'b' then

@@ -1,7 +1,7 @@
 --[[
   wfrelay: applies relay entries (docs/workflows.md, "Redis Cluster") to runs of this queue: each
   entry was written to the outbox of another queue by a script that ended a run of a workflow
-  whose dependent is here (see wfRelayOut in common.lua for the entry). Applied as within a queue:
+  whose dependent is here (see wfRelayOut in workflow.lua for the entry). Applied as within a queue:
     d, f  the end of the dependency (succeeded with its result; failed or cancelled) applied to
           the waiting dependent (wfEdge: SREM, made ready by the removal that empties its set,
           cancelled or skipped per edge policy), and what that cancels or skips in turn (wfCascade,
@@ -25,7 +25,8 @@
   Returns { applied (entries applied now, not before), relay (1 when KEYS[1] holds entries) }.
 ]]
 --!keys 1
---!include common.lua: rcall, wake, wfEdge, wfCascade, wfRewaitFrom, wfRelease
+--!include common.lua: rcall, wake
+--!include workflow.lua: wfEdge, wfCascade, wfRewaitFrom, wfRelease
 local base, nowS, chan, qp = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(nowS)
 local woke = false
