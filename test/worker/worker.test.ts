@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
+import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import {
+  createErrand,
   type Errand,
   InputError,
   PermanentError,
@@ -15,7 +17,7 @@ import {
   type Worker,
 } from '../../src/index.ts';
 import type { RunEvent } from '../../src/worker/worker.ts';
-import { type BrokerSetup, setups } from '../fixtures/brokers.ts';
+import { type BrokerSetup, quietLogger, setups } from '../fixtures/brokers.ts';
 import { waitFor } from '../helpers.ts';
 
 const NODE = process.execPath;
@@ -441,3 +443,26 @@ for (const make of setups()) {
     });
   });
 }
+
+// A stop that comes while the worker connects (SIGTERM at start-up): start() then resolves without
+// starting anything behind the stop: no heartbeat record, no schedule declared, no timers.
+describe('a worker stopped while it starts', () => {
+  it('leaves nothing started behind the stop', async () => {
+    const app = createErrand({ broker: 'sqlite::memory:', logger: quietLogger });
+    try {
+      const tick = app.task('stopped_early', { input: z.object({}) }, () => null);
+      app.schedule('early', tick, { every: '1m', input: {} });
+      const worker = app.worker();
+      const starting = worker.start();
+      await worker.stop();
+      await starting;
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(worker.state, 'stopped');
+      const broker = (await app.broker()) as Broker & BrokerInspector;
+      assert.deepEqual(await broker.listWorkers(Date.now()), [], 'no heartbeat record');
+      assert.deepEqual(await app.listSchedules(), [], 'no schedule declared');
+    } finally {
+      await app.close();
+    }
+  });
+});
