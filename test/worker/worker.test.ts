@@ -373,9 +373,11 @@ for (const make of setups()) {
 
     it('short runs: holds one run beyond its concurrency, never more, and hands it back on stop', async () => {
       const b = await backlog(0, 30);
-      after(() => {
+      // Also when an assertion fails: a worker left running keeps the test process from ever exiting.
+      after(async () => {
         b.open();
-        return b.app.close();
+        await b.worker.stop({ graceMs: 0 });
+        await b.app.close();
       });
       await b.worker.start();
       await waitFor(() => b.order.includes(30), { message: 'the gated run to start', timeoutMs: 30_000 });
@@ -404,9 +406,9 @@ for (const make of setups()) {
 
     it('a prefetched run that is cancelled is dropped, not started', async () => {
       const b = await backlog(0, 30);
-      await b.worker.start();
-      await waitFor(async () => b.order.includes(30) && (await b.active()) === 2, { message: 'a held run', timeoutMs: 30_000 });
       try {
+        await b.worker.start();
+        await waitFor(async () => b.order.includes(30) && (await b.active()) === 2, { message: 'a held run', timeoutMs: 30_000 });
         const held = b.runs[31]!;
         const dropped = new Promise<void>((resolve) =>
           b.worker.on('run', (e: RunEvent) => {
@@ -428,9 +430,9 @@ for (const make of setups()) {
 
     it('long runs: no prefetch, a run waits in the queue for the next free slot', async () => {
       const b = await backlog(25, 5);
-      await b.worker.start();
-      await waitFor(() => b.order.includes(5), { message: 'the gated run to start', timeoutMs: 30_000 });
       try {
+        await b.worker.start();
+        await waitFor(() => b.order.includes(5), { message: 'the gated run to start', timeoutMs: 30_000 });
         for (let i = 0; i < 5; i++) {
           assert.equal(await b.active(), 1, 'only the running run is leased');
           await new Promise((r) => setTimeout(r, 20));
