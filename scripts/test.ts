@@ -49,6 +49,9 @@ step(
     '--test',
     '--test-concurrency=2',
     '--test-timeout=180000',
+    // A file whose tests have all finished exits even if something it started is still running
+    // (a worker left behind by a failed assertion kept a test process, and the run, waiting forever).
+    '--test-force-exit',
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',
     `--test-reporter=${new URL('./test-summary.ts', import.meta.url).pathname}`,

@@ -109,7 +109,8 @@ export class Worker extends EventEmitter {
   /**
    * Connects to the broker and starts taking runs. Resolves once connected. Rejects when the broker
    * cannot be used as configured (a bad URL; `BrokerConfigError`: Redis refused the credentials or
-   * the TLS set-up); a broker that is merely unreachable is waited for (logged, then retried).
+   * the TLS set-up); a broker that is merely unreachable is waited for (logged, then retried). A
+   * `stop()` that comes while it connects (a signal at start-up) leaves nothing started behind it.
    */
   async start(): Promise<this> {
     if (inIsolate()) throw new ConfigError(ISOLATE_START);
@@ -126,6 +127,7 @@ export class Worker extends EventEmitter {
       this.logger.warn({ err }, 'broker unreachable at start; the worker waits for it');
       this.#broker ??= await this.#host.broker();
     }
+    if (this.#state !== 'running') return this;
     this.#book.broker = this.#broker;
     this.#loop.broker = this.#broker;
     this.#unsubscribeCancel = this.#broker.onCancel((ids) => {

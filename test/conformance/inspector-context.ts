@@ -38,9 +38,10 @@ export const INSPECTOR_METHODS: readonly (keyof BrokerInspector)[] = [
   'flowKeys',
 ];
 
-export const TEST_TIMEOUT_MS = 20_000;
-/** Safety net for wake-ups: far above what any broker needs. */
-export const NOTIFY_TIMEOUT_MS = 5_000;
+/** As in context.ts: far above a test's duration, on a loaded machine too. */
+export const TEST_TIMEOUT_MS = 60_000;
+/** Safety net for wake-ups: far above what any broker needs, loaded machine included. */
+export const NOTIFY_TIMEOUT_MS = 15_000;
 
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;

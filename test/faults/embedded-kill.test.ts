@@ -15,11 +15,11 @@ import { createErrand } from '../../src/index.ts';
 import { DEFAULT_LEASE_MS } from '../../src/worker/options.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { APP_MAIN, figure, freePort, Procs, startSmtpSink, UserLoad, waitHttp } from './harness.ts';
+import { APP_MAIN, figure, freePort, Procs, START_LIMIT_MS, startSmtpSink, UserLoad, waitHttp } from './harness.ts';
 import { SERVICE } from './service-rig.ts';
 
 describe('fault: the embedded default (app/main.ts all on SQLite) killed with SIGKILL mid-flow', () => {
-  it('loses nothing accepted: every accepted user gets its email after the restart', async () => {
+  it('loses nothing accepted: every accepted user gets its email after the restart', { timeout: 900_000 }, async () => {
     const procs = new Procs();
     const dataDir = tempDir('errand-fault-embedded');
     const smtp = await startSmtpSink();
@@ -35,7 +35,7 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
       // The kill's moment follows the HTTP answers, not the emails (a kill timed by an email's arrival
       // would aim at the window in which a sent email is not yet recorded).
       await waitFor(() => smtp.total() >= 20 && load!.answers.filter((a) => a.status === 201).length >= 60, {
-        timeoutMs: 60_000,
+        timeoutMs: START_LIMIT_MS,
         message: '60 users accepted and 20 emails before the kill',
       });
       await procs.kill(first, 'SIGKILL');
@@ -46,7 +46,7 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
       await waitHttp(base, second, '/readyz');
       const upAt = Date.now();
       await waitFor(() => load!.answers.filter((a) => a.at > upAt && a.status === 201).length >= 40, {
-        timeoutMs: 60_000,
+        timeoutMs: START_LIMIT_MS,
         message: '40 users accepted after the restart',
       });
       await load.stop();
@@ -67,7 +67,7 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
       const cutCreated = resets.filter((a) => stored.has(a.email));
       const missing = () => [...accepted, ...cutCreated].filter((a) => !smtp.perRecipient.has(a.email));
       // Runs in flight at the kill wait for their lease (8 s by default) to expire.
-      await waitFor(() => missing().length === 0, { timeoutMs: 120_000, intervalMs: 100 }).catch((err: Error) => {
+      await waitFor(() => missing().length === 0, { timeoutMs: START_LIMIT_MS, intervalMs: 100 }).catch((err: Error) => {
         throw new Error(
           `${missing().length} of ${accepted.length} accepted users (and ${cutCreated.length} created by cut requests) never got their email: ${err.message}`,
         );
@@ -79,7 +79,7 @@ describe('fault: the embedded default (app/main.ts all on SQLite) killed with SI
           const c = (await broker.counts(['emails'])).emails!;
           return c.queued + c.scheduled + c.active === 0;
         },
-        { timeoutMs: 60_000, message: 'the email queue to be idle' },
+        { timeoutMs: START_LIMIT_MS, message: 'the email queue to be idle' },
       );
 
       const other = answers.filter((a) => a.status !== 201 && a.status !== 0);

@@ -21,6 +21,8 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
+import type { Broker } from '../../src/broker/types.ts';
+import { Errand } from '../../src/index.ts';
 import { freePort } from '../fixtures/redis-servers.ts';
 import { waitFor } from '../helpers.ts';
 
@@ -43,6 +45,13 @@ export async function atMost(promise: Promise<unknown>, ms: number): Promise<voi
 }
 
 export { freePort };
+
+/**
+ * A safety net for a process to start (Node loading the project's TypeScript, connecting): on a
+ * loaded machine (2 cores at load 20) that takes tens of seconds, not the one or two of a quiet one.
+ * Not a timing assertion: a wait that reaches it fails the test with a message instead of hanging.
+ */
+export const START_LIMIT_MS = 180_000;
 
 // -------------------------------------------------------------------------------------------------
 // Child processes
@@ -173,7 +182,7 @@ export async function startRedis(
   { persistent = true, appendfsync = 'always' }: { persistent?: boolean; appendfsync?: 'always' | 'everysec' } = {},
 ): Promise<OwnRedis> {
   mkdirSync(dir, { recursive: true });
-  const port = await freePort();
+  let port = await freePort();
   const args = [
     '--port',
     String(port),
@@ -226,14 +235,18 @@ export async function startRedis(
       };
       procs.all.add(proc);
       redis.proc = proc;
-      await waitFor(
-        async () => {
-          if (!proc.alive) throw new Error(`redis-server exited: ${out}`);
-          // Loading the AOF answers -LOADING: wait for a real PONG.
-          return (await redis.command('PING')) === 'PONG';
-        },
-        { timeoutMs: 20_000, intervalMs: 50, message: `redis-server on port ${port}` },
-      );
+      // Until it answers PONG (loading the AOF answers -LOADING); a server that exited fails at once.
+      const deadline = Date.now() + START_LIMIT_MS;
+      for (;;) {
+        if (!proc.alive) {
+          // Its last words (the reason) may still be in the pipe.
+          await atMost(new Promise((r) => (child.stdout!.readableEnded ? r(null) : child.stdout!.once('end', r))), 1000);
+          throw new Error(`redis-server on port ${port} exited: ${out}`);
+        }
+        if ((await redis.command('PING').catch(() => '')) === 'PONG') break;
+        if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not answer PING within ${START_LIMIT_MS} ms: ${out}`);
+        await sleep(50);
+      }
     },
     command: (...cmd: string[]) => rawCommand(port, cmd),
     async stop() {
@@ -244,8 +257,20 @@ export async function startRedis(
       }
     },
   };
-  await redis.start();
-  return redis;
+  // The port was free when freePort() looked; another process (tests of other checkouts run
+  // alongside) may have taken it since: then another one.
+  for (let tries = 1; ; tries++) {
+    try {
+      await redis.start();
+      return redis;
+    } catch (err) {
+      if (tries >= 5 || !/Address already in use/i.test((err as Error).message)) throw err;
+      port = await freePort();
+      args[1] = String(port);
+      redis.port = port;
+      redis.url = `redis://127.0.0.1:${port}`;
+    }
+  }
 }
 
 /** One command over a fresh connection (inline RESP), the reply as text; for PING, INFO, DBSIZE. */
@@ -570,7 +595,7 @@ export class UserLoad {
 }
 
 /** Waits for `GET /healthz` to answer 200 (the process may still be starting). */
-export async function waitHttp(base: string, proc: Proc, path = '/healthz', timeoutMs = 30_000): Promise<void> {
+export async function waitHttp(base: string, proc: Proc, path = '/healthz', timeoutMs = START_LIMIT_MS): Promise<void> {
   await waitFor(
     async () => {
       if (!proc.alive) throw new Error(`${proc.name} exited:\n${proc.tail()}`);
@@ -580,6 +605,22 @@ export async function waitHttp(base: string, proc: Proc, path = '/healthz', time
     },
     { timeoutMs, intervalMs: 100, message: `${base}${path} (${proc.name})` },
   );
+}
+
+/**
+ * Waits until the test's own client answers (its first connection made, Redis's ready check done).
+ * A command waits at most `connectWaitMs` (2 s) for a connection in progress; on a loaded machine
+ * the first connection can take longer, and the first command would then fail with
+ * `BrokerUnavailableError` although Redis is up. The workers under test retry by themselves; the
+ * test's client waits here, once, before its first use. A safety net, not a timing.
+ */
+export async function connected(client: Errand | Broker): Promise<void> {
+  const broker = client instanceof Errand ? await client.broker() : client;
+  const answers = async () => {
+    await broker.ping();
+    return true;
+  };
+  await waitFor(answers, { timeoutMs: START_LIMIT_MS, intervalMs: 100, message: 'the test client to connect' });
 }
 
 export function ensureDir(dir: string): string {

@@ -13,8 +13,15 @@ describe('HTTP server while closing', () => {
   it('answers a request that arrives during close with 503, Retry-After and {"detail": ...}', async () => {
     const errand = createErrand({ broker: 'sqlite::memory:', logger: quietLogger });
     const app = await createServer({ errand, logger: quietLogger, docs: false });
+    // In flight while the server closes: the test waits until it started, and it lasts long enough
+    // (2 s) for the second request to arrive behind it, on a loaded machine too.
+    let started: () => void = () => {};
+    const inFlight = new Promise<void>((resolve) => {
+      started = resolve;
+    });
     app.get('/slow', async () => {
-      await new Promise((r) => setTimeout(r, 300));
+      started();
+      await new Promise((r) => setTimeout(r, 2000));
       return { ok: true };
     });
     await app.listen({ port: 0, host: '127.0.0.1' });
@@ -27,7 +34,7 @@ describe('HTTP server while closing', () => {
       });
       await new Promise((r) => socket.once('connect', r));
       socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
-      await new Promise((r) => setTimeout(r, 50));
+      await within(inFlight, 30_000, 'the slow request to start');
       const closing = app.close();
       // A second request on the same (busy, so still open) connection, during the close.
       socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');

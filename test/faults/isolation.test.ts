@@ -1,9 +1,16 @@
 // Fault: CPU-bound and crashing handlers in isolates (`isolation: 'thread' | 'process'`), on SQLite
 // and Redis.
-// - A handler spinning in `while (true) {}` with a 2 s timeout is stopped for real and its attempt
+// - A handler spinning in `while (true) {}` with a 5 s timeout is stopped for real and its attempt
 //   fails with reason `timeout` (retried once, per its policy, and stopped again), while the same
-//   worker completes other runs meanwhile; its leases (1 s) stay renewed, so no run of the worker is
-//   redelivered: every other run has exactly one attempt, and the spinning run exactly two.
+//   worker completes other runs meanwhile; its leases (2.5 s: an attempt outlives two of them) stay
+//   renewed, so no run of the worker is redelivered: every other run has exactly one attempt, and the
+//   spinning run exactly two.
+// On a loaded machine (2 cores, load 20) the test's own event loop can stall for most of a second,
+// and it shares the CPU with the spinning isolate: the lease (renewed every 625 ms, so a stall under
+// about 1.8 s loses nothing), the timeout and a slot for every run (the 20 other runs are taken in
+// one reservation and stored in one batch, well within the first attempt) leave room for that. The
+// order "every other run before the first timeout" is still a race against the timeout's clock,
+// with seconds of margin where it had a fraction of one (2 s, 3 slots, 20 runs one by one).
 // - An isolate killed with kill -9 (process) or ending its thread fails only its own attempt, with
 //   reason `crashed`; the run is retried and succeeds; a run in another isolate meanwhile goes on
 //   untouched (one attempt).
@@ -19,6 +26,9 @@ import { tempDir, waitFor } from '../helpers.ts';
 
 const MODULE = new URL('../fixtures/isolated-tasks.ts', import.meta.url).href;
 const QUICK_RUNS = 20;
+/** The spinning handler's timeout, and the worker's lease: shorter than an attempt, so renewals must go on. */
+const TIMEOUT_MS = 5000;
+const LEASE_MS = 2500;
 
 const { setups, skipped } = await availableSetups('errand-fault-iso');
 const readError = (text: string | undefined) =>
@@ -34,16 +44,25 @@ for (const setup of setups) {
     describe(`fault: isolated handlers (${kind}) on ${setup.name}`, () => {
       after(() => setup.cleanup());
 
-      it('stops a handler spinning past its 2 s timeout while the worker serves other runs; nothing is redelivered', async () => {
+      it('stops a handler spinning past its 5 s timeout while the worker serves other runs; nothing is redelivered', async () => {
         const app = setup.app();
         const queue = `spin_${kind}`;
         const spin = app.task(
           `spin_${kind}`,
-          { input: z.object({}), queue, isolation: kind, module: MODULE, timeout: 2000, retries: { maxAttempts: 2, base: 1, jitter: 0 } },
+          {
+            input: z.object({}),
+            queue,
+            isolation: kind,
+            module: MODULE,
+            timeout: TIMEOUT_MS,
+            retries: { maxAttempts: 2, base: 1, jitter: 0 },
+          },
           handlers.spin,
         );
         const quick = app.task(`quick_${kind}`, { input: z.object({ n: z.number() }), queue }, ({ n }) => n + 1);
-        const worker = app.worker({ concurrency: 3, leaseMs: 1000, queues: [queue] });
+        // A slot for each run: the quick runs are taken in one reservation and stored in one batch,
+        // the least work the worker's event loop has to do beside the spinning isolate.
+        const worker = app.worker({ concurrency: QUICK_RUNS + 1, leaseMs: LEASE_MS, queues: [queue] });
         const events: RunEvent[] = [];
         worker.on('run', (e: RunEvent) => events.push(e));
         await worker.start();
@@ -59,7 +78,7 @@ for (const setup of setups) {
           assert.equal(spun.leaseLosses, 0);
           assert.equal(spun.error?.name, 'TaskTimeoutError');
           assert.equal(spun.error?.reason, 'timeout');
-          assert.match(spun.error?.message ?? '', /timed out after 2000 ms/);
+          assert.match(spun.error?.message ?? '', new RegExp(`timed out after ${TIMEOUT_MS} ms`));
           assert.deepEqual(
             spun.history.map((h) => readError(h.error)?.reason),
             ['timeout', 'timeout'],
@@ -75,7 +94,7 @@ for (const setup of setups) {
           assert.equal(quickDone.length, QUICK_RUNS);
           assert.ok(
             quickDone.every((i) => i < firstTimeout),
-            'every quick run succeeded before the first timeout',
+            `every quick run succeeded before the first timeout (${quickDone.filter((i) => i < firstTimeout).length} of ${QUICK_RUNS} did)`,
           );
           assert.equal(events.filter((e) => e.type === 'lost').length, 0);
         } finally {
@@ -93,7 +112,7 @@ for (const setup of setups) {
             ? app.task(`victim_${kind}`, { input: z.object({}), ...opts }, handlers.waitOnFirst)
             : app.task(`victim_${kind}`, { input: z.object({}), ...opts }, handlers.exitOnFirst);
         const bystanderTask = app.task(`bystander_${kind}`, { input: z.object({ path: z.string() }), ...opts }, handlers.untilFile);
-        const worker = app.worker({ concurrency: 3, leaseMs: 1000, queues: [queue] });
+        const worker = app.worker({ concurrency: 3, leaseMs: LEASE_MS, queues: [queue] });
         await worker.start();
         try {
           const marker = join(tempDir('errand-fault-iso'), 'go');

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir, waitFor } from '../helpers.ts';
-import { figure, Procs, startRedis, TcpProxy } from './harness.ts';
+import { figure, Procs, START_LIMIT_MS, startRedis, TcpProxy } from './harness.ts';
 import { ServiceRig } from './service-rig.ts';
 
 const DROP_MS = 3000;
@@ -19,7 +19,7 @@ const DROP_MS = 3000;
 const BLACKHOLE_MS = 7000;
 
 describe('fault: network between the service and Redis cut (drop, then black hole)', () => {
-  it('API and workers recover by themselves; every accepted user gets exactly one email', async () => {
+  it('API and workers recover by themselves; every accepted user gets exactly one email', { timeout: 900_000 }, async () => {
     const procs = new Procs();
     const dir = tempDir('errand-fault-net');
     const redis = await startRedis(procs, join(dir, 'redis'), { persistent: true });
@@ -32,7 +32,7 @@ describe('fault: network between the service and Redis cut (drop, then black hol
     });
     const enqueuingAfter = (t: number, what: string) =>
       waitFor(() => rig.load!.answers.some((a) => a.at > t && a.status === 201 && a.runId), {
-        timeoutMs: 60_000,
+        timeoutMs: START_LIMIT_MS,
         intervalMs: 50,
         message: `the API to enqueue again after ${what}`,
       });

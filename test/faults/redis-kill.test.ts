@@ -12,13 +12,13 @@ import { z } from 'zod';
 import { createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { figure, Procs, startRedis } from './harness.ts';
+import { connected, figure, Procs, START_LIMIT_MS, startRedis } from './harness.ts';
 import { ServiceRig } from './service-rig.ts';
 
 const DOWN_MS = 3000;
 
 describe('fault: Redis killed with SIGKILL mid-flow and restarted', () => {
-  it('API and workers reconnect by themselves; every accepted user gets exactly one email', async () => {
+  it('API and workers reconnect by themselves; every accepted user gets exactly one email', { timeout: 900_000 }, async () => {
     const procs = new Procs();
     const dir = tempDir('errand-fault-redis');
     const redis = await startRedis(procs, join(dir, 'redis'), { persistent: true });
@@ -39,7 +39,7 @@ describe('fault: Redis killed with SIGKILL mid-flow and restarted', () => {
       const upAt = Date.now();
       // Keep the load on until the service took new users with their runs again, and a bit more.
       await waitFor(() => rig.load!.answers.some((a) => a.at > upAt && a.status === 201 && a.runId), {
-        timeoutMs: 60_000,
+        timeoutMs: START_LIMIT_MS,
         intervalMs: 50,
         message: 'the API to enqueue again after the restart',
       });
@@ -79,6 +79,7 @@ describe('fault: Redis killed with SIGKILL mid-flow and restarted', () => {
       const app = createErrand({ broker: redis.url, prefix: 'fault-persist', logger: quietLogger });
       const task = app.task('work', { input: z.object({ n: z.number().int() }), queue: 'persist' }, () => null);
       try {
+        await connected(app);
         // Acknowledged enqueues, then SIGKILL at once: no time for a background flush.
         await Promise.all(
           Array.from({ length: 10 }, (_, b) =>
@@ -104,7 +105,7 @@ describe('fault: Redis killed with SIGKILL mid-flow and restarted', () => {
             const c = (await broker.counts(['persist'])).persist!;
             return { n: c.queued };
           },
-          { timeoutMs: 20_000, message: 'the broker to answer after the restart' },
+          { timeoutMs: START_LIMIT_MS, message: 'the broker to answer after the restart' },
         ).then((r) => r.n);
       } finally {
         await app.close();

@@ -7,7 +7,9 @@
  * `verify()` waits until every accepted user has its email and the queue is idle, then checks the
  * outcome that every outage test wants:
  * - every answer is 201, or 503 with Retry-After: never a 500, never a dropped connection;
- * - every user the API accepted (201) gets exactly one email, with or without a run id in the answer;
+ * - every user the API accepted (201) gets exactly one email, with or without a run id in the answer
+ *   (one more copy of the same message only for a run whose history records a lost lease: a worker
+ *   stalled past its lease on a loaded machine, at-least-once);
  * - an address whose request was refused gets no email;
  * - the probe's answers are 200/202, or 503 with Retry-After.
  */
@@ -17,7 +19,19 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createErrand, type Errand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { waitFor } from '../helpers.ts';
-import { freePort, type Proc, type Procs, ROOT, startSmtpSink, type SmtpSink, UserLoad, waitHttp } from './harness.ts';
+import {
+  type Answer,
+  connected,
+  freePort,
+  type Proc,
+  type Procs,
+  ROOT,
+  START_LIMIT_MS,
+  startSmtpSink,
+  type SmtpSink,
+  UserLoad,
+  waitHttp,
+} from './harness.ts';
 
 export const SERVICE = join(ROOT, 'test/faults/fixtures/service.ts');
 
@@ -80,6 +94,7 @@ export class ServiceRig {
     this.workers = [0, 1].map((i) => this.procs.spawn(`worker-${i}`, [this.main, 'worker'], this.env(this.port)));
     await waitHttp(this.base, this.api, '/readyz');
     this.#reader = createErrand({ broker: this.directRedisUrl, prefix: this.prefix, logger: quietLogger });
+    await connected(this.#reader);
   }
 
   /** Starts the API again (same port), waits until it answers. */
@@ -97,14 +112,14 @@ export class ServiceRig {
     this.load = new UserLoad(this.base, tag, { concurrency: 4, pauseMs: 20 });
     this.#probing = this.#probe();
     await waitFor(() => this.smtp.total() >= accepted, {
-      timeoutMs: 60_000,
+      timeoutMs: START_LIMIT_MS,
       intervalMs: 50,
       message: `${accepted} emails before the fault`,
     });
   }
 
   async #probe(): Promise<void> {
-    const first = await waitFor(() => this.load!.answers.find((a) => a.status === 201), { timeoutMs: 30_000 });
+    const first = await waitFor(() => this.load!.answers.find((a) => a.status === 201), { timeoutMs: START_LIMIT_MS });
     const body = JSON.stringify({ userId: first.userId, email: first.email, username: 'probe' });
     while (!this.#stopProbe) {
       const at = Date.now();
@@ -151,7 +166,7 @@ export class ServiceRig {
     const answers = this.load!.answers;
     const accepted = answers.filter((a) => a.status === 201);
     const missing = () => accepted.filter((a) => !this.smtp.perRecipient.has(a.email));
-    await waitFor(() => missing().length === 0, { timeoutMs: 90_000, intervalMs: 100 }).catch((err: Error) => {
+    await waitFor(() => missing().length === 0, { timeoutMs: START_LIMIT_MS, intervalMs: 100 }).catch((err: Error) => {
       throw new Error(`${missing().length} of ${accepted.length} accepted users never got their email: ${err.message}`);
     });
     await waitFor(
@@ -159,7 +174,7 @@ export class ServiceRig {
         const c = await this.counts();
         return c.queued + c.scheduled + c.active === 0;
       },
-      { timeoutMs: 60_000, intervalMs: 100, message: 'the email queue to be idle' },
+      { timeoutMs: START_LIMIT_MS, intervalMs: 100, message: 'the email queue to be idle' },
     );
 
     const bad = answers.filter((a) => a.status !== 201 && a.status !== 503);
@@ -171,13 +186,8 @@ export class ServiceRig {
     for (const a of answers.filter((x) => x.status === 503)) assert.ok(a.retryAfter, '503 carries Retry-After');
     const refused = answers.filter((a) => a.status !== 201);
     for (const a of refused) assert.equal(this.smtp.perRecipient.get(a.email) ?? 0, 0, `no email for the refused request of ${a.email}`);
-    const twice = accepted.filter((a) => (this.smtp.perRecipient.get(a.email) ?? 0) !== 1);
-    assert.deepEqual(
-      twice.slice(0, 3).map((a) => [a.email, this.smtp.perRecipient.get(a.email)]),
-      [],
-      `${twice.length} accepted user(s) without exactly one email`,
-    );
-    assert.equal(this.smtp.total(), accepted.length, 'one email per accepted user, none other');
+    const copies = await this.#copiesAfterLeaseLoss(accepted);
+    assert.equal(this.smtp.total(), accepted.length + copies, 'one email per accepted user, none other');
 
     const probeBad = this.probes.filter((p) => !(p.status === 200 || p.status === 202 || (p.status === 503 && p.retryAfter)));
     assert.deepEqual(probeBad.slice(0, 3), [], 'the library routes answer 200/202, or 503 with Retry-After');
@@ -194,7 +204,7 @@ export class ServiceRig {
       refused503: answers.filter((a) => a.status === 503).length,
       status500: 0,
       emails: this.smtp.total(),
-      duplicates: 0,
+      duplicates: copies,
       lost: 0,
       probe503: this.probes.filter((p) => p.status === 503).length,
       apiEnqueuesAgainAfterMs: firstEnqueuedAfter.length ? Math.min(...firstEnqueuedAfter) - faultEnd : null,
@@ -204,6 +214,27 @@ export class ServiceRig {
       // The longest any accepted user waited for the email, from the API's answer.
       slowestEmailMs: Math.max(...accepted.map((a) => this.#firstDelivery(a.email) - a.doneAt)),
     };
+  }
+
+  /**
+   * One email per accepted user; a second copy, of the same message (one Message-ID), only for a run
+   * whose lease expired while its attempt was sending (a worker's event loop stalled past its lease
+   * on a loaded machine: delivery is at least once, the window app/tasks.ts describes), at most one
+   * per lease loss the run records. Returns the number of such copies.
+   */
+  async #copiesAfterLeaseLoss(accepted: Answer[]): Promise<number> {
+    const wrong = accepted.filter((a) => (this.smtp.perRecipient.get(a.email) ?? 0) !== 1);
+    let copies = 0;
+    for (const a of wrong) {
+      const n = this.smtp.perRecipient.get(a.email) ?? 0;
+      assert.ok(n > 1, `accepted user ${a.email} without an email`);
+      assert.equal(this.smtp.messageIds.get(a.email)?.size, 1, `the ${n} emails to ${a.email} are one message (one Message-ID)`);
+      const user = (await (await fetch(`${this.base}/users/${a.userId}`)).json()) as { welcome_email: { run_id: string } };
+      const run = await this.#reader!.getRun(user.welcome_email.run_id);
+      assert.ok(run.leaseLosses >= n - 1, `${n} emails to ${a.email}, but its run ${run.id} lost its lease ${run.leaseLosses} time(s)`);
+      copies += n - 1;
+    }
+    return copies;
   }
 
   #firstDelivery(address: string): number {

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { tempDir, waitFor } from '../helpers.ts';
-import { figure, Procs, startRedis, UserLoad } from './harness.ts';
+import { figure, Procs, START_LIMIT_MS, startRedis, UserLoad } from './harness.ts';
 import { ServiceRig } from './service-rig.ts';
 
 const USERS = 3000;
@@ -17,7 +17,7 @@ const CLIENTS = 16;
 const CONCURRENCY = 10;
 
 describe('fault: a worker of the users service killed with SIGKILL at 30% of 3,000 emails', () => {
-  it('every accepted user gets the email; the dead worker’s runs finish on the other worker', { timeout: 240_000 }, async () => {
+  it('every accepted user gets the email; the dead worker’s runs finish on the other worker', { timeout: 900_000 }, async () => {
     const procs = new Procs();
     const dir = tempDir('errand-fault-service-kill');
     const redis = await startRedis(procs, join(dir, 'redis'), { persistent: false });
@@ -39,7 +39,7 @@ describe('fault: a worker of the users service killed with SIGKILL at 30% of 3,0
           await load.post();
         }
       });
-      await waitFor(() => rig.smtp.total() >= USERS * 0.3, { timeoutMs: 120_000, intervalMs: 5, message: '30% of the emails' });
+      await waitFor(() => rig.smtp.total() >= USERS * 0.3, { timeoutMs: START_LIMIT_MS, intervalMs: 5, message: '30% of the emails' });
       const victim = rig.workers[0]!;
       const killedAt = Date.now();
       const emailsAtKill = rig.smtp.total();
@@ -49,7 +49,7 @@ describe('fault: a worker of the users service killed with SIGKILL at 30% of 3,0
 
       const accepted = load.answers.filter((a) => a.status === 201);
       const missing = () => accepted.filter((a) => !rig.smtp.perRecipient.has(a.email));
-      await waitFor(() => missing().length === 0, { timeoutMs: 120_000, intervalMs: 20 }).catch((err: Error) => {
+      await waitFor(() => missing().length === 0, { timeoutMs: START_LIMIT_MS, intervalMs: 20 }).catch((err: Error) => {
         throw new Error(`${missing().length} of ${accepted.length} accepted users never got their email: ${err.message}`);
       });
       const lastEmail = Math.max(...rig.smtp.deliveries.map((d) => d.at));
@@ -58,7 +58,7 @@ describe('fault: a worker of the users service killed with SIGKILL at 30% of 3,0
           const c = await rig.counts();
           return c.queued + c.scheduled + c.active === 0 ? c : null;
         },
-        { timeoutMs: 60_000, intervalMs: 50, message: 'the email queue to be idle' },
+        { timeoutMs: START_LIMIT_MS, intervalMs: 50, message: 'the email queue to be idle' },
       );
       const counts = await rig.counts();
 

@@ -10,11 +10,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { APP_MAIN, figure, type Proc, Procs, startRedis } from './harness.ts';
+import { APP_MAIN, connected, figure, START_LIMIT_MS, type Proc, Procs, startRedis } from './harness.ts';
 import { ServiceRig } from './service-rig.ts';
 
 describe('fault: SIGTERM to the API and the workers of the service under load', () => {
-  it('drains gracefully: every accepted user gets exactly one email, every run started once', async () => {
+  it('drains gracefully: every accepted user gets exactly one email, every run started once', { timeout: 900_000 }, async () => {
     const procs = new Procs();
     const dir = tempDir('errand-fault-svc-term');
     const redis = await startRedis(procs, join(dir, 'redis'), { persistent: false });
@@ -27,6 +27,7 @@ describe('fault: SIGTERM to the API and the workers of the service under load', 
       main: APP_MAIN,
     });
     const reader = createErrand({ broker: redis.url, prefix, logger: quietLogger });
+    await connected(reader);
     const stops: { name: string; code: number | null; ms: number }[] = [];
     const term = async (p: Proc) => {
       const at = Date.now();
@@ -41,18 +42,18 @@ describe('fault: SIGTERM to the API and the workers of the service under load', 
       await term(rig.workers[0]!);
       rig.restartWorker(0);
       let mark = emailsNow();
-      await waitFor(() => emailsNow() >= mark + 20, { timeoutMs: 60_000, message: 'emails flowing after the first worker stop' });
+      await waitFor(() => emailsNow() >= mark + 20, { timeoutMs: START_LIMIT_MS, message: 'emails flowing after the first worker stop' });
 
       await term(rig.api);
       await sleep(300); // requests meanwhile are refused (ECONNREFUSED)
       await rig.restartApi();
       mark = emailsNow();
-      await waitFor(() => emailsNow() >= mark + 20, { timeoutMs: 60_000, message: 'emails flowing after the API restart' });
+      await waitFor(() => emailsNow() >= mark + 20, { timeoutMs: START_LIMIT_MS, message: 'emails flowing after the API restart' });
 
       await term(rig.workers[1]!);
       rig.restartWorker(1);
       mark = emailsNow();
-      await waitFor(() => emailsNow() >= mark + 20, { timeoutMs: 60_000, message: 'emails flowing after the second worker stop' });
+      await waitFor(() => emailsNow() >= mark + 20, { timeoutMs: START_LIMIT_MS, message: 'emails flowing after the second worker stop' });
       await rig.stopLoad();
 
       for (const s of stops) assert.equal(s.code, 0, `${s.name} exited 0 after SIGTERM`);
@@ -73,7 +74,7 @@ describe('fault: SIGTERM to the API and the workers of the service under load', 
       for (const a of refused) assert.equal(rig.smtp.perRecipient.get(a.email) ?? 0, 0, `no email for the refused ${a.email}`);
 
       const missing = () => accepted.filter((a) => !rig.smtp.perRecipient.has(a.email));
-      await waitFor(() => missing().length === 0, { timeoutMs: 60_000, intervalMs: 100 }).catch((err: Error) => {
+      await waitFor(() => missing().length === 0, { timeoutMs: START_LIMIT_MS, intervalMs: 100 }).catch((err: Error) => {
         throw new Error(`${missing().length} accepted user(s) never got their email: ${err.message}`);
       });
       await waitFor(
@@ -81,7 +82,7 @@ describe('fault: SIGTERM to the API and the workers of the service under load', 
           const c = await rig.counts();
           return c.queued + c.scheduled + c.active === 0;
         },
-        { timeoutMs: 60_000, message: 'the email queue to be idle' },
+        { timeoutMs: START_LIMIT_MS, message: 'the email queue to be idle' },
       );
       for (const a of accepted) assert.equal(rig.smtp.perRecipient.get(a.email), 1, `exactly one email for ${a.email}`);
       // Every other email went to a request that got no answer (reset as the API stopped), at most one each.

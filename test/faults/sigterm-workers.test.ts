@@ -9,14 +9,14 @@ import { z } from 'zod';
 import { createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { ensureDir, executions, figure, type Proc, Procs, startRedis } from './harness.ts';
+import { connected, ensureDir, executions, figure, type Proc, Procs, START_LIMIT_MS, startRedis } from './harness.ts';
 
 const TOTAL = 3000;
 const WORKERS = 3;
 const TERMS = 4;
 
 describe('fault: SIGTERM to workers under load', () => {
-  it('drains gracefully: every run succeeds exactly once, every stopped worker exits 0', async () => {
+  it('drains gracefully: every run succeeds exactly once, every stopped worker exits 0', { timeout: 900_000 }, async () => {
     const procs = new Procs();
     const dir = tempDir('errand-fault-term');
     const logDir = ensureDir(join(dir, 'log'));
@@ -32,6 +32,7 @@ describe('fault: SIGTERM to workers under load', () => {
       () => 0,
     );
     const broker = await app.broker();
+    await connected(broker);
     const counts = async () => (await broker.counts(['faults'])).faults!;
     const workers: Proc[] = [];
     const drains: { pid: number; ms: number; code: number | null; queueActiveAtSignal: number }[] = [];
@@ -46,7 +47,7 @@ describe('fault: SIGTERM to workers under load', () => {
       for (let t = 0; t < TERMS; t++) {
         const i = t % WORKERS;
         // Terminate a worker while it is busy.
-        await waitFor(async () => (await counts()).active >= 8, { timeoutMs: 60_000, message: 'runs in flight' });
+        await waitFor(async () => (await counts()).active >= 8, { timeoutMs: START_LIMIT_MS, message: 'runs in flight' });
         const proc = workers[i]!;
         const queueActiveAtSignal = (await broker.counts(['faults'])).faults!.active;
         const at = Date.now();
@@ -56,7 +57,7 @@ describe('fault: SIGTERM to workers under load', () => {
         await sleep(300);
       }
       await waitFor(async () => (await counts()).succeeded === TOTAL, {
-        timeoutMs: 120_000,
+        timeoutMs: START_LIMIT_MS,
         intervalMs: 50,
         message: `all ${TOTAL} runs succeeded`,
       });

@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
 import { z } from 'zod';
+import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import {
+  createErrand,
   type Errand,
   InputError,
   PermanentError,
@@ -15,7 +17,7 @@ import {
   type Worker,
 } from '../../src/index.ts';
 import type { RunEvent } from '../../src/worker/worker.ts';
-import { type BrokerSetup, setups } from '../fixtures/brokers.ts';
+import { type BrokerSetup, quietLogger, setups } from '../fixtures/brokers.ts';
 import { waitFor } from '../helpers.ts';
 
 const NODE = process.execPath;
@@ -371,9 +373,11 @@ for (const make of setups()) {
 
     it('short runs: holds one run beyond its concurrency, never more, and hands it back on stop', async () => {
       const b = await backlog(0, 30);
-      after(() => {
+      // Also when an assertion fails: a worker left running keeps the test process from ever exiting.
+      after(async () => {
         b.open();
-        return b.app.close();
+        await b.worker.stop({ graceMs: 0 });
+        await b.app.close();
       });
       await b.worker.start();
       await waitFor(() => b.order.includes(30), { message: 'the gated run to start', timeoutMs: 30_000 });
@@ -402,9 +406,9 @@ for (const make of setups()) {
 
     it('a prefetched run that is cancelled is dropped, not started', async () => {
       const b = await backlog(0, 30);
-      await b.worker.start();
-      await waitFor(async () => b.order.includes(30) && (await b.active()) === 2, { message: 'a held run', timeoutMs: 30_000 });
       try {
+        await b.worker.start();
+        await waitFor(async () => b.order.includes(30) && (await b.active()) === 2, { message: 'a held run', timeoutMs: 30_000 });
         const held = b.runs[31]!;
         const dropped = new Promise<void>((resolve) =>
           b.worker.on('run', (e: RunEvent) => {
@@ -426,9 +430,9 @@ for (const make of setups()) {
 
     it('long runs: no prefetch, a run waits in the queue for the next free slot', async () => {
       const b = await backlog(25, 5);
-      await b.worker.start();
-      await waitFor(() => b.order.includes(5), { message: 'the gated run to start', timeoutMs: 30_000 });
       try {
+        await b.worker.start();
+        await waitFor(() => b.order.includes(5), { message: 'the gated run to start', timeoutMs: 30_000 });
         for (let i = 0; i < 5; i++) {
           assert.equal(await b.active(), 1, 'only the running run is leased');
           await new Promise((r) => setTimeout(r, 20));
@@ -441,3 +445,26 @@ for (const make of setups()) {
     });
   });
 }
+
+// A stop that comes while the worker connects (SIGTERM at start-up): start() then resolves without
+// starting anything behind the stop: no heartbeat record, no schedule declared, no timers.
+describe('a worker stopped while it starts', () => {
+  it('leaves nothing started behind the stop', async () => {
+    const app = createErrand({ broker: 'sqlite::memory:', logger: quietLogger });
+    try {
+      const tick = app.task('stopped_early', { input: z.object({}) }, () => null);
+      app.schedule('early', tick, { every: '1m', input: {} });
+      const worker = app.worker();
+      const starting = worker.start();
+      await worker.stop();
+      await starting;
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.equal(worker.state, 'stopped');
+      const broker = (await app.broker()) as Broker & BrokerInspector;
+      assert.deepEqual(await broker.listWorkers(Date.now()), [], 'no heartbeat record');
+      assert.deepEqual(await app.listSchedules(), [], 'no schedule declared');
+    } finally {
+      await app.close();
+    }
+  });
+});
