@@ -609,8 +609,8 @@ export async function waitHttp(base: string, proc: Proc, path = '/healthz', time
 
 /**
  * Waits until the test's own client answers (its first connection made, Redis's ready check done).
- * A command waits at most `connectWaitMs` (2 s) for a connection in progress; on a loaded machine
- * the first connection can take longer, and the first command would then fail with
+ * A command waits for a client's first connection up to 10 s (the connect timeout); on a very
+ * loaded machine even that can pass, and the first command would then fail with
  * `BrokerUnavailableError` although Redis is up. The workers under test retry by themselves; the
  * test's client waits here, once, before its first use. A safety net, not a timing.
  */

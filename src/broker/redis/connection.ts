@@ -7,7 +7,8 @@
  * (`autoResendUnfulfilledCommands: false`: the scripts are not all idempotent, and the caller
  * decides whether to try again). A command issued while the connection is down fails at once with
  * `BrokerUnavailableError` (the HTTP layer answers 503); one issued while a (re)connection is in
- * progress waits for it up to `connectWaitMs`. The blocking (wake-up) and subscriber connections
+ * progress waits for it up to `connectWaitMs` (the client's first connection: up to the connect
+ * timeout, 10 s, if that is longer). The blocking (wake-up) and subscriber connections
  * are internal and do queue their commands while disconnected.
  *
  * A connection that Redis refuses for its configuration (a wrong user name or password, a TLS
@@ -38,6 +39,9 @@ export type ClientRole = 'main' | 'blocking' | 'subscriber';
 
 /** Longest wait for an answer on the command connection, in ms. */
 export const COMMAND_TIMEOUT_MS = 10_000;
+
+/** How long one connection attempt may take (ioredis `connectTimeout`), in ms. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * TLS options from the environment, for `rediss://` URLs: `ERRAND_REDIS_CA`, the path of a PEM file
@@ -125,7 +129,7 @@ export function createClient(target: RedisTarget, role: ClientRole, tls?: TlsOpt
     // In-flight commands fail when the connection drops (never silently dropped, never resent).
     maxRetriesPerRequest: 0,
     retryStrategy: retryDelay,
-    connectTimeout: 10_000,
+    connectTimeout: CONNECT_TIMEOUT_MS,
     keepAlive: 30_000,
   };
   // A command connection whose peer stops answering (a network black hole) must not hold callers
@@ -146,7 +150,7 @@ export function createClient(target: RedisTarget, role: ClientRole, tls?: TlsOpt
   const redisOptions: RedisOptions = {
     ...(role === 'main' ? { commandTimeout: COMMAND_TIMEOUT_MS } : {}),
     connectionName: common.connectionName,
-    connectTimeout: 10_000,
+    connectTimeout: CONNECT_TIMEOUT_MS,
     keepAlive: 30_000,
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
@@ -250,7 +254,12 @@ export class ConnectionGate {
       // The first failed attempt: fail now rather than at the end of the wait.
       const onError = () => setImmediate(() => c.status !== 'ready' && done(this.#unavailable()));
       const onEnd = () => done(this.#unavailable());
-      const timer = setTimeout(() => done(this.#unavailable()), this.#waitMs);
+      // A client's first connection (a process just started, its connection not yet ready on a
+      // busy machine) may take up to the connect timeout: a command waits for it that long, so a
+      // fresh API does not answer 503 while its own connection is merely slow. Later
+      // (re)connections: waitMs. An attempt that fails still fails the wait at once (onError).
+      const waitMs = this.#everReady ? this.#waitMs : Math.max(this.#waitMs, CONNECT_TIMEOUT_MS);
+      const timer = setTimeout(() => done(this.#unavailable()), waitMs);
       c.on('ready', onReady);
       c.on('error', onError);
       c.on('end', onEnd);

@@ -34,7 +34,8 @@ export interface RedisBrokerOptions extends BrokerOptions {
   /**
    * How long a command waits for a connection in progress before failing with
    * `BrokerUnavailableError`, in ms. While Redis is known to be down, commands fail at once.
-   * Default 2000.
+   * Default 2000. A client's first connection is waited for up to the connect timeout (10 s) when
+   * that is longer: a process just started does not fail its first commands while it connects.
    */
   connectWaitMs?: number;
   /**

@@ -566,6 +566,50 @@ describe('redis broker: connection', () => {
     }
   });
 
+  it('waits for its first connection longer than connectWaitMs: a process just started does not fail while it connects', async () => {
+    // A server that takes the connection but answers only once released: the first connection is
+    // in progress, not failed, for as long as it is held.
+    const target = new URL(URL_);
+    let release: () => void = () => {};
+    const released = new Promise<void>((r) => (release = r));
+    const held = new Set<Socket>();
+    let seen: () => void = () => {};
+    const connected = new Promise<void>((r) => (seen = r));
+    const server = createServer((client) => {
+      held.add(client);
+      seen();
+      void released.then(() => {
+        const upstream = tcpConnect(Number(target.port || 6379), target.hostname);
+        held.add(upstream);
+        client.pipe(upstream).pipe(client);
+        client.on('error', () => upstream.destroy());
+        upstream.on('error', () => client.destroy());
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const prefix = uniquePrefix('errand-rt');
+    prefixes.add(prefix);
+    const b = new RedisBroker({ url: `redis://127.0.0.1:${port}`, prefix, connectWaitMs: 50 });
+    try {
+      const ping = b.ping();
+      const pending = settledFlag(ping);
+      await within(connected, 10_000, 'the connection reaches the server');
+      // Held six times connectWaitMs: a reconnection would have failed by now; a first connection waits.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(pending.settled, false, 'the first command still waits for the first connection');
+      release();
+      await within(ping, 10_000, 'ping once the connection completes');
+      await b.enqueue([run('emails', Date.now())], Date.now());
+      assert.equal((await b.counts(['emails'])).emails?.queued, 1);
+    } finally {
+      release();
+      await b.close();
+      for (const s of held) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  });
+
   it('logs a lost connection, fails commands while it is down, and recovers by itself', async () => {
     const proxy = new TcpProxy();
     await proxy.start();
