@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { Broker, FlowSpec, NewRun, ScheduleDefinition, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
 import { newRunId } from '../core/ids.ts';
 import { FIRE_KEY_TTL_MS } from '../schedule/manage.ts';
-import { expiryOf, fireKey, planFire, readStored, type StoredSchedule } from '../schedule/plan.ts';
+import { expiryOf, fireKey, limitsRecorded, planFire, readStored, type StoredSchedule } from '../schedule/plan.ts';
 import { backOffMs, sleep } from './leases.ts';
 
 /** How far ahead of its nominal time a run is created. */
@@ -46,9 +46,11 @@ export interface ScheduleFirerOptions {
   onFire?: (event: FireEvent) => void;
   /**
    * The flow spec of a run of `task` with stored input `input` (docs/flow-control.md), as enqueue
-   * computes it: a fired run is under its task's limits. Absent, or undefined: no limits.
+   * computes it: a fired run is under its task's limits. Absent, or undefined: no limits. Null:
+   * this worker does not define the task; a schedule recorded as having limits then does not fire
+   * here (a worker that defines the task fires it), so that no run escapes its limits.
    */
-  flowOf?: (task: string, input: string) => FlowSpec | undefined;
+  flowOf?: (task: string, input: string) => FlowSpec | undefined | null;
 }
 
 export class ScheduleFirer {
@@ -56,6 +58,8 @@ export class ScheduleFirer {
   readonly #stop = new AbortController();
   /** Compiled definitions by hash (a bad stored definition: its error, logged once). */
   readonly #compiled = new Map<string, StoredSchedule | Error>();
+  /** Schedules of tasks with limits this worker does not define (logged once each). */
+  readonly #unknown = new Set<string>();
   #done: Promise<void> | undefined;
 
   constructor(options: ScheduleFirerOptions) {
@@ -160,6 +164,16 @@ export class ScheduleFirer {
     const plan = planFire(stored, s.next, now);
     const times = plan.runs;
     const flow = times.length ? this.#o.flowOf?.(s.task, s.input) : undefined;
+    if (flow === null && limitsRecorded(s)) {
+      if (!this.#unknown.has(s.id)) {
+        this.#unknown.add(s.id);
+        this.#o.logger.warn(
+          { schedule: s.id, queue: s.queue, task: s.task },
+          'a schedule of a task with limits that this worker does not define: it fires from a worker that defines the task',
+        );
+      }
+      return 'skipped';
+    }
     const runs: NewRun[] = times.map(({ at, backfilled }) => ({
       ...(flow ? { flow } : {}),
       id: newRunId(s.queue, now),

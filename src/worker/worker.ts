@@ -142,7 +142,10 @@ export class Worker extends EventEmitter {
         logger: this.logger,
         declared: this.#host.scheduleDefinitions?.(Date.now()),
         onFire: (e: FireEvent) => this.emit('schedule', e),
-        flowOf: (task, input) => this.#host.tasks.get(task)?.flowOfStored(input),
+        flowOf: (task, input) => {
+          const t = this.#host.tasks.get(task);
+          return t ? t.flowOfStored(input) : null; // null: not defined here
+        },
       });
       await this.#firer.start();
     }

@@ -12,6 +12,8 @@ import { limitsRecorded, scheduleDefinition } from '../../src/schedule/plan.ts';
 import { compileSchedule } from '../../src/schedule/spec.ts';
 import { DEFAULT_POLICIES } from '../../src/schedule/plan.ts';
 import { memoryBroker } from '../../src/testing/index.ts';
+import { ScheduleFirer } from '../../src/worker/schedules.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
 
 const FLOW: FlowSpec = { group: 'sync', key: 'acme', concurrency: 1 };
 const known: FlowOf = (task) => (task === 'sync' ? FLOW : null);
@@ -90,5 +92,22 @@ describe('schedule runs of a task with limits', () => {
     const plain = (await broker.getSchedule('q', 'plain'))!;
     const r = await triggerSchedule(broker, plain, now);
     assert.equal((await broker.getRun(r.id))?.flow, undefined);
+  });
+
+  it("a worker's fire step: a worker that does not define the task leaves a schedule with limits to one that does", async () => {
+    const now = Date.now();
+    const def = definition('fired', true, now - 2 * 3600_000);
+    await broker.upsertSchedule({ ...def, next: now - 1000 }, now);
+    const rec = async () => (await broker.getSchedule('q', 'fired'))!;
+    const without = new ScheduleFirer({ broker, queues: ['q'], logger: quietLogger, flowOf: unknown });
+    assert.equal(await without.fire(await rec(), now), 'skipped', 'not fired where the task is not defined');
+    assert.equal((await broker.counts(['q'])).q?.scheduled ?? 0, 0);
+    assert.equal((await rec()).next, now - 1000, 'still due, for a worker that defines the task');
+    const withTask = new ScheduleFirer({ broker, queues: ['q'], logger: quietLogger, flowOf: known });
+    assert.equal(await withTask.fire(await rec(), now), 'fired');
+    const page = await broker.listRuns({ queue: 'q', limit: 100 });
+    const fired = page.runs.filter((r) => r.schedule?.id === 'fired');
+    assert.equal(fired.length, 1);
+    assert.deepEqual(fired[0]!.flow, { group: 'sync', key: 'acme' }, 'under its task\'s limits');
   });
 });
