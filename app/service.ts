@@ -192,6 +192,8 @@ export class Service {
     );
     await this.checkUsersStore();
     await this.sweep();
+    // A stop that came meanwhile (a signal at start-up) has cleared the timer already: none is set.
+    if (this.#stopping) return worker;
     this.#sweepTimer = setInterval(() => void this.sweep(), this.#options.sweepEveryMs ?? 60_000);
     this.#sweepTimer.unref();
     return worker;
