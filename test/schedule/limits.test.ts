@@ -108,6 +108,6 @@ describe('schedule runs of a task with limits', () => {
     const page = await broker.listRuns({ queue: 'q', limit: 100 });
     const fired = page.runs.filter((r) => r.schedule?.id === 'fired');
     assert.equal(fired.length, 1);
-    assert.deepEqual(fired[0]!.flow, { group: 'sync', key: 'acme' }, 'under its task\'s limits');
+    assert.deepEqual(fired[0]!.flow, { group: 'sync', key: 'acme' }, "under its task's limits");
   });
 });
