@@ -236,8 +236,18 @@ describe('Errand on a Redis Cluster: layout and processes', { skip }, () => {
         throw new Error(`${err.message}; ${smtp.received.length} received; stderr:\n${all.map((p) => p.stderr()).join('\n')}`);
       });
       assert.deepEqual(smtp.received.map((m) => m.to[0]).sort(), [...emails].sort(), 'one email per user, none twice');
-      const run = (await (await fetch(`${base}/runs/${created[0]!.task!.id}`)).json()) as { state: string };
-      assert.equal(run.state, 'succeeded');
+      // The email reaches the SMTP server before the worker stores the run's outcome (settlements
+      // are sent in batches after the handler returns): the run is looked at until it has ended.
+      const id = created[0]!.task!.id;
+      let state = '';
+      await waitFor(
+        async () => {
+          state = ((await (await fetch(`${base}/runs/${id}`)).json()) as { state: string }).state;
+          return state !== 'active' && state !== 'queued';
+        },
+        { timeoutMs: LONG, message: `run ${id} to end` },
+      );
+      assert.equal(state, 'succeeded');
     } finally {
       const codes = await Promise.all(all.map((p) => stopProc(p)));
       await smtp.close();
