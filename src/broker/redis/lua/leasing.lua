@@ -12,11 +12,19 @@
 -- level's list (`prios` the queue's levels) when it is among the first entries (LPOS bounds the
 -- search), else its entry there is left stale and skipped when reached. Entries of runs that
 -- cannot expire now are dropped (a scheduled one is indexed again when promoted). Returns whether
--- `limit` entries were read (more may be pending), and whether a run became queued.
+-- `limit` entries were read (more may be pending), and whether a run became queued. The index's
+-- first entry, read once, is kept in c.x1 for nextAt (reserveFirstDeadline) until the index moves:
+-- a queue whose runs have no deadline, or none due, pays one read per call.
 local function reserveSweep(c, prios)
   local base, now, nowS, chan, qp = c.base, c.now, c.nowS, c.chan, c.qp
   local startby = base .. 'startby'
   local full, woke = false, false
+  local first = rcall('ZRANGE', startby, 0, 0, 'WITHSCORES')
+  c.x1 = first
+  if not first[2] or tonumber(first[2]) >= now then
+    return full, woke
+  end
+  c.x1 = nil -- the sweep moves the index: read again for nextAt
   local rids = rcall('ZRANGEBYSCORE', startby, '-inf', '(' .. nowS, 'LIMIT', 0, c.limit)
   if #rids == c.limit then
     full = true
@@ -50,9 +58,10 @@ local function reserveSweep(c, prios)
 end
 
 -- When the first run indexed in `startby` expires (nil: none): a run exactly at its deadline may
--- still start, so a millisecond after it.
-local function reserveFirstDeadline(base)
-  local first = rcall('ZRANGE', base .. 'startby', 0, 0, 'WITHSCORES')
+-- still start, so a millisecond after it. The entry reserveSweep read (c.x1) while the index has
+-- not moved since.
+local function reserveFirstDeadline(c)
+  local first = c.x1 or rcall('ZRANGE', c.base .. 'startby', 0, 0, 'WITHSCORES')
   return first[2] and tonumber(first[2]) + 1 or nil
 end
 
@@ -77,7 +86,7 @@ local function reserveNextAt(c, sched, active, s1, a1, schedMoved, leasesMoved, 
       nextAt = t
     end
   end
-  local x1 = reserveFirstDeadline(c.base)
+  local x1 = reserveFirstDeadline(c)
   if x1 and (nextAt < 0 or x1 < nextAt) then
     nextAt = x1
   end
@@ -169,6 +178,7 @@ local function reserveLease(c, rid, p)
   local startBy, wf = v[11], v[12]
   if startBy and state == 'q' then
     rcall('ZREM', base .. 'startby', rid) -- leased or failed here: no longer in the index
+    c.x1 = nil
   end
   if v['err'] then
     if failCorrupt(base, k, rid, qp .. rid, now, nowS, c.failedRet, 'not a hash', acc, chan) then

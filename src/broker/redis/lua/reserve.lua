@@ -100,7 +100,7 @@ if rcall('EXISTS', KEYS[4]) == 1 then
   if wakeUp then
     wake(base)
   end
-  out[1] = more and now or reserveFirstDeadline(base) or -1
+  out[1] = more and now or reserveFirstDeadline(c) or -1
   out[#out + 1] = rcall('EXISTS', base .. 'wo')
   return out
 end
