@@ -368,10 +368,15 @@ const EXPIRED_PER_CALL = 1000;
  * failed with reason `expired`, never started (no attempt counted), wherever they are in the queue
  * (also while it is paused), their flow slot (queued) given
  * back and, for a workflow's run, their dependents told (docs/workflows.md). Counted as failed.
+ * Returns whether the queue had a never-started queued run with a deadline (else nextExpiry has
+ * nothing to find: reserve skips it).
  */
-export function failExpired(c: SqliteCore, queue: string, now: number, changed: string[], queues: Set<string>): void {
+export function failExpired(c: SqliteCore, queue: string, now: number, changed: string[], queues: Set<string>): boolean {
+  // The earliest deadline first (one probe of the index): none, or none due, is the usual case.
+  const first = num(c.row('nextStartBy', queue)?.start_by);
+  if (first === undefined) return false;
+  if (first >= now) return true;
   const rows = c.rows('expiredDue', queue, now, EXPIRED_PER_CALL);
-  if (rows.length === 0) return;
   const stat = c.stat(queue, now);
   for (const row of rows) {
     const error = runErrorText('expired', { at: String(num(row.start_by) ?? '') });
@@ -383,6 +388,7 @@ export function failExpired(c: SqliteCore, queue: string, now: number, changed: 
     changed.push(id);
     if (typeof row.workflow === 'string') resolveIn(c, id, false, null, now, changed, queues);
   }
+  return true;
 }
 
 /**

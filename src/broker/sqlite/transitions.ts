@@ -124,8 +124,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       if (paused.has(queue)) {
         // Untouched until resumed (resume wakes the waiters); its due times do not count either,
         // but for deadlines to start: runs past theirs are failed at it, paused or not.
-        failExpired(c, queue, now, changed, retried);
-        const x = nextExpiry(c, queue);
+        const x = failExpired(c, queue, now, changed, retried) ? nextExpiry(c, queue) : undefined;
         if (x !== undefined && (nextAt === null || x < nextAt)) nextAt = x;
         revs.push([queue, c.signal(queue)]);
         continue;
@@ -156,7 +155,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       const requeued = requeuedRows.length;
       if (requeued > 0) flowMoveRows(c, requeuedRows, 1, -1, queue);
       // Queued runs past their deadline to start: failed (expired), never started.
-      failExpired(c, queue, now, changed, retried);
+      const deadlines = failExpired(c, queue, now, changed, retried);
       // 3. Runs under flow control first (docs/flow-control.md), then up to `remaining` other queued runs.
       // Only a queue that has had runs under flow control reads its tables.
       const flow = c.row('flowAny', queue) !== undefined;
@@ -188,7 +187,7 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         if (valid === rows.length) break;
       }
       // 4. When something here becomes due without an enqueue.
-      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until), nextExpiry(c, queue)];
+      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until), deadlines ? nextExpiry(c, queue) : undefined];
       // A key or group held back by its rate limit becomes eligible then (none: no statement run).
       if (flow) waits.push(num(c.row('flowNextWait', queue)?.wait));
       for (const t of waits) {
