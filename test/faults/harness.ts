@@ -47,6 +47,14 @@ export async function atMost(promise: Promise<unknown>, ms: number): Promise<voi
 export { freePort };
 
 /**
+ * The lease of the kill tests: only a kill ends it, never the load. A live worker renews every
+ * lease/4; on a machine at load 20 its event loop can stall for a second or more, which a 1 s lease
+ * did not survive (a run was then run again by a live process, which is at-least-once, but not what
+ * those tests are about).
+ */
+export const KILL_LEASE_MS = 3000;
+
+/**
  * A safety net for a process to start (Node loading the project's TypeScript, connecting): on a
  * loaded machine (2 cores at load 20) that takes tens of seconds, not the one or two of a quiet one.
  * Not a timing assertion: a wait that reaches it fails the test with a message instead of hanging.

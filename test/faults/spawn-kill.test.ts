@@ -17,7 +17,17 @@ import { z } from 'zod';
 import { createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { connected, ensureDir, executions, figure, type Proc, Procs, START_LIMIT_MS, startRedis } from './harness.ts';
+import {
+  connected,
+  ensureDir,
+  executions,
+  figure,
+  type Proc,
+  Procs,
+  START_LIMIT_MS,
+  startRedis,
+  KILL_LEASE_MS as LEASE_MS,
+} from './harness.ts';
 
 const REPORTS = 20;
 const PAGES = 25;
@@ -25,12 +35,6 @@ const WORKERS = 3;
 const CONCURRENCY = 4;
 const PART_MS = 60;
 const MAX_KILLS = 8;
-/**
- * The lease: only a kill ends it, never the load. A live worker renews every lease/4; on a machine at
- * load 20 its event loop can stall for a second or more, which a 1 s lease did not survive (a run was
- * then run again by a live process, which is at-least-once, but not what this test is about).
- */
-const LEASE_MS = 3000;
 
 describe('fault: dynamic fan-out while workers are killed', () => {
   it('spawns each report once and finishes each with its exact value', { timeout: 600_000 }, async () => {

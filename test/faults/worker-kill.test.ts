@@ -17,17 +17,21 @@ import { z } from 'zod';
 import { createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { connected, ensureDir, executions, figure, type Proc, Procs, START_LIMIT_MS, startRedis } from './harness.ts';
+import {
+  connected,
+  ensureDir,
+  executions,
+  figure,
+  type Proc,
+  Procs,
+  START_LIMIT_MS,
+  startRedis,
+  KILL_LEASE_MS as LEASE_MS,
+} from './harness.ts';
 
 const TOTAL = 10_000;
 const BATCH = 200;
 const WORKERS = 3;
-/**
- * The lease: only a kill ends it, never the load. A live worker renews every lease/4; on a machine at
- * load 20 its event loop can stall for a second or more, which a 1 s lease did not survive (a run was
- * then run again by a live process, which is at-least-once, but not what this test is about).
- */
-const LEASE_MS = 3000;
 const KILL_EVERY_MS = 500;
 const MAX_KILLS = 10;
 const CONCURRENCY = 16;

@@ -17,7 +17,17 @@ import { z } from 'zod';
 import { chord, createErrand, dag, group } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { connected, ensureDir, executions, figure, type Proc, Procs, START_LIMIT_MS, startRedis } from './harness.ts';
+import {
+  connected,
+  ensureDir,
+  executions,
+  figure,
+  type Proc,
+  Procs,
+  START_LIMIT_MS,
+  startRedis,
+  KILL_LEASE_MS as LEASE_MS,
+} from './harness.ts';
 
 const PARTS = 1000;
 const WORKERS = 3;
@@ -25,12 +35,6 @@ const CONCURRENCY = 4;
 /** How long a part works: the chord takes several seconds, so kills and the restart land mid-flow. */
 const PART_MS = 80;
 const MAX_KILLS = 10;
-/**
- * The lease: only a kill ends it, never the load. A live worker renews every lease/4; on a machine at
- * load 20 its event loop can stall for a second or more, which a 1 s lease did not survive (a run was
- * then run again by a live process, which is at-least-once, but not what this test is about).
- */
-const LEASE_MS = 3000;
 
 describe('fault: workflows while workers are killed and Redis restarts', () => {
   it('makes each dependent ready once, with the full result list', { timeout: 600_000 }, async () => {
