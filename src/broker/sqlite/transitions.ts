@@ -187,7 +187,11 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
         if (valid === rows.length) break;
       }
       // 4. When something here becomes due without an enqueue.
-      const waits = [num(c.row('nextScheduled', queue)?.run_at), num(c.row('nextLease', queue)?.lease_until), deadlines ? nextExpiry(c, queue) : undefined];
+      const waits = [
+        num(c.row('nextScheduled', queue)?.run_at),
+        num(c.row('nextLease', queue)?.lease_until),
+        deadlines ? nextExpiry(c, queue) : undefined,
+      ];
       // A key or group held back by its rate limit becomes eligible then (none: no statement run).
       if (flow) waits.push(num(c.row('flowNextWait', queue)?.wait));
       for (const t of waits) {
