@@ -18,8 +18,9 @@
  * reason (prune, purge and bulk replays work in slices of 1000 runs).
  *
  * The parts, along the seams of the contract: `core.ts` (the connection, statements, transactions,
- * stats), `transitions.ts` (enqueue to prune), `notifications.ts` (waitForWork, watch, onCancel),
- * `inspection.ts` (reads and administration); this file assembles them as the `SqliteBroker`.
+ * stats), `transitions.ts` (enqueue to prune) with `reserve.ts` (reserve and settle),
+ * `notifications.ts` (waitForWork, watch, onCancel), `inspection.ts` (reads and administration);
+ * this file assembles them as the `SqliteBroker`.
  * Schema and migrations: `schema.ts`. SQL and row decoding: `statements.ts`.
  */
 import type {
@@ -61,6 +62,7 @@ import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { SqliteNotifications } from './notifications.ts';
 import { recordFinished as recordFinishedRuns } from './record.ts';
+import * as reserving from './reserve.ts';
 import * as transitions from './transitions.ts';
 import { releaseHub } from './wake-hub.ts';
 import * as workflows from './workflows.ts';
@@ -110,18 +112,18 @@ export class SqliteBroker implements Broker, BrokerInspector {
     return schedules.deleteSchedule(this.#c, queue, id);
   }
 
-  // Transitions (transitions.ts)
+  // Transitions (transitions.ts; reserve and settle: reserve.ts)
 
   async enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     return transitions.enqueue(this.#c, runs, now);
   }
 
   async reserve(req: ReserveRequest): Promise<ReserveResult> {
-    return transitions.reserve(this.#c, req, this.#n.seen);
+    return reserving.reserve(this.#c, req, this.#n.seen);
   }
 
   async settle(workerId: string, settlements: readonly Settlement[], now: number): Promise<SettleStatus[]> {
-    return transitions.settle(this.#c, workerId, settlements, now);
+    return reserving.settle(this.#c, workerId, settlements, now);
   }
 
   async recordFinished(runs: readonly FinishedRun[], now: number): Promise<boolean[]> {
