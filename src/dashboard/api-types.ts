@@ -3,7 +3,7 @@
  * (`src/dashboard/plugin.ts`) and the browser code (`src/dashboard/ui`). Types only: no runtime code,
  * so the browser bundle never pulls in server modules. Times are epoch milliseconds.
  */
-import type { QueueCounts, RunError, RunState } from '../broker/types.ts';
+import type { QueueCounts, RunError, RunState, WorkerStatus } from '../broker/types.ts';
 
 export type { QueueCounts, RunError, RunState };
 
@@ -142,16 +142,8 @@ export interface RunDetail extends RunSummary {
   timeline: TimelineEvent[];
 }
 
-export interface WorkerJson {
-  id: string;
-  host: string;
-  pid: number;
-  queues: string[];
-  concurrency: number;
-  active: number;
-  startedAt: number;
-  lastSeen: number;
-  ttlMs: number;
+/** A worker as the broker lists it (`WorkerStatus`), with what the dashboard derives from its heartbeat. */
+export interface WorkerJson extends WorkerStatus {
   heartbeatAgeMs: number;
   /** No heartbeat for longer than its TTL: the process died or cannot reach the broker. */
   lost: boolean;
