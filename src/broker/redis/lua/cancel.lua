@@ -21,9 +21,9 @@
   { 'N' } when there is no such run, { 'X' } when the stored run is unreadable.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, notify, wake
+--!include common.lua: rcall, notify, wake
 --!include flow.lua: flowUnqueue, flowFree
---!include runs.lua: finish, unplace
+--!include runs.lua: finish, unplace, cancelActive
 --!include workflow.lua: wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
@@ -59,14 +59,10 @@ elseif s ~= 'a' then
   unplace(base, rid, s, prio)
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
 else
-  rcall('ZREM', base .. 'active', rid)
   if g and flowFree(base, k, g) then
     wake(base) -- its slot freed: a key may be ready again
   end
-  local h = appendHistory(hist, att, holder, started, nowS, 'cancelled')
-  rcall('HDEL', k, 'o')
-  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
-  rcall('PUBLISH', ARGV[6], ARGV[7])
+  cancelActive(base, k, rid, ARGV[7], ARGV[6], now, nowS, ret, hist, att, holder, started)
 end
 notify(ARGV[5], ARGV[7], '', watched)
 if woke then

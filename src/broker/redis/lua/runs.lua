@@ -1,7 +1,7 @@
 --[[
   runs.lua: a run's hash and where it waits: creation (newRun, runExisting, runWrite, runCreate),
-  placing (pushQueued, unplace), finishing and expiry (finish, newBatch, flushFinished,
-  pushExpiry, dropRun), replay (see common.lua for how libraries are included).
+  placing (pushQueued, unplace), finishing and expiry (finish, cancelActive, newBatch,
+  flushFinished, pushExpiry, dropRun), replay (see common.lua for how libraries are included).
 
   Keys of one queue share the hash tag `{<queue>}`; `base` is `<prefix>:{<queue>}:`.
     base..'r:'..rid    HASH  one run (rid: the 26-character ULID part of the run id `<queue>.<rid>`)
@@ -306,6 +306,18 @@ local function finish(base, k, rid, code, zset, now, nowS, ret, batch, ...)
     rcall('ZADD', base .. zset, fmt('%d', ridTime(rid)), rid)
     pushExpiry(base, m, { rid })
   end
+end
+
+-- Cancels an active run (cancel.lua, wfcancel.lua; `hist`, `att`, `holder`, `started` its fields
+-- h a w b as read by the caller): out of `active`, its open attempt appended to the history as
+-- `cancelled`, finished as cancelled (kept `ret` ms), its id (`id`, the whole run id) published on
+-- the `cancels` channel so that its worker stops it. The caller frees its flow slot first.
+local function cancelActive(base, k, rid, id, cancels, now, nowS, ret, hist, att, holder, started)
+  rcall('ZREM', base .. 'active', rid)
+  local h = appendHistory(hist, att, holder, started, nowS, 'cancelled')
+  rcall('HDEL', k, 'o')
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
+  rcall('PUBLISH', cancels, id)
 end
 
 local function newBatch()

@@ -17,8 +17,8 @@
   Returns { -1 } when there is no such workflow, else { n }: how many runs were cancelled.
 ]]
 --!keys 1
---!include common.lua: rcall, appendHistory, notify
---!include runs.lua: finish, unplace
+--!include common.lua: rcall, notify
+--!include runs.lua: finish, unplace, cancelActive
 local base, nowS, chan, cancels, qp = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nowS)
 local list = rcall('HGET', KEYS[1], 'r')
@@ -36,11 +36,7 @@ for rid in string.gmatch(list, '[^,]+') do
       unplace(base, rid, s, prio)
       finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
     else
-      rcall('ZREM', base .. 'active', rid)
-      local h = appendHistory(hist, att, holder, started, nowS, 'cancelled')
-      rcall('HDEL', k, 'o')
-      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
-      rcall('PUBLISH', cancels, qp .. rid)
+      cancelActive(base, k, rid, qp .. rid, cancels, now, nowS, ret, hist, att, holder, started)
     end
     notify(chan, qp, rid, watched)
     n = n + 1
