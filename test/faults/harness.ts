@@ -11,9 +11,13 @@
  *   nothing, holds the bytes; `forward` again delivers them, as TCP would after a partition heals).
  * - `startSmtpSink`: a real SMTP server (smtp-server) counting the messages per recipient.
  * - `UserLoad`: a steady stream of `POST /users/` requests, every answer recorded.
+ * - `workflowKillRig`: what the workflow kill tests (workflow-kill, spawn-kill) set up alike: their
+ *   Redis, the worker processes' environment and flags, an app to build workflows with, and the
+ *   check that a run ran again only after a kill.
  *
  * Every wait here has a limit: a fault test fails with a message, it never hangs.
  */
+import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
@@ -22,9 +26,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
 import type { Broker } from '../../src/broker/types.ts';
-import { Errand } from '../../src/index.ts';
+import { createErrand, Errand } from '../../src/index.ts';
+import { quietLogger } from '../fixtures/brokers.ts';
 import { freePort } from '../fixtures/redis-servers.ts';
-import { waitFor } from '../helpers.ts';
+import { tempDir, waitFor } from '../helpers.ts';
 
 export const NODE = process.execPath;
 export const ROOT = new URL('../../', import.meta.url).pathname;
@@ -674,4 +679,97 @@ export function executions(logDir: string): Map<string, Execution[]> {
     }
   }
   return out;
+}
+
+// -------------------------------------------------------------------------------------------------
+// The workflow kill rigs
+
+/** Runs each worker process of a workflow kill rig executes at once. */
+const WORKFLOW_KILL_CONCURRENCY = 4;
+
+/**
+ * What the workflow kill tests (workflow-kill, spawn-kill) set up alike: a Redis of their own (AOF,
+ * `appendfsync always`), worker processes of the fixture tasks (fixtures/tasks.ts) on the rig's
+ * queues with the kill tests' lease (KILL_LEASE_MS) and lease losses unbounded (a run is in flight
+ * at many kills: these tests are about redelivery, not the poison bound), and an app on that Redis,
+ * connected, on which the test defines the tasks as the workers do, to build and enqueue workflows.
+ */
+export interface WorkflowKillRig {
+  readonly procs: Procs;
+  readonly redis: OwnRedis;
+  readonly app: Errand;
+  readonly broker: Broker;
+  /** Starts a worker process on the rig's queues. */
+  worker(name: string): Proc;
+  /** The fixture tasks' executions so far (`executions` of the rig's log directory). */
+  executions(): Map<string, Execution[]>;
+  /**
+   * At least once, and again only after a kill: asserts that every execution of a run but its last
+   * was in a process no longer alive among `workers`, or in one of `stalled` (pids of processes
+   * stopped past their lease); returns how many executions were such repeats.
+   */
+  ranAgainOnlyAfterKills(workers: readonly Proc[], stalled?: ReadonlySet<number>): number;
+  /** Kills every process it started, closes the app and stops Redis. For `finally`. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a workflow kill rig. `partMs`: how long a workflow part works (FAULT_WF_PART_MS); `env`:
+ * more of the workers' environment. If the app cannot connect, what was started is stopped.
+ */
+export async function workflowKillRig(options: {
+  label: string;
+  prefix: string;
+  queues: readonly string[];
+  partMs: number;
+  env?: Record<string, string>;
+}): Promise<WorkflowKillRig> {
+  const { label, prefix, queues, partMs } = options;
+  const procs = new Procs();
+  const dir = tempDir(label);
+  const logDir = ensureDir(join(dir, 'log'));
+  const redis = await startRedis(procs, join(dir, 'redis'));
+  const env = {
+    ERRAND_BROKER_URL: redis.url,
+    ERRAND_PREFIX: prefix,
+    FAULT_LOG_DIR: logDir,
+    FAULT_MAX_LEASE_LOSSES: '1000',
+    FAULT_WF_PART_MS: String(partMs),
+    ...options.env,
+  };
+  const flags = ['--concurrency', String(WORKFLOW_KILL_CONCURRENCY), '--lease-ms', String(KILL_LEASE_MS), '--queues', queues.join(',')];
+  const app = createErrand({ broker: redis.url, prefix, logger: quietLogger });
+  const close = async () => {
+    await procs.killAll();
+    await app.close().catch(() => {});
+    await redis.stop();
+  };
+  let broker: Broker;
+  try {
+    broker = await app.broker();
+    await connected(broker);
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return {
+    procs,
+    redis,
+    app,
+    broker,
+    worker: (name) => procs.worker(name, env, flags),
+    executions: () => executions(logDir),
+    ranAgainOnlyAfterKills(workers, stalled = new Set()) {
+      const alive = new Set(workers.filter((w) => w.alive).map((w) => w.pid));
+      let repeats = 0;
+      for (const [id, list] of executions(logDir)) {
+        repeats += list.length - 1;
+        for (const e of list.slice(0, -1)) {
+          assert.ok(!alive.has(e.pid) || stalled.has(e.pid), `run ${id} ran again after attempt ${e.attempt} in a live process`);
+        }
+      }
+      return repeats;
+    },
+    close,
+  };
 }

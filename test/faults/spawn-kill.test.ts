@@ -10,60 +10,37 @@
 //   settles without the lease and creates nothing;
 // - a handler ran again only after running in a killed (or that stalled) process.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { createErrand } from '../../src/index.ts';
-import { quietLogger } from '../fixtures/brokers.ts';
-import { tempDir, waitFor } from '../helpers.ts';
-import {
-  connected,
-  ensureDir,
-  executions,
-  figure,
-  type Proc,
-  Procs,
-  START_LIMIT_MS,
-  startRedis,
-  KILL_LEASE_MS as LEASE_MS,
-} from './harness.ts';
+import { waitFor } from '../helpers.ts';
+import { figure, type Proc, START_LIMIT_MS, workflowKillRig } from './harness.ts';
 
 const REPORTS = 20;
 const PAGES = 25;
 const WORKERS = 3;
-const CONCURRENCY = 4;
 const PART_MS = 60;
 const MAX_KILLS = 8;
 
 describe('fault: dynamic fan-out while workers are killed', () => {
   it('spawns each report once and finishes each with its exact value', { timeout: 600_000 }, async () => {
-    const procs = new Procs();
-    const dir = tempDir('errand-fault-spawn');
-    const logDir = ensureDir(join(dir, 'log'));
-    const redis = await startRedis(procs, join(dir, 'redis'));
-    const prefix = 'fault-spawn';
-    const env = {
-      ERRAND_BROKER_URL: redis.url,
-      ERRAND_PREFIX: prefix,
-      FAULT_LOG_DIR: logDir,
-      FAULT_MAX_LEASE_LOSSES: '1000',
-      FAULT_WF_PART_MS: String(PART_MS),
+    const rig = await workflowKillRig({
+      label: 'errand-fault-spawn',
+      prefix: 'fault-spawn',
+      queues: ['wflow'],
+      partMs: PART_MS,
       // A report works this long before it spawns: kills land in reports too.
-      FAULT_WF_REPORT_MS: '300',
-    };
-    const flags = ['--concurrency', String(CONCURRENCY), '--lease-ms', String(LEASE_MS), '--queues', 'wflow'];
+      env: { FAULT_WF_REPORT_MS: '300' },
+    });
+    const { procs, broker } = rig;
     // The report task as the workers define it (test/faults/fixtures/tasks.ts), to enqueue here.
-    const app = createErrand({ broker: redis.url, prefix, logger: quietLogger });
-    const report = app.task(
+    const report = rig.app.task(
       'wf_report',
       { queue: 'wflow', retries: { maxAttempts: 1 }, retention: 3_600_000, input: z.object({ pages: z.number().int() }) },
       (): { count: number; sum: number } => {
         throw new Error('run by the worker processes');
       },
     );
-    const broker = await app.broker();
-    await connected(broker);
     const counts = async () => (await broker.counts(['wflow'])).wflow!;
     const workers: Proc[] = [];
     let kills = 0;
@@ -71,7 +48,7 @@ describe('fault: dynamic fan-out while workers are killed', () => {
       // A few reports first, then more during the storm, so that reports are running when killed.
       const more = () => Promise.all(Array.from({ length: 2 }, () => report.enqueue({ pages: PAGES })));
       const handles = await Promise.all(Array.from({ length: REPORTS - 2 * MAX_KILLS }, () => report.enqueue({ pages: PAGES })));
-      for (let i = 0; i < WORKERS; i++) workers.push(procs.worker(`worker-${i}`, env, flags));
+      for (let i = 0; i < WORKERS; i++) workers.push(rig.worker(`worker-${i}`));
       await waitFor(async () => (await counts()).succeeded > 10, { timeoutMs: START_LIMIT_MS, message: 'the first runs to succeed' });
       while (kills < MAX_KILLS) {
         const fresh = await more();
@@ -94,7 +71,7 @@ describe('fault: dynamic fan-out while workers are killed', () => {
         if (found < 0) await sleep(400);
         await procs.kill(workers[i]!, 'SIGKILL');
         kills++;
-        workers[i] = procs.worker(`worker-${i}-after-kill-${kills}`, env, flags);
+        workers[i] = rig.worker(`worker-${i}-after-kill-${kills}`);
       }
       // A stall: the process running a report is stopped (SIGSTOP) past its lease, the report runs
       // again elsewhere and spawns; then the stalled process resumes and settles its spawn with the
@@ -148,14 +125,7 @@ describe('fault: dynamic fan-out while workers are killed', () => {
         assert.equal(rec.history.at(-1)?.outcome, 'spawned');
       }
       // At least once, and again only after a kill: every execution but the last was in a killed process.
-      const runs = executions(logDir);
-      const alive = new Set(workers.filter((w) => w.alive).map((w) => w.pid));
-      let duplicates = 0;
-      for (const [id, list] of runs) {
-        duplicates += list.length - 1;
-        for (const e of list.slice(0, -1))
-          assert.ok(!alive.has(e.pid) || stalled.has(e.pid), `run ${id} ran again after attempt ${e.attempt} in a live process`);
-      }
+      const duplicates = rig.ranAgainOnlyAfterKills(workers, stalled);
       assert.ok(reran >= 1, 'a report was killed while it worked and ran again (and still spawned once)');
       assert.ok(stalledReport, 'a report was stalled past its lease');
       figure('spawn-kill', {
@@ -167,9 +137,7 @@ describe('fault: dynamic fan-out while workers are killed', () => {
         duplicateExecutions: duplicates,
       });
     } finally {
-      await procs.killAll();
-      await app.close().catch(() => {});
-      await redis.stop();
+      await rig.close();
     }
   });
 });

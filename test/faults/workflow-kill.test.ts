@@ -10,50 +10,25 @@
 //   the exact sums; a handler may run more than once (at least once: only in a killed process,
 //   every execution but the last), and the fan-in stays exact anyway.
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
-import { chord, createErrand, dag, group } from '../../src/index.ts';
-import { quietLogger } from '../fixtures/brokers.ts';
-import { tempDir, waitFor } from '../helpers.ts';
-import {
-  connected,
-  ensureDir,
-  executions,
-  figure,
-  type Proc,
-  Procs,
-  START_LIMIT_MS,
-  startRedis,
-  KILL_LEASE_MS as LEASE_MS,
-} from './harness.ts';
+import { chord, dag, group } from '../../src/index.ts';
+import { waitFor } from '../helpers.ts';
+import { figure, type Proc, START_LIMIT_MS, workflowKillRig } from './harness.ts';
 
 const PARTS = 1000;
 const WORKERS = 3;
-const CONCURRENCY = 4;
 /** How long a part works: the chord takes several seconds, so kills and the restart land mid-flow. */
 const PART_MS = 80;
 const MAX_KILLS = 10;
 
 describe('fault: workflows while workers are killed and Redis restarts', () => {
   it('makes each dependent ready once, with the full result list', { timeout: 600_000 }, async () => {
-    const procs = new Procs();
-    const dir = tempDir('errand-fault-workflow');
-    const logDir = ensureDir(join(dir, 'log'));
-    const redis = await startRedis(procs, join(dir, 'redis'));
-    const prefix = 'fault-wf';
-    const env = {
-      ERRAND_BROKER_URL: redis.url,
-      ERRAND_PREFIX: prefix,
-      FAULT_LOG_DIR: logDir,
-      FAULT_MAX_LEASE_LOSSES: '1000',
-      FAULT_WF_PART_MS: String(PART_MS),
-    };
     const QUEUES = ['wflow', 'wflow2', 'wflow3'];
-    const flags = ['--concurrency', String(CONCURRENCY), '--lease-ms', String(LEASE_MS), '--queues', QUEUES.join(',')];
+    const rig = await workflowKillRig({ label: 'errand-fault-workflow', prefix: 'fault-wf', queues: QUEUES, partMs: PART_MS });
+    const { procs, redis, app, broker } = rig;
     // The same tasks as the workers' (test/faults/fixtures/tasks.ts), to build the shapes here.
-    const app = createErrand({ broker: redis.url, prefix, logger: quietLogger });
     const WF = { queue: 'wflow', retries: { maxAttempts: 1 }, retention: 3_600_000 } as const;
     const part = app.task('wf_part', { ...WF, input: z.number().int() }, (n) => n * 2);
     const gather = app.task('wf_gather', { ...WF, input: z.array(z.number().int()) }, (ns) => ({
@@ -61,8 +36,6 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
       sum: ns.reduce((a, b) => a + b, 0),
     }));
     const pair = app.task('wf_pair', { ...WF, input: z.object({ a: z.number().int(), b: z.number().int() }) }, ({ a, b }) => a + b);
-    const broker = await app.broker();
-    await connected(broker);
     // Every queue's counts, summed.
     const counts = async () => {
       const all = await broker.counts(QUEUES);
@@ -100,7 +73,7 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
         }),
       );
       const across = [await acrossQueues()];
-      for (let i = 0; i < WORKERS; i++) workers.push(procs.worker(`worker-${i}`, env, flags));
+      for (let i = 0; i < WORKERS; i++) workers.push(rig.worker(`worker-${i}`));
       await waitFor(async () => (await counts()).succeeded > 50, { timeoutMs: START_LIMIT_MS, message: 'the first runs to succeed' });
 
       // Storm: a worker killed every 700 ms (and restarted), at most MAX_KILLS times, Redis killed
@@ -109,7 +82,7 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
         const i = kills % WORKERS;
         await procs.kill(workers[i]!, 'SIGKILL');
         kills++;
-        workers[i] = procs.worker(`worker-${i}-after-kill-${kills}`, env, flags);
+        workers[i] = rig.worker(`worker-${i}-after-kill-${kills}`);
       };
       let waitingAtRestart = 0;
       while (kills < MAX_KILLS) {
@@ -155,7 +128,7 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
       for (const wf of across) assert.deepEqual(await wf.result({ timeout: 10_000 }), r, 'the DAG over three queues, the same values');
 
       // Ready once: every dependent's first execution starts after the last success of what it waits for.
-      const runs = executions(logDir);
+      const runs = rig.executions();
       const lastSuccess = (ids: string[]) => Math.max(...ids.map((id) => runs.get(id)!.at(-1)!.endedAt ?? Number.POSITIVE_INFINITY));
       const smallInfo = await small.info();
       const acrossInfo = await Promise.all(across.map((wf) => wf.info()));
@@ -174,17 +147,10 @@ describe('fault: workflows while workers are killed and Redis restarts', () => {
         }
       }
       // At least once, and again only after a kill: every execution but the last was in a killed process.
-      const alive = new Set(workers.filter((w) => w.alive).map((w) => w.pid));
-      let duplicates = 0;
-      for (const [id, list] of runs) {
-        duplicates += list.length - 1;
-        for (const e of list.slice(0, -1)) assert.ok(!alive.has(e.pid), `run ${id} ran again after attempt ${e.attempt} in a live process`);
-      }
+      const duplicates = rig.ranAgainOnlyAfterKills(workers);
       figure('workflow-kill', { parts: PARTS, kills, redisRestarts: restarts, duplicateExecutions: duplicates });
     } finally {
-      await procs.killAll();
-      await app.close().catch(() => {});
-      await redis.stop();
+      await rig.close();
     }
   });
 });
