@@ -16,10 +16,11 @@
                              its start), in the order they finished: prune deletes them
     base..'exps'       ZSET  the minutes that have such a list, by m
     base..'startby'    ZSET  rids with a deadline to start (field X) that may still expire, by X:
-                             written with the run, removed when it is leased or cancelled, put back
-                             when it is queued again with no attempt counted (promotion, release,
-                             back-off); reserve sweeps those past (entries of runs no longer
-                             queued are dropped then)
+                             written with the run, removed when it is leased, cancelled or
+                             deleted (dropRun: purge, prune, retention 0), put back when it is
+                             queued again with no attempt counted (promotion, release, back-off);
+                             reserve sweeps those past (entries of runs no longer queued are
+                             dropped then)
     base..'ik:'..task..':'..key  STRING  idempotency key -> rid, with PX ttl
     base..'db:'..task..':'..key  HASH  a debounce key: r its burst's rid, m the bound of its due time;
                              PX a minute past that run's due time (enqueue.lua), so none outlives it long
@@ -234,10 +235,14 @@ local function runCreate(base, r, now, more)
 end
 
 -- Deletes a run's hash `k` and, while it still names the run, its idempotency key (fields t and
--- k): a key never stands for a run that no longer exists (purge, prune, retention 0 alike).
+-- k): a key never stands for a run that no longer exists; and its entry in the deadline index
+-- `startby` (X) (purge, prune, retention 0 alike).
 local function dropRun(base, k, rid)
-  local v = redis.pcall('HMGET', k, 't', 'k', 'G')
-  local task, key, wf = v[1], v[2], v[3]
+  local v = redis.pcall('HMGET', k, 't', 'k', 'G', 'X')
+  local task, key, wf, startBy = v[1], v[2], v[3], v[4]
+  if v['err'] or startBy then
+    rcall('ZREM', base .. 'startby', rid)
+  end
   if not v['err'] and task and key then
     local ikk = base .. 'ik:' .. task .. ':' .. key
     if redis.pcall('GET', ikk) == rid then
