@@ -1,7 +1,7 @@
 --[[
   runs.lua: a run's hash and where it waits: creation (newRun, runExisting, runWrite, runCreate),
   placing (pushQueued, unplace), finishing and expiry (finish, newBatch, flushFinished,
-  pushExpiry, dropRun), replay (see common.lua for how libraries are included).
+  pushExpiry, dropRun, debForget), replay (see common.lua for how libraries are included).
 
   Keys of one queue share the hash tag `{<queue>}`; `base` is `<prefix>:{<queue>}:`.
     base..'r:'..rid    HASH  one run (rid: the 26-character ULID part of the run id `<queue>.<rid>`)
@@ -23,7 +23,10 @@
                              dropped then)
     base..'ik:'..task..':'..key  STRING  idempotency key -> rid, with PX ttl
     base..'db:'..task..':'..key  HASH  a debounce key: r its burst's rid, m the bound of its due time;
-                             PX a minute past that run's due time (enqueue.lua), so none outlives it long
+                             no TTL: kept while that run is scheduled and never started, however
+                             long (a paused queue), and deleted when it stops being so (debForget:
+                             promotion, cancel, deletion); a hash naming a run that is no longer
+                             scheduled is replaced by the key's next enqueue (enqueue.lua)
 
   Run hash fields (short names to save memory; absent means the default):
     s state: q queued, s scheduled, a active, d succeeded, f failed, c cancelled
@@ -42,6 +45,8 @@
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
     X deadline to start (NewRun.startBy, epoch ms): reserve fails a never-started queued run past
       it (expired), found through base..'startby' or when reached; cleared by a replay
+    B debounce key (NewRun.debounce's key; absent: none): names the hash base..'db:'..t..':'..B,
+      deleted with the run's burst (debForget)
     g y n m u v K: flow control (flow.lua); G M D A: workflows (workflow.lua).
 ]]
 -- Appends (or, at the head, prepends) a run to the list of its priority level; a run under flow
@@ -202,6 +207,10 @@ local function runWrite(r, state, more)
     f[#f + 1] = 'S'
     f[#f + 1] = r.mark
   end
+  if r.deb ~= '' then
+    f[#f + 1] = 'B'
+    f[#f + 1] = string.sub(r.deb, string.find(r.deb, '|', 1, true) + 1)
+  end
   if r.startBy ~= '' then
     f[#f + 1] = 'X'
     f[#f + 1] = r.startBy
@@ -234,12 +243,24 @@ local function runCreate(base, r, now, more)
   return state
 end
 
--- Deletes a run's hash `k` and, while it still names the run, its idempotency key (fields t and
--- k): a key never stands for a run that no longer exists; and its entry in the deadline index
--- `startby` (X) (purge, prune, retention 0 alike).
+-- The debounce hash of run rid (its task, and its debounce key, field B: nil for none) is deleted
+-- while it still names the run: the run is leaving `scheduled` (promoted, cancelled, deleted), so
+-- its burst is over.
+local function debForget(base, rid, task, key)
+  if key and task then
+    local dbk = base .. 'db:' .. task .. ':' .. key
+    if rcall('HGET', dbk, 'r') == rid then
+      rcall('DEL', dbk)
+    end
+  end
+end
+
+-- Deletes a run's hash `k` and what names it: its idempotency key (fields t and k) and its
+-- debounce hash (B) while they still name it, so that neither stands for a run that no longer
+-- exists, and its entry in the deadline index `startby` (X) (purge, prune, retention 0 alike).
 local function dropRun(base, k, rid)
-  local v = redis.pcall('HMGET', k, 't', 'k', 'G', 'X')
-  local task, key, wf, startBy = v[1], v[2], v[3], v[4]
+  local v = redis.pcall('HMGET', k, 't', 'k', 'G', 'X', 'B')
+  local task, key, wf, startBy, deb = v[1], v[2], v[3], v[4], v[5]
   if v['err'] or startBy then
     rcall('ZREM', base .. 'startby', rid)
   end
@@ -248,6 +269,9 @@ local function dropRun(base, k, rid)
     if redis.pcall('GET', ikk) == rid then
       rcall('DEL', ikk)
     end
+  end
+  if not v['err'] then
+    debForget(base, rid, task, deb)
   end
   if not v['err'] and wf then
     rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid, base .. 'wr:' .. rid)
