@@ -68,6 +68,14 @@ export interface ConformanceOptions {
    */
   deleteRunBehindBroker?: (broker: Broker, id: string) => Promise<void>;
   /**
+   * Lets `ms` of real time pass for what the storage expires by its own clock, for a test that
+   * moves `now` far ahead (the suite's times are the `now` arguments; a storage's own expiries, such
+   * as Redis TTLs, count real time): on Redis, every key of the broker's prefix with a TTL has it
+   * shortened by `ms`, deleted once past, as if that time had passed. A broker whose storage
+   * expires nothing by itself (SQLite: every time is the caller's `now`) gives none.
+   */
+  elapse?: (broker: Broker, ms: number) => Promise<void>;
+  /**
    * A broker whose storage cannot be reached (a Redis URL nothing listens on; for SQLite, a file in
    * a folder that does not exist, which already fails at construction). Its `ping` must throw.
    */
@@ -160,6 +168,8 @@ export interface ConformanceContext {
   peerOf(b: Broker): Promise<PeerBroker>;
   /** Deletes run `id` behind the broker's back (the test must be declared with `needs: 'editBehindBroker'`). */
   deleteRunBehindBroker(b: Broker, id: string): Promise<void>;
+  /** Lets `ms` of real time pass for the storage's own expiries (the `elapse` hook; nothing without one). */
+  elapse(b: Broker, ms: number): Promise<void>;
   /** Closes `b` after the test, as if opened here. */
   track(b: Broker): void;
   /** An AbortController aborted after the test. */
@@ -271,6 +281,9 @@ export function conformanceContext(name: string, makeBroker: MakeBroker, options
     deleteRunBehindBroker: async (b, id) => {
       assert.ok(options.deleteRunBehindBroker, missingHook(name, 'editBehindBroker'));
       await options.deleteRunBehindBroker(b, id);
+    },
+    elapse: async (b, ms) => {
+      await options.elapse?.(b, ms);
     },
     track: (b) => {
       res.track(b);

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
-import type { Broker, NewRun } from '../../src/broker/types.ts';
+import type { Broker, BrokerInspector, NewRun } from '../../src/broker/types.ts';
 import { type ConformanceContext, newRun, Q, RETAIN } from './context.ts';
 
 const TASK = 'conformance.debounced';
@@ -21,7 +21,7 @@ async function enqueue(b: Broker, now: number, run: NewRun) {
 }
 
 export function debounceConformance(c: ConformanceContext): void {
-  const { open, test, getRun, reserveAll } = c;
+  const { open, test, getRun, reserveAll, elapse } = c;
   describe('debounce', () => {
     test('enqueues of one key within the window make one run, with the last input, started a window after the last', async () => {
       const b = await open();
@@ -127,6 +127,29 @@ export function debounceConformance(c: ConformanceContext): void {
       const next = await enqueue(b, t0 + 120, debounced(t0 + 120, 'k', 2, 100, null));
       assert.equal(next.created, true);
       assert.equal((await getRun(b, first.id)).input, '1', 'the retrying run keeps its input');
+    });
+
+    test('a run held in a paused queue keeps its burst open past its due time, however long: a later enqueue debounces into it', async () => {
+      const b = (await open()) as Broker & Partial<BrokerInspector>;
+      assert.equal(typeof b.pause, 'function', 'every broker of the suite is an inspector');
+      const t0 = Date.now();
+      await b.pause?.(Q);
+      const first = await enqueue(b, t0, debounced(t0, 'k', 1, 1_000, null));
+      const later = t0 + 2 * 3_600_000; // two hours on, the queue still paused and no worker about
+      await elapse(b, later - t0);
+      assert.deepStrictEqual((await reserveAll(b, 'w1', later, { max: 10 })).runs, [], 'paused: nothing starts');
+      await b.prune(later);
+      const second = await enqueue(b, later, debounced(later, 'k', 2, 1_000, null));
+      assert.deepStrictEqual(second, { id: first.id, created: false, state: 'scheduled' }, 'into the pending run');
+      assert.equal((await b.counts([Q]))[Q]?.scheduled, 1, 'one run');
+      await b.resume?.(Q);
+      assert.deepStrictEqual((await reserveAll(b, 'w1', later + 999, { max: 10 })).runs, [], 'moved a window after the last enqueue');
+      assert.deepStrictEqual(
+        (await reserveAll(b, 'w1', later + 1_000, { max: 10 })).runs.map((x) => [x.id, x.input]),
+        [[first.id, '2']],
+      );
+      const next = await enqueue(b, later + 1_001, debounced(later + 1_001, 'k', 3, 1_000, null));
+      assert.equal(next.created, true, 'once started, the key makes a new run');
     });
 
     test('a cancelled run no longer takes the key', async () => {

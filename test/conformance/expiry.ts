@@ -199,6 +199,19 @@ export function expiryConformance(c: ConformanceContext): void {
       assert.equal(info.attempts, 0);
     });
 
+    test("a purged run's deadline no longer counts: an idle reserve reports nothing to wake for (nextAt null)", async () => {
+      const b = (await open()) as Broker & Partial<BrokerInspector>;
+      assert.equal(typeof b.purge, 'function', 'every broker of the suite is an inspector');
+      const t0 = Date.now();
+      await enqueueOne(b, t0, { startBy: t0 + 3_600_000 });
+      await enqueueOne(b, t0, { runAt: t0 + 1_000, startBy: t0 + 7_200_000 });
+      assert.equal((await reserveAll(b, 'w1', t0, { max: 0 })).nextAt, t0 + 1_000, 'the scheduled run first');
+      assert.equal(await b.purge?.(Q, t0 + 1), 2);
+      const idle = await reserveAll(b, 'w1', t0 + 2, { max: 10 });
+      assert.deepStrictEqual(idle.runs, []);
+      assert.equal(idle.nextAt, null);
+    });
+
     test('a paused queue still fails its runs at their deadline (and reports it in nextAt); the others stay queued', async () => {
       const b = (await open()) as Broker & Partial<BrokerInspector>;
       assert.equal(typeof b.pause, 'function', 'every broker of the suite is an inspector');

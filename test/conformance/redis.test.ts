@@ -39,6 +39,25 @@ brokerConformance('redis', makeBroker, {
       redis.disconnect();
     }
   },
+  elapse: async (broker, ms) => {
+    const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    try {
+      await redis.connect();
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefixOf.get(broker)}:*`, 'COUNT', 1000);
+        cursor = next;
+        for (const key of keys) {
+          const ttl = await redis.pttl(key);
+          if (ttl < 0) continue; // no TTL (or gone)
+          if (ttl <= ms) await redis.del(key);
+          else await redis.pexpire(key, ttl - ms);
+        }
+      } while (cursor !== '0');
+    } finally {
+      redis.disconnect();
+    }
+  },
   unreachable: () => new RedisBroker({ url: 'redis://127.0.0.1:1', prefix: uniquePrefix('errand-test') }),
 });
 inspectorConformance('redis', makeBroker, { connection: (broker) => ({ url, options: { prefix: prefixOf.get(broker) } }) });

@@ -18,7 +18,8 @@
  *
  * Time is driven through the `now` arguments; the only real waits are for the few things that are
  * real-time by nature (wake-ups, pub/sub, the Redis idempotency TTL), and the tests assert on what
- * happens, never on how long it took.
+ * happens, never on how long it took. A test that moves `now` far ahead lets the storage's own
+ * expiries (Redis TTLs) follow with the `elapse` hook instead of waiting.
  */
 import { describe } from 'node:test';
 import { backoffConformance } from './backoff.ts';

@@ -215,7 +215,7 @@ describe('redis broker: layout', () => {
 });
 
 describe('redis broker: deadline index and debounce keys do not outlive what they are for', () => {
-  it('startby holds the runs that may still expire: out when leased, cancelled or swept, back when released', async () => {
+  it('startby holds the runs that may still expire: out when leased, cancelled, swept or purged, back when released', async () => {
     const b = open();
     const t0 = Date.now();
     const idx = `${b.prefix}:{sms}:startby`;
@@ -243,9 +243,10 @@ describe('redis broker: deadline index and debounce keys do not outlive what the
       [leased!.id],
     );
     assert.deepStrictEqual(await redis.zrange(idx, 0, -1), [rid(purged!.id)]);
-    await b.purge('sms', t0 + 2); // the purged run's entry is left, and dropped when its deadline passes
+    await b.purge('sms', t0 + 2);
+    assert.equal(await redis.exists(idx), 0, 'the purged run left the index with its hash');
     await b.release('w', [{ id: leased!.id, attempt: 1 }], t0 + 3);
-    assert.deepStrictEqual(await redis.zrange(idx, 0, -1), [rid(purged!.id), rid(leased!.id)], 'released: it may expire again');
+    assert.deepStrictEqual(await redis.zrange(idx, 0, -1), [rid(leased!.id)], 'released: it may expire again');
     assert.equal(plain?.created, true);
     await b.reserve({ workerId: 'w', queues: ['sms'], max: 0, leaseMs: 60_000, now: t0 + 600 });
     assert.deepStrictEqual(await redis.zrange(idx, 0, -1), [rid(leased!.id)]);
@@ -253,12 +254,34 @@ describe('redis broker: deadline index and debounce keys do not outlive what the
     assert.equal(await redis.exists(idx), 0, 'nothing left to expire');
   });
 
-  it('a debounce hash expires a minute past its run due time', async () => {
+  it('a debounce hash has no TTL while its run is scheduled, and goes when the run is promoted, cancelled or purged', async () => {
     const b = open();
     const t0 = Date.now();
-    await b.enqueue([run('deb', t0, { runAt: t0 + 5000, debounce: { key: 'k', maxAt: null } })], t0);
-    const ttl = await redis.pttl(`${b.prefix}:{deb}:db:send_welcome_email:k`);
-    assert.ok(ttl > 0 && ttl <= 65_000, `PTTL ${ttl}`);
+    const hash = (key: string) => `${b.prefix}:{deb}:db:send_welcome_email:${key}`;
+    const deb = (key: string, now: number, window: number) => run('deb', now, { runAt: now + window, debounce: { key, maxAt: null } });
+    const [promoted, cancelled, purged, older] = await b.enqueue(
+      [deb('promoted', t0, 5_000), deb('cancelled', t0, 5_000), deb('purged', t0, 60_000), deb('older', t0, 5_000)],
+      t0,
+    );
+    for (const key of ['promoted', 'cancelled', 'purged', 'older']) assert.equal(await redis.pttl(hash(key)), -1, `${key}: no TTL`);
+    assert.equal(await redis.hget(`${b.prefix}:{deb}:r:${rid(promoted!.id)}`, 'B'), 'promoted', 'the run names its key');
+    // A run and hash as an earlier version left them: no B, a TTL. Debounced into, they become ours.
+    await redis.hdel(`${b.prefix}:{deb}:r:${rid(older!.id)}`, 'B');
+    await redis.pexpire(hash('older'), 61_000);
+    const [into, intoOlder] = await b.enqueue([deb('promoted', t0 + 1, 5_000), deb('older', t0 + 1, 5_000)], t0 + 1);
+    assert.deepStrictEqual([into?.id, into?.created, intoOlder?.id, intoOlder?.created], [promoted!.id, false, older!.id, false]);
+    assert.equal(await redis.pttl(hash('promoted')), -1, 'still no TTL');
+    assert.equal(await redis.pttl(hash('older')), -1, 'the TTL of the earlier version is gone');
+    assert.equal(await redis.hget(`${b.prefix}:{deb}:r:${rid(older!.id)}`, 'B'), 'older');
+    await b.cancel(cancelled!.id, t0 + 2);
+    assert.equal(await redis.exists(hash('cancelled')), 0, 'cancelled: its burst is over');
+    await b.reserve({ workerId: 'w', queues: ['deb'], max: 0, leaseMs: 60_000, now: t0 + 5_001 });
+    assert.equal(await redis.exists(hash('promoted')), 0, 'promoted (queued): its burst is over');
+    assert.equal(await redis.exists(hash('older')), 0);
+    assert.equal(await redis.exists(hash('purged')), 1, 'its run is still scheduled');
+    assert.equal(purged?.created, true);
+    await b.purge('deb', t0 + 5_002);
+    assert.deepStrictEqual(await keysOf(`${b.prefix}:{deb}:db:*`), [], 'purged: none left');
   });
 });
 

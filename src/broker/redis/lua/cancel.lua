@@ -23,13 +23,13 @@
 --!keys 1
 --!include common.lua: rcall, notify, wake
 --!include flow.lua: flowUnqueue, flowFree
---!include runs.lua: finish, unplace, cancelActive
+--!include runs.lua: finish, unplace, cancelActive, debForget
 --!include workflow.lua: wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
-local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y', 'G', 'X')
+local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y', 'G', 'X', 'B', 't')
 local s, prio, att, holder, started, hist, watched, ownRet, g, y, wf = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
-local startBy = v[12]
+local startBy, deb, task = v[12], v[13], v[14]
 if v['err'] then
   return { 'X' }
 end
@@ -50,6 +50,9 @@ local woke = wf and wfResolve(base, string.sub(ARGV[7], 1, #ARGV[7] - #rid), ARG
 local ret = tonumber(ownRet) or tonumber(ARGV[4])
 if startBy then
   rcall('ZREM', base .. 'startby', rid) -- it can no longer expire
+end
+if deb then
+  debForget(base, rid, task, deb) -- its debounce burst is over
 end
 if s == 'q' and g then
   -- Under flow control: out of its key's list (the key may leave the rings).

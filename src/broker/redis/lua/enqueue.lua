@@ -18,9 +18,10 @@
     ttl, traceparent, retention once cancelled, flow spec ('' for none, else '<group>|<key limit>|
     <group limit>|<key rate>|<group rate>|<key weight>|<key>'), schedule mark, deadline to start
     (epoch ms, '' for none: NewRun.startBy; stored as X, checked by reserve), debounce ('' for none,
-    else '<maxAt or empty>|<key>' (NewRun.debounce): a scheduled run named by the key's hash
-    base..'db:'..task..':'..key (r rid, m maxAt; kept a minute past its run's due time) takes this
-    input and runAt (at most m) and is returned instead of a new run);
+    else '<maxAt or empty>|<key>' (NewRun.debounce): a scheduled, never started run named by the
+    key's hash base..'db:'..task..':'..key (r rid, m maxAt; no TTL: kept while that run is
+    scheduled, see debForget in runs.lua) takes this input and runAt (at most m) and is returned
+    instead of a new run; else the hash is written anew for the run created);
     a queued run with a flow spec goes to its key's list (as flowPush in flow.lua does for one
     run; here each key and group of the call is updated once)
 
@@ -62,9 +63,11 @@ for j = 3, #ARGV, 14 do
       if dmax and tonumber(dmax) < at then
         at = tonumber(dmax)
       end
-      rcall('HSET', base .. 'r:' .. drid, 'i', r.input, 'r', fmt('%d', at))
+      -- B names the hash for debForget (a run of an earlier version has none), and the hash
+      -- loses the TTL such a version gave it: it goes when the run leaves `scheduled`.
+      rcall('HSET', base .. 'r:' .. drid, 'i', r.input, 'r', fmt('%d', at), 'B', string.sub(r.deb, cut + 1))
       rcall('ZADD', KEYS[1], at, drid)
-      rcall('PEXPIRE', dbk, math.max(1, at - now) + 60000)
+      rcall('PERSIST', dbk)
       existing, s = drid, 's'
       dbk = nil
     end
@@ -99,7 +102,6 @@ for j = 3, #ARGV, 14 do
       else
         rcall('HSET', dbk, 'r', rid)
       end
-      rcall('PEXPIRE', dbk, math.max(1, runAt - now) + 60000)
     end
     runWrite(r, state)
     if state == 'q' and r.g ~= '' then

@@ -97,15 +97,15 @@ local function reserveNextAt(c, sched, active, s1, a1, schedMoved, leasesMoved, 
 end
 
 -- Step 1: the due scheduled runs `due` (rids read from `sched`) become queued, each at the tail
--- of its priority level; they leave `sched`. Returns whether a run became queued for idle workers
+-- of its priority level; they leave `sched` (and a debounced one its key's hash: debForget). Returns whether a run became queued for idle workers
 -- to see besides (a corrupt run failed, reaching a workflow's dependents).
 local function reservePromote(c, sched, due)
   local base, chan, qp = c.base, c.chan, c.qp
   local woke = false
   for _, rid in ipairs(due) do
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g', 'X')
-    local state, prio, watched, g, startBy = v[1], v[2], v[3], v[4], v[5]
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g', 'X', 'B')
+    local state, prio, watched, g, startBy, deb = v[1], v[2], v[3], v[4], v[5], v[6]
     if v['err'] then
       if failCorrupt(base, k, rid, qp .. rid, c.now, c.nowS, c.failedRet, 'not a hash', c.acc, chan) then
         woke = true
@@ -115,6 +115,9 @@ local function reservePromote(c, sched, due)
       pushQueued(base, rid, prio or '0', false, g)
       if startBy then
         rcall('ZADD', base .. 'startby', startBy, rid) -- again, if a sweep dropped it while scheduled
+      end
+      if deb then
+        debForget(base, rid, rcall('HGET', k, 't'), deb) -- queued: its burst is over
       end
       notify(chan, qp, rid, watched)
     end

@@ -1,7 +1,8 @@
 --[[
   runs.lua: a run's hash and where it waits: creation (newRun, runExisting, runWrite, runCreate),
   placing (pushQueued, unplace), finishing and expiry (finish, cancelActive, newBatch,
-  flushFinished, pushExpiry, dropRun), replay (see common.lua for how libraries are included).
+  flushFinished, pushExpiry, dropRun, debForget), replay (see common.lua for how libraries are
+  included).
 
   Keys of one queue share the hash tag `{<queue>}`; `base` is `<prefix>:{<queue>}:`.
     base..'r:'..rid    HASH  one run (rid: the 26-character ULID part of the run id `<queue>.<rid>`)
@@ -16,13 +17,17 @@
                              its start), in the order they finished: prune deletes them
     base..'exps'       ZSET  the minutes that have such a list, by m
     base..'startby'    ZSET  rids with a deadline to start (field X) that may still expire, by X:
-                             written with the run, removed when it is leased or cancelled, put back
-                             when it is queued again with no attempt counted (promotion, release,
-                             back-off); reserve sweeps those past (entries of runs no longer
-                             queued are dropped then)
+                             written with the run, removed when it is leased, cancelled or
+                             deleted (dropRun: purge, prune, retention 0), put back when it is
+                             queued again with no attempt counted (promotion, release, back-off);
+                             reserve sweeps those past (entries of runs no longer queued are
+                             dropped then)
     base..'ik:'..task..':'..key  STRING  idempotency key -> rid, with PX ttl
     base..'db:'..task..':'..key  HASH  a debounce key: r its burst's rid, m the bound of its due time;
-                             PX a minute past that run's due time (enqueue.lua), so none outlives it long
+                             no TTL: kept while that run is scheduled and never started, however
+                             long (a paused queue), and deleted when it stops being so (debForget:
+                             promotion, cancel, deletion); a hash naming a run that is no longer
+                             scheduled is replaced by the key's next enqueue (enqueue.lua)
 
   Run hash fields (short names to save memory; absent means the default):
     s state: q queued, s scheduled, a active, d succeeded, f failed, c cancelled
@@ -41,6 +46,8 @@
     W watched: set by watch(); transitions of a watched run PUBLISH its id on the events channel.
     X deadline to start (NewRun.startBy, epoch ms): reserve fails a never-started queued run past
       it (expired), found through base..'startby' or when reached; cleared by a replay
+    B debounce key (NewRun.debounce's key; absent: none): names the hash base..'db:'..t..':'..B,
+      deleted with the run's burst (debForget)
     g y n m u v K: flow control (flow.lua); G M D A: workflows (workflow.lua).
 ]]
 -- Appends (or, at the head, prepends) a run to the list of its priority level; a run under flow
@@ -201,6 +208,10 @@ local function runWrite(r, state, more)
     f[#f + 1] = 'S'
     f[#f + 1] = r.mark
   end
+  if r.deb ~= '' then
+    f[#f + 1] = 'B'
+    f[#f + 1] = string.sub(r.deb, string.find(r.deb, '|', 1, true) + 1)
+  end
   if r.startBy ~= '' then
     f[#f + 1] = 'X'
     f[#f + 1] = r.startBy
@@ -233,16 +244,35 @@ local function runCreate(base, r, now, more)
   return state
 end
 
--- Deletes a run's hash `k` and, while it still names the run, its idempotency key (fields t and
--- k): a key never stands for a run that no longer exists (purge, prune, retention 0 alike).
+-- The debounce hash of run rid (its task, and its debounce key, field B: nil for none) is deleted
+-- while it still names the run: the run is leaving `scheduled` (promoted, cancelled, deleted), so
+-- its burst is over.
+local function debForget(base, rid, task, key)
+  if key and task then
+    local dbk = base .. 'db:' .. task .. ':' .. key
+    if rcall('HGET', dbk, 'r') == rid then
+      rcall('DEL', dbk)
+    end
+  end
+end
+
+-- Deletes a run's hash `k` and what names it: its idempotency key (fields t and k) and its
+-- debounce hash (B) while they still name it, so that neither stands for a run that no longer
+-- exists, and its entry in the deadline index `startby` (X) (purge, prune, retention 0 alike).
 local function dropRun(base, k, rid)
-  local v = redis.pcall('HMGET', k, 't', 'k', 'G')
-  local task, key, wf = v[1], v[2], v[3]
+  local v = redis.pcall('HMGET', k, 't', 'k', 'G', 'X', 'B')
+  local task, key, wf, startBy, deb = v[1], v[2], v[3], v[4], v[5]
+  if v['err'] or startBy then
+    rcall('ZREM', base .. 'startby', rid)
+  end
   if not v['err'] and task and key then
     local ikk = base .. 'ik:' .. task .. ':' .. key
     if redis.pcall('GET', ikk) == rid then
       rcall('DEL', ikk)
     end
+  end
+  if not v['err'] then
+    debForget(base, rid, task, deb)
   end
   if not v['err'] and wf then
     rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid, base .. 'we:' .. rid, base .. 'wr:' .. rid)
