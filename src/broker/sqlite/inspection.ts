@@ -22,7 +22,7 @@ import type {
 import { RUN_STATES } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { type FlowLimitState, flowWaiting, parseRate } from '../shared/flow.ts';
-import { flowMoveRows } from './flow.ts';
+import { flowMoveRows } from './flow-counts.ts';
 import { emptyCounts, histogram, num, type Row, STATES, toRecord } from './statements.ts';
 import { resolveIn, rewaitIn } from './workflows.ts';
 

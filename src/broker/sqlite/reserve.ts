@@ -9,7 +9,8 @@ import { checkSpawns } from '../shared/workflow.ts';
 import type { Reservation, ReserveRequest, ReserveResult, Settlement, SettleStatus } from '../types.ts';
 import type { SqliteCore } from './core.ts';
 import { type CorruptRows, failCorruptRow } from './corrupt.ts';
-import { backOffIn, FlowGroups, failExpired, flowMoveRows, flowOf, leaseFlow, nextExpiry } from './flow.ts';
+import { backOffIn, failExpired, leaseFlow, nextExpiry } from './flow.ts';
+import { FlowGroups, flowMoveRows, flowOf } from './flow-counts.ts';
 import { byPriorityThenSeq, LEASE_LOST_ERROR, num, type Row, toReservation } from './statements.ts';
 import { resolveIn, spawnIn } from './workflows.ts';
 

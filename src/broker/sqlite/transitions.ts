@@ -4,12 +4,11 @@
  * Each is one `BEGIN IMMEDIATE` transaction (prune: small ones), and tells the wake hub what
  * changed once it is committed.
  */
-import { rateText } from '../shared/flow.ts';
 import { CANCEL_LOG_RETENTION_MS, DAY, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
 import type { CancelOutcome, EnqueueResult, Lease, NewRun, RetryOutcome, RunState, SettleStatus } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
-import { FlowGroups, flowMove, flowOf } from './flow.ts';
+import { FlowGroups, flowMove, flowOf, flowPlace } from './flow-counts.ts';
 import { num } from './statements.ts';
 import { resolveIn, rewaitIn } from './workflows.ts';
 
@@ -68,10 +67,7 @@ export function enqueueIn(c: SqliteCore, runs: readonly NewRun[], now: number, q
     }
     if (key !== undefined) c.s.idemPut.run(run.queue, run.task, key, run.id, now + (run.idempotencyTtl ?? DAY));
     if (deb) c.s.debPut.run(run.queue, run.task, deb.key, run.id, deb.maxAt);
-    if (f && state === 'queued') {
-      const place = { queue: run.queue, grp: f.group, key: f.key, kc: f.concurrency ?? 0, gc: f.groupConcurrency ?? 0 };
-      groups.move(c, { ...place, kr: rateText(f.rate), gr: rateText(f.groupRate), kw: f.weight ?? 1 }, 1, 0);
-    }
+    if (f && state === 'queued') groups.move(c, flowPlace(run.queue, f), 1, 0);
     mine.add(run.queue);
     c.stat(run.queue, now).enqueued++;
     out.push({ id: run.id, created: true, state });
