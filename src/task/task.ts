@@ -298,7 +298,18 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     } catch {
       // As unreadable input: below.
     }
+    return this.flowWithoutInput();
+  }
+
+  /**
+   * The flow spec of a run of this task without a key (its input unknown or unreadable): the task's
+   * group limits only (`global`, `globalRate`); undefined for a task without limits. A workflow step
+   * whose input comes from the steps before it (`next()`, `join()`) of a task limited in total only
+   * gets this (docs/flow-control.md).
+   */
+  flowWithoutInput(): FlowSpec | undefined {
     const l = this.limits;
+    if (!l) return undefined;
     const flow: FlowSpec = { group: this.name, key: '' };
     if (l.global !== undefined) flow.groupConcurrency = l.global;
     if (l.globalRate) flow.groupRate = flowRate(l.globalRate);

@@ -9,7 +9,7 @@
  * whose input I comes from the flow before it, so `chain(a, b)` compiles only when a's result is
  * assignable to b's input; `dag` checks each `join` against the results of the nodes it names.
  */
-import type { Dependency, DependencyPolicy, NewWorkflowRun, SpawnSettlement } from '../broker/types.ts';
+import type { Dependency, DependencyPolicy, FlowSpec, NewWorkflowRun, SpawnSettlement } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 
@@ -19,8 +19,15 @@ export interface StepTask {
   readonly queue: string;
   readonly priority: number;
   readonly retention: { readonly cancelled: number };
-  /** Flow-control limits (docs/flow-control.md): a task that has them cannot be a workflow step yet. */
-  readonly limits?: unknown;
+  /**
+   * Flow-control limits (docs/flow-control.md): a step carries them as an enqueued run does. Its key
+   * is computed from its input when the workflow is created, so a task whose `limits.key` reads the
+   * input can be a step with its own input (`task.step(input)`), not one whose input comes from the
+   * steps before it (`next()`, `join()`).
+   */
+  readonly limits?: { readonly key?: unknown } | undefined;
+  /** The flow spec of a run of this task whose input is not known yet: its task's limits, no key (undefined: no limits). */
+  flowWithoutInput?(): FlowSpec | undefined;
   /** A deadline to start (`expiresIn`): not carried by workflow steps yet, so such a task cannot be one. */
   readonly expiresIn?: number | undefined;
   /** Throttle and debounce: not for workflow steps yet either. */
@@ -224,9 +231,11 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const runs: NewWorkflowRun[] = [];
 
   const pendingRun = (task: StepTask, options: StepOptions): NewWorkflowRun => {
-    if (task.limits !== undefined) {
+    // Its input (and so a key computed from it) comes from the steps before it only once they are
+    // done, and the broker never runs code: the key of a limited run is fixed when it is created.
+    if (task.limits?.key !== undefined) {
       throw new ConfigError(
-        `workflow: task "${task.name}" has limits: workflow steps are not under flow control yet (docs/flow-control.md), so it cannot be a step`,
+        `workflow: task "${task.name}" computes its limits key from its input (limits.key), which a next() or join() step gets only from the steps before it once they are done: make it a step with its own input (task.step(input), which waits for the steps before it in a chain without taking their values), or give the task limits without a key (global, globalRate) (docs/flow-control.md)`,
       );
     }
     if (task.expiresIn !== undefined) throw noExpiry(task.name);
@@ -241,6 +250,9 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
       runAt: now,
       cancelledRetentionMs: task.retention.cancelled,
     };
+    // A task limited in total only (global, globalRate): its runs have no key, whatever their input.
+    const flow = task.limits !== undefined ? task.flowWithoutInput?.() : undefined;
+    if (flow) run.flow = flow;
     return run;
   };
 

@@ -43,6 +43,7 @@ import { scheduleConformance } from './schedules.ts';
 import { settleConformance } from './settle.ts';
 import { sharedStorageConformance } from './shared-storage.ts';
 import { spawnConformance } from './spawn.ts';
+import { workflowLimitsConformance } from './workflow-limits.ts';
 import { workflowQueuesConformance } from './workflow-queues.ts';
 import { weightsConformance } from './weights.ts';
 import { workflowConformance } from './workflows.ts';
@@ -73,6 +74,7 @@ export function brokerConformance(name: string, makeBroker: MakeBroker, options:
     connectionConformance(c);
     workflowConformance(c);
     workflowQueuesConformance(c);
+    workflowLimitsConformance(c);
     spawnConformance(c);
     scheduleConformance(c);
     runErrorConformance(makeBroker, options);

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { chain, chord, ConfigError, createErrand, dag, group, InputError, RunCancelledError, workflowState } from '../../src/index.ts';
+import { compileSpawn } from '../../src/task/workflow.ts';
 import { createTesting } from '../../src/testing/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 
@@ -27,6 +28,7 @@ const boom = errand.task('wf.boom', { input: z.object({}), retries: { maxAttempt
   throw new Error('boom');
 });
 const limited = errand.task('wf.limited', { input: z.number(), retention, limits: { key: (n) => String(n), concurrency: 1 } }, (n) => n);
+const capped = errand.task('wf.capped', { input: z.number(), retention, limits: { global: 1 } }, (n) => n + 1);
 const expiring = errand.task('wf.expiring', { input: z.number(), retention, expiresIn: 60_000 }, (n) => n);
 const debounced = errand.task('wf.debounced', { input: z.number(), retention, debounce: { key: String, window: 100 } }, (n) => n);
 const cleanup = errand.task('wf.cleanup', { input: z.array(z.unknown()), retention }, (values) => values.length);
@@ -117,6 +119,24 @@ describe('workflows through errand.workflow', () => {
     assert.equal(workflowState(['succeeded', 'succeeded']), 'succeeded');
   });
 
+  it("steps carry their task's limits: the key from a step's own input; a task limited in total only may take the value before it", async () => {
+    const wf = await errand.workflow(chain(group(double.step(1), double.step(2)), limited.step(7), capped.next()));
+    const runs = (await wf.info()).runs;
+    assert.deepStrictEqual(runs[2]?.flow, { group: 'wf.limited', key: '7' }, "the key computed from the step's input at creation");
+    assert.deepStrictEqual(runs[3]?.flow, { group: 'wf.capped', key: '' }, "no key: the task's own limits");
+    await t.drain();
+    assert.equal(await wf.result(), 8);
+    // In a spawn too (the same compilation).
+    const spawned = compileSpawn(chain(limited.step(3), capped.next()), Date.now(), 1024);
+    assert.deepStrictEqual(
+      spawned.runs.map((r) => r.flow),
+      [
+        { group: 'wf.limited', key: '3', concurrency: 1 },
+        { group: 'wf.capped', key: '', groupConcurrency: 1 },
+      ],
+    );
+  });
+
   it('refuses what cannot be built, naming why; a bad input stores nothing', async () => {
     await assert.rejects(
       errand.workflow(chain(double.next() as never)),
@@ -130,15 +150,14 @@ describe('workflows through errand.workflow', () => {
       errand.workflow(dag({ a: double.join({ x: 'b' }) as never, b: double.join({ y: 'a' }) as never })),
       (e: Error) => e instanceof ConfigError && /cycle/.test(e.message),
     );
-    // A task with flow-control limits cannot be a step yet: refused, rather than run past its limits.
-    await assert.rejects(
-      errand.workflow(chain(limited.step(1), double.next())),
-      (e: Error) => e instanceof ConfigError && /"wf\.limited", which has limits/.test(e.message),
-    );
-    await assert.rejects(
-      errand.workflow(chain(double.step(1), limited.next())),
-      (e: Error) => e instanceof ConfigError && /"wf\.limited" has limits/.test(e.message),
-    );
+    // A task whose limits key comes from its input cannot take its input from the steps before it:
+    // the key of a step is computed when the workflow is created (docs/flow-control.md).
+    for (const shape of [chain(double.step(1), limited.next()), dag({ a: double.step(1), b: limited.join({ n: 'a' }) as never })]) {
+      await assert.rejects(
+        errand.workflow(shape),
+        (e: Error) => e instanceof ConfigError && /"wf\.limited" computes its limits key from its input/.test(e.message),
+      );
+    }
     // Nor, yet, a task with a deadline to start, or one that throttles or debounces.
     for (const shape of [chain(expiring.step(1), double.next()), chain(double.step(1), expiring.next())]) {
       await assert.rejects(

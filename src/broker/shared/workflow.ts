@@ -6,6 +6,7 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { queueOfRunId } from '../../core/ids.ts';
+import { checkFlow } from './checks.ts';
 import {
   DEPENDENCY_POLICIES,
   type DependencyPolicy,
@@ -29,7 +30,7 @@ function bad(where: string, what: string): never {
  * Checks a workflow before anything is written. Returns its queues (in first-seen order). Throws
  * `ConfigError` naming the run and what is wrong: an id that is not a run id or not unique, a
  * dependency outside the workflow or repeated, an unknown policy or `inputFrom`, an `inputFrom`
- * that does not fit the dependencies, an idempotency key, a cycle.
+ * that does not fit the dependencies, an idempotency key, a flow spec (`checkFlow`), a cycle.
  */
 export function checkWorkflow(wf: NewWorkflow): string[] {
   if (!wf || typeof wf !== 'object') bad('the workflow', 'is not an object');
@@ -55,11 +56,8 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
     if (run.debounce !== undefined) bad(`run ${run.id}`, `is of task "${run.task}", which debounces: workflow steps do not yet`);
     if (run.startBy !== undefined)
       bad(`run ${run.id}`, `is of task "${run.task}" with a deadline to start (startBy): workflow steps do not expire yet`);
-    if (run.flow !== undefined)
-      bad(
-        `run ${run.id}`,
-        `is of task "${run.task}", which has limits: workflow steps are not under flow control yet (docs/flow-control.md)`,
-      );
+    // A step under flow control (docs/flow-control.md): its spec is checked as enqueue checks one.
+    if (run.flow !== undefined) checkFlow(run.flow, `createWorkflow: run ${run.id}`);
     ids.add(run.id);
     if (!queues.includes(q)) queues.push(q);
   }

@@ -20,8 +20,10 @@ export const WORKFLOW_SQL = {
   /** ?2 1: the edges a spawning run awaits (its result); 0: the others (its input). */
   wfValues: 'SELECT value, name FROM workflow_edges WHERE dependent = ?1 AND adopt = ?2 ORDER BY pos',
   wfInputOf: `SELECT input, input_from, adopt FROM runs WHERE id = ? AND state = 'waiting'`,
+  /** A waiting run made queued; its flow spec returned (it joins its key's queued runs: flowMove). */
   wfReady: `UPDATE runs SET state = 'queued', input = :input, seq = :seq, run_at = :now, rev = rev + 1
-    WHERE id = :id AND state = 'waiting' RETURNING queue`,
+    WHERE id = :id AND state = 'waiting'
+    RETURNING queue, flow_group, flow_key, flow_kc, flow_gc, flow_krate, flow_grate, flow_kw`,
   /** A waiting run finished by a dependency's failure: cancelled (:error) or skipped (succeeded, no result). */
   wfCancelWaiting: `UPDATE runs SET state = 'cancelled', error = :error, finished_at = :now,
       expires_at = :now + coalesce(cancel_retention, :retention), rev = rev + 1

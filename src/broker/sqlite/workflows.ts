@@ -22,6 +22,7 @@ import type {
 } from '../types.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
+import { FlowGroups, flowMove, flowOf, flowPlace } from './flow-counts.ts';
 import { num, type Row, toRecord } from './statements.ts';
 
 export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): WorkflowCreated {
@@ -48,14 +49,16 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): Wor
     }
     c.s.wfInsert.run(wf.id, now);
     const base = c.takeSeq(wf.runs.length);
+    const groups = new FlowGroups();
     wf.runs.forEach((run, i) => {
       const waits = (run.dependsOn?.length ?? 0) > 0;
       const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
-      // Workflow runs are not under flow control yet (a limited task is refused as a step).
-      insertRun(c, { ...run, flow: undefined }, state, base + i + 1, now, waits ? now : run.runAt, {
+      // A step under flow control stores its spec; it counts in its key once queued (as enqueued runs).
+      insertRun(c, run, state, base + i + 1, now, waits ? now : run.runAt, {
         id: wf.id,
         inputFrom: run.inputFrom ?? 'given',
       });
+      if (run.flow && state === 'queued') groups.move(c, flowPlace(run.queue, run.flow), 1, 0);
       if (run.idempotencyKey !== undefined)
         c.s.idemPut.run(run.queue, run.task, run.idempotencyKey, run.id, now + (run.idempotencyTtl ?? DAY));
       run.dependsOn?.forEach((d, pos) => {
@@ -64,6 +67,7 @@ export function createWorkflow(c: SqliteCore, wf: NewWorkflow, now: number): Wor
       c.stat(run.queue, now).enqueued++;
       if (!waits) queues.add(run.queue);
     });
+    groups.flush(c);
     for (const q of queues) c.bump(q);
     return true;
   });
@@ -123,6 +127,9 @@ export function resolveIn(
         );
         const ready = c.row('wfReady', { id: dependent, input, seq: c.takeSeq(1) + 1, now });
         if (ready) {
+          // A step under flow control joins its key's queued runs now (a waiting run has no counts).
+          const f = flowOf(ready);
+          if (f) flowMove(c, f, 1, 0);
           changed.push(dependent);
           queues.add(String(ready.queue));
           c.bump(String(ready.queue));
@@ -169,15 +176,17 @@ export function spawnIn(
   c.s.wfInsert.run(wf, now); // a run of no workflow starts one, named by its own id (nothing when it exists)
   c.s.spawnDropEdges.run(s.id);
   const base = c.takeSeq(s.runs.length);
+  const queue = String(row.queue);
   let ready = false;
   s.runs.forEach((run, i) => {
     const waits = (run.dependsOn?.length ?? 0) > 0;
     const state = waits ? 'waiting' : run.runAt <= now ? 'queued' : 'scheduled';
-    // A spawned run has no idempotency key; workflow runs are not under flow control (yet).
-    insertRun(c, { ...run, idempotencyKey: undefined, flow: undefined }, state, base + i + 1, now, waits ? now : run.runAt, {
+    // A spawned run has no idempotency key; under flow control, it counts in its key once queued.
+    insertRun(c, { ...run, idempotencyKey: undefined }, state, base + i + 1, now, waits ? now : run.runAt, {
       id: wf,
       inputFrom: run.inputFrom ?? 'given',
     });
+    if (run.flow && state === 'queued') flowMove(c, flowPlace(queue, run.flow), 1, 0);
     run.dependsOn?.forEach((d, pos) => {
       c.s.wfEdge.run(run.id, d.id, wf, pos, d.name ?? null, d.onFailure ?? 'cancel');
     });
@@ -187,7 +196,6 @@ export function spawnIn(
   s.awaits.forEach((d, pos) => {
     c.s.spawnEdge.run(s.id, d.id, wf, pos, d.name ?? null, d.onFailure ?? 'cancel');
   });
-  const queue = String(row.queue);
   c.stat(queue, now).enqueued += s.runs.length;
   if (ready) queues.add(queue);
   return { row, refused: false };
@@ -253,6 +261,14 @@ export function cancelWorkflow(c: SqliteCore, id: string, now: number): Workflow
         c.s.cancelLog.run(runId, now);
         active.push(runId);
       }
+      // A step under flow control leaves its key's counts as any cancelled run (cancel in transitions.ts).
+      const f = now_ && flowOf(now_);
+      if (f && state === 'queued') flowMove(c, f, -1, 0);
+      if (f && state === 'active') {
+        flowMove(c, f, 0, -1);
+        queues.add(f.queue); // its slot freed: its key may be ready again
+        c.bump(f.queue);
+      }
       changed.push(runId);
       n++;
     }
@@ -262,5 +278,6 @@ export function cancelWorkflow(c: SqliteCore, id: string, now: number): Workflow
   });
   if (changed.length) c.hub.emit('runs', changed);
   if (active.length) c.hub.emit('cancel', active);
+  if (queues.size) c.hub.emit('work', [...queues]);
   return out;
 }

@@ -1,8 +1,9 @@
 --[[
   wfcancel: cancels every run of a workflow of one queue that is not finished (docs/workflows.md),
   as cancel.lua cancels one: a waiting run leaves `waiting` and its wait keys, a queued run its
-  list, a scheduled one the schedule, an active one its lease (its attempt recorded as `cancelled`,
-  its id published on the cancels channel). Every run of the workflow being finished then, nothing
+  list (a step under flow control its key's list, flowUnqueue), a scheduled one the schedule, an
+  active one its lease (its attempt recorded as `cancelled`, its id published on the cancels
+  channel; under flow control its slot freed, flowFree, and idle workers woken). Every run of the workflow being finished then, nothing
   cascades (nothing is left waiting).
 
   KEYS[1] the workflow HASH
@@ -17,7 +18,8 @@
   Returns { -1 } when there is no such workflow, else { n }: how many runs were cancelled.
 ]]
 --!keys 1
---!include common.lua: rcall, notify
+--!include common.lua: rcall, notify, wake
+--!include flow.lua: flowUnqueue, flowFree
 --!include runs.lua: finish, unplace, cancelActive
 local base, nowS, chan, cancels, qp = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nowS)
@@ -26,20 +28,32 @@ if not list then
   return { -1 }
 end
 local n = 0
+local freed = false
 for rid in string.gmatch(list, '[^,]+') do
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C')
+  local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y')
   local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+  local g, y = v[9], v[10]
   if not v['err'] and (s == 'w' or s == 'q' or s == 's' or s == 'a') then
     local ret = tonumber(ownRet) or tonumber(ARGV[3])
-    if s ~= 'a' then
+    if s == 'q' and g then
+      -- Under flow control: out of its key's list (the key may leave the rings), as cancel.lua.
+      flowUnqueue(base, rid, g, y or '')
+      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+    elseif s ~= 'a' then
       unplace(base, rid, s, prio)
       finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
     else
+      if g and flowFree(base, k, g) then
+        freed = true -- its slot freed: a key may be ready again
+      end
       cancelActive(base, k, rid, qp .. rid, cancels, now, nowS, ret, hist, att, holder, started)
     end
     notify(chan, qp, rid, watched)
     n = n + 1
   end
+end
+if freed then
+  wake(base)
 end
 return { n }

@@ -33,7 +33,8 @@
   Workflows (docs/workflows.md). wfJoin: the JSON text joined from the results in wv: of run `rid`,
   in the order of `deps` (lines as D; a line that does not read as one is skipped), as `mode` says
   (v value, l list, o object). A waiting run `rid` whose last dependency is resolved becomes
-  queued (wfReady): its input so built, due now, its wait keys gone.
+  queued (wfReady): its input so built, due now, its wait keys gone; a step under flow control
+  (field g) joins its key's list (pushQueued, flowPush), and counts there from then on.
 ]]
 local function wfJoin(base, rid, mode, deps)
   local flat = rcall('HGETALL', base .. 'wv:' .. rid)
@@ -66,15 +67,16 @@ end
 
 local function wfReady(base, rid, nowS)
   local k = base .. 'r:' .. rid
-  local v = rcall('HMGET', k, 'M', 'D', 'p')
-  local mode, deps, prio = v[1], v[2], v[3]
+  local v = rcall('HMGET', k, 'M', 'D', 'p', 'g')
+  local mode, deps, prio, g = v[1], v[2], v[3], v[4]
   if mode then
     rcall('HSET', k, 'i', wfJoin(base, rid, mode, deps))
   end
   rcall('HSET', k, 's', 'q', 'r', nowS)
   rcall('ZREM', base .. 'waiting', rid)
   rcall('DEL', base .. 'wd:' .. rid, base .. 'wv:' .. rid)
-  pushQueued(base, rid, prio or '0', false)
+  -- A step under flow control (g, its group) goes to its key's list, as an enqueued run does.
+  pushQueued(base, rid, prio or '0', false, g or nil)
 end
 
 --[[
