@@ -16,9 +16,9 @@
  * What stays as before: the welcome run is the user's (`task` in the answer, `GET /users/{id}`), its
  * idempotency and the sweep of users left pending (tasks.ts); a user whose workflow could not be
  * created (the broker down) stays pending and gets the welcome email from the sweep alone, without
- * the note. The workflow is not used, and the two runs are enqueued on their own as before, when
- * the welcome task is under a rate limit (`WELCOME_DOMAIN_RATE`: workflow steps are not under flow
- * control yet, docs/flow-control.md).
+ * the note. With `WELCOME_DOMAIN_RATE` the workflow is the same: the welcome step is under its
+ * domain's rate as an enqueued welcome run is (a step carries its task's limits, its key computed
+ * from its own input when the workflow is created: docs/flow-control.md), and the note waits for it.
  *
  * Queues: each step in its task's queue (`emails`, `avatars`), on every broker (on Redis the edges
  * between the two queues go through the relay, docs/workflows.md); the service's worker serves both.

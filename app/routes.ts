@@ -207,8 +207,8 @@ export interface UserRoutesOptions {
   avatars?: { task: AvatarTask; dir: string };
   /**
    * Creates the sign-up workflow (app/onboarding.ts): the welcome email and the avatar side by side,
-   * then the onboarding note. Without it (or when the welcome task has limits), the runs are
-   * enqueued on their own.
+   * then the onboarding note (the welcome step under its task's limits, `WELCOME_DOMAIN_RATE`, as
+   * an enqueued welcome run is). Without it, the runs are enqueued on their own.
    */
   signUp?: (s: SignUp) => Promise<SignUpRuns | null>;
 }
@@ -297,7 +297,7 @@ export function registerUserRoutes(server: FastifyInstance, options: UserRoutesO
     let run: { id: string } | undefined;
     let avatarRun: { id: string } | undefined;
     let workflow: string | undefined;
-    let apart = !options.signUp || task.limits !== undefined;
+    let apart = !options.signUp;
     if (!apart && options.signUp) {
       // One workflow: the welcome email and the avatar side by side, then the onboarding note.
       try {

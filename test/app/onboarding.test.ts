@@ -133,3 +133,52 @@ describe('the sign-up workflow on Redis', () => {
     assert.ok(existsSync(onboardingNotePath(join(t.dataDir, 'outbox'), res.json.user.id)));
   });
 });
+
+// With WELCOME_DOMAIN_RATE the welcome email is a step under its domain's rate (docs/flow-control.md:
+// a step's key is computed from its own input when the workflow is created), and sign-up is the same
+// workflow as without it.
+for (const backend of ['sqlite', 'redis'] as const) {
+  describe(`the sign-up workflow under WELCOME_DOMAIN_RATE (${backend})`, () => {
+    let t: TestService;
+    const prefix = uniquePrefix('errand-onboarding-rate-test');
+    const PERIOD = 500;
+    before(async () => {
+      const rate = { WELCOME_DOMAIN_RATE: '1', WELCOME_DOMAIN_PERIOD_MS: String(PERIOD), WELCOME_DOMAIN_BURST: '1' };
+      t = await startService(backend === 'redis' ? { ...rate, REDIS_URL, ERRAND_PREFIX: prefix } : rate);
+    });
+    after(async () => {
+      await t?.stop();
+      if (backend === 'redis') await dropRedisPrefix(prefix);
+    });
+
+    it("each welcome email runs as a step under its domain's rate; each note is written once both steps succeeded", async () => {
+      const users = [
+        { username: 'rate.one', email: 'one@rated.example' },
+        { username: 'rate.two', email: 'two@Rated.Example', avatar: await png(64, 64) },
+      ];
+      const answers = [];
+      for (const u of users) {
+        const res = await t.request('POST', '/users/', u);
+        assert.equal(res.status, 201);
+        assert.ok(res.json.workflow?.id, 'sign-up is a workflow under the rate too');
+        answers.push(res.json);
+      }
+      const welcomes: RunRecord[] = [];
+      for (const a of answers) {
+        const { state, runs } = await finishedIn(t, a.workflow.id);
+        assert.equal(state, 'succeeded');
+        const [welcome] = runs.filter((r) => r.task === 'send_welcome_email');
+        const notes = runs.filter((r) => r.task === ONBOARDING_TASK);
+        assert.equal(welcome?.id, a.task.id, 'the welcome run is the answer task');
+        assert.deepStrictEqual(welcome?.flow, { group: 'send_welcome_email', key: 'rated.example' }, 'keyed by its domain, lower-cased');
+        assert.equal(notes.length, 1);
+        assert.equal(notes[0]!.attempts, 1, 'the note ran once');
+        assert.ok(notes[0]!.startedAt! >= welcome!.finishedAt!, 'after the welcome email');
+        assert.ok(existsSync(onboardingNotePath(join(t.dataDir, 'outbox'), a.user.id)), 'the note written');
+        welcomes.push(welcome!);
+      }
+      const [first, second] = welcomes.map((w) => w.startedAt!).sort((x, y) => x - y);
+      assert.ok(second! >= first! + PERIOD, `one welcome email per ${PERIOD} ms to the domain (starts at ${first} and ${second})`);
+    });
+  });
+}
