@@ -260,7 +260,10 @@ export interface Broker {
    * relay, exactly once, right after that settle rather than in it. See docs/workflows.md.) A terminal failure of a dependency (settled `failed`,
    * failed by the broker, or cancelled) applies each edge's `onFailure` in that same step,
    * transitively. A workflow whose id is stored already, or with a run whose idempotency key a
-   * stored run holds (`held`): nothing is created, `created: false`.
+   * stored run holds (`held`): nothing is created, `created: false`. A run with a flow spec
+   * (`NewRun.flow`) is under its limits as an enqueued run is, counting in its key only while
+   * queued or active: from when it becomes queued (at creation, when made ready, released,
+   * promoted or replayed) until it ends; `cancelWorkflow` frees its key as `cancel` does.
    * Throws `ConfigError` for a workflow that is not a DAG of its own runs (see docs/workflows.md).
    */
   createWorkflow(workflow: NewWorkflow, now: number): Promise<WorkflowCreated>;
