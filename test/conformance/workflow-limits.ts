@@ -3,7 +3,8 @@
  * docs/flow-control.md). A run of a workflow (or of a spawn) with a flow spec is held to its key's
  * and task's limits as an enqueued run is: it counts in its key only once queued (at creation, when
  * its last dependency is done, when a held root is released, when promoted, when replayed), and a
- * cancel of its workflow takes it out of its key (queued) or frees its slot (active). See `suite.ts`.
+ * cancel of its workflow takes it out of its key (queued) or frees its slot (active), as a purge
+ * does for a queued one. See `suite.ts`.
  */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
@@ -83,7 +84,13 @@ export function workflowLimitsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual((await reserveAll(b, 'w', t0 + 3)).runs, [], 'k is at its limit: its other steps wait, queued');
       await assertKeys(b, { k: [2, 1], other: [0, 1] }, 'one active per key');
       const waiting = fanIns.filter((f) => f.flow?.key === 'k' && !ids(first.runs).includes(f.id));
-      for (const f of waiting) assertFields(await getRun(b, f.id), { state: 'queued' }, 'a step waiting for its key');
+      for (const f of waiting) {
+        assertFields(
+          await getRun(b, f.id),
+          { state: 'queued', flow: { group: GROUP, key: 'k', waiting: { reason: 'key_concurrency', active: 1, limit: 1 } } },
+          'a step waiting for its key, its dependencies done',
+        );
+      }
       assert.deepStrictEqual(
         await b.settle(
           'w',
@@ -155,6 +162,23 @@ export function workflowLimitsConformance(c: ConformanceContext): void {
         ['ok'],
       );
       assert.deepStrictEqual(ids((await reserveAll(b, 'w', t0 + 102)).runs), [s3.id]);
+    });
+
+    test('a purge takes a queued step out of its key; a step it makes ready (continue) joins its own key', async () => {
+      const b = (await open()) as Broker & Partial<BrokerInspector>;
+      if (typeof b.purge !== 'function') return;
+      const t0 = Date.now();
+      const s = limited(t0, spec('k'), { input: '"s"' });
+      const d = limited(t0, spec('d'), { dependsOn: [{ id: s.id, onFailure: 'continue' }], inputFrom: 'list' });
+      const id = newRunId(Q, t0);
+      assert.deepStrictEqual(await b.createWorkflow({ id, runs: [s, d] }, t0), { id, created: true });
+      await assertKeys(b, { k: [1, 0] }, 'the root queued under k');
+      assert.equal(await b.purge(Q, t0 + 1), 1, 'the queued step purged (counts as cancelled for what waits for it)');
+      await assertKeys(b, { d: [1, 0] }, 'k forgotten; the step after it queued under d');
+      const r = (await reserveAll(b, 'w', t0 + 2)).runs;
+      assert.deepStrictEqual(ids(r), [d.id]);
+      assert.equal(r[0]!.input, '[null]', 'run anyway, with null for the purged step');
+      await assertKeys(b, { d: [0, 1] }, 'active under d');
     });
 
     test('spawned runs keep their limits, and a replayed step goes back under its key', async () => {
