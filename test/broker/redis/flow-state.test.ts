@@ -4,8 +4,10 @@
  * list, and its active count the runs of that key that are active. After a seeded random
  * sequence of every transition that moves runs of limited keys (enqueue, a scheduled run coming
  * due, reserve, success, failure, retry due now and later, back-off, release, cancel of a queued
- * and of an active run, a lease expired and recovered, replay of a failed run), the stored
- * states are compared with the lists and the runs themselves, and every run ends.
+ * and of an active run, a lease expired and recovered, replay of a failed run, workflows whose
+ * limited steps become queued when their dependencies end (fan-in, edge policies, retry from a
+ * step) and cancel of a workflow), the stored states are compared with the lists and the runs
+ * themselves, and every run ends.
  *
  * Uses a key prefix of its own, deleted at the end (never FLUSHDB).
  */
@@ -13,7 +15,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
-import type { Reservation, Settlement } from '../../../src/broker/types.ts';
+import type { DependencyPolicy, NewWorkflowRun, Reservation, Settlement } from '../../../src/broker/types.ts';
 import { newRunId } from '../../../src/core/ids.ts';
 import { dropRedisPrefix } from '../../fixtures/brokers.ts';
 import { uniquePrefix } from '../../helpers.ts';
@@ -85,6 +87,30 @@ describe('redis flow-control key states', () => {
       });
       await broker.enqueue(runs, now);
     };
+    const workflows: string[] = [];
+    // A workflow: a root (limited or not), one or two limited steps after it (a random edge
+    // policy), and a limited fan-in of those: its steps count in their keys once queued.
+    const workflow = async () => {
+      const step = (limited: boolean, over: Partial<NewWorkflowRun> = {}): NewWorkflowRun => {
+        const id = newRunId(Q, now);
+        const run: NewWorkflowRun = { id, task: GROUP, queue: Q, input: '{}', priority: 0, runAt: now, ...over };
+        if (limited) {
+          const y = pick(KEYS);
+          keyOf.set(id, y);
+          run.flow = spec(y);
+        }
+        return run;
+      };
+      const root = step(rand() < 0.5);
+      const policy = (): DependencyPolicy => pick(['cancel', 'cancel', 'skip', 'continue'] as const);
+      const mids = Array.from({ length: 1 + Math.floor(rand() * 2) }, () =>
+        step(true, { dependsOn: [{ id: root.id, onFailure: policy() }] }),
+      );
+      const fanIn = step(true, { dependsOn: mids.map((m) => ({ id: m.id, onFailure: policy() })), inputFrom: 'list' });
+      const id = newRunId(Q, now);
+      workflows.push(id);
+      await broker.createWorkflow({ id, runs: [root, ...mids, fanIn] }, now);
+    };
     const settle = async (s: Settlement[]) => {
       for (const x of s) active.delete(x.id);
       await broker.settle('w', s, now);
@@ -92,7 +118,7 @@ describe('redis flow-control key states', () => {
     await enqueue(30);
     for (let step = 0; step < 300; step++) {
       now += 1 + Math.floor(rand() * 30);
-      const op = Math.floor(rand() * 12);
+      const op = Math.floor(rand() * 14);
       const held = [...active.values()];
       const one = held.length ? pick(held) : undefined;
       if (op === 0) await enqueue(1 + Math.floor(rand() * 4), rand() < 0.3 ? 20 : 0);
@@ -127,6 +153,12 @@ describe('redis flow-control key states', () => {
         const id = pick([...failed]);
         failed.delete(id);
         await broker.retry(id, now);
+      } else if (op === 12) await workflow();
+      else if (op === 13 && workflows.length) {
+        const out = await broker.cancelWorkflow(pick(workflows), now);
+        assert.equal(out.outcome, 'cancelled');
+        // Its active runs were cancelled: their leases are gone.
+        for (const [id, r] of active) if ((await broker.getRun(id))?.state === 'cancelled') active.delete(r.id);
       }
       await checkStates(active, keyOf, `step ${step} (op ${op})`);
     }
