@@ -305,6 +305,7 @@ function leasePass(c: SqliteCore, p: Pass, keys: PassKey[]): { started: number; 
   // Per key: [key, runs taken off its queue, runs started, its GCRA time, its wait] for flowKeysServed.
   const served: [string, number, number, number | null, number | null][] = [];
   let started = 0;
+  let stat: ReturnType<SqliteCore['stat']> | undefined; // taken once a run starts (an entry is written at commit)
   for (const k of keys) {
     const planned = k.tats.length;
     if (planned === 0) {
@@ -322,7 +323,7 @@ function leasePass(c: SqliteCore, p: Pass, keys: PassKey[]): { started: number; 
         failCorruptRow(c, queue, row, r, now, p.corrupt, p.changed, p.queues);
         continue;
       }
-      const stat = c.stat(queue, now);
+      stat ??= c.stat(queue, now);
       done++;
       p.reserved.push(r);
       p.changed.push(r.id);
