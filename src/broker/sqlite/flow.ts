@@ -180,16 +180,17 @@ export function leaseFlow(
       if (rows.length === 0) break;
       // Each key in turn is asked for its share of the slots left: a key of weight w (> 1) what is left
       // of its w runs in a row (its streak), a key of weight 1 one run; the only ready key of the group
-      // (weight 1) as many runs as the slots allow (turns would serve it alone anyway). Every share is
-      // capped by the key's queued runs and its limit, and the last one by the slots left (its streak
-      // then goes on at its next turn). All of them are leased in one pass, as one key at a time in
-      // turn order would have served them.
+      // as many runs as the slots allow (turns would serve it alone anyway: its turns of w runs in a
+      // row one after the other, `flowKeysServed` counts its streak on). Every share is capped by the
+      // key's queued runs and its limit, and the last one by the slots left (its streak then goes on
+      // at its next turn). All of them are leased in one pass, as one key at a time in turn order
+      // would have served them.
       const keys: PassKey[] = [];
       let left = want;
       for (const k of rows) {
         if (left <= 0) break;
         const w = num(k.weight) ?? 1;
-        const share = w > 1 ? w - (num(k.streak) ?? 0) : rows.length === 1 ? left : 1;
+        const share = rows.length === 1 ? left : w > 1 ? w - (num(k.streak) ?? 0) : 1;
         let take = Math.max(1, Math.min(left, share));
         take = Math.min(take, Math.max(1, num(k.queued) ?? 1));
         const conc = num(k.conc) ?? 0;
