@@ -3,7 +3,10 @@
  * then leased `batch` at a time by `reserve` calls that carry the outcomes of an earlier batch (as
  * the worker sends them, `depth` batches in flight), with and without limits, alternated round by
  * round on the same broker kind. Limits: `keys` keys, each limited far above what binds (1,000
- * active, 1,000,000 starts/s); `--mode global` a global rate that never binds instead.
+ * active, 1,000,000 starts/s), each of weight `--weight` (default 1: plain round robin; w: served up
+ * to w runs in a row per turn); `--mode global` a global rate that never binds instead. `--layout`:
+ * the keys' runs enqueued `interleaved` (run j of key j % keys, the default) or in `blocks` (each
+ * key's runs one after the other): on SQLite, which runs share pages depends on it.
  * Redis: server CPU per run (INFO cpu), EVALSHA time per run, and the Redis commands the scripts
  * called per run (INFO commandstats), on a redis-server of its own. SQLite: this process's CPU per
  * run (in process, a file in /tmp). Medians over the rounds.
@@ -14,6 +17,7 @@
  *
  *   node bench/tools/flow-cost.ts [--broker redis|sqlite] [--runs 20000] [--keys 1000] [--mode keys|global]
  *                                 [--batch 25] [--depth 2] [--rounds 5] [--commands true] [--before DIR]
+ *                                 [--weight 1] [--layout interleaved|blocks]
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -34,6 +38,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     commands: { type: 'string', default: 'true' },
     before: { type: 'string' },
+    weight: { type: 'string', default: '1' },
+    layout: { type: 'string', default: 'interleaved' },
   },
 });
 const runs = Number(values.runs);
@@ -41,6 +47,11 @@ const keys = Number(values.keys);
 const batch = Number(values.batch);
 const depth = Number(values.depth);
 const rounds = Number(values.rounds);
+const weight = Number(values.weight);
+if (!Number.isSafeInteger(weight) || weight < 1) throw new Error(`--weight must be a positive integer, got ${values.weight}`);
+if (values.layout !== 'interleaved' && values.layout !== 'blocks')
+  throw new Error(`--layout must be interleaved or blocks, got ${values.layout}`);
+const keyOf = (j: number) => String(values.layout === 'blocks' ? Math.floor((j * keys) / runs) : j % keys);
 const onRedis = values.broker === 'redis';
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const cpuNow = () => {
@@ -50,7 +61,8 @@ const cpuNow = () => {
 
 function flowOf(j: number): FlowSpec {
   if (values.mode === 'global') return { group: 'bench_noop', key: '', groupRate: { interval: 0.001, burst: 1_000_000 } };
-  return { group: 'bench_noop', key: String(j % keys), concurrency: 1_000, rate: { interval: 0.001, burst: 1_000_000 } };
+  const spec: FlowSpec = { group: 'bench_noop', key: keyOf(j), concurrency: 1_000, rate: { interval: 0.001, burst: 1_000_000 } };
+  return weight > 1 ? { ...spec, weight } : spec;
 }
 
 const redis = onRedis ? await startRedis() : undefined;
@@ -102,7 +114,7 @@ try {
     const f = figures[mode]!;
     const range = `${Math.min(...f.cpu).toFixed(1)} to ${Math.max(...f.cpu).toFixed(1)}`;
     console.log(
-      `${mode !== 'off' ? `limits (${values.mode === 'global' ? 'global rate' : `${keys} keys`})${mode === 'before' ? ', before' : ''}` : 'no limits'}: ${redis ? 'Redis' : 'process'} CPU median ${median(f.cpu).toFixed(2)} us/run (${range})${redis ? `, EVALSHA ${median(f.script).toFixed(2)} us/run` : ''}`,
+      `${mode !== 'off' ? `limits (${values.mode === 'global' ? 'global rate' : `${keys} keys${weight > 1 ? `, weight ${weight}` : ''}${values.layout === 'blocks' ? ', in blocks' : ''}`})${mode === 'before' ? ', before' : ''}` : 'no limits'}: ${redis ? 'Redis' : 'process'} CPU median ${median(f.cpu).toFixed(2)} us/run (${range})${redis ? `, EVALSHA ${median(f.script).toFixed(2)} us/run` : ''}`,
     );
     if (redis && values.commands === 'true') {
       const last = f.commands.at(-1) ?? {};

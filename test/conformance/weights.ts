@@ -10,8 +10,8 @@ import { type ConformanceContext, newRun, Q, RETAIN } from './context.ts';
 
 const GROUP = 'conformance.weighted';
 
-async function enqueueKeyed(b: Broker, now: number, key: string, n: number, weight?: number) {
-  const flow: FlowSpec = { group: GROUP, key, ...(weight !== undefined && { weight }) };
+async function enqueueKeyed(b: Broker, now: number, key: string, n: number, weight?: number, concurrency?: number) {
+  const flow: FlowSpec = { group: GROUP, key, ...(weight !== undefined && { weight }), ...(concurrency !== undefined && { concurrency }) };
   await b.enqueue(
     Array.from({ length: n }, (_, i) => ({ ...newRun(Q, now), input: JSON.stringify({ key, i }), flow })),
     now,
@@ -19,6 +19,13 @@ async function enqueueKeyed(b: Broker, now: number, key: string, n: number, weig
 }
 
 const keyOf = (r: Reservation) => (JSON.parse(r.input) as { key: string }).key;
+/** `key:i`: the key and its run's place in the key's queue. */
+const runOf = (r: Reservation) => {
+  const { key, i } = JSON.parse(r.input) as { key: string; i: number };
+  return `${key}:${i}`;
+};
+const succeeded = (runs: Reservation[]) =>
+  runs.map((x) => ({ id: x.id, attempt: x.attempt, outcome: 'succeeded' as const, result: null, retentionMs: RETAIN }));
 
 export function weightsConformance(c: ConformanceContext): void {
   const { open, test, reserveAll } = c;
@@ -42,6 +49,57 @@ export function weightsConformance(c: ConformanceContext): void {
         );
       }
       assert.deepStrictEqual(order, ['big', 'big', 'big', 'small', 'big', 'big', 'big', 'small']);
+    });
+
+    test('several weighted keys share a call, each FIFO, and a streak cut by the call goes on at the next', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, 'a', 10, 3);
+      await enqueueKeyed(b, t0, 'b', 10, 2);
+      await enqueueKeyed(b, t0, 'c', 10);
+      // The rhythm a a a b b c, whatever the calls' sizes: b's streak is cut after one run by the
+      // first call, a's after two by the second.
+      const got: string[][] = [];
+      for (const [i, max] of [4, 6, 5, 3].entries()) got.push((await reserveAll(b, 'w1', t0 + i, { max })).runs.map(runOf));
+      assert.deepStrictEqual(got, [
+        ['a:0', 'a:1', 'a:2', 'b:0'],
+        ['b:1', 'c:0', 'a:3', 'a:4', 'a:5', 'b:2'],
+        ['b:3', 'c:1', 'a:6', 'a:7', 'a:8'],
+        ['b:4', 'b:5', 'c:2'],
+      ]);
+    });
+
+    test('a weighted key at its concurrency limit leaves the ring mid-streak, the keys after it served in the same call', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, 'a', 10, 3, 2);
+      await enqueueKeyed(b, t0, 'b', 10);
+      const one = await reserveAll(b, 'w1', t0, { max: 5 });
+      // a: two runs (its limit), then b alone.
+      assert.deepStrictEqual(one.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'b:1', 'b:2']);
+      await b.settle('w1', succeeded(one.runs.filter((r) => runOf(r) === 'a:0')), t0 + 1);
+      // One slot of a free: one run of a (its next), the rest b's. (Where a comes back in the ring
+      // is not part of the contract: the order within the call is not asserted.)
+      const two = await reserveAll(b, 'w1', t0 + 2, { max: 3 });
+      assert.deepStrictEqual(two.runs.map(runOf).sort(), ['a:2', 'b:3', 'b:4']);
+    });
+
+    test("a weighted key's rate cuts its streak, the keys after it served in the same call", async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await b.enqueue(
+        Array.from({ length: 10 }, (_, i) => ({
+          ...newRun(Q, t0),
+          input: JSON.stringify({ key: 'a', i }),
+          flow: { group: GROUP, key: 'a', weight: 3, rate: { interval: 60_000, burst: 2 } },
+        })),
+        t0,
+      );
+      await enqueueKeyed(b, t0, 'b', 10, 2);
+      await enqueueKeyed(b, t0, 'c', 10);
+      // a: two starts (its burst), then it waits for its rate; b and c go on in their rhythm.
+      const r = await reserveAll(b, 'w1', t0, { max: 10 });
+      assert.deepStrictEqual(r.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'b:1', 'c:0', 'b:2', 'b:3', 'c:1', 'b:4', 'b:5']);
     });
 
     test('keys without a weight are plain round robin', async () => {

@@ -27,6 +27,9 @@ export const FLOW_SQL = {
    * `[key, dq, da, tat, wait]`: the key served `dq` runs (`da` of them started; the others were corrupt),
    * to the back of its ring (turn `:base` + 1 + its place in the array), or kept in its place for `weight`
    * runs in a row (`streak`); its GCRA time and its wait set unless null. `dq` 0: only its wait is set.
+   * A key served more than what was left of its turn (the only ready key of its group) was served that
+   * turn (at least one run, as reserve asks) and then whole turns of `weight` runs: its streak is what
+   * the last turn got.
    * `ring` follows (`ready`'s expression on the new values; the trigger flow_key_ring would mend a
    * difference). The plan is materialized first, so that each key is one primary-key lookup.
    */
@@ -34,7 +37,8 @@ export const FLOW_SQL = {
         j.value ->> 3 AS tat, j.value ->> 4 AS wait FROM json_each(:plan) AS j)
     UPDATE flow_keys SET queued = max(0, queued - p.dq), active = active + p.da,
       turn = CASE WHEN p.dq = 0 OR streak + p.dq < weight THEN turn ELSE :base + 1 + p.i END,
-      streak = CASE WHEN p.dq = 0 THEN streak WHEN streak + p.dq < weight THEN streak + p.dq ELSE 0 END,
+      streak = CASE WHEN p.dq = 0 THEN streak WHEN streak + p.dq < weight THEN streak + p.dq
+        ELSE (p.dq - max(1, weight - streak)) % weight END,
       tat = coalesce(p.tat, flow_keys.tat), wait = coalesce(p.wait, flow_keys.wait),
       ring = max(0, queued - p.dq) > 0 AND (conc <= 0 OR active + p.da < conc) AND coalesce(p.wait, flow_keys.wait) IS NULL
     FROM p WHERE flow_keys.queue = :queue AND flow_keys.grp = :grp AND flow_keys.key = p.key`,

@@ -21,7 +21,8 @@ import { resolveIn } from './workflows.ts';
 
 /**
  * Leases up to `max` runs under flow control in `queue`: the first ready group serves its keys in
- * turn (each key's first run, the key then to the back of the group's ring: `turn`) until the
+ * turn (each key's first run, or its first runs up to its weight, the key then to the back of the
+ * group's ring: `turn`) until the
  * slots are taken or the group is at its limit, over its rate or out of ready keys; the group then
  * goes to the back of the queue's ring (its `ready` follows its counts; see schema.ts v8). Group
  * counters are written once per group and call. Returns how many runs were leased.
@@ -61,28 +62,33 @@ export function leaseFlow(
     let started = 0;
     let held: number | undefined;
     // The ring's next keys are read as many at once as the call (and the group) has slots for, and
-    // their first runs leased in one statement; each key served one run goes to the back of the ring
-    // in turn order (a key comes round again within a call only after every other ready key, as one
-    // key at a time would have it); then the next keys.
+    // their runs leased in one statement; each key served its turn's runs goes to the back of the
+    // ring in turn order (a key comes round again within a call only after every other ready key, as
+    // one key at a time would have it); then the next keys.
     while (held === undefined && n < max && (gc <= 0 || ga < gc)) {
       const want = gc > 0 ? Math.min(max - n, gc - ga) : max - n;
       const rows = c.rows('flowKeysNext', queue, grp, want);
       if (rows.length === 0) break;
-      // A key of weight w (> 1) is served what is left of its w runs in a row (its streak) in one go,
-      // when its turn comes: the keys before it in this batch are served first, one run each. The only
-      // ready key of the group is served as many runs in one go as the slots, its limit and the rates
-      // allow (turns would serve it alone anyway).
-      const weighted = rows.findIndex((k) => (num(k.weight) ?? 1) > 1);
-      let keys: PassKey[];
-      if (weighted === 0 || (rows.length === 1 && want > 1)) {
-        const k = rows[0]!;
+      // Each key in turn is asked for its share of the slots left: a key of weight w (> 1) what is left
+      // of its w runs in a row (its streak), a key of weight 1 one run; the only ready key of the group
+      // as many runs as the slots allow (turns would serve it alone anyway: its turns of w runs in a
+      // row one after the other, `flowKeysServed` counts its streak on). Every share is capped by the
+      // key's queued runs and its limit, and the last one by the slots left (its streak then goes on
+      // at its next turn). All of them are leased in one pass, as one key at a time in turn order
+      // would have served them.
+      const keys: PassKey[] = [];
+      let left = want;
+      for (const k of rows) {
+        if (left <= 0) break;
         const w = num(k.weight) ?? 1;
-        let take = w > 1 ? Math.max(1, Math.min(want, w - (num(k.streak) ?? 0))) : want;
+        const share = rows.length === 1 ? left : w > 1 ? w - (num(k.streak) ?? 0) : 1;
+        let take = Math.max(1, Math.min(left, share));
         take = Math.min(take, Math.max(1, num(k.queued) ?? 1));
         const conc = num(k.conc) ?? 0;
         if (conc > 0) take = Math.min(take, Math.max(1, conc - (num(k.active) ?? 0)));
-        keys = [passKey(k, take)];
-      } else keys = (weighted > 0 ? rows.slice(0, weighted) : rows).map((k) => passKey(k, 1));
+        keys.push(passKey(k, take));
+        left -= take;
+      }
       const r = leasePass(c, pass, keys);
       ga += r.started;
       started += r.started;
@@ -129,7 +135,7 @@ function passKey(k: Row, want: number): PassKey {
  * The GCRA plan of a pass: each key in turn takes up to its `want` starts, each start a step of the
  * key's rate and of the group's; a key out of rate stops (its `until`), and the group out of rate
  * stops the plan (`groupUntil`). `gtats[i]`: the group's GCRA time after i starts (a step depends
- * on their number only). One planner for a key served alone and for keys served one run each.
+ * on their number only). One planner for a key served alone and for keys served their turn's runs each.
  */
 function planStarts(
   keys: PassKey[],
@@ -163,7 +169,7 @@ function planStarts(
 }
 
 /**
- * One pass over `keys`: their starts planned, their first runs leased in one statement, and every
+ * One pass over `keys`: their starts planned, the runs planned leased in one statement, and every
  * key's counts, turn, GCRA time and wait written in one more (`flowKeysServed`). Returns the runs
  * started, and until when the group's rate holds it if it stopped the plan and every start planned
  * was made (otherwise there is room again).
@@ -174,10 +180,12 @@ function leasePass(c: SqliteCore, p: Pass, keys: PassKey[]): { started: number; 
   const lease = { queue, grp, now, worker: p.worker, until: now + p.leaseMs };
   let rows: Row[] = [];
   if (plan.planned > 0) {
-    const one = keys.length === 1;
-    rows = one
-      ? c.rows('flowLeaseKey', { ...lease, key: keys[0]!.key, n: plan.planned }).sort((a, b) => (num(a.seq) ?? 0) - (num(b.seq) ?? 0))
-      : c.rows('flowLeaseMany', { ...lease, keys: JSON.stringify(keys.filter((k) => k.tats.length > 0).map((k) => k.key)) });
+    // One key: its first runs; keys of one start each: their first runs; else each key's first runs.
+    const planned = keys.filter((k) => k.tats.length > 0);
+    if (keys.length === 1) rows = c.rows('flowLeaseKey', { ...lease, key: keys[0]!.key, n: plan.planned }).sort(bySeq);
+    else if (planned.every((k) => k.tats.length === 1))
+      rows = c.rows('flowLeaseMany', { ...lease, keys: JSON.stringify(planned.map((k) => k.key)) });
+    else rows = c.rows('flowLeaseKeys', { ...lease, keys: JSON.stringify(planned.map((k) => [k.key, k.tats.length])) }).sort(bySeq);
   }
   const byKey = new Map<string, Row[]>();
   for (const row of rows) {
@@ -189,6 +197,7 @@ function leasePass(c: SqliteCore, p: Pass, keys: PassKey[]): { started: number; 
   // Per key: [key, runs taken off its queue, runs started, its GCRA time, its wait] for flowKeysServed.
   const served: [string, number, number, number | null, number | null][] = [];
   let started = 0;
+  let stat: ReturnType<SqliteCore['stat']> | undefined; // taken once a run starts (an entry is written at commit)
   for (const k of keys) {
     const planned = k.tats.length;
     if (planned === 0) {
@@ -206,7 +215,7 @@ function leasePass(c: SqliteCore, p: Pass, keys: PassKey[]): { started: number; 
         failCorruptRow(c, queue, row, r, now, p.corrupt, p.changed, p.queues);
         continue;
       }
-      const stat = c.stat(queue, now);
+      stat ??= c.stat(queue, now);
       done++;
       p.reserved.push(r);
       p.changed.push(r.id);
@@ -222,6 +231,11 @@ function leasePass(c: SqliteCore, p: Pass, keys: PassKey[]): { started: number; 
   // The group's time moves by the starts made.
   if (p.groupRate) p.gtat = plan.gtats[started];
   return plan.groupUntil !== undefined && started === plan.planned ? { started, held: plan.groupUntil } : { started };
+}
+
+/** Leased runs in queue order (a key's runs are served FIFO). */
+function bySeq(a: Row, b: Row): number {
+  return (num(a.seq) ?? 0) - (num(b.seq) ?? 0);
 }
 
 /**

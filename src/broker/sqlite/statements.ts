@@ -128,6 +128,22 @@ export const SQL = {
     WHERE rid IN (SELECT (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = j.value AND state = 'queued'
       AND flow_key IS NOT NULL ORDER BY seq LIMIT 1) FROM json_each(:keys) AS j)
     RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, flow_key`,
+  /**
+   * The first `n` queued runs of each `[key, n]` of `:keys` (a JSON array; fewer if the key has fewer),
+   * leased; `flow_key` and `seq` say whose and in which order. Each key's runs are walked in `seq, rid`
+   * order, one index probe per run (`w`), whatever the key's queue holds.
+   */
+  flowLeaseKeys: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
+      rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
+    WHERE rid IN (WITH RECURSIVE w(key, n, seq, rid) AS (
+        SELECT j.value ->> 0, j.value ->> 1, -9223372036854775808, 0 FROM json_each(:keys) AS j
+        UNION ALL
+        SELECT w.key, w.n - 1, r.seq, r.rid FROM w JOIN runs AS r ON r.rid = (SELECT rid FROM runs
+          WHERE queue = :queue AND flow_group = :grp AND flow_key = w.key AND state = 'queued' AND flow_key IS NOT NULL
+            AND seq >= w.seq AND (seq > w.seq OR rid > w.rid) ORDER BY seq, rid LIMIT 1)
+        WHERE w.n > 0)
+      SELECT rid FROM w WHERE rid > 0)
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, flow_key`,
   failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
       rev = rev + 1, ${endAttempt(':now', "'failed'")}
     WHERE rid = :rid`,
@@ -232,6 +248,7 @@ export const READ_BIGINTS: ReadonlySet<StatementName> = new Set([
   'lease',
   'flowLeaseMany',
   'flowLeaseKey',
+  'flowLeaseKeys',
   'get',
   'nextScheduled',
   'nextLease',

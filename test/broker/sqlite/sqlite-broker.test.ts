@@ -455,6 +455,51 @@ describe('SQLite broker: corrupt rows', () => {
   });
 });
 
+describe('SQLite broker: weighted keys (one pass per call)', () => {
+  const keyed = (key: string, weight: number, n: number, now: number) =>
+    Array.from({ length: n }, (_, i) => run('wq', now, { input: JSON.stringify({ key, i }), flow: { group: 'g', key, weight } }));
+  const names = (runs: { input: string }[]) =>
+    runs.map((r) => {
+      const { key, i } = JSON.parse(r.input) as { key: string; i: number };
+      return `${key}:${i}`;
+    });
+
+  it('the only ready key is served whole turns in one go, and its streak goes on from where the last turn stopped', async () => {
+    const b = open(dbPath());
+    const t0 = Date.now();
+    await b.enqueue(keyed('a', 3, 12, t0), t0);
+    const one = await b.reserve({ workerId: 'w1', queues: ['wq'], max: 8, leaseMs: 60_000, now: t0 });
+    assert.deepStrictEqual(names(one.runs), ['a:0', 'a:1', 'a:2', 'a:3', 'a:4', 'a:5', 'a:6', 'a:7']);
+    // 3 + 3 + 2: a's last turn has one run left when b comes.
+    await b.enqueue(keyed('b', 1, 5, t0 + 1), t0 + 1);
+    const two = await b.reserve({ workerId: 'w1', queues: ['wq'], max: 4, leaseMs: 60_000, now: t0 + 2 });
+    assert.deepStrictEqual(names(two.runs), ['a:8', 'b:0', 'a:9', 'a:10']);
+  });
+
+  it("a corrupt run of a weighted key takes no slot, and the keys' counts stay exact", async () => {
+    const path = dbPath();
+    const b = open(path);
+    const t0 = Date.now();
+    const a = keyed('a', 3, 5, t0);
+    await b.enqueue([...a, ...keyed('b', 2, 5, t0)], t0);
+    const db = new DatabaseSync(path, { timeout: 5000 });
+    db.prepare('UPDATE runs SET task = NULL WHERE id = ?').run(a[1]!.id);
+    const { runs } = await b.reserve({ workerId: 'w1', queues: ['wq'], max: 5, leaseMs: 60_000, now: t0 + 1 });
+    // a's turn of 3 took a:1 too (failed, corrupt): the call's last slot goes to the next turn, a's.
+    assert.deepStrictEqual(names(runs), ['a:0', 'a:2', 'b:0', 'b:1', 'a:3']);
+    assert.equal((await b.getRun(a[1]!.id))?.state, 'failed');
+    const keys = db.prepare("SELECT key, queued, active, streak FROM flow_keys WHERE queue = 'wq' ORDER BY key").all();
+    db.close();
+    assert.deepStrictEqual(
+      keys.map((k) => ({ ...k })),
+      [
+        { key: 'a', queued: 1, active: 3, streak: 1 },
+        { key: 'b', queued: 3, active: 2, streak: 0 },
+      ],
+    );
+  });
+});
+
 describe('SQLite broker: listings and inspection', () => {
   it('lists newest first with every filter, pages without gaps or repeats', async () => {
     const b = open(dbPath());
