@@ -337,16 +337,21 @@ for (const make of setups()) {
         throw ctx.signal.reason;
       });
       const w = app.worker({ concurrency: 2, leaseMs: 5000 });
-      const q = await quick.enqueue({});
-      const sl = await slow.enqueue({});
-      await w.start();
-      await waitFor(() => started === 2, { message: 'both runs to start', timeoutMs: 30_000 });
-      await w.stop({ graceMs: 500 });
-      assert.equal(await q.status(), 'succeeded');
-      assert.equal(await sl.status(), 'queued');
-      const info = await sl.info();
-      assert.equal(info.history.at(-1)?.outcome, 'released');
-      await app.close();
+      try {
+        const q = await quick.enqueue({});
+        const sl = await slow.enqueue({});
+        await w.start();
+        await waitFor(() => started === 2, { message: 'both runs to start', timeoutMs: 30_000 });
+        await w.stop({ graceMs: 500 });
+        assert.equal(await q.status(), 'succeeded');
+        assert.equal(await sl.status(), 'queued');
+        const info = await sl.info();
+        assert.equal(info.history.at(-1)?.outcome, 'released');
+      } finally {
+        // Also when the wait or an assertion fails: a running worker or an open broker keeps the file from ending.
+        await w.stop({ graceMs: 0 });
+        await app.close();
+      }
     });
   });
 
