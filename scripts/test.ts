@@ -49,9 +49,11 @@ step(
     '--test',
     '--test-concurrency=2',
     '--test-timeout=180000',
-    // A file whose tests have all finished exits even if something it started is still running
-    // (a worker left behind by a failed assertion kept a test process, and the run, waiting forever).
-    '--test-force-exit',
+    // No --test-force-exit: a file exits when its tests have closed all they opened, so that a leak
+    // (a worker, timer, socket or child process left running after its tests) shows as a file that
+    // does not end instead of being hidden. So a test that starts something must stop it in a
+    // finally block or an after hook: stopped only after its assertions, it would be left running by
+    // one that fails, and the run would wait for it.
     '--test-reporter=spec',
     '--test-reporter-destination=stdout',
     `--test-reporter=${new URL('./test-summary.ts', import.meta.url).pathname}`,

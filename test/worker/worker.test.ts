@@ -2,7 +2,7 @@
 // retries, timeouts, cancellation, graceful stop, and runs it cannot read.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { z } from 'zod';
 import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import {
@@ -337,22 +337,36 @@ for (const make of setups()) {
         throw ctx.signal.reason;
       });
       const w = app.worker({ concurrency: 2, leaseMs: 5000 });
-      const q = await quick.enqueue({});
-      const sl = await slow.enqueue({});
-      await w.start();
-      await waitFor(() => started === 2, { message: 'both runs to start', timeoutMs: 30_000 });
-      await w.stop({ graceMs: 500 });
-      assert.equal(await q.status(), 'succeeded');
-      assert.equal(await sl.status(), 'queued');
-      const info = await sl.info();
-      assert.equal(info.history.at(-1)?.outcome, 'released');
-      await app.close();
+      try {
+        const q = await quick.enqueue({});
+        const sl = await slow.enqueue({});
+        await w.start();
+        await waitFor(() => started === 2, { message: 'both runs to start', timeoutMs: 30_000 });
+        await w.stop({ graceMs: 500 });
+        assert.equal(await q.status(), 'succeeded');
+        assert.equal(await sl.status(), 'queued');
+        const info = await sl.info();
+        assert.equal(info.history.at(-1)?.outcome, 'released');
+      } finally {
+        // Also when the wait or an assertion fails: a running worker or an open broker keeps the file from ending.
+        await w.stop({ graceMs: 0 });
+        await app.close();
+      }
     });
   });
 
   describe(`prefetch on ${setup.name}`, () => {
-    /** A worker at concurrency 1 over a backlog, whose run number `gateAt` waits until released. */
-    async function backlog(runMs: number, gateAt: number) {
+    /**
+     * A worker at concurrency 1 over a backlog, whose run number `gateAt` waits until released.
+     * Each run takes exactly `runMs` by the worker's clock: the clock the executor times handlers
+     * with (`performance.now`) is replaced, for the test, by one that only the handler moves. The
+     * average run time that decides prefetch (under 10 ms: prefetch) is then `runMs` however loaded
+     * the machine; on the real clock a handler that does nothing took over 100 ms at load 15, and
+     * the worker rightly stopped prefetching. `durations` collects what the worker measured.
+     */
+    async function backlog(t: TestContext, runMs: number, gateAt: number) {
+      let clock = 0;
+      t.mock.method(performance, 'now', () => clock);
       const s = make();
       const app = s.app();
       const order: number[] = [];
@@ -360,19 +374,29 @@ for (const make of setups()) {
       const gate = new Promise<void>((r) => (open = r));
       const task = app.task('step', { input: z.object({ n: z.number() }), retries: 1 }, async ({ n }) => {
         order.push(n);
-        if (runMs) await new Promise((r) => setTimeout(r, runMs));
+        clock += runMs;
         if (n === gateAt) await gate;
         return n;
       });
       const runs = await task.enqueueMany(Array.from({ length: gateAt + 20 }, (_, n) => ({ input: { n } })));
       const worker = app.worker({ concurrency: 1, leaseMs: 10_000 });
+      const durations: number[] = [];
+      worker.on('run', (e: RunEvent) => {
+        if (e.durationMs !== undefined) durations.push(e.durationMs);
+      });
       const broker = await app.broker();
       const active = async () => (await broker.counts(['default'])).default!.active;
-      return { app, worker, runs, order, open, active };
+      return { app, worker, runs, order, open, active, durations };
     }
 
-    it('short runs: holds one run beyond its concurrency, never more, and hands it back on stop', async () => {
-      const b = await backlog(0, 30);
+    /** The worker timed every run by the test's clock (were it timing them by another, the test would depend on the machine's speed again). */
+    function timedBy(durations: number[], runMs: number): void {
+      assert.ok(durations.length > 0, 'runs were timed');
+      assert.deepEqual(new Set(durations), new Set([runMs]), `every run took ${runMs} ms by the worker's clock`);
+    }
+
+    it('short runs: holds one run beyond its concurrency, never more, and hands it back on stop', async (t) => {
+      const b = await backlog(t, 0, 30);
       // Also when an assertion fails: a worker left running keeps the test process from ever exiting.
       after(async () => {
         b.open();
@@ -385,6 +409,7 @@ for (const make of setups()) {
       await waitFor(async () => (await b.active()) === 2, { message: 'one run held beyond concurrency 1', timeoutMs: 10_000 });
       assert.equal(b.order.at(-1), 30, 'the held run has not started');
       await b.worker.stop({ graceMs: 0 });
+      timedBy(b.durations, 0);
       const held = b.runs[31]!;
       assert.equal(await held.status(), 'queued', 'the held run is handed back');
       assert.equal((await held.info()).history.at(-1)?.outcome, 'released');
@@ -404,8 +429,8 @@ for (const make of setups()) {
       await b.app.close();
     });
 
-    it('a prefetched run that is cancelled is dropped, not started', async () => {
-      const b = await backlog(0, 30);
+    it('a prefetched run that is cancelled is dropped, not started', async (t) => {
+      const b = await backlog(t, 0, 30);
       try {
         await b.worker.start();
         await waitFor(async () => b.order.includes(30) && (await b.active()) === 2, { message: 'a held run', timeoutMs: 30_000 });
@@ -421,6 +446,7 @@ for (const make of setups()) {
         await b.runs.at(-1)!.result({ timeout: 30_000 });
         assert.equal(b.order.includes(31), false, 'the cancelled run never started');
         assert.equal(await held.status(), 'cancelled');
+        timedBy(b.durations, 0);
       } finally {
         b.open();
         await b.worker.stop();
@@ -428,8 +454,8 @@ for (const make of setups()) {
       }
     });
 
-    it('long runs: no prefetch, a run waits in the queue for the next free slot', async () => {
-      const b = await backlog(25, 5);
+    it('long runs: no prefetch, a run waits in the queue for the next free slot', async (t) => {
+      const b = await backlog(t, 25, 5);
       try {
         await b.worker.start();
         await waitFor(() => b.order.includes(5), { message: 'the gated run to start', timeoutMs: 30_000 });
@@ -437,6 +463,7 @@ for (const make of setups()) {
           assert.equal(await b.active(), 1, 'only the running run is leased');
           await new Promise((r) => setTimeout(r, 20));
         }
+        timedBy(b.durations, 25);
       } finally {
         b.open();
         await b.worker.stop();
