@@ -1,5 +1,6 @@
 // `npm test`: type check, lint, then every test file with Node's test runner.
-// Extra arguments select test files, e.g. `npm test -- test/worker/worker.test.ts`.
+// Extra arguments select test files, e.g. `npm test -- test/worker/worker.test.ts`; those that begin
+// with `-` go to the test runner, e.g. `npm test -- test/worker/worker.test.ts --test-name-pattern=prefetch`.
 import { spawnSync } from 'node:child_process';
 import { globSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +10,8 @@ import { IN_CI, parseCounts } from './test-summary.ts';
 const node = process.execPath;
 const bin = (name: string) => new URL(`../node_modules/.bin/${name}`, import.meta.url).pathname;
 const args = process.argv.slice(2);
+const runnerArgs = args.filter((a) => a.startsWith('-'));
+const fileArgs = args.filter((a) => !a.startsWith('-'));
 
 function step(title: string, cmd: string, cmdArgs: string[], after?: () => void): void {
   process.stdout.write(`\n== ${title}\n`);
@@ -18,12 +21,12 @@ function step(title: string, cmd: string, cmdArgs: string[], after?: () => void)
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
-if (args.length === 0) {
+if (fileArgs.length === 0) {
   step('type check (tsc)', bin('tsc'), ['-p', '.']);
   step('type check, dashboard browser code (tsc)', bin('tsc'), ['-p', 'src/dashboard']);
   step('lint and format (biome)', bin('biome'), ['check', '.']);
 }
-const files = args.length ? args : globSync('test/**/*.test.ts').sort();
+const files = fileArgs.length ? fileArgs : globSync('test/**/*.test.ts').sort();
 // The spec reporter to the terminal; the summary reporter (skips and why, then the counts) to a file
 // printed at the very end, so that its last line is the last line of the output.
 const summaryDir = mkdtempSync(join(tmpdir(), 'errand-test-summary-'));
@@ -61,6 +64,7 @@ step(
     '--test-reporter-destination=stdout',
     `--test-reporter=${new URL('./test-summary.ts', import.meta.url).pathname}`,
     `--test-reporter-destination=${summaryFile}`,
+    ...runnerArgs,
     ...files,
   ],
   printSummary,
