@@ -319,6 +319,40 @@ export function settleConformance(c: ConformanceContext): void {
       assert.deepStrictEqual((await b.counts([Q]))[Q], ZERO_COUNTS, 'and not counted');
     });
 
+    test('retentionMs 0 in a batch with lost, repeated and kept outcomes: each applied as in its turn', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const key = { idempotencyKey: 'batch-gone', idempotencyTtl: 600_000 };
+      const a = await enqueueOne(b, t0, key);
+      const bb = await enqueueOne(b, t0);
+      const stale = await enqueueOne(b, t0);
+      const kept = await enqueueOne(b, t0);
+      assert.equal((await reserveAll(b, 'w1', t0)).runs.length, 4);
+      const other = await enqueueOne(b, t0);
+      await reserveOne(b, 'w2', t0);
+      const statuses = await b.settle(
+        'w1',
+        [
+          { id: a, attempt: 1, outcome: 'succeeded', result: '1', retentionMs: 0 },
+          { id: bb, attempt: 1, outcome: 'failed', error: errorText('x'), retentionMs: 0 },
+          { id: a, attempt: 1, outcome: 'failed', error: errorText('again'), retentionMs: 0 },
+          { id: stale, attempt: 2, outcome: 'succeeded', result: null, retentionMs: 0 },
+          { id: kept, attempt: 1, outcome: 'succeeded', result: '2', retentionMs: RETAIN },
+          { id: other, attempt: 1, outcome: 'succeeded', result: null, retentionMs: 0 },
+        ],
+        t0 + 1,
+      );
+      assert.deepStrictEqual(statuses, ['ok', 'ok', 'lost', 'lost', 'ok', 'lost'], 'a repeat, a stale attempt, another worker: lost');
+      assert.equal(await b.getRun(a), null, 'gone');
+      assert.equal(await b.getRun(bb), null, 'gone');
+      assertFields(await getRun(b, stale), { state: 'active', attempts: 1, worker: 'w1' }, 'stale attempt: untouched');
+      assertFields(await getRun(b, kept), { state: 'succeeded', result: '2' }, 'kept');
+      assertFields(await getRun(b, other), { state: 'active', worker: 'w2' }, "another worker's lease: untouched");
+      assert.deepStrictEqual((await b.counts([Q]))[Q], { ...ZERO_COUNTS, active: 2, succeeded: 1 });
+      const again = newRun(Q, t0 + 2, key);
+      assert.deepStrictEqual(await b.enqueue([again], t0 + 2), [{ id: again.id, created: true, state: 'queued' }], 'the key was released');
+    });
+
     test('prune removes finished runs past their retention, returns the count, keeps the rest', async () => {
       const b = await open();
       const t0 = Date.now();

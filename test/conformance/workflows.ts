@@ -84,6 +84,36 @@ export function workflowConformance(c: ConformanceContext): void {
       assert.equal(ready?.input, '[0,1,null,9,16]', 'the full list (a run without a result gives null; retention 0 loses nothing)');
     });
 
+    test('a chord whose runs all settle in one batch with retention 0: the callback gets every result; a failure cancels', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const header = [0, 1, 2, 3].map((i) => step(t0, { input: String(i) }));
+      const body = step(t0, { dependsOn: on(...header), inputFrom: 'list' });
+      const first = step(t0, { input: '"f"' });
+      const after = step(t0, { dependsOn: on(first) });
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [body, ...header] }, t0);
+      await b.createWorkflow({ id: newRunId(Q, t0), runs: [first, after] }, t0);
+      const { runs } = await reserveAll(b, 'w', t0 + 1);
+      assert.equal(runs.length, 5, 'the header runs and the first step');
+      const statuses = await b.settle(
+        'w',
+        [...runs]
+          .reverse()
+          .map((r) =>
+            r.id === first.id
+              ? { id: r.id, attempt: 1, outcome: 'failed' as const, error: errorText('x'), retentionMs: 0 }
+              : { id: r.id, attempt: 1, outcome: 'succeeded' as const, result: r.input === '2' ? null : r.input, retentionMs: 0 },
+          ),
+        t0 + 2,
+      );
+      assert.deepStrictEqual(statuses, ['ok', 'ok', 'ok', 'ok', 'ok']);
+      for (const r of runs) assert.equal(await b.getRun(r.id), null, 'retention 0: gone');
+      assertFields(await getRun(b, after.id), { state: 'cancelled' }, 'the dependent of the failed run');
+      const [ready] = (await reserveAll(b, 'w', t0 + 3)).runs;
+      assert.equal(ready?.id, body.id);
+      assert.equal(ready?.input, '[0,1,null,3]', 'the full list, in dependsOn order');
+    });
+
     test('a DAG with named dependencies: object inputs, fan-out and fan-in', async () => {
       const b = await open();
       const t0 = Date.now();
