@@ -418,6 +418,23 @@ export function limitsConformance(c: ConformanceContext): void {
       );
     });
 
+    test('a key whose freed slot makes it ready again joins the ring at the back, after the keys freed before it', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      for (const k of ['a', 'b', 'c']) await enqueueKeyed(b, t0, k, 3, flow(k, 1));
+      const one = await reserveAll(b, 'w1', t0, { max: 3 });
+      const keyOf = (x: Reservation) => (JSON.parse(x.input) as { key: string }).key;
+      assert.deepStrictEqual(one.runs.map(keyOf), ['a', 'b', 'c']);
+      // Every key at its limit (out of the ring); their slots freed c, b, a, one settle each: each
+      // key joins the ring at the back when its slot frees, so a (served first) comes last.
+      for (const k of ['c', 'b', 'a']) {
+        const run = one.runs.find((x) => keyOf(x) === k) as Reservation;
+        await b.settle('w1', [{ id: run.id, attempt: run.attempt, outcome: 'succeeded', result: null, retentionMs: RETAIN }], t0 + 1);
+      }
+      const two = await reserveAll(b, 'w1', t0 + 2, { max: 3 });
+      assert.deepStrictEqual(two.runs.map(keyOf), ['c', 'b', 'a']);
+    });
+
     test("a queued run's record says until when its key's or group's rate holds it", async () => {
       const b = await open();
       const t0 = Date.now();

@@ -102,6 +102,61 @@ export function weightsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(r.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'b:1', 'c:0', 'b:2', 'b:3', 'c:1', 'b:4', 'b:5']);
     });
 
+    test('a weighted key back from its concurrency limit joins the ring at the back with a fresh turn', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, 'a', 10, 3, 2);
+      await enqueueKeyed(b, t0, 'b', 10);
+      const one = await reserveAll(b, 'w1', t0, { max: 5 });
+      // a: two runs of its three (its limit), leaves the ring; b alone.
+      assert.deepStrictEqual(one.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'b:1', 'b:2']);
+      // Both of a's slots free: a comes back behind b, its turn ended when it left: a fresh count of
+      // three runs in a row, of which its limit allows two.
+      await b.settle('w1', succeeded(one.runs.filter((r) => keyOf(r) === 'a')), t0 + 1);
+      const two = await reserveAll(b, 'w1', t0 + 2, { max: 4 });
+      assert.deepStrictEqual(two.runs.map(runOf), ['b:3', 'a:2', 'a:3', 'b:4']);
+    });
+
+    test('a weighted key that left the ring at its limit mid-turn does not finish that turn when it comes back', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      await enqueueKeyed(b, t0, 'a', 10, 3, 3);
+      await enqueueKeyed(b, t0, 'b', 10);
+      // a: two runs in a row (the call's slots), keeping its place; then its third, at its limit.
+      const one = await reserveAll(b, 'w1', t0, { max: 2 });
+      assert.deepStrictEqual(one.runs.map(runOf), ['a:0', 'a:1']);
+      const two = await reserveAll(b, 'w1', t0 + 1, { max: 3 });
+      assert.deepStrictEqual(two.runs.map(runOf), ['a:2', 'b:0', 'b:1']);
+      // Its slots free: it comes back behind b with a fresh turn of three runs in a row.
+      await b.settle('w1', succeeded([...one.runs, ...two.runs.filter((r) => keyOf(r) === 'a')]), t0 + 2);
+      const three = await reserveAll(b, 'w1', t0 + 3, { max: 5 });
+      assert.deepStrictEqual(three.runs.map(runOf), ['b:2', 'a:3', 'a:4', 'a:5', 'b:3']);
+    });
+
+    test('a weighted key held by its rate mid-turn comes back at the back of the ring with a fresh turn', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const rate = { interval: 60_000, burst: 2 };
+      await b.enqueue(
+        Array.from({ length: 10 }, (_, i) => ({
+          ...newRun(Q, t0),
+          input: JSON.stringify({ key: 'a', i }),
+          flow: { group: GROUP, key: 'a', weight: 3, rate },
+        })),
+        t0,
+      );
+      await enqueueKeyed(b, t0, 'b', 10);
+      await enqueueKeyed(b, t0, 'c', 10);
+      const one = await reserveAll(b, 'w1', t0, { max: 4 });
+      // a: two runs of its three (its burst), then it waits for its rate.
+      assert.deepStrictEqual(one.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'c:0']);
+      await b.settle('w1', succeeded(one.runs), t0 + 1);
+      // Its burst back (two intervals later): a joins the ring behind b and c, and its fresh turn of
+      // three is cut by its rate after two.
+      const two = await reserveAll(b, 'w1', t0 + 2 * 60_000, { max: 6 });
+      assert.deepStrictEqual(two.runs.map(runOf), ['b:1', 'c:1', 'a:2', 'a:3', 'b:2', 'c:2']);
+    });
+
     test('keys without a weight are plain round robin', async () => {
       const b = await open();
       const t0 = Date.now();

@@ -58,7 +58,10 @@ export function flowMove(c: SqliteCore, f: FlowPlace, dq: number, da: number, gr
     c.s.flowKeyPut.run(f.queue, f.grp, f.key, f.kc, f.kr || null, turn, f.kw);
   }
   if (da !== 0 && groupToo) c.s.flowGroupCount.run(da, f.queue, f.grp);
-  c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null, rate: f.kr || null });
+  // A key out of its ring that this move may make ready (a run queued, a slot freed) joins it at the
+  // back: a turn after every turn given so far.
+  const turn = dq > 0 || da < 0 ? c.takeSeq(1) + 1 : c.takeSeq(0);
+  c.s.flowKeyCount.run({ queue: f.queue, grp: f.grp, key: f.key, dq, da, conc: dq > 0 ? f.kc : null, rate: f.kr || null, turn });
 }
 
 /**
@@ -106,7 +109,13 @@ export class FlowGroups {
       const keys = [...this.#queued.values()].map(({ f, dq }) => [f.queue, f.grp, f.key, f.kc, f.kr || null, f.kw, dq]);
       c.s.flowKeysQueued.run(c.takeSeq(0), JSON.stringify(keys));
     }
-    if (this.#freed.size) c.s.flowKeysActive.run(JSON.stringify([...this.#freed.values()].map(({ f, da }) => [f.queue, f.grp, f.key, da])));
+    if (this.#freed.size) {
+      // Keys that a freed slot makes ready join their rings at the back, in the order freed (each a
+      // turn of its own, taken only when a key has a concurrency limit: no other leaves its ring at one).
+      const freed = [...this.#freed.values()];
+      const base = c.takeSeq(freed.some(({ f }) => f.kc > 0) ? freed.length : 0);
+      c.s.flowKeysActive.run(JSON.stringify(freed.map(({ f, da }) => [f.queue, f.grp, f.key, da])), base);
+    }
     for (const { f, da } of this.#active.values()) if (da !== 0) c.s.flowGroupCount.run(da, f.queue, f.grp);
     this.#puts.clear();
     this.#active.clear();

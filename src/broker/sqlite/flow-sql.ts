@@ -43,34 +43,46 @@ export const FLOW_SQL = {
       ring = max(0, queued - p.dq) > 0 AND (conc <= 0 OR active + p.da < conc) AND coalesce(p.wait, flow_keys.wait) IS NULL
     FROM p WHERE flow_keys.queue = :queue AND flow_keys.grp = :grp AND flow_keys.key = p.key`,
   /**
-   * Settled runs of keys that stay queued as they were (a settle batch's slots freed, FlowGroups): `?` is
-   * a JSON array of `[queue, grp, key, da]`, one per key, its active count moved by `da`.
+   * Settled runs of keys that stay queued as they were (a settle batch's slots freed, FlowGroups): `?1` is
+   * a JSON array of `[queue, grp, key, da]`, one per key, its active count moved by `da`. A key out of
+   * its ring (`ring` 0) that a freed slot makes ready joins it at the back, a new turn (`?2` + 1 + its
+   * place in the array), and starts its turn afresh (`streak` 0): a key out of its ring has ended its turn.
    */
-  flowKeysActive: `WITH p AS MATERIALIZED (SELECT j.value ->> 0 AS queue, j.value ->> 1 AS grp, j.value ->> 2 AS key, j.value ->> 3 AS da
-        FROM json_each(?) AS j)
-    UPDATE flow_keys SET active = max(0, active + p.da) FROM p
-    WHERE flow_keys.queue = p.queue AND flow_keys.grp = p.grp AND flow_keys.key = p.key`,
+  flowKeysActive: `WITH p AS MATERIALIZED (SELECT j.key AS i, j.value ->> 0 AS queue, j.value ->> 1 AS grp, j.value ->> 2 AS key,
+        j.value ->> 3 AS da FROM json_each(?1) AS j)
+    UPDATE flow_keys SET active = max(0, active + p.da),
+      turn = CASE WHEN ring = 0 AND queued > 0 AND (conc <= 0 OR max(0, active + p.da) < conc) AND wait IS NULL
+        THEN ?2 + 1 + p.i ELSE turn END,
+      streak = CASE WHEN ring = 0 THEN 0 ELSE streak END
+    FROM p WHERE flow_keys.queue = p.queue AND flow_keys.grp = p.grp AND flow_keys.key = p.key`,
   /** A group served `:da` runs in a reserve: to the back of its ring, or waiting until `:wait` (its rate). */
   flowGroupServed: `UPDATE flow_groups SET active = active + :da, tat = :tat, turn = :turn, wait = :wait
     WHERE queue = :queue AND grp = :grp`,
-  /** A run of a key became queued: the key known (its limits the run's), its count up. */
+  /**
+   * A run of a key became queued: the key known (its limits the run's), its count up. A key out of its
+   * ring takes turn `:turn` (the back: it joins there if it becomes ready) and a fresh turn (`streak` 0).
+   */
   flowKeyQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued, ring)
     VALUES (:queue, :grp, :key, :conc, :rate, :weight, :turn, :dq, :dq > 0)
-    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
+    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight,
+      turn = CASE WHEN ring = 0 THEN excluded.turn ELSE turn END, streak = CASE WHEN ring = 0 THEN 0 ELSE streak END`,
   /**
    * Runs of keys became queued (an enqueue batch, FlowGroups): `?2` is a JSON array of
    * `[queue, grp, key, conc, rate, weight, dq]`, one per key; each key known (at turn `?1`, the back of
-   * its ring) or its count moved, its limits those of its latest run (as `flowKeyQueued`).
+   * its ring) or its count moved, its limits those of its latest run (as `flowKeyQueued`; a key out of its
+   * ring at turn `?1` too, with a fresh turn).
    */
   flowKeysQueued: `INSERT INTO flow_keys (queue, grp, key, conc, rate, weight, turn, queued, ring)
     SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, ?1, j.value ->> 6, (j.value ->> 6) > 0
     FROM json_each(?2) AS j WHERE true
-    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight`,
+    ON CONFLICT (queue, grp, key) DO UPDATE SET queued = queued + excluded.queued, conc = excluded.conc, rate = excluded.rate, weight = excluded.weight,
+      turn = CASE WHEN ring = 0 THEN excluded.turn ELSE turn END, streak = CASE WHEN ring = 0 THEN 0 ELSE streak END`,
   /** The next ready keys of a group's ring (`ring`: schema v16), in turn order, with their GCRA times. */
   flowKeysNext: `SELECT key, rate, queued, active, conc, weight, streak, tat FROM flow_keys
     WHERE queue = ? AND grp = ? AND ring ORDER BY turn LIMIT ?`,
   // rate limits: keys and groups held out of their rings until `wait`, the GCRA times
-  flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
+  /** Keys whose wait is over: back to the ring at turn ?3 (the back), with a fresh turn (`streak` 0). */
+  flowKeysDue: 'UPDATE flow_keys SET wait = NULL, held = NULL, turn = ?3, streak = 0 WHERE queue = ?1 AND wait IS NOT NULL AND wait <= ?2',
   flowGroupsDue: 'UPDATE flow_groups SET wait = NULL, held = NULL WHERE queue = ? AND wait IS NOT NULL AND wait <= ?',
   /** A handler's back-off (ctx.backOff): the later of the wait already set and ?1. */
   flowKeyBackOff: `UPDATE flow_keys SET wait = max(coalesce(wait, 0), ?1), held = CASE WHEN ?1 >= coalesce(wait, 0) THEN 'backoff' ELSE held END
@@ -84,8 +96,10 @@ export const FLOW_SQL = {
     ON CONFLICT (queue, grp) DO UPDATE SET conc = excluded.conc, rate = excluded.rate`,
   flowKeyPut: 'INSERT INTO flow_keys (queue, grp, key, conc, rate, turn, weight) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
   flowGroupCount: 'UPDATE flow_groups SET active = max(0, active + ?) WHERE queue = ? AND grp = ?',
+  /** A run of a key moved (flowMove): its counts; a key out of its ring at turn `:turn` (the back) with a fresh turn. */
   flowKeyCount: `UPDATE flow_keys SET queued = max(0, queued + :dq), active = max(0, active + :da), conc = coalesce(:conc, conc),
-      rate = CASE WHEN :conc IS NULL THEN rate ELSE :rate END
+      rate = CASE WHEN :conc IS NULL THEN rate ELSE :rate END,
+      turn = CASE WHEN ring = 0 THEN :turn ELSE turn END, streak = CASE WHEN ring = 0 THEN 0 ELSE streak END
     WHERE queue = :queue AND grp = :grp AND key = :key`,
   /** Whether freeing slots in a queue may have made a key ready (then idle workers are woken). */
   flowReady: 'SELECT 1 AS ok FROM flow_groups WHERE queue = ? AND ready LIMIT 1',

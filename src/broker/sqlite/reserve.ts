@@ -78,7 +78,9 @@ export function reserve(c: SqliteCore, req: ReserveRequest, seen: Map<string, nu
       const flow = c.row('flowAny', queue) !== undefined;
       if (flow) {
         // Keys and groups whose rate limit lets them start again are back in their rings.
-        c.change('flowKeysDue', queue, now);
+        // Keys whose wait is over join their rings at the back: a turn after every turn given so far
+        // (taken only when a key came back, so that a reserve with nothing due writes no position).
+        if (c.change('flowKeysDue', queue, now, c.takeSeq(0) + 1) > 0) c.takeSeq(1);
         c.change('flowGroupsDue', queue, now);
         remaining -= leaseFlow(c, queue, workerId, now, leaseMs, remaining, reserved, changed, corrupt, retried);
       }

@@ -8,7 +8,7 @@ export const SPAWN_SQL = {
   spawnHeld: `UPDATE runs SET state = 'waiting', adopt = ?5, workflow = coalesce(workflow, id), run_at = ?4, lease_until = NULL,
       rev = rev + 1, a_ended = ?4, a_outcome = 'spawned'
     WHERE id = ?1 AND state = 'active' AND attempts = ?2 AND worker = ?3
-    RETURNING queue, started_at, flow_group, flow_key, workflow`,
+    RETURNING queue, started_at, flow_group, flow_key, flow_kc, workflow`,
   /** The awaited edges of an earlier spawn of the same run (a replayed run that spawns again). */
   spawnDropEdges: 'DELETE FROM workflow_edges WHERE dependent = ? AND adopt = 1',
   spawnEdge: `INSERT INTO workflow_edges (dependent, dependency, workflow, pos, name, on_failure, adopt) VALUES (?, ?, ?, ?, ?, ?, 1)`,

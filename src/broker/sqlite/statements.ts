@@ -150,16 +150,16 @@ export const SQL = {
   nextScheduled: `SELECT run_at FROM runs WHERE queue = ? AND state = 'scheduled' AND run_at IS NOT NULL ORDER BY run_at LIMIT 1`,
   nextLease: `SELECT lease_until FROM runs WHERE queue = ? AND state = 'active' AND lease_until IS NOT NULL ORDER BY lease_until LIMIT 1`,
 
-  // settle, renew, release, progress
+  // settle, renew, release, progress (flow_kc: whether a freed slot may bring its key back to its ring)
   /** ?4 now, ?5 expires, ?6 result */
   succeed: `UPDATE runs SET state = 'succeeded', result = ?6, error = NULL, finished_at = ?4, expires_at = ?5,
       lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'succeeded'")}
-    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key, workflow`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key, flow_kc, workflow`,
   /** ?4 now, ?5 expires, ?6 error */
   fail: `UPDATE runs SET state = 'failed', error = ?6, finished_at = ?4, expires_at = ?5, lease_until = NULL,
       rev = rev + 1, ${endAttempt('?4', "'failed'")}
-    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key, workflow`,
-  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key, flow_group, flow_key, workflow`,
+    WHERE ${HELD} RETURNING queue, started_at, flow_group, flow_key, flow_kc, workflow`,
+  deleteHeld: `DELETE FROM runs WHERE ${HELD} RETURNING queue, started_at, task, idempotency_key, flow_group, flow_key, flow_kc, workflow`,
   /** ?4 now, ?5 runAt, ?6 seq, ?7 error */
   retryLater: `UPDATE runs SET state = CASE WHEN ?5 <= ?4 THEN 'queued' ELSE 'scheduled' END, run_at = ?5, seq = ?6,
       error = ?7, lease_until = NULL, rev = rev + 1, ${endAttempt('?4', "'retry'")}

@@ -135,10 +135,14 @@ local function flowKeyStore(base, g, y, st)
   local ring = base .. 'fK|' .. g
   if flowKeyIsReady(st) then
     if not rcall('ZSCORE', ring, y) then
+      -- Joins at the back, a fresh turn: its count of runs in a row starts again.
       rcall('ZADD', ring, flowTurn(base), y)
+      st.z = 0
     end
   else
+    -- Out of the ring: its turn is over.
     rcall('ZREM', ring, y)
+    st.z = 0
   end
   if st.q <= 0 and st.a <= 0 then
     rcall('HDEL', base .. 'fy|' .. g, y)
@@ -220,7 +224,7 @@ local function flowKeyWait(base, g, y)
   local ksh = base .. 'fy|' .. g
   local st = flowKeyUnpack(rcall('HGET', ksh, y))
   if st then
-    st.w = 'b'
+    st.w, st.z = 'b', 0 -- out of its ring: its turn is over
     rcall('HSET', ksh, y, flowKeyPack(st))
   end
 end
@@ -289,13 +293,15 @@ local function flowFreeMany(base, freed)
           dels[#dels + 1] = y
           flowKeepTat(base, g, y, tonumber(string.match(rest, '^[^;]*')))
         else
-          writes[#writes + 1] = y
-          writes[#writes + 1] = fmt('%d;', a) .. qS .. ';' .. cS .. ';' .. rest
-          -- At its limit before, so out of the ring: it may be ready now. (A key that had a
-          -- free slot keeps its place in the ring: it cannot change.)
+          -- At its limit before, so out of the ring: it may be ready now, at the back with a fresh
+          -- turn (z, its runs in a row, the last field, emptied). (A key that had a free slot keeps
+          -- its place in the ring: it cannot change.)
           if c > 0 and a0 >= c and a < c and (tonumber(qS) or 0) > 0 and string.match(rest, '^[^;]*;[^;]*;([^;]*)') == '' then
             ready[#ready + 1] = y
+            rest = string.gsub(rest, ';[^;]*$', ';')
           end
+          writes[#writes + 1] = y
+          writes[#writes + 1] = fmt('%d;', a) .. qS .. ';' .. cS .. ';' .. rest
         end
       end
     end

@@ -272,8 +272,12 @@ if max > 0 and flowOn then
           end
           if kc > 0 and ka >= kc then
             -- At its limit (lowered by a newer run while the key was in the ring): out of the ring
-            -- until one of its runs frees a slot.
+            -- until one of its runs frees a slot, its turn over.
             gone[#gone + 1] = y
+            if zS ~= '' then
+              writes[#writes + 1] = y
+              writes[#writes + 1] = kaS .. ';' .. kqS .. ';' .. kcS .. ';' .. tS .. ';' .. (krate or '') .. ';' .. waitS .. ';' .. eS .. ';'
+            end
           elseif not kok then
             -- Over its rate: out of the ring into the waiting set.
             gone[#gone + 1] = y
@@ -358,6 +362,8 @@ if max > 0 and flowOn then
                 back[#back + 1] = y
               end
             else
+              -- At its limit or out of runs: out of the ring, its turn over (a fresh one when it is back).
+              streak = 0
               gone[#gone + 1] = y
             end
             if kq <= 0 and ka <= 0 then
