@@ -104,6 +104,17 @@ describe('users API', () => {
     });
   }
 
+  it('says a missing email is missing, and a malformed one is not an address', async () => {
+    const missing = await t.request('POST', '/users/', { username: 'x' });
+    assert.equal(missing.status, 422);
+    assert.deepEqual(missing.json.detail, [
+      { loc: ['body', 'email'], msg: 'Invalid input: expected string, received undefined', type: 'invalid_type' },
+    ]);
+    const bad = await t.request('POST', '/users/', { username: 'x', email: 'not-an-email' });
+    assert.equal(bad.status, 422);
+    assert.deepEqual(bad.json.detail, [{ loc: ['body', 'email'], msg: 'must be a valid email address', type: 'invalid_format' }]);
+  });
+
   it('answers 422 for a username with a lone surrogate', async () => {
     const res = await t.request('POST', '/users/', '{"username":"a\\ud800b","email":"x@example.com"}');
     assert.equal(res.status, 422);
