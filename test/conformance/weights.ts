@@ -79,7 +79,7 @@ export function weightsConformance(c: ConformanceContext): void {
       assert.deepStrictEqual(one.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'b:1', 'b:2']);
       await b.settle('w1', succeeded(one.runs.filter((r) => runOf(r) === 'a:0')), t0 + 1);
       // One slot of a free: one run of a (its next), the rest b's. (Where a comes back in the ring
-      // is not part of the contract: the order within the call is not asserted.)
+      // is the next test's: here only what the call takes.)
       const two = await reserveAll(b, 'w1', t0 + 2, { max: 3 });
       assert.deepStrictEqual(two.runs.map(runOf).sort(), ['a:2', 'b:3', 'b:4']);
     });
