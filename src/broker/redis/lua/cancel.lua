@@ -22,8 +22,7 @@
 ]]
 --!keys 1
 --!include common.lua: rcall, notify, wake
---!include flow.lua: flowUnqueue, flowFree
---!include runs.lua: finish, unplace, cancelActive, debForget
+--!include runs.lua: cancelRun, debForget
 --!include workflow.lua: wfResolve
 local k, base, rid, nowS = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local now = tonumber(nowS)
@@ -54,21 +53,10 @@ end
 if deb then
   debForget(base, rid, task, deb) -- its debounce burst is over
 end
-if s == 'q' and g then
-  -- Under flow control: out of its key's list (the key may leave the rings).
-  flowUnqueue(base, rid, g, y or '')
-  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-elseif s ~= 'a' then
-  unplace(base, rid, s, prio)
-  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-else
-  if g and flowFree(base, k, g) then
-    wake(base) -- its slot freed: a key may be ready again
-  end
-  cancelActive(base, k, rid, ARGV[7], ARGV[6], now, nowS, ret, hist, att, holder, started)
-end
+-- Out of where it waits (under flow control: its key's list, or its slot freed) and finished.
+local freed = cancelRun(base, k, rid, ARGV[7], ARGV[6], s, prio, g, y, now, nowS, ret, hist, att, holder, started)
 notify(ARGV[5], ARGV[7], '', watched)
-if woke then
-  wake(base)
+if freed or woke then
+  wake(base) -- a key may be ready again (its slot freed), or dependents became queued
 end
 return { 'C', s, rcall('EXISTS', base .. 'wo') }

@@ -1,6 +1,6 @@
 --[[
   runs.lua: a run's hash and where it waits: creation (newRun, runExisting, runWrite, runCreate),
-  placing (pushQueued, unplace), finishing and expiry (finish, cancelActive, newBatch,
+  placing (pushQueued, unplace), finishing and expiry (finish, cancelActive, cancelRun, newBatch,
   flushFinished, pushExpiry, dropRun, debForget), replay (see common.lua for how libraries are
   included).
 
@@ -74,7 +74,7 @@ end
 -- Takes run rid out of where it waits, by its state s: waiting (w: `waiting` and its wait keys
 -- wd:, wv:), queued (q: the list of its priority level `p`, the level dropped once empty; a queued
 -- run under flow control is in its key's list instead: the caller's) or scheduled (s: `sched`).
--- What becomes of the run (finish) is the caller's. Used by cancel.lua and wfcancel.lua.
+-- What becomes of the run (finish) is the caller's. Used by cancelRun.
 local function unplace(base, rid, s, p)
   if s == 'w' then
     rcall('ZREM', base .. 'waiting', rid)
@@ -338,7 +338,7 @@ local function finish(base, k, rid, code, zset, now, nowS, ret, batch, ...)
   end
 end
 
--- Cancels an active run (cancel.lua, wfcancel.lua; `hist`, `att`, `holder`, `started` its fields
+-- Cancels an active run (cancelRun; `hist`, `att`, `holder`, `started` its fields
 -- h a w b as read by the caller): out of `active`, its open attempt appended to the history as
 -- `cancelled`, finished as cancelled (kept `ret` ms), its id (`id`, the whole run id) published on
 -- the `cancels` channel so that its worker stops it. The caller frees its flow slot first.
@@ -348,6 +348,29 @@ local function cancelActive(base, k, rid, id, cancels, now, nowS, ret, hist, att
   rcall('HDEL', k, 'o')
   finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil, 'h', h)
   rcall('PUBLISH', cancels, id)
+end
+
+-- Cancels run rid (hash k, whole run id `id`) in state s, waiting, queued, scheduled or active
+-- (cancel.lua, wfcancel.lua; `prio`, `g`, `y`, `hist`, `att`, `holder`, `started` its fields
+-- p g y h a w b as read by the caller): a queued run under flow control leaves its key's list
+-- (flowUnqueue: the key may leave the rings), any other waiting, queued or scheduled run where it
+-- waits (unplace); either is then finished as cancelled (kept `ret` ms). An active run under flow
+-- control frees its slot (flowFree), then is cancelled as cancelActive does (its worker told on
+-- the `cancels` channel). Returns whether that freed slot made a key or group ready: the caller
+-- then wakes idle workers. Notifying watchers and resolving a workflow's edges are the caller's.
+local function cancelRun(base, k, rid, id, cancels, s, prio, g, y, now, nowS, ret, hist, att, holder, started)
+  if s == 'a' then
+    local freed = g and flowFree(base, k, g) or false
+    cancelActive(base, k, rid, id, cancels, now, nowS, ret, hist, att, holder, started)
+    return freed
+  end
+  if s == 'q' and g then
+    flowUnqueue(base, rid, g, y or '')
+  else
+    unplace(base, rid, s, prio)
+  end
+  finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
+  return false
 end
 
 local function newBatch()

@@ -19,8 +19,7 @@
 ]]
 --!keys 1
 --!include common.lua: rcall, notify, wake
---!include flow.lua: flowUnqueue, flowFree
---!include runs.lua: finish, unplace, cancelActive
+--!include runs.lua: cancelRun
 local base, nowS, chan, cancels, qp = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6]
 local now = tonumber(nowS)
 local list = rcall('HGET', KEYS[1], 'r')
@@ -36,18 +35,9 @@ for rid in string.gmatch(list, '[^,]+') do
   local g, y = v[9], v[10]
   if not v['err'] and (s == 'w' or s == 'q' or s == 's' or s == 'a') then
     local ret = tonumber(ownRet) or tonumber(ARGV[3])
-    if s == 'q' and g then
-      -- Under flow control: out of its key's list (the key may leave the rings), as cancel.lua.
-      flowUnqueue(base, rid, g, y or '')
-      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-    elseif s ~= 'a' then
-      unplace(base, rid, s, prio)
-      finish(base, k, rid, 'c', 'cancelled', now, nowS, ret, nil)
-    else
-      if g and flowFree(base, k, g) then
-        freed = true -- its slot freed: a key may be ready again
-      end
-      cancelActive(base, k, rid, qp .. rid, cancels, now, nowS, ret, hist, att, holder, started)
+    -- As cancel.lua cancels one (under flow control: out of its key's list, or its slot freed).
+    if cancelRun(base, k, rid, qp .. rid, cancels, s, prio, g, y, now, nowS, ret, hist, att, holder, started) then
+      freed = true -- its slot freed: a key may be ready again
     end
     notify(chan, qp, rid, watched)
     n = n + 1
