@@ -104,8 +104,8 @@ local function reservePromote(c, sched, due)
   local woke = false
   for _, rid in ipairs(due) do
     local k = base .. 'r:' .. rid
-    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g', 'X', 'B')
-    local state, prio, watched, g, startBy, deb = v[1], v[2], v[3], v[4], v[5], v[6]
+    local v = redis.pcall('HMGET', k, 's', 'p', 'W', 'g', 'X', 'B', 't')
+    local state, prio, watched, g, startBy, deb, task = v[1], v[2], v[3], v[4], v[5], v[6], v[7]
     if v['err'] then
       if failCorrupt(base, k, rid, qp .. rid, c.now, c.nowS, c.failedRet, 'not a hash', c.acc, chan) then
         woke = true
@@ -117,7 +117,7 @@ local function reservePromote(c, sched, due)
         rcall('ZADD', base .. 'startby', startBy, rid) -- again, if a sweep dropped it while scheduled
       end
       if deb then
-        debForget(base, rid, rcall('HGET', k, 't'), deb) -- queued: its burst is over
+        debForget(base, rid, task, deb) -- queued: its burst is over
       end
       notify(chan, qp, rid, watched)
     end
