@@ -6,6 +6,7 @@
  */
 import { CANCEL_LOG_RETENTION_MS, DAY, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
 import type { CancelOutcome, EnqueueResult, Lease, NewRun, RetryOutcome, RunState, SettleStatus } from '../types.ts';
+import { cancelIn } from './cancel.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
 import { FlowGroups, flowMove, flowOf, flowPlace } from './flow-counts.ts';
@@ -130,17 +131,8 @@ export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
     if (!row) return { outcome: 'not_found' };
     const state = stateOf(row);
     if (state !== 'waiting' && state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
-    // The run's own retention (stored at enqueue), else the broker's.
-    c.s.cancel.run({ id, now, retention: c.cancelledRetentionMs });
-    if (state === 'active') c.s.cancelLog.run(id, now);
-    // A flow slot freed: its key may be ready again (other workers look).
-    const f = flowOf(row);
-    if (f && state === 'queued') flowMove(c, f, -1, 0);
-    if (f && state === 'active') {
-      flowMove(c, f, 0, -1);
-      freed = f.queue;
-      c.bump(freed);
-    }
+    // The queue of a flow slot it freed: its key may be ready again (other workers look).
+    freed = cancelIn(c, id, row, state, now);
     changed.push(id);
     if (typeof row.workflow === 'string') resolveIn(c, id, false, null, now, changed, queues);
     return { outcome: 'cancelled', previous: state };

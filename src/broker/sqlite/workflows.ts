@@ -20,6 +20,7 @@ import type {
   WorkflowEdge,
   WorkflowRecord,
 } from '../types.ts';
+import { cancelIn } from './cancel.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
 import { FlowGroups, flowMove, flowOf, flowPlace } from './flow-counts.ts';
@@ -254,21 +255,13 @@ export function cancelWorkflow(c: SqliteCore, id: string, now: number): Workflow
       const runId = String(row.id);
       // Cascades of earlier cancels may have finished this one already.
       const now_ = c.row('stateOf', runId);
-      const state = now_ ? stateOf(now_) : 'cancelled';
+      if (!now_) continue;
+      const state = stateOf(now_);
       if (state !== 'waiting' && state !== 'queued' && state !== 'scheduled' && state !== 'active') continue;
-      c.s.cancel.run({ id: runId, now, retention: c.cancelledRetentionMs });
-      if (state === 'active') {
-        c.s.cancelLog.run(runId, now);
-        active.push(runId);
-      }
-      // A step under flow control leaves its key's counts as any cancelled run (cancel in transitions.ts).
-      const f = now_ && flowOf(now_);
-      if (f && state === 'queued') flowMove(c, f, -1, 0);
-      if (f && state === 'active') {
-        flowMove(c, f, 0, -1);
-        queues.add(f.queue); // its slot freed: its key may be ready again
-        c.bump(f.queue);
-      }
+      // Cancelled as cancel (transitions.ts) cancels one: a step under flow control leaves its key's counts.
+      const freed = cancelIn(c, runId, now_, state, now);
+      if (state === 'active') active.push(runId);
+      if (freed !== undefined) queues.add(freed); // its slot freed: its key may be ready again
       changed.push(runId);
       n++;
     }
