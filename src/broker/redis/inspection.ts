@@ -80,7 +80,7 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
     const gy = `${rec.flow.group}|${rec.flow.key}`;
     const [kh, gh, kw, gw] = (await redis
       .pipeline()
-      .hget(`${k.base}fy|${rec.flow.group}`, rec.flow.key)
+      .hgetBuffer(`${k.base}fy|${rec.flow.group}`, rec.flow.key)
       .hmget(`${k.base}fG|${rec.flow.group}`, 'a', 'c', 'w')
       .zscore(`${k.base}fW`, gy)
       .zscore(`${k.base}fWg`, rec.flow.group)
@@ -99,14 +99,54 @@ export async function getRun(c: RedisCore, id: string): Promise<RunRecord | null
   return rec;
 }
 
+/** A flow key's state as stored (lua/flow.lua). */
+export interface KeyStateRecord {
+  active: number;
+  queued: number;
+  /** Concurrency limit, 0: none. */
+  limit: number;
+  /** GCRA time, undefined: none. */
+  tat?: number;
+  /** The rate's interval (ms) and burst; interval 0: no rate. */
+  interval: number;
+  burst: number;
+  /** '' not waiting, '1' held by its rate, 'b' backed off by a handler. */
+  wait: '' | '1' | 'b';
+  weight: number;
+  /** Runs served in a row at the head of its ring. */
+  streak: number;
+}
+
+/** The length of a packed key state (lua/flow.lua's KEY_LEN). */
+const KEY_STATE_BYTES = 45;
+
 /**
- * The active count, limit and wait flag of a flow key's state as stored: one field of its group's
- * hash, packed 'a;q;c;r;t;w;e;z' (see lua/flow.lua); [] when it has none.
+ * A flow key's state as stored, one field of its group's hash: 45 bytes packed by struct (KEY_FMT
+ * in lua/flow.lua, little-endian: a, q, c 32-bit integers, t, ri, rb doubles, w a byte, e, z 32-bit
+ * integers). Undefined when it has none, or one of another length (which reserve rebuilds).
  */
+export function keyState(v: unknown): KeyStateRecord | undefined {
+  if (!Buffer.isBuffer(v) || v.length !== KEY_STATE_BYTES) return undefined;
+  const t = v.readDoubleLE(12);
+  const w = v.readUInt8(36);
+  const s: KeyStateRecord = {
+    active: v.readInt32LE(0),
+    queued: v.readInt32LE(4),
+    limit: v.readInt32LE(8),
+    interval: v.readDoubleLE(20),
+    burst: v.readDoubleLE(28),
+    wait: w === 1 ? '1' : w === 2 ? 'b' : '',
+    weight: v.readInt32LE(37),
+    streak: v.readInt32LE(41),
+  };
+  if (t >= 0) s.tat = t;
+  return s;
+}
+
+/** The active count, limit and wait flag of a packed key state (keyState); [] when it has none. */
 function keyStateFields(v: unknown): (string | null)[] {
-  if (typeof v !== 'string') return [];
-  const p = v.split(';');
-  return [p[0] ?? null, p[2] ?? null, p[5] || null];
+  const s = keyState(v);
+  return s ? [String(s.active), String(s.limit), s.wait || null] : [];
 }
 
 export async function flowCounts(c: RedisCore, queues: readonly string[]): Promise<Record<string, FlowCounts>> {

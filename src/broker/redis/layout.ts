@@ -52,6 +52,12 @@ export const LAYOUT_STEPS: readonly LayoutStep[] = [
     description:
       "flow control keeps each key's state (with its queued count) in one field of its group's hash fy|<group> instead of a hash fk|<group>|<key> of its own; code of layout 2 would misread it",
   },
+  {
+    version: 4,
+    compatible: 4,
+    description:
+      "flow control packs each key's state in fy|<group> as 45 bytes (struct, numbers stored directly) instead of text; code of layout 3 would misread it",
+  },
 ];
 
 const CURRENT = LAYOUT_STEPS[LAYOUT_STEPS.length - 1]!;

@@ -1,5 +1,5 @@
 /**
- * The Redis broker's flow-control key states (layout 3, `fy|<group>` in common.lua) keep counts
+ * The Redis broker's flow-control key states (layout 4, `fy|<group>` in flow.lua) keep counts
  * that no script recomputes on the hot path: a key's queued count must equal the length of its
  * list, and its active count the runs of that key that are active. After a seeded random
  * sequence of every transition that moves runs of limited keys (enqueue, a scheduled run coming
@@ -14,6 +14,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import { keyState } from '../../../src/broker/redis/inspection.ts';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
 import type { Reservation } from '../../../src/broker/types.ts';
 import { dropRedisPrefix } from '../../fixtures/brokers.ts';
@@ -37,7 +38,7 @@ after(async () => {
 /** Compares each stored key state with its list and with the runs that are active. */
 async function checkStates(active: Map<string, Reservation>, keyOf: Map<string, string>, step: string): Promise<void> {
   const base = `${prefix}:{${Q}}:`;
-  const states = await redis.hgetall(`${base}fy|${GROUP}`);
+  const states = await redis.hgetallBuffer(`${base}fy|${GROUP}`);
   const activeByKey = new Map<string, number>();
   for (const id of active.keys()) {
     const y = keyOf.get(id)!;
@@ -46,9 +47,12 @@ async function checkStates(active: Map<string, Reservation>, keyOf: Map<string, 
   for (const y of KEYS) {
     const len = await redis.llen(`${base}fq|${GROUP}|${y}`);
     const packed = states[y];
-    const [a, q] = packed ? packed.split(';').map(Number) : [0, 0];
-    assert.equal(q, len, `${step}: key ${JSON.stringify(y)}: queued count ${q}, list ${len} (${packed})`);
-    assert.equal(a, activeByKey.get(y) ?? 0, `${step}: key ${JSON.stringify(y)}: active count (${packed})`);
+    const st = keyState(packed);
+    if (packed) assert.ok(st, `${step}: key ${JSON.stringify(y)}: unreadable state ${packed.toString('hex')}`);
+    const [a, q] = st ? [st.active, st.queued] : [0, 0];
+    const shown = JSON.stringify(st);
+    assert.equal(q, len, `${step}: key ${JSON.stringify(y)}: queued count ${q}, list ${len} (${shown})`);
+    assert.equal(a, activeByKey.get(y) ?? 0, `${step}: key ${JSON.stringify(y)}: active count (${shown})`);
     if (!packed) assert.equal(len, 0, `${step}: key ${JSON.stringify(y)} forgotten with runs queued`);
   }
   const total = Number((await redis.hget(`${base}fM`, 'q')) ?? 0);

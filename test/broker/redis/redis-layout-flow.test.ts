@@ -1,15 +1,17 @@
 /**
- * Layout 3 (src/broker/redis/layout.ts): flow control's key states move from one hash per key
- * (`fk|<group>|<key>`, listed in `fS`) to one field per key of the group's hash `fy|<group>`.
- * Keys of layout 2 are written here with raw commands (a key with queued and active runs, one
- * held by its rate, one whose name holds '|' with a weight); a broker of this layout migrates them,
- * and the runs are still seen, held and started as before.
+ * Layouts 3 and 4 (src/broker/redis/layout.ts): flow control's key states move from one hash per
+ * key (`fk|<group>|<key>`, listed in `fS`) to one field per key of the group's hash `fy|<group>`
+ * (layout 3: text 'a;q;c;t;r;w;e;z'), then that field is packed by struct (layout 4). Keys of
+ * layout 2, and of layout 3, are written here with raw commands (a key with queued and active runs,
+ * one held by its rate, one whose name holds '|' with a weight); a broker of this layout migrates
+ * them, and the runs are still seen, held and started as before.
  *
  * Every test uses a key prefix of its own, deleted at the end (never FLUSHDB).
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
+import { keyState } from '../../../src/broker/redis/inspection.ts';
 import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../../../src/broker/redis/layout.ts';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
 import { newRunId } from '../../../src/core/ids.ts';
@@ -27,8 +29,16 @@ after(async () => {
   redis.disconnect();
 });
 
-describe('redis layout 3: flow-control key states', () => {
-  it('migrates the key hashes of layout 2 into their groups, and the runs are held and started as before', async () => {
+describe('redis layouts 3 and 4: flow-control key states', () => {
+  for (const from of [2, 3] as const) {
+    it(`migrates the key states of layout ${from}, and the runs are held and started as before`, async () => {
+      await migratesFrom(from);
+    });
+  }
+});
+
+async function migratesFrom(from: 2 | 3): Promise<void> {
+  {
     await redis.connect().catch(() => {});
     const prefix = uniquePrefix('errand-layout-flow');
     prefixes.push(prefix);
@@ -57,9 +67,9 @@ describe('redis layout 3: flow-control key states', () => {
     ];
     // Layout 2 as its code left it: key a (limit 2) with 2 queued and 1 active, in the ring; key b
     // (1 start per second) held by its rate until now + 500; key 'x|y' (weight 3) with 1 queued.
-    await redis.hset(layoutKey(prefix), 'version', '2', 'compatible', '1', 'at', '0');
+    await redis.hset(layoutKey(prefix), 'version', String(from), 'compatible', String(from === 2 ? 1 : 3), 'at', '0');
     await redis.sadd(`${prefix}:queues`, q);
-    await redis
+    const m = redis
       .multi()
       .hset(`${base}r:${rid(a1)}`, ...run('a', 'q'))
       .hset(`${base}r:${rid(a2)}`, ...run('a', 'q'))
@@ -70,23 +80,40 @@ describe('redis layout 3: flow-control key states', () => {
       .rpush(`${base}fq|mail|a`, rid(a1), rid(a2))
       .rpush(`${base}fq|mail|b`, rid(b1))
       .rpush(`${base}fq|mail|x|y`, rid(x1))
-      .hset(`${base}fk|mail|a`, 'a', '1', 'c', '2')
-      .hset(`${base}fk|mail|b`, 'c', '0', 'r', '1000,1', 't', String(now + 500), 'w', '1')
-      .hset(`${base}fk|mail|x|y`, 'c', '0', 'e', '3', 'z', '1')
-      .sadd(`${base}fS`, 'mail|a', 'mail|b', 'mail|x|y')
       .zadd(`${base}fK|mail`, 1, 'a', 2, 'x|y')
       .zadd(`${base}fR`, 3, 'mail')
       .zadd(`${base}fW`, now + 500, 'mail|b')
       .hset(`${base}fG|mail`, 'a', '1', 'c', '0')
-      .hset(`${base}fM`, 't', '3', 'q', '4')
-      .exec();
+      .hset(`${base}fM`, 't', '3', 'q', '4');
+    if (from === 2) {
+      m.hset(`${base}fk|mail|a`, 'a', '1', 'c', '2')
+        .hset(`${base}fk|mail|b`, 'c', '0', 'r', '1000,1', 't', String(now + 500), 'w', '1')
+        .hset(`${base}fk|mail|x|y`, 'c', '0', 'e', '3', 'z', '1')
+        .sadd(`${base}fS`, 'mail|a', 'mail|b', 'mail|x|y');
+    } else {
+      // Layout 3's text: a;q;c;t;r;w;e;z.
+      m.hset(`${base}fy|mail`, 'a', '1;2;2;;;;;', 'b', `0;1;0;${now + 500};1000,1;1;;`, 'x|y', '0;1;0;;;;3;1')
+        .sadd(`${base}fY`, 'mail')
+        .hset(`${base}fM`, 'w', String(now + 500));
+    }
+    await m.exec();
 
     const b = new RedisBroker({ url: URL_, prefix });
     brokers.push(b);
     await b.ping();
-    assert.equal(LAYOUT_VERSION, 3);
-    assert.deepEqual(await redis.hmget(layoutKey(prefix), 'version', 'compatible'), ['3', '3'], 'layout 2 code may not run on it');
-    assert.equal(await redis.get(queueLayoutKey(prefix, q)), '3');
+    assert.equal(LAYOUT_VERSION, 4);
+    assert.deepEqual(await redis.hmget(layoutKey(prefix), 'version', 'compatible'), ['4', '4'], 'layout 2 and 3 code may not run on it');
+    assert.equal(await redis.get(queueLayoutKey(prefix, q)), '4');
+    const states = await redis.hgetallBuffer(`${base}fy|mail`);
+    assert.deepEqual(
+      Object.fromEntries(Object.entries(states).map(([y, v]) => [y, keyState(v)])),
+      {
+        a: { active: 1, queued: 2, limit: 2, interval: 0, burst: 0, wait: '', weight: 1, streak: 0 },
+        b: { active: 0, queued: 1, limit: 0, tat: now + 500, interval: 1000, burst: 1, wait: '1', weight: 1, streak: 0 },
+        'x|y': { active: 0, queued: 1, limit: 0, interval: 0, burst: 0, wait: '', weight: 3, streak: 1 },
+      },
+      'each state packed, every field kept',
+    );
     assert.equal(await redis.exists(`${base}fS`, `${base}fk|mail|a`, `${base}fk|mail|b`, `${base}fk|mail|x|y`), 0, 'the old keys are gone');
     assert.deepEqual(await redis.smembers(`${base}fY`), ['mail']);
 
@@ -127,5 +154,5 @@ describe('redis layout 3: flow-control key states', () => {
     await b.settle('w', ok(third.runs), now + 1000);
     assert.equal((await b.flowKeys(q, { sort: 'key', offset: 0, limit: 50 })).total, 0, 'every key forgotten once idle');
     assert.equal((await b.counts([q]))[q]?.queued, 0);
-  });
-});
+  }
+}

@@ -187,7 +187,7 @@ describe('redis layout version', () => {
     await b.ping();
     const record = await redis.hgetall(layoutKey(prefix));
     assert.equal(record.version, String(LAYOUT_VERSION));
-    assert.equal(record.compatible, '3', 'code of layout 2 and earlier may not run on it (layout 3 moved the flow key states)');
+    assert.equal(record.compatible, '4', 'code of layout 3 and earlier may not run on it (layout 4 packs the flow key states)');
     await b.enqueue([{ id: newRunId('fresh'), task: 't', queue: 'fresh', input: '{}', priority: 0, runAt: Date.now() }], Date.now());
     assert.equal(await redis.exists(queueLayoutKey(prefix, 'fresh')), 0, 'a queue created in the current layout needs no marker');
   });

@@ -31,7 +31,7 @@
 --!keys 1
 --!include common.lua: rcall, fmt, bulk, wake
 --!include stats.lua: statFlush
---!include flow.lua: flowGroupReady, flowKeyNew, flowKeyUnpack, flowKeyPack, flowKeyIsReady, flowKeyMany, flowRingAdd
+--!include flow.lua: flowGroupReady, flowKeyNew, flowKeyUnpack, flowKeyPack, flowRateNums, flowKeyIsReady, flowKeyMany, flowRingAdd
 --!include runs.lua: newRun, runExisting, runWrite
 local base = ARGV[1]
 local now = tonumber(ARGV[2])
@@ -180,7 +180,8 @@ if flowQueued then
         len = rcall('RPUSH', q, unpack(e.rids, j, math.min(j + 999, #e.rids)))
       end
       total = total + #e.rids
-      st.q, st.c, st.r, st.e = len, tonumber(e.n) or 0, e.u, tonumber(e.w) or 1
+      st.q, st.c, st.e = len, tonumber(e.n) or 0, tonumber(e.w) or 1
+      st.ri, st.rb = flowRateNums(e.u)
       if flowKeyIsReady(st) then
         turn = turn + 1
         ready[#ready + 1] = fmt('%d', turn)

@@ -26,7 +26,12 @@ for _, g in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     local st = flowKeyUnpack(all[i + 1])
     if st then
       local waiting = st.w ~= '' or nil
-      rows[#rows + 1] = { g .. '|' .. all[i], st.q, st.a, string.format('%d', st.c), st.r, waiting }
+      local rate = ''
+      if st.ri > 0 then
+        -- '%.17g': read back exactly (parseRate in TypeScript).
+        rate = string.format('%.17g,%.17g', st.ri, st.rb)
+      end
+      rows[#rows + 1] = { g .. '|' .. all[i], st.q, st.a, string.format('%d', st.c), rate, waiting }
     end
   end
 end

@@ -249,19 +249,20 @@ local function reserveFlowWake(c)
   return #dueK == c.limit or #dueG == c.limit, tonumber(flowWaitFirst(base)), rcall('HGET', base .. 'fM', 't')
 end
 
--- The GCRA times of a key (rate krate, nil: none) and its group (grate) after each of `take`
--- starts planned in a row, the first admitted already (at kval, gnext). Returns how many may
+-- The GCRA times of a key (rate of interval kri and burst krb, kri 0: none) and its group (grate,
+-- text; nil: none) after each of `take` starts planned in a row, the first admitted already (at
+-- kval, gnext). Returns how many may
 -- start (fewer when a rate stops the plan), the times after each (nil when only one is planned),
 -- and when the key, or the group, whose rate stopped it may start again (nil: none).
-local function reserveFlowPlan(take, krate, kval, grate, gnext, now)
+local function reserveFlowPlan(take, kri, krb, kval, grate, gnext, now)
   local kts, gts -- the GCRA times after each start, when more than one is planned
   local kHeld, gHeld = nil, nil
   if take > 1 then
     kts, gts = { kval }, { gnext }
   end
   for st = 2, take do
-    if krate then
-      local ok, v = flowGcra(krate, kts[st - 1], now)
+    if kri > 0 then
+      local ok, v = flowGcraN(kri, krb, kts[st - 1], now)
       if not ok then
         kHeld, take = v, st - 1
         break

@@ -16,8 +16,8 @@
   Returns the number of steps applied (0: the queue was at that version already).
 ]]
 --!keys 1
---!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE
---!include flow.lua: flowKeyNew, flowKeyPack, flowWaitFirst
+--!include common.lua: rcall, ACTIVE_PIN, ACTIVE_PIN_SCORE, bulk
+--!include flow.lua: flowKeyNew, flowKeyPack, flowRateNums, flowWaitFirst
 
 local base, to = ARGV[1], tonumber(ARGV[3])
 local marker = rcall('GET', KEYS[1])
@@ -56,7 +56,8 @@ if at < 3 and to >= 3 then
       st.a = math.max(0, math.floor(tonumber(aS) or 0))
       st.q = rcall('LLEN', base .. 'fq|' .. gy)
       st.c = math.floor(tonumber(cS) or 0)
-      st.r, st.t, st.w = rate or '', tonumber(tat), waiting or ''
+      st.t, st.w = tonumber(tat), waiting or ''
+      st.ri, st.rb = flowRateNums(rate)
       st.e, st.z = math.floor(tonumber(weight) or 1), math.floor(tonumber(streak) or 0)
       if st.a > 0 or st.q > 0 then
         rcall('HSET', base .. 'fy|' .. g, y, flowKeyPack(st))
@@ -69,6 +70,33 @@ if at < 3 and to >= 3 then
   local first = flowWaitFirst(base)
   if first then
     rcall('HSET', base .. 'fM', 'w', first)
+  end
+  applied = applied + 1
+end
+
+-- 4: a key's state in fy|<g> is packed by struct (KEY_FMT in flow.lua) instead of as text
+-- 'a;q;c;t;r;w;e;z' (r '<interval>,<burst>', t '%.17g', w '' '1' or 'b', e and z '' for 1 and 0).
+-- Only fields in that text form are rewritten (step 3 above writes the new form already: its
+-- fields start with a's four bytes, which are not digits). O(keys of the queue), in this one call.
+if at < 4 and to >= 4 then
+  for _, g in ipairs(rcall('SMEMBERS', base .. 'fY')) do
+    local ksh = base .. 'fy|' .. g
+    local all = redis.pcall('HGETALL', ksh)
+    local writes = {}
+    if type(all) == 'table' and not all.err then
+      for i = 1, #all, 2 do
+        local a, q, c, t, r, w, e, z = string.match(all[i + 1], '^(%d*);(%d*);(%d*);([^;]*);([^;]*);([^;]*);(%d*);(%d*)$')
+        if a then
+          local st = flowKeyNew()
+          st.a, st.q, st.c = tonumber(a) or 0, tonumber(q) or 0, tonumber(c) or 0
+          st.t, st.w, st.e, st.z = tonumber(t), w, tonumber(e) or 1, tonumber(z) or 0
+          st.ri, st.rb = flowRateNums(r)
+          writes[#writes + 1] = all[i]
+          writes[#writes + 1] = flowKeyPack(st)
+        end
+      end
+    end
+    bulk('HSET', ksh, writes, 2000)
   end
   applied = applied + 1
 end

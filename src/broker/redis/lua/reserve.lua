@@ -53,7 +53,7 @@
 --!keys 4
 --!include common.lua: rcall, fmt, ACTIVE_PIN, ACTIVE_PIN_SCORE, wake, bulk, earliestLease
 --!include stats.lua: statFlush
---!include flow.lua: KEY_STATE, flowKeyMany, flowKeepTat, flowGcra, flowSetTat
+--!include flow.lua: KEY_FMT, KEY_LEN, flowKeyMany, flowKeepTat, flowGcraN, flowGcra, flowSetTat
 --!include outcomes.lua: settleItems
 --!include leasing.lua: reserveSweep, reservePromote, reserveRecover, reserveLease, reserveFlowWake, reserveFlowPlan, reserveFlowMeta, reserveFirstDeadline, reserveNextAt
 local base, worker = ARGV[1], ARGV[2]
@@ -245,44 +245,39 @@ if max > 0 and flowOn then
           kept = true
         else
           local q = base .. 'fq|' .. g .. '|' .. y
-          -- The key's state, read and written as text (the order of flowKeyUnpack in flow.lua).
+          -- The key's state, unpacked to locals (the fields of flowKeyUnpack in flow.lua).
           local s = packed[i]
-          local kaS, kqS, kcS, tS, krate, waitS, eS, zS
-          if s then
-            kaS, kqS, kcS, tS, krate, waitS, eS, zS = string.match(s, KEY_STATE)
-          end
-          if not kaS then
+          local ka, kq, kc, tat, kri, krb, kw, weight, streak
+          if s and #s == KEY_LEN then
+            ka, kq, kc, tat, kri, krb, kw, weight, streak = struct.unpack(KEY_FMT, s)
+          else
             -- A key in the ring without a state (lost, or written by hand): rebuilt from its list.
-            kaS, kqS, kcS, tS, krate, waitS, eS, zS = '0', rcall('LLEN', q), '0', '', '', '', '', ''
+            ka, kq, kc, tat, kri, krb, kw, weight, streak = 0, rcall('LLEN', q), 0, -1, 0, 0, 0, 1, 0
             rcall('SADD', base .. 'fY', g)
           end
-          local ka, kq, kc = tonumber(kaS) or 0, tonumber(kqS) or 0, tonumber(kcS) or 0
-          local weight = tonumber(eS) or 1
-          local tS0 = tS -- the GCRA time as read (kept in ft| if the key is forgotten)
+          local tat0 = tat -- the GCRA time as read (kept in ft| if the key is forgotten)
           local kok, kval = true, nil
-          if krate == '' then
-            krate = nil
-          else
+          if kri > 0 then
             -- The key's GCRA time: in its state while it has one, else (a key forgotten and back) in ft|.
-            local tat = tonumber(tS)
-            if not tat then
-              tat = tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y))
+            local t = tat
+            if t < 0 then
+              t = tonumber(rcall('GET', base .. 'ft|' .. g .. '|' .. y))
             end
-            kok, kval = flowGcra(krate, tat, now)
+            kok, kval = flowGcraN(kri, krb, t, now)
           end
           if kc > 0 and ka >= kc then
             -- At its limit (lowered by a newer run while the key was in the ring): out of the ring
             -- until one of its runs frees a slot, its turn over.
             gone[#gone + 1] = y
-            if zS ~= '' then
+            if streak ~= 0 then
               writes[#writes + 1] = y
-              writes[#writes + 1] = kaS .. ';' .. kqS .. ';' .. kcS .. ';' .. tS .. ';' .. (krate or '') .. ';' .. waitS .. ';' .. eS .. ';'
+              writes[#writes + 1] = struct.pack(KEY_FMT, ka, kq, kc, tat, kri, krb, kw, weight, 0)
             end
           elseif not kok then
             -- Over its rate: out of the ring into the waiting set.
             gone[#gone + 1] = y
             writes[#writes + 1] = y
-            writes[#writes + 1] = kaS .. ';' .. kqS .. ';' .. kcS .. ';' .. tS .. ';' .. krate .. ';1;' .. eS .. ';' .. zS
+            writes[#writes + 1] = struct.pack(KEY_FMT, ka, kq, kc, tat, kri, krb, 1, weight, streak)
             rcall('ZADD', flowWaitK, kval, g .. '|' .. y)
             waits(kval)
           else
@@ -291,7 +286,6 @@ if max > 0 and flowOn then
             -- or, a key of weight w, what is left of its w runs in a row (z counts them).
             -- The GCRA times after each start are stepped here: the first start was admitted above.
             local take = 1
-            local streak = tonumber(zS) or 0
             if #ys == 1 and want > 1 then -- fewer keys than asked for: it is alone in the ring
               take = want
             elseif weight > 1 then
@@ -310,7 +304,7 @@ if max > 0 and flowOn then
               take = 1
             end
             local kts, gts, kHeld, gHeld
-            take, kts, gts, kHeld, gHeld = reserveFlowPlan(take, krate, kval, grate, gnext, now)
+            take, kts, gts, kHeld, gHeld = reserveFlowPlan(take, kri, krb, kval, grate, gnext, now)
             local rids
             if take == 1 then
               local r = rcall('LPOP', q)
@@ -334,8 +328,8 @@ if max > 0 and flowOn then
               ka = ka + done
               ga = ga + done
               started = started + done
-              if krate then
-                tS = fmt('%.17g', done == 1 and kval or kts[done])
+              if kri > 0 then
+                tat = done == 1 and kval or kts[done]
               end
               if grate then
                 gtat = done == 1 and gnext or gts[done]
@@ -346,7 +340,7 @@ if max > 0 and flowOn then
             local full = done == take and #rids == take
             local free = kc <= 0 or ka < kc
             if kq > 0 and free and kHeld and full then
-              waitS, streak = '1', 0
+              kw, streak = 1, 0
               gone[#gone + 1] = y
               rcall('ZADD', flowWaitK, kHeld, g .. '|' .. y)
               waits(kHeld)
@@ -368,15 +362,12 @@ if max > 0 and flowOn then
             end
             if kq <= 0 and ka <= 0 then
               dels[#dels + 1] = y
-              flowKeepTat(base, g, y, tonumber(tS0))
-            else
-              if streak > 0 then
-                zS = fmt('%d', streak)
-              else
-                zS = ''
+              if tat0 >= 0 then
+                flowKeepTat(base, g, y, tat0)
               end
+            else
               writes[#writes + 1] = y
-              writes[#writes + 1] = fmt('%d;%d;', ka, kq) .. kcS .. ';' .. tS .. ';' .. (krate or '') .. ';' .. waitS .. ';' .. eS .. ';' .. zS
+              writes[#writes + 1] = struct.pack(KEY_FMT, ka, kq, kc, tat, kri, krb, kw, weight, streak)
             end
             if gHeld and full then
               heldUntil, stop = gHeld, true
