@@ -151,7 +151,22 @@ async function migratesFrom(from: 2 | 3): Promise<void> {
       [b1],
       'b starts once its rate allows',
     );
-    await b.settle('w', ok(third.runs), now + 1000);
+    // b1 was written with its limits in fields of their own (before layout 4): queued again by a
+    // retry, it goes back to its key with them (the rate of 1 start per second still held).
+    assert.deepEqual(await b.settle('w', [{ id: b1, attempt: 1, outcome: 'retry', error: '{}', runAt: now + 1000 }], now + 1000), ['ok']);
+    const requeued = (await b.flowKeys(q, { sort: 'key', offset: 0, limit: 50 })).keys.find((k) => k.key === 'b');
+    assert.deepEqual([requeued?.queued, requeued?.rate], [1, { interval: 1000, burst: 1 }]);
+    assert.equal(
+      (await b.reserve({ workerId: 'w', queues: [q], max: 10, leaseMs: 30_000, now: now + 1500 })).runs.length,
+      0,
+      'held by its rate',
+    );
+    const fourth = await b.reserve({ workerId: 'w', queues: [q], max: 10, leaseMs: 30_000, now: now + 2000 });
+    assert.deepEqual(
+      fourth.runs.map((r) => r.id),
+      [b1],
+    );
+    await b.settle('w', ok(fourth.runs), now + 2000);
     assert.equal((await b.flowKeys(q, { sort: 'key', offset: 0, limit: 50 })).total, 0, 'every key forgotten once idle');
     assert.equal((await b.counts([q]))[q]?.queued, 0);
   }

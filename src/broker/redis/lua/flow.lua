@@ -27,9 +27,12 @@
     migrate.lua converts both.)
 
   Run hash fields (see runs.lua for the others):
-    g, y, n, m  flow control: group, key, the key's limit and the group's (a run without g has none)
-    u, v  flow control: the key's rate and the group's ('<interval>,<burst>'; absent: none)
-    K flow control: the key's weight (runs in a row per turn; absent: 1)
+    g, y  flow control: group, key (a run without g has none)
+    L  flow control: its limits, '<n>|<m>|<u>|<v>|<K>': n the key's limit and m the group's (0:
+       none), u the key's rate and v the group's ('<interval>,<burst>'; '': none), K the key's
+       weight (runs in a row per turn). One field, not five: every field of a run's hash makes
+       each HMGET of it dearer (a field asked for and absent is looked for through all of them).
+       Runs written before layout 4 have n m u v K as fields of their own (pushQueued reads both).
 ]]
 -- Flow control (see the layout above and docs/flow-control.md). A key is in its group's ring
 -- exactly while it has queued runs and a free slot; a group is in the queue's ring exactly while

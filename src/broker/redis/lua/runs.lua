@@ -54,8 +54,17 @@
 -- control (g, the field of its hash, given) to the list of its key instead.
 local function pushQueued(base, rid, p, front, g)
   if g then
-    local v = rcall('HMGET', base .. 'r:' .. rid, 'y', 'n', 'm', 'u', 'v', 'K')
-    local y, n, m, u, rv, kw = v[1], v[2], v[3], v[4], v[5], v[6]
+    local k = base .. 'r:' .. rid
+    local v = rcall('HMGET', k, 'y', 'L')
+    local y, limits = v[1], v[2]
+    local n, m, u, rv, kw
+    if limits then
+      n, m, u, rv, kw = string.match(limits, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+    else
+      -- A run written before layout 4: its limits in fields of their own.
+      local o = rcall('HMGET', k, 'n', 'm', 'u', 'v', 'K')
+      n, m, u, rv, kw = o[1], o[2], o[3], o[4], o[5]
+    end
     flowPush(base, rid, g, y or '', n, m, u, rv, front, kw)
     return
   end
@@ -121,6 +130,8 @@ local function newRun(base, j, r, a)
     end
     r.g, r.n, r.m, r.u, r.v, r.w = parts[1], parts[2], parts[3], parts[4], parts[5], parts[6]
     r.y = string.sub(spec, from)
+    -- The limits as the run's field L stores them: '<n>|<m>|<u>|<v>|<w>'.
+    r.L = string.sub(spec, #parts[1] + 2, from - 2)
   end
   return r
 end
@@ -187,22 +198,8 @@ local function runWrite(r, state, more)
     f[#f + 1] = r.g
     f[#f + 1] = 'y'
     f[#f + 1] = r.y
-    f[#f + 1] = 'n'
-    f[#f + 1] = r.n
-    f[#f + 1] = 'm'
-    f[#f + 1] = r.m
-    if r.u ~= '' then
-      f[#f + 1] = 'u'
-      f[#f + 1] = r.u
-    end
-    if r.v ~= '' then
-      f[#f + 1] = 'v'
-      f[#f + 1] = r.v
-    end
-    if r.w ~= '1' then
-      f[#f + 1] = 'K'
-      f[#f + 1] = r.w
-    end
+    f[#f + 1] = 'L'
+    f[#f + 1] = r.L
   end
   if r.mark ~= '' then
     f[#f + 1] = 'S'
