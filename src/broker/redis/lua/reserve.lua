@@ -199,6 +199,7 @@ if max > 0 and flowOn then
       break
     end
     local gh, keyRing, ksh = base .. 'fG|' .. g, base .. 'fK|' .. g, base .. 'fy|' .. g
+    local keyList = base .. 'fq|' .. g .. '|' -- a key's list: keyList .. y
     local gv = rcall('HMGET', gh, 'a', 'c', 'r')
     local gaS, gcS, grate = gv[1], gv[2], gv[3]
     local ga, gc = tonumber(gaS) or 0, tonumber(gcS) or 0
@@ -244,7 +245,7 @@ if max > 0 and flowOn then
         if not gok then
           kept = true
         else
-          local q = base .. 'fq|' .. g .. '|' .. y
+          local q = keyList .. y
           -- The key's state, unpacked to locals (the fields of flowKeyUnpack in flow.lua).
           local s = packed[i]
           local ka, kq, kc, tat, kri, krb, kw, weight, streak
@@ -304,7 +305,9 @@ if max > 0 and flowOn then
               take = 1
             end
             local kts, gts, kHeld, gHeld
-            take, kts, gts, kHeld, gHeld = reserveFlowPlan(take, kri, krb, kval, grate, gnext, now)
+            if take > 1 then
+              take, kts, gts, kHeld, gHeld = reserveFlowPlan(take, kri, krb, kval, grate, gnext, now)
+            end
             local rids
             if take == 1 then
               local r = rcall('LPOP', q)
