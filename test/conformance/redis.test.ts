@@ -6,7 +6,7 @@ import { after } from 'node:test';
 import { Redis } from 'ioredis';
 import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
 import type { Broker } from '../../src/broker/types.ts';
-import { dropRedisPrefix } from '../fixtures/brokers.ts';
+import { dropRedisPrefixes } from '../fixtures/brokers.ts';
 import { uniquePrefix } from '../helpers.ts';
 import { QueueKeys, splitRunId } from '../../src/broker/redis/codec.ts';
 import { inspectorConformance } from './inspector.ts';
@@ -64,5 +64,5 @@ inspectorConformance('redis', makeBroker, { connection: (broker) => ({ url, opti
 
 // Delete every key of the prefixes this file used (by prefix, never a flush).
 after(async () => {
-  for (const prefix of prefixes) await dropRedisPrefix(prefix, url);
+  await dropRedisPrefixes(prefixes, url);
 });

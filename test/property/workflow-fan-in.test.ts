@@ -15,7 +15,7 @@ import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
 import { SqliteBroker } from '../../src/broker/sqlite/sqlite-broker.ts';
 import type { Broker, DependencyPolicy, NewWorkflowRun, Reservation, RunState } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
-import { dropRedisPrefix, REDIS_URL } from '../fixtures/brokers.ts';
+import { dropRedisPrefixes, REDIS_URL } from '../fixtures/brokers.ts';
 import { tempDir, uniquePrefix } from '../helpers.ts';
 
 const Q = 'prop';
@@ -172,5 +172,5 @@ for (const { name, open } of brokers) {
 
 // Every key of the prefixes used (by prefix, never a flush).
 after(async () => {
-  for (const prefix of prefixes) await dropRedisPrefix(prefix, REDIS_URL);
+  await dropRedisPrefixes(prefixes, REDIS_URL);
 });

@@ -20,7 +20,7 @@ import { LUA_LIBRARIES } from '../../../src/broker/redis/scripts.ts';
 import type { NewRun } from '../../../src/broker/types.ts';
 import { BrokerUnavailableError, ConfigError } from '../../../src/core/errors.ts';
 import { newRunId, timeOfRunId } from '../../../src/core/ids.ts';
-import { dropRedisPrefix } from '../../fixtures/brokers.ts';
+import { dropRedisPrefixes } from '../../fixtures/brokers.ts';
 import { settledFlag, settleTurns, uniquePrefix, waitFor, within } from '../../helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -72,7 +72,7 @@ const rid = (id: string) => id.slice(-26);
 
 after(async () => {
   await Promise.allSettled(brokers.map((b) => b.close()));
-  for (const prefix of prefixes) await dropRedisPrefix(prefix, URL_);
+  await dropRedisPrefixes(prefixes, URL_);
   redis.disconnect();
 });
 

@@ -15,7 +15,7 @@ import { keyState } from '../../../src/broker/redis/inspection.ts';
 import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../../../src/broker/redis/layout.ts';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
 import { newRunId } from '../../../src/core/ids.ts';
-import { dropRedisPrefix } from '../../fixtures/brokers.ts';
+import { dropRedisPrefixes } from '../../fixtures/brokers.ts';
 import { uniquePrefix } from '../../helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -25,7 +25,7 @@ const brokers: RedisBroker[] = [];
 
 after(async () => {
   await Promise.allSettled(brokers.map((b) => b.close()));
-  for (const prefix of prefixes) await dropRedisPrefix(prefix, URL_);
+  await dropRedisPrefixes(prefixes, URL_);
   redis.disconnect();
 });
 

@@ -24,7 +24,7 @@ import { defineScripts, runScript } from '../../../src/broker/redis/scripts.ts';
 import { PENDING_GRACE_MS } from '../../../src/broker/redis/workflows.ts';
 import type { NewWorkflowRun } from '../../../src/broker/types.ts';
 import { newRunId } from '../../../src/core/ids.ts';
-import { dropRedisPrefix } from '../../fixtures/brokers.ts';
+import { dropRedisPrefixes } from '../../fixtures/brokers.ts';
 import { uniquePrefix } from '../../helpers.ts';
 
 const URL_ = process.env.ERRAND_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -50,7 +50,7 @@ function step(queue: string, now: number, over: Partial<NewWorkflowRun> = {}): N
 
 after(async () => {
   await Promise.all(brokers.map((b) => b.close()));
-  for (const prefix of prefixes) await dropRedisPrefix(prefix, URL_);
+  await dropRedisPrefixes(prefixes, URL_);
   redis.disconnect();
 });
 
