@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { nodeSupported } from '../../bin/node-version.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const SYSTEM_NODE = ['/usr/bin/node', '/usr/local/bin/node'].find((p) => existsSync(p) && p !== process.execPath);
@@ -23,15 +24,19 @@ describe('the Node.js version check', () => {
     assert.equal(r.stdout, '');
     assert.match(
       r.stderr,
-      /^errand needs Node\.js 22\.13 or newer \(22 LTS or 24 LTS\); this is v20\.20\.2\. Inside the project, use the Node\.js that npm ci installs: npx errand \.\.\., the npm scripts \(npm start, npm run worker\), or \.\/node_modules\/\.bin\/node\.\n$/,
+      /^errand needs Node\.js 22\.20 or newer \(22 LTS\), or 24\.7 or newer; this is v20\.20\.2\. Inside the project, use the Node\.js that npm ci installs: npx errand \.\.\., the npm scripts \(npm start, npm run worker\), or \.\/node_modules\/\.bin\/node\.\n$/,
     );
   });
 
   for (const [version, ok] of [
     ['22.12.0', false],
-    ['22.13.0', true],
-    ['23.0.0', true],
-    ['24.0.0', true],
+    // 22.13 to 22.19 and 24.0 to 24.6 load, but their node:sqlite cannot bind `?1` (the SQLite broker).
+    ['22.19.0', false],
+    ['22.20.0', true],
+    ['23.11.0', false],
+    ['24.6.0', false],
+    ['24.7.0', true],
+    ['25.0.0', true],
   ] as const) {
     it(`${ok ? 'lets' : 'refuses'} Node.js ${version} ${ok ? 'through' : ''}`, () => {
       const r = spawnSync(
@@ -68,12 +73,11 @@ describe('the Node.js version check', () => {
   }, () => {
     const version = spawnSync(SYSTEM_NODE!, ['-p', 'process.versions.node'], { encoding: 'utf8' }).stdout.trim();
     const r = spawnSync(SYSTEM_NODE!, ['bin/errand.js', 'help'], { cwd: ROOT, encoding: 'utf8' });
-    const [major = 0, minor = 0] = version.split('.').map(Number);
-    if (major > 22 || (major === 22 && minor >= 13)) return assert.equal(r.status, 0, r.stderr);
+    if (nodeSupported(version)) return assert.equal(r.status, 0, r.stderr);
     assert.equal(r.status, 1);
     assert.match(
       r.stderr,
-      new RegExp(`^errand needs Node\\.js 22\\.13 or newer \\(22 LTS or 24 LTS\\); this is v${version.replace(/\./g, '\\.')}\\.`),
+      new RegExp(`^errand needs Node\\.js 22\\.20 or newer \\(22 LTS\\), or 24\\.7 or newer; this is v${version.replace(/\./g, '\\.')}\\.`),
     );
   });
 });

@@ -12,7 +12,7 @@ import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { DEFAULTS, MINUTE, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions, RunState } from '../types.ts';
 import { retryWhileBusy, waitWhileSharedCacheLocked } from './busy.ts';
-import { loadSqlite } from './load-sqlite.ts';
+import { loadSqlite, requireNumberedParameters } from './load-sqlite.ts';
 import { isMemoryUri } from './memory-uri.ts';
 import { migrate } from './schema.ts';
 import { bucketOf, histogram, num, READ_BIGINTS, type Row, SQL, STATES, type StatementName } from './statements.ts';
@@ -92,6 +92,7 @@ export class SqliteCore {
       throw new ConfigError(`SqliteBroker: synchronous must be "normal" or "full", got ${JSON.stringify(options.synchronous)}`);
     }
 
+    requireNumberedParameters(sqlite);
     let db: DatabaseSync;
     try {
       db = new sqlite.DatabaseSync(this.path, { timeout: busyTimeoutMs, enableForeignKeyConstraints: false });

@@ -13,7 +13,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectBroker } from '../../../src/broker/connect.ts';
-import { loadSqlite } from '../../../src/broker/sqlite/load-sqlite.ts';
+import { loadSqlite, requireNumberedParameters } from '../../../src/broker/sqlite/load-sqlite.ts';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../../src/broker/sqlite/schema.ts';
 import { SqliteBroker, type SqliteBrokerOptions } from '../../../src/broker/sqlite/sqlite-broker.ts';
 import { SQL } from '../../../src/broker/sqlite/statements.ts';
@@ -300,6 +300,32 @@ describe('SQLite broker: the file', () => {
       'DeprecationWarning: SQLite thing, but a deprecation',
       'ExperimentalWarning: SQLite is an experimental feature and might change at any time',
     ]);
+  });
+});
+
+describe('SQLite broker: a Node.js whose node:sqlite cannot bind numbered parameters', () => {
+  it("is refused with a ConfigError naming the versions to use (Node.js 22.13 to 22.19 and 24.0 to 24.6 answer 'column index out of range')", () => {
+    // node:sqlite as those releases behave: `?1` is not bound.
+    class DatabaseSync {
+      prepare() {
+        return {
+          get: () => {
+            throw new Error('column index out of range');
+          },
+        };
+      }
+      close() {}
+    }
+    assert.throws(
+      () => requireNumberedParameters({ DatabaseSync } as unknown as Parameters<typeof requireNumberedParameters>[0], 'v22.19.0'),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message ===
+          'The SQLite broker needs Node.js 22.20 or newer (22 LTS), or 24.7 or newer: the node:sqlite of Node.js v22.19.0 cannot bind ' +
+            'numbered parameters (?1). Upgrade Node.js, or use the Redis broker (REDIS_URL).',
+    );
+    // This Node.js binds them: nothing thrown.
+    requireNumberedParameters(loadSqlite());
   });
 });
 
