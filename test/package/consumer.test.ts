@@ -1,7 +1,8 @@
 // The package as its users get it: `npm pack` (which builds dist/ through `prepare`), the tarball
 // installed into an empty project, and used there from ESM, CommonJS, TypeScript and the command
-// line, on Node.js 24 (this project's) and Node.js 22 (the npm registry's `node@22` package, kept in
-// .tmp/node22 between runs). Then publint and @arethetypeswrong/cli on the tarball, and the README's
+// line, on Node.js 24 (this project's) and on the oldest release of each supported line, 22.20.0
+// and 24.7.0 (package.json `engines`; the npm registry's `node` package, kept in .tmp/node-<version>
+// between runs): the releases before them cannot run the SQLite broker (bin/node-version.js). Then publint and @arethetypeswrong/cli on the tarball, and the README's
 // and docs/http.md's TypeScript blocks compiled as written against the installed package.
 import assert from 'node:assert/strict';
 import { type SpawnSyncReturns, spawn, spawnSync } from 'node:child_process';
@@ -13,8 +14,10 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
-const NODE22_DIR = join(ROOT, '.tmp/node22');
-const NODE22 = join(NODE22_DIR, 'node_modules/node/bin/node');
+/** The oldest supported release of each Node.js line (package.json `engines`). */
+const OLDEST = ['22.20.0', '24.7.0'];
+const nodeDir = (version: string) => join(ROOT, `.tmp/node-${version}`);
+const nodeBin = (version: string) => join(nodeDir(version), 'node_modules/node/bin/node');
 const bin = (name: string) => join(ROOT, 'node_modules/.bin', name);
 /** The version this repository has installed, so that the consumer's install hits npm's cache. */
 const installed = (name: string) =>
@@ -177,11 +180,12 @@ before(
     tarball = join(work, packed);
     assert.ok(existsSync(tarball), `npm pack made no ${tarball}`);
 
-    if (!existsSync(NODE22) || !run(NODE22, ['-v'], { cwd: ROOT }).stdout.startsWith('v22.')) {
-      rmSync(NODE22_DIR, { recursive: true, force: true });
-      mkdirSync(NODE22_DIR, { recursive: true });
-      writeFileSync(join(NODE22_DIR, 'package.json'), '{"private":true}\n');
-      npm(['install', '--no-package-lock', '--foreground-scripts', 'node@22'], NODE22_DIR);
+    for (const version of OLDEST) {
+      if (existsSync(nodeBin(version)) && run(nodeBin(version), ['-v'], { cwd: ROOT }).stdout.trim() === `v${version}`) continue;
+      rmSync(nodeDir(version), { recursive: true, force: true });
+      mkdirSync(nodeDir(version), { recursive: true });
+      writeFileSync(join(nodeDir(version), 'package.json'), '{"private":true}\n');
+      npm(['install', '--no-package-lock', '--foreground-scripts', `node@${version}`], nodeDir(version));
     }
 
     writeFileSync(join(project, 'package.json'), '{"name":"consumer","private":true,"type":"module"}\n');
@@ -205,15 +209,15 @@ after(() => {
 });
 
 const NODES = [
-  { name: 'Node 24', node: () => process.execPath },
-  { name: 'Node 22', node: () => NODE22 },
+  { name: 'Node 24', node: () => process.execPath, version: /^v24\./ },
+  ...OLDEST.map((v) => ({ name: `Node ${v}`, node: () => nodeBin(v), version: new RegExp(`^v${v.replace(/\./g, '\\.')}$`) })),
 ];
 
-for (const { name, node } of NODES) {
+for (const { name, node, version } of NODES) {
   describe(`the installed package on ${name}`, () => {
     test('runs that Node', () => {
       const v = ok(run(node(), ['-v']), 'node -v').trim();
-      assert.match(v, name === 'Node 22' ? /^v22\.(1[3-9]|[2-9]\d)\./ : /^v24\./);
+      assert.match(v, version);
     });
 
     test('ESM: a task enqueued, run by a worker on the SQLite broker, its result', () => {
