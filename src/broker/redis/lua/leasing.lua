@@ -250,16 +250,13 @@ local function reserveFlowWake(c)
 end
 
 -- The GCRA times of a key (rate of interval kri and burst krb, kri 0: none) and its group (grate,
--- text; nil: none) after each of `take` starts planned in a row, the first admitted already (at
--- kval, gnext). Returns how many may
--- start (fewer when a rate stops the plan), the times after each (nil when only one is planned),
--- and when the key, or the group, whose rate stopped it may start again (nil: none).
+-- text; nil: none) after each of `take` (more than one) starts planned in a row, the first admitted
+-- already (at kval, gnext). Returns how many may start (fewer when a rate stops the plan), the times
+-- after each, and when the key, or the group, whose rate stopped it may start again (nil: none).
+-- (A single start needs no plan: reserve calls this only for more.)
 local function reserveFlowPlan(take, kri, krb, kval, grate, gnext, now)
-  local kts, gts -- the GCRA times after each start, when more than one is planned
+  local kts, gts = { kval }, { gnext } -- the GCRA times after each start
   local kHeld, gHeld = nil, nil
-  if take > 1 then
-    kts, gts = { kval }, { gnext }
-  end
   for st = 2, take do
     if kri > 0 then
       local ok, v = flowGcraN(kri, krb, kts[st - 1], now)
