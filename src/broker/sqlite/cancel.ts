@@ -7,9 +7,14 @@ import type { SqliteCore } from './core.ts';
 import { flowMove, flowOf } from './flow-counts.ts';
 import type { Row } from './statements.ts';
 
+/** Whether a run in `state` can be cancelled: it has not finished. */
+export function cancellable(state: RunState): state is 'waiting' | 'queued' | 'scheduled' | 'active' {
+  return state === 'waiting' || state === 'queued' || state === 'scheduled' || state === 'active';
+}
+
 /**
  * Cancels run `id`, read as `row` (statement `stateOf`) in `state`, which the caller checked is
- * waiting, queued, scheduled or active: finished as cancelled (kept its own retention, stored at
+ * cancellable (waiting, queued, scheduled or active): finished as cancelled (kept its own retention, stored at
  * enqueue, else the broker's), an active run's cancel logged for its worker, and under flow control
  * its key's counts moved out of queued or active. Returns the queue whose flow slot it freed (its
  * signal bumped: the key may be ready again, other workers look), else undefined. Telling the wake

@@ -6,7 +6,7 @@
  */
 import { CANCEL_LOG_RETENTION_MS, DAY, SLICE, STATS_RETENTION_MS, WORKER_MEMORY_MS } from '../shared/options.ts';
 import type { CancelOutcome, EnqueueResult, Lease, NewRun, RetryOutcome, RunState, SettleStatus } from '../types.ts';
-import { cancelIn } from './cancel.ts';
+import { cancelIn, cancellable } from './cancel.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
 import { FlowGroups, flowMove, flowOf, flowPlace } from './flow-counts.ts';
@@ -130,7 +130,7 @@ export function cancel(c: SqliteCore, id: string, now: number): CancelOutcome {
     const row = c.row('stateOf', id);
     if (!row) return { outcome: 'not_found' };
     const state = stateOf(row);
-    if (state !== 'waiting' && state !== 'queued' && state !== 'scheduled' && state !== 'active') return { outcome: 'finished', state };
+    if (!cancellable(state)) return { outcome: 'finished', state };
     // The queue of a flow slot it freed: its key may be ready again (other workers look).
     freed = cancelIn(c, id, row, state, now);
     changed.push(id);

@@ -20,7 +20,7 @@ import type {
   WorkflowEdge,
   WorkflowRecord,
 } from '../types.ts';
-import { cancelIn } from './cancel.ts';
+import { cancelIn, cancellable } from './cancel.ts';
 import { type SqliteCore, stateOf } from './core.ts';
 import { insertRun } from './create.ts';
 import { FlowGroups, flowMove, flowOf, flowPlace } from './flow-counts.ts';
@@ -257,7 +257,7 @@ export function cancelWorkflow(c: SqliteCore, id: string, now: number): Workflow
       const now_ = c.row('stateOf', runId);
       if (!now_) continue;
       const state = stateOf(now_);
-      if (state !== 'waiting' && state !== 'queued' && state !== 'scheduled' && state !== 'active') continue;
+      if (!cancellable(state)) continue;
       // Cancelled as cancel (transitions.ts) cancels one: a step under flow control leaves its key's counts.
       const freed = cancelIn(c, runId, now_, state, now);
       if (state === 'active') active.push(runId);
