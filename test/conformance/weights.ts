@@ -69,14 +69,22 @@ export function weightsConformance(c: ConformanceContext): void {
       ]);
     });
 
-    test('a weighted key at its concurrency limit leaves the ring mid-streak, the keys after it served in the same call', async () => {
-      const b = await open();
-      const t0 = Date.now();
+    /**
+     * Key a (weight 3, limit 2) and key b, ten runs each; one call of five: a's two runs (its limit,
+     * two of its three in a row: it leaves the ring), then b alone. Returns that call's runs.
+     */
+    async function weightedAtLimit(b: Broker, t0: number) {
       await enqueueKeyed(b, t0, 'a', 10, 3, 2);
       await enqueueKeyed(b, t0, 'b', 10);
       const one = await reserveAll(b, 'w1', t0, { max: 5 });
-      // a: two runs (its limit), then b alone.
       assert.deepStrictEqual(one.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'b:1', 'b:2']);
+      return one;
+    }
+
+    test('a weighted key at its concurrency limit leaves the ring mid-streak, the keys after it served in the same call', async () => {
+      const b = await open();
+      const t0 = Date.now();
+      const one = await weightedAtLimit(b, t0);
       await b.settle('w1', succeeded(one.runs.filter((r) => runOf(r) === 'a:0')), t0 + 1);
       // One slot of a free: one run of a (its next), the rest b's. (Where a comes back in the ring
       // is the next test's: here only what the call takes.)
@@ -105,11 +113,7 @@ export function weightsConformance(c: ConformanceContext): void {
     test('a weighted key back from its concurrency limit joins the ring at the back with a fresh turn', async () => {
       const b = await open();
       const t0 = Date.now();
-      await enqueueKeyed(b, t0, 'a', 10, 3, 2);
-      await enqueueKeyed(b, t0, 'b', 10);
-      const one = await reserveAll(b, 'w1', t0, { max: 5 });
-      // a: two runs of its three (its limit), leaves the ring; b alone.
-      assert.deepStrictEqual(one.runs.map(runOf), ['a:0', 'a:1', 'b:0', 'b:1', 'b:2']);
+      const one = await weightedAtLimit(b, t0);
       // Both of a's slots free: a comes back behind b, its turn ended when it left: a fresh count of
       // three runs in a row, of which its limit allows two.
       await b.settle('w1', succeeded(one.runs.filter((r) => keyOf(r) === 'a')), t0 + 1);
