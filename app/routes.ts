@@ -77,8 +77,8 @@ function codePoints(s: string, max: number): number {
 }
 
 export const EmailSchema = z
-  // The message for a text that is not an address only: a missing or non-text email keeps zod's
-  // own ("expected string, received undefined"), as a missing username does.
+  // The message for a text that is not an address only: a missing email reads "Field required" (as
+  // a missing username does) and a non-text one keeps zod's own ("expected string, received number").
   .email({ error: (issue) => (issue.code === 'invalid_format' ? 'must be a valid email address' : undefined) })
   .max(254, { message: 'must be at most 254 characters' })
   .meta({ description: 'Unique among users, without regard to case', examples: ['john.doe@example.com'] });

@@ -5,6 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { formatPath } from '../core/errors.ts';
+import { type CheckableSchema, checkSchema } from '../core/schema-issues.ts';
 import { type CeleryExceptionInfo, exceptionInfo, type ResultBackend } from './backend.ts';
 import type { CeleryClient } from './client.ts';
 import { buildMessage, CeleryMessageError, type CelerySignature, type CeleryTaskMessage, queueListFor, bindingOf } from './protocol.ts';
@@ -30,17 +31,11 @@ export type Outcome =
   | { kind: 'retry'; error: unknown; eta: Date }
   | { kind: 'revoked' };
 
-function validate(
-  schema: { safeParse(v: unknown): { success: boolean; data?: unknown; error?: unknown } } | undefined,
-  value: unknown,
-  root: string,
-) {
+function validate(schema: CheckableSchema | undefined, value: unknown, root: string) {
   if (!schema) return value;
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  const issues = ((r.error as { issues?: { path: (string | number)[]; message: string }[] })?.issues ?? []).map(
-    (i) => `${formatPath(i.path, root)}: ${i.message}`,
-  );
+  const r = checkSchema(schema, value);
+  if (r.ok) return r.value;
+  const issues = r.issues.map((i) => `${formatPath(i.path, root)}: ${i.message}`);
   throw Object.assign(new Error(`invalid ${root}: ${issues.join('; ') || 'refused by the schema'}`), { name: 'ValueError' });
 }
 

@@ -44,6 +44,7 @@ import { registerScheduleApi } from './schedules-api.ts';
 import { RUN_STATES, type RunRecord, type RunState } from '../broker/types.ts';
 import { isRunId, QUEUE_NAME } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
+import { checkSchema } from '../core/schema-issues.ts';
 import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, TokenAuth } from '../web/auth.ts';
 import { HttpError, httpErrorHandler } from '../web/errors.ts';
@@ -98,9 +99,9 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, where: 'query' | 'body')
     where === 'query' && value && typeof value === 'object'
       ? Object.fromEntries(Object.entries(value).filter(([, x]) => x !== ''))
       : (value ?? (where === 'body' ? {} : value));
-  const r = schema.safeParse(v);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
+  const r = checkSchema(schema, v);
+  if (r.ok) return r.value;
+  const issue = r.issues[0]!;
   const path = issue.path.length ? issue.path.join('.') : where;
   throw new HttpError(400, `Invalid ${where} ${where === 'query' ? 'parameter' : 'field'} "${path}": ${issue.message}`);
 }

@@ -8,6 +8,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { ConfigError, InputError, ScheduleNotFoundError, ScheduleVersionError } from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
+import { checkSchema } from '../core/schema-issues.ts';
 import type { Errand } from '../errand.ts';
 import { type ScheduleOptions, viewOf } from '../schedule/manage.ts';
 import { readInstant } from '../schedule/spec.ts';
@@ -56,9 +57,9 @@ async function checked<T>(fn: () => Promise<T>): Promise<T> {
 
 /** A body checked by `schema`: 400 naming the first field that is wrong (as the dashboard's other actions). */
 function bodyOf<T>(schema: z.ZodType<T>, value: unknown): T {
-  const r = schema.safeParse(value ?? {});
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
+  const r = checkSchema(schema, value ?? {});
+  if (r.ok) return r.value;
+  const issue = r.issues[0]!;
   throw new HttpError(400, `Invalid body field "${issue.path.length ? issue.path.join('.') : 'body'}": ${issue.message}`);
 }
 

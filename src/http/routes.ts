@@ -61,7 +61,6 @@ function positive(value: number, name: string): number {
   return value;
 }
 
-/** An InputError from enqueue as 422 details: option problems point at the query or header they came from. */
 /**
  * The task and run routes as a Fastify plugin. Register it on your own instance with
  * `app.register(errandRoutes, { errand, auth })` (optionally with a `prefix`), or let

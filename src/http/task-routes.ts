@@ -6,6 +6,7 @@ import type { FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastif
 import { z } from 'zod';
 import type { RunState } from '../broker/types.ts';
 import { brokerFailure, ConfigError, InputError } from '../core/errors.ts';
+import { nullAsMissing } from '../core/schema-issues.ts';
 import type { Task } from '../errand.ts';
 import type { RunHandle } from '../task/handle.ts';
 import { type EnqueueOptions, MAX_DELAY_MS } from '../task/task.ts';
@@ -80,8 +81,12 @@ export const EnqueueHeadersSchema = z.looseObject({
   traceparent: z.string().optional().describe('W3C trace context, carried to the worker (ignored when invalid)'),
 });
 
-function inputErrorToDetail(err: InputError): ValidationDetail[] {
-  if (err.root !== 'options') return issuesToDetail('body', err.issues);
+/**
+ * An InputError from enqueue as 422 details: option problems point at the query or header they came
+ * from; `body` is the request's (null when it had none).
+ */
+function inputErrorToDetail(err: InputError, body: unknown): ValidationDetail[] {
+  if (err.root !== 'options') return issuesToDetail('body', nullAsMissing(body, err.issues));
   return err.issues.map((i) => {
     const key = String(i.path[0] ?? '');
     return { loc: OPTION_LOC[key] ?? ['query', key], msg: i.message, type: i.code };
@@ -142,7 +147,7 @@ export function registerTaskRoutes(ctx: RouteContext): void {
           task.prepare(body, {}, Date.now(), errand.maxInputBytes);
         } catch (err) {
           if (!(err instanceof InputError)) throw err;
-          issues.push(...issuesToDetail('body', err.issues));
+          issues.push(...inputErrorToDetail(err, body));
         }
       }
       throw new RequestValidationError(issues);
@@ -153,7 +158,7 @@ export function registerTaskRoutes(ctx: RouteContext): void {
     try {
       handle = await task.enqueue(body as never, opts);
     } catch (err) {
-      if (err instanceof InputError) throw new RequestValidationError(inputErrorToDetail(err));
+      if (err instanceof InputError) throw new RequestValidationError(inputErrorToDetail(err, body));
       if (err instanceof ConfigError) {
         // Either connecting the broker failed (bad URL, unwritable SQLite folder: 503), or the task's
         // idempotencyKey() misbehaved (a bug in the app: 500). Asking for the broker again tells which.

@@ -2,8 +2,9 @@
 import type { FastifySchemaCompiler } from 'fastify';
 import type { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
+import { type CheckableSchema, checkSchema, nullAsMissing } from '../core/schema-issues.ts';
 
-const isZodSchema = (s: unknown): s is z.ZodType =>
+const isZodSchema = (s: unknown): s is z.ZodType & CheckableSchema =>
   !!s && typeof s === 'object' && typeof (s as { safeParse?: unknown }).safeParse === 'function';
 
 /**
@@ -17,20 +18,17 @@ export const zodValidatorCompiler: FastifySchemaCompiler<z.ZodType> = ({ schema,
     );
   }
   return (data: unknown) => {
-    const r = schema.safeParse(data);
-    if (r.success) return { value: r.data };
+    const r = checkSchema(schema, data);
+    if (r.ok) return { value: r.value };
     return {
-      error: r.error.issues.map((i) => {
-        const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
-        return {
-          keyword: i.code,
-          instancePath: `/${path.join('/')}`,
-          schemaPath: `#/${path.join('/')}/${i.code}`,
-          message: i.message,
-          params: {},
-          path,
-        };
-      }),
+      error: nullAsMissing(data, r.issues).map(({ path, code, message }) => ({
+        keyword: code,
+        instancePath: `/${path.join('/')}`,
+        schemaPath: `#/${path.join('/')}/${code}`,
+        message,
+        params: {},
+        path,
+      })),
     };
   };
 };

@@ -5,6 +5,7 @@ import { type BackOff, type BackOffScope, ConfigError, InputError, type InputIss
 import { checkQueueName, newRunId } from '../core/ids.ts';
 import { type AnyFlow, type Join, joinOf, nextOf, type Pending, type ResultOf, type Spawn, type StepOptions, stepOf } from './workflow.ts';
 import { jsonIssues } from '../core/json.ts';
+import { checkSchema } from '../core/schema-issues.ts';
 import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
 import { checkLimits, flowRate, type KeyLimits, type TaskLimits } from './limits.ts';
@@ -214,17 +215,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       const tooDeep = notJson.filter((i) => i.code === 'too_deep');
       if (tooDeep.length) throw new InputError(tooDeep, this.name);
     }
-    const parsed = this.schema.safeParse(input);
-    if (!parsed.success) {
-      throw new InputError(
-        parsed.error.issues.map((i) => ({
-          path: i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)),
-          message: i.message,
-          code: i.code,
-        })),
-        this.name,
-      );
-    }
+    const parsed = checkSchema(this.schema, input);
+    if (!parsed.ok) throw new InputError(parsed.issues, this.name);
     if (notJson.length) throw new InputError(notJson, this.name);
     const json = JSON.stringify(input === undefined ? null : input);
     const bytes = Buffer.byteLength(json);
@@ -249,7 +241,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     };
     let key = options.idempotencyKey;
     if (key === undefined && this.#idempotencyKey) {
-      key = this.#idempotencyKey(parsed.data);
+      key = this.#idempotencyKey(parsed.value);
       if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 512)) {
         throw new ConfigError(
           `Task "${this.name}": idempotencyKey() must return a string of 1 to 512 characters or undefined, got ${JSON.stringify(key)}`,
@@ -261,8 +253,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       run.idempotencyTtl = this.idempotencyTtl;
     }
     if (options.traceparent) run.traceparent = options.traceparent;
-    if (this.limits) run.flow = this.#flow(parsed.data);
-    applyRunTiming(run, this.timing, parsed.data, options, now);
+    if (this.limits) run.flow = this.#flow(parsed.value);
+    applyRunTiming(run, this.timing, parsed.value, options, now);
     return run;
   }
 

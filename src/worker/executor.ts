@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { Settlement } from '../broker/types.ts';
 import { BackOff, formatPath, IsolateCrashedError, IsolateMemoryError, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
+import { checkSchema } from '../core/schema-issues.ts';
 import { scrubThrown, secretsAt } from '../core/redact.ts';
 import { encodeError } from '../core/run-info.ts';
 import { backoffDelay } from '../task/options.ts';
@@ -143,11 +144,9 @@ export class InlineExecutor implements Executor {
     }
     const redact = host.redactPaths(run.task);
     if (redact.length) entry.secrets = secretsAt(parsedJson.value, redact);
-    const parsed = task.schema.safeParse(parsedJson.value);
-    if (!parsed.success) {
-      const lines = parsed.error.issues.map(
-        (i) => `${formatPath(i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)))}: ${i.message}`,
-      );
+    const parsed = checkSchema(task.schema, parsedJson.value);
+    if (!parsed.ok) {
+      const lines = parsed.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
       return fail(
         entry,
         log,
@@ -175,7 +174,7 @@ export class InlineExecutor implements Executor {
         entry.reject = reject;
         const call =
           task.isolation === 'none'
-            ? () => Promise.resolve().then(() => task.handler(parsed.data, ctx))
+            ? () => Promise.resolve().then(() => task.handler(parsed.value, ctx))
             : () => this.#isolated(entry, task, ctx);
         (traced ? context.with(traced.ctx, call) : call()).then(resolve, reject);
       });
@@ -266,15 +265,9 @@ function succeeded(entry: ActiveRun, task: TaskDefinition, log: RunLog, started:
   }
   if (task.output) {
     // The declared result schema: what is stored is what it parses to.
-    const parsed = task.output.safeParse(value);
-    if (!parsed.success) {
-      const lines = parsed.error.issues.map(
-        (i) =>
-          `${formatPath(
-            i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)),
-            'result',
-          )}: ${i.message}`,
-      );
+    const parsed = checkSchema(task.output, value);
+    if (!parsed.ok) {
+      const lines = parsed.issues.map((i) => `${formatPath(i.path, 'result')}: ${i.message}`);
       return fail(
         entry,
         log,
@@ -284,7 +277,7 @@ function succeeded(entry: ActiveRun, task: TaskDefinition, log: RunLog, started:
         task.retention.failed,
       );
     }
-    value = parsed.data;
+    value = parsed.value;
   }
   const resultIssues = jsonIssues(value);
   if (resultIssues.length) {

@@ -7,6 +7,7 @@ import { threadId as currentThreadId, isMainThread, parentPort } from 'node:work
 import pino, { type Logger } from 'pino';
 import { BackOff, formatPath, PermanentError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
+import { type CheckableSchema, checkSchema } from '../core/schema-issues.ts';
 import { becomeIsolate, type Isolation, recordedTasks } from '../task/isolation.ts';
 import type { TaskContext } from '../task/task.ts';
 import { type FromIsolate, fromWire, type RunMessage, type ToIsolate, toWire } from './isolate-protocol.ts';
@@ -29,7 +30,7 @@ type AnyHandler = (input: unknown, ctx: TaskContext) => unknown;
 type AnyTask = {
   name: string;
   handler: AnyHandler;
-  schema?: { safeParse(v: unknown): { success: boolean; data?: unknown; error?: { issues: { path: PropertyKey[]; message: string }[] } } };
+  schema?: CheckableSchema;
   module?: string;
 };
 
@@ -133,14 +134,12 @@ async function run(msg: RunMessage): Promise<void> {
     if (!json.ok) throw new PermanentError(`The stored input is not valid JSON: ${json.error}`);
     let input = json.value;
     if (task.schema) {
-      const parsed = task.schema.safeParse(input);
-      if (!parsed.success) {
-        const lines = (parsed.error?.issues ?? []).map(
-          (i) => `${formatPath(i.path.map((p) => (typeof p === 'symbol' ? String(p) : p)))}: ${i.message}`,
-        );
+      const parsed = checkSchema(task.schema, input);
+      if (!parsed.ok) {
+        const lines = parsed.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
         throw new PermanentError(`The stored input does not match the task's schema: ${lines.join('; ')}`);
       }
-      input = parsed.data;
+      input = parsed.value;
     }
     const value = await task.handler(input, contextFor(msg, controller, relay));
     relay.flush();

@@ -76,11 +76,12 @@ describe('HTTP errors', () => {
       const missing = await app.inject({ method: 'POST', url: '/tasks/send_email', payload: { email: 'a@example.com' } });
       assert.equal(missing.statusCode, 422);
       assert.deepEqual(missing.json().detail[0].loc, ['body', 'name']);
-      assert.equal(missing.json().detail[0].type, 'invalid_type');
+      assert.equal(missing.json().detail[0].type, 'missing');
+      assert.equal(missing.json().detail[0].msg, 'Field required');
 
       const none = await app.inject({ method: 'POST', url: '/tasks/send_email' });
       assert.equal(none.statusCode, 422);
-      assert.deepEqual(none.json().detail[0].loc, ['body']);
+      assert.deepEqual(none.json().detail, [{ loc: ['body'], msg: 'Field required', type: 'missing' }]);
     });
 
     it('reports query and header problems under "query" and "header", together with the body ones', async () => {

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { checkSchema } from '../../src/core/schema-issues.ts';
+
+const User = z.object({
+  email: z.string(),
+  name: z.string({ error: 'a name, please' }),
+  kind: z.enum(['a', 'b']),
+  id: z.union([z.string(), z.number()]),
+  tags: z.array(z.string()).optional(),
+  address: z.object({ city: z.string() }),
+});
+
+describe('checkSchema', () => {
+  it('says an absent field is required, as FastAPI does, keeping a message the schema sets', () => {
+    const r = checkSchema(User, { address: {} });
+    assert.equal(r.ok, false);
+    assert.deepEqual(!r.ok && r.issues, [
+      { path: ['email'], message: 'Field required', code: 'missing' },
+      { path: ['name'], message: 'a name, please', code: 'missing' },
+      { path: ['kind'], message: 'Field required', code: 'missing' },
+      { path: ['id'], message: 'Field required', code: 'missing' },
+      { path: ['address', 'city'], message: 'Field required', code: 'missing' },
+    ]);
+  });
+
+  it('keeps zod’s issue for a value that is there but wrong', () => {
+    const r = checkSchema(User, { email: 3, name: 'n', kind: 'c', id: 1, tags: [1], address: 'x' });
+    assert.equal(r.ok, false);
+    const got = !r.ok && r.issues.map((i) => [i.path, i.code]);
+    assert.deepEqual(got, [
+      [['email'], 'invalid_type'],
+      [['kind'], 'invalid_value'],
+      [['tags', 0], 'invalid_type'],
+      [['address'], 'invalid_type'],
+    ]);
+  });
+
+  it('says a value that is not there at all is required, and passes a good one through', () => {
+    assert.deepEqual(checkSchema(z.object({}), undefined), {
+      ok: false,
+      issues: [{ path: [], message: 'Field required', code: 'missing' }],
+    });
+    assert.deepEqual(checkSchema(z.object({ n: z.coerce.number() }), { n: '2' }), { ok: true, value: { n: 2 } });
+  });
+});
