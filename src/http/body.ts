@@ -92,6 +92,29 @@ export function parseJsonBody(text: string): unknown {
   return value;
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * A body's bytes as text; 400 for bytes that are not UTF-8 (JSON's encoding), which a lenient decode
+ * would silently turn into U+FFFD and store.
+ */
+function decodeUtf8(bytes: Buffer): string {
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    const at = firstBadUtf8(bytes);
+    throw new HttpError(400, `The body is not valid UTF-8 (a bad byte sequence at or just before byte ${at})`);
+  }
+}
+
+/** Where a body stops being UTF-8: the first byte where decoding leniently and encoding again differ. */
+function firstBadUtf8(bytes: Buffer): number {
+  const again = Buffer.from(bytes.toString('utf8'), 'utf8');
+  let i = 0;
+  while (i < bytes.length && bytes[i] === again[i]) i++;
+  return i;
+}
+
 /** `application/<anything>+json` (e.g. application/merge-patch+json). */
 const JSON_SUFFIX = /^application\/[\w.+-]+\+json$/i;
 
@@ -105,11 +128,11 @@ export function useJsonBodies(app: FastifyInstance): void {
   if (app.hasContentTypeParser(JSON_SUFFIX)) app.removeContentTypeParser(JSON_SUFFIX);
   const parser = (_req: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
     try {
-      done(null, parseJsonBody(typeof body === 'string' ? body : body.toString('utf8')));
+      done(null, parseJsonBody(typeof body === 'string' ? body : decodeUtf8(body)));
     } catch (err) {
       done(err as Error, undefined);
     }
   };
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, parser);
-  app.addContentTypeParser(JSON_SUFFIX, { parseAs: 'string' }, parser);
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parser);
+  app.addContentTypeParser(JSON_SUFFIX, { parseAs: 'buffer' }, parser);
 }

@@ -197,6 +197,21 @@ describe('HTTP errors', () => {
       assert.match(res.json().detail, /^The body is not valid JSON/);
     });
 
+    it('answers 400 for a body that is not UTF-8, rather than storing U+FFFD in its place', async () => {
+      const payload = Buffer.concat([Buffer.from('{"email":"a@b.co","name":"b'), Buffer.from([0xff]), Buffer.from('"}')]);
+      const res = await app.inject({ method: 'POST', url: '/tasks/send_email', headers: json, payload });
+      assert.equal(res.statusCode, 400);
+      assert.equal(res.json().detail, 'The body is not valid UTF-8 (a bad byte sequence at or just before byte 27)');
+      // A valid multi-byte text passes.
+      const ok = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email',
+        headers: json,
+        payload: Buffer.from('{"email":"a@b.co","name":"Zoë 🙂"}'),
+      });
+      assert.equal(ok.statusCode, 202);
+    });
+
     it('answers 400 for an empty JSON body', async () => {
       const res = await app.inject({ method: 'POST', url: '/tasks/send_email', headers: json, payload: '' });
       assert.equal(res.statusCode, 400);
