@@ -4,7 +4,7 @@
  * not, throughput, failure rate and latency over the window, and the workers alive and lost.
  */
 import { type Broker, type BrokerInspector, RUN_STATES } from '../broker/types.ts';
-import { brokerFailure } from '../core/errors.ts';
+import { brokerFailure, ConfigError, InputError } from '../core/errors.ts';
 import type { Errand } from '../errand.ts';
 import { HttpError } from '../web/errors.ts';
 import type { Overview, QueueOverview } from './api-types.ts';
@@ -43,6 +43,9 @@ export function brokerAccess(errand: Errand): BrokerAccess {
       return await fn(b);
     } catch (err) {
       if (err instanceof HttpError) throw err;
+      // A request the broker refused (a cursor not from a previous page, a filter out of range): the
+      // request's fault, not the broker's.
+      if (err instanceof ConfigError || err instanceof InputError) throw new HttpError(400, err.message);
       throw brokerFailure(err);
     }
   }

@@ -191,6 +191,9 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.equal(byTask.total, null, 'no count by task');
       const blank = await app.inject('/dashboard/api/runs?queue=&task=&state=');
       assert.equal(blank.statusCode, 200, 'blank filters mean no filter');
+      const badCursor = await app.inject('/dashboard/api/runs?cursor=zzz');
+      assert.equal(badCursor.statusCode, 400, "a cursor not from a previous page is the request's fault, not the broker's");
+      assert.match(badCursor.json().detail, /^Invalid cursor "zzz"/);
 
       const one = (await app.inject(`/dashboard/api/runs?id=${succeeded.id}`)).json<RunList>();
       assert.deepEqual(
