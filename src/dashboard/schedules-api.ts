@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import { ConfigError, InputError, ScheduleNotFoundError, ScheduleVersionError } from '../core/errors.ts';
+import { ConfigError, formatPath, InputError, ScheduleNotFoundError, ScheduleVersionError } from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
 import { checkSchema } from '../core/schema-issues.ts';
 import type { Errand } from '../errand.ts';
@@ -45,9 +45,7 @@ async function checked<T>(fn: () => Promise<T>): Promise<T> {
     if (err instanceof ScheduleNotFoundError) throw new HttpError(404, err.message);
     // The form shows one line: the input's issues as text, each with its path.
     if (err instanceof InputError) {
-      const issues = err.issues.map(
-        (i) => `input${i.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('')}: ${i.message}`,
-      );
+      const issues = err.issues.map((i) => `${formatPath(i.path, 'input')}: ${i.message}`);
       throw new HttpError(400, `The input does not fit the task's schema: ${issues.join('; ')}`);
     }
     if (err instanceof ConfigError) throw new HttpError(400, err.message);

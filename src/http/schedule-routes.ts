@@ -15,7 +15,7 @@ import {
 import { redactValue } from '../core/redact.ts';
 import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
 import { readInstant } from '../schedule/spec.ts';
-import { HttpError } from '../web/errors.ts';
+import { HttpError, RequestValidationError } from '../web/errors.ts';
 import { BackfillBody, ScheduleDefinitionFields } from '../web/schedule-body.ts';
 import type { RouteContext } from './route-context.ts';
 import { errorResponses, RunStateSchema, ScheduleSchema, scheduleToJson } from './schemas.ts';
@@ -55,6 +55,10 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
     } catch (err) {
       if (err instanceof ScheduleNotFoundError) throw new HttpError(404, err.message);
       if (err instanceof ScheduleVersionError) throw new HttpError(409, err.message);
+      // The schedule's input refused by its task's schema: the problems are under the body's `input`.
+      if (err instanceof InputError && err.root === 'input') {
+        throw new RequestValidationError(err.issues.map((i) => ({ loc: ['body', 'input', ...i.path], msg: i.message, type: i.code })));
+      }
       if (err instanceof InputError || err instanceof BrokerUnavailableError) throw err;
       if (err instanceof ConfigError) throw new HttpError(400, err.message);
       throw brokerFailure(err);

@@ -69,6 +69,13 @@ describe('schedules over HTTP', () => {
     assert.match(noTask.json().detail, /nope/);
     const badInput = await put('bad', { task: 'digest', every: '1m', input: { to: 5 } });
     assert.equal(badInput.statusCode, 422);
+    assert.deepEqual(
+      badInput.json().detail.map((d: { loc: unknown[]; type: string }) => [d.loc, d.type]),
+      [[['body', 'input', 'to'], 'invalid_type']],
+      "the input's problems are under the body's input",
+    );
+    const noInput = await put('bad', { task: 'digest', every: '1m' });
+    assert.deepEqual(noInput.json(), { detail: [{ loc: ['body', 'input'], msg: 'Field required', type: 'missing' }] });
     const unknownField = await put('bad', { task: 'digest', every: '1m', input: { to: 'a' }, timeZone: 'UTC' });
     assert.equal(unknownField.statusCode, 422);
     assert.equal((await app.inject({ url: '/schedules/none' })).statusCode, 404);
