@@ -2,10 +2,14 @@
  * A value checked by a zod schema, its problems as `InputIssue`s: one place for every check of a
  * task's input, an HTTP request part, a dashboard form or a Celery message against a user's schema.
  *
- * A required field that is absent reads as FastAPI says it: message "Field required", code
- * `missing` (zod's own message, "Invalid input: expected string, received undefined", says what was
- * expected of a value that is not there). A message the schema sets itself for that field is kept;
- * the code is `missing` whenever the value is absent.
+ * Where zod's default words are unclear, they read as FastAPI's (a message the schema sets itself
+ * is kept):
+ * - a required field that is absent: "Field required", code `missing` (zod: "Invalid input:
+ *   expected string, received undefined"); the code is `missing` whenever the value is absent;
+ * - a key a strict object does not know: one issue per key, at the key, "Extra inputs are not
+ *   permitted", code `extra_forbidden` (zod: one issue at the object naming every key);
+ * - a number that is not one (a query value "abc" coerced): "Input should be a valid number"
+ *   (zod: "received NaN"); one out of range of a double (1e400): "Input should be a finite number".
  */
 import type { InputIssue } from './errors.ts';
 
@@ -15,7 +19,7 @@ export const FIELD_REQUIRED = 'Field required';
 export interface CheckableSchema<T = unknown> {
   safeParse(
     value: unknown,
-    params?: { error?: (issue: { code?: string; input?: unknown }) => string | undefined },
+    params?: { error?: (issue: { code?: string; input?: unknown; expected?: unknown }) => string | undefined },
   ): { success: true; data: T } | { success: false; error: { issues: readonly SchemaIssue[] } };
 }
 
@@ -23,13 +27,25 @@ interface SchemaIssue {
   path: readonly PropertyKey[];
   message: string;
   code: string;
+  /** `unrecognized_keys`: the keys. */
+  keys?: readonly string[];
 }
 
 /** The issue codes zod gives a value that is not there: of a plain type, a union, an enum or a literal. */
 const ABSENT_CODES = new Set(['invalid_type', 'invalid_union', 'invalid_value']);
 
-const requiredMessage = (issue: { code?: string; input?: unknown }) =>
-  issue.input === undefined && ABSENT_CODES.has(issue.code ?? '') ? FIELD_REQUIRED : undefined;
+const EXTRA = 'Extra inputs are not permitted';
+
+/** zod's per-parse messages (below a schema's own): FastAPI's words where zod's are unclear. */
+function messageOf(issue: { code?: string; input?: unknown; expected?: unknown }): string | undefined {
+  if (issue.input === undefined && ABSENT_CODES.has(issue.code ?? '')) return FIELD_REQUIRED;
+  if (issue.code === 'invalid_type' && issue.expected === 'number' && typeof issue.input === 'number') {
+    if (Number.isNaN(issue.input)) return 'Input should be a valid number';
+    if (!Number.isFinite(issue.input)) return 'Input should be a finite number';
+  }
+  if (issue.code === 'unrecognized_keys') return EXTRA;
+  return undefined;
+}
 
 /** Whether `path` leads to nothing in `value`: a key its object lacks (or holds undefined), or no value at all. */
 function absentAt(value: unknown, path: readonly (string | number)[]): boolean {
@@ -54,13 +70,16 @@ export function nullAsMissing(value: unknown, issues: InputIssue[]): InputIssue[
 
 /** `value` checked by `schema`: the parsed value, or the issues, each with its path. */
 export function checkSchema<T>(schema: CheckableSchema<T>, value: unknown): { ok: true; value: T } | { ok: false; issues: InputIssue[] } {
-  const r = schema.safeParse(value, { error: requiredMessage });
+  const r = schema.safeParse(value, { error: messageOf });
   if (r.success) return { ok: true, value: r.data };
-  return {
-    ok: false,
-    issues: (r.error?.issues ?? []).map((i) => {
-      const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
-      return { path, message: i.message, code: ABSENT_CODES.has(i.code) && absentAt(value, path) ? 'missing' : i.code };
-    }),
-  };
+  const issues: InputIssue[] = [];
+  for (const i of r.error?.issues ?? []) {
+    const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+    if (i.code === 'unrecognized_keys' && i.keys?.length) {
+      for (const key of i.keys) issues.push({ path: [...path, key], message: i.message, code: 'extra_forbidden' });
+    } else {
+      issues.push({ path, message: i.message, code: ABSENT_CODES.has(i.code) && absentAt(value, path) ? 'missing' : i.code });
+    }
+  }
+  return { ok: false, issues };
 }

@@ -6,12 +6,12 @@ import type { FastifyReply, FastifyRequest, FastifySchemaCompiler } from 'fastif
 import { z } from 'zod';
 import type { RunState } from '../broker/types.ts';
 import { brokerFailure, ConfigError, InputError } from '../core/errors.ts';
-import { nullAsMissing } from '../core/schema-issues.ts';
+import { checkSchema, nullAsMissing } from '../core/schema-issues.ts';
 import type { Task } from '../errand.ts';
 import type { RunHandle } from '../task/handle.ts';
 import { type EnqueueOptions, MAX_DELAY_MS } from '../task/task.ts';
 import { findBodyProblem } from './body.ts';
-import { HttpError, issuesToDetail, RequestValidationError, type ValidationDetail, zodErrorToDetail } from '../web/errors.ts';
+import { HttpError, issuesToDetail, RequestValidationError, type ValidationDetail } from '../web/errors.ts';
 import { EnqueuedSchema, errorResponses, TaskInfoSchema } from './schemas.ts';
 
 import type { RouteContext } from './route-context.ts';
@@ -114,10 +114,10 @@ export function registerTaskRoutes(ctx: RouteContext): void {
 
   async function enqueue(task: Task, request: FastifyRequest, reply: FastifyReply) {
     const issues: ValidationDetail[] = [];
-    const query = EnqueueQuerySchema.safeParse(request.query ?? {});
-    if (!query.success) issues.push(...zodErrorToDetail('query', query.error));
-    const headers = EnqueueHeadersSchema.safeParse(request.headers);
-    if (!headers.success) issues.push(...zodErrorToDetail('header', headers.error));
+    const query = checkSchema(EnqueueQuerySchema, request.query ?? {});
+    if (!query.ok) issues.push(...issuesToDetail('query', query.issues));
+    const headers = checkSchema(EnqueueHeadersSchema, request.headers);
+    if (!headers.ok) issues.push(...issuesToDetail('header', headers.issues));
 
     const body = request.body;
     const problem = findBodyProblem(body);
@@ -129,14 +129,14 @@ export function registerTaskRoutes(ctx: RouteContext): void {
     }
 
     const opts: EnqueueOptions = {};
-    if (query.success) {
-      if (query.data.delay !== undefined) opts.delay = query.data.delay;
-      if (query.data.run_at !== undefined) opts.runAt = new Date(query.data.run_at);
-      if (query.data.priority !== undefined) opts.priority = query.data.priority;
-      if (query.data.expires_in !== undefined) opts.expiresIn = query.data.expires_in;
-      if (query.data.expires_at !== undefined) opts.expiresAt = new Date(query.data.expires_at);
+    if (query.ok) {
+      if (query.value.delay !== undefined) opts.delay = query.value.delay;
+      if (query.value.run_at !== undefined) opts.runAt = new Date(query.value.run_at);
+      if (query.value.priority !== undefined) opts.priority = query.value.priority;
+      if (query.value.expires_in !== undefined) opts.expiresIn = query.value.expires_in;
+      if (query.value.expires_at !== undefined) opts.expiresAt = new Date(query.value.expires_at);
     }
-    if (headers.success && headers.data['idempotency-key'] !== undefined) opts.idempotencyKey = headers.data['idempotency-key'];
+    if (headers.ok && headers.value['idempotency-key'] !== undefined) opts.idempotencyKey = headers.value['idempotency-key'];
     const traceparent = traceparentOf(request);
     if (traceparent) opts.traceparent = traceparent;
 

@@ -45,3 +45,22 @@ describe('checkSchema', () => {
     assert.deepEqual(checkSchema(z.object({ n: z.coerce.number() }), { n: '2' }), { ok: true, value: { n: 2 } });
   });
 });
+
+describe('checkSchema, FastAPI words', () => {
+  it('names each unknown key of a strict object at the key', () => {
+    const r = checkSchema(z.strictObject({ a: z.string() }), { a: 'x', b: 1, c: 2 });
+    assert.deepEqual(!r.ok && r.issues, [
+      { path: ['b'], message: 'Extra inputs are not permitted', code: 'extra_forbidden' },
+      { path: ['c'], message: 'Extra inputs are not permitted', code: 'extra_forbidden' },
+    ]);
+  });
+
+  it('says a coerced number that is not one, or not finite, is not a valid number', () => {
+    const Q = z.object({ limit: z.coerce.number().int(), n: z.number() });
+    const r = checkSchema(Q, { limit: 'abc', n: Number.POSITIVE_INFINITY });
+    assert.deepEqual(!r.ok && r.issues.map((i) => [i.path, i.message]), [
+      [['limit'], 'Input should be a valid number'],
+      [['n'], 'Input should be a finite number'],
+    ]);
+  });
+});
