@@ -53,6 +53,8 @@ export const AvatarSchema = z
   })
   .meta({
     description: `An image (PNG, JPEG, GIF or WebP, at most ${AVATAR_MAX_BYTES} bytes) as base64; thumbnails are made in the background`,
+    // A 1x1 PNG: what /docs's "Try it out" sends, so that its example body is one the route accepts.
+    examples: ['iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=='],
   });
 
 export const AvatarInputSchema = z.object({

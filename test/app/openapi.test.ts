@@ -33,6 +33,21 @@ describe('the service OpenAPI document with tokens configured', () => {
     assert.ok(operations.length >= 11);
   });
 
+  it('gives POST /users/ an example for every field, and the body made of them is accepted (what /docs "Try it out" sends)', async () => {
+    let schema = doc.paths['/users/'].post.requestBody.content['application/json'].schema;
+    if (schema.$ref) schema = doc.components.schemas[schema.$ref.split('/').pop()];
+    const body = Object.fromEntries(
+      Object.entries(schema.properties as Record<string, { examples?: unknown[] }>).map(([k, v]) => [k, v.examples?.[0]]),
+    );
+    assert.deepEqual(
+      Object.entries(body).flatMap(([k, v]) => (v === undefined ? [k] : [])),
+      [],
+      'every field has an example',
+    );
+    const res = await t.request('POST', '/users/', body);
+    assert.equal(res.status, 201, JSON.stringify(res.json));
+  });
+
   it('gives every operation a unique operationId', () => {
     const ids = operations.map((o) => o.op.operationId);
     assert.deepEqual(
