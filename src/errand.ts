@@ -5,7 +5,9 @@ import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 import { guardBroker } from './broker/shared/guard.ts';
 import type { Broker, BrokerOptions, EnqueueResult, NewRun, ScheduleDefinition } from './broker/types.ts';
 import { ConfigError, RunNotFoundError, ScheduleNotFoundError } from './core/errors.ts';
+import { checkFields } from './core/fields.ts';
 import { createLogger } from './core/logger.ts';
+import { show } from './core/show.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from './core/redact.ts';
 import { decodeRun, type RunInfo } from './core/run-info.ts';
 import {
@@ -81,8 +83,12 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
 
   /** Enqueues many runs in one broker call. Every input is validated first: one bad input refuses the whole batch. */
   async enqueueMany(items: readonly { input: z.input<S>; options?: EnqueueOptions }[]): Promise<RunHandle<R>[]> {
+    if (!Array.isArray(items)) {
+      throw new ConfigError(`Task "${this.name}": enqueueMany() takes an array of { input, options? }, got ${show(items)}`);
+    }
     const now = Date.now();
     const runs = items.map((item, i) => {
+      checkFields(item, ['input', 'options'], `Task "${this.name}": enqueueMany() item ${i}`, 'a batch item field');
       try {
         return this.prepare(item.input, item.options, now, this.#app.maxInputBytes);
       } catch (err) {
@@ -101,6 +107,9 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
     );
   }
 }
+
+/** Every field of `ErrandOptions` (its `BrokerOptions` included): another is refused by name. */
+const ERRAND_OPTION_KEYS = ['broker', 'logger', 'maxInputBytes', 'prefix', 'redact', 'maxLeaseLosses', 'failedRetentionMs'];
 
 /** Most runs merged into one broker call by concurrent enqueues. */
 const MERGE_LIMIT = 1000;
@@ -133,12 +142,13 @@ export class Errand extends EventEmitter {
 
   constructor(options: ErrandOptions = {}) {
     super();
+    checkFields(options, ERRAND_OPTION_KEYS, 'Errand options', 'an Errand option');
     this.#options = options;
     this.#brokerSpec = options.broker ?? defaultBrokerUrl();
     this.logger = options.logger ?? createLogger();
     this.maxInputBytes = options.maxInputBytes ?? 1024 * 1024;
     if (!Number.isInteger(this.maxInputBytes) || this.maxInputBytes < 1) {
-      throw new ConfigError(`maxInputBytes must be a positive integer, got ${String(options.maxInputBytes)}`);
+      throw new ConfigError(`maxInputBytes must be a positive integer, got ${show(options.maxInputBytes)}`);
     }
     this.redact = mergeRedactPaths(checkRedactPaths(options.redact, 'Errand options'), redactPathsFromEnv());
   }

@@ -1,3 +1,5 @@
+import { show } from './show.ts';
+
 /** Base class of every error Errand throws on purpose. */
 export class ErrandError extends Error {
   override name = 'ErrandError';
@@ -171,7 +173,7 @@ export class BackOff extends ErrandError {
   readonly scope: BackOffScope;
   constructor(ms: number, options: { scope?: BackOffScope; reason?: string } = {}) {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms <= 0 || ms > MAX_BACKOFF_MS) {
-      throw new TypeError(`backOff(ms): ms must be a number of milliseconds in (0, ${MAX_BACKOFF_MS}] (30 days); got ${String(ms)}`);
+      throw new TypeError(`backOff(ms): ms must be a number of milliseconds in (0, ${MAX_BACKOFF_MS}] (30 days); got ${show(ms)}`);
     }
     const scope = options.scope ?? 'key';
     if (scope !== 'key' && scope !== 'task') {

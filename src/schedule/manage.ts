@@ -22,6 +22,7 @@ import {
 } from './plan.ts';
 import { compileSchedule, type Schedule, type ScheduleSpec } from './spec.ts';
 import { firesBetween } from './times.ts';
+import { show } from '../core/show.ts';
 
 /** How long the key of a fire or a backfilled run holds (the runs' retention bounds it too). */
 export const FIRE_KEY_TTL_MS = 7 * 24 * 3600_000;
@@ -62,7 +63,7 @@ export function splitScheduleOptions(options: ScheduleOptions, where: string): S
   const schedule = compileSchedule(spec as unknown as ScheduleSpec, where);
   const policies = checkPolicies(policyGiven as Partial<SchedulePolicies>, where);
   const v = version ?? defaultVersion();
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`${where}: version must be a finite number, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`${where}: version must be a finite number, got ${show(v)}`);
   return { schedule, policies, version: v, input };
 }
 

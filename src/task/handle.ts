@@ -3,6 +3,8 @@ import { FINISHED_STATES } from '../broker/types.ts';
 import { ResultTimeoutError, RunCancelledError, RunFailedError, RunNotFoundError } from '../core/errors.ts';
 import { decodeRun, type RunInfo } from '../core/run-info.ts';
 import { coalesced } from '../core/coalesce.ts';
+import { MAX_TIMER_MS } from '../core/show.ts';
+import { checkDuration } from './options.ts';
 
 const RETENTION_HINT =
   'A task with retention 0 deletes each run as it finishes, result included: to await results, keep finished runs a while (e.g. retention: 60_000)';
@@ -38,14 +40,18 @@ export class RunHandle<R = unknown> {
   /**
    * Waits until the run finishes, woken by the broker (no busy polling), and returns its result.
    * Throws `RunFailedError` (with the run's error) when it failed, `RunCancelledError` when it was
-   * cancelled, `ResultTimeoutError` when `timeout` ms pass first (the run goes on), and
+   * cancelled, `ResultTimeoutError` when `timeout` ms pass first (the run goes on; omit `timeout`
+   * to wait without limit, a `timeout` other than a number of ms from 0 to 2147483647, Node's
+   * longest timer, is a `ConfigError`), and
    * `RunNotFoundError` when the run does not exist, or no longer does: a task with `retention: 0`
    * (or `retention: { succeeded: 0 }`) deletes each run as it finishes, result included, so its
    * result cannot be awaited; keep finished runs a little while (e.g. `retention: 60_000`) to read it.
    */
   async result(options: { timeout?: number } = {}): Promise<R> {
+    // A timer: Node fires a longer one after 1 ms. Omitted, the wait has no limit.
+    const timeout =
+      options?.timeout === undefined ? undefined : checkDuration(options.timeout, `run.result(): timeout`, { max: MAX_TIMER_MS });
     const broker = await this.#broker();
-    const timeout = options.timeout;
     return new Promise<R>((resolve, reject) => {
       let done = false;
       let stop: (() => void) | undefined;
@@ -70,8 +76,8 @@ export class RunHandle<R = unknown> {
         },
         { stopped: () => done, onError: (err) => finish(() => reject(err)) },
       );
-      if (timeout !== undefined && Number.isFinite(timeout)) {
-        timer = setTimeout(() => finish(() => reject(new ResultTimeoutError(this.id, timeout))), Math.max(0, timeout));
+      if (timeout !== undefined) {
+        timer = setTimeout(() => finish(() => reject(new ResultTimeoutError(this.id, timeout))), timeout);
       }
       broker
         .watch(this.id, () => void check())

@@ -5,6 +5,7 @@
 // find the task's handler by name (a handler is a function: it cannot cross to another thread).
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ConfigError } from '../core/errors.ts';
+import { show } from '../core/show.ts';
 
 /** Where a task's handler runs. */
 export type Isolation = 'none' | 'thread' | 'process';
@@ -31,7 +32,7 @@ export function checkIsolation(
   }
   const limit = options.memoryLimitMb;
   if (limit !== undefined && (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 16 || limit > 1_048_576)) {
-    throw new ConfigError(`${where}: memoryLimitMb must be an integer number of MB from 16 to 1048576, got ${String(limit)}`);
+    throw new ConfigError(`${where}: memoryLimitMb must be an integer number of MB from 16 to 1048576, got ${show(limit)}`);
   }
   if (isolation === 'none') {
     if (limit !== undefined)

@@ -4,6 +4,7 @@
  */
 import type { FlowRate } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
+import { show, unknownKey } from '../core/show.ts';
 
 /** A task's concurrency and rate limits (see `TaskOptions.limits` and docs/flow-control.md). */
 export interface TaskLimits<I> {
@@ -39,23 +40,23 @@ export interface RateLimit {
   burst?: number;
 }
 
-const LIMIT_KEYS = new Set(['key', 'concurrency', 'overrides', 'global', 'rate', 'globalRate']);
+const LIMIT_KEYS = ['key', 'concurrency', 'overrides', 'global', 'rate', 'globalRate'];
+const KEY_LIMIT_KEYS = ['concurrency', 'rate', 'weight'];
+const RATE_KEYS = ['limit', 'period', 'burst'];
 
 function checkRate(r: unknown, name: string, where: string): void {
   if (r === undefined) return;
   if (!r || typeof r !== 'object' || Array.isArray(r)) throw new ConfigError(`${where}: ${name} must be { limit, period, burst? }`);
   const o = r as Record<string, unknown>;
-  for (const k of Object.keys(o)) {
-    if (k !== 'limit' && k !== 'period' && k !== 'burst')
-      throw new ConfigError(`${where}: ${name}.${k} is not a rate field (limit, period, burst)`);
-  }
+  const unknown = unknownKey(o, RATE_KEYS, 'a rate field');
+  if (unknown) throw new ConfigError(`${where}: ${name}: ${unknown}`);
   for (const k of ['limit', 'period'] as const) {
     if (typeof o[k] !== 'number' || !Number.isSafeInteger(o[k]) || (o[k] as number) < 1) {
-      throw new ConfigError(`${where}: ${name}.${k} must be a positive integer${k === 'period' ? ' of ms' : ''}, got ${String(o[k])}`);
+      throw new ConfigError(`${where}: ${name}.${k} must be a positive integer${k === 'period' ? ' of ms' : ''}, got ${show(o[k])}`);
     }
   }
   if (o.burst !== undefined && (typeof o.burst !== 'number' || !Number.isSafeInteger(o.burst) || o.burst < 1)) {
-    throw new ConfigError(`${where}: ${name}.burst must be a positive integer, got ${String(o.burst)}`);
+    throw new ConfigError(`${where}: ${name}.burst must be a positive integer, got ${show(o.burst)}`);
   }
 }
 
@@ -68,12 +69,11 @@ export function flowRate(r: RateLimit): FlowRate {
 export function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string): TaskLimits<I> | undefined {
   if (limits === undefined) return undefined;
   if (!limits || typeof limits !== 'object' || Array.isArray(limits)) throw new ConfigError(`${where}: limits must be an object`);
-  for (const k of Object.keys(limits)) {
-    if (!LIMIT_KEYS.has(k)) throw new ConfigError(`${where}: limits.${k} is not a limit (known: ${[...LIMIT_KEYS].join(', ')})`);
-  }
+  const unknown = unknownKey(limits, LIMIT_KEYS, 'a limit');
+  if (unknown) throw new ConfigError(`${where}: limits: ${unknown}`);
   const positive = (v: unknown, name: string) => {
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)) {
-      throw new ConfigError(`${where}: ${name} must be a positive integer, got ${String(v)}`);
+      throw new ConfigError(`${where}: ${name} must be a positive integer, got ${show(v)}`);
     }
   };
   positive(limits.concurrency, 'limits.concurrency');
@@ -89,12 +89,10 @@ export function checkLimits<I>(limits: TaskLimits<I> | undefined, where: string)
         continue;
       }
       if (!v || typeof v !== 'object' || Array.isArray(v)) {
-        throw new ConfigError(`${where}: ${name} must be a positive integer or { concurrency?, rate? }, got ${String(v)}`);
+        throw new ConfigError(`${where}: ${name} must be a positive integer or { concurrency?, rate? }, got ${show(v)}`);
       }
-      for (const f of Object.keys(v)) {
-        if (f !== 'concurrency' && f !== 'rate' && f !== 'weight')
-          throw new ConfigError(`${where}: ${name}.${f} is not a key limit (concurrency, rate, weight)`);
-      }
+      const unknownField = unknownKey(v, KEY_LIMIT_KEYS, 'a key limit');
+      if (unknownField) throw new ConfigError(`${where}: ${name}: ${unknownField}`);
       positive(v.concurrency, `${name}.concurrency`);
       positive(v.weight, `${name}.weight`);
       if ((v.weight ?? 0) > 1000) throw new ConfigError(`${where}: ${name}.weight must be at most 1000, got ${v.weight}`);

@@ -1,4 +1,6 @@
 import { ConfigError } from '../core/errors.ts';
+import { checkFields, isPlainObject } from '../core/fields.ts';
+import { show } from '../core/show.ts';
 
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
@@ -56,41 +58,68 @@ export const PRIORITY_MAX = 1000;
 
 export function checkPriority(priority: unknown, where: string): number {
   if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
-    throw new ConfigError(`${where}: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${String(priority)}`);
+    throw new ConfigError(`${where}: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${show(priority)}`);
   }
   return priority;
 }
 
-export function checkDuration(value: unknown, where: string, { allowZero = true } = {}): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) {
-    throw new ConfigError(`${where} must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds, got ${String(value)}`);
+/**
+ * A number of ms, floored. `max`: the largest accepted (`MAX_TIMER_MS` for a duration that becomes
+ * a timer: Node fires a longer one after 1 ms).
+ */
+export function checkDuration(value: unknown, where: string, { allowZero = true, max = Number.MAX_SAFE_INTEGER } = {}): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0) || value > max) {
+    const upTo = max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : '';
+    throw new ConfigError(
+      `${where} must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds${upTo}, got ${show(value)}`,
+    );
   }
   return Math.floor(value);
 }
 
+const RETRY_FIELDS = ['maxAttempts', 'backoff', 'base', 'cap', 'jitter'];
+const RETENTION_FIELDS = ['succeeded', 'failed', 'cancelled'];
+
 export function resolveRetries(policy: RetryPolicy | number | undefined, where: string): Required<RetryPolicy> {
+  if (policy !== undefined && (typeof policy === 'number' ? !Number.isInteger(policy) || policy < 0 : !isPlainObject(policy))) {
+    throw new ConfigError(
+      `${where}: retries must be a number of retries after the first attempt (an integer >= 0) or a policy { maxAttempts, backoff, base, cap, jitter }, got ${show(policy)}`,
+    );
+  }
+  if (typeof policy === 'object') checkFields(policy, RETRY_FIELDS, `${where}: retries`, 'a retries field');
   const p: RetryPolicy = typeof policy === 'number' ? { maxAttempts: policy + 1 } : (policy ?? {});
   const out = { ...DEFAULTS.retries, ...Object.fromEntries(Object.entries(p).filter(([, v]) => v !== undefined)) } as Required<RetryPolicy>;
   if (!Number.isInteger(out.maxAttempts) || out.maxAttempts < 1) {
-    throw new ConfigError(`${where}: retries.maxAttempts must be an integer >= 1, got ${String(out.maxAttempts)}`);
+    throw new ConfigError(`${where}: retries.maxAttempts must be an integer >= 1, got ${show(out.maxAttempts)}`);
   }
   if (out.backoff !== 'exponential' && out.backoff !== 'fixed') {
-    throw new ConfigError(`${where}: retries.backoff must be "exponential" or "fixed", got ${JSON.stringify(out.backoff)}`);
+    throw new ConfigError(`${where}: retries.backoff must be "exponential" or "fixed", got ${show(out.backoff)}`);
   }
   checkDuration(out.base, `${where}: retries.base`);
   checkDuration(out.cap, `${where}: retries.cap`);
+  if (out.cap < out.base) {
+    throw new ConfigError(
+      p.cap === undefined
+        ? `${where}: retries.base (${out.base}) is over the default retries.cap (${out.cap}): give a retries.cap of at least ${out.base}`
+        : `${where}: retries.cap (${out.cap}) must be at least retries.base (${out.base}): the cap bounds every delay`,
+    );
+  }
   if (typeof out.jitter !== 'number' || !(out.jitter >= 0 && out.jitter <= 1)) {
-    throw new ConfigError(`${where}: retries.jitter must be a number from 0 to 1, got ${String(out.jitter)}`);
+    throw new ConfigError(`${where}: retries.jitter must be a number from 0 to 1, got ${show(out.jitter)}`);
   }
   return out;
 }
 
 export function resolveRetention(retention: Retention | number | undefined, where: string): Required<Retention> {
+  if (retention !== undefined && typeof retention !== 'number' && !isPlainObject(retention)) {
+    throw new ConfigError(`${where}: retention must be a number of ms or { succeeded, failed, cancelled }, got ${show(retention)}`);
+  }
+  if (typeof retention === 'object') checkFields(retention, RETENTION_FIELDS, `${where}: retention`, 'a retention field');
   const r: Retention =
     typeof retention === 'number' ? { succeeded: retention, failed: retention, cancelled: retention } : (retention ?? {});
   const out = { ...DEFAULTS.retention };
   for (const key of ['succeeded', 'failed', 'cancelled'] as const) {
-    if (r[key] !== undefined) out[key] = checkDuration(r[key], `${where}: retention.${key}`);
+    if (r[key] !== undefined) out[key] = checkDuration(r[key], `${where}: retention${typeof retention === 'number' ? '' : `.${key}`}`);
   }
   return out;
 }

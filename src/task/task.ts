@@ -10,6 +10,8 @@ import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
 import { checkLimits, flowRate, type KeyLimits, type TaskLimits } from './limits.ts';
 import { applyRunTiming, checkRunTiming, type RunTiming, type RunTimingOptions } from './run-timing.ts';
+import { checkFields } from '../core/fields.ts';
+import { closestName, MAX_TIMER_MS, show } from '../core/show.ts';
 import { checkDuration, checkPriority, DEFAULTS, type Retention, type RetryPolicy, resolveRetention, resolveRetries } from './options.ts';
 
 /** What a handler gets besides its input. */
@@ -129,6 +131,27 @@ export interface EnqueueOptions {
   expiresAt?: Date | number;
 }
 
+/** Every field of `TaskOptions`: another is refused by name (a typo TypeScript would catch, in plain JS). */
+const TASK_OPTION_KEYS = [
+  'input',
+  'queue',
+  'priority',
+  'retries',
+  'timeout',
+  'retention',
+  'idempotencyKey',
+  'idempotencyTtl',
+  'output',
+  'description',
+  'redact',
+  'isolation',
+  'module',
+  'memoryLimitMb',
+  'limits',
+  'expiresIn',
+  'throttle',
+  'debounce',
+];
 const ENQUEUE_OPTION_KEYS = new Set(['delay', 'runAt', 'priority', 'idempotencyKey', 'queue', 'traceparent', 'expiresIn', 'expiresAt']);
 const TASK_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
 const TRACEPARENT = /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}$/;
@@ -168,6 +191,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     }
     const where = `Task "${name}"`;
     if (!options || typeof options !== 'object') throw new ConfigError(`${where}: options are required (at least { input: zodSchema })`);
+    checkFields(options, TASK_OPTION_KEYS, `${where}: options`, 'a task option');
     if (!options.input || typeof (options.input as { safeParse?: unknown }).safeParse !== 'function') {
       throw new ConfigError(`${where}: options.input must be a zod schema`);
     }
@@ -178,7 +202,8 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     this.queue = checkQueueName(options.queue ?? DEFAULTS.queue, where);
     this.priority = checkPriority(options.priority ?? DEFAULTS.priority, where);
     this.retries = resolveRetries(options.retries, where);
-    this.timeout = checkDuration(options.timeout ?? DEFAULTS.timeout, `${where}: timeout`, { allowZero: false });
+    // The attempt's timer: Node fires a longer one after 1 ms.
+    this.timeout = checkDuration(options.timeout ?? DEFAULTS.timeout, `${where}: timeout`, { allowZero: false, max: MAX_TIMER_MS });
     this.retention = resolveRetention(options.retention, where);
     this.idempotencyTtl = checkDuration(options.idempotencyTtl ?? DEFAULTS.idempotencyTtl, `${where}: idempotencyTtl`, {
       allowZero: false,
@@ -193,6 +218,11 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
     this.isolation = isolation.isolation;
     this.module = isolation.module;
     this.memoryLimitMb = isolation.memoryLimitMb;
+    if (options.idempotencyKey !== undefined && typeof options.idempotencyKey !== 'function') {
+      throw new ConfigError(
+        `${where}: idempotencyKey must be a function of the input returning the key (a fixed key goes in enqueue's options), got ${show(options.idempotencyKey)}`,
+      );
+    }
     this.#idempotencyKey = options.idempotencyKey;
     recordTask(this as unknown as { name: string; handler: (...args: never[]) => unknown });
     this.limits = checkLimits(options.limits, where);
@@ -344,53 +374,52 @@ function checkEnqueueOptions(options: unknown): InputIssue[] {
   const issues: InputIssue[] = [];
   const bad = (key: string, message: string) => issues.push({ path: [key], message, code: 'invalid_option' });
   for (const key of Object.keys(o)) {
-    if (!ENQUEUE_OPTION_KEYS.has(key)) bad(key, `is not an enqueue option (known: ${[...ENQUEUE_OPTION_KEYS].join(', ')})`);
+    if (!ENQUEUE_OPTION_KEYS.has(key)) {
+      const guess = closestName(key, ENQUEUE_OPTION_KEYS);
+      bad(
+        key,
+        `is not an enqueue option (${guess ? `did you mean ${JSON.stringify(guess)}? ` : ''}known: ${[...ENQUEUE_OPTION_KEYS].join(', ')})`,
+      );
+    }
   }
   if (o.delay !== undefined && (typeof o.delay !== 'number' || !Number.isFinite(o.delay) || o.delay < 0 || o.delay > MAX_DELAY_MS)) {
-    bad('delay', `must be a non-negative number of milliseconds, at most ${MAX_DELAY_MS} (100 years), got ${describe(o.delay)}`);
+    bad('delay', `must be a non-negative number of milliseconds, at most ${MAX_DELAY_MS} (100 years), got ${show(o.delay)}`);
   }
   if (o.runAt !== undefined) {
     const t = o.runAt instanceof Date ? o.runAt.getTime() : o.runAt;
     if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 8.64e15)
-      bad('runAt', `must be a valid Date or epoch milliseconds, got ${describe(o.runAt)}`);
+      bad('runAt', `must be a valid Date or epoch milliseconds, got ${show(o.runAt)}`);
     if (o.delay !== undefined) bad('runAt', 'give either delay or runAt, not both');
   }
   if (
     o.priority !== undefined &&
     (typeof o.priority !== 'number' || !Number.isInteger(o.priority) || o.priority < -1000 || o.priority > 1000)
   ) {
-    bad('priority', `must be an integer from -1000 to 1000, got ${describe(o.priority)}`);
+    bad('priority', `must be an integer from -1000 to 1000, got ${show(o.priority)}`);
   }
   if (
     o.idempotencyKey !== undefined &&
     (typeof o.idempotencyKey !== 'string' || o.idempotencyKey.length === 0 || o.idempotencyKey.length > 512)
   ) {
-    bad('idempotencyKey', `must be a string of 1 to 512 characters, got ${describe(o.idempotencyKey)}`);
+    bad('idempotencyKey', `must be a string of 1 to 512 characters, got ${show(o.idempotencyKey)}`);
   } else if (typeof o.idempotencyKey === 'string' && !o.idempotencyKey.isWellFormed()) {
     // Stored as UTF-8, a lone surrogate becomes U+FFFD: two different keys would share one run.
     bad('idempotencyKey', 'must be well-formed Unicode (it has a lone surrogate)');
   }
   if (o.queue !== undefined && (typeof o.queue !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(o.queue))) {
-    bad('queue', `must be 1 to 64 letters, digits, "_" or "-", got ${describe(o.queue)}`);
+    bad('queue', `must be 1 to 64 letters, digits, "_" or "-", got ${show(o.queue)}`);
   }
   if (o.expiresIn !== undefined && (typeof o.expiresIn !== 'number' || !(o.expiresIn > 0) || o.expiresIn > MAX_DELAY_MS)) {
-    bad('expiresIn', `must be a positive number of milliseconds, at most ${MAX_DELAY_MS} (100 years), got ${describe(o.expiresIn)}`);
+    bad('expiresIn', `must be a positive number of milliseconds, at most ${MAX_DELAY_MS} (100 years), got ${show(o.expiresIn)}`);
   }
   if (o.expiresAt !== undefined) {
     const t = o.expiresAt instanceof Date ? o.expiresAt.getTime() : o.expiresAt;
     if (typeof t !== 'number' || !Number.isFinite(t) || t < 0 || t > 8.64e15)
-      bad('expiresAt', `must be a valid Date or epoch milliseconds, got ${describe(o.expiresAt)}`);
+      bad('expiresAt', `must be a valid Date or epoch milliseconds, got ${show(o.expiresAt)}`);
     if (o.expiresIn !== undefined) bad('expiresAt', 'give either expiresIn or expiresAt, not both');
   }
   if (o.traceparent !== undefined && (typeof o.traceparent !== 'string' || !TRACEPARENT.test(o.traceparent))) {
-    bad('traceparent', `must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>), got ${describe(o.traceparent)}`);
+    bad('traceparent', `must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>), got ${show(o.traceparent)}`);
   }
   return issues;
-}
-
-function describe(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}...` : v);
-  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
-  if (v instanceof Date) return `Invalid Date`;
-  return typeof v;
 }

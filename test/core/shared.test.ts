@@ -1,10 +1,11 @@
 // The pieces of src/core that several layers used to copy: broker URLs (one parser for
 // connectBroker, the Redis broker and the service's configuration), the mapping of a failed broker
-// call, and the reader of a stored run error.
+// call, the reader of a stored run error, and how a value given is shown (core/show.ts).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { connectBroker } from '../../src/broker/connect.ts';
 import { BrokerConfigError, BrokerUnavailableError, brokerFailure, ConfigError, RunNotFoundError } from '../../src/core/errors.ts';
+import { closestName, show, unknownKey } from '../../src/core/show.ts';
 import { errorLine, readRunError } from '../../src/core/run-info.ts';
 import { parseRedisUrl, redactUrl, redisUrlProblem } from '../../src/core/urls.ts';
 
@@ -101,5 +102,40 @@ describe('core/run-info: readRunError, the one reader of a stored error', () => 
     assert.deepEqual(readRunError('[1,2]'), { name: 'Error', message: '1,2' });
     assert.deepEqual(readRunError('{not json'), { name: 'Error', message: '{not json' });
     assert.equal(errorLine({ name: 'E', message: 'm', reason: 'lease_lost' }), 'E: m (lease_lost)');
+  });
+});
+
+describe('core/show: a value as given, and the name an unknown option probably meant', () => {
+  it('show quotes strings and shows the rest as it prints', () => {
+    assert.equal(show('5'), '"5"');
+    assert.equal(show(5), '5');
+    assert.equal(show(Number.NaN), 'NaN');
+    assert.equal(show(undefined), 'undefined');
+    assert.equal(show(null), 'null');
+    assert.equal(
+      show(() => 1),
+      'a function',
+    );
+    assert.equal(show({ a: 1 }), '{"a":1}');
+    assert.equal(show(new Date(Number.NaN)), 'Invalid Date');
+    assert.equal(show('x'.repeat(100)), JSON.stringify(`${'x'.repeat(60)}...`));
+  });
+
+  it('closestName: another case, a prefix, a suffix, or two edits at most; nothing far off', () => {
+    const names = ['timeout', 'retries', 'retention', 'broker', 'shutdownGraceMs', 'maxAttempts'];
+    assert.equal(closestName('timeOut', names), 'timeout');
+    assert.equal(closestName('retires', names), 'retries');
+    assert.equal(closestName('brokerUrl', names), 'broker');
+    assert.equal(closestName('graceMs', names), 'shutdownGraceMs');
+    assert.equal(closestName('maxAttempt', names), 'maxAttempts');
+    assert.equal(closestName('colour', names), undefined);
+  });
+
+  it('unknownKey names the first unknown key with its guess and the known ones', () => {
+    assert.equal(unknownKey({ timeout: 1 }, ['timeout'], 'a task option'), undefined);
+    assert.equal(
+      unknownKey({ timeout: 1, retires: 2 }, ['timeout', 'retries'], 'a task option'),
+      '"retires" is not a task option (did you mean "retries"? known: timeout, retries)',
+    );
   });
 });

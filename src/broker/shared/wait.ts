@@ -2,9 +2,8 @@
  * The timer-plus-abort wait of `waitForWork`, as both brokers do it: resolves when woken, when
  * `delay` ms pass, or when `signal` aborts, whichever comes first, and cleans up after itself.
  */
-
-/** setTimeout takes at most 2^31-1 ms: a later deadline wakes early, which waitForWork allows. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+// setTimeout takes at most MAX_TIMER_MS: a later deadline wakes early, which waitForWork allows.
+import { MAX_TIMER_MS } from '../../core/show.ts';
 
 /**
  * Waits. `attach(wake)` registers the wake-up function wherever the broker's events reach it and
