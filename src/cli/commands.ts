@@ -3,6 +3,8 @@ import { parseArgs } from 'node:util';
 import { redactUrl } from '../core/urls.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { explainMissingPeer } from '../core/peers.ts';
+import { MAX_TIMER_MS } from '../core/show.ts';
+import { MAX_CONCURRENCY, MIN_LEASE_MS } from '../worker/options.ts';
 import { endEarlySignalExit } from './early-exit.ts';
 import { argsErrorMessage } from './format.ts';
 import { ADMIN_USAGE, adminCommand } from './admin.ts';
@@ -40,9 +42,6 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-/** Node's longest timer, in ms: a longer lease or grace would fire at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 function intFlag(value: string | undefined, name: string, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;
   if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
@@ -71,8 +70,9 @@ async function worker(args: string[]): Promise<void> {
   }
   const { values, positionals } = parsed;
   if (positionals.length !== 1) fail(`worker takes exactly one task module, got ${positionals.length}\n\n${USAGE}`);
-  const concurrency = intFlag(values.concurrency as string | undefined, 'concurrency', 1, 10_000);
-  const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', 100, MAX_TIMER_MS);
+  const concurrency = intFlag(values.concurrency as string | undefined, 'concurrency', 1, MAX_CONCURRENCY);
+  // The worker's own bounds (a longer lease or grace than Node's longest timer would fire at once).
+  const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', MIN_LEASE_MS, MAX_TIMER_MS);
   const graceMs = intFlag(values['grace-ms'] as string | undefined, 'grace-ms', 0, MAX_TIMER_MS);
   const app = await loadApp(positionals[0]!);
   if (typeof values.broker === 'string') {

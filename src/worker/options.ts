@@ -3,17 +3,19 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Reservation } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
+import { checkFields } from '../core/fields.ts';
 import { checkQueueName } from '../core/ids.ts';
+import { MAX_TIMER_MS, show } from '../core/show.ts';
 import type { WorkerHost } from './host.ts';
 
 export interface WorkerOptions {
   /** Queues to take runs from, in order of preference. Default: every queue of the app's tasks. */
   queues?: string[];
-  /** Runs executed at once. Default 10. */
+  /** Runs executed at once, 1 to 10000. Default 10. */
   concurrency?: number;
   /**
    * Lease length in ms: a run whose worker stops renewing (killed, cut off) runs elsewhere after
-   * this long. Default 8000. A stall of the event loop shorter than `leaseMs - renewEvery` (minus a
+   * this long, 100 to 2147483647. Default 8000. A stall of the event loop shorter than `leaseMs - renewEvery` (minus a
    * renewal's round trip) never loses a lease: 5 s with the defaults (docs/reliability.md).
    */
   leaseMs?: number;
@@ -57,16 +59,29 @@ export interface WorkerSettings {
   schedules: boolean;
 }
 
+/** Every field of `WorkerOptions`: another is refused by name. */
+const WORKER_OPTION_KEYS = ['queues', 'concurrency', 'leaseMs', 'renewEvery', 'shutdownGraceMs', 'pruneEvery', 'id', 'logger', 'schedules'];
+
 /** Checks the options (a `ConfigError` names the bad one) and fills in the defaults. */
 export function workerSettings(host: WorkerHost, options: WorkerOptions): WorkerSettings {
+  checkFields(options, WORKER_OPTION_KEYS, 'Worker options', 'a worker option');
+  if (options.queues !== undefined && !Array.isArray(options.queues)) {
+    throw new ConfigError(`Worker option queues must be an array of queue names, got ${show(options.queues)}`);
+  }
   const given = options.queues ?? [...new Set([...host.tasks.values()].map((t) => t.queue))];
   if (given.length === 0) throw new ConfigError('The worker has no queue: define tasks first or pass queues');
   const queues = [...new Set(given.map((q) => checkQueueName(q, 'Worker')))];
-  const concurrency = positiveInt(options.concurrency ?? 10, 'concurrency');
+  const concurrency = intOption(options.concurrency ?? 10, 'concurrency', 1, MAX_CONCURRENCY);
   // Timers longer than Node's longest (2^31-1 ms) fire after 1 ms: renewals and prunes would spin.
-  const leaseMs = positiveInt(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', MAX_TIMER_MS);
-  const renewEvery = positiveInt(options.renewEvery ?? Math.max(1, Math.floor(leaseMs / 4)), 'renewEvery', MAX_TIMER_MS);
+  const leaseMs = intOption(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', MIN_LEASE_MS, MAX_TIMER_MS);
+  const renewEvery = intOption(options.renewEvery ?? Math.max(1, Math.floor(leaseMs / 4)), 'renewEvery', 1, MAX_TIMER_MS);
   if (renewEvery >= leaseMs) throw new ConfigError(`renewEvery (${renewEvery}) must be shorter than leaseMs (${leaseMs})`);
+  if (options.id !== undefined && (typeof options.id !== 'string' || options.id.length === 0)) {
+    throw new ConfigError(`Worker option id must be a non-empty string, got ${show(options.id)}`);
+  }
+  if (options.schedules !== undefined && typeof options.schedules !== 'boolean') {
+    throw new ConfigError(`Worker option schedules must be true or false, got ${show(options.schedules)}`);
+  }
   const id = options.id ?? `${hostname()}:${process.pid}:${Math.random().toString(36).slice(2, 8)}`;
   return {
     id,
@@ -74,8 +89,8 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
     concurrency,
     leaseMs,
     renewEvery,
-    shutdownGraceMs: nonNegative(options.shutdownGraceMs ?? 10_000, 'shutdownGraceMs'),
-    pruneEvery: positiveInt(options.pruneEvery ?? 60_000, 'pruneEvery', MAX_TIMER_MS),
+    shutdownGraceMs: checkGraceMs(options.shutdownGraceMs ?? 10_000, 'Worker option shutdownGraceMs'),
+    pruneEvery: intOption(options.pruneEvery ?? 60_000, 'pruneEvery', 1, MAX_TIMER_MS),
     logger: (options.logger ?? host.logger).child({ worker: id }),
     schedules: options.schedules ?? true,
   };
@@ -88,17 +103,21 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
  */
 export const DEFAULT_LEASE_MS = 8000;
 
-/** Node's longest timer, in ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The shortest lease (a shorter one would be renewed every few ms), for the API and `errand worker --lease-ms`. */
+export const MIN_LEASE_MS = 100;
 
-function positiveInt(v: unknown, name: string, max = Number.MAX_SAFE_INTEGER): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max)
-    throw new ConfigError(`Worker option ${name} must be a positive integer up to ${max}, got ${String(v)}`);
+/** The most runs a worker executes at once, for the API and `errand worker --concurrency`. */
+export const MAX_CONCURRENCY = 10_000;
+
+/** A grace period for active runs at stop (`shutdownGraceMs`, `stop({ graceMs })`): a timer, so at most Node's longest. */
+export function checkGraceMs(v: unknown, where: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > MAX_TIMER_MS)
+    throw new ConfigError(`${where} must be a non-negative number of ms up to ${MAX_TIMER_MS}, got ${show(v)}`);
   return v;
 }
 
-function nonNegative(v: unknown, name: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
-    throw new ConfigError(`Worker option ${name} must be a non-negative number, got ${String(v)}`);
+function intOption(v: unknown, name: string, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw new ConfigError(`Worker option ${name} must be an integer from ${min} to ${max}, got ${show(v)}`);
   return v;
 }

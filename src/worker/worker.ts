@@ -11,7 +11,7 @@ import { inIsolate } from '../task/isolation.ts';
 import { type Executor, InlineExecutor, type Outcome } from './executor.ts';
 import type { WorkerHost } from './host.ts';
 import { LeaseBook, LeaseLostError } from './leases.ts';
-import { type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
+import { checkGraceMs, type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
 import { ReserveLoop } from './reserve-loop.ts';
 import { type ActiveRun, flushProgress, reportProgress } from './run-context.ts';
 import { type FireEvent, ScheduleFirer } from './schedules.ts';
@@ -159,7 +159,13 @@ export class Worker extends EventEmitter {
    * signal abort and are handed back to the queue. Resolves when everything is settled or released.
    */
   stop(options: { graceMs?: number } = {}): Promise<void> {
-    this.#stopPromise ??= this.#shutdown(options.graceMs ?? this.shutdownGraceMs);
+    let graceMs = this.shutdownGraceMs;
+    try {
+      if (options?.graceMs !== undefined) graceMs = checkGraceMs(options.graceMs, 'stop(): graceMs');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.#stopPromise ??= this.#shutdown(graceMs);
     return this.#stopPromise;
   }
 
