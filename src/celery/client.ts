@@ -11,6 +11,7 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
+import { checkTimerMs } from '../core/fields.ts';
 import { jsonIssues } from '../core/json.ts';
 import { redactUrl, redisUrlProblem } from '../core/urls.ts';
 import { type CeleryMeta, type CeleryState, READY_STATES, ResultBackend, resultOfMeta } from './backend.ts';
@@ -125,7 +126,9 @@ export class CeleryResult {
    * SUCCESS; on FAILURE or REVOKED throws `CeleryTaskError` with the exception's type and message.
    */
   async get(o: { timeoutMs?: number } = {}): Promise<unknown> {
-    return resultOfMeta(await this.backend.wait(this.id, o.timeoutMs));
+    // A timer: Node fires a longer one after 1 ms. Omitted, the wait has no limit.
+    const timeoutMs = o?.timeoutMs === undefined ? undefined : checkTimerMs(o.timeoutMs, 'get(): timeoutMs');
+    return resultOfMeta(await this.backend.wait(this.id, timeoutMs));
   }
 }
 

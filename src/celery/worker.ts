@@ -29,6 +29,7 @@ import type { Logger } from 'pino';
 import type { output, ZodType } from 'zod';
 import type { CeleryHandler, CeleryTaskOptions, RegisteredTask } from './task.ts';
 import { ConfigError } from '../core/errors.ts';
+import { checkTimerMs } from '../core/fields.ts';
 import type { RunError } from '../core/run.ts';
 import { ResultBackend } from './backend.ts';
 import { CeleryClient, checkCeleryRedisUrl } from './client.ts';
@@ -312,6 +313,7 @@ export class CeleryWorker {
 
   /** Stops taking messages and waits for the running ones (at most `graceMs`, default 30 s); the rest stay unacked. */
   async stop(graceMs = 30_000): Promise<void> {
+    checkTimerMs(graceMs, 'stop(): graceMs');
     if (!this.running) return;
     this.running = false;
     for (const t of this.timers) clearInterval(t);

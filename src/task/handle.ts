@@ -3,8 +3,7 @@ import { FINISHED_STATES } from '../broker/types.ts';
 import { ResultTimeoutError, RunCancelledError, RunFailedError, RunNotFoundError } from '../core/errors.ts';
 import { decodeRun, type RunInfo } from '../core/run-info.ts';
 import { coalesced } from '../core/coalesce.ts';
-import { MAX_TIMER_MS } from '../core/show.ts';
-import { checkDuration } from './options.ts';
+import { checkTimerMs } from '../core/fields.ts';
 
 const RETENTION_HINT =
   'A task with retention 0 deletes each run as it finishes, result included: to await results, keep finished runs a while (e.g. retention: 60_000)';
@@ -49,8 +48,7 @@ export class RunHandle<R = unknown> {
    */
   async result(options: { timeout?: number } = {}): Promise<R> {
     // A timer: Node fires a longer one after 1 ms. Omitted, the wait has no limit.
-    const timeout =
-      options?.timeout === undefined ? undefined : checkDuration(options.timeout, `run.result(): timeout`, { max: MAX_TIMER_MS });
+    const timeout = options?.timeout === undefined ? undefined : checkTimerMs(options.timeout, 'run.result(): timeout');
     const broker = await this.#broker();
     return new Promise<R>((resolve, reject) => {
       let done = false;

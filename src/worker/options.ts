@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { Reservation } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
-import { checkFields } from '../core/fields.ts';
+import { checkFields, checkTimerMs } from '../core/fields.ts';
 import { checkQueueName } from '../core/ids.ts';
 import { MAX_TIMER_MS, show } from '../core/show.ts';
 import type { WorkerHost } from './host.ts';
@@ -89,7 +89,7 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
     concurrency,
     leaseMs,
     renewEvery,
-    shutdownGraceMs: checkGraceMs(options.shutdownGraceMs ?? 10_000, 'Worker option shutdownGraceMs'),
+    shutdownGraceMs: checkTimerMs(options.shutdownGraceMs ?? 10_000, 'Worker option shutdownGraceMs'),
     pruneEvery: intOption(options.pruneEvery ?? 60_000, 'pruneEvery', 1, MAX_TIMER_MS),
     logger: (options.logger ?? host.logger).child({ worker: id }),
     schedules: options.schedules ?? true,
@@ -108,13 +108,6 @@ export const MIN_LEASE_MS = 100;
 
 /** The most runs a worker executes at once, for the API and `errand worker --concurrency`. */
 export const MAX_CONCURRENCY = 10_000;
-
-/** A grace period for active runs at stop (`shutdownGraceMs`, `stop({ graceMs })`): a timer, so at most Node's longest. */
-export function checkGraceMs(v: unknown, where: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > MAX_TIMER_MS)
-    throw new ConfigError(`${where} must be a non-negative number of ms up to ${MAX_TIMER_MS}, got ${show(v)}`);
-  return v;
-}
 
 function intOption(v: unknown, name: string, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)

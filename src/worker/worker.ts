@@ -7,11 +7,12 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Broker, Reservation } from '../broker/types.ts';
 import { BrokerConfigError, ConfigError } from '../core/errors.ts';
+import { checkTimerMs } from '../core/fields.ts';
 import { inIsolate } from '../task/isolation.ts';
 import { type Executor, InlineExecutor, type Outcome } from './executor.ts';
 import type { WorkerHost } from './host.ts';
 import { LeaseBook, LeaseLostError } from './leases.ts';
-import { checkGraceMs, type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
+import { type RunEvent, type WorkerOptions, workerSettings } from './options.ts';
 import { ReserveLoop } from './reserve-loop.ts';
 import { type ActiveRun, flushProgress, reportProgress } from './run-context.ts';
 import { type FireEvent, ScheduleFirer } from './schedules.ts';
@@ -161,7 +162,7 @@ export class Worker extends EventEmitter {
   stop(options: { graceMs?: number } = {}): Promise<void> {
     let graceMs = this.shutdownGraceMs;
     try {
-      if (options?.graceMs !== undefined) graceMs = checkGraceMs(options.graceMs, 'stop(): graceMs');
+      if (options?.graceMs !== undefined) graceMs = checkTimerMs(options.graceMs, 'stop(): graceMs');
     } catch (err) {
       return Promise.reject(err);
     }

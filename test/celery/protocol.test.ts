@@ -165,4 +165,18 @@ describe('bad input to the Celery API is refused, naming it', () => {
     w.register('t', {}, () => 1);
     assert.throws(() => w.register('t', {}, () => 1), /already registered/);
   });
+
+  test("a timeout or grace that becomes a timer: at most Node's longest (a longer one would end after 1 ms)", async () => {
+    const client = createCeleryClient({ url: 'redis://127.0.0.1:1' }); // connects on first use only
+    const month = 30 * 24 * 3600_000;
+    await assert.rejects(client.result('id').get({ timeoutMs: month }), (e: Error) => {
+      assert.ok(e instanceof ConfigError);
+      assert.equal(e.message, `get(): timeoutMs must be a non-negative number of milliseconds up to 2147483647, got ${month}`);
+      return true;
+    });
+    await assert.rejects(client.result('id').get({ timeoutMs: '5s' as never }), /timeoutMs .* got "5s"$/);
+    const w = createCeleryWorker({ url: 'redis://127.0.0.1:1' });
+    await assert.rejects(w.stop(month), /stop\(\): graceMs must be a non-negative number of milliseconds up to 2147483647/);
+    await client.close();
+  });
 });

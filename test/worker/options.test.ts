@@ -48,12 +48,18 @@ describe('worker options', () => {
 
   it("shutdownGraceMs and stop({ graceMs }): at most Node's longest timer (a longer grace would end at once)", async () => {
     const month = 30 * 24 * 3600_000;
-    refuses({ shutdownGraceMs: month }, `Worker option shutdownGraceMs must be a non-negative number of ms up to 2147483647, got ${month}`);
-    refuses({ shutdownGraceMs: '10s' }, 'Worker option shutdownGraceMs must be a non-negative number of ms up to 2147483647, got "10s"');
+    refuses(
+      { shutdownGraceMs: month },
+      `Worker option shutdownGraceMs must be a non-negative number of milliseconds up to 2147483647, got ${month}`,
+    );
+    refuses(
+      { shutdownGraceMs: '10s' },
+      'Worker option shutdownGraceMs must be a non-negative number of milliseconds up to 2147483647, got "10s"',
+    );
     const w = app.worker({});
     await assert.rejects(w.stop({ graceMs: month }), (err: Error) => {
       assert.ok(err instanceof ConfigError);
-      assert.equal(err.message, `stop(): graceMs must be a non-negative number of ms up to 2147483647, got ${month}`);
+      assert.equal(err.message, `stop(): graceMs must be a non-negative number of milliseconds up to 2147483647, got ${month}`);
       return true;
     });
   });
