@@ -4,7 +4,7 @@ import { redactUrl } from '../core/urls.ts';
 import { ConfigError, ErrandError } from '../core/errors.ts';
 import { explainMissingPeer } from '../core/peers.ts';
 import { MAX_TIMER_MS } from '../core/show.ts';
-import { MAX_CONCURRENCY, MIN_LEASE_MS } from '../worker/options.ts';
+import { foreignQueues, MAX_CONCURRENCY, MIN_LEASE_MS } from '../worker/options.ts';
 import { endEarlySignalExit } from './early-exit.ts';
 import { argsErrorMessage } from './format.ts';
 import { ADMIN_USAGE, adminCommand } from './admin.ts';
@@ -85,7 +85,6 @@ async function worker(args: string[]): Promise<void> {
       throw err;
     }
   }
-  const known = [...new Set([...app.tasks.values()].map((t) => t.queue))];
   let queues: string[] | undefined;
   if (typeof values.queues === 'string') {
     queues = values.queues
@@ -93,11 +92,8 @@ async function worker(args: string[]): Promise<void> {
       .map((q) => q.trim())
       .filter(Boolean);
     if (queues.length === 0) fail('--queues is empty: give queue names separated by commas');
-    const unknown = queues.filter((q) => !known.includes(q));
-    if (unknown.length)
-      fail(
-        `--queues: unknown queue${unknown.length > 1 ? 's' : ''} ${unknown.map((q) => JSON.stringify(q)).join(', ')}: the module's tasks use ${known.map((q) => JSON.stringify(q)).join(', ') || 'no queue'} (a worker would fail the runs of tasks it does not define, so it takes only their queues)`,
-      );
+    const foreign = foreignQueues(queues, app.tasks.values(), "the module's");
+    if (foreign) fail(`--queues: ${foreign}`);
   }
   const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });
   app.logger.info({ broker: app.brokerUrl ? redactUrl(app.brokerUrl) : 'custom', tasks: [...app.tasks.keys()] }, 'starting worker');

@@ -9,7 +9,7 @@ import { MAX_TIMER_MS, show } from '../core/show.ts';
 import type { WorkerHost } from './host.ts';
 
 export interface WorkerOptions {
-  /** Queues to take runs from, in order of preference. Default: every queue of the app's tasks. */
+  /** Queues to take runs from, in order of preference, each the queue of one of the app's tasks. Default: all of them. */
   queues?: string[];
   /** Runs executed at once, 1 to 10000. Default 10. */
   concurrency?: number;
@@ -71,6 +71,8 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
   const given = options.queues ?? [...new Set([...host.tasks.values()].map((t) => t.queue))];
   if (given.length === 0) throw new ConfigError('The worker has no queue: define tasks first or pass queues');
   const queues = [...new Set(given.map((q) => checkQueueName(q, 'Worker')))];
+  const foreign = foreignQueues(queues, host.tasks.values(), "the app's");
+  if (foreign) throw new ConfigError(`Worker option queues: ${foreign}`);
   const concurrency = intOption(options.concurrency ?? 10, 'concurrency', 1, MAX_CONCURRENCY);
   // Timers longer than Node's longest (2^31-1 ms) fire after 1 ms: renewals and prunes would spin.
   const leaseMs = intOption(options.leaseMs ?? DEFAULT_LEASE_MS, 'leaseMs', MIN_LEASE_MS, MAX_TIMER_MS);
@@ -94,6 +96,20 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
     logger: (options.logger ?? host.logger).child({ worker: id }),
     schedules: options.schedules ?? true,
   };
+}
+
+/**
+ * The queues among `queues` that none of `tasks` uses, said as a refusal (else undefined): a worker
+ * fails, as permanent errors, the runs of tasks it does not define, so it takes only the queues of
+ * its tasks, not those of another service's workers. The one check of `errand.worker({ queues })`
+ * and `errand worker --queues`; `whose` names the tasks ("the app's", "the module's").
+ */
+export function foreignQueues(queues: readonly string[], tasks: Iterable<{ queue: string }>, whose: string): string | undefined {
+  const known = [...new Set([...tasks].map((t) => t.queue))];
+  const unknown = queues.filter((q) => !known.includes(q));
+  if (!unknown.length) return undefined;
+  const list = (qs: string[]) => qs.map((q) => JSON.stringify(q)).join(', ');
+  return `unknown queue${unknown.length > 1 ? 's' : ''} ${list(unknown)}: ${whose} tasks use ${list(known) || 'no queue'} (a worker would fail the runs of tasks it does not define, so it takes only their queues)`;
 }
 
 /**

@@ -80,6 +80,8 @@ describe('workflows over HTTP: steps in several queues, on Redis', async () => {
   const errand = setup.app();
   const double = errand.task('double', { input: z.number(), retention: 60_000, queue: 'wfq-a' }, (n) => n * 2);
   const sum = errand.task('sum', { input: z.array(z.number()), retention: 60_000, queue: 'wfq-b' }, (ns) => ns.reduce((a, b) => a + b, 0));
+  // Steps below go to wfq-c too; a worker takes only the queues of its app's tasks, so this declares it.
+  errand.task('on_wfq_c', { input: z.null(), queue: 'wfq-c' }, () => null);
   const app = await createServer({ errand, logger: false });
   after(async () => {
     await app.close();

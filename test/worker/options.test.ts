@@ -34,6 +34,14 @@ describe('worker options', () => {
     refuses({ queues: 'qa' }, 'Worker option queues must be an array of queue names, got "qa"');
   });
 
+  it("refuses a queue none of the app's tasks uses, as errand worker --queues does: it would fail another service's runs", () => {
+    const message =
+      'Worker option queues: unknown queue "images": the app\'s tasks use "qa" (a worker would fail the runs of tasks it does not define, so it takes only their queues)';
+    refuses({ queues: ['images'] }, message);
+    refuses({ queues: ['qa', 'images'] }, message);
+    assert.deepEqual(app.worker({ queues: ['qa'] }).queues, ['qa']);
+  });
+
   it('the bounds of errand worker: concurrency 1 to 10000, leaseMs 100 to 2147483647', () => {
     assert.equal(MAX_CONCURRENCY, 10_000);
     assert.equal(MIN_LEASE_MS, 100);

@@ -61,9 +61,10 @@ describe('worker host', () => {
       () => new Worker(host),
       (e: unknown) => e instanceof ConfigError && /no queue/.test(e.message),
     );
+    // Given a queue, it is none of its tasks' (it has none): refused as well.
     assert.throws(
-      () => new Worker(host, { queues: ['q'], concurrency: 0 }),
-      (e: unknown) => e instanceof ConfigError && /concurrency/.test(e.message),
+      () => new Worker(host, { queues: ['q'] }),
+      (e: unknown) => e instanceof ConfigError && /unknown queue "q": the app's tasks use no queue/.test(e.message),
     );
   });
 
