@@ -60,9 +60,9 @@ export function schedulesPage(ctx: Ctx): Page {
       { 'data-schedule': `${s.queue}/${s.id}` },
       h('td', { class: 'col-schedule' }, trunc(s.id, 'mono')),
       h('td', null, link(`${ROOT}/runs?queue=${encodeURIComponent(s.queue)}`, s.queue)),
-      h('td', null, trunc(s.task)),
+      h('td', { class: 'col-task' }, trunc(s.task)),
       h('td', null, h('span', { class: `badge ${s.state === 'active' ? 'alive' : 'lost'}` }, s.state)),
-      h('td', { class: 'mono small' }, s.when),
+      h('td', { class: 'col-when mono small' }, s.when),
       h(
         'td',
         { class: 'nowrap', title: s.upcoming.map((t) => fullTime(t)).join('\n') },
@@ -77,7 +77,7 @@ export function schedulesPage(ctx: Ctx): Page {
       h('td', { class: `num ${s.missed ? 'bad' : ''}` }, num(s.missed)),
       h(
         'td',
-        null,
+        { class: 'col-row-actions' },
         ctx.canAct
           ? h(
               'div',
