@@ -282,6 +282,11 @@ for (const kind of ['sqlite', 'redis'] as const) {
       await page.goto(`${served.url}/dashboard/runs?id=${s.scheduled.id}`);
       await page.click(`tr[data-run="${s.scheduled.id}"] button[data-action="cancel"]`);
       await page.locator('dialog[open]').waitFor();
+      assert.deepEqual(
+        (await page.locator('dialog[open] .dialog-actions button').allTextContents()).map((t) => t.trim()),
+        ['Keep run', 'Cancel run'],
+        'the button that leaves the run alone does not say Cancel',
+      );
       await page.click('dialog[open] button[type="submit"]');
       await untilText(`tr[data-run="${s.scheduled.id}"] .badge`, 'cancelled', 'the run shows as cancelled');
       assert.equal(await s.scheduled.status(), 'cancelled');

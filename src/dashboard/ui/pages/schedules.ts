@@ -4,7 +4,7 @@ import type { ScheduleJson, ScheduleList } from '../../api-types.ts';
 import { ApiError, get, post } from '../api.ts';
 import { type Ctx, errorBox, type Page } from '../app.ts';
 import { h, link, replace, trunc } from '../dom.ts';
-import { ago, fullTime, num, time } from '../format.ts';
+import { ago, fullTime, num, plural, time } from '../format.ts';
 import { ROOT } from '../base.ts';
 import { backfillForm, scheduleForm, type TaskChoice } from './schedule-form.ts';
 
@@ -151,7 +151,7 @@ export function schedulesPage(ctx: Ctx): Page {
       tasks = data.tasks ?? [];
       const paused = data.schedules.filter((s) => s.state === 'paused').length;
       const missed = data.schedules.reduce((n, s) => n + s.missed, 0);
-      summary.textContent = `${num(data.schedules.length)} schedules${paused ? `, ${num(paused)} paused` : ''}${missed ? `; ${num(missed)} fire times missed in all` : ''}. Each fire time runs once, whatever the number of workers.`;
+      summary.textContent = `${plural(data.schedules.length, 'schedule')}${paused ? `, ${num(paused)} paused` : ''}${missed ? `; ${plural(missed, 'fire time')} missed in all` : ''}. Each fire time runs once, whatever the number of workers.`;
       if (!data.schedules.length) {
         replace(
           list,

@@ -6,7 +6,7 @@ import { ApiError, get } from '../api.ts';
 import { type Ctx, errorBox, type Page, stateBadge } from '../app.ts';
 import { ROOT } from '../base.ts';
 import { h, link, replace, trunc } from '../dom.ts';
-import { duration, fullTime, json, time } from '../format.ts';
+import { duration, fullTime, json, plural, time } from '../format.ts';
 
 const SVG = 'http://www.w3.org/2000/svg';
 /** A column with more steps than this is drawn as one box with its counts by state. */
@@ -66,7 +66,7 @@ function graph(wf: WorkflowDetail, index: Map<string, number>): SVGElement {
       const box: Box = {
         x,
         y: 4,
-        label: `${col.length} steps`,
+        label: plural(col.length, 'step'),
         sub: [...counts].map(([st, n]) => `${n} ${st}`).join(', '),
         state: worst,
       };
@@ -200,7 +200,7 @@ export function workflowPage(ctx: Ctx, id: string): Page {
     replace(
       body,
       head,
-      h('p', { class: 'muted small' }, `Created ${time(wf.createdAt, now)} · ${wf.steps.length} steps`),
+      h('p', { class: 'muted small' }, `Created ${time(wf.createdAt, now)} · ${plural(wf.steps.length, 'step')}`),
       h('section', { class: 'card wf-graph-card' }, h('h2', null, 'Graph'), h('div', { class: 'wf-graph-scroll' }, graph(wf, index))),
       h(
         'section',
