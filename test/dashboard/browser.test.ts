@@ -401,6 +401,10 @@ for (const kind of ['sqlite', 'redis'] as const) {
             });
             // At 390 px a table may scroll within its card; at 1280 px every button is in reach.
             assert.deepEqual(await layoutProblems(p2, { actions: width >= 1280 }), [], `${name} at ${width} px`);
+            const clippedCards = await p2
+              .locator('.stat-value')
+              .evaluateAll((els) => els.filter((e) => e.scrollWidth > e.clientWidth).map((e) => e.textContent));
+            assert.deepEqual(clippedCards, [], `every figure fits its card at ${width} px`);
             if (name === 'overview' || name === 'runs')
               await p2.screenshot({ path: join(SCREENSHOTS, `${kind}-${name}-${width}.png`), fullPage: true });
           }

@@ -204,9 +204,11 @@ export function overviewPage(ctx: Ctx): Page {
       stat('failure rate', percent(o.failureRate), { title: `Failed / finished, last ${o.windowMinutes} minutes` }),
       stat('wait p95', duration(o.wait.p95), { title: `p50 ${duration(o.wait.p50)} · p99 ${duration(o.wait.p99)}` }),
       stat('run p95', duration(o.run.p95), { title: `p50 ${duration(o.run.p50)} · p99 ${duration(o.run.p99)}` }),
-      stat('workers', `${num(o.workers.alive)}${o.workers.lost ? ` +${o.workers.lost} lost` : ''}`, {
+      // The lost ones in the label: "1 +1 lost" as the figure was cut to "1 +1 l…" in a card at 1280 px.
+      stat(o.workers.lost ? `workers, ${num(o.workers.lost)} lost` : 'workers', num(o.workers.alive), {
         cls: o.workers.lost ? 'warn' : '',
         href: `${ROOT}/workers`,
+        title: `${plural(o.workers.alive, 'worker')} alive${o.workers.lost ? `, ${num(o.workers.lost)} lost (no heartbeat within their TTL)` : ''}`,
       }),
     );
     if (!throughput || !latency) {
