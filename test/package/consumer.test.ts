@@ -329,6 +329,59 @@ describe('the installed package in TypeScript', () => {
   }
 });
 
+/** Every entry point's declarations, each checked in full (skipLibCheck false below). */
+const ALL_ENTRIES_TS = `import { createErrand } from 'errand';
+import { createServer } from 'errand/http';
+import { dashboardPlugin } from 'errand/dashboard';
+import { createTesting } from 'errand/testing';
+import { buildMessage } from 'errand/celery';
+
+const errand = createErrand();
+const t = createTesting(errand);
+console.log(typeof createServer, typeof dashboardPlugin, buildMessage('t', { queue: 'q' }).headers.task);
+await t.close();
+`;
+
+// Node's types change between their major versions (26's EventEmitter no longer accepts a subclass
+// that overrides emit): the declarations must compile against the oldest supported line's and the
+// newest published, not only the 24 this repository uses (the test above).
+for (const types of ['22', 'latest']) {
+  describe(`the installed package against @types/node@${types}`, () => {
+    let dir = '';
+    before(
+      () => {
+        dir = join(work, `types-node-${types}`);
+        mkdirSync(dir);
+        writeFileSync(join(dir, 'package.json'), '{"name":"consumer-types","private":true,"type":"module"}\n');
+        npm(['install', '--prefer-offline', tarball, installed('zod'), `@types/node@${types}`, ...PEERS.map(installed)], dir);
+      },
+      { timeout: 300_000 },
+    );
+
+    test('every entry point type-checks with skipLibCheck false', () => {
+      writeFileSync(join(dir, 'all.ts'), ALL_ENTRIES_TS);
+      writeFileSync(
+        join(dir, 'tsconfig.json'),
+        JSON.stringify({
+          compilerOptions: {
+            target: 'es2022',
+            module: 'nodenext',
+            moduleResolution: 'nodenext',
+            strict: true,
+            noEmit: true,
+            types: ['node'],
+            skipLibCheck: false,
+          },
+          files: ['all.ts'],
+        }),
+      );
+      const version = (JSON.parse(readFileSync(join(dir, 'node_modules/@types/node/package.json'), 'utf8')) as { version: string }).version;
+      const r = tsc('tsconfig.json', dir);
+      assert.equal(r.status, 0, `tsc against @types/node ${version}:\n${r.stdout}${r.stderr}`);
+    });
+  });
+}
+
 describe('the tarball', () => {
   test('holds dist, the Lua scripts, the dashboard, README, LICENSE and CHANGELOG; no sources, tests or app', () => {
     const files = ok(run('tar', ['-tzf', tarball]), 'tar')
