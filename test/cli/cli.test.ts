@@ -3,6 +3,7 @@
 // of its own for a few): text output, --json, redaction, every error with its exit code.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
@@ -558,6 +559,39 @@ describe('errand admin commands on Redis', async () => {
 });
 
 describe('errand worker start-up', () => {
+  const dir = tempDir('errand-cli-load');
+
+  it('names the file, line and column of an error thrown by a module the task module imports', async () => {
+    writeFileSync(join(dir, 'helper.ts'), 'const o: any = undefined;\no.boom();\n');
+    writeFileSync(join(dir, 'chain.ts'), "import './helper.ts';\n");
+    refused(
+      await errand(['worker', join(dir, 'chain.ts')]),
+      new RegExp(
+        `^errand: Could not load the task module ${join(dir, 'chain.ts')}: TypeError: Cannot read properties of undefined \\(reading 'boom'\\) \\(at ${join(dir, 'helper.ts')}:2:3\\)\n$`,
+      ),
+    );
+  });
+
+  it('names where a TypeScript syntax error is, as Node.js does', async () => {
+    writeFileSync(join(dir, 'syntax.ts'), 'export const x = {\n  a: 1,\n  b: (,\n};\n');
+    refused(
+      await errand(['worker', join(dir, 'syntax.ts')]),
+      new RegExp(`: SyntaxError: Expression expected \\(at ${join(dir, 'syntax.ts')}:3:7\\)\n$`),
+    );
+  });
+
+  it("names the user's line of an Errand error raised while the module defines its tasks", async () => {
+    const index = new URL('../../src/index.ts', import.meta.url).pathname;
+    writeFileSync(
+      join(dir, 'bad-task.ts'),
+      `import { createErrand } from '${index}';\nexport const errand = createErrand();\nerrand.task('bad name!', {}, async () => 1);\n`,
+    );
+    refused(
+      await errand(['worker', join(dir, 'bad-task.ts')]),
+      new RegExp(`: ConfigError: Task name "bad name!" is invalid.* \\(at ${join(dir, 'bad-task.ts')}:3:8\\)\n$`),
+    );
+  });
+
   it('exits 0 at once on SIGTERM while its task module is still loading (nothing was taken)', async () => {
     const child = spawn(NODE, [MAIN, 'worker', new URL('../fixtures/slow-tasks.ts', import.meta.url).pathname], {
       stdio: ['ignore', 'ignore', 'pipe'],
