@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import pino from 'pino';
 import { z } from 'zod';
 import { connectBroker } from '../../src/broker/connect.ts';
@@ -541,8 +542,27 @@ describe('errand admin commands on Redis', async () => {
     assert.deepEqual(JSON.parse(queues.stdout).queues, [
       { queue: 'cli-q', counts: { waiting: 0, queued: 1, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 }, paused: false },
     ]);
-    const other = await errand(['inspect', 'queues', '--json', ...B], { ERRAND_PREFIX: uniquePrefix('errand-cli-empty') });
-    assert.deepEqual(JSON.parse(other.stdout).queues, [], 'another prefix sees nothing');
+    // A prefix nothing was written under (a mistyped ERRAND_PREFIX): refused, and left empty.
+    const typo = uniquePrefix('errand-cli-empty');
+    for (const args of [
+      ['inspect', 'queues'],
+      ['inspect', 'runs'],
+      ['inspect', 'workers'],
+    ]) {
+      refused(
+        await errand([...args, ...B], { ERRAND_PREFIX: typo }),
+        new RegExp(`^errand: nothing under the key prefix "${typo}" at ${REDIS_URL}: check ERRAND_PREFIX`),
+      );
+    }
+    const other = await errand(['inspect', 'queues', '--json', ...B], { ERRAND_PREFIX: typo });
+    assert.equal(other.code, 2);
+    assert.equal(JSON.parse(other.stderr).error.code, 'broker_not_found');
+    const raw = new Redis(REDIS_URL);
+    try {
+      assert.deepEqual(await raw.keys(`${typo}:*`), [], 'the read-only commands wrote nothing under the mistyped prefix');
+    } finally {
+      raw.disconnect();
+    }
 
     const run = await errand(['inspect', 'run', h.id, '--json', ...B], { ...env, ERRAND_REDACT: 'token' });
     assert.equal(run.code, 0, run.stderr);
