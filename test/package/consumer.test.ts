@@ -1,4 +1,4 @@
-// The package as its users get it: `npm pack` (which builds dist/ through `prepare`), the tarball
+// The package as its users get it: `npm pack` (which builds dist/ through `prepack`), the tarball
 // installed into an empty project, and used there from ESM, CommonJS, TypeScript and the command
 // line, on Node.js 24 (this project's) and on the oldest release of each supported line, 22.20.0
 // and 24.7.0 (package.json `engines`; the npm registry's `node` package, kept in .tmp/node-<version>
@@ -175,7 +175,8 @@ before(
     full = join(work, 'full');
     mkdirSync(project);
     mkdirSync(full);
-    // `npm pack` runs `prepare`, so the tarball holds a dist/ built from the sources as they are now.
+    // `npm pack` runs `prepack` (scripts/pack-manifest.mjs), which builds: the tarball holds a dist/
+    // built from the sources as they are now.
     const packed = npm(['pack', '--pack-destination', work], ROOT).trim().split('\n').pop() ?? '';
     tarball = join(work, packed);
     assert.ok(existsSync(tarball), `npm pack made no ${tarball}`);
@@ -401,6 +402,14 @@ describe('the tarball', () => {
       (f) => /^package\/(src|test|bench|app|examples|scripts|docs)\//.test(f) || (f.endsWith('.ts') && !f.endsWith('.d.ts')),
     );
     assert.deepEqual(stray, []);
+  });
+
+  test("its package.json has no `prepare` (an install script to npm 11's allowScripts); the repository's keeps it", () => {
+    const packed = JSON.parse(ok(run('tar', ['-xzOf', tarball, 'package/package.json']), 'tar')) as { scripts?: Record<string, string> };
+    assert.equal(packed.scripts?.prepare, undefined);
+    for (const hook of ['preinstall', 'install', 'postinstall']) assert.equal(packed.scripts?.[hook], undefined, hook);
+    const own = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    assert.equal(own.scripts.prepare, 'node scripts/build.mjs', 'postpack put it back: npm ci still builds dist/');
   });
 
   test('publint reports no problem', () => {
