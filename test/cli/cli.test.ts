@@ -149,6 +149,9 @@ describe('errand admin commands on SQLite', () => {
     assert.match(r.stdout, /^emails\s+0\s+0\s+0\s+0\s+1\s+0\s+0\s+-$/m);
     assert.match(r.stdout, /^payments\s+0\s+0\s+0\s+0\s+0\s+3\s+0\s+-$/m);
     assert.match(r.stdout, /^reports\s+0\s+2\s+1\s+0\s+0\s+0\s+0\s+-$/m);
+    // Every count is right-aligned under its header (the last one, CANCELLED, too).
+    const end = lines[0]!.indexOf('CANCELLED') + 'CANCELLED'.length - 1;
+    for (const line of lines.slice(1)) assert.match(line[end]!, /\d/, `a count ends under CANCELLED's last letter: ${line}`);
 
     const j = await errand(['inspect', 'queues', '--json', ...B]);
     assert.equal(j.code, 0);
