@@ -54,9 +54,17 @@ export const DEFAULTS: TaskDefaults = {
 export const PRIORITY_MIN = -1000;
 export const PRIORITY_MAX = 1000;
 
+/** A value as an error message shows it: strings quoted (and cut at 60 characters), objects by their type. */
+export function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}...` : v);
+  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
+  if (v instanceof Date) return `Invalid Date`;
+  return typeof v;
+}
+
 export function checkPriority(priority: unknown, where: string): number {
   if (typeof priority !== 'number' || !Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
-    throw new ConfigError(`${where}: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${String(priority)}`);
+    throw new ConfigError(`${where}: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${describe(priority)}`);
   }
   return priority;
 }

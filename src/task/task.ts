@@ -10,7 +10,16 @@ import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
 import { checkLimits, flowRate, type KeyLimits, type TaskLimits } from './limits.ts';
 import { applyRunTiming, checkRunTiming, type RunTiming, type RunTimingOptions } from './run-timing.ts';
-import { checkDuration, checkPriority, DEFAULTS, type Retention, type RetryPolicy, resolveRetention, resolveRetries } from './options.ts';
+import {
+  checkDuration,
+  checkPriority,
+  DEFAULTS,
+  describe,
+  type Retention,
+  type RetryPolicy,
+  resolveRetention,
+  resolveRetries,
+} from './options.ts';
 
 /** What a handler gets besides its input. */
 export interface TaskContext {
@@ -386,11 +395,4 @@ function checkEnqueueOptions(options: unknown): InputIssue[] {
     bad('traceparent', `must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>), got ${describe(o.traceparent)}`);
   }
   return issues;
-}
-
-function describe(v: unknown): string {
-  if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}...` : v);
-  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return String(v);
-  if (v instanceof Date) return `Invalid Date`;
-  return typeof v;
 }
