@@ -28,8 +28,8 @@ export function nodeSupported(version = process.versions.node) {
 export function requireNode(what, version = process.versions.node) {
   if (nodeSupported(version)) return;
   process.stderr.write(
-    `${what} needs Node.js 22.20 or newer (22 LTS), or 24.7 or newer; this is v${version}. Inside the project, use the Node.js that npm ci installs: ` +
-      'npx errand ..., the npm scripts (npm start, npm run worker), or ./node_modules/.bin/node.\n',
+    `${what} needs Node.js 22.20 or newer (22 LTS), or 24.7 or newer; this is v${version}. Install one of those and put it on the PATH; ` +
+      "in Errand's own repository, use the Node.js that its npm ci installs: npx errand ..., the npm scripts (npm start, npm run worker), or ./node_modules/.bin/node.\n",
   );
   process.exit(1);
 }

@@ -26,7 +26,7 @@ import {
 import { scheduleDefinition } from './schedule/plan.ts';
 import { SCHEDULE_ID } from './broker/shared/schedules.ts';
 import { RunHandle } from './task/handle.ts';
-import { type AnyFlow, compileWorkflow, type ResultOf } from './task/workflow.ts';
+import { type AnyFlow, compileWorkflow, isOwnTask, type ResultOf } from './task/workflow.ts';
 import { WorkflowHandle } from './task/workflow-handle.ts';
 import { enqueueSpan } from './telemetry/tracing.ts';
 import { type EnqueueOptions, type Handler, TaskDefinition, type TaskOptions } from './task/task.ts';
@@ -188,7 +188,7 @@ export class Errand extends EventEmitter {
     if (typeof id !== 'string' || !SCHEDULE_ID.test(id))
       throw new ConfigError(`${where}: the id must be 1 to 128 characters without spaces`);
     if (this.schedules.has(id)) throw new ConfigError(`${where} is declared twice`);
-    if (!(task instanceof Task) || this.tasks.get(task.name) !== (task as unknown as Task)) {
+    if (!isOwnTask(this.tasks, task)) {
       throw new ConfigError(`${where}: the task must be one defined on this app with errand.task()`);
     }
     const split = splitScheduleOptions(options as ScheduleOptions, where);
@@ -379,11 +379,12 @@ export class Errand extends EventEmitter {
   /**
    * Creates a workflow (docs/workflows.md): a `chain`, `group`, `chord` or `dag` of steps, all its
    * runs and their dependencies in one atomic step. Steps with their own input are validated first
-   * (`InputError`, nothing stored); the others take their input from the steps they wait for.
+   * (`InputError`, nothing stored); the others take their input from the steps they wait for. Every
+   * step must be of a task of this app (`ConfigError` otherwise).
    */
   async workflow<F extends AnyFlow>(flow: F): Promise<WorkflowHandle<ResultOf<F>>> {
     const now = Date.now();
-    const compiled = compileWorkflow(flow, now, this.maxInputBytes);
+    const compiled = compileWorkflow(flow, now, this.maxInputBytes, this.tasks);
     const broker = await this.broker();
     const { created, held } = await broker.createWorkflow({ id: compiled.id, runs: compiled.runs }, now);
     return new WorkflowHandle<ResultOf<F>>(compiled, this.#getBroker, created, held);

@@ -6,6 +6,7 @@ export {
   BrokerConfigError,
   BrokerUnavailableError,
   ConfigError,
+  EmptyPrefixError,
   ErrandError,
   InputError,
   type InputIssue,

@@ -24,6 +24,11 @@ export interface ConnectOptions extends BrokerOptions {
    * system's CAs.
    */
   tls?: TlsOptions;
+  /**
+   * Redis: use the prefix only if Errand's keys are under it; on an empty one calls fail with
+   * `EmptyPrefixError` and nothing is written (`RedisBrokerOptions.existingPrefix`). Default false.
+   */
+  existingPrefix?: boolean;
 }
 
 /**

@@ -5,7 +5,7 @@ import pino from 'pino';
 import { connectBroker, defaultBrokerUrl, isSqliteMemoryUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
 import { redactUrl } from '../core/urls.ts';
 import type { Broker, BrokerInspector } from '../broker/types.ts';
-import { BrokerConfigError, brokerFailure } from '../core/errors.ts';
+import { BrokerConfigError, brokerFailure, EmptyPrefixError } from '../core/errors.ts';
 import { isRunId, QUEUE_NAME } from '../core/ids.ts';
 import { checkRedactPaths, mergeRedactPaths, redactPathsFromEnv } from '../core/redact.ts';
 import { argsErrorMessage, cut } from './format.ts';
@@ -98,11 +98,18 @@ export async function withBroker<T>(values: Common, fn: (broker: Inspector) => P
       'broker_not_found',
       `${shown} is a SQLite memory URI: its storage lives in the process that opened it, not here; give a file or Redis URL`,
     );
-  const broker = await connectBroker(url, { logger: pino({ level: 'silent' }), prefix: process.env.ERRAND_PREFIX || undefined });
+  // Nor a Redis prefix out of a mistyped ERRAND_PREFIX (existingPrefix: its layout record is not written).
+  const prefix = process.env.ERRAND_PREFIX || undefined;
+  const broker = await connectBroker(url, { logger: pino({ level: 'silent' }), prefix, existingPrefix: file === undefined });
   try {
     try {
       await pingWithin(broker);
     } catch (err) {
+      if (err instanceof EmptyPrefixError)
+        throw new CliError(
+          'broker_not_found',
+          `nothing under the key prefix ${JSON.stringify(prefix ?? 'errand')} at ${shown}: check ERRAND_PREFIX (the workers' prefix) or --broker`,
+        );
       const why = (err as Error)?.message ?? String(err);
       // Refused credentials or TLS set-up (BrokerConfigError): waiting will not help, the URL must change.
       if (brokerFailure(err) instanceof BrokerConfigError)

@@ -65,7 +65,7 @@ async function inspectQueues(args: string[], out: Output): Promise<void> {
       table(
         ['QUEUE', ...COUNT_STATES.map((s) => s.toUpperCase()), 'PAUSED'],
         rows.map((r) => [clean(r.queue), ...COUNT_STATES.map((s) => String(r.counts[s])), r.paused ? 'paused' : '-']),
-        new Set([1, 2, 3, 4, 5, 6]),
+        new Set(COUNT_STATES.map((_, i) => i + 1)), // the counts, right-aligned
       ),
     );
   });

@@ -215,3 +215,11 @@ export function brokerFailure(err: unknown, what = 'Broker call failed'): Broker
 export class BrokerConfigError extends BrokerUnavailableError {
   override name = 'BrokerConfigError';
 }
+
+/**
+ * A Redis broker opened with `existingPrefix` found nothing of Errand's under its key prefix (no
+ * layout record, no queues): a mistyped prefix, most likely. Nothing was written.
+ */
+export class EmptyPrefixError extends BrokerConfigError {
+  override name = 'EmptyPrefixError';
+}

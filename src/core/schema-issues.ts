@@ -11,6 +11,7 @@
  * - a number that is not one (a query value "abc" coerced): "Input should be a valid number"
  *   (zod: "received NaN"); one out of range of a double (1e400): "Input should be a finite number".
  */
+import { z } from 'zod';
 import type { InputIssue } from './errors.ts';
 
 export const FIELD_REQUIRED = 'Field required';
@@ -36,8 +37,12 @@ const ABSENT_CODES = new Set(['invalid_type', 'invalid_union', 'invalid_value'])
 
 const EXTRA = 'Extra inputs are not permitted';
 
-/** zod's per-parse messages (below a schema's own): FastAPI's words where zod's are unclear. */
+/**
+ * zod's per-parse messages (below a schema's own): FastAPI's words where zod's are unclear, unless
+ * the app set its own messages for every schema (`z.config({ customError })`, e.g. translated ones).
+ */
 function messageOf(issue: { code?: string; input?: unknown; expected?: unknown }): string | undefined {
+  if (z.config().customError) return undefined;
   if (issue.input === undefined && ABSENT_CODES.has(issue.code ?? '')) return FIELD_REQUIRED;
   if (issue.code === 'invalid_type' && issue.expected === 'number' && typeof issue.input === 'number') {
     if (Number.isNaN(issue.input)) return 'Input should be a valid number';

@@ -9,7 +9,8 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
 /**
  * A value for an error message, as the user gave it: strings quoted as JSON (`"5"`, cut at 60
  * characters), numbers, booleans, null and undefined as they print, a Date as its ISO time,
- * arrays and plain objects as JSON (cut), anything else by its kind (`a function`).
+ * arrays and plain objects as JSON (cut), an instance of a class by its class (`a Map`), anything
+ * else by its kind (`a function`).
  */
 export function show(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v.length > 60 ? `${v.slice(0, 60)}...` : v);
@@ -18,6 +19,11 @@ export function show(v: unknown): string {
   if (typeof v === 'function') return 'a function';
   if (v instanceof Date) return Number.isNaN(v.getTime()) ? 'Invalid Date' : `Date(${v.toISOString()})`;
   if (typeof v === 'object') {
+    const proto = Object.getPrototypeOf(v);
+    if (!Array.isArray(v) && proto !== Object.prototype && proto !== null) {
+      const name = (v as { constructor?: { name?: string } }).constructor?.name || 'object';
+      return `${/^[AEIOU]/i.test(name) ? 'an' : 'a'} ${name}`;
+    }
     try {
       const json = JSON.stringify(v);
       if (json !== undefined) return json.length > 80 ? `${json.slice(0, 80)}...` : json;

@@ -270,10 +270,21 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     return { retried };
   });
 
+  /**
+   * The queue a queue action names, if the app's tasks use it or the broker has seen it: pausing a
+   * mistyped name would otherwise list a queue that does not exist from then on.
+   */
+  async function knownQueue(request: FastifyRequest): Promise<string> {
+    const queue = queueParam(request);
+    if ([...errand.tasks.values()].some((t) => t.queue === queue)) return queue;
+    if ((await call((b) => b.listQueues())).includes(queue)) return queue;
+    throw new HttpError(404, `Queue "${queue}" is not known: no task of this app uses it and the broker has no run in it`);
+  }
+
   fastify.post(`${API}/queues/:queue/pause`, { bodyLimit: 16_384 }, async (request) => {
     checkAction(request);
     parse(EmptyBody, request.body, 'body');
-    const queue = queueParam(request);
+    const queue = await knownQueue(request);
     await call((b) => b.pause(queue));
     request.log.info({ queue }, 'dashboard: queue paused');
     return { queue, paused: true };
@@ -282,7 +293,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
   fastify.post(`${API}/queues/:queue/resume`, { bodyLimit: 16_384 }, async (request) => {
     checkAction(request);
     parse(EmptyBody, request.body, 'body');
-    const queue = queueParam(request);
+    const queue = await knownQueue(request);
     await call((b) => b.resume(queue));
     request.log.info({ queue }, 'dashboard: queue resumed');
     return { queue, paused: false };
@@ -290,7 +301,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
 
   fastify.post(`${API}/queues/:queue/purge`, { bodyLimit: 16_384 }, async (request) => {
     checkAction(request);
-    const queue = queueParam(request);
+    const queue = await knownQueue(request);
     const body = parse(PurgeBody, request.body, 'body');
     if (body.confirm !== queue)
       throw new HttpError(400, `To purge, confirm with the queue's name: send {"confirm": ${JSON.stringify(queue)}}`);

@@ -15,6 +15,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError } from '../core/errors.ts';
 import { importPeer } from '../core/peers.ts';
 import { HttpError } from '../web/errors.ts';
+import { ErrorSchema } from './schemas.ts';
 
 export interface HttpRateLimitOptions {
   /** Requests each client may make per `timeWindow`. A positive integer. */
@@ -29,6 +30,16 @@ export interface HttpRateLimitOptions {
 
 /** Paths never limited. */
 const EXEMPT = new Set(['/healthz', '/readyz']);
+
+/**
+ * The OpenAPI transform input of a route with its 429 answer added (when a limit is on): every
+ * documented route but the exempt ones may answer it.
+ */
+export function withTooManyRequests<T extends { url: string; schema: { response?: unknown } }>(input: T): T {
+  const response = input.schema.response as Record<number, unknown> | undefined;
+  if (!response || EXEMPT.has(input.url) || response[429]) return input;
+  return { ...input, schema: { ...input.schema, response: { ...response, 429: ErrorSchema } } };
+}
 
 /** Checks the options (a `ConfigError` names the bad one). */
 export function checkRateLimit(options: unknown): HttpRateLimitOptions {

@@ -12,6 +12,7 @@ import {
   ScheduleNotFoundError,
   ScheduleVersionError,
 } from '../core/errors.ts';
+import { QUEUE_NAME } from '../core/ids.ts';
 import { redactValue } from '../core/redact.ts';
 import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
 import { readInstant } from '../schedule/spec.ts';
@@ -21,7 +22,13 @@ import type { RouteContext } from './route-context.ts';
 import { errorResponses, RunStateSchema, ScheduleSchema, scheduleToJson } from './schemas.ts';
 
 const Params = z.object({ id: z.string().min(1).max(128).describe('The schedule id') });
-const QueueQuery = z.object({ queue: z.string().optional().describe('The queue, when the id exists in several') });
+const QueueQuery = z.object({
+  queue: z
+    .string()
+    .regex(QUEUE_NAME, 'must be 1 to 64 letters, digits, "_" or "-"')
+    .optional()
+    .describe('The queue, when the id exists in several'),
+});
 const UpsertBody = z.strictObject({
   ...ScheduleDefinitionFields,
   version: z.number().optional().describe('Default: the time of the request (a later update wins)'),
@@ -80,7 +87,7 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
         description: 'Every stored schedule (of one queue with ?queue=): state, next five fire times, last fire and run, fires and misses.',
         tags: ['schedules'],
         querystring: QueueQuery,
-        response: { 200: z.object({ schedules: z.array(ScheduleSchema) }), ...errorResponses(401, 503) },
+        response: { 200: z.object({ schedules: z.array(ScheduleSchema) }), ...errorResponses(401, 422, 503) },
         security: security('read'),
       },
     },
@@ -101,7 +108,7 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
         tags: ['schedules'],
         params: Params,
         querystring: QueueQuery,
-        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 404, 503) },
+        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 404, 422, 503) },
         security: security('read'),
       },
     },

@@ -33,7 +33,7 @@ import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, TokenAuth } from '../web/auth.ts';
 import { useJsonBodies } from './body.ts';
 import { HttpError, httpErrorHandler, RETRY_AFTER_SECONDS } from '../web/errors.ts';
-import { checkRateLimit, type HttpRateLimitOptions, registerRateLimit } from './rate-limit.ts';
+import { checkRateLimit, type HttpRateLimitOptions, registerRateLimit, withTooManyRequests } from './rate-limit.ts';
 import { errandRoutes } from './routes.ts';
 import { zodValidatorCompiler } from './validation.ts';
 
@@ -199,6 +199,11 @@ function requestLoggerFactory(logger: FastifyBaseLogger, bindings: Record<string
 }
 
 /** Builds the Fastify app (not listening yet). See `CreateServerOptions`. */
+/** The OpenAPI transform of the routes: `base`, after each route's 429 is added when a rate limit is on. */
+function openApiTransform<T extends { url: string; schema: { response?: unknown } }, R>(limited: boolean, base: (input: T) => R) {
+  return limited ? (input: T) => base(withTooManyRequests(input)) : base;
+}
+
 export async function createServer(options: CreateServerOptions): Promise<FastifyInstance> {
   if (!options || typeof options !== 'object') throw new ConfigError('createServer: options are required ({ errand })');
   const { errand } = options;
@@ -305,20 +310,23 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
             }
           : {}),
       },
-      transform: createJsonSchemaTransform({
-        skipList: [
-          '/docs',
-          '/docs/',
-          '/docs/*',
-          '/docs/json',
-          '/docs/yaml',
-          '/docs/static/*',
-          '/docs/uiConfig',
-          '/docs/initOAuth',
-          '/openapi.json',
-        ],
-        zodToJsonConfig,
-      }),
+      transform: openApiTransform(
+        rateLimit !== undefined,
+        createJsonSchemaTransform({
+          skipList: [
+            '/docs',
+            '/docs/',
+            '/docs/*',
+            '/docs/json',
+            '/docs/yaml',
+            '/docs/static/*',
+            '/docs/uiConfig',
+            '/docs/initOAuth',
+            '/openapi.json',
+          ],
+          zodToJsonConfig,
+        }),
+      ),
       transformObject: createJsonSchemaTransformObject({ zodToJsonConfig }),
     });
     await app.register(fastifySwaggerUi, { routePrefix: '/docs' });

@@ -210,6 +210,11 @@ export interface BackfillResult {
   truncated: boolean;
 }
 
+/** An instant (epoch ms) for a message: ISO 8601 in UTC as the user wrote it, else as it is (`NaN`). */
+function instantText(at: number): string {
+  return Number.isFinite(at) && Math.abs(at) <= 8.64e15 ? new Date(at).toISOString() : String(at);
+}
+
 /**
  * A run for each nominal time of the schedule in [from, to) that has none yet, marked backfilled,
  * due now (a future time: at that time). Safe to repeat: the idempotency key of a time is the one its
@@ -226,7 +231,7 @@ export async function backfillSchedule(
   hint = APP_HINT,
 ): Promise<BackfillResult> {
   if (!Number.isFinite(from) || !Number.isFinite(to) || from >= to) {
-    throw new ConfigError(`backfill: the range must be two instants with from < to, got ${String(from)} .. ${String(to)}`);
+    throw new ConfigError(`backfill: the range must be two instants with from < to, got ${instantText(from)} .. ${instantText(to)}`);
   }
   if (to > now) throw new ConfigError('backfill: the range must end at or before now (later times are fired as usual)');
   const stored = readStored(rec);

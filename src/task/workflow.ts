@@ -9,9 +9,18 @@
  * whose input I comes from the flow before it, so `chain(a, b)` compiles only when a's result is
  * assignable to b's input; `dag` checks each `join` against the results of the nodes it names.
  */
-import type { Dependency, DependencyPolicy, FlowSpec, NewWorkflowRun, SpawnSettlement } from '../broker/types.ts';
+import {
+  DEPENDENCY_POLICIES,
+  type Dependency,
+  type DependencyPolicy,
+  type FlowSpec,
+  type NewWorkflowRun,
+  type SpawnSettlement,
+} from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
-import { newRunId } from '../core/ids.ts';
+import { checkQueueName, newRunId } from '../core/ids.ts';
+import { show } from '../core/show.ts';
+import { checkPriority } from './options.ts';
 
 /** The task-layer view of a task a step runs (TaskDefinition has it). */
 export interface StepTask {
@@ -44,6 +53,33 @@ export interface StepOptions {
   priority?: number;
   /** When a step this one waits for ends without succeeding: `cancel` (default), `skip`, or `continue` (run anyway, with null for it). */
   onFailure?: DependencyPolicy;
+}
+
+const STEP_OPTION_KEYS: readonly (keyof StepOptions)[] = ['queue', 'priority', 'onFailure'];
+
+/**
+ * Checks the options of `task.next(options)` or `task.join(deps, options)` where they are given
+ * (`ConfigError` naming the task and the step). The broker checks a workflow's runs again, but by
+ * run id: too late for the user to see which step was wrong.
+ */
+function checkStepOptions(options: unknown, where: string): StepOptions {
+  if (options === undefined) return {};
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new ConfigError(`${where}: options must be an object ({ queue?, priority?, onFailure? }), got ${show(options)}`);
+  }
+  const o = options as Record<string, unknown>;
+  for (const key of Object.keys(o)) {
+    if (!(STEP_OPTION_KEYS as readonly string[]).includes(key))
+      throw new ConfigError(`${where}: ${JSON.stringify(key)} is not an option of a step (known: ${STEP_OPTION_KEYS.join(', ')})`);
+  }
+  if (o.queue !== undefined) checkQueueName(o.queue, where);
+  if (o.priority !== undefined) checkPriority(o.priority, where);
+  if (o.onFailure !== undefined && !DEPENDENCY_POLICIES.includes(o.onFailure as DependencyPolicy)) {
+    throw new ConfigError(
+      `${where}: onFailure must be one of ${DEPENDENCY_POLICIES.map((p) => `"${p}"`).join(', ')}, got ${show(o.onFailure)}`,
+    );
+  }
+  return { ...(o as StepOptions) };
 }
 
 /** @internal What a shape is at run time. */
@@ -108,19 +144,26 @@ export function stepOf<R>(task: StepTask, input: unknown, options?: object): Pen
 }
 
 /** @internal A step whose input is the value before it (`task.next()`). */
-export function nextOf<I, R>(task: StepTask, options: StepOptions = {}): Pending<I, R> {
-  return { node: { kind: 'next', task, options } };
+export function nextOf<I, R>(task: StepTask, options?: StepOptions): Pending<I, R> {
+  return { node: { kind: 'next', task, options: checkStepOptions(options, `Task "${task.name}": next()`) } };
 }
 
 /** @internal A DAG step whose input is `{ key: result of node }` (`task.join({ key: 'node' })`). */
-export function joinOf<M extends Record<string, string>, I, R>(task: StepTask, deps: M, options: StepOptions = {}): Join<M, I, R> {
+export function joinOf<M extends Record<string, string>, I, R>(task: StepTask, deps: M, options?: StepOptions): Join<M, I, R> {
   if (!deps || typeof deps !== 'object' || Object.keys(deps).length === 0) {
     throw new ConfigError(`Task "${task.name}": join() needs at least one dependency, as { inputKey: 'nodeName' }`);
   }
+  const seen = new Map<string, string>();
   for (const [k, v] of Object.entries(deps)) {
-    if (typeof v !== 'string') throw new ConfigError(`Task "${task.name}": join(): ${k} must name a node of the dag, got ${typeof v}`);
+    if (typeof v !== 'string') throw new ConfigError(`Task "${task.name}": join(): ${k} must name a node of the dag, got ${show(v)}`);
+    // One edge per node: the broker keeps one dependency on each run.
+    const other = seen.get(v);
+    if (other !== undefined)
+      throw new ConfigError(`Task "${task.name}": join(): ${other} and ${k} both name node ${JSON.stringify(v)}; join a node once`);
+    seen.set(v, k);
   }
-  return { node: { kind: 'join', task, deps: { ...deps }, options }, __deps: deps };
+  const checked = checkStepOptions(options, `Task "${task.name}": join()`);
+  return { node: { kind: 'join', task, deps: { ...deps }, options: checked }, __deps: deps };
 }
 
 /** Steps one after another: each gets the previous one's value (a group's value is its list). */
@@ -226,9 +269,32 @@ const noTiming = (name: string) =>
     `workflow: task "${name}" throttles or debounces its runs: workflow steps do not yet (docs/flow-control.md), so it cannot be a step`,
   );
 
-export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: number): CompiledWorkflow {
+/**
+ * Whether `task` is the very task that `tasks` (an app's, by name) holds: the one check of
+ * `errand.schedule`, `errand.workflow` and `ctx.spawn`. A task of another app (even of the same
+ * name) would have its runs stored on this app's broker, where this app's workers fail them as an
+ * unknown task (or run this app's task of that name).
+ */
+export function isOwnTask(tasks: ReadonlyMap<string, unknown>, task: unknown): boolean {
+  return typeof task === 'object' && task !== null && tasks.get((task as { name?: unknown }).name as string) === task;
+}
+
+/**
+ * Compiles a shape into the runs and edges of `Broker.createWorkflow`. `tasks`: the tasks of the
+ * app creating it, by name; a step of any other task is refused (`isOwnTask`).
+ */
+export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: number, tasks?: ReadonlyMap<string, unknown>): CompiledWorkflow {
   const root = nodeOf(flow, 'workflow');
   const runs: NewWorkflowRun[] = [];
+
+  // `at`: where the step is, for the error (a dag node's name).
+  const checkOwn = (task: StepTask, at: string) => {
+    if (tasks && !isOwnTask(tasks, task)) {
+      throw new ConfigError(
+        `workflow: the step of task "${task.name}"${at} is not of this app: the task must be one defined on this app with errand.task() (a task of another createErrand() app would be stored on this app's broker and fail there as an unknown task)`,
+      );
+    }
+  };
 
   const pendingRun = (task: StepTask, options: StepOptions): NewWorkflowRun => {
     // Its input (and so a key computed from it) comes from the steps before it only once they are
@@ -259,9 +325,10 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
   const edges = (from: Out | null, onFailure: DependencyPolicy | undefined) =>
     (from?.ids ?? []).map((id) => (onFailure ? { id, onFailure } : { id }));
 
-  const compile = (node: Node, before: Out | null): Out => {
+  const compile = (node: Node, before: Out | null, at: string): Out => {
     switch (node.kind) {
       case 'step': {
+        checkOwn(node.task, at);
         if (node.task.timing?.throttle || node.task.timing?.debounce) throw noTiming(node.task.name);
         // The key a task derives from its input (its idempotencyKey option) holds for its steps too:
         // a workflow whose step's key is held by a stored run is not created (created: false).
@@ -276,6 +343,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
           throw new ConfigError(
             `Task "${node.task.name}": next() takes the value of a step before it; put it after one in a chain or chord`,
           );
+        checkOwn(node.task, at);
         const run = pendingRun(node.task, node.options);
         run.dependsOn = edges(before, node.options.onFailure);
         run.inputFrom = before.many ? 'list' : 'value';
@@ -286,13 +354,13 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
         throw new ConfigError(`Task "${node.task.name}": join() names nodes of a dag; use it as a node of dag({...})`);
       case 'chain': {
         let out = before;
-        for (const item of node.items) out = compile(item, out);
+        for (const item of node.items) out = compile(item, out, at);
         return out as Out;
       }
       case 'group': {
         const ids: string[] = [];
         for (const item of node.items) {
-          const out = compile(item, before);
+          const out = compile(item, before, at);
           if (out.many || out.ids.length !== 1)
             throw new ConfigError('group(): a group inside a group has no single value; use a chord, or one group');
           ids.push(out.ids[0] as string);
@@ -317,6 +385,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
       visiting.add(name);
       let id: string;
       if (node.kind === 'join') {
+        checkOwn(node.task, ` (dag node "${name}")`);
         const deps = Object.entries(node.deps).map(([key, dep]) => ({ key, id: visit(dep) }));
         const run = pendingRun(node.task, node.options);
         run.dependsOn = deps.map((d) => ({
@@ -328,7 +397,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
         runs.push(run);
         id = run.id;
       } else {
-        const out = compile(node, null);
+        const out = compile(node, null, ` (dag node "${name}")`);
         if (out.many || out.ids.length !== 1)
           throw new ConfigError(`dag(): node "${name}" is a group; make it a chord, or one node per member`);
         id = out.ids[0] as string;
@@ -340,7 +409,7 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
     for (const name of Object.keys(root.nodes)) visit(name);
     value = { kind: 'dag', ids: Object.fromEntries(done) };
   } else {
-    const out = compile(root, null);
+    const out = compile(root, null, '');
     value = out.many ? { kind: 'many', ids: out.ids } : { kind: 'one', id: out.ids[0] as string };
   }
   const first = runs[0];
@@ -372,10 +441,16 @@ export class Spawn<R> {
 
 /**
  * Compiles a shape spawned by run `parentId` (`ctx.spawn`): its runs as `errand.workflow` builds
- * them, and what the parent awaits (the shape's value: one run's, a group's list, a dag's object).
+ * them (`tasks`: the worker's, as `compileWorkflow` takes them), and what the parent awaits (the
+ * shape's value: one run's, a group's list, a dag's object).
  */
-export function compileSpawn<F extends AnyFlow>(flow: F, now: number, maxInputBytes: number): Spawn<ResultOf<F>> {
-  const compiled = compileWorkflow(flow, now, maxInputBytes);
+export function compileSpawn<F extends AnyFlow>(
+  flow: F,
+  now: number,
+  maxInputBytes: number,
+  tasks?: ReadonlyMap<string, unknown>,
+): Spawn<ResultOf<F>> {
+  const compiled = compileWorkflow(flow, now, maxInputBytes, tasks);
   // Spawned runs take no idempotency keys (each spawn is applied once, under the spawning lease).
   for (const run of compiled.runs) {
     delete run.idempotencyKey;

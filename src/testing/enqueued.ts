@@ -1,6 +1,8 @@
 /** What was enqueued, as the testing helpers show it, and how `enqueued()` matches and describes it. */
 import type { z } from 'zod';
+import { ConfigError } from '../core/errors.ts';
 import { timeOfRunId } from '../core/ids.ts';
+import { show as given } from '../core/show.ts';
 import type { JournalEntry } from './test-broker.ts';
 
 // ---- what was enqueued --------------------------------------------------------------------------
@@ -44,6 +46,68 @@ export interface EnqueuedMatch<I = unknown> {
 /** A task (what `errand.task()` returns), for the helpers that only need its name and schema. */
 export type AnyTask = { readonly name: string; readonly schema: z.ZodType };
 export type InputOf<T> = T extends { readonly schema: infer S extends z.ZodType } ? z.input<S> : unknown;
+
+// ---- checking what a test asks for ----------------------------------------------------------------
+
+/** The keys of an `EnqueuedMatch`; `count` only for `assertEnqueued`. */
+const MATCH_KEYS = ['input', 'queue', 'priority', 'delay', 'runAt', 'idempotencyKey'] as const;
+
+/**
+ * Checks the `match` a helper was given (`where`: the helper, e.g. `t.assertEnqueued()`): an object
+ * of known keys (`count` where `withCount`) whose values can match something. A misspelled key, or a
+ * value of the wrong type, would match every enqueue or none, and an assertion would pass unseen.
+ */
+export function checkMatch(match: unknown, where: string, withCount: boolean): EnqueuedMatch {
+  if (match === undefined) return {};
+  const keys: readonly string[] = withCount ? [...MATCH_KEYS, 'count'] : MATCH_KEYS;
+  if (match === null || typeof match !== 'object' || Array.isArray(match)) {
+    throw new ConfigError(`${where}: match must be an object ({ ${keys.join(', ')} }), got ${given(match)}`);
+  }
+  const m = match as Record<string, unknown>;
+  if (!withCount && m.count !== undefined) throw new ConfigError(`${where}: match.count is for t.assertEnqueued() only`);
+  checkKeys(m, keys, where, 'match');
+  const bad = (key: string, want: string) => new ConfigError(`${where}: match.${key} must be ${want}, got ${given(m[key])}`);
+  for (const key of ['queue', 'idempotencyKey'] as const)
+    if (m[key] !== undefined && typeof m[key] !== 'string') throw bad(key, 'a string');
+  for (const key of ['priority', 'delay'] as const)
+    if (m[key] !== undefined && (typeof m[key] !== 'number' || !Number.isFinite(m[key]))) throw bad(key, 'a number');
+  if (m.runAt !== undefined && !(m.runAt instanceof Date ? Number.isFinite(m.runAt.getTime()) : Number.isFinite(m.runAt))) {
+    throw bad('runAt', 'a valid Date or epoch milliseconds');
+  }
+  if (m.count !== undefined && (typeof m.count !== 'number' || !Number.isInteger(m.count) || m.count < 0)) {
+    throw bad('count', 'a non-negative integer');
+  }
+  return m as EnqueuedMatch;
+}
+
+/** Refuses a key of `obj` not in `known` (`where`: the helper; `what`: the argument, e.g. `match`). */
+export function checkKeys(obj: object, known: readonly string[], where: string, what: string): void {
+  for (const key of Object.keys(obj)) {
+    if (!known.includes(key))
+      throw new ConfigError(`${where}: ${JSON.stringify(key)} is not a key of ${what} (known: ${known.join(', ')})`);
+  }
+}
+
+/**
+ * The name of the task a helper was given (`where`: the helper): a task (what `errand.task()`
+ * returns) or its name, one of `tasks` (the app's). `undefined` (a missing or misspelled import)
+ * is refused unless `optional` (then: any task). A name no task of the app has is refused too: no run
+ * of it can have been enqueued, so an assertion on it says nothing.
+ */
+export function taskNameOf(task: unknown, where: string, tasks: ReadonlyMap<string, unknown>, optional: boolean): string | undefined {
+  if (task === undefined && optional) return undefined;
+  const name = typeof task === 'string' ? task : typeof task === 'object' && task !== null ? (task as { name?: unknown }).name : undefined;
+  if (typeof name !== 'string') {
+    throw new ConfigError(
+      `${where}: the task must be a task (what errand.task() returns) or its name, got ${given(task)}${task === undefined ? ' (a missing or misspelled import?)' : ''}`,
+    );
+  }
+  if (!tasks.has(name)) {
+    const known = [...tasks.keys()].map((n) => JSON.stringify(n)).join(', ') || 'none';
+    throw new ConfigError(`${where}: no task named ${JSON.stringify(name)} is defined on this app (tasks: ${known})`);
+  }
+  return name;
+}
 
 // ---- matching -----------------------------------------------------------------------------------
 

@@ -1,21 +1,25 @@
 /** `createTesting(errand)` and `ErrandTesting`: an app on a throwaway in-memory broker, with the helpers to look at it and drain it. */
 import { AssertionError } from 'node:assert';
 import pino, { type Logger } from 'pino';
-import type { RunState } from '../broker/types.ts';
+import { RUN_STATES, type RunState } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
 import { coalesced } from '../core/coalesce.ts';
 import { decodeRun, type RunInfo } from '../core/run-info.ts';
+import { show } from '../core/show.ts';
 import { createErrand, type Errand, type ErrandOptions } from '../errand.ts';
 import { type RunEvent, Worker } from '../worker/worker.ts';
 import { TestBroker } from './test-broker.ts';
 import {
   type AnyTask,
+  checkKeys,
+  checkMatch,
   describeEnqueued,
   describeMatch,
   type EnqueuedMatch,
   type EnqueuedRun,
   type InputOf,
   matches,
+  taskNameOf,
   toEnqueued,
 } from './enqueued.ts';
 
@@ -123,27 +127,43 @@ export class ErrandTesting {
 
   // ---- what was enqueued --------------------------------------------------------------------------
 
-  /** Every enqueue since the start (or the last `reset` / `clearEnqueued`), oldest first; of one task and matching `match` when given. */
-  enqueued<T extends AnyTask | string>(task?: T, match: EnqueuedMatch<InputOf<T>> = {}): EnqueuedRun<InputOf<T>>[] {
-    const name = task === undefined ? undefined : typeof task === 'string' ? task : task.name;
+  /**
+   * Every enqueue since the start (or the last `reset` / `clearEnqueued`), oldest first; of one task
+   * and matching `match` when given. Its arguments are checked as `assertEnqueued` checks them
+   * (`count` aside); `undefined` for the task is any task only before a `match`.
+   */
+  enqueued<T extends AnyTask | string>(task?: T, match?: EnqueuedMatch<InputOf<T>>): EnqueuedRun<InputOf<T>>[] {
+    const where = 't.enqueued()';
+    // Any task when omitted, or undefined before a match; undefined alone is a missing import.
+    // biome-ignore lint/complexity/noArguments: tells enqueued() from enqueued(undefined)
+    const name = taskNameOf(task, where, this.errand.tasks, arguments.length === 0 || match !== undefined);
+    return this.#find(name, checkMatch(match, where, false)) as EnqueuedRun<InputOf<T>>[];
+  }
+
+  /** The enqueues of task `name` (any task when undefined) matching `match` (checked). */
+  #find(name: string | undefined, match: EnqueuedMatch): EnqueuedRun[] {
     return this.broker.journal
       .filter((e) => name === undefined || e.run.task === name)
       .map(toEnqueued)
-      .filter((e) => matches(e, match as EnqueuedMatch)) as EnqueuedRun<InputOf<T>>[];
+      .filter((e) => matches(e, match));
   }
 
   /**
    * Throws an `AssertionError` unless `task` was enqueued with what `match` says (at least once, or
    * exactly `match.count` times), naming what was enqueued instead. Returns the matching enqueues.
+   * A `task` that is not one of the app's (or its name), and a `match` with an unknown key or a value
+   * of the wrong type, throw a `ConfigError`: the assertion would say nothing.
    */
-  assertEnqueued<T extends AnyTask | string>(task: T, match: EnqueuedMatch<InputOf<T>> = {}): EnqueuedRun<InputOf<T>>[] {
-    const found = this.enqueued(task, match);
-    const { count } = match;
+  assertEnqueued<T extends AnyTask | string>(task: T, match?: EnqueuedMatch<InputOf<T>>): EnqueuedRun<InputOf<T>>[] {
+    const where = 't.assertEnqueued()';
+    const name = taskNameOf(task, where, this.errand.tasks, false) as string;
+    const checked = checkMatch(match, where, true);
+    const found = this.#find(name, checked) as EnqueuedRun<InputOf<T>>[];
+    const { count } = checked;
     if (count === undefined ? found.length > 0 : found.length === count) return found;
-    const name = typeof task === 'string' ? task : task.name;
     const want = count === undefined ? 'at least one enqueue' : `${count} enqueue${count === 1 ? '' : 's'}`;
     throw new AssertionError({
-      message: `Expected ${want} of "${name}"${describeMatch(match as EnqueuedMatch)}, found ${found.length}.\n${this.#describeJournal(name)}`,
+      message: `Expected ${want} of "${name}"${describeMatch(checked)}, found ${found.length}.\n${this.#describeJournal(name)}`,
       actual: found.length,
       expected: count ?? '>= 1',
       operator: 'assertEnqueued',
@@ -151,13 +171,20 @@ export class ErrandTesting {
     });
   }
 
-  /** Throws an `AssertionError` if `task` (any task when omitted) was enqueued matching `match`. */
-  refuteEnqueued<T extends AnyTask | string>(task?: T, match: EnqueuedMatch<InputOf<T>> = {}): void {
-    const found = this.enqueued(task, match);
+  /**
+   * Throws an `AssertionError` if `task` (any task when omitted, or undefined before a `match`) was
+   * enqueued matching `match`. Its arguments are checked as `assertEnqueued` checks them
+   * (`ConfigError`), `count` aside.
+   */
+  refuteEnqueued<T extends AnyTask | string>(task?: T, match?: EnqueuedMatch<InputOf<T>>): void {
+    const where = 't.refuteEnqueued()';
+    // biome-ignore lint/complexity/noArguments: as in enqueued(), undefined alone is a missing import
+    const name = taskNameOf(task, where, this.errand.tasks, arguments.length === 0 || match !== undefined);
+    const checked = checkMatch(match, where, false);
+    const found = this.#find(name, checked);
     if (found.length === 0) return;
-    const name = task === undefined ? undefined : typeof task === 'string' ? task : task.name;
     throw new AssertionError({
-      message: `Expected no enqueue of ${name === undefined ? 'any task' : `"${name}"`}${describeMatch(match as EnqueuedMatch)}, found ${found.length}.\n${this.#describeJournal(name)}`,
+      message: `Expected no enqueue of ${name === undefined ? 'any task' : `"${name}"`}${describeMatch(checked)}, found ${found.length}.\n${this.#describeJournal(name)}`,
       actual: found.length,
       expected: 0,
       operator: 'refuteEnqueued',
@@ -171,7 +198,7 @@ export class ErrandTesting {
   }
 
   #describeJournal(task: string | undefined): string {
-    const all = this.enqueued(task);
+    const all = this.#find(task, {});
     if (all.length === 0) return task === undefined ? 'Nothing was enqueued.' : `No run of "${task}" was enqueued.`;
     const lines = all.slice(0, 20).map((e) => `  - ${describeEnqueued(e)}`);
     if (all.length > 20) lines.push(`  ... and ${all.length - 20} more`);
@@ -182,7 +209,16 @@ export class ErrandTesting {
 
   /** The runs the broker holds now, newest first (decoded: input, result and error as values). */
   async runs(filter: { task?: string | AnyTask; queue?: string; state?: RunState } = {}): Promise<RunInfo[]> {
-    const task = typeof filter.task === 'string' ? filter.task : filter.task?.name;
+    const where = 't.runs()';
+    if (filter === null || typeof filter !== 'object')
+      throw new ConfigError(`${where}: filter must be an object ({ task, queue, state }), got ${show(filter)}`);
+    checkKeys(filter, ['task', 'queue', 'state'], where, 'filter');
+    // Any task's name: the broker may hold runs of tasks of other apps.
+    const task = filter.task === undefined ? undefined : typeof filter.task === 'string' ? filter.task : filter.task?.name;
+    if (filter.task !== undefined && typeof task !== 'string')
+      throw new ConfigError(`${where}: filter.task must be a task or its name, got ${show(filter.task)}`);
+    if (filter.state !== undefined && !RUN_STATES.includes(filter.state))
+      throw new ConfigError(`${where}: filter.state must be one of ${RUN_STATES.join(', ')}, got ${show(filter.state)}`);
     const out: RunInfo[] = [];
     let cursor: string | undefined;
     do {

@@ -157,7 +157,7 @@ export class InlineExecutor implements Executor {
       );
     }
 
-    const ctx = new RunContext(entry, host.logger, host.progress, host.maxInputBytes);
+    const ctx = new RunContext(entry, host.logger, host.progress, host.maxInputBytes, host.tasks);
     const timer = setTimeout(() => {
       abort(entry, new TaskTimeoutError(`Attempt ${run.attempt} of run ${run.id} timed out after ${task.timeout} ms`));
     }, task.timeout);

@@ -3,7 +3,7 @@
 // that defines the task (once), finds the handler, checks the input against the task's schema,
 // and runs the handler with a context whose progress and log lines go to the worker and whose
 // signal the worker aborts. It never touches the broker: the worker stores the outcome.
-import { threadId as currentThreadId, isMainThread, parentPort } from 'node:worker_threads';
+import { threadId as currentThreadId, isMainThread, parentPort, Worker } from 'node:worker_threads';
 import pino, { type Logger } from 'pino';
 import { BackOff, formatPath, PermanentError } from '../core/errors.ts';
 import { jsonIssues, safeParse } from '../core/json.ts';
@@ -165,6 +165,23 @@ function onMessage(msg: ToIsolate): void {
   else if (msg.t === 'abort') current?.abort(fromWire(msg.reason));
 }
 
+/** How often the watchdog thread looks for the worker (ms): a fraction of any lease. */
+const WATCH_MS = 200;
+
+function watchParent(): void {
+  const code = `
+    const { workerData } = require('node:worker_threads');
+    setInterval(() => { if (process.ppid !== workerData) process.kill(process.pid, 'SIGKILL'); }, ${WATCH_MS});
+  `;
+  const watchdog = new Worker(code, {
+    eval: true,
+    workerData: process.ppid,
+  });
+  // A watchdog that fails to start leaves the isolate as it was without one ('disconnect' only).
+  watchdog.on('error', () => {});
+  watchdog.unref(); // the isolate ends when it is done, watchdog or not
+}
+
 if (parentPort) parentPort.on('message', onMessage);
 else {
   // An error nobody caught ends the process (as it would end a thread: the worker sees the thread's
@@ -179,6 +196,10 @@ else {
   process.on('uncaughtException', crash);
   process.on('unhandledRejection', crash);
   process.on('message', onMessage as (m: unknown) => void);
-  // The worker is gone (it exited or was killed): so is its isolate.
+  // The worker is gone (it exited or was killed): so is its isolate. 'disconnect' needs this
+  // process's event loop, which a CPU-bound handler never gives back: a watchdog thread of its own
+  // sees the parent go (this process is handed to another parent) and kills the process, so that
+  // an orphan never runs alongside the retry of its run.
   process.on('disconnect', () => process.exit(0));
+  watchParent();
 }

@@ -86,8 +86,16 @@ export class RunContext implements TaskContext {
   readonly #workerLogger: Logger;
   readonly #progress: (entry: ActiveRun, value: unknown) => void;
   readonly #maxInputBytes: number;
+  readonly #tasks: ReadonlyMap<string, unknown> | undefined;
   #logger: Logger | undefined;
-  constructor(entry: ActiveRun, workerLogger: Logger, progress: (entry: ActiveRun, value: unknown) => void, maxInputBytes = 1024 * 1024) {
+  /** `tasks`: the worker's, by name; `ctx.spawn` refuses a step of any other task. */
+  constructor(
+    entry: ActiveRun,
+    workerLogger: Logger,
+    progress: (entry: ActiveRun, value: unknown) => void,
+    maxInputBytes = 1024 * 1024,
+    tasks?: ReadonlyMap<string, unknown>,
+  ) {
     const { run } = entry;
     this.runId = run.id;
     this.task = run.task;
@@ -99,6 +107,7 @@ export class RunContext implements TaskContext {
     this.#workerLogger = workerLogger;
     this.#progress = progress;
     this.#maxInputBytes = maxInputBytes;
+    this.#tasks = tasks;
   }
   get signal(): AbortSignal {
     const entry = this.#entry;
@@ -117,7 +126,7 @@ export class RunContext implements TaskContext {
   }
   spawn<F extends AnyFlow>(shape: F): Spawn<ResultOf<F>> {
     const run = this.#entry.run;
-    const spawn = compileSpawn(shape, Date.now(), this.#maxInputBytes);
+    const spawn = compileSpawn(shape, Date.now(), this.#maxInputBytes, this.#tasks);
     // The broker checks it again; checked here, the handler gets the error (and may catch it).
     checkSpawn({ id: run.id, attempt: run.attempt, outcome: 'spawned', ...spawn, retentionMs: 0 });
     return spawn;

@@ -3,8 +3,10 @@
 // of its own for a few): text output, --json, redaction, every error with its exit code.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
 import pino from 'pino';
 import { z } from 'zod';
 import { connectBroker } from '../../src/broker/connect.ts';
@@ -147,6 +149,9 @@ describe('errand admin commands on SQLite', () => {
     assert.match(r.stdout, /^emails\s+0\s+0\s+0\s+0\s+1\s+0\s+0\s+-$/m);
     assert.match(r.stdout, /^payments\s+0\s+0\s+0\s+0\s+0\s+3\s+0\s+-$/m);
     assert.match(r.stdout, /^reports\s+0\s+2\s+1\s+0\s+0\s+0\s+0\s+-$/m);
+    // Every count is right-aligned under its header (the last one, CANCELLED, too).
+    const end = lines[0]!.indexOf('CANCELLED') + 'CANCELLED'.length - 1;
+    for (const line of lines.slice(1)) assert.match(line[end]!, /\d/, `a count ends under CANCELLED's last letter: ${line}`);
 
     const j = await errand(['inspect', 'queues', '--json', ...B]);
     assert.equal(j.code, 0);
@@ -540,8 +545,27 @@ describe('errand admin commands on Redis', async () => {
     assert.deepEqual(JSON.parse(queues.stdout).queues, [
       { queue: 'cli-q', counts: { waiting: 0, queued: 1, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 }, paused: false },
     ]);
-    const other = await errand(['inspect', 'queues', '--json', ...B], { ERRAND_PREFIX: uniquePrefix('errand-cli-empty') });
-    assert.deepEqual(JSON.parse(other.stdout).queues, [], 'another prefix sees nothing');
+    // A prefix nothing was written under (a mistyped ERRAND_PREFIX): refused, and left empty.
+    const typo = uniquePrefix('errand-cli-empty');
+    for (const args of [
+      ['inspect', 'queues'],
+      ['inspect', 'runs'],
+      ['inspect', 'workers'],
+    ]) {
+      refused(
+        await errand([...args, ...B], { ERRAND_PREFIX: typo }),
+        new RegExp(`^errand: nothing under the key prefix "${typo}" at ${REDIS_URL}: check ERRAND_PREFIX`),
+      );
+    }
+    const other = await errand(['inspect', 'queues', '--json', ...B], { ERRAND_PREFIX: typo });
+    assert.equal(other.code, 2);
+    assert.equal(JSON.parse(other.stderr).error.code, 'broker_not_found');
+    const raw = new Redis(REDIS_URL);
+    try {
+      assert.deepEqual(await raw.keys(`${typo}:*`), [], 'the read-only commands wrote nothing under the mistyped prefix');
+    } finally {
+      raw.disconnect();
+    }
 
     const run = await errand(['inspect', 'run', h.id, '--json', ...B], { ...env, ERRAND_REDACT: 'token' });
     assert.equal(run.code, 0, run.stderr);
@@ -558,6 +582,39 @@ describe('errand admin commands on Redis', async () => {
 });
 
 describe('errand worker start-up', () => {
+  const dir = tempDir('errand-cli-load');
+
+  it('names the file, line and column of an error thrown by a module the task module imports', async () => {
+    writeFileSync(join(dir, 'helper.ts'), 'const o: any = undefined;\no.boom();\n');
+    writeFileSync(join(dir, 'chain.ts'), "import './helper.ts';\n");
+    refused(
+      await errand(['worker', join(dir, 'chain.ts')]),
+      new RegExp(
+        `^errand: Could not load the task module ${join(dir, 'chain.ts')}: TypeError: Cannot read properties of undefined \\(reading 'boom'\\) \\(at ${join(dir, 'helper.ts')}:2:3\\)\n$`,
+      ),
+    );
+  });
+
+  it('names where a TypeScript syntax error is, as Node.js does', async () => {
+    writeFileSync(join(dir, 'syntax.ts'), 'export const x = {\n  a: 1,\n  b: (,\n};\n');
+    refused(
+      await errand(['worker', join(dir, 'syntax.ts')]),
+      new RegExp(`: SyntaxError: Expression expected \\(at ${join(dir, 'syntax.ts')}:3:7\\)\n$`),
+    );
+  });
+
+  it("names the user's line of an Errand error raised while the module defines its tasks", async () => {
+    const index = new URL('../../src/index.ts', import.meta.url).pathname;
+    writeFileSync(
+      join(dir, 'bad-task.ts'),
+      `import { createErrand } from '${index}';\nexport const errand = createErrand();\nerrand.task('bad name!', {}, async () => 1);\n`,
+    );
+    refused(
+      await errand(['worker', join(dir, 'bad-task.ts')]),
+      new RegExp(`: ConfigError: Task name "bad name!" is invalid.* \\(at ${join(dir, 'bad-task.ts')}:3:8\\)\n$`),
+    );
+  });
+
   it('exits 0 at once on SIGTERM while its task module is still loading (nothing was taken)', async () => {
     const child = spawn(NODE, [MAIN, 'worker', new URL('../fixtures/slow-tasks.ts', import.meta.url).pathname], {
       stdio: ['ignore', 'ignore', 'pipe'],

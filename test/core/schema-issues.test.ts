@@ -64,3 +64,15 @@ describe('checkSchema, FastAPI words', () => {
     ]);
   });
 });
+
+describe('checkSchema and an app-wide error map', () => {
+  it("keeps the app's own messages (z.config({ customError })); the codes still say missing", () => {
+    z.config({ customError: (issue) => (issue.code === 'invalid_type' ? 'Pflichtfeld' : undefined) });
+    try {
+      const r = checkSchema(z.object({ a: z.string() }), {});
+      assert.deepEqual(!r.ok && r.issues, [{ path: ['a'], message: 'Pflichtfeld', code: 'missing' }]);
+    } finally {
+      z.config({ customError: undefined });
+    }
+  });
+});

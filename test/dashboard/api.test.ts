@@ -279,6 +279,15 @@ for (const kind of ['sqlite', 'redis'] as const) {
       let o = (await app.inject('/dashboard/api/overview')).json<Overview>();
       assert.equal(o.queues.find((q) => q.name === 'idle')!.paused, true);
       assert.deepEqual((await post('/dashboard/api/queues/idle/resume')).json(), { queue: 'idle', paused: false });
+      const typo = await post('/dashboard/api/queues/idel/pause');
+      assert.equal(typo.statusCode, 404, 'a queue no task uses and the broker never saw is not paused');
+      assert.match(typo.json().detail, /^Queue "idel" is not known/);
+      o = (await app.inject('/dashboard/api/overview')).json<Overview>();
+      assert.equal(
+        o.queues.some((q) => q.name === 'idel'),
+        false,
+        'and it does not appear',
+      );
 
       const noConfirm = await post('/dashboard/api/queues/idle/purge');
       assert.equal(noConfirm.statusCode, 400);

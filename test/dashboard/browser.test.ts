@@ -11,7 +11,15 @@ import type { Errand, RunHandle, Worker } from '../../src/index.ts';
 import { brokerSetup } from '../fixtures/brokers.ts';
 import { requires } from '../fixtures/prereq.ts';
 import { waitFor } from '../helpers.ts';
-import { browserUnavailable, ensureDashboardBuilt, launchChromium, SCREENSHOTS, type Served, serveDashboard } from './helpers.ts';
+import {
+  browserUnavailable,
+  ensureDashboardBuilt,
+  launchChromium,
+  layoutProblems,
+  SCREENSHOTS,
+  type Served,
+  serveDashboard,
+} from './helpers.ts';
 
 const unavailable = requires('chromium (dashboard browser tests)', browserUnavailable());
 
@@ -274,6 +282,11 @@ for (const kind of ['sqlite', 'redis'] as const) {
       await page.goto(`${served.url}/dashboard/runs?id=${s.scheduled.id}`);
       await page.click(`tr[data-run="${s.scheduled.id}"] button[data-action="cancel"]`);
       await page.locator('dialog[open]').waitFor();
+      assert.deepEqual(
+        (await page.locator('dialog[open] .dialog-actions button').allTextContents()).map((t) => t.trim()),
+        ['Keep run', 'Cancel run'],
+        'the button that leaves the run alone does not say Cancel',
+      );
       await page.click('dialog[open] button[type="submit"]');
       await untilText(`tr[data-run="${s.scheduled.id}"] .badge`, 'cancelled', 'the run shows as cancelled');
       assert.equal(await s.scheduled.status(), 'cancelled');
@@ -360,6 +373,53 @@ for (const kind of ['sqlite', 'redis'] as const) {
         await ctx2.close();
       }
       assert.deepEqual(errors, []);
+    });
+
+    test('at 1280 x 800 and 390 x 844: no page scrolls sideways, the top bar holds its links, and at 1280 every action is in reach', async () => {
+      const pages: [string, string][] = [
+        ['overview', '/dashboard/'],
+        ['runs', '/dashboard/runs'],
+        ['run', `/dashboard/runs/${s.failed.id}`],
+        ['workers', '/dashboard/workers'],
+        ['schedules', '/dashboard/schedules'],
+        ['flow', '/dashboard/flow'],
+        ['missing', '/dashboard/nowhere'],
+      ];
+      for (const [width, height] of [
+        [1280, 800],
+        [390, 844],
+      ] as const) {
+        const ctx2 = await browser.newContext({ viewport: { width, height } });
+        const p2 = await ctx2.newPage();
+        try {
+          for (const [name, path] of pages) {
+            await p2.goto(`${served.url}${path}`);
+            await p2.locator('[data-testid="live"]', { hasText: 'live' }).waitFor({ timeout: 15_000 });
+            await waitFor(async () => (await p2.locator('main', { hasText: 'Loading…' }).count()) === 0, {
+              timeoutMs: 15_000,
+              message: `${name} loaded`,
+            });
+            // At 390 px a table may scroll within its card; at 1280 px every button is in reach.
+            assert.deepEqual(await layoutProblems(p2, { actions: width >= 1280 }), [], `${name} at ${width} px`);
+            const clippedCards = await p2
+              .locator('.stat-value')
+              .evaluateAll((els) => els.filter((e) => e.scrollWidth > e.clientWidth).map((e) => e.textContent));
+            assert.deepEqual(clippedCards, [], `every figure fits its card at ${width} px`);
+            if (name === 'overview' || name === 'runs')
+              await p2.screenshot({ path: join(SCREENSHOTS, `${kind}-${name}-${width}.png`), fullPage: true });
+          }
+          // Signed in with a read token: the bar also holds the read-only badge and Sign out.
+          await p2.goto(`${securedServer.url}/dashboard/`);
+          await p2.fill('input[name="token"]', READ_TOKEN);
+          await p2.click('form.login button[type="submit"]');
+          await p2.locator('.badge.readonly').waitFor();
+          await p2.locator('[data-testid="live"]', { hasText: 'live' }).waitFor({ timeout: 15_000 });
+          assert.deepEqual(await layoutProblems(p2), [], `signed in (read-only) at ${width} px`);
+          await p2.screenshot({ path: join(SCREENSHOTS, `${kind}-read-only-${width}.png`) });
+        } finally {
+          await ctx2.close();
+        }
+      }
     });
   });
 }

@@ -25,7 +25,11 @@ describe('dashboard: flow control', () => {
       {
         input: z.object({ tenant: z.string(), n: z.number() }),
         queue: 'tenants',
-        limits: { key: (i) => i.tenant, concurrency: 2, overrides: { slow: { rate: { limit: 1, period: 60_000 } } } },
+        limits: {
+          key: (i) => i.tenant,
+          concurrency: 2,
+          overrides: { slow: { rate: { limit: 1, period: 60_000 } }, t00: { rate: { limit: 1, period: 600_000 } } },
+        },
       },
       async () => null,
     );
@@ -117,6 +121,10 @@ describe('dashboard: flow control', () => {
       message: 'sorted by key',
     });
     assert.equal(await page.locator('tr[data-key]').nth(2).getAttribute('data-key'), 'sync_account|t00');
+    // Rates read as the docs write them: a limit per period.
+    const rate = async (key: string) => ((await page.locator(`tr[data-key="sync_account|${key}"] td.col-rate`).textContent()) ?? '').trim();
+    assert.equal(await rate('slow'), '1/min');
+    assert.equal(await rate('t00'), '1/10min', 'not 1/10m 00s');
     assert.deepEqual(problems, []);
   });
 });

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, globSync, mkdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
-import type { Browser } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { metricsPlugin } from '../../src/dashboard/metrics-route.ts';
 import { type DashboardOptions, dashboardPlugin } from '../../src/dashboard/plugin.ts';
 
@@ -55,4 +55,35 @@ export async function launchChromium(): Promise<Browser> {
   const { chromium } = await import('playwright-core');
   mkdirSync(SCREENSHOTS, { recursive: true });
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS, headless: true });
+}
+
+/**
+ * What is wrong with the layout of the page shown: the page scrolls sideways, a link or button of the
+ * top bar is outside the bar (or the viewport), or (`actions`) a button in a table is outside its
+ * table's box or the viewport. An empty list when all is well.
+ */
+export async function layoutProblems(page: Page, opts: { actions?: boolean } = {}): Promise<string[]> {
+  return page.evaluate((actions) => {
+    const out: string[] = [];
+    const doc = document.documentElement;
+    if (doc.scrollWidth > innerWidth) out.push(`the page is ${doc.scrollWidth} px wide in a ${innerWidth} px window`);
+    const bar = document.querySelector('.topbar')?.getBoundingClientRect();
+    if (!bar) out.push('no top bar');
+    else
+      for (const el of Array.from(document.querySelectorAll('.topbar a, .topbar button, .topbar .live, .topbar .badge'))) {
+        const b = el.getBoundingClientRect();
+        if (b.left < bar.left || b.right > Math.min(bar.right, innerWidth) || b.top < bar.top || b.bottom > bar.bottom)
+          out.push(`"${el.textContent?.trim()}" is outside the top bar`);
+      }
+    if (actions)
+      for (const el of Array.from(document.querySelectorAll('main table button'))) {
+        const b = el.getBoundingClientRect();
+        const box = (el.closest('.table-scroll') ?? el.closest('table'))!.getBoundingClientRect();
+        if (b.width && (b.right > Math.min(box.right, innerWidth) + 0.5 || b.left < box.left))
+          out.push(
+            `the "${el.textContent?.trim()}" button is cut off (${Math.round(b.right)} px, its table ends at ${Math.round(box.right)} px)`,
+          );
+      }
+    return out;
+  }, opts.actions ?? false);
 }

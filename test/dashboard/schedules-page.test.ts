@@ -75,6 +75,7 @@ describe('dashboard: the Schedules page in chromium', { skip: unavailable }, () 
     assert.deepEqual(JSON.parse(stored!.spec), { cron: '0 6 * * 1', timezone: 'Europe/Paris' });
     assert.equal(stored!.input, '{"kind":"weekly"}');
     assert.equal(JSON.parse(stored!.options).overlap, 'skip');
+    assert.match(((await page.locator('.page-head p').textContent()) ?? '').trim(), /^1 schedule\. /, 'one schedule, not "1 schedules"');
     await shot('list');
   });
 
@@ -95,16 +96,50 @@ describe('dashboard: the Schedules page in chromium', { skip: unavailable }, () 
     assert.deepEqual(JSON.parse((await errand.getSchedule('weekly-report'))!.spec), { every: 7_200_000 });
   });
 
-  test('backfill a past range: the runs are created once', async () => {
+  test('backfill a past range: the runs are created once; a reversed range is refused in ISO times; the notice shows above the next dialog', async () => {
     const row = page.locator('tr[data-schedule="reports/weekly-report"]');
     await row.locator('button[data-action="backfill"]').click();
     const to = new Date(Math.floor(Date.now() / 7_200_000) * 7_200_000);
     const from = new Date(to.getTime() - 3 * 7_200_000);
+    await dialog().locator('input[name="from"]').fill(to.toISOString());
+    await dialog().locator('input[name="to"]').fill(from.toISOString());
+    await dialog().locator('button[type="submit"]').click();
+    await waitFor(async () => /from < to/.test(await formError()), { timeoutMs: 10_000, message: 'the reversed range refused' });
+    assert.match(
+      await formError(),
+      new RegExp(`got ${to.toISOString().replace(/\./g, '\\.')} \\.\\. ${from.toISOString().replace(/\./g, '\\.')}`),
+    );
+    assert.doesNotMatch(await formError(), /\d{13}/, 'no epoch milliseconds');
     await dialog().locator('input[name="from"]').fill(from.toISOString());
     await dialog().locator('input[name="to"]').fill(to.toISOString());
     await shot('backfill');
     await dialog().locator('button[type="submit"]').click();
     await waitFor(async () => (await dialog().count()) === 0, { timeoutMs: 10_000, message: 'backfill done' });
+    assert.match(((await page.locator('.notice').last().textContent()) ?? '').trim(), /^3 runs created, 0 fire times already had theirs$/);
+    // A dialog opened while the notice is up: the notices stay in sight, above the dialog. Both are
+    // in the top layer, stacked in the order they were shown: the notices must be shown after it.
+    await page.evaluate(() => {
+      const order: string[] = [];
+      (window as unknown as { order: string[] }).order = order;
+      const showModal = HTMLDialogElement.prototype.showModal;
+      HTMLDialogElement.prototype.showModal = function (this: HTMLDialogElement) {
+        order.push('dialog');
+        showModal.call(this);
+      };
+      const showPopover = HTMLElement.prototype.showPopover;
+      HTMLElement.prototype.showPopover = function (this: HTMLElement) {
+        order.push(this.className);
+        showPopover.call(this);
+      };
+    });
+    await row.locator('button[data-action="edit"]').click();
+    await dialog().waitFor();
+    assert.deepEqual(await page.evaluate(() => (window as unknown as { order: string[] }).order), ['dialog', 'notices']);
+    assert.equal(await page.locator('.notices').evaluate((n) => n.matches(':popover-open')), true);
+    const box = (await page.locator('.notice').last().boundingBox())!;
+    assert.ok(box.y >= 0 && box.y + box.height <= 860 && box.x + box.width <= 1280, 'the notice within the window');
+    await shot('notice-above-dialog');
+    await dialog().locator('button', { hasText: 'Cancel' }).click();
     const runs = await (errand as unknown as { broker(): Promise<BrokerInspector> })
       .broker()
       .then((b) => b.listRuns({ queue: 'reports', limit: 50 }));

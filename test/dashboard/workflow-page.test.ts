@@ -10,7 +10,15 @@ import { chain, chord, createErrand, group } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { requires } from '../fixtures/prereq.ts';
 import { tempDir, waitFor } from '../helpers.ts';
-import { browserUnavailable, ensureDashboardBuilt, launchChromium, SCREENSHOTS, type Served, serveDashboard } from './helpers.ts';
+import {
+  browserUnavailable,
+  ensureDashboardBuilt,
+  launchChromium,
+  layoutProblems,
+  SCREENSHOTS,
+  type Served,
+  serveDashboard,
+} from './helpers.ts';
 
 const unavailable = requires('chromium (dashboard browser tests)', browserUnavailable());
 
@@ -18,6 +26,7 @@ describe('dashboard: workflows', () => {
   const errand = createErrand({ broker: `sqlite:${join(tempDir('errand-dash-wf'), 'wf.db')}`, logger: quietLogger });
   const double = errand.task('double', { input: z.number() }, (n) => n * 2);
   const sum = errand.task('sum', { input: z.array(z.number()) }, (ns) => ns.reduce((a, b) => a + b, 0));
+  const onboard = errand.task('complete_onboarding_for_a_new_enterprise_customer', { input: z.number() }, (n) => n);
   const boom = errand.task('boom', { input: z.number(), retries: { maxAttempts: 1 } }, (): number => {
     throw new Error('no luck');
   });
@@ -125,6 +134,43 @@ describe('dashboard: workflows', () => {
       await page.goto(`${served.url}/dashboard/runs/${wf.runIds[2]}`);
       await page.locator(`a[href$="/workflows/${wf.id}"]`).click();
       await page.locator('svg.wf-graph').waitFor({ timeout: 15_000 });
+      assert.deepEqual(problems, []);
+    });
+
+    test('the nav marks Runs; a long task name is cut to fit its box, whole in the tooltip; no sideways scroll at 1280 or 390 px', async () => {
+      const wf = await errand.workflow(chain(double.step(1), onboard.next()));
+      const viewport = page.viewportSize()!;
+      try {
+        for (const [width, height] of [
+          [1280, 800],
+          [390, 844],
+        ] as const) {
+          await page.setViewportSize({ width, height });
+          await page.goto(`${served.url}/dashboard/workflows/${wf.id}`);
+          await page.locator('svg.wf-graph .wf-node').nth(1).waitFor({ timeout: 15_000 });
+          assert.equal(((await page.locator('nav a[aria-current="page"]').textContent()) ?? '').trim(), 'Runs');
+          const overflow = await page.locator('svg.wf-graph .wf-node').evaluateAll((nodes) =>
+            nodes.flatMap((g) => {
+              const box = g.querySelector('rect')!.getBBox();
+              return Array.from(g.querySelectorAll('text'))
+                .filter((t) => t.getBBox().x + t.getBBox().width > box.x + box.width - 4)
+                .map((t) => t.textContent);
+            }),
+          );
+          assert.deepEqual(overflow, [], 'every label within its box');
+          const label = ((await page.locator('svg.wf-graph .wf-node').nth(1).locator('text.wf-label').textContent()) ?? '').trim();
+          assert.match(label, /^#2 complete_\w+…$/, 'the long name is cut with an ellipsis');
+          assert.match(
+            (await page.locator('svg.wf-graph .wf-node').nth(1).locator('title').textContent()) ?? '',
+            /^#2 complete_onboarding_for_a_new_enterprise_customer: /,
+            'whole in the tooltip',
+          );
+          assert.deepEqual(await layoutProblems(page), [], `workflow page at ${width} px`);
+          await page.screenshot({ path: join(SCREENSHOTS, `workflow-${width}.png`), fullPage: true });
+        }
+      } finally {
+        await page.setViewportSize(viewport);
+      }
       assert.deepEqual(problems, []);
     });
   });

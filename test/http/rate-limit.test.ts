@@ -66,6 +66,28 @@ describe('HTTP rate limiting', () => {
     assert.equal((await broker.counts(['default'])).default?.queued, 0, 'the refused enqueue left nothing behind');
   });
 
+  it('documents 429 on every route the limit covers when it is on, and on none when it is off', async () => {
+    const tooMany = async (app: FastifyInstance) => {
+      const doc = (await app.inject({ method: 'GET', url: '/openapi.json' })).json() as {
+        paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+      };
+      const out: Record<string, boolean> = {};
+      for (const [path, ops] of Object.entries(doc.paths))
+        for (const [method, op] of Object.entries(ops)) out[`${method.toUpperCase()} ${path}`] = '429' in op.responses;
+      return out;
+    };
+    const on = await tooMany((await server({ max: 1000, timeWindow: 60_000 })).app);
+    assert.equal(on['GET /tasks'], true);
+    assert.equal(on['POST /tasks/echo'], true);
+    assert.equal(on['GET /healthz'], false, 'the health probes are never limited');
+    assert.equal(on['GET /readyz'], false);
+    const off = await tooMany((await server()).app);
+    assert.deepEqual(
+      Object.entries(off).filter(([, has]) => has),
+      [],
+    );
+  });
+
   it('counts each client apart, never limits the health probes, and lets a client back in after the window', async () => {
     const { app } = await server({ max: 2, timeWindow: 400 });
     const from = (remoteAddress: string) => app.inject({ method: 'GET', url: '/tasks', remoteAddress });

@@ -79,6 +79,10 @@ describe('schedules over HTTP', () => {
     const unknownField = await put('bad', { task: 'digest', every: '1m', input: { to: 'a' }, timeZone: 'UTC' });
     assert.equal(unknownField.statusCode, 422);
     assert.equal((await app.inject({ url: '/schedules/none' })).statusCode, 404);
+    const badQueue = await app.inject({ url: '/schedules?queue=bad%20q' });
+    assert.deepEqual(badQueue.json(), {
+      detail: [{ loc: ['query', 'queue'], msg: 'must be 1 to 64 letters, digits, "_" or "-"', type: 'invalid_format' }],
+    });
   });
 
   it('pause, resume, trigger, backfill twice, delete', async () => {

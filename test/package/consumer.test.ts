@@ -1,4 +1,4 @@
-// The package as its users get it: `npm pack` (which builds dist/ through `prepare`), the tarball
+// The package as its users get it: `npm pack` (which builds dist/ through `prepack`), the tarball
 // installed into an empty project, and used there from ESM, CommonJS, TypeScript and the command
 // line, on Node.js 24 (this project's) and on the oldest release of each supported line, 22.20.0
 // and 24.7.0 (package.json `engines`; the npm registry's `node` package, kept in .tmp/node-<version>
@@ -175,7 +175,8 @@ before(
     full = join(work, 'full');
     mkdirSync(project);
     mkdirSync(full);
-    // `npm pack` runs `prepare`, so the tarball holds a dist/ built from the sources as they are now.
+    // `npm pack` runs `prepack` (scripts/pack-manifest.mjs), which builds: the tarball holds a dist/
+    // built from the sources as they are now.
     const packed = npm(['pack', '--pack-destination', work], ROOT).trim().split('\n').pop() ?? '';
     tarball = join(work, packed);
     assert.ok(existsSync(tarball), `npm pack made no ${tarball}`);
@@ -291,7 +292,10 @@ for (const { name, node, version } of NODES) {
         env: envWith(node()),
       });
       assert.equal(r.status, 2, r.stderr);
-      assert.match(r.stderr, /tasks\.ts is TypeScript.*--experimental-strip-types/);
+      assert.match(
+        r.stderr,
+        /tasks\.ts is TypeScript, and this Node\.js \(v[\d.]+\) runs with type stripping turned off: drop --no-experimental-strip-types/,
+      );
     });
 
     test('errand dashboard without Fastify names the package to install', () => {
@@ -329,6 +333,59 @@ describe('the installed package in TypeScript', () => {
   }
 });
 
+/** Every entry point's declarations, each checked in full (skipLibCheck false below). */
+const ALL_ENTRIES_TS = `import { createErrand } from 'errand';
+import { createServer } from 'errand/http';
+import { dashboardPlugin } from 'errand/dashboard';
+import { createTesting } from 'errand/testing';
+import { buildMessage } from 'errand/celery';
+
+const errand = createErrand();
+const t = createTesting(errand);
+console.log(typeof createServer, typeof dashboardPlugin, buildMessage('t', { queue: 'q' }).headers.task);
+await t.close();
+`;
+
+// Node's types change between their major versions (26's EventEmitter no longer accepts a subclass
+// that overrides emit): the declarations must compile against the oldest supported line's and the
+// newest published, not only the 24 this repository uses (the test above).
+for (const types of ['22', 'latest']) {
+  describe(`the installed package against @types/node@${types}`, () => {
+    let dir = '';
+    before(
+      () => {
+        dir = join(work, `types-node-${types}`);
+        mkdirSync(dir);
+        writeFileSync(join(dir, 'package.json'), '{"name":"consumer-types","private":true,"type":"module"}\n');
+        npm(['install', '--prefer-offline', tarball, installed('zod'), `@types/node@${types}`, ...PEERS.map(installed)], dir);
+      },
+      { timeout: 300_000 },
+    );
+
+    test('every entry point type-checks with skipLibCheck false', () => {
+      writeFileSync(join(dir, 'all.ts'), ALL_ENTRIES_TS);
+      writeFileSync(
+        join(dir, 'tsconfig.json'),
+        JSON.stringify({
+          compilerOptions: {
+            target: 'es2022',
+            module: 'nodenext',
+            moduleResolution: 'nodenext',
+            strict: true,
+            noEmit: true,
+            types: ['node'],
+            skipLibCheck: false,
+          },
+          files: ['all.ts'],
+        }),
+      );
+      const version = (JSON.parse(readFileSync(join(dir, 'node_modules/@types/node/package.json'), 'utf8')) as { version: string }).version;
+      const r = tsc('tsconfig.json', dir);
+      assert.equal(r.status, 0, `tsc against @types/node ${version}:\n${r.stdout}${r.stderr}`);
+    });
+  });
+}
+
 describe('the tarball', () => {
   test('holds dist, the Lua scripts, the dashboard, README, LICENSE and CHANGELOG; no sources, tests or app', () => {
     const files = ok(run('tar', ['-tzf', tarball]), 'tar')
@@ -345,6 +402,14 @@ describe('the tarball', () => {
       (f) => /^package\/(src|test|bench|app|examples|scripts|docs)\//.test(f) || (f.endsWith('.ts') && !f.endsWith('.d.ts')),
     );
     assert.deepEqual(stray, []);
+  });
+
+  test("its package.json has no `prepare` (an install script to npm 11's allowScripts); the repository's keeps it", () => {
+    const packed = JSON.parse(ok(run('tar', ['-xzOf', tarball, 'package/package.json']), 'tar')) as { scripts?: Record<string, string> };
+    assert.equal(packed.scripts?.prepare, undefined);
+    for (const hook of ['preinstall', 'install', 'postinstall']) assert.equal(packed.scripts?.[hook], undefined, hook);
+    const own = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    assert.equal(own.scripts.prepare, 'node scripts/build.mjs', 'postpack put it back: npm ci still builds dist/');
   });
 
   test('publint reports no problem', () => {

@@ -24,7 +24,7 @@ describe('the Node.js version check', () => {
     assert.equal(r.stdout, '');
     assert.match(
       r.stderr,
-      /^errand needs Node\.js 22\.20 or newer \(22 LTS\), or 24\.7 or newer; this is v20\.20\.2\. Inside the project, use the Node\.js that npm ci installs: npx errand \.\.\., the npm scripts \(npm start, npm run worker\), or \.\/node_modules\/\.bin\/node\.\n$/,
+      /^errand needs Node\.js 22\.20 or newer \(22 LTS\), or 24\.7 or newer; this is v20\.20\.2\. Install one of those and put it on the PATH; in Errand's own repository, use the Node\.js that its npm ci installs: npx errand \.\.\., the npm scripts \(npm start, npm run worker\), or \.\/node_modules\/\.bin\/node\.\n$/,
     );
   });
 

@@ -45,6 +45,11 @@ const elsewhere = errand.task('sp.elsewhere', { input: z.number(), queue: 'other
 const stray = errand.task('sp.stray', { input: z.null(), retries: { maxAttempts: 1 }, retention }, (_input, ctx) =>
   ctx.spawn(elsewhere.step(1)),
 );
+const otherApp = createErrand({ broker: 'sqlite:/nonexistent/never-opened.db', logger: quietLogger });
+const foreign = otherApp.task('sp.foreign', { input: z.number() }, (n) => n);
+const strayApp = errand.task('sp.stray-app', { input: z.null(), retries: { maxAttempts: 1 }, retention }, (_input, ctx) =>
+  ctx.spawn(chain(renderPage.step({ page: 1 }), length.next(), foreign.next())),
+);
 
 describe('dynamic fan-out (ctx.spawn)', () => {
   it('a report spawns one run per page and a continuation; its result is the continuation value, typed', async () => {
@@ -101,6 +106,15 @@ describe('dynamic fan-out (ctx.spawn)', () => {
     const info = await h.info();
     assert.equal(info.state, 'failed');
     assert.match(info.error?.message ?? '', /other-queue.*parent's queue/);
+  });
+
+  it("a step of another app's task is refused when the handler spawns it: the attempt fails naming it", async () => {
+    const h = await strayApp.enqueue(null);
+    await t.drain();
+    const info = await h.info();
+    assert.equal(info.state, 'failed');
+    assert.match(info.error?.message ?? '', /the step of task "sp\.foreign" is not of this app/);
+    assert.deepStrictEqual(await t.runs({ task: 'sp.foreign' }), [], 'nothing spawned');
   });
 
   it('runTask: spawn is checked, and a spawning handler is refused (it needs a broker)', async () => {

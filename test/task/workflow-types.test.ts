@@ -43,8 +43,8 @@ describe('workflow types', () => {
   it('dag: a join takes an object of the values of the nodes it names', () => {
     const d = dag({ x: num.step(1), y: list.step([1]), z: obj.join({ a: 'x', b: 'y' }) });
     same<ResultOf<typeof d>, { x: number; y: string; z: { both: string } }>(true);
-    // @ts-expect-error b would be a number (the value of x), obj takes a string
-    dag({ x: num.step(1), z: obj.join({ a: 'x', b: 'x' }) });
+    // @ts-expect-error b would be a number (the value of w), obj takes a string
+    dag({ x: num.step(1), w: num.step(2), z: obj.join({ a: 'x', b: 'w' }) });
     // @ts-expect-error it joins a node the dag does not have
     dag({ x: num.step(1), y: list.step([1]), z: obj.join({ a: 'x', b: 'nope' }) });
     assert.ok(d.node);

@@ -175,4 +175,72 @@ describe('workflows through errand.workflow', () => {
     await assert.rejects(errand.workflow(chord(group(fetchPage.step({ url: 1 } as never)), total.next())), InputError);
     assert.deepStrictEqual((await t.broker.counts()).default, before, 'nothing stored');
   });
+
+  it("refuses a step of another app's task in every shape, naming it; nothing is stored", async () => {
+    // Its run would be stored on this app's broker, where this app's workers fail it as an unknown
+    // task; a task of the same name on both apps is no better (the other app's input, this one's handler).
+    const other = createErrand({ broker: 'sqlite:/nonexistent/never-opened.db', logger: quietLogger });
+    const foreign = other.task('wf.foreign', { input: z.number() }, (n) => n);
+    const twin = other.task('wf.merge', { input: z.object({ left: z.number(), right: z.string() }) }, ({ right }) => right);
+    const before = (await t.broker.counts()).default;
+    const shapes: [Parameters<typeof errand.workflow>[0], RegExp][] = [
+      [chain(foreign.step(1)), /the step of task "wf\.foreign" is not of this app/],
+      [chain(double.step(1), foreign.next()), /the step of task "wf\.foreign" is not of this app/],
+      [group(double.step(1), foreign.step(2)), /"wf\.foreign" is not of this app/],
+      [chord(group(double.step(1)), foreign.next() as never), /"wf\.foreign" is not of this app/],
+      [dag({ a: double.step(1), b: chain(double.step(2), foreign.next()) }), /"wf\.foreign" \(dag node "b"\) is not of this app/],
+      [
+        dag({ n: double.step(5), s: describeIt.step(1), m: twin.join({ left: 'n', right: 's' }) }),
+        /"wf\.merge" \(dag node "m"\) is not of this app/,
+      ],
+    ];
+    for (const [shape, message] of shapes) {
+      await assert.rejects(
+        errand.workflow(shape),
+        (e: Error) => e instanceof ConfigError && message.test(e.message) && /defined on this app with errand\.task\(\)/.test(e.message),
+      );
+    }
+    assert.deepStrictEqual((await t.broker.counts()).default, before, 'nothing stored');
+  });
+
+  it('refuses bad options of next() and join() where they are given, naming the task and the allowed values', () => {
+    assert.throws(
+      () => double.next({ onFailure: 'explode' } as never),
+      (e: Error) =>
+        e instanceof ConfigError &&
+        e.message === 'Task "wf.double": next(): onFailure must be one of "cancel", "skip", "continue", got "explode"',
+    );
+    assert.throws(
+      () => merge.join({ left: 'a', right: 'b' }, { onFailure: 'explode' } as never),
+      (e: Error) => e instanceof ConfigError && /^Task "wf\.merge": join\(\): onFailure must be one of .*got "explode"$/.test(e.message),
+    );
+    assert.throws(
+      () => double.next({ onFailur: 'skip' } as never),
+      (e: Error) =>
+        e instanceof ConfigError && /next\(\): "onFailur" is not an option of a step \(known: queue, priority, onFailure\)/.test(e.message),
+    );
+    assert.throws(
+      () => double.next({ priority: '5' } as never),
+      (e: Error) => e instanceof ConfigError && /next\(\): priority must be an integer from -1000 to 1000, got "5"/.test(e.message),
+    );
+    assert.throws(
+      () => double.next({ priority: 5000 }),
+      (e: Error) => e instanceof ConfigError && /got 5000/.test(e.message),
+    );
+    assert.throws(
+      () => double.next({ queue: 'a b' }),
+      (e: Error) => e instanceof ConfigError && /^Task "wf\.double": next\(\): queue name "a b" is invalid/.test(e.message),
+    );
+    assert.throws(
+      () => double.next(null as never),
+      (e: Error) => e instanceof ConfigError && /options must be an object.*got null/.test(e.message),
+    );
+    assert.throws(
+      () => merge.join({ left: 'a', right: 'a' } as never),
+      (e: Error) => e instanceof ConfigError && /join\(\): left and right both name node "a"/.test(e.message),
+    );
+    // What is allowed still is.
+    double.next({ queue: 'q', priority: 5, onFailure: 'continue' });
+    merge.join({ left: 'a', right: 'b' }, { onFailure: 'skip' });
+  });
 });

@@ -102,6 +102,55 @@ describe('errand/testing: what was enqueued', () => {
     assert.throws(() => t.assertEnqueued(flaky), /No run of "flaky" was enqueued/);
   });
 
+  it('refuses what would make an assertion say nothing: no task, an unknown task name, a misspelled or mistyped match', async () => {
+    // Plain JavaScript (or a cast) gets past the types: each of these passed, or failed, whatever was enqueued.
+    await sendWelcome.enqueue({ userId: 'u1', email: 'u1@example.com' });
+    const tasks: Record<string, undefined> = {};
+    const refused = (call: () => unknown, message: RegExp) =>
+      assert.throws(call, (err: Error) => err instanceof ConfigError && message.test(err.message));
+    refused(
+      () => t.assertEnqueued(tasks.sendWelcom as never),
+      /^t\.assertEnqueued\(\): the task must be a task \(what errand\.task\(\) returns\) or its name, got undefined \(a missing or misspelled import\?\)$/,
+    );
+    refused(() => t.refuteEnqueued(tasks.sendWelcom), /^t\.refuteEnqueued\(\): the task must be a task .* got undefined/);
+    refused(() => t.enqueued(tasks.sendWelcom), /^t\.enqueued\(\): the task must be a task .* got undefined/);
+    refused(() => t.assertEnqueued(null as never), /the task must be a task .* got null$/);
+    refused(() => t.assertEnqueued({} as never), /the task must be a task .* got \{\}$/);
+    refused(() => t.assertEnqueued(5 as never), /the task must be a task .* got 5$/);
+    for (const call of [() => t.assertEnqueued('send_welcom'), () => t.refuteEnqueued('send_welcom'), () => t.enqueued('send_welcom')]) {
+      refused(call, /: no task named "send_welcom" is defined on this app \(tasks: "send_welcome", "flaky", /);
+    }
+    refused(
+      () => t.assertEnqueued(sendWelcome, { inptu: { userId: 'u2' } } as never),
+      /^t\.assertEnqueued\(\): "inptu" is not a key of match \(known: input, queue, priority, delay, runAt, idempotencyKey, count\)$/,
+    );
+    refused(
+      () => t.refuteEnqueued(sendWelcome, { inptu: { userId: 'u1' } } as never),
+      /^t\.refuteEnqueued\(\): "inptu" is not a key of match/,
+    );
+    refused(() => t.enqueued(sendWelcome, { qeue: 'emails' } as never), /^t\.enqueued\(\): "qeue" is not a key of match/);
+    refused(() => t.refuteEnqueued(sendWelcome, { count: 2 }), /match\.count is for t\.assertEnqueued\(\) only/);
+    refused(() => t.refuteEnqueued(sendWelcome, { priority: '0' } as never), /match\.priority must be a number, got "0"/);
+    refused(() => t.refuteEnqueued(sendWelcome, { queue: 5 } as never), /match\.queue must be a string, got 5/);
+    refused(() => t.refuteEnqueued(sendWelcome, { runAt: new Date('nope') }), /match\.runAt must be a valid Date or epoch milliseconds/);
+    refused(() => t.assertEnqueued(sendWelcome, { count: '1' } as never), /match\.count must be a non-negative integer, got "1"/);
+    refused(() => t.assertEnqueued(sendWelcome, 'u1' as never), /match must be an object .* got "u1"/);
+    await assert.rejects(
+      t.runs({ stat: 'queued' } as never),
+      (err: Error) =>
+        err instanceof ConfigError && /^t\.runs\(\): "stat" is not a key of filter \(known: task, queue, state\)$/.test(err.message),
+    );
+    await assert.rejects(
+      t.runs({ state: 'done' } as never),
+      (err: Error) => err instanceof ConfigError && /filter\.state must be one of .* got "done"/.test(err.message),
+    );
+    // What is allowed stays so: a task or its name, no task for refute and enqueued, undefined keys.
+    t.assertEnqueued(sendWelcome, { input: { userId: 'u1' }, queue: undefined });
+    t.refuteEnqueued(undefined, { input: { userId: 'u2' } });
+    assert.equal(t.enqueued(undefined, {}).length, 1);
+    assert.equal(t.enqueued().length, 1);
+  });
+
   it('clearEnqueued forgets the journal; reset also empties the broker', async () => {
     const run = await sendWelcome.enqueue({ userId: 'u1', email: 'u1@example.com' });
     t.clearEnqueued();

@@ -82,7 +82,11 @@ for (const setup of setups) {
       assert.deepEqual([first.created, first.existing, first.times.length], [5, 0, 5]);
       const again = await app.backfillSchedule('tick-every-second', to - 8000, to);
       assert.deepEqual([again.created, again.existing], [3, 5]);
-      await assert.rejects(app.backfillSchedule('tick-every-second', to, to - 1000), /from < to/);
+      await assert.rejects(
+        app.backfillSchedule('tick-every-second', to, to - 1000),
+        (err: Error) => err.message.endsWith(`from < to, got ${new Date(to).toISOString()} .. ${new Date(to - 1000).toISOString()}`),
+        'the range in ISO times, not epoch milliseconds',
+      );
       await app.resumeSchedule('tick-every-second');
       assert.equal((await app.getSchedule('tick-every-second'))?.state, 'active');
       await app.deleteSchedule('tick-every-second');

@@ -106,6 +106,20 @@ export function refusedConfiguration(err: unknown, where: string): BrokerConfigE
       { cause: err },
     );
   }
+  if (/cluster support disabled/i.test(message)) {
+    return new BrokerConfigError(
+      `Redis at ${where} is not a cluster (${message.trim()}): redis+cluster:// is for a Redis Cluster; for a single server use redis://${where.split(',')[0]} (rediss:// for TLS)`,
+      { cause: err },
+    );
+  }
+  const reply = /^Protocol error, got "(.*)" as reply type byte/.exec(message);
+  if (reply) {
+    const http = reply[1] === 'H' ? ': an HTTP server or proxy?' : '';
+    return new BrokerConfigError(
+      `The server at ${where} does not speak the Redis protocol (its reply began with ${JSON.stringify(reply[1])}${http}): check the host and port of the broker URL, and use rediss:// for a TLS port`,
+      { cause: err },
+    );
+  }
   if (code.startsWith('ERR_SSL_')) {
     return new BrokerConfigError(
       `TLS with Redis at ${where} failed (${code}: ${message}): does the server speak TLS on this port? Use rediss:// for a TLS port, redis:// for a plain one`,
@@ -114,6 +128,35 @@ export function refusedConfiguration(err: unknown, where: string): BrokerConfigE
   }
   return undefined;
 }
+
+/** Why a connection could not be made, by Node's code for it; undefined for other errors. */
+const CONNECT_FAILURES: Record<string, string> = {
+  ECONNREFUSED: 'nothing accepts connections there: is Redis running, and on this port?',
+  ETIMEDOUT: `no answer within ${CONNECT_TIMEOUT_MS / 1000} s: is the host up, and its port open to this machine?`,
+  ENOTFOUND: 'the host name does not resolve',
+  EAI_AGAIN: 'the host name could not be resolved (DNS did not answer)',
+  EHOSTUNREACH: 'no route to the host',
+  ENETUNREACH: 'no route to that network',
+  ECONNRESET: 'the server closed the connection',
+};
+
+/**
+ * The reason a connection to Redis failed, worded for a person: "could not connect (...)" with
+ * Node's code and what it means, or the client's message for any other error.
+ */
+export function connectionProblem(err: Error): string {
+  const e = ((err as { lastNodeError?: unknown }).lastNodeError ?? err) as { message?: unknown; code?: unknown };
+  const code = typeof e.code === 'string' ? e.code : '';
+  const meaning = CONNECT_FAILURES[code];
+  const message = typeof e.message === 'string' ? e.message : err.message;
+  return meaning ? `could not connect (${message}): ${meaning}` : message;
+}
+
+/**
+ * Errors ioredis raises as a consequence of an earlier one (a command written to the socket the
+ * failure left behind): they must not hide the first error of an outage, which says why.
+ */
+const CONSEQUENT = /^(Stream isn't writeable|Connection is closed)/;
 
 /**
  * A new client for `role` (not yet connected: it connects on first use or on `connect()`). `tls`:
@@ -194,8 +237,9 @@ export class ConnectionGate {
     this.#logger = quiet ? undefined : logger;
     this.#waitMs = waitMs;
     client.on('error', (err: Error) => {
-      this.#lastError = err;
       if (this.client.status !== 'ready') this.#down = true;
+      if (this.#errorsLogged > 0 && CONSEQUENT.test(err.message)) return;
+      this.#lastError = err;
       this.#refused = refusedConfiguration(err, where);
       // One line per outage (the first error), then quiet: the reconnects go on.
       if (this.#errorsLogged++ === 0) {
@@ -259,7 +303,7 @@ export class ConnectionGate {
       // fresh API does not answer 503 while its own connection is merely slow. Later
       // (re)connections: waitMs. An attempt that fails still fails the wait at once (onError).
       const waitMs = this.#everReady ? this.#waitMs : Math.max(this.#waitMs, CONNECT_TIMEOUT_MS);
-      const timer = setTimeout(() => done(this.#unavailable()), waitMs);
+      const timer = setTimeout(() => done(this.#unavailable(`no connection within ${waitMs} ms`)), waitMs);
       c.on('ready', onReady);
       c.on('error', onError);
       c.on('end', onEnd);
@@ -267,9 +311,11 @@ export class ConnectionGate {
     return this.#pending;
   }
 
-  #unavailable(): BrokerUnavailableError | BrokerConfigError {
+  /** The error of a failed wait: the last attempt's refusal, else why Redis is unreachable (`fallback` when no attempt failed yet). */
+  #unavailable(fallback?: string): BrokerUnavailableError | BrokerConfigError {
     if (this.#refused) return this.#refused;
-    const why = this.#lastError ? `: ${this.#lastError.message}` : '';
+    const reason = this.#lastError ? connectionProblem(this.#lastError) : fallback;
+    const why = reason ? `: ${reason}` : '';
     return new BrokerUnavailableError(`Redis at ${this.#where} is unreachable${why}`, { cause: this.#lastError });
   }
 

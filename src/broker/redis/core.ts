@@ -39,6 +39,13 @@ export interface RedisBrokerOptions extends BrokerOptions {
    */
   connectWaitMs?: number;
   /**
+   * Use the prefix only if Errand's keys are under it (a layout record or queues): on an empty
+   * prefix every call fails with `EmptyPrefixError` (a `BrokerConfigError`) and nothing is written,
+   * where by default the first call records the layout there. For tools that look at what an app
+   * stored (the CLI's admin commands): a mistyped prefix leaves no key behind. Default false.
+   */
+  existingPrefix?: boolean;
+  /**
    * Entries `listRuns` examines per structure of a queue in one call (a page stops there and the
    * next one goes on). Default 20000.
    */
@@ -101,7 +108,10 @@ export class RedisCore {
     const main = createClient(this.target, 'main', this.tls);
     defineScripts(main);
     this.main = new ConnectionGate(main, this.where, this.logger, this.connectWaitMs);
-    this.layout = new LayoutGuard(prefix, this.where, this.logger);
+    if (options.existingPrefix !== undefined && typeof options.existingPrefix !== 'boolean') {
+      throw new ConfigError(`RedisBroker: existingPrefix must be true or false, got ${JSON.stringify(options.existingPrefix)}`);
+    }
+    this.layout = new LayoutGuard(prefix, this.where, this.logger, !options.existingPrefix);
   }
 
   /** The keys of a queue. */

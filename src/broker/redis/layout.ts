@@ -12,7 +12,8 @@
  *   update together with every queue, is raised only once every queue is done.
  *
  * On its first command a broker reads the record:
- * - none, and no `<prefix>:queues` set: an empty prefix; the current version is recorded.
+ * - none, and no `<prefix>:queues` set: an empty prefix; the current version is recorded (a broker
+ *   opened with `existingPrefix` refuses it instead, with `EmptyPrefixError`, writing nothing).
  * - none, but queues: keys written before the record existed (layout 1), migrated as below.
  * - older: each queue in `<prefix>:queues` is migrated by `migrate.lua`, step by step, in one
  *   atomic call per queue that first reads the queue's marker: brokers starting together apply
@@ -21,7 +22,7 @@
  *   may keep running on it); newer and not compatible: refused with `BrokerConfigError`.
  */
 import type { Logger } from 'pino';
-import { BrokerConfigError, BrokerUnavailableError } from '../../core/errors.ts';
+import { BrokerConfigError, BrokerUnavailableError, EmptyPrefixError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
 import type { RedisClient } from './connection.ts';
 import { runScript } from './scripts.ts';
@@ -90,9 +91,16 @@ function parseVersion(value: string | undefined | null): number | undefined {
 
 /**
  * Brings the keys under `prefix` to LAYOUT_VERSION (see the file's comment), or refuses them with
- * `BrokerConfigError` when a newer, incompatible Errand wrote them.
+ * `BrokerConfigError` when a newer, incompatible Errand wrote them. `claimEmpty` false: an empty
+ * prefix is refused with `EmptyPrefixError` instead of recorded.
  */
-export async function ensureLayout(client: RedisClient, prefix: string, where: string, now = Date.now()): Promise<LayoutReport> {
+export async function ensureLayout(
+  client: RedisClient,
+  prefix: string,
+  where: string,
+  now = Date.now(),
+  claimEmpty = true,
+): Promise<LayoutReport> {
   const target = LAYOUT_VERSION;
   const key = layoutKey(prefix);
   const place = `Redis at ${where}, key ${key}`;
@@ -108,6 +116,11 @@ export async function ensureLayout(client: RedisClient, prefix: string, where: s
   let from: number | null;
   if (record.version === undefined) {
     from = (await client.exists(`${prefix}:queues`)) ? 1 : null;
+    if (from === null && !claimEmpty) {
+      throw new EmptyPrefixError(
+        `Redis at ${where} has nothing under the key prefix ${JSON.stringify(prefix)} (no ${key}, no ${prefix}:queues): is the prefix right?`,
+      );
+    }
   } else {
     from = parseVersion(record.version) ?? null;
     const compatible = parseVersion(record.compatible) ?? from;
@@ -150,16 +163,19 @@ export class LayoutGuard {
   readonly #prefix: string;
   readonly #where: string;
   readonly #logger: Logger | undefined;
+  /** Whether an empty prefix is recorded (the default) or refused (`existingPrefix`). */
+  readonly #claimEmpty: boolean;
   #pending: Promise<void> | undefined;
 
-  constructor(prefix: string, where: string, logger?: Logger) {
+  constructor(prefix: string, where: string, logger?: Logger, claimEmpty = true) {
     this.#prefix = prefix;
     this.#where = where;
     this.#logger = logger;
+    this.#claimEmpty = claimEmpty;
   }
 
   ensure(client: RedisClient): Promise<void> {
-    this.#pending ??= ensureLayout(client, this.#prefix, this.#where).then(
+    this.#pending ??= ensureLayout(client, this.#prefix, this.#where, Date.now(), this.#claimEmpty).then(
       (report) => {
         this.ready = true;
         if (report.queuesMigrated > 0) {

@@ -35,9 +35,19 @@ export interface WakeHubEvents {
   change: [];
 }
 
-export class WakeHub extends EventEmitter<WakeHubEvents> {
+/** A listener of one of the hub's events. */
+export type WakeHubListener<K extends keyof WakeHubEvents> = (...args: WakeHubEvents[K]) => void;
+
+/**
+ * The hub holds its EventEmitter rather than being one: its declaration (dist/*.d.ts, which
+ * consumers' tsc checks with skipLibCheck false) then depends on no signature of @types/node's
+ * EventEmitter, which differs between its versions (an override of `emit` no longer fits 26's).
+ */
+export class WakeHub {
   readonly key: string;
   refs = 0;
+  /** Untyped inside: the methods below give the types. */
+  readonly #events = new EventEmitter();
   #watcher: FSWatcher | undefined;
   #timer: NodeJS.Timeout | undefined;
   #pending = false;
@@ -47,13 +57,12 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
   #posting = false;
 
   constructor(key: string, file: string | null, logger?: Logger, sharedMemory?: string) {
-    super();
-    this.setMaxListeners(0);
+    this.#events.setMaxListeners(0);
     this.key = key;
     if (sharedMemory !== undefined) {
       const channel = new BroadcastChannel(`errand sqlite memory ${sharedMemory}`);
       channel.onmessage = () => {
-        if (!this.#closed) super.emit('change');
+        if (!this.#closed) this.#events.emit('change');
       };
       channel.unref(); // waiters hold their own timers
       this.#channel = channel;
@@ -78,8 +87,8 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
   }
 
   /** In-process events, and for a shared memory database one message (per turn) to the other threads. */
-  override emit<K extends keyof WakeHubEvents>(event: K, ...args: WakeHubEvents[K]): boolean {
-    const listened = (super.emit as (e: K, ...a: WakeHubEvents[K]) => boolean)(event, ...args);
+  emit<K extends keyof WakeHubEvents>(event: K, ...args: WakeHubEvents[K]): boolean {
+    const listened = this.#events.emit(event, ...args);
     if (this.#channel && event !== 'change' && !this.#posting) {
       this.#posting = true;
       queueMicrotask(() => {
@@ -88,6 +97,16 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
       });
     }
     return listened;
+  }
+
+  on<K extends keyof WakeHubEvents>(event: K, listener: WakeHubListener<K>): this {
+    this.#events.on(event, listener);
+    return this;
+  }
+
+  off<K extends keyof WakeHubEvents>(event: K, listener: WakeHubListener<K>): this {
+    this.#events.off(event, listener);
+    return this;
   }
 
   #fileChanged(): void {
@@ -130,7 +149,7 @@ export class WakeHub extends EventEmitter<WakeHubEvents> {
     this.#channel = undefined;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.removeAllListeners();
+    this.#events.removeAllListeners();
   }
 }
 

@@ -25,6 +25,8 @@ export interface ConfirmOptions {
   title: string;
   body: Child;
   confirmLabel: string;
+  /** The button that closes the dialog without acting (default `Cancel`; say `Keep run` when the action is a cancel). */
+  dismissLabel?: string;
   danger?: boolean;
   /** When set, the user must type this text to confirm. */
   typeToConfirm?: string;
@@ -46,14 +48,38 @@ export function stateBadge(state: RunState): HTMLSpanElement {
 
 let notices: HTMLElement | undefined;
 
+/**
+ * Brings the notices to the top of the top layer, above a modal dialog (a dialog opened with
+ * showModal sits above everything else, notices included, until they are shown again after it).
+ */
+export function raiseNotices(): void {
+  if (!notices?.childElementCount) return;
+  if (notices.matches(':popover-open')) notices.hidePopover();
+  notices.showPopover();
+}
+
 export function notify(message: string, kind: 'ok' | 'error' = 'ok'): void {
   if (!notices) {
-    notices = h('div', { class: 'notices', role: 'status', 'aria-live': 'polite' });
+    notices = h('div', { class: 'notices', role: 'status', 'aria-live': 'polite', popover: 'manual' });
     document.body.append(notices);
   }
   const n = h('div', { class: `notice notice-${kind}` }, message);
   notices.append(n);
-  setTimeout(() => n.remove(), kind === 'error' ? 8000 : 4000);
+  raiseNotices();
+  setTimeout(
+    () => {
+      n.remove();
+      if (!notices?.childElementCount) notices?.hidePopover();
+    },
+    kind === 'error' ? 8000 : 4000,
+  );
+}
+
+/** Opens `dialog` as a modal, the notices still in sight above it. */
+export function showModal(dialog: HTMLDialogElement): void {
+  document.body.append(dialog);
+  dialog.showModal();
+  raiseNotices();
 }
 
 export function confirmDialog(o: ConfirmOptions): Promise<boolean> {
@@ -62,7 +88,7 @@ export function confirmDialog(o: ConfirmOptions): Promise<boolean> {
       ? h('input', { type: 'text', class: 'input', autocomplete: 'off', spellcheck: 'false', 'aria-label': 'Type to confirm' })
       : null;
     const ok = h('button', { type: 'submit', class: o.danger ? 'btn btn-danger' : 'btn btn-primary', value: 'ok' }, o.confirmLabel);
-    const cancel = h('button', { type: 'button', class: 'btn', value: 'cancel' }, 'Cancel');
+    const cancel = h('button', { type: 'button', class: 'btn', value: 'cancel' }, o.dismissLabel ?? 'Cancel');
     if (input) {
       ok.disabled = true;
       input.addEventListener('input', () => {
@@ -91,8 +117,7 @@ export function confirmDialog(o: ConfirmOptions): Promise<boolean> {
       dialog.remove();
       resolve(result);
     });
-    document.body.append(dialog);
-    dialog.showModal();
+    showModal(dialog);
     (input ?? cancel).focus();
   });
 }

@@ -46,6 +46,11 @@ export function fullTime(at: number | undefined): string {
   return `${d.toISOString()} (local ${d.toLocaleString()})`;
 }
 
+/** A count with its noun: `1 schedule`, `2 schedules`, `1,000 runs` (`many` when not noun + s). */
+export function plural(n: number, one: string, many = `${one}s`): string {
+  return `${num(n)} ${n === 1 ? one : many}`;
+}
+
 export function percent(x: number | null | undefined): string {
   if (x === null || x === undefined) return '–';
   if (x === 0) return '0%';

@@ -38,8 +38,9 @@ const SECTIONS: [string, string][] = [
   [`${ROOT}/flow`, 'Flow control'],
 ];
 
+/** The section of the top bar a page belongs to: a workflow is a group of runs, linked from them. */
 function section(path: string): string {
-  if (path.startsWith(`${ROOT}/runs`)) return `${ROOT}/runs`;
+  if (path.startsWith(`${ROOT}/runs`) || path.startsWith(`${ROOT}/workflows/`)) return `${ROOT}/runs`;
   if (path.startsWith(`${ROOT}/workers`)) return `${ROOT}/workers`;
   if (path.startsWith(`${ROOT}/schedules`)) return `${ROOT}/schedules`;
   if (path.startsWith(`${ROOT}/flow`)) return `${ROOT}/flow`;

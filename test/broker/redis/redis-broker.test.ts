@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, describe, it } from 'node:test';
@@ -18,7 +19,7 @@ import { parseRedisUrl } from '../../../src/broker/redis/connection.ts';
 import { CorruptRunError, RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
 import { LUA_LIBRARIES } from '../../../src/broker/redis/scripts.ts';
 import type { NewRun } from '../../../src/broker/types.ts';
-import { BrokerUnavailableError, ConfigError } from '../../../src/core/errors.ts';
+import { BrokerConfigError, BrokerUnavailableError, ConfigError } from '../../../src/core/errors.ts';
 import { newRunId, timeOfRunId } from '../../../src/core/ids.ts';
 import { dropRedisPrefixes } from '../../fixtures/brokers.ts';
 import { settledFlag, settleTurns, uniquePrefix, waitFor, within } from '../../helpers.ts';
@@ -571,7 +572,18 @@ describe('redis broker: connection', () => {
     // the refused connection instead of waiting out the bound.
     const b = new RedisBroker({ url: 'redis://127.0.0.1:1', prefix: uniquePrefix('errand-rt'), connectWaitMs: 3_600_000 });
     try {
-      await within(assert.rejects(b.ping(), BrokerUnavailableError), 30_000, 'ping on a refused connection');
+      await within(
+        assert.rejects(b.ping(), (err: Error) => {
+          assert.ok(err instanceof BrokerUnavailableError, String(err));
+          assert.match(
+            err.message,
+            /^Redis at redis:\/\/127\.0\.0\.1:1 is unreachable: could not connect \(connect ECONNREFUSED 127\.0\.0\.1:1\): nothing accepts connections there/,
+          );
+          return true;
+        }),
+        30_000,
+        'ping on a refused connection',
+      );
       await within(
         assert.rejects(b.enqueue([run('emails', Date.now())], Date.now()), BrokerUnavailableError),
         30_000,
@@ -586,6 +598,50 @@ describe('redis broker: connection', () => {
       );
     } finally {
       await within(b.close(), 10_000, 'close of an unconnected broker');
+    }
+  });
+
+  it('redis+cluster:// against a server that is not a cluster: BrokerConfigError saying so and naming redis://', async () => {
+    const { hostname, port } = new URL(URL_);
+    const b = new RedisBroker({ url: `redis+cluster://${hostname}:${port || 6379}`, prefix: uniquePrefix('errand-rt') });
+    try {
+      await within(
+        assert.rejects(b.ping(), (err: Error) => {
+          assert.ok(err instanceof BrokerConfigError, String(err));
+          assert.match(err.message, /is not a cluster \(ERR This instance has cluster support disabled\): .* use redis:\/\//);
+          return true;
+        }),
+        30_000,
+        'ping of a cluster broker on a single server',
+      );
+    } finally {
+      await b.close();
+    }
+  });
+
+  it('a server that is not Redis (here HTTP): BrokerConfigError naming what answered, not a consequent "Stream isn\'t writeable"', async () => {
+    const server = createHttpServer((_req, res) => res.end());
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    // A db index: the SELECT after connecting is the command ioredis then fails as "Stream isn't writeable".
+    const b = new RedisBroker({ url: `redis://127.0.0.1:${port}/9`, prefix: uniquePrefix('errand-rt') });
+    try {
+      await within(
+        assert.rejects(b.ping(), (err: Error) => {
+          assert.ok(err instanceof BrokerConfigError, String(err));
+          assert.equal(
+            err.message,
+            `The server at redis://127.0.0.1:${port}/9 does not speak the Redis protocol (its reply began with "H": an HTTP server or proxy?): check the host and port of the broker URL, and use rediss:// for a TLS port`,
+          );
+          return true;
+        }),
+        30_000,
+        'ping of a server that is not Redis',
+      );
+    } finally {
+      await b.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
 

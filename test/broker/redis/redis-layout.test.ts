@@ -20,7 +20,7 @@ import pino from 'pino';
 import { LAYOUT_VERSION, layoutKey, queueLayoutKey } from '../../../src/broker/redis/layout.ts';
 import { RedisBroker } from '../../../src/broker/redis/redis-broker.ts';
 import { expandScript, parseLibraries, SCRIPT_NAMES, scriptSource } from '../../../src/broker/redis/scripts.ts';
-import { BrokerConfigError } from '../../../src/core/errors.ts';
+import { BrokerConfigError, ConfigError, EmptyPrefixError } from '../../../src/core/errors.ts';
 import { newRunId } from '../../../src/core/ids.ts';
 import { requires } from '../../fixtures/prereq.ts';
 import { type Proc, spawnNode, stopProc } from '../../fixtures/procs.ts';
@@ -190,6 +190,30 @@ describe('redis layout version', () => {
     assert.equal(record.compatible, '4', 'code of layout 3 and earlier may not run on it (layout 4 packs the flow key states)');
     await b.enqueue([{ id: newRunId('fresh'), task: 't', queue: 'fresh', input: '{}', priority: 0, runAt: Date.now() }], Date.now());
     assert.equal(await redis.exists(queueLayoutKey(prefix, 'fresh')), 0, 'a queue created in the current layout needs no marker');
+  });
+
+  it('existingPrefix: an empty prefix is refused with EmptyPrefixError and nothing is written; a used one is served', async () => {
+    await redis.connect().catch(() => {});
+    const empty = prefixFor('errand-layout-existing');
+    const b = new RedisBroker({ url: URL_, prefix: empty, existingPrefix: true });
+    brokers.push(b);
+    await assert.rejects(b.ping(), (err: Error) => {
+      assert.ok(err instanceof EmptyPrefixError && err instanceof BrokerConfigError, String(err));
+      assert.match(err.message, new RegExp(`nothing under the key prefix "${empty}" \\(no ${empty}:layout, no ${empty}:queues\\)`));
+      return true;
+    });
+    await assert.rejects(b.counts(['q']), EmptyPrefixError);
+    assert.deepEqual(await redis.keys(`${empty}:*`), [], 'nothing written under the empty prefix');
+
+    await open(empty).ping(); // an ordinary broker records the layout
+    await b.ping();
+    assert.deepEqual(await b.counts(['q']), {
+      q: { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 },
+    });
+    assert.throws(
+      () => new RedisBroker({ url: URL_, prefix: empty, existingPrefix: 'yes' as unknown as boolean }),
+      (err: Error) => err instanceof ConfigError && /existingPrefix must be true or false, got "yes"/.test(err.message),
+    );
   });
 
   it('migrates keys of the previous layout: every run is still there, in its state, and runs', async () => {

@@ -5,15 +5,25 @@ import { ApiError, get } from '../api.ts';
 import { type Ctx, errorBox, type Page } from '../app.ts';
 import { ROOT } from '../base.ts';
 import { h, link, replace, trunc } from '../dom.ts';
-import { ago, duration, fullTime, num } from '../format.ts';
+import { ago, fullTime, num, plural } from '../format.ts';
 
 type Sort = FlowKeyList['sort'];
 const LIMIT = 50;
 
+const PERIOD_UNITS: [number, string][] = [
+  [86_400_000, 'day'],
+  [3_600_000, 'h'],
+  [60_000, 'min'],
+  [1000, 's'],
+  [1, 'ms'],
+];
+
+/** A rate as the docs write it: `10/s`, `300/min, burst 20`, `1/10min`, `5/1500ms`. */
 function rateText(r: FlowKeyJson['rate']): string {
   if (!r) return '–';
-  const per = r.period === 1000 ? 's' : r.period === 60_000 ? 'min' : duration(r.period);
-  return `${num(r.limit)}/${per}${r.burst !== r.limit ? `, burst ${num(r.burst)}` : ''}`;
+  const [size, unit] = PERIOD_UNITS.find(([ms]) => r.period % ms === 0) ?? [1, 'ms'];
+  const count = r.period / size;
+  return `${num(r.limit)}/${count === 1 ? '' : count}${unit}${r.burst !== r.limit ? `, burst ${num(r.burst)}` : ''}`;
 }
 
 function nextText(k: FlowKeyJson, now: number): HTMLElement {
@@ -84,7 +94,7 @@ export function flowPage(ctx: Ctx, initialQueue: string | null): Page {
       h('td', { class: `num ${k.queued ? '' : 'zero'}` }, num(k.queued)),
       h('td', { class: `num ${k.active ? '' : 'zero'}` }, num(k.active)),
       h('td', { class: 'num' }, k.concurrency ? num(k.concurrency) : '–'),
-      h('td', { class: 'nowrap' }, rateText(k.rate)),
+      h('td', { class: 'nowrap col-rate' }, rateText(k.rate)),
       h('td', { class: 'nowrap' }, nextText(k, now)),
     );
 
@@ -127,7 +137,7 @@ export function flowPage(ctx: Ctx, initialQueue: string | null): Page {
       h(
         'span',
         { class: 'muted', 'data-testid': 'range' },
-        `${num(from)}–${num(data.offset + data.keys.length)} of ${num(data.total)} keys`,
+        `${num(from)}–${num(data.offset + data.keys.length)} of ${plural(data.total, 'key')}`,
       ),
       h(
         'button',
@@ -176,8 +186,7 @@ export function flowPage(ctx: Ctx, initialQueue: string | null): Page {
       if (!queue || !data.queues.some((q) => q.name === queue)) queue = data.queues[0]!.name;
       setUrl();
       const cur = data.queues.find((q) => q.name === queue)!;
-      const n = (x: number, one: string, many: string) => `${num(x)} ${x === 1 ? one : many}`;
-      summary.textContent = `${n(cur.queued, 'run', 'runs')} queued under limits in ${n(cur.keys, 'key', 'keys')}; ${n(cur.rateLimitedKeys, 'key', 'keys')} held by its rate${cur.rateLimitedGroups ? `, ${n(cur.rateLimitedGroups, 'task', 'tasks')} held by theirs` : ''}.`;
+      summary.textContent = `${plural(cur.queued, 'run')} queued under limits in ${plural(cur.keys, 'key')}; ${plural(cur.rateLimitedKeys, 'key')} held by ${cur.rateLimitedKeys === 1 ? 'its' : 'their'} rate${cur.rateLimitedGroups ? `, ${plural(cur.rateLimitedGroups, 'task')} held by theirs` : ''}.`;
       replace(
         queuesEl,
         ...data.queues.map((q) =>

@@ -3,8 +3,8 @@ import type { Overview, QueueOverview, RunState } from '../../api-types.ts';
 import { get, post } from '../api.ts';
 import { type Ctx, errorBox, type Page } from '../app.ts';
 import { type Chart, latencyChart, throughputChart } from '../charts.ts';
-import { h, link, replace, trunc } from '../dom.ts';
-import { duration, num, percent, rate } from '../format.ts';
+import { type Child, h, link, replace, trunc } from '../dom.ts';
+import { duration, num, percent, plural, rate } from '../format.ts';
 import { ROOT } from '../base.ts';
 
 /** The columns of the queue table: every run state, in the order of the run model (`RUN_STATES`). */
@@ -74,17 +74,17 @@ export function overviewPage(ctx: Ctx): Page {
             class: 'btn btn-small',
             type: 'button',
             'data-action': 'retry-failed',
-            title: `Replay the ${num(q.counts.failed)} failed runs of ${q.name}`,
+            title: `Replay the ${plural(q.counts.failed, 'failed run')} of ${q.name}`,
             onclick: async () => {
               const ok = await ctx.confirm({
                 title: `Retry failed runs of ${q.name}?`,
-                body: `The ${num(q.counts.failed)} failed runs of queue ${q.name} go back to the queue with their attempts reset.`,
+                body: `The ${plural(q.counts.failed, 'failed run')} of queue ${q.name} go${q.counts.failed === 1 ? 'es' : ''} back to the queue with ${q.counts.failed === 1 ? 'its attempts' : 'their attempts'} reset.`,
                 confirmLabel: 'Retry all failed',
               });
               if (!ok) return;
               const r = await ctx.act(
                 () => post<{ retried: number }>('/retry-failed', { queue: q.name }),
-                (x) => `${num(x.retried)} failed run${x.retried === 1 ? '' : 's'} of ${q.name} queued again`,
+                (x) => `${plural(x.retried, 'failed run')} of ${q.name} queued again`,
               );
               if (r) refresh();
             },
@@ -119,7 +119,7 @@ export function overviewPage(ctx: Ctx): Page {
             if (!ok) return;
             const r = await ctx.act(
               () => post<{ removed: number }>(`/queues/${encodeURIComponent(q.name)}/purge`, { confirm: q.name }),
-              (x) => `Purged ${num(x.removed)} run${x.removed === 1 ? '' : 's'} from ${q.name}`,
+              (x) => `Purged ${plural(x.removed, 'run')} from ${q.name}`,
             );
             if (r) refresh();
           },
@@ -171,11 +171,11 @@ export function overviewPage(ctx: Ctx): Page {
         h('td', { class: 'num' }, rate(q.throughputPerMin)),
         h(
           'td',
-          { class: `num ${q.failureRate ? 'bad' : ''}`, title: `${num(q.failed)} of ${num(q.finished)} finished runs failed` },
+          { class: `num ${q.failureRate ? 'bad' : ''}`, title: `${num(q.failed)} of ${plural(q.finished, 'finished run')} failed` },
           percent(q.failureRate),
         ),
-        h('td', { class: 'num nowrap', title: `${num(q.wait.count)} starts measured` }, triple(q.wait)),
-        h('td', { class: 'num nowrap', title: `${num(q.run.count)} attempts measured` }, triple(q.run)),
+        h('td', { class: 'num latency', title: `${plural(q.wait.count, 'start')} measured` }, latencyCell(q.wait)),
+        h('td', { class: 'num latency', title: `${plural(q.run.count, 'attempt')} measured` }, latencyCell(q.run)),
         ctx.canAct ? h('td', { class: 'col-actions' }, actions(q)) : null,
       ),
     );
@@ -188,25 +188,27 @@ export function overviewPage(ctx: Ctx): Page {
     const t = o.totals;
     replace(
       stats,
-      stat('queued', big(t.queued), { cls: 'state-queued', href: runsHref({ state: 'queued' }), title: `${num(t.queued)} queued runs` }),
+      stat('queued', big(t.queued), { cls: 'state-queued', href: runsHref({ state: 'queued' }), title: plural(t.queued, 'queued run') }),
       stat('scheduled', big(t.scheduled), {
         cls: 'state-scheduled',
         href: runsHref({ state: 'scheduled' }),
-        title: `${num(t.scheduled)} scheduled runs`,
+        title: plural(t.scheduled, 'scheduled run'),
       }),
-      stat('active', big(t.active), { cls: 'state-active', href: runsHref({ state: 'active' }), title: `${num(t.active)} active runs` }),
+      stat('active', big(t.active), { cls: 'state-active', href: runsHref({ state: 'active' }), title: plural(t.active, 'active run') }),
       stat('failed (dead)', big(t.failed), {
         cls: 'state-failed',
         href: runsHref({ state: 'failed' }),
-        title: `${num(t.failed)} failed runs`,
+        title: plural(t.failed, 'failed run'),
       }),
       stat('finished / min', rate(o.throughputPerMin), { title: 'Succeeded and failed runs per minute, last 5 minutes' }),
       stat('failure rate', percent(o.failureRate), { title: `Failed / finished, last ${o.windowMinutes} minutes` }),
       stat('wait p95', duration(o.wait.p95), { title: `p50 ${duration(o.wait.p50)} · p99 ${duration(o.wait.p99)}` }),
       stat('run p95', duration(o.run.p95), { title: `p50 ${duration(o.run.p50)} · p99 ${duration(o.run.p99)}` }),
-      stat('workers', `${num(o.workers.alive)}${o.workers.lost ? ` +${o.workers.lost} lost` : ''}`, {
+      // The lost ones in the label: "1 +1 lost" as the figure was cut to "1 +1 l…" in a card at 1280 px.
+      stat(o.workers.lost ? `workers, ${num(o.workers.lost)} lost` : 'workers', num(o.workers.alive), {
         cls: o.workers.lost ? 'warn' : '',
         href: `${ROOT}/workers`,
+        title: `${plural(o.workers.alive, 'worker')} alive${o.workers.lost ? `, ${num(o.workers.lost)} lost (no heartbeat within their TTL)` : ''}`,
       }),
     );
     if (!throughput || !latency) {
@@ -252,7 +254,18 @@ function big(n: number): string {
   return n < 100_000 ? num(n) : compact.format(n);
 }
 
-function triple(p: { p50: number | null; p95: number | null; p99: number | null }): string {
+/** p50 / p95 / p99, the unit said once when the three share it (`0.75 / 4.5 / 4.9 ms`): the queue table fits 1280 px. */
+export function triple(p: { p50: number | null; p95: number | null; p99: number | null }): string {
   if (p.p50 === null) return '–';
-  return `${duration(p.p50)} / ${duration(p.p95)} / ${duration(p.p99)}`;
+  const parts = [duration(p.p50), duration(p.p95), duration(p.p99)];
+  const unit = / (ms|s)$/.exec(parts[0]!)?.[0];
+  if (unit && parts.every((x) => x.endsWith(unit) && /^[\d.]+ (ms|s)$/.test(x)))
+    return `${parts.map((x) => x.slice(0, -unit.length)).join(' / ')}${unit}`;
+  return parts.join(' / ');
+}
+
+/** `triple` in pieces that break only after a slash, when the table is squeezed: never past the card. */
+function latencyCell(p: { p50: number | null; p95: number | null; p99: number | null }): Child[] {
+  const pieces = triple(p).split(' / ');
+  return pieces.flatMap((x, i) => [i ? ' ' : null, h('span', { class: 'nowrap' }, i < pieces.length - 1 ? `${x} /` : x)]);
 }

@@ -91,6 +91,7 @@ export function runPage(ctx: Ctx, id: string): Page {
                 title: 'Cancel this run?',
                 body: r.state === 'active' ? 'It is running: its worker is told to stop it.' : 'It will not start.',
                 confirmLabel: 'Cancel run',
+                dismissLabel: 'Keep run',
                 danger: true,
               });
               if (

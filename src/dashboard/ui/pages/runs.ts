@@ -3,7 +3,7 @@ import type { Overview, RunList, RunState, RunSummary } from '../../api-types.ts
 import { get, post } from '../api.ts';
 import { type Ctx, errorBox, type Page, stateBadge } from '../app.ts';
 import { h, link, replace, trunc } from '../dom.ts';
-import { ago, duration, fullTime, num, time } from '../format.ts';
+import { ago, duration, fullTime, num, plural, time } from '../format.ts';
 import { ROOT } from '../base.ts';
 
 const STATES: RunState[] = ['queued', 'scheduled', 'active', 'succeeded', 'failed', 'cancelled'];
@@ -206,6 +206,7 @@ export function runsPage(ctx: Ctx): Page {
                 r.state === 'active' ? ' is running: its worker is told to stop it.' : ' will not start.',
               ),
               confirmLabel: 'Cancel run',
+              dismissLabel: 'Keep run',
               danger: true,
             });
             if (
@@ -354,7 +355,7 @@ export function runsPage(ctx: Ctx): Page {
             if (filters.task) body.task = filters.task;
             const r = await ctx.act(
               () => post<{ retried: number }>('/retry-failed', body),
-              (x) => `${num(x.retried)} failed run${x.retried === 1 ? '' : 's'} queued again`,
+              (x) => `${plural(x.retried, 'failed run')} queued again`,
             );
             if (r) void load();
           },

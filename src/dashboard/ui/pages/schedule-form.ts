@@ -5,8 +5,9 @@
 // answer is shown in the form, which stays open with what was typed.
 import type { ScheduleJson } from '../../api-types.ts';
 import { ApiError, post } from '../api.ts';
-import type { Ctx } from '../app.ts';
+import { type Ctx, showModal } from '../app.ts';
 import { type Child, h } from '../dom.ts';
+import { plural } from '../format.ts';
 
 export interface TaskChoice {
   name: string;
@@ -47,8 +48,7 @@ function modal(title: string, fields: Child, submitLabel: string, submit: (error
       dialog.remove();
       resolve(done);
     });
-    document.body.append(dialog);
-    dialog.showModal();
+    showModal(dialog);
     (form.querySelector('input:not([disabled]), select, textarea') as HTMLElement | null)?.focus();
   });
 }
@@ -216,7 +216,7 @@ export function backfillForm(ctx: Ctx, s: ScheduleJson): Promise<boolean> {
         { from: v(from), to: v(to) },
       );
       ctx.notify(
-        `${r.created} run(s) created, ${r.existing} fire time(s) already had theirs${r.truncated ? ' (stopped at 1000: backfill again from the last one)' : ''}`,
+        `${plural(r.created, 'run')} created, ${plural(r.existing, 'fire time')} already had ${r.existing === 1 ? 'its' : 'theirs'}${r.truncated ? ' (stopped at 1000: backfill again from the last one)' : ''}`,
       );
       return true;
     } catch (err) {

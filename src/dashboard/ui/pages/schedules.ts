@@ -4,7 +4,7 @@ import type { ScheduleJson, ScheduleList } from '../../api-types.ts';
 import { ApiError, get, post } from '../api.ts';
 import { type Ctx, errorBox, type Page } from '../app.ts';
 import { h, link, replace, trunc } from '../dom.ts';
-import { ago, fullTime, num, time } from '../format.ts';
+import { ago, fullTime, num, plural, time } from '../format.ts';
 import { ROOT } from '../base.ts';
 import { backfillForm, scheduleForm, type TaskChoice } from './schedule-form.ts';
 
@@ -60,9 +60,9 @@ export function schedulesPage(ctx: Ctx): Page {
       { 'data-schedule': `${s.queue}/${s.id}` },
       h('td', { class: 'col-schedule' }, trunc(s.id, 'mono')),
       h('td', null, link(`${ROOT}/runs?queue=${encodeURIComponent(s.queue)}`, s.queue)),
-      h('td', null, trunc(s.task)),
+      h('td', { class: 'col-task' }, trunc(s.task)),
       h('td', null, h('span', { class: `badge ${s.state === 'active' ? 'alive' : 'lost'}` }, s.state)),
-      h('td', { class: 'mono small' }, s.when),
+      h('td', { class: 'col-when mono small' }, s.when),
       h(
         'td',
         { class: 'nowrap', title: s.upcoming.map((t) => fullTime(t)).join('\n') },
@@ -77,7 +77,7 @@ export function schedulesPage(ctx: Ctx): Page {
       h('td', { class: `num ${s.missed ? 'bad' : ''}` }, num(s.missed)),
       h(
         'td',
-        null,
+        { class: 'col-row-actions' },
         ctx.canAct
           ? h(
               'div',
@@ -151,7 +151,7 @@ export function schedulesPage(ctx: Ctx): Page {
       tasks = data.tasks ?? [];
       const paused = data.schedules.filter((s) => s.state === 'paused').length;
       const missed = data.schedules.reduce((n, s) => n + s.missed, 0);
-      summary.textContent = `${num(data.schedules.length)} schedules${paused ? `, ${num(paused)} paused` : ''}${missed ? `; ${num(missed)} fire times missed in all` : ''}. Each fire time runs once, whatever the number of workers.`;
+      summary.textContent = `${plural(data.schedules.length, 'schedule')}${paused ? `, ${num(paused)} paused` : ''}${missed ? `; ${plural(missed, 'fire time')} missed in all` : ''}. Each fire time runs once, whatever the number of workers.`;
       if (!data.schedules.length) {
         replace(
           list,

@@ -6,12 +6,12 @@ import { ApiError, get } from '../api.ts';
 import { type Ctx, errorBox, type Page, stateBadge } from '../app.ts';
 import { ROOT } from '../base.ts';
 import { h, link, replace, trunc } from '../dom.ts';
-import { duration, fullTime, json, time } from '../format.ts';
+import { duration, fullTime, json, plural, time } from '../format.ts';
 
 const SVG = 'http://www.w3.org/2000/svg';
 /** A column with more steps than this is drawn as one box with its counts by state. */
 const MAX_PER_COLUMN = 12;
-const BOX_W = 170;
+const BOX_W = 210;
 const BOX_H = 34;
 const GAP_X = 60;
 const GAP_Y = 14;
@@ -66,7 +66,7 @@ function graph(wf: WorkflowDetail, index: Map<string, number>): SVGElement {
       const box: Box = {
         x,
         y: 4,
-        label: `${col.length} steps`,
+        label: plural(col.length, 'step'),
         sub: [...counts].map(([st, n]) => `${n} ${st}`).join(', '),
         state: worst,
       };
@@ -116,8 +116,8 @@ function graph(wf: WorkflowDetail, index: Map<string, number>): SVGElement {
       'g',
       { class: `wf-node wf-${b.state}`, 'data-state': b.state },
       svg('rect', { x: b.x, y: b.y, width: BOX_W, height: BOX_H, rx: 5 }),
-      svg('text', { x: b.x + 8, y: b.y + 14, class: 'wf-label' }, b.label.length > 26 ? `${b.label.slice(0, 25)}…` : b.label),
-      svg('text', { x: b.x + 8, y: b.y + 28, class: 'wf-sub' }, b.sub.length > 30 ? `${b.sub.slice(0, 29)}…` : b.sub),
+      svg('text', { x: b.x + 8, y: b.y + 14, class: 'wf-label' }, b.label),
+      svg('text', { x: b.x + 8, y: b.y + 28, class: 'wf-sub' }, b.sub),
       svg('title', {}, `${b.label}: ${b.sub}`),
     );
     if (!b.href) return g;
@@ -132,9 +132,32 @@ function graph(wf: WorkflowDetail, index: Map<string, number>): SVGElement {
   );
 }
 
+/** The room for a line of text in a box: its width less the padding on both sides. */
+const TEXT_W = BOX_W - 16;
+
+/**
+ * Cuts each line of text of the graph, with an ellipsis, to what its box holds, measured as drawn
+ * (the whole text stays in the box's tooltip). Needs the graph in the document to measure it.
+ */
+function fitLabels(graphEl: Element): void {
+  for (const t of Array.from(graphEl.querySelectorAll<SVGTextContentElement>('text.wf-label, text.wf-sub'))) {
+    const full = t.textContent ?? '';
+    if (t.getComputedTextLength() <= TEXT_W) continue;
+    let lo = 0;
+    let hi = full.length;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      t.textContent = `${full.slice(0, mid)}…`;
+      if (t.getComputedTextLength() <= TEXT_W) lo = mid;
+      else hi = mid - 1;
+    }
+    t.textContent = `${full.slice(0, lo)}…`;
+  }
+}
+
 export function workflowPage(ctx: Ctx, id: string): Page {
   void ctx;
-  const body = h('div', null, h('div', { class: 'empty' }, 'Loading…'));
+  const body = h('div', { class: 'wf-body' }, h('div', { class: 'empty' }, 'Loading…'));
   const el = h('div', { class: 'page' }, h('nav', { class: 'crumbs' }, link(`${ROOT}/runs`, '← Runs')), body);
   let lastKey = '';
   let loading = false;
@@ -145,9 +168,13 @@ export function workflowPage(ctx: Ctx, id: string): Page {
     const num = (sid: string) => (index.has(sid) ? `#${(index.get(sid) ?? 0) + 1}` : sid);
     const head = h(
       'div',
-      { class: 'run-head' },
-      h('h1', { class: 'mono' }, 'Workflow ', trunc(wf.id, 'mono')),
-      h('span', { class: `badge state-${wf.state}`, 'data-workflow-state': wf.state }, wf.state),
+      { class: 'page-head run-head' },
+      h(
+        'div',
+        { class: 'run-title' },
+        h('h1', { class: 'mono trunc', title: wf.id }, `Workflow ${wf.id}`),
+        h('span', { class: `badge state-${wf.state}`, 'data-workflow-state': wf.state }, wf.state),
+      ),
     );
     const rows = wf.steps.map((s, i) => {
       const took = s.startedAt !== undefined && s.finishedAt !== undefined ? duration(s.finishedAt - s.startedAt) : '–';
@@ -173,7 +200,7 @@ export function workflowPage(ctx: Ctx, id: string): Page {
     replace(
       body,
       head,
-      h('p', { class: 'muted small' }, `Created ${time(wf.createdAt, now)} · ${wf.steps.length} steps`),
+      h('p', { class: 'muted small' }, `Created ${time(wf.createdAt, now)} · ${plural(wf.steps.length, 'step')}`),
       h('section', { class: 'card wf-graph-card' }, h('h2', null, 'Graph'), h('div', { class: 'wf-graph-scroll' }, graph(wf, index))),
       h(
         'section',
@@ -210,6 +237,8 @@ export function workflowPage(ctx: Ctx, id: string): Page {
       if (key !== lastKey) {
         lastKey = key;
         render(wf);
+        const drawn = body.querySelector('svg.wf-graph');
+        if (drawn) fitLabels(drawn);
       }
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 401)) replace(body, errorBox(err));
