@@ -122,7 +122,9 @@ export function scheduleForm(ctx: Ctx, tasks: TaskChoice[], s?: ScheduleJson): P
     field(
       'Input (JSON)',
       input,
-      s?.inputRedacted ? 'The stored input has secret fields (shown nowhere): give the whole input again to save.' : 'default null',
+      s?.inputRedacted
+        ? 'The stored input has secret fields (shown nowhere): give the whole input again to save.'
+        : 'JSON; leave it empty for no input (a task whose input may be absent)',
     ),
     h('div', { class: 'form-pair' }, field('Missed fires', missed), field('Overlap', overlap)),
     h('div', { class: 'form-pair' }, field('Expire', expire), field('Priority', priority)),
