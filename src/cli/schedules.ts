@@ -25,7 +25,7 @@ import {
   viewOf,
 } from '../schedule/manage.ts';
 import { limitsRecorded } from '../schedule/plan.ts';
-import { readInstant } from '../schedule/spec.ts';
+import { intervalText, readInstant } from '../schedule/spec.ts';
 import { CliError, HelpRequested, type Output, parse, redactPaths, usage, withBroker } from './admin-shared.ts';
 import { clean, cut, relative, table, when } from './format.ts';
 import { loadApp } from './load.ts';
@@ -58,7 +58,7 @@ function specText(spec: string): string {
   try {
     const s = JSON.parse(spec) as { cron?: string; every?: number; timezone?: string };
     if (s.cron) return `cron ${s.cron}${s.timezone && s.timezone !== 'UTC' ? ` ${s.timezone}` : ''}`;
-    if (s.every !== undefined) return `every ${s.every}ms`;
+    if (typeof s.every === 'number') return `every ${intervalText(s.every)}`;
   } catch {
     // fall through
   }

@@ -11,7 +11,7 @@ import { redactValue } from '../core/redact.ts';
 import { checkSchema } from '../core/schema-issues.ts';
 import type { Errand } from '../errand.ts';
 import { type ScheduleOptions, viewOf } from '../schedule/manage.ts';
-import { readInstant } from '../schedule/spec.ts';
+import { intervalText, readInstant } from '../schedule/spec.ts';
 import { HttpError } from '../web/errors.ts';
 import { BackfillBody, ScheduleDefinitionFields } from '../web/schedule-body.ts';
 import type { ScheduleJson, ScheduleList } from './api-types.ts';
@@ -21,11 +21,7 @@ function when(spec: string): string {
   try {
     const s = JSON.parse(spec) as { cron?: string; every?: number; timezone?: string };
     if (s.cron) return `cron ${s.cron}${s.timezone && s.timezone !== 'UTC' ? ` ${s.timezone}` : ''}`;
-    if (typeof s.every === 'number') {
-      const e = s.every;
-      const unit = e % 3_600_000 === 0 ? [3_600_000, 'h'] : e % 60_000 === 0 ? [60_000, 'm'] : e % 1000 === 0 ? [1000, 's'] : [1, 'ms'];
-      return `every ${e / (unit[0] as number)}${unit[1]}`;
-    }
+    if (typeof s.every === 'number') return `every ${intervalText(s.every)}`;
   } catch {
     // shown as stored
   }

@@ -138,6 +138,13 @@ export function readInstant(field: string, v: unknown): { at: number } | { error
   return at === undefined ? { error: issues[0]?.message ?? 'not an instant' } : { at };
 }
 
+/** An interval in the largest unit that divides it, as `every` takes it: "2h", "15m", "30s", "1500ms". */
+export function intervalText(ms: number): string {
+  const [size, unit] =
+    ms % 3_600_000 === 0 ? [3_600_000, 'h'] : ms % 60_000 === 0 ? [60_000, 'm'] : ms % 1000 === 0 ? [1000, 's'] : [1, 'ms'];
+  return `${ms / size}${unit}`;
+}
+
 function parseEvery(v: unknown, issues: ScheduleIssue[]): number | undefined {
   let ms: number;
   if (typeof v === 'number') {

@@ -166,3 +166,23 @@ describe('the guard checks schedule calls for every broker', () => {
     await b.close();
   });
 });
+
+describe('broker errors in words', () => {
+  test("ioredis's 'max retries per request' is said as a call cut off by a lost connection", async () => {
+    const { asBrokerError } = await import('../../src/broker/shared/checks.ts');
+    // ioredis does not export the class: an error of its name and words.
+    const cut = Object.assign(
+      new Error('Reached the max retries per request limit (which is 0). Refer to "maxRetriesPerRequest" option for details.'),
+      {
+        name: 'MaxRetriesPerRequestError',
+      },
+    );
+    const e = asBrokerError(cut, 'redis');
+    assert.ok(e instanceof BrokerUnavailableError);
+    assert.equal(
+      e.message,
+      'The redis broker failed: the connection was lost while the call was on its way, so it may or may not have been applied (an enqueue with an idempotency key is safe to repeat)',
+    );
+    assert.equal(asBrokerError(new Error('boom'), 'redis').message, 'The redis broker failed: boom');
+  });
+});

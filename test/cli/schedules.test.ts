@@ -47,7 +47,7 @@ describe('errand schedules', () => {
   it('lists, as a table and as JSON with the next five fire times', async () => {
     const text = await errand(['schedules', '--broker', url]);
     assert.equal(text.code, 0, text.stderr);
-    assert.match(text.stdout, /hourly-report\s+report\s+active\s+every 3600000ms/);
+    assert.match(text.stdout, /hourly-report\s+report\s+active\s+every 1h/);
     const j = await errand(['schedules', 'list', '--broker', url, '--json']);
     assert.equal(j.code, 0, j.stderr);
     const [s] = JSON.parse(j.stdout).schedules;
@@ -125,7 +125,7 @@ describe('errand schedules', () => {
     // An update without --queue keeps the stored queue; the whole definition is replaced.
     const updated = await errand(['schedules', 'set', 'nightly', '--task', 'report', '--every', '30m', '--broker', url]);
     assert.equal(updated.code, 0, updated.stderr);
-    assert.match(updated.stdout, /Schedule nightly of queue reports stored \(every 1800000ms, active, next fire /);
+    assert.match(updated.stdout, /Schedule nightly of queue reports stored \(every 30m, active, next fire /);
     v = await app.getSchedule('nightly');
     assert.deepEqual(JSON.parse(v!.spec), { every: 1_800_000 });
     assert.equal(v!.input, 'null');

@@ -94,6 +94,10 @@ describe('dashboard: the Schedules page in chromium', { skip: unavailable }, () 
     await dialog().locator('button[type="submit"]').click();
     await waitFor(async () => /every 2h/.test((await row.textContent()) ?? ''), { timeoutMs: 10_000, message: 'the edit listed' });
     assert.deepEqual(JSON.parse((await errand.getSchedule('weekly-report'))!.spec), { every: 7_200_000 });
+    // Opened again, the interval reads as it was given, not in ms.
+    await row.locator('button[data-action="edit"]').click();
+    assert.equal(await dialog().locator('input[name="when"]').inputValue(), '2h');
+    await dialog().locator('button', { hasText: 'Cancel' }).click();
   });
 
   test('backfill a past range: the runs are created once; a reversed range is refused in ISO times; the notice shows above the next dialog', async () => {

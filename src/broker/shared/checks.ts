@@ -6,10 +6,19 @@
  */
 import { BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
 
+/**
+ * Client errors whose own words mean nothing to a user of Errand, by the error's name: ioredis's
+ * "Reached the max retries per request limit (which is 0)" is a command cut off by a lost connection.
+ */
+const REWORDED: Record<string, string> = {
+  MaxRetriesPerRequestError:
+    'the connection was lost while the call was on its way, so it may or may not have been applied (an enqueue with an idempotency key is safe to repeat)',
+};
+
 /** A failure as an Errand error: Errand's own as they are, anything else as BrokerUnavailableError. */
 export function asBrokerError(err: unknown, kind: string): ErrandError {
   if (err instanceof ErrandError) return err;
-  const message = err instanceof Error ? err.message : String(err);
+  const message = (err instanceof Error && REWORDED[err.name]) || (err instanceof Error ? err.message : String(err));
   return new BrokerUnavailableError(`The ${kind} broker failed: ${message}`, { cause: err });
 }
 

@@ -91,7 +91,12 @@ export function scheduleForm(ctx: Ctx, tasks: TaskChoice[], s?: ScheduleJson): P
   const kind = choice('kind', ['cron', 'every'], typeof spec.every === 'number' ? 'every' : 'cron');
   const when = text(
     'when',
-    typeof spec.every === 'number' ? String(spec.every) : typeof spec.cron === 'string' ? spec.cron : '',
+    // an interval as the list shows it ("every 2h": 2h), not in ms
+    typeof spec.every === 'number'
+      ? (s?.when.replace(/^every /, '') ?? String(spec.every))
+      : typeof spec.cron === 'string'
+        ? spec.cron
+        : '',
     '0 9 * * 1-5',
   );
   const zone = text('timezone', typeof spec.timezone === 'string' ? spec.timezone : '', 'UTC');
@@ -122,7 +127,9 @@ export function scheduleForm(ctx: Ctx, tasks: TaskChoice[], s?: ScheduleJson): P
     field(
       'Input (JSON)',
       input,
-      s?.inputRedacted ? 'The stored input has secret fields (shown nowhere): give the whole input again to save.' : 'default null',
+      s?.inputRedacted
+        ? 'The stored input has secret fields (shown nowhere): give the whole input again to save.'
+        : 'JSON; leave it empty for no input (a task whose input may be absent)',
     ),
     h('div', { class: 'form-pair' }, field('Missed fires', missed), field('Overlap', overlap)),
     h('div', { class: 'form-pair' }, field('Expire', expire), field('Priority', priority)),
