@@ -2,7 +2,7 @@
 import type { z } from 'zod';
 import { ConfigError } from '../core/errors.ts';
 import { timeOfRunId } from '../core/ids.ts';
-import { show as given } from '../core/show.ts';
+import { show as given, unknownKey } from '../core/show.ts';
 import type { JournalEntry } from './test-broker.ts';
 
 // ---- what was enqueued --------------------------------------------------------------------------
@@ -82,10 +82,8 @@ export function checkMatch(match: unknown, where: string, withCount: boolean): E
 
 /** Refuses a key of `obj` not in `known` (`where`: the helper; `what`: the argument, e.g. `match`). */
 export function checkKeys(obj: object, known: readonly string[], where: string, what: string): void {
-  for (const key of Object.keys(obj)) {
-    if (!known.includes(key))
-      throw new ConfigError(`${where}: ${JSON.stringify(key)} is not a key of ${what} (known: ${known.join(', ')})`);
-  }
+  const unknown = unknownKey(obj, known, `a key of ${what}`);
+  if (unknown) throw new ConfigError(`${where}: ${unknown}`);
 }
 
 /**

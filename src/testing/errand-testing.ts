@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { RUN_STATES, type RunState } from '../broker/types.ts';
 import { ConfigError } from '../core/errors.ts';
 import { coalesced } from '../core/coalesce.ts';
+import { checkFields } from '../core/fields.ts';
 import { decodeRun, type RunInfo } from '../core/run-info.ts';
 import { show } from '../core/show.ts';
 import { createErrand, type Errand, type ErrandOptions } from '../errand.ts';
@@ -24,6 +25,8 @@ import {
 } from './enqueued.ts';
 
 // ---- drain --------------------------------------------------------------------------------------
+
+const DRAIN_OPTION_KEYS = ['queues', 'concurrency', 'retries', 'scheduled', 'limit'] as const;
 
 export interface DrainOptions {
   /** Queues to run (default: every queue of the app's tasks and every queue that holds runs). */
@@ -244,6 +247,7 @@ export class ErrandTesting {
    * alone. Returns what ran and how it ended.
    */
   async drain(options: DrainOptions = {}): Promise<DrainResult> {
+    checkFields(options, DRAIN_OPTION_KEYS, 'drain()', 'a drain option');
     const broker = this.broker;
     const limit = options.limit ?? 1000;
     if (!Number.isInteger(limit) || limit < 1) throw new TypeError(`drain(): limit must be a positive integer, got ${limit}`);

@@ -122,7 +122,7 @@ describe('errand/testing: what was enqueued', () => {
     }
     refused(
       () => t.assertEnqueued(sendWelcome, { inptu: { userId: 'u2' } } as never),
-      /^t\.assertEnqueued\(\): "inptu" is not a key of match \(known: input, queue, priority, delay, runAt, idempotencyKey, count\)$/,
+      /^t\.assertEnqueued\(\): "inptu" is not a key of match \(did you mean "input"\? known: input, queue, priority, delay, runAt, idempotencyKey, count\)$/,
     );
     refused(
       () => t.refuteEnqueued(sendWelcome, { inptu: { userId: 'u1' } } as never),
@@ -138,7 +138,8 @@ describe('errand/testing: what was enqueued', () => {
     await assert.rejects(
       t.runs({ stat: 'queued' } as never),
       (err: Error) =>
-        err instanceof ConfigError && /^t\.runs\(\): "stat" is not a key of filter \(known: task, queue, state\)$/.test(err.message),
+        err instanceof ConfigError &&
+        /^t\.runs\(\): "stat" is not a key of filter \(did you mean "state"\? known: task, queue, state\)$/.test(err.message),
     );
     await assert.rejects(
       t.runs({ state: 'done' } as never),
@@ -185,6 +186,17 @@ describe('errand/testing: what was enqueued', () => {
 });
 
 describe('errand/testing: drain()', () => {
+  it('refuses an option it does not have, naming the one meant', async () => {
+    await assert.rejects(
+      t.drain({ schedueld: true } as never),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        /^drain\(\): "schedueld" is not a drain option \(did you mean "scheduled"\? known: queues, concurrency, retries, scheduled, limit\)$/.test(
+          err.message,
+        ),
+    );
+  });
+
   it('runs the queued runs with a real worker, and the runs their handlers enqueue', async () => {
     const a = await signup.enqueue({ userId: 'a' });
     await signup.enqueue({ userId: 'b' });
