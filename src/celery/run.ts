@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { formatPath } from '../core/errors.ts';
 import { type CheckableSchema, checkSchema } from '../core/schema-issues.ts';
+import { MAX_TIMER_MS } from '../core/show.ts';
 import { type CeleryExceptionInfo, exceptionInfo, type ResultBackend } from './backend.ts';
 import type { CeleryClient } from './client.ts';
 import { buildMessage, CeleryMessageError, type CelerySignature, type CeleryTaskMessage, queueListFor, bindingOf } from './protocol.ts';
@@ -42,7 +43,8 @@ function validate(schema: CheckableSchema | undefined, value: unknown, root: str
 function timeLimit(msg: CeleryTaskMessage): number | undefined {
   const tl = (msg.envelope.headers as { timelimit?: unknown }).timelimit;
   const hard = Array.isArray(tl) ? tl[0] : undefined;
-  return typeof hard === 'number' && hard > 0 ? hard * 1000 : undefined;
+  // Past Node's longest timer (about 24.8 days) a timer fires at once: such a limit is no limit.
+  return typeof hard === 'number' && hard > 0 && hard * 1000 <= MAX_TIMER_MS ? hard * 1000 : undefined;
 }
 
 export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, signal: AbortSignal): Promise<Outcome> {

@@ -18,6 +18,7 @@
 //   zones: both would be used in UTC mode, where there is no DST, and the zone mapping is ours.
 import { Cron, CronPattern } from 'croner';
 import { ConfigError } from '../core/errors.ts';
+import { show } from '../core/show.ts';
 import { canonicalZone, MAX_TIME, MIN_TIME } from './zone.ts';
 
 /** An instant: a `Date`, epoch milliseconds, or an ISO 8601 string with `Z` or an explicit offset. */
@@ -93,7 +94,6 @@ const MISSPELT: Record<string, string> = { timeZone: 'timezone', tz: 'timezone',
 const NICKNAMES = new Set(['@yearly', '@annually', '@monthly', '@weekly', '@daily', '@midnight', '@hourly']);
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, sec: 1000, m: 60_000, min: 60_000, h: 3600_000 };
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2})$/;
-const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : v instanceof Date ? `Date(${v})` : String(v));
 
 function parseInstant(field: string, v: unknown, issues: ScheduleIssue[]): number | undefined {
   let t: number;
