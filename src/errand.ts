@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { connectBroker, defaultBrokerUrl } from './broker/connect.ts';
 import { guardBroker } from './broker/shared/guard.ts';
+import { checkPrefix, DEFAULTS, nonNegativeMs, positiveInt } from './broker/shared/options.ts';
 import type { Broker, BrokerOptions, EnqueueResult, NewRun, ScheduleDefinition } from './broker/types.ts';
 import { ConfigError, RunNotFoundError, ScheduleNotFoundError } from './core/errors.ts';
 import { checkFields } from './core/fields.ts';
@@ -114,10 +115,6 @@ const ERRAND_OPTION_KEYS = ['broker', 'logger', 'maxInputBytes', 'prefix', 'reda
 /** Most runs merged into one broker call by concurrent enqueues. */
 const MERGE_LIMIT = 1000;
 
-/**
- * The Errand app: its tasks, its broker, its workers. Emits `enqueued` (runs, results) after each
- * successful enqueue call and `worker` (worker) when a worker is made, for metrics.
- */
 /** A schedule declared in code (`errand.schedule`). */
 export interface DeclaredSchedule extends SplitOptions {
   id: string;
@@ -126,6 +123,10 @@ export interface DeclaredSchedule extends SplitOptions {
   inputJson: string;
 }
 
+/**
+ * The Errand app: its tasks, its broker, its workers. Emits `enqueued` (runs, results) after each
+ * successful enqueue call and `worker` (worker) when a worker is made, for metrics.
+ */
 export class Errand extends EventEmitter {
   readonly tasks = new Map<string, Task>();
   /** Schedules declared in code, by id: upserted by each worker that serves their queue, when it starts. */
@@ -151,6 +152,10 @@ export class Errand extends EventEmitter {
       throw new ConfigError(`maxInputBytes must be a positive integer, got ${show(options.maxInputBytes)}`);
     }
     this.redact = mergeRedactPaths(checkRedactPaths(options.redact, 'Errand options'), redactPathsFromEnv());
+    // The broker's options, checked now rather than at the first broker call.
+    if (options.prefix !== undefined) checkPrefix('Errand options', options.prefix);
+    positiveInt('Errand options', 'maxLeaseLosses', options.maxLeaseLosses, DEFAULTS.maxLeaseLosses);
+    nonNegativeMs('Errand options', 'failedRetentionMs', options.failedRetentionMs, DEFAULTS.failedRetentionMs);
   }
 
   /** The redaction paths for runs of a task: the app's and the task's own (the app's alone for a task this app does not define). */

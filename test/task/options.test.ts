@@ -101,6 +101,18 @@ describe('createErrand options', () => {
     );
     refuses(() => createErrand({ maxInputBytes: '1mb' } as never), /maxInputBytes must be a positive integer, got "1mb"$/);
   });
+
+  it("the broker's options are checked when the app is made, not at its first broker call", () => {
+    refuses(
+      () => createErrand({ prefix: 'a b' }),
+      /^Errand options: prefix must be a non-empty string without braces or spaces, got "a b"$/,
+    );
+    refuses(() => createErrand({ maxLeaseLosses: 0 }), /^Errand options: maxLeaseLosses must be a positive integer, got 0$/);
+    refuses(
+      () => createErrand({ failedRetentionMs: -1 }),
+      /^Errand options: failedRetentionMs must be a non-negative number of ms, got -1$/,
+    );
+  });
 });
 
 describe('enqueueMany and run.result(): arguments refused before the broker is reached', () => {

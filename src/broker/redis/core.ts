@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
 import { redactUrl as redact } from '../../core/urls.ts';
-import { DEFAULTS, nonNegativeMs, positiveInt } from '../shared/options.ts';
+import { checkPrefix, DEFAULTS, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions } from '../types.ts';
 import { QueueKeys } from './codec.ts';
 import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
@@ -89,10 +89,7 @@ export class RedisCore {
     }
     this.tls = options.tls;
     this.where = this.target.kind === 'single' ? redact(options.url) : this.target.nodes.map((n) => `${n.host}:${n.port}`).join(',');
-    const prefix = options.prefix ?? 'errand';
-    if (typeof prefix !== 'string' || prefix === '' || /[{}\s]/.test(prefix)) {
-      throw new ConfigError(`RedisBroker: prefix must be a non-empty string without braces or spaces, got ${JSON.stringify(prefix)}`);
-    }
+    const prefix = checkPrefix('RedisBroker', options.prefix ?? 'errand');
     this.prefix = prefix;
     this.logger = options.logger;
     this.maxLeaseLosses = positiveInt(NAME, 'maxLeaseLosses', options.maxLeaseLosses, DEFAULTS.maxLeaseLosses);

@@ -29,6 +29,14 @@ export const SLICE = 1000;
 export const MAX_PAGE = 500;
 
 /** An integer >= 1 (default when undefined). */
+/** A Redis key prefix: non-empty, without braces (cluster hash tags) or spaces. A ConfigError naming `where` otherwise. */
+export function checkPrefix(where: string, prefix: unknown): string {
+  if (typeof prefix !== 'string' || prefix === '' || /[{}\s]/.test(prefix)) {
+    throw new ConfigError(`${where}: prefix must be a non-empty string without braces or spaces, got ${JSON.stringify(prefix)}`);
+  }
+  return prefix;
+}
+
 export function positiveInt(broker: string, name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
