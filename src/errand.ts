@@ -158,6 +158,11 @@ export class Errand extends EventEmitter {
     nonNegativeMs('Errand options', 'failedRetentionMs', options.failedRetentionMs, DEFAULTS.failedRetentionMs);
   }
 
+  /** How many lost leases fail a run (`maxLeaseLosses`, default 3): the workers run a run one short of it alone. */
+  get maxLeaseLosses(): number {
+    return this.#options.maxLeaseLosses ?? DEFAULTS.maxLeaseLosses;
+  }
+
   /** The redaction paths for runs of a task: the app's and the task's own (the app's alone for a task this app does not define). */
   redactPaths(task?: string): readonly string[] {
     const own = task === undefined ? undefined : this.tasks.get(task)?.redact;

@@ -80,6 +80,12 @@ export interface Reservation {
   startedAt: number;
   traceparent?: string;
   schedule?: ScheduleMark;
+  /**
+   * How many times the run's lease was lost before this reservation (its worker died or stalled),
+   * when it was: the worker runs a run near `maxLeaseLosses` alone (a run that kills its worker
+   * must not take the runs beside it down with it).
+   */
+  leaseLosses?: number;
 }
 
 export interface ReserveRequest {

@@ -28,10 +28,11 @@ export function leaseConformance(c: ConformanceContext): void {
       const b = await open();
       const t0 = Date.now();
       const id = await enqueueOne(b, t0);
-      await reserveOne(b, 'w1', t0, 1000);
+      const first = await reserveOne(b, 'w1', t0, 1000);
+      assert.equal(first.leaseLosses, undefined, 'a first reservation has lost no lease');
       assert.deepStrictEqual((await reserveAll(b, 'w2', t0 + 500)).runs, [], 'not recovered while the lease holds');
       const r = await reserveOne(b, 'w2', t0 + 1001);
-      assertFields(r, { id, attempt: 2, startedAt: t0 + 1001 }, 'recovered reservation');
+      assertFields(r, { id, attempt: 2, startedAt: t0 + 1001, leaseLosses: 1 }, 'recovered reservation (it says its lease was lost once)');
       const rec = await getRun(b, id);
       assertFields(rec, { state: 'active', attempts: 2, leaseLosses: 1, worker: 'w2' }, 'run');
       assert.equal(rec.history.length, 2);

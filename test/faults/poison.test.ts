@@ -2,7 +2,9 @@
 // - a handler that hangs forever (and ignores its abort signal) is stopped by its timeout, the run
 //   fails with reason `timeout`, and its slot is free again: the same worker goes on with other runs;
 // - a handler that kills its process every time is failed after the bound on lease losses
-//   (maxLeaseLosses, 3) with reason `lease_lost`, and the queue moves on past it.
+//   (maxLeaseLosses, 3) with reason `lease_lost`, and the queue moves on past it;
+// - on workers of concurrency 4, it does not take the runs reserved with it down with it: a run one
+//   lost lease short of the bound runs alone, so only the killer is failed.
 // Workers are real `errand worker` processes, restarted by the test (as a supervisor would) when they die.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -126,6 +128,62 @@ describe('fault: poison runs', () => {
       await app.close();
       await procs.killAll();
       await redis.stop();
+    }
+  });
+
+  it('a process-killing run on workers of concurrency 4 fails alone: the runs reserved with it succeed', { timeout: 600_000 }, async () => {
+    const procs = new Procs();
+    const dir = tempDir('errand-fault-poison-c4');
+    const logDir = ensureDir(join(dir, 'log'));
+    const url = `sqlite:${join(dir, 'errand.db')}`;
+    const env = { ERRAND_BROKER_URL: url, FAULT_LOG_DIR: logDir, FAULT_MAX_LEASE_LOSSES: '3' };
+    const flags = ['--concurrency', '4', '--lease-ms', String(LEASE_MS), '--queues', 'poison'];
+    const app = createErrand({ broker: url, logger: quietLogger });
+    const input = z.object({ n: z.number().int() });
+    const suicide = app.task('suicide', { input, queue: 'poison', retries: { maxAttempts: 1 } }, () => null);
+    const ok = app.task('ok', { input, queue: 'poison' }, () => null);
+    const broker = await app.broker();
+    const workers: Proc[] = [];
+    let restarts = 0;
+    let supervising = true;
+    const supervisor = (async () => {
+      while (supervising) {
+        for (let i = 0; i < workers.length; i++) {
+          if (!workers[i]!.alive && supervising) {
+            restarts++;
+            workers[i] = procs.worker(`worker-${i}-restart-${restarts}`, env, flags);
+          }
+        }
+        await sleep(50);
+      }
+    })();
+    try {
+      // The killer first: the first reservation takes it with 3 healthy runs.
+      const killer = await suicide.enqueue({ n: 0 });
+      const oks = await ok.enqueueMany(Array.from({ length: 11 }, (_, n) => ({ input: { n } })));
+      workers.push(procs.worker('worker-0', env, flags), procs.worker('worker-1', env, flags));
+      const done = async () => {
+        const c = (await broker.counts(['poison'])).poison!;
+        return c.succeeded + c.failed === 12 ? c : undefined;
+      };
+      const c = await waitFor(done, { timeoutMs: START_LIMIT_MS, intervalMs: 100, message: 'every run to finish' });
+      const killerInfo = await app.getRun(killer.id);
+      assert.equal(killerInfo.state, 'failed');
+      assert.equal(killerInfo.error?.reason, 'lease_lost');
+      assert.equal(killerInfo.leaseLosses, 3);
+      const failedOks = [];
+      for (const h of oks) {
+        const r = await app.getRun(h.id);
+        if (r.state !== 'succeeded') failedOks.push(`${h.id}: ${r.state} ${r.error?.reason ?? ''} after ${r.leaseLosses} lost leases`);
+      }
+      assert.deepEqual(failedOks, [], 'no healthy run failed with the killer');
+      assert.deepEqual([c.succeeded, c.failed], [11, 1]);
+      figure('poison-c4', { workerRestarts: restarts, leaseMs: LEASE_MS });
+    } finally {
+      supervising = false;
+      await supervisor;
+      await app.close();
+      await procs.killAll();
     }
   });
 });

@@ -56,7 +56,7 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
   for (let j = 0; j < m; j++) settled[j] = r[3 + j] === 1;
   const runs: Reservation[] = [];
   const end = r.length - 1; // the relay flag
-  for (let j = 3 + m; j + 7 < end; j += 8) {
+  for (let j = 3 + m; j + 8 < end; j += 9) {
     const id = idPrefix + String(r[j]);
     const e = String(r[j + 5]);
     const run: Reservation = {
@@ -76,6 +76,8 @@ export function reserveReply(reply: Reply, queue: string, idPrefix: string, now:
       const sm = readMark(String(mark));
       if (sm) run.schedule = sm;
     }
+    const losses = Number(r[j + 8]);
+    if (losses > 0) run.leaseLosses = losses;
     runs.push(run);
   }
   const nextAt = Number(r[0]);

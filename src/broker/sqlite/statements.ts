@@ -113,7 +113,7 @@ export const SQL = {
   lease: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND state = 'queued' AND flow_key IS NULL ORDER BY priority DESC, seq LIMIT :max)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, lease_losses`,
   // flow control (docs/flow-control.md): the rings are index ranges of the ready groups and keys.
   // Flow control's leases (its other statements: flow-sql.ts).
   /** The first `:n` queued runs of one key, leased (in any order: `seq` says theirs). */
@@ -121,13 +121,13 @@ export const SQL = {
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = :key AND state = 'queued'
       AND flow_key IS NOT NULL ORDER BY seq LIMIT :n)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule`,
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, lease_losses`,
   /** The first queued run of each key of `:keys` (a JSON array), leased; `flow_key` says whose. */
   flowLeaseMany: `UPDATE runs SET state = 'active', attempts = attempts + 1, worker = :worker, started_at = :now, lease_until = :until,
       rev = rev + 1, history = ${HISTORY_WITH_LAST}, a_no = attempts + 1, a_ended = NULL, a_outcome = NULL
     WHERE rid IN (SELECT (SELECT rid FROM runs WHERE queue = :queue AND flow_group = :grp AND flow_key = j.value AND state = 'queued'
       AND flow_key IS NOT NULL ORDER BY seq LIMIT 1) FROM json_each(:keys) AS j)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, flow_key`,
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, lease_losses, flow_key`,
   /**
    * The first `n` queued runs of each `[key, n]` of `:keys` (a JSON array; fewer if the key has fewer),
    * leased; `flow_key` and `seq` say whose and in which order. Each key's runs are walked in `seq, rid`
@@ -143,7 +143,7 @@ export const SQL = {
             AND seq >= w.seq AND (seq > w.seq OR rid > w.rid) ORDER BY seq, rid LIMIT 1)
         WHERE w.n > 0)
       SELECT rid FROM w WHERE rid > 0)
-    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, flow_key`,
+    RETURNING rid, id, task, queue, input, attempts, priority, seq, enqueued_at, run_at, traceparent, schedule, lease_losses, flow_key`,
   failCorrupt: `UPDATE runs SET state = 'failed', error = :error, finished_at = :now, expires_at = :expires, lease_until = NULL,
       rev = rev + 1, ${endAttempt(':now', "'failed'")}
     WHERE rid = :rid`,
@@ -351,6 +351,8 @@ export function toReservation(row: Row, now: number): Reservation | string[] {
   if (typeof traceparent === 'string') r.traceparent = traceparent;
   const mark = readMark(row.schedule);
   if (mark) r.schedule = mark;
+  const losses = num(row.lease_losses);
+  if (losses !== undefined && losses > 0) r.leaseLosses = losses;
   return r;
 }
 

@@ -176,9 +176,9 @@ local function reserveLease(c, rid, p)
   local base, now, nowS, chan, qp, acc = c.base, c.now, c.nowS, c.chan, c.qp, c.acc
   local woke = false
   local k = base .. 'r:' .. rid
-  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S', 'X', 'G')
+  local v = redis.pcall('HMGET', k, 's', 't', 'i', 'a', 'e', 'c', 'W', 'r', 'p', 'S', 'X', 'G', 'l')
   local state, task, input, attempts, enq, tp, watched, runAt, prio, mark = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10]
-  local startBy, wf = v[11], v[12]
+  local startBy, wf, losses = v[11], v[12], v[13]
   if startBy and state == 'q' then
     rcall('ZREM', base .. 'startby', rid) -- leased or failed here: no longer in the index
     c.x1 = nil
@@ -210,6 +210,7 @@ local function reserveLease(c, rid, p)
     out[#out + 1] = enq or ''
     out[#out + 1] = tp or ''
     out[#out + 1] = mark or ''
+    out[#out + 1] = losses or '0'
     notify(chan, qp, rid, watched)
     -- Wait: from enqueue, or from the due time of a scheduled run, to this start.
     local since = tonumber(enq) or ridTime(rid)
