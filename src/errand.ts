@@ -158,7 +158,7 @@ export class Errand extends EventEmitter {
     nonNegativeMs('Errand options', 'failedRetentionMs', options.failedRetentionMs, DEFAULTS.failedRetentionMs);
   }
 
-  /** How many lost leases fail a run (`maxLeaseLosses`, default 3): the workers run a run one short of it alone. */
+  /** How many lost leases fail a run (`maxLeaseLosses`, default 3): a worker holds at most one run one short of it. */
   get maxLeaseLosses(): number {
     return this.#options.maxLeaseLosses ?? DEFAULTS.maxLeaseLosses;
   }

@@ -82,8 +82,8 @@ export interface Reservation {
   schedule?: ScheduleMark;
   /**
    * How many times the run's lease was lost before this reservation (its worker died or stalled),
-   * when it was: the worker runs a run near `maxLeaseLosses` alone (a run that kills its worker
-   * must not take the runs beside it down with it).
+   * when it was: a worker holds at most one run one short of `maxLeaseLosses` (a run that kills its
+   * worker must not take the runs beside it down with it).
    */
   leaseLosses?: number;
 }

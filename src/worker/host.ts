@@ -17,7 +17,7 @@ export interface WorkerHost {
   redactPaths(task: string): readonly string[];
   /** The largest input of a run a handler spawns (`ctx.spawn`), in bytes of JSON (the app's `maxInputBytes`). */
   readonly maxInputBytes?: number;
-  /** How many lost leases fail a run (the broker's `maxLeaseLosses`, default 3): a run one short of it runs alone. */
+  /** How many lost leases fail a run (the broker's `maxLeaseLosses`, default 3): a worker holds at most one run one short of it. */
   readonly maxLeaseLosses?: number;
   /** The schedules declared in code, as definitions to upsert (their first fire time from `now`). */
   scheduleDefinitions?(now: number): ScheduleDefinition[];

@@ -12,7 +12,7 @@ export interface ReserveLoopHost {
   readonly queues: string[];
   readonly concurrency: number;
   readonly leaseMs: number;
-  /** A run that has lost this many leases is on its last chance: it runs alone (see ReserveLoop#alone). */
+  /** A run that has lost this many leases is on its last chance (see ReserveLoop#lastChance). */
   readonly lastChance: number;
   readonly book: LeaseBook;
   /** Aborted on stop: ends the wait for work and a back-off. */
@@ -52,13 +52,13 @@ export class ReserveLoop {
   /** Average handler time of recent runs, in ms (exponentially weighted). */
   #runMs = Number.POSITIVE_INFINITY;
   /**
-   * A run on its last chance (one more lost lease fails it: it may be what killed its workers) runs
-   * alone, so that it cannot take other runs down with it. One that comes with other runs, or while
-   * others run, is handed back (`release`: no attempt, no lost lease counted) and the worker
-   * `drains`: it reserves nothing until its runs are done, then reserves one run; a run on its last
-   * chance then runs `alone`, the worker reserving nothing more until it is done.
+   * The run on its last chance this worker holds, if any. A run that has lost all but one of its
+   * leases may be what killed its workers, and every run of a dead worker loses its lease: two
+   * such runs never share a worker, so a run that kills its worker takes the runs beside it down
+   * only while they have leases to spare. A second one is handed back (`release`: no attempt, no
+   * lost lease counted) for a worker that holds none.
    */
-  #alone: 'no' | 'draining' | 'alone' = 'no';
+  #lastChance: string | undefined;
 
   constructor(host: ReserveLoopHost) {
     this.#host = host;
@@ -99,20 +99,14 @@ export class ReserveLoop {
     this.#pumpScheduled = false;
     const { book, concurrency } = this.#host;
     if (this.#host.running() && !this.#waiting && !this.#backingOff) {
-      const idle = book.active.size === 0 && book.buffer.length === 0 && this.#inflight === 0;
-      if (this.#alone === 'alone' && idle) this.#alone = 'no';
-      if (this.#alone === 'no') {
-        const calls = this.broker.remote && this.#lastFull ? 2 : 1;
-        const chunk = Math.ceil(concurrency / calls);
-        const capacity = concurrency + (this.#prefetchOk() ? 1 : 0);
-        const free = capacity - book.active.size - book.buffer.length - this.#reserving;
-        if (!this.#drained && free > 0 && this.#inflight < calls && (this.#inflight === 0 || free >= chunk)) {
-          this.#reserve(Math.min(free, chunk));
-          // The second call goes out a turn later, so that the broker's replies come apart.
-          if (free > chunk) this.schedule();
-        }
-      } else if (this.#alone === 'draining' && idle && !this.#drained) {
-        this.#reserve(1, true);
+      const calls = this.broker.remote && this.#lastFull ? 2 : 1;
+      const chunk = Math.ceil(concurrency / calls);
+      const capacity = concurrency + (this.#prefetchOk() ? 1 : 0);
+      const free = capacity - book.active.size - book.buffer.length - this.#reserving;
+      if (!this.#drained && free > 0 && this.#inflight < calls && (this.#inflight === 0 || free >= chunk)) {
+        this.#reserve(Math.min(free, chunk));
+        // The second call goes out a turn later, so that the broker's replies come apart.
+        if (free > chunk) this.schedule();
       }
       if (this.#drained && this.#inflight === 0) this.#wait();
     }
@@ -131,8 +125,7 @@ export class ReserveLoop {
     return this.#lastFull && this.#runMs < PREFETCH_RUN_MS;
   }
 
-  /** `single`: the one run a draining worker reserves (see #alone). */
-  #reserve(max: number, single = false): void {
+  #reserve(max: number): void {
     const host = this.#host;
     const book = host.book;
     const settle = book.takePending();
@@ -160,7 +153,7 @@ export class ReserveLoop {
               if (result.runs.length) await book.release(result.runs.map((r) => ({ id: r.id, attempt: r.attempt })));
               return;
             }
-            const handBack = this.#admit(result.runs, single);
+            const handBack = this.#handBack(result.runs);
             for (const run of result.runs) {
               if (handBack.includes(run)) continue;
               if (book.active.size < host.concurrency) host.execute(run);
@@ -184,25 +177,18 @@ export class ReserveLoop {
     );
   }
 
-  /**
-   * The runs of a reservation on their last chance that the worker hands back (see #alone); sets
-   * the worker running one alone, draining, or back to its usual self. `single`: the reservation
-   * of one run that a draining worker made.
-   */
-  #admit(runs: readonly Reservation[], single: boolean): Reservation[] {
-    const last = runs.filter((r) => (r.leaseLosses ?? 0) >= this.#host.lastChance);
-    if (last.length === 0) {
-      // What a draining worker reserved is not on its last chance (another worker has taken it).
-      if (single && this.#alone === 'draining') this.#alone = 'no';
-      return [];
+  /** The runs of a reservation on their last chance that the worker hands back: all but one it may keep (see #lastChance). */
+  #handBack(runs: readonly Reservation[]): Reservation[] {
+    const back: Reservation[] = [];
+    const { book, lastChance } = this.#host;
+    const held = this.#lastChance;
+    if (held !== undefined && !book.active.has(held) && !book.buffer.some((r) => r.id === held)) this.#lastChance = undefined;
+    for (const run of runs) {
+      if ((run.leaseLosses ?? 0) < lastChance) continue;
+      if (this.#lastChance === undefined) this.#lastChance = run.id;
+      else back.push(run);
     }
-    const book = this.#host.book;
-    if (runs.length === 1 && book.active.size === 0 && book.buffer.length === 0 && this.#inflight === 0) {
-      this.#alone = 'alone';
-      return [];
-    }
-    this.#alone = 'draining';
-    return last;
+    return back;
   }
 
   /** Keeps a call of the engine in #calls until it has settled (stop waits for them). */

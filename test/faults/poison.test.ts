@@ -3,8 +3,8 @@
 //   fails with reason `timeout`, and its slot is free again: the same worker goes on with other runs;
 // - a handler that kills its process every time is failed after the bound on lease losses
 //   (maxLeaseLosses, 3) with reason `lease_lost`, and the queue moves on past it;
-// - on workers of concurrency 4, it does not take the runs reserved with it down with it: a run one
-//   lost lease short of the bound runs alone, so only the killer is failed.
+// - on workers of concurrency 4, it does not take the runs reserved with it down with it: a worker
+//   holds at most one run one lost lease short of the bound, so only the killer is failed.
 // Workers are real `errand worker` processes, restarted by the test (as a supervisor would) when they die.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -131,7 +131,9 @@ describe('fault: poison runs', () => {
     }
   });
 
-  it('a process-killing run on workers of concurrency 4 fails alone: the runs reserved with it succeed', { timeout: 600_000 }, async () => {
+  it('a process-killing run on workers of concurrency 4 fails without the runs reserved with it: they succeed', {
+    timeout: 600_000,
+  }, async () => {
     const procs = new Procs();
     const dir = tempDir('errand-fault-poison-c4');
     const logDir = ensureDir(join(dir, 'log'));
