@@ -56,9 +56,12 @@ export class ReserveLoop {
    * leases may be what killed its workers, and every run of a dead worker loses its lease: two
    * such runs never share a worker, so a run that kills its worker takes the runs beside it down
    * only while they have leases to spare. A second one is handed back (`release`: no attempt, no
-   * lost lease counted) for a worker that holds none.
+   * lost lease counted) for a worker that holds none; having handed one back, the worker reserves
+   * nothing more until its own is done (it would be handed the same run again at once: handed-back
+   * runs go to the head of the queue).
    */
   #lastChance: string | undefined;
+  #handedBack = false;
 
   constructor(host: ReserveLoopHost) {
     this.#host = host;
@@ -98,7 +101,7 @@ export class ReserveLoop {
   pump(): void {
     this.#pumpScheduled = false;
     const { book, concurrency } = this.#host;
-    if (this.#host.running() && !this.#waiting && !this.#backingOff) {
+    if (this.#host.running() && !this.#waiting && !this.#backingOff && !this.#holdingBack()) {
       const calls = this.broker.remote && this.#lastFull ? 2 : 1;
       const chunk = Math.ceil(concurrency / calls);
       const capacity = concurrency + (this.#prefetchOk() ? 1 : 0);
@@ -177,17 +180,27 @@ export class ReserveLoop {
     );
   }
 
+  /** Whether the worker holds its run on its last chance, having handed another back (see #lastChance). */
+  #holdingBack(): boolean {
+    const held = this.#lastChance;
+    const { book } = this.#host;
+    if (held !== undefined && !book.active.has(held) && !book.buffer.some((r) => r.id === held)) {
+      this.#lastChance = undefined;
+      this.#handedBack = false;
+    }
+    return this.#handedBack;
+  }
+
   /** The runs of a reservation on their last chance that the worker hands back: all but one it may keep (see #lastChance). */
   #handBack(runs: readonly Reservation[]): Reservation[] {
     const back: Reservation[] = [];
-    const { book, lastChance } = this.#host;
-    const held = this.#lastChance;
-    if (held !== undefined && !book.active.has(held) && !book.buffer.some((r) => r.id === held)) this.#lastChance = undefined;
+    this.#holdingBack(); // forgets a run on its last chance that is done
     for (const run of runs) {
-      if ((run.leaseLosses ?? 0) < lastChance) continue;
+      if ((run.leaseLosses ?? 0) < this.#host.lastChance) continue;
       if (this.#lastChance === undefined) this.#lastChance = run.id;
       else back.push(run);
     }
+    if (back.length) this.#handedBack = true;
     return back;
   }
 

@@ -1,0 +1,62 @@
+// A worker holds at most one run on its last chance (one lost lease short of maxLeaseLosses): a
+// run that kills its worker must not take the runs beside it down with it, and every run of a dead
+// worker loses its lease. A second such run is handed back (released: no attempt, no lost lease
+// counted), and the worker reserves nothing more until its own is done, then takes it. On both
+// brokers; the lost leases are made by a worker that never settles, with the broker's clock given.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { setups } from '../fixtures/brokers.ts';
+import { waitFor } from '../helpers.ts';
+
+for (const make of setups('errand-last-chance')) {
+  const setup = make();
+  describe(`runs on their last chance on ${setup.name}`, () => {
+    it('never share a worker: the second is handed back and runs after the first', async () => {
+      const app = setup.app({ maxLeaseLosses: 3 });
+      let release: () => void = () => {};
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      const started: string[] = [];
+      const task = app.task('last_chance', { input: z.object({ n: z.number() }), queue: 'last_chance' }, async ({ n }) => {
+        started.push(`n${n}`);
+        if (n === 0) await gate;
+        return n;
+      });
+      const [a, b] = await task.enqueueMany([{ input: { n: 0 } }, { input: { n: 1 } }]);
+      const broker = await app.broker();
+      // Two leases lost by a worker that never comes back, in the past: both runs are queued again
+      // with 2 lost leases, their last chance.
+      const t0 = Date.now() - 60_000;
+      const ghost = { workerId: 'ghost', queues: ['last_chance'], leaseMs: 1 };
+      assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 })).runs.length, 2);
+      assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 + 2 })).runs.length, 2);
+      assert.equal((await broker.reserve({ ...ghost, max: 0, now: t0 + 4 })).runs.length, 0);
+      assert.deepEqual([(await a!.info()).leaseLosses, (await b!.info()).leaseLosses], [2, 2]);
+
+      const worker = app.worker({ queues: ['last_chance'], concurrency: 4 });
+      await worker.start();
+      try {
+        await waitFor(() => started.includes('n0'), { timeoutMs: 20_000, message: 'the first to start' });
+        const second = await waitFor(
+          async () => ((i) => (i.history.some((h) => h.outcome === 'released') ? i : undefined))(await b!.info()),
+          { timeoutMs: 20_000, message: 'the second to be handed back' },
+        );
+        assert.equal(second.state, 'queued', 'handed back, not run beside the first');
+        assert.deepEqual(started, ['n0']);
+        release();
+        await waitFor(async () => (await b!.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'the second to run after' });
+        const [ia, ib] = [await a!.info(), await b!.info()];
+        assert.deepEqual([ia.state, ib.state], ['succeeded', 'succeeded']);
+        assert.equal(ib.leaseLosses, 2, 'handing back counts no lost lease');
+        assert.deepEqual(started, ['n0', 'n1']);
+      } finally {
+        release();
+        await worker.stop({ graceMs: 0 });
+        await app.close();
+        await setup.cleanup();
+      }
+    });
+  });
+}
