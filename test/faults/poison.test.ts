@@ -25,6 +25,39 @@ const OK_RUNS = 40;
  */
 const LEASE_MS = 2000;
 
+/**
+ * Worker processes restarted when they die, as a supervisor would: `start(n)` starts n of them;
+ * `stop()` stops restarting (the processes are left to `procs.killAll()`).
+ */
+function supervise(procs: Procs, env: Record<string, string>, flags: string[]) {
+  const workers: Proc[] = [];
+  let supervising = true;
+  const state = { restarts: 0 };
+  const loop = (async () => {
+    while (supervising) {
+      for (let i = 0; i < workers.length; i++) {
+        if (!workers[i]!.alive && supervising) {
+          state.restarts++;
+          workers[i] = procs.worker(`worker-${i}-restart-${state.restarts}`, env, flags);
+        }
+      }
+      await sleep(50);
+    }
+  })();
+  return {
+    get restarts() {
+      return state.restarts;
+    },
+    start(n: number) {
+      for (let i = 0; i < n; i++) workers.push(procs.worker(`worker-${workers.length}`, env, flags));
+    },
+    async stop() {
+      supervising = false;
+      await loop;
+    },
+  };
+}
+
 describe('fault: poison runs', () => {
   it('stops a hung handler by its timeout and fails a process-killing run after maxLeaseLosses; the queue moves on', {
     timeout: 600_000,
@@ -45,20 +78,7 @@ describe('fault: poison runs', () => {
     const broker = await app.broker();
     await connected(broker);
 
-    const workers: Proc[] = [];
-    let restarts = 0;
-    let supervising = true;
-    const supervisor = (async () => {
-      while (supervising) {
-        for (let i = 0; i < workers.length; i++) {
-          if (!workers[i]!.alive && supervising) {
-            restarts++;
-            workers[i] = procs.worker(`worker-${i}-restart-${restarts}`, env, flags);
-          }
-        }
-        await sleep(50);
-      }
-    })();
+    const supervisor = supervise(procs, env, flags);
     try {
       const finished = async (id: string) => {
         const r = await broker.getRun(id);
@@ -91,7 +111,7 @@ describe('fault: poison runs', () => {
       // 2. The run that kills its process, then healthy runs, on two workers restarted when they die.
       const killer = await suicide.enqueue({ n: 0 });
       await ok.enqueueMany(Array.from({ length: OK_RUNS - 10 }, (_, n) => ({ input: { n: 10 + n } })));
-      workers.push(procs.worker('worker-0', env, flags), procs.worker('worker-1', env, flags));
+      supervisor.start(2);
       await waitFor(async () => finished(killer.id), {
         timeoutMs: START_LIMIT_MS,
         intervalMs: 100,
@@ -119,12 +139,11 @@ describe('fault: poison runs', () => {
         hangFailedAfterMs: hangInfo.finishedAt!.getTime() - hangInfo.startedAt!.getTime(),
         killerExecutions: executions.length,
         killerFailedAfterMs: killerInfo.finishedAt!.getTime() - killerInfo.enqueuedAt.getTime(),
-        workerRestarts: restarts,
+        workerRestarts: supervisor.restarts,
         leaseMs: LEASE_MS,
       });
     } finally {
-      supervising = false;
-      await supervisor;
+      await supervisor.stop();
       await app.close();
       await procs.killAll();
       await redis.stop();
@@ -145,25 +164,12 @@ describe('fault: poison runs', () => {
     const suicide = app.task('suicide', { input, queue: 'poison', retries: { maxAttempts: 1 } }, () => null);
     const ok = app.task('ok', { input, queue: 'poison' }, () => null);
     const broker = await app.broker();
-    const workers: Proc[] = [];
-    let restarts = 0;
-    let supervising = true;
-    const supervisor = (async () => {
-      while (supervising) {
-        for (let i = 0; i < workers.length; i++) {
-          if (!workers[i]!.alive && supervising) {
-            restarts++;
-            workers[i] = procs.worker(`worker-${i}-restart-${restarts}`, env, flags);
-          }
-        }
-        await sleep(50);
-      }
-    })();
+    const supervisor = supervise(procs, env, flags);
     try {
       // The killer first: the first reservation takes it with 3 healthy runs.
       const killer = await suicide.enqueue({ n: 0 });
       const oks = await ok.enqueueMany(Array.from({ length: 11 }, (_, n) => ({ input: { n } })));
-      workers.push(procs.worker('worker-0', env, flags), procs.worker('worker-1', env, flags));
+      supervisor.start(2);
       const done = async () => {
         const c = (await broker.counts(['poison'])).poison!;
         return c.succeeded + c.failed === 12 ? c : undefined;
@@ -180,10 +186,9 @@ describe('fault: poison runs', () => {
       }
       assert.deepEqual(failedOks, [], 'no healthy run failed with the killer');
       assert.deepEqual([c.succeeded, c.failed], [11, 1]);
-      figure('poison-c4', { workerRestarts: restarts, leaseMs: LEASE_MS });
+      figure('poison-c4', { workerRestarts: supervisor.restarts, leaseMs: LEASE_MS });
     } finally {
-      supervising = false;
-      await supervisor;
+      await supervisor.stop();
       await app.close();
       await procs.killAll();
     }
