@@ -58,10 +58,12 @@ export class ReserveLoop {
    * only while they have leases to spare. A second one is handed back (`release`: no attempt, no
    * lost lease counted) for a worker that holds none; having handed one back, the worker reserves
    * nothing more until its own is done (it would be handed the same run again at once: handed-back
-   * runs go to the head of the queue).
+   * runs go to the head of the queue), or for one lease at most (its own may hang: the worker then
+   * goes on, handing the other back again when it comes).
    */
   #lastChance: string | undefined;
-  #handedBack = false;
+  /** When the worker last handed a run on its last chance back (0: it holds nothing back). */
+  #handedBackAt = 0;
 
   constructor(host: ReserveLoopHost) {
     this.#host = host;
@@ -180,15 +182,16 @@ export class ReserveLoop {
     );
   }
 
-  /** Whether the worker holds its run on its last chance, having handed another back (see #lastChance). */
+  /** Whether the worker holds its run on its last chance, having handed another back within a lease (see #lastChance). */
   #holdingBack(): boolean {
     const held = this.#lastChance;
-    const { book } = this.#host;
+    const { book, leaseMs } = this.#host;
     if (held !== undefined && !book.active.has(held) && !book.buffer.some((r) => r.id === held)) {
       this.#lastChance = undefined;
-      this.#handedBack = false;
+      this.#handedBackAt = 0;
     }
-    return this.#handedBack;
+    if (this.#handedBackAt !== 0 && Date.now() - this.#handedBackAt >= leaseMs) this.#handedBackAt = 0;
+    return this.#handedBackAt !== 0;
   }
 
   /** The runs of a reservation on their last chance that the worker hands back: all but one it may keep (see #lastChance). */
@@ -200,7 +203,11 @@ export class ReserveLoop {
       if (this.#lastChance === undefined) this.#lastChance = run.id;
       else back.push(run);
     }
-    if (back.length) this.#handedBack = true;
+    if (back.length) {
+      this.#handedBackAt = Date.now();
+      // The hold ends with the worker's own run (its end runs the engine) or after a lease.
+      setTimeout(() => this.schedule(), this.#host.leaseMs).unref();
+    }
     return back;
   }
 

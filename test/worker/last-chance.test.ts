@@ -55,6 +55,45 @@ for (const make of setups('errand-last-chance')) {
         release();
         await worker.stop({ graceMs: 0 });
         await app.close();
+      }
+    });
+
+    it('hold the worker back for a lease at most: other runs go on while its own last-chance run hangs', async () => {
+      const app = setup.app({ maxLeaseLosses: 3 });
+      let release: () => void = () => {};
+      const gate = new Promise<void>((r) => {
+        release = r;
+      });
+      const task = app.task('last_chance_hang', { input: z.object({ n: z.number() }), queue: 'last_chance_hang' }, async ({ n }) => {
+        if (n === 0) await gate;
+        return n;
+      });
+      const [a, b] = await task.enqueueMany([{ input: { n: 0 } }, { input: { n: 1 } }]);
+      const broker = await app.broker();
+      const t0 = Date.now() - 60_000;
+      const ghost = { workerId: 'ghost', queues: ['last_chance_hang'], leaseMs: 1 };
+      await broker.reserve({ ...ghost, max: 2, now: t0 });
+      await broker.reserve({ ...ghost, max: 2, now: t0 + 2 });
+      await broker.reserve({ ...ghost, max: 0, now: t0 + 4 });
+      // A lease of 2 s: the hold lasts one; a shorter one could be lost under load by the hanging run itself.
+      const worker = app.worker({ queues: ['last_chance_hang'], concurrency: 4, leaseMs: 2000 });
+      await worker.start();
+      try {
+        await waitFor(async () => ((await b!.info()).history.some((h) => h.outcome === 'released') ? true : undefined), {
+          timeoutMs: 20_000,
+          message: 'the second to be handed back',
+        });
+        // The first hangs; a run enqueued now still runs on this worker, a lease later at most.
+        const c = await task.enqueue({ n: 2 });
+        await waitFor(async () => (await c.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'a new run to run meanwhile' });
+        assert.equal((await a!.info()).state, 'active', 'while the first still hangs');
+        assert.equal((await b!.info()).state, 'queued', 'the second still never beside it');
+        release();
+        await waitFor(async () => (await b!.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'the second to run after' });
+      } finally {
+        release();
+        await worker.stop({ graceMs: 0 });
+        await app.close();
         await setup.cleanup();
       }
     });
