@@ -1,53 +1,61 @@
 // A worker holds at most one run on its last chance (one lost lease short of maxLeaseLosses): a
 // run that kills its worker must not take the runs beside it down with it, and every run of a dead
 // worker loses its lease. A second such run is handed back (released: no attempt, no lost lease
-// counted), and the worker reserves nothing more until its own is done, then takes it. On both
-// brokers; the lost leases are made by a worker that never settles, with the broker's clock given.
+// counted), and the worker reserves nothing more until its own is done (or a lease has passed),
+// then takes it. On both brokers; the lost leases are made by a worker that never settles, with the
+// broker's clock given.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
+import type { Errand } from '../../src/index.ts';
 import { setups } from '../fixtures/brokers.ts';
 import { waitFor } from '../helpers.ts';
+
+/**
+ * A task on `queue` whose run n=0 waits for `release()`, and two of its runs (n=0, then n=1) on
+ * their last chance: two leases lost, in the past, by a worker that never comes back.
+ */
+async function lastChanceRuns(app: Errand, queue: string) {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((r) => {
+    release = r;
+  });
+  const started: string[] = [];
+  const task = app.task(queue, { input: z.object({ n: z.number() }), queue }, async ({ n }) => {
+    started.push(`n${n}`);
+    if (n === 0) await gate;
+    return n;
+  });
+  const [a, b] = await task.enqueueMany([{ input: { n: 0 } }, { input: { n: 1 } }]);
+  const broker = await app.broker();
+  const t0 = Date.now() - 60_000;
+  const ghost = { workerId: 'ghost', queues: [queue], leaseMs: 1 };
+  assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 })).runs.length, 2);
+  assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 + 2 })).runs.length, 2);
+  assert.equal((await broker.reserve({ ...ghost, max: 0, now: t0 + 4 })).runs.length, 0);
+  assert.deepEqual([(await a!.info()).leaseLosses, (await b!.info()).leaseLosses], [2, 2]);
+  return { task, a: a!, b: b!, started, release: () => release() };
+}
 
 for (const make of setups('errand-last-chance')) {
   const setup = make();
   describe(`runs on their last chance on ${setup.name}`, () => {
     it('never share a worker: the second is handed back and runs after the first', async () => {
       const app = setup.app({ maxLeaseLosses: 3 });
-      let release: () => void = () => {};
-      const gate = new Promise<void>((r) => {
-        release = r;
-      });
-      const started: string[] = [];
-      const task = app.task('last_chance', { input: z.object({ n: z.number() }), queue: 'last_chance' }, async ({ n }) => {
-        started.push(`n${n}`);
-        if (n === 0) await gate;
-        return n;
-      });
-      const [a, b] = await task.enqueueMany([{ input: { n: 0 } }, { input: { n: 1 } }]);
-      const broker = await app.broker();
-      // Two leases lost by a worker that never comes back, in the past: both runs are queued again
-      // with 2 lost leases, their last chance.
-      const t0 = Date.now() - 60_000;
-      const ghost = { workerId: 'ghost', queues: ['last_chance'], leaseMs: 1 };
-      assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 })).runs.length, 2);
-      assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 + 2 })).runs.length, 2);
-      assert.equal((await broker.reserve({ ...ghost, max: 0, now: t0 + 4 })).runs.length, 0);
-      assert.deepEqual([(await a!.info()).leaseLosses, (await b!.info()).leaseLosses], [2, 2]);
-
+      const { a, b, started, release } = await lastChanceRuns(app, 'last_chance');
       const worker = app.worker({ queues: ['last_chance'], concurrency: 4 });
       await worker.start();
       try {
         await waitFor(() => started.includes('n0'), { timeoutMs: 20_000, message: 'the first to start' });
         const second = await waitFor(
-          async () => ((i) => (i.history.some((h) => h.outcome === 'released') ? i : undefined))(await b!.info()),
+          async () => ((i) => (i.history.some((h) => h.outcome === 'released') ? i : undefined))(await b.info()),
           { timeoutMs: 20_000, message: 'the second to be handed back' },
         );
         assert.equal(second.state, 'queued', 'handed back, not run beside the first');
         assert.deepEqual(started, ['n0']);
         release();
-        await waitFor(async () => (await b!.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'the second to run after' });
-        const [ia, ib] = [await a!.info(), await b!.info()];
+        await waitFor(async () => (await b.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'the second to run after' });
+        const [ia, ib] = [await a.info(), await b.info()];
         assert.deepEqual([ia.state, ib.state], ['succeeded', 'succeeded']);
         assert.equal(ib.leaseLosses, 2, 'handing back counts no lost lease');
         assert.deepEqual(started, ['n0', 'n1']);
@@ -60,36 +68,22 @@ for (const make of setups('errand-last-chance')) {
 
     it('hold the worker back for a lease at most: other runs go on while its own last-chance run hangs', async () => {
       const app = setup.app({ maxLeaseLosses: 3 });
-      let release: () => void = () => {};
-      const gate = new Promise<void>((r) => {
-        release = r;
-      });
-      const task = app.task('last_chance_hang', { input: z.object({ n: z.number() }), queue: 'last_chance_hang' }, async ({ n }) => {
-        if (n === 0) await gate;
-        return n;
-      });
-      const [a, b] = await task.enqueueMany([{ input: { n: 0 } }, { input: { n: 1 } }]);
-      const broker = await app.broker();
-      const t0 = Date.now() - 60_000;
-      const ghost = { workerId: 'ghost', queues: ['last_chance_hang'], leaseMs: 1 };
-      await broker.reserve({ ...ghost, max: 2, now: t0 });
-      await broker.reserve({ ...ghost, max: 2, now: t0 + 2 });
-      await broker.reserve({ ...ghost, max: 0, now: t0 + 4 });
+      const { task, a, b, release } = await lastChanceRuns(app, 'last_chance_hang');
       // A lease of 2 s: the hold lasts one; a shorter one could be lost under load by the hanging run itself.
       const worker = app.worker({ queues: ['last_chance_hang'], concurrency: 4, leaseMs: 2000 });
       await worker.start();
       try {
-        await waitFor(async () => ((await b!.info()).history.some((h) => h.outcome === 'released') ? true : undefined), {
+        await waitFor(async () => ((await b.info()).history.some((h) => h.outcome === 'released') ? true : undefined), {
           timeoutMs: 20_000,
           message: 'the second to be handed back',
         });
         // The first hangs; a run enqueued now still runs on this worker, a lease later at most.
         const c = await task.enqueue({ n: 2 });
         await waitFor(async () => (await c.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'a new run to run meanwhile' });
-        assert.equal((await a!.info()).state, 'active', 'while the first still hangs');
-        assert.equal((await b!.info()).state, 'queued', 'the second still never beside it');
+        assert.equal((await a.info()).state, 'active', 'while the first still hangs');
+        assert.equal((await b.info()).state, 'queued', 'the second still never beside it');
         release();
-        await waitFor(async () => (await b!.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'the second to run after' });
+        await waitFor(async () => (await b.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'the second to run after' });
       } finally {
         release();
         await worker.stop({ graceMs: 0 });
