@@ -17,12 +17,20 @@ export function checkFields(value: unknown, known: readonly string[], where: str
 }
 
 /**
- * A duration that becomes a timer (a wait's timeout, a grace period): a number of ms from 0 to
- * `MAX_TIMER_MS`, since Node fires a longer timer after 1 ms. A ConfigError otherwise.
+ * A number of ms, floored; a ConfigError otherwise. `max`: the largest accepted (`MAX_TIMER_MS` for
+ * a duration that becomes a timer: Node fires a longer one after 1 ms).
  */
-export function checkTimerMs(value: unknown, where: string): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > MAX_TIMER_MS) {
-    throw new ConfigError(`${where} must be a non-negative number of milliseconds up to ${MAX_TIMER_MS}, got ${show(value)}`);
+export function checkDuration(value: unknown, where: string, { allowZero = true, max = Number.MAX_SAFE_INTEGER } = {}): number {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0) || value > max) {
+    const upTo = max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : '';
+    throw new ConfigError(
+      `${where} must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds${upTo}, got ${show(value)}`,
+    );
   }
-  return value;
+  return Math.floor(value);
+}
+
+/** A duration that becomes a timer (a wait's timeout, a grace period): 0 to `MAX_TIMER_MS` ms. */
+export function checkTimerMs(value: unknown, where: string): number {
+  return checkDuration(value, where, { max: MAX_TIMER_MS });
 }

@@ -1,5 +1,5 @@
 import { ConfigError } from '../core/errors.ts';
-import { checkFields, isPlainObject } from '../core/fields.ts';
+import { checkDuration, checkFields, isPlainObject } from '../core/fields.ts';
 import { show } from '../core/show.ts';
 
 const SECOND = 1000;
@@ -61,20 +61,6 @@ export function checkPriority(priority: unknown, where: string): number {
     throw new ConfigError(`${where}: priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}, got ${show(priority)}`);
   }
   return priority;
-}
-
-/**
- * A number of ms, floored. `max`: the largest accepted (`MAX_TIMER_MS` for a duration that becomes
- * a timer: Node fires a longer one after 1 ms).
- */
-export function checkDuration(value: unknown, where: string, { allowZero = true, max = Number.MAX_SAFE_INTEGER } = {}): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (!allowZero && value === 0) || value > max) {
-    const upTo = max < Number.MAX_SAFE_INTEGER ? ` up to ${max}` : '';
-    throw new ConfigError(
-      `${where} must be a ${allowZero ? 'non-negative' : 'positive'} number of milliseconds${upTo}, got ${show(value)}`,
-    );
-  }
-  return Math.floor(value);
 }
 
 const RETRY_FIELDS = ['maxAttempts', 'backoff', 'base', 'cap', 'jitter'];

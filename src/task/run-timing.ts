@@ -5,7 +5,7 @@
  */
 import type { NewRun } from '../broker/types.ts';
 import { ConfigError, InputError } from '../core/errors.ts';
-import { checkDuration } from './options.ts';
+import { checkDuration } from '../core/fields.ts';
 
 /** The task options of this file (part of `TaskOptions`). */
 export interface RunTimingOptions<I> {

@@ -10,9 +10,9 @@ import { checkRedactPaths } from '../core/redact.ts';
 import { checkIsolation, type Isolation, recordTask } from './isolation.ts';
 import { checkLimits, flowRate, type KeyLimits, type TaskLimits } from './limits.ts';
 import { applyRunTiming, checkRunTiming, type RunTiming, type RunTimingOptions } from './run-timing.ts';
-import { checkFields } from '../core/fields.ts';
+import { checkDuration, checkFields } from '../core/fields.ts';
 import { closestName, MAX_TIMER_MS, show } from '../core/show.ts';
-import { checkDuration, checkPriority, DEFAULTS, type Retention, type RetryPolicy, resolveRetention, resolveRetries } from './options.ts';
+import { checkPriority, DEFAULTS, type Retention, type RetryPolicy, resolveRetention, resolveRetries } from './options.ts';
 
 /** What a handler gets besides its input. */
 export interface TaskContext {
