@@ -5,15 +5,19 @@
  * the settle, reserve, cancel and purge scripts (`wfResolve` in lua/workflow.lua).
  *
  * A workflow's runs in one queue share one hash tag: every step is one script on one slot (Redis
- * Cluster included), and creation is one script. A workflow over several queues spans slots: an
- * edge between queues goes through the relay (`relay.ts`), and creation is framed so that a crash
- * part way never lets a root run while the workflow is half made: begin (wfmulti b: the workflow
- * HASH, pending, on the queue of its id), each queue's runs (wfcreate, roots waiting for '!'),
- * commit (wfmulti c: pending cleared and the roots released, those of other queues by relay
- * entries written in the same script), then the relay drained. A crash before the commit leaves
- * a pending workflow whose runs all wait: a resent createWorkflow (same id) completes it,
+ * Cluster included), and creation is one script when it fits one call (CHUNK_RUNS runs, about
+ * CHUNK_BYTES: batches.ts). A workflow over several queues spans slots: an edge between queues goes
+ * through the relay (`relay.ts`). Such a workflow, and one too large for one call, is created in
+ * several calls framed so that a crash part way never lets a root run while the workflow is half
+ * made: begin (wfmulti b: the workflow HASH, pending, on the queue of its id), each queue's runs
+ * (wfcreate in calls of a bounded size, roots waiting for '!'), commit (wfmulti g for all but the
+ * last CHUNK_RUNS roots, then c: pending cleared and the roots released, those of other queues by
+ * relay entries written in the same script), then the relay drained. A crash before the commit
+ * leaves a pending workflow whose runs all wait: a resent createWorkflow (same id) completes it,
  * cancelWorkflow ends it, and failing both, the prune sweep (`sweepPending`) does one or the other
- * once the creation is PENDING_GRACE_MS old.
+ * once the creation is PENDING_GRACE_MS old. The size of a workflow is bounded
+ * (MAX_WORKFLOW_RUNS, shared/workflow.ts) by what stays one script: the fan-in into one step, a
+ * spawn, a cancel of the workflow.
  */
 import { ConfigError } from '../../core/errors.ts';
 import { checkWorkflow, POLICY_CODE, POLICY_OF_CODE } from '../shared/workflow.ts';
@@ -30,6 +34,7 @@ import type {
 } from '../types.ts';
 import { decodeRun, RID_LENGTH, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
+import { CHUNK_RUNS, chunk } from './batches.ts';
 import { drainAfter } from './relay.ts';
 import { MODE_CODE, pushWorkflowRunArgs } from './run-args.ts';
 import { runScript } from './scripts.ts';
@@ -43,21 +48,57 @@ export const PENDING_GRACE_MS = 5 * 60_000;
 const ridOf = (id: string) => id.slice(id.length - RID_LENGTH);
 const queueOf = (id: string) => splitRunId(id)?.queue ?? '';
 
-/** The ARGV of wfcreate.lua for the runs of one queue (`queue`); a run of another queue is named by its id. */
-function createArgs(c: RedisCore, wf: NewWorkflow, queue: string, runs: readonly NewWorkflowRun[], now: number, multi: boolean) {
+/**
+ * The edges from a run to dependents in other queues, by the dependency's run id: [dependent run
+ * id, policy code]. Their we: index lives with the dependency (wfcreate writes it with the run).
+ */
+function crossEdges(wf: NewWorkflow): Map<string, [string, string][]> {
+  const out = new Map<string, [string, string][]>();
+  for (const run of wf.runs) {
+    for (const d of run.dependsOn ?? []) {
+      if (queueOf(d.id) === queueOf(run.id)) continue;
+      const list = out.get(d.id);
+      const edge: [string, string] = [run.id, POLICY_CODE[d.onFailure ?? 'cancel'] ?? 'c'];
+      if (list) list.push(edge);
+      else out.set(d.id, [edge]);
+    }
+  }
+  return out;
+}
+
+/**
+ * The ARGV of wfcreate.lua for `runs`, runs of one queue (`queue`); a run of another queue is named
+ * by its id. `multi`: a call of a creation in several calls (begin, these, commit), each root held;
+ * the edges from these runs to dependents in other queues (`out`) go with them.
+ */
+function createArgs(
+  c: RedisCore,
+  wf: NewWorkflow,
+  queue: string,
+  runs: readonly NewWorkflowRun[],
+  now: number,
+  multi: boolean,
+  out?: Map<string, [string, string][]>,
+) {
   const k = c.k(queue);
   const args: (string | number)[] = [k.base, now, wf.id, multi ? 'm' : '', runs.length];
   for (const run of runs) pushWorkflowRunArgs(args, run, ridOf(run.id), now, c.cancelledRetentionMs, depLines(run.dependsOn, queue));
-  if (multi) {
-    // Edges from runs of this queue to dependents elsewhere: the we: index lives with the dependency.
-    for (const run of wf.runs) {
-      if (queueOf(run.id) === queue) continue;
-      for (const d of run.dependsOn ?? []) {
-        if (queueOf(d.id) === queue) args.push(ridOf(d.id), run.id, POLICY_CODE[d.onFailure ?? 'cancel'] ?? 'c');
-      }
-    }
+  for (const run of multi ? runs : []) {
+    for (const [dependent, policy] of out?.get(run.id) ?? []) args.push(ridOf(run.id), dependent, policy);
   }
   return { keys: [`${k.base}wf:${ridOf(wf.id)}`], args };
+}
+
+/**
+ * The runs of one queue split into the calls that create them: at most CHUNK_RUNS runs and about
+ * CHUNK_BYTES each (batches.ts), so that no call holds Redis for long (docs/workflows.md, "Limits").
+ */
+function createChunks(runs: readonly NewWorkflowRun[], out: Map<string, [string, string][]>): NewWorkflowRun[][] {
+  return chunk(
+    runs,
+    (run) =>
+      run.input.length + 100 * ((run.dependsOn?.length ?? 0) + (out.get(run.id)?.length ?? 0)) + 200 + (run.idempotencyKey?.length ?? 0),
+  );
 }
 
 /**
@@ -90,8 +131,9 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
   const redis = await c.ready();
   const fresh = queues.filter((q) => !c.knows(q));
   if (fresh.length) await c.remember(fresh);
-  if (queues.length === 1) {
-    // One queue: one script (the fast path).
+  const out = crossEdges(wf);
+  if (queues.length === 1 && createChunks(wf.runs, out).length === 1) {
+    // One queue, small enough for one call: one script (the fast path).
     const queue = queues[0] as string;
     const { keys, args } = createArgs(c, wf, queue, wf.runs, now, false);
     const reply = (await runScript(redis, 'wfcreate', keys, args)) as unknown[];
@@ -100,33 +142,46 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
     if (code === -2) return heldBy(c, wf, queue, reply[1], reply[2]);
     return { id: wf.id, created: code === 1 };
   }
-  return createAcross(c, wf, queues, now);
+  return createFramed(c, wf, queues, out, now);
 }
 
-/** A workflow over several queues (see the header): begin, each queue's runs, commit, drain. */
-async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now: number): Promise<WorkflowCreated> {
+/** The idempotency key of a run of `wf` that a stored run holds (read before a creation in several calls writes anything), or null. */
+async function heldBefore(c: RedisCore, wf: NewWorkflow): Promise<WorkflowCreated | null> {
+  const redis = await c.ready();
+  for (const run of wf.runs) {
+    if (run.idempotencyKey === undefined) continue;
+    const k = c.k(run.queue);
+    const holder = await redis.get(`${k.base}ik:${run.task}:${run.idempotencyKey}`);
+    if (holder && (await redis.exists(k.run(holder))) === 1) return heldBy(c, wf, run.queue, ridOf(run.id), holder);
+  }
+  return null;
+}
+
+/**
+ * A workflow over several queues, or one too large for one call (see the header): begin, each
+ * queue's runs in calls of a bounded size, commit (the roots released, in calls of CHUNK_RUNS),
+ * drain.
+ */
+async function createFramed(
+  c: RedisCore,
+  wf: NewWorkflow,
+  queues: string[],
+  out: Map<string, [string, string][]>,
+  now: number,
+): Promise<WorkflowCreated> {
   const redis = await c.ready();
   const head = queueOf(wf.id);
   const hk = c.k(head);
   const wfKey = `${hk.base}wf:${ridOf(wf.id)}`;
   const byQueue = new Map<string, NewWorkflowRun[]>(queues.map((q) => [q, []]));
   for (const run of wf.runs) byQueue.get(queueOf(run.id))?.push(run);
-  const headRids = (byQueue.get(head) ?? []).map((r) => ridOf(r.id));
   const begun = Number(
     (
       (await runScript(
         redis,
         'wfmulti',
         [wfKey],
-        [
-          hk.base,
-          now,
-          'b',
-          headRids.join(','),
-          headRids.length,
-          queues.filter((q) => q !== head).join(','),
-          wf.runs.map((r) => r.id).join(','),
-        ],
+        [hk.base, now, 'b', queues.filter((q) => q !== head).join(','), wf.runs.map((r) => r.id).join(',')],
       )) as unknown[]
     )?.[0],
   );
@@ -141,15 +196,24 @@ async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now
       }),
     );
     const i = taken.indexOf(true);
-    if (i >= 0) {
+    const held = i >= 0 ? null : await heldBefore(c, wf);
+    if (i >= 0 || held) {
+      // Nothing of it is written but the record begun just now: removed.
       await Promise.all([redis.del(wfKey), redis.zrem(`${hk.base}wp`, ridOf(wf.id))]);
+      if (held) return held;
       throw takenError(wf, (wf.runs[i] as NewWorkflowRun).id);
     }
   }
+  // Each queue's runs, in calls one after another (the queues side by side); a call refused stops its queue.
   const replies = await Promise.all(
     queues.map(async (q) => {
-      const { keys, args } = createArgs(c, wf, q, byQueue.get(q) ?? [], now, true);
-      return { q, reply: (await runScript(redis, 'wfcreate', keys, args)) as unknown[] };
+      let reply: unknown[] = [1];
+      for (const runs of createChunks(byQueue.get(q) ?? [], out)) {
+        const { keys, args } = createArgs(c, wf, q, runs, now, true, out);
+        reply = (await runScript(redis, 'wfcreate', keys, args)) as unknown[];
+        if (Number(reply?.[0]) < 0) break;
+      }
+      return { q, reply };
     }),
   );
   const clash = replies.find((r) => Number(r.reply?.[0]) === -1);
@@ -166,9 +230,33 @@ async function createAcross(c: RedisCore, wf: NewWorkflow, queues: string[], now
     return heldBy(c, wf, held.q, held.reply[1], held.reply[2]);
   }
   const roots = wf.runs.filter((r) => (r.dependsOn?.length ?? 0) === 0).map((r) => (queueOf(r.id) === head ? ridOf(r.id) : r.id));
-  const committed = (await runScript(redis, 'wfmulti', [wfKey], [hk.base, now, 'c', c.eventsChannel, hk.idPrefix, ...roots])) as unknown[];
-  if (committed?.[1] === 1) await drainAfter(c, [head], now);
+  await commit(c, head, wfKey, roots, now);
   return { id: wf.id, created: true };
+}
+
+/**
+ * The commit of a creation in several calls (wfmulti.lua): the roots (a rid of queue `queue`, the
+ * queue of the workflow's id, or the run id of a root elsewhere) released in calls of CHUNK_RUNS
+ * (op g), the last call clearing the pending mark (op c); then this queue's relay drained. A
+ * crash part way leaves the workflow pending, every run made: a resend, or the sweep, commits it
+ * again (a root released twice is released once).
+ */
+async function commit(c: RedisCore, queue: string, wfKey: string, roots: readonly string[], now: number): Promise<void> {
+  const redis = await c.ready();
+  const k = c.k(queue);
+  let relay = false;
+  for (let i = 0; i + CHUNK_RUNS < roots.length; i += CHUNK_RUNS) {
+    const reply = (await runScript(
+      redis,
+      'wfmulti',
+      [wfKey],
+      [k.base, now, 'g', c.eventsChannel, k.idPrefix, ...roots.slice(i, i + CHUNK_RUNS)],
+    )) as unknown[];
+    if (reply?.[1] === 1) relay = true;
+  }
+  const last = roots.slice(Math.max(0, Math.ceil(roots.length / CHUNK_RUNS) - 1) * CHUNK_RUNS);
+  const reply = (await runScript(redis, 'wfmulti', [wfKey], [k.base, now, 'c', c.eventsChannel, k.idPrefix, ...last])) as unknown[];
+  if (relay || reply?.[1] === 1) await drainAfter(c, [queue], now);
 }
 
 /**
@@ -301,8 +389,7 @@ export async function sweepPending(c: RedisCore, queues: readonly string[], now:
       const complete = runIds.length > 0 && runs.every((r) => r.made);
       if (!complete) await cancelWorkflow(c, wfId, now);
       const roots = complete ? runs.filter((r) => r.root).map((r) => (queueOf(r.id) === queue ? ridOf(r.id) : r.id)) : [];
-      const reply = (await runScript(redis, 'wfmulti', [wfKey], [k.base, now, 'c', c.eventsChannel, k.idPrefix, ...roots])) as unknown[];
-      if (reply?.[1] === 1) await drainAfter(c, [queue], now);
+      await commit(c, queue, wfKey, roots, now);
       c.logger?.warn(
         { workflowId: wfId },
         complete

@@ -10,7 +10,10 @@
  * - a creation cut short after some queues' runs were made: nothing of it runs; a resent
  *   createWorkflow completes it, cancelWorkflow ends it, and failing both, once the creation is
  *   PENDING_GRACE_MS old, the prune sweep completes it (every run made) or undoes it (runs missing);
- * - a workflow in one queue writes no relay entry (its path is the in-slot one).
+ * - a workflow in one queue writes no relay entry (its path is the in-slot one);
+ * - a workflow in one queue too large for one call (docs/workflows.md, "Limits") is created in the
+ *   same frame: cut short after its first call, nothing runs and a resend completes it; cut short
+ *   part way through the release of its roots, the sweep releases the others, each root once.
  *
  * Every broker uses a key prefix of its own, deleted at the end (never FLUSHDB).
  */
@@ -136,7 +139,7 @@ describe('Redis workflows over several queues: the relay across crashes', () => 
       const wfId = newRunId(QA, t0);
       const wfRid = rid(wfId);
       // Begin, then queue QB's runs (and with the last mode QA's), then the broker dies before the commit.
-      await runScript(redis, 'wfmulti', [`${ka.base}wf:${wfRid}`], [ka.base, t0, 'b', rid(a.id), 1, QB, [a.id, r2.id, dep.id].join(',')]);
+      await runScript(redis, 'wfmulti', [`${ka.base}wf:${wfRid}`], [ka.base, t0, 'b', QB, [a.id, r2.id, dep.id].join(',')]);
       const args: (string | number)[] = [kb.base, t0, wfId, 'm', 2];
       // 16 per run (wfcreate.lua), as the broker builds them: a new run's 14, inputFrom, dependencies.
       pushWorkflowRunArgs(args, r2, rid(r2.id), t0, 60_000, '');
@@ -203,5 +206,72 @@ describe('Redis workflows over several queues: the relay across crashes', () => 
     assert.equal((await b.getRun(z.id))?.state, 'queued');
     const ka = new QueueKeys(prefix, QA);
     assert.equal(await redis.exists(`${ka.base}wo`, `${ka.base}woN`), 0);
+  });
+
+  it('a workflow in one queue too large for one call: cut short, nothing runs; a resend, or the sweep, completes it, each root queued once', async () => {
+    await redis.connect().catch(() => {});
+    const { b, prefix } = open();
+    const t0 = Date.now();
+    const ka = new QueueKeys(prefix, QA);
+    await b.counts([QA]);
+    const make = () => {
+      const roots = Array.from({ length: 1100 }, () => step(QA, t0));
+      const last = step(QA, t0, { dependsOn: roots.map((r) => ({ id: r.id })), inputFrom: 'list' });
+      return { roots, last, runs: [...roots, last], id: newRunId(QA, t0) };
+    };
+    // wfcreate.lua's call for some of its runs (mode m: roots held), as the broker makes it.
+    const createPart = (id: string, runs: NewWorkflowRun[]) => {
+      const args: (string | number)[] = [ka.base, t0, id, 'm', runs.length];
+      for (const r of runs)
+        pushWorkflowRunArgs(args, r, rid(r.id), t0, 60_000, (r.dependsOn ?? []).map((d) => `${rid(d.id)}\tc\t`).join('\n'));
+      return runScript(redis, 'wfcreate', [`${ka.base}wf:${rid(id)}`], args);
+    };
+    const begin = (id: string, runs: NewWorkflowRun[]) =>
+      runScript(redis, 'wfmulti', [`${ka.base}wf:${rid(id)}`], [ka.base, t0, 'b', '', runs.map((r) => r.id).join(',')]);
+    const reserveAll = async (now: number) =>
+      (await b.reserve({ workerId: 'w', queues: [QA], max: 5000, leaseMs: 10 * PENDING_GRACE_MS, now })).runs.map((r) => r.id);
+
+    // Cut short after the first of its calls: nothing runs; a resend completes it.
+    const one = make();
+    await begin(one.id, one.runs);
+    await createPart(one.id, one.runs.slice(0, 500));
+    assert.deepStrictEqual(await reserveAll(t0 + 1), [], 'no root of a half-made workflow runs');
+    assert.equal((await b.getWorkflow(one.id))?.runs.length, 500, 'what was made is listed');
+    assert.deepStrictEqual(await b.createWorkflow({ id: one.id, runs: one.runs }, t0 + 2), { id: one.id, created: true });
+    const got = await reserveAll(t0 + 3);
+    assert.deepStrictEqual([...got].sort(), one.roots.map((r) => r.id).sort(), 'every root queued, once');
+    assert.equal((await b.getRun(one.last.id))?.state, 'waiting');
+    const rec = await b.getWorkflow(one.id);
+    assert.equal(rec?.runs.length, 1101);
+    assert.equal(rec?.edges.length, 1100);
+    assert.deepStrictEqual(await b.createWorkflow({ id: one.id, runs: one.runs }, t0 + 4), { id: one.id, created: false });
+
+    // Every run made, cut short after releasing some roots (wfmulti g): those run; the sweep, once
+    // the creation is PENDING_GRACE_MS old, releases the others, none twice.
+    const two = make();
+    await begin(two.id, two.runs);
+    for (let i = 0; i < two.runs.length; i += 500) await createPart(two.id, two.runs.slice(i, i + 500));
+    const early = two.roots.slice(0, 500).map((r) => rid(r.id));
+    await runScript(redis, 'wfmulti', [`${ka.base}wf:${rid(two.id)}`], [ka.base, t0, 'g', `${prefix}:events`, ka.idPrefix, ...early]);
+    const first = await reserveAll(t0 + 5);
+    assert.deepStrictEqual(
+      [...first].sort(),
+      two.roots
+        .slice(0, 500)
+        .map((r) => r.id)
+        .sort(),
+    );
+    await b.prune(t0 + PENDING_GRACE_MS + 1);
+    const rest = await reserveAll(t0 + PENDING_GRACE_MS + 2);
+    assert.deepStrictEqual(
+      [...rest].sort(),
+      two.roots
+        .slice(500)
+        .map((r) => r.id)
+        .sort(),
+      'the others, once each',
+    );
+    assert.equal(await redis.zcard(`${ka.base}wp`), 0, 'no creation left pending');
+    assert.equal((await b.getRun(two.last.id))?.state, 'waiting');
   });
 });

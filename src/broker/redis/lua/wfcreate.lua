@@ -11,15 +11,18 @@
   run without dependencies is created waiting for '!' (its runAt kept in r) until the workflow is
   complete (wfmulti.lua releases it); a dependency in another queue is named by its run id in D and
   wd:, and the edges from runs of this queue to dependents elsewhere are given at the end (the we:
-  index of a run lives in its own queue). The call is skipped, returning { 0 }, when its first run
-  exists as a run of this workflow (a creation resumed); the workflow HASH holds this queue's part.
+  index of a run lives in its own queue). A queue's runs may come in several calls (a large
+  workflow): each adds its rids to the workflow HASH's `r` and their count to `n`. The call is
+  skipped, returning { 0 }, when its first run exists as a run of this workflow (a creation
+  resumed); the workflow HASH holds this queue's part.
 
   KEYS[1] the workflow HASH (base..'wf:'..<ulid of the workflow id>)
 
   ARGV[1] key base `<prefix>:{<queue>}:`
   ARGV[2] now
   ARGV[3] workflow id
-  ARGV[4] mode: '' one queue, m one queue of a workflow over several
+  ARGV[4] mode: '' the whole workflow (one queue, one call), m a part of a workflow created in
+    several calls (over several queues, or too large for one call)
   ARGV[5] number of runs n
   then 16 per run (pushWorkflowRunArgs in run-args.ts): the 14 of a new run as newRun in
     runs.lua reads them (as enqueue.lua takes them: rid, task, input, priority, runAt,
@@ -76,7 +79,18 @@ end
 for j = last + 1, #ARGV, 3 do
   rcall('HSET', base .. 'we:' .. ARGV[j], ARGV[j + 1], ARGV[j + 2])
 end
-rcall('HSET', KEYS[1], 't', nowS, 'r', table.concat(rids, ','), 'n', #rids)
+if multi then
+  local had = rcall('HGET', KEYS[1], 'r')
+  rcall('HSETNX', KEYS[1], 't', nowS)
+  if had and had ~= '' then
+    rcall('HSET', KEYS[1], 'r', had .. ',' .. table.concat(rids, ','))
+  else
+    rcall('HSET', KEYS[1], 'r', table.concat(rids, ','))
+  end
+  rcall('HINCRBY', KEYS[1], 'n', #rids)
+else
+  rcall('HSET', KEYS[1], 't', nowS, 'r', table.concat(rids, ','), 'n', #rids)
+end
 statFlush(base, now, { e = #rids })
 if wakeUp then
   wake(base)
