@@ -17,6 +17,7 @@ import {
   type NewWorkflowRun,
   type SpawnSettlement,
 } from '../broker/types.ts';
+import { countText as count, MAX_WORKFLOW_BYTES, MAX_WORKFLOW_RUNS } from '../broker/shared/workflow.ts';
 import { ConfigError } from '../core/errors.ts';
 import { checkQueueName, newRunId } from '../core/ids.ts';
 import { show } from '../core/show.ts';
@@ -279,13 +280,30 @@ export function isOwnTask(tasks: ReadonlyMap<string, unknown>, task: unknown): b
   return typeof task === 'object' && task !== null && tasks.get((task as { name?: unknown }).name as string) === task;
 }
 
+/** How many runs a shape compiles into (one per step, next and join). */
+const stepsIn = (node: Node): number =>
+  node.kind === 'chain' || node.kind === 'group'
+    ? node.items.reduce((n, item) => n + stepsIn(item), 0)
+    : node.kind === 'dag'
+      ? Object.values(node.nodes).reduce((n, item) => n + stepsIn(item), 0)
+      : 1;
+
 /**
  * Compiles a shape into the runs and edges of `Broker.createWorkflow`. `tasks`: the tasks of the
- * app creating it, by name; a step of any other task is refused (`isOwnTask`).
+ * app creating it, by name; a step of any other task is refused (`isOwnTask`). A shape over the
+ * size limits (`MAX_WORKFLOW_RUNS` steps, `MAX_WORKFLOW_BYTES` of step inputs in all) is refused
+ * (`ConfigError`) before anything is stored; the broker checks the number of dependencies.
  */
 export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: number, tasks?: ReadonlyMap<string, unknown>): CompiledWorkflow {
   const root = nodeOf(flow, 'workflow');
+  const steps = stepsIn(root);
+  if (steps > MAX_WORKFLOW_RUNS) {
+    throw new ConfigError(
+      `workflow: the shape has ${count(steps)} steps, over the limit of ${count(MAX_WORKFLOW_RUNS)} steps per workflow (docs/workflows.md, "Limits"); split the work into several workflows`,
+    );
+  }
   const runs: NewWorkflowRun[] = [];
+  let bytes = 0;
 
   // `at`: where the step is, for the error (a dag node's name).
   const checkOwn = (task: StepTask, at: string) => {
@@ -334,6 +352,12 @@ export function compileWorkflow(flow: AnyFlow, now: number, maxInputBytes: numbe
         // a workflow whose step's key is held by a stored run is not created (created: false).
         const run = node.task.prepare(node.input, node.options, now, maxInputBytes);
         if (run.startBy !== undefined) throw noExpiry(node.task.name);
+        bytes += Buffer.byteLength(run.input);
+        if (bytes > MAX_WORKFLOW_BYTES) {
+          throw new ConfigError(
+            `workflow: the inputs of its first ${count(runs.length + 1)} steps (of ${count(steps)}) are ${count(bytes)} bytes of JSON, over the limit of ${count(MAX_WORKFLOW_BYTES)} bytes of step inputs per workflow (docs/workflows.md, "Limits"; the last, of task "${node.task.name}"${at}, is ${count(Buffer.byteLength(run.input))} bytes): pass large data by reference (a key or a URL) instead`,
+          );
+        }
         if (before) run.dependsOn = edges(before, undefined);
         runs.push(run);
         return { ids: [run.id], many: false };
