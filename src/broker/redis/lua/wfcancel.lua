@@ -26,9 +26,17 @@ local list = rcall('HGET', KEYS[1], 'r')
 if not list then
   return { -1 }
 end
+local rids = {}
+for rid in string.gmatch(list, '[^,]+') do
+  rids[#rids + 1] = rid
+end
 local n = 0
 local freed = false
-for rid in string.gmatch(list, '[^,]+') do
+-- Last made first: a queued run is taken out of its list from the tail (LREM -1, cancelRun), where
+-- the runs of a workflow were pushed last to first: each is found at once, where creation order made
+-- a workflow of 10,000 queued runs cost 10,000 scans of its list (seconds of a blocked Redis).
+for i = #rids, 1, -1 do
+  local rid = rids[i]
   local k = base .. 'r:' .. rid
   local v = redis.pcall('HMGET', k, 's', 'p', 'a', 'w', 'b', 'h', 'W', 'C', 'g', 'y')
   local s, prio, att, holder, started, hist, watched, ownRet = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
