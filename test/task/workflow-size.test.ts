@@ -85,6 +85,21 @@ for (const make of setups('errand-wf-size')) {
       }
     });
 
+    it('a step whose idempotency key a stored run holds: nothing of a workflow too large for one call is created', async () => {
+      const keyed = app.task('size.keyed', { input: z.object({ i: z.number() }), queue: 'size_held' }, ({ i }) => i);
+      const holder = await keyed.enqueue({ i: -1 }, { idempotencyKey: 'held-1' });
+      const steps = Array.from({ length: 1200 }, (_, i) => keyed.step({ i }, i === 1100 ? { idempotencyKey: 'held-1' } : undefined));
+      const wf = await app.workflow(group(...steps));
+      assert.equal(wf.created, false);
+      assert.deepStrictEqual(wf.held, { run: wf.runIds[1100], key: 'held-1', by: holder.id });
+      const broker = await app.broker();
+      assert.equal(await broker.getWorkflow(wf.id), null);
+      assert.equal(await broker.getRun(wf.runIds[0] as string), null);
+      const counts = (await broker.counts(['size_held'])).size_held;
+      assert.equal(counts?.queued, 1, 'only the run holding the key');
+      assert.equal(counts?.cancelled, 0);
+    });
+
     it('one step over is refused at the call, naming the size and the limit; nothing is written', async () => {
       gathered = [];
       const steps = Array.from({ length: MAX_WORKFLOW_RUNS }, (_, i) => part.step({ i }));

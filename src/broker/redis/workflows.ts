@@ -148,13 +148,16 @@ export async function createWorkflow(c: RedisCore, wf: NewWorkflow, now: number)
 /** The idempotency key of a run of `wf` that a stored run holds (read before a creation in several calls writes anything), or null. */
 async function heldBefore(c: RedisCore, wf: NewWorkflow): Promise<WorkflowCreated | null> {
   const redis = await c.ready();
-  for (const run of wf.runs) {
-    if (run.idempotencyKey === undefined) continue;
-    const k = c.k(run.queue);
-    const holder = await redis.get(`${k.base}ik:${run.task}:${run.idempotencyKey}`);
-    if (holder && (await redis.exists(k.run(holder))) === 1) return heldBy(c, wf, run.queue, ridOf(run.id), holder);
-  }
-  return null;
+  const keyed = wf.runs.filter((run) => run.idempotencyKey !== undefined);
+  const holders = await Promise.all(
+    keyed.map(async (run) => {
+      const k = c.k(run.queue);
+      const holder = await redis.get(`${k.base}ik:${run.task}:${run.idempotencyKey}`);
+      return holder && (await redis.exists(k.run(holder))) === 1 ? holder : null;
+    }),
+  );
+  const i = holders.findIndex((h) => h !== null);
+  return i < 0 ? null : heldBy(c, wf, (keyed[i] as NewWorkflowRun).queue, ridOf((keyed[i] as NewWorkflowRun).id), holders[i]);
 }
 
 /**

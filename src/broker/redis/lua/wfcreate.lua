@@ -12,9 +12,10 @@
   complete (wfmulti.lua releases it); a dependency in another queue is named by its run id in D and
   wd:, and the edges from runs of this queue to dependents elsewhere are given at the end (the we:
   index of a run lives in its own queue). A queue's runs may come in several calls (a large
-  workflow): each adds its rids to the workflow HASH's `r` and their count to `n`. The call is
-  skipped, returning { 0 }, when its first run exists as a run of this workflow (a creation
-  resumed); the workflow HASH holds this queue's part.
+  workflow): each adds the rids it made to the workflow HASH's `r` and their count to `n`. A run
+  that exists as a run of this workflow (a creation resumed) is skipped (its edges to other queues
+  written again: the same), and a call that finds every run made returns { 0 }; the workflow HASH
+  holds this queue's part.
 
   KEYS[1] the workflow HASH (base..'wf:'..<ulid of the workflow id>)
 
@@ -33,7 +34,8 @@
   then (mode m) 3 per edge from a run of this queue to a run of another: dependency rid, dependent
     run id, policy
 
-  Returns { 1 } created, { 0 } when the workflow exists already (nothing written), { -1, rid }
+  Returns { 1 } created, { 0 } when the workflow exists already (mode ''), or every run of the
+  call was made already (mode m), nothing written; { -1, rid }
   when a run id is taken (nothing written), { -2, rid, holder rid } when the idempotency key of
   run rid is held by a stored run (nothing written).
 ]]
@@ -45,35 +47,42 @@
 local base, nowS, wfId, multi = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == 'm'
 local now = tonumber(nowS)
 local last = 5 + 16 * tonumber(ARGV[5])
-if multi then
-  if rcall('HGET', base .. 'r:' .. ARGV[6], 'G') == wfId then
-    return { 0 }
-  end
-elseif rcall('EXISTS', KEYS[1]) == 1 then
+if not multi and rcall('EXISTS', KEYS[1]) == 1 then
   return { 0 }
 end
 local r = {} -- each run's values in turn (newRun)
+local made = {} -- (mode m) runs this workflow made already, by an earlier call: skipped
+local fresh = 0
 for j = 6, last, 16 do
   newRun(base, j, r)
-  if rcall('EXISTS', r.k) == 1 then
+  if multi and rcall('HGET', r.k, 'G') == wfId then
+    made[j] = true
+  elseif rcall('EXISTS', r.k) == 1 then
     return { -1, r.rid }
-  end
-  if r.ik ~= '' then
-    -- A key never stands for a run that no longer exists (as enqueue.lua).
-    local holder = rcall('GET', base .. 'ik:' .. r.task .. ':' .. r.ik)
-    if holder and rcall('EXISTS', base .. 'r:' .. holder) == 1 then
-      return { -2, r.rid, holder }
+  else
+    fresh = fresh + 1
+    if r.ik ~= '' then
+      -- A key never stands for a run that no longer exists (as enqueue.lua).
+      local holder = rcall('GET', base .. 'ik:' .. r.task .. ':' .. r.ik)
+      if holder and rcall('EXISTS', base .. 'r:' .. holder) == 1 then
+        return { -2, r.rid, holder }
+      end
     end
   end
+end
+if fresh == 0 then
+  return { 0 }
 end
 local rids = {}
 local wakeUp = false
 for j = 6, last, 16 do
-  newRun(base, j, r)
-  rids[#rids + 1] = r.rid
-  local deps = ARGV[j + 15]
-  if wfAddRun(base, wfId, now, r, ARGV[j + 14], deps, multi and deps == '') then
-    wakeUp = true
+  if not made[j] then
+    newRun(base, j, r)
+    rids[#rids + 1] = r.rid
+    local deps = ARGV[j + 15]
+    if wfAddRun(base, wfId, now, r, ARGV[j + 14], deps, multi and deps == '') then
+      wakeUp = true
+    end
   end
 end
 for j = last + 1, #ARGV, 3 do
