@@ -46,13 +46,16 @@ local function wfAddRun(base, wfId, now, r, mode, deps, held)
   if held then
     rcall('SADD', base .. 'wd:' .. rid, '!')
   end
+  local wait = {}
   for line in string.gmatch(deps, '[^\n]+') do
     local dep, pol = string.match(line, '^([^\t]*)\t([^\t]*)\t')
-    rcall('SADD', base .. 'wd:' .. rid, dep)
+    wait[#wait + 1] = dep
     if #dep == 26 then
       rcall('HSET', base .. 'we:' .. dep, rid, pol)
     end
   end
+  -- One SADD per thousand (a fan-in step of a large workflow waits for thousands).
+  bulk('SADD', base .. 'wd:' .. rid, wait, 1000)
   return false
 end
 
