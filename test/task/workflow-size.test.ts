@@ -3,7 +3,7 @@
 // runs, every root held until the last) finishes with every part run once and the callback given
 // every value, in order; steps with inputs near maxInputBytes (more bytes than one Redis call takes)
 // likewise; one step over, too many dependencies or too many bytes of inputs is refused at the call
-// (`ConfigError` naming the size and the limit) and nothing is written.
+// (`ConfigError` naming the size and the limit) and nothing is written; a spawn of such a shape too.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { z } from 'zod';
@@ -11,6 +11,7 @@ import { MAX_WORKFLOW_BYTES, MAX_WORKFLOW_DEPENDENCIES, MAX_WORKFLOW_RUNS } from
 import type { NewWorkflowRun } from '../../src/broker/types.ts';
 import { newRunId } from '../../src/core/ids.ts';
 import { chord, ConfigError, group } from '../../src/index.ts';
+import { compileSpawn } from '../../src/task/workflow.ts';
 import { setups } from '../fixtures/brokers.ts';
 
 /** Nothing of queue `queue` is stored: no run in any state. */
@@ -128,6 +129,11 @@ for (const make of setups('errand-wf-size')) {
       assert.equal(await broker.getWorkflow(id), null);
       assert.equal(await broker.getRun((runs[0] as NewWorkflowRun).id), null);
       await nothingIn(app, 'size_over');
+      // A spawn (ctx.spawn compiles its shape so) has the same limit: the handler gets the error.
+      assert.throws(
+        () => compileSpawn(chord(group(...steps), gather.next()), Date.now(), 1024 * 1024),
+        /the shape has 10,001 steps, over the limit of 10,000 steps per workflow/,
+      );
     });
 
     it('too many dependencies, or too many bytes of step inputs, are refused at the call; nothing is written', async () => {
