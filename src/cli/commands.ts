@@ -19,6 +19,9 @@ Commands:
     --broker URL       redis://host:port[/db], rediss://..., redis+cluster://h1:p1,h2:p2, or sqlite:path.db (default: ERRAND_BROKER_URL, REDIS_URL, or sqlite:./data/errand.db)
     --lease-ms N       lease length in ms (default 8000)
     --grace-ms N       on SIGTERM/SIGINT, how long active runs may finish (default 10000)
+    --unknown-task-wait-ms N
+                       how long a run of a task the module does not define is handed back for a worker
+                       that defines it before it fails with reason unknown_task (default 300000; 0: at once)
     logs: LOG_LEVEL (default info); LOG_FORMAT json or pretty (default: pretty on a terminal, else json)
 
   dashboard          Serve the web dashboard, its JSON API and /metrics for a broker
@@ -63,6 +66,7 @@ async function worker(args: string[]): Promise<void> {
         broker: { type: 'string' },
         'lease-ms': { type: 'string' },
         'grace-ms': { type: 'string' },
+        'unknown-task-wait-ms': { type: 'string' },
       },
     });
   } catch (err) {
@@ -74,6 +78,7 @@ async function worker(args: string[]): Promise<void> {
   // The worker's own bounds (a longer lease or grace than Node's longest timer would fire at once).
   const leaseMs = intFlag(values['lease-ms'] as string | undefined, 'lease-ms', MIN_LEASE_MS, MAX_TIMER_MS);
   const graceMs = intFlag(values['grace-ms'] as string | undefined, 'grace-ms', 0, MAX_TIMER_MS);
+  const unknownTaskWaitMs = intFlag(values['unknown-task-wait-ms'] as string | undefined, 'unknown-task-wait-ms', 0, MAX_TIMER_MS);
   const app = await loadApp(positionals[0]!);
   if (typeof values.broker === 'string') {
     app.setBroker(values.broker);
@@ -95,7 +100,7 @@ async function worker(args: string[]): Promise<void> {
     const foreign = foreignQueues(queues, app.tasks.values(), "the module's");
     if (foreign) fail(`--queues: ${foreign}`);
   }
-  const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs });
+  const w = app.worker({ queues, concurrency, leaseMs, shutdownGraceMs: graceMs, unknownTaskWaitMs });
   app.logger.info({ broker: app.brokerUrl ? redactUrl(app.brokerUrl) : 'custom', tasks: [...app.tasks.keys()] }, 'starting worker');
   // From here on a stop signal stops the worker gracefully (until now it exited at once: see
   // early-exit.ts). The graceful handler goes in first: were the process left without a listener

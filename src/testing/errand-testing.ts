@@ -265,6 +265,8 @@ export class ErrandTesting {
       // A drain runs what is due, deterministically: it neither stores nor fires the app's schedules
       // (create a scheduled run with errand.triggerSchedule or backfillSchedule, then drain).
       schedules: false,
+      // A run of a task this app does not define fails at once (a worker would hand it back for a while).
+      unknownTaskWaitMs: 0,
     });
     const started: string[] = [];
     const seen = new Set<string>();

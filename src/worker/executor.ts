@@ -15,6 +15,7 @@ import { jsonIssues, safeParse } from '../core/json.ts';
 import { checkSchema } from '../core/schema-issues.ts';
 import { scrubThrown, secretsAt } from '../core/redact.ts';
 import { encodeError } from '../core/run-info.ts';
+import { intervalText } from '../schedule/spec.ts';
 import { backoffDelay } from '../task/options.ts';
 import type { TaskDefinition } from '../task/task.ts';
 import { Spawn } from '../task/workflow.ts';
@@ -71,10 +72,39 @@ export interface ExecutorHost {
   readonly concurrency?: number;
   /** The largest input of a run a handler spawns (`ctx.spawn`), in bytes of JSON. Default 1 MiB. */
   readonly maxInputBytes?: number | undefined;
+  /** How long a run of a task not in `tasks` is handed back before it fails (`unknownTaskWaitMs`). Default 0: fails at once. */
+  readonly unknownTaskWaitMs?: number | undefined;
 }
 
 /** How long a failure is kept when the run's task is unknown to this worker (no task retention to go by). */
 const UNKNOWN_TASK_RETENTION_MS = 7 * 86_400_000;
+
+/** A run of an unknown task is handed back for 1 s at first, then for as long as it has waited, at most 30 s. */
+const UNKNOWN_TASK_STEP_MS = { min: 1000, max: 30_000 };
+
+/**
+ * When this worker first met each run of a task it does not define (by run id), so that it hands
+ * such a run back until `unknownTaskWaitMs` has passed, then fails it. Forgotten when it fails, or
+ * once long past (the run was taken by a worker that defines its task).
+ */
+class UnknownRuns {
+  readonly #met = new Map<string, number>();
+
+  /** When the run was first met (now, if this is the first time). */
+  met(id: string, now: number, waitMs: number): { at: number; first: boolean } {
+    const at = this.#met.get(id);
+    if (at !== undefined) return { at, first: false };
+    if (this.#met.size >= 10_000) {
+      for (const [k, t] of this.#met) if (t < now - waitMs - 600_000) this.#met.delete(k);
+    }
+    this.#met.set(id, now);
+    return { at: now, first: true };
+  }
+
+  forget(id: string): void {
+    this.#met.delete(id);
+  }
+}
 
 /**
  * Runs handlers in this thread, as promises: a timeout aborts the handler's signal and stops waiting
@@ -83,6 +113,7 @@ const UNKNOWN_TASK_RETENTION_MS = 7 * 86_400_000;
 export class InlineExecutor implements Executor {
   readonly #host: ExecutorHost;
   #pool: IsolatePool | undefined;
+  readonly #unknown = new UnknownRuns();
 
   constructor(host: ExecutorHost) {
     this.#host = host;
@@ -98,6 +129,38 @@ export class InlineExecutor implements Executor {
     this.#pool = undefined;
   }
 
+  /**
+   * A run of a task this worker does not define: handed back (a `backoff` of its own, no attempt
+   * used) until the worker has met it for `unknownTaskWaitMs`, so that a worker that defines the
+   * task takes it (a rolling deploy); then failed with reason `unknown_task`.
+   */
+  #unknownTask(entry: ActiveRun, log: RunLog, started: number): Outcome {
+    const { run } = entry;
+    const host = this.#host;
+    const waitMs = host.unknownTaskWaitMs ?? 0;
+    const known = [...host.tasks.keys()].join(', ') || 'none';
+    const missing = `No task named "${run.task}" is registered in this worker (registered: ${known})`;
+    const now = Date.now();
+    const met = waitMs > 0 ? this.#unknown.met(run.id, now, waitMs) : { at: now, first: true };
+    const left = met.at + waitMs - now;
+    if (left > 0) {
+      const waited = now - met.at;
+      const until = now + Math.min(left, Math.max(UNKNOWN_TASK_STEP_MS.min, Math.min(UNKNOWN_TASK_STEP_MS.max, waited)));
+      const error = new Error(`${missing}: handed back for a worker that defines it`);
+      const settlement: Settlement = { id: run.id, attempt: run.attempt, outcome: 'backoff', until, scope: 'key' };
+      if (met.first) {
+        log.warn(
+          { task: run.task, registered: known, failsAt: new Date(met.at + waitMs).toISOString() },
+          'run of a task this worker does not define: handed back for a worker that defines it (it fails with reason unknown_task if none takes it by failsAt)',
+        );
+      }
+      return { type: 'backoff', settlement, durationMs: performance.now() - started, error, retryAt: until };
+    }
+    this.#unknown.forget(run.id);
+    const waited = waitMs > 0 ? `; no worker that defines it took the run within ${intervalText(waitMs)} (unknownTaskWaitMs)` : '';
+    return fail(entry, log, started, new PermanentError(`${missing}${waited}`), 'unknown_task', UNKNOWN_TASK_RETENTION_MS);
+  }
+
   async execute(entry: ActiveRun): Promise<Outcome> {
     const { run } = entry;
     const host = this.#host;
@@ -106,17 +169,7 @@ export class InlineExecutor implements Executor {
     const started = performance.now();
     log.info('run started');
 
-    if (!task) {
-      const known = [...host.tasks.keys()].join(', ') || 'none';
-      return fail(
-        entry,
-        log,
-        started,
-        new PermanentError(`No task named "${run.task}" is registered in this worker (registered: ${known})`),
-        'unknown_task',
-        UNKNOWN_TASK_RETENTION_MS,
-      );
-    }
+    if (!task) return this.#unknownTask(entry, log, started);
     // A schedule's expiry policy: a run that could not start in time is dropped, with the reason.
     const expiresAt = run.schedule?.expiresAt;
     if (expiresAt !== undefined && run.startedAt > expiresAt) {

@@ -33,6 +33,13 @@ export interface WorkerOptions {
    * whatever their number), and upsert the app's declared schedules at start. Default true.
    */
   schedules?: boolean;
+  /**
+   * A run of a task this worker does not define (a rolling deploy: the API knows a task that this
+   * worker's code does not yet) is handed back, its attempt not counted, for a worker that defines
+   * it; once this worker has met it for this long, in ms, it fails with reason `unknown_task`.
+   * 0 to 2147483647; 0 fails it at once. Default 300000 (5 minutes).
+   */
+  unknownTaskWaitMs?: number;
 }
 
 /** What a worker reports about each run (for metrics and tests). */
@@ -57,10 +64,22 @@ export interface WorkerSettings {
   pruneEvery: number;
   logger: Logger;
   schedules: boolean;
+  unknownTaskWaitMs: number;
 }
 
 /** Every field of `WorkerOptions`: another is refused by name. */
-const WORKER_OPTION_KEYS = ['queues', 'concurrency', 'leaseMs', 'renewEvery', 'shutdownGraceMs', 'pruneEvery', 'id', 'logger', 'schedules'];
+const WORKER_OPTION_KEYS = [
+  'queues',
+  'concurrency',
+  'leaseMs',
+  'renewEvery',
+  'shutdownGraceMs',
+  'pruneEvery',
+  'id',
+  'logger',
+  'schedules',
+  'unknownTaskWaitMs',
+];
 
 /** Checks the options (a `ConfigError` names the bad one) and fills in the defaults. */
 export function workerSettings(host: WorkerHost, options: WorkerOptions): WorkerSettings {
@@ -95,13 +114,14 @@ export function workerSettings(host: WorkerHost, options: WorkerOptions): Worker
     pruneEvery: intOption(options.pruneEvery ?? 60_000, 'pruneEvery', 1, MAX_TIMER_MS),
     logger: (options.logger ?? host.logger).child({ worker: id }),
     schedules: options.schedules ?? true,
+    unknownTaskWaitMs: intOption(options.unknownTaskWaitMs ?? DEFAULT_UNKNOWN_TASK_WAIT_MS, 'unknownTaskWaitMs', 0, MAX_TIMER_MS),
   };
 }
 
 /**
  * The queues among `queues` that none of `tasks` uses, said as a refusal (else undefined): a worker
- * fails, as permanent errors, the runs of tasks it does not define, so it takes only the queues of
- * its tasks, not those of another service's workers. The one check of `errand.worker({ queues })`
+ * fails the runs of tasks it does not define (after `unknownTaskWaitMs`), so it takes only the
+ * queues of its tasks, not those of another service's workers. The one check of `errand.worker({ queues })`
  * and `errand worker --queues`; `whose` names the tasks ("the app's", "the module's").
  */
 export function foreignQueues(queues: readonly string[], tasks: Iterable<{ queue: string }>, whose: string): string | undefined {
@@ -118,6 +138,9 @@ export function foreignQueues(queues: readonly string[], tasks: Iterable<{ queue
  * renewal's round trip (documented as 5 s).
  */
 export const DEFAULT_LEASE_MS = 8000;
+
+/** How long a worker hands back a run of a task it does not define before failing it (`unknownTaskWaitMs`). */
+export const DEFAULT_UNKNOWN_TASK_WAIT_MS = 300_000;
 
 /** The shortest lease (a shorter one would be renewed every few ms), for the API and `errand worker --lease-ms`. */
 export const MIN_LEASE_MS = 100;

@@ -82,6 +82,7 @@ export class Worker extends EventEmitter {
       progress: (entry, value) => reportProgress(entry, value, this.#sendProgress),
       concurrency: this.concurrency,
       maxInputBytes: host.maxInputBytes,
+      unknownTaskWaitMs: settings.unknownTaskWaitMs,
     });
     const { id, queues, concurrency, leaseMs, renewEvery, pruneEvery, logger } = this;
     this.#loop = new ReserveLoop({

@@ -78,7 +78,8 @@ for (const make of setups()) {
       app.task('bad_result', { input: z.object({}) }, () => ({ when: new Date() }));
       app.task('unique', { input: z.object({ user: z.string() }), idempotencyKey: (i) => `u:${i.user}` }, ({ user }) => user);
       app.task('forgetful', { input: z.object({}), retention: 0 }, () => 'gone');
-      worker = app.worker({ concurrency: 4, leaseMs: 1500, renewEvery: 150 });
+      // A run of a task it does not define: handed back for 1 s, then failed.
+      worker = app.worker({ concurrency: 4, leaseMs: 1500, renewEvery: 150, unknownTaskWaitMs: 1000 });
       await worker.start();
     });
 
@@ -317,6 +318,12 @@ for (const make of setups()) {
           `run ${id} should fail with reason ${reason}`,
         );
       }
+      const lost = await app.run(unknown!).info();
+      assert.match(lost.error?.message ?? '', /No task named "nope" .*no worker that defines it took the run within 1s/);
+      assert.ok(
+        lost.history.some((h) => h.outcome === 'backoff'),
+        'handed back before it failed',
+      );
       assert.equal(await (await app.tasks.get('add')!.enqueue({ a: 1, b: 1 })).result({ timeout: 20_000 }), 2);
     });
   });
