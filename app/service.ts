@@ -91,7 +91,9 @@ export class Service {
     this.users = users;
     this.#ownsUsers = !options.users;
     const broker = options.broker ?? brokerUrl(config);
-    this.errand = createErrand({ broker, logger, ...(config.prefix ? { prefix: config.prefix } : {}) });
+    // ERRAND_PREFIX is for the broker made from the URL: an instance was made with its own.
+    const prefix = config.prefix && typeof broker === 'string' ? { prefix: config.prefix } : {};
+    this.errand = createErrand({ broker, logger, ...prefix });
     this.mailer = createMailer({
       smtpUrl: config.smtpUrl,
       outboxDir: config.outboxDir,

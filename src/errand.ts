@@ -47,7 +47,7 @@ export interface ErrandOptions extends BrokerOptions {
   logger?: Logger;
   /** Largest task input accepted at enqueue, in bytes of JSON. Default 1048576 (1 MiB). */
   maxInputBytes?: number;
-  /** Key prefix in Redis. Default: `ERRAND_PREFIX`, else `errand`. */
+  /** Key prefix in Redis. Default: `ERRAND_PREFIX`, else `errand`. Not with a Broker instance (give it to the broker). */
   prefix?: string;
   /**
    * Paths into task inputs whose values are secrets (`password`, `card.number`, `*.token`,
@@ -112,6 +112,9 @@ export class Task<S extends z.ZodType = z.ZodType, R = unknown> extends TaskDefi
 /** Every field of `ErrandOptions` (its `BrokerOptions` included): another is refused by name. */
 const ERRAND_OPTION_KEYS = ['broker', 'logger', 'maxInputBytes', 'prefix', 'redact', 'maxLeaseLosses', 'failedRetentionMs'];
 
+/** The options of the broker the app connects from a URL: a Broker instance was made with its own. */
+const BROKER_OPTION_KEYS = ['prefix', 'maxLeaseLosses', 'failedRetentionMs'] as const;
+
 /** Most runs merged into one broker call by concurrent enqueues. */
 const MERGE_LIMIT = 1000;
 
@@ -145,6 +148,17 @@ export class Errand extends EventEmitter {
     super();
     checkFields(options, ERRAND_OPTION_KEYS, 'Errand options', 'an Errand option');
     this.#options = options;
+    if (options.broker !== undefined && typeof options.broker !== 'string') {
+      // They would be dropped without a word: the broker fails runs after its own maxLeaseLosses.
+      const given = BROKER_OPTION_KEYS.filter((k) => options[k] !== undefined);
+      if (given.length) {
+        const names = given.join(' and ');
+        throw new ConfigError(
+          `Errand options: ${names} cannot apply to a broker instance (the broker option), which was made with its own options: ` +
+            `give ${given.length > 1 ? 'them' : 'it'} to the broker when you make it (e.g. new RedisBroker({ url, ${given[0]} })), or give a broker URL`,
+        );
+      }
+    }
     this.#brokerSpec = options.broker ?? defaultBrokerUrl();
     this.logger = options.logger ?? createLogger();
     this.maxInputBytes = options.maxInputBytes ?? 1024 * 1024;
@@ -158,9 +172,17 @@ export class Errand extends EventEmitter {
     nonNegativeMs('Errand options', 'failedRetentionMs', options.failedRetentionMs, DEFAULTS.failedRetentionMs);
   }
 
-  /** How many lost leases fail a run (`maxLeaseLosses`, default 3): a worker holds at most one run one short of it. */
-  get maxLeaseLosses(): number {
-    return this.#options.maxLeaseLosses ?? DEFAULTS.maxLeaseLosses;
+  /**
+   * The broker options the app was given (`maxLeaseLosses`, `failedRetentionMs`), for the broker it
+   * connects from a URL: `createTesting(errand)` makes its in-memory broker with them. What a
+   * connected broker does is its own: `(await errand.broker()).maxLeaseLosses`.
+   */
+  get brokerOptions(): BrokerOptions {
+    const { maxLeaseLosses, failedRetentionMs } = this.#options;
+    return {
+      ...(maxLeaseLosses !== undefined && { maxLeaseLosses }),
+      ...(failedRetentionMs !== undefined && { failedRetentionMs }),
+    };
   }
 
   /** The redaction paths for runs of a task: the app's and the task's own (the app's alone for a task this app does not define). */
@@ -186,7 +208,6 @@ export class Errand extends EventEmitter {
     return task;
   }
 
-  /** Replaces the broker before first use (the CLI's `--broker` flag). */
   /**
    * Declares a schedule beside its task: runs of `task` at each fire time of `options` (a cron or an
    * interval, a zone, start and end), with `options.input`, under the missed-fire and overlap
@@ -297,8 +318,19 @@ export class Errand extends EventEmitter {
     return backfillSchedule(broker, rec, Number(from), Number(to), Date.now(), undefined, this.#flowOf);
   }
 
+  /**
+   * Replaces the broker before first use (the CLI's `--broker` flag, `createTesting`). An instance
+   * keeps its own options; one that fails runs after another number of lost leases than the app's
+   * `maxLeaseLosses` is refused.
+   */
   setBroker(broker: string | Broker): void {
     if (this.#broker) throw new ConfigError('The broker is already connected; set it before the first enqueue or worker');
+    const own = this.#options.maxLeaseLosses;
+    if (typeof broker !== 'string' && own !== undefined && broker.maxLeaseLosses !== own) {
+      throw new ConfigError(
+        `setBroker(): the app was made with maxLeaseLosses ${show(own)} but the broker instance fails runs after ${show(broker.maxLeaseLosses)} lost leases: make the broker with maxLeaseLosses ${show(own)}`,
+      );
+    }
     this.#brokerSpec = broker;
   }
 

@@ -209,6 +209,11 @@ export interface Broker {
    * only add calls.
    */
   readonly remote?: boolean;
+  /**
+   * How many lost leases fail a run (`BrokerOptions.maxLeaseLosses`, default 3), as this broker was
+   * made with. A worker takes its threshold from here: it holds at most one run one short of it.
+   */
+  readonly maxLeaseLosses: number;
 
   /**
    * Creates runs, in order. Runs sharing an idempotency key (same task) collapse into the first. A

@@ -98,7 +98,10 @@ export class ErrandTesting {
 
   constructor(errand: Errand | undefined, options: TestingOptions = {}) {
     this.#logger = options.logger ?? silent();
-    this.broker = new TestBroker({ logger: this.#logger });
+    // The app's maxLeaseLosses and failedRetentionMs are the in-memory broker's (a Redis prefix means nothing to it).
+    const { maxLeaseLosses, failedRetentionMs, prefix: _prefix, ...appOptions } = options.errand ?? {};
+    const brokerOptions = errand ? errand.brokerOptions : { maxLeaseLosses, failedRetentionMs };
+    this.broker = new TestBroker({ logger: this.#logger, ...brokerOptions });
     if (errand) {
       try {
         errand.setBroker(this.broker);
@@ -109,7 +112,7 @@ export class ErrandTesting {
       }
       this.errand = errand;
     } else {
-      this.errand = createErrand({ logger: this.#logger, ...options.errand, broker: this.broker });
+      this.errand = createErrand({ logger: this.#logger, ...appOptions, broker: this.broker });
     }
   }
 

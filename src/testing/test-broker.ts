@@ -88,6 +88,8 @@ export function memoryBroker(options: MemoryBrokerOptions = {}): SqliteBroker {
 export class TestBroker implements Broker, BrokerInspector {
   readonly kind = 'sqlite' as const;
   readonly remote = false;
+  /** How many lost leases fail a run (the option it was made with, default 3; `reset()` keeps it). */
+  readonly maxLeaseLosses: number;
   /** Added to every time given to the storage: the test clock is `Date.now() + offset`. */
   offset = 0;
   /** Every enqueue since the last `clearJournal`, in order. */
@@ -104,6 +106,7 @@ export class TestBroker implements Broker, BrokerInspector {
   constructor(options: MemoryBrokerOptions = {}) {
     this.#options = options;
     this.#inner = memoryBroker(options);
+    this.maxLeaseLosses = this.#inner.maxLeaseLosses;
   }
 
   /** The test clock, epoch ms. */

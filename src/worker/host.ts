@@ -7,7 +7,10 @@ import type { Broker, ScheduleDefinition } from '../broker/types.ts';
 import type { TaskDefinition } from '../task/task.ts';
 
 export interface WorkerHost {
-  /** The broker, connected on first call (every call gives the same one). */
+  /**
+   * The broker, connected on first call (every call gives the same one). Its `maxLeaseLosses` is the
+   * worker's last-chance threshold (see ReserveLoop#lastChance).
+   */
   broker(): Promise<Broker>;
   /** The tasks the worker can run, by name (read when a run starts: tasks defined later are seen). */
   readonly tasks: ReadonlyMap<string, TaskDefinition>;
@@ -17,8 +20,6 @@ export interface WorkerHost {
   redactPaths(task: string): readonly string[];
   /** The largest input of a run a handler spawns (`ctx.spawn`), in bytes of JSON (the app's `maxInputBytes`). */
   readonly maxInputBytes?: number;
-  /** How many lost leases fail a run (the broker's `maxLeaseLosses`, default 3): a worker holds at most one run one short of it. */
-  readonly maxLeaseLosses?: number;
   /** The schedules declared in code, as definitions to upsert (their first fire time from `now`). */
   scheduleDefinitions?(now: number): ScheduleDefinition[];
 }

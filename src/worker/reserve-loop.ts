@@ -12,8 +12,6 @@ export interface ReserveLoopHost {
   readonly queues: string[];
   readonly concurrency: number;
   readonly leaseMs: number;
-  /** A run that has lost this many leases is on its last chance (see ReserveLoop#lastChance). */
-  readonly lastChance: number;
   readonly book: LeaseBook;
   /** Aborted on stop: ends the wait for work and a back-off. */
   readonly signal: AbortSignal;
@@ -53,7 +51,7 @@ export class ReserveLoop {
   #runMs = Number.POSITIVE_INFINITY;
   /**
    * The run on its last chance this worker holds, if any. A run that has lost all but one of its
-   * leases may be what killed its workers, and every run of a dead worker loses its lease: two
+   * leases (the connected broker's `maxLeaseLosses` less one) may be what killed its workers, and every run of a dead worker loses its lease: two
    * such runs never share a worker, so a run that kills its worker takes the runs beside it down
    * only while they have leases to spare. A second one is handed back (`release`: no attempt, no
    * lost lease counted) for a worker that holds none; having handed one back, the worker reserves
@@ -198,8 +196,11 @@ export class ReserveLoop {
   #handBack(runs: readonly Reservation[]): Reservation[] {
     const back: Reservation[] = [];
     this.#holdingBack(); // forgets a run on its last chance that is done
+    // The broker's threshold, not an option of the app: it fails a run after its own maxLeaseLosses.
+    // At 1 every run is on its last chance: holding one would make the worker run one at a time.
+    const lastChance = Math.max(1, this.broker.maxLeaseLosses - 1);
     for (const run of runs) {
-      if ((run.leaseLosses ?? 0) < this.#host.lastChance) continue;
+      if ((run.leaseLosses ?? 0) < lastChance) continue;
       if (this.#lastChance === undefined) this.#lastChance = run.id;
       else back.push(run);
     }

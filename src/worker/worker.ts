@@ -5,7 +5,6 @@
 // The worker takes a WorkerHost (host.ts), not the app.
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { DEFAULTS } from '../broker/shared/options.ts';
 import type { Broker, Reservation } from '../broker/types.ts';
 import { BrokerConfigError, ConfigError } from '../core/errors.ts';
 import { checkTimerMs } from '../core/fields.ts';
@@ -90,7 +89,6 @@ export class Worker extends EventEmitter {
       queues,
       concurrency,
       leaseMs,
-      lastChance: Math.max(1, (host.maxLeaseLosses ?? DEFAULTS.maxLeaseLosses) - 1),
       book,
       signal: this.#stop.signal,
       running: () => this.#state === 'running',

@@ -31,7 +31,7 @@ function fakeBroker(behave: (method: string) => unknown, inspector = false): { b
     'close',
   ];
   if (inspector) methods.push('listRuns', 'pause', 'purge', 'retryFailed', 'listWorkers');
-  const broker: Record<string, unknown> = { kind: 'sqlite', onCancel: () => () => {} };
+  const broker: Record<string, unknown> = { kind: 'sqlite', maxLeaseLosses: 3, onCancel: () => () => {} };
   for (const m of methods) {
     broker[m] = (...args: unknown[]) => {
       calls.push([m, args]);
@@ -111,6 +111,23 @@ describe('broker guard', () => {
     assert.equal(await g.retryFailed('', undefined, 1), 0);
     assert.deepEqual(calls, []);
     assert.equal(await g.purge('emails', 1), 5);
+  });
+
+  test("a broker that does not say its maxLeaseLosses (the workers' last-chance threshold) is refused; one that does is passed on", async () => {
+    const { broker } = fakeBroker(() => Promise.resolve());
+    assert.equal(guardBroker(broker).maxLeaseLosses, 3);
+    for (const bad of [undefined, 0, 2.5, '3']) {
+      assert.throws(
+        () => guardBroker({ ...broker, maxLeaseLosses: bad } as unknown as Broker),
+        (err: Error) =>
+          err instanceof ConfigError &&
+          err.message ===
+            `The sqlite broker: maxLeaseLosses (how many lost leases fail a run, which workers must know) must be a positive integer, got ${bad === '3' ? '"3"' : String(bad)}`,
+      );
+    }
+    // Through the app: its first broker call says so.
+    const app = new Errand({ broker: { ...broker, maxLeaseLosses: undefined } as unknown as Broker, logger: quietLogger });
+    await assert.rejects(app.broker(), /maxLeaseLosses .* must be a positive integer, got undefined/);
   });
 
   test('inspection methods exist on the guard only when the broker has them', () => {

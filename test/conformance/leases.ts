@@ -1,6 +1,6 @@
 /**
- * The broker conformance suite, section: leases: `renew`, expiry and recovery, `maxLeaseLosses`;
- * `release`; `progress`. See `suite.ts`.
+ * The broker conformance suite, section: leases: `renew`, expiry and recovery, `maxLeaseLosses`
+ * (and the broker saying it, as made); `release`; `progress`. See `suite.ts`.
  */
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
@@ -67,6 +67,7 @@ export function leaseConformance(c: ConformanceContext): void {
 
     test('a run whose lease expires maxLeaseLosses times is failed with reason lease_lost', async () => {
       const b = await open({ maxLeaseLosses: 2, failedRetentionMs: 5000 });
+      assert.equal(b.maxLeaseLosses, 2, 'the broker says what it was made with (workers take their last-chance threshold from it)');
       const t0 = Date.now();
       const id = await enqueueOne(b, t0);
       await reserveOne(b, 'w1', t0, 1000);
@@ -84,6 +85,7 @@ export function leaseConformance(c: ConformanceContext): void {
 
     test('maxLeaseLosses defaults to 3', async () => {
       const b = await open();
+      assert.equal(b.maxLeaseLosses, 3, 'the broker says its default');
       const t0 = Date.now();
       const id = await enqueueOne(b, t0);
       await reserveOne(b, 'w1', t0, 1000);

@@ -429,6 +429,7 @@ describe('dashboard plugin edge cases', () => {
     // Only the core Broker methods: what a third-party broker without BrokerInspector offers.
     const plain: Broker = {
       kind: real.kind,
+      maxLeaseLosses: real.maxLeaseLosses,
       enqueue: real.enqueue.bind(real),
       reserve: real.reserve.bind(real),
       settle: real.settle.bind(real),

@@ -46,6 +46,7 @@ export function downBroker(): Broker {
   };
   return {
     kind: 'redis',
+    maxLeaseLosses: 3,
     enqueue: fail,
     reserve: fail,
     settle: fail,

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { z } from 'zod';
 import { ConfigError, createErrand } from '../../src/index.ts';
+import { memoryBroker } from '../../src/testing/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 
 const input = z.object({ a: z.number() });
@@ -112,6 +113,31 @@ describe('createErrand options', () => {
       () => createErrand({ failedRetentionMs: -1 }),
       /^Errand options: failedRetentionMs must be a non-negative number of ms, got -1$/,
     );
+  });
+
+  it("the broker's options with a broker instance, which was made with its own, are refused (they would be dropped)", async () => {
+    const broker = memoryBroker({ maxLeaseLosses: 2 });
+    after(() => broker.close());
+    refuses(
+      () => createErrand({ broker, maxLeaseLosses: 5 }),
+      /^Errand options: maxLeaseLosses cannot apply to a broker instance \(the broker option\), which was made with its own options: give it to the broker when you make it \(e\.g\. new RedisBroker\(\{ url, maxLeaseLosses \}\)\), or give a broker URL$/,
+    );
+    refuses(
+      () => createErrand({ broker, failedRetentionMs: 1000 }),
+      /^Errand options: failedRetentionMs cannot apply to a broker instance /,
+    );
+    refuses(
+      () => createErrand({ broker, prefix: 'myapp', maxLeaseLosses: 2 }),
+      /^Errand options: prefix and maxLeaseLosses cannot apply .* give them to /,
+    );
+    // setBroker (createTesting's way in): an instance must agree with the app's maxLeaseLosses.
+    const app = createErrand({ broker: 'sqlite:/nonexistent/errand-options.db', logger: quietLogger, maxLeaseLosses: 3 });
+    refuses(
+      () => app.setBroker(broker),
+      /^setBroker\(\): the app was made with maxLeaseLosses 3 but the broker instance fails runs after 2 lost leases: make the broker with maxLeaseLosses 3$/,
+    );
+    const own = createErrand({ broker, logger: quietLogger });
+    assert.equal((await own.broker()).maxLeaseLosses, 2, "the instance's own");
   });
 });
 

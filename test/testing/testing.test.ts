@@ -183,6 +183,20 @@ describe('errand/testing: what was enqueued', () => {
     );
     await own.close();
   });
+
+  it("gives the test broker the app's maxLeaseLosses and failedRetentionMs (a Redis prefix means nothing to it)", async () => {
+    const app = createErrand({ broker: 'sqlite:/nonexistent/never-opened.db', logger: quietLogger, prefix: 'myapp', maxLeaseLosses: 5 });
+    const withApp = createTesting(app);
+    assert.equal(withApp.broker.maxLeaseLosses, 5);
+    assert.equal((await app.broker()).maxLeaseLosses, 5, 'what the workers take their last-chance threshold from');
+    await withApp.close();
+    const own = createTesting(undefined, { errand: { prefix: 'myapp', maxLeaseLosses: 2, failedRetentionMs: 1000 } });
+    assert.equal(own.broker.maxLeaseLosses, 2);
+    assert.equal((await own.errand.broker()).maxLeaseLosses, 2);
+    assert.deepEqual(own.errand.brokerOptions, {}, 'the app itself has none: its broker is an instance');
+    await own.close();
+    assert.equal(createTesting().broker.maxLeaseLosses, 3, 'the default');
+  });
 });
 
 describe('errand/testing: drain()', () => {

@@ -5,17 +5,19 @@
 // then takes it. On both brokers; the lost leases are made by a worker that never settles, with the
 // broker's clock given.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { z } from 'zod';
-import type { Errand } from '../../src/index.ts';
-import { setups } from '../fixtures/brokers.ts';
+import { connectBroker } from '../../src/broker/connect.ts';
+import { createErrand, type Errand, type RunInfo } from '../../src/index.ts';
+import { quietLogger, setups } from '../fixtures/brokers.ts';
 import { waitFor } from '../helpers.ts';
 
 /**
- * A task on `queue` whose run n=0 waits for `release()`, and two of its runs (n=0, then n=1) on
- * their last chance: two leases lost, in the past, by a worker that never comes back.
+ * A task on `queue` whose run n=0 waits for `release()`, and two of its runs (n=0, then n=1) that
+ * have lost `losses` leases (2: on their last chance under the default maxLeaseLosses of 3), in
+ * the past, to a worker that never comes back.
  */
-async function lastChanceRuns(app: Errand, queue: string) {
+async function lastChanceRuns(app: Errand, queue: string, losses = 2) {
   let release: () => void = () => {};
   const gate = new Promise<void>((r) => {
     release = r;
@@ -30,10 +32,9 @@ async function lastChanceRuns(app: Errand, queue: string) {
   const broker = await app.broker();
   const t0 = Date.now() - 60_000;
   const ghost = { workerId: 'ghost', queues: [queue], leaseMs: 1 };
-  assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 })).runs.length, 2);
-  assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 + 2 })).runs.length, 2);
-  assert.equal((await broker.reserve({ ...ghost, max: 0, now: t0 + 4 })).runs.length, 0);
-  assert.deepEqual([(await a!.info()).leaseLosses, (await b!.info()).leaseLosses], [2, 2]);
+  for (let i = 0; i < losses; i++) assert.equal((await broker.reserve({ ...ghost, max: 2, now: t0 + 2 * i })).runs.length, 2);
+  assert.equal((await broker.reserve({ ...ghost, max: 0, now: t0 + 2 * losses })).runs.length, 0);
+  assert.deepEqual([(await a!.info()).leaseLosses, (await b!.info()).leaseLosses], [losses, losses]);
   return { task, a: a!, b: b!, started, release: () => release() };
 }
 
@@ -88,8 +89,47 @@ for (const make of setups('errand-last-chance')) {
         release();
         await worker.stop({ graceMs: 0 });
         await app.close();
-        await setup.cleanup();
       }
     });
+
+    // maxLeaseLosses 2 (one lost lease is the last chance), given to a broker instance or to the app
+    // that connects one: the worker's threshold is the broker's (it was the app's option, or its default).
+    const ways = {
+      'a broker instance made with maxLeaseLosses 2': async () => {
+        const broker = await connectBroker(setup.url, { prefix: setup.prefix, logger: quietLogger, maxLeaseLosses: 2 });
+        return createErrand({ broker, logger: quietLogger });
+      },
+      'an app made with maxLeaseLosses 2': async () => setup.app({ maxLeaseLosses: 2 }),
+    };
+    for (const [way, make] of Object.entries(ways)) {
+      it(`take the threshold from the broker: ${way}`, async () => {
+        const app = await make();
+        assert.equal((await app.broker()).maxLeaseLosses, 2, 'through the guard');
+        const queue = `last_chance_${way.startsWith('a broker') ? 'instance' : 'option'}`;
+        const { a, b, started, release } = await lastChanceRuns(app, queue, 1);
+        const worker = app.worker({ queues: [queue], concurrency: 4 });
+        await worker.start();
+        try {
+          await waitFor(() => started.includes('n0'), { timeoutMs: 20_000, message: 'the first to start' });
+          // Handed back, or (with the app's default of 3 as the threshold) run beside the first.
+          const released = (i: RunInfo) => i.history.some((h) => h.outcome === 'released');
+          const second = await waitFor(async () => ((i) => (released(i) || started.includes('n1') ? i : undefined))(await b.info()), {
+            timeoutMs: 20_000,
+            message: 'the second to be handed back (or to start)',
+          });
+          assert.deepEqual(started, ['n0'], 'the second never runs beside the first');
+          assert.ok(released(second), 'handed back');
+          release();
+          await waitFor(async () => (await b.info()).state === 'succeeded', { timeoutMs: 20_000, message: 'the second to run after' });
+          assert.deepEqual([(await a.info()).state, (await b.info()).leaseLosses], ['succeeded', 1]);
+        } finally {
+          release();
+          await worker.stop({ graceMs: 0 });
+          await app.close();
+        }
+      });
+    }
+
+    after(() => setup.cleanup());
   });
 }

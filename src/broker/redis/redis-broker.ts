@@ -71,12 +71,14 @@ export class RedisBroker implements Broker, BrokerInspector {
   readonly kind = 'redis' as const;
   readonly remote = true;
   readonly prefix: string;
+  readonly maxLeaseLosses: number;
   readonly #c: RedisCore;
   readonly #n: RedisNotifications;
 
   constructor(options: RedisBrokerOptions) {
     this.#c = new RedisCore(options);
     this.prefix = this.#c.prefix;
+    this.maxLeaseLosses = this.#c.maxLeaseLosses;
     this.#n = new RedisNotifications(this.#c);
   }
 

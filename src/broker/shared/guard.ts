@@ -3,6 +3,7 @@
  * hands out a guarded broker, so the worker, run handles, HTTP, the dashboard and the CLI all do).
  * Modelled on Oban's engine dispatch. It
  *
+ * - refuses a broker that does not say its `maxLeaseLosses` (the workers' last-chance threshold);
  * - checks and normalises what brokers would otherwise each check (or not): `now` must be a finite
  *   number of ms (rounded down), queue names must be queue names (`ConfigError` otherwise; an
  *   invalid name given to `purge` or `retryFailed` names no run: 0, without a call);
@@ -20,6 +21,7 @@ import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { ConfigError } from '../../core/errors.ts';
 import { tracing } from '../../core/tracing.ts';
 import { checkQueueName, QUEUE_NAME } from '../../core/ids.ts';
+import { show } from '../../core/show.ts';
 import { asBrokerError, checkFlow, checkNow } from './checks.ts';
 import type {
   Broker,
@@ -77,6 +79,7 @@ class GuardedBroker implements Broker {
   readonly [GUARDED] = true;
   readonly kind: Broker['kind'];
   readonly remote: boolean | undefined;
+  readonly maxLeaseLosses: number;
   readonly inner: Inspecting;
   /** Queue names already checked (a worker asks for the same few on every reserve). */
   readonly #valid = new Set<string>();
@@ -86,6 +89,14 @@ class GuardedBroker implements Broker {
     this.inner = inner;
     this.kind = inner.kind;
     this.remote = inner.remote;
+    // The workers' last-chance threshold comes from here: a broker that does not say is refused, not guessed at.
+    const losses: unknown = inner.maxLeaseLosses;
+    if (typeof losses !== 'number' || !Number.isInteger(losses) || losses < 1) {
+      throw new ConfigError(
+        `The ${inner.kind} broker: maxLeaseLosses (how many lost leases fail a run, which workers must know) must be a positive integer, got ${show(losses)}`,
+      );
+    }
+    this.maxLeaseLosses = losses;
     const kind = inner.kind;
     this.#fail = (err: unknown): never => {
       throw asBrokerError(err, kind);

@@ -73,12 +73,14 @@ export class SqliteBroker implements Broker, BrokerInspector {
   readonly kind = 'sqlite' as const;
   /** The file (absolute) or `:memory:`. */
   readonly path: string;
+  readonly maxLeaseLosses: number;
   readonly #c: SqliteCore;
   readonly #n: SqliteNotifications;
 
   constructor(options: SqliteBrokerOptions) {
     this.#c = new SqliteCore(options);
     this.path = this.#c.path;
+    this.maxLeaseLosses = this.#c.maxLeaseLosses;
     this.#n = new SqliteNotifications(this.#c);
   }
 
