@@ -1,9 +1,10 @@
 /** `errand dashboard`: serve the dashboard for a broker, without defining any task. */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { defaultBrokerUrl, isSqliteMemoryUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
+import { connectBroker, defaultBrokerUrl, isSqliteMemoryUrl, pingWithin, sqliteFileOf } from '../broker/connect.ts';
 import { redactUrl } from '../core/urls.ts';
-import { ConfigError, ErrandError } from '../core/errors.ts';
+import { ConfigError, EmptyPrefixError, ErrandError } from '../core/errors.ts';
+import { createLogger } from '../core/logger.ts';
 import { argsErrorMessage } from './format.ts';
 import { createErrand } from '../errand.ts';
 import { authFromEnv } from '../web/auth.ts';
@@ -47,13 +48,23 @@ export async function dashboardCommand(args: string[]): Promise<void> {
     );
   const auth = authFromEnv();
 
-  const errand = createErrand({ broker: url });
-  const broker = await errand.broker(); // a malformed URL throws a ConfigError here
+  // As the admin commands: nothing is written under a Redis prefix nothing was stored under
+  // (existingPrefix), so a mistyped ERRAND_PREFIX leaves no layout record behind. The dashboard
+  // still serves (a fresh service may not have written yet): see `emptyPrefix` below.
+  const prefix = process.env.ERRAND_PREFIX || undefined;
+  const logger = createLogger();
+  const raw = await connectBroker(url, { logger, prefix, existingPrefix: file === undefined }); // a malformed URL throws a ConfigError here
+  const errand = createErrand({ broker: raw, logger });
+  const broker = await errand.broker();
+  let emptyPrefix = false;
   try {
     await pingWithin(broker);
   } catch (err) {
-    await errand.close().catch(() => {});
-    throw new ErrandError(`cannot reach the broker at ${redactUrl(url)}: ${(err as Error)?.message ?? String(err)}`);
+    if (err instanceof EmptyPrefixError) emptyPrefix = true;
+    else {
+      await errand.close().catch(() => {});
+      throw new ErrandError(`cannot reach the broker at ${redactUrl(url)}: ${(err as Error)?.message ?? String(err)}`);
+    }
   }
 
   const app = await createDashboardServer({ errand, auth });
@@ -73,6 +84,12 @@ export async function dashboardCommand(args: string[]): Promise<void> {
   }
   const tokens = (auth.admin?.length ?? 0) + (auth.read?.length ?? 0) > 0;
   errand.logger.info({ broker: redactUrl(url), auth: tokens ? 'tokens' : 'off' }, `dashboard at ${address}/dashboard/`);
+  if (emptyPrefix)
+    errand.logger.warn(
+      { broker: redactUrl(url), prefix: prefix ?? 'errand' },
+      `nothing under the key prefix ${JSON.stringify(prefix ?? 'errand')} at ${redactUrl(url)} yet: the dashboard writes nothing there and ` +
+        "answers 503 (saying so) until an app on this prefix does (a worker starting, an enqueue); if it should not be empty, check ERRAND_PREFIX (the workers' prefix) or --broker",
+    );
   if (!tokens && !isLoopback(host))
     errand.logger.warn(
       `the dashboard on ${host} has no auth: anyone who can reach it may purge queues; set ERRAND_ADMIN_TOKENS (and ERRAND_READ_TOKENS)`,

@@ -5,8 +5,9 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { EmptyPrefixError } from '../core/errors.ts';
 import type { Scope } from '../web/auth.ts';
-import { HttpError } from '../web/errors.ts';
+import { EMPTY_PREFIX_DETAIL, HttpError } from '../web/errors.ts';
 import type { Overview } from './api-types.ts';
 import { SECURITY_HEADERS } from './security.ts';
 
@@ -33,7 +34,12 @@ export function registerStream(fastify: FastifyInstance, options: StreamOptions)
       return `event: overview\ndata: ${JSON.stringify(await overview())}\n\n`;
     } catch (err) {
       fastify.log.warn({ err }, 'dashboard stream: overview failed');
-      const detail = err instanceof HttpError && typeof err.detail === 'string' ? err.detail : 'The task broker is unavailable; retrying';
+      const detail =
+        err instanceof HttpError && typeof err.detail === 'string'
+          ? err.detail
+          : err instanceof EmptyPrefixError
+            ? EMPTY_PREFIX_DETAIL
+            : 'The task broker is unavailable; retrying';
       return `event: error\ndata: ${JSON.stringify({ detail })}\n\n`;
     }
   };

@@ -11,7 +11,14 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
-import { BrokerUnavailableError, InputError, type InputIssue, RunNotFoundError, WorkflowNotFoundError } from '../core/errors.ts';
+import {
+  BrokerUnavailableError,
+  EmptyPrefixError,
+  InputError,
+  type InputIssue,
+  RunNotFoundError,
+  WorkflowNotFoundError,
+} from '../core/errors.ts';
 import { discardRestOfBody } from './discard.ts';
 
 /** One bad field, as in FastAPI's 422 answers. */
@@ -26,6 +33,14 @@ export type Location = 'body' | 'query' | 'path' | 'header';
 
 /** Seconds a client should wait before trying again when the broker is down. */
 export const RETRY_AFTER_SECONDS = 5;
+
+/**
+ * The 503 of a broker that may not write under an empty key prefix (`EmptyPrefixError`: `errand
+ * dashboard` on a Redis prefix no app has written to yet, or a mistyped `ERRAND_PREFIX`).
+ */
+export const EMPTY_PREFIX_DETAIL =
+  "Nothing is stored under the broker's key prefix yet: runs show here once an app using that prefix writes there " +
+  '(a worker starting, an enqueue); if they should be here already, check ERRAND_PREFIX';
 
 /** An error with an HTTP status, a `detail` (text, or the 422 list) and headers. Throw it from a route. */
 export class HttpError extends Error {
@@ -135,6 +150,9 @@ export function errorResponse(
   if (error instanceof InputError) return { statusCode: 422, body: { detail: issuesToDetail('body', error.issues) }, headers: {} };
   if (error instanceof RunNotFoundError || error instanceof WorkflowNotFoundError)
     return { statusCode: 404, body: { detail: error.message }, headers: {} };
+  if (error instanceof EmptyPrefixError) {
+    return { statusCode: 503, body: { detail: EMPTY_PREFIX_DETAIL }, headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } };
+  }
   if (error instanceof BrokerUnavailableError) {
     return {
       statusCode: 503,

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { type Broker, type BrokerInspector, LATENCY_BUCKETS_MS, type MinuteStats } from '../../src/broker/types.ts';
 import type { Overview, RunDetail, RunList, Session, WorkerList } from '../../src/dashboard/api-types.ts';
@@ -16,8 +17,8 @@ import { metricsPlugin } from '../../src/dashboard/metrics-route.ts';
 import { dashboardPlugin } from '../../src/dashboard/plugin.ts';
 import { buildSeries, quantile, summarise } from '../../src/dashboard/stats.ts';
 import { createErrand, type Errand, type RunHandle, type Worker } from '../../src/index.ts';
-import { brokerSetup, quietLogger } from '../fixtures/brokers.ts';
-import { tempDir, waitFor } from '../helpers.ts';
+import { brokerSetup, dropRedisPrefix, quietLogger, REDIS_URL } from '../fixtures/brokers.ts';
+import { tempDir, uniquePrefix, waitFor } from '../helpers.ts';
 import { ensureDashboardBuilt } from './helpers.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -591,6 +592,66 @@ describe('errand dashboard (command line)', () => {
     } finally {
       p.kill('SIGTERM');
       await once(p, 'exit');
+    }
+  });
+
+  test('on a Redis prefix nothing is stored under: serves, says so, and writes nothing there until an app does', async () => {
+    // A fresh service may not have written yet; a mistyped ERRAND_PREFIX never will. Either way the
+    // dashboard must not claim the prefix (its layout record), as the admin commands do not.
+    const prefix = uniquePrefix('errand-dash-empty');
+    const p = cli(['--broker', REDIS_URL, '--port', '0'], { ERRAND_PREFIX: prefix });
+    let out = '';
+    p.stdout.on('data', (d) => {
+      out += d;
+    });
+    const raw = new Redis(REDIS_URL);
+    let app: Errand | undefined;
+    try {
+      const base = await waitFor(() => /dashboard at (http:\/\/127\.0\.0\.1:\d+)\/dashboard\//.exec(out)?.[1], {
+        timeoutMs: 20_000,
+        message: 'the command logs its address',
+      });
+      assert.match(
+        out,
+        new RegExp(`nothing under the key prefix \\\\?"${prefix}\\\\?" at ${REDIS_URL} yet: the dashboard writes nothing there`),
+      );
+      const res = await fetch(`${base}/dashboard/api/overview`);
+      assert.equal(res.status, 503);
+      const notice = /^Nothing is stored under the broker's key prefix yet: runs show here once an app using that prefix writes there/;
+      assert.match(((await res.json()) as { detail: string }).detail, notice);
+      const ac = new AbortController();
+      const stream = await fetch(`${base}/dashboard/api/stream`, { signal: ac.signal });
+      const reader = stream.body!.pipeThrough(new TextDecoderStream()).getReader();
+      let text = '';
+      while (!text.includes('event: error\ndata:') || !text.includes('}\n\n')) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += value;
+      }
+      ac.abort();
+      assert.match(JSON.parse(/event: error\ndata: (.*)\n/.exec(text)![1]!).detail, notice, 'the live status says so too');
+      assert.deepEqual(await raw.keys(`*${prefix}*`), [], 'nothing written under the prefix (no layout record)');
+
+      // The app writes: the dashboard shows its runs, without a restart.
+      app = createErrand({ broker: REDIS_URL, prefix, logger: quietLogger });
+      await app.task('echo', { input: z.object({}), queue: 'dash_empty' }, async () => 1).enqueue({});
+      const o = await waitFor(
+        async () => {
+          const r = await fetch(`${base}/dashboard/api/overview`);
+          return r.status === 200 ? ((await r.json()) as Overview) : undefined;
+        },
+        { timeoutMs: 20_000, message: 'the overview once the app wrote' },
+      );
+      assert.deepEqual(
+        o.queues.map((q) => [q.name, q.counts.queued]),
+        [['dash_empty', 1]],
+      );
+    } finally {
+      p.kill('SIGTERM');
+      await once(p, 'exit');
+      raw.disconnect();
+      await app?.close();
+      await dropRedisPrefix(prefix);
     }
   });
 
