@@ -51,13 +51,14 @@ export class ReserveLoop {
   #runMs = Number.POSITIVE_INFINITY;
   /**
    * The run on its last chance this worker holds, if any. A run that has lost all but one of its
-   * leases (the connected broker's `maxLeaseLosses` less one) may be what killed its workers, and every run of a dead worker loses its lease: two
-   * such runs never share a worker, so a run that kills its worker takes the runs beside it down
-   * only while they have leases to spare. A second one is handed back (`release`: no attempt, no
-   * lost lease counted) for a worker that holds none; having handed one back, the worker reserves
-   * nothing more until its own is done (it would be handed the same run again at once: handed-back
-   * runs go to the head of the queue), or for one lease at most (its own may hang: the worker then
-   * goes on, handing the other back again when it comes).
+   * leases (the connected broker's `maxLeaseLosses`, less one) may be what killed its workers, and
+   * every run of a dead worker loses its lease: two such runs never share a worker, so a run that
+   * kills its worker takes the runs beside it down only while they have leases to spare. A second
+   * one is handed back (`release`: no attempt, no lost lease counted) for a worker that holds none;
+   * having handed one back, the worker reserves nothing more until its own is done (it would be
+   * handed the same run again at once: handed-back runs go to the head of the queue), or for one
+   * lease at most (its own may hang: the worker then goes on, handing the other back again when it
+   * comes).
    */
   #lastChance: string | undefined;
   /** When the worker last handed a run on its last chance back (0: it holds nothing back). */
