@@ -342,11 +342,15 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.deepEqual(problems, []);
     });
 
-    test('with tokens: a sign-in form; a read token sees but cannot act; an admin token acts', async () => {
+    test('with tokens: a sign-in form; a read token sees but cannot act; an admin token acts; no error in the console', async () => {
       const ctx2 = await browser.newContext({ viewport: { width: 1440, height: 900 } });
       const p2 = await ctx2.newPage();
       const errors: string[] = [];
       p2.on('pageerror', (e) => errors.push(e.message));
+      // Signing in is the normal way in: no 401 (nor anything else) in red in the console, a wrong token included.
+      p2.on('console', (m) => {
+        if (m.type() === 'error' || m.type() === 'warning') errors.push(`console ${m.type()}: ${m.text()}`);
+      });
       try {
         await p2.goto(`${securedServer.url}/dashboard/`);
         await p2.locator('form.login').waitFor();
