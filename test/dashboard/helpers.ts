@@ -87,3 +87,34 @@ export async function layoutProblems(page: Page, opts: { actions?: boolean } = {
     return out;
   }, opts.actions ?? false);
 }
+
+/**
+ * What is wrong with the open dialog: it is missing, or one of its action buttons is not wholly in
+ * sight: outside the viewport, or cut off by the dialog or a box of it that scrolls (a Save button
+ * below the fold of a form taller than the window). An empty list when all is well.
+ */
+export async function dialogProblems(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const dialog = document.querySelector('dialog[open]');
+    if (!dialog) return ['no open dialog'];
+    const out: string[] = [];
+    const buttons = Array.from(dialog.querySelectorAll('.dialog-actions button'));
+    if (!buttons.length) out.push('the dialog has no action buttons');
+    for (const el of buttons) {
+      const b = el.getBoundingClientRect();
+      const name = `the "${el.textContent?.trim()}" button (${Math.round(b.top)}..${Math.round(b.bottom)} px)`;
+      if (b.top < 0 || b.left < 0 || b.bottom > innerHeight || b.right > innerWidth)
+        out.push(`${name} is outside the ${innerWidth} x ${innerHeight} window`);
+      for (let box = el.parentElement; box && box !== document.body; box = box.parentElement) {
+        if (box !== dialog && getComputedStyle(box).overflowY === 'visible') continue;
+        const r = box.getBoundingClientRect();
+        if (b.top < r.top - 0.5 || b.bottom > r.bottom + 0.5 || b.left < r.left - 0.5 || b.right > r.right + 0.5)
+          out.push(
+            `${name} is cut off by ${box.tagName.toLowerCase()}.${box.className} (${Math.round(r.top)}..${Math.round(r.bottom)} px)`,
+          );
+        if (box === dialog) break;
+      }
+    }
+    return out;
+  });
+}
