@@ -59,7 +59,8 @@ export async function launchChromium(): Promise<Browser> {
 
 /**
  * What is wrong with the layout of the page shown: the page scrolls sideways, a link or button of the
- * top bar is outside the bar (or the viewport), or (`actions`) a button in a table is outside its
+ * top bar is outside the bar (or the viewport), a table cell's text runs out of its cell (into the
+ * next: a long one must be cut, whole in a tooltip), or (`actions`) a button in a table is outside its
  * table's box or the viewport. An empty list when all is well.
  */
 export async function layoutProblems(page: Page, opts: { actions?: boolean } = {}): Promise<string[]> {
@@ -75,6 +76,11 @@ export async function layoutProblems(page: Page, opts: { actions?: boolean } = {
         if (b.left < bar.left || b.right > Math.min(bar.right, innerWidth) || b.top < bar.top || b.bottom > bar.bottom)
           out.push(`"${el.textContent?.trim()}" is outside the top bar`);
       }
+    for (const td of Array.from(document.querySelectorAll('main td'))) {
+      const c = td as HTMLElement;
+      if (c.scrollWidth > c.clientWidth + 1)
+        out.push(`a cell's text runs out of it (${c.scrollWidth} px in ${c.clientWidth}): "${c.textContent?.trim().slice(0, 60)}"`);
+    }
     if (actions)
       for (const el of Array.from(document.querySelectorAll('main table button'))) {
         const b = el.getBoundingClientRect();
