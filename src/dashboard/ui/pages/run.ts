@@ -211,7 +211,18 @@ export function runPage(ctx: Ctx, id: string): Page {
               ),
             ),
           )
-        : h('div', { class: 'empty' }, 'Not started yet.'),
+        : h(
+            'div',
+            { class: 'empty' },
+            // A run that finished without an attempt will never have one (cancelled or expired while it waited).
+            r.state === 'cancelled'
+              ? 'None: it was cancelled before it started.'
+              : r.state === 'failed'
+                ? 'None: it failed before it started (see its error).'
+                : r.state === 'succeeded'
+                  ? 'None recorded.'
+                  : 'Not started yet.',
+          ),
     );
     const timeline = h(
       'section',
