@@ -1,6 +1,7 @@
-// What the dashboard says when there is nothing to show (src/dashboard/ui/pages/runs.ts, run.ts),
-// in chromium: an empty broker's runs list (its queue filter still reads "any queue"), and the
-// attempts of a run cancelled before it started. SQLite file, no tokens.
+// What the dashboard says when there is nothing to show (src/dashboard/ui/pages/runs.ts, run.ts,
+// workflow.ts), in chromium: an empty broker's runs list (its queue filter still reads "any
+// queue"), a run or workflow not found (asked once), and the attempts of a run cancelled before it
+// started. SQLite file, no tokens.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -41,6 +42,25 @@ describe('dashboard: empty states in chromium', { skip: unavailable }, () => {
     await page.selectOption('select[name="state"]', 'failed');
     await page.locator('main .empty', { hasText: 'No run matches these filters.' }).waitFor();
     assert.deepEqual(await layoutProblems(page), []);
+  });
+
+  test('a run or workflow not found is said once, not asked again at every tick', async () => {
+    for (const [kind, path] of [
+      ['run', 'runs'],
+      ['workflow', 'workflows'],
+    ] as const) {
+      const asked: string[] = [];
+      const onRequest = (r: { url(): string }) => {
+        if (r.url().includes(`/api/${path}/`)) asked.push(r.url());
+      };
+      page.on('request', onRequest);
+      await page.goto(`${served.url}/dashboard/${path}/reports.01ARZ3NDEKTSV4RRFFQ69G5FAV`);
+      await page.locator('.error-box', { hasText: 'not found' }).waitFor();
+      // The overview ticks every 400 ms here: a few ticks pass, and none asks again.
+      await page.waitForTimeout(1500);
+      page.off('request', onRequest);
+      assert.equal(asked.length, 1, `the ${kind} asked once: ${asked.join(', ')}`);
+    }
   });
 
   test('a run cancelled before it started: its attempts say it never will', async () => {

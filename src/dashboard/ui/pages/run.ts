@@ -258,8 +258,12 @@ export function runPage(ctx: Ctx, id: string): Page {
     );
   };
 
+  // Not found (or not an id): it will not appear later, so it is not asked again every tick (each
+  // time a 404 in the browser's console).
+  let gone = false;
+
   async function load(): Promise<void> {
-    if (loading) return;
+    if (loading || gone) return;
     loading = true;
     try {
       const r = await get<RunDetail>(`/runs/${encodeURIComponent(id)}`);
@@ -269,6 +273,7 @@ export function runPage(ctx: Ctx, id: string): Page {
         render(r);
       }
     } catch (err) {
+      if (err instanceof ApiError && err.status === 404) gone = true;
       if (!(err instanceof ApiError && err.status === 401)) replace(body, errorBox(err));
     } finally {
       loading = false;
