@@ -154,14 +154,28 @@ export interface WorkerList {
   workers: WorkerJson[];
 }
 
-/** What the presented token may do. */
+/** What the presented token may do (`GET /session`, when it is accepted or auth is off). */
 export interface Session {
+  authenticated: true;
   /** Whether the server requires tokens at all. */
   auth: boolean;
   scope: 'read' | 'admin';
   /** Task names this app defines (the standalone dashboard knows none). */
   tasks: string[];
   broker: 'redis' | 'sqlite';
+}
+
+/**
+ * `GET /session` without a token, or with one that matches none: the sign-in form's probe answers
+ * 200 with this (nothing of the data), so that a browser shows no error for the normal way in. Every
+ * other API call answers such a request 401.
+ */
+export interface SignedOut {
+  authenticated: false;
+  auth: true;
+  /** Why: no token was sent, or it matches no configured token. */
+  reason: 'missing' | 'invalid';
+  detail: string;
 }
 
 export interface ApiError {

@@ -2,7 +2,8 @@
  * `dashboardPlugin`: the web dashboard at `/dashboard` (or `basePath`) and its JSON API at `/dashboard/api`.
  *
  *   GET  /dashboard, /dashboard/*              the single-page front end (built by Vite into `src/dashboard/dist`)
- *   GET  /dashboard/api/session                what the presented token may do, the app's task names
+ *   GET  /dashboard/api/session                what the presented token may do, the app's task names (200 without
+ *                                              a token too: { authenticated: false }, the sign-in form's probe)
  *   GET  /dashboard/api/overview               every queue: counts by state, paused, throughput, failure rate, latency
  *   GET  /dashboard/api/stream                 server-sent events: an `overview` snapshot every ~2 s
  *   GET  /dashboard/api/runs                   runs, newest first: ?queue &task &state &id &limit &cursor
@@ -18,9 +19,9 @@
  *
  * Auth (when tokens are configured): the page and its scripts load without a token (they hold no
  * data); every API call needs `Authorization: Bearer <token>`, a read token to see and an admin
- * token to act. The browser keeps the token in sessionStorage and reads the event stream with
- * `fetch` (which can send the header) rather than `EventSource` (which cannot), so no token ever
- * travels in a URL.
+ * token to act, but `GET /session`, which answers `{ authenticated: false }` without one. The browser
+ * keeps the token in sessionStorage and reads the event stream with `fetch` (which can send the
+ * header) rather than `EventSource` (which cannot), so no token ever travels in a URL.
  *
  * Every response of the plugin carries security headers: a content security policy without inline
  * scripts or styles and with `frame-ancestors 'none'`, `X-Content-Type-Options: nosniff`,
@@ -48,11 +49,11 @@ import { checkSchema } from '../core/schema-issues.ts';
 import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, TokenAuth } from '../web/auth.ts';
 import { HttpError, httpErrorHandler } from '../web/errors.ts';
-import type { RunList, Session, WorkerList } from './api-types.ts';
+import type { RunList, Session, SignedOut, WorkerList } from './api-types.ts';
 import { checkBasePath, DASHBOARD_PATH, DEFAULT_DIST_DIR, loadDist, registerFrontEnd } from './assets.ts';
 import { brokerAccess, overviewOf } from './overview.ts';
 import { runDetail, runSummary, workerJson, workflowDetail } from './run-json.ts';
-import { dashboardAccess, useSecurityHeaders } from './security.ts';
+import { dashboardAccess, SIGNED_OUT_DETAIL, useSecurityHeaders } from './security.ts';
 import { registerStream } from './stream.ts';
 
 export { checkBasePath, DASHBOARD_PATH, DEFAULT_DIST_DIR } from './assets.ts';
@@ -144,7 +145,7 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
 
   // ---- auth and request checks ------------------------------------------------------------------
 
-  const { authorize, checkAction } = dashboardAccess(auth);
+  const { scopeOf, authorize, checkAction } = dashboardAccess(auth);
   const access = brokerAccess(errand);
   const { inspector, call } = access;
 
@@ -155,10 +156,14 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
 
   const overview = () => overviewOf(access, errand, windowMinutes);
 
-  fastify.get(`${API}/session`, async (request): Promise<Session> => {
-    const scope = authorize(request, 'read');
+  // The sign-in form's probe: 200 whether or not the token is accepted (a 401 here would be an error
+  // in the browser's console on every visit before sign-in); it tells nothing but that auth is on.
+  fastify.get(`${API}/session`, async (request): Promise<Session | SignedOut> => {
+    const scope = scopeOf(request);
+    if (scope === 'missing' || scope === 'invalid')
+      return { authenticated: false, auth: true, reason: scope, detail: SIGNED_OUT_DETAIL[scope] };
     const b = await inspector();
-    return { auth: auth.enabled, scope, tasks: [...errand.tasks.keys()].sort(), broker: b.kind };
+    return { authenticated: true, auth: auth.enabled, scope, tasks: [...errand.tasks.keys()].sort(), broker: b.kind };
   });
 
   fastify.get(`${API}/overview`, async (request) => {

@@ -40,23 +40,39 @@ export function useSecurityHeaders(fastify: FastifyInstance, api: string): void 
   });
 }
 
+/** Why a request is not signed in: it sent no token, or one that matches none. */
+export type SignedOutReason = 'missing' | 'invalid';
+
 export interface DashboardAccess {
+  /** The scope of the request's token (admin when auth is off), or why it has none; never throws. */
+  scopeOf(request: FastifyRequest): Scope | SignedOutReason;
   /** The scope of the request's token; throws 401 (no or unknown token) or 403 (read token on an action). */
   authorize(request: FastifyRequest, need: Scope): Scope;
   /** An admin token, a same-site request and a JSON body, or an HttpError. */
   checkAction(request: FastifyRequest): void;
 }
 
+/** What a request refused for its token is told (a 401's detail, the signed-out session's). */
+export const SIGNED_OUT_DETAIL: Readonly<Record<SignedOutReason, string>> = {
+  missing: 'Not authenticated: sign in with a read or admin token',
+  invalid: 'Invalid token',
+};
+
 export function dashboardAccess(auth: TokenAuth): DashboardAccess {
-  /** The scope of the request's token; throws 401 (no or unknown token) or 403 (read token on an action). */
-  function authorize(request: FastifyRequest, need: Scope): Scope {
+  function scopeOf(request: FastifyRequest): Scope | SignedOutReason {
     if (!auth.enabled) return 'admin';
     const header = request.headers.authorization;
     const m = typeof header === 'string' ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;
-    if (!m)
-      throw new HttpError(401, 'Not authenticated: sign in with a read or admin token', { 'www-authenticate': 'Bearer realm="errand"' });
-    const scope = auth.scopeOf(m[1]!);
-    if (scope === null) throw new HttpError(401, 'Invalid token', { 'www-authenticate': 'Bearer realm="errand", error="invalid_token"' });
+    if (!m) return 'missing';
+    return auth.scopeOf(m[1]!) ?? 'invalid';
+  }
+
+  /** The scope of the request's token; throws 401 (no or unknown token) or 403 (read token on an action). */
+  function authorize(request: FastifyRequest, need: Scope): Scope {
+    const scope = scopeOf(request);
+    if (scope === 'missing') throw new HttpError(401, SIGNED_OUT_DETAIL.missing, { 'www-authenticate': 'Bearer realm="errand"' });
+    if (scope === 'invalid')
+      throw new HttpError(401, SIGNED_OUT_DETAIL.invalid, { 'www-authenticate': 'Bearer realm="errand", error="invalid_token"' });
     if (need === 'admin' && scope !== 'admin') throw new HttpError(403, 'This token may only read: actions need an admin token');
     return scope;
   }
@@ -87,5 +103,5 @@ export function dashboardAccess(auth: TokenAuth): DashboardAccess {
       throw new HttpError(415, 'Send actions with a JSON body (content-type: application/json), e.g. {}');
   }
 
-  return { authorize, checkAction };
+  return { scopeOf, authorize, checkAction };
 }

@@ -12,7 +12,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
 import { type Broker, type BrokerInspector, LATENCY_BUCKETS_MS, type MinuteStats } from '../../src/broker/types.ts';
-import type { Overview, RunDetail, RunList, Session, WorkerList } from '../../src/dashboard/api-types.ts';
+import type { Overview, RunDetail, RunList, Session, SignedOut, WorkerList } from '../../src/dashboard/api-types.ts';
 import { metricsPlugin } from '../../src/dashboard/metrics-route.ts';
 import { dashboardPlugin } from '../../src/dashboard/plugin.ts';
 import { buildSeries, quantile, summarise } from '../../src/dashboard/stats.ts';
@@ -138,7 +138,13 @@ for (const kind of ['sqlite', 'redis'] as const) {
     test('session: the scope and the task names', async () => {
       const r = await app.inject('/dashboard/api/session');
       assert.equal(r.statusCode, 200);
-      assert.deepEqual(r.json<Session>(), { auth: false, scope: 'admin', tasks: ['flaky', 'idle', 'login', 'ok'], broker: kind });
+      assert.deepEqual(r.json<Session>(), {
+        authenticated: true,
+        auth: false,
+        scope: 'admin',
+        tasks: ['flaky', 'idle', 'login', 'ok'],
+        broker: kind,
+      });
     });
 
     test('overview: each queue with counts by state, paused flag, throughput, failure rate, percentiles', async () => {
@@ -335,6 +341,21 @@ for (const kind of ['sqlite', 'redis'] as const) {
       const admin = { authorization: `Bearer ${ADMIN}` };
       assert.equal((await secured.inject({ url: '/dashboard/api/overview', headers: read })).statusCode, 200);
       assert.equal((await secured.inject({ url: '/dashboard/api/session', headers: read })).json().scope, 'read');
+      // The sign-in form's probe answers 200 without a token or with a wrong one (no error in the
+      // browser's console for the normal way in), and tells nothing but that: no task, no broker.
+      const probe = await secured.inject('/dashboard/api/session');
+      assert.equal(probe.statusCode, 200);
+      assert.deepEqual(probe.json<SignedOut>(), {
+        authenticated: false,
+        auth: true,
+        reason: 'missing',
+        detail: 'Not authenticated: sign in with a read or admin token',
+      });
+      const wrong = await secured.inject({ url: '/dashboard/api/session', headers: { authorization: 'Bearer wrong' } });
+      assert.equal(wrong.statusCode, 200);
+      assert.deepEqual(wrong.json<SignedOut>(), { authenticated: false, auth: true, reason: 'invalid', detail: 'Invalid token' });
+      for (const url of ['/dashboard/api/runs', '/dashboard/api/workers', '/dashboard/api/stream', '/dashboard/api/schedules'])
+        assert.equal((await secured.inject(url)).statusCode, 401, `${url} without a token`);
       const json = { 'content-type': 'application/json' };
       const denied = await secured.inject({
         method: 'POST',

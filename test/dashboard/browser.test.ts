@@ -13,6 +13,7 @@ import { requires } from '../fixtures/prereq.ts';
 import { waitFor } from '../helpers.ts';
 import {
   browserUnavailable,
+  dialogProblems,
   ensureDashboardBuilt,
   launchChromium,
   layoutProblems,
@@ -342,11 +343,15 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.deepEqual(problems, []);
     });
 
-    test('with tokens: a sign-in form; a read token sees but cannot act; an admin token acts', async () => {
+    test('with tokens: a sign-in form; a read token sees but cannot act; an admin token acts; no error in the console', async () => {
       const ctx2 = await browser.newContext({ viewport: { width: 1440, height: 900 } });
       const p2 = await ctx2.newPage();
       const errors: string[] = [];
       p2.on('pageerror', (e) => errors.push(e.message));
+      // Signing in is the normal way in: no 401 (nor anything else) in red in the console, a wrong token included.
+      p2.on('console', (m) => {
+        if (m.type() === 'error' || m.type() === 'warning') errors.push(`console ${m.type()}: ${m.text()}`);
+      });
       try {
         await p2.goto(`${securedServer.url}/dashboard/`);
         await p2.locator('form.login').waitFor();
@@ -375,7 +380,15 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.deepEqual(errors, []);
     });
 
-    test('at 1280 x 800 and 390 x 844: no page scrolls sideways, the top bar holds its links, and at 1280 every action is in reach', async () => {
+    test('at 1280 x 800 and 390 x 844: no page scrolls sideways, the top bar holds its links, at 1280 every action is in reach, and every dialog keeps its buttons in sight', async () => {
+      const broker = (await s.errand.broker()) as unknown as BrokerInspector;
+      // A schedule to list, edit, backfill and delete (it fires on 1 January only).
+      // Its spec and next fire time are long: they once pushed the row's buttons out of the table.
+      await s.errand.upsertSchedule('yearly-digest', s.errand.tasks.get('send_welcome_email')!, {
+        cron: '0 3 1 1 *',
+        timezone: 'America/Argentina/Buenos_Aires',
+        input: { to: 'team@example.com' },
+      });
       const pages: [string, string][] = [
         ['overview', '/dashboard/'],
         ['runs', '/dashboard/runs'],
@@ -407,6 +420,27 @@ for (const kind of ['sqlite', 'redis'] as const) {
             assert.deepEqual(clippedCards, [], `every figure fits its card at ${width} px`);
             if (name === 'overview' || name === 'runs')
               await p2.screenshot({ path: join(SCREENSHOTS, `${kind}-${name}-${width}.png`), fullPage: true });
+          }
+          // Every dialog: its buttons in sight, whatever the height of what it asks.
+          const queued = (await broker.listRuns({ queue: 'bulk', limit: 1 })).runs[0]!.id;
+          const schedule = 'tr[data-schedule="emails/yearly-digest"]';
+          const dialogs: [string, string, string][] = [
+            ['purge', '/dashboard/', 'tr[data-queue="bulk"] button[data-action="purge"]'],
+            ['cancel-in-list', '/dashboard/runs?queue=bulk', `tr[data-run="${queued}"] button[data-action="cancel"]`],
+            ['cancel-run', `/dashboard/runs/${queued}`, 'button[data-action="cancel"]'],
+            ['new-schedule', '/dashboard/schedules', 'button[data-action="new"]'],
+            ['edit-schedule', '/dashboard/schedules', `${schedule} button[data-action="edit"]`],
+            ['backfill', '/dashboard/schedules', `${schedule} button[data-action="backfill"]`],
+            ['delete-schedule', '/dashboard/schedules', `${schedule} button[data-action="delete"]`],
+          ];
+          for (const [name, path, opener] of dialogs) {
+            await p2.goto(`${served.url}${path}`);
+            await p2.locator(opener).click();
+            await p2.locator('dialog[open]').waitFor();
+            assert.deepEqual(await dialogProblems(p2), [], `the ${name} dialog at ${width} x ${height}`);
+            await p2.screenshot({ path: join(SCREENSHOTS, `${kind}-dialog-${name}-${width}.png`) });
+            await p2.keyboard.press('Escape');
+            await p2.locator('dialog[open]').waitFor({ state: 'detached' });
           }
           // Signed in with a read token: the bar also holds the read-only badge and Sign out.
           await p2.goto(`${securedServer.url}/dashboard/`);

@@ -59,7 +59,8 @@ export async function launchChromium(): Promise<Browser> {
 
 /**
  * What is wrong with the layout of the page shown: the page scrolls sideways, a link or button of the
- * top bar is outside the bar (or the viewport), or (`actions`) a button in a table is outside its
+ * top bar is outside the bar (or the viewport), a table cell's text runs out of its cell (into the
+ * next: a long one must be cut, whole in a tooltip), or (`actions`) a button in a table is outside its
  * table's box or the viewport. An empty list when all is well.
  */
 export async function layoutProblems(page: Page, opts: { actions?: boolean } = {}): Promise<string[]> {
@@ -75,6 +76,12 @@ export async function layoutProblems(page: Page, opts: { actions?: boolean } = {
         if (b.left < bar.left || b.right > Math.min(bar.right, innerWidth) || b.top < bar.top || b.bottom > bar.bottom)
           out.push(`"${el.textContent?.trim()}" is outside the top bar`);
       }
+    for (const td of Array.from(document.querySelectorAll('main td'))) {
+      const c = td as HTMLElement;
+      // A cell that clips (an ellipsis, the whole in its tooltip) does so by design.
+      if (getComputedStyle(c).overflowX === 'visible' && c.scrollWidth > c.clientWidth + 1)
+        out.push(`a cell's text runs out of it (${c.scrollWidth} px in ${c.clientWidth}): "${c.textContent?.trim().slice(0, 60)}"`);
+    }
     if (actions)
       for (const el of Array.from(document.querySelectorAll('main table button'))) {
         const b = el.getBoundingClientRect();
@@ -86,4 +93,35 @@ export async function layoutProblems(page: Page, opts: { actions?: boolean } = {
       }
     return out;
   }, opts.actions ?? false);
+}
+
+/**
+ * What is wrong with the open dialog: it is missing, or one of its action buttons is not wholly in
+ * sight: outside the viewport, or cut off by the dialog or a box of it that scrolls (a Save button
+ * below the fold of a form taller than the window). An empty list when all is well.
+ */
+export async function dialogProblems(page: Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const dialog = document.querySelector('dialog[open]');
+    if (!dialog) return ['no open dialog'];
+    const out: string[] = [];
+    const buttons = Array.from(dialog.querySelectorAll('.dialog-actions button'));
+    if (!buttons.length) out.push('the dialog has no action buttons');
+    for (const el of buttons) {
+      const b = el.getBoundingClientRect();
+      const name = `the "${el.textContent?.trim()}" button (${Math.round(b.top)}..${Math.round(b.bottom)} px)`;
+      if (b.top < 0 || b.left < 0 || b.bottom > innerHeight || b.right > innerWidth)
+        out.push(`${name} is outside the ${innerWidth} x ${innerHeight} window`);
+      for (let box = el.parentElement; box && box !== document.body; box = box.parentElement) {
+        if (box !== dialog && getComputedStyle(box).overflowY === 'visible') continue;
+        const r = box.getBoundingClientRect();
+        if (b.top < r.top - 0.5 || b.bottom > r.bottom + 0.5 || b.left < r.left - 0.5 || b.right > r.right + 0.5)
+          out.push(
+            `${name} is cut off by ${box.tagName.toLowerCase()}.${box.className} (${Math.round(r.top)}..${Math.round(r.bottom)} px)`,
+          );
+        if (box === dialog) break;
+      }
+    }
+    return out;
+  });
 }

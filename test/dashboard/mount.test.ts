@@ -185,7 +185,7 @@ describe('dashboard handler: the JSON API and the page, outside Fastify', () => 
     const url = await listen(server);
     const res = await fetch(`${url}/dashboard/api/session`);
     assert.equal(res.status, 200);
-    assert.deepEqual(await res.json(), { auth: false, scope: 'admin', tasks: [], broker: 'sqlite' });
+    assert.deepEqual(await res.json(), { authenticated: true, auth: false, scope: 'admin', tasks: [], broker: 'sqlite' });
     server.closeAllConnections();
     await new Promise((r) => server.close(r));
     await dash.close();

@@ -99,8 +99,12 @@ export function confirmDialog(o: ConfirmOptions): Promise<boolean> {
       'form',
       { method: 'dialog', class: 'dialog-body' },
       h('h2', null, o.title),
-      h('div', { class: 'dialog-text' }, o.body),
-      input && h('label', { class: 'field' }, h('span', null, 'Type ', h('code', null, o.typeToConfirm ?? ''), ' to confirm'), input),
+      h(
+        'div',
+        { class: 'dialog-scroll' },
+        h('div', { class: 'dialog-text' }, o.body),
+        input && h('label', { class: 'field' }, h('span', null, 'Type ', h('code', null, o.typeToConfirm ?? ''), ' to confirm'), input),
+      ),
       h('div', { class: 'dialog-actions' }, cancel, ok),
     );
     const dialog = h('dialog', { class: 'dialog' }, form);

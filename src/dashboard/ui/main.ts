@@ -1,6 +1,6 @@
 // The dashboard's shell: sign-in, top bar, router, and the live overview stream that drives every page.
-import type { Overview, Session } from '../api-types.ts';
-import { ApiError, get, getToken, openStream, type StreamStatus, setToken, setUnauthorizedHandler } from './api.ts';
+import type { Overview, Session, SignedOut } from '../api-types.ts';
+import { get, getToken, openStream, type StreamStatus, setToken, setUnauthorizedHandler } from './api.ts';
 import { act, type Ctx, confirmDialog, errorBox, notify, type Page } from './app.ts';
 import { h, link, replace } from './dom.ts';
 import { time } from './format.ts';
@@ -177,6 +177,8 @@ function showLogin(message?: string): void {
       { class: 'muted' },
       'This dashboard needs a token: a read token to look, an admin token to act (retry, cancel, pause, purge). It is kept in this tab only.',
     ),
+    // A password form without a user name draws a warning in the browser's console (and puzzles password managers).
+    h('input', { type: 'text', name: 'username', value: 'errand', autocomplete: 'username', hidden: true, 'aria-hidden': 'true' }),
     h('label', { class: 'field' }, h('span', null, 'Token'), input),
     error,
     h('button', { class: 'btn btn-primary', type: 'submit' }, 'Sign in'),
@@ -193,19 +195,20 @@ setUnauthorizedHandler((message) => {
 });
 
 async function start(): Promise<void> {
-  let session: Session;
+  let session: Session | SignedOut;
   try {
-    session = await get<Session>('/session');
+    // Answers 200 with or without a token (a 401 would be an error in the console on every visit).
+    session = await get<Session | SignedOut>('/session');
   } catch (err) {
-    if (err instanceof ApiError && err.status === 401) {
-      showLogin(getToken() ? 'That token was not accepted.' : undefined);
-      if (getToken()) setToken(null);
-      return;
-    }
     replace(
       main,
       h('div', { class: 'page' }, errorBox(err), h('button', { class: 'btn', type: 'button', onclick: () => void start() }, 'Try again')),
     );
+    return;
+  }
+  if (!session.authenticated) {
+    showLogin(session.reason === 'invalid' ? 'That token was not accepted.' : undefined);
+    if (getToken()) setToken(null);
     return;
   }
   ctx = {

@@ -175,9 +175,9 @@ export function runPage(ctx: Ctx, id: string): Page {
                   null,
                   h('th', null, '#'),
                   h('th', null, 'Worker'),
-                  h('th', null, 'Started'),
-                  h('th', null, 'Duration'),
-                  h('th', null, 'Outcome'),
+                  h('th', { class: 'col-started' }, 'Started'),
+                  h('th', { class: 'col-duration' }, 'Duration'),
+                  h('th', { class: 'col-outcome' }, 'Outcome'),
                   h('th', null, 'Error'),
                 ),
               ),
@@ -211,7 +211,18 @@ export function runPage(ctx: Ctx, id: string): Page {
               ),
             ),
           )
-        : h('div', { class: 'empty' }, 'Not started yet.'),
+        : h(
+            'div',
+            { class: 'empty' },
+            // A run that finished without an attempt will never have one (cancelled or expired while it waited).
+            r.state === 'cancelled'
+              ? 'None: it was cancelled before it started.'
+              : r.state === 'failed'
+                ? 'None: it failed before it started (see its error).'
+                : r.state === 'succeeded'
+                  ? 'None recorded.'
+                  : 'Not started yet.',
+          ),
     );
     const timeline = h(
       'section',
@@ -247,8 +258,12 @@ export function runPage(ctx: Ctx, id: string): Page {
     );
   };
 
+  // Not found (or not an id): it will not appear later, so it is not asked again every tick (each
+  // time a 404 in the browser's console).
+  let gone = false;
+
   async function load(): Promise<void> {
-    if (loading) return;
+    if (loading || gone) return;
     loading = true;
     try {
       const r = await get<RunDetail>(`/runs/${encodeURIComponent(id)}`);
@@ -258,6 +273,7 @@ export function runPage(ctx: Ctx, id: string): Page {
         render(r);
       }
     } catch (err) {
+      if (err instanceof ApiError && err.status === 404) gone = true;
       if (!(err instanceof ApiError && err.status === 401)) replace(body, errorBox(err));
     } finally {
       loading = false;

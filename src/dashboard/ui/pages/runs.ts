@@ -90,7 +90,9 @@ export function runsPage(ctx: Ctx): Page {
     if (filters.queue) names.add(filters.queue);
     const want = ['', ...[...names].sort()];
     const have = Array.from(queueSelect.options, (x) => x.value);
-    if (want.join('\u0000') === have.join('\u0000')) return;
+    // Compared item by item: joined, [''] (no queue yet) and [] (no option yet) were the same, and the
+    // select stayed empty.
+    if (want.length === have.length && want.every((n, i) => n === have[i])) return;
     replace(queueSelect, ...want.map((n) => h('option', { value: n }, n || 'any queue')));
     queueSelect.value = filters.queue;
   };
@@ -239,7 +241,15 @@ export function runsPage(ctx: Ctx): Page {
 
   const table = (data: RunList): HTMLElement => {
     if (!data.runs.length)
-      return h('div', { class: 'empty' }, filters.id ? `No run with id ${filters.id}.` : 'No run matches these filters.');
+      return h(
+        'div',
+        { class: 'empty' },
+        filters.id
+          ? `No run with id ${filters.id}.`
+          : filters.queue || filters.task || filters.state
+            ? 'No run matches these filters.'
+            : 'No run yet: enqueue one and it shows here.',
+      );
     const now = Date.now();
     return h(
       'div',
@@ -259,7 +269,7 @@ export function runsPage(ctx: Ctx): Page {
             h('th', { class: 'col-state' }, 'State'),
             h('th', { class: 'num col-attempts', title: 'Attempts' }, 'Att.'),
             h('th', { class: 'col-time' }, 'Enqueued'),
-            h('th', { class: 'col-time' }, 'Ran / due'),
+            h('th', { class: 'col-time col-ran' }, 'Ran / due'),
             h('th', { class: 'col-error' }, 'Error'),
             ctx.canAct ? h('th', { class: 'col-row-actions' }, '') : null,
           ),
@@ -277,7 +287,7 @@ export function runsPage(ctx: Ctx): Page {
               h('td', { class: 'col-state' }, stateBadge(r.state)),
               h('td', { class: 'num col-attempts' }, String(r.attempts)),
               h('td', { class: 'col-time nowrap', title: fullTime(r.enqueuedAt) }, time(r.enqueuedAt, now)),
-              h('td', { class: 'col-time nowrap' }, when(r, now)),
+              h('td', { class: 'col-time col-ran nowrap' }, when(r, now)),
               h('td', { class: 'col-error' }, r.error ? trunc(r.error, 'error-text') : ''),
               ctx.canAct ? h('td', { class: 'col-row-actions' }, rowActions(r)) : null,
             ),

@@ -14,7 +14,11 @@ export interface TaskChoice {
   queue: string;
 }
 
-/** Opens a dialog around `form`; resolves when it is closed. `submit` returns true to close. */
+/**
+ * Opens a dialog around `fields`; resolves when it is closed. `submit` returns true to close. The
+ * fields scroll between the title and the buttons when the window is too short for them all; the
+ * form's error shows above the buttons.
+ */
 function modal(title: string, fields: Child, submitLabel: string, submit: (error: (m: string) => void) => Promise<boolean>) {
   return new Promise<boolean>((resolve) => {
     const error = h('p', { class: 'form-error', role: 'alert', 'data-form-error': true });
@@ -24,7 +28,7 @@ function modal(title: string, fields: Child, submitLabel: string, submit: (error
       'form',
       { class: 'dialog-body', novalidate: true },
       h('h2', null, title),
-      fields,
+      h('div', { class: 'dialog-scroll' }, fields),
       error,
       h('div', { class: 'dialog-actions' }, cancel, ok),
     );
@@ -121,9 +125,14 @@ export function scheduleForm(ctx: Ctx, tasks: TaskChoice[], s?: ScheduleJson): P
     { class: 'form-grid' },
     field('Schedule id', id),
     field('Task', task),
-    h('div', { class: 'form-pair' }, field('Kind', kind), field('Cron or interval', when)),
-    field('Time zone', zone, 'IANA name; default UTC'),
-    h('div', { class: 'form-pair' }, field('Start', start, 'optional, with Z or an offset'), field('End', end, 'optional')),
+    h(
+      'div',
+      { class: 'form-triple' },
+      field('Kind', kind),
+      field('Cron or interval', when),
+      field('Time zone', zone, 'IANA name; default UTC'),
+    ),
+    h('div', { class: 'form-pair form-times' }, field('Start', start, 'optional, with Z or an offset'), field('End', end, 'optional')),
     field(
       'Input (JSON)',
       input,
@@ -206,7 +215,7 @@ export function backfillForm(ctx: Ctx, s: ScheduleJson): Promise<boolean> {
       { class: 'dialog-text' },
       'A run, marked backfilled, for each fire time in [from, to) that has none yet (at most 1000). Safe to repeat: a time keeps its one run.',
     ),
-    h('div', { class: 'form-pair' }, field('From', from, 'ISO 8601 with Z or an offset'), field('To', to, 'at or before now')),
+    h('div', { class: 'form-pair form-times' }, field('From', from, 'ISO 8601 with Z or an offset'), field('To', to, 'at or before now')),
   );
   return modal(`Backfill ${s.id}`, fields, 'Backfill', async (error) => {
     const v = (el: HTMLInputElement) => {

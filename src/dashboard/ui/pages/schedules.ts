@@ -54,92 +54,114 @@ export function schedulesPage(ctx: Ctx): Page {
       label,
     );
 
+  /** The spec in words, its time zone on a line of its own: `cron 0 3 * * *` over `Europe/Paris`. */
+  const whenCell = (s: ScheduleJson) => {
+    const zone = typeof s.spec.timezone === 'string' ? s.spec.timezone : '';
+    if (!zone || !s.when.endsWith(` ${zone}`)) return trunc(s.when);
+    // The space keeps the cell's text whole for a screen reader or a copy: `cron 0 3 * * * Europe/Paris`.
+    return [trunc(s.when.slice(0, -zone.length - 1)), ' ', trunc(zone, 'muted')];
+  };
+
   const row = (s: ScheduleJson, now: number) =>
     h(
       'tr',
       { 'data-schedule': `${s.queue}/${s.id}` },
-      h('td', { class: 'col-schedule' }, trunc(s.id, 'mono')),
-      h('td', null, link(`${ROOT}/runs?queue=${encodeURIComponent(s.queue)}`, s.queue)),
-      h('td', { class: 'col-task' }, trunc(s.task)),
-      h('td', null, h('span', { class: `badge ${s.state === 'active' ? 'alive' : 'lost'}` }, s.state)),
-      h('td', { class: 'col-when mono small' }, s.when),
+      // The queue under the id: a schedule's id is unique within its queue.
       h(
         'td',
-        { class: 'nowrap', title: s.upcoming.map((t) => fullTime(t)).join('\n') },
-        s.next === null ? '–' : `${time(s.next, now)} (${ago(s.next, now)})`,
+        { class: 'col-schedule' },
+        trunc(s.id, 'mono'),
+        h(
+          'span',
+          { class: 'trunc small muted', title: `queue ${s.queue}` },
+          'queue ',
+          link(`${ROOT}/runs?queue=${encodeURIComponent(s.queue)}`, s.queue),
+        ),
+      ),
+      h('td', { class: 'col-task' }, trunc(s.task)),
+      h('td', null, h('span', { class: `badge ${s.state === 'active' ? 'alive' : 'lost'}` }, s.state)),
+      h('td', { class: 'col-when mono small' }, whenCell(s)),
+      h(
+        'td',
+        { class: 'col-time', title: s.upcoming.map((t) => fullTime(t)).join('\n') },
+        s.next === null ? '–' : [time(s.next, now), ' ', h('span', { class: 'sub' }, ago(s.next, now))],
       ),
       h(
         'td',
-        { class: 'nowrap' },
-        s.lastRun ? link(`${ROOT}/runs/${encodeURIComponent(s.lastRun)}`, s.lastFire !== undefined ? time(s.lastFire, now) : 'run') : '–',
+        { class: 'col-time', title: s.lastFire !== undefined ? fullTime(s.lastFire) : undefined },
+        s.lastRun
+          ? [
+              link(`${ROOT}/runs/${encodeURIComponent(s.lastRun)}`, s.lastFire !== undefined ? time(s.lastFire, now) : 'run'),
+              s.lastFire !== undefined ? [' ', h('span', { class: 'sub' }, ago(s.lastFire, now))] : null,
+            ]
+          : '–',
       ),
       h('td', { class: 'num' }, num(s.fires)),
       h('td', { class: `num ${s.missed ? 'bad' : ''}` }, num(s.missed)),
-      h(
-        'td',
-        { class: 'col-row-actions' },
-        ctx.canAct
-          ? h(
-              'div',
-              { class: 'row-actions' },
-              s.state === 'paused'
-                ? button(s, 'resume', 'Resume', 'Fire again (the times passed are handled by the missed-fire policy)')
-                : button(s, 'pause', 'Pause', 'No fires until resumed'),
-              button(s, 'trigger', 'Run now', 'One run now, outside the fire times'),
-              h(
-                'button',
-                {
-                  class: 'btn btn-small',
-                  type: 'button',
-                  'data-action': 'edit',
-                  title: 'Change the task, times, input or policies',
-                  onclick: async () => {
-                    if (await scheduleForm(ctx, tasks, s)) void load();
-                  },
+      ctx.canAct &&
+        h(
+          'td',
+          { class: 'col-row-actions' },
+          h(
+            'div',
+            { class: 'row-actions' },
+            s.state === 'paused'
+              ? button(s, 'resume', 'Resume', 'Fire again (the times passed are handled by the missed-fire policy)')
+              : button(s, 'pause', 'Pause', 'No fires until resumed'),
+            button(s, 'trigger', 'Run now', 'One run now, outside the fire times'),
+            h(
+              'button',
+              {
+                class: 'btn btn-small',
+                type: 'button',
+                'data-action': 'edit',
+                title: 'Change the task, times, input or policies',
+                onclick: async () => {
+                  if (await scheduleForm(ctx, tasks, s)) void load();
                 },
-                'Edit',
-              ),
-              h(
-                'button',
-                {
-                  class: 'btn btn-small',
-                  type: 'button',
-                  'data-action': 'backfill',
-                  title: 'A run for each fire time of a past range that has none',
-                  onclick: async () => {
-                    if (await backfillForm(ctx, s)) void load();
-                  },
+              },
+              'Edit',
+            ),
+            h(
+              'button',
+              {
+                class: 'btn btn-small',
+                type: 'button',
+                'data-action': 'backfill',
+                title: 'A run for each fire time of a past range that has none',
+                onclick: async () => {
+                  if (await backfillForm(ctx, s)) void load();
                 },
-                'Backfill',
-              ),
-              h(
-                'button',
-                {
-                  class: 'btn btn-small btn-danger-quiet',
-                  type: 'button',
-                  'data-action': 'delete',
-                  title: 'Delete the schedule (its runs stay)',
-                  onclick: async () => {
-                    const ok = await ctx.confirm({
-                      title: `Delete schedule ${s.id}?`,
-                      body: 'No more fires. Its runs stay. A schedule declared in code is stored again by the next worker that starts.',
-                      confirmLabel: 'Delete',
-                      danger: true,
-                      typeToConfirm: s.id,
-                    });
-                    if (!ok) return;
-                    const r = await ctx.act(
-                      () => post(`/schedules/${encodeURIComponent(s.queue)}/${encodeURIComponent(s.id)}/delete`, { confirm: s.id }),
-                      () => `Schedule ${s.id} deleted`,
-                    );
-                    if (r) void load();
-                  },
+              },
+              'Backfill',
+            ),
+            h(
+              'button',
+              {
+                class: 'btn btn-small btn-danger-quiet',
+                type: 'button',
+                'data-action': 'delete',
+                title: 'Delete the schedule (its runs stay)',
+                onclick: async () => {
+                  const ok = await ctx.confirm({
+                    title: `Delete schedule ${s.id}?`,
+                    body: 'No more fires. Its runs stay. A schedule declared in code is stored again by the next worker that starts.',
+                    confirmLabel: 'Delete',
+                    danger: true,
+                    typeToConfirm: s.id,
+                  });
+                  if (!ok) return;
+                  const r = await ctx.act(
+                    () => post(`/schedules/${encodeURIComponent(s.queue)}/${encodeURIComponent(s.id)}/delete`, { confirm: s.id }),
+                    () => `Schedule ${s.id} deleted`,
+                  );
+                  if (r) void load();
                 },
-                'Delete',
-              ),
-            )
-          : null,
-      ),
+              },
+              'Delete',
+            ),
+          ),
+        ),
     );
 
   async function load() {
@@ -179,16 +201,15 @@ export function schedulesPage(ctx: Ctx): Page {
               h(
                 'tr',
                 null,
-                h('th', null, 'Schedule'),
-                h('th', null, 'Queue'),
-                h('th', null, 'Task'),
-                h('th', null, 'State'),
-                h('th', null, 'When'),
-                h('th', { title: 'Hover for the next five' }, 'Next fire'),
-                h('th', null, 'Last run'),
-                h('th', { class: 'num' }, 'Fires'),
-                h('th', { class: 'num', title: 'Fire times given up (missed-fire and overlap policies)' }, 'Missed'),
-                h('th', null, ''),
+                h('th', { class: 'col-schedule' }, 'Schedule'),
+                h('th', { class: 'col-task' }, 'Task'),
+                h('th', { class: 'col-state' }, 'State'),
+                h('th', { class: 'col-when' }, 'When'),
+                h('th', { class: 'col-time', title: 'Hover for the next five' }, 'Next fire'),
+                h('th', { class: 'col-time' }, 'Last run'),
+                h('th', { class: 'num col-count' }, 'Fires'),
+                h('th', { class: 'num col-count', title: 'Fire times given up (missed-fire and overlap policies)' }, 'Missed'),
+                ctx.canAct ? h('th', { class: 'col-row-actions' }, '') : null,
               ),
             ),
             h('tbody', null, ...data.schedules.map((s) => row(s, data.now))),

@@ -228,8 +228,12 @@ export function workflowPage(ctx: Ctx, id: string): Page {
     );
   };
 
+  // Not found (or not an id): it will not appear later, so it is not asked again every tick (each
+  // time a 404 in the browser's console).
+  let gone = false;
+
   async function load(): Promise<void> {
-    if (loading) return;
+    if (loading || gone) return;
     loading = true;
     try {
       const wf = await get<WorkflowDetail>(`/workflows/${encodeURIComponent(id)}`);
@@ -241,6 +245,7 @@ export function workflowPage(ctx: Ctx, id: string): Page {
         if (drawn) fitLabels(drawn);
       }
     } catch (err) {
+      if (err instanceof ApiError && err.status === 404) gone = true;
       if (!(err instanceof ApiError && err.status === 401)) replace(body, errorBox(err));
     } finally {
       loading = false;
