@@ -8,6 +8,7 @@
  * A message goes where Celery 5's `send_task` puts it: LPUSH onto the queue's list (the priority's
  * list for priorities 3, 6, 9 on kombu's Redis transport), with the queue's binding declared.
  */
+import { show } from '../core/show.ts';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
@@ -150,7 +151,7 @@ export interface CeleryClientOptions {
  */
 export function checkCeleryRedisUrl(url: string, who: string): void {
   const problem = typeof url === 'string' ? redisUrlProblem(url) : 'must be a string';
-  if (problem) throw new ConfigError(`${who}: url "${typeof url === 'string' ? redactUrl(url) : String(url)}" ${problem}`);
+  if (problem) throw new ConfigError(`${who}: url ${typeof url === 'string' ? `"${redactUrl(url)}"` : show(url)} ${problem}`);
   if (/^rediss?\+cluster:/.test(url))
     throw new ConfigError(
       `${who}: url "${redactUrl(url)}" is a Redis Cluster URL; Celery's Redis transport uses one server (redis:// or rediss://)`,

@@ -13,6 +13,7 @@
  * handler, so it answers the same way inside any Fastify app. Every broker call is wrapped: any
  * error from the broker becomes `BrokerUnavailableError` (503 with Retry-After), never a 500.
  */
+import { show } from '../core/show.ts';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { serializerCompiler } from 'fastify-type-provider-zod';
@@ -56,8 +57,7 @@ export interface ErrandRoutesOptions {
 export { MAX_DELAY_MS };
 
 function positive(value: number, name: string): number {
-  if (!Number.isInteger(value) || value < 1)
-    throw new ConfigError(`errandRoutes: ${name} must be a positive integer, got ${String(value)}`);
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`errandRoutes: ${name} must be a positive integer, got ${show(value)}`);
   return value;
 }
 

@@ -14,6 +14,7 @@
  * Add routes afterwards with `app.withTypeProvider<ZodTypeProvider>().post(...)`: they get the same
  * validation, errors and documentation.
  */
+import { show } from '../core/show.ts';
 import { randomUUID } from 'node:crypto';
 import type {} from '@fastify/swagger'; // its types (app.swagger()); the plugin is imported when docs are on
 import Fastify, {
@@ -212,7 +213,7 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
   }
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
   if (!Number.isInteger(bodyLimit) || bodyLimit < 1) {
-    throw new ConfigError(`createServer: bodyLimit must be a positive integer of bytes, got ${String(options.bodyLimit)}`);
+    throw new ConfigError(`createServer: bodyLimit must be a positive integer of bytes, got ${show(options.bodyLimit)}`);
   }
   const auth = new TokenAuth(options.auth); // validates the tokens now, not at the first request
   const rateLimit = options.rateLimit === undefined || options.rateLimit === false ? undefined : checkRateLimit(options.rateLimit);

@@ -9,6 +9,7 @@
  * reads the same record at the same time plans the same step, and the broker's compare-and-set on
  * F lets exactly one of them apply it.
  */
+import { show } from '../core/show.ts';
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../core/errors.ts';
 import type { ScheduleDefinition, ScheduleRecord } from '../broker/types.ts';
@@ -57,13 +58,13 @@ export function checkPolicies(given: Partial<SchedulePolicies> | undefined, wher
   if (!MISSED.includes(p.missed)) problems.push(`missed: expected one of ${MISSED.join(', ')}, got ${JSON.stringify(p.missed)}`);
   if (!OVERLAP.includes(p.overlap)) problems.push(`overlap: expected one of ${OVERLAP.join(', ')}, got ${JSON.stringify(p.overlap)}`);
   if (!Number.isInteger(p.maxBackfill) || p.maxBackfill < 1 || p.maxBackfill > 10_000)
-    problems.push(`maxBackfill: expected a whole number from 1 to 10000, got ${String(p.maxBackfill)}`);
+    problems.push(`maxBackfill: expected a whole number from 1 to 10000, got ${show(p.maxBackfill)}`);
   if (!Number.isInteger(p.catchUpMs) || p.catchUpMs < 0)
-    problems.push(`catchUpMs: expected a whole number of ms >= 0, got ${String(p.catchUpMs)}`);
+    problems.push(`catchUpMs: expected a whole number of ms >= 0, got ${show(p.catchUpMs)}`);
   if (p.expire !== 'period' && p.expire !== 'never' && !(Number.isInteger(p.expire) && (p.expire as number) > 0))
     problems.push(`expire: expected "period", "never" or a whole number of ms > 0, got ${JSON.stringify(p.expire)}`);
   if (!Number.isInteger(p.priority) || p.priority < -1000 || p.priority > 1000)
-    problems.push(`priority: expected a whole number from -1000 to 1000, got ${String(p.priority)}`);
+    problems.push(`priority: expected a whole number from -1000 to 1000, got ${show(p.priority)}`);
   if (problems.length) throw new ConfigError(`${where}: ${problems.join('; ')}`);
   return p;
 }

@@ -2,6 +2,7 @@
  * What every part of the Redis broker shares (`redis-broker.ts` assembles the parts): its options,
  * key names, the command connection (behind a `ConnectionGate`), and the set of known queues.
  */
+import { show } from '../../core/show.ts';
 import type { Logger } from 'pino';
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
@@ -164,6 +165,6 @@ export class RedisCore {
 /** `now` (or another time) as whole ms; a ConfigError when it is not a finite number. */
 export function time(value: number, name: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value))
-    throw new ConfigError(`RedisBroker: ${name} must be a finite number of ms, got ${String(value)}`);
+    throw new ConfigError(`RedisBroker: ${name} must be a finite number of ms, got ${show(value)}`);
   return Math.floor(value);
 }

@@ -16,6 +16,7 @@
  * request only when its `now` is not already an integer. The inspection methods exist on the
  * guard only when the broker has them (`BrokerInspector` is optional).
  */
+import { show } from '../../core/show.ts';
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { ConfigError } from '../../core/errors.ts';
 import { tracing } from '../../core/tracing.ts';
@@ -199,7 +200,7 @@ class GuardedBroker implements Broker {
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     for (const run of runs) {
       if (run.startBy !== undefined && !Number.isFinite(run.startBy)) {
-        return Promise.reject(new ConfigError(`enqueue: run ${String(run.id)}: startBy must be epoch ms, got ${String(run.startBy)}`));
+        return Promise.reject(new ConfigError(`enqueue: run ${String(run.id)}: startBy must be epoch ms, got ${show(run.startBy)}`));
       }
       const d = run.debounce;
       if (

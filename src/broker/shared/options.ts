@@ -3,6 +3,7 @@
  * option values (a bad value is a `ConfigError` naming the broker and the option), page limits and
  * the retention a run carries with it.
  */
+import { show } from '../../core/show.ts';
 import { ConfigError } from '../../core/errors.ts';
 
 export const MINUTE = 60_000;
@@ -40,7 +41,7 @@ export function checkPrefix(where: string, prefix: unknown): string {
 export function positiveInt(broker: string, name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new ConfigError(`${broker}: ${name} must be a positive integer, got ${String(value)}`);
+    throw new ConfigError(`${broker}: ${name} must be a positive integer, got ${show(value)}`);
   }
   return value;
 }
@@ -49,7 +50,7 @@ export function positiveInt(broker: string, name: string, value: unknown, fallba
 export function nonNegativeMs(broker: string, name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigError(`${broker}: ${name} must be a non-negative number of ms, got ${String(value)}`);
+    throw new ConfigError(`${broker}: ${name} must be a non-negative number of ms, got ${show(value)}`);
   }
   return Math.floor(value);
 }

@@ -3,6 +3,7 @@
  * of what callers give (ids, versions, times), so that both brokers refuse the same things, and
  * the trim of `dueSchedules`' answer to its limit (`earliestDue`).
  */
+import { show } from '../../core/show.ts';
 import { ConfigError } from '../../core/errors.ts';
 import type { DueSchedules, FireOverlap, FireRequest, ScheduleDefinition, ScheduleRecord } from '../types.ts';
 
@@ -34,7 +35,7 @@ function text(v: unknown, method: string, field: string): void {
 function time(v: unknown, method: string, field: string, nullable: boolean): void {
   if (v === null && nullable) return;
   if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new ConfigError(`${method}: ${field} must be a finite number of ms${nullable ? ' or null' : ''}, got ${String(v)}`);
+    throw new ConfigError(`${method}: ${field} must be a finite number of ms${nullable ? ' or null' : ''}, got ${show(v)}`);
   }
 }
 
