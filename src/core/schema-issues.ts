@@ -6,6 +6,8 @@
  * is kept):
  * - a required field that is absent: "Field required", code `missing` (zod: "Invalid input:
  *   expected string, received undefined"); the code is `missing` whenever the value is absent;
+ * - a value out of several bounds at once, the same way (zod's `.int()` holds a number to the safe
+ *   integers, so 1e20 against `.int().max(1000)` is too big twice): one issue, the tightest bound's;
  * - a key a strict object does not know: one issue per key, at the key, "Extra inputs are not
  *   permitted", code `extra_forbidden` (zod: one issue at the object naming every key);
  * - a number that is not one (a query value "abc" coerced): "Input should be a valid number"
@@ -30,6 +32,19 @@ interface SchemaIssue {
   code: string;
   /** `unrecognized_keys`: the keys. */
   keys?: readonly string[];
+  /** `too_big`, `too_small`: the bound. */
+  maximum?: number | bigint;
+  minimum?: number | bigint;
+}
+
+/**
+ * The bound of a `too_big` or `too_small` issue, as a number to compare (a smaller maximum or a greater
+ * minimum is tighter), else undefined.
+ */
+function boundOf(i: SchemaIssue): number | undefined {
+  if (i.code === 'too_big' && i.maximum !== undefined) return Number(i.maximum);
+  if (i.code === 'too_small' && i.minimum !== undefined) return -Number(i.minimum);
+  return undefined;
 }
 
 /** The issue codes zod gives a value that is not there: of a plain type, a union, an enum or a literal. */
@@ -78,8 +93,23 @@ export function checkSchema<T>(schema: CheckableSchema<T>, value: unknown): { ok
   const r = schema.safeParse(value, { error: messageOf });
   if (r.success) return { ok: true, value: r.data };
   const issues: InputIssue[] = [];
+  // One value, one issue per bound broken: where it was (index) and how tight (smaller is tighter).
+  const bounds = new Map<string, { index: number; bound: number }>();
   for (const i of r.error?.issues ?? []) {
     const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
+    const bound = boundOf(i);
+    if (bound !== undefined) {
+      const key = JSON.stringify([i.code, path]);
+      const seen = bounds.get(key);
+      if (seen) {
+        if (bound < seen.bound) {
+          issues[seen.index] = { path, message: i.message, code: i.code };
+          seen.bound = bound;
+        }
+        continue;
+      }
+      bounds.set(key, { index: issues.length, bound });
+    }
     if (i.code === 'unrecognized_keys' && i.keys?.length) {
       for (const key of i.keys) issues.push({ path: [...path, key], message: i.message, code: 'extra_forbidden' });
     } else {

@@ -63,6 +63,27 @@ describe('checkSchema, FastAPI words', () => {
       [['n'], 'Input should be a finite number'],
     ]);
   });
+
+  it('gives a value out of several bounds one issue, the tightest bound; other problems stay', () => {
+    const Q = z.object({
+      delay: z.coerce.number().int().min(0).max(1000),
+      big: z.bigint().max(10n).max(5n),
+      name: z
+        .string()
+        .max(8)
+        .max(4)
+        .regex(/^[a-z]+$/),
+    });
+    const r = checkSchema(Q, { delay: '1e20', big: 10n ** 30n, name: 'ABCDEFGHIJ' });
+    assert.deepEqual(!r.ok && r.issues.map((i) => [i.path, i.code, i.message]), [
+      [['delay'], 'too_big', 'Too big: expected number to be <=1000'],
+      [['big'], 'too_big', 'Too big: expected bigint to be <=5'],
+      [['name'], 'too_big', 'Too big: expected string to have <=4 characters'],
+      [['name'], 'invalid_format', 'Invalid string: must match pattern /^[a-z]+$/'],
+    ]);
+    const low = checkSchema(Q, { delay: '-1e20', big: 1n, name: 'ab' });
+    assert.deepEqual(!low.ok && low.issues.map((i) => [i.path, i.message]), [[['delay'], 'Too small: expected number to be >=0']]);
+  });
 });
 
 describe('checkSchema and an app-wide error map', () => {

@@ -113,6 +113,29 @@ describe('HTTP errors', () => {
       assert.deepEqual(res.json().detail, [{ loc: ['query', 'run_at'], msg: 'give either delay or run_at, not both', type: 'custom' }]);
     });
 
+    it('a number out of range gets one issue, naming its own bound (not also the safe-integer one)', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email?delay=1e20&priority=-1e20&expires_in=1e20',
+        payload: { email: 'a@example.com', name: 'A' },
+      });
+      assert.equal(res.statusCode, 422);
+      assert.deepEqual(res.json().detail, [
+        { loc: ['query', 'delay'], msg: 'Too big: expected number to be <=3153600000000', type: 'too_big' },
+        { loc: ['query', 'priority'], msg: 'Too small: expected number to be >=-1000', type: 'too_small' },
+        { loc: ['query', 'expires_in'], msg: 'Too big: expected number to be <=3153600000000', type: 'too_big' },
+      ]);
+      // The same for a route's own body schema (int, then min).
+      const user = await app.inject({
+        method: 'POST',
+        url: '/users/abc',
+        headers: { 'x-tenant': 'acme' },
+        payload: { email: 'a@example.com', age: -1e20 },
+      });
+      assert.equal(user.statusCode, 422);
+      assert.deepEqual(user.json().detail, [{ loc: ['body', 'age'], msg: 'Too small: expected number to be >=0', type: 'too_small' }]);
+    });
+
     it('refuses an empty Idempotency-Key', async () => {
       const res = await app.inject({
         method: 'POST',
