@@ -136,6 +136,19 @@ describe('HTTP errors', () => {
       assert.deepEqual(user.json().detail, [{ loc: ['body', 'age'], msg: 'Too small: expected number to be >=0', type: 'too_small' }]);
     });
 
+    it('refuses an option given empty (a number would read it as 0) or twice, naming it', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email?priority=&delay=1&delay=2&expires_in=5',
+        payload: { email: 'a@example.com', name: 'A' },
+      });
+      assert.equal(res.statusCode, 422);
+      assert.deepEqual(res.json().detail, [
+        { loc: ['query', 'delay'], msg: 'given more than once; give one value', type: 'value_error' },
+        { loc: ['query', 'priority'], msg: 'is empty; give a value or leave the parameter out', type: 'value_error' },
+      ]);
+    });
+
     it('refuses an empty Idempotency-Key', async () => {
       const res = await app.inject({
         method: 'POST',
