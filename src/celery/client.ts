@@ -8,12 +8,12 @@
  * A message goes where Celery 5's `send_task` puts it: LPUSH onto the queue's list (the priority's
  * list for priorities 3, 6, 9 on kombu's Redis transport), with the queue's binding declared.
  */
-import { show } from '../core/show.ts';
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { checkTimerMs } from '../core/fields.ts';
 import { jsonIssues } from '../core/json.ts';
+import { show } from '../core/show.ts';
 import { redactUrl, redisUrlProblem } from '../core/urls.ts';
 import { type CeleryMeta, type CeleryState, READY_STATES, ResultBackend, resultOfMeta } from './backend.ts';
 import { bindingOf, buildMessage, type CelerySignature, queueListFor } from './protocol.ts';

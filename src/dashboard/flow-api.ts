@@ -3,10 +3,10 @@
  * flow control with their counts, and a page of one queue's keys (backlog, active runs, limits, when
  * each may start again), sorted and paged by the broker (`BrokerInspector.flowKeys`).
  */
-import { show } from '../core/show.ts';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { FlowKeyInfo } from '../broker/types.ts';
 import { QUEUE_NAME } from '../core/ids.ts';
+import { show } from '../core/show.ts';
 import type { Errand } from '../errand.ts';
 import { HttpError } from '../web/errors.ts';
 import type { FlowKeyJson, FlowKeyList, FlowQueues } from './api-types.ts';

@@ -11,10 +11,10 @@
  * balancer, each allows `max` per window. Behind a reverse proxy, set Fastify's `trustProxy` (or
  * give a `keyGenerator`), else every client shares the proxy's address.
  */
-import { show } from '../core/show.ts';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError } from '../core/errors.ts';
 import { importPeer } from '../core/peers.ts';
+import { show } from '../core/show.ts';
 import { HttpError } from '../web/errors.ts';
 import { ErrorSchema } from './schemas.ts';
 

@@ -13,7 +13,6 @@
  * handler, so it answers the same way inside any Fastify app. Every broker call is wrapped: any
  * error from the broker becomes `BrokerUnavailableError` (503 with Retry-After), never a 500.
  */
-import { show } from '../core/show.ts';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import { serializerCompiler } from 'fastify-type-provider-zod';
@@ -21,6 +20,7 @@ import type { Broker } from '../broker/types.ts';
 import { brokerFailure, ConfigError, RunNotFoundError } from '../core/errors.ts';
 import { isRunId } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
+import { show } from '../core/show.ts';
 import type { Errand } from '../errand.ts';
 import { MAX_DELAY_MS } from '../task/task.ts';
 import { type HttpAuthOptions, type Scope, TokenAuth } from '../web/auth.ts';

@@ -14,7 +14,6 @@
  * Add routes afterwards with `app.withTypeProvider<ZodTypeProvider>().post(...)`: they get the same
  * validation, errors and documentation.
  */
-import { show } from '../core/show.ts';
 import { randomUUID } from 'node:crypto';
 import type {} from '@fastify/swagger'; // its types (app.swagger()); the plugin is imported when docs are on
 import Fastify, {
@@ -28,6 +27,7 @@ import { createJsonSchemaTransform, createJsonSchemaTransformObject, serializerC
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
 import { importPeer } from '../core/peers.ts';
+import { show } from '../core/show.ts';
 import { metricsPlugin } from '../dashboard/metrics-route.ts';
 import { dashboardPlugin } from '../dashboard/plugin.ts';
 import type { Errand } from '../errand.ts';

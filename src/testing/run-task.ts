@@ -1,10 +1,10 @@
 /** `runTask(task, input, { attempt })`: one handler run directly with a test context, no broker. */
-import { show } from '../core/show.ts';
 import pino, { type Logger } from 'pino';
 import type { z } from 'zod';
 import { BackOff, ConfigError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
+import { show } from '../core/show.ts';
 import { checkSpawn } from '../broker/shared/workflow.ts';
 import type { TaskContext, TaskDefinition } from '../task/task.ts';
 import { compileSpawn, Spawn } from '../task/workflow.ts';

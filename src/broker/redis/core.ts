@@ -2,10 +2,10 @@
  * What every part of the Redis broker shares (`redis-broker.ts` assembles the parts): its options,
  * key names, the command connection (behind a `ConnectionGate`), and the set of known queues.
  */
-import { show } from '../../core/show.ts';
 import type { Logger } from 'pino';
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
+import { show } from '../../core/show.ts';
 import { redactUrl as redact } from '../../core/urls.ts';
 import { checkPrefix, DEFAULTS, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions } from '../types.ts';

@@ -4,8 +4,8 @@
  * run's flow spec (`checkFlow`, docs/flow-control.md). Queue names are checked by `checkQueueName`
  * (core/ids.ts, which the task and worker options use too).
  */
-import { show } from '../../core/show.ts';
 import { BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 
 /**
  * Client errors whose own words mean nothing to a user of Errand, by the error's name: ioredis's

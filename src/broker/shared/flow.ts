@@ -3,8 +3,8 @@
  * a run, and the GCRA step that the SQLite broker runs in TypeScript and the Redis broker in Lua
  * (`flowGcra` in lua/flow.lua: the same arithmetic, on the same doubles).
  */
-import { show } from '../../core/show.ts';
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 import type { FlowKeyQuery, FlowKeySort, FlowRate, FlowWait } from '../types.ts';
 
 /** A rate as stored with a run and a key: `<interval>,<burst>`; '' for none. */

@@ -16,11 +16,11 @@
  * request only when its `now` is not already an integer. The inspection methods exist on the
  * guard only when the broker has them (`BrokerInspector` is optional).
  */
-import { show } from '../../core/show.ts';
 import { context, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { ConfigError } from '../../core/errors.ts';
 import { tracing } from '../../core/tracing.ts';
 import { checkQueueName, QUEUE_NAME } from '../../core/ids.ts';
+import { show } from '../../core/show.ts';
 import { asBrokerError, checkFlow, checkNow } from './checks.ts';
 import type {
   Broker,

@@ -3,8 +3,8 @@
  * option values (a bad value is a `ConfigError` naming the broker and the option), page limits and
  * the retention a run carries with it.
  */
-import { show } from '../../core/show.ts';
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;

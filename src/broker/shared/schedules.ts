@@ -3,8 +3,8 @@
  * of what callers give (ids, versions, times), so that both brokers refuse the same things, and
  * the trim of `dueSchedules`' answer to its limit (`earliestDue`).
  */
-import { show } from '../../core/show.ts';
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 import type { DueSchedules, FireOverlap, FireRequest, ScheduleDefinition, ScheduleRecord } from '../types.ts';
 
 /** A schedule id: 1 to 128 characters, no whitespace. */
