@@ -333,7 +333,10 @@ describe('HTTP errors', () => {
     it('answers 414 for a path parameter over 100 characters (no run id is that long)', async () => {
       const res = await app.inject({ method: 'GET', url: `/runs/${'x'.repeat(5000)}` });
       assert.equal(res.statusCode, 414);
-      assert.equal(typeof res.json().detail, 'string');
+      assert.equal(res.json().detail, `A path parameter is too long: "/runs/${'x'.repeat(94)}..."`, 'the path cut, not echoed whole');
+      const bad = await app.inject({ method: 'GET', url: '/runs/%E0%A4%A' });
+      assert.equal(bad.statusCode, 400);
+      assert.deepEqual(bad.json(), { detail: 'The URL has a bad percent-encoding: "/runs/%E0%A4%A"' });
     });
 
     it('answers 405 with Allow for a known path and another method', async () => {
