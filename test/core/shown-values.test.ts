@@ -3,6 +3,7 @@
 // createServer's, a run's flow spec, the brokers' options and a schedule's fields.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { z } from 'zod';
 import { RedisBroker } from '../../src/broker/redis/redis-broker.ts';
 import { guardBroker } from '../../src/broker/shared/guard.ts';
 import { SqliteBroker } from '../../src/broker/sqlite/sqlite-broker.ts';
@@ -86,6 +87,19 @@ describe('refusals show the value given', () => {
     assert.throws(
       () => new RedisBroker({ url: 'redis://127.0.0.1:1', connectWaitMs: { s: 2 } as never }),
       refusal(/^RedisBroker: connectWaitMs .* got \{"s":2\}$/),
+    );
+  });
+
+  it('a value JSON cannot hold (a BigInt) is shown, not a TypeError from the message itself', () => {
+    const errand = createErrand({ broker: 'sqlite::memory:', logger: quietLogger });
+    const input = z.object({});
+    assert.throws(() => errand.task('a', { input, queue: 5n as never }, () => 1), refusal(/queue name 5n is invalid/));
+    assert.throws(() => errand.task('b', { input, isolation: 5n as never }, () => 1), refusal(/isolation .* got 5n$/));
+    assert.throws(() => errand.task(5n as never, { input }, () => 1), refusal(/^Task name 5n is invalid/));
+    assert.throws(() => createErrand({ broker: 'sqlite::memory:', prefix: 5n as never }), refusal(/prefix .* got 5n$/));
+    assert.throws(
+      () => new SqliteBroker({ path: ':memory:', synchronous: 1 as never }),
+      refusal(/synchronous must be "normal" or "full", got 1$/),
     );
   });
 

@@ -107,7 +107,7 @@ export class RedisCore {
     defineScripts(main);
     this.main = new ConnectionGate(main, this.where, this.logger, this.connectWaitMs);
     if (options.existingPrefix !== undefined && typeof options.existingPrefix !== 'boolean') {
-      throw new ConfigError(`RedisBroker: existingPrefix must be true or false, got ${JSON.stringify(options.existingPrefix)}`);
+      throw new ConfigError(`RedisBroker: existingPrefix must be true or false, got ${show(options.existingPrefix)}`);
     }
     this.layout = new LayoutGuard(prefix, this.where, this.logger, !options.existingPrefix);
   }

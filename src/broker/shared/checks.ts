@@ -38,7 +38,7 @@ export function checkFlow(flow: unknown, where: string): void {
   if (!flow || typeof flow !== 'object') throw new ConfigError(`${where}: flow must be an object, got ${show(flow)}`);
   const f = flow as Record<string, unknown>;
   if (typeof f.group !== 'string' || !FLOW_GROUP.test(f.group)) {
-    throw new ConfigError(`${where}: flow.group ${JSON.stringify(f.group)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
+    throw new ConfigError(`${where}: flow.group ${show(f.group)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
   }
   if (typeof f.key !== 'string' || f.key.length > 256 || !f.key.isWellFormed()) {
     throw new ConfigError(`${where}: flow.key must be a string of at most 256 characters of well-formed Unicode, got ${typeof f.key}`);

@@ -62,7 +62,7 @@ export function checkFlowKeyQuery(query: unknown): Required<FlowKeyQuery> {
   const q = query as Record<string, unknown>;
   const sort = q.sort ?? 'queued';
   if (!FLOW_KEY_SORTS.includes(sort as FlowKeySort))
-    throw new ConfigError(`flowKeys: sort must be one of ${FLOW_KEY_SORTS.join(', ')}, got ${JSON.stringify(sort)}`);
+    throw new ConfigError(`flowKeys: sort must be one of ${FLOW_KEY_SORTS.join(', ')}, got ${show(sort)}`);
   const offset = q.offset ?? 0;
   if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0)
     throw new ConfigError(`flowKeys: offset must be a non-negative integer, got ${show(offset)}`);

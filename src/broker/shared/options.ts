@@ -33,7 +33,7 @@ export const MAX_PAGE = 500;
 /** A Redis key prefix: non-empty, without braces (cluster hash tags) or spaces. A ConfigError naming `where` otherwise. */
 export function checkPrefix(where: string, prefix: unknown): string {
   if (typeof prefix !== 'string' || prefix === '' || /[{}\s]/.test(prefix)) {
-    throw new ConfigError(`${where}: prefix must be a non-empty string without braces or spaces, got ${JSON.stringify(prefix)}`);
+    throw new ConfigError(`${where}: prefix must be a non-empty string without braces or spaces, got ${show(prefix)}`);
   }
   return prefix;
 }
@@ -62,7 +62,7 @@ export function pageLimit(limit: unknown): number {
 
 /** The ConfigError of a cursor a broker did not make. */
 export function invalidCursor(cursor: unknown): ConfigError {
-  return new ConfigError(`Invalid cursor ${JSON.stringify(cursor)}: pass the "next" of a previous page`);
+  return new ConfigError(`Invalid cursor ${show(cursor)}: pass the "next" of a previous page`);
 }
 
 /** A run's own retention once cancelled (NewRun.cancelledRetentionMs), as stored: whole ms >= 0, or undefined. */
