@@ -53,6 +53,8 @@ function range(body: { from: number | string; to: number | string }): { from: nu
   const to = at('to');
   if (!issues.length && !(from < to)) {
     issues.push({ loc: ['body', 'to'], msg: `must be after from (${new Date(from).toISOString()})`, type: 'value_error' });
+  } else if (!issues.length && to > Date.now()) {
+    issues.push({ loc: ['body', 'to'], msg: 'must be at or before now (later times are fired as usual)', type: 'value_error' });
   }
   if (issues.length) throw new RequestValidationError(issues);
   return { from, to };

@@ -128,6 +128,12 @@ describe('schedules over HTTP', () => {
     const bad = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from: to, to: from } });
     assert.equal(bad.statusCode, 422);
     assert.deepEqual(bad.json().detail, [{ loc: ['body', 'to'], msg: `must be after from (${to})`, type: 'value_error' }]);
+    const future = new Date(Date.now() + 7 * 86_400_000).toISOString();
+    const later = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from, to: future } });
+    assert.deepEqual(
+      later.json().detail.map((d: { loc: unknown[] }) => d.loc),
+      [['body', 'to']],
+    );
     const badTimes = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from: 'yesterday', to: 1e20 } });
     assert.equal(badTimes.statusCode, 422);
     assert.deepEqual(
