@@ -134,6 +134,8 @@ export function registerTaskRoutes(ctx: RouteContext): void {
     const issues: ValidationDetail[] = [];
     const query = checkSchema(EnqueueQuerySchema, enqueueQuery(request.query, issues));
     if (!query.ok) issues.push(...issuesToDetail('query', query.issues));
+    // The query's issues in its parameters' order, whichever check found them.
+    issues.sort((a, b) => ENQUEUE_QUERY_KEYS.indexOf(String(a.loc[1])) - ENQUEUE_QUERY_KEYS.indexOf(String(b.loc[1])));
     const headers = checkSchema(EnqueueHeadersSchema, request.headers);
     if (!headers.ok) issues.push(...issuesToDetail('header', headers.issues));
 

@@ -1,6 +1,7 @@
 // Every error answer of the HTTP layer, with its exact shape: FastAPI's {"detail": ...}.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -139,13 +140,14 @@ describe('HTTP errors', () => {
     it('refuses an option given empty (a number would read it as 0) or twice, naming it', async () => {
       const res = await app.inject({
         method: 'POST',
-        url: '/tasks/send_email?priority=&delay=1&delay=2&expires_in=5',
+        url: '/tasks/send_email?priority=&delay=1&delay=2&expires_in=0',
         payload: { email: 'a@example.com', name: 'A' },
       });
       assert.equal(res.statusCode, 422);
       assert.deepEqual(res.json().detail, [
         { loc: ['query', 'delay'], msg: 'given more than once; give one value', type: 'value_error' },
         { loc: ['query', 'priority'], msg: 'is empty; give a value or leave the parameter out', type: 'value_error' },
+        { loc: ['query', 'expires_in'], msg: 'Too small: expected number to be >=1', type: 'too_small' },
       ]);
     });
 
@@ -481,6 +483,41 @@ describe('request loggers', () => {
       await app.inject({ method: 'GET', url: '/logs', headers: { 'x-request-id': 'req-log-2' } });
       assert.ok(lines.some((l) => l.reqId === 'req-log-2' && l.msg === 'incoming request'));
       assert.ok(lines.some((l) => l.reqId === 'req-log-2' && l.msg === 'not logged at warn'));
+    } finally {
+      await app.close();
+      await errand.close();
+    }
+  });
+});
+
+describe('requests refused by the HTTP parser', () => {
+  /** `request` sent raw; everything the server answers until it closes the connection. */
+  function raw(port: number, request: string): Promise<string> {
+    return new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      let response = '';
+      socket.on('data', (c: Buffer) => {
+        response += c.toString('utf8');
+      });
+      socket.on('error', () => {});
+      socket.on('close', () => resolve(response));
+      socket.write(request);
+    });
+  }
+
+  it('answer in the same shape: headers too large (431), not HTTP (400)', async () => {
+    const errand = createErrand({ broker: downBroker(), logger: quiet });
+    const app = await createServer({ errand, logger: false, docs: false });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port } = app.server.address() as { port: number };
+      const big = await raw(port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      assert.match(big, /^HTTP\/1\.1 431 /);
+      assert.match(big, /content-type: application\/json/i);
+      assert.equal(big.slice(big.indexOf('\r\n\r\n') + 4), '{"detail":"The request headers are too large"}');
+      const garbage = await raw(port, 'NOT HTTP AT ALL\r\n\r\n');
+      assert.match(garbage, /^HTTP\/1\.1 400 /);
+      assert.equal(garbage.slice(garbage.indexOf('\r\n\r\n') + 4), '{"detail":"The request is not valid HTTP"}');
     } finally {
       await app.close();
       await errand.close();
