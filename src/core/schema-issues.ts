@@ -26,7 +26,7 @@ export interface CheckableSchema<T = unknown> {
   ): { success: true; data: T } | { success: false; error: { issues: readonly SchemaIssue[] } };
 }
 
-interface SchemaIssue {
+export interface SchemaIssue {
   path: readonly PropertyKey[];
   message: string;
   code: string;
@@ -88,28 +88,40 @@ export function nullAsMissing(value: unknown, issues: InputIssue[]): InputIssue[
   return [{ path: [], message: FIELD_REQUIRED, code: 'missing' }];
 }
 
+/**
+ * The issues with one per bound broken: of several `too_big` (or `too_small`) issues at one path, the
+ * tightest bound's, in the place of the first (zod's `.int()` adds the safe-integer bounds to a
+ * schema's own, so 1e20 against `.int().max(1000)` is too big twice).
+ */
+export function tightestBounds<T extends SchemaIssue>(issues: readonly T[]): T[] {
+  const out: T[] = [];
+  const seen = new Map<string, { index: number; bound: number }>();
+  for (const i of issues) {
+    const bound = boundOf(i);
+    if (bound === undefined) {
+      out.push(i);
+      continue;
+    }
+    const key = JSON.stringify([i.code, i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))]);
+    const first = seen.get(key);
+    if (!first) {
+      seen.set(key, { index: out.length, bound });
+      out.push(i);
+    } else if (bound < first.bound) {
+      out[first.index] = i;
+      first.bound = bound;
+    }
+  }
+  return out;
+}
+
 /** `value` checked by `schema`: the parsed value, or the issues, each with its path. */
 export function checkSchema<T>(schema: CheckableSchema<T>, value: unknown): { ok: true; value: T } | { ok: false; issues: InputIssue[] } {
   const r = schema.safeParse(value, { error: messageOf });
   if (r.success) return { ok: true, value: r.data };
   const issues: InputIssue[] = [];
-  // One value, one issue per bound broken: where it was (index) and how tight (smaller is tighter).
-  const bounds = new Map<string, { index: number; bound: number }>();
-  for (const i of r.error?.issues ?? []) {
+  for (const i of tightestBounds(r.error?.issues ?? [])) {
     const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
-    const bound = boundOf(i);
-    if (bound !== undefined) {
-      const key = JSON.stringify([i.code, path]);
-      const seen = bounds.get(key);
-      if (seen) {
-        if (bound < seen.bound) {
-          issues[seen.index] = { path, message: i.message, code: i.code };
-          seen.bound = bound;
-        }
-        continue;
-      }
-      bounds.set(key, { index: issues.length, bound });
-    }
     if (i.code === 'unrecognized_keys' && i.keys?.length) {
       for (const key of i.keys) issues.push({ path: [...path, key], message: i.message, code: 'extra_forbidden' });
     } else {

@@ -12,6 +12,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import { BrokerUnavailableError, InputError, type InputIssue, RunNotFoundError, WorkflowNotFoundError } from '../core/errors.ts';
+import { tightestBounds } from '../core/schema-issues.ts';
 import { discardRestOfBody } from './discard.ts';
 
 /** One bad field, as in FastAPI's 422 answers. */
@@ -56,7 +57,7 @@ export function issuesToDetail(root: Location, issues: readonly InputIssue[]): V
 
 /** A ZodError's issues as 422 details under `root`. */
 export function zodErrorToDetail(root: Location, error: ZodError): ValidationDetail[] {
-  return error.issues.map((i) => ({
+  return tightestBounds(error.issues).map((i) => ({
     loc: [root, ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
     msg: i.message,
     type: i.code,

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { checkSchema } from '../../src/core/schema-issues.ts';
+import { zodErrorToDetail } from '../../src/web/errors.ts';
 
 const User = z.object({
   email: z.string(),
@@ -83,6 +84,11 @@ describe('checkSchema, FastAPI words', () => {
     ]);
     const low = checkSchema(Q, { delay: '-1e20', big: 1n, name: 'ab' });
     assert.deepEqual(!low.ok && low.issues.map((i) => [i.path, i.message]), [[['delay'], 'Too small: expected number to be >=0']]);
+    // A ZodError a route throws itself (schema.parse) is answered the same way.
+    const thrown = Q.safeParse({ delay: '1e20', big: 1n, name: 'ab' });
+    assert.deepEqual(!thrown.success && zodErrorToDetail('query', thrown.error), [
+      { loc: ['query', 'delay'], msg: 'Too big: expected number to be <=1000', type: 'too_big' },
+    ]);
   });
 });
 
