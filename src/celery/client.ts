@@ -13,6 +13,7 @@ import { Redis } from 'ioredis';
 import { ConfigError, InputError, type InputIssue } from '../core/errors.ts';
 import { checkTimerMs } from '../core/fields.ts';
 import { jsonIssues } from '../core/json.ts';
+import { show } from '../core/show.ts';
 import { redactUrl, redisUrlProblem } from '../core/urls.ts';
 import { type CeleryMeta, type CeleryState, READY_STATES, ResultBackend, resultOfMeta } from './backend.ts';
 import { bindingOf, buildMessage, type CelerySignature, queueListFor } from './protocol.ts';
@@ -150,7 +151,7 @@ export interface CeleryClientOptions {
  */
 export function checkCeleryRedisUrl(url: string, who: string): void {
   const problem = typeof url === 'string' ? redisUrlProblem(url) : 'must be a string';
-  if (problem) throw new ConfigError(`${who}: url "${typeof url === 'string' ? redactUrl(url) : String(url)}" ${problem}`);
+  if (problem) throw new ConfigError(`${who}: url ${typeof url === 'string' ? `"${redactUrl(url)}"` : show(url)} ${problem}`);
   if (/^rediss?\+cluster:/.test(url))
     throw new ConfigError(
       `${who}: url "${redactUrl(url)}" is a Redis Cluster URL; Celery's Redis transport uses one server (redis:// or rediss://)`,

@@ -177,7 +177,7 @@ export class BackOff extends ErrandError {
     }
     const scope = options.scope ?? 'key';
     if (scope !== 'key' && scope !== 'task') {
-      throw new TypeError(`backOff(ms, { scope }): scope must be 'key' or 'task'; got ${JSON.stringify(scope)}`);
+      throw new TypeError(`backOff(ms, { scope }): scope must be 'key' or 'task'; got ${show(scope)}`);
     }
     super(options.reason ?? `Backed off for ${Math.ceil(ms)} ms (${scope})`);
     this.ms = Math.ceil(ms);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { ConfigError } from './errors.ts';
+import { show } from './show.ts';
 
 /** Crockford base32, as in ULID: sortable as text, no ambiguous letters. */
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -58,7 +59,7 @@ export const QUEUE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 /** `queue` when it is a queue name; else a ConfigError naming `where` (a task, a worker, a broker method). */
 export function checkQueueName(queue: unknown, where: string): string {
   if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
-    throw new ConfigError(`${where}: queue name ${JSON.stringify(queue)} is invalid: use 1 to 64 letters, digits, "_" or "-"`);
+    throw new ConfigError(`${where}: queue name ${show(queue)} is invalid: use 1 to 64 letters, digits, "_" or "-"`);
   }
   return queue;
 }

@@ -6,6 +6,8 @@
  * is kept):
  * - a required field that is absent: "Field required", code `missing` (zod: "Invalid input:
  *   expected string, received undefined"); the code is `missing` whenever the value is absent;
+ * - a value out of several bounds at once, the same way (zod's `.int()` holds a number to the safe
+ *   integers, so 1e20 against `.int().max(1000)` is too big twice): one issue, the tightest bound's;
  * - a key a strict object does not know: one issue per key, at the key, "Extra inputs are not
  *   permitted", code `extra_forbidden` (zod: one issue at the object naming every key);
  * - a number that is not one (a query value "abc" coerced): "Input should be a valid number"
@@ -24,12 +26,25 @@ export interface CheckableSchema<T = unknown> {
   ): { success: true; data: T } | { success: false; error: { issues: readonly SchemaIssue[] } };
 }
 
-interface SchemaIssue {
+export interface SchemaIssue {
   path: readonly PropertyKey[];
   message: string;
   code: string;
   /** `unrecognized_keys`: the keys. */
   keys?: readonly string[];
+  /** `too_big`, `too_small`: the bound. */
+  maximum?: number | bigint;
+  minimum?: number | bigint;
+}
+
+/**
+ * The bound of a `too_big` or `too_small` issue, as a number to compare (a smaller maximum or a greater
+ * minimum is tighter), else undefined.
+ */
+function boundOf(i: SchemaIssue): number | undefined {
+  if (i.code === 'too_big' && i.maximum !== undefined) return Number(i.maximum);
+  if (i.code === 'too_small' && i.minimum !== undefined) return -Number(i.minimum);
+  return undefined;
 }
 
 /** The issue codes zod gives a value that is not there: of a plain type, a union, an enum or a literal. */
@@ -73,12 +88,39 @@ export function nullAsMissing(value: unknown, issues: InputIssue[]): InputIssue[
   return [{ path: [], message: FIELD_REQUIRED, code: 'missing' }];
 }
 
+/**
+ * The issues with one per bound broken: of several `too_big` (or `too_small`) issues at one path, the
+ * tightest bound's, in the place of the first (zod's `.int()` adds the safe-integer bounds to a
+ * schema's own, so 1e20 against `.int().max(1000)` is too big twice).
+ */
+export function tightestBounds<T extends SchemaIssue>(issues: readonly T[]): T[] {
+  const out: T[] = [];
+  const seen = new Map<string, { index: number; bound: number }>();
+  for (const i of issues) {
+    const bound = boundOf(i);
+    if (bound === undefined) {
+      out.push(i);
+      continue;
+    }
+    const key = JSON.stringify([i.code, i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))]);
+    const first = seen.get(key);
+    if (!first) {
+      seen.set(key, { index: out.length, bound });
+      out.push(i);
+    } else if (bound < first.bound) {
+      out[first.index] = i;
+      first.bound = bound;
+    }
+  }
+  return out;
+}
+
 /** `value` checked by `schema`: the parsed value, or the issues, each with its path. */
 export function checkSchema<T>(schema: CheckableSchema<T>, value: unknown): { ok: true; value: T } | { ok: false; issues: InputIssue[] } {
   const r = schema.safeParse(value, { error: messageOf });
   if (r.success) return { ok: true, value: r.data };
   const issues: InputIssue[] = [];
-  for (const i of r.error?.issues ?? []) {
+  for (const i of tightestBounds(r.error?.issues ?? [])) {
     const path = i.path.map((p) => (typeof p === 'symbol' ? String(p) : p));
     if (i.code === 'unrecognized_keys' && i.keys?.length) {
       for (const key of i.keys) issues.push({ path: [...path, key], message: i.message, code: 'extra_forbidden' });

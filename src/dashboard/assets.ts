@@ -8,6 +8,7 @@ import { extname, join, relative, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpError } from '../web/errors.ts';
+import { show } from '../core/show.ts';
 
 export const DASHBOARD_PATH = '/dashboard';
 
@@ -17,7 +18,7 @@ const BASE_PATH = /^(\/[A-Za-z0-9._~-]+)+$/;
 export function checkBasePath(basePath: unknown, where = 'dashboard'): string {
   if (typeof basePath !== 'string' || !BASE_PATH.test(basePath) || /(^|\/)\.\.?(\/|$)/.test(basePath)) {
     throw new TypeError(
-      `${where}: basePath must be a path such as "/dashboard" or "/admin/queues" (segments of letters, digits, ".", "_", "~", "-"; no trailing slash), got ${JSON.stringify(basePath)}`,
+      `${where}: basePath must be a path such as "/dashboard" or "/admin/queues" (segments of letters, digits, ".", "_", "~", "-"; no trailing slash), got ${show(basePath)}`,
     );
   }
   return basePath;

@@ -6,6 +6,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { FlowKeyInfo } from '../broker/types.ts';
 import { QUEUE_NAME } from '../core/ids.ts';
+import { show } from '../core/show.ts';
 import type { Errand } from '../errand.ts';
 import { HttpError } from '../web/errors.ts';
 import type { FlowKeyJson, FlowKeyList, FlowQueues } from './api-types.ts';
@@ -38,10 +39,7 @@ function intParam(v: unknown, name: string, def: number, min: number, max: numbe
   if (v === undefined || v === '') return def;
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < min || n > max)
-    throw new HttpError(
-      400,
-      `Invalid query parameter "${name}": an integer from ${min} to ${max}, got ${JSON.stringify(String(v).slice(0, 40))}`,
-    );
+    throw new HttpError(400, `Invalid query parameter "${name}": an integer from ${min} to ${max}, got ${show(v)}`);
   return n;
 }
 
@@ -79,11 +77,7 @@ export function registerFlowApi(
       throw new HttpError(400, `Invalid queue name "${queue.slice(0, 100)}": use 1 to 64 letters, digits, "_" or "-"`);
     const q = (request.query ?? {}) as Record<string, unknown>;
     const sort = (q.sort === undefined || q.sort === '' ? 'queued' : q.sort) as FlowKeyList['sort'];
-    if (!SORTS.includes(sort))
-      throw new HttpError(
-        400,
-        `Invalid query parameter "sort": one of ${SORTS.join(', ')}, got ${JSON.stringify(String(q.sort).slice(0, 40))}`,
-      );
+    if (!SORTS.includes(sort)) throw new HttpError(400, `Invalid query parameter "sort": one of ${SORTS.join(', ')}, got ${show(q.sort)}`);
     const offset = intParam(q.offset, 'offset', 0, 0, 1_000_000_000);
     const limit = intParam(q.limit, 'limit', 50, 1, 500);
     const page = await access.call((b) => b.flowKeys(queue, { sort, offset, limit }));

@@ -14,6 +14,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ConfigError } from '../core/errors.ts';
 import { importPeer } from '../core/peers.ts';
+import { show } from '../core/show.ts';
 import { HttpError } from '../web/errors.ts';
 import { ErrorSchema } from './schemas.ts';
 
@@ -48,11 +49,11 @@ export function checkRateLimit(options: unknown): HttpRateLimitOptions {
   }
   const o = options as Record<string, unknown>;
   if (typeof o.max !== 'number' || !Number.isInteger(o.max) || o.max < 1) {
-    throw new ConfigError(`createServer: rateLimit.max must be a positive integer of requests, got ${String(o.max)}`);
+    throw new ConfigError(`createServer: rateLimit.max must be a positive integer of requests, got ${show(o.max)}`);
   }
   const w = o.timeWindow;
   if (w !== undefined && !(typeof w === 'number' && Number.isFinite(w) && w >= 1) && !(typeof w === 'string' && w.trim() !== '')) {
-    throw new ConfigError(`createServer: rateLimit.timeWindow must be a number of ms >= 1 (or a string like "1 minute"), got ${String(w)}`);
+    throw new ConfigError(`createServer: rateLimit.timeWindow must be a number of ms >= 1 (or a string like "1 minute"), got ${show(w)}`);
   }
   if (o.keyGenerator !== undefined && typeof o.keyGenerator !== 'function') {
     throw new ConfigError('createServer: rateLimit.keyGenerator must be a function of the request');

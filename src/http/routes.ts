@@ -20,6 +20,7 @@ import type { Broker } from '../broker/types.ts';
 import { brokerFailure, ConfigError, RunNotFoundError } from '../core/errors.ts';
 import { isRunId } from '../core/ids.ts';
 import { redactRecord } from '../core/redact.ts';
+import { show } from '../core/show.ts';
 import type { Errand } from '../errand.ts';
 import { MAX_DELAY_MS } from '../task/task.ts';
 import { type HttpAuthOptions, type Scope, TokenAuth } from '../web/auth.ts';
@@ -56,8 +57,7 @@ export interface ErrandRoutesOptions {
 export { MAX_DELAY_MS };
 
 function positive(value: number, name: string): number {
-  if (!Number.isInteger(value) || value < 1)
-    throw new ConfigError(`errandRoutes: ${name} must be a positive integer, got ${String(value)}`);
+  if (!Number.isInteger(value) || value < 1) throw new ConfigError(`errandRoutes: ${name} must be a positive integer, got ${show(value)}`);
   return value;
 }
 

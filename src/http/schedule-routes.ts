@@ -14,14 +14,18 @@ import {
 } from '../core/errors.ts';
 import { QUEUE_NAME } from '../core/ids.ts';
 import { redactValue } from '../core/redact.ts';
+import { SCHEDULE_ID } from '../broker/shared/schedules.ts';
 import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
-import { readInstant } from '../schedule/spec.ts';
-import { HttpError, RequestValidationError } from '../web/errors.ts';
+import { SchedulePolicyError } from '../schedule/plan.ts';
+import { readInstant, ScheduleSpecError } from '../schedule/spec.ts';
+import { HttpError, RequestValidationError, type ValidationDetail } from '../web/errors.ts';
 import { BackfillBody, ScheduleDefinitionFields } from '../web/schedule-body.ts';
 import type { RouteContext } from './route-context.ts';
 import { errorResponses, RunStateSchema, ScheduleSchema, scheduleToJson } from './schemas.ts';
 
-const Params = z.object({ id: z.string().min(1).max(128).describe('The schedule id') });
+const Params = z.object({
+  id: z.string().regex(SCHEDULE_ID, 'must be 1 to 128 characters without spaces').describe('The schedule id'),
+});
 const QueueQuery = z.object({
   queue: z
     .string()
@@ -36,11 +40,29 @@ const UpsertBody = z.strictObject({
 
 const Done = z.object({ id: z.string(), queue: z.string(), state: z.string() }).describe('The schedule after the action');
 
-/** A backfill bound, read as every schedule instant is (readInstant: a zone required). */
-function time(v: number | string, field: string): number {
-  const r = readInstant(field, v);
-  if ('error' in r) throw new HttpError(400, `${field}: ${r.error}`);
-  return r.at;
+/** A backfill's bounds, read as every schedule instant is (readInstant: a zone required); a 422 naming each bad one. */
+function range(body: { from: number | string; to: number | string }): { from: number; to: number } {
+  const issues: ValidationDetail[] = [];
+  const at = (field: 'from' | 'to'): number => {
+    const r = readInstant(field, body[field]);
+    if ('at' in r) return r.at;
+    issues.push({ loc: ['body', field], msg: r.error, type: 'value_error' });
+    return Number.NaN;
+  };
+  const from = at('from');
+  const to = at('to');
+  if (!issues.length && !(from < to)) {
+    issues.push({ loc: ['body', 'to'], msg: `must be after from (${new Date(from).toISOString()})`, type: 'value_error' });
+  } else if (!issues.length && to > Date.now()) {
+    issues.push({ loc: ['body', 'to'], msg: 'must be at or before now (later times are fired as usual)', type: 'value_error' });
+  }
+  if (issues.length) throw new RequestValidationError(issues);
+  return { from, to };
+}
+
+/** A refused schedule definition as 422 details: each issue at its field of the body. */
+function definitionDetail(err: ScheduleSpecError | SchedulePolicyError): ValidationDetail[] {
+  return err.issues.map((i) => ({ loc: i.field === '(spec)' ? ['body'] : ['body', i.field], msg: i.message, type: 'value_error' }));
 }
 
 export function registerScheduleRoutes(ctx: RouteContext): void {
@@ -66,6 +88,7 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
       if (err instanceof InputError && err.root === 'input') {
         throw new RequestValidationError(err.issues.map((i) => ({ loc: ['body', 'input', ...i.path], msg: i.message, type: i.code })));
       }
+      if (err instanceof ScheduleSpecError || err instanceof SchedulePolicyError) throw new RequestValidationError(definitionDetail(err));
       if (err instanceof InputError || err instanceof BrokerUnavailableError) throw err;
       if (err instanceof ConfigError) throw new HttpError(400, err.message);
       throw brokerFailure(err);
@@ -215,8 +238,7 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
     },
     async (request) => {
       const v = await found(request.params.id, request.query.queue);
-      const from = time(request.body.from, 'from');
-      const to = time(request.body.to, 'to');
+      const { from, to } = range(request.body);
       const r = await act(() => errand.backfillSchedule(v.id, from, to, v.queue));
       return { created: r.created, existing: r.existing, truncated: r.truncated };
     },

@@ -15,6 +15,8 @@
  * validation, errors and documentation.
  */
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type {} from '@fastify/swagger'; // its types (app.swagger()); the plugin is imported when docs are on
 import Fastify, {
   type FastifyBaseLogger,
@@ -27,6 +29,7 @@ import { createJsonSchemaTransform, createJsonSchemaTransformObject, serializerC
 import type { Logger } from 'pino';
 import { ConfigError } from '../core/errors.ts';
 import { importPeer } from '../core/peers.ts';
+import { show } from '../core/show.ts';
 import { metricsPlugin } from '../dashboard/metrics-route.ts';
 import { dashboardPlugin } from '../dashboard/plugin.ts';
 import type { Errand } from '../errand.ts';
@@ -76,6 +79,28 @@ export interface CreateServerOptions {
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+/** The answers to a request Node's HTTP parser refuses, by its error code (else 400). */
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'The request headers are too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'The request took too long to arrive'],
+};
+
+/**
+ * Fastify's default answer to a client error, in the one error shape (`{"detail": ...}`): the
+ * connection is then closed, as Node does.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, detail] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'The request is not valid HTTP'];
+  const body = JSON.stringify({ detail });
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
+}
 const REQUEST_ID = /^[\w.:@-]{1,128}$/;
 
 /** Fastify route URL to a matcher for request paths (for 405 detection). */
@@ -212,7 +237,7 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
   }
   const bodyLimit = options.bodyLimit ?? DEFAULT_BODY_LIMIT;
   if (!Number.isInteger(bodyLimit) || bodyLimit < 1) {
-    throw new ConfigError(`createServer: bodyLimit must be a positive integer of bytes, got ${String(options.bodyLimit)}`);
+    throw new ConfigError(`createServer: bodyLimit must be a positive integer of bytes, got ${show(options.bodyLimit)}`);
   }
   const auth = new TokenAuth(options.auth); // validates the tokens now, not at the first request
   const rateLimit = options.rateLimit === undefined || options.rateLimit === false ? undefined : checkRateLimit(options.rateLimit);
@@ -228,6 +253,8 @@ export async function createServer(options: CreateServerOptions): Promise<Fastif
     onConstructorPoisoning: 'error',
     // Bad URL encodings (400) and over-long path parameters (414) answer in the same shape.
     frameworkErrors: (error, request, reply) => httpErrorHandler(error, request, reply),
+    // And so are the requests Node's parser refuses before Fastify sees them (431, 408, 400).
+    clientErrorHandler: answerClientError,
     genReqId: (req) => {
       const h = req.headers['x-request-id'];
       return typeof h === 'string' && REQUEST_ID.test(h) ? h : randomUUID();

@@ -93,6 +93,24 @@ function inputErrorToDetail(err: InputError, body: unknown): ValidationDetail[] 
   });
 }
 
+const ENQUEUE_QUERY_KEYS = Object.keys(EnqueueQuerySchema.shape);
+
+/**
+ * The enqueue query for its schema, less what it would take wrongly: an option given twice
+ * (`?delay=1&delay=2`) or empty (`?priority=`, which a number would read as 0) is an issue of its own.
+ */
+function enqueueQuery(query: unknown, issues: ValidationDetail[]): Record<string, unknown> {
+  const q: Record<string, unknown> = { ...((query ?? {}) as Record<string, unknown>) };
+  for (const key of ENQUEUE_QUERY_KEYS) {
+    const v = q[key];
+    if (Array.isArray(v)) issues.push({ loc: ['query', key], msg: 'given more than once; give one value', type: 'value_error' });
+    else if (v === '') issues.push({ loc: ['query', key], msg: 'is empty; give a value or leave the parameter out', type: 'value_error' });
+    else continue;
+    delete q[key];
+  }
+  return q;
+}
+
 /** Route-level validator that lets a part through untouched: the handler validates it (to report every part at once). */
 const passThrough: FastifySchemaCompiler<unknown> = () => (data) => ({ value: data });
 
@@ -114,8 +132,10 @@ export function registerTaskRoutes(ctx: RouteContext): void {
 
   async function enqueue(task: Task, request: FastifyRequest, reply: FastifyReply) {
     const issues: ValidationDetail[] = [];
-    const query = checkSchema(EnqueueQuerySchema, request.query ?? {});
+    const query = checkSchema(EnqueueQuerySchema, enqueueQuery(request.query, issues));
     if (!query.ok) issues.push(...issuesToDetail('query', query.issues));
+    // The query's issues in its parameters' order, whichever check found them.
+    issues.sort((a, b) => ENQUEUE_QUERY_KEYS.indexOf(String(a.loc[1])) - ENQUEUE_QUERY_KEYS.indexOf(String(b.loc[1])));
     const headers = checkSchema(EnqueueHeadersSchema, request.headers);
     if (!headers.ok) issues.push(...issuesToDetail('header', headers.issues));
 

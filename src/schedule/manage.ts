@@ -210,9 +210,9 @@ export interface BackfillResult {
   truncated: boolean;
 }
 
-/** An instant (epoch ms) for a message: ISO 8601 in UTC as the user wrote it, else as it is (`NaN`). */
-function instantText(at: number): string {
-  return Number.isFinite(at) && Math.abs(at) <= 8.64e15 ? new Date(at).toISOString() : String(at);
+/** An instant (epoch ms) for a message: ISO 8601 in UTC as the user wrote it, else as given (`NaN`, `"2030-01-01"`). */
+function instantText(at: unknown): string {
+  return typeof at === 'number' && Number.isFinite(at) && Math.abs(at) <= 8.64e15 ? new Date(at).toISOString() : show(at);
 }
 
 /**

@@ -11,8 +11,9 @@
  */
 import { createHash } from 'node:crypto';
 import { ConfigError } from '../core/errors.ts';
+import { show } from '../core/show.ts';
 import type { ScheduleDefinition, ScheduleRecord } from '../broker/types.ts';
-import { compileSchedule, type NormalizedSpec, type Schedule, type ScheduleSpec } from './spec.ts';
+import { compileSchedule, type NormalizedSpec, type Schedule, type ScheduleIssue, type ScheduleSpec } from './spec.ts';
 import { firesBetween, nextFire } from './times.ts';
 
 /** What to do with nominal times that passed with no fire (no worker up, the schedule paused). */
@@ -50,21 +51,41 @@ export const DEFAULT_POLICIES: SchedulePolicies = {
 const MISSED: readonly MissedPolicy[] = ['skip', 'latest', 'all'];
 const OVERLAP: readonly OverlapPolicy[] = ['allow', 'skip', 'cancel', 'buffer'];
 
-/** Policies given by a user (partial), checked; a ConfigError names every bad field. */
+/** The bounds of the numeric policies (whole numbers), for their checks and the HTTP body's schema. */
+export const POLICY_BOUNDS = {
+  maxBackfill: { min: 1, max: 10_000 },
+  catchUpMs: { min: 0 },
+  expire: { min: 1 },
+  priority: { min: -1000, max: 1000 },
+} as const;
+
+/** Schedule policies that Errand refuses: each issue names its field (`missed`, `priority`, ...). */
+export class SchedulePolicyError extends ConfigError {
+  override name = 'SchedulePolicyError';
+  readonly issues: ScheduleIssue[];
+  constructor(issues: ScheduleIssue[], where: string) {
+    super(`${where}: ${issues.map((i) => `${i.field}: ${i.message}`).join('; ')}`);
+    this.issues = issues;
+  }
+}
+
+/** Policies given by a user (partial), checked; a SchedulePolicyError names every bad field. */
 export function checkPolicies(given: Partial<SchedulePolicies> | undefined, where: string): SchedulePolicies {
   const p = { ...DEFAULT_POLICIES, ...stripUndefined(given ?? {}) };
-  const problems: string[] = [];
-  if (!MISSED.includes(p.missed)) problems.push(`missed: expected one of ${MISSED.join(', ')}, got ${JSON.stringify(p.missed)}`);
-  if (!OVERLAP.includes(p.overlap)) problems.push(`overlap: expected one of ${OVERLAP.join(', ')}, got ${JSON.stringify(p.overlap)}`);
-  if (!Number.isInteger(p.maxBackfill) || p.maxBackfill < 1 || p.maxBackfill > 10_000)
-    problems.push(`maxBackfill: expected a whole number from 1 to 10000, got ${String(p.maxBackfill)}`);
-  if (!Number.isInteger(p.catchUpMs) || p.catchUpMs < 0)
-    problems.push(`catchUpMs: expected a whole number of ms >= 0, got ${String(p.catchUpMs)}`);
-  if (p.expire !== 'period' && p.expire !== 'never' && !(Number.isInteger(p.expire) && (p.expire as number) > 0))
-    problems.push(`expire: expected "period", "never" or a whole number of ms > 0, got ${JSON.stringify(p.expire)}`);
-  if (!Number.isInteger(p.priority) || p.priority < -1000 || p.priority > 1000)
-    problems.push(`priority: expected a whole number from -1000 to 1000, got ${String(p.priority)}`);
-  if (problems.length) throw new ConfigError(`${where}: ${problems.join('; ')}`);
+  const issues: ScheduleIssue[] = [];
+  const bad = (field: string, message: string) => issues.push({ field, message });
+  if (!MISSED.includes(p.missed)) bad('missed', `expected one of ${MISSED.join(', ')}, got ${show(p.missed)}`);
+  if (!OVERLAP.includes(p.overlap)) bad('overlap', `expected one of ${OVERLAP.join(', ')}, got ${show(p.overlap)}`);
+  const { maxBackfill, catchUpMs, expire, priority } = POLICY_BOUNDS;
+  if (!Number.isInteger(p.maxBackfill) || p.maxBackfill < maxBackfill.min || p.maxBackfill > maxBackfill.max)
+    bad('maxBackfill', `expected a whole number from ${maxBackfill.min} to ${maxBackfill.max}, got ${show(p.maxBackfill)}`);
+  if (!Number.isInteger(p.catchUpMs) || p.catchUpMs < catchUpMs.min)
+    bad('catchUpMs', `expected a whole number of ms >= ${catchUpMs.min}, got ${show(p.catchUpMs)}`);
+  if (p.expire !== 'period' && p.expire !== 'never' && !(Number.isInteger(p.expire) && (p.expire as number) >= expire.min))
+    bad('expire', `expected "period", "never" or a whole number of ms >= ${expire.min}, got ${show(p.expire)}`);
+  if (!Number.isInteger(p.priority) || p.priority < priority.min || p.priority > priority.max)
+    bad('priority', `expected a whole number from ${priority.min} to ${priority.max}, got ${show(p.priority)}`);
+  if (issues.length) throw new SchedulePolicyError(issues, where);
   return p;
 }
 

@@ -11,13 +11,14 @@
 //   (`*/15 * * * *`, `0 * * * *`, `* * * * * *`) it fires in both passes, so its fires stay evenly
 //   spaced in elapsed time.
 // An `every` schedule is elapsed time: `start + k × every`, whatever the zone does.
+import { show } from '../core/show.ts';
 import type { Schedule } from './spec.ts';
 import { MAX_TIME, MIN_TIME, offsetAt, transitionAfter, transitionAtOrBefore } from './zone.ts';
 
 const DAY = 24 * 3600_000;
 
 function checkInstant(name: string, t: number): void {
-  if (typeof t !== 'number' || !Number.isFinite(t)) throw new TypeError(`${name}: expected epoch milliseconds, got ${String(t)}`);
+  if (typeof t !== 'number' || !Number.isFinite(t)) throw new TypeError(`${name}: expected epoch milliseconds, got ${show(t)}`);
 }
 
 /** The first wall-clock reading strictly after `wall` that the pattern matches, or null. */
@@ -83,7 +84,7 @@ export function nextFire(s: Schedule, after: number): number | null {
 
 /** The next `count` nominal fire times strictly after `after`, in order (fewer if the schedule ends). */
 export function nextFires(s: Schedule, after: number, count: number): number[] {
-  if (!Number.isInteger(count) || count < 0) throw new RangeError(`count: expected a whole number >= 0, got ${count}`);
+  if (!Number.isInteger(count) || count < 0) throw new RangeError(`count: expected a whole number >= 0, got ${show(count)}`);
   const out: number[] = [];
   let t: number | null = after;
   while (out.length < count && (t = nextFire(s, t)) !== null) out.push(t);
@@ -105,7 +106,7 @@ export interface FiresBetween {
 export function firesBetween(s: Schedule, from: number, to: number, limit = 10_000): FiresBetween {
   checkInstant('from', from);
   checkInstant('to', to);
-  if (!Number.isInteger(limit) || limit < 0) throw new RangeError(`limit: expected a whole number >= 0, got ${limit}`);
+  if (!Number.isInteger(limit) || limit < 0) throw new RangeError(`limit: expected a whole number >= 0, got ${show(limit)}`);
   const times: number[] = [];
   let t = nextFire(s, from - 1);
   while (t !== null && t < to) {

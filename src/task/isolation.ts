@@ -28,7 +28,7 @@ export function checkIsolation(
 ): IsolationSettings {
   const isolation = options.isolation ?? 'none';
   if (typeof isolation !== 'string' || !ISOLATIONS.includes(isolation as Isolation)) {
-    throw new ConfigError(`${where}: isolation must be "none", "thread" or "process", got ${JSON.stringify(isolation)}`);
+    throw new ConfigError(`${where}: isolation must be "none", "thread" or "process", got ${show(isolation)}`);
   }
   const limit = options.memoryLimitMb;
   if (limit !== undefined && (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 16 || limit > 1_048_576)) {

@@ -6,6 +6,7 @@
 import type { NewRun } from '../broker/types.ts';
 import { ConfigError, InputError } from '../core/errors.ts';
 import { checkDuration } from '../core/fields.ts';
+import { show } from '../core/show.ts';
 
 /** The task options of this file (part of `TaskOptions`). */
 export interface RunTimingOptions<I> {
@@ -82,9 +83,7 @@ export interface TimingRequest {
 function keyOf<I>(task: string, name: string, fn: (input: I) => string | undefined, input: I): string | undefined {
   const key = fn(input);
   if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 256 || !key.isWellFormed())) {
-    throw new ConfigError(
-      `Task "${task}": ${name}.key() must return a string of 1 to 256 characters or undefined, got ${JSON.stringify(key)}`,
-    );
+    throw new ConfigError(`Task "${task}": ${name}.key() must return a string of 1 to 256 characters or undefined, got ${show(key)}`);
   }
   return key;
 }

@@ -187,7 +187,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
 
   constructor(name: string, options: TaskOptions<S>, handler: Handler<S, R>) {
     if (typeof name !== 'string' || !TASK_NAME.test(name)) {
-      throw new ConfigError(`Task name ${JSON.stringify(name)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
+      throw new ConfigError(`Task name ${show(name)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
     }
     const where = `Task "${name}"`;
     if (!options || typeof options !== 'object') throw new ConfigError(`${where}: options are required (at least { input: zodSchema })`);
@@ -274,7 +274,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       key = this.#idempotencyKey(parsed.value);
       if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > 512)) {
         throw new ConfigError(
-          `Task "${this.name}": idempotencyKey() must return a string of 1 to 512 characters or undefined, got ${JSON.stringify(key)}`,
+          `Task "${this.name}": idempotencyKey() must return a string of 1 to 512 characters or undefined, got ${show(key)}`,
         );
       }
     }
@@ -346,7 +346,7 @@ export class TaskDefinition<S extends z.ZodType = z.ZodType, R = unknown> {
       const k = l.key(input);
       if (k !== undefined && (typeof k !== 'string' || k.length === 0 || k.length > 256 || !k.isWellFormed())) {
         throw new ConfigError(
-          `Task "${this.name}": limits.key() must return a string of 1 to 256 characters of well-formed Unicode or undefined, got ${JSON.stringify(k)}`,
+          `Task "${this.name}": limits.key() must return a string of 1 to 256 characters of well-formed Unicode or undefined, got ${show(k)}`,
         );
       }
       if (k !== undefined) key = k;

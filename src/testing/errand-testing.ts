@@ -126,7 +126,7 @@ export class ErrandTesting {
   /** Moves the test clock forward: runs scheduled within `ms` become due (run them with `drain()`). */
   advance(ms: number): void {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0)
-      throw new TypeError(`advance(ms): ms must be a non-negative number, got ${ms}`);
+      throw new TypeError(`advance(ms): ms must be a non-negative number, got ${show(ms)}`);
     this.broker.offset += ms;
     this.broker.poke();
   }
@@ -253,7 +253,7 @@ export class ErrandTesting {
     checkFields(options, DRAIN_OPTION_KEYS, 'drain()', 'a drain option');
     const broker = this.broker;
     const limit = options.limit ?? 1000;
-    if (!Number.isInteger(limit) || limit < 1) throw new TypeError(`drain(): limit must be a positive integer, got ${limit}`);
+    if (!Number.isInteger(limit) || limit < 1) throw new TypeError(`drain(): limit must be a positive integer, got ${show(limit)}`);
     const taskQueues = [...this.errand.tasks.values()].map((t) => t.queue);
     const queues = [...new Set(options.queues ?? [...taskQueues, ...(await broker.listQueues())])];
     const empty: DrainResult = { runs: [], attempts: [], succeeded: 0, failed: 0, retried: 0 };

@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import { BackOff, ConfigError, formatPath, PermanentError, TaskTimeoutError } from '../core/errors.ts';
 import { newRunId } from '../core/ids.ts';
 import { jsonIssues } from '../core/json.ts';
+import { show } from '../core/show.ts';
 import { checkSpawn } from '../broker/shared/workflow.ts';
 import type { TaskContext, TaskDefinition } from '../task/task.ts';
 import { compileSpawn, Spawn } from '../task/workflow.ts';
@@ -41,7 +42,7 @@ export async function runTask<S extends z.ZodType, R>(
   options: RunTaskOptions = {},
 ): Promise<Awaited<R>> {
   const attempt = options.attempt ?? 1;
-  if (!Number.isInteger(attempt) || attempt < 1) throw new TypeError(`runTask(): attempt must be a positive integer, got ${attempt}`);
+  if (!Number.isInteger(attempt) || attempt < 1) throw new TypeError(`runTask(): attempt must be a positive integer, got ${show(attempt)}`);
   const queue = options.queue ?? task.queue;
   const run = task.prepare(input, { queue });
   const parsed = task.schema.parse(JSON.parse(run.input)) as z.output<S>;

@@ -20,6 +20,7 @@
 import type { Logger } from 'pino';
 import { SqliteBroker } from '../broker/sqlite/sqlite-broker.ts';
 import { ConfigError } from '../core/errors.ts';
+import { show } from '../core/show.ts';
 import type {
   Broker,
   BrokerInspector,
@@ -80,7 +81,7 @@ export function memoryUri(name: string): string {
 export function memoryBroker(options: MemoryBrokerOptions = {}): SqliteBroker {
   const { name, ...rest } = options;
   if (name !== undefined && (typeof name !== 'string' || name === '')) {
-    throw new ConfigError(`memoryBroker: name must be a non-empty string, got ${JSON.stringify(name)}`);
+    throw new ConfigError(`memoryBroker: name must be a non-empty string, got ${show(name)}`);
   }
   return new SqliteBroker({ ...rest, path: name === undefined ? ':memory:' : memoryUri(name) });
 }

@@ -19,6 +19,7 @@ import {
   RunNotFoundError,
   WorkflowNotFoundError,
 } from '../core/errors.ts';
+import { tightestBounds } from '../core/schema-issues.ts';
 import { discardRestOfBody } from './discard.ts';
 
 /** One bad field, as in FastAPI's 422 answers. */
@@ -71,7 +72,7 @@ export function issuesToDetail(root: Location, issues: readonly InputIssue[]): V
 
 /** A ZodError's issues as 422 details under `root`. */
 export function zodErrorToDetail(root: Location, error: ZodError): ValidationDetail[] {
-  return error.issues.map((i) => ({
+  return tightestBounds(error.issues).map((i) => ({
     loc: [root, ...i.path.map((p) => (typeof p === 'symbol' ? String(p) : p))],
     msg: i.message,
     type: i.code,
@@ -141,6 +142,12 @@ function contentTypeOf(request: FastifyRequest): string {
   return typeof ct === 'string' ? ct.slice(0, 100) : '';
 }
 
+/** The request's path for a message, cut at 100 characters. */
+function pathOf(request: FastifyRequest): string {
+  const path = (request.raw.url ?? request.url ?? '').split('?')[0] ?? '';
+  return JSON.stringify(path.length > 100 ? `${path.slice(0, 100)}...` : path);
+}
+
 /** What to answer for an error: status, body and headers. Exported for apps with their own error handler. */
 export function errorResponse(
   error: unknown,
@@ -190,6 +197,11 @@ export function errorResponse(
       return { statusCode: 400, body: { detail: 'The body is empty but the content type is application/json' }, headers: {} };
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
       return { statusCode: 400, body: { detail: 'The body is not valid JSON' }, headers: {} };
+    // Fastify's words quote the whole path, which may be as long as the server lets a URL be.
+    case 'FST_ERR_MAX_PARAM_LENGTH':
+      return { statusCode: 414, body: { detail: `A path parameter is too long: ${pathOf(request)}` }, headers: {} };
+    case 'FST_ERR_BAD_URL':
+      return { statusCode: 400, body: { detail: `The URL has a bad percent-encoding: ${pathOf(request)}` }, headers: {} };
   }
   const status = typeof e.statusCode === 'number' ? e.statusCode : typeof e.status === 'number' ? e.status : 500;
   if (status >= 400 && status < 500 && Number.isInteger(status)) {

@@ -4,6 +4,7 @@
  * of a backfill. Described for the OpenAPI document; docs/schedules.md has what each field means.
  */
 import { z } from 'zod';
+import { POLICY_BOUNDS } from '../schedule/plan.ts';
 
 const Instant = z.union([z.number(), z.string()]).describe('Epoch ms, or ISO 8601 with Z or an offset');
 
@@ -16,11 +17,11 @@ export const ScheduleDefinitionFields = {
   end: Instant.optional(),
   input: z.unknown().optional(),
   missed: z.enum(['skip', 'latest', 'all']).optional(),
-  maxBackfill: z.number().int().optional(),
-  catchUpMs: z.number().int().optional(),
+  maxBackfill: z.number().int().min(POLICY_BOUNDS.maxBackfill.min).max(POLICY_BOUNDS.maxBackfill.max).optional(),
+  catchUpMs: z.number().int().min(POLICY_BOUNDS.catchUpMs.min).optional(),
   overlap: z.enum(['allow', 'skip', 'cancel', 'buffer']).optional(),
-  expire: z.union([z.literal('period'), z.literal('never'), z.number().int()]).optional(),
-  priority: z.number().int().optional(),
+  expire: z.union([z.literal('period'), z.literal('never'), z.number().int().min(POLICY_BOUNDS.expire.min)]).optional(),
+  priority: z.number().int().min(POLICY_BOUNDS.priority.min).max(POLICY_BOUNDS.priority.max).optional(),
 };
 
 export const BackfillBody = z.strictObject({ from: Instant, to: Instant });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { z } from 'zod';
 import { checkSchema } from '../../src/core/schema-issues.ts';
+import { zodErrorToDetail } from '../../src/web/errors.ts';
 
 const User = z.object({
   email: z.string(),
@@ -61,6 +62,32 @@ describe('checkSchema, FastAPI words', () => {
     assert.deepEqual(!r.ok && r.issues.map((i) => [i.path, i.message]), [
       [['limit'], 'Input should be a valid number'],
       [['n'], 'Input should be a finite number'],
+    ]);
+  });
+
+  it('gives a value out of several bounds one issue, the tightest bound; other problems stay', () => {
+    const Q = z.object({
+      delay: z.coerce.number().int().min(0).max(1000),
+      big: z.bigint().max(10n).max(5n),
+      name: z
+        .string()
+        .max(8)
+        .max(4)
+        .regex(/^[a-z]+$/),
+    });
+    const r = checkSchema(Q, { delay: '1e20', big: 10n ** 30n, name: 'ABCDEFGHIJ' });
+    assert.deepEqual(!r.ok && r.issues.map((i) => [i.path, i.code, i.message]), [
+      [['delay'], 'too_big', 'Too big: expected number to be <=1000'],
+      [['big'], 'too_big', 'Too big: expected bigint to be <=5'],
+      [['name'], 'too_big', 'Too big: expected string to have <=4 characters'],
+      [['name'], 'invalid_format', 'Invalid string: must match pattern /^[a-z]+$/'],
+    ]);
+    const low = checkSchema(Q, { delay: '-1e20', big: 1n, name: 'ab' });
+    assert.deepEqual(!low.ok && low.issues.map((i) => [i.path, i.message]), [[['delay'], 'Too small: expected number to be >=0']]);
+    // A ZodError a route throws itself (schema.parse) is answered the same way.
+    const thrown = Q.safeParse({ delay: '1e20', big: 1n, name: 'ab' });
+    assert.deepEqual(!thrown.success && zodErrorToDetail('query', thrown.error), [
+      { loc: ['query', 'delay'], msg: 'Too big: expected number to be <=1000', type: 'too_big' },
     ]);
   });
 });

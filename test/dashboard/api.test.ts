@@ -214,6 +214,10 @@ for (const kind of ['sqlite', 'redis'] as const) {
       assert.equal(bad.statusCode, 400);
       assert.match(bad.json().detail, /state/);
       assert.equal((await app.inject('/dashboard/api/runs?limit=0')).statusCode, 400);
+      // Too big for the page and for a safe integer: the page's bound is the one named.
+      const huge = await app.inject('/dashboard/api/runs?limit=1e20');
+      assert.equal(huge.statusCode, 400);
+      assert.equal(huge.json().detail, 'Invalid query parameter "limit": Too big: expected number to be <=200');
       assert.equal((await app.inject('/dashboard/api/runs?id=nope')).statusCode, 400);
       assert.equal((await app.inject('/dashboard/api/runs?queue=has%20space')).statusCode, 400);
     });

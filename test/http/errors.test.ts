@@ -1,6 +1,7 @@
 // Every error answer of the HTTP layer, with its exact shape: FastAPI's {"detail": ...}.
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -111,6 +112,43 @@ describe('HTTP errors', () => {
       });
       assert.equal(res.statusCode, 422);
       assert.deepEqual(res.json().detail, [{ loc: ['query', 'run_at'], msg: 'give either delay or run_at, not both', type: 'custom' }]);
+    });
+
+    it('a number out of range gets one issue, naming its own bound (not also the safe-integer one)', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email?delay=1e20&priority=-1e20&expires_in=1e20',
+        payload: { email: 'a@example.com', name: 'A' },
+      });
+      assert.equal(res.statusCode, 422);
+      assert.deepEqual(res.json().detail, [
+        { loc: ['query', 'delay'], msg: 'Too big: expected number to be <=3153600000000', type: 'too_big' },
+        { loc: ['query', 'priority'], msg: 'Too small: expected number to be >=-1000', type: 'too_small' },
+        { loc: ['query', 'expires_in'], msg: 'Too big: expected number to be <=3153600000000', type: 'too_big' },
+      ]);
+      // The same for a route's own body schema (int, then min).
+      const user = await app.inject({
+        method: 'POST',
+        url: '/users/abc',
+        headers: { 'x-tenant': 'acme' },
+        payload: { email: 'a@example.com', age: -1e20 },
+      });
+      assert.equal(user.statusCode, 422);
+      assert.deepEqual(user.json().detail, [{ loc: ['body', 'age'], msg: 'Too small: expected number to be >=0', type: 'too_small' }]);
+    });
+
+    it('refuses an option given empty (a number would read it as 0) or twice, naming it', async () => {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/tasks/send_email?priority=&delay=1&delay=2&expires_in=0',
+        payload: { email: 'a@example.com', name: 'A' },
+      });
+      assert.equal(res.statusCode, 422);
+      assert.deepEqual(res.json().detail, [
+        { loc: ['query', 'delay'], msg: 'given more than once; give one value', type: 'value_error' },
+        { loc: ['query', 'priority'], msg: 'is empty; give a value or leave the parameter out', type: 'value_error' },
+        { loc: ['query', 'expires_in'], msg: 'Too small: expected number to be >=1', type: 'too_small' },
+      ]);
     });
 
     it('refuses an empty Idempotency-Key', async () => {
@@ -297,7 +335,10 @@ describe('HTTP errors', () => {
     it('answers 414 for a path parameter over 100 characters (no run id is that long)', async () => {
       const res = await app.inject({ method: 'GET', url: `/runs/${'x'.repeat(5000)}` });
       assert.equal(res.statusCode, 414);
-      assert.equal(typeof res.json().detail, 'string');
+      assert.equal(res.json().detail, `A path parameter is too long: "/runs/${'x'.repeat(94)}..."`, 'the path cut, not echoed whole');
+      const bad = await app.inject({ method: 'GET', url: '/runs/%E0%A4%A' });
+      assert.equal(bad.statusCode, 400);
+      assert.deepEqual(bad.json(), { detail: 'The URL has a bad percent-encoding: "/runs/%E0%A4%A"' });
     });
 
     it('answers 405 with Allow for a known path and another method', async () => {
@@ -442,6 +483,41 @@ describe('request loggers', () => {
       await app.inject({ method: 'GET', url: '/logs', headers: { 'x-request-id': 'req-log-2' } });
       assert.ok(lines.some((l) => l.reqId === 'req-log-2' && l.msg === 'incoming request'));
       assert.ok(lines.some((l) => l.reqId === 'req-log-2' && l.msg === 'not logged at warn'));
+    } finally {
+      await app.close();
+      await errand.close();
+    }
+  });
+});
+
+describe('requests refused by the HTTP parser', () => {
+  /** `request` sent raw; everything the server answers until it closes the connection. */
+  function raw(port: number, request: string): Promise<string> {
+    return new Promise((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      let response = '';
+      socket.on('data', (c: Buffer) => {
+        response += c.toString('utf8');
+      });
+      socket.on('error', () => {});
+      socket.on('close', () => resolve(response));
+      socket.write(request);
+    });
+  }
+
+  it('answer in the same shape: headers too large (431), not HTTP (400)', async () => {
+    const errand = createErrand({ broker: downBroker(), logger: quiet });
+    const app = await createServer({ errand, logger: false, docs: false });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port } = app.server.address() as { port: number };
+      const big = await raw(port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      assert.match(big, /^HTTP\/1\.1 431 /);
+      assert.match(big, /content-type: application\/json/i);
+      assert.equal(big.slice(big.indexOf('\r\n\r\n') + 4), '{"detail":"The request headers are too large"}');
+      const garbage = await raw(port, 'NOT HTTP AT ALL\r\n\r\n');
+      assert.match(garbage, /^HTTP\/1\.1 400 /);
+      assert.equal(garbage.slice(garbage.indexOf('\r\n\r\n') + 4), '{"detail":"The request is not valid HTTP"}');
     } finally {
       await app.close();
       await errand.close();

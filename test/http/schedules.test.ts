@@ -61,9 +61,33 @@ describe('schedules over HTTP', () => {
   });
 
   it('bad definitions are refused with what is wrong', async () => {
+    // The spec's and the policies' problems are 422s naming their field, as the schema's are.
     const bad = await put('bad', { task: 'digest', cron: '61 * * * *', input: { to: 'a' } });
-    assert.equal(bad.statusCode, 400);
-    assert.match(bad.json().detail, /minute/);
+    assert.equal(bad.statusCode, 422);
+    assert.deepEqual(
+      bad.json().detail.map((d: { loc: unknown[] }) => d.loc),
+      [['body', 'cron']],
+    );
+    assert.match(bad.json().detail[0].msg, /minute/);
+    const badSpec = await put('bad', { task: 'digest', every: 'soon', timezone: 'Mars/Base', start: 'tomorrow', input: { to: 'a' } });
+    assert.deepEqual(
+      badSpec.json().detail.map((d: { loc: unknown[] }) => d.loc),
+      [
+        ['body', 'every'],
+        ['body', 'timezone'],
+        ['body', 'start'],
+      ],
+    );
+    // A number out of its policy's range: one issue, the policy's bound (the body's schema holds them too).
+    const huge = await put('bad', { task: 'digest', every: '1m', input: { to: 'a' }, maxBackfill: 1e20, priority: -5000 });
+    assert.deepEqual(huge.json().detail, [
+      { loc: ['body', 'maxBackfill'], msg: 'Too big: expected number to be <=10000', type: 'too_big' },
+      { loc: ['body', 'priority'], msg: 'Too small: expected number to be >=-1000', type: 'too_small' },
+    ]);
+    const spaced = await put('a%20b', { task: 'digest', every: '1m', input: { to: 'a' } });
+    assert.deepEqual(spaced.json(), {
+      detail: [{ loc: ['path', 'id'], msg: 'must be 1 to 128 characters without spaces', type: 'invalid_format' }],
+    });
     const noTask = await put('bad', { task: 'nope', every: '1m' });
     assert.equal(noTask.statusCode, 404);
     assert.match(noTask.json().detail, /nope/);
@@ -102,8 +126,23 @@ describe('schedules over HTTP', () => {
     const b2 = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from, to } });
     assert.deepEqual(b2.json(), { created: 0, existing: 3, truncated: false });
     const bad = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from: to, to: from } });
-    assert.equal(bad.statusCode, 400);
-    assert.match(bad.json().detail, /from < to/);
+    assert.equal(bad.statusCode, 422);
+    assert.deepEqual(bad.json().detail, [{ loc: ['body', 'to'], msg: `must be after from (${to})`, type: 'value_error' }]);
+    const future = new Date(Date.now() + 7 * 86_400_000).toISOString();
+    const later = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from, to: future } });
+    assert.deepEqual(
+      later.json().detail.map((d: { loc: unknown[] }) => d.loc),
+      [['body', 'to']],
+    );
+    const badTimes = await app.inject({ method: 'POST', url: '/schedules/hourly/backfill', payload: { from: 'yesterday', to: 1e20 } });
+    assert.equal(badTimes.statusCode, 422);
+    assert.deepEqual(
+      badTimes.json().detail.map((d: { loc: unknown[] }) => d.loc),
+      [
+        ['body', 'from'],
+        ['body', 'to'],
+      ],
+    );
     assert.equal((await app.inject({ method: 'POST', url: '/schedules/hourly/resume' })).json().state, 'active');
     assert.equal((await app.inject({ method: 'DELETE', url: '/schedules/hourly' })).json().state, 'deleted');
     assert.equal((await app.inject({ method: 'DELETE', url: '/schedules/hourly' })).statusCode, 404);

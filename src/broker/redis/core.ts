@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME } from '../../core/ids.ts';
+import { show } from '../../core/show.ts';
 import { redactUrl as redact } from '../../core/urls.ts';
 import { checkPrefix, DEFAULTS, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions } from '../types.ts';
@@ -106,7 +107,7 @@ export class RedisCore {
     defineScripts(main);
     this.main = new ConnectionGate(main, this.where, this.logger, this.connectWaitMs);
     if (options.existingPrefix !== undefined && typeof options.existingPrefix !== 'boolean') {
-      throw new ConfigError(`RedisBroker: existingPrefix must be true or false, got ${JSON.stringify(options.existingPrefix)}`);
+      throw new ConfigError(`RedisBroker: existingPrefix must be true or false, got ${show(options.existingPrefix)}`);
     }
     this.layout = new LayoutGuard(prefix, this.where, this.logger, !options.existingPrefix);
   }
@@ -164,6 +165,6 @@ export class RedisCore {
 /** `now` (or another time) as whole ms; a ConfigError when it is not a finite number. */
 export function time(value: number, name: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value))
-    throw new ConfigError(`RedisBroker: ${name} must be a finite number of ms, got ${String(value)}`);
+    throw new ConfigError(`RedisBroker: ${name} must be a finite number of ms, got ${show(value)}`);
   return Math.floor(value);
 }

@@ -4,6 +4,7 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { QUEUE_NAME, timeOfRunId } from '../../core/ids.ts';
+import { show } from '../../core/show.ts';
 import { type FlowLimitState, flowWaiting } from '../shared/flow.ts';
 import { invalidCursor, MINUTE, pageLimit, SLICE, WORKER_MEMORY_MS } from '../shared/options.ts';
 import { parseWorkerRecord, workerRecord } from '../shared/workers.ts';
@@ -42,7 +43,7 @@ const CODE_OF_STATE: Readonly<Record<RunState, string>> = {
 
 function checkQueue(queue: string): string {
   if (typeof queue !== 'string' || !QUEUE_NAME.test(queue)) {
-    throw new ConfigError(`Queue name ${JSON.stringify(queue)} is invalid: use 1 to 64 letters, digits, "_" or "-"`);
+    throw new ConfigError(`Queue name ${show(queue)} is invalid: use 1 to 64 letters, digits, "_" or "-"`);
   }
   return queue;
 }

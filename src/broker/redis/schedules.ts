@@ -5,6 +5,7 @@
  * the unpaused schedules that have one). The fire step is one script (lua/schedfire.lua).
  */
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 import type {
   DueSchedules,
   EnqueueResult,
@@ -101,7 +102,7 @@ export async function fireSchedule(c: RedisCore, req: FireRequest): Promise<Fire
   for (const run of req.runs) {
     const parts = splitRunId(run.id);
     if (!parts || parts.queue !== req.queue) {
-      throw new ConfigError(`fireSchedule: run id ${JSON.stringify(run.id)} is not a run id of queue ${req.queue}`);
+      throw new ConfigError(`fireSchedule: run id ${show(run.id)} is not a run id of queue ${req.queue}`);
     }
     pushRunArgs(args, run, parts.rid, now);
   }

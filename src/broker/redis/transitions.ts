@@ -5,6 +5,7 @@
  * several queues issued together. Replies are read through the typed decoders of `replies.ts`.
  */
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 import type { CancelOutcome, EnqueueResult, Lease, NewRun, RetryOutcome, RunState, SettleStatus } from '../types.ts';
 import { CorruptRunError, STATE_OF_CODE, splitRunId } from './codec.ts';
 import { type RedisCore, time } from './core.ts';
@@ -27,7 +28,7 @@ export async function enqueue(c: RedisCore, runs: readonly NewRun[], now: number
   for (let i = 0; i < runs.length; i++) {
     const run = runs[i]!;
     const parts = splitRunId(run.id);
-    if (!parts) throw new ConfigError(`enqueue: run id ${JSON.stringify(run.id)} is not a run id (expected <queue>.<ulid>, see newRunId)`);
+    if (!parts) throw new ConfigError(`enqueue: run id ${show(run.id)} is not a run id (expected <queue>.<ulid>, see newRunId)`);
     if (parts.queue !== run.queue) {
       throw new ConfigError(`enqueue: run ${run.id} names queue "${run.queue}", but its id belongs to queue "${parts.queue}"`);
     }

@@ -5,6 +5,7 @@
  * (core/ids.ts, which the task and worker options use too).
  */
 import { BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 
 /**
  * Client errors whose own words mean nothing to a user of Errand, by the error's name: ioredis's
@@ -25,7 +26,7 @@ export function asBrokerError(err: unknown, kind: string): ErrandError {
 /** `now` as whole ms; a ConfigError naming the method when it is not a finite number. */
 export function checkNow(now: unknown, method: string): number {
   if (typeof now !== 'number' || !Number.isFinite(now)) {
-    throw new ConfigError(`${method}: now must be a finite number of ms since the epoch, got ${String(now)}`);
+    throw new ConfigError(`${method}: now must be a finite number of ms since the epoch, got ${show(now)}`);
   }
   return Math.floor(now);
 }
@@ -34,10 +35,10 @@ const FLOW_GROUP = /^[A-Za-z0-9_.:-]{1,128}$/;
 
 /** Throws a ConfigError naming what is wrong with a run's flow spec (see `FlowSpec`). */
 export function checkFlow(flow: unknown, where: string): void {
-  if (!flow || typeof flow !== 'object') throw new ConfigError(`${where}: flow must be an object, got ${String(flow)}`);
+  if (!flow || typeof flow !== 'object') throw new ConfigError(`${where}: flow must be an object, got ${show(flow)}`);
   const f = flow as Record<string, unknown>;
   if (typeof f.group !== 'string' || !FLOW_GROUP.test(f.group)) {
-    throw new ConfigError(`${where}: flow.group ${JSON.stringify(f.group)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
+    throw new ConfigError(`${where}: flow.group ${show(f.group)} is invalid: use 1 to 128 letters, digits, "_", ".", ":" or "-"`);
   }
   if (typeof f.key !== 'string' || f.key.length > 256 || !f.key.isWellFormed()) {
     throw new ConfigError(`${where}: flow.key must be a string of at most 256 characters of well-formed Unicode, got ${typeof f.key}`);
@@ -45,21 +46,21 @@ export function checkFlow(flow: unknown, where: string): void {
   for (const name of ['rate', 'groupRate'] as const) {
     const r = f[name] as Record<string, unknown> | undefined;
     if (r === undefined) continue;
-    if (!r || typeof r !== 'object') throw new ConfigError(`${where}: flow.${name} must be { interval, burst }, got ${String(r)}`);
+    if (!r || typeof r !== 'object') throw new ConfigError(`${where}: flow.${name} must be { interval, burst }, got ${show(r)}`);
     if (typeof r.interval !== 'number' || !Number.isFinite(r.interval) || r.interval <= 0) {
-      throw new ConfigError(`${where}: flow.${name}.interval must be a positive number of ms, got ${String(r.interval)}`);
+      throw new ConfigError(`${where}: flow.${name}.interval must be a positive number of ms, got ${show(r.interval)}`);
     }
     if (typeof r.burst !== 'number' || !Number.isSafeInteger(r.burst) || r.burst < 1) {
-      throw new ConfigError(`${where}: flow.${name}.burst must be a positive integer, got ${String(r.burst)}`);
+      throw new ConfigError(`${where}: flow.${name}.burst must be a positive integer, got ${show(r.burst)}`);
     }
   }
   for (const name of ['concurrency', 'groupConcurrency'] as const) {
     const v = f[name];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
-      throw new ConfigError(`${where}: flow.${name} must be a non-negative integer (0: unlimited), got ${String(v)}`);
+      throw new ConfigError(`${where}: flow.${name} must be a non-negative integer (0: unlimited), got ${show(v)}`);
     }
   }
   if (f.weight !== undefined && (typeof f.weight !== 'number' || !Number.isSafeInteger(f.weight) || f.weight < 1 || f.weight > 1000)) {
-    throw new ConfigError(`${where}: flow.weight must be an integer from 1 to 1000, got ${String(f.weight)}`);
+    throw new ConfigError(`${where}: flow.weight must be an integer from 1 to 1000, got ${show(f.weight)}`);
   }
 }

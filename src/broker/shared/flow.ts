@@ -4,6 +4,7 @@
  * (`flowGcra` in lua/flow.lua: the same arithmetic, on the same doubles).
  */
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 import type { FlowKeyQuery, FlowKeySort, FlowRate, FlowWait } from '../types.ts';
 
 /** A rate as stored with a run and a key: `<interval>,<burst>`; '' for none. */
@@ -57,17 +58,16 @@ const FLOW_KEY_SORTS: readonly FlowKeySort[] = ['queued', 'active', 'key'];
 /** `flowKeys`' query with its defaults, or a ConfigError naming the field that is wrong. */
 export function checkFlowKeyQuery(query: unknown): Required<FlowKeyQuery> {
   if (query === undefined || query === null) return { sort: 'queued', offset: 0, limit: 50 };
-  if (typeof query !== 'object' || Array.isArray(query))
-    throw new ConfigError(`flowKeys: the query must be an object, got ${String(query)}`);
+  if (typeof query !== 'object' || Array.isArray(query)) throw new ConfigError(`flowKeys: the query must be an object, got ${show(query)}`);
   const q = query as Record<string, unknown>;
   const sort = q.sort ?? 'queued';
   if (!FLOW_KEY_SORTS.includes(sort as FlowKeySort))
-    throw new ConfigError(`flowKeys: sort must be one of ${FLOW_KEY_SORTS.join(', ')}, got ${JSON.stringify(sort)}`);
+    throw new ConfigError(`flowKeys: sort must be one of ${FLOW_KEY_SORTS.join(', ')}, got ${show(sort)}`);
   const offset = q.offset ?? 0;
   if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0)
-    throw new ConfigError(`flowKeys: offset must be a non-negative integer, got ${String(offset)}`);
+    throw new ConfigError(`flowKeys: offset must be a non-negative integer, got ${show(offset)}`);
   const limit = q.limit ?? 50;
   if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > 500)
-    throw new ConfigError(`flowKeys: limit must be an integer from 1 to 500, got ${String(limit)}`);
+    throw new ConfigError(`flowKeys: limit must be an integer from 1 to 500, got ${show(limit)}`);
   return { sort: sort as FlowKeySort, offset, limit };
 }

@@ -210,7 +210,7 @@ class GuardedBroker implements Broker {
   enqueue(runs: readonly NewRun[], now: number): Promise<EnqueueResult[]> {
     for (const run of runs) {
       if (run.startBy !== undefined && !Number.isFinite(run.startBy)) {
-        return Promise.reject(new ConfigError(`enqueue: run ${String(run.id)}: startBy must be epoch ms, got ${String(run.startBy)}`));
+        return Promise.reject(new ConfigError(`enqueue: run ${String(run.id)}: startBy must be epoch ms, got ${show(run.startBy)}`));
       }
       const d = run.debounce;
       if (

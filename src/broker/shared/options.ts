@@ -4,6 +4,7 @@
  * the retention a run carries with it.
  */
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 
 export const MINUTE = 60_000;
 export const HOUR = 60 * MINUTE;
@@ -32,7 +33,7 @@ export const MAX_PAGE = 500;
 /** A Redis key prefix: non-empty, without braces (cluster hash tags) or spaces. A ConfigError naming `where` otherwise. */
 export function checkPrefix(where: string, prefix: unknown): string {
   if (typeof prefix !== 'string' || prefix === '' || /[{}\s]/.test(prefix)) {
-    throw new ConfigError(`${where}: prefix must be a non-empty string without braces or spaces, got ${JSON.stringify(prefix)}`);
+    throw new ConfigError(`${where}: prefix must be a non-empty string without braces or spaces, got ${show(prefix)}`);
   }
   return prefix;
 }
@@ -40,7 +41,7 @@ export function checkPrefix(where: string, prefix: unknown): string {
 export function positiveInt(broker: string, name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw new ConfigError(`${broker}: ${name} must be a positive integer, got ${String(value)}`);
+    throw new ConfigError(`${broker}: ${name} must be a positive integer, got ${show(value)}`);
   }
   return value;
 }
@@ -49,7 +50,7 @@ export function positiveInt(broker: string, name: string, value: unknown, fallba
 export function nonNegativeMs(broker: string, name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
-    throw new ConfigError(`${broker}: ${name} must be a non-negative number of ms, got ${String(value)}`);
+    throw new ConfigError(`${broker}: ${name} must be a non-negative number of ms, got ${show(value)}`);
   }
   return Math.floor(value);
 }
@@ -61,7 +62,7 @@ export function pageLimit(limit: unknown): number {
 
 /** The ConfigError of a cursor a broker did not make. */
 export function invalidCursor(cursor: unknown): ConfigError {
-  return new ConfigError(`Invalid cursor ${JSON.stringify(cursor)}: pass the "next" of a previous page`);
+  return new ConfigError(`Invalid cursor ${show(cursor)}: pass the "next" of a previous page`);
 }
 
 /** A run's own retention once cancelled (NewRun.cancelledRetentionMs), as stored: whole ms >= 0, or undefined. */

@@ -4,6 +4,7 @@
  * the trim of `dueSchedules`' answer to its limit (`earliestDue`).
  */
 import { ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 import type { DueSchedules, FireOverlap, FireRequest, ScheduleDefinition, ScheduleRecord } from '../types.ts';
 
 /** A schedule id: 1 to 128 characters, no whitespace. */
@@ -22,7 +23,7 @@ export function newerDefinition(a: Pick<ScheduleDefinition, 'version' | 'hash'>,
 
 export function checkScheduleId(id: unknown, method: string): string {
   if (typeof id !== 'string' || !SCHEDULE_ID.test(id)) {
-    throw new ConfigError(`${method}: schedule id ${JSON.stringify(id)} is invalid: use 1 to 128 characters without spaces`);
+    throw new ConfigError(`${method}: schedule id ${show(id)} is invalid: use 1 to 128 characters without spaces`);
   }
   return id;
 }
@@ -34,7 +35,7 @@ function text(v: unknown, method: string, field: string): void {
 function time(v: unknown, method: string, field: string, nullable: boolean): void {
   if (v === null && nullable) return;
   if (typeof v !== 'number' || !Number.isFinite(v)) {
-    throw new ConfigError(`${method}: ${field} must be a finite number of ms${nullable ? ' or null' : ''}, got ${String(v)}`);
+    throw new ConfigError(`${method}: ${field} must be a finite number of ms${nullable ? ' or null' : ''}, got ${show(v)}`);
   }
 }
 
@@ -59,7 +60,7 @@ export function checkFire(req: FireRequest): void {
   time(req.missed, m, 'missed', false);
   if (!Array.isArray(req.runs)) throw new ConfigError(`${m}: runs must be an array`);
   if (req.overlap !== undefined && !FIRE_OVERLAPS.includes(req.overlap)) {
-    throw new ConfigError(`${m}: overlap must be one of ${FIRE_OVERLAPS.join(', ')}, got ${JSON.stringify(req.overlap)}`);
+    throw new ConfigError(`${m}: overlap must be one of ${FIRE_OVERLAPS.join(', ')}, got ${show(req.overlap)}`);
   }
   for (const r of req.runs) {
     if (r.queue !== req.queue) throw new ConfigError(`${m}: run ${r.id} is of queue ${r.queue}, not the schedule's queue ${req.queue}`);

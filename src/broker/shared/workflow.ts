@@ -6,6 +6,7 @@
  */
 import { ConfigError } from '../../core/errors.ts';
 import { queueOfRunId } from '../../core/ids.ts';
+import { show } from '../../core/show.ts';
 import { checkFlow } from './checks.ts';
 import {
   DEPENDENCY_POLICIES,
@@ -114,7 +115,7 @@ export function checkWorkflow(wf: NewWorkflow): string[] {
       if (seen.has(d.id)) bad(`run ${run.id}`, `depends on ${d.id} twice`);
       seen.add(d.id);
       if (d.onFailure !== undefined && !DEPENDENCY_POLICIES.includes(d.onFailure)) {
-        bad(`run ${run.id}`, `has onFailure ${JSON.stringify(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
+        bad(`run ${run.id}`, `has onFailure ${show(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
       }
       if (mode === 'object') {
         if (typeof d.name !== 'string' || d.name === '')
@@ -209,18 +210,18 @@ export function checkSpawn(s: SpawnSettlement): void {
   const ids = new Set(s.runs.map((r) => r.id));
   const mode = s.resultFrom;
   if (mode !== 'value' && mode !== 'list' && mode !== 'object') {
-    throw new ConfigError(`${where} resultFrom ${JSON.stringify(mode)} (known: value, list, object)`);
+    throw new ConfigError(`${where} resultFrom ${show(mode)} (known: value, list, object)`);
   }
   if (!Array.isArray(s.awaits) || s.awaits.length === 0) throw new ConfigError(`${where} awaits no run`);
   if (mode === 'value' && s.awaits.length !== 1) throw new ConfigError(`${where} takes the value of one run but awaits ${s.awaits.length}`);
   const seen = new Set<string>();
   const names = new Set<string>();
   for (const d of s.awaits) {
-    if (!d || !ids.has(d.id)) throw new ConfigError(`${where} awaits ${JSON.stringify(d?.id)}, which is not one of the runs it spawns`);
+    if (!d || !ids.has(d.id)) throw new ConfigError(`${where} awaits ${show(d?.id)}, which is not one of the runs it spawns`);
     if (seen.has(d.id)) throw new ConfigError(`${where} awaits ${d.id} twice`);
     seen.add(d.id);
     if (d.onFailure !== undefined && !DEPENDENCY_POLICIES.includes(d.onFailure)) {
-      throw new ConfigError(`${where} onFailure ${JSON.stringify(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
+      throw new ConfigError(`${where} onFailure ${show(d.onFailure)} for ${d.id} (known: ${DEPENDENCY_POLICIES.join(', ')})`);
     }
     if (mode === 'object') {
       if (typeof d.name !== 'string' || d.name === '') throw new ConfigError(`${where} builds an object but ${d.id} has no name`);

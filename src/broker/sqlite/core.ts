@@ -9,6 +9,7 @@ import { resolve } from 'node:path';
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Logger } from 'pino';
 import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
+import { show } from '../../core/show.ts';
 import { DEFAULTS, MINUTE, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions, RunState } from '../types.ts';
 import { retryWhileBusy, waitWhileSharedCacheLocked } from './busy.ts';
@@ -87,9 +88,9 @@ export class SqliteCore {
     this.safetyWakeMs = positiveInt(NAME, 'safetyWakeMs', options.safetyWakeMs, 2000);
     const busyTimeoutMs = nonNegativeMs(NAME, 'busyTimeoutMs', options.busyTimeoutMs, 5000);
     this.busyTimeoutMs = busyTimeoutMs;
-    const synchronous = (options.synchronous ?? 'normal').toLowerCase();
+    const synchronous = typeof options.synchronous === 'string' ? options.synchronous.toLowerCase() : (options.synchronous ?? 'normal');
     if (synchronous !== 'normal' && synchronous !== 'full') {
-      throw new ConfigError(`SqliteBroker: synchronous must be "normal" or "full", got ${JSON.stringify(options.synchronous)}`);
+      throw new ConfigError(`SqliteBroker: synchronous must be "normal" or "full", got ${show(options.synchronous)}`);
     }
 
     requireNumberedParameters(sqlite);
