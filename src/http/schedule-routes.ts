@@ -14,7 +14,7 @@ import {
 } from '../core/errors.ts';
 import { QUEUE_NAME } from '../core/ids.ts';
 import { redactValue } from '../core/redact.ts';
-import { SCHEDULE_ID } from '../broker/shared/schedules.ts';
+import { MAX_SCHEDULE_VERSION, SCHEDULE_ID, SCHEDULE_VERSION_RULE } from '../broker/shared/schedules.ts';
 import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
 import { SchedulePolicyError } from '../schedule/plan.ts';
 import { readInstant, ScheduleSpecError } from '../schedule/spec.ts';
@@ -35,7 +35,13 @@ const QueueQuery = z.object({
 });
 const UpsertBody = z.strictObject({
   ...ScheduleDefinitionFields,
-  version: z.number().optional().describe('Default: the time of the request (a later update wins)'),
+  version: z
+    .number()
+    .int({ error: `must be ${SCHEDULE_VERSION_RULE}` })
+    .min(0, { error: `must be ${SCHEDULE_VERSION_RULE}` })
+    .max(MAX_SCHEDULE_VERSION, { error: `must be ${SCHEDULE_VERSION_RULE}` })
+    .optional()
+    .describe(`The definition's version, ${SCHEDULE_VERSION_RULE}. Default: the time of the request in ms (a later update wins)`),
 });
 
 const Done = z.object({ id: z.string(), queue: z.string(), state: z.string() }).describe('The schedule after the action');
