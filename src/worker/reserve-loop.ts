@@ -208,9 +208,21 @@ export class ReserveLoop {
     if (back.length) {
       this.#handedBackAt = Date.now();
       // The hold ends with the worker's own run (its end runs the engine) or after a lease.
-      setTimeout(() => this.schedule(), this.#host.leaseMs).unref();
+      this.#endHoldLater();
     }
     return back;
+  }
+
+  /**
+   * Runs the engine once a lease has passed since the hand-back. A timer counts from the event
+   * loop's cached time, which can be many ms behind `Date.now()` on a busy loop, so it may fire
+   * before the hold is over by the clock; it is then set again for what is left (were it not, the
+   * worker would reserve nothing until its own last-chance run ended).
+   */
+  #endHoldLater(): void {
+    const left = this.#handedBackAt === 0 ? 0 : this.#handedBackAt + this.#host.leaseMs - Date.now();
+    if (left <= 0) this.schedule();
+    else setTimeout(() => this.#endHoldLater(), left + 1).unref();
   }
 
   /** Keeps a call of the engine in #calls until it has settled (stop waits for them). */
