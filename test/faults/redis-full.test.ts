@@ -182,6 +182,9 @@ describe('Redis full (maxmemory, noeviction)', () => {
       // The held runs finish (their outcomes stored, or kept by the worker until they can be), and
       // memory is freed: every accepted run ends exactly once.
       open();
+      await waitFor(() => worker.activeCount === 0, { timeoutMs: 10_000, message: 'the held handlers to return' });
+      await new Promise((r) => setTimeout(r, 1500)); // their outcomes wait in the worker, their leases renewed
+      const whileFull = await Promise.all(helds.map(async (h) => (await broker.getRun(h.id))?.state));
       await redisCli(server.port, ['CONFIG', 'SET', 'maxmemory', '0']);
       const drain = app.worker({ queues: ['fill'], concurrency: 50 });
       await drain.start();
@@ -204,7 +207,7 @@ describe('Redis full (maxmemory, noeviction)', () => {
         for (const id of [...accepted, ...helds.map((h) => h.id)]) assert.equal(executions.get(id), 1, `${id} executed once`);
         for (const h of helds) assert.equal((await broker.getRun(h.id))?.attempts, 1);
         console.log(
-          `[fault-figures] redis full: ${accepted.length} runs accepted before the refusal; ${helds.length} runs executing kept their leases, each executed once`,
+          `[fault-figures] redis full: ${accepted.length} runs accepted before the refusal; ${helds.length} runs executing kept their leases, each executed once; their states after they returned, Redis full: ${whileFull.join(', ')}`,
         );
       } finally {
         await drain.stop({ graceMs: 0 });
