@@ -119,6 +119,14 @@ export interface BrokerInspector {
   /** Replays every failed run of a queue (optionally of one task), but runs recorded from elsewhere (recordFinished). Returns how many. */
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number>;
 
+  /**
+   * What the broker's storage is set to do that can lose runs, each a sentence saying what will
+   * happen and what to set; none when all is well. Redis: a `maxmemory-policy` other than
+   * `noeviction` (it deletes runs when memory is full), or a policy it could not read (INFO
+   * refused); SQLite: none. The dashboard's overview shows them.
+   */
+  storageWarnings(): Promise<string[]>;
+
   /** Per-minute counters of each queue from `since` (epoch ms) on; kept for at least 24 hours. */
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>>;
 

@@ -8,9 +8,12 @@
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import Fastify from 'fastify';
 import pino from 'pino';
 import { z } from 'zod';
 import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
+import type { Overview } from '../../src/dashboard/api-types.ts';
+import { dashboardPlugin } from '../../src/dashboard/plugin.ts';
 import { createServer } from '../../src/http/index.ts';
 import { BrokerFullError, createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
@@ -62,6 +65,16 @@ describe('Redis eviction policy', () => {
       );
       for (let i = 0; i < 5; i++) await task.enqueue({});
       assert.equal(evictionWarnings(lines).length, 2);
+      // The dashboard's overview shows it too.
+      const dashboard = Fastify();
+      await dashboard.register(dashboardPlugin, { errand: app });
+      try {
+        const overview = (await dashboard.inject('/dashboard/api/overview')).json<Overview>();
+        assert.equal(overview.warnings.length, 1);
+        assert.match(overview.warnings[0]!, /maxmemory-policy allkeys-lru.*noeviction/);
+      } finally {
+        await dashboard.close();
+      }
     } finally {
       await app.close();
     }
@@ -88,7 +101,12 @@ describe('Redis eviction policy', () => {
         else await new Promise((r) => setTimeout(r, 300));
         const warnings = evictionWarnings(lines);
         assert.equal(warnings.length, expected, JSON.stringify(warnings));
-        if (expected) assert.match(String(warnings[0]!.msg), /refused INFO.*cannot check.*noeviction/);
+        assert.equal((await ((await app.broker()) as Broker & BrokerInspector).storageWarnings()).length, expected);
+        if (expected)
+          assert.match(
+            String(warnings[0]!.msg),
+            /cannot be checked for its maxmemory-policy \(INFO refused: NOPERM.*make sure it is noeviction/,
+          );
       } finally {
         console.warn = warn;
         await app.close();

@@ -40,34 +40,36 @@ async function infoOf(client: RedisClient): Promise<string[]> {
   return [await client.info('memory')];
 }
 
+/** The sentences a check gives (none for `noeviction`): the same words in the log and in `storageWarnings()`. */
+export function evictionWarnings(check: EvictionCheck, where: string): string[] {
+  if ('policy' in check) return check.policy === 'noeviction' ? [] : [evictionWarning(check.policy, where)];
+  return [
+    `Redis at ${where} cannot be checked for its maxmemory-policy (${check.unknown}): make sure it is noeviction (any other policy deletes runs when memory is full)`,
+  ];
+}
+
 /**
  * Checks the policy of the server(s) behind `client` and logs a warning when it is not
  * `noeviction` (or cannot be read). Never throws.
  */
 export async function checkEviction(client: RedisClient, where: string, logger: Logger | undefined): Promise<EvictionCheck> {
+  const check = await evictionOf(client);
+  for (const message of evictionWarnings(check, where)) {
+    logger?.warn({ redis: where, ...('policy' in check ? { maxmemoryPolicy: check.policy } : { err: check.unknown }) }, message);
+  }
+  return check;
+}
+
+async function evictionOf(client: RedisClient): Promise<EvictionCheck> {
   let infos: string[];
   try {
     infos = await infoOf(client);
   } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    logger?.warn(
-      { redis: where, err: why },
-      `Redis at ${where} refused INFO, so Errand cannot check that its maxmemory-policy is noeviction: make sure it is (any other policy deletes runs when memory is full)`,
-    );
-    return { unknown: why };
+    return { unknown: `INFO refused: ${err instanceof Error ? err.message : String(err)}` };
   }
   const policies = infos.map(policyOf);
   const bad = policies.find((p) => p !== undefined && p !== 'noeviction');
-  if (bad !== undefined) {
-    logger?.warn({ redis: where, maxmemoryPolicy: bad }, evictionWarning(bad, where));
-    return { policy: bad };
-  }
-  if (policies.some((p) => p === undefined)) {
-    logger?.warn(
-      { redis: where },
-      `Redis at ${where} does not report its maxmemory_policy in INFO memory, so Errand cannot check that it is noeviction: make sure it is (any other policy deletes runs when memory is full)`,
-    );
-    return { unknown: 'no maxmemory_policy in INFO memory' };
-  }
+  if (bad !== undefined) return { policy: bad };
+  if (policies.some((p) => p === undefined)) return { unknown: 'INFO memory has no maxmemory_policy' };
   return { policy: 'noeviction' };
 }

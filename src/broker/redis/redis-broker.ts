@@ -56,6 +56,7 @@ import type {
 } from '../types.ts';
 import { checkFlowKeyQuery } from '../shared/flow.ts';
 import { RedisCore, type RedisBrokerOptions } from './core.ts';
+import { checkEviction, evictionWarnings } from './eviction.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { RedisNotifications } from './notifications.ts';
@@ -228,6 +229,12 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {
     return inspection.retryFailed(this.#c, queue, task, now);
+  }
+
+  async storageWarnings(): Promise<string[]> {
+    await this.#c.ready();
+    const check = await (this.#c.eviction ?? checkEviction(this.#c.redis, this.#c.where, undefined));
+    return evictionWarnings(check, this.#c.where);
   }
 
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
