@@ -6,6 +6,8 @@
 //   outcomes cannot be stored keeps them and keeps its leases (no run executes twice); pruning
 //   still deletes finished runs; once memory is freed every accepted run ends exactly once.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import Fastify from 'fastify';
@@ -19,6 +21,9 @@ import { BrokerFullError, createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
 import { type OwnRedis, redisCli, startRedisServer } from '../fixtures/redis-servers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
+
+const run = promisify(execFile);
+const CLI = new URL('../../src/cli/main.ts', import.meta.url).pathname;
 
 /** A logger that keeps every line it writes (parsed), for assertions on warnings. */
 function capturingLogger(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
@@ -75,6 +80,12 @@ describe('Redis eviction policy', () => {
       } finally {
         await dashboard.close();
       }
+      // And `errand inspect queues`, under its table.
+      const cli = await run(process.execPath, [CLI, 'inspect', 'queues', '--broker', `redis://127.0.0.1:${server.port}`], {
+        timeout: 30_000,
+      });
+      assert.match(cli.stdout, /^evict\s/m);
+      assert.match(cli.stdout, /^Warning: Redis at .* has maxmemory-policy allkeys-lru.*noeviction/m);
     } finally {
       await app.close();
     }
