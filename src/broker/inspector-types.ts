@@ -120,10 +120,12 @@ export interface BrokerInspector {
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number>;
 
   /**
-   * What the broker's storage is set to do that can lose runs, each a sentence saying what will
-   * happen and what to set; none when all is well. Redis: a `maxmemory-policy` other than
-   * `noeviction` (it deletes runs when memory is full), or a policy it could not read (INFO
-   * refused); SQLite: none. The dashboard's overview shows them.
+   * What the broker's storage is set to do that can lose runs, or refuses now, each a sentence
+   * saying what happens and what to do; none when all is well. Redis (read at each call, `INFO
+   * memory`): a `maxmemory-policy` other than `noeviction` (it deletes runs when memory is full), a
+   * policy it could not read (INFO refused), and a Redis at its `maxmemory` (it refuses new runs);
+   * SQLite: none (a full disk shows on the writes it refuses). The dashboard's overview and
+   * `errand inspect queues` show them.
    */
   storageWarnings(): Promise<string[]>;
 

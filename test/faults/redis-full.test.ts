@@ -195,6 +195,10 @@ describe('Redis full (maxmemory, noeviction)', () => {
       await redisCli(server.port, ['CONFIG', 'SET', 'maxmemory', String(used - 1024 * 1024)]);
       const res = await http.inject({ method: 'POST', url: '/tasks/fill', payload: { pad } });
       assert.equal(res.statusCode, 503, res.body);
+      // The dashboard's overview (and `errand inspect queues`) say Redis is full, and what it refuses.
+      const [full, ...more] = await broker.storageWarnings();
+      assert.deepEqual(more, []);
+      assert.match(full!, /^Redis at .* is full \(.* used of its maxmemory .*\): it refuses new runs/);
       assert.ok(res.headers['retry-after']);
       assert.match(res.json().detail, /out of memory/);
 

@@ -14,8 +14,11 @@ import type { Cluster } from 'ioredis';
 import type { Logger } from 'pino';
 import type { RedisClient } from './connection.ts';
 
-/** What the last check found: the policy, or why it could not be read. */
-export type EvictionCheck = { policy: string } | { unknown: string };
+/**
+ * What a check found: the policy (and `full`: a server whose used memory is at its `maxmemory`,
+ * which refuses writes), or why it could not be read.
+ */
+export type EvictionCheck = { policy: string; full?: { used: number; max: number } } | { unknown: string };
 
 /** The policy named in an `INFO memory` reply; undefined when the reply has no such field. */
 export function policyOf(info: string): string | undefined {
@@ -40,9 +43,22 @@ async function infoOf(client: RedisClient): Promise<string[]> {
   return [await client.info('memory')];
 }
 
+/** What a full Redis does now, for `storageWarnings()`. */
+function fullWarning(where: string, full: { used: number; max: number }): string {
+  const mb = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MB`;
+  return (
+    `Redis at ${where} is full (${mb(full.used)} used of its maxmemory ${mb(full.max)}): it refuses new runs and outcomes (they wait in the workers) ` +
+    'and worker heartbeats (live workers may show as lost). Finished runs are pruned as their retention ends; raise maxmemory, lower retention or purge queues to free memory sooner'
+  );
+}
+
 /** The sentences a check gives (none for `noeviction`): the same words in the log and in `storageWarnings()`. */
 export function evictionWarnings(check: EvictionCheck, where: string): string[] {
-  if ('policy' in check) return check.policy === 'noeviction' ? [] : [evictionWarning(check.policy, where)];
+  if ('policy' in check) {
+    const out = check.policy === 'noeviction' ? [] : [evictionWarning(check.policy, where)];
+    if (check.full) out.push(fullWarning(where, check.full));
+    return out;
+  }
   return [
     `Redis at ${where} cannot be checked for its maxmemory-policy (${check.unknown}): make sure it is noeviction (any other policy deletes runs when memory is full)`,
   ];
@@ -54,13 +70,15 @@ export function evictionWarnings(check: EvictionCheck, where: string): string[] 
  */
 export async function checkEviction(client: RedisClient, where: string, logger: Logger | undefined): Promise<EvictionCheck> {
   const check = await evictionOf(client);
-  for (const message of evictionWarnings(check, where)) {
+  // The policy only: a full Redis says so on the writes it refuses (BrokerFullError).
+  for (const message of evictionWarnings('policy' in check ? { policy: check.policy } : check, where)) {
     logger?.warn({ redis: where, ...('policy' in check ? { maxmemoryPolicy: check.policy } : { err: check.unknown }) }, message);
   }
   return check;
 }
 
-async function evictionOf(client: RedisClient): Promise<EvictionCheck> {
+/** Reads the policy and the memory of the server(s) behind `client` (INFO memory). Never throws. */
+export async function evictionOf(client: RedisClient): Promise<EvictionCheck> {
   let infos: string[];
   try {
     infos = await infoOf(client);
@@ -69,7 +87,12 @@ async function evictionOf(client: RedisClient): Promise<EvictionCheck> {
   }
   const policies = infos.map(policyOf);
   const bad = policies.find((p) => p !== undefined && p !== 'noeviction');
-  if (bad !== undefined) return { policy: bad };
-  if (policies.some((p) => p === undefined)) return { unknown: 'INFO memory has no maxmemory_policy' };
-  return { policy: 'noeviction' };
+  if (bad === undefined && policies.some((p) => p === undefined)) return { unknown: 'INFO memory has no maxmemory_policy' };
+  const check: EvictionCheck = { policy: bad ?? 'noeviction' };
+  for (const info of infos) {
+    const used = Number(/^used_memory:(\d+)/m.exec(info)?.[1]);
+    const max = Number(/^maxmemory:(\d+)/m.exec(info)?.[1]);
+    if (max > 0 && used >= max) check.full = { used, max };
+  }
+  return check;
 }

@@ -56,7 +56,7 @@ import type {
 } from '../types.ts';
 import { checkFlowKeyQuery } from '../shared/flow.ts';
 import { RedisCore, type RedisBrokerOptions } from './core.ts';
-import { checkEviction, evictionWarnings } from './eviction.ts';
+import { evictionOf, evictionWarnings } from './eviction.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { RedisNotifications } from './notifications.ts';
@@ -231,10 +231,9 @@ export class RedisBroker implements Broker, BrokerInspector {
     return inspection.retryFailed(this.#c, queue, task, now);
   }
 
+  /** Read now (INFO memory): the policy, and whether Redis is full at this moment. */
   async storageWarnings(): Promise<string[]> {
-    await this.#c.ready();
-    const check = await (this.#c.eviction ?? checkEviction(this.#c.redis, this.#c.where, undefined));
-    return evictionWarnings(check, this.#c.where);
+    return evictionWarnings(await evictionOf(await this.#c.ready()), this.#c.where);
   }
 
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
