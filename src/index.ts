@@ -4,6 +4,8 @@ export {
   BackOff,
   type BackOffScope,
   BrokerConfigError,
+  BrokerFullError,
+  type BrokerStorage,
   BrokerUnavailableError,
   ConfigError,
   EmptyPrefixError,

@@ -119,6 +119,16 @@ export interface BrokerInspector {
   /** Replays every failed run of a queue (optionally of one task), but runs recorded from elsewhere (recordFinished). Returns how many. */
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number>;
 
+  /**
+   * What the broker's storage is set to do that can lose runs, or refuses now, each a sentence
+   * saying what happens and what to do; none when all is well. Redis (read at each call, `INFO
+   * memory`): a `maxmemory-policy` other than `noeviction` (it deletes runs when memory is full), a
+   * policy it could not read (INFO refused), and a Redis at its `maxmemory` (it refuses new runs);
+   * SQLite: none (a full disk shows on the writes it refuses). The dashboard's overview and
+   * `errand inspect queues` show them.
+   */
+  storageWarnings(): Promise<string[]>;
+
   /** Per-minute counters of each queue from `since` (epoch ms) on; kept for at least 24 hours. */
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>>;
 

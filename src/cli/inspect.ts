@@ -59,8 +59,11 @@ async function inspectQueues(args: string[], out: Output): Promise<void> {
     const pausedSet = new Set(paused);
     const zero = Object.fromEntries(COUNT_STATES.map((s) => [s, 0])) as QueueCounts;
     const rows = queues.map((q) => ({ queue: q, counts: { ...zero, ...counts[q] }, paused: pausedSet.has(q) }));
-    if (out.json) return out.data({ queues: rows });
-    if (!rows.length) return out.text('No queues: nothing has been enqueued on this broker yet.\n');
+    // What the broker's storage may do to runs (a Redis that evicts keys): said under the table.
+    const warnings = typeof broker.storageWarnings === 'function' ? await broker.storageWarnings() : [];
+    if (out.json) return out.data({ queues: rows, warnings });
+    const said = warnings.map((w) => `\nWarning: ${w}\n`).join('');
+    if (!rows.length) return out.text(`No queues: nothing has been enqueued on this broker yet.\n${said}`);
     out.text(
       table(
         ['QUEUE', ...COUNT_STATES.map((s) => s.toUpperCase()), 'PAUSED'],
@@ -68,6 +71,7 @@ async function inspectQueues(args: string[], out: Output): Promise<void> {
         new Set(COUNT_STATES.map((_, i) => i + 1)), // the counts, right-aligned
       ),
     );
+    out.text(said);
   });
 }
 

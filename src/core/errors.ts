@@ -193,6 +193,26 @@ export class BrokerUnavailableError extends ErrandError {
   }
 }
 
+/** What a full broker ran out of: Redis's memory (`maxmemory`), or the disk that holds the SQLite file. */
+export type BrokerStorage = 'memory' | 'disk';
+
+/**
+ * The broker's storage is full: Redis at its `maxmemory` (with `maxmemory-policy noeviction` it
+ * refuses every write that needs memory), or the disk that holds the SQLite file. Nothing was done.
+ * Reads, cancels and the pruning of finished runs still work, and freeing memory or space is all
+ * it takes (docs/reliability.md, "When storage is full"): try again then. A `BrokerUnavailableError`,
+ * so that every caller that handles an outage (the worker keeping its outcomes, the HTTP 503)
+ * handles it too.
+ */
+export class BrokerFullError extends BrokerUnavailableError {
+  override name = 'BrokerFullError';
+  readonly storage: BrokerStorage;
+  constructor(storage: BrokerStorage, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.storage = storage;
+  }
+}
+
 /**
  * A failed broker call (or a failure to open the broker) as every caller above the broker reports
  * it: the HTTP routes and the dashboard (503 with Retry-After), the CLI (`broker_unavailable`, or

@@ -47,6 +47,8 @@ export interface OverviewSeries {
 export interface Overview {
   now: number;
   broker: 'redis' | 'sqlite';
+  /** What the broker's storage is set to do that can lose runs (`BrokerInspector.storageWarnings`): a Redis that evicts keys. */
+  warnings: string[];
   windowMinutes: number;
   queues: QueueOverview[];
   totals: QueueCounts;

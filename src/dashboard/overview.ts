@@ -57,7 +57,14 @@ export function brokerAccess(errand: Errand): BrokerAccess {
 export async function overviewOf(access: BrokerAccess, errand: Errand, windowMinutes: number): Promise<Overview> {
   return access.call(async (b) => {
     const now = Date.now();
-    const [counts, known, paused, workers] = await Promise.all([b.counts(), b.listQueues(), b.pausedQueues(), b.listWorkers(now)]);
+    const [counts, known, paused, workers, warnings] = await Promise.all([
+      b.counts(),
+      b.listQueues(),
+      b.pausedQueues(),
+      b.listWorkers(now),
+      // A broker of another make may not have it (the guard offers only what the broker has).
+      typeof b.storageWarnings === 'function' ? b.storageWarnings() : Promise.resolve([]),
+    ]);
     const pausedSet = new Set(paused);
     const names = [...new Set([...known, ...Object.keys(counts), ...paused, ...[...errand.tasks.values()].map((t) => t.queue)])].sort();
     const since = now - windowMinutes * MINUTE;
@@ -73,6 +80,7 @@ export async function overviewOf(access: BrokerAccess, errand: Errand, windowMin
     return {
       now,
       broker: b.kind,
+      warnings,
       windowMinutes,
       queues,
       totals,

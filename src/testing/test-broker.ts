@@ -321,6 +321,9 @@ export class TestBroker implements Broker, BrokerInspector {
   async retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {
     return this.#activity(await this.#inner.retryFailed(queue, task, now + this.offset));
   }
+  storageWarnings(): Promise<string[]> {
+    return this.#inner.storageWarnings();
+  }
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
     return this.#inner.stats(queues, since + this.offset);
   }

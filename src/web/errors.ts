@@ -12,6 +12,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ZodError } from 'zod';
 import {
+  BrokerFullError,
+  type BrokerStorage,
   BrokerUnavailableError,
   EmptyPrefixError,
   InputError,
@@ -42,6 +44,13 @@ export const RETRY_AFTER_SECONDS = 5;
 export const EMPTY_PREFIX_DETAIL =
   "Nothing is stored under the broker's key prefix yet: runs show here once an app using that prefix writes there " +
   '(a worker starting, an enqueue); if they should be here already, check ERRAND_PREFIX';
+
+/** The 503 of a broker whose storage is full (`BrokerFullError`): nothing was stored, and the client may try again. */
+export const FULL_DETAIL: Record<BrokerStorage, string> = {
+  memory:
+    'The task broker is out of memory (Redis at its maxmemory) and stores nothing new until memory is freed; nothing was done: try again later',
+  disk: 'The task broker is out of disk space and stores nothing new until space is freed; nothing was done: try again later',
+};
 
 /** An error with an HTTP status, a `detail` (text, or the 422 list) and headers. Throw it from a route. */
 export class HttpError extends Error {
@@ -160,6 +169,14 @@ export function errorResponse(
   if (error instanceof EmptyPrefixError) {
     return { statusCode: 503, body: { detail: EMPTY_PREFIX_DETAIL }, headers: { 'retry-after': String(RETRY_AFTER_SECONDS) } };
   }
+  if (error instanceof BrokerFullError) {
+    return {
+      statusCode: 503,
+      body: { detail: FULL_DETAIL[error.storage] },
+      headers: { 'retry-after': String(RETRY_AFTER_SECONDS) },
+      log: 'warn',
+    };
+  }
   if (error instanceof BrokerUnavailableError) {
     return {
       statusCode: 503,
@@ -217,7 +234,8 @@ export function errorResponse(
 export function httpErrorHandler(error: unknown, request: FastifyRequest, reply: FastifyReply): void {
   const res = errorResponse(error, request);
   if (res.log === 'error') request.log.error({ err: error, reqId: request.id }, 'request failed with an unexpected error');
-  else if (res.log === 'warn') request.log.warn({ err: error, reqId: request.id }, 'broker unavailable');
+  else if (res.log === 'warn')
+    request.log.warn({ err: error, reqId: request.id }, error instanceof BrokerFullError ? 'broker storage full' : 'broker unavailable');
   if (reply.sent || reply.raw.headersSent) return;
   // An answer before the body was read (413, 415, 503 while closing): the connection closes after
   // it, but only once the rest of the body is read and discarded (bounded), so that the client reads it.

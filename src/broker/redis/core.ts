@@ -10,6 +10,7 @@ import { redactUrl as redact } from '../../core/urls.ts';
 import { checkPrefix, DEFAULTS, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions } from '../types.ts';
 import { QueueKeys } from './codec.ts';
+import { checkEviction } from './eviction.ts';
 import { ConnectionGate, createClient, parseRedisUrl, type RedisClient, type RedisTarget, type TlsOptions } from './connection.ts';
 import { LayoutGuard } from './layout.ts';
 import { defineScripts } from './scripts.ts';
@@ -106,6 +107,8 @@ export class RedisCore {
     const main = createClient(this.target, 'main', this.tls);
     defineScripts(main);
     this.main = new ConnectionGate(main, this.where, this.logger, this.connectWaitMs);
+    // Each new connection checks that Redis will not evict runs (eviction.ts), and says so once if it may.
+    main.on('ready', () => void checkEviction(main, this.where, this.logger));
     if (options.existingPrefix !== undefined && typeof options.existingPrefix !== 'boolean') {
       throw new ConfigError(`RedisBroker: existingPrefix must be true or false, got ${show(options.existingPrefix)}`);
     }

@@ -56,6 +56,7 @@ import type {
 } from '../types.ts';
 import { checkFlowKeyQuery } from '../shared/flow.ts';
 import { RedisCore, type RedisBrokerOptions } from './core.ts';
+import { evictionOf, evictionWarnings } from './eviction.ts';
 import * as inspection from './inspection.ts';
 import * as schedules from './schedules.ts';
 import { RedisNotifications } from './notifications.ts';
@@ -228,6 +229,11 @@ export class RedisBroker implements Broker, BrokerInspector {
 
   retryFailed(queue: string, task: string | undefined, now: number): Promise<number> {
     return inspection.retryFailed(this.#c, queue, task, now);
+  }
+
+  /** Read now (INFO memory): the policy, and whether Redis is full at this moment. */
+  async storageWarnings(): Promise<string[]> {
+    return evictionWarnings(await evictionOf(await this.#c.ready()), this.#c.where);
   }
 
   stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {

@@ -4,7 +4,7 @@
  * run's flow spec (`checkFlow`, docs/flow-control.md). Queue names are checked by `checkQueueName`
  * (core/ids.ts, which the task and worker options use too).
  */
-import { BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
+import { BrokerFullError, BrokerUnavailableError, ConfigError, ErrandError } from '../../core/errors.ts';
 import { show } from '../../core/show.ts';
 
 /**
@@ -16,9 +16,29 @@ const REWORDED: Record<string, string> = {
     'the connection was lost while the call was on its way, so it may or may not have been applied (an enqueue with an idempotency key is safe to repeat)',
 };
 
-/** A failure as an Errand error: Errand's own as they are, anything else as BrokerUnavailableError. */
+/**
+ * Redis's refusal of a write when its used memory is over `maxmemory` (policy `noeviction`), as a
+ * command's reply or from inside a script (whose first write that needs memory is refused: the
+ * script stops before it changed anything).
+ */
+const REDIS_OOM = /^OOM command not allowed\b/;
+
+/** Redis's OOM refusal as the error every caller sees; undefined for any other error. */
+export function redisOutOfMemory(err: unknown): BrokerFullError | undefined {
+  if (!(err instanceof Error) || !REDIS_OOM.test(err.message)) return undefined;
+  return new BrokerFullError(
+    'memory',
+    'Redis is out of memory (its used memory is over maxmemory, and with maxmemory-policy noeviction it refuses writes): nothing was done. ' +
+      'Memory comes back as finished runs are pruned at the end of their retention; to free it sooner raise maxmemory, lower the retention of finished runs or purge queues',
+    { cause: err },
+  );
+}
+
+/** A failure as an Errand error: Errand's own as they are, Redis out of memory as BrokerFullError, anything else as BrokerUnavailableError. */
 export function asBrokerError(err: unknown, kind: string): ErrandError {
   if (err instanceof ErrandError) return err;
+  const full = redisOutOfMemory(err);
+  if (full) return full;
   const message = (err instanceof Error && REWORDED[err.name]) || (err instanceof Error ? err.message : String(err));
   return new BrokerUnavailableError(`The ${kind} broker failed: ${message}`, { cause: err });
 }

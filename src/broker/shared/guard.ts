@@ -409,6 +409,9 @@ const INSPECTOR: { [K in keyof BrokerInspector]: (this: Self, ...args: Parameter
         return typeof queue === 'string' && QUEUE_NAME.test(queue) ? (b as Self['inner']).retryFailed(queue, task, t) : Promise.resolve(0);
       });
     },
+    storageWarnings(this: Self): Promise<string[]> {
+      return this.run('storageWarnings', (b) => (b as Self['inner']).storageWarnings());
+    },
     stats(this: Self, queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
       return this.run('stats', (b) => (b as Self['inner']).stats(queues, checkNow(since, 'stats')));
     },

@@ -8,7 +8,7 @@ import { realpathSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { Logger } from 'pino';
-import { BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
+import { BrokerFullError, BrokerUnavailableError, ConfigError } from '../../core/errors.ts';
 import { show } from '../../core/show.ts';
 import { DEFAULTS, MINUTE, nonNegativeMs, positiveInt } from '../shared/options.ts';
 import type { BrokerOptions, RunState } from '../types.ts';
@@ -171,16 +171,21 @@ export class SqliteCore {
     const e = err as { code?: string; errcode?: number; errstr?: string; message?: string } | undefined;
     if (e?.code !== 'ERR_SQLITE_ERROR') return err;
     const primary = (e.errcode ?? 0) & 0xff;
+    if (primary === 13) {
+      return new BrokerFullError(
+        'disk',
+        `The SQLite file ${this.path} cannot grow: the disk that holds it is full (SQLITE_FULL): nothing was done. Free space on that disk`,
+        { cause: err },
+      );
+    }
     const what =
       e.errcode === 262
         ? `stayed locked by another connection of this process (another thread) for over ${this.busyTimeoutMs} ms`
         : primary === 5 || primary === 6
           ? `stayed locked by another process for over ${this.busyTimeoutMs} ms`
-          : primary === 13
-            ? 'cannot grow: the disk is full'
-            : primary === 8
-              ? 'is read-only'
-              : `failed: ${e.errstr ?? e.message}`;
+          : primary === 8
+            ? 'is read-only'
+            : `failed: ${e.errstr ?? e.message}`;
     return new BrokerUnavailableError(`The SQLite file ${this.path} ${what}`, { cause: err });
   }
 

@@ -232,6 +232,12 @@ export class SqliteBroker implements Broker, BrokerInspector {
     return inspection.retryFailed(this.#c, queue, task, now);
   }
 
+  /** None: a full disk shows as `BrokerFullError` on the writes it refuses. */
+  async storageWarnings(): Promise<string[]> {
+    this.#c.open();
+    return [];
+  }
+
   async stats(queues: readonly string[], since: number): Promise<Record<string, MinuteStats[]>> {
     return inspection.stats(this.#c, queues, since);
   }

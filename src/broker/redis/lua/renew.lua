@@ -9,10 +9,17 @@
   then 2 per lease: rid, attempt
 
   Returns the rids whose lease is not held (cancelled, recovered, settled or gone).
+
+  Runs when Redis is out of memory (maxmemory, noeviction), since it only moves the scores of
+  members that exist: a script's first write of a command that may need memory (ZADD) is refused
+  then, and the writes after its first one are not (Redis would not stop a script half-way), so a
+  ZREM of a member that cannot exist (an empty rid) comes first. Without it, a worker could not
+  keep its leases while Redis is full, and every run it holds would run again once memory is freed.
 ]]
 --!keys 1
 local base, worker, expiry = ARGV[1], ARGV[2], ARGV[3]
 local lost = {}
+redis.call('ZREM', KEYS[1], '')
 for j = 4, #ARGV, 2 do
   local rid = ARGV[j]
   local v = redis.pcall('HMGET', base .. 'r:' .. rid, 's', 'w', 'a')

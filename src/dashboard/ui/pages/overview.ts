@@ -29,10 +29,12 @@ export function overviewPage(ctx: Ctx): Page {
   const charts = h('div', { class: 'charts' });
   const queues = h('div', { class: 'card table-card' });
   const note = h('p', { class: 'muted small' });
+  const warnings = h('div', { class: 'card storage-warnings', role: 'alert', hidden: true });
   const el = h(
     'div',
     { class: 'page' },
     h('header', { class: 'page-head' }, h('h1', null, 'Overview'), note),
+    warnings,
     stats,
     charts,
     h('section', null, h('h2', null, 'Queues'), queues),
@@ -185,6 +187,9 @@ export function overviewPage(ctx: Ctx): Page {
   const render = (o: Overview) => {
     ctx.overview = o;
     note.textContent = `${o.broker === 'redis' ? 'Redis' : 'SQLite'} broker · rates and latencies over the last ${o.windowMinutes} minutes`;
+    const said = o.warnings ?? [];
+    warnings.hidden = said.length === 0;
+    replace(warnings, ...said.map((w) => h('p', null, w)));
     const t = o.totals;
     replace(
       stats,
