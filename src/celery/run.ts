@@ -30,7 +30,8 @@ export type Outcome =
   | { kind: 'failure'; error: unknown }
   | { kind: 'invalid'; error: unknown }
   | { kind: 'retry'; error: unknown; eta: Date }
-  | { kind: 'revoked' };
+  /** Not run (`expired`, `revoked` by id) or stopped (`terminated`): stored as REVOKED with the reason. */
+  | { kind: 'revoked'; reason: 'expired' | 'revoked' | 'terminated' };
 
 function validate(schema: CheckableSchema | undefined, value: unknown, root: string) {
   if (!schema) return value;
@@ -216,7 +217,7 @@ export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessag
         pipe,
         msg.id,
         'REVOKED',
-        { exc_type: 'TaskRevokedError', exc_message: ['expired'], exc_module: 'celery.exceptions' },
+        { exc_type: 'TaskRevokedError', exc_message: [outcome.reason], exc_module: 'celery.exceptions' },
         extra,
       );
       break;

@@ -15,7 +15,8 @@
  *   JSON protocol 2 message) is FAILURE in the result backend with the reason, then acknowledged;
  * - retries: `ctx.retry()` or `autoretry` sends the message again with `retries + 1` and an ETA,
  *   stores RETRY; past `maxRetries` (default 3) the task is FAILURE;
- * - `expires` passed: REVOKED (`TaskRevokedError('expired')`), as Celery does;
+ * - `expires` passed: REVOKED (`TaskRevokedError('expired')`), as Celery does; so is a task revoked by
+ *   id (`AsyncResult.revoke()`, heard through the remote control, see pidbox.ts) when it arrives;
  * - link/link_error/chain: sent on success (with the result prepended) or failure (with the task id).
  * - A task this worker has no handler for is handed back to the back of its queue for a Celery
  *   worker to run (`unknownTasks: 'requeue'`, the default), or failed (`'fail'`).
@@ -63,7 +64,7 @@ export interface CeleryWorkerOptions {
   metrics?: CeleryMetrics;
   /** The worker's name (Celery's `hostname`). Default `errand@<host>`. */
   hostname?: string;
-  /** Answer `celery inspect ping` and `inspect registered` (see pidbox.ts). Default true. */
+  /** Answer `celery inspect ping`, `inspect registered` and `control revoke` (see pidbox.ts). Default true. */
   remoteControl?: boolean;
   /**
    * Show this worker's tasks in Errand's dashboard: each task that ends here is recorded as a finished
@@ -71,6 +72,10 @@ export interface CeleryWorkerOptions {
    */
   errand?: CeleryRecordOptions;
 }
+
+/** Celery's worker keeps this many revoked ids (`REVOKES_MAX`), each for three hours (`REVOKE_EXPIRES`). */
+const REVOKES_MAX = 50_000;
+const REVOKE_EXPIRES_MS = 3 * 3_600_000;
 
 export class CeleryWorker {
   readonly tasks = new Map<string, RegisteredTask>();
@@ -94,6 +99,10 @@ export class CeleryWorker {
   private pidbox: Pidbox | undefined;
   private readonly recorder: CeleryRecorder | undefined;
   private lastRedisError: Error | undefined;
+  /** Revoked task ids -> until when (ms), oldest first (Celery's worker_state.revoked). */
+  private readonly revoked = new Map<string, number>();
+  /** The tasks running here, by Celery id: `revoke(terminate=True)` aborts their signal. */
+  private readonly runningTasks = new Map<string, AbortController>();
 
   private readonly o: CeleryWorkerOptions;
 
@@ -174,7 +183,10 @@ export class CeleryWorker {
       }, every),
     );
     if (this.o.remoteControl ?? true) {
-      this.pidbox = new Pidbox(this.redis, this.hostname, () => [...this.tasks.keys()]);
+      this.pidbox = new Pidbox(this.redis, this.hostname, {
+        tasks: () => [...this.tasks.keys()],
+        revoke: (ids, terminate) => this.revoke(ids, terminate),
+      });
       await this.pidbox.start();
     }
     this.recorder?.startHeartbeat(
@@ -183,6 +195,39 @@ export class CeleryWorker {
     );
     this.loop = this.run();
     this.o.logger?.info({ queues: this.transport.queues, tasks: [...this.tasks.keys()] }, 'celery worker started');
+  }
+
+  /**
+   * Flags `ids` as revoked, as Celery's `revoke` control command does: a message with one of these
+   * ids that this worker takes is REVOKED, not run. With `terminate`, a handler running one of them
+   * here has its `ctx.signal` aborted and its task ends REVOKED (`terminated`).
+   */
+  revoke(ids: string[], terminate = false): string {
+    const until = Date.now() + REVOKE_EXPIRES_MS;
+    for (const id of ids) {
+      this.revoked.delete(id);
+      this.revoked.set(id, until);
+    }
+    for (const id of this.revoked.keys()) {
+      if (this.revoked.size <= REVOKES_MAX) break;
+      this.revoked.delete(id);
+    }
+    this.o.logger?.info({ ids, terminate }, 'celery worker: tasks flagged as revoked');
+    if (!terminate) return `tasks ${ids.join(', ')} flagged as revoked`;
+    const terminated = ids.filter((id) => {
+      const running = this.runningTasks.get(id);
+      running?.abort(Object.assign(new Error(`task ${id} was revoked with terminate`), { name: 'TaskRevokedError' }));
+      return running !== undefined;
+    });
+    return terminated.length ? `terminate: ${terminated.join(', ')}` : 'terminate: tasks unknown';
+  }
+
+  private isRevoked(id: string): boolean {
+    const until = this.revoked.get(id);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.revoked.delete(id);
+    return false;
   }
 
   private async run(): Promise<void> {
@@ -252,7 +297,8 @@ export class CeleryWorker {
       const error = Object.assign(new Error(msg.task), { name: 'NotRegistered' });
       return this.finish(c, msg, { kind: 'failure', error }, receivedAt);
     }
-    if (msg.expires && msg.expires.getTime() <= Date.now()) return this.finish(c, msg, { kind: 'revoked' }, receivedAt);
+    if (msg.expires && msg.expires.getTime() <= Date.now()) return this.finish(c, msg, { kind: 'revoked', reason: 'expired' }, receivedAt);
+    if (this.isRevoked(msg.id)) return this.finish(c, msg, { kind: 'revoked', reason: 'revoked' }, receivedAt);
     if (msg.eta && msg.eta.getTime() > Date.now()) {
       if (await this.transport.schedule(c.tag, c.list, msg.eta.getTime(), c.raw)) {
         this.metrics.count(msg.task, 'scheduled');
@@ -263,7 +309,15 @@ export class CeleryWorker {
     this.metrics.count(msg.task, 'received');
     if (task.options.trackStarted) await this.backend.store(msg.id, 'STARTED', { pid: process.pid, hostname: this.hostname });
     const startedAt = Date.now();
-    const outcome = await runMessage(task, msg, this.abort.signal);
+    const own = new AbortController();
+    this.runningTasks.set(msg.id, own);
+    let outcome: Outcome;
+    try {
+      outcome = await runMessage(task, msg, AbortSignal.any([this.abort.signal, own.signal]));
+    } finally {
+      this.runningTasks.delete(msg.id);
+    }
+    if (own.signal.aborted) outcome = { kind: 'revoked', reason: 'terminated' };
     return this.finish(c, msg, outcome, receivedAt, startedAt);
   }
 
@@ -289,7 +343,8 @@ export class CeleryWorker {
   private record(msg: CeleryTaskMessage, outcome: Exclude<Outcome, { kind: 'retry' }>, receivedAt: number, startedAt: number): void {
     let ended: { ok: true; value: unknown } | { ok: false; error: RunError };
     if (outcome.kind === 'success') ended = { ok: true, value: outcome.value };
-    else if (outcome.kind === 'revoked') ended = { ok: false, error: { name: 'TaskRevokedError', message: 'expired', reason: 'expired' } };
+    else if (outcome.kind === 'revoked')
+      ended = { ok: false, error: { name: 'TaskRevokedError', message: outcome.reason, reason: outcome.reason } };
     else {
       const i = celeryExceptionInfo(outcome.error);
       const m = Array.isArray(i.exc_message) ? i.exc_message.map(String).join(', ') : String(i.exc_message ?? '');

@@ -5,6 +5,7 @@
 // - Errand sendTask -> a Python Celery worker -> the result (or the exception's type and message)
 //   read in TypeScript; chains and link/link_error both ways; ETA and retries.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
@@ -54,6 +55,11 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     });
     worker.register('ts.hopeless', { maxRetries: 1 }, (_a, _k, ctx) => ctx.retry({ countdown: 0.05, error: new RangeError('still down') }));
     worker.register('ts.double', {}, ([x]) => (x as number) * 2);
+    worker.register('ts.stoppable', {}, async (_a, _k, ctx) => {
+      await redis.rpush('ts.stoppable', ctx.id);
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+      return 'stopped';
+    });
     worker.register('ts.later', {}, ([x]) => {
       ranLater++;
       return (x as number) * 2;
@@ -134,6 +140,29 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     await assert.rejects(
       r.get({ timeoutMs: 30_000 }),
       (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError',
+    );
+  });
+
+  test('revoke(id) from Python reaches the Errand worker: the task is REVOKED, not run; terminate stops a running one', async () => {
+    const before = ranLater;
+    const id = randomUUID();
+    const flagged = await py(url, 'revoke', { id, destination: [worker.hostname], timeout: 10 });
+    assert.deepEqual(flagged.replies, [{ [worker.hostname]: { ok: `tasks ${id} flagged as revoked` } }]);
+    const r = await py(url, 'call', { task: 'ts.later', args: [1], options: { task_id: id, countdown: 0.5 } });
+    assert.equal(r.exc_type, 'TaskRevokedError');
+    assert.equal(r.message, 'revoked');
+    assert.equal(ranLater, before, 'a revoked task is not run');
+
+    const t = await client.sendTask('ts.stoppable');
+    await waitFor(async () => (await redis.lrange('ts.stoppable', 0, -1)).includes(t.id), {
+      timeoutMs: 30_000,
+      message: 'the task started',
+    });
+    const stopped = await py(url, 'revoke', { id: t.id, terminate: true, destination: [worker.hostname], timeout: 10 });
+    assert.deepEqual(stopped.replies, [{ [worker.hostname]: { ok: `terminate: ${t.id}` } }]);
+    await assert.rejects(
+      t.get({ timeoutMs: 30_000 }),
+      (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError' && err.excMessage === 'terminated',
     );
   });
 
