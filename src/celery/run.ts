@@ -9,7 +9,15 @@ import { type CheckableSchema, checkSchema } from '../core/schema-issues.ts';
 import { MAX_TIMER_MS } from '../core/show.ts';
 import { type CeleryExceptionInfo, exceptionInfo, type ResultBackend } from './backend.ts';
 import type { CeleryClient } from './client.ts';
-import { buildMessage, CeleryMessageError, type CelerySignature, type CeleryTaskMessage, queueListFor, bindingOf } from './protocol.ts';
+import {
+  buildMessage,
+  CeleryMessageError,
+  type CelerySignature,
+  type CeleryTaskMessage,
+  isoUtc,
+  queueListFor,
+  bindingOf,
+} from './protocol.ts';
 import type { Claimed, Transport } from './transport.ts';
 import type { CeleryTaskContext, RegisteredTask } from './task.ts';
 
@@ -191,22 +199,14 @@ export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessag
     }
     case 'retry': {
       if (!msg) break;
-      const env = buildMessage(msg.task, {
-        id: msg.id,
-        args: msg.args,
-        kwargs: msg.kwargs,
-        queue: msg.routingKey || defaultQueue,
-        priority: msg.priority,
-        eta: outcome.eta,
-        ...(msg.expires ? { expires: msg.expires } : {}),
-        retries: msg.retries + 1,
-        rootId: msg.rootId,
-        parentId: msg.parentId,
-        callbacks: msg.embed.callbacks,
-        errbacks: msg.embed.errbacks,
-        chain: msg.embed.chain,
-        ignoreResult: msg.ignoreResult,
-      });
+      // Celery's retry sends the request again as it came (signature_from_request): time limits, group,
+      // chord, shadow and custom headers stay; only the ETA, the retry count and the delivery change.
+      const env = structuredClone(msg.envelope);
+      env.headers.eta = isoUtc(outcome.eta);
+      env.headers.retries = msg.retries + 1;
+      delete env.headers.redelivered;
+      env.properties.delivery_tag = randomUUID();
+      env.properties.delivery_info = { exchange: msg.exchange, routing_key: msg.routingKey || defaultQueue };
       pipe.lpush(queueListFor(msg.routingKey || defaultQueue, msg.priority), JSON.stringify(env));
       s.backend.storeIn(pipe, msg.id, 'RETRY', celeryExceptionInfo(outcome.error), extra);
       break;

@@ -55,6 +55,11 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     });
     worker.register('ts.hopeless', { maxRetries: 1 }, (_a, _k, ctx) => ctx.retry({ countdown: 0.05, error: new RangeError('still down') }));
     worker.register('ts.double', {}, ([x]) => (x as number) * 2);
+    worker.register('ts.slowRetried', {}, async (_a, _k, ctx) => {
+      if (ctx.retries === 0) ctx.retry({ countdown: 0.05 });
+      await new Promise((resolve) => setTimeout(resolve, 3000).unref());
+      return 'slow';
+    });
     worker.register('ts.stoppable', {}, async (_a, _k, ctx) => {
       await redis.rpush('ts.stoppable', ctx.id);
       await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
@@ -119,6 +124,11 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     const h = await py(url, 'call', { task: 'ts.hopeless' });
     assert.equal(h.exc_type, 'RangeError', 'past max_retries the given error is raised');
     assert.equal(h.message, 'still down');
+  });
+
+  test("a retry keeps the message's time limit (and the rest of the request), as Celery's does", async () => {
+    const r = await py(url, 'call', { task: 'ts.slowRetried', options: { time_limit: 0.5 } });
+    assert.equal(r.exc_type, 'TimeLimitExceeded', JSON.stringify(r));
   });
 
   test('ETA: a countdown is honoured: the message is parked (not run, not unacked) until due, from TypeScript and Python', async () => {
