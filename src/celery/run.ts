@@ -18,6 +18,7 @@ import {
   queueListFor,
   bindingOf,
 } from './protocol.ts';
+import { addChordPart, type ChordSender } from './chord.ts';
 import type { Claimed, Transport } from './transport.ts';
 import type { CeleryTaskContext, RegisteredTask } from './task.ts';
 
@@ -142,7 +143,7 @@ function sendSignature(
   pipe: ReturnType<Transport['ack']>,
   sig: CelerySignature,
   prepend: unknown[],
-  parent: CeleryTaskMessage,
+  parent: { id: string; rootId: string },
   defaultQueue: string,
   chain: CelerySignature[] | null = null,
 ): void {
@@ -168,14 +169,40 @@ function sendSignature(
   pipe.sadd(b.key, b.member).lpush(queueListFor(queue, priority), JSON.stringify(env));
 }
 
-export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessage | undefined, outcome: Outcome): Promise<void> {
+/** Sends `sig` after a chord's header (see chord.ts), from the chord's last part. */
+export function chordSender(s: SettleContext): ChordSender {
+  return {
+    redis: s.transport.redis,
+    backend: s.backend,
+    send: (pipe, sig, prepend, parent) => {
+      // A chain as the body (`chord(header, a.s() | b.s())`): its first task, with the rest to follow.
+      const tasks = sig.subtask_type === 'chain' ? (sig.kwargs as { tasks?: unknown } | undefined)?.tasks : undefined;
+      if (Array.isArray(tasks) && tasks.length)
+        sendSignature(pipe, tasks[0] as CelerySignature, prepend, parent, s.client.queue, (tasks.slice(1) as CelerySignature[]).reverse());
+      else sendSignature(pipe, sig, prepend, parent, s.client.queue);
+    },
+  };
+}
+
+/**
+ * Stores the outcome, sends what follows and acknowledges, in one MULTI. Resolves with the group id
+ * of a chord this task completed (its body is then to be sent with `fireChord`), else undefined.
+ */
+export async function settle(
+  s: SettleContext,
+  c: Claimed,
+  msg: CeleryTaskMessage | undefined,
+  outcome: Outcome,
+): Promise<string | undefined> {
   const pipe = s.transport.ack(c.tag);
+  let part: { state: 'SUCCESS' | 'FAILURE' | 'REVOKED'; result: unknown } | undefined;
   const defaultQueue = s.client.queue;
   const extra = msg?.parentId ? { parent_id: msg.parentId } : {};
   switch (outcome.kind) {
     case 'success': {
       if (!msg) break;
       if (!msg.ignoreResult) s.backend.storeIn(pipe, msg.id, 'SUCCESS', outcome.value, extra);
+      part = { state: 'SUCCESS', result: outcome.value };
       for (const cb of msg.embed.callbacks ?? []) sendSignature(pipe, cb, [outcome.value], msg, defaultQueue);
       const chain = msg.embed.chain;
       if (chain?.length)
@@ -190,7 +217,8 @@ export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessag
         break;
       }
       const e = outcome.error;
-      s.backend.storeIn(pipe, id, 'FAILURE', celeryExceptionInfo(e), {
+      part = { state: 'FAILURE', result: celeryExceptionInfo(e) };
+      s.backend.storeIn(pipe, id, 'FAILURE', part.result, {
         ...extra,
         traceback: e instanceof Error && e.stack ? e.stack : null,
       });
@@ -213,17 +241,15 @@ export async function settle(s: SettleContext, c: Claimed, msg: CeleryTaskMessag
     }
     case 'revoked': {
       if (!msg) break;
-      s.backend.storeIn(
-        pipe,
-        msg.id,
-        'REVOKED',
-        { exc_type: 'TaskRevokedError', exc_message: [outcome.reason], exc_module: 'celery.exceptions' },
-        extra,
-      );
+      part = { state: 'REVOKED', result: { exc_type: 'TaskRevokedError', exc_message: [outcome.reason], exc_module: 'celery.exceptions' } };
+      s.backend.storeIn(pipe, msg.id, 'REVOKED', part.result, extra);
       break;
     }
   }
+  // Last in the MULTI, so that its reply is the last one.
+  const gid = msg && part ? addChordPart(pipe, msg, part.state, part.result, s.backend.expiresSeconds) : undefined;
   const results = await pipe.exec();
   const failed = results?.find(([err]) => err);
   if (!results || failed) throw failed?.[0] ?? new Error('the settling transaction was aborted');
+  return gid !== undefined && results.at(-1)?.[1] === 1 ? gid : undefined;
 }

@@ -17,7 +17,9 @@
  *   stores RETRY; past `maxRetries` (default 3) the task is FAILURE;
  * - `expires` passed: REVOKED (`TaskRevokedError('expired')`), as Celery does; so is a task revoked by
  *   id (`AsyncResult.revoke()`, heard through the remote control, see pidbox.ts) when it arrives;
- * - link/link_error/chain: sent on success (with the result prepended) or failure (with the task id).
+ * - link/link_error/chain: sent on success (with the result prepended) or failure (with the task id);
+ *   a chord's header task adds its part and the last one sends the body, as Celery's Redis backend
+ *   does (see chord.ts).
  * - A task this worker has no handler for is handed back to the back of its queue for a Celery
  *   worker to run (`unknownTasks: 'requeue'`, the default), or failed (`'fail'`).
  * - With `errand: { broker }`, every task that ends here is recorded in that Errand broker, so that
@@ -38,7 +40,8 @@ import { type CeleryMetrics, createCeleryMetrics } from './metrics.ts';
 import { decodeMessage, type CeleryTaskMessage } from './protocol.ts';
 import { Pidbox } from './pidbox.ts';
 import { type CeleryRecordOptions, CeleryRecorder } from './record.ts';
-import { celeryExceptionInfo, type Outcome, runMessage, settle } from './run.ts';
+import { celeryExceptionInfo, chordSender, type Outcome, runMessage, type SettleContext, settle } from './run.ts';
+import { fireChord, recoverChords } from './chord.ts';
 import { type Claimed, Transport } from './transport.ts';
 
 export type { CeleryHandler, CeleryTaskContext, CeleryTaskOptions, RegisteredTask } from './task.ts';
@@ -180,6 +183,7 @@ export class CeleryWorker {
       setInterval(() => {
         this.transport.renew([...this.active.keys()]).catch(() => {});
         this.transport.restoreVisible(this.visibilityMs).catch(() => {});
+        recoverChords(chordSender(this.settleContext), this.visibilityMs, this.o.logger).catch(() => {});
       }, every),
     );
     if (this.o.remoteControl ?? true) {
@@ -321,6 +325,10 @@ export class CeleryWorker {
     return this.finish(c, msg, outcome, receivedAt, startedAt);
   }
 
+  private get settleContext(): SettleContext {
+    return { transport: this.transport, client: this.client, backend: this.backend, hostname: this.hostname };
+  }
+
   private async finish(
     c: Claimed,
     msg: CeleryTaskMessage | undefined,
@@ -328,7 +336,16 @@ export class CeleryWorker {
     receivedAt: number,
     startedAt = receivedAt,
   ): Promise<void> {
-    await settle({ transport: this.transport, client: this.client, backend: this.backend, hostname: this.hostname }, c, msg, outcome);
+    const gid = await settle(this.settleContext, c, msg, outcome);
+    if (gid !== undefined) {
+      // The outcome is stored and acknowledged; were the body not sent now, recoverChords sends it.
+      await fireChord(chordSender(this.settleContext), gid).catch((err) =>
+        this.o.logger?.error(
+          { err, group: gid },
+          'celery worker: a chord body could not be sent; it is retried after the visibility timeout',
+        ),
+      );
+    }
     this.metrics.count(msg?.task ?? 'unknown', outcome.kind);
     if (this.recorder && msg && outcome.kind !== 'retry') this.record(msg, outcome, receivedAt, startedAt);
     if (outcome.kind !== 'success') {

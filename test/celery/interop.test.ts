@@ -55,6 +55,7 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     });
     worker.register('ts.hopeless', { maxRetries: 1 }, (_a, _k, ctx) => ctx.retry({ countdown: 0.05, error: new RangeError('still down') }));
     worker.register('ts.double', {}, ([x]) => (x as number) * 2);
+    worker.register('ts.collect', { args: z.tuple([z.array(z.number())]) }, ([values]) => values);
     worker.register('ts.slowRetried', {}, async (_a, _k, ctx) => {
       if (ctx.retries === 0) ctx.retry({ countdown: 0.05 });
       await new Promise((resolve) => setTimeout(resolve, 3000).unref());
@@ -204,6 +205,71 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     assert.equal(await c.get({ timeoutMs: 60_000 }), 60);
     const r = await client.sendTask('pyapp.add', { args: [2, 3], queue: 'py', link: signature('ts.double') });
     assert.equal(await r.get({ timeoutMs: 60_000 }), 5);
+  });
+
+  test("chords from Python: header tasks on the Errand worker (alone or beside Python's) and the body sent when the last ends; a failed part fails the body with ChordError", async () => {
+    const all = await py(url, 'chord', {
+      header: [
+        { task: 'ts.add', args: [1, 2] },
+        { task: 'ts.add', args: [3, 4] },
+      ],
+      body: { task: 'ts.collect' },
+    });
+    assert.deepEqual(all.ok, [3, 7], JSON.stringify(all));
+    const mixed = await py(url, 'chord', {
+      header: [
+        { task: 'ts.add', args: [1, 2] },
+        { task: 'pyapp.add', args: [3, 4], queue: 'py' },
+        { task: 'ts.double', args: [5] },
+      ],
+      body: { task: 'pyapp.total', queue: 'py' },
+    });
+    assert.equal(mixed.ok, 20, JSON.stringify(mixed));
+    const failed = await py(url, 'chord', {
+      header: [
+        { task: 'ts.add', args: [1, 2] },
+        { task: 'ts.fail', args: ['no luck'] },
+      ],
+      body: { task: 'ts.collect' },
+    });
+    assert.equal(failed.exc_type, 'TypeError', "Celery's get() raises the failed header task's error");
+    await waitFor(async () => (await redis.exists(`celery-task-meta-${failed.id}`)) === 1, { timeoutMs: 30_000, message: 'the body' });
+    const body = JSON.parse((await redis.get(`celery-task-meta-${failed.id}`)) as string);
+    assert.equal(body.status, 'FAILURE');
+    assert.equal(body.result.exc_type, 'ChordError');
+    assert.match(body.result.exc_message[0], /raised TypeError\("no luck"\)/);
+    assert.equal(await redis.hlen('_errand.celery.chords'), 0, 'no chord left pending');
+  });
+
+  test('a chord whose completing worker died before sending the body: another Errand worker sends it after the visibility timeout', async () => {
+    const gid = randomUUID();
+    const bodyId = randomUUID();
+    const body = {
+      task: 'ts.collect',
+      args: [],
+      kwargs: {},
+      options: { task_id: bodyId, queue: 'celery' },
+      subtask_type: null,
+      immutable: false,
+    };
+    // What the completing part left (chord.ts), as if its worker was killed right after.
+    await redis.zadd(
+      `_errand.celery.chord.${gid}`,
+      0,
+      JSON.stringify([1, randomUUID(), 'SUCCESS', 1]),
+      1,
+      JSON.stringify([1, randomUUID(), 'SUCCESS', 2]),
+    );
+    await redis.hset('_errand.celery.chords', gid, JSON.stringify({ body, rootId: gid, parentId: gid, claimedAt: Date.now() }));
+    const other = createCeleryWorker({ url, queues: ['chord-recovery'], visibilityTimeoutMs: 1000, remoteControl: false });
+    await other.start();
+    try {
+      assert.deepEqual(await client.result(bodyId).get({ timeoutMs: 30_000 }), [1, 2]);
+      assert.equal(await redis.hlen('_errand.celery.chords'), 0);
+      assert.equal(await redis.exists(`_errand.celery.chord.${gid}`), 0);
+    } finally {
+      await other.stop();
+    }
   });
 
   test('link and link_error set in Python are honoured by the Errand worker', async () => {
