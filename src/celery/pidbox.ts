@@ -29,6 +29,32 @@ export interface PidboxWorker {
   revoke(ids: string[], terminate: boolean): string;
 }
 
+/** The channel kombu's Redis transport broadcasts Celery's remote control on (`/<db>.celery.pidbox`). */
+export function pidboxChannel(redis: Redis): string {
+  return `/${(redis.options as { db?: number }).db ?? 0}.celery.pidbox`;
+}
+
+/**
+ * A broadcast as Celery's `app.control.broadcast(method, arguments, destination)` publishes it, with no
+ * reply asked; `expires` (seconds from now) is when workers stop acting on it.
+ */
+export function broadcastMessage(method: string, args: Record<string, unknown>, destination: string[] | null, expiresS = 60): string {
+  const body = { method, arguments: args, destination, pattern: null, matcher: null };
+  return JSON.stringify({
+    body: Buffer.from(JSON.stringify(body)).toString('base64'),
+    'content-encoding': 'utf-8',
+    'content-type': 'application/json',
+    headers: { clock: 1, expires: Date.now() / 1000 + expiresS },
+    properties: {
+      delivery_mode: 2,
+      delivery_info: { exchange: 'celery.pidbox', routing_key: '' },
+      priority: 0,
+      body_encoding: 'base64',
+      delivery_tag: randomUUID(),
+    },
+  });
+}
+
 export class Pidbox {
   private sub: Redis | undefined;
   private clock = 0;
@@ -43,7 +69,7 @@ export class Pidbox {
   }
 
   get channel(): string {
-    return `/${(this.redis.options as { db?: number }).db ?? 0}.celery.pidbox`;
+    return pidboxChannel(this.redis);
   }
 
   async start(): Promise<void> {

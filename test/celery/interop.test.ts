@@ -177,6 +177,30 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     );
   });
 
+  test('revoke from TypeScript (client.revoke, CeleryResult.revoke) reaches Python and Errand workers: REVOKED, not run', async () => {
+    const pyId = randomUUID();
+    await client.revoke(pyId);
+    const p = await client.sendTask('pyapp.add', { args: [1, 2], queue: 'py', taskId: pyId, countdown: 1 });
+    await assert.rejects(
+      p.get({ timeoutMs: 30_000 }),
+      (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError' && err.excMessage === 'revoked',
+    );
+    const before = ranLater;
+    const t = await client.sendTask('ts.later', { args: [1], countdown: 1 });
+    await t.revoke();
+    await assert.rejects(
+      t.get({ timeoutMs: 30_000 }),
+      (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError' && err.excMessage === 'revoked',
+    );
+    assert.equal(ranLater, before, 'not run');
+    await assert.rejects(client.revoke([]), /taskId: give at least one task id/);
+    await assert.rejects(client.revoke(['a', ''], { terminate: 'yes' as never }), (err: Error) => {
+      assert.match(err.message, /taskId\[1\]: must be a non-empty string, got ""/);
+      assert.match(err.message, /terminate: must be a boolean, got "yes"/);
+      return true;
+    });
+  });
+
   test('Errand sendTask -> Python worker -> the result, read in TypeScript', async () => {
     const r = await client.sendTask('pyapp.add', { args: [20, 22], queue: 'py' });
     assert.equal(await r.get({ timeoutMs: 60_000 }), 42);
