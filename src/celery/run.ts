@@ -138,20 +138,84 @@ export interface SettleContext {
   hostname: string;
 }
 
-/** Sends `sig` with `prepend` before its own args (unless immutable), in `pipe`. */
+/** Where `sendSignature` sends: the worker's default queue, and the backend for what it cannot send. */
+interface SendContext {
+  defaultQueue: string;
+  backend: ResultBackend;
+}
+
+const sigList = (v: unknown): CelerySignature[] =>
+  Array.isArray(v) ? (v as CelerySignature[]) : v && typeof v === 'object' ? [v as CelerySignature] : [];
+
+/**
+ * Sends `sig` with `prepend` before its own args (unless immutable), in `pipe`, as Celery's
+ * `signature.apply_async` would: a plain task as one message; a chain (`celery.chain`) as its first
+ * task with the rest to follow; a group (`celery.group`) as its tasks with the group id in their
+ * `group` header; a chord (`celery.chord`) as its header tasks, the chord's size set for Celery's
+ * Redis backend (see chord.ts) and the body in their embed. What it cannot send (a group or chord
+ * followed by more of a chain, another canvas type) is stored FAILURE under the signature's id with
+ * the reason, never dropped without a word.
+ */
 function sendSignature(
   pipe: ReturnType<Transport['ack']>,
   sig: CelerySignature,
   prepend: unknown[],
   parent: { id: string; rootId: string },
-  defaultQueue: string,
+  to: SendContext,
   chain: CelerySignature[] | null = null,
+  group?: { id: string; index: number },
 ): void {
   const o = sig.options ?? {};
-  const queue = typeof o.queue === 'string' ? o.queue : typeof o.routing_key === 'string' ? o.routing_key : defaultQueue;
+  const kw = (sig.kwargs ?? {}) as Record<string, unknown>;
+  const args = sig.immutable ? [] : prepend;
+  const kind = sig.subtask_type ?? null;
+  if (kind === 'chain' && Array.isArray(kw.tasks) && kw.tasks.length) {
+    const [first, ...rest] = kw.tasks as CelerySignature[];
+    sendSignature(pipe, first as CelerySignature, args, parent, to, [...(chain ?? []), ...rest.reverse()]);
+    return;
+  }
+  if (kind === 'group' && Array.isArray(kw.tasks) && !chain?.length) {
+    const gid = typeof o.task_id === 'string' ? o.task_id : randomUUID();
+    (kw.tasks as CelerySignature[]).forEach((t, i) => {
+      sendSignature(pipe, t, args, parent, to, null, { id: gid, index: i });
+    });
+    return;
+  }
+  if (kind === 'chord' && !chain?.length) {
+    const header = kw.header as CelerySignature | CelerySignature[] | undefined;
+    const headerSig = Array.isArray(header) ? undefined : header;
+    const tasks = Array.isArray(header) ? header : (headerSig?.kwargs as { tasks?: unknown } | undefined)?.tasks;
+    const body = kw.body as CelerySignature | undefined;
+    if (Array.isArray(tasks) && tasks.length && body && typeof body === 'object') {
+      const hid = headerSig?.options?.task_id;
+      const gid = typeof hid === 'string' ? hid : typeof o.task_id === 'string' ? o.task_id : randomUUID();
+      const size = `celery-taskset-meta-${gid}.s`;
+      if (to.backend.expiresSeconds > 0) pipe.set(size, tasks.length, 'EX', to.backend.expiresSeconds);
+      else pipe.set(size, tasks.length);
+      (tasks as CelerySignature[]).forEach((t, i) => {
+        const withBody = { ...t, options: { ...(t.options ?? {}), chord: t.options?.chord ?? body } };
+        sendSignature(pipe, withBody, args, parent, to, null, { id: gid, index: i });
+      });
+      return;
+    }
+  }
+  if (kind !== null && kind !== 'chain') {
+    const id = typeof o.task_id === 'string' ? o.task_id : undefined;
+    const what = chain?.length ? `a ${kind} followed by more of a chain` : `a ${kind} signature of this shape`;
+    if (id)
+      to.backend.storeIn(pipe, id, 'FAILURE', {
+        exc_type: 'NotImplementedError',
+        exc_module: 'builtins',
+        exc_message: [`an Errand worker cannot send ${what} (${sig.task}); send it from Python, or as separate tasks`],
+      });
+    return;
+  }
+  const queue = typeof o.queue === 'string' ? o.queue : typeof o.routing_key === 'string' ? o.routing_key : to.defaultQueue;
   const priority = typeof o.priority === 'number' ? o.priority : 0;
   const countdown = typeof o.countdown === 'number' ? o.countdown : undefined;
-  const list = (v: unknown) => (Array.isArray(v) ? (v as CelerySignature[]) : v && typeof v === 'object' ? [v as CelerySignature] : null);
+  const groupId = group?.id ?? (typeof o.group_id === 'string' ? o.group_id : null);
+  const groupIndex = group?.index ?? (typeof o.group_index === 'number' ? o.group_index : null);
+  const chord = o.chord && typeof o.chord === 'object' && !Array.isArray(o.chord) ? (o.chord as CelerySignature) : null;
   const env = buildMessage(sig.task, {
     id: typeof o.task_id === 'string' ? o.task_id : randomUUID(),
     args: sig.immutable ? (sig.args ?? []) : [...prepend, ...(sig.args ?? [])],
@@ -160,9 +224,12 @@ function sendSignature(
     priority,
     rootId: parent.rootId,
     parentId: parent.id,
-    callbacks: list(o.link),
-    errbacks: list(o.link_error),
+    callbacks: sigList(o.link),
+    errbacks: sigList(o.link_error),
     chain,
+    group: groupId,
+    groupIndex,
+    chord,
     ...(countdown !== undefined ? { eta: new Date(Date.now() + countdown * 1000) } : {}),
   });
   const b = bindingOf(queue);
@@ -171,16 +238,11 @@ function sendSignature(
 
 /** Sends `sig` after a chord's header (see chord.ts), from the chord's last part. */
 export function chordSender(s: SettleContext): ChordSender {
+  const to = { defaultQueue: s.client.queue, backend: s.backend };
   return {
     redis: s.transport.redis,
     backend: s.backend,
-    send: (pipe, sig, prepend, parent) => {
-      // A chain as the body (`chord(header, a.s() | b.s())`): its first task, with the rest to follow.
-      const tasks = sig.subtask_type === 'chain' ? (sig.kwargs as { tasks?: unknown } | undefined)?.tasks : undefined;
-      if (Array.isArray(tasks) && tasks.length)
-        sendSignature(pipe, tasks[0] as CelerySignature, prepend, parent, s.client.queue, (tasks.slice(1) as CelerySignature[]).reverse());
-      else sendSignature(pipe, sig, prepend, parent, s.client.queue);
-    },
+    send: (pipe, sig, prepend, parent) => sendSignature(pipe, sig, prepend, parent, to),
   };
 }
 
@@ -197,16 +259,16 @@ export async function settle(
   const pipe = s.transport.ack(c.tag);
   let part: { state: 'SUCCESS' | 'FAILURE' | 'REVOKED'; result: unknown } | undefined;
   const defaultQueue = s.client.queue;
+  const to = { defaultQueue, backend: s.backend };
   const extra = msg?.parentId ? { parent_id: msg.parentId } : {};
   switch (outcome.kind) {
     case 'success': {
       if (!msg) break;
       if (!msg.ignoreResult) s.backend.storeIn(pipe, msg.id, 'SUCCESS', outcome.value, extra);
       part = { state: 'SUCCESS', result: outcome.value };
-      for (const cb of msg.embed.callbacks ?? []) sendSignature(pipe, cb, [outcome.value], msg, defaultQueue);
+      for (const cb of msg.embed.callbacks ?? []) sendSignature(pipe, cb, [outcome.value], msg, to);
       const chain = msg.embed.chain;
-      if (chain?.length)
-        sendSignature(pipe, chain[chain.length - 1] as CelerySignature, [outcome.value], msg, defaultQueue, chain.slice(0, -1));
+      if (chain?.length) sendSignature(pipe, chain[chain.length - 1] as CelerySignature, [outcome.value], msg, to, chain.slice(0, -1));
       break;
     }
     case 'failure':
@@ -222,7 +284,7 @@ export async function settle(
         ...extra,
         traceback: e instanceof Error && e.stack ? e.stack : null,
       });
-      if (msg) for (const eb of msg.embed.errbacks ?? []) sendSignature(pipe, eb, [msg.id], msg, defaultQueue);
+      if (msg) for (const eb of msg.embed.errbacks ?? []) sendSignature(pipe, eb, [msg.id], msg, to);
       break;
     }
     case 'retry': {

@@ -265,6 +265,15 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     assert.equal(await redis.hlen('_errand.celery.chords'), 0, 'no chord left pending');
   });
 
+  test('a chain from Python whose Errand-run task is followed by a group or a chord: the Errand worker sends them as Celery does', async () => {
+    const g = await py(url, 'canvas', { shape: 'chain-group' });
+    assert.deepEqual(g.ok, [13, 6], JSON.stringify(g));
+    const c = await py(url, 'canvas', { shape: 'chain-chord' });
+    assert.equal(c.ok, 10, JSON.stringify(c));
+    const t = await py(url, 'canvas', { shape: 'chain-group-task' });
+    assert.deepEqual(t.ok, [6, 6], JSON.stringify(t));
+  });
+
   test('a chord whose completing worker died before sending the body: another Errand worker sends it after the visibility timeout', async () => {
     const gid = randomUUID();
     const bodyId = randomUUID();
