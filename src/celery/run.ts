@@ -50,14 +50,18 @@ function validate(schema: CheckableSchema | undefined, value: unknown, root: str
   throw Object.assign(new Error(`invalid ${root}: ${issues.join('; ') || 'refused by the schema'}`), { name: 'ValueError' });
 }
 
-function timeLimit(msg: CeleryTaskMessage): number | undefined {
+/** The message's `[hard, soft]` time limits in ms (Celery's `timelimit` header), each undefined if none. */
+function timeLimits(msg: CeleryTaskMessage): { hard: number | undefined; soft: number | undefined } {
   const tl = (msg.envelope.headers as { timelimit?: unknown }).timelimit;
-  const hard = Array.isArray(tl) ? tl[0] : undefined;
   // Past Node's longest timer (about 24.8 days) a timer fires at once: such a limit is no limit.
-  return typeof hard === 'number' && hard > 0 && hard * 1000 <= MAX_TIMER_MS ? hard * 1000 : undefined;
+  const ms = (v: unknown) => (typeof v === 'number' && v > 0 && v * 1000 <= MAX_TIMER_MS ? v * 1000 : undefined);
+  return Array.isArray(tl) ? { hard: ms(tl[0]), soft: ms(tl[1]) } : { hard: undefined, soft: undefined };
 }
 
-export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, signal: AbortSignal): Promise<Outcome> {
+const limitError = (name: 'TimeLimitExceeded' | 'SoftTimeLimitExceeded', ms: number) =>
+  Object.assign(new Error(`${name}(${ms / 1000})`), { name });
+
+export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, outer: AbortSignal): Promise<Outcome> {
   let args: unknown;
   let kwargs: unknown;
   try {
@@ -66,6 +70,11 @@ export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, s
   } catch (error) {
     return { kind: 'invalid', error };
   }
+  // The time limits abort ctx.signal: the soft one with SoftTimeLimitExceeded (Celery raises it in the
+  // task; a handler that lets it through fails with it), the hard one with TimeLimitExceeded.
+  const limits = timeLimits(msg);
+  const limited = new AbortController();
+  const signal = limits.hard || limits.soft ? AbortSignal.any([outer, limited.signal]) : outer;
   const ctx: CeleryTaskContext = {
     id: msg.id,
     name: msg.task,
@@ -78,18 +87,24 @@ export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, s
       throw new CeleryRetry(eta, o.error);
     },
   };
-  const limitMs = timeLimit(msg);
   let timer: NodeJS.Timeout | undefined;
+  let softTimer: NodeJS.Timeout | undefined;
+  if (limits.soft && !(limits.hard && limits.hard <= limits.soft)) {
+    const soft = limits.soft;
+    softTimer = setTimeout(() => limited.abort(limitError('SoftTimeLimitExceeded', soft)), soft);
+  }
   try {
     const run = Promise.resolve().then(() => task.handler(args as unknown[], kwargs as Record<string, unknown>, ctx));
-    const value = limitMs
+    const hard = limits.hard;
+    const value = hard
       ? await Promise.race([
           run,
           new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () => reject(Object.assign(new Error(`TimeLimitExceeded(${limitMs / 1000})`), { name: 'TimeLimitExceeded' })),
-              limitMs,
-            );
+            timer = setTimeout(() => {
+              const error = limitError('TimeLimitExceeded', hard);
+              limited.abort(error);
+              reject(error);
+            }, hard);
           }),
         ])
       : await run;
@@ -114,10 +129,18 @@ export async function runMessage(task: RegisteredTask, msg: CeleryTaskMessage, s
     return { kind: 'retry', error: cause, eta };
   } finally {
     if (timer) clearTimeout(timer);
+    if (softTimer) clearTimeout(softTimer);
   }
 }
 
-const CELERY_EXCEPTIONS = new Set(['MaxRetriesExceededError', 'TimeLimitExceeded', 'NotRegistered', 'Retry', 'TaskRevokedError']);
+const CELERY_EXCEPTIONS = new Set([
+  'MaxRetriesExceededError',
+  'TimeLimitExceeded',
+  'SoftTimeLimitExceeded',
+  'NotRegistered',
+  'Retry',
+  'TaskRevokedError',
+]);
 
 /** The exception a failure is stored as in the result backend (and recorded in Errand's broker). */
 export function celeryExceptionInfo(err: unknown): CeleryExceptionInfo {

@@ -55,6 +55,12 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     });
     worker.register('ts.hopeless', { maxRetries: 1 }, (_a, _k, ctx) => ctx.retry({ countdown: 0.05, error: new RangeError('still down') }));
     worker.register('ts.double', {}, ([x]) => (x as number) * 2);
+    worker.register('ts.watchful', {}, async (_a, _k, ctx) => {
+      // Stops when its signal says so (a time limit), with the signal's reason.
+      const reason = await new Promise<Error>((resolve) => ctx.signal.addEventListener('abort', () => resolve(ctx.signal.reason)));
+      await redis.rpush('ts.watchful', `${ctx.id} ${reason.name}`);
+      throw reason;
+    });
     worker.register('ts.collect', { args: z.tuple([z.array(z.number())]) }, ([values]) => values);
     worker.register('ts.slowRetried', {}, async (_a, _k, ctx) => {
       if (ctx.retries === 0) ctx.retry({ countdown: 0.05 });
@@ -130,6 +136,18 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
   test("a retry keeps the message's time limit (and the rest of the request), as Celery's does", async () => {
     const r = await py(url, 'call', { task: 'ts.slowRetried', options: { time_limit: 0.5 } });
     assert.equal(r.exc_type, 'TimeLimitExceeded', JSON.stringify(r));
+  });
+
+  test("time limits reach the handler through ctx.signal: the soft one fails it with Celery's SoftTimeLimitExceeded, the hard one stops it", async () => {
+    const soft = await py(url, 'call', { task: 'ts.watchful', options: { soft_time_limit: 0.3 }, timeout: 20 });
+    assert.equal(soft.exc_type, 'SoftTimeLimitExceeded', JSON.stringify(soft));
+    assert.equal(soft.exc_module, 'billiard.exceptions', "Celery's own class (celery.exceptions takes it from billiard)");
+    const hard = await py(url, 'call', { task: 'ts.watchful', options: { time_limit: 0.3 }, timeout: 20 });
+    assert.equal(hard.exc_type, 'TimeLimitExceeded', JSON.stringify(hard));
+    await waitFor(async () => (await redis.lrange('ts.watchful', 0, -1)).includes(`${hard.id} TimeLimitExceeded`), {
+      timeoutMs: 10_000,
+      message: 'the handler told to stop',
+    });
   });
 
   test('ETA: a countdown is honoured: the message is parked (not run, not unacked) until due, from TypeScript and Python', async () => {
