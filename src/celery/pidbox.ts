@@ -1,7 +1,7 @@
 /**
  * Just enough of Celery's remote control (kombu's "pidbox" mailbox) for `celery inspect ping` and
- * `celery status` to list Errand workers, `celery inspect registered` to show their tasks, and
- * `revoke` (`AsyncResult.revoke()`, `celery control revoke`) to reach them.
+ * `celery status` to list Errand workers, `celery inspect registered`, `active` and `revoked` to show
+ * their tasks, and `revoke` (`AsyncResult.revoke()`, `celery control revoke`) to reach them.
  *
  * On Redis, a broadcast is PUBLISHed on `/<db>.celery.pidbox` (kombu's fanout prefix and the
  * `celery.pidbox` exchange) as a JSON envelope whose body is `{method, arguments, destination,
@@ -27,6 +27,10 @@ export interface PidboxWorker {
   tasks(): string[];
   /** Flags `ids` as revoked (`control revoke`); returns Celery's reply text. */
   revoke(ids: string[], terminate: boolean): string;
+  /** The tasks running now (`inspect active`). */
+  active(): unknown[];
+  /** The revoked ids kept (`inspect revoked`). */
+  revoked(): string[];
 }
 
 /** The channel kombu's Redis transport broadcasts Celery's remote control on (`/<db>.celery.pidbox`). */
@@ -85,6 +89,8 @@ export class Pidbox {
   private reply(method: string, args: Record<string, unknown>): unknown {
     if (method === 'ping') return { ok: 'pong' };
     if (method === 'registered') return this.worker.tasks();
+    if (method === 'active') return this.worker.active();
+    if (method === 'revoked') return this.worker.revoked();
     if (method === 'revoke') {
       // Celery's `task_id` is one id or a list of them.
       const ids = (Array.isArray(args.task_id) ? args.task_id : [args.task_id]).filter((id): id is string => typeof id === 'string');

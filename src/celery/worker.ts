@@ -67,7 +67,7 @@ export interface CeleryWorkerOptions {
   metrics?: CeleryMetrics;
   /** The worker's name (Celery's `hostname`). Default `errand@<host>`. */
   hostname?: string;
-  /** Answer `celery inspect ping`, `inspect registered` and `control revoke` (see pidbox.ts). Default true. */
+  /** Answer `celery inspect ping`, `registered`, `active`, `revoked` and `control revoke` (see pidbox.ts). Default true. */
   remoteControl?: boolean;
   /**
    * Show this worker's tasks in Errand's dashboard: each task that ends here is recorded as a finished
@@ -104,8 +104,8 @@ export class CeleryWorker {
   private lastRedisError: Error | undefined;
   /** Revoked task ids -> until when (ms), oldest first (Celery's worker_state.revoked). */
   private readonly revoked = new Map<string, number>();
-  /** The tasks running here, by Celery id: `revoke(terminate=True)` aborts their signal. */
-  private readonly runningTasks = new Map<string, AbortController>();
+  /** The tasks running here, by Celery id: `revoke(terminate=True)` aborts their signal; `inspect active` lists them. */
+  private readonly runningTasks = new Map<string, { abort: AbortController; msg: CeleryTaskMessage; startedAt: number }>();
 
   private readonly o: CeleryWorkerOptions;
 
@@ -190,6 +190,8 @@ export class CeleryWorker {
       this.pidbox = new Pidbox(this.redis, this.hostname, {
         tasks: () => [...this.tasks.keys()],
         revoke: (ids, terminate) => this.revoke(ids, terminate),
+        active: () => this.activeTasks(),
+        revoked: () => this.revokedIds(),
       });
       await this.pidbox.start();
     }
@@ -220,10 +222,36 @@ export class CeleryWorker {
     if (!terminate) return `tasks ${ids.join(', ')} flagged as revoked`;
     const terminated = ids.filter((id) => {
       const running = this.runningTasks.get(id);
-      running?.abort(Object.assign(new Error(`task ${id} was revoked with terminate`), { name: 'TaskRevokedError' }));
+      running?.abort.abort(Object.assign(new Error(`task ${id} was revoked with terminate`), { name: 'TaskRevokedError' }));
       return running !== undefined;
     });
     return terminated.length ? `terminate: ${terminated.join(', ')}` : 'terminate: tasks unknown';
+  }
+
+  /** What `celery inspect active` shows of each task running here (Celery's `Request.info()`). */
+  activeTasks(): Record<string, unknown>[] {
+    return [...this.runningTasks.values()].map(({ msg, startedAt }) => ({
+      id: msg.id,
+      name: msg.task,
+      args: msg.args,
+      kwargs: msg.kwargs,
+      type: msg.task,
+      hostname: this.hostname,
+      time_start: startedAt / 1000,
+      acknowledged: false,
+      delivery_info: {
+        exchange: msg.exchange,
+        routing_key: msg.routingKey,
+        priority: msg.priority,
+        redelivered: msg.envelope.headers.redelivered === true,
+      },
+      worker_pid: process.pid,
+    }));
+  }
+
+  /** The ids revoked and still kept (`celery inspect revoked`). */
+  revokedIds(): string[] {
+    return [...this.revoked.keys()].filter((id) => this.isRevoked(id));
   }
 
   private isRevoked(id: string): boolean {
@@ -314,7 +342,7 @@ export class CeleryWorker {
     if (task.options.trackStarted) await this.backend.store(msg.id, 'STARTED', { pid: process.pid, hostname: this.hostname });
     const startedAt = Date.now();
     const own = new AbortController();
-    this.runningTasks.set(msg.id, own);
+    this.runningTasks.set(msg.id, { abort: own, msg, startedAt });
     let outcome: Outcome;
     try {
       outcome = await runMessage(task, msg, AbortSignal.any([this.abort.signal, own.signal]));

@@ -172,7 +172,7 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     );
   });
 
-  test('revoke(id) from Python reaches the Errand worker: the task is REVOKED, not run; terminate stops a running one', async () => {
+  test('revoke(id) from Python reaches the Errand worker: the task is REVOKED, not run; terminate stops a running one; inspect active and revoked show them', async () => {
     const before = ranLater;
     const id = randomUUID();
     const flagged = await py(url, 'revoke', { id, destination: [worker.hostname], timeout: 10 });
@@ -187,12 +187,16 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
       timeoutMs: 30_000,
       message: 'the task started',
     });
+    const active = await celeryCli(url, ['inspect', 'active', '-d', worker.hostname, '--timeout', '10']);
+    assert.ok(active.includes(t.id) && active.includes('ts.stoppable'), active);
     const stopped = await py(url, 'revoke', { id: t.id, terminate: true, destination: [worker.hostname], timeout: 10 });
     assert.deepEqual(stopped.replies, [{ [worker.hostname]: { ok: `terminate: ${t.id}` } }]);
     await assert.rejects(
       t.get({ timeoutMs: 30_000 }),
       (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError' && err.excMessage === 'terminated',
     );
+    const revoked = await celeryCli(url, ['inspect', 'revoked', '-d', worker.hostname, '--timeout', '10']);
+    assert.ok(revoked.includes(id) && revoked.includes(t.id), revoked);
   });
 
   test('revoke from TypeScript (client.revoke, CeleryResult.revoke) reaches Python and Errand workers: REVOKED, not run', async () => {
