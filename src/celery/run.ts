@@ -8,13 +8,13 @@ import { formatPath } from '../core/errors.ts';
 import { type CheckableSchema, checkSchema } from '../core/schema-issues.ts';
 import { MAX_TIMER_MS } from '../core/show.ts';
 import { type CeleryExceptionInfo, exceptionInfo, type ResultBackend } from './backend.ts';
-import type { CeleryClient } from './client.ts';
 import {
   buildMessage,
   CeleryMessageError,
   type CelerySignature,
   type CeleryTaskMessage,
   isoUtc,
+  KOMBU_SEP,
   queueListFor,
   bindingOf,
 } from './protocol.ts';
@@ -156,14 +156,16 @@ export function celeryExceptionInfo(err: unknown): CeleryExceptionInfo {
 
 export interface SettleContext {
   transport: Transport;
-  client: CeleryClient;
   backend: ResultBackend;
   hostname: string;
+  /** Where a task this worker sends goes when its signature names no queue. */
+  queueFor(task: string): string;
 }
 
 /** Where `sendSignature` sends: the worker's default queue, and the backend for what it cannot send. */
 interface SendContext {
-  defaultQueue: string;
+  /** The queue for a signature that names none (Celery's `task_routes`, else `task_default_queue`). */
+  queueFor(task: string): string;
   backend: ResultBackend;
 }
 
@@ -233,7 +235,7 @@ function sendSignature(
       });
     return;
   }
-  const queue = typeof o.queue === 'string' ? o.queue : typeof o.routing_key === 'string' ? o.routing_key : to.defaultQueue;
+  const queue = typeof o.queue === 'string' ? o.queue : typeof o.routing_key === 'string' ? o.routing_key : to.queueFor(sig.task);
   const priority = typeof o.priority === 'number' ? o.priority : 0;
   const countdown = typeof o.countdown === 'number' ? o.countdown : undefined;
   const groupId = group?.id ?? (typeof o.group_id === 'string' ? o.group_id : null);
@@ -261,7 +263,7 @@ function sendSignature(
 
 /** Sends `sig` after a chord's header (see chord.ts), from the chord's last part. */
 export function chordSender(s: SettleContext): ChordSender {
-  const to = { defaultQueue: s.client.queue, backend: s.backend };
+  const to = { queueFor: s.queueFor, backend: s.backend };
   return {
     redis: s.transport.redis,
     backend: s.backend,
@@ -281,8 +283,9 @@ export async function settle(
 ): Promise<string | undefined> {
   const pipe = s.transport.ack(c.tag);
   let part: { state: 'SUCCESS' | 'FAILURE' | 'REVOKED'; result: unknown } | undefined;
-  const defaultQueue = s.client.queue;
-  const to = { defaultQueue, backend: s.backend };
+  const to = { queueFor: s.queueFor, backend: s.backend };
+  // A retry goes back where the message came from (its routing key, else the list it was taken from).
+  const sameQueue = msg?.routingKey || (c.list.split(KOMBU_SEP)[0] as string);
   const extra = msg?.parentId ? { parent_id: msg.parentId } : {};
   switch (outcome.kind) {
     case 'success': {
@@ -319,8 +322,8 @@ export async function settle(
       env.headers.retries = msg.retries + 1;
       delete env.headers.redelivered;
       env.properties.delivery_tag = randomUUID();
-      env.properties.delivery_info = { exchange: msg.exchange, routing_key: msg.routingKey || defaultQueue };
-      pipe.lpush(queueListFor(msg.routingKey || defaultQueue, msg.priority), JSON.stringify(env));
+      env.properties.delivery_info = { exchange: msg.exchange, routing_key: sameQueue };
+      pipe.lpush(queueListFor(sameQueue, msg.priority), JSON.stringify(env));
       s.backend.storeIn(pipe, msg.id, 'RETRY', celeryExceptionInfo(outcome.error), extra);
       break;
     }

@@ -33,6 +33,7 @@ import type { output, ZodType } from 'zod';
 import type { CeleryHandler, CeleryTaskOptions, RegisteredTask } from './task.ts';
 import { ConfigError } from '../core/errors.ts';
 import { checkTimerMs } from '../core/fields.ts';
+import { show } from '../core/show.ts';
 import type { RunError } from '../core/run.ts';
 import { ResultBackend } from './backend.ts';
 import { CeleryClient, checkCeleryRedisUrl } from './client.ts';
@@ -58,6 +59,14 @@ export interface CeleryWorkerOptions {
    * `visibility_timeout`, default one hour). Keep it equal to the Python workers' setting.
    */
   visibilityTimeoutMs?: number;
+  /**
+   * Queues for the tasks this worker sends (the next step of a chain, links, errbacks, chord bodies,
+   * group members) whose signature names none: Celery's `task_routes` as task name -> queue. Keep it
+   * equal to the Python app's.
+   */
+  routes?: Record<string, string>;
+  /** The queue for the rest (Celery's `task_default_queue`). Default `celery`. */
+  defaultQueue?: string;
   /** `requeue` (default): a task without a handler goes back to its queue; `fail`: FAILURE NotRegistered. */
   unknownTasks?: 'requeue' | 'fail';
   /** Result expiry in seconds (Celery's `result_expires`). Default 86400. */
@@ -90,6 +99,8 @@ export class CeleryWorker {
   private readonly transport: Transport;
   private readonly backend: ResultBackend;
   private readonly concurrency: number;
+  private readonly routes: Map<string, string>;
+  private readonly defaultQueue: string;
   private readonly visibilityMs: number;
   private readonly active = new Map<string, Promise<void>>();
   private readonly abort = new AbortController();
@@ -117,6 +128,18 @@ export class CeleryWorker {
     if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || q.length === 0)) {
       throw new ConfigError('createCeleryWorker: queues must be a non-empty array of queue names');
     }
+    const routes = o.routes ?? {};
+    if (
+      typeof routes !== 'object' ||
+      routes === null ||
+      Array.isArray(routes) ||
+      Object.values(routes).some((q) => typeof q !== 'string' || q.length === 0)
+    )
+      throw new ConfigError(`createCeleryWorker: routes must map task names to queue names, got ${show(routes)}`);
+    if (o.defaultQueue !== undefined && !(typeof o.defaultQueue === 'string' && o.defaultQueue.length > 0))
+      throw new ConfigError(`createCeleryWorker: defaultQueue must be a non-empty queue name, got ${show(o.defaultQueue)}`);
+    this.routes = new Map(Object.entries(routes));
+    this.defaultQueue = o.defaultQueue ?? 'celery';
     this.concurrency = o.concurrency ?? 10;
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1)
       throw new ConfigError('createCeleryWorker: concurrency must be an integer >= 1');
@@ -354,7 +377,12 @@ export class CeleryWorker {
   }
 
   private get settleContext(): SettleContext {
-    return { transport: this.transport, client: this.client, backend: this.backend, hostname: this.hostname };
+    return {
+      transport: this.transport,
+      backend: this.backend,
+      hostname: this.hostname,
+      queueFor: (task) => this.routes.get(task) ?? this.defaultQueue,
+    };
   }
 
   private async finish(

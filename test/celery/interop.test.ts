@@ -327,6 +327,26 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     }
   });
 
+  test("a worker on a queue of its own sends what follows by the routes, else to Celery's default queue, never back to its own", async () => {
+    const emails = createCeleryWorker({ url, queues: ['emails'], routes: { 'pyapp.record': 'py' }, remoteControl: false });
+    emails.register('ts.mail', {}, () => 21);
+    await emails.start();
+    try {
+      await redis.del('pyapp.record');
+      const r = await py(url, 'call', { task: 'ts.mail', options: { queue: 'emails' }, link: { task: 'pyapp.record', args: ['routed'] } });
+      assert.equal(r.ok, 21);
+      await waitFor(async () => (await redis.lrange('pyapp.record', 0, -1)).some((l) => l.replace(/ /g, '') === '[21,"routed"]'), {
+        timeoutMs: 30_000,
+        message: 'the link, routed to the Python queue',
+      });
+      const c = await client.chain(signature('ts.mail', { queue: 'emails' }), signature('ts.double'));
+      assert.equal(await c.get({ timeoutMs: 30_000 }), 42, "the next step went to 'celery'");
+    } finally {
+      await emails.stop();
+    }
+    assert.throws(() => createCeleryWorker({ url, routes: { 'a.b': '' } }), /routes must map task names to queue names, got \{"a\.b":""\}/);
+  });
+
   test('link and link_error set in Python are honoured by the Errand worker', async () => {
     const ok = await py(url, 'call', {
       task: 'ts.add',
