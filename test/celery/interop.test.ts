@@ -296,6 +296,24 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     assert.deepEqual(t.ok, [6, 6], JSON.stringify(t));
   });
 
+  test('a shape the Errand worker cannot send on (a group followed by more of a chain) is FAILURE with the reason, not dropped', async () => {
+    const groupId = randomUUID();
+    const group = {
+      task: 'celery.group',
+      args: [],
+      kwargs: { tasks: [signature('ts.double'), signature('ts.double')] },
+      options: { task_id: groupId },
+      subtask_type: 'group',
+      immutable: false,
+    };
+    await client.chain(signature('ts.add', { args: [1, 2] }), group, signature('ts.collect'));
+    await assert.rejects(client.result(groupId).get({ timeoutMs: 30_000 }), (err: CeleryTaskError) => {
+      assert.equal(err.excType, 'NotImplementedError');
+      assert.match(err.excMessage, /cannot send a group followed by more of a chain \(celery\.group\)/);
+      return true;
+    });
+  });
+
   test('a chord whose completing worker died before sending the body: another Errand worker sends it after the visibility timeout', async () => {
     const gid = randomUUID();
     const bodyId = randomUUID();
