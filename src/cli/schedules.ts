@@ -8,6 +8,7 @@
  * that escape the limits. See docs/cli.md.
  */
 import { guardBroker } from '../broker/shared/guard.ts';
+import { isScheduleVersion, SCHEDULE_VERSION_RULE } from '../broker/shared/schedules.ts';
 import type { Broker } from '../broker/types.ts';
 import { ConfigError, ScheduleLimitsError, ScheduleVersionError } from '../core/errors.ts';
 import { redactValue } from '../core/redact.ts';
@@ -40,7 +41,7 @@ export const SCHEDULES_USAGE = `  schedules [list]   Stored schedules: state, ne
   schedules set <id> --task T (--cron C | --every D)   Create or update a schedule (the whole definition, as HTTP PUT)
     --zone Z  --start T  --end T  --input JSON (default null)  --queue Q (needed to create: the task's queue)
     --missed skip|latest|all  --max-backfill N  --catch-up-ms N  --overlap allow|skip|cancel|buffer
-    --expire period|never|MS  --priority N  --version N (default: now; a smaller one than stored is refused)
+    --expire period|never|MS  --priority N  --version N (0 to 2^53-1, default: now; a smaller one than stored is refused)
     The input is checked as JSON only: the CLI has no task definitions (HTTP PUT checks it against the task's schema)
 `;
 
@@ -303,8 +304,8 @@ async function set(args: string[], out: Output): Promise<void> {
   );
   put('priority', int('priority'));
   const version = str('version');
-  if (version !== undefined && !Number.isFinite(Number(version))) {
-    throw usage(`${where}: --version must be a number, got ${JSON.stringify(cut(version, 40))}`);
+  if (version !== undefined && !(/^\d+$/.test(version) && isScheduleVersion(Number(version)))) {
+    throw usage(`${where}: --version must be ${SCHEDULE_VERSION_RULE}, got ${JSON.stringify(cut(version, 40))}`);
   }
   const now = Date.now();
   put('version', version === undefined ? now : Number(version));

@@ -24,6 +24,7 @@ import type { Logger } from 'pino';
 import type { Broker } from '../broker/types.ts';
 import { createErrand, type Errand } from '../errand.ts';
 import type { HttpAuthOptions } from '../web/auth.ts';
+import { withoutCharset } from '../web/json-charset.ts';
 import { checkBasePath, DASHBOARD_PATH, type DashboardOptions, dashboardPlugin } from './plugin.ts';
 
 export interface DashboardHandlerOptions extends Omit<DashboardOptions, 'errand' | 'auth'> {
@@ -78,6 +79,9 @@ export function createDashboardHandler(options: DashboardHandlerOptions = {}): D
         : Buffer.isBuffer(body)
           ? body
           : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+    // What the middleware decoded (an object, a string) is handed over as UTF-8, whatever charset it came in.
+    const ct = request.headers['content-type'];
+    if (!Buffer.isBuffer(body) && typeof ct === 'string') request.headers['content-type'] = withoutCharset(ct);
     const stream = Readable.from([bytes]) as Readable & { receivedEncodedLength?: number };
     stream.receivedEncodedLength = bytes.length;
     request.headers['content-length'] = String(bytes.length);

@@ -49,6 +49,7 @@ import { checkSchema } from '../core/schema-issues.ts';
 import type { Errand } from '../errand.ts';
 import { type HttpAuthOptions, TokenAuth } from '../web/auth.ts';
 import { HttpError, httpErrorHandler } from '../web/errors.ts';
+import { checkJsonCharset } from '../web/json-charset.ts';
 import type { RunList, Session, SignedOut, WorkerList } from './api-types.ts';
 import { checkBasePath, DASHBOARD_PATH, DEFAULT_DIST_DIR, loadDist, registerFrontEnd } from './assets.ts';
 import { brokerAccess, overviewOf } from './overview.ts';
@@ -142,6 +143,17 @@ export const dashboardPlugin: FastifyPluginAsync<DashboardOptions> = async (fast
     route.schema = { ...route.schema, hide: true } as typeof route.schema;
   });
   useSecurityHeaders(fastify, API);
+  // A JSON body that says it is in a charset other than UTF-8 is refused (415) before it is read:
+  // Fastify's own parser (the dashboard served alone, or by its handler) would read it as UTF-8.
+  fastify.addHook('preParsing', (request, _reply, payload, done) => {
+    try {
+      checkJsonCharset(request.headers['content-type']);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done(null, payload);
+  });
 
   // ---- auth and request checks ------------------------------------------------------------------
 

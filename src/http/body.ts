@@ -7,6 +7,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { formatPath } from '../core/errors.ts';
 import { HttpError } from '../web/errors.ts';
+import { checkJsonCharset } from '../web/json-charset.ts';
 
 /** Deepest nesting of arrays and objects accepted in a task input. */
 export const MAX_BODY_DEPTH = 256;
@@ -115,19 +116,24 @@ function firstBadUtf8(bytes: Buffer): number {
   return i;
 }
 
-/** `application/<anything>+json` (e.g. application/merge-patch+json). */
-const JSON_SUFFIX = /^application\/[\w.+-]+\+json$/i;
+/**
+ * `application/<anything>+json` (e.g. application/merge-patch+json), with or without parameters:
+ * Fastify tests it against the whole content type, parameters included (`; charset=utf-8`).
+ */
+const JSON_SUFFIX = /^application\/[\w.+-]+\+json\s*(?:;|$)/i;
 
 /**
  * Makes `application/json` (and `+json` types) parse with `parseJsonBody` and drops Fastify's
- * `text/plain` parser, so that a non-JSON body gets 415. Encapsulated: affects `app` and its children.
+ * `text/plain` parser, so that a non-JSON body gets 415, as does a JSON body whose content type
+ * names a charset other than UTF-8 (`checkJsonCharset`: it would be misread). Encapsulated: affects `app` and its children.
  */
 export function useJsonBodies(app: FastifyInstance): void {
   if (app.hasContentTypeParser('application/json')) app.removeContentTypeParser('application/json');
   if (app.hasContentTypeParser('text/plain')) app.removeContentTypeParser('text/plain');
   if (app.hasContentTypeParser(JSON_SUFFIX)) app.removeContentTypeParser(JSON_SUFFIX);
-  const parser = (_req: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
+  const parser = (req: FastifyRequest, body: string | Buffer, done: (err: Error | null, body?: unknown) => void) => {
     try {
+      checkJsonCharset(req.headers['content-type']);
       done(null, parseJsonBody(typeof body === 'string' ? body : decodeUtf8(body)));
     } catch (err) {
       done(err as Error, undefined);

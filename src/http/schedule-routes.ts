@@ -14,7 +14,7 @@ import {
 } from '../core/errors.ts';
 import { QUEUE_NAME } from '../core/ids.ts';
 import { redactValue } from '../core/redact.ts';
-import { SCHEDULE_ID } from '../broker/shared/schedules.ts';
+import { MAX_SCHEDULE_VERSION, SCHEDULE_ID, SCHEDULE_VERSION_RULE } from '../broker/shared/schedules.ts';
 import type { ScheduleOptions, ScheduleView } from '../schedule/manage.ts';
 import { SchedulePolicyError } from '../schedule/plan.ts';
 import { readInstant, ScheduleSpecError } from '../schedule/spec.ts';
@@ -35,7 +35,13 @@ const QueueQuery = z.object({
 });
 const UpsertBody = z.strictObject({
   ...ScheduleDefinitionFields,
-  version: z.number().optional().describe('Default: the time of the request (a later update wins)'),
+  version: z
+    .number()
+    .int({ error: `must be ${SCHEDULE_VERSION_RULE}` })
+    .min(0, { error: `must be ${SCHEDULE_VERSION_RULE}` })
+    .max(MAX_SCHEDULE_VERSION, { error: `must be ${SCHEDULE_VERSION_RULE}` })
+    .optional()
+    .describe(`The definition's version, ${SCHEDULE_VERSION_RULE}. Default: the time of the request in ms (a later update wins)`),
 });
 
 const Done = z.object({ id: z.string(), queue: z.string(), state: z.string() }).describe('The schedule after the action');
@@ -151,7 +157,7 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
         tags: ['schedules'],
         params: Params,
         body: UpsertBody,
-        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 403, 404, 409, 422, 503) },
+        response: { 200: ScheduleSchema, ...errorResponses(400, 401, 403, 404, 409, 413, 415, 422, 503) },
         security: security('admin'),
       },
     },
@@ -231,7 +237,7 @@ export function registerScheduleRoutes(ctx: RouteContext): void {
             existing: z.number().int().describe('Fire times that already had their run'),
             truncated: z.boolean().describe('More than 1000 fire times in the range: only the first 1000 were done'),
           }),
-          ...errorResponses(400, 401, 403, 404, 422, 503),
+          ...errorResponses(400, 401, 403, 404, 413, 415, 422, 503),
         },
         security: security('admin'),
       },

@@ -7,7 +7,7 @@
  */
 import type { Broker, EnqueueResult, FlowSpec, NewRun, ScheduleMark, ScheduleRecord } from '../broker/types.ts';
 import { ConfigError, ScheduleLimitsError, ScheduleVersionError } from '../core/errors.ts';
-import { SCHEDULE_ID } from '../broker/shared/schedules.ts';
+import { isScheduleVersion, SCHEDULE_ID, SCHEDULE_VERSION_RULE } from '../broker/shared/schedules.ts';
 import { newRunId } from '../core/ids.ts';
 import {
   checkPolicies,
@@ -35,8 +35,9 @@ export type ScheduleOptions<I = unknown> = ScheduleSpec &
     /**
      * The definition's version: a greater one replaces the stored definition, a smaller one never
      * does (a rolling deploy's older workers cannot flap it back). Use a number that grows with each
-     * deploy (a build time, a release number). Default: `ERRAND_SCHEDULE_VERSION` from the
-     * environment, else 0; definitions of equal versions settle on one by their digest.
+     * deploy (a build time, a release number): an integer from 0 to 2^53-1 (`Number.MAX_SAFE_INTEGER`).
+     * Default: `ERRAND_SCHEDULE_VERSION` from the environment, else 0; definitions of equal versions
+     * settle on one by their digest.
      */
     version?: number;
   };
@@ -63,7 +64,7 @@ export function splitScheduleOptions(options: ScheduleOptions, where: string): S
   const schedule = compileSchedule(spec as unknown as ScheduleSpec, where);
   const policies = checkPolicies(policyGiven as Partial<SchedulePolicies>, where);
   const v = version ?? defaultVersion();
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`${where}: version must be a finite number, got ${show(v)}`);
+  if (!isScheduleVersion(v)) throw new ConfigError(`${where}: version must be ${SCHEDULE_VERSION_RULE}, got ${show(v)}`);
   return { schedule, policies, version: v, input };
 }
 
@@ -71,7 +72,7 @@ function defaultVersion(): number {
   const env = process.env.ERRAND_SCHEDULE_VERSION;
   if (env === undefined || env === '') return 0;
   const n = Number(env);
-  if (!Number.isFinite(n)) throw new ConfigError(`ERRAND_SCHEDULE_VERSION must be a number, got ${JSON.stringify(env)}`);
+  if (!isScheduleVersion(n)) throw new ConfigError(`ERRAND_SCHEDULE_VERSION must be ${SCHEDULE_VERSION_RULE}, got ${JSON.stringify(env)}`);
   return n;
 }
 

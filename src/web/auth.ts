@@ -74,7 +74,12 @@ export class TokenAuth {
       throw new HttpError(401, 'Invalid token', { 'www-authenticate': 'Bearer realm="errand", error="invalid_token"' });
     }
     if (scope === 'admin' && granted !== 'admin') {
-      throw new HttpError(403, 'This token may only read: enqueue, cancel and retry need an admin token');
+      // The route named (its method and path): the check guards the app's own routes too.
+      const path = (request.raw.url ?? request.url ?? '').split('?')[0] ?? '';
+      throw new HttpError(
+        403,
+        `This token may only read: ${request.method} ${path.length > 100 ? `${path.slice(0, 100)}...` : path} needs an admin token`,
+      );
     }
   }
 

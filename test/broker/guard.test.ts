@@ -166,7 +166,13 @@ describe('the guard checks schedule calls for every broker', () => {
     };
     await refused(b.upsertSchedule({ ...def, id: 'has space' }, Date.now()), /schedule id "has space" is invalid/);
     await refused(b.upsertSchedule({ ...def, queue: 'bad queue!' }, Date.now()), /queue name/);
-    await refused(b.upsertSchedule({ ...def, version: Number.NaN }, Date.now()), /version must be a finite number/);
+    await refused(
+      b.upsertSchedule({ ...def, version: Number.NaN }, Date.now()),
+      /version must be an integer from 0 to 9007199254740991 .*, got NaN$/,
+    );
+    for (const version of [1e300, 1.5, -1, 2 ** 53]) {
+      await refused(b.upsertSchedule({ ...def, version }, Date.now()), /version must be an integer from 0 to 9007199254740991/);
+    }
     await refused(b.upsertSchedule({ ...def, spec: 5 as unknown as string }, Date.now()), /spec must be a string/);
     await refused(b.upsertSchedule(def, Number.NaN), /now must be a finite number/);
     const fire = { queue: 'q', id: 'ok', hash: 'h', expect: 1, next: 2, runs: [], missed: 0, now: Date.now() };

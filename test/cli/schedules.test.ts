@@ -144,6 +144,12 @@ describe('errand schedules', () => {
     await refused(['nightly', '--task', 'report', '--every', '1m', '--overlap', 'sometimes'], /overlap/);
     await refused(['nightly', '--task', 'report', '--every', '1m', '--input', '{nope'], /--input is not JSON/);
     await refused(['nightly', '--task', 'report', '--every', '1m', '--priority', 'high'], /--priority must be an integer/);
+    for (const version of ['1e300', '1.5', '-1', '9007199254740992']) {
+      await refused(
+        ['nightly', '--task', 'report', '--every', '1m', `--version=${version}`],
+        /--version must be an integer from 0 to 9007199254740991/,
+      );
+    }
     await refused(
       ['nightly', '--task', 'report', '--every', '1m', '--version', '1'],
       /not updated: the stored definition has version/,

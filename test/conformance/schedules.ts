@@ -371,6 +371,32 @@ export function scheduleConformance(c: ConformanceContext): void {
       }
     });
 
+    test('a version stored before versions were checked (1.5, 1e300) reads back; a greater one replaces 1.5, any replaces 1e300', async () => {
+      // The broker itself takes what the guard refuses: as an earlier Errand stored it.
+      const b = await open();
+      const now = Date.now();
+      await b.upsertSchedule(def({ id: 'frac', version: 1.5, hash: 'a' }), now);
+      await b.upsertSchedule(def({ id: 'huge', version: 1e300, hash: 'a' }), now);
+      assert.equal((await b.getSchedule(Q, 'frac'))?.version, 1.5);
+      assert.equal((await b.getSchedule(Q, 'huge'))?.version, 1e300);
+      assert.deepEqual(
+        (await b.listSchedules([Q])).map((s) => [s.id, s.version]),
+        [
+          ['frac', 1.5],
+          ['huge', 1e300],
+        ],
+      );
+      assert.equal((await b.upsertSchedule(def({ id: 'frac', version: 1, hash: 'b' }), now)).outcome, 'older');
+      const frac = await b.upsertSchedule(def({ id: 'frac', version: 2, hash: 'b' }), now);
+      assert.deepEqual([frac.outcome, frac.schedule.version], ['updated', 2]);
+      const huge = await b.upsertSchedule(def({ id: 'huge', version: 0, hash: 'b' }), now);
+      assert.deepEqual([huge.outcome, huge.schedule.version], ['updated', 0]);
+      // And it never comes back over a version, whatever its hash.
+      assert.equal((await b.upsertSchedule(def({ id: 'huge', version: 1e300, hash: 'z' }), now)).outcome, 'older');
+      assert.equal((await b.upsertSchedule(def({ id: 'huge', version: 2 ** 53, hash: 'z' }), now)).outcome, 'older');
+      assert.equal((await b.upsertSchedule(def({ id: 'huge', version: 2 ** 53 - 1, hash: 'z' }), now)).outcome, 'updated');
+    });
+
     test('dueSchedules gives the due ones, earliest first, and the next time of the others', async () => {
       const b = await open();
       const now = Date.now();

@@ -151,6 +151,18 @@ describe('dashboard handler: the JSON API and the page, outside Fastify', () => 
     assert.equal((await post(http, '/queues/reports/pause', '{}')).status, 200);
     assert.equal((await post(http, '/queues/reports/resume', '{}')).status, 200);
     assert.equal((await post(http, '/queues/reports/pause', 'x=1', 'application/x-www-form-urlencoded')).status, 415);
+    // JSON in another charset than UTF-8: 415 naming it, where the dashboard reads the body; a body
+    // express.json() decoded (it reads UTF-16) is handed over as UTF-8 and taken.
+    const latin1 = await post(http, '/queues/reports/pause', '{}', 'application/json; charset=latin1');
+    assert.equal(latin1.status, 415);
+    assert.match(((await latin1.json()) as { detail: string }).detail, /^Unsupported charset "latin1": JSON bodies must be UTF-8/);
+    const utf16 = await fetch(`${ex.url}${ex.base}/api/queues/reports/pause`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json; charset=utf-16le' },
+      body: Buffer.from('{}', 'utf16le'),
+    });
+    assert.equal(utf16.status, 200, await utf16.clone().text());
+    assert.equal((await post(ex, '/queues/reports/resume', '{}', 'application/json; charset=UTF-8')).status, 200);
   });
 
   test('streams the live overview', async () => {

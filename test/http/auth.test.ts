@@ -72,10 +72,11 @@ describe('auth', () => {
       [`/runs/${runId}/cancel`, undefined],
       [`/runs/${runId}/retry`, undefined],
       ['/tasks/unknown', {}],
+      ['/schedules/nightly/pause', undefined],
     ] as const) {
       const res = await app.inject({ method: 'POST', url, headers: bearer(READ), ...(payload ? { payload } : {}) });
       assert.equal(res.statusCode, 403, url);
-      assert.deepEqual(res.json(), { detail: 'This token may only read: enqueue, cancel and retry need an admin token' });
+      assert.deepEqual(res.json(), { detail: `This token may only read: POST ${url} needs an admin token` });
     }
   });
 

@@ -293,6 +293,58 @@ describe('HTTP errors', () => {
       });
     }
 
+    it('answers 415 naming the charset for JSON in a charset other than UTF-8 (it would be misread), on every route that reads a body', async () => {
+      const detail = (charset: string) =>
+        `Unsupported charset "${charset}": JSON bodies must be UTF-8 (RFC 8259); send the body as UTF-8, with charset=utf-8 or no charset`;
+      const text = '{"text":"Zoë"}';
+      for (const [type, charset, payload] of [
+        ['application/json; charset=utf-16', 'utf-16', Buffer.from(text, 'utf16le')],
+        ['application/json; charset=UTF-16LE', 'UTF-16LE', Buffer.from(text, 'utf16le')],
+        ['application/json; charset=latin1', 'latin1', Buffer.from(text, 'latin1')],
+        ['application/json;charset="ISO-8859-1"', 'ISO-8859-1', Buffer.from(text, 'latin1')],
+        ['application/json; charset=us-ascii', 'us-ascii', Buffer.from('{"text":"Zoe"}')],
+        ['application/merge-patch+json; charset=windows-1252', 'windows-1252', Buffer.from(text, 'latin1')],
+        ['application/json; charset=no-such-charset', 'no-such-charset', Buffer.from(text)],
+      ] as const) {
+        const res = await app.inject({ method: 'POST', url: '/tasks/echo', headers: { 'content-type': type }, payload });
+        assert.equal(res.statusCode, 415, `${type}: ${res.body}`);
+        assert.deepEqual(res.json(), { detail: detail(charset) });
+      }
+      // The other routes that read a JSON body: the schedule routes and the dashboard's actions.
+      const utf16 = { 'content-type': 'application/json; charset=utf-16' };
+      for (const [method, url, body] of [
+        ['PUT', '/schedules/nightly', { task: 'echo', every: '1h', input: { text: 'x' } }],
+        ['POST', '/schedules/nightly/backfill', { from: 0, to: 1 }],
+        ['POST', '/dashboard/api/queues/default/pause', {}],
+        ['POST', '/dashboard/api/retry-failed', {}],
+      ] as const) {
+        const res = await app.inject({ method, url, headers: utf16, payload: Buffer.from(JSON.stringify(body), 'utf16le') });
+        assert.equal(res.statusCode, 415, `${method} ${url}: ${res.body}`);
+        assert.deepEqual(res.json(), { detail: detail('utf-16') });
+      }
+      assert.equal((await app.inject({ url: '/schedules/nightly' })).statusCode, 404, 'nothing stored');
+    });
+
+    it('accepts JSON in UTF-8 however the charset says it: utf-8 in any case, quoted, utf8, or none', async () => {
+      for (const type of [
+        'application/json',
+        'application/json; charset=utf-8',
+        'application/json; charset=UTF-8',
+        'application/json; charset="utf-8"',
+        'application/json;charset=utf8',
+        'application/json; charset=UTF-8; profile=x',
+        'application/merge-patch+json; charset=utf-8',
+      ]) {
+        const res = await app.inject({
+          method: 'POST',
+          url: '/tasks/echo',
+          headers: { 'content-type': type },
+          payload: Buffer.from('{"text":"Zoë"}'),
+        });
+        assert.equal(res.statusCode, 202, `${type}: ${res.body}`);
+      }
+    });
+
     it('accepts application/json with a charset and +json types', async () => {
       for (const type of ['application/json; charset=utf-8', 'application/merge-patch+json']) {
         const res = await app.inject({ method: 'POST', url: '/tasks/echo', headers: { 'content-type': type }, payload: '{"text":"hi"}' });

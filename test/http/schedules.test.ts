@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { SqliteBroker } from '../../src/broker/sqlite/sqlite-broker.ts';
+import { ConfigError } from '../../src/core/errors.ts';
 import { createErrand, type Errand } from '../../src/errand.ts';
 import { createServer } from '../../src/http/index.ts';
 import { tempDir } from '../helpers.ts';
@@ -13,9 +15,11 @@ import { quiet } from './setup.ts';
 describe('schedules over HTTP', () => {
   let errand: Errand;
   let app: FastifyInstance;
+  let dbPath: string;
 
   before(async () => {
-    errand = createErrand({ broker: `sqlite:${join(tempDir('errand-http-sched'), 'e.db')}`, logger: quiet });
+    dbPath = join(tempDir('errand-http-sched'), 'e.db');
+    errand = createErrand({ broker: `sqlite:${dbPath}`, logger: quiet });
     errand.task(
       'digest',
       { input: z.object({ to: z.string(), secret: z.string().optional() }), queue: 'mail', redact: ['secret'] },
@@ -107,6 +111,65 @@ describe('schedules over HTTP', () => {
     assert.deepEqual(badQueue.json(), {
       detail: [{ loc: ['query', 'queue'], msg: 'must be 1 to 64 letters, digits, "_" or "-"', type: 'invalid_format' }],
     });
+  });
+
+  it('a version is an integer from 0 to 2^53-1 (a typo cannot lock a schedule); one stored before that reads back and is replaced', async () => {
+    const rule = 'must be an integer from 0 to 9007199254740991 (a build time or a release number)';
+    for (const version of [1e300, 1.5, -1, 2 ** 53]) {
+      const r = await put('versioned', { task: 'digest', every: '1h', input: { to: 'v@example.com' }, version });
+      assert.equal(r.statusCode, 422, `${version}: ${r.body}`);
+      assert.deepEqual(
+        r.json().detail.map((d: { loc: unknown[]; msg: string }) => [d.loc, d.msg]),
+        [[['body', 'version'], rule]],
+      );
+    }
+    assert.equal((await app.inject({ url: '/schedules/versioned' })).statusCode, 404, 'nothing refused was stored');
+    const max = await put('versioned', { task: 'digest', every: '1h', input: { to: 'v@example.com' }, version: 2 ** 53 - 1 });
+    assert.equal(max.statusCode, 200, max.body);
+    assert.equal(max.json().version, 2 ** 53 - 1);
+    // The library refuses the same, as a ConfigError naming the value.
+    await assert.rejects(
+      errand.upsertSchedule('versioned', errand.tasks.get('digest')!, { every: '1h', input: { to: 'v' }, version: 1e300 }),
+      (err: unknown) =>
+        err instanceof ConfigError && /version must be an integer from 0 to 9007199254740991 .*, got 1e\+300$/.test(err.message),
+    );
+    // Versions stored by an Errand that did not check them (written here behind the guard): 1.5 and
+    // 1e300 read back as stored; a greater version replaces 1.5, and any version replaces 1e300.
+    const raw = new SqliteBroker({ path: dbPath });
+    try {
+      const now = Date.now();
+      for (const [id, version] of [
+        ['frac', 1.5],
+        ['huge', 1e300],
+      ] as const) {
+        await raw.upsertSchedule(
+          {
+            id,
+            queue: 'mail',
+            task: 'digest',
+            spec: '{"every":3600000}',
+            input: '{"to":"o@example.com"}',
+            options: '{}',
+            hash: 'h',
+            version,
+            next: now + 3600_000,
+          },
+          now,
+        );
+        const got = await app.inject({ url: `/schedules/${id}` });
+        assert.equal(got.statusCode, 200, got.body);
+        assert.equal(got.json().version, version);
+      }
+    } finally {
+      await raw.close();
+    }
+    assert.equal((await put('frac', { task: 'digest', every: '2h', input: { to: 'f@example.com' }, version: 1 })).statusCode, 409);
+    const frac = await put('frac', { task: 'digest', every: '2h', input: { to: 'f@example.com' }, version: 2 });
+    assert.equal(frac.statusCode, 200, frac.body);
+    assert.equal(frac.json().version, 2);
+    const huge = await put('huge', { task: 'digest', every: '2h', input: { to: 'h@example.com' }, version: 0 });
+    assert.equal(huge.statusCode, 200, huge.body);
+    assert.deepEqual([huge.json().version, huge.json().spec.every], [0, 7_200_000]);
   });
 
   it('pause, resume, trigger, backfill twice, delete', async () => {

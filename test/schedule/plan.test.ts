@@ -101,6 +101,36 @@ describe('definitions', () => {
       },
     );
     assert.throws(() => splitScheduleOptions({ cron: '61 * * * *' }, 'x'), /minute/);
+    // A version is an integer from 0 to 2^53-1: a typo such as 1e300 would lock out every later update.
+    for (const [version, shown] of [
+      [1e300, '1e+300'],
+      [1.5, '1.5'],
+      [-1, '-1'],
+      [2 ** 53, '9007199254740992'],
+      ['7', '"7"'],
+    ] as const) {
+      assert.throws(
+        () => splitScheduleOptions({ every: '1m', version: version as number }, 'Schedule "x"'),
+        (err: unknown) =>
+          err instanceof ConfigError &&
+          err.message ===
+            `Schedule "x": version must be an integer from 0 to 9007199254740991 (a build time or a release number), got ${shown}`,
+      );
+    }
+    assert.equal(splitScheduleOptions({ every: '1m', version: 2 ** 53 - 1 }, 'x').version, 2 ** 53 - 1);
+    const env = process.env.ERRAND_SCHEDULE_VERSION;
+    try {
+      process.env.ERRAND_SCHEDULE_VERSION = '1e300';
+      assert.throws(
+        () => splitScheduleOptions({ every: '1m' }, 'x'),
+        /ERRAND_SCHEDULE_VERSION must be an integer from 0 to 9007199254740991 .*, got "1e300"$/,
+      );
+      process.env.ERRAND_SCHEDULE_VERSION = '20261205';
+      assert.equal(splitScheduleOptions({ every: '1m' }, 'x').version, 20261205);
+    } finally {
+      if (env === undefined) delete process.env.ERRAND_SCHEDULE_VERSION;
+      else process.env.ERRAND_SCHEDULE_VERSION = env;
+    }
     assert.throws(() => checkPolicies({ priority: 5000 }, 'y'), /priority/);
   });
 });

@@ -11,12 +11,37 @@ import type { DueSchedules, FireOverlap, FireRequest, ScheduleDefinition, Schedu
 export const SCHEDULE_ID = /^[^\s]{1,128}$/;
 
 /**
+ * The greatest schedule version: a build time in ms or a release number fits, and every such number
+ * is exact in a double, in Lua and in SQLite's REAL alike.
+ */
+export const MAX_SCHEDULE_VERSION = Number.MAX_SAFE_INTEGER;
+
+/** What a schedule version must be, for messages ("version must be ..."). */
+export const SCHEDULE_VERSION_RULE = `an integer from 0 to ${MAX_SCHEDULE_VERSION} (a build time or a release number)`;
+
+/** A schedule version: an integer from 0 to `MAX_SCHEDULE_VERSION`. */
+export function isScheduleVersion(v: unknown): v is number {
+  return Number.isSafeInteger(v) && (v as number) >= 0;
+}
+
+/**
+ * A version's place in the order. One above `MAX_SCHEDULE_VERSION` (stored before versions were
+ * checked: a typo such as 1e300) counts below every version, so that it can still be replaced,
+ * else nothing could ever replace it. schedupsert.lua does the same.
+ */
+function versionRank(v: number): number {
+  return v > MAX_SCHEDULE_VERSION ? Number.NEGATIVE_INFINITY : v;
+}
+
+/**
  * 1 when `a` replaces `b` (a greater version, or an equal version and a greater hash), -1 when `b`
  * stays, 0 when they are the same definition. A total order: whatever order two deploys upsert in,
  * every broker ends on the same definition and never flaps between them.
  */
 export function newerDefinition(a: Pick<ScheduleDefinition, 'version' | 'hash'>, b: Pick<ScheduleDefinition, 'version' | 'hash'>): number {
-  if (a.version !== b.version) return a.version > b.version ? 1 : -1;
+  const va = versionRank(a.version);
+  const vb = versionRank(b.version);
+  if (va !== vb) return va > vb ? 1 : -1;
   if (a.hash === b.hash) return 0;
   return a.hash > b.hash ? 1 : -1;
 }
@@ -44,7 +69,7 @@ export function checkDefinition(def: ScheduleDefinition): void {
   if (!def || typeof def !== 'object') throw new ConfigError(`${m}: a schedule definition object is required`);
   checkScheduleId(def.id, m);
   for (const f of ['task', 'spec', 'input', 'options', 'hash'] as const) text(def[f], m, f);
-  time(def.version, m, 'version', false);
+  if (!isScheduleVersion(def.version)) throw new ConfigError(`${m}: version must be ${SCHEDULE_VERSION_RULE}, got ${show(def.version)}`);
   time(def.next, m, 'next', true);
 }
 

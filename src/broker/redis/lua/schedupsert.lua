@@ -2,7 +2,7 @@
   schedupsert: creates or updates a schedule definition (see upsertSchedule in broker/types.ts).
 
   The stored definition is replaced only by a greater version, or an equal version with a greater
-  hash (byte order): every order of concurrent upserts ends on the same definition, and an older
+  hash (byte order; a version above 2^53-1, stored before versions were checked, counts below all): every order of concurrent upserts ends on the same definition, and an older
   deploy never overwrites a newer one. On replace the next fire time is kept when the spec text is
   the same, else taken from ARGV; paused, counters and the last fire are kept.
 
@@ -33,6 +33,14 @@ if not sVersion then
 else
   local sv, sh = tonumber(sVersion) or 0, sHash or ''
   local v = tonumber(version)
+  -- A version above 2^53-1 (stored before versions were checked: a typo such as 1e300) counts
+  -- below every version, so that it can still be replaced (newerDefinition does the same).
+  if sv > 9007199254740991 then
+    sv = -math.huge
+  end
+  if v > 9007199254740991 then
+    v = -math.huge
+  end
   local order
   if v ~= sv then
     order = (v > sv) and 1 or -1
