@@ -116,14 +116,30 @@ export async function fireChord(s: ChordSender, gid: string): Promise<void> {
   const pipe = s.redis.multi();
   const parent = { id: p.parentId, rootId: p.rootId };
   const failed = parts.find(([, , state]) => state === 'FAILURE' || state === 'REVOKED');
-  if (failed) {
+  // Celery saves the header's GroupResult only when it nests groups, to give the body nested lists;
+  // the flat list kept here would be the wrong argument.
+  const nested = (await s.redis.exists(groupKey(gid, ''))) === 1;
+  if (failed || nested) {
     const bodyId = p.body.options?.task_id;
     if (typeof bodyId === 'string') {
-      s.backend.storeIn(pipe, bodyId, 'FAILURE', {
-        exc_type: 'ChordError',
-        exc_module: 'celery.exceptions',
-        exc_message: [`Dependency ${failed[1]} raised ${describe(failed[3])}`],
-      });
+      s.backend.storeIn(
+        pipe,
+        bodyId,
+        'FAILURE',
+        failed
+          ? {
+              exc_type: 'ChordError',
+              exc_module: 'celery.exceptions',
+              exc_message: [`Dependency ${failed[1]} raised ${describe(failed[3])}`],
+            }
+          : {
+              exc_type: 'NotImplementedError',
+              exc_module: 'builtins',
+              exc_message: [
+                `chord ${gid}: its header nests groups, whose results an Errand worker cannot shape for the body; run its last header tasks on Python workers`,
+              ],
+            },
+      );
     }
     const errbacks = p.body.options?.link_error;
     for (const eb of Array.isArray(errbacks) ? errbacks : errbacks ? [errbacks] : [])

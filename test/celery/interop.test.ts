@@ -294,6 +294,8 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     assert.equal(c.ok, 10, JSON.stringify(c));
     const t = await py(url, 'canvas', { shape: 'chain-group-task' });
     assert.deepEqual(t.ok, [6, 6], JSON.stringify(t));
+    const n = await py(url, 'canvas', { shape: 'chord-nested' });
+    assert.deepEqual(n.ok, [4, 2, 6], "what Celery 5.2's own workers give the body (checked with Python workers alone)");
   });
 
   test('a shape the Errand worker cannot send on (a group followed by more of a chain) is FAILURE with the reason, not dropped', async () => {
@@ -336,8 +338,25 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     await redis.hset('_errand.celery.chords', gid, JSON.stringify({ body, rootId: gid, parentId: gid, claimedAt: Date.now() }));
     const other = createCeleryWorker({ url, queues: ['chord-recovery'], visibilityTimeoutMs: 1000, remoteControl: false });
     await other.start();
+    // A header whose GroupResult Celery saved (newer Celery does for nested groups, to give the body
+    // nested lists): refused with the reason rather than given a flat list.
+    const nestedGid = randomUUID();
+    const nestedBodyId = randomUUID();
+    await redis.set(`celery-taskset-meta-${nestedGid}`, '{"result": []}');
+    await redis.zadd(`_errand.celery.chord.${nestedGid}`, 0, JSON.stringify([1, randomUUID(), 'SUCCESS', 1]));
+    const nestedBody = { ...body, options: { task_id: nestedBodyId, queue: 'celery' } };
+    await redis.hset(
+      '_errand.celery.chords',
+      nestedGid,
+      JSON.stringify({ body: nestedBody, rootId: nestedGid, parentId: nestedGid, claimedAt: 0 }),
+    );
     try {
       assert.deepEqual(await client.result(bodyId).get({ timeoutMs: 30_000 }), [1, 2]);
+      await assert.rejects(client.result(nestedBodyId).get({ timeoutMs: 30_000 }), (err: CeleryTaskError) => {
+        assert.equal(err.excType, 'NotImplementedError');
+        assert.match(err.excMessage, /nests groups/);
+        return true;
+      });
       assert.equal(await redis.hlen('_errand.celery.chords'), 0);
       assert.equal(await redis.exists(`_errand.celery.chord.${gid}`), 0);
     } finally {
