@@ -16,6 +16,7 @@ import { jsonIssues } from '../core/json.ts';
 import { show } from '../core/show.ts';
 import { redactUrl, redisUrlProblem } from '../core/urls.ts';
 import { type CeleryMeta, type CeleryState, READY_STATES, ResultBackend, resultOfMeta } from './backend.ts';
+import { broadcastMessage, pidboxChannel } from './pidbox.ts';
 import { bindingOf, buildMessage, type CelerySignature, queueListFor } from './protocol.ts';
 
 export interface SendTaskOptions {
@@ -107,9 +108,16 @@ const asList = <T>(v: T | T[] | undefined): T[] => (v === undefined ? [] : Array
 export class CeleryResult {
   readonly id: string;
   private readonly backend: ResultBackend;
-  constructor(id: string, backend: ResultBackend) {
+  private readonly client: CeleryClient | undefined;
+  constructor(id: string, backend: ResultBackend, client?: CeleryClient) {
     this.id = id;
     this.backend = backend;
+    this.client = client;
+  }
+  /** Python's `AsyncResult.revoke()`: see `CeleryClient.revoke`. */
+  revoke(o: RevokeOptions = {}): Promise<void> {
+    if (!this.client) throw new ConfigError('revoke(): this result was not made by a CeleryClient');
+    return this.client.revoke(this.id, o);
   }
   /** PENDING (unknown or not started), STARTED, RETRY, SUCCESS, FAILURE or REVOKED. */
   async state(): Promise<CeleryState> {
@@ -131,6 +139,13 @@ export class CeleryResult {
     const timeoutMs = o?.timeoutMs === undefined ? undefined : checkTimerMs(o.timeoutMs, 'get(): timeoutMs');
     return resultOfMeta(await this.backend.wait(this.id, timeoutMs));
   }
+}
+
+export interface RevokeOptions {
+  /** Also stop the task where it runs (Celery's `terminate=True`; on an Errand worker, its `ctx.signal`). */
+  terminate?: boolean;
+  /** Only these workers (their Celery hostnames, e.g. `celery@host`); default every worker. */
+  destination?: string[];
 }
 
 export interface CeleryClientOptions {
@@ -199,7 +214,7 @@ export class CeleryClient {
       ignoreResult: o.ignoreResult ?? false,
     });
     await this.push(queue, envelope.properties.priority, JSON.stringify(envelope));
-    return new CeleryResult(id, this.backend);
+    return new CeleryResult(id, this.backend, this);
   }
 
   /**
@@ -218,12 +233,38 @@ export class CeleryClient {
       ...(typeof first.options?.queue === 'string' ? { queue: first.options.queue } : {}),
       chain: withIds.reverse(),
     });
-    return last ? new CeleryResult(last.options.task_id as string, this.backend) : r;
+    return last ? new CeleryResult(last.options.task_id as string, this.backend, this) : r;
   }
 
   /** A handle on a task sent elsewhere (Python's `AsyncResult(id)`). */
   result(id: string): CeleryResult {
-    return new CeleryResult(id, this.backend);
+    return new CeleryResult(id, this.backend, this);
+  }
+
+  /**
+   * Revokes tasks by id, as Python's `app.control.revoke(ids)`: broadcasts Celery's `revoke` command
+   * to the workers (Python and Errand) that are running now; each keeps the ids and marks such a
+   * task REVOKED instead of running it. No reply is awaited (Celery's default).
+   */
+  async revoke(taskId: string | string[], o: RevokeOptions = {}): Promise<void> {
+    const ids = Array.isArray(taskId) ? taskId : [taskId];
+    const issues: InputIssue[] = [];
+    if (ids.length === 0) issues.push({ path: ['taskId'], message: 'give at least one task id', code: 'invalid' });
+    ids.forEach((id, i) => {
+      if (typeof id !== 'string' || id.length === 0)
+        issues.push({
+          path: Array.isArray(taskId) ? ['taskId', i] : ['taskId'],
+          message: `must be a non-empty string, got ${show(id)}`,
+          code: 'invalid',
+        });
+    });
+    if (o.terminate !== undefined && typeof o.terminate !== 'boolean')
+      issues.push({ path: ['terminate'], message: `must be a boolean, got ${show(o.terminate)}`, code: 'invalid' });
+    if (o.destination !== undefined && !(Array.isArray(o.destination) && o.destination.every((d) => typeof d === 'string' && d.length > 0)))
+      issues.push({ path: ['destination'], message: `must be an array of worker hostnames, got ${show(o.destination)}`, code: 'invalid' });
+    if (issues.length) throw new InputError(issues, undefined, 'options');
+    const args = { task_id: Array.isArray(taskId) ? ids : ids[0], terminate: o.terminate ?? false, signal: 'SIGTERM' };
+    await this.redis.publish(pidboxChannel(this.redis), broadcastMessage('revoke', args, o.destination ?? null));
   }
 
   /** LPUSH as kombu's `_put`, declaring the queue's binding once per process (as Celery does on publish). */

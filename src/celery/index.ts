@@ -19,6 +19,7 @@ export {
   type CeleryClientOptions,
   CeleryResult,
   createCeleryClient,
+  type RevokeOptions,
   type SendTaskOptions,
   signature,
 } from './client.ts';

@@ -1,12 +1,13 @@
 /**
  * Just enough of Celery's remote control (kombu's "pidbox" mailbox) for `celery inspect ping` and
- * `celery status` to list Errand workers, and `celery inspect registered` to show their tasks.
+ * `celery status` to list Errand workers, `celery inspect registered`, `active` and `revoked` to show
+ * their tasks, and `revoke` (`AsyncResult.revoke()`, `celery control revoke`) to reach them.
  *
  * On Redis, a broadcast is PUBLISHed on `/<db>.celery.pidbox` (kombu's fanout prefix and the
  * `celery.pidbox` exchange) as a JSON envelope whose body is `{method, arguments, destination,
  * reply_to: {exchange, routing_key}, ticket}`. A reply is an envelope with header `ticket`, pushed
  * onto the queue that `_kombu.binding.reply.celery.pidbox` binds to the reply routing key.
- * Other commands (`inspect active`, `stats`, `control revoke`, ...) get no answer.
+ * Other commands (`inspect active`, `stats`, `control rate_limit`, ...) get no answer.
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
@@ -14,9 +15,48 @@ import { KOMBU_SEP } from './protocol.ts';
 
 interface ControlBody {
   method?: unknown;
+  arguments?: Record<string, unknown> | null;
   destination?: unknown;
   reply_to?: { exchange?: unknown; routing_key?: unknown } | null;
   ticket?: unknown;
+}
+
+/** What the worker answers the commands with. */
+export interface PidboxWorker {
+  /** The task names it serves (`inspect registered`). */
+  tasks(): string[];
+  /** Flags `ids` as revoked (`control revoke`); returns Celery's reply text. */
+  revoke(ids: string[], terminate: boolean): string;
+  /** The tasks running now (`inspect active`). */
+  active(): unknown[];
+  /** The revoked ids kept (`inspect revoked`). */
+  revoked(): string[];
+}
+
+/** The channel kombu's Redis transport broadcasts Celery's remote control on (`/<db>.celery.pidbox`). */
+export function pidboxChannel(redis: Redis): string {
+  return `/${(redis.options as { db?: number }).db ?? 0}.celery.pidbox`;
+}
+
+/**
+ * A broadcast as Celery's `app.control.broadcast(method, arguments, destination)` publishes it, with no
+ * reply asked; `expires` (seconds from now) is when workers stop acting on it.
+ */
+export function broadcastMessage(method: string, args: Record<string, unknown>, destination: string[] | null, expiresS = 60): string {
+  const body = { method, arguments: args, destination, pattern: null, matcher: null };
+  return JSON.stringify({
+    body: Buffer.from(JSON.stringify(body)).toString('base64'),
+    'content-encoding': 'utf-8',
+    'content-type': 'application/json',
+    headers: { clock: 1, expires: Date.now() / 1000 + expiresS },
+    properties: {
+      delivery_mode: 2,
+      delivery_info: { exchange: 'celery.pidbox', routing_key: '' },
+      priority: 0,
+      body_encoding: 'base64',
+      delivery_tag: randomUUID(),
+    },
+  });
 }
 
 export class Pidbox {
@@ -24,16 +64,16 @@ export class Pidbox {
   private clock = 0;
   private readonly redis: Redis;
   private readonly hostname: string;
-  private readonly tasks: () => string[];
+  private readonly worker: PidboxWorker;
 
-  constructor(redis: Redis, hostname: string, tasks: () => string[]) {
+  constructor(redis: Redis, hostname: string, worker: PidboxWorker) {
     this.redis = redis;
     this.hostname = hostname;
-    this.tasks = tasks;
+    this.worker = worker;
   }
 
   get channel(): string {
-    return `/${(this.redis.options as { db?: number }).db ?? 0}.celery.pidbox`;
+    return pidboxChannel(this.redis);
   }
 
   async start(): Promise<void> {
@@ -46,9 +86,16 @@ export class Pidbox {
     this.sub = sub;
   }
 
-  private reply(method: string): unknown {
+  private reply(method: string, args: Record<string, unknown>): unknown {
     if (method === 'ping') return { ok: 'pong' };
-    if (method === 'registered') return this.tasks();
+    if (method === 'registered') return this.worker.tasks();
+    if (method === 'active') return this.worker.active();
+    if (method === 'revoked') return this.worker.revoked();
+    if (method === 'revoke') {
+      // Celery's `task_id` is one id or a list of them.
+      const ids = (Array.isArray(args.task_id) ? args.task_id : [args.task_id]).filter((id): id is string => typeof id === 'string');
+      return { ok: this.worker.revoke(ids, args.terminate === true) };
+    }
     return undefined;
   }
 
@@ -59,7 +106,7 @@ export class Pidbox {
     const body = JSON.parse(text) as ControlBody;
     if (Array.isArray(body.destination) && body.destination.length && !body.destination.includes(this.hostname)) return;
     if (typeof body.method !== 'string') return;
-    const answer = this.reply(body.method);
+    const answer = this.reply(body.method, body.arguments && typeof body.arguments === 'object' ? body.arguments : {});
     const rk = body.reply_to?.routing_key;
     const exchange = body.reply_to?.exchange;
     if (answer === undefined || typeof rk !== 'string' || typeof exchange !== 'string') return;

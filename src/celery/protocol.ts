@@ -163,6 +163,9 @@ export interface BuildOptions {
   timeLimit?: [number | null, number | null];
   ignoreResult?: boolean;
   group?: string | null;
+  groupIndex?: number | null;
+  /** The chord body, for a chord's header task (see chord.ts). */
+  chord?: CelerySignature | null;
   shadow?: string | null;
 }
 
@@ -177,7 +180,7 @@ export function buildMessage(task: string, o: BuildOptions): CeleryEnvelope {
     callbacks: o.callbacks?.length ? o.callbacks : null,
     errbacks: o.errbacks?.length ? o.errbacks : null,
     chain: o.chain?.length ? o.chain : null,
-    chord: null,
+    chord: o.chord ?? null,
   };
   const body = Buffer.from(JSON.stringify([args, kwargs, embed]), 'utf8').toString('base64');
   return {
@@ -192,7 +195,7 @@ export function buildMessage(task: string, o: BuildOptions): CeleryEnvelope {
       eta: o.eta ? isoUtc(o.eta) : null,
       expires: o.expires ? isoUtc(o.expires) : null,
       group: o.group ?? null,
-      group_index: null,
+      group_index: o.groupIndex ?? null,
       retries: o.retries ?? 0,
       timelimit: o.timeLimit ?? [null, null],
       root_id: o.rootId ?? id,

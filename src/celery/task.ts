@@ -10,7 +10,10 @@ export interface CeleryTaskContext {
   retries: number;
   rootId: string;
   parentId: string | null;
-  /** Aborted when the worker stops without grace. */
+  /**
+   * Aborted when the worker stops without grace, when the task is revoked with `terminate=True`, or
+   * at its time limits (the reason a `SoftTimeLimitExceeded` or `TimeLimitExceeded` error).
+   */
   signal: AbortSignal;
   /** Ends this attempt and sends the task again (Celery's `self.retry()`). Never returns. */
   retry(o?: { countdown?: number; eta?: Date; error?: unknown }): never;

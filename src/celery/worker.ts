@@ -15,8 +15,11 @@
  *   JSON protocol 2 message) is FAILURE in the result backend with the reason, then acknowledged;
  * - retries: `ctx.retry()` or `autoretry` sends the message again with `retries + 1` and an ETA,
  *   stores RETRY; past `maxRetries` (default 3) the task is FAILURE;
- * - `expires` passed: REVOKED (`TaskRevokedError('expired')`), as Celery does;
- * - link/link_error/chain: sent on success (with the result prepended) or failure (with the task id).
+ * - `expires` passed: REVOKED (`TaskRevokedError('expired')`), as Celery does; so is a task revoked by
+ *   id (`AsyncResult.revoke()`, heard through the remote control, see pidbox.ts) when it arrives;
+ * - link/link_error/chain: sent on success (with the result prepended) or failure (with the task id);
+ *   a chord's header task adds its part and the last one sends the body, as Celery's Redis backend
+ *   does (see chord.ts).
  * - A task this worker has no handler for is handed back to the back of its queue for a Celery
  *   worker to run (`unknownTasks: 'requeue'`, the default), or failed (`'fail'`).
  * - With `errand: { broker }`, every task that ends here is recorded in that Errand broker, so that
@@ -30,6 +33,7 @@ import type { output, ZodType } from 'zod';
 import type { CeleryHandler, CeleryTaskOptions, RegisteredTask } from './task.ts';
 import { ConfigError } from '../core/errors.ts';
 import { checkTimerMs } from '../core/fields.ts';
+import { show } from '../core/show.ts';
 import type { RunError } from '../core/run.ts';
 import { ResultBackend } from './backend.ts';
 import { CeleryClient, checkCeleryRedisUrl } from './client.ts';
@@ -37,7 +41,8 @@ import { type CeleryMetrics, createCeleryMetrics } from './metrics.ts';
 import { decodeMessage, type CeleryTaskMessage } from './protocol.ts';
 import { Pidbox } from './pidbox.ts';
 import { type CeleryRecordOptions, CeleryRecorder } from './record.ts';
-import { celeryExceptionInfo, type Outcome, runMessage, settle } from './run.ts';
+import { celeryExceptionInfo, chordSender, type Outcome, runMessage, type SettleContext, settle } from './run.ts';
+import { fireChord, recoverChords } from './chord.ts';
 import { type Claimed, Transport } from './transport.ts';
 
 export type { CeleryHandler, CeleryTaskContext, CeleryTaskOptions, RegisteredTask } from './task.ts';
@@ -54,6 +59,14 @@ export interface CeleryWorkerOptions {
    * `visibility_timeout`, default one hour). Keep it equal to the Python workers' setting.
    */
   visibilityTimeoutMs?: number;
+  /**
+   * Queues for the tasks this worker sends (the next step of a chain, links, errbacks, chord bodies,
+   * group members) whose signature names none: Celery's `task_routes` as task name -> queue. Keep it
+   * equal to the Python app's.
+   */
+  routes?: Record<string, string>;
+  /** The queue for the rest (Celery's `task_default_queue`). Default `celery`. */
+  defaultQueue?: string;
   /** `requeue` (default): a task without a handler goes back to its queue; `fail`: FAILURE NotRegistered. */
   unknownTasks?: 'requeue' | 'fail';
   /** Result expiry in seconds (Celery's `result_expires`). Default 86400. */
@@ -63,7 +76,7 @@ export interface CeleryWorkerOptions {
   metrics?: CeleryMetrics;
   /** The worker's name (Celery's `hostname`). Default `errand@<host>`. */
   hostname?: string;
-  /** Answer `celery inspect ping` and `inspect registered` (see pidbox.ts). Default true. */
+  /** Answer `celery inspect ping`, `registered`, `active`, `revoked` and `control revoke` (see pidbox.ts). Default true. */
   remoteControl?: boolean;
   /**
    * Show this worker's tasks in Errand's dashboard: each task that ends here is recorded as a finished
@@ -71,6 +84,10 @@ export interface CeleryWorkerOptions {
    */
   errand?: CeleryRecordOptions;
 }
+
+/** Celery's worker keeps this many revoked ids (`REVOKES_MAX`), each for three hours (`REVOKE_EXPIRES`). */
+const REVOKES_MAX = 50_000;
+const REVOKE_EXPIRES_MS = 3 * 3_600_000;
 
 export class CeleryWorker {
   readonly tasks = new Map<string, RegisteredTask>();
@@ -82,6 +99,8 @@ export class CeleryWorker {
   private readonly transport: Transport;
   private readonly backend: ResultBackend;
   private readonly concurrency: number;
+  private readonly routes: Map<string, string>;
+  private readonly defaultQueue: string;
   private readonly visibilityMs: number;
   private readonly active = new Map<string, Promise<void>>();
   private readonly abort = new AbortController();
@@ -94,6 +113,10 @@ export class CeleryWorker {
   private pidbox: Pidbox | undefined;
   private readonly recorder: CeleryRecorder | undefined;
   private lastRedisError: Error | undefined;
+  /** Revoked task ids -> until when (ms), oldest first (Celery's worker_state.revoked). */
+  private readonly revoked = new Map<string, number>();
+  /** The tasks running here, by Celery id: `revoke(terminate=True)` aborts their signal; `inspect active` lists them. */
+  private readonly runningTasks = new Map<string, { abort: AbortController; msg: CeleryTaskMessage; startedAt: number }>();
 
   private readonly o: CeleryWorkerOptions;
 
@@ -105,6 +128,18 @@ export class CeleryWorker {
     if (!Array.isArray(queues) || queues.length === 0 || queues.some((q) => typeof q !== 'string' || q.length === 0)) {
       throw new ConfigError('createCeleryWorker: queues must be a non-empty array of queue names');
     }
+    const routes = o.routes ?? {};
+    if (
+      typeof routes !== 'object' ||
+      routes === null ||
+      Array.isArray(routes) ||
+      Object.values(routes).some((q) => typeof q !== 'string' || q.length === 0)
+    )
+      throw new ConfigError(`createCeleryWorker: routes must map task names to queue names, got ${show(routes)}`);
+    if (o.defaultQueue !== undefined && !(typeof o.defaultQueue === 'string' && o.defaultQueue.length > 0))
+      throw new ConfigError(`createCeleryWorker: defaultQueue must be a non-empty queue name, got ${show(o.defaultQueue)}`);
+    this.routes = new Map(Object.entries(routes));
+    this.defaultQueue = o.defaultQueue ?? 'celery';
     this.concurrency = o.concurrency ?? 10;
     if (!Number.isInteger(this.concurrency) || this.concurrency < 1)
       throw new ConfigError('createCeleryWorker: concurrency must be an integer >= 1');
@@ -171,10 +206,16 @@ export class CeleryWorker {
       setInterval(() => {
         this.transport.renew([...this.active.keys()]).catch(() => {});
         this.transport.restoreVisible(this.visibilityMs).catch(() => {});
+        recoverChords(chordSender(this.settleContext), this.visibilityMs, this.o.logger).catch(() => {});
       }, every),
     );
     if (this.o.remoteControl ?? true) {
-      this.pidbox = new Pidbox(this.redis, this.hostname, () => [...this.tasks.keys()]);
+      this.pidbox = new Pidbox(this.redis, this.hostname, {
+        tasks: () => [...this.tasks.keys()],
+        revoke: (ids, terminate) => this.revoke(ids, terminate),
+        active: () => this.activeTasks(),
+        revoked: () => this.revokedIds(),
+      });
       await this.pidbox.start();
     }
     this.recorder?.startHeartbeat(
@@ -183,6 +224,65 @@ export class CeleryWorker {
     );
     this.loop = this.run();
     this.o.logger?.info({ queues: this.transport.queues, tasks: [...this.tasks.keys()] }, 'celery worker started');
+  }
+
+  /**
+   * Flags `ids` as revoked, as Celery's `revoke` control command does: a message with one of these
+   * ids that this worker takes is REVOKED, not run. With `terminate`, a handler running one of them
+   * here has its `ctx.signal` aborted and its task ends REVOKED (`terminated`).
+   */
+  revoke(ids: string[], terminate = false): string {
+    const until = Date.now() + REVOKE_EXPIRES_MS;
+    for (const id of ids) {
+      this.revoked.delete(id);
+      this.revoked.set(id, until);
+    }
+    for (const id of this.revoked.keys()) {
+      if (this.revoked.size <= REVOKES_MAX) break;
+      this.revoked.delete(id);
+    }
+    this.o.logger?.info({ ids, terminate }, 'celery worker: tasks flagged as revoked');
+    if (!terminate) return `tasks ${ids.join(', ')} flagged as revoked`;
+    const terminated = ids.filter((id) => {
+      const running = this.runningTasks.get(id);
+      running?.abort.abort(Object.assign(new Error(`task ${id} was revoked with terminate`), { name: 'TaskRevokedError' }));
+      return running !== undefined;
+    });
+    return terminated.length ? `terminate: ${terminated.join(', ')}` : 'terminate: tasks unknown';
+  }
+
+  /** What `celery inspect active` shows of each task running here (Celery's `Request.info()`). */
+  activeTasks(): Record<string, unknown>[] {
+    return [...this.runningTasks.values()].map(({ msg, startedAt }) => ({
+      id: msg.id,
+      name: msg.task,
+      args: msg.args,
+      kwargs: msg.kwargs,
+      type: msg.task,
+      hostname: this.hostname,
+      time_start: startedAt / 1000,
+      acknowledged: false,
+      delivery_info: {
+        exchange: msg.exchange,
+        routing_key: msg.routingKey,
+        priority: msg.priority,
+        redelivered: msg.envelope.headers.redelivered === true,
+      },
+      worker_pid: process.pid,
+    }));
+  }
+
+  /** The ids revoked and still kept (`celery inspect revoked`). */
+  revokedIds(): string[] {
+    return [...this.revoked.keys()].filter((id) => this.isRevoked(id));
+  }
+
+  private isRevoked(id: string): boolean {
+    const until = this.revoked.get(id);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.revoked.delete(id);
+    return false;
   }
 
   private async run(): Promise<void> {
@@ -252,7 +352,8 @@ export class CeleryWorker {
       const error = Object.assign(new Error(msg.task), { name: 'NotRegistered' });
       return this.finish(c, msg, { kind: 'failure', error }, receivedAt);
     }
-    if (msg.expires && msg.expires.getTime() <= Date.now()) return this.finish(c, msg, { kind: 'revoked' }, receivedAt);
+    if (msg.expires && msg.expires.getTime() <= Date.now()) return this.finish(c, msg, { kind: 'revoked', reason: 'expired' }, receivedAt);
+    if (this.isRevoked(msg.id)) return this.finish(c, msg, { kind: 'revoked', reason: 'revoked' }, receivedAt);
     if (msg.eta && msg.eta.getTime() > Date.now()) {
       if (await this.transport.schedule(c.tag, c.list, msg.eta.getTime(), c.raw)) {
         this.metrics.count(msg.task, 'scheduled');
@@ -263,8 +364,25 @@ export class CeleryWorker {
     this.metrics.count(msg.task, 'received');
     if (task.options.trackStarted) await this.backend.store(msg.id, 'STARTED', { pid: process.pid, hostname: this.hostname });
     const startedAt = Date.now();
-    const outcome = await runMessage(task, msg, this.abort.signal);
+    const own = new AbortController();
+    this.runningTasks.set(msg.id, { abort: own, msg, startedAt });
+    let outcome: Outcome;
+    try {
+      outcome = await runMessage(task, msg, AbortSignal.any([this.abort.signal, own.signal]));
+    } finally {
+      this.runningTasks.delete(msg.id);
+    }
+    if (own.signal.aborted) outcome = { kind: 'revoked', reason: 'terminated' };
     return this.finish(c, msg, outcome, receivedAt, startedAt);
+  }
+
+  private get settleContext(): SettleContext {
+    return {
+      transport: this.transport,
+      backend: this.backend,
+      hostname: this.hostname,
+      queueFor: (task) => this.routes.get(task) ?? this.defaultQueue,
+    };
   }
 
   private async finish(
@@ -274,7 +392,16 @@ export class CeleryWorker {
     receivedAt: number,
     startedAt = receivedAt,
   ): Promise<void> {
-    await settle({ transport: this.transport, client: this.client, backend: this.backend, hostname: this.hostname }, c, msg, outcome);
+    const gid = await settle(this.settleContext, c, msg, outcome);
+    if (gid !== undefined) {
+      // The outcome is stored and acknowledged; were the body not sent now, recoverChords sends it.
+      await fireChord(chordSender(this.settleContext), gid).catch((err) =>
+        this.o.logger?.error(
+          { err, group: gid },
+          'celery worker: a chord body could not be sent; it is retried after the visibility timeout',
+        ),
+      );
+    }
     this.metrics.count(msg?.task ?? 'unknown', outcome.kind);
     if (this.recorder && msg && outcome.kind !== 'retry') this.record(msg, outcome, receivedAt, startedAt);
     if (outcome.kind !== 'success') {
@@ -289,7 +416,8 @@ export class CeleryWorker {
   private record(msg: CeleryTaskMessage, outcome: Exclude<Outcome, { kind: 'retry' }>, receivedAt: number, startedAt: number): void {
     let ended: { ok: true; value: unknown } | { ok: false; error: RunError };
     if (outcome.kind === 'success') ended = { ok: true, value: outcome.value };
-    else if (outcome.kind === 'revoked') ended = { ok: false, error: { name: 'TaskRevokedError', message: 'expired', reason: 'expired' } };
+    else if (outcome.kind === 'revoked')
+      ended = { ok: false, error: { name: 'TaskRevokedError', message: outcome.reason, reason: outcome.reason } };
     else {
       const i = celeryExceptionInfo(outcome.error);
       const m = Array.isArray(i.exc_message) ? i.exc_message.map(String).join(', ') : String(i.exc_message ?? '');

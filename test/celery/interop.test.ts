@@ -5,6 +5,7 @@
 // - Errand sendTask -> a Python Celery worker -> the result (or the exception's type and message)
 //   read in TypeScript; chains and link/link_error both ways; ETA and retries.
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { z } from 'zod';
@@ -54,6 +55,23 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     });
     worker.register('ts.hopeless', { maxRetries: 1 }, (_a, _k, ctx) => ctx.retry({ countdown: 0.05, error: new RangeError('still down') }));
     worker.register('ts.double', {}, ([x]) => (x as number) * 2);
+    worker.register('ts.watchful', {}, async (_a, _k, ctx) => {
+      // Stops when its signal says so (a time limit), with the signal's reason.
+      const reason = await new Promise<Error>((resolve) => ctx.signal.addEventListener('abort', () => resolve(ctx.signal.reason)));
+      await redis.rpush('ts.watchful', `${ctx.id} ${reason.name}`);
+      throw reason;
+    });
+    worker.register('ts.collect', { args: z.tuple([z.array(z.number())]) }, ([values]) => values);
+    worker.register('ts.slowRetried', {}, async (_a, _k, ctx) => {
+      if (ctx.retries === 0) ctx.retry({ countdown: 0.05 });
+      await new Promise((resolve) => setTimeout(resolve, 3000).unref());
+      return 'slow';
+    });
+    worker.register('ts.stoppable', {}, async (_a, _k, ctx) => {
+      await redis.rpush('ts.stoppable', ctx.id);
+      await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve));
+      return 'stopped';
+    });
     worker.register('ts.later', {}, ([x]) => {
       ranLater++;
       return (x as number) * 2;
@@ -115,6 +133,23 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     assert.equal(h.message, 'still down');
   });
 
+  test("a retry keeps the message's time limit (and the rest of the request), as Celery's does", async () => {
+    const r = await py(url, 'call', { task: 'ts.slowRetried', options: { time_limit: 0.5 } });
+    assert.equal(r.exc_type, 'TimeLimitExceeded', JSON.stringify(r));
+  });
+
+  test("time limits reach the handler through ctx.signal: the soft one fails it with Celery's SoftTimeLimitExceeded, the hard one stops it", async () => {
+    const soft = await py(url, 'call', { task: 'ts.watchful', options: { soft_time_limit: 0.3 }, timeout: 20 });
+    assert.equal(soft.exc_type, 'SoftTimeLimitExceeded', JSON.stringify(soft));
+    assert.equal(soft.exc_module, 'billiard.exceptions', "Celery's own class (celery.exceptions takes it from billiard)");
+    const hard = await py(url, 'call', { task: 'ts.watchful', options: { time_limit: 0.3 }, timeout: 20 });
+    assert.equal(hard.exc_type, 'TimeLimitExceeded', JSON.stringify(hard));
+    await waitFor(async () => (await redis.lrange('ts.watchful', 0, -1)).includes(`${hard.id} TimeLimitExceeded`), {
+      timeoutMs: 10_000,
+      message: 'the handler told to stop',
+    });
+  });
+
   test('ETA: a countdown is honoured: the message is parked (not run, not unacked) until due, from TypeScript and Python', async () => {
     const before = ranLater;
     const t = await client.sendTask('ts.later', { args: [4], countdown: 2 });
@@ -135,6 +170,57 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
       r.get({ timeoutMs: 30_000 }),
       (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError',
     );
+  });
+
+  test('revoke(id) from Python reaches the Errand worker: the task is REVOKED, not run; terminate stops a running one; inspect active and revoked show them', async () => {
+    const before = ranLater;
+    const id = randomUUID();
+    const flagged = await py(url, 'revoke', { id, destination: [worker.hostname], timeout: 10 });
+    assert.deepEqual(flagged.replies, [{ [worker.hostname]: { ok: `tasks ${id} flagged as revoked` } }]);
+    const r = await py(url, 'call', { task: 'ts.later', args: [1], options: { task_id: id, countdown: 0.5 } });
+    assert.equal(r.exc_type, 'TaskRevokedError');
+    assert.equal(r.message, 'revoked');
+    assert.equal(ranLater, before, 'a revoked task is not run');
+
+    const t = await client.sendTask('ts.stoppable');
+    await waitFor(async () => (await redis.lrange('ts.stoppable', 0, -1)).includes(t.id), {
+      timeoutMs: 30_000,
+      message: 'the task started',
+    });
+    const active = await celeryCli(url, ['inspect', 'active', '-d', worker.hostname, '--timeout', '10']);
+    assert.ok(active.includes(t.id) && active.includes('ts.stoppable'), active);
+    const stopped = await py(url, 'revoke', { id: t.id, terminate: true, destination: [worker.hostname], timeout: 10 });
+    assert.deepEqual(stopped.replies, [{ [worker.hostname]: { ok: `terminate: ${t.id}` } }]);
+    await assert.rejects(
+      t.get({ timeoutMs: 30_000 }),
+      (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError' && err.excMessage === 'terminated',
+    );
+    const revoked = await celeryCli(url, ['inspect', 'revoked', '-d', worker.hostname, '--timeout', '10']);
+    assert.ok(revoked.includes(id) && revoked.includes(t.id), revoked);
+  });
+
+  test('revoke from TypeScript (client.revoke, CeleryResult.revoke) reaches Python and Errand workers: REVOKED, not run', async () => {
+    const pyId = randomUUID();
+    await client.revoke(pyId);
+    const p = await client.sendTask('pyapp.add', { args: [1, 2], queue: 'py', taskId: pyId, countdown: 1 });
+    await assert.rejects(
+      p.get({ timeoutMs: 30_000 }),
+      (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError' && err.excMessage === 'revoked',
+    );
+    const before = ranLater;
+    const t = await client.sendTask('ts.later', { args: [1], countdown: 1 });
+    await t.revoke();
+    await assert.rejects(
+      t.get({ timeoutMs: 30_000 }),
+      (err: CeleryTaskError) => err.state === 'REVOKED' && err.excType === 'TaskRevokedError' && err.excMessage === 'revoked',
+    );
+    assert.equal(ranLater, before, 'not run');
+    await assert.rejects(client.revoke([]), /taskId: give at least one task id/);
+    await assert.rejects(client.revoke(['a', ''], { terminate: 'yes' as never }), (err: Error) => {
+      assert.match(err.message, /taskId\[1\]: must be a non-empty string, got ""/);
+      assert.match(err.message, /terminate: must be a boolean, got "yes"/);
+      return true;
+    });
   });
 
   test('Errand sendTask -> Python worker -> the result, read in TypeScript', async () => {
@@ -165,6 +251,137 @@ describe('Celery interop (Debian python3-celery)', { skip }, () => {
     assert.equal(await c.get({ timeoutMs: 60_000 }), 60);
     const r = await client.sendTask('pyapp.add', { args: [2, 3], queue: 'py', link: signature('ts.double') });
     assert.equal(await r.get({ timeoutMs: 60_000 }), 5);
+  });
+
+  test("chords from Python: header tasks on the Errand worker (alone or beside Python's) and the body sent when the last ends; a failed part fails the body with ChordError", async () => {
+    const all = await py(url, 'chord', {
+      header: [
+        { task: 'ts.add', args: [1, 2] },
+        { task: 'ts.add', args: [3, 4] },
+      ],
+      body: { task: 'ts.collect' },
+    });
+    assert.deepEqual(all.ok, [3, 7], JSON.stringify(all));
+    const mixed = await py(url, 'chord', {
+      header: [
+        { task: 'ts.add', args: [1, 2] },
+        { task: 'pyapp.add', args: [3, 4], queue: 'py' },
+        { task: 'ts.double', args: [5] },
+      ],
+      body: { task: 'pyapp.total', queue: 'py' },
+    });
+    assert.equal(mixed.ok, 20, JSON.stringify(mixed));
+    const failed = await py(url, 'chord', {
+      header: [
+        { task: 'ts.add', args: [1, 2] },
+        { task: 'ts.fail', args: ['no luck'] },
+      ],
+      body: { task: 'ts.collect' },
+    });
+    assert.equal(failed.exc_type, 'TypeError', "Celery's get() raises the failed header task's error");
+    await waitFor(async () => (await redis.exists(`celery-task-meta-${failed.id}`)) === 1, { timeoutMs: 30_000, message: 'the body' });
+    const body = JSON.parse((await redis.get(`celery-task-meta-${failed.id}`)) as string);
+    assert.equal(body.status, 'FAILURE');
+    assert.equal(body.result.exc_type, 'ChordError');
+    assert.match(body.result.exc_message[0], /raised TypeError\("no luck"\)/);
+    assert.equal(await redis.hlen('_errand.celery.chords'), 0, 'no chord left pending');
+  });
+
+  test('a chain from Python whose Errand-run task is followed by a group or a chord: the Errand worker sends them as Celery does', async () => {
+    const g = await py(url, 'canvas', { shape: 'chain-group' });
+    assert.deepEqual(g.ok, [13, 6], JSON.stringify(g));
+    const c = await py(url, 'canvas', { shape: 'chain-chord' });
+    assert.equal(c.ok, 10, JSON.stringify(c));
+    const t = await py(url, 'canvas', { shape: 'chain-group-task' });
+    assert.deepEqual(t.ok, [6, 6], JSON.stringify(t));
+    const n = await py(url, 'canvas', { shape: 'chord-nested' });
+    assert.deepEqual(n.ok, [4, 2, 6], "what Celery 5.2's own workers give the body (checked with Python workers alone)");
+  });
+
+  test('a shape the Errand worker cannot send on (a group followed by more of a chain) is FAILURE with the reason, not dropped', async () => {
+    const groupId = randomUUID();
+    const group = {
+      task: 'celery.group',
+      args: [],
+      kwargs: { tasks: [signature('ts.double'), signature('ts.double')] },
+      options: { task_id: groupId },
+      subtask_type: 'group',
+      immutable: false,
+    };
+    await client.chain(signature('ts.add', { args: [1, 2] }), group, signature('ts.collect'));
+    await assert.rejects(client.result(groupId).get({ timeoutMs: 30_000 }), (err: CeleryTaskError) => {
+      assert.equal(err.excType, 'NotImplementedError');
+      assert.match(err.excMessage, /cannot send a group followed by more of a chain \(celery\.group\)/);
+      return true;
+    });
+  });
+
+  test('a chord whose completing worker died before sending the body: another Errand worker sends it after the visibility timeout', async () => {
+    const gid = randomUUID();
+    const bodyId = randomUUID();
+    const body = {
+      task: 'ts.collect',
+      args: [],
+      kwargs: {},
+      options: { task_id: bodyId, queue: 'celery' },
+      subtask_type: null,
+      immutable: false,
+    };
+    // What the completing part left (chord.ts), as if its worker was killed right after.
+    await redis.zadd(
+      `_errand.celery.chord.${gid}`,
+      0,
+      JSON.stringify([1, randomUUID(), 'SUCCESS', 1]),
+      1,
+      JSON.stringify([1, randomUUID(), 'SUCCESS', 2]),
+    );
+    await redis.hset('_errand.celery.chords', gid, JSON.stringify({ body, rootId: gid, parentId: gid, claimedAt: Date.now() }));
+    const other = createCeleryWorker({ url, queues: ['chord-recovery'], visibilityTimeoutMs: 1000, remoteControl: false });
+    await other.start();
+    // A header whose GroupResult Celery saved (newer Celery does for nested groups, to give the body
+    // nested lists): refused with the reason rather than given a flat list.
+    const nestedGid = randomUUID();
+    const nestedBodyId = randomUUID();
+    await redis.set(`celery-taskset-meta-${nestedGid}`, '{"result": []}');
+    await redis.zadd(`_errand.celery.chord.${nestedGid}`, 0, JSON.stringify([1, randomUUID(), 'SUCCESS', 1]));
+    const nestedBody = { ...body, options: { task_id: nestedBodyId, queue: 'celery' } };
+    await redis.hset(
+      '_errand.celery.chords',
+      nestedGid,
+      JSON.stringify({ body: nestedBody, rootId: nestedGid, parentId: nestedGid, claimedAt: 0 }),
+    );
+    try {
+      assert.deepEqual(await client.result(bodyId).get({ timeoutMs: 30_000 }), [1, 2]);
+      await assert.rejects(client.result(nestedBodyId).get({ timeoutMs: 30_000 }), (err: CeleryTaskError) => {
+        assert.equal(err.excType, 'NotImplementedError');
+        assert.match(err.excMessage, /nests groups/);
+        return true;
+      });
+      assert.equal(await redis.hlen('_errand.celery.chords'), 0);
+      assert.equal(await redis.exists(`_errand.celery.chord.${gid}`), 0);
+    } finally {
+      await other.stop();
+    }
+  });
+
+  test("a worker on a queue of its own sends what follows by the routes, else to Celery's default queue, never back to its own", async () => {
+    const emails = createCeleryWorker({ url, queues: ['emails'], routes: { 'pyapp.record': 'py' }, remoteControl: false });
+    emails.register('ts.mail', {}, () => 21);
+    await emails.start();
+    try {
+      await redis.del('pyapp.record');
+      const r = await py(url, 'call', { task: 'ts.mail', options: { queue: 'emails' }, link: { task: 'pyapp.record', args: ['routed'] } });
+      assert.equal(r.ok, 21);
+      await waitFor(async () => (await redis.lrange('pyapp.record', 0, -1)).some((l) => l.replace(/ /g, '') === '[21,"routed"]'), {
+        timeoutMs: 30_000,
+        message: 'the link, routed to the Python queue',
+      });
+      const c = await client.chain(signature('ts.mail', { queue: 'emails' }), signature('ts.double'));
+      assert.equal(await c.get({ timeoutMs: 30_000 }), 42, "the next step went to 'celery'");
+    } finally {
+      await emails.stop();
+    }
+    assert.throws(() => createCeleryWorker({ url, routes: { 'a.b': '' } }), /routes must map task names to queue names, got \{"a\.b":""\}/);
   });
 
   test('link and link_error set in Python are honoured by the Errand worker', async () => {

@@ -40,6 +40,7 @@ export interface PyOutcome {
   exc_type?: string;
   exc_module?: string;
   message?: string;
+  replies?: Record<string, { ok?: string }>[];
 }
 
 const pyEnv = (url: string, extra: Record<string, string> = {}) => ({
@@ -50,7 +51,11 @@ const pyEnv = (url: string, extra: Record<string, string> = {}) => ({
 });
 
 /** Runs `pyapp.py <command> <spec>` and returns its JSON line. */
-export async function py(url: string, command: 'call' | 'get', spec: Record<string, unknown>): Promise<PyOutcome> {
+export async function py(
+  url: string,
+  command: 'call' | 'get' | 'revoke' | 'chord' | 'canvas',
+  spec: Record<string, unknown>,
+): Promise<PyOutcome> {
   const { stdout } = await run(PYTHON, [join(FIXTURES, 'pyapp.py'), command, JSON.stringify(spec)], {
     cwd: FIXTURES,
     env: pyEnv(url),
