@@ -19,6 +19,7 @@ import { dashboardPlugin } from '../../src/dashboard/plugin.ts';
 import { createServer } from '../../src/http/index.ts';
 import { BrokerFullError, createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
+import { drainAndReconcile } from '../fixtures/storage-full.ts';
 import { type OwnRedis, redisCli, startRedisServer } from '../fixtures/redis-servers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
 
@@ -219,32 +220,10 @@ describe('Redis full (maxmemory, noeviction)', () => {
       await new Promise((r) => setTimeout(r, 1500)); // their outcomes wait in the worker, their leases renewed
       const whileFull = await Promise.all(helds.map(async (h) => (await broker.getRun(h.id))?.state));
       await redisCli(server.port, ['CONFIG', 'SET', 'maxmemory', '0']);
-      const drain = app.worker({ queues: ['fill'], concurrency: 50 });
-      await drain.start();
-      try {
-        await waitFor(
-          async () => {
-            const c = await broker.counts(['fill', 'held']);
-            return c.fill!.succeeded === accepted.length && c.held!.succeeded === helds.length;
-          },
-          { timeoutMs: 60_000, intervalMs: 100, message: 'every accepted run to succeed' },
-        );
-        const c = await broker.counts(['fill', 'held']);
-        for (const q of ['fill', 'held'] as const) {
-          assert.deepEqual(
-            { ...c[q], succeeded: 0 },
-            { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 },
-            `${q}: ${JSON.stringify(c[q])}`,
-          );
-        }
-        for (const id of [...accepted, ...helds.map((h) => h.id)]) assert.equal(executions.get(id), 1, `${id} executed once`);
-        for (const h of helds) assert.equal((await broker.getRun(h.id))?.attempts, 1);
-        console.log(
-          `[fault-figures] redis full: ${accepted.length} runs accepted before the refusal; ${helds.length} runs executing kept their leases, each executed once; their states after they returned, Redis full: ${whileFull.join(', ')}`,
-        );
-      } finally {
-        await drain.stop({ graceMs: 0 });
-      }
+      await drainAndReconcile(app, broker, { accepted, held: helds.map((h) => h.id) }, executions, 50);
+      console.log(
+        `[fault-figures] redis full: ${accepted.length} runs accepted before the refusal; ${helds.length} runs executing kept their leases, each executed once; their states after they returned, Redis full: ${whileFull.join(', ')}`,
+      );
     } finally {
       open();
       await spare.stop({ graceMs: 0 });

@@ -15,6 +15,7 @@ import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import { createServer } from '../../src/http/index.ts';
 import { BrokerFullError, createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
+import { drainAndReconcile } from '../fixtures/storage-full.ts';
 import { requires } from '../fixtures/prereq.ts';
 import { waitFor } from '../helpers.ts';
 
@@ -117,32 +118,10 @@ describe('SQLite on a full disk', () => {
 
       // Space is freed: every accepted run ends exactly once.
       unlinkSync(filler);
-      const drain = app.worker({ queues: ['fill'], concurrency: 20 });
-      await drain.start();
-      try {
-        await waitFor(
-          async () => {
-            const c = await broker.counts(['fill', 'held']);
-            return c.fill!.succeeded === accepted.length && c.held!.succeeded === helds.length;
-          },
-          { timeoutMs: 60_000, intervalMs: 100, message: 'every accepted run to succeed' },
-        );
-        const c = await broker.counts(['fill', 'held']);
-        for (const q of ['fill', 'held'] as const) {
-          assert.deepEqual(
-            { ...c[q], succeeded: 0 },
-            { waiting: 0, queued: 0, scheduled: 0, active: 0, succeeded: 0, failed: 0, cancelled: 0 },
-            `${q}: ${JSON.stringify(c[q])}`,
-          );
-        }
-        for (const id of [...accepted, ...helds.map((h) => h.id)]) assert.equal(executions.get(id), 1, `${id} executed once`);
-        for (const h of helds) assert.equal((await broker.getRun(h.id))?.attempts, 1);
-        console.log(
-          `[fault-figures] sqlite disk full: ${accepted.length} runs accepted before the refusal; held runs while full: ${states.join(', ')}`,
-        );
-      } finally {
-        await drain.stop({ graceMs: 0 });
-      }
+      await drainAndReconcile(app, broker, { accepted, held: helds.map((h) => h.id) }, executions, 20);
+      console.log(
+        `[fault-figures] sqlite disk full: ${accepted.length} runs accepted before the refusal; held runs while full: ${states.join(', ')}`,
+      );
     } finally {
       open();
       await worker.stop({ graceMs: 0 });
