@@ -19,7 +19,7 @@ import { dashboardPlugin } from '../../src/dashboard/plugin.ts';
 import { createServer } from '../../src/http/index.ts';
 import { BrokerFullError, createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
-import { drainAndReconcile } from '../fixtures/storage-full.ts';
+import { drainAndReconcile, heldTask } from '../fixtures/storage-full.ts';
 import { type OwnRedis, redisCli, startRedisServer } from '../fixtures/redis-servers.ts';
 import { tempDir, waitFor } from '../helpers.ts';
 
@@ -138,17 +138,7 @@ describe('Redis full (maxmemory, noeviction)', () => {
 
   it('refuses enqueues with BrokerFullError (HTTP 503), keeps outcomes and leases, prunes, and ends every accepted run once', async () => {
     const app = createErrand({ broker: `redis://127.0.0.1:${server.port}`, logger: quietLogger });
-    const executions = new Map<string, number>();
-    const count = (id: string) => executions.set(id, (executions.get(id) ?? 0) + 1);
-    let open: () => void = () => {};
-    const opened = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    const held = app.task('held', { input: z.object({}), queue: 'held' }, async (_input, ctx) => {
-      count(ctx.runId);
-      await opened;
-      return 'done';
-    });
+    const { executions, count, open, held } = heldTask(app);
     const short = app.task('short', { input: z.object({}), queue: 'short', retention: 1 }, (_input, ctx) => {
       count(ctx.runId);
       return 1;

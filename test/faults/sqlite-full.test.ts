@@ -15,7 +15,7 @@ import type { Broker, BrokerInspector } from '../../src/broker/types.ts';
 import { createServer } from '../../src/http/index.ts';
 import { BrokerFullError, createErrand } from '../../src/index.ts';
 import { quietLogger } from '../fixtures/brokers.ts';
-import { drainAndReconcile } from '../fixtures/storage-full.ts';
+import { drainAndReconcile, heldTask } from '../fixtures/storage-full.ts';
 import { requires } from '../fixtures/prereq.ts';
 import { waitFor } from '../helpers.ts';
 
@@ -63,17 +63,7 @@ describe('SQLite on a full disk', () => {
     if (typeof disk === 'string') throw new Error(disk);
     const file = join(disk.dir, 'errand.db');
     const app = createErrand({ broker: `sqlite:${file}`, logger: quietLogger });
-    const executions = new Map<string, number>();
-    const count = (id: string) => executions.set(id, (executions.get(id) ?? 0) + 1);
-    let open: () => void = () => {};
-    const opened = new Promise<void>((resolve) => {
-      open = resolve;
-    });
-    const held = app.task('held', { input: z.object({}), queue: 'held' }, async (_input, ctx) => {
-      count(ctx.runId);
-      await opened;
-      return 'done';
-    });
+    const { executions, count, open, held } = heldTask(app);
     const fill = app.task('fill', { input: z.object({ pad: z.string() }), queue: 'fill' }, (_input, ctx) => {
       count(ctx.runId);
       return 1;
