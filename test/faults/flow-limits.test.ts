@@ -97,6 +97,7 @@ for (const kind of (process.env.FLOW_ONLY ? [process.env.FLOW_ONLY] : ['redis', 
         FLOW_KEY_LIMIT: String(LIMIT),
         FLOW_BIG_KEYS: BIG_KEYS.join(','),
         FLOW_BIG_LIMIT: String(BIG_LIMIT),
+        FLOW_HOT_SLOW_FROM: String(HOT - 200),
       };
       const flags = ['--concurrency', String(CONCURRENCY), '--lease-ms', '4000', '--queues', 'flow'];
       const app = createErrand({ broker: url, prefix, logger: quietLogger });
