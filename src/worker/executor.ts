@@ -89,12 +89,16 @@ const UNKNOWN_TASK_STEP_MS = { min: 1000, max: 30_000 };
  */
 class UnknownRuns {
   readonly #met = new Map<string, number>();
+  #sweptAt = 0;
 
   /** When the run was first met (now, if this is the first time). */
   met(id: string, now: number, waitMs: number): { at: number; first: boolean } {
     const at = this.#met.get(id);
     if (at !== undefined) return { at, first: false };
-    if (this.#met.size >= 10_000) {
+    // Past 10,000 entries, those long past are dropped: once a minute at most, not at every run met
+    // (with that many met within the window, a sweep per run would scan them all each time).
+    if (this.#met.size >= 10_000 && now - this.#sweptAt >= 60_000) {
+      this.#sweptAt = now;
       for (const [k, t] of this.#met) if (t < now - waitMs - 600_000) this.#met.delete(k);
     }
     this.#met.set(id, now);
